@@ -1,0 +1,54 @@
+# tablefsm: run `make` to list the targets.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+GO              ?= go
+BIN             := $(CURDIR)/bin
+PROTOC_VERSION  := 3.21.12
+PROTOC_GEN_GO   := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+PROTOC_GEN_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
+
+.PHONY: help
+help: ## List the targets.
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+.PHONY: tools
+tools: ## Install the pinned code generators into ./bin.
+	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler ($(PROTOC_VERSION))" >&2; exit 1; }
+	@protoc --version | grep -qx 'libprotoc $(PROTOC_VERSION)' || { echo "protoc $(PROTOC_VERSION) required, found: $$(protoc --version)" >&2; exit 1; }
+	@GOBIN=$(BIN) $(GO) install $(PROTOC_GEN_GO)
+	@GOBIN=$(BIN) $(GO) install $(PROTOC_GEN_GRPC)
+
+.PHONY: generate
+generate: tools ## Regenerate every generated file (FSM code, tests, diagrams, protobuf).
+	PATH="$(BIN):$$PATH" protoc -I grpcapi/replicationpb \
+		--go_out=paths=source_relative:grpcapi/replicationpb \
+		--go-grpc_out=paths=source_relative:grpcapi/replicationpb \
+		grpcapi/replicationpb/replication.proto
+	PATH="$(BIN):$$PATH" protoc -I store/kvpb --go_out=paths=source_relative:store/kvpb store/kvpb/kv.proto
+	$(GO) generate ./...
+
+.PHONY: drift
+drift: generate ## Fail if `make generate` changed or added any file.
+	@if [ -n "$$(git status --porcelain)" ]; then \
+		echo "generated files differ from what is committed; run 'make generate' and commit:" >&2; \
+		git status --porcelain >&2; git --no-pager diff --stat >&2; exit 1; fi
+
+.PHONY: verify
+verify: drift ## gofmt, go vet and the drift check.
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+		if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted" >&2; exit 1; fi
+	$(GO) vet ./...
+	cd bench && $(GO) vet ./...
+
+.PHONY: test
+test: verify ## Run every test under the race detector (after the checks of verify).
+	$(GO) test -race -count=1 ./...
+	cd bench && $(GO) test -race -count=1 -run . -bench . -benchtime 1x ./...
+
+.PHONY: bench
+bench: ## Run the benchmarks with their same-run baselines.
+	$(GO) test -run '^$$' -bench . -benchmem ./...
+	cd bench && $(GO) test -run '^$$' -bench . -benchmem ./...
