@@ -1,6 +1,7 @@
-// Package logpos names positions in a replicated log: terms, offsets and
-// the (term, offset) identity of an entry. Every other package speaks in
-// these types so that a term can never be passed where an offset is meant.
+// Package logpos names the positions and entries of a replicated log:
+// terms, offsets, the (term, offset) identity of an entry, and the entry
+// itself. Every other package speaks in these types so that a term can
+// never be passed where an offset is meant.
 package logpos
 
 import "strconv"
@@ -33,3 +34,15 @@ func (id EntryID) IsNone() bool { return id.Offset == NoOffset }
 func (id EntryID) String() string {
 	return "{" + strconv.FormatInt(int64(id.Term), 10) + "," + strconv.FormatInt(int64(id.Offset), 10) + "}"
 }
+
+// Entry is one record of the log: the value a leader of Term wrote at
+// Offset. Timestamp is the leader's, in milliseconds since the Unix epoch.
+type Entry struct {
+	Term      Term
+	Offset    Offset
+	Value     []byte
+	Timestamp uint64
+}
+
+// ID returns the entry's (term, offset).
+func (e Entry) ID() EntryID { return EntryID{Term: e.Term, Offset: e.Offset} }
