@@ -1,0 +1,618 @@
+package fsm
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"unicode"
+
+	"github.com/goccy/go-yaml"
+	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/parser"
+)
+
+// LoadFile reads and loads the table in file. See Load.
+func LoadFile(file string) (*Table, error) {
+	src, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("fsm: %w", err)
+	}
+	return Load(file, src)
+}
+
+// Load parses and validates the table in src; file names it in
+// positions. On failure the error is a Diagnostics listing every problem
+// found, sorted by position.
+func Load(file string, src []byte) (*Table, error) {
+	l := &loader{file: file, broken: map[string]bool{}}
+	if t := l.load(src); t != nil {
+		l.validate(t)
+	}
+	l.diags.Sort()
+	if err := l.diags.Err(); err != nil {
+		return nil, err
+	}
+	return l.table, nil
+}
+
+// ref is a name as written in the source, where it was written.
+type ref struct {
+	name string
+	pos  Pos
+}
+
+// rowSrc keeps where each name of a row was written, for diagnostics.
+type rowSrc struct {
+	from       []ref
+	on         ref
+	ifs        []ref
+	to, refuse ref
+	do         []ref
+}
+
+// loader turns the YAML syntax tree into a Table, collecting diagnostics.
+type loader struct {
+	file  string
+	diags Diagnostics
+	rows  []rowSrc // parallel to Table.Rows
+	table *Table
+	// broken holds the kinds of names ("state", "event", ...) whose
+	// section could not be read: references to them are not reported
+	// again as unknown.
+	broken map[string]bool
+	// policyRefs are the errors named by unhandled policies.
+	policyRefs []ref
+	// guardErrRefs are the errors named by guards, parallel to Table.Guards.
+	guardErrRefs []ref
+}
+
+func (l *loader) errorf(pos Pos, format string, args ...any) {
+	l.diags = append(l.diags, Diagnostic{Pos: pos, Msg: fmt.Sprintf(format, args...)})
+}
+
+func (l *loader) pos(n ast.Node) Pos {
+	switch v := n.(type) {
+	case *ast.MappingNode:
+		if !v.IsFlowStyle && len(v.Values) > 0 {
+			return l.pos(v.Values[0])
+		}
+	case *ast.MappingValueNode:
+		return l.pos(v.Key)
+	}
+	tok := n.GetToken()
+	if tok == nil || tok.Position == nil {
+		return Pos{File: l.file}
+	}
+	return Pos{File: l.file, Line: tok.Position.Line, Col: tok.Position.Column}
+}
+
+// load decodes the table; it returns nil when the source is not YAML or
+// not a mapping, so that nothing else is worth checking.
+func (l *loader) load(src []byte) *Table {
+	t := &Table{File: l.file, Pos: Pos{File: l.file, Line: 1, Col: 1}}
+	l.table = t
+	f, err := parser.ParseBytes(src, 0)
+	if err != nil {
+		var ye yaml.Error
+		if errors.As(err, &ye) && ye.GetToken() != nil && ye.GetToken().Position != nil {
+			p := ye.GetToken().Position
+			l.errorf(Pos{File: l.file, Line: p.Line, Col: p.Column}, "%s", ye.GetMessage())
+		} else {
+			l.errorf(t.Pos, "%v", err)
+		}
+		return nil
+	}
+	var body ast.Node
+	for _, d := range f.Docs {
+		if d.Body == nil {
+			continue
+		}
+		if body != nil {
+			l.errorf(l.pos(d.Body), "a table file holds one YAML document")
+			break
+		}
+		body = d.Body
+	}
+	if body == nil {
+		l.errorf(t.Pos, "empty table")
+		return nil
+	}
+	fields, ok := l.fields(body, "the table", []string{
+		"machine", "package", "doc", "initial", "unhandled", "imports",
+		"states", "events", "guards", "actions", "errors", "rows",
+	})
+	if !ok {
+		return nil
+	}
+	for _, key := range []string{"machine", "package", "initial", "unhandled", "states", "events", "rows"} {
+		if fields[key] == nil {
+			l.errorf(t.Pos, "the table lacks %q", key)
+		}
+	}
+	if n := fields["machine"]; n != nil {
+		t.Machine = l.ident(n, "machine name", exportedIdent)
+	}
+	if n := fields["package"]; n != nil {
+		t.Package = l.packageName(n)
+	}
+	if n := fields["doc"]; n != nil {
+		t.Doc, _ = l.str(n, "doc")
+	}
+	if n := fields["initial"]; n != nil {
+		t.Initial = l.ident(n, "initial state", exportedIdent)
+	}
+	if n := fields["unhandled"]; n != nil {
+		if p := l.policy(n); p != nil {
+			t.Unhandled = *p
+		}
+	}
+	for key, what := range map[string]string{
+		"imports": "import", "states": "state", "events": "event",
+		"guards": "guard", "actions": "action", "errors": "error",
+	} {
+		switch fields[key].(type) {
+		case *ast.NullNode, *ast.MappingNode, *ast.MappingValueNode:
+		case nil:
+			if key == "states" || key == "events" {
+				l.broken[what] = true // reported as lacking
+			}
+		default:
+			l.broken[what] = true
+		}
+	}
+	if fields["initial"] == nil {
+		l.broken["initial"] = true
+	}
+	if fields["rows"] == nil {
+		l.broken["rows"] = true
+	}
+	for _, e := range l.entries(fields["imports"], "imports") {
+		name := l.keyIdent(e, "import name", packageIdent)
+		path, _ := l.str(e.Value, "import path")
+		if path == "" {
+			l.errorf(l.pos(e.Value), "import %q needs a path", name)
+		}
+		t.Imports = append(t.Imports, Import{Name: name, Path: path, Pos: l.pos(e)})
+	}
+	for _, e := range l.entries(fields["states"], "states") {
+		t.States = append(t.States, l.state(e))
+	}
+	for _, e := range l.entries(fields["events"], "events") {
+		t.Events = append(t.Events, l.event(e))
+	}
+	for _, e := range l.entries(fields["guards"], "guards") {
+		t.Guards = append(t.Guards, l.guard(e))
+	}
+	for _, e := range l.entries(fields["actions"], "actions") {
+		t.Actions = append(t.Actions, l.action(e))
+	}
+	for _, e := range l.entries(fields["errors"], "errors") {
+		t.Errors = append(t.Errors, l.errorDecl(e))
+	}
+	if n := fields["rows"]; n != nil {
+		seq, ok := n.(*ast.SequenceNode)
+		if !ok {
+			l.errorf(l.pos(n), "rows must be a list of rows")
+			l.broken["rows"] = true
+		} else {
+			for _, rn := range seq.Values {
+				t.Rows = append(t.Rows, l.row(t, rn))
+			}
+		}
+	}
+	return t
+}
+
+// entries returns the key/value pairs of a mapping; null is empty.
+func (l *loader) entries(n ast.Node, what string) []*ast.MappingValueNode {
+	if n == nil {
+		return nil
+	}
+	switch v := n.(type) {
+	case *ast.NullNode:
+		return nil
+	case *ast.MappingNode:
+		return v.Values
+	case *ast.MappingValueNode:
+		return []*ast.MappingValueNode{v}
+	case *ast.AnchorNode, *ast.AliasNode, *ast.TagNode:
+		l.errorf(l.pos(n), "anchors, aliases and tags are not supported")
+		return nil
+	}
+	l.errorf(l.pos(n), "%s must be a mapping, not %s", what, kind(n))
+	return nil
+}
+
+// fields returns the values of a mapping by key, reporting keys outside
+// allowed. A null node is an empty mapping.
+func (l *loader) fields(n ast.Node, what string, allowed []string) (map[string]ast.Node, bool) {
+	switch n.(type) {
+	case *ast.NullNode, *ast.MappingNode, *ast.MappingValueNode:
+	default:
+		l.entries(n, what) // reports the problem
+		return nil, false
+	}
+	out := map[string]ast.Node{}
+	for _, e := range l.entries(n, what) {
+		key := e.Key.GetToken().Value
+		if _, ok := e.Key.(*ast.MergeKeyNode); ok || !contains(allowed, key) {
+			l.errorf(l.pos(e.Key), "unknown field %q in %s (want one of: %s)", key, what, strings.Join(allowed, ", "))
+			continue
+		}
+		v := e.Value
+		if v == nil {
+			v = ast.Null(e.Key.GetToken())
+		}
+		out[key] = v
+	}
+	return out, true
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func kind(n ast.Node) string {
+	switch n.(type) {
+	case *ast.MappingNode, *ast.MappingValueNode:
+		return "a mapping"
+	case *ast.SequenceNode:
+		return "a list"
+	case *ast.NullNode:
+		return "empty"
+	case *ast.BoolNode:
+		return "a boolean"
+	case *ast.IntegerNode, *ast.FloatNode, *ast.InfinityNode, *ast.NanNode:
+		return "a number"
+	}
+	return "a string"
+}
+
+// str returns a string scalar.
+func (l *loader) str(n ast.Node, what string) (string, bool) {
+	switch v := n.(type) {
+	case *ast.StringNode:
+		return v.Value, true
+	case *ast.LiteralNode:
+		return strings.TrimRight(v.Value.Value, "\n"), true
+	}
+	l.errorf(l.pos(n), "%s must be a string, not %s", what, kind(n))
+	return "", false
+}
+
+func (l *loader) boolean(n ast.Node, what string) bool {
+	if b, ok := n.(*ast.BoolNode); ok {
+		return b.Value
+	}
+	l.errorf(l.pos(n), "%s must be true or false, not %s", what, kind(n))
+	return false
+}
+
+type identKind int
+
+const (
+	exportedIdent identKind = iota // State, Event, Guard names
+	fieldIdent                     // payload fields: lowerCamel
+	packageIdent                   // import names and the package
+)
+
+// checkIdent reports whether s is an identifier of the given kind.
+func checkIdent(s string, k identKind) string {
+	if s == "" {
+		return "must not be empty"
+	}
+	for i, r := range s {
+		if !(unicode.IsLetter(r) || r == '_' || (i > 0 && unicode.IsDigit(r))) {
+			return "must be a Go identifier"
+		}
+	}
+	if goKeywords[s] {
+		return "must not be a Go keyword"
+	}
+	first := rune(s[0])
+	switch k {
+	case exportedIdent:
+		if !unicode.IsUpper(first) {
+			return "must start with an upper-case letter"
+		}
+	case fieldIdent:
+		if !unicode.IsLower(first) {
+			return "must start with a lower-case letter"
+		}
+		if goPredeclared[s] || s == "m" {
+			return "must not shadow a Go predeclared name or the receiver \"m\""
+		}
+	case packageIdent:
+		if strings.ToLower(s) != s || strings.Contains(s, "_") {
+			return "must be a lower-case Go package name"
+		}
+	}
+	return ""
+}
+
+func (l *loader) ident(n ast.Node, what string, k identKind) string {
+	s, ok := l.str(n, what)
+	if !ok {
+		return ""
+	}
+	if msg := checkIdent(s, k); msg != "" {
+		l.errorf(l.pos(n), "%s %q %s", what, s, msg)
+	}
+	return s
+}
+
+func (l *loader) keyIdent(e *ast.MappingValueNode, what string, k identKind) string {
+	s := e.Key.GetToken().Value
+	if msg := checkIdent(s, k); msg != "" {
+		l.errorf(l.pos(e.Key), "%s %q %s", what, s, msg)
+	}
+	return s
+}
+
+func (l *loader) packageName(n ast.Node) string {
+	return l.ident(n, "package", packageIdent)
+}
+
+// refs reads one name or a list of names.
+func (l *loader) refs(n ast.Node, what string) []ref {
+	switch v := n.(type) {
+	case *ast.SequenceNode:
+		out := make([]ref, 0, len(v.Values))
+		for _, x := range v.Values {
+			if s, ok := l.str(x, what); ok {
+				out = append(out, ref{s, l.pos(x)})
+			}
+		}
+		return out
+	case *ast.NullNode:
+		return nil
+	}
+	if s, ok := l.str(n, what); ok {
+		return []ref{{s, l.pos(n)}}
+	}
+	return nil
+}
+
+func (l *loader) policy(n ast.Node) *Policy {
+	p := &Policy{Pos: l.pos(n)}
+	if s, ok := n.(*ast.StringNode); ok {
+		if s.Value == "ignore" {
+			p.Kind = PolicyIgnore
+			return p
+		}
+		l.errorf(p.Pos, "unhandled must be \"ignore\" or {refuse: ErrSomething}, not %q", s.Value)
+		return nil
+	}
+	f, ok := l.fields(n, "unhandled", []string{"refuse"})
+	if !ok {
+		return nil
+	}
+	if f["refuse"] == nil {
+		l.errorf(p.Pos, "unhandled must be \"ignore\" or {refuse: ErrSomething}")
+		return nil
+	}
+	p.Kind = PolicyRefuse
+	p.Error, _ = l.str(f["refuse"], "unhandled error")
+	l.policyRefs = append(l.policyRefs, ref{p.Error, l.pos(f["refuse"])})
+	return p
+}
+
+func (l *loader) state(e *ast.MappingValueNode) State {
+	s := State{Name: l.keyIdent(e, "state name", exportedIdent), Pos: l.pos(e)}
+	f, _ := l.fields(e.Value, "state "+s.Name, []string{"doc", "terminal", "unhandled"})
+	if n := f["doc"]; n != nil {
+		s.Doc, _ = l.str(n, "doc")
+	}
+	if n := f["terminal"]; n != nil {
+		s.Terminal = l.boolean(n, "terminal")
+	}
+	if n := f["unhandled"]; n != nil {
+		s.Override = l.policy(n)
+	}
+	return s
+}
+
+func (l *loader) event(e *ast.MappingValueNode) Event {
+	ev := Event{Name: l.keyIdent(e, "event name", exportedIdent), Pos: l.pos(e)}
+	if reservedMethods[ev.Name] {
+		l.errorf(ev.Pos, "event name %q collides with a method of the generated machine", ev.Name)
+	}
+	f, _ := l.fields(e.Value, "event "+ev.Name, []string{"doc", "payload"})
+	if n := f["doc"]; n != nil {
+		ev.Doc, _ = l.str(n, "doc")
+	}
+	for _, pe := range l.entries(f["payload"], "payload") {
+		fd := Field{Name: l.keyIdent(pe, "payload field", fieldIdent), Pos: l.pos(pe)}
+		fd.Type, _ = l.str(pe.Value, "payload field type")
+		ev.Payload = append(ev.Payload, fd)
+	}
+	return ev
+}
+
+func (l *loader) guard(e *ast.MappingValueNode) Guard {
+	g := Guard{Name: l.keyIdent(e, "guard name", exportedIdent), Pos: l.pos(e)}
+	f, _ := l.fields(e.Value, "guard "+g.Name, []string{"doc", "error", "uses"})
+	if n := f["doc"]; n != nil {
+		g.Doc, _ = l.str(n, "doc")
+	}
+	r := ref{pos: g.Pos}
+	if n := f["error"]; n != nil {
+		g.Error, _ = l.str(n, "guard error")
+		r = ref{g.Error, l.pos(n)}
+	} else {
+		l.errorf(g.Pos, "guard %s needs the error it refuses with (error: ErrSomething)", g.Name)
+	}
+	l.guardErrRefs = append(l.guardErrRefs, r)
+	g.Uses = l.usesOf(g.Name, f["uses"])
+	return g
+}
+
+func (l *loader) action(e *ast.MappingValueNode) Action {
+	a := Action{Name: l.keyIdent(e, "action name", exportedIdent), Pos: l.pos(e)}
+	f, _ := l.fields(e.Value, "action "+a.Name, []string{"doc", "uses"})
+	if n := f["doc"]; n != nil {
+		a.Doc, _ = l.str(n, "doc")
+	}
+	a.Uses = l.usesOf(a.Name, f["uses"])
+	return a
+}
+
+func (l *loader) usesOf(owner string, n ast.Node) []string {
+	if n == nil {
+		return nil
+	}
+	rs := l.refs(n, "payload field name")
+	names := make([]string, 0, len(rs))
+	for _, r := range rs {
+		if contains(names, r.name) {
+			l.errorf(r.pos, "%s uses payload field %q twice", owner, r.name)
+			continue
+		}
+		names = append(names, r.name)
+	}
+	return names
+}
+
+func (l *loader) errorDecl(e *ast.MappingValueNode) Error {
+	d := Error{Name: l.keyIdent(e, "error name", exportedIdent), Pos: l.pos(e)}
+	if !strings.HasPrefix(d.Name, "Err") || len(d.Name) == 3 {
+		l.errorf(d.Pos, "error name %q must start with \"Err\" and say more", d.Name)
+	}
+	f, _ := l.fields(e.Value, "error "+d.Name, []string{"doc", "message"})
+	if n := f["doc"]; n != nil {
+		d.Doc, _ = l.str(n, "doc")
+	}
+	if n := f["message"]; n != nil {
+		d.Message, _ = l.str(n, "message")
+	} else {
+		d.Message = messageFromName(d.Name)
+	}
+	return d
+}
+
+// messageFromName turns ErrInvalidTerm into "invalid term".
+func messageFromName(name string) string {
+	var b strings.Builder
+	for i, r := range strings.TrimPrefix(name, "Err") {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				b.WriteByte(' ')
+			}
+			r = unicode.ToLower(r)
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func (l *loader) row(t *Table, n ast.Node) Row {
+	r := Row{Pos: l.pos(n)}
+	var src rowSrc
+	defer func() { l.rows = append(l.rows, src) }()
+	f, ok := l.fields(n, "a row", []string{"from", "on", "if", "to", "stay", "noop", "refuse", "do", "doc"})
+	if !ok {
+		return r
+	}
+	if f["from"] == nil || f["on"] == nil {
+		l.errorf(r.Pos, "a row needs \"from\" and \"on\"")
+	}
+	if x := f["from"]; x != nil {
+		src.from = l.refs(x, "state name")
+		if len(src.from) == 0 {
+			l.errorf(l.pos(x), "\"from\" names no state")
+		}
+		for _, s := range src.from {
+			if s.name != "*" {
+				r.From = append(r.From, s.name)
+				continue
+			}
+			for _, st := range t.States {
+				if !st.Terminal {
+					r.From = append(r.From, st.Name)
+				}
+			}
+		}
+	}
+	if x := f["on"]; x != nil {
+		if s, ok := l.str(x, "event name"); ok {
+			r.On, src.on = s, ref{s, l.pos(x)}
+		}
+	}
+	if x := f["if"]; x != nil {
+		src.ifs = l.refs(x, "guard name")
+		for _, g := range src.ifs {
+			r.If = append(r.If, g.name)
+		}
+	}
+	if x := f["do"]; x != nil {
+		src.do = l.refs(x, "action name")
+		for _, a := range src.do {
+			r.Do = append(r.Do, a.name)
+		}
+	}
+	if x := f["doc"]; x != nil {
+		r.Doc, _ = l.str(x, "doc")
+	}
+	var kinds []string
+	if x := f["to"]; x != nil {
+		kinds = append(kinds, "to")
+		if s, ok := l.str(x, "target state"); ok {
+			r.Kind, r.To, src.to = Move, s, ref{s, l.pos(x)}
+		}
+	}
+	for _, k := range []string{"stay", "noop"} {
+		if x := f[k]; x != nil {
+			if !l.boolean(x, k) {
+				l.errorf(l.pos(x), "%s: false means nothing; remove it", k)
+				continue
+			}
+			kinds = append(kinds, k)
+			r.Kind = map[string]RowKind{"stay": Stay, "noop": Noop}[k]
+		}
+	}
+	if x := f["refuse"]; x != nil {
+		kinds = append(kinds, "refuse")
+		if s, ok := l.str(x, "refusal error"); ok {
+			r.Kind, r.Refuse, src.refuse = Refuse, s, ref{s, l.pos(x)}
+		}
+	}
+	switch {
+	case len(kinds) == 0:
+		l.errorf(r.Pos, "a row needs one of \"to\", \"stay\", \"noop\" or \"refuse\"")
+	case len(kinds) > 1:
+		l.errorf(r.Pos, "a row takes only one of \"to\", \"stay\", \"noop\" or \"refuse\", not %s", strings.Join(kinds, " and "))
+	case (r.Kind == Noop || r.Kind == Refuse) && len(r.Do) > 0:
+		l.errorf(l.pos(f["do"]), "a %s row runs no actions", r.Kind)
+	case r.Kind == Stay && len(r.Do) == 0:
+		l.errorf(r.Pos, "a stay row runs actions; without any, write noop: true")
+	}
+	return r
+}
+
+var reservedMethods = map[string]bool{"State": true, "SetObserver": true}
+
+var goKeywords = map[string]bool{
+	"break": true, "case": true, "chan": true, "const": true, "continue": true,
+	"default": true, "defer": true, "else": true, "fallthrough": true, "for": true,
+	"func": true, "go": true, "goto": true, "if": true, "import": true,
+	"interface": true, "map": true, "package": true, "range": true, "return": true,
+	"select": true, "struct": true, "switch": true, "type": true, "var": true,
+}
+
+var goPredeclared = map[string]bool{
+	"any": true, "bool": true, "byte": true, "comparable": true, "complex64": true,
+	"complex128": true, "error": true, "float32": true, "float64": true, "int": true,
+	"int8": true, "int16": true, "int32": true, "int64": true, "rune": true,
+	"string": true, "uint": true, "uint8": true, "uint16": true, "uint32": true,
+	"uint64": true, "uintptr": true, "true": true, "false": true, "iota": true,
+	"nil": true, "append": true, "cap": true, "clear": true, "close": true,
+	"complex": true, "copy": true, "delete": true, "imag": true, "len": true,
+	"make": true, "max": true, "min": true, "new": true, "panic": true,
+	"print": true, "println": true, "real": true, "recover": true,
+}

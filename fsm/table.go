@@ -1,0 +1,287 @@
+package fsm
+
+import (
+	"fmt"
+	"slices"
+)
+
+// Pos is a position in a table's source: file, 1-based line and column.
+type Pos struct {
+	File string
+	Line int
+	Col  int
+}
+
+func (p Pos) String() string {
+	switch {
+	case p.Line == 0:
+		return p.File
+	case p.File == "":
+		return fmt.Sprintf("%d:%d", p.Line, p.Col)
+	default:
+		return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Col)
+	}
+}
+
+// Table is a parsed lifecycle table: the resolved model the generator,
+// the diagrams and the test oracle work from. Names are Go identifiers;
+// cross references are by name. Positions are those of the source; the
+// description generated code returns from Table() carries none.
+type Table struct {
+	File      string   // source file name, as given to Load
+	Machine   string   // the Go type of the machine, e.g. "Lifecycle"
+	Package   string   // the Go package the code is generated into
+	Doc       string   // what the machine is, one paragraph
+	Initial   string   // the state a new machine starts in
+	Unhandled Policy   // what an empty (state, event) cell does
+	Imports   []Import // packages payload types refer to
+	States    []State
+	Events    []Event
+	Guards    []Guard
+	Actions   []Action
+	Errors    []Error
+	Rows      []Row
+	Pos       Pos
+}
+
+// Import is a package that payload field types may refer to.
+type Import struct {
+	Name string // the package name used in types, e.g. "logpos"
+	Path string // the import path
+	Pos  Pos
+}
+
+// State is one state of the machine.
+type State struct {
+	Name     string
+	Doc      string
+	Terminal bool    // absorbing: no row moves out of it
+	Override *Policy // this state's unhandled policy, nil for the table's
+	Pos      Pos
+}
+
+// Event is something that happens to the machine, with a typed payload.
+type Event struct {
+	Name    string
+	Doc     string
+	Payload []Field
+	Pos     Pos
+}
+
+// Field is one typed payload field of an event.
+type Field struct {
+	Name string // a Go identifier, e.g. "term"
+	Type string // a Go type expression, e.g. "int64" or "*logpos.EntryID"
+	Pos  Pos
+}
+
+// Guard is a named condition a row may require. It refuses with Error
+// when it fails and no later row of its group is taken.
+type Guard struct {
+	Name  string
+	Doc   string
+	Error string   // the declared error it refuses with
+	Uses  []string // the payload fields it reads, in parameter order
+	Pos   Pos
+}
+
+// Action is a named effect a row runs when it is taken.
+type Action struct {
+	Name string
+	Doc  string
+	Uses []string // the payload fields it reads, in parameter order
+	Pos  Pos
+}
+
+// Error is a declared error a machine can refuse with. The generated code
+// declares it as a sentinel matched with errors.Is.
+type Error struct {
+	Name    string // the Go identifier, e.g. "ErrInvalidTerm"
+	Message string // the error text without the package prefix
+	Doc     string
+	Pos     Pos
+}
+
+// RowKind is what a taken row does.
+type RowKind uint8
+
+const (
+	// Move runs the row's actions, then moves to the target state.
+	Move RowKind = iota + 1
+	// Stay runs the row's actions and keeps the state (an internal row).
+	Stay
+	// Noop does nothing: the event is accepted and ignored.
+	Noop
+	// Refuse refuses the event with the row's declared error.
+	Refuse
+)
+
+func (k RowKind) String() string {
+	switch k {
+	case Move:
+		return "move"
+	case Stay:
+		return "stay"
+	case Noop:
+		return "noop"
+	case Refuse:
+		return "refuse"
+	}
+	return fmt.Sprintf("RowKind(%d)", k)
+}
+
+// Row is one line of the table: in any of From, on event On, if every
+// guard of If holds, do Kind.
+type Row struct {
+	From   []string // the states it applies in, "*" expanded
+	On     string   // the event
+	If     []string // guards, evaluated in order
+	Kind   RowKind
+	To     string   // the target state of a Move row
+	Do     []string // actions of a Move or Stay row, run in order
+	Refuse string   // the error of a Refuse row
+	Doc    string
+	Pos    Pos
+}
+
+// PolicyKind is what an empty (state, event) cell does.
+type PolicyKind uint8
+
+const (
+	// PolicyRefuse refuses the event with the policy's error.
+	PolicyRefuse PolicyKind = iota + 1
+	// PolicyIgnore accepts the event and does nothing.
+	PolicyIgnore
+)
+
+// Policy is the unhandled policy of a table or of a state.
+type Policy struct {
+	Kind  PolicyKind
+	Error string // the declared error of PolicyRefuse
+	Pos   Pos
+}
+
+// State returns the named state and whether it exists.
+func (t *Table) State(name string) (State, bool) {
+	i := slices.IndexFunc(t.States, func(s State) bool { return s.Name == name })
+	if i < 0 {
+		return State{}, false
+	}
+	return t.States[i], true
+}
+
+// Event returns the named event and whether it exists.
+func (t *Table) Event(name string) (Event, bool) {
+	i := slices.IndexFunc(t.Events, func(e Event) bool { return e.Name == name })
+	if i < 0 {
+		return Event{}, false
+	}
+	return t.Events[i], true
+}
+
+// Guard returns the named guard and whether it exists.
+func (t *Table) Guard(name string) (Guard, bool) {
+	i := slices.IndexFunc(t.Guards, func(g Guard) bool { return g.Name == name })
+	if i < 0 {
+		return Guard{}, false
+	}
+	return t.Guards[i], true
+}
+
+// Action returns the named action and whether it exists.
+func (t *Table) Action(name string) (Action, bool) {
+	i := slices.IndexFunc(t.Actions, func(a Action) bool { return a.Name == name })
+	if i < 0 {
+		return Action{}, false
+	}
+	return t.Actions[i], true
+}
+
+// PolicyFor returns the unhandled policy that applies in state.
+func (t *Table) PolicyFor(state string) Policy {
+	if s, ok := t.State(state); ok && s.Override != nil {
+		return *s.Override
+	}
+	return t.Unhandled
+}
+
+// Group returns the indexes into Rows of the rows that apply to (state,
+// event), in the order they are tried.
+func (t *Table) Group(state, event string) []int {
+	var idx []int
+	for i, r := range t.Rows {
+		if r.On == event && slices.Contains(r.From, state) {
+			idx = append(idx, i)
+		}
+	}
+	return idx
+}
+
+// Outcome is what firing an event does, given which guards hold and which
+// action fails: the semantics of a table, in one place.
+type Outcome struct {
+	Row    int      // the index of the taken row, -1 when none
+	Kind   RowKind  // the taken row's kind; Refuse when none
+	To     string   // the state afterwards
+	Err    string   // the declared error refused with, "" if none
+	Guard  string   // the guard whose failure refused the event
+	Called []string // guards then actions called, in order
+	Action string   // the action that failed, "" if none
+}
+
+// Evaluate computes the outcome of firing event in state when holds
+// reports which guards hold and fails which action fails. It is the
+// reference semantics generated code is tested against.
+func (t *Table) Evaluate(state, event string, holds func(guard string) bool, fails func(action string) bool) Outcome {
+	out := Outcome{Row: -1, Kind: Refuse, To: state}
+	group := t.Group(state, event)
+	if len(group) == 0 {
+		p := t.PolicyFor(state)
+		if p.Kind == PolicyIgnore {
+			out.Kind = Noop
+		} else {
+			out.Err = p.Error
+		}
+		return out
+	}
+	firstFailed := ""
+	for _, ri := range group {
+		r := t.Rows[ri]
+		failed := ""
+		for _, g := range r.If {
+			out.Called = append(out.Called, g)
+			if !holds(g) {
+				failed = g
+				break
+			}
+		}
+		if failed != "" {
+			if firstFailed == "" {
+				firstFailed = failed
+			}
+			continue
+		}
+		out.Row, out.Kind = ri, r.Kind
+		switch r.Kind {
+		case Refuse:
+			out.Err = r.Refuse
+			return out
+		case Noop:
+			return out
+		}
+		for _, a := range r.Do {
+			out.Called = append(out.Called, a)
+			if fails(a) {
+				out.Action = a
+				return out
+			}
+		}
+		if r.Kind == Move {
+			out.To = r.To
+		}
+		return out
+	}
+	g, _ := t.Guard(firstFailed)
+	out.Guard, out.Err = firstFailed, g.Error
+	return out
+}

@@ -1,0 +1,288 @@
+package fsm
+
+import (
+	"go/ast"
+	"go/parser"
+	"slices"
+	"strings"
+)
+
+// MaxGuards bounds the guards of a table: generated tests enumerate guard
+// outcomes in a 64-bit mask.
+const MaxGuards = 64
+
+// validate checks the cross references and the shape of the machine.
+func (l *loader) validate(t *Table) {
+	states := index(t.States, func(s State) string { return s.Name })
+	events := index(t.Events, func(e Event) string { return e.Name })
+	guards := index(t.Guards, func(g Guard) string { return g.Name })
+	actions := index(t.Actions, func(a Action) string { return a.Name })
+	errs := index(t.Errors, func(e Error) string { return e.Name })
+	imports := index(t.Imports, func(i Import) string { return i.Name })
+
+	used := map[string]bool{}
+	resolve := func(r ref, what string, names map[string]int) bool {
+		if _, ok := names[r.name]; !ok {
+			if l.broken[what] {
+				return false
+			}
+			l.errorf(r.pos, "unknown %s %q", what, r.name)
+			return false
+		}
+		used[what+" "+r.name] = true
+		return true
+	}
+
+	if t.Initial != "" {
+		resolve(ref{t.Initial, t.Pos}, "state", states)
+	}
+	for _, g := range t.Guards {
+		if _, ok := actions[g.Name]; ok {
+			l.errorf(g.Pos, "guard %s has the name of an action: both are methods of one interface", g.Name)
+		}
+	}
+	if len(t.Guards) > MaxGuards {
+		l.errorf(t.Guards[MaxGuards].Pos, "more than %d guards", MaxGuards)
+	}
+	for _, r := range l.guardErrRefs {
+		if r.name != "" {
+			resolve(r, "error", errs)
+		}
+	}
+	for _, r := range l.policyRefs {
+		resolve(r, "error", errs)
+	}
+	for _, e := range t.Events {
+		for _, f := range e.Payload {
+			l.checkType(f, imports, used)
+		}
+		names := map[string]bool{}
+		for _, f := range e.Payload {
+			if names[f.Name] {
+				l.errorf(f.Pos, "payload field %q appears twice", f.Name)
+			}
+			names[f.Name] = true
+		}
+	}
+
+	// fieldType records the type each guard and action parameter was first
+	// seen with, so that a guard shared by two events reads one type.
+	fieldType := map[string]string{}
+	for i, r := range t.Rows {
+		src := l.rows[i]
+		for _, s := range src.from {
+			if s.name != "*" {
+				resolve(s, "state", states)
+			}
+		}
+		var ev Event
+		evOK := false
+		if src.on.name != "" && resolve(src.on, "event", events) {
+			ev, evOK = t.Event(src.on.name)
+		}
+		seen := map[string]bool{}
+		for _, g := range src.ifs {
+			if seen[g.name] {
+				l.errorf(g.pos, "guard %s appears twice in one row", g.name)
+			}
+			seen[g.name] = true
+			if resolve(g, "guard", guards) && evOK {
+				gd, _ := t.Guard(g.name)
+				l.checkUses("guard", g, gd.Uses, ev, fieldType)
+			}
+		}
+		for _, a := range src.do {
+			if resolve(a, "action", actions) && evOK {
+				ad, _ := t.Action(a.name)
+				l.checkUses("action", a, ad.Uses, ev, fieldType)
+			}
+		}
+		if src.to.name != "" {
+			resolve(src.to, "state", states)
+		}
+		if src.refuse.name != "" {
+			resolve(src.refuse, "error", errs)
+		}
+		for _, s := range r.From {
+			st, ok := t.State(s)
+			if ok && st.Terminal && r.Kind == Move && r.To != s {
+				l.errorf(src.from[0].pos, "row moves out of terminal state %s", s)
+				break
+			}
+		}
+	}
+
+	for _, decl := range []struct {
+		what  string
+		names []ref
+	}{
+		{"event", refsOf(t.Events, func(e Event) ref { return ref{e.Name, e.Pos} })},
+		{"guard", refsOf(t.Guards, func(g Guard) ref { return ref{g.Name, g.Pos} })},
+		{"action", refsOf(t.Actions, func(a Action) ref { return ref{a.Name, a.Pos} })},
+		{"error", refsOf(t.Errors, func(e Error) ref { return ref{e.Name, e.Pos} })},
+		{"import", refsOf(t.Imports, func(i Import) ref { return ref{i.Name, i.Pos} })},
+	} {
+		for _, d := range decl.names {
+			if !used[decl.what+" "+d.name] && !l.broken["rows"] {
+				l.errorf(d.pos, "%s %s is declared but never used", decl.what, d.name)
+			}
+		}
+	}
+	if len(t.States) == 0 && !l.broken["state"] {
+		l.errorf(t.Pos, "the table declares no state")
+	}
+	if len(t.Events) == 0 && !l.broken["event"] {
+		l.errorf(t.Pos, "the table declares no event")
+	}
+	if len(l.diags) > 0 || l.broken["initial"] {
+		return // the shape checks below assume every name resolves
+	}
+	l.checkGroups(t)
+	l.checkShape(t)
+}
+
+// checkUses reports payload fields a guard or action reads that the event
+// lacks, and fields read with different types by different events.
+func (l *loader) checkUses(what string, at ref, uses []string, ev Event, fieldType map[string]string) {
+	for _, u := range uses {
+		i := slices.IndexFunc(ev.Payload, func(f Field) bool { return f.Name == u })
+		if i < 0 {
+			l.errorf(at.pos, "%s %s reads payload field %q, which event %s lacks", what, at.name, u, ev.Name)
+			continue
+		}
+		key := at.name + "." + u
+		typ := ev.Payload[i].Type
+		if prev, ok := fieldType[key]; ok && prev != typ {
+			l.errorf(at.pos, "%s %s reads payload field %q as %s here but as %s elsewhere", what, at.name, u, typ, prev)
+			continue
+		}
+		fieldType[key] = typ
+	}
+}
+
+// checkType reports payload types that are not Go types or that name an
+// undeclared package.
+func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool) {
+	if strings.TrimSpace(f.Type) == "" {
+		l.errorf(f.Pos, "payload field %q needs a Go type", f.Name)
+		return
+	}
+	expr, err := parser.ParseExpr(f.Type)
+	if err != nil {
+		l.errorf(f.Pos, "payload field %q: %q is not a Go type", f.Name, f.Type)
+		return
+	}
+	ast.Inspect(expr, func(n ast.Node) bool {
+		switch x := n.(type) {
+		case *ast.SelectorExpr:
+			if id, ok := x.X.(*ast.Ident); ok {
+				if _, declared := imports[id.Name]; !declared {
+					l.errorf(f.Pos, "payload field %q: package %q is not in imports", f.Name, id.Name)
+				}
+				used["import "+id.Name] = true
+			}
+			return false
+		case *ast.FuncLit, *ast.CallExpr, *ast.BinaryExpr, *ast.UnaryExpr, *ast.BasicLit, *ast.CompositeLit:
+			l.errorf(f.Pos, "payload field %q: %q is not a Go type", f.Name, f.Type)
+			return false
+		}
+		return true
+	})
+}
+
+// checkGroups reports duplicate and shadowed rows: a row is never taken
+// when an earlier row of its group requires a subset of its guards.
+func (l *loader) checkGroups(t *Table) {
+	reported := map[int]bool{}
+	for _, s := range t.States {
+		for _, e := range t.Events {
+			group := t.Group(s.Name, e.Name)
+			for j, rj := range group {
+				for _, ri := range group[:j] {
+					if reported[rj] || !subset(t.Rows[ri].If, t.Rows[rj].If) {
+						continue
+					}
+					reported[rj] = true
+					if len(t.Rows[ri].If) == len(t.Rows[rj].If) {
+						l.errorf(t.Rows[rj].Pos, "duplicate row: the row at %s already handles %s in %s with the same guards", shortPos(t.Rows[ri].Pos), e.Name, s.Name)
+					} else {
+						l.errorf(t.Rows[rj].Pos, "row is shadowed in %s: the row at %s handles %s whenever this one could", s.Name, shortPos(t.Rows[ri].Pos), e.Name)
+					}
+				}
+			}
+		}
+	}
+}
+
+func shortPos(p Pos) string { return Pos{Line: p.Line, Col: p.Col}.String() }
+
+func subset(a, b []string) bool {
+	for _, x := range a {
+		if !slices.Contains(b, x) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkShape reports states unreachable from the initial state and live
+// states from which no terminal state can be reached.
+func (l *loader) checkShape(t *Table) {
+	next := map[string][]string{}
+	for _, r := range t.Rows {
+		if r.Kind != Move {
+			continue
+		}
+		for _, f := range r.From {
+			next[f] = append(next[f], r.To)
+		}
+	}
+	reach := func(from string) map[string]bool {
+		seen := map[string]bool{from: true}
+		queue := []string{from}
+		for len(queue) > 0 {
+			s := queue[0]
+			queue = queue[1:]
+			for _, n := range next[s] {
+				if !seen[n] {
+					seen[n] = true
+					queue = append(queue, n)
+				}
+			}
+		}
+		return seen
+	}
+	fromInitial := reach(t.Initial)
+	hasTerminal := slices.ContainsFunc(t.States, func(s State) bool { return s.Terminal })
+	if !hasTerminal {
+		l.errorf(t.Pos, "no state is terminal: declare where the machine ends (terminal: true)")
+	}
+	for _, s := range t.States {
+		if !fromInitial[s.Name] {
+			l.errorf(s.Pos, "state %s is unreachable from the initial state %s", s.Name, t.Initial)
+			continue
+		}
+		if s.Terminal || !hasTerminal {
+			continue
+		}
+		if !slices.ContainsFunc(t.States, func(x State) bool { return x.Terminal && reach(s.Name)[x.Name] }) {
+			l.errorf(s.Pos, "state %s has no path to a terminal state", s.Name)
+		}
+	}
+}
+
+func index[T any](list []T, name func(T) string) map[string]int {
+	m := make(map[string]int, len(list))
+	for i, x := range list {
+		m[name(x)] = i
+	}
+	return m
+}
+
+func refsOf[T any](list []T, f func(T) ref) []ref {
+	out := make([]ref, len(list))
+	for i, x := range list {
+		out[i] = f(x)
+	}
+	return out
+}

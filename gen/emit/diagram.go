@@ -1,0 +1,161 @@
+package emit
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/tablefsm/tablefsm/fsm"
+)
+
+// edge is one arrow of a diagram: a row in one of its states.
+type edge struct {
+	from, to string
+	kind     fsm.RowKind
+	event    string
+	guards   []string
+	actions  []string
+	refuse   string
+}
+
+func (e edge) label(sep string) string {
+	parts := []string{e.event}
+	if len(e.guards) > 0 {
+		parts = append(parts, "["+strings.Join(e.guards, " ∧ ")+"]")
+	}
+	switch e.kind {
+	case fsm.Refuse:
+		parts = append(parts, "⊘ "+e.refuse)
+	case fsm.Noop:
+		parts = append(parts, "(no-op)")
+	case fsm.Stay:
+		parts = append(parts, "/ "+strings.Join(e.actions, ", ")+" (stays)")
+	default:
+		if len(e.actions) > 0 {
+			parts = append(parts, "/ "+strings.Join(e.actions, ", "))
+		}
+	}
+	return strings.Join(parts, sep)
+}
+
+func edges(t *fsm.Table) []edge {
+	var out []edge
+	for _, r := range t.Rows {
+		for _, from := range r.From {
+			to := from
+			if r.Kind == fsm.Move {
+				to = r.To
+			}
+			out = append(out, edge{from, to, r.Kind, r.On, r.If, r.Do, r.Refuse})
+		}
+	}
+	return out
+}
+
+func policyText(p fsm.Policy) string {
+	if p.Kind == fsm.PolicyIgnore {
+		return "other events: ignored"
+	}
+	return "other events: ⊘ " + p.Error
+}
+
+// Mermaid returns the machine as a Mermaid state diagram: the initial
+// state marked by [*], terminal states leading to [*], one edge per row
+// and state with its event, guards, actions or refusal, and the unhandled
+// policy of each state as a note.
+func Mermaid(t *fsm.Table) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "---\ntitle: %s\n---\nstateDiagram-v2\n", t.Machine)
+	fmt.Fprintf(&b, "    [*] --> %s\n", t.Initial)
+	for _, e := range edges(t) {
+		fmt.Fprintf(&b, "    %s --> %s: %s\n", e.from, e.to, mermaidText(e.label(" ")))
+	}
+	for _, s := range t.States {
+		if s.Terminal {
+			fmt.Fprintf(&b, "    %s --> [*]\n", s.Name)
+		}
+	}
+	for _, s := range t.States {
+		fmt.Fprintf(&b, "    note right of %s: %s\n", s.Name, mermaidText(policyText(t.PolicyFor(s.Name))))
+	}
+	return b.Bytes()
+}
+
+// mermaidText keeps characters Mermaid reads as syntax out of labels.
+func mermaidText(s string) string {
+	return strings.NewReplacer(";", ",", "#", "", "\n", " ").Replace(s)
+}
+
+// DOT returns the machine as a Graphviz digraph with the same content as
+// the Mermaid diagram: refusals dashed, no-op and internal rows dotted.
+func DOT(t *fsm.Table) []byte {
+	var b bytes.Buffer
+	fmt.Fprintf(&b, "digraph %s {\n", dotID(t.Machine))
+	b.WriteString("  rankdir=LR;\n")
+	b.WriteString("  node [shape=box, style=rounded, fontname=\"Helvetica\"];\n")
+	b.WriteString("  edge [fontname=\"Helvetica\", fontsize=10];\n")
+	b.WriteString("  \"[*]\" [shape=point, width=0.2, label=\"\"];\n")
+	for _, s := range t.States {
+		attrs := fmt.Sprintf("tooltip=%s, xlabel=%s", dotID(s.Doc), dotID(policyText(t.PolicyFor(s.Name))))
+		if s.Terminal {
+			attrs += ", peripheries=2"
+		}
+		fmt.Fprintf(&b, "  %s [%s];\n", dotID(s.Name), attrs)
+	}
+	fmt.Fprintf(&b, "  \"[*]\" -> %s;\n", dotID(t.Initial))
+	// Edges between the same two states in the same style are drawn as one
+	// arrow with one label per row, so that self-loops stay readable.
+	type arrow struct{ from, to, style string }
+	var order []arrow
+	labels := map[arrow][]string{}
+	for _, e := range edges(t) {
+		a := arrow{e.from, e.to, ""}
+		switch e.kind {
+		case fsm.Refuse:
+			a.style = ", style=dashed, color=firebrick, fontcolor=firebrick"
+		case fsm.Noop, fsm.Stay:
+			a.style = ", style=dotted"
+		}
+		if _, ok := labels[a]; !ok {
+			order = append(order, a)
+		}
+		labels[a] = append(labels[a], e.label("\n"))
+	}
+	for _, a := range order {
+		fmt.Fprintf(&b, "  %s -> %s [label=%s%s];\n", dotID(a.from), dotID(a.to), dotID(strings.Join(labels[a], "\n\n")), a.style)
+	}
+	b.WriteString("}\n")
+	return b.Bytes()
+}
+
+// dotID quotes s as a DOT string.
+func dotID(s string) string {
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s) + `"`
+}
+
+// Markers delimit the generated diagram in a Markdown file.
+const (
+	BeginMarker = "<!-- tablefsm:begin diagram -->"
+	EndMarker   = "<!-- tablefsm:end diagram -->"
+)
+
+// ErrNoMarkers is returned by Embed when doc lacks the markers.
+var ErrNoMarkers = errors.New("emit: the file lacks the diagram markers " + BeginMarker + " and " + EndMarker)
+
+// Embed replaces what stands between the markers in a Markdown document
+// with the Mermaid diagram in a fenced block, so that code hosts render it.
+func Embed(doc, mermaid []byte) ([]byte, error) {
+	begin := bytes.Index(doc, []byte(BeginMarker))
+	end := bytes.Index(doc, []byte(EndMarker))
+	if begin < 0 || end < begin {
+		return nil, ErrNoMarkers
+	}
+	var b bytes.Buffer
+	b.Write(doc[:begin+len(BeginMarker)])
+	b.WriteString("\n```mermaid\n")
+	b.Write(mermaid)
+	b.WriteString("```\n")
+	b.Write(doc[end:])
+	return b.Bytes(), nil
+}

@@ -1,0 +1,238 @@
+package main
+
+import (
+	"bytes"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata")
+
+// golden compares got with testdata file name, or rewrites it with -update.
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test ./gen -update to create it)", err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs from what the generator emits now; review with go test ./gen -update && git diff\n--- got:\n%s", path, got)
+	}
+}
+
+// TestGolden generates the job example and compares every file with its
+// golden copy.
+func TestGolden(t *testing.T) {
+	out := t.TempDir()
+	in := filepath.Join(out, "job.yaml")
+	copyFile(t, "testdata/job/job.yaml", in)
+	var stderr bytes.Buffer
+	if code := run([]string{"-in", in, "-out", out, "-mermaid", filepath.Join(out, "job.mmd"), "-dot", filepath.Join(out, "job.dot")}, &stderr); code != 0 {
+		t.Fatalf("gen exited %d: %s", code, stderr.String())
+	}
+	for _, name := range []string{"job_fsm.go", "job_fsm_test.go", "job.mmd", "job.dot"} {
+		got, err := os.ReadFile(filepath.Join(out, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		golden(t, filepath.Join("job", name+".golden"), got)
+	}
+}
+
+// TestGenerateIsDeterministic generates the same table twice.
+func TestGenerateIsDeterministic(t *testing.T) {
+	first, err := generate("testdata/job/job.yaml", "testdata/job", "x.mmd", "x.dot", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		again, err := generate("testdata/job/job.yaml", "testdata/job", "x.mmd", "x.dot", "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j := range first {
+			if !bytes.Equal(first[j].data, again[j].data) {
+				t.Fatalf("%s differs between two runs", first[j].path)
+			}
+		}
+	}
+}
+
+// TestInvalidTables runs the generator on every table under
+// testdata/invalid and compares its diagnostics with the .diag file next
+// to it. Nothing may be written.
+func TestInvalidTables(t *testing.T) {
+	tables, err := filepath.Glob("testdata/invalid/*.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tables) < 10 {
+		t.Fatalf("only %d invalid tables", len(tables))
+	}
+	for _, table := range tables {
+		name := strings.TrimSuffix(filepath.Base(table), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			out := t.TempDir()
+			var stderr bytes.Buffer
+			code := run([]string{"-in", table, "-out", out, "-mermaid", filepath.Join(out, "x.mmd")}, &stderr)
+			if code != 1 {
+				t.Fatalf("gen exited %d, want 1", code)
+			}
+			for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+				if !strings.HasPrefix(line, table+":") {
+					t.Errorf("diagnostic without file:line:col: %q", line)
+				}
+			}
+			if entries, _ := os.ReadDir(out); len(entries) > 0 {
+				t.Errorf("gen wrote %d files for an invalid table", len(entries))
+			}
+			golden(t, filepath.Join("invalid", name+".diag"), stderr.Bytes())
+		})
+	}
+}
+
+func TestUsage(t *testing.T) {
+	var stderr bytes.Buffer
+	if code := run(nil, &stderr); code != 2 || !strings.Contains(stderr.String(), "usage: gen") {
+		t.Fatalf("no arguments: exit %d, %q", code, stderr.String())
+	}
+	stderr.Reset()
+	if code := run([]string{"-h"}, &stderr); code != 0 {
+		t.Fatalf("-h: exit %d", code)
+	}
+	stderr.Reset()
+	if code := run([]string{"-in", "testdata/no-such.yaml"}, &stderr); code != 1 || !strings.Contains(stderr.String(), "no-such.yaml") {
+		t.Fatalf("missing file: exit %d, %q", code, stderr.String())
+	}
+	stderr.Reset()
+	if code := run([]string{"-in", "testdata/job/job.yaml", "-markdown", "testdata/job/job.yaml"}, &stderr); code != 1 || !strings.Contains(stderr.String(), "markers") {
+		t.Fatalf("markdown without markers: exit %d, %q", code, stderr.String())
+	}
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// jobModule lays out the job example as a Go module of its own in a
+// temporary directory, with the code generated, and returns it. The
+// module uses this checkout of tablefsm and only the module cache.
+func jobModule(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the go command is not available")
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	mod := fmt.Sprintf("module example.com/job\n\ngo 1.26\n\nrequire github.com/tablefsm/tablefsm v0.0.0\n\nreplace github.com/tablefsm/tablefsm => %s\n", root)
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(mod), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, filepath.Join(root, "go.sum"), filepath.Join(dir, "go.sum"))
+	for _, f := range []string{"job.yaml", "handlers.go", "scheduler_test.go"} {
+		copyFile(t, filepath.Join("testdata/job", f), filepath.Join(dir, f))
+	}
+	var stderr bytes.Buffer
+	if code := run([]string{"-in", filepath.Join(dir, "job.yaml"), "-out", dir}, &stderr); code != 0 {
+		t.Fatalf("gen exited %d: %s", code, stderr.String())
+	}
+	return dir
+}
+
+// goTest runs go test in dir and returns its output and whether it passed.
+func goTest(t *testing.T, dir string, args ...string) (string, bool) {
+	t.Helper()
+	cmd := exec.Command("go", append([]string{"test", "-count=1"}, args...)...)
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "GOFLAGS=-mod=mod", "GOPROXY=off", "GOWORK=off", "GOSUMDB=off")
+	out, err := cmd.CombinedOutput()
+	return string(out), err == nil
+}
+
+// TestEndToEnd generates the job machine into a module of its own,
+// compiles it and runs both its generated tests and hand-written tests
+// that drive it through real handlers.
+func TestEndToEnd(t *testing.T) {
+	dir := jobModule(t)
+	args := []string{"-v"}
+	if raceEnabled {
+		args = append(args, "-race")
+	}
+	out, ok := goTest(t, dir, append(args, ".")...)
+	if !ok {
+		t.Fatalf("go test of the generated job machine failed:\n%s", out)
+	}
+	for _, test := range []string{"TestJobMatrix", "TestJobGuardOutcomes", "TestJobRows", "TestJobShortestPaths",
+		"TestJobRandomWalk", "TestJobTableIsCurrent", "TestJobLifecycle"} {
+		if !strings.Contains(out, "--- PASS: "+test+" ") {
+			t.Errorf("%s did not run and pass:\n%s", test, out)
+		}
+	}
+}
+
+// generatedTests selects the generated tests of the job machine only, so
+// that the mutants below must be caught by them and not by hand-written
+// tests.
+const generatedTests = "^TestJob(Matrix|GuardOutcomes|Rows|ShortestPaths|Strings|TableIsCurrent|RandomWalk)$"
+
+// TestGeneratedTestsCatchMutants proves the generated tests are not
+// vacuous: each mutant breaks the generated dispatch in one small way, and
+// the generated suite must fail on every one of them.
+func TestGeneratedTestsCatchMutants(t *testing.T) {
+	dir := jobModule(t)
+	code := filepath.Join(dir, "job_fsm.go")
+	original, err := os.ReadFile(code)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, ok := goTest(t, dir, "-run", generatedTests, "."); !ok {
+		t.Fatalf("the unmutated machine fails its generated tests:\n%s", out)
+	}
+	mutants := []struct{ name, from, to string }{
+		{"wrong target state", "return m.accept(from, EventFinish, 3, StateBackoff)", "return m.accept(from, EventFinish, 3, StateFailed)"},
+		{"guard skipped", "case !m.h.WorkerHasCapacity(worker):", "case false && !m.h.WorkerHasCapacity(worker):"},
+		{"action skipped", "if err := m.h.Notify(reason); err != nil {", "if err := error(nil); err != nil {"},
+		{"refusal names the wrong guard", "refused = &jobRefusals[0]", "refused = &jobRefusals[1]"},
+		{"unhandled event accepted", "return m.refuse(from, EventStart, -1, &jobRefusals[3])", "return m.accept(from, EventStart, -1, from)"},
+		{"state not stored", "m.state.Store(uint32(to))", "_ = to"},
+		{"noop row runs into the next state", "return m.accept(from, EventTick, 6, from)", "return m.accept(from, EventTick, 6, StateBackoff)"},
+	}
+	for _, mu := range mutants {
+		t.Run(mu.name, func(t *testing.T) {
+			if !bytes.Contains(original, []byte(mu.from)) {
+				t.Fatalf("the generated code no longer contains %q: update the mutant", mu.from)
+			}
+			mutated := bytes.Replace(original, []byte(mu.from), []byte(mu.to), 1)
+			if err := os.WriteFile(code, mutated, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			defer os.WriteFile(code, original, 0o644)
+			if out, ok := goTest(t, dir, "-run", generatedTests, "."); ok {
+				t.Errorf("the generated tests pass on a machine with %s:\n%s", mu.name, out)
+			}
+		})
+	}
+}
+

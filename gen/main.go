@@ -1,0 +1,151 @@
+// Command gen turns a lifecycle table into Go code, generated tests and
+// diagrams.
+//
+//	go run github.com/tablefsm/tablefsm/gen -in transitions.yaml -out follower \
+//	    -mermaid docs/lifecycle.mmd -dot docs/lifecycle.dot -markdown README.md
+//
+// In -out it writes <machine>_fsm.go (the machine) and <machine>_fsm_test.go
+// (its tests), named after the table's machine in lower case. -mermaid and
+// -dot write the diagrams; -markdown replaces the diagram between the
+// markers of a Markdown file. When the table is invalid, gen prints every
+// problem as file:line:col: message and exits with status 1, writing
+// nothing.
+package main
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/tablefsm/tablefsm/fsm"
+	"github.com/tablefsm/tablefsm/gen/emit"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stderr))
+}
+
+// run is the command without the process: it returns the exit status.
+func run(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("gen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	in := fs.String("in", "", "the table to read (required)")
+	out := fs.String("out", "", "the package directory to write the Go code and tests into")
+	mermaid := fs.String("mermaid", "", "write a Mermaid state diagram to this file")
+	dot := fs.String("dot", "", "write a Graphviz DOT diagram to this file")
+	markdown := fs.String("markdown", "", "embed the Mermaid diagram between the markers of this Markdown file")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: gen -in TABLE.yaml [-out DIR] [-mermaid FILE] [-dot FILE] [-markdown FILE]\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	if *in == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+	files, err := generate(*in, *out, *mermaid, *dot, *markdown)
+	if err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
+	}
+	for _, f := range files {
+		if err := writeIfChanged(f.path, f.data); err != nil {
+			fmt.Fprintln(stderr, err)
+			return 1
+		}
+	}
+	return 0
+}
+
+type file struct {
+	path string
+	data []byte
+}
+
+// generate produces every requested file in memory, so that nothing is
+// written unless all of it succeeds.
+func generate(in, out, mermaid, dot, markdown string) ([]file, error) {
+	src, err := os.ReadFile(in)
+	if err != nil {
+		return nil, err
+	}
+	t, err := fsm.Load(in, src)
+	if err != nil {
+		return nil, err
+	}
+	var files []file
+	if out != "" {
+		rel, err := relPath(out, in)
+		if err != nil {
+			return nil, err
+		}
+		source := emit.Source{Name: filepath.Base(in), Bytes: src, FromPackage: rel}
+		code, err := emit.Go(t, source)
+		if err != nil {
+			return nil, err
+		}
+		tests, err := emit.Test(t, source)
+		if err != nil {
+			return nil, err
+		}
+		base := filepath.Join(out, strings.ToLower(t.Machine)+"_fsm")
+		files = append(files, file{base + ".go", code}, file{base + "_test.go", tests})
+	}
+	diagram := emit.Mermaid(t)
+	if mermaid != "" {
+		files = append(files, file{mermaid, diagram})
+	}
+	if dot != "" {
+		files = append(files, file{dot, emit.DOT(t)})
+	}
+	if markdown != "" {
+		doc, err := os.ReadFile(markdown)
+		if err != nil {
+			return nil, err
+		}
+		embedded, err := emit.Embed(doc, diagram)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", markdown, err)
+		}
+		files = append(files, file{markdown, embedded})
+	}
+	return files, nil
+}
+
+// relPath is the path of target as seen from directory dir, with forward
+// slashes so that generated code is the same on every system.
+func relPath(dir, target string) (string, error) {
+	absDir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	absTarget, err := filepath.Abs(target)
+	if err != nil {
+		return "", err
+	}
+	rel, err := filepath.Rel(absDir, absTarget)
+	if err != nil {
+		return "", err
+	}
+	return filepath.ToSlash(rel), nil
+}
+
+func writeIfChanged(path string, data []byte) error {
+	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
+		return nil
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
+}
