@@ -235,4 +235,3 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 		})
 	}
 }
-
