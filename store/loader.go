@@ -1,0 +1,340 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"sync"
+	"syscall"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+// Loader receives a snapshot into a staging directory of the store, out
+// of the way of the live database. Write the chunks in order, then
+// Install it (or Finish first, to validate it ahead of Install), or Abort.
+//
+// Any failure — an invalid sequence (ErrInvalidSnapshot) or an I/O error —
+// aborts the loader: its staged files are removed, and the live database
+// was never touched. A loader whose owner crashed leaves a staging
+// directory that the next Open removes.
+type Loader struct {
+	s       *Store
+	name    string // the staging database directory, db-NNNNNN
+	dir     string
+	maxSize int64
+
+	mu struct {
+		sync.Mutex
+		// err is set once the loader is over: the failure that aborted
+		// it, or errLoaderDone after Abort or Install.
+		err   error
+		f     vfs.File // the file being written
+		file  string   // its name
+		next  int32    // its next chunk index
+		count int32    // its chunk count
+		names map[string]struct{}
+		size  int64
+		db    *pebble.DB // the staged database, once Finish opened it
+		info  SnapshotInfo
+	}
+}
+
+var errLoaderDone = fmt.Errorf("store: loader aborted or installed: %w", ErrClosed)
+
+// NewLoader starts loading a snapshot into a new staging directory.
+func (s *Store) NewLoader() (*Loader, error) {
+	s.db.RLock()
+	defer s.db.RUnlock()
+	if s.db.h == nil {
+		return nil, ErrClosed
+	}
+	s.mu.Lock()
+	name := dbDirName(s.nextSeqLocked())
+	s.mu.Unlock()
+	l := &Loader{s: s, name: name, dir: s.fs.PathJoin(s.dir, name), maxSize: s.opts.MaxSnapshotSize}
+	l.mu.names = make(map[string]struct{})
+	if err := s.fs.MkdirAll(l.dir, 0o755); err != nil {
+		return nil, errors.Join(fmt.Errorf("store: new loader: %w", err), s.fs.RemoveAll(l.dir))
+	}
+	if err := syncDir(s.fs, s.dir); err != nil {
+		return nil, errors.Join(fmt.Errorf("store: new loader: %w", err), s.fs.RemoveAll(l.dir))
+	}
+	s.mu.Lock()
+	if s.mu.loaders == nil {
+		s.mu.loaders = make(map[*Loader]struct{})
+	}
+	s.mu.loaders[l] = struct{}{}
+	s.mu.Unlock()
+	return l, nil
+}
+
+// Write stages one chunk. Chunks come file after file, each file's chunks
+// in order 0..Count-1 with the same Count, no file twice; names must match
+// ^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$; the total content must stay within
+// Options.MaxSnapshotSize. A chunk breaking a rule is ErrInvalidSnapshot.
+// On any error the loader is aborted. Write may modify c.Content (a
+// vfs.File may).
+func (l *Loader) Write(c Chunk) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.err != nil {
+		return l.mu.err
+	}
+	if l.mu.db != nil {
+		return l.failLocked(fmt.Errorf("%w: chunk %d of %q after the end of the snapshot", ErrInvalidSnapshot, c.Index, c.Name))
+	}
+	if err := l.writeLocked(c); err != nil {
+		return l.failLocked(err)
+	}
+	return nil
+}
+
+func (l *Loader) writeLocked(c Chunk) error {
+	fs := l.s.fs
+	if !validName(c.Name) {
+		return fmt.Errorf("%w: file name %q", ErrInvalidSnapshot, c.Name)
+	}
+	if c.Count < 1 || c.Index < 0 || c.Index >= c.Count {
+		return fmt.Errorf("%w: chunk %d of %d of %q", ErrInvalidSnapshot, c.Index, c.Count, c.Name)
+	}
+	if c.Index == 0 {
+		if l.mu.f != nil {
+			return fmt.Errorf("%w: file %q starts after %d of %d chunks of %q", ErrInvalidSnapshot, c.Name, l.mu.next, l.mu.count, l.mu.file)
+		}
+		if _, dup := l.mu.names[c.Name]; dup {
+			return fmt.Errorf("%w: file %q sent twice", ErrInvalidSnapshot, c.Name)
+		}
+		f, err := fs.Create(fs.PathJoin(l.dir, c.Name), vfs.WriteCategoryUnspecified)
+		if err != nil {
+			return fmt.Errorf("store: stage %q: %w", c.Name, err)
+		}
+		l.mu.names[c.Name] = struct{}{}
+		l.mu.f, l.mu.file, l.mu.next, l.mu.count = f, c.Name, 0, c.Count
+	} else {
+		if l.mu.f == nil || c.Name != l.mu.file {
+			return fmt.Errorf("%w: chunk %d of %q out of order", ErrInvalidSnapshot, c.Index, c.Name)
+		}
+		if c.Index != l.mu.next {
+			return fmt.Errorf("%w: chunk %d of %q, want chunk %d", ErrInvalidSnapshot, c.Index, c.Name, l.mu.next)
+		}
+		if c.Count != l.mu.count {
+			return fmt.Errorf("%w: chunk %d of %q says %d chunks, chunk 0 said %d", ErrInvalidSnapshot, c.Index, c.Name, c.Count, l.mu.count)
+		}
+	}
+	l.mu.size += int64(len(c.Content))
+	if l.maxSize > 0 && l.mu.size > l.maxSize {
+		return fmt.Errorf("%w: larger than the limit of %d bytes", ErrInvalidSnapshot, l.maxSize)
+	}
+	if _, err := l.mu.f.Write(c.Content); err != nil {
+		return fmt.Errorf("store: stage %q: %w", c.Name, err)
+	}
+	l.mu.next++
+	if l.mu.next == l.mu.count {
+		f := l.mu.f
+		l.mu.f, l.mu.file = nil, ""
+		err := f.Sync()
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			return fmt.Errorf("store: stage %q: %w", c.Name, err)
+		}
+	}
+	return nil
+}
+
+// Finish checks that the snapshot is complete (the last file has all its
+// chunks, at least one file), makes the staged files durable, and opens
+// them as a store: it must be a Pebble database carrying the store's
+// reserved records with a term. It returns what the snapshot carries.
+// Finish changes nothing outside the staging directory; it may be called
+// more than once (Install calls it if needed). On error the loader is
+// aborted.
+func (l *Loader) Finish() (SnapshotInfo, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.finishLocked()
+}
+
+func (l *Loader) finishLocked() (SnapshotInfo, error) {
+	if l.mu.err != nil {
+		return SnapshotInfo{}, l.mu.err
+	}
+	if l.mu.db != nil {
+		return l.mu.info, nil
+	}
+	info, db, err := l.openStagedLocked()
+	if err != nil {
+		return SnapshotInfo{}, l.failLocked(err)
+	}
+	l.mu.db, l.mu.info = db, info
+	return info, nil
+}
+
+func (l *Loader) openStagedLocked() (SnapshotInfo, *pebble.DB, error) {
+	if l.mu.f != nil {
+		return SnapshotInfo{}, nil, fmt.Errorf("%w: truncated: %d of %d chunks of %q", ErrInvalidSnapshot, l.mu.next, l.mu.count, l.mu.file)
+	}
+	if len(l.mu.names) == 0 {
+		return SnapshotInfo{}, nil, fmt.Errorf("%w: no files", ErrInvalidSnapshot)
+	}
+	if err := syncDir(l.s.fs, l.dir); err != nil {
+		return SnapshotInfo{}, nil, fmt.Errorf("store: stage: %w", err)
+	}
+	db, err := pebble.Open(l.dir, l.s.opts.pebbleOptions(true))
+	if err != nil {
+		return SnapshotInfo{}, nil, classifyStaged(err)
+	}
+	st, err := readState(db, ErrInvalidSnapshot)
+	if err == nil && st.term < 0 {
+		err = fmt.Errorf("%w: the staged store has no term", ErrInvalidSnapshot)
+	}
+	if err != nil {
+		return SnapshotInfo{}, nil, errors.Join(classifyStaged(err), db.Close())
+	}
+	return SnapshotInfo{Commit: st.commit, Term: st.term, Options: st.options}, db, nil
+}
+
+// classifyStaged sorts the failure to open or read a staged database: an
+// operating system I/O error is returned as such (the transfer may be
+// retried), anything else means the files are not a valid store.
+func classifyStaged(err error) error {
+	if errors.Is(err, ErrInvalidSnapshot) {
+		return err
+	}
+	var errno syscall.Errno
+	if errors.As(err, &errno) && errno != syscall.ENOENT && errno != syscall.ENOTDIR && errno != syscall.EISDIR {
+		return fmt.Errorf("store: open staged snapshot: %w", err)
+	}
+	return fmt.Errorf("%w: %v", ErrInvalidSnapshot, err)
+}
+
+// Abort removes the staged files. It does nothing on a loader that is
+// already over (failed, aborted or installed).
+func (l *Loader) Abort() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.mu.err != nil {
+		return nil
+	}
+	l.mu.err = errLoaderDone
+	if err := l.removeLocked(); err != nil {
+		return fmt.Errorf("store: abort loader: %w", err)
+	}
+	return nil
+}
+
+// failLocked aborts the loader because of err, and returns err.
+func (l *Loader) failLocked(err error) error {
+	l.mu.err = err
+	if rerr := l.removeLocked(); rerr != nil {
+		l.s.log.Warn("store: remove staged snapshot", "dir", l.dir, "err", rerr)
+	}
+	return err
+}
+
+// removeLocked closes what the loader holds open, removes its staging
+// directory and forgets it.
+func (l *Loader) removeLocked() error {
+	var errs []error
+	if l.mu.f != nil {
+		errs = append(errs, l.mu.f.Close())
+		l.mu.f = nil
+	}
+	if l.mu.db != nil {
+		errs = append(errs, l.mu.db.Close())
+		l.mu.db = nil
+	}
+	errs = append(errs, l.s.fs.RemoveAll(l.dir))
+	l.s.mu.Lock()
+	delete(l.s.mu.loaders, l)
+	l.s.mu.Unlock()
+	return errors.Join(errs...)
+}
+
+// Install replaces the live database with the loader's (after Finish, if
+// it was not called). It must not run concurrently with Apply.
+//
+// Before the swap it writes into the staged database, synced: the term
+// max(minTerm, the staged term, the live term) — the staged term options
+// are kept — and the log-reset record carrying the snapshot's commit id.
+// The swap is the rename of the marker naming the live database: a crash
+// before it leaves the old store, after it the new one (Open rolls it
+// forward). The Store then works on the new database; Commit,
+// DurableCommit and LogResetPending report the snapshot's commit id, and
+// the caller must reset its log and then call ClearLogReset.
+//
+// On an error before the swap the loader is aborted and the live store is
+// untouched. If the marker was renamed but the directory sync failed, the
+// outcome after a crash is unknown: the store is closed and the error
+// says so; reopen it to learn which database is live.
+func (s *Store) Install(l *Loader, minTerm logpos.Term) (SnapshotInfo, error) {
+	if l == nil || l.s != s {
+		return SnapshotInfo{}, errors.New("store: install: the loader belongs to another store")
+	}
+	s.write.Lock()
+	defer s.write.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	s.db.RLock()
+	closed := s.db.h == nil
+	s.db.RUnlock()
+	if closed {
+		return SnapshotInfo{}, ErrClosed
+	}
+	info, err := l.finishLocked()
+	if err != nil {
+		return SnapshotInfo{}, err
+	}
+	info.Term = max(minTerm, info.Term, s.Term())
+	staged := l.mu.db
+	b := staged.NewBatch()
+	err = errors.Join(
+		b.Set(keyTerm, encodeTerm(info.Term), nil),
+		b.Set(keyLogReset, encodeEntryID(info.Commit), nil),
+	)
+	if err == nil {
+		err = b.Commit(pebble.Sync)
+	}
+	_ = b.Close()
+	if err != nil {
+		return SnapshotInfo{}, l.failLocked(fmt.Errorf("store: install: %w", err))
+	}
+
+	renamed, err := writeMarker(s.fs, s.dir, l.name)
+	if !renamed {
+		return SnapshotInfo{}, l.failLocked(fmt.Errorf("store: install: %w", err))
+	}
+
+	// The marker names the staged database: it is live.
+	s.db.Lock()
+	old, oldName := s.db.h, s.db.name
+	s.db.h, s.db.name = staged, l.name
+	if err != nil {
+		// Which marker a crash would leave is unknown: stop here.
+		s.db.h = nil
+	}
+	s.mu.Lock()
+	s.mu.state = state{term: info.Term, options: info.Options, commit: info.Commit, reset: info.Commit, resetPending: true}
+	s.mu.durable = info.Commit
+	delete(s.mu.loaders, l)
+	s.mu.Unlock()
+	s.db.Unlock()
+	l.mu.db, l.mu.err = nil, errLoaderDone
+
+	if err != nil {
+		err = fmt.Errorf("store: install: the marker may not be durable, store closed (reopen it): %w", err)
+		return SnapshotInfo{}, errors.Join(err, s.releaseWriteLocked(old, staged))
+	}
+	if cerr := old.Close(); cerr != nil {
+		s.log.Warn("store: close replaced database", "db", oldName, "err", cerr)
+	}
+	if rerr := errors.Join(s.fs.RemoveAll(s.fs.PathJoin(s.dir, oldName)), syncDir(s.fs, s.dir)); rerr != nil {
+		// Open removes it.
+		s.log.Warn("store: remove replaced database", "db", oldName, "err", rerr)
+	}
+	s.log.Debug("store: installed snapshot", "dir", s.dir, "db", l.name, "term", info.Term, "commit", info.Commit)
+	return info, nil
+}

@@ -1,0 +1,113 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strconv"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// Options configure a Store. The zero value is usable.
+type Options struct {
+	// FS is the file system the store lives on. Default: vfs.Default.
+	FS vfs.FS
+	// Logger receives the store's messages and Pebble's (at debug level).
+	// Default: discard.
+	Logger *slog.Logger
+	// StateMachine applies entries. Default: KV.
+	StateMachine StateMachine
+	// SnapshotChunkSize is the size of the chunks a Snapshot reads out
+	// (the last chunk of a file may be shorter). Default: 1 MiB.
+	SnapshotChunkSize int
+	// MaxSnapshotSize bounds the total content a Loader accepts, in bytes.
+	// Zero or negative: no limit.
+	MaxSnapshotSize int64
+}
+
+// DefaultSnapshotChunkSize is the default Options.SnapshotChunkSize.
+const DefaultSnapshotChunkSize = 1 << 20
+
+func (o Options) withDefaults() Options {
+	if o.FS == nil {
+		o.FS = vfs.Default
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.StateMachine == nil {
+		o.StateMachine = KV{}
+	}
+	if o.SnapshotChunkSize <= 0 {
+		o.SnapshotChunkSize = DefaultSnapshotChunkSize
+	}
+	return o
+}
+
+// pebbleOptions returns the options every database of the store is opened
+// with (the live one and staged ones alike).
+func (o Options) pebbleOptions(mustExist bool) *pebble.Options {
+	return &pebble.Options{
+		FS:               o.FS,
+		Logger:           pebbleLogger{o.Logger},
+		ErrorIfNotExists: mustExist,
+	}
+}
+
+// KeySorting is how a shard's keys are ordered, as the leader announced it
+// with the term. The store records it; its own key order is always
+// byte-wise. Values outside the named ones are kept as they are.
+type KeySorting int32
+
+const (
+	// KeySortingUnknown is the zero value: not announced.
+	KeySortingUnknown KeySorting = 0
+	// KeySortingNatural is byte-wise order.
+	KeySortingNatural KeySorting = 1
+	// KeySortingHierarchical is Oxia's hierarchical order ('/'-separated
+	// segments, shallower keys first).
+	KeySortingHierarchical KeySorting = 2
+)
+
+func (k KeySorting) String() string {
+	switch k {
+	case KeySortingUnknown:
+		return "UNKNOWN"
+	case KeySortingNatural:
+		return "NATURAL"
+	case KeySortingHierarchical:
+		return "HIERARCHICAL"
+	}
+	return "KeySorting(" + strconv.Itoa(int(k)) + ")"
+}
+
+// TermOptions are the options a leader sends with a new term. The zero
+// value is what "no options" is stored as.
+type TermOptions struct {
+	EnableNotifications bool
+	KeySorting          KeySorting
+}
+
+// pebbleLogger sends Pebble's messages to a slog.Logger: informational
+// ones at debug level (Pebble is chatty: "Found 0 WALs"), errors at
+// warning level.
+type pebbleLogger struct{ l *slog.Logger }
+
+func (p pebbleLogger) Infof(format string, args ...any) {
+	if p.l.Enabled(context.Background(), slog.LevelDebug) {
+		p.l.Debug(fmt.Sprintf(format, args...), "component", "pebble")
+	}
+}
+
+func (p pebbleLogger) Errorf(format string, args ...any) {
+	p.l.Warn(fmt.Sprintf(format, args...), "component", "pebble")
+}
+
+// Fatalf is called by Pebble on a broken invariant. It does not return.
+func (p pebbleLogger) Fatalf(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	p.l.Error(msg, "component", "pebble")
+	panic("store: pebble: " + msg)
+}

@@ -1,0 +1,213 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+// Chunk is one piece of one file of a snapshot: chunk Index of Count of
+// the file Name. A snapshot is the chunks of its files, file after file,
+// each file's chunks in order 0..Count-1; an empty file is one empty
+// chunk.
+type Chunk struct {
+	Name    string
+	Index   int32
+	Count   int32
+	Content []byte
+}
+
+// SnapshotInfo is what a snapshot carries besides the data: the id of the
+// last entry applied to it, its term and the term's options.
+type SnapshotInfo struct {
+	Commit  logpos.EntryID
+	Term    logpos.Term
+	Options TermOptions
+}
+
+// Snapshot is a consistent point-in-time copy of the store (a Pebble
+// checkpoint in a directory of its own), read out as chunks. Close it:
+// that removes the copy (Store.Close closes the snapshots still open).
+type Snapshot struct {
+	s         *Store
+	fs        vfs.FS
+	dir       string
+	info      SnapshotInfo
+	chunkSize int64
+	size      int64
+
+	mu struct {
+		sync.Mutex
+		closed bool
+		files  []snapshotFile
+		index  int32    // next chunk of files[0]
+		f      vfs.File // files[0], open
+		buf    []byte
+	}
+}
+
+type snapshotFile struct {
+	name  string
+	size  int64
+	count int32
+}
+
+// Snapshot takes a snapshot of everything applied so far. Applies wait
+// while the checkpoint is cut (hard links, and a copy of Pebble's WAL).
+func (s *Store) Snapshot() (*Snapshot, error) {
+	s.write.Lock()
+	defer s.write.Unlock()
+	s.db.RLock()
+	defer s.db.RUnlock()
+	h := s.db.h
+	if h == nil {
+		return nil, ErrClosed
+	}
+	s.mu.Lock()
+	dir := s.fs.PathJoin(s.dir, checkpointDirName(s.nextSeqLocked()))
+	st := s.mu.state
+	s.mu.Unlock()
+	if err := h.Checkpoint(dir, pebble.WithFlushedWAL()); err != nil {
+		return nil, fmt.Errorf("store: snapshot: %w", err)
+	}
+	sn := &Snapshot{
+		s:         s,
+		fs:        s.fs,
+		dir:       dir,
+		info:      SnapshotInfo{Commit: st.commit, Term: st.term, Options: st.options},
+		chunkSize: int64(s.opts.SnapshotChunkSize),
+	}
+	files, err := sn.list()
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("store: snapshot: %w", err), s.fs.RemoveAll(dir))
+	}
+	sn.mu.files = files
+	s.mu.Lock()
+	if s.mu.snapshots == nil {
+		s.mu.snapshots = make(map[*Snapshot]struct{})
+	}
+	s.mu.snapshots[sn] = struct{}{}
+	s.mu.Unlock()
+	return sn, nil
+}
+
+// list returns the checkpoint's files in name order with their chunk
+// counts.
+func (sn *Snapshot) list() ([]snapshotFile, error) {
+	names, err := sn.fs.List(sn.dir)
+	if err != nil {
+		return nil, err
+	}
+	slices.Sort(names)
+	files := make([]snapshotFile, 0, len(names))
+	for _, name := range names {
+		fi, err := sn.fs.Stat(sn.fs.PathJoin(sn.dir, name))
+		if err != nil {
+			return nil, err
+		}
+		if fi.IsDir() || !validName(name) {
+			return nil, fmt.Errorf("checkpoint holds %q, which a snapshot cannot carry", name)
+		}
+		count := max(1, (fi.Size()+sn.chunkSize-1)/sn.chunkSize)
+		if count > math.MaxInt32 {
+			return nil, fmt.Errorf("file %q needs %d chunks", name, count)
+		}
+		files = append(files, snapshotFile{name: name, size: fi.Size(), count: int32(count)})
+		sn.size += fi.Size()
+	}
+	return files, nil
+}
+
+// Info returns the commit id, term and term options the snapshot carries.
+func (sn *Snapshot) Info() SnapshotInfo { return sn.info }
+
+// Size returns the total size of the snapshot's files in bytes.
+func (sn *Snapshot) Size() int64 { return sn.size }
+
+// Next returns the next chunk, or io.EOF after the last one. The chunk's
+// Content is valid until the next call to Next or Close (it is reused).
+func (sn *Snapshot) Next() (Chunk, error) {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	if sn.mu.closed {
+		return Chunk{}, ErrClosed
+	}
+	if len(sn.mu.files) == 0 {
+		return Chunk{}, io.EOF
+	}
+	file := sn.mu.files[0]
+	if sn.mu.f == nil {
+		f, err := sn.fs.Open(sn.fs.PathJoin(sn.dir, file.name))
+		if err != nil {
+			return Chunk{}, fmt.Errorf("store: snapshot: %w", err)
+		}
+		sn.mu.f = f
+	}
+	n := min(sn.chunkSize, file.size-int64(sn.mu.index)*sn.chunkSize)
+	if int64(cap(sn.mu.buf)) < n {
+		sn.mu.buf = make([]byte, n)
+	}
+	buf := sn.mu.buf[:n]
+	if _, err := io.ReadFull(sn.mu.f, buf); err != nil {
+		return Chunk{}, fmt.Errorf("store: snapshot: read %s: %w", file.name, err)
+	}
+	c := Chunk{Name: file.name, Index: sn.mu.index, Count: file.count, Content: buf}
+	sn.mu.index++
+	if sn.mu.index == file.count {
+		err := sn.mu.f.Close()
+		sn.mu.f, sn.mu.index, sn.mu.files = nil, 0, sn.mu.files[1:]
+		if err != nil {
+			return Chunk{}, fmt.Errorf("store: snapshot: %w", err)
+		}
+	}
+	return c, nil
+}
+
+// Close removes the snapshot's copy. Closing again returns nil.
+func (sn *Snapshot) Close() error {
+	sn.mu.Lock()
+	defer sn.mu.Unlock()
+	if sn.mu.closed {
+		return nil
+	}
+	sn.mu.closed = true
+	var err error
+	if sn.mu.f != nil {
+		err = sn.mu.f.Close()
+		sn.mu.f = nil
+	}
+	err = errors.Join(err, sn.fs.RemoveAll(sn.dir))
+	sn.s.mu.Lock()
+	delete(sn.s.mu.snapshots, sn)
+	sn.s.mu.Unlock()
+	if err != nil {
+		return fmt.Errorf("store: close snapshot: %w", err)
+	}
+	return nil
+}
+
+// validName reports whether a snapshot file name is safe to create in a
+// staging directory: it matches ^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$, so
+// it has no separator, is not "." or "..", and is not empty.
+func validName(name string) bool {
+	if len(name) == 0 || len(name) > 255 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case 'A' <= c && c <= 'Z', 'a' <= c && c <= 'z', '0' <= c && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}

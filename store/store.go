@@ -1,0 +1,479 @@
+package store
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+// Store is the applied state of one shard: one Pebble database in a
+// directory of its own, with the term, the term options, the commit entry
+// id and the state machine's data.
+//
+// Concurrency: one goroutine applies (Apply); any goroutine may at the
+// same time read (Term, TermOptions, Commit, DurableCommit,
+// LogResetPending, Get, Scan), call Sync, SetTerm or ClearLogReset, take
+// snapshots and load one. Install must not run concurrently with Apply
+// (the caller serializes them; the store would not corrupt anything, but
+// the applier's idea of the commit point would be stale). Close and Delete
+// wait for running operations.
+type Store struct {
+	dir  string
+	fs   vfs.FS
+	opts Options
+	log  *slog.Logger
+	lock io.Closer // the directory lock, held until Close
+
+	// write serializes the writers of the live database: Apply, SetTerm,
+	// ClearLogReset, the checkpoint of Snapshot, Install, Close, Delete.
+	// Lock order: write, then a Loader's or Snapshot's mu, then db, then mu.
+	write struct {
+		sync.Mutex
+		w   Writer // reused by Apply
+		buf []byte // scratch for the commit record
+	}
+
+	// db is the live database. Users of the handle hold the read lock for
+	// as long as they use it; Install and Close replace or drop it under
+	// the write lock.
+	db struct {
+		sync.RWMutex
+		h    *pebble.DB // nil once closed
+		name string     // its directory, as CURRENT names it
+	}
+
+	mu struct {
+		sync.Mutex
+		state
+		durable   logpos.EntryID // last commit known durable
+		seq       uint64         // highest directory sequence number used
+		loaders   map[*Loader]struct{}
+		snapshots map[*Snapshot]struct{}
+	}
+}
+
+// state is what the reserved records of a database hold.
+type state struct {
+	term         logpos.Term
+	options      TermOptions
+	commit       logpos.EntryID
+	reset        logpos.EntryID // valid when resetPending
+	resetPending bool
+}
+
+// Open opens the store in dir, creating it (and dir) when it does not
+// exist. It finishes what a crash interrupted: a swap whose marker was
+// written is rolled forward (the old database is removed), anything else
+// staged (loader databases, checkpoints, a temporary marker) is removed.
+// Only one Store may have dir open at a time.
+func Open(dir string, opts Options) (*Store, error) {
+	opts = opts.withDefaults()
+	fs := opts.FS
+	if err := mkdirAllSynced(fs, dir); err != nil {
+		return nil, fmt.Errorf("store: create %s: %w", dir, err)
+	}
+	lock, err := fs.Lock(fs.PathJoin(dir, lockName))
+	if err != nil {
+		return nil, fmt.Errorf("store: lock %s: %w", dir, err)
+	}
+	s := &Store{dir: dir, fs: fs, opts: opts, log: opts.Logger, lock: lock}
+	if err := s.openLive(); err != nil {
+		return nil, errors.Join(err, lock.Close())
+	}
+	return s, nil
+}
+
+// openLive opens (or creates) the live database and loads its state.
+func (s *Store) openLive() error {
+	live, found, err := readMarker(s.fs, s.dir)
+	if err != nil {
+		return err
+	}
+	seq, err := cleanDir(s.fs, s.dir, live)
+	if err != nil {
+		return err
+	}
+	var h *pebble.DB
+	if found {
+		h, err = pebble.Open(s.fs.PathJoin(s.dir, live), s.opts.pebbleOptions(true))
+		if errors.Is(err, pebble.ErrDBDoesNotExist) {
+			return fmt.Errorf("%w: %s names %s, which holds no database", ErrCorrupt, markerName, live)
+		}
+		if err != nil {
+			return fmt.Errorf("store: open %s: %w", live, err)
+		}
+	} else {
+		// A new store, or one whose creation a crash interrupted before
+		// the marker was written (cleanDir removed what it left).
+		seq++
+		live = dbDirName(seq)
+		if h, err = s.create(live); err != nil {
+			return err
+		}
+	}
+	st, err := readState(h, ErrCorrupt)
+	if err != nil {
+		return errors.Join(fmt.Errorf("store: open %s: %w", live, err), h.Close())
+	}
+	s.db.h, s.db.name = h, live
+	s.mu.state = st
+	s.mu.durable = st.commit // read from disk: durable
+	s.mu.seq = seq
+	s.log.Debug("store: opened", "dir", s.dir, "db", live, "term", st.term, "commit", st.commit, "logResetPending", st.resetPending)
+	return nil
+}
+
+// create makes a new database in the directory name with its initial
+// records, durably, then names it in the marker.
+func (s *Store) create(name string) (*pebble.DB, error) {
+	h, err := pebble.Open(s.fs.PathJoin(s.dir, name), s.opts.pebbleOptions(false))
+	if err != nil {
+		return nil, fmt.Errorf("store: create %s: %w", name, err)
+	}
+	b := h.NewBatch()
+	err = errors.Join(
+		b.Set(keyFormat, encodeUint64(formatVersion), nil),
+		b.Set(keyTerm, encodeTerm(logpos.NoTerm), nil),
+		b.Set(keyTermOptions, encodeTermOptions(TermOptions{}), nil),
+		b.Set(keyCommit, encodeEntryID(logpos.NoEntry), nil),
+	)
+	if err == nil {
+		err = b.Commit(pebble.Sync)
+	}
+	_ = b.Close()
+	if err == nil {
+		_, err = writeMarker(s.fs, s.dir, name)
+	}
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("store: create %s: %w", name, err), h.Close())
+	}
+	return h, nil
+}
+
+// readState reads the reserved records of a database. A missing or
+// malformed record is reported wrapped in class; a read failure as is.
+func readState(r pebble.Reader, class error) (state, error) {
+	var st state
+	// get decodes the record at key; found is false when there is none.
+	get := func(key []byte, decode func([]byte) error) (found bool, err error) {
+		v, closer, err := r.Get(key)
+		if errors.Is(err, pebble.ErrNotFound) {
+			return false, nil
+		}
+		if err != nil {
+			return false, fmt.Errorf("read %q record: %w", key[1:], err)
+		}
+		err = decode(v)
+		_ = closer.Close()
+		if err != nil {
+			return true, fmt.Errorf("%w: %q record: %v", class, key[1:], err)
+		}
+		return true, nil
+	}
+	required := func(key []byte, decode func([]byte) error) error {
+		found, err := get(key, decode)
+		if err == nil && !found {
+			err = fmt.Errorf("%w: no %q record", class, key[1:])
+		}
+		return err
+	}
+	err := required(keyFormat, func(v []byte) error {
+		f, err := decodeUint64(v)
+		if err == nil && f != formatVersion {
+			err = fmt.Errorf("format %d, this store reads %d", f, formatVersion)
+		}
+		return err
+	})
+	if err != nil {
+		return st, err
+	}
+	err = errors.Join(
+		required(keyTerm, func(v []byte) (err error) { st.term, err = decodeTerm(v); return err }),
+		required(keyTermOptions, func(v []byte) (err error) { st.options, err = decodeTermOptions(v); return err }),
+		required(keyCommit, func(v []byte) (err error) { st.commit, err = decodeEntryID(v); return err }),
+	)
+	if err != nil {
+		return st, err
+	}
+	st.resetPending, err = get(keyLogReset, func(v []byte) (err error) { st.reset, err = decodeEntryID(v); return err })
+	return st, err
+}
+
+// Term returns the stored term, logpos.NoTerm when none was ever set.
+func (s *Store) Term() logpos.Term {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.term
+}
+
+// TermOptions returns the options stored with the term.
+func (s *Store) TermOptions() TermOptions {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.options
+}
+
+// Commit returns the id of the last applied entry, logpos.NoEntry when
+// nothing was applied.
+func (s *Store) Commit() logpos.EntryID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.commit
+}
+
+// DurableCommit returns the last commit known to be durable: the one Sync
+// (or SetTerm, or Open, or Install) last made or found durable. A log may
+// be trimmed up to it, never past it.
+func (s *Store) DurableCommit() logpos.EntryID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.durable
+}
+
+// LogResetPending reports whether the database was installed from a
+// snapshot and the log has not been reset since (see ClearLogReset), and
+// the snapshot's commit id. It survives crashes: check it after Open.
+func (s *Store) LogResetPending() (logpos.EntryID, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.mu.resetPending {
+		return logpos.NoEntry, false
+	}
+	return s.mu.reset, true
+}
+
+// SetTerm durably stores term t and its options (synced before it
+// returns); it also makes everything applied so far durable. t equal to
+// the stored term is accepted (the options are replaced); a negative t or
+// one below the stored term is ErrInvalidTerm and changes nothing.
+func (s *Store) SetTerm(t logpos.Term, o TermOptions) error {
+	if t < 0 {
+		return fmt.Errorf("%w: %d", ErrInvalidTerm, t)
+	}
+	s.write.Lock()
+	defer s.write.Unlock()
+	s.db.RLock()
+	defer s.db.RUnlock()
+	h := s.db.h
+	if h == nil {
+		return ErrClosed
+	}
+	s.mu.Lock()
+	cur, commit := s.mu.term, s.mu.commit
+	s.mu.Unlock()
+	if t < cur {
+		return fmt.Errorf("%w: %d is below the stored term %d", ErrInvalidTerm, t, cur)
+	}
+	b := h.NewBatch()
+	err := errors.Join(
+		b.Set(keyTerm, encodeTerm(t), nil),
+		b.Set(keyTermOptions, encodeTermOptions(o), nil),
+	)
+	if err == nil {
+		err = b.Commit(pebble.Sync)
+	}
+	_ = b.Close()
+	if err != nil {
+		return fmt.Errorf("store: set term %d: %w", t, err)
+	}
+	s.mu.Lock()
+	s.mu.term, s.mu.options = t, o
+	s.advanceDurableLocked(commit)
+	s.mu.Unlock()
+	return nil
+}
+
+// advanceDurableLocked records that commit c is durable. s.mu is held.
+func (s *Store) advanceDurableLocked(c logpos.EntryID) {
+	if c.Offset > s.mu.durable.Offset {
+		s.mu.durable = c
+	}
+}
+
+// Sync makes everything applied so far durable and returns the durable
+// commit: at least the commit point at the time of the call.
+func (s *Store) Sync() (logpos.EntryID, error) {
+	s.db.RLock()
+	defer s.db.RUnlock()
+	h := s.db.h
+	if h == nil {
+		return logpos.NoEntry, ErrClosed
+	}
+	c := s.Commit()
+	// A synced empty record syncs the database's WAL up to it, and every
+	// batch committed before it is ahead of it in the WAL.
+	if err := h.LogData(nil, pebble.Sync); err != nil {
+		return s.DurableCommit(), fmt.Errorf("store: sync: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.advanceDurableLocked(c)
+	return s.mu.durable, nil
+}
+
+// ClearLogReset removes the log-reset record (synced). Call it once the
+// log has been cleared after an Install (or after Open reported a pending
+// reset). Without a pending reset it does nothing.
+func (s *Store) ClearLogReset() error {
+	s.write.Lock()
+	defer s.write.Unlock()
+	s.db.RLock()
+	defer s.db.RUnlock()
+	h := s.db.h
+	if h == nil {
+		return ErrClosed
+	}
+	if _, pending := s.LogResetPending(); !pending {
+		return nil
+	}
+	if err := h.Delete(keyLogReset, pebble.Sync); err != nil {
+		return fmt.Errorf("store: clear log reset: %w", err)
+	}
+	s.mu.Lock()
+	s.mu.resetPending, s.mu.reset = false, logpos.EntryID{}
+	s.mu.Unlock()
+	return nil
+}
+
+// Get returns a copy of the value of the user key, or ErrNotFound.
+func (s *Store) Get(key []byte) ([]byte, error) {
+	s.db.RLock()
+	defer s.db.RUnlock()
+	if s.db.h == nil {
+		return nil, ErrClosed
+	}
+	return getUser(s.db.h, key)
+}
+
+func getUser(r pebble.Reader, key []byte) ([]byte, error) {
+	v, closer, err := r.Get(userKey(nil, key))
+	if errors.Is(err, pebble.ErrNotFound) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: get: %w", err)
+	}
+	v = bytes.Clone(v)
+	if v == nil {
+		v = []byte{}
+	}
+	return v, closer.Close()
+}
+
+// Scan calls fn for each user key in [start, end) in byte-wise order, with
+// its value, until fn returns false. A nil end means no upper bound. key
+// and value are valid only during the call. fn must not call Close,
+// Delete or Install (they wait for Scan to return).
+func (s *Store) Scan(start, end []byte, fn func(key, value []byte) bool) error {
+	s.db.RLock()
+	defer s.db.RUnlock()
+	if s.db.h == nil {
+		return ErrClosed
+	}
+	upper := userUpperBound
+	if end != nil {
+		if bytes.Compare(start, end) >= 0 {
+			return nil
+		}
+		upper = userKey(nil, end)
+	}
+	it, err := s.db.h.NewIter(&pebble.IterOptions{LowerBound: userKey(nil, start), UpperBound: upper})
+	if err != nil {
+		return fmt.Errorf("store: scan: %w", err)
+	}
+	for valid := it.First(); valid; valid = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			return errors.Join(fmt.Errorf("store: scan: %w", err), it.Close())
+		}
+		if !fn(it.Key()[1:], v) {
+			break
+		}
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return fmt.Errorf("store: scan: %w", err)
+	}
+	return nil
+}
+
+// Close closes the store: it aborts the loaders and closes the snapshots
+// still open, closes the database and releases the directory. It waits
+// for running operations. Closing again returns nil; every other method
+// of a closed store returns ErrClosed.
+func (s *Store) Close() error {
+	s.write.Lock()
+	defer s.write.Unlock()
+	return s.closeWriteLocked()
+}
+
+// closeWriteLocked is Close with s.write held.
+func (s *Store) closeWriteLocked() error {
+	s.db.Lock()
+	h := s.db.h
+	s.db.h = nil
+	s.db.Unlock()
+	if h == nil {
+		return nil
+	}
+	if err := s.releaseWriteLocked(h); err != nil {
+		return fmt.Errorf("store: close: %w", err)
+	}
+	return nil
+}
+
+// releaseWriteLocked aborts the loaders and closes the snapshots still
+// open, closes the given databases and releases the directory lock: the
+// end of a store whose s.db.h was just set to nil. s.write is held.
+func (s *Store) releaseWriteLocked(dbs ...*pebble.DB) error {
+	s.mu.Lock()
+	loaders, snapshots := s.mu.loaders, s.mu.snapshots
+	s.mu.loaders, s.mu.snapshots = nil, nil
+	s.mu.Unlock()
+	var errs []error
+	for l := range loaders {
+		errs = append(errs, l.Abort())
+	}
+	for sn := range snapshots {
+		errs = append(errs, sn.Close())
+	}
+	for _, h := range dbs {
+		errs = append(errs, h.Close())
+	}
+	errs = append(errs, s.lock.Close())
+	return errors.Join(errs...)
+}
+
+// Delete closes the store and removes its directory with everything in
+// it. On a closed store it returns ErrClosed and removes nothing.
+func (s *Store) Delete() error {
+	s.write.Lock()
+	defer s.write.Unlock()
+	s.db.RLock()
+	closed := s.db.h == nil
+	s.db.RUnlock()
+	if closed {
+		return ErrClosed
+	}
+	err := s.closeWriteLocked()
+	if rerr := s.fs.RemoveAll(s.dir); rerr != nil {
+		return errors.Join(err, fmt.Errorf("store: delete %s: %w", s.dir, rerr))
+	}
+	if serr := syncDir(s.fs, s.fs.PathDir(s.dir)); serr != nil {
+		return errors.Join(err, fmt.Errorf("store: delete %s: %w", s.dir, serr))
+	}
+	return err
+}
+
+// nextSeqLocked returns a directory sequence number never used in this
+// store directory. s.mu is held.
+func (s *Store) nextSeqLocked() uint64 {
+	s.mu.seq++
+	return s.mu.seq
+}
