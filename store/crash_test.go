@@ -1,0 +1,322 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/google/go-cmp/cmp"
+	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/store/kvpb"
+)
+
+// crasher takes a crash clone of a crashable MemFS just before the k-th
+// file-system operation that writes (operations that only read change
+// nothing a crash could reveal), once armed. Wrap the MemFS with
+// errorfs.Wrap(mem, c) and give the result to the store.
+type crasher struct {
+	mem *vfs.MemFS
+	k   int64
+	cfg vfs.CrashCloneCfg
+
+	armed atomic.Bool
+	n     atomic.Int64
+	mu    struct {
+		sync.Mutex
+		clone *vfs.MemFS
+	}
+}
+
+func (c *crasher) String() string { return fmt.Sprintf("crash before write op %d", c.k) }
+
+func (c *crasher) MaybeError(op errorfs.Op) error {
+	if !c.armed.Load() || op.Kind.ReadOrWrite() != errorfs.OpIsWrite {
+		return nil
+	}
+	if c.n.Add(1) == c.k {
+		clone := c.mem.CrashClone(c.cfg)
+		c.mu.Lock()
+		c.mu.clone = clone
+		c.mu.Unlock()
+	}
+	return nil
+}
+
+// crashed returns the clone, or a clone taken now if the k-th operation
+// never came (the crash is then after the last one).
+func (c *crasher) crashed() (fs *vfs.MemFS, reached bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.mu.clone != nil {
+		return c.mu.clone, true
+	}
+	return c.mem.CrashClone(c.cfg), false
+}
+
+// crashCfgs are the crash models: only synced data survives, or a random
+// share of unsynced blocks and directory entries survives too.
+func crashCfgs(seed uint64) []vfs.CrashCloneCfg {
+	cfgs := []vfs.CrashCloneCfg{{}}
+	for _, p := range []int{30, 70, 100} {
+		cfgs = append(cfgs, vfs.CrashCloneCfg{UnsyncedDataPercent: p, RNG: rand.New(rand.NewPCG(seed, uint64(p)))})
+	}
+	return cfgs
+}
+
+// atomicityOps are the writes of entry i: new keys, an overwrite, a
+// delete and now and then a range delete, with values big enough that
+// the WAL spans several blocks.
+func atomicityOps(i int) []*kvpb.Operation {
+	big := strings.Repeat(fmt.Sprintf("%03d", i), 1000)
+	ops := []*kvpb.Operation{
+		put(fmt.Sprintf("e/%03d/a", i), big),
+		put(fmt.Sprintf("e/%03d/b", i), "b"),
+		put("last", fmt.Sprint(i)),
+	}
+	if i >= 2 {
+		ops = append(ops, del(fmt.Sprintf("e/%03d/b", i-2)))
+	}
+	if i%5 == 4 {
+		ops = append(ops, delRange(fmt.Sprintf("e/%03d", i-3), fmt.Sprintf("e/%03d", i-1)))
+	}
+	return ops
+}
+
+// TestApplyIsAtomicAcrossCrashes applies entries without syncing and
+// crashes: after reopening, the commit is at some entry at or after the
+// last Sync, and the data is exactly the data of the entries up to it.
+// After Sync, every applied entry is there.
+func TestApplyIsAtomicAcrossCrashes(t *testing.T) {
+	const synced, applied = 9, 39
+	between := 0 // crashes that kept some unsynced entries but not all
+	for seed := uint64(0); seed < 3; seed++ {
+		for _, cfg := range crashCfgs(seed) {
+			t.Run(fmt.Sprintf("seed=%d/unsynced=%d%%", seed, cfg.UnsyncedDataPercent), func(t *testing.T) {
+				mem := vfs.NewCrashableMem()
+				s, err := Open("/shard", Options{FS: mem})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer s.Close()
+				if err := s.SetTerm(1, TermOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				models := []model{{}} // models[i+1]: after entry i
+				for i := 0; i <= applied; i++ {
+					ops := atomicityOps(i)
+					if err := s.Apply(kvEntry(t, 1, logpos.Offset(i), ops...)); err != nil {
+						t.Fatal(err)
+					}
+					m := models[i].clone()
+					m.apply(ops...)
+					models = append(models, m)
+					if i == synced {
+						if d, err := s.Sync(); err != nil || d.Offset != synced {
+							t.Fatalf("Sync = %v, %v", d, err)
+						}
+					}
+				}
+				crashed := mem.CrashClone(cfg)
+
+				r, err := Open("/shard", Options{FS: crashed})
+				if err != nil {
+					t.Fatalf("reopen after crash: %v", err)
+				}
+				defer r.Close()
+				c := r.Commit()
+				t.Logf("commit after crash: %v", c)
+				if c.Offset > synced && c.Offset < applied {
+					between++
+				}
+				if c.Offset < synced || c.Offset > applied {
+					t.Fatalf("commit after crash %v, want between %d and %d", c, synced, applied)
+				}
+				if diff := cmp.Diff(models[c.Offset+1], userData(t, r)); diff != "" {
+					t.Fatalf("data after crash with commit %v is not the data of entries 0..%d (-want +got):\n%s", c, c.Offset, diff)
+				}
+				if r.Term() != 1 || r.DurableCommit() != c {
+					t.Fatalf("term %d durable %v after crash", r.Term(), r.DurableCommit())
+				}
+				// The log replays the rest: exactly the next entry is accepted.
+				if err := r.Apply(kvEntry(t, 1, c.Offset, atomicityOps(int(c.Offset))...)); !errors.Is(err, ErrOutOfOrder) {
+					t.Fatalf("re-applying the commit entry: %v", err)
+				}
+				for i := int(c.Offset) + 1; i <= applied; i++ {
+					if err := r.Apply(kvEntry(t, 1, logpos.Offset(i), atomicityOps(i)...)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if diff := cmp.Diff(models[applied+1], userData(t, r)); diff != "" {
+					t.Fatalf("after replay (-want +got):\n%s", diff)
+				}
+
+				// After Sync everything is there, whatever else is lost.
+				if d, err := s.Sync(); err != nil || d.Offset != applied {
+					t.Fatalf("Sync = %v, %v", d, err)
+				}
+				crashed = mem.CrashClone(cfg)
+				r2, err := Open("/shard", Options{FS: crashed})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer r2.Close()
+				if r2.Commit().Offset != applied {
+					t.Fatalf("commit after Sync and crash %v, want %d", r2.Commit(), applied)
+				}
+				if diff := cmp.Diff(models[applied+1], userData(t, r2)); diff != "" {
+					t.Fatalf("after Sync and crash (-want +got):\n%s", diff)
+				}
+			})
+		}
+	}
+	if between == 0 {
+		t.Error("no crash kept a part of the unsynced entries: the test exercises nothing between the extremes")
+	}
+}
+
+func TestSetTermIsDurableWhenItReturns(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	s := mustOpen(t, "/shard", Options{FS: mem})
+	fillStore(t, s, model{}, 1, 3, "k") // SetTerm(1), three entries
+	opts := TermOptions{EnableNotifications: true, KeySorting: KeySortingNatural}
+	if err := s.SetTerm(7, opts); err != nil {
+		t.Fatal(err)
+	}
+	r := mustOpen(t, "/shard", Options{FS: mem.CrashClone(vfs.CrashCloneCfg{})})
+	if r.Term() != 7 || r.TermOptions() != opts {
+		t.Fatalf("after crash: term %d options %+v, want 7 %+v", r.Term(), r.TermOptions(), opts)
+	}
+	// SetTerm synced the entries applied before it as well.
+	if r.Commit().Offset != 2 {
+		t.Fatalf("after crash: commit %v, want offset 2", r.Commit())
+	}
+}
+
+// TestCrashDuringCreation crashes before every write of a store's
+// creation: reopening always gives a fresh, working store.
+func TestCrashDuringCreation(t *testing.T) {
+	for k := int64(1); ; k++ {
+		mem := vfs.NewCrashableMem()
+		c := &crasher{mem: mem, k: k}
+		c.armed.Store(true)
+		s, err := Open("/data/shard", Options{FS: errorfs.Wrap(mem, c)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+		crashed, reached := c.crashed()
+		r, err := Open("/data/shard", Options{FS: crashed})
+		if err != nil {
+			t.Fatalf("crash before write %d of the creation: reopen: %v", k, err)
+		}
+		if r.Term() != logpos.NoTerm || r.Commit() != logpos.NoEntry {
+			t.Fatalf("crash before write %d: term %d commit %v", k, r.Term(), r.Commit())
+		}
+		if err := r.SetTerm(1, TermOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if !reached {
+			t.Logf("creation crashed at each of its %d writes", k-1)
+			return
+		}
+	}
+}
+
+func TestOpenRemovesLeftovers(t *testing.T) {
+	mem := vfs.NewMem()
+	s, err := Open("/shard", Options{FS: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := model{}
+	fillStore(t, s, m, 2, 5, "k")
+	want := fingerprintOf(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// What a crash may leave: a staging database, a checkpoint, a
+	// half-written marker, and a database a finished swap replaced.
+	for _, f := range []string{"/shard/db-000007/000001.log", "/shard/checkpoint-000042/MANIFEST-000001", "/shard/CURRENT.tmp", "/shard/db-000000/OPTIONS-000003"} {
+		if err := mem.MkdirAll(mem.PathDir(f), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		fl, err := mem.Create(f, vfs.WriteCategoryUnspecified)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := fl.Write([]byte("leftover")); err != nil {
+			t.Fatal(err)
+		}
+		fl.Close()
+	}
+	s = mustOpen(t, "/shard", Options{FS: mem})
+	assertFingerprint(t, "after reopen", want, fingerprintOf(t, s))
+	// New directories never reuse a number seen.
+	l, err := s.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Abort()
+	if l.name != "db-000043" {
+		t.Fatalf("new staging directory %s, want db-000043", l.name)
+	}
+}
+
+func TestOpenRefusesCorruptLayout(t *testing.T) {
+	for name, corrupt := range map[string]func(fs vfs.FS) error{
+		"marker garbage": func(fs vfs.FS) error { return writeFile(fs, "/shard/CURRENT", "../../etc\n") },
+		"marker empty":   func(fs vfs.FS) error { return writeFile(fs, "/shard/CURRENT", "") },
+		"marker names a missing database": func(fs vfs.FS) error {
+			return writeFile(fs, "/shard/CURRENT", "db-000009\n")
+		},
+		"no format record": func(fs vfs.FS) error {
+			s, err := Open("/other", Options{FS: fs})
+			if err != nil {
+				return err
+			}
+			err = s.db.h.Delete(keyFormat, nil)
+			return errors.Join(err, s.Close(), writeFile(fs, "/shard/CURRENT", "db-000001\n"), fs.RemoveAll("/shard/db-000001"), fs.Rename("/other/db-000001", "/shard/db-000001"))
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			mem := vfs.NewMem()
+			s, err := Open("/shard", Options{FS: mem})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := corrupt(mem); err != nil {
+				t.Fatal(err)
+			}
+			s, err = Open("/shard", Options{FS: mem})
+			if !errors.Is(err, ErrCorrupt) {
+				if err == nil {
+					s.Close()
+				}
+				t.Fatalf("Open = %v, want ErrCorrupt", err)
+			}
+		})
+	}
+}
+
+func writeFile(fs vfs.FS, name, content string) error {
+	f, err := fs.Create(name, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write([]byte(content))
+	return errors.Join(err, f.Sync(), f.Close())
+}
