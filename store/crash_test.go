@@ -320,3 +320,63 @@ func writeFile(fs vfs.FS, name, content string) error {
 	_, err = f.Write([]byte(content))
 	return errors.Join(err, f.Sync(), f.Close())
 }
+
+// TestInstallCrashAtEveryStep crashes before each file-system write made
+// while a snapshot is loaded and installed (the store's and Pebble's),
+// and reopens: the store is either the complete old one, with no log
+// reset pending, or the complete new one, with the reset pending.
+func TestInstallCrashAtEveryStep(t *testing.T) {
+	chunks, info, newData := memSource(t)
+	for ci, cfg := range []vfs.CrashCloneCfg{{}, {UnsyncedDataPercent: 50, RNG: rand.New(rand.NewPCG(4, 2))}} {
+		var olds, news int
+		for k := int64(1); ; k++ {
+			mem := vfs.NewCrashableMem()
+			c := &crasher{mem: mem, k: k, cfg: cfg}
+			s, err := Open("/shard", Options{FS: errorfs.Wrap(mem, c)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fillStore(t, s, model{}, 3, 5, "old")
+			if _, err := s.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			old := fingerprintOf(t, s)
+			c.armed.Store(true)
+			_, err = load(s, chunks, 0)
+			c.armed.Store(false)
+			if err != nil {
+				t.Fatalf("load: %v", err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			crashed, reached := c.crashed()
+			r, err := Open("/shard", Options{FS: crashed})
+			if err != nil {
+				t.Fatalf("config %d, crash before write %d: reopen: %v", ci, k, err)
+			}
+			got := fingerprintOf(t, r)
+			what := fmt.Sprintf("config %d, crash before write %d", ci, k)
+			if got.Commit == old.Commit {
+				assertFingerprint(t, what, old, got)
+				olds++
+			} else {
+				checkInstalled(t, what, got, info, newData)
+				if len(got.DirectoryListed) != 3 {
+					t.Fatalf("%s: directory %q", what, got.DirectoryListed)
+				}
+				news++
+			}
+			if err := r.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if !reached {
+				t.Logf("config %d: crashed before each of %d writes: %d old, %d new", ci, k-1, olds, news)
+				break
+			}
+		}
+		if olds == 0 || news == 0 {
+			t.Errorf("config %d: %d crashes gave the old store, %d the new: both must occur", ci, olds, news)
+		}
+	}
+}

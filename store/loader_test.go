@@ -1,0 +1,532 @@
+package store
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+// chunkDir reads the files of dir out as a snapshot would.
+func chunkDir(t testing.TB, fs vfs.FS, dir string, chunkSize int) []Chunk {
+	t.Helper()
+	sn := &Snapshot{fs: fs, dir: dir, chunkSize: int64(chunkSize)}
+	files, err := sn.list()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn.mu.files = files
+	return readChunks(t, sn)
+}
+
+// fileChunks returns the indexes in chunks of the chunks of the first
+// file for which pick holds.
+func fileChunks(t testing.TB, chunks []Chunk, pick func(c Chunk) bool) []int {
+	t.Helper()
+	var idx []int
+	for i, c := range chunks {
+		if len(idx) > 0 && c.Name != chunks[idx[0]].Name {
+			break
+		}
+		if len(idx) > 0 || (c.Index == 0 && pick(c)) {
+			idx = append(idx, i)
+		}
+	}
+	if len(idx) == 0 {
+		t.Fatal("no such file in the snapshot")
+	}
+	return idx
+}
+
+func multiChunk(c Chunk) bool { return c.Count >= 3 }
+
+// edit returns a copy of chunks changed by f.
+func edit(chunks []Chunk, f func([]Chunk) []Chunk) []Chunk {
+	return f(slices.Clone(chunks))
+}
+
+// snapshotOf returns the chunks of a snapshot of a store prepared by
+// prepare.
+func snapshotOf(t *testing.T, chunkSize int, prepare func(s *Store)) []Chunk {
+	t.Helper()
+	s, err := Open(t.TempDir(), Options{SnapshotChunkSize: chunkSize})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	prepare(s)
+	chunks, _ := takeSnapshot(t, s)
+	return chunks
+}
+
+// TestLoaderFailuresLeaveTheStore feeds broken snapshots to a store with
+// data: each is refused with the right error class, and the store is
+// exactly as it was (data, term, options, commit, directory) and works.
+func TestLoaderFailuresLeaveTheStore(t *testing.T) {
+	const chunkSize = 512
+	src := newSource(t, t.TempDir(), Options{SnapshotChunkSize: chunkSize})
+	good, _ := takeSnapshot(t, src.s)
+
+	rawPebble := func() []Chunk {
+		dir := t.TempDir()
+		db, err := pebble.Open(filepath.Join(dir, "db"), &pebble.Options{Logger: pebbleLogger{slog.New(slog.DiscardHandler)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = errors.Join(db.Set([]byte("key"), []byte("value"), nil), db.Checkpoint(filepath.Join(dir, "cp")), db.Close())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return chunkDir(t, vfs.Default, filepath.Join(dir, "cp"), chunkSize)
+	}
+
+	type result int
+	const (
+		invalid result = iota
+		closed
+	)
+	for _, tc := range []struct {
+		name string
+		// feed drives a loader of s; it returns the first error.
+		feed func(t *testing.T, s *Store) error
+		want result
+	}{
+		{"truncated stream", feedInstall(good[:len(good)-1]), invalid},
+		{"truncated mid-file", feedInstall(edit(good, func(c []Chunk) []Chunk {
+			i := fileChunks(t, c, multiChunk)
+			return c[:i[1]]
+		})), invalid},
+		{"missing sstable", feedInstall(edit(good, func(c []Chunk) []Chunk {
+			i := fileChunks(t, c, func(c Chunk) bool { return strings.HasSuffix(c.Name, ".sst") })
+			return slices.Delete(c, i[0], i[len(i)-1]+1)
+		})), invalid},
+		{"missing manifest", feedInstall(edit(good, func(c []Chunk) []Chunk {
+			i := fileChunks(t, c, func(c Chunk) bool { return strings.HasPrefix(c.Name, "MANIFEST") })
+			return slices.Delete(c, i[0], i[len(i)-1]+1)
+		})), invalid},
+		{"corrupt manifest", feedInstall(edit(good, func(c []Chunk) []Chunk {
+			i := fileChunks(t, c, func(c Chunk) bool { return strings.HasPrefix(c.Name, "MANIFEST") })
+			c[i[0]].Content = []byte(strings.Repeat("?", len(c[i[0]].Content)))
+			return c
+		})), invalid},
+		{"out-of-order chunk", feedInstall(edit(good, func(c []Chunk) []Chunk {
+			i := fileChunks(t, c, multiChunk)
+			c[i[1]], c[i[2]] = c[i[2]], c[i[1]]
+			return c
+		})), invalid},
+		{"duplicate chunk", feedInstall(edit(good, func(c []Chunk) []Chunk {
+			i := fileChunks(t, c, multiChunk)
+			return slices.Insert(c, i[1]+1, c[i[1]])
+		})), invalid},
+		{"duplicate chunk 0", feedInstall(edit(good, func(c []Chunk) []Chunk {
+			i := fileChunks(t, c, multiChunk)
+			return slices.Insert(c, i[0]+1, c[i[0]])
+		})), invalid},
+		{"chunk count mismatch", feedInstall(edit(good, func(c []Chunk) []Chunk {
+			i := fileChunks(t, c, multiChunk)
+			c[i[1]].Count++
+			return c
+		})), invalid},
+		{"file sent twice", feedInstall(append(slices.Clone(good), good[0])), invalid},
+		{"interleaved files", feedInstall(edit(good, func(c []Chunk) []Chunk {
+			i := fileChunks(t, c, multiChunk)
+			other := fileChunks(t, c, func(x Chunk) bool { return x.Name != c[i[0]].Name && x.Count == 1 })
+			moved := c[other[0]]
+			c = slices.Delete(c, other[0], other[0]+1)
+			i = fileChunks(t, c, multiChunk)
+			return slices.Insert(c, i[1], moved)
+		})), invalid},
+		{"negative index", feedInstall([]Chunk{{Name: "a", Index: -1, Count: 1}}), invalid},
+		{"zero count", feedInstall([]Chunk{{Name: "a", Index: 0, Count: 0}}), invalid},
+		{"index beyond count", feedInstall([]Chunk{{Name: "a", Index: 0, Count: 2}, {Name: "a", Index: 2, Count: 2}}), invalid},
+		{"chunk after the end", func(t *testing.T, s *Store) error {
+			l, err := s.NewLoader()
+			if err != nil {
+				return err
+			}
+			if err := writeAll(l, good); err != nil {
+				return err
+			}
+			if _, err := l.Finish(); err != nil {
+				t.Fatalf("Finish of a good snapshot: %v", err)
+			}
+			return l.Write(good[0])
+		}, invalid},
+		{"empty snapshot", feedInstall(nil), invalid},
+		{"not a database", feedInstall([]Chunk{
+			{Name: "000002.log", Count: 1, Content: []byte("garbage")},
+			{Name: "OPTIONS-000003", Count: 1, Content: []byte("[Version]\n")},
+		}), invalid},
+		{"a Pebble database that is not a store", feedInstall(rawPebble()), invalid},
+		{"a store without a term", feedInstall(snapshotOf(t, chunkSize, func(s *Store) {
+			fillStore(t, s, model{}, logpos.NoTerm, 3, "k")
+		})), invalid},
+		{"a store without a commit record", feedInstall(snapshotOf(t, chunkSize, func(s *Store) {
+			fillStore(t, s, model{}, 4, 3, "k")
+			if err := s.db.h.Delete(keyCommit, nil); err != nil {
+				t.Fatal(err)
+			}
+		})), invalid},
+		{"a malformed term record", feedInstall(snapshotOf(t, chunkSize, func(s *Store) {
+			fillStore(t, s, model{}, 4, 3, "k")
+			if err := s.db.h.Set(keyTerm, []byte{1, 2, 3}, nil); err != nil {
+				t.Fatal(err)
+			}
+		})), invalid},
+		{"abort", func(t *testing.T, s *Store) error {
+			l, err := s.NewLoader()
+			if err != nil {
+				return err
+			}
+			if err := writeAll(l, good[:len(good)/2]); err != nil {
+				t.Fatalf("Write: %v", err)
+			}
+			if err := l.Abort(); err != nil {
+				t.Fatalf("Abort: %v", err)
+			}
+			if err := l.Abort(); err != nil {
+				t.Fatalf("Abort again: %v", err)
+			}
+			if _, err := l.Finish(); !errors.Is(err, ErrClosed) {
+				t.Fatalf("Finish after Abort: %v", err)
+			}
+			_, err = s.Install(l, 0)
+			return err
+		}, closed},
+		{"abort after finish", func(t *testing.T, s *Store) error {
+			l, err := s.NewLoader()
+			if err != nil {
+				return err
+			}
+			if err := writeAll(l, good); err != nil {
+				t.Fatalf("Write: %v", err)
+			}
+			if _, err := l.Finish(); err != nil {
+				t.Fatalf("Finish: %v", err)
+			}
+			if err := l.Abort(); err != nil {
+				t.Fatalf("Abort: %v", err)
+			}
+			return l.Write(good[0])
+		}, closed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			parent := t.TempDir()
+			dir := filepath.Join(parent, "shard")
+			s := mustOpen(t, dir, Options{})
+			fillStore(t, s, model{}, 3, 20, "old")
+			want := fingerprintOf(t, s)
+
+			err := tc.feed(t, s)
+			switch {
+			case err == nil:
+				t.Fatal("the broken snapshot was accepted")
+			case tc.want == invalid && !errors.Is(err, ErrInvalidSnapshot):
+				t.Fatalf("error %v, want ErrInvalidSnapshot", err)
+			case tc.want == closed && !errors.Is(err, ErrClosed):
+				t.Fatalf("error %v, want ErrClosed", err)
+			}
+			t.Logf("refused: %v", err)
+			assertFingerprint(t, "after the failed load", want, fingerprintOf(t, s))
+			if got := listDir(t, vfs.Default, parent); !slices.Equal(got, []string{"shard"}) {
+				t.Fatalf("the failed load left %q beside the store", got)
+			}
+			// The store works, and is the same after a restart.
+			fillStore(t, s, model{}, 3, 1, "more")
+			want = fingerprintOf(t, s)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			s = mustOpen(t, dir, Options{})
+			assertFingerprint(t, "after reopen", want, fingerprintOf(t, s))
+		})
+	}
+}
+
+func writeAll(l *Loader, chunks []Chunk) error {
+	for _, c := range chunks {
+		c.Content = slices.Clone(c.Content) // the FS may scribble on it
+		if err := l.Write(c); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// feedInstall loads chunks into s and installs them.
+func feedInstall(chunks []Chunk) func(*testing.T, *Store) error {
+	return func(_ *testing.T, s *Store) error {
+		_, err := load(s, chunks, 0)
+		return err
+	}
+}
+
+func TestLoaderRefusesUnsafeNames(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "shard")
+	s := mustOpen(t, dir, Options{})
+	fillStore(t, s, model{}, 3, 5, "k")
+	want := fingerprintOf(t, s)
+	for _, name := range []string{
+		"../x", "/etc/x", "..", ".", "", "a/b", `a\b`, ".hidden", "-dash", "_under",
+		"x\x00y", "sp ace", "ünï", strings.Repeat("n", 256), "../" + markerName, "..\\x",
+	} {
+		l, err := s.NewLoader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = l.Write(Chunk{Name: name, Index: 0, Count: 1, Content: []byte("escape")})
+		if !errors.Is(err, ErrInvalidSnapshot) {
+			t.Errorf("name %q: %v, want ErrInvalidSnapshot", name, err)
+		}
+	}
+	for _, p := range []string{filepath.Join(parent, "x"), filepath.Join(dir, "x"), "/etc/x"} {
+		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s exists (%v)", p, err)
+		}
+	}
+	assertFingerprint(t, "after unsafe names", want, fingerprintOf(t, s))
+	// The longest safe name is fine.
+	l, err := s.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Abort()
+	if err := l.Write(Chunk{Name: "a" + strings.Repeat("b._-9", 50) + "1234", Count: 1}); err != nil {
+		t.Fatalf("a 255-byte safe name: %v", err)
+	}
+}
+
+func TestLoaderSizeLimit(t *testing.T) {
+	src := newSource(t, t.TempDir(), Options{SnapshotChunkSize: 1000})
+	sn, err := src.s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	size := sn.Size()
+	chunks := readChunks(t, sn)
+	if err := sn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	small := mustOpen(t, t.TempDir(), Options{MaxSnapshotSize: size - 1})
+	want := fingerprintOf(t, small)
+	if _, err := load(small, chunks, 0); !errors.Is(err, ErrInvalidSnapshot) {
+		t.Fatalf("a snapshot of %d bytes under a limit of %d: %v", size, size-1, err)
+	}
+	assertFingerprint(t, "after oversize", want, fingerprintOf(t, small))
+	exact := mustOpen(t, t.TempDir(), Options{MaxSnapshotSize: size})
+	if _, err := load(exact, chunks, 0); err != nil {
+		t.Fatalf("a snapshot of exactly the limit: %v", err)
+	}
+}
+
+// TestLoaderIOErrors injects an I/O error into each file-system operation
+// that the loader and Install make themselves (the store's own file
+// system is swapped for an injecting one; Pebble's operations are left
+// alone: Pebble treats some failures as fatal). An error before the marker
+// rename leaves the store untouched, and is not ErrInvalidSnapshot; one
+// after the rename (the directory sync) closes the store, and reopening it
+// gives the new store; one in the cleanup after the swap is only logged.
+func TestLoaderIOErrors(t *testing.T) {
+	chunks, info, newData := memSource(t)
+	for k := int64(1); ; k++ {
+		mem := vfs.NewMem()
+		s, err := Open("/shard", Options{FS: mem})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fillStore(t, s, model{}, 3, 5, "old")
+		old := fingerprintOf(t, s)
+		inj := &failOp{k: k}
+		s.fs = errorfs.Wrap(mem, inj)
+		_, err = load(s, chunks, 0)
+		s.fs = mem
+		fired, op := inj.result()
+		switch {
+		case !fired:
+			if err != nil {
+				t.Fatalf("no error injected, load failed: %v", err)
+			}
+			t.Logf("injected an error into each of %d operations", k-1)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return
+		case err == nil:
+			// Only the removal of the replaced database may fail unseen.
+			checkInstalled(t, "after a failed "+op, fingerprintOf(t, s), info, newData)
+		case errors.Is(err, ErrInvalidSnapshot) || !errors.Is(err, errorfs.ErrInjected):
+			t.Fatalf("failed %s: error %v, want the injected I/O error", op, err)
+		case s.db.h != nil:
+			assertFingerprint(t, "after a failed "+op, old, fingerprintOf(t, s))
+		}
+		closedByInstall := s.db.h == nil
+		if err := s.Close(); err != nil {
+			t.Fatalf("Close after a failed %s: %v", op, err)
+		}
+		r, err := Open("/shard", Options{FS: mem})
+		if err != nil {
+			t.Fatalf("reopen after a failed %s: %v", op, err)
+		}
+		got := fingerprintOf(t, r)
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if got.Commit == old.Commit && !closedByInstall {
+			assertFingerprint(t, "reopen after a failed "+op, old, got)
+		} else {
+			checkInstalled(t, "reopen after a failed "+op, got, info, newData)
+			if len(got.DirectoryListed) != 3 {
+				t.Fatalf("reopen after a failed %s: directory %q", op, got.DirectoryListed)
+			}
+		}
+	}
+}
+
+// failOp fails the k-th file-system operation.
+type failOp struct {
+	k  int64
+	mu struct {
+		sync.Mutex
+		n  int64
+		op string
+	}
+}
+
+func (f *failOp) String() string { return "failOp" }
+
+func (f *failOp) MaybeError(op errorfs.Op) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.mu.n++
+	if f.mu.n != f.k {
+		return nil
+	}
+	f.mu.op = fmt.Sprintf("op %d (kind %d) on %s", f.mu.n, op.Kind, op.Path)
+	return errorfs.ErrInjected
+}
+
+func (f *failOp) result() (fired bool, op string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.mu.op != "", f.mu.op
+}
+
+// memSource returns the chunks of a snapshot of a small store on a memory
+// file system, with what it carries and its data.
+func memSource(t testing.TB) ([]Chunk, SnapshotInfo, model) {
+	t.Helper()
+	s, err := Open("/src", Options{FS: vfs.NewMem(), SnapshotChunkSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	m := model{}
+	fillStore(t, s, m, 5, 20, "src")
+	if err := s.db.h.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	fillStore(t, s, m, 6, 10, "src")
+	chunks, info := takeSnapshot(t, s)
+	return chunks, info, m
+}
+
+// checkInstalled checks that a store fingerprint is that of the snapshot
+// described by info and data, with its log reset pending.
+func checkInstalled(t testing.TB, what string, got fingerprint, info SnapshotInfo, data model) {
+	t.Helper()
+	want := got
+	want.Data, want.Term, want.Options, want.Commit = data, info.Term, info.Options, info.Commit
+	want.ResetPending, want.ResetTo = true, info.Commit
+	assertFingerprint(t, what, want, got)
+}
+
+func chunkNames(chunks []Chunk) map[string]bool {
+	names := map[string]bool{}
+	for _, c := range chunks {
+		names[c.Name] = true
+	}
+	return names
+}
+
+// TestLoaderOpenIOError: an operating-system I/O error while opening the
+// staged database is an I/O failure, not an invalid snapshot.
+func TestLoaderOpenIOError(t *testing.T) {
+	chunks, _, _ := memSource(t)
+	mem := vfs.NewMem()
+	var armed atomic.Bool
+	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if armed.Load() && op.Kind == errorfs.OpFileRead && strings.Contains(op.Path, "MANIFEST") {
+			return &os.PathError{Op: "read", Path: op.Path, Err: syscall.EIO}
+		}
+		return nil
+	}))
+	s := mustOpen(t, "/shard", Options{FS: fs})
+	fillStore(t, s, model{}, 3, 5, "old")
+	want := fingerprintOf(t, s)
+	l, err := s.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeAll(l, chunks); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	_, err = l.Finish()
+	armed.Store(false)
+	if !errors.Is(err, syscall.EIO) || errors.Is(err, ErrInvalidSnapshot) {
+		t.Fatalf("Finish with a failing disk: %v, want EIO and not ErrInvalidSnapshot", err)
+	}
+	assertFingerprint(t, "after the failed open", want, fingerprintOf(t, s))
+}
+
+func TestCloseAbortsLoaders(t *testing.T) {
+	chunks, _, _ := memSource(t)
+	mem := vfs.NewMem()
+	s, err := Open("/shard", Options{FS: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	writing, err := s.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeAll(writing, chunks[:1]); err != nil {
+		t.Fatal(err)
+	}
+	finished, err := s.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeAll(finished, chunks); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := finished.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := listDir(t, mem, "/shard"); !slices.Equal(got, []string{"CURRENT", "LOCK", "db-000001"}) {
+		t.Fatalf("after Close: %q", got)
+	}
+	if _, err := s.Install(finished, 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Install on a closed store: %v", err)
+	}
+	other := mustOpen(t, "/other", Options{FS: mem})
+	if _, err := other.Install(finished, 0); err == nil {
+		t.Fatal("Install of another store's loader succeeded")
+	}
+}
