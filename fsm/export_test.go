@@ -1,0 +1,5 @@
+package fsm
+
+import "os"
+
+var readFile = os.ReadFile

@@ -1,0 +1,185 @@
+package fsm
+
+import (
+	"errors"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func mustLoad(t *testing.T, file string) *Table {
+	t.Helper()
+	table, err := LoadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return table
+}
+
+func TestLoadKeepsPositionsAndOrder(t *testing.T) {
+	table := mustLoad(t, "testdata/semantics.yaml")
+	var states []string
+	for _, s := range table.States {
+		states = append(states, s.Name)
+	}
+	if diff := cmp.Diff([]string{"Closed", "Open", "Locked", "Broken"}, states); diff != "" {
+		t.Errorf("states in source order (-want +got):\n%s", diff)
+	}
+	if got := table.Rows[1].Pos; got != (Pos{File: "testdata/semantics.yaml", Line: 30, Col: 5}) {
+		t.Errorf("row 1 at %v", got)
+	}
+	if got := table.Rows[6].From; !cmp.Equal(got, []string{"Closed", "Open", "Locked"}) {
+		t.Errorf(`"*" expands to %v, want every live state`, got)
+	}
+	if e, _ := table.Event("Push"); !cmp.Equal(e.Payload, []Field{{Name: "force", Type: "int", Pos: Pos{"testdata/semantics.yaml", 11, 20}}}) {
+		t.Errorf("payload %+v", e.Payload)
+	}
+	jam := table.Errors[len(table.Errors)-1]
+	if jam.Message != "the door is jammed" || table.Errors[0].Message != "not now" {
+		t.Errorf("messages %q, %q", jam.Message, table.Errors[0].Message)
+	}
+	if p := table.PolicyFor("Broken"); p.Kind != PolicyIgnore {
+		t.Errorf("Broken policy %+v", p)
+	}
+	if p := table.PolicyFor("Open"); p.Kind != PolicyRefuse || p.Error != "ErrNotNow" {
+		t.Errorf("Open policy %+v", p)
+	}
+}
+
+func TestLoadFollowerTable(t *testing.T) {
+	table := mustLoad(t, "../transitions.yaml")
+	if table.Machine != "Lifecycle" || table.Initial != "NotMember" {
+		t.Fatalf("machine %s, initial %s", table.Machine, table.Initial)
+	}
+}
+
+// TestEvaluate pins the semantics of a table: first row whose guards hold,
+// the first failing guard's error, unhandled policies, failing actions.
+func TestEvaluate(t *testing.T) {
+	table := mustLoad(t, "testdata/semantics.yaml")
+	tests := []struct {
+		state, event string
+		holds        string // guards that hold, comma-separated
+		fails        string
+		want         Outcome
+	}{
+		{"Closed", "Push", "Light,Strong", "", Outcome{Row: 0, Kind: Move, To: "Open", Called: []string{"Light", "Swing"}}},
+		{"Closed", "Push", "Strong", "", Outcome{Row: 1, Kind: Move, To: "Broken", Called: []string{"Light", "Strong", "Log"}}},
+		{"Closed", "Push", "", "", Outcome{Row: -1, Kind: Refuse, To: "Closed", Err: "ErrTooHard", Guard: "Light", Called: []string{"Light", "Strong"}}},
+		{"Closed", "Push", "Light", "Swing", Outcome{Row: 0, Kind: Move, To: "Closed", Action: "Swing", Called: []string{"Light", "Swing"}}},
+		{"Closed", "Lock", "HasKey", "Log", Outcome{Row: 3, Kind: Move, To: "Closed", Action: "Log", Called: []string{"HasKey", "Turn", "Log"}}},
+		{"Open", "Push", "Light", "", Outcome{Row: 2, Kind: Stay, To: "Open", Called: []string{"Light", "Swing", "Log"}}},
+		{"Open", "Lock", "HasKey", "", Outcome{Row: -1, Kind: Refuse, To: "Open", Err: "ErrNotNow"}},
+		{"Locked", "Lock", "", "", Outcome{Row: 4, Kind: Noop, To: "Locked"}},
+		{"Locked", "Push", "Light", "", Outcome{Row: 5, Kind: Refuse, To: "Locked", Err: "ErrJammed"}},
+		{"Broken", "Push", "Light", "", Outcome{Row: -1, Kind: Noop, To: "Broken"}},
+		{"Broken", "Kick", "", "", Outcome{Row: -1, Kind: Noop, To: "Broken"}},
+		{"Open", "Kick", "", "", Outcome{Row: 6, Kind: Move, To: "Broken"}},
+	}
+	for _, tt := range tests {
+		holds := strings.Split(tt.holds, ",")
+		got := table.Evaluate(tt.state, tt.event,
+			func(g string) bool { return contains(holds, g) },
+			func(a string) bool { return a == tt.fails })
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("%s in %s with %q holding, %q failing (-want +got):\n%s", tt.event, tt.state, tt.holds, tt.fails, diff)
+		}
+	}
+}
+
+func TestDiagnosticsAreSortedAndComplete(t *testing.T) {
+	src := `machine: M
+package: m
+initial: A
+unhandled: ignore
+states:
+  A: {}
+  B: {terminal: true}
+  C: {}
+events:
+  Go: {}
+rows:
+  - {from: Z, on: Go, to: B}
+  - {from: A, on: Nope, to: B}
+  - {from: A, on: Go, to: B}
+`
+	_, err := Load("t.yaml", []byte(src))
+	var diags Diagnostics
+	if !errors.As(err, &diags) {
+		t.Fatalf("error %v is not Diagnostics", err)
+	}
+	want := "t.yaml:12:12: unknown state \"Z\"\n" +
+		"t.yaml:13:19: unknown event \"Nope\""
+	if err.Error() != want {
+		t.Errorf("got\n%s\nwant\n%s", err, want)
+	}
+	// Once names resolve, the shape checks report too.
+	_, err = Load("t.yaml", []byte(strings.Replace(strings.Replace(src, "Z", "A", 1), "Nope", "Go", 1)))
+	want = "t.yaml:8:3: state C is unreachable from the initial state A\n" +
+		"t.yaml:13:5: duplicate row: the row at 12:5 already handles Go in A with the same guards\n" +
+		"t.yaml:14:5: duplicate row: the row at 12:5 already handles Go in A with the same guards"
+	if err == nil || err.Error() != want {
+		t.Errorf("got\n%v\nwant\n%s", err, want)
+	}
+}
+
+func TestLoadRejectsNonTables(t *testing.T) {
+	for _, src := range []string{"", "# only a comment\n", "- a list\n", "just a string\n", "a: 1\n---\nb: 2\n", "machine: &x M\n", "\x00\x01"} {
+		_, err := Load("t.yaml", []byte(src))
+		var diags Diagnostics
+		if !errors.As(err, &diags) || len(diags) == 0 || !strings.HasPrefix(err.Error(), "t.yaml:") {
+			t.Errorf("%q: error %v", src, err)
+		}
+	}
+}
+
+func TestWithoutPositionsCopiesDeeply(t *testing.T) {
+	table := mustLoad(t, "testdata/semantics.yaml")
+	c := table.WithoutPositions()
+	c.Rows[0].If[0] = "Changed"
+	c.States[3].Override.Error = "Changed"
+	if table.Rows[0].If[0] != "Light" || table.States[3].Override.Error == "Changed" {
+		t.Fatal("the copy shares memory with the table")
+	}
+	if c.Rows[1].Pos != (Pos{}) || c.Events[0].Payload[0].Pos != (Pos{}) {
+		t.Fatal("positions kept")
+	}
+}
+
+func TestRefusal(t *testing.T) {
+	sentinel := errors.New("door: too hard")
+	var err error = &Refusal{Machine: "Door", State: "Closed", Event: "Push", Guard: "Light", Err: sentinel}
+	if !errors.Is(err, sentinel) {
+		t.Fatal("a refusal does not unwrap to its sentinel")
+	}
+	if got := err.Error(); got != "Door: Push refused in Closed (guard Light failed): door: too hard" {
+		t.Fatalf("Error() = %q", got)
+	}
+}
+
+// FuzzLoad checks that no input makes the loader panic, and that a
+// rejected table always comes with positioned diagnostics.
+func FuzzLoad(f *testing.F) {
+	for _, file := range []string{"testdata/semantics.yaml", "../gen/testdata/invalid/row-kinds.yaml"} {
+		src, err := readFile(file)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(src)
+	}
+	f.Add([]byte("machine: [\n"))
+	f.Fuzz(func(t *testing.T, src []byte) {
+		table, err := Load("f.yaml", src)
+		if err == nil {
+			if table == nil {
+				t.Fatal("no table and no error")
+			}
+			return
+		}
+		var diags Diagnostics
+		if !errors.As(err, &diags) || len(diags) == 0 {
+			t.Fatalf("error %v is not a non-empty Diagnostics", err)
+		}
+	})
+}
