@@ -29,6 +29,7 @@ generate: tools ## Regenerate every generated file (FSM code, tests, diagrams, p
 		grpcapi/replicationpb/replication.proto
 	PATH="$(BIN):$$PATH" protoc -I store/kvpb --go_out=paths=source_relative:store/kvpb store/kvpb/kv.proto
 	$(GO) generate ./...
+	cd bench && $(GO) generate ./...
 
 .PHONY: drift
 drift: generate ## Fail if `make generate` changed or added any file.
