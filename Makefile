@@ -14,8 +14,16 @@ PROTOC_GEN_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
 help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z][a-z-]*:.*## / {printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
+.PHONY: deps
+deps: ## Install the Debian packages the build needs (protoc, Graphviz) when missing.
+	@if ! command -v protoc >/dev/null || ! command -v dot >/dev/null; then \
+		sudo=""; [ "$$(id -u)" -eq 0 ] || sudo=sudo; \
+		$$sudo apt-get update -qq && \
+		$$sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends protobuf-compiler graphviz >/dev/null; \
+	fi
+
 .PHONY: tools
-tools: ## Install the pinned code generators into ./bin.
+tools: deps ## Install the pinned code generators into ./bin.
 	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler ($(PROTOC_VERSION))" >&2; exit 1; }
 	@protoc --version | grep -qx 'libprotoc $(PROTOC_VERSION)' || { echo "protoc $(PROTOC_VERSION) required, found: $$(protoc --version)" >&2; exit 1; }
 	@GOBIN=$(BIN) $(GO) install $(PROTOC_GEN_GO)
@@ -37,12 +45,20 @@ drift: generate ## Fail if `make generate` changed or added any file.
 		echo "generated files differ from what is committed; run 'make generate' and commit:" >&2; \
 		git status --porcelain >&2; git --no-pager diff --stat >&2; exit 1; fi
 
+.PHONY: demo
+demo: ## The main job: generate the follower lifecycle and show what came out.
+	$(GO) run ./gen -in transitions.yaml -out follower -mermaid docs/lifecycle.mmd -dot docs/lifecycle.dot -markdown README.md
+	@echo; echo "== transitions.yaml became:"; ls -l follower/lifecycle_fsm.go follower/lifecycle_fsm_test.go docs/lifecycle.mmd docs/lifecycle.dot
+	@echo; echo "== the lifecycle (docs/lifecycle.mmd):"; cat docs/lifecycle.mmd
+	@echo; echo "== its generated tests:"; $(GO) test -count=1 -v -run '^TestLifecycle' ./follower | grep -E '^(--- |ok|FAIL)'
+
 .PHONY: verify
-verify: drift ## gofmt, go vet and the drift check.
+verify: drift ## gofmt, go vet, the drift check and rendering the DOT diagrams.
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 		if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted" >&2; exit 1; fi
 	$(GO) vet ./...
 	cd bench && $(GO) vet ./...
+	@for f in docs/*.dot; do dot -Tsvg "$$f" >/dev/null || { echo "Graphviz cannot render $$f" >&2; exit 1; }; done
 
 .PHONY: test
 test: verify ## Run every test under the race detector (after the checks of verify).

@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/tablefsm/tablefsm/fsm"
-	logpos "github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/logpos"
 )
 
 // LifecycleTableHash is the hash of transitions.yaml this file was generated from.

@@ -16,7 +16,7 @@ import (
 
 	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/fsm/fsmtest"
-	logpos "github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/logpos"
 )
 
 // lifecycleFake is a fake of LifecycleHandlers: guard i holds when bit i of pass is

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tablefsm/tablefsm/fsm"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata")
@@ -233,5 +235,22 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 				t.Errorf("the generated tests pass on a machine with %s:\n%s", mu.name, out)
 			}
 		})
+	}
+}
+
+// TestSchemaExampleIsValid loads the example table of docs/table.md, so
+// that the documentation cannot drift from the loader.
+func TestSchemaExampleIsValid(t *testing.T) {
+	doc, err := os.ReadFile("../docs/table.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(doc), "```yaml\n")
+	example, _, ok2 := strings.Cut(rest, "```")
+	if !ok || !ok2 {
+		t.Fatal("docs/table.md has no yaml example")
+	}
+	if _, err := fsm.Load("docs/table.md", []byte(example)); err != nil {
+		t.Fatalf("the example of docs/table.md is invalid:\n%v", err)
 	}
 }
