@@ -144,4 +144,3 @@ func TestTurnstilesAgree(t *testing.T) {
 		t.Fatalf("meters differ: %+v %+v %+v", mt, ml, ms)
 	}
 }
-
