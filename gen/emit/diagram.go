@@ -77,7 +77,7 @@ func Mermaid(t *fsm.Table) []byte {
 		}
 	}
 	for _, s := range t.States {
-		fmt.Fprintf(&b, "    note right of %s: %s\n", s.Name, mermaidText(policyText(t.PolicyFor(s.Name))))
+		fmt.Fprintf(&b, "    note right of %s\n        %s\n    end note\n", s.Name, mermaidText(policyText(t.PolicyFor(s.Name))))
 	}
 	return b.Bytes()
 }
