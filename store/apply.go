@@ -7,8 +7,6 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/tablefsm/tablefsm/logpos"
-	"github.com/tablefsm/tablefsm/store/kvpb"
-	"google.golang.org/protobuf/proto"
 )
 
 // StateMachine applies log entries to the store. Apply turns one entry
@@ -76,37 +74,6 @@ func (w *Writer) Get(key []byte) ([]byte, error) {
 		return nil, errWriterDone
 	}
 	return getUser(w.db, key)
-}
-
-// KV is the default state machine: an entry's value is a serialized
-// kvpb.WriteBatch whose operations (put, delete, range delete) apply in
-// order. A value that does not decode, or an operation with no op set, is
-// ErrInvalidEntry.
-type KV struct{}
-
-// Apply implements StateMachine.
-func (KV) Apply(e logpos.Entry, w *Writer) error {
-	var wb kvpb.WriteBatch
-	if err := proto.Unmarshal(e.Value, &wb); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidEntry, err)
-	}
-	for i, op := range wb.GetOperations() {
-		var err error
-		switch op := op.GetOp().(type) {
-		case *kvpb.Operation_Put:
-			err = w.Set(op.Put.GetKey(), op.Put.GetValue())
-		case *kvpb.Operation_Delete:
-			err = w.Delete(op.Delete.GetKey())
-		case *kvpb.Operation_DeleteRange:
-			err = w.DeleteRange(op.DeleteRange.GetStart(), op.DeleteRange.GetEnd())
-		default:
-			err = fmt.Errorf("%w: operation %d has no op", ErrInvalidEntry, i)
-		}
-		if err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // Apply applies entry e through the state machine and records e as the
