@@ -143,6 +143,21 @@ func TestApplyIsAtomicAcrossCrashes(t *testing.T) {
 				if r.Term() != 1 || r.DurableCommit() != c {
 					t.Fatalf("term %d durable %v after crash", r.Term(), r.DurableCommit())
 				}
+				// What Open reports durable is: a second crash right away
+				// keeps it.
+				again, err := Open("/shard", Options{FS: crashed.CrashClone(vfs.CrashCloneCfg{})})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if again.Commit() != c {
+					t.Errorf("second crash: commit %v, want %v", again.Commit(), c)
+				}
+				if diff := cmp.Diff(models[c.Offset+1], userData(t, again)); diff != "" {
+					t.Errorf("second crash (-want +got):\n%s", diff)
+				}
+				if err := again.Close(); err != nil {
+					t.Fatal(err)
+				}
 				// The log replays the rest: exactly the next entry is accepted.
 				if err := r.Apply(kvEntry(t, 1, c.Offset, atomicityOps(int(c.Offset))...)); !errors.Is(err, ErrOutOfOrder) {
 					t.Fatalf("re-applying the commit entry: %v", err)

@@ -27,8 +27,13 @@ func (KV) Apply(e logpos.Entry, w *Writer) error {
 		_, err := scanWriteBatch(e.Value, w)
 		return err
 	}
+	return applyProto(e.Value, w)
+}
+
+// applyProto is KV.Apply through proto.Unmarshal.
+func applyProto(value []byte, w *Writer) error {
 	var wb kvpb.WriteBatch
-	if err := proto.Unmarshal(e.Value, &wb); err != nil {
+	if err := proto.Unmarshal(value, &wb); err != nil {
 		return fmt.Errorf("%w: %v", ErrInvalidEntry, err)
 	}
 	for i, op := range wb.GetOperations() {

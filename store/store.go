@@ -124,7 +124,9 @@ func (s *Store) openLive() error {
 	}
 	s.db.h, s.db.name = h, live
 	s.mu.state = st
-	s.mu.durable = st.commit // read from disk: durable
+	// Pebble's Open flushes what it replayed from its WAL into synced
+	// sstables before returning: the commit read here is durable.
+	s.mu.durable = st.commit
 	s.mu.seq = seq
 	s.log.Debug("store: opened", "dir", s.dir, "db", live, "term", st.term, "commit", st.commit, "logResetPending", st.resetPending)
 	return nil
@@ -369,8 +371,9 @@ func getUser(r pebble.Reader, key []byte) ([]byte, error) {
 
 // Scan calls fn for each user key in [start, end) in byte-wise order, with
 // its value, until fn returns false. A nil end means no upper bound. key
-// and value are valid only during the call. fn must not call Close,
-// Delete or Install (they wait for Scan to return).
+// and value are valid only during the call. Scan reads a consistent
+// point-in-time view. fn must not call methods of s: Close and Install
+// wait for Scan to return, and a call from fn could wait for them.
 func (s *Store) Scan(start, end []byte, fn func(key, value []byte) bool) error {
 	s.db.RLock()
 	defer s.db.RUnlock()
