@@ -1,0 +1,635 @@
+package wal
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"sort"
+	"sync"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+// DefaultSegmentSize is the segment size when Options.SegmentSize is 0.
+const DefaultSegmentSize = 64 << 20
+
+const (
+	minSegmentSize = 64
+	maxSegmentSize = 1 << 30
+	// flushThreshold: AppendAsync writes its buffer to the segment file
+	// itself (still without fsync) once this much is pending.
+	flushThreshold = 1 << 20
+	// maxSpareBuffer: larger write buffers are dropped after use rather
+	// than kept for reuse.
+	maxSpareBuffer = 4 << 20
+)
+
+// Options configure Open.
+type Options struct {
+	// FS is the file system; vfs.Default when nil.
+	FS vfs.FS
+	// SegmentSize is the size segments are preallocated to; a record that
+	// does not fit the rest of a segment starts the next one. A record
+	// larger than a segment gets a segment of its own. 0 means
+	// DefaultSegmentSize; otherwise between 64 bytes and 1 GiB.
+	SegmentSize int64
+	// MustKeep is the highest offset whose loss is an error (the store's
+	// commit). Recovery never cuts a record at or below it: damage there is
+	// an error wrapping ErrCorrupt. The zero value protects offset 0; pass
+	// logpos.NoOffset when nothing is committed.
+	MustKeep logpos.Offset
+	// Logger receives recovery reports (cut tails, rebuilt indexes). Nil
+	// discards them.
+	Logger *slog.Logger
+}
+
+// segment is one segment file. first, path and prevCRC never change; the
+// rest is guarded by Log.mu, except file, which belongs to whoever holds
+// Log.writeMu (or every lock, in TruncateLog, Clear and Close).
+type segment struct {
+	first   logpos.Offset
+	path    string
+	prevCRC uint32 // the chain value the first record is seeded with
+
+	count      int    // records
+	end        int64  // end of the last record (appended, maybe not yet written)
+	flushed    int64  // bytes handed to the file
+	durableEnd int64  // bytes covered by a completed fsync
+	lastCRC    uint32 // CRC of the last record
+	lastTerm   logpos.Term
+	capacity   int64
+	// positions of the records in the file; kept in memory while the
+	// segment is active or not yet indexed, nil once its index is written.
+	positions []uint32
+	sealed    bool // takes no more records
+	synced    bool // sealed and fsynced
+	indexed   bool // its index file is written and durable
+
+	file vfs.File // write handle of the active or a sealed, unsynced segment
+}
+
+func (s *segment) last() logpos.Offset { return s.first + logpos.Offset(s.count) - 1 }
+
+// Log is a segmented write-ahead log. See the package documentation for
+// which goroutine may call what.
+type Log struct {
+	dir    string
+	fs     vfs.FS
+	opts   Options
+	logger *slog.Logger
+	lock   io.Closer
+
+	dirMu   sync.Mutex // serializes directory fsyncs
+	dirFile vfs.File
+
+	// appendMu is held by AppendAsync and SeedChain, and by the operations
+	// that rewrite the appender's state (TruncateLog, Clear, Close).
+	appendMu sync.Mutex
+	scratch  []byte // the appender's encoding buffer, under appendMu
+
+	// syncSem (capacity 1) is held by a sync round and by the operations
+	// that must not run during one; a channel so waiting honours a context.
+	syncSem chan struct{}
+	// maintMu is held while the directory changes shape: by the background
+	// worker and by TruncateLog, Clear, Trim and Close.
+	maintMu sync.Mutex
+	// writeMu is held while buffered bytes are written to a segment file and
+	// fsynced, so writes land in order and never overlap a sync.
+	writeMu sync.Mutex
+
+	kick chan struct{} // wakes the worker (capacity 1, non-blocking sends)
+	quit chan struct{}
+	wg   sync.WaitGroup
+
+	// Lock order: appendMu, syncSem, maintMu, writeMu, dirMu, mu.
+	mu struct {
+		sync.Mutex
+		closed bool
+		failed error // sticky write or sync failure
+
+		segs   []*segment
+		active *segment // nil: the next append starts a new segment
+		// pending holds bytes of the active segment not yet handed to the
+		// file; they go at active.flushed.
+		pending []byte
+		spare   []byte
+
+		lastAppended logpos.EntryID
+		lastCRC      uint32 // CRC of the last appended record, or the seed
+		durable      logpos.EntryID
+
+		dirGen, dirSyncedGen uint64 // directory changes made / made durable
+
+		epoch   uint64 // bumped by TruncateLog and Clear
+		readers map[*readerState]struct{}
+
+		prepared     vfs.File // next segment file, ready at preparedPath
+		prepFailed   bool
+		indexFailure map[*segment]bool
+	}
+}
+
+// Open opens (creating if needed) the log in dir and recovers it: the last
+// segment is scanned and a torn tail cut, sealed segments are trusted
+// through their index files (rebuilt if missing or damaged).
+func Open(dir string, opts Options) (*Log, error) {
+	if opts.FS == nil {
+		opts.FS = vfs.Default
+	}
+	if opts.SegmentSize == 0 {
+		opts.SegmentSize = DefaultSegmentSize
+	}
+	if opts.SegmentSize < minSegmentSize || opts.SegmentSize > maxSegmentSize {
+		return nil, fmt.Errorf("wal: segment size %d outside [%d, %d]", opts.SegmentSize, minSegmentSize, maxSegmentSize)
+	}
+	if opts.MustKeep < logpos.NoOffset {
+		return nil, fmt.Errorf("%w: MustKeep %d", ErrOutOfRange, opts.MustKeep)
+	}
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	l := &Log{
+		dir:     dir,
+		fs:      opts.FS,
+		opts:    opts,
+		logger:  logger.With("wal", dir),
+		syncSem: make(chan struct{}, 1),
+		kick:    make(chan struct{}, 1),
+		quit:    make(chan struct{}),
+	}
+	l.mu.readers = make(map[*readerState]struct{})
+	l.mu.indexFailure = make(map[*segment]bool)
+	if err := l.fs.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("wal: create %s: %w", dir, err)
+	}
+	lock, err := l.fs.Lock(l.fs.PathJoin(dir, lockName))
+	if err != nil {
+		return nil, fmt.Errorf("wal: lock %s: %w", dir, err)
+	}
+	l.lock = lock
+	if l.dirFile, err = l.fs.OpenDir(dir); err != nil {
+		_ = lock.Close()
+		return nil, fmt.Errorf("wal: open directory %s: %w", dir, err)
+	}
+	if err := l.recover(); err != nil {
+		l.closeFiles()
+		return nil, err
+	}
+	l.wg.Add(1)
+	go l.worker()
+	l.kickWorker()
+	return l, nil
+}
+
+// File names.
+const (
+	lockName      = "LOCK"
+	clearMarker   = "CLEARING"
+	preparedName  = "next.seg.tmp"
+	segmentSuffix = ".seg"
+	indexSuffix   = ".idx"
+	tmpSuffix     = ".tmp"
+)
+
+func segmentName(first logpos.Offset) string { return fmt.Sprintf("%020d%s", first, segmentSuffix) }
+func indexName(first logpos.Offset) string   { return fmt.Sprintf("%020d%s", first, indexSuffix) }
+
+func (l *Log) path(name string) string     { return l.fs.PathJoin(l.dir, name) }
+func (l *Log) indexPath(s *segment) string { return l.path(indexName(s.first)) }
+
+// parseName parses "<20 digits><suffix>".
+func parseName(name, suffix string) (logpos.Offset, bool) {
+	if len(name) != 20+len(suffix) || name[20:] != suffix {
+		return 0, false
+	}
+	var v int64
+	for _, c := range name[:20] {
+		if c < '0' || c > '9' || v > (math.MaxInt64-int64(c-'0'))/10 {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	return logpos.Offset(v), true
+}
+
+func (l *Log) checkLiveLocked() error {
+	if l.mu.closed {
+		return ErrClosed
+	}
+	return l.mu.failed
+}
+
+// failLocked makes a write or sync failure sticky.
+func (l *Log) failLocked(op string, err error) error {
+	if l.mu.failed == nil {
+		l.mu.failed = fmt.Errorf("%w: %s: %w", ErrFailed, op, err)
+		l.logger.Error("wal: failed; reopen to recover", "op", op, "err", err)
+	}
+	return l.mu.failed
+}
+
+func (l *Log) fail(op string, err error) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.failLocked(op, err)
+}
+
+func (l *Log) kickWorker() {
+	select {
+	case l.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (l *Log) syncDir() error {
+	l.dirMu.Lock()
+	defer l.dirMu.Unlock()
+	return l.dirFile.Sync()
+}
+
+// AppendAsync appends e without waiting for it to be durable (see Sync).
+// The value is copied: the caller may reuse its buffers. The offset must be
+// the last appended offset + 1 (ErrGap otherwise); an empty log accepts any
+// offset ≥ 0. Only one goroutine may append at a time.
+func (l *Log) AppendAsync(e logpos.Entry) error {
+	if len(e.Value) > MaxValueSize {
+		return fmt.Errorf("%w: value of %d bytes (max %d)", ErrTooLarge, len(e.Value), MaxValueSize)
+	}
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+
+	l.mu.Lock()
+	err := l.checkLiveLocked()
+	last, prev, active := l.mu.lastAppended.Offset, l.mu.lastCRC, l.mu.active
+	l.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	switch {
+	case last == logpos.NoOffset && e.Offset < 0:
+		return fmt.Errorf("%w: first offset %d", ErrOutOfRange, e.Offset)
+	case last != logpos.NoOffset && e.Offset != last+1:
+		return fmt.Errorf("%w: appending offset %d after %d", ErrGap, e.Offset, last)
+	case e.Offset == math.MaxInt64:
+		return fmt.Errorf("%w: offset %d", ErrOutOfRange, e.Offset)
+	}
+
+	var crc uint32
+	l.scratch, crc = appendRecord(l.scratch[:0], &e, prev)
+	size := int64(len(l.scratch))
+	if active == nil || (active.count > 0 && active.end+size > active.capacity) {
+		if active, err = l.rollSegment(e.Offset, prev, size); err != nil {
+			return err
+		}
+	}
+
+	l.mu.Lock()
+	active.positions = append(active.positions, uint32(active.end))
+	active.end += size
+	active.count++
+	active.lastCRC = crc
+	active.lastTerm = e.Term
+	l.mu.pending = append(l.mu.pending, l.scratch...)
+	l.mu.lastAppended = e.ID()
+	l.mu.lastCRC = crc
+	overflow := len(l.mu.pending) >= flushThreshold
+	l.mu.Unlock()
+	if cap(l.scratch) > maxSpareBuffer {
+		l.scratch = nil
+	}
+	if overflow {
+		l.writeMu.Lock()
+		err = l.flushLocked()
+		l.writeMu.Unlock()
+	}
+	return err
+}
+
+// SeedChain sets the CRC the first entry of an empty log is chained to
+// (after a snapshot, the leader's previous_entry_crc). Without a seed the
+// chain starts from 0. The seed is persisted with the first entry.
+func (l *Log) SeedChain(prevCRC uint32) error {
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.checkLiveLocked(); err != nil {
+		return err
+	}
+	if l.mu.lastAppended.Offset != logpos.NoOffset {
+		return fmt.Errorf("%w: cannot seed the chain after offset %d", ErrNotEmpty, l.mu.lastAppended.Offset)
+	}
+	l.mu.lastCRC = prevCRC
+	return nil
+}
+
+// rollSegment seals the active segment and starts a new one whose first
+// record is first, chained to prev. Called with appendMu held.
+func (l *Log) rollSegment(first logpos.Offset, prev uint32, recSize int64) (*segment, error) {
+	l.writeMu.Lock()
+	err := l.flushLocked()
+	l.writeMu.Unlock()
+	if err != nil {
+		return nil, err
+	}
+	capacity := max(l.opts.SegmentSize, segmentHeaderSize+recSize)
+	if capacity > math.MaxUint32 {
+		return nil, fmt.Errorf("%w: record of %d bytes", ErrTooLarge, recSize)
+	}
+	path := l.path(segmentName(first))
+
+	l.mu.Lock()
+	f := l.mu.prepared
+	l.mu.prepared = nil
+	l.mu.Unlock()
+	if f != nil {
+		if err := l.fs.Rename(l.path(preparedName), path); err != nil {
+			_ = f.Close()
+			f = nil
+			l.logger.Warn("wal: cannot use the prepared segment", "err", err)
+		}
+	}
+	preallocated := f != nil
+	if f == nil {
+		if f, err = l.fs.Create(path, vfs.WriteCategoryUnspecified); err != nil {
+			return nil, fmt.Errorf("wal: create segment %s: %w", path, err)
+		}
+	}
+	if !preallocated || capacity > l.opts.SegmentSize {
+		// Best effort: a failed preallocation only costs speed.
+		_ = f.Preallocate(0, capacity)
+	}
+	s := &segment{
+		first:    first,
+		path:     path,
+		prevCRC:  prev,
+		end:      segmentHeaderSize,
+		capacity: capacity,
+		file:     f,
+	}
+	l.mu.Lock()
+	if old := l.mu.active; old != nil {
+		old.sealed = true
+	}
+	l.mu.segs = append(l.mu.segs, s)
+	l.mu.active = s
+	l.mu.pending = appendSegmentHeader(l.mu.pending[:0], segmentHeader{first: first, prevCRC: prev})
+	l.mu.dirGen++
+	l.mu.Unlock()
+	l.kickWorker()
+	return s, nil
+}
+
+// flushLocked hands the pending bytes to the active segment's file. Called
+// with writeMu held.
+func (l *Log) flushLocked() error {
+	l.mu.Lock()
+	s := l.mu.active
+	if s == nil || len(l.mu.pending) == 0 || l.mu.failed != nil {
+		err := l.mu.failed
+		l.mu.Unlock()
+		return err
+	}
+	buf := l.mu.pending
+	l.mu.pending = l.mu.spare[:0]
+	l.mu.spare = nil
+	pos := s.flushed
+	s.flushed += int64(len(buf))
+	l.mu.Unlock()
+
+	_, err := s.file.WriteAt(buf, pos)
+
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if cap(buf) <= maxSpareBuffer {
+		l.mu.spare = buf[:0]
+	}
+	if err != nil {
+		return l.failLocked("write "+s.path, err)
+	}
+	return nil
+}
+
+// Sync makes every entry appended before the call durable and returns the
+// last durable offset. Concurrent callers share fsyncs: one fsync covers
+// everything appended before it started, and a caller whose entries a
+// running fsync covers waits for it rather than starting another. Appends
+// continue while the fsync runs. ctx bounds only the wait for another
+// caller's fsync; an fsync, once started, completes.
+func (l *Log) Sync(ctx context.Context) (logpos.Offset, error) {
+	l.mu.Lock()
+	err := l.checkLiveLocked()
+	target, durable := l.mu.lastAppended.Offset, l.mu.durable.Offset
+	l.mu.Unlock()
+	if err != nil || target <= durable {
+		return durable, err
+	}
+	select {
+	case l.syncSem <- struct{}{}:
+	case <-ctx.Done():
+		return durable, fmt.Errorf("wal: sync: %w", ctx.Err())
+	}
+	defer func() { <-l.syncSem }()
+	l.mu.Lock()
+	err = l.checkLiveLocked()
+	durable = l.mu.durable.Offset
+	l.mu.Unlock()
+	if err != nil || durable >= target {
+		return durable, err
+	}
+	return l.syncRoundLocked()
+}
+
+// syncRoundLocked writes and fsyncs everything appended so far. Called
+// with syncSem held.
+func (l *Log) syncRoundLocked() (logpos.Offset, error) {
+	l.writeMu.Lock()
+	defer l.writeMu.Unlock()
+	if err := l.flushLocked(); err != nil {
+		return l.LastDurable().Offset, err
+	}
+	l.mu.Lock()
+	if err := l.mu.failed; err != nil {
+		durable := l.mu.durable.Offset
+		l.mu.Unlock()
+		return durable, err
+	}
+	target := l.mu.lastAppended
+	if target.Offset == l.mu.durable.Offset {
+		l.mu.Unlock()
+		return target.Offset, nil
+	}
+	type work struct {
+		s   *segment
+		end int64
+	}
+	var todo []work
+	for _, s := range l.mu.segs {
+		if s.file != nil && s.durableEnd < s.flushed {
+			todo = append(todo, work{s, s.flushed})
+		}
+	}
+	dirGen := l.mu.dirGen
+	dirDirty := dirGen != l.mu.dirSyncedGen
+	l.mu.Unlock()
+
+	for _, w := range todo {
+		if err := w.s.file.SyncData(); err != nil {
+			return l.LastDurable().Offset, l.fail("fsync "+w.s.path, err)
+		}
+	}
+	if dirDirty {
+		if err := l.syncDir(); err != nil {
+			return l.LastDurable().Offset, l.fail("fsync directory", err)
+		}
+	}
+
+	var toClose []vfs.File
+	l.mu.Lock()
+	for _, w := range todo {
+		w.s.durableEnd = w.end
+		if w.s.sealed && w.end == w.s.end {
+			w.s.synced = true
+			toClose = append(toClose, w.s.file)
+			w.s.file = nil
+		}
+	}
+	if dirGen > l.mu.dirSyncedGen {
+		l.mu.dirSyncedGen = dirGen
+	}
+	if target.Offset > l.mu.durable.Offset {
+		l.mu.durable = target
+	}
+	durable := l.mu.durable.Offset
+	l.mu.Unlock()
+	for _, f := range toClose {
+		_ = f.Close()
+	}
+	if len(toClose) > 0 {
+		l.kickWorker()
+	}
+	return durable, nil
+}
+
+// LastDurable returns the (term, offset) of the last durable entry, or
+// logpos.NoEntry when there is none. After Close it returns the last value.
+func (l *Log) LastDurable() logpos.EntryID {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mu.durable
+}
+
+// LastAppended returns the (term, offset) of the last appended entry,
+// durable or not, or logpos.NoEntry.
+func (l *Log) LastAppended() logpos.EntryID {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mu.lastAppended
+}
+
+// LastCRC returns the chain CRC of the last appended entry (the value the
+// next entry is chained to): the seed when the log is empty.
+func (l *Log) LastCRC() uint32 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mu.lastCRC
+}
+
+// FirstOffset returns the first offset the log holds, or logpos.NoOffset
+// when it is empty.
+func (l *Log) FirstOffset() logpos.Offset {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.firstLocked()
+}
+
+func (l *Log) firstLocked() logpos.Offset {
+	if len(l.mu.segs) == 0 {
+		return logpos.NoOffset
+	}
+	return l.mu.segs[0].first
+}
+
+// findLocked returns the segment that holds (or will hold) offset o.
+func (l *Log) findLocked(o logpos.Offset) *segment {
+	segs := l.mu.segs
+	i := sort.Search(len(segs), func(i int) bool { return segs[i].first > o })
+	if i == 0 {
+		return nil
+	}
+	return segs[i-1]
+}
+
+// Close makes the appended entries durable, stops the background worker
+// and closes the files. It is idempotent; afterwards every method returns
+// ErrClosed. Readers must be closed separately.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	if l.mu.closed {
+		l.mu.Unlock()
+		return nil
+	}
+	l.mu.closed = true
+	l.mu.Unlock()
+
+	close(l.quit)
+	l.wg.Wait()
+	l.appendMu.Lock()
+	defer l.appendMu.Unlock()
+	l.syncSem <- struct{}{}
+	defer func() { <-l.syncSem }()
+	l.maintMu.Lock()
+	defer l.maintMu.Unlock()
+
+	l.mu.Lock()
+	failed := l.mu.failed
+	l.mu.Unlock()
+	var err error
+	if failed == nil {
+		if _, err = l.syncRoundLocked(); err == nil {
+			l.writeIndexes()
+		}
+	}
+	l.closeFiles()
+	return err
+}
+
+// Delete closes the log and removes its directory.
+func (l *Log) Delete() error {
+	err := l.Close()
+	if rerr := l.fs.RemoveAll(l.dir); rerr != nil {
+		return errors.Join(err, fmt.Errorf("wal: remove %s: %w", l.dir, rerr))
+	}
+	return err
+}
+
+// closeFiles closes every file the log holds. Called when nothing else runs.
+func (l *Log) closeFiles() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, s := range l.mu.segs {
+		if s.file != nil {
+			_ = s.file.Close()
+			s.file = nil
+		}
+	}
+	if l.mu.prepared != nil {
+		_ = l.mu.prepared.Close()
+		l.mu.prepared = nil
+		_ = l.fs.Remove(l.path(preparedName))
+	}
+	if l.dirFile != nil {
+		_ = l.dirFile.Close()
+		l.dirFile = nil
+	}
+	if l.lock != nil {
+		_ = l.lock.Close()
+		l.lock = nil
+	}
+}

@@ -1,0 +1,485 @@
+package wal
+
+import (
+	"context"
+	"errors"
+	"io"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+func TestAppendSyncRead(t *testing.T) {
+	dir := t.TempDir()
+	l := mustOpen(t, dir, Options{SegmentSize: 1024, MustKeep: logpos.NoOffset})
+	if got := l.LastDurable(); got != logpos.NoEntry {
+		t.Fatalf("empty log: LastDurable = %v", got)
+	}
+	want := entries(0, 99, 0)
+	mustAppend(t, l, want...)
+	if got := l.LastAppended(); got != want[99].ID() {
+		t.Fatalf("LastAppended = %v", got)
+	}
+	if got := readAll(t, l, 0); len(got) != 0 {
+		t.Fatalf("read %d unsynced entries", len(got))
+	}
+	if got := mustSync(t, l); got != 99 {
+		t.Fatalf("Sync = %d", got)
+	}
+	if got := l.LastDurable(); got != want[99].ID() {
+		t.Fatalf("LastDurable = %v", got)
+	}
+	checkEntries(t, readAll(t, l, 0), want)
+	checkEntries(t, readAll(t, l, 37), want[37:])
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Reopen: everything is there, and the chain continues.
+	l = mustOpen(t, dir, Options{SegmentSize: 1024, MustKeep: 99})
+	defer l.Close()
+	checkEntries(t, readAll(t, l, 0), want)
+	if got, wantCRC := l.LastCRC(), chainOf(0, want); got != wantCRC {
+		t.Fatalf("LastCRC = %x, want %x", got, wantCRC)
+	}
+	mustAppend(t, l, entry(100, 0))
+	mustSync(t, l)
+	checkEntries(t, readAll(t, l, 99), append(want[99:], entry(100, 0)))
+}
+
+func TestContiguity(t *testing.T) {
+	l := mustOpen(t, "wal", memOpts(vfs.NewMem()))
+	defer l.Close()
+	if err := l.AppendAsync(entry(-1, 0)); !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("negative first offset: %v", err)
+	}
+	mustAppend(t, l, entry(42, 0)) // first offset ≠ 0
+	for _, o := range []logpos.Offset{42, 41, 44, 0, -1} {
+		if err := l.AppendAsync(entry(o, 0)); !errors.Is(err, ErrGap) {
+			t.Fatalf("append %d after 42: %v, want ErrGap", o, err)
+		}
+	}
+	mustAppend(t, l, entry(43, 0))
+	mustSync(t, l)
+	if got := l.FirstOffset(); got != 42 {
+		t.Fatalf("FirstOffset = %d", got)
+	}
+	checkEntries(t, readAll(t, l, 42), entries(42, 43, 0))
+	if _, err := l.NewReader(-1); !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("NewReader(-1): %v", err)
+	}
+	if _, err := tryReadAll(l, 10); !errors.Is(err, ErrTrimmed) {
+		t.Fatalf("reading below the first offset: %v", err)
+	}
+	if err := l.AppendAsync(logpos.Entry{Offset: 44, Value: make([]byte, MaxValueSize+1)}); !errors.Is(err, ErrTooLarge) {
+		t.Fatalf("oversized value: %v", err)
+	}
+}
+
+func TestValueCopied(t *testing.T) {
+	l := mustOpen(t, "wal", memOpts(vfs.NewMem()))
+	defer l.Close()
+	buf := []byte("original")
+	mustAppend(t, l, logpos.Entry{Term: 1, Offset: 0, Value: buf})
+	copy(buf, "CHANGED!")
+	mustSync(t, l)
+	if got := readAll(t, l, 0); string(got[0].Value) != "original" {
+		t.Fatalf("value = %q", got[0].Value)
+	}
+}
+
+func TestEmptyEntries(t *testing.T) {
+	// The entry {0, 0, nil, 0} encodes to an empty payload: its record must
+	// still be told from unused space.
+	fs := vfs.NewMem()
+	l := mustOpen(t, "wal", memOpts(fs))
+	want := []logpos.Entry{{}, {Offset: 1}, {Offset: 2, Value: []byte{}}}
+	mustAppend(t, l, want...)
+	mustSync(t, l)
+	l.Close()
+	l = mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	want[2].Value = nil
+	checkEntries(t, readAll(t, l, 0), want)
+}
+
+func TestChainAcrossSegmentsAndSeed(t *testing.T) {
+	fs := vfs.NewMem()
+	all := entries(0, 199, 0)
+	full := mustOpen(t, "full", memOpts(fs))
+	defer full.Close()
+	mustAppend(t, full, all...)
+	mustSync(t, full)
+	if n := len(full.mu.segs); n < 5 {
+		t.Fatalf("only %d segments; the test wants several", n)
+	}
+	if got, want := full.LastCRC(), chainOf(0, all); got != want {
+		t.Fatalf("chain %x, want %x", got, want)
+	}
+
+	// A log that holds 0..99, is cleared (as after a snapshot), seeded with
+	// the CRC of entry 99 and continues from 100 ends with the same chain.
+	l := mustOpen(t, "seeded", memOpts(fs))
+	mustAppend(t, l, all[:100]...)
+	mustSync(t, l)
+	seed := l.LastCRC()
+	if err := l.SeedChain(1); !errors.Is(err, ErrNotEmpty) {
+		t.Fatalf("SeedChain on a non-empty log: %v", err)
+	}
+	if err := l.Clear(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.SeedChain(seed); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.LastCRC(); got != seed {
+		t.Fatalf("LastCRC after seeding = %x", got)
+	}
+	mustAppend(t, l, all[100:]...)
+	mustSync(t, l)
+	if got, want := l.LastCRC(), full.LastCRC(); got != want {
+		t.Fatalf("seeded chain %x, full chain %x", got, want)
+	}
+	// The seed is persisted: reopening verifies the chain from it.
+	l.Close()
+	l = mustOpen(t, "seeded", memOpts(fs))
+	defer l.Close()
+	if got, want := l.LastCRC(), full.LastCRC(); got != want {
+		t.Fatalf("after reopen: chain %x, want %x", got, want)
+	}
+	checkEntries(t, readAll(t, l, 100), all[100:])
+}
+
+func TestTruncate(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		n                logpos.Offset // entries 0..n-1 appended
+		synced           logpos.Offset // entries 0..synced synced first
+		lastSafe         logpos.Offset
+		wantLast         logpos.Offset
+		trimmedFirstSegs bool
+	}{
+		{name: "inside the last segment", n: 20, synced: 19, lastSafe: 18, wantLast: 18},
+		{name: "inside an earlier segment", n: 100, synced: 99, lastSafe: 30, wantLast: 30},
+		{name: "across segments, unsynced", n: 100, synced: 10, lastSafe: 50, wantLast: 50},
+		{name: "nothing synced", n: 100, synced: -1, lastSafe: 70, wantLast: 70},
+		{name: "at a segment's last entry", n: 100, synced: 99, lastSafe: -2, wantLast: -2},
+		{name: "keep all", n: 100, synced: 20, lastSafe: 99, wantLast: 99},
+		{name: "clear", n: 100, synced: 99, lastSafe: -1, wantLast: -1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := vfs.NewMem()
+			l := mustOpen(t, "wal", memOpts(fs))
+			defer func() { l.Close() }()
+			all := entries(0, tc.n-1, 0)
+			mustAppend(t, l, all[:tc.synced+1]...)
+			mustSync(t, l)
+			mustAppend(t, l, all[tc.synced+1:]...)
+			lastSafe, wantLast := tc.lastSafe, tc.wantLast
+			if lastSafe == -2 {
+				// The last entry of the first segment.
+				l.mu.Lock()
+				lastSafe = l.mu.segs[0].last()
+				l.mu.Unlock()
+				wantLast = lastSafe
+			}
+			got, err := l.TruncateLog(lastSafe)
+			if err != nil || got != wantLast {
+				t.Fatalf("TruncateLog(%d) = %d, %v", lastSafe, got, err)
+			}
+			if d, a := l.LastDurable().Offset, l.LastAppended().Offset; d != wantLast || a != wantLast {
+				t.Fatalf("durable %d, appended %d, want %d", d, a, wantLast)
+			}
+			kept := all[:wantLast+1]
+			checkEntries(t, readAll(t, l, 0), kept)
+			if wantLast >= 0 {
+				if err := l.AppendAsync(entry(wantLast+2, 1)); !errors.Is(err, ErrGap) {
+					t.Fatalf("append after the gap: %v", err)
+				}
+			}
+			if wantLast == -1 {
+				// An empty log takes any first offset.
+				mustAppend(t, l, entry(1000, 1))
+				mustSync(t, l)
+				checkEntries(t, readAll(t, l, 1000), []logpos.Entry{entry(1000, 1)})
+				return
+			}
+			more := entries(wantLast+1, wantLast+30, 1)
+			mustAppend(t, l, more...)
+			mustSync(t, l)
+			want := append(append([]logpos.Entry(nil), kept...), more...)
+			checkEntries(t, readAll(t, l, 0), want)
+			if got, w := l.LastCRC(), chainOf(0, want); got != w {
+				t.Fatalf("chain %x, want %x", got, w)
+			}
+			// The truncation is durable and the old entries do not come back.
+			l.Close()
+			l = mustOpen(t, "wal", memOpts(fs))
+			checkEntries(t, readAll(t, l, 0), want)
+		})
+	}
+}
+
+func TestTruncateErrorsAndBelowFirst(t *testing.T) {
+	fs := vfs.NewMem()
+	l := mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	mustAppend(t, l, entries(100, 199, 0)...)
+	if _, err := l.TruncateLog(200); !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("beyond the end: %v", err)
+	}
+	if _, err := l.TruncateLog(-2); !errors.Is(err, ErrOutOfRange) {
+		t.Fatalf("-2: %v", err)
+	}
+	got, err := l.TruncateLog(50) // below every segment
+	if err != nil || got != logpos.NoOffset {
+		t.Fatalf("TruncateLog(50) = %d, %v", got, err)
+	}
+	if l.LastDurable() != logpos.NoEntry || l.FirstOffset() != logpos.NoOffset {
+		t.Fatalf("not empty: %v %d", l.LastDurable(), l.FirstOffset())
+	}
+	// Appends continue.
+	mustAppend(t, l, entries(51, 60, 1)...)
+	mustSync(t, l)
+	checkEntries(t, readAll(t, l, 51), entries(51, 60, 1))
+}
+
+func TestTrim(t *testing.T) {
+	fs := vfs.NewMem()
+	l := mustOpen(t, "wal", memOpts(fs))
+	all := entries(0, 199, 0)
+	mustAppend(t, l, all...)
+	mustSync(t, l)
+	r, err := l.NewReader(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Trim(120); err != nil {
+		t.Fatal(err)
+	}
+	first := l.FirstOffset()
+	if first <= 0 || first > 120 {
+		t.Fatalf("first offset after Trim(120) = %d", first)
+	}
+	if _, err := r.Next(); !errors.Is(err, ErrTrimmed) {
+		t.Fatalf("reading a trimmed offset: %v", err)
+	}
+	checkEntries(t, readAll(t, l, first), all[first:])
+	if err := l.Trim(1 << 40); err != nil {
+		t.Fatal(err)
+	}
+	if l.FirstOffset() == logpos.NoOffset || l.LastDurable().Offset != 199 {
+		t.Fatal("Trim removed the last segment")
+	}
+	first = l.FirstOffset()
+	l.Close()
+	l = mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	if got := l.FirstOffset(); got != first {
+		t.Fatalf("first after reopen = %d, want %d", got, first)
+	}
+	checkEntries(t, readAll(t, l, first), all[first:])
+	mustAppend(t, l, entry(200, 0))
+	mustSync(t, l)
+}
+
+func TestClear(t *testing.T) {
+	fs := vfs.NewMem()
+	l := mustOpen(t, "wal", memOpts(fs))
+	mustAppend(t, l, entries(0, 99, 0)...)
+	mustSync(t, l)
+	r, _ := l.NewReader(0)
+	defer r.Close()
+	if _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l, entries(100, 120, 0)...) // unsynced, gone too
+	for range 2 {                             // idempotent
+		if err := l.Clear(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := r.Next(); !errors.Is(err, ErrLogChanged) {
+		t.Fatalf("reader after Clear: %v", err)
+	}
+	if l.LastAppended() != logpos.NoEntry || l.LastCRC() != 0 {
+		t.Fatal("not empty")
+	}
+	names, _ := fs.List("wal")
+	for _, n := range names {
+		if n != lockName && n != preparedName {
+			t.Errorf("left after Clear: %s", n)
+		}
+	}
+	l.Close()
+	l = mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	if l.LastDurable() != logpos.NoEntry {
+		t.Fatal("entries came back")
+	}
+}
+
+func TestReaderTails(t *testing.T) {
+	l := mustOpen(t, "wal", memOpts(vfs.NewMem()))
+	defer l.Close()
+	r, err := l.NewReader(5)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	if _, err := r.Next(); !errors.Is(err, ErrCaughtUp) {
+		t.Fatalf("empty log: %v", err)
+	}
+	all := entries(5, 300, 0)
+	next := 0
+	for i := 0; i < len(all); i += 37 {
+		batch := all[i:min(i+37, len(all))]
+		mustAppend(t, l, batch...)
+		if _, err := r.Next(); !errors.Is(err, ErrCaughtUp) {
+			t.Fatalf("unsynced entry visible: %v", err)
+		}
+		mustSync(t, l)
+		for {
+			e, err := r.Next()
+			if errors.Is(err, ErrCaughtUp) {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			checkEntries(t, []logpos.Entry{e}, all[next:next+1])
+			next++
+		}
+		if next != i+len(batch) {
+			t.Fatalf("read %d entries, want %d", next, i+len(batch))
+		}
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Next(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("closed reader: %v", err)
+	}
+}
+
+func TestReverseReader(t *testing.T) {
+	fs := vfs.NewMem()
+	l := mustOpen(t, "wal", memOpts(fs))
+	all := entries(10, 150, 0)
+	mustAppend(t, l, all...)
+	mustSync(t, l)
+	mustAppend(t, l, entry(151, 0)) // not durable: not read
+	check := func() {
+		t.Helper()
+		r, err := l.NewReverseReader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer r.Close()
+		for i := len(all) - 1; i >= 0; i-- {
+			e, err := r.Next()
+			if err != nil {
+				t.Fatalf("at %d: %v", all[i].Offset, err)
+			}
+			checkEntries(t, []logpos.Entry{e}, all[i:i+1])
+		}
+		if _, err := r.Next(); err != io.EOF {
+			t.Fatalf("past the start: %v", err)
+		}
+	}
+	check()
+	// Once the indexes are written and the positions dropped from memory.
+	l.Close()
+	l = mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	all = append(all, entry(151, 0))
+	check()
+}
+
+func TestClosed(t *testing.T) {
+	fs := vfs.NewMem()
+	l := mustOpen(t, "wal", memOpts(fs))
+	mustAppend(t, l, entries(0, 9, 0)...)
+	r, _ := l.NewReader(0)
+	defer r.Close()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+	if got := l.LastDurable().Offset; got != 9 {
+		t.Fatalf("Close did not sync: durable %d", got)
+	}
+	ctx := context.Background()
+	for name, err := range map[string]error{
+		"AppendAsync": l.AppendAsync(entry(10, 0)),
+		"Sync":        func() error { _, err := l.Sync(ctx); return err }(),
+		"TruncateLog": func() error { _, err := l.TruncateLog(3); return err }(),
+		"Clear":       l.Clear(),
+		"Trim":        l.Trim(5),
+		"SeedChain":   l.SeedChain(1),
+		"NewReader":   func() error { _, err := l.NewReader(0); return err }(),
+		"NewReverse":  func() error { _, err := l.NewReverseReader(); return err }(),
+		"Reader.Next": func() error { _, err := r.Next(); return err }(),
+	} {
+		if !errors.Is(err, ErrClosed) {
+			t.Errorf("%s after Close: %v", name, err)
+		}
+	}
+	// Delete removes the directory.
+	l2 := mustOpen(t, "wal", memOpts(fs))
+	checkEntries(t, readAll(t, l2, 0), entries(0, 9, 0))
+	if err := l2.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fs.Stat("wal"); err == nil {
+		t.Fatal("directory still there")
+	}
+	if err := l2.AppendAsync(entry(10, 0)); !errors.Is(err, ErrClosed) {
+		t.Fatalf("after Delete: %v", err)
+	}
+}
+
+func TestSyncContext(t *testing.T) {
+	l := mustOpen(t, "wal", memOpts(vfs.NewMem()))
+	defer l.Close()
+	mustAppend(t, l, entry(0, 0))
+	// Hold the sync slot as a running sync would.
+	l.syncSem <- struct{}{}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := l.Sync(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Sync with a cancelled context: %v", err)
+	}
+	<-l.syncSem
+	if got := mustSync(t, l); got != 0 {
+		t.Fatalf("Sync = %d", got)
+	}
+	// Nothing new: no fsync needed, same answer.
+	if got := mustSync(t, l); got != 0 {
+		t.Fatalf("Sync = %d", got)
+	}
+}
+
+func TestOversizedRecordGetsItsOwnSegment(t *testing.T) {
+	fs := vfs.NewMem()
+	l := mustOpen(t, "wal", memOpts(fs))
+	big := logpos.Entry{Term: 1, Offset: 1, Value: make([]byte, 5000)}
+	for i := range big.Value {
+		big.Value[i] = byte(i)
+	}
+	want := []logpos.Entry{entry(0, 0), big, entry(2, 0)}
+	mustAppend(t, l, want...)
+	mustSync(t, l)
+	checkEntries(t, readAll(t, l, 0), want)
+	l.Close()
+	l = mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	checkEntries(t, readAll(t, l, 0), want)
+}

@@ -1,0 +1,122 @@
+package wal
+
+import (
+	"fmt"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// worker does the work kept off the append path: it prepares the next
+// segment file and writes the index files of sealed, synced segments.
+func (l *Log) worker() {
+	defer l.wg.Done()
+	for {
+		select {
+		case <-l.quit:
+			return
+		case <-l.kick:
+		}
+		l.maintMu.Lock()
+		l.writeIndexes()
+		l.prepareSegment()
+		l.maintMu.Unlock()
+	}
+}
+
+// prepareSegment creates and preallocates the next segment file under a
+// temporary name. Called with maintMu held.
+func (l *Log) prepareSegment() {
+	l.mu.Lock()
+	need := !l.mu.closed && l.mu.prepared == nil && !l.mu.prepFailed
+	l.mu.Unlock()
+	if !need {
+		return
+	}
+	f, err := l.fs.Create(l.path(preparedName), vfs.WriteCategoryUnspecified)
+	if err == nil {
+		// Best effort: a failed preallocation only costs speed.
+		_ = f.Preallocate(0, l.opts.SegmentSize)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		// The appender creates segments itself from now on.
+		l.mu.prepFailed = true
+		l.logger.Warn("wal: cannot prepare a segment", "err", err)
+		return
+	}
+	l.mu.prepared = f
+}
+
+// writeIndexes writes the index of every sealed, synced segment that has
+// none. Called with maintMu held.
+func (l *Log) writeIndexes() {
+	l.mu.Lock()
+	var todo []*segment
+	for _, s := range l.mu.segs {
+		if s.synced && !s.indexed && !l.mu.indexFailure[s] {
+			todo = append(todo, s)
+		}
+	}
+	l.mu.Unlock()
+	for _, s := range todo {
+		if err := l.writeIndex(s); err != nil {
+			l.mu.Lock()
+			l.mu.indexFailure[s] = true
+			l.mu.Unlock()
+			l.logger.Warn("wal: cannot write an index; the next open rebuilds it", "segment", s.path, "err", err)
+		}
+	}
+}
+
+// writeIndex writes s's index file durably, then drops its positions from
+// memory. s must be sealed and synced. Called with maintMu held.
+func (l *Log) writeIndex(s *segment) error {
+	l.mu.Lock()
+	h := indexHeader{
+		first:    s.first,
+		count:    s.count,
+		prevCRC:  s.prevCRC,
+		lastCRC:  s.lastCRC,
+		end:      s.end,
+		lastTerm: s.lastTerm,
+	}
+	positions := s.positions
+	l.mu.Unlock()
+	if len(positions) != h.count {
+		return fmt.Errorf("wal: index of %s: %d positions for %d records", s.path, len(positions), h.count)
+	}
+	b := encodeIndex(h, positions)
+	final := l.indexPath(s)
+	if err := writeFileDurably(l.fs, final+tmpSuffix, b); err != nil {
+		return err
+	}
+	if err := l.fs.Rename(final+tmpSuffix, final); err != nil {
+		return fmt.Errorf("wal: rename %s: %w", final, err)
+	}
+	if err := l.syncDir(); err != nil {
+		return fmt.Errorf("wal: fsync directory: %w", err)
+	}
+	l.mu.Lock()
+	s.indexed = true
+	s.positions = nil
+	l.mu.Unlock()
+	return nil
+}
+
+func writeFileDurably(fs vfs.FS, path string, b []byte) error {
+	f, err := fs.Create(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return fmt.Errorf("wal: create %s: %w", path, err)
+	}
+	if _, err = f.WriteAt(b, 0); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("wal: write %s: %w", path, err)
+	}
+	return nil
+}
