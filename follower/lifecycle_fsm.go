@@ -12,7 +12,7 @@ import (
 )
 
 // LifecycleTableHash is the hash of transitions.yaml this file was generated from.
-const LifecycleTableHash = "sha256:24aef4e03df9167d3603f4c076304a51f5e53da973e8d2c9c940d77f2173e326"
+const LifecycleTableHash = "sha256:89bf302745145be575a13b86777d538d3a660a4f84c07b4b7f57c544b3ac3e7a"
 
 // State is a state of the Lifecycle machine. The zero value is not a state.
 type State uint8
@@ -154,10 +154,10 @@ type LifecycleHandlers interface {
 	StartStream(stream *replication) error
 	// StartInstall is an action: Attaches the install.
 	StartInstall(install *installation) error
-	// InstallSnapshot is an action: Swaps the staged store in, clears the log and
+	// CommitSnapshot is an action: Swaps the staged store in, clears the log and
 	// persists the term, atomically with respect to crashes; detaches the
 	// install.
-	InstallSnapshot(install *installation) error
+	CommitSnapshot(install *installation) error
 	// Shutdown is an action: Ends the stream or install and stops every
 	// goroutine; closes the log and the store.
 	Shutdown() error
@@ -474,7 +474,7 @@ func (m *Lifecycle) CommitInstall(install *installation) error {
 		if !m.h.InstallAttached(install) {
 			return m.refuse(from, EventCommitInstall, -1, &lifecycleRefusals[11])
 		}
-		if err := m.h.InstallSnapshot(install); err != nil {
+		if err := m.h.CommitSnapshot(install); err != nil {
 			return m.fail(from, EventCommitInstall, 9, err)
 		}
 		return m.accept(from, EventCommitInstall, 9, StateFollower)
@@ -483,7 +483,7 @@ func (m *Lifecycle) CommitInstall(install *installation) error {
 		if !m.h.InstallAttached(install) {
 			return m.refuse(from, EventCommitInstall, -1, &lifecycleRefusals[27])
 		}
-		if err := m.h.InstallSnapshot(install); err != nil {
+		if err := m.h.CommitSnapshot(install); err != nil {
 			return m.fail(from, EventCommitInstall, 9, err)
 		}
 		return m.accept(from, EventCommitInstall, 9, StateFollower)
@@ -492,7 +492,7 @@ func (m *Lifecycle) CommitInstall(install *installation) error {
 		if !m.h.InstallAttached(install) {
 			return m.refuse(from, EventCommitInstall, -1, &lifecycleRefusals[41])
 		}
-		if err := m.h.InstallSnapshot(install); err != nil {
+		if err := m.h.CommitSnapshot(install); err != nil {
 			return m.fail(from, EventCommitInstall, 9, err)
 		}
 		return m.accept(from, EventCommitInstall, 9, StateFollower)
@@ -688,7 +688,7 @@ func LifecycleTable() *fsm.Table {
 			{Name: "TruncateLog", Doc: "Removes the log entries after the head, durably.", Uses: []string{"head"}},
 			{Name: "StartStream", Doc: "Attaches the stream.", Uses: []string{"stream"}},
 			{Name: "StartInstall", Doc: "Attaches the install.", Uses: []string{"install"}},
-			{Name: "InstallSnapshot", Doc: "Swaps the staged store in, clears the log and persists the term, atomically with respect to crashes; detaches the install.", Uses: []string{"install"}},
+			{Name: "CommitSnapshot", Doc: "Swaps the staged store in, clears the log and persists the term, atomically with respect to crashes; detaches the install.", Uses: []string{"install"}},
 			{Name: "Shutdown", Doc: "Ends the stream or install and stops every goroutine; closes the log and the store.", Uses: nil},
 		},
 		Errors: []fsm.Error{
@@ -710,7 +710,7 @@ func LifecycleTable() *fsm.Table {
 			{From: []string{"Fenced"}, On: "FirstEntry", If: []string{"StreamAttached"}, Kind: fsm.Move, To: "Follower", Do: nil, Refuse: "", Doc: ""},
 			{From: []string{"Follower"}, On: "FirstEntry", If: []string{"StreamAttached"}, Kind: fsm.Noop, To: "", Do: nil, Refuse: "", Doc: ""},
 			{From: []string{"NotMember", "Fenced", "Follower"}, On: "BeginInstall", If: []string{"NothingAttached", "SnapshotNotEmpty", "SnapshotTermAcceptable"}, Kind: fsm.Stay, To: "", Do: []string{"StartInstall"}, Refuse: "", Doc: ""},
-			{From: []string{"NotMember", "Fenced", "Follower"}, On: "CommitInstall", If: []string{"InstallAttached"}, Kind: fsm.Move, To: "Follower", Do: []string{"InstallSnapshot"}, Refuse: "", Doc: ""},
+			{From: []string{"NotMember", "Fenced", "Follower"}, On: "CommitInstall", If: []string{"InstallAttached"}, Kind: fsm.Move, To: "Follower", Do: []string{"CommitSnapshot"}, Refuse: "", Doc: ""},
 			{From: []string{"NotMember", "Fenced", "Follower"}, On: "Delete", If: []string{"TermValid", "TermNotBehind"}, Kind: fsm.Move, To: "Closed", Do: []string{"Shutdown"}, Refuse: "", Doc: "The data is removed after the replica is closed."},
 			{From: []string{"NotMember", "Fenced", "Follower"}, On: "Close", If: nil, Kind: fsm.Move, To: "Closed", Do: []string{"Shutdown"}, Refuse: "", Doc: ""},
 			{From: []string{"Closed"}, On: "Close", If: nil, Kind: fsm.Noop, To: "", Do: nil, Refuse: "", Doc: ""},

@@ -63,7 +63,7 @@ func (f *lifecycleFake) Fence(logpos.Term, TermOptions) error { return f.action(
 func (f *lifecycleFake) TruncateLog(*logpos.EntryID) error    { return f.action("TruncateLog") }
 func (f *lifecycleFake) StartStream(*replication) error       { return f.action("StartStream") }
 func (f *lifecycleFake) StartInstall(*installation) error     { return f.action("StartInstall") }
-func (f *lifecycleFake) InstallSnapshot(*installation) error  { return f.action("InstallSnapshot") }
+func (f *lifecycleFake) CommitSnapshot(*installation) error   { return f.action("CommitSnapshot") }
 func (f *lifecycleFake) Shutdown() error                      { return f.action("Shutdown") }
 
 var _ LifecycleHandlers = (*lifecycleFake)(nil)
@@ -118,7 +118,7 @@ var lifecycleGuardBits = map[string]uint64{
 	"InstallAttached":        0x400,
 }
 
-var lifecycleActions = []string{"", "Fence", "TruncateLog", "StartStream", "StartInstall", "InstallSnapshot", "Shutdown"}
+var lifecycleActions = []string{"", "Fence", "TruncateLog", "StartStream", "StartInstall", "CommitSnapshot", "Shutdown"}
 
 type lifecycleStep struct {
 	event Event
@@ -219,7 +219,7 @@ func TestLifecycleMatrix(t *testing.T) {
 		{"NotMember/AttachStream", StateNotMember, EventAttachStream, 0x7ff, "", StateNotMember, 4, "ErrNotMember", "", ""},
 		{"NotMember/FirstEntry", StateNotMember, EventFirstEntry, 0x7ff, "", StateNotMember, -1, "ErrInvalidStatus", "", ""},
 		{"NotMember/BeginInstall", StateNotMember, EventBeginInstall, 0x7ff, "", StateNotMember, 8, "", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{"NotMember/CommitInstall", StateNotMember, EventCommitInstall, 0x7ff, "", StateFollower, 9, "", "", "InstallAttached,InstallSnapshot"},
+		{"NotMember/CommitInstall", StateNotMember, EventCommitInstall, 0x7ff, "", StateFollower, 9, "", "", "InstallAttached,CommitSnapshot"},
 		{"NotMember/Delete", StateNotMember, EventDelete, 0x7ff, "", StateClosed, 10, "", "", "TermValid,TermNotBehind,Shutdown"},
 		{"NotMember/Close", StateNotMember, EventClose, 0x7ff, "", StateClosed, 11, "", "", "Shutdown"},
 		{"Fenced/Restore", StateFenced, EventRestore, 0x7ff, "", StateFenced, -1, "ErrInvalidStatus", "", ""},
@@ -228,7 +228,7 @@ func TestLifecycleMatrix(t *testing.T) {
 		{"Fenced/AttachStream", StateFenced, EventAttachStream, 0x7ff, "", StateFenced, 5, "", "", "NothingAttached,StartStream"},
 		{"Fenced/FirstEntry", StateFenced, EventFirstEntry, 0x7ff, "", StateFollower, 6, "", "", "StreamAttached"},
 		{"Fenced/BeginInstall", StateFenced, EventBeginInstall, 0x7ff, "", StateFenced, 8, "", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{"Fenced/CommitInstall", StateFenced, EventCommitInstall, 0x7ff, "", StateFollower, 9, "", "", "InstallAttached,InstallSnapshot"},
+		{"Fenced/CommitInstall", StateFenced, EventCommitInstall, 0x7ff, "", StateFollower, 9, "", "", "InstallAttached,CommitSnapshot"},
 		{"Fenced/Delete", StateFenced, EventDelete, 0x7ff, "", StateClosed, 10, "", "", "TermValid,TermNotBehind,Shutdown"},
 		{"Fenced/Close", StateFenced, EventClose, 0x7ff, "", StateClosed, 11, "", "", "Shutdown"},
 		{"Follower/Restore", StateFollower, EventRestore, 0x7ff, "", StateFollower, -1, "ErrInvalidStatus", "", ""},
@@ -237,7 +237,7 @@ func TestLifecycleMatrix(t *testing.T) {
 		{"Follower/AttachStream", StateFollower, EventAttachStream, 0x7ff, "", StateFollower, 5, "", "", "NothingAttached,StartStream"},
 		{"Follower/FirstEntry", StateFollower, EventFirstEntry, 0x7ff, "", StateFollower, 7, "", "", "StreamAttached"},
 		{"Follower/BeginInstall", StateFollower, EventBeginInstall, 0x7ff, "", StateFollower, 8, "", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{"Follower/CommitInstall", StateFollower, EventCommitInstall, 0x7ff, "", StateFollower, 9, "", "", "InstallAttached,InstallSnapshot"},
+		{"Follower/CommitInstall", StateFollower, EventCommitInstall, 0x7ff, "", StateFollower, 9, "", "", "InstallAttached,CommitSnapshot"},
 		{"Follower/Delete", StateFollower, EventDelete, 0x7ff, "", StateClosed, 10, "", "", "TermValid,TermNotBehind,Shutdown"},
 		{"Follower/Close", StateFollower, EventClose, 0x7ff, "", StateClosed, 11, "", "", "Shutdown"},
 		{"Closed/Restore", StateClosed, EventRestore, 0x7ff, "", StateClosed, -1, "ErrClosed", "", ""},
@@ -275,7 +275,7 @@ func TestLifecycleGuardOutcomes(t *testing.T) {
 		{"NotMember/BeginInstall/-NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", StateNotMember, EventBeginInstall, 0x300, "", StateNotMember, -1, "ErrConflict", "NothingAttached", "NothingAttached"},
 		{"NotMember/BeginInstall/+NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", StateNotMember, EventBeginInstall, 0x310, "", StateNotMember, 8, "", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
 		{"NotMember/CommitInstall/-InstallAttached", StateNotMember, EventCommitInstall, 0x0, "", StateNotMember, -1, "ErrInvalidTerm", "InstallAttached", "InstallAttached"},
-		{"NotMember/CommitInstall/+InstallAttached", StateNotMember, EventCommitInstall, 0x400, "", StateFollower, 9, "", "", "InstallAttached,InstallSnapshot"},
+		{"NotMember/CommitInstall/+InstallAttached", StateNotMember, EventCommitInstall, 0x400, "", StateFollower, 9, "", "", "InstallAttached,CommitSnapshot"},
 		{"NotMember/Delete/-TermValid-TermNotBehind", StateNotMember, EventDelete, 0x0, "", StateNotMember, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
 		{"NotMember/Delete/+TermValid-TermNotBehind", StateNotMember, EventDelete, 0x1, "", StateNotMember, -1, "ErrInvalidTerm", "TermNotBehind", "TermValid,TermNotBehind"},
 		{"NotMember/Delete/-TermValid+TermNotBehind", StateNotMember, EventDelete, 0x2, "", StateNotMember, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
@@ -329,7 +329,7 @@ func TestLifecycleGuardOutcomes(t *testing.T) {
 		{"Fenced/BeginInstall/-NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", StateFenced, EventBeginInstall, 0x300, "", StateFenced, -1, "ErrConflict", "NothingAttached", "NothingAttached"},
 		{"Fenced/BeginInstall/+NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", StateFenced, EventBeginInstall, 0x310, "", StateFenced, 8, "", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
 		{"Fenced/CommitInstall/-InstallAttached", StateFenced, EventCommitInstall, 0x0, "", StateFenced, -1, "ErrInvalidTerm", "InstallAttached", "InstallAttached"},
-		{"Fenced/CommitInstall/+InstallAttached", StateFenced, EventCommitInstall, 0x400, "", StateFollower, 9, "", "", "InstallAttached,InstallSnapshot"},
+		{"Fenced/CommitInstall/+InstallAttached", StateFenced, EventCommitInstall, 0x400, "", StateFollower, 9, "", "", "InstallAttached,CommitSnapshot"},
 		{"Fenced/Delete/-TermValid-TermNotBehind", StateFenced, EventDelete, 0x0, "", StateFenced, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
 		{"Fenced/Delete/+TermValid-TermNotBehind", StateFenced, EventDelete, 0x1, "", StateFenced, -1, "ErrInvalidTerm", "TermNotBehind", "TermValid,TermNotBehind"},
 		{"Fenced/Delete/-TermValid+TermNotBehind", StateFenced, EventDelete, 0x2, "", StateFenced, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
@@ -355,7 +355,7 @@ func TestLifecycleGuardOutcomes(t *testing.T) {
 		{"Follower/BeginInstall/-NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", StateFollower, EventBeginInstall, 0x300, "", StateFollower, -1, "ErrConflict", "NothingAttached", "NothingAttached"},
 		{"Follower/BeginInstall/+NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", StateFollower, EventBeginInstall, 0x310, "", StateFollower, 8, "", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
 		{"Follower/CommitInstall/-InstallAttached", StateFollower, EventCommitInstall, 0x0, "", StateFollower, -1, "ErrInvalidTerm", "InstallAttached", "InstallAttached"},
-		{"Follower/CommitInstall/+InstallAttached", StateFollower, EventCommitInstall, 0x400, "", StateFollower, 9, "", "", "InstallAttached,InstallSnapshot"},
+		{"Follower/CommitInstall/+InstallAttached", StateFollower, EventCommitInstall, 0x400, "", StateFollower, 9, "", "", "InstallAttached,CommitSnapshot"},
 		{"Follower/Delete/-TermValid-TermNotBehind", StateFollower, EventDelete, 0x0, "", StateFollower, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
 		{"Follower/Delete/+TermValid-TermNotBehind", StateFollower, EventDelete, 0x1, "", StateFollower, -1, "ErrInvalidTerm", "TermNotBehind", "TermValid,TermNotBehind"},
 		{"Follower/Delete/-TermValid+TermNotBehind", StateFollower, EventDelete, 0x2, "", StateFollower, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
@@ -391,12 +391,12 @@ func TestLifecycleRows(t *testing.T) {
 		{"row8/Fenced/BeginInstall/StartInstallFails", StateFenced, EventBeginInstall, 0x7ff, "StartInstall", StateFenced, 8, "action", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
 		{"row8/Follower/BeginInstall", StateFollower, EventBeginInstall, 0x7ff, "", StateFollower, 8, "", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
 		{"row8/Follower/BeginInstall/StartInstallFails", StateFollower, EventBeginInstall, 0x7ff, "StartInstall", StateFollower, 8, "action", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{"row9/NotMember/CommitInstall", StateNotMember, EventCommitInstall, 0x7ff, "", StateFollower, 9, "", "", "InstallAttached,InstallSnapshot"},
-		{"row9/NotMember/CommitInstall/InstallSnapshotFails", StateNotMember, EventCommitInstall, 0x7ff, "InstallSnapshot", StateNotMember, 9, "action", "", "InstallAttached,InstallSnapshot"},
-		{"row9/Fenced/CommitInstall", StateFenced, EventCommitInstall, 0x7ff, "", StateFollower, 9, "", "", "InstallAttached,InstallSnapshot"},
-		{"row9/Fenced/CommitInstall/InstallSnapshotFails", StateFenced, EventCommitInstall, 0x7ff, "InstallSnapshot", StateFenced, 9, "action", "", "InstallAttached,InstallSnapshot"},
-		{"row9/Follower/CommitInstall", StateFollower, EventCommitInstall, 0x7ff, "", StateFollower, 9, "", "", "InstallAttached,InstallSnapshot"},
-		{"row9/Follower/CommitInstall/InstallSnapshotFails", StateFollower, EventCommitInstall, 0x7ff, "InstallSnapshot", StateFollower, 9, "action", "", "InstallAttached,InstallSnapshot"},
+		{"row9/NotMember/CommitInstall", StateNotMember, EventCommitInstall, 0x7ff, "", StateFollower, 9, "", "", "InstallAttached,CommitSnapshot"},
+		{"row9/NotMember/CommitInstall/CommitSnapshotFails", StateNotMember, EventCommitInstall, 0x7ff, "CommitSnapshot", StateNotMember, 9, "action", "", "InstallAttached,CommitSnapshot"},
+		{"row9/Fenced/CommitInstall", StateFenced, EventCommitInstall, 0x7ff, "", StateFollower, 9, "", "", "InstallAttached,CommitSnapshot"},
+		{"row9/Fenced/CommitInstall/CommitSnapshotFails", StateFenced, EventCommitInstall, 0x7ff, "CommitSnapshot", StateFenced, 9, "action", "", "InstallAttached,CommitSnapshot"},
+		{"row9/Follower/CommitInstall", StateFollower, EventCommitInstall, 0x7ff, "", StateFollower, 9, "", "", "InstallAttached,CommitSnapshot"},
+		{"row9/Follower/CommitInstall/CommitSnapshotFails", StateFollower, EventCommitInstall, 0x7ff, "CommitSnapshot", StateFollower, 9, "action", "", "InstallAttached,CommitSnapshot"},
 		{"row10/NotMember/Delete", StateNotMember, EventDelete, 0x7ff, "", StateClosed, 10, "", "", "TermValid,TermNotBehind,Shutdown"},
 		{"row10/NotMember/Delete/ShutdownFails", StateNotMember, EventDelete, 0x7ff, "Shutdown", StateNotMember, 10, "action", "", "TermValid,TermNotBehind,Shutdown"},
 		{"row10/Fenced/Delete", StateFenced, EventDelete, 0x7ff, "", StateClosed, 10, "", "", "TermValid,TermNotBehind,Shutdown"},

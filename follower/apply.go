@@ -1,0 +1,208 @@
+package follower
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/wal"
+)
+
+// applier is the goroutine that applies committed entries to the store:
+// in offset order, from commit+1 up to min(advertised, durable head), each
+// entry with its commit offset in one atomic batch. A failed entry is
+// retried with capped backoff without waiting for new traffic; the commit
+// never passes it.
+type applier struct {
+	f *Follower
+	// mu is held while entries are applied. Truncate and snapshot commits
+	// take it (after the lifecycle lock) so that the commit stays put.
+	mu     sync.Mutex
+	reader *wal.Reader // guarded by mu; nil until needed
+	// sinceTrim counts entries applied since the log was last trimmed.
+	sinceTrim int64
+
+	wake chan struct{}
+	quit chan struct{}
+	done chan struct{}
+
+	// failures counts apply attempts that failed; lastErr is the last one.
+	failures atomic.Int64
+	lastErr  atomic.Pointer[error]
+
+	// progress is closed and replaced whenever the commit advances.
+	progress struct {
+		sync.Mutex
+		ch chan struct{}
+	}
+}
+
+func (a *applier) start(f *Follower) {
+	a.f = f
+	a.wake = make(chan struct{}, 1)
+	a.quit = make(chan struct{})
+	a.done = make(chan struct{})
+	a.progress.ch = make(chan struct{})
+	f.goroutines.Add(1)
+	go func() {
+		defer f.goroutines.Done()
+		defer close(a.done)
+		a.run()
+	}()
+	a.kick() // apply what a previous run left behind, if a leader allows
+}
+
+// stop ends the applier's goroutine and waits for it.
+func (a *applier) stop() {
+	close(a.quit)
+	<-a.done
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.resetLocked()
+}
+
+func (a *applier) kick() {
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+}
+
+func (a *applier) run() {
+	for {
+		select {
+		case <-a.wake:
+		case <-a.quit:
+			return
+		}
+		delay := a.f.cfg.ApplyRetryMin
+		for {
+			err := a.applyAvailable()
+			if err == nil {
+				break
+			}
+			a.failures.Add(1)
+			a.lastErr.Store(&err)
+			a.f.cfg.Logger.Error("applying an entry failed; retrying", "err", err, "retry_in", delay)
+			timer := time.NewTimer(delay)
+			select {
+			case <-timer.C:
+			case <-a.quit:
+				timer.Stop()
+				return
+			}
+			delay = min(2*delay, a.f.cfg.ApplyRetryMax)
+		}
+	}
+}
+
+// applyAvailable applies every entry that is committed and durable.
+func (a *applier) applyAvailable() error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f := a.f
+	applied := false
+	defer func() {
+		if applied {
+			a.notify()
+		}
+	}()
+	for {
+		commit := f.st.Commit().Offset
+		target := min(logpos.Offset(f.advertised.Load()), f.durableHead())
+		if commit >= target {
+			return nil
+		}
+		e, err := a.nextLocked(commit + 1)
+		if err != nil {
+			return err
+		}
+		if err := f.st.Apply(e); err != nil {
+			a.resetLocked() // read the entry again next time
+			return fmt.Errorf("applying entry %d: %w", e.Offset, err)
+		}
+		applied = true
+		if a.sinceTrim++; a.sinceTrim >= f.cfg.TrimEvery {
+			a.sinceTrim = 0
+			a.trimLocked()
+		}
+	}
+}
+
+// nextLocked reads the entry at offset, reopening the reader when the log
+// changed under it.
+func (a *applier) nextLocked(offset logpos.Offset) (logpos.Entry, error) {
+	for attempt := 0; ; attempt++ {
+		if a.reader == nil {
+			r, err := a.f.log.NewReader(offset)
+			if err != nil {
+				return logpos.Entry{}, fmt.Errorf("reading entry %d: %w", offset, err)
+			}
+			a.reader = r
+		}
+		e, err := a.reader.Next()
+		if err == nil && e.Offset == offset {
+			return e, nil
+		}
+		a.resetLocked()
+		if err == nil {
+			err = fmt.Errorf("read entry %d where %d was expected", e.Offset, offset)
+		}
+		if attempt > 0 || !errors.Is(err, wal.ErrLogChanged) {
+			return logpos.Entry{}, fmt.Errorf("reading entry %d: %w", offset, err)
+		}
+	}
+}
+
+// resetLocked drops the reader: the log was truncated, cleared or closed.
+func (a *applier) resetLocked() {
+	if a.reader != nil {
+		_ = a.reader.Close()
+		a.reader = nil
+	}
+}
+
+// trimLocked makes the store's commit durable and drops the log segments
+// it no longer needs. Never past the durable commit.
+func (a *applier) trimLocked() {
+	durable, err := a.f.st.Sync()
+	if err == nil {
+		err = a.f.log.Trim(durable.Offset)
+	}
+	if err != nil {
+		a.f.cfg.Logger.Warn("trimming the log failed", "err", err)
+	}
+}
+
+// notify wakes the waiters of WaitApplied.
+func (a *applier) notify() {
+	a.progress.Lock()
+	close(a.progress.ch)
+	a.progress.ch = make(chan struct{})
+	a.progress.Unlock()
+}
+
+func (a *applier) wait(ctx context.Context, offset logpos.Offset) error {
+	for {
+		a.progress.Lock()
+		ch := a.progress.ch
+		a.progress.Unlock()
+		if a.f.m.State() == StateClosed {
+			return ErrClosed
+		}
+		if a.f.st.Commit().Offset >= offset {
+			return nil
+		}
+		select {
+		case <-ch:
+		case <-a.quit:
+			return ErrClosed
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}

@@ -1,0 +1,70 @@
+package follower
+
+import (
+	"log/slog"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tablefsm/tablefsm/fsm"
+	"github.com/tablefsm/tablefsm/store"
+)
+
+// TermOptions are the options a term is fenced with; they are persisted
+// with the term.
+type TermOptions = store.TermOptions
+
+// Config configures one follower: one shard of one namespace.
+type Config struct {
+	// Namespace and Shard name the shard, for logs.
+	Namespace string
+	Shard     int64
+	// Dir is the shard's directory: the log lives in Dir/wal, the store in
+	// Dir/store. It is created when missing.
+	Dir string
+	// FS is the file system of Dir. Default: the operating system's.
+	FS vfs.FS
+	// Logger receives the follower's messages, with namespace and shard
+	// attached. Default: discard.
+	Logger *slog.Logger
+	// Observer sees every step of the lifecycle machine. Optional.
+	Observer fsm.Observer
+	// StateMachine applies committed entries. Default: store.KV.
+	StateMachine store.StateMachine
+	// SegmentSize is the size of the log's segment files. Default: the
+	// log's default.
+	SegmentSize int64
+	// SnapshotChunkSize and MaxSnapshotSize bound snapshots read out and
+	// taken in (see store.Options).
+	SnapshotChunkSize int
+	MaxSnapshotSize   int64
+	// ApplyRetryMin and ApplyRetryMax bound the backoff between attempts to
+	// apply an entry that failed. Defaults: 10 ms and 5 s.
+	ApplyRetryMin, ApplyRetryMax time.Duration
+	// TrimEvery is how many applied entries pass between two attempts to
+	// drop log segments the store no longer needs. Default: 65536.
+	TrimEvery int64
+}
+
+func (c Config) withDefaults() Config {
+	if c.FS == nil {
+		c.FS = vfs.Default
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	c.Logger = c.Logger.With("namespace", c.Namespace, "shard", c.Shard)
+	if c.StateMachine == nil {
+		c.StateMachine = store.KV{}
+	}
+	if c.ApplyRetryMin <= 0 {
+		c.ApplyRetryMin = 10 * time.Millisecond
+	}
+	if c.ApplyRetryMax < c.ApplyRetryMin {
+		c.ApplyRetryMax = max(5*time.Second, c.ApplyRetryMin)
+	}
+	if c.TrimEvery <= 0 {
+		c.TrimEvery = 1 << 16
+	}
+	return c
+}

@@ -1,0 +1,390 @@
+package follower
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+
+	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/store"
+	"github.com/tablefsm/tablefsm/wal"
+)
+
+// Follower is the follower replica of one shard. Every state change goes
+// through its Lifecycle machine, generated from transitions.yaml; the
+// methods of Follower are the machine's guards and actions, plus the log
+// synchronizer (Replicate), the snapshot installer (InstallSnapshot) and
+// the applier.
+//
+// Concurrency: control operations (NewTerm, Truncate, Delete, Close, and
+// the attach and commit steps of streams and installs) are serialized by
+// the lifecycle lock. Status is lock-free. The per-entry path of a stream
+// takes no lifecycle lock.
+type Follower struct {
+	cfg Config
+	dir string
+	log *wal.Log
+	st  *store.Store
+	m   *Lifecycle
+
+	// lock is the lifecycle lock: a channel so that a stream's goroutines
+	// can stop waiting for it when their stream is ended.
+	lock chan struct{}
+	// Guarded by lock.
+	stream  *replication  // the attached replication stream, or nil
+	install *installation // the attached snapshot install, or nil
+	// reply is what the last NewTerm or Truncate action computed for its
+	// caller.
+	reply logpos.EntryID
+	// closeErr is what closing the log and the store returned.
+	closeErr error
+
+	// Published for lock-free readers.
+	term       atomic.Int64 // the current term
+	head       atomic.Int64 // the last appended offset
+	advertised atomic.Int64 // the highest commit offset a leader sent
+	// base is the highest offset a snapshot covered: offsets at or below it
+	// count as durable even though the log does not hold them.
+	base atomic.Int64
+
+	applier applier
+	// goroutines counts every goroutine the follower started; Close waits
+	// for them.
+	goroutines sync.WaitGroup
+}
+
+// Status is a snapshot of a follower's position.
+type Status struct {
+	Term   logpos.Term
+	State  State
+	Head   logpos.Offset // the last appended offset
+	Commit logpos.Offset // the last offset applied to the store
+}
+
+// Open opens the follower of one shard in cfg.Dir, creating it when
+// missing. Term and commit come from the store; the head is the last
+// durable log offset, or the commit when the log holds nothing after it. A
+// snapshot install that a crash interrupted is completed or rolled back.
+// The follower starts NotMember when no term is stored, Fenced otherwise.
+func Open(cfg Config) (*Follower, error) {
+	cfg = cfg.withDefaults()
+	f := &Follower{cfg: cfg, dir: cfg.Dir, lock: make(chan struct{}, 1)}
+	if err := cfg.FS.MkdirAll(cfg.Dir, 0o755); err != nil {
+		return nil, fmt.Errorf("%w: creating %s: %w", ErrUnavailable, cfg.Dir, err)
+	}
+	st, err := store.Open(cfg.FS.PathJoin(cfg.Dir, "store"), store.Options{
+		FS:                cfg.FS,
+		Logger:            cfg.Logger,
+		StateMachine:      cfg.StateMachine,
+		SnapshotChunkSize: cfg.SnapshotChunkSize,
+		MaxSnapshotSize:   cfg.MaxSnapshotSize,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%w: opening the store: %w", ErrUnavailable, err)
+	}
+	commit := st.Commit()
+	mustKeep := commit.Offset
+	if _, pending := st.LogResetPending(); pending {
+		mustKeep = logpos.NoOffset // the log is about to be cleared
+	}
+	log, err := wal.Open(cfg.FS.PathJoin(cfg.Dir, "wal"), wal.Options{
+		FS:          cfg.FS,
+		SegmentSize: cfg.SegmentSize,
+		MustKeep:    mustKeep,
+		Logger:      cfg.Logger,
+	})
+	if err != nil {
+		return nil, errors.Join(fmt.Errorf("%w: opening the log: %w", ErrUnavailable, err), st.Close())
+	}
+	f.st, f.log = st, log
+	if _, pending := st.LogResetPending(); pending {
+		// A snapshot was swapped in but the log not yet cleared.
+		if err := f.resetLog(); err != nil {
+			return nil, errors.Join(err, log.Close(), st.Close())
+		}
+	}
+	f.base.Store(int64(commit.Offset))
+	f.head.Store(int64(max(log.LastDurable().Offset, commit.Offset)))
+	f.advertised.Store(int64(commit.Offset))
+	f.term.Store(int64(st.Term()))
+	f.m = NewLifecycle(f)
+	f.m.SetObserver(cfg.Observer)
+	if term := st.Term(); term != logpos.NoTerm {
+		if err := f.m.Restore(term); err != nil {
+			return nil, errors.Join(err, log.Close(), st.Close())
+		}
+	}
+	f.applier.start(f)
+	cfg.Logger.Info("follower opened", "state", f.m.State(), "term", st.Term(), "head", f.head.Load(), "commit", commit.Offset)
+	return f, nil
+}
+
+// resetLog clears the log after a snapshot install and drops the store's
+// record that the reset is pending.
+func (f *Follower) resetLog() error {
+	if err := f.log.Clear(); err != nil {
+		return fmt.Errorf("%w: clearing the log: %w", ErrUnavailable, err)
+	}
+	if err := f.st.ClearLogReset(); err != nil {
+		return fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	return nil
+}
+
+func (f *Follower) acquire() { f.lock <- struct{}{} }
+func (f *Follower) release() { <-f.lock }
+
+// acquireUnless takes the lifecycle lock unless done closes first.
+func (f *Follower) acquireUnless(done <-chan struct{}) bool {
+	select {
+	case f.lock <- struct{}{}:
+		return true
+	case <-done:
+		return false
+	}
+}
+
+// Status returns the follower's term, state, head and commit without
+// waiting for any lock.
+func (f *Follower) Status() Status {
+	return Status{
+		Term:   logpos.Term(f.term.Load()),
+		State:  f.m.State(),
+		Head:   logpos.Offset(f.head.Load()),
+		Commit: f.st.Commit().Offset,
+	}
+}
+
+// NewTerm fences the follower at term: it ends the attached stream (waiting
+// for its goroutines), abandons an install, persists the term and options,
+// and only then moves to Fenced. It returns the id of the last durable log
+// entry, of the snapshot point when the log is empty, or NoEntry.
+func (f *Follower) NewTerm(term logpos.Term, options TermOptions) (logpos.EntryID, error) {
+	f.acquire()
+	defer f.release()
+	if err := f.ensureLogReset(); err != nil {
+		return logpos.NoEntry, err
+	}
+	if err := f.m.NewTerm(term, options); err != nil {
+		return logpos.NoEntry, err
+	}
+	return f.reply, nil
+}
+
+// Truncate cuts the log of a Fenced follower after head (-1 clears it),
+// durably, and moves it to Follower. It returns {term, new head}; the new
+// head is never below the commit.
+func (f *Follower) Truncate(term logpos.Term, head *logpos.EntryID) (logpos.EntryID, error) {
+	f.acquire()
+	defer f.release()
+	// The applier pauses: the commit the guards read stays put.
+	f.applier.mu.Lock()
+	defer f.applier.mu.Unlock()
+	if err := f.ensureLogReset(); err != nil {
+		return logpos.NoEntry, err
+	}
+	if err := f.m.Truncate(term, head); err != nil {
+		return logpos.NoEntry, err
+	}
+	return logpos.EntryID{Term: term, Offset: f.reply.Offset}, nil
+}
+
+// Delete closes the follower and removes its log and store from disk. A
+// negative term or one below the follower's is refused and changes nothing.
+func (f *Follower) Delete(term logpos.Term) error {
+	f.acquire()
+	defer f.release()
+	if err := f.m.Delete(term); err != nil {
+		return err
+	}
+	if err := f.cfg.FS.RemoveAll(f.dir); err != nil {
+		return errors.Join(f.closeErr, fmt.Errorf("%w: removing %s: %w", ErrUnavailable, f.dir, err))
+	}
+	f.cfg.Logger.Info("follower deleted", "term", term)
+	return f.closeErr
+}
+
+// Close ends the stream or install, stops every goroutine, and closes the
+// log and the store. Closing again does nothing.
+func (f *Follower) Close() error {
+	f.acquire()
+	defer f.release()
+	wasClosed := f.m.State() == StateClosed
+	if err := f.m.Close(); err != nil || wasClosed {
+		return err
+	}
+	return f.closeErr
+}
+
+// Get returns the value the default key-value state machine stored under
+// key, or an error matching store.ErrNotFound.
+func (f *Follower) Get(key []byte) ([]byte, error) {
+	if f.m.State() == StateClosed {
+		return nil, ErrClosed
+	}
+	return f.st.Get(key)
+}
+
+// Snapshot takes a consistent copy of the follower's store, to read out as
+// chunks and send to another replica's InstallSnapshot. Close it.
+func (f *Follower) Snapshot() (*store.Snapshot, error) {
+	if f.m.State() == StateClosed {
+		return nil, ErrClosed
+	}
+	sn, err := f.st.Snapshot()
+	if err != nil {
+		return nil, fmt.Errorf("%w: taking a snapshot: %w", ErrUnavailable, err)
+	}
+	return sn, nil
+}
+
+// WaitApplied blocks until the entry at offset is applied to the store, ctx
+// is done, or the follower closes.
+func (f *Follower) WaitApplied(ctx context.Context, offset logpos.Offset) error {
+	return f.applier.wait(ctx, offset)
+}
+
+// durableHead is the last offset that is durable: in the log, or covered
+// by a snapshot.
+func (f *Follower) durableHead() logpos.Offset {
+	return max(f.log.LastDurable().Offset, logpos.Offset(f.base.Load()))
+}
+
+// advertise records a commit offset a leader sent and wakes the applier.
+func (f *Follower) advertise(commit int64) {
+	for {
+		cur := f.advertised.Load()
+		if commit <= cur {
+			return
+		}
+		if f.advertised.CompareAndSwap(cur, commit) {
+			f.applier.kick()
+			return
+		}
+	}
+}
+
+// The guards of the lifecycle table. They run under the lifecycle lock.
+
+func (f *Follower) TermValid(term logpos.Term) bool { return term >= 0 }
+
+func (f *Follower) TermNotBehind(term logpos.Term) bool { return int64(term) >= f.term.Load() }
+
+func (f *Follower) TermMatches(term logpos.Term) bool { return int64(term) == f.term.Load() }
+
+func (f *Follower) HeadGiven(head *logpos.EntryID) bool { return head != nil }
+
+func (f *Follower) NothingAttached() bool { return f.stream == nil && f.install == nil }
+
+func (f *Follower) HeadNotBelowCommit(head *logpos.EntryID) bool {
+	return head.Offset >= f.st.Commit().Offset
+}
+
+func (f *Follower) HeadNotBeyondLog(head *logpos.EntryID) bool {
+	return int64(head.Offset) <= f.head.Load()
+}
+
+func (f *Follower) StreamAttached(stream *replication) bool { return f.stream == stream }
+
+func (f *Follower) SnapshotNotEmpty(empty bool) bool { return !empty }
+
+func (f *Follower) SnapshotTermAcceptable(chunkTerm logpos.Term) bool {
+	if term := f.term.Load(); term != int64(logpos.NoTerm) {
+		return int64(chunkTerm) == term
+	}
+	return chunkTerm >= 0
+}
+
+func (f *Follower) InstallAttached(install *installation) bool { return f.install == install }
+
+// The actions of the lifecycle table. They run under the lifecycle lock;
+// a failing action leaves everything as it was.
+
+// Fence ends the stream and the install, then persists the term.
+func (f *Follower) Fence(term logpos.Term, options TermOptions) error {
+	f.endStream(ErrStreamEnded)
+	f.abandonInstall()
+	if err := f.st.SetTerm(term, options); err != nil {
+		return fmt.Errorf("%w: persisting term %d: %w", ErrUnavailable, term, err)
+	}
+	f.term.Store(int64(term))
+	f.reply = f.log.LastDurable()
+	if f.reply.IsNone() {
+		f.reply = f.st.Commit()
+	}
+	f.cfg.Logger.Info("fenced", "term", term, "head", f.reply)
+	return nil
+}
+
+// TruncateLog cuts the log after head, durably. The caller holds the
+// applier's lock.
+func (f *Follower) TruncateLog(head *logpos.EntryID) error {
+	kept := f.log.LastAppended().Offset
+	var err error
+	if head.Offset < kept {
+		kept, err = f.log.TruncateLog(head.Offset)
+	} else {
+		// Nothing to remove (the head may be a snapshot point the log does
+		// not hold): make what is kept durable.
+		_, err = f.log.Sync(context.Background())
+	}
+	if err != nil {
+		return fmt.Errorf("%w: truncating the log after %d: %w", ErrUnavailable, head.Offset, err)
+	}
+	newHead := max(kept, f.st.Commit().Offset, logpos.Offset(f.base.Load()))
+	f.head.Store(int64(newHead))
+	// A commit offset above what the log keeps cannot be applied.
+	f.advertised.Store(min(f.advertised.Load(), int64(newHead)))
+	f.reply = logpos.EntryID{Offset: newHead}
+	return nil
+}
+
+// StartStream attaches a replication stream and starts its goroutines.
+func (f *Follower) StartStream(stream *replication) error {
+	f.stream = stream
+	stream.start()
+	return nil
+}
+
+// StartInstall attaches a snapshot install.
+func (f *Follower) StartInstall(install *installation) error {
+	loader, err := f.st.NewLoader()
+	if err != nil {
+		return fmt.Errorf("%w: staging a snapshot: %w", ErrUnavailable, err)
+	}
+	install.loader = loader
+	f.install = install
+	return nil
+}
+
+// Shutdown ends the stream and the install, stops the applier and closes
+// the log and the store. It cannot fail: errors closing files are kept for
+// Close and Delete to return.
+func (f *Follower) Shutdown() error {
+	f.endStream(ErrStreamEnded)
+	f.abandonInstall()
+	f.applier.stop()
+	f.goroutines.Wait()
+	f.closeErr = errors.Join(f.log.Close(), f.st.Close())
+	f.cfg.Logger.Info("follower closed")
+	return nil
+}
+
+// endStream ends the attached stream, if any, and waits for all of its
+// goroutines: no entry of it is written after endStream returns.
+func (f *Follower) endStream(cause error) {
+	if r := f.stream; r != nil {
+		r.end(cause)
+		f.stream = nil
+	}
+}
+
+// abandonInstall detaches the install in progress, if any, without waiting
+// for its transfer: its commit will find it detached and fail.
+func (f *Follower) abandonInstall() {
+	if f.install != nil {
+		f.install = nil
+	}
+}

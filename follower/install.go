@@ -1,0 +1,153 @@
+package follower
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/store"
+)
+
+// installation is one attached snapshot install: the snapshot installer.
+// Chunks are staged by the store's loader, out of the way of the live
+// store, and nothing of the follower changes until the commit.
+type installation struct {
+	chunkTerm logpos.Term
+	loader    *store.Loader
+}
+
+// InstallSnapshot receives a snapshot from s and, once every chunk has
+// arrived and the staged files open as a valid store, replaces the store
+// with it, clears the log and moves to Follower. It returns the snapshot's
+// commit offset. Any failure leaves the follower exactly as it was; if
+// NewTerm ran during the transfer, it fails with ErrInvalidTerm. See SPEC
+// §2.4.
+func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
+	first, err := s.Recv()
+	empty := errors.Is(err, io.EOF)
+	if err != nil && !empty {
+		return logpos.NoOffset, fmt.Errorf("follower: receiving the first chunk: %w", err)
+	}
+	inst := &installation{}
+	if !empty {
+		inst.chunkTerm = logpos.Term(first.Term)
+	}
+	f.acquire()
+	err = f.ensureLogReset()
+	if err == nil {
+		err = f.m.BeginInstall(inst, empty, inst.chunkTerm)
+	}
+	f.release()
+	if err != nil {
+		return logpos.NoOffset, err
+	}
+	if err := inst.transfer(first, s); err != nil {
+		return logpos.NoOffset, f.failInstall(inst, err)
+	}
+	if _, err := inst.loader.Finish(); err != nil {
+		return logpos.NoOffset, f.failInstall(inst, snapshotError(err))
+	}
+	f.acquire()
+	defer f.release()
+	f.applier.mu.Lock()
+	defer f.applier.mu.Unlock()
+	if err := f.m.CommitInstall(inst); err != nil {
+		_ = inst.loader.Abort()
+		if f.install == inst {
+			f.install = nil
+		}
+		return logpos.NoOffset, err
+	}
+	return f.reply.Offset, nil
+}
+
+// transfer stages every chunk of the stream.
+func (inst *installation) transfer(c *replicationpb.SnapshotChunk, s SnapshotStream) error {
+	for {
+		if logpos.Term(c.Term) != inst.chunkTerm {
+			return fmt.Errorf("%w: a chunk of term %d in a snapshot of term %d", ErrInvalidArgument, c.Term, inst.chunkTerm)
+		}
+		err := inst.loader.Write(store.Chunk{Name: c.Name, Index: c.ChunkIndex, Count: c.ChunkCount, Content: c.Content})
+		if err != nil {
+			return snapshotError(err)
+		}
+		c, err = s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("follower: receiving a chunk: %w", err)
+		}
+	}
+}
+
+// snapshotError classifies a loader error: an invalid snapshot is the
+// leader's mistake, anything else the disk's.
+func snapshotError(err error) error {
+	switch {
+	case errors.Is(err, store.ErrInvalidSnapshot):
+		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
+	case errors.Is(err, store.ErrClosed):
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	}
+	return fmt.Errorf("%w: staging the snapshot: %w", ErrUnavailable, err)
+}
+
+// failInstall ends an install whose transfer failed. The term check comes
+// first: an install abandoned by NewTerm fails with ErrInvalidTerm whatever
+// else went wrong.
+func (f *Follower) failInstall(inst *installation, err error) error {
+	_ = inst.loader.Abort()
+	f.acquire()
+	defer f.release()
+	switch {
+	case f.m.State() == StateClosed:
+		return fmt.Errorf("%w: the install was interrupted", ErrClosed)
+	case f.install != inst:
+		return fmt.Errorf("%w: a new term was fenced during the transfer", ErrInvalidTerm)
+	}
+	f.install = nil
+	return err
+}
+
+// CommitSnapshot swaps the staged store in, clears the log and persists
+// the term. The caller holds the lifecycle lock and the applier's. The
+// swap is the commit point: a crash before it leaves the old state, after
+// it Open finishes clearing the log.
+func (f *Follower) CommitSnapshot(inst *installation) error {
+	minTerm := max(logpos.Term(f.term.Load()), inst.chunkTerm)
+	info, err := f.st.Install(inst.loader, minTerm)
+	if err != nil {
+		return snapshotError(err)
+	}
+	f.install = nil
+	point := info.Commit.Offset
+	f.term.Store(int64(f.st.Term()))
+	f.base.Store(int64(point))
+	f.head.Store(int64(point))
+	f.advertised.Store(int64(point))
+	f.applier.resetLocked()
+	f.reply = logpos.EntryID{Term: f.st.Term(), Offset: point}
+	if err := f.resetLog(); err != nil {
+		// The swap is committed: the follower is the snapshot's. The log
+		// still holds the old entries until the reset is retried, by the
+		// next operation that touches the log or by Open.
+		f.cfg.Logger.Error("snapshot installed but clearing the log failed", "err", err)
+	}
+	f.cfg.Logger.Info("snapshot installed", "commit", info.Commit, "term", f.st.Term())
+	return nil
+}
+
+// ensureLogReset finishes a log reset a snapshot install could not
+// complete. The caller holds the lifecycle lock.
+func (f *Follower) ensureLogReset() error {
+	if f.m.State() == StateClosed {
+		return nil // the machine refuses with ErrClosed
+	}
+	if _, pending := f.st.LogResetPending(); !pending {
+		return nil
+	}
+	return f.resetLog()
+}

@@ -1,0 +1,318 @@
+package follower
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+// errFinished is the cause a stream ends with when the leader half-closed
+// it and every entry it delivered was made durable and acknowledged.
+var errFinished = errors.New("follower: stream finished")
+
+type ackMode uint8
+
+const (
+	undecided ackMode = iota
+	perEntry
+	cumulative
+)
+
+// replication is one attached replication stream: the log synchronizer.
+// Its receive loop validates and appends entries without the lifecycle
+// lock; its sync loop makes them durable with coalesced fsyncs and is the
+// only sender of acks.
+type replication struct {
+	f    *Follower
+	s    ReplicationStream
+	term logpos.Term // the term the stream was attached in
+
+	ctx    context.Context // done when the stream must end; its cause says why
+	cancel context.CancelCauseFunc
+	// stopped is closed when a control operation ended the stream: the
+	// control operation detaches it and waits for its goroutines.
+	stopped  chan struct{}
+	stopOnce sync.Once
+	recvDone chan struct{}
+	syncDone chan struct{}
+	// wake tells the sync loop there is something to sync or acknowledge.
+	wake chan struct{}
+
+	mu struct {
+		sync.Mutex
+		mode ackMode
+		// pending are the offsets received in per-entry mode and not yet
+		// acknowledged, in the order received.
+		pending []logpos.Offset
+		// dupUpTo is the highest duplicate received in cumulative mode and
+		// not yet answered, NoOffset if none.
+		dupUpTo logpos.Offset
+		// inputDone: the leader half-closed the stream.
+		inputDone bool
+	}
+
+	// Owned by the sync loop.
+	lastAck logpos.Offset
+	sending []logpos.Offset
+	ack     replicationpb.Ack
+}
+
+func newReplication(f *Follower, s ReplicationStream) *replication {
+	ctx, cancel := context.WithCancelCause(s.Context())
+	r := &replication{
+		f: f, s: s, ctx: ctx, cancel: cancel,
+		stopped:  make(chan struct{}),
+		recvDone: make(chan struct{}),
+		syncDone: make(chan struct{}),
+		wake:     make(chan struct{}, 1),
+		lastAck:  logpos.NoOffset,
+	}
+	r.mu.dupUpTo = logpos.NoOffset
+	return r
+}
+
+// Replicate serves one replication stream until the leader half-closes it
+// (every entry received is then durable and acknowledged, and Replicate
+// returns nil), the stream fails (its error), or NewTerm, Delete or Close
+// ends it (an error matching ErrStreamEnded). See SPEC §2.3.
+func (f *Follower) Replicate(s ReplicationStream) error {
+	r := newReplication(f, s)
+	defer r.cancel(nil)
+	f.acquire()
+	err := f.ensureLogReset()
+	if err == nil {
+		err = f.m.AttachStream(r)
+	}
+	f.release()
+	if err != nil {
+		return err
+	}
+	<-r.ctx.Done()
+	<-r.syncDone
+	// Detach, unless a control operation is doing it (it holds the lock
+	// and waits for the receive loop, which waits for this to return).
+	select {
+	case f.lock <- struct{}{}:
+		if f.stream == r {
+			f.stream = nil
+		}
+		f.release()
+	case <-r.stopped:
+	}
+	if cause := context.Cause(r.ctx); !errors.Is(cause, errFinished) {
+		return cause
+	}
+	return nil
+}
+
+// start runs the receive and sync loops. The caller holds the lifecycle
+// lock.
+func (r *replication) start() {
+	r.term = logpos.Term(r.f.term.Load())
+	r.f.goroutines.Add(2)
+	go func() {
+		defer r.f.goroutines.Done()
+		defer close(r.recvDone)
+		r.receive()
+	}()
+	go func() {
+		defer r.f.goroutines.Done()
+		defer close(r.syncDone)
+		r.sync()
+	}()
+}
+
+// end stops the stream for a control operation and waits for its
+// goroutines. The caller holds the lifecycle lock.
+func (r *replication) end(cause error) {
+	r.stopOnce.Do(func() { close(r.stopped) })
+	r.cancel(cause)
+	<-r.syncDone
+	<-r.recvDone
+}
+
+func (r *replication) fail(err error) { r.cancel(err) }
+
+func (r *replication) kick() {
+	select {
+	case r.wake <- struct{}{}:
+	default:
+	}
+}
+
+// receive is the receive loop: the per-entry hot path.
+func (r *replication) receive() {
+	for {
+		a, err := r.s.Recv()
+		if r.ctx.Err() != nil {
+			return // ended: nothing more is written
+		}
+		if errors.Is(err, io.EOF) {
+			r.mu.Lock()
+			r.mu.inputDone = true
+			r.mu.Unlock()
+			r.kick()
+			return
+		}
+		if err != nil {
+			r.fail(fmt.Errorf("follower: receiving: %w", err))
+			return
+		}
+		if err := r.handle(a); err != nil {
+			r.fail(err)
+			return
+		}
+	}
+}
+
+// handle processes one Append. It takes no lifecycle lock except for the
+// first accepted entry of a Fenced follower, and allocates nothing.
+func (r *replication) handle(a *replicationpb.Append) error {
+	f := r.f
+	if logpos.Term(a.Term) != r.term {
+		return fmt.Errorf("%w: an append of term %d on a stream of term %d", ErrInvalidTerm, a.Term, r.term)
+	}
+	if r.mu.mode == undecided {
+		r.mu.Lock()
+		r.mu.mode = perEntry
+		if a.CumulativeAcksSupported {
+			r.mu.mode = cumulative
+		}
+		r.mu.Unlock()
+	}
+	if a.Entry == nil {
+		f.advertise(a.CommitOffset)
+		return nil
+	}
+	off := logpos.Offset(a.Entry.Offset)
+	head := logpos.Offset(f.head.Load())
+	if off > head+1 {
+		return fmt.Errorf("%w: entry %d after head %d", ErrGap, off, head)
+	}
+	if off < 0 {
+		return fmt.Errorf("%w: entry offset %d", ErrInvalidArgument, off)
+	}
+	if f.m.State() == StateFenced {
+		if err := r.firstEntry(); err != nil {
+			return err
+		}
+	}
+	duplicate := off <= head
+	if !duplicate {
+		e := logpos.Entry{Term: logpos.Term(a.Entry.Term), Offset: off, Value: a.Entry.Value, Timestamp: a.Entry.Timestamp}
+		if err := r.append(e, a.PreviousEntryCrc); err != nil {
+			return err
+		}
+		f.head.Store(int64(off))
+	}
+	f.advertise(a.CommitOffset)
+	r.mu.Lock()
+	if r.mu.mode == perEntry {
+		r.mu.pending = append(r.mu.pending, off)
+	} else if duplicate {
+		r.mu.dupUpTo = max(r.mu.dupUpTo, off)
+	}
+	r.mu.Unlock()
+	r.kick()
+	return nil
+}
+
+// append writes an entry to the log without syncing it. The first entry
+// after a snapshot seeds the log's CRC chain with the leader's.
+func (r *replication) append(e logpos.Entry, previousCRC *uint32) error {
+	log := r.f.log
+	if previousCRC != nil && log.LastAppended().IsNone() {
+		if err := log.SeedChain(*previousCRC); err != nil {
+			return fmt.Errorf("%w: seeding the CRC chain: %w", ErrUnavailable, err)
+		}
+	}
+	if err := log.AppendAsync(e); err != nil {
+		return fmt.Errorf("%w: appending entry %d: %w", ErrUnavailable, e.Offset, err)
+	}
+	return nil
+}
+
+// firstEntry moves a Fenced follower to Follower for this stream's first
+// accepted entry.
+func (r *replication) firstEntry() error {
+	if !r.f.acquireUnless(r.ctx.Done()) {
+		return context.Cause(r.ctx)
+	}
+	defer r.f.release()
+	return r.f.m.FirstEntry(r)
+}
+
+// sync is the sync loop: each round makes everything appended so far
+// durable with one fsync, then sends the acks that became due.
+func (r *replication) sync() {
+	f := r.f
+	for {
+		select {
+		case <-r.wake:
+		case <-r.ctx.Done():
+			return
+		}
+		durable, err := f.log.Sync(r.ctx)
+		if err != nil {
+			if r.ctx.Err() == nil {
+				r.fail(fmt.Errorf("%w: syncing the log: %w", ErrUnavailable, err))
+			}
+			return
+		}
+		f.applier.kick()
+		done, err := r.acknowledge(max(durable, logpos.Offset(f.base.Load())))
+		if err != nil {
+			r.fail(fmt.Errorf("follower: sending an ack: %w", err))
+			return
+		}
+		if done {
+			r.cancel(errFinished)
+			return
+		}
+	}
+}
+
+// acknowledge sends the acks that durable makes due. It reports whether
+// the stream is finished: half-closed with everything acknowledged.
+func (r *replication) acknowledge(durable logpos.Offset) (bool, error) {
+	r.mu.Lock()
+	mode := r.mu.mode
+	r.sending = r.sending[:0]
+	if mode == perEntry {
+		n := 0
+		for n < len(r.mu.pending) && r.mu.pending[n] <= durable {
+			n++
+		}
+		r.sending = append(r.sending, r.mu.pending[:n]...)
+		rest := copy(r.mu.pending, r.mu.pending[n:])
+		r.mu.pending = r.mu.pending[:rest]
+	} else if mode == cumulative {
+		answer := r.mu.dupUpTo != logpos.NoOffset && r.mu.dupUpTo <= durable
+		if answer {
+			r.mu.dupUpTo = logpos.NoOffset
+		}
+		if durable > r.lastAck || (answer && durable >= 0) {
+			r.sending = append(r.sending, durable)
+		}
+	}
+	waiting := len(r.mu.pending) > 0 || r.mu.dupUpTo != logpos.NoOffset
+	done := r.mu.inputDone && !waiting
+	r.mu.Unlock()
+
+	for _, o := range r.sending {
+		r.ack.Offset = int64(o)
+		if err := r.s.Send(&r.ack); err != nil {
+			return false, err
+		}
+		r.lastAck = max(r.lastAck, o)
+	}
+	if waiting {
+		r.kick() // entries that arrived during the fsync need another round
+	}
+	return done, nil
+}
