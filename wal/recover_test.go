@@ -1,0 +1,323 @@
+package wal
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+func listSuffix(t testing.TB, fs vfs.FS, dir, suffix string) []string {
+	t.Helper()
+	names, err := fs.List(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, n := range names {
+		if strings.HasSuffix(n, suffix) {
+			out = append(out, fs.PathJoin(dir, n))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func readBytes(t testing.TB, fs vfs.FS, path string) []byte {
+	t.Helper()
+	f, err := fs.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+func writeBytes(t testing.TB, fs vfs.FS, path string, b []byte) {
+	t.Helper()
+	f, err := fs.Create(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(b); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// closedLog writes entries 0..n-1 to a closed log in a new memory FS.
+func closedLog(t testing.TB, n logpos.Offset) (vfs.FS, []logpos.Entry) {
+	fs := vfs.NewMem()
+	l := mustOpen(t, "wal", memOpts(fs))
+	all := entries(0, n-1, 0)
+	mustAppend(t, l, all...)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return fs, all
+}
+
+func optsKeep(fs vfs.FS, keep logpos.Offset) Options {
+	o := memOpts(fs)
+	o.MustKeep = keep
+	return o
+}
+
+func TestTornTail(t *testing.T) {
+	next := entry(100, 0)
+	rec, _ := appendRecord(nil, &next, 0)
+	for _, tc := range []struct {
+		name string
+		torn []byte
+	}{
+		{"half a header", rec[:3]},
+		{"header only", rec[:recordHeaderSize]},
+		{"half a record", rec[:len(rec)/2]},
+		{"whole record, wrong chain", rec},
+		{"garbage", bytes.Repeat([]byte{0xa5}, 40)},
+		{"garbage after zeroes", append(make([]byte, 30), 1)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs, all := closedLog(t, 100)
+			segs := listSuffix(t, fs, "wal", segmentSuffix)
+			last := segs[len(segs)-1]
+			clean := readBytes(t, fs, last)
+			writeBytes(t, fs, last, append(bytes.Clone(clean), tc.torn...))
+
+			// Cutting 100 is refused when 100 must be kept.
+			if _, err := Open("wal", optsKeep(fs, 100)); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("MustKeep 100: %v, want ErrCorrupt", err)
+			}
+			l := mustOpen(t, "wal", optsKeep(fs, 99))
+			checkEntries(t, readAll(t, l, 0), all)
+			if got := l.LastDurable().Offset; got != 99 {
+				t.Fatalf("LastDurable = %d", got)
+			}
+			// The tail is zeroed: nothing of it comes back.
+			if got := readBytes(t, fs, last); !bytes.Equal(got[:len(clean)], clean) || !isZero(got[len(clean):]) {
+				t.Fatal("torn tail not zeroed")
+			}
+			mustAppend(t, l, entries(100, 120, 1)...)
+			mustSync(t, l)
+			l.Close()
+			l = mustOpen(t, "wal", optsKeep(fs, 120))
+			defer l.Close()
+			checkEntries(t, readAll(t, l, 0), append(all, entries(100, 120, 1)...))
+		})
+	}
+}
+
+func TestZeroedRolledOverSegment(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		content func(b []byte) []byte // from a valid next segment
+		later   bool                  // one more segment after it
+	}{
+		{"all zeroes", func(b []byte) []byte { return make([]byte, len(b)) }, false},
+		{"empty file", func(b []byte) []byte { return nil }, false},
+		{"header only", func(b []byte) []byte { return append(b[:segmentHeaderSize:segmentHeaderSize], make([]byte, 64)...) }, false},
+		{"zeroes, then a later segment", func(b []byte) []byte { return make([]byte, len(b)) }, true},
+		{"bad header, valid records", func(b []byte) []byte { c := bytes.Clone(b); c[0] ^= 1; return c }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs, all := closedLog(t, 100)
+			// Build the segment that would follow, on a copy of the log.
+			l := mustOpen(t, "wal", memOpts(fs))
+			tail := l.LastCRC()
+			l.Close()
+			next := entries(100, 105, 0)
+			var b []byte
+			b = appendSegmentHeader(b, segmentHeader{first: 100, prevCRC: tail})
+			crc := tail
+			for i := range next {
+				b, crc = appendRecord(b, &next[i], crc)
+			}
+			writeBytes(t, fs, "wal/"+segmentName(100), tc.content(b))
+			if tc.later {
+				writeBytes(t, fs, "wal/"+segmentName(106), appendSegmentHeader(nil, segmentHeader{first: 106, prevCRC: crc}))
+			}
+			if _, err := Open("wal", optsKeep(fs, 100)); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("MustKeep 100: %v, want ErrCorrupt", err)
+			}
+			l = mustOpen(t, "wal", optsKeep(fs, 99))
+			defer l.Close()
+			checkEntries(t, readAll(t, l, 0), all)
+			for _, s := range listSuffix(t, fs, "wal", segmentSuffix) {
+				if strings.Contains(s, segmentName(100)) || strings.Contains(s, segmentName(106)) {
+					t.Fatalf("%s not discarded", s)
+				}
+			}
+			mustAppend(t, l, entry(100, 1))
+			mustSync(t, l)
+		})
+	}
+}
+
+func TestIndexRebuilt(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		damage  func(b []byte) []byte
+		rebuilt bool // at Open; otherwise readers work around it
+	}{
+		{"missing", nil, true},
+		{"empty", func([]byte) []byte { return nil }, true},
+		{"short", func(b []byte) []byte { return b[:indexHeaderSize+2] }, true},
+		{"header bit flip", func(b []byte) []byte { b[9] ^= 4; return b }, true},
+		{"wrong count", func(b []byte) []byte { return append(b, 0, 0, 0, 0) }, true},
+		{"position bit flip", func(b []byte) []byte { b[indexHeaderSize+5] ^= 1; return b }, false},
+		{"positions zeroed", func(b []byte) []byte { clear(b[indexHeaderSize:]); return b }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs, all := closedLog(t, 100)
+			idx := listSuffix(t, fs, "wal", indexSuffix)
+			if len(idx) < 3 {
+				t.Fatalf("%d index files", len(idx))
+			}
+			victim := idx[1]
+			orig := readBytes(t, fs, victim)
+			if tc.damage == nil {
+				if err := fs.Remove(victim); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				writeBytes(t, fs, victim, tc.damage(bytes.Clone(orig)))
+			}
+			l := mustOpen(t, "wal", optsKeep(fs, 99))
+			defer l.Close()
+			if tc.rebuilt {
+				if got := readBytes(t, fs, victim); !bytes.Equal(got, orig) {
+					t.Fatal("index not rebuilt as it was")
+				}
+			}
+			// Every seek works, forward and backward.
+			for from := logpos.Offset(0); from < 100; from += 7 {
+				checkEntries(t, readAll(t, l, from), all[from:])
+			}
+			r, _ := l.NewReverseReader()
+			defer r.Close()
+			for i := 99; i >= 0; i-- {
+				e, err := r.Next()
+				if err != nil {
+					t.Fatalf("reverse at %d: %v", i, err)
+				}
+				checkEntries(t, []logpos.Entry{e}, all[i:i+1])
+			}
+		})
+	}
+}
+
+func TestBitFlipIsCorruption(t *testing.T) {
+	t.Run("sealed segment", func(t *testing.T) {
+		fs, all := closedLog(t, 100)
+		segs := listSuffix(t, fs, "wal", segmentSuffix)
+		b := readBytes(t, fs, segs[1])
+		b[segmentHeaderSize+recordHeaderSize+3] ^= 0x40 // inside the first record's payload
+		writeBytes(t, fs, segs[1], b)
+		l := mustOpen(t, "wal", optsKeep(fs, 99)) // sealed segments are not scanned
+		defer l.Close()
+		got, err := tryReadAll(l, 0)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("read through a flipped bit: %v", err)
+		}
+		checkEntries(t, got, all[:len(got)])
+		r, _ := l.NewReverseReader()
+		defer r.Close()
+		for {
+			if _, err = r.Next(); err != nil {
+				break
+			}
+		}
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("reverse read through a flipped bit: %v", err)
+		}
+	})
+	t.Run("last segment", func(t *testing.T) {
+		fs, all := closedLog(t, 100)
+		segs := listSuffix(t, fs, "wal", segmentSuffix)
+		last := segs[len(segs)-1]
+		b := readBytes(t, fs, last)
+		b[segmentHeaderSize+recordHeaderSize+1] ^= 1
+		writeBytes(t, fs, last, b)
+		_, err := Open("wal", optsKeep(fs, 99))
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("Open: %v, want ErrCorrupt", err)
+		}
+		// Above MustKeep the damage is cut like a torn tail.
+		l := mustOpen(t, "wal", optsKeep(fs, logpos.NoOffset))
+		defer l.Close()
+		got := readAll(t, l, 0)
+		if len(got) >= 100 {
+			t.Fatal("nothing cut")
+		}
+		checkEntries(t, got, all[:len(got)])
+	})
+	t.Run("header of a sealed segment", func(t *testing.T) {
+		fs, _ := closedLog(t, 100)
+		segs := listSuffix(t, fs, "wal", segmentSuffix)
+		b := readBytes(t, fs, segs[1])
+		b[17] ^= 1
+		writeBytes(t, fs, segs[1], b)
+		if _, err := Open("wal", optsKeep(fs, 99)); !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("Open: %v, want ErrCorrupt", err)
+		}
+	})
+}
+
+func TestLeftoversRemoved(t *testing.T) {
+	fs, all := closedLog(t, 50)
+	writeBytes(t, fs, "wal/"+indexName(12345), []byte("orphan"))
+	writeBytes(t, fs, "wal/"+preparedName, make([]byte, 100))
+	writeBytes(t, fs, "wal/"+indexName(0)+tmpSuffix, []byte("half"))
+	writeBytes(t, fs, "wal/unrelated", []byte("kept"))
+	l := mustOpen(t, "wal", optsKeep(fs, 49))
+	defer l.Close()
+	checkEntries(t, readAll(t, l, 0), all)
+	for _, n := range []string{indexName(12345), indexName(0) + tmpSuffix} {
+		if _, err := fs.Stat("wal/" + n); err == nil {
+			t.Errorf("%s left", n)
+		}
+	}
+	if _, err := fs.Stat("wal/unrelated"); err != nil {
+		t.Error("an unrelated file was removed")
+	}
+}
+
+func TestInterruptedClearFinished(t *testing.T) {
+	fs, _ := closedLog(t, 50)
+	writeBytes(t, fs, "wal/"+clearMarker, nil)
+	// Half the segments already gone.
+	segs := listSuffix(t, fs, "wal", segmentSuffix)
+	for _, s := range segs[:len(segs)/2] {
+		_ = fs.Remove(s)
+	}
+	l := mustOpen(t, "wal", optsKeep(fs, logpos.NoOffset))
+	defer l.Close()
+	if l.LastDurable() != logpos.NoEntry {
+		t.Fatalf("not empty: %v", l.LastDurable())
+	}
+	if _, err := fs.Stat("wal/" + clearMarker); err == nil {
+		t.Fatal("marker left")
+	}
+}
+
+func TestSecondOpenLocked(t *testing.T) {
+	fs := vfs.NewMem()
+	l := mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	if _, err := Open("wal", memOpts(fs)); err == nil {
+		t.Fatal("a second Open of the same directory succeeded")
+	}
+	if _, err := Open("x", Options{FS: fs, SegmentSize: 10}); err == nil {
+		t.Fatal("tiny segment size accepted")
+	}
+}
