@@ -35,6 +35,10 @@ generate: tools ## Regenerate every generated file (FSM code, tests, diagrams, p
 		--go_out=paths=source_relative:grpcapi/replicationpb \
 		--go-grpc_out=paths=source_relative:grpcapi/replicationpb \
 		grpcapi/replicationpb/replication.proto
+	PATH="$(BIN):$$PATH" protoc -I grpcapi/inspectpb \
+		--go_out=paths=source_relative:grpcapi/inspectpb \
+		--go-grpc_out=paths=source_relative:grpcapi/inspectpb \
+		grpcapi/inspectpb/inspect.proto
 	PATH="$(BIN):$$PATH" protoc -I store/kvpb --go_out=paths=source_relative:store/kvpb store/kvpb/kv.proto
 	$(GO) generate ./...
 	cd bench && $(GO) generate ./...

@@ -1,3 +1,50 @@
 // Package grpcapi serves followers over gRPC with the Oxia replication
-// protocol: routing by (namespace, shard), validation and error mapping.
+// protocol (SPEC §5): one Server hosts many shards, keyed by (namespace,
+// shard), each a follower.Follower in a directory of its own under the
+// data directory:
+//
+//	<data>/.lock                 held while a Server uses the directory
+//	<data>/<namespace>/<shard>/  one follower: wal/ and store/
+//
+// # Routing and validation
+//
+// Unary calls name the shard in their body (GetStatus: an empty namespace
+// is "default"); the Replicate and SendSnapshot streams in the metadata
+// keys "namespace" and "shard-id", each exactly once. Every name and every
+// request field the server can judge is validated before any follower is
+// touched or any file is created: a shard id is a decimal int64 ≥ 0
+// without sign, padding or leading zeros; a namespace matches
+// ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$, so no name can leave the data
+// directory. A bad value is InvalidArgument with a message naming the
+// field.
+//
+// A follower is opened on first use by NewTerm, Truncate, Replicate or
+// SendSnapshot. GetStatus, DeleteShard and the Inspect service open only
+// shards that have a directory on disk (after a restart, every shard with
+// data is hosted); for any other shard GetStatus and Inspect answer
+// NODE_IS_NOT_MEMBER and DeleteShard has nothing to delete. A follower
+// that is NotMember (no term stored) is reported as not a member, like
+// no follower at all. DeleteShard removes the shard's data and the node
+// forgets it.
+//
+// # Errors
+//
+// Follower errors become gRPC status codes with a google.rpc.ErrorInfo
+// detail (domain "oxia.io", Oxia's reasons) in one place, [Status],
+// exactly as SPEC §4 lists them. A stream ended by NewTerm, DeleteShard
+// or Close is Canceled; anything ended by the node shutting down is
+// Unavailable; neither carries an ErrorInfo.
+//
+// # Services
+//
+// Beside OxiaLogReplication and the follower's part of OxiaCoordination,
+// the server registers the standard gRPC health service (serving until
+// shutdown starts), server reflection (so grpcurl works), and Inspect
+// (package inspectpb): a read-only view of what each follower applied and
+// of the lifecycle steps it took. Methods of the Oxia services that a
+// follower does not serve (the leader's) are Unimplemented.
+//
+// Shutdown stops accepting calls, ends every stream (Unavailable), closes
+// every follower and waits for the handlers: what was acknowledged is
+// durable, so nothing acknowledged is lost.
 package grpcapi

@@ -1,0 +1,128 @@
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+
+	"github.com/tablefsm/tablefsm/fsm"
+	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
+	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/store"
+)
+
+// Get implements inspectpb.InspectServer: it reads keys of the shard's
+// key-value state, after waiting for an offset to be applied if asked.
+func (s *Server) Get(ctx context.Context, req *inspectpb.GetRequest) (*inspectpb.GetResponse, error) {
+	key, err := unaryKey(req.GetNamespace(), req.GetShard())
+	if err != nil {
+		return nil, s.status(err)
+	}
+	sh, err := s.lookup(key, false)
+	if err != nil {
+		return nil, s.status(err)
+	}
+	if req.MinCommitOffset != nil {
+		if err := sh.f.WaitApplied(ctx, logpos.Offset(req.GetMinCommitOffset())); err != nil {
+			return nil, s.status(err)
+		}
+	}
+	resp := &inspectpb.GetResponse{
+		Values:       make([]*inspectpb.Value, len(req.GetKeys())),
+		CommitOffset: int64(sh.f.Status().Commit),
+	}
+	for i, k := range req.GetKeys() {
+		v, err := sh.f.Get(k)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			resp.Values[i] = &inspectpb.Value{}
+		case err != nil:
+			return nil, s.status(err)
+		default:
+			resp.Values[i] = &inspectpb.Value{Found: true, Value: v}
+		}
+	}
+	return resp, nil
+}
+
+// Steps implements inspectpb.InspectServer: the shard's recent lifecycle
+// steps.
+func (s *Server) Steps(_ context.Context, req *inspectpb.StepsRequest) (*inspectpb.StepsResponse, error) {
+	key, err := unaryKey(req.GetNamespace(), req.GetShard())
+	if err != nil {
+		return nil, s.status(err)
+	}
+	sh, err := s.lookup(key, false)
+	if err != nil {
+		return nil, s.status(err)
+	}
+	steps, truncated := sh.steps.after(req.GetAfter())
+	return &inspectpb.StepsResponse{Steps: steps, Truncated: truncated}, nil
+}
+
+// stepLog keeps the most recent lifecycle steps of one shard.
+type stepLog struct {
+	mu   sync.Mutex
+	ring []*inspectpb.Step
+	next uint64 // the sequence number of the next step; the first is 1
+}
+
+func newStepLog(capacity int) *stepLog {
+	return &stepLog{ring: make([]*inspectpb.Step, capacity), next: 1}
+}
+
+func (l *stepLog) add(st fsm.Step) {
+	rec := &inspectpb.Step{From: st.From, Event: st.Event, To: st.To}
+	if st.Err != nil {
+		rec.Error = st.Err.Error()
+	}
+	l.mu.Lock()
+	rec.Seq = l.next
+	l.ring[l.next%uint64(len(l.ring))] = rec
+	l.next++
+	l.mu.Unlock()
+}
+
+// after returns the kept steps with a sequence number above seq, and
+// whether steps after seq were dropped.
+func (l *stepLog) after(seq uint64) ([]*inspectpb.Step, bool) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	first := seq + 1
+	oldest := uint64(1)
+	if n := uint64(len(l.ring)); l.next > n {
+		oldest = l.next - n
+	}
+	truncated := first < oldest
+	first = max(first, oldest)
+	var out []*inspectpb.Step
+	for i := first; i < l.next; i++ {
+		out = append(out, l.ring[i%uint64(len(l.ring))])
+	}
+	return out, truncated
+}
+
+// stepObserver records a follower's lifecycle steps and logs them.
+type stepObserver struct {
+	log   *slog.Logger
+	key   shardKey
+	steps *stepLog
+}
+
+func (o *stepObserver) Observe(st fsm.Step) {
+	o.steps.add(st)
+	level := slog.LevelInfo
+	var refusal *fsm.Refusal
+	switch {
+	case errors.As(st.Err, &refusal):
+		level = slog.LevelDebug
+	case st.Err != nil:
+		level = slog.LevelWarn
+	}
+	attrs := []any{"namespace", o.key.namespace, "shard", o.key.shard, "event", st.Event, "from", st.From, "to", st.To}
+	if st.Err != nil {
+		attrs = append(attrs, "err", st.Err)
+	}
+	o.log.Log(context.Background(), level, "lifecycle step", attrs...)
+}

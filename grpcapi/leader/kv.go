@@ -1,0 +1,107 @@
+package leader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"google.golang.org/protobuf/encoding/protowire"
+
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/store"
+)
+
+// AppendPut appends to buf a serialized store/kvpb.WriteBatch holding one
+// put of key to value: an entry value for the default key-value state
+// machine. It encodes exactly as proto.Marshal would, without allocating
+// beyond buf.
+func AppendPut(buf, key, value []byte) []byte {
+	put := protowire.SizeTag(1) + protowire.SizeBytes(len(key)) + protowire.SizeTag(2) + protowire.SizeBytes(len(value))
+	op := protowire.SizeTag(1) + protowire.SizeBytes(put)
+	buf = protowire.AppendTag(buf, 1, protowire.BytesType) // WriteBatch.operations
+	buf = protowire.AppendVarint(buf, uint64(op))
+	buf = protowire.AppendTag(buf, 1, protowire.BytesType) // Operation.put
+	buf = protowire.AppendVarint(buf, uint64(put))
+	buf = protowire.AppendTag(buf, 1, protowire.BytesType) // Put.key
+	buf = protowire.AppendBytes(buf, key)
+	buf = protowire.AppendTag(buf, 2, protowire.BytesType) // Put.value
+	return protowire.AppendBytes(buf, value)
+}
+
+// AppendPaddedPut appends to buf a WriteBatch putting key to a value of
+// filler bytes, sized so that the whole batch is at most size bytes long
+// and as long as it can be (a batch with an empty value when size is too
+// small for key).
+func AppendPaddedPut(buf, key []byte, size int) []byte {
+	n := max(size-batchSize(len(key), 0), 0)
+	for n > 0 && batchSize(len(key), n) > size {
+		n--
+	}
+	return appendPutFilled(buf, key, n)
+}
+
+// batchSize is the encoded size of a one-put batch with the given key and
+// value lengths.
+func batchSize(keyLen, valueLen int) int {
+	put := protowire.SizeTag(1) + protowire.SizeBytes(keyLen) + protowire.SizeTag(2) + protowire.SizeBytes(valueLen)
+	op := protowire.SizeTag(1) + protowire.SizeBytes(put)
+	return protowire.SizeTag(1) + protowire.SizeBytes(op)
+}
+
+func appendPutFilled(buf, key []byte, n int) []byte {
+	put := protowire.SizeTag(1) + protowire.SizeBytes(len(key)) + protowire.SizeTag(2) + protowire.SizeBytes(n)
+	op := protowire.SizeTag(1) + protowire.SizeBytes(put)
+	buf = protowire.AppendTag(buf, 1, protowire.BytesType)
+	buf = protowire.AppendVarint(buf, uint64(op))
+	buf = protowire.AppendTag(buf, 1, protowire.BytesType)
+	buf = protowire.AppendVarint(buf, uint64(put))
+	buf = protowire.AppendTag(buf, 1, protowire.BytesType)
+	buf = protowire.AppendBytes(buf, key)
+	buf = protowire.AppendTag(buf, 2, protowire.BytesType)
+	buf = protowire.AppendVarint(buf, uint64(n))
+	for range n {
+		buf = append(buf, 'x')
+	}
+	return buf
+}
+
+// ChunkSource yields snapshot chunks until io.EOF; *store.Snapshot is one.
+type ChunkSource interface {
+	Next() (store.Chunk, error)
+}
+
+// SendSnapshot streams every chunk of src to the shard, each marked with
+// term, and returns the offset the follower acknowledged: the snapshot's
+// commit offset.
+func (c *Conn) SendSnapshot(ctx context.Context, s Shard, term logpos.Term, src ChunkSource) (logpos.Offset, error) {
+	stream, err := c.Replication.SendSnapshot(StreamContext(ctx, s))
+	if err != nil {
+		return logpos.NoOffset, err
+	}
+	for {
+		ch, err := src.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			_ = stream.CloseSend()
+			return logpos.NoOffset, fmt.Errorf("leader: reading the snapshot: %w", err)
+		}
+		err = stream.Send(&replicationpb.SnapshotChunk{
+			Term: int64(term), Name: ch.Name, Content: ch.Content, ChunkIndex: ch.Index, ChunkCount: ch.Count,
+		})
+		if errors.Is(err, io.EOF) {
+			break // the follower ended the call: CloseAndRecv says why
+		}
+		if err != nil {
+			return logpos.NoOffset, err
+		}
+	}
+	resp, err := stream.CloseAndRecv()
+	if err != nil {
+		return logpos.NoOffset, err
+	}
+	return logpos.Offset(resp.GetAckOffset()), nil
+}

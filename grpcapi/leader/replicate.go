@@ -1,0 +1,222 @@
+package leader
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"time"
+
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+// ErrProtocol is returned when a follower's acks break the protocol.
+var ErrProtocol = errors.New("leader: protocol violation")
+
+// Run describes one replication stream: Count entries from offset First,
+// with at most Window of them sent and not yet acknowledged.
+type Run struct {
+	Shard Shard
+	Term  logpos.Term
+	// First is the offset of the first entry sent; Count how many.
+	// Count zero sends only a commit advertisement.
+	First logpos.Offset
+	Count int64
+	// Window bounds the entries in flight. Default: 1.
+	Window int
+	// Cumulative asks for cumulative acks (one ack per follower sync
+	// round) instead of one ack per entry.
+	Cumulative bool
+	// Commit is the commit offset known before the run. Every Append
+	// advertises max(Commit, last acked offset): with one follower, what
+	// it acked is committed.
+	Commit logpos.Offset
+	// Value returns the value of the entry at offset, appended to buf[:0];
+	// it is used until the next call. Required when Count > 0.
+	Value func(offset logpos.Offset, buf []byte) []byte
+	// OnAck, when set, is called with each ack's offset, from the
+	// goroutine that receives them, after the ack was checked.
+	OnAck func(logpos.Offset)
+	// Latency, when set, records each entry's ack latency: from just
+	// before its Append was sent to the ack that covered it.
+	Latency *Histogram
+	// Acked, when set, counts the entries acknowledged so far (for a
+	// progress display).
+	Acked *atomic.Int64
+}
+
+// Result is what a run did.
+type Result struct {
+	Sent    int64         // entries sent
+	Acked   int64         // entries acknowledged
+	LastAck logpos.Offset // the highest offset acknowledged, NoOffset if none
+	Bytes   int64         // value bytes sent
+	Elapsed time.Duration // from the first send to the last ack
+}
+
+// Replicate runs one replication stream to the end: it sends the
+// entries, checks every ack, then advertises the last acked offset as
+// committed, half-closes the stream and waits for the follower to end it.
+// On error the result says how far the run got; the error is the
+// follower's gRPC status when it ended the stream, or ErrProtocol.
+func (c *Conn) Replicate(ctx context.Context, run Run) (Result, error) {
+	if run.Count > 0 && run.Value == nil {
+		return Result{LastAck: logpos.NoOffset}, errors.New("leader: Run.Value is required")
+	}
+	window := int64(max(run.Window, 1))
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := c.Replication.Replicate(StreamContext(ctx, run.Shard))
+	if err != nil {
+		return Result{LastAck: logpos.NoOffset}, err
+	}
+
+	r := &runState{
+		run:     run,
+		window:  window,
+		sentAt:  make([]atomic.Int64, window),
+		credits: make(chan struct{}, window),
+		allDone: make(chan struct{}),
+		base:    time.Now(),
+	}
+	r.lastAck.Store(int64(logpos.NoOffset))
+	r.sentUpTo.Store(int64(run.First) - 1)
+	recvErr := make(chan error, 1)
+	go func() { recvErr <- r.receive(stream) }()
+
+	res := Result{LastAck: logpos.NoOffset}
+	finish := func(err error) (Result, error) {
+		res.Acked = r.acked.Load()
+		res.LastAck = logpos.Offset(r.lastAck.Load())
+		if res.Acked > 0 {
+			res.Elapsed = time.Duration(r.lastAckAt.Load())
+		}
+		return res, err
+	}
+
+	app := &replicationpb.Append{
+		Term:                    int64(run.Term),
+		Entry:                   &replicationpb.LogEntry{Term: int64(run.Term)},
+		CumulativeAcksSupported: run.Cumulative,
+	}
+	var buf []byte
+	sendErr := error(nil)
+	for i := int64(0); i < run.Count; i++ {
+		select {
+		case r.credits <- struct{}{}:
+		case err := <-recvErr:
+			return finish(r.ended(err))
+		}
+		off := run.First + logpos.Offset(i)
+		buf = run.Value(off, buf[:0])
+		app.Entry.Offset = int64(off)
+		app.Entry.Value = buf
+		app.Entry.Timestamp = uint64(time.Now().UnixMilli())
+		app.CommitOffset = int64(max(run.Commit, logpos.Offset(r.lastAck.Load())))
+		r.sentAt[int64(off)%window].Store(int64(time.Since(r.base)))
+		r.sentUpTo.Store(int64(off))
+		if sendErr = stream.Send(app); sendErr != nil {
+			break // the stream failed: Recv tells why
+		}
+		res.Sent++
+		res.Bytes += int64(len(buf))
+	}
+	if sendErr == nil && run.Count > 0 {
+		select {
+		case <-r.allDone:
+		case err := <-recvErr:
+			return finish(r.ended(err))
+		}
+	}
+	if sendErr == nil {
+		// Advertise what is committed now, then half-close: the follower
+		// ends the stream once everything it received is acknowledged.
+		sendErr = stream.Send(&replicationpb.Append{
+			Term:                    int64(run.Term),
+			CommitOffset:            int64(max(run.Commit, logpos.Offset(r.lastAck.Load()))),
+			CumulativeAcksSupported: run.Cumulative,
+		})
+	}
+	if sendErr == nil {
+		sendErr = stream.CloseSend()
+	}
+	err = <-recvErr
+	if err == nil && sendErr != nil && !errors.Is(sendErr, io.EOF) {
+		err = sendErr
+	}
+	if err == nil && r.acked.Load() != run.Count {
+		err = fmt.Errorf("%w: the follower ended the stream with %d of %d entries acknowledged", ErrProtocol, r.acked.Load(), run.Count)
+	}
+	return finish(err)
+}
+
+type runState struct {
+	run     Run
+	window  int64
+	sentAt  []atomic.Int64 // ns since base, by offset mod window
+	credits chan struct{}  // one per entry in flight
+	allDone chan struct{}  // closed when every entry is acknowledged
+	base    time.Time
+
+	sentUpTo  atomic.Int64 // the highest offset sent (set before sending)
+	lastAck   atomic.Int64
+	acked     atomic.Int64
+	lastAckAt atomic.Int64 // ns since base
+}
+
+// ended explains why the stream ended before the run did.
+func (r *runState) ended(err error) error {
+	if err == nil {
+		return fmt.Errorf("%w: the follower ended the stream with %d of %d entries acknowledged", ErrProtocol, r.acked.Load(), r.run.Count)
+	}
+	return err
+}
+
+// receive reads and checks acks until the stream ends: nil when the
+// follower ended it normally.
+func (r *runState) receive(stream replicationpb.OxiaLogReplication_ReplicateClient) error {
+	run := r.run
+	next := run.First // the next offset to be acknowledged
+	end := run.First + logpos.Offset(run.Count)
+	for {
+		ack, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		o := logpos.Offset(ack.GetOffset())
+		now := time.Since(r.base)
+		switch sent := logpos.Offset(r.sentUpTo.Load()); {
+		case o > sent:
+			return fmt.Errorf("%w: ack %d for an entry not sent (sent up to %d)", ErrProtocol, o, sent)
+		case !run.Cumulative && o != next:
+			return fmt.Errorf("%w: per-entry ack %d, expected %d", ErrProtocol, o, next)
+		case run.Cumulative && o < next:
+			return fmt.Errorf("%w: cumulative ack %d after ack %d", ErrProtocol, o, next-1)
+		}
+		n := int64(o - next + 1)
+		for off := next; off <= o; off++ {
+			if run.Latency != nil {
+				run.Latency.Record(now - time.Duration(r.sentAt[int64(off)%r.window].Load()))
+			}
+			<-r.credits
+		}
+		next = o + 1
+		r.lastAck.Store(int64(o))
+		r.lastAckAt.Store(int64(now))
+		acked := r.acked.Add(n)
+		if run.Acked != nil {
+			run.Acked.Store(acked)
+		}
+		if run.OnAck != nil {
+			run.OnAck(o)
+		}
+		if next == end {
+			close(r.allDone)
+		}
+	}
+}

@@ -1,0 +1,212 @@
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+
+	"google.golang.org/grpc"
+
+	"github.com/tablefsm/tablefsm/follower"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/store"
+)
+
+// NewTerm implements OxiaCoordinationServer: it fences the shard's
+// follower at the request's term, opening it when needed.
+func (s *Server) NewTerm(_ context.Context, req *replicationpb.NewTermRequest) (*replicationpb.NewTermResponse, error) {
+	key, err := unaryKey(req.GetNamespace(), req.GetShard())
+	if err != nil {
+		return nil, s.status(err)
+	}
+	if req.GetTerm() < 0 {
+		return nil, s.status(invalidf("term", "%d is negative", req.GetTerm()))
+	}
+	options, err := termOptions(req.GetOptions())
+	if err != nil {
+		return nil, s.status(err)
+	}
+	sh, err := s.lookup(key, true)
+	if err != nil {
+		return nil, s.status(err)
+	}
+	head, err := sh.f.NewTerm(logpos.Term(req.GetTerm()), options)
+	if err != nil {
+		return nil, s.status(err)
+	}
+	return &replicationpb.NewTermResponse{HeadEntryId: entryID(head)}, nil
+}
+
+// Truncate implements OxiaLogReplicationServer: it cuts a fenced
+// follower's log back to the leader's head entry.
+func (s *Server) Truncate(_ context.Context, req *replicationpb.TruncateRequest) (*replicationpb.TruncateResponse, error) {
+	key, err := unaryKey(req.GetNamespace(), req.GetShard())
+	if err != nil {
+		return nil, s.status(err)
+	}
+	h := req.GetHeadEntryId()
+	if h == nil {
+		return nil, s.status(invalidf("head_entry_id", "missing"))
+	}
+	sh, err := s.lookup(key, true)
+	if err != nil {
+		return nil, s.status(err)
+	}
+	head, err := sh.f.Truncate(logpos.Term(req.GetTerm()), &logpos.EntryID{Term: logpos.Term(h.GetTerm()), Offset: logpos.Offset(h.GetOffset())})
+	if err != nil {
+		return nil, s.status(err)
+	}
+	return &replicationpb.TruncateResponse{HeadEntryId: entryID(head)}, nil
+}
+
+// GetStatus implements OxiaCoordinationServer. A shard the node does not
+// host, or whose follower is not a member, is Aborted/NODE_IS_NOT_MEMBER.
+func (s *Server) GetStatus(_ context.Context, req *replicationpb.GetStatusRequest) (*replicationpb.GetStatusResponse, error) {
+	ns := req.GetNamespace()
+	if ns == "" {
+		ns = DefaultNamespace
+	}
+	key, err := unaryKey(ns, req.GetShard())
+	if err != nil {
+		return nil, s.status(err)
+	}
+	sh, err := s.lookup(key, false)
+	if err != nil {
+		return nil, s.status(err)
+	}
+	st := sh.f.Status()
+	var serving replicationpb.ServingStatus
+	switch st.State {
+	case follower.StateFenced:
+		serving = replicationpb.ServingStatus_FENCED
+	case follower.StateFollower:
+		serving = replicationpb.ServingStatus_FOLLOWER
+	case follower.StateClosed:
+		// Deleted, or closed by a shutdown, while we looked.
+		if s.shuttingDown.Load() {
+			return nil, s.status(errShuttingDown)
+		}
+		return nil, s.status(errNotHosted)
+	default:
+		return nil, s.status(fmt.Errorf("%w: shard %s has no term", follower.ErrNotMember, key))
+	}
+	return &replicationpb.GetStatusResponse{
+		Term:         int64(st.Term),
+		Status:       serving,
+		HeadOffset:   int64(st.Head),
+		CommitOffset: int64(st.Commit),
+	}, nil
+}
+
+// DeleteShard implements OxiaCoordinationServer: it deletes the shard's
+// follower and its data; the node forgets the shard. A shard with no data
+// on the node has nothing to delete.
+func (s *Server) DeleteShard(_ context.Context, req *replicationpb.DeleteShardRequest) (*replicationpb.DeleteShardResponse, error) {
+	key, err := unaryKey(req.GetNamespace(), req.GetShard())
+	if err != nil {
+		return nil, s.status(err)
+	}
+	if req.GetTerm() < 0 {
+		return nil, s.status(invalidf("term", "%d is negative", req.GetTerm()))
+	}
+	for {
+		sh, err := s.lookup(key, false)
+		if errors.Is(err, errNotHosted) {
+			return &replicationpb.DeleteShardResponse{}, nil
+		}
+		if err != nil {
+			return nil, s.status(err)
+		}
+		sh.deleting.Lock()
+		if !s.current(sh) {
+			// Another DeleteShard removed it meanwhile: look again.
+			sh.deleting.Unlock()
+			continue
+		}
+		err = sh.f.Delete(logpos.Term(req.GetTerm()))
+		if sh.f.Status().State == follower.StateClosed {
+			s.forget(sh)
+		}
+		sh.deleting.Unlock()
+		if err != nil {
+			return nil, s.status(err)
+		}
+		s.log.Info("shard deleted", "namespace", key.namespace, "shard", key.shard, "term", req.GetTerm())
+		return &replicationpb.DeleteShardResponse{}, nil
+	}
+}
+
+// Replicate implements OxiaLogReplicationServer: the stream is routed by
+// its metadata and served by the shard's follower.
+func (s *Server) Replicate(stream grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
+	key, err := streamKey(stream.Context())
+	if err != nil {
+		return s.status(err)
+	}
+	sh, err := s.lookup(key, true)
+	if err != nil {
+		return s.status(err)
+	}
+	w := &replicationStream{BidiStreamingServer: stream}
+	err = sh.f.Replicate(w)
+	if err != nil && w.attached.Load() && errors.Is(err, follower.ErrClosed) && !errors.Is(err, follower.ErrStreamEnded) {
+		// The follower was closed or deleted under an attached stream:
+		// the stream was ended, not refused (SPEC §2.3).
+		err = fmt.Errorf("%w: %w", follower.ErrStreamEnded, err)
+	}
+	return s.status(err)
+}
+
+// replicationStream is a Replicate stream that remembers whether the
+// follower attached it (it receives only once attached).
+type replicationStream struct {
+	grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]
+	attached atomic.Bool
+}
+
+func (w *replicationStream) Recv() (*replicationpb.Append, error) {
+	if !w.attached.Load() {
+		w.attached.Store(true)
+	}
+	return w.BidiStreamingServer.Recv()
+}
+
+// SendSnapshot implements OxiaLogReplicationServer: the chunks are
+// installed by the shard's follower, which replies with the snapshot's
+// commit offset.
+func (s *Server) SendSnapshot(stream grpc.ClientStreamingServer[replicationpb.SnapshotChunk, replicationpb.SnapshotResponse]) error {
+	key, err := streamKey(stream.Context())
+	if err != nil {
+		return s.status(err)
+	}
+	sh, err := s.lookup(key, true)
+	if err != nil {
+		return s.status(err)
+	}
+	offset, err := sh.f.InstallSnapshot(stream)
+	if err != nil {
+		return s.status(err)
+	}
+	return stream.SendAndClose(&replicationpb.SnapshotResponse{AckOffset: int64(offset)})
+}
+
+func entryID(id logpos.EntryID) *replicationpb.EntryId {
+	return &replicationpb.EntryId{Term: int64(id.Term), Offset: int64(id.Offset)}
+}
+
+func termOptions(o *replicationpb.NewTermOptions) (follower.TermOptions, error) {
+	var opts follower.TermOptions
+	if o == nil {
+		return opts, nil
+	}
+	switch k := o.GetKeySorting(); k {
+	case replicationpb.KeySortingType_UNKNOWN, replicationpb.KeySortingType_NATURAL, replicationpb.KeySortingType_HIERARCHICAL:
+		opts.KeySorting = store.KeySorting(k)
+	default:
+		return opts, invalidf("options.key_sorting", "%d is not a key sorting type", int32(k))
+	}
+	opts.EnableNotifications = o.GetEnableNotifications()
+	return opts, nil
+}

@@ -1,0 +1,272 @@
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/tablefsm/tablefsm/follower"
+	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+)
+
+// DefaultMaxMessageSize is the default Options.MaxMessageSize: gRPC's.
+const DefaultMaxMessageSize = 4 << 20
+
+// DefaultStepHistory is the default Options.StepHistory.
+const DefaultStepHistory = 64
+
+// Options configure a Server.
+type Options struct {
+	// DataDir holds one directory per hosted shard. It is created when
+	// missing. Required.
+	DataDir string
+	// FS is the file system of DataDir. Default: the operating system's.
+	FS vfs.FS
+	// Logger receives the server's and the followers' messages. Default:
+	// discard.
+	Logger *slog.Logger
+	// Follower is the template of every shard's follower configuration:
+	// its Namespace, Shard, Dir, FS, Logger and Observer are set by the
+	// server; the rest (segment size, snapshot limits, state machine, …)
+	// is used as given.
+	Follower follower.Config
+	// MaxMessageSize bounds each message received and sent, in bytes.
+	// Default: DefaultMaxMessageSize.
+	MaxMessageSize int
+	// MaxConcurrentStreams bounds the concurrent calls of one connection.
+	// Zero: gRPC's default (no limit).
+	MaxConcurrentStreams uint32
+	// StepHistory is how many lifecycle steps the Inspect service keeps
+	// per shard. Default: DefaultStepHistory.
+	StepHistory int
+	// GRPCOptions are appended to the server's own gRPC options (stats
+	// handlers, interceptors, credentials, keepalive…).
+	GRPCOptions []grpc.ServerOption
+}
+
+// Server is a follower node: it hosts the followers of many shards under
+// one data directory and serves them over gRPC. See the package
+// documentation for routing, validation and errors.
+type Server struct {
+	replicationpb.UnimplementedOxiaLogReplicationServer
+	replicationpb.UnimplementedOxiaCoordinationServer
+	inspectpb.UnimplementedInspectServer
+
+	opts   Options
+	log    *slog.Logger
+	fs     vfs.FS
+	lock   io.Closer
+	grpc   *grpc.Server
+	health *health.Server
+
+	// shuttingDown is set once Shutdown starts.
+	shuttingDown atomic.Bool
+	mu           struct {
+		sync.Mutex
+		closing bool
+		shards  map[shardKey]*shard
+	}
+	shutdownOnce sync.Once
+	shutdownErr  error
+}
+
+// New creates a server over opts.DataDir, which it locks: only one
+// server may use a data directory at a time. Call Serve, then Shutdown.
+func New(opts Options) (*Server, error) {
+	if opts.DataDir == "" {
+		return nil, errors.New("grpcapi: no data directory")
+	}
+	if opts.FS == nil {
+		opts.FS = vfs.Default
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxMessageSize <= 0 {
+		opts.MaxMessageSize = DefaultMaxMessageSize
+	}
+	if opts.StepHistory <= 0 {
+		opts.StepHistory = DefaultStepHistory
+	}
+	if err := opts.FS.MkdirAll(opts.DataDir, 0o755); err != nil {
+		return nil, fmt.Errorf("grpcapi: creating the data directory: %w", err)
+	}
+	lock, err := opts.FS.Lock(opts.FS.PathJoin(opts.DataDir, ".lock"))
+	if err != nil {
+		return nil, fmt.Errorf("grpcapi: locking the data directory %s (is another node using it?): %w", opts.DataDir, err)
+	}
+	s := &Server{opts: opts, log: opts.Logger, fs: opts.FS, lock: lock}
+	s.mu.shards = make(map[shardKey]*shard)
+
+	gopts := []grpc.ServerOption{
+		grpc.MaxRecvMsgSize(opts.MaxMessageSize),
+		grpc.MaxSendMsgSize(opts.MaxMessageSize),
+	}
+	if opts.MaxConcurrentStreams > 0 {
+		gopts = append(gopts, grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams))
+	}
+	s.grpc = grpc.NewServer(append(gopts, opts.GRPCOptions...)...)
+	replicationpb.RegisterOxiaLogReplicationServer(s.grpc, s)
+	replicationpb.RegisterOxiaCoordinationServer(s.grpc, s)
+	inspectpb.RegisterInspectServer(s.grpc, s)
+	s.health = health.NewServer()
+	healthpb.RegisterHealthServer(s.grpc, s.health)
+	for name := range s.grpc.GetServiceInfo() {
+		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
+	}
+	reflection.Register(s.grpc)
+	return s, nil
+}
+
+// Serve accepts connections on lis until Shutdown. It returns nil after a
+// shutdown.
+func (s *Server) Serve(lis net.Listener) error {
+	if err := s.grpc.Serve(lis); err != nil && !errors.Is(err, grpc.ErrServerStopped) {
+		return err
+	}
+	return nil
+}
+
+// Shutdown stops the node: health turns NOT_SERVING, no new call is
+// accepted, every stream and install ends (Unavailable), every follower
+// is closed, and Shutdown waits for the running handlers. When ctx ends
+// first, the remaining connections are closed at once. Shutdown releases
+// the data directory; calling it again returns the first result.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.shutdownOnce.Do(func() { s.shutdownErr = s.shutdown(ctx) })
+	return s.shutdownErr
+}
+
+func (s *Server) shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.mu.closing = true
+	s.shuttingDown.Store(true)
+	shards := make([]*shard, 0, len(s.mu.shards))
+	for _, sh := range s.mu.shards {
+		shards = append(shards, sh)
+	}
+	s.mu.Unlock()
+	s.health.Shutdown()
+	s.log.Info("shutting down", "shards", len(shards))
+
+	stopped := make(chan struct{})
+	go func() {
+		s.grpc.GracefulStop()
+		close(stopped)
+	}()
+	var errs []error
+	for _, sh := range shards {
+		<-sh.ready
+		if sh.f != nil {
+			if err := sh.f.Close(); err != nil {
+				errs = append(errs, fmt.Errorf("closing shard %s: %w", sh.key, err))
+			}
+		}
+	}
+	select {
+	case <-stopped:
+	case <-ctx.Done():
+		s.grpc.Stop()
+		<-stopped
+		errs = append(errs, fmt.Errorf("grpcapi: shutdown cut short: %w", context.Cause(ctx)))
+	}
+	errs = append(errs, s.lock.Close())
+	return errors.Join(errs...)
+}
+
+// shard is one hosted shard: its follower and its recent lifecycle steps.
+type shard struct {
+	key shardKey
+	// ready is closed once opening the follower finished: then f or err
+	// is set and never changes.
+	ready chan struct{}
+	f     *follower.Follower
+	err   error
+	steps *stepLog
+	// deleting serializes DeleteShard calls on the shard.
+	deleting sync.Mutex
+}
+
+// dir is the directory of a shard's follower.
+func (s *Server) dir(k shardKey) string {
+	return s.fs.PathJoin(s.opts.DataDir, k.namespace, strconv.FormatInt(k.shard, 10))
+}
+
+// lookup returns the shard k, opening its follower when it is not open
+// yet. A shard that is neither open nor on disk is opened only when
+// create is set; otherwise lookup returns errNotHosted. Keys must be
+// validated.
+func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
+	s.mu.Lock()
+	if s.mu.closing {
+		s.mu.Unlock()
+		return nil, errShuttingDown
+	}
+	if sh := s.mu.shards[k]; sh != nil {
+		s.mu.Unlock()
+		<-sh.ready
+		return sh, sh.err
+	}
+	if !create {
+		if _, err := s.fs.Stat(s.dir(k)); err != nil {
+			s.mu.Unlock()
+			if errors.Is(err, os.ErrNotExist) {
+				return nil, errNotHosted
+			}
+			return nil, fmt.Errorf("%w: looking for shard %s: %w", follower.ErrUnavailable, k, err)
+		}
+	}
+	sh := &shard{key: k, ready: make(chan struct{}), steps: newStepLog(s.opts.StepHistory)}
+	s.mu.shards[k] = sh
+	s.mu.Unlock()
+
+	cfg := s.opts.Follower
+	cfg.Namespace, cfg.Shard = k.namespace, k.shard
+	cfg.Dir, cfg.FS, cfg.Logger = s.dir(k), s.fs, s.log
+	cfg.Observer = &stepObserver{log: s.log, key: k, steps: sh.steps}
+	sh.f, sh.err = follower.Open(cfg)
+	if sh.err != nil {
+		if !errors.Is(sh.err, follower.ErrUnavailable) {
+			sh.err = fmt.Errorf("%w: %w", follower.ErrUnavailable, sh.err)
+		}
+		sh.err = fmt.Errorf("opening shard %s: %w", k, sh.err)
+		s.log.Error("opening a shard failed", "namespace", k.namespace, "shard", k.shard, "err", sh.err)
+		s.forget(sh)
+	}
+	close(sh.ready)
+	return sh, sh.err
+}
+
+// forget drops sh from the hosted shards, unless another follower of the
+// same key took its place.
+func (s *Server) forget(sh *shard) {
+	s.mu.Lock()
+	if s.mu.shards[sh.key] == sh {
+		delete(s.mu.shards, sh.key)
+	}
+	s.mu.Unlock()
+}
+
+// current reports whether sh is still the hosted shard of its key.
+func (s *Server) current(sh *shard) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.shards[sh.key] == sh
+}
+
+// status maps err for a client (see Status).
+func (s *Server) status(err error) error { return Status(err, s.shuttingDown.Load()) }
