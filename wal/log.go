@@ -129,6 +129,8 @@ type Log struct {
 		readers map[*readerState]struct{}
 
 		prepared     vfs.File // next segment file, ready at preparedPath
+		preparedPath string
+		prepSeq      int
 		prepFailed   bool
 		indexFailure map[*segment]bool
 	}
@@ -165,8 +167,14 @@ func Open(dir string, opts Options) (*Log, error) {
 	}
 	l.mu.readers = make(map[*readerState]struct{})
 	l.mu.indexFailure = make(map[*segment]bool)
-	if err := l.fs.MkdirAll(dir, 0o755); err != nil {
-		return nil, fmt.Errorf("wal: create %s: %w", dir, err)
+	if _, err := l.fs.Stat(dir); errors.Is(err, errNotExist) {
+		if err := l.fs.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("wal: create %s: %w", dir, err)
+		}
+		// The new directory's entry in its parent must be durable too.
+		if err := syncPath(l.fs, l.fs.PathDir(dir)); err != nil {
+			return nil, fmt.Errorf("wal: fsync the parent of %s: %w", dir, err)
+		}
 	}
 	lock, err := l.fs.Lock(l.fs.PathJoin(dir, lockName))
 	if err != nil {
@@ -191,7 +199,7 @@ func Open(dir string, opts Options) (*Log, error) {
 const (
 	lockName      = "LOCK"
 	clearMarker   = "CLEARING"
-	preparedName  = "next.seg.tmp"
+	preparedName  = "next-%d.seg.tmp" // a fresh name each time
 	segmentSuffix = ".seg"
 	indexSuffix   = ".idx"
 	tmpSuffix     = ".tmp"
@@ -245,6 +253,18 @@ func (l *Log) kickWorker() {
 	case l.kick <- struct{}{}:
 	default:
 	}
+}
+
+func syncPath(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 func (l *Log) syncDir() error {
@@ -345,11 +365,11 @@ func (l *Log) rollSegment(first logpos.Offset, prev uint32, recSize int64) (*seg
 	path := l.path(segmentName(first))
 
 	l.mu.Lock()
-	f := l.mu.prepared
+	f, prepared := l.mu.prepared, l.mu.preparedPath
 	l.mu.prepared = nil
 	l.mu.Unlock()
 	if f != nil {
-		if err := l.fs.Rename(l.path(preparedName), path); err != nil {
+		if err := l.fs.Rename(prepared, path); err != nil {
 			_ = f.Close()
 			f = nil
 			l.logger.Warn("wal: cannot use the prepared segment", "err", err)
@@ -612,17 +632,22 @@ func (l *Log) Delete() error {
 // closeFiles closes every file the log holds. Called when nothing else runs.
 func (l *Log) closeFiles() {
 	l.mu.Lock()
-	defer l.mu.Unlock()
+	var files []io.Closer
 	for _, s := range l.mu.segs {
 		if s.file != nil {
-			_ = s.file.Close()
+			files = append(files, s.file)
 			s.file = nil
 		}
 	}
-	if l.mu.prepared != nil {
-		_ = l.mu.prepared.Close()
-		l.mu.prepared = nil
-		_ = l.fs.Remove(l.path(preparedName))
+	prepared, preparedPath := l.mu.prepared, l.mu.preparedPath
+	l.mu.prepared = nil
+	l.mu.Unlock()
+	for _, f := range files {
+		_ = f.Close()
+	}
+	if prepared != nil {
+		_ = prepared.Close()
+		_ = l.fs.Remove(preparedPath)
 	}
 	if l.dirFile != nil {
 		_ = l.dirFile.Close()

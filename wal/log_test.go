@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"strings"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -312,7 +313,7 @@ func TestClear(t *testing.T) {
 	}
 	names, _ := fs.List("wal")
 	for _, n := range names {
-		if n != lockName && n != preparedName {
+		if n != lockName && !strings.HasSuffix(n, tmpSuffix) {
 			t.Errorf("left after Clear: %s", n)
 		}
 	}

@@ -158,7 +158,7 @@ func (l *Log) recover() error {
 	}
 	if slices.Contains(names, clearMarker) {
 		l.logger.Info("wal: finishing an interrupted clear")
-		if err := l.removeAllSegments(names); err != nil {
+		if err := l.removeAllSegments(names, ""); err != nil {
 			return err
 		}
 		if names, err = l.fs.List(l.dir); err != nil {
@@ -399,11 +399,14 @@ func (l *Log) removeSegmentFiles(first logpos.Offset, withIndex bool) error {
 
 // removeAllSegments finishes a clear: everything but the lock goes, then
 // the marker, each step durable.
-func (l *Log) removeAllSegments(names []string) error {
+func (l *Log) removeAllSegments(names []string, keep string) error {
 	for _, name := range names {
+		if l.path(name) == keep {
+			continue
+		}
 		_, seg := parseName(name, segmentSuffix)
 		_, idx := parseName(name, indexSuffix)
-		if seg || idx || (strings.HasSuffix(name, tmpSuffix) && name != preparedName) {
+		if seg || idx || strings.HasSuffix(name, tmpSuffix) {
 			if err := l.fs.Remove(l.path(name)); err != nil && !errors.Is(err, errNotExist) {
 				return fmt.Errorf("wal: clear: remove %s: %w", name, err)
 			}

@@ -3,6 +3,7 @@ package wal
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"slices"
 	"strings"
@@ -276,7 +277,7 @@ func TestBitFlipIsCorruption(t *testing.T) {
 func TestLeftoversRemoved(t *testing.T) {
 	fs, all := closedLog(t, 50)
 	writeBytes(t, fs, "wal/"+indexName(12345), []byte("orphan"))
-	writeBytes(t, fs, "wal/"+preparedName, make([]byte, 100))
+	writeBytes(t, fs, "wal/"+fmt.Sprintf(preparedName, 3), make([]byte, 100))
 	writeBytes(t, fs, "wal/"+indexName(0)+tmpSuffix, []byte("half"))
 	writeBytes(t, fs, "wal/unrelated", []byte("kept"))
 	l := mustOpen(t, "wal", optsKeep(fs, 49))

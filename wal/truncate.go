@@ -82,10 +82,12 @@ func (l *Log) TruncateLog(lastSafe logpos.Offset) (logpos.Offset, error) {
 		term, cutPos, positions = e.Term, int64(positions[i+1]), positions[:i+1]
 	}
 
-	// From here on a failure leaves the log in an unknown state.
+	// From here on a failure leaves the log in an unknown state, and
+	// nothing after lastSafe is durable any more.
 	l.mu.Lock()
 	l.invalidateReadersLocked(lastSafe)
 	l.mu.epoch++
+	l.mu.durable = logpos.EntryID{Term: term, Offset: lastSafe}
 	l.mu.Unlock()
 	for j := len(segs) - 1; j > kIdx; j-- {
 		s := segs[j]
@@ -108,6 +110,10 @@ func (l *Log) TruncateLog(lastSafe logpos.Offset) (logpos.Offset, error) {
 		l.mu.Unlock()
 	}
 	if cutPos >= 0 {
+		// k is about to change: nothing may index it meanwhile.
+		l.mu.Lock()
+		k.sealed, k.synced = false, false
+		l.mu.Unlock()
 		if kIndexed {
 			if err := l.fs.Remove(l.indexPath(k)); err != nil {
 				return logpos.NoOffset, l.fail("truncate: remove index", err)
@@ -217,6 +223,7 @@ func (l *Log) clearLocked() error {
 	l.mu.Lock()
 	l.invalidateReadersLocked(logpos.NoOffset)
 	l.mu.epoch++
+	l.mu.durable = logpos.NoEntry
 	segs := l.mu.segs
 	var files []vfs.File
 	for _, s := range segs {
@@ -240,7 +247,13 @@ func (l *Log) clearLocked() error {
 		if err != nil {
 			return l.fail("clear: list", err)
 		}
-		if err := l.removeAllSegments(names); err != nil {
+		l.mu.Lock()
+		keep := l.mu.preparedPath
+		if l.mu.prepared == nil {
+			keep = ""
+		}
+		l.mu.Unlock()
+		if err := l.removeAllSegments(names, keep); err != nil {
 			return l.fail("clear", err)
 		}
 	}

@@ -28,11 +28,13 @@ func (l *Log) worker() {
 func (l *Log) prepareSegment() {
 	l.mu.Lock()
 	need := !l.mu.closed && l.mu.prepared == nil && !l.mu.prepFailed
+	l.mu.prepSeq++
+	path := l.path(fmt.Sprintf(preparedName, l.mu.prepSeq))
 	l.mu.Unlock()
 	if !need {
 		return
 	}
-	f, err := l.fs.Create(l.path(preparedName), vfs.WriteCategoryUnspecified)
+	f, err := l.fs.Create(path, vfs.WriteCategoryUnspecified)
 	if err == nil {
 		// Best effort: a failed preallocation only costs speed.
 		_ = f.Preallocate(0, l.opts.SegmentSize)
@@ -45,7 +47,7 @@ func (l *Log) prepareSegment() {
 		l.logger.Warn("wal: cannot prepare a segment", "err", err)
 		return
 	}
-	l.mu.prepared = f
+	l.mu.prepared, l.mu.preparedPath = f, path
 }
 
 // writeIndexes writes the index of every sealed, synced segment that has
@@ -53,6 +55,11 @@ func (l *Log) prepareSegment() {
 func (l *Log) writeIndexes() {
 	l.mu.Lock()
 	var todo []*segment
+	if l.mu.failed != nil {
+		// What is on disk is unknown: describe none of it.
+		l.mu.Unlock()
+		return
+	}
 	for _, s := range l.mu.segs {
 		if s.synced && !s.indexed && !l.mu.indexFailure[s] {
 			todo = append(todo, s)
