@@ -325,7 +325,7 @@ func (l *Log) AppendAsync(e logpos.Entry) error {
 	}
 	if overflow {
 		l.writeMu.Lock()
-		err = l.flushLocked()
+		_, err = l.flushLocked()
 		l.writeMu.Unlock()
 	}
 	return err
@@ -353,7 +353,7 @@ func (l *Log) SeedChain(prevCRC uint32) error {
 // record is first, chained to prev. Called with appendMu held.
 func (l *Log) rollSegment(first logpos.Offset, prev uint32, recSize int64) (*segment, error) {
 	l.writeMu.Lock()
-	err := l.flushLocked()
+	_, err := l.flushLocked()
 	l.writeMu.Unlock()
 	if err != nil {
 		return nil, err
@@ -406,15 +406,18 @@ func (l *Log) rollSegment(first logpos.Offset, prev uint32, recSize int64) (*seg
 	return s, nil
 }
 
-// flushLocked hands the pending bytes to the active segment's file. Called
-// with writeMu held.
-func (l *Log) flushLocked() error {
+// flushLocked hands the pending bytes to the active segment's file. It
+// returns the last entry whose bytes have all been handed to a file (the
+// last appended entry when the pending bytes were taken). Called with
+// writeMu held.
+func (l *Log) flushLocked() (logpos.EntryID, error) {
 	l.mu.Lock()
 	s := l.mu.active
+	upTo := l.mu.lastAppended
 	if s == nil || len(l.mu.pending) == 0 || l.mu.failed != nil {
 		err := l.mu.failed
 		l.mu.Unlock()
-		return err
+		return upTo, err
 	}
 	buf := l.mu.pending
 	l.mu.pending = l.mu.spare[:0]
@@ -431,9 +434,9 @@ func (l *Log) flushLocked() error {
 		l.mu.spare = buf[:0]
 	}
 	if err != nil {
-		return l.failLocked("write "+s.path, err)
+		return upTo, l.failLocked("write "+s.path, err)
 	}
-	return nil
+	return upTo, nil
 }
 
 // Sync makes every entry appended before the call durable and returns the
@@ -471,19 +474,17 @@ func (l *Log) Sync(ctx context.Context) (logpos.Offset, error) {
 func (l *Log) syncRoundLocked() (logpos.Offset, error) {
 	l.writeMu.Lock()
 	defer l.writeMu.Unlock()
-	if err := l.flushLocked(); err != nil {
+	// Only what flushLocked handed to the files can be covered: entries
+	// appended since are still in memory.
+	target, err := l.flushLocked()
+	if err != nil {
 		return l.LastDurable().Offset, err
 	}
 	l.mu.Lock()
-	if err := l.mu.failed; err != nil {
+	if target.Offset <= l.mu.durable.Offset {
 		durable := l.mu.durable.Offset
 		l.mu.Unlock()
-		return durable, err
-	}
-	target := l.mu.lastAppended
-	if target.Offset == l.mu.durable.Offset {
-		l.mu.Unlock()
-		return target.Offset, nil
+		return durable, nil
 	}
 	type work struct {
 		s   *segment

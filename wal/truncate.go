@@ -290,13 +290,15 @@ func (l *Log) Trim(upTo logpos.Offset) error {
 		return err
 	}
 	for _, s := range victims {
-		if err := l.removeSegmentFiles(s.first, true); err != nil {
-			return fmt.Errorf("wal: trim: %w", err)
-		}
+		// Forget the segment first: a reader that cannot open its file
+		// then finds the offset below the first one.
 		l.mu.Lock()
 		l.mu.segs = l.mu.segs[1:]
 		delete(l.mu.indexFailure, s)
 		l.mu.Unlock()
+		if err := l.removeSegmentFiles(s.first, true); err != nil {
+			return fmt.Errorf("wal: trim: %w", err)
+		}
 	}
 	return nil
 }
