@@ -50,11 +50,21 @@ drift: generate ## Fail if `make generate` changed or added any file.
 		git status --porcelain >&2; git --no-pager diff --stat >&2; exit 1; fi
 
 .PHONY: demo
-demo: ## The main job: generate the follower lifecycle and show what came out.
+demo: ## The main job: a leader drives real followerd nodes through the whole lifecycle.
+	@$(GO) build -o $(BIN)/ ./cmd/followerd ./cmd/replicate
+	@$(BIN)/replicate demo
+
+.PHONY: lifecycle
+lifecycle: ## Generate the follower lifecycle from transitions.yaml and show what came out.
 	$(GO) run ./gen -in transitions.yaml -out follower -mermaid docs/lifecycle.mmd -dot docs/lifecycle.dot -markdown README.md
 	@echo; echo "== transitions.yaml became:"; ls -l follower/lifecycle_fsm.go follower/lifecycle_fsm_test.go docs/lifecycle.mmd docs/lifecycle.dot
 	@echo; echo "== the lifecycle (docs/lifecycle.mmd):"; cat docs/lifecycle.mmd
 	@echo; echo "== its generated tests:"; $(GO) test -count=1 -v -run '^TestLifecycle' ./follower | grep -E '^(--- |ok|FAIL)'
+
+.PHONY: node-bench
+node-bench: ## Benchmark followerd against a bare gRPC stream and fsync, in one run (see docs/node.md).
+	@$(GO) build -o $(BIN)/ ./cmd/followerd ./cmd/replicate
+	@$(BIN)/replicate bench
 
 .PHONY: verify
 verify: drift ## gofmt, go vet, the drift check and rendering the DOT diagrams.

@@ -53,11 +53,21 @@ func (s *Server) Steps(_ context.Context, req *inspectpb.StepsRequest) (*inspect
 	if err != nil {
 		return nil, s.status(err)
 	}
+	var log *stepLog
 	sh, err := s.lookup(key, false)
-	if err != nil {
+	switch {
+	case err == nil:
+		log = sh.steps
+	case errors.Is(err, errNotHosted):
+		// A deleted shard's last steps stay readable until it is
+		// opened again.
+		if log = s.retiredSteps(key); log == nil {
+			return nil, s.status(err)
+		}
+	default:
 		return nil, s.status(err)
 	}
-	steps, truncated := sh.steps.after(req.GetAfter())
+	steps, truncated := log.after(req.GetAfter())
 	return &inspectpb.StepsResponse{Steps: steps, Truncated: truncated}, nil
 }
 

@@ -127,7 +127,7 @@ func (s *Server) DeleteShard(_ context.Context, req *replicationpb.DeleteShardRe
 		}
 		err = sh.f.Delete(logpos.Term(req.GetTerm()))
 		if sh.f.Status().State == follower.StateClosed {
-			s.forget(sh)
+			s.retire(sh)
 		}
 		sh.deleting.Unlock()
 		if err != nil {

@@ -79,6 +79,10 @@ type Server struct {
 		sync.Mutex
 		closing bool
 		shards  map[shardKey]*shard
+		// retired keeps the step logs of the most recently deleted shards
+		// (at most maxRetired), for Inspect.Steps to show how they ended.
+		retired      map[shardKey]*stepLog
+		retiredOrder []shardKey
 	}
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -111,6 +115,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: opts.Logger, fs: opts.FS, lock: lock}
 	s.mu.shards = make(map[shardKey]*shard)
+	s.mu.retired = make(map[shardKey]*stepLog)
 
 	gopts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(opts.MaxMessageSize),
@@ -232,6 +237,7 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 	}
 	sh := &shard{key: k, ready: make(chan struct{}), steps: newStepLog(s.opts.StepHistory)}
 	s.mu.shards[k] = sh
+	delete(s.mu.retired, k)
 	s.mu.Unlock()
 
 	cfg := s.opts.Follower
@@ -259,6 +265,32 @@ func (s *Server) forget(sh *shard) {
 		delete(s.mu.shards, sh.key)
 	}
 	s.mu.Unlock()
+}
+
+// maxRetired is how many deleted shards' step logs a server keeps.
+const maxRetired = 64
+
+// retire forgets a deleted shard but keeps its step log.
+func (s *Server) retire(sh *shard) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.shards[sh.key] != sh {
+		return
+	}
+	delete(s.mu.shards, sh.key)
+	s.mu.retired[sh.key] = sh.steps
+	s.mu.retiredOrder = append(s.mu.retiredOrder, sh.key)
+	for len(s.mu.retiredOrder) > maxRetired {
+		delete(s.mu.retired, s.mu.retiredOrder[0])
+		s.mu.retiredOrder = s.mu.retiredOrder[1:]
+	}
+}
+
+// retiredSteps returns the step log of a deleted shard, if kept.
+func (s *Server) retiredSteps(k shardKey) *stepLog {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.retired[k]
 }
 
 // current reports whether sh is still the hosted shard of its key.

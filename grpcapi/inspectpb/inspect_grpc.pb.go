@@ -40,7 +40,8 @@ type InspectClient interface {
 	Get(ctx context.Context, in *GetRequest, opts ...grpc.CallOption) (*GetResponse, error)
 	// Steps returns the lifecycle steps the shard's follower took since
 	// this process opened it, oldest first, after sequence number `after`.
-	// The node keeps a bounded number of recent steps per shard.
+	// The node keeps a bounded number of recent steps per shard, and those
+	// of recently deleted shards until they are opened again.
 	Steps(ctx context.Context, in *StepsRequest, opts ...grpc.CallOption) (*StepsResponse, error)
 }
 
@@ -85,7 +86,8 @@ type InspectServer interface {
 	Get(context.Context, *GetRequest) (*GetResponse, error)
 	// Steps returns the lifecycle steps the shard's follower took since
 	// this process opened it, oldest first, after sequence number `after`.
-	// The node keeps a bounded number of recent steps per shard.
+	// The node keeps a bounded number of recent steps per shard, and those
+	// of recently deleted shards until they are opened again.
 	Steps(context.Context, *StepsRequest) (*StepsResponse, error)
 	mustEmbedUnimplementedInspectServer()
 }

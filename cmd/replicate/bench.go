@@ -1,0 +1,364 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tablefsm/tablefsm/grpcapi"
+	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/grpcapi/node"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+var benchCommand = command{
+	name: "bench",
+	short: `Stream key-value entries to a follower and print entries/s, MiB/s and ack
+latency (p50, p99, max). With no --target it starts a followerd on loopback in
+a temporary directory, and (with --baseline) compares it, in the same run,
+with a bare gRPC stream of the same protocol that acks on receipt (the echo
+server), and its idle ack latency with one fsync and one stream round trip.`,
+	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
+		var b benchConfig
+		fs.StringVar(&b.target, "target", "", "`address` of the follower node (empty: start a local followerd)")
+		fs.StringVar(&b.followerd, "followerd", "", "`path` of the followerd binary to start (default: beside this binary, else built)")
+		fs.StringVar(&b.shard.Namespace, "namespace", "bench", "the shard's `namespace`")
+		fs.Int64Var(&b.shard.Shard, "shard", 0, "the shard `id`")
+		fs.Int64Var(&b.entries, "entries", 100_000, "entries per measured stream")
+		fs.IntVar(&b.entrySize, "entry-size", 100, "size of each entry's value in `bytes` (a key-value put)")
+		fs.IntVar(&b.window, "window", 1000, "entries in flight (sent, not yet acked)")
+		fs.StringVar(&b.acks, "acks", "cumulative", "ack `mode`: cumulative or per-entry")
+		fs.IntVar(&b.rounds, "rounds", 3, "measured streams per side; medians are reported")
+		fs.Int64Var(&b.idle, "idle", 1000, "entries sent one at a time to measure idle ack latency (0: skip)")
+		fs.BoolVar(&b.baseline, "baseline", true, "also measure the echo baseline (and, for a local node, fsync) in the same run")
+		fs.BoolVar(&b.progress, "progress", isTerminal(os.Stderr), "draw a progress bar on stderr")
+		return func(ctx context.Context) error { return b.run(ctx, e) }
+	},
+}
+
+type benchConfig struct {
+	target, followerd string
+	shard             leader.Shard
+	entries           int64
+	entrySize, window int
+	acks              string
+	rounds            int
+	idle              int64
+	baseline          bool
+	progress          bool
+}
+
+// side is one thing measured: the follower node or the echo baseline.
+type side struct {
+	name string
+	conn *leader.Conn
+	// next is the offset of the next entry to send; term the stream's term.
+	next logpos.Offset
+	term logpos.Term
+	runs []leader.Result
+	lat  []*leader.Histogram
+}
+
+func (b *benchConfig) run(ctx context.Context, e *env) error {
+	switch {
+	case b.entries <= 0:
+		return usagef("--entries must be positive")
+	case b.entrySize <= 0:
+		return usagef("--entry-size must be positive")
+	case b.window <= 0:
+		return usagef("--window must be positive")
+	case b.rounds <= 0:
+		return usagef("--rounds must be positive")
+	case b.idle < 0:
+		return usagef("--idle must be ≥ 0")
+	case b.acks != "cumulative" && b.acks != "per-entry":
+		return usagef("--acks must be cumulative or per-entry, not %q", b.acks)
+	}
+	cumulative := b.acks == "cumulative"
+	out := e.stdout
+
+	tmp, err := os.MkdirTemp("", "replicate-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	var procs []*node.Process
+	defer func() {
+		for _, p := range procs {
+			p.Kill()
+		}
+	}()
+
+	dataDir := ""
+	addr := b.target
+	if addr == "" {
+		argv, err := followerdArgv(ctx, b.followerd, tmp, e.stderr)
+		if err != nil {
+			return err
+		}
+		dataDir = filepath.Join(tmp, "node")
+		p, err := startFollowerd(ctx, argv, dataDir, io.Discard)
+		if err != nil {
+			return err
+		}
+		procs = append(procs, p)
+		addr = p.Addr
+	}
+	fconn, err := leader.Dial(addr, 0)
+	if err != nil {
+		return err
+	}
+	defer fconn.Close()
+	f := &side{name: "followerd", conn: fconn}
+	if err := b.fence(ctx, f); err != nil {
+		return err
+	}
+	var base *side
+	if b.baseline {
+		p, err := startEcho(ctx)
+		if err != nil {
+			return err
+		}
+		procs = append(procs, p)
+		econn, err := leader.Dial(p.Addr, 0)
+		if err != nil {
+			return err
+		}
+		defer econn.Close()
+		base = &side{name: "baseline", conn: econn}
+	}
+
+	fmt.Fprintf(out, "bench: %d entries × %d B per stream, window %d, %s acks, %d rounds\n", b.entries, b.entrySize, b.window, b.acks, b.rounds)
+	fmt.Fprintf(out, "  followerd  %s  shard %s, term %d, from offset %d\n", addr, b.shard, f.term, f.next)
+	if base != nil {
+		fmt.Fprintf(out, "  baseline   %s  echo server: a bare stream of the same protocol that acks on receipt and stores nothing\n", base.conn.ClientConn().Target())
+	}
+	fmt.Fprintln(out)
+
+	sides := []*side{f}
+	if base != nil {
+		sides = []*side{base, f}
+	}
+	for round := 1; round <= b.rounds; round++ {
+		for _, s := range sides {
+			res, lat, err := b.stream(ctx, e, s, b.entries, b.window, cumulative, fmt.Sprintf("round %d %s", round, s.name))
+			if err != nil {
+				return fmt.Errorf("%s: %w", s.name, err)
+			}
+			s.runs = append(s.runs, res)
+			s.lat = append(s.lat, lat)
+			fmt.Fprintf(out, "round %d  %-9s  %s\n", round, s.name, describe(res, lat))
+		}
+	}
+	fmt.Fprintln(out)
+	fRate := medianRate(f.runs)
+	fmt.Fprintf(out, "throughput  followerd %.0f entries/s (%.1f MiB/s), median of %d\n", fRate, fRate*float64(b.entrySize)/(1<<20), b.rounds)
+	if base != nil {
+		bRate := medianRate(base.runs)
+		fmt.Fprintf(out, "            baseline  %.0f entries/s (%.1f MiB/s)\n", bRate, bRate*float64(b.entrySize)/(1<<20))
+		fmt.Fprintf(out, "            ratio     %.0f %% of the bare stream (budget with cumulative acks: ≥ 70 %%)\n", 100*fRate/bRate)
+	}
+
+	if b.idle == 0 {
+		return nil
+	}
+	fmt.Fprintf(out, "\nidle acks: %d entries, one at a time\n", b.idle)
+	_, fLat, err := b.stream(ctx, e, f, b.idle, 1, cumulative, "idle followerd")
+	if err != nil {
+		return fmt.Errorf("followerd: %w", err)
+	}
+	fmt.Fprintf(out, "  followerd ack        p50 %-9s p99 %-9s max %s\n", us(fLat.Quantile(.5)), us(fLat.Quantile(.99)), us(fLat.Max()))
+	if base == nil {
+		return nil
+	}
+	_, rtt, err := b.stream(ctx, e, base, b.idle, 1, cumulative, "idle baseline")
+	if err != nil {
+		return fmt.Errorf("baseline: %w", err)
+	}
+	fmt.Fprintf(out, "  stream round trip    p50 %-9s p99 %-9s max %s\n", us(rtt.Quantile(.5)), us(rtt.Quantile(.99)), us(rtt.Max()))
+	if dataDir == "" {
+		return nil
+	}
+	fsync, err := fsyncProbe(dataDir, int(b.idle), b.entrySize)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "  fsync                p50 %-9s p99 %-9s max %s  (%d B write + fdatasync, preallocated file, same file system)\n", us(fsync.Quantile(.5)), us(fsync.Quantile(.99)), us(fsync.Max()), b.entrySize)
+	budget := fsync.Quantile(.5) + rtt.Quantile(.5) + 50*time.Microsecond
+	verdict := "within budget"
+	if fLat.Quantile(.5) > budget {
+		verdict = "OVER budget"
+	}
+	fmt.Fprintf(out, "  budget               p50 ≤ fsync + round trip + 50µs = %s: %s (%.2f of it)\n", us(budget), verdict, float64(fLat.Quantile(.5))/float64(budget))
+	for _, p := range procs {
+		if err := stopProcess(p, "a child node"); err != nil {
+			return err
+		}
+	}
+	procs = nil
+	return nil
+}
+
+// fence makes s a follower of a term above its current one and sets the
+// offset to continue from.
+func (b *benchConfig) fence(ctx context.Context, s *side) error {
+	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	term := logpos.Term(0)
+	st, err := s.conn.Status(cctx, b.shard)
+	switch {
+	case err == nil:
+		term = logpos.Term(st.GetTerm()) + 1
+	case isNotMember(err):
+	default:
+		return err
+	}
+	head, err := s.conn.NewTerm(cctx, b.shard, term, &replicationpb.NewTermOptions{})
+	if err != nil {
+		return err
+	}
+	head, err = s.conn.Truncate(cctx, b.shard, term, head)
+	if err != nil {
+		return err
+	}
+	s.term, s.next = term, head.Offset+1
+	return nil
+}
+
+// stream runs one stream of count entries on s.
+func (b *benchConfig) stream(ctx context.Context, e *env, s *side, count int64, window int, cumulative bool, label string) (leader.Result, *leader.Histogram, error) {
+	if s.name == "followerd" && s.next > 0 {
+		// Let the follower apply what earlier streams committed, so that
+		// one measurement does not pay for the previous one.
+		if _, _, err := s.conn.Get(ctx, b.shard, s.next-1); err != nil {
+			return leader.Result{}, nil, fmt.Errorf("waiting for offset %d to be applied: %w", s.next-1, err)
+		}
+	}
+	lat := &leader.Histogram{}
+	var acked atomic.Int64
+	stop := b.showProgress(e.stderr, label, count, &acked)
+	key := make([]byte, 0, 32)
+	size := b.entrySize
+	res, err := s.conn.Replicate(ctx, leader.Run{
+		Shard: b.shard, Term: s.term, First: s.next, Count: count, Window: window,
+		Cumulative: cumulative, Commit: s.next - 1, Latency: lat, Acked: &acked,
+		Value: func(off logpos.Offset, buf []byte) []byte {
+			key = strconv.AppendInt(append(key[:0], "bench/"...), int64(off), 10)
+			return leader.AppendPaddedPut(buf, key, size)
+		},
+	})
+	stop()
+	if res.LastAck != logpos.NoOffset {
+		s.next = res.LastAck + 1
+	}
+	return res, lat, err
+}
+
+// showProgress draws a progress bar until the returned func is called.
+func (b *benchConfig) showProgress(w io.Writer, label string, total int64, acked *atomic.Int64) func() {
+	if !b.progress {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	start := time.Now()
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		draw := func() {
+			n := acked.Load()
+			const width = 30
+			filled := int(int64(width) * n / total)
+			rate := float64(n) / time.Since(start).Seconds()
+			fmt.Fprintf(w, "\r%-22s [%s%s] %3d%%  %d/%d  %.0f entries/s ", label,
+				strings.Repeat("#", filled), strings.Repeat(".", width-filled), 100*n/total, n, total, rate)
+		}
+		for {
+			select {
+			case <-t.C:
+				draw()
+			case <-done:
+				draw()
+				fmt.Fprint(w, "\r\033[K")
+				return
+			}
+		}
+	}()
+	return func() { close(done); <-finished }
+}
+
+func describe(res leader.Result, lat *leader.Histogram) string {
+	rate := float64(res.Acked) / res.Elapsed.Seconds()
+	mib := float64(res.Bytes) / (1 << 20) / res.Elapsed.Seconds()
+	return fmt.Sprintf("%9.0f entries/s  %6.1f MiB/s  ack p50 %-8s p99 %-8s max %s",
+		rate, mib, us(lat.Quantile(.5)), us(lat.Quantile(.99)), us(lat.Max()))
+}
+
+func medianRate(runs []leader.Result) float64 {
+	rates := make([]float64, len(runs))
+	for i, r := range runs {
+		rates[i] = float64(r.Acked) / r.Elapsed.Seconds()
+	}
+	slices.Sort(rates)
+	return rates[len(rates)/2]
+}
+
+// us formats a duration in µs or ms.
+func us(d time.Duration) string {
+	if d >= 10*time.Millisecond {
+		return fmt.Sprintf("%.1fms", float64(d)/1e6)
+	}
+	return fmt.Sprintf("%.0fµs", float64(d)/1e3)
+}
+
+// fsyncProbe measures n writes of size bytes, each followed by
+// fdatasync, into a preallocated file in dir: one WAL sync's worth of
+// work, on the node's file system.
+func fsyncProbe(dir string, n, size int) (*leader.Histogram, error) {
+	fs := vfs.Default
+	name := fs.PathJoin(dir, "fsync-probe")
+	f, err := fs.Create(name, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return nil, err
+	}
+	defer fs.Remove(name)
+	defer f.Close()
+	_ = f.Preallocate(0, int64(n*size))
+	if err := f.Sync(); err != nil {
+		return nil, err
+	}
+	buf := make([]byte, size)
+	h := &leader.Histogram{}
+	for range n {
+		start := time.Now()
+		if _, err := f.Write(buf); err != nil {
+			return nil, err
+		}
+		if err := f.SyncData(); err != nil {
+			return nil, err
+		}
+		h.Record(time.Since(start))
+	}
+	return h, nil
+}
+
+func isNotMember(err error) bool {
+	return grpcapi.Reason(err) == grpcapi.ReasonNodeIsNotMember
+}
+
+func isTerminal(f *os.File) bool {
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
+}

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/tablefsm/tablefsm/grpcapi/echo"
+	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/grpcapi/node"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+// target is the node and shard a command talks to.
+type target struct {
+	addr      string
+	namespace string
+	shard     int64
+	timeout   time.Duration
+}
+
+func (t *target) flags(fs *flag.FlagSet) {
+	fs.StringVar(&t.addr, "target", "127.0.0.1:6649", "`address` of the follower node")
+	fs.StringVar(&t.namespace, "namespace", "default", "the shard's `namespace`")
+	fs.Int64Var(&t.shard, "shard", 0, "the shard `id`")
+	fs.DurationVar(&t.timeout, "timeout", 10*time.Second, "deadline of each call")
+}
+
+func (t *target) shardName() leader.Shard {
+	return leader.Shard{Namespace: t.namespace, Shard: t.shard}
+}
+
+func (t *target) dial() (*leader.Conn, error) {
+	if t.addr == "" {
+		return nil, usagef("--target is empty")
+	}
+	return leader.Dial(t.addr, 0)
+}
+
+func (t *target) call(ctx context.Context, f func(ctx context.Context, c *leader.Conn) error) error {
+	c, err := t.dial()
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	return f(ctx, c)
+}
+
+var statusCommand = command{
+	name:  "status",
+	short: "Print a shard's term, status, head and commit offsets (GetStatus).",
+	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
+		var t target
+		t.flags(fs)
+		return func(ctx context.Context) error {
+			return t.call(ctx, func(ctx context.Context, c *leader.Conn) error {
+				st, err := c.Status(ctx, t.shardName())
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "%s term=%d status=%s head=%d commit=%d\n", t.shardName(), st.GetTerm(), st.GetStatus(), st.GetHeadOffset(), st.GetCommitOffset())
+				return nil
+			})
+		}
+	},
+}
+
+var newTermCommand = command{
+	name:  "new-term",
+	short: "Fence a shard at a term (NewTerm) and print the head entry it reports.",
+	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
+		var t target
+		t.flags(fs)
+		term := fs.Int64("term", -1, "the `term` to fence at (required)")
+		notifications := fs.Bool("notifications", false, "the term's enable_notifications option")
+		sorting := fs.String("key-sorting", "unknown", "the term's key sorting: unknown, natural or hierarchical")
+		return func(ctx context.Context) error {
+			if *term < 0 {
+				return usagef("--term is required and must be ≥ 0")
+			}
+			ks, ok := replicationpb.KeySortingType_value[upper(*sorting)]
+			if !ok {
+				return usagef("invalid --key-sorting %q", *sorting)
+			}
+			opts := &replicationpb.NewTermOptions{EnableNotifications: *notifications, KeySorting: replicationpb.KeySortingType(ks)}
+			return t.call(ctx, func(ctx context.Context, c *leader.Conn) error {
+				head, err := c.NewTerm(ctx, t.shardName(), logpos.Term(*term), opts)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "%s fenced at term %d: head %v\n", t.shardName(), *term, head)
+				return nil
+			})
+		}
+	},
+}
+
+var truncateCommand = command{
+	name:  "truncate",
+	short: "Cut a fenced shard's log back to a head entry (Truncate) and print the new head.",
+	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
+		var t target
+		t.flags(fs)
+		term := fs.Int64("term", -1, "the leader's `term` (required)")
+		headTerm := fs.Int64("head-term", -1, "`term` of the head entry to keep")
+		headOffset := fs.Int64("head-offset", -1, "`offset` of the head entry to keep (-1: clear the log)")
+		return func(ctx context.Context) error {
+			if *term < 0 {
+				return usagef("--term is required and must be ≥ 0")
+			}
+			return t.call(ctx, func(ctx context.Context, c *leader.Conn) error {
+				head, err := c.Truncate(ctx, t.shardName(), logpos.Term(*term), logpos.EntryID{Term: logpos.Term(*headTerm), Offset: logpos.Offset(*headOffset)})
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "%s truncated: head %v\n", t.shardName(), head)
+				return nil
+			})
+		}
+	},
+}
+
+var echoCommand = command{
+	name:  "echo-server",
+	short: "Serve the bare-stream baseline of bench: a Replicate stream that acks every entry at once and stores nothing.",
+	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
+		listen := fs.String("listen", "127.0.0.1:0", "`address` to serve on")
+		return func(ctx context.Context) error {
+			lis, err := net.Listen("tcp", *listen)
+			if err != nil {
+				return err
+			}
+			srv := grpc.NewServer()
+			echo.Register(srv)
+			served := make(chan error, 1)
+			go func() { served <- srv.Serve(lis) }()
+			fmt.Fprintf(e.stdout, "%s%s\n", node.ListeningPrefix, lis.Addr())
+			select {
+			case <-ctx.Done():
+				srv.Stop()
+				<-served
+				return nil
+			case err := <-served:
+				return err
+			}
+		}
+	},
+}
+
+func upper(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if 'a' <= c && c <= 'z' {
+			b[i] = c - 'a' + 'A'
+		}
+	}
+	return string(b)
+}

@@ -1,0 +1,62 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+
+	"github.com/tablefsm/tablefsm/grpcapi/node"
+)
+
+// followerdArgv returns the command that starts followerd: the given
+// path, else the followerd binary beside this one (make demo builds both
+// into bin/), else one built now with the go command into tmp.
+func followerdArgv(ctx context.Context, given, tmp string, out io.Writer) ([]string, error) {
+	if given != "" {
+		return []string{given}, nil
+	}
+	if exe, err := os.Executable(); err == nil {
+		sibling := filepath.Join(filepath.Dir(exe), "followerd")
+		if fi, err := os.Stat(sibling); err == nil && !fi.IsDir() {
+			return []string{sibling}, nil
+		}
+	}
+	bin := filepath.Join(tmp, "followerd")
+	fmt.Fprintln(out, "building followerd (go build github.com/tablefsm/tablefsm/cmd/followerd)…")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/tablefsm/tablefsm/cmd/followerd")
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Run(); err != nil {
+		return nil, fmt.Errorf("no followerd beside this binary and building one failed (%v): run 'make demo' from the repository, or pass --followerd", err)
+	}
+	return []string{bin}, nil
+}
+
+// startFollowerd starts a followerd over dataDir on a free loopback port,
+// its logs (JSON) going to logs.
+func startFollowerd(ctx context.Context, argv []string, dataDir string, logs io.Writer) (*node.Process, error) {
+	args := append(append([]string(nil), argv...), "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json")
+	return node.Start(ctx, args, nil, logs)
+}
+
+// startEcho starts this binary's echo-server on a free loopback port.
+func startEcho(ctx context.Context) (*node.Process, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, fmt.Errorf("finding this binary to run the echo baseline: %w", err)
+	}
+	return node.Start(ctx, []string{exe, "echo-server", "--listen", "127.0.0.1:0"}, nil, nil)
+}
+
+// stopProcess stops p gracefully and reports a non-zero exit.
+func stopProcess(p *node.Process, name string) error {
+	if code := p.Stop(); code != 0 {
+		return fmt.Errorf("%s exited with status %d", name, code)
+	}
+	return nil
+}
+
+var errInterrupted = errors.New("interrupted")

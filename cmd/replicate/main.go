@@ -1,0 +1,111 @@
+// Command replicate is a shard leader on the command line: it speaks the
+// Oxia replication protocol to any follower node (followerd) to read its
+// status, fence it, truncate it, benchmark it, and, with demo, run the
+// whole follower lifecycle against a real node. See docs/node.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+const usage = `Usage: replicate <command> [flags]
+
+replicate is a shard leader on the command line: it speaks the Oxia
+replication protocol to a follower node (followerd).
+
+Commands:
+  demo         run the whole follower lifecycle against a real followerd
+  status       print a shard's term, status, head and commit (GetStatus)
+  new-term     fence a shard at a term (NewTerm)
+  truncate     cut a fenced shard's log back to a head entry (Truncate)
+  bench        stream entries; print entries/s, MiB/s and ack latency
+  echo-server  serve the bare-stream baseline that bench compares with
+
+Run 'replicate <command> --help' for a command's flags.
+`
+
+// command is one subcommand: it defines its flags on fs and returns the
+// function that runs it once they are parsed.
+type command struct {
+	name  string
+	short string
+	setup func(fs *flag.FlagSet, env *env) func(ctx context.Context) error
+}
+
+var commands = []command{demoCommand, statusCommand, newTermCommand, truncateCommand, benchCommand, echoCommand}
+
+// env is what a command talks to: its output streams.
+type env struct {
+	stdout, stderr io.Writer
+}
+
+// usageError is an error in how a command was called (exit status 2).
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// run runs one command and returns the exit status: 0 on success, 1 on
+// failure, 2 for a usage error.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "-h", "-help", "--help", "help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	for _, c := range commands {
+		if c.name != args[0] {
+			continue
+		}
+		fs := flag.NewFlagSet("replicate "+c.name, flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		e := &env{stdout: stdout, stderr: stderr}
+		runCmd := c.setup(fs, e)
+		fs.Usage = func() {
+			fmt.Fprintf(fs.Output(), "Usage: replicate %s [flags]\n\n%s\n\nFlags:\n", c.name, c.short)
+			fs.PrintDefaults()
+		}
+		if err := fs.Parse(args[1:]); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return 0
+			}
+			return 2
+		}
+		if fs.NArg() > 0 {
+			fmt.Fprintf(stderr, "replicate %s: unexpected argument %q\nRun 'replicate %s --help' for usage.\n", c.name, fs.Arg(0), c.name)
+			return 2
+		}
+		if err := runCmd(ctx); err != nil {
+			fmt.Fprintf(stderr, "replicate %s: %v\n", c.name, err)
+			if errors.As(err, new(usageError)) {
+				fmt.Fprintf(stderr, "Run 'replicate %s --help' for usage.\n", c.name)
+				return 2
+			}
+			return 1
+		}
+		return 0
+	}
+	fmt.Fprintf(stderr, "replicate: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+func usagef(format string, a ...any) error {
+	return usageError{fmt.Sprintf(format, a...)}
+}

@@ -1,0 +1,143 @@
+// Package node is the followerd command: a follower node serving
+// grpcapi over a data directory until SIGINT or SIGTERM. cmd/followerd
+// is a thin main over Main; tests and tools run Main directly or re-run
+// their own binary as a node.
+package node
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tablefsm/tablefsm/grpcapi"
+)
+
+// ListeningPrefix starts the one line Main prints on stdout once it
+// serves: "listening on 127.0.0.1:6649". A parent process reads the
+// address from it (useful with --listen 127.0.0.1:0).
+const ListeningPrefix = "listening on "
+
+const usage = `Usage: followerd [flags]
+
+followerd is a follower node of the Oxia replication protocol: it hosts
+the follower replicas of many shards, keyed by namespace and shard, under
+one data directory, and serves them over gRPC (OxiaLogReplication, the
+follower's part of OxiaCoordination, Inspect, health and reflection).
+
+Once it serves it prints "listening on HOST:PORT" on stdout; logs go to
+stderr. SIGINT or SIGTERM shut it down gracefully (exit status 0):
+streams end with Unavailable, every follower is closed, nothing
+acknowledged is lost.
+
+Flags:
+`
+
+// Main runs followerd with args (without the program name) until ctx ends
+// or SIGINT or SIGTERM arrives. It returns the exit status: 0 after a
+// graceful shutdown or --help, 1 when the node fails, 2 for a usage error.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("followerd", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(fs.Output(), usage)
+		fs.PrintDefaults()
+	}
+	listen := fs.String("listen", "127.0.0.1:6649", "`address` to serve on (port 0: any free port)")
+	dataDir := fs.String("data-dir", "./data", "`directory` holding the shards' data, created when missing")
+	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
+	logFormat := fs.String("log-format", "text", "log `format`: text or json")
+	maxMsg := fs.Int("max-message-size", grpcapi.DefaultMaxMessageSize, "largest gRPC message received or sent, in `bytes`")
+	maxStreams := fs.Uint("max-concurrent-streams", 0, "concurrent calls allowed per connection (0: no limit)")
+	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "how long a graceful shutdown may wait for calls to end before closing connections")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	usageErr := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "followerd: "+format+"\n", a...)
+		fmt.Fprintln(stderr, "Run 'followerd --help' for usage.")
+		return 2
+	}
+	if fs.NArg() > 0 {
+		return usageErr("unexpected argument %q", fs.Arg(0))
+	}
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usageErr("invalid --log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	hopts := &slog.HandlerOptions{Level: level}
+	var logger *slog.Logger
+	switch strings.ToLower(*logFormat) {
+	case "text":
+		logger = slog.New(slog.NewTextHandler(stderr, hopts))
+	case "json":
+		logger = slog.New(slog.NewJSONHandler(stderr, hopts))
+	default:
+		return usageErr("invalid --log-format %q: want text or json", *logFormat)
+	}
+	if *maxMsg <= 0 {
+		return usageErr("invalid --max-message-size %d: want a positive number of bytes", *maxMsg)
+	}
+	if *maxStreams > 1<<32-1 {
+		return usageErr("invalid --max-concurrent-streams %d", *maxStreams)
+	}
+	if *dataDir == "" {
+		return usageErr("--data-dir is empty")
+	}
+
+	srv, err := grpcapi.New(grpcapi.Options{
+		DataDir:              *dataDir,
+		Logger:               logger,
+		MaxMessageSize:       *maxMsg,
+		MaxConcurrentStreams: uint32(*maxStreams),
+	})
+	if err != nil {
+		logger.Error("cannot start", "err", err)
+		return 1
+	}
+	lis, err := net.Listen("tcp", *listen)
+	if err != nil {
+		logger.Error("cannot listen", "address", *listen, "err", err)
+		_ = srv.Shutdown(context.Background())
+		return 1
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	logger.Info("serving", "address", lis.Addr().String(), "data_dir", *dataDir)
+	fmt.Fprintf(stdout, "%s%s\n", ListeningPrefix, lis.Addr())
+
+	status := 0
+	select {
+	case <-ctx.Done():
+		logger.Info("stop requested", "cause", context.Cause(ctx))
+	case err := <-served:
+		logger.Error("serving failed", "err", err)
+		status = 1
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		logger.Error("shutdown", "err", err)
+		status = 1
+	}
+	if status == 0 {
+		if err := <-served; err != nil {
+			logger.Error("serving failed", "err", err)
+			status = 1
+		}
+	}
+	logger.Info("stopped", "status", status)
+	return status
+}
