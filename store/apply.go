@@ -83,7 +83,7 @@ func (w *Writer) Get(key []byte) ([]byte, error) {
 // (offset commit+1, term not below the commit's), else ErrOutOfOrder. A
 // state machine error is returned wrapped and nothing is written.
 // Apply must not run concurrently with Install.
-func (s *Store) Apply(e logpos.Entry) error {
+func (s *Store) Apply(e logpos.Entry) (err error) {
 	s.write.Lock()
 	defer s.write.Unlock()
 	s.db.RLock()
@@ -92,6 +92,10 @@ func (s *Store) Apply(e logpos.Entry) error {
 	if h == nil {
 		return ErrClosed
 	}
+	if err := s.failure(); err != nil {
+		return err
+	}
+	defer catchFatal(&err, s.markFailed)
 	commit := s.Commit()
 	if e.Offset != commit.Offset+1 || e.Term < commit.Term {
 		return fmt.Errorf("%w: entry %v after commit %v", ErrOutOfOrder, e.ID(), commit)
@@ -100,7 +104,7 @@ func (s *Store) Apply(e logpos.Entry) error {
 	defer b.Close()
 	w := &s.write.w
 	w.b, w.db = b, h
-	err := s.opts.StateMachine.Apply(e, w)
+	err = s.opts.StateMachine.Apply(e, w)
 	w.b, w.db = nil, nil
 	if err != nil {
 		return fmt.Errorf("store: apply %v: %w", e.ID(), err)

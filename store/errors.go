@@ -34,6 +34,12 @@ var (
 	// untouched.
 	ErrInvalidSnapshot = errors.New("store: invalid snapshot")
 
+	// ErrFailed is returned by every write of a store whose database hit a
+	// fatal write or sync error: what reached the disk is unknown, and the
+	// database takes no more writes. Reads still work; Close, then Open
+	// again, to recover.
+	ErrFailed = errors.New("store: failed")
+
 	// ErrCorrupt is returned by Open when the store directory or the live
 	// database holds something the store never writes: an unreadable
 	// marker, a missing database, a malformed reserved record.

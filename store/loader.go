@@ -290,15 +290,7 @@ func (s *Store) Install(l *Loader, minTerm logpos.Term) (SnapshotInfo, error) {
 	}
 	info.Term = max(minTerm, info.Term, s.Term())
 	staged := l.mu.db
-	b := staged.NewBatch()
-	err = errors.Join(
-		b.Set(keyTerm, encodeTerm(info.Term), nil),
-		b.Set(keyLogReset, encodeEntryID(info.Commit), nil),
-	)
-	if err == nil {
-		err = b.Commit(pebble.Sync)
-	}
-	_ = b.Close()
+	err = commitStaged(staged, info)
 	if err != nil {
 		return SnapshotInfo{}, l.failLocked(fmt.Errorf("store: install: %w", err))
 	}
@@ -337,4 +329,21 @@ func (s *Store) Install(l *Loader, minTerm logpos.Term) (SnapshotInfo, error) {
 	}
 	s.log.Debug("store: installed snapshot", "dir", s.dir, "db", l.name, "term", info.Term, "commit", info.Commit)
 	return info, nil
+}
+
+// commitStaged writes the install's term and log-reset record into the
+// staged database, synced. A fatal Pebble error of the staged database is
+// an error of this install, not of the live store.
+func commitStaged(staged *pebble.DB, info SnapshotInfo) (err error) {
+	defer catchFatal(&err, nil)
+	b := staged.NewBatch()
+	defer b.Close()
+	err = errors.Join(
+		b.Set(keyTerm, encodeTerm(info.Term), nil),
+		b.Set(keyLogReset, encodeEntryID(info.Commit), nil),
+	)
+	if err == nil {
+		err = b.Commit(pebble.Sync)
+	}
+	return err
 }

@@ -105,9 +105,34 @@ func (p pebbleLogger) Errorf(format string, args ...any) {
 	p.l.Warn(fmt.Sprintf(format, args...), "component", "pebble")
 }
 
-// Fatalf is called by Pebble on a broken invariant. It does not return.
+// Fatalf is called by Pebble when it cannot go on: a broken invariant, or
+// a write or sync of its log that failed while committing. It does not
+// return: it panics with a pebbleFatal, which the store's write paths turn
+// into ErrFailed (see catchFatal); anywhere else the panic stands.
 func (p pebbleLogger) Fatalf(format string, args ...any) {
 	msg := fmt.Sprintf(format, args...)
 	p.l.Error(msg, "component", "pebble")
-	panic("store: pebble: " + msg)
+	panic(pebbleFatal(msg))
+}
+
+// pebbleFatal is the panic value of pebbleLogger.Fatalf.
+type pebbleFatal string
+
+// catchFatal turns a pebbleFatal panic of the calling goroutine into an
+// error for *errp, calling onFatal first. Other panics go on. Use it as
+// defer catchFatal(&err, ...).
+func catchFatal(errp *error, onFatal func(error)) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	msg, ok := r.(pebbleFatal)
+	if !ok {
+		panic(r)
+	}
+	err := fmt.Errorf("%w: pebble: %s", ErrFailed, string(msg))
+	if onFatal != nil {
+		onFatal(err)
+	}
+	*errp = err
 }

@@ -56,6 +56,26 @@ type Store struct {
 		seq       uint64         // highest directory sequence number used
 		loaders   map[*Loader]struct{}
 		snapshots map[*Snapshot]struct{}
+		// failed is set when the database hit a fatal write error: every
+		// later write returns it.
+		failed error
+	}
+}
+
+// failure returns the error of a failed store, nil if it is healthy.
+func (s *Store) failure() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.failed
+}
+
+// markFailed records that the database took a fatal write error.
+func (s *Store) markFailed(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.failed == nil {
+		s.mu.failed = err
+		s.log.Error("store failed; reopen it to recover", "err", err)
 	}
 }
 
@@ -255,7 +275,7 @@ func (s *Store) LogResetPending() (logpos.EntryID, bool) {
 // returns); it also makes everything applied so far durable. t equal to
 // the stored term is accepted (the options are replaced); a negative t or
 // one below the stored term is ErrInvalidTerm and changes nothing.
-func (s *Store) SetTerm(t logpos.Term, o TermOptions) error {
+func (s *Store) SetTerm(t logpos.Term, o TermOptions) (err error) {
 	if t < 0 {
 		return fmt.Errorf("%w: %d", ErrInvalidTerm, t)
 	}
@@ -267,6 +287,10 @@ func (s *Store) SetTerm(t logpos.Term, o TermOptions) error {
 	if h == nil {
 		return ErrClosed
 	}
+	if err := s.failure(); err != nil {
+		return err
+	}
+	defer catchFatal(&err, s.markFailed)
 	s.mu.Lock()
 	cur, commit := s.mu.term, s.mu.commit
 	s.mu.Unlock()
@@ -274,7 +298,7 @@ func (s *Store) SetTerm(t logpos.Term, o TermOptions) error {
 		return fmt.Errorf("%w: %d is below the stored term %d", ErrInvalidTerm, t, cur)
 	}
 	b := h.NewBatch()
-	err := errors.Join(
+	err = errors.Join(
 		b.Set(keyTerm, encodeTerm(t), nil),
 		b.Set(keyTermOptions, encodeTermOptions(o), nil),
 	)
@@ -301,13 +325,17 @@ func (s *Store) advanceDurableLocked(c logpos.EntryID) {
 
 // Sync makes everything applied so far durable and returns the durable
 // commit: at least the commit point at the time of the call.
-func (s *Store) Sync() (logpos.EntryID, error) {
+func (s *Store) Sync() (_ logpos.EntryID, err error) {
 	s.db.RLock()
 	defer s.db.RUnlock()
 	h := s.db.h
 	if h == nil {
 		return logpos.NoEntry, ErrClosed
 	}
+	if err := s.failure(); err != nil {
+		return s.DurableCommit(), err
+	}
+	defer catchFatal(&err, s.markFailed)
 	c := s.Commit()
 	// A synced empty record syncs the database's WAL up to it, and every
 	// batch committed before it is ahead of it in the WAL.
@@ -323,7 +351,7 @@ func (s *Store) Sync() (logpos.EntryID, error) {
 // ClearLogReset removes the log-reset record (synced). Call it once the
 // log has been cleared after an Install (or after Open reported a pending
 // reset). Without a pending reset it does nothing.
-func (s *Store) ClearLogReset() error {
+func (s *Store) ClearLogReset() (err error) {
 	s.write.Lock()
 	defer s.write.Unlock()
 	s.db.RLock()
@@ -332,6 +360,10 @@ func (s *Store) ClearLogReset() error {
 	if h == nil {
 		return ErrClosed
 	}
+	if err := s.failure(); err != nil {
+		return err
+	}
+	defer catchFatal(&err, s.markFailed)
 	if _, pending := s.LogResetPending(); !pending {
 		return nil
 	}
