@@ -490,4 +490,3 @@ func (c *countingSource) Next() (store.Chunk, error) {
 	}
 	return ch, err
 }
-

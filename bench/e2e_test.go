@@ -1,0 +1,188 @@
+package bench
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+
+	"github.com/tablefsm/tablefsm/grpcapi"
+	"github.com/tablefsm/tablefsm/grpcapi/echo"
+	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+// The end-to-end benchmarks stream 100-byte key-value entries from the
+// leader driver over loopback gRPC to a follower node (grpcapi.Server: the
+// follower, its WAL with fsync, its applier) and, in the same run, to the
+// echo baseline: a bare stream of the same protocol that acks on receipt.
+// One op is one entry. Both run in this process; `replicate bench` runs
+// them as separate processes (see docs/node.md).
+
+// TestMain checks that the servers and followers the benchmarks start
+// leave no goroutine behind.
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+const (
+	entrySize = 100
+	window    = 1000
+)
+
+var benchShard = leader.Shard{Namespace: "bench", Shard: 0}
+
+// target is something to stream to.
+type target struct {
+	conn *leader.Conn
+	term logpos.Term
+	next logpos.Offset
+	wait bool // wait for the previous entries to be applied before a run
+}
+
+func startFollower(b *testing.B) *target {
+	b.Helper()
+	srv, err := grpcapi.New(grpcapi.Options{DataDir: b.TempDir()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	conn, err := leader.Dial(lis.Addr().String(), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = conn.Close()
+		if err := srv.Shutdown(context.Background()); err != nil {
+			b.Error(err)
+		}
+		if err := <-served; err != nil {
+			b.Error(err)
+		}
+	})
+	ctx := context.Background()
+	head, err := conn.NewTerm(ctx, benchShard, 1, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if head, err = conn.Truncate(ctx, benchShard, 1, head); err != nil {
+		b.Fatal(err)
+	}
+	return &target{conn: conn, term: 1, next: head.Offset + 1, wait: true}
+}
+
+func startEcho(b *testing.B) *target {
+	b.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	echo.Register(srv)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	conn, err := leader.Dial(lis.Addr().String(), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		_ = conn.Close()
+		srv.Stop()
+		if err := <-served; err != nil {
+			b.Error(err)
+		}
+	})
+	return &target{conn: conn, term: 1}
+}
+
+// stream sends n entries with the given window and reports latency.
+func (t *target) stream(b *testing.B, n int64, window int, cumulative bool) {
+	b.Helper()
+	ctx := context.Background()
+	if t.wait && t.next > 0 {
+		if _, _, err := t.conn.Get(ctx, benchShard, t.next-1); err != nil {
+			b.Fatal(err)
+		}
+	}
+	lat := &leader.Histogram{}
+	key := make([]byte, 0, 32)
+	b.ResetTimer()
+	res, err := t.conn.Replicate(ctx, leader.Run{
+		Shard: benchShard, Term: t.term, First: t.next, Count: n, Window: window,
+		Cumulative: cumulative, Commit: t.next - 1, Latency: lat,
+		Value: func(off logpos.Offset, buf []byte) []byte {
+			key = strconv.AppendInt(append(key[:0], "bench/"...), int64(off), 10)
+			return leader.AppendPaddedPut(buf, key, entrySize)
+		},
+	})
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	t.next = res.LastAck + 1
+	b.SetBytes(entrySize)
+	b.ReportMetric(float64(lat.Quantile(.5).Microseconds()), "p50-µs")
+	b.ReportMetric(float64(lat.Quantile(.99).Microseconds()), "p99-µs")
+}
+
+// BenchmarkStream: throughput through a window of 1000 entries.
+func BenchmarkStream(b *testing.B) {
+	for _, mode := range []struct {
+		name       string
+		cumulative bool
+	}{{"cumulative", true}, {"per-entry", false}} {
+		b.Run("followerd/"+mode.name, func(b *testing.B) {
+			startFollower(b).stream(b, int64(b.N), window, mode.cumulative)
+		})
+		b.Run("echo/"+mode.name, func(b *testing.B) {
+			startEcho(b).stream(b, int64(b.N), window, mode.cumulative)
+		})
+	}
+}
+
+// BenchmarkIdleAck: one entry at a time; with fsync, the parts the
+// follower's idle ack latency is made of.
+func BenchmarkIdleAck(b *testing.B) {
+	b.Run("followerd", func(b *testing.B) {
+		startFollower(b).stream(b, int64(b.N), 1, true)
+	})
+	b.Run("echo", func(b *testing.B) {
+		startEcho(b).stream(b, int64(b.N), 1, true)
+	})
+	b.Run("fsync", func(b *testing.B) {
+		fs := vfs.Default
+		name := fs.PathJoin(b.TempDir(), "probe")
+		f, err := fs.Create(name, vfs.WriteCategoryUnspecified)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer f.Close()
+		_ = f.Preallocate(0, int64(b.N)*entrySize)
+		buf := make([]byte, entrySize)
+		lat := &leader.Histogram{}
+		b.ResetTimer()
+		for b.Loop() {
+			start := time.Now()
+			if _, err := f.Write(buf); err != nil {
+				b.Fatal(err)
+			}
+			if err := f.SyncData(); err != nil {
+				b.Fatal(err)
+			}
+			lat.Record(time.Since(start))
+		}
+		b.StopTimer()
+		b.SetBytes(entrySize)
+		b.ReportMetric(float64(lat.Quantile(.5).Microseconds()), "p50-µs")
+	})
+}
