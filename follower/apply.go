@@ -87,6 +87,8 @@ func (a *applier) run() {
 			}
 			a.failures.Add(1)
 			a.lastErr.Store(&err)
+			a.f.noteLogError(err)
+			a.notify()
 			a.f.cfg.Logger.Error("applying an entry failed; retrying", "err", err, "retry_in", delay)
 			timer := time.NewTimer(delay)
 			select {
@@ -96,15 +98,15 @@ func (a *applier) run() {
 				return
 			}
 			delay = min(2*delay, a.f.cfg.ApplyRetryMax)
+			a.repair()
 		}
 	}
 }
 
-// applyAvailable applies every entry that is committed and durable.
+// applyAvailable applies every entry that is committed and durable, one
+// at a time under the applier's lock so that control operations wait for
+// at most one entry.
 func (a *applier) applyAvailable() error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	f := a.f
 	applied := false
 	defer func() {
 		if applied {
@@ -112,25 +114,37 @@ func (a *applier) applyAvailable() error {
 		}
 	}()
 	for {
-		commit := f.st.Commit().Offset
-		target := min(logpos.Offset(f.advertised.Load()), f.durableHead())
-		if commit >= target {
-			return nil
-		}
-		e, err := a.nextLocked(commit + 1)
-		if err != nil {
+		more, err := a.applyOne()
+		if err != nil || !more {
 			return err
 		}
-		if err := f.st.Apply(e); err != nil {
-			a.resetLocked() // read the entry again next time
-			return fmt.Errorf("applying entry %d: %w", e.Offset, err)
-		}
 		applied = true
-		if a.sinceTrim++; a.sinceTrim >= f.cfg.TrimEvery {
-			a.sinceTrim = 0
-			a.trimLocked()
-		}
 	}
+}
+
+// applyOne applies the next entry if it may; it reports whether it did.
+func (a *applier) applyOne() (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	f := a.f
+	commit := f.store().Commit().Offset
+	target := min(logpos.Offset(f.advertised.Load()), f.durableHead())
+	if commit >= target {
+		return false, nil
+	}
+	e, err := a.nextLocked(commit + 1)
+	if err != nil {
+		return false, err
+	}
+	if err := f.store().Apply(e); err != nil {
+		a.resetLocked() // read the entry again next time
+		return false, fmt.Errorf("applying entry %d: %w", e.Offset, err)
+	}
+	if a.sinceTrim++; a.sinceTrim >= f.cfg.TrimEvery {
+		a.sinceTrim = 0
+		a.trimLocked()
+	}
+	return true, nil
 }
 
 // nextLocked reads the entry at offset, reopening the reader when the log
@@ -158,6 +172,21 @@ func (a *applier) nextLocked(offset logpos.Offset) (logpos.Entry, error) {
 	}
 }
 
+// repair reopens a store that failed (it takes no more writes, so retrying
+// alone cannot succeed). It gives up when the follower closes.
+func (a *applier) repair() {
+	f := a.f
+	if !f.storeFailed.Load() || !f.acquireUnless(a.quit) {
+		return
+	}
+	defer f.release()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err := f.repairLocked(); err != nil {
+		f.cfg.Logger.Warn("repairing the store failed", "err", err)
+	}
+}
+
 // resetLocked drops the reader: the log was truncated, cleared or closed.
 func (a *applier) resetLocked() {
 	if a.reader != nil {
@@ -169,13 +198,21 @@ func (a *applier) resetLocked() {
 // trimLocked makes the store's commit durable and drops the log segments
 // it no longer needs. Never past the durable commit.
 func (a *applier) trimLocked() {
-	durable, err := a.f.st.Sync()
+	durable, err := a.f.store().Sync()
 	if err == nil {
 		err = a.f.log.Trim(durable.Offset)
 	}
 	if err != nil {
+		a.f.noteLogError(err)
 		a.f.cfg.Logger.Warn("trimming the log failed", "err", err)
 	}
+}
+
+// changed returns a channel closed at the next apply or failed attempt.
+func (a *applier) changed() <-chan struct{} {
+	a.progress.Lock()
+	defer a.progress.Unlock()
+	return a.progress.ch
 }
 
 // notify wakes the waiters of WaitApplied.
@@ -188,13 +225,11 @@ func (a *applier) notify() {
 
 func (a *applier) wait(ctx context.Context, offset logpos.Offset) error {
 	for {
-		a.progress.Lock()
-		ch := a.progress.ch
-		a.progress.Unlock()
+		ch := a.changed()
 		if a.f.m.State() == StateClosed {
 			return ErrClosed
 		}
-		if a.f.st.Commit().Offset >= offset {
+		if a.f.store().Commit().Offset >= offset {
 			return nil
 		}
 		select {

@@ -25,8 +25,12 @@ import (
 type Follower struct {
 	cfg Config
 	dir string
+	// log is replaced only when it is reopened after a failure, under the
+	// lifecycle lock and the applier's, with no stream attached.
 	log *wal.Log
-	st  *store.Store
+	// st is the store; replaced only when it is reopened after a failure,
+	// under the lifecycle lock and the applier's.
+	st atomic.Pointer[store.Store]
 	m   *Lifecycle
 
 	// lock is the lifecycle lock: a channel so that a stream's goroutines
@@ -40,6 +44,10 @@ type Follower struct {
 	reply logpos.EntryID
 	// closeErr is what closing the log and the store returned.
 	closeErr error
+	// logFailed and storeFailed: the log or the store failed and must be
+	// reopened before it is used again (their failures are sticky).
+	logFailed   atomic.Bool
+	storeFailed atomic.Bool
 
 	// Published for lock-free readers.
 	term       atomic.Int64 // the current term
@@ -74,13 +82,7 @@ func Open(cfg Config) (*Follower, error) {
 	if err := cfg.FS.MkdirAll(cfg.Dir, 0o755); err != nil {
 		return nil, fmt.Errorf("%w: creating %s: %w", ErrUnavailable, cfg.Dir, err)
 	}
-	st, err := store.Open(cfg.FS.PathJoin(cfg.Dir, "store"), store.Options{
-		FS:                cfg.FS,
-		Logger:            cfg.Logger,
-		StateMachine:      cfg.StateMachine,
-		SnapshotChunkSize: cfg.SnapshotChunkSize,
-		MaxSnapshotSize:   cfg.MaxSnapshotSize,
-	})
+	st, err := f.openStore()
 	if err != nil {
 		return nil, fmt.Errorf("%w: opening the store: %w", ErrUnavailable, err)
 	}
@@ -89,16 +91,12 @@ func Open(cfg Config) (*Follower, error) {
 	if _, pending := st.LogResetPending(); pending {
 		mustKeep = logpos.NoOffset // the log is about to be cleared
 	}
-	log, err := wal.Open(cfg.FS.PathJoin(cfg.Dir, "wal"), wal.Options{
-		FS:          cfg.FS,
-		SegmentSize: cfg.SegmentSize,
-		MustKeep:    mustKeep,
-		Logger:      cfg.Logger,
-	})
+	log, err := f.openLog(mustKeep)
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("%w: opening the log: %w", ErrUnavailable, err), st.Close())
 	}
-	f.st, f.log = st, log
+	f.st.Store(st)
+	f.log = log
 	if _, pending := st.LogResetPending(); pending {
 		// A snapshot was swapped in but the log not yet cleared.
 		if err := f.resetLog(); err != nil {
@@ -121,13 +119,104 @@ func Open(cfg Config) (*Follower, error) {
 	return f, nil
 }
 
+// control starts a control operation: it takes the lifecycle lock, then
+// pauses the applier (so that the commit the guards read stays put), and
+// repairs the log if an earlier failure left it needing it. The returned
+// function releases both; call it even when err is not nil.
+func (f *Follower) control() (release func(), err error) {
+	f.acquire()
+	f.applier.mu.Lock()
+	release = func() {
+		f.applier.mu.Unlock()
+		f.release()
+	}
+	return release, f.repairLocked()
+}
+
+// store returns the store.
+func (f *Follower) store() *store.Store { return f.st.Load() }
+
+// noteLogError remembers that the log or the store failed: their failures
+// are sticky until they are reopened, which the next control operation
+// (or the applier's next retry) does.
+func (f *Follower) noteLogError(err error) {
+	if errors.Is(err, wal.ErrFailed) {
+		f.logFailed.Store(true)
+	}
+	if errors.Is(err, store.ErrFailed) {
+		f.storeFailed.Store(true)
+	}
+}
+
+// repairLocked reopens a store or a log that failed, and finishes a log
+// reset that a snapshot install could not complete. The caller holds the
+// lifecycle lock and the applier's. The log of an attached stream is left
+// alone: the stream's end repairs it.
+func (f *Follower) repairLocked() error {
+	if f.m.State() == StateClosed {
+		return nil // the machine refuses
+	}
+	if f.storeFailed.Load() {
+		f.applier.resetLocked()
+		_ = f.store().Close() // returns the failure we already know
+		st, err := f.openStore()
+		if err != nil {
+			return fmt.Errorf("%w: reopening the store: %w", ErrUnavailable, err)
+		}
+		f.st.Store(st)
+		f.storeFailed.Store(false)
+		f.term.Store(int64(st.Term()))
+		f.cfg.Logger.Warn("store reopened after a failure", "term", st.Term(), "commit", st.Commit())
+	}
+	if f.stream != nil {
+		return nil
+	}
+	if f.logFailed.Load() {
+		f.applier.resetLocked()
+		_ = f.log.Close() // returns the failure we already know
+		log, err := f.openLog(f.store().Commit().Offset)
+		if err != nil {
+			return fmt.Errorf("%w: reopening the log: %w", ErrUnavailable, err)
+		}
+		f.log = log
+		f.logFailed.Store(false)
+		f.head.Store(int64(max(log.LastDurable().Offset, f.store().Commit().Offset, logpos.Offset(f.base.Load()))))
+		f.cfg.Logger.Warn("log reopened after a failure", "head", f.head.Load())
+	}
+	if _, pending := f.store().LogResetPending(); pending {
+		return f.resetLog()
+	}
+	return nil
+}
+
+func (f *Follower) openStore() (*store.Store, error) {
+	return store.Open(f.cfg.FS.PathJoin(f.dir, "store"), store.Options{
+		FS:                f.cfg.FS,
+		Logger:            f.cfg.Logger,
+		StateMachine:      f.cfg.StateMachine,
+		SnapshotChunkSize: f.cfg.SnapshotChunkSize,
+		MaxSnapshotSize:   f.cfg.MaxSnapshotSize,
+	})
+}
+
+func (f *Follower) openLog(mustKeep logpos.Offset) (*wal.Log, error) {
+	return wal.Open(f.cfg.FS.PathJoin(f.dir, "wal"), wal.Options{
+		FS:          f.cfg.FS,
+		SegmentSize: f.cfg.SegmentSize,
+		MustKeep:    mustKeep,
+		Logger:      f.cfg.Logger,
+	})
+}
+
 // resetLog clears the log after a snapshot install and drops the store's
 // record that the reset is pending.
 func (f *Follower) resetLog() error {
 	if err := f.log.Clear(); err != nil {
+		f.noteLogError(err)
 		return fmt.Errorf("%w: clearing the log: %w", ErrUnavailable, err)
 	}
-	if err := f.st.ClearLogReset(); err != nil {
+	if err := f.store().ClearLogReset(); err != nil {
+		f.noteLogError(err)
 		return fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	return nil
@@ -153,7 +242,7 @@ func (f *Follower) Status() Status {
 		Term:   logpos.Term(f.term.Load()),
 		State:  f.m.State(),
 		Head:   logpos.Offset(f.head.Load()),
-		Commit: f.st.Commit().Offset,
+		Commit: f.store().Commit().Offset,
 	}
 }
 
@@ -162,9 +251,9 @@ func (f *Follower) Status() Status {
 // and only then moves to Fenced. It returns the id of the last durable log
 // entry, of the snapshot point when the log is empty, or NoEntry.
 func (f *Follower) NewTerm(term logpos.Term, options TermOptions) (logpos.EntryID, error) {
-	f.acquire()
-	defer f.release()
-	if err := f.ensureLogReset(); err != nil {
+	release, err := f.control()
+	defer release()
+	if err != nil {
 		return logpos.NoEntry, err
 	}
 	if err := f.m.NewTerm(term, options); err != nil {
@@ -177,15 +266,13 @@ func (f *Follower) NewTerm(term logpos.Term, options TermOptions) (logpos.EntryI
 // durably, and moves it to Follower. It returns {term, new head}; the new
 // head is never below the commit.
 func (f *Follower) Truncate(term logpos.Term, head *logpos.EntryID) (logpos.EntryID, error) {
-	f.acquire()
-	defer f.release()
-	// The applier pauses: the commit the guards read stays put.
-	f.applier.mu.Lock()
-	defer f.applier.mu.Unlock()
-	if err := f.ensureLogReset(); err != nil {
+	release, err := f.control()
+	defer release()
+	if err != nil {
 		return logpos.NoEntry, err
 	}
 	if err := f.m.Truncate(term, head); err != nil {
+		f.noteLogError(err)
 		return logpos.NoEntry, err
 	}
 	return logpos.EntryID{Term: term, Offset: f.reply.Offset}, nil
@@ -224,7 +311,7 @@ func (f *Follower) Get(key []byte) ([]byte, error) {
 	if f.m.State() == StateClosed {
 		return nil, ErrClosed
 	}
-	return f.st.Get(key)
+	return f.store().Get(key)
 }
 
 // Snapshot takes a consistent copy of the follower's store, to read out as
@@ -233,7 +320,7 @@ func (f *Follower) Snapshot() (*store.Snapshot, error) {
 	if f.m.State() == StateClosed {
 		return nil, ErrClosed
 	}
-	sn, err := f.st.Snapshot()
+	sn, err := f.store().Snapshot()
 	if err != nil {
 		return nil, fmt.Errorf("%w: taking a snapshot: %w", ErrUnavailable, err)
 	}
@@ -279,7 +366,7 @@ func (f *Follower) HeadGiven(head *logpos.EntryID) bool { return head != nil }
 func (f *Follower) NothingAttached() bool { return f.stream == nil && f.install == nil }
 
 func (f *Follower) HeadNotBelowCommit(head *logpos.EntryID) bool {
-	return head.Offset >= f.st.Commit().Offset
+	return head.Offset >= f.store().Commit().Offset
 }
 
 func (f *Follower) HeadNotBeyondLog(head *logpos.EntryID) bool {
@@ -306,13 +393,14 @@ func (f *Follower) InstallAttached(install *installation) bool { return f.instal
 func (f *Follower) Fence(term logpos.Term, options TermOptions) error {
 	f.endStream(ErrStreamEnded)
 	f.abandonInstall()
-	if err := f.st.SetTerm(term, options); err != nil {
+	if err := f.store().SetTerm(term, options); err != nil {
+		f.noteLogError(err)
 		return fmt.Errorf("%w: persisting term %d: %w", ErrUnavailable, term, err)
 	}
 	f.term.Store(int64(term))
 	f.reply = f.log.LastDurable()
 	if f.reply.IsNone() {
-		f.reply = f.st.Commit()
+		f.reply = f.store().Commit()
 	}
 	f.cfg.Logger.Info("fenced", "term", term, "head", f.reply)
 	return nil
@@ -333,7 +421,7 @@ func (f *Follower) TruncateLog(head *logpos.EntryID) error {
 	if err != nil {
 		return fmt.Errorf("%w: truncating the log after %d: %w", ErrUnavailable, head.Offset, err)
 	}
-	newHead := max(kept, f.st.Commit().Offset, logpos.Offset(f.base.Load()))
+	newHead := max(kept, f.store().Commit().Offset, logpos.Offset(f.base.Load()))
 	f.head.Store(int64(newHead))
 	// A commit offset above what the log keeps cannot be applied.
 	f.advertised.Store(min(f.advertised.Load(), int64(newHead)))
@@ -350,7 +438,7 @@ func (f *Follower) StartStream(stream *replication) error {
 
 // StartInstall attaches a snapshot install.
 func (f *Follower) StartInstall(install *installation) error {
-	loader, err := f.st.NewLoader()
+	loader, err := f.store().NewLoader()
 	if err != nil {
 		return fmt.Errorf("%w: staging a snapshot: %w", ErrUnavailable, err)
 	}
@@ -367,7 +455,7 @@ func (f *Follower) Shutdown() error {
 	f.abandonInstall()
 	f.applier.stop()
 	f.goroutines.Wait()
-	f.closeErr = errors.Join(f.log.Close(), f.st.Close())
+	f.closeErr = errors.Join(f.log.Close(), f.store().Close())
 	f.cfg.Logger.Info("follower closed")
 	return nil
 }

@@ -34,12 +34,11 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 	if !empty {
 		inst.chunkTerm = logpos.Term(first.Term)
 	}
-	f.acquire()
-	err = f.ensureLogReset()
+	release, err := f.control()
 	if err == nil {
 		err = f.m.BeginInstall(inst, empty, inst.chunkTerm)
 	}
-	f.release()
+	release()
 	if err != nil {
 		return logpos.NoOffset, err
 	}
@@ -49,11 +48,12 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 	if _, err := inst.loader.Finish(); err != nil {
 		return logpos.NoOffset, f.failInstall(inst, snapshotError(err))
 	}
-	f.acquire()
-	defer f.release()
-	f.applier.mu.Lock()
-	defer f.applier.mu.Unlock()
-	if err := f.m.CommitInstall(inst); err != nil {
+	release, err = f.control()
+	defer release()
+	if err == nil {
+		err = f.m.CommitInstall(inst)
+	}
+	if err != nil {
 		_ = inst.loader.Abort()
 		if f.install == inst {
 			f.install = nil
@@ -118,36 +118,25 @@ func (f *Follower) failInstall(inst *installation, err error) error {
 // it Open finishes clearing the log.
 func (f *Follower) CommitSnapshot(inst *installation) error {
 	minTerm := max(logpos.Term(f.term.Load()), inst.chunkTerm)
-	info, err := f.st.Install(inst.loader, minTerm)
+	info, err := f.store().Install(inst.loader, minTerm)
 	if err != nil {
+		f.noteLogError(err)
 		return snapshotError(err)
 	}
 	f.install = nil
 	point := info.Commit.Offset
-	f.term.Store(int64(f.st.Term()))
+	f.term.Store(int64(f.store().Term()))
 	f.base.Store(int64(point))
 	f.head.Store(int64(point))
 	f.advertised.Store(int64(point))
 	f.applier.resetLocked()
-	f.reply = logpos.EntryID{Term: f.st.Term(), Offset: point}
+	f.reply = logpos.EntryID{Term: f.store().Term(), Offset: point}
 	if err := f.resetLog(); err != nil {
 		// The swap is committed: the follower is the snapshot's. The log
 		// still holds the old entries until the reset is retried, by the
 		// next operation that touches the log or by Open.
 		f.cfg.Logger.Error("snapshot installed but clearing the log failed", "err", err)
 	}
-	f.cfg.Logger.Info("snapshot installed", "commit", info.Commit, "term", f.st.Term())
+	f.cfg.Logger.Info("snapshot installed", "commit", info.Commit, "term", f.store().Term())
 	return nil
-}
-
-// ensureLogReset finishes a log reset a snapshot install could not
-// complete. The caller holds the lifecycle lock.
-func (f *Follower) ensureLogReset() error {
-	if f.m.State() == StateClosed {
-		return nil // the machine refuses with ErrClosed
-	}
-	if _, pending := f.st.LogResetPending(); !pending {
-		return nil
-	}
-	return f.resetLog()
 }

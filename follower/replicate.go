@@ -83,12 +83,11 @@ func newReplication(f *Follower, s ReplicationStream) *replication {
 func (f *Follower) Replicate(s ReplicationStream) error {
 	r := newReplication(f, s)
 	defer r.cancel(nil)
-	f.acquire()
-	err := f.ensureLogReset()
+	release, err := f.control()
 	if err == nil {
 		err = f.m.AttachStream(r)
 	}
-	f.release()
+	release()
 	if err != nil {
 		return err
 	}
@@ -96,6 +95,8 @@ func (f *Follower) Replicate(s ReplicationStream) error {
 	<-r.syncDone
 	// Detach, unless a control operation is doing it (it holds the lock
 	// and waits for the receive loop, which waits for this to return).
+	cause := context.Cause(r.ctx)
+	f.noteLogError(cause)
 	select {
 	case f.lock <- struct{}{}:
 		if f.stream == r {
@@ -104,10 +105,10 @@ func (f *Follower) Replicate(s ReplicationStream) error {
 		f.release()
 	case <-r.stopped:
 	}
-	if cause := context.Cause(r.ctx); !errors.Is(cause, errFinished) {
-		return cause
+	if errors.Is(cause, errFinished) {
+		return nil
 	}
-	return nil
+	return cause
 }
 
 // start runs the receive and sync loops. The caller holds the lifecycle

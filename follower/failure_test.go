@@ -1,0 +1,324 @@
+package follower
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/store"
+)
+
+var errInjected = errors.New("injected I/O error")
+
+// faultyFS is the real file system with a switchable fault: while a rule
+// is set, every write or sync under a path containing its fragment fails.
+type faultyFS struct {
+	*errorfs.FS
+	rule atomic.Pointer[string]
+}
+
+func newFaultyFS() *faultyFS {
+	f := &faultyFS{}
+	f.FS = errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		frag := f.rule.Load()
+		if frag == nil || !strings.Contains(op.Path, *frag) {
+			return nil
+		}
+		if op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
+			return errInjected
+		}
+		return nil
+	}))
+	return f
+}
+
+func (f *faultyFS) fail(fragment string) { f.rule.Store(&fragment) }
+func (f *faultyFS) heal()                { f.rule.Store(nil) }
+
+// harness is a follower on a faulty file system with helpers to drive it.
+type harness struct {
+	t   *testing.T
+	fs  *faultyFS
+	dir string
+	f   *Follower
+	cfg Config
+}
+
+func newHarness(t *testing.T, cfg Config) *harness {
+	h := &harness{t: t, fs: newFaultyFS(), dir: t.TempDir()}
+	cfg.Dir, cfg.FS = h.dir, h.fs
+	if cfg.ApplyRetryMin == 0 {
+		cfg.ApplyRetryMin, cfg.ApplyRetryMax = time.Millisecond, 10*time.Millisecond
+	}
+	h.cfg = cfg
+	h.open()
+	t.Cleanup(func() { _ = h.f.Close() })
+	return h
+}
+
+func (h *harness) open() {
+	h.t.Helper()
+	f, err := Open(h.cfg)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	h.f = f
+}
+
+func (h *harness) newTerm(term logpos.Term) {
+	h.t.Helper()
+	if _, err := h.f.NewTerm(term, TermOptions{}); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// replicate attaches a stream, sends entries from..to of term with
+// per-entry acks and the given commit offset, waits for their acks, and
+// returns the stream still attached, with a channel for its result.
+func (h *harness) replicate(term logpos.Term, from, to, commit int64) (*fakeStream, <-chan error) {
+	h.t.Helper()
+	s := newFakeStream()
+	res := make(chan error, 1)
+	go func() {
+		res <- h.f.Replicate(s)
+		s.cancel()
+	}()
+	for o := from; o <= to; o++ {
+		select {
+		case s.in <- &replicationpb.Append{Term: int64(term), CommitOffset: commit,
+			Entry: &replicationpb.LogEntry{Term: int64(term), Offset: o, Value: kvPut("k", "v")}}:
+		case err := <-res:
+			h.t.Fatalf("stream ended: %v", err)
+		}
+	}
+	for o := from; o <= to; o++ {
+		select {
+		case got := <-s.acks:
+			if got != o {
+				h.t.Fatalf("ack %d, want %d", got, o)
+			}
+		case err := <-res:
+			h.t.Fatalf("stream ended: %v", err)
+		}
+	}
+	return s, res
+}
+
+// finish half-closes a stream and returns its result.
+func finish(s *fakeStream, res <-chan error) error {
+	close(s.in)
+	return <-res
+}
+
+func TestNewTermPersistFailureChangesNothing(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	h.fs.fail("/store/")
+	_, err := h.f.NewTerm(2, TermOptions{})
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, store.ErrFailed) {
+		t.Fatalf("NewTerm with a failing store: %v", err)
+	}
+	if st := h.f.Status(); st.Term != 1 || st.State != StateFenced {
+		t.Fatalf("after a failed NewTerm: %+v", st)
+	}
+	h.fs.heal()
+	// The follower stays usable: the next operation reopens the store.
+	h.newTerm(2)
+	if st := h.f.Status(); st.Term != 2 || st.State != StateFenced {
+		t.Fatalf("after NewTerm: %+v", st)
+	}
+	_ = h.f.Close()
+	h.open()
+	if st := h.f.Status(); st.Term != 2 {
+		t.Fatalf("term after reopen: %d", st.Term)
+	}
+}
+
+// TestApplyStoreFailureRepairs: the store failing under the applier is
+// reopened by the applier's own retries, without new traffic. (Applied
+// batches are not synced one by one; the sync before each trim is what
+// meets the failing disk.)
+func TestApplyStoreFailureRepairs(t *testing.T) {
+	h := newHarness(t, Config{TrimEvery: 1})
+	h.newTerm(1)
+	s, res := h.replicate(1, 0, 2, 0)
+	if err := h.f.WaitApplied(context.Background(), 0); err != nil {
+		t.Fatal(err)
+	}
+	h.fs.fail("/store/")
+	s.in <- &replicationpb.Append{Term: 1, CommitOffset: 2}
+	for {
+		changed := h.f.applier.changed()
+		if h.f.applier.failures.Load() >= 1 {
+			break
+		}
+		<-changed
+	}
+	h.fs.heal()
+	if err := h.f.WaitApplied(context.Background(), 2); err != nil {
+		t.Fatal(err)
+	}
+	if err := finish(s, res); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := h.f.Get([]byte("k")); err != nil || string(v) != "v" {
+		t.Fatalf("Get after repair: %q %v", v, err)
+	}
+}
+
+func TestTruncateWALFailureStaysFenced(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	s, res := h.replicate(1, 0, 5, -1)
+	if err := finish(s, res); err != nil {
+		t.Fatal(err)
+	}
+	h.newTerm(2)
+	h.fs.fail("/wal/")
+	_, err := h.f.Truncate(2, &logpos.EntryID{Term: 1, Offset: 2})
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Truncate with a failing log: %v", err)
+	}
+	if st := h.f.Status(); st.State != StateFenced || st.Head != 5 {
+		t.Fatalf("after a failed Truncate: %+v", st)
+	}
+	h.fs.heal()
+	// The follower stays usable: the next Truncate reopens the log.
+	head, err := h.f.Truncate(2, &logpos.EntryID{Term: 1, Offset: 2})
+	if err != nil || head != (logpos.EntryID{Term: 2, Offset: 2}) {
+		t.Fatalf("Truncate after healing: %v %v", head, err)
+	}
+	if st := h.f.Status(); st.State != StateFollower || st.Head != 2 {
+		t.Fatalf("after Truncate: %+v", st)
+	}
+}
+
+func TestStreamWALFailureKeepsFollowerUsable(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	s, res := h.replicate(1, 0, 2, -1)
+	h.fs.fail("/wal/")
+	s.in <- &replicationpb.Append{Term: 1, CommitOffset: -1, Entry: &replicationpb.LogEntry{Term: 1, Offset: 3}}
+	err := <-res
+	s.cancel()
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("stream on a failing log: %v", err)
+	}
+	select {
+	case o := <-s.acks:
+		t.Fatalf("offset %d acknowledged on a failing log", o)
+	default:
+	}
+	h.fs.heal()
+	// A new stream resumes from the last durable entry.
+	s2, res2 := h.replicate(1, 3, 4, 4)
+	if err := finish(s2, res2); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.f.WaitApplied(context.Background(), 4); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestStreamSendFailure(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	s := newFakeStream()
+	s.sendErr = errInjected
+	res := make(chan error, 1)
+	go func() {
+		res <- h.f.Replicate(s)
+		s.cancel()
+	}()
+	s.in <- &replicationpb.Append{Term: 1, CommitOffset: -1, Entry: &replicationpb.LogEntry{Term: 1, Offset: 0}}
+	if err := <-res; !errors.Is(err, errInjected) {
+		t.Fatalf("stream whose sends fail: %v", err)
+	}
+	s2, res2 := h.replicate(1, 1, 1, -1)
+	if err := finish(s2, res2); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestInstallIOFailureLeavesEverything(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(3)
+	s, res := h.replicate(3, 0, 3, 3)
+	if err := finish(s, res); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.f.WaitApplied(context.Background(), 3); err != nil {
+		t.Fatal(err)
+	}
+	env := &scriptEnv{t: t}
+	snap := env.snapshotStream(args{"term": "3", "commit": "20"})
+	h.fs.fail("/store/")
+	_, err := h.f.InstallSnapshot(snap)
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("install on a failing disk: %v", err)
+	}
+	h.fs.heal()
+	if st := h.f.Status(); st.Term != 3 || st.Head != 3 || st.Commit != 3 || st.State != StateFollower {
+		t.Fatalf("after a failed install: %+v", st)
+	}
+	if _, err := h.f.Get([]byte("snap20")); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a key of the failed snapshot: %v", err)
+	}
+	// The follower is still usable, and a later install succeeds.
+	if off, err := h.f.InstallSnapshot(env.snapshotStream(args{"term": "3", "commit": "20"})); err != nil || off != 20 {
+		t.Fatalf("install after healing: %d %v", off, err)
+	}
+}
+
+// flakyMachine is the KV state machine failing while fail is set.
+type flakyMachine struct {
+	fail     atomic.Bool
+	attempts atomic.Int64
+}
+
+func (m *flakyMachine) Apply(e logpos.Entry, w *store.Writer) error {
+	m.attempts.Add(1)
+	if m.fail.Load() && e.Offset == 2 {
+		return errInjected
+	}
+	return store.KV{}.Apply(e, w)
+}
+
+// TestApplyFailureRetriesWithoutTraffic: the commit never passes a failing
+// entry, and once it applies again the applier catches up on its own.
+func TestApplyFailureRetriesWithoutTraffic(t *testing.T) {
+	sm := &flakyMachine{}
+	sm.fail.Store(true)
+	h := newHarness(t, Config{StateMachine: sm})
+	h.newTerm(1)
+	s, res := h.replicate(1, 0, 4, 4)
+	if err := finish(s, res); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the applier has failed on entry 2 a few times.
+	for {
+		changed := h.f.applier.changed()
+		if h.f.applier.failures.Load() >= 3 {
+			break
+		}
+		<-changed
+	}
+	if c := h.f.Status().Commit; c != 1 {
+		t.Fatalf("commit %d passed or fell short of the failing entry", c)
+	}
+	sm.fail.Store(false)
+	if err := h.f.WaitApplied(context.Background(), 4); err != nil {
+		t.Fatal(err)
+	}
+	if c := h.f.Status().Commit; c != 4 {
+		t.Fatalf("commit %d after recovery", c)
+	}
+}
