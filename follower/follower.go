@@ -31,7 +31,7 @@ type Follower struct {
 	// st is the store; replaced only when it is reopened after a failure,
 	// under the lifecycle lock and the applier's.
 	st atomic.Pointer[store.Store]
-	m   *Lifecycle
+	m  *Lifecycle
 
 	// lock is the lifecycle lock: a channel so that a stream's goroutines
 	// can stop waiting for it when their stream is ended.
