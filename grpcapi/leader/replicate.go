@@ -54,6 +54,12 @@ type Result struct {
 	LastAck logpos.Offset // the highest offset acknowledged, NoOffset if none
 	Bytes   int64         // value bytes sent
 	Elapsed time.Duration // from the first send to the last ack
+	// PriorAcks counts cumulative acks below First received before any
+	// entry of the run was acknowledged: the follower repeating the
+	// durable head it had when the stream attached (this follower does so
+	// when a stream that delivered no entry is half-closed). They cover
+	// nothing of the run and are otherwise ignored.
+	PriorAcks int64
 }
 
 // Replicate runs one replication stream to the end: it sends the
@@ -89,6 +95,7 @@ func (c *Conn) Replicate(ctx context.Context, run Run) (Result, error) {
 	res := Result{LastAck: logpos.NoOffset}
 	finish := func(err error) (Result, error) {
 		res.Acked = r.acked.Load()
+		res.PriorAcks = r.priorAcks.Load()
 		res.LastAck = logpos.Offset(r.lastAck.Load())
 		if res.Acked > 0 {
 			res.Elapsed = time.Duration(r.lastAckAt.Load())
@@ -164,6 +171,7 @@ type runState struct {
 	lastAck   atomic.Int64
 	acked     atomic.Int64
 	lastAckAt atomic.Int64 // ns since base
+	priorAcks atomic.Int64
 }
 
 // ended explains why the stream ended before the run did.
@@ -190,6 +198,10 @@ func (r *runState) receive(stream replicationpb.OxiaLogReplication_ReplicateClie
 		}
 		o := logpos.Offset(ack.GetOffset())
 		now := time.Since(r.base)
+		if run.Cumulative && o < run.First && next == run.First {
+			r.priorAcks.Add(1)
+			continue
+		}
 		switch sent := logpos.Offset(r.sentUpTo.Load()); {
 		case o > sent:
 			return fmt.Errorf("%w: ack %d for an entry not sent (sent up to %d)", ErrProtocol, o, sent)

@@ -1,0 +1,105 @@
+package grpcapi
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tablefsm/tablefsm/follower"
+)
+
+// TestStatusMapping checks Status against SPEC §4 for every domain error,
+// wrapped as the follower wraps them, including those a client cannot
+// easily provoke through the wire (ErrClosed outside a shutdown, an
+// unknown error).
+func TestStatusMapping(t *testing.T) {
+	wrap := func(err error) error { return fmt.Errorf("follower: doing something: %w", err) }
+	cases := []struct {
+		name         string
+		err          error
+		shuttingDown bool
+		code         codes.Code
+		reason       string
+	}{
+		{"nil", nil, false, codes.OK, ""},
+		{"closed", wrap(follower.ErrClosed), false, codes.FailedPrecondition, ReasonResourceConflict},
+		{"conflict", wrap(follower.ErrConflict), false, codes.FailedPrecondition, ReasonResourceConflict},
+		{"invalid term", wrap(follower.ErrInvalidTerm), false, codes.FailedPrecondition, ReasonInvalidTerm},
+		{"invalid status", wrap(follower.ErrInvalidStatus), false, codes.FailedPrecondition, ReasonInvalidStatus},
+		{"not member", wrap(follower.ErrNotMember), false, codes.Aborted, ReasonNodeIsNotMember},
+		{"not hosted", errNotHosted, false, codes.Aborted, ReasonNodeIsNotMember},
+		{"unavailable", wrap(follower.ErrUnavailable), false, codes.Unavailable, ReasonResourceUnavailable},
+		{"invalid argument", wrap(follower.ErrInvalidArgument), false, codes.InvalidArgument, ReasonInvalidArgument},
+		{"validation", invalidf("shard", "bad"), false, codes.InvalidArgument, ReasonInvalidArgument},
+		{"gap", wrap(follower.ErrGap), false, codes.InvalidArgument, ReasonInvalidArgument},
+		{"stream ended", wrap(follower.ErrStreamEnded), false, codes.Canceled, ""},
+		{"stream ended by close", fmt.Errorf("%w: %w", follower.ErrStreamEnded, follower.ErrClosed), false, codes.Canceled, ""},
+		{"shutdown: closed", wrap(follower.ErrClosed), true, codes.Unavailable, ""},
+		{"shutdown: stream ended", wrap(follower.ErrStreamEnded), true, codes.Unavailable, ""},
+		{"shutdown: refused", errShuttingDown, false, codes.Unavailable, ""},
+		{"shutdown: other errors keep their code", wrap(follower.ErrInvalidTerm), true, codes.FailedPrecondition, ReasonInvalidTerm},
+		// An install abandoned by NewTerm is ErrInvalidTerm whatever else
+		// failed with it.
+		{"invalid term first", fmt.Errorf("%w: %w", follower.ErrInvalidArgument, follower.ErrInvalidTerm), false, codes.FailedPrecondition, ReasonInvalidTerm},
+		{"transport status kept", fmt.Errorf("follower: receiving: %w", status.Error(codes.Canceled, "context canceled")), false, codes.Canceled, ""},
+		{"context", wrap(context.DeadlineExceeded), false, codes.DeadlineExceeded, ""},
+		{"unknown", errors.New("something else"), false, codes.Unknown, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got := Status(c.err, c.shuttingDown)
+			if status.Code(got) != c.code {
+				t.Fatalf("Status(%v, %v) = %v, want code %v", c.err, c.shuttingDown, got, c.code)
+			}
+			if r := Reason(got); r != c.reason {
+				t.Fatalf("Status(%v) reason %q, want %q", c.err, r, c.reason)
+			}
+			if c.err != nil {
+				st, _ := status.FromError(got)
+				if c.reason != "" && len(st.Details()) != 1 {
+					t.Fatalf("details %v, want exactly one ErrorInfo", st.Details())
+				}
+				if c.reason == "" && len(st.Details()) != 0 {
+					t.Fatalf("details %v, want none", st.Details())
+				}
+			}
+		})
+	}
+}
+
+func TestValidNamespace(t *testing.T) {
+	long := func(n int) string {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = 'a'
+		}
+		return string(b)
+	}
+	for _, ns := range []string{"a", "default", "A-b_c.d", "0", long(128), "x..y"} {
+		if !validNamespace(ns) {
+			t.Errorf("validNamespace(%q) = false", ns)
+		}
+	}
+	for _, ns := range []string{"", ".", "..", "../x", "a/b", "/abs", "-a", "_a", ".a", "a b", "a\x00", "é", long(129), "a\\b"} {
+		if validNamespace(ns) {
+			t.Errorf("validNamespace(%q) = true", ns)
+		}
+	}
+}
+
+func TestParseShardID(t *testing.T) {
+	for s, want := range map[string]int64{"0": 0, "1": 1, "42": 42, "9223372036854775807": 1<<63 - 1} {
+		if got, ok := parseShardID(s); !ok || got != want {
+			t.Errorf("parseShardID(%q) = %d, %v", s, got, ok)
+		}
+	}
+	for _, s := range []string{"", "-1", "+1", "01", "00", " 1", "1 ", "1e3", "0x1", "9223372036854775808", "abc", "1_000", "١"} {
+		if got, ok := parseShardID(s); ok {
+			t.Errorf("parseShardID(%q) = %d, true", s, got)
+		}
+	}
+}
