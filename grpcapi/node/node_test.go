@@ -1,0 +1,216 @@
+package node_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"io"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tablefsm/tablefsm/grpcapi"
+	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/grpcapi/node"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+)
+
+// asFollowerd makes this test binary run node.Main instead of the tests:
+// the subprocess tests start it as their followerd.
+const asFollowerd = "NODE_TEST_AS_FOLLOWERD=1"
+
+func TestMain(m *testing.M) {
+	if os.Getenv("NODE_TEST_AS_FOLLOWERD") == "1" {
+		os.Exit(node.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	}
+	goleak.VerifyTestMain(m)
+}
+
+// startChild starts this binary as a followerd over dir.
+func startChild(t *testing.T, dir string, logs io.Writer) *node.Process {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := node.Start(ctx, []string{os.Args[0], "--listen", "127.0.0.1:0", "--data-dir", dir, "--log-level", "warn"}, []string{asFollowerd}, logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Kill)
+	return p
+}
+
+func dial(t *testing.T, addr string) *leader.Conn {
+	t.Helper()
+	c, err := leader.Dial(addr, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// syncBuffer is a bytes.Buffer safe for a writer and a reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestFlags(t *testing.T) {
+	cases := []struct {
+		args   []string
+		status int
+		stderr string
+	}{
+		{[]string{"--help"}, 0, "Usage: followerd"},
+		{[]string{"-h"}, 0, "-data-dir directory"},
+		{[]string{"--bogus"}, 2, "flag provided but not defined: -bogus"},
+		{[]string{"serve"}, 2, `unexpected argument "serve"`},
+		{[]string{"--log-level", "loud"}, 2, "invalid --log-level"},
+		{[]string{"--log-format", "xml"}, 2, "invalid --log-format"},
+		{[]string{"--max-message-size", "0"}, 2, "invalid --max-message-size"},
+		{[]string{"--data-dir", ""}, 2, "--data-dir is empty"},
+		{[]string{"--listen"}, 2, "flag needs an argument"},
+		{[]string{"--listen", "not an address", "--data-dir", t.TempDir()}, 1, "cannot listen"},
+	}
+	for _, c := range cases {
+		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if got := node.Main(ctxT(t), c.args, &stdout, &stderr); got != c.status {
+				t.Fatalf("status %d, want %d; stderr:\n%s", got, c.status, stderr.String())
+			}
+			if !strings.Contains(stderr.String(), c.stderr) {
+				t.Fatalf("stderr %q does not contain %q", stderr.String(), c.stderr)
+			}
+			if stdout.Len() != 0 {
+				t.Fatalf("stdout %q, want nothing", stdout.String())
+			}
+		})
+	}
+}
+
+// runMain runs node.Main in this process and returns the address it
+// prints and a func that stops it and returns its status.
+func runMain(t *testing.T, args ...string) (string, func() int, *syncBuffer) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	r, w := io.Pipe()
+	stderr := &syncBuffer{}
+	status := make(chan int, 1)
+	go func() {
+		status <- node.Main(ctx, args, w, stderr)
+		_ = w.Close()
+	}()
+	sc := bufio.NewScanner(r)
+	if !sc.Scan() {
+		cancel()
+		t.Fatalf("no address printed; status %d; stderr:\n%s", <-status, stderr)
+	}
+	line := sc.Text()
+	go func() { _, _ = io.Copy(io.Discard, r) }()
+	if !strings.HasPrefix(line, node.ListeningPrefix) {
+		t.Fatalf("first line %q", line)
+	}
+	return strings.TrimPrefix(line, node.ListeningPrefix), func() int { cancel(); return <-status }, stderr
+}
+
+// TestMainServesUntilCancelled: Main prints its address, serves, and
+// returns 0 once asked to stop; a second node on the same data directory
+// refuses to start.
+func TestMainServesUntilCancelled(t *testing.T) {
+	dir := t.TempDir()
+	addr, stop, stderr := runMain(t, "--listen", "127.0.0.1:0", "--data-dir", dir, "--log-format", "json")
+	c := dial(t, addr)
+	s := leader.Shard{Namespace: "main", Shard: 0}
+	if _, err := c.NewTerm(ctxT(t), s, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	var other bytes.Buffer
+	if got := node.Main(ctxT(t), []string{"--listen", "127.0.0.1:0", "--data-dir", dir}, io.Discard, &other); got != 1 {
+		t.Fatalf("a second node on the same data: status %d, stderr %s", got, other.String())
+	}
+	if !strings.Contains(other.String(), "another node") {
+		t.Fatalf("second node's error: %s", other.String())
+	}
+	if got := stop(); got != 0 {
+		t.Fatalf("status %d; stderr:\n%s", got, stderr)
+	}
+	if !strings.Contains(stderr.String(), `"msg":"stopped"`) {
+		t.Fatalf("JSON logs without the stop message:\n%s", stderr)
+	}
+}
+
+// TestSignals: SIGTERM and SIGINT shut a real followerd process down
+// gracefully: streams end Unavailable, exit status 0, data kept.
+func TestSignals(t *testing.T) {
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGINT} {
+		t.Run(sig.String(), func(t *testing.T) {
+			dir := t.TempDir()
+			logs := &syncBuffer{}
+			p := startChild(t, dir, logs)
+			c := dial(t, p.Addr)
+			s := leader.Shard{Namespace: "sig", Shard: 1}
+			head, err := c.NewTerm(ctxT(t), s, 1, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := c.Truncate(ctxT(t), s, 1, head); err != nil {
+				t.Fatal(err)
+			}
+			stream, err := c.Replication.Replicate(leader.StreamContext(ctxT(t), s))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := stream.Send(&replicationpb.Append{Term: 1, Entry: &replicationpb.LogEntry{Term: 1, Offset: 0, Value: leader.AppendPut(nil, []byte("k"), []byte("v"))}, CommitOffset: -1}); err != nil {
+				t.Fatal(err)
+			}
+			if ack, err := stream.Recv(); err != nil || ack.GetOffset() != 0 {
+				t.Fatalf("ack %v, %v", ack, err)
+			}
+			p.Signal(sig)
+			var end error
+			for end == nil {
+				_, end = stream.Recv()
+			}
+			if status.Code(end) != codes.Unavailable || grpcapi.Reason(end) != "" {
+				t.Fatalf("the stream ended with %v, want Unavailable without reason", end)
+			}
+			if got := p.Wait(); got != 0 {
+				t.Fatalf("exit status %d; logs:\n%s", got, logs)
+			}
+			p2 := startChild(t, dir, logs)
+			st, err := dial(t, p2.Addr).Status(ctxT(t), s)
+			if err != nil || st.GetHeadOffset() != 0 || st.GetTerm() != 1 {
+				t.Fatalf("after restart: %v, %v", st, err)
+			}
+			if got := p2.Stop(); got != 0 {
+				t.Fatalf("exit status %d", got)
+			}
+		})
+	}
+}
+
