@@ -144,4 +144,3 @@ func TestCrash(t *testing.T) {
 		_ = c.Close()
 	}
 }
-

@@ -213,4 +213,3 @@ func TestSignals(t *testing.T) {
 		})
 	}
 }
-
