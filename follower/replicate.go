@@ -52,6 +52,8 @@ type replication struct {
 		// dupUpTo is the highest duplicate received in cumulative mode and
 		// not yet answered, NoOffset if none.
 		dupUpTo logpos.Offset
+		// received is the highest offset an entry of this stream carried.
+		received logpos.Offset
 		// inputDone: the leader half-closed the stream.
 		inputDone bool
 	}
@@ -72,7 +74,7 @@ func newReplication(f *Follower, s ReplicationStream) *replication {
 		wake:     make(chan struct{}, 1),
 		lastAck:  logpos.NoOffset,
 	}
-	r.mu.dupUpTo = logpos.NoOffset
+	r.mu.dupUpTo, r.mu.received = logpos.NoOffset, logpos.NoOffset
 	return r
 }
 
@@ -213,6 +215,7 @@ func (r *replication) handle(a *replicationpb.Append) error {
 	}
 	f.advertise(a.CommitOffset)
 	r.mu.Lock()
+	r.mu.received = max(r.mu.received, off)
 	if r.mu.mode == perEntry {
 		r.mu.pending = append(r.mu.pending, off)
 	} else if duplicate {
@@ -301,7 +304,9 @@ func (r *replication) acknowledge(durable logpos.Offset) (bool, error) {
 			r.sending = append(r.sending, durable)
 		}
 	}
-	waiting := len(r.mu.pending) > 0 || r.mu.dupUpTo != logpos.NoOffset
+	// Entries received but not yet durable need another round, in either
+	// mode.
+	waiting := len(r.mu.pending) > 0 || r.mu.dupUpTo != logpos.NoOffset || r.mu.received > durable
 	done := r.mu.inputDone && !waiting
 	r.mu.Unlock()
 
