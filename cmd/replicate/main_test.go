@@ -1,0 +1,153 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/tablefsm/tablefsm/grpcapi/node"
+)
+
+// This test binary doubles as the programs the commands start: with
+// REPLICATE_TEST_CHILD=1 it runs followerd (node.Main), or, for the
+// echo-server command that bench starts from its own binary, replicate.
+func TestMain(m *testing.M) {
+	if os.Getenv("REPLICATE_TEST_CHILD") == "1" {
+		if len(os.Args) > 1 && os.Args[1] == "echo-server" {
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+			code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+			stop()
+			os.Exit(code)
+		}
+		os.Exit(node.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	}
+	goleak.VerifyTestMain(m)
+}
+
+func runCLI(t *testing.T, args ...string) (int, string, string) {
+	t.Helper()
+	t.Setenv("REPLICATE_TEST_CHILD", "1") // inherited by the children only
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var stdout, stderr bytes.Buffer
+	code := run(ctx, args, &stdout, &stderr)
+	return code, stdout.String(), stderr.String()
+}
+
+// TestDemo runs the whole demo against real followerd processes (this
+// binary as followerd) and checks that every step happened.
+func TestDemo(t *testing.T) {
+	code, out, errOut := runCLI(t, "demo", "--followerd", os.Args[0], "--entries", "200")
+	if code != 0 {
+		t.Fatalf("demo: status %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	for _, want := range []string{
+		"NODE_IS_NOT_MEMBER",
+		"NotMember --NewTerm--> Fenced",
+		"Fenced    --Truncate--> Follower",
+		"all 200 keys equal the leader's",
+		"killed (SIGKILL)",
+		"NotMember --Restore--> Fenced",
+		"nothing acknowledged lost",
+		"FailedPrecondition INVALID_TERM",
+		"NotMember --CommitInstall--> Follower",
+		"Follower  --Delete--> Closed",
+		"node A exited with status 0",
+		"node B exited with status 0",
+		"summary:",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the demo's output lacks %q:\n%s", want, out)
+		}
+	}
+}
+
+// TestBench runs a small bench against a local followerd and the echo
+// baseline (both this binary).
+func TestBench(t *testing.T) {
+	code, out, errOut := runCLI(t, "bench", "--followerd", os.Args[0], "--entries", "300", "--window", "50", "--rounds", "1", "--idle", "20", "--progress=false")
+	if code != 0 {
+		t.Fatalf("bench: status %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	for _, want := range []string{"round 1  baseline", "round 1  followerd", "% of the bare stream", "followerd ack", "stream round trip", "fsync", "budget"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("bench output lacks %q:\n%s", want, out)
+		}
+	}
+	code, out, errOut = runCLI(t, "bench", "--followerd", os.Args[0], "--entries", "100", "--acks", "per-entry", "--rounds", "1", "--idle", "0", "--baseline=false", "--progress=false")
+	if code != 0 || !strings.Contains(out, "per-entry acks") {
+		t.Fatalf("per-entry bench: status %d\n%s\n%s", code, out, errOut)
+	}
+}
+
+// TestCommands drives status, new-term and truncate against a followerd.
+func TestCommands(t *testing.T) {
+	t.Setenv("REPLICATE_TEST_CHILD", "1")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := startFollowerd(ctx, []string{os.Args[0]}, t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Kill()
+	target := []string{"--target", p.Addr, "--namespace", "cli", "--shard", "3"}
+	steps := []struct {
+		args []string
+		code int
+		out  string
+	}{
+		{[]string{"status"}, 1, ""},
+		{[]string{"new-term", "--term", "2", "--key-sorting", "natural"}, 0, "cli/3 fenced at term 2: head {-1,-1}"},
+		{[]string{"status"}, 0, "cli/3 term=2 status=FENCED head=-1 commit=-1"},
+		{[]string{"truncate", "--term", "2"}, 0, "cli/3 truncated: head {2,-1}"},
+		{[]string{"status"}, 0, "status=FOLLOWER"},
+		{[]string{"new-term", "--term", "1"}, 1, ""},
+	}
+	for _, s := range steps {
+		code, out, errOut := runCLI(t, append(append([]string{s.args[0]}, target...), s.args[1:]...)...)
+		if code != s.code || !strings.Contains(out, s.out) {
+			t.Fatalf("%v: status %d, stdout %q, stderr %q", s.args, code, out, errOut)
+		}
+		if code == 1 && !strings.Contains(errOut, "replicate "+s.args[0]+": rpc error") {
+			t.Fatalf("%v: stderr %q", s.args, errOut)
+		}
+	}
+	if code := p.Stop(); code != 0 {
+		t.Fatalf("followerd exited with %d", code)
+	}
+}
+
+func TestUsage(t *testing.T) {
+	cases := []struct {
+		args   []string
+		code   int
+		stderr string
+		stdout string
+	}{
+		{nil, 2, "Usage: replicate <command>", ""},
+		{[]string{"--help"}, 0, "", "Commands:"},
+		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`, ""},
+		{[]string{"status", "--help"}, 0, "Usage: replicate status", ""},
+		{[]string{"status", "--nope"}, 2, "flag provided but not defined", ""},
+		{[]string{"status", "extra"}, 2, `unexpected argument "extra"`, ""},
+		{[]string{"new-term"}, 2, "--term is required", ""},
+		{[]string{"new-term", "--term", "1", "--key-sorting", "random"}, 2, "invalid --key-sorting", ""},
+		{[]string{"truncate"}, 2, "--term is required", ""},
+		{[]string{"bench", "--acks", "sometimes"}, 2, "--acks must be", ""},
+		{[]string{"bench", "--entries", "0"}, 2, "--entries must be positive", ""},
+		{[]string{"demo", "--entries", "3"}, 2, "--entries must be at least 10", ""},
+	}
+	for _, c := range cases {
+		code, out, errOut := runCLI(t, c.args...)
+		if code != c.code || !strings.Contains(errOut, c.stderr) || !strings.Contains(out, c.stdout) {
+			t.Errorf("%v: status %d (want %d)\nstdout %q\nstderr %q", c.args, code, c.code, out, errOut)
+		}
+	}
+}
