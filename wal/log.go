@@ -382,8 +382,7 @@ func (l *Log) rollSegment(first logpos.Offset, prev uint32, recSize int64) (*seg
 		}
 	}
 	if !preallocated || capacity > l.opts.SegmentSize {
-		// Best effort: a failed preallocation only costs speed.
-		_ = f.Preallocate(0, capacity)
+		extendFile(f, capacity)
 	}
 	s := &segment{
 		first:    first,

@@ -21,6 +21,7 @@ type scanResult struct {
 	positions []uint32
 	size      int64 // file size
 	damaged   bool  // non-zero bytes after end
+	dirtyEnd  int64 // end of the last non-zero chunk after end
 }
 
 // scanSegment reads the records of a segment file whose header says first
@@ -55,16 +56,17 @@ func scanSegment(f vfs.File, size int64, first logpos.Offset, prevCRC uint32) (s
 		pos += int64(sz)
 	}
 	r.end = pos
+	// Segments are preallocated: check the rest is zeroes, and where the
+	// last non-zero bytes end.
 	for p := pos; p < size; {
-		b, err := fr.bytes(p, int(min(size-p, 1<<20)))
+		b, err := fr.bytes(p, int(min(size-p, 64<<10)))
 		if err != nil {
 			return r, err
 		}
-		if !isZero(b) {
-			r.damaged = true
-			break
-		}
 		p += int64(len(b))
+		if !isZero(b) {
+			r.damaged, r.dirtyEnd = true, p
+		}
 	}
 	return r, nil
 }
@@ -365,7 +367,7 @@ func (l *Log) reopenTail(s *segment, r *scanResult, hasIndex bool) error {
 		return fmt.Errorf("wal: open %s: %w", s.path, err)
 	}
 	if r.damaged {
-		if err := zeroRange(f, r.end, r.size); err != nil {
+		if err := zeroRange(f, r.end, r.dirtyEnd); err != nil {
 			_ = f.Close()
 			return fmt.Errorf("wal: zero the tail of %s: %w", s.path, err)
 		}

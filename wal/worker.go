@@ -36,8 +36,13 @@ func (l *Log) prepareSegment() {
 	}
 	f, err := l.fs.Create(path, vfs.WriteCategoryUnspecified)
 	if err == nil {
-		// Best effort: a failed preallocation only costs speed.
-		_ = f.Preallocate(0, l.opts.SegmentSize)
+		extendFile(f, l.opts.SegmentSize)
+		// Make the size durable now, so that the fsyncs of the append path
+		// need not.
+		if err = f.Sync(); err != nil {
+			_ = f.Close()
+			_ = l.fs.Remove(path)
+		}
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -126,4 +131,16 @@ func writeFileDurably(fs vfs.FS, path string, b []byte) error {
 		return fmt.Errorf("wal: write %s: %w", path, err)
 	}
 	return nil
+}
+
+// extendFile allocates a segment file's blocks and sets its size to size,
+// so that appends write inside the file and an fdatasync need not update
+// its size. Best effort: failing only costs speed, since the space past
+// the records reads as zeroes either way.
+func extendFile(f vfs.File, size int64) {
+	if st, err := f.Stat(); err == nil && st.Size() >= size {
+		return
+	}
+	_ = f.Preallocate(0, size)
+	_, _ = f.WriteAt([]byte{0}, size-1)
 }
