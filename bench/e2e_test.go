@@ -2,6 +2,7 @@ package bench
 
 import (
 	"context"
+	"io"
 	"net"
 	"strconv"
 	"testing"
@@ -11,9 +12,11 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 
+	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/echo"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
@@ -185,4 +188,95 @@ func BenchmarkIdleAck(b *testing.B) {
 		b.SetBytes(entrySize)
 		b.ReportMetric(float64(lat.Quantile(.5).Microseconds()), "p50-µs")
 	})
+}
+
+// memStream is a follower.ReplicationStream over channels: the follower
+// without gRPC, to tell the transport's share of the cost from the
+// storage's.
+type memStream struct {
+	ctx  context.Context
+	in   chan *replicationpb.Append
+	acks chan int64
+}
+
+func (m *memStream) Context() context.Context { return m.ctx }
+
+func (m *memStream) Recv() (*replicationpb.Append, error) {
+	select {
+	case a, ok := <-m.in:
+		if !ok {
+			return nil, io.EOF
+		}
+		return a, nil
+	case <-m.ctx.Done():
+		return nil, m.ctx.Err()
+	}
+}
+
+func (m *memStream) Send(a *replicationpb.Ack) error {
+	select {
+	case m.acks <- a.GetOffset():
+		return nil
+	case <-m.ctx.Done():
+		return m.ctx.Err()
+	}
+}
+
+// BenchmarkStreamDirect streams to a follower in this process without
+// gRPC, with the same window, entries and cumulative acks as
+// BenchmarkStream, advertising the acked offset as committed (so the
+// applier runs) or not (the log alone).
+func BenchmarkStreamDirect(b *testing.B) {
+	for _, apply := range []bool{true, false} {
+		name := "log+apply"
+		if !apply {
+			name = "log"
+		}
+		b.Run(name, func(b *testing.B) {
+			f, err := follower.Open(follower.Config{Dir: b.TempDir()})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.NewTerm(1, follower.TermOptions{}); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := f.Truncate(1, &logpos.NoEntry); err != nil {
+				b.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			s := &memStream{ctx: ctx, in: make(chan *replicationpb.Append, window), acks: make(chan int64, window)}
+			done := make(chan error, 1)
+			go func() { done <- f.Replicate(s) }()
+			n := int64(b.N)
+			acked := int64(-1)
+			key := make([]byte, 0, 32)
+			b.SetBytes(entrySize)
+			b.ResetTimer()
+			for i := int64(0); i < n; i++ {
+				for i-acked > window {
+					acked = <-s.acks
+				}
+				commit := int64(-1)
+				if apply {
+					commit = acked
+				}
+				key = strconv.AppendInt(append(key[:0], "bench/"...), i, 10)
+				s.in <- &replicationpb.Append{
+					Term:         1,
+					Entry:        &replicationpb.LogEntry{Term: 1, Offset: i, Value: leader.AppendPaddedPut(nil, key, entrySize)},
+					CommitOffset: commit, CumulativeAcksSupported: true,
+				}
+			}
+			for acked < n-1 {
+				acked = <-s.acks
+			}
+			b.StopTimer()
+			close(s.in)
+			if err := <-done; err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
 }
