@@ -140,6 +140,9 @@ func (a *applier) applyOne() (bool, error) {
 		a.resetLocked() // read the entry again next time
 		return false, fmt.Errorf("applying entry %d: %w", e.Offset, err)
 	}
+	if invariants {
+		assertf(e.Offset == commit+1 && e.Offset <= f.durableHead(), "applied %d after commit %d with durable head %d", e.Offset, commit, f.durableHead())
+	}
 	if a.sinceTrim++; a.sinceTrim >= f.cfg.TrimEvery {
 		a.sinceTrim = 0
 		a.trimLocked()

@@ -397,6 +397,9 @@ func (f *Follower) Fence(term logpos.Term, options TermOptions) error {
 		f.noteLogError(err)
 		return fmt.Errorf("%w: persisting term %d: %w", ErrUnavailable, term, err)
 	}
+	if invariants {
+		assertf(int64(term) >= f.term.Load(), "term %d after %d", term, f.term.Load())
+	}
 	f.term.Store(int64(term))
 	f.reply = f.log.LastDurable()
 	if f.reply.IsNone() {
@@ -431,6 +434,9 @@ func (f *Follower) TruncateLog(head *logpos.EntryID) error {
 
 // StartStream attaches a replication stream and starts its goroutines.
 func (f *Follower) StartStream(stream *replication) error {
+	if invariants {
+		assertf(f.stream == nil && f.install == nil, "a stream attached beside another stream or an install")
+	}
 	f.stream = stream
 	stream.start()
 	return nil
@@ -438,6 +444,9 @@ func (f *Follower) StartStream(stream *replication) error {
 
 // StartInstall attaches a snapshot install.
 func (f *Follower) StartInstall(install *installation) error {
+	if invariants {
+		assertf(f.stream == nil && f.install == nil, "an install attached beside a stream or another install")
+	}
 	loader, err := f.store().NewLoader()
 	if err != nil {
 		return fmt.Errorf("%w: staging a snapshot: %w", ErrUnavailable, err)

@@ -125,6 +125,9 @@ func (f *Follower) CommitSnapshot(inst *installation) error {
 	}
 	f.install = nil
 	point := info.Commit.Offset
+	if invariants {
+		assertf(int64(f.store().Term()) >= f.term.Load(), "install took the term from %d to %d", f.term.Load(), f.store().Term())
+	}
 	f.term.Store(int64(f.store().Term()))
 	f.base.Store(int64(point))
 	f.head.Store(int64(point))

@@ -311,6 +311,10 @@ func (r *replication) acknowledge(durable logpos.Offset) (bool, error) {
 	r.mu.Unlock()
 
 	for _, o := range r.sending {
+		if invariants {
+			assertf(o <= durable && o >= r.lastAck || mode == perEntry && o <= durable,
+				"ack %d with durable head %d after ack %d", o, durable, r.lastAck)
+		}
 		r.ack.Offset = int64(o)
 		if err := r.s.Send(&r.ack); err != nil {
 			return false, err
