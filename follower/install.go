@@ -22,7 +22,7 @@ type installation struct {
 // arrived and the staged files open as a valid store, replaces the store
 // with it, clears the log and moves to Follower. It returns the snapshot's
 // commit offset. Any failure leaves the follower exactly as it was; if
-// NewTerm ran during the transfer, it fails with ErrInvalidTerm. See SPEC
+// NewTerm ran during the transfer, it fails with ErrInvalidTerm. See docs/spec.md
 // §2.4.
 func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 	first, err := s.Recv()

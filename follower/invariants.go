@@ -5,7 +5,7 @@ package follower
 import "fmt"
 
 // invariants is true in builds with the invariants tag: the follower then
-// checks the invariants of SPEC §6 as it runs and panics when one breaks.
+// checks the invariants of docs/spec.md §6 as it runs and panics when one breaks.
 // Tests run with it in CI; production builds leave it out.
 const invariants = true
 

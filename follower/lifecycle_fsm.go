@@ -12,7 +12,7 @@ import (
 )
 
 // LifecycleTableHash is the hash of transitions.yaml this file was generated from.
-const LifecycleTableHash = "sha256:89bf302745145be575a13b86777d538d3a660a4f84c07b4b7f57c544b3ac3e7a"
+const LifecycleTableHash = "sha256:c5589cb2fdade25904a6e3cdf07bb2332f7830798b6896a2255475bec4e0c08d"
 
 // State is a state of the Lifecycle machine. The zero value is not a state.
 type State uint8

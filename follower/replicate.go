@@ -81,7 +81,7 @@ func newReplication(f *Follower, s ReplicationStream) *replication {
 // Replicate serves one replication stream until the leader half-closes it
 // (every entry received is then durable and acknowledged, and Replicate
 // returns nil), the stream fails (its error), or NewTerm, Delete or Close
-// ends it (an error matching ErrStreamEnded). See SPEC §2.3.
+// ends it (an error matching ErrStreamEnded). See docs/spec.md §2.3.
 func (f *Follower) Replicate(s ReplicationStream) error {
 	r := newReplication(f, s)
 	defer r.cancel(nil)

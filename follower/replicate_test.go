@@ -6,7 +6,7 @@ import (
 
 // TestHalfCloseAcksEverything: when the leader half-closes, every entry it
 // sent is made durable and acknowledged before Replicate returns, in both
-// ack modes, however the sync rounds fall (SPEC §2.3).
+// ack modes, however the sync rounds fall (docs/spec.md §2.3).
 func TestHalfCloseAcksEverything(t *testing.T) {
 	for _, cumulative := range []bool{true, false} {
 		for round := 0; round < 8; round++ {
