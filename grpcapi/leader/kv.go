@@ -18,16 +18,7 @@ import (
 // machine. It encodes exactly as proto.Marshal would, without allocating
 // beyond buf.
 func AppendPut(buf, key, value []byte) []byte {
-	put := protowire.SizeTag(1) + protowire.SizeBytes(len(key)) + protowire.SizeTag(2) + protowire.SizeBytes(len(value))
-	op := protowire.SizeTag(1) + protowire.SizeBytes(put)
-	buf = protowire.AppendTag(buf, 1, protowire.BytesType) // WriteBatch.operations
-	buf = protowire.AppendVarint(buf, uint64(op))
-	buf = protowire.AppendTag(buf, 1, protowire.BytesType) // Operation.put
-	buf = protowire.AppendVarint(buf, uint64(put))
-	buf = protowire.AppendTag(buf, 1, protowire.BytesType) // Put.key
-	buf = protowire.AppendBytes(buf, key)
-	buf = protowire.AppendTag(buf, 2, protowire.BytesType) // Put.value
-	return protowire.AppendBytes(buf, value)
+	return appendPut(buf, key, len(value), func(b []byte) []byte { return append(b, value...) })
 }
 
 // AppendPaddedPut appends to buf a WriteBatch putting key to a value of
@@ -45,24 +36,49 @@ func AppendPaddedPut(buf, key []byte, size int) []byte {
 // batchSize is the encoded size of a one-put batch with the given key and
 // value lengths.
 func batchSize(keyLen, valueLen int) int {
-	put := protowire.SizeTag(1) + protowire.SizeBytes(keyLen) + protowire.SizeTag(2) + protowire.SizeBytes(valueLen)
+	put := 0
+	if keyLen > 0 {
+		put += protowire.SizeTag(1) + protowire.SizeBytes(keyLen)
+	}
+	if valueLen > 0 {
+		put += protowire.SizeTag(2) + protowire.SizeBytes(valueLen)
+	}
 	op := protowire.SizeTag(1) + protowire.SizeBytes(put)
 	return protowire.SizeTag(1) + protowire.SizeBytes(op)
 }
 
 func appendPutFilled(buf, key []byte, n int) []byte {
-	put := protowire.SizeTag(1) + protowire.SizeBytes(len(key)) + protowire.SizeTag(2) + protowire.SizeBytes(n)
+	return appendPut(buf, key, n, func(b []byte) []byte {
+		for range n {
+			b = append(b, 'x')
+		}
+		return b
+	})
+}
+
+// appendPut encodes a one-put WriteBatch whose value, n bytes long, value
+// appends. Empty fields are left out, as proto3 does.
+func appendPut(buf, key []byte, n int, value func([]byte) []byte) []byte {
+	put := 0
+	if len(key) > 0 {
+		put += protowire.SizeTag(1) + protowire.SizeBytes(len(key))
+	}
+	if n > 0 {
+		put += protowire.SizeTag(2) + protowire.SizeBytes(n)
+	}
 	op := protowire.SizeTag(1) + protowire.SizeBytes(put)
-	buf = protowire.AppendTag(buf, 1, protowire.BytesType)
+	buf = protowire.AppendTag(buf, 1, protowire.BytesType) // WriteBatch.operations
 	buf = protowire.AppendVarint(buf, uint64(op))
-	buf = protowire.AppendTag(buf, 1, protowire.BytesType)
+	buf = protowire.AppendTag(buf, 1, protowire.BytesType) // Operation.put
 	buf = protowire.AppendVarint(buf, uint64(put))
-	buf = protowire.AppendTag(buf, 1, protowire.BytesType)
-	buf = protowire.AppendBytes(buf, key)
-	buf = protowire.AppendTag(buf, 2, protowire.BytesType)
-	buf = protowire.AppendVarint(buf, uint64(n))
-	for range n {
-		buf = append(buf, 'x')
+	if len(key) > 0 {
+		buf = protowire.AppendTag(buf, 1, protowire.BytesType) // Put.key
+		buf = protowire.AppendBytes(buf, key)
+	}
+	if n > 0 {
+		buf = protowire.AppendTag(buf, 2, protowire.BytesType) // Put.value
+		buf = protowire.AppendVarint(buf, uint64(n))
+		buf = value(buf)
 	}
 	return buf
 }
