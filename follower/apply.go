@@ -86,10 +86,11 @@ func (a *applier) run() {
 				break
 			}
 			a.failures.Add(1)
+			a.f.stats.applyErrors.Add(1)
 			a.lastErr.Store(&err)
 			a.f.noteLogError(err)
 			a.notify()
-			a.f.cfg.Logger.Error("applying an entry failed; retrying", "err", err, "retry_in", delay)
+			a.f.logger().Error("applying an entry failed; retrying", "err", err, "retry_in", delay)
 			timer := time.NewTimer(delay)
 			select {
 			case <-timer.C:
@@ -143,6 +144,7 @@ func (a *applier) applyOne() (bool, error) {
 	if invariants {
 		assertf(e.Offset == commit+1 && e.Offset <= f.durableHead(), "applied %d after commit %d with durable head %d", e.Offset, commit, f.durableHead())
 	}
+	f.stats.applied.Add(1)
 	if a.sinceTrim++; a.sinceTrim >= f.cfg.TrimEvery {
 		a.sinceTrim = 0
 		a.trimLocked()
@@ -186,7 +188,7 @@ func (a *applier) repair() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err := f.repairLocked(); err != nil {
-		f.cfg.Logger.Warn("repairing the store failed", "err", err)
+		f.logger().Warn("repairing the store failed", "err", err)
 	}
 }
 
@@ -207,7 +209,7 @@ func (a *applier) trimLocked() {
 	}
 	if err != nil {
 		a.f.noteLogError(err)
-		a.f.cfg.Logger.Warn("trimming the log failed", "err", err)
+		a.f.logger().Warn("trimming the log failed", "err", err)
 	}
 }
 

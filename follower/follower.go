@@ -58,6 +58,7 @@ type Follower struct {
 	base atomic.Int64
 
 	applier applier
+	stats   stats
 	// goroutines counts every goroutine the follower started; Close waits
 	// for them.
 	goroutines sync.WaitGroup
@@ -108,14 +109,14 @@ func Open(cfg Config) (*Follower, error) {
 	f.advertised.Store(int64(commit.Offset))
 	f.term.Store(int64(st.Term()))
 	f.m = NewLifecycle(f)
-	f.m.SetObserver(cfg.Observer)
+	f.m.SetObserver(transitionLog{f, cfg.Observer})
 	if term := st.Term(); term != logpos.NoTerm {
 		if err := f.m.Restore(term); err != nil {
 			return nil, errors.Join(err, log.Close(), st.Close())
 		}
 	}
 	f.applier.start(f)
-	cfg.Logger.Info("follower opened", "state", f.m.State(), "term", st.Term(), "head", f.head.Load(), "commit", commit.Offset)
+	f.logger().Info("follower opened", "state", f.m.State(), "term", st.Term(), "head", f.head.Load(), "commit", commit.Offset)
 	return f, nil
 }
 
@@ -166,7 +167,7 @@ func (f *Follower) repairLocked() error {
 		f.st.Store(st)
 		f.storeFailed.Store(false)
 		f.term.Store(int64(st.Term()))
-		f.cfg.Logger.Warn("store reopened after a failure", "term", st.Term(), "commit", st.Commit())
+		f.logger().Warn("store reopened after a failure", "term", st.Term(), "commit", st.Commit())
 	}
 	if f.stream != nil {
 		return nil
@@ -181,7 +182,7 @@ func (f *Follower) repairLocked() error {
 		f.log = log
 		f.logFailed.Store(false)
 		f.head.Store(int64(max(log.LastDurable().Offset, f.store().Commit().Offset, logpos.Offset(f.base.Load()))))
-		f.cfg.Logger.Warn("log reopened after a failure", "head", f.head.Load())
+		f.logger().Warn("log reopened after a failure", "head", f.head.Load())
 	}
 	if _, pending := f.store().LogResetPending(); pending {
 		return f.resetLog()
@@ -289,7 +290,7 @@ func (f *Follower) Delete(term logpos.Term) error {
 	if err := f.cfg.FS.RemoveAll(f.dir); err != nil {
 		return errors.Join(f.closeErr, fmt.Errorf("%w: removing %s: %w", ErrUnavailable, f.dir, err))
 	}
-	f.cfg.Logger.Info("follower deleted", "term", term)
+	f.logger().Info("follower deleted", "term", term)
 	return f.closeErr
 }
 
@@ -405,7 +406,7 @@ func (f *Follower) Fence(term logpos.Term, options TermOptions) error {
 	if f.reply.IsNone() {
 		f.reply = f.store().Commit()
 	}
-	f.cfg.Logger.Info("fenced", "term", term, "head", f.reply)
+	f.logger().Info("fenced", "term", term, "head", f.reply)
 	return nil
 }
 
@@ -438,6 +439,7 @@ func (f *Follower) StartStream(stream *replication) error {
 		assertf(f.stream == nil && f.install == nil, "a stream attached beside another stream or an install")
 	}
 	f.stream = stream
+	f.stats.streamAttached.Store(true)
 	stream.start()
 	return nil
 }
@@ -465,7 +467,7 @@ func (f *Follower) Shutdown() error {
 	f.applier.stop()
 	f.goroutines.Wait()
 	f.closeErr = errors.Join(f.log.Close(), f.store().Close())
-	f.cfg.Logger.Info("follower closed")
+	f.logger().Info("follower closed")
 	return nil
 }
 
@@ -475,6 +477,7 @@ func (f *Follower) endStream(cause error) {
 	if r := f.stream; r != nil {
 		r.end(cause)
 		f.stream = nil
+		f.stats.streamAttached.Store(false)
 	}
 }
 

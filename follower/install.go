@@ -42,6 +42,7 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 	if err != nil {
 		return logpos.NoOffset, err
 	}
+	f.stats.installsStarted.Add(1)
 	if err := inst.transfer(first, s); err != nil {
 		return logpos.NoOffset, f.failInstall(inst, err)
 	}
@@ -54,12 +55,14 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 		err = f.m.CommitInstall(inst)
 	}
 	if err != nil {
+		f.stats.installsAbandoned.Add(1)
 		_ = inst.loader.Abort()
 		if f.install == inst {
 			f.install = nil
 		}
 		return logpos.NoOffset, err
 	}
+	f.stats.installsCommitted.Add(1)
 	return f.reply.Offset, nil
 }
 
@@ -99,6 +102,7 @@ func snapshotError(err error) error {
 // first: an install abandoned by NewTerm fails with ErrInvalidTerm whatever
 // else went wrong.
 func (f *Follower) failInstall(inst *installation, err error) error {
+	f.stats.installsAbandoned.Add(1)
 	_ = inst.loader.Abort()
 	f.acquire()
 	defer f.release()
@@ -138,8 +142,8 @@ func (f *Follower) CommitSnapshot(inst *installation) error {
 		// The swap is committed: the follower is the snapshot's. The log
 		// still holds the old entries until the reset is retried, by the
 		// next operation that touches the log or by Open.
-		f.cfg.Logger.Error("snapshot installed but clearing the log failed", "err", err)
+		f.logger().Error("snapshot installed but clearing the log failed", "err", err)
 	}
-	f.cfg.Logger.Info("snapshot installed", "commit", info.Commit, "term", f.store().Term())
+	f.logger().Info("snapshot installed", "commit", info.Commit, "term", f.store().Term())
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
@@ -46,9 +47,10 @@ type replication struct {
 	mu struct {
 		sync.Mutex
 		mode ackMode
-		// pending are the offsets received in per-entry mode and not yet
-		// acknowledged, in the order received.
-		pending []logpos.Offset
+		// pending are the entries received and not yet acknowledged, in
+		// the order received (per-entry mode acknowledges each; cumulative
+		// mode uses them for the ack latency).
+		pending []pendingAck
 		// dupUpTo is the highest duplicate received in cumulative mode and
 		// not yet answered, NoOffset if none.
 		dupUpTo logpos.Offset
@@ -60,8 +62,20 @@ type replication struct {
 
 	// Owned by the sync loop.
 	lastAck logpos.Offset
-	sending []logpos.Offset
+	sending []pendingAck
 	ack     replicationpb.Ack
+}
+
+// sampling: one entry in sampling has its append and ack latencies
+// measured (and every entry that arrives when none is waiting for an ack),
+// so that the hot path rarely reads the clock.
+const sampling = 16
+
+// pendingAck is an entry waiting to be acknowledged: its offset and when
+// it was received.
+type pendingAck struct {
+	offset logpos.Offset
+	at     time.Time
 }
 
 func newReplication(f *Follower, s ReplicationStream) *replication {
@@ -103,6 +117,7 @@ func (f *Follower) Replicate(s ReplicationStream) error {
 	case f.lock <- struct{}{}:
 		if f.stream == r {
 			f.stream = nil
+			f.stats.streamAttached.Store(false)
 		}
 		f.release()
 	case <-r.stopped:
@@ -208,17 +223,31 @@ func (r *replication) handle(a *replicationpb.Append) error {
 	duplicate := off <= head
 	if !duplicate {
 		e := logpos.Entry{Term: logpos.Term(a.Entry.Term), Offset: off, Value: a.Entry.Value, Timestamp: a.Entry.Timestamp}
+		sampled := f.stats.entriesAppended.Add(1)%sampling == 0
+		var start time.Time
+		if sampled {
+			start = time.Now()
+		}
 		if err := r.append(e, a.PreviousEntryCrc); err != nil {
 			return err
 		}
+		if sampled {
+			f.stats.appendLatency.observe(time.Since(start))
+		}
 		f.head.Store(int64(off))
+		f.stats.bytesAppended.Add(uint64(len(e.Value)))
 	}
 	f.advertise(a.CommitOffset)
 	r.mu.Lock()
 	r.mu.received = max(r.mu.received, off)
-	if r.mu.mode == perEntry {
-		r.mu.pending = append(r.mu.pending, off)
-	} else if duplicate {
+	// Reading the clock costs about as much as the rest of this path, so
+	// only the first entry of a burst and one in sampling are timed.
+	var received time.Time
+	if len(r.mu.pending) == 0 || off%sampling == 0 {
+		received = time.Now()
+	}
+	r.mu.pending = append(r.mu.pending, pendingAck{off, received})
+	if r.mu.mode == cumulative && duplicate {
 		r.mu.dupUpTo = max(r.mu.dupUpTo, off)
 	}
 	r.mu.Unlock()
@@ -261,7 +290,10 @@ func (r *replication) sync() {
 		case <-r.ctx.Done():
 			return
 		}
+		start := time.Now()
 		durable, err := f.log.Sync(r.ctx)
+		f.stats.syncs.Add(1)
+		f.stats.syncLatency.observe(time.Since(start))
 		if err != nil {
 			if r.ctx.Err() == nil {
 				r.fail(fmt.Errorf("%w: syncing the log: %w", ErrUnavailable, err))
@@ -286,40 +318,50 @@ func (r *replication) sync() {
 func (r *replication) acknowledge(durable logpos.Offset) (bool, error) {
 	r.mu.Lock()
 	mode := r.mu.mode
+	// The entries now durable leave the queue, in the order received.
+	n := 0
+	for n < len(r.mu.pending) && r.mu.pending[n].offset <= durable {
+		n++
+	}
 	r.sending = r.sending[:0]
 	if mode == perEntry {
-		n := 0
-		for n < len(r.mu.pending) && r.mu.pending[n] <= durable {
-			n++
-		}
 		r.sending = append(r.sending, r.mu.pending[:n]...)
-		rest := copy(r.mu.pending, r.mu.pending[n:])
-		r.mu.pending = r.mu.pending[:rest]
-	} else if mode == cumulative {
+	} else {
+		// One ack of the durable head, timed by the newest entry covered.
+		// A duplicate is answered even if the head did not move.
 		answer := r.mu.dupUpTo != logpos.NoOffset && r.mu.dupUpTo <= durable
 		if answer {
 			r.mu.dupUpTo = logpos.NoOffset
 		}
 		if durable > r.lastAck || (answer && durable >= 0) {
-			r.sending = append(r.sending, durable)
+			at := time.Time{}
+			for i := n - 1; i >= 0 && at.IsZero(); i-- {
+				at = r.mu.pending[i].at // the newest timed entry covered
+			}
+			r.sending = append(r.sending, pendingAck{durable, at})
 		}
 	}
-	// Entries received but not yet durable need another round, in either
-	// mode.
+	rest := copy(r.mu.pending, r.mu.pending[n:])
+	r.mu.pending = r.mu.pending[:rest]
+	// Entries received but not yet durable need another round.
 	waiting := len(r.mu.pending) > 0 || r.mu.dupUpTo != logpos.NoOffset || r.mu.received > durable
 	done := r.mu.inputDone && !waiting
 	r.mu.Unlock()
 
-	for _, o := range r.sending {
+	for _, p := range r.sending {
 		if invariants {
-			assertf(o <= durable && o >= r.lastAck || mode == perEntry && o <= durable,
-				"ack %d with durable head %d after ack %d", o, durable, r.lastAck)
+			assertf(p.offset <= durable && (mode == perEntry || p.offset >= r.lastAck),
+				"ack %d with durable head %d after ack %d", p.offset, durable, r.lastAck)
 		}
-		r.ack.Offset = int64(o)
+		r.ack.Offset = int64(p.offset)
 		if err := r.s.Send(&r.ack); err != nil {
 			return false, err
 		}
-		r.lastAck = max(r.lastAck, o)
+		r.f.stats.acksSent.Add(1)
+		if !p.at.IsZero() {
+			r.f.stats.ackLatency.observe(time.Since(p.at))
+		}
+		r.lastAck = max(r.lastAck, p.offset)
 	}
 	if waiting {
 		r.kick() // entries that arrived during the fsync need another round
