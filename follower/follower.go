@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/tablefsm/tablefsm/internal/durable"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store"
 	"github.com/tablefsm/tablefsm/wal"
@@ -80,7 +81,7 @@ type Status struct {
 func Open(cfg Config) (*Follower, error) {
 	cfg = cfg.withDefaults()
 	f := &Follower{cfg: cfg, dir: cfg.Dir, lock: make(chan struct{}, 1)}
-	if err := cfg.FS.MkdirAll(cfg.Dir, 0o755); err != nil {
+	if err := durable.MkdirAll(cfg.FS, cfg.Dir); err != nil {
 		return nil, fmt.Errorf("%w: creating %s: %w", ErrUnavailable, cfg.Dir, err)
 	}
 	st, err := f.openStore()

@@ -12,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/tablefsm/tablefsm/internal/durable"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store/kvpb"
 	"google.golang.org/protobuf/proto"
@@ -312,7 +313,7 @@ func copyFiles(fs vfs.FS, src, dst string, names []string, buf []byte) error {
 			return err
 		}
 	}
-	return syncDir(fs, dst)
+	return durable.SyncDir(fs, dst)
 }
 
 // writeChunks writes the chunks' content into files of a new directory
@@ -338,5 +339,5 @@ func writeChunks(fs vfs.FS, dst string, chunks []Chunk) error {
 			}
 		}
 	}
-	return syncDir(fs, dst)
+	return durable.SyncDir(fs, dst)
 }

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tablefsm/tablefsm/internal/durable"
 )
 
 // Layout of a store directory (see doc.go):
@@ -97,59 +99,10 @@ func writeMarker(fs vfs.FS, dir, name string) (renamed bool, err error) {
 		_ = fs.Remove(tmp)
 		return false, fmt.Errorf("store: write marker: %w", err)
 	}
-	if err := syncDir(fs, dir); err != nil {
+	if err := durable.SyncDir(fs, dir); err != nil {
 		return true, fmt.Errorf("store: write marker: %w", err)
 	}
 	return true, nil
-}
-
-// syncDir makes the entries of dir durable.
-func syncDir(fs vfs.FS, dir string) error {
-	d, err := fs.OpenDir(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
-
-// mkdirAllSynced creates dir and its missing parents and syncs the parent
-// of every directory it created, so that the new directories survive a
-// crash.
-func mkdirAllSynced(fs vfs.FS, dir string) error {
-	var missing []string
-	for d := dir; ; {
-		_, err := fs.Stat(d)
-		if err == nil {
-			break
-		}
-		if !errors.Is(err, os.ErrNotExist) {
-			return err
-		}
-		missing = append(missing, d)
-		parent := fs.PathDir(d)
-		if parent == d {
-			break
-		}
-		d = parent
-	}
-	if len(missing) == 0 {
-		return nil
-	}
-	if err := fs.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
-	for _, d := range missing {
-		if parent := fs.PathDir(d); parent != d {
-			if err := syncDir(fs, parent); err != nil {
-				return err
-			}
-		}
-	}
-	return nil
 }
 
 // cleanDir removes everything in dir that the store may have left behind
@@ -185,7 +138,7 @@ func cleanDir(fs vfs.FS, dir, live string) (uint64, error) {
 		removed = true
 	}
 	if removed {
-		errs = append(errs, syncDir(fs, dir))
+		errs = append(errs, durable.SyncDir(fs, dir))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return 0, fmt.Errorf("store: remove leftovers in %s: %w", dir, err)

@@ -9,6 +9,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/tablefsm/tablefsm/logpos"
+
+	"github.com/tablefsm/tablefsm/internal/durable"
 )
 
 // Loader receives a snapshot into a staging directory of the store, out
@@ -58,7 +60,7 @@ func (s *Store) NewLoader() (*Loader, error) {
 	if err := s.fs.MkdirAll(l.dir, 0o755); err != nil {
 		return nil, errors.Join(fmt.Errorf("store: new loader: %w", err), s.fs.RemoveAll(l.dir))
 	}
-	if err := syncDir(s.fs, s.dir); err != nil {
+	if err := durable.SyncDir(s.fs, s.dir); err != nil {
 		return nil, errors.Join(fmt.Errorf("store: new loader: %w", err), s.fs.RemoveAll(l.dir))
 	}
 	s.mu.Lock()
@@ -180,7 +182,7 @@ func (l *Loader) openStagedLocked() (SnapshotInfo, *pebble.DB, error) {
 	if len(l.mu.names) == 0 {
 		return SnapshotInfo{}, nil, fmt.Errorf("%w: no files", ErrInvalidSnapshot)
 	}
-	if err := syncDir(l.s.fs, l.dir); err != nil {
+	if err := durable.SyncDir(l.s.fs, l.dir); err != nil {
 		return SnapshotInfo{}, nil, fmt.Errorf("store: stage: %w", err)
 	}
 	db, err := pebble.Open(l.dir, l.s.opts.pebbleOptions(true))
@@ -323,7 +325,7 @@ func (s *Store) Install(l *Loader, minTerm logpos.Term) (SnapshotInfo, error) {
 	if cerr := old.Close(); cerr != nil {
 		s.log.Warn("store: close replaced database", "db", oldName, "err", cerr)
 	}
-	if rerr := errors.Join(s.fs.RemoveAll(s.fs.PathJoin(s.dir, oldName)), syncDir(s.fs, s.dir)); rerr != nil {
+	if rerr := errors.Join(s.fs.RemoveAll(s.fs.PathJoin(s.dir, oldName)), durable.SyncDir(s.fs, s.dir)); rerr != nil {
 		// Open removes it.
 		s.log.Warn("store: remove replaced database", "db", oldName, "err", rerr)
 	}

@@ -11,6 +11,8 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/tablefsm/tablefsm/logpos"
+
+	"github.com/tablefsm/tablefsm/internal/durable"
 )
 
 // Store is the applied state of one shard: one Pebble database in a
@@ -96,7 +98,7 @@ type state struct {
 func Open(dir string, opts Options) (*Store, error) {
 	opts = opts.withDefaults()
 	fs := opts.FS
-	if err := mkdirAllSynced(fs, dir); err != nil {
+	if err := durable.MkdirAll(fs, dir); err != nil {
 		return nil, fmt.Errorf("store: create %s: %w", dir, err)
 	}
 	lock, err := fs.Lock(fs.PathJoin(dir, lockName))
@@ -500,7 +502,7 @@ func (s *Store) Delete() error {
 	if rerr := s.fs.RemoveAll(s.dir); rerr != nil {
 		return errors.Join(err, fmt.Errorf("store: delete %s: %w", s.dir, rerr))
 	}
-	if serr := syncDir(s.fs, s.fs.PathDir(s.dir)); serr != nil {
+	if serr := durable.SyncDir(s.fs, s.fs.PathDir(s.dir)); serr != nil {
 		return errors.Join(err, fmt.Errorf("store: delete %s: %w", s.dir, serr))
 	}
 	return err

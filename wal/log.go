@@ -12,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/tablefsm/tablefsm/internal/durable"
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
@@ -167,14 +168,9 @@ func Open(dir string, opts Options) (*Log, error) {
 	}
 	l.mu.readers = make(map[*readerState]struct{})
 	l.mu.indexFailure = make(map[*segment]bool)
-	if _, err := l.fs.Stat(dir); errors.Is(err, errNotExist) {
-		if err := l.fs.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("wal: create %s: %w", dir, err)
-		}
-		// The new directory's entry in its parent must be durable too.
-		if err := syncPath(l.fs, l.fs.PathDir(dir)); err != nil {
-			return nil, fmt.Errorf("wal: fsync the parent of %s: %w", dir, err)
-		}
+	// A new directory's entry in its parent must be durable too.
+	if err := durable.MkdirAll(l.fs, dir); err != nil {
+		return nil, fmt.Errorf("wal: create %s: %w", dir, err)
 	}
 	lock, err := l.fs.Lock(l.fs.PathJoin(dir, lockName))
 	if err != nil {
@@ -253,18 +249,6 @@ func (l *Log) kickWorker() {
 	case l.kick <- struct{}{}:
 	default:
 	}
-}
-
-func syncPath(fs vfs.FS, dir string) error {
-	d, err := fs.OpenDir(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 func (l *Log) syncDir() error {

@@ -1,0 +1,60 @@
+// Package durable holds the file-system steps that make directory changes
+// survive a crash: a directory entry is durable only once the directory
+// holding it is synced.
+package durable
+
+import (
+	"errors"
+	"os"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// SyncDir makes the entries of dir durable.
+func SyncDir(fs vfs.FS, dir string) error {
+	d, err := fs.OpenDir(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// MkdirAll creates dir and its missing parents and syncs the parent of
+// every directory it created, so that the new directories survive a
+// crash. An existing dir is left as it is.
+func MkdirAll(fs vfs.FS, dir string) error {
+	var missing []string
+	for d := dir; ; {
+		_, err := fs.Stat(d)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+		missing = append(missing, d)
+		parent := fs.PathDir(d)
+		if parent == d {
+			break
+		}
+		d = parent
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	if err := fs.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, d := range missing {
+		if parent := fs.PathDir(d); parent != d {
+			if err := SyncDir(fs, parent); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
