@@ -277,7 +277,11 @@ func TestSteps(t *testing.T) {
 // TestMessageSizeLimit: a message over the configured limit is refused,
 // and the node keeps serving.
 func TestMessageSizeLimit(t *testing.T) {
-	n := startNode(t, "", func(o *grpcapi.Options) { o.MaxMessageSize = 1024 })
+	sig := &endSignal{ended: make(chan struct{}, 1)}
+	n := startNode(t, "", func(o *grpcapi.Options) {
+		o.MaxMessageSize = 1024
+		o.GRPCOptions = []grpc.ServerOption{grpc.StatsHandler(sig)}
+	})
 	s := leader.Shard{Namespace: "big", Shard: 0}
 	fence(t, n.conn, s, 1)
 	stream, err := n.conn.Replication.Replicate(leader.StreamContext(ctxT(t), s))
@@ -289,6 +293,13 @@ func TestMessageSizeLimit(t *testing.T) {
 	}
 	if err := recvEnd(stream); status.Code(err) != codes.ResourceExhausted {
 		t.Fatalf("an oversized append: %v, want ResourceExhausted", err)
+	}
+	// The client may hear of the failure before the server's handler
+	// has returned (and the follower detached the stream).
+	select {
+	case <-sig.ended:
+	case <-ctxT(t).Done():
+		t.Fatal("the server never ended the stream")
 	}
 	replicate(t, n.conn, s, 1, 0, 10, true)
 }
