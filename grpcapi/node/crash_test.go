@@ -29,7 +29,7 @@ func TestCrash(t *testing.T) {
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, seed>>32))
-	iterations := 12
+	iterations := 10
 	if testing.Short() {
 		iterations = 4
 	}
