@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"sync/atomic"
 
 	"google.golang.org/grpc"
 
@@ -149,28 +148,7 @@ func (s *Server) Replicate(stream grpc.BidiStreamingServer[replicationpb.Append,
 	if err != nil {
 		return s.status(err)
 	}
-	w := &replicationStream{BidiStreamingServer: stream}
-	err = sh.f.Replicate(w)
-	if err != nil && w.attached.Load() && errors.Is(err, follower.ErrClosed) && !errors.Is(err, follower.ErrStreamEnded) {
-		// The follower was closed or deleted under an attached stream:
-		// the stream was ended, not refused (SPEC §2.3).
-		err = fmt.Errorf("%w: %w", follower.ErrStreamEnded, err)
-	}
-	return s.status(err)
-}
-
-// replicationStream is a Replicate stream that remembers whether the
-// follower attached it (it receives only once attached).
-type replicationStream struct {
-	grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]
-	attached atomic.Bool
-}
-
-func (w *replicationStream) Recv() (*replicationpb.Append, error) {
-	if !w.attached.Load() {
-		w.attached.Store(true)
-	}
-	return w.BidiStreamingServer.Recv()
+	return s.status(sh.f.Replicate(stream))
 }
 
 // SendSnapshot implements OxiaLogReplicationServer: the chunks are
