@@ -382,6 +382,7 @@ func (l *Log) rollSegment(first logpos.Offset, prev uint32, recSize int64) (*seg
 	}
 	l.mu.segs = append(l.mu.segs, s)
 	l.mu.active = s
+	l.mu.prepFailed = false // let the worker try again
 	l.mu.pending = appendSegmentHeader(l.mu.pending[:0], segmentHeader{first: first, prevCRC: prev})
 	l.mu.dirGen++
 	l.mu.Unlock()
