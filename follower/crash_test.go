@@ -260,7 +260,6 @@ func plOnce(t *testing.T, sc plScenario, k int64, pct int, seed uint64) (ops int
 		t.Fatal(err)
 	}
 	r.f = f
-	mdlSyncDataDir(t, mem) // see TestBugShardDirectoryNotDurable
 	sc.setup(r)
 	c.armed.Store(true)
 	sc.run(r)

@@ -72,22 +72,6 @@ type mdlTB interface {
 	Fatalf(format string, args ...any)
 }
 
-// mdlSyncDataDir makes the shard directory's entry in its parent durable.
-// Open should do it (it creates the shard directory, and what it and the
-// operations after it persist is lost with it): see
-// TestBugShardDirectoryNotDurable in bugs_test.go. Without this
-// workaround, the first crash after a shard is created loses everything,
-// and the tests could not look any further.
-func mdlSyncDataDir(t mdlTB, fs vfs.FS) {
-	dir, err := fs.OpenDir(mdlDataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := errors.Join(dir.Sync(), dir.Close()); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // mdlOp is one operation of an entry's key-value write batch.
 type mdlOp struct {
 	del      bool
@@ -684,7 +668,6 @@ func (d *mdlDriver) open() error {
 		return err
 	}
 	d.f = f
-	mdlSyncDataDir(d.t, d.cfgMem)
 	return nil
 }
 
