@@ -327,13 +327,15 @@ func (r *replication) acknowledge(durable logpos.Offset) (bool, error) {
 	if mode == perEntry {
 		r.sending = append(r.sending, r.mu.pending[:n]...)
 	} else {
-		// One ack of the durable head, timed by the newest entry covered.
-		// A duplicate is answered even if the head did not move.
+		// One ack of the durable head when it covers entries this stream
+		// delivered, timed by the newest of them. A duplicate is answered
+		// even if the head did not move. A stream that delivered nothing
+		// (commit advertisements only) gets no ack.
 		answer := r.mu.dupUpTo != logpos.NoOffset && r.mu.dupUpTo <= durable
 		if answer {
 			r.mu.dupUpTo = logpos.NoOffset
 		}
-		if durable > r.lastAck || (answer && durable >= 0) {
+		if (n > 0 && durable > r.lastAck) || (answer && durable >= 0) {
 			at := time.Time{}
 			for i := n - 1; i >= 0 && at.IsZero(); i-- {
 				at = r.mu.pending[i].at // the newest timed entry covered
