@@ -23,6 +23,10 @@ type applier struct {
 	// take it (after the lifecycle lock) so that the commit stays put.
 	mu     sync.Mutex
 	reader *wal.Reader // guarded by mu; nil until needed
+	// batch and arena hold the entries of one store batch and their
+	// values; guarded by mu, reused.
+	batch []logpos.Entry
+	arena []byte
 	// sinceTrim counts entries applied since the log was last trimmed.
 	sinceTrim int64
 
@@ -104,9 +108,15 @@ func (a *applier) run() {
 	}
 }
 
-// applyAvailable applies every entry that is committed and durable, one
-// at a time under the applier's lock so that control operations wait for
-// at most one entry.
+// maxApplyBatch and maxApplyBytes bound the entries applied in one
+// store batch: control operations wait for at most one batch.
+const (
+	maxApplyBatch = 256
+	maxApplyBytes = 4 << 20
+)
+
+// applyAvailable applies every entry that is committed and durable, a
+// batch at a time under the applier's lock.
 func (a *applier) applyAvailable() error {
 	applied := false
 	defer func() {
@@ -115,41 +125,56 @@ func (a *applier) applyAvailable() error {
 		}
 	}()
 	for {
-		more, err := a.applyOne()
-		if err != nil || !more {
+		n, err := a.applyBatch()
+		applied = applied || n > 0
+		if err != nil || n == 0 {
 			return err
 		}
-		applied = true
 	}
 }
 
-// applyOne applies the next entry if it may; it reports whether it did.
-func (a *applier) applyOne() (bool, error) {
+// applyBatch applies the next committed and durable entries, at most a
+// batch of them, in one store batch. It returns how many it applied.
+func (a *applier) applyBatch() (int, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	f := a.f
 	commit := f.store().Commit().Offset
 	target := min(logpos.Offset(f.advertised.Load()), f.durableHead())
-	if commit >= target {
-		return false, nil
+	a.batch, a.arena = a.batch[:0], a.arena[:0]
+	for o := commit + 1; o <= target && len(a.batch) < maxApplyBatch && len(a.arena) < maxApplyBytes; o++ {
+		e, err := a.nextLocked(o)
+		if err != nil {
+			if len(a.batch) == 0 {
+				return 0, err
+			}
+			break // apply what was read; the error comes back next time
+		}
+		// The reader's buffer is reused by its next read: keep a copy.
+		a.arena = append(a.arena, e.Value...)
+		a.batch = append(a.batch, e)
 	}
-	e, err := a.nextLocked(commit + 1)
+	// Point the values at their copies, now that the arena stopped moving.
+	at := 0
+	for i := range a.batch {
+		size := len(a.batch[i].Value)
+		a.batch[i].Value = a.arena[at : at+size : at+size]
+		at += size
+	}
+	n, err := f.store().ApplyBatch(a.batch)
+	f.stats.applied.Add(uint64(n))
+	if invariants && n > 0 {
+		assertf(a.batch[n-1].Offset <= f.durableHead(), "applied %d with durable head %d", a.batch[n-1].Offset, f.durableHead())
+	}
 	if err != nil {
-		return false, err
+		a.resetLocked() // read the failing entry again next time
+		return n, fmt.Errorf("applying entry %d: %w", commit+1+logpos.Offset(n), err)
 	}
-	if err := f.store().Apply(e); err != nil {
-		a.resetLocked() // read the entry again next time
-		return false, fmt.Errorf("applying entry %d: %w", e.Offset, err)
-	}
-	if invariants {
-		assertf(e.Offset == commit+1 && e.Offset <= f.durableHead(), "applied %d after commit %d with durable head %d", e.Offset, commit, f.durableHead())
-	}
-	f.stats.applied.Add(1)
-	if a.sinceTrim++; a.sinceTrim >= f.cfg.TrimEvery {
+	if a.sinceTrim += int64(n); a.sinceTrim >= f.cfg.TrimEvery {
 		a.sinceTrim = 0
 		a.trimLocked()
 	}
-	return true, nil
+	return n, nil
 }
 
 // nextLocked reads the entry at offset, reopening the reader when the log

@@ -341,16 +341,16 @@ func (f *Follower) durableHead() logpos.Offset {
 	return max(f.log.LastDurable().Offset, logpos.Offset(f.base.Load()))
 }
 
-// advertise records a commit offset a leader sent and wakes the applier.
-func (f *Follower) advertise(commit int64) {
+// advertise records a commit offset a leader sent. It reports whether the
+// offset moved; waking the applier is the caller's choice.
+func (f *Follower) advertise(commit int64) bool {
 	for {
 		cur := f.advertised.Load()
 		if commit <= cur {
-			return
+			return false
 		}
 		if f.advertised.CompareAndSwap(cur, commit) {
-			f.applier.kick()
-			return
+			return true
 		}
 	}
 }

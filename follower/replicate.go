@@ -204,7 +204,9 @@ func (r *replication) handle(a *replicationpb.Append) error {
 		r.mu.Unlock()
 	}
 	if a.Entry == nil {
-		f.advertise(a.CommitOffset)
+		if f.advertise(a.CommitOffset) {
+			f.applier.kick()
+		}
 		return nil
 	}
 	off := logpos.Offset(a.Entry.Offset)
@@ -237,6 +239,8 @@ func (r *replication) handle(a *replicationpb.Append) error {
 		f.head.Store(int64(off))
 		f.stats.bytesAppended.Add(uint64(len(e.Value)))
 	}
+	// The applier is woken by the sync loop once this entry's round is
+	// acknowledged: applying beside the fsync would only delay the ack.
 	f.advertise(a.CommitOffset)
 	r.mu.Lock()
 	r.mu.received = max(r.mu.received, off)
@@ -300,8 +304,8 @@ func (r *replication) sync() {
 			}
 			return
 		}
-		f.applier.kick()
 		done, err := r.acknowledge(max(durable, logpos.Offset(f.base.Load())))
+		f.applier.kick() // after the acks: they should not wait for it
 		if err != nil {
 			r.fail(fmt.Errorf("follower: sending an ack: %w", err))
 			return

@@ -23,7 +23,15 @@ type StateMachine interface {
 type Writer struct {
 	b  *pebble.Batch
 	db *pebble.DB
+	// inBatch: earlier entries' writes are in b, not yet in db. readLate:
+	// Get was called then, and refused.
+	inBatch, readLate bool
 }
+
+// errReadInBatch is what Get returns to a state machine reading while
+// earlier entries of its batch are not committed yet; the store applies
+// the entry again on its own.
+var errReadInBatch = errors.New("store: read in the middle of a batch (the entry is applied again)")
 
 var errWriterDone = errors.New("store: writer used outside StateMachine.Apply")
 
@@ -73,6 +81,10 @@ func (w *Writer) Get(key []byte) ([]byte, error) {
 	if w.db == nil {
 		return nil, errWriterDone
 	}
+	if w.inBatch {
+		w.readLate = true
+		return nil, errReadInBatch
+	}
 	return getUser(w.db, key)
 }
 
@@ -83,41 +95,98 @@ func (w *Writer) Get(key []byte) ([]byte, error) {
 // (offset commit+1, term not below the commit's), else ErrOutOfOrder. A
 // state machine error is returned wrapped and nothing is written.
 // Apply must not run concurrently with Install.
-func (s *Store) Apply(e logpos.Entry) (err error) {
+func (s *Store) Apply(e logpos.Entry) error {
+	one := [1]logpos.Entry{e}
+	_, err := s.ApplyBatch(one[:])
+	return err
+}
+
+// ApplyBatch applies entries as Apply applies one, each right after the
+// previous, in as few Pebble batches as it can: one batch records the
+// last entry's id as the commit point, so a crash keeps all of a batch's
+// entries or none. It returns how many entries were applied: entries[:n]
+// are, nothing of entries[n] is, and the error concerns entries[n].
+//
+// A state machine reading the store (Writer.Get) sees the state before
+// each entry: the first time one reads in the middle of a batch, the
+// store goes back to one batch per entry.
+func (s *Store) ApplyBatch(entries []logpos.Entry) (n int, err error) {
 	s.write.Lock()
 	defer s.write.Unlock()
 	s.db.RLock()
 	defer s.db.RUnlock()
 	h := s.db.h
 	if h == nil {
-		return ErrClosed
+		return 0, ErrClosed
 	}
 	if err := s.failure(); err != nil {
-		return err
+		return 0, err
 	}
 	defer catchFatal(&err, s.markFailed)
-	commit := s.Commit()
-	if e.Offset != commit.Offset+1 || e.Term < commit.Term {
-		return fmt.Errorf("%w: entry %v after commit %v", ErrOutOfOrder, e.ID(), commit)
+	return s.applyChunksLocked(h, entries)
+}
+
+// applyChunksLocked applies entries a batch at a time: all of them at
+// once, or one by one once the state machine was seen reading.
+func (s *Store) applyChunksLocked(h *pebble.DB, entries []logpos.Entry) (int, error) {
+	n := 0
+	for n < len(entries) {
+		k := len(entries) - n
+		if s.write.perEntry {
+			k = 1
+		}
+		m, err := s.applyBatchLocked(h, entries[n:n+k])
+		n += m
+		if err != nil {
+			return n, err
+		}
 	}
+	return n, nil
+}
+
+// applyBatchLocked applies entries in one Pebble batch. When entries[i]
+// fails (or reads in the middle of the batch), the batch is dropped and
+// entries[:i] are applied again without it.
+func (s *Store) applyBatchLocked(h *pebble.DB, entries []logpos.Entry) (int, error) {
 	b := h.NewBatch()
 	defer b.Close()
 	w := &s.write.w
 	w.b, w.db = b, h
-	err = s.opts.StateMachine.Apply(e, w)
-	w.b, w.db = nil, nil
-	if err != nil {
-		return fmt.Errorf("store: apply %v: %w", e.ID(), err)
+	defer func() { w.b, w.db, w.inBatch, w.readLate = nil, nil, false, false }()
+	prev := s.Commit()
+	for i, e := range entries {
+		var err error
+		if e.Offset != prev.Offset+1 || e.Term < prev.Term {
+			err = fmt.Errorf("%w: entry %v after commit %v", ErrOutOfOrder, e.ID(), prev)
+		} else {
+			w.inBatch = i > 0
+			if err = s.opts.StateMachine.Apply(e, w); err != nil {
+				err = fmt.Errorf("store: apply %v: %w", e.ID(), err)
+			}
+			if w.readLate {
+				s.write.perEntry = true
+				err = nil // not this entry's failure: it is applied on its own next
+			}
+		}
+		if err != nil || w.readLate {
+			w.b, w.db, w.inBatch, w.readLate = nil, nil, false, false
+			n, perr := s.applyChunksLocked(h, entries[:i])
+			if perr != nil {
+				return n, perr
+			}
+			return n, err
+		}
+		prev = e.ID()
 	}
-	s.write.buf = appendEntryID(s.write.buf[:0], e.ID())
+	s.write.buf = appendEntryID(s.write.buf[:0], prev)
 	if err := b.Set(keyCommit, s.write.buf, nil); err != nil {
-		return fmt.Errorf("store: apply %v: %w", e.ID(), err)
+		return 0, fmt.Errorf("store: apply %v: %w", prev, err)
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
-		return fmt.Errorf("store: apply %v: %w", e.ID(), err)
+		return 0, fmt.Errorf("store: apply %v: %w", prev, err)
 	}
 	s.mu.Lock()
-	s.mu.commit = e.ID()
+	s.mu.commit = prev
 	s.mu.Unlock()
-	return nil
+	return len(entries), nil
 }

@@ -40,6 +40,9 @@ type Store struct {
 		sync.Mutex
 		w   Writer // reused by Apply
 		buf []byte // scratch for the commit record
+		// perEntry: the state machine reads (Writer.Get), so entries are
+		// applied one batch each.
+		perEntry bool
 	}
 
 	// db is the live database. Users of the handle hold the read lock for

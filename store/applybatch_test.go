@@ -1,0 +1,102 @@
+package store
+
+import (
+	"errors"
+	"strconv"
+	"testing"
+
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+// counter is a state machine that reads: each entry increments a counter
+// key, so it must see the writes of the entries before it.
+type readingCounter struct{ failAt logpos.Offset }
+
+var errReadingCounter = errors.New("reading counter: refused")
+
+func (c readingCounter) Apply(e logpos.Entry, w *Writer) error {
+	if e.Offset == c.failAt {
+		_ = w.Set([]byte("partial"), []byte("written"))
+		return errReadingCounter
+	}
+	v, err := w.Get([]byte("n"))
+	n := 0
+	switch {
+	case errors.Is(err, ErrNotFound):
+	case err != nil:
+		return err
+	default:
+		n, _ = strconv.Atoi(string(v))
+	}
+	return w.Set([]byte("n"), []byte(strconv.Itoa(n+1)))
+}
+
+func entries(from, to logpos.Offset) []logpos.Entry {
+	var es []logpos.Entry
+	for o := from; o <= to; o++ {
+		es = append(es, logpos.Entry{Term: 1, Offset: o})
+	}
+	return es
+}
+
+func TestApplyBatchReadingStateMachineSeesEveryEntry(t *testing.T) {
+	s := mustOpen(t, t.TempDir(), Options{StateMachine: readingCounter{failAt: -1}})
+	if n, err := s.ApplyBatch(entries(0, 9)); n != 10 || err != nil {
+		t.Fatalf("ApplyBatch = %d, %v", n, err)
+	}
+	if v, err := s.Get([]byte("n")); err != nil || string(v) != "10" {
+		t.Fatalf("counter = %q, %v; want 10", v, err)
+	}
+	if c := s.Commit(); c.Offset != 9 {
+		t.Fatalf("commit %v", c)
+	}
+}
+
+func TestApplyBatchStopsAtTheFailingEntry(t *testing.T) {
+	s := mustOpen(t, t.TempDir(), Options{StateMachine: readingCounter{failAt: 4}})
+	n, err := s.ApplyBatch(entries(0, 9))
+	if n != 4 || !errors.Is(err, errReadingCounter) {
+		t.Fatalf("ApplyBatch = %d, %v; want 4 applied and the failure", n, err)
+	}
+	if c := s.Commit(); c.Offset != 3 {
+		t.Fatalf("commit %v, want 3", c)
+	}
+	if _, err := s.Get([]byte("partial")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("the failing entry's write is there: %v", err)
+	}
+	if v, _ := s.Get([]byte("n")); string(v) != "4" {
+		t.Fatalf("counter %q, want 4", v)
+	}
+}
+
+func TestApplyBatchKV(t *testing.T) {
+	s := mustOpen(t, t.TempDir(), Options{})
+	var batch []logpos.Entry
+	for o := logpos.Offset(0); o < 100; o++ {
+		batch = append(batch, kvEntry(t, 2, o, put("k"+strconv.Itoa(int(o)), "v")))
+	}
+	batch[50].Value = []byte{0xff, 0xff} // not a WriteBatch
+	n, err := s.ApplyBatch(batch)
+	if n != 50 || !errors.Is(err, ErrInvalidEntry) {
+		t.Fatalf("ApplyBatch = %d, %v", n, err)
+	}
+	if _, err := s.Get([]byte("k49")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get([]byte("k50")); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("k50: %v", err)
+	}
+	// Out of order in the middle of a batch.
+	tail := batch[51:]
+	if n, err := s.ApplyBatch(tail); n != 0 || !errors.Is(err, ErrOutOfOrder) {
+		t.Fatalf("a batch that does not follow the commit: %d, %v", n, err)
+	}
+	fixed := append([]logpos.Entry{kvEntry(t, 2, 50, put("k50", "v"))}, batch[51:60]...)
+	fixed = append(fixed, batch[70])
+	if n, err := s.ApplyBatch(fixed); n != 10 || !errors.Is(err, ErrOutOfOrder) {
+		t.Fatalf("a gap inside a batch: %d, %v", n, err)
+	}
+	if c := s.Commit(); c.Offset != 59 {
+		t.Fatalf("commit %v, want 59", c)
+	}
+}
