@@ -38,6 +38,8 @@ type Config struct {
 	// taken in (see store.Options).
 	SnapshotChunkSize int
 	MaxSnapshotSize   int64
+	// MemTableSize is the store's memtable size (see store.Options).
+	MemTableSize int
 	// ApplyRetryMin and ApplyRetryMax bound the backoff between attempts to
 	// apply an entry that failed. Defaults: 10 ms and 5 s.
 	ApplyRetryMin, ApplyRetryMax time.Duration

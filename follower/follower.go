@@ -198,6 +198,7 @@ func (f *Follower) openStore() (*store.Store, error) {
 		StateMachine:      f.cfg.StateMachine,
 		SnapshotChunkSize: f.cfg.SnapshotChunkSize,
 		MaxSnapshotSize:   f.cfg.MaxSnapshotSize,
+		MemTableSize:      f.cfg.MemTableSize,
 	})
 }
 

@@ -25,10 +25,18 @@ type Options struct {
 	// MaxSnapshotSize bounds the total content a Loader accepts, in bytes.
 	// Zero or negative: no limit.
 	MaxSnapshotSize int64
+	// MemTableSize is the size of Pebble's memtables: memory each store
+	// holds (up to twice this while one is flushed) in exchange for fewer
+	// flushes and compactions. Default: DefaultMemTableSize.
+	MemTableSize int
 }
 
-// DefaultSnapshotChunkSize is the default Options.SnapshotChunkSize.
-const DefaultSnapshotChunkSize = 1 << 20
+const (
+	// DefaultSnapshotChunkSize is the default Options.SnapshotChunkSize.
+	DefaultSnapshotChunkSize = 1 << 20
+	// DefaultMemTableSize is the default Options.MemTableSize.
+	DefaultMemTableSize = 16 << 20
+)
 
 func (o Options) withDefaults() Options {
 	if o.FS == nil {
@@ -43,6 +51,9 @@ func (o Options) withDefaults() Options {
 	if o.SnapshotChunkSize <= 0 {
 		o.SnapshotChunkSize = DefaultSnapshotChunkSize
 	}
+	if o.MemTableSize <= 0 {
+		o.MemTableSize = DefaultMemTableSize
+	}
 	return o
 }
 
@@ -53,6 +64,7 @@ func (o Options) pebbleOptions(mustExist bool) *pebble.Options {
 		FS:               o.FS,
 		Logger:           pebbleLogger{o.Logger},
 		ErrorIfNotExists: mustExist,
+		MemTableSize:     uint64(o.MemTableSize),
 	}
 }
 
