@@ -103,6 +103,8 @@ type plRun struct {
 	oldTermUpTo logpos.Offset
 	cumulative  bool
 	mu          sync.Mutex // guards acked, ackedAt, versions and latest
+	// violation is the first broken promise a stream's acks showed.
+	violation atomic.Pointer[string]
 }
 
 // plStream is a stream attached to the follower under test; every ack it
@@ -116,7 +118,12 @@ type plStream struct {
 func (r *plRun) attach() *plStream {
 	s := &mdlStream{fakeStream: newFakeStream()}
 	st := &plStream{s: s, res: make(chan error, 1)}
+	f := r.f
 	s.beforeSend = func(o int64) {
+		if durable := max(f.log.LastDurable().Offset, logpos.Offset(f.base.Load())); logpos.Offset(o) > durable {
+			msg := fmt.Sprintf("ack %d sent with the durable head at %d (SPEC §6.2)", o, durable)
+			r.violation.CompareAndSwap(nil, &msg)
+		}
 		if !r.c.before() {
 			return
 		}
@@ -129,7 +136,6 @@ func (r *plRun) attach() *plStream {
 		}
 		r.acked = max(r.acked, logpos.Offset(o))
 	}
-	f := r.f
 	go func() {
 		st.res <- f.Replicate(s)
 		s.cancel()
@@ -177,10 +183,14 @@ func (r *plRun) push(st *plStream, term logpos.Term, from, to logpos.Offset, com
 }
 
 // waitAck waits for an ack of at least o; false if the stream ended.
-func (st *plStream) waitAck(o logpos.Offset) bool {
+// It fails the test when an ack broke a promise.
+func (r *plRun) waitAck(st *plStream, o logpos.Offset) bool {
 	for {
 		select {
 		case a := <-st.s.acks:
+			if v := r.violation.Load(); v != nil {
+				r.t.Fatal(*v)
+			}
 			if logpos.Offset(a) >= o {
 				return true
 			}
@@ -216,7 +226,7 @@ func (r *plRun) fill(term logpos.Term, from, to, commit logpos.Offset) {
 	r.t.Helper()
 	st := r.attach()
 	done := r.push(st, term, from, to, to-commit)
-	if !st.waitAck(to) {
+	if !r.waitAck(st, to) {
 		r.t.Fatalf("the stream ended: %v", <-st.res)
 	}
 	<-done
@@ -547,7 +557,7 @@ func TestCrashBusyStream(t *testing.T) {
 		run: func(r *plRun) {
 			st := r.attach()
 			done := r.push(st, 1, 0, 23, 3)
-			if !st.waitAck(23) {
+			if !r.waitAck(st, 23) {
 				r.t.Fatalf("the stream ended: %v", <-st.res)
 			}
 			<-done
@@ -575,7 +585,7 @@ func TestCrashNewTermDuringStream(t *testing.T) {
 		run: func(r *plRun) {
 			st := r.attach()
 			done := r.push(st, 1, 5, 30, 2)
-			st.waitAck(8)
+			r.waitAck(st, 8)
 			r.newTerm(2)
 			r.oldTerm, r.oldTermUpTo = 1, logpos.Offset(r.f.Status().Head)
 			<-done
@@ -632,7 +642,7 @@ func TestCrashInstall(t *testing.T) {
 				r.snapshot = mdlBuildSnapshot(r.t, 1, storeTerm, 14)
 			},
 			run: func(r *plRun) {
-				s := &fakeSnapshotStream{chunks: r.snapshot.chunksFor(1, mangleNone)}
+				s := &fakeSnapshotStream{chunks: r.snapshot.chunksFor(1, mangleNone, 0)}
 				off, err := r.f.InstallSnapshot(s)
 				if err != nil || off != 14 {
 					r.t.Fatalf("InstallSnapshot: %d, %v", off, err)

@@ -13,6 +13,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"maps"
 	"math/rand/v2"
@@ -83,6 +84,9 @@ type mdlEntry struct {
 	term  logpos.Term
 	ops   []mdlOp
 	value []byte // the serialized kvpb.WriteBatch
+	// crc is the log's CRC chain after this entry (SPEC §5), once the
+	// model appended it.
+	crc uint32
 }
 
 // mdlKeys is every key an entry or a snapshot may write: Get is checked
@@ -215,14 +219,18 @@ const (
 	mangleNotAStore  = "not-a-store" // files that are no Pebble store
 	mangleTransport  = "transport"   // the transport fails after the chunks
 	mangleWrongTerm  = "wrong-term"  // every chunk of an unacceptable term
+	mangleReorder    = "reorder"     // the last chunk first
 )
 
+// mdlBadNames break the chunk name rule ^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$.
+var mdlBadNames = []string{"../escape", "", ".hidden", "a/b", "a\\b", strings.Repeat("a", 256), "-x", "a b"}
+
 var mdlMangles = []string{mangleNone, mangleNone, mangleNone, mangleEmpty, mangleTruncated, mangleBadName,
-	mangleTermChange, mangleNotAStore, mangleTransport, mangleWrongTerm}
+	mangleTermChange, mangleNotAStore, mangleTransport, mangleWrongTerm, mangleReorder}
 
 // chunksFor returns a fresh copy of the snapshot's chunks with term, broken
 // as mangle says.
-func (sn *mdlSnapshot) chunksFor(term logpos.Term, mangle string) []*replicationpb.SnapshotChunk {
+func (sn *mdlSnapshot) chunksFor(term logpos.Term, mangle string, variant int) []*replicationpb.SnapshotChunk {
 	var chunks []*replicationpb.SnapshotChunk
 	for _, c := range sn.chunks {
 		c := proto.Clone(c).(*replicationpb.SnapshotChunk)
@@ -235,13 +243,25 @@ func (sn *mdlSnapshot) chunksFor(term logpos.Term, mangle string) []*replication
 	case mangleTruncated:
 		chunks = chunks[:len(chunks)-1]
 	case mangleBadName:
-		chunks[len(chunks)/2].Name = "../escape"
+		chunks[1+variant%(len(chunks)-1)].Name = mdlBadNames[variant%len(mdlBadNames)]
 	case mangleTermChange:
 		chunks[len(chunks)-1].Term++
 	case mangleNotAStore:
 		for _, c := range chunks {
 			c.Name = "junk-" + c.Name
 		}
+	case mangleReorder:
+		// Two chunks of one file swapped.
+		// Two chunks of one file swapped; never the first chunk, so that
+		// an install held after it attaches.
+		i := len(chunks) - 1
+		for i > 0 && (chunks[i].ChunkIndex != 0 || chunks[i].ChunkCount < 2) {
+			i--
+		}
+		if i == 0 {
+			panic("no file of several chunks after the first chunk")
+		}
+		chunks[i], chunks[i+1] = chunks[i+1], chunks[i]
 	}
 	return chunks
 }
@@ -567,6 +587,22 @@ func (m *mdlModel) headID() logpos.EntryID {
 		return logpos.EntryID{Term: m.log[m.durable].term, Offset: m.durable}
 	}
 	return m.base
+}
+
+// add appends e at o = head+1. Its chain CRC follows the previous entry's;
+// the first entry of an empty log is seeded with the Append's
+// previous_entry_crc when given, else 0 (SPEC §5).
+func (m *mdlModel) add(o logpos.Offset, e mdlEntry, prevCRC *uint32) {
+	seed := uint32(0)
+	if prev, ok := m.log[o-1]; ok {
+		seed = prev.crc
+	} else if prevCRC != nil {
+		seed = *prevCRC
+	}
+	e.crc = crc32.Update(seed, crc32.MakeTable(crc32.Castagnoli),
+		wal.EncodeEntry(nil, logpos.Entry{Term: e.term, Offset: o, Value: e.value}))
+	m.log[o] = e
+	m.head = o
 }
 
 // cutAfter drops the entries after o.
@@ -918,6 +954,12 @@ func (d *mdlDriver) check() {
 	if max(last, d.m.base.Offset) != durable || durable > d.m.head {
 		d.fatalf("log ends at %d, durable head %d, model head %d", last, durable, d.m.head)
 	}
+	// SPEC §5: the CRC chain, seeded after a snapshot by the leader's.
+	if e, ok := d.m.log[d.m.head]; ok {
+		if got := d.f.log.LastCRC(); got != e.crc {
+			d.fatalf("the log's chain CRC is %#x after entry %d, want %#x", got, d.m.head, e.crc)
+		}
+	}
 	// The entries after the commit are in the log, to be applied again.
 	if need := max(st.Commit, d.m.base.Offset) + 1; need <= last && entries[0].Offset > need {
 		d.fatalf("the log starts at %d: entry %d, after the commit, cannot be applied again", entries[0].Offset, need)
@@ -932,7 +974,11 @@ func (d *mdlDriver) check() {
 	// §6.5: at most one stream or install attached, the ones the model knows.
 	d.f.acquire()
 	stream, install := d.f.stream != nil, d.f.install != nil
+	locked := d.f.Status() // §2.5: lock-free, it must not wait for the lock held here
 	d.f.release()
+	if locked != st {
+		d.fatalf("Status changed between two reads at rest: %+v, %+v", st, locked)
+	}
 	if stream && install {
 		d.fatalf("a stream and an install attached at once (SPEC §6.5)")
 	}
@@ -1123,9 +1169,8 @@ func (d *mdlDriver) opNewTermRacing() {
 		d.fatalf("NewTerm replied %v: not between the acknowledged %d and the head %d", reply, d.m.durable, after.Head)
 	}
 	for o := from; o <= after.Head; o++ {
-		d.m.log[o] = entries[o-from]
+		d.m.add(o, entries[o-from], nil)
 	}
-	d.m.head = after.Head
 	// Acks sent before the stream ended: durable ones, in order.
 	prev := logpos.NoOffset
 	for len(st.s.acks) > 0 {
@@ -1310,9 +1355,17 @@ func (st *mdlStreamState) decide(cumulative bool) {
 // acknowledged nothing.
 func (d *mdlDriver) streamFailed(what string, a *replicationpb.Append, want error) {
 	st := d.stream
+	// A probe follows the failing Append: a stream that wrongly lives on
+	// acknowledges it (or the failing Append), instead of hanging the test.
+	probe := mdlMakeEntry(st.term, d.m.head+1, d.nextSeq()).toAppend(st.term, d.m.head+1, logpos.NoOffset, false)
 	d.reject(what, want, func() error {
-		if st.send(a) {
-			st.wait()
+		if st.send(a) && st.send(probe) {
+			select {
+			case o := <-st.s.acks:
+				d.fatalf("%s: the stream lived on and acknowledged %d", what, o)
+			case err := <-st.res:
+				st.ended, st.err = true, err
+			}
 		}
 		return st.err
 	})
@@ -1340,15 +1393,19 @@ func (d *mdlDriver) opAppend() {
 				e = old
 			}
 		}
-		d.t.Logf("append %s %d commit %d cumulative %v", kind, o, commit, flag)
-		if !st.send(e.toAppend(st.term, o, commit, flag)) {
+		a := e.toAppend(st.term, o, commit, flag)
+		if rapid.IntRange(0, 2).Draw(d.t, "withPrevCRC") == 0 {
+			crc := rapid.Uint32().Draw(d.t, "prevCRC")
+			a.PreviousEntryCrc = &crc
+		}
+		d.t.Logf("append %s %d commit %d cumulative %v previous crc %v", kind, o, commit, flag, a.PreviousEntryCrc != nil)
+		if !st.send(a) {
 			d.fatalf("the stream ended (%v) before an append", st.err)
 		}
 		st.decide(flag)
 		want := o
 		if kind == "new" {
-			d.m.log[o] = e
-			d.m.head = o
+			d.m.add(o, e, a.PreviousEntryCrc)
 		} else if st.cumulative {
 			want = d.m.head // the durable head answers a duplicate
 		}
@@ -1398,8 +1455,7 @@ func (d *mdlDriver) burst(st *mdlStreamState, flag bool, commit logpos.Offset, h
 		if !st.cumulative && d.m.head >= 0 && rapid.IntRange(0, 3).Draw(d.t, "burstDup") == 0 {
 			o = logpos.Offset(rapid.Int64Range(0, int64(d.m.head)).Draw(d.t, "dupOffset"))
 		} else {
-			d.m.log[o] = e
-			d.m.head = o
+			d.m.add(o, e, nil)
 		}
 		if !st.send(e.toAppend(st.term, o, commit, flag)) {
 			d.fatalf("the stream ended (%v) during a burst", st.err)
@@ -1505,7 +1561,7 @@ func (d *mdlDriver) installVerdict(chunkTerm logpos.Term, mangle string) (error,
 }
 
 func (d *mdlDriver) snapshotStream(sn *mdlSnapshot, chunkTerm logpos.Term, mangle string) *mdlSnapshotStream {
-	s := &mdlSnapshotStream{chunks: sn.chunksFor(chunkTerm, mangle)}
+	s := &mdlSnapshotStream{chunks: sn.chunksFor(chunkTerm, mangle, rapid.IntRange(0, 63).Draw(d.t, "mangleVariant"))}
 	if mangle == mangleTransport {
 		s.err = errTransport
 	}
@@ -1599,12 +1655,43 @@ func (d *mdlDriver) opInstallBegin() {
 	d.attached = in
 }
 
+// opInstallAbandoned: NewTerm runs while an install is held mid-transfer;
+// the install then fails with ErrInvalidTerm, whatever else is wrong
+// with it, and changes nothing.
+func (d *mdlDriver) opInstallAbandoned() {
+	n := len(d.installs)
+	d.opInstallBegin()
+	if len(d.installs) == n {
+		return // refused at once
+	}
+	d.settle()
+	d.check()
+	d.opNewTerm()
+	d.settle()
+	d.check()
+	for i, in := range d.installs {
+		if in.abandoned {
+			d.installs = slices.Delete(d.installs, i, i+1)
+			d.installs = append(d.installs, in)
+			break
+		}
+	}
+	if last := d.installs[len(d.installs)-1]; last.abandoned {
+		d.t.Logf("finish the abandoned install at %v (mangle %q)", last.sn.commit, last.mangle)
+		d.finishInstall(last)
+	}
+}
+
 // opInstallFinish lets a held install finish.
 func (d *mdlDriver) opInstallFinish() {
 	i := rapid.IntRange(0, len(d.installs)-1).Draw(d.t, "install")
 	in := d.installs[i]
-	d.installs = slices.Delete(d.installs, i, i+1)
 	d.t.Logf("finish the install at %v (mangle %q, abandoned %v)", in.sn.commit, in.mangle, in.abandoned)
+	d.finishInstall(in)
+}
+
+func (d *mdlDriver) finishInstall(in *mdlInstall) {
+	d.installs = slices.DeleteFunc(d.installs, func(x *mdlInstall) bool { return x == in })
 	var want error
 	switch in.mangle {
 	case mangleNone:
@@ -1692,7 +1779,7 @@ func (d *mdlDriver) opClosedOp() {
 			defer s.cancel()
 			return d.f.Replicate(s)
 		case 3:
-			_, err := d.f.InstallSnapshot(&fakeSnapshotStream{chunks: mdlBuildSnapshot(d.t, 1, 1, 2).chunksFor(max(d.m.term, 0), "")})
+			_, err := d.f.InstallSnapshot(&fakeSnapshotStream{chunks: mdlBuildSnapshot(d.t, 1, 1, 2).chunksFor(max(d.m.term, 0), "", 0)})
 			return err
 		case 4:
 			return d.f.Delete(d.m.term + 1)
@@ -1719,7 +1806,7 @@ func (d *mdlDriver) step() {
 	case d.closed():
 		add(2, "closedOp")
 	case d.stream != nil:
-		add(30, "append")
+		add(50, "append")
 		add(2, "halfClose")
 		add(3, "newTermRacing")
 		for _, op := range []string{"newTerm", "truncate", "attach", "install", "installBegin", "status", "delete", "close"} {
@@ -1735,6 +1822,7 @@ func (d *mdlDriver) step() {
 		add(4, "truncate")
 		add(2, "install")
 		add(2, "installBegin")
+		add(1, "installAbandoned")
 		add(1, "status")
 		add(1, "delete")
 		add(1, "close")
@@ -1769,6 +1857,8 @@ func (d *mdlDriver) step() {
 		d.opInstallBegin()
 	case "installFinish":
 		d.opInstallFinish()
+	case "installAbandoned":
+		d.opInstallAbandoned()
 	case "status":
 		d.opStatus()
 	case "delete":
