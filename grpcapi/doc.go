@@ -44,6 +44,17 @@
 // of the lifecycle steps it took. Methods of the Oxia services that a
 // follower does not serve (the leader's) are Unimplemented.
 //
+// # Metrics and logs
+//
+// [Server.Collector] is a Prometheus collector of every hosted shard
+// (labels namespace and shard): lifecycle transitions and refusals,
+// counted by each follower's observer; the follower's counters, latency
+// histograms, positions and applier lag, read from its lock-free Stats at
+// each scrape. followerd serves it with --metrics-listen. Log lines about
+// a shard carry its namespace and shard (the follower's, its term too);
+// a state change is one line at info, and nothing is logged per entry
+// at info.
+//
 // Shutdown stops accepting calls, ends every stream (Unavailable), closes
 // every follower and waits for the handlers: what was acknowledged is
 // durable, so nothing acknowledged is lost.

@@ -1,6 +1,7 @@
 package grpcapi_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"os"
@@ -107,7 +108,8 @@ func snapshotOf(t *testing.T, term logpos.Term, n int) []*replicationpb.Snapshot
 		if err != nil {
 			t.Fatal(err)
 		}
-		out = append(out, &replicationpb.SnapshotChunk{Term: int64(term), Name: ch.Name, Content: ch.Content, ChunkIndex: ch.Index, ChunkCount: ch.Count})
+		// Content is reused by the next call to Next.
+		out = append(out, &replicationpb.SnapshotChunk{Term: int64(term), Name: ch.Name, Content: bytes.Clone(ch.Content), ChunkIndex: ch.Index, ChunkCount: ch.Count})
 	}
 }
 

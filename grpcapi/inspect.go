@@ -5,7 +5,9 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 
+	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
 	"github.com/tablefsm/tablefsm/logpos"
@@ -113,26 +115,46 @@ func (l *stepLog) after(seq uint64) ([]*inspectpb.Step, bool) {
 	return out, truncated
 }
 
-// stepObserver records a follower's lifecycle steps and logs them.
+// stepObserver is the observer of a shard's follower: it records the
+// lifecycle steps for Inspect, counts them for the metrics, and logs what
+// the follower does not (the follower logs each state change at info and
+// refusals at debug, with namespace, shard and term).
 type stepObserver struct {
-	log   *slog.Logger
-	key   shardKey
-	steps *stepLog
+	log    *slog.Logger
+	key    shardKey
+	steps  *stepLog
+	counts *stepCounts
+	// f is the follower, once Open returned it: its term goes on the
+	// log lines.
+	f atomic.Pointer[follower.Follower]
 }
 
 func (o *stepObserver) Observe(st fsm.Step) {
 	o.steps.add(st)
-	level := slog.LevelInfo
 	var refusal *fsm.Refusal
+	if !errors.As(st.Err, &refusal) {
+		refusal = nil
+	}
+	o.counts.add(st, refusal)
+	level := slog.LevelDebug
 	switch {
-	case errors.As(st.Err, &refusal):
-		level = slog.LevelDebug
+	case refusal != nil || (st.Err == nil && st.From != st.To):
+		return // the follower's own line
 	case st.Err != nil:
 		level = slog.LevelWarn
 	}
-	attrs := []any{"namespace", o.key.namespace, "shard", o.key.shard, "event", st.Event, "from", st.From, "to", st.To}
+	if !o.log.Enabled(context.Background(), level) {
+		return
+	}
+	attrs := []any{"namespace", o.key.namespace, "shard", o.key.shard}
+	if f := o.f.Load(); f != nil {
+		attrs = append(attrs, "term", f.Status().Term)
+	}
+	attrs = append(attrs, "event", st.Event, "from", st.From, "to", st.To)
+	msg := "lifecycle step"
 	if st.Err != nil {
+		msg = "lifecycle action failed"
 		attrs = append(attrs, "err", st.Err)
 	}
-	o.log.Log(context.Background(), level, "lifecycle step", attrs...)
+	o.log.Log(context.Background(), level, msg, attrs...)
 }

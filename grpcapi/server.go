@@ -202,6 +202,8 @@ type shard struct {
 	f     *follower.Follower
 	err   error
 	steps *stepLog
+	// counts are the lifecycle steps counted for the metrics.
+	counts *stepCounts
 	// deleting serializes DeleteShard calls on the shard.
 	deleting sync.Mutex
 }
@@ -235,7 +237,7 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 			return nil, fmt.Errorf("%w: looking for shard %s: %w", follower.ErrUnavailable, k, err)
 		}
 	}
-	sh := &shard{key: k, ready: make(chan struct{}), steps: newStepLog(s.opts.StepHistory)}
+	sh := &shard{key: k, ready: make(chan struct{}), steps: newStepLog(s.opts.StepHistory), counts: newStepCounts()}
 	s.mu.shards[k] = sh
 	delete(s.mu.retired, k)
 	s.mu.Unlock()
@@ -243,8 +245,10 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 	cfg := s.opts.Follower
 	cfg.Namespace, cfg.Shard = k.namespace, k.shard
 	cfg.Dir, cfg.FS, cfg.Logger = s.dir(k), s.fs, s.log
-	cfg.Observer = &stepObserver{log: s.log, key: k, steps: sh.steps}
+	obs := &stepObserver{log: s.log, key: k, steps: sh.steps, counts: sh.counts}
+	cfg.Observer = obs
 	sh.f, sh.err = follower.Open(cfg)
+	obs.f.Store(sh.f)
 	if sh.err != nil {
 		if !errors.Is(sh.err, follower.ErrUnavailable) {
 			sh.err = fmt.Errorf("%w: %w", follower.ErrUnavailable, sh.err)

@@ -20,10 +20,15 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi"
 )
 
-// ListeningPrefix starts the one line Main prints on stdout once it
+// ListeningPrefix starts the line Main prints first on stdout once it
 // serves: "listening on 127.0.0.1:6649". A parent process reads the
 // address from it (useful with --listen 127.0.0.1:0).
 const ListeningPrefix = "listening on "
+
+// MetricsPrefix starts the line Main prints after the ListeningPrefix
+// line when it serves metrics (--metrics-listen): "metrics on
+// http://127.0.0.1:9464/metrics".
+const MetricsPrefix = "metrics on "
 
 const usage = `Usage: followerd [flags]
 
@@ -32,7 +37,8 @@ the follower replicas of many shards, keyed by namespace and shard, under
 one data directory, and serves them over gRPC (OxiaLogReplication, the
 follower's part of OxiaCoordination, Inspect, health and reflection).
 
-Once it serves it prints "listening on HOST:PORT" on stdout; logs go to
+Once it serves it prints "listening on HOST:PORT" on stdout (and, with
+--metrics-listen, "metrics on http://HOST:PORT/metrics"); logs go to
 stderr. SIGINT or SIGTERM shut it down gracefully (exit status 0):
 streams end with Unavailable, every follower is closed, nothing
 acknowledged is lost.
@@ -56,6 +62,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
 	maxMsg := fs.Int("max-message-size", grpcapi.DefaultMaxMessageSize, "largest gRPC message received or sent, in `bytes`")
 	maxStreams := fs.Uint("max-concurrent-streams", 0, "concurrent calls allowed per connection (0: no limit)")
+	metricsListen := fs.String("metrics-listen", "", "`address` to serve Prometheus metrics on, at /metrics (empty: no metrics; port 0: any free port)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "how long a graceful shutdown may wait for calls to end before closing connections")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -111,12 +118,25 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		_ = srv.Shutdown(context.Background())
 		return 1
 	}
+	var metrics *metricsServer
+	if *metricsListen != "" {
+		if metrics, err = serveMetrics(*metricsListen, srv); err != nil {
+			logger.Error("cannot serve metrics", "address", *metricsListen, "err", err)
+			_ = lis.Close()
+			_ = srv.Shutdown(context.Background())
+			return 1
+		}
+	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	logger.Info("serving", "address", lis.Addr().String(), "data_dir", *dataDir)
 	fmt.Fprintf(stdout, "%s%s\n", ListeningPrefix, lis.Addr())
+	if metrics != nil {
+		logger.Info("serving metrics", "url", metrics.url)
+		fmt.Fprintf(stdout, "%s%s\n", MetricsPrefix, metrics.url)
+	}
 
 	status := 0
 	select {
@@ -131,6 +151,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if err := srv.Shutdown(sctx); err != nil {
 		logger.Error("shutdown", "err", err)
 		status = 1
+	}
+	if metrics != nil {
+		if err := metrics.shutdown(sctx); err != nil {
+			logger.Error("metrics shutdown", "err", err)
+			status = 1
+		}
 	}
 	if status == 0 {
 		if err := <-served; err != nil {

@@ -96,6 +96,7 @@ func TestFlags(t *testing.T) {
 		{[]string{"--data-dir", ""}, 2, "--data-dir is empty"},
 		{[]string{"--listen"}, 2, "flag needs an argument"},
 		{[]string{"--listen", "not an address", "--data-dir", t.TempDir()}, 1, "cannot listen"},
+		{[]string{"--listen", "127.0.0.1:0", "--metrics-listen", "not an address", "--data-dir", t.TempDir()}, 1, "cannot serve metrics"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {

@@ -1,0 +1,59 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tablefsm/tablefsm/grpcapi"
+)
+
+// metricsServer serves the node's Prometheus metrics over HTTP at
+// /metrics: the server's collector (every hosted shard's follower), the
+// Go runtime's and the process's.
+type metricsServer struct {
+	url    string
+	http   *http.Server
+	served chan error
+}
+
+func serveMetrics(addr string, srv *grpcapi.Server) (*metricsServer, error) {
+	reg := prometheus.NewRegistry()
+	if err := errors.Join(
+		reg.Register(srv.Collector()),
+		reg.Register(collectors.NewGoCollector()),
+		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})),
+	); err != nil {
+		return nil, err
+	}
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
+	m := &metricsServer{
+		url:    "http://" + lis.Addr().String() + "/metrics",
+		http:   &http.Server{Handler: mux},
+		served: make(chan error, 1),
+	}
+	go func() { m.served <- m.http.Serve(lis) }()
+	return m, nil
+}
+
+// shutdown stops serving, waiting for scrapes in progress until ctx ends.
+func (m *metricsServer) shutdown(ctx context.Context) error {
+	err := m.http.Shutdown(ctx)
+	if err != nil {
+		_ = m.http.Close()
+	}
+	if serr := <-m.served; !errors.Is(serr, http.ErrServerClosed) {
+		err = errors.Join(err, serr)
+	}
+	return err
+}
