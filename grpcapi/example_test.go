@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
@@ -259,4 +260,48 @@ func Example_ownServer() {
 	}
 	// Output:
 	// ack 0, {Term:1 State:Follower Head:0 Commit:-1}
+}
+
+// ExampleServer_Collector registers the node's metrics in a Prometheus
+// registry. A program serves the registry over HTTP with
+// promhttp.HandlerFor(reg, promhttp.HandlerOpts{}); here it is read
+// directly.
+func ExampleServer_Collector() {
+	dir, err := os.MkdirTemp("", "grpcapi-example")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	srv, err := grpcapi.New(grpcapi.Options{DataDir: dir})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer srv.Shutdown(context.Background())
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(srv.Collector())
+
+	// A call through the wire would do the same: fence shard 7.
+	if _, err := srv.NewTerm(context.Background(), &replicationpb.NewTermRequest{Namespace: "default", Shard: 7, Term: 4}); err != nil {
+		log.Fatal(err)
+	}
+	families, err := reg.Gather()
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, mf := range families {
+		switch mf.GetName() {
+		case "tablefsm_follower_term", "tablefsm_follower_transitions_total":
+			for _, m := range mf.GetMetric() {
+				fmt.Print(mf.GetName(), " ")
+				for _, l := range m.GetLabel() {
+					fmt.Printf("%s=%s ", l.GetName(), l.GetValue())
+				}
+				fmt.Println(m.GetGauge().GetValue() + m.GetCounter().GetValue())
+			}
+		}
+	}
+	// Output:
+	// tablefsm_follower_term namespace=default shard=7 4
+	// tablefsm_follower_transitions_total event=NewTerm from=NotMember namespace=default shard=7 to=Fenced 1
 }
