@@ -3,4 +3,4 @@
 // the handlers live with their users (see example_test.go).
 package order
 
-//go:generate go run github.com/tablefsm/tablefsm/gen -in order.yaml -out . -mermaid order.mmd -dot order.dot
+//go:generate go run github.com/tablefsm/tablefsm/gen -in order.yaml -out . -mermaid order.mmd -dot order.dot -markdown ../../docs/guide.md
