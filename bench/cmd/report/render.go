@@ -1,0 +1,547 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// verdict is how a figure stands against its budget.
+type verdict int
+
+const (
+	noBudget verdict = iota
+	met
+	missed
+	notMeasured
+)
+
+func (v verdict) String() string {
+	switch v {
+	case met:
+		return "met"
+	case missed:
+		return "**missed**"
+	case notMeasured:
+		return "not measured"
+	}
+	return "—"
+}
+
+// row is one line of a table of figures.
+type row struct {
+	what, bench   string
+	value, base   string
+	ratio, budget string
+	verdict       verdict
+	note          string
+}
+
+// figures computes the report's rows from the results.
+type figures struct {
+	r       *Results
+	missing []string
+}
+
+// get returns a median, noting what is missing.
+func (f *figures) get(key, unit string) (float64, bool) {
+	v, ok := f.r.med(key, unit)
+	if !ok {
+		f.missing = append(f.missing, key+" "+unit)
+	}
+	return v, ok
+}
+
+// check is a budget check: ratio against limit, at most (le) or at least.
+func check(ratio, limit float64, le bool) verdict {
+	if math.IsNaN(ratio) {
+		return notMeasured
+	}
+	ratio = shown(ratio) // judged as printed
+	if (le && ratio <= limit) || (!le && ratio >= limit) {
+		return met
+	}
+	return missed
+}
+
+func both(a, b verdict) verdict {
+	switch {
+	case a == notMeasured || b == notMeasured:
+		return notMeasured
+	case a == missed || b == missed:
+		return missed
+	}
+	return met
+}
+
+func (f *figures) design() []row {
+	r := f.r
+	var rows []row
+	nan := math.NaN()
+	ratio := func(a, b float64, ok ...bool) float64 {
+		for _, o := range ok {
+			if !o {
+				return nan
+			}
+		}
+		return a / b
+	}
+
+	// Generated transitions.
+	tf, ok1 := f.get("bench:BenchmarkTransition/tablefsm", "ns/op")
+	ll, ok2 := f.get("bench:BenchmarkTransition/looplab", "ns/op")
+	st, ok3 := f.get("bench:BenchmarkTransition/stateless", "ns/op")
+	allocs, ok4 := f.get("bench:BenchmarkTransition/tablefsm", "allocs/op")
+	q := ratio(tf, ll, ok1, ok2)
+	rows = append(rows, row{
+		what: "generated guarded transition vs looplab/fsm", bench: "bench: `BenchmarkTransition`",
+		value: ns(tf) + "/op", base: ns(ll) + "/op", ratio: fx(q, 4), budget: "≤ 1/50 (0.02)",
+		verdict: check(q, 1.0/50, true),
+	})
+	q = ratio(tf, st, ok1, ok3)
+	rows = append(rows, row{
+		what: "generated guarded transition vs qmuntal/stateless", bench: "bench: `BenchmarkTransition`",
+		value: ns(tf) + "/op", base: ns(st) + "/op", ratio: fx(q, 4), budget: "≤ 1/20 (0.05)",
+		verdict: check(q, 1.0/20, true),
+	})
+	rows = append(rows, row{
+		what: "generated guarded transition: allocations", bench: "bench: `BenchmarkTransition/tablefsm`",
+		value: allocsOf(allocs, ok4), base: "—", ratio: "—", budget: "0 allocs",
+		verdict: check(ratio(allocs, 1, ok4), 0, true),
+	})
+
+	// Follower hot path.
+	hp, ok1 := f.get("follower:BenchmarkHotPath", "ns/op")
+	ha, ok2 := f.get("follower:BenchmarkHotPath", "allocs/op")
+	rows = append(rows, row{
+		what: "follower per-entry hot path (no gRPC, no syscalls)", bench: "follower: `BenchmarkHotPath`",
+		value: ns(hp) + "/entry, " + allocsOf(ha, ok2), base: "—", ratio: "—", budget: "≤ 1 µs, 0 allocs",
+		verdict: both(check(ratio(hp, 1, ok1), 1000, true), check(ratio(ha, 1, ok2), 0, true)),
+	})
+
+	// WAL group commit.
+	wv, okr := f.get("wal:BenchmarkGroupCommit", "wal-vs-raw")
+	wn, _ := r.med("wal:BenchmarkGroupCommit", "wal-ns/entry")
+	rn, _ := r.med("wal:BenchmarkGroupCommit", "raw-ns/entry")
+	rows = append(rows, row{
+		what: "WAL pipelined append + coalesced sync, 100 B, window 1024", bench: "wal: `BenchmarkGroupCommit` (`wal-vs-raw`)",
+		value: rate(1e9/wn) + " entries/s", base: rate(1e9/rn) + " entries/s (raw write+fdatasync loop)",
+		ratio: fx(ratio(wv, 1, okr), 2), budget: "≥ 0.60 of raw", verdict: check(ratio(wv, 1, okr), 0.6, false),
+		note: runsOf(r.all("wal:BenchmarkGroupCommit", "wal-vs-raw")),
+	})
+
+	// WAL durable batch of 64.
+	key := "bench:BenchmarkWALDurableBatchInterleaved/batch=64"
+	xr, ok1 := f.get(key, "x-vs-raftwal")
+	xt, ok2 := f.get(key, "x-vs-tidwall")
+	tn, _ := r.med(key, "tablefsm-ns/batch")
+	rwn, _ := r.med(key, "raftwal-ns/batch")
+	twn, _ := r.med(key, "tidwall-ns/batch")
+	rows = append(rows, row{
+		what: "WAL durable batch of 64 × 128 B vs hashicorp/raft-wal", bench: "bench: `BenchmarkWALDurableBatchInterleaved/batch=64`",
+		value: ns(tn) + "/batch", base: ns(rwn) + "/batch", ratio: fx(ratio(xr, 1, ok1), 2) + " (speed)",
+		budget: "≥ 1", verdict: check(ratio(xr, 1, ok1), 1, false), note: runsOf(r.all(key, "x-vs-raftwal")),
+	})
+	rows = append(rows, row{
+		what: "WAL durable batch of 64 × 128 B vs tidwall/wal", bench: "bench: `BenchmarkWALDurableBatchInterleaved/batch=64`",
+		value: ns(tn) + "/batch", base: ns(twn) + "/batch", ratio: fx(ratio(xt, 1, ok2), 2) + " (speed)",
+		budget: "≥ 1", verdict: check(ratio(xt, 1, ok2), 1, false), note: runsOf(r.all(key, "x-vs-tidwall")),
+	})
+
+	// End to end.
+	fn, ok1 := f.get("bench:BenchmarkStream/followerd/cumulative", "ns/op")
+	en, ok2 := f.get("bench:BenchmarkStream/echo/cumulative", "ns/op")
+	q = ratio(en, fn, ok1, ok2)
+	rows = append(rows, row{
+		what: "end to end, 100 B, window 1000, cumulative acks vs a bare gRPC stream", bench: "bench: `BenchmarkStream/*/cumulative`",
+		value: rate(1e9/fn) + " entries/s", base: rate(1e9/en) + " entries/s (echo)", ratio: fx(q, 2),
+		budget: "≥ 0.70", verdict: check(q, 0.7, false),
+	})
+
+	// Idle ack.
+	ia, ok1 := f.get("bench:BenchmarkIdleAck/followerd", "p50-µs")
+	fs, ok2 := f.get("bench:BenchmarkIdleAck/fsync", "p50-µs")
+	rt, ok3 := f.get("bench:BenchmarkIdleAck/echo", "p50-µs")
+	bound := fs + rt + 50
+	q = ratio(ia, bound, ok1, ok2, ok3)
+	rows = append(rows, row{
+		what: "idle ack latency p50", bench: "bench: `BenchmarkIdleAck`",
+		value: us(ia), base: fmt.Sprintf("%s fsync + %s round trip + 50 µs = %s", us(fs), us(rt), us(bound)),
+		ratio: fx(q, 2), budget: "≤ 1", verdict: check(q, 1, true),
+	})
+
+	// Reopen.
+	seg := float64(reopenSegmentFull)
+	if r.Quick {
+		seg = reopenSegmentQuick
+	}
+	rd, ok1 := f.get("bench:BenchmarkWALReopenAfterCrash/open", "read-B/op")
+	lb, _ := r.med("bench:BenchmarkWALReopenAfterCrash/open", "log-B")
+	segs, _ := r.med("bench:BenchmarkWALReopenAfterCrash/open", "segments")
+	on, _ := r.med("bench:BenchmarkWALReopenAfterCrash/open", "ns/op")
+	sn, _ := r.med("bench:BenchmarkWALReopenAfterCrash/full-scan", "ns/op")
+	q = ratio(rd, seg, ok1)
+	rows = append(rows, row{
+		what: fmt.Sprintf("reopen after a crash, %s WAL in %.0f segments of %s", mib(lb), segs, mib(seg)), bench: "bench: `BenchmarkWALReopenAfterCrash`",
+		value: fmt.Sprintf("Open reads %s in %s", mib(rd), ns(on)), base: fmt.Sprintf("one segment (%s); reading the whole log takes %s", mib(seg), ns(sn)),
+		ratio: fx(q, 2) + " segments", budget: "scans only the last segment (≤ 1.1 segments read)", verdict: check(q, 1.1, true),
+	})
+	if r.Quick {
+		rows[len(rows)-1].note = "quick run: a 64 MiB log, not 1 GiB"
+	}
+
+	// Memory.
+	hf, ok1 := f.get("bench:BenchmarkMemory", "heap-first-MiB")
+	hl, _ := r.med("bench:BenchmarkMemory", "heap-last-MiB")
+	hm, _ := r.med("bench:BenchmarkMemory", "heap-max-MiB")
+	hg, _ := r.med("bench:BenchmarkMemory", "heap-growth")
+	entries, _ := r.med("bench:BenchmarkMemory", "entries")
+	rows = append(rows, row{
+		what: "memory over a long stream (window 1000)", bench: "bench: `BenchmarkMemory`",
+		value: fmt.Sprintf("live heap %.1f → %.1f MiB (max %.1f) over %s entries", hf, hl, hm, count(entries)),
+		base:  "the heap after the first tenth", ratio: fx(ratio(hg, 1, ok1), 2),
+		budget:  "bounded by the window; flat over 10 M entries (end ≤ 1.25 × first tenth, or within 2 MiB of it)",
+		verdict: memoryVerdict(hf, hl, ok1),
+		note:    fmt.Sprintf("measured over %s entries, not 10 M, to keep the run short", count(entries)),
+	})
+	return rows
+}
+
+func memoryVerdict(first, last float64, ok bool) verdict {
+	switch {
+	case !ok:
+		return notMeasured
+	case last <= 1.25*first || last-first <= 2:
+		return met
+	}
+	return missed
+}
+
+func (f *figures) packages() []row {
+	r := f.r
+	var rows []row
+	rc, ok := f.get("wal:BenchmarkGroupCommit", "reader-cost")
+	v := notMeasured
+	if ok {
+		v = check(rc, 0.2, true)
+	}
+	rows = append(rows, row{
+		what: "WAL: throughput a tailing reader takes from the writer", bench: "wal: `BenchmarkGroupCommit` (`reader-cost`)",
+		value: "—", base: "the writer alone", ratio: fx(rc, 2), budget: "≤ 0.20 (docs/wal.md)", verdict: v,
+		note: joinNotes(runsOf(r.all("wal:BenchmarkGroupCommit", "reader-cost")), negativeNote(r.all("wal:BenchmarkGroupCommit", "reader-cost"))),
+	})
+	aa, ok := f.get("wal:BenchmarkAppend", "allocs/op")
+	an, _ := r.med("wal:BenchmarkAppend", "ns/op")
+	v = notMeasured
+	if ok {
+		v = check(aa, 0, true)
+	}
+	rows = append(rows, row{
+		what: "WAL: AppendAsync in steady state", bench: "wal: `BenchmarkAppend`",
+		value: ns(an) + "/op, " + allocsOf(aa, ok), base: "—", ratio: "—", budget: "0 allocs (docs/wal.md)", verdict: v,
+	})
+	key := "bench:BenchmarkWALDurableBatchInterleaved/batch=1"
+	for _, other := range []struct{ unit, name string }{{"x-vs-raftwal", "hashicorp/raft-wal"}, {"x-vs-tidwall", "tidwall/wal"}} {
+		x, ok := f.get(key, other.unit)
+		v = notMeasured
+		if ok {
+			v = check(x, 1, false)
+		}
+		tn, _ := r.med(key, "tablefsm-ns/batch")
+		bn, _ := r.med(key, strings.TrimPrefix(other.unit, "x-vs-")+"-ns/batch")
+		rows = append(rows, row{
+			what: "WAL: durable batch of 1 × 128 B vs " + other.name, bench: "bench: `BenchmarkWALDurableBatchInterleaved/batch=1`",
+			value: ns(tn) + "/batch", base: ns(bn) + "/batch", ratio: fx(x, 2) + " (speed)", budget: "≥ 1 (docs/wal.md)", verdict: v,
+			note: runsOf(r.all(key, other.unit)),
+		})
+	}
+	for _, w := range []int{1, 64} {
+		key := fmt.Sprintf("store:BenchmarkApply/writes=%d", w)
+		x, ok := f.get(key, "kv/raw")
+		v = notMeasured
+		if ok {
+			v = check(x, 0.8, false)
+		}
+		kv, _ := r.med(key, "kv-entries/s")
+		raw, _ := r.med(key, "raw-entries/s")
+		rows = append(rows, row{
+			what: fmt.Sprintf("store: applying entries of %d put(s) vs raw Pebble batches", w), bench: "store: `BenchmarkApply/writes=" + fmt.Sprint(w) + "` (`kv/raw`)",
+			value: rate(kv) + " entries/s", base: rate(raw) + " entries/s", ratio: fx(x, 2), budget: "≥ 0.80 (docs/store.md)", verdict: v,
+			note: runsOf(r.all(key, "kv/raw")),
+		})
+	}
+	return rows
+}
+
+// others are figures without a budget.
+func (f *figures) others() []row {
+	r := f.r
+	var rows []row
+	wal, okw := r.med("follower:BenchmarkReplicate/wal", "ns/op")
+	for _, c := range []struct{ sub, what string }{
+		{"follower-cumulative-no-apply", "follower, cumulative acks, nothing committed"},
+		{"follower-cumulative", "follower, cumulative acks, applying what is committed"},
+		{"follower-per-entry", "follower, per-entry acks, applying what is committed"},
+	} {
+		v, ok := r.med("follower:BenchmarkReplicate/"+c.sub, "ns/op")
+		if !ok || !okw {
+			continue
+		}
+		rows = append(rows, row{
+			what: "in-process replication (fake leader stream, real disk): " + c.what, bench: "follower: `BenchmarkReplicate/" + c.sub + "`",
+			value: rate(1e9/v) + " entries/s", base: rate(1e9/wal) + " entries/s (bare WAL pipeline)", ratio: fx(wal/v, 2),
+		})
+	}
+	if fn, ok1 := r.med("bench:BenchmarkStream/followerd/per-entry", "ns/op"); ok1 {
+		if en, ok2 := r.med("bench:BenchmarkStream/echo/per-entry", "ns/op"); ok2 {
+			rows = append(rows, row{
+				what: "end to end, window 1000, per-entry acks vs a bare gRPC stream", bench: "bench: `BenchmarkStream/*/per-entry`",
+				value: rate(1e9/fn) + " entries/s", base: rate(1e9/en) + " entries/s (echo)", ratio: fx(en/fn, 2),
+			})
+		}
+	}
+	la, ok1 := r.med("bench:BenchmarkStreamDirect/log+apply", "ns/op")
+	lo, ok2 := r.med("bench:BenchmarkStreamDirect/log", "ns/op")
+	if ok1 && ok2 {
+		rows = append(rows, row{
+			what: "follower without gRPC (channels), window 1000: log + apply vs log only", bench: "bench: `BenchmarkStreamDirect`",
+			value: rate(1e9/la) + " entries/s", base: rate(1e9/lo) + " entries/s", ratio: fx(lo/la, 2),
+		})
+		if en, ok := r.med("bench:BenchmarkStream/echo/cumulative", "ns/op"); ok {
+			rows = append(rows, row{
+				what: "follower without gRPC, log + apply vs a bare gRPC stream", bench: "bench: `BenchmarkStreamDirect`, `BenchmarkStream/echo`",
+				value: rate(1e9/la) + " entries/s", base: rate(1e9/en) + " entries/s (echo)", ratio: fx(en/la, 2),
+			})
+		}
+	}
+	for _, c := range []struct{ sub, base, what string }{
+		{"out/store", "out/read", "snapshot out (checkpoint + chunks) vs reading the same files"},
+		{"out/store", "copy", "snapshot out vs copying the files (read, write, fsync)"},
+		{"in/store", "in/write", "snapshot in (stage, verify, install) vs writing the same bytes with fsync"},
+		{"in/store", "copy", "snapshot in vs copying the files"},
+	} {
+		v, ok1 := r.med("store:BenchmarkSnapshot/"+c.sub, "MB/s")
+		b, ok2 := r.med("store:BenchmarkSnapshot/"+c.base, "MB/s")
+		if ok1 && ok2 {
+			rows = append(rows, row{
+				what: "store: " + c.what, bench: "store: `BenchmarkSnapshot/" + c.sub + "`",
+				value: fmt.Sprintf("%.0f MB/s", v), base: fmt.Sprintf("%.0f MB/s", b), ratio: fx(v/b, 2),
+			})
+		}
+	}
+	return rows
+}
+
+func render(w io.Writer, run *Run, r *Results, plots []plotFile) {
+	f := &figures{r: r}
+	design, pkgs, others := f.design(), f.packages(), f.others()
+	m := run.Machine
+	mode := "full run: every benchmark `-count 3` (the cheap CPU-bound ones 5) at `-benchtime 1s`, medians"
+	if run.Quick {
+		mode = "**quick run** (`BENCH_QUICK=1`): one count, short bench times, a 64 MiB WAL for the reopen and 200 k entries for the memory benchmark — figures are rough"
+	}
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	p("# Benchmarks\n\n")
+	p("Generated by `make bench` (`bench/cmd/report`) on %s in %s; do not edit by hand. Mode: %s.\n\n",
+		run.Started.Format("2006-01-02 15:04 UTC"), run.Duration.Round(time.Second), mode)
+	p("Every figure is compared with a baseline measured in the same run on the same machine, as\n")
+	p("the performance budgets of the design (DESIGN.md) ask: the machines are shared and noisy,\n")
+	p("and absolute numbers mean little. Each value is the median of the runs.\n\n")
+
+	p("## Machine\n\n| | |\n|---|---|\n")
+	p("| CPU | %s, %d cores |\n| Memory | %.1f GiB |\n| OS, kernel | %s, Linux %s |\n| Go | %s |\n| Temporary directory | `%s`: %s |\n| Load average (1, 5, 15 min) | %s before, %s after |\n\n",
+		m.CPU, m.Cores, m.MemoryGiB, m.OS, m.Kernel, m.Go, m.TempDir, m.FileSystem, m.LoadBefore, m.LoadAfter)
+
+	var missedNames []string
+	for _, r := range design {
+		if r.verdict == missed {
+			missedNames = append(missedNames, r.what)
+		}
+	}
+	p("## The budgets of DESIGN.md\n\n")
+	switch {
+	case len(missedNames) == 0:
+		p("**Every budget was met in this run.**\n\n")
+	default:
+		p("**Missed in this run (%d of %d):** %s.\n\n", len(missedNames), len(design), strings.Join(missedNames, "; "))
+	}
+	table(w, design, true)
+
+	p("## Budgets the packages set themselves\n\n")
+	table(w, pkgs, true)
+
+	if len(others) > 0 {
+		p("## Other figures\n\nNo budget; they show where the time goes.\n\n")
+		table(w, others, false)
+	}
+
+	p("## Curves\n\n")
+	for _, pl := range plots {
+		p("### %s\n\n%s\n\n![%s](%s)\n\n", pl.title, pl.caption, pl.title, pl.file)
+		if len(pl.table) > 0 {
+			p("%s\n", strings.Join(pl.table, "\n"))
+			p("\n")
+		}
+	}
+	if len(f.missing) > 0 {
+		p("## Not measured\n\nThe run produced no figure for: %s.\n\n", strings.Join(f.missing, ", "))
+	}
+
+	p("## How to run\n\n")
+	took := "about 10 minutes on 2 cores"
+	if !run.Quick {
+		took = "this one took " + run.Duration.Round(time.Second).String()
+	}
+	p("```sh\nmake bench                 # the full run (%s), rewrites this file and its plots\n", took)
+	p("BENCH_QUICK=1 make bench   # a short run, under 2 minutes\n")
+	p("cd bench && go run ./cmd/report -save run.json   # also keep the raw go test output\n")
+	p("cd bench && go run ./cmd/report -load run.json   # render again without running\n```\n\n")
+	p("The report builds each package's test binary once and runs these, one at a time so that no two share the machine (the same as):\n\n")
+	for _, s := range run.Steps {
+		env := ""
+		if len(s.Env) > 0 {
+			env = strings.Join(s.Env, " ") + " "
+		}
+		dir := ""
+		if s.Module == "bench" {
+			dir = "cd bench && "
+		}
+		p("- `%s%sgo test -run '^$' -bench '%s' -benchmem -benchtime %s -count %d %s`\n", dir, env, s.Bench, s.Benchtime, s.Count, s.Package)
+	}
+	p("\nWhat each benchmark measures is documented on it; [docs/wal.md](wal.md), [docs/store.md](store.md),\n")
+	p("[docs/follower.md](follower.md) and [docs/node.md](node.md) discuss the figures.\n")
+}
+
+func table(w io.Writer, rows []row, budgets bool) {
+	if budgets {
+		fmt.Fprintf(w, "| What | Value | Baseline (same run) | Ratio | Budget | Verdict | Benchmark |\n|---|---|---|---|---|---|---|\n")
+	} else {
+		fmt.Fprintf(w, "| What | Value | Baseline (same run) | Ratio | Benchmark |\n|---|---|---|---|---|\n")
+	}
+	var notes []string
+	for _, r := range rows {
+		what := r.what
+		if r.note != "" {
+			notes = append(notes, r.note)
+			what += fmt.Sprintf(" <sup>%d</sup>", len(notes))
+		}
+		if budgets {
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s | %s | %s |\n", what, r.value, r.base, r.ratio, r.budget, r.verdict, r.bench)
+		} else {
+			fmt.Fprintf(w, "| %s | %s | %s | %s | %s |\n", what, r.value, r.base, r.ratio, r.bench)
+		}
+	}
+	fmt.Fprintln(w)
+	for i, n := range notes {
+		fmt.Fprintf(w, "<sup>%d</sup> %s  \n", i+1, n)
+	}
+	if len(notes) > 0 {
+		fmt.Fprintln(w)
+	}
+}
+
+// Formatting.
+
+func ns(v float64) string {
+	switch {
+	case math.IsNaN(v) || v == 0:
+		return "?"
+	case v < 1e3:
+		return fmt.Sprintf("%.3g ns", v)
+	case v < 1e6:
+		return fmt.Sprintf("%.3g µs", v/1e3)
+	case v < 1e9:
+		return fmt.Sprintf("%.3g ms", v/1e6)
+	}
+	return fmt.Sprintf("%.3g s", v/1e9)
+}
+
+func us(v float64) string { return ns(v * 1e3) }
+
+func rate(v float64) string {
+	switch {
+	case math.IsNaN(v) || math.IsInf(v, 0) || v == 0:
+		return "?"
+	case v < 1e3:
+		return fmt.Sprintf("%.3g", v)
+	case v < 1e6:
+		return fmt.Sprintf("%.3g k", v/1e3)
+	}
+	return fmt.Sprintf("%.3g M", v/1e6)
+}
+
+func count(v float64) string {
+	if v >= 1e6 {
+		return fmt.Sprintf("%g M", v/1e6)
+	}
+	if v >= 1e3 {
+		return fmt.Sprintf("%g k", v/1e3)
+	}
+	return fmt.Sprintf("%g", v)
+}
+
+func mib(v float64) string {
+	if v >= 1<<30 {
+		return fmt.Sprintf("%.3g GiB", v/(1<<30))
+	}
+	return fmt.Sprintf("%.3g MiB", v/(1<<20))
+}
+
+// fx prints a ratio with three significant digits (digits is ignored:
+// every ratio prints alike), the precision budgets are judged at.
+func fx(v float64, digits int) string {
+	if math.IsNaN(v) || math.IsInf(v, 0) {
+		return "?"
+	}
+	return fmt.Sprintf("%.3g", v)
+}
+
+// shown rounds v as fx prints it.
+func shown(v float64) float64 {
+	r, err := strconv.ParseFloat(fmt.Sprintf("%.3g", v), 64)
+	if err != nil {
+		return v
+	}
+	return r
+}
+
+func allocsOf(v float64, ok bool) string {
+	if !ok {
+		return "? allocs"
+	}
+	return fmt.Sprintf("%g allocs", v)
+}
+
+func negativeNote(vs []float64) string {
+	for _, v := range vs {
+		if v < 0 {
+			return "negative: the run with a reader was faster (noise)"
+		}
+	}
+	return ""
+}
+
+func joinNotes(notes ...string) string {
+	var out []string
+	for _, n := range notes {
+		if n != "" {
+			out = append(out, n)
+		}
+	}
+	return strings.Join(out, "; ")
+}
+
+// runsOf lists the values of each run when there are several.
+func runsOf(vs []float64) string {
+	if len(vs) < 2 {
+		return ""
+	}
+	s := make([]string, len(vs))
+	for i, v := range vs {
+		s[i] = fmt.Sprintf("%.2f", v)
+	}
+	return "runs: " + strings.Join(s, ", ")
+}

@@ -1,0 +1,222 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/wal"
+)
+
+// The benchmarks of this file feed the plots of docs/BENCHMARKS.md (see
+// cmd/report): throughput against the window, the distribution of ack
+// latencies, WAL throughput against the batch size, and memory over a
+// long stream. Like the others, each compares with a baseline in the
+// same run.
+
+// streamWindows are the windows of BenchmarkStreamWindow.
+var streamWindows = []int{1, 4, 16, 64, 256, 1000, 4096}
+
+// BenchmarkStreamWindow: entries/s through followerd and through the bare
+// echo stream, cumulative acks, against the window (entries in flight).
+func BenchmarkStreamWindow(b *testing.B) {
+	for _, w := range streamWindows {
+		b.Run(fmt.Sprintf("window=%d/followerd", w), func(b *testing.B) {
+			startFollower(b).stream(b, int64(b.N), w, true)
+		})
+		b.Run(fmt.Sprintf("window=%d/echo", w), func(b *testing.B) {
+			startEcho(b).stream(b, int64(b.N), w, true)
+		})
+	}
+}
+
+// latencyQuantiles are the quantiles BenchmarkAckLatency reports, as
+// metrics named q<permille>-µs (q500-µs is the median).
+var latencyQuantiles = []float64{
+	.001, .01, .05, .1, .15, .2, .25, .3, .35, .4, .45, .5, .55, .6, .65, .7,
+	.75, .8, .85, .9, .95, .975, .99, .995, .999,
+}
+
+// BenchmarkAckLatency: the distribution of ack latencies (from just before
+// an entry's Append is sent to the ack that covers it) of followerd under
+// a steady stream, with per-entry and cumulative acks, at two windows.
+func BenchmarkAckLatency(b *testing.B) {
+	for _, w := range []int{64, 1000} {
+		for _, mode := range []struct {
+			name       string
+			cumulative bool
+		}{{"per-entry", false}, {"cumulative", true}} {
+			b.Run(fmt.Sprintf("window=%d/%s", w, mode.name), func(b *testing.B) {
+				t := startFollower(b)
+				lat := t.streamLatency(b, int64(b.N), w, mode.cumulative)
+				for _, q := range latencyQuantiles {
+					b.ReportMetric(float64(lat.Quantile(q).Nanoseconds())/1e3, "q"+strconv.FormatFloat(q*1000, 'f', -1, 64)+"-µs")
+				}
+			})
+		}
+	}
+}
+
+// streamLatency is stream returning the ack latency histogram.
+func (t *target) streamLatency(b *testing.B, n int64, window int, cumulative bool) *leader.Histogram {
+	b.Helper()
+	ctx := context.Background()
+	lat := &leader.Histogram{}
+	key := make([]byte, 0, 32)
+	b.SetBytes(entrySize)
+	b.ResetTimer()
+	res, err := t.conn.Replicate(ctx, leader.Run{
+		Shard: benchShard, Term: t.term, First: t.next, Count: n, Window: window,
+		Cumulative: cumulative, Commit: t.next - 1, Latency: lat,
+		Value: func(off logpos.Offset, buf []byte) []byte {
+			key = strconv.AppendInt(append(key[:0], "bench/"...), int64(off), 10)
+			return leader.AppendPaddedPut(buf, key, entrySize)
+		},
+	})
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	t.next = res.LastAck + 1
+	return lat
+}
+
+// walBatches are the batch sizes of BenchmarkWALBatch.
+var walBatches = []int{1, 4, 16, 64, 256, 1024}
+
+const (
+	walValueSize = 100
+	// rawRecordSize is what the raw baseline writes per entry: about
+	// what the log writes for a 100-byte value (frame, term, offset,
+	// timestamp, value).
+	rawRecordSize = 128
+)
+
+// BenchmarkWALBatch: durable batches of 100-byte entries through the log
+// (AppendAsync × batch, then Sync) against the raw ceiling of the same
+// disk: the same number of bytes written into a preallocated file with
+// one pwrite and one fdatasync per batch. The two alternate, one batch
+// each per op, so that the disk's drift hits both. Reported: entries/s
+// of each and the log's fraction of the raw rate.
+func BenchmarkWALBatch(b *testing.B) {
+	for _, n := range walBatches {
+		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
+			l, err := wal.Open(b.TempDir(), wal.Options{MustKeep: logpos.NoOffset})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close()
+			raw := newRawFile(b, 64<<20)
+			defer raw.f.Close()
+			value := make([]byte, walValueSize)
+			buf := make([]byte, n*rawRecordSize)
+			ctx := context.Background()
+			next := logpos.Offset(0)
+			sides := []func() error{
+				func() error {
+					for range n {
+						if err := l.AppendAsync(logpos.Entry{Term: 1, Offset: next, Value: value, Timestamp: 1}); err != nil {
+							return err
+						}
+						next++
+					}
+					_, err := l.Sync(ctx)
+					return err
+				},
+				func() error { return raw.writeSync(buf) },
+			}
+			var spent [2]time.Duration
+			b.ResetTimer()
+			for i := range b.N {
+				for k := range sides {
+					j := (k + i) % len(sides)
+					start := time.Now()
+					if err := sides[j](); err != nil {
+						b.Fatal(err)
+					}
+					spent[j] += time.Since(start)
+				}
+			}
+			b.StopTimer()
+			rate := func(d time.Duration) float64 { return float64(b.N*n) / d.Seconds() }
+			b.ReportMetric(rate(spent[0]), "wal-entries/s")
+			b.ReportMetric(rate(spent[1]), "raw-entries/s")
+			b.ReportMetric(spent[1].Seconds()/spent[0].Seconds(), "wal-vs-raw")
+		})
+	}
+}
+
+// rawFile is a preallocated file written in a ring with pwrite and
+// fdatasync: the most a disk does for durable appends.
+type rawFile struct {
+	f    vfs.File
+	size int64
+	at   int64
+}
+
+func newRawFile(b *testing.B, size int64) *rawFile {
+	b.Helper()
+	f, err := vfs.Default.OpenReadWrite(filepath.Join(b.TempDir(), "raw"), vfs.WriteCategoryUnspecified)
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = f.Preallocate(0, size)
+	if _, err := f.WriteAt(make([]byte, 1), size-1); err != nil {
+		b.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		b.Fatal(err)
+	}
+	return &rawFile{f: f, size: size}
+}
+
+func (r *rawFile) writeSync(p []byte) error {
+	if r.at+int64(len(p)) > r.size {
+		r.at = 0
+	}
+	if _, err := r.f.WriteAt(p, r.at); err != nil {
+		return err
+	}
+	r.at += int64(len(p))
+	return r.f.SyncData()
+}
+
+// BenchmarkMemory streams b.N entries (run it with -benchtime Nx) to
+// followerd in ten streams, window 1000, cumulative acks, and measures
+// the live heap of the process (node and leader) after a GC following
+// each tenth: memory must be bounded by the window, flat whatever the
+// number of entries. Reported: the heap after the first tenth and at the
+// end, the largest, and end / first.
+func BenchmarkMemory(b *testing.B) {
+	t := startFollower(b)
+	const parts = 10
+	heap := func() float64 {
+		runtime.GC()
+		var ms runtime.MemStats
+		runtime.ReadMemStats(&ms)
+		return float64(ms.HeapAlloc) / (1 << 20)
+	}
+	var first, last, peak float64
+	per := max(int64(b.N)/parts, 1)
+	for i := range parts {
+		t.stream(b, per, window, true)
+		last = heap()
+		if i == 0 {
+			first = last
+		}
+		peak = max(peak, last)
+	}
+	b.ReportMetric(first, "heap-first-MiB")
+	b.ReportMetric(last, "heap-last-MiB")
+	b.ReportMetric(peak, "heap-max-MiB")
+	b.ReportMetric(last/first, "heap-growth")
+	b.ReportMetric(float64(per*parts), "entries")
+}
