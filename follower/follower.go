@@ -109,7 +109,7 @@ func Open(cfg Config) (*Follower, error) {
 	f.head.Store(int64(max(log.LastDurable().Offset, commit.Offset)))
 	f.advertised.Store(int64(commit.Offset))
 	f.term.Store(int64(st.Term()))
-	f.m = NewLifecycle(f)
+	f.m = NewLifecycle(lifecycle{f})
 	f.m.SetObserver(transitionLog{f, cfg.Observer})
 	if term := st.Term(); term != logpos.NoTerm {
 		if err := f.m.Restore(term); err != nil {
@@ -117,7 +117,7 @@ func Open(cfg Config) (*Follower, error) {
 		}
 	}
 	f.applier.start(f)
-	f.logger().Info("follower opened", "state", f.m.State(), "term", st.Term(), "head", f.head.Load(), "commit", commit.Offset)
+	f.logger().Info("follower opened", "state", f.m.State(), "head", f.head.Load(), "commit", commit.Offset)
 	return f, nil
 }
 
@@ -168,7 +168,7 @@ func (f *Follower) repairLocked() error {
 		f.st.Store(st)
 		f.storeFailed.Store(false)
 		f.term.Store(int64(st.Term()))
-		f.logger().Warn("store reopened after a failure", "term", st.Term(), "commit", st.Commit())
+		f.logger().Warn("store reopened after a failure", "commit", st.Commit())
 	}
 	if f.stream != nil {
 		return nil
@@ -292,7 +292,7 @@ func (f *Follower) Delete(term logpos.Term) error {
 	if err := f.cfg.FS.RemoveAll(f.dir); err != nil {
 		return errors.Join(f.closeErr, fmt.Errorf("%w: removing %s: %w", ErrUnavailable, f.dir, err))
 	}
-	f.logger().Info("follower deleted", "term", term)
+	f.logger().Info("follower deleted", "delete_term", term)
 	return f.closeErr
 }
 
@@ -308,8 +308,8 @@ func (f *Follower) Close() error {
 	return f.closeErr
 }
 
-// Get returns the value the default key-value state machine stored under
-// key, or an error matching store.ErrNotFound.
+// Get returns the value stored under a user key of the store (the keys
+// the state machine wrote), or an error matching store.ErrNotFound.
 func (f *Follower) Get(key []byte) ([]byte, error) {
 	if f.m.State() == StateClosed {
 		return nil, ErrClosed
@@ -356,44 +356,52 @@ func (f *Follower) advertise(commit int64) bool {
 	}
 }
 
+// lifecycle is the hand-written half of the Lifecycle machine: the guards
+// and actions of transitions.yaml, on the follower's fields. It is a type
+// of its own so that they are not methods of Follower: only the machine
+// calls them, under the lifecycle lock.
+type lifecycle struct{ *Follower }
+
+var _ LifecycleHandlers = lifecycle{}
+
 // The guards of the lifecycle table. They run under the lifecycle lock.
 
-func (f *Follower) TermValid(term logpos.Term) bool { return term >= 0 }
+func (f lifecycle) TermValid(term logpos.Term) bool { return term >= 0 }
 
-func (f *Follower) TermNotBehind(term logpos.Term) bool { return int64(term) >= f.term.Load() }
+func (f lifecycle) TermNotBehind(term logpos.Term) bool { return int64(term) >= f.term.Load() }
 
-func (f *Follower) TermMatches(term logpos.Term) bool { return int64(term) == f.term.Load() }
+func (f lifecycle) TermMatches(term logpos.Term) bool { return int64(term) == f.term.Load() }
 
-func (f *Follower) HeadGiven(head *logpos.EntryID) bool { return head != nil }
+func (f lifecycle) HeadGiven(head *logpos.EntryID) bool { return head != nil }
 
-func (f *Follower) NothingAttached() bool { return f.stream == nil && f.install == nil }
+func (f lifecycle) NothingAttached() bool { return f.stream == nil && f.install == nil }
 
-func (f *Follower) HeadNotBelowCommit(head *logpos.EntryID) bool {
+func (f lifecycle) HeadNotBelowCommit(head *logpos.EntryID) bool {
 	return head.Offset >= f.store().Commit().Offset
 }
 
-func (f *Follower) HeadNotBeyondLog(head *logpos.EntryID) bool {
+func (f lifecycle) HeadNotBeyondLog(head *logpos.EntryID) bool {
 	return int64(head.Offset) <= f.head.Load()
 }
 
-func (f *Follower) StreamAttached(stream *replication) bool { return f.stream == stream }
+func (f lifecycle) StreamAttached(stream *replication) bool { return f.stream == stream }
 
-func (f *Follower) SnapshotNotEmpty(empty bool) bool { return !empty }
+func (f lifecycle) SnapshotNotEmpty(empty bool) bool { return !empty }
 
-func (f *Follower) SnapshotTermAcceptable(chunkTerm logpos.Term) bool {
+func (f lifecycle) SnapshotTermAcceptable(chunkTerm logpos.Term) bool {
 	if term := f.term.Load(); term != int64(logpos.NoTerm) {
 		return int64(chunkTerm) == term
 	}
 	return chunkTerm >= 0
 }
 
-func (f *Follower) InstallAttached(install *installation) bool { return f.install == install }
+func (f lifecycle) InstallAttached(install *installation) bool { return f.install == install }
 
 // The actions of the lifecycle table. They run under the lifecycle lock;
 // a failing action leaves everything as it was.
 
 // Fence ends the stream and the install, then persists the term.
-func (f *Follower) Fence(term logpos.Term, options TermOptions) error {
+func (f lifecycle) Fence(term logpos.Term, options TermOptions) error {
 	f.endStream(ErrStreamEnded)
 	f.abandonInstall()
 	if err := f.store().SetTerm(term, options); err != nil {
@@ -408,13 +416,13 @@ func (f *Follower) Fence(term logpos.Term, options TermOptions) error {
 	if f.reply.IsNone() {
 		f.reply = f.store().Commit()
 	}
-	f.logger().Info("fenced", "term", term, "head", f.reply)
+	f.logger().Info("fenced", "head", f.reply)
 	return nil
 }
 
 // TruncateLog cuts the log after head, durably. The caller holds the
 // applier's lock.
-func (f *Follower) TruncateLog(head *logpos.EntryID) error {
+func (f lifecycle) TruncateLog(head *logpos.EntryID) error {
 	kept := f.log.LastAppended().Offset
 	var err error
 	if head.Offset < kept {
@@ -436,7 +444,7 @@ func (f *Follower) TruncateLog(head *logpos.EntryID) error {
 }
 
 // StartStream attaches a replication stream and starts its goroutines.
-func (f *Follower) StartStream(stream *replication) error {
+func (f lifecycle) StartStream(stream *replication) error {
 	if invariants {
 		assertf(f.stream == nil && f.install == nil, "a stream attached beside another stream or an install")
 	}
@@ -447,7 +455,7 @@ func (f *Follower) StartStream(stream *replication) error {
 }
 
 // StartInstall attaches a snapshot install.
-func (f *Follower) StartInstall(install *installation) error {
+func (f lifecycle) StartInstall(install *installation) error {
 	if invariants {
 		assertf(f.stream == nil && f.install == nil, "an install attached beside a stream or another install")
 	}
@@ -463,7 +471,7 @@ func (f *Follower) StartInstall(install *installation) error {
 // Shutdown ends the stream and the install, stops the applier and closes
 // the log and the store. It cannot fail: errors closing files are kept for
 // Close and Delete to return.
-func (f *Follower) Shutdown() error {
+func (f lifecycle) Shutdown() error {
 	f.endStream(ErrStreamEnded)
 	f.abandonInstall()
 	f.applier.stop()

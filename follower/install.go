@@ -120,7 +120,7 @@ func (f *Follower) failInstall(inst *installation, err error) error {
 // the term. The caller holds the lifecycle lock and the applier's. The
 // swap is the commit point: a crash before it leaves the old state, after
 // it Open finishes clearing the log.
-func (f *Follower) CommitSnapshot(inst *installation) error {
+func (f lifecycle) CommitSnapshot(inst *installation) error {
 	minTerm := max(logpos.Term(f.term.Load()), inst.chunkTerm)
 	info, err := f.store().Install(inst.loader, minTerm)
 	if err != nil {
@@ -144,6 +144,6 @@ func (f *Follower) CommitSnapshot(inst *installation) error {
 		// next operation that touches the log or by Open.
 		f.logger().Error("snapshot installed but clearing the log failed", "err", err)
 	}
-	f.logger().Info("snapshot installed", "commit", info.Commit, "term", f.store().Term())
+	f.logger().Info("snapshot installed", "commit", info.Commit)
 	return nil
 }

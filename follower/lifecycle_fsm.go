@@ -109,57 +109,56 @@ var (
 // A failing action leaves the state unchanged and its error is returned
 // to the caller as is.
 type LifecycleHandlers interface {
-	// TermValid is a guard: the term is a real term (>= 0). When it fails, the
-	// event is refused with ErrInvalidArgument.
+	// TermValid (guard): the term is a real term (>= 0). When it fails, the event
+	// is refused with ErrInvalidArgument.
 	TermValid(term logpos.Term) bool
-	// TermNotBehind is a guard: the term is not below the replica's term. When it
+	// TermNotBehind (guard): the term is not below the replica's term. When it
 	// fails, the event is refused with ErrInvalidTerm.
 	TermNotBehind(term logpos.Term) bool
-	// TermMatches is a guard: the term equals the replica's term. When it fails,
-	// the event is refused with ErrInvalidTerm.
+	// TermMatches (guard): the term equals the replica's term. When it fails, the
+	// event is refused with ErrInvalidTerm.
 	TermMatches(term logpos.Term) bool
-	// HeadGiven is a guard: the request carries a head entry id. When it fails,
-	// the event is refused with ErrInvalidArgument.
+	// HeadGiven (guard): the request carries a head entry id. When it fails, the
+	// event is refused with ErrInvalidArgument.
 	HeadGiven(head *logpos.EntryID) bool
-	// NothingAttached is a guard: no replication stream and no snapshot install
-	// is attached. When it fails, the event is refused with ErrConflict.
+	// NothingAttached (guard): no replication stream and no snapshot install is
+	// attached. When it fails, the event is refused with ErrConflict.
 	NothingAttached() bool
-	// HeadNotBelowCommit is a guard: the head offset is not below the commit
-	// offset. When it fails, the event is refused with ErrInvalidArgument.
+	// HeadNotBelowCommit (guard): the head offset is not below the commit offset.
+	// When it fails, the event is refused with ErrInvalidArgument.
 	HeadNotBelowCommit(head *logpos.EntryID) bool
-	// HeadNotBeyondLog is a guard: the head offset is not beyond the last
-	// appended offset. When it fails, the event is refused with
-	// ErrInvalidArgument.
+	// HeadNotBeyondLog (guard): the head offset is not beyond the last appended
+	// offset. When it fails, the event is refused with ErrInvalidArgument.
 	HeadNotBeyondLog(head *logpos.EntryID) bool
-	// StreamAttached is a guard: the stream is still the attached one. When it
+	// StreamAttached (guard): the stream is still the attached one. When it
 	// fails, the event is refused with ErrStreamEnded.
 	StreamAttached(stream *replication) bool
-	// SnapshotNotEmpty is a guard: the snapshot delivered at least one chunk.
-	// When it fails, the event is refused with ErrInvalidArgument.
+	// SnapshotNotEmpty (guard): the snapshot delivered at least one chunk. When
+	// it fails, the event is refused with ErrInvalidArgument.
 	SnapshotNotEmpty(empty bool) bool
-	// SnapshotTermAcceptable is a guard: the chunk term equals the replica's
-	// term, or the replica has none and the chunk term is >= 0. When it fails,
-	// the event is refused with ErrInvalidTerm.
+	// SnapshotTermAcceptable (guard): the chunk term equals the replica's term,
+	// or the replica has none and the chunk term is >= 0. When it fails, the
+	// event is refused with ErrInvalidTerm.
 	SnapshotTermAcceptable(chunkTerm logpos.Term) bool
-	// InstallAttached is a guard: the install is still the attached one (no
-	// NewTerm ran during the transfer). When it fails, the event is refused with
+	// InstallAttached (guard): the install is still the attached one (no NewTerm
+	// ran during the transfer). When it fails, the event is refused with
 	// ErrInvalidTerm.
 	InstallAttached(install *installation) bool
-	// Fence is an action: Ends the attached stream and waits for it, aborts an
+	// Fence (action): ends the attached stream and waits for it, aborts an
 	// install, then persists the term and options durably.
 	Fence(term logpos.Term, options TermOptions) error
-	// TruncateLog is an action: Removes the log entries after the head, durably.
+	// TruncateLog (action): removes the log entries after the head, durably.
 	TruncateLog(head *logpos.EntryID) error
-	// StartStream is an action: Attaches the stream.
+	// StartStream (action): attaches the stream.
 	StartStream(stream *replication) error
-	// StartInstall is an action: Attaches the install.
+	// StartInstall (action): attaches the install.
 	StartInstall(install *installation) error
-	// CommitSnapshot is an action: Swaps the staged store in, clears the log and
+	// CommitSnapshot (action): swaps the staged store in, clears the log and
 	// persists the term, atomically with respect to crashes; detaches the
 	// install.
 	CommitSnapshot(install *installation) error
-	// Shutdown is an action: Ends the stream or install and stops every
-	// goroutine; closes the log and the store.
+	// Shutdown (action): ends the stream or install and stops every goroutine;
+	// closes the log and the store.
 	Shutdown() error
 }
 

@@ -12,11 +12,10 @@ import (
 	"strings"
 	"testing"
 
-	"pgregory.net/rapid"
-
 	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/fsm/fsmtest"
 	"github.com/tablefsm/tablefsm/logpos"
+	"pgregory.net/rapid"
 )
 
 // lifecycleFake is a fake of LifecycleHandlers: guard i holds when bit i of pass is
@@ -179,9 +178,13 @@ func lifecycleRun(t *testing.T, cases []lifecycleCase) {
 			if got := strings.Join(f.calls, ","); got != c.calls {
 				t.Errorf("calls = %q, want %q", got, c.calls)
 			}
-			want := fsm.Step{Machine: "Lifecycle", From: c.from.String(), Event: c.event.String(), To: c.to.String(), Row: c.row, Err: err}
-			if len(steps) != 1 || steps[0] != want {
-				t.Errorf("observed %+v, want one %+v", steps, want)
+			want := fsm.Step{Machine: "Lifecycle", From: c.from.String(), Event: c.event.String(), To: c.to.String(), Row: c.row}
+			if len(steps) != 1 {
+				t.Errorf("observed %d steps, want one %+v", len(steps), want)
+			} else if got := steps[0]; got.Err != err {
+				t.Errorf("observed error %v, the event returned %v", got.Err, err)
+			} else if got.Err = nil; got != want {
+				t.Errorf("observed %+v, want %+v", got, want)
 			}
 		})
 	}

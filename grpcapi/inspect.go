@@ -127,9 +127,14 @@ type stepObserver struct {
 	// f is the follower, once Open returned it: its term goes on the
 	// log lines.
 	f atomic.Pointer[follower.Follower]
+	// next is the observer the server's options asked for, if any.
+	next fsm.Observer
 }
 
 func (o *stepObserver) Observe(st fsm.Step) {
+	if o.next != nil {
+		defer o.next.Observe(st)
+	}
 	o.steps.add(st)
 	var refusal *fsm.Refusal
 	if !errors.As(st.Err, &refusal) {

@@ -40,9 +40,10 @@ type Options struct {
 	// discard.
 	Logger *slog.Logger
 	// Follower is the template of every shard's follower configuration:
-	// its Namespace, Shard, Dir, FS, Logger and Observer are set by the
-	// server; the rest (segment size, snapshot limits, state machine, …)
-	// is used as given.
+	// its Namespace, Shard, Dir, FS and Logger are set by the server; an
+	// Observer given here sees every shard's steps after the server's own
+	// (which feeds Inspect and the metrics); the rest (segment size,
+	// snapshot limits, state machine, …) is used as given.
 	Follower follower.Config
 	// MaxMessageSize bounds each message received and sent, in bytes.
 	// Default: DefaultMaxMessageSize.
@@ -245,7 +246,7 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 	cfg := s.opts.Follower
 	cfg.Namespace, cfg.Shard = k.namespace, k.shard
 	cfg.Dir, cfg.FS, cfg.Logger = s.dir(k), s.fs, s.log
-	obs := &stepObserver{log: s.log, key: k, steps: sh.steps, counts: sh.counts}
+	obs := &stepObserver{log: s.log, key: k, steps: sh.steps, counts: sh.counts, next: s.opts.Follower.Observer}
 	cfg.Observer = obs
 	sh.f, sh.err = follower.Open(cfg)
 	obs.f.Store(sh.f)

@@ -67,11 +67,11 @@ func (e Event) String() string {
 // The errors the Turnstile machine refuses events with. A refusal is an
 // *fsm.Refusal that unwraps to one of them: match with errors.Is.
 var (
-	// ErrNotNow:
+	// ErrNotNow: not now.
 	ErrNotNow = errors.New("turnstile: not now")
-	// ErrTooCheap:
+	// ErrTooCheap: too cheap.
 	ErrTooCheap = errors.New("turnstile: too cheap")
-	// ErrJammed:
+	// ErrJammed: jammed.
 	ErrJammed = errors.New("turnstile: jammed")
 )
 
@@ -80,15 +80,15 @@ var (
 // A failing action leaves the state unchanged and its error is returned
 // to the caller as is.
 type TurnstileHandlers interface {
-	// EnoughMoney is a guard: the coin pays the fare. When it fails, the event is
+	// EnoughMoney (guard): the coin pays the fare. When it fails, the event is
 	// refused with ErrTooCheap.
 	EnoughMoney(cents int) bool
-	// ArmFree is a guard: the arm is not jammed. When it fails, the event is
-	// refused with ErrJammed.
+	// ArmFree (guard): the arm is not jammed. When it fails, the event is refused
+	// with ErrJammed.
 	ArmFree() bool
-	// Collect is an action: Counts the coin.
+	// Collect (action): counts the coin.
 	Collect(cents int) error
-	// Count is an action: Counts a passage.
+	// Count (action): counts a passage.
 	Count() error
 }
 

@@ -6,9 +6,9 @@ import (
 	"errors"
 	"strconv"
 	"sync/atomic"
+	"time"
 
 	"github.com/tablefsm/tablefsm/fsm"
-	"time"
 )
 
 // OrderTableHash is the hash of order.yaml this file was generated from.
@@ -95,24 +95,24 @@ var (
 // A failing action leaves the state unchanged and its error is returned
 // to the caller as is.
 type OrderHandlers interface {
-	// InStock is a guard: the warehouse has the items. When it fails, the event
-	// is refused with ErrOutOfStock.
+	// InStock (guard): the warehouse has the items. When it fails, the event is
+	// refused with ErrOutOfStock.
 	InStock(sku string, quantity int) bool
-	// HasItems is a guard: the order holds at least one item. When it fails, the
+	// HasItems (guard): the order holds at least one item. When it fails, the
 	// event is refused with ErrEmpty.
 	HasItems() bool
-	// PaysTotal is a guard: the payment covers the total. When it fails, the
-	// event is refused with ErrUnderpaid.
+	// PaysTotal (guard): the payment covers the total. When it fails, the event
+	// is refused with ErrUnderpaid.
 	PaysTotal(cents int64) bool
-	// Reserve is an action: Takes the items out of the warehouse's stock.
+	// Reserve (action): takes the items out of the warehouse's stock.
 	Reserve(sku string, quantity int) error
-	// Charge is an action: Records the payment.
+	// Charge (action): records the payment.
 	Charge(cents int64) error
-	// Track is an action: Records the carrier's tracking number.
+	// Track (action): records the carrier's tracking number.
 	Track(tracking string, at time.Time) error
-	// Refund is an action: Pays the customer back.
+	// Refund (action): pays the customer back.
 	Refund() error
-	// Restock is an action: Puts the reserved items back into stock.
+	// Restock (action): puts the reserved items back into stock.
 	Restock() error
 }
 

@@ -145,17 +145,43 @@ var ErrNoMarkers = errors.New("emit: the file lacks the diagram markers " + Begi
 
 // Embed replaces what stands between the markers in a Markdown document
 // with the Mermaid diagram in a fenced block, so that code hosts render it.
+// The markers count only on lines of their own: naming them in prose or
+// code does not move the diagram there.
 func Embed(doc, mermaid []byte) ([]byte, error) {
-	begin := bytes.Index(doc, []byte(BeginMarker))
-	end := bytes.Index(doc, []byte(EndMarker))
-	if begin < 0 || end < begin {
+	begin := markerLine(doc, BeginMarker, 0)
+	if begin < 0 {
+		return nil, ErrNoMarkers
+	}
+	afterBegin := begin + len(BeginMarker)
+	end := markerLine(doc, EndMarker, afterBegin)
+	if end < 0 {
 		return nil, ErrNoMarkers
 	}
 	var b bytes.Buffer
-	b.Write(doc[:begin+len(BeginMarker)])
+	b.Write(doc[:afterBegin])
 	b.WriteString("\n```mermaid\n")
 	b.Write(mermaid)
 	b.WriteString("```\n")
 	b.Write(doc[end:])
 	return b.Bytes(), nil
+}
+
+// markerLine returns where marker stands alone on a line of doc, at or
+// after from, or -1.
+func markerLine(doc []byte, marker string, from int) int {
+	for i := from; i < len(doc); {
+		j := bytes.Index(doc[i:], []byte(marker))
+		if j < 0 {
+			return -1
+		}
+		at := i + j
+		startOfLine := at == 0 || doc[at-1] == '\n'
+		rest := doc[at+len(marker):]
+		endOfLine := len(rest) == 0 || rest[0] == '\n' || rest[0] == '\r'
+		if startOfLine && endOfLine {
+			return at
+		}
+		i = at + len(marker)
+	}
+	return -1
 }

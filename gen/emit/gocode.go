@@ -34,11 +34,7 @@ func Go(t *fsm.Table, src Source) ([]byte, error) {
 	var p printer
 	p.f("%s", header(src))
 	p.f("package %s\n\n", t.Package)
-	p.f("import (\n\t\"errors\"\n\t\"strconv\"\n\t\"sync/atomic\"\n\n\t\"github.com/tablefsm/tablefsm/fsm\"\n")
-	for _, imp := range t.Imports {
-		p.f("\t%s\n", importSpec(imp))
-	}
-	p.f(")\n\n")
+	p.f("%s", importBlock([]string{"errors", "strconv", "sync/atomic", "github.com/tablefsm/tablefsm/fsm"}, t.Imports))
 	p.f("// %s is the hash of %s this file was generated from.\n", m.hashConst(), src.Name)
 	p.f("const %s = %q\n\n", m.hashConst(), src.Hash())
 	m.enums(&p)
@@ -119,7 +115,11 @@ func (m *model) errors(p *printer) {
 	p.f("// *fsm.Refusal that unwraps to one of them: match with errors.Is.\n")
 	p.f("var (\n")
 	for _, e := range m.t.Errors {
-		p.f("%s", comment("\t", e.Name+": "+sentence(e.Doc)))
+		doc := e.Doc
+		if strings.TrimSpace(doc) == "" {
+			doc = e.Message
+		}
+		p.f("%s", comment("\t", e.Name+": "+sentence(doc)))
 		p.f("\t%s = errors.New(%q)\n", e.Name, m.t.Package+": "+e.Message)
 	}
 	p.f(")\n\n")
@@ -133,12 +133,12 @@ func (m *model) handlersInterface(p *printer) {
 	p.f("// to the caller as is.\n")
 	p.f("type %s interface {\n", m.handlers())
 	for _, g := range t.Guards {
-		doc := g.Name + " is a guard: " + sentence(g.Doc) + " When it fails, the event is refused with " + g.Error + "."
+		doc := g.Name + " (guard): " + sentence(g.Doc) + " When it fails, the event is refused with " + g.Error + "."
 		p.f("%s", comment("\t", doc))
 		p.f("\t%s(%s) bool\n", g.Name, m.signature(g.Name, g.Uses))
 	}
 	for _, a := range t.Actions {
-		doc := a.Name + " is an action: " + sentence(a.Doc)
+		doc := a.Name + " (action): " + sentence(lowerFirstWord(a.Doc))
 		p.f("%s", comment("\t", doc))
 		p.f("\t%s(%s) error\n", a.Name, m.signature(a.Name, a.Uses))
 	}

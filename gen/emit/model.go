@@ -234,3 +234,57 @@ func importSpec(imp fsm.Import) string {
 	}
 	return imp.Name + " " + strconv.Quote(imp.Path)
 }
+
+// importBlock renders the import declaration of a generated file: the
+// packages it always needs and the table's, the standard library first,
+// each group sorted, each path once.
+func importBlock(always []string, table []fsm.Import) string {
+	seen := map[string]bool{}
+	var std, other []string
+	add := func(path, spec string) {
+		if seen[path] {
+			return
+		}
+		seen[path] = true
+		if first, _, _ := strings.Cut(path, "/"); strings.Contains(first, ".") {
+			other = append(other, spec)
+		} else {
+			std = append(std, spec)
+		}
+	}
+	for _, p := range always {
+		add(p, strconv.Quote(p))
+	}
+	for _, imp := range table {
+		add(imp.Path, importSpec(imp))
+	}
+	byPath := func(a, b string) int {
+		return strings.Compare(strings.TrimLeft(a[strings.Index(a, `"`):], `"`), strings.TrimLeft(b[strings.Index(b, `"`):], `"`))
+	}
+	slices.SortFunc(std, byPath)
+	slices.SortFunc(other, byPath)
+	var b strings.Builder
+	b.WriteString("import (\n")
+	for i, group := range [][]string{std, other} {
+		if i > 0 && len(group) > 0 && len(std) > 0 {
+			b.WriteString("\n")
+		}
+		for _, spec := range group {
+			b.WriteString("\t" + spec + "\n")
+		}
+	}
+	b.WriteString(")\n\n")
+	return b.String()
+}
+
+// lowerFirstWord lower-cases the first letter of text unless its first
+// word is an acronym or an identifier (two capitals in a row).
+func lowerFirstWord(text string) string {
+	text = strings.TrimSpace(text)
+	r := []rune(text)
+	if len(r) < 2 || !unicode.IsUpper(r[0]) || unicode.IsUpper(r[1]) {
+		return text
+	}
+	r[0] = unicode.ToLower(r[0])
+	return string(r)
+}

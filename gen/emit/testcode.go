@@ -194,12 +194,8 @@ func Test(t *fsm.Table, src Source) ([]byte, error) {
 	var p printer
 	p.f("%s", header(src))
 	p.f("package %s\n\n", t.Package)
-	p.f("import (\n\t\"crypto/sha256\"\n\t\"encoding/hex\"\n\t\"errors\"\n\t\"os\"\n\t\"reflect\"\n\t\"slices\"\n\t\"strings\"\n\t\"testing\"\n\n")
-	p.f("\t\"pgregory.net/rapid\"\n\n\t\"github.com/tablefsm/tablefsm/fsm\"\n\t\"github.com/tablefsm/tablefsm/fsm/fsmtest\"\n")
-	for _, imp := range t.Imports {
-		p.f("\t%s\n", importSpec(imp))
-	}
-	p.f(")\n\n")
+	p.f("%s", importBlock([]string{"crypto/sha256", "encoding/hex", "errors", "os", "reflect", "slices", "strings", "testing",
+		"pgregory.net/rapid", "github.com/tablefsm/tablefsm/fsm", "github.com/tablefsm/tablefsm/fsm/fsmtest"}, t.Imports))
 
 	// The fake of the handlers interface.
 	p.f("// %sFake is a fake of %s: guard i holds when bit i of pass is\n", l, m.handlers())
@@ -306,9 +302,13 @@ func %[1]sRun(t *testing.T, cases []%[1]sCase) {
 			if got := strings.Join(f.calls, ","); got != c.calls {
 				t.Errorf("calls = %%q, want %%q", got, c.calls)
 			}
-			want := fsm.Step{Machine: %[2]q, From: c.from.String(), Event: c.event.String(), To: c.to.String(), Row: c.row, Err: err}
-			if len(steps) != 1 || steps[0] != want {
-				t.Errorf("observed %%+v, want one %%+v", steps, want)
+			want := fsm.Step{Machine: %[2]q, From: c.from.String(), Event: c.event.String(), To: c.to.String(), Row: c.row}
+			if len(steps) != 1 {
+				t.Errorf("observed %%d steps, want one %%+v", len(steps), want)
+			} else if got := steps[0]; got.Err != err {
+				t.Errorf("observed error %%v, the event returned %%v", got.Err, err)
+			} else if got.Err = nil; got != want {
+				t.Errorf("observed %%+v, want %%+v", got, want)
 			}
 		})
 	}
