@@ -56,15 +56,19 @@ func drawPlots(r *Results, dir string) ([]plotFile, error) {
 func windowPlot(r *Results, dir string) (*plotFile, error) {
 	var f, e plotter.XYs
 	table := []string{"| Window | followerd entries/s | bare stream entries/s | followerd / bare |", "|---|---|---|---|"}
+	top := 0.0
 	for _, w := range windows {
-		fn, ok1 := r.med(fmt.Sprintf("bench:BenchmarkStreamWindow/window=%d/followerd", w), "ns/op")
-		en, ok2 := r.med(fmt.Sprintf("bench:BenchmarkStreamWindow/window=%d/echo", w), "ns/op")
+		key := fmt.Sprintf("bench:BenchmarkStreamWindow/window=%d", w)
+		fr, ok1 := r.med(key, "followerd-entries/s")
+		er, ok2 := r.med(key, "echo-entries/s")
+		ratio, _ := r.med(key, "followerd-vs-echo")
 		if !ok1 || !ok2 {
 			continue
 		}
-		f = append(f, plotter.XY{X: float64(w), Y: 1e9 / fn / 1e3})
-		e = append(e, plotter.XY{X: float64(w), Y: 1e9 / en / 1e3})
-		table = append(table, fmt.Sprintf("| %d | %s | %s | %.2f |", w, rate(1e9/fn), rate(1e9/en), en/fn))
+		f = append(f, plotter.XY{X: float64(w), Y: fr / 1e3})
+		e = append(e, plotter.XY{X: float64(w), Y: er / 1e3})
+		top = math.Max(top, math.Max(fr, er)/1e3)
+		table = append(table, fmt.Sprintf("| %d | %s | %s | %s |", w, rate(fr), rate(er), fx(ratio)))
 	}
 	if len(f) == 0 {
 		return nil, nil
@@ -72,7 +76,8 @@ func windowPlot(r *Results, dir string) (*plotFile, error) {
 	p := newPlot("Replication throughput against the window", "window (entries sent, not yet acknowledged)", "thousand entries per second")
 	p.X.Scale = plot.LogScale{}
 	p.X.Tick.Marker = ticks(intsAsFloats(windows), func(v float64) string { return strconv.Itoa(int(v)) })
-	p.Y.Min = 0
+	p.Y.Min, p.Y.Max = 0, top*1.2 // room for the legend
+	p.Y.Tick.Marker = linearTicks(p.Y.Max)
 	if err := addLine(p, e, "bare gRPC stream (echo: acks on receipt, stores nothing)", grey, false); err != nil {
 		return nil, err
 	}
@@ -87,8 +92,8 @@ func windowPlot(r *Results, dir string) (*plotFile, error) {
 	return &plotFile{
 		file: file, title: "Replication throughput against the window",
 		caption: "`BenchmarkStreamWindow`: 100-byte key-value entries from the leader driver over loopback gRPC, in process, " +
-			"to followerd and to the bare stream, cumulative acks, median entries/s per window. With a small window " +
-			"each entry waits for an fsync; a larger one lets one fsync cover many entries.",
+			"to followerd and to the bare stream, cumulative acks, the two alternating in chunks of streams; median entries/s " +
+			"per window. With a small window each entry waits for an fsync; a larger one lets one fsync cover many entries.",
 		table: table,
 	}, nil
 }
@@ -147,7 +152,9 @@ func latencyPlot(r *Results, dir string) (*plotFile, error) {
 		}
 	}
 	p.X.Tick.Marker = ticks(tv, func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) })
-	p.Legend.Top, p.Legend.Left = true, true
+	p.X.Min, p.X.Max = lo/1.2, hi*1.2
+	p.Legend.Top, p.Legend.Left = false, false // bottom right: no curve there
+	p.Legend.YOffs = vg.Points(8)
 	file := "bench-ack-latency-cdf.png"
 	if err := save(p, filepath.Join(dir, file)); err != nil {
 		return nil, err
@@ -247,6 +254,26 @@ func addLine(p *plot.Plot, xys plotter.XYs, name string, c color.Color, dashed b
 	p.Add(l, s)
 	p.Legend.Add(name, l, s)
 	return nil
+}
+
+// linearTicks are ticks from 0 to max at a round step (1, 2 or 5 times a
+// power of ten), at most eleven of them.
+func linearTicks(max float64) plot.Ticker {
+	if max <= 0 {
+		return plot.DefaultTicks{}
+	}
+	step := math.Pow(10, math.Floor(math.Log10(max)))
+	for _, m := range []float64{0.1, 0.2, 0.5, 1} {
+		if max/(step*m) <= 10 {
+			step *= m
+			break
+		}
+	}
+	var vs []float64
+	for i := 0; float64(i)*step <= max; i++ {
+		vs = append(vs, float64(i)*step)
+	}
+	return ticks(vs, func(v float64) string { return strconv.FormatFloat(v, 'g', 6, 64) })
 }
 
 // ticks labels exactly the values given.

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"image/png"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// fakeRun is a run whose go test output holds every figure the report
+// reads, three counts each.
+func fakeRun(t *testing.T) *Run {
+	t.Helper()
+	var fol, wal, store, bench strings.Builder
+	line := func(b *strings.Builder, name string, metrics ...any) {
+		fmt.Fprintf(b, "%s-2   \t 1000\t", name)
+		for i := 0; i < len(metrics); i += 2 {
+			fmt.Fprintf(b, "  %v %s\t", metrics[i], metrics[i+1])
+		}
+		b.WriteString("\n")
+	}
+	for run := range 3 {
+		jitter := float64(run) // the median is the middle run
+		line(&fol, "BenchmarkHotPath", 400+jitter, "ns/op", 0, "allocs/op")
+		line(&fol, "BenchmarkReplicate/wal", 2000, "ns/op")
+		line(&fol, "BenchmarkReplicate/follower-cumulative", 4000, "ns/op")
+		line(&wal, "BenchmarkAppend", 500, "ns/op", 0, "allocs/op")
+		line(&wal, "BenchmarkGroupCommit", 9000, "ns/op", 3000, "raw-ns/entry", 3500, "wal-ns/entry", 0.8+jitter/100, "wal-vs-raw", 0.1, "reader-cost")
+		for _, w := range []int{1, 64} {
+			line(&store, fmt.Sprintf("BenchmarkApply/writes=%d", w), 100000, "kv-entries/s", 110000, "raw-entries/s", 0.9, "kv/raw")
+		}
+		line(&bench, "BenchmarkTransition/tablefsm", 20, "ns/op", 0, "allocs/op")
+		line(&bench, "BenchmarkTransition/looplab", 2000, "ns/op")
+		line(&bench, "BenchmarkTransition/stateless", 300, "ns/op") // 1/15: missed
+		for _, n := range []int{1, 64} {
+			line(&bench, fmt.Sprintf("BenchmarkWALDurableBatchInterleaved/batch=%d", n), 1, "tablefsm-ns/batch", 1.2, "raftwal-ns/batch", 1.1, "tidwall-ns/batch", 1.2, "x-vs-raftwal", 1.1, "x-vs-tidwall")
+		}
+		line(&bench, "BenchmarkStream/followerd/cumulative", 20000, "ns/op")
+		line(&bench, "BenchmarkStream/echo/cumulative", 10000, "ns/op")
+		line(&bench, "BenchmarkIdleAck/followerd", 500, "p50-µs")
+		line(&bench, "BenchmarkIdleAck/echo", 100, "p50-µs")
+		line(&bench, "BenchmarkIdleAck/fsync", 400, "p50-µs")
+		line(&bench, "BenchmarkWALReopenAfterCrash/open", 1e7, "ns/op", 8.5e6, "read-B/op", 64<<20, "log-B", 8, "segments")
+		line(&bench, "BenchmarkWALReopenAfterCrash/full-scan", 2e7, "ns/op")
+		line(&bench, "BenchmarkMemory", 10, "heap-first-MiB", 11, "heap-last-MiB", 12, "heap-max-MiB", 1.1, "heap-growth", 2e5, "entries")
+		for i, w := range windows {
+			// At window 1000: 0.5, missed.
+			line(&bench, fmt.Sprintf("BenchmarkStreamWindow/window=%d", w), 1000*float64(i+1), "followerd-entries/s", 2000*float64(i+1), "echo-entries/s", 0.5, "followerd-vs-echo")
+		}
+		for _, w := range []int{64, 1000} {
+			for _, mode := range []string{"per-entry", "cumulative"} {
+				var m []any
+				for _, q := range quantiles {
+					m = append(m, 1000*(1+10*q)*float64(w)/64, fmt.Sprintf("q%g-µs", q*1000))
+				}
+				line(&bench, fmt.Sprintf("BenchmarkAckLatency/window=%d/%s", w, mode), m...)
+			}
+		}
+		for _, n := range batches {
+			line(&bench, fmt.Sprintf("BenchmarkWALBatch/batch=%d", n), 1000*float64(n), "wal-entries/s", 1200*float64(n), "raw-entries/s", 0.83, "wal-vs-raw")
+		}
+	}
+	return &Run{
+		Machine: Machine{CPU: "Test CPU", Cores: 2, Go: "go1.26"},
+		Quick:   true, Started: time.Date(2026, 1, 2, 3, 4, 0, 0, time.UTC), Duration: time.Minute,
+		Steps: []Step{
+			{Module: ".", Package: "./follower", Bench: ".", Benchtime: "1x", Count: 3, Output: fol.String()},
+			{Module: ".", Package: "./wal", Bench: ".", Benchtime: "1x", Count: 3, Output: wal.String()},
+			{Module: ".", Package: "./store", Bench: ".", Benchtime: "1x", Count: 3, Output: store.String()},
+			{Module: "bench", Package: ".", Bench: ".", Benchtime: "1x", Count: 3, Output: bench.String()},
+		},
+	}
+}
+
+func TestReport(t *testing.T) {
+	run := fakeRun(t)
+	res, err := parseRun(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, _ := res.med("follower:BenchmarkHotPath", "ns/op"); v != 401 {
+		t.Errorf("median of 400, 401, 402: %g", v)
+	}
+	dir := t.TempDir()
+	plots, err := drawPlots(res, dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plots) != 3 {
+		t.Fatalf("%d plots, want 3", len(plots))
+	}
+	for _, p := range plots {
+		f, err := os.Open(filepath.Join(dir, p.file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		img, err := png.Decode(f)
+		f.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", p.file, err)
+		}
+		if b := img.Bounds(); b.Dx() < 800 || b.Dy() < 500 {
+			t.Errorf("%s is %v", p.file, b)
+		}
+	}
+	var md bytes.Buffer
+	render(&md, run, res, plots)
+	out := md.String()
+	for _, want := range []string{
+		"**Missed in this run (2 of 11):** generated guarded transition vs qmuntal/stateless; end to end, 100 B, window 1000, cumulative acks vs a bare gRPC stream.",
+		"| generated guarded transition vs looplab/fsm | 20 ns/op | 2 µs/op | 0.01 | ≤ 1/50 (0.02) | met |",
+		"| idle ack latency p50 | 500 µs | 400 µs fsync + 100 µs round trip + 50 µs = 550 µs | 0.909 | ≤ 1 | met |",
+		"runs: 0.80, 0.81, 0.82", // the runs of a ratio
+		"![Replication throughput against the window](bench-replication-window.png)",
+		"| 1000 | cumulative |",
+		"| Test CPU, 2 cores |",
+		"**quick run**",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("the report lacks %q:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "## Not measured") {
+		t.Errorf("figures reported missing:\n%s", out)
+	}
+}
+
+// TestReportMissing: a run without some benchmarks says which figures it
+// lacks, and marks their budgets not measured, rather than failing.
+func TestReportMissing(t *testing.T) {
+	run := fakeRun(t)
+	run.Steps = run.Steps[:3] // no bench module
+	res, err := parseRun(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	plots, err := drawPlots(res, t.TempDir())
+	if err != nil || len(plots) != 0 {
+		t.Fatalf("plots %v, %v", plots, err)
+	}
+	var md bytes.Buffer
+	render(&md, run, res, plots)
+	for _, want := range []string{"## Not measured", "bench:BenchmarkTransition/tablefsm ns/op", "| not measured |"} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("the report lacks %q:\n%s", want, md.String())
+		}
+	}
+}
