@@ -6,10 +6,13 @@ package follower
 // the skip).
 
 import (
+	"errors"
 	"os"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tablefsm/tablefsm/logpos"
 )
 
 func skipBug(t *testing.T, bug string) {
@@ -78,5 +81,36 @@ func TestBugAckForEmptyStream(t *testing.T) {
 	}
 	if len(s2.acks) > 0 {
 		t.Fatalf("a stream that delivered nothing was acknowledged: Ack{%d}", <-s2.acks)
+	}
+}
+
+// TestBugFailedFirstEntryMovesToFollower: the first entry of a stream
+// attached to a Fenced follower fails to be written (the log's disk
+// fails). The stream ends with ErrUnavailable and nothing was written or
+// acknowledged, yet the follower moved to Follower: the state change
+// happens before the write. SPEC §2.3: "the first *accepted* entry-bearing
+// Append moves Fenced → Follower; an Append that fails changes nothing"
+// (and DESIGN: "a failed action leaves the state where it was"). The
+// consequence: the leader of the term can no longer Truncate this follower
+// (Truncate is only allowed in Fenced: ErrInvalidStatus) without fencing it
+// again.
+func TestBugFailedFirstEntryMovesToFollower(t *testing.T) {
+	skipBug(t, "a first entry whose write fails moves the follower from Fenced to Follower")
+	h := newHarness(t, Config{SegmentSize: 4096})
+	h.newTerm(1)
+	s := newFakeStream()
+	res := make(chan error, 1)
+	go func() { res <- h.f.Replicate(s); s.cancel() }()
+	h.fs.fail("/wal/")
+	s.in <- mdlMakeEntry(1, 0, 1).toAppend(1, 0, -1, false)
+	if err := <-res; !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("the stream: %v", err)
+	}
+	h.fs.heal()
+	if st := h.f.Status(); st.State != StateFenced || st.Head != -1 {
+		t.Fatalf("after a first entry that failed to be written: %+v, want Fenced with head -1", st)
+	}
+	if _, err := h.f.Truncate(1, &logpos.EntryID{Term: 1, Offset: -1}); err != nil {
+		t.Fatalf("the leader's Truncate: %v", err)
 	}
 }

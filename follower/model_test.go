@@ -629,6 +629,11 @@ type mdlStreamState struct {
 	err        error
 	f          *Follower
 	lastAck    logpos.Offset
+	// advPending: commit advertisements were sent that nothing confirmed
+	// the stream processed (an ack of a later entry, a half-close, the
+	// applier moving); advBefore is the advertised offset before them.
+	advPending bool
+	advBefore  logpos.Offset
 }
 
 func (st *mdlStreamState) wait() error {
@@ -743,9 +748,27 @@ func (d *mdlDriver) endedByControl() {
 	if !errors.Is(err, ErrStreamEnded) && !errors.Is(err, context.Canceled) {
 		d.fatalf("a stream ended by a control operation returned %v, want a cancellation", err)
 	}
+	d.resolveAdvert(st)
 	if n := st.s.concurrent.Load(); n > 0 {
 		d.fatalf("acks sent from two goroutines at once (%d times)", n)
 	}
+}
+
+// resolveAdvert: a stream ended with commit advertisements in flight,
+// which it may or may not have processed (a transport that fails, or a
+// NewTerm, drops what is in flight). The follower's advertised offset is
+// then the one before them or one they carried.
+func (d *mdlDriver) resolveAdvert(st *mdlStreamState) {
+	if !st.advPending || d.f == nil {
+		return
+	}
+	st.advPending = false
+	got := logpos.Offset(d.f.advertised.Load())
+	if got != st.advBefore && got != d.m.advertised && (got < st.advBefore || got > d.m.advertised) {
+		d.fatalf("advertised %d after a stream ended: not %d (before its advertisements) nor one it advertised (up to %d)", got, st.advBefore, d.m.advertised)
+	}
+	d.m.advertised = got
+	d.note("advertisements in flight when a stream ended")
 }
 
 // settleInstalls lets the held installs of a closed follower finish: they
@@ -1341,6 +1364,7 @@ func (d *mdlDriver) ackDurable(st *mdlStreamState, a int64) logpos.Offset {
 		d.fatalf("cumulative ack %d after %d", a, st.lastAck)
 	}
 	st.lastAck = max(st.lastAck, logpos.Offset(a))
+	st.advPending = false // everything the stream received before was processed
 	return logpos.Offset(a)
 }
 
@@ -1370,6 +1394,7 @@ func (d *mdlDriver) streamFailed(what string, a *replicationpb.Append, want erro
 		return st.err
 	})
 	d.stream = nil
+	d.resolveAdvert(st)
 	if len(st.s.acks) > 0 {
 		d.fatalf("%s: acknowledged %d on a failing stream", what, <-st.s.acks)
 	}
@@ -1433,6 +1458,9 @@ func (d *mdlDriver) opAppend() {
 			d.fatalf("the stream ended (%v) before an advertisement", st.err)
 		}
 		st.decide(flag)
+		if !st.advPending {
+			st.advPending, st.advBefore = true, d.m.advertised
+		}
 		d.m.advertised = max(d.m.advertised, commit)
 		// No ack: the next step's acks would show one. No state change.
 	case "burst", "burstClose":
@@ -1509,6 +1537,26 @@ func (d *mdlDriver) opHalfClose() {
 	}
 	if st.s.concurrent.Load() > 0 {
 		d.fatalf("acks sent from two goroutines at once")
+	}
+}
+
+// opDisconnect: the transport fails (the leader went away): the handler
+// returns the error, nothing else changes, and the follower stays usable
+// (SPEC §2.3).
+func (d *mdlDriver) opDisconnect() {
+	st := d.stream
+	d.t.Logf("the transport fails")
+	d.reject("a stream whose transport failed", errAnyError, func() error {
+		st.s.cancel()
+		return st.wait()
+	})
+	d.stream = nil
+	d.resolveAdvert(st)
+	if len(st.s.acks) > 0 {
+		d.fatalf("ack %d with nothing due", <-st.s.acks)
+	}
+	if errors.Is(st.err, ErrStreamEnded) {
+		d.fatalf("a transport failure reported as the follower ending the stream: %v", st.err)
 	}
 }
 
@@ -1799,6 +1847,7 @@ func (d *mdlDriver) step() {
 	case d.stream != nil:
 		add(50, "append")
 		add(2, "halfClose")
+		add(1, "disconnect")
 		add(3, "newTermRacing")
 		for _, op := range []string{"newTerm", "truncate", "attach", "install", "installBegin", "status", "delete", "close"} {
 			add(1, op)
@@ -1842,6 +1891,8 @@ func (d *mdlDriver) step() {
 		d.opAppend()
 	case "halfClose":
 		d.opHalfClose()
+	case "disconnect":
+		d.opDisconnect()
 	case "install":
 		d.opInstall()
 	case "installBegin":
