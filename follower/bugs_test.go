@@ -93,9 +93,9 @@ func TestBugAckForEmptyStream(t *testing.T) {
 // (and DESIGN: "a failed action leaves the state where it was"). The
 // consequence: the leader of the term can no longer Truncate this follower
 // (Truncate is only allowed in Fenced: ErrInvalidStatus) without fencing it
-// again.
+// again. Fixed: the sync loop moves the follower once the first entry is
+// durable; kept as a regression test.
 func TestBugFailedFirstEntryMovesToFollower(t *testing.T) {
-	skipBug(t, "a first entry whose write fails moves the follower from Fenced to Follower")
 	h := newHarness(t, Config{SegmentSize: 4096})
 	h.newTerm(1)
 	s := newFakeStream()

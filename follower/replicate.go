@@ -56,6 +56,10 @@ type replication struct {
 		dupUpTo logpos.Offset
 		// received is the highest offset an entry of this stream carried.
 		received logpos.Offset
+		// accepted: an entry-bearing Append passed the term and offset
+		// checks (the first one moves a Fenced follower to Follower once
+		// it is durable).
+		accepted bool
 		// inputDone: the leader half-closed the stream.
 		inputDone bool
 	}
@@ -188,8 +192,8 @@ func (r *replication) receive() {
 	}
 }
 
-// handle processes one Append. It takes no lifecycle lock except for the
-// first accepted entry of a Fenced follower, and allocates nothing.
+// handle processes one Append. It takes no lifecycle lock and allocates
+// nothing.
 func (r *replication) handle(a *replicationpb.Append) error {
 	f := r.f
 	if logpos.Term(a.Term) != r.term {
@@ -217,11 +221,6 @@ func (r *replication) handle(a *replicationpb.Append) error {
 	if off < 0 {
 		return fmt.Errorf("%w: entry offset %d", ErrInvalidArgument, off)
 	}
-	if f.m.State() == StateFenced {
-		if err := r.firstEntry(); err != nil {
-			return err
-		}
-	}
 	duplicate := off <= head
 	if !duplicate {
 		e := logpos.Entry{Term: logpos.Term(a.Entry.Term), Offset: off, Value: a.Entry.Value, Timestamp: a.Entry.Timestamp}
@@ -243,6 +242,7 @@ func (r *replication) handle(a *replicationpb.Append) error {
 	// acknowledged: applying beside the fsync would only delay the ack.
 	f.advertise(a.CommitOffset)
 	r.mu.Lock()
+	r.mu.accepted = true
 	r.mu.received = max(r.mu.received, off)
 	// Reading the clock costs about as much as the rest of this path, so
 	// only the first entry of a burst and one in sampling are timed.
@@ -274,9 +274,17 @@ func (r *replication) append(e logpos.Entry, previousCRC *uint32) error {
 	return nil
 }
 
-// firstEntry moves a Fenced follower to Follower for this stream's first
-// accepted entry.
+// firstEntry moves a Fenced follower to Follower once this stream's first
+// accepted entry is durable: a stream whose first write fails leaves the
+// follower Fenced. The sync loop calls it before acknowledging anything;
+// the receive loop never takes the lifecycle lock.
 func (r *replication) firstEntry() error {
+	r.mu.Lock()
+	accepted := r.mu.accepted
+	r.mu.Unlock()
+	if !accepted || r.f.m.State() != StateFenced {
+		return nil
+	}
 	if !r.f.acquireUnless(r.ctx.Done()) {
 		return context.Cause(r.ctx)
 	}
@@ -302,6 +310,10 @@ func (r *replication) sync() {
 			if r.ctx.Err() == nil {
 				r.fail(fmt.Errorf("%w: syncing the log: %w", ErrUnavailable, err))
 			}
+			return
+		}
+		if err := r.firstEntry(); err != nil {
+			r.fail(err)
 			return
 		}
 		done, err := r.acknowledge(max(durable, logpos.Offset(f.base.Load())))
