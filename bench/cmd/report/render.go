@@ -198,16 +198,19 @@ func (f *figures) design() []row {
 	// Memory.
 	hf, ok1 := f.get("bench:BenchmarkMemory", "heap-first-MiB")
 	hl, _ := r.med("bench:BenchmarkMemory", "heap-last-MiB")
-	hm, _ := r.med("bench:BenchmarkMemory", "heap-max-MiB")
-	hg, _ := r.med("bench:BenchmarkMemory", "heap-growth")
+	p1, _ := r.med("bench:BenchmarkMemory", "heap-peak1-MiB")
+	p2, _ := r.med("bench:BenchmarkMemory", "heap-peak2-MiB")
 	entries, _ := r.med("bench:BenchmarkMemory", "entries")
 	rows = append(rows, row{
-		what: "memory over a long stream (window 1000)", bench: "bench: `BenchmarkMemory`",
-		value: fmt.Sprintf("live heap %.1f → %.1f MiB (max %.1f) over %s entries", hf, hl, hm, count(entries)),
-		base:  "the heap after the first tenth", ratio: fx(ratio(hg, 1, ok1)),
-		budget:  "bounded by the window; flat over 10 M entries (end ≤ 1.25 × first tenth, or within 2 MiB of it)",
-		verdict: memoryVerdict(hf, hl, ok1),
-		note:    fmt.Sprintf("measured over %s entries, not 10 M, to keep the run short", count(entries)),
+		what:  "memory over a long stream (window 1000)",
+		bench: "bench: `BenchmarkMemory`",
+		value: fmt.Sprintf("live heap peak %.1f MiB in the second half of %s entries (%.1f after the first tenth, %.1f at the end)", p2, count(entries), hf, hl),
+		base:  fmt.Sprintf("peak %.1f MiB in the first half", p1), ratio: fx(ratio(p2, p1, ok1)),
+		budget:  "bounded by the window; flat over 10 M entries (second peak ≤ 1.25 × first, or within 2 MiB of it)",
+		verdict: memoryVerdict(p1, p2, ok1),
+		note: fmt.Sprintf("measured over %s entries, not 10 M, to keep the run short. The heap is not monotonic: "+
+			"the WAL keeps a 4-byte position for each entry of its active segment until the segment rolls over, "+
+			"so it is bounded by the segment size (64 MiB by default) rather than by the window", count(entries)),
 	})
 	return rows
 }
