@@ -1,26 +1,16 @@
 package follower
 
-// Minimal reproductions of bugs the model and crash tests found. Each is
-// skipped with the bug it shows; set FOLLOWER_BUGS=1 to run them (they
-// fail until the bug is fixed, and then guard against its return: remove
-// the skip).
+// Minimal reproductions of bugs the model and crash tests found, each
+// kept as a regression test once fixed.
 
 import (
 	"errors"
-	"os"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/tablefsm/tablefsm/logpos"
 )
-
-func skipBug(t *testing.T, bug string) {
-	t.Helper()
-	if os.Getenv("FOLLOWER_BUGS") == "" {
-		t.Skip("BUG: " + bug)
-	}
-}
 
 // TestBugShardDirectoryNotDurable: Open created the shard directory
 // (Config.Dir) but never synced its parent, so the directory entry was not
