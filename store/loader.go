@@ -52,16 +52,17 @@ func (s *Store) NewLoader() (*Loader, error) {
 	if s.db.h == nil {
 		return nil, ErrClosed
 	}
+	s.removeLeftovers()
 	s.mu.Lock()
 	name := dbDirName(s.nextSeqLocked())
 	s.mu.Unlock()
 	l := &Loader{s: s, name: name, dir: s.fs.PathJoin(s.dir, name), maxSize: s.opts.MaxSnapshotSize}
 	l.mu.names = make(map[string]struct{})
 	if err := s.fs.MkdirAll(l.dir, 0o755); err != nil {
-		return nil, errors.Join(fmt.Errorf("store: new loader: %w", err), s.fs.RemoveAll(l.dir))
+		return nil, errors.Join(fmt.Errorf("store: new loader: %w", err), s.removeDir(l.dir))
 	}
 	if err := durable.SyncDir(s.fs, s.dir); err != nil {
-		return nil, errors.Join(fmt.Errorf("store: new loader: %w", err), s.fs.RemoveAll(l.dir))
+		return nil, errors.Join(fmt.Errorf("store: new loader: %w", err), s.removeDir(l.dir))
 	}
 	s.mu.Lock()
 	if s.mu.loaders == nil {
@@ -249,7 +250,7 @@ func (l *Loader) removeLocked() error {
 		errs = append(errs, l.mu.db.Close())
 		l.mu.db = nil
 	}
-	errs = append(errs, l.s.fs.RemoveAll(l.dir))
+	errs = append(errs, l.s.removeDir(l.dir))
 	l.s.mu.Lock()
 	delete(l.s.mu.loaders, l)
 	l.s.mu.Unlock()
@@ -269,9 +270,11 @@ func (l *Loader) removeLocked() error {
 // the caller must reset its log and then call ClearLogReset.
 //
 // On an error before the swap the loader is aborted and the live store is
-// untouched. If the marker was renamed but the directory sync failed, the
-// outcome after a crash is unknown: the store is closed and the error
-// says so; reopen it to learn which database is live.
+// untouched. If the marker was renamed but the directory sync failed,
+// Install puts the old marker back: once that is durable, the install
+// failed and the live store is untouched. If that fails too, which
+// database a crash would leave is unknown: the store is closed, the error
+// wraps ErrFailed, and reopening it opens the database the marker names.
 func (s *Store) Install(l *Loader, minTerm logpos.Term) (SnapshotInfo, error) {
 	if l == nil || l.s != s {
 		return SnapshotInfo{}, errors.New("store: install: the loader belongs to another store")
@@ -301,15 +304,14 @@ func (s *Store) Install(l *Loader, minTerm logpos.Term) (SnapshotInfo, error) {
 	if !renamed {
 		return SnapshotInfo{}, l.failLocked(fmt.Errorf("store: install: %w", err))
 	}
+	if err != nil {
+		return SnapshotInfo{}, s.undoMarkerLocked(l, err)
+	}
 
 	// The marker names the staged database: it is live.
 	s.db.Lock()
 	old, oldName := s.db.h, s.db.name
 	s.db.h, s.db.name = staged, l.name
-	if err != nil {
-		// Which marker a crash would leave is unknown: stop here.
-		s.db.h = nil
-	}
 	s.mu.Lock()
 	s.mu.state = state{term: info.Term, options: info.Options, commit: info.Commit, reset: info.Commit, resetPending: true}
 	s.mu.durable = info.Commit
@@ -318,19 +320,45 @@ func (s *Store) Install(l *Loader, minTerm logpos.Term) (SnapshotInfo, error) {
 	s.db.Unlock()
 	l.mu.db, l.mu.err = nil, errLoaderDone
 
-	if err != nil {
-		err = fmt.Errorf("store: install: the marker may not be durable, store closed (reopen it): %w", err)
-		return SnapshotInfo{}, errors.Join(err, s.releaseWriteLocked(old, staged))
-	}
 	if cerr := old.Close(); cerr != nil {
 		s.log.Warn("store: close replaced database", "db", oldName, "err", cerr)
 	}
-	if rerr := errors.Join(s.fs.RemoveAll(s.fs.PathJoin(s.dir, oldName)), durable.SyncDir(s.fs, s.dir)); rerr != nil {
-		// Open removes it.
+	if rerr := errors.Join(s.removeDir(s.fs.PathJoin(s.dir, oldName)), durable.SyncDir(s.fs, s.dir)); rerr != nil {
 		s.log.Warn("store: remove replaced database", "db", oldName, "err", rerr)
 	}
 	s.log.Debug("store: installed snapshot", "dir", s.dir, "db", l.name, "term", info.Term, "commit", info.Commit)
 	return info, nil
+}
+
+// undoMarkerLocked handles a marker that was renamed to name the staged
+// database but whose directory could not be synced (syncErr): a crash
+// could leave either marker. It puts the old marker back; once that is
+// durable, the install has failed and the old database is live as
+// before. If it cannot, which database a restart would open is unknown:
+// the store closes and fails with ErrFailed, and Open (which reads the
+// marker the directory holds) recovers it. Called with the write lock and
+// the loader's lock held.
+func (s *Store) undoMarkerLocked(l *Loader, syncErr error) error {
+	s.db.RLock()
+	oldName := s.db.name
+	s.db.RUnlock()
+	_, err := writeMarker(s.fs, s.dir, oldName)
+	if err == nil {
+		return l.failLocked(fmt.Errorf("store: install: %w", syncErr))
+	}
+	s.db.Lock()
+	old := s.db.h
+	s.db.h = nil
+	s.db.Unlock()
+	s.mu.Lock()
+	delete(s.mu.loaders, l)
+	s.mu.Unlock()
+	l.mu.err = errLoaderDone
+	staged := l.mu.db
+	l.mu.db = nil
+	failed := fmt.Errorf("%w: install: neither the old nor the new marker is durable (reopen the store): %w", ErrFailed, errors.Join(syncErr, err))
+	s.markFailed(failed)
+	return errors.Join(failed, s.releaseWriteLocked(old, staged))
 }
 
 // commitStaged writes the install's term and log-reset record into the

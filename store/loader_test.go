@@ -336,9 +336,9 @@ func TestLoaderSizeLimit(t *testing.T) {
 // that the loader and Install make themselves (the store's own file
 // system is swapped for an injecting one; Pebble's operations are left
 // alone: Pebble treats some failures as fatal). An error before the marker
-// rename leaves the store untouched, and is not ErrInvalidSnapshot; one
-// after the rename (the directory sync) closes the store, and reopening it
-// gives the new store; one in the cleanup after the swap is only logged.
+// rename leaves the store untouched, and is not ErrInvalidSnapshot; so
+// does one in the directory sync after the rename (the old marker is put
+// back); one in the cleanup after the swap is only logged.
 func TestLoaderIOErrors(t *testing.T) {
 	chunks, info, newData := memSource(t)
 	for k := int64(1); ; k++ {

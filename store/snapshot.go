@@ -86,7 +86,7 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 	}
 	files, err := sn.list()
 	if err != nil {
-		return nil, errors.Join(fmt.Errorf("store: snapshot: %w", err), s.fs.RemoveAll(dir))
+		return nil, errors.Join(fmt.Errorf("store: snapshot: %w", err), s.removeDir(dir))
 	}
 	sn.mu.files = files
 	s.mu.Lock()
@@ -183,7 +183,7 @@ func (sn *Snapshot) Close() error {
 		err = sn.mu.f.Close()
 		sn.mu.f = nil
 	}
-	err = errors.Join(err, sn.fs.RemoveAll(sn.dir))
+	err = errors.Join(err, sn.s.removeDir(sn.dir))
 	sn.s.mu.Lock()
 	delete(sn.s.mu.snapshots, sn)
 	sn.s.mu.Unlock()

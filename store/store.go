@@ -64,6 +64,37 @@ type Store struct {
 		// failed is set when the database hit a fatal write error: every
 		// later write returns it.
 		failed error
+		// leftovers are directories the store no longer needs whose
+		// removal failed: removeLeftovers tries again (and Open removes
+		// them in any case).
+		leftovers []string
+	}
+}
+
+// removeDir removes a directory the store no longer needs (a staging
+// database, a checkpoint, a replaced database). When that fails it is
+// remembered, and removed by a later SetTerm or NewLoader.
+func (s *Store) removeDir(path string) error {
+	err := s.fs.RemoveAll(path)
+	if err != nil {
+		s.mu.Lock()
+		s.mu.leftovers = append(s.mu.leftovers, path)
+		s.mu.Unlock()
+	}
+	return err
+}
+
+// removeLeftovers tries again to remove the directories whose removal
+// failed, keeping those it still cannot remove.
+func (s *Store) removeLeftovers() {
+	s.mu.Lock()
+	paths := s.mu.leftovers
+	s.mu.leftovers = nil
+	s.mu.Unlock()
+	for _, path := range paths {
+		if err := s.removeDir(path); err != nil {
+			s.log.Warn("store: remove leftover directory", "dir", path, "err", err)
+		}
 	}
 }
 
@@ -295,6 +326,7 @@ func (s *Store) SetTerm(t logpos.Term, o TermOptions) (err error) {
 	if err := s.failure(); err != nil {
 		return err
 	}
+	s.removeLeftovers()
 	defer catchFatal(&err, s.markFailed)
 	s.mu.Lock()
 	cur, commit := s.mu.term, s.mu.commit

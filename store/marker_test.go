@@ -1,0 +1,177 @@
+package store
+
+import (
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+)
+
+// dirSyncFailer fails syncs of one directory once the marker was renamed:
+// the first fails of them, or every one while fails is negative.
+type dirSyncFailer struct {
+	dir string
+	mu  struct {
+		sync.Mutex
+		renamed bool
+		fails   int
+		failed  int
+	}
+}
+
+func (d *dirSyncFailer) String() string { return "dirSyncFailer" }
+
+func (d *dirSyncFailer) MaybeError(op errorfs.Op) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	switch {
+	case op.Kind == errorfs.OpRename && op.Path == d.dir+"/"+markerTempName:
+		d.mu.renamed = true
+	case d.mu.renamed && (op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData) && op.Path == d.dir &&
+		(d.mu.fails < 0 || d.mu.failed < d.mu.fails):
+		d.mu.failed++
+		return errorfs.ErrInjected
+	}
+	return nil
+}
+
+// TestInstallMarkerSyncFailsOldMarkerRestored: the directory sync after
+// the marker rename fails, so a crash could leave either marker. Install
+// puts the old marker back durably and fails with the I/O error: the
+// live store, its files and its directory are as they were, and it
+// installs the next snapshot.
+func TestInstallMarkerSyncFailsOldMarkerRestored(t *testing.T) {
+	chunks, info, newData := memSource(t)
+	mem := vfs.NewMem()
+	s, err := Open("/shard", Options{FS: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillStore(t, s, model{}, 3, 5, "old")
+	old := fingerprintOf(t, s)
+	inj := &dirSyncFailer{dir: "/shard"}
+	inj.mu.fails = 1
+	s.fs = errorfs.Wrap(mem, inj)
+	_, err = load(s, chunks, 0)
+	if !errors.Is(err, errorfs.ErrInjected) || errors.Is(err, ErrFailed) || errors.Is(err, ErrInvalidSnapshot) {
+		t.Fatalf("install: %v, want the injected I/O error alone", err)
+	}
+	if inj.mu.failed != 1 {
+		t.Fatalf("%d directory syncs failed, want 1", inj.mu.failed)
+	}
+	assertFingerprint(t, "after the failed install", old, fingerprintOf(t, s))
+	if _, err := load(s, chunks, 0); err != nil {
+		t.Fatalf("the next install: %v", err)
+	}
+	checkInstalled(t, "after the next install", fingerprintOf(t, s), info, newData)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r, err := Open("/shard", Options{FS: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	checkInstalled(t, "reopened", fingerprintOf(t, r), info, newData)
+}
+
+// TestInstallMarkerSyncFailsForGood: the old marker cannot be made durable
+// either. The store fails with ErrFailed and closes; reopening it gives a
+// complete store, the old or the new, as the marker names it.
+func TestInstallMarkerSyncFailsForGood(t *testing.T) {
+	chunks, info, newData := memSource(t)
+	mem := vfs.NewMem()
+	s, err := Open("/shard", Options{FS: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillStore(t, s, model{}, 3, 5, "old")
+	old := fingerprintOf(t, s)
+	inj := &dirSyncFailer{dir: "/shard"}
+	inj.mu.fails = -1
+	s.fs = errorfs.Wrap(mem, inj)
+	_, err = load(s, chunks, 0)
+	s.fs = mem
+	if !errors.Is(err, ErrFailed) || !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("install: %v, want ErrFailed wrapping the I/O error", err)
+	}
+	if err := s.SetTerm(9, TermOptions{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("SetTerm on the failed store: %v, want ErrClosed", err)
+	}
+	if err := s.Close(); err != nil && !errors.Is(err, ErrClosed) {
+		t.Fatalf("Close of the failed store: %v", err)
+	}
+	r, err := Open("/shard", Options{FS: mem})
+	if err != nil {
+		t.Fatalf("reopen: %v", err)
+	}
+	defer r.Close()
+	got := fingerprintOf(t, r)
+	if got.Commit == old.Commit {
+		old.DirectoryListed = got.DirectoryListed // the staged copy was removed on open
+		assertFingerprint(t, "reopened", old, got)
+	} else {
+		checkInstalled(t, "reopened", got, info, newData)
+	}
+}
+
+// TestLeftoverStagingRemovedLater: a failed install whose staging
+// directory cannot be removed (the disk refuses removals) leaves it
+// behind; the next SetTerm removes it once the disk works again.
+func TestLeftoverStagingRemovedLater(t *testing.T) {
+	chunks, _, _ := memSource(t)
+	mem := vfs.NewMem()
+	s, err := Open("/shard", Options{FS: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fillStore(t, s, model{}, 3, 5, "old")
+	old := fingerprintOf(t, s)
+	var failing sync.Mutex
+	broken := true
+	s.fs = errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		failing.Lock()
+		defer failing.Unlock()
+		if broken && op.Kind == errorfs.OpRemoveAll {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	l, err := s.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Write(chunks[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Abort(); !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("Abort with removals failing: %v", err)
+	}
+	if got := listDir(t, mem, "/shard"); len(got) != len(old.DirectoryListed)+1 {
+		t.Fatalf("directory %q, want the staging directory left beside %q", got, old.DirectoryListed)
+	}
+	failing.Lock()
+	broken = false
+	failing.Unlock()
+	if err := s.SetTerm(4, old.Options); err != nil {
+		t.Fatal(err)
+	}
+	if got := listDir(t, mem, "/shard"); !equalStrings(got, old.DirectoryListed) {
+		t.Fatalf("directory %q after SetTerm, want %q", got, old.DirectoryListed)
+	}
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
