@@ -83,8 +83,8 @@ func TestBugAckForEmptyStream(t *testing.T) {
 // (and DESIGN: "a failed action leaves the state where it was"). The
 // consequence: the leader of the term can no longer Truncate this follower
 // (Truncate is only allowed in Fenced: ErrInvalidStatus) without fencing it
-// again. Fixed: the sync loop moves the follower once the first entry is
-// durable; kept as a regression test.
+// again. Fixed: the transition comes once the log took the entry; kept as
+// a regression test.
 func TestBugFailedFirstEntryMovesToFollower(t *testing.T) {
 	h := newHarness(t, Config{SegmentSize: 4096})
 	h.newTerm(1)

@@ -28,7 +28,7 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 	first, err := s.Recv()
 	empty := errors.Is(err, io.EOF)
 	if err != nil && !empty {
-		return logpos.NoOffset, fmt.Errorf("follower: receiving the first chunk: %w", err)
+		return logpos.NoOffset, f.refuseBeforeFirstChunk(fmt.Errorf("follower: receiving the first chunk: %w", err))
 	}
 	inst := &installation{}
 	if !empty {
@@ -64,6 +64,22 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 	}
 	f.stats.installsCommitted.Add(1)
 	return f.reply.Offset, nil
+}
+
+// refuseBeforeFirstChunk returns the error of an install whose stream
+// failed before its first chunk: the checks that need no chunk come first
+// (a closed follower, an attached stream or install), then the stream's
+// error.
+func (f *Follower) refuseBeforeFirstChunk(err error) error {
+	f.acquire()
+	defer f.release()
+	switch {
+	case f.m.State() == StateClosed:
+		return fmt.Errorf("%w: %w", ErrClosed, err)
+	case f.stream != nil || f.install != nil:
+		return fmt.Errorf("%w: a stream or an install is attached: %w", ErrConflict, err)
+	}
+	return err
 }
 
 // transfer stages every chunk of the stream.

@@ -12,7 +12,7 @@ import (
 )
 
 // LifecycleTableHash is the hash of transitions.yaml this file was generated from.
-const LifecycleTableHash = "sha256:13c9df55dc74aa14b86d9049f858bcfd692284fc609b6cab7a62d6a185487e3e"
+const LifecycleTableHash = "sha256:ab25c2dd7dd86297eb0a535e7eac155711cf0fe56ff39c66ab8e1c89ca21dd63"
 
 // State is a state of the Lifecycle machine. The zero value is not a state.
 type State uint8
@@ -61,8 +61,8 @@ const (
 	EventTruncate
 	// EventAttachStream: A leader opens a replication stream.
 	EventAttachStream
-	// EventFirstEntry: The first entry a stream delivered and the follower
-	// accepted is durable.
+	// EventFirstEntry: A stream delivered an entry that passed the checks and,
+	// when new, was appended.
 	EventFirstEntry
 	// EventBeginInstall: A leader's snapshot delivered its first chunk, or none.
 	EventBeginInstall
@@ -374,8 +374,8 @@ func (m *Lifecycle) AttachStream(stream *replication) error {
 	return fsm.ErrNoMachine
 }
 
-// FirstEntry fires event FirstEntry. The first entry a stream delivered and
-// the follower accepted is durable.
+// FirstEntry fires event FirstEntry. A stream delivered an entry that passed
+// the checks and, when new, was appended.
 func (m *Lifecycle) FirstEntry(stream *replication) error {
 	if m.h == nil {
 		return fsm.ErrNoMachine
@@ -664,7 +664,7 @@ func LifecycleTable() *fsm.Table {
 			{Name: "NewTerm", Doc: "A coordinator fences the replica at a term.", Payload: []fsm.Field{{Name: "term", Type: "logpos.Term"}, {Name: "options", Type: "TermOptions"}}},
 			{Name: "Truncate", Doc: "The leader of the term cuts the log back to its head.", Payload: []fsm.Field{{Name: "term", Type: "logpos.Term"}, {Name: "head", Type: "*logpos.EntryID"}}},
 			{Name: "AttachStream", Doc: "A leader opens a replication stream.", Payload: []fsm.Field{{Name: "stream", Type: "*replication"}}},
-			{Name: "FirstEntry", Doc: "The first entry a stream delivered and the follower accepted is durable.", Payload: []fsm.Field{{Name: "stream", Type: "*replication"}}},
+			{Name: "FirstEntry", Doc: "A stream delivered an entry that passed the checks and, when new, was appended.", Payload: []fsm.Field{{Name: "stream", Type: "*replication"}}},
 			{Name: "BeginInstall", Doc: "A leader's snapshot delivered its first chunk, or none.", Payload: []fsm.Field{{Name: "install", Type: "*installation"}, {Name: "empty", Type: "bool"}, {Name: "chunkTerm", Type: "logpos.Term"}}},
 			{Name: "CommitInstall", Doc: "Every chunk of a snapshot arrived and the staged store is valid.", Payload: []fsm.Field{{Name: "install", Type: "*installation"}}},
 			{Name: "Delete", Doc: "A coordinator removes the replica and its data.", Payload: []fsm.Field{{Name: "term", Type: "logpos.Term"}}},

@@ -56,10 +56,6 @@ type replication struct {
 		dupUpTo logpos.Offset
 		// received is the highest offset an entry of this stream carried.
 		received logpos.Offset
-		// accepted: an entry-bearing Append passed the term and offset
-		// checks (the first one moves a Fenced follower to Follower once
-		// it is durable).
-		accepted bool
 		// inputDone: the leader half-closed the stream.
 		inputDone bool
 	}
@@ -192,8 +188,8 @@ func (r *replication) receive() {
 	}
 }
 
-// handle processes one Append. It takes no lifecycle lock and allocates
-// nothing.
+// handle processes one Append. It allocates nothing, and takes no
+// lifecycle lock except for the first accepted entry of a Fenced follower.
 func (r *replication) handle(a *replicationpb.Append) error {
 	f := r.f
 	if logpos.Term(a.Term) != r.term {
@@ -235,14 +231,25 @@ func (r *replication) handle(a *replicationpb.Append) error {
 		if sampled {
 			f.stats.appendLatency.observe(time.Since(start))
 		}
-		f.head.Store(int64(off))
 		f.stats.bytesAppended.Add(uint64(len(e.Value)))
+	}
+	// The entry is accepted. Before its offset becomes the visible head, a
+	// Fenced follower moves to Follower: whoever sees the new head sees
+	// the new state.
+	var moved error
+	if f.m.State() == StateFenced {
+		moved = r.firstEntry()
+	}
+	if !duplicate {
+		f.head.Store(int64(off)) // the log holds it, whatever became of the move
+	}
+	if moved != nil {
+		return moved
 	}
 	// The applier is woken by the sync loop once this entry's round is
 	// acknowledged: applying beside the fsync would only delay the ack.
 	f.advertise(a.CommitOffset)
 	r.mu.Lock()
-	r.mu.accepted = true
 	r.mu.received = max(r.mu.received, off)
 	// Reading the clock costs about as much as the rest of this path, so
 	// only the first entry of a burst and one in sampling are timed.
@@ -274,17 +281,12 @@ func (r *replication) append(e logpos.Entry, previousCRC *uint32) error {
 	return nil
 }
 
-// firstEntry moves a Fenced follower to Follower once this stream's first
-// accepted entry is durable: a stream whose first write fails leaves the
-// follower Fenced. The sync loop calls it before acknowledging anything;
-// the receive loop never takes the lifecycle lock.
+// firstEntry moves a Fenced follower to Follower for the first entry of
+// this stream that passed the checks and, when new, was appended: an
+// Append refused by a check or by the log leaves the follower Fenced. It
+// gives up when the stream ends (NewTerm, Delete or Close hold the
+// lifecycle lock until the stream's goroutines exit).
 func (r *replication) firstEntry() error {
-	r.mu.Lock()
-	accepted := r.mu.accepted
-	r.mu.Unlock()
-	if !accepted || r.f.m.State() != StateFenced {
-		return nil
-	}
 	if !r.f.acquireUnless(r.ctx.Done()) {
 		return context.Cause(r.ctx)
 	}
@@ -310,10 +312,6 @@ func (r *replication) sync() {
 			if r.ctx.Err() == nil {
 				r.fail(fmt.Errorf("%w: syncing the log: %w", ErrUnavailable, err))
 			}
-			return
-		}
-		if err := r.firstEntry(); err != nil {
-			r.fail(err)
 			return
 		}
 		done, err := r.acknowledge(max(durable, logpos.Offset(f.base.Load())))
