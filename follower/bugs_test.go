@@ -1,14 +1,22 @@
 package follower
 
-// Minimal reproductions of bugs the model and crash tests found, each
-// kept as a regression test once fixed.
+// Minimal reproductions of bugs that tests and reviews found, each kept as
+// a regression test once fixed.
 
 import (
 	"errors"
+	"fmt"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
@@ -74,11 +82,12 @@ func TestBugAckForEmptyStream(t *testing.T) {
 	}
 }
 
-// TestBugFailedFirstEntryMovesToFollower: the first entry of a stream
-// attached to a Fenced follower fails to be written (the log's disk
-// fails). The stream ends with ErrUnavailable and nothing was written or
-// acknowledged, yet the follower moved to Follower: the state change
-// happens before the write. SPEC §2.3: "the first *accepted* entry-bearing
+// TestBugFailedFirstEntryMovesToFollower: the log refuses the first entry
+// of a stream attached to a Fenced follower (its disk fails as the entry
+// needs a new segment). The stream ends with ErrUnavailable and nothing
+// was written or acknowledged, yet the follower moved to Follower: the
+// state change happened before the log took the entry. (A write that fails
+// later, in the sync loop, is TestFirstEntryWriteFailsAfterAcceptance.) SPEC §2.3: "the first *accepted* entry-bearing
 // Append moves Fenced → Follower; an Append that fails changes nothing"
 // (and DESIGN: "a failed action leaves the state where it was"). The
 // consequence: the leader of the term can no longer Truncate this follower
@@ -102,5 +111,180 @@ func TestBugFailedFirstEntryMovesToFollower(t *testing.T) {
 	}
 	if _, err := h.f.Truncate(1, &logpos.EntryID{Term: 1, Offset: -1}); err != nil {
 		t.Fatalf("the leader's Truncate: %v", err)
+	}
+}
+
+// TestBugOldEntryDurableAfterNewTerm: the sync loop was in an fsync when
+// the receive loop appended one more entry of the stream; NewTerm ended
+// the stream with that entry only in the log's buffer and replied with
+// the last durable entry, below the follower's head; the next sync (of a
+// new stream) made the old stream's entry durable after NewTerm returned
+// (SPEC §6.4). Fixed: NewTerm makes what the ended stream appended
+// durable before it persists the term, and replies with it.
+func TestBugOldEntryDurableAfterNewTerm(t *testing.T) {
+	var block atomic.Bool
+	entered := make(chan struct{}, 1)
+	unblock := make(chan struct{})
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if (op.Kind == errorfs.OpFileSyncData || op.Kind == errorfs.OpFileSync) &&
+			strings.HasPrefix(op.Path, mdlDir+"/wal/") && strings.HasSuffix(op.Path, ".seg") && block.CompareAndSwap(true, false) {
+			entered <- struct{}{}
+			<-unblock
+		}
+		return nil
+	}))
+	if err := fs.MkdirAll("/data", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := Open(Config{Dir: mdlDir, FS: fs, SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := newFakeStream()
+	res := make(chan error, 1)
+	go func() { res <- f.Replicate(s); s.cancel() }()
+	send := func(o int64) {
+		s.in <- &replicationpb.Append{Term: 1, CommitOffset: -1, Entry: &replicationpb.LogEntry{Term: 1, Offset: o, Value: kvPut("k", fmt.Sprint(o))}}
+	}
+	send(0)
+	<-s.acks
+	block.Store(true)
+	send(1)
+	<-entered // the sync loop is in the fsync that covers entry 1
+	send(2)
+	for f.Status().Head != 2 {
+		runtime.Gosched()
+	}
+	type reply struct {
+		id  logpos.EntryID
+		err error
+	}
+	f.acquire()
+	r1 := f.stream
+	f.release()
+	fenced := make(chan reply, 1)
+	go func() { id, err := f.NewTerm(2, TermOptions{}); fenced <- reply{id, err} }()
+	for r1.ctx.Err() == nil { // NewTerm ended the stream before its fsync returns
+		runtime.Gosched()
+	}
+	close(unblock)
+	r := <-fenced
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if err := <-res; !errors.Is(err, ErrStreamEnded) {
+		t.Fatalf("the stream: %v", err)
+	}
+	st := f.Status()
+	durable, appended := f.log.LastDurable(), f.log.LastAppended()
+	if r.id.Offset != 2 || st.Head != 2 || durable.Offset != 2 || appended != durable {
+		t.Fatalf("NewTerm replied %v; head %d, log durable %v, appended %v: want all at entry 2", r.id, st.Head, durable, appended)
+	}
+}
+
+// TestBugInstallDoubleFailureRepair: the directory sync after an install's
+// marker rename failed, and so did putting the old marker back, so the
+// marker on disk names the snapshot's database. The store failed and the
+// follower reopened it at its next operation, but kept the old head, base
+// and advertised commit: commit 30 above head 5 (SPEC §6.3), and a
+// Truncate to NewTerm's reply was refused. Fixed: a repair that finds the
+// install in effect resets the follower's view as an install does.
+func TestBugInstallDoubleFailureRepair(t *testing.T) {
+	var armed, renamed, undoing atomic.Bool
+	dir := t.TempDir()
+	storeDir := filepath.Join(dir, "store")
+	efs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		switch {
+		case !armed.Load():
+		case op.Kind == errorfs.OpRename && strings.HasSuffix(op.Path, "CURRENT.tmp"):
+			renamed.Store(true)
+		case op.Kind == errorfs.OpFileSync && renamed.Load() && filepath.Clean(op.Path) == storeDir:
+			undoing.Store(true)
+			return errInjected
+		case undoing.Load() && op.Kind == errorfs.OpCreate && strings.HasSuffix(op.Path, "CURRENT.tmp"):
+			armed.Store(false)
+			return errInjected
+		}
+		return nil
+	}))
+	f, err := Open(Config{Dir: dir, FS: efs, ApplyRetryMin: time.Millisecond, ApplyRetryMax: 5 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	if _, err := f.NewTerm(2, confOpts); err != nil {
+		t.Fatal(err)
+	}
+	confFill(t, f, 2, 0, 5, 3)
+	waitApplied(t, f, 3)
+	chunks := confSnap{chunkTerm: 2, storeTerm: 2, commit: 30, options: confSnapOpts, prefix: "s"}.build(t)
+	armed.Store(true)
+	_, err = f.InstallSnapshot(&gatedStream{chunks: chunks})
+	if !undoing.Load() || armed.Load() {
+		t.Fatal("the faults did not fire")
+	}
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("install: %v, want ErrUnavailable", err)
+	}
+	reply, err := f.NewTerm(3, confOpts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := f.Status()
+	if reply.Offset != 30 || st.Head != 30 || st.Commit != 30 || st.State != StateFenced {
+		t.Fatalf("after the repair: reply %v, status %+v; want the snapshot's point 30, Fenced", reply, st)
+	}
+	if _, err := f.Truncate(3, &reply); err != nil {
+		t.Fatalf("Truncate to NewTerm's reply: %v", err)
+	}
+	a := confAttach(t, f)
+	a.send(t, entryAppend(3, 31, 31, "k31", "x"))
+	if o := a.ack(t); o != 31 {
+		t.Fatalf("ack %d, want 31", o)
+	}
+	if err := a.finish(t); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, f, 31)
+}
+
+// TestFirstEntryWriteFailsAfterAcceptance: a Fenced follower's first entry
+// passes the checks and the log takes it into its buffer, so the follower
+// moves to Follower (SPEC §2.3); then the write fails in the sync loop.
+// The stream fails with ErrUnavailable, nothing is acknowledged, and the
+// follower stays usable: the leader streams again from where it was acked.
+func TestFirstEntryWriteFailsAfterAcceptance(t *testing.T) {
+	h := newHarness(t, Config{SegmentSize: 1 << 20})
+	h.newTerm(1)
+	s, res := h.replicate(1, 0, 2, -1)
+	if err := finish(s, res); err != nil {
+		t.Fatal(err)
+	}
+	h.newTerm(2)
+	s2 := newFakeStream()
+	res2 := make(chan error, 1)
+	go func() { res2 <- h.f.Replicate(s2); s2.cancel() }()
+	h.fs.fail("/wal/")
+	s2.in <- &replicationpb.Append{Term: 2, CommitOffset: -1, Entry: &replicationpb.LogEntry{Term: 2, Offset: 3, Value: kvPut("k", "v")}}
+	if err := <-res2; !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("the stream: %v, want ErrUnavailable", err)
+	}
+	if len(s2.acks) != 0 {
+		t.Fatal("an entry that was never written was acknowledged")
+	}
+	h.fs.heal()
+	if st := h.f.Status(); st.State != StateFollower {
+		t.Fatalf("after the accepted first entry: %+v, want Follower", st)
+	}
+	s3, res3 := h.replicate(2, 3, 4, 4)
+	if err := finish(s3, res3); err != nil {
+		t.Fatalf("the leader's next stream: %v", err)
+	}
+	if st := h.f.Status(); st.State != StateFollower || st.Head != 4 {
+		t.Fatalf("after the next stream: %+v", st)
 	}
 }

@@ -37,6 +37,9 @@ type Follower struct {
 	// lock is the lifecycle lock: a channel so that a stream's goroutines
 	// can stop waiting for it when their stream is ended.
 	lock chan struct{}
+	// closing is closed when the follower closes (Close or Delete): an
+	// install waiting for its next chunk stops waiting.
+	closing chan struct{}
 	// Guarded by lock.
 	stream  *replication  // the attached replication stream, or nil
 	install *installation // the attached snapshot install, or nil
@@ -80,7 +83,7 @@ type Status struct {
 // The follower starts NotMember when no term is stored, Fenced otherwise.
 func Open(cfg Config) (*Follower, error) {
 	cfg = cfg.withDefaults()
-	f := &Follower{cfg: cfg, dir: cfg.Dir, lock: make(chan struct{}, 1)}
+	f := &Follower{cfg: cfg, dir: cfg.Dir, lock: make(chan struct{}, 1), closing: make(chan struct{})}
 	if err := durable.MkdirAll(cfg.FS, cfg.Dir); err != nil {
 		return nil, fmt.Errorf("%w: creating %s: %w", ErrUnavailable, cfg.Dir, err)
 	}
@@ -169,6 +172,12 @@ func (f *Follower) repairLocked() error {
 		f.storeFailed.Store(false)
 		f.term.Store(int64(st.Term()))
 		f.logger().Warn("store reopened after a failure", "commit", st.Commit())
+		if f.m.State() == StateNotMember && st.Term() != logpos.NoTerm {
+			// An install whose outcome was unknown took effect after all.
+			if err := f.m.Restore(st.Term()); err != nil {
+				return err
+			}
+		}
 	}
 	if f.stream != nil {
 		return nil
@@ -185,8 +194,15 @@ func (f *Follower) repairLocked() error {
 		f.head.Store(int64(max(log.LastDurable().Offset, f.store().Commit().Offset, logpos.Offset(f.base.Load()))))
 		f.logger().Warn("log reopened after a failure", "head", f.head.Load())
 	}
-	if _, pending := f.store().LogResetPending(); pending {
-		return f.resetLog()
+	if point, pending := f.store().LogResetPending(); pending {
+		if err := f.resetLog(); err != nil {
+			return err
+		}
+		// As after an install: the log is empty at the snapshot point.
+		f.applier.resetLocked()
+		f.base.Store(int64(point.Offset))
+		f.head.Store(int64(point.Offset))
+		f.advertised.Store(int64(point.Offset))
 	}
 	return nil
 }
@@ -404,6 +420,9 @@ func (f lifecycle) InstallAttached(install *installation) bool { return f.instal
 func (f lifecycle) Fence(term logpos.Term, options TermOptions) error {
 	f.endStream(ErrStreamEnded)
 	f.abandonInstall()
+	if err := f.settleLog(); err != nil {
+		return err
+	}
 	if err := f.store().SetTerm(term, options); err != nil {
 		f.noteLogError(err)
 		return fmt.Errorf("%w: persisting term %d: %w", ErrUnavailable, term, err)
@@ -417,6 +436,26 @@ func (f lifecycle) Fence(term logpos.Term, options TermOptions) error {
 		f.reply = f.store().Commit()
 	}
 	f.logger().Info("fenced", "head", f.reply)
+	return nil
+}
+
+// settleLog makes durable what an ended stream appended but did not sync
+// (its sync loop was in an fsync when the stream ended), so that no entry
+// of it can land after NewTerm returns, and NewTerm's reply is the head.
+// A log the stream left failed is reopened first (what it did not sync
+// is then gone).
+func (f *Follower) settleLog() error {
+	if err := f.repairLocked(); err != nil {
+		return err
+	}
+	if f.log.LastAppended().Offset <= f.log.LastDurable().Offset {
+		return nil
+	}
+	if _, err := f.log.Sync(context.Background()); err != nil {
+		f.noteLogError(err)
+		return fmt.Errorf("%w: syncing the log: %w", ErrUnavailable, err)
+	}
+	f.applier.kick() // entries up to the advertised commit may have become applicable
 	return nil
 }
 
@@ -474,6 +513,7 @@ func (f lifecycle) StartInstall(install *installation) error {
 func (f lifecycle) Shutdown() error {
 	f.endStream(ErrStreamEnded)
 	f.abandonInstall()
+	close(f.closing)
 	f.applier.stop()
 	f.goroutines.Wait()
 	f.closeErr = errors.Join(f.log.Close(), f.store().Close())

@@ -25,7 +25,9 @@ type installation struct {
 // NewTerm ran during the transfer, it fails with ErrInvalidTerm. See docs/spec.md
 // §2.4.
 func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
-	first, err := s.Recv()
+	chunks := f.receiveChunks(s)
+	defer chunks.stop()
+	first, err := chunks.next()
 	empty := errors.Is(err, io.EOF)
 	if err != nil && !empty {
 		return logpos.NoOffset, f.refuseBeforeFirstChunk(fmt.Errorf("follower: receiving the first chunk: %w", err))
@@ -43,7 +45,7 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 		return logpos.NoOffset, err
 	}
 	f.stats.installsStarted.Add(1)
-	if err := inst.transfer(first, s); err != nil {
+	if err := inst.transfer(first, chunks); err != nil {
 		return logpos.NoOffset, f.failInstall(inst, err)
 	}
 	if _, err := inst.loader.Finish(); err != nil {
@@ -82,8 +84,72 @@ func (f *Follower) refuseBeforeFirstChunk(err error) error {
 	return err
 }
 
+// chunkReceiver calls a snapshot stream's Recv in a goroutine of its own,
+// one call at a time and only when the install asks for the next chunk
+// (a stream may reuse a chunk's buffers), so that an install waiting for
+// a chunk stops waiting when the follower closes. The goroutine ends when
+// the stream's Recv returns after stop; a gRPC server stream's does once
+// its call has returned.
+type chunkReceiver struct {
+	closing <-chan struct{}
+	want    chan struct{}
+	ch      chan received
+	done    chan struct{}
+}
+
+type received struct {
+	c   *replicationpb.SnapshotChunk
+	err error
+}
+
+func (f *Follower) receiveChunks(s SnapshotStream) *chunkReceiver {
+	r := &chunkReceiver{closing: f.closing, want: make(chan struct{}), ch: make(chan received), done: make(chan struct{})}
+	go func() {
+		for {
+			select {
+			case <-r.want:
+			case <-r.done:
+				return
+			}
+			c, err := s.Recv()
+			select {
+			case r.ch <- received{c, err}:
+			case <-r.done:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+	return r
+}
+
+// next returns the stream's next chunk, or its error (io.EOF at its end),
+// or ErrClosed once the follower closes. It is not called again after an
+// error.
+func (r *chunkReceiver) next() (*replicationpb.SnapshotChunk, error) {
+	select {
+	case r.want <- struct{}{}:
+	case <-r.closing:
+		return nil, r.closed()
+	}
+	select {
+	case x := <-r.ch:
+		return x.c, x.err
+	case <-r.closing:
+		return nil, r.closed()
+	}
+}
+
+func (r *chunkReceiver) closed() error {
+	return fmt.Errorf("%w: the follower closed while the snapshot was being received", ErrClosed)
+}
+
+func (r *chunkReceiver) stop() { close(r.done) }
+
 // transfer stages every chunk of the stream.
-func (inst *installation) transfer(c *replicationpb.SnapshotChunk, s SnapshotStream) error {
+func (inst *installation) transfer(c *replicationpb.SnapshotChunk, chunks *chunkReceiver) error {
 	for {
 		if logpos.Term(c.Term) != inst.chunkTerm {
 			return fmt.Errorf("%w: a chunk of term %d in a snapshot of term %d", ErrInvalidArgument, c.Term, inst.chunkTerm)
@@ -92,7 +158,7 @@ func (inst *installation) transfer(c *replicationpb.SnapshotChunk, s SnapshotStr
 		if err != nil {
 			return snapshotError(err)
 		}
-		c, err = s.Recv()
+		c, err = chunks.next()
 		if errors.Is(err, io.EOF) {
 			return nil
 		}

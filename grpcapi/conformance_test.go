@@ -777,6 +777,23 @@ func TestConformanceShutdownDuringStreamAndInstall(t *testing.T) {
 	<-done
 }
 
+// TestConformanceShutdownDuringStalledInstall: a leader sent part of a
+// snapshot and then nothing, not even a half-close. A graceful shutdown
+// (§2.7: Close ends the install) does not wait for its next chunk: the
+// call ends with Unavailable and the shutdown completes without error.
+func TestConformanceShutdownDuringStalledInstall(t *testing.T) {
+	n := startNode(t, "")
+	c := n.conn
+	s := leader.Shard{Namespace: "stall", Shard: 0}
+	fence(t, c, s, 1)
+	_, snap, _ := aHoldInstall(t, c, s, 1)
+	done := make(chan struct{})
+	go func() { defer close(done); n.stop() }() // fails the test on a shutdown error
+	var resp replicationpb.SnapshotResponse
+	aWantErr(t, snap.RecvMsg(&resp), codes.Unavailable, "")
+	<-done
+}
+
 // TestConformanceWireContract: §5 field numbers.
 func TestConformanceWireContract(t *testing.T) {
 	want := map[string]map[string]protoreflect.FieldNumber{
