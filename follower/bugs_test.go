@@ -4,8 +4,10 @@ package follower
 // a regression test once fixed.
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/wal"
 )
 
 // TestBugShardDirectoryNotDurable: Open created the shard directory
@@ -286,5 +289,58 @@ func TestFirstEntryWriteFailsAfterAcceptance(t *testing.T) {
 	}
 	if st := h.f.Status(); st.State != StateFollower || st.Head != 4 {
 		t.Fatalf("after the next stream: %+v", st)
+	}
+}
+
+// TestBugZeroedCommittedTail: the disk zeroed the records of entries 4..9
+// of a closed follower whose commit is 5. The log just ended at 3, which
+// the WAL does not call damage, and Open succeeded with head 5: NewTerm
+// replied 3, and the follower could take no entry again (the log refused
+// 6 after 3). SPEC §2.8: "corruption of records at or below commit is an
+// error, not a silent cut". Fixed: a log that holds entries but ends below
+// the commit is corruption, and Open fails.
+func TestBugZeroedCommittedTail(t *testing.T) {
+	dir := t.TempDir()
+	cfg := Config{Dir: dir}
+	f, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	confFill(t, f, 1, 0, 9, 5)
+	waitApplied(t, f, 5)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Zero the records from entry 4 on: a segment is a 32-byte header,
+	// then records of an 8-byte header (length with the top bit set, CRC)
+	// and a serialized LogEntry.
+	segs, err := filepath.Glob(filepath.Join(dir, "wal", "*.seg"))
+	if err != nil || len(segs) != 1 {
+		t.Fatalf("segments %v, %v", segs, err)
+	}
+	b, err := os.ReadFile(segs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	pos := 32
+	for range 4 {
+		n := int(binary.LittleEndian.Uint32(b[pos:]) &^ (1 << 31))
+		pos += 8 + n
+	}
+	clear(b[pos:])
+	if err := os.WriteFile(segs[0], b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	g, err := Open(cfg)
+	if err == nil {
+		st := g.Status()
+		_ = g.Close()
+		t.Fatalf("Open of a log cut below its commit succeeded: %+v", st)
+	}
+	if !errors.Is(err, wal.ErrCorrupt) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Open: %v, want ErrUnavailable wrapping wal.ErrCorrupt", err)
 	}
 }

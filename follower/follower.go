@@ -92,11 +92,7 @@ func Open(cfg Config) (*Follower, error) {
 		return nil, fmt.Errorf("%w: opening the store: %w", ErrUnavailable, err)
 	}
 	commit := st.Commit()
-	mustKeep := commit.Offset
-	if _, pending := st.LogResetPending(); pending {
-		mustKeep = logpos.NoOffset // the log is about to be cleared
-	}
-	log, err := f.openLog(mustKeep)
+	log, err := f.openLog(mustKeep(st))
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("%w: opening the log: %w", ErrUnavailable, err), st.Close())
 	}
@@ -185,7 +181,7 @@ func (f *Follower) repairLocked() error {
 	if f.logFailed.Load() {
 		f.applier.resetLocked()
 		_ = f.log.Close() // returns the failure we already know
-		log, err := f.openLog(f.store().Commit().Offset)
+		log, err := f.openLog(mustKeep(f.store()))
 		if err != nil {
 			return fmt.Errorf("%w: reopening the log: %w", ErrUnavailable, err)
 		}
@@ -218,13 +214,34 @@ func (f *Follower) openStore() (*store.Store, error) {
 	})
 }
 
+// mustKeep is the highest offset the log must hold: the store's commit,
+// unless an install left the log to be cleared.
+func mustKeep(st *store.Store) logpos.Offset {
+	if _, pending := st.LogResetPending(); pending {
+		return logpos.NoOffset
+	}
+	return st.Commit().Offset
+}
+
+// openLog opens the log. Every entry up to mustKeep (the store's commit)
+// was durable before it was applied, so a log that holds entries but ends
+// below it lost records it must keep (zeroed by the disk): that is
+// corruption, not a clean end. An empty log is the one an install
+// cleared, whose point is the commit.
 func (f *Follower) openLog(mustKeep logpos.Offset) (*wal.Log, error) {
-	return wal.Open(f.cfg.FS.PathJoin(f.dir, "wal"), wal.Options{
+	log, err := wal.Open(f.cfg.FS.PathJoin(f.dir, "wal"), wal.Options{
 		FS:          f.cfg.FS,
 		SegmentSize: f.cfg.SegmentSize,
 		MustKeep:    mustKeep,
 		Logger:      f.cfg.Logger,
 	})
+	if err != nil {
+		return nil, err
+	}
+	if last := log.LastDurable(); !last.IsNone() && last.Offset < mustKeep {
+		return nil, errors.Join(fmt.Errorf("%w: the log ends at %d, below the committed offset %d", wal.ErrCorrupt, last.Offset, mustKeep), log.Close())
+	}
+	return log, nil
 }
 
 // resetLog clears the log after a snapshot install and drops the store's
