@@ -17,7 +17,10 @@ type ReplicationStream interface {
 }
 
 // SnapshotStream is the follower's side of a SendSnapshot call: chunks in,
-// until io.EOF. A gRPC server stream satisfies it.
+// until io.EOF. A gRPC server stream satisfies it. Recv is called from a
+// goroutine of InstallSnapshot's, one call at a time; a call still waiting
+// when InstallSnapshot returns (the follower closed) must return once the
+// call is over, as a gRPC stream's does when its handler returns.
 type SnapshotStream interface {
 	Context() context.Context
 	Recv() (*replicationpb.SnapshotChunk, error)
