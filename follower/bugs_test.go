@@ -344,3 +344,52 @@ func TestBugZeroedCommittedTail(t *testing.T) {
 		t.Fatalf("Open: %v, want ErrUnavailable wrapping wal.ErrCorrupt", err)
 	}
 }
+
+// TestBugPartialDelete: Delete removed the follower's directory with one
+// recursive removal, so a crash in the middle could leave part of it (a
+// log without a store): after a restart the shard looked like a follower
+// with no term and an old log. Fixed: Delete renames the directory aside
+// durably before removing it, and Open removes what a crash left of it.
+// Here the removal fails after the rename.
+func TestBugPartialDelete(t *testing.T) {
+	var failing atomic.Bool
+	var removals atomic.Int32
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		// The first removal clears a leftover of an earlier Delete; fail
+		// the second, of the renamed directory.
+		if failing.Load() && op.Kind == errorfs.OpRemoveAll && strings.HasSuffix(op.Path, ".deleted") && removals.Add(1) == 2 {
+			return errInjected
+		}
+		return nil
+	}))
+	cfg := Config{Dir: "/data/shard", FS: fs, SegmentSize: 1 << 16}
+	f, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.NewTerm(4, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	confFill(t, f, 4, 0, 9, -1)
+	failing.Store(true)
+	if err := f.Delete(4); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Delete with a failing removal: %v, want ErrUnavailable", err)
+	}
+	if _, err := fs.Stat(cfg.Dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the shard directory after Delete: %v, want it gone", err)
+	}
+	if _, err := fs.Stat(cfg.Dir + ".deleted"); err != nil {
+		t.Fatalf("what the failed removal left: %v", err)
+	}
+	g, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if st := g.Status(); st.State != StateNotMember || st.Term != logpos.NoTerm || st.Head != logpos.NoOffset {
+		t.Fatalf("reopened after the Delete: %+v, want a fresh follower", st)
+	}
+	if _, err := fs.Stat(cfg.Dir + ".deleted"); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("Open left what the Delete left: %v", err)
+	}
+}

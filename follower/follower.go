@@ -7,6 +7,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+
 	"github.com/tablefsm/tablefsm/internal/durable"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store"
@@ -84,6 +86,9 @@ type Status struct {
 func Open(cfg Config) (*Follower, error) {
 	cfg = cfg.withDefaults()
 	f := &Follower{cfg: cfg, dir: cfg.Dir, lock: make(chan struct{}, 1), closing: make(chan struct{})}
+	if err := cfg.FS.RemoveAll(deletedDir(cfg.FS, cfg.Dir)); err != nil {
+		return nil, fmt.Errorf("%w: removing what a Delete left: %w", ErrUnavailable, err)
+	}
 	if err := durable.MkdirAll(cfg.FS, cfg.Dir); err != nil {
 		return nil, fmt.Errorf("%w: creating %s: %w", ErrUnavailable, cfg.Dir, err)
 	}
@@ -322,11 +327,34 @@ func (f *Follower) Delete(term logpos.Term) error {
 	if err := f.m.Delete(term); err != nil {
 		return err
 	}
-	if err := f.cfg.FS.RemoveAll(f.dir); err != nil {
+	if err := removeDir(f.cfg.FS, f.dir); err != nil {
 		return errors.Join(f.closeErr, fmt.Errorf("%w: removing %s: %w", ErrUnavailable, f.dir, err))
 	}
 	f.logger().Info("follower deleted", "delete_term", term)
 	return f.closeErr
+}
+
+// removeDir removes a follower's directory so that a crash leaves all of
+// it or none: it is renamed aside (durably) first, then removed. Open
+// removes what a crash left of the renamed directory.
+func removeDir(fs vfs.FS, dir string) error {
+	gone := deletedDir(fs, dir)
+	if err := fs.RemoveAll(gone); err != nil {
+		return err
+	}
+	if err := fs.Rename(dir, gone); err != nil {
+		return err
+	}
+	if err := durable.SyncDir(fs, fs.PathDir(dir)); err != nil {
+		return err
+	}
+	return fs.RemoveAll(gone)
+}
+
+// deletedDir is where Delete moves a follower's directory before removing
+// it: beside it, under a name no follower directory of a node has.
+func deletedDir(fs vfs.FS, dir string) string {
+	return fs.PathJoin(fs.PathDir(dir), fs.PathBase(dir)+".deleted")
 }
 
 // Close ends the stream or install, stops every goroutine, and closes the
