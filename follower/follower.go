@@ -183,17 +183,8 @@ func (f *Follower) repairLocked() error {
 	if f.stream != nil {
 		return nil
 	}
-	if f.logFailed.Load() {
-		f.applier.resetLocked()
-		_ = f.log.Close() // returns the failure we already know
-		log, err := f.openLog(mustKeep(f.store()))
-		if err != nil {
-			return fmt.Errorf("%w: reopening the log: %w", ErrUnavailable, err)
-		}
-		f.log = log
-		f.logFailed.Store(false)
-		f.head.Store(int64(max(log.LastDurable().Offset, f.store().Commit().Offset, logpos.Offset(f.base.Load()))))
-		f.logger().Warn("log reopened after a failure", "head", f.head.Load())
+	if err := f.reopenLogIfFailed(); err != nil {
+		return err
 	}
 	if point, pending := f.store().LogResetPending(); pending {
 		if err := f.resetLog(); err != nil {
@@ -205,6 +196,26 @@ func (f *Follower) repairLocked() error {
 		f.head.Store(int64(point.Offset))
 		f.advertised.Store(int64(point.Offset))
 	}
+	return nil
+}
+
+// reopenLogIfFailed reopens the log if it failed; what it had not synced
+// is gone. The caller holds the lifecycle lock and the applier's, with no
+// stream attached.
+func (f *Follower) reopenLogIfFailed() error {
+	if !f.logFailed.Load() {
+		return nil
+	}
+	f.applier.resetLocked()
+	_ = f.log.Close() // returns the failure we already know
+	log, err := f.openLog(mustKeep(f.store()))
+	if err != nil {
+		return fmt.Errorf("%w: reopening the log: %w", ErrUnavailable, err)
+	}
+	f.log = log
+	f.logFailed.Store(false)
+	f.head.Store(int64(max(log.LastDurable().Offset, f.store().Commit().Offset, logpos.Offset(f.base.Load()))))
+	f.logger().Warn("log reopened after a failure", "head", f.head.Load())
 	return nil
 }
 
@@ -490,7 +501,7 @@ func (f lifecycle) Fence(term logpos.Term, options TermOptions) error {
 // A log the stream left failed is reopened first (what it did not sync
 // is then gone).
 func (f *Follower) settleLog() error {
-	if err := f.repairLocked(); err != nil {
+	if err := f.reopenLogIfFailed(); err != nil {
 		return err
 	}
 	if f.log.LastAppended().Offset <= f.log.LastDurable().Offset {
