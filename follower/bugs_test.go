@@ -214,19 +214,9 @@ func TestBugInstallDoubleFailureRepair(t *testing.T) {
 		}
 		return nil
 	}))
-	f, err := Open(Config{Dir: dir, FS: efs, ApplyRetryMin: time.Millisecond, ApplyRetryMax: 5 * time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = f.Close() }()
-	if _, err := f.NewTerm(2, confOpts); err != nil {
-		t.Fatal(err)
-	}
-	confFill(t, f, 2, 0, 5, 3)
-	waitApplied(t, f, 3)
-	chunks := confSnap{chunkTerm: 2, storeTerm: 2, commit: 30, options: confSnapOpts, prefix: "s"}.build(t)
+	f, chunks := confInstallSetup(t, Config{Dir: dir, FS: efs, ApplyRetryMin: time.Millisecond, ApplyRetryMax: 5 * time.Millisecond})
 	armed.Store(true)
-	_, err = f.InstallSnapshot(&gatedStream{chunks: chunks})
+	_, err := f.InstallSnapshot(&gatedStream{chunks: chunks})
 	if !undoing.Load() || armed.Load() {
 		t.Fatal("the faults did not fire")
 	}

@@ -336,6 +336,24 @@ func confPopulated(t *testing.T, cfg Config) *harness {
 	return h
 }
 
+// confInstallSetup opens a follower with cfg, fenced at term 2 with
+// entries 0..5 and commit 3 applied, and builds a snapshot of term 2 at
+// commit 30 for it. The follower closes with the test.
+func confInstallSetup(t *testing.T, cfg Config) (*Follower, []*replicationpb.SnapshotChunk) {
+	t.Helper()
+	f, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	if _, err := f.NewTerm(2, confOpts); err != nil {
+		t.Fatal(err)
+	}
+	confFill(t, f, 2, 0, 5, 3)
+	waitApplied(t, f, 3)
+	return f, confSnap{chunkTerm: 2, storeTerm: 2, commit: 30, options: confSnapOpts, prefix: "s"}.build(t)
+}
+
 // ---------------------------------------------------------------------------
 // §2.4 check order
 
@@ -832,20 +850,10 @@ func TestConformanceInstallMarkerSyncFailure(t *testing.T) {
 		return nil
 	}))
 	cfg := Config{Dir: dir, FS: efs, ApplyRetryMin: time.Millisecond, ApplyRetryMax: 5 * time.Millisecond}
-	f, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = f.Close() }()
-	if _, err := f.NewTerm(2, confOpts); err != nil {
-		t.Fatal(err)
-	}
-	confFill(t, f, 2, 0, 5, 3)
-	waitApplied(t, f, 3)
-	chunks := confSnap{chunkTerm: 2, storeTerm: 2, commit: 30, options: confSnapOpts, prefix: "s"}.build(t)
+	f, chunks := confInstallSetup(t, cfg)
 	before := confObserve(t, f, dir, efs)
 	armed.Store(true)
-	_, err = f.InstallSnapshot(&gatedStream{chunks: chunks})
+	_, err := f.InstallSnapshot(&gatedStream{chunks: chunks})
 	armed.Store(false)
 	if !renamed.Load() {
 		t.Fatal("the install never renamed its marker")
@@ -1303,17 +1311,7 @@ func TestConformanceInstallWriteFailureCleansStaging(t *testing.T) {
 				}
 				return nil
 			}))
-			f, err := Open(Config{Dir: dir, FS: efs})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			if _, err := f.NewTerm(2, confOpts); err != nil {
-				t.Fatal(err)
-			}
-			confFill(t, f, 2, 0, 5, 3)
-			waitApplied(t, f, 3)
-			chunks := confSnap{chunkTerm: 2, storeTerm: 2, commit: 30, options: confSnapOpts, prefix: "s"}.build(t)
+			f, chunks := confInstallSetup(t, Config{Dir: dir, FS: efs})
 			before := confObserve(t, f, dir, efs)
 			s := &gatedStream{chunks: chunks, gate: make(chan struct{}), gateAt: 1}
 			go func() {
@@ -1321,7 +1319,7 @@ func TestConformanceInstallWriteFailureCleansStaging(t *testing.T) {
 				armed.Store(true)
 				close(s.gate)
 			}()
-			_, err = f.InstallSnapshot(s)
+			_, err := f.InstallSnapshot(s)
 			armed.Store(false)
 			if !errors.Is(err, ErrUnavailable) {
 				t.Errorf("install on failing writes: %v", err)
@@ -1568,17 +1566,7 @@ func TestConformanceInstallCommitPhaseIOFailure(t *testing.T) {
 				}
 				return nil
 			}))
-			f, err := Open(Config{Dir: dir, FS: efs, ApplyRetryMin: time.Millisecond, ApplyRetryMax: 5 * time.Millisecond})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer func() { _ = f.Close() }()
-			if _, err := f.NewTerm(2, confOpts); err != nil {
-				t.Fatal(err)
-			}
-			confFill(t, f, 2, 0, 5, 3)
-			waitApplied(t, f, 3)
-			chunks := confSnap{chunkTerm: 2, storeTerm: 2, commit: 30, options: confSnapOpts, prefix: "s"}.build(t)
+			f, chunks := confInstallSetup(t, Config{Dir: dir, FS: efs, ApplyRetryMin: time.Millisecond, ApplyRetryMax: 5 * time.Millisecond})
 			before := confObserve(t, f, dir, efs)
 			s := &gatedStream{chunks: chunks, gate: make(chan struct{}), gateAt: len(chunks)}
 			go func() {
@@ -1586,7 +1574,7 @@ func TestConformanceInstallCommitPhaseIOFailure(t *testing.T) {
 				armed.Store(true)
 				close(s.gate)
 			}()
-			_, err = f.InstallSnapshot(s)
+			_, err := f.InstallSnapshot(s)
 			armed.Store(false)
 			if fired.Load() == 0 {
 				t.Fatalf("fault never fired (install: %v)", err)
@@ -1631,17 +1619,7 @@ func TestConformanceInstallLogClearFailure(t *testing.T) {
 		return nil
 	}))
 	cfg := Config{Dir: dir, FS: efs, ApplyRetryMin: time.Millisecond, ApplyRetryMax: 5 * time.Millisecond}
-	f, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = f.Close() }()
-	if _, err := f.NewTerm(2, confOpts); err != nil {
-		t.Fatal(err)
-	}
-	confFill(t, f, 2, 0, 5, 3)
-	waitApplied(t, f, 3)
-	chunks := confSnap{chunkTerm: 2, storeTerm: 2, commit: 30, options: confSnapOpts, prefix: "s"}.build(t)
+	f, chunks := confInstallSetup(t, cfg)
 	armed.Store(true)
 	off, err := f.InstallSnapshot(&gatedStream{chunks: chunks})
 	armed.Store(false)
