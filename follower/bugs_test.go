@@ -4,6 +4,7 @@ package follower
 // a regression test once fixed.
 
 import (
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -381,5 +382,94 @@ func TestBugPartialDelete(t *testing.T) {
 	}
 	if _, err := fs.Stat(cfg.Dir + ".deleted"); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Open left what the Delete left: %v", err)
+	}
+}
+
+// TestBugAppendAfterStreamFailed: the transport of a stream failed while
+// its receive loop was appending an entry. Replicate returned and
+// detached the stream without waiting for the receive loop, so a NewTerm
+// that followed found no stream to end, returned, and the old stream's
+// entry landed in the log afterwards (SPEC §2.1, §6.4); a new stream of
+// the same leader could also attach and append beside the old receive
+// loop. Fixed: the receive loop handles each Append under a mutex and
+// checks there that the stream has not ended, and Replicate takes that
+// mutex before detaching the stream.
+func TestBugAppendAfterStreamFailed(t *testing.T) {
+	var armed atomic.Bool
+	entered := make(chan struct{}, 1)
+	unblock := make(chan struct{})
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		// The log starts a segment: a prepared one renamed, or a new one.
+		roll := strings.HasPrefix(op.Path, mdlDir+"/wal/") &&
+			((op.Kind == errorfs.OpRename && strings.Contains(op.Path, "/next-")) ||
+				(op.Kind == errorfs.OpCreate && strings.HasSuffix(op.Path, ".seg")))
+		if roll && armed.CompareAndSwap(true, false) {
+			entered <- struct{}{}
+			<-unblock
+		}
+		return nil
+	}))
+	if err := fs.MkdirAll("/data", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// Segments so small that every entry starts one.
+	f, err := Open(Config{Dir: mdlDir, FS: fs, SegmentSize: 64})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	ended := make(chan struct{})
+	f.streamEnded = func(*replication) { close(ended) }
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := newFakeStream()
+	res := make(chan error, 1)
+	go func() { res <- f.Replicate(s) }()
+	send := func(o int64) {
+		s.in <- &replicationpb.Append{Term: 1, CommitOffset: -1, Entry: &replicationpb.LogEntry{Term: 1, Offset: o, Value: kvPut("k", fmt.Sprint(o))}}
+	}
+	send(0)
+	<-s.acks
+	armed.Store(true)
+	send(1)
+	<-entered // the receive loop is appending entry 1
+	f.acquire()
+	r1 := f.stream
+	f.release()
+	s.cancel() // the transport fails
+	<-ended
+	// Replicate may return only once the append is over; NewTerm, if it
+	// comes first, ends the stream and waits for it.
+	type reply struct {
+		id  logpos.EntryID
+		err error
+	}
+	fenced := make(chan reply, 1)
+	select {
+	case err := <-res:
+		close(unblock)
+		t.Fatalf("Replicate returned (%v) while an append of its stream was under way", err)
+	default:
+		go func() { id, err := f.NewTerm(2, TermOptions{}); fenced <- reply{id, err} }()
+	}
+	select {
+	case <-r1.stopped: // NewTerm found the stream attached, and ends it
+	case r := <-fenced:
+		close(unblock)
+		t.Fatalf("NewTerm returned %v, %v while an append of the old stream was under way", r.id, r.err)
+	}
+	close(unblock)
+	r := <-fenced
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if err := <-res; !errors.Is(err, context.Canceled) {
+		t.Fatalf("the stream: %v", err)
+	}
+	st := f.Status()
+	durable, appended := f.log.LastDurable(), f.log.LastAppended()
+	if r.id != (logpos.EntryID{Term: 1, Offset: 1}) || st.Head != 1 || appended != durable || durable.Offset != 1 {
+		t.Fatalf("NewTerm replied %v; head %d, log durable %v, appended %v: want all at entry 1", r.id, st.Head, durable, appended)
 	}
 }

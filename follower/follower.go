@@ -54,6 +54,10 @@ type Follower struct {
 	// reopened before it is used again (their failures are sticky).
 	logFailed   atomic.Bool
 	storeFailed atomic.Bool
+	// streamEnded, when a test sets it (before any stream attaches), is
+	// called by Replicate once its stream ended, before it waits for the
+	// stream's receive loop.
+	streamEnded func(*replication)
 
 	// Published for lock-free readers.
 	term       atomic.Int64 // the current term

@@ -41,6 +41,12 @@ type replication struct {
 	stopOnce sync.Once
 	recvDone chan struct{}
 	syncDone chan struct{}
+	// handling is held by the receive loop from the moment an Append
+	// arrives until it is handled; the loop checks under it that the
+	// stream has not ended. Replicate takes it once the stream ended, so
+	// that nothing of the stream is written after it returns, even while
+	// the receive loop, blocked in Recv, has not exited yet.
+	handling sync.Mutex
 	// wake tells the sync loop there is something to sync or acknowledge.
 	wake chan struct{}
 
@@ -108,7 +114,18 @@ func (f *Follower) Replicate(s ReplicationStream) error {
 		return err
 	}
 	<-r.ctx.Done()
-	<-r.syncDone
+	if f.streamEnded != nil {
+		f.streamEnded(r)
+	}
+	// The receive loop may still be blocked in Recv (a server stream's
+	// returns only once this handler has returned), but once it has left
+	// the Append it was handling, it writes nothing more. The sync loop
+	// is not waited for: it may be blocked in Send by a leader that stopped
+	// reading acks, which only the end of this handler unblocks. It sends
+	// nothing once the stream ended, and the control operation that ends
+	// a stream waits for both loops.
+	r.handling.Lock()
+	r.handling.Unlock()
 	// Detach, unless a control operation is doing it (it holds the lock
 	// and waits for the receive loop, which waits for this to return).
 	cause := context.Cause(r.ctx)
@@ -165,27 +182,33 @@ func (r *replication) kick() {
 
 // receive is the receive loop: the per-entry hot path.
 func (r *replication) receive() {
-	for {
-		a, err := r.s.Recv()
-		if r.ctx.Err() != nil {
-			return // ended: nothing more is written
-		}
-		if errors.Is(err, io.EOF) {
-			r.mu.Lock()
-			r.mu.inputDone = true
-			r.mu.Unlock()
-			r.kick()
-			return
-		}
-		if err != nil {
-			r.fail(fmt.Errorf("follower: receiving: %w", err))
-			return
-		}
-		if err := r.handle(a); err != nil {
-			r.fail(err)
-			return
-		}
+	for r.step(r.s.Recv()) {
 	}
+}
+
+// step handles what one Recv returned, and reports whether to receive
+// again. Nothing is written once the stream ended.
+func (r *replication) step(a *replicationpb.Append, err error) bool {
+	r.handling.Lock()
+	defer r.handling.Unlock()
+	switch {
+	case r.ctx.Err() != nil:
+		return false
+	case errors.Is(err, io.EOF):
+		r.mu.Lock()
+		r.mu.inputDone = true
+		r.mu.Unlock()
+		r.kick()
+		return false
+	case err != nil:
+		r.fail(fmt.Errorf("follower: receiving: %w", err))
+		return false
+	}
+	if err := r.handle(a); err != nil {
+		r.fail(err)
+		return false
+	}
+	return true
 }
 
 // handle processes one Append. It allocates nothing, and takes no
@@ -314,6 +337,10 @@ func (r *replication) sync() {
 			}
 			return
 		}
+		if r.ctx.Err() != nil {
+			f.applier.kick()
+			return // ended: no more acks (Replicate may have returned)
+		}
 		done, err := r.acknowledge(max(durable, logpos.Offset(f.base.Load())))
 		f.applier.kick() // after the acks: they should not wait for it
 		if err != nil {
@@ -365,6 +392,9 @@ func (r *replication) acknowledge(durable logpos.Offset) (bool, error) {
 	r.mu.Unlock()
 
 	for _, p := range r.sending {
+		if err := r.ctx.Err(); err != nil {
+			return false, err // ended: Replicate may have returned
+		}
 		if invariants {
 			assertf(p.offset <= durable && (mode == perEntry || p.offset >= r.lastAck),
 				"ack %d with durable head %d after ack %d", p.offset, durable, r.lastAck)
