@@ -473,3 +473,126 @@ func TestBugAppendAfterStreamFailed(t *testing.T) {
 		t.Fatalf("NewTerm replied %v; head %d, log durable %v, appended %v: want all at entry 1", r.id, st.Head, durable, appended)
 	}
 }
+
+// TestBugGetClassifiesClosedStore: Get returned the store's errors as they
+// were. Racing Close (which closes the store before the state becomes
+// Closed) or a repair (which closes a failed store before reopening it),
+// it returned store.ErrClosed, which matches no error of SPEC §4: the
+// gRPC layer answered Unknown. Fixed: Get fails with ErrClosed while the
+// follower closes, with ErrUnavailable otherwise.
+func TestBugGetClassifiesClosedStore(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	if err := h.f.store().Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.f.Get([]byte("k")); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Get with the store closed under a live follower: %v", err)
+	}
+	open := h.f.closing
+	closing := make(chan struct{})
+	close(closing)
+	h.f.closing = closing // as Close does before it closes the store
+	if _, err := h.f.Get([]byte("k")); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Get while the follower closes: %v", err)
+	}
+	h.f.closing = open
+}
+
+// TestBugInstallErrClosedOnLiveFollower: the applier reopened a failed
+// store while an install was receiving chunks; closing the store aborted
+// the install's loader, and the install failed with ErrClosed although the
+// follower was open (SPEC §2.4: an I/O failure is ErrUnavailable; §4:
+// ErrClosed is for a closed follower). Fixed: a store closed under the
+// loader is ErrUnavailable unless the follower closed.
+func TestBugInstallErrClosedOnLiveFollower(t *testing.T) {
+	f, chunks := confInstallSetup(t, Config{Dir: t.TempDir()})
+	s := &gatedStream{chunks: chunks, gate: make(chan struct{}), gateAt: 1}
+	res := make(chan error, 1)
+	go func() { _, err := f.InstallSnapshot(s); res <- err }()
+	waitInstallsStarted(t, f, 1)
+	// As a repair of a failed store does, before it reopens it.
+	_ = f.store().Close()
+	close(s.gate)
+	if err := <-res; errors.Is(err, ErrClosed) || !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("install on a live follower whose store was closed: %v, want ErrUnavailable", err)
+	}
+	if st := f.Status(); st.State != StateFollower {
+		t.Fatalf("state %v", st.State)
+	}
+}
+
+// TestBugAbandonedInstallRepairError: NewTerm abandoned an install in
+// transfer, then a stream of the new term failed on the log, and the disk
+// kept failing. At its commit the install first tried to repair the log,
+// and that failure decided its error: ErrUnavailable where SPEC §2.4 says
+// an install abandoned by NewTerm fails with ErrInvalidTerm whatever else
+// is wrong. Fixed: an abandoned install consults the machine's guard even
+// when the repair failed.
+func TestBugAbandonedInstallRepairError(t *testing.T) {
+	var failing atomic.Bool
+	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if failing.Load() && strings.Contains(op.Path, "/wal") {
+			return errInjected
+		}
+		return nil
+	}))
+	f, chunks := confInstallSetup(t, Config{Dir: t.TempDir(), FS: fs})
+	defer failing.Store(false)
+	s := &gatedStream{chunks: chunks, gate: make(chan struct{}), gateAt: 1}
+	res := make(chan error, 1)
+	go func() { _, err := f.InstallSnapshot(s); res <- err }()
+	waitInstallsStarted(t, f, 1)
+	if _, err := f.NewTerm(3, TermOptions{}); err != nil { // abandons the install
+		t.Fatal(err)
+	}
+	a := confAttach(t, f)
+	failing.Store(true)
+	a.send(t, entryAppend(3, 6, 0, "k", "v"))
+	if err := <-a.res; !errors.Is(err, ErrUnavailable) || !f.logFailed.Load() {
+		t.Fatalf("a stream on a failing log: %v", err)
+	}
+	close(s.gate) // the abandoned transfer completes
+	if err := <-res; !errors.Is(err, ErrInvalidTerm) {
+		t.Fatalf("install abandoned by NewTerm: %v, want ErrInvalidTerm", err)
+	}
+}
+
+// TestBugStatusCommitAboveHead: an install publishes the snapshot's commit
+// (in the store) an instant before the follower's head; a Status read in
+// between reported commit 30 above head 5 (SPEC §6.3). Fixed: Status
+// never reports a head below the commit. The install is held while it
+// removes the replaced database, after the swap.
+func TestBugStatusCommitAboveHead(t *testing.T) {
+	var armed, once atomic.Bool
+	var replaced atomic.Pointer[string]
+	held, release := make(chan struct{}), make(chan struct{})
+	dir := t.TempDir()
+	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if p := replaced.Load(); armed.Load() && p != nil && op.Kind == errorfs.OpRemoveAll &&
+			strings.HasSuffix(op.Path, *p) && once.CompareAndSwap(false, true) {
+			close(held)
+			<-release
+		}
+		return nil
+	}))
+	f, chunks := confInstallSetup(t, Config{Dir: dir, FS: fs})
+	cur, err := os.ReadFile(filepath.Join(dir, "store", "CURRENT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "/store/" + strings.TrimSpace(string(cur))
+	replaced.Store(&name)
+	armed.Store(true)
+	res := make(chan error, 1)
+	go func() { _, err := f.InstallSnapshot(&gatedStream{chunks: chunks}); res <- err }()
+	<-held
+	st := f.Status()
+	close(release)
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	if st.Commit > st.Head {
+		t.Fatalf("Status during the install's commit: %+v", st)
+	}
+}

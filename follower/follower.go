@@ -292,13 +292,17 @@ func (f *Follower) acquireUnless(done <-chan struct{}) bool {
 }
 
 // Status returns the follower's term, state, head and commit without
-// waiting for any lock.
+// waiting for any lock. The fields are read one after the other, not as
+// one snapshot; the head reported is never below the commit (a snapshot
+// install publishes its commit an instant before its head).
 func (f *Follower) Status() Status {
+	head := logpos.Offset(f.head.Load())
+	commit := f.store().Commit().Offset
 	return Status{
 		Term:   logpos.Term(f.term.Load()),
 		State:  f.m.State(),
-		Head:   logpos.Offset(f.head.Load()),
-		Commit: f.store().Commit().Offset,
+		Head:   max(head, commit),
+		Commit: commit,
 	}
 }
 
@@ -385,12 +389,34 @@ func (f *Follower) Close() error {
 }
 
 // Get returns the value stored under a user key of the store (the keys
-// the state machine wrote), or an error matching store.ErrNotFound.
+// the state machine wrote), or an error matching store.ErrNotFound. It
+// fails with ErrClosed once the follower closes (or while it closes), and
+// with ErrUnavailable when the store cannot be read.
 func (f *Follower) Get(key []byte) ([]byte, error) {
 	if f.m.State() == StateClosed {
 		return nil, ErrClosed
 	}
-	return f.store().Get(key)
+	v, err := f.store().Get(key)
+	switch {
+	case err == nil, errors.Is(err, store.ErrNotFound):
+		return v, err
+	case errors.Is(err, store.ErrClosed):
+		// Closing, or the store is being reopened after a failure.
+		if f.m.State() == StateClosed || isClosed(f.closing) {
+			return nil, fmt.Errorf("%w: %w", ErrClosed, err)
+		}
+	}
+	return nil, fmt.Errorf("%w: reading the store: %w", ErrUnavailable, err)
+}
+
+// isClosed reports whether ch is closed.
+func isClosed(ch <-chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // Snapshot takes a consistent copy of the follower's store, to read out as

@@ -53,7 +53,9 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 	}
 	release, err = f.control()
 	defer release()
-	if err == nil {
+	if err == nil || f.install != inst {
+		// An install abandoned by NewTerm fails with ErrInvalidTerm even
+		// when repairing the log or the store failed.
 		err = f.m.CommitInstall(inst)
 	}
 	if err != nil {
@@ -169,13 +171,13 @@ func (inst *installation) transfer(c *replicationpb.SnapshotChunk, chunks *chunk
 }
 
 // snapshotError classifies a loader error: an invalid snapshot is the
-// leader's mistake, anything else the disk's.
+// leader's mistake, anything else the disk's. A store closed under the
+// loader is too: a follower that closes fails the install with ErrClosed
+// on its own (failInstall), and one that stays open closed the store to
+// reopen it after a failure.
 func snapshotError(err error) error {
-	switch {
-	case errors.Is(err, store.ErrInvalidSnapshot):
+	if errors.Is(err, store.ErrInvalidSnapshot) {
 		return fmt.Errorf("%w: %w", ErrInvalidArgument, err)
-	case errors.Is(err, store.ErrClosed):
-		return fmt.Errorf("%w: %w", ErrClosed, err)
 	}
 	return fmt.Errorf("%w: staging the snapshot: %w", ErrUnavailable, err)
 }
