@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -74,8 +75,10 @@ type Server struct {
 	grpc   *grpc.Server
 	health *health.Server
 
-	// shuttingDown is set once Shutdown starts.
+	// shuttingDown is set once Shutdown starts, when stopping is cancelled.
 	shuttingDown atomic.Bool
+	stopping     context.Context
+	stop         context.CancelFunc
 	mu           struct {
 		sync.Mutex
 		closing bool
@@ -115,12 +118,14 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("grpcapi: locking the data directory %s (is another node using it?): %w", opts.DataDir, err)
 	}
 	s := &Server{opts: opts, log: opts.Logger, fs: opts.FS, lock: lock}
+	s.stopping, s.stop = context.WithCancel(context.Background())
 	s.mu.shards = make(map[shardKey]*shard)
 	s.mu.retired = make(map[shardKey]*stepLog)
 
 	gopts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(opts.MaxMessageSize),
 		grpc.MaxSendMsgSize(opts.MaxMessageSize),
+		grpc.ChainStreamInterceptor(s.endOnShutdown),
 	}
 	if opts.MaxConcurrentStreams > 0 {
 		gopts = append(gopts, grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams))
@@ -148,8 +153,9 @@ func (s *Server) Serve(lis net.Listener) error {
 }
 
 // Shutdown stops the node: health turns NOT_SERVING, no new call is
-// accepted, every stream and install ends (Unavailable), every follower
-// is closed, and Shutdown waits for the running handlers. When ctx ends
+// accepted, every stream and install ends (Unavailable), so do health
+// watches, every follower is closed, and Shutdown waits for the running
+// handlers. When ctx ends
 // first, the remaining connections are closed at once. Shutdown releases
 // the data directory; calling it again returns the first result.
 func (s *Server) Shutdown(ctx context.Context) error {
@@ -166,6 +172,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 		shards = append(shards, sh)
 	}
 	s.mu.Unlock()
+	s.stop()
 	s.health.Shutdown()
 	s.log.Info("shutting down", "shards", len(shards))
 
@@ -193,6 +200,28 @@ func (s *Server) shutdown(ctx context.Context) error {
 	errs = append(errs, s.lock.Close())
 	return errors.Join(errs...)
 }
+
+// endOnShutdown ends, when Shutdown starts, the context of the streams
+// that no follower ends (health watches, reflection): a handler that
+// follows its context returns then, and a graceful stop need not wait for
+// its client. The replication streams end with their followers.
+func (s *Server) endOnShutdown(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if strings.HasPrefix(info.FullMethod, "/replication.") {
+		return handler(srv, ss)
+	}
+	ctx, cancel := context.WithCancel(ss.Context())
+	defer cancel()
+	defer context.AfterFunc(s.stopping, cancel)()
+	return handler(srv, ctxStream{ss, ctx})
+}
+
+// ctxStream is a server stream with another context.
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (c ctxStream) Context() context.Context { return c.ctx }
 
 // shard is one hosted shard: its follower and its recent lifecycle steps.
 type shard struct {

@@ -181,6 +181,33 @@ func TestHealthAndReflection(t *testing.T) {
 	}
 }
 
+// TestShutdownEndsHealthWatch: a client watching the node's health (as
+// gRPC's client-side health checking does) sees NOT_SERVING at shutdown,
+// then its stream ends; the graceful shutdown does not wait for it to go
+// away (node.stop fails the test if the shutdown is cut short).
+func TestShutdownEndsHealthWatch(t *testing.T) {
+	n := startNode(t, "")
+	watch, err := healthpb.NewHealthClient(n.conn.ClientConn()).Watch(ctxT(t), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("watch: %v, %v", resp, err)
+	}
+	stopped := make(chan struct{})
+	go func() { defer close(stopped); n.stop() }()
+	for {
+		resp, err := watch.Recv()
+		if err != nil {
+			break
+		}
+		if resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Errorf("watch during shutdown: %v", resp)
+		}
+	}
+	<-stopped
+}
+
 // TestRestartAndDelete: shards with data are hosted after a restart
 // (GetStatus and DeleteShard open them); after DeleteShard the node
 // forgets the shard and a later NewTerm starts a fresh follower.
