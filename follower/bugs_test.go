@@ -5,6 +5,7 @@ package follower
 
 import (
 	"context"
+	"io"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/store"
 	"github.com/tablefsm/tablefsm/wal"
 )
 
@@ -594,5 +596,107 @@ func TestBugStatusCommitAboveHead(t *testing.T) {
 	}
 	if st.Commit > st.Head {
 		t.Fatalf("Status during the install's commit: %+v", st)
+	}
+}
+
+// reapplyGate applies entries as store.KV does; once armed, the first
+// entry it applies waits for release, after closing entered.
+type reapplyGate struct {
+	armed            atomic.Bool
+	entered, release chan struct{}
+}
+
+func (g *reapplyGate) Apply(e logpos.Entry, w *store.Writer) error {
+	if g.armed.CompareAndSwap(true, false) {
+		close(g.entered)
+		<-g.release
+	}
+	return store.KV{}.Apply(e, w)
+}
+
+// TestBugCommitBackAfterStoreRepair: the store failed with applied
+// batches not yet synced (they need not be: the log is the source of
+// truth) and was reopened in the same process with an older commit. The
+// follower reported the older commit (SPEC §6.3: commit never decreases)
+// and served reads of the older state, although WaitApplied had
+// confirmed the newer one. Fixed: until the applier has applied the lost
+// entries again, the commit reported is the one reached before, and
+// reads fail with ErrUnavailable.
+func TestBugCommitBackAfterStoreRepair(t *testing.T) {
+	dir := t.TempDir()
+	sm := &reapplyGate{entered: make(chan struct{}), release: make(chan struct{})}
+	f, err := Open(Config{Dir: dir, StateMachine: sm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	confFill(t, f, 1, 0, 2, 2)
+	waitApplied(t, f, 2)
+	// The store's files as they were at commit 2.
+	sn, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{}
+	for {
+		c, err := sn.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[c.Name] = append(files[c.Name], c.Content...)
+	}
+	if err := sn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	confFill(t, f, 1, 3, 5, 5)
+	waitApplied(t, f, 5)
+	// The store fails and loses the batches it had not synced: it is back
+	// at commit 2 when the next control operation reopens it.
+	f.acquire()
+	_ = f.store().Close()
+	cur, err := os.ReadFile(filepath.Join(dir, "store", "CURRENT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(dir, "store", strings.TrimSpace(string(cur)))
+	if err := os.RemoveAll(db); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(db, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(db, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.storeFailed.Store(true)
+	f.release()
+	sm.armed.Store(true)
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	<-sm.entered // the applier applies again what the store lost
+	if c := f.store().Commit().Offset; c != 2 {
+		t.Fatalf("the reopened store has commit %d, want 2", c)
+	}
+	st := f.Status()
+	_, getErr := f.Get([]byte("k5"))
+	close(sm.release)
+	if st.Commit != 5 || st.Head != 5 {
+		t.Errorf("status after the store came back older: %+v, want commit 5", st)
+	}
+	if !errors.Is(getErr, ErrUnavailable) {
+		t.Errorf("Get while the store is behind the commit reported: %v, want ErrUnavailable", getErr)
+	}
+	waitApplied(t, f, 5)
+	if v, err := f.Get([]byte("k5")); err != nil || string(v) != "t1" {
+		t.Fatalf("k5 once applied again: %q, %v", v, err)
 	}
 }

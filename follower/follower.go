@@ -54,6 +54,12 @@ type Follower struct {
 	// reopened before it is used again (their failures are sticky).
 	logFailed   atomic.Bool
 	storeFailed atomic.Bool
+	// commitFloor is the commit the follower had reached when its store
+	// failed and came back with an older one (applied batches are not
+	// synced one by one), or NoOffset. Until the applier has applied the
+	// entries again up to it, it is the commit reported and reads fail
+	// with ErrUnavailable: the commit never goes back without a restart.
+	commitFloor atomic.Int64
 	// streamEnded, when a test sets it (before any stream attaches), is
 	// called by Replicate once its stream ended, before it waits for the
 	// stream's receive loop.
@@ -90,6 +96,7 @@ type Status struct {
 func Open(cfg Config) (*Follower, error) {
 	cfg = cfg.withDefaults()
 	f := &Follower{cfg: cfg, dir: cfg.Dir, lock: make(chan struct{}, 1), closing: make(chan struct{})}
+	f.commitFloor.Store(int64(logpos.NoOffset))
 	if err := cfg.FS.RemoveAll(deletedDir(cfg.FS, cfg.Dir)); err != nil {
 		return nil, fmt.Errorf("%w: removing what a Delete left: %w", ErrUnavailable, err)
 	}
@@ -146,6 +153,12 @@ func (f *Follower) control() (release func(), err error) {
 // store returns the store.
 func (f *Follower) store() *store.Store { return f.st.Load() }
 
+// commit is the follower's commit: the store's, or the commit it had
+// reached before its store failed, until the store is back there.
+func (f *Follower) commit() logpos.Offset {
+	return max(f.store().Commit().Offset, logpos.Offset(f.commitFloor.Load()))
+}
+
 // noteLogError remembers that the log or the store failed: their failures
 // are sticky until they are reopened, which the next control operation
 // (or the applier's next retry) does.
@@ -168,13 +181,18 @@ func (f *Follower) repairLocked() error {
 	}
 	if f.storeFailed.Load() {
 		f.applier.resetLocked()
+		reached := f.commit()
 		_ = f.store().Close() // returns the failure we already know
 		st, err := f.openStore()
 		if err != nil {
 			return fmt.Errorf("%w: reopening the store: %w", ErrUnavailable, err)
 		}
+		if st.Commit().Offset < reached {
+			f.commitFloor.Store(int64(reached))
+		}
 		f.st.Store(st)
 		f.storeFailed.Store(false)
+		f.applier.kick() // what the store lost is applied again
 		f.term.Store(int64(st.Term()))
 		f.logger().Warn("store reopened after a failure", "commit", st.Commit())
 		if f.m.State() == StateNotMember && st.Term() != logpos.NoTerm {
@@ -218,7 +236,7 @@ func (f *Follower) reopenLogIfFailed() error {
 	}
 	f.log = log
 	f.logFailed.Store(false)
-	f.head.Store(int64(max(log.LastDurable().Offset, f.store().Commit().Offset, logpos.Offset(f.base.Load()))))
+	f.head.Store(int64(max(log.LastDurable().Offset, f.commit(), logpos.Offset(f.base.Load()))))
 	f.logger().Warn("log reopened after a failure", "head", f.head.Load())
 	return nil
 }
@@ -297,7 +315,7 @@ func (f *Follower) acquireUnless(done <-chan struct{}) bool {
 // install publishes its commit an instant before its head).
 func (f *Follower) Status() Status {
 	head := logpos.Offset(f.head.Load())
-	commit := f.store().Commit().Offset
+	commit := f.commit()
 	return Status{
 		Term:   logpos.Term(f.term.Load()),
 		State:  f.m.State(),
@@ -396,7 +414,11 @@ func (f *Follower) Get(key []byte) ([]byte, error) {
 	if f.m.State() == StateClosed {
 		return nil, ErrClosed
 	}
-	v, err := f.store().Get(key)
+	st := f.store()
+	if st.Commit().Offset < logpos.Offset(f.commitFloor.Load()) {
+		return nil, fmt.Errorf("%w: the store is applying again what it lost in a failure", ErrUnavailable)
+	}
+	v, err := st.Get(key)
 	switch {
 	case err == nil, errors.Is(err, store.ErrNotFound):
 		return v, err
@@ -479,7 +501,7 @@ func (f lifecycle) HeadGiven(head *logpos.EntryID) bool { return head != nil }
 func (f lifecycle) NothingAttached() bool { return f.stream == nil && f.install == nil }
 
 func (f lifecycle) HeadNotBelowCommit(head *logpos.EntryID) bool {
-	return head.Offset >= f.store().Commit().Offset
+	return head.Offset >= f.commit()
 }
 
 func (f lifecycle) HeadNotBeyondLog(head *logpos.EntryID) bool {
@@ -560,7 +582,7 @@ func (f lifecycle) TruncateLog(head *logpos.EntryID) error {
 	if err != nil {
 		return fmt.Errorf("%w: truncating the log after %d: %w", ErrUnavailable, head.Offset, err)
 	}
-	newHead := max(kept, f.store().Commit().Offset, logpos.Offset(f.base.Load()))
+	newHead := max(kept, f.commit(), logpos.Offset(f.base.Load()))
 	f.head.Store(int64(newHead))
 	// A commit offset above what the log keeps cannot be applied.
 	f.advertised.Store(min(f.advertised.Load(), int64(newHead)))

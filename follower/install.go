@@ -212,6 +212,7 @@ func (f lifecycle) CommitSnapshot(inst *installation) error {
 		return snapshotError(err)
 	}
 	f.install = nil
+	f.commitFloor.Store(int64(logpos.NoOffset)) // the snapshot's commit is the commit
 	point := info.Commit.Offset
 	if invariants {
 		assertf(int64(f.store().Term()) >= f.term.Load(), "install took the term from %d to %d", f.term.Load(), f.store().Term())

@@ -109,7 +109,7 @@ func (f *Follower) Stats() Stats {
 		InstallsAbandoned: s.installsAbandoned.Load(),
 		StreamAttached:    s.streamAttached.Load(),
 		Advertised:        logpos.Offset(f.advertised.Load()),
-		Commit:            f.store().Commit().Offset,
+		Commit:            f.commit(),
 		AppendLatency:     s.appendLatency.snapshot(),
 		SyncLatency:       s.syncLatency.snapshot(),
 		AckLatency:        s.ackLatency.snapshot(),
