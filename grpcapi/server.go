@@ -172,8 +172,8 @@ func (s *Server) shutdown(ctx context.Context) error {
 		shards = append(shards, sh)
 	}
 	s.mu.Unlock()
+	s.health.Shutdown() // watchers are sent NOT_SERVING, then their streams end
 	s.stop()
-	s.health.Shutdown()
 	s.log.Info("shutting down", "shards", len(shards))
 
 	stopped := make(chan struct{})
