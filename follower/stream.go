@@ -7,9 +7,11 @@ import (
 )
 
 // ReplicationStream is the follower's side of a Replicate call: Appends in,
-// Acks out. A gRPC server stream satisfies it. Like one, Recv must return
-// (with an error) once the Replicate call it was passed to has returned,
-// and Recv and Send may be called from two goroutines at once.
+// Acks out. A gRPC server stream satisfies it. Like one, Recv and a Send
+// blocked by flow control must return (with an error) once the Replicate
+// call the stream was passed to has returned, and Recv and Send may be
+// called from two goroutines at once. Nothing is sent once Replicate
+// returned but the end of a Send already under way.
 type ReplicationStream interface {
 	Context() context.Context
 	Recv() (*replicationpb.Append, error)

@@ -75,7 +75,8 @@ type Server struct {
 	grpc   *grpc.Server
 	health *health.Server
 
-	// shuttingDown is set once Shutdown starts, when stopping is cancelled.
+	// shuttingDown is set once Shutdown starts; stopping is cancelled
+	// then (by stop), which ends the streams no follower ends.
 	shuttingDown atomic.Bool
 	stopping     context.Context
 	stop         context.CancelFunc
@@ -155,9 +156,9 @@ func (s *Server) Serve(lis net.Listener) error {
 // Shutdown stops the node: health turns NOT_SERVING, no new call is
 // accepted, every stream and install ends (Unavailable), so do health
 // watches, every follower is closed, and Shutdown waits for the running
-// handlers. When ctx ends
-// first, the remaining connections are closed at once. Shutdown releases
-// the data directory; calling it again returns the first result.
+// handlers. When ctx ends first, the remaining connections are closed at
+// once. Shutdown releases the data directory; calling it again returns
+// the first result.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() { s.shutdownErr = s.shutdown(ctx) })
 	return s.shutdownErr
@@ -202,9 +203,10 @@ func (s *Server) shutdown(ctx context.Context) error {
 }
 
 // endOnShutdown ends, when Shutdown starts, the context of the streams
-// that no follower ends (health watches, reflection): a handler that
-// follows its context returns then, and a graceful stop need not wait for
-// its client. The replication streams end with their followers.
+// that no follower ends: a handler that follows its context (a health
+// watch) returns then, and a graceful stop need not wait for its client.
+// The replication streams end with their followers. A reflection stream
+// waits for its client's next request and is not ended.
 func (s *Server) endOnShutdown(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if strings.HasPrefix(info.FullMethod, "/replication.") {
 		return handler(srv, ss)
