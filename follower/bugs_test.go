@@ -5,10 +5,10 @@ package follower
 
 import (
 	"context"
-	"io"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
