@@ -377,8 +377,15 @@ func (l *Log) rollSegment(first logpos.Offset, prev uint32, recSize int64) (*seg
 		file:     f,
 	}
 	l.mu.Lock()
+	var synced vfs.File
 	if old := l.mu.active; old != nil {
 		old.sealed = true
+		// A segment whose bytes a sync round already covered gets no
+		// further round: it is synced now (else the round marks it).
+		if old.file != nil && old.durableEnd == old.end {
+			old.synced = true
+			synced, old.file = old.file, nil
+		}
 	}
 	l.mu.segs = append(l.mu.segs, s)
 	l.mu.active = s
@@ -386,6 +393,9 @@ func (l *Log) rollSegment(first logpos.Offset, prev uint32, recSize int64) (*seg
 	l.mu.pending = appendSegmentHeader(l.mu.pending[:0], segmentHeader{first: first, prevCRC: prev})
 	l.mu.dirGen++
 	l.mu.Unlock()
+	if synced != nil {
+		_ = synced.Close()
+	}
 	l.kickWorker()
 	return s, nil
 }

@@ -7,9 +7,11 @@ import (
 	"io"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/tablefsm/tablefsm/logpos"
 )
@@ -321,4 +323,66 @@ func TestSecondOpenLocked(t *testing.T) {
 	if _, err := Open("x", Options{FS: fs, SegmentSize: 10}); err == nil {
 		t.Fatal("tiny segment size accepted")
 	}
+}
+
+// TestSegmentsSyncedBeforeTheyRoll: when every entry is synced on its own
+// (as a follower's sync loop does when entries trickle in), a segment's
+// bytes are all durable before the next append rolls it over, and no sync
+// round covers it again. Such segments must still count as synced: they
+// get an index, their write handle is closed, Trim can drop them, and the
+// next Open scans only the last segment.
+func TestSegmentsSyncedBeforeTheyRoll(t *testing.T) {
+	fs := vfs.NewMem()
+	l := mustOpen(t, "wal", memOpts(fs))
+	all := entries(0, 199, 0)
+	for _, e := range all {
+		mustAppend(t, l, e)
+		mustSync(t, l)
+	}
+	l.mu.Lock()
+	sealed := l.mu.segs[:len(l.mu.segs)-1]
+	if len(sealed) < 5 {
+		l.mu.Unlock()
+		t.Fatalf("only %d sealed segments", len(sealed))
+	}
+	for _, s := range sealed {
+		if !s.synced || s.file != nil {
+			t.Errorf("sealed segment %d: synced %v, write handle open %v", s.first, s.synced, s.file != nil)
+		}
+	}
+	l.mu.Unlock()
+	if err := l.Trim(150); err != nil {
+		t.Fatal(err)
+	}
+	first := l.FirstOffset()
+	if first == 0 || first > 150 {
+		t.Errorf("after Trim(150) the log starts at %d", first)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	segs, idx := listSuffix(t, fs, "wal", segmentSuffix), listSuffix(t, fs, "wal", indexSuffix)
+	if len(idx) != len(segs)-1 {
+		t.Errorf("%d index files for %d segments", len(idx), len(segs))
+	}
+	// Reopening reads the records of the last segment only.
+	read := map[string]bool{}
+	var mu sync.Mutex
+	counting := errorfs.Wrap(fs, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if (op.Kind == errorfs.OpFileReadAt || op.Kind == errorfs.OpFileRead) &&
+			strings.HasSuffix(op.Path, segmentSuffix) && op.Offset >= segmentHeaderSize {
+			mu.Lock()
+			read[op.Path] = true
+			mu.Unlock()
+		}
+		return nil
+	}))
+	l = mustOpen(t, "wal", memOpts(counting))
+	defer l.Close()
+	mu.Lock()
+	if len(read) > 1 {
+		t.Errorf("Open read the records of %d segments", len(read))
+	}
+	mu.Unlock()
+	checkEntries(t, readAll(t, l, first), all[first:])
 }
