@@ -419,7 +419,8 @@ func TestLifecycleRows(t *testing.T) {
 // TestLifecycleShortestPaths drives the machine to every state by the
 // shortest path, checking each step.
 func TestLifecycleShortestPaths(t *testing.T) {
-	for s := State(1); int(s) < len(stateNames); s++ {
+	for i := 1; i < len(stateNames); i++ {
+		s := State(i)
 		path, ok := lifecyclePaths[s]
 		if !ok {
 			t.Errorf("no path to %v", s)

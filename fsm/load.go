@@ -1,11 +1,13 @@
 package fsm
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
@@ -26,6 +28,7 @@ func LoadFile(file string) (*Table, error) {
 // found, sorted by position.
 func Load(file string, src []byte) (*Table, error) {
 	l := &loader{file: file, broken: map[string]bool{}}
+	src = bytes.TrimPrefix(src, []byte("\ufeff")) // a byte order mark
 	if t := l.load(src); t != nil {
 		l.validate(t)
 	}
@@ -65,6 +68,10 @@ type loader struct {
 	policyRefs []ref
 	// guardErrRefs are the errors named by guards, parallel to Table.Guards.
 	guardErrRefs []ref
+	// initial is where the initial state is named.
+	initial Pos
+	// machine is where the machine is named.
+	machine Pos
 }
 
 func (l *loader) errorf(pos Pos, format string, args ...any) {
@@ -131,7 +138,7 @@ func (l *loader) load(src []byte) *Table {
 		}
 	}
 	if n := fields["machine"]; n != nil {
-		t.Machine = l.ident(n, "machine name", exportedIdent)
+		t.Machine, l.machine = l.ident(n, "machine name", exportedIdent), l.pos(n)
 	}
 	if n := fields["package"]; n != nil {
 		t.Package = l.packageName(n)
@@ -140,7 +147,7 @@ func (l *loader) load(src []byte) *Table {
 		t.Doc, _ = l.str(n, "doc")
 	}
 	if n := fields["initial"]; n != nil {
-		t.Initial = l.ident(n, "initial state", exportedIdent)
+		t.Initial, l.initial = l.ident(n, "initial state", exportedIdent), l.pos(n)
 	}
 	if n := fields["unhandled"]; n != nil {
 		if p := l.policy(n); p != nil {
@@ -270,17 +277,29 @@ func kind(n ast.Node) string {
 		return "a boolean"
 	case *ast.IntegerNode, *ast.FloatNode, *ast.InfinityNode, *ast.NanNode:
 		return "a number"
+	case *ast.TagNode:
+		return "a value tagged " + n.GetToken().Value
+	case *ast.AliasNode:
+		return "an alias"
+	case *ast.StringNode, *ast.LiteralNode:
+		return "a string"
 	}
-	return "a string"
+	return "a " + n.Type().String()
 }
 
-// str returns a string scalar.
+// str returns a string scalar (anchored, or tagged !!str, too).
 func (l *loader) str(n ast.Node, what string) (string, bool) {
 	switch v := n.(type) {
 	case *ast.StringNode:
 		return v.Value, true
 	case *ast.LiteralNode:
 		return strings.TrimRight(v.Value.Value, "\n"), true
+	case *ast.AnchorNode:
+		return l.str(v.Value, what)
+	case *ast.TagNode:
+		if v.Start.Value == "!!str" {
+			return l.str(v.Value, what)
+		}
 	}
 	l.errorf(l.pos(n), "%s must be a string, not %s", what, kind(n))
 	return "", false
@@ -315,7 +334,7 @@ func checkIdent(s string, k identKind) string {
 	if goKeywords[s] {
 		return "must not be a Go keyword"
 	}
-	first := rune(s[0])
+	first, _ := utf8.DecodeRuneInString(s)
 	switch k {
 	case exportedIdent:
 		if !unicode.IsUpper(first) {
@@ -325,8 +344,8 @@ func checkIdent(s string, k identKind) string {
 		if !unicode.IsLower(first) {
 			return "must start with a lower-case letter"
 		}
-		if goPredeclared[s] || s == "m" {
-			return "must not shadow a Go predeclared name or the receiver \"m\""
+		if goPredeclared[s] || generatedLocals[s] {
+			return "must not shadow a Go predeclared name or a name the generated methods use (m, from, refused, fsm)"
 		}
 	case packageIdent:
 		if strings.ToLower(s) != s || strings.Contains(s, "_") {
@@ -365,7 +384,7 @@ func (l *loader) refs(n ast.Node, what string) []ref {
 	case *ast.SequenceNode:
 		out := make([]ref, 0, len(v.Values))
 		for _, x := range v.Values {
-			if s, ok := l.str(x, what); ok {
+			if s, ok := l.name(x, what); ok {
 				out = append(out, ref{s, l.pos(x)})
 			}
 		}
@@ -373,10 +392,20 @@ func (l *loader) refs(n ast.Node, what string) []ref {
 	case *ast.NullNode:
 		return nil
 	}
-	if s, ok := l.str(n, what); ok {
+	if s, ok := l.name(n, what); ok {
 		return []ref{{s, l.pos(n)}}
 	}
 	return nil
+}
+
+// name returns a string scalar naming something: not empty.
+func (l *loader) name(n ast.Node, what string) (string, bool) {
+	s, ok := l.str(n, what)
+	if ok && s == "" {
+		l.errorf(l.pos(n), "%s must not be empty", what)
+		return "", false
+	}
+	return s, ok
 }
 
 func (l *loader) policy(n ast.Node) *Policy {
@@ -398,7 +427,7 @@ func (l *loader) policy(n ast.Node) *Policy {
 		return nil
 	}
 	p.Kind = PolicyRefuse
-	p.Error, _ = l.str(f["refuse"], "unhandled error")
+	p.Error, _ = l.name(f["refuse"], "unhandled error")
 	l.policyRefs = append(l.policyRefs, ref{p.Error, l.pos(f["refuse"])})
 	return p
 }
@@ -443,7 +472,7 @@ func (l *loader) guard(e *ast.MappingValueNode) Guard {
 	}
 	r := ref{pos: g.Pos}
 	if n := f["error"]; n != nil {
-		g.Error, _ = l.str(n, "guard error")
+		g.Error, _ = l.name(n, "guard error")
 		r = ref{g.Error, l.pos(n)}
 	} else {
 		l.errorf(g.Pos, "guard %s needs the error it refuses with (error: ErrSomething)", g.Name)
@@ -540,7 +569,7 @@ func (l *loader) row(t *Table, n ast.Node) Row {
 		}
 	}
 	if x := f["on"]; x != nil {
-		if s, ok := l.str(x, "event name"); ok {
+		if s, ok := l.name(x, "event name"); ok {
 			r.On, src.on = s, ref{s, l.pos(x)}
 		}
 	}
@@ -562,7 +591,7 @@ func (l *loader) row(t *Table, n ast.Node) Row {
 	var kinds []string
 	if x := f["to"]; x != nil {
 		kinds = append(kinds, "to")
-		if s, ok := l.str(x, "target state"); ok {
+		if s, ok := l.name(x, "target state"); ok {
 			r.Kind, r.To, src.to = Move, s, ref{s, l.pos(x)}
 		}
 	}
@@ -578,7 +607,7 @@ func (l *loader) row(t *Table, n ast.Node) Row {
 	}
 	if x := f["refuse"]; x != nil {
 		kinds = append(kinds, "refuse")
-		if s, ok := l.str(x, "refusal error"); ok {
+		if s, ok := l.name(x, "refusal error"); ok {
 			r.Kind, r.Refuse, src.refuse = Refuse, s, ref{s, l.pos(x)}
 		}
 	}
@@ -596,6 +625,10 @@ func (l *loader) row(t *Table, n ast.Node) Row {
 }
 
 var reservedMethods = map[string]bool{"State": true, "SetObserver": true}
+
+// generatedLocals are the names the bodies of generated event methods
+// use: a payload field of one of these names would hide it.
+var generatedLocals = map[string]bool{"m": true, "from": true, "refused": true, "fsm": true}
 
 var goKeywords = map[string]bool{
 	"break": true, "case": true, "chan": true, "const": true, "continue": true,

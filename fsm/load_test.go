@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -182,4 +183,69 @@ func FuzzLoad(f *testing.F) {
 			t.Fatalf("error %v is not a non-empty Diagnostics", err)
 		}
 	})
+}
+
+// base is a valid table that the tests below vary.
+const base = `machine: M
+package: p
+initial: A
+unhandled: {refuse: ErrNo}
+states:
+  A: {}
+  B: {terminal: true}
+events:
+  Go: {}
+errors:
+  ErrNo: {}
+rows:
+  - {from: A, on: Go, to: B}
+`
+
+func TestLoadEdgeCases(t *testing.T) {
+	chain := func(n int) string {
+		var b strings.Builder
+		b.WriteString("machine: M\npackage: p\ninitial: S1\nunhandled: ignore\nstates:\n")
+		for i := 1; i <= n; i++ {
+			fmt.Fprintf(&b, "  S%d: {terminal: %v}\n", i, i == n)
+		}
+		b.WriteString("events:\n  Go: {}\nrows:\n")
+		for i := 1; i < n; i++ {
+			fmt.Fprintf(&b, "  - {from: S%d, on: Go, to: S%d}\n", i, i+1)
+		}
+		return b.String()
+	}
+	for _, c := range []struct {
+		name, src, want string // want: the diagnostics, "" when the table loads
+	}{
+		{"byte order mark", "\ufeff" + base, ""},
+		{"anchored and tagged strings", strings.Replace(base, "initial: A", "initial: &x !!str A", 1), ""},
+		{"a tag that is not !!str", strings.Replace(base, "initial: A", "initial: !!int A", 1),
+			"t.yaml:3:10: initial state must be a string, not a value tagged !!int"},
+		{"unknown initial state, where it is named", strings.Replace(base, "initial: A", "initial: Z", 1),
+			`t.yaml:3:10: unknown state "Z"`},
+		{"a non-ASCII upper-case initial", strings.Replace(base, "machine: M", "machine: Émile", 1), ""},
+		{"a non-ASCII lower-case initial", strings.Replace(base, "machine: M", "machine: éM", 1),
+			`t.yaml:1:10: machine name "éM" must start with an upper-case letter`},
+		{"a non-ASCII payload field", strings.Replace(base, "Go: {}", "Go: {payload: {ñandú: int}}", 1), ""},
+		{"an empty event", base + "  - {from: A, on: \"\", to: B}\n", "t.yaml:14:19: event name must not be empty"},
+		{"an empty guard error", strings.Replace(base, "errors:", "guards:\n  G: {error: \"\"}\nerrors:", 1) +
+			"  - {from: A, on: Go, if: [G], to: B}\n",
+			"t.yaml:11:14: guard error must not be empty"},
+		{"a row out of the second state it names", strings.Replace(base, "  Go: {}", "  Go: {}\n  Back: {}", 1) +
+			"  - {from: [A, B], on: Back, to: A}\n",
+			"t.yaml:15:16: row moves out of terminal state B"},
+		{"255 states", chain(255), ""},
+		{"256 states", chain(256), "t.yaml:261:3: more than 255 states"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Load("t.yaml", []byte(c.src))
+			got := ""
+			if err != nil {
+				got = err.Error()
+			}
+			if got != c.want {
+				t.Errorf("got\n%s\nwant\n%s", got, c.want)
+			}
+		})
+	}
 }

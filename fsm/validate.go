@@ -3,6 +3,7 @@ package fsm
 import (
 	"go/ast"
 	"go/parser"
+	"regexp"
 	"slices"
 	"strings"
 )
@@ -10,6 +11,25 @@ import (
 // MaxGuards bounds the guards of a table: generated tests enumerate guard
 // outcomes in a 64-bit mask.
 const MaxGuards = 64
+
+// MaxStates and MaxEvents bound the states and the events of a table:
+// generated code numbers them in a byte, zero meaning none.
+const (
+	MaxStates = 255
+	MaxEvents = 255
+)
+
+// generatedImports are the packages generated code imports, by the name
+// it uses for them.
+var generatedImports = map[string]string{
+	"errors": "errors", "strconv": "strconv", "atomic": "sync/atomic",
+	"fsm": "github.com/tablefsm/tablefsm/fsm", "fsmtest": "github.com/tablefsm/tablefsm/fsm/fsmtest",
+	"sha256": "crypto/sha256", "hex": "encoding/hex", "os": "os", "reflect": "reflect",
+	"slices": "slices", "strings": "strings", "testing": "testing", "rapid": "pgregory.net/rapid",
+}
+
+// importPath matches the import paths a table may name.
+var importPath = regexp.MustCompile(`^[A-Za-z0-9_.~+-]+(/[A-Za-z0-9_.~+-]+)*$`)
 
 // validate checks the cross references and the shape of the machine.
 func (l *loader) validate(t *Table) {
@@ -34,8 +54,16 @@ func (l *loader) validate(t *Table) {
 	}
 
 	if t.Initial != "" {
-		resolve(ref{t.Initial, t.Pos}, "state", states)
+		resolve(ref{t.Initial, l.initial}, "state", states)
 	}
+	if len(t.States) > MaxStates {
+		l.errorf(t.States[MaxStates].Pos, "more than %d states", MaxStates)
+	}
+	if len(t.Events) > MaxEvents {
+		l.errorf(t.Events[MaxEvents].Pos, "more than %d events", MaxEvents)
+	}
+	l.checkImports(t)
+	l.checkGenerated(t)
 	for _, g := range t.Guards {
 		if _, ok := actions[g.Name]; ok {
 			l.errorf(g.Pos, "guard %s has the name of an action: both are methods of one interface", g.Name)
@@ -106,7 +134,11 @@ func (l *loader) validate(t *Table) {
 		for _, s := range r.From {
 			st, ok := t.State(s)
 			if ok && st.Terminal && r.Kind == Move && r.To != s {
-				l.errorf(src.from[0].pos, "row moves out of terminal state %s", s)
+				at := src.from[0].pos
+				if i := slices.IndexFunc(src.from, func(f ref) bool { return f.name == s }); i >= 0 {
+					at = src.from[i].pos
+				}
+				l.errorf(at, "row moves out of terminal state %s", s)
 				break
 			}
 		}
@@ -168,26 +200,103 @@ func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool
 		return
 	}
 	expr, err := parser.ParseExpr(f.Type)
-	if err != nil {
+	if err != nil || strings.Contains(f.Type, "//") || strings.Contains(f.Type, "/*") {
 		l.errorf(f.Pos, "payload field %q: %q is not a Go type", f.Name, f.Type)
 		return
 	}
 	ast.Inspect(expr, func(n ast.Node) bool {
 		switch x := n.(type) {
 		case *ast.SelectorExpr:
-			if id, ok := x.X.(*ast.Ident); ok {
-				if _, declared := imports[id.Name]; !declared {
-					l.errorf(f.Pos, "payload field %q: package %q is not in imports", f.Name, id.Name)
-				}
-				used["import "+id.Name] = true
+			id, ok := x.X.(*ast.Ident)
+			if !ok {
+				l.errorf(f.Pos, "payload field %q: %q is not a Go type", f.Name, f.Type)
+				return false
 			}
+			if _, declared := imports[id.Name]; !declared {
+				l.errorf(f.Pos, "payload field %q: package %q is not in imports", f.Name, id.Name)
+			}
+			used["import "+id.Name] = true
 			return false
+		case *ast.Ident:
+			if x.Name == "_" {
+				l.errorf(f.Pos, "payload field %q: %q is not a Go type", f.Name, f.Type)
+				return false
+			}
 		case *ast.FuncLit, *ast.CallExpr, *ast.BinaryExpr, *ast.UnaryExpr, *ast.BasicLit, *ast.CompositeLit:
 			l.errorf(f.Pos, "payload field %q: %q is not a Go type", f.Name, f.Type)
 			return false
 		}
 		return true
 	})
+}
+
+// checkImports reports import paths that are not paths, a path imported
+// twice, and names that the generated code uses otherwise.
+func (l *loader) checkImports(t *Table) {
+	paths := map[string]string{}
+	for _, imp := range t.Imports {
+		if imp.Path == "" {
+			continue // reported when loading
+		}
+		if !importPath.MatchString(imp.Path) {
+			l.errorf(imp.Pos, "import %s: %q is not an import path", imp.Name, imp.Path)
+			continue
+		}
+		if other, ok := paths[imp.Path]; ok {
+			l.errorf(imp.Pos, "import %s: %q is already imported as %s", imp.Name, imp.Path, other)
+			continue
+		}
+		paths[imp.Path] = imp.Name
+		if path, ok := generatedImports[imp.Name]; ok && path != imp.Path {
+			l.errorf(imp.Pos, "import %s: the generated code imports %q under that name", imp.Name, path)
+		}
+		for name, path := range generatedImports {
+			if path == imp.Path && name != imp.Name {
+				l.errorf(imp.Pos, "import %s: the generated code imports %q as %s; use that name", imp.Name, path, name)
+			}
+		}
+		if imp.Name == "m" || imp.Name == "e" {
+			l.errorf(imp.Pos, "import %s: a parameter of the generated tests would hide it", imp.Name)
+		}
+	}
+}
+
+// checkGenerated reports names that would collide with each other in
+// the generated package: the machine's types and functions, the State and
+// Event constants, and the errors.
+func (l *loader) checkGenerated(t *Table) {
+	type decl struct {
+		what string
+		pos  Pos
+	}
+	seen := map[string]decl{}
+	add := func(name, what string, pos Pos) {
+		if name == "" {
+			return
+		}
+		if prev, ok := seen[name]; ok {
+			l.errorf(pos, "%s would be generated as %s, which is already %s (%s)", what, name, prev.what, shortPos(prev.pos))
+			return
+		}
+		seen[name] = decl{what, pos}
+	}
+	add("State", "the state type", t.Pos)
+	add("Event", "the event type", t.Pos)
+	if m := t.Machine; m != "" {
+		for _, suffix := range []string{"", "Handlers", "Table", "TableHash"} {
+			add(m+suffix, "machine "+m, l.machine)
+		}
+		add("New"+m, "machine "+m, l.machine)
+	}
+	for _, s := range t.States {
+		add("State"+s.Name, "state "+s.Name, s.Pos)
+	}
+	for _, e := range t.Events {
+		add("Event"+e.Name, "event "+e.Name, e.Pos)
+	}
+	for _, e := range t.Errors {
+		add(e.Name, "error "+e.Name, e.Pos)
+	}
 }
 
 // checkGroups reports duplicate and shadowed rows: a row is never taken

@@ -209,7 +209,8 @@ func TestTurnstileRows(t *testing.T) {
 // TestTurnstileShortestPaths drives the machine to every state by the
 // shortest path, checking each step.
 func TestTurnstileShortestPaths(t *testing.T) {
-	for s := State(1); int(s) < len(stateNames); s++ {
+	for i := 1; i < len(stateNames); i++ {
+		s := State(i)
 		path, ok := turnstilePaths[s]
 		if !ok {
 			t.Errorf("no path to %v", s)

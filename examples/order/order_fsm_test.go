@@ -249,7 +249,8 @@ func TestOrderRows(t *testing.T) {
 // TestOrderShortestPaths drives the machine to every state by the
 // shortest path, checking each step.
 func TestOrderShortestPaths(t *testing.T) {
-	for s := State(1); int(s) < len(stateNames); s++ {
+	for i := 1; i < len(stateNames); i++ {
+		s := State(i)
 		path, ok := orderPaths[s]
 		if !ok {
 			t.Errorf("no path to %v", s)

@@ -360,7 +360,8 @@ func %[1]sCheckErr(t *testing.T, err error, from State, e Event, want, guard str
 	p.f(`// Test%[2]sShortestPaths drives the machine to every state by the
 // shortest path, checking each step.
 func Test%[2]sShortestPaths(t *testing.T) {
-	for s := State(1); int(s) < len(stateNames); s++ {
+	for i := 1; i < len(stateNames); i++ {
+		s := State(i)
 		path, ok := %[1]sPaths[s]
 		if !ok {
 			t.Errorf("no path to %%v", s)
