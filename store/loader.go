@@ -194,10 +194,33 @@ func (l *Loader) openStagedLocked() (SnapshotInfo, *pebble.DB, error) {
 	if err == nil && st.term < 0 {
 		err = fmt.Errorf("%w: the staged store has no term", ErrInvalidSnapshot)
 	}
+	if err == nil {
+		err = readAll(db)
+	}
 	if err != nil {
 		return SnapshotInfo{}, nil, errors.Join(classifyStaged(err), db.Close())
 	}
 	return SnapshotInfo{Commit: st.commit, Term: st.term, Options: st.options}, db, nil
+}
+
+// readAll reads every key and value of db, so that every block of its
+// tables is checked against its checksum: a damaged snapshot is refused
+// before it replaces anything.
+func readAll(db *pebble.DB) (err error) {
+	defer catchFatal(&err, nil)
+	it, err := db.NewIter(nil)
+	if err != nil {
+		return err
+	}
+	for it.First(); it.Valid(); it.Next() {
+		if _, err := it.ValueAndErr(); err != nil {
+			return errors.Join(fmt.Errorf("%w: %v", ErrInvalidSnapshot, err), it.Close())
+		}
+	}
+	if err := it.Close(); err != nil {
+		return fmt.Errorf("%w: %v", ErrInvalidSnapshot, err)
+	}
+	return nil
 }
 
 // classifyStaged sorts the failure to open or read a staged database: an

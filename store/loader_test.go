@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -528,5 +529,40 @@ func TestCloseAbortsLoaders(t *testing.T) {
 	other := mustOpen(t, "/other", Options{FS: mem})
 	if _, err := other.Install(finished, 0); err == nil {
 		t.Fatal("Install of another store's loader succeeded")
+	}
+}
+
+// TestLoaderRefusesDamagedTables: a snapshot whose tables were damaged on
+// the way (one byte flipped in a data block of each .sst in turn) is
+// refused with ErrInvalidSnapshot and the store stays as it was. Pebble's
+// default reaction to a checksum mismatch is fatal: it crashed the
+// process from a compaction of the staged database.
+func TestLoaderRefusesDamagedTables(t *testing.T) {
+	src := mustOpen(t, t.TempDir(), Options{})
+	fillStore(t, src, model{}, 3, 400, "k")
+	chunks, _ := takeSnapshot(t, src)
+	var tables []int
+	for i, c := range chunks {
+		if strings.HasSuffix(c.Name, ".sst") && c.Index == 0 && len(c.Content) > 1024 {
+			tables = append(tables, i)
+		}
+	}
+	if len(tables) == 0 {
+		t.Fatal("the snapshot has no table of data")
+	}
+	dst := mustOpen(t, t.TempDir(), Options{})
+	fillStore(t, dst, model{}, 2, 10, "old")
+	before := fingerprintOf(t, dst)
+	for _, i := range tables {
+		damaged := slices.Clone(chunks)
+		damaged[i].Content = bytes.Clone(damaged[i].Content)
+		damaged[i].Content[len(damaged[i].Content)/4] ^= 0x10
+		if _, err := load(dst, damaged, 0); !errors.Is(err, ErrInvalidSnapshot) {
+			t.Errorf("%s damaged: %v, want ErrInvalidSnapshot", chunks[i].Name, err)
+		}
+		assertFingerprint(t, "after a damaged snapshot", before, fingerprintOf(t, dst))
+	}
+	if _, err := load(dst, chunks, 0); err != nil {
+		t.Fatalf("the undamaged snapshot: %v", err)
 	}
 }

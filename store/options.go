@@ -60,11 +60,20 @@ func (o Options) withDefaults() Options {
 // pebbleOptions returns the options every database of the store is opened
 // with (the live one and staged ones alike).
 func (o Options) pebbleOptions(mustExist bool) *pebble.Options {
+	logger := o.Logger
 	return &pebble.Options{
 		FS:               o.FS,
-		Logger:           pebbleLogger{o.Logger},
+		Logger:           pebbleLogger{logger},
 		ErrorIfNotExists: mustExist,
 		MemTableSize:     uint64(o.MemTableSize),
+		EventListener: &pebble.EventListener{
+			// Pebble's default is fatal. A damaged table is an error of
+			// the read that found it (and of a compaction reading it,
+			// which Pebble retries), not a crashed process.
+			DataCorruption: func(info pebble.DataCorruptionInfo) {
+				logger.Error("store: on-disk corruption", "err", info.Details, "path", info.Path, "component", "pebble")
+			},
+		},
 	}
 }
 

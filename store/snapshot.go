@@ -60,7 +60,7 @@ type snapshotFile struct {
 }
 
 // Snapshot takes a snapshot of everything applied so far. Applies wait
-// while the checkpoint is cut (hard links, and a copy of Pebble's WAL).
+// while the memtable is flushed and the checkpoint is cut (hard links).
 func (s *Store) Snapshot() (*Snapshot, error) {
 	s.write.Lock()
 	defer s.write.Unlock()
@@ -74,6 +74,12 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 	dir := s.fs.PathJoin(s.dir, checkpointDirName(s.nextSeqLocked()))
 	st := s.mu.state
 	s.mu.Unlock()
+	// Flushed first, everything applied is in tables, whose blocks carry
+	// checksums, rather than in Pebble's log, whose replay would stop
+	// quietly at a damaged record of a transferred copy.
+	if err := h.Flush(); err != nil {
+		return nil, fmt.Errorf("store: snapshot: flush: %w", err)
+	}
 	if err := h.Checkpoint(dir, pebble.WithFlushedWAL()); err != nil {
 		return nil, fmt.Errorf("store: snapshot: %w", err)
 	}
