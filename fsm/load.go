@@ -72,6 +72,8 @@ type loader struct {
 	initial Pos
 	// machine is where the machine is named.
 	machine Pos
+	// malformedRows: a row could not be read as written.
+	malformedRows bool
 }
 
 func (l *loader) errorf(pos Pos, format string, args ...any) {
@@ -543,7 +545,11 @@ func messageFromName(name string) string {
 func (l *loader) row(t *Table, n ast.Node) Row {
 	r := Row{Pos: l.pos(n)}
 	var src rowSrc
-	defer func() { l.rows = append(l.rows, src) }()
+	reported := len(l.diags)
+	defer func() {
+		l.rows = append(l.rows, src)
+		l.malformedRows = l.malformedRows || len(l.diags) > reported
+	}()
 	f, ok := l.fields(n, "a row", []string{"from", "on", "if", "to", "stay", "noop", "refuse", "do", "doc"})
 	if !ok {
 		return r

@@ -230,10 +230,18 @@ func TestLoadEdgeCases(t *testing.T) {
 		{"an empty event", base + "  - {from: A, on: \"\", to: B}\n", "t.yaml:14:19: event name must not be empty"},
 		{"an empty guard error", strings.Replace(base, "errors:", "guards:\n  G: {error: \"\"}\nerrors:", 1) +
 			"  - {from: A, on: Go, if: [G], to: B}\n",
-			"t.yaml:11:14: guard error must not be empty"},
+			"t.yaml:11:14: guard error must not be empty\n" +
+				"t.yaml:16:5: row is shadowed in A: the row at 15:5 handles Go whenever this one could"},
 		{"a row out of the second state it names", strings.Replace(base, "  Go: {}", "  Go: {}\n  Back: {}", 1) +
 			"  - {from: [A, B], on: Back, to: A}\n",
 			"t.yaml:15:16: row moves out of terminal state B"},
+		{"an unused guard and an unreachable state", strings.Replace(base, "  B: {terminal: true}", "  B: {terminal: true}\n  C: {}", 1) +
+			"guards:\n  Unused: {error: ErrNo}\n",
+			"t.yaml:8:3: state C is unreachable from the initial state A\n" +
+				"t.yaml:16:3: guard Unused is declared but never used"},
+		{"a bad doc and a duplicate row", "doc: 5\n" + base + "  - {from: A, on: Go, to: B}\n",
+			"t.yaml:1:6: doc must be a string, not a number\n" +
+				"t.yaml:15:5: duplicate row: the row at 14:5 already handles Go in A with the same guards"},
 		{"255 states", chain(255), ""},
 		{"256 states", chain(256), "t.yaml:261:3: more than 255 states"},
 	} {

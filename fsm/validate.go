@@ -41,8 +41,10 @@ func (l *loader) validate(t *Table) {
 	imports := index(t.Imports, func(i Import) string { return i.Name })
 
 	used := map[string]bool{}
+	unresolved := false
 	resolve := func(r ref, what string, names map[string]int) bool {
 		if _, ok := names[r.name]; !ok {
+			unresolved = true
 			if l.broken[what] {
 				return false
 			}
@@ -166,8 +168,8 @@ func (l *loader) validate(t *Table) {
 	if len(t.Events) == 0 && !l.broken["event"] {
 		l.errorf(t.Pos, "the table declares no event")
 	}
-	if len(l.diags) > 0 || l.broken["initial"] {
-		return // the shape checks below assume every name resolves
+	if unresolved || l.malformedRows || len(l.broken) > 0 || t.Initial == "" {
+		return // the checks below assume that every row reads as written
 	}
 	l.checkGroups(t)
 	l.checkShape(t)
