@@ -449,7 +449,9 @@ func mdlFingerprint(fs vfs.FS) (map[string]int64, error) {
 			if dir == mdlDir+"/store" && (strings.HasPrefix(n, "db-") && n != live || strings.HasPrefix(n, "checkpoint-")) {
 				continue
 			}
-			if dir == mdlDir+"/wal" && strings.HasPrefix(n, "next-") {
+			// The log's background work: prepared segments and the
+			// indexes of sealed ones (a cache, rebuilt when missing).
+			if dir == mdlDir+"/wal" && (strings.HasPrefix(n, "next-") || strings.Contains(n, ".idx")) {
 				continue
 			}
 			st, err := fs.Stat(p)
