@@ -124,6 +124,17 @@ func (l *Log) loadPositions(s *segment, f vfs.File, end int64) ([]uint32, error)
 	if err != nil {
 		return nil, fmt.Errorf("wal: scan %s: %w", s.path, err)
 	}
+	// The background worker writes the index again from what the scan
+	// found, if the segment holds exactly what the log knows of it.
+	l.mu.Lock()
+	rewrite := s.indexed && s.positions == nil && end == s.end && len(r.positions) == s.count && !r.damaged
+	if rewrite {
+		s.indexed, s.positions = false, slices.Clone(r.positions)
+	}
+	l.mu.Unlock()
+	if rewrite {
+		l.kickWorker()
+	}
 	return r.positions, nil
 }
 
