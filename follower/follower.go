@@ -411,7 +411,7 @@ func (f *Follower) Close() error {
 // fails with ErrClosed once the follower closes (or while it closes), and
 // with ErrUnavailable when the store cannot be read.
 func (f *Follower) Get(key []byte) ([]byte, error) {
-	if f.m.State() == StateClosed {
+	if f.m.State() == StateClosed || isClosed(f.closing) {
 		return nil, ErrClosed
 	}
 	st := f.store()
@@ -456,6 +456,10 @@ func (f *Follower) Snapshot() (*store.Snapshot, error) {
 
 // WaitApplied blocks until the entry at offset is applied to the store, ctx
 // is done, or the follower closes.
+//
+// It waits for the store itself: after a failed store came back with an
+// older commit, Status keeps reporting the commit reached before, and
+// WaitApplied waits until the entries are applied again (reads succeed).
 func (f *Follower) WaitApplied(ctx context.Context, offset logpos.Offset) error {
 	return f.applier.wait(ctx, offset)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/wal"
 )
 
 // errFinished is the cause a stream ends with when the leader half-closed
@@ -32,6 +33,10 @@ type replication struct {
 	f    *Follower
 	s    ReplicationStream
 	term logpos.Term // the term the stream was attached in
+	// log is the follower's log when the stream attached: it is not
+	// replaced while a stream is attached, and a sync loop that outlives
+	// Replicate must not read the field a repair may be writing.
+	log *wal.Log
 
 	ctx    context.Context // done when the stream must end; its cause says why
 	cancel context.CancelCauseFunc
@@ -149,6 +154,7 @@ func (f *Follower) Replicate(s ReplicationStream) error {
 // lock.
 func (r *replication) start() {
 	r.term = logpos.Term(r.f.term.Load())
+	r.log = r.f.log
 	r.f.goroutines.Add(2)
 	go func() {
 		defer r.f.goroutines.Done()
@@ -292,7 +298,7 @@ func (r *replication) handle(a *replicationpb.Append) error {
 // append writes an entry to the log without syncing it. The first entry
 // after a snapshot seeds the log's CRC chain with the leader's.
 func (r *replication) append(e logpos.Entry, previousCRC *uint32) error {
-	log := r.f.log
+	log := r.log
 	if previousCRC != nil && log.LastAppended().IsNone() {
 		if err := log.SeedChain(*previousCRC); err != nil {
 			return fmt.Errorf("%w: seeding the CRC chain: %w", ErrUnavailable, err)
@@ -327,8 +333,11 @@ func (r *replication) sync() {
 		case <-r.ctx.Done():
 			return
 		}
+		if r.ctx.Err() != nil {
+			return // both were ready
+		}
 		start := time.Now()
-		durable, err := f.log.Sync(r.ctx)
+		durable, err := r.log.Sync(r.ctx)
 		f.stats.syncs.Add(1)
 		f.stats.syncLatency.observe(time.Since(start))
 		if err != nil {

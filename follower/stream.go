@@ -10,8 +10,9 @@ import (
 // Acks out. A gRPC server stream satisfies it. Like one, Recv and a Send
 // blocked by flow control must return (with an error) once the Replicate
 // call the stream was passed to has returned, and Recv and Send may be
-// called from two goroutines at once. Nothing is sent once Replicate
-// returned but the end of a Send already under way.
+// called from two goroutines at once. Once the stream has ended, at most
+// a Send begun at that moment is still under way when Replicate returns;
+// no other is started.
 type ReplicationStream interface {
 	Context() context.Context
 	Recv() (*replicationpb.Append, error)

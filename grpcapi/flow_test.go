@@ -31,7 +31,11 @@ func streamWithoutReading(t *testing.T, n *node, s leader.Shard) rstream {
 	for o := range int64(unreadAcks) {
 		aSend(t, st, aEntry(1, 1, o, -1, false))
 	}
+	ctx := ctxT(t)
 	for aStatus(t, n.conn, s).GetHeadOffset() != unreadAcks-1 {
+		if ctx.Err() != nil {
+			t.Fatal("the node never appended every entry")
+		}
 	}
 	return st
 }

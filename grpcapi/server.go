@@ -173,7 +173,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 		shards = append(shards, sh)
 	}
 	s.mu.Unlock()
-	s.health.Shutdown() // watchers are sent NOT_SERVING, then their streams end
+	s.health.Shutdown() // watchers may still see NOT_SERVING before their streams end
 	s.stop()
 	s.log.Info("shutting down", "shards", len(shards))
 

@@ -203,9 +203,10 @@ func (l *Loader) openStagedLocked() (SnapshotInfo, *pebble.DB, error) {
 	return SnapshotInfo{Commit: st.commit, Term: st.term, Options: st.options}, db, nil
 }
 
-// readAll reads every key and value of db, so that every block of its
-// tables is checked against its checksum: a damaged snapshot is refused
-// before it replaces anything.
+// readAll reads every live key and value of db, so that the blocks that
+// hold them are checked against their checksums: a damaged snapshot is
+// refused before it replaces anything. Its errors are classified by the
+// caller (an operating system error is not the snapshot's fault).
 func readAll(db *pebble.DB) (err error) {
 	defer catchFatal(&err, nil)
 	it, err := db.NewIter(nil)
@@ -214,13 +215,10 @@ func readAll(db *pebble.DB) (err error) {
 	}
 	for it.First(); it.Valid(); it.Next() {
 		if _, err := it.ValueAndErr(); err != nil {
-			return errors.Join(fmt.Errorf("%w: %v", ErrInvalidSnapshot, err), it.Close())
+			return errors.Join(err, it.Close())
 		}
 	}
-	if err := it.Close(); err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalidSnapshot, err)
-	}
-	return nil
+	return it.Close()
 }
 
 // classifyStaged sorts the failure to open or read a staged database: an
