@@ -19,9 +19,10 @@ const (
 	MaxEvents = 255
 )
 
-// generatedImports are the packages generated code imports, by the name
-// it uses for them.
-var generatedImports = map[string]string{
+// GeneratedImports are the packages generated code imports, by the name
+// it uses for them. The generator takes its imports from here, so that
+// validation knows every name and path it must keep free.
+var GeneratedImports = map[string]string{
 	"errors": "errors", "strconv": "strconv", "atomic": "sync/atomic",
 	"fsm": "github.com/tablefsm/tablefsm/fsm", "fsmtest": "github.com/tablefsm/tablefsm/fsm/fsmtest",
 	"sha256": "crypto/sha256", "hex": "encoding/hex", "os": "os", "reflect": "reflect",
@@ -249,10 +250,10 @@ func (l *loader) checkImports(t *Table) {
 			continue
 		}
 		paths[imp.Path] = imp.Name
-		if path, ok := generatedImports[imp.Name]; ok && path != imp.Path {
+		if path, ok := GeneratedImports[imp.Name]; ok && path != imp.Path {
 			l.errorf(imp.Pos, "import %s: the generated code imports %q under that name", imp.Name, path)
 		}
-		for name, path := range generatedImports {
+		for name, path := range GeneratedImports {
 			if path == imp.Path && name != imp.Name {
 				l.errorf(imp.Pos, "import %s: the generated code imports %q as %s; use that name", imp.Name, path, name)
 			}

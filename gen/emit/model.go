@@ -238,6 +238,21 @@ func importSpec(imp fsm.Import) string {
 // importBlock renders the import declaration of a generated file: the
 // packages it always needs and the table's, the standard library first,
 // each group sorted, each path once.
+// generatedImports returns the paths of the packages generated code
+// imports under names (fsm.GeneratedImports, which validation keeps free
+// in tables).
+func generatedImports(names ...string) []string {
+	paths := make([]string, len(names))
+	for i, n := range names {
+		p, ok := fsm.GeneratedImports[n]
+		if !ok {
+			panic("emit: " + n + " is not in fsm.GeneratedImports")
+		}
+		paths[i] = p
+	}
+	return paths
+}
+
 func importBlock(always []string, table []fsm.Import) string {
 	seen := map[string]bool{}
 	var std, other []string

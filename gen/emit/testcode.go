@@ -194,8 +194,8 @@ func Test(t *fsm.Table, src Source) ([]byte, error) {
 	var p printer
 	p.f("%s", header(src))
 	p.f("package %s\n\n", t.Package)
-	p.f("%s", importBlock([]string{"crypto/sha256", "encoding/hex", "errors", "os", "reflect", "slices", "strings", "testing",
-		"pgregory.net/rapid", "github.com/tablefsm/tablefsm/fsm", "github.com/tablefsm/tablefsm/fsm/fsmtest"}, t.Imports))
+	p.f("%s", importBlock(generatedImports("sha256", "hex", "errors", "os", "reflect", "slices", "strings", "testing",
+		"rapid", "fsm", "fsmtest"), t.Imports))
 
 	// The fake of the handlers interface.
 	p.f("// %sFake is a fake of %s: guard i holds when bit i of pass is\n", l, m.handlers())
