@@ -6,7 +6,6 @@ import (
 	"net"
 	"strconv"
 	"testing"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.uber.org/goleak"
@@ -18,6 +17,7 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/wal"
 )
 
 // The end-to-end benchmarks stream 100-byte key-value entries from the
@@ -163,37 +163,16 @@ func BenchmarkIdleAck(b *testing.B) {
 		startEcho(b).stream(b, int64(b.N), 1, true)
 	})
 	b.Run("fsync", func(b *testing.B) {
-		// A file prepared as the WAL prepares a segment (blocks
-		// allocated, size set), then one record write + fdatasync per op.
-		fs := vfs.Default
-		name := fs.PathJoin(b.TempDir(), "probe")
-		f, err := fs.OpenReadWrite(name, vfs.WriteCategoryUnspecified)
+		// One record write + fdatasync per op, into a file prepared as
+		// the WAL prepares a segment.
+		took, err := wal.ProbeSync(vfs.Default, b.TempDir(), b.N, entrySize)
 		if err != nil {
 			b.Fatal(err)
 		}
-		defer f.Close()
-		total := int64(b.N+1) * entrySize
-		_ = f.Preallocate(0, total)
-		if _, err := f.WriteAt([]byte{0}, total-1); err != nil {
-			b.Fatal(err)
-		}
-		if err := f.Sync(); err != nil {
-			b.Fatal(err)
-		}
-		buf := make([]byte, entrySize)
 		lat := &leader.Histogram{}
-		b.ResetTimer()
-		for i := 0; b.Loop(); i++ {
-			start := time.Now()
-			if _, err := f.WriteAt(buf, int64(i)*entrySize); err != nil {
-				b.Fatal(err)
-			}
-			if err := f.SyncData(); err != nil {
-				b.Fatal(err)
-			}
-			lat.Record(time.Since(start))
+		for _, d := range took {
+			lat.Record(d)
 		}
-		b.StopTimer()
 		b.SetBytes(entrySize)
 		b.ReportMetric(float64(lat.Quantile(.5).Microseconds()), "p50-µs")
 	})

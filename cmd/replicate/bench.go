@@ -20,6 +20,7 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi/node"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/wal"
 )
 
 var benchCommand = command{
@@ -324,38 +325,16 @@ func us(d time.Duration) string {
 }
 
 // fsyncProbe measures n writes of size bytes, each followed by
-// fdatasync, into a file in dir prepared as the WAL prepares its segments
-// (blocks allocated, size set in advance, so that an fdatasync need not
-// update the size): one WAL sync's worth of work on the node's file
-// system.
+// fdatasync, into a file in dir prepared as the WAL prepares its segments:
+// one WAL sync's worth of work on the node's file system.
 func fsyncProbe(dir string, n, size int) (*leader.Histogram, error) {
-	fs := vfs.Default
-	name := fs.PathJoin(dir, "fsync-probe")
-	f, err := fs.OpenReadWrite(name, vfs.WriteCategoryUnspecified)
+	took, err := wal.ProbeSync(vfs.Default, dir, n, size)
 	if err != nil {
 		return nil, err
 	}
-	defer fs.Remove(name)
-	defer f.Close()
-	total := int64(n+1) * int64(size)
-	_ = f.Preallocate(0, total)
-	if _, err := f.WriteAt([]byte{0}, total-1); err != nil {
-		return nil, err
-	}
-	if err := f.Sync(); err != nil {
-		return nil, err
-	}
-	buf := make([]byte, size)
 	h := &leader.Histogram{}
-	for i := range n {
-		start := time.Now()
-		if _, err := f.WriteAt(buf, int64(i)*int64(size)); err != nil {
-			return nil, err
-		}
-		if err := f.SyncData(); err != nil {
-			return nil, err
-		}
-		h.Record(time.Since(start))
+	for _, d := range took {
+		h.Record(d)
 	}
 	return h, nil
 }
