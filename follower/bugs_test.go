@@ -700,3 +700,48 @@ func TestBugCommitBackAfterStoreRepair(t *testing.T) {
 		t.Fatalf("k5 once applied again: %q, %v", v, err)
 	}
 }
+
+// TestBugStatusTornTermAndState: Status read the term and the state one
+// after the other while NewTerm stored the term before the machine moved
+// to Fenced, so a reader could see a Follower at a term no leader had
+// truncated it in (the new term with the old stream's state). Status now
+// reports the pair the last operation published; a Follower's term is
+// always one a Truncate was issued for.
+func TestBugStatusTornTermAndState(t *testing.T) {
+	f, err := Open(Config{Dir: t.TempDir(), FS: vfs.NewMem(), SegmentSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var truncating atomic.Int64 // the highest term a Truncate was issued for
+	truncating.Store(int64(logpos.NoTerm))
+	done := make(chan struct{})
+	readerDone := make(chan struct{})
+	go func() {
+		defer close(readerDone)
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			runtime.Gosched()
+			if st := f.Status(); st.State == StateFollower && int64(st.Term) > truncating.Load() {
+				t.Errorf("Status: Follower at term %d, truncated at most at term %d", st.Term, truncating.Load())
+				return
+			}
+		}
+	}()
+	for term := logpos.Term(0); term < 300; term++ {
+		head, err := f.NewTerm(term, TermOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		truncating.Store(int64(term))
+		if _, err := f.Truncate(term, &head); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(done)
+	<-readerDone
+}

@@ -66,7 +66,11 @@ type Follower struct {
 	streamEnded func(*replication)
 
 	// Published for lock-free readers.
-	term       atomic.Int64 // the current term
+	term atomic.Int64 // the current term
+	// view is the term and state as the last lifecycle operation left
+	// them, published together when it releases the lifecycle lock, so
+	// that Status never pairs one operation's term with another's state.
+	view       atomic.Pointer[termState]
 	head       atomic.Int64 // the last appended offset
 	advertised atomic.Int64 // the highest commit offset a leader sent
 	// base is the highest offset a snapshot covered: offsets at or below it
@@ -78,6 +82,12 @@ type Follower struct {
 	// goroutines counts every goroutine the follower started; Close waits
 	// for them.
 	goroutines sync.WaitGroup
+}
+
+// termState is a term and the state that goes with it.
+type termState struct {
+	term  logpos.Term
+	state State
 }
 
 // Status is a snapshot of a follower's position.
@@ -131,6 +141,7 @@ func Open(cfg Config) (*Follower, error) {
 			return nil, errors.Join(err, log.Close(), st.Close())
 		}
 	}
+	f.publish()
 	f.applier.start(f)
 	f.logger().Info("follower opened", "state", f.m.State(), "head", f.head.Load(), "commit", commit.Offset)
 	return f, nil
@@ -297,7 +308,22 @@ func (f *Follower) resetLog() error {
 }
 
 func (f *Follower) acquire() { f.lock <- struct{}{} }
-func (f *Follower) release() { <-f.lock }
+
+// release publishes the term and state the operation left, then releases
+// the lifecycle lock.
+func (f *Follower) release() {
+	f.publish()
+	<-f.lock
+}
+
+// publish makes the current term and state what Status reports. The
+// caller holds the lifecycle lock (or is Open, before anyone else can).
+func (f *Follower) publish() {
+	v := termState{logpos.Term(f.term.Load()), f.m.State()}
+	if p := f.view.Load(); p == nil || *p != v {
+		f.view.Store(&v)
+	}
+}
 
 // acquireUnless takes the lifecycle lock unless done closes first.
 func (f *Follower) acquireUnless(done <-chan struct{}) bool {
@@ -310,15 +336,19 @@ func (f *Follower) acquireUnless(done <-chan struct{}) bool {
 }
 
 // Status returns the follower's term, state, head and commit without
-// waiting for any lock. The fields are read one after the other, not as
-// one snapshot; the head reported is never below the commit (a snapshot
-// install publishes its commit an instant before its head).
+// waiting for any lock. Term and state are one pair, as the last
+// completed lifecycle operation left them (an operation in progress shows
+// once it returns); head and commit are read before them, so a head
+// appended by the first entry of a stream comes with state Follower. The
+// head reported is never below the commit (a snapshot install publishes
+// its commit an instant before its head).
 func (f *Follower) Status() Status {
 	head := logpos.Offset(f.head.Load())
 	commit := f.commit()
+	v := f.view.Load()
 	return Status{
-		Term:   logpos.Term(f.term.Load()),
-		State:  f.m.State(),
+		Term:   v.term,
+		State:  v.state,
 		Head:   max(head, commit),
 		Commit: commit,
 	}
