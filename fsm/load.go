@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"unicode"
 	"unicode/utf8"
@@ -564,11 +565,13 @@ func (l *loader) row(t *Table, n ast.Node) Row {
 		}
 		for _, s := range src.from {
 			if s.name != "*" {
-				r.From = append(r.From, s.name)
+				if !slices.Contains(r.From, s.name) {
+					r.From = append(r.From, s.name)
+				}
 				continue
 			}
 			for _, st := range t.States {
-				if !st.Terminal {
+				if !st.Terminal && !slices.Contains(r.From, st.Name) {
 					r.From = append(r.From, st.Name)
 				}
 			}

@@ -3,6 +3,7 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -253,6 +254,61 @@ func TestLoadEdgeCases(t *testing.T) {
 			}
 			if got != c.want {
 				t.Errorf("got\n%s\nwant\n%s", got, c.want)
+			}
+		})
+	}
+}
+
+// A "*" row is a fallback: where an earlier row already takes the event
+// it does not apply, and only a row that is never taken anywhere, or that
+// names a state where it is never taken, is reported.
+func TestWildcardRows(t *testing.T) {
+	const head = `machine: M
+package: p
+initial: A
+unhandled: ignore
+states:
+  A: {}
+  C: {}
+  B: {terminal: true}
+events:
+  Go: {}
+  Step: {}
+guards:
+  G: {error: ErrNo}
+errors:
+  ErrNo: {}
+rows:
+  - {from: A, on: Step, if: [G], to: C}
+`
+	for _, c := range []struct {
+		name, rows string
+		want       string   // the diagnostics, "" when the table loads
+		from       []string // then: the states of the last row
+	}{
+		{"after a specific row", "  - {from: A, on: Go, to: B}\n  - {from: \"*\", on: Go, to: B}\n", "", []string{"C"}},
+		{"after a guarded row", "  - {from: A, on: Go, if: [G], to: B}\n  - {from: \"*\", on: Go, to: B}\n", "", []string{"A", "C"}},
+		{"a state named beside it", "  - {from: C, on: Go, to: B}\n  - {from: [\"*\", A], on: Go, to: B}\n", "", []string{"A"}},
+		{"before a specific row", "  - {from: \"*\", on: Go, to: B}\n  - {from: A, on: Go, to: B}\n",
+			"t.yaml:19:5: duplicate row: the row at 18:5 already handles Go in A with the same guards", nil},
+		{"taken nowhere", "  - {from: A, on: Go, to: B}\n  - {from: C, on: Go, if: [G], to: B}\n  - {from: \"*\", on: Go, if: [G], to: B}\n",
+			"t.yaml:20:5: row is shadowed in A: the row at 18:5 handles Go whenever this one could", nil},
+		{"shadowed in a state it names", "  - {from: A, on: Go, to: B}\n  - {from: [C, \"*\", A], on: Go, to: B}\n",
+			"t.yaml:19:5: duplicate row: the row at 18:5 already handles Go in A with the same guards", nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tab, err := Load("t.yaml", []byte(head+c.rows))
+			got := ""
+			if err != nil {
+				got = err.Error()
+			}
+			if got != c.want {
+				t.Fatalf("got\n%s\nwant\n%s", got, c.want)
+			}
+			if err == nil {
+				if from := tab.Rows[len(tab.Rows)-1].From; !slices.Equal(from, c.from) {
+					t.Errorf("the last row applies in %v, want %v", from, c.from)
+				}
 			}
 		})
 	}

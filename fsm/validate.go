@@ -303,27 +303,64 @@ func (l *loader) checkGenerated(t *Table) {
 }
 
 // checkGroups reports duplicate and shadowed rows: a row is never taken
-// when an earlier row of its group requires a subset of its guards.
+// when an earlier row of its group requires a subset of its guards. A row
+// from "*" is a fallback: it is reported only where it names a state
+// itself, or when it is shadowed in every state "*" gave it; the states
+// where it is shadowed are dropped from its From, so that nothing
+// generated from the table (dispatch, diagrams, tests) holds a row that
+// can never be taken.
 func (l *loader) checkGroups(t *Table) {
-	reported := map[int]bool{}
+	type shadow struct {
+		state, by string
+		dup       bool
+	}
+	shadowed := make([][]shadow, len(t.Rows)) // per row, in state order
 	for _, s := range t.States {
 		for _, e := range t.Events {
 			group := t.Group(s.Name, e.Name)
 			for j, rj := range group {
 				for _, ri := range group[:j] {
-					if reported[rj] || !subset(t.Rows[ri].If, t.Rows[rj].If) {
-						continue
-					}
-					reported[rj] = true
-					if len(t.Rows[ri].If) == len(t.Rows[rj].If) {
-						l.errorf(t.Rows[rj].Pos, "duplicate row: the row at %s already handles %s in %s with the same guards", shortPos(t.Rows[ri].Pos), e.Name, s.Name)
-					} else {
-						l.errorf(t.Rows[rj].Pos, "row is shadowed in %s: the row at %s handles %s whenever this one could", s.Name, shortPos(t.Rows[ri].Pos), e.Name)
+					if subset(t.Rows[ri].If, t.Rows[rj].If) {
+						dup := len(t.Rows[ri].If) == len(t.Rows[rj].If)
+						shadowed[rj] = append(shadowed[rj], shadow{s.Name, shortPos(t.Rows[ri].Pos), dup})
+						break
 					}
 				}
 			}
 		}
 	}
+	for i, found := range shadowed {
+		if len(found) == 0 {
+			continue
+		}
+		r := &t.Rows[i]
+		report := found[0]
+		if l.fromWildcard(i) {
+			named := slices.IndexFunc(found, func(sh shadow) bool { return l.namesState(i, sh.state) })
+			if named < 0 && len(found) < len(r.From) {
+				r.From = slices.DeleteFunc(r.From, func(state string) bool {
+					return slices.ContainsFunc(found, func(sh shadow) bool { return sh.state == state })
+				})
+				continue
+			}
+			if named >= 0 {
+				report = found[named]
+			}
+		}
+		if report.dup {
+			l.errorf(r.Pos, "duplicate row: the row at %s already handles %s in %s with the same guards", report.by, r.On, report.state)
+		} else {
+			l.errorf(r.Pos, "row is shadowed in %s: the row at %s handles %s whenever this one could", report.state, report.by, r.On)
+		}
+	}
+}
+
+// fromWildcard reports whether row i names "*" among its states.
+func (l *loader) fromWildcard(i int) bool { return l.namesState(i, "*") }
+
+// namesState reports whether row i names state itself in its "from".
+func (l *loader) namesState(i int, state string) bool {
+	return slices.ContainsFunc(l.rows[i].from, func(r ref) bool { return r.name == state })
 }
 
 func shortPos(p Pos) string { return Pos{Line: p.Line, Col: p.Col}.String() }
