@@ -3,7 +3,6 @@ package grpcapi_test
 import (
 	"bytes"
 	"context"
-	"errors"
 	"io"
 	"os"
 	"path/filepath"
@@ -26,34 +25,21 @@ import (
 // openStream attaches a Replicate stream to s and waits until the
 // follower acknowledged a first entry at offset first (so the stream is
 // attached for sure). The shard must be a fenced or following member.
-func openStream(t *testing.T, c *leader.Conn, s leader.Shard, term logpos.Term, first logpos.Offset) (grpc.BidiStreamingClient[replicationpb.Append, replicationpb.Ack], context.CancelFunc) {
+func openStream(t *testing.T, c *leader.Conn, s leader.Shard, term logpos.Term, first logpos.Offset) (rstream, context.CancelFunc) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(ctxT(t))
-	stream, err := c.Replication.Replicate(leader.StreamContext(ctx, s))
-	if err != nil {
-		t.Fatal(err)
-	}
+	stream, cancel := aOpen(t, c, s)
 	send(t, stream, term, first)
-	ack, err := stream.Recv()
-	if err != nil || ack.GetOffset() != int64(first) {
-		t.Fatalf("first ack: %v, %v", ack, err)
+	if ack := aRecv(t, stream); ack != int64(first) {
+		t.Fatalf("first ack %d, want %d", ack, first)
 	}
 	return stream, cancel
 }
 
-func send(t *testing.T, stream grpc.BidiStreamingClient[replicationpb.Append, replicationpb.Ack], term logpos.Term, off logpos.Offset) {
+// send sends the entry at off of term; the commit stays behind: these
+// tests are not about applying.
+func send(t *testing.T, stream rstream, term logpos.Term, off logpos.Offset) {
 	t.Helper()
-	err := stream.Send(&replicationpb.Append{
-		Term:  int64(term),
-		Entry: &replicationpb.LogEntry{Term: int64(term), Offset: int64(off), Value: kvValue(off, nil)},
-		// The commit stays behind: these tests are not about applying.
-		CommitOffset: -1,
-	})
-	// io.EOF: the server ended the stream already (say, refusing to
-	// attach it); the status is what Recv returns.
-	if err != nil && !errors.Is(err, io.EOF) {
-		t.Fatal(err)
-	}
+	aSend(t, stream, aEntry(term, term, int64(off), -1, false))
 }
 
 // recvEnd reads acks until the stream ends and returns how it ended.
