@@ -88,22 +88,31 @@ func (l *Log) NewReader(from logpos.Offset) (*Reader, error) {
 	return r, nil
 }
 
+// lockReading takes l.mu for a reader's Next, unless the reader (closed)
+// or the log is closed, or the log changed under the reader.
+func (l *Log) lockReading(closed bool, st *readerState) error {
+	if closed {
+		return ErrClosed
+	}
+	l.mu.Lock()
+	if l.mu.closed {
+		l.mu.Unlock()
+		return ErrClosed
+	}
+	if st.invalid.Load() {
+		l.mu.Unlock()
+		return ErrLogChanged
+	}
+	return nil
+}
+
 // Next returns the next durable entry. Its Value is valid until the next
 // call to Next or Close. Errors: ErrCaughtUp (nothing more yet),
 // ErrTrimmed, ErrLogChanged, ErrCorrupt, ErrClosed.
 func (r *Reader) Next() (logpos.Entry, error) {
-	if r.closed {
-		return logpos.Entry{}, ErrClosed
-	}
 	l := r.l
-	l.mu.Lock()
-	if l.mu.closed {
-		l.mu.Unlock()
-		return logpos.Entry{}, ErrClosed
-	}
-	if r.st.invalid.Load() {
-		l.mu.Unlock()
-		return logpos.Entry{}, ErrLogChanged
+	if err := l.lockReading(r.closed, r.st); err != nil {
+		return logpos.Entry{}, err
 	}
 	if r.epoch != l.mu.epoch {
 		// The files changed shape: forget everything cached.
@@ -329,18 +338,9 @@ func (l *Log) NewReverseReader() (*ReverseReader, error) {
 // removed entries the reader had yet to return), ErrLogChanged,
 // ErrCorrupt, ErrClosed.
 func (r *ReverseReader) Next() (logpos.Entry, error) {
-	if r.closed {
-		return logpos.Entry{}, ErrClosed
-	}
 	l := r.l
-	l.mu.Lock()
-	if l.mu.closed {
-		l.mu.Unlock()
-		return logpos.Entry{}, ErrClosed
-	}
-	if r.st.invalid.Load() {
-		l.mu.Unlock()
-		return logpos.Entry{}, ErrLogChanged
+	if err := l.lockReading(r.closed, r.st); err != nil {
+		return logpos.Entry{}, err
 	}
 	if r.next < r.low || r.next == logpos.NoOffset {
 		l.mu.Unlock()
