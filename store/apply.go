@@ -111,19 +111,11 @@ func (s *Store) Apply(e logpos.Entry) error {
 // each entry: the first time one reads in the middle of a batch, the
 // store goes back to one batch per entry.
 func (s *Store) ApplyBatch(entries []logpos.Entry) (n int, err error) {
-	s.write.Lock()
-	defer s.write.Unlock()
-	s.db.RLock()
-	defer s.db.RUnlock()
-	h := s.db.h
-	if h == nil {
-		return 0, ErrClosed
-	}
-	if err := s.failure(); err != nil {
-		return 0, err
-	}
-	defer catchFatal(&err, s.markFailed)
-	return s.applyChunksLocked(h, entries)
+	err = s.writing(func(h *pebble.DB) (err error) {
+		n, err = s.applyChunksLocked(h, entries)
+		return err
+	})
+	return n, err
 }
 
 // applyChunksLocked applies entries a batch at a time: all of them at

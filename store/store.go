@@ -311,23 +311,18 @@ func (s *Store) LogResetPending() (logpos.EntryID, bool) {
 // returns); it also makes everything applied so far durable. t equal to
 // the stored term is accepted (the options are replaced); a negative t or
 // one below the stored term is ErrInvalidTerm and changes nothing.
-func (s *Store) SetTerm(t logpos.Term, o TermOptions) (err error) {
+func (s *Store) SetTerm(t logpos.Term, o TermOptions) error {
 	if t < 0 {
 		return fmt.Errorf("%w: %d", ErrInvalidTerm, t)
 	}
-	s.write.Lock()
-	defer s.write.Unlock()
-	s.db.RLock()
-	defer s.db.RUnlock()
-	h := s.db.h
-	if h == nil {
-		return ErrClosed
-	}
-	if err := s.failure(); err != nil {
-		return err
-	}
-	s.removeLeftovers()
-	defer catchFatal(&err, s.markFailed)
+	return s.writing(func(h *pebble.DB) error {
+		s.removeLeftovers()
+		return s.setTermLocked(h, t, o)
+	})
+}
+
+// setTermLocked is SetTerm with s.write and s.db held.
+func (s *Store) setTermLocked(h *pebble.DB, t logpos.Term, o TermOptions) error {
 	s.mu.Lock()
 	cur, commit := s.mu.term, s.mu.commit
 	s.mu.Unlock()
@@ -335,7 +330,7 @@ func (s *Store) SetTerm(t logpos.Term, o TermOptions) (err error) {
 		return fmt.Errorf("%w: %d is below the stored term %d", ErrInvalidTerm, t, cur)
 	}
 	b := h.NewBatch()
-	err = errors.Join(
+	err := errors.Join(
 		b.Set(keyTerm, encodeTerm(t), nil),
 		b.Set(keyTermOptions, encodeTermOptions(o), nil),
 	)
@@ -388,7 +383,25 @@ func (s *Store) Sync() (_ logpos.EntryID, err error) {
 // ClearLogReset removes the log-reset record (synced). Call it once the
 // log has been cleared after an Install (or after Open reported a pending
 // reset). Without a pending reset it does nothing.
-func (s *Store) ClearLogReset() (err error) {
+func (s *Store) ClearLogReset() error {
+	return s.writing(func(h *pebble.DB) error {
+		if _, pending := s.LogResetPending(); !pending {
+			return nil
+		}
+		if err := h.Delete(keyLogReset, pebble.Sync); err != nil {
+			return fmt.Errorf("store: clear log reset: %w", err)
+		}
+		s.mu.Lock()
+		s.mu.resetPending, s.mu.reset = false, logpos.EntryID{}
+		s.mu.Unlock()
+		return nil
+	})
+}
+
+// writing runs fn with the write lock held and the open database, unless
+// the store is closed (ErrClosed) or failed (its failure). A fatal Pebble
+// error in fn marks the store failed and is returned.
+func (s *Store) writing(fn func(h *pebble.DB) error) (err error) {
 	s.write.Lock()
 	defer s.write.Unlock()
 	s.db.RLock()
@@ -401,16 +414,7 @@ func (s *Store) ClearLogReset() (err error) {
 		return err
 	}
 	defer catchFatal(&err, s.markFailed)
-	if _, pending := s.LogResetPending(); !pending {
-		return nil
-	}
-	if err := h.Delete(keyLogReset, pebble.Sync); err != nil {
-		return fmt.Errorf("store: clear log reset: %w", err)
-	}
-	s.mu.Lock()
-	s.mu.resetPending, s.mu.reset = false, logpos.EntryID{}
-	s.mu.Unlock()
-	return nil
+	return fn(h)
 }
 
 // Get returns a copy of the value of the user key, or ErrNotFound.
