@@ -540,6 +540,19 @@ func (l *Log) LastDurable() logpos.EntryID {
 	return l.mu.durable
 }
 
+// quiesce stops appends, syncs and background maintenance by taking
+// their locks in order; the function it returns releases them.
+func (l *Log) quiesce() (release func()) {
+	l.appendMu.Lock()
+	l.syncSem <- struct{}{}
+	l.maintMu.Lock()
+	return func() {
+		l.maintMu.Unlock()
+		<-l.syncSem
+		l.appendMu.Unlock()
+	}
+}
+
 // LastAppended returns the (term, offset) of the last appended entry,
 // durable or not, or logpos.NoEntry.
 func (l *Log) LastAppended() logpos.EntryID {
@@ -595,12 +608,7 @@ func (l *Log) Close() error {
 
 	close(l.quit)
 	l.wg.Wait()
-	l.appendMu.Lock()
-	defer l.appendMu.Unlock()
-	l.syncSem <- struct{}{}
-	defer func() { <-l.syncSem }()
-	l.maintMu.Lock()
-	defer l.maintMu.Unlock()
+	defer l.quiesce()()
 
 	l.mu.Lock()
 	failed := l.mu.failed

@@ -18,12 +18,7 @@ import (
 // is ErrOutOfRange. Readers that returned a removed entry fail with
 // ErrLogChanged.
 func (l *Log) TruncateLog(lastSafe logpos.Offset) (logpos.Offset, error) {
-	l.appendMu.Lock()
-	defer l.appendMu.Unlock()
-	l.syncSem <- struct{}{}
-	defer func() { <-l.syncSem }()
-	l.maintMu.Lock()
-	defer l.maintMu.Unlock()
+	defer l.quiesce()()
 
 	l.mu.Lock()
 	err := l.checkLiveLocked()
@@ -203,12 +198,7 @@ func readRecordAt(f vfs.File, limit int64, positions []uint32, i int, seed uint3
 // marker that the next Open acts on, so the log comes back empty. The CRC
 // chain of the next entry starts from 0 unless SeedChain says otherwise.
 func (l *Log) Clear() error {
-	l.appendMu.Lock()
-	defer l.appendMu.Unlock()
-	l.syncSem <- struct{}{}
-	defer func() { <-l.syncSem }()
-	l.maintMu.Lock()
-	defer l.maintMu.Unlock()
+	defer l.quiesce()()
 	l.mu.Lock()
 	err := l.checkLiveLocked()
 	l.mu.Unlock()
