@@ -140,26 +140,27 @@ func (s *Server) DeleteShard(_ context.Context, req *replicationpb.DeleteShardRe
 // Replicate implements OxiaLogReplicationServer: the stream is routed by
 // its metadata and served by the shard's follower.
 func (s *Server) Replicate(stream grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
-	key, err := streamKey(stream.Context())
-	if err != nil {
-		return s.status(err)
-	}
-	sh, err := s.lookup(key, true)
+	sh, err := s.streamShard(stream.Context())
 	if err != nil {
 		return s.status(err)
 	}
 	return s.status(sh.f.Replicate(stream))
 }
 
+// streamShard is the shard a stream's metadata names, opened when needed.
+func (s *Server) streamShard(ctx context.Context) (*shard, error) {
+	key, err := streamKey(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return s.lookup(key, true)
+}
+
 // SendSnapshot implements OxiaLogReplicationServer: the chunks are
 // installed by the shard's follower, which replies with the snapshot's
 // commit offset.
 func (s *Server) SendSnapshot(stream grpc.ClientStreamingServer[replicationpb.SnapshotChunk, replicationpb.SnapshotResponse]) error {
-	key, err := streamKey(stream.Context())
-	if err != nil {
-		return s.status(err)
-	}
-	sh, err := s.lookup(key, true)
+	sh, err := s.streamShard(stream.Context())
 	if err != nil {
 		return s.status(err)
 	}
