@@ -1191,17 +1191,8 @@ func TestConformanceReopenState(t *testing.T) {
 		t.Errorf("Replicate on NotMember: %v", err)
 	}
 	h.newTerm(1)
-	a := confAttach(t, h.f)
-	for o := int64(0); o <= 6; o++ {
-		a.send(t, entryAppend(1, o, 3, fmt.Sprintf("k%d", o), "v"))
-	}
-	for o := int64(0); o <= 6; o++ {
-		a.ack(t)
-	}
+	confFill(t, h.f, 1, 0, 6, 3)
 	waitApplied(t, h.f, 3)
-	if err := a.finish(t); err != nil {
-		t.Fatal(err)
-	}
 	_ = h.f.Close()
 	h.open()
 	st := h.f.Status()
