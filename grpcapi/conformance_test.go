@@ -1090,7 +1090,8 @@ func TestConformanceAcceptedEntryStateWhileSyncPending(t *testing.T) {
 
 // TestConformanceNewTermOptionsPersisted: §2.1 options persisted, missing
 // options stored as empty, idempotent NewTerm overwrites them, a rejected
-// NewTerm does not. Read from the store after shutdown.
+// NewTerm does not, an unknown key sorting is kept as it is. Read from
+// the store after shutdown.
 func TestConformanceNewTermOptionsPersisted(t *testing.T) {
 	dir := t.TempDir()
 	n := startNode(t, dir)
@@ -1111,6 +1112,10 @@ func TestConformanceNewTermOptionsPersisted(t *testing.T) {
 	}
 	_, err := c.NewTerm(ctx, b, 2, optsB)
 	aWantErr(t, err, codes.FailedPrecondition, grpcapi.ReasonInvalidTerm)
+	newer := leader.Shard{Namespace: "opt", Shard: 2} // options with a key sorting this node does not name
+	if _, err := c.NewTerm(ctx, newer, 2, &replicationpb.NewTermOptions{KeySorting: 9}); err != nil {
+		t.Fatal(err)
+	}
 	n.stop()
 	for _, tc := range []struct {
 		s    leader.Shard
@@ -1119,6 +1124,7 @@ func TestConformanceNewTermOptionsPersisted(t *testing.T) {
 	}{
 		{a, 1, store.TermOptions{}},
 		{b, 3, store.TermOptions{EnableNotifications: true, KeySorting: store.KeySorting(replicationpb.KeySortingType_HIERARCHICAL)}},
+		{newer, 2, store.TermOptions{KeySorting: 9}},
 	} {
 		st, err := store.Open(filepath.Join(dir, tc.s.Namespace, fmt.Sprint(tc.s.Shard), "store"), store.Options{})
 		if err != nil {
@@ -1243,20 +1249,22 @@ func TestConformanceTruncateDurable(t *testing.T) {
 	}
 }
 
-// TestConformanceNewTermOptionsVsTerm: a NewTerm whose term is behind and
-// whose options are invalid is refused for its options.
+// TestConformanceNewTermOptionsVsTerm: options do not decide a NewTerm,
+// even with a key sorting this node does not know (a newer leader's enum
+// value): a NewTerm behind the term is refused for its term, and one at
+// the term is accepted.
 func TestConformanceNewTermOptionsVsTerm(t *testing.T) {
 	n := startNode(t, "")
 	c := n.conn
 	ctx := ctxT(t)
 	s := leader.Shard{Namespace: "ovt", Shard: 0}
 	fence(t, c, s, 5)
-	_, err := c.Coordination.NewTerm(ctx, &replicationpb.NewTermRequest{Namespace: s.Namespace, Shard: s.Shard, Term: 4, Options: &replicationpb.NewTermOptions{KeySorting: 9}})
-	// The request is validated before the follower is touched: the bad
-	// options decide, ahead of the term the follower would refuse.
-	aWantErr(t, err, codes.InvalidArgument, grpcapi.ReasonInvalidArgument)
-	if !strings.Contains(err.Error(), "key_sorting") {
-		t.Fatalf("%v: want the error to name key_sorting", err)
-	}
+	unknown := &replicationpb.NewTermOptions{KeySorting: 9}
+	_, err := c.Coordination.NewTerm(ctx, &replicationpb.NewTermRequest{Namespace: s.Namespace, Shard: s.Shard, Term: 4, Options: unknown})
+	aWantErr(t, err, codes.FailedPrecondition, grpcapi.ReasonInvalidTerm)
 	aWantStatus(t, c, s, 5, sFollower, -1, -1)
+	if _, err := c.NewTerm(ctx, s, 5, unknown); err != nil {
+		t.Fatal(err)
+	}
+	aWantStatus(t, c, s, 5, sFenced, -1, -1)
 }

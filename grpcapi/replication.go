@@ -23,15 +23,11 @@ func (s *Server) NewTerm(_ context.Context, req *replicationpb.NewTermRequest) (
 	if req.GetTerm() < 0 {
 		return nil, s.status(invalidf("term", "%d is negative", req.GetTerm()))
 	}
-	options, err := termOptions(req.GetOptions())
-	if err != nil {
-		return nil, s.status(err)
-	}
 	sh, err := s.lookup(key, true)
 	if err != nil {
 		return nil, s.status(err)
 	}
-	head, err := sh.f.NewTerm(logpos.Term(req.GetTerm()), options)
+	head, err := sh.f.NewTerm(logpos.Term(req.GetTerm()), termOptions(req.GetOptions()))
 	if err != nil {
 		return nil, s.status(err)
 	}
@@ -175,17 +171,12 @@ func entryID(id logpos.EntryID) *replicationpb.EntryId {
 	return &replicationpb.EntryId{Term: int64(id.Term), Offset: int64(id.Offset)}
 }
 
-func termOptions(o *replicationpb.NewTermOptions) (follower.TermOptions, error) {
-	var opts follower.TermOptions
-	if o == nil {
-		return opts, nil
+// termOptions converts the options of a NewTerm; missing options are the
+// zero options. A key sorting this node does not name (say, a newer
+// leader's) is kept as it is, as protobuf keeps unknown enum values.
+func termOptions(o *replicationpb.NewTermOptions) follower.TermOptions {
+	return follower.TermOptions{
+		EnableNotifications: o.GetEnableNotifications(),
+		KeySorting:          store.KeySorting(o.GetKeySorting()),
 	}
-	switch k := o.GetKeySorting(); k {
-	case replicationpb.KeySortingType_UNKNOWN, replicationpb.KeySortingType_NATURAL, replicationpb.KeySortingType_HIERARCHICAL:
-		opts.KeySorting = store.KeySorting(k)
-	default:
-		return opts, invalidf("options.key_sorting", "%d is not a key sorting type", int32(k))
-	}
-	opts.EnableNotifications = o.GetEnableNotifications()
-	return opts, nil
 }

@@ -115,10 +115,6 @@ func TestRequestValidation(t *testing.T) {
 			_, err := coord.NewTerm(ctx, &replicationpb.NewTermRequest{Namespace: "ns", Shard: 1, Term: -1})
 			return err
 		}, "term"},
-		{"NewTerm: unknown key sorting", func(ctx context.Context) error {
-			_, err := coord.NewTerm(ctx, &replicationpb.NewTermRequest{Namespace: "ns", Shard: 1, Term: 1, Options: &replicationpb.NewTermOptions{KeySorting: 7}})
-			return err
-		}, "options.key_sorting"},
 		{"Truncate: bad namespace", func(ctx context.Context) error {
 			_, err := repl.Truncate(ctx, &replicationpb.TruncateRequest{Namespace: "a/b", Shard: 1, Term: 1, HeadEntryId: head})
 			return err
