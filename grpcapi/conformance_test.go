@@ -322,6 +322,8 @@ func TestConformanceAppendChecks(t *testing.T) {
 		{"older term", aEntry(1, 1, 5, 4, false), codes.FailedPrecondition, grpcapi.ReasonInvalidTerm},
 		{"newer term", aEntry(3, 3, 5, 4, true), codes.FailedPrecondition, grpcapi.ReasonInvalidTerm},
 		{"older term duplicate", aEntry(1, 1, 3, 4, false), codes.FailedPrecondition, grpcapi.ReasonInvalidTerm},
+		{"older term with a gap (the term is checked first)", aEntry(1, 1, 9, 4, false), codes.FailedPrecondition, grpcapi.ReasonInvalidTerm},
+		{"newer term with a gap", aEntry(3, 3, 1<<40, 4, true), codes.FailedPrecondition, grpcapi.ReasonInvalidTerm},
 		{"gap", aEntry(2, 2, 6, 4, false), codes.InvalidArgument, grpcapi.ReasonInvalidArgument},
 		{"far gap", aEntry(2, 2, 1<<40, 4, true), codes.InvalidArgument, grpcapi.ReasonInvalidArgument},
 	} {
