@@ -1515,13 +1515,21 @@ func TestConformanceNotMemberFailedInstallReopen(t *testing.T) {
 	}
 }
 
-// TestConformanceInstallEmptyStoreSnapshot: a snapshot of a store with a term
-// but nothing applied (commit {-1,-1}).
+// TestConformanceInstallEmptyStoreSnapshot: §2.4 the staged store must
+// carry a commit id; a snapshot of a store nothing was applied to is an
+// invalid store: ErrInvalidArgument, nothing changed (a populated
+// follower's commit does not go back to -1).
 func TestConformanceInstallEmptyStoreSnapshot(t *testing.T) {
-	h := newHarness(t, Config{})
-	chunks := confSnap{chunkTerm: 3, storeTerm: 3, commit: -1}.build(t)
+	h := confPopulated(t, Config{})
+	chunks := confSnap{chunkTerm: 2, storeTerm: 2, commit: -1}.build(t)
+	before := confObserve(t, h.f, h.dir, h.fs)
 	off, err := h.f.InstallSnapshot(&gatedStream{chunks: chunks})
-	t.Logf("install of an empty store: ack %d err %v status %+v", off, err, h.f.Status())
+	if !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("install of a store with no commit id: ack %d, %v; want ErrInvalidArgument", off, err)
+	}
+	if d := before.diff(confObserve(t, h.f, h.dir, h.fs)); d != "" {
+		t.Errorf("the refused install changed: %s", d)
+	}
 }
 
 // TestConformanceInstallCommitPhaseIOFailure: the disk fails after every chunk

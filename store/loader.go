@@ -191,8 +191,12 @@ func (l *Loader) openStagedLocked() (SnapshotInfo, *pebble.DB, error) {
 		return SnapshotInfo{}, nil, classifyStaged(err)
 	}
 	st, err := readState(db, ErrInvalidSnapshot)
-	if err == nil && st.term < 0 {
+	switch {
+	case err != nil:
+	case st.term < 0:
 		err = fmt.Errorf("%w: the staged store has no term", ErrInvalidSnapshot)
+	case st.commit.Offset < 0:
+		err = fmt.Errorf("%w: the staged store has no commit id (nothing was applied to it)", ErrInvalidSnapshot)
 	}
 	if err == nil {
 		err = readAll(db)

@@ -174,6 +174,9 @@ func TestLoaderFailuresLeaveTheStore(t *testing.T) {
 		{"a store without a term", feedInstall(snapshotOf(t, chunkSize, func(s *Store) {
 			fillStore(t, s, model{}, logpos.NoTerm, 3, "k")
 		})), invalid},
+		{"a store nothing was applied to (no commit id)", feedInstall(snapshotOf(t, chunkSize, func(s *Store) {
+			fillStore(t, s, model{}, 4, 0, "k")
+		})), invalid},
 		{"a store without a commit record", feedInstall(snapshotOf(t, chunkSize, func(s *Store) {
 			fillStore(t, s, model{}, 4, 3, "k")
 			if err := s.db.h.Delete(keyCommit, nil); err != nil {
