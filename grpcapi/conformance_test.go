@@ -26,7 +26,6 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/tablefsm/tablefsm/grpcapi"
-	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
@@ -801,26 +800,31 @@ func TestConformanceShutdownDuringStalledInstall(t *testing.T) {
 
 // TestConformanceWireContract: §5 field numbers.
 func TestConformanceWireContract(t *testing.T) {
-	want := map[string]map[string]protoreflect.FieldNumber{
-		"EntryId":             {"term": 1, "offset": 2},
-		"LogEntry":            {"term": 1, "offset": 2, "value": 3, "timestamp": 4},
-		"SnapshotChunk":       {"term": 1, "name": 2, "content": 3, "chunk_index": 4, "chunk_count": 5},
-		"NewTermOptions":      {"enable_notifications": 1, "key_sorting": 2},
-		"NewTermRequest":      {"namespace": 1, "shard": 2, "term": 3, "options": 4},
-		"NewTermResponse":     {"head_entry_id": 1},
-		"TruncateRequest":     {"namespace": 1, "shard": 2, "term": 3, "head_entry_id": 4},
-		"TruncateResponse":    {"head_entry_id": 1},
-		"Append":              {"term": 1, "entry": 2, "commit_offset": 3, "previous_entry_crc": 4, "cumulative_acks_supported": 5},
-		"Ack":                 {"offset": 1},
-		"SnapshotResponse":    {"ack_offset": 1},
-		"DeleteShardRequest":  {"namespace": 1, "shard": 2, "term": 3},
+	// Every field of every message: number and type, as SPEC §5 lists
+	// them (a type change is a wire change too).
+	want := map[string]map[string]string{
+		"EntryId":             {"term": "1 int64", "offset": "2 int64"},
+		"LogEntry":            {"term": "1 int64", "offset": "2 int64", "value": "3 bytes", "timestamp": "4 fixed64"},
+		"SnapshotChunk":       {"term": "1 int64", "name": "2 string", "content": "3 bytes", "chunk_index": "4 int32", "chunk_count": "5 int32"},
+		"NewTermOptions":      {"enable_notifications": "1 bool", "key_sorting": "2 enum KeySortingType"},
+		"NewTermRequest":      {"namespace": "1 string", "shard": "2 int64", "term": "3 int64", "options": "4 message NewTermOptions"},
+		"NewTermResponse":     {"head_entry_id": "1 message EntryId"},
+		"TruncateRequest":     {"namespace": "1 string", "shard": "2 int64", "term": "3 int64", "head_entry_id": "4 message EntryId"},
+		"TruncateResponse":    {"head_entry_id": "1 message EntryId"},
+		"Append":              {"term": "1 int64", "entry": "2 message LogEntry", "commit_offset": "3 int64", "previous_entry_crc": "4 optional uint32", "cumulative_acks_supported": "5 bool"},
+		"Ack":                 {"offset": "1 int64"},
+		"SnapshotResponse":    {"ack_offset": "1 int64"},
+		"DeleteShardRequest":  {"namespace": "1 string", "shard": "2 int64", "term": "3 int64"},
 		"DeleteShardResponse": {},
-		"GetStatusRequest":    {"shard": 1, "namespace": 100},
-		"GetStatusResponse":   {"term": 1, "status": 2, "head_offset": 3, "commit_offset": 4},
+		"GetStatusRequest":    {"shard": "1 int64", "namespace": "100 string"},
+		"GetStatusResponse":   {"term": "1 int64", "status": "2 enum ServingStatus", "head_offset": "3 int64", "commit_offset": "4 int64"},
 	}
 	fd := replicationpb.File_replication_proto
 	if fd.Package() != "replication" {
 		t.Fatalf("package %s", fd.Package())
+	}
+	if n := fd.Messages().Len(); n != len(want) {
+		t.Errorf("%d messages, want %d", n, len(want))
 	}
 	for name, fields := range want {
 		md := fd.Messages().ByName(protoreflect.Name(name))
@@ -831,18 +835,16 @@ func TestConformanceWireContract(t *testing.T) {
 		if md.Fields().Len() != len(fields) {
 			t.Errorf("%s has %d fields, want %d", name, md.Fields().Len(), len(fields))
 		}
-		for f, num := range fields {
+		for f, wantType := range fields {
 			fdesc := md.Fields().ByName(protoreflect.Name(f))
-			if fdesc == nil || fdesc.Number() != num {
-				t.Errorf("%s.%s: %v, want number %d", name, f, fdesc, num)
+			if fdesc == nil {
+				t.Errorf("%s.%s missing", name, f)
+				continue
+			}
+			if got := wireType(fdesc); got != wantType {
+				t.Errorf("%s.%s is %q, want %q", name, f, got, wantType)
 			}
 		}
-	}
-	if f := fd.Messages().ByName("Append").Fields().ByName("previous_entry_crc"); !f.HasPresence() || f.Kind() != protoreflect.Uint32Kind {
-		t.Errorf("previous_entry_crc: presence %v kind %v", f.HasPresence(), f.Kind())
-	}
-	if f := fd.Messages().ByName("LogEntry").Fields().ByName("timestamp"); f.Kind() != protoreflect.Fixed64Kind {
-		t.Errorf("timestamp kind %v", f.Kind())
 	}
 	for _, e := range []struct {
 		enum string
@@ -852,26 +854,67 @@ func TestConformanceWireContract(t *testing.T) {
 		{"ServingStatus", map[string]protoreflect.EnumNumber{"NOT_MEMBER": 0, "FENCED": 1, "FOLLOWER": 2, "LEADER": 3}},
 	} {
 		ed := fd.Enums().ByName(protoreflect.Name(e.enum))
+		if ed == nil || ed.Values().Len() != len(e.vals) {
+			t.Errorf("enum %s: %v, want %d values", e.enum, ed, len(e.vals))
+			continue
+		}
 		for k, v := range e.vals {
-			if ed.Values().ByName(protoreflect.Name(k)).Number() != v {
-				t.Errorf("%s.%s", e.enum, k)
+			if ev := ed.Values().ByName(protoreflect.Name(k)); ev == nil || ev.Number() != v {
+				t.Errorf("%s.%s: %v, want %d", e.enum, k, ev, v)
 			}
 		}
 	}
-	svc := map[string][]string{
-		"OxiaLogReplication": {"Truncate", "Replicate", "SendSnapshot"},
-		"OxiaCoordination":   {"NewTerm", "GetStatus", "DeleteShard"},
+	// Every method: request and response types, and which side streams.
+	type method struct{ in, out, streams string }
+	svc := map[string]map[string]method{
+		"OxiaLogReplication": {
+			"Truncate":     {"TruncateRequest", "TruncateResponse", "none"},
+			"Replicate":    {"Append", "Ack", "both"},
+			"SendSnapshot": {"SnapshotChunk", "SnapshotResponse", "client"},
+		},
+		"OxiaCoordination": {
+			"NewTerm":     {"NewTermRequest", "NewTermResponse", "none"},
+			"GetStatus":   {"GetStatusRequest", "GetStatusResponse", "none"},
+			"DeleteShard": {"DeleteShardRequest", "DeleteShardResponse", "none"},
+		},
 	}
 	for s, ms := range svc {
 		sd := fd.Services().ByName(protoreflect.Name(s))
-		for _, m := range ms {
-			if sd.Methods().ByName(protoreflect.Name(m)) == nil {
+		if sd == nil {
+			t.Errorf("no service %s", s)
+			continue
+		}
+		for m, w := range ms {
+			md := sd.Methods().ByName(protoreflect.Name(m))
+			if md == nil {
 				t.Errorf("%s.%s missing", s, m)
+				continue
+			}
+			streams := map[[2]bool]string{{false, false}: "none", {true, false}: "client", {false, true}: "server", {true, true}: "both"}[[2]bool{md.IsStreamingClient(), md.IsStreamingServer()}]
+			if got := (method{string(md.Input().Name()), string(md.Output().Name()), streams}); got != w {
+				t.Errorf("%s.%s: %+v, want %+v", s, m, got, w)
 			}
 		}
 	}
-	_ = fmt.Sprint
-	_ = inspectpb.GetRequest{}
+}
+
+// wireType spells a field's number and type as TestConformanceWireContract
+// lists them: "4 optional uint32", "2 message EntryId".
+func wireType(f protoreflect.FieldDescriptor) string {
+	typ := f.Kind().String()
+	switch f.Kind() {
+	case protoreflect.MessageKind:
+		typ += " " + string(f.Message().Name())
+	case protoreflect.EnumKind:
+		typ = "enum " + string(f.Enum().Name())
+	}
+	if f.HasOptionalKeyword() {
+		typ = "optional " + typ
+	}
+	if f.Cardinality() == protoreflect.Repeated {
+		typ = "repeated " + typ
+	}
+	return fmt.Sprintf("%d %s", f.Number(), typ)
 }
 
 // TestConformanceNewTermReplyEntryTerm: NewTerm replies the id of the last
