@@ -4,8 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"testing"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -101,5 +103,21 @@ func TestParseShardID(t *testing.T) {
 		if got, ok := parseShardID(s); ok {
 			t.Errorf("parseShardID(%q) = %d, true", s, got)
 		}
+	}
+}
+
+// TestRecoverUnary: a unary handler's panic is its caller's Unknown (the
+// stream side is driven through the wire by TestPanicInACallIsUnknown).
+func TestRecoverUnary(t *testing.T) {
+	s := &Server{log: slog.New(slog.DiscardHandler)}
+	resp, err := s.recoverUnary(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/x.Y/Z"},
+		func(context.Context, any) (any, error) { panic("unary bug") })
+	if resp != nil || status.Code(err) != codes.Unknown {
+		t.Fatalf("a panicking unary handler: %v, %v; want Unknown", resp, err)
+	}
+	resp, err = s.recoverUnary(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: "/x.Y/Z"},
+		func(context.Context, any) (any, error) { return "ok", nil })
+	if resp != "ok" || err != nil {
+		t.Fatalf("a handler that returns: %v, %v", resp, err)
 	}
 }

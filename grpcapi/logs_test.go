@@ -3,13 +3,22 @@ package grpcapi_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
 
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
 )
 
 // logBuffer collects JSON log lines from many goroutines.
@@ -99,4 +108,87 @@ func TestLogs(t *testing.T) {
 func fromStorage(rec map[string]any) bool {
 	msg, _ := rec["msg"].(string)
 	return rec["component"] == "pebble" || strings.HasPrefix(msg, "store: ") || strings.HasPrefix(msg, "wal: ")
+}
+
+// recordsWithMessage returns the records logged so far whose msg is msg.
+func (l *logBuffer) recordsWithMessage(t *testing.T, msg string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	for _, rec := range l.lines(t) {
+		if rec["msg"] == msg {
+			out = append(out, rec)
+		}
+	}
+	return out
+}
+
+// TestApplyFailuresLogged: an entry the state machine cannot apply is an
+// error in the log, naming the shard and the cause, on every attempt,
+// and the attempts back off: the delay doubles from ApplyRetryMin and
+// stops at ApplyRetryMax (SPEC §3). The delays are read from the log
+// lines, not measured.
+func TestApplyFailuresLogged(t *testing.T) {
+	logs := &logBuffer{}
+	sm := poisonSM{failed: make(chan struct{}, 1)}
+	n := startNode(t, "", func(o *grpcapi.Options) {
+		o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+		o.Follower.StateMachine = sm
+		o.Follower.ApplyRetryMin, o.Follower.ApplyRetryMax = time.Millisecond, 4*time.Millisecond
+	})
+	s := leader.Shard{Namespace: "logs", Shard: 3}
+	fence(t, n.conn, s, 1)
+	if _, err := n.conn.Replicate(ctxT(t), leader.Run{
+		Shard: s, Term: 1, First: 0, Count: 1, Window: 1, Commit: -1,
+		Value: func(logpos.Offset, []byte) []byte { return poison },
+	}); err != nil {
+		t.Fatal(err)
+	}
+	// Each attempt after the first comes after the line of the one
+	// before: six failures seen, five lines written.
+	for range 6 {
+		<-sm.failed
+	}
+	recs := logs.recordsWithMessage(t, "applying an entry failed; retrying")
+	if len(recs) < 5 {
+		t.Fatalf("%d lines for at least 5 failed attempts", len(recs))
+	}
+	want := []time.Duration{time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond, 4 * time.Millisecond, 4 * time.Millisecond}
+	for i, w := range want {
+		rec := recs[i]
+		if rec["level"] != "ERROR" || rec["namespace"] != "logs" || rec["shard"] != 3.0 || !strings.Contains(fmt.Sprint(rec["err"]), "poisoned entry") {
+			t.Errorf("attempt %d: %v", i+1, rec)
+		}
+		if got := time.Duration(rec["retry_in"].(float64)); got != w {
+			t.Errorf("attempt %d: retry in %v, want %v", i+1, got, w)
+		}
+	}
+}
+
+// TestPanicInACallIsUnknown: a handler that panics answers its call with
+// Unknown and logs the panic with its stack; the node goes on serving.
+func TestPanicInACallIsUnknown(t *testing.T) {
+	logs := &logBuffer{}
+	n := startNode(t, "", func(o *grpcapi.Options) {
+		o.Logger = slog.New(slog.NewJSONHandler(logs, nil))
+		o.GRPCOptions = append(o.GRPCOptions, grpc.UnknownServiceHandler(func(any, grpc.ServerStream) error {
+			panic("handler bug")
+		}))
+	})
+	cc, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	err = cc.Invoke(ctxT(t), "/nowhere.Service/Call", &replicationpb.GetStatusRequest{}, &replicationpb.GetStatusResponse{})
+	if status.Code(err) != codes.Unknown {
+		t.Fatalf("a panicking call: %v, want Unknown", err)
+	}
+	recs := logs.recordsWithMessage(t, "a call panicked")
+	if len(recs) != 1 || recs[0]["level"] != "ERROR" || recs[0]["method"] != "/nowhere.Service/Call" ||
+		recs[0]["panic"] != "handler bug" || !strings.Contains(fmt.Sprint(recs[0]["stack"]), "goroutine") {
+		t.Fatalf("logged %v", recs)
+	}
+	s := leader.Shard{Namespace: "logs", Shard: 4}
+	fence(t, n.conn, s, 1)
+	replicate(t, n.conn, s, 1, 0, 3, true)
 }

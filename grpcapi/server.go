@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,9 +16,11 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
 
 	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
@@ -126,7 +129,8 @@ func New(opts Options) (*Server, error) {
 	gopts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(opts.MaxMessageSize),
 		grpc.MaxSendMsgSize(opts.MaxMessageSize),
-		grpc.ChainStreamInterceptor(s.endOnShutdown),
+		grpc.ChainUnaryInterceptor(s.recoverUnary),
+		grpc.ChainStreamInterceptor(s.recoverStream, s.endOnShutdown),
 	}
 	if opts.MaxConcurrentStreams > 0 {
 		gopts = append(gopts, grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams))
@@ -215,6 +219,29 @@ func (s *Server) endOnShutdown(srv any, ss grpc.ServerStream, info *grpc.StreamS
 	defer cancel()
 	defer context.AfterFunc(s.stopping, cancel)()
 	return handler(srv, ctxStream{ss, ctx})
+}
+
+// recoverUnary and recoverStream turn a panic of a handler into an
+// Unknown status for its caller and an error in the log, with the stack:
+// a bug met by one call does not take the node down with it.
+func (s *Server) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (_ any, err error) {
+	defer s.recovered(info.FullMethod, &err)
+	return handler(ctx, req)
+}
+
+func (s *Server) recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	defer s.recovered(info.FullMethod, &err)
+	return handler(srv, ss)
+}
+
+// recovered is deferred by the recovering interceptors.
+func (s *Server) recovered(method string, err *error) {
+	r := recover()
+	if r == nil {
+		return
+	}
+	s.log.Error("a call panicked", "method", method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+	*err = status.Error(codes.Unknown, "grpcapi: internal error")
 }
 
 // ctxStream is a server stream with another context.

@@ -136,6 +136,24 @@ func (s *Store) applyChunksLocked(h *pebble.DB, entries []logpos.Entry) (int, er
 	return n, nil
 }
 
+// applyEntry runs the state machine on e. A panic in it is an error of
+// the entry, like any other: the entry is not applied, and the store
+// stays usable. A fatal Pebble error (a read of the store failing) goes
+// on to the store's own handling.
+func applyEntry(sm StateMachine, e logpos.Entry, w *Writer) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if _, fatal := r.(pebbleFatal); fatal {
+				panic(r)
+			}
+			err = fmt.Errorf("%w: %v", errStateMachinePanic, r)
+		}
+	}()
+	return sm.Apply(e, w)
+}
+
+var errStateMachinePanic = errors.New("the state machine panicked")
+
 // applyBatchLocked applies entries in one Pebble batch. When entries[i]
 // fails (or reads in the middle of the batch), the batch is dropped and
 // entries[:i] are applied again without it.
@@ -152,7 +170,7 @@ func (s *Store) applyBatchLocked(h *pebble.DB, entries []logpos.Entry) (int, err
 			err = fmt.Errorf("%w: entry %v after commit %v", ErrOutOfOrder, e.ID(), prev)
 		} else {
 			w.inBatch = i > 0
-			if err = s.opts.StateMachine.Apply(e, w); err != nil {
+			if err = applyEntry(s.opts.StateMachine, e, w); err != nil {
 				err = fmt.Errorf("store: apply %v: %w", e.ID(), err)
 			}
 			if w.readLate {

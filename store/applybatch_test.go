@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/tablefsm/tablefsm/logpos"
@@ -10,13 +11,20 @@ import (
 
 // counter is a state machine that reads: each entry increments a counter
 // key, so it must see the writes of the entries before it.
-type readingCounter struct{ failAt logpos.Offset }
+// At failAt it writes, then fails (or panics, with panics set).
+type readingCounter struct {
+	failAt logpos.Offset
+	panics bool
+}
 
 var errReadingCounter = errors.New("reading counter: refused")
 
 func (c readingCounter) Apply(e logpos.Entry, w *Writer) error {
 	if e.Offset == c.failAt {
 		_ = w.Set([]byte("partial"), []byte("written"))
+		if c.panics {
+			panic("reading counter: panicked")
+		}
 		return errReadingCounter
 	}
 	v, err := w.Get([]byte("n"))
@@ -66,6 +74,27 @@ func TestApplyBatchStopsAtTheFailingEntry(t *testing.T) {
 	}
 	if v, _ := s.Get([]byte("n")); string(v) != "4" {
 		t.Fatalf("counter %q, want 4", v)
+	}
+}
+
+// A panic of the state machine is the entry's failure: nothing of it is
+// written, the entries before it are, and the store stays usable.
+func TestApplyBatchStateMachinePanics(t *testing.T) {
+	s := mustOpen(t, t.TempDir(), Options{StateMachine: readingCounter{failAt: 4, panics: true}})
+	for _, want := range []int{4, 0} { // and again: the store did not fail
+		n, err := s.ApplyBatch(entries(s.Commit().Offset+1, 9))
+		if n != want || !errors.Is(err, errStateMachinePanic) || !strings.Contains(err.Error(), "reading counter: panicked") {
+			t.Fatalf("ApplyBatch = %d, %v; want the panic as an error", n, err)
+		}
+		if c := s.Commit(); c.Offset != 3 {
+			t.Fatalf("commit %v, want 3", c)
+		}
+		if _, err := s.Get([]byte("partial")); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("the panicking entry's write is there: %v", err)
+		}
+	}
+	if _, err := s.Sync(); err != nil {
+		t.Fatalf("Sync after a panic: %v", err)
 	}
 }
 
