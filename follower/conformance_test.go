@@ -1683,3 +1683,59 @@ func TestConformanceRejectedNewTermKeepsInstall(t *testing.T) {
 		})
 	}
 }
+
+// TestConformanceCumulativeAckPerSyncRound: §2.3 in cumulative mode, one
+// Ack{durable head} per sync round, not one per entry: the entries that
+// arrive while an fsync is in progress are covered by the next round and
+// acknowledged by one ack.
+func TestConformanceCumulativeAckPerSyncRound(t *testing.T) {
+	var armed atomic.Bool
+	blocked, gate := make(chan struct{}), make(chan struct{})
+	efs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if strings.Contains(op.Path, "/wal/") &&
+			(op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData || op.Kind == errorfs.OpFileSyncTo) &&
+			armed.CompareAndSwap(true, false) {
+			close(blocked)
+			<-gate
+		}
+		return nil
+	}))
+	f, err := Open(Config{Dir: t.TempDir(), FS: efs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	cumulative := func(o int64) *replicationpb.Append {
+		ap := entryAppend(1, o, -1, fmt.Sprintf("k%d", o), "v")
+		ap.CumulativeAcksSupported = true
+		return ap
+	}
+	a := confAttach(t, f)
+	armed.Store(true)
+	a.send(t, cumulative(0))
+	<-blocked // the round of entry 0 is in its fsync
+	for o := int64(1); o <= 9; o++ {
+		a.send(t, cumulative(o))
+	}
+	// Once a second advertisement is taken, the first and every entry
+	// before it were handled: all of 1..9 wait for the next round.
+	a.send(t, &replicationpb.Append{Term: 1, CommitOffset: -1})
+	a.send(t, &replicationpb.Append{Term: 1, CommitOffset: -1})
+	close(gate)
+	var acks []int64
+	for len(acks) == 0 || acks[len(acks)-1] != 9 {
+		acks = append(acks, a.ack(t))
+	}
+	if err := a.finish(t); err != nil {
+		t.Fatal(err)
+	}
+	if want := []int64{0, 9}; !slices.Equal(acks, want) || len(a.s.acks) != 0 {
+		t.Errorf("acks %v (and %d more), want %v: one per sync round", acks, len(a.s.acks), want)
+	}
+	if st := f.Stats(); st.AcksSent != 2 || st.Syncs < 2 {
+		t.Errorf("%d acks sent in %d sync rounds, want 2 in at least 2", st.AcksSent, st.Syncs)
+	}
+}
