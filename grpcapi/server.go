@@ -78,11 +78,15 @@ type Server struct {
 	grpc   *grpc.Server
 	health *health.Server
 
-	// shuttingDown is set once Shutdown starts; stopping is cancelled
-	// then (by stop), which ends the streams no follower ends.
+	// shuttingDown is set once Shutdown starts, and stopping is cancelled
+	// then (by stop); drained is cancelled (by drain) once Shutdown has
+	// closed every follower. Together they end the streams no follower
+	// ends (see endOnShutdown).
 	shuttingDown atomic.Bool
 	stopping     context.Context
 	stop         context.CancelFunc
+	drained      context.Context
+	drain        context.CancelFunc
 	mu           struct {
 		sync.Mutex
 		closing bool
@@ -123,6 +127,7 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: opts.Logger, fs: opts.FS, lock: lock}
 	s.stopping, s.stop = context.WithCancel(context.Background())
+	s.drained, s.drain = context.WithCancel(context.Background())
 	s.mu.shards = make(map[shardKey]*shard)
 	s.mu.retired = make(map[shardKey]*stepLog)
 
@@ -177,8 +182,8 @@ func (s *Server) shutdown(ctx context.Context) error {
 		shards = append(shards, sh)
 	}
 	s.mu.Unlock()
-	s.health.Shutdown() // watchers may still see NOT_SERVING before their streams end
 	s.stop()
+	s.health.Shutdown() // watchers see NOT_SERVING, then their streams end
 	s.log.Info("shutting down", "shards", len(shards))
 
 	stopped := make(chan struct{})
@@ -195,6 +200,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 			}
 		}
 	}
+	s.drain()
 	select {
 	case <-stopped:
 	case <-ctx.Done():
@@ -206,10 +212,12 @@ func (s *Server) shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// endOnShutdown ends, when Shutdown starts, the context of the streams
-// that no follower ends: a handler that follows its context (a health
-// watch) returns then, and a graceful stop need not wait for its client.
-// The replication streams end with their followers. A reflection stream
+// endOnShutdown ends the streams that no follower ends (a health watch)
+// when the node shuts down, so that a graceful stop need not wait for
+// their clients: such a stream's context is cancelled once it has sent a
+// message after Shutdown started (a health watch's NOT_SERVING), or once
+// Shutdown has closed every follower, whichever comes first. The
+// replication streams end with their followers. A reflection stream
 // waits for its client's next request and is not ended.
 func (s *Server) endOnShutdown(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if strings.HasPrefix(info.FullMethod, "/replication.") {
@@ -217,8 +225,8 @@ func (s *Server) endOnShutdown(srv any, ss grpc.ServerStream, info *grpc.StreamS
 	}
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
-	defer context.AfterFunc(s.stopping, cancel)()
-	return handler(srv, ctxStream{ss, ctx})
+	defer context.AfterFunc(s.drained, cancel)()
+	return handler(srv, &endingStream{ServerStream: ss, ctx: ctx, stopping: s.stopping, end: cancel})
 }
 
 // recoverUnary and recoverStream turn a panic of a handler into an
@@ -244,13 +252,24 @@ func (s *Server) recovered(method string, err *error) {
 	*err = status.Error(codes.Unknown, "grpcapi: internal error")
 }
 
-// ctxStream is a server stream with another context.
-type ctxStream struct {
+// endingStream is a server stream with its own context, ended by end
+// once it sent a message during the shutdown.
+type endingStream struct {
 	grpc.ServerStream
-	ctx context.Context
+	ctx      context.Context
+	stopping context.Context
+	end      context.CancelFunc
 }
 
-func (c ctxStream) Context() context.Context { return c.ctx }
+func (e *endingStream) Context() context.Context { return e.ctx }
+
+func (e *endingStream) SendMsg(m any) error {
+	err := e.ServerStream.SendMsg(m)
+	if e.stopping.Err() != nil {
+		e.end()
+	}
+	return err
+}
 
 // shard is one hosted shard: its follower and its recent lifecycle steps.
 type shard struct {

@@ -196,6 +196,7 @@ func TestShutdownEndsHealthWatch(t *testing.T) {
 	}
 	stopped := make(chan struct{})
 	go func() { defer close(stopped); n.stop() }()
+	notServing := 0
 	for {
 		resp, err := watch.Recv()
 		if err != nil {
@@ -204,8 +205,12 @@ func TestShutdownEndsHealthWatch(t *testing.T) {
 		if resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
 			t.Errorf("watch during shutdown: %v", resp)
 		}
+		notServing++
 	}
 	<-stopped
+	if notServing != 1 {
+		t.Errorf("the watch saw NOT_SERVING %d times before it ended, want once", notServing)
+	}
 }
 
 // TestRestartAndDelete: shards with data are hosted after a restart
