@@ -1692,8 +1692,9 @@ func TestConformanceCumulativeAckPerSyncRound(t *testing.T) {
 	var armed atomic.Bool
 	blocked, gate := make(chan struct{}), make(chan struct{})
 	efs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if strings.Contains(op.Path, "/wal/") &&
-			(op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData || op.Kind == errorfs.OpFileSyncTo) &&
+		// A sync round's fdatasync (not the WAL preparing its next
+		// segment, which syncs with fsync).
+		if strings.Contains(op.Path, "/wal/") && op.Kind == errorfs.OpFileSyncData &&
 			armed.CompareAndSwap(true, false) {
 			close(blocked)
 			<-gate
