@@ -319,7 +319,7 @@ func (f *Follower) release() {
 // publish makes the current term and state what Status reports. The
 // caller holds the lifecycle lock (or is Open, before anyone else can).
 func (f *Follower) publish() {
-	v := termState{logpos.Term(f.term.Load()), f.m.State()}
+	v := termState{f.Term(), f.m.State()}
 	if p := f.view.Load(); p == nil || *p != v {
 		f.view.Store(&v)
 	}
@@ -353,6 +353,12 @@ func (f *Follower) Status() Status {
 		Commit: commit,
 	}
 }
+
+// Term returns the follower's current term without waiting for any lock.
+// Unlike Status, which reports the term of the last completed lifecycle
+// operation, it includes the term an operation in progress has already
+// made durable (a NewTerm, or a snapshot install, seen from an observer).
+func (f *Follower) Term() logpos.Term { return logpos.Term(f.term.Load()) }
 
 // NewTerm fences the follower at term: it ends the attached stream (waiting
 // for its goroutines), abandons an install, persists the term and options,

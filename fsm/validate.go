@@ -304,11 +304,11 @@ func (l *loader) checkGenerated(t *Table) {
 
 // checkGroups reports duplicate and shadowed rows: a row is never taken
 // when an earlier row of its group requires a subset of its guards. A row
-// from "*" is a fallback: it is reported only where it names a state
-// itself, or when it is shadowed in every state "*" gave it; the states
-// where it is shadowed are dropped from its From, so that nothing
-// generated from the table (dispatch, diagrams, tests) holds a row that
-// can never be taken.
+// from "*" is a fallback: where it is shadowed in a state only "*" gave
+// it, that state is dropped from its From, so that nothing generated from
+// the table (dispatch, diagrams, tests) holds a row that can never be
+// taken. It is reported where it is shadowed in a state it names itself,
+// or when it is shadowed in every state of its From.
 func (l *loader) checkGroups(t *Table) {
 	type shadow struct {
 		state, by string

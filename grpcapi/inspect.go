@@ -153,7 +153,7 @@ func (o *stepObserver) Observe(st fsm.Step) {
 	}
 	attrs := []any{"namespace", o.key.namespace, "shard", o.key.shard}
 	if f := o.f.Load(); f != nil {
-		attrs = append(attrs, "term", f.Status().Term)
+		attrs = append(attrs, "term", f.Term())
 	}
 	attrs = append(attrs, "event", st.Event, "from", st.From, "to", st.To)
 	msg := "lifecycle step"

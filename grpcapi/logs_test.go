@@ -72,7 +72,16 @@ func TestLogs(t *testing.T) {
 	if _, err := n.conn.NewTerm(ctxT(t), s, 2, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := n.conn.Delete(ctxT(t), s, 2); err != nil {
+	// A NewTerm that keeps the state (Fenced at 2 → Fenced at 3) is a
+	// lifecycle step at debug, with the term it fenced at.
+	if _, err := n.conn.NewTerm(ctxT(t), s, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	steps := logs.recordsWithMessage(t, "lifecycle step")
+	if len(steps) == 0 || steps[len(steps)-1]["event"] != "NewTerm" || steps[len(steps)-1]["term"] != 3.0 {
+		t.Errorf("the last lifecycle step logged: %v, want NewTerm at term 3", steps)
+	}
+	if err := n.conn.Delete(ctxT(t), s, 3); err != nil {
 		t.Fatal(err)
 	}
 

@@ -182,8 +182,10 @@ func (s *Server) shutdown(ctx context.Context) error {
 		shards = append(shards, sh)
 	}
 	s.mu.Unlock()
+	// NOT_SERVING first: whatever a health watch sends once stopping is
+	// cancelled says so, and ends it.
+	s.health.Shutdown()
 	s.stop()
-	s.health.Shutdown() // watchers see NOT_SERVING, then their streams end
 	s.log.Info("shutting down", "shards", len(shards))
 
 	stopped := make(chan struct{})
