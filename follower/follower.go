@@ -158,7 +158,29 @@ func (f *Follower) control() (release func(), err error) {
 		f.applier.mu.Unlock()
 		f.release()
 	}
+	defer releaseOnPanic(release)
 	return release, f.repairLocked()
+}
+
+// underControl runs fire as a control operation (see control), releasing
+// the locks however it ends.
+func (f *Follower) underControl(fire func() error) error {
+	release, err := f.control()
+	defer release()
+	if err != nil {
+		return err
+	}
+	return fire()
+}
+
+// releaseOnPanic, deferred, calls release when the function deferring it
+// panics, and lets the panic go on: a recovered panic up the stack (the
+// gRPC server turns one into an error) must not leave a lock held.
+func releaseOnPanic(release func()) {
+	if r := recover(); r != nil {
+		release()
+		panic(r)
+	}
 }
 
 // store returns the store.

@@ -36,12 +36,7 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 	if !empty {
 		inst.chunkTerm = logpos.Term(first.Term)
 	}
-	release, err := f.control()
-	if err == nil {
-		err = f.m.BeginInstall(inst, empty, inst.chunkTerm)
-	}
-	release()
-	if err != nil {
+	if err := f.underControl(func() error { return f.m.BeginInstall(inst, empty, inst.chunkTerm) }); err != nil {
 		return logpos.NoOffset, err
 	}
 	f.stats.installsStarted.Add(1)
@@ -51,7 +46,7 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 	if _, err := inst.loader.Finish(); err != nil {
 		return logpos.NoOffset, f.failInstall(inst, snapshotError(err))
 	}
-	release, err = f.control()
+	release, err := f.control()
 	defer release()
 	if err == nil || f.install != inst {
 		// An install abandoned by NewTerm fails with ErrInvalidTerm even

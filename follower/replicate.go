@@ -110,12 +110,7 @@ func newReplication(f *Follower, s ReplicationStream) *replication {
 func (f *Follower) Replicate(s ReplicationStream) error {
 	r := newReplication(f, s)
 	defer r.cancel(nil)
-	release, err := f.control()
-	if err == nil {
-		err = f.m.AttachStream(r)
-	}
-	release()
-	if err != nil {
+	if err := f.underControl(func() error { return f.m.AttachStream(r) }); err != nil {
 		return err
 	}
 	<-r.ctx.Done()

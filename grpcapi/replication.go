@@ -114,23 +114,32 @@ func (s *Server) DeleteShard(_ context.Context, req *replicationpb.DeleteShardRe
 		if err != nil {
 			return nil, s.status(err)
 		}
-		sh.deleting.Lock()
-		if !s.current(sh) {
-			// Another DeleteShard removed it meanwhile: look again.
-			sh.deleting.Unlock()
-			continue
+		current, err := s.deleteShard(sh, logpos.Term(req.GetTerm()))
+		if !current {
+			continue // another DeleteShard removed it meanwhile: look again
 		}
-		err = sh.f.Delete(logpos.Term(req.GetTerm()))
-		if sh.f.Status().State == follower.StateClosed {
-			s.retire(sh)
-		}
-		sh.deleting.Unlock()
 		if err != nil {
 			return nil, s.status(err)
 		}
 		s.log.Info("shard deleted", "namespace", key.namespace, "shard", key.shard, "term", req.GetTerm())
 		return &replicationpb.DeleteShardResponse{}, nil
 	}
+}
+
+// deleteShard deletes sh's follower at term and retires the shard once
+// its follower is closed. It reports false, doing nothing, when sh is no
+// longer the shard hosted under its key.
+func (s *Server) deleteShard(sh *shard, term logpos.Term) (current bool, err error) {
+	sh.deleting.Lock()
+	defer sh.deleting.Unlock()
+	if !s.current(sh) {
+		return false, nil
+	}
+	err = sh.f.Delete(term)
+	if sh.f.Status().State == follower.StateClosed {
+		s.retire(sh)
+	}
+	return true, err
 }
 
 // Replicate implements OxiaLogReplicationServer: the stream is routed by

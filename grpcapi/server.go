@@ -166,8 +166,9 @@ func (s *Server) Serve(lis net.Listener) error {
 // accepted, every stream and install ends (Unavailable), so do health
 // watches, every follower is closed, and Shutdown waits for the running
 // handlers. When ctx ends first, the remaining connections are closed at
-// once. Shutdown releases the data directory; calling it again returns
-// the first result.
+// once. Shutdown releases the data directory, unless ctx ended while a
+// follower was still closing (it may still write); calling it again
+// returns the first result.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() { s.shutdownErr = s.shutdown(ctx) })
 	return s.shutdownErr
@@ -193,14 +194,30 @@ func (s *Server) shutdown(ctx context.Context) error {
 		s.grpc.GracefulStop()
 		close(stopped)
 	}()
-	var errs []error
-	for _, sh := range shards {
-		<-sh.ready
-		if sh.f != nil {
-			if err := sh.f.Close(); err != nil {
-				errs = append(errs, fmt.Errorf("closing shard %s: %w", sh.key, err))
+	closed := make(chan []error, 1)
+	go func() {
+		var errs []error
+		for _, sh := range shards {
+			<-sh.ready
+			if sh.f != nil {
+				if err := sh.f.Close(); err != nil {
+					errs = append(errs, fmt.Errorf("closing shard %s: %w", sh.key, err))
+				}
 			}
 		}
+		closed <- errs
+	}()
+	var errs []error
+	select {
+	case errs = <-closed:
+	case <-ctx.Done():
+		// A follower that does not close (say, its disk hangs in an
+		// fsync) does not hold the shutdown past ctx. The data directory
+		// stays locked: that follower may still write.
+		s.drain()
+		s.grpc.Stop()
+		<-stopped
+		return fmt.Errorf("grpcapi: shutdown cut short while followers were closing (the data directory stays locked): %w", context.Cause(ctx))
 	}
 	s.drain()
 	select {
@@ -321,6 +338,16 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 	s.mu.shards[k] = sh
 	delete(s.mu.retired, k)
 	s.mu.Unlock()
+	defer func() {
+		// Opening panicked: the shard is not hosted, and whoever waits
+		// for it gets an error rather than waiting for ever.
+		if r := recover(); r != nil {
+			sh.err = fmt.Errorf("%w: opening shard %s panicked: %v", follower.ErrUnavailable, k, r)
+			s.forget(sh)
+			close(sh.ready)
+			panic(r)
+		}
+	}()
 
 	cfg := s.opts.Follower
 	cfg.Namespace, cfg.Shard = k.namespace, k.shard
