@@ -115,8 +115,8 @@ func (l *loader) load(src []byte) *Table {
 	}
 	var body ast.Node
 	for _, d := range f.Docs {
-		if d.Body == nil {
-			continue
+		if d.Body == nil || d.Body.Type() == ast.DirectiveType {
+			continue // a %YAML or %TAG directive heads the document after it
 		}
 		if body != nil {
 			l.errorf(l.pos(d.Body), "a table file holds one YAML document")
@@ -223,15 +223,29 @@ func (l *loader) entries(n ast.Node, what string) []*ast.MappingValueNode {
 	case *ast.NullNode:
 		return nil
 	case *ast.MappingNode:
-		return v.Values
+		return l.plainKeys(v.Values)
 	case *ast.MappingValueNode:
-		return []*ast.MappingValueNode{v}
+		return l.plainKeys([]*ast.MappingValueNode{v})
 	case *ast.AnchorNode, *ast.AliasNode, *ast.TagNode:
 		l.errorf(l.pos(n), "anchors, aliases and tags are not supported")
 		return nil
 	}
 	l.errorf(l.pos(n), "%s must be a mapping, not %s", what, kind(n))
 	return nil
+}
+
+// plainKeys returns the pairs of a mapping whose keys are written plainly,
+// reporting each explicit one ("? key").
+func (l *loader) plainKeys(pairs []*ast.MappingValueNode) []*ast.MappingValueNode {
+	out := pairs[:0:0]
+	for _, e := range pairs {
+		if _, explicit := e.Key.(*ast.MappingKeyNode); explicit {
+			l.errorf(l.pos(e.Key), "explicit keys (\"? key\") are not supported: write \"key: value\"")
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // fields returns the values of a mapping by key, reporting keys outside

@@ -219,6 +219,11 @@ func TestLoadEdgeCases(t *testing.T) {
 		name, src, want string // want: the diagnostics, "" when the table loads
 	}{
 		{"byte order mark", "\ufeff" + base, ""},
+		{"a %YAML directive", "%YAML 1.2\n---\n" + base, ""},
+		{"an explicit key", strings.Replace(base, "  A: {}", "  ? A\n  : {}", 1),
+			"t.yaml:3:10: unknown state \"A\"\n" +
+				"t.yaml:6:3: explicit keys (\"? key\") are not supported: write \"key: value\"\n" +
+				"t.yaml:14:12: unknown state \"A\""},
 		{"anchored and tagged strings", strings.Replace(base, "initial: A", "initial: &x !!str A", 1), ""},
 		{"a tag that is not !!str", strings.Replace(base, "initial: A", "initial: !!int A", 1),
 			"t.yaml:3:10: initial state must be a string, not a value tagged !!int"},
