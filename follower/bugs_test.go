@@ -8,7 +8,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -641,14 +640,7 @@ func TestBugCommitBackAfterStoreRepair(t *testing.T) {
 		t.Fatal(err)
 	}
 	files := map[string][]byte{}
-	for {
-		c, err := sn.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, c := range snapshotChunks(t, sn, 0) {
 		files[c.Name] = append(files[c.Name], c.Content...)
 	}
 	if err := sn.Close(); err != nil {

@@ -72,18 +72,7 @@ func (o confSnap) build(t *testing.T) []*replicationpb.SnapshotChunk {
 		t.Fatal(err)
 	}
 	defer sn.Close()
-	var out []*replicationpb.SnapshotChunk
-	for {
-		c, err := sn.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, &replicationpb.SnapshotChunk{Term: int64(o.chunkTerm), Name: c.Name,
-			Content: slices.Clone(c.Content), ChunkIndex: c.Index, ChunkCount: c.Count})
-	}
+	out := snapshotChunks(t, sn, o.chunkTerm)
 	if len(out) < 3 {
 		t.Fatalf("snapshot of %d chunks", len(out))
 	}

@@ -2,12 +2,16 @@ package follower
 
 import (
 	"context"
+	"errors"
 	"io"
+	"slices"
 	"testing"
 
 	"go.uber.org/goleak"
 
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/store"
 )
 
 func TestMain(m *testing.M) {
@@ -73,4 +77,22 @@ func (s *fakeSnapshotStream) Recv() (*replicationpb.SnapshotChunk, error) {
 	c := s.chunks[0]
 	s.chunks = s.chunks[1:]
 	return c, nil
+}
+
+// snapshotChunks reads sn to its end, as the chunks a leader of term
+// sends (with their contents copied).
+func snapshotChunks(t mdlTB, sn *store.Snapshot, term logpos.Term) []*replicationpb.SnapshotChunk {
+	t.Helper()
+	var out []*replicationpb.SnapshotChunk
+	for {
+		c, err := sn.Next()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, &replicationpb.SnapshotChunk{Term: int64(term), Name: c.Name,
+			Content: slices.Clone(c.Content), ChunkIndex: c.Index, ChunkCount: c.Count})
+	}
 }

@@ -186,19 +186,8 @@ func mdlBuildSnapshot(t mdlTB, term, storeTerm logpos.Term, commit logpos.Offset
 		t.Fatal(err)
 	}
 	defer sn.Close()
-	out := &mdlSnapshot{commit: logpos.EntryID{Term: term, Offset: commit}, storeTerm: storeTerm, kv: kv}
-	for {
-		c, err := sn.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		out.chunks = append(out.chunks, &replicationpb.SnapshotChunk{
-			Term: int64(term), Name: c.Name, Content: slices.Clone(c.Content), ChunkIndex: c.Index, ChunkCount: c.Count,
-		})
-	}
+	out := &mdlSnapshot{commit: logpos.EntryID{Term: term, Offset: commit}, storeTerm: storeTerm, kv: kv,
+		chunks: snapshotChunks(t, sn, term)}
 	if len(out.chunks) < 2 {
 		t.Fatalf("a snapshot of %d chunks: the mangles need at least 2", len(out.chunks))
 	}

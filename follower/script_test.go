@@ -7,10 +7,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -465,20 +463,7 @@ func (e *scriptEnv) snapshotStream(a args) *fakeSnapshotStream {
 		e.t.Fatal(err)
 	}
 	defer sn.Close()
-	var chunks []*replicationpb.SnapshotChunk
-	for {
-		c, err := sn.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			e.t.Fatal(err)
-		}
-		chunks = append(chunks, &replicationpb.SnapshotChunk{
-			Term: int64(a.int("chunk-term", int64(term))), Name: c.Name, Content: slices.Clone(c.Content),
-			ChunkIndex: c.Index, ChunkCount: c.Count,
-		})
-	}
+	chunks := snapshotChunks(e.t, sn, logpos.Term(a.int("chunk-term", int64(term))))
 	switch a["mangle"] {
 	case "":
 	case "empty":
