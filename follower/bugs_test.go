@@ -152,9 +152,7 @@ func TestBugOldEntryDurableAfterNewTerm(t *testing.T) {
 	s := newFakeStream()
 	res := make(chan error, 1)
 	go func() { res <- f.Replicate(s); s.cancel() }()
-	send := func(o int64) {
-		s.in <- &replicationpb.Append{Term: 1, CommitOffset: -1, Entry: &replicationpb.LogEntry{Term: 1, Offset: o, Value: kvPut("k", fmt.Sprint(o))}}
-	}
+	send := func(o int64) { s.in <- entryAppend(1, o, -1, "k", fmt.Sprint(o)) }
 	send(0)
 	<-s.acks
 	block.Store(true)
@@ -427,9 +425,7 @@ func TestBugAppendAfterStreamFailed(t *testing.T) {
 	s := newFakeStream()
 	res := make(chan error, 1)
 	go func() { res <- f.Replicate(s) }()
-	send := func(o int64) {
-		s.in <- &replicationpb.Append{Term: 1, CommitOffset: -1, Entry: &replicationpb.LogEntry{Term: 1, Offset: o, Value: kvPut("k", fmt.Sprint(o))}}
-	}
+	send := func(o int64) { s.in <- entryAppend(1, o, -1, "k", fmt.Sprint(o)) }
 	send(0)
 	<-s.acks
 	armed.Store(true)
