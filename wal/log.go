@@ -366,7 +366,7 @@ func (l *Log) rollSegment(first logpos.Offset, prev uint32, recSize int64) (*seg
 		}
 	}
 	if !preallocated || capacity > l.opts.SegmentSize {
-		extendFile(f, capacity)
+		PrepareFile(f, capacity)
 	}
 	s := &segment{
 		first:    first,

@@ -24,7 +24,7 @@ func ProbeSync(fs vfs.FS, dir string, n, size int) ([]time.Duration, error) {
 	}
 	defer fs.Remove(name)
 	defer f.Close()
-	extendFile(f, int64(n)*int64(size))
+	PrepareFile(f, int64(n)*int64(size))
 	if err := f.Sync(); err != nil {
 		return nil, fmt.Errorf("wal: probe: %w", err)
 	}

@@ -36,7 +36,7 @@ func (l *Log) prepareSegment() {
 	}
 	f, err := l.fs.Create(path, vfs.WriteCategoryUnspecified)
 	if err == nil {
-		extendFile(f, l.opts.SegmentSize)
+		PrepareFile(f, l.opts.SegmentSize)
 		// Make the size durable now, so that the fsyncs of the append path
 		// need not.
 		if err = f.Sync(); err != nil {
@@ -133,11 +133,12 @@ func writeFileDurably(fs vfs.FS, path string, b []byte) error {
 	return nil
 }
 
-// extendFile allocates a segment file's blocks and sets its size to size,
-// so that appends write inside the file and an fdatasync need not update
-// its size. Best effort: failing only costs speed, since the space past
-// the records reads as zeroes either way.
-func extendFile(f vfs.File, size int64) {
+// PrepareFile allocates f's blocks and sets its size to size, as the log
+// prepares a segment before it writes records into it: appends then write
+// inside the file, and an fdatasync need not update its size. Best
+// effort: failing only costs speed, since the space past the records
+// reads as zeroes either way.
+func PrepareFile(f vfs.File, size int64) {
 	if st, err := f.Stat(); err == nil && st.Size() >= size {
 		return
 	}
