@@ -5,34 +5,73 @@
 // per entry or coalesced into one cumulative ack per round. What the
 // follower adds on top of it (the log, fsync, the applier, the lifecycle)
 // is what the benchmarks measure.
+//
+// A durable echo (RegisterDurable) is the same stream plus the least a
+// durable follower must do: the sender writes the values received since
+// its last round to a file and makes them durable with one fdatasync
+// before it acknowledges them. Nothing else: no framing, no index, no
+// state machine, no lifecycle. One entry at a time, it measures one fsync
+// and one stream round trip together, on the same machine and with the
+// same gaps between them as a follower sees.
 package echo
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/grpc"
 
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/wal"
 )
 
 // Server serves Replicate only; the other methods are Unimplemented.
 type Server struct {
 	replicationpb.UnimplementedOxiaLogReplicationServer
+	// fs and dir: where a durable echo's streams write; fs is nil for
+	// the plain echo.
+	fs      vfs.FS
+	dir     string
+	streams atomic.Int64
 }
 
 // Register registers an echo Server on r.
 func Register(r grpc.ServiceRegistrar) {
-	replicationpb.RegisterOxiaLogReplicationServer(r, Server{})
+	replicationpb.RegisterOxiaLogReplicationServer(r, &Server{})
 }
 
-// Replicate acknowledges each entry received, until the client
-// half-closes the stream (then it returns nil) or the stream fails.
-func (Server) Replicate(stream grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
+// DurableFileSize is the size of the file each stream of a durable echo
+// writes to, prepared as the log prepares a segment. The stream writes
+// it from the start again when it is full.
+const DurableFileSize = 64 << 20
+
+// RegisterDurable registers a durable echo Server on r: each stream
+// writes to a file of its own in dir (on fs), removed when the stream
+// ends.
+func RegisterDurable(r grpc.ServiceRegistrar, fs vfs.FS, dir string) {
+	replicationpb.RegisterOxiaLogReplicationServer(r, &Server{fs: fs, dir: dir})
+}
+
+// Replicate acknowledges each entry received (a durable echo: once it is
+// durable), until the client half-closes the stream (then it returns
+// nil) or the stream fails.
+func (s *Server) Replicate(stream grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
+	var out *durableFile
+	if s.fs != nil {
+		var err error
+		if out, err = s.create(); err != nil {
+			return err
+		}
+		defer out.close()
+	}
 	var mu sync.Mutex
 	var (
 		pending   []int64 // per-entry mode: offsets to acknowledge, in order
+		received  []byte  // durable echo: values not yet written
 		highest   = int64(-1)
 		acked     = int64(-1)
 		mode      = 0 // 0 undecided, 1 per entry, 2 cumulative
@@ -69,6 +108,9 @@ func (Server) Replicate(stream grpc.BidiStreamingServer[replicationpb.Append, re
 				if mode == 1 {
 					pending = append(pending, e.GetOffset())
 				}
+				if out != nil {
+					received = append(received, e.GetValue()...)
+				}
 				highest = max(highest, e.GetOffset())
 			}
 			mu.Unlock()
@@ -76,6 +118,7 @@ func (Server) Replicate(stream grpc.BidiStreamingServer[replicationpb.Append, re
 		}
 	}()
 	var sending []int64
+	var writing []byte
 	ack := &replicationpb.Ack{}
 	for range wake {
 		mu.Lock()
@@ -86,8 +129,14 @@ func (Server) Replicate(stream grpc.BidiStreamingServer[replicationpb.Append, re
 		} else if highest > acked {
 			sending = append(sending, highest)
 		}
+		writing, received = received, writing[:0]
 		done, err := inputDone, recvErr
 		mu.Unlock()
+		if len(writing) > 0 {
+			if err := out.writeAndSync(writing); err != nil {
+				return err
+			}
+		}
 		for _, o := range sending {
 			ack.Offset = o
 			if err := stream.Send(ack); err != nil {
@@ -100,4 +149,48 @@ func (Server) Replicate(stream grpc.BidiStreamingServer[replicationpb.Append, re
 		}
 	}
 	return nil
+}
+
+// durableFile is the file a durable echo stream writes to.
+type durableFile struct {
+	fs   vfs.FS
+	name string
+	f    vfs.File
+	pos  int64
+}
+
+func (s *Server) create() (*durableFile, error) {
+	name := s.fs.PathJoin(s.dir, fmt.Sprintf("echo-stream-%d", s.streams.Add(1)))
+	f, err := s.fs.Create(name, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		return nil, fmt.Errorf("echo: %w", err)
+	}
+	wal.PrepareFile(f, DurableFileSize)
+	if err := f.Sync(); err != nil {
+		_ = f.Close()
+		_ = s.fs.Remove(name)
+		return nil, fmt.Errorf("echo: %w", err)
+	}
+	return &durableFile{fs: s.fs, name: name, f: f}, nil
+}
+
+// writeAndSync writes b after what was written before (from the start
+// of the file again when it does not fit) and makes it durable.
+func (d *durableFile) writeAndSync(b []byte) error {
+	if d.pos+int64(len(b)) > DurableFileSize {
+		d.pos = 0
+	}
+	if _, err := d.f.WriteAt(b, d.pos); err != nil {
+		return fmt.Errorf("echo: %w", err)
+	}
+	d.pos += int64(len(b))
+	if err := d.f.SyncData(); err != nil {
+		return fmt.Errorf("echo: %w", err)
+	}
+	return nil
+}
+
+func (d *durableFile) close() {
+	_ = d.f.Close()
+	_ = d.fs.Remove(d.name)
 }

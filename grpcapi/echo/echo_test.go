@@ -1,0 +1,168 @@
+package echo_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"go.uber.org/goleak"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/tablefsm/tablefsm/grpcapi/echo"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// syncFS records, at each SyncData, the bytes written to the file so
+// far: what an fdatasync made durable. The sync fails while fail is set.
+type syncFS struct {
+	vfs.FS
+	mu     sync.Mutex
+	data   []byte // written, in file order (the echo writes sequentially)
+	synced []byte
+	syncs  int
+	fail   bool
+}
+
+type syncFile struct {
+	vfs.File
+	fs *syncFS
+}
+
+func (s *syncFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := s.FS.Create(name, c)
+	if err != nil {
+		return nil, err
+	}
+	return &syncFile{File: f, fs: s}, nil
+}
+
+func (f *syncFile) WriteAt(p []byte, off int64) (int, error) {
+	f.fs.mu.Lock()
+	f.fs.data = append(f.fs.data[:min(int(off), len(f.fs.data))], p...)
+	f.fs.mu.Unlock()
+	return f.File.WriteAt(p, off)
+}
+
+func (f *syncFile) SyncData() error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if f.fs.fail {
+		return errors.New("injected fdatasync failure")
+	}
+	f.fs.syncs++
+	f.fs.synced = append(f.fs.synced[:0], f.fs.data...)
+	return f.File.SyncData()
+}
+
+func (s *syncFS) durable() ([]byte, int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]byte(nil), s.synced...), s.syncs
+}
+
+func serveDurable(t *testing.T, fs vfs.FS, dir string) replicationpb.OxiaLogReplicationClient {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	echo.RegisterDurable(srv, fs, dir)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(lis) }()
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cc.Close(); srv.Stop(); <-done })
+	return replicationpb.NewOxiaLogReplicationClient(cc)
+}
+
+func entry(o int64, cumulative bool) *replicationpb.Append {
+	return &replicationpb.Append{
+		Term: 1, CommitOffset: -1, CumulativeAcksSupported: cumulative,
+		Entry: &replicationpb.LogEntry{Term: 1, Offset: o, Value: []byte{'a' + byte(o%26), '.'}},
+	}
+}
+
+// TestDurableAcksWhatIsDurable: one entry at a time, in both ack modes,
+// each ack comes after an fdatasync that covered the entry's value; the
+// stream's file is gone once the stream ended.
+func TestDurableAcksWhatIsDurable(t *testing.T) {
+	for _, cumulative := range []bool{true, false} {
+		dir := t.TempDir()
+		fs := &syncFS{FS: vfs.Default}
+		client := serveDurable(t, fs, dir)
+		stream, err := client.Replicate(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want []byte
+		for o := int64(0); o < 20; o++ {
+			a := entry(o, cumulative)
+			if err := stream.Send(a); err != nil {
+				t.Fatal(err)
+			}
+			want = append(want, a.Entry.Value...)
+			ack, err := stream.Recv()
+			if err != nil || ack.GetOffset() != o {
+				t.Fatalf("cumulative %v: entry %d: ack %v, %v", cumulative, o, ack, err)
+			}
+			if synced, _ := fs.durable(); !bytes.Equal(synced, want) {
+				t.Fatalf("cumulative %v: ack %d with %q durable, want %q", cumulative, o, synced, want)
+			}
+		}
+		if err := stream.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		if ack, err := stream.Recv(); err != io.EOF {
+			t.Fatalf("after the half-close: %v, %v; want the end of the stream", ack, err)
+		}
+		if _, syncs := fs.durable(); syncs < 20 {
+			t.Fatalf("%d fdatasyncs for 20 entries sent one at a time", syncs)
+		}
+		if names, err := os.ReadDir(dir); err != nil || len(names) != 0 {
+			t.Fatalf("left behind: %v, %v", names, err)
+		}
+	}
+}
+
+// TestDurableSyncFailure: an entry whose fdatasync fails is never
+// acknowledged; the stream fails.
+func TestDurableSyncFailure(t *testing.T) {
+	fs := &syncFS{FS: vfs.Default, fail: true}
+	client := serveDurable(t, fs, t.TempDir())
+	stream, err := client.Replicate(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(entry(0, true)); err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := stream.Recv(); err == nil {
+		t.Fatalf("acknowledged %v though its fdatasync failed", ack)
+	}
+}
+
+// TestDurableCreateFailure: a directory the file cannot be created in
+// fails the stream before anything is acknowledged.
+func TestDurableCreateFailure(t *testing.T) {
+	client := serveDurable(t, vfs.Default, "/nonexistent/echo")
+	stream, err := client.Replicate(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = stream.Send(entry(0, true))
+	if ack, err := stream.Recv(); err == nil {
+		t.Fatalf("acknowledged %v with no file to write to", ack)
+	}
+}
