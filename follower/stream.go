@@ -12,7 +12,9 @@ import (
 // call the stream was passed to has returned, and Recv and Send may be
 // called from two goroutines at once. Once the stream has ended, at most
 // a Send begun at that moment is still under way when Replicate returns;
-// no other is started.
+// no other is started. Recv may return the same message every time,
+// overwritten by the next call: the follower is done with an Append
+// before it receives the next.
 type ReplicationStream interface {
 	Context() context.Context
 	Recv() (*replicationpb.Append, error)

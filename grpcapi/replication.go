@@ -149,7 +149,7 @@ func (s *Server) Replicate(stream grpc.BidiStreamingServer[replicationpb.Append,
 	if err != nil {
 		return s.status(err)
 	}
-	return s.status(sh.f.Replicate(stream))
+	return s.status(sh.f.Replicate(&appendStream{BidiStreamingServer: stream}))
 }
 
 // streamShard is the shard a stream's metadata names, opened when needed.

@@ -59,7 +59,9 @@ type Options struct {
 	// per shard. Default: DefaultStepHistory.
 	StepHistory int
 	// GRPCOptions are appended to the server's own gRPC options (stats
-	// handlers, interceptors, credentials, keepalive…).
+	// handlers, interceptors, credentials, keepalive…). One that forces
+	// another codec replaces the server's, which decodes the Appends of
+	// replication streams without allocating.
 	GRPCOptions []grpc.ServerOption
 }
 
@@ -136,6 +138,7 @@ func New(opts Options) (*Server, error) {
 		grpc.MaxSendMsgSize(opts.MaxMessageSize),
 		grpc.ChainUnaryInterceptor(s.recoverUnary),
 		grpc.ChainStreamInterceptor(s.recoverStream, s.endOnShutdown),
+		grpc.ForceServerCodecV2(newCodec()),
 	}
 	if opts.MaxConcurrentStreams > 0 {
 		gopts = append(gopts, grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams))
