@@ -5,8 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"os"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/grpc"
 
 	"github.com/tablefsm/tablefsm/grpcapi/echo"
@@ -128,17 +130,28 @@ var truncateCommand = command{
 }
 
 var echoCommand = command{
-	name:  "echo-server",
-	short: "Serve the bare-stream baseline of bench: a Replicate stream that acks every entry at once and stores nothing.",
+	name: "echo-server",
+	short: `Serve the bare-stream baseline of bench: a Replicate stream that acks every
+entry at once and stores nothing. With --sync-dir, the durable echo: before
+each round of acks it writes the values received to a file in that directory
+and makes them durable with one fdatasync, and does nothing else.`,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
 		listen := fs.String("listen", "127.0.0.1:0", "`address` to serve on")
+		syncDir := fs.String("sync-dir", "", "`directory` of the durable echo's files (empty: store nothing)")
 		return func(ctx context.Context) error {
+			srv := grpc.NewServer()
+			if *syncDir == "" {
+				echo.Register(srv)
+			} else {
+				if err := os.MkdirAll(*syncDir, 0o755); err != nil {
+					return err
+				}
+				echo.RegisterDurable(srv, vfs.Default, *syncDir)
+			}
 			lis, err := net.Listen("tcp", *listen)
 			if err != nil {
 				return err
 			}
-			srv := grpc.NewServer()
-			echo.Register(srv)
 			served := make(chan error, 1)
 			go func() { served <- srv.Serve(lis) }()
 			fmt.Fprintf(e.stdout, "%s%s\n", node.ListeningPrefix, lis.Addr())

@@ -42,13 +42,18 @@ func startFollowerd(ctx context.Context, argv []string, dataDir string, logs io.
 	return node.Start(ctx, args, nil, logs)
 }
 
-// startEcho starts this binary's echo-server on a free loopback port.
-func startEcho(ctx context.Context) (*node.Process, error) {
+// startEcho starts this binary's echo-server on a free loopback port;
+// with a syncDir, the durable echo writing there.
+func startEcho(ctx context.Context, syncDir string) (*node.Process, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("finding this binary to run the echo baseline: %w", err)
 	}
-	return node.Start(ctx, []string{exe, "echo-server", "--listen", "127.0.0.1:0"}, nil, nil)
+	argv := []string{exe, "echo-server", "--listen", "127.0.0.1:0"}
+	if syncDir != "" {
+		argv = append(argv, "--sync-dir", syncDir)
+	}
+	return node.Start(ctx, argv, nil, nil)
 }
 
 // stopProcess stops p gracefully and reports a non-zero exit.

@@ -163,16 +163,20 @@ func (f *figures) design() []row {
 		budget: "≥ 0.70", verdict: check(ratio(q, 1, ok1), 0.7, false), note: runsOf(r.all(key, "followerd-vs-echo")),
 	})
 
-	// Idle ack.
-	ia, ok1 := f.get("bench:BenchmarkIdleAck/followerd", "p50-µs")
-	fs, ok2 := f.get("bench:BenchmarkIdleAck/fsync", "p50-µs")
-	rt, ok3 := f.get("bench:BenchmarkIdleAck/echo", "p50-µs")
-	bound := fs + rt + 50
-	q = ratio(ia, bound, ok1, ok2, ok3)
+	// Idle ack: against one fsync and one stream round trip measured
+	// together (the durable echo); the parts measured apart are shown.
+	key = "bench:BenchmarkIdleAck"
+	ia, ok1 := f.get(key, "followerd-p50-µs")
+	de, ok2 := f.get(key, "echo-fsync-p50-µs")
+	fs, _ := r.med(key, "fsync-p50-µs")
+	rt, _ := r.med(key, "echo-p50-µs")
+	bound := de + 50
+	q = ratio(ia, bound, ok1, ok2)
 	rows = append(rows, row{
 		what: "idle ack latency p50", bench: "bench: `BenchmarkIdleAck`",
-		value: us(ia), base: fmt.Sprintf("%s fsync + %s round trip + 50 µs = %s", us(fs), us(rt), us(bound)),
+		value: us(ia), base: fmt.Sprintf("%s fsync + round trip (durable echo) + 50 µs = %s", us(de), us(bound)),
 		ratio: fx(q), budget: "≤ 1", verdict: check(q, 1, true),
+		note: fmt.Sprintf("one fsync and one stream round trip, measured together by the durable echo: the bare stream plus one write and fdatasync before each ack. Measured apart, back to back, they are %s (fsync probe) + %s (echo) = %s: less, because on this machine an fdatasync issued after the thread slept costs more than one issued in a tight loop (docs/node.md)", us(fs), us(rt), us(fs+rt)),
 	})
 
 	// Reopen.
