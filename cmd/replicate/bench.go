@@ -231,7 +231,8 @@ func (b *benchConfig) idleAcks(ctx context.Context, e *env, tmp, dataDir string,
 		}
 	}
 	line := func(what string, h *leader.Histogram, note string) {
-		fmt.Fprintf(out, "  %-20s p50 %-9s p99 %-9s max %-9s %s\n", what, us(h.Quantile(.5)), us(h.Quantile(.99)), us(h.Max()), note)
+		l := fmt.Sprintf("  %-20s p50 %-9s p99 %-9s max %-9s %s", what, us(h.Quantile(.5)), us(h.Quantile(.99)), us(h.Max()), note)
+		fmt.Fprintln(out, strings.TrimRight(l, " "))
 	}
 	line("followerd ack", lats[0], "")
 	if len(sides) < 3 {
