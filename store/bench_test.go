@@ -19,20 +19,33 @@ import (
 )
 
 // Apply throughput: entries of 1 and 64 small writes (16-byte keys,
-// 64-byte values) through Store.Apply and the KV state machine ("kv"),
+// 64-byte values) through the store and the KV state machine ("kv"),
 // against the same writes as raw Pebble batches on a database opened with
 // the same options ("raw"), all committed without sync (the store's apply
 // setting). A third arm, "raw+commit", adds to each raw batch a 16-byte
 // record like the store's commit id: the difference between raw and
-// raw+commit is the price of the commit id being in the entry's batch,
-// the difference between raw+commit and kv is the store's own overhead.
+// raw+commit is the price of the commit id being in the batch, the
+// difference between raw+commit and kv is the store's own overhead.
+//
+// writes=N applies each entry on its own (Store.Apply: one Pebble batch
+// per entry, as when entries are committed one at a time) against one
+// raw batch per entry. writes=N,run=256 applies runs of 256 entries
+// (Store.ApplyBatch: one Pebble batch and one commit id per run, as the
+// follower's applier does with what is committed while it works)
+// against raw batches of the same 256 entries' writes.
+//
 // The arms run interleaved in blocks of 256 entries, in every order in
-// turn, so that all see the same machine; each reports entries/s, and the ratios kv/raw (the budget
-// is >= 0.8) and kv/raw+commit are reported.
+// turn, so that all see the same machine; each reports entries/s, and the
+// ratios kv/raw (the budget is >= 0.8) and kv/raw+commit are reported.
 func BenchmarkApply(b *testing.B) {
-	for _, writes := range []int{1, 64} {
-		b.Run(fmt.Sprintf("writes=%d", writes), func(b *testing.B) {
-			ring := applyRing(writes)
+	const block = 256
+	for _, c := range []struct{ writes, run int }{{1, 1}, {64, 1}, {1, block}} {
+		name := fmt.Sprintf("writes=%d", c.writes)
+		if c.run > 1 {
+			name += fmt.Sprintf(",run=%d", c.run)
+		}
+		b.Run(name, func(b *testing.B) {
+			ring := applyRing(c.writes)
 			values := make([][]byte, len(ring))
 			for i, ops := range ring {
 				var err error
@@ -55,16 +68,19 @@ func BenchmarkApply(b *testing.B) {
 			plain, withCommit := raw("raw"), raw("raw+commit")
 			defer plain.Close()
 			defer withCommit.Close()
-			rawBatch := func(db *pebble.DB, i int, commit bool) {
+			// rawBatch writes entries [from, to) in one raw batch.
+			rawBatch := func(db *pebble.DB, from, to int, commit bool) {
 				batch := db.NewBatch()
-				for _, op := range ring[i%len(ring)] {
-					if err := batch.Set(op.GetPut().GetKey(), op.GetPut().GetValue(), nil); err != nil {
-						b.Fatal(err)
+				for i := from; i < to; i++ {
+					for _, op := range ring[i%len(ring)] {
+						if err := batch.Set(op.GetPut().GetKey(), op.GetPut().GetValue(), nil); err != nil {
+							b.Fatal(err)
+						}
 					}
 				}
 				if commit {
 					var id [16]byte
-					if err := batch.Set(keyCommit, appendEntryID(id[:0], logpos.EntryID{Term: 1, Offset: logpos.Offset(i)}), nil); err != nil {
+					if err := batch.Set(keyCommit, appendEntryID(id[:0], logpos.EntryID{Term: 1, Offset: logpos.Offset(to - 1)}), nil); err != nil {
 						b.Fatal(err)
 					}
 				}
@@ -73,19 +89,38 @@ func BenchmarkApply(b *testing.B) {
 				}
 				_ = batch.Close()
 			}
-
-			arms := []func(i int){
-				func(i int) {
-					e := logpos.Entry{Term: 1, Offset: logpos.Offset(i), Value: values[i%len(values)]}
-					if err := s.Apply(e); err != nil {
-						b.Fatal(err)
+			entries := make([]logpos.Entry, 0, c.run)
+			// Each arm applies entries [from, to), c.run at a time.
+			arms := []func(from, to int){
+				func(from, to int) {
+					for at := from; at < to; at += c.run {
+						entries = entries[:0]
+						for i := at; i < min(at+c.run, to); i++ {
+							entries = append(entries, logpos.Entry{Term: 1, Offset: logpos.Offset(i), Value: values[i%len(values)]})
+						}
+						var err error
+						if len(entries) == 1 {
+							err = s.Apply(entries[0])
+						} else {
+							_, err = s.ApplyBatch(entries)
+						}
+						if err != nil {
+							b.Fatal(err)
+						}
 					}
 				},
-				func(i int) { rawBatch(plain, i, false) },
-				func(i int) { rawBatch(withCommit, i, true) },
+				func(from, to int) {
+					for at := from; at < to; at += c.run {
+						rawBatch(plain, at, min(at+c.run, to), false)
+					}
+				},
+				func(from, to int) {
+					for at := from; at < to; at += c.run {
+						rawBatch(withCommit, at, min(at+c.run, to), true)
+					}
+				},
 			}
 			var times [3]time.Duration // kv, raw, raw+commit
-			const block = 256
 			b.ReportAllocs()
 			b.ResetTimer()
 			for done := 0; done < b.N; done += block {
@@ -96,9 +131,7 @@ func BenchmarkApply(b *testing.B) {
 				// before it).
 				for _, arm := range armOrders[(done/block)%len(armOrders)] {
 					start := time.Now()
-					for i := done; i < done+n; i++ {
-						arms[arm](i)
-					}
+					arms[arm](done, done+n)
 					times[arm] += time.Since(start)
 				}
 			}

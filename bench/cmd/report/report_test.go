@@ -30,8 +30,8 @@ func fakeRun(t *testing.T) *Run {
 		line(&fol, "BenchmarkReplicate/follower-cumulative", 4000, "ns/op")
 		line(&wal, "BenchmarkAppend", 500, "ns/op", 0, "allocs/op")
 		line(&wal, "BenchmarkGroupCommit", 9000, "ns/op", 3000, "raw-ns/entry", 3500, "wal-ns/entry", 0.8+jitter/100, "wal-vs-raw", 0.1, "reader-cost")
-		for _, w := range []int{1, 64} {
-			line(&store, fmt.Sprintf("BenchmarkApply/writes=%d", w), 100000, "kv-entries/s", 110000, "raw-entries/s", 0.9, "kv/raw")
+		for _, name := range []string{"writes=1", "writes=64", "writes=1,run=256"} {
+			line(&store, "BenchmarkApply/"+name, 100000, "kv-entries/s", 110000, "raw-entries/s", 0.9, "kv/raw")
 		}
 		line(&bench, "BenchmarkTransition/tablefsm", 20, "ns/op", 0, "allocs/op")
 		line(&bench, "BenchmarkTransition/looplab", 2000, "ns/op")
