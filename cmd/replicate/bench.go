@@ -29,7 +29,9 @@ var benchCommand = command{
 latency (p50, p99, max). With no --target it starts a followerd on loopback in
 a temporary directory, and (with --baseline) compares it, in the same run,
 with a bare gRPC stream of the same protocol that acks on receipt (the echo
-server), and its idle ack latency with one fsync and one stream round trip.`,
+server), and its idle ack latency with one fsync and one stream round trip,
+measured together by the durable echo (the echo server plus one write and
+fdatasync before each ack, on the node's file system).`,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
 		var b benchConfig
 		fs.StringVar(&b.target, "target", "", "`address` of the follower node (empty: start a local followerd)")
