@@ -110,10 +110,36 @@ func newReplication(f *Follower, s ReplicationStream) *replication {
 func (f *Follower) Replicate(s ReplicationStream) error {
 	r := newReplication(f, s)
 	defer r.cancel(nil)
-	if err := f.underControl(func() error { return f.m.AttachStream(r) }); err != nil {
+	if err := r.attach(); err != nil {
 		return err
 	}
 	<-r.ctx.Done()
+	return r.detach()
+}
+
+// errAttachPanicked ends a stream whose attach panicked.
+var errAttachPanicked = errors.New("follower: attaching the stream panicked")
+
+// attach attaches the stream. Should that panic (an observer's bug, say)
+// once the stream is attached and its loops run, the stream is ended and
+// detached before the panic goes on: no handler serves it any more, and
+// it must not keep the next stream out.
+func (r *replication) attach() error {
+	defer func() {
+		if p := recover(); p != nil {
+			r.cancel(errAttachPanicked)
+			_ = r.detach()
+			panic(p)
+		}
+	}()
+	return r.f.underControl(func() error { return r.f.m.AttachStream(r) })
+}
+
+// detach waits, once the stream has ended, until its receive loop writes
+// nothing more, detaches it, and returns why it ended (nil: the leader
+// finished it).
+func (r *replication) detach() error {
+	f := r.f
 	if f.streamEnded != nil {
 		f.streamEnded(r)
 	}
