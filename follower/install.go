@@ -36,7 +36,7 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 	if !empty {
 		inst.chunkTerm = logpos.Term(first.Term)
 	}
-	if err := f.underControl(func() error { return f.m.BeginInstall(inst, empty, inst.chunkTerm) }); err != nil {
+	if err := f.beginInstall(inst, empty); err != nil {
 		return logpos.NoOffset, err
 	}
 	f.stats.installsStarted.Add(1)
@@ -63,6 +63,27 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 	}
 	f.stats.installsCommitted.Add(1)
 	return f.reply.Offset, nil
+}
+
+// beginInstall attaches inst. Should that panic (an observer's bug, say)
+// once inst is attached, the install is abandoned, its staged files
+// removed, before the panic goes on: it must not keep the next stream or
+// install out.
+func (f *Follower) beginInstall(inst *installation, empty bool) error {
+	defer func() {
+		if p := recover(); p != nil {
+			if inst.loader != nil {
+				_ = inst.loader.Abort()
+			}
+			f.acquire()
+			if f.install == inst {
+				f.install = nil
+			}
+			f.release()
+			panic(p)
+		}
+	}()
+	return f.underControl(func() error { return f.m.BeginInstall(inst, empty, inst.chunkTerm) })
 }
 
 // refuseBeforeFirstChunk returns the error of an install whose stream

@@ -3,6 +3,8 @@ package grpcapi_test
 import (
 	"context"
 	"errors"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -42,6 +44,45 @@ func TestPanicInAnObserverReleasesTheShard(t *testing.T) {
 		t.Fatalf("a stream whose attach panicked: %v, want Unknown", err)
 	}
 	replicate(t, n.conn, s, 1, 0, 3, true)
+}
+
+// TestPanicInAnObserverEndsTheInstall: an observer that panics once an
+// install is attached: the install is abandoned, nothing of it stays on
+// disk, and the next install goes through.
+func TestPanicInAnObserverEndsTheInstall(t *testing.T) {
+	var armed atomic.Bool
+	n := startNode(t, "", func(o *grpcapi.Options) {
+		o.Follower.Observer = fsm.ObserverFunc(func(st fsm.Step) {
+			if st.Event == "BeginInstall" && st.Err == nil && armed.CompareAndSwap(true, false) {
+				panic("observer bug")
+			}
+		})
+	})
+	s := leader.Shard{Namespace: "panic", Shard: 1}
+	fence(t, n.conn, s, 1)
+	chunks := snapshotOf(t, 1, 5)
+	armed.Store(true)
+	if _, err := sendChunks(t, n.conn, s, chunks...); status.Code(err) != codes.Unknown {
+		t.Fatalf("an install whose attach panicked: %v, want Unknown", err)
+	}
+	// The live database and nothing staged beside it.
+	entries, err := os.ReadDir(filepath.Join(n.dir, "panic", "1", "store"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dbs []string
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), "db-") {
+			dbs = append(dbs, e.Name())
+		}
+	}
+	if len(dbs) != 1 {
+		t.Fatalf("databases in the store after the install failed: %v", dbs)
+	}
+	res, err := sendChunks(t, n.conn, s, chunks...)
+	if err != nil || res.GetAckOffset() != 4 {
+		t.Fatalf("the next install: %v, %v", res, err)
+	}
 }
 
 // TestPanicWhileOpeningAShard: the file system panics the first time the
