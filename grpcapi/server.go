@@ -238,9 +238,10 @@ func (s *Server) shutdown(ctx context.Context) error {
 // when the node shuts down, so that a graceful stop need not wait for
 // their clients: such a stream's context is cancelled once it has sent a
 // message after Shutdown started (a health watch's NOT_SERVING), or once
-// Shutdown has closed every follower, whichever comes first. The
-// replication streams end with their followers. A reflection stream
-// waits for its client's next request and is not ended.
+// Shutdown has closed every follower, whichever comes first; a receive
+// it is waiting in then returns Unavailable (a reflection stream waits
+// for its client's next request). The replication streams end with their
+// followers.
 func (s *Server) endOnShutdown(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if strings.HasPrefix(info.FullMethod, "/replication.") {
 		return handler(srv, ss)
@@ -284,6 +285,32 @@ type endingStream struct {
 }
 
 func (e *endingStream) Context() context.Context { return e.ctx }
+
+// RecvMsg returns when a message arrives, the stream fails, or the
+// stream is ended, whichever comes first. In the last case the receive
+// goes on in the background until gRPC ends the call, which the handler
+// returning does, and its message is dropped.
+func (e *endingStream) RecvMsg(m any) error {
+	if e.ctx.Err() != nil {
+		return e.ended()
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.ServerStream.RecvMsg(m) }()
+	select {
+	case err := <-done:
+		return err
+	case <-e.ctx.Done():
+		return e.ended()
+	}
+}
+
+// ended is the error of a receive cut short by the end of the stream.
+func (e *endingStream) ended() error {
+	if e.stopping.Err() != nil {
+		return status.Error(codes.Unavailable, "grpcapi: the node is shutting down")
+	}
+	return status.FromContextError(e.ctx.Err()).Err()
+}
 
 func (e *endingStream) SendMsg(m any) error {
 	err := e.ServerStream.SendMsg(m)

@@ -213,6 +213,34 @@ func TestShutdownEndsHealthWatch(t *testing.T) {
 	}
 }
 
+// TestShutdownEndsReflectionStream: a reflection stream its client keeps
+// open (waiting for a next request) ends with Unavailable once the
+// followers are closed; the graceful shutdown does not wait for the
+// client (node.stop fails the test if the shutdown is cut short).
+func TestShutdownEndsReflectionStream(t *testing.T) {
+	n := startNode(t, "")
+	// A connection of its own, which node.stop does not close.
+	conn, err := leader.Dial(n.addr, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	refl, err := reflectionpb.NewServerReflectionClient(conn.ClientConn()).ServerReflectionInfo(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := refl.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := refl.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	n.stop()
+	if resp, err := refl.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("the reflection stream after the shutdown: %v, %v; want Unavailable", resp, err)
+	}
+}
+
 // TestRestartAndDelete: shards with data are hosted after a restart
 // (GetStatus and DeleteShard open them); after DeleteShard the node
 // forgets the shard and a later NewTerm starts a fresh follower.
