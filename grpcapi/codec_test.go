@@ -179,6 +179,12 @@ func TestAppendDecodeAllocates(t *testing.T) {
 	if err := c.Unmarshal(split, &b); err != nil || b.Entry.GetOffset() != 42 {
 		t.Errorf("in two pieces: %v, %v", prototext.Format(&b.Append), err)
 	}
+	// gRPC's own protobuf codec (a server whose options replaced the
+	// node's) fills the buffer too, by allocating.
+	b = appendBuffer{}
+	if err := c.proto.Unmarshal(data, &b); err != nil || b.Entry.GetOffset() != 42 || b.GetPreviousEntryCrc() != 7 {
+		t.Errorf("through gRPC's codec: %v, %v", prototext.Format(&b.Append), err)
+	}
 	var ack replicationpb.Ack
 	if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer([]byte{0x08, 0x05})}, &ack); err != nil || ack.GetOffset() != 5 {
 		t.Errorf("an Ack: %v, %v", &ack, err)
