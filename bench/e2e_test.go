@@ -181,7 +181,6 @@ func BenchmarkIdleAck(b *testing.B) {
 		lats[i] = &leader.Histogram{}
 	}
 	const chunk = 100
-	b.SetBytes(entrySize)
 	b.ResetTimer()
 	for from := int64(0); from < int64(b.N); from += chunk {
 		n := min(chunk, int64(b.N)-from)
