@@ -51,7 +51,9 @@ const DurableFileSize = 64 << 20
 
 // RegisterDurable registers a durable echo Server on r: each stream
 // writes to a file of its own in dir (on fs), removed when the stream
-// ends.
+// ends. The stream prepares its file when it starts, so the first entry
+// it acknowledges also waits for that (a follower's log is ready before
+// its streams start): one sample in a stream's worth of latencies.
 func RegisterDurable(r grpc.ServiceRegistrar, fs vfs.FS, dir string) {
 	replicationpb.RegisterOxiaLogReplicationServer(r, &Server{fs: fs, dir: dir})
 }
