@@ -61,107 +61,82 @@ func (b *appendBuffer) decode(p []byte) error {
 	if r := m.ProtoReflect(); len(r.GetUnknown()) > 0 {
 		r.SetUnknown(nil) // left by gRPC's own codec
 	}
-	for len(p) > 0 {
-		num, typ, n := consumeTag(p)
-		if n < 0 {
-			return protowire.ParseError(n)
-		}
-		p = p[n:]
+	return eachField(p, func(num protowire.Number, typ protowire.Type, v uint64, bytes []byte) error {
 		switch {
+		case num == 1 && typ == protowire.VarintType:
+			m.Term = int64(v)
 		case num == 2 && typ == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(p)
-			if n < 0 {
-				return protowire.ParseError(n)
-			}
 			if m.Entry == nil {
 				b.entry.Term, b.entry.Offset, b.entry.Value, b.entry.Timestamp = 0, 0, nil, 0
 				m.Entry = &b.entry
 			}
-			if err := b.decodeEntry(v); err != nil {
-				return err
-			}
-			p = p[n:]
-		case typ == protowire.VarintType && (num == 1 || num == 3 || num == 4 || num == 5):
-			v, n := protowire.ConsumeVarint(p)
-			if n < 0 {
-				return protowire.ParseError(n)
-			}
-			switch num {
-			case 1:
-				m.Term = int64(v)
-			case 3:
-				m.CommitOffset = int64(v)
-			case 4:
-				b.crc = uint32(v)
-				m.PreviousEntryCrc = &b.crc
-			case 5:
-				m.CumulativeAcksSupported = protowire.DecodeBool(v)
-			}
-			p = p[n:]
-		default:
-			n := protowire.ConsumeFieldValue(num, typ, p)
-			if n < 0 {
-				return protowire.ParseError(n)
-			}
-			p = p[n:]
+			return b.decodeEntry(bytes)
+		case num == 3 && typ == protowire.VarintType:
+			m.CommitOffset = int64(v)
+		case num == 4 && typ == protowire.VarintType:
+			b.crc = uint32(v)
+			m.PreviousEntryCrc = &b.crc
+		case num == 5 && typ == protowire.VarintType:
+			m.CumulativeAcksSupported = protowire.DecodeBool(v)
 		}
-	}
-	return nil
-}
-
-// consumeTag is protowire.ConsumeTag refusing field numbers above the
-// largest valid one, as protobuf-go does.
-func consumeTag(p []byte) (protowire.Number, protowire.Type, int) {
-	num, typ, n := protowire.ConsumeTag(p)
-	if n >= 0 && num > protowire.MaxValidNumber {
-		return 0, 0, -2 // protowire's code for an invalid field number
-	}
-	return num, typ, n
+		return nil
+	})
 }
 
 // decodeEntry merges the LogEntry encoded in p into b.entry, copying its
 // value into b's reused bytes.
 func (b *appendBuffer) decodeEntry(p []byte) error {
 	e := &b.entry
+	return eachField(p, func(num protowire.Number, typ protowire.Type, v uint64, bytes []byte) error {
+		switch {
+		case num == 1 && typ == protowire.VarintType:
+			e.Term = int64(v)
+		case num == 2 && typ == protowire.VarintType:
+			e.Offset = int64(v)
+		case num == 3 && typ == protowire.BytesType:
+			b.value = append(b.value[:0], bytes...)
+			e.Value = b.value
+		case num == 4 && typ == protowire.Fixed64Type:
+			e.Timestamp = v
+		}
+		return nil
+	})
+}
+
+// eachField calls field for every field of the message encoded in p, in
+// order, with its number, its wire type and its value: v for a varint or
+// a fixed64, bytes (not retained) for a length-delimited field. Fields of
+// other wire types (fixed32, groups) are checked and skipped. Malformed
+// input is an error, as protobuf-go finds it: truncation, an invalid
+// field number or wire type, an unmatched group.
+func eachField(p []byte, field func(num protowire.Number, typ protowire.Type, v uint64, bytes []byte) error) error {
 	for len(p) > 0 {
-		num, typ, n := consumeTag(p)
+		num, typ, n := protowire.ConsumeTag(p)
+		if n >= 0 && num > protowire.MaxValidNumber {
+			n = -2 // protowire's code for an invalid field number
+		}
 		if n < 0 {
 			return protowire.ParseError(n)
 		}
 		p = p[n:]
-		switch {
-		case (num == 1 || num == 2) && typ == protowire.VarintType:
-			v, n := protowire.ConsumeVarint(p)
-			if n < 0 {
-				return protowire.ParseError(n)
-			}
-			if num == 1 {
-				e.Term = int64(v)
-			} else {
-				e.Offset = int64(v)
-			}
-			p = p[n:]
-		case num == 3 && typ == protowire.BytesType:
-			v, n := protowire.ConsumeBytes(p)
-			if n < 0 {
-				return protowire.ParseError(n)
-			}
-			b.value = append(b.value[:0], v...)
-			e.Value = b.value
-			p = p[n:]
-		case num == 4 && typ == protowire.Fixed64Type:
-			v, n := protowire.ConsumeFixed64(p)
-			if n < 0 {
-				return protowire.ParseError(n)
-			}
-			e.Timestamp = v
-			p = p[n:]
+		var v uint64
+		var bytes []byte
+		switch typ {
+		case protowire.VarintType:
+			v, n = protowire.ConsumeVarint(p)
+		case protowire.Fixed64Type:
+			v, n = protowire.ConsumeFixed64(p)
+		case protowire.BytesType:
+			bytes, n = protowire.ConsumeBytes(p)
 		default:
-			n := protowire.ConsumeFieldValue(num, typ, p)
-			if n < 0 {
-				return protowire.ParseError(n)
-			}
-			p = p[n:]
+			n = protowire.ConsumeFieldValue(num, typ, p)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		p = p[n:]
+		if err := field(num, typ, v, bytes); err != nil {
+			return err
 		}
 	}
 	return nil
