@@ -161,7 +161,7 @@ const (
 	reopenBytesFull    = 1 << 30
 	reopenSegmentFull  = 64 << 20
 	reopenSegmentQuick = 8 << 20 // the benchmark's default
-	memoryEntriesFull  = 2_000_000
+	memoryEntriesFull  = 10_000_000
 	memoryEntriesQuick = 200_000
 )
 
