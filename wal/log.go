@@ -598,10 +598,17 @@ func (l *Log) findLocked(o logpos.Offset) *segment {
 // and closes the files. It is idempotent; afterwards every method returns
 // ErrClosed. Readers must be closed separately.
 func (l *Log) Close() error {
+	_, err := l.close()
+	return err
+}
+
+// close is Close, and says whether this call closed the log (false: it
+// was closed already).
+func (l *Log) close() (closed bool, err error) {
 	l.mu.Lock()
 	if l.mu.closed {
 		l.mu.Unlock()
-		return nil
+		return false, nil
 	}
 	l.mu.closed = true
 	l.mu.Unlock()
@@ -613,21 +620,28 @@ func (l *Log) Close() error {
 	l.mu.Lock()
 	failed := l.mu.failed
 	l.mu.Unlock()
-	var err error
 	if failed == nil {
 		if _, err = l.syncRoundLocked(); err == nil {
 			l.writeIndexes()
 		}
 	}
 	l.closeFiles()
-	return err
+	return true, err
 }
 
-// Delete closes the log and removes its directory.
+// Delete closes the log and removes its directory, durably. On a log
+// that is closed already it returns ErrClosed and removes nothing: the
+// directory may belong to a log opened since.
 func (l *Log) Delete() error {
-	err := l.Close()
+	closed, err := l.close()
+	if !closed {
+		return ErrClosed
+	}
 	if rerr := l.fs.RemoveAll(l.dir); rerr != nil {
 		return errors.Join(err, fmt.Errorf("wal: remove %s: %w", l.dir, rerr))
+	}
+	if serr := durable.SyncDir(l.fs, l.fs.PathDir(l.dir)); serr != nil {
+		return errors.Join(err, fmt.Errorf("wal: remove %s: %w", l.dir, serr))
 	}
 	return err
 }

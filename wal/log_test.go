@@ -445,6 +445,18 @@ func TestClosed(t *testing.T) {
 	if err := l2.AppendAsync(entry(10, 0)); !errors.Is(err, ErrClosed) {
 		t.Fatalf("after Delete: %v", err)
 	}
+	// Delete of a closed log removes nothing, not even the directory of a
+	// log opened there since.
+	l3 := mustOpen(t, "wal", memOpts(fs))
+	defer l3.Close()
+	mustAppend(t, l3, entry(0, 0))
+	mustSync(t, l3)
+	for _, closed := range []*Log{l, l2} {
+		if err := closed.Delete(); !errors.Is(err, ErrClosed) {
+			t.Fatalf("Delete of a closed log: %v", err)
+		}
+	}
+	checkEntries(t, readAll(t, l3, 0), entries(0, 0, 0))
 }
 
 func TestSyncContext(t *testing.T) {
