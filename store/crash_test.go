@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -323,6 +324,49 @@ func TestOpenRefusesCorruptLayout(t *testing.T) {
 				}
 				t.Fatalf("Open = %v, want ErrCorrupt", err)
 			}
+		})
+	}
+}
+
+// A store whose marker went missing is refused, not replaced by a fresh
+// one: its database is kept, and opens again once the marker is back.
+func TestOpenRefusesStoreWithoutMarker(t *testing.T) {
+	for name, fill := range map[string]func(t *testing.T, s *Store){
+		"term only": func(t *testing.T, s *Store) {
+			if err := s.SetTerm(4, TermOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"applied entries": func(t *testing.T, s *Store) { fillStore(t, s, model{}, 2, 5, "k") },
+	} {
+		t.Run(name, func(t *testing.T) {
+			mem := vfs.NewMem()
+			s := mustOpen(t, "/shard", Options{FS: mem})
+			fill(t, s)
+			want := fingerprintOf(t, s)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			before := listDir(t, mem, "/shard/db-000001")
+			if err := mem.Remove("/shard/CURRENT"); err != nil {
+				t.Fatal(err)
+			}
+			s, err := Open("/shard", Options{FS: mem})
+			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "db-000001") {
+				if err == nil {
+					s.Close()
+				}
+				t.Fatalf("Open without a marker = %v, want ErrCorrupt naming db-000001", err)
+			}
+			if got := listDir(t, mem, "/shard/db-000001"); !slices.Equal(got, before) {
+				t.Fatalf("the refused Open changed the database: %v, was %v", got, before)
+			}
+			if err := writeFile(mem, "/shard/CURRENT", "db-000001\n"); err != nil {
+				t.Fatal(err)
+			}
+			s = mustOpen(t, "/shard", Options{FS: mem})
+			defer s.Close()
+			assertFingerprint(t, "with the marker back", want, fingerprintOf(t, s))
 		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
@@ -152,6 +153,11 @@ func (s *Store) openLive() error {
 	if err != nil {
 		return err
 	}
+	if !found {
+		if err := s.checkUnmarked(); err != nil {
+			return err
+		}
+	}
 	seq, err := cleanDir(s.fs, s.dir, live)
 	if err != nil {
 		return err
@@ -186,6 +192,67 @@ func (s *Store) openLive() error {
 	s.mu.seq = seq
 	s.log.Debug("store: opened", "dir", s.dir, "db", live, "term", st.term, "commit", st.commit, "logResetPending", st.resetPending)
 	return nil
+}
+
+// checkUnmarked guards a directory without a marker before cleanDir
+// removes its databases. A creation cut short by a crash leaves at most a
+// database Pebble cannot open, or one holding nothing: no term, nothing
+// applied, no user key. A database holding more was a live store whose
+// marker went missing (the store never removes it): that is ErrCorrupt,
+// and nothing is removed.
+func (s *Store) checkUnmarked() error {
+	names, err := s.fs.List(s.dir)
+	if err != nil {
+		return fmt.Errorf("store: list %s: %w", s.dir, err)
+	}
+	for _, name := range names {
+		if _, ok := parseSeq(name, dbPrefix); !ok {
+			continue
+		}
+		what, err := s.unmarkedHolds(name)
+		if err != nil {
+			return err
+		}
+		if what != "" {
+			return fmt.Errorf("%w: no %s marker, but %s holds a store (%s): write %q into %s to open it, or remove the directory",
+				ErrCorrupt, markerName, name, what, name+"\n", markerName)
+		}
+	}
+	return nil
+}
+
+// unmarkedHolds opens the database in the directory name read-only and
+// says what it holds beyond what its creation writes ("" if nothing, or
+// if it does not open).
+func (s *Store) unmarkedHolds(name string) (what string, err error) {
+	defer catchFatal(&err, nil)
+	opts := s.opts.pebbleOptions(true)
+	opts.ReadOnly = true
+	h, err := pebble.Open(s.fs.PathJoin(s.dir, name), opts)
+	if err != nil {
+		return "", nil // its creation did not get as far as a database
+	}
+	defer h.Close()
+	var held []string
+	if st, err := readState(h, ErrCorrupt); err == nil {
+		if st.term != logpos.NoTerm {
+			held = append(held, fmt.Sprintf("term %d", st.term))
+		}
+		if st.commit != logpos.NoEntry {
+			held = append(held, fmt.Sprintf("commit %v", st.commit))
+		}
+	}
+	it, err := h.NewIter(&pebble.IterOptions{LowerBound: userLowerBound, UpperBound: userUpperBound})
+	if err != nil {
+		return "", fmt.Errorf("store: read %s: %w", name, err)
+	}
+	if it.First() {
+		held = append(held, "user keys")
+	}
+	if err := it.Close(); err != nil {
+		return "", fmt.Errorf("store: read %s: %w", name, err)
+	}
+	return strings.Join(held, ", "), nil
 }
 
 // create makes a new database in the directory name with its initial
