@@ -19,10 +19,13 @@ import (
 var errInjected = errors.New("injected I/O error")
 
 // faultyFS is the real file system with a switchable fault: while a rule
-// is set, every write or sync under a path containing its fragment fails.
+// is set, every write or sync under a path containing its fragment fails
+// (or, with failSyncs, every sync: the writes before it do reach the
+// file, as when a disk fails a flush).
 type faultyFS struct {
 	*errorfs.FS
-	rule atomic.Pointer[string]
+	rule      atomic.Pointer[string]
+	syncsOnly atomic.Bool
 }
 
 func newFaultyFS() *faultyFS {
@@ -32,7 +35,11 @@ func newFaultyFS() *faultyFS {
 		if frag == nil || !strings.Contains(op.Path, *frag) {
 			return nil
 		}
-		if op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
+		switch op.Kind {
+		case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
+			return errInjected
+		}
+		if !f.syncsOnly.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
 			return errInjected
 		}
 		return nil
@@ -40,8 +47,12 @@ func newFaultyFS() *faultyFS {
 	return f
 }
 
-func (f *faultyFS) fail(fragment string) { f.rule.Store(&fragment) }
-func (f *faultyFS) heal()                { f.rule.Store(nil) }
+func (f *faultyFS) fail(fragment string) { f.syncsOnly.Store(false); f.rule.Store(&fragment) }
+func (f *faultyFS) failSyncs(fragment string) {
+	f.syncsOnly.Store(true)
+	f.rule.Store(&fragment)
+}
+func (f *faultyFS) heal() { f.rule.Store(nil) }
 
 // harness is a follower on a faulty file system with helpers to drive it.
 type harness struct {
@@ -139,6 +150,52 @@ func TestNewTermPersistFailureChangesNothing(t *testing.T) {
 	h.open()
 	if st := h.f.Status(); st.Term != 2 {
 		t.Fatalf("term after reopen: %d", st.Term)
+	}
+}
+
+// TestNewTermSyncFailureTakesEffectLater: NewTerm fails because the
+// store's sync does, but the term's write reached the disk. When the store
+// is reopened, the term it holds stands (a restart would read it), so the
+// follower is fenced at it, as that NewTerm would have left it: never a
+// Follower of a term no leader truncated it in.
+func TestNewTermSyncFailureTakesEffectLater(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	if _, err := h.f.Truncate(1, &logpos.EntryID{Term: 0, Offset: -1}); err != nil {
+		t.Fatal(err)
+	}
+	s, res := h.replicate(1, 0, 2, 2)
+	h.fs.failSyncs("/store/")
+	_, err := h.f.NewTerm(2, TermOptions{KeySorting: store.KeySortingNatural})
+	if !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("NewTerm with failing store syncs: %v", err)
+	}
+	if err := <-res; !errors.Is(err, ErrStreamEnded) {
+		t.Fatalf("the stream ended with %v", err)
+	}
+	s.cancel()
+	if st := h.f.Status(); st.Term != 1 || st.State != StateFollower {
+		t.Fatalf("after the failed NewTerm: %+v", st)
+	}
+	h.fs.heal()
+	// The next control operation reopens the store, which holds term 2.
+	if _, err := h.f.Truncate(1, &logpos.EntryID{Term: 1, Offset: 2}); !errors.Is(err, ErrInvalidTerm) {
+		t.Fatalf("Truncate of term 1 once the store is back: %v", err)
+	}
+	if st := h.f.Status(); st.Term != 2 || st.State != StateFenced || st.Head != 2 {
+		t.Fatalf("once the store is back: %+v, want term 2, Fenced, head 2", st)
+	}
+	if got := h.f.store().TermOptions(); got.KeySorting != store.KeySortingNatural {
+		t.Fatalf("term options %+v, want those of the NewTerm", got)
+	}
+	// The leader of the new term goes on.
+	if _, err := h.f.Truncate(2, &logpos.EntryID{Term: 1, Offset: 2}); err != nil {
+		t.Fatal(err)
+	}
+	_ = h.f.Close()
+	h.open()
+	if st := h.f.Status(); st.Term != 2 || st.State != StateFenced {
+		t.Fatalf("after reopen: %+v", st)
 	}
 }
 

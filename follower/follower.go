@@ -226,13 +226,9 @@ func (f *Follower) repairLocked() error {
 		f.st.Store(st)
 		f.storeFailed.Store(false)
 		f.applier.kick() // what the store lost is applied again
-		f.term.Store(int64(st.Term()))
-		f.logger().Warn("store reopened after a failure", "commit", st.Commit())
-		if f.m.State() == StateNotMember && st.Term() != logpos.NoTerm {
-			// An install whose outcome was unknown took effect after all.
-			if err := f.m.Restore(st.Term()); err != nil {
-				return err
-			}
+		f.logger().Warn("store reopened after a failure", "commit", st.Commit(), "term", st.Term())
+		if err := f.adoptStoredTerm(st); err != nil {
+			return err
 		}
 	}
 	if f.stream != nil {
@@ -252,6 +248,26 @@ func (f *Follower) repairLocked() error {
 		f.advertised.Store(int64(point.Offset))
 	}
 	return nil
+}
+
+// adoptStoredTerm follows the term of a store reopened after a failure.
+// A term above the follower's was written by a NewTerm or an install that
+// failed when the store did, but whose write reached the disk after all:
+// it stands (a restart would read it), so the follower completes what that
+// NewTerm would have done, through the machine: a NotMember one is
+// restored to Fenced, any other fenced again at that term (the stream or
+// install attached ends, and the term is persisted again, durably). The
+// caller holds the lifecycle lock and the applier's.
+func (f *Follower) adoptStoredTerm(st *store.Store) error {
+	stored := st.Term()
+	if stored <= logpos.Term(f.term.Load()) {
+		return nil
+	}
+	if f.m.State() == StateNotMember {
+		f.term.Store(int64(stored))
+		return f.m.Restore(stored)
+	}
+	return f.m.NewTerm(stored, st.TermOptions())
 }
 
 // reopenLogIfFailed reopens the log if it failed; what it had not synced
