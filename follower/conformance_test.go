@@ -437,8 +437,8 @@ func TestConformanceInstallCheckOrder(t *testing.T) {
 			"wrong term": &gatedStream{chunks: cloneChunks(wrongTerm)},
 			"good":       &gatedStream{chunks: cloneChunks(good)},
 		} {
-			if _, err := h.f.InstallSnapshot(s); !errors.Is(err, ErrClosed) {
-				t.Errorf("%s on a closed follower: %v, want ErrClosed", name, err)
+			if _, err := h.f.InstallSnapshot(s); !errors.Is(err, ErrClosed) || errors.Is(err, ErrStreamEnded) {
+				t.Errorf("%s on a closed follower: %v, want ErrClosed (and no stream ended)", name, err)
 			}
 		}
 	})
@@ -1456,8 +1456,8 @@ func TestConformanceInstallClosedDuringTransfer(t *testing.T) {
 				t.Fatal(err)
 			}
 			close(s.gate)
-			if err := <-res; !errors.Is(err, ErrClosed) {
-				t.Errorf("install interrupted by close: %v, want ErrClosed", err)
+			if err := <-res; !errors.Is(err, ErrClosed) || !errors.Is(err, ErrStreamEnded) {
+				t.Errorf("install interrupted by close: %v, want ErrClosed and ErrStreamEnded", err)
 			}
 			if !del {
 				if l := stagingLeft(t, h.fs, h.dir); len(l) > 0 {

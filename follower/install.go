@@ -22,9 +22,14 @@ type installation struct {
 // arrived and the staged files open as a valid store, replaces the store
 // with it, clears the log and moves to Follower. It returns the snapshot's
 // commit offset. Any failure leaves the follower exactly as it was; if
-// NewTerm ran during the transfer, it fails with ErrInvalidTerm. See docs/spec.md
-// §2.4.
+// NewTerm ran during the transfer, it fails with ErrInvalidTerm, if Close
+// or Delete did, with an error matching both ErrStreamEnded and
+// ErrClosed. See docs/spec.md §2.4.
 func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
+	if f.view.Load().state == StateClosed {
+		// Closed before the call: no stream of it was ended.
+		return logpos.NoOffset, ErrClosed
+	}
 	chunks := f.receiveChunks(s)
 	defer chunks.stop()
 	first, err := chunks.next()
@@ -58,6 +63,9 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 		_ = inst.loader.Abort()
 		if f.install == inst {
 			f.install = nil
+		}
+		if errors.Is(err, ErrClosed) {
+			err = endedByClose(err)
 		}
 		return logpos.NoOffset, err
 	}
@@ -144,7 +152,7 @@ func (f *Follower) receiveChunks(s SnapshotStream) *chunkReceiver {
 }
 
 // next returns the stream's next chunk, or its error (io.EOF at its end),
-// or ErrClosed once the follower closes. It is not called again after an
+// or ErrClosed (and ErrStreamEnded) once the follower closes. It is not called again after an
 // error.
 func (r *chunkReceiver) next() (*replicationpb.SnapshotChunk, error) {
 	select {
@@ -161,7 +169,14 @@ func (r *chunkReceiver) next() (*replicationpb.SnapshotChunk, error) {
 }
 
 func (r *chunkReceiver) closed() error {
-	return fmt.Errorf("%w: the follower closed while the snapshot was being received", ErrClosed)
+	return endedByClose(fmt.Errorf("%w: the follower closed while the snapshot was being received", ErrClosed))
+}
+
+// endedByClose marks err (an ErrClosed) as the end of a snapshot stream
+// by Close or Delete: it matches ErrStreamEnded too, as a replication
+// stream's end does.
+func endedByClose(err error) error {
+	return fmt.Errorf("%w: %w", ErrStreamEnded, err)
 }
 
 func (r *chunkReceiver) stop() { close(r.done) }
@@ -208,7 +223,7 @@ func (f *Follower) failInstall(inst *installation, err error) error {
 	defer f.release()
 	switch {
 	case f.m.State() == StateClosed:
-		return fmt.Errorf("%w: the install was interrupted", ErrClosed)
+		return endedByClose(fmt.Errorf("%w: the install was interrupted", ErrClosed))
 	case f.install != inst:
 		return fmt.Errorf("%w: a new term was fenced during the transfer", ErrInvalidTerm)
 	}
