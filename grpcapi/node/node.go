@@ -102,6 +102,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageErr("--data-dir is empty")
 	}
 
+	// From here on, SIGINT and SIGTERM stop the node gracefully (exit 0),
+	// even when they arrive while it is still starting.
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	srv, err := grpcapi.New(grpcapi.Options{
 		DataDir:              *dataDir,
 		Logger:               logger,
@@ -127,8 +131,6 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 1
 		}
 	}
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	logger.Info("serving", "address", lis.Addr().String(), "data_dir", *dataDir)
