@@ -1,12 +1,18 @@
 package grpcapi
 
 import (
+	"context"
+	"fmt"
+	"slices"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
 	protocodec "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 
+	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 )
 
@@ -27,7 +33,24 @@ func (codec) Name() string { return protocodec.Name }
 
 func (c codec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
 
+// Unmarshal decodes data into v, or, for a *checked, into its message.
 func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
+	in, ok := v.(*checked)
+	if !ok {
+		return c.unmarshal(data, v)
+	}
+	in.err = nil
+	if err := c.unmarshal(data, in.m); err != nil {
+		name := fmt.Sprintf("%T", in.m)
+		if m, ok := in.m.(proto.Message); ok {
+			name = string(m.ProtoReflect().Descriptor().FullName())
+		}
+		in.err = fmt.Errorf("%w: malformed %s message: %v", follower.ErrInvalidArgument, name, err)
+	}
+	return nil
+}
+
+func (c codec) unmarshal(data mem.BufferSlice, v any) error {
 	b, ok := v.(*appendBuffer)
 	if !ok {
 		return c.proto.Unmarshal(data, v)
@@ -38,6 +61,63 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
 	return b.decode(buf.ReadOnlyData())
+}
+
+// checked is what the handlers of the node's own services receive their
+// messages into (see decodeChecked): the codec decodes into m, and should
+// the bytes not decode, it keeps the error (an ErrInvalidArgument) in err
+// and reports success to gRPC. For a message that does not decode, gRPC
+// itself would send Internal at once; a malformed request is the
+// client's mistake, and the node answers InvalidArgument.
+type checked struct {
+	m   any
+	err error
+}
+
+// decodeChecked returns desc with handlers that receive every message
+// through checked: a request or stream message that does not decode fails
+// the call with InvalidArgument (and the INVALID_ARGUMENT reason).
+func decodeChecked(desc *grpc.ServiceDesc) *grpc.ServiceDesc {
+	d := *desc
+	d.Methods = slices.Clone(desc.Methods)
+	for i := range d.Methods {
+		handler := d.Methods[i].Handler
+		d.Methods[i].Handler = func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
+			return handler(srv, ctx, func(m any) error {
+				in := checked{m: m}
+				if err := dec(&in); err != nil {
+					return err
+				}
+				return Status(in.err, false)
+			}, ic)
+		}
+	}
+	d.Streams = slices.Clone(desc.Streams)
+	for i := range d.Streams {
+		handler := d.Streams[i].Handler
+		d.Streams[i].Handler = func(srv any, ss grpc.ServerStream) error {
+			return handler(srv, &checkedStream{ServerStream: ss})
+		}
+	}
+	return &d
+}
+
+// checkedStream is a server stream whose messages are received through
+// checked; its RecvMsg fails with the ErrInvalidArgument of a message
+// that does not decode.
+type checkedStream struct {
+	grpc.ServerStream
+	in checked
+}
+
+func (s *checkedStream) RecvMsg(m any) error {
+	s.in.m = m
+	err := s.ServerStream.RecvMsg(&s.in)
+	s.in.m = nil
+	if err != nil {
+		return err
+	}
+	return s.in.err
 }
 
 // appendBuffer is an Append decoded over and over into the same memory:

@@ -144,9 +144,13 @@ func New(opts Options) (*Server, error) {
 		gopts = append(gopts, grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams))
 	}
 	s.grpc = grpc.NewServer(append(gopts, opts.GRPCOptions...)...)
-	replicationpb.RegisterOxiaLogReplicationServer(s.grpc, s)
-	replicationpb.RegisterOxiaCoordinationServer(s.grpc, s)
-	inspectpb.RegisterInspectServer(s.grpc, s)
+	for _, desc := range []*grpc.ServiceDesc{
+		&replicationpb.OxiaLogReplication_ServiceDesc,
+		&replicationpb.OxiaCoordination_ServiceDesc,
+		&inspectpb.Inspect_ServiceDesc,
+	} {
+		s.grpc.RegisterService(decodeChecked(desc), s)
+	}
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
 	for name := range s.grpc.GetServiceInfo() {

@@ -2,15 +2,19 @@ package grpcapi_test
 
 import (
 	"context"
+	"os"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
+	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 )
 
@@ -170,5 +174,68 @@ func TestRequestValidation(t *testing.T) {
 	}
 	if got := listTree(t, n.dir); !cmp.Equal(got, []string{".lock"}) {
 		t.Fatalf("the data directory holds %v after invalid calls", got)
+	}
+}
+
+// rawCodec sends and receives messages as the bytes they are, so that a
+// test can send what no protobuf library would encode.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error) { return *v.(*[]byte), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error {
+	*v.(*[]byte) = append([]byte(nil), data...)
+	return nil
+}
+func (rawCodec) Name() string { return "proto" }
+
+// TestMalformedMessages: a request or stream message that does not decode
+// is InvalidArgument with the INVALID_ARGUMENT reason (the client's
+// mistake), on every call, and changes nothing.
+func TestMalformedMessages(t *testing.T) {
+	n := startNode(t, "")
+	s := leader.Shard{Namespace: "bad", Shard: 1}
+	fence(t, n.conn, s, 2)
+	raw, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	malformed := []byte{0x0a, 0xff} // field 1, then a length cut short
+	wantMalformed := func(err error, message string) {
+		t.Helper()
+		aWantErr(t, err, codes.InvalidArgument, grpcapi.ReasonInvalidArgument)
+		if want := "malformed replication." + message; !strings.Contains(err.Error(), want) {
+			t.Fatalf("%v does not say %q", err, want)
+		}
+	}
+	for method, message := range map[string]string{
+		"/replication.OxiaCoordination/NewTerm":     "NewTermRequest",
+		"/replication.OxiaCoordination/GetStatus":   "GetStatusRequest",
+		"/replication.OxiaCoordination/DeleteShard": "DeleteShardRequest",
+		"/replication.OxiaLogReplication/Truncate":  "TruncateRequest",
+	} {
+		var reply []byte
+		wantMalformed(raw.Invoke(ctxT(t), method, &malformed, &reply), message)
+	}
+	for method, message := range map[string]string{
+		"/replication.OxiaLogReplication/Replicate":    "Append",
+		"/replication.OxiaLogReplication/SendSnapshot": "SnapshotChunk",
+	} {
+		desc := &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}
+		stream, err := raw.NewStream(leader.StreamContext(ctxT(t), s), desc, method)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.SendMsg(&malformed); err != nil {
+			t.Fatal(err)
+		}
+		var reply []byte
+		wantMalformed(stream.RecvMsg(&reply), message)
+	}
+	aWantStatus(t, n.conn, s, 2, replicationpb.ServingStatus_FOLLOWER, -1, -1)
+	entries, err := os.ReadDir(n.dir)
+	if err != nil || len(entries) != 2 || entries[1].Name() != "bad" {
+		t.Fatalf("data directory holds %v (%v), want only the lock and the fenced shard", entries, err)
 	}
 }
