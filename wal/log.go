@@ -262,9 +262,6 @@ func (l *Log) syncDir() error {
 // the last appended offset + 1 (ErrGap otherwise); an empty log accepts any
 // offset ≥ 0. Only one goroutine may append at a time.
 func (l *Log) AppendAsync(e logpos.Entry) error {
-	if len(e.Value) > MaxValueSize {
-		return fmt.Errorf("%w: value of %d bytes (max %d)", ErrTooLarge, len(e.Value), MaxValueSize)
-	}
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()
 
@@ -276,6 +273,8 @@ func (l *Log) AppendAsync(e logpos.Entry) error {
 		return err
 	}
 	switch {
+	case len(e.Value) > MaxValueSize:
+		return fmt.Errorf("%w: value of %d bytes (max %d)", ErrTooLarge, len(e.Value), MaxValueSize)
 	case last == logpos.NoOffset && e.Offset < 0:
 		return fmt.Errorf("%w: first offset %d", ErrOutOfRange, e.Offset)
 	case last != logpos.NoOffset && e.Offset != last+1:

@@ -419,15 +419,19 @@ func TestClosed(t *testing.T) {
 	}
 	ctx := context.Background()
 	for name, err := range map[string]error{
-		"AppendAsync": l.AppendAsync(entry(10, 0)),
-		"Sync":        func() error { _, err := l.Sync(ctx); return err }(),
-		"TruncateLog": func() error { _, err := l.TruncateLog(3); return err }(),
-		"Clear":       l.Clear(),
-		"Trim":        l.Trim(5),
-		"SeedChain":   l.SeedChain(1),
-		"NewReader":   func() error { _, err := l.NewReader(0); return err }(),
-		"NewReverse":  func() error { _, err := l.NewReverseReader(); return err }(),
-		"Reader.Next": func() error { _, err := r.Next(); return err }(),
+		"AppendAsync":                l.AppendAsync(entry(10, 0)),
+		"AppendAsync, too large":     l.AppendAsync(logpos.Entry{Offset: 10, Value: make([]byte, MaxValueSize+1)}),
+		"AppendAsync, gap":           l.AppendAsync(entry(12, 0)),
+		"Sync":                       func() error { _, err := l.Sync(ctx); return err }(),
+		"TruncateLog":                func() error { _, err := l.TruncateLog(3); return err }(),
+		"Clear":                      l.Clear(),
+		"Trim":                       l.Trim(5),
+		"SeedChain":                  l.SeedChain(1),
+		"NewReader":                  func() error { _, err := l.NewReader(0); return err }(),
+		"NewReader(-1)":              func() error { _, err := l.NewReader(-1); return err }(),
+		"TruncateLog beyond the end": func() error { _, err := l.TruncateLog(100); return err }(),
+		"NewReverse":                 func() error { _, err := l.NewReverseReader(); return err }(),
+		"Reader.Next":                func() error { _, err := r.Next(); return err }(),
 	} {
 		if !errors.Is(err, ErrClosed) {
 			t.Errorf("%s after Close: %v", name, err)

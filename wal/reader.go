@@ -74,13 +74,13 @@ type Reader struct {
 
 // NewReader returns a reader whose first entry is from (≥ 0).
 func (l *Log) NewReader(from logpos.Offset) (*Reader, error) {
-	if from < 0 {
-		return nil, fmt.Errorf("%w: reader from %d", ErrOutOfRange, from)
-	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.mu.closed {
 		return nil, ErrClosed
+	}
+	if from < 0 {
+		return nil, fmt.Errorf("%w: reader from %d", ErrOutOfRange, from)
 	}
 	r := &Reader{l: l, st: &readerState{claimed: logpos.NoOffset}, next: from, pos: -1, epoch: l.mu.epoch}
 	r.fr.chunk = 64 << 10
