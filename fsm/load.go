@@ -590,6 +590,9 @@ func (l *loader) row(t *Table, n ast.Node) Row {
 				}
 			}
 		}
+		if len(r.From) == 0 && len(src.from) > 0 && len(t.States) > 0 {
+			l.errorf(l.pos(x), "\"from\": \"*\" names the live states, and the table has none")
+		}
 	}
 	if x := f["on"]; x != nil {
 		if s, ok := l.name(x, "event name"); ok {

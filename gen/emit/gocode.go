@@ -34,7 +34,11 @@ func Go(t *fsm.Table, src Source) ([]byte, error) {
 	var p printer
 	p.f("%s", header(src))
 	p.f("package %s\n\n", t.Package)
-	p.f("%s", importBlock(generatedImports("errors", "strconv", "atomic", "fsm"), t.Imports))
+	std := []string{"strconv", "atomic", "fsm"}
+	if len(t.Errors) > 0 {
+		std = append(std, "errors") // only the declared errors use it
+	}
+	p.f("%s", importBlock(generatedImports(std...), t.Imports))
 	p.f("// %s is the hash of %s this file was generated from.\n", m.hashConst(), src.Name)
 	p.f("const %s = %q\n\n", m.hashConst(), src.Hash())
 	m.enums(&p)

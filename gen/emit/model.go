@@ -172,6 +172,13 @@ func comment(indent, text string) string {
 	if strings.TrimSpace(text) == "" {
 		return ""
 	}
+	// Characters a Go source file cannot hold, even in a comment.
+	text = strings.Map(func(r rune) rune {
+		if r == 0 || r == '\uFEFF' {
+			return -1
+		}
+		return r
+	}, text)
 	var b strings.Builder
 	for _, line := range wrap(text, 76-len(indent)) {
 		b.WriteString(indent + "// " + line + "\n")
