@@ -222,18 +222,18 @@ func (m *Lifecycle) Restore(term logpos.Term) error {
 	case StateNotMember:
 		// row 0 (transitions.yaml:141)
 		if !m.h.TermValid(term) {
-			return m.refuse(from, EventRestore, -1, &lifecycleRefusals[0])
+			return m.refuse(from, EventRestore, -1, &_Lifecycle_refusals[0])
 		}
 		return m.accept(from, EventRestore, 0, StateFenced)
 	case StateFenced:
 		// Unhandled: refused.
-		return m.refuse(from, EventRestore, -1, &lifecycleRefusals[14])
+		return m.refuse(from, EventRestore, -1, &_Lifecycle_refusals[14])
 	case StateFollower:
 		// Unhandled: refused.
-		return m.refuse(from, EventRestore, -1, &lifecycleRefusals[30])
+		return m.refuse(from, EventRestore, -1, &_Lifecycle_refusals[30])
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventRestore, -1, &lifecycleRefusals[44])
+		return m.refuse(from, EventRestore, -1, &_Lifecycle_refusals[44])
 	}
 	return fsm.ErrNoMachine
 }
@@ -247,10 +247,10 @@ func (m *Lifecycle) NewTerm(term logpos.Term, options TermOptions) error {
 	case StateNotMember:
 		// row 1 (transitions.yaml:143)
 		if !m.h.TermValid(term) {
-			return m.refuse(from, EventNewTerm, -1, &lifecycleRefusals[1])
+			return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[1])
 		}
 		if !m.h.TermNotBehind(term) {
-			return m.refuse(from, EventNewTerm, -1, &lifecycleRefusals[2])
+			return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[2])
 		}
 		if err := m.h.Fence(term, options); err != nil {
 			return m.fail(from, EventNewTerm, 1, err)
@@ -259,10 +259,10 @@ func (m *Lifecycle) NewTerm(term logpos.Term, options TermOptions) error {
 	case StateFenced:
 		// row 1 (transitions.yaml:143)
 		if !m.h.TermValid(term) {
-			return m.refuse(from, EventNewTerm, -1, &lifecycleRefusals[15])
+			return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[15])
 		}
 		if !m.h.TermNotBehind(term) {
-			return m.refuse(from, EventNewTerm, -1, &lifecycleRefusals[16])
+			return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[16])
 		}
 		if err := m.h.Fence(term, options); err != nil {
 			return m.fail(from, EventNewTerm, 1, err)
@@ -271,10 +271,10 @@ func (m *Lifecycle) NewTerm(term logpos.Term, options TermOptions) error {
 	case StateFollower:
 		// row 1 (transitions.yaml:143)
 		if !m.h.TermValid(term) {
-			return m.refuse(from, EventNewTerm, -1, &lifecycleRefusals[31])
+			return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[31])
 		}
 		if !m.h.TermNotBehind(term) {
-			return m.refuse(from, EventNewTerm, -1, &lifecycleRefusals[32])
+			return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[32])
 		}
 		if err := m.h.Fence(term, options); err != nil {
 			return m.fail(from, EventNewTerm, 1, err)
@@ -282,7 +282,7 @@ func (m *Lifecycle) NewTerm(term logpos.Term, options TermOptions) error {
 		return m.accept(from, EventNewTerm, 1, StateFenced)
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventNewTerm, -1, &lifecycleRefusals[45])
+		return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[45])
 	}
 	return fsm.ErrNoMachine
 }
@@ -297,28 +297,28 @@ func (m *Lifecycle) Truncate(term logpos.Term, head *logpos.EntryID) error {
 	case StateNotMember:
 		// row 3 (transitions.yaml:150)
 		if !m.h.HeadGiven(head) {
-			return m.refuse(from, EventTruncate, -1, &lifecycleRefusals[3])
+			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[3])
 		}
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventTruncate, -1, &lifecycleRefusals[4])
+			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[4])
 		}
-		return m.refuse(from, EventTruncate, 3, &lifecycleRefusals[5])
+		return m.refuse(from, EventTruncate, 3, &_Lifecycle_refusals[5])
 	case StateFenced:
 		// row 2 (transitions.yaml:145)
 		if !m.h.HeadGiven(head) {
-			return m.refuse(from, EventTruncate, -1, &lifecycleRefusals[17])
+			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[17])
 		}
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventTruncate, -1, &lifecycleRefusals[18])
+			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[18])
 		}
 		if !m.h.TermMatches(term) {
-			return m.refuse(from, EventTruncate, -1, &lifecycleRefusals[19])
+			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[19])
 		}
 		if !m.h.HeadNotBelowCommit(head) {
-			return m.refuse(from, EventTruncate, -1, &lifecycleRefusals[20])
+			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[20])
 		}
 		if !m.h.HeadNotBeyondLog(head) {
-			return m.refuse(from, EventTruncate, -1, &lifecycleRefusals[21])
+			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[21])
 		}
 		if err := m.h.TruncateLog(head); err != nil {
 			return m.fail(from, EventTruncate, 2, err)
@@ -327,15 +327,15 @@ func (m *Lifecycle) Truncate(term logpos.Term, head *logpos.EntryID) error {
 	case StateFollower:
 		// row 3 (transitions.yaml:150)
 		if !m.h.HeadGiven(head) {
-			return m.refuse(from, EventTruncate, -1, &lifecycleRefusals[33])
+			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[33])
 		}
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventTruncate, -1, &lifecycleRefusals[34])
+			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[34])
 		}
-		return m.refuse(from, EventTruncate, 3, &lifecycleRefusals[35])
+		return m.refuse(from, EventTruncate, 3, &_Lifecycle_refusals[35])
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventTruncate, -1, &lifecycleRefusals[46])
+		return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[46])
 	}
 	return fsm.ErrNoMachine
 }
@@ -348,11 +348,11 @@ func (m *Lifecycle) AttachStream(stream *replication) error {
 	switch from := m.State(); from {
 	case StateNotMember:
 		// row 4 (transitions.yaml:152)
-		return m.refuse(from, EventAttachStream, 4, &lifecycleRefusals[6])
+		return m.refuse(from, EventAttachStream, 4, &_Lifecycle_refusals[6])
 	case StateFenced:
 		// row 5 (transitions.yaml:153)
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventAttachStream, -1, &lifecycleRefusals[22])
+			return m.refuse(from, EventAttachStream, -1, &_Lifecycle_refusals[22])
 		}
 		if err := m.h.StartStream(stream); err != nil {
 			return m.fail(from, EventAttachStream, 5, err)
@@ -361,7 +361,7 @@ func (m *Lifecycle) AttachStream(stream *replication) error {
 	case StateFollower:
 		// row 5 (transitions.yaml:153)
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventAttachStream, -1, &lifecycleRefusals[36])
+			return m.refuse(from, EventAttachStream, -1, &_Lifecycle_refusals[36])
 		}
 		if err := m.h.StartStream(stream); err != nil {
 			return m.fail(from, EventAttachStream, 5, err)
@@ -369,7 +369,7 @@ func (m *Lifecycle) AttachStream(stream *replication) error {
 		return m.accept(from, EventAttachStream, 5, from)
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventAttachStream, -1, &lifecycleRefusals[47])
+		return m.refuse(from, EventAttachStream, -1, &_Lifecycle_refusals[47])
 	}
 	return fsm.ErrNoMachine
 }
@@ -383,22 +383,22 @@ func (m *Lifecycle) FirstEntry(stream *replication) error {
 	switch from := m.State(); from {
 	case StateNotMember:
 		// Unhandled: refused.
-		return m.refuse(from, EventFirstEntry, -1, &lifecycleRefusals[7])
+		return m.refuse(from, EventFirstEntry, -1, &_Lifecycle_refusals[7])
 	case StateFenced:
 		// row 6 (transitions.yaml:155)
 		if !m.h.StreamAttached(stream) {
-			return m.refuse(from, EventFirstEntry, -1, &lifecycleRefusals[23])
+			return m.refuse(from, EventFirstEntry, -1, &_Lifecycle_refusals[23])
 		}
 		return m.accept(from, EventFirstEntry, 6, StateFollower)
 	case StateFollower:
 		// row 7 (transitions.yaml:156)
 		if !m.h.StreamAttached(stream) {
-			return m.refuse(from, EventFirstEntry, -1, &lifecycleRefusals[37])
+			return m.refuse(from, EventFirstEntry, -1, &_Lifecycle_refusals[37])
 		}
 		return m.accept(from, EventFirstEntry, 7, from)
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventFirstEntry, -1, &lifecycleRefusals[48])
+		return m.refuse(from, EventFirstEntry, -1, &_Lifecycle_refusals[48])
 	}
 	return fsm.ErrNoMachine
 }
@@ -413,13 +413,13 @@ func (m *Lifecycle) BeginInstall(install *installation, empty bool, chunkTerm lo
 	case StateNotMember:
 		// row 8 (transitions.yaml:158)
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventBeginInstall, -1, &lifecycleRefusals[8])
+			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[8])
 		}
 		if !m.h.SnapshotNotEmpty(empty) {
-			return m.refuse(from, EventBeginInstall, -1, &lifecycleRefusals[9])
+			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[9])
 		}
 		if !m.h.SnapshotTermAcceptable(chunkTerm) {
-			return m.refuse(from, EventBeginInstall, -1, &lifecycleRefusals[10])
+			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[10])
 		}
 		if err := m.h.StartInstall(install); err != nil {
 			return m.fail(from, EventBeginInstall, 8, err)
@@ -428,13 +428,13 @@ func (m *Lifecycle) BeginInstall(install *installation, empty bool, chunkTerm lo
 	case StateFenced:
 		// row 8 (transitions.yaml:158)
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventBeginInstall, -1, &lifecycleRefusals[24])
+			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[24])
 		}
 		if !m.h.SnapshotNotEmpty(empty) {
-			return m.refuse(from, EventBeginInstall, -1, &lifecycleRefusals[25])
+			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[25])
 		}
 		if !m.h.SnapshotTermAcceptable(chunkTerm) {
-			return m.refuse(from, EventBeginInstall, -1, &lifecycleRefusals[26])
+			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[26])
 		}
 		if err := m.h.StartInstall(install); err != nil {
 			return m.fail(from, EventBeginInstall, 8, err)
@@ -443,13 +443,13 @@ func (m *Lifecycle) BeginInstall(install *installation, empty bool, chunkTerm lo
 	case StateFollower:
 		// row 8 (transitions.yaml:158)
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventBeginInstall, -1, &lifecycleRefusals[38])
+			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[38])
 		}
 		if !m.h.SnapshotNotEmpty(empty) {
-			return m.refuse(from, EventBeginInstall, -1, &lifecycleRefusals[39])
+			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[39])
 		}
 		if !m.h.SnapshotTermAcceptable(chunkTerm) {
-			return m.refuse(from, EventBeginInstall, -1, &lifecycleRefusals[40])
+			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[40])
 		}
 		if err := m.h.StartInstall(install); err != nil {
 			return m.fail(from, EventBeginInstall, 8, err)
@@ -457,7 +457,7 @@ func (m *Lifecycle) BeginInstall(install *installation, empty bool, chunkTerm lo
 		return m.accept(from, EventBeginInstall, 8, from)
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventBeginInstall, -1, &lifecycleRefusals[49])
+		return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[49])
 	}
 	return fsm.ErrNoMachine
 }
@@ -472,7 +472,7 @@ func (m *Lifecycle) CommitInstall(install *installation) error {
 	case StateNotMember:
 		// row 9 (transitions.yaml:159)
 		if !m.h.InstallAttached(install) {
-			return m.refuse(from, EventCommitInstall, -1, &lifecycleRefusals[11])
+			return m.refuse(from, EventCommitInstall, -1, &_Lifecycle_refusals[11])
 		}
 		if err := m.h.CommitSnapshot(install); err != nil {
 			return m.fail(from, EventCommitInstall, 9, err)
@@ -481,7 +481,7 @@ func (m *Lifecycle) CommitInstall(install *installation) error {
 	case StateFenced:
 		// row 9 (transitions.yaml:159)
 		if !m.h.InstallAttached(install) {
-			return m.refuse(from, EventCommitInstall, -1, &lifecycleRefusals[27])
+			return m.refuse(from, EventCommitInstall, -1, &_Lifecycle_refusals[27])
 		}
 		if err := m.h.CommitSnapshot(install); err != nil {
 			return m.fail(from, EventCommitInstall, 9, err)
@@ -490,7 +490,7 @@ func (m *Lifecycle) CommitInstall(install *installation) error {
 	case StateFollower:
 		// row 9 (transitions.yaml:159)
 		if !m.h.InstallAttached(install) {
-			return m.refuse(from, EventCommitInstall, -1, &lifecycleRefusals[41])
+			return m.refuse(from, EventCommitInstall, -1, &_Lifecycle_refusals[41])
 		}
 		if err := m.h.CommitSnapshot(install); err != nil {
 			return m.fail(from, EventCommitInstall, 9, err)
@@ -498,7 +498,7 @@ func (m *Lifecycle) CommitInstall(install *installation) error {
 		return m.accept(from, EventCommitInstall, 9, StateFollower)
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventCommitInstall, -1, &lifecycleRefusals[50])
+		return m.refuse(from, EventCommitInstall, -1, &_Lifecycle_refusals[50])
 	}
 	return fsm.ErrNoMachine
 }
@@ -512,10 +512,10 @@ func (m *Lifecycle) Delete(term logpos.Term) error {
 	case StateNotMember:
 		// row 10 (transitions.yaml:161)
 		if !m.h.TermValid(term) {
-			return m.refuse(from, EventDelete, -1, &lifecycleRefusals[12])
+			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[12])
 		}
 		if !m.h.TermNotBehind(term) {
-			return m.refuse(from, EventDelete, -1, &lifecycleRefusals[13])
+			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[13])
 		}
 		if err := m.h.Shutdown(); err != nil {
 			return m.fail(from, EventDelete, 10, err)
@@ -524,10 +524,10 @@ func (m *Lifecycle) Delete(term logpos.Term) error {
 	case StateFenced:
 		// row 10 (transitions.yaml:161)
 		if !m.h.TermValid(term) {
-			return m.refuse(from, EventDelete, -1, &lifecycleRefusals[28])
+			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[28])
 		}
 		if !m.h.TermNotBehind(term) {
-			return m.refuse(from, EventDelete, -1, &lifecycleRefusals[29])
+			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[29])
 		}
 		if err := m.h.Shutdown(); err != nil {
 			return m.fail(from, EventDelete, 10, err)
@@ -536,10 +536,10 @@ func (m *Lifecycle) Delete(term logpos.Term) error {
 	case StateFollower:
 		// row 10 (transitions.yaml:161)
 		if !m.h.TermValid(term) {
-			return m.refuse(from, EventDelete, -1, &lifecycleRefusals[42])
+			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[42])
 		}
 		if !m.h.TermNotBehind(term) {
-			return m.refuse(from, EventDelete, -1, &lifecycleRefusals[43])
+			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[43])
 		}
 		if err := m.h.Shutdown(); err != nil {
 			return m.fail(from, EventDelete, 10, err)
@@ -547,7 +547,7 @@ func (m *Lifecycle) Delete(term logpos.Term) error {
 		return m.accept(from, EventDelete, 10, StateClosed)
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventDelete, -1, &lifecycleRefusals[51])
+		return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[51])
 	}
 	return fsm.ErrNoMachine
 }
@@ -583,9 +583,9 @@ func (m *Lifecycle) Close() error {
 	return fsm.ErrNoMachine
 }
 
-// lifecycleRefusals holds every refusal the machine can return, so that
+// _Lifecycle_refusals holds every refusal the machine can return, so that
 // refusing allocates nothing.
-var lifecycleRefusals = [...]fsm.Refusal{
+var _Lifecycle_refusals = [...]fsm.Refusal{
 	{Machine: "Lifecycle", State: "NotMember", Event: "Restore", Guard: "TermValid", Err: ErrInvalidArgument},
 	{Machine: "Lifecycle", State: "NotMember", Event: "NewTerm", Guard: "TermValid", Err: ErrInvalidArgument},
 	{Machine: "Lifecycle", State: "NotMember", Event: "NewTerm", Guard: "TermNotBehind", Err: ErrInvalidTerm},

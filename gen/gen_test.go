@@ -216,8 +216,8 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 		{"wrong target state", "return m.accept(from, EventFinish, 3, StateBackoff)", "return m.accept(from, EventFinish, 3, StateFailed)"},
 		{"guard skipped", "case !m.h.WorkerHasCapacity(worker):", "case false && !m.h.WorkerHasCapacity(worker):"},
 		{"action skipped", "if err := m.h.Notify(reason); err != nil {", "if err := error(nil); err != nil {"},
-		{"refusal names the wrong guard", "refused = &jobRefusals[0]", "refused = &jobRefusals[1]"},
-		{"unhandled event accepted", "return m.refuse(from, EventStart, -1, &jobRefusals[3])", "return m.accept(from, EventStart, -1, from)"},
+		{"refusal names the wrong guard", "refused = &_Job_refusals[0]", "refused = &_Job_refusals[1]"},
+		{"unhandled event accepted", "return m.refuse(from, EventStart, -1, &_Job_refusals[3])", "return m.accept(from, EventStart, -1, from)"},
 		{"state not stored", "m.state.Store(uint32(to))", "_ = to"},
 		{"noop row runs into the next state", "return m.accept(from, EventTick, 6, from)", "return m.accept(from, EventTick, 6, StateBackoff)"},
 	}

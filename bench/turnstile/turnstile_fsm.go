@@ -148,7 +148,7 @@ func (m *Turnstile) Coin(cents int) error {
 	case StateLocked:
 		// row 0 (turnstile.yaml:27)
 		if !m.h.EnoughMoney(cents) {
-			return m.refuse(from, EventCoin, -1, &turnstileRefusals[0])
+			return m.refuse(from, EventCoin, -1, &_Turnstile_refusals[0])
 		}
 		if err := m.h.Collect(cents); err != nil {
 			return m.fail(from, EventCoin, 0, err)
@@ -156,10 +156,10 @@ func (m *Turnstile) Coin(cents int) error {
 		return m.accept(from, EventCoin, 0, StateUnlocked)
 	case StateUnlocked:
 		// Unhandled: refused.
-		return m.refuse(from, EventCoin, -1, &turnstileRefusals[2])
+		return m.refuse(from, EventCoin, -1, &_Turnstile_refusals[2])
 	case StateBroken:
 		// Unhandled: refused.
-		return m.refuse(from, EventCoin, -1, &turnstileRefusals[4])
+		return m.refuse(from, EventCoin, -1, &_Turnstile_refusals[4])
 	}
 	return fsm.ErrNoMachine
 }
@@ -172,11 +172,11 @@ func (m *Turnstile) Push() error {
 	switch from := m.State(); from {
 	case StateLocked:
 		// Unhandled: refused.
-		return m.refuse(from, EventPush, -1, &turnstileRefusals[1])
+		return m.refuse(from, EventPush, -1, &_Turnstile_refusals[1])
 	case StateUnlocked:
 		// row 1 (turnstile.yaml:28)
 		if !m.h.ArmFree() {
-			return m.refuse(from, EventPush, -1, &turnstileRefusals[3])
+			return m.refuse(from, EventPush, -1, &_Turnstile_refusals[3])
 		}
 		if err := m.h.Count(); err != nil {
 			return m.fail(from, EventPush, 1, err)
@@ -184,7 +184,7 @@ func (m *Turnstile) Push() error {
 		return m.accept(from, EventPush, 1, StateLocked)
 	case StateBroken:
 		// Unhandled: refused.
-		return m.refuse(from, EventPush, -1, &turnstileRefusals[5])
+		return m.refuse(from, EventPush, -1, &_Turnstile_refusals[5])
 	}
 	return fsm.ErrNoMachine
 }
@@ -203,14 +203,14 @@ func (m *Turnstile) Smash() error {
 		return m.accept(from, EventSmash, 2, StateBroken)
 	case StateBroken:
 		// Unhandled: refused.
-		return m.refuse(from, EventSmash, -1, &turnstileRefusals[6])
+		return m.refuse(from, EventSmash, -1, &_Turnstile_refusals[6])
 	}
 	return fsm.ErrNoMachine
 }
 
-// turnstileRefusals holds every refusal the machine can return, so that
+// _Turnstile_refusals holds every refusal the machine can return, so that
 // refusing allocates nothing.
-var turnstileRefusals = [...]fsm.Refusal{
+var _Turnstile_refusals = [...]fsm.Refusal{
 	{Machine: "Turnstile", State: "Locked", Event: "Coin", Guard: "EnoughMoney", Err: ErrTooCheap},
 	{Machine: "Turnstile", State: "Locked", Event: "Push", Guard: "", Err: ErrNotNow},
 	{Machine: "Turnstile", State: "Unlocked", Event: "Coin", Guard: "", Err: ErrNotNow},

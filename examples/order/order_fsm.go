@@ -173,7 +173,7 @@ func (m *Order) AddItem(sku string, quantity int) error {
 	case StateOpen:
 		// row 0 (order.yaml:47)
 		if !m.h.InStock(sku, quantity) {
-			return m.refuse(from, EventAddItem, -1, &orderRefusals[0])
+			return m.refuse(from, EventAddItem, -1, &_Order_refusals[0])
 		}
 		if err := m.h.Reserve(sku, quantity); err != nil {
 			return m.fail(from, EventAddItem, 0, err)
@@ -181,13 +181,13 @@ func (m *Order) AddItem(sku string, quantity int) error {
 		return m.accept(from, EventAddItem, 0, from)
 	case StatePaid:
 		// Unhandled: refused.
-		return m.refuse(from, EventAddItem, -1, &orderRefusals[5])
+		return m.refuse(from, EventAddItem, -1, &_Order_refusals[5])
 	case StateShipped:
 		// Unhandled: refused.
-		return m.refuse(from, EventAddItem, -1, &orderRefusals[7])
+		return m.refuse(from, EventAddItem, -1, &_Order_refusals[7])
 	case StateDelivered:
 		// Unhandled: refused.
-		return m.refuse(from, EventAddItem, -1, &orderRefusals[11])
+		return m.refuse(from, EventAddItem, -1, &_Order_refusals[11])
 	case StateCancelled:
 		// Unhandled: ignored.
 		return m.accept(from, EventAddItem, -1, from)
@@ -204,10 +204,10 @@ func (m *Order) Pay(cents int64) error {
 	case StateOpen:
 		// row 1 (order.yaml:48)
 		if !m.h.HasItems() {
-			return m.refuse(from, EventPay, -1, &orderRefusals[1])
+			return m.refuse(from, EventPay, -1, &_Order_refusals[1])
 		}
 		if !m.h.PaysTotal(cents) {
-			return m.refuse(from, EventPay, -1, &orderRefusals[2])
+			return m.refuse(from, EventPay, -1, &_Order_refusals[2])
 		}
 		if err := m.h.Charge(cents); err != nil {
 			return m.fail(from, EventPay, 1, err)
@@ -218,10 +218,10 @@ func (m *Order) Pay(cents int64) error {
 		return m.accept(from, EventPay, 2, from)
 	case StateShipped:
 		// Unhandled: refused.
-		return m.refuse(from, EventPay, -1, &orderRefusals[8])
+		return m.refuse(from, EventPay, -1, &_Order_refusals[8])
 	case StateDelivered:
 		// Unhandled: refused.
-		return m.refuse(from, EventPay, -1, &orderRefusals[12])
+		return m.refuse(from, EventPay, -1, &_Order_refusals[12])
 	case StateCancelled:
 		// Unhandled: ignored.
 		return m.accept(from, EventPay, -1, from)
@@ -237,7 +237,7 @@ func (m *Order) Ship(tracking string, at time.Time) error {
 	switch from := m.State(); from {
 	case StateOpen:
 		// Unhandled: refused.
-		return m.refuse(from, EventShip, -1, &orderRefusals[3])
+		return m.refuse(from, EventShip, -1, &_Order_refusals[3])
 	case StatePaid:
 		// row 3 (order.yaml:50)
 		if err := m.h.Track(tracking, at); err != nil {
@@ -246,10 +246,10 @@ func (m *Order) Ship(tracking string, at time.Time) error {
 		return m.accept(from, EventShip, 3, StateShipped)
 	case StateShipped:
 		// Unhandled: refused.
-		return m.refuse(from, EventShip, -1, &orderRefusals[9])
+		return m.refuse(from, EventShip, -1, &_Order_refusals[9])
 	case StateDelivered:
 		// Unhandled: refused.
-		return m.refuse(from, EventShip, -1, &orderRefusals[13])
+		return m.refuse(from, EventShip, -1, &_Order_refusals[13])
 	case StateCancelled:
 		// Unhandled: ignored.
 		return m.accept(from, EventShip, -1, from)
@@ -265,16 +265,16 @@ func (m *Order) Deliver() error {
 	switch from := m.State(); from {
 	case StateOpen:
 		// Unhandled: refused.
-		return m.refuse(from, EventDeliver, -1, &orderRefusals[4])
+		return m.refuse(from, EventDeliver, -1, &_Order_refusals[4])
 	case StatePaid:
 		// Unhandled: refused.
-		return m.refuse(from, EventDeliver, -1, &orderRefusals[6])
+		return m.refuse(from, EventDeliver, -1, &_Order_refusals[6])
 	case StateShipped:
 		// row 4 (order.yaml:51)
 		return m.accept(from, EventDeliver, 4, StateDelivered)
 	case StateDelivered:
 		// Unhandled: refused.
-		return m.refuse(from, EventDeliver, -1, &orderRefusals[14])
+		return m.refuse(from, EventDeliver, -1, &_Order_refusals[14])
 	case StateCancelled:
 		// Unhandled: ignored.
 		return m.accept(from, EventDeliver, -1, from)
@@ -305,10 +305,10 @@ func (m *Order) Cancel() error {
 		return m.accept(from, EventCancel, 6, StateCancelled)
 	case StateShipped:
 		// row 7 (order.yaml:54)
-		return m.refuse(from, EventCancel, 7, &orderRefusals[10])
+		return m.refuse(from, EventCancel, 7, &_Order_refusals[10])
 	case StateDelivered:
 		// Unhandled: refused.
-		return m.refuse(from, EventCancel, -1, &orderRefusals[15])
+		return m.refuse(from, EventCancel, -1, &_Order_refusals[15])
 	case StateCancelled:
 		// Unhandled: ignored.
 		return m.accept(from, EventCancel, -1, from)
@@ -316,9 +316,9 @@ func (m *Order) Cancel() error {
 	return fsm.ErrNoMachine
 }
 
-// orderRefusals holds every refusal the machine can return, so that
+// _Order_refusals holds every refusal the machine can return, so that
 // refusing allocates nothing.
-var orderRefusals = [...]fsm.Refusal{
+var _Order_refusals = [...]fsm.Refusal{
 	{Machine: "Order", State: "Open", Event: "AddItem", Guard: "InStock", Err: ErrOutOfStock},
 	{Machine: "Order", State: "Open", Event: "Pay", Guard: "HasItems", Err: ErrEmpty},
 	{Machine: "Order", State: "Open", Event: "Pay", Guard: "PaysTotal", Err: ErrUnderpaid},
