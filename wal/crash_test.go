@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"testing"
 
@@ -472,4 +473,37 @@ func TestFailedIsSticky(t *testing.T) {
 	defer l.Close()
 	got := readAll(t, l, 0)
 	checkEntries(t, got[:10], entries(0, 9, 0))
+}
+
+// TestSegmentNamedAfterEarlierNamesAreDurable: a segment's name reaches
+// the disk only after the names of the segments before it, so that a
+// crash never leaves a later segment without an earlier one (a hole at
+// the start of the log). Here the first segment is named and filled
+// without a sync round; the roll-over to the second makes the first's
+// name durable before naming the second.
+func TestSegmentNamedAfterEarlierNamesAreDurable(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	l := mustOpen(t, "wal", memOpts(mem))
+	defer l.Close()
+	mustAppend(t, l, entries(0, 0, 0)...)
+	first := segmentName(0)
+	o := logpos.Offset(1)
+	segments := func() int {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		return len(l.mu.segs)
+	}
+	for segments() < 2 {
+		mustAppend(t, l, entry(o, 0))
+		o++
+	}
+	// Only what was made durable survives this crash.
+	crashed := mem.CrashClone(vfs.CrashCloneCfg{})
+	names, err := crashed.List("wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(names, first) {
+		t.Fatalf("after a crash right after the roll-over the directory holds %v: the first segment's name was not durable", names)
+	}
 }

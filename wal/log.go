@@ -257,6 +257,25 @@ func (l *Log) syncDir() error {
 	return l.dirFile.Sync()
 }
 
+// syncDirIfDirty makes the directory's changes durable (the segments
+// named so far), unless they are already. A failure fails the log.
+func (l *Log) syncDirIfDirty() error {
+	l.mu.Lock()
+	gen := l.mu.dirGen
+	dirty := gen != l.mu.dirSyncedGen
+	l.mu.Unlock()
+	if !dirty {
+		return nil
+	}
+	if err := l.syncDir(); err != nil {
+		return l.fail("fsync directory", err)
+	}
+	l.mu.Lock()
+	l.mu.dirSyncedGen = max(l.mu.dirSyncedGen, gen)
+	l.mu.Unlock()
+	return nil
+}
+
 // AppendAsync appends e without waiting for it to be durable (see Sync).
 // The value is copied: the caller may reuse its buffers. The offset must be
 // the last appended offset + 1 (ErrGap otherwise); an empty log accepts any
@@ -346,6 +365,13 @@ func (l *Log) rollSegment(first logpos.Offset, prev uint32, recSize int64) (*seg
 		return nil, fmt.Errorf("%w: record of %d bytes", ErrTooLarge, recSize)
 	}
 	path := l.path(segmentName(first))
+	// No segment's name may reach the disk before the names of the
+	// segments before it (a crash would leave the log with a hole at its
+	// start): one named since the last sync round is made durable first.
+	// Rare: a round runs as soon as a segment is named and written to.
+	if err := l.syncDirIfDirty(); err != nil {
+		return nil, err
+	}
 
 	l.mu.Lock()
 	f, prepared := l.mu.prepared, l.mu.preparedPath
@@ -489,8 +515,6 @@ func (l *Log) syncRoundLocked() (logpos.Offset, error) {
 			todo = append(todo, work{s, s.flushed})
 		}
 	}
-	dirGen := l.mu.dirGen
-	dirDirty := dirGen != l.mu.dirSyncedGen
 	l.mu.Unlock()
 
 	for _, w := range todo {
@@ -498,10 +522,8 @@ func (l *Log) syncRoundLocked() (logpos.Offset, error) {
 			return l.LastDurable().Offset, l.fail("fsync "+w.s.path, err)
 		}
 	}
-	if dirDirty {
-		if err := l.syncDir(); err != nil {
-			return l.LastDurable().Offset, l.fail("fsync directory", err)
-		}
+	if err := l.syncDirIfDirty(); err != nil {
+		return l.LastDurable().Offset, err
 	}
 
 	var toClose []vfs.File
@@ -513,9 +535,6 @@ func (l *Log) syncRoundLocked() (logpos.Offset, error) {
 			toClose = append(toClose, w.s.file)
 			w.s.file = nil
 		}
-	}
-	if dirGen > l.mu.dirSyncedGen {
-		l.mu.dirSyncedGen = dirGen
 	}
 	if target.Offset > l.mu.durable.Offset {
 		l.mu.durable = target
