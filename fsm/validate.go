@@ -241,9 +241,14 @@ func (l *loader) checkImports(t *Table) {
 		if imp.Path == "" {
 			continue // reported when loading
 		}
-		if !importPath.MatchString(imp.Path) {
+		if !importPath.MatchString(imp.Path) || slices.ContainsFunc(strings.Split(imp.Path, "/"), func(elem string) bool {
+			return elem == "." || elem == ".."
+		}) {
 			l.errorf(imp.Pos, "import %s: %q is not an import path", imp.Name, imp.Path)
 			continue
+		}
+		if imp.Name == "init" {
+			l.errorf(imp.Pos, "import %s: Go does not allow a package imported as init", imp.Name)
 		}
 		if other, ok := paths[imp.Path]; ok {
 			l.errorf(imp.Pos, "import %s: %q is already imported as %s", imp.Name, imp.Path, other)

@@ -67,19 +67,35 @@ func policyText(p fsm.Policy) string {
 func Mermaid(t *fsm.Table) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "---\ntitle: %s\n---\nstateDiagram-v2\n", t.Machine)
-	fmt.Fprintf(&b, "    [*] --> %s\n", t.Initial)
+	for _, s := range t.States {
+		if id := mermaidID(s.Name); id != s.Name {
+			fmt.Fprintf(&b, "    state \"%s\" as %s\n", s.Name, id)
+		}
+	}
+	fmt.Fprintf(&b, "    [*] --> %s\n", mermaidID(t.Initial))
 	for _, e := range edges(t) {
-		fmt.Fprintf(&b, "    %s --> %s: %s\n", e.from, e.to, mermaidText(e.label(" ")))
+		fmt.Fprintf(&b, "    %s --> %s: %s\n", mermaidID(e.from), mermaidID(e.to), mermaidText(e.label(" ")))
 	}
 	for _, s := range t.States {
 		if s.Terminal {
-			fmt.Fprintf(&b, "    %s --> [*]\n", s.Name)
+			fmt.Fprintf(&b, "    %s --> [*]\n", mermaidID(s.Name))
 		}
 	}
 	for _, s := range t.States {
-		fmt.Fprintf(&b, "    note right of %s\n        %s\n    end note\n", s.Name, mermaidText(policyText(t.PolicyFor(s.Name))))
+		fmt.Fprintf(&b, "    note right of %s\n        %s\n    end note\n", mermaidID(s.Name), mermaidText(policyText(t.PolicyFor(s.Name))))
 	}
 	return b.Bytes()
+}
+
+// mermaidID is the id of a state in the Mermaid diagram: its name, unless
+// Mermaid reads that as a keyword (in any case), then the name and an
+// underscore, declared with the name as its label.
+func mermaidID(state string) string {
+	switch strings.ToLower(state) {
+	case "state", "note", "class", "classdef", "style", "click", "direction", "end":
+		return state + "_"
+	}
+	return state
 }
 
 // mermaidText keeps characters Mermaid reads as syntax out of labels.

@@ -2,7 +2,10 @@ package emit
 
 import (
 	"errors"
+	"strings"
 	"testing"
+
+	"github.com/tablefsm/tablefsm/fsm"
 )
 
 func TestEmbedMarkersOnTheirOwnLines(t *testing.T) {
@@ -22,5 +25,27 @@ func TestEmbedMarkersOnTheirOwnLines(t *testing.T) {
 	}
 	if _, err := Embed([]byte(EndMarker+"\n"+BeginMarker+"\n"), nil); !errors.Is(err, ErrNoMarkers) {
 		t.Fatalf("markers in the wrong order: %v", err)
+	}
+}
+
+// States named like Mermaid's keywords are drawn under ids of their own,
+// labelled with their names.
+func TestMermaidKeywordStates(t *testing.T) {
+	src := []byte("machine: Doc\npackage: doc\ninitial: State\nunhandled: ignore\n" +
+		"states:\n  State: {}\n  Note: {}\n  End: {terminal: true}\n" +
+		"events:\n  Next: {}\n" +
+		"rows:\n  - {from: State, on: Next, to: Note}\n  - {from: Note, on: Next, to: End}\n")
+	table, err := fsm.Load("doc.yaml", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := string(Mermaid(table))
+	for _, want := range []string{
+		"state \"State\" as State_\n", "state \"Note\" as Note_\n", "state \"End\" as End_\n",
+		"[*] --> State_\n", "State_ --> Note_: Next\n", "End_ --> [*]\n", "note right of Note_\n",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("the diagram lacks %q:\n%s", want, got)
+		}
 	}
 }

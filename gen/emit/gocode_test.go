@@ -31,3 +31,25 @@ func TestGoWithoutErrorsAndOddDocs(t *testing.T) {
 		t.Errorf("the state's doc lost more than its NUL:\n%s", code)
 	}
 }
+
+// An import whose path ends in a major version keeps the table's name.
+func TestGoImportNamedNotAfterItsPath(t *testing.T) {
+	src := []byte("machine: Once\npackage: once\ninitial: Open\nunhandled: ignore\n" +
+		"imports: {v2: example.com/lib/v2, time: time}\n" +
+		"states:\n  Open: {}\n  Done: {terminal: true}\n" +
+		"events:\n  Finish: {payload: {thing: v2.Thing, at: time.Time}}\n" +
+		"rows:\n  - {from: Open, on: Finish, to: Done}\n")
+	table, err := fsm.Load("once.yaml", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, err := Go(table, Source{Name: "once.yaml", Bytes: src, FromPackage: "once.yaml"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{`v2 "example.com/lib/v2"`, "\t\"time\"\n"} {
+		if !strings.Contains(string(code), want) {
+			t.Errorf("the imports lack %s:\n%s", want, code)
+		}
+	}
+}

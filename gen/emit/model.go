@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"path"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -239,11 +240,16 @@ func baseName(p string) string {
 // importSpec renders an import, naming it only when the name differs from
 // the last element of its path.
 func importSpec(imp fsm.Import) string {
-	if path.Base(imp.Path) == imp.Name {
+	// The name is left out only where it is surely the package's: the
+	// last element of the path, unless that is a major version ("v2"),
+	// whose package is usually named after the element before it.
+	if base := path.Base(imp.Path); base == imp.Name && !majorVersion.MatchString(base) {
 		return strconv.Quote(imp.Path)
 	}
 	return imp.Name + " " + strconv.Quote(imp.Path)
 }
+
+var majorVersion = regexp.MustCompile(`^v[0-9]+$`)
 
 // importBlock renders the import declaration of a generated file: the
 // packages it always needs and the table's, the standard library first,
