@@ -94,6 +94,7 @@ func (m *model) handlers() string    { return m.t.Machine + "Handlers" }
 func (m *model) constructor() string { return "New" + m.t.Machine }
 func (m *model) tableFunc() string   { return m.t.Machine + "Table" }
 func (m *model) hashConst() string   { return m.t.Machine + "TableHash" }
+
 // refusalsVar names the table of refusals like stringer's tables
 // ("_Pill_name"): no payload field, which starts with a lower-case letter,
 // can hide it in an event method.
