@@ -3,6 +3,8 @@ package fsm
 import (
 	"go/ast"
 	"go/parser"
+	"go/token"
+	"maps"
 	"regexp"
 	"slices"
 	"strings"
@@ -207,30 +209,185 @@ func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool
 		l.errorf(f.Pos, "payload field %q: %q is not a Go type", f.Name, f.Type)
 		return
 	}
-	ast.Inspect(expr, func(n ast.Node) bool {
-		switch x := n.(type) {
-		case *ast.SelectorExpr:
-			id, ok := x.X.(*ast.Ident)
-			if !ok {
-				l.errorf(f.Pos, "payload field %q: %q is not a Go type", f.Name, f.Type)
+	c := typeSyntax{packages: map[string]bool{}}
+	if !c.typ(expr) {
+		l.errorf(f.Pos, "payload field %q: %q is not a Go type", f.Name, f.Type)
+		return
+	}
+	for _, pkg := range slices.Sorted(maps.Keys(c.packages)) {
+		if _, declared := imports[pkg]; !declared {
+			l.errorf(f.Pos, "payload field %q: package %q is not in imports", f.Name, pkg)
+		}
+		used["import "+pkg] = true
+	}
+}
+
+// typeSyntax tells, from its syntax alone, whether an expression is a Go
+// type a struct field (a payload parameter) can have, and collects the
+// packages it names.
+type typeSyntax struct{ packages map[string]bool }
+
+// notTypes are the predeclared names that are not types of values.
+var notTypes = map[string]bool{
+	"true": true, "false": true, "iota": true, "nil": true, "comparable": true,
+	"append": true, "cap": true, "clear": true, "close": true, "complex": true,
+	"copy": true, "delete": true, "imag": true, "len": true, "make": true,
+	"max": true, "min": true, "new": true, "panic": true, "print": true,
+	"println": true, "real": true, "recover": true, "_": true,
+}
+
+func (c typeSyntax) typ(e ast.Expr) bool {
+	switch x := e.(type) {
+	case *ast.Ident:
+		return !notTypes[x.Name]
+	case *ast.SelectorExpr:
+		return c.qualified(x)
+	case *ast.ParenExpr:
+		return c.typ(x.X)
+	case *ast.StarExpr:
+		return c.typ(x.X)
+	case *ast.ArrayType:
+		return (x.Len == nil || c.constant(x.Len)) && c.typ(x.Elt)
+	case *ast.MapType:
+		return c.typ(x.Key) && comparableSyntax(x.Key) && c.typ(x.Value)
+	case *ast.ChanType:
+		return c.typ(x.Value)
+	case *ast.FuncType:
+		return x.TypeParams == nil && c.fields(x.Params, false) && c.fields(x.Results, false)
+	case *ast.StructType:
+		return c.fields(x.Fields, true)
+	case *ast.InterfaceType:
+		for _, m := range x.Methods.List {
+			if len(m.Names) > 0 {
+				if !c.typ(m.Type) {
+					return false
+				}
+				continue
+			}
+			// An embedded interface; type terms (int, ~int, A | B) make a
+			// constraint, not a type.
+			id, isIdent := m.Type.(*ast.Ident)
+			_, isSel := m.Type.(*ast.SelectorExpr)
+			if !isSel && !(isIdent && (id.Name == "any" || id.Name == "error" || !goPredeclared[id.Name])) || !c.typ(m.Type) {
 				return false
 			}
-			if _, declared := imports[id.Name]; !declared {
-				l.errorf(f.Pos, "payload field %q: package %q is not in imports", f.Name, id.Name)
-			}
-			used["import "+id.Name] = true
-			return false
-		case *ast.Ident:
-			if x.Name == "_" {
-				l.errorf(f.Pos, "payload field %q: %q is not a Go type", f.Name, f.Type)
-				return false
-			}
-		case *ast.FuncLit, *ast.CallExpr, *ast.BinaryExpr, *ast.UnaryExpr, *ast.BasicLit, *ast.CompositeLit:
-			l.errorf(f.Pos, "payload field %q: %q is not a Go type", f.Name, f.Type)
-			return false
 		}
 		return true
-	})
+	case *ast.IndexExpr:
+		return c.generic(x.X) && c.typ(x.Index)
+	case *ast.IndexListExpr:
+		return c.generic(x.X) && !slices.ContainsFunc(x.Indices, func(i ast.Expr) bool { return !c.typ(i) })
+	}
+	return false
+}
+
+// qualified is a pkg.Name type.
+func (c typeSyntax) qualified(x *ast.SelectorExpr) bool {
+	id, ok := x.X.(*ast.Ident)
+	if !ok || id.Name == "_" || x.Sel.Name == "_" {
+		return false
+	}
+	c.packages[id.Name] = true
+	return true
+}
+
+// generic is the name of a generic type being instantiated.
+func (c typeSyntax) generic(e ast.Expr) bool {
+	switch x := e.(type) {
+	case *ast.Ident:
+		return !notTypes[x.Name] && !goPredeclared[x.Name]
+	case *ast.SelectorExpr:
+		return c.qualified(x)
+	}
+	return false
+}
+
+// constant is an array length: an integer constant expression.
+func (c typeSyntax) constant(e ast.Expr) bool {
+	switch x := e.(type) {
+	case *ast.BasicLit:
+		return x.Kind == token.INT
+	case *ast.Ident:
+		return !goPredeclared[x.Name] && x.Name != "_"
+	case *ast.SelectorExpr:
+		return c.qualified(x)
+	case *ast.ParenExpr:
+		return c.constant(x.X)
+	case *ast.UnaryExpr:
+		return c.constant(x.X)
+	case *ast.BinaryExpr:
+		return c.constant(x.X) && c.constant(x.Y)
+	}
+	return false
+}
+
+// fields checks a field list: every type, and in a struct, names that are
+// not repeated (an embedded field is named after its type).
+func (c typeSyntax) fields(list *ast.FieldList, isStruct bool) bool {
+	if list == nil {
+		return true
+	}
+	names := map[string]bool{}
+	for _, f := range list.List {
+		if _, variadic := f.Type.(*ast.Ellipsis); variadic && !isStruct {
+			if !c.typ(f.Type.(*ast.Ellipsis).Elt) {
+				return false
+			}
+		} else if !c.typ(f.Type) {
+			return false
+		}
+		if !isStruct {
+			continue
+		}
+		fieldNames := f.Names
+		if len(fieldNames) == 0 {
+			name := embeddedName(f.Type)
+			if name == "" {
+				return false
+			}
+			fieldNames = []*ast.Ident{{Name: name}}
+		}
+		for _, n := range fieldNames {
+			if n.Name != "_" && names[n.Name] {
+				return false
+			}
+			names[n.Name] = true
+		}
+	}
+	return true
+}
+
+// embeddedName is the name of an embedded field of type e ("" if e
+// cannot be embedded).
+func embeddedName(e ast.Expr) string {
+	switch x := e.(type) {
+	case *ast.Ident:
+		return x.Name
+	case *ast.SelectorExpr:
+		return x.Sel.Name
+	case *ast.StarExpr:
+		switch y := x.X.(type) {
+		case *ast.Ident:
+			return y.Name
+		case *ast.SelectorExpr:
+			return y.Sel.Name
+		}
+	}
+	return ""
+}
+
+// comparableSyntax reports whether a map key type is not, by its syntax
+// alone, one Go cannot compare (a slice, a map or a function).
+func comparableSyntax(e ast.Expr) bool {
+	switch x := e.(type) {
+	case *ast.ParenExpr:
+		return comparableSyntax(x.X)
+	case *ast.ArrayType:
+		return x.Len != nil && comparableSyntax(x.Elt)
+	case *ast.MapType, *ast.FuncType:
+		return false
+	}
+	return true
 }
 
 // checkImports reports import paths that are not paths, a path imported
