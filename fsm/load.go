@@ -97,11 +97,58 @@ func (l *loader) pos(n ast.Node) Pos {
 	return Pos{File: l.file, Line: tok.Position.Line, Col: tok.Position.Column}
 }
 
+// maxFlowDepth bounds the nesting of flow collections ([…], {…}) in a
+// table: a table needs a few levels, and the YAML parser's memory grows
+// with the square of the depth.
+const maxFlowDepth = 64
+
+// flowTooDeep finds where flow collections nest deeper than maxFlowDepth,
+// outside quoted strings and comments.
+func flowTooDeep(src []byte) (Pos, bool) {
+	depth, line, col := 0, 1, 0
+	var quote byte
+	comment := false
+	for i := 0; i < len(src); i++ {
+		c := src[i]
+		col++
+		switch {
+		case c == '\n':
+			line, col, comment = line+1, 0, false
+			if quote == '\'' {
+				continue // a single-quoted scalar may span lines
+			}
+		case comment:
+		case quote != 0:
+			if c == '\\' && quote == '"' {
+				i++
+				col++
+			} else if c == quote {
+				quote = 0
+			}
+		case c == '"' || c == '\'':
+			quote = c
+		case c == '#' && (i == 0 || src[i-1] == ' ' || src[i-1] == '\t' || src[i-1] == '\n'):
+			comment = true
+		case c == '[' || c == '{':
+			if depth++; depth > maxFlowDepth {
+				return Pos{Line: line, Col: col}, true
+			}
+		case c == ']' || c == '}':
+			depth = max(depth-1, 0)
+		}
+	}
+	return Pos{}, false
+}
+
 // load decodes the table; it returns nil when the source is not YAML or
 // not a mapping, so that nothing else is worth checking.
 func (l *loader) load(src []byte) *Table {
 	t := &Table{File: l.file, Pos: Pos{File: l.file, Line: 1, Col: 1}}
 	l.table = t
+	if p, deep := flowTooDeep(src); deep {
+		l.errorf(Pos{File: l.file, Line: p.Line, Col: p.Col}, "brackets nested deeper than %d: not a table", maxFlowDepth)
+		return nil
+	}
 	f, err := parser.ParseBytes(src, 0)
 	if err != nil {
 		var ye yaml.Error
@@ -259,7 +306,7 @@ func (l *loader) fields(n ast.Node, what string, allowed []string) (map[string]a
 	}
 	out := map[string]ast.Node{}
 	for _, e := range l.entries(n, what) {
-		key := e.Key.GetToken().Value
+		key := keyText(e.Key)
 		if _, ok := e.Key.(*ast.MergeKeyNode); ok || !contains(allowed, key) {
 			l.errorf(l.pos(e.Key), "unknown field %q in %s (want one of: %s)", key, what, strings.Join(allowed, ", "))
 			continue
@@ -383,8 +430,27 @@ func (l *loader) ident(n ast.Node, what string, k identKind) string {
 	return s
 }
 
+// keyText is the text of a mapping key: a key tagged !!str or anchored
+// (&a) is its value's, any other tag or an alias (*a) stands as written,
+// and is refused as a name.
+func keyText(k ast.Node) string {
+	switch x := k.(type) {
+	case *ast.TagNode:
+		if x.Start != nil && x.Start.Value == "!!str" && x.Value != nil {
+			return keyText(x.Value)
+		}
+	case *ast.AnchorNode:
+		if x.Value != nil {
+			return keyText(x.Value)
+		}
+	case *ast.AliasNode:
+		return k.String()
+	}
+	return k.GetToken().Value
+}
+
 func (l *loader) keyIdent(e *ast.MappingValueNode, what string, k identKind) string {
-	s := e.Key.GetToken().Value
+	s := keyText(e.Key)
 	if msg := checkIdent(s, k); msg != "" {
 		l.errorf(l.pos(e.Key), "%s %q %s", what, s, msg)
 	}

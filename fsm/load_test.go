@@ -318,3 +318,29 @@ rows:
 		})
 	}
 }
+
+// Keys tagged !!str or anchored name what their value names.
+func TestTaggedAndAnchoredKeys(t *testing.T) {
+	src := "machine: M\npackage: p\ninitial: A\nunhandled: ignore\n" +
+		"states:\n  !!str A: {}\n  &b B: {terminal: true}\n" +
+		"events:\n  !!str E: {}\n" +
+		"rows:\n  - {from: A, on: E, to: B}\n"
+	table, err := Load("t.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if table.States[0].Name != "A" || table.States[1].Name != "B" || table.Events[0].Name != "E" {
+		t.Fatalf("states %+v, events %+v", table.States, table.Events)
+	}
+}
+
+// Brackets nested past any table's need are refused before parsing
+// (the parser's memory grows with the square of the depth).
+func TestDeepFlowNestingRefused(t *testing.T) {
+	src := "doc: \"[[[[\" # {{{{\nmachine: " + strings.Repeat("[", maxFlowDepth+1) + strings.Repeat("]", maxFlowDepth+1) + "\n"
+	_, err := Load("t.yaml", []byte(src))
+	want := fmt.Sprintf("t.yaml:2:%d: brackets nested deeper than %d", len("machine: ")+maxFlowDepth+1, maxFlowDepth)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Load = %v, want %q", err, want)
+	}
+}
