@@ -16,14 +16,7 @@ func TestGoWithoutErrorsAndOddDocs(t *testing.T) {
 		"states:\n  Open: {doc: \"open\\0ed\"}\n  Done: {terminal: true}\n" +
 		"events:\n  Finish: {}\n" +
 		"rows:\n  - {from: Open, on: Finish, to: Done}\n")
-	table, err := fsm.Load("once.yaml", src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	code, err := Go(table, Source{Name: "once.yaml", Bytes: src, FromPackage: "once.yaml"})
-	if err != nil {
-		t.Fatal(err)
-	}
+	code := goCode(t, src)
 	if strings.Contains(string(code), `"errors"`) {
 		t.Errorf("imports errors, which no declared error uses:\n%s", code)
 	}
@@ -39,6 +32,17 @@ func TestGoImportNamedNotAfterItsPath(t *testing.T) {
 		"states:\n  Open: {}\n  Done: {terminal: true}\n" +
 		"events:\n  Finish: {payload: {thing: v2.Thing, at: time.Time}}\n" +
 		"rows:\n  - {from: Open, on: Finish, to: Done}\n")
+	code := goCode(t, src)
+	for _, want := range []string{`v2 "example.com/lib/v2"`, "\t\"time\"\n"} {
+		if !strings.Contains(string(code), want) {
+			t.Errorf("the imports lack %s:\n%s", want, code)
+		}
+	}
+}
+
+// goCode loads the table src and returns its Go code.
+func goCode(t *testing.T, src []byte) []byte {
+	t.Helper()
 	table, err := fsm.Load("once.yaml", src)
 	if err != nil {
 		t.Fatal(err)
@@ -47,9 +51,5 @@ func TestGoImportNamedNotAfterItsPath(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{`v2 "example.com/lib/v2"`, "\t\"time\"\n"} {
-		if !strings.Contains(string(code), want) {
-			t.Errorf("the imports lack %s:\n%s", want, code)
-		}
-	}
+	return code
 }
