@@ -152,8 +152,8 @@ func (f *Follower) receiveChunks(s SnapshotStream) *chunkReceiver {
 }
 
 // next returns the stream's next chunk, or its error (io.EOF at its end),
-// or ErrClosed (and ErrStreamEnded) once the follower closes. It is not called again after an
-// error.
+// or ErrClosed (and ErrStreamEnded) once the follower closes. It is not
+// called again after an error.
 func (r *chunkReceiver) next() (*replicationpb.SnapshotChunk, error) {
 	select {
 	case r.want <- struct{}{}:
