@@ -535,6 +535,9 @@ func (l *loader) event(e *ast.MappingValueNode) Event {
 	if reservedMethods[ev.Name] {
 		l.errorf(ev.Pos, "event name %q collides with a method of the generated machine", ev.Name)
 	}
+	if vetMethods[ev.Name] {
+		l.errorf(ev.Pos, "event name %q is a method Go tools expect with another signature (go vet's stdmethods)", ev.Name)
+	}
 	f, _ := l.fields(e.Value, "event "+ev.Name, []string{"doc", "payload"})
 	if n := f["doc"]; n != nil {
 		ev.Doc, _ = l.str(n, "doc")
@@ -717,6 +720,17 @@ func (l *loader) row(t *Table, n ast.Node) Row {
 }
 
 var reservedMethods = map[string]bool{"State": true, "SetObserver": true}
+
+// vetMethods are the method names go vet expects with the signature of a
+// standard interface (io.ByteReader's ReadByte, json.Marshaler's
+// MarshalJSON, …); an event method has another.
+var vetMethods = map[string]bool{
+	"As": true, "Format": true, "GobDecode": true, "GobEncode": true, "Is": true,
+	"MarshalJSON": true, "MarshalXML": true, "Peek": true, "ReadByte": true,
+	"ReadFrom": true, "ReadRune": true, "Scan": true, "Seek": true,
+	"UnmarshalJSON": true, "UnmarshalXML": true, "UnreadByte": true,
+	"UnreadRune": true, "Unwrap": true, "WriteByte": true, "WriteTo": true,
+}
 
 // generatedLocals are the names the bodies of generated event methods
 // use: a payload field of one of these names would hide it.
