@@ -344,16 +344,3 @@ func TestDeepFlowNestingRefused(t *testing.T) {
 		t.Fatalf("Load = %v, want %q", err, want)
 	}
 }
-
-// A row that cannot be read is reported once: the names it would use are
-// not also reported unused.
-func TestMalformedRowNoKnockOn(t *testing.T) {
-	src := "machine: M\npackage: p\ninitial: A\nunhandled: ignore\n" +
-		"states: {A: {}, B: {terminal: true}}\n" +
-		"events: {As: {}}\n" +
-		"rows:\n  - {from: A, on: [As], to: B}\n"
-	_, err := Load("t.yaml", []byte(src))
-	if err == nil || strings.Contains(err.Error(), "never used") || !strings.Contains(err.Error(), "t.yaml:8:") {
-		t.Fatalf("Load = %v, want the row's error alone", err)
-	}
-}
