@@ -232,11 +232,18 @@ func classifyStaged(err error) error {
 	if errors.Is(err, ErrInvalidSnapshot) {
 		return err
 	}
-	var errno syscall.Errno
-	if errors.As(err, &errno) && errno != syscall.ENOENT && errno != syscall.ENOTDIR && errno != syscall.EISDIR {
+	if osIOError(err) {
 		return fmt.Errorf("store: open staged snapshot: %w", err)
 	}
 	return fmt.Errorf("%w: %v", ErrInvalidSnapshot, err)
+}
+
+// osIOError reports whether err is the operating system's failure to
+// read or write, rather than a file that is missing or not what it should
+// be.
+func osIOError(err error) bool {
+	var errno syscall.Errno
+	return errors.As(err, &errno) && errno != syscall.ENOENT && errno != syscall.ENOTDIR && errno != syscall.EISDIR
 }
 
 // Abort removes the staged files. It does nothing on a loader that is

@@ -223,12 +223,16 @@ func (s *Store) checkUnmarked() error {
 
 // unmarkedHolds opens the database in the directory name read-only and
 // says what it holds beyond what its creation writes ("" if nothing, or
-// if it does not open).
+// if it is not a database). A failure to read it is an error: nothing is
+// removed on a guess.
 func (s *Store) unmarkedHolds(name string) (what string, err error) {
 	defer catchFatal(&err, nil)
 	opts := s.opts.pebbleOptions(true)
 	opts.ReadOnly = true
 	h, err := pebble.Open(s.fs.PathJoin(s.dir, name), opts)
+	if osIOError(err) {
+		return "", fmt.Errorf("store: open %s: %w", name, err)
+	}
 	if err != nil {
 		return "", nil // its creation did not get as far as a database
 	}
