@@ -415,6 +415,9 @@ func checkIdent(s string, k identKind) string {
 		if strings.ToLower(s) != s || strings.Contains(s, "_") {
 			return "must be a lower-case Go package name"
 		}
+		if s == "documentation" {
+			return "is the name the go tool ignores files of"
+		}
 	}
 	return ""
 }
