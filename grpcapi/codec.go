@@ -11,6 +11,7 @@ import (
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
@@ -41,10 +42,7 @@ func (c codec) Unmarshal(data mem.BufferSlice, v any) error {
 	}
 	in.err = nil
 	if err := c.unmarshal(data, in.m); err != nil {
-		name := fmt.Sprintf("%T", in.m)
-		if m, ok := in.m.(proto.Message); ok {
-			name = string(m.ProtoReflect().Descriptor().FullName())
-		}
+		name := in.m.ProtoReflect().Descriptor().FullName()
 		in.err = fmt.Errorf("%w: malformed %s message: %v", follower.ErrInvalidArgument, name, err)
 	}
 	return nil
@@ -69,10 +67,16 @@ func (c codec) unmarshal(data mem.BufferSlice, v any) error {
 // and reports success to gRPC. For a message that does not decode, gRPC
 // itself would send Internal at once; a malformed request is the
 // client's mistake, and the node answers InvalidArgument.
+//
+// A checked is itself the protobuf message it carries (ProtoReflect is
+// its message's), so that a codec forced in its place through
+// Options.GRPCOptions, or a stats handler, sees that message.
 type checked struct {
-	m   any
+	m   proto.Message
 	err error
 }
+
+func (c *checked) ProtoReflect() protoreflect.Message { return c.m.ProtoReflect() }
 
 // decodeChecked returns desc with handlers that receive every message
 // through checked: a request or stream message that does not decode fails
@@ -84,7 +88,11 @@ func decodeChecked(desc *grpc.ServiceDesc) *grpc.ServiceDesc {
 		handler := d.Methods[i].Handler
 		d.Methods[i].Handler = func(srv any, ctx context.Context, dec func(any) error, ic grpc.UnaryServerInterceptor) (any, error) {
 			return handler(srv, ctx, func(m any) error {
-				in := checked{m: m}
+				pm, ok := m.(proto.Message)
+				if !ok {
+					return dec(m)
+				}
+				in := checked{m: pm}
 				if err := dec(&in); err != nil {
 					return err
 				}
@@ -111,7 +119,11 @@ type checkedStream struct {
 }
 
 func (s *checkedStream) RecvMsg(m any) error {
-	s.in.m = m
+	pm, ok := m.(proto.Message)
+	if !ok {
+		return s.ServerStream.RecvMsg(m)
+	}
+	s.in.m = pm
 	err := s.ServerStream.RecvMsg(&s.in)
 	s.in.m = nil
 	if err != nil {

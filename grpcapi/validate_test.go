@@ -10,6 +10,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	protocodec "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/tablefsm/tablefsm/grpcapi"
@@ -238,4 +240,16 @@ func TestMalformedMessages(t *testing.T) {
 	if err != nil || len(entries) != 2 || entries[1].Name() != "bad" {
 		t.Fatalf("data directory holds %v (%v), want only the lock and the fenced shard", entries, err)
 	}
+}
+
+// A codec forced through Options.GRPCOptions replaces the node's own and
+// serves every call: gRPC's protobuf codec here.
+func TestForcedCodecServes(t *testing.T) {
+	n := startNode(t, "", func(o *grpcapi.Options) {
+		o.GRPCOptions = []grpc.ServerOption{grpc.ForceServerCodecV2(encoding.GetCodecV2(protocodec.Name))}
+	})
+	s := leader.Shard{Namespace: "codec", Shard: 1}
+	fence(t, n.conn, s, 1)
+	replicate(t, n.conn, s, 1, 0, 20, true)
+	checkApplied(t, n.conn, s, 18)
 }
