@@ -371,6 +371,36 @@ func TestOpenRefusesStoreWithoutMarker(t *testing.T) {
 	}
 }
 
+// A database left without a marker whose records do not read is not
+// taken for the leftover of a creation: Open fails and removes nothing.
+func TestOpenWithoutMarkerKeepsUnreadableStore(t *testing.T) {
+	mem := vfs.NewMem()
+	s := mustOpen(t, "/shard", Options{FS: mem})
+	if err := s.SetTerm(4, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.h.Set(keyFormat, []byte("?"), nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := mem.Remove("/shard/CURRENT"); err != nil {
+		t.Fatal(err)
+	}
+	before := listDir(t, mem, "/shard/db-000001")
+	s, err := Open("/shard", Options{FS: mem})
+	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "db-000001") {
+		if err == nil {
+			s.Close()
+		}
+		t.Fatalf("Open = %v, want ErrCorrupt naming db-000001", err)
+	}
+	if got := listDir(t, mem, "/shard/db-000001"); !slices.Equal(got, before) {
+		t.Fatalf("the refused Open changed the database: %v, was %v", got, before)
+	}
+}
+
 func writeFile(fs vfs.FS, name, content string) error {
 	f, err := fs.Create(name, vfs.WriteCategoryUnspecified)
 	if err != nil {

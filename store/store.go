@@ -238,13 +238,24 @@ func (s *Store) unmarkedHolds(name string) (what string, err error) {
 	}
 	defer h.Close()
 	var held []string
-	if st, err := readState(h, ErrCorrupt); err == nil {
+	// Without its format record, the creation's batch never reached the
+	// database; with it, every record must read.
+	_, closer, err := h.Get(keyFormat)
+	switch {
+	case err == nil:
+		_ = closer.Close()
+		st, err := readState(h, ErrCorrupt)
+		if err != nil {
+			return "", fmt.Errorf("store: no %s marker, and %s does not read as a store: %w", markerName, name, err)
+		}
 		if st.term != logpos.NoTerm {
 			held = append(held, fmt.Sprintf("term %d", st.term))
 		}
 		if st.commit != logpos.NoEntry {
 			held = append(held, fmt.Sprintf("commit %v", st.commit))
 		}
+	case !errors.Is(err, pebble.ErrNotFound):
+		return "", fmt.Errorf("store: read %s: %w", name, err)
 	}
 	it, err := h.NewIter(&pebble.IterOptions{LowerBound: userLowerBound, UpperBound: userUpperBound})
 	if err != nil {
