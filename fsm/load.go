@@ -103,20 +103,20 @@ func (l *loader) pos(n ast.Node) Pos {
 const maxFlowDepth = 64
 
 // flowTooDeep finds where flow collections nest deeper than maxFlowDepth,
-// outside quoted strings and comments.
+// outside quoted scalars and comments. A quote opens a scalar only where
+// one can start: at the start of a line or after "- ", ": ", "? ", ",",
+// "[" or "{" (an apostrophe inside plain text does not).
 func flowTooDeep(src []byte) (Pos, bool) {
 	depth, line, col := 0, 1, 0
 	var quote byte
 	comment := false
+	prev := byte('\n') // the last byte that is not a space or tab
 	for i := 0; i < len(src); i++ {
 		c := src[i]
 		col++
 		switch {
 		case c == '\n':
 			line, col, comment = line+1, 0, false
-			if quote == '\'' {
-				continue // a single-quoted scalar may span lines
-			}
 		case comment:
 		case quote != 0:
 			if c == '\\' && quote == '"' {
@@ -125,7 +125,9 @@ func flowTooDeep(src []byte) (Pos, bool) {
 			} else if c == quote {
 				quote = 0
 			}
-		case c == '"' || c == '\'':
+		case c == ' ' || c == '\t':
+			continue // prev stays
+		case (c == '"' || c == '\'') && strings.IndexByte("\n-:?,[{", prev) >= 0:
 			quote = c
 		case c == '#' && (i == 0 || src[i-1] == ' ' || src[i-1] == '\t' || src[i-1] == '\n'):
 			comment = true
@@ -135,6 +137,9 @@ func flowTooDeep(src []byte) (Pos, bool) {
 			}
 		case c == ']' || c == '}':
 			depth = max(depth-1, 0)
+		}
+		if quote == 0 || c == '"' || c == '\'' {
+			prev = c
 		}
 	}
 	return Pos{}, false

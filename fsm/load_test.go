@@ -337,9 +337,9 @@ func TestTaggedAndAnchoredKeys(t *testing.T) {
 // Brackets nested past any table's need are refused before parsing
 // (the parser's memory grows with the square of the depth).
 func TestDeepFlowNestingRefused(t *testing.T) {
-	src := "doc: \"[[[[\" # {{{{\nmachine: " + strings.Repeat("[", maxFlowDepth+1) + strings.Repeat("]", maxFlowDepth+1) + "\n"
+	src := "doc: \"[[[[\" # {{{{\nnote: the replica's term, 'quoted [[' [x]\nmachine: " + strings.Repeat("[", maxFlowDepth+1) + strings.Repeat("]", maxFlowDepth+1) + "\n"
 	_, err := Load("t.yaml", []byte(src))
-	want := fmt.Sprintf("t.yaml:2:%d: brackets nested deeper than %d", len("machine: ")+maxFlowDepth+1, maxFlowDepth)
+	want := fmt.Sprintf("t.yaml:3:%d: brackets nested deeper than %d", len("machine: ")+maxFlowDepth+1, maxFlowDepth)
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Load = %v, want %q", err, want)
 	}
