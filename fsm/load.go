@@ -733,11 +733,11 @@ var reservedMethods = map[string]bool{"State": true, "SetObserver": true}
 // standard interface (io.ByteReader's ReadByte, json.Marshaler's
 // MarshalJSON, …); an event method has another.
 var vetMethods = map[string]bool{
-	"As": true, "Format": true, "GobDecode": true, "GobEncode": true, "Is": true,
-	"MarshalJSON": true, "MarshalXML": true, "Peek": true, "ReadByte": true,
-	"ReadFrom": true, "ReadRune": true, "Scan": true, "Seek": true,
-	"UnmarshalJSON": true, "UnmarshalXML": true, "UnreadByte": true,
-	"UnreadRune": true, "Unwrap": true, "WriteByte": true, "WriteTo": true,
+	"Format": true, "GobDecode": true, "GobEncode": true, "MarshalJSON": true,
+	"MarshalXML": true, "Peek": true, "ReadByte": true, "ReadFrom": true,
+	"ReadRune": true, "Scan": true, "Seek": true, "UnmarshalJSON": true,
+	"UnmarshalXML": true, "UnreadByte": true, "UnreadRune": true,
+	"WriteByte": true, "WriteTo": true,
 }
 
 // generatedLocals are the names the bodies of generated event methods

@@ -253,15 +253,18 @@ func (c typeSyntax) typ(e ast.Expr) bool {
 	case *ast.ChanType:
 		return c.typ(x.Value)
 	case *ast.FuncType:
-		return x.TypeParams == nil && c.fields(x.Params, false) && c.fields(x.Results, false)
+		names := map[string]bool{} // parameters and results share a scope
+		return x.TypeParams == nil && c.fields(x.Params, names) && c.fields(x.Results, names)
 	case *ast.StructType:
-		return c.fields(x.Fields, true)
+		return c.fields(x.Fields, nil)
 	case *ast.InterfaceType:
+		methods := map[string]bool{}
 		for _, m := range x.Methods.List {
 			if len(m.Names) > 0 {
-				if !c.typ(m.Type) {
+				if methods[m.Names[0].Name] || !c.typ(m.Type) {
 					return false
 				}
+				methods[m.Names[0].Name] = true
 				continue
 			}
 			// An embedded interface; type terms (int, ~int, A | B) make a
@@ -306,7 +309,7 @@ func (c typeSyntax) generic(e ast.Expr) bool {
 func (c typeSyntax) constant(e ast.Expr) bool {
 	switch x := e.(type) {
 	case *ast.BasicLit:
-		return x.Kind == token.INT
+		return x.Kind == token.INT || x.Kind == token.CHAR || x.Kind == token.FLOAT
 	case *ast.Ident:
 		return !goPredeclared[x.Name] && x.Name != "_"
 	case *ast.SelectorExpr:
@@ -314,20 +317,28 @@ func (c typeSyntax) constant(e ast.Expr) bool {
 	case *ast.ParenExpr:
 		return c.constant(x.X)
 	case *ast.UnaryExpr:
-		return c.constant(x.X)
+		return (x.Op == token.ADD || x.Op == token.SUB || x.Op == token.XOR) && c.constant(x.X)
 	case *ast.BinaryExpr:
-		return c.constant(x.X) && c.constant(x.Y)
+		switch x.Op {
+		case token.ADD, token.SUB, token.MUL, token.QUO, token.REM, token.AND, token.OR,
+			token.XOR, token.SHL, token.SHR, token.AND_NOT:
+			return c.constant(x.X) && c.constant(x.Y)
+		}
 	}
 	return false
 }
 
-// fields checks a field list: every type, and in a struct, names that are
-// not repeated (an embedded field is named after its type).
-func (c typeSyntax) fields(list *ast.FieldList, isStruct bool) bool {
+// fields checks a field list: every type, and names that are not
+// repeated. A struct's (names == nil) may embed fields, named after their
+// types; a function's parameters and results share names.
+func (c typeSyntax) fields(list *ast.FieldList, names map[string]bool) bool {
 	if list == nil {
 		return true
 	}
-	names := map[string]bool{}
+	isStruct := names == nil
+	if isStruct {
+		names = map[string]bool{}
+	}
 	for _, f := range list.List {
 		if _, variadic := f.Type.(*ast.Ellipsis); variadic && !isStruct {
 			if !c.typ(f.Type.(*ast.Ellipsis).Elt) {
@@ -336,11 +347,8 @@ func (c typeSyntax) fields(list *ast.FieldList, isStruct bool) bool {
 		} else if !c.typ(f.Type) {
 			return false
 		}
-		if !isStruct {
-			continue
-		}
 		fieldNames := f.Names
-		if len(fieldNames) == 0 {
+		if len(fieldNames) == 0 && isStruct {
 			name := embeddedName(f.Type)
 			if name == "" {
 				return false
@@ -366,12 +374,13 @@ func embeddedName(e ast.Expr) string {
 	case *ast.SelectorExpr:
 		return x.Sel.Name
 	case *ast.StarExpr:
-		switch y := x.X.(type) {
-		case *ast.Ident:
-			return y.Name
-		case *ast.SelectorExpr:
-			return y.Sel.Name
+		if _, star := x.X.(*ast.StarExpr); !star {
+			return embeddedName(x.X)
 		}
+	case *ast.IndexExpr:
+		return embeddedName(x.X)
+	case *ast.IndexListExpr:
+		return embeddedName(x.X)
 	}
 	return ""
 }
@@ -386,6 +395,12 @@ func comparableSyntax(e ast.Expr) bool {
 		return x.Len != nil && comparableSyntax(x.Elt)
 	case *ast.MapType, *ast.FuncType:
 		return false
+	case *ast.StructType:
+		for _, f := range x.Fields.List {
+			if !comparableSyntax(f.Type) {
+				return false
+			}
+		}
 	}
 	return true
 }

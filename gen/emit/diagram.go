@@ -67,35 +67,48 @@ func policyText(p fsm.Policy) string {
 func Mermaid(t *fsm.Table) []byte {
 	var b bytes.Buffer
 	fmt.Fprintf(&b, "---\ntitle: %s\n---\nstateDiagram-v2\n", t.Machine)
+	id := mermaidIDs(t)
 	for _, s := range t.States {
-		if id := mermaidID(s.Name); id != s.Name {
-			fmt.Fprintf(&b, "    state \"%s\" as %s\n", s.Name, id)
+		if id[s.Name] != s.Name {
+			fmt.Fprintf(&b, "    state \"%s\" as %s\n", s.Name, id[s.Name])
 		}
 	}
-	fmt.Fprintf(&b, "    [*] --> %s\n", mermaidID(t.Initial))
+	fmt.Fprintf(&b, "    [*] --> %s\n", id[t.Initial])
 	for _, e := range edges(t) {
-		fmt.Fprintf(&b, "    %s --> %s: %s\n", mermaidID(e.from), mermaidID(e.to), mermaidText(e.label(" ")))
+		fmt.Fprintf(&b, "    %s --> %s: %s\n", id[e.from], id[e.to], mermaidText(e.label(" ")))
 	}
 	for _, s := range t.States {
 		if s.Terminal {
-			fmt.Fprintf(&b, "    %s --> [*]\n", mermaidID(s.Name))
+			fmt.Fprintf(&b, "    %s --> [*]\n", id[s.Name])
 		}
 	}
 	for _, s := range t.States {
-		fmt.Fprintf(&b, "    note right of %s\n        %s\n    end note\n", mermaidID(s.Name), mermaidText(policyText(t.PolicyFor(s.Name))))
+		fmt.Fprintf(&b, "    note right of %s\n        %s\n    end note\n", id[s.Name], mermaidText(policyText(t.PolicyFor(s.Name))))
 	}
 	return b.Bytes()
 }
 
-// mermaidID is the id of a state in the Mermaid diagram: its name, unless
-// Mermaid reads that as a keyword (in any case), then the name and an
-// underscore, declared with the name as its label.
-func mermaidID(state string) string {
-	switch strings.ToLower(state) {
-	case "state", "note", "class", "classdef", "style", "click", "direction", "end":
-		return state + "_"
+// mermaidIDs gives each state its id in the Mermaid diagram: its name,
+// unless Mermaid reads that as a keyword (in any case); then the name
+// followed by as many underscores as make it no other state's name or id.
+// Such a state is declared with its name as its label.
+func mermaidIDs(t *fsm.Table) map[string]string {
+	ids := make(map[string]string, len(t.States))
+	taken := make(map[string]bool, len(t.States))
+	for _, s := range t.States {
+		taken[s.Name] = true
 	}
-	return state
+	for _, s := range t.States {
+		id := s.Name
+		switch strings.ToLower(id) {
+		case "state", "note", "class", "classdef", "style", "click", "direction", "end":
+			for id += "_"; taken[id]; id += "_" {
+			}
+			taken[id] = true
+		}
+		ids[s.Name] = id
+	}
+	return ids
 }
 
 // mermaidText keeps characters Mermaid reads as syntax out of labels.

@@ -32,17 +32,18 @@ func TestEmbedMarkersOnTheirOwnLines(t *testing.T) {
 // labelled with their names.
 func TestMermaidKeywordStates(t *testing.T) {
 	src := []byte("machine: Doc\npackage: doc\ninitial: State\nunhandled: ignore\n" +
-		"states:\n  State: {}\n  Note: {}\n  End: {terminal: true}\n" +
+		"states:\n  State: {}\n  Note: {}\n  End_: {}\n  End: {terminal: true}\n" +
 		"events:\n  Next: {}\n" +
-		"rows:\n  - {from: State, on: Next, to: Note}\n  - {from: Note, on: Next, to: End}\n")
+		"rows:\n  - {from: State, on: Next, to: Note}\n  - {from: Note, on: Next, to: End_}\n  - {from: End_, on: Next, to: End}\n")
 	table, err := fsm.Load("doc.yaml", src)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := string(Mermaid(table))
 	for _, want := range []string{
-		"state \"State\" as State_\n", "state \"Note\" as Note_\n", "state \"End\" as End_\n",
-		"[*] --> State_\n", "State_ --> Note_: Next\n", "End_ --> [*]\n", "note right of Note_\n",
+		"state \"State\" as State_\n", "state \"Note\" as Note_\n", "state \"End\" as End__\n",
+		"[*] --> State_\n", "State_ --> Note_: Next\n", "Note_ --> End_: Next\n", "End_ --> End__: Next\n",
+		"End__ --> [*]\n", "note right of Note_\n",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the diagram lacks %q:\n%s", want, got)
