@@ -154,7 +154,9 @@ func (l *loader) load(src []byte) *Table {
 		l.errorf(Pos{File: l.file, Line: p.Line, Col: p.Col}, "brackets nested deeper than %d: not a table", maxFlowDepth)
 		return nil
 	}
-	f, err := parser.ParseBytes(src, 0)
+	// Duplicate keys are reported with every other problem (plainKeys),
+	// rather than stopping the parse.
+	f, err := parser.ParseBytes(src, 0, parser.AllowDuplicateMapKey())
 	if err != nil {
 		var ye yaml.Error
 		if errors.As(err, &ye) && ye.GetToken() != nil && ye.GetToken().Position != nil {
@@ -287,14 +289,22 @@ func (l *loader) entries(n ast.Node, what string) []*ast.MappingValueNode {
 }
 
 // plainKeys returns the pairs of a mapping whose keys are written plainly,
-// reporting each explicit one ("? key").
+// each key once, reporting each explicit key ("? key") and each repeated
+// one.
 func (l *loader) plainKeys(pairs []*ast.MappingValueNode) []*ast.MappingValueNode {
 	out := pairs[:0:0]
+	first := map[string]Pos{}
 	for _, e := range pairs {
 		if _, explicit := e.Key.(*ast.MappingKeyNode); explicit {
 			l.errorf(l.pos(e.Key), "explicit keys (\"? key\") are not supported: write \"key: value\"")
 			continue
 		}
+		key := keyText(e.Key)
+		if p, seen := first[key]; seen {
+			l.errorf(l.pos(e.Key), "key %q repeated (first at %s)", key, shortPos(p))
+			continue
+		}
+		first[key] = l.pos(e.Key)
 		out = append(out, e)
 	}
 	return out

@@ -344,3 +344,17 @@ func TestDeepFlowNestingRefused(t *testing.T) {
 		t.Fatalf("Load = %v, want %q", err, want)
 	}
 }
+
+// A repeated key is one problem among the others, not the end of reading.
+func TestRepeatedKeyReportedWithTheRest(t *testing.T) {
+	src := "machine: M\npackage: p\ninitial: A\nunhandled: ignore\n" +
+		"states:\n  A: {}\n  B: {terminal: true}\n  A: {doc: again}\n" +
+		"events: {E: {}}\n" +
+		"rows:\n  - {from: A, on: E, to: C}\n"
+	_, err := Load("t.yaml", []byte(src))
+	for _, want := range []string{`t.yaml:8:3: key "A" repeated (first at 6:3)`, `t.yaml:11:26: unknown state "C"`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Load = %v, want %q among the problems", err, want)
+		}
+	}
+}
