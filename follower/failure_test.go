@@ -379,3 +379,53 @@ func TestApplyFailureRetriesWithoutTraffic(t *testing.T) {
 		t.Fatalf("commit %d after recovery", c)
 	}
 }
+
+// A stream's transport fails while its sync loop is in an fsync that then
+// fails too: the log's failure is noted all the same, so the next control
+// operation reopens the log instead of failing on it.
+func TestWALFailureAfterTransportFailure(t *testing.T) {
+	var hold atomic.Bool
+	entered, release := make(chan struct{}), make(chan struct{})
+	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		switch op.Kind {
+		case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
+			if strings.Contains(op.Path, "/wal/") && hold.CompareAndSwap(true, false) {
+				close(entered)
+				<-release
+				return errInjected
+			}
+		}
+		return nil
+	}))
+	f, err := Open(Config{Dir: t.TempDir(), FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := newFakeStream()
+	res := make(chan error, 1)
+	go func() { res <- f.Replicate(s) }()
+	s.in <- entryAppend(1, 0, -1, "k", "0")
+	<-s.acks
+	hold.Store(true)
+	s.in <- entryAppend(1, 1, -1, "k", "1")
+	<-entered // the sync loop is in the fsync covering entry 1
+	f.acquire()
+	r := f.stream
+	f.release()
+	s.cancel() // the transport fails meanwhile
+	if err := <-res; !errors.Is(err, context.Canceled) {
+		t.Fatalf("stream whose transport failed: %v", err)
+	}
+	close(release) // the fsync fails
+	<-r.syncDone
+	if _, err := f.NewTerm(2, TermOptions{}); err != nil {
+		t.Fatalf("NewTerm after the log failed under an ended stream: %v", err)
+	}
+	if st := f.Status(); st.Term != 2 || st.State != StateFenced {
+		t.Fatalf("after NewTerm: %+v", st)
+	}
+}

@@ -198,7 +198,12 @@ func (r *replication) end(cause error) {
 	<-r.recvDone
 }
 
-func (r *replication) fail(err error) { r.cancel(err) }
+// fail ends the stream with err, unless it has ended already. A failure
+// of the log or the store is noted in any case: it outlives the stream.
+func (r *replication) fail(err error) {
+	r.f.noteLogError(err)
+	r.cancel(err)
+}
 
 func (r *replication) kick() {
 	select {
@@ -362,9 +367,9 @@ func (r *replication) sync() {
 		f.stats.syncs.Add(1)
 		f.stats.syncLatency.observe(time.Since(start))
 		if err != nil {
-			if r.ctx.Err() == nil {
-				r.fail(fmt.Errorf("%w: syncing the log: %w", ErrUnavailable, err))
-			}
+			// Noted even when the stream ended meanwhile: the failure
+			// belongs to the log, which the next control operation reopens.
+			r.fail(fmt.Errorf("%w: syncing the log: %w", ErrUnavailable, err))
 			return
 		}
 		if r.ctx.Err() != nil {
