@@ -662,8 +662,9 @@ func (f lifecycle) TruncateLog(head *logpos.EntryID) error {
 	}
 	newHead := max(kept, f.commit(), logpos.Offset(f.base.Load()))
 	f.head.Store(int64(newHead))
-	// A commit offset above what the log keeps cannot be applied.
-	f.advertised.Store(min(f.advertised.Load(), int64(newHead)))
+	// The advertised commit stays: offsets a leader advertised as committed
+	// hold the same entries in every later term, so those that come again
+	// after the kept head are applied once durable.
 	f.reply = logpos.EntryID{Offset: newHead}
 	return nil
 }

@@ -1255,7 +1255,6 @@ func (d *mdlDriver) opTruncate() {
 	}
 	d.m.cutAfter(head.Offset)
 	d.m.durable = d.m.head
-	d.m.advertised = min(d.m.advertised, d.m.head)
 	d.m.state = StateFollower
 	d.note("Truncate succeeded")
 	if want := (logpos.EntryID{Term: term, Offset: d.m.head}); got != want {

@@ -607,6 +607,41 @@ func TestConformanceCommitAdvertisements(t *testing.T) {
 	aWantStatus(t, c, s, 1, sFollower, 5, 4)
 }
 
+// TestConformanceAdvertisedSurvivesTruncate: advertised is the highest
+// commit offset a leader sent (§1 conventions); Truncate does not lower
+// it (§2.2), so entries up to it that arrive after a Truncate are applied
+// (§3) without the leader advertising them again.
+func TestConformanceAdvertisedSurvivesTruncate(t *testing.T) {
+	n := startNode(t, "")
+	c := n.conn
+	ctx := ctxT(t)
+	s := leader.Shard{Namespace: "advtrunc", Shard: 0}
+	fence(t, c, s, 1)
+	st, _ := aOpen(t, c, s)
+	aSend(t, st, aCommit(1, 9, false)) // beyond the head
+	for o := int64(0); o <= 7; o++ {
+		aSend(t, st, aEntry(1, 1, o, -1, false))
+	}
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if acks, err := aDrain(st); err != nil || len(acks) != 8 {
+		t.Fatalf("acks %v, %v", acks, err)
+	}
+	waitCommit(t, c, s, 7)
+	// A new term; its leader keeps everything (all of it is applied),
+	// then sends 8 and 9 and advertises nothing.
+	if _, err := c.NewTerm(ctx, s, 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := c.Truncate(ctx, s, 2, logpos.EntryID{Term: 1, Offset: 7}); err != nil || got.Offset != 7 {
+		t.Fatalf("Truncate: %v, %v", got, err)
+	}
+	aFill(t, c, s, 2, 8, 9, -1)
+	waitCommit(t, c, s, 9)
+	aWantStatus(t, c, s, 2, sFollower, 9, 9)
+}
+
 // TestConformanceDeleteShard: §2.6 and §5: rejected deletes change nothing;
 // after DeleteShard the node forgets the shard.
 func TestConformanceDeleteShard(t *testing.T) {
