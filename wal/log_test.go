@@ -500,3 +500,52 @@ func TestOversizedRecordGetsItsOwnSegment(t *testing.T) {
 	defer l.Close()
 	checkEntries(t, readAll(t, l, 0), want)
 }
+
+// workerRound returns once the worker has finished a full round started
+// after the call: each send blocks until the worker took the one before,
+// and it takes a kick only between rounds.
+func workerRound(l *Log) {
+	for range 3 {
+		l.kick <- struct{}{}
+	}
+}
+
+// A log opened empty allocates no segment until it has one: a replica
+// that is opened and never written to costs no disk space.
+func TestEmptyLogPreparesNoSegment(t *testing.T) {
+	fs := vfs.NewMem()
+	l := mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	segFiles := func() []string {
+		names, err := fs.List("wal")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var segs []string
+		for _, n := range names {
+			if strings.Contains(n, ".seg") {
+				segs = append(segs, n)
+			}
+		}
+		return segs
+	}
+	workerRound(l)
+	if got := segFiles(); len(got) != 0 {
+		t.Fatalf("an empty log holds %v", got)
+	}
+	// The first append creates its segment; then the next is prepared.
+	mustAppend(t, l, entry(7, 0))
+	mustSync(t, l)
+	workerRound(l)
+	if got := segFiles(); len(got) != 2 || got[0] != segmentName(7) || !strings.HasSuffix(got[1], ".seg.tmp") {
+		t.Fatalf("after the first append: %v", got)
+	}
+	// Emptied again, it keeps what it prepared and prepares nothing more.
+	if err := l.Clear(); err != nil {
+		t.Fatal(err)
+	}
+	workerRound(l)
+	if got := segFiles(); len(got) != 1 || !strings.HasSuffix(got[0], ".seg.tmp") {
+		t.Fatalf("after Clear: %v", got)
+	}
+}

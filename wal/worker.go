@@ -24,10 +24,12 @@ func (l *Log) worker() {
 }
 
 // prepareSegment creates and preallocates the next segment file under a
-// temporary name. Called with maintMu held.
+// temporary name. An empty log prepares none: a log opened and never
+// written to (a replica that never became a member) allocates nothing, and
+// its first append creates its segment. Called with maintMu held.
 func (l *Log) prepareSegment() {
 	l.mu.Lock()
-	need := !l.mu.closed && l.mu.prepared == nil && !l.mu.prepFailed
+	need := !l.mu.closed && l.mu.prepared == nil && !l.mu.prepFailed && l.mu.active != nil
 	l.mu.prepSeq++
 	path := l.path(fmt.Sprintf(preparedName, l.mu.prepSeq))
 	l.mu.Unlock()
