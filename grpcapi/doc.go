@@ -18,11 +18,13 @@
 // directory. A bad value is InvalidArgument with a message naming the
 // field.
 //
-// A follower is opened on first use by NewTerm, Truncate, Replicate or
-// SendSnapshot. GetStatus, DeleteShard and the Inspect service open only
+// A follower is opened on first use by NewTerm or SendSnapshot. Truncate,
+// Replicate, GetStatus, DeleteShard and the Inspect service open only
 // shards that have a directory on disk (after a restart, every shard with
-// data is hosted); for any other shard GetStatus and Inspect answer
-// NODE_IS_NOT_MEMBER and DeleteShard has nothing to delete. A follower
+// data is hosted); for any other shard Truncate is INVALID_STATUS and
+// Replicate, GetStatus and Inspect NODE_IS_NOT_MEMBER, as a follower with
+// nothing stored answers, and DeleteShard has nothing to delete: a call
+// refused for that reason leaves nothing on disk. A follower
 // that is NotMember (no term stored) is reported as not a member, like
 // no follower at all. DeleteShard removes the shard's data and the node
 // forgets it.

@@ -45,7 +45,12 @@ func (s *Server) Truncate(_ context.Context, req *replicationpb.TruncateRequest)
 	if h == nil {
 		return nil, s.status(invalidf("head_entry_id", "missing"))
 	}
-	sh, err := s.lookup(key, true)
+	// A shard the node does not host is a follower with nothing stored,
+	// which refuses Truncate: refused as such, without opening one.
+	sh, err := s.lookup(key, false)
+	if errors.Is(err, errNotHosted) {
+		err = fmt.Errorf("%w: shard %s is not a member (it has no term)", follower.ErrInvalidStatus, key)
+	}
 	if err != nil {
 		return nil, s.status(err)
 	}
@@ -145,27 +150,31 @@ func (s *Server) deleteShard(sh *shard, term logpos.Term) (current bool, err err
 // Replicate implements OxiaLogReplicationServer: the stream is routed by
 // its metadata and served by the shard's follower.
 func (s *Server) Replicate(stream grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
-	sh, err := s.streamShard(stream.Context())
+	// A shard the node does not host is a follower with nothing stored,
+	// which refuses a stream (not a member): refused as such, without
+	// opening one.
+	sh, err := s.streamShard(stream.Context(), false)
 	if err != nil {
 		return s.status(err)
 	}
 	return s.status(sh.f.Replicate(&appendStream{BidiStreamingServer: stream}))
 }
 
-// streamShard is the shard a stream's metadata names, opened when needed.
-func (s *Server) streamShard(ctx context.Context) (*shard, error) {
+// streamShard is the shard a stream's metadata names, looked up as
+// lookup does.
+func (s *Server) streamShard(ctx context.Context, create bool) (*shard, error) {
 	key, err := streamKey(ctx)
 	if err != nil {
 		return nil, err
 	}
-	return s.lookup(key, true)
+	return s.lookup(key, create)
 }
 
 // SendSnapshot implements OxiaLogReplicationServer: the chunks are
 // installed by the shard's follower, which replies with the snapshot's
 // commit offset.
 func (s *Server) SendSnapshot(stream grpc.ClientStreamingServer[replicationpb.SnapshotChunk, replicationpb.SnapshotResponse]) error {
-	sh, err := s.streamShard(stream.Context())
+	sh, err := s.streamShard(stream.Context(), true)
 	if err != nil {
 		return s.status(err)
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
 )
 
 // TestStreamMetadataValidation sends every malformed routing metadata to
@@ -177,6 +178,36 @@ func TestRequestValidation(t *testing.T) {
 	if got := listTree(t, n.dir); !cmp.Equal(got, []string{".lock"}) {
 		t.Fatalf("the data directory holds %v after invalid calls", got)
 	}
+}
+
+// TestRefusedCallsOnUnknownShards: a shard the node does not host is a
+// follower with nothing stored. Truncate and a replication stream are
+// refused on it as on a NotMember follower, and leave nothing on disk, so
+// the node still does not host it, also after a restart.
+func TestRefusedCallsOnUnknownShards(t *testing.T) {
+	n := startNode(t, "")
+	ctx := ctxT(t)
+	for i := int64(0); i < 3; i++ {
+		s := leader.Shard{Namespace: "probe", Shard: i}
+		_, err := n.conn.Truncate(ctx, s, 1, logpos.EntryID{Term: 1, Offset: -1})
+		wantCode(t, err, codes.FailedPrecondition, grpcapi.ReasonInvalidStatus, "")
+		st, _ := aOpen(t, n.conn, s)
+		aSend(t, st, aEntry(1, 1, 0, -1, false))
+		_, err = aDrain(st)
+		wantCode(t, err, codes.Aborted, grpcapi.ReasonNodeIsNotMember, "")
+	}
+	if got := listTree(t, n.dir); !cmp.Equal(got, []string{".lock"}) {
+		t.Fatalf("the data directory holds %v after refused calls", got)
+	}
+	dir := n.dir
+	n.stop()
+	n = startNode(t, dir)
+	_, err := n.conn.Status(ctx, leader.Shard{Namespace: "probe", Shard: 0})
+	wantCode(t, err, codes.Aborted, grpcapi.ReasonNodeIsNotMember, "")
+	// A NewTerm makes it a member; then the same calls work.
+	s := leader.Shard{Namespace: "probe", Shard: 0}
+	fence(t, n.conn, s, 1)
+	aFill(t, n.conn, s, 1, 0, 2, -1)
 }
 
 // rawCodec sends and receives messages as the bytes they are, so that a
