@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 
@@ -106,6 +107,8 @@ type Status struct {
 func Open(cfg Config) (*Follower, error) {
 	cfg = cfg.withDefaults()
 	f := &Follower{cfg: cfg, dir: cfg.Dir, lock: make(chan struct{}, 1), closing: make(chan struct{})}
+	f.term.Store(int64(logpos.NoTerm)) // until the store is read
+	f.cfg.Logger = slog.New(termHandler{cfg.Logger.Handler(), &f.term})
 	f.commitFloor.Store(int64(logpos.NoOffset))
 	if err := cfg.FS.RemoveAll(deletedDir(cfg.FS, cfg.Dir)); err != nil {
 		return nil, fmt.Errorf("%w: removing what a Delete left: %w", ErrUnavailable, err)
@@ -143,7 +146,7 @@ func Open(cfg Config) (*Follower, error) {
 	}
 	f.publish()
 	f.applier.start(f)
-	f.logger().Info("follower opened", "state", f.m.State(), "head", f.head.Load(), "commit", commit.Offset)
+	f.logger().Info("follower opened", "state", f.m.State().String(), "head", f.head.Load(), "commit", commit.Offset)
 	return f, nil
 }
 
@@ -226,7 +229,7 @@ func (f *Follower) repairLocked() error {
 		f.st.Store(st)
 		f.storeFailed.Store(false)
 		f.applier.kick() // what the store lost is applied again
-		f.logger().Warn("store reopened after a failure", "commit", st.Commit(), "term", st.Term())
+		f.logger().Warn("store reopened after a failure", "commit", st.Commit(), "stored_term", st.Term())
 		if err := f.adoptStoredTerm(st); err != nil {
 			return err
 		}
@@ -441,7 +444,7 @@ func (f *Follower) Delete(term logpos.Term) error {
 	if err := removeDir(f.cfg.FS, f.dir); err != nil {
 		return errors.Join(f.closeErr, fmt.Errorf("%w: removing %s: %w", ErrUnavailable, f.dir, err))
 	}
-	f.logger().Info("follower deleted", "delete_term", term)
+	f.logger().Debug("follower deleted", "delete_term", term)
 	return f.closeErr
 }
 
@@ -621,7 +624,7 @@ func (f lifecycle) Fence(term logpos.Term, options TermOptions) error {
 	if f.reply.IsNone() {
 		f.reply = f.store().Commit()
 	}
-	f.logger().Info("fenced", "head", f.reply)
+	f.logger().Debug("fenced", "head", f.reply)
 	return nil
 }
 
@@ -704,7 +707,7 @@ func (f lifecycle) Shutdown() error {
 	f.applier.stop()
 	f.goroutines.Wait()
 	f.closeErr = errors.Join(f.log.Close(), f.store().Close())
-	f.logger().Info("follower closed")
+	f.logger().Debug("follower closed")
 	return nil
 }
 

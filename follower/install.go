@@ -260,6 +260,6 @@ func (f lifecycle) CommitSnapshot(inst *installation) error {
 		// next operation that touches the log or by Open.
 		f.logger().Error("snapshot installed but clearing the log failed", "err", err)
 	}
-	f.logger().Info("snapshot installed", "commit", info.Commit)
+	f.logger().Debug("snapshot installed", "commit", info.Commit)
 	return nil
 }

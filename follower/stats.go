@@ -1,6 +1,8 @@
 package follower
 
 import (
+	"context"
+	"errors"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -116,24 +118,74 @@ func (f *Follower) Stats() Stats {
 	}
 }
 
-// logger returns the follower's logger with the current term attached.
-func (f *Follower) logger() *slog.Logger {
-	return f.cfg.Logger.With("term", f.term.Load())
+// logger returns the follower's logger: namespace and shard attached,
+// and the current term added to every line (termHandler).
+func (f *Follower) logger() *slog.Logger { return f.cfg.Logger }
+
+// termHandler adds the follower's current term to every record, after
+// the attributes the logger carries (namespace, shard) and before the
+// record's own. The log and the store get the same logger, so their lines
+// (and Pebble's) name the term as well, though it changes under them.
+type termHandler struct {
+	inner slog.Handler
+	term  *atomic.Int64
 }
 
-// transitionLog logs every state change at info level and refusals at
-// debug level, then passes the step on to the configured observer.
+func (h termHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.inner.Enabled(ctx, l) }
+
+func (h termHandler) Handle(ctx context.Context, r slog.Record) error {
+	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	out.AddAttrs(slog.Int64("term", h.term.Load()))
+	r.Attrs(func(a slog.Attr) bool {
+		out.AddAttrs(a)
+		return true
+	})
+	return h.inner.Handle(ctx, out)
+}
+
+func (h termHandler) WithAttrs(as []slog.Attr) slog.Handler {
+	return termHandler{h.inner.WithAttrs(as), h.term}
+}
+
+func (h termHandler) WithGroup(name string) slog.Handler {
+	return termHandler{h.inner.WithGroup(name), h.term}
+}
+
+// movingRows[i] reports whether row i of the lifecycle table moves, to
+// another state or back into the same one (a NewTerm fencing a Fenced
+// follower again): the steps logged at info.
+var movingRows = func() []bool {
+	rows := LifecycleTable().Rows
+	moving := make([]bool, len(rows))
+	for i, r := range rows {
+		moving[i] = r.Kind == fsm.Move
+	}
+	return moving
+}()
+
+// transitionLog logs each transition (a step along a row that moves) as
+// one line at info level, with the head and commit it left; refusals and
+// steps that stay at debug level, a failed action at warning level. Then
+// it passes the step on to the configured observer.
 type transitionLog struct {
 	f    *Follower
 	next fsm.Observer
 }
 
 func (o transitionLog) Observe(s fsm.Step) {
+	f := o.f
+	var refusal *fsm.Refusal
 	switch {
+	case errors.As(s.Err, &refusal):
+		f.logger().Debug("refused", "state", s.From, "event", s.Event, "err", s.Err)
 	case s.Err != nil:
-		o.f.logger().Debug("refused", "state", s.From, "event", s.Event, "err", s.Err)
-	case s.From != s.To:
-		o.f.logger().Info("state changed", "from", s.From, "to", s.To, "event", s.Event)
+		f.logger().Warn("lifecycle action failed", "state", s.From, "event", s.Event, "err", s.Err)
+	case s.Row >= 0 && s.Row < len(movingRows) && movingRows[s.Row]:
+		commit := f.commit()
+		f.logger().Info("transition", "from", s.From, "event", s.Event, "to", s.To,
+			"head", max(logpos.Offset(f.head.Load()), commit), "commit", commit)
+	default:
+		f.logger().Debug("lifecycle step", "state", s.From, "event", s.Event)
 	}
 	if o.next != nil {
 		o.next.Observe(s)

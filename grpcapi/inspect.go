@@ -3,11 +3,8 @@ package grpcapi
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"sync"
-	"sync/atomic"
 
-	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
 	"github.com/tablefsm/tablefsm/logpos"
@@ -116,17 +113,11 @@ func (l *stepLog) after(seq uint64) ([]*inspectpb.Step, bool) {
 }
 
 // stepObserver is the observer of a shard's follower: it records the
-// lifecycle steps for Inspect, counts them for the metrics, and logs what
-// the follower does not (the follower logs each state change at info and
-// refusals at debug, with namespace, shard and term).
+// lifecycle steps for Inspect and counts them for the metrics (the
+// follower logs them itself).
 type stepObserver struct {
-	log    *slog.Logger
-	key    shardKey
 	steps  *stepLog
 	counts *stepCounts
-	// f is the follower, once Open returned it: its term goes on the
-	// log lines.
-	f atomic.Pointer[follower.Follower]
 	// next is the observer the server's options asked for, if any.
 	next fsm.Observer
 }
@@ -141,25 +132,4 @@ func (o *stepObserver) Observe(st fsm.Step) {
 		refusal = nil
 	}
 	o.counts.add(st, refusal)
-	level := slog.LevelDebug
-	switch {
-	case refusal != nil || (st.Err == nil && st.From != st.To):
-		return // the follower's own line
-	case st.Err != nil:
-		level = slog.LevelWarn
-	}
-	if !o.log.Enabled(context.Background(), level) {
-		return
-	}
-	attrs := []any{"namespace", o.key.namespace, "shard", o.key.shard}
-	if f := o.f.Load(); f != nil {
-		attrs = append(attrs, "term", f.Term())
-	}
-	attrs = append(attrs, "event", st.Event, "from", st.From, "to", st.To)
-	msg := "lifecycle step"
-	if st.Err != nil {
-		msg = "lifecycle action failed"
-		attrs = append(attrs, "err", st.Err)
-	}
-	o.log.Log(context.Background(), level, msg, attrs...)
 }

@@ -49,9 +49,10 @@ func (l *logBuffer) lines(t *testing.T) []map[string]any {
 	return out
 }
 
-// TestLogs: every line about a shard names its namespace and shard, the
-// follower's lines carry the term, each state change is one line at
-// info, and replicating entries logs nothing at info.
+// TestLogs: every line about a shard names its namespace, shard and term
+// (the log's, the store's and Pebble's lines included), each transition
+// of the lifecycle is one line at info and nothing else about a shard is
+// at info but its opening, and replicating entries logs nothing at info.
 func TestLogs(t *testing.T) {
 	logs := &logBuffer{}
 	n := startNode(t, "", func(o *grpcapi.Options) {
@@ -73,19 +74,20 @@ func TestLogs(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A NewTerm that keeps the state (Fenced at 2 → Fenced at 3) is a
-	// lifecycle step at debug, with the term it fenced at.
+	// transition too, logged with the term it fenced at.
 	if _, err := n.conn.NewTerm(ctxT(t), s, 3, nil); err != nil {
 		t.Fatal(err)
 	}
-	steps := logs.recordsWithMessage(t, "lifecycle step")
-	if len(steps) == 0 || steps[len(steps)-1]["event"] != "NewTerm" || steps[len(steps)-1]["term"] != 3.0 {
-		t.Errorf("the last lifecycle step logged: %v, want NewTerm at term 3", steps)
+	// A refused one is at debug.
+	if _, err := n.conn.NewTerm(ctxT(t), s, 2, nil); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("NewTerm with a lower term: %v", err)
 	}
 	if err := n.conn.Delete(ctxT(t), s, 3); err != nil {
 		t.Fatal(err)
 	}
 
-	var changes []string
+	var transitions []string
+	sawStorage := false
 	for _, rec := range logs.lines(t) {
 		_, hasShard := rec["shard"]
 		_, hasNS := rec["namespace"]
@@ -95,28 +97,32 @@ func TestLogs(t *testing.T) {
 		if !hasShard && rec["msg"] != "shutting down" {
 			t.Errorf("a line naming no shard: %v", rec)
 		}
-		if _, ok := rec["term"]; hasShard && !ok && !fromStorage(rec) {
+		if _, ok := rec["term"]; hasShard && !ok {
 			t.Errorf("a shard's line without its term: %v", rec)
 		}
-		if rec["msg"] == "state changed" {
+		sawStorage = sawStorage || rec["component"] == "pebble"
+		switch {
+		case rec["msg"] == "transition":
 			if rec["level"] != "INFO" {
-				t.Errorf("a state change at %v: %v", rec["level"], rec)
+				t.Errorf("a transition at %v: %v", rec["level"], rec)
 			}
-			changes = append(changes, rec["from"].(string)+" "+rec["event"].(string)+" "+rec["to"].(string))
+			transitions = append(transitions, fmt.Sprintf("%v %v %v (term %v)", rec["from"], rec["event"], rec["to"], rec["term"]))
+		case rec["level"] == "INFO" && hasShard && rec["msg"] != "follower opened":
+			t.Errorf("a line at info that is no transition: %v", rec)
+		case rec["msg"] == "follower opened" && rec["state"] != "NotMember":
+			t.Errorf("opened in state %v, want its name NotMember", rec["state"])
 		}
 	}
-	want := []string{"NotMember NewTerm Fenced", "Fenced Truncate Follower", "Follower NewTerm Fenced", "Fenced Delete Closed"}
-	if strings.Join(changes, ", ") != strings.Join(want, ", ") {
-		t.Errorf("state changes logged:\n  %s\nwant\n  %s", strings.Join(changes, ", "), strings.Join(want, ", "))
+	want := []string{
+		"NotMember NewTerm Fenced (term 1)", "Fenced Truncate Follower (term 1)", "Follower NewTerm Fenced (term 2)",
+		"Fenced NewTerm Fenced (term 3)", "Fenced Delete Closed (term 3)",
 	}
-}
-
-// fromStorage reports whether a line comes from the follower's log or
-// store (or Pebble under it): they get the follower's logger with
-// namespace and shard, but not the term, which changes under them.
-func fromStorage(rec map[string]any) bool {
-	msg, _ := rec["msg"].(string)
-	return rec["component"] == "pebble" || strings.HasPrefix(msg, "store: ") || strings.HasPrefix(msg, "wal: ")
+	if strings.Join(transitions, ", ") != strings.Join(want, ", ") {
+		t.Errorf("transitions logged:\n  %s\nwant\n  %s", strings.Join(transitions, ", "), strings.Join(want, ", "))
+	}
+	if !sawStorage {
+		t.Errorf("no line of Pebble's at debug level")
+	}
 }
 
 // recordsWithMessage returns the records logged so far whose msg is msg.

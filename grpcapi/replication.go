@@ -126,7 +126,7 @@ func (s *Server) DeleteShard(_ context.Context, req *replicationpb.DeleteShardRe
 		if err != nil {
 			return nil, s.status(err)
 		}
-		s.log.Info("shard deleted", "namespace", key.namespace, "shard", key.shard, "term", req.GetTerm())
+		s.log.Debug("shard deleted", "namespace", key.namespace, "shard", key.shard, "term", req.GetTerm())
 		return &replicationpb.DeleteShardResponse{}, nil
 	}
 }

@@ -386,10 +386,8 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 	cfg := s.opts.Follower
 	cfg.Namespace, cfg.Shard = k.namespace, k.shard
 	cfg.Dir, cfg.FS, cfg.Logger = s.dir(k), s.fs, s.log
-	obs := &stepObserver{log: s.log, key: k, steps: sh.steps, counts: sh.counts, next: s.opts.Follower.Observer}
-	cfg.Observer = obs
+	cfg.Observer = &stepObserver{steps: sh.steps, counts: sh.counts, next: s.opts.Follower.Observer}
 	sh.f, sh.err = follower.Open(cfg)
-	obs.f.Store(sh.f)
 	if sh.err != nil {
 		if !errors.Is(sh.err, follower.ErrUnavailable) {
 			sh.err = fmt.Errorf("%w: %w", follower.ErrUnavailable, sh.err)
