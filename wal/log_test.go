@@ -5,9 +5,11 @@ import (
 	"errors"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/tablefsm/tablefsm/logpos"
 )
@@ -287,6 +289,60 @@ func TestTrim(t *testing.T) {
 	checkEntries(t, readAll(t, l, first), all[first:])
 	mustAppend(t, l, entry(200, 0))
 	mustSync(t, l)
+}
+
+// A segment whose file Trim cannot remove stays in the log: the next
+// Trim does not remove the segments after it (which would leave the log
+// on disk starting with a hole), and retries it.
+func TestTrimRemoveFailureKeepsSegment(t *testing.T) {
+	mem := vfs.NewMem()
+	var fail atomic.Bool
+	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpRemove && strings.HasSuffix(op.Path, "/"+segmentName(0)) && fail.Load() {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	l := mustOpen(t, "wal", memOpts(fs))
+	all := entries(0, 199, 0)
+	mustAppend(t, l, all...)
+	mustSync(t, l)
+	fail.Store(true)
+	if err := l.Trim(120); !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("Trim whose remove fails: %v", err)
+	}
+	if got := l.FirstOffset(); got != 0 {
+		t.Fatalf("first offset after a failed Trim = %d, want 0", got)
+	}
+	checkEntries(t, readAll(t, l, 0), all)
+	if err := l.Trim(120); !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("Trim again: %v", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	opts := memOpts(mem)
+	opts.MustKeep = 150
+	l = mustOpen(t, "wal", opts)
+	if got := l.FirstOffset(); got != 0 {
+		t.Fatalf("first offset after reopen = %d, want 0", got)
+	}
+	checkEntries(t, readAll(t, l, 0), all)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Once the file can go, Trim removes it and the segments after it.
+	fail.Store(false)
+	l = mustOpen(t, "wal", Options{FS: fs, SegmentSize: 512, MustKeep: 150})
+	defer l.Close()
+	if err := l.Trim(120); err != nil {
+		t.Fatal(err)
+	}
+	first := l.FirstOffset()
+	if first <= 0 || first > 120 {
+		t.Fatalf("first offset after Trim(120) = %d", first)
+	}
+	checkEntries(t, readAll(t, l, first), all[first:])
 }
 
 func TestClear(t *testing.T) {

@@ -2,6 +2,7 @@ package wal
 
 import (
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -287,6 +288,14 @@ func (l *Log) Trim(upTo logpos.Offset) error {
 		delete(l.mu.indexFailure, s)
 		l.mu.Unlock()
 		if err := l.removeSegmentFiles(s.first, true); err != nil {
+			// Unless its file is known to be gone, the log keeps the
+			// segment: were the next trim to remove the segments after
+			// it, the log would start with a hole the next open refuses.
+			if _, serr := l.fs.Stat(l.path(segmentName(s.first))); !errors.Is(serr, errNotExist) {
+				l.mu.Lock()
+				l.mu.segs = slices.Insert(l.mu.segs, 0, s)
+				l.mu.Unlock()
+			}
 			return fmt.Errorf("wal: trim: %w", err)
 		}
 	}
