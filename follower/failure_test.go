@@ -429,3 +429,92 @@ func TestWALFailureAfterTransportFailure(t *testing.T) {
 		t.Fatalf("after NewTerm: %+v", st)
 	}
 }
+
+// markerFailure lets a store install rename its new marker into place,
+// then fails the fsync of the store directory and the creation of the
+// marker that would undo the swap: Install fails with store.ErrFailed,
+// though the marker on disk names the snapshot's database.
+type markerFailure struct {
+	armed atomic.Bool
+	phase atomic.Int32
+}
+
+func (m *markerFailure) String() string { return "marker failure" }
+
+func (m *markerFailure) MaybeError(op errorfs.Op) error {
+	if !m.armed.Load() {
+		return nil
+	}
+	switch m.phase.Load() {
+	case 0:
+		if op.Kind == errorfs.OpRename && strings.HasSuffix(op.Path, "/store/CURRENT.tmp") {
+			m.phase.Store(1)
+		}
+	case 1:
+		if op.Kind == errorfs.OpFileSync && op.Path == mdlDir+"/store" {
+			m.phase.Store(2)
+			return errorfs.ErrInjected
+		}
+	case 2:
+		if op.Kind == errorfs.OpCreate && strings.HasSuffix(op.Path, "/store/CURRENT.tmp") {
+			m.phase.Store(3)
+			m.armed.Store(false)
+			return errorfs.ErrInjected
+		}
+	}
+	return nil
+}
+
+// An install of a snapshot below the commit fails after its swap reached
+// the disk: the next control operation reopens the store, which is the
+// snapshot's, and the follower is the snapshot's too: commit and head at
+// the snapshot point, a leader can truncate to the head NewTerm returns,
+// and reads work.
+func TestInstallFailedAfterSwapBelowCommit(t *testing.T) {
+	inj := &markerFailure{}
+	f, err := Open(Config{Dir: mdlDir, FS: errorfs.Wrap(vfs.NewMem(), inj), SegmentSize: 512, TrimEvery: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := &mdlStream{fakeStream: newFakeStream()}
+	res := make(chan error, 1)
+	go func() { res <- f.Replicate(s); s.cancel() }()
+	for o := logpos.Offset(0); o <= 30; o++ {
+		s.in <- mdlMakeEntry(1, o, int(o)).toAppend(1, o, o, true)
+	}
+	close(s.in)
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	if err := f.WaitApplied(context.Background(), 30); err != nil {
+		t.Fatal(err)
+	}
+	sn := mdlBuildSnapshot(t, 1, 1, 14)
+	inj.armed.Store(true)
+	if _, err := f.InstallSnapshot(&fakeSnapshotStream{chunks: sn.chunksFor(1, mangleNone, 0)}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("install whose store failed: %v", err)
+	}
+	if inj.phase.Load() != 3 {
+		t.Fatalf("the failure was not injected (phase %d)", inj.phase.Load())
+	}
+	head, err := f.NewTerm(2, TermOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := (logpos.EntryID{Term: 1, Offset: 14}); head != want {
+		t.Fatalf("NewTerm after the repair: head %v, want %v", head, want)
+	}
+	if st := f.Status(); st.Commit != 14 || st.Head != 14 {
+		t.Fatalf("after the repair: %+v, want head and commit at the snapshot point 14", st)
+	}
+	if _, err := f.Truncate(2, &head); err != nil {
+		t.Fatalf("Truncate to the head NewTerm returned: %v", err)
+	}
+	if _, err := f.Get([]byte("s0")); err != nil {
+		t.Fatalf("Get on the snapshot's store: %v", err)
+	}
+}

@@ -223,7 +223,10 @@ func (f *Follower) repairLocked() error {
 		if err != nil {
 			return fmt.Errorf("%w: reopening the store: %w", ErrUnavailable, err)
 		}
-		if st.Commit().Offset < reached {
+		if _, reset := st.LogResetPending(); !reset && st.Commit().Offset < reached {
+			// The store lost applied batches: until it has them again,
+			// the commit stays where it was. (A store that a snapshot
+			// replaced has the snapshot's commit, below or not.)
 			f.commitFloor.Store(int64(reached))
 		}
 		f.st.Store(st)
@@ -244,8 +247,10 @@ func (f *Follower) repairLocked() error {
 		if err := f.resetLog(); err != nil {
 			return err
 		}
-		// As after an install: the log is empty at the snapshot point.
+		// As after an install: the log is empty at the snapshot point,
+		// which is the commit.
 		f.applier.resetLocked()
+		f.commitFloor.Store(int64(logpos.NoOffset))
 		f.base.Store(int64(point.Offset))
 		f.head.Store(int64(point.Offset))
 		f.advertised.Store(int64(point.Offset))
