@@ -92,6 +92,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	default:
 		return usageErr("invalid --log-format %q: want text or json", *logFormat)
 	}
+	if *shutdownTimeout <= 0 {
+		return usageErr("invalid --shutdown-timeout %v: want a positive duration", *shutdownTimeout)
+	}
 	if *maxMsg <= 0 {
 		return usageErr("invalid --max-message-size %d: want a positive number of bytes", *maxMsg)
 	}

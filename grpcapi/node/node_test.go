@@ -93,6 +93,8 @@ func TestFlags(t *testing.T) {
 		{[]string{"--log-level", "loud"}, 2, "invalid --log-level"},
 		{[]string{"--log-format", "xml"}, 2, "invalid --log-format"},
 		{[]string{"--max-message-size", "0"}, 2, "invalid --max-message-size"},
+		{[]string{"--shutdown-timeout", "0"}, 2, "invalid --shutdown-timeout"},
+		{[]string{"--shutdown-timeout", "-1s"}, 2, "invalid --shutdown-timeout"},
 		{[]string{"--data-dir", ""}, 2, "--data-dir is empty"},
 		{[]string{"--listen"}, 2, "flag needs an argument"},
 		{[]string{"--listen", "not an address", "--data-dir", t.TempDir()}, 1, "cannot listen"},
