@@ -151,12 +151,13 @@ func New(opts Options) (*Server, error) {
 	} {
 		s.grpc.RegisterService(decodeChecked(desc), s)
 	}
+	reflection.Register(s.grpc)
 	s.health = health.NewServer()
 	healthpb.RegisterHealthServer(s.grpc, s.health)
+	// Every service registered, health and reflection included.
 	for name := range s.grpc.GetServiceInfo() {
 		s.health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}
-	reflection.Register(s.grpc)
 	return s, nil
 }
 

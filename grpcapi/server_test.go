@@ -138,7 +138,7 @@ func TestUnimplemented(t *testing.T) {
 func TestHealthAndReflection(t *testing.T) {
 	n := startNode(t, "")
 	health := healthpb.NewHealthClient(n.conn.ClientConn())
-	for _, svc := range []string{"", "replication.OxiaLogReplication", "replication.OxiaCoordination", "tablefsm.inspect.v1.Inspect"} {
+	for _, svc := range []string{"", "replication.OxiaLogReplication", "replication.OxiaCoordination", "tablefsm.inspect.v1.Inspect", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"} {
 		resp, err := health.Check(ctxT(t), &healthpb.HealthCheckRequest{Service: svc})
 		if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 			t.Errorf("health of %q: %v, %v", svc, resp, err)
