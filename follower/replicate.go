@@ -275,7 +275,8 @@ func (r *replication) handle(a *replicationpb.Append) error {
 	duplicate := off <= head
 	if !duplicate {
 		e := logpos.Entry{Term: logpos.Term(a.Entry.Term), Offset: off, Value: a.Entry.Value, Timestamp: a.Entry.Timestamp}
-		sampled := f.stats.entriesAppended.Add(1)%sampling == 0
+		// One stream appends at a time: the count is this loop's own.
+		sampled := (f.stats.entriesAppended.Load()+1)%sampling == 0
 		var start time.Time
 		if sampled {
 			start = time.Now()
@@ -286,6 +287,7 @@ func (r *replication) handle(a *replicationpb.Append) error {
 		if sampled {
 			f.stats.appendLatency.observe(time.Since(start))
 		}
+		f.stats.entriesAppended.Add(1)
 		f.stats.bytesAppended.Add(uint64(len(e.Value)))
 	}
 	// The entry is accepted. Before its offset becomes the visible head, a
