@@ -362,6 +362,9 @@ func medianRate(runs []leader.Result) float64 {
 		rates[i] = float64(r.Acked) / r.Elapsed.Seconds()
 	}
 	slices.Sort(rates)
+	if n := len(rates); n%2 == 0 {
+		return (rates[n/2-1] + rates[n/2]) / 2
+	}
 	return rates[len(rates)/2]
 }
 

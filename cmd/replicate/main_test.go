@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/node"
 )
 
@@ -148,6 +149,23 @@ func TestUsage(t *testing.T) {
 		code, out, errOut := runCLI(t, c.args...)
 		if code != c.code || !strings.Contains(errOut, c.stderr) || !strings.Contains(out, c.stdout) {
 			t.Errorf("%v: status %d (want %d)\nstdout %q\nstderr %q", c.args, code, c.code, out, errOut)
+		}
+	}
+}
+
+func TestMedianRate(t *testing.T) {
+	run := func(acked int64) leader.Result { return leader.Result{Acked: acked, Elapsed: time.Second} }
+	for _, c := range []struct {
+		runs []leader.Result
+		want float64
+	}{
+		{[]leader.Result{run(5)}, 5},
+		{[]leader.Result{run(9), run(1), run(5)}, 5},
+		{[]leader.Result{run(7), run(1)}, 4},
+		{[]leader.Result{run(8), run(2), run(4), run(6)}, 5},
+	} {
+		if got := medianRate(c.runs); got != c.want {
+			t.Errorf("median of %v = %v, want %v", c.runs, got, c.want)
 		}
 	}
 }
