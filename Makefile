@@ -79,7 +79,7 @@ verify: drift ## gofmt, go vet, the drift check and rendering the DOT diagrams.
 mermaid: ## Parse the generated Mermaid diagrams with the Mermaid library (needs Node.js 20).
 	@command -v npm >/dev/null || { echo "Node.js 20 and npm are needed to check the Mermaid diagrams" >&2; exit 1; }
 	@cd tools/mermaid && npm ci --silent --no-audit --no-fund >/dev/null
-	@node tools/mermaid/check.mjs docs/*.mmd examples/*/*.mmd gen/testdata/job/job.mmd.golden
+	@node tools/mermaid/check.mjs docs/*.mmd examples/*/*.mmd gen/testdata/job/job.mmd.golden gen/emit/testdata/keywords.mmd.golden
 
 .PHONY: test
 test: verify ## Run every test under the race detector (after the checks of verify).

@@ -101,7 +101,8 @@ func mermaidIDs(t *fsm.Table) map[string]string {
 	for _, s := range t.States {
 		id := s.Name
 		switch strings.ToLower(id) {
-		case "state", "note", "class", "classdef", "style", "click", "direction", "end":
+		case "state", "note", "class", "classdef", "style", "click", "href", "direction", "end",
+			"default", "scale", "acctitle", "accdescr", "statediagram":
 			for id += "_"; taken[id]; id += "_" {
 			}
 			taken[id] = true
