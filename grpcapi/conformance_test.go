@@ -136,11 +136,13 @@ func TestConformanceTruncateNotMemberWithInstall(t *testing.T) {
 	c := n.conn
 	ctx := ctxT(t)
 	s := leader.Shard{Namespace: "nm", Shard: 0}
-	// Open the shard (NotMember) so that Steps can see it.
+	// A stream before the install is refused: the node does not host
+	// the shard.
 	st, _ := aOpen(t, c, s)
 	_, err := aDrain(st)
 	aWantErr(t, err, codes.Aborted, grpcapi.ReasonNodeIsNotMember)
 
+	// The install opens it, NotMember.
 	_, snap, cancelSnap := aHoldInstall(t, c, s, 4)
 	_, err = c.Truncate(ctx, s, 4, logpos.NoEntry)
 	aWantErr(t, err, codes.FailedPrecondition, grpcapi.ReasonResourceConflict)
