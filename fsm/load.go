@@ -12,7 +12,9 @@ import (
 
 	"github.com/goccy/go-yaml"
 	"github.com/goccy/go-yaml/ast"
+	"github.com/goccy/go-yaml/lexer"
 	"github.com/goccy/go-yaml/parser"
+	"github.com/goccy/go-yaml/token"
 )
 
 // LoadFile reads and loads the table in file. See Load.
@@ -102,44 +104,20 @@ func (l *loader) pos(n ast.Node) Pos {
 // with the square of the depth.
 const maxFlowDepth = 64
 
-// flowTooDeep finds where flow collections nest deeper than maxFlowDepth,
-// outside quoted scalars and comments. A quote opens a scalar only where
-// one can start: at the start of a line or after "- ", ": ", "? ", ",",
-// "[" or "{" (an apostrophe inside plain text does not).
+// flowTooDeep finds where flow collections nest deeper than maxFlowDepth.
+// It counts the collections the YAML scanner sees (which costs time and
+// memory in proportion to the source, unlike parsing a deep nesting), so
+// brackets in quoted, plain or block scalars and in comments do not count.
 func flowTooDeep(src []byte) (Pos, bool) {
-	depth, line, col := 0, 1, 0
-	var quote byte
-	comment := false
-	prev := byte('\n') // the last byte that is not a space or tab
-	for i := 0; i < len(src); i++ {
-		c := src[i]
-		col++
-		switch {
-		case c == '\n':
-			line, col, comment = line+1, 0, false
-		case comment:
-		case quote != 0:
-			if c == '\\' && quote == '"' {
-				i++
-				col++
-			} else if c == quote {
-				quote = 0
-			}
-		case c == ' ' || c == '\t':
-			continue // prev stays
-		case (c == '"' || c == '\'') && strings.IndexByte("\n-:?,[{", prev) >= 0:
-			quote = c
-		case c == '#' && (i == 0 || src[i-1] == ' ' || src[i-1] == '\t' || src[i-1] == '\n'):
-			comment = true
-		case c == '[' || c == '{':
+	depth := 0
+	for _, tk := range lexer.Tokenize(string(src)) {
+		switch tk.Type {
+		case token.SequenceStartType, token.MappingStartType:
 			if depth++; depth > maxFlowDepth {
-				return Pos{Line: line, Col: col}, true
+				return Pos{Line: tk.Position.Line, Col: tk.Position.Column}, true
 			}
-		case c == ']' || c == '}':
+		case token.SequenceEndType, token.MappingEndType:
 			depth = max(depth-1, 0)
-		}
-		if quote == 0 || c == '"' || c == '\'' {
-			prev = c
 		}
 	}
 	return Pos{}, false

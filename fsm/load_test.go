@@ -337,11 +337,35 @@ func TestTaggedAndAnchoredKeys(t *testing.T) {
 // Brackets nested past any table's need are refused before parsing
 // (the parser's memory grows with the square of the depth).
 func TestDeepFlowNestingRefused(t *testing.T) {
-	src := "doc: \"[[[[\" # {{{{\nnote: the replica's term, 'quoted [[' [x]\nmachine: " + strings.Repeat("[", maxFlowDepth+1) + strings.Repeat("]", maxFlowDepth+1) + "\n"
+	deep := strings.Repeat("[", maxFlowDepth+1) + strings.Repeat("]", maxFlowDepth+1)
+	src := "doc: \"[[[[\" # {{{{\nnote: the replica's term, 'quoted [[' [x]\nmachine: " + deep + "\n"
 	_, err := Load("t.yaml", []byte(src))
 	want := fmt.Sprintf("t.yaml:3:%d: brackets nested deeper than %d", len("machine: ")+maxFlowDepth+1, maxFlowDepth)
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Load = %v, want %q", err, want)
+	}
+	// An apostrophe in plain text, even after a comma, opens no quote
+	// that could hide the nesting from the check.
+	for _, src := range []string{
+		"doc: a, 'b\nmachine: " + deep + "\nx: don't\n",
+		"doc: |\n  'b\nmachine: " + deep + "\nx: don't\n",
+	} {
+		if _, err := Load("t.yaml", []byte(src)); err == nil || !strings.Contains(err.Error(), "brackets nested deeper than") {
+			t.Errorf("Load(%q) = %v, want the nesting refused", src, err)
+		}
+	}
+}
+
+// Brackets in block scalars and plain text are text, not nesting.
+func TestBracketsInTextAreNotNesting(t *testing.T) {
+	many := strings.Repeat("[", maxFlowDepth+1)
+	for _, doc := range []string{"|\n      " + many, ">\n      see " + many, "see " + many} {
+		src := "machine: M\npackage: p\ninitial: A\nunhandled: ignore\n" +
+			"states:\n  A:\n    doc: " + doc + "\n  B: {terminal: true}\n" +
+			"events: {E: {}}\nrows:\n  - {from: A, on: E, to: B}\n"
+		if _, err := Load("t.yaml", []byte(src)); err != nil {
+			t.Errorf("a doc of %q: %v", doc, err)
+		}
 	}
 }
 
