@@ -531,9 +531,7 @@ func (l *loader) event(e *ast.MappingValueNode) Event {
 	if reservedMethods[ev.Name] {
 		l.errorf(ev.Pos, "event name %q collides with a method of the generated machine", ev.Name)
 	}
-	if vetMethods[ev.Name] {
-		l.errorf(ev.Pos, "event name %q is a method Go tools expect with another signature (go vet's stdmethods)", ev.Name)
-	}
+	l.notVetMethod(ev.Name, "event", ev.Pos)
 	f, _ := l.fields(e.Value, "event "+ev.Name, []string{"doc", "payload"})
 	if n := f["doc"]; n != nil {
 		ev.Doc, _ = l.str(n, "doc")
@@ -548,6 +546,7 @@ func (l *loader) event(e *ast.MappingValueNode) Event {
 
 func (l *loader) guard(e *ast.MappingValueNode) Guard {
 	g := Guard{Name: l.keyIdent(e, "guard name", exportedIdent), Pos: l.pos(e)}
+	l.notVetMethod(g.Name, "guard", g.Pos)
 	f, _ := l.fields(e.Value, "guard "+g.Name, []string{"doc", "error", "uses"})
 	if n := f["doc"]; n != nil {
 		g.Doc, _ = l.str(n, "doc")
@@ -566,6 +565,7 @@ func (l *loader) guard(e *ast.MappingValueNode) Guard {
 
 func (l *loader) action(e *ast.MappingValueNode) Action {
 	a := Action{Name: l.keyIdent(e, "action name", exportedIdent), Pos: l.pos(e)}
+	l.notVetMethod(a.Name, "action", a.Pos)
 	f, _ := l.fields(e.Value, "action "+a.Name, []string{"doc", "uses"})
 	if n := f["doc"]; n != nil {
 		a.Doc, _ = l.str(n, "doc")
@@ -717,9 +717,18 @@ func (l *loader) row(t *Table, n ast.Node) Row {
 
 var reservedMethods = map[string]bool{"State": true, "SetObserver": true}
 
+// notVetMethod reports name, of an event, guard or action (each a method
+// of generated code), when go vet expects a method of that name to have
+// another signature.
+func (l *loader) notVetMethod(name, kind string, at Pos) {
+	if vetMethods[name] {
+		l.errorf(at, "%s name %q is a method Go tools expect with another signature (go vet's stdmethods)", kind, name)
+	}
+}
+
 // vetMethods are the method names go vet expects with the signature of a
 // standard interface (io.ByteReader's ReadByte, json.Marshaler's
-// MarshalJSON, …); an event method has another.
+// MarshalJSON, …); an event, guard or action method has another.
 var vetMethods = map[string]bool{
 	"Format": true, "GobDecode": true, "GobEncode": true, "MarshalJSON": true,
 	"MarshalXML": true, "Peek": true, "ReadByte": true, "ReadFrom": true,
