@@ -467,7 +467,7 @@ func TestLifecycleStrings(t *testing.T) {
 }
 
 // TestLifecycleTableIsCurrent fails when transitions.yaml changed after this code was
-// generated, or when LifecycleTable() does not describe it.
+// generated, or when LifecycleTable() or the error sentinels do not describe it.
 func TestLifecycleTableIsCurrent(t *testing.T) {
 	src, err := os.ReadFile("../transitions.yaml")
 	if err != nil {
@@ -483,6 +483,12 @@ func TestLifecycleTableIsCurrent(t *testing.T) {
 	}
 	if !reflect.DeepEqual(parsed.WithoutPositions(), LifecycleTable()) {
 		t.Fatalf("LifecycleTable() differs from %s", "../transitions.yaml")
+	}
+	for _, e := range parsed.Errors {
+		want := parsed.Package + ": " + e.Message
+		if err := lifecycleErrors[e.Name]; err == nil || err.Error() != want {
+			t.Errorf("sentinel %s = %v, want %q", e.Name, err, want)
+		}
 	}
 }
 

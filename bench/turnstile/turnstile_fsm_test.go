@@ -257,7 +257,7 @@ func TestTurnstileStrings(t *testing.T) {
 }
 
 // TestTurnstileTableIsCurrent fails when turnstile.yaml changed after this code was
-// generated, or when TurnstileTable() does not describe it.
+// generated, or when TurnstileTable() or the error sentinels do not describe it.
 func TestTurnstileTableIsCurrent(t *testing.T) {
 	src, err := os.ReadFile("turnstile.yaml")
 	if err != nil {
@@ -273,6 +273,12 @@ func TestTurnstileTableIsCurrent(t *testing.T) {
 	}
 	if !reflect.DeepEqual(parsed.WithoutPositions(), TurnstileTable()) {
 		t.Fatalf("TurnstileTable() differs from %s", "turnstile.yaml")
+	}
+	for _, e := range parsed.Errors {
+		want := parsed.Package + ": " + e.Message
+		if err := turnstileErrors[e.Name]; err == nil || err.Error() != want {
+			t.Errorf("sentinel %s = %v, want %q", e.Name, err, want)
+		}
 	}
 }
 

@@ -297,7 +297,7 @@ func TestOrderStrings(t *testing.T) {
 }
 
 // TestOrderTableIsCurrent fails when order.yaml changed after this code was
-// generated, or when OrderTable() does not describe it.
+// generated, or when OrderTable() or the error sentinels do not describe it.
 func TestOrderTableIsCurrent(t *testing.T) {
 	src, err := os.ReadFile("order.yaml")
 	if err != nil {
@@ -313,6 +313,12 @@ func TestOrderTableIsCurrent(t *testing.T) {
 	}
 	if !reflect.DeepEqual(parsed.WithoutPositions(), OrderTable()) {
 		t.Fatalf("OrderTable() differs from %s", "order.yaml")
+	}
+	for _, e := range parsed.Errors {
+		want := parsed.Package + ": " + e.Message
+		if err := orderErrors[e.Name]; err == nil || err.Error() != want {
+			t.Errorf("sentinel %s = %v, want %q", e.Name, err, want)
+		}
 	}
 }
 

@@ -408,7 +408,7 @@ func Test%[2]sStrings(t *testing.T) {
 }
 
 // Test%[2]sTableIsCurrent fails when %[3]s changed after this code was
-// generated, or when %[2]sTable() does not describe it.
+// generated, or when %[2]sTable() or the error sentinels do not describe it.
 func Test%[2]sTableIsCurrent(t *testing.T) {
 	src, err := os.ReadFile(%[4]q)
 	if err != nil {
@@ -424,6 +424,12 @@ func Test%[2]sTableIsCurrent(t *testing.T) {
 	}
 	if !reflect.DeepEqual(parsed.WithoutPositions(), %[2]sTable()) {
 		t.Fatalf("%[2]sTable() differs from %%s", %[4]q)
+	}
+	for _, e := range parsed.Errors {
+		want := parsed.Package + ": " + e.Message
+		if err := %[1]sErrors[e.Name]; err == nil || err.Error() != want {
+			t.Errorf("sentinel %%s = %%v, want %%q", e.Name, err, want)
+		}
 	}
 }
 
