@@ -510,7 +510,8 @@ func (m *Lifecycle) Delete(term logpos.Term) error {
 	}
 	switch from := m.State(); from {
 	case StateNotMember:
-		// row 10 (transitions.yaml:161)
+		// row 10 (transitions.yaml:161): The data is removed after the replica is
+		// closed.
 		if !m.h.TermValid(term) {
 			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[12])
 		}
@@ -522,7 +523,8 @@ func (m *Lifecycle) Delete(term logpos.Term) error {
 		}
 		return m.accept(from, EventDelete, 10, StateClosed)
 	case StateFenced:
-		// row 10 (transitions.yaml:161)
+		// row 10 (transitions.yaml:161): The data is removed after the replica is
+		// closed.
 		if !m.h.TermValid(term) {
 			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[28])
 		}
@@ -534,7 +536,8 @@ func (m *Lifecycle) Delete(term logpos.Term) error {
 		}
 		return m.accept(from, EventDelete, 10, StateClosed)
 	case StateFollower:
-		// row 10 (transitions.yaml:161)
+		// row 10 (transitions.yaml:161): The data is removed after the replica is
+		// closed.
 		if !m.h.TermValid(term) {
 			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[42])
 		}

@@ -214,7 +214,7 @@ func (m *Order) Pay(cents int64) error {
 		}
 		return m.accept(from, EventPay, 1, StatePaid)
 	case StatePaid:
-		// row 2 (order.yaml:49)
+		// row 2 (order.yaml:49): The provider confirmed the same payment twice.
 		return m.accept(from, EventPay, 2, from)
 	case StateShipped:
 		// Unhandled: refused.

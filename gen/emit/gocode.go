@@ -210,7 +210,11 @@ func (m *model) cell(p *printer, state string, e fsm.Event) {
 	}
 	for gi, ri := range group {
 		r := t.Rows[ri]
-		p.f("\t\t// %s\n", rowRef(t, ri))
+		ref := rowRef(t, ri)
+		if r.Doc != "" {
+			ref += ": " + r.Doc
+		}
+		p.f("%s", comment("\t\t", ref))
 		if len(r.If) == 0 {
 			m.take(p, "\t\t", ri, state, ev)
 			return
