@@ -389,7 +389,8 @@ func TestWALFailureAfterTransportFailure(t *testing.T) {
 	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
 		switch op.Kind {
 		case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
-			if strings.Contains(op.Path, "/wal/") && hold.CompareAndSwap(true, false) {
+			// The log's segment, not the one prepared in the background.
+			if strings.HasSuffix(op.Path, ".seg") && strings.Contains(op.Path, "/wal/") && hold.CompareAndSwap(true, false) {
 				close(entered)
 				<-release
 				return errInjected

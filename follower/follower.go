@@ -120,6 +120,7 @@ func Open(cfg Config) (*Follower, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: opening the store: %w", ErrUnavailable, err)
 	}
+	f.term.Store(int64(st.Term())) // before the log's recovery, which may log
 	commit := st.Commit()
 	log, err := f.openLog(mustKeep(st))
 	if err != nil {
@@ -136,7 +137,6 @@ func Open(cfg Config) (*Follower, error) {
 	f.base.Store(int64(commit.Offset))
 	f.head.Store(int64(max(log.LastDurable().Offset, commit.Offset)))
 	f.advertised.Store(int64(commit.Offset))
-	f.term.Store(int64(st.Term()))
 	f.m = NewLifecycle(lifecycle{f})
 	f.m.SetObserver(transitionLog{f, cfg.Observer})
 	if term := st.Term(); term != logpos.NoTerm {

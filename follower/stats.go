@@ -122,10 +122,11 @@ func (f *Follower) Stats() Stats {
 // and the current term added to every line (termHandler).
 func (f *Follower) logger() *slog.Logger { return f.cfg.Logger }
 
-// termHandler adds the follower's current term to every record, after
-// the attributes the logger carries (namespace, shard) and before the
-// record's own. The log and the store get the same logger, so their lines
-// (and Pebble's) name the term as well, though it changes under them.
+// termHandler adds the follower's current term to every record that does
+// not name one itself, after the attributes the logger carries (namespace,
+// shard) and before the record's own. The log and the store get the same
+// logger, so their lines (and Pebble's) name the term as well, though it
+// changes under them.
 type termHandler struct {
 	inner slog.Handler
 	term  *atomic.Int64
@@ -135,7 +136,14 @@ func (h termHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.
 
 func (h termHandler) Handle(ctx context.Context, r slog.Record) error {
 	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
-	out.AddAttrs(slog.Int64("term", h.term.Load()))
+	own := false // a line of the store's names the term it read itself
+	r.Attrs(func(a slog.Attr) bool {
+		own = own || a.Key == "term"
+		return !own
+	})
+	if !own {
+		out.AddAttrs(slog.Int64("term", h.term.Load()))
+	}
 	r.Attrs(func(a slog.Attr) bool {
 		out.AddAttrs(a)
 		return true

@@ -123,6 +123,13 @@ func TestLogs(t *testing.T) {
 	if !sawStorage {
 		t.Errorf("no line of Pebble's at debug level")
 	}
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	for line := range strings.Lines(logs.b.String()) {
+		if n := strings.Count(line, `"term":`); n > 1 {
+			t.Errorf("a line naming the term %d times: %s", n, line)
+		}
+	}
 }
 
 // recordsWithMessage returns the records logged so far whose msg is msg.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -583,6 +584,7 @@ func TestEmptyLogPreparesNoSegment(t *testing.T) {
 				segs = append(segs, n)
 			}
 		}
+		slices.Sort(segs) // the order of List is the file system's
 		return segs
 	}
 	workerRound(l)
