@@ -2,6 +2,9 @@ package store
 
 import (
 	"errors"
+	"maps"
+	"slices"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -51,6 +54,21 @@ func TestFatalWriteErrorFailsTheStore(t *testing.T) {
 	if err := s.SetTerm(2, TermOptions{}); !errors.Is(err, ErrFailed) {
 		t.Fatalf("a failed store took a write: %v", err)
 	}
+	// A snapshot flushes, an install swaps the database: both are writes,
+	// refused (Pebble's own database is not fit for either after its
+	// fatal error).
+	if sn, err := s.Snapshot(); !errors.Is(err, ErrFailed) {
+		if err == nil {
+			_ = sn.Close()
+		}
+		t.Errorf("Snapshot of a failed store: %v, want ErrFailed", err)
+	}
+	other := mustOpen(t, t.TempDir(), Options{})
+	fillStore(t, other, model{}, 3, 2, "o")
+	chunks, _ := takeSnapshot(t, other)
+	if _, err := load(s, chunks, 0); !errors.Is(err, ErrFailed) {
+		t.Errorf("Install into a failed store: %v, want ErrFailed", err)
+	}
 	if s.Term() != 1 {
 		t.Fatalf("term %d after failed writes", s.Term())
 	}
@@ -65,5 +83,42 @@ func TestFatalWriteErrorFailsTheStore(t *testing.T) {
 	}
 	if err := s.SetTerm(2, TermOptions{}); err != nil {
 		t.Fatalf("SetTerm after reopen: %v", err)
+	}
+}
+
+// A checkpoint whose own directory cannot be synced (Pebble panics on a
+// failed fsync) fails the snapshot, not the process: nothing of it is
+// left, and the store goes on, snapshots included.
+func TestSnapshotCheckpointSyncFailure(t *testing.T) {
+	var armed atomic.Bool
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if armed.Load() && op.Kind == errorfs.OpFileSync && strings.Contains(op.Path, "/checkpoint-") {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	s := mustOpen(t, "/s", Options{FS: fs})
+	m := model{}
+	fillStore(t, s, m, 1, 3, "x")
+	before := listDir(t, fs, "/s")
+	armed.Store(true)
+	if sn, err := s.Snapshot(); !errors.Is(err, errorfs.ErrInjected) {
+		if err == nil {
+			_ = sn.Close()
+		}
+		t.Fatalf("Snapshot whose checkpoint cannot be synced: %v", err)
+	}
+	armed.Store(false)
+	if got := listDir(t, fs, "/s"); !slices.Equal(got, before) {
+		t.Fatalf("the store directory holds %v after the failed snapshot, %v before", got, before)
+	}
+	fillStore(t, s, m, 1, 2, "y")
+	chunks, info := takeSnapshot(t, s)
+	b := mustOpen(t, t.TempDir(), Options{})
+	if _, err := load(b, chunks, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := userData(t, b); !maps.Equal(got, m) || b.Commit() != info.Commit {
+		t.Fatalf("snapshot after the failure: %v at %v, want %v at %v", got, b.Commit(), m, info.Commit)
 	}
 }

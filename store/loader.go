@@ -321,6 +321,10 @@ func (s *Store) Install(l *Loader, minTerm logpos.Term) (SnapshotInfo, error) {
 	if closed {
 		return SnapshotInfo{}, ErrClosed
 	}
+	if err := s.failure(); err != nil {
+		// Like every write of a failed store: reopening it recovers.
+		return SnapshotInfo{}, err
+	}
 	info, err := l.finishLocked()
 	if err != nil {
 		return SnapshotInfo{}, err

@@ -61,7 +61,7 @@ type snapshotFile struct {
 
 // Snapshot takes a snapshot of everything applied so far. Applies wait
 // while the memtable is flushed and the checkpoint is cut (hard links).
-func (s *Store) Snapshot() (*Snapshot, error) {
+func (s *Store) Snapshot() (_ *Snapshot, err error) {
 	s.write.Lock()
 	defer s.write.Unlock()
 	s.db.RLock()
@@ -70,6 +70,12 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 	if h == nil {
 		return nil, ErrClosed
 	}
+	// The flush is a write: a failed store refuses it, and one that fails
+	// now is failed.
+	if err := s.failure(); err != nil {
+		return nil, err
+	}
+	defer catchFatal(&err, s.markFailed)
 	s.mu.Lock()
 	dir := s.fs.PathJoin(s.dir, checkpointDirName(s.nextSeqLocked()))
 	st := s.mu.state
@@ -80,8 +86,8 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 	if err := h.Flush(); err != nil {
 		return nil, fmt.Errorf("store: snapshot: flush: %w", err)
 	}
-	if err := h.Checkpoint(dir, pebble.WithFlushedWAL()); err != nil {
-		return nil, fmt.Errorf("store: snapshot: %w", err)
+	if err := checkpoint(h, dir); err != nil {
+		return nil, errors.Join(fmt.Errorf("store: snapshot: %w", err), s.removeDir(dir))
 	}
 	sn := &Snapshot{
 		s:         s,
@@ -102,6 +108,24 @@ func (s *Store) Snapshot() (*Snapshot, error) {
 	s.mu.snapshots[sn] = struct{}{}
 	s.mu.Unlock()
 	return sn, nil
+}
+
+// checkpoint cuts a checkpoint of h into dir. Pebble panics with an error
+// when it cannot sync a marker of the checkpoint's own directory (it takes
+// any failed fsync for fatal); the live database is untouched then, so it
+// is an error of this snapshot. A fatal error of the live database panics
+// on (a pebbleFatal).
+func checkpoint(h *pebble.DB, dir string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			e, ok := r.(error)
+			if !ok {
+				panic(r)
+			}
+			err = fmt.Errorf("checkpoint: %w", e)
+		}
+	}()
+	return h.Checkpoint(dir, pebble.WithFlushedWAL())
 }
 
 // list returns the checkpoint's files in name order with their chunk
