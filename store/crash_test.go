@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -467,5 +468,147 @@ func TestInstallCrashAtEveryStep(t *testing.T) {
 		if olds == 0 || news == 0 {
 			t.Errorf("config %d: %d crashes gave the old store, %d the new: both must occur", ci, olds, news)
 		}
+	}
+}
+
+// stepwiseRemoval removes a directory tree one file at a time, as an
+// operating system does (MemFS detaches a whole tree at once), children
+// in the order List gives them.
+type stepwiseRemoval struct{ vfs.FS }
+
+func (fs stepwiseRemoval) RemoveAll(name string) error {
+	st, err := fs.Stat(name)
+	if err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		return err
+	}
+	if st.IsDir() {
+		children, err := fs.List(name)
+		if err != nil {
+			return err
+		}
+		for _, c := range children {
+			if err := fs.RemoveAll(fs.PathJoin(name, c)); err != nil {
+				return err
+			}
+		}
+	}
+	return fs.Remove(name)
+}
+
+// TestDeleteCrashAtEveryStep: a crash at any point of Delete leaves, after
+// reopening, either the whole store or an empty new one, and nothing of
+// the deleted one beside it.
+func TestDeleteCrashAtEveryStep(t *testing.T) {
+	for ci, cfg := range crashCfgs(9) {
+		var kept, gone int
+		for k := int64(1); ; k++ {
+			mem := vfs.NewCrashableMem()
+			c := &crasher{mem: mem, k: k, cfg: cfg}
+			s, err := Open("/data/shard", Options{FS: stepwiseRemoval{errorfs.Wrap(mem, c)}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fillStore(t, s, model{}, 3, 5, "old")
+			if _, err := s.Sync(); err != nil {
+				t.Fatal(err)
+			}
+			old := fingerprintOf(t, s)
+			c.armed.Store(true)
+			if err := s.Delete(); err != nil {
+				t.Fatalf("Delete: %v", err)
+			}
+			c.armed.Store(false)
+			crashed, reached := c.crashed()
+			what := fmt.Sprintf("config %d, crash before write %d", ci, k)
+			r, err := Open("/data/shard", Options{FS: crashed})
+			if err != nil {
+				t.Fatalf("%s: reopen: %v", what, err)
+			}
+			if got := fingerprintOf(t, r); got.Commit == old.Commit {
+				assertFingerprint(t, what, old, got)
+				kept++
+			} else {
+				if got.Term != logpos.NoTerm || got.Commit != logpos.NoEntry || len(userData(t, r)) != 0 {
+					t.Fatalf("%s: neither the old store nor an empty one: %+v", what, got)
+				}
+				gone++
+			}
+			if err := r.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if names := listDir(t, crashed, "/data"); !slices.Equal(names, []string{"shard"}) {
+				t.Fatalf("%s: /data holds %v after reopening", what, names)
+			}
+			if !reached {
+				break
+			}
+		}
+		if kept == 0 || gone == 0 {
+			t.Errorf("config %d: %d crashes kept the store, %d deleted it: both must occur", ci, kept, gone)
+		}
+	}
+}
+
+// TestDeleteStoppedAtEveryStep: a process stopped at any point of Delete
+// (everything it did before reached the disk, nothing after) leaves,
+// after reopening, either the whole store or an empty new one, and
+// nothing of the deleted one beside it.
+func TestDeleteStoppedAtEveryStep(t *testing.T) {
+	var kept, gone int
+	for k := int64(1); ; k++ {
+		mem := vfs.NewMem()
+		var armed atomic.Bool
+		var n atomic.Int64
+		fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+			if armed.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite && n.Add(1) >= k {
+				return errorfs.ErrInjected
+			}
+			return nil
+		}))
+		s, err := Open("/data/shard", Options{FS: stepwiseRemoval{fs}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		fillStore(t, s, model{}, 3, 5, "old")
+		if _, err := s.Sync(); err != nil {
+			t.Fatal(err)
+		}
+		old := fingerprintOf(t, s)
+		armed.Store(true)
+		err = s.Delete()
+		armed.Store(false)
+		stopped := errors.Is(err, errorfs.ErrInjected)
+		if err != nil && !stopped {
+			t.Fatalf("Delete: %v", err)
+		}
+		what := fmt.Sprintf("stopped before write %d", k)
+		r, err := Open("/data/shard", Options{FS: mem})
+		if err != nil {
+			t.Fatalf("%s: reopen: %v", what, err)
+		}
+		if got := fingerprintOf(t, r); got.Commit == old.Commit {
+			assertFingerprint(t, what, old, got)
+			kept++
+		} else {
+			if got.Term != logpos.NoTerm || got.Commit != logpos.NoEntry || len(userData(t, r)) != 0 {
+				t.Fatalf("%s: neither the old store nor an empty one: %+v", what, got)
+			}
+			gone++
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if names := listDir(t, mem, "/data"); !slices.Equal(names, []string{"shard"}) {
+			t.Fatalf("%s: /data holds %v after reopening", what, names)
+		}
+		if !stopped {
+			break
+		}
+	}
+	if kept == 0 || gone == 0 {
+		t.Errorf("%d stops kept the store, %d deleted it: both must occur", kept, gone)
 	}
 }

@@ -140,11 +140,21 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: lock %s: %w", dir, err)
 	}
+	// What a Delete that a crash interrupted moved aside.
+	if err := fs.RemoveAll(deletedDir(fs, dir)); err != nil {
+		return nil, errors.Join(fmt.Errorf("store: remove what a delete left: %w", err), lock.Close())
+	}
 	s := &Store{dir: dir, fs: fs, opts: opts, log: opts.Logger, lock: lock}
 	if err := s.openLive(); err != nil {
 		return nil, errors.Join(err, lock.Close())
 	}
 	return s, nil
+}
+
+// deletedDir is where Delete moves a store's directory before removing
+// it: a sibling named after it.
+func deletedDir(fs vfs.FS, dir string) string {
+	return fs.PathJoin(fs.PathDir(dir), fs.PathBase(dir)+".deleted")
 }
 
 // openLive opens (or creates) the live database and loads its state.
@@ -609,7 +619,10 @@ func (s *Store) releaseWriteLocked(dbs ...*pebble.DB) error {
 }
 
 // Delete closes the store and removes its directory with everything in
-// it. On a closed store it returns ErrClosed and removes nothing.
+// it. The directory is first moved aside (to a sibling named after it
+// with ".deleted"), durably, then removed: a crash leaves the whole store
+// or none of it, and Open removes what is left aside. On a closed store
+// Delete returns ErrClosed and removes nothing.
 func (s *Store) Delete() error {
 	s.write.Lock()
 	defer s.write.Unlock()
@@ -620,11 +633,18 @@ func (s *Store) Delete() error {
 		return ErrClosed
 	}
 	err := s.closeWriteLocked()
-	if rerr := s.fs.RemoveAll(s.dir); rerr != nil {
-		return errors.Join(err, fmt.Errorf("store: delete %s: %w", s.dir, rerr))
-	}
-	if serr := durable.SyncDir(s.fs, s.fs.PathDir(s.dir)); serr != nil {
-		return errors.Join(err, fmt.Errorf("store: delete %s: %w", s.dir, serr))
+	gone := deletedDir(s.fs, s.dir)
+	parent := s.fs.PathDir(s.dir)
+	for _, step := range []func() error{
+		func() error { return s.fs.RemoveAll(gone) },
+		func() error { return s.fs.Rename(s.dir, gone) },
+		func() error { return durable.SyncDir(s.fs, parent) },
+		func() error { return s.fs.RemoveAll(gone) },
+		func() error { return durable.SyncDir(s.fs, parent) },
+	} {
+		if serr := step(); serr != nil {
+			return errors.Join(err, fmt.Errorf("store: delete %s: %w", s.dir, serr))
+		}
 	}
 	return err
 }
