@@ -498,6 +498,31 @@ func (fs stepwiseRemoval) RemoveAll(name string) error {
 	return fs.Remove(name)
 }
 
+// reopenAfterDelete opens the store /data/shard on fs after an interrupted
+// Delete of the store old described, checks that it is either that store
+// (it reports true) or an empty new one, with nothing of the deleted one
+// beside it, and closes it.
+func reopenAfterDelete(t *testing.T, what string, fs vfs.FS, old fingerprint) (kept bool) {
+	t.Helper()
+	r, err := Open("/data/shard", Options{FS: fs})
+	if err != nil {
+		t.Fatalf("%s: reopen: %v", what, err)
+	}
+	if got := fingerprintOf(t, r); got.Commit == old.Commit {
+		assertFingerprint(t, what, old, got)
+		kept = true
+	} else if got.Term != logpos.NoTerm || got.Commit != logpos.NoEntry || len(userData(t, r)) != 0 {
+		t.Fatalf("%s: neither the old store nor an empty one: %+v", what, got)
+	}
+	if err := r.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if names := listDir(t, fs, "/data"); !slices.Equal(names, []string{"shard"}) {
+		t.Fatalf("%s: /data holds %v after reopening", what, names)
+	}
+	return kept
+}
+
 // TestDeleteCrashAtEveryStep: a crash at any point of Delete leaves, after
 // reopening, either the whole store or an empty new one, and nothing of
 // the deleted one beside it.
@@ -522,25 +547,10 @@ func TestDeleteCrashAtEveryStep(t *testing.T) {
 			}
 			c.armed.Store(false)
 			crashed, reached := c.crashed()
-			what := fmt.Sprintf("config %d, crash before write %d", ci, k)
-			r, err := Open("/data/shard", Options{FS: crashed})
-			if err != nil {
-				t.Fatalf("%s: reopen: %v", what, err)
-			}
-			if got := fingerprintOf(t, r); got.Commit == old.Commit {
-				assertFingerprint(t, what, old, got)
+			if reopenAfterDelete(t, fmt.Sprintf("config %d, crash before write %d", ci, k), crashed, old) {
 				kept++
 			} else {
-				if got.Term != logpos.NoTerm || got.Commit != logpos.NoEntry || len(userData(t, r)) != 0 {
-					t.Fatalf("%s: neither the old store nor an empty one: %+v", what, got)
-				}
 				gone++
-			}
-			if err := r.Close(); err != nil {
-				t.Fatal(err)
-			}
-			if names := listDir(t, crashed, "/data"); !slices.Equal(names, []string{"shard"}) {
-				t.Fatalf("%s: /data holds %v after reopening", what, names)
 			}
 			if !reached {
 				break
@@ -584,25 +594,10 @@ func TestDeleteStoppedAtEveryStep(t *testing.T) {
 		if err != nil && !stopped {
 			t.Fatalf("Delete: %v", err)
 		}
-		what := fmt.Sprintf("stopped before write %d", k)
-		r, err := Open("/data/shard", Options{FS: mem})
-		if err != nil {
-			t.Fatalf("%s: reopen: %v", what, err)
-		}
-		if got := fingerprintOf(t, r); got.Commit == old.Commit {
-			assertFingerprint(t, what, old, got)
+		if reopenAfterDelete(t, fmt.Sprintf("stopped before write %d", k), mem, old) {
 			kept++
 		} else {
-			if got.Term != logpos.NoTerm || got.Commit != logpos.NoEntry || len(userData(t, r)) != 0 {
-				t.Fatalf("%s: neither the old store nor an empty one: %+v", what, got)
-			}
 			gone++
-		}
-		if err := r.Close(); err != nil {
-			t.Fatal(err)
-		}
-		if names := listDir(t, mem, "/data"); !slices.Equal(names, []string{"shard"}) {
-			t.Fatalf("%s: /data holds %v after reopening", what, names)
 		}
 		if !stopped {
 			break
