@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -280,6 +281,64 @@ func TestConcurrentUse(t *testing.T) {
 					t.Fatalf("after reopen: %v", err)
 				}
 			}
+		})
+	}
+}
+
+// A reader that reads while TruncateLog rewrites the segment it cuts (at
+// the write of the cut, or at its fsync) returns the entries up to the
+// cut, then the entries appended after the truncation: never what the
+// segment held after the cut before.
+func TestReaderDuringTruncate(t *testing.T) {
+	for name, at := range map[string]errorfs.OpKind{"cut": errorfs.OpFileWriteAt, "fsync": errorfs.OpFileSyncData} {
+		t.Run(name, func(t *testing.T) {
+			var pause atomic.Bool
+			reached, proceed := make(chan struct{}), make(chan struct{})
+			seg := "wal/" + segmentName(0)
+			fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+				if op.Kind == at && op.Path == seg && pause.CompareAndSwap(true, false) {
+					close(reached)
+					<-proceed
+				}
+				return nil
+			}))
+			l := mustOpen(t, "wal", memOpts(fs))
+			defer l.Close()
+			mustAppend(t, l, entries(0, 5, 0)...)
+			mustSync(t, l)
+			r, err := l.NewReader(0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer r.Close()
+			for range 2 {
+				if _, err := r.Next(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			pause.Store(true)
+			done := make(chan error)
+			go func() { _, err := l.TruncateLog(3); done <- err }()
+			<-reached // the truncation is under way; the segment not yet cut
+			if e, err := r.Next(); err != nil || e.Offset != 2 {
+				t.Fatalf("Next during the truncation: %v, %v", e.ID(), err)
+			}
+			close(proceed)
+			if err := <-done; err != nil {
+				t.Fatal(err)
+			}
+			mustAppend(t, l, entries(4, 5, 1)...)
+			mustSync(t, l)
+			var got []logpos.Entry
+			for range 3 {
+				e, err := r.Next()
+				if err != nil {
+					t.Fatalf("Next after the truncation: %v", err)
+				}
+				e.Value = slices.Clone(e.Value)
+				got = append(got, e)
+			}
+			checkEntries(t, got, append(entries(3, 3, 0), entries(4, 5, 1)...))
 		})
 	}
 }

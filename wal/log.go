@@ -106,6 +106,8 @@ type Log struct {
 	kick chan struct{} // wakes the worker (capacity 1, non-blocking sends)
 	quit chan struct{}
 	wg   sync.WaitGroup
+	// closeDone is closed when the first Close has finished.
+	closeDone chan struct{}
 
 	// Lock order: appendMu, syncSem, maintMu, writeMu, dirMu, mu.
 	mu struct {
@@ -165,6 +167,8 @@ func Open(dir string, opts Options) (*Log, error) {
 		syncSem: make(chan struct{}, 1),
 		kick:    make(chan struct{}, 1),
 		quit:    make(chan struct{}),
+
+		closeDone: make(chan struct{}),
 	}
 	l.mu.readers = make(map[*readerState]struct{})
 	l.mu.indexFailure = make(map[*segment]bool)
@@ -613,8 +617,10 @@ func (l *Log) findLocked(o logpos.Offset) *segment {
 }
 
 // Close makes the appended entries durable, stops the background worker
-// and closes the files. It is idempotent; afterwards every method returns
-// ErrClosed. Readers must be closed separately.
+// and closes the files. On a failed log it returns the failure: what was
+// appended since was not made durable. It is idempotent: a later Close
+// returns nil once the first has finished, and every other method
+// returns ErrClosed. Readers must be closed separately.
 func (l *Log) Close() error {
 	_, err := l.close()
 	return err
@@ -626,10 +632,12 @@ func (l *Log) close() (closed bool, err error) {
 	l.mu.Lock()
 	if l.mu.closed {
 		l.mu.Unlock()
+		<-l.closeDone // a Close in progress has finished when this returns
 		return false, nil
 	}
 	l.mu.closed = true
 	l.mu.Unlock()
+	defer close(l.closeDone)
 
 	close(l.quit)
 	l.wg.Wait()
@@ -642,6 +650,9 @@ func (l *Log) close() (closed bool, err error) {
 		if _, err = l.syncRoundLocked(); err == nil {
 			l.writeIndexes()
 		}
+	} else {
+		// What was appended since the failure was not made durable.
+		err = failed
 	}
 	l.closeFiles()
 	return true, err

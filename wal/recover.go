@@ -229,7 +229,9 @@ func (l *Log) recover() error {
 			}
 		}
 		isLast := i == len(firsts)-1
-		if indexes[first] {
+		// The last segment is always scanned: its index, if it has one,
+		// may describe records a truncation removed since.
+		if indexes[first] && !isLast {
 			ih, err := l.readIndexHeader(s, size)
 			if err == nil {
 				s.count, s.lastCRC, s.lastTerm, s.end = ih.count, ih.lastCRC, ih.lastTerm, ih.end

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -391,4 +392,55 @@ func TestSegmentsSyncedBeforeTheyRoll(t *testing.T) {
 	}
 	mu.Unlock()
 	checkEntries(t, readAll(t, l, first), all[first:])
+}
+
+// An index whose rename reached the directory but whose directory sync
+// failed is on disk though the log does not count it as written. When
+// TruncateLog then cuts that segment, and the segment ends up last, the
+// next open does not take that index's word for what the segment holds.
+func TestStaleIndexOfTruncatedSegment(t *testing.T) {
+	mem := vfs.NewMem()
+	var renamed, fired atomic.Bool
+	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if fired.Load() {
+			return nil
+		}
+		if op.Kind == errorfs.OpRename && strings.HasSuffix(op.Path, ".idx.tmp") {
+			renamed.Store(true)
+			return nil
+		}
+		if renamed.Load() && op.Kind == errorfs.OpFileSync && op.Path == "wal" && fired.CompareAndSwap(false, true) {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	l := mustOpen(t, "wal", memOpts(fs))
+	for o := logpos.Offset(0); ; o++ {
+		mustAppend(t, l, entry(o, 0))
+		l.mu.Lock()
+		rolled := len(l.mu.segs) == 2
+		l.mu.Unlock()
+		if rolled {
+			break
+		}
+	}
+	mustSync(t, l)
+	workerRound(l) // writes the first segment's index, whose directory sync fails
+	if !fired.Load() {
+		t.Fatal("the index's directory sync was not failed")
+	}
+	if _, err := l.TruncateLog(2); err != nil {
+		t.Fatal(err)
+	}
+	mustAppend(t, l, entries(3, 5, 1)...)
+	mustSync(t, l)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = mustOpen(t, "wal", Options{FS: mem, SegmentSize: 512, MustKeep: 5})
+	defer l.Close()
+	if d := l.LastDurable().Offset; d != 5 {
+		t.Errorf("reopened: last durable %d, want 5", d)
+	}
+	checkEntries(t, readAll(t, l, 0), append(entries(0, 2, 0), entries(3, 5, 1)...))
 }

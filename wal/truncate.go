@@ -47,7 +47,7 @@ func (l *Log) TruncateLog(lastSafe logpos.Offset) (logpos.Offset, error) {
 	segs := slices.Clone(l.mu.segs)
 	kIdx := slices.Index(segs, k)
 	positions := slices.Clone(k.positions)
-	kLast, kEnd, kIndexed := k.last(), k.end, k.indexed
+	kLast, kEnd := k.last(), k.end
 	term, crc := k.lastTerm, k.lastCRC
 	l.mu.Unlock()
 	cutPos := int64(-1)
@@ -110,13 +110,15 @@ func (l *Log) TruncateLog(lastSafe logpos.Offset) (logpos.Offset, error) {
 		l.mu.Lock()
 		k.sealed, k.synced = false, false
 		l.mu.Unlock()
-		if kIndexed {
-			if err := l.fs.Remove(l.indexPath(k)); err != nil {
-				return logpos.NoOffset, l.fail("truncate: remove index", err)
-			}
+		// Its index goes, also one the log does not count as written
+		// (renamed into place, but its directory's sync failed).
+		switch err := l.fs.Remove(l.indexPath(k)); {
+		case err == nil:
 			if err := l.syncDir(); err != nil {
 				return logpos.NoOffset, l.fail("truncate: fsync directory", err)
 			}
+		case !errors.Is(err, errNotExist):
+			return logpos.NoOffset, l.fail("truncate: remove index", err)
 		}
 		l.mu.Lock()
 		f := k.file
@@ -150,6 +152,9 @@ func (l *Log) TruncateLog(lastSafe logpos.Offset) (logpos.Offset, error) {
 	l.mu.lastAppended = logpos.EntryID{Term: term, Offset: lastSafe}
 	l.mu.lastCRC = crc
 	l.mu.durable = l.mu.lastAppended
+	// The files have their new shape: a reader that cached bytes of the
+	// cut segment while it changed reads them again.
+	l.mu.epoch++
 	l.mu.Unlock()
 	return lastSafe, nil
 }
@@ -250,6 +255,7 @@ func (l *Log) clearLocked() error {
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.mu.epoch++ // as at the end of TruncateLog
 	l.mu.segs = nil
 	l.mu.active = nil
 	l.mu.pending = l.mu.pending[:0]
