@@ -617,9 +617,10 @@ func (l *Log) findLocked(o logpos.Offset) *segment {
 }
 
 // Close makes the appended entries durable, stops the background worker
-// and closes the files. On a failed log it returns the failure: what was
-// appended since was not made durable. It is idempotent: a later Close
-// returns nil once the first has finished, and every other method
+// and closes the files. A failed log is only closed: its failure was
+// reported by the call that met it and by every call since, and nothing
+// appended after it was reported durable. Close is idempotent: a later
+// Close returns nil once the first has finished, and every other method
 // returns ErrClosed. Readers must be closed separately.
 func (l *Log) Close() error {
 	_, err := l.close()
@@ -650,9 +651,6 @@ func (l *Log) close() (closed bool, err error) {
 		if _, err = l.syncRoundLocked(); err == nil {
 			l.writeIndexes()
 		}
-	} else {
-		// What was appended since the failure was not made durable.
-		err = failed
 	}
 	l.closeFiles()
 	return true, err
