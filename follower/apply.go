@@ -125,6 +125,13 @@ func (a *applier) applyAvailable() error {
 		}
 	}()
 	for {
+		select {
+		case <-a.quit:
+			// Stopping: Close and Delete wait for the batch under way
+			// only. The rest is applied again from the log on reopening.
+			return nil
+		default:
+		}
 		n, err := a.applyBatch()
 		applied = applied || n > 0
 		if err != nil || n == 0 {

@@ -519,3 +519,47 @@ func TestInstallFailedAfterSwapBelowCommit(t *testing.T) {
 		t.Fatalf("Get on the snapshot's store: %v", err)
 	}
 }
+
+// gatedSM applies entries as the KV state machine does, each once the
+// test lets it through gate.
+type gatedSM struct{ gate chan struct{} }
+
+func (m gatedSM) Apply(e logpos.Entry, w *store.Writer) error {
+	<-m.gate
+	return store.KV{}.Apply(e, w)
+}
+
+// Close waits for the batch the applier is applying, not for the whole
+// backlog of committed entries: with a slow state machine that would be
+// a hang, during which the lifecycle lock is held.
+func TestCloseDoesNotWaitForTheBacklog(t *testing.T) {
+	sm := gatedSM{gate: make(chan struct{})}
+	f, err := Open(Config{Dir: t.TempDir(), StateMachine: sm})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	const backlog = 4 * maxApplyBatch
+	confFill(t, f, 1, 0, backlog-1, backlog-1)
+	sm.gate <- struct{}{} // the applier is at work
+	closed := make(chan error, 1)
+	go func() { closed <- f.Close() }()
+	<-f.applier.quit // Close is stopping the applier
+	applied := 1
+	for {
+		select {
+		case err := <-closed:
+			if err != nil {
+				t.Fatal(err)
+			}
+			if applied > maxApplyBatch {
+				t.Fatalf("Close waited for %d entries to be applied, more than a batch (%d)", applied, maxApplyBatch)
+			}
+			return
+		case sm.gate <- struct{}{}:
+			applied++
+		}
+	}
+}
