@@ -136,6 +136,24 @@ func aFill(t *testing.T, c *leader.Conn, s leader.Shard, term logpos.Term, from,
 	}
 }
 
+// aFillAdvertisedFirst runs a per-entry stream in term 1 whose first
+// Append advertises commit (beyond the head), then entries 0..last with
+// no advertisement; it waits for every ack and half-closes.
+func aFillAdvertisedFirst(t *testing.T, c *leader.Conn, s leader.Shard, commit, last int64) {
+	t.Helper()
+	st, _ := aOpen(t, c, s)
+	aSend(t, st, aCommit(1, commit, false))
+	for o := int64(0); o <= last; o++ {
+		aSend(t, st, aEntry(1, 1, o, -1, false))
+	}
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if acks, err := aDrain(st); err != nil || int64(len(acks)) != last+1 {
+		t.Fatalf("acks %v, %v", acks, err)
+	}
+}
+
 // aWaitStep polls the Inspect steps until one with event (and no error)
 // appears after seq; it returns its seq.
 func aWaitStep(t *testing.T, c *leader.Conn, s leader.Shard, after uint64, event string) uint64 {

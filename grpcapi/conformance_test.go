@@ -570,20 +570,10 @@ func TestConformanceCommitAdvertisements(t *testing.T) {
 	c := n.conn
 	s := leader.Shard{Namespace: "adv", Shard: 0}
 	fence(t, c, s, 1)
-	st, _ := aOpen(t, c, s)
-	aSend(t, st, aCommit(1, 3, false)) // beyond the head
-	for o := int64(0); o < 6; o++ {
-		aSend(t, st, aEntry(1, 1, o, -1, false))
-	}
-	if err := st.CloseSend(); err != nil {
-		t.Fatal(err)
-	}
-	if acks, err := aDrain(st); err != nil || len(acks) != 6 {
-		t.Fatalf("acks %v, %v", acks, err)
-	}
+	aFillAdvertisedFirst(t, c, s, 3, 5)
 	waitCommit(t, c, s, 3)
 	// A duplicate advertises.
-	st, _ = aOpen(t, c, s)
+	st, _ := aOpen(t, c, s)
 	aSend(t, st, aEntry(1, 1, 2, 4, false))
 	if a := aRecv(t, st); a != 2 {
 		t.Fatalf("ack %d", a)
@@ -619,17 +609,7 @@ func TestConformanceAdvertisedSurvivesTruncate(t *testing.T) {
 	ctx := ctxT(t)
 	s := leader.Shard{Namespace: "advtrunc", Shard: 0}
 	fence(t, c, s, 1)
-	st, _ := aOpen(t, c, s)
-	aSend(t, st, aCommit(1, 9, false)) // beyond the head
-	for o := int64(0); o <= 7; o++ {
-		aSend(t, st, aEntry(1, 1, o, -1, false))
-	}
-	if err := st.CloseSend(); err != nil {
-		t.Fatal(err)
-	}
-	if acks, err := aDrain(st); err != nil || len(acks) != 8 {
-		t.Fatalf("acks %v, %v", acks, err)
-	}
+	aFillAdvertisedFirst(t, c, s, 9, 7)
 	waitCommit(t, c, s, 7)
 	// A new term; its leader keeps everything (all of it is applied),
 	// then sends 8 and 9 and advertises nothing.

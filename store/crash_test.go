@@ -352,16 +352,7 @@ func TestOpenRefusesStoreWithoutMarker(t *testing.T) {
 			if err := mem.Remove("/shard/CURRENT"); err != nil {
 				t.Fatal(err)
 			}
-			s, err := Open("/shard", Options{FS: mem})
-			if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "db-000001") {
-				if err == nil {
-					s.Close()
-				}
-				t.Fatalf("Open without a marker = %v, want ErrCorrupt naming db-000001", err)
-			}
-			if got := listDir(t, mem, "/shard/db-000001"); !slices.Equal(got, before) {
-				t.Fatalf("the refused Open changed the database: %v, was %v", got, before)
-			}
+			wantOpenRefusedWithoutMarker(t, mem, before)
 			if err := writeFile(mem, "/shard/CURRENT", "db-000001\n"); err != nil {
 				t.Fatal(err)
 			}
@@ -390,14 +381,22 @@ func TestOpenWithoutMarkerKeepsUnreadableStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := listDir(t, mem, "/shard/db-000001")
-	s, err := Open("/shard", Options{FS: mem})
+	wantOpenRefusedWithoutMarker(t, mem, before)
+}
+
+// wantOpenRefusedWithoutMarker checks that Open of /shard, whose marker
+// is gone, fails with ErrCorrupt naming db-000001 and leaves that
+// database's files as they were (before).
+func wantOpenRefusedWithoutMarker(t *testing.T, fs vfs.FS, before []string) {
+	t.Helper()
+	s, err := Open("/shard", Options{FS: fs})
 	if !errors.Is(err, ErrCorrupt) || !strings.Contains(err.Error(), "db-000001") {
 		if err == nil {
 			s.Close()
 		}
-		t.Fatalf("Open = %v, want ErrCorrupt naming db-000001", err)
+		t.Fatalf("Open without a marker = %v, want ErrCorrupt naming db-000001", err)
 	}
-	if got := listDir(t, mem, "/shard/db-000001"); !slices.Equal(got, before) {
+	if got := listDir(t, fs, "/shard/db-000001"); !slices.Equal(got, before) {
 		t.Fatalf("the refused Open changed the database: %v, was %v", got, before)
 	}
 }
