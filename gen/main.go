@@ -5,7 +5,8 @@
 //	    -mermaid docs/lifecycle.mmd -dot docs/lifecycle.dot -markdown README.md
 //
 // In -out it writes <machine>_fsm.go (the machine) and <machine>_fsm_test.go
-// (its tests), named after the table's machine in lower case. -mermaid and
+// (its tests), where <machine> is the table's machine name in lower case
+// (machine: Order gives order_fsm.go). -mermaid and
 // -dot write the diagrams; -markdown replaces the diagram between the
 // markers of a Markdown file. When the table is invalid, gen prints every
 // problem as file:line:col: message and exits with status 1, writing

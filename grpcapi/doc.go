@@ -54,8 +54,9 @@
 // histograms, positions and applier lag, read from its lock-free Stats at
 // each scrape. followerd serves it with --metrics-listen. Log lines about
 // a shard carry its namespace and shard (the follower's, its term too);
-// a state change is one line at info, and nothing is logged per entry
-// at info.
+// each transition (a step along a row that moves, including a move back
+// into the same state, such as NewTerm in Fenced) is one line at info,
+// and nothing is logged per entry at info.
 //
 // Shutdown stops accepting calls, ends every stream (Unavailable), closes
 // every follower and waits for the handlers: what was acknowledged is

@@ -30,14 +30,17 @@
 // Everything is safe under the race detector whichever goroutine calls it;
 // the rules above are about meaning, not memory safety. Close is
 // idempotent, waits for the append and the sync in progress, makes the
-// appended entries durable, stops the background goroutine and closes the
-// files; afterwards every method returns ErrClosed (the getters return
-// their last values). Readers must be closed by their users.
+// appended entries durable (unless the log has failed: see below), stops
+// the background goroutine and closes the files; afterwards every method
+// returns ErrClosed (the getters return their last values). Readers must
+// be closed by their users.
 //
 // A write or fsync failure is sticky: the log cannot know what reached the
 // disk, so it refuses further writes with an error wrapping ErrFailed (and
 // the cause). Durable entries stay readable. Close and Open again to
-// recover.
+// recover: Close of a failed log only closes it, syncing nothing and
+// reporting no error (the failure was reported by the call that met it,
+// and nothing appended after it was reported durable).
 //
 // # CRC chain
 //
@@ -82,12 +85,14 @@
 // segment whose index is missing, empty or damaged is scanned and the
 // index rewritten. Positions read from an index are checked when used: a
 // record that does not verify makes the reader walk the segment instead.
-// Consecutive segments must continue each other (offsets and chain). Only
-// the last segment is scanned: records are read until one is invalid or out
-// of sequence; bytes after it are zeroed. The first problem found — a
-// damaged segment header, a segment that does not continue the previous
-// one, a (rolled-over) segment with no valid record, a damaged record — cuts
-// the log there and every later segment is removed, newest first. A cut
+// Consecutive segments must continue each other (offsets and chain). Of
+// the segments with a valid index, only the last is scanned (its index,
+// which a truncation may have made stale, is removed): records are read
+// until one is invalid or out of sequence; bytes after it are zeroed. The
+// first problem found — a damaged segment header, a segment that does not
+// continue the previous one, a (rolled-over) segment with no valid
+// record, a damaged record — cuts the log there and every later segment
+// is removed, newest first. A cut
 // that would lose an offset at or below Options.MustKeep is refused with
 // an error wrapping ErrCorrupt instead. A log that simply ends (zeroes or
 // end of file after its last record) is not damaged, even below MustKeep:

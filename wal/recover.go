@@ -160,10 +160,11 @@ func (l *Log) readFile(path string) ([]byte, error) {
 
 // recover rebuilds the in-memory state from the directory. Sealed segments
 // are trusted through their index headers (rebuilt by a scan when missing
-// or damaged); only the last segment is scanned. The first problem found
-// (a damaged header, a segment that does not continue the previous one, a
-// segment without a valid record, damage after the last valid record) cuts
-// the log there, unless that loses an offset at or below MustKeep.
+// or damaged); of the others, only the last segment is scanned. The first
+// problem found (a damaged header, a segment that does not continue the
+// previous one, a segment without a valid record, damage after the last
+// valid record) cuts the log there, unless that loses an offset at or
+// below MustKeep.
 func (l *Log) recover() error {
 	names, err := l.fs.List(l.dir)
 	if err != nil {
