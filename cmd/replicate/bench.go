@@ -31,7 +31,10 @@ a temporary directory, and (with --baseline) compares it, in the same run,
 with a bare gRPC stream of the same protocol that acks on receipt (the echo
 server), and its idle ack latency with one fsync and one stream round trip,
 measured together by the durable echo (the echo server plus one write and
-fdatasync before each ack, on the node's file system).`,
+fdatasync before each ack, on the node's file system).
+
+With --target it fences the shard at its current term + 1 and truncates it,
+which deposes the shard's leader, if it has one: use a scratch shard.`,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
 		var b benchConfig
 		fs.StringVar(&b.target, "target", "", "`address` of the follower node (empty: start a local followerd)")
@@ -45,8 +48,13 @@ fdatasync before each ack, on the node's file system).`,
 		fs.IntVar(&b.rounds, "rounds", 3, "measured streams per side; medians are reported")
 		fs.Int64Var(&b.idle, "idle", 1000, "entries sent one at a time to measure idle ack latency (0: skip)")
 		fs.BoolVar(&b.baseline, "baseline", true, "also measure the echo baseline (and, for a local node, fsync) in the same run")
-		fs.BoolVar(&b.progress, "progress", isTerminal(os.Stderr), "draw a progress bar on stderr")
-		return func(ctx context.Context) error { return b.run(ctx, e) }
+		fs.BoolVar(&b.progress, "progress", false, "draw a progress bar on stderr (default: when stderr is a terminal)")
+		return func(ctx context.Context) error {
+			if !given(fs, "progress") {
+				b.progress = isTerminal(os.Stderr)
+			}
+			return b.run(ctx, e)
+		}
 	},
 }
 
@@ -142,7 +150,7 @@ func (b *benchConfig) run(ctx context.Context, e *env) error {
 		base = &side{name: "baseline", conn: econn}
 	}
 
-	fmt.Fprintf(out, "bench: %d entries × %d B per stream, window %d, %s acks, %d rounds\n", b.entries, b.entrySize, b.window, b.acks, b.rounds)
+	fmt.Fprintf(out, "bench: %s × %d B per stream, window %d, %s acks, %s\n", plural(b.entries, "entry", "entries"), b.entrySize, b.window, b.acks, plural(b.rounds, "round", "rounds"))
 	fmt.Fprintf(out, "  followerd  %s  shard %s, term %d, from offset %d\n", addr, b.shard, f.term, f.next)
 	if base != nil {
 		fmt.Fprintf(out, "  baseline   %s  echo server: a bare stream of the same protocol that acks on receipt and stores nothing\n", base.conn.ClientConn().Target())
@@ -199,7 +207,7 @@ const idleChunk = 100
 // the fsync probe, and prints the verdict.
 func (b *benchConfig) idleAcks(ctx context.Context, e *env, tmp, dataDir string, f, base *side, cumulative bool, procs *[]*node.Process) error {
 	out := e.stdout
-	fmt.Fprintf(out, "\nidle acks: %d entries per side, one at a time, the sides taking turns every %d\n", b.idle, idleChunk)
+	fmt.Fprintf(out, "\nidle acks: %s per side, one at a time, the sides taking turns every %d\n", plural(b.idle, "entry", "entries"), idleChunk)
 	sides := []*side{f}
 	if base != nil {
 		sides = append(sides, base)
@@ -393,6 +401,14 @@ func fsyncProbe(dir string, n, size int) (*leader.Histogram, error) {
 
 func isNotMember(err error) bool {
 	return grpcapi.Reason(err) == grpcapi.ReasonNodeIsNotMember
+}
+
+// plural is n and the noun that goes with it: "1 round", "3 rounds".
+func plural[N int | int64](n N, one, many string) string {
+	if n == 1 {
+		return fmt.Sprintf("%d %s", n, one)
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 func isTerminal(f *os.File) bool {

@@ -80,11 +80,11 @@ var newTermCommand = command{
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
 		var t target
 		t.flags(fs)
-		term := fs.Int64("term", -1, "the `term` to fence at (required)")
+		term := fs.Int64("term", 0, "the `term` to fence at (required)")
 		notifications := fs.Bool("notifications", false, "the term's enable_notifications option")
-		sorting := fs.String("key-sorting", "unknown", "the term's key sorting: unknown, natural or hierarchical")
+		sorting := fs.String("key-sorting", "unknown", "key `sorting` of the term: unknown, natural or hierarchical")
 		return func(ctx context.Context) error {
-			if *term < 0 {
+			if !given(fs, "term") || *term < 0 {
 				return usagef("--term is required and must be ≥ 0")
 			}
 			ks, ok := replicationpb.KeySortingType_value[upper(*sorting)]
@@ -110,11 +110,11 @@ var truncateCommand = command{
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
 		var t target
 		t.flags(fs)
-		term := fs.Int64("term", -1, "the leader's `term` (required)")
+		term := fs.Int64("term", 0, "the leader's `term` (required)")
 		headTerm := fs.Int64("head-term", -1, "`term` of the head entry to keep")
 		headOffset := fs.Int64("head-offset", -1, "`offset` of the head entry to keep (-1: clear the log)")
 		return func(ctx context.Context) error {
-			if *term < 0 {
+			if !given(fs, "term") || *term < 0 {
 				return usagef("--term is required and must be ≥ 0")
 			}
 			return t.call(ctx, func(ctx context.Context, c *leader.Conn) error {
@@ -165,6 +165,13 @@ and makes them durable with one fdatasync, and does nothing else.`,
 			}
 		}
 	},
+}
+
+// given reports whether the flag name was set on the command line.
+func given(fs *flag.FlagSet, name string) bool {
+	found := false
+	fs.Visit(func(f *flag.Flag) { found = found || f.Name == name })
+	return found
 }
 
 func upper(s string) string {

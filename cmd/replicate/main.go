@@ -5,6 +5,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -28,7 +29,8 @@ Commands:
   bench        stream entries; print entries/s, MiB/s and ack latency
   echo-server  serve the bare-stream baseline that bench compares with
 
-Run 'replicate <command> --help' for a command's flags.
+Run 'replicate <command> --help' (or 'replicate help <command>') for a
+command's flags.
 `
 
 // command is one subcommand: it defines its flags on fs and returns the
@@ -67,6 +69,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
+		if args[0] == "help" && len(args) > 1 {
+			// replicate help <command>: that command's help.
+			return run(ctx, []string{args[1], "--help"}, stdout, stderr)
+		}
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
@@ -75,17 +81,24 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		fs := flag.NewFlagSet("replicate "+c.name, flag.ContinueOnError)
-		fs.SetOutput(stderr)
 		e := &env{stdout: stdout, stderr: stderr}
 		runCmd := c.setup(fs, e)
 		fs.Usage = func() {
 			fmt.Fprintf(fs.Output(), "Usage: replicate %s [flags]\n\n%s\n\nFlags:\n", c.name, c.short)
 			fs.PrintDefaults()
 		}
-		if err := fs.Parse(args[1:]); err != nil {
+		// Parse writes only the usage (help asked for: stdout) or an
+		// error and the usage (stderr); which one is known once it returns.
+		var parseOut bytes.Buffer
+		fs.SetOutput(&parseOut)
+		err := fs.Parse(args[1:])
+		fs.SetOutput(stderr)
+		if err != nil {
 			if errors.Is(err, flag.ErrHelp) {
+				_, _ = stdout.Write(parseOut.Bytes())
 				return 0
 			}
+			_, _ = stderr.Write(parseOut.Bytes())
 			return 2
 		}
 		if fs.NArg() > 0 {

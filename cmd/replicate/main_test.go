@@ -83,7 +83,7 @@ func TestBench(t *testing.T) {
 		}
 	}
 	code, out, errOut = runCLI(t, "bench", "--followerd", os.Args[0], "--entries", "100", "--acks", "per-entry", "--rounds", "1", "--idle", "0", "--baseline=false", "--progress=false")
-	if code != 0 || !strings.Contains(out, "per-entry acks") {
+	if code != 0 || !strings.Contains(out, "per-entry acks, 1 round\n") {
 		t.Fatalf("per-entry bench: status %d\n%s\n%s", code, out, errOut)
 	}
 }
@@ -134,11 +134,22 @@ func TestUsage(t *testing.T) {
 	}{
 		{nil, 2, "Usage: replicate <command>", ""},
 		{[]string{"--help"}, 0, "", "Commands:"},
+		{[]string{"-h"}, 0, "", "Commands:"},
+		{[]string{"help"}, 0, "", "Commands:"},
+		{[]string{"help", "truncate"}, 0, "", "Usage: replicate truncate"},
+		{[]string{"help", "frobnicate"}, 2, `unknown command "frobnicate"`, ""},
 		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`, ""},
-		{[]string{"status", "--help"}, 0, "Usage: replicate status", ""},
+		{[]string{"status", "--help"}, 0, "", "Usage: replicate status"},
+		{[]string{"new-term", "-h"}, 0, "", "-key-sorting sorting"},
+		{[]string{"bench", "--help"}, 0, "", "use a scratch shard"},
+		{[]string{"demo", "-help"}, 0, "", "Usage: replicate demo"},
+		{[]string{"echo-server", "--help"}, 0, "", "Usage: replicate echo-server"},
 		{[]string{"status", "--nope"}, 2, "flag provided but not defined", ""},
+		{[]string{"status", "--nope", "--help"}, 2, "flag provided but not defined", ""},
+		{[]string{"status", "--shard", "x"}, 2, `invalid value "x" for flag -shard`, ""},
 		{[]string{"status", "extra"}, 2, `unexpected argument "extra"`, ""},
 		{[]string{"new-term"}, 2, "--term is required", ""},
+		{[]string{"new-term", "--term", "-1"}, 2, "--term is required and must be ≥ 0", ""},
 		{[]string{"new-term", "--term", "1", "--key-sorting", "random"}, 2, "invalid --key-sorting", ""},
 		{[]string{"truncate"}, 2, "--term is required", ""},
 		{[]string{"bench", "--acks", "sometimes"}, 2, "--acks must be", ""},
@@ -149,6 +160,27 @@ func TestUsage(t *testing.T) {
 		code, out, errOut := runCLI(t, c.args...)
 		if code != c.code || !strings.Contains(errOut, c.stderr) || !strings.Contains(out, c.stdout) {
 			t.Errorf("%v: status %d (want %d)\nstdout %q\nstderr %q", c.args, code, c.code, out, errOut)
+			continue
+		}
+		// Help asked for goes to stdout only; a usage error to stderr only.
+		if c.code == 0 && errOut != "" {
+			t.Errorf("%v: help wrote to stderr: %q", c.args, errOut)
+		}
+		if c.code == 2 && out != "" {
+			t.Errorf("%v: a usage error wrote to stdout: %q", c.args, out)
+		}
+	}
+}
+
+// TestHelpShowsNoDefaultForRequiredFlags: a required flag's help line says
+// so, without a default value.
+func TestHelpShowsNoDefaultForRequiredFlags(t *testing.T) {
+	for _, cmd := range []string{"new-term", "truncate"} {
+		_, out, _ := runCLI(t, cmd, "--help")
+		_, after, ok := strings.Cut(out, "  -term term\n")
+		line, _, _ := strings.Cut(after, "\n")
+		if !ok || !strings.HasSuffix(line, "(required)") {
+			t.Errorf("%s --help: the -term line is %q, want it to end in (required):\n%s", cmd, line, out)
 		}
 	}
 }

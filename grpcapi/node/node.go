@@ -5,6 +5,7 @@
 package node
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -51,7 +52,10 @@ Flags:
 // graceful shutdown or --help, 1 when the node fails, 2 for a usage error.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("followerd", flag.ContinueOnError)
-	fs.SetOutput(stderr)
+	// The flag package prints help and usage errors to one writer: help
+	// that was asked for goes to stdout, a usage error to stderr.
+	var parseOut bytes.Buffer
+	fs.SetOutput(&parseOut)
 	fs.Usage = func() {
 		fmt.Fprint(fs.Output(), usage)
 		fs.PrintDefaults()
@@ -64,10 +68,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	maxStreams := fs.Uint("max-concurrent-streams", 0, "concurrent calls allowed per connection (0: no limit)")
 	metricsListen := fs.String("metrics-listen", "", "`address` to serve Prometheus metrics on, at /metrics (empty: no metrics; port 0: any free port)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "how long a graceful shutdown may wait for calls to end before closing connections")
+	if len(args) == 1 && args[0] == "help" {
+		args = []string{"--help"}
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
+			stdout.Write(parseOut.Bytes())
 			return 0
 		}
+		stderr.Write(parseOut.Bytes())
 		return 2
 	}
 	usageErr := func(format string, a ...any) int {

@@ -81,13 +81,31 @@ func (s *syncBuffer) String() string {
 }
 
 func TestFlags(t *testing.T) {
+	// Help that was asked for goes to stdout with status 0.
+	for _, args := range [][]string{{"--help"}, {"-h"}, {"-help"}, {"help"}, {"--log-level", "loud", "--help"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			if got := node.Main(ctxT(t), args, &stdout, &stderr); got != 0 {
+				t.Fatalf("status %d, want 0; stderr:\n%s", got, stderr.String())
+			}
+			for _, want := range []string{"Usage: followerd", "-data-dir directory"} {
+				if !strings.Contains(stdout.String(), want) {
+					t.Fatalf("stdout %q does not contain %q", stdout.String(), want)
+				}
+			}
+			if stderr.Len() != 0 {
+				t.Fatalf("stderr %q, want nothing", stderr.String())
+			}
+		})
+	}
+	// Anything else is not help: its errors go to stderr, nothing to stdout.
 	cases := []struct {
 		args   []string
 		status int
 		stderr string
 	}{
-		{[]string{"--help"}, 0, "Usage: followerd"},
-		{[]string{"-h"}, 0, "-data-dir directory"},
+		{[]string{"help", "me"}, 2, `unexpected argument "help"`},
+		{[]string{"--bogus", "--help"}, 2, "flag provided but not defined: -bogus"},
 		{[]string{"--bogus"}, 2, "flag provided but not defined: -bogus"},
 		{[]string{"serve"}, 2, `unexpected argument "serve"`},
 		{[]string{"--log-level", "loud"}, 2, "invalid --log-level"},
