@@ -120,13 +120,25 @@ func Open(cfg Config) (*Follower, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%w: opening the store: %w", ErrUnavailable, err)
 	}
+	f.st.Store(st)
+	// Should anything below panic (an observer's or a logger's bug), what
+	// is open is closed before the panic goes on: a caller that recovers
+	// from it can open the follower again.
+	defer func() {
+		if r := recover(); r != nil {
+			if f.log != nil {
+				_ = f.log.Close()
+			}
+			_ = f.store().Close()
+			panic(r)
+		}
+	}()
 	f.term.Store(int64(st.Term())) // before the log's recovery, which may log
 	commit := st.Commit()
 	log, err := f.openLog(mustKeep(st))
 	if err != nil {
 		return nil, errors.Join(fmt.Errorf("%w: opening the log: %w", ErrUnavailable, err), st.Close())
 	}
-	f.st.Store(st)
 	f.log = log
 	if _, pending := st.LogResetPending(); pending {
 		// A snapshot was swapped in but the log not yet cleared.
@@ -145,8 +157,8 @@ func Open(cfg Config) (*Follower, error) {
 		}
 	}
 	f.publish()
-	f.applier.start(f)
 	f.logger().Info("follower opened", "state", f.m.State().String(), "head", f.head.Load(), "commit", commit.Offset)
+	f.applier.start(f)
 	return f, nil
 }
 

@@ -82,8 +82,10 @@ func Status(err error, shuttingDown bool) error {
 		return nil
 	}
 	msg := err.Error()
-	if errors.Is(err, errShuttingDown) ||
-		shuttingDown && (errors.Is(err, follower.ErrClosed) || errors.Is(err, follower.ErrStreamEnded)) {
+	if errors.Is(err, errShuttingDown) {
+		return status.Error(codes.Unavailable, msg)
+	}
+	if shuttingDown && (errors.Is(err, follower.ErrClosed) || errors.Is(err, follower.ErrStreamEnded)) {
 		return status.Error(codes.Unavailable, "node shutting down: "+msg)
 	}
 	if errors.Is(err, follower.ErrStreamEnded) {

@@ -98,6 +98,9 @@ func (l *stepLog) add(st fsm.Step) {
 func (l *stepLog) after(seq uint64) ([]*inspectpb.Step, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if seq >= l.next-1 {
+		return nil, false // nothing after seq (which may be beyond the last)
+	}
 	first := seq + 1
 	oldest := uint64(1)
 	if n := uint64(len(l.ring)); l.next > n {

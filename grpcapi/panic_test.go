@@ -5,7 +5,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -106,40 +108,122 @@ func TestPanicWhileOpeningAShard(t *testing.T) {
 	replicate(t, n.conn, s, 1, 0, 3, true)
 }
 
-// TestShutdownNotHeldByAFollower: a follower that cannot close (its disk
-// hangs) holds the shutdown only until its context ends.
-func TestShutdownNotHeldByAFollower(t *testing.T) {
+// TestPanicWhileRestoringAShard: an observer panics on the Restore step
+// of a shard reopened after a restart, once its store and log are open:
+// they are closed again, so the next call opens the shard.
+func TestPanicWhileRestoringAShard(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, dir)
+	s := leader.Shard{Namespace: "restore", Shard: 0}
+	fence(t, n.conn, s, 1)
+	replicate(t, n.conn, s, 1, 0, 3, true)
+	n.stop()
 	var armed atomic.Bool
-	blocked, gate := make(chan struct{}), make(chan struct{})
-	var once atomic.Bool
-	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if armed.Load() && strings.Contains(op.Path, "/hang/") {
-			if once.CompareAndSwap(false, true) {
-				close(blocked)
+	armed.Store(true)
+	n = startNode(t, dir, func(o *grpcapi.Options) {
+		o.Follower.Observer = fsm.ObserverFunc(func(st fsm.Step) {
+			if st.Event == "Restore" && armed.CompareAndSwap(true, false) {
+				panic("observer bug")
 			}
+		})
+	})
+	if _, err := n.conn.Status(ctxT(t), s); status.Code(err) != codes.Unknown {
+		t.Fatalf("a GetStatus whose shard panicked opening: %v, want Unknown", err)
+	}
+	st, err := n.conn.Status(ctxT(t), s)
+	if err != nil || st.GetTerm() != 1 || st.GetHeadOffset() != 2 {
+		t.Fatalf("the next GetStatus: %v, %v", st, err)
+	}
+}
+
+// hangingFS is a file system whose operations of the given kinds (all
+// when none is given) on a path containing sub block, once armed, until
+// the test ends; blocked is closed when the first one does.
+func hangingFS(t *testing.T, sub string, kinds ...errorfs.OpKind) (fs vfs.FS, armed *atomic.Bool, blocked <-chan struct{}) {
+	armed = new(atomic.Bool)
+	var once sync.Once
+	block, gate := make(chan struct{}), make(chan struct{})
+	t.Cleanup(func() { close(gate) }) // let what is stuck finish after the test
+	fs = errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if armed.Load() && strings.Contains(op.Path, sub) && (len(kinds) == 0 || slices.Contains(kinds, op.Kind)) {
+			once.Do(func() { close(block) })
 			<-gate
 		}
 		return nil
 	}))
-	n := startNode(t, "", func(o *grpcapi.Options) { o.FS = fs })
-	defer close(gate) // let the follower finish closing after the test
-	s := leader.Shard{Namespace: "hang", Shard: 0}
-	fence(t, n.conn, s, 1)
-	replicate(t, n.conn, s, 1, 0, 3, true)
-	armed.Store(true)
+	return fs, armed, block
+}
 
+// shutdownWhen shuts n down with a context cancelled once blocked is
+// closed (at once when it is nil), and returns Shutdown's error once
+// Serve has returned.
+func shutdownWhen(t *testing.T, n *node, blocked <-chan struct{}) error {
+	t.Helper()
 	n.down = true // this test shuts the node down itself
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() {
-		<-blocked // the follower is stuck on its disk
+	if blocked == nil {
 		cancel()
-	}()
-	err := n.srv.Shutdown(ctx)
-	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "followers were closing") {
-		t.Fatalf("Shutdown with a follower that cannot close: %v", err)
+	} else {
+		go func() {
+			<-blocked
+			cancel()
+		}()
 	}
+	err := n.srv.Shutdown(ctx)
 	if err := <-n.served; err != nil {
 		t.Errorf("serve: %v", err)
 	}
 	_ = n.conn.Close()
+	return err
+}
+
+// TestShutdownNotHeldByAFollower: a follower that cannot close (its disk
+// hangs) holds the shutdown only until its context ends.
+func TestShutdownNotHeldByAFollower(t *testing.T) {
+	fs, armed, blocked := hangingFS(t, "/hang/")
+	n := startNode(t, "", func(o *grpcapi.Options) { o.FS = fs })
+	s := leader.Shard{Namespace: "hang", Shard: 0}
+	fence(t, n.conn, s, 1)
+	replicate(t, n.conn, s, 1, 0, 3, true)
+	armed.Store(true)
+	// The shutdown's context ends once the follower is stuck on its disk.
+	err := shutdownWhen(t, n, blocked)
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "followers were closing") {
+		t.Fatalf("Shutdown with a follower that cannot close: %v", err)
+	}
+}
+
+// TestShutdownNotHeldByAStuckCall: neither does a call stuck on such a
+// disk, which a graceful stop waits for: here a NewTerm blocked writing
+// the term, holding the follower's lifecycle lock.
+func TestShutdownNotHeldByAStuckCall(t *testing.T) {
+	fs, armed, blocked := hangingFS(t, "/hang/")
+	n := startNode(t, "", func(o *grpcapi.Options) { o.FS = fs })
+	s := leader.Shard{Namespace: "hang", Shard: 0}
+	fence(t, n.conn, s, 1)
+	armed.Store(true)
+	go func() { _, _ = n.conn.NewTerm(context.Background(), s, 2, nil) }()
+	<-blocked
+	if err := shutdownWhen(t, n, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown with a call stuck on the disk: %v", err)
+	}
+}
+
+// TestLookupDoesNotHoldTheNode: looking for a shard's data on a disk
+// that hangs holds that call only: an open shard of the same node
+// answers meanwhile, and the node shuts down.
+func TestLookupDoesNotHoldTheNode(t *testing.T) {
+	fs, armed, blocked := hangingFS(t, "/stuck/", errorfs.OpStat)
+	n := startNode(t, "", func(o *grpcapi.Options) { o.FS = fs })
+	open := leader.Shard{Namespace: "open", Shard: 0}
+	fence(t, n.conn, open, 1)
+	armed.Store(true)
+	go func() { _, _ = n.conn.Status(context.Background(), leader.Shard{Namespace: "stuck", Shard: 0}) }()
+	<-blocked
+	if st, err := n.conn.Status(ctxT(t), open); err != nil || st.GetTerm() != 1 {
+		t.Fatalf("GetStatus of an open shard while another's lookup hangs: %v, %v", st, err)
+	}
+	if err := shutdownWhen(t, n, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown with a lookup stuck on the disk: %v", err)
+	}
 }

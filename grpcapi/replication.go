@@ -23,11 +23,11 @@ func (s *Server) NewTerm(_ context.Context, req *replicationpb.NewTermRequest) (
 	if req.GetTerm() < 0 {
 		return nil, s.status(invalidf("term", "%d is negative", req.GetTerm()))
 	}
-	sh, err := s.lookup(key, true)
-	if err != nil {
-		return nil, s.status(err)
-	}
-	head, err := sh.f.NewTerm(logpos.Term(req.GetTerm()), termOptions(req.GetOptions()))
+	var head logpos.EntryID
+	err = s.onShard(key, true, func(sh *shard) (err error) {
+		head, err = sh.f.NewTerm(logpos.Term(req.GetTerm()), termOptions(req.GetOptions()))
+		return err
+	})
 	if err != nil {
 		return nil, s.status(err)
 	}
@@ -45,16 +45,16 @@ func (s *Server) Truncate(_ context.Context, req *replicationpb.TruncateRequest)
 	if h == nil {
 		return nil, s.status(invalidf("head_entry_id", "missing"))
 	}
+	var head logpos.EntryID
+	err = s.onShard(key, false, func(sh *shard) (err error) {
+		head, err = sh.f.Truncate(logpos.Term(req.GetTerm()), &logpos.EntryID{Term: logpos.Term(h.GetTerm()), Offset: logpos.Offset(h.GetOffset())})
+		return err
+	})
 	// A shard the node does not host is a follower with nothing stored,
 	// which refuses Truncate: refused as such, without opening one.
-	sh, err := s.lookup(key, false)
 	if errors.Is(err, errNotHosted) {
 		err = fmt.Errorf("%w: shard %s is not a member (it has no term)", follower.ErrInvalidStatus, key)
 	}
-	if err != nil {
-		return nil, s.status(err)
-	}
-	head, err := sh.f.Truncate(logpos.Term(req.GetTerm()), &logpos.EntryID{Term: logpos.Term(h.GetTerm()), Offset: logpos.Offset(h.GetOffset())})
 	if err != nil {
 		return nil, s.status(err)
 	}
@@ -153,28 +153,51 @@ func (s *Server) Replicate(stream grpc.BidiStreamingServer[replicationpb.Append,
 	// A shard the node does not host is a follower with nothing stored,
 	// which refuses a stream (not a member): refused as such, without
 	// opening one.
-	sh, err := s.streamShard(stream.Context(), false)
+	key, err := streamKey(stream.Context())
 	if err != nil {
 		return s.status(err)
 	}
-	return s.status(sh.f.Replicate(&appendStream{BidiStreamingServer: stream}))
+	return s.status(s.onShard(key, false, func(sh *shard) error {
+		return sh.f.Replicate(&appendStream{BidiStreamingServer: stream})
+	}))
 }
 
-// streamShard is the shard a stream's metadata names, looked up as
-// lookup does.
-func (s *Server) streamShard(ctx context.Context, create bool) (*shard, error) {
-	key, err := streamKey(ctx)
-	if err != nil {
-		return nil, err
+// onShard runs call on the follower of key, looked up as lookup does. A
+// call refused because a DeleteShard closed that follower meanwhile
+// (ErrClosed, before the call took anything from its stream) runs again
+// on the shard as the delete left it, forgotten: a call that waited for a
+// delete sees what a call after it would.
+func (s *Server) onShard(key shardKey, create bool, call func(*shard) error) error {
+	for {
+		sh, err := s.lookup(key, create)
+		if err != nil {
+			return err
+		}
+		err = call(sh)
+		if !errors.Is(err, follower.ErrClosed) || errors.Is(err, follower.ErrStreamEnded) || !s.deleted(sh) {
+			return err
+		}
 	}
-	return s.lookup(key, create)
+}
+
+// deleted reports whether sh was deleted and forgotten, once a
+// DeleteShard under way on it has finished.
+func (s *Server) deleted(sh *shard) bool {
+	sh.deleting.Lock()
+	defer sh.deleting.Unlock()
+	return !s.current(sh)
 }
 
 // SendSnapshot implements OxiaLogReplicationServer: the chunks are
 // installed by the shard's follower, which replies with the snapshot's
-// commit offset.
+// commit offset. Unlike the other calls, one that a DeleteShard refused
+// is not run again: the follower had taken the first chunk by then.
 func (s *Server) SendSnapshot(stream grpc.ClientStreamingServer[replicationpb.SnapshotChunk, replicationpb.SnapshotResponse]) error {
-	sh, err := s.streamShard(stream.Context(), true)
+	key, err := streamKey(stream.Context())
+	if err != nil {
+		return s.status(err)
+	}
+	sh, err := s.lookup(key, true)
 	if err != nil {
 		return s.status(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -97,6 +98,8 @@ type Server struct {
 		// (at most maxRetired), for Inspect.Steps to show how they ended.
 		retired      map[shardKey]*stepLog
 		retiredOrder []shardKey
+		// gone counts the shards forgotten (deleted, or failed to open).
+		gone uint64
 	}
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -174,7 +177,8 @@ func (s *Server) Serve(lis net.Listener) error {
 // accepted, every stream and install ends (Unavailable), so do health
 // watches, every follower is closed, and Shutdown waits for the running
 // handlers. When ctx ends first, the remaining connections are closed at
-// once. Shutdown releases the data directory, unless ctx ended while a
+// once and Shutdown returns, whatever the handlers still wait for.
+// Shutdown releases the data directory, unless ctx ended while a
 // follower was still closing (it may still write); calling it again
 // returns the first result.
 func (s *Server) Shutdown(ctx context.Context) error {
@@ -203,40 +207,58 @@ func (s *Server) shutdown(ctx context.Context) error {
 		close(stopped)
 	}()
 	closed := make(chan []error, 1)
-	go func() {
-		var errs []error
-		for _, sh := range shards {
-			<-sh.ready
-			if sh.f != nil {
-				if err := sh.f.Close(); err != nil {
-					errs = append(errs, fmt.Errorf("closing shard %s: %w", sh.key, err))
-				}
-			}
-		}
-		closed <- errs
-	}()
+	go func() { closed <- closeShards(shards) }()
+	// When ctx ends first, the connections are closed at once, and
+	// Shutdown returns without waiting for the handlers (GracefulStop
+	// waits for them in the background): neither a follower that does
+	// not close (say, its disk hangs in an fsync) nor a call stuck on
+	// such a disk holds the shutdown past ctx.
 	var errs []error
 	select {
 	case errs = <-closed:
 	case <-ctx.Done():
-		// A follower that does not close (say, its disk hangs in an
-		// fsync) does not hold the shutdown past ctx. The data directory
-		// stays locked: that follower may still write.
+		// The data directory stays locked: that follower may still write.
 		s.drain()
 		s.grpc.Stop()
-		<-stopped
 		return fmt.Errorf("grpcapi: shutdown cut short while followers were closing (the data directory stays locked): %w", context.Cause(ctx))
 	}
 	s.drain()
 	select {
 	case <-stopped:
 	case <-ctx.Done():
+		// Every follower is closed, and none opens any more: what the
+		// remaining handlers wait for writes nothing to the data directory.
 		s.grpc.Stop()
-		<-stopped
 		errs = append(errs, fmt.Errorf("grpcapi: shutdown cut short: %w", context.Cause(ctx)))
 	}
 	errs = append(errs, s.lock.Close())
 	return errors.Join(errs...)
+}
+
+// closeShards closes the followers of shards, all at once (one that is
+// slow to close does not hold the others), once each has finished
+// opening, and returns what failed.
+func closeShards(shards []*shard) []error {
+	var (
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		errs []error
+	)
+	for _, sh := range shards {
+		wg.Go(func() {
+			<-sh.ready
+			if sh.f == nil {
+				return
+			}
+			if err := sh.f.Close(); err != nil {
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("closing shard %s: %w", sh.key, err))
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	return errs
 }
 
 // endOnShutdown ends the streams that no follower ends (a health watch)
@@ -254,7 +276,13 @@ func (s *Server) endOnShutdown(srv any, ss grpc.ServerStream, info *grpc.StreamS
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
 	defer context.AfterFunc(s.drained, cancel)()
-	return handler(srv, &endingStream{ServerStream: ss, ctx: ctx, stopping: s.stopping, end: cancel})
+	err := handler(srv, &endingStream{ServerStream: ss, ctx: ctx, stopping: s.stopping, end: cancel})
+	if status.Code(err) == codes.Canceled && ss.Context().Err() == nil && s.stopping.Err() != nil {
+		// Ended by the shutdown, not by its client (a health watch
+		// returns Canceled when its context ends).
+		return status.Error(codes.Unavailable, "grpcapi: the node is shutting down")
+	}
+	return err
 }
 
 // recoverUnary and recoverStream turn a panic of a handler into an
@@ -350,28 +378,41 @@ func (s *Server) dir(k shardKey) string {
 // create is set; otherwise lookup returns errNotHosted. Keys must be
 // validated.
 func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
+	// mayOpen: create is set, or the shard's directory was found since
+	// the last time a shard was forgotten.
+	mayOpen := create
 	s.mu.Lock()
-	if s.mu.closing {
-		s.mu.Unlock()
-		return nil, errShuttingDown
-	}
-	if sh := s.mu.shards[k]; sh != nil {
-		s.mu.Unlock()
-		<-sh.ready
-		return sh, sh.err
-	}
-	if !create {
-		if _, err := s.fs.Stat(s.dir(k)); err != nil {
+	for {
+		if s.mu.closing {
 			s.mu.Unlock()
+			return nil, errShuttingDown
+		}
+		if sh := s.mu.shards[k]; sh != nil {
+			s.mu.Unlock()
+			<-sh.ready
+			return sh, sh.err
+		}
+		if mayOpen {
+			break
+		}
+		// Whether the shard has data is looked up without holding the
+		// server's lock (a disk that hangs holds this call only), and
+		// looked up again if a shard was forgotten meanwhile (its
+		// directory may be gone).
+		gone := s.mu.gone
+		s.mu.Unlock()
+		if _, err := s.fs.Stat(s.dir(k)); err != nil {
 			if errors.Is(err, os.ErrNotExist) {
 				return nil, errNotHosted
 			}
 			return nil, fmt.Errorf("%w: looking for shard %s: %w", follower.ErrUnavailable, k, err)
 		}
+		s.mu.Lock()
+		mayOpen = s.mu.gone == gone
 	}
 	sh := &shard{key: k, ready: make(chan struct{}), steps: newStepLog(s.opts.StepHistory), counts: newStepCounts()}
 	s.mu.shards[k] = sh
-	delete(s.mu.retired, k)
+	s.unretireLocked(k)
 	s.mu.Unlock()
 	defer func() {
 		// Opening panicked: the shard is not hosted, and whoever waits
@@ -405,10 +446,19 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 // same key took its place.
 func (s *Server) forget(sh *shard) {
 	s.mu.Lock()
-	if s.mu.shards[sh.key] == sh {
-		delete(s.mu.shards, sh.key)
+	defer s.mu.Unlock()
+	s.forgetLocked(sh)
+}
+
+// forgetLocked drops sh from the hosted shards if it is still the shard
+// of its key, and reports whether it was.
+func (s *Server) forgetLocked(sh *shard) bool {
+	if s.mu.shards[sh.key] != sh {
+		return false
 	}
-	s.mu.Unlock()
+	delete(s.mu.shards, sh.key)
+	s.mu.gone++
+	return true
 }
 
 // maxRetired is how many deleted shards' step logs a server keeps.
@@ -418,15 +468,23 @@ const maxRetired = 64
 func (s *Server) retire(sh *shard) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.mu.shards[sh.key] != sh {
+	if !s.forgetLocked(sh) {
 		return
 	}
-	delete(s.mu.shards, sh.key)
+	s.unretireLocked(sh.key)
 	s.mu.retired[sh.key] = sh.steps
 	s.mu.retiredOrder = append(s.mu.retiredOrder, sh.key)
 	for len(s.mu.retiredOrder) > maxRetired {
 		delete(s.mu.retired, s.mu.retiredOrder[0])
 		s.mu.retiredOrder = s.mu.retiredOrder[1:]
+	}
+}
+
+// unretireLocked drops the step log kept for a deleted shard k, if any.
+func (s *Server) unretireLocked(k shardKey) {
+	if _, ok := s.mu.retired[k]; ok {
+		delete(s.mu.retired, k)
+		s.mu.retiredOrder = slices.DeleteFunc(s.mu.retiredOrder, func(r shardKey) bool { return r == k })
 	}
 }
 

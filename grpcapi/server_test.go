@@ -183,8 +183,9 @@ func TestHealthAndReflection(t *testing.T) {
 
 // TestShutdownEndsHealthWatch: a client watching the node's health (as
 // gRPC's client-side health checking does) sees NOT_SERVING at shutdown,
-// then its stream ends; the graceful shutdown does not wait for it to go
-// away (node.stop fails the test if the shutdown is cut short).
+// then its stream ends with Unavailable, as every stream a shutdown ends;
+// the graceful shutdown does not wait for it to go away (node.stop fails
+// the test if the shutdown is cut short).
 func TestShutdownEndsHealthWatch(t *testing.T) {
 	n := startNode(t, "")
 	watch, err := healthpb.NewHealthClient(n.conn.ClientConn()).Watch(ctxT(t), &healthpb.HealthCheckRequest{})
@@ -200,6 +201,9 @@ func TestShutdownEndsHealthWatch(t *testing.T) {
 	for {
 		resp, err := watch.Recv()
 		if err != nil {
+			if status.Code(err) != codes.Unavailable {
+				t.Errorf("the watch ended with %v, want Unavailable", err)
+			}
 			break
 		}
 		if resp.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {

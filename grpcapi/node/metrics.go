@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -39,7 +40,7 @@ func serveMetrics(addr string, srv *grpcapi.Server) (*metricsServer, error) {
 	mux.Handle("GET /metrics", promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
 	m := &metricsServer{
 		url:    "http://" + lis.Addr().String() + "/metrics",
-		http:   &http.Server{Handler: mux},
+		http:   &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
 		served: make(chan error, 1),
 	}
 	go func() { m.served <- m.http.Serve(lis) }()

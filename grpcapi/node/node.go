@@ -42,7 +42,7 @@ Once it serves it prints "listening on HOST:PORT" on stdout (and, with
 --metrics-listen, "metrics on http://HOST:PORT/metrics"); logs go to
 stderr. SIGINT or SIGTERM shut it down gracefully (exit status 0):
 streams end with Unavailable, every follower is closed, nothing
-acknowledged is lost.
+acknowledged is lost; a second signal ends it at once.
 
 Flags:
 `
@@ -160,6 +160,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		logger.Error("serving failed", "err", err)
 		status = 1
 	}
+	// A second SIGINT or SIGTERM ends the process at once.
+	stop()
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
@@ -167,7 +169,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		status = 1
 	}
 	if metrics != nil {
-		if err := metrics.shutdown(sctx); err != nil {
+		// Its own deadline: the node's shutdown may have used up sctx.
+		mctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
+		defer cancel()
+		if err := metrics.shutdown(mctx); err != nil {
 			logger.Error("metrics shutdown", "err", err)
 			status = 1
 		}
