@@ -84,8 +84,8 @@ func (e Event) String() string {
 	return eventNames[e]
 }
 
-// The errors the Lifecycle machine refuses events with. A refusal is an
-// *fsm.Refusal that unwraps to one of them: match with errors.Is.
+// The errors the Lifecycle machine refuses events with. A refusal unwraps
+// to one of them: match with errors.Is (errors.As gives an *fsm.Refusal).
 var (
 	// ErrInvalidArgument: A request field is missing or out of range.
 	ErrInvalidArgument = errors.New("follower: invalid argument")
@@ -176,7 +176,7 @@ type Lifecycle struct {
 }
 
 // NewLifecycle returns a machine in state NotMember that calls h for its guards and
-// actions.
+// actions. With a nil h, every event method returns fsm.ErrNoMachine.
 func NewLifecycle(h LifecycleHandlers) *Lifecycle {
 	m := &Lifecycle{h: h}
 	m.state.Store(uint32(StateNotMember))
@@ -196,8 +196,9 @@ func (m *Lifecycle) observe(from State, e Event, row int, to State, err error) {
 }
 
 func (m *Lifecycle) refuse(from State, e Event, row int, r *fsm.Refusal) error {
-	m.observe(from, e, row, from, r)
-	return r
+	err := fsm.Refused(r)
+	m.observe(from, e, row, from, err)
+	return err
 }
 
 func (m *Lifecycle) fail(from State, e Event, row int, err error) error {

@@ -19,77 +19,207 @@ import (
 )
 
 // lifecycleFake is a fake of LifecycleHandlers: guard i holds when bit i of pass is
-// set, the action named fail fails, and calls records every call.
+// set, the action named fail fails, calls records every call and args
+// the arguments of each.
 type lifecycleFake struct {
 	pass  uint64
 	fail  string
 	calls []string
+	args  [][]any
 }
 
 var errLifecycleFakeAction = errors.New("fake action failed")
 
-func (f *lifecycleFake) guard(bit uint64, name string) bool {
+func (f *lifecycleFake) guard(bit uint64, name string, args ...any) bool {
 	f.calls = append(f.calls, name)
+	f.args = append(f.args, args)
 	return f.pass&bit != 0
 }
 
-func (f *lifecycleFake) action(name string) error {
+func (f *lifecycleFake) action(name string, args ...any) error {
 	f.calls = append(f.calls, name)
+	f.args = append(f.args, args)
 	if f.fail == name {
 		return errLifecycleFakeAction
 	}
 	return nil
 }
 
-func (f *lifecycleFake) TermValid(logpos.Term) bool     { return f.guard(0x1, "TermValid") }
-func (f *lifecycleFake) TermNotBehind(logpos.Term) bool { return f.guard(0x2, "TermNotBehind") }
-func (f *lifecycleFake) TermMatches(logpos.Term) bool   { return f.guard(0x4, "TermMatches") }
-func (f *lifecycleFake) HeadGiven(*logpos.EntryID) bool { return f.guard(0x8, "HeadGiven") }
-func (f *lifecycleFake) NothingAttached() bool          { return f.guard(0x10, "NothingAttached") }
-func (f *lifecycleFake) HeadNotBelowCommit(*logpos.EntryID) bool {
-	return f.guard(0x20, "HeadNotBelowCommit")
+func (f *lifecycleFake) TermValid(a0 logpos.Term) bool     { return f.guard(0x1, "TermValid", a0) }
+func (f *lifecycleFake) TermNotBehind(a0 logpos.Term) bool { return f.guard(0x2, "TermNotBehind", a0) }
+func (f *lifecycleFake) TermMatches(a0 logpos.Term) bool   { return f.guard(0x4, "TermMatches", a0) }
+func (f *lifecycleFake) HeadGiven(a0 *logpos.EntryID) bool { return f.guard(0x8, "HeadGiven", a0) }
+func (f *lifecycleFake) NothingAttached() bool             { return f.guard(0x10, "NothingAttached") }
+func (f *lifecycleFake) HeadNotBelowCommit(a0 *logpos.EntryID) bool {
+	return f.guard(0x20, "HeadNotBelowCommit", a0)
 }
-func (f *lifecycleFake) HeadNotBeyondLog(*logpos.EntryID) bool {
-	return f.guard(0x40, "HeadNotBeyondLog")
+func (f *lifecycleFake) HeadNotBeyondLog(a0 *logpos.EntryID) bool {
+	return f.guard(0x40, "HeadNotBeyondLog", a0)
 }
-func (f *lifecycleFake) StreamAttached(*replication) bool { return f.guard(0x80, "StreamAttached") }
-func (f *lifecycleFake) SnapshotNotEmpty(bool) bool       { return f.guard(0x100, "SnapshotNotEmpty") }
-func (f *lifecycleFake) SnapshotTermAcceptable(logpos.Term) bool {
-	return f.guard(0x200, "SnapshotTermAcceptable")
+func (f *lifecycleFake) StreamAttached(a0 *replication) bool {
+	return f.guard(0x80, "StreamAttached", a0)
 }
-func (f *lifecycleFake) InstallAttached(*installation) bool   { return f.guard(0x400, "InstallAttached") }
-func (f *lifecycleFake) Fence(logpos.Term, TermOptions) error { return f.action("Fence") }
-func (f *lifecycleFake) TruncateLog(*logpos.EntryID) error    { return f.action("TruncateLog") }
-func (f *lifecycleFake) StartStream(*replication) error       { return f.action("StartStream") }
-func (f *lifecycleFake) StartInstall(*installation) error     { return f.action("StartInstall") }
-func (f *lifecycleFake) CommitSnapshot(*installation) error   { return f.action("CommitSnapshot") }
-func (f *lifecycleFake) Shutdown() error                      { return f.action("Shutdown") }
+func (f *lifecycleFake) SnapshotNotEmpty(a0 bool) bool { return f.guard(0x100, "SnapshotNotEmpty", a0) }
+func (f *lifecycleFake) SnapshotTermAcceptable(a0 logpos.Term) bool {
+	return f.guard(0x200, "SnapshotTermAcceptable", a0)
+}
+func (f *lifecycleFake) InstallAttached(a0 *installation) bool {
+	return f.guard(0x400, "InstallAttached", a0)
+}
+func (f *lifecycleFake) Fence(a0 logpos.Term, a1 TermOptions) error { return f.action("Fence", a0, a1) }
+func (f *lifecycleFake) TruncateLog(a0 *logpos.EntryID) error       { return f.action("TruncateLog", a0) }
+func (f *lifecycleFake) StartStream(a0 *replication) error          { return f.action("StartStream", a0) }
+func (f *lifecycleFake) StartInstall(a0 *installation) error        { return f.action("StartInstall", a0) }
+func (f *lifecycleFake) CommitSnapshot(a0 *installation) error      { return f.action("CommitSnapshot", a0) }
+func (f *lifecycleFake) Shutdown() error                            { return f.action("Shutdown") }
 
 var _ LifecycleHandlers = (*lifecycleFake)(nil)
 
-// lifecycleFire fires e with a zero payload.
+// lifecyclePayloadRestore is what Restore is fired with in these tests: for each
+// field, a value of its type made by fsmtest.Value from a seed of its own.
+var lifecyclePayloadRestore = struct {
+	term logpos.Term
+}{
+	fsmtest.Value[logpos.Term](1),
+}
+
+// lifecyclePayloadNewTerm is what NewTerm is fired with in these tests: for each
+// field, a value of its type made by fsmtest.Value from a seed of its own.
+var lifecyclePayloadNewTerm = struct {
+	term    logpos.Term
+	options TermOptions
+}{
+	fsmtest.Value[logpos.Term](2),
+	fsmtest.Value[TermOptions](3),
+}
+
+// lifecyclePayloadTruncate is what Truncate is fired with in these tests: for each
+// field, a value of its type made by fsmtest.Value from a seed of its own.
+var lifecyclePayloadTruncate = struct {
+	term logpos.Term
+	head *logpos.EntryID
+}{
+	fsmtest.Value[logpos.Term](4),
+	fsmtest.Value[*logpos.EntryID](5),
+}
+
+// lifecyclePayloadAttachStream is what AttachStream is fired with in these tests: for each
+// field, a value of its type made by fsmtest.Value from a seed of its own.
+var lifecyclePayloadAttachStream = struct {
+	stream *replication
+}{
+	fsmtest.Value[*replication](6),
+}
+
+// lifecyclePayloadFirstEntry is what FirstEntry is fired with in these tests: for each
+// field, a value of its type made by fsmtest.Value from a seed of its own.
+var lifecyclePayloadFirstEntry = struct {
+	stream *replication
+}{
+	fsmtest.Value[*replication](7),
+}
+
+// lifecyclePayloadBeginInstall is what BeginInstall is fired with in these tests: for each
+// field, a value of its type made by fsmtest.Value from a seed of its own.
+var lifecyclePayloadBeginInstall = struct {
+	install   *installation
+	empty     bool
+	chunkTerm logpos.Term
+}{
+	fsmtest.Value[*installation](8),
+	fsmtest.Value[bool](9),
+	fsmtest.Value[logpos.Term](10),
+}
+
+// lifecyclePayloadCommitInstall is what CommitInstall is fired with in these tests: for each
+// field, a value of its type made by fsmtest.Value from a seed of its own.
+var lifecyclePayloadCommitInstall = struct {
+	install *installation
+}{
+	fsmtest.Value[*installation](11),
+}
+
+// lifecyclePayloadDelete is what Delete is fired with in these tests: for each
+// field, a value of its type made by fsmtest.Value from a seed of its own.
+var lifecyclePayloadDelete = struct {
+	term logpos.Term
+}{
+	fsmtest.Value[logpos.Term](12),
+}
+
+// lifecycleFire fires e with its payload of these tests.
 func lifecycleFire(m *Lifecycle, e Event) error {
 	switch e {
 	case EventRestore:
-		return m.Restore(*new(logpos.Term))
+		return m.Restore(lifecyclePayloadRestore.term)
 	case EventNewTerm:
-		return m.NewTerm(*new(logpos.Term), *new(TermOptions))
+		return m.NewTerm(lifecyclePayloadNewTerm.term, lifecyclePayloadNewTerm.options)
 	case EventTruncate:
-		return m.Truncate(*new(logpos.Term), *new(*logpos.EntryID))
+		return m.Truncate(lifecyclePayloadTruncate.term, lifecyclePayloadTruncate.head)
 	case EventAttachStream:
-		return m.AttachStream(*new(*replication))
+		return m.AttachStream(lifecyclePayloadAttachStream.stream)
 	case EventFirstEntry:
-		return m.FirstEntry(*new(*replication))
+		return m.FirstEntry(lifecyclePayloadFirstEntry.stream)
 	case EventBeginInstall:
-		return m.BeginInstall(*new(*installation), *new(bool), *new(logpos.Term))
+		return m.BeginInstall(lifecyclePayloadBeginInstall.install, lifecyclePayloadBeginInstall.empty, lifecyclePayloadBeginInstall.chunkTerm)
 	case EventCommitInstall:
-		return m.CommitInstall(*new(*installation))
+		return m.CommitInstall(lifecyclePayloadCommitInstall.install)
 	case EventDelete:
-		return m.Delete(*new(logpos.Term))
+		return m.Delete(lifecyclePayloadDelete.term)
 	case EventClose:
 		return m.Close()
 	}
 	return errors.New("no such event: " + e.String())
+}
+
+// lifecyclePayloads is the payload of each event, by field.
+var lifecyclePayloads = map[Event]map[string]any{
+	EventRestore:       {"term": lifecyclePayloadRestore.term},
+	EventNewTerm:       {"term": lifecyclePayloadNewTerm.term, "options": lifecyclePayloadNewTerm.options},
+	EventTruncate:      {"term": lifecyclePayloadTruncate.term, "head": lifecyclePayloadTruncate.head},
+	EventAttachStream:  {"stream": lifecyclePayloadAttachStream.stream},
+	EventFirstEntry:    {"stream": lifecyclePayloadFirstEntry.stream},
+	EventBeginInstall:  {"install": lifecyclePayloadBeginInstall.install, "empty": lifecyclePayloadBeginInstall.empty, "chunkTerm": lifecyclePayloadBeginInstall.chunkTerm},
+	EventCommitInstall: {"install": lifecyclePayloadCommitInstall.install},
+	EventDelete:        {"term": lifecyclePayloadDelete.term},
+}
+
+// lifecycleUses is the payload fields each guard and action reads.
+var lifecycleUses = map[string][]string{
+	"TermValid":              {"term"},
+	"TermNotBehind":          {"term"},
+	"TermMatches":            {"term"},
+	"HeadGiven":              {"head"},
+	"NothingAttached":        nil,
+	"HeadNotBelowCommit":     {"head"},
+	"HeadNotBeyondLog":       {"head"},
+	"StreamAttached":         {"stream"},
+	"SnapshotNotEmpty":       {"empty"},
+	"SnapshotTermAcceptable": {"chunkTerm"},
+	"InstallAttached":        {"install"},
+	"Fence":                  {"term", "options"},
+	"TruncateLog":            {"head"},
+	"StartStream":            {"stream"},
+	"StartInstall":           {"install"},
+	"CommitSnapshot":         {"install"},
+	"Shutdown":               nil,
+}
+
+// lifecycleCheckArgs reports, through report, every guard or action
+// call of f that did not get the payload of e it reads.
+func lifecycleCheckArgs(f *lifecycleFake, e Event, report func(format string, args ...any)) {
+	for i, name := range f.calls {
+		uses := lifecycleUses[name]
+		if len(f.args[i]) != len(uses) {
+			report("%v: %s got %d arguments, want %d", e, name, len(f.args[i]), len(uses))
+			continue
+		}
+		for j, field := range uses {
+			if want := lifecyclePayloads[e][field]; !fsmtest.Same(f.args[i][j], want) {
+				report("%v: %s got %s = %s, want the payload's %s", e, name, field, fsmtest.Show(f.args[i][j]), fsmtest.Show(want))
+			}
+		}
+	}
 }
 
 // lifecycleErrors maps the table's error names to their sentinels.
@@ -168,8 +298,13 @@ func lifecycleRun(t *testing.T, cases []lifecycleCase) {
 			f := &lifecycleFake{}
 			m := lifecycleAt(t, f, c.from)
 			var steps []fsm.Step
-			m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) { steps = append(steps, s) }))
-			f.pass, f.fail, f.calls = c.pass, c.fail, nil
+			m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) {
+				steps = append(steps, s)
+				if got := m.State().String(); got != s.To {
+					t.Errorf("the observer saw the machine in %s, and a step to %s: it ran before the step was complete", got, s.To)
+				}
+			}))
+			f.pass, f.fail, f.calls, f.args = c.pass, c.fail, nil, nil
 			err := lifecycleFire(m, c.event)
 			if got := m.State(); got != c.to {
 				t.Errorf("state = %v, want %v", got, c.to)
@@ -178,6 +313,7 @@ func lifecycleRun(t *testing.T, cases []lifecycleCase) {
 			if got := strings.Join(f.calls, ","); got != c.calls {
 				t.Errorf("calls = %q, want %q", got, c.calls)
 			}
+			lifecycleCheckArgs(f, c.event, t.Errorf)
 			want := fsm.Step{Machine: "Lifecycle", From: c.from.String(), Event: c.event.String(), To: c.to.String(), Row: c.row}
 			if len(steps) != 1 {
 				t.Errorf("observed %d steps, want one %+v", len(steps), want)
@@ -198,8 +334,8 @@ func lifecycleCheckErr(t *testing.T, err error, from State, e Event, want, guard
 			t.Errorf("error = %v, want none", err)
 		}
 	case "action":
-		if !errors.Is(err, errLifecycleFakeAction) {
-			t.Errorf("error = %v, want the failing action's", err)
+		if err != errLifecycleFakeAction {
+			t.Errorf("error = %v, want the failing action's, as it is", err)
 		}
 	default:
 		var r *fsm.Refusal
@@ -460,9 +596,29 @@ func TestLifecycleStrings(t *testing.T) {
 	if State(0).String() != "State(0)" || Event(0).String() != "Event(0)" {
 		t.Error("the zero State or Event has a name")
 	}
-	var zero Lifecycle
-	if err := lifecycleFire(&zero, Event(1)); !errors.Is(err, fsm.ErrNoMachine) {
-		t.Errorf("zero machine: %v", err)
+}
+
+// TestLifecycleWithoutHandlers fires every event at a machine made with nil
+// handlers and at the zero machine: each returns fsm.ErrNoMachine and
+// stays where it is.
+func TestLifecycleWithoutHandlers(t *testing.T) {
+	for i := 1; i < len(eventNames); i++ {
+		e := Event(i)
+		m := NewLifecycle(nil)
+		from := m.State()
+		if err := lifecycleFire(m, e); err != fsm.ErrNoMachine {
+			t.Errorf("%v with nil handlers: error %v, want fsm.ErrNoMachine", e, err)
+		}
+		if m.State() != from {
+			t.Errorf("%v with nil handlers: moved from %v to %v", e, from, m.State())
+		}
+		var zero Lifecycle
+		if err := lifecycleFire(&zero, e); err != fsm.ErrNoMachine {
+			t.Errorf("%v on the zero machine: error %v, want fsm.ErrNoMachine", e, err)
+		}
+		if zero.State() != 0 {
+			t.Errorf("%v on the zero machine: moved to %v", e, zero.State())
+		}
 	}
 }
 
@@ -500,7 +656,8 @@ func TestLifecycleRandomWalk(t *testing.T) {
 		f := &lifecycleFake{}
 		m := NewLifecycle(f)
 		var last fsm.Step
-		m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) { last = s }))
+		var seen State // the state when the observer ran
+		m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) { last, seen = s, m.State() }))
 		oracle, err := fsmtest.NewOracle(LifecycleTable())
 		if err != nil {
 			rt.Fatal(err)
@@ -510,7 +667,7 @@ func TestLifecycleRandomWalk(t *testing.T) {
 			e := Event(rapid.IntRange(1, len(eventNames)-1).Draw(rt, "event"))
 			f.pass = rapid.Uint64().Draw(rt, "pass")
 			f.fail = rapid.SampledFrom(lifecycleActions).Draw(rt, "fail")
-			f.calls = nil
+			f.calls, f.args = nil, nil
 			from := m.State()
 			err := lifecycleFire(m, e)
 			want := oracle.Fire(e.String(),
@@ -525,7 +682,7 @@ func TestLifecycleRandomWalk(t *testing.T) {
 			}
 			switch {
 			case errName == "" && err != nil,
-				errName == "action" && !errors.Is(err, errLifecycleFakeAction),
+				errName == "action" && err != errLifecycleFakeAction,
 				errName != "" && errName != "action" && !errors.Is(err, lifecycleErrors[errName]):
 				rt.Fatalf("step %d: %v in %v: error %v, oracle %q", i, e, from, err, errName)
 			}
@@ -536,8 +693,12 @@ func TestLifecycleRandomWalk(t *testing.T) {
 			if !slices.Equal(f.calls, want.Called) {
 				rt.Fatalf("step %d: %v in %v: calls %v, oracle %v", i, e, from, f.calls, want.Called)
 			}
+			lifecycleCheckArgs(f, e, rt.Fatalf)
 			if last.Row != want.Row || last.From != from.String() || last.To != want.To || last.Err != err {
 				rt.Fatalf("step %d: observed %+v, oracle row %d to %v", i, last, want.Row, want.To)
+			}
+			if seen.String() != last.To {
+				rt.Fatalf("step %d: the observer saw the machine in %v, and a step to %v", i, seen, last.To)
 			}
 		}
 	})

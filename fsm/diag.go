@@ -3,7 +3,10 @@ package fsm
 import (
 	"cmp"
 	"slices"
+	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Diagnostic is one problem found in a table, at a position.
@@ -12,7 +15,31 @@ type Diagnostic struct {
 	Msg string
 }
 
-func (d Diagnostic) Error() string { return d.Pos.String() + ": " + d.Msg }
+func (d Diagnostic) Error() string { return d.Pos.String() + ": " + oneLine(d.Msg) }
+
+// oneLine escapes, as Go does in a quoted string, the characters of s
+// that would break a line or not show: a diagnostic is one line.
+func oneLine(s string) string {
+	if !strings.ContainsFunc(s, breaksLine) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if breaksLine(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// breaksLine reports the characters oneLine escapes: control characters
+// and Unicode's line and paragraph separators.
+func breaksLine(r rune) bool {
+	return unicode.IsControl(r) || r == '\u2028' || r == '\u2029' || r == utf8.RuneError
+}
 
 // Diagnostics is every problem found in a table, sorted by position. As
 // an error it prints one "file:line:col: message" per line.

@@ -4,12 +4,13 @@
 // A lifecycle is declared as a table in YAML (see docs/table.md): states,
 // events with typed payloads, guards, actions, errors and rows. [Load]
 // parses a table, keeping the position of every name, and validates it,
-// reporting every problem at once as "file:line:col: message". The
-// generator in gen/ turns a valid [Table] into Go code, diagrams and tests.
+// reporting every problem at once as "file:line:col: message" (columns
+// in bytes, as Go tools count them). The generator in gen/ turns a valid
+// [Table] into Go code, diagrams and tests.
 //
-// Generated machines use the small types of this package: [Refusal], the
-// error returned when an event is refused, and [Observer], the hook that
-// sees every step a machine takes.
+// Generated machines use the small types of this package: [Refusal], what
+// the error returned when an event is refused ([Refused]) tells, and
+// [Observer], the hook that sees every step a machine takes.
 //
 // Semantics of a table, shared by the generator, the diagrams and the
 // test oracle in fsmtest:

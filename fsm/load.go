@@ -30,8 +30,10 @@ func LoadFile(file string) (*Table, error) {
 // positions. On failure the error is a Diagnostics listing every problem
 // found, sorted by position.
 func Load(file string, src []byte) (*Table, error) {
-	l := &loader{file: file, broken: map[string]bool{}}
-	src = bytes.TrimPrefix(src, []byte("\ufeff")) // a byte order mark
+	l := &loader{file: file, broken: map[string]bool{}, src: src}
+	if bytes.HasPrefix(src, []byte("\ufeff")) { // a byte order mark
+		src, l.bom = src[len("\ufeff"):], len("\ufeff")
+	}
 	if t := l.load(src); t != nil {
 		l.validate(t)
 	}
@@ -60,6 +62,9 @@ type rowSrc struct {
 // loader turns the YAML syntax tree into a Table, collecting diagnostics.
 type loader struct {
 	file  string
+	src   []byte // the source as given, for byte columns
+	bom   int    // the length of the byte order mark src starts with
+	lines []int  // the offset in src of each line, once needed
 	diags Diagnostics
 	rows  []rowSrc // parallel to Table.Rows
 	table *Table
@@ -79,8 +84,10 @@ type loader struct {
 	malformedRows bool
 }
 
+// errorf reports a problem at pos. The message is kept on one line: a
+// name holding a line break cannot fake another diagnostic.
 func (l *loader) errorf(pos Pos, format string, args ...any) {
-	l.diags = append(l.diags, Diagnostic{Pos: pos, Msg: fmt.Sprintf(format, args...)})
+	l.diags = append(l.diags, Diagnostic{Pos: pos, Msg: oneLine(fmt.Sprintf(format, args...))})
 }
 
 func (l *loader) pos(n ast.Node) Pos {
@@ -96,7 +103,44 @@ func (l *loader) pos(n ast.Node) Pos {
 	if tok == nil || tok.Position == nil {
 		return Pos{File: l.file}
 	}
-	return Pos{File: l.file, Line: tok.Position.Line, Col: tok.Position.Column}
+	return l.at(tok.Position.Line, tok.Position.Column)
+}
+
+// at is the position of the col-th character of line (both counted from
+// 1, as the YAML parser counts them), with its column in bytes, as Go
+// tools count columns: a character before it that takes several bytes
+// in UTF-8 counts for each of its bytes.
+func (l *loader) at(line, col int) Pos {
+	if l.lines == nil {
+		l.lines = []int{0}
+		for i, c := range l.src {
+			if c == '\n' {
+				l.lines = append(l.lines, i+1)
+			}
+		}
+	}
+	p := Pos{File: l.file, Line: line, Col: col}
+	if line < 1 || line > len(l.lines) || col < 1 {
+		return p
+	}
+	text := l.src[l.lines[line-1]:]
+	if i := bytes.IndexByte(text, '\n'); i >= 0 {
+		text = text[:i]
+	}
+	start := 0
+	if line == 1 {
+		start = l.bom // the parser does not see the byte order mark
+	}
+	i := start
+	for n := 1; n < col; n++ {
+		if i >= len(text) {
+			return Pos{File: l.file, Line: line, Col: i + 1 + col - n}
+		}
+		_, size := utf8.DecodeRune(text[i:])
+		i += size
+	}
+	p.Col = i + 1
+	return p
 }
 
 // maxFlowDepth bounds the nesting of flow collections ([…], {…}) in a
@@ -123,24 +167,54 @@ func flowTooDeep(src []byte) (Pos, bool) {
 	return Pos{}, false
 }
 
+// bareStars finds the unquoted * that stand alone, where the YAML scanner
+// sees an alias without a name: "from: *" meant as "from: \"*\"".
+func bareStars(src []byte) []Pos {
+	var out []Pos
+	tokens := lexer.Tokenize(string(src))
+	for i, tk := range tokens {
+		if tk.Type != token.AliasType || tk.Position == nil {
+			continue
+		}
+		if i+1 < len(tokens) {
+			next := tokens[i+1]
+			if next.Type == token.StringType && next.Position != nil &&
+				next.Position.Line == tk.Position.Line && next.Position.Column == tk.Position.Column+1 {
+				continue // *name: an alias, refused elsewhere
+			}
+		}
+		out = append(out, Pos{Line: tk.Position.Line, Col: tk.Position.Column})
+	}
+	return out
+}
+
 // load decodes the table; it returns nil when the source is not YAML or
 // not a mapping, so that nothing else is worth checking.
 func (l *loader) load(src []byte) *Table {
 	t := &Table{File: l.file, Pos: Pos{File: l.file, Line: 1, Col: 1}}
 	l.table = t
 	if p, deep := flowTooDeep(src); deep {
-		l.errorf(Pos{File: l.file, Line: p.Line, Col: p.Col}, "brackets nested deeper than %d: not a table", maxFlowDepth)
+		l.errorf(l.at(p.Line, p.Col), "brackets nested deeper than %d: not a table", maxFlowDepth)
 		return nil
 	}
 	// Duplicate keys are reported with every other problem (plainKeys),
 	// rather than stopping the parse.
 	f, err := parser.ParseBytes(src, 0, parser.AllowDuplicateMapKey())
 	if err != nil {
+		stars := bareStars(src)
+		for _, p := range stars {
+			l.errorf(l.at(p.Line, p.Col), "an unquoted * starts a YAML alias: write \"*\" (quoted) for every live state")
+		}
 		var ye yaml.Error
-		if errors.As(err, &ye) && ye.GetToken() != nil && ye.GetToken().Position != nil {
+		switch {
+		case errors.As(err, &ye) && ye.GetToken() != nil && ye.GetToken().Position != nil:
 			p := ye.GetToken().Position
-			l.errorf(Pos{File: l.file, Line: p.Line, Col: p.Column}, "%s", ye.GetMessage())
-		} else {
+			// The parser's complaint about a bare * says less than the
+			// hint above; another mistake before it is reported as well.
+			if len(stars) == 0 || p.Line < stars[0].Line || p.Line == stars[0].Line && p.Column < stars[0].Col {
+				l.errorf(l.at(p.Line, p.Column), "%s", ye.GetMessage())
+			}
+		case len(stars) == 0:
 			l.errorf(t.Pos, "%v", err)
 		}
 		return nil
@@ -193,13 +267,13 @@ func (l *loader) load(src []byte) *Table {
 		"imports": "import", "states": "state", "events": "event",
 		"guards": "guard", "actions": "action", "errors": "error",
 	} {
-		switch fields[key].(type) {
-		case *ast.NullNode, *ast.MappingNode, *ast.MappingValueNode:
-		case nil:
+		if fields[key] == nil {
 			if key == "states" || key == "events" {
 				l.broken[what] = true // reported as lacking
 			}
-		default:
+			continue
+		}
+		if !isMapping(l.plain(fields[key])) {
 			l.broken[what] = true
 		}
 	}
@@ -233,9 +307,10 @@ func (l *loader) load(src []byte) *Table {
 		t.Errors = append(t.Errors, l.errorDecl(e))
 	}
 	if n := fields["rows"]; n != nil {
-		seq, ok := n.(*ast.SequenceNode)
-		if !ok {
-			l.errorf(l.pos(n), "rows must be a list of rows")
+		plain, asText := l.plain(n)
+		seq, ok := plain.(*ast.SequenceNode)
+		if !ok || asText {
+			l.errorf(l.pos(n), "rows must be a list of rows, not %s", kind(plain, asText))
 			l.broken["rows"] = true
 		} else {
 			for _, rn := range seq.Values {
@@ -251,19 +326,61 @@ func (l *loader) entries(n ast.Node, what string) []*ast.MappingValueNode {
 	if n == nil {
 		return nil
 	}
-	switch v := n.(type) {
-	case *ast.NullNode:
-		return nil
-	case *ast.MappingNode:
-		return l.plainKeys(v.Values)
-	case *ast.MappingValueNode:
-		return l.plainKeys([]*ast.MappingValueNode{v})
-	case *ast.AnchorNode, *ast.AliasNode, *ast.TagNode:
-		l.errorf(l.pos(n), "anchors, aliases and tags are not supported")
-		return nil
+	plain, asText := l.plain(n)
+	if !asText {
+		switch v := plain.(type) {
+		case *ast.NullNode:
+			return nil
+		case *ast.MappingNode:
+			return l.plainKeys(v.Values)
+		case *ast.MappingValueNode:
+			return l.plainKeys([]*ast.MappingValueNode{v})
+		case *ast.AliasNode:
+			l.errorf(l.pos(n), "aliases (*name) are not supported: write the value out")
+			return nil
+		}
 	}
-	l.errorf(l.pos(n), "%s must be a mapping, not %s", what, kind(n))
+	l.errorf(l.pos(n), "%s must be a mapping, not %s", what, kind(plain, asText))
 	return nil
+}
+
+// isMapping reports whether a node plain returned is a mapping, or null
+// (an empty one).
+func isMapping(n ast.Node, asText bool) bool {
+	switch n.(type) {
+	case *ast.NullNode, *ast.MappingNode, *ast.MappingValueNode:
+		return !asText
+	}
+	return false
+}
+
+// plain returns n without the anchor (&name) or the tag it may carry.
+// An anchor changes nothing (aliases are refused). A !!str tag makes a
+// scalar a string, whatever it reads as: asText reports it. Any other
+// tag is refused where it stands, and the value under it read as if it
+// were not there, so that one mistake is reported once.
+func (l *loader) plain(n ast.Node) (node ast.Node, asText bool) {
+	for {
+		switch v := n.(type) {
+		case *ast.AnchorNode:
+			if v.Value == nil {
+				return ast.Null(v.GetToken()), asText
+			}
+			n = v.Value
+		case *ast.TagNode:
+			if tag := v.GetToken().Value; tag == "!!str" {
+				asText = true
+			} else {
+				l.errorf(l.pos(v), "tag %s is not supported: the only tag a table may use is !!str", tag)
+			}
+			if v.Value == nil {
+				return ast.Null(v.GetToken()), asText
+			}
+			n = v.Value
+		default:
+			return n, asText
+		}
+	}
 }
 
 // plainKeys returns the pairs of a mapping whose keys are written plainly,
@@ -277,7 +394,7 @@ func (l *loader) plainKeys(pairs []*ast.MappingValueNode) []*ast.MappingValueNod
 			l.errorf(l.pos(e.Key), "explicit keys (\"? key\") are not supported: write \"key: value\"")
 			continue
 		}
-		key := keyText(e.Key)
+		key := l.keyText(e.Key)
 		if p, seen := first[key]; seen {
 			l.errorf(l.pos(e.Key), "key %q repeated (first at %s)", key, shortPos(p))
 			continue
@@ -291,15 +408,13 @@ func (l *loader) plainKeys(pairs []*ast.MappingValueNode) []*ast.MappingValueNod
 // fields returns the values of a mapping by key, reporting keys outside
 // allowed. A null node is an empty mapping.
 func (l *loader) fields(n ast.Node, what string, allowed []string) (map[string]ast.Node, bool) {
-	switch n.(type) {
-	case *ast.NullNode, *ast.MappingNode, *ast.MappingValueNode:
-	default:
+	if !isMapping(l.plain(n)) {
 		l.entries(n, what) // reports the problem
 		return nil, false
 	}
 	out := map[string]ast.Node{}
 	for _, e := range l.entries(n, what) {
-		key := keyText(e.Key)
+		key := l.keyText(e.Key)
 		if _, ok := e.Key.(*ast.MergeKeyNode); ok || !contains(allowed, key) {
 			l.errorf(l.pos(e.Key), "unknown field %q in %s (want one of: %s)", key, what, strings.Join(allowed, ", "))
 			continue
@@ -322,7 +437,11 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-func kind(n ast.Node) string {
+// kind names what n is, in messages; asText: it was tagged !!str.
+func kind(n ast.Node, asText bool) string {
+	if asText {
+		return "a string"
+	}
 	switch n.(type) {
 	case *ast.MappingNode, *ast.MappingValueNode:
 		return "a mapping"
@@ -334,8 +453,6 @@ func kind(n ast.Node) string {
 		return "a boolean"
 	case *ast.IntegerNode, *ast.FloatNode, *ast.InfinityNode, *ast.NanNode:
 		return "a number"
-	case *ast.TagNode:
-		return "a value tagged " + n.GetToken().Value
 	case *ast.AliasNode:
 		return "an alias"
 	case *ast.StringNode, *ast.LiteralNode:
@@ -344,29 +461,30 @@ func kind(n ast.Node) string {
 	return "a " + n.Type().String()
 }
 
-// str returns a string scalar (anchored, or tagged !!str, too).
+// str returns a string scalar (anchored too). A scalar tagged !!str is
+// a string whatever it reads as: !!str 404 is "404".
 func (l *loader) str(n ast.Node, what string) (string, bool) {
-	switch v := n.(type) {
+	plain, asText := l.plain(n)
+	switch v := plain.(type) {
 	case *ast.StringNode:
 		return v.Value, true
 	case *ast.LiteralNode:
 		return strings.TrimRight(v.Value.Value, "\n"), true
-	case *ast.AnchorNode:
-		return l.str(v.Value, what)
-	case *ast.TagNode:
-		if v.Start.Value == "!!str" {
-			return l.str(v.Value, what)
+	case *ast.IntegerNode, *ast.FloatNode, *ast.BoolNode, *ast.NullNode, *ast.InfinityNode, *ast.NanNode:
+		if asText && v.GetToken() != nil {
+			return v.GetToken().Value, true
 		}
 	}
-	l.errorf(l.pos(n), "%s must be a string, not %s", what, kind(n))
+	l.errorf(l.pos(n), "%s must be a string, not %s", what, kind(plain, asText))
 	return "", false
 }
 
 func (l *loader) boolean(n ast.Node, what string) bool {
-	if b, ok := n.(*ast.BoolNode); ok {
+	plain, asText := l.plain(n)
+	if b, ok := plain.(*ast.BoolNode); ok && !asText {
 		return b.Value
 	}
-	l.errorf(l.pos(n), "%s must be true or false, not %s", what, kind(n))
+	l.errorf(l.pos(n), "%s must be true or false, not %s", what, kind(plain, asText))
 	return false
 }
 
@@ -426,27 +544,25 @@ func (l *loader) ident(n ast.Node, what string, k identKind) string {
 	return s
 }
 
-// keyText is the text of a mapping key: a key tagged !!str or anchored
-// (&a) is its value's, any other tag or an alias (*a) stands as written,
-// and is refused as a name.
-func keyText(k ast.Node) string {
-	switch x := k.(type) {
-	case *ast.TagNode:
-		if x.Start != nil && x.Start.Value == "!!str" && x.Value != nil {
-			return keyText(x.Value)
-		}
-	case *ast.AnchorNode:
-		if x.Value != nil {
-			return keyText(x.Value)
-		}
+// keyText is the text of a mapping key: an anchored (&a) or tagged key
+// is its value's (a tag other than !!str is refused where it stands), an
+// alias (*a) stands as written, and is refused as a name.
+func (l *loader) keyText(k ast.Node) string {
+	switch k.(type) {
+	case *ast.TagNode, *ast.AnchorNode:
+		plain, _ := l.plain(k)
+		return l.keyText(plain)
 	case *ast.AliasNode:
 		return k.String()
+	}
+	if k.GetToken() == nil {
+		return ""
 	}
 	return k.GetToken().Value
 }
 
 func (l *loader) keyIdent(e *ast.MappingValueNode, what string, k identKind) string {
-	s := keyText(e.Key)
+	s := l.keyText(e.Key)
 	if msg := checkIdent(s, k); msg != "" {
 		l.errorf(l.pos(e.Key), "%s %q %s", what, s, msg)
 	}
@@ -459,8 +575,12 @@ func (l *loader) packageName(n ast.Node) string {
 
 // refs reads one name or a list of names.
 func (l *loader) refs(n ast.Node, what string) []ref {
-	switch v := n.(type) {
+	plain, asText := l.plain(n)
+	switch v := plain.(type) {
 	case *ast.SequenceNode:
+		if asText {
+			break
+		}
 		out := make([]ref, 0, len(v.Values))
 		for _, x := range v.Values {
 			if s, ok := l.name(x, what); ok {
@@ -469,7 +589,9 @@ func (l *loader) refs(n ast.Node, what string) []ref {
 		}
 		return out
 	case *ast.NullNode:
-		return nil
+		if !asText {
+			return nil
+		}
 	}
 	if s, ok := l.name(n, what); ok {
 		return []ref{{s, l.pos(n)}}
@@ -489,12 +611,22 @@ func (l *loader) name(n ast.Node, what string) (string, bool) {
 
 func (l *loader) policy(n ast.Node) *Policy {
 	p := &Policy{Pos: l.pos(n)}
-	if s, ok := n.(*ast.StringNode); ok {
-		if s.Value == "ignore" {
-			p.Kind = PolicyIgnore
-			return p
+	if plain, asText := l.plain(n); !isMapping(plain, asText) {
+		switch plain.(type) {
+		case *ast.StringNode, *ast.LiteralNode:
+		default:
+			if !asText {
+				l.errorf(p.Pos, "unhandled must be \"ignore\" or {refuse: ErrSomething}, not %s", kind(plain, asText))
+				return nil
+			}
 		}
-		l.errorf(p.Pos, "unhandled must be \"ignore\" or {refuse: ErrSomething}, not %q", s.Value)
+		if s, ok := l.str(n, "unhandled"); ok {
+			if s == "ignore" {
+				p.Kind = PolicyIgnore
+				return p
+			}
+			l.errorf(p.Pos, "unhandled must be \"ignore\" or {refuse: ErrSomething}, not %q", s)
+		}
 		return nil
 	}
 	f, ok := l.fields(n, "unhandled", []string{"refuse"})
@@ -607,17 +739,23 @@ func (l *loader) errorDecl(e *ast.MappingValueNode) Error {
 	return d
 }
 
-// messageFromName turns ErrInvalidTerm into "invalid term".
+// messageFromName turns ErrInvalidTerm into "invalid term". A run of
+// capitals is one word, an acronym: ErrHTTPTooWeak is "http too weak".
 func messageFromName(name string) string {
+	r := []rune(strings.TrimPrefix(name, "Err"))
 	var b strings.Builder
-	for i, r := range strings.TrimPrefix(name, "Err") {
-		if unicode.IsUpper(r) {
-			if i > 0 {
+	for i, c := range r {
+		if i > 0 && unicode.IsUpper(c) {
+			prev := r[i-1]
+			nextLower := i+1 < len(r) && unicode.IsLower(r[i+1])
+			// A word starts at a capital after a lower-case letter or a
+			// digit, and at the last capital of a run when a lower-case
+			// letter follows it (HTTPToo: HTTP, Too).
+			if !unicode.IsUpper(prev) && prev != '_' || unicode.IsUpper(prev) && nextLower {
 				b.WriteByte(' ')
 			}
-			r = unicode.ToLower(r)
 		}
-		b.WriteRune(r)
+		b.WriteRune(unicode.ToLower(c))
 	}
 	return b.String()
 }
@@ -642,16 +780,26 @@ func (l *loader) row(t *Table, n ast.Node) Row {
 		if len(src.from) == 0 {
 			l.errorf(l.pos(x), "\"from\" names no state")
 		}
+		for i, s := range src.from {
+			if slices.ContainsFunc(src.from[:i], func(r ref) bool { return r.name == s.name }) {
+				l.errorf(s.pos, "\"from\" names %q twice", s.name)
+			}
+		}
+		in := map[string]bool{}
+		add := func(state string) {
+			if !in[state] {
+				in[state] = true
+				r.From = append(r.From, state)
+			}
+		}
 		for _, s := range src.from {
 			if s.name != "*" {
-				if !slices.Contains(r.From, s.name) {
-					r.From = append(r.From, s.name)
-				}
+				add(s.name)
 				continue
 			}
 			for _, st := range t.States {
-				if !st.Terminal && !slices.Contains(r.From, st.Name) {
-					r.From = append(r.From, st.Name)
+				if !st.Terminal {
+					add(st.Name)
 				}
 			}
 		}

@@ -163,7 +163,8 @@ func TestRefusal(t *testing.T) {
 // FuzzLoad checks that no input makes the loader panic, and that a
 // rejected table always comes with positioned diagnostics.
 func FuzzLoad(f *testing.F) {
-	for _, file := range []string{"testdata/semantics.yaml", "../gen/testdata/invalid/row-kinds.yaml"} {
+	for _, file := range []string{"testdata/semantics.yaml", "../gen/testdata/invalid/row-kinds.yaml",
+		"../gen/testdata/invalid/payload-types.yaml", "../gen/testdata/invalid/yaml-tags.yaml"} {
 		src, err := readFile(file)
 		if err != nil {
 			f.Fatal(err)
@@ -226,7 +227,34 @@ func TestLoadEdgeCases(t *testing.T) {
 				"t.yaml:14:12: unknown state \"A\""},
 		{"anchored and tagged strings", strings.Replace(base, "initial: A", "initial: &x !!str A", 1), ""},
 		{"a tag that is not !!str", strings.Replace(base, "initial: A", "initial: !!int A", 1),
-			"t.yaml:3:10: initial state must be a string, not a value tagged !!int"},
+			"t.yaml:3:10: tag !!int is not supported: the only tag a table may use is !!str"},
+		{"!!str on a number and on a boolean", strings.Replace(base, "ErrNo: {}", "ErrNo: {message: !!str 404, doc: !!str true}", 1), ""},
+		{"!!str where a boolean belongs", strings.Replace(base, "B: {terminal: true}", "B: {terminal: true}\n  C: {terminal: !!str true}", 1),
+			"t.yaml:8:3: state C is unreachable from the initial state A\n" +
+				"t.yaml:8:17: terminal must be true or false, not a string"},
+		{"an empty unhandled error", strings.Replace(base, "unhandled: {refuse: ErrNo}", "unhandled: {refuse: \"\"}\nguards: {G: {error: ErrNo}}", 1) +
+			"  - {from: A, on: Go, if: [G], to: B}\n",
+			"t.yaml:4:21: unhandled error must not be empty\n" +
+				"t.yaml:15:5: row is shadowed in A: the row at 14:5 handles Go whenever this one could"},
+		{"anchors on lists, mappings and names", strings.NewReplacer(
+			"rows:", "rows: &rows", "  A: {}", "  &a A: &b {doc: x}", "on: Go, to: B", "on: Go, if: &g [G], to: B",
+			"errors:", "guards: {G: &h {error: &e ErrNo}}\nerrors:").Replace(base), ""},
+		{"a tag on a list", strings.Replace(base, "rows:\n  - {from: A, on: Go, to: B}", "rows: !seq [{from: A, on: Go, if: !list [G], to: B}]\nguards: {G: {error: ErrNo}}", 1),
+			"t.yaml:12:7: tag !seq is not supported: the only tag a table may use is !!str\n" +
+				"t.yaml:12:34: tag !list is not supported: the only tag a table may use is !!str"},
+		{"a tag on a key", strings.Replace(base, "  A: {}", "  !foo A: {}", 1),
+			"t.yaml:6:3: tag !foo is not supported: the only tag a table may use is !!str"},
+		{"a line break in a name", strings.Replace(base, "  A: {}", "  A: {}\n  \"C\\nt.yaml:1:1: no problem\": {terminal: true}", 1),
+			`t.yaml:7:3: state C\nt.yaml:1:1: no problem is unreachable from the initial state A` + "\n" +
+				`t.yaml:7:3: state name "C\nt.yaml:1:1: no problem" must be a Go identifier`},
+		{"an unquoted *", strings.Replace(base, "from: A", "from: *", 1),
+			`t.yaml:13:12: an unquoted * starts a YAML alias: write "*" (quoted) for every live state`},
+		{"an unquoted * in a list, after another mistake", strings.Replace(strings.Replace(base, "from: A", "from: [A, *]", 1), "states:", "states: [", 1),
+			"t.yaml:8:1: ',' or ']' must be specified\n" +
+				`t.yaml:13:16: an unquoted * starts a YAML alias: write "*" (quoted) for every live state`},
+		{"a state named twice in a row", strings.Replace(base, "from: A", "from: [A, \"*\", A, \"*\"]", 1),
+			"t.yaml:13:21: \"from\" names \"A\" twice\n" +
+				"t.yaml:13:24: \"from\" names \"*\" twice"},
 		{"unknown initial state, where it is named", strings.Replace(base, "initial: A", "initial: Z", 1),
 			`t.yaml:3:10: unknown state "Z"`},
 		{"a non-ASCII upper-case initial", strings.Replace(base, "machine: M", "machine: Émile", 1), ""},
@@ -380,5 +408,166 @@ func TestRepeatedKeyReportedWithTheRest(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Load = %v, want %q among the problems", err, want)
 		}
+	}
+}
+
+// Columns count bytes, as Go tools count them: a character of several
+// bytes before a name moves it by as many columns.
+func TestColumnsCountBytes(t *testing.T) {
+	src := strings.Replace(base, "  - {from: A, on: Go, to: B}", "  - {from: A, on: Go, to: B, doc: \"é\"}\n  - {from: Ä, on: Gö, to: B}", 1)
+	_, err := Load("t.yaml", []byte(src))
+	want := "t.yaml:14:12: unknown state \"Ä\"\n" +
+		"t.yaml:14:20: unknown event \"Gö\"" // Ä takes two bytes: Gö is the 19th character, at byte 20
+	if err == nil || err.Error() != want {
+		t.Errorf("got\n%v\nwant\n%s", err, want)
+	}
+	// A byte order mark counts on the first line.
+	_, err = Load("t.yaml", []byte("\ufeffmachine: m\n"+strings.TrimPrefix(base, "machine: M\n")))
+	if want := `t.yaml:1:13: machine name "m" must start with an upper-case letter`; err == nil || err.Error() != want {
+		t.Errorf("got\n%v\nwant\n%s", err, want)
+	}
+}
+
+// A diagnostic is one line, whatever the names and the file name hold.
+func TestDiagnosticsAreOneLine(t *testing.T) {
+	d := Diagnostics{
+		{Pos: Pos{File: "a\nb.yaml", Line: 1, Col: 2}, Msg: "x\ny\u2028z"},
+		{Pos: Pos{File: "t.yaml", Line: 3, Col: 4}, Msg: "plain"},
+	}
+	want := "\"a\\nb.yaml\":1:2: x\\ny\\u2028z\nt.yaml:3:4: plain"
+	if got := d.Error(); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+	_, err := Load("t\n.yaml", []byte(strings.Replace(base, "ErrNo: {}", "ErrNo: {}\n  \"ErrX\\rY\": {}", 1)))
+	if err == nil || strings.Count(err.Error(), "\n") != 1 || strings.ContainsRune(err.Error(), '\r') {
+		t.Errorf("got %q, want two diagnostics of one line each", err)
+	}
+}
+
+func TestMessageFromName(t *testing.T) {
+	for name, want := range map[string]string{
+		"ErrInvalidTerm": "invalid term",
+		"ErrHTTPTooWeak": "http too weak",
+		"ErrTooHTTP":     "too http",
+		"ErrV2Failed":    "v2 failed",
+		"ErrIO":          "io",
+		"ErrNotANumber":  "not a number",
+		"ErrÉtéChaud":    "été chaud",
+	} {
+		if got := messageFromName(name); got != want {
+			t.Errorf("messageFromName(%q) = %q, want %q", name, got, want)
+		}
+	}
+}
+
+// bigTable is a valid table of n states and n events with one row per
+// (state, event) cell: n² rows.
+func bigTable(n int) []byte {
+	var b strings.Builder
+	b.WriteString("machine: M\npackage: p\ninitial: S0\nunhandled: ignore\nstates:\n")
+	for i := range n {
+		fmt.Fprintf(&b, "  S%d: {terminal: %v}\n", i, i == n-1)
+	}
+	b.WriteString("events:\n")
+	for i := range n {
+		fmt.Fprintf(&b, "  E%d: {}\n", i)
+	}
+	b.WriteString("rows:\n")
+	for s := range n - 1 {
+		for e := range n {
+			fmt.Fprintf(&b, "  - {from: S%d, on: E%d, to: S%d}\n", s, e, (s+e+1)%n)
+		}
+	}
+	b.WriteString("  - {from: S" + fmt.Sprint(n-1) + ", on: E0, noop: true}\n")
+	return []byte(b.String())
+}
+
+// Cells finds the rows of a cell through the index, in a table loaded
+// from a big file.
+func TestLoadLargeTable(t *testing.T) {
+	const n = 60
+	table, err := Load("big.yaml", bigTable(n))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cells := table.Cells()
+	if g := cells.Group("S3", "E5"); len(g) != 1 || table.Rows[g[0]].To != "S9" || !slices.Equal(g, table.Group("S3", "E5")) {
+		t.Fatalf("cell (S3, E5) has rows %v", g)
+	}
+	if out := cells.Evaluate("S3", "E5", nil, func(string) bool { return false }); out.To != "S9" {
+		t.Fatalf("E5 in S3 goes to %s", out.To)
+	}
+}
+
+// Validation looks at each (state, event) cell once, through an index of
+// the rows: the largest table (255 states, 255 events, a row in every
+// cell) takes a fraction of a second. Looking through every row for every
+// cell, as it once did, took minutes.
+func TestValidateLargestTable(t *testing.T) {
+	const n = MaxStates
+	table := &Table{File: "big.yaml", Machine: "M", Package: "p", Initial: "S0", Unhandled: Policy{Kind: PolicyIgnore}}
+	l := &loader{file: "big.yaml", broken: map[string]bool{}, table: table}
+	for i := range n {
+		table.States = append(table.States, State{Name: fmt.Sprintf("S%d", i), Terminal: i == n-1})
+		table.Events = append(table.Events, Event{Name: fmt.Sprintf("E%d", i)})
+	}
+	for s := range n - 1 {
+		for e := range n {
+			r := Row{From: []string{table.States[s].Name}, On: table.Events[e].Name, Kind: Move, To: table.States[(s+e+1)%n].Name}
+			table.Rows = append(table.Rows, r)
+			l.rows = append(l.rows, rowSrc{from: []ref{{name: r.From[0]}}, on: ref{name: r.On}, to: ref{name: r.To}})
+		}
+	}
+	l.validate(table)
+	if err := l.diags.Err(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func BenchmarkLoadLargeTable(b *testing.B) {
+	for _, n := range []int{50, 100, 150} {
+		src := bigTable(n)
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := Load("big.yaml", src); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// !!str makes a scalar a string whatever it reads as.
+func TestStrTagTakesTheText(t *testing.T) {
+	src := strings.Replace(base, "ErrNo: {}", "ErrNo: {message: !!str 404, doc: !!str true}", 1)
+	table, err := Load("t.yaml", []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e := table.Errors[0]; e.Message != "404" || e.Doc != "true" {
+		t.Errorf("message %q, doc %q", e.Message, e.Doc)
+	}
+}
+
+// A refusal keeps its static entry out of its callers' reach: what
+// errors.As gives is a copy, and making the error allocates nothing.
+func TestRefusedIsACopy(t *testing.T) {
+	sentinel := errors.New("door: too hard")
+	entry := &Refusal{Machine: "Door", State: "Closed", Event: "Push", Guard: "Light", Err: sentinel}
+	err := Refused(entry)
+	if !errors.Is(err, sentinel) || err.Error() != entry.Error() {
+		t.Fatalf("error %v does not stand for %+v", err, entry)
+	}
+	var r *Refusal
+	if !errors.As(err, &r) || *r != *entry {
+		t.Fatalf("errors.As gives %+v, want %+v", r, entry)
+	}
+	r.Guard, r.State = "Changed", "Changed"
+	var again *Refusal
+	if !errors.As(err, &again) || *again != *entry || entry.Guard != "Light" {
+		t.Fatalf("a caller changed the refusal: %+v", entry)
+	}
+	if n := testing.AllocsPerRun(100, func() { err = Refused(entry) }); n != 0 {
+		t.Errorf("Refused allocates %v times", n)
 	}
 }

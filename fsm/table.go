@@ -3,23 +3,33 @@ package fsm
 import (
 	"fmt"
 	"slices"
+	"strconv"
+	"strings"
 )
 
 // Pos is a position in a table's source: file, 1-based line and column.
+// The column counts bytes, as Go tools (go/token) count them: a character
+// that takes several bytes in UTF-8 moves the columns after it by as many.
 type Pos struct {
 	File string
 	Line int
 	Col  int
 }
 
+// String returns "file:line:col". A file name holding a character that
+// would break the line is quoted, as Go quotes strings.
 func (p Pos) String() string {
+	file := p.File
+	if strings.ContainsFunc(file, breaksLine) {
+		file = strconv.Quote(file)
+	}
 	switch {
 	case p.Line == 0:
-		return p.File
-	case p.File == "":
+		return file
+	case file == "":
 		return fmt.Sprintf("%d:%d", p.Line, p.Col)
 	default:
-		return fmt.Sprintf("%s:%d:%d", p.File, p.Line, p.Col)
+		return fmt.Sprintf("%s:%d:%d", file, p.Line, p.Col)
 	}
 }
 
@@ -206,7 +216,8 @@ func (t *Table) PolicyFor(state string) Policy {
 }
 
 // Group returns the indexes into Rows of the rows that apply to (state,
-// event), in the order they are tried.
+// event), in the order they are tried. It reads every row: to look at
+// many cells, index them once with Cells.
 func (t *Table) Group(state, event string) []int {
 	var idx []int
 	for i, r := range t.Rows {
@@ -215,6 +226,45 @@ func (t *Table) Group(state, event string) []int {
 		}
 	}
 	return idx
+}
+
+// Cell is a (state, event) pair of a table: the rows that apply to it are
+// tried in order.
+type Cell struct {
+	State, Event string
+}
+
+// Cells is a table's rows indexed by cell, made by Table.Cells: its Group
+// and Evaluate cost what the cell's rows cost, not what the table's do.
+type Cells struct {
+	t      *Table
+	groups map[Cell][]int
+}
+
+// Cells indexes the rows of t by cell, in one pass over the rows. The
+// index describes the rows as they are when it is made: it does not see
+// rows changed, added or removed afterwards.
+func (t *Table) Cells() *Cells {
+	c := &Cells{t: t, groups: map[Cell][]int{}}
+	for i, r := range t.Rows {
+		for _, s := range r.From {
+			k := Cell{s, r.On}
+			if g := c.groups[k]; len(g) == 0 || g[len(g)-1] != i { // a state named twice
+				c.groups[k] = append(g, i)
+			}
+		}
+	}
+	return c
+}
+
+// Group returns the indexes into Rows of the rows that apply to (state,
+// event), in the order they are tried, as Table.Group does. The caller
+// must not modify the slice.
+func (c *Cells) Group(state, event string) []int { return c.groups[Cell{state, event}] }
+
+// Evaluate is Table.Evaluate, with the rows found through the index.
+func (c *Cells) Evaluate(state, event string, holds func(guard string) bool, fails func(action string) bool) Outcome {
+	return c.t.evaluate(state, c.Group(state, event), holds, fails)
 }
 
 // Outcome is what firing an event does, given which guards hold and which
@@ -233,8 +283,12 @@ type Outcome struct {
 // reports which guards hold and fails which action fails. It is the
 // reference semantics generated code is tested against.
 func (t *Table) Evaluate(state, event string, holds func(guard string) bool, fails func(action string) bool) Outcome {
+	return t.evaluate(state, t.Group(state, event), holds, fails)
+}
+
+// evaluate is Evaluate in state, given the rows of the cell.
+func (t *Table) evaluate(state string, group []int, holds func(guard string) bool, fails func(action string) bool) Outcome {
 	out := Outcome{Row: -1, Kind: Refuse, To: state}
-	group := t.Group(state, event)
 	if len(group) == 0 {
 		p := t.PolicyFor(state)
 		if p.Kind == PolicyIgnore {

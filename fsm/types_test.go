@@ -14,13 +14,17 @@ func TestPayloadTypeSyntax(t *testing.T) {
 		"map[[2]int]bool", "chan<- int", "func(int, ...string) (bool, error)", "struct{ a int \"tag\" }",
 		"struct{ _ int; _ int }", "struct{ time.Time; b int }", "interface{ M() int }", "interface{ error }",
 		"any", "error", "list.List[int]", "Pair[int, string]", "['a']int", "[2.0]int",
-		"struct{ list.List[int] }", "*struct{ *time.Time }",
+		"struct{ list.List[int] }", "*struct{ *time.Time }", "[7/2]int", "[^-2]int", "[n-1]int", "[-n]int",
+		"['a' - 96]int", "struct{ a int \"// not a comment\" }", "[1 << 20]byte", "  int  ",
+		"[1 << 29]struct{}", "[1 << 29]T",
 	}
 	rejected := []string{
 		"_", "[...]int", "x.(int)", "a[b:c]", "interface{ int }", "interface{ ~int }", "comparable", "nil",
 		"iota", "len", "map[[]int]int", "map[func()]int", "struct{ int; int }", "[iota]int", "a.b.c", "f()",
 		"func[T any]()", "int // note", "map[struct{ a []int }]int", "[-1 + &x]int", "[1 == 1]int",
 		"func(a, a int)", "func(a int) (a int)", "interface{ M(); M() }", "struct{ **time.Time }",
+		"[-1]int", "[1.5]int", "[3/2.0]int", "[1/0]int", "[1 % 0]int", "[1.5 % 1]int", "[^1.5]int", "[1 << -1]int",
+		"[1 << 30]T", "[1 << 5000]int", "int\n", "int\t", "int /* note */", "[]int\r\n", "int\u2028",
 	}
 	check := func(typ string) bool {
 		src := fmt.Sprintf("machine: M\npackage: p\ninitial: A\nunhandled: ignore\n"+
@@ -41,4 +45,46 @@ func TestPayloadTypeSyntax(t *testing.T) {
 			t.Errorf("%q is accepted", typ)
 		}
 	}
+}
+
+// The reason a type is refused is in its diagnostic.
+func TestPayloadTypeProblems(t *testing.T) {
+	for typ, want := range map[string]string{
+		"[-1]int":                      `"[-1]int" is not a Go type: the array length -1 is negative`,
+		"[1.5]int":                     `"[1.5]int" is not a Go type: the array length 1.5 is not an integer`,
+		"[1/0]int":                     `"[1/0]int" is not a Go type: its array length divides by zero`,
+		"[1 << 62]int":                 `"[1 << 62]int" is not a Go type: its array length is too large`,
+		"int\n":                        `"int\n" is not a Go type: a type is written on one line, without control characters`,
+		"int // x":                     `"int // x" is not a Go type: it holds a comment`,
+		"[1 << 27]int64":               `"[1 << 27]int64" takes 1 GiB or more, a stack frame Go refuses`,
+		"[1 << 15][1 << 15]uint16":     `"[1 << 15][1 << 15]uint16" takes 1 GiB or more, a stack frame Go refuses`,
+		"struct{ a, b [1 << 29]byte }": `"struct{ a, b [1 << 29]byte }" takes 1 GiB or more, a stack frame Go refuses`,
+	} {
+		src := fmt.Sprintf("machine: M\npackage: p\ninitial: A\nunhandled: ignore\n"+
+			"states: {A: {}, B: {terminal: true}}\n"+
+			"events: {E: {payload: {v: %q}}}\n"+
+			"rows: [{from: A, on: E, to: B}]\n", typ)
+		_, err := Load("t.yaml", []byte(src))
+		if want := `t.yaml:6:24: payload field "v": ` + want; err == nil || err.Error() != want {
+			t.Errorf("%q: got\n%v\nwant\n%s", typ, err, want)
+		}
+	}
+}
+
+// FuzzPayloadType checks that no payload type makes the loader panic, and
+// that a refused one is reported on one line.
+func FuzzPayloadType(f *testing.F) {
+	for _, typ := range []string{"[-1]int", "[1.5 << 2]int", "[1e400]int", "['a' &^ 2.5]int", "map[[2]int]func(...int)", "int\n"} {
+		f.Add(typ)
+	}
+	f.Fuzz(func(t *testing.T, typ string) {
+		src := fmt.Sprintf("machine: M\npackage: p\ninitial: A\nunhandled: ignore\n"+
+			"states: {A: {}, B: {terminal: true}}\n"+
+			"events: {E: {payload: {v: %q}}}\n"+
+			"rows: [{from: A, on: E, to: B}]\n", typ)
+		_, err := Load("t.yaml", []byte(src))
+		if err != nil && strings.Count(err.Error(), "\n") > 2 {
+			t.Fatalf("more than three lines: %q", err)
+		}
+	})
 }

@@ -2,7 +2,9 @@ package fsm
 
 import (
 	"go/ast"
+	"go/constant"
 	"go/parser"
+	"go/scanner"
 	"go/token"
 	"maps"
 	"regexp"
@@ -83,11 +85,17 @@ func (l *loader) validate(t *Table) {
 		}
 	}
 	for _, r := range l.policyRefs {
-		resolve(r, "error", errs)
+		if r.name != "" {
+			resolve(r, "error", errs)
+		}
 	}
 	for _, e := range t.Events {
+		var size int64
 		for _, f := range e.Payload {
-			l.checkType(f, imports, used)
+			size = min(size+l.checkType(f, imports, used), maxFrame)
+		}
+		if size >= maxFrame && len(e.Payload) > 1 {
+			l.errorf(e.Pos, "event %s: its payload takes 1 GiB or more, a stack frame Go refuses", e.Name)
 		}
 		names := map[string]bool{}
 		for _, f := range e.Payload {
@@ -137,8 +145,8 @@ func (l *loader) validate(t *Table) {
 			resolve(src.refuse, "error", errs)
 		}
 		for _, s := range r.From {
-			st, ok := t.State(s)
-			if ok && st.Terminal && r.Kind == Move && r.To != s {
+			si, ok := states[s]
+			if ok && t.States[si].Terminal && r.Kind == Move && r.To != s {
 				at := src.from[0].pos
 				if i := slices.IndexFunc(src.from, func(f ref) bool { return f.name == s }); i >= 0 {
 					at = src.from[i].pos
@@ -198,21 +206,42 @@ func (l *loader) checkUses(what string, at ref, uses []string, ev Event, fieldTy
 }
 
 // checkType reports payload types that are not Go types or that name an
-// undeclared package.
-func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool) {
+// undeclared package. It returns the least size a value of the type can
+// have, in bytes (0 for a type it refuses).
+func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool) int64 {
 	if strings.TrimSpace(f.Type) == "" {
 		l.errorf(f.Pos, "payload field %q needs a Go type", f.Name)
-		return
+		return 0
+	}
+	// The type is written into generated code as it stands: it must be
+	// that Go type and nothing more.
+	if strings.ContainsFunc(f.Type, breaksLine) {
+		l.errorf(f.Pos, "payload field %q: %q is not a Go type: a type is written on one line, without control characters", f.Name, f.Type)
+		return 0
 	}
 	expr, err := parser.ParseExpr(f.Type)
-	if err != nil || strings.Contains(f.Type, "//") || strings.Contains(f.Type, "/*") {
+	if err != nil {
 		l.errorf(f.Pos, "payload field %q: %q is not a Go type", f.Name, f.Type)
-		return
+		return 0
 	}
-	c := typeSyntax{packages: map[string]bool{}}
+	if hasComment(f.Type) {
+		l.errorf(f.Pos, "payload field %q: %q is not a Go type: it holds a comment", f.Name, f.Type)
+		return 0
+	}
+	problem := ""
+	c := typeSyntax{packages: map[string]bool{}, problem: &problem}
 	if !c.typ(expr) {
-		l.errorf(f.Pos, "payload field %q: %q is not a Go type", f.Name, f.Type)
-		return
+		msg := ""
+		if problem != "" {
+			msg = ": " + problem
+		}
+		l.errorf(f.Pos, "payload field %q: %q is not a Go type%s", f.Name, f.Type, msg)
+		return 0
+	}
+	size := minSize(expr)
+	if size >= maxFrame {
+		l.errorf(f.Pos, "payload field %q: %q takes 1 GiB or more, a stack frame Go refuses", f.Name, f.Type)
+		return 0
 	}
 	for _, pkg := range slices.Sorted(maps.Keys(c.packages)) {
 		if _, declared := imports[pkg]; !declared {
@@ -220,12 +249,32 @@ func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool
 		}
 		used["import "+pkg] = true
 	}
+	return size
+}
+
+// hasComment reports whether Go source src holds a comment.
+func hasComment(src string) bool {
+	fset := token.NewFileSet()
+	var s scanner.Scanner
+	s.Init(fset.AddFile("", -1, len(src)), []byte(src), nil, scanner.ScanComments)
+	for {
+		_, tok, _ := s.Scan()
+		switch tok {
+		case token.COMMENT:
+			return true
+		case token.EOF:
+			return false
+		}
+	}
 }
 
 // typeSyntax tells, from its syntax alone, whether an expression is a Go
 // type a struct field (a payload parameter) can have, and collects the
-// packages it names.
-type typeSyntax struct{ packages map[string]bool }
+// packages it names. problem says why a type is not one, when it can.
+type typeSyntax struct {
+	packages map[string]bool
+	problem  *string
+}
 
 // notTypes are the predeclared names that are not types of values.
 var notTypes = map[string]bool{
@@ -247,7 +296,7 @@ func (c typeSyntax) typ(e ast.Expr) bool {
 	case *ast.StarExpr:
 		return c.typ(x.X)
 	case *ast.ArrayType:
-		return (x.Len == nil || c.constant(x.Len)) && c.typ(x.Elt)
+		return (x.Len == nil || c.length(x.Len)) && c.typ(x.Elt)
 	case *ast.MapType:
 		return c.typ(x.Key) && comparableSyntax(x.Key) && c.typ(x.Value)
 	case *ast.ChanType:
@@ -304,6 +353,161 @@ func (c typeSyntax) generic(e ast.Expr) bool {
 	}
 	return false
 }
+
+// length is an array length: an integer constant expression. When it is
+// written with literals only, its value must be an int Go accepts as a
+// length: not negative, not a fraction, not too large.
+func (c typeSyntax) length(e ast.Expr) bool {
+	if !c.constant(e) {
+		return false
+	}
+	v, known, problem := constValue(e)
+	if !known {
+		return true // it names constants: the compiler judges it
+	}
+	n, exact := constant.Int64Val(constant.ToInt(v))
+	switch {
+	case problem != "":
+		*c.problem = "its array length " + problem
+	case constant.ToInt(v).Kind() != constant.Int:
+		*c.problem = "the array length " + v.String() + " is not an integer"
+	case !exact || n >= maxFrame:
+		*c.problem = "its array length is too large"
+	case n < 0:
+		*c.problem = "the array length " + v.String() + " is negative"
+	default:
+		return true
+	}
+	return false
+}
+
+// maxFrame is the size of a stack frame Go refuses (the compiler's
+// "stack frame too large"): an event's payload, its parameters, must be
+// smaller.
+const maxFrame = 1 << 30
+
+// minSize returns the least size, in bytes, a value of type e has on any
+// platform Go supports (a named type counts as a byte), up to maxFrame.
+func minSize(e ast.Expr) int64 {
+	switch x := e.(type) {
+	case *ast.Ident:
+		if n, ok := basicSizes[x.Name]; ok {
+			return n
+		}
+	case *ast.ParenExpr:
+		return minSize(x.X)
+	case *ast.StarExpr, *ast.MapType, *ast.ChanType, *ast.FuncType:
+		return 4
+	case *ast.InterfaceType:
+		return 8
+	case *ast.ArrayType:
+		if x.Len == nil {
+			return 12 // a slice
+		}
+		v, known, problem := constValue(x.Len)
+		if !known || problem != "" {
+			return 0 // a length that names constants may be 0
+		}
+		n, exact := constant.Int64Val(constant.ToInt(v))
+		elem := minSize(x.Elt)
+		switch {
+		case !exact || n >= maxFrame:
+			return maxFrame
+		case n <= 0 || elem == 0:
+			return 0
+		}
+		return min(n*elem, maxFrame) // both below 2³⁰: no overflow
+	case *ast.StructType:
+		var sum int64
+		for _, f := range x.Fields.List {
+			sum = min(sum+minSize(f.Type)*int64(max(len(f.Names), 1)), maxFrame)
+		}
+		return sum
+	}
+	return 1
+}
+
+// basicSizes are the sizes of the predeclared types on 32-bit platforms,
+// where the types of a machine word are smallest.
+var basicSizes = map[string]int64{
+	"bool": 1, "byte": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2,
+	"int32": 4, "uint32": 4, "rune": 4, "float32": 4, "int": 4, "uint": 4, "uintptr": 4,
+	"int64": 8, "uint64": 8, "float64": 8, "complex64": 8, "complex128": 16,
+	"string": 8, "error": 8, "any": 8,
+}
+
+// constValue computes a constant expression made of literals; known is
+// false when it names a constant. problem says why Go would refuse it
+// (a division by zero, …): then v is unknown.
+func constValue(e ast.Expr) (v constant.Value, known bool, problem string) {
+	switch x := e.(type) {
+	case *ast.BasicLit:
+		return constant.MakeFromLiteral(x.Value, x.Kind, 0), true, ""
+	case *ast.ParenExpr:
+		return constValue(x.X)
+	case *ast.UnaryExpr:
+		v, known, problem := constValue(x.X)
+		if !known || problem != "" {
+			return v, known, problem
+		}
+		if x.Op == token.XOR && v.Kind() != constant.Int {
+			return constant.MakeUnknown(), true, "applies ^ to " + v.String()
+		}
+		return constant.UnaryOp(x.Op, v, 0), true, ""
+	case *ast.BinaryExpr:
+		a, knownA, problemA := constValue(x.X)
+		b, knownB, problemB := constValue(x.Y)
+		switch {
+		case !knownA || !knownB:
+			return nil, false, ""
+		case problemA != "":
+			return a, true, problemA
+		case problemB != "":
+			return b, true, problemB
+		}
+		v, problem := binaryOp(a, x.Op, b)
+		return v, true, problem
+	}
+	return nil, false, ""
+}
+
+// binaryOp is constant.BinaryOp and constant.Shift with Go's rules for
+// the operands: what Go refuses is a problem, rather than a panic.
+func binaryOp(a constant.Value, op token.Token, b constant.Value) (constant.Value, string) {
+	unknown := constant.MakeUnknown()
+	ints := a.Kind() == constant.Int && b.Kind() == constant.Int
+	switch op {
+	case token.SHL, token.SHR:
+		a, b = constant.ToInt(a), constant.ToInt(b)
+		s, ok := constant.Uint64Val(b)
+		switch {
+		case a.Kind() != constant.Int || b.Kind() != constant.Int || constant.Sign(b) < 0:
+			return unknown, "shifts by something other than a natural number"
+		case !ok || s > maxShift:
+			return unknown, "is too large"
+		}
+		return constant.Shift(a, op, uint(s)), ""
+	case token.QUO:
+		if constant.Sign(b) == 0 {
+			return unknown, "divides by zero"
+		}
+		if ints {
+			op = token.QUO_ASSIGN // integer division, as Go divides untyped integers
+		}
+	case token.REM, token.AND, token.OR, token.XOR, token.AND_NOT:
+		switch {
+		case !ints:
+			return unknown, "applies " + op.String() + " to a number that is not an integer"
+		case op == token.REM && constant.Sign(b) == 0:
+			return unknown, "divides by zero"
+		}
+	}
+	return constant.BinaryOp(a, op, b), ""
+}
+
+// maxShift bounds the shifts constValue computes: a larger one makes a
+// length too large anyway, and would cost memory to compute.
+const maxShift = 1 << 12
 
 // constant is an array length: an integer constant expression.
 func (c typeSyntax) constant(e ast.Expr) bool {
@@ -492,9 +696,10 @@ func (l *loader) checkGroups(t *Table) {
 		dup       bool
 	}
 	shadowed := make([][]shadow, len(t.Rows)) // per row, in state order
+	cells := t.Cells()
 	for _, s := range t.States {
 		for _, e := range t.Events {
-			group := t.Group(s.Name, e.Name)
+			group := cells.Group(s.Name, e.Name)
 			for j, rj := range group {
 				for _, ri := range group[:j] {
 					if subset(t.Rows[ri].If, t.Rows[rj].If) {
@@ -554,22 +759,28 @@ func subset(a, b []string) bool {
 // checkShape reports states unreachable from the initial state and live
 // states from which no terminal state can be reached.
 func (l *loader) checkShape(t *Table) {
-	next := map[string][]string{}
+	next := map[string][]string{} // the moves out of each state
+	prev := map[string][]string{} // the moves into each state
 	for _, r := range t.Rows {
 		if r.Kind != Move {
 			continue
 		}
 		for _, f := range r.From {
 			next[f] = append(next[f], r.To)
+			prev[r.To] = append(prev[r.To], f)
 		}
 	}
-	reach := func(from string) map[string]bool {
-		seen := map[string]bool{from: true}
-		queue := []string{from}
+	// reach returns the states the edges lead to from the given ones.
+	reach := func(edges map[string][]string, from ...string) map[string]bool {
+		seen := map[string]bool{}
+		for _, s := range from {
+			seen[s] = true
+		}
+		queue := slices.Clone(from)
 		for len(queue) > 0 {
 			s := queue[0]
 			queue = queue[1:]
-			for _, n := range next[s] {
+			for _, n := range edges[s] {
 				if !seen[n] {
 					seen[n] = true
 					queue = append(queue, n)
@@ -578,20 +789,26 @@ func (l *loader) checkShape(t *Table) {
 		}
 		return seen
 	}
-	fromInitial := reach(t.Initial)
-	hasTerminal := slices.ContainsFunc(t.States, func(s State) bool { return s.Terminal })
-	if !hasTerminal {
+	fromInitial := reach(next, t.Initial)
+	var terminal []string
+	for _, s := range t.States {
+		if s.Terminal {
+			terminal = append(terminal, s.Name)
+		}
+	}
+	if len(terminal) == 0 {
 		l.errorf(t.Pos, "no state is terminal: declare where the machine ends (terminal: true)")
 	}
+	canEnd := reach(prev, terminal...)
 	for _, s := range t.States {
 		if !fromInitial[s.Name] {
 			l.errorf(s.Pos, "state %s is unreachable from the initial state %s", s.Name, t.Initial)
 			continue
 		}
-		if s.Terminal || !hasTerminal {
+		if s.Terminal || len(terminal) == 0 {
 			continue
 		}
-		if !slices.ContainsFunc(t.States, func(x State) bool { return x.Terminal && reach(s.Name)[x.Name] }) {
+		if !canEnd[s.Name] {
 			l.errorf(s.Pos, "state %s has no path to a terminal state", s.Name)
 		}
 	}

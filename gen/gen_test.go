@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -187,7 +188,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Fatalf("go test of the generated job machine failed:\n%s", out)
 	}
 	for _, test := range []string{"TestJobMatrix", "TestJobGuardOutcomes", "TestJobRows", "TestJobShortestPaths",
-		"TestJobRandomWalk", "TestJobTableIsCurrent", "TestJobLifecycle"} {
+		"TestJobRandomWalk", "TestJobTableIsCurrent", "TestJobWithoutHandlers", "TestJobLifecycle"} {
 		if !strings.Contains(out, "--- PASS: "+test+" ") {
 			t.Errorf("%s did not run and pass:\n%s", test, out)
 		}
@@ -197,7 +198,7 @@ func TestEndToEnd(t *testing.T) {
 // generatedTests selects the generated tests of the job machine only, so
 // that the mutants below must be caught by them and not by hand-written
 // tests.
-const generatedTests = "^TestJob(Matrix|GuardOutcomes|Rows|ShortestPaths|Strings|TableIsCurrent|RandomWalk)$"
+const generatedTests = "^TestJob(Matrix|GuardOutcomes|Rows|ShortestPaths|Strings|TableIsCurrent|RandomWalk|WithoutHandlers)$"
 
 // TestGeneratedTestsCatchMutants proves the generated tests are not
 // vacuous: each mutant breaks the generated dispatch in one small way, and
@@ -215,24 +216,37 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 	mutants := []struct{ name, from, to string }{
 		{"wrong target state", "return m.accept(from, EventFinish, 3, StateBackoff)", "return m.accept(from, EventFinish, 3, StateFailed)"},
 		{"guard skipped", "case !m.h.WorkerHasCapacity(worker):", "case false && !m.h.WorkerHasCapacity(worker):"},
-		{"action skipped", "if err := m.h.Notify(reason); err != nil {", "if err := error(nil); err != nil {"},
+		{"action skipped", "if err := m.h.Notify(by, reason); err != nil {", "if err := error(nil); err != nil {"},
 		{"refusal names the wrong guard", "refused = &_Job_refusals[0]", "refused = &_Job_refusals[1]"},
 		{"unhandled event accepted", "return m.refuse(from, EventStart, -1, &_Job_refusals[3])", "return m.accept(from, EventStart, -1, from)"},
 		{"state not stored", "m.state.Store(uint32(to))", "_ = to"},
 		{"noop row runs into the next state", "return m.accept(from, EventTick, 6, from)", "return m.accept(from, EventTick, 6, StateBackoff)"},
+		// The payload reaches each guard and action as fired.
+		{"guard gets another value", "case !m.h.WorkerHasCapacity(worker):", "case !m.h.WorkerHasCapacity(worker + \"x\"):"},
+		{"guard gets a later time", "if !m.h.BackoffElapsed(now) {", "if !m.h.BackoffElapsed(now.Add(1)) {"},
+		{"action gets a zero payload", "if err := m.h.RecordExit(exitCode); err != nil {", "if err := m.h.RecordExit(0); err != nil {"},
+		{"arguments of one type swapped", "if err := m.h.Notify(by, reason); err != nil {", "if err := m.h.Notify(reason, by); err != nil {"},
+		// What the caller and the observer see.
+		{"action error wrapped", "m.observe(from, e, row, from, err)\n\treturn err", "err = errors.Join(err)\n\tm.observe(from, e, row, from, err)\n\treturn err"},
+		{"state stored after the observer runs", "if to != from {\n\t\tm.state.Store(uint32(to))\n\t}\n\tm.observe(from, e, row, to, nil)", "m.observe(from, e, row, to, nil)\n\tif to != from {\n\t\tm.state.Store(uint32(to))\n\t}"},
+		{"nil handlers not checked", "\tif m.h == nil {\n\t\treturn fsm.ErrNoMachine\n\t}\n", ""},
 	}
 	for _, mu := range mutants {
 		t.Run(mu.name, func(t *testing.T) {
 			if !bytes.Contains(original, []byte(mu.from)) {
 				t.Fatalf("the generated code no longer contains %q: update the mutant", mu.from)
 			}
-			mutated := bytes.Replace(original, []byte(mu.from), []byte(mu.to), 1)
+			mutated := bytes.ReplaceAll(original, []byte(mu.from), []byte(mu.to))
 			if err := os.WriteFile(code, mutated, 0o644); err != nil {
 				t.Fatal(err)
 			}
 			defer os.WriteFile(code, original, 0o644)
-			if out, ok := goTest(t, dir, "-run", generatedTests, "."); ok {
+			out, ok := goTest(t, dir, "-run", generatedTests, ".")
+			switch {
+			case ok:
 				t.Errorf("the generated tests pass on a machine with %s:\n%s", mu.name, out)
+			case strings.Contains(out, "[build failed]") || strings.Contains(out, "[setup failed]"):
+				t.Errorf("the mutant does not compile: fix it\n%s", out)
 			}
 		})
 	}
@@ -252,5 +266,37 @@ func TestSchemaExampleIsValid(t *testing.T) {
 	}
 	if _, err := fsm.Load("docs/table.md", []byte(example)); err != nil {
 		t.Fatalf("the example of docs/table.md is invalid:\n%v", err)
+	}
+}
+
+// A table whose file name holds a line break: the generated files keep
+// their one-line header (the name quoted), and diagnostics stay one line
+// each.
+func TestTableNameWithALineBreak(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "job\n.yaml")
+	copyFile(t, "testdata/job/job.yaml", in)
+	var stderr bytes.Buffer
+	if code := run([]string{"-in", in, "-out", dir}, &stderr); code != 0 {
+		t.Fatalf("gen exited %d: %s", code, stderr.String())
+	}
+	for _, name := range []string{"job_fsm.go", "job_fsm_test.go"} {
+		code, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if first, _, _ := strings.Cut(string(code), "\n"); first != `// Code generated by tablefsm/gen from "job\n.yaml". DO NOT EDIT.` {
+			t.Errorf("%s starts with %q", name, first)
+		}
+	}
+	copyFile(t, "testdata/invalid/unused.yaml", in)
+	stderr.Reset()
+	if code := run([]string{"-in", in}, &stderr); code != 1 {
+		t.Fatalf("gen exited %d, want 1", code)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(stderr.String()), "\n") {
+		if !strings.HasPrefix(line, strconv.Quote(in)+":") {
+			t.Errorf("diagnostic %q does not start with the quoted file name", line)
+		}
 	}
 }

@@ -64,8 +64,8 @@ func (e Event) String() string {
 	return eventNames[e]
 }
 
-// The errors the Turnstile machine refuses events with. A refusal is an
-// *fsm.Refusal that unwraps to one of them: match with errors.Is.
+// The errors the Turnstile machine refuses events with. A refusal unwraps
+// to one of them: match with errors.Is (errors.As gives an *fsm.Refusal).
 var (
 	// ErrNotNow: not now.
 	ErrNotNow = errors.New("turnstile: not now")
@@ -102,7 +102,7 @@ type Turnstile struct {
 }
 
 // NewTurnstile returns a machine in state Locked that calls h for its guards and
-// actions.
+// actions. With a nil h, every event method returns fsm.ErrNoMachine.
 func NewTurnstile(h TurnstileHandlers) *Turnstile {
 	m := &Turnstile{h: h}
 	m.state.Store(uint32(StateLocked))
@@ -122,8 +122,9 @@ func (m *Turnstile) observe(from State, e Event, row int, to State, err error) {
 }
 
 func (m *Turnstile) refuse(from State, e Event, row int, r *fsm.Refusal) error {
-	m.observe(from, e, row, from, r)
-	return r
+	err := fsm.Refused(r)
+	m.observe(from, e, row, from, err)
+	return err
 }
 
 func (m *Turnstile) fail(from State, e Event, row int, err error) error {

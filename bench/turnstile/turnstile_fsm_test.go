@@ -18,46 +18,88 @@ import (
 )
 
 // turnstileFake is a fake of TurnstileHandlers: guard i holds when bit i of pass is
-// set, the action named fail fails, and calls records every call.
+// set, the action named fail fails, calls records every call and args
+// the arguments of each.
 type turnstileFake struct {
 	pass  uint64
 	fail  string
 	calls []string
+	args  [][]any
 }
 
 var errTurnstileFakeAction = errors.New("fake action failed")
 
-func (f *turnstileFake) guard(bit uint64, name string) bool {
+func (f *turnstileFake) guard(bit uint64, name string, args ...any) bool {
 	f.calls = append(f.calls, name)
+	f.args = append(f.args, args)
 	return f.pass&bit != 0
 }
 
-func (f *turnstileFake) action(name string) error {
+func (f *turnstileFake) action(name string, args ...any) error {
 	f.calls = append(f.calls, name)
+	f.args = append(f.args, args)
 	if f.fail == name {
 		return errTurnstileFakeAction
 	}
 	return nil
 }
 
-func (f *turnstileFake) EnoughMoney(int) bool { return f.guard(0x1, "EnoughMoney") }
-func (f *turnstileFake) ArmFree() bool        { return f.guard(0x2, "ArmFree") }
-func (f *turnstileFake) Collect(int) error    { return f.action("Collect") }
-func (f *turnstileFake) Count() error         { return f.action("Count") }
+func (f *turnstileFake) EnoughMoney(a0 int) bool { return f.guard(0x1, "EnoughMoney", a0) }
+func (f *turnstileFake) ArmFree() bool           { return f.guard(0x2, "ArmFree") }
+func (f *turnstileFake) Collect(a0 int) error    { return f.action("Collect", a0) }
+func (f *turnstileFake) Count() error            { return f.action("Count") }
 
 var _ TurnstileHandlers = (*turnstileFake)(nil)
 
-// turnstileFire fires e with a zero payload.
+// turnstilePayloadCoin is what Coin is fired with in these tests: for each
+// field, a value of its type made by fsmtest.Value from a seed of its own.
+var turnstilePayloadCoin = struct {
+	cents int
+}{
+	fsmtest.Value[int](1),
+}
+
+// turnstileFire fires e with its payload of these tests.
 func turnstileFire(m *Turnstile, e Event) error {
 	switch e {
 	case EventCoin:
-		return m.Coin(*new(int))
+		return m.Coin(turnstilePayloadCoin.cents)
 	case EventPush:
 		return m.Push()
 	case EventSmash:
 		return m.Smash()
 	}
 	return errors.New("no such event: " + e.String())
+}
+
+// turnstilePayloads is the payload of each event, by field.
+var turnstilePayloads = map[Event]map[string]any{
+	EventCoin: {"cents": turnstilePayloadCoin.cents},
+}
+
+// turnstileUses is the payload fields each guard and action reads.
+var turnstileUses = map[string][]string{
+	"EnoughMoney": {"cents"},
+	"ArmFree":     nil,
+	"Collect":     {"cents"},
+	"Count":       nil,
+}
+
+// turnstileCheckArgs reports, through report, every guard or action
+// call of f that did not get the payload of e it reads.
+func turnstileCheckArgs(f *turnstileFake, e Event, report func(format string, args ...any)) {
+	for i, name := range f.calls {
+		uses := turnstileUses[name]
+		if len(f.args[i]) != len(uses) {
+			report("%v: %s got %d arguments, want %d", e, name, len(f.args[i]), len(uses))
+			continue
+		}
+		for j, field := range uses {
+			if want := turnstilePayloads[e][field]; !fsmtest.Same(f.args[i][j], want) {
+				report("%v: %s got %s = %s, want the payload's %s", e, name, field, fsmtest.Show(f.args[i][j]), fsmtest.Show(want))
+			}
+		}
+	}
 }
 
 // turnstileErrors maps the table's error names to their sentinels.
@@ -122,8 +164,13 @@ func turnstileRun(t *testing.T, cases []turnstileCase) {
 			f := &turnstileFake{}
 			m := turnstileAt(t, f, c.from)
 			var steps []fsm.Step
-			m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) { steps = append(steps, s) }))
-			f.pass, f.fail, f.calls = c.pass, c.fail, nil
+			m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) {
+				steps = append(steps, s)
+				if got := m.State().String(); got != s.To {
+					t.Errorf("the observer saw the machine in %s, and a step to %s: it ran before the step was complete", got, s.To)
+				}
+			}))
+			f.pass, f.fail, f.calls, f.args = c.pass, c.fail, nil, nil
 			err := turnstileFire(m, c.event)
 			if got := m.State(); got != c.to {
 				t.Errorf("state = %v, want %v", got, c.to)
@@ -132,6 +179,7 @@ func turnstileRun(t *testing.T, cases []turnstileCase) {
 			if got := strings.Join(f.calls, ","); got != c.calls {
 				t.Errorf("calls = %q, want %q", got, c.calls)
 			}
+			turnstileCheckArgs(f, c.event, t.Errorf)
 			want := fsm.Step{Machine: "Turnstile", From: c.from.String(), Event: c.event.String(), To: c.to.String(), Row: c.row}
 			if len(steps) != 1 {
 				t.Errorf("observed %d steps, want one %+v", len(steps), want)
@@ -152,8 +200,8 @@ func turnstileCheckErr(t *testing.T, err error, from State, e Event, want, guard
 			t.Errorf("error = %v, want none", err)
 		}
 	case "action":
-		if !errors.Is(err, errTurnstileFakeAction) {
-			t.Errorf("error = %v, want the failing action's", err)
+		if err != errTurnstileFakeAction {
+			t.Errorf("error = %v, want the failing action's, as it is", err)
 		}
 	default:
 		var r *fsm.Refusal
@@ -250,9 +298,29 @@ func TestTurnstileStrings(t *testing.T) {
 	if State(0).String() != "State(0)" || Event(0).String() != "Event(0)" {
 		t.Error("the zero State or Event has a name")
 	}
-	var zero Turnstile
-	if err := turnstileFire(&zero, Event(1)); !errors.Is(err, fsm.ErrNoMachine) {
-		t.Errorf("zero machine: %v", err)
+}
+
+// TestTurnstileWithoutHandlers fires every event at a machine made with nil
+// handlers and at the zero machine: each returns fsm.ErrNoMachine and
+// stays where it is.
+func TestTurnstileWithoutHandlers(t *testing.T) {
+	for i := 1; i < len(eventNames); i++ {
+		e := Event(i)
+		m := NewTurnstile(nil)
+		from := m.State()
+		if err := turnstileFire(m, e); err != fsm.ErrNoMachine {
+			t.Errorf("%v with nil handlers: error %v, want fsm.ErrNoMachine", e, err)
+		}
+		if m.State() != from {
+			t.Errorf("%v with nil handlers: moved from %v to %v", e, from, m.State())
+		}
+		var zero Turnstile
+		if err := turnstileFire(&zero, e); err != fsm.ErrNoMachine {
+			t.Errorf("%v on the zero machine: error %v, want fsm.ErrNoMachine", e, err)
+		}
+		if zero.State() != 0 {
+			t.Errorf("%v on the zero machine: moved to %v", e, zero.State())
+		}
 	}
 }
 
@@ -290,7 +358,8 @@ func TestTurnstileRandomWalk(t *testing.T) {
 		f := &turnstileFake{}
 		m := NewTurnstile(f)
 		var last fsm.Step
-		m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) { last = s }))
+		var seen State // the state when the observer ran
+		m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) { last, seen = s, m.State() }))
 		oracle, err := fsmtest.NewOracle(TurnstileTable())
 		if err != nil {
 			rt.Fatal(err)
@@ -300,7 +369,7 @@ func TestTurnstileRandomWalk(t *testing.T) {
 			e := Event(rapid.IntRange(1, len(eventNames)-1).Draw(rt, "event"))
 			f.pass = rapid.Uint64().Draw(rt, "pass")
 			f.fail = rapid.SampledFrom(turnstileActions).Draw(rt, "fail")
-			f.calls = nil
+			f.calls, f.args = nil, nil
 			from := m.State()
 			err := turnstileFire(m, e)
 			want := oracle.Fire(e.String(),
@@ -315,7 +384,7 @@ func TestTurnstileRandomWalk(t *testing.T) {
 			}
 			switch {
 			case errName == "" && err != nil,
-				errName == "action" && !errors.Is(err, errTurnstileFakeAction),
+				errName == "action" && err != errTurnstileFakeAction,
 				errName != "" && errName != "action" && !errors.Is(err, turnstileErrors[errName]):
 				rt.Fatalf("step %d: %v in %v: error %v, oracle %q", i, e, from, err, errName)
 			}
@@ -326,8 +395,12 @@ func TestTurnstileRandomWalk(t *testing.T) {
 			if !slices.Equal(f.calls, want.Called) {
 				rt.Fatalf("step %d: %v in %v: calls %v, oracle %v", i, e, from, f.calls, want.Called)
 			}
+			turnstileCheckArgs(f, e, rt.Fatalf)
 			if last.Row != want.Row || last.From != from.String() || last.To != want.To || last.Err != err {
 				rt.Fatalf("step %d: observed %+v, oracle row %d to %v", i, last, want.Row, want.To)
+			}
+			if seen.String() != last.To {
+				rt.Fatalf("step %d: the observer saw the machine in %v, and a step to %v", i, seen, last.To)
 			}
 		}
 	})

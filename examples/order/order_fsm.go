@@ -75,8 +75,8 @@ func (e Event) String() string {
 	return eventNames[e]
 }
 
-// The errors the Order machine refuses events with. A refusal is an
-// *fsm.Refusal that unwraps to one of them: match with errors.Is.
+// The errors the Order machine refuses events with. A refusal unwraps
+// to one of them: match with errors.Is (errors.As gives an *fsm.Refusal).
 var (
 	// ErrNotNow: The event makes no sense in the order's state.
 	ErrNotNow = errors.New("order: not now")
@@ -127,7 +127,7 @@ type Order struct {
 }
 
 // NewOrder returns a machine in state Open that calls h for its guards and
-// actions.
+// actions. With a nil h, every event method returns fsm.ErrNoMachine.
 func NewOrder(h OrderHandlers) *Order {
 	m := &Order{h: h}
 	m.state.Store(uint32(StateOpen))
@@ -147,8 +147,9 @@ func (m *Order) observe(from State, e Event, row int, to State, err error) {
 }
 
 func (m *Order) refuse(from State, e Event, row int, r *fsm.Refusal) error {
-	m.observe(from, e, row, from, r)
-	return r
+	err := fsm.Refused(r)
+	m.observe(from, e, row, from, err)
+	return err
 }
 
 func (m *Order) fail(from State, e Event, row int, err error) error {

@@ -19,54 +19,122 @@ import (
 )
 
 // orderFake is a fake of OrderHandlers: guard i holds when bit i of pass is
-// set, the action named fail fails, and calls records every call.
+// set, the action named fail fails, calls records every call and args
+// the arguments of each.
 type orderFake struct {
 	pass  uint64
 	fail  string
 	calls []string
+	args  [][]any
 }
 
 var errOrderFakeAction = errors.New("fake action failed")
 
-func (f *orderFake) guard(bit uint64, name string) bool {
+func (f *orderFake) guard(bit uint64, name string, args ...any) bool {
 	f.calls = append(f.calls, name)
+	f.args = append(f.args, args)
 	return f.pass&bit != 0
 }
 
-func (f *orderFake) action(name string) error {
+func (f *orderFake) action(name string, args ...any) error {
 	f.calls = append(f.calls, name)
+	f.args = append(f.args, args)
 	if f.fail == name {
 		return errOrderFakeAction
 	}
 	return nil
 }
 
-func (f *orderFake) InStock(string, int) bool      { return f.guard(0x1, "InStock") }
-func (f *orderFake) HasItems() bool                { return f.guard(0x2, "HasItems") }
-func (f *orderFake) PaysTotal(int64) bool          { return f.guard(0x4, "PaysTotal") }
-func (f *orderFake) Reserve(string, int) error     { return f.action("Reserve") }
-func (f *orderFake) Charge(int64) error            { return f.action("Charge") }
-func (f *orderFake) Track(string, time.Time) error { return f.action("Track") }
-func (f *orderFake) Refund() error                 { return f.action("Refund") }
-func (f *orderFake) Restock() error                { return f.action("Restock") }
+func (f *orderFake) InStock(a0 string, a1 int) bool      { return f.guard(0x1, "InStock", a0, a1) }
+func (f *orderFake) HasItems() bool                      { return f.guard(0x2, "HasItems") }
+func (f *orderFake) PaysTotal(a0 int64) bool             { return f.guard(0x4, "PaysTotal", a0) }
+func (f *orderFake) Reserve(a0 string, a1 int) error     { return f.action("Reserve", a0, a1) }
+func (f *orderFake) Charge(a0 int64) error               { return f.action("Charge", a0) }
+func (f *orderFake) Track(a0 string, a1 time.Time) error { return f.action("Track", a0, a1) }
+func (f *orderFake) Refund() error                       { return f.action("Refund") }
+func (f *orderFake) Restock() error                      { return f.action("Restock") }
 
 var _ OrderHandlers = (*orderFake)(nil)
 
-// orderFire fires e with a zero payload.
+// orderPayloadAddItem is what AddItem is fired with in these tests: for each
+// field, a value of its type made by fsmtest.Value from a seed of its own.
+var orderPayloadAddItem = struct {
+	sku      string
+	quantity int
+}{
+	fsmtest.Value[string](1),
+	fsmtest.Value[int](2),
+}
+
+// orderPayloadPay is what Pay is fired with in these tests: for each
+// field, a value of its type made by fsmtest.Value from a seed of its own.
+var orderPayloadPay = struct {
+	cents int64
+}{
+	fsmtest.Value[int64](3),
+}
+
+// orderPayloadShip is what Ship is fired with in these tests: for each
+// field, a value of its type made by fsmtest.Value from a seed of its own.
+var orderPayloadShip = struct {
+	tracking string
+	at       time.Time
+}{
+	fsmtest.Value[string](4),
+	fsmtest.Value[time.Time](5),
+}
+
+// orderFire fires e with its payload of these tests.
 func orderFire(m *Order, e Event) error {
 	switch e {
 	case EventAddItem:
-		return m.AddItem(*new(string), *new(int))
+		return m.AddItem(orderPayloadAddItem.sku, orderPayloadAddItem.quantity)
 	case EventPay:
-		return m.Pay(*new(int64))
+		return m.Pay(orderPayloadPay.cents)
 	case EventShip:
-		return m.Ship(*new(string), *new(time.Time))
+		return m.Ship(orderPayloadShip.tracking, orderPayloadShip.at)
 	case EventDeliver:
 		return m.Deliver()
 	case EventCancel:
 		return m.Cancel()
 	}
 	return errors.New("no such event: " + e.String())
+}
+
+// orderPayloads is the payload of each event, by field.
+var orderPayloads = map[Event]map[string]any{
+	EventAddItem: {"sku": orderPayloadAddItem.sku, "quantity": orderPayloadAddItem.quantity},
+	EventPay:     {"cents": orderPayloadPay.cents},
+	EventShip:    {"tracking": orderPayloadShip.tracking, "at": orderPayloadShip.at},
+}
+
+// orderUses is the payload fields each guard and action reads.
+var orderUses = map[string][]string{
+	"InStock":   {"sku", "quantity"},
+	"HasItems":  nil,
+	"PaysTotal": {"cents"},
+	"Reserve":   {"sku", "quantity"},
+	"Charge":    {"cents"},
+	"Track":     {"tracking", "at"},
+	"Refund":    nil,
+	"Restock":   nil,
+}
+
+// orderCheckArgs reports, through report, every guard or action
+// call of f that did not get the payload of e it reads.
+func orderCheckArgs(f *orderFake, e Event, report func(format string, args ...any)) {
+	for i, name := range f.calls {
+		uses := orderUses[name]
+		if len(f.args[i]) != len(uses) {
+			report("%v: %s got %d arguments, want %d", e, name, len(f.args[i]), len(uses))
+			continue
+		}
+		for j, field := range uses {
+			if want := orderPayloads[e][field]; !fsmtest.Same(f.args[i][j], want) {
+				report("%v: %s got %s = %s, want the payload's %s", e, name, field, fsmtest.Show(f.args[i][j]), fsmtest.Show(want))
+			}
+		}
+	}
 }
 
 // orderErrors maps the table's error names to their sentinels.
@@ -136,8 +204,13 @@ func orderRun(t *testing.T, cases []orderCase) {
 			f := &orderFake{}
 			m := orderAt(t, f, c.from)
 			var steps []fsm.Step
-			m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) { steps = append(steps, s) }))
-			f.pass, f.fail, f.calls = c.pass, c.fail, nil
+			m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) {
+				steps = append(steps, s)
+				if got := m.State().String(); got != s.To {
+					t.Errorf("the observer saw the machine in %s, and a step to %s: it ran before the step was complete", got, s.To)
+				}
+			}))
+			f.pass, f.fail, f.calls, f.args = c.pass, c.fail, nil, nil
 			err := orderFire(m, c.event)
 			if got := m.State(); got != c.to {
 				t.Errorf("state = %v, want %v", got, c.to)
@@ -146,6 +219,7 @@ func orderRun(t *testing.T, cases []orderCase) {
 			if got := strings.Join(f.calls, ","); got != c.calls {
 				t.Errorf("calls = %q, want %q", got, c.calls)
 			}
+			orderCheckArgs(f, c.event, t.Errorf)
 			want := fsm.Step{Machine: "Order", From: c.from.String(), Event: c.event.String(), To: c.to.String(), Row: c.row}
 			if len(steps) != 1 {
 				t.Errorf("observed %d steps, want one %+v", len(steps), want)
@@ -166,8 +240,8 @@ func orderCheckErr(t *testing.T, err error, from State, e Event, want, guard str
 			t.Errorf("error = %v, want none", err)
 		}
 	case "action":
-		if !errors.Is(err, errOrderFakeAction) {
-			t.Errorf("error = %v, want the failing action's", err)
+		if err != errOrderFakeAction {
+			t.Errorf("error = %v, want the failing action's, as it is", err)
 		}
 	default:
 		var r *fsm.Refusal
@@ -290,9 +364,29 @@ func TestOrderStrings(t *testing.T) {
 	if State(0).String() != "State(0)" || Event(0).String() != "Event(0)" {
 		t.Error("the zero State or Event has a name")
 	}
-	var zero Order
-	if err := orderFire(&zero, Event(1)); !errors.Is(err, fsm.ErrNoMachine) {
-		t.Errorf("zero machine: %v", err)
+}
+
+// TestOrderWithoutHandlers fires every event at a machine made with nil
+// handlers and at the zero machine: each returns fsm.ErrNoMachine and
+// stays where it is.
+func TestOrderWithoutHandlers(t *testing.T) {
+	for i := 1; i < len(eventNames); i++ {
+		e := Event(i)
+		m := NewOrder(nil)
+		from := m.State()
+		if err := orderFire(m, e); err != fsm.ErrNoMachine {
+			t.Errorf("%v with nil handlers: error %v, want fsm.ErrNoMachine", e, err)
+		}
+		if m.State() != from {
+			t.Errorf("%v with nil handlers: moved from %v to %v", e, from, m.State())
+		}
+		var zero Order
+		if err := orderFire(&zero, e); err != fsm.ErrNoMachine {
+			t.Errorf("%v on the zero machine: error %v, want fsm.ErrNoMachine", e, err)
+		}
+		if zero.State() != 0 {
+			t.Errorf("%v on the zero machine: moved to %v", e, zero.State())
+		}
 	}
 }
 
@@ -330,7 +424,8 @@ func TestOrderRandomWalk(t *testing.T) {
 		f := &orderFake{}
 		m := NewOrder(f)
 		var last fsm.Step
-		m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) { last = s }))
+		var seen State // the state when the observer ran
+		m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) { last, seen = s, m.State() }))
 		oracle, err := fsmtest.NewOracle(OrderTable())
 		if err != nil {
 			rt.Fatal(err)
@@ -340,7 +435,7 @@ func TestOrderRandomWalk(t *testing.T) {
 			e := Event(rapid.IntRange(1, len(eventNames)-1).Draw(rt, "event"))
 			f.pass = rapid.Uint64().Draw(rt, "pass")
 			f.fail = rapid.SampledFrom(orderActions).Draw(rt, "fail")
-			f.calls = nil
+			f.calls, f.args = nil, nil
 			from := m.State()
 			err := orderFire(m, e)
 			want := oracle.Fire(e.String(),
@@ -355,7 +450,7 @@ func TestOrderRandomWalk(t *testing.T) {
 			}
 			switch {
 			case errName == "" && err != nil,
-				errName == "action" && !errors.Is(err, errOrderFakeAction),
+				errName == "action" && err != errOrderFakeAction,
 				errName != "" && errName != "action" && !errors.Is(err, orderErrors[errName]):
 				rt.Fatalf("step %d: %v in %v: error %v, oracle %q", i, e, from, err, errName)
 			}
@@ -366,8 +461,12 @@ func TestOrderRandomWalk(t *testing.T) {
 			if !slices.Equal(f.calls, want.Called) {
 				rt.Fatalf("step %d: %v in %v: calls %v, oracle %v", i, e, from, f.calls, want.Called)
 			}
+			orderCheckArgs(f, e, rt.Fatalf)
 			if last.Row != want.Row || last.From != from.String() || last.To != want.To || last.Err != err {
 				rt.Fatalf("step %d: observed %+v, oracle row %d to %v", i, last, want.Row, want.To)
+			}
+			if seen.String() != last.To {
+				rt.Fatalf("step %d: the observer saw the machine in %v, and a step to %v", i, seen, last.To)
 			}
 		}
 	})

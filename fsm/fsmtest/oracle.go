@@ -1,6 +1,7 @@
 // Package fsmtest is test support for generated machines: an oracle built
 // on github.com/looplab/fsm from a parsed table, which generated tests fire
-// the same events at as the machine and compare after every step.
+// the same events at as the machine and compare after every step; and the
+// payloads they fire (Value) and check the guards and actions get (Same).
 //
 // It is imported by tests only; looplab/fsm never runs in production.
 package fsmtest

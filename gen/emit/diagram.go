@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
 
 	"github.com/tablefsm/tablefsm/fsm"
 )
@@ -112,9 +113,31 @@ func mermaidIDs(t *fsm.Table) map[string]string {
 	return ids
 }
 
-// mermaidText keeps characters Mermaid reads as syntax out of labels.
+// mermaidText keeps characters Mermaid reads as syntax out of labels, and
+// control characters, which end a line or do not show.
 func mermaidText(s string) string {
-	return strings.NewReplacer(";", ",", "#", "", "\n", " ").Replace(s)
+	return strings.NewReplacer(";", ",", "#", "").Replace(printable(s, " "))
+}
+
+// printable returns s, valid UTF-8, with each line break (\n, \r\n, \r,
+// and Unicode's line and paragraph separators) replaced by newline and
+// every other control character by a space, or dropped when it is NUL.
+func printable(s, newline string) string {
+	s = strings.ToValidUTF8(s, "\uFFFD")
+	s = strings.NewReplacer("\r\n", "\n", "\r", "\n", "\u2028", "\n", "\u2029", "\n", "\u0085", "\n").Replace(s)
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\n':
+			b.WriteString(newline)
+		case r == 0:
+		case unicode.IsControl(r):
+			b.WriteByte(' ')
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
 }
 
 // DOT returns the machine as a Graphviz digraph with the same content as
@@ -159,9 +182,10 @@ func DOT(t *fsm.Table) []byte {
 	return b.Bytes()
 }
 
-// dotID quotes s as a DOT string.
+// dotID quotes s as a DOT string: a line break is \n, other control
+// characters, which Graphviz does not take, are spaces or dropped.
 func dotID(s string) string {
-	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s) + `"`
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(printable(s, "\n")) + `"`
 }
 
 // Markers delimit the generated diagram in a Markdown file.

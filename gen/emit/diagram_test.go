@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/tablefsm/tablefsm/fsm"
 )
@@ -91,5 +92,28 @@ func TestMermaidKeywordStates(t *testing.T) {
 	}
 	if !bytes.Equal(diagram, want) {
 		t.Errorf("%s differs from what Mermaid emits now; review with go test ./gen/emit -update && git diff\n%s", golden, diagram)
+	}
+}
+
+// Control characters in docs do not reach the DOT file, which Graphviz
+// would refuse or cut short (a NUL ends its strings); a line break is \n.
+func TestDOTWithoutControlCharacters(t *testing.T) {
+	src := []byte("machine: Odd\npackage: odd\ninitial: Open\nunhandled: ignore\n" +
+		"states:\n  Open: {doc: \"a\\0b\\rc\\td\\ne\\r\\nf\\u2028g\\u0085h\\x7fi\\\\N\"}\n  Done: {terminal: true}\n" +
+		"events:\n  Finish: {}\n" +
+		"rows:\n  - {from: Open, on: Finish, to: Done}\n")
+	table, err := fsm.Load("odd.yaml", src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dot := string(DOT(table))
+	if i := strings.IndexFunc(dot, func(r rune) bool { return r != '\n' && unicode.IsControl(r) }); i >= 0 {
+		t.Errorf("the DOT file holds %q:\n%s", dot[i], dot)
+	}
+	if want := `tooltip="ab\nc d\ne\nf\ng\nh i\\N"`; !strings.Contains(dot, want) {
+		t.Errorf("the DOT file lacks %s:\n%s", want, dot)
+	}
+	if got := mermaidText("a\x00b\nc\rd\te;f#g"); got != "ab c d e,fg" {
+		t.Errorf("mermaidText = %q", got)
 	}
 }

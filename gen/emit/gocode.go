@@ -2,8 +2,10 @@ package emit
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"go/format"
+	"go/scanner"
 	"slices"
 	"strconv"
 	"strings"
@@ -17,13 +19,38 @@ type printer struct{ bytes.Buffer }
 func (p *printer) f(format string, args ...any) { fmt.Fprintf(&p.Buffer, format, args...) }
 
 // gofmt formats generated source; a failure is a generator bug, reported
-// with the source so it can be read.
+// with the few lines of the source around the first error.
 func gofmt(name string, src []byte) ([]byte, error) {
 	out, err := format.Source(src)
 	if err != nil {
-		return nil, fmt.Errorf("emit: %s does not parse (%v):\n%s", name, err, src)
+		return nil, fmt.Errorf("emit: %s does not parse (a bug of the generator): %v%s", name, err, excerpt(src, err))
 	}
 	return out, nil
+}
+
+// excerpt returns the lines of src around the line of the first error of
+// err (a scanner.ErrorList), numbered, or "" when err has no position.
+func excerpt(src []byte, err error) string {
+	var list scanner.ErrorList
+	if !errors.As(err, &list) || len(list) == 0 {
+		return ""
+	}
+	const around = 2
+	at := list[0].Pos.Line
+	lines := strings.Split(string(src), "\n")
+	var b strings.Builder
+	for n := max(at-around, 1); n <= min(at+around, len(lines)); n++ {
+		mark := "  "
+		if n == at {
+			mark = "> "
+		}
+		line := lines[n-1]
+		if len(line) > 200 {
+			line = line[:200] + "…"
+		}
+		fmt.Fprintf(&b, "\n%s%5d | %s", mark, n, line)
+	}
+	return b.String()
 }
 
 // Go returns the machine's Go code: the State and Event enums, the
@@ -39,7 +66,7 @@ func Go(t *fsm.Table, src Source) ([]byte, error) {
 		std = append(std, "errors") // only the declared errors use it
 	}
 	p.f("%s", importBlock(generatedImports(std...), t.Imports))
-	p.f("// %s is the hash of %s this file was generated from.\n", m.hashConst(), src.Name)
+	p.f("// %s is the hash of %s this file was generated from.\n", m.hashConst(), src.display())
 	p.f("const %s = %q\n\n", m.hashConst(), src.Hash())
 	m.enums(&p)
 	m.errors(&p)
@@ -115,8 +142,8 @@ func (m *model) errors(p *printer) {
 	if len(m.t.Errors) == 0 {
 		return
 	}
-	p.f("// The errors the %s machine refuses events with. A refusal is an\n", m.t.Machine)
-	p.f("// *fsm.Refusal that unwraps to one of them: match with errors.Is.\n")
+	p.f("// The errors the %s machine refuses events with. A refusal unwraps\n", m.t.Machine)
+	p.f("// to one of them: match with errors.Is (errors.As gives an *fsm.Refusal).\n")
 	p.f("var (\n")
 	for _, e := range m.t.Errors {
 		doc := e.Doc
@@ -155,7 +182,7 @@ func (m *model) machine(p *printer) {
 		" Its event methods are not safe for concurrent use: the caller serializes them. State is safe to call from any goroutine."
 	p.f("%s", comment("", doc))
 	p.f("type %s struct {\n\tstate atomic.Uint32\n\th %s\n\tobs fsm.Observer\n}\n\n", t.Machine, m.handlers())
-	p.f("// %s returns a machine in state %s that calls h for its guards and\n// actions.\n", m.constructor(), t.Initial)
+	p.f("// %s returns a machine in state %s that calls h for its guards and\n// actions. With a nil h, every event method returns fsm.ErrNoMachine.\n", m.constructor(), t.Initial)
 	p.f("func %s(h %s) *%s {\n\tm := &%s{h: h}\n\tm.state.Store(uint32(%s))\n\treturn m\n}\n\n",
 		m.constructor(), m.handlers(), t.Machine, t.Machine, stateConst(t.Initial))
 	p.f("// State returns the current state.\nfunc (m *%s) State() State { return State(m.state.Load()) }\n\n", t.Machine)
@@ -163,7 +190,7 @@ func (m *model) machine(p *printer) {
 	p.f("func (m *%s) SetObserver(o fsm.Observer) { m.obs = o }\n\n", t.Machine)
 	p.f("func (m *%s) observe(from State, e Event, row int, to State, err error) {\n", t.Machine)
 	p.f("\tif m.obs != nil {\n\t\tm.obs.Observe(fsm.Step{Machine: %q, From: from.String(), Event: e.String(), To: to.String(), Row: row, Err: err})\n\t}\n}\n\n", t.Machine)
-	p.f("func (m *%s) refuse(from State, e Event, row int, r *fsm.Refusal) error {\n\tm.observe(from, e, row, from, r)\n\treturn r\n}\n\n", t.Machine)
+	p.f("func (m *%s) refuse(from State, e Event, row int, r *fsm.Refusal) error {\n\terr := fsm.Refused(r)\n\tm.observe(from, e, row, from, err)\n\treturn err\n}\n\n", t.Machine)
 	p.f("func (m *%s) fail(from State, e Event, row int, err error) error {\n\tm.observe(from, e, row, from, err)\n\treturn err\n}\n\n", t.Machine)
 	p.f("func (m *%s) accept(from State, e Event, row int, to State) error {\n\tif to != from {\n\t\tm.state.Store(uint32(to))\n\t}\n\tm.observe(from, e, row, to, nil)\n\treturn nil\n}\n\n", t.Machine)
 }
@@ -190,7 +217,7 @@ func (m *model) eventMethod(p *printer, e fsm.Event) {
 func (m *model) cell(p *printer, state string, e fsm.Event) {
 	t := m.t
 	ev := eventConst(e.Name)
-	group := t.Group(state, e.Name)
+	group := m.cells.Group(state, e.Name)
 	if len(group) == 0 {
 		pol := t.PolicyFor(state)
 		if pol.Kind == fsm.PolicyIgnore {

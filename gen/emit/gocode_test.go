@@ -1,6 +1,8 @@
 package emit
 
 import (
+	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -52,4 +54,117 @@ func goCode(t *testing.T, src []byte) []byte {
 		t.Fatal(err)
 	}
 	return code
+}
+
+// largeTable is a valid table of n states and n events with a row in
+// every cell of the live states.
+func largeTable(n int) *fsm.Table {
+	t := &fsm.Table{File: "big.yaml", Machine: "Big", Package: "big", Initial: "S0", Unhandled: fsm.Policy{Kind: fsm.PolicyIgnore}}
+	for i := range n {
+		t.States = append(t.States, fsm.State{Name: fmt.Sprintf("S%d", i), Terminal: i == n-1})
+		t.Events = append(t.Events, fsm.Event{Name: fmt.Sprintf("E%d", i)})
+	}
+	for s := range n - 1 {
+		for e := range n {
+			t.Rows = append(t.Rows, fsm.Row{From: []string{t.States[s].Name}, On: t.Events[e].Name, Kind: fsm.Move, To: t.States[(s+e+1)%n].Name})
+		}
+	}
+	return t
+}
+
+// The model of the largest table (255 states and events, a row in every
+// cell) is made in a fraction of a second: cells are found through an
+// index of the rows, not by looking through every row for each.
+func TestModelOfLargestTable(t *testing.T) {
+	table := largeTable(fsm.MaxStates)
+	m := newModel(table)
+	if _, err := m.paths(); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := m.rowCases()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rows) != len(table.Rows) || len(m.matrixCases()) != fsm.MaxStates*fsm.MaxEvents {
+		t.Fatalf("%d row cases, want %d", len(rows), len(table.Rows))
+	}
+	if next := m.successors("S0"); len(next) != fsm.MaxStates-1 {
+		t.Fatalf("S0 moves to %d states, want %d", len(next), fsm.MaxStates-1)
+	}
+}
+
+func BenchmarkGenerateLargeTable(b *testing.B) {
+	for _, n := range []int{25, 50, 100} {
+		table := largeTable(n)
+		src := Source{Name: "big.yaml", FromPackage: "big.yaml"}
+		b.Run(fmt.Sprint(n), func(b *testing.B) {
+			for b.Loop() {
+				if _, err := Go(table, src); err != nil {
+					b.Fatal(err)
+				}
+				if _, err := Test(table, src); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// A table whose file name holds a line break, or a quote, is named quoted
+// in the comments of the generated files: the header stays one line, in
+// the form go help generate documents, and the files parse.
+func TestOddTableNames(t *testing.T) {
+	src := []byte("machine: Once\npackage: once\ninitial: Open\nunhandled: ignore\n" +
+		"states:\n  Open: {}\n  Done: {terminal: true}\n" +
+		"events:\n  Finish: {}\n" +
+		"rows:\n  - {from: Open, on: Finish, to: Done}\n")
+	header := regexp.MustCompile(`^// Code generated .* DO NOT EDIT\.$`)
+	for name, shown := range map[string]string{
+		"once.yaml":            "once.yaml",
+		"on\nce.yaml":          `"on\nce.yaml"`,
+		"*/ package x //.yaml": "*/ package x //.yaml",
+		"say \"once\".yaml":    `"say \"once\".yaml"`,
+	} {
+		table, err := fsm.Load(name, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := Source{Name: name, Bytes: src, FromPackage: name}
+		code, err := Go(table, s)
+		if err != nil {
+			t.Fatalf("%q: %v", name, err)
+		}
+		tests, err := Test(table, s)
+		if err != nil {
+			t.Fatalf("%q: %v", name, err)
+		}
+		for _, file := range [][]byte{code, tests} {
+			first, _, _ := strings.Cut(string(file), "\n")
+			if !header.MatchString(first) || !strings.Contains(first, " from "+shown+". ") {
+				t.Errorf("%q: header %q", name, first)
+			}
+		}
+	}
+}
+
+// Source that does not parse, a bug of the generator, is reported with
+// the lines around the error, not the whole file.
+func TestGofmtFailureIsShort(t *testing.T) {
+	var src strings.Builder
+	src.WriteString("package x\n\n")
+	for i := range 1000 {
+		fmt.Fprintf(&src, "var v%d = %d\n", i, i)
+	}
+	src.WriteString("func broken( {\n}\n")
+	for i := range 1000 {
+		fmt.Fprintf(&src, "var w%d = %d\n", i, i)
+	}
+	_, err := gofmt("X code", []byte(src.String()))
+	if err == nil {
+		t.Fatal("no error")
+	}
+	msg := err.Error()
+	if lines := strings.Count(msg, "\n"); lines > 6 || !strings.Contains(msg, "> ") || !strings.Contains(msg, "func broken( {") {
+		t.Errorf("%d lines:\n%s", lines, msg)
+	}
 }

@@ -44,7 +44,7 @@ func (m *model) allGuards() uint64 {
 }
 
 func (m *model) evaluate(state, event string, pass uint64, fail string) fsm.Outcome {
-	return m.t.Evaluate(state, event,
+	return m.cells.Evaluate(state, event,
 		func(g string) bool { return pass&m.guardBit(g) != 0 },
 		func(a string) bool { return a == fail })
 }
@@ -56,7 +56,7 @@ func (m *model) rowMask(state string, ri int) (uint64, error) {
 	t := m.t
 	r := t.Rows[ri]
 	pass := m.allGuards()
-	for _, prev := range t.Group(state, r.On) {
+	for _, prev := range m.cells.Group(state, r.On) {
 		if prev == ri {
 			break
 		}
@@ -129,7 +129,7 @@ func (m *model) guardCases() []tcase {
 	var out []tcase
 	for _, s := range m.t.States {
 		for _, e := range m.t.Events {
-			gs := groupGuards(m.t, m.t.Group(s.Name, e.Name))
+			gs := groupGuards(m.t, m.cells.Group(s.Name, e.Name))
 			if len(gs) == 0 || len(gs) > maxExhaustiveGuards {
 				continue
 			}
@@ -176,6 +176,21 @@ func (m *model) rowCases() ([]tcase, error) {
 	return out, nil
 }
 
+// payloadVar names the variable holding the payload of e in the tests.
+func payloadVar(lower string, e fsm.Event) string { return lower + "Payload" + e.Name }
+
+// fakeParams returns the parameter list of a fake guard or action whose
+// parameters have types, and the arguments that pass them on (", a0, a1").
+func fakeParams(types []string) (params, args string) {
+	ps := make([]string, len(types))
+	var as strings.Builder
+	for i, typ := range types {
+		ps[i] = fmt.Sprintf("a%d %s", i, typ)
+		fmt.Fprintf(&as, ", a%d", i)
+	}
+	return strings.Join(ps, ", "), as.String()
+}
+
 // Test returns the machine's generated tests: the state × event matrix,
 // every guard outcome of every row group, every row and every failing
 // action, the shortest path to every state, a check that the code is
@@ -199,29 +214,91 @@ func Test(t *fsm.Table, src Source) ([]byte, error) {
 
 	// The fake of the handlers interface.
 	p.f("// %sFake is a fake of %s: guard i holds when bit i of pass is\n", l, m.handlers())
-	p.f("// set, the action named fail fails, and calls records every call.\n")
-	p.f("type %sFake struct {\n\tpass uint64\n\tfail string\n\tcalls []string\n}\n\n", l)
+	p.f("// set, the action named fail fails, calls records every call and args\n")
+	p.f("// the arguments of each.\n")
+	p.f("type %sFake struct {\n\tpass uint64\n\tfail string\n\tcalls []string\n\targs [][]any\n}\n\n", l)
 	p.f("var err%sFakeAction = errors.New(\"fake action failed\")\n\n", M)
-	p.f("func (f *%sFake) guard(bit uint64, name string) bool {\n\tf.calls = append(f.calls, name)\n\treturn f.pass&bit != 0\n}\n\n", l)
-	p.f("func (f *%sFake) action(name string) error {\n\tf.calls = append(f.calls, name)\n\tif f.fail == name {\n\t\treturn err%sFakeAction\n\t}\n\treturn nil\n}\n\n", l, M)
+	p.f("func (f *%sFake) guard(bit uint64, name string, args ...any) bool {\n\tf.calls = append(f.calls, name)\n\tf.args = append(f.args, args)\n\treturn f.pass&bit != 0\n}\n\n", l)
+	p.f("func (f *%sFake) action(name string, args ...any) error {\n\tf.calls = append(f.calls, name)\n\tf.args = append(f.args, args)\n\tif f.fail == name {\n\t\treturn err%sFakeAction\n\t}\n\treturn nil\n}\n\n", l, M)
 	for _, g := range t.Guards {
-		p.f("func (f *%sFake) %s(%s) bool { return f.guard(%#x, %q) }\n", l, g.Name, strings.Join(m.paramTypes(g.Name, g.Uses), ", "), m.guardBit(g.Name), g.Name)
+		params, args := fakeParams(m.paramTypes(g.Name, g.Uses))
+		p.f("func (f *%sFake) %s(%s) bool { return f.guard(%#x, %q%s) }\n", l, g.Name, params, m.guardBit(g.Name), g.Name, args)
 	}
 	for _, a := range t.Actions {
-		p.f("func (f *%sFake) %s(%s) error { return f.action(%q) }\n", l, a.Name, strings.Join(m.paramTypes(a.Name, a.Uses), ", "), a.Name)
+		params, args := fakeParams(m.paramTypes(a.Name, a.Uses))
+		p.f("func (f *%sFake) %s(%s) error { return f.action(%q%s) }\n", l, a.Name, params, a.Name, args)
 	}
 	p.f("\nvar _ %s = (*%sFake)(nil)\n\n", m.handlers(), l)
 
-	p.f("// %sFire fires e with a zero payload.\n", l)
+	// The payloads the tests fire events with.
+	seed := 0
+	for _, e := range t.Events {
+		if len(e.Payload) == 0 {
+			continue
+		}
+		p.f("// %s is what %s is fired with in these tests: for each\n// field, a value of its type made by fsmtest.Value from a seed of its own.\n", payloadVar(l, e), e.Name)
+		p.f("var %s = struct {\n", payloadVar(l, e))
+		for _, f := range e.Payload {
+			p.f("\t%s %s\n", f.Name, f.Type)
+		}
+		p.f("}{\n")
+		for _, f := range e.Payload {
+			seed++
+			p.f("\tfsmtest.Value[%s](%d),\n", f.Type, seed)
+		}
+		p.f("}\n\n")
+	}
+	p.f("// %sFire fires e with its payload of these tests.\n", l)
 	p.f("func %sFire(m *%s, e Event) error {\n\tswitch e {\n", l, M)
 	for _, e := range t.Events {
-		var zero []string
+		var args []string
 		for _, f := range e.Payload {
-			zero = append(zero, "*new("+f.Type+")")
+			args = append(args, payloadVar(l, e)+"."+f.Name)
 		}
-		p.f("\tcase %s:\n\t\treturn m.%s(%s)\n", eventConst(e.Name), e.Name, strings.Join(zero, ", "))
+		p.f("\tcase %s:\n\t\treturn m.%s(%s)\n", eventConst(e.Name), e.Name, strings.Join(args, ", "))
 	}
 	p.f("\t}\n\treturn errors.New(\"no such event: \" + e.String())\n}\n\n")
+
+	p.f("// %sPayloads is the payload of each event, by field.\n", l)
+	p.f("var %sPayloads = map[Event]map[string]any{\n", l)
+	for _, e := range t.Events {
+		if len(e.Payload) == 0 {
+			continue
+		}
+		p.f("\t%s: {", eventConst(e.Name))
+		for _, f := range e.Payload {
+			p.f("%q: %s.%s, ", f.Name, payloadVar(l, e), f.Name)
+		}
+		p.f("},\n")
+	}
+	p.f("}\n\n")
+	p.f("// %sUses is the payload fields each guard and action reads.\n", l)
+	p.f("var %sUses = map[string][]string{\n", l)
+	for _, g := range t.Guards {
+		p.f("\t%q: %s,\n", g.Name, strings.TrimPrefix(strs(g.Uses), "[]string"))
+	}
+	for _, a := range t.Actions {
+		p.f("\t%q: %s,\n", a.Name, strings.TrimPrefix(strs(a.Uses), "[]string"))
+	}
+	p.f("}\n\n")
+	p.f(`// %[1]sCheckArgs reports, through report, every guard or action
+// call of f that did not get the payload of e it reads.
+func %[1]sCheckArgs(f *%[1]sFake, e Event, report func(format string, args ...any)) {
+	for i, name := range f.calls {
+		uses := %[1]sUses[name]
+		if len(f.args[i]) != len(uses) {
+			report("%%v: %%s got %%d arguments, want %%d", e, name, len(f.args[i]), len(uses))
+			continue
+		}
+		for j, field := range uses {
+			if want := %[1]sPayloads[e][field]; !fsmtest.Same(f.args[i][j], want) {
+				report("%%v: %%s got %%s = %%s, want the payload's %%s", e, name, field, fsmtest.Show(f.args[i][j]), fsmtest.Show(want))
+			}
+		}
+	}
+}
+
+`, l)
 
 	p.f("// %sErrors maps the table's error names to their sentinels.\n", l)
 	p.f("var %sErrors = map[string]error{\n", l)
@@ -292,8 +369,13 @@ func %[1]sRun(t *testing.T, cases []%[1]sCase) {
 			f := &%[1]sFake{}
 			m := %[1]sAt(t, f, c.from)
 			var steps []fsm.Step
-			m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) { steps = append(steps, s) }))
-			f.pass, f.fail, f.calls = c.pass, c.fail, nil
+			m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) {
+				steps = append(steps, s)
+				if got := m.State().String(); got != s.To {
+					t.Errorf("the observer saw the machine in %%s, and a step to %%s: it ran before the step was complete", got, s.To)
+				}
+			}))
+			f.pass, f.fail, f.calls, f.args = c.pass, c.fail, nil, nil
 			err := %[1]sFire(m, c.event)
 			if got := m.State(); got != c.to {
 				t.Errorf("state = %%v, want %%v", got, c.to)
@@ -302,6 +384,7 @@ func %[1]sRun(t *testing.T, cases []%[1]sCase) {
 			if got := strings.Join(f.calls, ","); got != c.calls {
 				t.Errorf("calls = %%q, want %%q", got, c.calls)
 			}
+			%[1]sCheckArgs(f, c.event, t.Errorf)
 			want := fsm.Step{Machine: %[2]q, From: c.from.String(), Event: c.event.String(), To: c.to.String(), Row: c.row}
 			if len(steps) != 1 {
 				t.Errorf("observed %%d steps, want one %%+v", len(steps), want)
@@ -322,8 +405,8 @@ func %[1]sCheckErr(t *testing.T, err error, from State, e Event, want, guard str
 			t.Errorf("error = %%v, want none", err)
 		}
 	case "action":
-		if !errors.Is(err, err%[2]sFakeAction) {
-			t.Errorf("error = %%v, want the failing action's", err)
+		if err != err%[2]sFakeAction {
+			t.Errorf("error = %%v, want the failing action's, as it is", err)
 		}
 	default:
 		var r *fsm.Refusal
@@ -401,13 +484,33 @@ func Test%[2]sStrings(t *testing.T) {
 	if State(0).String() != "State(0)" || Event(0).String() != "Event(0)" {
 		t.Error("the zero State or Event has a name")
 	}
-	var zero %[2]s
-	if err := %[1]sFire(&zero, Event(1)); !errors.Is(err, fsm.ErrNoMachine) {
-		t.Errorf("zero machine: %%v", err)
+}
+
+// Test%[2]sWithoutHandlers fires every event at a machine made with nil
+// handlers and at the zero machine: each returns fsm.ErrNoMachine and
+// stays where it is.
+func Test%[2]sWithoutHandlers(t *testing.T) {
+	for i := 1; i < len(eventNames); i++ {
+		e := Event(i)
+		m := New%[2]s(nil)
+		from := m.State()
+		if err := %[1]sFire(m, e); err != fsm.ErrNoMachine {
+			t.Errorf("%%v with nil handlers: error %%v, want fsm.ErrNoMachine", e, err)
+		}
+		if m.State() != from {
+			t.Errorf("%%v with nil handlers: moved from %%v to %%v", e, from, m.State())
+		}
+		var zero %[2]s
+		if err := %[1]sFire(&zero, e); err != fsm.ErrNoMachine {
+			t.Errorf("%%v on the zero machine: error %%v, want fsm.ErrNoMachine", e, err)
+		}
+		if zero.State() != 0 {
+			t.Errorf("%%v on the zero machine: moved to %%v", e, zero.State())
+		}
 	}
 }
 
-// Test%[2]sTableIsCurrent fails when %[3]s changed after this code was
+// Test%[2]sTableIsCurrent fails when %[5]s changed after this code was
 // generated, or when %[2]sTable() or the error sentinels do not describe it.
 func Test%[2]sTableIsCurrent(t *testing.T) {
 	src, err := os.ReadFile(%[4]q)
@@ -441,7 +544,8 @@ func Test%[2]sRandomWalk(t *testing.T) {
 		f := &%[1]sFake{}
 		m := New%[2]s(f)
 		var last fsm.Step
-		m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) { last = s }))
+		var seen State // the state when the observer ran
+		m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) { last, seen = s, m.State() }))
 		oracle, err := fsmtest.NewOracle(%[2]sTable())
 		if err != nil {
 			rt.Fatal(err)
@@ -451,7 +555,7 @@ func Test%[2]sRandomWalk(t *testing.T) {
 			e := Event(rapid.IntRange(1, len(eventNames)-1).Draw(rt, "event"))
 			f.pass = rapid.Uint64().Draw(rt, "pass")
 			f.fail = rapid.SampledFrom(%[1]sActions).Draw(rt, "fail")
-			f.calls = nil
+			f.calls, f.args = nil, nil
 			from := m.State()
 			err := %[1]sFire(m, e)
 			want := oracle.Fire(e.String(),
@@ -466,7 +570,7 @@ func Test%[2]sRandomWalk(t *testing.T) {
 			}
 			switch {
 			case errName == "" && err != nil,
-				errName == "action" && !errors.Is(err, err%[2]sFakeAction),
+				errName == "action" && err != err%[2]sFakeAction,
 				errName != "" && errName != "action" && !errors.Is(err, %[1]sErrors[errName]):
 				rt.Fatalf("step %%d: %%v in %%v: error %%v, oracle %%q", i, e, from, err, errName)
 			}
@@ -477,12 +581,16 @@ func Test%[2]sRandomWalk(t *testing.T) {
 			if !slices.Equal(f.calls, want.Called) {
 				rt.Fatalf("step %%d: %%v in %%v: calls %%v, oracle %%v", i, e, from, f.calls, want.Called)
 			}
+			%[1]sCheckArgs(f, e, rt.Fatalf)
 			if last.Row != want.Row || last.From != from.String() || last.To != want.To || last.Err != err {
 				rt.Fatalf("step %%d: observed %%+v, oracle row %%d to %%v", i, last, want.Row, want.To)
+			}
+			if seen.String() != last.To {
+				rt.Fatalf("step %%d: the observer saw the machine in %%v, and a step to %%v", i, seen, last.To)
 			}
 		}
 	})
 }
-`, l, M, src.Name, src.FromPackage)
+`, l, M, src.Name, src.FromPackage, src.display())
 	return gofmt(M+" tests", p.Bytes())
 }

@@ -50,7 +50,7 @@ func (s *Scheduler) Release() error {
 	return nil
 }
 
-func (s *Scheduler) Notify(reason string) error {
-	s.Notified = append(s.Notified, reason)
+func (s *Scheduler) Notify(by, reason string) error {
+	s.Notified = append(s.Notified, by+": "+reason)
 	return nil
 }

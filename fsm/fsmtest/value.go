@@ -1,0 +1,201 @@
+package fsmtest
+
+import (
+	"fmt"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Value returns a value of type T made from seed, for the payloads
+// generated tests fire events with: not the zero value where the type
+// allows one to be made, and different for different seeds where the
+// type has room (numbers, strings, times, and what holds them).
+//
+//   - booleans are true; integers are seed (reduced to fit the type);
+//     floats seed+0.5; complex numbers seed+1i; strings "v<seed>";
+//     time.Time seed seconds after 2000-01-01 UTC;
+//   - pointers point to a new value, slices hold one, maps one entry,
+//     arrays have their first element set, structs their exported
+//     fields; channels are new and unbuffered; functions return zero
+//     values; an interface holds an int (or, for error, an error) when
+//     such a value implements it.
+//
+// What Value cannot make (unexported struct fields, other interfaces,
+// unsafe pointers, values nested too deep) is left zero. Value never
+// panics: a type it fails on gives its zero value.
+func Value[T any](seed int) (v T) {
+	defer func() {
+		if recover() != nil {
+			var zero T
+			v = zero
+		}
+	}()
+	fill(reflect.ValueOf(&v).Elem(), seed, 0)
+	return v
+}
+
+// maxDepth bounds how deep Value fills a value: types may refer to
+// themselves.
+const maxDepth = 4
+
+var (
+	timeType  = reflect.TypeFor[time.Time]()
+	errorType = reflect.TypeFor[error]()
+	epoch     = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+)
+
+// valueError is the error Value puts in an error interface.
+type valueError int
+
+func (e valueError) Error() string { return "fsmtest: value error" }
+
+func fill(v reflect.Value, seed, depth int) {
+	t := v.Type()
+	if depth > maxDepth {
+		return
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		v.SetBool(true)
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		n := int64(seed)
+		for v.OverflowInt(n) {
+			n = n%100 + 1
+		}
+		v.SetInt(n)
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		n := uint64(seed)
+		for v.OverflowUint(n) {
+			n = n%100 + 1
+		}
+		v.SetUint(n)
+	case reflect.Float32, reflect.Float64:
+		v.SetFloat(float64(seed) + 0.5)
+	case reflect.Complex64, reflect.Complex128:
+		v.SetComplex(complex(float64(seed), 1))
+	case reflect.String:
+		v.SetString("v" + strconv.Itoa(seed))
+	case reflect.Pointer:
+		p := reflect.New(t.Elem())
+		fill(p.Elem(), seed, depth+1)
+		v.Set(p)
+	case reflect.Slice:
+		s := reflect.MakeSlice(t, 1, 1)
+		fill(s.Index(0), seed, depth+1)
+		v.Set(s)
+	case reflect.Array:
+		if t.Len() > 0 {
+			fill(v.Index(0), seed, depth+1)
+		}
+	case reflect.Map:
+		k := reflect.New(t.Key()).Elem()
+		fill(k, seed, depth+1)
+		e := reflect.New(t.Elem()).Elem()
+		fill(e, seed, depth+1)
+		m := reflect.MakeMapWithSize(t, 1)
+		m.SetMapIndex(k, e)
+		v.Set(m)
+	case reflect.Chan:
+		both := reflect.ChanOf(reflect.BothDir, t.Elem())
+		v.Set(reflect.MakeChan(both, 0).Convert(t))
+	case reflect.Func:
+		v.Set(reflect.MakeFunc(t, func([]reflect.Value) []reflect.Value {
+			out := make([]reflect.Value, t.NumOut())
+			for i := range out {
+				out[i] = reflect.Zero(t.Out(i))
+			}
+			return out
+		}))
+	case reflect.Interface:
+		switch {
+		case t.NumMethod() == 0:
+			v.Set(reflect.ValueOf(seed))
+		case reflect.TypeFor[valueError]().Implements(t):
+			v.Set(reflect.ValueOf(valueError(seed)))
+		}
+	case reflect.Struct:
+		if t == timeType || t.ConvertibleTo(timeType) && timeType.ConvertibleTo(t) {
+			v.Set(reflect.ValueOf(epoch.Add(time.Duration(seed) * time.Second)).Convert(t))
+			return
+		}
+		for i := range t.NumField() {
+			if f := v.Field(i); f.CanSet() {
+				fill(f, seed+i, depth+1)
+			}
+		}
+	}
+}
+
+// Same reports whether got is want itself, as generated tests check the
+// arguments a guard or an action got: pointers, channels, maps, slices
+// and functions are the same one (the same address), other values are
+// equal, field by field and element by element.
+func Same(got, want any) bool {
+	if got == nil || want == nil {
+		return got == nil && want == nil
+	}
+	a, b := reflect.ValueOf(got), reflect.ValueOf(want)
+	return a.Type() == b.Type() && same(a, b)
+}
+
+func same(a, b reflect.Value) bool {
+	switch a.Kind() {
+	case reflect.Bool:
+		return a.Bool() == b.Bool()
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		return a.Int() == b.Int()
+	case reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return a.Uint() == b.Uint()
+	case reflect.Float32, reflect.Float64:
+		return a.Float() == b.Float()
+	case reflect.Complex64, reflect.Complex128:
+		return a.Complex() == b.Complex()
+	case reflect.String:
+		return a.String() == b.String()
+	case reflect.Pointer, reflect.Chan, reflect.Map, reflect.Func, reflect.UnsafePointer:
+		return a.Pointer() == b.Pointer()
+	case reflect.Slice:
+		return a.Pointer() == b.Pointer() && a.Len() == b.Len() && a.IsNil() == b.IsNil()
+	case reflect.Array:
+		for i := range a.Len() {
+			if !same(a.Index(i), b.Index(i)) {
+				return false
+			}
+		}
+		return true
+	case reflect.Struct:
+		for i := range a.NumField() {
+			if !same(a.Field(i), b.Field(i)) {
+				return false
+			}
+		}
+		return true
+	case reflect.Interface:
+		if a.IsNil() || b.IsNil() {
+			return a.IsNil() && b.IsNil()
+		}
+		return a.Elem().Type() == b.Elem().Type() && same(a.Elem(), b.Elem())
+	}
+	return false
+}
+
+// Show formats v, an argument Same compared, for a test's failure
+// message: a pointer, channel, map, function or slice as its type and
+// address (what Same compares), any other value in Go syntax, cut short.
+func Show(v any) string {
+	if v == nil {
+		return "nil"
+	}
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Chan, reflect.Map, reflect.Func, reflect.Slice, reflect.UnsafePointer:
+		return fmt.Sprintf("(%s)(%#x)", rv.Type(), rv.Pointer())
+	}
+	const most = 200
+	s := fmt.Sprintf("%#v", v)
+	if len(s) > most {
+		s = strings.ToValidUTF8(s[:most], "") + "…"
+	}
+	return s
+}
