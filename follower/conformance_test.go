@@ -1677,6 +1677,87 @@ func TestConformanceRejectedNewTermKeepsInstall(t *testing.T) {
 // Ack{durable head} per sync round, not one per entry: the entries that
 // arrive while an fsync is in progress are covered by the next round and
 // acknowledged by one ack.
+// TestConformanceFailedAppendAdvertisesNothing: an Append that fails (a
+// gap, a wrong term, a negative offset) changes nothing, the advertised
+// commit included.
+func TestConformanceFailedAppendAdvertisesNothing(t *testing.T) {
+	for name, c := range map[string]struct {
+		bad  *replicationpb.Append
+		want error
+	}{
+		"gap":             {entryAppend(1, 2, 1, "k", "v"), ErrGap},
+		"wrong term":      {entryAppend(2, 1, 1, "k", "v"), ErrInvalidTerm},
+		"negative offset": {entryAppend(1, -1, 1, "k", "v"), ErrInvalidArgument},
+	} {
+		t.Run(name, func(t *testing.T) {
+			f, err := Open(Config{Dir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			a := confAttach(t, f)
+			a.send(t, entryAppend(1, 0, -1, "k", "v"))
+			if got := a.ack(t); got != 0 {
+				t.Fatalf("ack %d, want 0", got)
+			}
+			a.send(t, c.bad)
+			if err := <-a.res; !errors.Is(err, c.want) {
+				t.Fatalf("the stream ended with %v, want %v", err, c.want)
+			}
+			if adv, st := f.Stats().Advertised, f.Status(); adv != -1 || st.Head != 0 || st.Commit != -1 || st.State != StateFollower {
+				t.Fatalf("after a failed append: advertised %d, %+v; want -1, Follower with head 0, commit -1", adv, st)
+			}
+		})
+	}
+}
+
+// TestConformanceCumulativeAckNotRepeated: in cumulative mode a sync
+// round acks the durable head only when it moved, even when entries it
+// covered are still waiting (an entry recorded after the round that made
+// it durable had acked it), and repeats a value only to answer a
+// duplicate.
+func TestConformanceCumulativeAckNotRepeated(t *testing.T) {
+	f, err := Open(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := newFakeStream()
+	defer s.cancel()
+	r := newReplication(f, s) // not attached: its rounds are driven here
+	r.mu.mode = cumulative
+	round := func(durable logpos.Offset, received ...logpos.Offset) {
+		t.Helper()
+		r.mu.Lock()
+		for _, o := range received {
+			r.mu.pending = append(r.mu.pending, pendingAck{offset: o})
+			r.mu.received = max(r.mu.received, o)
+		}
+		r.mu.Unlock()
+		if _, err := r.acknowledge(durable); err != nil {
+			t.Fatal(err)
+		}
+	}
+	round(5, 4, 5)
+	round(5, 5) // 5 was durable before it was recorded: no second ack
+	r.mu.Lock()
+	r.mu.dupUpTo = 3 // a duplicate of 3 arrived
+	r.mu.Unlock()
+	round(5)
+	round(7, 6, 7)
+	close(s.acks)
+	var acks []int64
+	for a := range s.acks {
+		acks = append(acks, a)
+	}
+	if want := []int64{5, 5, 7}; !slices.Equal(acks, want) {
+		t.Fatalf("acks %v, want %v: the head when it moves, repeated for a duplicate only", acks, want)
+	}
+}
+
 func TestConformanceCumulativeAckPerSyncRound(t *testing.T) {
 	var armed atomic.Bool
 	blocked, gate := make(chan struct{}), make(chan struct{})

@@ -153,6 +153,35 @@ func TestNewTermPersistFailureChangesNothing(t *testing.T) {
 	}
 }
 
+// TestFailedNewTermStillAbandonsTheInstall: NewTerm abandons the install
+// under way before it persists the term (SPEC §2.1), so an install it
+// abandoned fails with ErrInvalidTerm even when persisting the term then
+// failed, and nothing of the snapshot is installed.
+func TestFailedNewTermStillAbandonsTheInstall(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(2)
+	chunks := confSnap{chunkTerm: 2, storeTerm: 2, commit: 6, options: confSnapOpts}.build(t)
+	gate := make(chan struct{})
+	res := make(chan error, 1)
+	go func() {
+		_, err := h.f.InstallSnapshot(&gatedStream{chunks: chunks, gate: gate, gateAt: 1})
+		res <- err
+	}()
+	waitInstallsStarted(t, h.f, 1)
+	h.fs.fail("db-000001") // the live store, not the one being staged
+	if _, err := h.f.NewTerm(3, TermOptions{}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("NewTerm with a failing store: %v", err)
+	}
+	h.fs.heal()
+	close(gate)
+	if err := <-res; !errors.Is(err, ErrInvalidTerm) {
+		t.Fatalf("the install NewTerm abandoned: %v, want ErrInvalidTerm", err)
+	}
+	if st := h.f.Status(); st.Term != 2 || st.State != StateFenced || st.Commit != -1 {
+		t.Fatalf("after the abandoned install: %+v", st)
+	}
+}
+
 // TestNewTermSyncFailureTakesEffectLater: NewTerm fails because the
 // store's sync does, but the term's write reached the disk. When the store
 // is reopened, the term it holds stands (a restart would read it), so the

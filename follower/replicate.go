@@ -402,6 +402,7 @@ func (r *replication) acknowledge(durable logpos.Offset) (bool, error) {
 		n++
 	}
 	r.sending = r.sending[:0]
+	answered := false
 	if mode == perEntry {
 		r.sending = append(r.sending, r.mu.pending[:n]...)
 	} else {
@@ -409,11 +410,11 @@ func (r *replication) acknowledge(durable logpos.Offset) (bool, error) {
 		// delivered, timed by the newest of them. A duplicate is answered
 		// even if the head did not move. A stream that delivered nothing
 		// (commit advertisements only) gets no ack.
-		answer := r.mu.dupUpTo != logpos.NoOffset && r.mu.dupUpTo <= durable
-		if answer {
+		answered = r.mu.dupUpTo != logpos.NoOffset && r.mu.dupUpTo <= durable
+		if answered {
 			r.mu.dupUpTo = logpos.NoOffset
 		}
-		if (n > 0 && durable > r.lastAck) || (answer && durable >= 0) {
+		if (n > 0 && durable > r.lastAck) || (answered && durable >= 0) {
 			at := time.Time{}
 			for i := n - 1; i >= 0 && at.IsZero(); i-- {
 				at = r.mu.pending[i].at // the newest timed entry covered
@@ -433,7 +434,9 @@ func (r *replication) acknowledge(durable logpos.Offset) (bool, error) {
 			return false, err // ended: Replicate may have returned
 		}
 		if invariants {
-			assertf(p.offset <= durable && (mode == perEntry || p.offset >= r.lastAck),
+			// Cumulative acks never go back, and repeat a value only to
+			// answer a duplicate.
+			assertf(p.offset <= durable && (mode == perEntry || p.offset > r.lastAck || answered && p.offset == r.lastAck),
 				"ack %d with durable head %d after ack %d", p.offset, durable, r.lastAck)
 		}
 		r.ack.Offset = int64(p.offset)

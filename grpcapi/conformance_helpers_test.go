@@ -7,11 +7,11 @@ import (
 	"runtime"
 	"testing"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
@@ -114,8 +114,12 @@ func aWantErr(t *testing.T, err error, code codes.Code, reason string) {
 	if len(details) != 1 {
 		t.Fatalf("got details %v on %v, want one ErrorInfo", details, err)
 	}
-	if got := grpcapi.Reason(err); got != reason {
-		t.Fatalf("got reason %q (%v), want %q", got, err, reason)
+	info, ok := details[0].(*errdetails.ErrorInfo)
+	if !ok {
+		t.Fatalf("got details %v on %v, want one ErrorInfo", details, err)
+	}
+	if info.GetReason() != reason || info.GetDomain() != "oxia.io" {
+		t.Fatalf("got ErrorInfo{reason %q, domain %q} (%v), want reason %q, domain oxia.io", info.GetReason(), info.GetDomain(), err, reason)
 	}
 }
 

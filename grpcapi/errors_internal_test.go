@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"testing"
 
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -28,25 +29,25 @@ func TestStatusMapping(t *testing.T) {
 		reason       string
 	}{
 		{"nil", nil, false, codes.OK, ""},
-		{"closed", wrap(follower.ErrClosed), false, codes.FailedPrecondition, ReasonResourceConflict},
-		{"conflict", wrap(follower.ErrConflict), false, codes.FailedPrecondition, ReasonResourceConflict},
-		{"invalid term", wrap(follower.ErrInvalidTerm), false, codes.FailedPrecondition, ReasonInvalidTerm},
-		{"invalid status", wrap(follower.ErrInvalidStatus), false, codes.FailedPrecondition, ReasonInvalidStatus},
-		{"not member", wrap(follower.ErrNotMember), false, codes.Aborted, ReasonNodeIsNotMember},
-		{"not hosted", errNotHosted, false, codes.Aborted, ReasonNodeIsNotMember},
-		{"unavailable", wrap(follower.ErrUnavailable), false, codes.Unavailable, ReasonResourceUnavailable},
-		{"invalid argument", wrap(follower.ErrInvalidArgument), false, codes.InvalidArgument, ReasonInvalidArgument},
-		{"validation", invalidf("shard", "bad"), false, codes.InvalidArgument, ReasonInvalidArgument},
-		{"gap", wrap(follower.ErrGap), false, codes.InvalidArgument, ReasonInvalidArgument},
+		{"closed", wrap(follower.ErrClosed), false, codes.FailedPrecondition, "RESOURCE_CONFLICT"},
+		{"conflict", wrap(follower.ErrConflict), false, codes.FailedPrecondition, "RESOURCE_CONFLICT"},
+		{"invalid term", wrap(follower.ErrInvalidTerm), false, codes.FailedPrecondition, "INVALID_TERM"},
+		{"invalid status", wrap(follower.ErrInvalidStatus), false, codes.FailedPrecondition, "INVALID_STATUS"},
+		{"not member", wrap(follower.ErrNotMember), false, codes.Aborted, "NODE_IS_NOT_MEMBER"},
+		{"not hosted", errNotHosted, false, codes.Aborted, "NODE_IS_NOT_MEMBER"},
+		{"unavailable", wrap(follower.ErrUnavailable), false, codes.Unavailable, "RESOURCE_UNAVAILABLE"},
+		{"invalid argument", wrap(follower.ErrInvalidArgument), false, codes.InvalidArgument, "INVALID_ARGUMENT"},
+		{"validation", invalidf("shard", "bad"), false, codes.InvalidArgument, "INVALID_ARGUMENT"},
+		{"gap", wrap(follower.ErrGap), false, codes.InvalidArgument, "INVALID_ARGUMENT"},
 		{"stream ended", wrap(follower.ErrStreamEnded), false, codes.Canceled, ""},
 		{"stream ended by close", fmt.Errorf("%w: %w", follower.ErrStreamEnded, follower.ErrClosed), false, codes.Canceled, ""},
 		{"shutdown: closed", wrap(follower.ErrClosed), true, codes.Unavailable, ""},
 		{"shutdown: stream ended", wrap(follower.ErrStreamEnded), true, codes.Unavailable, ""},
 		{"shutdown: refused", errShuttingDown, false, codes.Unavailable, ""},
-		{"shutdown: other errors keep their code", wrap(follower.ErrInvalidTerm), true, codes.FailedPrecondition, ReasonInvalidTerm},
+		{"shutdown: other errors keep their code", wrap(follower.ErrInvalidTerm), true, codes.FailedPrecondition, "INVALID_TERM"},
 		// An install abandoned by NewTerm is ErrInvalidTerm whatever else
 		// failed with it.
-		{"invalid term first", fmt.Errorf("%w: %w", follower.ErrInvalidArgument, follower.ErrInvalidTerm), false, codes.FailedPrecondition, ReasonInvalidTerm},
+		{"invalid term first", fmt.Errorf("%w: %w", follower.ErrInvalidArgument, follower.ErrInvalidTerm), false, codes.FailedPrecondition, "INVALID_TERM"},
 		{"transport status kept", fmt.Errorf("follower: receiving: %w", status.Error(codes.Canceled, "context canceled")), false, codes.Canceled, ""},
 		{"context", wrap(context.DeadlineExceeded), false, codes.DeadlineExceeded, ""},
 		{"unknown", errors.New("something else"), false, codes.Unknown, ""},
@@ -62,8 +63,13 @@ func TestStatusMapping(t *testing.T) {
 			}
 			if c.err != nil {
 				st, _ := status.FromError(got)
-				if c.reason != "" && len(st.Details()) != 1 {
-					t.Fatalf("details %v, want exactly one ErrorInfo", st.Details())
+				if c.reason != "" {
+					// The reason and domain Oxia leaders match on, spelled
+					// as SPEC §4 spells them.
+					info, ok := onlyErrorInfo(st.Details())
+					if !ok || info.GetReason() != c.reason || info.GetDomain() != "oxia.io" {
+						t.Fatalf("details %v, want exactly one ErrorInfo{reason %q, domain oxia.io}", st.Details(), c.reason)
+					}
 				}
 				if c.reason == "" && len(st.Details()) != 0 {
 					t.Fatalf("details %v, want none", st.Details())
@@ -71,6 +77,15 @@ func TestStatusMapping(t *testing.T) {
 			}
 		})
 	}
+}
+
+// onlyErrorInfo returns the ErrorInfo of details when it is all they hold.
+func onlyErrorInfo(details []any) (*errdetails.ErrorInfo, bool) {
+	if len(details) != 1 {
+		return nil, false
+	}
+	info, ok := details[0].(*errdetails.ErrorInfo)
+	return info, ok
 }
 
 func TestValidNamespace(t *testing.T) {
