@@ -1,8 +1,11 @@
 package store
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"slices"
@@ -90,6 +93,37 @@ func atomicityOps(i int) []*kvpb.Operation {
 	return ops
 }
 
+// applyAtomicityWorkload opens a store on fs at term 1 and applies the
+// entries 0..applied of atomicityOps, syncing after entry synced. It
+// returns the store and the models of its data: models[i+1] after entry
+// i.
+func applyAtomicityWorkload(t *testing.T, fs vfs.FS, synced, applied int) (*Store, []model) {
+	t.Helper()
+	s, err := Open("/shard", Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.SetTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	models := []model{{}}
+	for i := 0; i <= applied; i++ {
+		ops := atomicityOps(i)
+		if err := s.Apply(kvEntry(t, 1, logpos.Offset(i), ops...)); err != nil {
+			t.Fatal(err)
+		}
+		m := models[i].clone()
+		m.apply(ops...)
+		models = append(models, m)
+		if i == synced {
+			if d, err := s.Sync(); err != nil || d.Offset != logpos.Offset(synced) {
+				t.Fatalf("Sync = %v, %v", d, err)
+			}
+		}
+	}
+	return s, models
+}
+
 // TestApplyIsAtomicAcrossCrashes applies entries without syncing and
 // crashes: after reopening, the commit is at some entry at or after the
 // last Sync, and the data is exactly the data of the entries up to it.
@@ -101,29 +135,8 @@ func TestApplyIsAtomicAcrossCrashes(t *testing.T) {
 		for _, cfg := range crashCfgs(seed) {
 			t.Run(fmt.Sprintf("seed=%d/unsynced=%d%%", seed, cfg.UnsyncedDataPercent), func(t *testing.T) {
 				mem := vfs.NewCrashableMem()
-				s, err := Open("/shard", Options{FS: mem})
-				if err != nil {
-					t.Fatal(err)
-				}
+				s, models := applyAtomicityWorkload(t, mem, synced, applied)
 				defer s.Close()
-				if err := s.SetTerm(1, TermOptions{}); err != nil {
-					t.Fatal(err)
-				}
-				models := []model{{}} // models[i+1]: after entry i
-				for i := 0; i <= applied; i++ {
-					ops := atomicityOps(i)
-					if err := s.Apply(kvEntry(t, 1, logpos.Offset(i), ops...)); err != nil {
-						t.Fatal(err)
-					}
-					m := models[i].clone()
-					m.apply(ops...)
-					models = append(models, m)
-					if i == synced {
-						if d, err := s.Sync(); err != nil || d.Offset != synced {
-							t.Fatalf("Sync = %v, %v", d, err)
-						}
-					}
-				}
 				crashed := mem.CrashClone(cfg)
 
 				r, err := Open("/shard", Options{FS: crashed})
@@ -197,6 +210,85 @@ func TestApplyIsAtomicAcrossCrashes(t *testing.T) {
 	}
 }
 
+// TestApplyIsAtomicAtEveryWALPrefix: a crash may keep any prefix of the
+// unsynced part of the database's WAL; every such prefix reopens to the
+// data of exactly the entries up to the commit it holds.
+func TestApplyIsAtomicAtEveryWALPrefix(t *testing.T) {
+	// The unsynced entries span the end of the WAL's first 32 KiB block.
+	const synced, applied = 7, 13
+	mem := vfs.NewCrashableMem()
+	s, models := applyAtomicityWorkload(t, mem, synced, applied)
+	defer s.Close()
+	// What a crash now keeps for sure: the synced data, the WAL up to
+	// its last sync.
+	base := mem.CrashClone(vfs.CrashCloneCfg{})
+	dir := mem.PathJoin("/shard", s.db.name)
+	var logs []string
+	for _, name := range listDir(t, mem, dir) {
+		if strings.HasSuffix(name, ".log") {
+			logs = append(logs, mem.PathJoin(dir, name))
+		}
+	}
+	if len(logs) != 1 {
+		t.Fatalf("WAL files %q, want one", logs)
+	}
+	wal := logs[0]
+	durableWAL := fileContent(t, base, wal)
+	// Close hands the rest of the WAL to the file.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	full := fileContent(t, mem, wal)
+	if !bytes.HasPrefix(full, durableWAL) || len(full) == len(durableWAL) {
+		t.Fatalf("WAL of %d bytes, %d of them synced", len(full), len(durableWAL))
+	}
+	if len(full) <= 32<<10 || len(durableWAL) >= 32<<10 {
+		t.Fatalf("%d bytes of the WAL synced, %d written: the unsynced part is not across its first block's end", len(durableWAL), len(full))
+	}
+	seen := map[logpos.Offset]bool{}
+	for cut := len(durableWAL); ; cut = min(cut+97, len(full)) {
+		img := base.CrashClone(vfs.CrashCloneCfg{})
+		if err := writeFile(img, wal, string(full[:cut])); err != nil {
+			t.Fatal(err)
+		}
+		r, err := Open("/shard", Options{FS: img})
+		if err != nil {
+			t.Fatalf("WAL cut at %d of %d bytes: reopen: %v", cut, len(full), err)
+		}
+		c := r.Commit()
+		seen[c.Offset] = true
+		if diff := cmp.Diff(models[c.Offset+1], userData(t, r)); diff != "" {
+			t.Fatalf("WAL cut at %d of %d bytes: the data is not that of entries 0..%d, the commit (-want +got):\n%s", cut, len(full), c.Offset, diff)
+		}
+		if err := r.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if cut == len(full) {
+			break
+		}
+	}
+	for o := logpos.Offset(synced); o <= applied; o++ {
+		if !seen[o] {
+			t.Errorf("no cut of the WAL reopened with commit offset %d", o)
+		}
+	}
+}
+
+// fileContent returns the content of the file name on fs.
+func fileContent(t testing.TB, fs vfs.FS, name string) []byte {
+	t.Helper()
+	f, err := fs.Open(name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 func TestSetTermIsDurableWhenItReturns(t *testing.T) {
 	mem := vfs.NewCrashableMem()
 	s := mustOpen(t, "/shard", Options{FS: mem})
@@ -213,6 +305,61 @@ func TestSetTermIsDurableWhenItReturns(t *testing.T) {
 	if r.Commit().Offset != 2 {
 		t.Fatalf("after crash: commit %v, want offset 2", r.Commit())
 	}
+}
+
+// TestClearLogResetIsDurableWhenItReturns: once ClearLogReset returns, a
+// crash does not bring the log reset back (its owner would clear its log
+// again, losing the entries it took since).
+func TestClearLogResetIsDurableWhenItReturns(t *testing.T) {
+	chunks, info, _ := memSource(t)
+	mem := vfs.NewCrashableMem()
+	s := mustOpen(t, "/shard", Options{FS: mem})
+	if _, err := load(s, chunks, 0); err != nil {
+		t.Fatal(err)
+	}
+	r := mustOpen(t, "/shard", Options{FS: mem.CrashClone(vfs.CrashCloneCfg{})})
+	if at, pending := r.LogResetPending(); !pending || at != info.Commit {
+		t.Fatalf("after Install and a crash: log reset to %v pending %v, want %v", at, pending, info.Commit)
+	}
+	if err := s.ClearLogReset(); err != nil {
+		t.Fatal(err)
+	}
+	r = mustOpen(t, "/shard", Options{FS: mem.CrashClone(vfs.CrashCloneCfg{})})
+	if at, pending := r.LogResetPending(); pending {
+		t.Fatalf("after ClearLogReset and a crash: log reset to %v pending again", at)
+	}
+}
+
+// TestInstalledSnapshotIsDurable: the files of a snapshot are durable once
+// Install returns, also the tables that opening the staged database does
+// not rewrite (here all of them: the source holds puts only, compacted
+// into its last level, so there is no WAL to replay and no tombstone to
+// drop).
+func TestInstalledSnapshotIsDurable(t *testing.T) {
+	src := mustOpen(t, "/src", Options{FS: vfs.NewMem(), SnapshotChunkSize: 4096})
+	if err := src.SetTerm(5, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	data := model{}
+	for i := range 30 {
+		k, v := fmt.Sprintf("src/%03d", i), strings.Repeat(fmt.Sprint(i), 100)
+		if err := src.Apply(kvEntry(t, 5, logpos.Offset(i), put(k, v))); err != nil {
+			t.Fatal(err)
+		}
+		data[k] = v
+	}
+	if err := src.db.h.Compact(context.Background(), []byte{sysPrefix}, userUpperBound, false); err != nil {
+		t.Fatal(err)
+	}
+	chunks, info := takeSnapshot(t, src)
+	mem := vfs.NewCrashableMem()
+	s := mustOpen(t, "/shard", Options{FS: mem})
+	fillStore(t, s, model{}, 3, 5, "old")
+	if _, err := load(s, chunks, 0); err != nil {
+		t.Fatal(err)
+	}
+	r := mustOpen(t, "/shard", Options{FS: mem.CrashClone(vfs.CrashCloneCfg{})})
+	checkInstalled(t, "after Install and a crash", fingerprintOf(t, r), info, data)
 }
 
 // TestCrashDuringCreation crashes before every write of a store's

@@ -259,6 +259,68 @@ func TestLoaderFailuresLeaveTheStore(t *testing.T) {
 	}
 }
 
+// TestLoaderChecksTheChunkSequence: the loader itself refuses a chunk
+// sequence that breaks its rules, with ErrInvalidSnapshot: Write the chunk
+// that breaks it, Finish a last file that misses chunks. The broken file
+// here follows a good snapshot and is one Pebble never reads, so nothing
+// but the loader can refuse it.
+func TestLoaderChecksTheChunkSequence(t *testing.T) {
+	good, info, data := memSource(t)
+	zzz := func(index, count int32) Chunk {
+		return Chunk{Name: "zzz", Index: index, Count: count, Content: []byte{byte('a' + index)}}
+	}
+	for _, tc := range []struct {
+		name  string
+		extra []Chunk
+		bad   int // the chunk of extra Write refuses; len(extra): Finish refuses; -1: accepted
+	}{
+		{"whole file", []Chunk{zzz(0, 3), zzz(1, 3), zzz(2, 3)}, -1},
+		{"chunks out of order", []Chunk{zzz(0, 3), zzz(2, 3), zzz(1, 3)}, 1},
+		{"file sent twice", []Chunk{zzz(0, 1), zzz(0, 1)}, 1},
+		{"last file unfinished", []Chunk{zzz(0, 2)}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := mustOpen(t, "/shard", Options{FS: vfs.NewMem()})
+			before := fingerprintOf(t, s)
+			l, err := s.NewLoader()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := writeAll(l, good); err != nil {
+				t.Fatal(err)
+			}
+			for i, c := range tc.extra {
+				err := l.Write(c)
+				if i == tc.bad {
+					if !errors.Is(err, ErrInvalidSnapshot) {
+						t.Fatalf("Write(chunk %d of %d of %q): %v, want ErrInvalidSnapshot", c.Index, c.Count, c.Name, err)
+					}
+					assertFingerprint(t, "after the refused chunk", before, fingerprintOf(t, s))
+					return
+				}
+				if err != nil {
+					t.Fatalf("Write(chunk %d of %d of %q): %v", c.Index, c.Count, c.Name, err)
+				}
+			}
+			_, err = l.Finish()
+			if tc.bad < 0 {
+				if err != nil {
+					t.Fatalf("Finish: %v", err)
+				}
+				if _, err := s.Install(l, 0); err != nil {
+					t.Fatalf("Install: %v", err)
+				}
+				checkInstalled(t, "after Install", fingerprintOf(t, s), info, data)
+				return
+			}
+			if !errors.Is(err, ErrInvalidSnapshot) {
+				t.Fatalf("Finish: %v, want ErrInvalidSnapshot", err)
+			}
+			assertFingerprint(t, "after the refused snapshot", before, fingerprintOf(t, s))
+		})
+	}
+}
+
 func writeAll(l *Loader, chunks []Chunk) error {
 	for _, c := range chunks {
 		c.Content = slices.Clone(c.Content) // the FS may scribble on it

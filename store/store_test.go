@@ -6,10 +6,13 @@ import (
 	"io"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/google/go-cmp/cmp"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store/kvpb"
@@ -466,6 +469,76 @@ func TestDurableCommit(t *testing.T) {
 	}
 }
 
+// TestDurableCommitNeverGoesBack: a Sync or SetTerm that read an older
+// commit and finishes after one that read a newer commit leaves the
+// durable commit at the newer one. (Which of two concurrent calls
+// finishes last is up to the scheduler; here the late one is played by
+// hand, at the point where each records what it made durable.)
+func TestDurableCommitNeverGoesBack(t *testing.T) {
+	s := mustOpen(t, "/shard", Options{FS: vfs.NewMem()})
+	fillStore(t, s, model{}, 1, 5, "k")
+	d, err := s.Sync()
+	if err != nil || d.Offset != 4 {
+		t.Fatalf("Sync = %v, %v", d, err)
+	}
+	for _, late := range []logpos.EntryID{{Term: 1, Offset: 3}, {Term: 1, Offset: 0}, logpos.NoEntry} {
+		s.mu.Lock()
+		s.advanceDurableLocked(late)
+		s.mu.Unlock()
+		if got := s.DurableCommit(); got != d {
+			t.Fatalf("after a call that read commit %v finished: DurableCommit = %v, want %v", late, got, d)
+		}
+	}
+}
+
+// TestSyncReportsOnlyEntriesAppliedBeforeIt: Sync reports durable only
+// what the WAL fsync it waits for covers. An entry applied while that
+// fsync runs is not covered, and Sync does not report it.
+func TestSyncReportsOnlyEntriesAppliedBeforeIt(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	var (
+		s       *Store
+		armed   atomic.Bool
+		applied = make(chan error, 1)
+	)
+	late := kvEntry(t, 1, 5, put("late", "v"))
+	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if (op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData) &&
+			strings.HasSuffix(op.Path, ".log") && armed.CompareAndSwap(true, false) {
+			// The fsync Sync waits for has begun but not happened: apply
+			// the next entry now (Apply does not wait for the WAL).
+			applied <- s.Apply(late)
+		}
+		return nil
+	}))
+	s = mustOpen(t, "/shard", Options{FS: fs})
+	fillStore(t, s, model{}, 1, 5, "k") // entries 0..4
+	armed.Store(true)
+	d, err := s.Sync()
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-applied:
+		if err != nil {
+			t.Fatalf("Apply during the fsync: %v", err)
+		}
+	default:
+		t.Fatal("Sync did not fsync the WAL")
+	}
+	if c := s.Commit(); c.Offset != 5 {
+		t.Fatalf("commit %v after the entry applied during the fsync", c)
+	}
+	if want := (logpos.EntryID{Term: 1, Offset: 4}); d != want || s.DurableCommit() != want {
+		t.Fatalf("Sync = %v, DurableCommit = %v, want %v: the entry applied during the fsync is not durable", d, s.DurableCommit(), want)
+	}
+	// Indeed a crash now loses it.
+	r := mustOpen(t, "/shard", Options{FS: mem.CrashClone(vfs.CrashCloneCfg{})})
+	if c := r.Commit(); c.Offset != 4 {
+		t.Fatalf("after a crash: commit %v, want offset 4", c)
+	}
+}
+
 // TestConcurrentUse runs an applier against readers, syncs, snapshots and
 // term changes; the race detector and the final state judge it.
 func TestConcurrentUse(t *testing.T) {
@@ -502,11 +575,20 @@ func TestConcurrentUse(t *testing.T) {
 			}
 		})
 	}
+	lastDurable := logpos.NoEntry
 	reader(func() error {
+		// Durable first: the commit read after it is at least as far.
+		d := s.DurableCommit()
 		c := s.Commit()
-		if d := s.DurableCommit(); d.Offset > c.Offset {
+		if d.Offset > c.Offset {
 			return fmt.Errorf("durable %v ahead of commit %v", d, c)
 		}
+		// Syncs and SetTerms finish in any order; the durable commit
+		// never goes back.
+		if d.Offset < lastDurable.Offset {
+			return fmt.Errorf("DurableCommit went back from %v to %v", lastDurable, d)
+		}
+		lastDurable = d
 		_, err := s.Get([]byte("k000"))
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return err

@@ -68,7 +68,12 @@ func TestAppendDuringFsync(t *testing.T) {
 		}
 		done <- o
 	}()
-	<-inSync
+	select {
+	case <-inSync:
+	case o := <-done:
+		block.Store(false)
+		t.Fatalf("Sync returned %d without an fdatasync", o)
+	}
 	mustAppend(t, l, entries(20, 29, 0)...) // would deadlock if the fsync held the lock
 	if got := readAll(t, l, 0); len(got) != 10 {
 		t.Fatalf("read %d entries during the fsync", len(got))
@@ -319,7 +324,12 @@ func TestReaderDuringTruncate(t *testing.T) {
 			pause.Store(true)
 			done := make(chan error)
 			go func() { _, err := l.TruncateLog(3); done <- err }()
-			<-reached // the truncation is under way; the segment not yet cut
+			select {
+			case <-reached: // the truncation is under way; the segment not yet cut
+			case err := <-done:
+				pause.Store(false)
+				t.Fatalf("TruncateLog returned (%v) without the %s step on the segment it cuts", err, name)
+			}
 			if e, err := r.Next(); err != nil || e.Offset != 2 {
 				t.Fatalf("Next during the truncation: %v, %v", e.ID(), err)
 			}

@@ -263,15 +263,41 @@ func TestTrim(t *testing.T) {
 	if _, err := r.Next(); err != nil {
 		t.Fatal(err)
 	}
+	// Trim(upTo) removes the segments whose entries are all below upTo:
+	// the log then starts with the segment holding upTo.
+	l.mu.Lock()
+	want := l.findLocked(120).first
+	l.mu.Unlock()
+	if want == 0 {
+		t.Fatal("120 is in the first segment")
+	}
 	if err := l.Trim(120); err != nil {
 		t.Fatal(err)
 	}
 	first := l.FirstOffset()
-	if first <= 0 || first > 120 {
-		t.Fatalf("first offset after Trim(120) = %d", first)
+	if first != want {
+		t.Fatalf("first offset after Trim(120) = %d, want %d", first, want)
 	}
 	if _, err := r.Next(); !errors.Is(err, ErrTrimmed) {
 		t.Fatalf("reading a trimmed offset: %v", err)
+	}
+	checkEntries(t, readAll(t, l, first), all[first:])
+	// A segment whose last entry is upTo is kept; upTo one past it
+	// removes it.
+	l.mu.Lock()
+	last := l.mu.segs[0].last()
+	l.mu.Unlock()
+	if err := l.Trim(last); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.FirstOffset(); got != first {
+		t.Fatalf("first offset after Trim(%d), the last offset of the first segment, = %d, want %d", last, got, first)
+	}
+	if err := l.Trim(last + 1); err != nil {
+		t.Fatal(err)
+	}
+	if first = l.FirstOffset(); first != last+1 {
+		t.Fatalf("first offset after Trim(%d) = %d, want %d", last+1, first, last+1)
 	}
 	checkEntries(t, readAll(t, l, first), all[first:])
 	if err := l.Trim(1 << 40); err != nil {
@@ -379,6 +405,136 @@ func TestClear(t *testing.T) {
 	defer l.Close()
 	if l.LastDurable() != logpos.NoEntry {
 		t.Fatal("entries came back")
+	}
+}
+
+// Trim removes only segments whose records are durable: segments appended
+// to but not yet synced stay, whatever upTo says.
+func TestTrimKeepsUnsyncedSegments(t *testing.T) {
+	l := mustOpen(t, "wal", memOpts(vfs.NewMem()))
+	defer l.Close()
+	mustAppend(t, l, entries(0, 99, 0)...)
+	if err := l.Trim(99); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.FirstOffset(); got != 0 {
+		t.Fatalf("Trim(99) before any Sync: first offset %d, want 0", got)
+	}
+	mustSync(t, l)
+	if err := l.Trim(99); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.FirstOffset(); got == 0 {
+		t.Fatal("Trim(99) after Sync removed nothing")
+	}
+}
+
+// The segment TruncateLog cuts takes the appends that follow it and, once
+// sealed and synced, is trimmed like any other segment.
+func TestTruncatedSegmentTrimmedLater(t *testing.T) {
+	l := mustOpen(t, "wal", memOpts(vfs.NewMem()))
+	defer l.Close()
+	mustAppend(t, l, entries(0, 99, 0)...)
+	mustSync(t, l)
+	if _, err := l.TruncateLog(5); err != nil {
+		t.Fatal(err)
+	}
+	more := entries(6, 99, 1)
+	mustAppend(t, l, more...)
+	mustSync(t, l)
+	l.mu.Lock()
+	want := l.findLocked(99).first
+	l.mu.Unlock()
+	if err := l.Trim(99); err != nil {
+		t.Fatal(err)
+	}
+	first := l.FirstOffset()
+	if first <= 5 || first != want {
+		t.Fatalf("first offset after Trim(99) = %d, want %d (the segment cut at 5 must go too)", first, want)
+	}
+	checkEntries(t, readAll(t, l, first), more[first-6:])
+}
+
+// TruncateLog removes the index files of the segments it removes: none is
+// left without its segment.
+func TestTruncateRemovesIndexes(t *testing.T) {
+	fs, all := closedLog(t, 100)
+	if n := len(listSuffix(t, fs, "wal", indexSuffix)); n < 3 {
+		t.Fatalf("%d index files", n)
+	}
+	l := mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	if _, err := l.TruncateLog(10); err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range listSuffix(t, fs, "wal", indexSuffix) {
+		if _, err := fs.Stat(strings.TrimSuffix(p, indexSuffix) + segmentSuffix); err != nil {
+			t.Errorf("%s left without its segment", p)
+		}
+	}
+	checkEntries(t, readAll(t, l, 0), all[:11])
+}
+
+// A Clear stopped by an error at any of its removals leaves, on reopen,
+// the whole log or an empty one.
+func TestClearStoppedAtEveryStep(t *testing.T) {
+	all := entries(0, 99, 0)
+	stops := 0
+	for k := int32(1); ; k++ {
+		mem := vfs.NewMem()
+		var armed atomic.Bool
+		var removals atomic.Int32
+		fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+			if armed.Load() && op.Kind == errorfs.OpRemove && removals.Add(1) == k {
+				return errorfs.ErrInjected
+			}
+			return nil
+		}))
+		l := mustOpen(t, "wal", memOpts(fs))
+		mustAppend(t, l, all...)
+		mustSync(t, l)
+		armed.Store(true)
+		err := l.Clear()
+		armed.Store(false)
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err == nil {
+			break // k is past the last removal
+		}
+		if !errors.Is(err, errorfs.ErrInjected) {
+			t.Fatalf("Clear stopped at removal %d: %v", k, err)
+		}
+		stops++
+		r := mustOpen(t, "wal", memOpts(mem))
+		got := readAll(t, r, max(r.FirstOffset(), 0))
+		r.Close()
+		if len(got) > 0 {
+			if err := equalEntries(got, all); err != nil {
+				t.Fatalf("Clear stopped at removal %d: the reopened log is neither whole nor empty: %v", k, err)
+			}
+		}
+	}
+	if stops < 10 {
+		t.Fatalf("Clear made only %d removals: the log has too few segments to test", stops)
+	}
+}
+
+// Delete is durable when it returns: after a power loss the log's
+// directory is gone.
+func TestDeleteIsDurable(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	l := mustOpen(t, "wal", memOpts(mem))
+	mustAppend(t, l, entries(0, 20, 0)...)
+	mustSync(t, l)
+	if _, err := mem.CrashClone(vfs.CrashCloneCfg{}).Stat("wal"); err != nil {
+		t.Fatalf("the log's directory is not durable: %v", err)
+	}
+	if err := l.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mem.CrashClone(vfs.CrashCloneCfg{}).Stat("wal"); !errors.Is(err, errNotExist) {
+		t.Fatalf("after Delete and a crash, the log's directory: %v", err)
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
+	"github.com/tablefsm/tablefsm/internal/durable"
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
@@ -373,8 +376,20 @@ func TestSegmentsSyncedBeforeTheyRoll(t *testing.T) {
 		t.Errorf("%d index files for %d segments", len(idx), len(segs))
 	}
 	// Reopening reads the records of the last segment only.
-	read := map[string]bool{}
+	counting, scanned := recordReads(fs)
+	l = mustOpen(t, "wal", memOpts(counting))
+	defer l.Close()
+	if got := scanned(); len(got) > 1 {
+		t.Errorf("Open read the records of %d segments: %q", len(got), got)
+	}
+	checkEntries(t, readAll(t, l, first), all[first:])
+}
+
+// recordReads wraps fs to note the segment files whose records (not just
+// their header) are read; scanned returns their paths, sorted.
+func recordReads(fs vfs.FS) (_ vfs.FS, scanned func() []string) {
 	var mu sync.Mutex
+	read := map[string]bool{}
 	counting := errorfs.Wrap(fs, errorfs.InjectorFunc(func(op errorfs.Op) error {
 		if (op.Kind == errorfs.OpFileReadAt || op.Kind == errorfs.OpFileRead) &&
 			strings.HasSuffix(op.Path, segmentSuffix) && op.Offset >= segmentHeaderSize {
@@ -384,14 +399,11 @@ func TestSegmentsSyncedBeforeTheyRoll(t *testing.T) {
 		}
 		return nil
 	}))
-	l = mustOpen(t, "wal", memOpts(counting))
-	defer l.Close()
-	mu.Lock()
-	if len(read) > 1 {
-		t.Errorf("Open read the records of %d segments", len(read))
+	return counting, func() []string {
+		mu.Lock()
+		defer mu.Unlock()
+		return slices.Sorted(maps.Keys(read))
 	}
-	mu.Unlock()
-	checkEntries(t, readAll(t, l, first), all[first:])
 }
 
 // An index whose rename reached the directory but whose directory sync
@@ -443,4 +455,135 @@ func TestStaleIndexOfTruncatedSegment(t *testing.T) {
 		t.Errorf("reopened: last durable %d, want 5", d)
 	}
 	checkEntries(t, readAll(t, l, 0), append(entries(0, 2, 0), entries(3, 5, 1)...))
+}
+
+// Records that survived a process crash only in the page cache are made
+// durable by Open before LastDurable reports them.
+func TestRecoveredTailIsMadeDurable(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	if err := durable.MkdirAll(mem, "wal"); err != nil {
+		t.Fatal(err)
+	}
+	all := entries(0, 9, 0)
+	b := appendSegmentHeader(nil, segmentHeader{first: 0})
+	crc := uint32(0)
+	for i := range all {
+		b, crc = appendRecord(b, &all[i], crc)
+	}
+	// The segment's name is durable, its content is in the page cache only.
+	writeBytes(t, mem, "wal/"+segmentName(0), b)
+	if err := durable.SyncDir(mem, "wal"); err != nil {
+		t.Fatal(err)
+	}
+	l := mustOpen(t, "wal", memOpts(mem))
+	defer l.Close()
+	if d := l.LastDurable().Offset; d != 9 {
+		t.Fatalf("LastDurable = %d after Open, want 9", d)
+	}
+	r := mustOpen(t, "wal", memOpts(mem.CrashClone(vfs.CrashCloneCfg{})))
+	defer r.Close()
+	checkEntries(t, readAll(t, r, 0), all)
+}
+
+// twoLogs writes entries 0..n-1 to the closed logs "a" (generation 0) and
+// "b" (generation 1) on a new memory FS: the same offsets and record sizes,
+// so the same segments, but other terms, values and CRC chains. It returns
+// a's entries.
+func twoLogs(t testing.TB, n logpos.Offset) (vfs.FS, []logpos.Entry) {
+	t.Helper()
+	fs := vfs.NewMem()
+	for gen, dir := range []string{"a", "b"} {
+		l := mustOpen(t, dir, memOpts(fs))
+		mustAppend(t, l, entries(0, n-1, gen)...)
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names := func(dir string) []string {
+		var out []string
+		for _, p := range listSuffix(t, fs, dir, segmentSuffix) {
+			out = append(out, fs.PathBase(p))
+		}
+		return out
+	}
+	if a, b := names("a"), names("b"); !slices.Equal(a, b) || len(a) < 3 {
+		t.Fatalf("segments %q and %q: want the same, at least 3", a, b)
+	}
+	return fs, entries(0, n-1, 0)
+}
+
+// A segment whose first offset follows the segment before it but whose
+// chain seed is not that segment's last CRC does not continue the log:
+// Open cuts the log there.
+func TestSegmentBreakingTheChainIsCut(t *testing.T) {
+	fs, all := twoLogs(t, 60)
+	// c holds a's first segment, then b's others, each with its index.
+	if err := fs.MkdirAll("c", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	segs := listSuffix(t, fs, "a", segmentSuffix)
+	for i, p := range segs {
+		from := "b"
+		if i == 0 {
+			from = "a"
+		}
+		first, _ := parseName(fs.PathBase(p), segmentSuffix)
+		writeBytes(t, fs, "c/"+segmentName(first), readBytes(t, fs, from+"/"+segmentName(first)))
+		if _, err := fs.Stat(from + "/" + indexName(first)); err == nil {
+			writeBytes(t, fs, "c/"+indexName(first), readBytes(t, fs, from+"/"+indexName(first)))
+		}
+	}
+	second, _ := parseName(fs.PathBase(segs[1]), segmentSuffix)
+	if _, err := Open("c", optsKeep(fs, second)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open keeping offset %d: %v, want ErrCorrupt", second, err)
+	}
+	l := mustOpen(t, "c", optsKeep(fs, second-1))
+	defer l.Close()
+	if d := l.LastDurable().Offset; d != second-1 {
+		t.Fatalf("LastDurable = %d, want %d: the chain breaks at %d", d, second-1, second)
+	}
+	checkEntries(t, readAll(t, l, 0), all[:second])
+}
+
+// An index whose header describes a segment with the same offsets but
+// another chain seed (another log's) is not trusted: Open rebuilds it from
+// the segment, and the log keeps every entry.
+func TestIndexOfAnotherChainRebuilt(t *testing.T) {
+	fs, all := twoLogs(t, 60)
+	idx := listSuffix(t, fs, "a", indexSuffix)
+	name := fs.PathBase(idx[1])
+	orig := readBytes(t, fs, "a/"+name)
+	writeBytes(t, fs, "a/"+name, readBytes(t, fs, "b/"+name))
+	l := mustOpen(t, "a", optsKeep(fs, 59))
+	defer l.Close()
+	checkEntries(t, readAll(t, l, 0), all)
+	if got := readBytes(t, fs, "a/"+name); !bytes.Equal(got, orig) {
+		t.Fatal("the other log's index was not replaced by the segment's own")
+	}
+}
+
+// The indexes Close writes are durable when it returns: after a power
+// loss, Open reads the records of the last segment only.
+func TestIndexesDurableAfterClose(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	l := mustOpen(t, "wal", memOpts(mem))
+	all := entries(0, 99, 0)
+	mustAppend(t, l, all...)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	crashed := mem.CrashClone(vfs.CrashCloneCfg{})
+	if n := len(listSuffix(t, crashed, "wal", indexSuffix)); n < 3 {
+		t.Fatalf("%d index files after Close and a crash", n)
+	}
+	counting, scanned := recordReads(crashed)
+	var warnings bytes.Buffer
+	opts := memOpts(counting)
+	opts.Logger = slog.New(slog.NewTextHandler(&warnings, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	r := mustOpen(t, "wal", opts)
+	defer r.Close()
+	if got := scanned(); len(got) > 1 {
+		t.Errorf("Open read the records of %d segments: %q\n%s", len(got), got, warnings.String())
+	}
+	checkEntries(t, readAll(t, r, 0), all)
 }
