@@ -191,7 +191,7 @@ func (s *Server) deleted(sh *shard) bool {
 // SendSnapshot implements OxiaLogReplicationServer: the chunks are
 // installed by the shard's follower, which replies with the snapshot's
 // commit offset. Unlike the other calls, one that a DeleteShard refused
-// is not run again: the follower had taken the first chunk by then.
+// is not run again: the follower may have taken its first chunk by then.
 func (s *Server) SendSnapshot(stream grpc.ClientStreamingServer[replicationpb.SnapshotChunk, replicationpb.SnapshotResponse]) error {
 	key, err := streamKey(stream.Context())
 	if err != nil {

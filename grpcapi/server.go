@@ -208,28 +208,39 @@ func (s *Server) shutdown(ctx context.Context) error {
 	}()
 	closed := make(chan []error, 1)
 	go func() { closed <- closeShards(shards) }()
-	// When ctx ends first, the connections are closed at once, and
-	// Shutdown returns without waiting for the handlers (GracefulStop
-	// waits for them in the background): neither a follower that does
-	// not close (say, its disk hangs in an fsync) nor a call stuck on
-	// such a disk holds the shutdown past ctx.
+	// When ctx ends first, the connections are closed, and Shutdown
+	// returns without waiting for the handlers, nor for gRPC to close
+	// the connections (both wait in the background for whatever holds
+	// a handler): neither a follower that does not close (say, its disk
+	// hangs in an fsync) nor a call stuck on such a disk holds the
+	// shutdown past ctx.
 	var errs []error
 	select {
 	case errs = <-closed:
 	case <-ctx.Done():
-		// The data directory stays locked: that follower may still write.
-		s.drain()
-		s.grpc.Stop()
-		return fmt.Errorf("grpcapi: shutdown cut short while followers were closing (the data directory stays locked): %w", context.Cause(ctx))
+		select {
+		case errs = <-closed: // both at once: the followers are closed
+		default:
+			// The data directory stays locked: that follower may still
+			// write.
+			s.drain()
+			go s.grpc.Stop()
+			return fmt.Errorf("grpcapi: shutdown cut short while followers were closing (the data directory stays locked): %w", context.Cause(ctx))
+		}
 	}
 	s.drain()
 	select {
 	case <-stopped:
 	case <-ctx.Done():
-		// Every follower is closed, and none opens any more: what the
-		// remaining handlers wait for writes nothing to the data directory.
-		s.grpc.Stop()
-		errs = append(errs, fmt.Errorf("grpcapi: shutdown cut short: %w", context.Cause(ctx)))
+		select {
+		case <-stopped:
+		default:
+			// Every follower is closed, and none opens any more: what the
+			// remaining handlers wait for writes nothing to the data
+			// directory.
+			go s.grpc.Stop()
+			errs = append(errs, fmt.Errorf("grpcapi: shutdown cut short: %w", context.Cause(ctx)))
+		}
 	}
 	errs = append(errs, s.lock.Close())
 	return errors.Join(errs...)
