@@ -557,6 +557,21 @@ func writeFile(fs vfs.FS, name, content string) error {
 	return errors.Join(err, f.Sync(), f.Close())
 }
 
+// openOldStore opens the store in dir on fs with some data (the "old"
+// store of the crash tests), synced, and returns it with its fingerprint.
+func openOldStore(t *testing.T, dir string, fs vfs.FS) (*Store, fingerprint) {
+	t.Helper()
+	s, err := Open(dir, Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillStore(t, s, model{}, 3, 5, "old")
+	if _, err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	return s, fingerprintOf(t, s)
+}
+
 // TestInstallCrashAtEveryStep crashes before each file-system write made
 // while a snapshot is loaded and installed (the store's and Pebble's),
 // and reopens: the store is either the complete old one, with no log
@@ -568,17 +583,9 @@ func TestInstallCrashAtEveryStep(t *testing.T) {
 		for k := int64(1); ; k++ {
 			mem := vfs.NewCrashableMem()
 			c := &crasher{mem: mem, k: k, cfg: cfg}
-			s, err := Open("/shard", Options{FS: errorfs.Wrap(mem, c)})
-			if err != nil {
-				t.Fatal(err)
-			}
-			fillStore(t, s, model{}, 3, 5, "old")
-			if _, err := s.Sync(); err != nil {
-				t.Fatal(err)
-			}
-			old := fingerprintOf(t, s)
+			s, old := openOldStore(t, "/shard", errorfs.Wrap(mem, c))
 			c.armed.Store(true)
-			_, err = load(s, chunks, 0)
+			_, err := load(s, chunks, 0)
 			c.armed.Store(false)
 			if err != nil {
 				t.Fatalf("load: %v", err)
@@ -678,15 +685,7 @@ func TestDeleteCrashAtEveryStep(t *testing.T) {
 		for k := int64(1); ; k++ {
 			mem := vfs.NewCrashableMem()
 			c := &crasher{mem: mem, k: k, cfg: cfg}
-			s, err := Open("/data/shard", Options{FS: stepwiseRemoval{errorfs.Wrap(mem, c)}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			fillStore(t, s, model{}, 3, 5, "old")
-			if _, err := s.Sync(); err != nil {
-				t.Fatal(err)
-			}
-			old := fingerprintOf(t, s)
+			s, old := openOldStore(t, "/data/shard", stepwiseRemoval{errorfs.Wrap(mem, c)})
 			c.armed.Store(true)
 			if err := s.Delete(); err != nil {
 				t.Fatalf("Delete: %v", err)
@@ -724,17 +723,9 @@ func TestDeleteStoppedAtEveryStep(t *testing.T) {
 			}
 			return nil
 		}))
-		s, err := Open("/data/shard", Options{FS: stepwiseRemoval{fs}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		fillStore(t, s, model{}, 3, 5, "old")
-		if _, err := s.Sync(); err != nil {
-			t.Fatal(err)
-		}
-		old := fingerprintOf(t, s)
+		s, old := openOldStore(t, "/data/shard", stepwiseRemoval{fs})
 		armed.Store(true)
-		err = s.Delete()
+		err := s.Delete()
 		armed.Store(false)
 		stopped := errors.Is(err, errorfs.ErrInjected)
 		if err != nil && !stopped {
