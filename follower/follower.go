@@ -733,6 +733,9 @@ func (f lifecycle) Shutdown() error {
 func (f *Follower) endStream(cause error) {
 	if r := f.stream; r != nil {
 		r.end(cause)
+		if invariants {
+			assertf(isClosed(r.recvDone) && isClosed(r.syncDone), "a stream's loops still running after it was ended")
+		}
 		f.stream = nil
 		f.stats.streamAttached.Store(false)
 	}

@@ -1100,9 +1100,10 @@ func TestConformanceAcceptedThenFailed(t *testing.T) {
 	}
 }
 
-// TestConformanceAcceptedEntryStateWhileSyncPending: deterministic variant: with
-// the WAL's fsync held, an accepted first entry leaves the follower FENCED
-// (head already moved) until the fsync completes.
+// TestConformanceAcceptedEntryStateWhileSyncPending: the deterministic
+// variant: with the WAL's fsync held, an accepted first entry has already
+// moved the follower to FOLLOWER (head moved, nothing durable or acked
+// yet); acceptance, not durability, is what §2.3 ties the move to.
 func TestConformanceAcceptedEntryStateWhileSyncPending(t *testing.T) {
 	var hold atomic.Bool
 	release := make(chan struct{})
