@@ -1759,35 +1759,17 @@ func TestConformanceCumulativeAckNotRepeated(t *testing.T) {
 }
 
 func TestConformanceCumulativeAckPerSyncRound(t *testing.T) {
-	var armed atomic.Bool
-	blocked, gate := make(chan struct{}), make(chan struct{})
-	efs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		// A sync round's fdatasync (not the WAL preparing its next
-		// segment, which syncs with fsync).
-		if strings.Contains(op.Path, "/wal/") && op.Kind == errorfs.OpFileSyncData &&
-			armed.CompareAndSwap(true, false) {
-			close(blocked)
-			<-gate
-		}
-		return nil
-	}))
-	f, err := Open(Config{Dir: t.TempDir(), FS: efs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	held := newHeldSyncRound(t)
+	f := held.f
 	cumulative := func(o int64) *replicationpb.Append {
 		ap := entryAppend(1, o, -1, fmt.Sprintf("k%d", o), "v")
 		ap.CumulativeAcksSupported = true
 		return ap
 	}
 	a := confAttach(t, f)
-	armed.Store(true)
+	held.armed.Store(true)
 	a.send(t, cumulative(0))
-	<-blocked // the round of entry 0 is in its fsync
+	<-held.blocked // the round of entry 0 is in its fsync
 	for o := int64(1); o <= 9; o++ {
 		a.send(t, cumulative(o))
 	}
@@ -1795,7 +1777,7 @@ func TestConformanceCumulativeAckPerSyncRound(t *testing.T) {
 	// before it were handled: all of 1..9 wait for the next round.
 	a.send(t, &replicationpb.Append{Term: 1, CommitOffset: -1})
 	a.send(t, &replicationpb.Append{Term: 1, CommitOffset: -1})
-	close(gate)
+	close(held.gate)
 	var acks []int64
 	for len(acks) == 0 || acks[len(acks)-1] != 9 {
 		acks = append(acks, a.ack(t))

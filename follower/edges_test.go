@@ -1,0 +1,345 @@
+package follower
+
+// Edges of the follower's contract that no scenario of the other tests
+// reaches: each pins down one promise of docs/spec.md or of the code's
+// own doc comments.
+
+import (
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/tablefsm/tablefsm/fsm"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/store"
+)
+
+// TestDeleteSurvivesPowerLoss: Delete moves the shard's directory aside
+// durably before it removes it (removeDir), so once Delete returned, a
+// power loss cannot bring the shard back: reopened, it is a fresh
+// NotMember follower (SPEC §2.6, §5: after DeleteShard the node forgets
+// the shard).
+func TestDeleteSurvivesPowerLoss(t *testing.T) {
+	mem := mdlNewMem(t) // the parent, /data, exists durably
+	cfg := Config{Dir: mdlDir, FS: mem, SegmentSize: 4096}
+	f, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.NewTerm(3, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	confFill(t, f, 3, 0, 4, 4)
+	waitApplied(t, f, 4)
+	if err := f.Delete(3); err != nil {
+		t.Fatal(err)
+	}
+	cfg.FS = mem.CrashClone(vfs.CrashCloneCfg{}) // power loss: only synced data survives
+	g, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer g.Close()
+	if st := g.Status(); st.State != StateNotMember || st.Term != logpos.NoTerm || st.Head != logpos.NoOffset || st.Commit != logpos.NoOffset {
+		t.Fatalf("reopened after a Delete and a power loss: %+v, want a fresh NotMember follower", st)
+	}
+}
+
+// TestTruncateMakesKeptEntriesDurable: a stream whose leader went away
+// while its first entry was waiting to move the follower to Follower left
+// that entry appended but not synced, and the follower Fenced; the Append
+// failed, so the commit it carried is not taken. A Truncate that keeps the
+// entry makes it durable before it replies with it as the head (SPEC
+// §2.2: the log is cut "durably"; §6.2).
+func TestTruncateMakesKeptEntriesDurable(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	s := newFakeStream()
+	res := make(chan error, 1)
+	go func() { res <- h.f.Replicate(s); s.cancel() }()
+	// Attached once a commit advertisement is taken (it moves nothing).
+	s.in <- &replicationpb.Append{Term: 1, CommitOffset: -1}
+	h.f.acquire() // the first entry waits for the lifecycle lock
+	r := h.f.stream
+	s.in <- entryAppend(1, 0, 0, "k", "v")
+	for h.f.log.LastAppended().Offset != 0 {
+		runtime.Gosched()
+	}
+	s.cancel()   // the leader goes away
+	<-r.recvDone // the first entry gave up waiting for the lock
+	h.f.release()
+	if err := <-res; err == nil {
+		t.Fatal("the stream whose leader went away returned nil")
+	}
+	if st := h.f.Status(); st.State != StateFenced {
+		t.Fatalf("after the first entry failed to move the follower: %+v, want Fenced", st)
+	}
+	// The Append failed: the commit it carried was not taken.
+	if adv := h.f.Stats().Advertised; adv != -1 {
+		t.Fatalf("the failed Append advertised commit %d", adv)
+	}
+	id, err := h.f.Truncate(1, &logpos.EntryID{Term: 1, Offset: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id.Offset != 0 {
+		t.Fatalf("Truncate replied %v, want head 0", id)
+	}
+	if d := h.f.log.LastDurable().Offset; d != 0 {
+		t.Fatalf("Truncate replied head 0 with the log durable up to %d", d)
+	}
+}
+
+// headAtFirstEntry is an observer that records, when a stream's first
+// entry moves the follower to Follower, the head Status reported then.
+type headAtFirstEntry struct {
+	f    atomic.Pointer[Follower]
+	head atomic.Int64
+	seen atomic.Bool
+}
+
+func (o *headAtFirstEntry) Observe(s fsm.Step) {
+	if f := o.f.Load(); f != nil && s.Event == EventFirstEntry.String() && s.From == StateFenced.String() && s.Err == nil {
+		o.head.Store(int64(f.Status().Head))
+		o.seen.Store(true)
+	}
+}
+
+// TestFirstEntryHeadComesWithFollower: the head appended by the first
+// entry of a stream becomes visible only once the follower has moved to
+// Follower (Status: "a head appended by the first entry of a stream comes
+// with state Follower"). While the move is under way (seen from an
+// observer, before it is published), Status still reports the old head
+// with the old state.
+func TestFirstEntryHeadComesWithFollower(t *testing.T) {
+	obs := &headAtFirstEntry{}
+	h := newHarness(t, Config{Observer: obs})
+	h.newTerm(1)
+	obs.f.Store(h.f)
+	a := confAttach(t, h.f)
+	a.send(t, entryAppend(1, 0, -1, "k", "v"))
+	if got := a.ack(t); got != 0 {
+		t.Fatalf("ack %d, want 0", got)
+	}
+	if err := a.finish(t); err != nil {
+		t.Fatal(err)
+	}
+	if !obs.seen.Load() {
+		t.Fatal("no FirstEntry step observed")
+	}
+	if head := obs.head.Load(); head != -1 {
+		t.Fatalf("during the move to Follower (state still Fenced), Status reported head %d, want -1", head)
+	}
+}
+
+// heldSyncRound is a follower (term 1) whose WAL holds the fdatasync of
+// one sync round: the first after armed is set. blocked is closed once
+// that round is in its fsync, and the fsync completes once gate is
+// closed. The WAL preparing its next segment syncs with fsync and is
+// never held.
+type heldSyncRound struct {
+	f       *Follower
+	armed   atomic.Bool
+	blocked chan struct{}
+	gate    chan struct{}
+}
+
+func newHeldSyncRound(t *testing.T) *heldSyncRound {
+	t.Helper()
+	h := &heldSyncRound{blocked: make(chan struct{}), gate: make(chan struct{})}
+	efs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if strings.Contains(op.Path, "/wal/") && op.Kind == errorfs.OpFileSyncData &&
+			h.armed.CompareAndSwap(true, false) {
+			close(h.blocked)
+			<-h.gate
+		}
+		return nil
+	}))
+	f, err := Open(Config{Dir: t.TempDir(), FS: efs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.f = f
+	return h
+}
+
+// TestEndedStreamLastSyncWakesTheApplier: a stream that ends while its
+// sync round is in its fsync (here, the leader goes away) sends no more
+// acks, but the entries that fsync made durable are applied up to the
+// commit the leader advertised, without waiting for new traffic
+// (SPEC §3: the applier applies up to min(advertised, durable head)).
+func TestEndedStreamLastSyncWakesTheApplier(t *testing.T) {
+	held := newHeldSyncRound(t)
+	f := held.f
+	a := confAttach(t, f)
+	held.armed.Store(true)
+	a.send(t, entryAppend(1, 0, 0, "k", "v")) // commit 0 advertised with it
+	<-held.blocked                            // the round of entry 0 is in its fsync
+	a.s.cancel()                              // the leader goes away
+	if err := <-a.res; err == nil {
+		t.Fatal("the stream whose leader went away returned nil")
+	}
+	close(held.gate)
+	waitApplied(t, f, 0)
+	if v, err := f.Get([]byte("k")); err != nil || string(v) != "v" {
+		t.Fatalf("Get(k) = %q, %v; want v", v, err)
+	}
+}
+
+// TestInvalidSnapshotWrapsItsCause: an install refused because the
+// snapshot is malformed fails with ErrInvalidArgument wrapping the
+// store's reason (errors.go: the follower's errors arrive wrapped with
+// detail, matched with errors.Is), and leaves the follower as it was.
+func TestInvalidSnapshotWrapsItsCause(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(2)
+	chunks := confSnap{chunkTerm: 2, storeTerm: 2, commit: 6}.build(t)
+	before := confObserve(t, h.f, h.dir, h.fs)
+	_, err := h.f.InstallSnapshot(&fakeSnapshotStream{chunks: chunks[:len(chunks)-1]}) // the last chunk is missing
+	if !errors.Is(err, ErrInvalidArgument) || !errors.Is(err, store.ErrInvalidSnapshot) {
+		t.Fatalf("installing a truncated snapshot: %v, want ErrInvalidArgument wrapping store.ErrInvalidSnapshot", err)
+	}
+	if d := before.diff(confObserve(t, h.f, h.dir, h.fs)); d != "" {
+		t.Fatalf("a refused install changed: %s", d)
+	}
+}
+
+// TestAckModeDecidedByFirstAppend: the ack mode of a stream is decided by
+// its first Append (SPEC §2.3), even when that Append carries no entry: a
+// stream that started without cumulative_acks_supported acks every entry
+// on its own, though later Appends set the flag and several entries share
+// a sync round.
+func TestAckModeDecidedByFirstAppend(t *testing.T) {
+	held := newHeldSyncRound(t)
+	f := held.f
+	flagged := func(ap *replicationpb.Append) *replicationpb.Append {
+		ap.CumulativeAcksSupported = true
+		return ap
+	}
+	a := confAttach(t, f)
+	a.send(t, &replicationpb.Append{Term: 1, CommitOffset: -1}) // per-entry acks
+	held.armed.Store(true)
+	a.send(t, flagged(entryAppend(1, 0, -1, "k0", "v")))
+	<-held.blocked // the round of entry 0 is in its fsync
+	for o := int64(1); o <= 4; o++ {
+		a.send(t, flagged(entryAppend(1, o, -1, fmt.Sprintf("k%d", o), "v")))
+	}
+	// Once a second advertisement is taken, the first and every entry
+	// before it were handled: all of 1..4 wait for the next round.
+	a.send(t, flagged(&replicationpb.Append{Term: 1, CommitOffset: -1}))
+	a.send(t, flagged(&replicationpb.Append{Term: 1, CommitOffset: -1}))
+	close(held.gate)
+	var acks []int64
+	for len(acks) == 0 || acks[len(acks)-1] != 4 {
+		acks = append(acks, a.ack(t))
+	}
+	if err := a.finish(t); err != nil {
+		t.Fatal(err)
+	}
+	if want := []int64{0, 1, 2, 3, 4}; !slices.Equal(acks, want) || len(a.s.acks) != 0 {
+		t.Errorf("acks %v (and %d more), want %v: one per entry, as the first Append decided", acks, len(a.s.acks), want)
+	}
+}
+
+// TestNoAppendWrittenAfterTheStreamEnded: once a stream has ended (here
+// its Send failed), an Append its leader still delivers is not written:
+// nothing of a stream lands once it ended (SPEC §2.3, §6.4).
+func TestNoAppendWrittenAfterTheStreamEnded(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	if _, err := h.f.Truncate(1, &logpos.EntryID{Term: 1, Offset: -1}); err != nil {
+		t.Fatal(err)
+	}
+	s := newFakeStream()
+	s.sendErr = errInjected
+	res := make(chan error, 1)
+	go func() { res <- h.f.Replicate(s); s.cancel() }()
+	s.in <- &replicationpb.Append{Term: 1, CommitOffset: -1} // attached once taken
+	// Holding the lifecycle lock, Replicate cannot detach the stream: its
+	// receive loop keeps receiving.
+	h.f.acquire()
+	r := h.f.stream
+	s.in <- entryAppend(1, 0, -1, "k", "v0")
+	<-r.ctx.Done() // the ack of entry 0 failed: the stream ended
+	s.in <- entryAppend(1, 1, -1, "k", "v1")
+	h.f.release()
+	if err := <-res; !errors.Is(err, errInjected) {
+		t.Fatalf("the stream whose Send failed: %v", err)
+	}
+	<-r.recvDone
+	if last, head := h.f.log.LastAppended().Offset, h.f.Status().Head; last != 0 || head != 0 {
+		t.Fatalf("after the stream ended: log appended up to %d, head %d; want 0 (entry 1 came after the end)", last, head)
+	}
+}
+
+// gatedAckStream is a fakeStream whose Sends numbered in gates (counting
+// from 1) close their entered channel and wait for their gate before they
+// succeed.
+type gatedAckStream struct {
+	*fakeStream
+	sends   atomic.Int32
+	entered map[int32]chan struct{}
+	gates   map[int32]chan struct{}
+}
+
+func (s *gatedAckStream) Send(a *replicationpb.Ack) error {
+	n := s.sends.Add(1)
+	if gate, ok := s.gates[n]; ok {
+		close(s.entered[n])
+		<-gate
+	}
+	return s.fakeStream.Send(a)
+}
+
+// TestNoAckStartedAfterTheStreamEnded: a stream that NewTerm ends while
+// its sync loop is sending a round's acks starts no other Send: at most
+// the one under way completes (stream.go: "Once the stream has ended, at
+// most a Send begun at that moment is still under way when Replicate
+// returns; no other is started").
+func TestNoAckStartedAfterTheStreamEnded(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	s := &gatedAckStream{fakeStream: newFakeStream(),
+		entered: map[int32]chan struct{}{1: make(chan struct{}), 2: make(chan struct{})},
+		gates:   map[int32]chan struct{}{1: make(chan struct{}), 2: make(chan struct{})}}
+	res := make(chan error, 1)
+	go func() { res <- h.f.Replicate(s); s.cancel() }()
+	s.in <- entryAppend(1, 0, -1, "k", "v0")
+	<-s.entered[1] // the ack of entry 0 is being sent
+	h.f.acquire()
+	r := h.f.stream
+	h.f.release()
+	s.in <- entryAppend(1, 1, -1, "k", "v1")
+	s.in <- entryAppend(1, 2, -1, "k", "v2")
+	// Once a second advertisement is taken, entries 1 and 2 were handled:
+	// the next round acknowledges both.
+	s.in <- &replicationpb.Append{Term: 1, CommitOffset: -1}
+	s.in <- &replicationpb.Append{Term: 1, CommitOffset: -1}
+	close(s.gates[1])
+	<-s.entered[2] // the ack of entry 1 is being sent, that of 2 comes next
+	fenced := make(chan error, 1)
+	go func() { _, err := h.f.NewTerm(2, TermOptions{}); fenced <- err }()
+	<-r.ctx.Done() // NewTerm ended the stream
+	close(s.gates[2])
+	if err := <-fenced; err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; !errors.Is(err, ErrStreamEnded) {
+		t.Fatalf("the stream NewTerm ended: %v", err)
+	}
+	if n := s.sends.Load(); n != 2 {
+		t.Fatalf("%d Sends, want 2: an ack was sent after the stream ended", n)
+	}
+}
