@@ -343,3 +343,58 @@ func TestNoAckStartedAfterTheStreamEnded(t *testing.T) {
 		t.Fatalf("%d Sends, want 2: an ack was sent after the stream ended", n)
 	}
 }
+
+// TestLogReopenedAfterAnInstallKeepsTheSnapshotPoint: a log that failed
+// right after an install, before any record of it reached its file, is
+// reopened by the next control operation; the log holds nothing then,
+// and the head stays the snapshot point (SPEC §2.8: head = max(last
+// durable offset, commit)).
+func TestLogReopenedAfterAnInstallKeepsTheSnapshotPoint(t *testing.T) {
+	var failing atomic.Bool
+	efs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		// Segments are created and prepared; their records are not written.
+		switch op.Kind {
+		case errorfs.OpFileWrite, errorfs.OpFileWriteAt, errorfs.OpFileSync, errorfs.OpFileSyncData:
+			if failing.Load() && strings.HasSuffix(op.Path, ".seg") {
+				return errInjected
+			}
+		}
+		return nil
+	}))
+	f, err := Open(Config{Dir: t.TempDir(), FS: efs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.NewTerm(3, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	env := &scriptEnv{t: t}
+	if _, err := f.InstallSnapshot(env.snapshotStream(args{"term": "3", "commit": "20"})); err != nil {
+		t.Fatal(err)
+	}
+	failing.Store(true)
+	a := confAttach(t, f)
+	a.send(t, entryAppend(3, 21, -1, "k", "v"))
+	if err := <-a.res; !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("a stream whose log cannot write: %v", err)
+	}
+	failing.Store(false)
+	id, err := f.NewTerm(3, TermOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := f.Status(); id.Offset != 20 || st.Head != 20 || st.Commit != 20 {
+		t.Fatalf("after the log was reopened: NewTerm replied %v, status %+v; want the snapshot point 20", id, st)
+	}
+	// A stream resumes right after the snapshot point.
+	b := confAttach(t, f)
+	b.send(t, entryAppend(3, 21, 21, "k", "v"))
+	if got := b.ack(t); got != 21 {
+		t.Fatalf("ack %d, want 21", got)
+	}
+	if err := b.finish(t); err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, f, 21)
+}
