@@ -1,0 +1,252 @@
+package grpcapi
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tablefsm/tablefsm/follower"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+// waitBlockedIn waits until a goroutine is blocked (its state, as
+// stack traces print it: "sync.Mutex.Lock", "chan receive") directly in
+// fn (e.g. "grpcapi.(*Server).deleted": the first frame outside the
+// runtime and sync packages). What it waits for is held by the test, so
+// it stays there. It fails the test if done closes first: the call did
+// not wait.
+func waitBlockedIn(t *testing.T, state, fn string, done <-chan struct{}) {
+	t.Helper()
+	buf := make([]byte, 1<<20)
+	for {
+		select {
+		case <-done:
+			t.Fatalf("the call returned instead of waiting in %s", fn)
+		default:
+		}
+		n := runtime.Stack(buf, true)
+		if n == len(buf) {
+			buf = make([]byte, 2*len(buf))
+			continue
+		}
+		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+			// A header, then frames: a function line, then a file line.
+			lines := strings.Split(g, "\n")
+			if !strings.Contains(lines[0], "["+state) {
+				continue
+			}
+			for i := 1; i < len(lines); i += 2 {
+				if !strings.HasPrefix(lines[i], "runtime.") && !strings.HasPrefix(lines[i], "sync.") && !strings.HasPrefix(lines[i], "internal/sync.") {
+					if strings.Contains(lines[i], fn+"(") {
+						return
+					}
+					break
+				}
+			}
+		}
+		runtime.Gosched()
+	}
+}
+
+// deleteUnderWay leaves shard ns/1, hosted at term 3, as a DeleteShard
+// leaves it midway: its follower deleted (closed, its data removed) and
+// the DeleteShard holding the shard, which is not forgotten yet. finish
+// ends that DeleteShard as deleteShard does.
+func deleteUnderWay(t *testing.T, s *Server) (sh *shard, finish func()) {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := s.NewTerm(ctx, &replicationpb.NewTermRequest{Namespace: "ns", Shard: 1, Term: 3}); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := s.lookup(shardKey{"ns", 1}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh.deleting.Lock()
+	if err := sh.f.Delete(3); err != nil {
+		sh.deleting.Unlock()
+		t.Fatal(err)
+	}
+	return sh, func() {
+		s.retire(sh)
+		sh.deleting.Unlock()
+	}
+}
+
+func newTestServer(t *testing.T) *Server {
+	t.Helper()
+	s, err := New(Options{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Shutdown(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
+// TestDeleteShardWaitsForAnother: a DeleteShard of a shard another
+// DeleteShard is deleting waits for it, then finds the shard gone and
+// succeeds (it does not fail on the follower the other one closed).
+func TestDeleteShardWaitsForAnother(t *testing.T) {
+	s := newTestServer(t)
+	_, finish := deleteUnderWay(t, s)
+	done := make(chan struct{})
+	var err error
+	go func() {
+		defer close(done)
+		_, err = s.DeleteShard(context.Background(), &replicationpb.DeleteShardRequest{Namespace: "ns", Shard: 1, Term: 3})
+	}()
+	waitBlockedIn(t, "sync.Mutex.Lock", "grpcapi.(*Server).deleteShard", done)
+	finish()
+	<-done
+	if err != nil {
+		t.Fatalf("a DeleteShard that waited for another: %v, want success", err)
+	}
+	_, err = s.GetStatus(context.Background(), &replicationpb.GetStatusRequest{Namespace: "ns", Shard: 1})
+	if status.Code(err) != codes.Aborted {
+		t.Fatalf("GetStatus after both deletes: %v, want Aborted", err)
+	}
+}
+
+// TestCallRefusedByADeleteUnderWay: a call that the follower refuses
+// because a DeleteShard under way closed it waits for that delete to
+// end, then runs on a fresh follower, as a call after the delete would.
+func TestCallRefusedByADeleteUnderWay(t *testing.T) {
+	s := newTestServer(t)
+	_, finish := deleteUnderWay(t, s)
+	done := make(chan struct{})
+	var (
+		head  logpos.EntryID
+		err   error
+		calls int
+	)
+	go func() {
+		defer close(done)
+		err = s.onShard(shardKey{"ns", 1}, true, func(sh *shard) (err error) {
+			calls++
+			head, err = sh.f.NewTerm(2, follower.TermOptions{})
+			return err
+		})
+	}()
+	waitBlockedIn(t, "sync.Mutex.Lock", "grpcapi.(*Server).deleted", done)
+	finish()
+	<-done
+	if err != nil || calls != 2 || head != logpos.NoEntry {
+		t.Fatalf("NewTerm(2) refused by the delete under way of a shard of term 3: head %v, %v after %d calls; want a fresh follower's", head, err, calls)
+	}
+}
+
+// TestGetStatusOfAFollowerClosedByTheShutdown: a GetStatus that found a
+// follower which the shutdown then closed is Unavailable (no ErrorInfo),
+// as every call the shutdown ends, not Aborted/NODE_IS_NOT_MEMBER, which
+// would tell the leader the shard is gone from the node. One closed
+// otherwise (deleted) is NODE_IS_NOT_MEMBER.
+func TestGetStatusOfAFollowerClosedByTheShutdown(t *testing.T) {
+	s := newTestServer(t)
+	ctx := context.Background()
+	if _, err := s.NewTerm(ctx, &replicationpb.NewTermRequest{Namespace: "ns", Shard: 1, Term: 1}); err != nil {
+		t.Fatal(err)
+	}
+	sh, err := s.lookup(shardKey{"ns", 1}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sh.f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Closed, still hosted, no shutdown: deleted while GetStatus looked.
+	_, err = s.GetStatus(ctx, &replicationpb.GetStatusRequest{Namespace: "ns", Shard: 1})
+	if st, _ := status.FromError(err); st.Code() != codes.Aborted || Reason(err) != ReasonNodeIsNotMember {
+		t.Fatalf("GetStatus of a closed follower: %v, want Aborted/NODE_IS_NOT_MEMBER", err)
+	}
+	// The same once the shutdown started: the GetStatus that found the
+	// shard before the shutdown reads its state after it closed it.
+	s.shuttingDown.Store(true)
+	_, err = s.GetStatus(ctx, &replicationpb.GetStatusRequest{Namespace: "ns", Shard: 1})
+	if st, _ := status.FromError(err); st.Code() != codes.Unavailable || len(st.Details()) != 0 {
+		t.Fatalf("GetStatus of a follower the shutdown closed: %v, want Unavailable without details", err)
+	}
+}
+
+// TestCallsAfterShutdown: a call that reaches the server once Shutdown
+// has started (gRPC had taken it before) is Unavailable and opens no
+// follower: nothing would close it, and the data directory is released.
+func TestCallsAfterShutdown(t *testing.T) {
+	s := newTestServer(t)
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	_, err := s.NewTerm(context.Background(), &replicationpb.NewTermRequest{Namespace: "late", Shard: 0, Term: 1})
+	if st, _ := status.FromError(err); st.Code() != codes.Unavailable {
+		t.Fatalf("NewTerm after Shutdown: %v, want Unavailable", err)
+	}
+	if entries, _ := os.ReadDir(s.opts.DataDir); len(entries) != 1 || entries[0].Name() != ".lock" {
+		t.Fatalf("NewTerm after Shutdown left %v in the data directory", entries)
+	}
+}
+
+// TestShutdownClosesAShardStillOpening: Shutdown waits for a shard whose
+// follower is still opening (its disk is slow), then closes it: a
+// follower opened during the shutdown is not left open.
+func TestShutdownClosesAShardStillOpening(t *testing.T) {
+	var armed atomic.Bool
+	var once sync.Once
+	blocked, release := make(chan struct{}), make(chan struct{})
+	var released sync.Once
+	t.Cleanup(func() { released.Do(func() { close(release) }) })
+	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if armed.Load() && strings.Contains(op.Path, "/opening/") {
+			once.Do(func() { close(blocked) })
+			<-release
+		}
+		return nil
+	}))
+	s, err := New(Options{DataDir: t.TempDir(), FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	opened := make(chan error, 1)
+	go func() {
+		_, err := s.NewTerm(context.Background(), &replicationpb.NewTermRequest{Namespace: "opening", Shard: 0, Term: 1})
+		opened <- err
+	}()
+	<-blocked
+	sh := func() *shard {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.mu.shards[shardKey{"opening", 0}]
+	}()
+	shutdown := make(chan struct{})
+	var serr error
+	go func() {
+		defer close(shutdown)
+		serr = s.Shutdown(context.Background())
+	}()
+	waitBlockedIn(t, "chan receive", "grpcapi.closeShards.func1", shutdown)
+	released.Do(func() { close(release) })
+	<-shutdown
+	if serr != nil {
+		t.Fatalf("Shutdown: %v", serr)
+	}
+	if err := <-opened; err != nil && status.Code(err) != codes.Unavailable {
+		t.Fatalf("the NewTerm that opened the shard during the shutdown: %v, want success or Unavailable", err)
+	}
+	if sh == nil || sh.f == nil || sh.f.Status().State != follower.StateClosed {
+		t.Fatalf("the shard opened during the shutdown is not closed")
+	}
+}

@@ -1,0 +1,205 @@
+package grpcapi_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/tablefsm/tablefsm/grpcapi"
+	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+// TestReasonOnlyFromOxiaDomain: Reason reads the reason of the ErrorInfo
+// of the oxia.io domain only; an ErrorInfo of another domain is not one.
+func TestReasonOnlyFromOxiaDomain(t *testing.T) {
+	other := &errdetails.ErrorInfo{Reason: grpcapi.ReasonInvalidTerm, Domain: "example.com"}
+	oxia := &errdetails.ErrorInfo{Reason: grpcapi.ReasonInvalidStatus, Domain: grpcapi.ErrorDomain}
+	st, err := status.New(codes.FailedPrecondition, "x").WithDetails(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := grpcapi.Reason(st.Err()); got != "" {
+		t.Fatalf("Reason of an ErrorInfo of another domain = %q, want none", got)
+	}
+	st, err = status.New(codes.FailedPrecondition, "x").WithDetails(other, oxia)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := grpcapi.Reason(st.Err()); got != grpcapi.ReasonInvalidStatus {
+		t.Fatalf("Reason with ErrorInfos of another domain and of oxia.io = %q, want %q", got, grpcapi.ReasonInvalidStatus)
+	}
+}
+
+// TestMessageSizeLimitOnReplies: Options.MaxMessageSize bounds the
+// messages the node sends too: a reply over it fails with
+// ResourceExhausted, and the node keeps serving.
+func TestMessageSizeLimitOnReplies(t *testing.T) {
+	n := startNode(t, "", func(o *grpcapi.Options) { o.MaxMessageSize = 1024 })
+	s := leader.Shard{Namespace: "bigreply", Shard: 0}
+	fence(t, n.conn, s, 1)
+	// Two entries, each well under the limit, whose values together are
+	// over it.
+	big := bytes.Repeat([]byte("v"), 600)
+	st, _ := aOpen(t, n.conn, s)
+	for o := int64(0); o < 2; o++ {
+		aSend(t, st, &replicationpb.Append{Term: 1, CommitOffset: o, Entry: &replicationpb.LogEntry{
+			Term: 1, Offset: o, Value: leader.AppendPut(nil, key(logpos.Offset(o)), big),
+		}})
+	}
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if acks, err := aDrain(st); err != nil || len(acks) != 2 {
+		t.Fatalf("acks %v, %v", acks, err)
+	}
+	_, _, err := n.conn.Get(ctxT(t), s, 1, key(0), key(1))
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a reply of two 600-byte values with a 1024-byte limit: %v, want ResourceExhausted", err)
+	}
+	values, _, err := n.conn.Get(ctxT(t), s, 1, key(1))
+	if err != nil || len(values) != 1 || !bytes.Equal(values[0].GetValue(), big) {
+		t.Fatalf("a reply under the limit: %v, %v", values, err)
+	}
+}
+
+// TestFailedOpenIsNotKept: a shard whose follower failed to open is not
+// hosted: once the cause is gone, the next call opens it.
+func TestFailedOpenIsNotKept(t *testing.T) {
+	n := startNode(t, "")
+	s := leader.Shard{Namespace: "reopen", Shard: 2}
+	path := filepath.Join(n.dir, "reopen", "2")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte("a file, not a directory"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_, err := n.conn.NewTerm(ctxT(t), s, 1, nil)
+	wantCode(t, err, codes.Unavailable, grpcapi.ReasonResourceUnavailable, "")
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
+	}
+	fence(t, n.conn, s, 1)
+	aWantStatus(t, n.conn, s, 1, replicationpb.ServingStatus_FOLLOWER, -1, -1)
+}
+
+// TestShutdownCutShortKeepsTheLock: a shutdown cut short while a
+// follower was still closing keeps the data directory locked (that
+// follower may still write): another node cannot start on it.
+func TestShutdownCutShortKeepsTheLock(t *testing.T) {
+	fs, armed, blocked := hangingFS(t, "/hang/")
+	n := startNode(t, "", func(o *grpcapi.Options) { o.FS = fs })
+	s := leader.Shard{Namespace: "hang", Shard: 0}
+	fence(t, n.conn, s, 1)
+	armed.Store(true)
+	if err := shutdownWhen(t, n, blocked); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown with a follower that cannot close: %v", err)
+	}
+	other, err := grpcapi.New(grpcapi.Options{DataDir: n.dir})
+	if err == nil {
+		_ = other.Shutdown(context.Background())
+		t.Fatal("a second node started on the data directory of a follower still closing")
+	}
+}
+
+// statGateFS is the operating system's file system, except that the
+// first Stat of a path ending in suffix once armed waits, after it has
+// looked, until release closes; stated closes when it waits.
+type statGateFS struct {
+	vfs.FS
+	suffix          string
+	armed           atomic.Bool
+	stated, release chan struct{}
+}
+
+func (f *statGateFS) Stat(name string) (vfs.FileInfo, error) {
+	fi, err := f.FS.Stat(name)
+	if strings.HasSuffix(name, f.suffix) && f.armed.CompareAndSwap(true, false) {
+		close(f.stated)
+		<-f.release
+	}
+	return fi, err
+}
+
+// TestLookupRacingADelete: a call that found a shard's data on disk
+// while a DeleteShard deleted it does not open the shard again: the
+// node has forgotten it, and nothing of it is created anew.
+func TestLookupRacingADelete(t *testing.T) {
+	dir := t.TempDir()
+	s := leader.Shard{Namespace: "gone", Shard: 1}
+	n := startNode(t, dir)
+	fence(t, n.conn, s, 1)
+	n.stop()
+
+	fs := &statGateFS{FS: vfs.Default, suffix: string(filepath.Separator) + filepath.Join("gone", "1"), stated: make(chan struct{}), release: make(chan struct{})}
+	var released sync.Once
+	t.Cleanup(func() { released.Do(func() { close(fs.release) }) })
+	n = startNode(t, dir, func(o *grpcapi.Options) { o.FS = fs })
+	fs.armed.Store(true)
+	got := make(chan error, 1)
+	go func() {
+		_, err := n.conn.Status(ctxT(t), s)
+		got <- err
+	}()
+	<-fs.stated // GetStatus saw the shard's directory
+	if err := n.conn.Delete(ctxT(t), s, 1); err != nil {
+		t.Fatal(err)
+	}
+	released.Do(func() { close(fs.release) })
+	wantCode(t, <-got, codes.Aborted, grpcapi.ReasonNodeIsNotMember, "")
+	if _, err := os.Stat(filepath.Join(dir, "gone", "1")); !os.IsNotExist(err) {
+		t.Fatalf("the deleted shard's directory after a GetStatus that raced the delete: %v", err)
+	}
+}
+
+// TestReplicatedValuesIntact: values of entries streamed back to back,
+// each large enough for gRPC to receive it in pooled memory, are written
+// and applied exactly as sent, not as the memory held by the time the
+// next message arrived.
+func TestReplicatedValuesIntact(t *testing.T) {
+	n := startNode(t, "")
+	s := leader.Shard{Namespace: "values", Shard: 0}
+	fence(t, n.conn, s, 1)
+	const count = 64
+	value := func(o int64) []byte { return bytes.Repeat([]byte{byte('a' + o%26)}, 4096+int(o)) }
+	st, _ := aOpen(t, n.conn, s)
+	for o := int64(0); o < count; o++ {
+		aSend(t, st, &replicationpb.Append{Term: 1, CommitOffset: o - 1, Entry: &replicationpb.LogEntry{
+			Term: 1, Offset: o, Value: leader.AppendPut(nil, key(logpos.Offset(o)), value(o)),
+		}})
+	}
+	aSend(t, st, aCommit(1, count-1, false))
+	if err := st.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if acks, err := aDrain(st); err != nil || len(acks) != count {
+		t.Fatalf("acks %v, %v", acks, err)
+	}
+	var keys [][]byte
+	for o := int64(0); o < count; o++ {
+		keys = append(keys, key(logpos.Offset(o)))
+	}
+	values, _, err := n.conn.Get(ctxT(t), s, count-1, keys...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for o, v := range values {
+		if !v.GetFound() || !bytes.Equal(v.GetValue(), value(int64(o))) {
+			t.Fatalf("entry %d: %d bytes %.8q… (found %v), want %d bytes of %q", o, len(v.GetValue()), v.GetValue(), v.GetFound(), len(value(int64(o))), value(int64(o))[0])
+		}
+	}
+}
