@@ -185,6 +185,25 @@ func TestMainServesUntilCancelled(t *testing.T) {
 	}
 }
 
+// TestMaxMessageSizeFlag: --max-message-size reaches the server: a
+// request above it is refused as too large before anything reads it
+// (with the default limit, its 2000-byte namespace would be refused as
+// invalid instead), and one below it is served.
+func TestMaxMessageSizeFlag(t *testing.T) {
+	addr, stop, stderr := runMain(t, "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--max-message-size", "1024")
+	c := dial(t, addr)
+	_, err := c.NewTerm(ctxT(t), leader.Shard{Namespace: strings.Repeat("n", 2000), Shard: 0}, 1, nil)
+	if status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("a 2 KB request to a node limited to 1 KiB: %v, want ResourceExhausted", err)
+	}
+	if _, err := c.NewTerm(ctxT(t), leader.Shard{Namespace: "small", Shard: 0}, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := stop(); got != 0 {
+		t.Fatalf("status %d; stderr:\n%s", got, stderr)
+	}
+}
+
 // TestSignals: SIGTERM and SIGINT shut a real followerd process down
 // gracefully: streams end Unavailable, exit status 0, data kept.
 func TestSignals(t *testing.T) {
