@@ -15,6 +15,7 @@ import (
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/tablefsm/tablefsm/grpcapi"
@@ -113,6 +114,39 @@ func TestShutdownCutShortKeepsTheLock(t *testing.T) {
 	if err == nil {
 		_ = other.Shutdown(context.Background())
 		t.Fatal("a second node started on the data directory of a follower still closing")
+	}
+}
+
+// TestHealthWatchEndsWhileFollowersClose: a health watch ends
+// (Unavailable, after NOT_SERVING) as soon as the shutdown begins, not
+// once every follower has closed: here a follower cannot close (its disk
+// hangs), and the shutdown's context ends only after the watch did.
+func TestHealthWatchEndsWhileFollowersClose(t *testing.T) {
+	fs, armed, _ := hangingFS(t, "/hang/")
+	n := startNode(t, "", func(o *grpcapi.Options) { o.FS = fs })
+	fence(t, n.conn, leader.Shard{Namespace: "hang", Shard: 0}, 1)
+	watch, err := healthpb.NewHealthClient(n.conn.ClientConn()).Watch(ctxT(t), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := watch.Recv(); err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("watch: %v, %v", resp, err)
+	}
+	armed.Store(true)
+	ended := make(chan struct{})
+	var watchErr error
+	go func() {
+		defer close(ended)
+		for watchErr == nil {
+			_, watchErr = watch.Recv()
+		}
+	}()
+	err = shutdownWhen(t, n, ended)
+	if status.Code(watchErr) != codes.Unavailable {
+		t.Fatalf("the health watch ended with %v, want Unavailable", watchErr)
+	}
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "followers were closing") {
+		t.Fatalf("Shutdown, cut short once the watch ended, while a follower could not close: %v", err)
 	}
 }
 

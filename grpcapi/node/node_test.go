@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/binary"
 	"io"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -201,6 +203,70 @@ func TestMaxMessageSizeFlag(t *testing.T) {
 	}
 	if got := stop(); got != 0 {
 		t.Fatalf("status %d; stderr:\n%s", got, stderr)
+	}
+}
+
+// TestMaxConcurrentStreamsFlag: --max-concurrent-streams reaches the
+// server: the HTTP/2 settings the node sends a new connection announce
+// it, and without the flag they announce no limit.
+func TestMaxConcurrentStreamsFlag(t *testing.T) {
+	for _, c := range []struct {
+		args  []string
+		limit uint32
+		set   bool
+	}{
+		{args: []string{"--max-concurrent-streams", "3"}, limit: 3, set: true},
+		{args: nil, set: false},
+	} {
+		addr, stop, stderr := runMain(t, append([]string{"--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, c.args...)...)
+		limit, set := maxConcurrentStreams(t, addr)
+		if limit != c.limit || set != c.set {
+			t.Errorf("with %q the node announces a limit of %d (set: %v), want %d (set: %v)", c.args, limit, set, c.limit, c.set)
+		}
+		if got := stop(); got != 0 {
+			t.Fatalf("status %d; stderr:\n%s", got, stderr)
+		}
+	}
+}
+
+// maxConcurrentStreams opens an HTTP/2 connection to addr and returns
+// SETTINGS_MAX_CONCURRENT_STREAMS from the server's first SETTINGS frame,
+// and whether the frame carried it.
+func maxConcurrentStreams(t *testing.T, addr string) (limit uint32, set bool) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetDeadline(time.Now().Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	// The client preface, then an empty SETTINGS frame (RFC 9113 §3.4).
+	preface := "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + "\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+	if _, err := io.WriteString(conn, preface); err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(conn)
+	for {
+		var header [9]byte // length (24 bits), type, flags, stream id
+		if _, err := io.ReadFull(r, header[:]); err != nil {
+			t.Fatal(err)
+		}
+		payload := make([]byte, int(header[0])<<16|int(header[1])<<8|int(header[2]))
+		if _, err := io.ReadFull(r, payload); err != nil {
+			t.Fatal(err)
+		}
+		const settingsFrame, ackFlag, maxConcurrentStreamsID = 0x4, 0x1, 0x3
+		if header[3] != settingsFrame || header[4]&ackFlag != 0 {
+			continue
+		}
+		for p := payload; len(p) >= 6; p = p[6:] {
+			if binary.BigEndian.Uint16(p) == maxConcurrentStreamsID {
+				limit, set = binary.BigEndian.Uint32(p[2:]), true
+			}
+		}
+		return limit, set
 	}
 }
 
