@@ -56,9 +56,10 @@ func TestPayloadTypeProblems(t *testing.T) {
 		"[1 << 62]int":                 `"[1 << 62]int" is not a Go type: its array length is too large`,
 		"int\n":                        `"int\n" is not a Go type: a type is written on one line, without control characters`,
 		"int // x":                     `"int // x" is not a Go type: it holds a comment`,
-		"[1 << 27]int64":               `"[1 << 27]int64" takes 1 GiB or more, a stack frame Go refuses`,
-		"[1 << 15][1 << 15]uint16":     `"[1 << 15][1 << 15]uint16" takes 1 GiB or more, a stack frame Go refuses`,
-		"struct{ a, b [1 << 29]byte }": `"struct{ a, b [1 << 29]byte }" takes 1 GiB or more, a stack frame Go refuses`,
+		"[1 << 27]int64":               `"[1 << 27]int64" takes 16 MiB or more, the limit of a payload`,
+		"[1 << 15][1 << 15]uint16":     `"[1 << 15][1 << 15]uint16" takes 16 MiB or more, the limit of a payload`,
+		"struct{ a, b [1 << 29]byte }": `"struct{ a, b [1 << 29]byte }" takes 16 MiB or more, the limit of a payload`,
+		"[16 << 20]byte":               `"[16 << 20]byte" takes 16 MiB or more, the limit of a payload`,
 	} {
 		src := fmt.Sprintf("machine: M\npackage: p\ninitial: A\nunhandled: ignore\n"+
 			"states: {A: {}, B: {terminal: true}}\n"+
@@ -87,4 +88,16 @@ func FuzzPayloadType(f *testing.F) {
 			t.Fatalf("more than three lines: %q", err)
 		}
 	})
+}
+
+// TestPayloadJustBelowTheLimit: a payload one byte smaller than the limit
+// loads.
+func TestPayloadJustBelowTheLimit(t *testing.T) {
+	src := "machine: M\npackage: p\ninitial: A\nunhandled: ignore\n" +
+		"states: {A: {}, B: {terminal: true}}\n" +
+		"events: {E: {payload: {v: \"[16<<20 - 2]byte\", w: \"[1]byte\"}}}\n" +
+		"rows: [{from: A, on: E, to: B}]\n"
+	if _, err := Load("t.yaml", []byte(src)); err != nil {
+		t.Fatal(err)
+	}
 }

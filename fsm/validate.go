@@ -94,8 +94,8 @@ func (l *loader) validate(t *Table) {
 		for _, f := range e.Payload {
 			size = min(size+l.checkType(f, imports, used), maxFrame)
 		}
-		if size >= maxFrame && len(e.Payload) > 1 {
-			l.errorf(e.Pos, "event %s: its payload takes 1 GiB or more, a stack frame Go refuses", e.Name)
+		if size >= maxPayload && len(e.Payload) > 1 {
+			l.errorf(e.Pos, "event %s: its payload takes %s or more, the limit of a payload", e.Name, maxPayloadText)
 		}
 		names := map[string]bool{}
 		for _, f := range e.Payload {
@@ -239,8 +239,8 @@ func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool
 		return 0
 	}
 	size := minSize(expr)
-	if size >= maxFrame {
-		l.errorf(f.Pos, "payload field %q: %q takes 1 GiB or more, a stack frame Go refuses", f.Name, f.Type)
+	if size >= maxPayload {
+		l.errorf(f.Pos, "payload field %q: %q takes %s or more, the limit of a payload", f.Name, f.Type, maxPayloadText)
 		return 0
 	}
 	for _, pkg := range slices.Sorted(maps.Keys(c.packages)) {
@@ -382,9 +382,18 @@ func (c typeSyntax) length(e ast.Expr) bool {
 }
 
 // maxFrame is the size of a stack frame Go refuses (the compiler's
-// "stack frame too large"): an event's payload, its parameters, must be
-// smaller.
+// "stack frame too large"): sizes are computed up to it.
 const maxFrame = 1 << 30
+
+// maxPayload bounds the size of an event's payload. The generated code
+// passes a payload by value, from the event method to every guard and
+// action, and its tests hold several copies in one frame; a goroutine's
+// stack cannot grow past 1 GB (and grows by doubling), so a payload of a
+// few hundred MiB already overflows it. The limit keeps far from that.
+const (
+	maxPayload     = 16 << 20
+	maxPayloadText = "16 MiB"
+)
 
 // minSize returns the least size, in bytes, a value of type e has on any
 // platform Go supports (a named type counts as a byte), up to maxFrame.
