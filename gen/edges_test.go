@@ -1,0 +1,334 @@
+package main
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tablefsm/tablefsm/fsm"
+	"github.com/tablefsm/tablefsm/gen/emit"
+)
+
+// gateTable is a valid table with what the job example lacks: docs and a
+// message holding quotes and a backslash, an initial state that is not
+// the first, a row of two guards alone in its cell, a stay row, moves of
+// a state to itself (one into a terminal state), a row with a doc, and a
+// cell whose second row needs the first guard of the first row.
+const gateTable = `machine: Gate
+package: gate
+doc: 'A gate with "quotes" and a back\slash.'
+initial: Closed
+unhandled: {refuse: ErrNotNow}
+imports:
+  strings: strings
+states:
+  Open: {doc: 'Lets "people" through.'}
+  Closed: {doc: Shut.}
+  Locked: {doc: Locked.}
+  Gone: {doc: Removed., terminal: true}
+events:
+  Knock: {payload: {who: string, note: '*strings.Reader'}}
+  Lock: {}
+  Remove: {}
+guards:
+  Friendly: {error: ErrNotNow, uses: [who]}
+  Awake: {error: ErrNotNow}
+  Quiet: {error: ErrNotNow}
+actions:
+  Greet: {uses: [who]}
+  Count: {}
+errors:
+  ErrNotNow: {message: 'not "now" \ later'}
+rows:
+  - {from: Closed, on: Knock, if: [Friendly, Awake], to: Open, do: [Greet], doc: 'the "main" way'}
+  - {from: Open, on: Knock, stay: true, do: [Greet]}
+  - {from: Open, on: Lock, to: Locked, do: [Count]}
+  - {from: Locked, on: Lock, to: Locked, do: [Count]}
+  - {from: Closed, on: Lock, if: [Awake, Quiet], to: Locked}
+  - {from: Closed, on: Lock, if: [Awake], noop: true}
+  - {from: "*", on: Remove, to: Gone}
+  - {from: Gone, on: Remove, to: Gone, do: [Count]}
+`
+
+// generated is what the generator makes of one table.
+type generated struct {
+	code, tests, mermaid, dot string
+}
+
+// emitAll loads src as name and generates everything from it.
+func emitAll(t *testing.T, name, src string) generated {
+	t.Helper()
+	table, err := fsm.Load(name, []byte(src))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := emit.Source{Name: name, Bytes: []byte(src), FromPackage: name}
+	code, err := emit.Go(table, s)
+	if err != nil {
+		t.Fatalf("emit.Go: %v", err)
+	}
+	tests, err := emit.Test(table, s)
+	if err != nil {
+		t.Fatalf("emit.Test: %v", err)
+	}
+	return generated{string(code), string(tests), string(emit.Mermaid(table)), string(emit.DOT(table))}
+}
+
+// Docs and messages are written into the generated code as Go strings,
+// quoted: a quote or a backslash in them keeps the code valid, and
+// Table() and the sentinels carry them as written.
+func TestGeneratedCodeQuotesDocsAndMessages(t *testing.T) {
+	g := emitAll(t, "gate.yaml", gateTable)
+	for _, want := range []string{
+		"Doc:       " + strconv.Quote(`A gate with "quotes" and a back\slash.`) + ",",
+		"{Name: \"Open\", Doc: " + strconv.Quote(`Lets "people" through.`) + ", Terminal: false}",
+		"ErrNotNow = errors.New(" + strconv.Quote(`gate: not "now" \ later`) + ")",
+		"Doc: " + strconv.Quote(`the "main" way`) + "}",
+	} {
+		if !strings.Contains(g.code, want) {
+			t.Errorf("the code lacks %s:\n%s", want, g.code)
+		}
+	}
+}
+
+// The DOT diagram quotes a doc holding a quote, as DOT escapes one.
+func TestDOTQuotesDocs(t *testing.T) {
+	g := emitAll(t, "gate.yaml", gateTable)
+	if want := `"Open" [tooltip="Lets \"people\" through.", `; !strings.Contains(g.dot, want) {
+		t.Errorf("the DOT diagram lacks %s:\n%s", want, g.dot)
+	}
+}
+
+// Both diagrams point [*] at the initial state, wherever it stands among
+// the states, and draw a stay row as a loop labelled "(stays)", dotted in
+// DOT like a no-op.
+func TestDiagramsOfInitialStateAndStayRows(t *testing.T) {
+	g := emitAll(t, "gate.yaml", gateTable)
+	for _, want := range []string{"    [*] --> Closed\n", "    Open --> Open: Knock / Greet (stays)\n"} {
+		if !strings.Contains(g.mermaid, want) {
+			t.Errorf("the Mermaid diagram lacks %q:\n%s", want, g.mermaid)
+		}
+	}
+	for _, want := range []string{"  \"[*]\" -> \"Closed\";\n", "  \"Open\" -> \"Open\" [label=\"Knock\\n/ Greet (stays)\", style=dotted];\n"} {
+		if !strings.Contains(g.dot, want) {
+			t.Errorf("the DOT diagram lacks %q:\n%s", want, g.dot)
+		}
+	}
+}
+
+// The guards of a row alone in its cell are called in the order the row
+// writes them, each refusing before the next is called.
+func TestGuardsOfALoneRowInOrder(t *testing.T) {
+	g := emitAll(t, "gate.yaml", gateTable)
+	_, body, ok := strings.Cut(g.code, "func (m *Gate) Knock(")
+	body, _, _ = strings.Cut(body, "\n}\n")
+	_, body, _ = strings.Cut(body, "case StateClosed:")
+	friendly, awake := strings.Index(body, "if !m.h.Friendly(who) {"), strings.Index(body, "if !m.h.Awake() {")
+	if !ok || friendly < 0 || awake < 0 || friendly > awake {
+		t.Errorf("Knock in Closed does not call Friendly, then Awake:\n%s", body)
+	}
+}
+
+// A cell whose later row needs the first guard of an earlier row (the
+// earlier row fails on its second guard) has tests generated for it.
+func TestRowsNeedingAnEarlierRowsFirstGuard(t *testing.T) {
+	g := emitAll(t, "gate.yaml", gateTable)
+	if want := `"row5/Closed/Lock"`; !strings.Contains(g.tests, want) {
+		t.Errorf("the tests lack case %s", want)
+	}
+}
+
+// guardsTable is a valid table whose cell (A, Go) has n guards, one per
+// row.
+func guardsTable(n int) string {
+	var b strings.Builder
+	b.WriteString("machine: Many\npackage: many\ninitial: A\nunhandled: ignore\n" +
+		"states: {A: {}, B: {terminal: true}}\nevents: {Go: {}}\nerrors: {ErrNo: {}}\nguards:\n")
+	for i := range n {
+		fmt.Fprintf(&b, "  G%d: {error: ErrNo}\n", i)
+	}
+	b.WriteString("rows:\n")
+	for i := range n {
+		fmt.Fprintf(&b, "  - {from: A, on: Go, if: [G%d], to: B}\n", i)
+	}
+	return b.String()
+}
+
+// GuardOutcomes enumerates every combination of the guards of a cell of
+// up to 10 guards, and leaves a cell of more to the random walk.
+func TestGuardOutcomesUpToTenGuards(t *testing.T) {
+	for n, want := range map[int]int{9: 1 << 9, 10: 1 << 10, 11: 0} {
+		g := emitAll(t, "many.yaml", guardsTable(n))
+		if got := strings.Count(g.tests, `{"A/Go/`); got != want {
+			t.Errorf("%d guards: %d GuardOutcomes cases, want %d", n, got, want)
+		}
+	}
+}
+
+// The generated tests reach every state by a shortest path: breadth
+// first, not by the first path found.
+func TestPathsAreShortest(t *testing.T) {
+	src := "machine: Maze\npackage: maze\ninitial: A\nunhandled: ignore\n" +
+		"states: {A: {}, B: {}, C: {}, E: {}, D: {terminal: true}}\n" +
+		"events: {ToB: {}, ToC: {}, ToE: {}, ToD: {}}\n" +
+		"rows:\n" +
+		"  - {from: A, on: ToB, to: B}\n" +
+		"  - {from: A, on: ToC, to: C}\n" +
+		"  - {from: C, on: ToE, to: E}\n" +
+		"  - {from: E, on: ToD, to: D}\n" +
+		"  - {from: B, on: ToD, to: D}\n"
+	g := emitAll(t, "maze.yaml", src)
+	line := regexp.MustCompile(`(?m)^\tStateD: \{(.*)\},$`).FindStringSubmatch(g.tests)
+	if line == nil {
+		t.Fatalf("no path to D in:\n%s", g.tests)
+	}
+	if got := strings.Count(line[1], "{Event"); got != 2 {
+		t.Errorf("the path to D takes %d steps, want 2: %s", got, line[0])
+	}
+}
+
+// A second run of the generator leaves the files it would write the same
+// untouched (their modification times stay), and rewrites a file that
+// differs.
+func TestUnchangedFilesAreNotRewritten(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "job.yaml")
+	copyFile(t, "testdata/job/job.yaml", in)
+	args := []string{"-in", in, "-out", dir, "-mermaid", filepath.Join(dir, "job.mmd")}
+	var stderr bytes.Buffer
+	if code := run(args, &stderr); code != 0 {
+		t.Fatalf("gen exited %d: %s", code, stderr.String())
+	}
+	old := time.Date(2001, 1, 1, 0, 0, 0, 0, time.UTC)
+	files := []string{"job_fsm.go", "job_fsm_test.go", "job.mmd"}
+	for _, f := range files {
+		if err := os.Chtimes(filepath.Join(dir, f), old, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(filepath.Join(dir, "job.mmd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "job.mmd"), []byte("stale\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if code := run(args, &stderr); code != 0 {
+		t.Fatalf("gen exited %d: %s", code, stderr.String())
+	}
+	for _, f := range files[:2] {
+		info, err := os.Stat(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !info.ModTime().Equal(old) {
+			t.Errorf("%s was rewritten though it had not changed", f)
+		}
+	}
+	if got, err := os.ReadFile(filepath.Join(dir, "job.mmd")); err != nil || !bytes.Equal(got, want) {
+		t.Errorf("job.mmd was not rewritten: %q, %v", got, err)
+	}
+}
+
+// When one requested file cannot be made (a Markdown file without the
+// diagram markers), the generator writes none, not even the code.
+func TestNothingWrittenWhenMarkdownFails(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	md := filepath.Join(dir, "README.md")
+	if err := os.Mkdir(out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(md, []byte("# No markers\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	if code := run([]string{"-in", "testdata/job/job.yaml", "-out", out, "-markdown", md}, &stderr); code != 1 || !strings.Contains(stderr.String(), "markers") {
+		t.Fatalf("gen exited %d: %s", code, stderr.String())
+	}
+	if entries, err := os.ReadDir(out); err != nil || len(entries) > 0 {
+		t.Errorf("gen wrote %d files though the Markdown file lacks its markers (%v)", len(entries), err)
+	}
+}
+
+// The diagram markers of a Markdown file with CRLF line endings are
+// found, and the diagram goes between them.
+func TestEmbedInCRLFMarkdown(t *testing.T) {
+	doc := "# Title\r\n" + emit.BeginMarker + "\r\nold\r\n" + emit.EndMarker + "\r\nAfter.\r\n"
+	got, err := emit.Embed([]byte(doc), []byte("stateDiagram-v2\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "```mermaid\nstateDiagram-v2\n```\n" + emit.EndMarker + "\r\nAfter.\r\n"; !strings.HasSuffix(string(got), want) || strings.Contains(string(got), "old") {
+		t.Errorf("got %q", got)
+	}
+}
+
+// tableModule generates the table src into a Go module of its own in a
+// temporary directory, as jobModule does for the job example, and
+// returns the directory.
+func tableModule(t *testing.T, name, src string) string {
+	t.Helper()
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the go command is not available")
+	}
+	root, err := filepath.Abs("..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	mod := fmt.Sprintf("module example.com/m\n\ngo 1.26\n\nrequire github.com/tablefsm/tablefsm v0.0.0\n\nreplace github.com/tablefsm/tablefsm => %s\n", root)
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(mod), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, filepath.Join(root, "go.sum"), filepath.Join(dir, "go.sum"))
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	if code := run([]string{"-in", filepath.Join(dir, name), "-out", dir}, &stderr); code != 0 {
+		t.Fatalf("gen exited %d: %s", code, stderr.String())
+	}
+	return dir
+}
+
+// TestLargestPayloadBuildsAndRuns: a machine whose payload is as large
+// as the loader allows (just under 16 MiB, passed by value from the event
+// method to a guard) compiles, and its generated tests fire it without
+// overflowing a goroutine's stack.
+func TestLargestPayloadBuildsAndRuns(t *testing.T) {
+	const src = `machine: Big
+package: big
+initial: A
+unhandled: ignore
+states:
+  A: {}
+  B: {terminal: true}
+events:
+  Go: {payload: {v: "[16<<20 - 1]byte"}}
+guards:
+  Ok: {error: ErrNo, uses: [v]}
+errors:
+  ErrNo: {}
+rows:
+  - {from: A, on: Go, if: [Ok], to: B}
+`
+	if _, err := fsm.Load("big.yaml", []byte(src)); err != nil {
+		t.Fatal(err)
+	}
+	dir := tableModule(t, "big.yaml", src)
+	out, ok := goTest(t, dir, "-v", "-run", "^(TestBigShortestPaths|TestBigRows|TestBigMatrix)$", ".")
+	if !ok {
+		t.Fatalf("the generated code of a payload just under the limit:\n%s", out)
+	}
+	if !strings.Contains(out, "--- PASS: TestBigShortestPaths") {
+		t.Fatalf("the generated tests did not run:\n%s", out)
+	}
+}
