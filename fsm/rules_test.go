@@ -8,22 +8,6 @@ import (
 	"unicode/utf8"
 )
 
-// gapBase is a valid table that the tests of this file vary.
-const gapBase = `machine: M
-package: p
-initial: A
-unhandled: {refuse: ErrNo}
-states:
-  A: {}
-  B: {terminal: true}
-events:
-  Go: {}
-errors:
-  ErrNo: {}
-rows:
-  - {from: A, on: Go, to: B}
-`
-
 // loadErr loads src as t.yaml and returns its diagnostics as text, ""
 // when the table loads.
 func loadErr(t *testing.T, src string) string {
@@ -35,11 +19,11 @@ func loadErr(t *testing.T, src string) string {
 	return err.Error()
 }
 
-// manyTable is gapBase with n events (E1…En) and n guards (G1…Gn), each
+// manyTable is base with n events (E1…En) and n guards (G1…Gn), each
 // used by a row of its own.
 func manyTable(events, guards int) string {
 	var b strings.Builder
-	b.WriteString(strings.Replace(gapBase, "  Go: {}\n", "  Go: {}\n"+func() string {
+	b.WriteString(strings.Replace(base, "  Go: {}\n", "  Go: {}\n"+func() string {
 		var e strings.Builder
 		for i := 1; i <= events; i++ {
 			fmt.Fprintf(&e, "  E%d: {}\n", i)
@@ -67,33 +51,33 @@ func TestLoadRulesOfTheSchema(t *testing.T) {
 	for _, c := range []struct {
 		name, src, want string // want: the diagnostics, "" when the table loads
 	}{
-		{"an identifier starting with a digit", strings.Replace(gapBase, "  B: {terminal: true}", "  B: {terminal: true}\n  1C: {}", 1),
+		{"an identifier starting with a digit", strings.Replace(base, "  B: {terminal: true}", "  B: {terminal: true}\n  1C: {}", 1),
 			"t.yaml:8:3: state 1C is unreachable from the initial state A\n" +
 				`t.yaml:8:3: state name "1C" must be a Go identifier`},
-		{"a package name with an underscore", strings.Replace(gapBase, "package: p", "package: my_pkg", 1),
+		{"a package name with an underscore", strings.Replace(base, "package: p", "package: my_pkg", 1),
 			`t.yaml:2:10: package "my_pkg" must be a lower-case Go package name`},
-		{"an unhandled policy that is another word than ignore", strings.Replace(gapBase, "unhandled: {refuse: ErrNo}", "unhandled: refuse", 1),
+		{"an unhandled policy that is another word than ignore", strings.Replace(base, "unhandled: {refuse: ErrNo}", "unhandled: refuse", 1),
 			`t.yaml:4:12: unhandled must be "ignore" or {refuse: ErrSomething}, not "refuse"` + "\n" +
 				"t.yaml:11:3: error ErrNo is declared but never used"},
-		{"a refuse row with actions", gapBase + "  - {from: A, on: Go, refuse: ErrNo, do: [Act]}\nactions:\n  Act: {}\n",
+		{"a refuse row with actions", base + "  - {from: A, on: Go, refuse: ErrNo, do: [Act]}\nactions:\n  Act: {}\n",
 			"t.yaml:14:42: a refuse row runs no actions"},
-		{"an error named Err alone", strings.Replace(gapBase, "  ErrNo: {}", "  ErrNo: {}\n  Err: {}", 1),
+		{"an error named Err alone", strings.Replace(base, "  ErrNo: {}", "  ErrNo: {}\n  Err: {}", 1),
 			"t.yaml:12:3: error Err is declared but never used\n" +
 				`t.yaml:12:3: error name "Err" must start with "Err" and say more`},
-		{"a field an action uses twice", strings.Replace(gapBase, "  Go: {}", "  Go: {payload: {n: int}}", 1) +
+		{"a field an action uses twice", strings.Replace(base, "  Go: {}", "  Go: {payload: {n: int}}", 1) +
 			"  - {from: B, on: Go, stay: true, do: [Act]}\nactions:\n  Act: {uses: [n, n]}\n",
 			`t.yaml:16:19: Act uses payload field "n" twice`},
-		{"a second YAML document", gapBase + "---\n" + gapBase,
+		{"a second YAML document", base + "---\n" + base,
 			"t.yaml:15:1: a table file holds one YAML document"},
-		{"an import without a path", "imports: {x: \"\"}\n" + gapBase,
+		{"an import without a path", "imports: {x: \"\"}\n" + base,
 			"t.yaml:1:11: import x is declared but never used\n" +
 				`t.yaml:1:14: import "x" needs a path`},
-		{"a guard named as an action", strings.Replace(gapBase, "to: B}", "if: [Same], to: B, do: [Same]}", 1) +
+		{"a guard named as an action", strings.Replace(base, "to: B}", "if: [Same], to: B, do: [Same]}", 1) +
 			"guards:\n  Same: {error: ErrNo}\nactions:\n  Same: {}\n",
 			"t.yaml:15:3: guard Same has the name of an action: both are methods of one interface"},
-		{"a machine named as an event constant", strings.Replace(gapBase, "machine: M", "machine: EventGo", 1),
+		{"a machine named as an event constant", strings.Replace(base, "machine: M", "machine: EventGo", 1),
 			"t.yaml:9:3: event Go would be generated as EventGo, which is already machine EventGo (1:10)"},
-		{"a table with no state", strings.Replace(gapBase, "states:\n  A: {}\n  B: {terminal: true}\n", "states: {}\n", 1),
+		{"a table with no state", strings.Replace(base, "states:\n  A: {}\n  B: {terminal: true}\n", "states: {}\n", 1),
 			"t.yaml:1:1: the table declares no state\n" +
 				`t.yaml:3:10: unknown state "A"` + "\n" +
 				`t.yaml:11:12: unknown state "A"` + "\n" +
@@ -103,8 +87,8 @@ func TestLoadRulesOfTheSchema(t *testing.T) {
 		{"64 guards", manyTable(0, 64), ""},
 		{"65 guards", manyTable(0, 65), "t.yaml:144:3: more than 64 guards"},
 		// Valid tables.
-		{"a re-entry into a terminal state", gapBase + "  - {from: B, on: Go, to: B}\n", ""},
-		{"two guards reading fields of one name with different types", strings.Replace(gapBase, "  Go: {}", "  Go: {payload: {n: int}}\n  Set: {payload: {n: string}}", 1) +
+		{"a re-entry into a terminal state", base + "  - {from: B, on: Go, to: B}\n", ""},
+		{"two guards reading fields of one name with different types", strings.Replace(base, "  Go: {}", "  Go: {payload: {n: int}}\n  Set: {payload: {n: string}}", 1) +
 			"  - {from: B, on: Go, if: [IntOK], noop: true}\n  - {from: B, on: Set, if: [StrOK], noop: true}\n" +
 			"guards:\n  IntOK: {error: ErrNo, uses: n}\n  StrOK: {error: ErrNo, uses: n}\n", ""},
 	} {
@@ -119,7 +103,7 @@ func TestLoadRulesOfTheSchema(t *testing.T) {
 // A message written as a block scalar (message: |) is its text without
 // the line break YAML ends the block with; so is a doc.
 func TestBlockScalarsLoseTheirFinalLineBreak(t *testing.T) {
-	src := strings.Replace(gapBase, "  ErrNo: {}", "  ErrNo:\n    message: |\n      too late\n    doc: |\n      Comes too late.\n", 1)
+	src := strings.Replace(base, "  ErrNo: {}", "  ErrNo:\n    message: |\n      too late\n    doc: |\n      Comes too late.\n", 1)
 	table, err := Load("t.yaml", []byte(src))
 	if err != nil {
 		t.Fatal(err)
@@ -184,7 +168,7 @@ rows:
 // parser's count beyond the line: on a line of ASCII, the parser's
 // column.
 func TestColumnPastTheEndOfALine(t *testing.T) {
-	src := strings.TrimSuffix(strings.Replace(gapBase, "  - {from: A, on: Go, to: B}\n", "", 1), "\n")
+	src := strings.TrimSuffix(strings.Replace(base, "  - {from: A, on: Go, to: B}\n", "", 1), "\n")
 	if !strings.HasSuffix(src, "\nrows:") {
 		t.Fatalf("the table does not end with rows: %q", src)
 	}
@@ -197,7 +181,7 @@ func TestColumnPastTheEndOfALine(t *testing.T) {
 // An alias (*name) is not mistaken for a bare * where the file does not
 // parse: the parser's own complaint is reported, and no hint about "*".
 func TestAliasIsNotABareStar(t *testing.T) {
-	src := strings.Replace(gapBase, "  A: {}", "  &a A: {}", 1) +
+	src := strings.Replace(base, "  A: {}", "  &a A: {}", 1) +
 		"  - {from: *a, on: Go, to: B}\n" +
 		"  - {from: A, on: Go, to: B\n"
 	got := loadErr(t, src)
@@ -217,7 +201,7 @@ func TestDiagnosticsAreValidUTF8(t *testing.T) {
 	if want := `"t\xff.yaml":1:2: `; !strings.HasPrefix(got, want) {
 		t.Errorf("%q does not start with %q", got, want)
 	}
-	_, err := Load("t\xff.yaml", []byte(strings.Replace(gapBase, "initial: A", "initial: Z", 1)))
+	_, err := Load("t\xff.yaml", []byte(strings.Replace(base, "initial: A", "initial: Z", 1)))
 	if err == nil || !utf8.ValidString(err.Error()) {
 		t.Errorf("Load: %q", err)
 	}

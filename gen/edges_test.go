@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -272,31 +271,13 @@ func TestEmbedInCRLFMarkdown(t *testing.T) {
 }
 
 // tableModule generates the table src into a Go module of its own in a
-// temporary directory, as jobModule does for the job example, and
-// returns the directory.
+// temporary directory and returns the directory.
 func tableModule(t *testing.T, name, src string) string {
-	t.Helper()
-	if _, err := exec.LookPath("go"); err != nil {
-		t.Skip("the go command is not available")
-	}
-	root, err := filepath.Abs("..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	mod := fmt.Sprintf("module example.com/m\n\ngo 1.26\n\nrequire github.com/tablefsm/tablefsm v0.0.0\n\nreplace github.com/tablefsm/tablefsm => %s\n", root)
-	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(mod), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	copyFile(t, filepath.Join(root, "go.sum"), filepath.Join(dir, "go.sum"))
-	if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var stderr bytes.Buffer
-	if code := run([]string{"-in", filepath.Join(dir, name), "-out", dir}, &stderr); code != 0 {
-		t.Fatalf("gen exited %d: %s", code, stderr.String())
-	}
-	return dir
+	return genModule(t, "example.com/m", name, func(dir string) {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(src), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
 }
 
 // TestLargestPayloadBuildsAndRuns: a machine whose payload is as large

@@ -137,9 +137,20 @@ func copyFile(t *testing.T, from, to string) {
 }
 
 // jobModule lays out the job example as a Go module of its own in a
-// temporary directory, with the code generated, and returns it. The
-// module uses this checkout of tablefsm and only the module cache.
+// temporary directory, with the code generated, and returns it.
 func jobModule(t *testing.T) string {
+	return genModule(t, "example.com/job", "job.yaml", func(dir string) {
+		for _, f := range []string{"job.yaml", "handlers.go", "scheduler_test.go"} {
+			copyFile(t, filepath.Join("testdata/job", f), filepath.Join(dir, f))
+		}
+	})
+}
+
+// genModule makes a Go module named module in a temporary directory,
+// has add put its files there, generates the code of the table in file
+// table, and returns the directory. The module uses this checkout of
+// tablefsm and only the module cache.
+func genModule(t *testing.T, module, table string, add func(dir string)) string {
 	t.Helper()
 	if _, err := exec.LookPath("go"); err != nil {
 		t.Skip("the go command is not available")
@@ -149,16 +160,14 @@ func jobModule(t *testing.T) string {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	mod := fmt.Sprintf("module example.com/job\n\ngo 1.26\n\nrequire github.com/tablefsm/tablefsm v0.0.0\n\nreplace github.com/tablefsm/tablefsm => %s\n", root)
+	mod := fmt.Sprintf("module %s\n\ngo 1.26\n\nrequire github.com/tablefsm/tablefsm v0.0.0\n\nreplace github.com/tablefsm/tablefsm => %s\n", module, root)
 	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte(mod), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	copyFile(t, filepath.Join(root, "go.sum"), filepath.Join(dir, "go.sum"))
-	for _, f := range []string{"job.yaml", "handlers.go", "scheduler_test.go"} {
-		copyFile(t, filepath.Join("testdata/job", f), filepath.Join(dir, f))
-	}
+	add(dir)
 	var stderr bytes.Buffer
-	if code := run([]string{"-in", filepath.Join(dir, "job.yaml"), "-out", dir}, &stderr); code != 0 {
+	if code := run([]string{"-in", filepath.Join(dir, table), "-out", dir}, &stderr); code != 0 {
 		t.Fatalf("gen exited %d: %s", code, stderr.String())
 	}
 	return dir
