@@ -1,0 +1,571 @@
+package store
+
+import (
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/google/go-cmp/cmp"
+	"github.com/tablefsm/tablefsm/logpos"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// TestSetTermRefusesNegativeTermsOnAFreshStore: SetTerm refuses every
+// negative term with ErrInvalidTerm, also on a store that holds no term
+// yet (whose stored term, -1, does not refuse -1 by itself), and a
+// refused SetTerm changes nothing, in memory or on disk.
+func TestSetTermRefusesNegativeTermsOnAFreshStore(t *testing.T) {
+	mem := vfs.NewMem()
+	s := mustOpen(t, "/shard", Options{FS: mem})
+	want := fingerprintOf(t, s)
+	for _, bad := range []logpos.Term{logpos.NoTerm, -2, math.MinInt64} {
+		if err := s.SetTerm(bad, TermOptions{EnableNotifications: true, KeySorting: KeySortingNatural}); !errors.Is(err, ErrInvalidTerm) {
+			t.Errorf("SetTerm(%d) on a fresh store: %v, want ErrInvalidTerm", bad, err)
+		}
+	}
+	assertFingerprint(t, "after refused SetTerms", want, fingerprintOf(t, s))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := mustOpen(t, "/shard", Options{FS: mem})
+	assertFingerprint(t, "after refused SetTerms and a reopen", want, fingerprintOf(t, r))
+}
+
+// TestOpenRefusesMalformedRecords: a live database whose reserved records
+// hold what the store never writes (an unknown format version, a term or
+// an entry id below -1, unknown term option flags), or a marker without
+// its final newline, is ErrCorrupt: Open does not guess what it means.
+func TestOpenRefusesMalformedRecords(t *testing.T) {
+	set := func(key, value []byte) func(*Store, vfs.FS) error {
+		return func(s *Store, _ vfs.FS) error { return s.db.h.Set(key, value, pebble.Sync) }
+	}
+	for _, tc := range []struct {
+		name    string
+		corrupt func(s *Store, fs vfs.FS) error // s is open; fs holds it
+		closed  func(fs vfs.FS) error           // after s was closed
+	}{
+		{name: "format version 2", corrupt: set(keyFormat, encodeUint64(formatVersion+1))},
+		{name: "term -5", corrupt: set(keyTerm, encodeTerm(-5))},
+		{name: "unknown term option flag", corrupt: set(keyTermOptions, []byte{0x02, 0, 0, 0, 1})},
+		{name: "commit offset -2", corrupt: set(keyCommit, encodeEntryID(logpos.EntryID{Term: 1, Offset: -2}))},
+		{name: "commit term -3", corrupt: set(keyCommit, encodeEntryID(logpos.EntryID{Term: -3, Offset: 4}))},
+		{name: "log reset to offset -2", corrupt: set(keyLogReset, encodeEntryID(logpos.EntryID{Term: 1, Offset: -2}))},
+		{name: "marker without newline", closed: func(fs vfs.FS) error { return writeFile(fs, "/shard/CURRENT", "db-000001") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := vfs.NewMem()
+			s, err := Open("/shard", Options{FS: mem})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fillStore(t, s, model{}, 2, 3, "k")
+			if tc.corrupt != nil {
+				if err := tc.corrupt(s, mem); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if tc.closed != nil {
+				if err := tc.closed(mem); err != nil {
+					t.Fatal(err)
+				}
+			}
+			s, err = Open("/shard", Options{FS: mem})
+			if !errors.Is(err, ErrCorrupt) {
+				if err == nil {
+					s.Close()
+				}
+				t.Fatalf("Open = %v, want ErrCorrupt", err)
+			}
+		})
+	}
+}
+
+// TestClearLogResetClearsThePendingReset: once ClearLogReset returns, the
+// store reports no pending log reset, without a reopen.
+func TestClearLogResetClearsThePendingReset(t *testing.T) {
+	chunks, info, _ := memSource(t)
+	s := mustOpen(t, "/shard", Options{FS: vfs.NewMem()})
+	if _, err := load(s, chunks, 0); err != nil {
+		t.Fatal(err)
+	}
+	if at, pending := s.LogResetPending(); !pending || at != info.Commit {
+		t.Fatalf("after Install: LogResetPending = %v, %v; want %v, true", at, pending, info.Commit)
+	}
+	if err := s.ClearLogReset(); err != nil {
+		t.Fatal(err)
+	}
+	if at, pending := s.LogResetPending(); pending || at != logpos.NoEntry {
+		t.Fatalf("after ClearLogReset: LogResetPending = %v, %v; want %v, false", at, pending, logpos.NoEntry)
+	}
+	if s.Commit() != info.Commit {
+		t.Fatalf("ClearLogReset moved the commit: %v, want %v", s.Commit(), info.Commit)
+	}
+}
+
+// TestOpenRefusesStoreWithOnlyACommitWithoutMarker: a database left without
+// a marker that holds an applied entry, even with no term and no user key
+// (an entry of no writes, applied before any SetTerm), was a live store:
+// Open refuses it with ErrCorrupt and removes nothing; with the marker
+// back it opens as it was.
+func TestOpenRefusesStoreWithOnlyACommitWithoutMarker(t *testing.T) {
+	mem := vfs.NewMem()
+	s := mustOpen(t, "/shard", Options{FS: mem})
+	if err := s.Apply(kvEntry(t, 1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	want := fingerprintOf(t, s)
+	if want.Term != logpos.NoTerm || len(want.Data) != 0 || want.Commit.Offset != 0 {
+		t.Fatalf("store holds %+v, want only a commit", want)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	before := listDir(t, mem, "/shard/db-000001")
+	if err := mem.Remove("/shard/CURRENT"); err != nil {
+		t.Fatal(err)
+	}
+	wantOpenRefusedWithoutMarker(t, mem, before)
+	if err := writeFile(mem, "/shard/CURRENT", "db-000001\n"); err != nil {
+		t.Fatal(err)
+	}
+	r := mustOpen(t, "/shard", Options{FS: mem})
+	assertFingerprint(t, "with the marker back", want, fingerprintOf(t, r))
+}
+
+// TestOpenWithoutMarkerKeepsStoreOnReadError: when the database left
+// without a marker cannot be read because the disk fails (an operating
+// system I/O error), Open fails and removes nothing: a store is not taken
+// for the leftover of a creation on a guess. Once the disk works and the
+// marker is back, the store opens as it was.
+func TestOpenWithoutMarkerKeepsStoreOnReadError(t *testing.T) {
+	mem := vfs.NewMem()
+	s := mustOpen(t, "/shard", Options{FS: mem})
+	fillStore(t, s, model{}, 4, 3, "k")
+	want := fingerprintOf(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := mem.Remove("/shard/CURRENT"); err != nil {
+		t.Fatal(err)
+	}
+	before := listDir(t, mem, "/shard")
+	beforeDB := listDir(t, mem, "/shard/db-000001")
+	var armed atomic.Bool
+	armed.Store(true)
+	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if armed.Load() && op.Kind == errorfs.OpFileRead && strings.Contains(op.Path, "/shard/db-000001/MANIFEST") {
+			return &os.PathError{Op: "read", Path: op.Path, Err: syscall.EIO}
+		}
+		return nil
+	}))
+	r, err := Open("/shard", Options{FS: fs})
+	if err == nil {
+		r.Close()
+		t.Fatal("Open without a marker succeeded while the unmarked database could not be read")
+	}
+	if !errors.Is(err, syscall.EIO) {
+		t.Errorf("Open = %v, want the disk's EIO", err)
+	}
+	armed.Store(false)
+	if got := listDir(t, mem, "/shard"); !slices.Equal(got, before) {
+		t.Fatalf("the failed Open changed the directory: %q, was %q", got, before)
+	}
+	if got := listDir(t, mem, "/shard/db-000001"); !slices.Equal(got, beforeDB) {
+		t.Fatalf("the failed Open changed the database: %q, was %q", got, beforeDB)
+	}
+	if err := writeFile(mem, "/shard/CURRENT", "db-000001\n"); err != nil {
+		t.Fatal(err)
+	}
+	r = mustOpen(t, "/shard", Options{FS: mem})
+	assertFingerprint(t, "with the marker back", want, fingerprintOf(t, r))
+}
+
+// TestDeleteIsDurableWhenItReturns: once Delete returns, a power loss
+// leaves nothing of the store in its parent directory, not even the copy
+// it moved aside.
+func TestDeleteIsDurableWhenItReturns(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	s, _ := openOldStore(t, "/data/shard", mem)
+	if err := s.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if got := listDir(t, mem, "/data"); len(got) != 0 {
+		t.Fatalf("after Delete /data holds %q", got)
+	}
+	crashed := mem.CrashClone(vfs.CrashCloneCfg{})
+	if got := listDir(t, crashed, "/data"); len(got) != 0 {
+		t.Fatalf("after Delete and a crash /data holds %q", got)
+	}
+}
+
+// TestLoaderRefusesAFileInsideAnother: the chunks of one file are
+// contiguous. A file that starts before the one being written has all its
+// chunks, or a later chunk of another file while one is being written, is
+// ErrInvalidSnapshot from the Write that brings it; the loader is aborted
+// (its staging directory is gone) and the store is as it was.
+func TestLoaderRefusesAFileInsideAnother(t *testing.T) {
+	good, _, _ := memSource(t)
+	chunk := func(name string, index, count int32) Chunk {
+		return Chunk{Name: name, Index: index, Count: count, Content: []byte{byte('a' + index)}}
+	}
+	for _, tc := range []struct {
+		name  string
+		extra []Chunk // the last one is refused
+	}{
+		{"a file starts inside another", []Chunk{chunk("zzz", 0, 2), chunk("yyy", 0, 1)}},
+		{"a later chunk of another file", []Chunk{chunk("zzz", 0, 3), chunk("yyy", 1, 3)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			mem := vfs.NewMem()
+			s := mustOpen(t, "/shard", Options{FS: mem})
+			fillStore(t, s, model{}, 2, 3, "old")
+			before := fingerprintOf(t, s)
+			l, err := s.NewLoader()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := writeAll(l, append(slices.Clone(good), tc.extra[:len(tc.extra)-1]...)); err != nil {
+				t.Fatal(err)
+			}
+			bad := tc.extra[len(tc.extra)-1]
+			if err := l.Write(bad); !errors.Is(err, ErrInvalidSnapshot) {
+				t.Fatalf("Write(chunk %d of %d of %q): %v, want ErrInvalidSnapshot", bad.Index, bad.Count, bad.Name, err)
+			}
+			assertFingerprint(t, "after the refused chunk", before, fingerprintOf(t, s))
+			if _, err := s.Install(l, 0); !errors.Is(err, ErrInvalidSnapshot) {
+				t.Fatalf("Install of the refused loader: %v, want its ErrInvalidSnapshot", err)
+			}
+			assertFingerprint(t, "after Install of the refused loader", before, fingerprintOf(t, s))
+		})
+	}
+}
+
+// TestCloseLeavesNoFileOpen: after Close, the process holds no file of the
+// store open, whatever the store did: installed a snapshot, aborted a
+// loader in the middle of a file, read a snapshot out partway.
+func TestCloseLeavesNoFileOpen(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("counts open files through /proc/self/fd")
+	}
+	if _, err := os.ReadDir("/proc/self/fd"); err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	// An *os.File nobody closes is closed by its finalizer once the
+	// garbage collector finds it unreachable, at a moment of its choosing:
+	// without collections, every file left open stays open to be seen.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	chunks, info, data := memSource(t)
+	dir := filepath.Join(t.TempDir(), "shard")
+	s, err := Open(dir, Options{SnapshotChunkSize: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillStore(t, s, model{}, 3, 10, "old")
+	if _, err := load(s, chunks, 0); err != nil {
+		t.Fatal(err)
+	}
+	checkInstalled(t, "after Install", fingerprintOf(t, s), info, data)
+	// A loader with complete files and one cut short, aborted.
+	l, err := s.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeAll(l, append(slices.Clone(chunks[:2]), Chunk{Name: "zzz", Count: 2, Content: []byte("half")})); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	// A snapshot read out partway.
+	sn, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sn.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if err := sn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if open := openFilesUnder(t, dir); len(open) != 0 {
+		t.Fatalf("after Close the process still holds open: %q", open)
+	}
+}
+
+// openFilesUnder returns the files under dir that the process holds open.
+func openFilesUnder(t *testing.T, dir string) []string {
+	t.Helper()
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var open []string
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err != nil {
+			continue // closed since it was listed (the listing's own descriptor)
+		}
+		if strings.HasPrefix(target, dir+string(filepath.Separator)) || target == dir {
+			open = append(open, target)
+		}
+	}
+	return open
+}
+
+// TestInstallRefusesAnotherStoresLoader: Install takes only a loader of
+// its own store. Another store's loader, even complete and finished, is
+// refused, and both stores are as they were; the loader can still be
+// installed into its own store.
+func TestInstallRefusesAnotherStoresLoader(t *testing.T) {
+	chunks, info, data := memSource(t)
+	mem := vfs.NewMem()
+	a := mustOpen(t, "/a", Options{FS: mem})
+	b := mustOpen(t, "/b", Options{FS: mem})
+	fillStore(t, b, model{}, 2, 5, "b")
+	wantB := fingerprintOf(t, b)
+	l, err := a.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeAll(l, chunks); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	wantA := fingerprintOf(t, a)
+	if _, err := b.Install(l, 0); err == nil {
+		t.Fatal("Install of another store's loader succeeded")
+	}
+	assertFingerprint(t, "the store that refused the loader", wantB, fingerprintOf(t, b))
+	assertFingerprint(t, "the loader's store", wantA, fingerprintOf(t, a))
+	if _, err := a.Install(l, 0); err != nil {
+		t.Fatalf("Install into the loader's own store: %v", err)
+	}
+	checkInstalled(t, "after Install into the loader's own store", fingerprintOf(t, a), info, data)
+	if err := b.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := mustOpen(t, "/b", Options{FS: mem})
+	assertFingerprint(t, "the store that refused the loader, reopened", wantB, fingerprintOf(t, r))
+}
+
+// TestLeftoverStagingRemovedByNewLoader: a staging directory whose
+// removal failed (the disk refused removals) is removed by the next
+// NewLoader once the disk works again.
+func TestLeftoverStagingRemovedByNewLoader(t *testing.T) {
+	chunks, _, _ := memSource(t)
+	mem := vfs.NewMem()
+	s := mustOpen(t, "/shard", Options{FS: mem})
+	fillStore(t, s, model{}, 3, 5, "old")
+	old := fingerprintOf(t, s)
+	var broken atomic.Bool
+	broken.Store(true)
+	s.fs = errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if broken.Load() && op.Kind == errorfs.OpRemoveAll {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	l, err := s.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Write(chunks[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Abort(); !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("Abort with removals failing: %v", err)
+	}
+	if got := listDir(t, mem, "/shard"); len(got) != len(old.DirectoryListed)+1 {
+		t.Fatalf("directory %q, want the staging directory left beside %q", got, old.DirectoryListed)
+	}
+	broken.Store(false)
+	next, err := s.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append(slices.Clone(old.DirectoryListed), next.name)
+	slices.Sort(want)
+	if got := listDir(t, mem, "/shard"); !slices.Equal(got, want) {
+		t.Fatalf("directory %q after NewLoader, want %q", got, want)
+	}
+	if err := next.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	assertFingerprint(t, "after the next loader's Abort", old, fingerprintOf(t, s))
+}
+
+// TestSnapshotHoldsOffApplies: applies wait while a snapshot flushes and
+// cuts its checkpoint, so the snapshot's data is exactly that of the
+// commit id it reports (Info), and the store it installs carries that
+// commit id. Here an apply is attempted, without waiting, in the middle
+// of the snapshot's flush: it must not get in.
+func TestSnapshotHoldsOffApplies(t *testing.T) {
+	mem := vfs.NewMem()
+	var (
+		s       *Store
+		armed   atomic.Bool
+		applied = make(chan error, 1)
+	)
+	late := kvEntry(t, 3, 5, put("late", "v"))
+	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpCreate && strings.HasSuffix(op.Path, ".sst") && armed.CompareAndSwap(true, false) {
+			// The snapshot's flush is writing its table. An apply that
+			// does not have to wait for the snapshot goes in now.
+			if s.write.TryLock() {
+				s.write.Unlock()
+				applied <- s.Apply(late)
+			}
+		}
+		return nil
+	}))
+	s = mustOpen(t, "/shard", Options{FS: fs})
+	m := model{}
+	fillStore(t, s, m, 3, 5, "k") // entries 0..4, in the memtable
+	armed.Store(true)
+	sn, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if armed.Load() {
+		t.Fatal("the snapshot's flush wrote no table")
+	}
+	chunks := readChunks(t, sn)
+	info := sn.Info()
+	if err := sn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-applied:
+		t.Errorf("an apply got in while the snapshot was cut (err %v)", err)
+	default:
+	}
+	if want := (logpos.EntryID{Term: 3, Offset: 4}); info.Commit != want {
+		t.Fatalf("snapshot info commit %v, want %v", info.Commit, want)
+	}
+	b := mustOpen(t, "/b", Options{FS: vfs.NewMem()})
+	got, err := load(b, chunks, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Commit != info.Commit || got.Term != info.Term || got.Options != info.Options {
+		t.Fatalf("installed %+v, the snapshot said %+v", got, info)
+	}
+	if diff := cmp.Diff(m, userData(t, b)); diff != "" {
+		t.Fatalf("installed data is not that of the snapshot's commit (-want +got):\n%s", diff)
+	}
+}
+
+// TestApplyBatchReadingStateMachineInShortBatches: a state machine that
+// reads the store sees the writes of every entry before its own, in a
+// batch of any length, from the first batch a store applies (before it
+// has ever seen the state machine read): a batch of two entries is
+// counted twice, not once.
+func TestApplyBatchReadingStateMachineInShortBatches(t *testing.T) {
+	for n := logpos.Offset(1); n <= 4; n++ {
+		s := mustOpen(t, t.TempDir(), Options{StateMachine: readingCounter{failAt: -1}})
+		if got, err := s.ApplyBatch(entries(0, n-1)); got != int(n) || err != nil {
+			t.Fatalf("ApplyBatch of %d entries = %d, %v", n, got, err)
+		}
+		if v, err := s.Get([]byte("n")); err != nil || string(v) != strconv.Itoa(int(n)) {
+			t.Fatalf("after a batch of %d entries the counter is %q (%v), want %d", n, v, err, n)
+		}
+		if c := s.Commit(); c.Offset != n-1 {
+			t.Fatalf("after a batch of %d entries: commit %v", n, c)
+		}
+	}
+}
+
+// TestStagingDirectoriesAreNeverShared: every loader stages into a
+// directory of its own, never the live database's nor another loader's,
+// also after an install made a staged database the live one: two loaders
+// open at once after an install, one aborted, the other installed, leave
+// the snapshot installed, also after a reopen.
+func TestStagingDirectoriesAreNeverShared(t *testing.T) {
+	chunks, info, data := memSource(t)
+	mem := vfs.NewMem()
+	s := mustOpen(t, "/shard", Options{FS: mem})
+	fillStore(t, s, model{}, 3, 5, "old")
+	if _, err := load(s, chunks, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ClearLogReset(); err != nil {
+		t.Fatal(err)
+	}
+	first, err := s.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := s.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names := []string{s.db.name, first.name, second.name}; names[0] == names[1] || names[0] == names[2] || names[1] == names[2] {
+		t.Fatalf("live database and two loaders in %q", names)
+	}
+	if err := writeAll(first, chunks); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeAll(second, chunks); err != nil {
+		t.Fatal(err)
+	}
+	if err := first.Abort(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Install(second, 0); err != nil {
+		t.Fatalf("Install of the second loader: %v", err)
+	}
+	checkInstalled(t, "after the second install", fingerprintOf(t, s), info, data)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := mustOpen(t, "/shard", Options{FS: mem})
+	checkInstalled(t, "after the second install and a reopen", fingerprintOf(t, r), info, data)
+}
+
+// TestKVOperationWithTwoOpsTakesTheLast: an Operation carrying two op
+// fields of different kinds means what protobuf decodes: the last op,
+// with only its own fields. A put followed by a range delete that has no
+// end removes nothing (its end is empty), whatever the put carried.
+func TestKVOperationWithTwoOpsTakesTheLast(t *testing.T) {
+	field := func(b []byte, num protowire.Number, v []byte) []byte {
+		return protowire.AppendBytes(protowire.AppendTag(b, num, protowire.BytesType), v)
+	}
+	putMsg := field(field(nil, fieldFirst, []byte("a")), fieldSecond, []byte("z"))
+	rangeMsg := field(nil, fieldFirst, []byte("a")) // no end
+	op := append(field(nil, fieldPut, putMsg), field(nil, fieldDeleteRange, rangeMsg)...)
+	value := field(nil, fieldOperations, op)
+
+	s := mustOpen(t, "/shard", Options{FS: vfs.NewMem()})
+	m := model{}
+	fillStore(t, s, m, 1, 0, "")
+	if err := s.Apply(kvEntry(t, 1, 0, put("b", "1"), put("m", "2"))); err != nil {
+		t.Fatal(err)
+	}
+	m.apply(put("b", "1"), put("m", "2"))
+	if err := s.Apply(logpos.Entry{Term: 1, Offset: 1, Value: value}); err != nil {
+		t.Fatalf("Apply: %v", err)
+	}
+	if diff := cmp.Diff(m, userData(t, s)); diff != "" {
+		t.Fatalf("(-want +got):\n%s", diff)
+	}
+}
