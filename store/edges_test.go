@@ -368,52 +368,6 @@ func TestInstallRefusesAnotherStoresLoader(t *testing.T) {
 	assertFingerprint(t, "the store that refused the loader, reopened", wantB, fingerprintOf(t, r))
 }
 
-// TestLeftoverStagingRemovedByNewLoader: a staging directory whose
-// removal failed (the disk refused removals) is removed by the next
-// NewLoader once the disk works again.
-func TestLeftoverStagingRemovedByNewLoader(t *testing.T) {
-	chunks, _, _ := memSource(t)
-	mem := vfs.NewMem()
-	s := mustOpen(t, "/shard", Options{FS: mem})
-	fillStore(t, s, model{}, 3, 5, "old")
-	old := fingerprintOf(t, s)
-	var broken atomic.Bool
-	broken.Store(true)
-	s.fs = errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if broken.Load() && op.Kind == errorfs.OpRemoveAll {
-			return errorfs.ErrInjected
-		}
-		return nil
-	}))
-	l, err := s.NewLoader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Write(chunks[0]); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Abort(); !errors.Is(err, errorfs.ErrInjected) {
-		t.Fatalf("Abort with removals failing: %v", err)
-	}
-	if got := listDir(t, mem, "/shard"); len(got) != len(old.DirectoryListed)+1 {
-		t.Fatalf("directory %q, want the staging directory left beside %q", got, old.DirectoryListed)
-	}
-	broken.Store(false)
-	next, err := s.NewLoader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := append(slices.Clone(old.DirectoryListed), next.name)
-	slices.Sort(want)
-	if got := listDir(t, mem, "/shard"); !slices.Equal(got, want) {
-		t.Fatalf("directory %q after NewLoader, want %q", got, want)
-	}
-	if err := next.Abort(); err != nil {
-		t.Fatal(err)
-	}
-	assertFingerprint(t, "after the next loader's Abort", old, fingerprintOf(t, s))
-}
-
 // TestSnapshotHoldsOffApplies: applies wait while a snapshot flushes and
 // cuts its checkpoint, so the snapshot's data is exactly that of the
 // commit id it reports (Info), and the store it installs carries that

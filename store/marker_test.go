@@ -2,7 +2,9 @@ package store
 
 import (
 	"errors"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -119,59 +121,63 @@ func TestInstallMarkerSyncFailsForGood(t *testing.T) {
 
 // TestLeftoverStagingRemovedLater: a failed install whose staging
 // directory cannot be removed (the disk refuses removals) leaves it
-// behind; the next SetTerm removes it once the disk works again.
+// behind; the next SetTerm, or the next NewLoader, removes it once the
+// disk works again.
 func TestLeftoverStagingRemovedLater(t *testing.T) {
-	chunks, _, _ := memSource(t)
-	mem := vfs.NewMem()
-	s, err := Open("/shard", Options{FS: mem})
-	if err != nil {
-		t.Fatal(err)
+	for name, retry := range map[string]func(t *testing.T, s *Store, old fingerprint) (want []string){
+		"SetTerm": func(t *testing.T, s *Store, old fingerprint) []string {
+			if err := s.SetTerm(4, old.Options); err != nil {
+				t.Fatal(err)
+			}
+			return old.DirectoryListed
+		},
+		"NewLoader": func(t *testing.T, s *Store, old fingerprint) []string {
+			next, err := s.NewLoader()
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { _ = next.Abort() })
+			want := append(slices.Clone(old.DirectoryListed), next.name)
+			slices.Sort(want)
+			return want
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			chunks, _, _ := memSource(t)
+			mem := vfs.NewMem()
+			s, err := Open("/shard", Options{FS: mem})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close()
+			fillStore(t, s, model{}, 3, 5, "old")
+			old := fingerprintOf(t, s)
+			var broken atomic.Bool
+			broken.Store(true)
+			s.fs = errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+				if broken.Load() && op.Kind == errorfs.OpRemoveAll {
+					return errorfs.ErrInjected
+				}
+				return nil
+			}))
+			l, err := s.NewLoader()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Write(chunks[0]); err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Abort(); !errors.Is(err, errorfs.ErrInjected) {
+				t.Fatalf("Abort with removals failing: %v", err)
+			}
+			if got := listDir(t, mem, "/shard"); len(got) != len(old.DirectoryListed)+1 {
+				t.Fatalf("directory %q, want the staging directory left beside %q", got, old.DirectoryListed)
+			}
+			broken.Store(false)
+			want := retry(t, s, old)
+			if got := listDir(t, mem, "/shard"); !slices.Equal(got, want) {
+				t.Fatalf("directory %q after %s, want %q", got, name, want)
+			}
+		})
 	}
-	defer s.Close()
-	fillStore(t, s, model{}, 3, 5, "old")
-	old := fingerprintOf(t, s)
-	var failing sync.Mutex
-	broken := true
-	s.fs = errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		failing.Lock()
-		defer failing.Unlock()
-		if broken && op.Kind == errorfs.OpRemoveAll {
-			return errorfs.ErrInjected
-		}
-		return nil
-	}))
-	l, err := s.NewLoader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Write(chunks[0]); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Abort(); !errors.Is(err, errorfs.ErrInjected) {
-		t.Fatalf("Abort with removals failing: %v", err)
-	}
-	if got := listDir(t, mem, "/shard"); len(got) != len(old.DirectoryListed)+1 {
-		t.Fatalf("directory %q, want the staging directory left beside %q", got, old.DirectoryListed)
-	}
-	failing.Lock()
-	broken = false
-	failing.Unlock()
-	if err := s.SetTerm(4, old.Options); err != nil {
-		t.Fatal(err)
-	}
-	if got := listDir(t, mem, "/shard"); !equalStrings(got, old.DirectoryListed) {
-		t.Fatalf("directory %q after SetTerm, want %q", got, old.DirectoryListed)
-	}
-}
-
-func equalStrings(a, b []string) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i] != b[i] {
-			return false
-		}
-	}
-	return true
 }
