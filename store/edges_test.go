@@ -1,7 +1,9 @@
 package store
 
 import (
+	"context"
 	"errors"
+	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -521,5 +523,67 @@ func TestKVOperationWithTwoOpsTakesTheLast(t *testing.T) {
 	}
 	if diff := cmp.Diff(m, userData(t, s)); diff != "" {
 		t.Fatalf("(-want +got):\n%s", diff)
+	}
+}
+
+// panicHandler is a slog handler with a bug: it panics on the records
+// that match.
+type panicHandler struct{ match func(slog.Record) bool }
+
+func (panicHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h panicHandler) Handle(_ context.Context, r slog.Record) error {
+	if h.match(r) {
+		panic("logger bug")
+	}
+	return nil
+}
+func (h panicHandler) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h panicHandler) WithGroup(string) slog.Handler      { return h }
+
+// TestPanicWhileOpeningReleasesTheStore: when opening panics (here the
+// logger, on a message of Pebble's while it opens the database, or on the
+// store's own once it has), the panic goes on to the caller, and neither
+// the store's directory nor its database is left locked: the store opens
+// again, with its data.
+func TestPanicWhileOpeningReleasesTheStore(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		match func(slog.Record) bool
+	}{
+		{"pebble", func(r slog.Record) bool {
+			pebble := false
+			r.Attrs(func(a slog.Attr) bool {
+				pebble = pebble || a.Key == "component" && a.Value.String() == "pebble"
+				return true
+			})
+			return pebble
+		}},
+		{"store", func(r slog.Record) bool { return r.Message == "store: opened" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fs := vfs.NewMem()
+			s, err := Open("s", Options{FS: fs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := model{}
+			fillStore(t, s, m, 3, 5, "k")
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			func() {
+				defer func() {
+					if r := recover(); r != "logger bug" {
+						t.Fatalf("recovered %v, want the logger's panic", r)
+					}
+				}()
+				s, err := Open("s", Options{FS: fs, Logger: slog.New(panicHandler{tc.match})})
+				t.Fatalf("Open returned (%v, %v) instead of panicking", s, err)
+			}()
+			s = mustOpen(t, "s", Options{FS: fs})
+			if diff := cmp.Diff(m, userData(t, s)); diff != "" {
+				t.Fatalf("user data (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -145,6 +145,18 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, errors.Join(fmt.Errorf("store: remove what a delete left: %w", err), lock.Close())
 	}
 	s := &Store{dir: dir, fs: fs, opts: opts, log: opts.Logger, lock: lock}
+	// Should opening panic (a logger's or a file system's bug), neither
+	// the database nor the directory is left locked: a caller that
+	// recovers from the panic can open the store again.
+	defer func() {
+		if r := recover(); r != nil {
+			if s.db.h != nil {
+				_ = s.db.h.Close()
+			}
+			_ = lock.Close()
+			panic(r)
+		}
+	}()
 	if err := s.openLive(); err != nil {
 		return nil, errors.Join(err, lock.Close())
 	}

@@ -185,6 +185,15 @@ func Open(dir string, opts Options) (*Log, error) {
 		_ = lock.Close()
 		return nil, fmt.Errorf("wal: open directory %s: %w", dir, err)
 	}
+	// Should recovery panic (a logger's or a file system's bug), the
+	// directory is not left locked: a caller that recovers from the panic
+	// can open the log again.
+	defer func() {
+		if r := recover(); r != nil {
+			l.closeFiles()
+			panic(r)
+		}
+	}()
 	if err := l.recover(); err != nil {
 		l.closeFiles()
 		return nil, err

@@ -2,6 +2,7 @@ package wal
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -586,4 +587,38 @@ func TestIndexesDurableAfterClose(t *testing.T) {
 		t.Errorf("Open read the records of %d segments: %q\n%s", len(got), got, warnings.String())
 	}
 	checkEntries(t, readAll(t, r, 0), all)
+}
+
+// panicHandler is a slog handler that panics on every record at or above
+// its level: a logger with a bug.
+type panicHandler struct{ level slog.Level }
+
+func (h panicHandler) Enabled(_ context.Context, l slog.Level) bool { return l >= h.level }
+func (h panicHandler) Handle(context.Context, slog.Record) error    { panic("logger bug") }
+func (h panicHandler) WithAttrs([]slog.Attr) slog.Handler           { return h }
+func (h panicHandler) WithGroup(string) slog.Handler                { return h }
+
+// TestPanicDuringRecoveryReleasesTheDirectory: when recovery panics (here
+// its logger, on the warning that it cuts a torn tail), the panic goes on
+// to the caller, and the directory is not left locked: the log opens again.
+func TestPanicDuringRecoveryReleasesTheDirectory(t *testing.T) {
+	fs, all := closedLog(t, 100)
+	segs := listSuffix(t, fs, "wal", segmentSuffix)
+	last := segs[len(segs)-1]
+	writeBytes(t, fs, last, append(readBytes(t, fs, last), bytes.Repeat([]byte{0xa5}, 40)...))
+
+	opts := optsKeep(fs, 99)
+	opts.Logger = slog.New(panicHandler{slog.LevelWarn})
+	func() {
+		defer func() {
+			if r := recover(); r != "logger bug" {
+				t.Fatalf("recovered %v, want the logger's panic", r)
+			}
+		}()
+		l, err := Open("wal", opts)
+		t.Fatalf("Open returned (%v, %v) instead of panicking", l, err)
+	}()
+	l := mustOpen(t, "wal", optsKeep(fs, 99))
+	defer l.Close()
+	checkEntries(t, readAll(t, l, 0), all)
 }
