@@ -479,13 +479,15 @@ func (l *loader) str(n ast.Node, what string) (string, bool) {
 	return "", false
 }
 
-func (l *loader) boolean(n ast.Node, what string) bool {
+// boolean returns the value of a boolean; ok is false (and the problem
+// reported) when n is not one.
+func (l *loader) boolean(n ast.Node, what string) (value, ok bool) {
 	plain, asText := l.plain(n)
 	if b, ok := plain.(*ast.BoolNode); ok && !asText {
-		return b.Value
+		return b.Value, true
 	}
 	l.errorf(l.pos(n), "%s must be true or false, not %s", what, kind(plain, asText))
-	return false
+	return false, false
 }
 
 type identKind int
@@ -650,7 +652,7 @@ func (l *loader) state(e *ast.MappingValueNode) State {
 		s.Doc, _ = l.str(n, "doc")
 	}
 	if n := f["terminal"]; n != nil {
-		s.Terminal = l.boolean(n, "terminal")
+		s.Terminal, _ = l.boolean(n, "terminal")
 	}
 	if n := f["unhandled"]; n != nil {
 		s.Override = l.policy(n)
@@ -836,12 +838,17 @@ func (l *loader) row(t *Table, n ast.Node) Row {
 	}
 	for _, k := range []string{"stay", "noop"} {
 		if x := f[k]; x != nil {
-			if !l.boolean(x, k) {
+			on, ok := l.boolean(x, k)
+			if ok && !on {
 				l.errorf(l.pos(x), "%s: false means nothing; remove it", k)
 				continue
 			}
+			// A value that is not a boolean was meant as this kind all
+			// the same: the row is not reported as lacking one.
 			kinds = append(kinds, k)
-			r.Kind = map[string]RowKind{"stay": Stay, "noop": Noop}[k]
+			if ok {
+				r.Kind = map[string]RowKind{"stay": Stay, "noop": Noop}[k]
+			}
 		}
 	}
 	if x := f["refuse"]; x != nil {
