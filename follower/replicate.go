@@ -168,6 +168,9 @@ func (r *replication) detach() error {
 	if errors.Is(cause, errFinished) {
 		return nil
 	}
+	if !errors.Is(cause, ErrStreamEnded) {
+		f.streamFailed(cause)
+	}
 	return cause
 }
 

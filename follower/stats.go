@@ -27,8 +27,10 @@ type Stats struct {
 	InstallsAbandoned uint64 // failed, refused at commit, or abandoned for a new term
 
 	StreamAttached bool
-	Advertised     logpos.Offset // the highest commit offset a leader sent
-	Commit         logpos.Offset // the last offset applied
+	StreamFailures StreamFailures
+
+	Advertised logpos.Offset // the highest commit offset a leader sent
+	Commit     logpos.Offset // the last offset applied
 
 	// AppendLatency is the time an entry takes to be written to the log
 	// (not yet durable), SyncLatency the duration of an fsync round,
@@ -38,6 +40,18 @@ type Stats struct {
 	// that arrives while none is waiting for an ack (so an idle stream's
 	// latency is always measured).
 	AppendLatency, SyncLatency, AckLatency Histogram
+}
+
+// StreamFailures counts the replication streams that failed, by cause. A
+// stream the leader finished, or that NewTerm, Delete or Close ended, did
+// not fail; one refused when attaching is a lifecycle refusal (seen
+// through Config.Observer).
+type StreamFailures struct {
+	InvalidTerm     uint64 // an Append of another term: a deposed leader (ErrInvalidTerm)
+	Gap             uint64 // an entry beyond the head (ErrGap)
+	InvalidArgument uint64 // an Append naming no entry, a negative offset (ErrInvalidArgument)
+	Unavailable     uint64 // the log failed (ErrUnavailable)
+	Other           uint64 // receiving or sending failed (the leader went away), or anything else
 }
 
 // Lag is how far the applier is behind what leaders have committed.
@@ -97,7 +111,10 @@ type stats struct {
 	installsStarted, installsCommitted              atomic.Uint64
 	installsAbandoned                               atomic.Uint64
 	streamAttached                                  atomic.Bool
-	appendLatency, syncLatency, ackLatency          histogram
+	streamFailures                                  struct {
+		invalidTerm, gap, invalidArgument, unavailable, other atomic.Uint64
+	}
+	appendLatency, syncLatency, ackLatency histogram
 }
 
 // Stats returns the follower's counters.
@@ -110,11 +127,16 @@ func (f *Follower) Stats() Stats {
 		InstallsStarted: s.installsStarted.Load(), InstallsCommitted: s.installsCommitted.Load(),
 		InstallsAbandoned: s.installsAbandoned.Load(),
 		StreamAttached:    s.streamAttached.Load(),
-		Advertised:        logpos.Offset(f.advertised.Load()),
-		Commit:            f.commit(),
-		AppendLatency:     s.appendLatency.snapshot(),
-		SyncLatency:       s.syncLatency.snapshot(),
-		AckLatency:        s.ackLatency.snapshot(),
+		StreamFailures: StreamFailures{
+			InvalidTerm: s.streamFailures.invalidTerm.Load(), Gap: s.streamFailures.gap.Load(),
+			InvalidArgument: s.streamFailures.invalidArgument.Load(),
+			Unavailable:     s.streamFailures.unavailable.Load(), Other: s.streamFailures.other.Load(),
+		},
+		Advertised:    logpos.Offset(f.advertised.Load()),
+		Commit:        f.commit(),
+		AppendLatency: s.appendLatency.snapshot(),
+		SyncLatency:   s.syncLatency.snapshot(),
+		AckLatency:    s.ackLatency.snapshot(),
 	}
 }
 
@@ -198,4 +220,26 @@ func (o transitionLog) Observe(s fsm.Step) {
 	if o.next != nil {
 		o.next.Observe(s)
 	}
+}
+
+// streamFailed counts and logs why a replication stream failed. The
+// leader's mistakes and the log's failures are warnings; a leader that
+// went away is not news.
+func (f *Follower) streamFailed(cause error) {
+	c := &f.stats.streamFailures
+	switch {
+	case errors.Is(cause, ErrInvalidTerm):
+		c.invalidTerm.Add(1)
+	case errors.Is(cause, ErrGap):
+		c.gap.Add(1)
+	case errors.Is(cause, ErrInvalidArgument):
+		c.invalidArgument.Add(1)
+	case errors.Is(cause, ErrUnavailable):
+		c.unavailable.Add(1)
+	default:
+		c.other.Add(1)
+		f.logger().Debug("replication stream ended", "err", cause)
+		return
+	}
+	f.logger().Warn("replication stream failed", "err", cause)
 }

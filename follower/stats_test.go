@@ -2,7 +2,12 @@ package follower
 
 import (
 	"context"
+	"errors"
+	"log/slog"
+	"sync"
 	"testing"
+
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 )
 
 func TestStatsMove(t *testing.T) {
@@ -43,5 +48,102 @@ func TestStatsMove(t *testing.T) {
 	st = h.f.Stats()
 	if st.InstallsStarted != 2 || st.InstallsCommitted != 1 || st.InstallsAbandoned != 1 {
 		t.Errorf("installs: %d started, %d committed, %d abandoned", st.InstallsStarted, st.InstallsCommitted, st.InstallsAbandoned)
+	}
+}
+
+// levelCounter is a slog handler counting the records of each message at
+// each level.
+type levelCounter struct {
+	mu     sync.Mutex
+	counts map[string]int // "LEVEL message"
+}
+
+func (c *levelCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (c *levelCounter) Handle(_ context.Context, r slog.Record) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.counts[r.Level.String()+" "+r.Message]++
+	return nil
+}
+func (c *levelCounter) WithAttrs([]slog.Attr) slog.Handler { return c }
+func (c *levelCounter) WithGroup(string) slog.Handler      { return c }
+
+func (c *levelCounter) count(key string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.counts[key]
+}
+
+// TestStreamFailuresCounted: each stream that fails is counted once under
+// its cause and logged (at warn for the leader's mistakes and the log's
+// failures, at debug for a leader that went away); streams the leader
+// finished or a NewTerm ended are not failures.
+func TestStreamFailuresCounted(t *testing.T) {
+	logs := &levelCounter{counts: map[string]int{}}
+	h := newHarness(t, Config{Logger: slog.New(logs)})
+	h.newTerm(1)
+	s, res := h.replicate(1, 0, 1, -1)
+	if err := finish(s, res); err != nil {
+		t.Fatal(err)
+	}
+	entry := func(term, off int64) *replicationpb.Append {
+		return &replicationpb.Append{Term: term, CommitOffset: -1, Entry: &replicationpb.LogEntry{Term: term, Offset: off, Value: kvPut("k", "v")}}
+	}
+	// failWith attaches a stream, sends it a, and returns how it ended.
+	failWith := func(a *replicationpb.Append, before func()) error {
+		t.Helper()
+		s, res := h.replicate(1, 2, 1, -1) // attached, nothing sent yet
+		if before != nil {
+			before()
+		}
+		if a != nil {
+			s.in <- a
+		}
+		err := <-res
+		s.cancel()
+		return err
+	}
+	for _, c := range []struct {
+		name   string
+		append *replicationpb.Append
+		before func()
+		want   error
+	}{
+		{"another term", entry(2, 2), nil, ErrInvalidTerm},
+		{"a gap", entry(1, 5), nil, ErrGap},
+		{"a negative offset", entry(1, -1), nil, ErrInvalidArgument},
+		{"the log failing", entry(1, 2), func() { h.fs.fail("/wal/") }, ErrUnavailable},
+		{"the leader going away", nil, nil, context.Canceled},
+	} {
+		var err error
+		if c.append == nil {
+			s, res := h.replicate(1, 2, 1, -1)
+			s.cancel()
+			err = <-res
+		} else {
+			err = failWith(c.append, c.before)
+		}
+		h.fs.heal()
+		if !errors.Is(err, c.want) {
+			t.Fatalf("%s: the stream ended with %v, want %v", c.name, err, c.want)
+		}
+	}
+	// A stream a NewTerm ended did not fail.
+	s, res = h.replicate(1, 2, 2, -1)
+	h.newTerm(2)
+	if err := <-res; !errors.Is(err, ErrStreamEnded) {
+		t.Fatalf("a stream NewTerm ended: %v", err)
+	}
+	s.cancel()
+
+	want := StreamFailures{InvalidTerm: 1, Gap: 1, InvalidArgument: 1, Unavailable: 1, Other: 1}
+	if got := h.f.Stats().StreamFailures; got != want {
+		t.Errorf("stream failures %+v, want %+v", got, want)
+	}
+	if got := logs.count("WARN replication stream failed"); got != 4 {
+		t.Errorf("%d warnings of a failed stream, want 4", got)
+	}
+	if got := logs.count("DEBUG replication stream ended"); got != 1 {
+		t.Errorf("%d debug lines of a stream ended by its leader, want 1", got)
 	}
 }

@@ -101,7 +101,7 @@ type metricDescs struct {
 	installsStarted             *prometheus.Desc
 	installsCommitted           *prometheus.Desc
 	installsAbandoned           *prometheus.Desc
-	streams                     *prometheus.Desc
+	streams, streamFailures     *prometheus.Desc
 
 	appendLatency, syncLatency, ackLatency *prometheus.Desc
 }
@@ -136,6 +136,7 @@ func newMetricDescs() metricDescs {
 		installsCommitted: desc("snapshot_installs_committed_total", "Snapshot installs that replaced the store.", shard),
 		installsAbandoned: desc("snapshot_installs_abandoned_total", "Snapshot installs that failed, were refused at commit, or were abandoned for a new term.", shard),
 		streams:           desc("streams_attached", "Replication streams attached (0 or 1).", shard),
+		streamFailures:    desc("stream_failures_total", "Replication streams that failed, by cause: ErrInvalidTerm (an append of another term: a deposed leader), ErrGap, ErrInvalidArgument, ErrUnavailable (the log failed), other (the leader went away, or anything else).", with("error")),
 
 		appendLatency: desc("append_latency_seconds", "Time to write an entry to the log, not yet durable (sampled: one entry in 16, and every entry of an idle stream).", shard),
 		syncLatency:   desc("fsync_latency_seconds", "Duration of a log fsync round.", shard),
@@ -148,7 +149,7 @@ func (d *metricDescs) all() []*prometheus.Desc {
 		d.shards, d.transitions, d.refusals, d.failures, d.state, d.term,
 		d.head, d.commit, d.advertised, d.lag, d.entries, d.bytes, d.acks,
 		d.syncs, d.applied, d.applyErrors, d.installsStarted,
-		d.installsCommitted, d.installsAbandoned, d.streams,
+		d.installsCommitted, d.installsAbandoned, d.streams, d.streamFailures,
 		d.appendLatency, d.syncLatency, d.ackLatency,
 	}
 }
@@ -231,6 +232,12 @@ func (c *collector) collectShard(ch chan<- prometheus.Metric, sh *shard) {
 		attached = 1
 	}
 	gauge(d.streams, attached)
+	failed := st.StreamFailures
+	counter(d.streamFailures, failed.InvalidTerm, "ErrInvalidTerm")
+	counter(d.streamFailures, failed.Gap, "ErrGap")
+	counter(d.streamFailures, failed.InvalidArgument, "ErrInvalidArgument")
+	counter(d.streamFailures, failed.Unavailable, "ErrUnavailable")
+	counter(d.streamFailures, failed.Other, "other")
 	histogram(d.appendLatency, st.AppendLatency)
 	histogram(d.syncLatency, st.SyncLatency)
 	histogram(d.ackLatency, st.AckLatency)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store"
 )
@@ -281,6 +282,10 @@ func TestMetrics(t *testing.T) {
 	if got := m.sum("tablefsm_follower_refusals_total", sa...); got != 2 {
 		t.Errorf("%g refusals in all, want 2", got)
 	}
+	// Streams the leader finished did not fail.
+	for _, cause := range []string{"ErrInvalidTerm", "ErrGap", "ErrInvalidArgument", "ErrUnavailable", "other"} {
+		m.want(t, 0, "tablefsm_follower_stream_failures_total", on("error="+cause)...)
+	}
 
 	// Shard b: an entry the state machine cannot apply. Two failures
 	// reported mean the first was counted (the second attempt comes after).
@@ -325,12 +330,32 @@ func TestMetrics(t *testing.T) {
 	m.want(t, 9, "tablefsm_follower_commit_offset", sc...)
 	m.want(t, 3, "tablefsm_node_shards")
 
+	// Shard d: a deposed leader's stream (appends of term 1 to a follower
+	// fenced at 2) and a stream with a gap both fail, each counted under
+	// its cause.
+	ds := leader.Shard{Namespace: "metrics", Shard: 4}
+	fence(t, c, ds, 2)
+	for _, bad := range []*replicationpb.Append{aEntry(1, 1, 0, -1, false), aEntry(2, 2, 5, -1, false)} {
+		stream, cancel := aOpen(t, c, ds)
+		aSend(t, stream, bad)
+		if err := recvEnd(stream); err == nil || errors.Is(err, io.EOF) {
+			t.Fatalf("a failing stream ended with %v", err)
+		}
+		cancel()
+	}
+	sd := []string{"namespace=metrics", "shard=4"}
+	m = scrapeMetrics(t, url)
+	for cause, want := range map[string]float64{"ErrInvalidTerm": 1, "ErrGap": 1, "ErrInvalidArgument": 0, "ErrUnavailable": 0, "other": 0} {
+		m.want(t, want, "tablefsm_follower_stream_failures_total", append(sd, "error="+cause)...)
+	}
+	m.want(t, 4, "tablefsm_node_shards")
+
 	// A deleted shard's series go away.
 	if err := c.Delete(ctxT(t), a, 1); err != nil {
 		t.Fatal(err)
 	}
 	m = scrapeMetrics(t, url)
-	m.want(t, 2, "tablefsm_node_shards")
+	m.want(t, 3, "tablefsm_node_shards")
 	if s := m.find("tablefsm_follower_entries_appended_total", sa...); s != nil {
 		t.Errorf("a deleted shard still has series: %v", s)
 	}
