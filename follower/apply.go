@@ -91,7 +91,10 @@ func (a *applier) run() {
 			}
 			a.failures.Add(1)
 			a.f.stats.applyErrors.Add(1)
-			a.lastErr.Store(&err)
+			// A copy, so that err itself does not escape: every round
+			// would allocate it, failing or not.
+			failed := err
+			a.lastErr.Store(&failed)
 			a.f.noteLogError(err)
 			a.notify()
 			a.f.logger().Error("applying an entry failed; retrying", "err", err, "retry_in", delay)
