@@ -276,6 +276,7 @@ func BenchmarkSnapshot(b *testing.B) {
 		}
 		defer t.Close()
 		b.SetBytes(size)
+		b.ResetTimer() // opening the target store is setup, as the baselines have none
 		for i := 0; i < b.N; i++ {
 			l, err := t.NewLoader()
 			if err != nil {

@@ -217,7 +217,7 @@ func walBatchPlot(r *Results, dir string) (*plotFile, error) {
 		file: file, title: "WAL throughput against the batch size",
 		caption: "`BenchmarkWALBatch`: durable batches of 100-byte entries through the WAL, alternating batch by batch with " +
 			"the raw ceiling of the same disk: the same number of bytes (128 per entry) written with one pwrite into a " +
-			"preallocated file and made durable with one fdatasync.",
+			"file prepared as the WAL prepares a segment (never rewritten, as the WAL never rewrites) and made durable with one fdatasync.",
 		table: table,
 	}, nil
 }

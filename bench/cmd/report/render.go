@@ -115,11 +115,14 @@ func (f *figures) design() []row {
 
 	// Follower hot path.
 	hp, ok1 := f.get("follower:BenchmarkHotPath", "ns/op")
-	ha, ok2 := f.get("follower:BenchmarkHotPath", "allocs/op")
+	// allocs/op is an integer division (0 for anything under one
+	// allocation per entry): judge the exact count after the warm-up.
+	ha, ok2 := f.get("follower:BenchmarkHotPath", "allocs/entry")
 	rows = append(rows, row{
-		what: "follower per-entry hot path (no gRPC, no syscalls)", bench: "follower: `BenchmarkHotPath`",
-		value: ns(hp) + "/entry, " + allocsOf(ha, ok2), base: "—", ratio: "—", budget: "≤ 1 µs, 0 allocs",
-		verdict: both(check(ratio(hp, 1, ok1), 1000, true), check(ratio(ha, 1, ok2), 0, true)),
+		what: "follower per-entry hot path (no gRPC, no syscalls)", bench: "follower: `BenchmarkHotPath` (`allocs/entry`)",
+		value: ns(hp) + "/entry, " + allocsPerEntry(ha, ok2), base: "—", ratio: "—", budget: "≤ 1 µs, 0 allocs (fewer than 1 per 1000 entries: amortized buffer growth)",
+		verdict: both(check(ratio(hp, 1, ok1), 1000, true), check(ratio(ha, 1, ok2), maxAllocsPerEntry, true)),
+		note:    "allocations of the whole process per entry after a warm-up of a tenth of the run, as a fraction; the allocs/op of -benchmem rounds anything below 1 down to 0",
 	})
 
 	// WAL group commit.
@@ -128,7 +131,7 @@ func (f *figures) design() []row {
 	rn, _ := r.med("wal:BenchmarkGroupCommit", "raw-ns/entry")
 	rows = append(rows, row{
 		what: "WAL pipelined append + coalesced sync, 100 B, window 1024", bench: "wal: `BenchmarkGroupCommit` (`wal-vs-raw`)",
-		value: rate(1e9/wn) + " entries/s", base: rate(1e9/rn) + " entries/s (raw write+fdatasync loop)",
+		value: rate(1e9/wn) + " entries/s", base: rate(1e9/rn) + " entries/s (raw pwrite+fdatasync loop, prepared files)",
 		ratio: fx(ratio(wv, 1, okr)), budget: "≥ 0.60 of raw", verdict: check(ratio(wv, 1, okr), 0.6, false),
 		note: runsOf(r.all("wal:BenchmarkGroupCommit", "wal-vs-raw")),
 	})
@@ -176,7 +179,7 @@ func (f *figures) design() []row {
 		what: "idle ack latency p50", bench: "bench: `BenchmarkIdleAck`",
 		value: us(ia), base: fmt.Sprintf("%s fsync + round trip (durable echo) + 50 µs = %s", us(de), us(bound)),
 		ratio: fx(q), budget: "≤ 1", verdict: check(q, 1, true),
-		note: fmt.Sprintf("one fsync and one stream round trip, measured together by the durable echo: the bare stream plus one write and fdatasync before each ack. Measured apart, back to back, they are %s (fsync probe) + %s (echo) = %s: less, because on this machine an fdatasync issued after the thread slept costs more than one issued in a tight loop (docs/node.md)", us(fs), us(rt), us(fs+rt)),
+		note: fmt.Sprintf("one fsync and one stream round trip, measured together by the durable echo: the bare stream plus one write and fdatasync before each ack. Measured apart, back to back, they are %s (fsync probe) + %s (echo) = %s: less, because on this machine an fdatasync issued after the thread slept costs more than one issued in a tight loop (docs/node.md). Against the parts measured apart (+ 50 µs = %s) the ratio is %s: %s. The verdict depends on reading the budget's \"one fsync\" as the durable echo's", us(fs), us(rt), us(fs+rt), us(fs+rt+50), fx(ratio(ia, fs+rt+50, ok1, fs > 0, rt > 0)), check(ratio(ia, fs+rt+50, ok1, fs > 0, rt > 0), 1, true)),
 	})
 
 	// Reopen.
@@ -204,6 +207,8 @@ func (f *figures) design() []row {
 	hl, _ := r.med("bench:BenchmarkMemory", "heap-last-MiB")
 	p1, _ := r.med("bench:BenchmarkMemory", "heap-peak1-MiB")
 	p2, _ := r.med("bench:BenchmarkMemory", "heap-peak2-MiB")
+	s1, okr := f.get("bench:BenchmarkMemory", "rss-peak1-MiB")
+	s2, _ := r.med("bench:BenchmarkMemory", "rss-peak2-MiB")
 	entries, _ := r.med("bench:BenchmarkMemory", "entries")
 	shortRun := ""
 	if entries < 10e6 {
@@ -212,15 +217,27 @@ func (f *figures) design() []row {
 	rows = append(rows, row{
 		what:  "memory over a long stream (window 1000)",
 		bench: "bench: `BenchmarkMemory`",
-		value: fmt.Sprintf("live heap peak %.1f MiB in the second half of %s entries (%.1f after the first tenth, %.1f at the end)", p2, count(entries), hf, hl),
-		base:  fmt.Sprintf("peak %.1f MiB in the first half", p1), ratio: fx(ratio(p2, p1, ok1)),
-		budget:  "bounded by the window; flat over 10 M entries (second peak ≤ 1.25 × first, or within 2 MiB of it)",
-		verdict: memoryVerdict(p1, p2, ok1),
-		note: shortRun + "The heap is not monotonic: " +
-			"the WAL keeps a 4-byte position for each entry of its active segment until the segment rolls over, " +
+		value: fmt.Sprintf("live heap peak %.1f MiB in the second half of %s entries (%.1f after the first tenth, %.1f at the end); resident set peak %.1f MiB", p2, count(entries), hf, hl, s2),
+		base:  fmt.Sprintf("peaks in the first half: heap %.1f MiB, resident set %.1f MiB", p1, s1), ratio: fx(ratio(p2, p1, ok1)) + " (heap), " + fx(ratio(s2, s1, okr)) + " (RSS)",
+		budget:  "flat over 10 M entries: second-half peak ≤ 1.25 × first (heap: or within 2 MiB), heap and resident set. Bounded by the window: not measured",
+		verdict: both(memoryVerdict(p1, p2, ok1), check(ratio(s2, s1, okr), 1.25, true)),
+		note: shortRun + "Every sample is taken between streams, after a GC: nothing accumulates from one stream to the next, but memory in flight is not sampled, so the bound by the window is not checked. " +
+			"The resident set counts what the Go heap does not (Pebble's memtables and block cache, outside it in cgo builds). " +
+			"The heap is not monotonic: the WAL keeps a 4-byte position for each entry of its active segment until the segment rolls over, " +
 			"so it is bounded by the segment size (64 MiB by default) rather than by the window",
 	})
 	return rows
+}
+
+// maxAllocsPerEntry is what "0 allocs" allows of an exact count: the
+// amortized growth of buffers, well under one allocation per 1000 entries.
+const maxAllocsPerEntry = 0.001
+
+func allocsPerEntry(v float64, ok bool) string {
+	if !ok {
+		return "? allocs"
+	}
+	return fmt.Sprintf("%.2g allocs", v)
 }
 
 func memoryVerdict(first, last float64, ok bool) verdict {
@@ -271,26 +288,30 @@ func (f *figures) packages() []row {
 			note: runsOf(r.all(key, other.unit)),
 		})
 	}
-	for _, c := range []struct{ name, what string }{
-		{"writes=1", "store: applying entries of 1 put, one at a time, vs raw Pebble batches of one entry"},
-		{"writes=64", "store: applying entries of 64 puts, one at a time, vs raw Pebble batches of one entry"},
-		{"writes=1,run=256", "store: applying entries of 1 put in runs of 256 (as the applier does), vs raw Pebble batches of 256 entries"},
-	} {
-		key := "store:BenchmarkApply/" + c.name
-		x, ok := f.get(key, "kv/raw")
-		v = notMeasured
-		if ok {
-			v = check(x, 0.8, false)
-		}
-		kv, _ := r.med(key, "kv-entries/s")
-		raw, _ := r.med(key, "raw-entries/s")
-		rows = append(rows, row{
-			what: c.what, bench: "store: `BenchmarkApply/" + c.name + "` (`kv/raw`)",
-			value: rate(kv) + " entries/s", base: rate(raw) + " entries/s", ratio: fxIf(x, ok), budget: "≥ 0.80 (docs/store.md)", verdict: v,
-			note: runsOf(r.all(key, "kv/raw")),
-		})
-	}
+	rows = append(rows,
+		f.storeApply("writes=1", "store: applying entries of 1 put, one at a time, vs raw Pebble batches of one entry"),
+		f.storeApply("writes=64", "store: applying entries of 64 puts, one at a time, vs raw Pebble batches of one entry"),
+		f.storeApply("writes=1,run=256", "store: applying entries of 1 put in runs of 256 (as the applier does), vs raw Pebble batches of 256 entries"))
 	return rows
+}
+
+// storeApply is a row of the store's apply budget: at least 80 % of raw
+// Pebble batches with the same sync setting (docs/store.md).
+func (f *figures) storeApply(name, what string) row {
+	r := f.r
+	key := "store:BenchmarkApply/" + name
+	x, ok := f.get(key, "kv/raw")
+	v := notMeasured
+	if ok {
+		v = check(x, 0.8, false)
+	}
+	kv, _ := r.med(key, "kv-entries/s")
+	raw, _ := r.med(key, "raw-entries/s")
+	return row{
+		what: what, bench: "store: `BenchmarkApply/" + name + "` (`kv/raw`)",
+		value: rate(kv) + " entries/s", base: rate(raw) + " entries/s", ratio: fxIf(x, ok), budget: "≥ 0.80 (docs/store.md)", verdict: v,
+		note: runsOf(r.all(key, "kv/raw")),
+	}
 }
 
 // others are figures without a budget.
@@ -354,6 +375,21 @@ func (f *figures) others() []row {
 	return rows
 }
 
+// summary writes the line that says which budgets of rows were missed.
+func summary(w io.Writer, rows []row) {
+	var missedNames []string
+	for _, r := range rows {
+		if r.verdict == missed {
+			missedNames = append(missedNames, r.what)
+		}
+	}
+	if len(missedNames) == 0 {
+		fmt.Fprintf(w, "**Every budget was met in this run.**\n\n")
+		return
+	}
+	fmt.Fprintf(w, "**Missed in this run (%d of %d):** %s.\n\n", len(missedNames), len(rows), strings.Join(missedNames, "; "))
+}
+
 func render(w io.Writer, run *Run, r *Results, plots []plotFile) {
 	f := &figures{r: r}
 	design, pkgs, others := f.design(), f.packages(), f.others()
@@ -374,22 +410,12 @@ func render(w io.Writer, run *Run, r *Results, plots []plotFile) {
 	p("| CPU | %s, %d cores |\n| Memory | %.1f GiB |\n| OS, kernel | %s, Linux %s |\n| Go | %s |\n| Temporary directory | `%s`: %s |\n| Load average (1, 5, 15 min) | %s before, %s after |\n\n",
 		m.CPU, m.Cores, m.MemoryGiB, m.OS, m.Kernel, m.Go, m.TempDir, m.FileSystem, m.LoadBefore, m.LoadAfter)
 
-	var missedNames []string
-	for _, r := range design {
-		if r.verdict == missed {
-			missedNames = append(missedNames, r.what)
-		}
-	}
 	p("## The budgets of DESIGN.md\n\n")
-	switch {
-	case len(missedNames) == 0:
-		p("**Every budget was met in this run.**\n\n")
-	default:
-		p("**Missed in this run (%d of %d):** %s.\n\n", len(missedNames), len(design), strings.Join(missedNames, "; "))
-	}
+	summary(w, design)
 	table(w, design, true)
 
 	p("## Budgets the packages set themselves\n\n")
+	summary(w, pkgs)
 	table(w, pkgs, true)
 
 	if len(others) > 0 {

@@ -25,13 +25,13 @@ func fakeRun(t *testing.T) *Run {
 	}
 	for run := range 3 {
 		jitter := float64(run) // the median is the middle run
-		line(&fol, "BenchmarkHotPath", 400+jitter, "ns/op", 0, "allocs/op")
+		line(&fol, "BenchmarkHotPath", 400+jitter, "ns/op", 0.0001, "allocs/entry", 0, "allocs/op")
 		line(&fol, "BenchmarkReplicate/wal", 2000, "ns/op")
 		line(&fol, "BenchmarkReplicate/follower-cumulative", 4000, "ns/op")
 		line(&wal, "BenchmarkAppend", 500, "ns/op", 0, "allocs/op")
 		line(&wal, "BenchmarkGroupCommit", 9000, "ns/op", 3000, "raw-ns/entry", 3500, "wal-ns/entry", 0.8+jitter/100, "wal-vs-raw", 0.1, "reader-cost")
-		for _, name := range []string{"writes=1", "writes=64", "writes=1,run=256"} {
-			line(&store, "BenchmarkApply/"+name, 100000, "kv-entries/s", 110000, "raw-entries/s", 0.9, "kv/raw")
+		for name, ratio := range map[string]float64{"writes=1": 0.7, "writes=64": 0.9, "writes=1,run=256": 0.9} { // 0.7: missed
+			line(&store, "BenchmarkApply/"+name, 100000, "kv-entries/s", 100000/ratio, "raw-entries/s", ratio, "kv/raw")
 		}
 		line(&bench, "BenchmarkTransition/tablefsm", 20, "ns/op", 0, "allocs/op")
 		line(&bench, "BenchmarkTransition/looplab", 2000, "ns/op")
@@ -44,7 +44,7 @@ func fakeRun(t *testing.T) *Run {
 		line(&bench, "BenchmarkIdleAck", 1e6, "ns/op", 500, "followerd-p50-µs", 480, "echo-fsync-p50-µs", 100, "echo-p50-µs", 400, "fsync-p50-µs")
 		line(&bench, "BenchmarkWALReopenAfterCrash/open", 1e7, "ns/op", 8.5e6, "read-B/op", 64<<20, "log-B", 8, "segments")
 		line(&bench, "BenchmarkWALReopenAfterCrash/full-scan", 2e7, "ns/op")
-		line(&bench, "BenchmarkMemory", 10, "heap-first-MiB", 11, "heap-last-MiB", 12, "heap-peak1-MiB", 13, "heap-peak2-MiB", 13.0/12, "heap-growth", 2e5, "entries")
+		line(&bench, "BenchmarkMemory", 10, "heap-first-MiB", 11, "heap-last-MiB", 12, "heap-peak1-MiB", 13, "heap-peak2-MiB", 13.0/12, "heap-growth", 60, "rss-peak1-MiB", 62, "rss-peak2-MiB", 2e5, "entries")
 		for i, w := range windows {
 			// At window 1000: 0.5, missed.
 			line(&bench, fmt.Sprintf("BenchmarkStreamWindow/window=%d", w), 1000*float64(i+1), "followerd-entries/s", 2000*float64(i+1), "echo-entries/s", 0.5, "followerd-vs-echo")
@@ -110,9 +110,13 @@ func TestReport(t *testing.T) {
 	out := md.String()
 	for _, want := range []string{
 		"**Missed in this run (2 of 11):** generated guarded transition vs qmuntal/stateless; end to end, 100 B, window 1000, cumulative acks vs a bare gRPC stream.",
+		"## Budgets the packages set themselves\n\n**Missed in this run (1 of ",
+		"store: applying entries of 1 put, one at a time, vs raw Pebble batches of one entry",
 		"| generated guarded transition vs looplab/fsm | 20 ns/op | 2 µs/op | 0.01 | ≤ 1/50 (0.02) | met |",
-		"| idle ack latency p50 <sup>5</sup> | 500 µs | 480 µs fsync + round trip (durable echo) + 50 µs = 530 µs | 0.943 | ≤ 1 | met |",
+		"| idle ack latency p50 <sup>6</sup> | 500 µs | 480 µs fsync + round trip (durable echo) + 50 µs = 530 µs | 0.943 | ≤ 1 | met |",
 		"they are 400 µs (fsync probe) + 100 µs (echo) = 500 µs",
+		"Against the parts measured apart (+ 50 µs = 550 µs) the ratio is 0.909: met",
+		"so the bound by the window is not checked",
 		"runs: 0.80, 0.81, 0.82", // the runs of a ratio
 		"![Replication throughput against the window](bench-replication-window.png)",
 		"| 1000 | cumulative |",
