@@ -106,9 +106,9 @@ func (l *loader) validate(t *Table) {
 		}
 	}
 
-	// fieldType records the type each guard and action parameter was first
-	// seen with, so that a guard shared by two events reads one type.
-	fieldType := map[string]string{}
+	// fieldType records the field each guard and action parameter was
+	// first seen as, so that a guard shared by two events reads one type.
+	fieldType := map[string]fieldUse{}
 	for i, r := range t.Rows {
 		src := l.rows[i]
 		for _, s := range src.from {
@@ -186,9 +186,15 @@ func (l *loader) validate(t *Table) {
 	l.checkShape(t)
 }
 
+// fieldUse is the payload field of an event that a guard or action reads.
+type fieldUse struct {
+	event string
+	field Field
+}
+
 // checkUses reports payload fields a guard or action reads that the event
 // lacks, and fields read with different types by different events.
-func (l *loader) checkUses(what string, at ref, uses []string, ev Event, fieldType map[string]string) {
+func (l *loader) checkUses(what string, at ref, uses []string, ev Event, fieldType map[string]fieldUse) {
 	for _, u := range uses {
 		i := slices.IndexFunc(ev.Payload, func(f Field) bool { return f.Name == u })
 		if i < 0 {
@@ -196,12 +202,13 @@ func (l *loader) checkUses(what string, at ref, uses []string, ev Event, fieldTy
 			continue
 		}
 		key := at.name + "." + u
-		typ := ev.Payload[i].Type
-		if prev, ok := fieldType[key]; ok && prev != typ {
-			l.errorf(at.pos, "%s %s reads payload field %q as %s here but as %s elsewhere", what, at.name, u, typ, prev)
+		field := ev.Payload[i]
+		if prev, ok := fieldType[key]; ok && prev.field.Type != field.Type {
+			l.errorf(at.pos, "%s %s reads payload field %q as %s here (event %s, declared at %d:%d) but as %s for event %s (declared at %d:%d)",
+				what, at.name, u, field.Type, ev.Name, field.Pos.Line, field.Pos.Col, prev.field.Type, prev.event, prev.field.Pos.Line, prev.field.Pos.Col)
 			continue
 		}
-		fieldType[key] = typ
+		fieldType[key] = fieldUse{ev.Name, field}
 	}
 }
 
