@@ -212,7 +212,13 @@ func (l *loader) load(src []byte) *Table {
 			// The parser's complaint about a bare * says less than the
 			// hint above; another mistake before it is reported as well.
 			if len(stars) == 0 || p.Line < stars[0].Line || p.Line == stars[0].Line && p.Column < stars[0].Col {
-				l.errorf(l.at(p.Line, p.Column), "%s", ye.GetMessage())
+				msg := ye.GetMessage()
+				if msg == "value is not allowed in this context" {
+					// Mostly a key indented deeper or shallower
+					// than its siblings.
+					msg += "; check this line's indentation against the lines above"
+				}
+				l.errorf(l.at(p.Line, p.Column), "YAML syntax: %s", msg)
 			}
 		case len(stars) == 0:
 			l.errorf(t.Pos, "%v", err)

@@ -250,7 +250,7 @@ func TestLoadEdgeCases(t *testing.T) {
 		{"an unquoted *", strings.Replace(base, "from: A", "from: *", 1),
 			`t.yaml:13:12: an unquoted * starts a YAML alias: write "*" (quoted) for every live state`},
 		{"an unquoted * in a list, after another mistake", strings.Replace(strings.Replace(base, "from: A", "from: [A, *]", 1), "states:", "states: [", 1),
-			"t.yaml:8:1: ',' or ']' must be specified\n" +
+			"t.yaml:8:1: YAML syntax: ',' or ']' must be specified\n" +
 				`t.yaml:13:16: an unquoted * starts a YAML alias: write "*" (quoted) for every live state`},
 		{"a state named twice in a row", strings.Replace(base, "from: A", "from: [A, \"*\", A, \"*\"]", 1),
 			"t.yaml:13:21: \"from\" names \"A\" twice\n" +
