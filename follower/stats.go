@@ -36,9 +36,9 @@ type Stats struct {
 	// (not yet durable), SyncLatency the duration of an fsync round,
 	// AckLatency the time from receiving an entry to sending its ack
 	// (per-entry mode) or an ack covering it (cumulative mode: the newest
-	// entry covered). Entries are sampled: one in 16, plus every entry
-	// that arrives while none is waiting for an ack (so an idle stream's
-	// latency is always measured).
+	// entry covered). Both are sampled: one entry in 16, and for the ack
+	// latency also every entry that arrives while none is waiting for an
+	// ack (so an idle stream's acks are always measured).
 	AppendLatency, SyncLatency, AckLatency Histogram
 }
 

@@ -138,9 +138,9 @@ func newMetricDescs() metricDescs {
 		streams:           desc("streams_attached", "Replication streams attached (0 or 1).", shard),
 		streamFailures:    desc("stream_failures_total", "Replication streams that failed, by cause: ErrInvalidTerm (an append of another term: a deposed leader), ErrGap, ErrInvalidArgument, ErrUnavailable (the log failed), other (the leader went away, or anything else).", with("error")),
 
-		appendLatency: desc("append_latency_seconds", "Time to write an entry to the log, not yet durable (sampled: one entry in 16, and every entry of an idle stream).", shard),
+		appendLatency: desc("append_latency_seconds", "Time to write an entry to the log, not yet durable (sampled: one entry in 16).", shard),
 		syncLatency:   desc("fsync_latency_seconds", "Duration of a log fsync round.", shard),
-		ackLatency:    desc("ack_latency_seconds", "Time from receiving an entry to sending the ack that covers it (sampled like the append latency).", shard),
+		ackLatency:    desc("ack_latency_seconds", "Time from receiving an entry to sending the ack that covers it (sampled: one entry in 16, and every entry of an idle stream).", shard),
 	}
 }
 
