@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -16,6 +17,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tablefsm/tablefsm/follower"
+	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/node"
@@ -443,13 +446,26 @@ func (d *demo) showSteps(ctx context.Context, n *demoNode) error {
 		switch {
 		case s.GetError() != "":
 			d.printf("   node %s lifecycle: %-9s --%s--> refused: %s\n", n.name, s.GetFrom(), s.GetEvent(), s.GetError())
-		case s.GetFrom() == s.GetTo():
+		case s.GetFrom() == s.GetTo() && !movesBack(s.GetFrom(), s.GetEvent()):
 			d.printf("   node %s lifecycle: %-9s --%s--> %s (stays)\n", n.name, s.GetFrom(), s.GetEvent(), s.GetTo())
 		default:
 			d.printf("   node %s lifecycle: %-9s --%s--> %s\n", n.name, s.GetFrom(), s.GetEvent(), s.GetTo())
 		}
 	}
 	return nil
+}
+
+// movesBack reports whether event, in state from, is handled by a row
+// that moves (back into from, for a step that ends where it began) rather
+// than one that stays: a NewTerm fencing a Fenced follower again is a
+// transition, an attached stream is not.
+func movesBack(from, event string) bool {
+	for _, r := range follower.LifecycleTable().Rows {
+		if r.On == event && r.Kind == fsm.Move && r.To == from && slices.Contains(r.From, from) {
+			return true
+		}
+	}
+	return false
 }
 
 func (d *demo) showStatus(ctx context.Context, n *demoNode) error {

@@ -60,6 +60,9 @@ func TestDemo(t *testing.T) {
 		"FailedPrecondition INVALID_TERM",
 		"NotMember --CommitInstall--> Follower",
 		"Follower  --Delete--> Closed",
+		// A row that moves back into its state, and one that stays.
+		"Fenced    --NewTerm--> Fenced\n",
+		"--AttachStream--> Follower (stays)\n",
 		"node A exited with status 0",
 		"node B exited with status 0",
 		"summary:",
