@@ -1,7 +1,7 @@
 // Command report runs the benchmarks of every package of tablefsm with
 // their same-run baselines and writes docs/BENCHMARKS.md: the machine,
-// every figure as a value and a ratio to its baseline, the budget of
-// DESIGN.md it is held to, met or not, and PNG plots beside it.
+// every figure as a value and a ratio to its baseline, the performance
+// budget of the design it is held to, met or not, and PNG plots beside it.
 //
 // Run it through `make bench` (BENCH_QUICK=1 for a short run). It builds
 // each package's test binary once (go test -c) and runs its benchmarks
