@@ -23,17 +23,15 @@ type metricsServer struct {
 	served chan error
 }
 
-func serveMetrics(addr string, srv *grpcapi.Server) (*metricsServer, error) {
+// serveMetrics serves the metrics of srv, with the Go runtime's and the
+// process's, on lis.
+func serveMetrics(lis net.Listener, srv *grpcapi.Server) (*metricsServer, error) {
 	reg := prometheus.NewRegistry()
 	if err := errors.Join(
 		reg.Register(srv.Collector()),
 		reg.Register(collectors.NewGoCollector()),
 		reg.Register(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})),
 	); err != nil {
-		return nil, err
-	}
-	lis, err := net.Listen("tcp", addr)
-	if err != nil {
 		return nil, err
 	}
 	mux := http.NewServeMux()

@@ -118,6 +118,21 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// even when they arrive while it is still starting.
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	// The addresses are taken before the data directory is created or
+	// locked: a node that cannot listen leaves nothing on disk.
+	lis, err := net.Listen("tcp", *listen)
+	if err != nil {
+		logger.Error("cannot listen", "address", *listen, "err", err)
+		return 1
+	}
+	var metricsLis net.Listener
+	if *metricsListen != "" {
+		if metricsLis, err = net.Listen("tcp", *metricsListen); err != nil {
+			logger.Error("cannot serve metrics", "address", *metricsListen, "err", err)
+			_ = lis.Close()
+			return 1
+		}
+	}
 	srv, err := grpcapi.New(grpcapi.Options{
 		DataDir:              *dataDir,
 		Logger:               logger,
@@ -126,18 +141,17 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	})
 	if err != nil {
 		logger.Error("cannot start", "err", err)
-		return 1
-	}
-	lis, err := net.Listen("tcp", *listen)
-	if err != nil {
-		logger.Error("cannot listen", "address", *listen, "err", err)
-		_ = srv.Shutdown(context.Background())
+		_ = lis.Close()
+		if metricsLis != nil {
+			_ = metricsLis.Close()
+		}
 		return 1
 	}
 	var metrics *metricsServer
-	if *metricsListen != "" {
-		if metrics, err = serveMetrics(*metricsListen, srv); err != nil {
+	if metricsLis != nil {
+		if metrics, err = serveMetrics(metricsLis, srv); err != nil {
 			logger.Error("cannot serve metrics", "address", *metricsListen, "err", err)
+			_ = metricsLis.Close()
 			_ = lis.Close()
 			_ = srv.Shutdown(context.Background())
 			return 1

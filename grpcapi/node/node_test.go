@@ -5,9 +5,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/binary"
+	"errors"
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -101,6 +103,7 @@ func TestFlags(t *testing.T) {
 		})
 	}
 	// Anything else is not help: its errors go to stderr, nothing to stdout.
+	unused := filepath.Join(t.TempDir(), "data")
 	cases := []struct {
 		args   []string
 		status int
@@ -117,8 +120,9 @@ func TestFlags(t *testing.T) {
 		{[]string{"--shutdown-timeout", "-1s"}, 2, "invalid --shutdown-timeout"},
 		{[]string{"--data-dir", ""}, 2, "--data-dir is empty"},
 		{[]string{"--listen"}, 2, "flag needs an argument"},
-		{[]string{"--listen", "not an address", "--data-dir", t.TempDir()}, 1, "cannot listen"},
-		{[]string{"--listen", "127.0.0.1:0", "--metrics-listen", "not an address", "--data-dir", t.TempDir()}, 1, "cannot serve metrics"},
+		// A node that cannot listen creates no data directory.
+		{[]string{"--listen", "not an address", "--data-dir", unused}, 1, "cannot listen"},
+		{[]string{"--listen", "127.0.0.1:0", "--metrics-listen", "not an address", "--data-dir", unused}, 1, "cannot serve metrics"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
@@ -131,6 +135,9 @@ func TestFlags(t *testing.T) {
 			}
 			if stdout.Len() != 0 {
 				t.Fatalf("stdout %q, want nothing", stdout.String())
+			}
+			if _, err := os.Stat(unused); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("the data directory exists after a failed start: %v", err)
 			}
 		})
 	}
