@@ -121,14 +121,17 @@ func (l *stepLog) after(seq uint64) ([]*inspectpb.Step, bool) {
 type stepObserver struct {
 	steps  *stepLog
 	counts *stepCounts
-	// next is the observer the server's options asked for, if any.
-	next fsm.Observer
+	// next are the observers the server's options asked for, called in
+	// turn after this one.
+	next []fsm.Observer
 }
 
 func (o *stepObserver) Observe(st fsm.Step) {
-	if o.next != nil {
-		defer o.next.Observe(st)
-	}
+	defer func() {
+		for _, n := range o.next {
+			n.Observe(st)
+		}
+	}()
 	o.steps.add(st)
 	var refusal *fsm.Refusal
 	if !errors.As(st.Err, &refusal) {

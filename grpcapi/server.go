@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tablefsm/tablefsm/follower"
+	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 )
@@ -50,6 +51,11 @@ type Options struct {
 	// (which feeds Inspect and the metrics); the rest (segment size,
 	// snapshot limits, state machine, …) is used as given.
 	Follower follower.Config
+	// ShardObserver, when set, is called each time a shard's follower is
+	// opened, for an observer of that shard's lifecycle steps (nil: none).
+	// It sees them after the server's own observer and Follower.Observer;
+	// unlike the latter, it knows whose steps it sees.
+	ShardObserver func(namespace string, shard int64) fsm.Observer
 	// MaxMessageSize bounds each message received and sent, in bytes.
 	// Default: DefaultMaxMessageSize.
 	MaxMessageSize int
@@ -439,7 +445,16 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 	cfg := s.opts.Follower
 	cfg.Namespace, cfg.Shard = k.namespace, k.shard
 	cfg.Dir, cfg.FS, cfg.Logger = s.dir(k), s.fs, s.log
-	cfg.Observer = &stepObserver{steps: sh.steps, counts: sh.counts, next: s.opts.Follower.Observer}
+	obs := &stepObserver{steps: sh.steps, counts: sh.counts}
+	if o := s.opts.Follower.Observer; o != nil {
+		obs.next = append(obs.next, o)
+	}
+	if s.opts.ShardObserver != nil {
+		if o := s.opts.ShardObserver(k.namespace, k.shard); o != nil {
+			obs.next = append(obs.next, o)
+		}
+	}
+	cfg.Observer = obs
 	sh.f, sh.err = follower.Open(cfg)
 	if sh.err != nil {
 		if !errors.Is(sh.err, follower.ErrUnavailable) {
