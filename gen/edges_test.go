@@ -258,15 +258,21 @@ func TestNothingWrittenWhenMarkdownFails(t *testing.T) {
 }
 
 // The diagram markers of a Markdown file with CRLF line endings are
-// found, and the diagram goes between them.
+// found, the diagram goes between them with CRLF line endings too, and
+// embedding it again changes nothing.
 func TestEmbedInCRLFMarkdown(t *testing.T) {
 	doc := "# Title\r\n" + emit.BeginMarker + "\r\nold\r\n" + emit.EndMarker + "\r\nAfter.\r\n"
-	got, err := emit.Embed([]byte(doc), []byte("stateDiagram-v2\n"))
+	got, err := emit.Embed([]byte(doc), []byte("stateDiagram-v2\n    [*] --> A\n"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if want := "```mermaid\nstateDiagram-v2\n```\n" + emit.EndMarker + "\r\nAfter.\r\n"; !strings.HasSuffix(string(got), want) || strings.Contains(string(got), "old") {
-		t.Errorf("got %q", got)
+	want := "# Title\r\n" + emit.BeginMarker + "\r\n```mermaid\r\nstateDiagram-v2\r\n    [*] --> A\r\n```\r\n" + emit.EndMarker + "\r\nAfter.\r\n"
+	if string(got) != want {
+		t.Errorf("got  %q\nwant %q", got, want)
+	}
+	again, err := emit.Embed(got, []byte("stateDiagram-v2\n    [*] --> A\n"))
+	if err != nil || string(again) != want {
+		t.Errorf("embedding again: %q, %v", again, err)
 	}
 }
 

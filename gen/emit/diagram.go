@@ -200,7 +200,8 @@ var ErrNoMarkers = errors.New("emit: the file lacks the diagram markers " + Begi
 // Embed replaces what stands between the markers in a Markdown document
 // with the Mermaid diagram in a fenced block, so that code hosts render it.
 // The markers count only on lines of their own: naming them in prose or
-// code does not move the diagram there.
+// code does not move the diagram there. The block's lines end as the
+// begin marker's line does (CRLF or LF).
 func Embed(doc, mermaid []byte) ([]byte, error) {
 	begin := markerLine(doc, BeginMarker, 0)
 	if begin < 0 {
@@ -211,11 +212,13 @@ func Embed(doc, mermaid []byte) ([]byte, error) {
 	if end < 0 {
 		return nil, ErrNoMarkers
 	}
+	block := "\n```mermaid\n" + string(mermaid) + "```\n"
+	if bytes.HasPrefix(doc[afterBegin:], []byte("\r\n")) {
+		block = strings.ReplaceAll(block, "\n", "\r\n")
+	}
 	var b bytes.Buffer
 	b.Write(doc[:afterBegin])
-	b.WriteString("\n```mermaid\n")
-	b.Write(mermaid)
-	b.WriteString("```\n")
+	b.WriteString(block)
 	b.Write(doc[end:])
 	return b.Bytes(), nil
 }
