@@ -86,13 +86,7 @@ func TestOpenRefusesMalformedRecords(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			s, err = Open("/shard", Options{FS: mem})
-			if !errors.Is(err, ErrCorrupt) {
-				if err == nil {
-					s.Close()
-				}
-				t.Fatalf("Open = %v, want ErrCorrupt", err)
-			}
+			wantCorrupt(t, mem, "/shard")
 		})
 	}
 }

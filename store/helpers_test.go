@@ -35,6 +35,19 @@ func mustOpen(t testing.TB, dir string, opts Options) *Store {
 	return s
 }
 
+// wantCorrupt fails the test unless opening the store in dir fails with
+// ErrCorrupt.
+func wantCorrupt(t testing.TB, fs vfs.FS, dir string) {
+	t.Helper()
+	s, err := Open(dir, Options{FS: fs})
+	if !errors.Is(err, ErrCorrupt) {
+		if err == nil {
+			s.Close()
+		}
+		t.Fatalf("Open = %v, want ErrCorrupt", err)
+	}
+}
+
 // Operations of a kvpb.WriteBatch, for building entries.
 func put(k, v string) *kvpb.Operation {
 	return &kvpb.Operation{Op: &kvpb.Operation_Put{Put: &kvpb.Put{Key: []byte(k), Value: []byte(v)}}}
