@@ -3,77 +3,53 @@
 package follower
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"os"
-	"reflect"
-	"slices"
-	"strings"
 	"testing"
 
-	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/fsm/fsmtest"
 	"github.com/tablefsm/tablefsm/logpos"
-	"pgregory.net/rapid"
 )
 
-// lifecycleFake is a fake of LifecycleHandlers: guard i holds when bit i of pass is
-// set, the action named fail fails, calls records every call and args
-// the arguments of each.
-type lifecycleFake struct {
-	pass  uint64
-	fail  string
-	calls []string
-	args  [][]any
-}
+// lifecycleFake is a fake of LifecycleHandlers on an fsmtest.Fake: guard i of
+// the table holds when bit i of its Pass is set, the action named by its Fail
+// fails, and every call is recorded with its arguments.
+type lifecycleFake struct{ f *fsmtest.Fake }
 
-var errLifecycleFakeAction = errors.New("fake action failed")
+func (h lifecycleFake) TermValid(a0 logpos.Term) bool     { return h.f.Guard(0x1, "TermValid", a0) }
+func (h lifecycleFake) TermNotBehind(a0 logpos.Term) bool { return h.f.Guard(0x2, "TermNotBehind", a0) }
+func (h lifecycleFake) TermMatches(a0 logpos.Term) bool   { return h.f.Guard(0x4, "TermMatches", a0) }
+func (h lifecycleFake) HeadGiven(a0 *logpos.EntryID) bool { return h.f.Guard(0x8, "HeadGiven", a0) }
+func (h lifecycleFake) NothingAttached() bool             { return h.f.Guard(0x10, "NothingAttached") }
+func (h lifecycleFake) HeadNotBelowCommit(a0 *logpos.EntryID) bool {
+	return h.f.Guard(0x20, "HeadNotBelowCommit", a0)
+}
+func (h lifecycleFake) HeadNotBeyondLog(a0 *logpos.EntryID) bool {
+	return h.f.Guard(0x40, "HeadNotBeyondLog", a0)
+}
+func (h lifecycleFake) StreamAttached(a0 *replication) bool {
+	return h.f.Guard(0x80, "StreamAttached", a0)
+}
+func (h lifecycleFake) SnapshotNotEmpty(a0 bool) bool {
+	return h.f.Guard(0x100, "SnapshotNotEmpty", a0)
+}
+func (h lifecycleFake) SnapshotTermAcceptable(a0 logpos.Term) bool {
+	return h.f.Guard(0x200, "SnapshotTermAcceptable", a0)
+}
+func (h lifecycleFake) InstallAttached(a0 *installation) bool {
+	return h.f.Guard(0x400, "InstallAttached", a0)
+}
+func (h lifecycleFake) Fence(a0 logpos.Term, a1 TermOptions) error {
+	return h.f.Action("Fence", a0, a1)
+}
+func (h lifecycleFake) TruncateLog(a0 *logpos.EntryID) error { return h.f.Action("TruncateLog", a0) }
+func (h lifecycleFake) StartStream(a0 *replication) error    { return h.f.Action("StartStream", a0) }
+func (h lifecycleFake) StartInstall(a0 *installation) error  { return h.f.Action("StartInstall", a0) }
+func (h lifecycleFake) CommitSnapshot(a0 *installation) error {
+	return h.f.Action("CommitSnapshot", a0)
+}
+func (h lifecycleFake) Shutdown() error { return h.f.Action("Shutdown") }
 
-func (f *lifecycleFake) guard(bit uint64, name string, args ...any) bool {
-	f.calls = append(f.calls, name)
-	f.args = append(f.args, args)
-	return f.pass&bit != 0
-}
-
-func (f *lifecycleFake) action(name string, args ...any) error {
-	f.calls = append(f.calls, name)
-	f.args = append(f.args, args)
-	if f.fail == name {
-		return errLifecycleFakeAction
-	}
-	return nil
-}
-
-func (f *lifecycleFake) TermValid(a0 logpos.Term) bool     { return f.guard(0x1, "TermValid", a0) }
-func (f *lifecycleFake) TermNotBehind(a0 logpos.Term) bool { return f.guard(0x2, "TermNotBehind", a0) }
-func (f *lifecycleFake) TermMatches(a0 logpos.Term) bool   { return f.guard(0x4, "TermMatches", a0) }
-func (f *lifecycleFake) HeadGiven(a0 *logpos.EntryID) bool { return f.guard(0x8, "HeadGiven", a0) }
-func (f *lifecycleFake) NothingAttached() bool             { return f.guard(0x10, "NothingAttached") }
-func (f *lifecycleFake) HeadNotBelowCommit(a0 *logpos.EntryID) bool {
-	return f.guard(0x20, "HeadNotBelowCommit", a0)
-}
-func (f *lifecycleFake) HeadNotBeyondLog(a0 *logpos.EntryID) bool {
-	return f.guard(0x40, "HeadNotBeyondLog", a0)
-}
-func (f *lifecycleFake) StreamAttached(a0 *replication) bool {
-	return f.guard(0x80, "StreamAttached", a0)
-}
-func (f *lifecycleFake) SnapshotNotEmpty(a0 bool) bool { return f.guard(0x100, "SnapshotNotEmpty", a0) }
-func (f *lifecycleFake) SnapshotTermAcceptable(a0 logpos.Term) bool {
-	return f.guard(0x200, "SnapshotTermAcceptable", a0)
-}
-func (f *lifecycleFake) InstallAttached(a0 *installation) bool {
-	return f.guard(0x400, "InstallAttached", a0)
-}
-func (f *lifecycleFake) Fence(a0 logpos.Term, a1 TermOptions) error { return f.action("Fence", a0, a1) }
-func (f *lifecycleFake) TruncateLog(a0 *logpos.EntryID) error       { return f.action("TruncateLog", a0) }
-func (f *lifecycleFake) StartStream(a0 *replication) error          { return f.action("StartStream", a0) }
-func (f *lifecycleFake) StartInstall(a0 *installation) error        { return f.action("StartInstall", a0) }
-func (f *lifecycleFake) CommitSnapshot(a0 *installation) error      { return f.action("CommitSnapshot", a0) }
-func (f *lifecycleFake) Shutdown() error                            { return f.action("Shutdown") }
-
-var _ LifecycleHandlers = (*lifecycleFake)(nil)
+var _ LifecycleHandlers = lifecycleFake{}
 
 // lifecyclePayloadRestore is what Restore is fired with in these tests: for each
 // field, a value of its type made by fsmtest.Value from a seed of its own.
@@ -172,534 +148,263 @@ func lifecycleFire(m *Lifecycle, e Event) error {
 	return errors.New("no such event: " + e.String())
 }
 
-// lifecyclePayloads is the payload of each event, by field.
-var lifecyclePayloads = map[Event]map[string]any{
-	EventRestore:       {"term": lifecyclePayloadRestore.term},
-	EventNewTerm:       {"term": lifecyclePayloadNewTerm.term, "options": lifecyclePayloadNewTerm.options},
-	EventTruncate:      {"term": lifecyclePayloadTruncate.term, "head": lifecyclePayloadTruncate.head},
-	EventAttachStream:  {"stream": lifecyclePayloadAttachStream.stream},
-	EventFirstEntry:    {"stream": lifecyclePayloadFirstEntry.stream},
-	EventBeginInstall:  {"install": lifecyclePayloadBeginInstall.install, "empty": lifecyclePayloadBeginInstall.empty, "chunkTerm": lifecyclePayloadBeginInstall.chunkTerm},
-	EventCommitInstall: {"install": lifecyclePayloadCommitInstall.install},
-	EventDelete:        {"term": lifecyclePayloadDelete.term},
-}
-
-// lifecycleUses is the payload fields each guard and action reads.
-var lifecycleUses = map[string][]string{
-	"TermValid":              {"term"},
-	"TermNotBehind":          {"term"},
-	"TermMatches":            {"term"},
-	"HeadGiven":              {"head"},
-	"NothingAttached":        nil,
-	"HeadNotBelowCommit":     {"head"},
-	"HeadNotBeyondLog":       {"head"},
-	"StreamAttached":         {"stream"},
-	"SnapshotNotEmpty":       {"empty"},
-	"SnapshotTermAcceptable": {"chunkTerm"},
-	"InstallAttached":        {"install"},
-	"Fence":                  {"term", "options"},
-	"TruncateLog":            {"head"},
-	"StartStream":            {"stream"},
-	"StartInstall":           {"install"},
-	"CommitSnapshot":         {"install"},
-	"Shutdown":               nil,
-}
-
-// lifecycleCheckArgs reports, through report, every guard or action
-// call of f that did not get the payload of e it reads.
-func lifecycleCheckArgs(f *lifecycleFake, e Event, report func(format string, args ...any)) {
-	for i, name := range f.calls {
-		uses := lifecycleUses[name]
-		if len(f.args[i]) != len(uses) {
-			report("%v: %s got %d arguments, want %d", e, name, len(f.args[i]), len(uses))
-			continue
-		}
-		for j, field := range uses {
-			if want := lifecyclePayloads[e][field]; !fsmtest.Same(f.args[i][j], want) {
-				report("%v: %s got %s = %s, want the payload's %s", e, name, field, fsmtest.Show(f.args[i][j]), fsmtest.Show(want))
-			}
-		}
-	}
-}
-
-// lifecycleErrors maps the table's error names to their sentinels.
-var lifecycleErrors = map[string]error{
-	"ErrInvalidArgument": ErrInvalidArgument,
-	"ErrInvalidTerm":     ErrInvalidTerm,
-	"ErrInvalidStatus":   ErrInvalidStatus,
-	"ErrConflict":        ErrConflict,
-	"ErrNotMember":       ErrNotMember,
-	"ErrStreamEnded":     ErrStreamEnded,
-	"ErrClosed":          ErrClosed,
-}
-
-var lifecycleGuardBits = map[string]uint64{
-	"TermValid":              0x1,
-	"TermNotBehind":          0x2,
-	"TermMatches":            0x4,
-	"HeadGiven":              0x8,
-	"NothingAttached":        0x10,
-	"HeadNotBelowCommit":     0x20,
-	"HeadNotBeyondLog":       0x40,
-	"StreamAttached":         0x80,
-	"SnapshotNotEmpty":       0x100,
-	"SnapshotTermAcceptable": 0x200,
-	"InstallAttached":        0x400,
-}
-
-var lifecycleActions = []string{"", "Fence", "TruncateLog", "StartStream", "StartInstall", "CommitSnapshot", "Shutdown"}
-
-type lifecycleStep struct {
-	event Event
-	pass  uint64
-}
-
-// lifecyclePaths is the shortest way from NotMember to every state.
-var lifecyclePaths = map[State][]lifecycleStep{
-	StateNotMember: {},
-	StateFenced:    {{EventRestore, 0x7ff}},
-	StateFollower:  {{EventCommitInstall, 0x7ff}},
-	StateClosed:    {{EventDelete, 0x7ff}},
-}
-
-// lifecycleAt returns a machine driven from its initial state to state s
-// through its public methods only.
-func lifecycleAt(t *testing.T, f *lifecycleFake, s State) *Lifecycle {
-	t.Helper()
-	m := NewLifecycle(f)
-	for _, st := range lifecyclePaths[s] {
-		f.pass, f.fail = st.pass, ""
-		if err := lifecycleFire(m, st.event); err != nil {
-			t.Fatalf("on the way to %v: %v: %v", s, st.event, err)
-		}
-	}
-	if m.State() != s {
-		t.Fatalf("path to %v ends in %v", s, m.State())
-	}
-	return m
-}
-
-type lifecycleCase struct {
-	name  string
-	from  State
-	event Event
-	pass  uint64
-	fail  string
-	to    State
-	row   int
-	err   string // a declared error, "action" for the failing action, "" for none
-	guard string
-	calls string
-}
-
-func lifecycleRun(t *testing.T, cases []lifecycleCase) {
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			f := &lifecycleFake{}
-			m := lifecycleAt(t, f, c.from)
-			var steps []fsm.Step
-			m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) {
-				steps = append(steps, s)
-				if got := m.State().String(); got != s.To {
-					t.Errorf("the observer saw the machine in %s, and a step to %s: it ran before the step was complete", got, s.To)
-				}
-			}))
-			f.pass, f.fail, f.calls, f.args = c.pass, c.fail, nil, nil
-			err := lifecycleFire(m, c.event)
-			if got := m.State(); got != c.to {
-				t.Errorf("state = %v, want %v", got, c.to)
-			}
-			lifecycleCheckErr(t, err, c.from, c.event, c.err, c.guard)
-			if got := strings.Join(f.calls, ","); got != c.calls {
-				t.Errorf("calls = %q, want %q", got, c.calls)
-			}
-			lifecycleCheckArgs(f, c.event, t.Errorf)
-			want := fsm.Step{Machine: "Lifecycle", From: c.from.String(), Event: c.event.String(), To: c.to.String(), Row: c.row}
-			if len(steps) != 1 {
-				t.Errorf("observed %d steps, want one %+v", len(steps), want)
-			} else if got := steps[0]; got.Err != err {
-				t.Errorf("observed error %v, the event returned %v", got.Err, err)
-			} else if got.Err = nil; got != want {
-				t.Errorf("observed %+v, want %+v", got, want)
-			}
-		})
-	}
-}
-
-func lifecycleCheckErr(t *testing.T, err error, from State, e Event, want, guard string) {
-	t.Helper()
-	switch want {
-	case "":
-		if err != nil {
-			t.Errorf("error = %v, want none", err)
-		}
-	case "action":
-		if err != errLifecycleFakeAction {
-			t.Errorf("error = %v, want the failing action's, as it is", err)
-		}
-	default:
-		var r *fsm.Refusal
-		if !errors.Is(err, lifecycleErrors[want]) || !errors.As(err, &r) {
-			t.Errorf("error = %v, want a refusal with %s", err, want)
-			return
-		}
-		if r.Guard != guard || r.State != from.String() || r.Event != e.String() || r.Machine != "Lifecycle" {
-			t.Errorf("refusal = %+v, want guard %q in %v on %v", r, guard, from, e)
-		}
-	}
+// lifecycleHarness runs the tests below on Lifecycle through its public API.
+var lifecycleHarness = &fsmtest.Harness[*Lifecycle, State, Event]{
+	Table: LifecycleTable(),
+	New:   func(f *fsmtest.Fake) *Lifecycle { return NewLifecycle(lifecycleFake{f}) },
+	Fire:  lifecycleFire,
+	Payloads: map[Event]map[string]any{
+		EventRestore:       {"term": lifecyclePayloadRestore.term},
+		EventNewTerm:       {"term": lifecyclePayloadNewTerm.term, "options": lifecyclePayloadNewTerm.options},
+		EventTruncate:      {"term": lifecyclePayloadTruncate.term, "head": lifecyclePayloadTruncate.head},
+		EventAttachStream:  {"stream": lifecyclePayloadAttachStream.stream},
+		EventFirstEntry:    {"stream": lifecyclePayloadFirstEntry.stream},
+		EventBeginInstall:  {"install": lifecyclePayloadBeginInstall.install, "empty": lifecyclePayloadBeginInstall.empty, "chunkTerm": lifecyclePayloadBeginInstall.chunkTerm},
+		EventCommitInstall: {"install": lifecyclePayloadCommitInstall.install},
+		EventDelete:        {"term": lifecyclePayloadDelete.term},
+	},
+	Errors: map[string]error{
+		"ErrInvalidArgument": ErrInvalidArgument,
+		"ErrInvalidTerm":     ErrInvalidTerm,
+		"ErrInvalidStatus":   ErrInvalidStatus,
+		"ErrConflict":        ErrConflict,
+		"ErrNotMember":       ErrNotMember,
+		"ErrStreamEnded":     ErrStreamEnded,
+		"ErrClosed":          ErrClosed,
+	},
+	// The shortest way from NotMember to every state.
+	Paths: map[State][]fsmtest.Step[Event]{
+		StateNotMember: {},
+		StateFenced:    {{Event: EventRestore, Pass: 0x7ff}},
+		StateFollower:  {{Event: EventCommitInstall, Pass: 0x7ff}},
+		StateClosed:    {{Event: EventDelete, Pass: 0x7ff}},
+	},
 }
 
 // Every event in every state, with every guard holding.
 func TestLifecycleMatrix(t *testing.T) {
-	lifecycleRun(t, []lifecycleCase{
-		{"NotMember/Restore", StateNotMember, EventRestore, 0x7ff, "", StateFenced, 0, "", "", "TermValid"},
-		{"NotMember/NewTerm", StateNotMember, EventNewTerm, 0x7ff, "", StateFenced, 1, "", "", "TermValid,TermNotBehind,Fence"},
-		{"NotMember/Truncate", StateNotMember, EventTruncate, 0x7ff, "", StateNotMember, 3, "ErrInvalidStatus", "", "HeadGiven,NothingAttached"},
-		{"NotMember/AttachStream", StateNotMember, EventAttachStream, 0x7ff, "", StateNotMember, 4, "ErrNotMember", "", ""},
-		{"NotMember/FirstEntry", StateNotMember, EventFirstEntry, 0x7ff, "", StateNotMember, -1, "ErrInvalidStatus", "", ""},
-		{"NotMember/BeginInstall", StateNotMember, EventBeginInstall, 0x7ff, "", StateNotMember, 8, "", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{"NotMember/CommitInstall", StateNotMember, EventCommitInstall, 0x7ff, "", StateFollower, 9, "", "", "InstallAttached,CommitSnapshot"},
-		{"NotMember/Delete", StateNotMember, EventDelete, 0x7ff, "", StateClosed, 10, "", "", "TermValid,TermNotBehind,Shutdown"},
-		{"NotMember/Close", StateNotMember, EventClose, 0x7ff, "", StateClosed, 11, "", "", "Shutdown"},
-		{"Fenced/Restore", StateFenced, EventRestore, 0x7ff, "", StateFenced, -1, "ErrInvalidStatus", "", ""},
-		{"Fenced/NewTerm", StateFenced, EventNewTerm, 0x7ff, "", StateFenced, 1, "", "", "TermValid,TermNotBehind,Fence"},
-		{"Fenced/Truncate", StateFenced, EventTruncate, 0x7ff, "", StateFollower, 2, "", "", "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog,TruncateLog"},
-		{"Fenced/AttachStream", StateFenced, EventAttachStream, 0x7ff, "", StateFenced, 5, "", "", "NothingAttached,StartStream"},
-		{"Fenced/FirstEntry", StateFenced, EventFirstEntry, 0x7ff, "", StateFollower, 6, "", "", "StreamAttached"},
-		{"Fenced/BeginInstall", StateFenced, EventBeginInstall, 0x7ff, "", StateFenced, 8, "", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{"Fenced/CommitInstall", StateFenced, EventCommitInstall, 0x7ff, "", StateFollower, 9, "", "", "InstallAttached,CommitSnapshot"},
-		{"Fenced/Delete", StateFenced, EventDelete, 0x7ff, "", StateClosed, 10, "", "", "TermValid,TermNotBehind,Shutdown"},
-		{"Fenced/Close", StateFenced, EventClose, 0x7ff, "", StateClosed, 11, "", "", "Shutdown"},
-		{"Follower/Restore", StateFollower, EventRestore, 0x7ff, "", StateFollower, -1, "ErrInvalidStatus", "", ""},
-		{"Follower/NewTerm", StateFollower, EventNewTerm, 0x7ff, "", StateFenced, 1, "", "", "TermValid,TermNotBehind,Fence"},
-		{"Follower/Truncate", StateFollower, EventTruncate, 0x7ff, "", StateFollower, 3, "ErrInvalidStatus", "", "HeadGiven,NothingAttached"},
-		{"Follower/AttachStream", StateFollower, EventAttachStream, 0x7ff, "", StateFollower, 5, "", "", "NothingAttached,StartStream"},
-		{"Follower/FirstEntry", StateFollower, EventFirstEntry, 0x7ff, "", StateFollower, 7, "", "", "StreamAttached"},
-		{"Follower/BeginInstall", StateFollower, EventBeginInstall, 0x7ff, "", StateFollower, 8, "", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{"Follower/CommitInstall", StateFollower, EventCommitInstall, 0x7ff, "", StateFollower, 9, "", "", "InstallAttached,CommitSnapshot"},
-		{"Follower/Delete", StateFollower, EventDelete, 0x7ff, "", StateClosed, 10, "", "", "TermValid,TermNotBehind,Shutdown"},
-		{"Follower/Close", StateFollower, EventClose, 0x7ff, "", StateClosed, 11, "", "", "Shutdown"},
-		{"Closed/Restore", StateClosed, EventRestore, 0x7ff, "", StateClosed, -1, "ErrClosed", "", ""},
-		{"Closed/NewTerm", StateClosed, EventNewTerm, 0x7ff, "", StateClosed, -1, "ErrClosed", "", ""},
-		{"Closed/Truncate", StateClosed, EventTruncate, 0x7ff, "", StateClosed, -1, "ErrClosed", "", ""},
-		{"Closed/AttachStream", StateClosed, EventAttachStream, 0x7ff, "", StateClosed, -1, "ErrClosed", "", ""},
-		{"Closed/FirstEntry", StateClosed, EventFirstEntry, 0x7ff, "", StateClosed, -1, "ErrClosed", "", ""},
-		{"Closed/BeginInstall", StateClosed, EventBeginInstall, 0x7ff, "", StateClosed, -1, "ErrClosed", "", ""},
-		{"Closed/CommitInstall", StateClosed, EventCommitInstall, 0x7ff, "", StateClosed, -1, "ErrClosed", "", ""},
-		{"Closed/Delete", StateClosed, EventDelete, 0x7ff, "", StateClosed, -1, "ErrClosed", "", ""},
-		{"Closed/Close", StateClosed, EventClose, 0x7ff, "", StateClosed, 12, "", "", ""},
+	lifecycleHarness.Run(t, []fsmtest.Case[State, Event]{
+		{Name: "NotMember/Restore", From: StateNotMember, Event: EventRestore, Pass: 0x7ff, To: StateFenced, Row: 0, Calls: "TermValid"},
+		{Name: "NotMember/NewTerm", From: StateNotMember, Event: EventNewTerm, Pass: 0x7ff, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "NotMember/Truncate", From: StateNotMember, Event: EventTruncate, Pass: 0x7ff, To: StateNotMember, Row: 3, Err: "ErrInvalidStatus", Calls: "HeadGiven,NothingAttached"},
+		{Name: "NotMember/AttachStream", From: StateNotMember, Event: EventAttachStream, Pass: 0x7ff, To: StateNotMember, Row: 4, Err: "ErrNotMember"},
+		{Name: "NotMember/FirstEntry", From: StateNotMember, Event: EventFirstEntry, Pass: 0x7ff, To: StateNotMember, Row: -1, Err: "ErrInvalidStatus"},
+		{Name: "NotMember/BeginInstall", From: StateNotMember, Event: EventBeginInstall, Pass: 0x7ff, To: StateNotMember, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "NotMember/CommitInstall", From: StateNotMember, Event: EventCommitInstall, Pass: 0x7ff, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "NotMember/Delete", From: StateNotMember, Event: EventDelete, Pass: 0x7ff, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "NotMember/Close", From: StateNotMember, Event: EventClose, Pass: 0x7ff, To: StateClosed, Row: 11, Calls: "Shutdown"},
+		{Name: "Fenced/Restore", From: StateFenced, Event: EventRestore, Pass: 0x7ff, To: StateFenced, Row: -1, Err: "ErrInvalidStatus"},
+		{Name: "Fenced/NewTerm", From: StateFenced, Event: EventNewTerm, Pass: 0x7ff, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "Fenced/Truncate", From: StateFenced, Event: EventTruncate, Pass: 0x7ff, To: StateFollower, Row: 2, Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog,TruncateLog"},
+		{Name: "Fenced/AttachStream", From: StateFenced, Event: EventAttachStream, Pass: 0x7ff, To: StateFenced, Row: 5, Calls: "NothingAttached,StartStream"},
+		{Name: "Fenced/FirstEntry", From: StateFenced, Event: EventFirstEntry, Pass: 0x7ff, To: StateFollower, Row: 6, Calls: "StreamAttached"},
+		{Name: "Fenced/BeginInstall", From: StateFenced, Event: EventBeginInstall, Pass: 0x7ff, To: StateFenced, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "Fenced/CommitInstall", From: StateFenced, Event: EventCommitInstall, Pass: 0x7ff, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "Fenced/Delete", From: StateFenced, Event: EventDelete, Pass: 0x7ff, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "Fenced/Close", From: StateFenced, Event: EventClose, Pass: 0x7ff, To: StateClosed, Row: 11, Calls: "Shutdown"},
+		{Name: "Follower/Restore", From: StateFollower, Event: EventRestore, Pass: 0x7ff, To: StateFollower, Row: -1, Err: "ErrInvalidStatus"},
+		{Name: "Follower/NewTerm", From: StateFollower, Event: EventNewTerm, Pass: 0x7ff, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "Follower/Truncate", From: StateFollower, Event: EventTruncate, Pass: 0x7ff, To: StateFollower, Row: 3, Err: "ErrInvalidStatus", Calls: "HeadGiven,NothingAttached"},
+		{Name: "Follower/AttachStream", From: StateFollower, Event: EventAttachStream, Pass: 0x7ff, To: StateFollower, Row: 5, Calls: "NothingAttached,StartStream"},
+		{Name: "Follower/FirstEntry", From: StateFollower, Event: EventFirstEntry, Pass: 0x7ff, To: StateFollower, Row: 7, Calls: "StreamAttached"},
+		{Name: "Follower/BeginInstall", From: StateFollower, Event: EventBeginInstall, Pass: 0x7ff, To: StateFollower, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "Follower/CommitInstall", From: StateFollower, Event: EventCommitInstall, Pass: 0x7ff, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "Follower/Delete", From: StateFollower, Event: EventDelete, Pass: 0x7ff, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "Follower/Close", From: StateFollower, Event: EventClose, Pass: 0x7ff, To: StateClosed, Row: 11, Calls: "Shutdown"},
+		{Name: "Closed/Restore", From: StateClosed, Event: EventRestore, Pass: 0x7ff, To: StateClosed, Row: -1, Err: "ErrClosed"},
+		{Name: "Closed/NewTerm", From: StateClosed, Event: EventNewTerm, Pass: 0x7ff, To: StateClosed, Row: -1, Err: "ErrClosed"},
+		{Name: "Closed/Truncate", From: StateClosed, Event: EventTruncate, Pass: 0x7ff, To: StateClosed, Row: -1, Err: "ErrClosed"},
+		{Name: "Closed/AttachStream", From: StateClosed, Event: EventAttachStream, Pass: 0x7ff, To: StateClosed, Row: -1, Err: "ErrClosed"},
+		{Name: "Closed/FirstEntry", From: StateClosed, Event: EventFirstEntry, Pass: 0x7ff, To: StateClosed, Row: -1, Err: "ErrClosed"},
+		{Name: "Closed/BeginInstall", From: StateClosed, Event: EventBeginInstall, Pass: 0x7ff, To: StateClosed, Row: -1, Err: "ErrClosed"},
+		{Name: "Closed/CommitInstall", From: StateClosed, Event: EventCommitInstall, Pass: 0x7ff, To: StateClosed, Row: -1, Err: "ErrClosed"},
+		{Name: "Closed/Delete", From: StateClosed, Event: EventDelete, Pass: 0x7ff, To: StateClosed, Row: -1, Err: "ErrClosed"},
+		{Name: "Closed/Close", From: StateClosed, Event: EventClose, Pass: 0x7ff, To: StateClosed, Row: 12},
 	})
 }
 
 // Every combination of guard outcomes of every (state, event) group with
 // guards.
 func TestLifecycleGuardOutcomes(t *testing.T) {
-	lifecycleRun(t, []lifecycleCase{
-		{"NotMember/Restore/-TermValid", StateNotMember, EventRestore, 0x0, "", StateNotMember, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
-		{"NotMember/Restore/+TermValid", StateNotMember, EventRestore, 0x1, "", StateFenced, 0, "", "", "TermValid"},
-		{"NotMember/NewTerm/-TermValid-TermNotBehind", StateNotMember, EventNewTerm, 0x0, "", StateNotMember, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
-		{"NotMember/NewTerm/+TermValid-TermNotBehind", StateNotMember, EventNewTerm, 0x1, "", StateNotMember, -1, "ErrInvalidTerm", "TermNotBehind", "TermValid,TermNotBehind"},
-		{"NotMember/NewTerm/-TermValid+TermNotBehind", StateNotMember, EventNewTerm, 0x2, "", StateNotMember, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
-		{"NotMember/NewTerm/+TermValid+TermNotBehind", StateNotMember, EventNewTerm, 0x3, "", StateFenced, 1, "", "", "TermValid,TermNotBehind,Fence"},
-		{"NotMember/Truncate/-HeadGiven-NothingAttached", StateNotMember, EventTruncate, 0x0, "", StateNotMember, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"NotMember/Truncate/+HeadGiven-NothingAttached", StateNotMember, EventTruncate, 0x8, "", StateNotMember, -1, "ErrConflict", "NothingAttached", "HeadGiven,NothingAttached"},
-		{"NotMember/Truncate/-HeadGiven+NothingAttached", StateNotMember, EventTruncate, 0x10, "", StateNotMember, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"NotMember/Truncate/+HeadGiven+NothingAttached", StateNotMember, EventTruncate, 0x18, "", StateNotMember, 3, "ErrInvalidStatus", "", "HeadGiven,NothingAttached"},
-		{"NotMember/BeginInstall/-NothingAttached-SnapshotNotEmpty-SnapshotTermAcceptable", StateNotMember, EventBeginInstall, 0x0, "", StateNotMember, -1, "ErrConflict", "NothingAttached", "NothingAttached"},
-		{"NotMember/BeginInstall/+NothingAttached-SnapshotNotEmpty-SnapshotTermAcceptable", StateNotMember, EventBeginInstall, 0x10, "", StateNotMember, -1, "ErrInvalidArgument", "SnapshotNotEmpty", "NothingAttached,SnapshotNotEmpty"},
-		{"NotMember/BeginInstall/-NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", StateNotMember, EventBeginInstall, 0x100, "", StateNotMember, -1, "ErrConflict", "NothingAttached", "NothingAttached"},
-		{"NotMember/BeginInstall/+NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", StateNotMember, EventBeginInstall, 0x110, "", StateNotMember, -1, "ErrInvalidTerm", "SnapshotTermAcceptable", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable"},
-		{"NotMember/BeginInstall/-NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", StateNotMember, EventBeginInstall, 0x200, "", StateNotMember, -1, "ErrConflict", "NothingAttached", "NothingAttached"},
-		{"NotMember/BeginInstall/+NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", StateNotMember, EventBeginInstall, 0x210, "", StateNotMember, -1, "ErrInvalidArgument", "SnapshotNotEmpty", "NothingAttached,SnapshotNotEmpty"},
-		{"NotMember/BeginInstall/-NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", StateNotMember, EventBeginInstall, 0x300, "", StateNotMember, -1, "ErrConflict", "NothingAttached", "NothingAttached"},
-		{"NotMember/BeginInstall/+NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", StateNotMember, EventBeginInstall, 0x310, "", StateNotMember, 8, "", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{"NotMember/CommitInstall/-InstallAttached", StateNotMember, EventCommitInstall, 0x0, "", StateNotMember, -1, "ErrInvalidTerm", "InstallAttached", "InstallAttached"},
-		{"NotMember/CommitInstall/+InstallAttached", StateNotMember, EventCommitInstall, 0x400, "", StateFollower, 9, "", "", "InstallAttached,CommitSnapshot"},
-		{"NotMember/Delete/-TermValid-TermNotBehind", StateNotMember, EventDelete, 0x0, "", StateNotMember, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
-		{"NotMember/Delete/+TermValid-TermNotBehind", StateNotMember, EventDelete, 0x1, "", StateNotMember, -1, "ErrInvalidTerm", "TermNotBehind", "TermValid,TermNotBehind"},
-		{"NotMember/Delete/-TermValid+TermNotBehind", StateNotMember, EventDelete, 0x2, "", StateNotMember, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
-		{"NotMember/Delete/+TermValid+TermNotBehind", StateNotMember, EventDelete, 0x3, "", StateClosed, 10, "", "", "TermValid,TermNotBehind,Shutdown"},
-		{"Fenced/NewTerm/-TermValid-TermNotBehind", StateFenced, EventNewTerm, 0x0, "", StateFenced, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
-		{"Fenced/NewTerm/+TermValid-TermNotBehind", StateFenced, EventNewTerm, 0x1, "", StateFenced, -1, "ErrInvalidTerm", "TermNotBehind", "TermValid,TermNotBehind"},
-		{"Fenced/NewTerm/-TermValid+TermNotBehind", StateFenced, EventNewTerm, 0x2, "", StateFenced, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
-		{"Fenced/NewTerm/+TermValid+TermNotBehind", StateFenced, EventNewTerm, 0x3, "", StateFenced, 1, "", "", "TermValid,TermNotBehind,Fence"},
-		{"Fenced/Truncate/-HeadGiven-NothingAttached-TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", StateFenced, EventTruncate, 0x0, "", StateFenced, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"Fenced/Truncate/+HeadGiven-NothingAttached-TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", StateFenced, EventTruncate, 0x8, "", StateFenced, -1, "ErrConflict", "NothingAttached", "HeadGiven,NothingAttached"},
-		{"Fenced/Truncate/-HeadGiven+NothingAttached-TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", StateFenced, EventTruncate, 0x10, "", StateFenced, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"Fenced/Truncate/+HeadGiven+NothingAttached-TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", StateFenced, EventTruncate, 0x18, "", StateFenced, -1, "ErrInvalidTerm", "TermMatches", "HeadGiven,NothingAttached,TermMatches"},
-		{"Fenced/Truncate/-HeadGiven-NothingAttached+TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", StateFenced, EventTruncate, 0x4, "", StateFenced, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"Fenced/Truncate/+HeadGiven-NothingAttached+TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", StateFenced, EventTruncate, 0xc, "", StateFenced, -1, "ErrConflict", "NothingAttached", "HeadGiven,NothingAttached"},
-		{"Fenced/Truncate/-HeadGiven+NothingAttached+TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", StateFenced, EventTruncate, 0x14, "", StateFenced, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"Fenced/Truncate/+HeadGiven+NothingAttached+TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", StateFenced, EventTruncate, 0x1c, "", StateFenced, -1, "ErrInvalidArgument", "HeadNotBelowCommit", "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit"},
-		{"Fenced/Truncate/-HeadGiven-NothingAttached-TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", StateFenced, EventTruncate, 0x20, "", StateFenced, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"Fenced/Truncate/+HeadGiven-NothingAttached-TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", StateFenced, EventTruncate, 0x28, "", StateFenced, -1, "ErrConflict", "NothingAttached", "HeadGiven,NothingAttached"},
-		{"Fenced/Truncate/-HeadGiven+NothingAttached-TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", StateFenced, EventTruncate, 0x30, "", StateFenced, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"Fenced/Truncate/+HeadGiven+NothingAttached-TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", StateFenced, EventTruncate, 0x38, "", StateFenced, -1, "ErrInvalidTerm", "TermMatches", "HeadGiven,NothingAttached,TermMatches"},
-		{"Fenced/Truncate/-HeadGiven-NothingAttached+TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", StateFenced, EventTruncate, 0x24, "", StateFenced, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"Fenced/Truncate/+HeadGiven-NothingAttached+TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", StateFenced, EventTruncate, 0x2c, "", StateFenced, -1, "ErrConflict", "NothingAttached", "HeadGiven,NothingAttached"},
-		{"Fenced/Truncate/-HeadGiven+NothingAttached+TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", StateFenced, EventTruncate, 0x34, "", StateFenced, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"Fenced/Truncate/+HeadGiven+NothingAttached+TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", StateFenced, EventTruncate, 0x3c, "", StateFenced, -1, "ErrInvalidArgument", "HeadNotBeyondLog", "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog"},
-		{"Fenced/Truncate/-HeadGiven-NothingAttached-TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", StateFenced, EventTruncate, 0x40, "", StateFenced, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"Fenced/Truncate/+HeadGiven-NothingAttached-TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", StateFenced, EventTruncate, 0x48, "", StateFenced, -1, "ErrConflict", "NothingAttached", "HeadGiven,NothingAttached"},
-		{"Fenced/Truncate/-HeadGiven+NothingAttached-TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", StateFenced, EventTruncate, 0x50, "", StateFenced, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"Fenced/Truncate/+HeadGiven+NothingAttached-TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", StateFenced, EventTruncate, 0x58, "", StateFenced, -1, "ErrInvalidTerm", "TermMatches", "HeadGiven,NothingAttached,TermMatches"},
-		{"Fenced/Truncate/-HeadGiven-NothingAttached+TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", StateFenced, EventTruncate, 0x44, "", StateFenced, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"Fenced/Truncate/+HeadGiven-NothingAttached+TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", StateFenced, EventTruncate, 0x4c, "", StateFenced, -1, "ErrConflict", "NothingAttached", "HeadGiven,NothingAttached"},
-		{"Fenced/Truncate/-HeadGiven+NothingAttached+TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", StateFenced, EventTruncate, 0x54, "", StateFenced, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"Fenced/Truncate/+HeadGiven+NothingAttached+TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", StateFenced, EventTruncate, 0x5c, "", StateFenced, -1, "ErrInvalidArgument", "HeadNotBelowCommit", "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit"},
-		{"Fenced/Truncate/-HeadGiven-NothingAttached-TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", StateFenced, EventTruncate, 0x60, "", StateFenced, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"Fenced/Truncate/+HeadGiven-NothingAttached-TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", StateFenced, EventTruncate, 0x68, "", StateFenced, -1, "ErrConflict", "NothingAttached", "HeadGiven,NothingAttached"},
-		{"Fenced/Truncate/-HeadGiven+NothingAttached-TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", StateFenced, EventTruncate, 0x70, "", StateFenced, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"Fenced/Truncate/+HeadGiven+NothingAttached-TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", StateFenced, EventTruncate, 0x78, "", StateFenced, -1, "ErrInvalidTerm", "TermMatches", "HeadGiven,NothingAttached,TermMatches"},
-		{"Fenced/Truncate/-HeadGiven-NothingAttached+TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", StateFenced, EventTruncate, 0x64, "", StateFenced, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"Fenced/Truncate/+HeadGiven-NothingAttached+TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", StateFenced, EventTruncate, 0x6c, "", StateFenced, -1, "ErrConflict", "NothingAttached", "HeadGiven,NothingAttached"},
-		{"Fenced/Truncate/-HeadGiven+NothingAttached+TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", StateFenced, EventTruncate, 0x74, "", StateFenced, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"Fenced/Truncate/+HeadGiven+NothingAttached+TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", StateFenced, EventTruncate, 0x7c, "", StateFollower, 2, "", "", "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog,TruncateLog"},
-		{"Fenced/AttachStream/-NothingAttached", StateFenced, EventAttachStream, 0x0, "", StateFenced, -1, "ErrConflict", "NothingAttached", "NothingAttached"},
-		{"Fenced/AttachStream/+NothingAttached", StateFenced, EventAttachStream, 0x10, "", StateFenced, 5, "", "", "NothingAttached,StartStream"},
-		{"Fenced/FirstEntry/-StreamAttached", StateFenced, EventFirstEntry, 0x0, "", StateFenced, -1, "ErrStreamEnded", "StreamAttached", "StreamAttached"},
-		{"Fenced/FirstEntry/+StreamAttached", StateFenced, EventFirstEntry, 0x80, "", StateFollower, 6, "", "", "StreamAttached"},
-		{"Fenced/BeginInstall/-NothingAttached-SnapshotNotEmpty-SnapshotTermAcceptable", StateFenced, EventBeginInstall, 0x0, "", StateFenced, -1, "ErrConflict", "NothingAttached", "NothingAttached"},
-		{"Fenced/BeginInstall/+NothingAttached-SnapshotNotEmpty-SnapshotTermAcceptable", StateFenced, EventBeginInstall, 0x10, "", StateFenced, -1, "ErrInvalidArgument", "SnapshotNotEmpty", "NothingAttached,SnapshotNotEmpty"},
-		{"Fenced/BeginInstall/-NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", StateFenced, EventBeginInstall, 0x100, "", StateFenced, -1, "ErrConflict", "NothingAttached", "NothingAttached"},
-		{"Fenced/BeginInstall/+NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", StateFenced, EventBeginInstall, 0x110, "", StateFenced, -1, "ErrInvalidTerm", "SnapshotTermAcceptable", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable"},
-		{"Fenced/BeginInstall/-NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", StateFenced, EventBeginInstall, 0x200, "", StateFenced, -1, "ErrConflict", "NothingAttached", "NothingAttached"},
-		{"Fenced/BeginInstall/+NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", StateFenced, EventBeginInstall, 0x210, "", StateFenced, -1, "ErrInvalidArgument", "SnapshotNotEmpty", "NothingAttached,SnapshotNotEmpty"},
-		{"Fenced/BeginInstall/-NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", StateFenced, EventBeginInstall, 0x300, "", StateFenced, -1, "ErrConflict", "NothingAttached", "NothingAttached"},
-		{"Fenced/BeginInstall/+NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", StateFenced, EventBeginInstall, 0x310, "", StateFenced, 8, "", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{"Fenced/CommitInstall/-InstallAttached", StateFenced, EventCommitInstall, 0x0, "", StateFenced, -1, "ErrInvalidTerm", "InstallAttached", "InstallAttached"},
-		{"Fenced/CommitInstall/+InstallAttached", StateFenced, EventCommitInstall, 0x400, "", StateFollower, 9, "", "", "InstallAttached,CommitSnapshot"},
-		{"Fenced/Delete/-TermValid-TermNotBehind", StateFenced, EventDelete, 0x0, "", StateFenced, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
-		{"Fenced/Delete/+TermValid-TermNotBehind", StateFenced, EventDelete, 0x1, "", StateFenced, -1, "ErrInvalidTerm", "TermNotBehind", "TermValid,TermNotBehind"},
-		{"Fenced/Delete/-TermValid+TermNotBehind", StateFenced, EventDelete, 0x2, "", StateFenced, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
-		{"Fenced/Delete/+TermValid+TermNotBehind", StateFenced, EventDelete, 0x3, "", StateClosed, 10, "", "", "TermValid,TermNotBehind,Shutdown"},
-		{"Follower/NewTerm/-TermValid-TermNotBehind", StateFollower, EventNewTerm, 0x0, "", StateFollower, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
-		{"Follower/NewTerm/+TermValid-TermNotBehind", StateFollower, EventNewTerm, 0x1, "", StateFollower, -1, "ErrInvalidTerm", "TermNotBehind", "TermValid,TermNotBehind"},
-		{"Follower/NewTerm/-TermValid+TermNotBehind", StateFollower, EventNewTerm, 0x2, "", StateFollower, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
-		{"Follower/NewTerm/+TermValid+TermNotBehind", StateFollower, EventNewTerm, 0x3, "", StateFenced, 1, "", "", "TermValid,TermNotBehind,Fence"},
-		{"Follower/Truncate/-HeadGiven-NothingAttached", StateFollower, EventTruncate, 0x0, "", StateFollower, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"Follower/Truncate/+HeadGiven-NothingAttached", StateFollower, EventTruncate, 0x8, "", StateFollower, -1, "ErrConflict", "NothingAttached", "HeadGiven,NothingAttached"},
-		{"Follower/Truncate/-HeadGiven+NothingAttached", StateFollower, EventTruncate, 0x10, "", StateFollower, -1, "ErrInvalidArgument", "HeadGiven", "HeadGiven"},
-		{"Follower/Truncate/+HeadGiven+NothingAttached", StateFollower, EventTruncate, 0x18, "", StateFollower, 3, "ErrInvalidStatus", "", "HeadGiven,NothingAttached"},
-		{"Follower/AttachStream/-NothingAttached", StateFollower, EventAttachStream, 0x0, "", StateFollower, -1, "ErrConflict", "NothingAttached", "NothingAttached"},
-		{"Follower/AttachStream/+NothingAttached", StateFollower, EventAttachStream, 0x10, "", StateFollower, 5, "", "", "NothingAttached,StartStream"},
-		{"Follower/FirstEntry/-StreamAttached", StateFollower, EventFirstEntry, 0x0, "", StateFollower, -1, "ErrStreamEnded", "StreamAttached", "StreamAttached"},
-		{"Follower/FirstEntry/+StreamAttached", StateFollower, EventFirstEntry, 0x80, "", StateFollower, 7, "", "", "StreamAttached"},
-		{"Follower/BeginInstall/-NothingAttached-SnapshotNotEmpty-SnapshotTermAcceptable", StateFollower, EventBeginInstall, 0x0, "", StateFollower, -1, "ErrConflict", "NothingAttached", "NothingAttached"},
-		{"Follower/BeginInstall/+NothingAttached-SnapshotNotEmpty-SnapshotTermAcceptable", StateFollower, EventBeginInstall, 0x10, "", StateFollower, -1, "ErrInvalidArgument", "SnapshotNotEmpty", "NothingAttached,SnapshotNotEmpty"},
-		{"Follower/BeginInstall/-NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", StateFollower, EventBeginInstall, 0x100, "", StateFollower, -1, "ErrConflict", "NothingAttached", "NothingAttached"},
-		{"Follower/BeginInstall/+NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", StateFollower, EventBeginInstall, 0x110, "", StateFollower, -1, "ErrInvalidTerm", "SnapshotTermAcceptable", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable"},
-		{"Follower/BeginInstall/-NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", StateFollower, EventBeginInstall, 0x200, "", StateFollower, -1, "ErrConflict", "NothingAttached", "NothingAttached"},
-		{"Follower/BeginInstall/+NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", StateFollower, EventBeginInstall, 0x210, "", StateFollower, -1, "ErrInvalidArgument", "SnapshotNotEmpty", "NothingAttached,SnapshotNotEmpty"},
-		{"Follower/BeginInstall/-NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", StateFollower, EventBeginInstall, 0x300, "", StateFollower, -1, "ErrConflict", "NothingAttached", "NothingAttached"},
-		{"Follower/BeginInstall/+NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", StateFollower, EventBeginInstall, 0x310, "", StateFollower, 8, "", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{"Follower/CommitInstall/-InstallAttached", StateFollower, EventCommitInstall, 0x0, "", StateFollower, -1, "ErrInvalidTerm", "InstallAttached", "InstallAttached"},
-		{"Follower/CommitInstall/+InstallAttached", StateFollower, EventCommitInstall, 0x400, "", StateFollower, 9, "", "", "InstallAttached,CommitSnapshot"},
-		{"Follower/Delete/-TermValid-TermNotBehind", StateFollower, EventDelete, 0x0, "", StateFollower, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
-		{"Follower/Delete/+TermValid-TermNotBehind", StateFollower, EventDelete, 0x1, "", StateFollower, -1, "ErrInvalidTerm", "TermNotBehind", "TermValid,TermNotBehind"},
-		{"Follower/Delete/-TermValid+TermNotBehind", StateFollower, EventDelete, 0x2, "", StateFollower, -1, "ErrInvalidArgument", "TermValid", "TermValid"},
-		{"Follower/Delete/+TermValid+TermNotBehind", StateFollower, EventDelete, 0x3, "", StateClosed, 10, "", "", "TermValid,TermNotBehind,Shutdown"},
+	lifecycleHarness.Run(t, []fsmtest.Case[State, Event]{
+		{Name: "NotMember/Restore/-TermValid", From: StateNotMember, Event: EventRestore, Pass: 0x0, To: StateNotMember, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
+		{Name: "NotMember/Restore/+TermValid", From: StateNotMember, Event: EventRestore, Pass: 0x1, To: StateFenced, Row: 0, Calls: "TermValid"},
+		{Name: "NotMember/NewTerm/-TermValid-TermNotBehind", From: StateNotMember, Event: EventNewTerm, Pass: 0x0, To: StateNotMember, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
+		{Name: "NotMember/NewTerm/+TermValid-TermNotBehind", From: StateNotMember, Event: EventNewTerm, Pass: 0x1, To: StateNotMember, Row: -1, Err: "ErrInvalidTerm", Guard: "TermNotBehind", Calls: "TermValid,TermNotBehind"},
+		{Name: "NotMember/NewTerm/-TermValid+TermNotBehind", From: StateNotMember, Event: EventNewTerm, Pass: 0x2, To: StateNotMember, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
+		{Name: "NotMember/NewTerm/+TermValid+TermNotBehind", From: StateNotMember, Event: EventNewTerm, Pass: 0x3, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "NotMember/Truncate/-HeadGiven-NothingAttached", From: StateNotMember, Event: EventTruncate, Pass: 0x0, To: StateNotMember, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "NotMember/Truncate/+HeadGiven-NothingAttached", From: StateNotMember, Event: EventTruncate, Pass: 0x8, To: StateNotMember, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
+		{Name: "NotMember/Truncate/-HeadGiven+NothingAttached", From: StateNotMember, Event: EventTruncate, Pass: 0x10, To: StateNotMember, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "NotMember/Truncate/+HeadGiven+NothingAttached", From: StateNotMember, Event: EventTruncate, Pass: 0x18, To: StateNotMember, Row: 3, Err: "ErrInvalidStatus", Calls: "HeadGiven,NothingAttached"},
+		{Name: "NotMember/BeginInstall/-NothingAttached-SnapshotNotEmpty-SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x0, To: StateNotMember, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "NotMember/BeginInstall/+NothingAttached-SnapshotNotEmpty-SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x10, To: StateNotMember, Row: -1, Err: "ErrInvalidArgument", Guard: "SnapshotNotEmpty", Calls: "NothingAttached,SnapshotNotEmpty"},
+		{Name: "NotMember/BeginInstall/-NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x100, To: StateNotMember, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "NotMember/BeginInstall/+NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x110, To: StateNotMember, Row: -1, Err: "ErrInvalidTerm", Guard: "SnapshotTermAcceptable", Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable"},
+		{Name: "NotMember/BeginInstall/-NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x200, To: StateNotMember, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "NotMember/BeginInstall/+NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x210, To: StateNotMember, Row: -1, Err: "ErrInvalidArgument", Guard: "SnapshotNotEmpty", Calls: "NothingAttached,SnapshotNotEmpty"},
+		{Name: "NotMember/BeginInstall/-NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x300, To: StateNotMember, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "NotMember/BeginInstall/+NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x310, To: StateNotMember, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "NotMember/CommitInstall/-InstallAttached", From: StateNotMember, Event: EventCommitInstall, Pass: 0x0, To: StateNotMember, Row: -1, Err: "ErrInvalidTerm", Guard: "InstallAttached", Calls: "InstallAttached"},
+		{Name: "NotMember/CommitInstall/+InstallAttached", From: StateNotMember, Event: EventCommitInstall, Pass: 0x400, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "NotMember/Delete/-TermValid-TermNotBehind", From: StateNotMember, Event: EventDelete, Pass: 0x0, To: StateNotMember, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
+		{Name: "NotMember/Delete/+TermValid-TermNotBehind", From: StateNotMember, Event: EventDelete, Pass: 0x1, To: StateNotMember, Row: -1, Err: "ErrInvalidTerm", Guard: "TermNotBehind", Calls: "TermValid,TermNotBehind"},
+		{Name: "NotMember/Delete/-TermValid+TermNotBehind", From: StateNotMember, Event: EventDelete, Pass: 0x2, To: StateNotMember, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
+		{Name: "NotMember/Delete/+TermValid+TermNotBehind", From: StateNotMember, Event: EventDelete, Pass: 0x3, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "Fenced/NewTerm/-TermValid-TermNotBehind", From: StateFenced, Event: EventNewTerm, Pass: 0x0, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
+		{Name: "Fenced/NewTerm/+TermValid-TermNotBehind", From: StateFenced, Event: EventNewTerm, Pass: 0x1, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "TermNotBehind", Calls: "TermValid,TermNotBehind"},
+		{Name: "Fenced/NewTerm/-TermValid+TermNotBehind", From: StateFenced, Event: EventNewTerm, Pass: 0x2, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
+		{Name: "Fenced/NewTerm/+TermValid+TermNotBehind", From: StateFenced, Event: EventNewTerm, Pass: 0x3, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached-TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x0, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached-TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x8, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
+		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached-TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x10, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached-TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x18, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "TermMatches", Calls: "HeadGiven,NothingAttached,TermMatches"},
+		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached+TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x4, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached+TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0xc, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
+		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached+TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x14, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached+TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x1c, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadNotBelowCommit", Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit"},
+		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached-TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x20, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached-TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x28, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
+		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached-TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x30, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached-TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x38, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "TermMatches", Calls: "HeadGiven,NothingAttached,TermMatches"},
+		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached+TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x24, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached+TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x2c, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
+		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached+TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x34, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached+TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x3c, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadNotBeyondLog", Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog"},
+		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached-TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x40, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached-TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x48, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
+		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached-TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x50, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached-TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x58, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "TermMatches", Calls: "HeadGiven,NothingAttached,TermMatches"},
+		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached+TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x44, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached+TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x4c, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
+		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached+TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x54, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached+TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x5c, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadNotBelowCommit", Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit"},
+		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached-TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x60, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached-TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x68, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
+		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached-TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x70, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached-TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x78, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "TermMatches", Calls: "HeadGiven,NothingAttached,TermMatches"},
+		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached+TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x64, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached+TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x6c, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
+		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached+TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x74, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached+TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x7c, To: StateFollower, Row: 2, Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog,TruncateLog"},
+		{Name: "Fenced/AttachStream/-NothingAttached", From: StateFenced, Event: EventAttachStream, Pass: 0x0, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Fenced/AttachStream/+NothingAttached", From: StateFenced, Event: EventAttachStream, Pass: 0x10, To: StateFenced, Row: 5, Calls: "NothingAttached,StartStream"},
+		{Name: "Fenced/FirstEntry/-StreamAttached", From: StateFenced, Event: EventFirstEntry, Pass: 0x0, To: StateFenced, Row: -1, Err: "ErrStreamEnded", Guard: "StreamAttached", Calls: "StreamAttached"},
+		{Name: "Fenced/FirstEntry/+StreamAttached", From: StateFenced, Event: EventFirstEntry, Pass: 0x80, To: StateFollower, Row: 6, Calls: "StreamAttached"},
+		{Name: "Fenced/BeginInstall/-NothingAttached-SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x0, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Fenced/BeginInstall/+NothingAttached-SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x10, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "SnapshotNotEmpty", Calls: "NothingAttached,SnapshotNotEmpty"},
+		{Name: "Fenced/BeginInstall/-NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x100, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Fenced/BeginInstall/+NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x110, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "SnapshotTermAcceptable", Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable"},
+		{Name: "Fenced/BeginInstall/-NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x200, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Fenced/BeginInstall/+NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x210, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "SnapshotNotEmpty", Calls: "NothingAttached,SnapshotNotEmpty"},
+		{Name: "Fenced/BeginInstall/-NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x300, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Fenced/BeginInstall/+NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x310, To: StateFenced, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "Fenced/CommitInstall/-InstallAttached", From: StateFenced, Event: EventCommitInstall, Pass: 0x0, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "InstallAttached", Calls: "InstallAttached"},
+		{Name: "Fenced/CommitInstall/+InstallAttached", From: StateFenced, Event: EventCommitInstall, Pass: 0x400, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "Fenced/Delete/-TermValid-TermNotBehind", From: StateFenced, Event: EventDelete, Pass: 0x0, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
+		{Name: "Fenced/Delete/+TermValid-TermNotBehind", From: StateFenced, Event: EventDelete, Pass: 0x1, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "TermNotBehind", Calls: "TermValid,TermNotBehind"},
+		{Name: "Fenced/Delete/-TermValid+TermNotBehind", From: StateFenced, Event: EventDelete, Pass: 0x2, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
+		{Name: "Fenced/Delete/+TermValid+TermNotBehind", From: StateFenced, Event: EventDelete, Pass: 0x3, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "Follower/NewTerm/-TermValid-TermNotBehind", From: StateFollower, Event: EventNewTerm, Pass: 0x0, To: StateFollower, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
+		{Name: "Follower/NewTerm/+TermValid-TermNotBehind", From: StateFollower, Event: EventNewTerm, Pass: 0x1, To: StateFollower, Row: -1, Err: "ErrInvalidTerm", Guard: "TermNotBehind", Calls: "TermValid,TermNotBehind"},
+		{Name: "Follower/NewTerm/-TermValid+TermNotBehind", From: StateFollower, Event: EventNewTerm, Pass: 0x2, To: StateFollower, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
+		{Name: "Follower/NewTerm/+TermValid+TermNotBehind", From: StateFollower, Event: EventNewTerm, Pass: 0x3, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "Follower/Truncate/-HeadGiven-NothingAttached", From: StateFollower, Event: EventTruncate, Pass: 0x0, To: StateFollower, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Follower/Truncate/+HeadGiven-NothingAttached", From: StateFollower, Event: EventTruncate, Pass: 0x8, To: StateFollower, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
+		{Name: "Follower/Truncate/-HeadGiven+NothingAttached", From: StateFollower, Event: EventTruncate, Pass: 0x10, To: StateFollower, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Follower/Truncate/+HeadGiven+NothingAttached", From: StateFollower, Event: EventTruncate, Pass: 0x18, To: StateFollower, Row: 3, Err: "ErrInvalidStatus", Calls: "HeadGiven,NothingAttached"},
+		{Name: "Follower/AttachStream/-NothingAttached", From: StateFollower, Event: EventAttachStream, Pass: 0x0, To: StateFollower, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Follower/AttachStream/+NothingAttached", From: StateFollower, Event: EventAttachStream, Pass: 0x10, To: StateFollower, Row: 5, Calls: "NothingAttached,StartStream"},
+		{Name: "Follower/FirstEntry/-StreamAttached", From: StateFollower, Event: EventFirstEntry, Pass: 0x0, To: StateFollower, Row: -1, Err: "ErrStreamEnded", Guard: "StreamAttached", Calls: "StreamAttached"},
+		{Name: "Follower/FirstEntry/+StreamAttached", From: StateFollower, Event: EventFirstEntry, Pass: 0x80, To: StateFollower, Row: 7, Calls: "StreamAttached"},
+		{Name: "Follower/BeginInstall/-NothingAttached-SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x0, To: StateFollower, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Follower/BeginInstall/+NothingAttached-SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x10, To: StateFollower, Row: -1, Err: "ErrInvalidArgument", Guard: "SnapshotNotEmpty", Calls: "NothingAttached,SnapshotNotEmpty"},
+		{Name: "Follower/BeginInstall/-NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x100, To: StateFollower, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Follower/BeginInstall/+NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x110, To: StateFollower, Row: -1, Err: "ErrInvalidTerm", Guard: "SnapshotTermAcceptable", Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable"},
+		{Name: "Follower/BeginInstall/-NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x200, To: StateFollower, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Follower/BeginInstall/+NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x210, To: StateFollower, Row: -1, Err: "ErrInvalidArgument", Guard: "SnapshotNotEmpty", Calls: "NothingAttached,SnapshotNotEmpty"},
+		{Name: "Follower/BeginInstall/-NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x300, To: StateFollower, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Follower/BeginInstall/+NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x310, To: StateFollower, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "Follower/CommitInstall/-InstallAttached", From: StateFollower, Event: EventCommitInstall, Pass: 0x0, To: StateFollower, Row: -1, Err: "ErrInvalidTerm", Guard: "InstallAttached", Calls: "InstallAttached"},
+		{Name: "Follower/CommitInstall/+InstallAttached", From: StateFollower, Event: EventCommitInstall, Pass: 0x400, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "Follower/Delete/-TermValid-TermNotBehind", From: StateFollower, Event: EventDelete, Pass: 0x0, To: StateFollower, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
+		{Name: "Follower/Delete/+TermValid-TermNotBehind", From: StateFollower, Event: EventDelete, Pass: 0x1, To: StateFollower, Row: -1, Err: "ErrInvalidTerm", Guard: "TermNotBehind", Calls: "TermValid,TermNotBehind"},
+		{Name: "Follower/Delete/-TermValid+TermNotBehind", From: StateFollower, Event: EventDelete, Pass: 0x2, To: StateFollower, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
+		{Name: "Follower/Delete/+TermValid+TermNotBehind", From: StateFollower, Event: EventDelete, Pass: 0x3, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
 	})
 }
 
 // Every row taken in every state it applies in, then each of its actions
 // failing in turn.
 func TestLifecycleRows(t *testing.T) {
-	lifecycleRun(t, []lifecycleCase{
-		{"row0/NotMember/Restore", StateNotMember, EventRestore, 0x7ff, "", StateFenced, 0, "", "", "TermValid"},
-		{"row1/NotMember/NewTerm", StateNotMember, EventNewTerm, 0x7ff, "", StateFenced, 1, "", "", "TermValid,TermNotBehind,Fence"},
-		{"row1/NotMember/NewTerm/FenceFails", StateNotMember, EventNewTerm, 0x7ff, "Fence", StateNotMember, 1, "action", "", "TermValid,TermNotBehind,Fence"},
-		{"row1/Fenced/NewTerm", StateFenced, EventNewTerm, 0x7ff, "", StateFenced, 1, "", "", "TermValid,TermNotBehind,Fence"},
-		{"row1/Fenced/NewTerm/FenceFails", StateFenced, EventNewTerm, 0x7ff, "Fence", StateFenced, 1, "action", "", "TermValid,TermNotBehind,Fence"},
-		{"row1/Follower/NewTerm", StateFollower, EventNewTerm, 0x7ff, "", StateFenced, 1, "", "", "TermValid,TermNotBehind,Fence"},
-		{"row1/Follower/NewTerm/FenceFails", StateFollower, EventNewTerm, 0x7ff, "Fence", StateFollower, 1, "action", "", "TermValid,TermNotBehind,Fence"},
-		{"row2/Fenced/Truncate", StateFenced, EventTruncate, 0x7ff, "", StateFollower, 2, "", "", "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog,TruncateLog"},
-		{"row2/Fenced/Truncate/TruncateLogFails", StateFenced, EventTruncate, 0x7ff, "TruncateLog", StateFenced, 2, "action", "", "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog,TruncateLog"},
-		{"row3/NotMember/Truncate", StateNotMember, EventTruncate, 0x7ff, "", StateNotMember, 3, "ErrInvalidStatus", "", "HeadGiven,NothingAttached"},
-		{"row3/Follower/Truncate", StateFollower, EventTruncate, 0x7ff, "", StateFollower, 3, "ErrInvalidStatus", "", "HeadGiven,NothingAttached"},
-		{"row4/NotMember/AttachStream", StateNotMember, EventAttachStream, 0x7ff, "", StateNotMember, 4, "ErrNotMember", "", ""},
-		{"row5/Fenced/AttachStream", StateFenced, EventAttachStream, 0x7ff, "", StateFenced, 5, "", "", "NothingAttached,StartStream"},
-		{"row5/Fenced/AttachStream/StartStreamFails", StateFenced, EventAttachStream, 0x7ff, "StartStream", StateFenced, 5, "action", "", "NothingAttached,StartStream"},
-		{"row5/Follower/AttachStream", StateFollower, EventAttachStream, 0x7ff, "", StateFollower, 5, "", "", "NothingAttached,StartStream"},
-		{"row5/Follower/AttachStream/StartStreamFails", StateFollower, EventAttachStream, 0x7ff, "StartStream", StateFollower, 5, "action", "", "NothingAttached,StartStream"},
-		{"row6/Fenced/FirstEntry", StateFenced, EventFirstEntry, 0x7ff, "", StateFollower, 6, "", "", "StreamAttached"},
-		{"row7/Follower/FirstEntry", StateFollower, EventFirstEntry, 0x7ff, "", StateFollower, 7, "", "", "StreamAttached"},
-		{"row8/NotMember/BeginInstall", StateNotMember, EventBeginInstall, 0x7ff, "", StateNotMember, 8, "", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{"row8/NotMember/BeginInstall/StartInstallFails", StateNotMember, EventBeginInstall, 0x7ff, "StartInstall", StateNotMember, 8, "action", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{"row8/Fenced/BeginInstall", StateFenced, EventBeginInstall, 0x7ff, "", StateFenced, 8, "", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{"row8/Fenced/BeginInstall/StartInstallFails", StateFenced, EventBeginInstall, 0x7ff, "StartInstall", StateFenced, 8, "action", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{"row8/Follower/BeginInstall", StateFollower, EventBeginInstall, 0x7ff, "", StateFollower, 8, "", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{"row8/Follower/BeginInstall/StartInstallFails", StateFollower, EventBeginInstall, 0x7ff, "StartInstall", StateFollower, 8, "action", "", "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{"row9/NotMember/CommitInstall", StateNotMember, EventCommitInstall, 0x7ff, "", StateFollower, 9, "", "", "InstallAttached,CommitSnapshot"},
-		{"row9/NotMember/CommitInstall/CommitSnapshotFails", StateNotMember, EventCommitInstall, 0x7ff, "CommitSnapshot", StateNotMember, 9, "action", "", "InstallAttached,CommitSnapshot"},
-		{"row9/Fenced/CommitInstall", StateFenced, EventCommitInstall, 0x7ff, "", StateFollower, 9, "", "", "InstallAttached,CommitSnapshot"},
-		{"row9/Fenced/CommitInstall/CommitSnapshotFails", StateFenced, EventCommitInstall, 0x7ff, "CommitSnapshot", StateFenced, 9, "action", "", "InstallAttached,CommitSnapshot"},
-		{"row9/Follower/CommitInstall", StateFollower, EventCommitInstall, 0x7ff, "", StateFollower, 9, "", "", "InstallAttached,CommitSnapshot"},
-		{"row9/Follower/CommitInstall/CommitSnapshotFails", StateFollower, EventCommitInstall, 0x7ff, "CommitSnapshot", StateFollower, 9, "action", "", "InstallAttached,CommitSnapshot"},
-		{"row10/NotMember/Delete", StateNotMember, EventDelete, 0x7ff, "", StateClosed, 10, "", "", "TermValid,TermNotBehind,Shutdown"},
-		{"row10/NotMember/Delete/ShutdownFails", StateNotMember, EventDelete, 0x7ff, "Shutdown", StateNotMember, 10, "action", "", "TermValid,TermNotBehind,Shutdown"},
-		{"row10/Fenced/Delete", StateFenced, EventDelete, 0x7ff, "", StateClosed, 10, "", "", "TermValid,TermNotBehind,Shutdown"},
-		{"row10/Fenced/Delete/ShutdownFails", StateFenced, EventDelete, 0x7ff, "Shutdown", StateFenced, 10, "action", "", "TermValid,TermNotBehind,Shutdown"},
-		{"row10/Follower/Delete", StateFollower, EventDelete, 0x7ff, "", StateClosed, 10, "", "", "TermValid,TermNotBehind,Shutdown"},
-		{"row10/Follower/Delete/ShutdownFails", StateFollower, EventDelete, 0x7ff, "Shutdown", StateFollower, 10, "action", "", "TermValid,TermNotBehind,Shutdown"},
-		{"row11/NotMember/Close", StateNotMember, EventClose, 0x7ff, "", StateClosed, 11, "", "", "Shutdown"},
-		{"row11/NotMember/Close/ShutdownFails", StateNotMember, EventClose, 0x7ff, "Shutdown", StateNotMember, 11, "action", "", "Shutdown"},
-		{"row11/Fenced/Close", StateFenced, EventClose, 0x7ff, "", StateClosed, 11, "", "", "Shutdown"},
-		{"row11/Fenced/Close/ShutdownFails", StateFenced, EventClose, 0x7ff, "Shutdown", StateFenced, 11, "action", "", "Shutdown"},
-		{"row11/Follower/Close", StateFollower, EventClose, 0x7ff, "", StateClosed, 11, "", "", "Shutdown"},
-		{"row11/Follower/Close/ShutdownFails", StateFollower, EventClose, 0x7ff, "Shutdown", StateFollower, 11, "action", "", "Shutdown"},
-		{"row12/Closed/Close", StateClosed, EventClose, 0x7ff, "", StateClosed, 12, "", "", ""},
+	lifecycleHarness.Run(t, []fsmtest.Case[State, Event]{
+		{Name: "row0/NotMember/Restore", From: StateNotMember, Event: EventRestore, Pass: 0x7ff, To: StateFenced, Row: 0, Calls: "TermValid"},
+		{Name: "row1/NotMember/NewTerm", From: StateNotMember, Event: EventNewTerm, Pass: 0x7ff, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "row1/NotMember/NewTerm/FenceFails", From: StateNotMember, Event: EventNewTerm, Pass: 0x7ff, Fail: "Fence", To: StateNotMember, Row: 1, Err: "action", Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "row1/Fenced/NewTerm", From: StateFenced, Event: EventNewTerm, Pass: 0x7ff, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "row1/Fenced/NewTerm/FenceFails", From: StateFenced, Event: EventNewTerm, Pass: 0x7ff, Fail: "Fence", To: StateFenced, Row: 1, Err: "action", Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "row1/Follower/NewTerm", From: StateFollower, Event: EventNewTerm, Pass: 0x7ff, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "row1/Follower/NewTerm/FenceFails", From: StateFollower, Event: EventNewTerm, Pass: 0x7ff, Fail: "Fence", To: StateFollower, Row: 1, Err: "action", Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "row2/Fenced/Truncate", From: StateFenced, Event: EventTruncate, Pass: 0x7ff, To: StateFollower, Row: 2, Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog,TruncateLog"},
+		{Name: "row2/Fenced/Truncate/TruncateLogFails", From: StateFenced, Event: EventTruncate, Pass: 0x7ff, Fail: "TruncateLog", To: StateFenced, Row: 2, Err: "action", Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog,TruncateLog"},
+		{Name: "row3/NotMember/Truncate", From: StateNotMember, Event: EventTruncate, Pass: 0x7ff, To: StateNotMember, Row: 3, Err: "ErrInvalidStatus", Calls: "HeadGiven,NothingAttached"},
+		{Name: "row3/Follower/Truncate", From: StateFollower, Event: EventTruncate, Pass: 0x7ff, To: StateFollower, Row: 3, Err: "ErrInvalidStatus", Calls: "HeadGiven,NothingAttached"},
+		{Name: "row4/NotMember/AttachStream", From: StateNotMember, Event: EventAttachStream, Pass: 0x7ff, To: StateNotMember, Row: 4, Err: "ErrNotMember"},
+		{Name: "row5/Fenced/AttachStream", From: StateFenced, Event: EventAttachStream, Pass: 0x7ff, To: StateFenced, Row: 5, Calls: "NothingAttached,StartStream"},
+		{Name: "row5/Fenced/AttachStream/StartStreamFails", From: StateFenced, Event: EventAttachStream, Pass: 0x7ff, Fail: "StartStream", To: StateFenced, Row: 5, Err: "action", Calls: "NothingAttached,StartStream"},
+		{Name: "row5/Follower/AttachStream", From: StateFollower, Event: EventAttachStream, Pass: 0x7ff, To: StateFollower, Row: 5, Calls: "NothingAttached,StartStream"},
+		{Name: "row5/Follower/AttachStream/StartStreamFails", From: StateFollower, Event: EventAttachStream, Pass: 0x7ff, Fail: "StartStream", To: StateFollower, Row: 5, Err: "action", Calls: "NothingAttached,StartStream"},
+		{Name: "row6/Fenced/FirstEntry", From: StateFenced, Event: EventFirstEntry, Pass: 0x7ff, To: StateFollower, Row: 6, Calls: "StreamAttached"},
+		{Name: "row7/Follower/FirstEntry", From: StateFollower, Event: EventFirstEntry, Pass: 0x7ff, To: StateFollower, Row: 7, Calls: "StreamAttached"},
+		{Name: "row8/NotMember/BeginInstall", From: StateNotMember, Event: EventBeginInstall, Pass: 0x7ff, To: StateNotMember, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "row8/NotMember/BeginInstall/StartInstallFails", From: StateNotMember, Event: EventBeginInstall, Pass: 0x7ff, Fail: "StartInstall", To: StateNotMember, Row: 8, Err: "action", Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "row8/Fenced/BeginInstall", From: StateFenced, Event: EventBeginInstall, Pass: 0x7ff, To: StateFenced, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "row8/Fenced/BeginInstall/StartInstallFails", From: StateFenced, Event: EventBeginInstall, Pass: 0x7ff, Fail: "StartInstall", To: StateFenced, Row: 8, Err: "action", Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "row8/Follower/BeginInstall", From: StateFollower, Event: EventBeginInstall, Pass: 0x7ff, To: StateFollower, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "row8/Follower/BeginInstall/StartInstallFails", From: StateFollower, Event: EventBeginInstall, Pass: 0x7ff, Fail: "StartInstall", To: StateFollower, Row: 8, Err: "action", Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "row9/NotMember/CommitInstall", From: StateNotMember, Event: EventCommitInstall, Pass: 0x7ff, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "row9/NotMember/CommitInstall/CommitSnapshotFails", From: StateNotMember, Event: EventCommitInstall, Pass: 0x7ff, Fail: "CommitSnapshot", To: StateNotMember, Row: 9, Err: "action", Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "row9/Fenced/CommitInstall", From: StateFenced, Event: EventCommitInstall, Pass: 0x7ff, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "row9/Fenced/CommitInstall/CommitSnapshotFails", From: StateFenced, Event: EventCommitInstall, Pass: 0x7ff, Fail: "CommitSnapshot", To: StateFenced, Row: 9, Err: "action", Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "row9/Follower/CommitInstall", From: StateFollower, Event: EventCommitInstall, Pass: 0x7ff, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "row9/Follower/CommitInstall/CommitSnapshotFails", From: StateFollower, Event: EventCommitInstall, Pass: 0x7ff, Fail: "CommitSnapshot", To: StateFollower, Row: 9, Err: "action", Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "row10/NotMember/Delete", From: StateNotMember, Event: EventDelete, Pass: 0x7ff, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "row10/NotMember/Delete/ShutdownFails", From: StateNotMember, Event: EventDelete, Pass: 0x7ff, Fail: "Shutdown", To: StateNotMember, Row: 10, Err: "action", Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "row10/Fenced/Delete", From: StateFenced, Event: EventDelete, Pass: 0x7ff, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "row10/Fenced/Delete/ShutdownFails", From: StateFenced, Event: EventDelete, Pass: 0x7ff, Fail: "Shutdown", To: StateFenced, Row: 10, Err: "action", Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "row10/Follower/Delete", From: StateFollower, Event: EventDelete, Pass: 0x7ff, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "row10/Follower/Delete/ShutdownFails", From: StateFollower, Event: EventDelete, Pass: 0x7ff, Fail: "Shutdown", To: StateFollower, Row: 10, Err: "action", Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "row11/NotMember/Close", From: StateNotMember, Event: EventClose, Pass: 0x7ff, To: StateClosed, Row: 11, Calls: "Shutdown"},
+		{Name: "row11/NotMember/Close/ShutdownFails", From: StateNotMember, Event: EventClose, Pass: 0x7ff, Fail: "Shutdown", To: StateNotMember, Row: 11, Err: "action", Calls: "Shutdown"},
+		{Name: "row11/Fenced/Close", From: StateFenced, Event: EventClose, Pass: 0x7ff, To: StateClosed, Row: 11, Calls: "Shutdown"},
+		{Name: "row11/Fenced/Close/ShutdownFails", From: StateFenced, Event: EventClose, Pass: 0x7ff, Fail: "Shutdown", To: StateFenced, Row: 11, Err: "action", Calls: "Shutdown"},
+		{Name: "row11/Follower/Close", From: StateFollower, Event: EventClose, Pass: 0x7ff, To: StateClosed, Row: 11, Calls: "Shutdown"},
+		{Name: "row11/Follower/Close/ShutdownFails", From: StateFollower, Event: EventClose, Pass: 0x7ff, Fail: "Shutdown", To: StateFollower, Row: 11, Err: "action", Calls: "Shutdown"},
+		{Name: "row12/Closed/Close", From: StateClosed, Event: EventClose, Pass: 0x7ff, To: StateClosed, Row: 12},
 	})
 }
 
 // TestLifecycleShortestPaths drives the machine to every state by the
 // shortest path, checking each step.
-func TestLifecycleShortestPaths(t *testing.T) {
-	for i := 1; i < len(stateNames); i++ {
-		s := State(i)
-		path, ok := lifecyclePaths[s]
-		if !ok {
-			t.Errorf("no path to %v", s)
-			continue
-		}
-		t.Run(s.String(), func(t *testing.T) {
-			f := &lifecycleFake{}
-			m := NewLifecycle(f)
-			for i, st := range path {
-				f.pass = st.pass
-				if err := lifecycleFire(m, st.event); err != nil {
-					t.Fatalf("step %d (%v): %v", i, st.event, err)
-				}
-			}
-			if m.State() != s {
-				t.Fatalf("ended in %v", m.State())
-			}
-		})
-	}
-}
+func TestLifecycleShortestPaths(t *testing.T) { lifecycleHarness.ShortestPaths(t) }
 
-func TestLifecycleStrings(t *testing.T) {
-	table := LifecycleTable()
-	for i, s := range table.States {
-		if got := State(i + 1).String(); got != s.Name {
-			t.Errorf("State(%d) = %q, want %q", i+1, got, s.Name)
-		}
-		if State(i+1).Terminal() != s.Terminal {
-			t.Errorf("%s.Terminal() = %v", s.Name, !s.Terminal)
-		}
-	}
-	for i, e := range table.Events {
-		if got := Event(i + 1).String(); got != e.Name {
-			t.Errorf("Event(%d) = %q, want %q", i+1, got, e.Name)
-		}
-	}
-	if State(0).String() != "State(0)" || Event(0).String() != "Event(0)" {
-		t.Error("the zero State or Event has a name")
-	}
-}
+// TestLifecycleStrings checks the names of states and events.
+func TestLifecycleStrings(t *testing.T) { lifecycleHarness.Strings(t) }
 
 // TestLifecycleWithoutHandlers fires every event at a machine made with nil
 // handlers and at the zero machine: each returns fsm.ErrNoMachine and
 // stays where it is.
 func TestLifecycleWithoutHandlers(t *testing.T) {
-	for i := 1; i < len(eventNames); i++ {
-		e := Event(i)
-		m := NewLifecycle(nil)
-		from := m.State()
-		if err := lifecycleFire(m, e); err != fsm.ErrNoMachine {
-			t.Errorf("%v with nil handlers: error %v, want fsm.ErrNoMachine", e, err)
-		}
-		if m.State() != from {
-			t.Errorf("%v with nil handlers: moved from %v to %v", e, from, m.State())
-		}
-		var zero Lifecycle
-		if err := lifecycleFire(&zero, e); err != fsm.ErrNoMachine {
-			t.Errorf("%v on the zero machine: error %v, want fsm.ErrNoMachine", e, err)
-		}
-		if zero.State() != 0 {
-			t.Errorf("%v on the zero machine: moved to %v", e, zero.State())
-		}
-	}
+	lifecycleHarness.WithoutHandlers(t, func() *Lifecycle { return NewLifecycle(nil) }, func() *Lifecycle { return new(Lifecycle) })
 }
 
 // TestLifecycleTableIsCurrent fails when transitions.yaml changed after this code was
 // generated, or when LifecycleTable() or the error sentinels do not describe it.
 func TestLifecycleTableIsCurrent(t *testing.T) {
-	src, err := os.ReadFile("../transitions.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(src)
-	if got := "sha256:" + hex.EncodeToString(sum[:]); got != LifecycleTableHash {
-		t.Fatalf("%s changed since this code was generated: run go generate", "../transitions.yaml")
-	}
-	parsed, err := fsm.Load("transitions.yaml", src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(parsed.WithoutPositions(), LifecycleTable()) {
-		t.Fatalf("LifecycleTable() differs from %s", "../transitions.yaml")
-	}
-	for _, e := range parsed.Errors {
-		want := parsed.Package + ": " + e.Message
-		if err := lifecycleErrors[e.Name]; err == nil || err.Error() != want {
-			t.Errorf("sentinel %s = %v, want %q", e.Name, err, want)
-		}
-	}
+	lifecycleHarness.TableIsCurrent(t, "../transitions.yaml", "transitions.yaml", LifecycleTableHash)
 }
 
 // TestLifecycleRandomWalk fires random events with random guard outcomes and
 // failing actions at the machine and at an independent oracle built on
 // looplab/fsm, comparing them after every step.
-func TestLifecycleRandomWalk(t *testing.T) {
-	rapid.Check(t, func(rt *rapid.T) {
-		f := &lifecycleFake{}
-		m := NewLifecycle(f)
-		var last fsm.Step
-		var seen State // the state when the observer ran
-		m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) { last, seen = s, m.State() }))
-		oracle, err := fsmtest.NewOracle(LifecycleTable())
-		if err != nil {
-			rt.Fatal(err)
-		}
-		n := rapid.IntRange(1, 64).Draw(rt, "steps")
-		for i := 0; i < n; i++ {
-			e := Event(rapid.IntRange(1, len(eventNames)-1).Draw(rt, "event"))
-			f.pass = rapid.Uint64().Draw(rt, "pass")
-			f.fail = rapid.SampledFrom(lifecycleActions).Draw(rt, "fail")
-			f.calls, f.args = nil, nil
-			from := m.State()
-			err := lifecycleFire(m, e)
-			want := oracle.Fire(e.String(),
-				func(g string) bool { return f.pass&lifecycleGuardBits[g] != 0 },
-				func(a string) bool { return a == f.fail })
-			if m.State().String() != want.To || oracle.State() != want.To {
-				rt.Fatalf("step %d: %v in %v: state %v, oracle %v", i, e, from, m.State(), want.To)
-			}
-			errName := want.Err
-			if want.Action != "" {
-				errName = "action"
-			}
-			switch {
-			case errName == "" && err != nil,
-				errName == "action" && err != errLifecycleFakeAction,
-				errName != "" && errName != "action" && !errors.Is(err, lifecycleErrors[errName]):
-				rt.Fatalf("step %d: %v in %v: error %v, oracle %q", i, e, from, err, errName)
-			}
-			var r *fsm.Refusal
-			if errors.As(err, &r) && r.Guard != want.Guard {
-				rt.Fatalf("step %d: %v in %v: refused by guard %q, oracle %q", i, e, from, r.Guard, want.Guard)
-			}
-			if !slices.Equal(f.calls, want.Called) {
-				rt.Fatalf("step %d: %v in %v: calls %v, oracle %v", i, e, from, f.calls, want.Called)
-			}
-			lifecycleCheckArgs(f, e, rt.Fatalf)
-			if last.Row != want.Row || last.From != from.String() || last.To != want.To || last.Err != err {
-				rt.Fatalf("step %d: observed %+v, oracle row %d to %v", i, last, want.Row, want.To)
-			}
-			if seen.String() != last.To {
-				rt.Fatalf("step %d: the observer saw the machine in %v, and a step to %v", i, seen, last.To)
-			}
-		}
-	})
-}
+func TestLifecycleRandomWalk(t *testing.T) { lifecycleHarness.RandomWalk(t) }

@@ -165,7 +165,7 @@ func guardsTable(n int) string {
 func TestGuardOutcomesUpToTenGuards(t *testing.T) {
 	for n, want := range map[int]int{9: 1 << 9, 10: 1 << 10, 11: 0} {
 		g := emitAll(t, "many.yaml", guardsTable(n))
-		if got := strings.Count(g.tests, `{"A/Go/`); got != want {
+		if got := strings.Count(g.tests, `{Name: "A/Go/`); got != want {
 			t.Errorf("%d guards: %d GuardOutcomes cases, want %d", n, got, want)
 		}
 	}
@@ -184,11 +184,11 @@ func TestPathsAreShortest(t *testing.T) {
 		"  - {from: E, on: ToD, to: D}\n" +
 		"  - {from: B, on: ToD, to: D}\n"
 	g := emitAll(t, "maze.yaml", src)
-	line := regexp.MustCompile(`(?m)^\tStateD: \{(.*)\},$`).FindStringSubmatch(g.tests)
+	line := regexp.MustCompile(`(?m)^\t\tStateD: \{(.*)\},$`).FindStringSubmatch(g.tests)
 	if line == nil {
 		t.Fatalf("no path to D in:\n%s", g.tests)
 	}
-	if got := strings.Count(line[1], "{Event"); got != 2 {
+	if got := strings.Count(line[1], "{Event:"); got != 2 {
 		t.Errorf("the path to D takes %d steps, want 2: %s", got, line[0])
 	}
 }

@@ -3,53 +3,23 @@
 package turnstile
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"os"
-	"reflect"
-	"slices"
-	"strings"
 	"testing"
 
-	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/fsm/fsmtest"
-	"pgregory.net/rapid"
 )
 
-// turnstileFake is a fake of TurnstileHandlers: guard i holds when bit i of pass is
-// set, the action named fail fails, calls records every call and args
-// the arguments of each.
-type turnstileFake struct {
-	pass  uint64
-	fail  string
-	calls []string
-	args  [][]any
-}
+// turnstileFake is a fake of TurnstileHandlers on an fsmtest.Fake: guard i of
+// the table holds when bit i of its Pass is set, the action named by its Fail
+// fails, and every call is recorded with its arguments.
+type turnstileFake struct{ f *fsmtest.Fake }
 
-var errTurnstileFakeAction = errors.New("fake action failed")
+func (h turnstileFake) EnoughMoney(a0 int) bool { return h.f.Guard(0x1, "EnoughMoney", a0) }
+func (h turnstileFake) ArmFree() bool           { return h.f.Guard(0x2, "ArmFree") }
+func (h turnstileFake) Collect(a0 int) error    { return h.f.Action("Collect", a0) }
+func (h turnstileFake) Count() error            { return h.f.Action("Count") }
 
-func (f *turnstileFake) guard(bit uint64, name string, args ...any) bool {
-	f.calls = append(f.calls, name)
-	f.args = append(f.args, args)
-	return f.pass&bit != 0
-}
-
-func (f *turnstileFake) action(name string, args ...any) error {
-	f.calls = append(f.calls, name)
-	f.args = append(f.args, args)
-	if f.fail == name {
-		return errTurnstileFakeAction
-	}
-	return nil
-}
-
-func (f *turnstileFake) EnoughMoney(a0 int) bool { return f.guard(0x1, "EnoughMoney", a0) }
-func (f *turnstileFake) ArmFree() bool           { return f.guard(0x2, "ArmFree") }
-func (f *turnstileFake) Collect(a0 int) error    { return f.action("Collect", a0) }
-func (f *turnstileFake) Count() error            { return f.action("Count") }
-
-var _ TurnstileHandlers = (*turnstileFake)(nil)
+var _ TurnstileHandlers = turnstileFake{}
 
 // turnstilePayloadCoin is what Coin is fired with in these tests: for each
 // field, a value of its type made by fsmtest.Value from a seed of its own.
@@ -72,336 +42,87 @@ func turnstileFire(m *Turnstile, e Event) error {
 	return errors.New("no such event: " + e.String())
 }
 
-// turnstilePayloads is the payload of each event, by field.
-var turnstilePayloads = map[Event]map[string]any{
-	EventCoin: {"cents": turnstilePayloadCoin.cents},
-}
-
-// turnstileUses is the payload fields each guard and action reads.
-var turnstileUses = map[string][]string{
-	"EnoughMoney": {"cents"},
-	"ArmFree":     nil,
-	"Collect":     {"cents"},
-	"Count":       nil,
-}
-
-// turnstileCheckArgs reports, through report, every guard or action
-// call of f that did not get the payload of e it reads.
-func turnstileCheckArgs(f *turnstileFake, e Event, report func(format string, args ...any)) {
-	for i, name := range f.calls {
-		uses := turnstileUses[name]
-		if len(f.args[i]) != len(uses) {
-			report("%v: %s got %d arguments, want %d", e, name, len(f.args[i]), len(uses))
-			continue
-		}
-		for j, field := range uses {
-			if want := turnstilePayloads[e][field]; !fsmtest.Same(f.args[i][j], want) {
-				report("%v: %s got %s = %s, want the payload's %s", e, name, field, fsmtest.Show(f.args[i][j]), fsmtest.Show(want))
-			}
-		}
-	}
-}
-
-// turnstileErrors maps the table's error names to their sentinels.
-var turnstileErrors = map[string]error{
-	"ErrNotNow":   ErrNotNow,
-	"ErrTooCheap": ErrTooCheap,
-	"ErrJammed":   ErrJammed,
-}
-
-var turnstileGuardBits = map[string]uint64{
-	"EnoughMoney": 0x1,
-	"ArmFree":     0x2,
-}
-
-var turnstileActions = []string{"", "Collect", "Count"}
-
-type turnstileStep struct {
-	event Event
-	pass  uint64
-}
-
-// turnstilePaths is the shortest way from Locked to every state.
-var turnstilePaths = map[State][]turnstileStep{
-	StateLocked:   {},
-	StateUnlocked: {{EventCoin, 0x3}},
-	StateBroken:   {{EventSmash, 0x3}},
-}
-
-// turnstileAt returns a machine driven from its initial state to state s
-// through its public methods only.
-func turnstileAt(t *testing.T, f *turnstileFake, s State) *Turnstile {
-	t.Helper()
-	m := NewTurnstile(f)
-	for _, st := range turnstilePaths[s] {
-		f.pass, f.fail = st.pass, ""
-		if err := turnstileFire(m, st.event); err != nil {
-			t.Fatalf("on the way to %v: %v: %v", s, st.event, err)
-		}
-	}
-	if m.State() != s {
-		t.Fatalf("path to %v ends in %v", s, m.State())
-	}
-	return m
-}
-
-type turnstileCase struct {
-	name  string
-	from  State
-	event Event
-	pass  uint64
-	fail  string
-	to    State
-	row   int
-	err   string // a declared error, "action" for the failing action, "" for none
-	guard string
-	calls string
-}
-
-func turnstileRun(t *testing.T, cases []turnstileCase) {
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			f := &turnstileFake{}
-			m := turnstileAt(t, f, c.from)
-			var steps []fsm.Step
-			m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) {
-				steps = append(steps, s)
-				if got := m.State().String(); got != s.To {
-					t.Errorf("the observer saw the machine in %s, and a step to %s: it ran before the step was complete", got, s.To)
-				}
-			}))
-			f.pass, f.fail, f.calls, f.args = c.pass, c.fail, nil, nil
-			err := turnstileFire(m, c.event)
-			if got := m.State(); got != c.to {
-				t.Errorf("state = %v, want %v", got, c.to)
-			}
-			turnstileCheckErr(t, err, c.from, c.event, c.err, c.guard)
-			if got := strings.Join(f.calls, ","); got != c.calls {
-				t.Errorf("calls = %q, want %q", got, c.calls)
-			}
-			turnstileCheckArgs(f, c.event, t.Errorf)
-			want := fsm.Step{Machine: "Turnstile", From: c.from.String(), Event: c.event.String(), To: c.to.String(), Row: c.row}
-			if len(steps) != 1 {
-				t.Errorf("observed %d steps, want one %+v", len(steps), want)
-			} else if got := steps[0]; got.Err != err {
-				t.Errorf("observed error %v, the event returned %v", got.Err, err)
-			} else if got.Err = nil; got != want {
-				t.Errorf("observed %+v, want %+v", got, want)
-			}
-		})
-	}
-}
-
-func turnstileCheckErr(t *testing.T, err error, from State, e Event, want, guard string) {
-	t.Helper()
-	switch want {
-	case "":
-		if err != nil {
-			t.Errorf("error = %v, want none", err)
-		}
-	case "action":
-		if err != errTurnstileFakeAction {
-			t.Errorf("error = %v, want the failing action's, as it is", err)
-		}
-	default:
-		var r *fsm.Refusal
-		if !errors.Is(err, turnstileErrors[want]) || !errors.As(err, &r) {
-			t.Errorf("error = %v, want a refusal with %s", err, want)
-			return
-		}
-		if r.Guard != guard || r.State != from.String() || r.Event != e.String() || r.Machine != "Turnstile" {
-			t.Errorf("refusal = %+v, want guard %q in %v on %v", r, guard, from, e)
-		}
-	}
+// turnstileHarness runs the tests below on Turnstile through its public API.
+var turnstileHarness = &fsmtest.Harness[*Turnstile, State, Event]{
+	Table: TurnstileTable(),
+	New:   func(f *fsmtest.Fake) *Turnstile { return NewTurnstile(turnstileFake{f}) },
+	Fire:  turnstileFire,
+	Payloads: map[Event]map[string]any{
+		EventCoin: {"cents": turnstilePayloadCoin.cents},
+	},
+	Errors: map[string]error{
+		"ErrNotNow":   ErrNotNow,
+		"ErrTooCheap": ErrTooCheap,
+		"ErrJammed":   ErrJammed,
+	},
+	// The shortest way from Locked to every state.
+	Paths: map[State][]fsmtest.Step[Event]{
+		StateLocked:   {},
+		StateUnlocked: {{Event: EventCoin, Pass: 0x3}},
+		StateBroken:   {{Event: EventSmash, Pass: 0x3}},
+	},
 }
 
 // Every event in every state, with every guard holding.
 func TestTurnstileMatrix(t *testing.T) {
-	turnstileRun(t, []turnstileCase{
-		{"Locked/Coin", StateLocked, EventCoin, 0x3, "", StateUnlocked, 0, "", "", "EnoughMoney,Collect"},
-		{"Locked/Push", StateLocked, EventPush, 0x3, "", StateLocked, -1, "ErrNotNow", "", ""},
-		{"Locked/Smash", StateLocked, EventSmash, 0x3, "", StateBroken, 2, "", "", ""},
-		{"Unlocked/Coin", StateUnlocked, EventCoin, 0x3, "", StateUnlocked, -1, "ErrNotNow", "", ""},
-		{"Unlocked/Push", StateUnlocked, EventPush, 0x3, "", StateLocked, 1, "", "", "ArmFree,Count"},
-		{"Unlocked/Smash", StateUnlocked, EventSmash, 0x3, "", StateBroken, 2, "", "", ""},
-		{"Broken/Coin", StateBroken, EventCoin, 0x3, "", StateBroken, -1, "ErrNotNow", "", ""},
-		{"Broken/Push", StateBroken, EventPush, 0x3, "", StateBroken, -1, "ErrNotNow", "", ""},
-		{"Broken/Smash", StateBroken, EventSmash, 0x3, "", StateBroken, -1, "ErrNotNow", "", ""},
+	turnstileHarness.Run(t, []fsmtest.Case[State, Event]{
+		{Name: "Locked/Coin", From: StateLocked, Event: EventCoin, Pass: 0x3, To: StateUnlocked, Row: 0, Calls: "EnoughMoney,Collect"},
+		{Name: "Locked/Push", From: StateLocked, Event: EventPush, Pass: 0x3, To: StateLocked, Row: -1, Err: "ErrNotNow"},
+		{Name: "Locked/Smash", From: StateLocked, Event: EventSmash, Pass: 0x3, To: StateBroken, Row: 2},
+		{Name: "Unlocked/Coin", From: StateUnlocked, Event: EventCoin, Pass: 0x3, To: StateUnlocked, Row: -1, Err: "ErrNotNow"},
+		{Name: "Unlocked/Push", From: StateUnlocked, Event: EventPush, Pass: 0x3, To: StateLocked, Row: 1, Calls: "ArmFree,Count"},
+		{Name: "Unlocked/Smash", From: StateUnlocked, Event: EventSmash, Pass: 0x3, To: StateBroken, Row: 2},
+		{Name: "Broken/Coin", From: StateBroken, Event: EventCoin, Pass: 0x3, To: StateBroken, Row: -1, Err: "ErrNotNow"},
+		{Name: "Broken/Push", From: StateBroken, Event: EventPush, Pass: 0x3, To: StateBroken, Row: -1, Err: "ErrNotNow"},
+		{Name: "Broken/Smash", From: StateBroken, Event: EventSmash, Pass: 0x3, To: StateBroken, Row: -1, Err: "ErrNotNow"},
 	})
 }
 
 // Every combination of guard outcomes of every (state, event) group with
 // guards.
 func TestTurnstileGuardOutcomes(t *testing.T) {
-	turnstileRun(t, []turnstileCase{
-		{"Locked/Coin/-EnoughMoney", StateLocked, EventCoin, 0x0, "", StateLocked, -1, "ErrTooCheap", "EnoughMoney", "EnoughMoney"},
-		{"Locked/Coin/+EnoughMoney", StateLocked, EventCoin, 0x1, "", StateUnlocked, 0, "", "", "EnoughMoney,Collect"},
-		{"Unlocked/Push/-ArmFree", StateUnlocked, EventPush, 0x0, "", StateUnlocked, -1, "ErrJammed", "ArmFree", "ArmFree"},
-		{"Unlocked/Push/+ArmFree", StateUnlocked, EventPush, 0x2, "", StateLocked, 1, "", "", "ArmFree,Count"},
+	turnstileHarness.Run(t, []fsmtest.Case[State, Event]{
+		{Name: "Locked/Coin/-EnoughMoney", From: StateLocked, Event: EventCoin, Pass: 0x0, To: StateLocked, Row: -1, Err: "ErrTooCheap", Guard: "EnoughMoney", Calls: "EnoughMoney"},
+		{Name: "Locked/Coin/+EnoughMoney", From: StateLocked, Event: EventCoin, Pass: 0x1, To: StateUnlocked, Row: 0, Calls: "EnoughMoney,Collect"},
+		{Name: "Unlocked/Push/-ArmFree", From: StateUnlocked, Event: EventPush, Pass: 0x0, To: StateUnlocked, Row: -1, Err: "ErrJammed", Guard: "ArmFree", Calls: "ArmFree"},
+		{Name: "Unlocked/Push/+ArmFree", From: StateUnlocked, Event: EventPush, Pass: 0x2, To: StateLocked, Row: 1, Calls: "ArmFree,Count"},
 	})
 }
 
 // Every row taken in every state it applies in, then each of its actions
 // failing in turn.
 func TestTurnstileRows(t *testing.T) {
-	turnstileRun(t, []turnstileCase{
-		{"row0/Locked/Coin", StateLocked, EventCoin, 0x3, "", StateUnlocked, 0, "", "", "EnoughMoney,Collect"},
-		{"row0/Locked/Coin/CollectFails", StateLocked, EventCoin, 0x3, "Collect", StateLocked, 0, "action", "", "EnoughMoney,Collect"},
-		{"row1/Unlocked/Push", StateUnlocked, EventPush, 0x3, "", StateLocked, 1, "", "", "ArmFree,Count"},
-		{"row1/Unlocked/Push/CountFails", StateUnlocked, EventPush, 0x3, "Count", StateUnlocked, 1, "action", "", "ArmFree,Count"},
-		{"row2/Locked/Smash", StateLocked, EventSmash, 0x3, "", StateBroken, 2, "", "", ""},
-		{"row2/Unlocked/Smash", StateUnlocked, EventSmash, 0x3, "", StateBroken, 2, "", "", ""},
+	turnstileHarness.Run(t, []fsmtest.Case[State, Event]{
+		{Name: "row0/Locked/Coin", From: StateLocked, Event: EventCoin, Pass: 0x3, To: StateUnlocked, Row: 0, Calls: "EnoughMoney,Collect"},
+		{Name: "row0/Locked/Coin/CollectFails", From: StateLocked, Event: EventCoin, Pass: 0x3, Fail: "Collect", To: StateLocked, Row: 0, Err: "action", Calls: "EnoughMoney,Collect"},
+		{Name: "row1/Unlocked/Push", From: StateUnlocked, Event: EventPush, Pass: 0x3, To: StateLocked, Row: 1, Calls: "ArmFree,Count"},
+		{Name: "row1/Unlocked/Push/CountFails", From: StateUnlocked, Event: EventPush, Pass: 0x3, Fail: "Count", To: StateUnlocked, Row: 1, Err: "action", Calls: "ArmFree,Count"},
+		{Name: "row2/Locked/Smash", From: StateLocked, Event: EventSmash, Pass: 0x3, To: StateBroken, Row: 2},
+		{Name: "row2/Unlocked/Smash", From: StateUnlocked, Event: EventSmash, Pass: 0x3, To: StateBroken, Row: 2},
 	})
 }
 
 // TestTurnstileShortestPaths drives the machine to every state by the
 // shortest path, checking each step.
-func TestTurnstileShortestPaths(t *testing.T) {
-	for i := 1; i < len(stateNames); i++ {
-		s := State(i)
-		path, ok := turnstilePaths[s]
-		if !ok {
-			t.Errorf("no path to %v", s)
-			continue
-		}
-		t.Run(s.String(), func(t *testing.T) {
-			f := &turnstileFake{}
-			m := NewTurnstile(f)
-			for i, st := range path {
-				f.pass = st.pass
-				if err := turnstileFire(m, st.event); err != nil {
-					t.Fatalf("step %d (%v): %v", i, st.event, err)
-				}
-			}
-			if m.State() != s {
-				t.Fatalf("ended in %v", m.State())
-			}
-		})
-	}
-}
+func TestTurnstileShortestPaths(t *testing.T) { turnstileHarness.ShortestPaths(t) }
 
-func TestTurnstileStrings(t *testing.T) {
-	table := TurnstileTable()
-	for i, s := range table.States {
-		if got := State(i + 1).String(); got != s.Name {
-			t.Errorf("State(%d) = %q, want %q", i+1, got, s.Name)
-		}
-		if State(i+1).Terminal() != s.Terminal {
-			t.Errorf("%s.Terminal() = %v", s.Name, !s.Terminal)
-		}
-	}
-	for i, e := range table.Events {
-		if got := Event(i + 1).String(); got != e.Name {
-			t.Errorf("Event(%d) = %q, want %q", i+1, got, e.Name)
-		}
-	}
-	if State(0).String() != "State(0)" || Event(0).String() != "Event(0)" {
-		t.Error("the zero State or Event has a name")
-	}
-}
+// TestTurnstileStrings checks the names of states and events.
+func TestTurnstileStrings(t *testing.T) { turnstileHarness.Strings(t) }
 
 // TestTurnstileWithoutHandlers fires every event at a machine made with nil
 // handlers and at the zero machine: each returns fsm.ErrNoMachine and
 // stays where it is.
 func TestTurnstileWithoutHandlers(t *testing.T) {
-	for i := 1; i < len(eventNames); i++ {
-		e := Event(i)
-		m := NewTurnstile(nil)
-		from := m.State()
-		if err := turnstileFire(m, e); err != fsm.ErrNoMachine {
-			t.Errorf("%v with nil handlers: error %v, want fsm.ErrNoMachine", e, err)
-		}
-		if m.State() != from {
-			t.Errorf("%v with nil handlers: moved from %v to %v", e, from, m.State())
-		}
-		var zero Turnstile
-		if err := turnstileFire(&zero, e); err != fsm.ErrNoMachine {
-			t.Errorf("%v on the zero machine: error %v, want fsm.ErrNoMachine", e, err)
-		}
-		if zero.State() != 0 {
-			t.Errorf("%v on the zero machine: moved to %v", e, zero.State())
-		}
-	}
+	turnstileHarness.WithoutHandlers(t, func() *Turnstile { return NewTurnstile(nil) }, func() *Turnstile { return new(Turnstile) })
 }
 
 // TestTurnstileTableIsCurrent fails when turnstile.yaml changed after this code was
 // generated, or when TurnstileTable() or the error sentinels do not describe it.
 func TestTurnstileTableIsCurrent(t *testing.T) {
-	src, err := os.ReadFile("turnstile.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(src)
-	if got := "sha256:" + hex.EncodeToString(sum[:]); got != TurnstileTableHash {
-		t.Fatalf("%s changed since this code was generated: run go generate", "turnstile.yaml")
-	}
-	parsed, err := fsm.Load("turnstile.yaml", src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(parsed.WithoutPositions(), TurnstileTable()) {
-		t.Fatalf("TurnstileTable() differs from %s", "turnstile.yaml")
-	}
-	for _, e := range parsed.Errors {
-		want := parsed.Package + ": " + e.Message
-		if err := turnstileErrors[e.Name]; err == nil || err.Error() != want {
-			t.Errorf("sentinel %s = %v, want %q", e.Name, err, want)
-		}
-	}
+	turnstileHarness.TableIsCurrent(t, "turnstile.yaml", "turnstile.yaml", TurnstileTableHash)
 }
 
 // TestTurnstileRandomWalk fires random events with random guard outcomes and
 // failing actions at the machine and at an independent oracle built on
 // looplab/fsm, comparing them after every step.
-func TestTurnstileRandomWalk(t *testing.T) {
-	rapid.Check(t, func(rt *rapid.T) {
-		f := &turnstileFake{}
-		m := NewTurnstile(f)
-		var last fsm.Step
-		var seen State // the state when the observer ran
-		m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) { last, seen = s, m.State() }))
-		oracle, err := fsmtest.NewOracle(TurnstileTable())
-		if err != nil {
-			rt.Fatal(err)
-		}
-		n := rapid.IntRange(1, 64).Draw(rt, "steps")
-		for i := 0; i < n; i++ {
-			e := Event(rapid.IntRange(1, len(eventNames)-1).Draw(rt, "event"))
-			f.pass = rapid.Uint64().Draw(rt, "pass")
-			f.fail = rapid.SampledFrom(turnstileActions).Draw(rt, "fail")
-			f.calls, f.args = nil, nil
-			from := m.State()
-			err := turnstileFire(m, e)
-			want := oracle.Fire(e.String(),
-				func(g string) bool { return f.pass&turnstileGuardBits[g] != 0 },
-				func(a string) bool { return a == f.fail })
-			if m.State().String() != want.To || oracle.State() != want.To {
-				rt.Fatalf("step %d: %v in %v: state %v, oracle %v", i, e, from, m.State(), want.To)
-			}
-			errName := want.Err
-			if want.Action != "" {
-				errName = "action"
-			}
-			switch {
-			case errName == "" && err != nil,
-				errName == "action" && err != errTurnstileFakeAction,
-				errName != "" && errName != "action" && !errors.Is(err, turnstileErrors[errName]):
-				rt.Fatalf("step %d: %v in %v: error %v, oracle %q", i, e, from, err, errName)
-			}
-			var r *fsm.Refusal
-			if errors.As(err, &r) && r.Guard != want.Guard {
-				rt.Fatalf("step %d: %v in %v: refused by guard %q, oracle %q", i, e, from, r.Guard, want.Guard)
-			}
-			if !slices.Equal(f.calls, want.Called) {
-				rt.Fatalf("step %d: %v in %v: calls %v, oracle %v", i, e, from, f.calls, want.Called)
-			}
-			turnstileCheckArgs(f, e, rt.Fatalf)
-			if last.Row != want.Row || last.From != from.String() || last.To != want.To || last.Err != err {
-				rt.Fatalf("step %d: observed %+v, oracle row %d to %v", i, last, want.Row, want.To)
-			}
-			if seen.String() != last.To {
-				rt.Fatalf("step %d: the observer saw the machine in %v, and a step to %v", i, seen, last.To)
-			}
-		}
-	})
-}
+func TestTurnstileRandomWalk(t *testing.T) { turnstileHarness.RandomWalk(t) }

@@ -3,58 +3,28 @@
 package order
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
-	"os"
-	"reflect"
-	"slices"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/fsm/fsmtest"
-	"pgregory.net/rapid"
 )
 
-// orderFake is a fake of OrderHandlers: guard i holds when bit i of pass is
-// set, the action named fail fails, calls records every call and args
-// the arguments of each.
-type orderFake struct {
-	pass  uint64
-	fail  string
-	calls []string
-	args  [][]any
-}
+// orderFake is a fake of OrderHandlers on an fsmtest.Fake: guard i of the
+// table holds when bit i of its Pass is set, the action named by its Fail
+// fails, and every call is recorded with its arguments.
+type orderFake struct{ f *fsmtest.Fake }
 
-var errOrderFakeAction = errors.New("fake action failed")
+func (h orderFake) InStock(a0 string, a1 int) bool      { return h.f.Guard(0x1, "InStock", a0, a1) }
+func (h orderFake) HasItems() bool                      { return h.f.Guard(0x2, "HasItems") }
+func (h orderFake) PaysTotal(a0 int64) bool             { return h.f.Guard(0x4, "PaysTotal", a0) }
+func (h orderFake) Reserve(a0 string, a1 int) error     { return h.f.Action("Reserve", a0, a1) }
+func (h orderFake) Charge(a0 int64) error               { return h.f.Action("Charge", a0) }
+func (h orderFake) Track(a0 string, a1 time.Time) error { return h.f.Action("Track", a0, a1) }
+func (h orderFake) Refund() error                       { return h.f.Action("Refund") }
+func (h orderFake) Restock() error                      { return h.f.Action("Restock") }
 
-func (f *orderFake) guard(bit uint64, name string, args ...any) bool {
-	f.calls = append(f.calls, name)
-	f.args = append(f.args, args)
-	return f.pass&bit != 0
-}
-
-func (f *orderFake) action(name string, args ...any) error {
-	f.calls = append(f.calls, name)
-	f.args = append(f.args, args)
-	if f.fail == name {
-		return errOrderFakeAction
-	}
-	return nil
-}
-
-func (f *orderFake) InStock(a0 string, a1 int) bool      { return f.guard(0x1, "InStock", a0, a1) }
-func (f *orderFake) HasItems() bool                      { return f.guard(0x2, "HasItems") }
-func (f *orderFake) PaysTotal(a0 int64) bool             { return f.guard(0x4, "PaysTotal", a0) }
-func (f *orderFake) Reserve(a0 string, a1 int) error     { return f.action("Reserve", a0, a1) }
-func (f *orderFake) Charge(a0 int64) error               { return f.action("Charge", a0) }
-func (f *orderFake) Track(a0 string, a1 time.Time) error { return f.action("Track", a0, a1) }
-func (f *orderFake) Refund() error                       { return f.action("Refund") }
-func (f *orderFake) Restock() error                      { return f.action("Restock") }
-
-var _ OrderHandlers = (*orderFake)(nil)
+var _ OrderHandlers = orderFake{}
 
 // orderPayloadAddItem is what AddItem is fired with in these tests: for each
 // field, a value of its type made by fsmtest.Value from a seed of its own.
@@ -101,373 +71,119 @@ func orderFire(m *Order, e Event) error {
 	return errors.New("no such event: " + e.String())
 }
 
-// orderPayloads is the payload of each event, by field.
-var orderPayloads = map[Event]map[string]any{
-	EventAddItem: {"sku": orderPayloadAddItem.sku, "quantity": orderPayloadAddItem.quantity},
-	EventPay:     {"cents": orderPayloadPay.cents},
-	EventShip:    {"tracking": orderPayloadShip.tracking, "at": orderPayloadShip.at},
-}
-
-// orderUses is the payload fields each guard and action reads.
-var orderUses = map[string][]string{
-	"InStock":   {"sku", "quantity"},
-	"HasItems":  nil,
-	"PaysTotal": {"cents"},
-	"Reserve":   {"sku", "quantity"},
-	"Charge":    {"cents"},
-	"Track":     {"tracking", "at"},
-	"Refund":    nil,
-	"Restock":   nil,
-}
-
-// orderCheckArgs reports, through report, every guard or action
-// call of f that did not get the payload of e it reads.
-func orderCheckArgs(f *orderFake, e Event, report func(format string, args ...any)) {
-	for i, name := range f.calls {
-		uses := orderUses[name]
-		if len(f.args[i]) != len(uses) {
-			report("%v: %s got %d arguments, want %d", e, name, len(f.args[i]), len(uses))
-			continue
-		}
-		for j, field := range uses {
-			if want := orderPayloads[e][field]; !fsmtest.Same(f.args[i][j], want) {
-				report("%v: %s got %s = %s, want the payload's %s", e, name, field, fsmtest.Show(f.args[i][j]), fsmtest.Show(want))
-			}
-		}
-	}
-}
-
-// orderErrors maps the table's error names to their sentinels.
-var orderErrors = map[string]error{
-	"ErrNotNow":     ErrNotNow,
-	"ErrOutOfStock": ErrOutOfStock,
-	"ErrEmpty":      ErrEmpty,
-	"ErrUnderpaid":  ErrUnderpaid,
-	"ErrShipped":    ErrShipped,
-}
-
-var orderGuardBits = map[string]uint64{
-	"InStock":   0x1,
-	"HasItems":  0x2,
-	"PaysTotal": 0x4,
-}
-
-var orderActions = []string{"", "Reserve", "Charge", "Track", "Refund", "Restock"}
-
-type orderStep struct {
-	event Event
-	pass  uint64
-}
-
-// orderPaths is the shortest way from Open to every state.
-var orderPaths = map[State][]orderStep{
-	StateOpen:      {},
-	StatePaid:      {{EventPay, 0x7}},
-	StateShipped:   {{EventPay, 0x7}, {EventShip, 0x7}},
-	StateDelivered: {{EventPay, 0x7}, {EventShip, 0x7}, {EventDeliver, 0x7}},
-	StateCancelled: {{EventCancel, 0x7}},
-}
-
-// orderAt returns a machine driven from its initial state to state s
-// through its public methods only.
-func orderAt(t *testing.T, f *orderFake, s State) *Order {
-	t.Helper()
-	m := NewOrder(f)
-	for _, st := range orderPaths[s] {
-		f.pass, f.fail = st.pass, ""
-		if err := orderFire(m, st.event); err != nil {
-			t.Fatalf("on the way to %v: %v: %v", s, st.event, err)
-		}
-	}
-	if m.State() != s {
-		t.Fatalf("path to %v ends in %v", s, m.State())
-	}
-	return m
-}
-
-type orderCase struct {
-	name  string
-	from  State
-	event Event
-	pass  uint64
-	fail  string
-	to    State
-	row   int
-	err   string // a declared error, "action" for the failing action, "" for none
-	guard string
-	calls string
-}
-
-func orderRun(t *testing.T, cases []orderCase) {
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			f := &orderFake{}
-			m := orderAt(t, f, c.from)
-			var steps []fsm.Step
-			m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) {
-				steps = append(steps, s)
-				if got := m.State().String(); got != s.To {
-					t.Errorf("the observer saw the machine in %s, and a step to %s: it ran before the step was complete", got, s.To)
-				}
-			}))
-			f.pass, f.fail, f.calls, f.args = c.pass, c.fail, nil, nil
-			err := orderFire(m, c.event)
-			if got := m.State(); got != c.to {
-				t.Errorf("state = %v, want %v", got, c.to)
-			}
-			orderCheckErr(t, err, c.from, c.event, c.err, c.guard)
-			if got := strings.Join(f.calls, ","); got != c.calls {
-				t.Errorf("calls = %q, want %q", got, c.calls)
-			}
-			orderCheckArgs(f, c.event, t.Errorf)
-			want := fsm.Step{Machine: "Order", From: c.from.String(), Event: c.event.String(), To: c.to.String(), Row: c.row}
-			if len(steps) != 1 {
-				t.Errorf("observed %d steps, want one %+v", len(steps), want)
-			} else if got := steps[0]; got.Err != err {
-				t.Errorf("observed error %v, the event returned %v", got.Err, err)
-			} else if got.Err = nil; got != want {
-				t.Errorf("observed %+v, want %+v", got, want)
-			}
-		})
-	}
-}
-
-func orderCheckErr(t *testing.T, err error, from State, e Event, want, guard string) {
-	t.Helper()
-	switch want {
-	case "":
-		if err != nil {
-			t.Errorf("error = %v, want none", err)
-		}
-	case "action":
-		if err != errOrderFakeAction {
-			t.Errorf("error = %v, want the failing action's, as it is", err)
-		}
-	default:
-		var r *fsm.Refusal
-		if !errors.Is(err, orderErrors[want]) || !errors.As(err, &r) {
-			t.Errorf("error = %v, want a refusal with %s", err, want)
-			return
-		}
-		if r.Guard != guard || r.State != from.String() || r.Event != e.String() || r.Machine != "Order" {
-			t.Errorf("refusal = %+v, want guard %q in %v on %v", r, guard, from, e)
-		}
-	}
+// orderHarness runs the tests below on Order through its public API.
+var orderHarness = &fsmtest.Harness[*Order, State, Event]{
+	Table: OrderTable(),
+	New:   func(f *fsmtest.Fake) *Order { return NewOrder(orderFake{f}) },
+	Fire:  orderFire,
+	Payloads: map[Event]map[string]any{
+		EventAddItem: {"sku": orderPayloadAddItem.sku, "quantity": orderPayloadAddItem.quantity},
+		EventPay:     {"cents": orderPayloadPay.cents},
+		EventShip:    {"tracking": orderPayloadShip.tracking, "at": orderPayloadShip.at},
+	},
+	Errors: map[string]error{
+		"ErrNotNow":     ErrNotNow,
+		"ErrOutOfStock": ErrOutOfStock,
+		"ErrEmpty":      ErrEmpty,
+		"ErrUnderpaid":  ErrUnderpaid,
+		"ErrShipped":    ErrShipped,
+	},
+	// The shortest way from Open to every state.
+	Paths: map[State][]fsmtest.Step[Event]{
+		StateOpen:      {},
+		StatePaid:      {{Event: EventPay, Pass: 0x7}},
+		StateShipped:   {{Event: EventPay, Pass: 0x7}, {Event: EventShip, Pass: 0x7}},
+		StateDelivered: {{Event: EventPay, Pass: 0x7}, {Event: EventShip, Pass: 0x7}, {Event: EventDeliver, Pass: 0x7}},
+		StateCancelled: {{Event: EventCancel, Pass: 0x7}},
+	},
 }
 
 // Every event in every state, with every guard holding.
 func TestOrderMatrix(t *testing.T) {
-	orderRun(t, []orderCase{
-		{"Open/AddItem", StateOpen, EventAddItem, 0x7, "", StateOpen, 0, "", "", "InStock,Reserve"},
-		{"Open/Pay", StateOpen, EventPay, 0x7, "", StatePaid, 1, "", "", "HasItems,PaysTotal,Charge"},
-		{"Open/Ship", StateOpen, EventShip, 0x7, "", StateOpen, -1, "ErrNotNow", "", ""},
-		{"Open/Deliver", StateOpen, EventDeliver, 0x7, "", StateOpen, -1, "ErrNotNow", "", ""},
-		{"Open/Cancel", StateOpen, EventCancel, 0x7, "", StateCancelled, 5, "", "", "Restock"},
-		{"Paid/AddItem", StatePaid, EventAddItem, 0x7, "", StatePaid, -1, "ErrNotNow", "", ""},
-		{"Paid/Pay", StatePaid, EventPay, 0x7, "", StatePaid, 2, "", "", ""},
-		{"Paid/Ship", StatePaid, EventShip, 0x7, "", StateShipped, 3, "", "", "Track"},
-		{"Paid/Deliver", StatePaid, EventDeliver, 0x7, "", StatePaid, -1, "ErrNotNow", "", ""},
-		{"Paid/Cancel", StatePaid, EventCancel, 0x7, "", StateCancelled, 6, "", "", "Refund,Restock"},
-		{"Shipped/AddItem", StateShipped, EventAddItem, 0x7, "", StateShipped, -1, "ErrNotNow", "", ""},
-		{"Shipped/Pay", StateShipped, EventPay, 0x7, "", StateShipped, -1, "ErrNotNow", "", ""},
-		{"Shipped/Ship", StateShipped, EventShip, 0x7, "", StateShipped, -1, "ErrNotNow", "", ""},
-		{"Shipped/Deliver", StateShipped, EventDeliver, 0x7, "", StateDelivered, 4, "", "", ""},
-		{"Shipped/Cancel", StateShipped, EventCancel, 0x7, "", StateShipped, 7, "ErrShipped", "", ""},
-		{"Delivered/AddItem", StateDelivered, EventAddItem, 0x7, "", StateDelivered, -1, "ErrNotNow", "", ""},
-		{"Delivered/Pay", StateDelivered, EventPay, 0x7, "", StateDelivered, -1, "ErrNotNow", "", ""},
-		{"Delivered/Ship", StateDelivered, EventShip, 0x7, "", StateDelivered, -1, "ErrNotNow", "", ""},
-		{"Delivered/Deliver", StateDelivered, EventDeliver, 0x7, "", StateDelivered, -1, "ErrNotNow", "", ""},
-		{"Delivered/Cancel", StateDelivered, EventCancel, 0x7, "", StateDelivered, -1, "ErrNotNow", "", ""},
-		{"Cancelled/AddItem", StateCancelled, EventAddItem, 0x7, "", StateCancelled, -1, "", "", ""},
-		{"Cancelled/Pay", StateCancelled, EventPay, 0x7, "", StateCancelled, -1, "", "", ""},
-		{"Cancelled/Ship", StateCancelled, EventShip, 0x7, "", StateCancelled, -1, "", "", ""},
-		{"Cancelled/Deliver", StateCancelled, EventDeliver, 0x7, "", StateCancelled, -1, "", "", ""},
-		{"Cancelled/Cancel", StateCancelled, EventCancel, 0x7, "", StateCancelled, -1, "", "", ""},
+	orderHarness.Run(t, []fsmtest.Case[State, Event]{
+		{Name: "Open/AddItem", From: StateOpen, Event: EventAddItem, Pass: 0x7, To: StateOpen, Row: 0, Calls: "InStock,Reserve"},
+		{Name: "Open/Pay", From: StateOpen, Event: EventPay, Pass: 0x7, To: StatePaid, Row: 1, Calls: "HasItems,PaysTotal,Charge"},
+		{Name: "Open/Ship", From: StateOpen, Event: EventShip, Pass: 0x7, To: StateOpen, Row: -1, Err: "ErrNotNow"},
+		{Name: "Open/Deliver", From: StateOpen, Event: EventDeliver, Pass: 0x7, To: StateOpen, Row: -1, Err: "ErrNotNow"},
+		{Name: "Open/Cancel", From: StateOpen, Event: EventCancel, Pass: 0x7, To: StateCancelled, Row: 5, Calls: "Restock"},
+		{Name: "Paid/AddItem", From: StatePaid, Event: EventAddItem, Pass: 0x7, To: StatePaid, Row: -1, Err: "ErrNotNow"},
+		{Name: "Paid/Pay", From: StatePaid, Event: EventPay, Pass: 0x7, To: StatePaid, Row: 2},
+		{Name: "Paid/Ship", From: StatePaid, Event: EventShip, Pass: 0x7, To: StateShipped, Row: 3, Calls: "Track"},
+		{Name: "Paid/Deliver", From: StatePaid, Event: EventDeliver, Pass: 0x7, To: StatePaid, Row: -1, Err: "ErrNotNow"},
+		{Name: "Paid/Cancel", From: StatePaid, Event: EventCancel, Pass: 0x7, To: StateCancelled, Row: 6, Calls: "Refund,Restock"},
+		{Name: "Shipped/AddItem", From: StateShipped, Event: EventAddItem, Pass: 0x7, To: StateShipped, Row: -1, Err: "ErrNotNow"},
+		{Name: "Shipped/Pay", From: StateShipped, Event: EventPay, Pass: 0x7, To: StateShipped, Row: -1, Err: "ErrNotNow"},
+		{Name: "Shipped/Ship", From: StateShipped, Event: EventShip, Pass: 0x7, To: StateShipped, Row: -1, Err: "ErrNotNow"},
+		{Name: "Shipped/Deliver", From: StateShipped, Event: EventDeliver, Pass: 0x7, To: StateDelivered, Row: 4},
+		{Name: "Shipped/Cancel", From: StateShipped, Event: EventCancel, Pass: 0x7, To: StateShipped, Row: 7, Err: "ErrShipped"},
+		{Name: "Delivered/AddItem", From: StateDelivered, Event: EventAddItem, Pass: 0x7, To: StateDelivered, Row: -1, Err: "ErrNotNow"},
+		{Name: "Delivered/Pay", From: StateDelivered, Event: EventPay, Pass: 0x7, To: StateDelivered, Row: -1, Err: "ErrNotNow"},
+		{Name: "Delivered/Ship", From: StateDelivered, Event: EventShip, Pass: 0x7, To: StateDelivered, Row: -1, Err: "ErrNotNow"},
+		{Name: "Delivered/Deliver", From: StateDelivered, Event: EventDeliver, Pass: 0x7, To: StateDelivered, Row: -1, Err: "ErrNotNow"},
+		{Name: "Delivered/Cancel", From: StateDelivered, Event: EventCancel, Pass: 0x7, To: StateDelivered, Row: -1, Err: "ErrNotNow"},
+		{Name: "Cancelled/AddItem", From: StateCancelled, Event: EventAddItem, Pass: 0x7, To: StateCancelled, Row: -1},
+		{Name: "Cancelled/Pay", From: StateCancelled, Event: EventPay, Pass: 0x7, To: StateCancelled, Row: -1},
+		{Name: "Cancelled/Ship", From: StateCancelled, Event: EventShip, Pass: 0x7, To: StateCancelled, Row: -1},
+		{Name: "Cancelled/Deliver", From: StateCancelled, Event: EventDeliver, Pass: 0x7, To: StateCancelled, Row: -1},
+		{Name: "Cancelled/Cancel", From: StateCancelled, Event: EventCancel, Pass: 0x7, To: StateCancelled, Row: -1},
 	})
 }
 
 // Every combination of guard outcomes of every (state, event) group with
 // guards.
 func TestOrderGuardOutcomes(t *testing.T) {
-	orderRun(t, []orderCase{
-		{"Open/AddItem/-InStock", StateOpen, EventAddItem, 0x0, "", StateOpen, -1, "ErrOutOfStock", "InStock", "InStock"},
-		{"Open/AddItem/+InStock", StateOpen, EventAddItem, 0x1, "", StateOpen, 0, "", "", "InStock,Reserve"},
-		{"Open/Pay/-HasItems-PaysTotal", StateOpen, EventPay, 0x0, "", StateOpen, -1, "ErrEmpty", "HasItems", "HasItems"},
-		{"Open/Pay/+HasItems-PaysTotal", StateOpen, EventPay, 0x2, "", StateOpen, -1, "ErrUnderpaid", "PaysTotal", "HasItems,PaysTotal"},
-		{"Open/Pay/-HasItems+PaysTotal", StateOpen, EventPay, 0x4, "", StateOpen, -1, "ErrEmpty", "HasItems", "HasItems"},
-		{"Open/Pay/+HasItems+PaysTotal", StateOpen, EventPay, 0x6, "", StatePaid, 1, "", "", "HasItems,PaysTotal,Charge"},
+	orderHarness.Run(t, []fsmtest.Case[State, Event]{
+		{Name: "Open/AddItem/-InStock", From: StateOpen, Event: EventAddItem, Pass: 0x0, To: StateOpen, Row: -1, Err: "ErrOutOfStock", Guard: "InStock", Calls: "InStock"},
+		{Name: "Open/AddItem/+InStock", From: StateOpen, Event: EventAddItem, Pass: 0x1, To: StateOpen, Row: 0, Calls: "InStock,Reserve"},
+		{Name: "Open/Pay/-HasItems-PaysTotal", From: StateOpen, Event: EventPay, Pass: 0x0, To: StateOpen, Row: -1, Err: "ErrEmpty", Guard: "HasItems", Calls: "HasItems"},
+		{Name: "Open/Pay/+HasItems-PaysTotal", From: StateOpen, Event: EventPay, Pass: 0x2, To: StateOpen, Row: -1, Err: "ErrUnderpaid", Guard: "PaysTotal", Calls: "HasItems,PaysTotal"},
+		{Name: "Open/Pay/-HasItems+PaysTotal", From: StateOpen, Event: EventPay, Pass: 0x4, To: StateOpen, Row: -1, Err: "ErrEmpty", Guard: "HasItems", Calls: "HasItems"},
+		{Name: "Open/Pay/+HasItems+PaysTotal", From: StateOpen, Event: EventPay, Pass: 0x6, To: StatePaid, Row: 1, Calls: "HasItems,PaysTotal,Charge"},
 	})
 }
 
 // Every row taken in every state it applies in, then each of its actions
 // failing in turn.
 func TestOrderRows(t *testing.T) {
-	orderRun(t, []orderCase{
-		{"row0/Open/AddItem", StateOpen, EventAddItem, 0x7, "", StateOpen, 0, "", "", "InStock,Reserve"},
-		{"row0/Open/AddItem/ReserveFails", StateOpen, EventAddItem, 0x7, "Reserve", StateOpen, 0, "action", "", "InStock,Reserve"},
-		{"row1/Open/Pay", StateOpen, EventPay, 0x7, "", StatePaid, 1, "", "", "HasItems,PaysTotal,Charge"},
-		{"row1/Open/Pay/ChargeFails", StateOpen, EventPay, 0x7, "Charge", StateOpen, 1, "action", "", "HasItems,PaysTotal,Charge"},
-		{"row2/Paid/Pay", StatePaid, EventPay, 0x7, "", StatePaid, 2, "", "", ""},
-		{"row3/Paid/Ship", StatePaid, EventShip, 0x7, "", StateShipped, 3, "", "", "Track"},
-		{"row3/Paid/Ship/TrackFails", StatePaid, EventShip, 0x7, "Track", StatePaid, 3, "action", "", "Track"},
-		{"row4/Shipped/Deliver", StateShipped, EventDeliver, 0x7, "", StateDelivered, 4, "", "", ""},
-		{"row5/Open/Cancel", StateOpen, EventCancel, 0x7, "", StateCancelled, 5, "", "", "Restock"},
-		{"row5/Open/Cancel/RestockFails", StateOpen, EventCancel, 0x7, "Restock", StateOpen, 5, "action", "", "Restock"},
-		{"row6/Paid/Cancel", StatePaid, EventCancel, 0x7, "", StateCancelled, 6, "", "", "Refund,Restock"},
-		{"row6/Paid/Cancel/RefundFails", StatePaid, EventCancel, 0x7, "Refund", StatePaid, 6, "action", "", "Refund"},
-		{"row6/Paid/Cancel/RestockFails", StatePaid, EventCancel, 0x7, "Restock", StatePaid, 6, "action", "", "Refund,Restock"},
-		{"row7/Shipped/Cancel", StateShipped, EventCancel, 0x7, "", StateShipped, 7, "ErrShipped", "", ""},
+	orderHarness.Run(t, []fsmtest.Case[State, Event]{
+		{Name: "row0/Open/AddItem", From: StateOpen, Event: EventAddItem, Pass: 0x7, To: StateOpen, Row: 0, Calls: "InStock,Reserve"},
+		{Name: "row0/Open/AddItem/ReserveFails", From: StateOpen, Event: EventAddItem, Pass: 0x7, Fail: "Reserve", To: StateOpen, Row: 0, Err: "action", Calls: "InStock,Reserve"},
+		{Name: "row1/Open/Pay", From: StateOpen, Event: EventPay, Pass: 0x7, To: StatePaid, Row: 1, Calls: "HasItems,PaysTotal,Charge"},
+		{Name: "row1/Open/Pay/ChargeFails", From: StateOpen, Event: EventPay, Pass: 0x7, Fail: "Charge", To: StateOpen, Row: 1, Err: "action", Calls: "HasItems,PaysTotal,Charge"},
+		{Name: "row2/Paid/Pay", From: StatePaid, Event: EventPay, Pass: 0x7, To: StatePaid, Row: 2},
+		{Name: "row3/Paid/Ship", From: StatePaid, Event: EventShip, Pass: 0x7, To: StateShipped, Row: 3, Calls: "Track"},
+		{Name: "row3/Paid/Ship/TrackFails", From: StatePaid, Event: EventShip, Pass: 0x7, Fail: "Track", To: StatePaid, Row: 3, Err: "action", Calls: "Track"},
+		{Name: "row4/Shipped/Deliver", From: StateShipped, Event: EventDeliver, Pass: 0x7, To: StateDelivered, Row: 4},
+		{Name: "row5/Open/Cancel", From: StateOpen, Event: EventCancel, Pass: 0x7, To: StateCancelled, Row: 5, Calls: "Restock"},
+		{Name: "row5/Open/Cancel/RestockFails", From: StateOpen, Event: EventCancel, Pass: 0x7, Fail: "Restock", To: StateOpen, Row: 5, Err: "action", Calls: "Restock"},
+		{Name: "row6/Paid/Cancel", From: StatePaid, Event: EventCancel, Pass: 0x7, To: StateCancelled, Row: 6, Calls: "Refund,Restock"},
+		{Name: "row6/Paid/Cancel/RefundFails", From: StatePaid, Event: EventCancel, Pass: 0x7, Fail: "Refund", To: StatePaid, Row: 6, Err: "action", Calls: "Refund"},
+		{Name: "row6/Paid/Cancel/RestockFails", From: StatePaid, Event: EventCancel, Pass: 0x7, Fail: "Restock", To: StatePaid, Row: 6, Err: "action", Calls: "Refund,Restock"},
+		{Name: "row7/Shipped/Cancel", From: StateShipped, Event: EventCancel, Pass: 0x7, To: StateShipped, Row: 7, Err: "ErrShipped"},
 	})
 }
 
 // TestOrderShortestPaths drives the machine to every state by the
 // shortest path, checking each step.
-func TestOrderShortestPaths(t *testing.T) {
-	for i := 1; i < len(stateNames); i++ {
-		s := State(i)
-		path, ok := orderPaths[s]
-		if !ok {
-			t.Errorf("no path to %v", s)
-			continue
-		}
-		t.Run(s.String(), func(t *testing.T) {
-			f := &orderFake{}
-			m := NewOrder(f)
-			for i, st := range path {
-				f.pass = st.pass
-				if err := orderFire(m, st.event); err != nil {
-					t.Fatalf("step %d (%v): %v", i, st.event, err)
-				}
-			}
-			if m.State() != s {
-				t.Fatalf("ended in %v", m.State())
-			}
-		})
-	}
-}
+func TestOrderShortestPaths(t *testing.T) { orderHarness.ShortestPaths(t) }
 
-func TestOrderStrings(t *testing.T) {
-	table := OrderTable()
-	for i, s := range table.States {
-		if got := State(i + 1).String(); got != s.Name {
-			t.Errorf("State(%d) = %q, want %q", i+1, got, s.Name)
-		}
-		if State(i+1).Terminal() != s.Terminal {
-			t.Errorf("%s.Terminal() = %v", s.Name, !s.Terminal)
-		}
-	}
-	for i, e := range table.Events {
-		if got := Event(i + 1).String(); got != e.Name {
-			t.Errorf("Event(%d) = %q, want %q", i+1, got, e.Name)
-		}
-	}
-	if State(0).String() != "State(0)" || Event(0).String() != "Event(0)" {
-		t.Error("the zero State or Event has a name")
-	}
-}
+// TestOrderStrings checks the names of states and events.
+func TestOrderStrings(t *testing.T) { orderHarness.Strings(t) }
 
 // TestOrderWithoutHandlers fires every event at a machine made with nil
 // handlers and at the zero machine: each returns fsm.ErrNoMachine and
 // stays where it is.
 func TestOrderWithoutHandlers(t *testing.T) {
-	for i := 1; i < len(eventNames); i++ {
-		e := Event(i)
-		m := NewOrder(nil)
-		from := m.State()
-		if err := orderFire(m, e); err != fsm.ErrNoMachine {
-			t.Errorf("%v with nil handlers: error %v, want fsm.ErrNoMachine", e, err)
-		}
-		if m.State() != from {
-			t.Errorf("%v with nil handlers: moved from %v to %v", e, from, m.State())
-		}
-		var zero Order
-		if err := orderFire(&zero, e); err != fsm.ErrNoMachine {
-			t.Errorf("%v on the zero machine: error %v, want fsm.ErrNoMachine", e, err)
-		}
-		if zero.State() != 0 {
-			t.Errorf("%v on the zero machine: moved to %v", e, zero.State())
-		}
-	}
+	orderHarness.WithoutHandlers(t, func() *Order { return NewOrder(nil) }, func() *Order { return new(Order) })
 }
 
 // TestOrderTableIsCurrent fails when order.yaml changed after this code was
 // generated, or when OrderTable() or the error sentinels do not describe it.
 func TestOrderTableIsCurrent(t *testing.T) {
-	src, err := os.ReadFile("order.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(src)
-	if got := "sha256:" + hex.EncodeToString(sum[:]); got != OrderTableHash {
-		t.Fatalf("%s changed since this code was generated: run go generate", "order.yaml")
-	}
-	parsed, err := fsm.Load("order.yaml", src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(parsed.WithoutPositions(), OrderTable()) {
-		t.Fatalf("OrderTable() differs from %s", "order.yaml")
-	}
-	for _, e := range parsed.Errors {
-		want := parsed.Package + ": " + e.Message
-		if err := orderErrors[e.Name]; err == nil || err.Error() != want {
-			t.Errorf("sentinel %s = %v, want %q", e.Name, err, want)
-		}
-	}
+	orderHarness.TableIsCurrent(t, "order.yaml", "order.yaml", OrderTableHash)
 }
 
 // TestOrderRandomWalk fires random events with random guard outcomes and
 // failing actions at the machine and at an independent oracle built on
 // looplab/fsm, comparing them after every step.
-func TestOrderRandomWalk(t *testing.T) {
-	rapid.Check(t, func(rt *rapid.T) {
-		f := &orderFake{}
-		m := NewOrder(f)
-		var last fsm.Step
-		var seen State // the state when the observer ran
-		m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) { last, seen = s, m.State() }))
-		oracle, err := fsmtest.NewOracle(OrderTable())
-		if err != nil {
-			rt.Fatal(err)
-		}
-		n := rapid.IntRange(1, 64).Draw(rt, "steps")
-		for i := 0; i < n; i++ {
-			e := Event(rapid.IntRange(1, len(eventNames)-1).Draw(rt, "event"))
-			f.pass = rapid.Uint64().Draw(rt, "pass")
-			f.fail = rapid.SampledFrom(orderActions).Draw(rt, "fail")
-			f.calls, f.args = nil, nil
-			from := m.State()
-			err := orderFire(m, e)
-			want := oracle.Fire(e.String(),
-				func(g string) bool { return f.pass&orderGuardBits[g] != 0 },
-				func(a string) bool { return a == f.fail })
-			if m.State().String() != want.To || oracle.State() != want.To {
-				rt.Fatalf("step %d: %v in %v: state %v, oracle %v", i, e, from, m.State(), want.To)
-			}
-			errName := want.Err
-			if want.Action != "" {
-				errName = "action"
-			}
-			switch {
-			case errName == "" && err != nil,
-				errName == "action" && err != errOrderFakeAction,
-				errName != "" && errName != "action" && !errors.Is(err, orderErrors[errName]):
-				rt.Fatalf("step %d: %v in %v: error %v, oracle %q", i, e, from, err, errName)
-			}
-			var r *fsm.Refusal
-			if errors.As(err, &r) && r.Guard != want.Guard {
-				rt.Fatalf("step %d: %v in %v: refused by guard %q, oracle %q", i, e, from, r.Guard, want.Guard)
-			}
-			if !slices.Equal(f.calls, want.Called) {
-				rt.Fatalf("step %d: %v in %v: calls %v, oracle %v", i, e, from, f.calls, want.Called)
-			}
-			orderCheckArgs(f, e, rt.Fatalf)
-			if last.Row != want.Row || last.From != from.String() || last.To != want.To || last.Err != err {
-				rt.Fatalf("step %d: observed %+v, oracle row %d to %v", i, last, want.Row, want.To)
-			}
-			if seen.String() != last.To {
-				rt.Fatalf("step %d: the observer saw the machine in %v, and a step to %v", i, seen, last.To)
-			}
-		}
-	})
-}
+func TestOrderRandomWalk(t *testing.T) { orderHarness.RandomWalk(t) }

@@ -1,7 +1,9 @@
-// Package fsmtest is test support for generated machines: an oracle built
-// on github.com/looplab/fsm from a parsed table, which generated tests fire
-// the same events at as the machine and compare after every step; and the
-// payloads they fire (Value) and check the guards and actions get (Same).
+// Package fsmtest is test support for generated machines: the Harness
+// that generated tests run their cases on, through a Fake of the
+// machine's handlers; an Oracle built on github.com/looplab/fsm from a
+// parsed table, which the harness's random walk fires the same events at
+// as the machine and compares after every step; and the payloads tests
+// fire (Value) and check the guards and actions get (Same).
 //
 // It is imported by tests only; looplab/fsm never runs in production.
 package fsmtest

@@ -206,29 +206,24 @@ func Test(t *fsm.Table, src Source) ([]byte, error) {
 		return nil, err
 	}
 	M, l := t.Machine, m.lower
+	harness := l + "Harness"
 	var p printer
 	p.f("%s", header(src))
 	p.f("package %s\n\n", t.Package)
-	p.f("%s", importBlock(generatedImports("sha256", "hex", "errors", "os", "reflect", "slices", "strings", "testing",
-		"rapid", "fsm", "fsmtest"), t.Imports))
+	p.f("%s", importBlock(generatedImports("errors", "testing", "fsmtest"), t.Imports))
 
-	// The fake of the handlers interface.
-	p.f("// %sFake is a fake of %s: guard i holds when bit i of pass is\n", l, m.handlers())
-	p.f("// set, the action named fail fails, calls records every call and args\n")
-	p.f("// the arguments of each.\n")
-	p.f("type %sFake struct {\n\tpass uint64\n\tfail string\n\tcalls []string\n\targs [][]any\n}\n\n", l)
-	p.f("var err%sFakeAction = errors.New(\"fake action failed\")\n\n", M)
-	p.f("func (f *%sFake) guard(bit uint64, name string, args ...any) bool {\n\tf.calls = append(f.calls, name)\n\tf.args = append(f.args, args)\n\treturn f.pass&bit != 0\n}\n\n", l)
-	p.f("func (f *%sFake) action(name string, args ...any) error {\n\tf.calls = append(f.calls, name)\n\tf.args = append(f.args, args)\n\tif f.fail == name {\n\t\treturn err%sFakeAction\n\t}\n\treturn nil\n}\n\n", l, M)
+	// The generated half of the fake of the handlers interface.
+	p.f("%s", comment("", l+"Fake is a fake of "+m.handlers()+" on an fsmtest.Fake: guard i of the table holds when bit i of its Pass is set, the action named by its Fail fails, and every call is recorded with its arguments."))
+	p.f("type %sFake struct{ f *fsmtest.Fake }\n\n", l)
 	for _, g := range t.Guards {
 		params, args := fakeParams(m.paramTypes(g.Name, g.Uses))
-		p.f("func (f *%sFake) %s(%s) bool { return f.guard(%#x, %q%s) }\n", l, g.Name, params, m.guardBit(g.Name), g.Name, args)
+		p.f("func (h %sFake) %s(%s) bool { return h.f.Guard(%#x, %q%s) }\n", l, g.Name, params, m.guardBit(g.Name), g.Name, args)
 	}
 	for _, a := range t.Actions {
 		params, args := fakeParams(m.paramTypes(a.Name, a.Uses))
-		p.f("func (f *%sFake) %s(%s) error { return f.action(%q%s) }\n", l, a.Name, params, a.Name, args)
+		p.f("func (h %sFake) %s(%s) error { return h.f.Action(%q%s) }\n", l, a.Name, params, a.Name, args)
 	}
-	p.f("\nvar _ %s = (*%sFake)(nil)\n\n", m.handlers(), l)
+	p.f("\nvar _ %s = %sFake{}\n\n", m.handlers(), l)
 
 	// The payloads the tests fire events with.
 	seed := 0
@@ -259,180 +254,64 @@ func Test(t *fsm.Table, src Source) ([]byte, error) {
 	}
 	p.f("\t}\n\treturn errors.New(\"no such event: \" + e.String())\n}\n\n")
 
-	p.f("// %sPayloads is the payload of each event, by field.\n", l)
-	p.f("var %sPayloads = map[Event]map[string]any{\n", l)
+	p.f("// %s runs the tests below on %s through its public API.\n", harness, M)
+	p.f("var %s = &fsmtest.Harness[*%s, State, Event]{\n", harness, M)
+	p.f("\tTable: %s(),\n", m.tableFunc())
+	p.f("\tNew: func(f *fsmtest.Fake) *%s { return %s(%sFake{f}) },\n", M, m.constructor(), l)
+	p.f("\tFire: %sFire,\n", l)
+	p.f("\tPayloads: map[Event]map[string]any{\n")
 	for _, e := range t.Events {
 		if len(e.Payload) == 0 {
 			continue
 		}
-		p.f("\t%s: {", eventConst(e.Name))
+		p.f("\t\t%s: {", eventConst(e.Name))
 		for _, f := range e.Payload {
 			p.f("%q: %s.%s, ", f.Name, payloadVar(l, e), f.Name)
 		}
 		p.f("},\n")
 	}
-	p.f("}\n\n")
-	p.f("// %sUses is the payload fields each guard and action reads.\n", l)
-	p.f("var %sUses = map[string][]string{\n", l)
-	for _, g := range t.Guards {
-		p.f("\t%q: %s,\n", g.Name, strings.TrimPrefix(strs(g.Uses), "[]string"))
-	}
-	for _, a := range t.Actions {
-		p.f("\t%q: %s,\n", a.Name, strings.TrimPrefix(strs(a.Uses), "[]string"))
-	}
-	p.f("}\n\n")
-	p.f(`// %[1]sCheckArgs reports, through report, every guard or action
-// call of f that did not get the payload of e it reads.
-func %[1]sCheckArgs(f *%[1]sFake, e Event, report func(format string, args ...any)) {
-	for i, name := range f.calls {
-		uses := %[1]sUses[name]
-		if len(f.args[i]) != len(uses) {
-			report("%%v: %%s got %%d arguments, want %%d", e, name, len(f.args[i]), len(uses))
-			continue
-		}
-		for j, field := range uses {
-			if want := %[1]sPayloads[e][field]; !fsmtest.Same(f.args[i][j], want) {
-				report("%%v: %%s got %%s = %%s, want the payload's %%s", e, name, field, fsmtest.Show(f.args[i][j]), fsmtest.Show(want))
-			}
-		}
-	}
-}
-
-`, l)
-
-	p.f("// %sErrors maps the table's error names to their sentinels.\n", l)
-	p.f("var %sErrors = map[string]error{\n", l)
+	p.f("\t},\n")
+	p.f("\tErrors: map[string]error{\n")
 	for _, e := range t.Errors {
-		p.f("\t%q: %s,\n", e.Name, e.Name)
+		p.f("\t\t%q: %s,\n", e.Name, e.Name)
 	}
-	p.f("}\n\n")
-	p.f("var %sGuardBits = map[string]uint64{\n", l)
-	for _, g := range t.Guards {
-		p.f("\t%q: %#x,\n", g.Name, m.guardBit(g.Name))
-	}
-	p.f("}\n\n")
-	p.f("var %sActions = []string{\"\"", l)
-	for _, a := range t.Actions {
-		p.f(", %q", a.Name)
-	}
-	p.f("}\n\n")
-
-	p.f("type %sStep struct {\n\tevent Event\n\tpass uint64\n}\n\n", l)
-	p.f("// %sPaths is the shortest way from %s to every state.\n", l, t.Initial)
-	p.f("var %sPaths = map[State][]%sStep{\n", l, l)
+	p.f("\t},\n")
+	p.f("\t// The shortest way from %s to every state.\n", t.Initial)
+	p.f("\tPaths: map[State][]fsmtest.Step[Event]{\n")
 	for _, s := range t.States {
 		path, ok := paths[s.Name]
 		if !ok {
 			continue
 		}
-		p.f("\t%s: {", stateConst(s.Name))
+		p.f("\t\t%s: {", stateConst(s.Name))
 		for _, st := range path {
-			p.f("{%s, %#x}, ", eventConst(st.event), st.pass)
+			p.f("{Event: %s, Pass: %#x}, ", eventConst(st.event), st.pass)
 		}
 		p.f("},\n")
 	}
-	p.f("}\n\n")
-
-	p.f(`// %[1]sAt returns a machine driven from its initial state to state s
-// through its public methods only.
-func %[1]sAt(t *testing.T, f *%[1]sFake, s State) *%[2]s {
-	t.Helper()
-	m := New%[2]s(f)
-	for _, st := range %[1]sPaths[s] {
-		f.pass, f.fail = st.pass, ""
-		if err := %[1]sFire(m, st.event); err != nil {
-			t.Fatalf("on the way to %%v: %%v: %%v", s, st.event, err)
-		}
-	}
-	if m.State() != s {
-		t.Fatalf("path to %%v ends in %%v", s, m.State())
-	}
-	return m
-}
-
-type %[1]sCase struct {
-	name  string
-	from  State
-	event Event
-	pass  uint64
-	fail  string
-	to    State
-	row   int
-	err   string // a declared error, "action" for the failing action, "" for none
-	guard string
-	calls string
-}
-
-func %[1]sRun(t *testing.T, cases []%[1]sCase) {
-	for _, c := range cases {
-		t.Run(c.name, func(t *testing.T) {
-			f := &%[1]sFake{}
-			m := %[1]sAt(t, f, c.from)
-			var steps []fsm.Step
-			m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) {
-				steps = append(steps, s)
-				if got := m.State().String(); got != s.To {
-					t.Errorf("the observer saw the machine in %%s, and a step to %%s: it ran before the step was complete", got, s.To)
-				}
-			}))
-			f.pass, f.fail, f.calls, f.args = c.pass, c.fail, nil, nil
-			err := %[1]sFire(m, c.event)
-			if got := m.State(); got != c.to {
-				t.Errorf("state = %%v, want %%v", got, c.to)
-			}
-			%[1]sCheckErr(t, err, c.from, c.event, c.err, c.guard)
-			if got := strings.Join(f.calls, ","); got != c.calls {
-				t.Errorf("calls = %%q, want %%q", got, c.calls)
-			}
-			%[1]sCheckArgs(f, c.event, t.Errorf)
-			want := fsm.Step{Machine: %[2]q, From: c.from.String(), Event: c.event.String(), To: c.to.String(), Row: c.row}
-			if len(steps) != 1 {
-				t.Errorf("observed %%d steps, want one %%+v", len(steps), want)
-			} else if got := steps[0]; got.Err != err {
-				t.Errorf("observed error %%v, the event returned %%v", got.Err, err)
-			} else if got.Err = nil; got != want {
-				t.Errorf("observed %%+v, want %%+v", got, want)
-			}
-		})
-	}
-}
-
-func %[1]sCheckErr(t *testing.T, err error, from State, e Event, want, guard string) {
-	t.Helper()
-	switch want {
-	case "":
-		if err != nil {
-			t.Errorf("error = %%v, want none", err)
-		}
-	case "action":
-		if err != err%[2]sFakeAction {
-			t.Errorf("error = %%v, want the failing action's, as it is", err)
-		}
-	default:
-		var r *fsm.Refusal
-		if !errors.Is(err, %[1]sErrors[want]) || !errors.As(err, &r) {
-			t.Errorf("error = %%v, want a refusal with %%s", err, want)
-			return
-		}
-		if r.Guard != guard || r.State != from.String() || r.Event != e.String() || r.Machine != %[2]q {
-			t.Errorf("refusal = %%+v, want guard %%q in %%v on %%v", r, guard, from, e)
-		}
-	}
-}
-
-`, l, M)
+	p.f("\t},\n}\n\n")
 
 	emitCases := func(name, doc string, cases []tcase) {
 		p.f("%s", comment("", doc))
-		p.f("func Test%s%s(t *testing.T) {\n\t%sRun(t, []%sCase{\n", M, name, l, l)
+		p.f("func Test%s%s(t *testing.T) {\n\t%s.Run(t, []fsmtest.Case[State, Event]{\n", M, name, harness)
 		for _, c := range cases {
 			errName := c.want.Err
 			if c.want.Action != "" {
 				errName = "action"
 			}
-			p.f("\t\t{%q, %s, %s, %#x, %q, %s, %d, %q, %q, %q},\n",
-				c.name, stateConst(c.from), eventConst(c.event), c.pass, c.fail, stateConst(c.want.To),
-				c.want.Row, errName, c.want.Guard, strings.Join(c.want.Called, ","))
+			// Keyed, as vet wants for a struct of another package; the
+			// strings that are empty are left out.
+			p.f("\t\t{Name: %q, From: %s, Event: %s, Pass: %#x, ", c.name, stateConst(c.from), eventConst(c.event), c.pass)
+			if c.fail != "" {
+				p.f("Fail: %q, ", c.fail)
+			}
+			p.f("To: %s, Row: %d", stateConst(c.want.To), c.want.Row)
+			for _, kv := range [][2]string{{"Err", errName}, {"Guard", c.want.Guard}, {"Calls", strings.Join(c.want.Called, ",")}} {
+				if kv[1] != "" {
+					p.f(", %s: %q", kv[0], kv[1])
+				}
+			}
+			p.f("},\n")
 		}
 		p.f("\t})\n}\n\n")
 	}
@@ -442,155 +321,28 @@ func %[1]sCheckErr(t *testing.T, err error, from State, e Event, want, guard str
 
 	p.f(`// Test%[2]sShortestPaths drives the machine to every state by the
 // shortest path, checking each step.
-func Test%[2]sShortestPaths(t *testing.T) {
-	for i := 1; i < len(stateNames); i++ {
-		s := State(i)
-		path, ok := %[1]sPaths[s]
-		if !ok {
-			t.Errorf("no path to %%v", s)
-			continue
-		}
-		t.Run(s.String(), func(t *testing.T) {
-			f := &%[1]sFake{}
-			m := New%[2]s(f)
-			for i, st := range path {
-				f.pass = st.pass
-				if err := %[1]sFire(m, st.event); err != nil {
-					t.Fatalf("step %%d (%%v): %%v", i, st.event, err)
-				}
-			}
-			if m.State() != s {
-				t.Fatalf("ended in %%v", m.State())
-			}
-		})
-	}
-}
+func Test%[2]sShortestPaths(t *testing.T) { %[1]s.ShortestPaths(t) }
 
-func Test%[2]sStrings(t *testing.T) {
-	table := %[2]sTable()
-	for i, s := range table.States {
-		if got := State(i + 1).String(); got != s.Name {
-			t.Errorf("State(%%d) = %%q, want %%q", i+1, got, s.Name)
-		}
-		if State(i+1).Terminal() != s.Terminal {
-			t.Errorf("%%s.Terminal() = %%v", s.Name, !s.Terminal)
-		}
-	}
-	for i, e := range table.Events {
-		if got := Event(i + 1).String(); got != e.Name {
-			t.Errorf("Event(%%d) = %%q, want %%q", i+1, got, e.Name)
-		}
-	}
-	if State(0).String() != "State(0)" || Event(0).String() != "Event(0)" {
-		t.Error("the zero State or Event has a name")
-	}
-}
+// Test%[2]sStrings checks the names of states and events.
+func Test%[2]sStrings(t *testing.T) { %[1]s.Strings(t) }
 
 // Test%[2]sWithoutHandlers fires every event at a machine made with nil
 // handlers and at the zero machine: each returns fsm.ErrNoMachine and
 // stays where it is.
 func Test%[2]sWithoutHandlers(t *testing.T) {
-	for i := 1; i < len(eventNames); i++ {
-		e := Event(i)
-		m := New%[2]s(nil)
-		from := m.State()
-		if err := %[1]sFire(m, e); err != fsm.ErrNoMachine {
-			t.Errorf("%%v with nil handlers: error %%v, want fsm.ErrNoMachine", e, err)
-		}
-		if m.State() != from {
-			t.Errorf("%%v with nil handlers: moved from %%v to %%v", e, from, m.State())
-		}
-		var zero %[2]s
-		if err := %[1]sFire(&zero, e); err != fsm.ErrNoMachine {
-			t.Errorf("%%v on the zero machine: error %%v, want fsm.ErrNoMachine", e, err)
-		}
-		if zero.State() != 0 {
-			t.Errorf("%%v on the zero machine: moved to %%v", e, zero.State())
-		}
-	}
+	%[1]s.WithoutHandlers(t, func() *%[2]s { return %[3]s(nil) }, func() *%[2]s { return new(%[2]s) })
 }
 
-// Test%[2]sTableIsCurrent fails when %[5]s changed after this code was
+// Test%[2]sTableIsCurrent fails when %[6]s changed after this code was
 // generated, or when %[2]sTable() or the error sentinels do not describe it.
 func Test%[2]sTableIsCurrent(t *testing.T) {
-	src, err := os.ReadFile(%[4]q)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(src)
-	if got := "sha256:" + hex.EncodeToString(sum[:]); got != %[2]sTableHash {
-		t.Fatalf("%%s changed since this code was generated: run go generate", %[4]q)
-	}
-	parsed, err := fsm.Load(%[3]q, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !reflect.DeepEqual(parsed.WithoutPositions(), %[2]sTable()) {
-		t.Fatalf("%[2]sTable() differs from %%s", %[4]q)
-	}
-	for _, e := range parsed.Errors {
-		want := parsed.Package + ": " + e.Message
-		if err := %[1]sErrors[e.Name]; err == nil || err.Error() != want {
-			t.Errorf("sentinel %%s = %%v, want %%q", e.Name, err, want)
-		}
-	}
+	%[1]s.TableIsCurrent(t, %[5]q, %[4]q, %[2]sTableHash)
 }
 
 // Test%[2]sRandomWalk fires random events with random guard outcomes and
 // failing actions at the machine and at an independent oracle built on
 // looplab/fsm, comparing them after every step.
-func Test%[2]sRandomWalk(t *testing.T) {
-	rapid.Check(t, func(rt *rapid.T) {
-		f := &%[1]sFake{}
-		m := New%[2]s(f)
-		var last fsm.Step
-		var seen State // the state when the observer ran
-		m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) { last, seen = s, m.State() }))
-		oracle, err := fsmtest.NewOracle(%[2]sTable())
-		if err != nil {
-			rt.Fatal(err)
-		}
-		n := rapid.IntRange(1, 64).Draw(rt, "steps")
-		for i := 0; i < n; i++ {
-			e := Event(rapid.IntRange(1, len(eventNames)-1).Draw(rt, "event"))
-			f.pass = rapid.Uint64().Draw(rt, "pass")
-			f.fail = rapid.SampledFrom(%[1]sActions).Draw(rt, "fail")
-			f.calls, f.args = nil, nil
-			from := m.State()
-			err := %[1]sFire(m, e)
-			want := oracle.Fire(e.String(),
-				func(g string) bool { return f.pass&%[1]sGuardBits[g] != 0 },
-				func(a string) bool { return a == f.fail })
-			if m.State().String() != want.To || oracle.State() != want.To {
-				rt.Fatalf("step %%d: %%v in %%v: state %%v, oracle %%v", i, e, from, m.State(), want.To)
-			}
-			errName := want.Err
-			if want.Action != "" {
-				errName = "action"
-			}
-			switch {
-			case errName == "" && err != nil,
-				errName == "action" && err != err%[2]sFakeAction,
-				errName != "" && errName != "action" && !errors.Is(err, %[1]sErrors[errName]):
-				rt.Fatalf("step %%d: %%v in %%v: error %%v, oracle %%q", i, e, from, err, errName)
-			}
-			var r *fsm.Refusal
-			if errors.As(err, &r) && r.Guard != want.Guard {
-				rt.Fatalf("step %%d: %%v in %%v: refused by guard %%q, oracle %%q", i, e, from, r.Guard, want.Guard)
-			}
-			if !slices.Equal(f.calls, want.Called) {
-				rt.Fatalf("step %%d: %%v in %%v: calls %%v, oracle %%v", i, e, from, f.calls, want.Called)
-			}
-			%[1]sCheckArgs(f, e, rt.Fatalf)
-			if last.Row != want.Row || last.From != from.String() || last.To != want.To || last.Err != err {
-				rt.Fatalf("step %%d: observed %%+v, oracle row %%d to %%v", i, last, want.Row, want.To)
-			}
-			if seen.String() != last.To {
-				rt.Fatalf("step %%d: the observer saw the machine in %%v, and a step to %%v", i, seen, last.To)
-			}
-		}
-	})
-}
-`, l, M, src.Name, src.FromPackage, src.display())
+func Test%[2]sRandomWalk(t *testing.T) { %[1]s.RandomWalk(t) }
+`, harness, M, m.constructor(), src.Name, src.FromPackage, src.display())
 	return gofmt(M+" tests", p.Bytes())
 }

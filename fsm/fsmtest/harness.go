@@ -1,0 +1,386 @@
+package fsmtest
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"reflect"
+	"slices"
+	"strings"
+	"testing"
+
+	"pgregory.net/rapid"
+
+	"github.com/tablefsm/tablefsm/fsm"
+)
+
+// Fake is the machine-independent half of the fake of a machine's
+// handlers that generated tests use: the generated half has one method
+// per guard and action, which passes its name and arguments on to Guard
+// or Action. Guard i of the table holds when bit i of Pass is set; the
+// action named Fail fails with ErrFakeAction; Calls records every guard
+// and action called, and Args the arguments of each.
+type Fake struct {
+	Pass  uint64
+	Fail  string
+	Calls []string
+	Args  [][]any
+}
+
+// ErrFakeAction is what the failing action of a Fake returns.
+var ErrFakeAction = errors.New("fsmtest: fake action failed")
+
+// Guard records a call of the guard name, whose bit in Pass says whether
+// it holds.
+func (f *Fake) Guard(bit uint64, name string, args ...any) bool {
+	f.Calls = append(f.Calls, name)
+	f.Args = append(f.Args, args)
+	return f.Pass&bit != 0
+}
+
+// Action records a call of the action name, which fails if it is Fail.
+func (f *Fake) Action(name string, args ...any) error {
+	f.Calls = append(f.Calls, name)
+	f.Args = append(f.Args, args)
+	if f.Fail == name {
+		return ErrFakeAction
+	}
+	return nil
+}
+
+// set prepares f for the next event.
+func (f *Fake) set(pass uint64, fail string) {
+	f.Pass, f.Fail, f.Calls, f.Args = pass, fail, nil, nil
+}
+
+// StateEnum is what a generated State type is.
+type StateEnum interface {
+	~uint8
+	String() string
+	Terminal() bool
+}
+
+// EventEnum is what a generated Event type is.
+type EventEnum interface {
+	~uint8
+	String() string
+}
+
+// Machine is the part of a generated machine the harness drives besides
+// its event methods (which Harness.Fire calls).
+type Machine[S StateEnum] interface {
+	State() S
+	SetObserver(fsm.Observer)
+}
+
+// Step is one event fired on the way to a state, with the guard outcomes
+// (as Fake.Pass) that make the intended row be taken.
+type Step[E EventEnum] struct {
+	Event E
+	Pass  uint64
+}
+
+// Case is one generated test case: in state From, with the guards of Pass
+// holding and the action Fail failing, Event moves the machine to To by
+// row Row (-1 for none), calling the guards and actions Calls (joined by
+// commas), and returns the error Err: the name of a declared error,
+// refused by Guard ("" for a row's own refusal or the unhandled policy),
+// "action" for the failing action's error as it is, "" for none.
+type Case[S StateEnum, E EventEnum] struct {
+	Name  string
+	From  S
+	Event E
+	Pass  uint64
+	Fail  string
+	To    S
+	Row   int
+	Err   string
+	Guard string
+	Calls string
+}
+
+// Harness runs the generated tests of one machine through its public
+// API only. Every field is set by the generated test file.
+type Harness[M Machine[S], S StateEnum, E EventEnum] struct {
+	// Table is what the machine's Table function returns.
+	Table *fsm.Table
+	// New makes a machine in its initial state on handlers backed by f.
+	New func(f *Fake) M
+	// Fire fires e at m with its payload of Payloads.
+	Fire func(m M, e E) error
+	// Payloads is the payload each event is fired with, by field.
+	Payloads map[E]map[string]any
+	// Errors maps the table's error names to their sentinels.
+	Errors map[string]error
+	// Paths is the shortest way from the initial state to every state.
+	Paths map[S][]Step[E]
+}
+
+// Run runs each case as a subtest on a new machine driven to its From
+// state along Paths, checking the state, the error, the guards and
+// actions called with the payload they read, and the one step the
+// observer sees (after the state changed).
+func (h *Harness[M, S, E]) Run(t *testing.T, cases []Case[S, E]) {
+	for _, c := range cases {
+		t.Run(c.Name, func(t *testing.T) {
+			f := &Fake{}
+			m := h.at(t, f, c.From)
+			var steps []fsm.Step
+			m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) {
+				steps = append(steps, s)
+				if got := m.State().String(); got != s.To {
+					t.Errorf("the observer saw the machine in %s, and a step to %s: it ran before the step was complete", got, s.To)
+				}
+			}))
+			f.set(c.Pass, c.Fail)
+			err := h.Fire(m, c.Event)
+			if got := m.State(); got != c.To {
+				t.Errorf("state = %v, want %v", got, c.To)
+			}
+			h.checkErr(t, err, c)
+			if got := strings.Join(f.Calls, ","); got != c.Calls {
+				t.Errorf("calls = %q, want %q", got, c.Calls)
+			}
+			h.checkArgs(f, c.Event, t.Errorf)
+			want := fsm.Step{Machine: h.Table.Machine, From: c.From.String(), Event: c.Event.String(), To: c.To.String(), Row: c.Row}
+			if len(steps) != 1 {
+				t.Errorf("observed %d steps, want one %+v", len(steps), want)
+			} else if got := steps[0]; got.Err != err {
+				t.Errorf("observed error %v, the event returned %v", got.Err, err)
+			} else if got.Err = nil; got != want {
+				t.Errorf("observed %+v, want %+v", got, want)
+			}
+		})
+	}
+}
+
+// at returns a machine on f driven from its initial state to s.
+func (h *Harness[M, S, E]) at(t *testing.T, f *Fake, s S) M {
+	t.Helper()
+	m := h.New(f)
+	for _, st := range h.Paths[s] {
+		f.set(st.Pass, "")
+		if err := h.Fire(m, st.Event); err != nil {
+			t.Fatalf("on the way to %v: %v: %v", s, st.Event, err)
+		}
+	}
+	if m.State() != s {
+		t.Fatalf("path to %v ends in %v", s, m.State())
+	}
+	return m
+}
+
+func (h *Harness[M, S, E]) checkErr(t *testing.T, err error, c Case[S, E]) {
+	t.Helper()
+	switch c.Err {
+	case "":
+		if err != nil {
+			t.Errorf("error = %v, want none", err)
+		}
+	case "action":
+		if err != ErrFakeAction {
+			t.Errorf("error = %v, want the failing action's, as it is", err)
+		}
+	default:
+		var r *fsm.Refusal
+		if !errors.Is(err, h.Errors[c.Err]) || !errors.As(err, &r) {
+			t.Errorf("error = %v, want a refusal with %s", err, c.Err)
+			return
+		}
+		if r.Guard != c.Guard || r.State != c.From.String() || r.Event != c.Event.String() || r.Machine != h.Table.Machine {
+			t.Errorf("refusal = %+v, want guard %q in %v on %v", r, c.Guard, c.From, c.Event)
+		}
+	}
+}
+
+// checkArgs reports, through report, every guard or action call of f
+// that did not get the payload of e it reads.
+func (h *Harness[M, S, E]) checkArgs(f *Fake, e E, report func(format string, args ...any)) {
+	for i, name := range f.Calls {
+		uses := h.uses(name)
+		if len(f.Args[i]) != len(uses) {
+			report("%v: %s got %d arguments, want %d", e, name, len(f.Args[i]), len(uses))
+			continue
+		}
+		for j, field := range uses {
+			if want := h.Payloads[e][field]; !Same(f.Args[i][j], want) {
+				report("%v: %s got %s = %s, want the payload's %s", e, name, field, Show(f.Args[i][j]), Show(want))
+			}
+		}
+	}
+}
+
+// uses returns the payload fields the guard or action name reads.
+func (h *Harness[M, S, E]) uses(name string) []string {
+	if g, ok := h.Table.Guard(name); ok {
+		return g.Uses
+	}
+	if a, ok := h.Table.Action(name); ok {
+		return a.Uses
+	}
+	return nil
+}
+
+// guardBit is the bit of Fake.Pass that says whether guard g holds.
+func (h *Harness[M, S, E]) guardBit(g string) uint64 {
+	return 1 << slices.IndexFunc(h.Table.Guards, func(x fsm.Guard) bool { return x.Name == g })
+}
+
+// ShortestPaths drives a machine to every state along Paths, checking
+// that each step is accepted and that the path ends there.
+func (h *Harness[M, S, E]) ShortestPaths(t *testing.T) {
+	for i := range h.Table.States {
+		s := S(i + 1)
+		path, ok := h.Paths[s]
+		if !ok {
+			t.Errorf("no path to %v", s)
+			continue
+		}
+		t.Run(s.String(), func(t *testing.T) {
+			f := &Fake{}
+			m := h.New(f)
+			for i, st := range path {
+				f.set(st.Pass, "")
+				if err := h.Fire(m, st.Event); err != nil {
+					t.Fatalf("step %d (%v): %v", i, st.Event, err)
+				}
+			}
+			if m.State() != s {
+				t.Fatalf("ended in %v", m.State())
+			}
+		})
+	}
+}
+
+// Strings checks the names of the states and events, and that the
+// terminal states are those of the table.
+func (h *Harness[M, S, E]) Strings(t *testing.T) {
+	for i, s := range h.Table.States {
+		if got := S(i + 1).String(); got != s.Name {
+			t.Errorf("State(%d) = %q, want %q", i+1, got, s.Name)
+		}
+		if S(i+1).Terminal() != s.Terminal {
+			t.Errorf("%s.Terminal() = %v", s.Name, !s.Terminal)
+		}
+	}
+	for i, e := range h.Table.Events {
+		if got := E(i + 1).String(); got != e.Name {
+			t.Errorf("Event(%d) = %q, want %q", i+1, got, e.Name)
+		}
+	}
+	if S(0).String() != "State(0)" || E(0).String() != "Event(0)" {
+		t.Error("the zero State or Event has a name")
+	}
+}
+
+// WithoutHandlers fires every event at a machine made with nil handlers
+// (by bare) and at the zero machine (made by zero): each returns
+// fsm.ErrNoMachine and stays where it is.
+func (h *Harness[M, S, E]) WithoutHandlers(t *testing.T, bare, zero func() M) {
+	for i := range h.Table.Events {
+		e := E(i + 1)
+		m := bare()
+		from := m.State()
+		if err := h.Fire(m, e); err != fsm.ErrNoMachine {
+			t.Errorf("%v with nil handlers: error %v, want fsm.ErrNoMachine", e, err)
+		}
+		if m.State() != from {
+			t.Errorf("%v with nil handlers: moved from %v to %v", e, from, m.State())
+		}
+		z := zero()
+		if err := h.Fire(z, e); err != fsm.ErrNoMachine {
+			t.Errorf("%v on the zero machine: error %v, want fsm.ErrNoMachine", e, err)
+		}
+		if z.State() != 0 {
+			t.Errorf("%v on the zero machine: moved to %v", e, z.State())
+		}
+	}
+}
+
+// TableIsCurrent fails when the table at path (loaded under the name
+// file, as the generator did) does not have the hash the code was
+// generated from, or when Table and the error sentinels do not describe
+// it.
+func (h *Harness[M, S, E]) TableIsCurrent(t *testing.T, path, file, hash string) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(src)
+	if got := "sha256:" + hex.EncodeToString(sum[:]); got != hash {
+		t.Fatalf("%s changed since this code was generated: run go generate", path)
+	}
+	parsed, err := fsm.Load(file, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(parsed.WithoutPositions(), h.Table) {
+		t.Fatalf("%sTable() differs from %s", h.Table.Machine, path)
+	}
+	for _, e := range parsed.Errors {
+		want := parsed.Package + ": " + e.Message
+		if err := h.Errors[e.Name]; err == nil || err.Error() != want {
+			t.Errorf("sentinel %s = %v, want %q", e.Name, err, want)
+		}
+	}
+}
+
+// RandomWalk fires random events with random guard outcomes and failing
+// actions at the machine and at an Oracle of its table, comparing state,
+// error, refusing guard, calls, arguments and the observed step after
+// every step.
+func (h *Harness[M, S, E]) RandomWalk(t *testing.T) {
+	actions := []string{""}
+	for _, a := range h.Table.Actions {
+		actions = append(actions, a.Name)
+	}
+	rapid.Check(t, func(rt *rapid.T) {
+		f := &Fake{}
+		m := h.New(f)
+		var last fsm.Step
+		var seen S // the state when the observer ran
+		m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) { last, seen = s, m.State() }))
+		oracle, err := NewOracle(h.Table)
+		if err != nil {
+			rt.Fatal(err)
+		}
+		n := rapid.IntRange(1, 64).Draw(rt, "steps")
+		for i := 0; i < n; i++ {
+			e := E(rapid.IntRange(1, len(h.Table.Events)).Draw(rt, "event"))
+			f.set(rapid.Uint64().Draw(rt, "pass"), rapid.SampledFrom(actions).Draw(rt, "fail"))
+			from := m.State()
+			err := h.Fire(m, e)
+			want := oracle.Fire(e.String(),
+				func(g string) bool { return f.Pass&h.guardBit(g) != 0 },
+				func(a string) bool { return a == f.Fail })
+			if m.State().String() != want.To || oracle.State() != want.To {
+				rt.Fatalf("step %d: %v in %v: state %v, oracle %v", i, e, from, m.State(), want.To)
+			}
+			errName := want.Err
+			if want.Action != "" {
+				errName = "action"
+			}
+			switch {
+			case errName == "" && err != nil,
+				errName == "action" && err != ErrFakeAction,
+				errName != "" && errName != "action" && !errors.Is(err, h.Errors[errName]):
+				rt.Fatalf("step %d: %v in %v: error %v, oracle %q", i, e, from, err, errName)
+			}
+			var r *fsm.Refusal
+			if errors.As(err, &r) && r.Guard != want.Guard {
+				rt.Fatalf("step %d: %v in %v: refused by guard %q, oracle %q", i, e, from, r.Guard, want.Guard)
+			}
+			if !slices.Equal(f.Calls, want.Called) {
+				rt.Fatalf("step %d: %v in %v: calls %v, oracle %v", i, e, from, f.Calls, want.Called)
+			}
+			h.checkArgs(f, e, rt.Fatalf)
+			if last.Row != want.Row || last.From != from.String() || last.To != want.To || last.Err != err {
+				rt.Fatalf("step %d: observed %+v, oracle row %d to %v", i, last, want.Row, want.To)
+			}
+			if seen.String() != last.To {
+				rt.Fatalf("step %d: the observer saw the machine in %v, and a step to %v", i, seen, last.To)
+			}
+		}
+	})
+}
