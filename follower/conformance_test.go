@@ -410,8 +410,8 @@ func TestConformanceInstallCheckOrder(t *testing.T) {
 
 	t.Run("empty before term", func(t *testing.T) {
 		h := newHarness(t, Config{})
-		if _, err := h.f.InstallSnapshot(&gatedStream{}); !errors.Is(err, ErrInvalidArgument) {
-			t.Errorf("empty on NotMember: %v", err)
+		if _, err := h.f.InstallSnapshot(&gatedStream{}); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "empty snapshot") {
+			t.Errorf("empty on NotMember: %v, want ErrInvalidArgument saying \"empty snapshot\"", err)
 		}
 		if st := h.f.Status(); st.State != StateNotMember || st.Term != -1 {
 			t.Errorf("after an empty snapshot: %+v", st)

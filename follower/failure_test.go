@@ -153,6 +153,62 @@ func TestNewTermPersistFailureChangesNothing(t *testing.T) {
 	}
 }
 
+// TestChecksComeBeforeAFailedRepair: while a store that failed cannot be
+// reopened, every operation still runs its checks in their order, and
+// fails with ErrUnavailable only once they all pass (SPEC §2: the first
+// failing check decides the error). Nothing changes either way, and the
+// follower works again once the store does.
+func TestChecksComeBeforeAFailedRepair(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(2)
+	h.fs.fail("/store/")
+	if _, err := h.f.NewTerm(3, TermOptions{}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("NewTerm with a failing store: %v", err)
+	}
+	otherTerm := confSnap{chunkTerm: 7, storeTerm: 7, commit: 4, options: confSnapOpts}.build(t)
+	newTerm := func(term logpos.Term) func() error {
+		return func() error { _, err := h.f.NewTerm(term, TermOptions{}); return err }
+	}
+	truncate := func(term logpos.Term, head *logpos.EntryID) func() error {
+		return func() error { _, err := h.f.Truncate(term, head); return err }
+	}
+	install := func(s SnapshotStream) func() error {
+		return func() error { _, err := h.f.InstallSnapshot(s); return err }
+	}
+	replicate := func() error {
+		s := newFakeStream()
+		defer s.cancel()
+		return h.f.Replicate(s)
+	}
+	before := h.f.Status()
+	for _, c := range []struct {
+		name string
+		do   func() error
+		want error
+	}{
+		{"NewTerm(-1)", newTerm(-1), ErrInvalidArgument},
+		{"NewTerm below the term", newTerm(1), ErrInvalidTerm},
+		{"NewTerm", newTerm(2), ErrUnavailable},
+		{"Truncate without a head", truncate(2, nil), ErrInvalidArgument},
+		{"Truncate at another term", truncate(3, &logpos.EntryID{Offset: -1}), ErrInvalidTerm},
+		{"Truncate beyond the head", truncate(2, &logpos.EntryID{Offset: 9}), ErrInvalidArgument},
+		{"Truncate", truncate(2, &logpos.EntryID{Offset: -1}), ErrUnavailable},
+		{"empty install", install(&gatedStream{}), ErrInvalidArgument},
+		{"install at another term", install(&gatedStream{chunks: cloneChunks(otherTerm)}), ErrInvalidTerm},
+		{"Replicate", replicate, ErrUnavailable},
+		{"Delete(-1)", func() error { return h.f.Delete(-1) }, ErrInvalidArgument},
+	} {
+		if err := c.do(); !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+		}
+		if st := h.f.Status(); st != before {
+			t.Errorf("%s changed the follower: %+v, was %+v", c.name, st, before)
+		}
+	}
+	h.fs.heal()
+	h.newTerm(3)
+}
+
 // TestFailedNewTermStillAbandonsTheInstall: NewTerm abandons the install
 // under way before it persists the term (SPEC §2.1), so an install it
 // abandoned fails with ErrInvalidTerm even when persisting the term then

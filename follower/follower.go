@@ -51,6 +51,10 @@ type Follower struct {
 	reply logpos.EntryID
 	// closeErr is what closing the log and the store returned.
 	closeErr error
+	// repairErr is why the current control operation could not repair
+	// the log or the store (see control), or nil. The actions that need
+	// them fail with it; the guards, which need neither, run first.
+	repairErr error
 	// logFailed and storeFailed: the log or the store failed and must be
 	// reopened before it is used again (their failures are sticky).
 	logFailed   atomic.Bool
@@ -164,27 +168,29 @@ func Open(cfg Config) (*Follower, error) {
 
 // control starts a control operation: it takes the lifecycle lock, then
 // pauses the applier (so that the commit the guards read stays put), and
-// repairs the log if an earlier failure left it needing it. The returned
-// function releases both; call it even when err is not nil.
-func (f *Follower) control() (release func(), err error) {
+// repairs the log and the store if an earlier failure left them needing
+// it. A repair that fails is kept in repairErr: the operation's checks
+// still run in their order, and it fails with ErrUnavailable only once
+// they pass and an action needs what could not be repaired (SPEC §2: the
+// first failing check decides the error). The returned function releases
+// both locks.
+func (f *Follower) control() (release func()) {
 	f.acquire()
 	f.applier.mu.Lock()
 	release = func() {
+		f.repairErr = nil
 		f.applier.mu.Unlock()
 		f.release()
 	}
 	defer releaseOnPanic(release)
-	return release, f.repairLocked()
+	f.repairErr = f.repairLocked()
+	return release
 }
 
 // underControl runs fire as a control operation (see control), releasing
 // the locks however it ends.
 func (f *Follower) underControl(fire func() error) error {
-	release, err := f.control()
-	defer release()
-	if err != nil {
-		return err
-	}
+	defer f.control()()
 	return fire()
 }
 
@@ -423,11 +429,7 @@ func (f *Follower) Term() logpos.Term { return logpos.Term(f.term.Load()) }
 // and only then moves to Fenced. It returns the id of the last durable log
 // entry, of the snapshot point when the log is empty, or NoEntry.
 func (f *Follower) NewTerm(term logpos.Term, options TermOptions) (logpos.EntryID, error) {
-	release, err := f.control()
-	defer release()
-	if err != nil {
-		return logpos.NoEntry, err
-	}
+	defer f.control()()
 	if err := f.m.NewTerm(term, options); err != nil {
 		return logpos.NoEntry, err
 	}
@@ -438,11 +440,7 @@ func (f *Follower) NewTerm(term logpos.Term, options TermOptions) (logpos.EntryI
 // durably, and moves it to Follower. It returns {term, new head}; the new
 // head is never below the commit.
 func (f *Follower) Truncate(term logpos.Term, head *logpos.EntryID) (logpos.EntryID, error) {
-	release, err := f.control()
-	defer release()
-	if err != nil {
-		return logpos.NoEntry, err
-	}
+	defer f.control()()
 	if err := f.m.Truncate(term, head); err != nil {
 		f.noteLogError(err)
 		return logpos.NoEntry, err
@@ -626,6 +624,9 @@ func (f lifecycle) InstallAttached(install *installation) bool { return f.instal
 func (f lifecycle) Fence(term logpos.Term, options TermOptions) error {
 	f.endStream(ErrStreamEnded)
 	f.abandonInstall()
+	if f.repairErr != nil {
+		return f.repairErr
+	}
 	if err := f.settleLog(); err != nil {
 		return err
 	}
@@ -668,6 +669,9 @@ func (f *Follower) settleLog() error {
 // TruncateLog cuts the log after head, durably. The caller holds the
 // applier's lock.
 func (f lifecycle) TruncateLog(head *logpos.EntryID) error {
+	if f.repairErr != nil {
+		return f.repairErr
+	}
 	kept := f.log.LastAppended().Offset
 	var err error
 	if head.Offset < kept {
@@ -694,6 +698,9 @@ func (f lifecycle) StartStream(stream *replication) error {
 	if invariants {
 		assertf(f.stream == nil && f.install == nil, "a stream attached beside another stream or an install")
 	}
+	if f.repairErr != nil {
+		return f.repairErr
+	}
 	f.stream = stream
 	f.stats.streamAttached.Store(true)
 	stream.start()
@@ -704,6 +711,9 @@ func (f lifecycle) StartStream(stream *replication) error {
 func (f lifecycle) StartInstall(install *installation) error {
 	if invariants {
 		assertf(f.stream == nil && f.install == nil, "an install attached beside a stream or another install")
+	}
+	if f.repairErr != nil {
+		return f.repairErr
 	}
 	loader, err := f.store().NewLoader()
 	if err != nil {

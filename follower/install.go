@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store"
@@ -42,6 +43,9 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 		inst.chunkTerm = logpos.Term(first.Term)
 	}
 	if err := f.beginInstall(inst, empty); err != nil {
+		if r := (*fsm.Refusal)(nil); errors.As(err, &r) && r.Guard == "SnapshotNotEmpty" {
+			err = fmt.Errorf("follower: empty snapshot: %w", err)
+		}
 		return logpos.NoOffset, err
 	}
 	f.stats.installsStarted.Add(1)
@@ -51,14 +55,8 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 	if _, err := inst.loader.Finish(); err != nil {
 		return logpos.NoOffset, f.failInstall(inst, snapshotError(err))
 	}
-	release, err := f.control()
-	defer release()
-	if err == nil || f.install != inst {
-		// An install abandoned by NewTerm fails with ErrInvalidTerm even
-		// when repairing the log or the store failed.
-		err = f.m.CommitInstall(inst)
-	}
-	if err != nil {
+	defer f.control()()
+	if err := f.m.CommitInstall(inst); err != nil {
 		f.stats.installsAbandoned.Add(1)
 		_ = inst.loader.Abort()
 		if f.install == inst {
@@ -236,6 +234,9 @@ func (f *Follower) failInstall(inst *installation, err error) error {
 // swap is the commit point: a crash before it leaves the old state, after
 // it Open finishes clearing the log.
 func (f lifecycle) CommitSnapshot(inst *installation) error {
+	if f.repairErr != nil {
+		return f.repairErr
+	}
 	minTerm := max(logpos.Term(f.term.Load()), inst.chunkTerm)
 	info, err := f.store().Install(inst.loader, minTerm)
 	if err != nil {
