@@ -581,3 +581,31 @@ func TestPanicWhileOpeningReleasesTheStore(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenOnAFullDisk: Pebble gives up when it cannot write its manifest
+// (here syncing it fails as on a full disk): Open returns
+// ErrFailed rather than panicking, leaves nothing locked, and opens the
+// store once the disk has room again.
+func TestOpenOnAFullDisk(t *testing.T) {
+	mem := vfs.NewMem()
+	var full atomic.Bool
+	full.Store(true)
+	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if full.Load() && op.Kind == errorfs.OpFileSync && strings.Contains(op.Path, "MANIFEST") {
+			return syscall.ENOSPC
+		}
+		return nil
+	}))
+	s, err := Open("s", Options{FS: fs})
+	if !errors.Is(err, ErrFailed) || s != nil {
+		t.Fatalf("Open on a full disk = (%v, %v), want ErrFailed", s, err)
+	}
+	full.Store(false)
+	s = mustOpen(t, "s", Options{FS: fs})
+	if err := s.SetTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -130,7 +130,7 @@ type state struct {
 // written is rolled forward (the old database is removed), anything else
 // staged (loader databases, checkpoints, a temporary marker) is removed.
 // Only one Store may have dir open at a time.
-func Open(dir string, opts Options) (*Store, error) {
+func Open(dir string, opts Options) (_ *Store, err error) {
 	opts = opts.withDefaults()
 	fs := opts.FS
 	if err := durable.MkdirAll(fs, dir); err != nil {
@@ -145,15 +145,21 @@ func Open(dir string, opts Options) (*Store, error) {
 		return nil, errors.Join(fmt.Errorf("store: remove what a delete left: %w", err), lock.Close())
 	}
 	s := &Store{dir: dir, fs: fs, opts: opts, log: opts.Logger, lock: lock}
-	// Should opening panic (a logger's or a file system's bug), neither
-	// the database nor the directory is left locked: a caller that
-	// recovers from the panic can open the store again.
+	// Should opening panic, neither the database nor the directory is
+	// left locked: a caller can open the store again. Pebble giving up (a
+	// write of its manifest failing, on a full disk say) is an error, as
+	// on the write paths; any other panic (a logger's or a file system's
+	// bug) goes on, for a caller that recovers from it.
 	defer func() {
 		if r := recover(); r != nil {
 			if s.db.h != nil {
 				_ = s.db.h.Close()
 			}
 			_ = lock.Close()
+			if msg, fatal := r.(pebbleFatal); fatal {
+				err = fmt.Errorf("%w: opening %s: pebble: %s", ErrFailed, dir, string(msg))
+				return
+			}
 			panic(r)
 		}
 	}()
