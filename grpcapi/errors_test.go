@@ -3,11 +3,13 @@ package grpcapi_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -241,10 +243,13 @@ func TestErrorsThroughTheWire(t *testing.T) {
 // TestErrorsUnavailable: storage failures are Unavailable with
 // RESOURCE_UNAVAILABLE, and the shard works again once storage does.
 func TestErrorsUnavailable(t *testing.T) {
-	var failWAL atomic.Bool
+	var failWAL, diskFull atomic.Bool
 	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
 		if failWAL.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite && strings.Contains(op.Path, string(filepath.Separator)+"wal") {
 			return errorfs.ErrInjected
+		}
+		if diskFull.Load() && op.Kind == errorfs.OpFileSync && strings.Contains(op.Path, "MANIFEST") {
+			return syscall.ENOSPC // Pebble gives up opening the store
 		}
 		return nil
 	})
@@ -286,6 +291,20 @@ func TestErrorsUnavailable(t *testing.T) {
 	}
 	_, err = c.NewTerm(ctx, leader.Shard{Namespace: "disk", Shard: 2}, 1, nil)
 	wantCode(t, err, codes.Unavailable, grpcapi.ReasonResourceUnavailable, "")
+
+	// A new shard on a full disk: Unavailable, and nothing of it is left
+	// (it is not hosted); it opens once the disk has room.
+	full := leader.Shard{Namespace: "disk", Shard: 3}
+	diskFull.Store(true)
+	_, err = c.NewTerm(ctx, full, 1, nil)
+	wantCode(t, err, codes.Unavailable, grpcapi.ReasonResourceUnavailable, "")
+	if _, err := os.Stat(filepath.Join(n.dir, "disk", "3")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the shard whose open failed left its directory: %v", err)
+	}
+	_, err = c.Status(ctx, full)
+	wantCode(t, err, codes.Aborted, grpcapi.ReasonNodeIsNotMember, "")
+	diskFull.Store(false)
+	fence(t, c, full, 1)
 }
 
 // TestShutdownEndsStreams: a node shutting down ends its streams with

@@ -455,7 +455,16 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 		}
 	}
 	cfg.Observer = obs
+	_, err := s.fs.Stat(cfg.Dir)
+	fresh := errors.Is(err, os.ErrNotExist)
 	sh.f, sh.err = follower.Open(cfg)
+	if sh.err != nil && fresh {
+		// Nothing of the shard was there: what the failed open created
+		// goes (the shard stays not hosted, after a restart too).
+		if err := s.fs.RemoveAll(cfg.Dir); err != nil {
+			s.log.Warn("removing what a failed open created", "namespace", k.namespace, "shard", k.shard, "err", err)
+		}
+	}
 	if sh.err != nil {
 		if !errors.Is(sh.err, follower.ErrUnavailable) {
 			sh.err = fmt.Errorf("%w: %w", follower.ErrUnavailable, sh.err)
