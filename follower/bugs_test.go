@@ -733,3 +733,38 @@ func TestBugStatusTornTermAndState(t *testing.T) {
 	close(done)
 	<-readerDone
 }
+
+// TestBugDeleteReportedClosingFailure: Delete returned the error of
+// closing the store (which could not write what it held: a full disk)
+// although it went on to remove the follower's directory: the caller saw
+// a failed delete of a shard that was gone. Fixed: once the directory is
+// removed, the delete succeeded.
+func TestBugDeleteReportedClosingFailure(t *testing.T) {
+	var full atomic.Bool
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if full.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite && strings.Contains(op.Path, "/store/") {
+			return errInjected
+		}
+		return nil
+	}))
+	cfg := Config{Dir: "/data/shard", FS: fs, SegmentSize: 1 << 16}
+	f, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.NewTerm(4, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	confFill(t, f, 4, 0, 9, 9)
+	waitApplied(t, f, 9) // the store holds writes it has not synced
+	full.Store(true)
+	if err := f.Delete(4); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if !errors.Is(f.closeErr, errInjected) {
+		t.Fatalf("closing the store did not fail (%v): the test does not test the delete it means to", f.closeErr)
+	}
+	if _, err := fs.Stat(cfg.Dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the shard directory after Delete: %v, want it gone", err)
+	}
+}

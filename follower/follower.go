@@ -459,8 +459,13 @@ func (f *Follower) Delete(term logpos.Term) error {
 	if err := removeDir(f.cfg.FS, f.dir); err != nil {
 		return errors.Join(f.closeErr, fmt.Errorf("%w: removing %s: %w", ErrUnavailable, f.dir, err))
 	}
+	if f.closeErr != nil {
+		// What closing could not write (on a full disk, say) is deleted
+		// anyway: the delete succeeded.
+		f.logger().Warn("closing the deleted follower failed", "err", f.closeErr)
+	}
 	f.logger().Debug("follower deleted", "delete_term", term)
-	return f.closeErr
+	return nil
 }
 
 // removeDir removes a follower's directory so that a crash leaves all of
