@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -254,6 +255,34 @@ func TestNothingWrittenWhenMarkdownFails(t *testing.T) {
 	}
 	if entries, err := os.ReadDir(out); err != nil || len(entries) > 0 {
 		t.Errorf("gen wrote %d files though the Markdown file lacks its markers (%v)", len(entries), err)
+	}
+}
+
+// When one file cannot be written (here the Mermaid target is a
+// directory), the generator writes none of the others either, and leaves
+// no temporary file behind.
+func TestNothingWrittenWhenAWriteFails(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	mmd := filepath.Join(dir, "job.mmd")
+	if err := os.Mkdir(mmd, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	code := run([]string{"-in", "testdata/job/job.yaml", "-out", out, "-dot", filepath.Join(dir, "job.dot"), "-mermaid", mmd}, &stderr)
+	if code != 1 || !strings.Contains(stderr.String(), "job.mmd") {
+		t.Fatalf("gen exited %d: %s", code, stderr.String())
+	}
+	for _, d := range []string{dir, out} {
+		entries, err := os.ReadDir(d)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if e.Name() != "out" && e.Name() != "job.mmd" {
+				t.Errorf("gen left %s in %s", e.Name(), d)
+			}
+		}
 	}
 }
 

@@ -59,11 +59,9 @@ func run(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	for _, f := range files {
-		if err := writeIfChanged(f.path, f.data); err != nil {
-			fmt.Fprintln(stderr, err)
-			return 1
-		}
+	if err := writeChanged(files); err != nil {
+		fmt.Fprintln(stderr, err)
+		return 1
 	}
 	return 0
 }
@@ -141,12 +139,61 @@ func relPath(dir, target string) (string, error) {
 	return filepath.ToSlash(rel), nil
 }
 
-func writeIfChanged(path string, data []byte) error {
-	if old, err := os.ReadFile(path); err == nil && bytes.Equal(old, data) {
-		return nil
+// writeChanged writes the files whose content differs from what is on
+// disk (the others keep their modification times). Each goes to a
+// temporary file beside its target first; only once all of them are
+// written are they renamed into place, so that a file that cannot be
+// written (a target that is a directory, a full disk) leaves every
+// target as it was.
+func writeChanged(files []file) (err error) {
+	var written []string // temporary files, by file
+	defer func() {
+		if err != nil {
+			for _, tmp := range written {
+				_ = os.Remove(tmp)
+			}
+		}
+	}()
+	var targets []string
+	for _, f := range files {
+		if old, err := os.ReadFile(f.path); err == nil && bytes.Equal(old, f.data) {
+			continue
+		}
+		if info, err := os.Stat(f.path); err == nil && !info.Mode().IsRegular() {
+			return fmt.Errorf("%s: not a regular file", f.path)
+		}
+		tmp, err := writeTemp(f.path, f.data)
+		if err != nil {
+			return err
+		}
+		written, targets = append(written, tmp), append(targets, f.path)
 	}
+	for i, tmp := range written {
+		if err := os.Rename(tmp, targets[i]); err != nil {
+			written = written[i:] // the rest are still to be removed
+			return err
+		}
+	}
+	return nil
+}
+
+// writeTemp writes data to a new temporary file in the directory of
+// path (created when missing) and returns its name.
+func writeTemp(path string, data []byte) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return err
+		return "", err
 	}
-	return os.WriteFile(path, data, 0o644)
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return "", err
+	}
+	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if err := errors.Join(err, f.Close()); err != nil {
+		_ = os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
 }
