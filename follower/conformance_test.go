@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"hash/crc32"
 	"io"
 	"maps"
@@ -1791,4 +1792,67 @@ func TestConformanceCumulativeAckPerSyncRound(t *testing.T) {
 	if st := f.Stats(); st.AcksSent != 2 || st.Syncs < 2 {
 		t.Errorf("%d acks sent in %d sync rounds, want 2 in at least 2", st.AcksSent, st.Syncs)
 	}
+}
+
+// TestRefusalsSayWhy: a refused argument is named in the error, with what
+// it was checked against, beside the sentinel and the refusing guard.
+func TestRefusalsSayWhy(t *testing.T) {
+	h := confPopulated(t, Config{}) // term 2, head 5, commit 3, Follower
+	wrongTerm := confSnap{chunkTerm: 7, storeTerm: 7, commit: 4, options: confSnapOpts}.build(t)
+	for _, c := range []struct {
+		name string
+		do   func() error
+		want error
+		says string
+	}{
+		{"NewTerm(-1)", func() error { _, err := h.f.NewTerm(-1, TermOptions{}); return err }, ErrInvalidArgument, "term -1 is negative"},
+		{"NewTerm(1)", func() error { _, err := h.f.NewTerm(1, TermOptions{}); return err }, ErrInvalidTerm, "term 1 is below the current term 2"},
+		{"Delete(1)", func() error { return h.f.Delete(1) }, ErrInvalidTerm, "term 1 is below the current term 2"},
+		{"empty install", func() error { _, err := h.f.InstallSnapshot(&gatedStream{}); return err }, ErrInvalidArgument, "empty snapshot"},
+		{"install at term 7", func() error { _, err := h.f.InstallSnapshot(&gatedStream{chunks: cloneChunks(wrongTerm)}); return err }, ErrInvalidTerm, "snapshot term 7 is not the current term 2"},
+		{"fence", func() error { _, err := h.f.NewTerm(2, TermOptions{}); return err }, nil, ""},
+		{"Truncate(nil)", func() error { _, err := h.f.Truncate(2, nil); return err }, ErrInvalidArgument, "no head_entry_id"},
+		{"Truncate at term 3", func() error { _, err := h.f.Truncate(3, &logpos.EntryID{Offset: 4}); return err }, ErrInvalidTerm, "term 3 is not the current term 2"},
+		{"Truncate below the commit", func() error { _, err := h.f.Truncate(2, &logpos.EntryID{Offset: 2}); return err }, ErrInvalidArgument, "head_entry_id offset 2 is below the commit offset 3"},
+		{"Truncate beyond the head", func() error { _, err := h.f.Truncate(2, &logpos.EntryID{Offset: 9}); return err }, ErrInvalidArgument, "head_entry_id offset 9 is beyond the head offset 5"},
+	} {
+		err := c.do()
+		if !errors.Is(err, c.want) {
+			t.Errorf("%s: %v, want %v", c.name, err, c.want)
+			continue
+		}
+		if err != nil && !strings.Contains(err.Error(), c.says) {
+			t.Errorf("%s: %q does not say %q", c.name, err, c.says)
+		}
+	}
+}
+
+// TestTheLastOffset: at the end of the offsets, an entry at or below the
+// head is a duplicate as anywhere (no overflow makes it a gap), and the
+// last offset itself, which the log cannot hold, is an invalid argument
+// rather than a storage failure. No snapshot reaches that far in a test,
+// so the follower is made to believe one did.
+func TestTheLastOffset(t *testing.T) {
+	t.Run("duplicate of the last offset", func(t *testing.T) {
+		h := confInstalled(t, 20)
+		h.f.base.Store(math.MaxInt64)
+		h.f.head.Store(math.MaxInt64)
+		a := confAttach(t, h.f)
+		a.send(t, entryAppend(2, math.MaxInt64, 20, "d", "d"))
+		if got := a.ack(t); got != math.MaxInt64 {
+			t.Fatalf("ack %d, want the last offset", got)
+		}
+		if err := a.finish(t); err != nil {
+			t.Fatal(err)
+		}
+	})
+	t.Run("append of the last offset", func(t *testing.T) {
+		h := confInstalled(t, 20)
+		h.f.head.Store(math.MaxInt64 - 1)
+		a := confAttach(t, h.f)
+		a.send(t, entryAppend(2, math.MaxInt64, 20, "n", "n"))
+		if err := <-a.res; !errors.Is(err, ErrInvalidArgument) {
+			t.Fatalf("appending the last offset: %v, want ErrInvalidArgument", err)
+		}
+	})
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
+	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/internal/durable"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store"
@@ -431,7 +432,7 @@ func (f *Follower) Term() logpos.Term { return logpos.Term(f.term.Load()) }
 func (f *Follower) NewTerm(term logpos.Term, options TermOptions) (logpos.EntryID, error) {
 	defer f.control()()
 	if err := f.m.NewTerm(term, options); err != nil {
-		return logpos.NoEntry, err
+		return logpos.NoEntry, explained(err, f.termRefused(term))
 	}
 	return f.reply, nil
 }
@@ -443,7 +444,19 @@ func (f *Follower) Truncate(term logpos.Term, head *logpos.EntryID) (logpos.Entr
 	defer f.control()()
 	if err := f.m.Truncate(term, head); err != nil {
 		f.noteLogError(err)
-		return logpos.NoEntry, err
+		return logpos.NoEntry, explained(err, func(guard string) string {
+			switch guard {
+			case "HeadGiven":
+				return "no head_entry_id"
+			case "TermMatches":
+				return fmt.Sprintf("term %d is not the current term %d", term, f.term.Load())
+			case "HeadNotBelowCommit":
+				return fmt.Sprintf("head_entry_id offset %d is below the commit offset %d", head.Offset, f.commit())
+			case "HeadNotBeyondLog":
+				return fmt.Sprintf("head_entry_id offset %d is beyond the head offset %d", head.Offset, f.head.Load())
+			}
+			return ""
+		})
 	}
 	return logpos.EntryID{Term: term, Offset: f.reply.Offset}, nil
 }
@@ -454,7 +467,7 @@ func (f *Follower) Delete(term logpos.Term) error {
 	f.acquire()
 	defer f.release()
 	if err := f.m.Delete(term); err != nil {
-		return err
+		return explained(err, f.termRefused(term))
 	}
 	if err := removeDir(f.cfg.FS, f.dir); err != nil {
 		return errors.Join(f.closeErr, fmt.Errorf("%w: removing %s: %w", ErrUnavailable, f.dir, err))
@@ -466,6 +479,33 @@ func (f *Follower) Delete(term logpos.Term) error {
 	}
 	f.logger().Debug("follower deleted", "delete_term", term)
 	return nil
+}
+
+// explained prefixes err, when it is a refusal of the lifecycle machine,
+// with what why says about the guard that refused: which argument, and
+// against what (the refusal itself names only the guard).
+func explained(err error, why func(guard string) string) error {
+	var r *fsm.Refusal
+	if !errors.As(err, &r) {
+		return err
+	}
+	if msg := why(r.Guard); msg != "" {
+		return fmt.Errorf("follower: %s: %w", msg, err)
+	}
+	return err
+}
+
+// termRefused explains the refusals of the guards of a new term.
+func (f *Follower) termRefused(term logpos.Term) func(guard string) string {
+	return func(guard string) string {
+		switch guard {
+		case "TermValid":
+			return fmt.Sprintf("term %d is negative", term)
+		case "TermNotBehind":
+			return fmt.Sprintf("term %d is below the current term %d", term, f.term.Load())
+		}
+		return ""
+	}
 }
 
 // removeDir removes a follower's directory so that a crash leaves all of

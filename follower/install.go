@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store"
@@ -43,10 +42,15 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 		inst.chunkTerm = logpos.Term(first.Term)
 	}
 	if err := f.beginInstall(inst, empty); err != nil {
-		if r := (*fsm.Refusal)(nil); errors.As(err, &r) && r.Guard == "SnapshotNotEmpty" {
-			err = fmt.Errorf("follower: empty snapshot: %w", err)
-		}
-		return logpos.NoOffset, err
+		return logpos.NoOffset, explained(err, func(guard string) string {
+			switch guard {
+			case "SnapshotNotEmpty":
+				return "empty snapshot"
+			case "SnapshotTermAcceptable":
+				return fmt.Sprintf("snapshot term %d is not the current term %d", inst.chunkTerm, f.term.Load())
+			}
+			return ""
+		})
 	}
 	f.stats.installsStarted.Add(1)
 	if err := inst.transfer(first, chunks); err != nil {

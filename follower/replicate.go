@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"io"
 	"sync"
 	"time"
@@ -269,10 +270,12 @@ func (r *replication) handle(a *replicationpb.Append) error {
 	}
 	off := logpos.Offset(a.Entry.Offset)
 	head := logpos.Offset(f.head.Load())
-	if off > head+1 {
+	if off > head && off-1 != head { // not head+1, which overflows at the last offset
 		return fmt.Errorf("%w: entry %d after head %d", ErrGap, off, head)
 	}
-	if off < 0 {
+	if off < 0 || off == math.MaxInt64 && off > head {
+		// The last offset cannot be appended (the one after it would
+		// overflow: the log refuses it); a snapshot may cover it.
 		return fmt.Errorf("%w: entry offset %d", ErrInvalidArgument, off)
 	}
 	duplicate := off <= head
