@@ -158,12 +158,20 @@ var errStateMachinePanic = errors.New("the state machine panicked")
 // fails (or reads in the middle of the batch), the batch is dropped and
 // entries[:i] are applied again without it.
 func (s *Store) applyBatchLocked(h *pebble.DB, entries []logpos.Entry) (int, error) {
-	b := h.NewBatch()
-	defer b.Close()
+	// The store's one batch, reset for each use (a new batch per entry
+	// costs a pool round trip and a zeroing), also by the calls again for
+	// entries[:i] below, which need nothing of it any more.
+	b := s.write.batch
+	if b == nil || s.write.batchDB != h {
+		b = h.NewBatch()
+		s.write.batch, s.write.batchDB = b, h
+	} else {
+		b.Reset()
+	}
 	w := &s.write.w
 	w.b, w.db = b, h
 	defer func() { w.b, w.db, w.inBatch, w.readLate = nil, nil, false, false }()
-	prev := s.Commit()
+	prev := s.mu.commit // written only with s.write held, as it is here
 	for i, e := range entries {
 		var err error
 		if e.Offset != prev.Offset+1 || e.Term < prev.Term {
@@ -193,6 +201,7 @@ func (s *Store) applyBatchLocked(h *pebble.DB, entries []logpos.Entry) (int, err
 		return 0, fmt.Errorf("store: apply %v: %w", prev, err)
 	}
 	if err := b.Commit(pebble.NoSync); err != nil {
+		s.write.batch = nil // not reused after a failed commit
 		return 0, fmt.Errorf("store: apply %v: %w", prev, err)
 	}
 	s.mu.Lock()

@@ -23,6 +23,14 @@ type KV struct{}
 // fields) are decoded in place, without allocating; anything else goes
 // through proto.Unmarshal, which has the last word on what a value means.
 func (KV) Apply(e logpos.Entry, w *Writer) error {
+	// One operation (the common case): it is decoded once, and applied
+	// only once it is known canonical, so nothing needs undoing.
+	if op, ok := singleOperation(e.Value); ok {
+		if kind, first, second, ok := scanOperation(op); ok {
+			return applyOperation(w, 0, kind, first, second)
+		}
+		return applyProto(e.Value, w)
+	}
 	if canonical, _ := scanWriteBatch(e.Value, nil); canonical {
 		_, err := scanWriteBatch(e.Value, w)
 		return err
@@ -94,21 +102,38 @@ func scanWriteBatch(b []byte, w *Writer) (canonical bool, err error) {
 		if w == nil {
 			continue
 		}
-		switch kind {
-		case fieldPut:
-			err = w.Set(first, second)
-		case fieldDelete:
-			err = w.Delete(first)
-		case fieldDeleteRange:
-			err = w.DeleteRange(first, second)
-		default:
-			err = noOpError(i)
-		}
-		if err != nil {
+		if err := applyOperation(w, i, kind, first, second); err != nil {
 			return true, err
 		}
 	}
 	return true, nil
+}
+
+// singleOperation returns the Operation of a serialized WriteBatch that is
+// one operations field and nothing else.
+func singleOperation(b []byte) (op []byte, ok bool) {
+	num, typ, n := protowire.ConsumeTag(b)
+	if n < 0 || num != fieldOperations || typ != protowire.BytesType {
+		return nil, false
+	}
+	op, m := protowire.ConsumeBytes(b[n:])
+	if m < 0 || n+m != len(b) {
+		return nil, false
+	}
+	return op, true
+}
+
+// applyOperation applies operation i, as scanOperation decoded it, to w.
+func applyOperation(w *Writer, i int, kind protowire.Number, first, second []byte) error {
+	switch kind {
+	case fieldPut:
+		return w.Set(first, second)
+	case fieldDelete:
+		return w.Delete(first)
+	case fieldDeleteRange:
+		return w.DeleteRange(first, second)
+	}
+	return noOpError(i)
 }
 
 // scanOperation decodes a canonical Operation: at most one op field,

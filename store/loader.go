@@ -348,6 +348,7 @@ func (s *Store) Install(l *Loader, minTerm logpos.Term) (SnapshotInfo, error) {
 	s.db.Lock()
 	old, oldName := s.db.h, s.db.name
 	s.db.h, s.db.name = staged, l.name
+	s.write.batch, s.write.batchDB = nil, nil
 	s.mu.Lock()
 	s.mu.state = state{term: info.Term, options: info.Options, commit: info.Commit, reset: info.Commit, resetPending: true}
 	s.mu.durable = info.Commit
@@ -386,6 +387,7 @@ func (s *Store) undoMarkerLocked(l *Loader, syncErr error) error {
 	old := s.db.h
 	s.db.h = nil
 	s.db.Unlock()
+	s.write.batch, s.write.batchDB = nil, nil
 	s.mu.Lock()
 	delete(s.mu.loaders, l)
 	s.mu.Unlock()

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -41,6 +42,9 @@ type Store struct {
 		sync.Mutex
 		w   Writer // reused by Apply
 		buf []byte // scratch for the commit record
+		// batch is reused by Apply while batchDB is the live database.
+		batch   *pebble.Batch
+		batchDB *pebble.DB
 		// perEntry: the state machine reads (Writer.Get), so entries are
 		// applied one batch each.
 		perEntry bool
@@ -48,13 +52,16 @@ type Store struct {
 
 	// db is the live database. Users of the handle hold the read lock for
 	// as long as they use it; Install and Close replace or drop it under
-	// the write lock.
+	// the write lock, and with write held: a holder of write may use the
+	// handle without db's lock.
 	db struct {
 		sync.RWMutex
 		h    *pebble.DB // nil once closed
 		name string     // its directory, as CURRENT names it
 	}
 
+	// mu guards the store's state for readers. state is written with
+	// write held too: a holder of write may read it without mu.
 	mu struct {
 		sync.Mutex
 		state
@@ -65,6 +72,9 @@ type Store struct {
 		// failed is set when the database hit a fatal write error: every
 		// later write returns it.
 		failed error
+		// hasFailed is set with failed, and read without mu: the write
+		// paths check it on every Apply.
+		hasFailed atomic.Bool
 		// leftovers are directories the store no longer needs whose
 		// removal failed: removeLeftovers tries again (and Open removes
 		// them in any case).
@@ -101,6 +111,9 @@ func (s *Store) removeLeftovers() {
 
 // failure returns the error of a failed store, nil if it is healthy.
 func (s *Store) failure() error {
+	if !s.mu.hasFailed.Load() {
+		return nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.mu.failed
@@ -112,6 +125,7 @@ func (s *Store) markFailed(err error) {
 	defer s.mu.Unlock()
 	if s.mu.failed == nil {
 		s.mu.failed = err
+		s.mu.hasFailed.Store(true)
 		s.log.Error("store failed; reopen it to recover", "err", err)
 	}
 }
@@ -514,9 +528,7 @@ func (s *Store) ClearLogReset() error {
 func (s *Store) writing(fn func(h *pebble.DB) error) (err error) {
 	s.write.Lock()
 	defer s.write.Unlock()
-	s.db.RLock()
-	defer s.db.RUnlock()
-	h := s.db.h
+	h := s.db.h // changes only with s.write held, as it is here
 	if h == nil {
 		return ErrClosed
 	}
@@ -605,6 +617,7 @@ func (s *Store) closeWriteLocked() error {
 	h := s.db.h
 	s.db.h = nil
 	s.db.Unlock()
+	s.write.batch, s.write.batchDB = nil, nil
 	if h == nil {
 		return nil
 	}
