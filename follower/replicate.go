@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"io"
+	"math"
 	"sync"
 	"time"
 
