@@ -353,14 +353,7 @@ func TestBugPartialDelete(t *testing.T) {
 		return nil
 	}))
 	cfg := Config{Dir: "/data/shard", FS: fs, SegmentSize: 1 << 16}
-	f, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.NewTerm(4, TermOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	confFill(t, f, 4, 0, 9, -1)
+	f := openToDelete(t, cfg, -1)
 	failing.Store(true)
 	if err := f.Delete(4); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("Delete with a failing removal: %v, want ErrUnavailable", err)
@@ -748,14 +741,7 @@ func TestBugDeleteReportedClosingFailure(t *testing.T) {
 		return nil
 	}))
 	cfg := Config{Dir: "/data/shard", FS: fs, SegmentSize: 1 << 16}
-	f, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.NewTerm(4, TermOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	confFill(t, f, 4, 0, 9, 9)
+	f := openToDelete(t, cfg, 9)
 	waitApplied(t, f, 9) // the store holds writes it has not synced
 	full.Store(true)
 	if err := f.Delete(4); err != nil {
@@ -767,4 +753,19 @@ func TestBugDeleteReportedClosingFailure(t *testing.T) {
 	if _, err := fs.Stat(cfg.Dir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the shard directory after Delete: %v, want it gone", err)
 	}
+}
+
+// openToDelete opens a follower with cfg, fenced at term 4 with entries
+// 0..9 and commit advertised.
+func openToDelete(t *testing.T, cfg Config, commit int64) *Follower {
+	t.Helper()
+	f, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.NewTerm(4, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	confFill(t, f, 4, 0, 9, commit)
+	return f
 }
