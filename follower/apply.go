@@ -152,7 +152,10 @@ func (a *applier) applyBatch() (int, error) {
 	commit := f.store().Commit().Offset
 	target := min(logpos.Offset(f.advertised.Load()), f.durableHead())
 	a.batch, a.arena = a.batch[:0], a.arena[:0]
-	for o := commit + 1; o <= target && len(a.batch) < maxApplyBatch && len(a.arena) < maxApplyBytes; o++ {
+	// Nothing to read when the commit is at the target (and commit+1
+	// would overflow at the last offset); the store is still asked, with
+	// no entries, so that a failed store is noticed and repaired.
+	for o := commit + 1; commit < target && o <= target && len(a.batch) < maxApplyBatch && len(a.arena) < maxApplyBytes; o++ {
 		e, err := a.nextLocked(o)
 		if err != nil {
 			if len(a.batch) == 0 {

@@ -6,6 +6,7 @@ package follower
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -13,6 +14,7 @@ import (
 	"maps"
 	"math"
 	"math/rand/v2"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -22,6 +24,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
@@ -1827,32 +1830,84 @@ func TestRefusalsSayWhy(t *testing.T) {
 	}
 }
 
-// TestTheLastOffset: at the end of the offsets, an entry at or below the
-// head is a duplicate as anywhere (no overflow makes it a gap), and the
-// last offset itself, which the log cannot hold, is an invalid argument
-// rather than a storage failure. No snapshot reaches that far in a test,
-// so the follower is made to believe one did.
+// TestTheLastOffset: at the end of the offsets, a snapshot may reach the
+// last offset; an entry there is then a duplicate as anywhere (no
+// overflow makes it a gap) and the applier has nothing to apply (no
+// overflow makes it read past the end). The last offset itself, which the
+// log cannot hold, is an invalid argument rather than a storage failure.
 func TestTheLastOffset(t *testing.T) {
-	t.Run("duplicate of the last offset", func(t *testing.T) {
-		h := confInstalled(t, 20)
-		h.f.base.Store(math.MaxInt64)
-		h.f.head.Store(math.MaxInt64)
+	t.Run("snapshot at the last offset", func(t *testing.T) {
+		h := confPopulated(t, Config{})
+		if off, err := h.f.InstallSnapshot(&gatedStream{chunks: lastOffsetSnapshot(t)}); err != nil || off != math.MaxInt64 {
+			t.Fatalf("install: %d %v", off, err)
+		}
 		a := confAttach(t, h.f)
-		a.send(t, entryAppend(2, math.MaxInt64, 20, "d", "d"))
+		a.send(t, entryAppend(2, math.MaxInt64, math.MaxInt64, "d", "d"))
 		if got := a.ack(t); got != math.MaxInt64 {
 			t.Fatalf("ack %d, want the last offset", got)
 		}
 		if err := a.finish(t); err != nil {
 			t.Fatal(err)
 		}
+		if n, err := h.f.applier.applyBatch(); n != 0 || err != nil {
+			t.Fatalf("the applier at the last offset: applied %d, %v; want nothing to apply", n, err)
+		}
 	})
 	t.Run("append of the last offset", func(t *testing.T) {
 		h := confInstalled(t, 20)
-		h.f.head.Store(math.MaxInt64 - 1)
+		h.f.head.Store(math.MaxInt64 - 1) // no log reaches that far in a test
 		a := confAttach(t, h.f)
 		a.send(t, entryAppend(2, math.MaxInt64, 20, "n", "n"))
 		if err := <-a.res; !errors.Is(err, ErrInvalidArgument) {
 			t.Fatalf("appending the last offset: %v, want ErrInvalidArgument", err)
 		}
 	})
+}
+
+// lastOffsetSnapshot returns the chunks of a snapshot of term 2 whose
+// commit is the last offset. No store applies that many entries: its
+// commit record is written into the database directly, as the store lays
+// it out (CURRENT names the live database, "\x00commit" holds the term
+// and the offset big-endian).
+func lastOffsetSnapshot(t *testing.T) []*replicationpb.SnapshotChunk {
+	t.Helper()
+	dir := t.TempDir()
+	src, err := store.Open(dir, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.SetTerm(2, confSnapOpts); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Apply(logpos.Entry{Term: 2, Offset: 0, Value: kvPut("k", "v")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Close(); err != nil {
+		t.Fatal(err)
+	}
+	live, err := os.ReadFile(filepath.Join(dir, "CURRENT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db, err := pebble.Open(filepath.Join(dir, strings.TrimSpace(string(live))), &pebble.Options{ErrorIfNotExists: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	commit := binary.BigEndian.AppendUint64(binary.BigEndian.AppendUint64(nil, 2), math.MaxInt64)
+	if err := errors.Join(db.Set([]byte("\x00commit"), commit, pebble.Sync), db.Close()); err != nil {
+		t.Fatal(err)
+	}
+	if src, err = store.Open(dir, store.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if c := src.Commit(); c.Offset != math.MaxInt64 {
+		t.Fatalf("the crafted store's commit is %v", c)
+	}
+	sn, err := src.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sn.Close()
+	return snapshotChunks(t, sn, 2)
 }
