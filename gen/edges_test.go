@@ -286,6 +286,42 @@ func TestNothingWrittenWhenAWriteFails(t *testing.T) {
 	}
 }
 
+// A target that is a symbolic link stays one (the file it points to is
+// written), and a file that is rewritten keeps its permissions.
+func TestWriteThroughLinksKeepingModes(t *testing.T) {
+	dir := t.TempDir()
+	real := filepath.Join(dir, "real.mmd")
+	link := filepath.Join(dir, "job.mmd")
+	dot := filepath.Join(dir, "job.dot")
+	for _, f := range []string{real, dot} {
+		if err := os.WriteFile(f, []byte("old"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(f, 0o640); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.Symlink("real.mmd", link); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	if code := run([]string{"-in", "testdata/job/job.yaml", "-mermaid", link, "-dot", dot}, &stderr); code != 0 {
+		t.Fatalf("gen exited %d: %s", code, stderr.String())
+	}
+	if info, err := os.Lstat(link); err != nil || info.Mode()&os.ModeSymlink == 0 {
+		t.Errorf("the link is no longer a link: %v, %v", info, err)
+	}
+	for _, f := range []string{real, dot} {
+		b, err := os.ReadFile(f)
+		if err != nil || !bytes.Contains(b, []byte("Job")) {
+			t.Errorf("%s was not written: %q, %v", f, b, err)
+		}
+		if info, err := os.Stat(f); err != nil || info.Mode().Perm() != 0o640 {
+			t.Errorf("%s: mode %v, %v; want it kept (0640)", f, info.Mode().Perm(), err)
+		}
+	}
+}
+
 // The diagram markers of a Markdown file with CRLF line endings are
 // found, the diagram goes between them with CRLF line endings too, and
 // embedding it again changes nothing.

@@ -159,14 +159,21 @@ func writeChanged(files []file) (err error) {
 		if old, err := os.ReadFile(f.path); err == nil && bytes.Equal(old, f.data) {
 			continue
 		}
-		if info, err := os.Stat(f.path); err == nil && !info.Mode().IsRegular() {
-			return fmt.Errorf("%s: not a regular file", f.path)
+		path, mode := f.path, os.FileMode(0o644)
+		if real, err := filepath.EvalSymlinks(path); err == nil {
+			path = real // a link stays a link: its target is written
 		}
-		tmp, err := writeTemp(f.path, f.data)
+		if info, err := os.Stat(path); err == nil {
+			if !info.Mode().IsRegular() {
+				return fmt.Errorf("%s: not a regular file", f.path)
+			}
+			mode = info.Mode().Perm() // an existing file keeps its permissions
+		}
+		tmp, err := writeTemp(path, f.data, mode)
 		if err != nil {
 			return err
 		}
-		written, targets = append(written, tmp), append(targets, f.path)
+		written, targets = append(written, tmp), append(targets, path)
 	}
 	for i, tmp := range written {
 		if err := os.Rename(tmp, targets[i]); err != nil {
@@ -177,9 +184,10 @@ func writeChanged(files []file) (err error) {
 	return nil
 }
 
-// writeTemp writes data to a new temporary file in the directory of
-// path (created when missing) and returns its name.
-func writeTemp(path string, data []byte) (string, error) {
+// writeTemp writes data to a new temporary file with the given
+// permissions in the directory of path (created when missing) and returns
+// its name.
+func writeTemp(path string, data []byte, mode os.FileMode) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return "", err
 	}
@@ -189,7 +197,7 @@ func writeTemp(path string, data []byte) (string, error) {
 	}
 	_, err = f.Write(data)
 	if err == nil {
-		err = f.Chmod(0o644)
+		err = f.Chmod(mode)
 	}
 	if err := errors.Join(err, f.Close()); err != nil {
 		_ = os.Remove(f.Name())
