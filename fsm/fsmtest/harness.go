@@ -350,6 +350,7 @@ func (h *Harness[M, S, E]) RandomWalk(t *testing.T) {
 			e := E(rapid.IntRange(1, len(h.Table.Events)).Draw(rt, "event"))
 			f.set(rapid.Uint64().Draw(rt, "pass"), rapid.SampledFrom(actions).Draw(rt, "fail"))
 			from := m.State()
+			last = fsm.Step{} // every event is observed: a step that is not shows
 			err := h.Fire(m, e)
 			want := oracle.Fire(e.String(),
 				func(g string) bool { return f.Pass&h.guardBit(g) != 0 },
