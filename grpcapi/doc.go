@@ -26,8 +26,11 @@
 // nothing stored answers, and DeleteShard has nothing to delete: a call
 // refused for that reason leaves nothing on disk. A follower
 // that is NotMember (no term stored) is reported as not a member, like
-// no follower at all. DeleteShard removes the shard's data and the node
-// forgets it.
+// no follower at all, and once no call holds it, one with nothing stored
+// (a snapshot refused on a shard the node did not host, a NewTerm that
+// could not store its term) is closed and its directory removed: a
+// client cannot make the node keep files open for shards it does not
+// host. DeleteShard removes the shard's data and the node forgets it.
 //
 // # Errors
 //

@@ -22,6 +22,7 @@ func (s *Server) Get(ctx context.Context, req *inspectpb.GetRequest) (*inspectpb
 	if err != nil {
 		return nil, s.status(err)
 	}
+	defer s.release(sh)
 	if req.MinCommitOffset != nil {
 		if err := sh.f.WaitApplied(ctx, logpos.Offset(req.GetMinCommitOffset())); err != nil {
 			return nil, s.status(err)
@@ -57,6 +58,7 @@ func (s *Server) Steps(_ context.Context, req *inspectpb.StepsRequest) (*inspect
 	switch {
 	case err == nil:
 		log = sh.steps
+		s.release(sh)
 	case errors.Is(err, errNotHosted):
 		// A deleted shard's last steps stay readable until it is
 		// opened again.

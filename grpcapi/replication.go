@@ -76,6 +76,7 @@ func (s *Server) GetStatus(_ context.Context, req *replicationpb.GetStatusReques
 	if err != nil {
 		return nil, s.status(err)
 	}
+	defer s.release(sh)
 	st := sh.f.Status()
 	var serving replicationpb.ServingStatus
 	switch st.State {
@@ -120,6 +121,7 @@ func (s *Server) DeleteShard(_ context.Context, req *replicationpb.DeleteShardRe
 			return nil, s.status(err)
 		}
 		current, err := s.deleteShard(sh, logpos.Term(req.GetTerm()))
+		s.release(sh)
 		if !current {
 			continue // another DeleteShard removed it meanwhile: look again
 		}
@@ -174,6 +176,7 @@ func (s *Server) onShard(key shardKey, create bool, call func(*shard) error) err
 			return err
 		}
 		err = call(sh)
+		s.release(sh)
 		if !errors.Is(err, follower.ErrClosed) || errors.Is(err, follower.ErrStreamEnded) || !s.deleted(sh) {
 			return err
 		}
@@ -201,6 +204,7 @@ func (s *Server) SendSnapshot(stream grpc.ClientStreamingServer[replicationpb.Sn
 	if err != nil {
 		return s.status(err)
 	}
+	defer s.release(sh)
 	offset, err := sh.f.InstallSnapshot(stream)
 	if err != nil {
 		return s.status(err)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
 	"os"
 	"runtime/debug"
@@ -27,6 +28,7 @@ import (
 	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
 )
 
 // DefaultMaxMessageSize is the default Options.MaxMessageSize: gRPC's.
@@ -104,8 +106,13 @@ type Server struct {
 		// (at most maxRetired), for Inspect.Steps to show how they ended.
 		retired      map[shardKey]*stepLog
 		retiredOrder []shardKey
-		// gone counts the shards forgotten (deleted, or failed to open).
+		// gone counts the shards forgotten (deleted, failed to open, or
+		// dropped by release).
 		gone uint64
+		// dropping holds the shards release is closing and removing from
+		// disk, each with a channel closed once it is done: no follower
+		// of that key opens before then.
+		dropping map[shardKey]chan struct{}
 	}
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -141,6 +148,7 @@ func New(opts Options) (*Server, error) {
 	s.drained, s.drain = context.WithCancel(context.Background())
 	s.mu.shards = make(map[shardKey]*shard)
 	s.mu.retired = make(map[shardKey]*stepLog)
+	s.mu.dropping = make(map[shardKey]chan struct{})
 
 	gopts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(opts.MaxMessageSize),
@@ -200,6 +208,9 @@ func (s *Server) shutdown(ctx context.Context) error {
 	for _, sh := range s.mu.shards {
 		shards = append(shards, sh)
 	}
+	// No shard is dropped once closing is set; those being dropped are
+	// closed by release, and waited for with the others.
+	dropping := slices.Collect(maps.Values(s.mu.dropping))
 	s.mu.Unlock()
 	// NOT_SERVING first: whatever a health watch sends once stopping is
 	// cancelled says so, and ends it.
@@ -213,7 +224,11 @@ func (s *Server) shutdown(ctx context.Context) error {
 		close(stopped)
 	}()
 	closed := make(chan []error, 1)
-	go func() { closed <- closeShards(shards) }()
+	go func() {
+		errs := closeShards(shards)
+		waitDropped(dropping)
+		closed <- errs
+	}()
 	// When ctx ends first, the connections are closed, and Shutdown
 	// returns without waiting for the handlers, nor for gRPC to close
 	// the connections (both wait in the background for whatever holds
@@ -276,6 +291,14 @@ func closeShards(shards []*shard) []error {
 	}
 	wg.Wait()
 	return errs
+}
+
+// waitDropped waits until the shards that release is dropping are
+// closed and removed.
+func waitDropped(dropping []chan struct{}) {
+	for _, done := range dropping {
+		<-done
+	}
 }
 
 // endOnShutdown ends the streams that no follower ends (a health watch)
@@ -383,6 +406,9 @@ type shard struct {
 	counts *stepCounts
 	// deleting serializes DeleteShard calls on the shard.
 	deleting sync.Mutex
+	// users counts the calls that looked the shard up and have not
+	// released it yet (guarded by the server's mu).
+	users int
 }
 
 // dir is the directory of a shard's follower.
@@ -393,7 +419,8 @@ func (s *Server) dir(k shardKey) string {
 // lookup returns the shard k, opening its follower when it is not open
 // yet. A shard that is neither open nor on disk is opened only when
 // create is set; otherwise lookup returns errNotHosted. Keys must be
-// validated.
+// validated. The caller holds the shard until it calls release; on an
+// error there is nothing to release.
 func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 	// mayOpen: create is set, or the shard's directory was found since
 	// the last time a shard was forgotten.
@@ -405,9 +432,22 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 			return nil, errShuttingDown
 		}
 		if sh := s.mu.shards[k]; sh != nil {
+			sh.users++
 			s.mu.Unlock()
 			<-sh.ready
-			return sh, sh.err
+			if sh.err != nil {
+				s.release(sh)
+				return nil, sh.err
+			}
+			return sh, nil
+		}
+		if done := s.mu.dropping[k]; done != nil {
+			// The follower of k is being closed and its directory
+			// removed: look again once it is gone.
+			s.mu.Unlock()
+			<-done
+			s.mu.Lock()
+			continue
 		}
 		if mayOpen {
 			break
@@ -427,7 +467,7 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 		s.mu.Lock()
 		mayOpen = s.mu.gone == gone
 	}
-	sh := &shard{key: k, ready: make(chan struct{}), steps: newStepLog(s.opts.StepHistory), counts: newStepCounts()}
+	sh := &shard{key: k, ready: make(chan struct{}), steps: newStepLog(s.opts.StepHistory), counts: newStepCounts(), users: 1}
 	s.mu.shards[k] = sh
 	s.unretireLocked(k)
 	s.mu.Unlock()
@@ -474,7 +514,54 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 		s.forget(sh)
 	}
 	close(sh.ready)
-	return sh, sh.err
+	if sh.err != nil {
+		s.release(sh)
+		return nil, sh.err
+	}
+	return sh, nil
+}
+
+// release ends a call's hold on sh (see lookup). When no call holds it
+// any more and its follower is NotMember with nothing stored (a call
+// refused before anything was stored, say a snapshot refused on a shard
+// the node did not host), which is the same as no follower, the node
+// forgets the shard, closes the follower and removes its directory: a
+// client cannot make the node keep files open, or directories, for
+// shards it does not host. The last steps stay readable as a deleted
+// shard's do.
+func (s *Server) release(sh *shard) {
+	s.mu.Lock()
+	sh.users--
+	// With no user, nothing can change the follower's state: it is
+	// read once, here.
+	if sh.users > 0 || s.mu.closing || s.mu.shards[sh.key] != sh || !empty(sh.f.Status()) {
+		s.mu.Unlock()
+		return
+	}
+	done := make(chan struct{})
+	s.mu.dropping[sh.key] = done
+	s.retireLocked(sh)
+	s.mu.Unlock()
+
+	// Deleted as DeleteShard does (a crash leaves the directory or
+	// nothing), at term 0, the lowest Delete takes: the follower has no
+	// term.
+	if err := sh.f.Delete(0); err != nil {
+		s.log.Warn("dropping a shard with nothing stored", "namespace", sh.key.namespace, "shard", sh.key.shard, "err", err)
+	} else {
+		s.log.Debug("shard with nothing stored dropped", "namespace", sh.key.namespace, "shard", sh.key.shard)
+	}
+	s.mu.Lock()
+	delete(s.mu.dropping, sh.key)
+	s.mu.Unlock()
+	close(done)
+}
+
+// empty reports whether a follower in status st is NotMember with
+// nothing stored: no term, no log, nothing applied.
+func empty(st follower.Status) bool {
+	return st.State == follower.StateNotMember && st.Term == logpos.NoTerm &&
+		st.Head == logpos.NoOffset && st.Commit == logpos.NoOffset
 }
 
 // forget drops sh from the hosted shards, unless another follower of the
@@ -503,6 +590,11 @@ const maxRetired = 64
 func (s *Server) retire(sh *shard) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.retireLocked(sh)
+}
+
+// retireLocked is retire with s.mu held.
+func (s *Server) retireLocked(sh *shard) {
 	if !s.forgetLocked(sh) {
 		return
 	}

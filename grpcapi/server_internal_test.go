@@ -4,7 +4,11 @@ import (
 	"context"
 	"errors"
 	"math"
+	"os"
+	"sync"
 	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/fsm"
@@ -120,5 +124,107 @@ func TestStepsAfter(t *testing.T) {
 		if uint64(len(steps)) != c.n || truncated != c.truncated || c.n > 0 && steps[0].GetSeq() != c.first {
 			t.Errorf("after(%d): %d steps from %v, truncated %v; want %d from %d, %v", c.after, len(steps), steps, truncated, c.n, c.first, c.truncated)
 		}
+	}
+}
+
+// renameGate is a file system on which renaming one path waits: it
+// closes entered, then waits for proceed.
+type renameGate struct {
+	vfs.FS
+	from    string
+	once    sync.Once
+	entered chan struct{}
+	proceed chan struct{}
+}
+
+func (g *renameGate) Rename(oldname, newname string) error {
+	if oldname == g.from {
+		g.once.Do(func() {
+			close(g.entered)
+			<-g.proceed
+		})
+	}
+	return g.FS.Rename(oldname, newname)
+}
+
+// dropUnderWay starts a server whose shard ns/1 is an empty directory,
+// and a GetStatus that opens it, finds it NotMember with nothing stored
+// and drops it; the drop waits in the rename of the shard's directory
+// until proceed is closed. status receives the GetStatus's error.
+func dropUnderWay(t *testing.T) (s *Server, proceed chan struct{}, status <-chan error) {
+	t.Helper()
+	dir := t.TempDir()
+	gate := &renameGate{FS: vfs.Default, entered: make(chan struct{}), proceed: make(chan struct{})}
+	s, err := New(Options{DataDir: dir, FS: gate})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Shutdown(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
+	gate.from = s.dir(shardKey{"ns", 1})
+	if err := os.MkdirAll(gate.from, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	errs := make(chan error, 1)
+	go func() {
+		_, err := s.GetStatus(context.Background(), &replicationpb.GetStatusRequest{Namespace: "ns", Shard: 1})
+		errs <- err
+	}()
+	<-gate.entered
+	return s, gate.proceed, errs
+}
+
+// TestCallWaitingForADrop: a call on a shard whose follower (NotMember,
+// nothing stored) is being dropped waits until its directory is gone,
+// then opens a fresh follower, rather than one on the directory being
+// removed.
+func TestCallWaitingForADrop(t *testing.T) {
+	s, proceed, status := dropUnderWay(t)
+	done := make(chan struct{})
+	var resp *replicationpb.NewTermResponse
+	var err error
+	go func() {
+		defer close(done)
+		resp, err = s.NewTerm(context.Background(), &replicationpb.NewTermRequest{Namespace: "ns", Shard: 1, Term: 1})
+	}()
+	waitBlockedIn(t, "chan receive", "grpcapi.(*Server).lookup", done)
+	close(proceed)
+	if err := <-status; Reason(err) != ReasonNodeIsNotMember {
+		t.Fatalf("GetStatus of an empty shard: %v, want NODE_IS_NOT_MEMBER", err)
+	}
+	<-done
+	if err != nil || resp.GetHeadEntryId().GetOffset() != -1 {
+		t.Fatalf("NewTerm after the drop: %v, %v", resp, err)
+	}
+	st, err := s.GetStatus(context.Background(), &replicationpb.GetStatusRequest{Namespace: "ns", Shard: 1})
+	if err != nil || st.GetTerm() != 1 || st.GetStatus() != replicationpb.ServingStatus_FENCED {
+		t.Fatalf("GetStatus after NewTerm: %v, %v", st, err)
+	}
+}
+
+// TestShutdownWaitsForADrop: Shutdown returns once a shard being
+// dropped is closed and removed, as it does for the hosted shards.
+func TestShutdownWaitsForADrop(t *testing.T) {
+	s, proceed, status := dropUnderWay(t)
+	done := make(chan struct{})
+	var err error
+	go func() {
+		defer close(done)
+		err = s.Shutdown(context.Background())
+	}()
+	waitBlockedIn(t, "chan receive", "grpcapi.waitDropped", done)
+	close(proceed)
+	<-done
+	if err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	if err := <-status; Reason(err) != ReasonNodeIsNotMember {
+		t.Fatalf("GetStatus of an empty shard: %v, want NODE_IS_NOT_MEMBER", err)
+	}
+	if _, err := os.Stat(s.dir(shardKey{"ns", 1})); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the dropped shard's directory: %v", err)
 	}
 }

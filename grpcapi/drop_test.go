@@ -1,0 +1,113 @@
+package grpcapi_test
+
+import (
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+// TestRefusedSnapshotsOnUnknownShards: a call that leaves a shard the node did
+// not host NotMember with nothing stored (a snapshot that does not
+// install, a GetStatus of an empty directory) leaves no follower open
+// and no directory behind, so a client cannot make the node hold files
+// or directories for shards it does not host. The shard's last steps
+// stay readable, and a later call starts afresh.
+func TestRefusedSnapshotsOnUnknownShards(t *testing.T) {
+	n := startNode(t, "")
+	c := n.conn
+	url := serveMetrics(t, n.srv)
+	ctx := ctxT(t)
+	chunks := snapshotOf(t, 1, 3)
+	if len(chunks) < 2 {
+		t.Fatalf("a snapshot of %d chunks", len(chunks))
+	}
+	refused := []struct {
+		name   string
+		chunks []*replicationpb.SnapshotChunk
+	}{
+		{"no chunk", nil},
+		{"an unsafe file name", []*replicationpb.SnapshotChunk{{Term: 1, Name: "../x", ChunkCount: 1}}},
+		{"missing its last chunk", chunks[:len(chunks)-1]},
+		{"a chunk sent twice", append([]*replicationpb.SnapshotChunk{chunks[0]}, chunks...)},
+	}
+	for i, r := range refused {
+		_, err := sendChunks(t, c, leader.Shard{Namespace: "drop", Shard: int64(i)}, r.chunks...)
+		wantCode(t, err, codes.InvalidArgument, "INVALID_ARGUMENT", "")
+	}
+	// A directory with nothing in it where a shard would be (say, left
+	// by a crash) is a shard with nothing stored: GetStatus opens it,
+	// finds no member, and drops it.
+	empty := leader.Shard{Namespace: "drop", Shard: 9}
+	if err := os.MkdirAll(filepath.Join(n.dir, "drop", "9"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	_, err := c.Status(ctx, empty)
+	wantCode(t, err, codes.Aborted, "NODE_IS_NOT_MEMBER", "")
+
+	if got := listTree(t, filepath.Join(n.dir, "drop")); len(got) != 0 {
+		t.Errorf("left on disk: %q", got)
+	}
+	scrapeMetrics(t, url).want(t, 0, "tablefsm_node_shards")
+	for i := range int64(len(refused)) {
+		s := leader.Shard{Namespace: "drop", Shard: i}
+		steps, err := c.Steps(ctx, s, 0)
+		if err != nil || len(steps) == 0 {
+			t.Fatalf("steps of %v: %v, %v", s, steps, err)
+		}
+		if last := steps[len(steps)-1]; last.GetEvent() != "Delete" || last.GetTo() != "Closed" || last.GetError() != "" {
+			t.Errorf("the last step of %v is %v, want its Delete", s, last)
+		}
+		_, err = c.Status(ctx, s)
+		wantCode(t, err, codes.Aborted, "NODE_IS_NOT_MEMBER", "")
+	}
+
+	// The snapshot installs in full on a shard that refused one.
+	s := leader.Shard{Namespace: "drop", Shard: 2}
+	if resp, err := sendChunks(t, c, s, chunks...); err != nil || resp.GetAckOffset() != 2 {
+		t.Fatalf("installing the snapshot: %v, %v", resp, err)
+	}
+	if st, err := c.Status(ctx, s); err != nil || st.GetStatus() != replicationpb.ServingStatus_FOLLOWER {
+		t.Fatalf("after the install: %v, %v", st, err)
+	}
+	scrapeMetrics(t, url).want(t, 1, "tablefsm_node_shards")
+}
+
+// TestRefusedSnapshotRacingANewTerm: a refused snapshot and a NewTerm on
+// a shard the node does not host, at once: whichever comes first, the
+// NewTerm's term stays, and so does the shard.
+func TestRefusedSnapshotRacingANewTerm(t *testing.T) {
+	n := startNode(t, "")
+	c := n.conn
+	ctx := ctxT(t)
+	for i := range int64(16) {
+		s := leader.Shard{Namespace: "race", Shard: i}
+		var wg sync.WaitGroup
+		wg.Go(func() {
+			_, err := sendChunks(t, c, s)
+			wantCode(t, err, codes.InvalidArgument, "INVALID_ARGUMENT", "")
+		})
+		wg.Go(func() {
+			if _, err := c.Status(ctx, s); err != nil {
+				wantCode(t, err, codes.Aborted, "NODE_IS_NOT_MEMBER", "")
+			}
+		})
+		var head logpos.EntryID
+		var err error
+		wg.Go(func() { head, err = c.NewTerm(ctx, s, 1, nil) })
+		wg.Wait()
+		if err != nil || head != logpos.NoEntry {
+			t.Fatalf("NewTerm on %v: %v, %v", s, head, err)
+		}
+		st, err := c.Status(ctx, s)
+		if err != nil || st.GetTerm() != 1 || st.GetStatus() != replicationpb.ServingStatus_FENCED {
+			t.Fatalf("%v after NewTerm: %v, %v", s, st, err)
+		}
+	}
+}
