@@ -191,7 +191,8 @@ func TestErrorsThroughTheWire(t *testing.T) {
 	t.Run("INVALID_ARGUMENT", func(t *testing.T) {
 		s := shard(6)
 		fence(t, c, s, 1)
-		replicate(t, c, s, 1, 0, 10, true) // commit 9
+		replicate(t, c, s, 1, 0, 10, true)
+		checkApplied(t, c, s, 9) // commit 9: a Truncate to 5 goes below it
 		if _, err := c.NewTerm(ctx, s, 2, nil); err != nil {
 			t.Fatal(err)
 		}
