@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sync"
 	"sync/atomic"
 
@@ -478,6 +479,43 @@ func (f *Follower) Delete(term logpos.Term) error {
 		f.logger().Warn("closing the deleted follower failed", "err", f.closeErr)
 	}
 	f.logger().Debug("follower deleted", "delete_term", term)
+	return nil
+}
+
+// Remove deletes the data of the shard in cfg.Dir without opening its
+// follower: for a shard whose follower does not open (its log damaged,
+// say), which Delete cannot reach. It checks term as Delete does, against
+// the term the shard's store holds: a negative term is ErrInvalidArgument
+// and one below the stored term ErrInvalidTerm, and nothing is removed.
+// A store that does not open cannot tell its term: Remove then fails
+// with ErrUnavailable, and only an operator can remove the directory. A
+// directory that does not exist is removed already. No follower of the
+// shard may be open.
+func Remove(cfg Config, term logpos.Term) error {
+	cfg = cfg.withDefaults()
+	if term < 0 {
+		return fmt.Errorf("%w: term %d is negative", ErrInvalidArgument, term)
+	}
+	if _, err := cfg.FS.Stat(cfg.Dir); errors.Is(err, os.ErrNotExist) {
+		return nil
+	} else if err != nil {
+		return fmt.Errorf("%w: looking for %s: %w", ErrUnavailable, cfg.Dir, err)
+	}
+	f := &Follower{cfg: cfg, dir: cfg.Dir}
+	st, err := f.openStore()
+	if err != nil {
+		return fmt.Errorf("%w: the store, which holds the shard's term, does not open: %w", ErrUnavailable, err)
+	}
+	stored := st.Term()
+	if err := st.Close(); err != nil {
+		return fmt.Errorf("%w: closing the store: %w", ErrUnavailable, err)
+	}
+	if term < stored {
+		return fmt.Errorf("%w: term %d is below the shard's term %d", ErrInvalidTerm, term, stored)
+	}
+	if err := removeDir(cfg.FS, cfg.Dir); err != nil {
+		return fmt.Errorf("%w: removing %s: %w", ErrUnavailable, cfg.Dir, err)
+	}
 	return nil
 }
 

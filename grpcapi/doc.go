@@ -30,7 +30,9 @@
 // (a snapshot refused on a shard the node did not host, a NewTerm that
 // could not store its term) is closed and its directory removed: a
 // client cannot make the node keep files open for shards it does not
-// host. DeleteShard removes the shard's data and the node forgets it.
+// host. DeleteShard removes the shard's data and the node forgets it,
+// also when its follower does not open (a damaged log, say), once the
+// term checks out against the one the shard's store holds.
 //
 // # Errors
 //

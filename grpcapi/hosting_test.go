@@ -111,3 +111,49 @@ func TestRefusedSnapshotRacingANewTerm(t *testing.T) {
 		}
 	}
 }
+
+// TestDeleteShardOfADamagedShard: a shard whose follower does not open
+// (its log is damaged) answers Unavailable, but DeleteShard still
+// removes it, checking the term against the one its store holds; the
+// node then forgets it, and a NewTerm starts it afresh.
+func TestDeleteShardOfADamagedShard(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, dir)
+	s := leader.Shard{Namespace: "damaged", Shard: 1}
+	fence(t, n.conn, s, 2)
+	aFill(t, n.conn, s, 2, 0, 9, 9)
+	n.stop()
+	shardDir := filepath.Join(dir, "damaged", "1")
+	wal := filepath.Join(shardDir, "wal")
+	if err := os.RemoveAll(wal); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(wal, []byte("not a log"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	n = startNode(t, dir)
+	c := n.conn
+	ctx := ctxT(t)
+	_, err := c.Status(ctx, s)
+	wantCode(t, err, codes.Unavailable, "RESOURCE_UNAVAILABLE", "")
+	err = c.Delete(ctx, s, 1)
+	wantCode(t, err, codes.FailedPrecondition, "INVALID_TERM", "below the shard's term 2")
+	if _, err := os.Stat(shardDir); err != nil {
+		t.Fatalf("a DeleteShard below the shard's term removed it: %v", err)
+	}
+	if err := c.Delete(ctx, s, 2); err != nil {
+		t.Fatalf("DeleteShard of a shard that does not open: %v", err)
+	}
+	if got := listTree(t, filepath.Join(dir, "damaged")); len(got) != 0 {
+		t.Fatalf("left on disk: %q", got)
+	}
+	_, err = c.Status(ctx, s)
+	wantCode(t, err, codes.Aborted, "NODE_IS_NOT_MEMBER", "")
+	if err := c.Delete(ctx, s, 2); err != nil {
+		t.Fatalf("DeleteShard again: %v", err)
+	}
+	if head := fence(t, c, s, 1); head != (logpos.EntryID{Term: 1, Offset: -1}) {
+		t.Fatalf("a fresh shard's head %v", head)
+	}
+}

@@ -103,7 +103,9 @@ func (s *Server) GetStatus(_ context.Context, req *replicationpb.GetStatusReques
 
 // DeleteShard implements OxiaCoordinationServer: it deletes the shard's
 // follower and its data; the node forgets the shard. A shard with no data
-// on the node has nothing to delete.
+// on the node has nothing to delete. The data of a shard whose follower
+// does not open (its log damaged, say) is removed all the same, checked
+// against the term its store holds (follower.Remove).
 func (s *Server) DeleteShard(_ context.Context, req *replicationpb.DeleteShardRequest) (*replicationpb.DeleteShardResponse, error) {
 	key, err := unaryKey(req.GetNamespace(), req.GetShard())
 	if err != nil {
@@ -115,6 +117,17 @@ func (s *Server) DeleteShard(_ context.Context, req *replicationpb.DeleteShardRe
 	for {
 		sh, err := s.lookup(key, false)
 		if errors.Is(err, errNotHosted) {
+			return &replicationpb.DeleteShardResponse{}, nil
+		}
+		if no := (*notOpened)(nil); errors.As(err, &no) {
+			removed, rerr := s.removeUnopened(key, logpos.Term(req.GetTerm()))
+			if !removed {
+				continue // a follower of it opened meanwhile: look again
+			}
+			if rerr != nil {
+				return nil, s.status(rerr)
+			}
+			s.log.Warn("removed a shard whose follower does not open", "namespace", key.namespace, "shard", key.shard, "term", req.GetTerm(), "err", err)
 			return &replicationpb.DeleteShardResponse{}, nil
 		}
 		if err != nil {

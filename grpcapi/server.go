@@ -106,12 +106,13 @@ type Server struct {
 		// (at most maxRetired), for Inspect.Steps to show how they ended.
 		retired      map[shardKey]*stepLog
 		retiredOrder []shardKey
-		// gone counts the shards forgotten (deleted, failed to open, or
-		// dropped by release).
+		// gone counts the shards forgotten (deleted, failed to open,
+		// dropped by release, or removed by removeUnopened).
 		gone uint64
-		// dropping holds the shards release is closing and removing from
-		// disk, each with a channel closed once it is done: no follower
-		// of that key opens before then.
+		// dropping holds the shards whose data is being removed without
+		// a DeleteShard on an open follower (by release and
+		// removeUnopened), each with a channel closed once it is done:
+		// no follower of that key opens before then.
 		dropping map[shardKey]chan struct{}
 	}
 	shutdownOnce sync.Once
@@ -447,6 +448,7 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 			s.mu.Unlock()
 			<-done
 			s.mu.Lock()
+			mayOpen = create // whether it is on disk is looked up again
 			continue
 		}
 		if mayOpen {
@@ -482,9 +484,7 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 		}
 	}()
 
-	cfg := s.opts.Follower
-	cfg.Namespace, cfg.Shard = k.namespace, k.shard
-	cfg.Dir, cfg.FS, cfg.Logger = s.dir(k), s.fs, s.log
+	cfg := s.followerConfig(k)
 	obs := &stepObserver{steps: sh.steps, counts: sh.counts}
 	if o := s.opts.Follower.Observer; o != nil {
 		obs.next = append(obs.next, o)
@@ -509,7 +509,7 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 		if !errors.Is(sh.err, follower.ErrUnavailable) {
 			sh.err = fmt.Errorf("%w: %w", follower.ErrUnavailable, sh.err)
 		}
-		sh.err = fmt.Errorf("opening shard %s: %w", k, sh.err)
+		sh.err = &notOpened{fmt.Errorf("opening shard %s: %w", k, sh.err)}
 		s.log.Error("opening a shard failed", "namespace", k.namespace, "shard", k.shard, "err", sh.err)
 		s.forget(sh)
 	}
@@ -519,6 +519,48 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 		return nil, sh.err
 	}
 	return sh, nil
+}
+
+// followerConfig is the configuration of the follower of shard k,
+// without its observer.
+func (s *Server) followerConfig(k shardKey) follower.Config {
+	cfg := s.opts.Follower
+	cfg.Namespace, cfg.Shard = k.namespace, k.shard
+	cfg.Dir, cfg.FS, cfg.Logger = s.dir(k), s.fs, s.log
+	return cfg
+}
+
+// notOpened is the error of a lookup whose follower did not open.
+type notOpened struct{ err error }
+
+func (e *notOpened) Error() string { return e.err.Error() }
+func (e *notOpened) Unwrap() error { return e.err }
+
+// removeUnopened removes the data of shard k, whose follower did not
+// open, at term (see follower.Remove), while calls on k wait as they do
+// for a shard being dropped. It reports false, doing nothing, when a
+// follower of k is open or opening, or k is being dropped: the caller
+// looks again.
+func (s *Server) removeUnopened(k shardKey, term logpos.Term) (bool, error) {
+	s.mu.Lock()
+	if s.mu.closing {
+		s.mu.Unlock()
+		return true, errShuttingDown
+	}
+	if s.mu.shards[k] != nil || s.mu.dropping[k] != nil {
+		s.mu.Unlock()
+		return false, nil
+	}
+	done := make(chan struct{})
+	s.mu.dropping[k] = done
+	s.mu.Unlock()
+	err := follower.Remove(s.followerConfig(k), term)
+	s.mu.Lock()
+	delete(s.mu.dropping, k)
+	s.mu.gone++
+	s.mu.Unlock()
+	close(done)
+	return true, err
 }
 
 // release ends a call's hold on sh (see lookup). When no call holds it

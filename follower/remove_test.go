@@ -1,0 +1,93 @@
+package follower
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+// TestRemoveAShardThatDoesNotOpen: Remove deletes the data of a shard
+// whose follower does not open (here its log is not a directory),
+// checking the term against the one its store holds as Delete does; a
+// refused Remove removes nothing. Without a store to read the term from,
+// it refuses with ErrUnavailable.
+func TestRemoveAShardThatDoesNotOpen(t *testing.T) {
+	cfg := Config{Dir: filepath.Join(t.TempDir(), "shard")}
+	f, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.NewTerm(3, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	confFill(t, f, 3, 0, 4, 4)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	damage := func(name string) {
+		t.Helper()
+		p := filepath.Join(cfg.Dir, name)
+		if err := os.RemoveAll(p); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("not a directory"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	damage("wal")
+	if g, err := Open(cfg); err == nil {
+		_ = g.Close()
+		t.Fatal("a follower without its log opened")
+	}
+	exists := func() bool {
+		t.Helper()
+		_, err := os.Stat(cfg.Dir)
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	for _, c := range []struct {
+		term logpos.Term
+		want error
+	}{{-1, ErrInvalidArgument}, {2, ErrInvalidTerm}} {
+		if err := Remove(cfg, c.term); !errors.Is(err, c.want) {
+			t.Fatalf("Remove(%d) = %v, want %v", c.term, err, c.want)
+		}
+		if !exists() {
+			t.Fatalf("a refused Remove(%d) removed the shard", c.term)
+		}
+	}
+	if err := Remove(cfg, 3); err != nil {
+		t.Fatalf("Remove(3): %v", err)
+	}
+	if exists() {
+		t.Fatal("the shard's directory is there after Remove")
+	}
+	if err := Remove(cfg, 3); err != nil {
+		t.Fatalf("Remove of a removed shard: %v", err)
+	}
+	// Opened again, it is a new follower.
+	g, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := g.Status(); st.State != StateNotMember || st.Head != logpos.NoOffset {
+		t.Fatalf("after Remove: %+v, want a new NotMember follower", st)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A store that does not open cannot tell the shard's term.
+	damage("store")
+	if err := Remove(cfg, 100); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Remove of a shard without a store: %v, want ErrUnavailable", err)
+	}
+	if !exists() {
+		t.Fatal("Remove removed a shard whose term it could not read")
+	}
+}
