@@ -19,6 +19,7 @@ import (
 	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/logpos"
 )
 
 // A panic the server recovers from (a bug) must not leave a lock held:
@@ -133,6 +134,75 @@ func TestPanicWhileRestoringAShard(t *testing.T) {
 	st, err := n.conn.Status(ctxT(t), s)
 	if err != nil || st.GetTerm() != 1 || st.GetHeadOffset() != 2 {
 		t.Fatalf("the next GetStatus: %v, %v", st, err)
+	}
+}
+
+// panicsOnce returns a node option: a follower observer that panics on
+// the next step of event once armed is set.
+func panicsOnce(event string, armed *atomic.Bool) func(*grpcapi.Options) {
+	return func(o *grpcapi.Options) {
+		o.Follower.Observer = fsm.ObserverFunc(func(st fsm.Step) {
+			if st.Event == event && armed.CompareAndSwap(true, false) {
+				panic("observer bug")
+			}
+		})
+	}
+}
+
+// TestPanicWhileDroppingAShard: an observer panics on the Delete step of
+// a shard with nothing stored that the node drops (an empty directory
+// found by GetStatus): the call gets Unknown, calls on the shard do not
+// wait for that drop for ever, and the node shuts down.
+func TestPanicWhileDroppingAShard(t *testing.T) {
+	var armed atomic.Bool
+	n := startNode(t, "", panicsOnce("Delete", &armed))
+	s := leader.Shard{Namespace: "dropping", Shard: 0}
+	if err := os.MkdirAll(filepath.Join(n.dir, "dropping", "0"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	if _, err := n.conn.Status(ctxT(t), s); status.Code(err) != codes.Unknown {
+		t.Fatalf("a GetStatus whose drop panicked: %v, want Unknown", err)
+	}
+	fence(t, n.conn, s, 1)
+	replicate(t, n.conn, s, 1, 0, 3, true)
+}
+
+// TestPanicInARefusedCall: an observer panics on the refusal of a
+// Truncate of a shard with nothing stored (an empty directory): the call
+// gets Unknown and lets go of the shard all the same, which the node
+// drops as after any refused call.
+func TestPanicInARefusedCall(t *testing.T) {
+	var armed atomic.Bool
+	n := startNode(t, "", panicsOnce("Truncate", &armed))
+	s := leader.Shard{Namespace: "refused", Shard: 0}
+	if err := os.MkdirAll(filepath.Join(n.dir, "refused", "0"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	if _, err := n.conn.Truncate(ctxT(t), s, 1, logpos.NoEntry); status.Code(err) != codes.Unknown {
+		t.Fatalf("a Truncate whose refusal panicked: %v, want Unknown", err)
+	}
+	if got := listTree(t, filepath.Join(n.dir, "refused")); len(got) != 0 {
+		t.Fatalf("left on disk: %q", got)
+	}
+}
+
+// TestPanicInDeleteShard: an observer panics on the Delete step of a
+// DeleteShard, once the follower is closed: the call gets Unknown, the
+// node forgets the closed follower, and a NewTerm starts a new one.
+func TestPanicInDeleteShard(t *testing.T) {
+	var armed atomic.Bool
+	n := startNode(t, "", panicsOnce("Delete", &armed))
+	s := leader.Shard{Namespace: "deleting", Shard: 0}
+	fence(t, n.conn, s, 1)
+	replicate(t, n.conn, s, 1, 0, 3, true)
+	armed.Store(true)
+	if err := n.conn.Delete(ctxT(t), s, 1); status.Code(err) != codes.Unknown {
+		t.Fatalf("a DeleteShard that panicked: %v, want Unknown", err)
+	}
+	if _, err := n.conn.NewTerm(ctxT(t), s, 2, nil); err != nil {
+		t.Fatalf("NewTerm after a DeleteShard that panicked: %v", err)
 	}
 }
 

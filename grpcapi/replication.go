@@ -134,7 +134,6 @@ func (s *Server) DeleteShard(_ context.Context, req *replicationpb.DeleteShardRe
 			return nil, s.status(err)
 		}
 		current, err := s.deleteShard(sh, logpos.Term(req.GetTerm()))
-		s.release(sh)
 		if !current {
 			continue // another DeleteShard removed it meanwhile: look again
 		}
@@ -146,20 +145,23 @@ func (s *Server) DeleteShard(_ context.Context, req *replicationpb.DeleteShardRe
 	}
 }
 
-// deleteShard deletes sh's follower at term and retires the shard once
-// its follower is closed. It reports false, doing nothing, when sh is no
-// longer the shard hosted under its key.
+// deleteShard deletes sh's follower at term, retires the shard once its
+// follower is closed (also when deleting panicked), and releases the
+// caller's hold on sh. It reports false, doing nothing else, when sh is
+// no longer the shard hosted under its key.
 func (s *Server) deleteShard(sh *shard, term logpos.Term) (current bool, err error) {
+	defer s.release(sh)
 	sh.deleting.Lock()
 	defer sh.deleting.Unlock()
 	if !s.current(sh) {
 		return false, nil
 	}
-	err = sh.f.Delete(term)
-	if sh.f.Status().State == follower.StateClosed {
-		s.retire(sh)
-	}
-	return true, err
+	defer func() {
+		if sh.f.Status().State == follower.StateClosed {
+			s.retire(sh)
+		}
+	}()
+	return true, sh.f.Delete(term)
 }
 
 // Replicate implements OxiaLogReplicationServer: the stream is routed by
@@ -188,12 +190,18 @@ func (s *Server) onShard(key shardKey, create bool, call func(*shard) error) err
 		if err != nil {
 			return err
 		}
-		err = call(sh)
-		s.release(sh)
+		err = s.holding(sh, call)
 		if !errors.Is(err, follower.ErrClosed) || errors.Is(err, follower.ErrStreamEnded) || !s.deleted(sh) {
 			return err
 		}
 	}
+}
+
+// holding runs call on sh, then releases the caller's hold on sh,
+// however call ends.
+func (s *Server) holding(sh *shard, call func(*shard) error) error {
+	defer s.release(sh)
+	return call(sh)
 }
 
 // deleted reports whether sh was deleted and forgotten, once a

@@ -551,16 +551,8 @@ func (s *Server) removeUnopened(k shardKey, term logpos.Term) (bool, error) {
 		s.mu.Unlock()
 		return false, nil
 	}
-	done := make(chan struct{})
-	s.mu.dropping[k] = done
-	s.mu.Unlock()
-	err := follower.Remove(s.followerConfig(k), term)
-	s.mu.Lock()
-	delete(s.mu.dropping, k)
-	s.mu.gone++
-	s.mu.Unlock()
-	close(done)
-	return true, err
+	defer s.removing(k)()
+	return true, follower.Remove(s.followerConfig(k), term)
 }
 
 // release ends a call's hold on sh (see lookup). When no call holds it
@@ -580,10 +572,8 @@ func (s *Server) release(sh *shard) {
 		s.mu.Unlock()
 		return
 	}
-	done := make(chan struct{})
-	s.mu.dropping[sh.key] = done
 	s.retireLocked(sh)
-	s.mu.Unlock()
+	defer s.removing(sh.key)()
 
 	// Deleted as DeleteShard does (a crash leaves the directory or
 	// nothing), at term 0, the lowest Delete takes: the follower has no
@@ -593,10 +583,23 @@ func (s *Server) release(sh *shard) {
 	} else {
 		s.log.Debug("shard with nothing stored dropped", "namespace", sh.key.namespace, "shard", sh.key.shard)
 	}
-	s.mu.Lock()
-	delete(s.mu.dropping, sh.key)
+}
+
+// removing marks k as being removed (see Server.mu.dropping) and unlocks
+// s.mu, which the caller holds. The returned function, which the caller
+// defers (a panic while removing must not leave the calls on k waiting
+// for ever), ends the removal.
+func (s *Server) removing(k shardKey) (done func()) {
+	ch := make(chan struct{})
+	s.mu.dropping[k] = ch
+	s.mu.gone++
 	s.mu.Unlock()
-	close(done)
+	return func() {
+		s.mu.Lock()
+		delete(s.mu.dropping, k)
+		s.mu.Unlock()
+		close(ch)
+	}
 }
 
 // empty reports whether a follower in status st is NotMember with
