@@ -129,6 +129,31 @@ var truncateCommand = command{
 	},
 }
 
+var deleteCommand = command{
+	name: "delete-shard",
+	short: `Delete a shard's follower and its data (DeleteShard); the node forgets the
+shard. A term below the shard's is refused. A shard whose follower does not
+open (a damaged log, say) is removed once the term checks out against its
+store's.`,
+	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
+		var t target
+		t.flags(fs)
+		term := fs.Int64("term", 0, "the `term` of the request (required)")
+		return func(ctx context.Context) error {
+			if !given(fs, "term") || *term < 0 {
+				return usagef("--term is required and must be ≥ 0")
+			}
+			return t.call(ctx, func(ctx context.Context, c *leader.Conn) error {
+				if err := c.Delete(ctx, t.shardName(), logpos.Term(*term)); err != nil {
+					return err
+				}
+				fmt.Fprintf(e.stdout, "%s deleted\n", t.shardName())
+				return nil
+			})
+		}
+	},
+}
+
 var echoCommand = command{
 	name: "echo-server",
 	short: `Serve the bare-stream baseline of bench: a Replicate stream that acks every

@@ -22,12 +22,13 @@ replicate is a shard leader on the command line: it speaks the Oxia
 replication protocol to a follower node (followerd).
 
 Commands:
-  demo         run the whole follower lifecycle against a real followerd
-  status       print a shard's term, status, head and commit (GetStatus)
-  new-term     fence a shard at a term (NewTerm)
-  truncate     cut a fenced shard's log back to a head entry (Truncate)
-  bench        stream entries; print entries/s, MiB/s and ack latency
-  echo-server  serve the bare-stream baseline that bench compares with
+  demo          run the whole follower lifecycle against a real followerd
+  status        print a shard's term, status, head and commit (GetStatus)
+  new-term      fence a shard at a term (NewTerm)
+  truncate      cut a fenced shard's log back to a head entry (Truncate)
+  delete-shard  delete a shard's follower and its data (DeleteShard)
+  bench         stream entries; print entries/s, MiB/s and ack latency
+  echo-server   serve the bare-stream baseline that bench compares with
 
 Run 'replicate <command> --help' (or 'replicate help <command>') for a
 command's flags.
@@ -41,7 +42,7 @@ type command struct {
 	setup func(fs *flag.FlagSet, env *env) func(ctx context.Context) error
 }
 
-var commands = []command{demoCommand, statusCommand, newTermCommand, truncateCommand, benchCommand, echoCommand}
+var commands = []command{demoCommand, statusCommand, newTermCommand, truncateCommand, deleteCommand, benchCommand, echoCommand}
 
 // env is what a command talks to: its output streams.
 type env struct {

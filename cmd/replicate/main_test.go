@@ -91,7 +91,8 @@ func TestBench(t *testing.T) {
 	}
 }
 
-// TestCommands drives status, new-term and truncate against a followerd.
+// TestCommands drives status, new-term, truncate and delete-shard against
+// a followerd.
 func TestCommands(t *testing.T) {
 	t.Setenv("REPLICATE_TEST_CHILD", "1")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -113,6 +114,11 @@ func TestCommands(t *testing.T) {
 		{[]string{"truncate", "--term", "2"}, 0, "cli/3 truncated: head {2,-1}"},
 		{[]string{"status"}, 0, "status=FOLLOWER"},
 		{[]string{"new-term", "--term", "1"}, 1, ""},
+		{[]string{"delete-shard", "--term", "1"}, 1, ""},
+		{[]string{"status"}, 0, "cli/3 term=2 status=FOLLOWER"},
+		{[]string{"delete-shard", "--term", "2"}, 0, "cli/3 deleted"},
+		{[]string{"status"}, 1, ""},
+		{[]string{"delete-shard", "--term", "2"}, 0, "cli/3 deleted"},
 	}
 	for _, s := range steps {
 		code, out, errOut := runCLI(t, append(append([]string{s.args[0]}, target...), s.args[1:]...)...)
@@ -155,6 +161,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"new-term", "--term", "-1"}, 2, "--term is required and must be ≥ 0", ""},
 		{[]string{"new-term", "--term", "1", "--key-sorting", "random"}, 2, "invalid --key-sorting", ""},
 		{[]string{"truncate"}, 2, "--term is required", ""},
+		{[]string{"delete-shard"}, 2, "--term is required", ""},
+		{[]string{"delete-shard", "--help"}, 0, "", "Usage: replicate delete-shard"},
 		{[]string{"bench", "--acks", "sometimes"}, 2, "--acks must be", ""},
 		{[]string{"bench", "--entries", "0"}, 2, "--entries must be positive", ""},
 		{[]string{"demo", "--entries", "3"}, 2, "--entries must be at least 10", ""},
@@ -178,7 +186,7 @@ func TestUsage(t *testing.T) {
 // TestHelpShowsNoDefaultForRequiredFlags: a required flag's help line says
 // so, without a default value.
 func TestHelpShowsNoDefaultForRequiredFlags(t *testing.T) {
-	for _, cmd := range []string{"new-term", "truncate"} {
+	for _, cmd := range []string{"new-term", "truncate", "delete-shard"} {
 		_, out, _ := runCLI(t, cmd, "--help")
 		_, after, ok := strings.Cut(out, "  -term term\n")
 		line, _, _ := strings.Cut(after, "\n")
