@@ -109,11 +109,11 @@ type Server struct {
 		// gone counts the shards forgotten (deleted, failed to open,
 		// dropped by release, or removed by removeUnopened).
 		gone uint64
-		// dropping holds the shards whose data is being removed without
-		// a DeleteShard on an open follower (by release and
+		// removals holds the shards whose data is being removed other
+		// than by a DeleteShard on their open follower (by release and
 		// removeUnopened), each with a channel closed once it is done:
 		// no follower of that key opens before then.
-		dropping map[shardKey]chan struct{}
+		removals map[shardKey]chan struct{}
 	}
 	shutdownOnce sync.Once
 	shutdownErr  error
@@ -149,7 +149,7 @@ func New(opts Options) (*Server, error) {
 	s.drained, s.drain = context.WithCancel(context.Background())
 	s.mu.shards = make(map[shardKey]*shard)
 	s.mu.retired = make(map[shardKey]*stepLog)
-	s.mu.dropping = make(map[shardKey]chan struct{})
+	s.mu.removals = make(map[shardKey]chan struct{})
 
 	gopts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(opts.MaxMessageSize),
@@ -209,9 +209,9 @@ func (s *Server) shutdown(ctx context.Context) error {
 	for _, sh := range s.mu.shards {
 		shards = append(shards, sh)
 	}
-	// No shard is dropped once closing is set; those being dropped are
-	// closed by release, and waited for with the others.
-	dropping := slices.Collect(maps.Values(s.mu.dropping))
+	// No removal starts once closing is set; those under way are waited
+	// for with the shards.
+	removals := slices.Collect(maps.Values(s.mu.removals))
 	s.mu.Unlock()
 	// NOT_SERVING first: whatever a health watch sends once stopping is
 	// cancelled says so, and ends it.
@@ -227,7 +227,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 	closed := make(chan []error, 1)
 	go func() {
 		errs := closeShards(shards)
-		waitDropped(dropping)
+		waitRemoved(removals)
 		closed <- errs
 	}()
 	// When ctx ends first, the connections are closed, and Shutdown
@@ -294,10 +294,10 @@ func closeShards(shards []*shard) []error {
 	return errs
 }
 
-// waitDropped waits until the shards that release is dropping are
-// closed and removed.
-func waitDropped(dropping []chan struct{}) {
-	for _, done := range dropping {
+// waitRemoved waits until the removals (see Server.mu.removals) are
+// done.
+func waitRemoved(removals []chan struct{}) {
+	for _, done := range removals {
 		<-done
 	}
 }
@@ -442,9 +442,9 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 			}
 			return sh, nil
 		}
-		if done := s.mu.dropping[k]; done != nil {
-			// The follower of k is being closed and its directory
-			// removed: look again once it is gone.
+		if done := s.mu.removals[k]; done != nil {
+			// The data of k is being removed: look again once it is
+			// gone.
 			s.mu.Unlock()
 			<-done
 			s.mu.Lock()
@@ -537,17 +537,16 @@ func (e *notOpened) Error() string { return e.err.Error() }
 func (e *notOpened) Unwrap() error { return e.err }
 
 // removeUnopened removes the data of shard k, whose follower did not
-// open, at term (see follower.Remove), while calls on k wait as they do
-// for a shard being dropped. It reports false, doing nothing, when a
-// follower of k is open or opening, or k is being dropped: the caller
-// looks again.
+// open, at term (see follower.Remove), while calls on k wait for it. It
+// reports false, doing nothing, when a follower of k is open or opening,
+// or another removal of k is under way: the caller looks again.
 func (s *Server) removeUnopened(k shardKey, term logpos.Term) (bool, error) {
 	s.mu.Lock()
 	if s.mu.closing {
 		s.mu.Unlock()
 		return true, errShuttingDown
 	}
-	if s.mu.shards[k] != nil || s.mu.dropping[k] != nil {
+	if s.mu.shards[k] != nil || s.mu.removals[k] != nil {
 		s.mu.Unlock()
 		return false, nil
 	}
@@ -585,18 +584,18 @@ func (s *Server) release(sh *shard) {
 	}
 }
 
-// removing marks k as being removed (see Server.mu.dropping) and unlocks
+// removing marks k as being removed (see Server.mu.removals) and unlocks
 // s.mu, which the caller holds. The returned function, which the caller
 // defers (a panic while removing must not leave the calls on k waiting
 // for ever), ends the removal.
 func (s *Server) removing(k shardKey) (done func()) {
 	ch := make(chan struct{})
-	s.mu.dropping[k] = ch
+	s.mu.removals[k] = ch
 	s.mu.gone++
 	s.mu.Unlock()
 	return func() {
 		s.mu.Lock()
-		delete(s.mu.dropping, k)
+		delete(s.mu.removals, k)
 		s.mu.Unlock()
 		close(ch)
 	}

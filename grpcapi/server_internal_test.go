@@ -215,7 +215,7 @@ func TestShutdownWaitsForADrop(t *testing.T) {
 		defer close(done)
 		err = s.Shutdown(context.Background())
 	}()
-	waitBlockedIn(t, "chan receive", "grpcapi.waitDropped", done)
+	waitBlockedIn(t, "chan receive", "grpcapi.waitRemoved", done)
 	close(proceed)
 	<-done
 	if err != nil {
