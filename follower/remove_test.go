@@ -16,14 +16,7 @@ import (
 // it refuses with ErrUnavailable.
 func TestRemoveAShardThatDoesNotOpen(t *testing.T) {
 	cfg := Config{Dir: filepath.Join(t.TempDir(), "shard")}
-	f, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.NewTerm(3, TermOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	confFill(t, f, 3, 0, 4, 4)
+	f := openToDelete(t, cfg, 9) // term 4
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
@@ -53,7 +46,7 @@ func TestRemoveAShardThatDoesNotOpen(t *testing.T) {
 	for _, c := range []struct {
 		term logpos.Term
 		want error
-	}{{-1, ErrInvalidArgument}, {2, ErrInvalidTerm}} {
+	}{{-1, ErrInvalidArgument}, {3, ErrInvalidTerm}} {
 		if err := Remove(cfg, c.term); !errors.Is(err, c.want) {
 			t.Fatalf("Remove(%d) = %v, want %v", c.term, err, c.want)
 		}
@@ -61,13 +54,13 @@ func TestRemoveAShardThatDoesNotOpen(t *testing.T) {
 			t.Fatalf("a refused Remove(%d) removed the shard", c.term)
 		}
 	}
-	if err := Remove(cfg, 3); err != nil {
-		t.Fatalf("Remove(3): %v", err)
+	if err := Remove(cfg, 4); err != nil {
+		t.Fatalf("Remove(4): %v", err)
 	}
 	if exists() {
 		t.Fatal("the shard's directory is there after Remove")
 	}
-	if err := Remove(cfg, 3); err != nil {
+	if err := Remove(cfg, 4); err != nil {
 		t.Fatalf("Remove of a removed shard: %v", err)
 	}
 	// Opened again, it is a new follower.

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -164,6 +165,15 @@ func wantCode(t testing.TB, err error, code codes.Code, reason, substr string) {
 	}
 	if substr != "" && !strings.Contains(st.Message(), substr) {
 		t.Fatalf("got message %q, want it to contain %q", st.Message(), substr)
+	}
+}
+
+// emptyShardDir creates the directory of shard s on node n with nothing
+// in it, as a crash may leave one: a shard with nothing stored.
+func emptyShardDir(t testing.TB, n *node, s leader.Shard) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(n.dir, s.Namespace, strconv.FormatInt(s.Shard, 10)), 0o755); err != nil {
+		t.Fatal(err)
 	}
 }
 

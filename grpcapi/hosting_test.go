@@ -45,9 +45,7 @@ func TestRefusedSnapshotsOnUnknownShards(t *testing.T) {
 	// by a crash) is a shard with nothing stored: GetStatus opens it,
 	// finds no member, and drops it.
 	empty := leader.Shard{Namespace: "drop", Shard: 9}
-	if err := os.MkdirAll(filepath.Join(n.dir, "drop", "9"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	emptyShardDir(t, n, empty)
 	_, err := c.Status(ctx, empty)
 	wantCode(t, err, codes.Aborted, "NODE_IS_NOT_MEMBER", "")
 

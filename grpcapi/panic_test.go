@@ -157,9 +157,7 @@ func TestPanicWhileDroppingAShard(t *testing.T) {
 	var armed atomic.Bool
 	n := startNode(t, "", panicsOnce("Delete", &armed))
 	s := leader.Shard{Namespace: "dropping", Shard: 0}
-	if err := os.MkdirAll(filepath.Join(n.dir, "dropping", "0"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	emptyShardDir(t, n, s)
 	armed.Store(true)
 	if _, err := n.conn.Status(ctxT(t), s); status.Code(err) != codes.Unknown {
 		t.Fatalf("a GetStatus whose drop panicked: %v, want Unknown", err)
@@ -176,9 +174,7 @@ func TestPanicInARefusedCall(t *testing.T) {
 	var armed atomic.Bool
 	n := startNode(t, "", panicsOnce("Truncate", &armed))
 	s := leader.Shard{Namespace: "refused", Shard: 0}
-	if err := os.MkdirAll(filepath.Join(n.dir, "refused", "0"), 0o755); err != nil {
-		t.Fatal(err)
-	}
+	emptyShardDir(t, n, s)
 	armed.Store(true)
 	if _, err := n.conn.Truncate(ctxT(t), s, 1, logpos.NoEntry); status.Code(err) != codes.Unknown {
 		t.Fatalf("a Truncate whose refusal panicked: %v, want Unknown", err)

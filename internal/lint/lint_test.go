@@ -259,7 +259,7 @@ func TestNoSleepInTests(t *testing.T) {
 					return true
 				}
 				if x, ok := sel.X.(*ast.Ident); ok && x.Name == timeName {
-					t.Errorf("%s: time.Sleep in a test: wait on a channel or a condition instead", fset.Position(sel.Pos()))
+					t.Errorf("%s: a test sleeps (time's Sleep): wait on a channel or a condition instead", fset.Position(sel.Pos()))
 				}
 				return true
 			})
