@@ -487,9 +487,11 @@ func (f *Follower) Delete(term logpos.Term) error {
 // say), which Delete cannot reach. It checks term as Delete does, against
 // the term the shard's store holds: a negative term is ErrInvalidArgument
 // and one below the stored term ErrInvalidTerm, and nothing is removed.
-// A store that does not open cannot tell its term: Remove then fails
-// with ErrUnavailable, and only an operator can remove the directory. A
-// directory that does not exist is removed already. No follower of the
+// When the term cannot be read (the store is missing or does not open, or
+// holds no term beside a log that holds entries), Remove fails with
+// ErrUnavailable, and only an operator can remove the directory. A
+// directory that does not exist is removed already; what a Delete or
+// Remove cut short left of it (see removeDir) goes. No follower of the
 // shard may be open.
 func Remove(cfg Config, term logpos.Term) error {
 	cfg = cfg.withDefaults()
@@ -497,11 +499,19 @@ func Remove(cfg Config, term logpos.Term) error {
 		return fmt.Errorf("%w: term %d is negative", ErrInvalidArgument, term)
 	}
 	if _, err := cfg.FS.Stat(cfg.Dir); errors.Is(err, os.ErrNotExist) {
+		if err := cfg.FS.RemoveAll(deletedDir(cfg.FS, cfg.Dir)); err != nil {
+			return fmt.Errorf("%w: removing what a Delete left: %w", ErrUnavailable, err)
+		}
 		return nil
 	} else if err != nil {
 		return fmt.Errorf("%w: looking for %s: %w", ErrUnavailable, cfg.Dir, err)
 	}
 	f := &Follower{cfg: cfg, dir: cfg.Dir}
+	storeDir := cfg.FS.PathJoin(cfg.Dir, "store")
+	if _, err := cfg.FS.Stat(storeDir); err != nil {
+		// Opening would create an empty store, without a term.
+		return fmt.Errorf("%w: the store, which holds the shard's term, is missing: %w", ErrUnavailable, err)
+	}
 	st, err := f.openStore()
 	if err != nil {
 		return fmt.Errorf("%w: the store, which holds the shard's term, does not open: %w", ErrUnavailable, err)
@@ -509,6 +519,11 @@ func Remove(cfg Config, term logpos.Term) error {
 	stored := st.Term()
 	if err := st.Close(); err != nil {
 		return fmt.Errorf("%w: closing the store: %w", ErrUnavailable, err)
+	}
+	if stored == logpos.NoTerm && !wal.HoldsNothing(cfg.FS, cfg.FS.PathJoin(cfg.Dir, "wal")) {
+		// A follower without a term takes no entry: this store is not
+		// the one the log was written under.
+		return fmt.Errorf("%w: the store holds no term but the log holds entries", ErrUnavailable)
 	}
 	if term < stored {
 		return fmt.Errorf("%w: term %d is below the shard's term %d", ErrInvalidTerm, term, stored)

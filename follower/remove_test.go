@@ -84,3 +84,54 @@ func TestRemoveAShardThatDoesNotOpen(t *testing.T) {
 		t.Fatal("Remove removed a shard whose term it could not read")
 	}
 }
+
+// TestRemoveNeedsTheShardsTerm: without a store, or with a store that
+// holds no term beside a log that holds entries (a store created afresh
+// where one was lost), Remove cannot tell the shard's term and removes
+// nothing.
+func TestRemoveNeedsTheShardsTerm(t *testing.T) {
+	cfg := Config{Dir: filepath.Join(t.TempDir(), "shard")}
+	f := openToDelete(t, cfg, 9) // term 4
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(cfg.Dir, "store")); err != nil {
+		t.Fatal(err)
+	}
+	if err := Remove(cfg, 0); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Remove(0) of a shard without a store: %v, want ErrUnavailable", err)
+	}
+	// Opened, the shard gets a store without a term, beside its log.
+	g, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := g.Status(); st.Term != logpos.NoTerm || st.Head != 9 {
+		t.Fatalf("reopened without its store: %+v", st)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := Remove(cfg, 0); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Remove(0) of a log beside a store without a term: %v, want ErrUnavailable", err)
+	}
+	if _, err := os.Stat(filepath.Join(cfg.Dir, "wal")); err != nil {
+		t.Fatalf("a refused Remove removed the log: %v", err)
+	}
+}
+
+// TestRemoveFinishesACutShortDelete: what a Delete left when it failed
+// after moving the directory aside goes with the next Remove.
+func TestRemoveFinishesACutShortDelete(t *testing.T) {
+	cfg := Config{Dir: filepath.Join(t.TempDir(), "shard")}
+	aside := cfg.Dir + ".deleted"
+	if err := os.MkdirAll(filepath.Join(aside, "store"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := Remove(cfg, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(aside); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("what the Delete left: %v, want it gone", err)
+	}
+}

@@ -155,3 +155,20 @@ func TestDeleteShardOfADamagedShard(t *testing.T) {
 		t.Fatalf("a fresh shard's head %v", head)
 	}
 }
+
+// TestDeleteShardFinishesACutShortDelete: what a delete cut short left
+// of a shard (its directory moved aside, not yet removed) goes with the
+// next DeleteShard, which the leader sends again after the Unavailable.
+func TestDeleteShardFinishesACutShortDelete(t *testing.T) {
+	n := startNode(t, "")
+	aside := filepath.Join(n.dir, "cut", "1.deleted")
+	if err := os.MkdirAll(filepath.Join(aside, "store"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.conn.Delete(ctxT(t), leader.Shard{Namespace: "cut", Shard: 1}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := listTree(t, filepath.Join(n.dir, "cut")); len(got) != 0 {
+		t.Fatalf("left on disk: %q", got)
+	}
+}

@@ -103,9 +103,10 @@ func (s *Server) GetStatus(_ context.Context, req *replicationpb.GetStatusReques
 
 // DeleteShard implements OxiaCoordinationServer: it deletes the shard's
 // follower and its data; the node forgets the shard. A shard with no data
-// on the node has nothing to delete. The data of a shard whose follower
-// does not open (its log damaged, say) is removed all the same, checked
-// against the term its store holds (follower.Remove).
+// on the node has nothing to delete (but what an earlier delete cut short
+// left of it). The data of a shard whose follower does not open (its log
+// damaged, say) is removed all the same, checked against the term its
+// store holds (follower.Remove).
 func (s *Server) DeleteShard(_ context.Context, req *replicationpb.DeleteShardRequest) (*replicationpb.DeleteShardResponse, error) {
 	key, err := unaryKey(req.GetNamespace(), req.GetShard())
 	if err != nil {
@@ -116,10 +117,11 @@ func (s *Server) DeleteShard(_ context.Context, req *replicationpb.DeleteShardRe
 	}
 	for {
 		sh, err := s.lookup(key, false)
-		if errors.Is(err, errNotHosted) {
-			return &replicationpb.DeleteShardResponse{}, nil
-		}
-		if no := (*notOpened)(nil); errors.As(err, &no) {
+		no := (*notOpened)(nil)
+		if errors.Is(err, errNotHosted) || errors.As(err, &no) {
+			// No follower: what there is of the shard (the data of a
+			// follower that does not open, or what a delete cut short
+			// left) is removed without one.
 			removed, rerr := s.removeUnopened(key, logpos.Term(req.GetTerm()))
 			if !removed {
 				continue // a follower of it opened meanwhile: look again
@@ -127,7 +129,9 @@ func (s *Server) DeleteShard(_ context.Context, req *replicationpb.DeleteShardRe
 			if rerr != nil {
 				return nil, s.status(rerr)
 			}
-			s.log.Warn("removed a shard whose follower does not open", "namespace", key.namespace, "shard", key.shard, "term", req.GetTerm(), "err", err)
+			if no != nil {
+				s.log.Warn("removed a shard whose follower does not open", "namespace", key.namespace, "shard", key.shard, "term", req.GetTerm(), "err", err)
+			}
 			return &replicationpb.DeleteShardResponse{}, nil
 		}
 		if err != nil {

@@ -477,7 +477,7 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 		// Opening panicked: the shard is not hosted, and whoever waits
 		// for it gets an error rather than waiting for ever.
 		if r := recover(); r != nil {
-			sh.err = fmt.Errorf("%w: opening shard %s panicked: %v", follower.ErrUnavailable, k, r)
+			sh.err = &notOpened{fmt.Errorf("%w: opening shard %s panicked: %v", follower.ErrUnavailable, k, r)}
 			s.forget(sh)
 			close(sh.ready)
 			panic(r)
@@ -536,8 +536,9 @@ type notOpened struct{ err error }
 func (e *notOpened) Error() string { return e.err.Error() }
 func (e *notOpened) Unwrap() error { return e.err }
 
-// removeUnopened removes the data of shard k, whose follower did not
-// open, at term (see follower.Remove), while calls on k wait for it. It
+// removeUnopened removes the data of shard k, which has no follower
+// (none on disk, or one that did not open), at term (see
+// follower.Remove), while calls on k wait for it. It
 // reports false, doing nothing, when a follower of k is open or opening,
 // or another removal of k is under way: the caller looks again.
 func (s *Server) removeUnopened(k shardKey, term logpos.Term) (bool, error) {

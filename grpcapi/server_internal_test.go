@@ -228,3 +228,64 @@ func TestShutdownWaitsForADrop(t *testing.T) {
 		t.Fatalf("the dropped shard's directory: %v", err)
 	}
 }
+
+// TestDeleteShardWaitingForAnOpenThatPanics: a DeleteShard that waited
+// for the open of a shard, which panicked (an observer's bug), removes
+// the shard without a follower, as it does when the open fails.
+func TestDeleteShardWaitingForAnOpenThatPanics(t *testing.T) {
+	dir := t.TempDir()
+	ctx := context.Background()
+	s, err := New(Options{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.NewTerm(ctx, &replicationpb.NewTermRequest{Namespace: "ns", Shard: 1, Term: 2}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	entered, proceed := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	s, err = New(Options{DataDir: dir, Follower: follower.Config{Observer: fsm.ObserverFunc(func(st fsm.Step) {
+		if st.Event == "Restore" {
+			once.Do(func() {
+				close(entered)
+				<-proceed
+				panic("observer bug")
+			})
+		}
+	})}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Shutdown(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	req := &replicationpb.DeleteShardRequest{Namespace: "ns", Shard: 1, Term: 2}
+	opening := make(chan any, 1)
+	go func() {
+		defer func() { opening <- recover() }()
+		_, _ = s.DeleteShard(ctx, req)
+	}()
+	<-entered
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, err = s.DeleteShard(ctx, req)
+	}()
+	waitBlockedIn(t, "chan receive", "grpcapi.(*Server).lookup", done)
+	close(proceed)
+	if r := <-opening; r == nil {
+		t.Fatal("the DeleteShard that opened the shard did not panic")
+	}
+	<-done
+	if err != nil {
+		t.Fatalf("the DeleteShard that waited: %v", err)
+	}
+	if _, err := os.Stat(s.dir(shardKey{"ns", 1})); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the shard's directory: %v, want it gone", err)
+	}
+}

@@ -204,6 +204,25 @@ func Open(dir string, opts Options) (*Log, error) {
 	return l, nil
 }
 
+// HoldsNothing reports whether the log directory dir holds nothing but
+// the log's lock file, or does not exist, without opening the log. A
+// directory that cannot be listed (or is not one) may hold anything.
+func HoldsNothing(fs vfs.FS, dir string) bool {
+	names, err := fs.List(dir)
+	if errors.Is(err, errNotExist) {
+		return true
+	}
+	if err != nil {
+		return false
+	}
+	for _, name := range names {
+		if name != lockName {
+			return false
+		}
+	}
+	return true
+}
+
 // File names.
 const (
 	lockName      = "LOCK"

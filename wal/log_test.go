@@ -763,3 +763,39 @@ func TestEmptyLogPreparesNoSegment(t *testing.T) {
 		t.Fatalf("after Clear: %v", got)
 	}
 }
+
+// TestHoldsNothing: a log directory holds nothing until an entry is
+// written to it; one that is not a directory may hold anything.
+func TestHoldsNothing(t *testing.T) {
+	fs := vfs.NewMem()
+	if !HoldsNothing(fs, "/missing") {
+		t.Fatal("a missing directory holds something")
+	}
+	l, err := Open("/log", Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !HoldsNothing(fs, "/log") {
+		t.Fatal("a new log holds something")
+	}
+	if err := l.AppendAsync(logpos.Entry{Term: 1, Offset: 0, Value: []byte("v")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if HoldsNothing(fs, "/log") {
+		t.Fatal("a log with an entry holds nothing")
+	}
+	f, err := fs.Create("/file", vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	if HoldsNothing(fs, "/file") {
+		t.Fatal("a file in the place of a log holds nothing")
+	}
+}
