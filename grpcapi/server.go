@@ -538,9 +538,9 @@ func (e *notOpened) Unwrap() error { return e.err }
 
 // removeUnopened removes the data of shard k, which has no follower
 // (none on disk, or one that did not open), at term (see
-// follower.Remove), while calls on k wait for it. It
-// reports false, doing nothing, when a follower of k is open or opening,
-// or another removal of k is under way: the caller looks again.
+// follower.Remove), while calls on k wait for it. It reports false,
+// doing nothing, when a follower of k is open or opening, or another
+// removal of k is under way: the caller looks again.
 func (s *Server) removeUnopened(k shardKey, term logpos.Term) (bool, error) {
 	s.mu.Lock()
 	if s.mu.closing {
