@@ -20,6 +20,24 @@ import (
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
+// shutdownWaitingIn starts s's Shutdown and waits until it is blocked
+// receiving in fn (see waitBlockedIn); the returned function waits for
+// Shutdown's result.
+func shutdownWaitingIn(t *testing.T, s *Server, fn string) (result func() error) {
+	t.Helper()
+	done := make(chan struct{})
+	var err error
+	go func() {
+		defer close(done)
+		err = s.Shutdown(context.Background())
+	}()
+	waitBlockedIn(t, "chan receive", fn, done)
+	return func() error {
+		<-done
+		return err
+	}
+}
+
 // waitBlockedIn waits until a goroutine is blocked (its state, as
 // stack traces print it: "sync.Mutex.Lock", "chan receive") directly in
 // fn (e.g. "grpcapi.(*Server).deleted": the first frame outside the
@@ -86,7 +104,13 @@ func deleteUnderWay(t *testing.T, s *Server) (sh *shard, finish func()) {
 
 func newTestServer(t *testing.T) *Server {
 	t.Helper()
-	s, err := New(Options{DataDir: t.TempDir()})
+	return newTestServerWith(t, Options{DataDir: t.TempDir()})
+}
+
+// newTestServerWith is newTestServer with opts.
+func newTestServerWith(t *testing.T, opts Options) *Server {
+	t.Helper()
+	s, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,16 +255,9 @@ func TestShutdownClosesAShardStillOpening(t *testing.T) {
 		defer s.mu.Unlock()
 		return s.mu.shards[shardKey{"opening", 0}]
 	}()
-	shutdown := make(chan struct{})
-	var serr error
-	go func() {
-		defer close(shutdown)
-		serr = s.Shutdown(context.Background())
-	}()
-	waitBlockedIn(t, "chan receive", "grpcapi.closeShards.func1", shutdown)
+	shutdown := shutdownWaitingIn(t, s, "grpcapi.closeShards.func1")
 	released.Do(func() { close(release) })
-	<-shutdown
-	if serr != nil {
+	if serr := shutdown(); serr != nil {
 		t.Fatalf("Shutdown: %v", serr)
 	}
 	if err := <-opened; err != nil && status.Code(err) != codes.Unavailable {

@@ -153,17 +153,8 @@ func (g *renameGate) Rename(oldname, newname string) error {
 // until proceed is closed. status receives the GetStatus's error.
 func dropUnderWay(t *testing.T) (s *Server, proceed chan struct{}, status <-chan error) {
 	t.Helper()
-	dir := t.TempDir()
 	gate := &renameGate{FS: vfs.Default, entered: make(chan struct{}), proceed: make(chan struct{})}
-	s, err := New(Options{DataDir: dir, FS: gate})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := s.Shutdown(context.Background()); err != nil {
-			t.Error(err)
-		}
-	})
+	s = newTestServerWith(t, Options{DataDir: t.TempDir(), FS: gate})
 	gate.from = s.dir(shardKey{"ns", 1})
 	if err := os.MkdirAll(gate.from, 0o755); err != nil {
 		t.Fatal(err)
@@ -209,16 +200,9 @@ func TestCallWaitingForADrop(t *testing.T) {
 // dropped is closed and removed, as it does for the hosted shards.
 func TestShutdownWaitsForADrop(t *testing.T) {
 	s, proceed, status := dropUnderWay(t)
-	done := make(chan struct{})
-	var err error
-	go func() {
-		defer close(done)
-		err = s.Shutdown(context.Background())
-	}()
-	waitBlockedIn(t, "chan receive", "grpcapi.waitRemoved", done)
+	shutdown := shutdownWaitingIn(t, s, "grpcapi.waitRemoved")
 	close(proceed)
-	<-done
-	if err != nil {
+	if err := shutdown(); err != nil {
 		t.Fatalf("shutdown: %v", err)
 	}
 	if err := <-status; Reason(err) != ReasonNodeIsNotMember {
