@@ -6,6 +6,8 @@
 //	<data>/.lock                 held while a Server uses the directory
 //	<data>/<namespace>/<shard>/  one follower: wal/ and store/
 //
+// A namespace's directory is removed with the last of its shards.
+//
 // # Routing and validation
 //
 // Unary calls name the shard in their body (GetStatus: an empty namespace
@@ -29,8 +31,8 @@
 // no follower at all, and once no call holds it, one with nothing stored
 // (a snapshot refused on a shard the node did not host, a NewTerm that
 // could not store its term) is closed and its directory removed: a
-// client cannot make the node keep files open for shards it does not
-// host. DeleteShard removes the shard's data and the node forgets it,
+// client cannot make the node keep files open, or directories, for
+// shards or namespaces it does not host. DeleteShard removes the shard's data and the node forgets it,
 // also when its follower does not open (a damaged log, say), once the
 // term checks out against the one the shard's store holds.
 //

@@ -3,6 +3,7 @@ package grpcapi_test
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 
@@ -49,8 +50,8 @@ func TestRefusedSnapshotsOnUnknownShards(t *testing.T) {
 	_, err := c.Status(ctx, empty)
 	wantCode(t, err, codes.Aborted, "NODE_IS_NOT_MEMBER", "")
 
-	if got := listTree(t, filepath.Join(n.dir, "drop")); len(got) != 0 {
-		t.Errorf("left on disk: %q", got)
+	if got := listTree(t, n.dir); !slices.Equal(got, []string{".lock"}) {
+		t.Errorf("left in the data directory: %q, want only its lock", got)
 	}
 	scrapeMetrics(t, url).want(t, 0, "tablefsm_node_shards")
 	for i := range int64(len(refused)) {
@@ -75,6 +76,56 @@ func TestRefusedSnapshotsOnUnknownShards(t *testing.T) {
 		t.Fatalf("after the install: %v, %v", st, err)
 	}
 	scrapeMetrics(t, url).want(t, 1, "tablefsm_node_shards")
+}
+
+// TestNamespaceDirectories: the directory of a namespace goes with the
+// last of its shards, however it goes (deleted here, dropped in
+// TestRefusedSnapshotsOnUnknownShards, removed without a follower in
+// TestDeleteShardOfADamagedShard); it stays while any other shard of the
+// namespace is on disk, hosted or not.
+func TestNamespaceDirectories(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, dir)
+	ctx := ctxT(t)
+	exists := func(ns string) bool {
+		t.Helper()
+		_, err := os.Stat(filepath.Join(dir, ns))
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		return err == nil
+	}
+	a0, a1 := leader.Shard{Namespace: "a", Shard: 0}, leader.Shard{Namespace: "a", Shard: 1}
+	fence(t, n.conn, a0, 1)
+	fence(t, n.conn, a1, 1)
+	if err := n.conn.Delete(ctx, a0, 1); err != nil {
+		t.Fatal(err)
+	}
+	if !exists("a") {
+		t.Fatal("deleting a shard removed the directory of its namespace, which holds another")
+	}
+	if err := n.conn.Delete(ctx, a1, 1); err != nil {
+		t.Fatal(err)
+	}
+	if exists("a") {
+		t.Fatal("the namespace's directory stays after its last shard was deleted")
+	}
+
+	// After a restart, b/0 is on disk but not open: deleting b/1, and
+	// dropping b/2 (a refused snapshot), leave b's directory.
+	b0 := leader.Shard{Namespace: "b", Shard: 0}
+	fence(t, n.conn, b0, 1)
+	n.stop()
+	n = startNode(t, dir)
+	if err := n.conn.Delete(ctx, leader.Shard{Namespace: "b", Shard: 1}, 1); err != nil {
+		t.Fatal(err)
+	}
+	_, err := sendChunks(t, n.conn, leader.Shard{Namespace: "b", Shard: 2})
+	wantCode(t, err, codes.InvalidArgument, "INVALID_ARGUMENT", "")
+	if got := listTree(t, filepath.Join(dir, "b")); len(got) == 0 || got[0] != "0" || slices.ContainsFunc(got, func(p string) bool { return p == "1" || p == "2" }) {
+		t.Fatalf("the directory of namespace b holds %q, want only shard 0", got)
+	}
+	aWantStatus(t, n.conn, b0, 1, replicationpb.ServingStatus_FENCED, -1, -1)
 }
 
 // TestRefusedSnapshotRacingANewTerm: a refused snapshot and a NewTerm on
@@ -143,8 +194,8 @@ func TestDeleteShardOfADamagedShard(t *testing.T) {
 	if err := c.Delete(ctx, s, 2); err != nil {
 		t.Fatalf("DeleteShard of a shard that does not open: %v", err)
 	}
-	if got := listTree(t, filepath.Join(dir, "damaged")); len(got) != 0 {
-		t.Fatalf("left on disk: %q", got)
+	if _, err := os.Stat(filepath.Join(dir, "damaged")); !os.IsNotExist(err) {
+		t.Fatalf("the namespace's directory after its only shard was deleted: %v, want it gone", err)
 	}
 	_, err = c.Status(ctx, s)
 	wantCode(t, err, codes.Aborted, "NODE_IS_NOT_MEMBER", "")
@@ -168,7 +219,7 @@ func TestDeleteShardFinishesACutShortDelete(t *testing.T) {
 	if err := n.conn.Delete(ctxT(t), leader.Shard{Namespace: "cut", Shard: 1}, 1); err != nil {
 		t.Fatal(err)
 	}
-	if got := listTree(t, filepath.Join(n.dir, "cut")); len(got) != 0 {
-		t.Fatalf("left on disk: %q", got)
+	if _, err := os.Stat(filepath.Join(n.dir, "cut")); !os.IsNotExist(err) {
+		t.Fatalf("the namespace's directory after the delete: %v, want it gone", err)
 	}
 }

@@ -132,6 +132,7 @@ func (s *Server) DeleteShard(_ context.Context, req *replicationpb.DeleteShardRe
 			if no != nil {
 				s.log.Warn("removed a shard whose follower does not open", "namespace", key.namespace, "shard", key.shard, "term", req.GetTerm(), "err", err)
 			}
+			s.tidyNamespace(key.namespace)
 			return &replicationpb.DeleteShardResponse{}, nil
 		}
 		if err != nil {
@@ -145,6 +146,7 @@ func (s *Server) DeleteShard(_ context.Context, req *replicationpb.DeleteShardRe
 			return nil, s.status(err)
 		}
 		s.log.Debug("shard deleted", "namespace", key.namespace, "shard", key.shard, "term", req.GetTerm())
+		s.tidyNamespace(key.namespace)
 		return &replicationpb.DeleteShardResponse{}, nil
 	}
 }

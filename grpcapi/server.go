@@ -106,15 +106,22 @@ type Server struct {
 		// (at most maxRetired), for Inspect.Steps to show how they ended.
 		retired      map[shardKey]*stepLog
 		retiredOrder []shardKey
-		// gone counts the shards forgotten (deleted, failed to open,
-		// dropped by release, or removed by removeUnopened).
-		gone uint64
+		// looking holds the keys whose directory lookups are looking
+		// for without holding mu (see statLocked).
+		looking map[shardKey]*looking
 		// removals holds the shards whose data is being removed other
 		// than by a DeleteShard on their open follower (by release and
 		// removeUnopened), each with a channel closed once it is done:
-		// no follower of that key opens before then.
+		// no follower of that key opens before then. The key of a
+		// namespace (see namespaceKey) is there while tidyNamespace
+		// removes the namespace's directory: no follower of the
+		// namespace opens before then.
 		removals map[shardKey]chan struct{}
 	}
+	// released is closed once the data directory is released, by
+	// Shutdown, or after it when it was cut short while followers were
+	// closing.
+	released     chan struct{}
 	shutdownOnce sync.Once
 	shutdownErr  error
 }
@@ -150,6 +157,8 @@ func New(opts Options) (*Server, error) {
 	s.mu.shards = make(map[shardKey]*shard)
 	s.mu.retired = make(map[shardKey]*stepLog)
 	s.mu.removals = make(map[shardKey]chan struct{})
+	s.mu.looking = make(map[shardKey]*looking)
+	s.released = make(chan struct{})
 
 	gopts := []grpc.ServerOption{
 		grpc.MaxRecvMsgSize(opts.MaxMessageSize),
@@ -194,8 +203,9 @@ func (s *Server) Serve(lis net.Listener) error {
 // handlers. When ctx ends first, the remaining connections are closed at
 // once and Shutdown returns, whatever the handlers still wait for.
 // Shutdown releases the data directory, unless ctx ended while a
-// follower was still closing (it may still write); calling it again
-// returns the first result.
+// follower was still closing (it may still write): then the directory is
+// released once every follower has closed, after Shutdown returned.
+// Calling Shutdown again returns the first result.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.shutdownOnce.Do(func() { s.shutdownErr = s.shutdown(ctx) })
 	return s.shutdownErr
@@ -225,11 +235,15 @@ func (s *Server) shutdown(ctx context.Context) error {
 		close(stopped)
 	}()
 	closed := make(chan []error, 1)
-	go func() {
-		errs := closeShards(shards)
-		waitRemoved(removals)
-		closed <- errs
-	}()
+	if len(shards) == 0 && len(removals) == 0 {
+		closed <- nil // nothing to wait for, whatever ctx says
+	} else {
+		go func() {
+			errs := closeShards(shards)
+			waitRemoved(removals)
+			closed <- errs
+		}()
+	}
 	// When ctx ends first, the connections are closed, and Shutdown
 	// returns without waiting for the handlers, nor for gRPC to close
 	// the connections (both wait in the background for whatever holds
@@ -243,11 +257,19 @@ func (s *Server) shutdown(ctx context.Context) error {
 		select {
 		case errs = <-closed: // both at once: the followers are closed
 		default:
-			// The data directory stays locked: that follower may still
-			// write.
+			// The data directory stays locked while that follower may
+			// still write.
 			s.drain()
 			go s.grpc.Stop()
-			return fmt.Errorf("grpcapi: shutdown cut short while followers were closing (the data directory stays locked): %w", context.Cause(ctx))
+			go func() {
+				if err := errors.Join(<-closed...); err != nil {
+					s.log.Error("closing followers after a shutdown cut short", "err", err)
+				}
+				if err := s.releaseDir(); err != nil {
+					s.log.Error("releasing the data directory after a shutdown cut short", "err", err)
+				}
+			}()
+			return fmt.Errorf("grpcapi: shutdown cut short while followers were closing (the data directory stays locked until they have closed): %w", context.Cause(ctx))
 		}
 	}
 	s.drain()
@@ -264,8 +286,14 @@ func (s *Server) shutdown(ctx context.Context) error {
 			errs = append(errs, fmt.Errorf("grpcapi: shutdown cut short: %w", context.Cause(ctx)))
 		}
 	}
-	errs = append(errs, s.lock.Close())
+	errs = append(errs, s.releaseDir())
 	return errors.Join(errs...)
+}
+
+// releaseDir releases the data directory.
+func (s *Server) releaseDir() error {
+	defer close(s.released)
+	return s.lock.Close()
 }
 
 // closeShards closes the followers of shards, all at once (one that is
@@ -423,8 +451,8 @@ func (s *Server) dir(k shardKey) string {
 // validated. The caller holds the shard until it calls release; on an
 // error there is nothing to release.
 func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
-	// mayOpen: create is set, or the shard's directory was found since
-	// the last time a shard was forgotten.
+	// mayOpen: create is set, or the shard's directory was found and k
+	// was not forgotten since.
 	mayOpen := create
 	s.mu.Lock()
 	for {
@@ -442,9 +470,13 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 			}
 			return sh, nil
 		}
-		if done := s.mu.removals[k]; done != nil {
-			// The data of k is being removed: look again once it is
-			// gone.
+		done := s.mu.removals[k]
+		if done == nil {
+			done = s.mu.removals[namespaceKey(k.namespace)]
+		}
+		if done != nil {
+			// The data of k, or the directory of its namespace, is being
+			// removed: look again once it is gone.
 			s.mu.Unlock()
 			<-done
 			s.mu.Lock()
@@ -454,20 +486,17 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 		if mayOpen {
 			break
 		}
-		// Whether the shard has data is looked up without holding the
-		// server's lock (a disk that hangs holds this call only), and
-		// looked up again if a shard was forgotten meanwhile (its
-		// directory may be gone).
-		gone := s.mu.gone
-		s.mu.Unlock()
-		if _, err := s.fs.Stat(s.dir(k)); err != nil {
+		// Whether the shard has data is looked up again if k was
+		// forgotten meanwhile (its directory may be gone).
+		forgotten, err := s.statLocked(k)
+		if err != nil {
+			s.mu.Unlock()
 			if errors.Is(err, os.ErrNotExist) {
 				return nil, errNotHosted
 			}
 			return nil, fmt.Errorf("%w: looking for shard %s: %w", follower.ErrUnavailable, k, err)
 		}
-		s.mu.Lock()
-		mayOpen = s.mu.gone == gone
+		mayOpen = !forgotten
 	}
 	sh := &shard{key: k, ready: make(chan struct{}), steps: newStepLog(s.opts.StepHistory), counts: newStepCounts(), users: 1}
 	s.mu.shards[k] = sh
@@ -516,9 +545,48 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 	close(sh.ready)
 	if sh.err != nil {
 		s.release(sh)
+		if fresh {
+			s.tidyNamespace(k.namespace)
+		}
 		return nil, sh.err
 	}
 	return sh, nil
+}
+
+// looking counts the lookups looking for the directory of a key (see
+// statLocked), and how many times the key was forgotten meanwhile.
+type looking struct {
+	lookups int
+	gone    uint64
+}
+
+// statLocked looks whether the directory of k exists, without holding
+// s.mu (a disk that hangs holds this call only; s.mu is held when it is
+// called and when it returns), and reports whether k was forgotten
+// meanwhile (see goneLocked): its directory may be gone since.
+func (s *Server) statLocked(k shardKey) (forgotten bool, err error) {
+	w := s.mu.looking[k]
+	if w == nil {
+		w = &looking{}
+		s.mu.looking[k] = w
+	}
+	w.lookups++
+	gone := w.gone
+	s.mu.Unlock()
+	_, err = s.fs.Stat(s.dir(k))
+	s.mu.Lock()
+	if w.lookups--; w.lookups == 0 {
+		delete(s.mu.looking, k)
+	}
+	return w.gone != gone, err
+}
+
+// goneLocked tells the lookups looking for k's directory (see
+// statLocked) that k was forgotten, or is being removed.
+func (s *Server) goneLocked(k shardKey) {
+	if w := s.mu.looking[k]; w != nil {
+		w.gone++
+	}
 }
 
 // followerConfig is the configuration of the follower of shard k,
@@ -573,12 +641,19 @@ func (s *Server) release(sh *shard) {
 		return
 	}
 	s.retireLocked(sh)
-	defer s.removing(sh.key)()
+	done := s.removing(sh.key)
+	defer func() {
+		done()
+		s.tidyNamespace(sh.key.namespace)
+	}()
 
 	// Deleted as DeleteShard does (a crash leaves the directory or
 	// nothing), at term 0, the lowest Delete takes: the follower has no
 	// term.
 	if err := sh.f.Delete(0); err != nil {
+		// Whatever is left on disk is looked up again by the next call
+		// on the shard; the follower, forgotten, is closed.
+		_ = sh.f.Close()
 		s.log.Warn("dropping a shard with nothing stored", "namespace", sh.key.namespace, "shard", sh.key.shard, "err", err)
 	} else {
 		s.log.Debug("shard with nothing stored dropped", "namespace", sh.key.namespace, "shard", sh.key.shard)
@@ -592,7 +667,7 @@ func (s *Server) release(sh *shard) {
 func (s *Server) removing(k shardKey) (done func()) {
 	ch := make(chan struct{})
 	s.mu.removals[k] = ch
-	s.mu.gone++
+	s.goneLocked(k)
 	s.mu.Unlock()
 	return func() {
 		s.mu.Lock()
@@ -600,6 +675,44 @@ func (s *Server) removing(k shardKey) (done func()) {
 		s.mu.Unlock()
 		close(ch)
 	}
+}
+
+// namespaceKey is the key under which tidyNamespace registers the
+// removal of namespace ns's directory (no shard is negative).
+func namespaceKey(ns string) shardKey { return shardKey{namespace: ns, shard: -1} }
+
+// tidyNamespace removes the directory of namespace ns if it is empty
+// and no shard of ns is open, opening or being removed, after a shard of
+// ns was removed: a client cannot make the node keep a directory for
+// each namespace it names. A directory that is not empty stays.
+func (s *Server) tidyNamespace(ns string) {
+	s.mu.Lock()
+	if s.mu.closing || s.usesNamespaceLocked(ns) {
+		s.mu.Unlock()
+		return
+	}
+	defer s.removing(namespaceKey(ns))()
+	dir := s.fs.PathJoin(s.opts.DataDir, ns)
+	if err := s.fs.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.log.Debug("namespace directory kept", "namespace", ns, "err", err)
+	}
+}
+
+// usesNamespaceLocked reports whether a shard of namespace ns is open,
+// opening or being removed, or the namespace's directory is being
+// removed.
+func (s *Server) usesNamespaceLocked(ns string) bool {
+	for k := range s.mu.shards {
+		if k.namespace == ns {
+			return true
+		}
+	}
+	for k := range s.mu.removals {
+		if k.namespace == ns {
+			return true
+		}
+	}
+	return false
 }
 
 // empty reports whether a follower in status st is NotMember with
@@ -624,7 +737,7 @@ func (s *Server) forgetLocked(sh *shard) bool {
 		return false
 	}
 	delete(s.mu.shards, sh.key)
-	s.mu.gone++
+	s.goneLocked(sh.key)
 	return true
 }
 

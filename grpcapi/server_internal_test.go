@@ -5,10 +5,14 @@ import (
 	"errors"
 	"math"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/fsm"
@@ -127,36 +131,57 @@ func TestStepsAfter(t *testing.T) {
 	}
 }
 
-// renameGate is a file system on which renaming one path waits: it
-// closes entered, then waits for proceed.
-type renameGate struct {
+// pathGate is a file system on which the first rename of one path (or,
+// with remove set, its first removal) waits: it closes entered, then
+// waits for proceed.
+type pathGate struct {
 	vfs.FS
-	from    string
+	path    string
+	remove  bool
 	once    sync.Once
 	entered chan struct{}
 	proceed chan struct{}
 }
 
-func (g *renameGate) Rename(oldname, newname string) error {
-	if oldname == g.from {
+func newPathGate(remove bool) *pathGate {
+	return &pathGate{FS: vfs.Default, remove: remove, entered: make(chan struct{}), proceed: make(chan struct{})}
+}
+
+func (g *pathGate) wait(path string, remove bool) {
+	if path == g.path && remove == g.remove {
 		g.once.Do(func() {
 			close(g.entered)
 			<-g.proceed
 		})
 	}
+}
+
+func (g *pathGate) Rename(oldname, newname string) error {
+	g.wait(oldname, false)
 	return g.FS.Rename(oldname, newname)
+}
+
+func (g *pathGate) Remove(name string) error {
+	g.wait(name, true)
+	return g.FS.Remove(name)
 }
 
 // dropUnderWay starts a server whose shard ns/1 is an empty directory,
 // and a GetStatus that opens it, finds it NotMember with nothing stored
 // and drops it; the drop waits in the rename of the shard's directory
-// until proceed is closed. status receives the GetStatus's error.
-func dropUnderWay(t *testing.T) (s *Server, proceed chan struct{}, status <-chan error) {
+// (or, with namespace set, in the removal of the namespace's directory
+// that follows) until proceed is closed. status receives the
+// GetStatus's error.
+func dropUnderWay(t *testing.T, namespace bool) (s *Server, proceed chan struct{}, status <-chan error) {
 	t.Helper()
-	gate := &renameGate{FS: vfs.Default, entered: make(chan struct{}), proceed: make(chan struct{})}
+	gate := newPathGate(namespace)
 	s = newTestServerWith(t, Options{DataDir: t.TempDir(), FS: gate})
-	gate.from = s.dir(shardKey{"ns", 1})
-	if err := os.MkdirAll(gate.from, 0o755); err != nil {
+	dir := s.dir(shardKey{"ns", 1})
+	gate.path = dir
+	if namespace {
+		gate.path = s.fs.PathDir(dir)
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	errs := make(chan error, 1)
@@ -173,7 +198,7 @@ func dropUnderWay(t *testing.T) (s *Server, proceed chan struct{}, status <-chan
 // then opens a fresh follower, rather than one on the directory being
 // removed.
 func TestCallWaitingForADrop(t *testing.T) {
-	s, proceed, status := dropUnderWay(t)
+	s, proceed, status := dropUnderWay(t, false)
 	done := make(chan struct{})
 	var resp *replicationpb.NewTermResponse
 	var err error
@@ -199,7 +224,7 @@ func TestCallWaitingForADrop(t *testing.T) {
 // TestShutdownWaitsForADrop: Shutdown returns once a shard being
 // dropped is closed and removed, as it does for the hosted shards.
 func TestShutdownWaitsForADrop(t *testing.T) {
-	s, proceed, status := dropUnderWay(t)
+	s, proceed, status := dropUnderWay(t, false)
 	shutdown := shutdownWaitingIn(t, s, "grpcapi.waitRemoved")
 	close(proceed)
 	if err := shutdown(); err != nil {
@@ -271,5 +296,161 @@ func TestDeleteShardWaitingForAnOpenThatPanics(t *testing.T) {
 	}
 	if _, err := os.Stat(s.dir(shardKey{"ns", 1})); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the shard's directory: %v, want it gone", err)
+	}
+}
+
+// TestOpenWaitingForANamespaceRemoval: a call that would open a shard
+// of a namespace whose directory is being removed (its last shard was
+// dropped) waits until it is gone, then opens its shard in a new one.
+func TestOpenWaitingForANamespaceRemoval(t *testing.T) {
+	s, proceed, status := dropUnderWay(t, true)
+	release := sync.OnceFunc(func() { close(proceed) })
+	t.Cleanup(release) // before the server's shutdown, which waits for the removal
+	done := make(chan struct{})
+	var err error
+	go func() {
+		defer close(done)
+		_, err = s.NewTerm(context.Background(), &replicationpb.NewTermRequest{Namespace: "ns", Shard: 2, Term: 1})
+	}()
+	waitBlockedIn(t, "chan receive", "grpcapi.(*Server).lookup", done)
+	release()
+	if err := <-status; Reason(err) != ReasonNodeIsNotMember {
+		t.Fatalf("GetStatus of an empty shard: %v, want NODE_IS_NOT_MEMBER", err)
+	}
+	<-done
+	if err != nil {
+		t.Fatalf("NewTerm after the namespace's directory was removed: %v", err)
+	}
+	st, err := s.GetStatus(context.Background(), &replicationpb.GetStatusRequest{Namespace: "ns", Shard: 2})
+	if err != nil || st.GetTerm() != 1 || st.GetStatus() != replicationpb.ServingStatus_FENCED {
+		t.Fatalf("GetStatus after NewTerm: %v, %v", st, err)
+	}
+}
+
+// churnFS is the operating system's file system, on which each Stat of
+// one path first runs churn, as long as budget lasts.
+type churnFS struct {
+	vfs.FS
+	path   string
+	budget int
+	stats  int
+	churn  func(i int)
+}
+
+func (f *churnFS) Stat(name string) (vfs.FileInfo, error) {
+	if name == f.path {
+		f.stats++
+		if f.budget > 0 {
+			f.budget--
+			f.churn(f.budget)
+		}
+	}
+	return f.FS.Stat(name)
+}
+
+// TestLookupNotHeldByOtherShards: a call on a shard on disk but not
+// open does not look for its directory again for each other shard
+// forgotten meanwhile (here, one opened and dropped at each look).
+func TestLookupNotHeldByOtherShards(t *testing.T) {
+	const drops = 20
+	fs := &churnFS{FS: vfs.Default, budget: drops}
+	s := newTestServerWith(t, Options{DataDir: t.TempDir(), FS: fs})
+	ctx := context.Background()
+	if _, err := s.NewTerm(ctx, &replicationpb.NewTermRequest{Namespace: "ns", Shard: 1, Term: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// On disk, not open, as after a restart.
+	k := shardKey{"ns", 1}
+	sh, err := s.lookup(k, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.release(sh)
+	if err := sh.f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s.forget(sh)
+	fs.path = s.dir(k)
+	fs.churn = func(i int) {
+		other := shardKey{"other", int64(i)}
+		if err := os.MkdirAll(s.dir(other), 0o755); err != nil {
+			t.Error(err)
+		}
+		if _, err := s.GetStatus(ctx, &replicationpb.GetStatusRequest{Namespace: other.namespace, Shard: other.shard}); Reason(err) != ReasonNodeIsNotMember {
+			t.Errorf("GetStatus of the empty shard %v: %v", other, err)
+		}
+	}
+	st, err := s.GetStatus(ctx, &replicationpb.GetStatusRequest{Namespace: "ns", Shard: 1})
+	if err != nil || st.GetTerm() != 1 {
+		t.Fatalf("GetStatus: %v, %v", st, err)
+	}
+	// Opening the follower looks at its directory too, but not once for
+	// each shard dropped.
+	if fs.stats >= drops {
+		t.Fatalf("one GetStatus looked at the shard's directory %d times while %d other shards were dropped", fs.stats, drops-fs.budget)
+	}
+}
+
+// TestShutdownWithAnEndedContext: a node with no follower to close
+// releases its data directory in a shutdown whose context has already
+// ended (which may still report that it did not wait for gRPC to stop).
+func TestShutdownWithAnEndedContext(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 2 {
+		s, err := New(Options{DataDir: dir})
+		if err != nil {
+			t.Fatalf("a node on the data directory of one shut down: %v", err)
+		}
+		if err := s.Shutdown(ctx); err != nil && (!errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "followers")) {
+			t.Fatalf("Shutdown of a node with no follower to close: %v", err)
+		}
+	}
+}
+
+// TestShutdownCutShortReleasesTheDirectoryLater: a shutdown cut short
+// while a follower was still closing keeps the data directory locked
+// until that follower has closed, and releases it then.
+func TestShutdownCutShortReleasesTheDirectoryLater(t *testing.T) {
+	dir := t.TempDir()
+	var armed atomic.Bool
+	var once sync.Once
+	blocked, gate := make(chan struct{}), make(chan struct{})
+	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if armed.Load() && strings.Contains(op.Path, string(filepath.Separator)+"hang"+string(filepath.Separator)) {
+			once.Do(func() { close(blocked) })
+			<-gate
+		}
+		return nil
+	}))
+	s, err := New(Options{DataDir: dir, FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.NewTerm(context.Background(), &replicationpb.NewTermRequest{Namespace: "hang", Shard: 0, Term: 1}); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() {
+		<-blocked
+		cancel()
+	}()
+	if err := s.Shutdown(ctx); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown with a follower that cannot close: %v", err)
+	}
+	if other, err := New(Options{DataDir: dir}); err == nil {
+		_ = other.Shutdown(context.Background())
+		t.Fatal("a second node started on the data directory of a follower still closing")
+	}
+	close(gate)
+	<-s.released
+	other, err := New(Options{DataDir: dir})
+	if err != nil {
+		t.Fatalf("a node on the data directory once the follower has closed: %v", err)
+	}
+	if err := other.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 }
