@@ -3,7 +3,6 @@ package grpcapi
 import (
 	"context"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,11 +16,12 @@ import (
 
 	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/internal/stacktest"
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
 // shutdownWaitingIn starts s's Shutdown and waits until it is blocked
-// receiving in fn (see waitBlockedIn); the returned function waits for
+// receiving in fn (see stacktest.WaitBlockedIn); the returned function waits for
 // Shutdown's result.
 func shutdownWaitingIn(t *testing.T, s *Server, fn string) (result func() error) {
 	t.Helper()
@@ -31,49 +31,10 @@ func shutdownWaitingIn(t *testing.T, s *Server, fn string) (result func() error)
 		defer close(done)
 		err = s.Shutdown(context.Background())
 	}()
-	waitBlockedIn(t, "chan receive", fn, done)
+	stacktest.WaitBlockedIn(t, "chan receive", fn, done)
 	return func() error {
 		<-done
 		return err
-	}
-}
-
-// waitBlockedIn waits until a goroutine is blocked (its state, as
-// stack traces print it: "sync.Mutex.Lock", "chan receive") directly in
-// fn (e.g. "grpcapi.(*Server).deleted": the first frame outside the
-// runtime and sync packages). What it waits for is held by the test, so
-// it stays there. It fails the test if done closes first: the call did
-// not wait.
-func waitBlockedIn(t *testing.T, state, fn string, done <-chan struct{}) {
-	t.Helper()
-	buf := make([]byte, 1<<20)
-	for {
-		select {
-		case <-done:
-			t.Fatalf("the call returned instead of waiting in %s", fn)
-		default:
-		}
-		n := runtime.Stack(buf, true)
-		if n == len(buf) {
-			buf = make([]byte, 2*len(buf))
-			continue
-		}
-		for _, g := range strings.Split(string(buf[:n]), "\n\n") {
-			// A header, then frames: a function line, then a file line.
-			lines := strings.Split(g, "\n")
-			if !strings.Contains(lines[0], "["+state) {
-				continue
-			}
-			for i := 1; i < len(lines); i += 2 {
-				if !strings.HasPrefix(lines[i], "runtime.") && !strings.HasPrefix(lines[i], "sync.") && !strings.HasPrefix(lines[i], "internal/sync.") {
-					if strings.Contains(lines[i], fn+"(") {
-						return
-					}
-					break
-				}
-			}
-		}
-		runtime.Gosched()
 	}
 }
 
@@ -134,7 +95,7 @@ func TestDeleteShardWaitsForAnother(t *testing.T) {
 		defer close(done)
 		_, err = s.DeleteShard(context.Background(), &replicationpb.DeleteShardRequest{Namespace: "ns", Shard: 1, Term: 3})
 	}()
-	waitBlockedIn(t, "sync.Mutex.Lock", "grpcapi.(*Server).deleteShard", done)
+	stacktest.WaitBlockedIn(t, "sync.Mutex.Lock", "grpcapi.(*Server).deleteShard", done)
 	finish()
 	<-done
 	if err != nil {
@@ -166,7 +127,7 @@ func TestCallRefusedByADeleteUnderWay(t *testing.T) {
 			return err
 		})
 	}()
-	waitBlockedIn(t, "sync.Mutex.Lock", "grpcapi.(*Server).deleted", done)
+	stacktest.WaitBlockedIn(t, "sync.Mutex.Lock", "grpcapi.(*Server).deleted", done)
 	finish()
 	<-done
 	if err != nil || calls != 2 || head != logpos.NoEntry {

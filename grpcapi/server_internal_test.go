@@ -17,6 +17,7 @@ import (
 	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/internal/stacktest"
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
@@ -206,7 +207,7 @@ func TestCallWaitingForADrop(t *testing.T) {
 		defer close(done)
 		resp, err = s.NewTerm(context.Background(), &replicationpb.NewTermRequest{Namespace: "ns", Shard: 1, Term: 1})
 	}()
-	waitBlockedIn(t, "chan receive", "grpcapi.(*Server).lookup", done)
+	stacktest.WaitBlockedIn(t, "chan receive", "grpcapi.(*Server).lookup", done)
 	close(proceed)
 	if err := <-status; Reason(err) != ReasonNodeIsNotMember {
 		t.Fatalf("GetStatus of an empty shard: %v, want NODE_IS_NOT_MEMBER", err)
@@ -285,7 +286,7 @@ func TestDeleteShardWaitingForAnOpenThatPanics(t *testing.T) {
 		defer close(done)
 		_, err = s.DeleteShard(ctx, req)
 	}()
-	waitBlockedIn(t, "chan receive", "grpcapi.(*Server).lookup", done)
+	stacktest.WaitBlockedIn(t, "chan receive", "grpcapi.(*Server).lookup", done)
 	close(proceed)
 	if r := <-opening; r == nil {
 		t.Fatal("the DeleteShard that opened the shard did not panic")
@@ -312,7 +313,7 @@ func TestOpenWaitingForANamespaceRemoval(t *testing.T) {
 		defer close(done)
 		_, err = s.NewTerm(context.Background(), &replicationpb.NewTermRequest{Namespace: "ns", Shard: 2, Term: 1})
 	}()
-	waitBlockedIn(t, "chan receive", "grpcapi.(*Server).lookup", done)
+	stacktest.WaitBlockedIn(t, "chan receive", "grpcapi.(*Server).lookup", done)
 	release()
 	if err := <-status; Reason(err) != ReasonNodeIsNotMember {
 		t.Fatalf("GetStatus of an empty shard: %v, want NODE_IS_NOT_MEMBER", err)

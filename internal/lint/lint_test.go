@@ -139,15 +139,16 @@ func stdlib(imp string) bool {
 // allowed. Packages not listed (grpcapi, the commands, the bench) may
 // import anything.
 var layers = map[string]struct{ internal, external []string }{
-	"logpos":           {},
-	"internal/durable": {external: []string{"github.com/cockroachdb/pebble/v2/vfs"}},
-	"fsm":              {external: []string{"github.com/goccy/go-yaml"}},
-	"fsm/fsmtest":      {internal: []string{"fsm"}, external: []string{"github.com/looplab/fsm", "pgregory.net/rapid"}},
-	"gen/emit":         {internal: []string{"fsm"}},
-	"gen":              {internal: []string{"fsm", "gen/emit"}},
-	"examples/order":   {internal: []string{"fsm"}},
-	"wal":              {internal: []string{"logpos", "internal/durable"}, external: []string{"github.com/cockroachdb/pebble/v2/vfs"}},
-	"store/kvpb":       {external: []string{"google.golang.org/protobuf"}},
+	"logpos":             {},
+	"internal/durable":   {external: []string{"github.com/cockroachdb/pebble/v2/vfs"}},
+	"fsm":                {external: []string{"github.com/goccy/go-yaml"}},
+	"fsm/fsmtest":        {internal: []string{"fsm"}, external: []string{"github.com/looplab/fsm", "pgregory.net/rapid"}},
+	"internal/stacktest": {},
+	"gen/emit":           {internal: []string{"fsm"}},
+	"gen":                {internal: []string{"fsm", "gen/emit"}},
+	"examples/order":     {internal: []string{"fsm"}},
+	"wal":                {internal: []string{"logpos", "internal/durable"}, external: []string{"github.com/cockroachdb/pebble/v2/vfs"}},
+	"store/kvpb":         {external: []string{"google.golang.org/protobuf"}},
 	"store": {
 		internal: []string{"logpos", "internal/durable", "store/kvpb"},
 		external: []string{"github.com/cockroachdb/pebble/v2", "google.golang.org/protobuf"},
@@ -193,26 +194,28 @@ func TestLayers(t *testing.T) {
 
 // testOnly are the packages that production code never imports: the
 // oracle, the property-testing and leak-checking libraries, and the test
-// support of the framework.
+// support of the module.
 var testOnly = []string{
 	"github.com/looplab/fsm",
 	"pgregory.net/rapid",
 	"go.uber.org/goleak",
 	"testing",
 	module + "/fsm/fsmtest",
+	module + "/internal/stacktest",
 }
 
 // TestOracleStaysInTests: looplab/fsm (the oracle of the generated
 // machines) and the other test libraries reach no production code: only
-// test files, and fsm/fsmtest, which only test files import.
+// test files, and the test support packages (fsm/fsmtest,
+// internal/stacktest), which only test files import.
 func TestOracleStaysInTests(t *testing.T) {
 	for _, p := range packages(t) {
-		if p.rel == "fsm/fsmtest" || strings.HasPrefix(p.rel, "bench") {
+		if p.rel == "fsm/fsmtest" || p.rel == "internal/stacktest" || strings.HasPrefix(p.rel, "bench") {
 			continue
 		}
 		for _, imp := range p.imports {
 			if slices.Contains(testOnly, imp) {
-				t.Errorf("%s imports %s outside its test files: move that code into a _test.go file (or into fsm/fsmtest)", p.rel, imp)
+				t.Errorf("%s imports %s outside its test files: move that code into a _test.go file (or into a test support package)", p.rel, imp)
 			}
 		}
 	}
