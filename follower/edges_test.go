@@ -7,7 +7,6 @@ package follower
 import (
 	"errors"
 	"fmt"
-	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/internal/stacktest"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store"
 )
@@ -53,13 +53,13 @@ func TestDeleteSurvivesPowerLoss(t *testing.T) {
 	}
 }
 
-// TestTruncateMakesKeptEntriesDurable: a stream whose leader went away
-// while its first entry was waiting to move the follower to Follower left
-// that entry appended but not synced, and the follower Fenced; the Append
-// failed, so the commit it carried is not taken. A Truncate that keeps the
-// entry makes it durable before it replies with it as the head (SPEC
-// §2.2: the log is cut "durably"; §6.2).
-func TestTruncateMakesKeptEntriesDurable(t *testing.T) {
+// TestFirstEntryThatCannotMoveWritesNothing: the first entry of a
+// stream on a Fenced follower waits for the lifecycle lock before it
+// writes anything; when the stream ends meanwhile (its leader went away),
+// the Append failed and changed nothing (SPEC §2.3): no entry in the log,
+// no head, no commit taken, the follower Fenced. The leader's next stream
+// starts from there.
+func TestFirstEntryThatCannotMoveWritesNothing(t *testing.T) {
 	h := newHarness(t, Config{})
 	h.newTerm(1)
 	s := newFakeStream()
@@ -70,31 +70,30 @@ func TestTruncateMakesKeptEntriesDurable(t *testing.T) {
 	h.f.acquire() // the first entry waits for the lifecycle lock
 	r := h.f.stream
 	s.in <- entryAppend(1, 0, 0, "k", "v")
-	for h.f.log.LastAppended().Offset != 0 {
-		runtime.Gosched()
-	}
+	stacktest.WaitBlockedIn(t, "select", "follower.(*Follower).acquireUnless", r.recvDone)
 	s.cancel()   // the leader goes away
 	<-r.recvDone // the first entry gave up waiting for the lock
 	h.f.release()
 	if err := <-res; err == nil {
 		t.Fatal("the stream whose leader went away returned nil")
 	}
-	if st := h.f.Status(); st.State != StateFenced {
-		t.Fatalf("after the first entry failed to move the follower: %+v, want Fenced", st)
+	want := Status{Term: 1, State: StateFenced, Head: -1, Commit: -1}
+	if st := h.f.Status(); st != want {
+		t.Fatalf("after a first entry that could not move the follower: %+v, want %+v", st, want)
 	}
-	// The Append failed: the commit it carried was not taken.
+	if last := h.f.log.LastAppended(); !last.IsNone() {
+		t.Fatalf("the log holds entry %v", last)
+	}
 	if adv := h.f.Stats().Advertised; adv != -1 {
 		t.Fatalf("the failed Append advertised commit %d", adv)
 	}
-	id, err := h.f.Truncate(1, &logpos.EntryID{Term: 1, Offset: 0})
-	if err != nil {
-		t.Fatal(err)
+	next, ended := h.replicate(1, 0, 0, 0)
+	if st := h.f.Status(); st.State != StateFollower || st.Head != 0 {
+		t.Fatalf("after the next stream's first entry: %+v", st)
 	}
-	if id.Offset != 0 {
-		t.Fatalf("Truncate replied %v, want head 0", id)
-	}
-	if d := h.f.log.LastDurable().Offset; d != 0 {
-		t.Fatalf("Truncate replied head 0 with the log durable up to %d", d)
+	close(next.in)
+	if err := <-ended; err != nil {
+		t.Fatalf("the next stream, half-closed: %v", err)
 	}
 }
 

@@ -279,6 +279,18 @@ func (r *replication) handle(a *replicationpb.Append) error {
 		return fmt.Errorf("%w: entry offset %d", ErrInvalidArgument, off)
 	}
 	duplicate := off <= head
+	// A Fenced follower moves to Follower with the first entry of the
+	// stream that passes the checks, under the lifecycle lock, taken
+	// before anything is written: an entry that cannot move it (the
+	// stream ended while it waited for the lock, the log refused it)
+	// leaves the follower as it was.
+	fenced := f.m.State() == StateFenced
+	if fenced {
+		if !r.lockFirstEntry() {
+			return context.Cause(r.ctx)
+		}
+		defer f.release()
+	}
 	if !duplicate {
 		e := logpos.Entry{Term: logpos.Term(a.Entry.Term), Offset: off, Value: a.Entry.Value, Timestamp: a.Entry.Timestamp}
 		// One stream appends at a time: the count is this loop's own.
@@ -300,8 +312,8 @@ func (r *replication) handle(a *replicationpb.Append) error {
 	// Fenced follower moves to Follower: whoever sees the new head sees
 	// the new state.
 	var moved error
-	if f.m.State() == StateFenced {
-		moved = r.firstEntry()
+	if fenced {
+		moved = f.m.FirstEntry(r)
 	}
 	if !duplicate {
 		f.head.Store(int64(off)) // the log holds it, whatever became of the move
@@ -344,17 +356,19 @@ func (r *replication) append(e logpos.Entry, previousCRC *uint32) error {
 	return nil
 }
 
-// firstEntry moves a Fenced follower to Follower for the first entry of
-// this stream that passed the checks and, when new, was appended: an
-// Append refused by a check or by the log leaves the follower Fenced. It
-// gives up when the stream ends (NewTerm, Delete or Close hold the
-// lifecycle lock until the stream's goroutines exit).
-func (r *replication) firstEntry() error {
+// lockFirstEntry takes the lifecycle lock for the first entry of this
+// stream on a Fenced follower. It gives up, reporting false, when the
+// stream ends first (NewTerm, Delete or Close hold the lifecycle lock
+// until the stream's goroutines exit), or ended as it took it.
+func (r *replication) lockFirstEntry() bool {
 	if !r.f.acquireUnless(r.ctx.Done()) {
-		return context.Cause(r.ctx)
+		return false
 	}
-	defer r.f.release()
-	return r.f.m.FirstEntry(r)
+	if r.ctx.Err() != nil {
+		r.f.release()
+		return false
+	}
+	return true
 }
 
 // sync is the sync loop: each round makes everything appended so far
