@@ -738,3 +738,30 @@ func TestDeleteStoppedAtEveryStep(t *testing.T) {
 		t.Errorf("%d stops kept the store, %d deleted it: both must occur", kept, gone)
 	}
 }
+
+// TestWrongMarkerRemovesNothing: a marker naming a database that is not
+// there (a damaged name) is ErrCorrupt, and Open removes nothing, the
+// live database included, nor creates the one named: writing the right
+// name back opens the store as it was.
+func TestWrongMarkerRemovesNothing(t *testing.T) {
+	mem := vfs.NewMem()
+	s := mustOpen(t, "/shard", Options{FS: mem})
+	fillStore(t, s, model{}, 3, 5, "k")
+	want := fingerprintOf(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFile(mem, "/shard/CURRENT", "db-000009\n"); err != nil {
+		t.Fatal(err)
+	}
+	before := listDir(t, mem, "/shard")
+	wantCorrupt(t, mem, "/shard")
+	if got := listDir(t, mem, "/shard"); !slices.Equal(got, before) {
+		t.Fatalf("a refused Open changed the directory: %q, was %q", got, before)
+	}
+	if err := writeFile(mem, "/shard/CURRENT", "db-000001\n"); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, "/shard", Options{FS: mem})
+	assertFingerprint(t, "with the marker repaired", want, fingerprintOf(t, s))
+}

@@ -609,3 +609,60 @@ func TestOpenOnAFullDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestDeleteKeepsTheDirectoryLocked: while Delete moves a store's
+// directory aside, the directory is still locked: an Open of it then
+// fails, rather than opening the store being deleted.
+func TestDeleteKeepsTheDirectoryLocked(t *testing.T) {
+	mem := vfs.NewMem()
+	var openErr error
+	opened := false
+	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpRename && op.Path == "/data/shard" && !opened {
+			opened = true
+			var other *Store
+			if other, openErr = Open("/data/shard", Options{FS: mem}); openErr == nil {
+				_ = other.Close()
+			}
+		}
+		return nil
+	}))
+	s, err := Open("/data/shard", Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillStore(t, s, model{}, 3, 5, "k")
+	if err := s.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if !opened {
+		t.Fatal("Delete did not move the directory aside")
+	}
+	if openErr == nil {
+		t.Fatal("an Open while Delete moved the directory aside succeeded")
+	}
+	if got := listDir(t, mem, "/data"); len(got) != 0 {
+		t.Fatalf("left after Delete: %q", got)
+	}
+}
+
+// TestScanCallbackPanics: a Scan whose callback panics leaves no
+// iterator open: the store closes cleanly.
+func TestScanCallbackPanics(t *testing.T) {
+	s, err := Open("/s", Options{FS: vfs.NewMem()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	fillStore(t, s, model{}, 1, 3, "k")
+	func() {
+		defer func() {
+			if r := recover(); r == nil {
+				t.Error("the callback's panic did not reach Scan's caller")
+			}
+		}()
+		_ = s.Scan(nil, nil, func(k, v []byte) bool { panic("callback bug") })
+	}()
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close after a Scan whose callback panicked: %v", err)
+	}
+}

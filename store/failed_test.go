@@ -122,3 +122,25 @@ func TestSnapshotCheckpointSyncFailure(t *testing.T) {
 		t.Fatalf("snapshot after the failure: %v at %v, want %v at %v", got, b.Commit(), m, info.Commit)
 	}
 }
+
+// TestOpenAfterCreationGaveUp: a new store whose creation Pebble gave
+// up on (its first sync failing) is ErrFailed, and leaves nothing open or
+// locked: once the disk works again, the store opens.
+func TestOpenAfterCreationGaveUp(t *testing.T) {
+	var failing atomic.Bool
+	failing.Store(true)
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if failing.Load() && (op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData) && strings.HasSuffix(op.Path, ".log") {
+			return errors.New("injected sync error")
+		}
+		return nil
+	}))
+	if _, err := Open("/s", Options{FS: fs}); !errors.Is(err, ErrFailed) {
+		t.Fatalf("Open with its first sync failing: %v, want ErrFailed", err)
+	}
+	failing.Store(false)
+	s := mustOpen(t, "/s", Options{FS: fs})
+	if got := s.Term(); got != -1 {
+		t.Fatalf("term %d", got)
+	}
+}

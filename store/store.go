@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -166,9 +167,7 @@ func Open(dir string, opts Options) (_ *Store, err error) {
 	// bug) goes on, for a caller that recovers from it.
 	defer func() {
 		if r := recover(); r != nil {
-			if s.db.h != nil {
-				_ = s.db.h.Close()
-			}
+			// openLive closed the database it opened (closeOnPanic).
 			_ = lock.Close()
 			if msg, fatal := r.(pebbleFatal); fatal {
 				err = fmt.Errorf("%w: opening %s: pebble: %s", ErrFailed, dir, string(msg))
@@ -195,25 +194,26 @@ func (s *Store) openLive() error {
 	if err != nil {
 		return err
 	}
-	if !found {
-		if err := s.checkUnmarked(); err != nil {
+	var h *pebble.DB
+	defer closeOnPanic(&h)
+	if found {
+		// The database the marker names opens before cleanDir removes
+		// the others: a marker naming another one (damaged) removes
+		// nothing.
+		if h, err = s.openMarked(live); err != nil {
 			return err
 		}
+	} else if err := s.checkUnmarked(); err != nil {
+		return err
 	}
 	seq, err := cleanDir(s.fs, s.dir, live)
 	if err != nil {
+		if h != nil {
+			err = errors.Join(err, h.Close())
+		}
 		return err
 	}
-	var h *pebble.DB
-	if found {
-		h, err = pebble.Open(s.fs.PathJoin(s.dir, live), s.opts.pebbleOptions(true))
-		if errors.Is(err, pebble.ErrDBDoesNotExist) {
-			return fmt.Errorf("%w: %s names %s, which holds no database", ErrCorrupt, markerName, live)
-		}
-		if err != nil {
-			return fmt.Errorf("store: open %s: %w", live, err)
-		}
-	} else {
+	if !found {
 		// A new store, or one whose creation a crash interrupted before
 		// the marker was written (cleanDir removed what it left).
 		seq++
@@ -234,6 +234,52 @@ func (s *Store) openLive() error {
 	s.mu.seq = seq
 	s.log.Debug("store: opened", "dir", s.dir, "db", live, "term", st.term, "commit", st.commit, "logResetPending", st.resetPending)
 	return nil
+}
+
+// openMarked opens the live database, in the directory live that the
+// marker names. A missing directory is ErrCorrupt, and nothing is
+// created in its place.
+func (s *Store) openMarked(live string) (*pebble.DB, error) {
+	notThere := fmt.Errorf("%w: %s names %s, which holds no database", ErrCorrupt, markerName, live)
+	if _, err := s.fs.Stat(s.fs.PathJoin(s.dir, live)); err != nil {
+		if errors.Is(err, os.ErrNotExist) {
+			return nil, notThere
+		}
+		return nil, fmt.Errorf("store: open %s: %w", live, err)
+	}
+	h, err := pebble.Open(s.fs.PathJoin(s.dir, live), s.opts.pebbleOptions(true))
+	if errors.Is(err, pebble.ErrDBDoesNotExist) {
+		return nil, notThere
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: open %s: %w", live, err)
+	}
+	return h, nil
+}
+
+// closeOnPanic, deferred, closes *h (if set) when the function panics,
+// and lets the panic go on: Pebble giving up while a database is being
+// opened or created leaves it neither open nor locked.
+func closeOnPanic(h **pebble.DB) {
+	if r := recover(); r != nil {
+		if *h != nil {
+			closeAfterPanic(*h)
+		}
+		panic(r)
+	}
+}
+
+// closeAfterPanic closes h, whose Pebble may have given up: a second
+// fatal error while closing it is ignored.
+func closeAfterPanic(h *pebble.DB) {
+	defer func() {
+		if r := recover(); r != nil {
+			if _, fatal := r.(pebbleFatal); !fatal {
+				panic(r)
+			}
+		}
+	}()
+	_ = h.Close()
 }
 
 // checkUnmarked guards a directory without a marker before cleanDir
@@ -314,8 +360,10 @@ func (s *Store) unmarkedHolds(name string) (what string, err error) {
 
 // create makes a new database in the directory name with its initial
 // records, durably, then names it in the marker.
-func (s *Store) create(name string) (*pebble.DB, error) {
-	h, err := pebble.Open(s.fs.PathJoin(s.dir, name), s.opts.pebbleOptions(false))
+func (s *Store) create(name string) (_ *pebble.DB, err error) {
+	var h *pebble.DB
+	defer closeOnPanic(&h)
+	h, err = pebble.Open(s.fs.PathJoin(s.dir, name), s.opts.pebbleOptions(false))
 	if err != nil {
 		return nil, fmt.Errorf("store: create %s: %w", name, err)
 	}
@@ -569,7 +617,7 @@ func getUser(r pebble.Reader, key []byte) ([]byte, error) {
 // and value are valid only during the call. Scan reads a consistent
 // point-in-time view. fn must not call methods of s: Close and Install
 // wait for Scan to return, and a call from fn could wait for them.
-func (s *Store) Scan(start, end []byte, fn func(key, value []byte) bool) error {
+func (s *Store) Scan(start, end []byte, fn func(key, value []byte) bool) (err error) {
 	s.db.RLock()
 	defer s.db.RUnlock()
 	if s.db.h == nil {
@@ -586,16 +634,23 @@ func (s *Store) Scan(start, end []byte, fn func(key, value []byte) bool) error {
 	if err != nil {
 		return fmt.Errorf("store: scan: %w", err)
 	}
+	// Closed however fn returns, a panic included: a leaked iterator
+	// would fail the store's Close.
+	defer func() {
+		if cerr := it.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("store: scan: %w", cerr)
+		}
+	}()
 	for valid := it.First(); valid; valid = it.Next() {
 		v, err := it.ValueAndErr()
 		if err != nil {
-			return errors.Join(fmt.Errorf("store: scan: %w", err), it.Close())
+			return fmt.Errorf("store: scan: %w", err)
 		}
 		if !fn(it.Key()[1:], v) {
 			break
 		}
 	}
-	if err := errors.Join(it.Error(), it.Close()); err != nil {
+	if err := it.Error(); err != nil {
 		return fmt.Errorf("store: scan: %w", err)
 	}
 	return nil
@@ -613,6 +668,12 @@ func (s *Store) Close() error {
 
 // closeWriteLocked is Close with s.write held.
 func (s *Store) closeWriteLocked() error {
+	return s.closeWriteLockedKeeping(false)
+}
+
+// closeWriteLockedKeeping is closeWriteLocked, except that with keepLock
+// the directory stays locked: the caller releases it.
+func (s *Store) closeWriteLockedKeeping(keepLock bool) error {
 	s.db.Lock()
 	h := s.db.h
 	s.db.h = nil
@@ -621,16 +682,26 @@ func (s *Store) closeWriteLocked() error {
 	if h == nil {
 		return nil
 	}
-	if err := s.releaseWriteLocked(h); err != nil {
+	err := s.closeDatabasesLocked(h)
+	if !keepLock {
+		err = errors.Join(err, s.lock.Close())
+	}
+	if err != nil {
 		return fmt.Errorf("store: close: %w", err)
 	}
 	return nil
 }
 
-// releaseWriteLocked aborts the loaders and closes the snapshots still
-// open, closes the given databases and releases the directory lock: the
-// end of a store whose s.db.h was just set to nil. s.write is held.
+// releaseWriteLocked is closeDatabasesLocked, then releases the
+// directory lock: the end of a store whose s.db.h was just set to nil.
+// s.write is held.
 func (s *Store) releaseWriteLocked(dbs ...*pebble.DB) error {
+	return errors.Join(s.closeDatabasesLocked(dbs...), s.lock.Close())
+}
+
+// closeDatabasesLocked aborts the loaders and closes the snapshots still
+// open, and closes the given databases. s.write is held.
+func (s *Store) closeDatabasesLocked(dbs ...*pebble.DB) error {
 	s.mu.Lock()
 	loaders, snapshots := s.mu.loaders, s.mu.snapshots
 	s.mu.loaders, s.mu.snapshots = nil, nil
@@ -645,7 +716,6 @@ func (s *Store) releaseWriteLocked(dbs ...*pebble.DB) error {
 	for _, h := range dbs {
 		errs = append(errs, h.Close())
 	}
-	errs = append(errs, s.lock.Close())
 	return errors.Join(errs...)
 }
 
@@ -663,25 +733,40 @@ func (s *Store) Delete() error {
 	if closed {
 		return ErrClosed
 	}
-	err := s.closeWriteLocked()
+	// The directory stays locked until it is moved aside: no Open of it
+	// meanwhile finds the store being deleted.
+	err := s.closeWriteLockedKeeping(true)
+	locked := true
+	unlock := func() error {
+		if !locked {
+			return nil
+		}
+		locked = false
+		if err := s.lock.Close(); err != nil {
+			return fmt.Errorf("store: release %s: %w", s.dir, err)
+		}
+		return nil
+	}
 	gone := deletedDir(s.fs, s.dir)
 	parent := s.fs.PathDir(s.dir)
 	for _, step := range []func() error{
 		func() error { return s.fs.RemoveAll(gone) },
 		func() error { return s.fs.Rename(s.dir, gone) },
 		func() error { return durable.SyncDir(s.fs, parent) },
+		unlock,
 		func() error { return s.fs.RemoveAll(gone) },
 		func() error { return durable.SyncDir(s.fs, parent) },
 	} {
 		if serr := step(); serr != nil {
-			return errors.Join(err, fmt.Errorf("store: delete %s: %w", s.dir, serr))
+			return errors.Join(err, fmt.Errorf("store: delete %s: %w", s.dir, serr), unlock())
 		}
 	}
 	return err
 }
 
-// nextSeqLocked returns a directory sequence number never used in this
-// store directory. s.mu is held.
+// nextSeqLocked returns a directory sequence number above those of the
+// directories present when the store opened and of every directory it
+// made since. s.mu is held.
 func (s *Store) nextSeqLocked() uint64 {
 	s.mu.seq++
 	return s.mu.seq
