@@ -283,37 +283,23 @@ func (r *replication) handle(a *replicationpb.Append) error {
 	// stream that passes the checks, under the lifecycle lock, taken
 	// before anything is written: an entry that cannot move it (the
 	// stream ended while it waited for the lock, the log refused it)
-	// leaves the follower as it was.
-	fenced := f.m.State() == StateFenced
-	if fenced {
+	// leaves the follower as it was. The lock is released (publishing
+	// the new state) before the entry's offset becomes the visible head:
+	// whoever sees the new head sees the new state.
+	var appendErr, moved error
+	if f.m.State() == StateFenced {
 		if !r.lockFirstEntry() {
 			return context.Cause(r.ctx)
 		}
-		defer f.release()
+		if appendErr = r.appendNew(a, off, duplicate); appendErr == nil {
+			moved = f.m.FirstEntry(r)
+		}
+		f.release()
+	} else {
+		appendErr = r.appendNew(a, off, duplicate)
 	}
-	if !duplicate {
-		e := logpos.Entry{Term: logpos.Term(a.Entry.Term), Offset: off, Value: a.Entry.Value, Timestamp: a.Entry.Timestamp}
-		// One stream appends at a time: the count is this loop's own.
-		sampled := (f.stats.entriesAppended.Load()+1)%sampling == 0
-		var start time.Time
-		if sampled {
-			start = time.Now()
-		}
-		if err := r.append(e, a.PreviousEntryCrc); err != nil {
-			return err
-		}
-		if sampled {
-			f.stats.appendLatency.observe(time.Since(start))
-		}
-		f.stats.entriesAppended.Add(1)
-		f.stats.bytesAppended.Add(uint64(len(e.Value)))
-	}
-	// The entry is accepted. Before its offset becomes the visible head, a
-	// Fenced follower moves to Follower: whoever sees the new head sees
-	// the new state.
-	var moved error
-	if fenced {
-		moved = f.m.FirstEntry(r)
+	if appendErr != nil {
+		return appendErr
 	}
 	if !duplicate {
 		f.head.Store(int64(off)) // the log holds it, whatever became of the move
@@ -338,6 +324,31 @@ func (r *replication) handle(a *replicationpb.Append) error {
 	}
 	r.mu.Unlock()
 	r.kick()
+	return nil
+}
+
+// appendNew appends the entry of a, at offset off, unless it is a
+// duplicate, and counts it.
+func (r *replication) appendNew(a *replicationpb.Append, off logpos.Offset, duplicate bool) error {
+	if duplicate {
+		return nil
+	}
+	f := r.f
+	e := logpos.Entry{Term: logpos.Term(a.Entry.Term), Offset: off, Value: a.Entry.Value, Timestamp: a.Entry.Timestamp}
+	// One stream appends at a time: the count is this loop's own.
+	sampled := (f.stats.entriesAppended.Load()+1)%sampling == 0
+	var start time.Time
+	if sampled {
+		start = time.Now()
+	}
+	if err := r.append(e, a.PreviousEntryCrc); err != nil {
+		return err
+	}
+	if sampled {
+		f.stats.appendLatency.observe(time.Since(start))
+	}
+	f.stats.entriesAppended.Add(1)
+	f.stats.bytesAppended.Add(uint64(len(e.Value)))
 	return nil
 }
 
