@@ -8,7 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/tablefsm/tablefsm/fsm"
-	"github.com/tablefsm/tablefsm/logpos"
+	logpos "github.com/tablefsm/tablefsm/logpos"
 )
 
 // LifecycleTableHash is the hash of transitions.yaml this file was generated from.

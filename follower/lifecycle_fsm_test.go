@@ -7,7 +7,7 @@ import (
 	"testing"
 
 	"github.com/tablefsm/tablefsm/fsm/fsmtest"
-	"github.com/tablefsm/tablefsm/logpos"
+	logpos "github.com/tablefsm/tablefsm/logpos"
 )
 
 // lifecycleFake is a fake of LifecycleHandlers on an fsmtest.Fake: guard i of

@@ -112,9 +112,10 @@ func (l *loader) pos(n ast.Node) Pos {
 // in UTF-8 counts for each of its bytes.
 func (l *loader) at(line, col int) Pos {
 	if l.lines == nil {
+		// Lines end with \n, \r\n or \r, as the parser reads them.
 		l.lines = []int{0}
 		for i, c := range l.src {
-			if c == '\n' {
+			if c == '\n' || c == '\r' && (i+1 == len(l.src) || l.src[i+1] != '\n') {
 				l.lines = append(l.lines, i+1)
 			}
 		}
@@ -124,7 +125,7 @@ func (l *loader) at(line, col int) Pos {
 		return p
 	}
 	text := l.src[l.lines[line-1]:]
-	if i := bytes.IndexByte(text, '\n'); i >= 0 {
+	if i := bytes.IndexAny(text, "\r\n"); i >= 0 {
 		text = text[:i]
 	}
 	start := 0
@@ -144,27 +145,39 @@ func (l *loader) at(line, col int) Pos {
 }
 
 // maxFlowDepth bounds the nesting of flow collections ([…], {…}) in a
-// table: a table needs a few levels, and the YAML parser's memory grows
-// with the square of the depth.
+// table, and that of block sequences opened on one line ("- - x"): a
+// table needs a few levels, and the YAML parser's time and memory grow
+// with the square of the depth. (Block collections opened on lines of
+// their own each take a deeper indentation, which bounds their depth by
+// the square root of the source's size.)
 const maxFlowDepth = 64
 
-// flowTooDeep finds where flow collections nest deeper than maxFlowDepth.
-// It counts the collections the YAML scanner sees (which costs time and
-// memory in proportion to the source, unlike parsing a deep nesting), so
-// brackets in quoted, plain or block scalars and in comments do not count.
-func flowTooDeep(src []byte) (Pos, bool) {
+// flowTooDeep finds where flow collections, or block sequences opened on
+// one line, nest deeper than maxFlowDepth. It counts the collections the
+// YAML scanner sees (which costs time and memory in proportion to the
+// source, unlike parsing a deep nesting), so brackets and dashes in
+// quoted, plain or block scalars and in comments do not count.
+func flowTooDeep(src []byte) (p Pos, what string, deep bool) {
 	depth := 0
+	line, entries := 0, 0 // the sequence entries seen on line
 	for _, tk := range lexer.Tokenize(string(src)) {
 		switch tk.Type {
 		case token.SequenceStartType, token.MappingStartType:
 			if depth++; depth > maxFlowDepth {
-				return Pos{Line: tk.Position.Line, Col: tk.Position.Column}, true
+				return Pos{Line: tk.Position.Line, Col: tk.Position.Column}, "brackets", true
 			}
 		case token.SequenceEndType, token.MappingEndType:
 			depth = max(depth-1, 0)
+		case token.SequenceEntryType:
+			if tk.Position.Line != line {
+				line, entries = tk.Position.Line, 0
+			}
+			if entries++; entries > maxFlowDepth {
+				return Pos{Line: tk.Position.Line, Col: tk.Position.Column}, "sequences opened on one line", true
+			}
 		}
 	}
-	return Pos{}, false
+	return Pos{}, "", false
 }
 
 // bareStars finds the unquoted * that stand alone, where the YAML scanner
@@ -193,8 +206,8 @@ func bareStars(src []byte) []Pos {
 func (l *loader) load(src []byte) *Table {
 	t := &Table{File: l.file, Pos: Pos{File: l.file, Line: 1, Col: 1}}
 	l.table = t
-	if p, deep := flowTooDeep(src); deep {
-		l.errorf(l.at(p.Line, p.Col), "brackets nested deeper than %d: not a table", maxFlowDepth)
+	if p, what, deep := flowTooDeep(src); deep {
+		l.errorf(l.at(p.Line, p.Col), "%s nested deeper than %d: not a table", what, maxFlowDepth)
 		return nil
 	}
 	// Duplicate keys are reported with every other problem (plainKeys),

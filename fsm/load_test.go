@@ -384,6 +384,24 @@ func TestDeepFlowNestingRefused(t *testing.T) {
 	}
 }
 
+// Block sequences opened on one line ("- - - x") nest as brackets do,
+// and are refused past the same depth; dashes in text are not nesting.
+func TestDeepBlockNestingRefused(t *testing.T) {
+	deep := strings.Repeat("- ", maxFlowDepth+1) + "x"
+	src := "machine: M\nrows:\n  " + deep + "\n"
+	_, err := Load("t.yaml", []byte(src))
+	want := fmt.Sprintf("t.yaml:3:%d: sequences opened on one line nested deeper than %d", 3+2*maxFlowDepth, maxFlowDepth)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Load = %v, want %q", err, want)
+	}
+	text := "machine: M\npackage: p\ninitial: A\nunhandled: ignore\n" +
+		"states:\n  A: {doc: see " + strings.Repeat("- ", maxFlowDepth+1) + "}\n  B: {terminal: true}\n" +
+		"events: {E: {}}\nrows:\n  - {from: A, on: E, to: B}\n"
+	if _, err := Load("t.yaml", []byte(text)); err != nil {
+		t.Errorf("dashes in a doc: %v", err)
+	}
+}
+
 // Brackets in block scalars and plain text are text, not nesting.
 func TestBracketsInTextAreNotNesting(t *testing.T) {
 	many := strings.Repeat("[", maxFlowDepth+1)
@@ -420,6 +438,13 @@ func TestColumnsCountBytes(t *testing.T) {
 		"t.yaml:14:20: unknown event \"Gö\"" // Ä takes two bytes: Gö is the 19th character, at byte 20
 	if err == nil || err.Error() != want {
 		t.Errorf("got\n%v\nwant\n%s", err, want)
+	}
+	// Lines may end with \r\n, or \r alone, as the parser reads them.
+	for _, eol := range []string{"\r\n", "\r"} {
+		_, err = Load("t.yaml", []byte(strings.ReplaceAll(src, "\n", eol)))
+		if err == nil || err.Error() != want {
+			t.Errorf("lines ending with %q: got\n%v\nwant\n%s", eol, err, want)
+		}
 	}
 	// A byte order mark counts on the first line.
 	_, err = Load("t.yaml", []byte("\ufeffmachine: m\n"+strings.TrimPrefix(base, "machine: M\n")))

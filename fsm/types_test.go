@@ -50,16 +50,18 @@ func TestPayloadTypeSyntax(t *testing.T) {
 // The reason a type is refused is in its diagnostic.
 func TestPayloadTypeProblems(t *testing.T) {
 	for typ, want := range map[string]string{
-		"[-1]int":                      `"[-1]int" is not a Go type: the array length -1 is negative`,
-		"[1.5]int":                     `"[1.5]int" is not a Go type: the array length 1.5 is not an integer`,
-		"[1/0]int":                     `"[1/0]int" is not a Go type: its array length divides by zero`,
-		"[1 << 62]int":                 `"[1 << 62]int" is not a Go type: its array length is too large`,
-		"int\n":                        `"int\n" is not a Go type: a type is written on one line, without control characters`,
-		"int // x":                     `"int // x" is not a Go type: it holds a comment`,
-		"[1 << 27]int64":               `"[1 << 27]int64" takes 16 MiB or more, the limit of a payload`,
-		"[1 << 15][1 << 15]uint16":     `"[1 << 15][1 << 15]uint16" takes 16 MiB or more, the limit of a payload`,
-		"struct{ a, b [1 << 29]byte }": `"struct{ a, b [1 << 29]byte }" takes 16 MiB or more, the limit of a payload`,
-		"[16 << 20]byte":               `"[16 << 20]byte" takes 16 MiB or more, the limit of a payload`,
+		"[-1]int":                         `"[-1]int" is not a Go type: the array length -1 is negative`,
+		"[1.5]int":                        `"[1.5]int" is not a Go type: the array length 1.5 is not an integer`,
+		"[1/0]int":                        `"[1/0]int" is not a Go type: its array length divides by zero`,
+		"[1 << 62]int":                    `"[1 << 62]int" is not a Go type: its array length is too large`,
+		"[1<<4096<<4096<<4096>>12288]int": `"[1<<4096<<4096<<4096>>12288]int" is not a Go type: its array length is too large`,
+		"[1<<4000*(1<<4000)>>8000]int":    `"[1<<4000*(1<<4000)>>8000]int" is not a Go type: its array length is too large`,
+		"int\n":                           `"int\n" is not a Go type: a type is written on one line, without control characters`,
+		"int // x":                        `"int // x" is not a Go type: it holds a comment`,
+		"[1 << 27]int64":                  `"[1 << 27]int64" takes 16 MiB or more, the limit of a payload`,
+		"[1 << 15][1 << 15]uint16":        `"[1 << 15][1 << 15]uint16" takes 16 MiB or more, the limit of a payload`,
+		"struct{ a, b [1 << 29]byte }":    `"struct{ a, b [1 << 29]byte }" takes 16 MiB or more, the limit of a payload`,
+		"[16 << 20]byte":                  `"[16 << 20]byte" takes 16 MiB or more, the limit of a payload`,
 	} {
 		src := fmt.Sprintf("machine: M\npackage: p\ninitial: A\nunhandled: ignore\n"+
 			"states: {A: {}, B: {terminal: true}}\n"+

@@ -33,8 +33,38 @@ var GeneratedImports = map[string]string{
 	"slices": "slices", "strings": "strings", "testing": "testing", "rapid": "pgregory.net/rapid",
 }
 
-// importPath matches the import paths a table may name.
+// importPath matches the characters and the slashes of the import paths
+// a table may name (importPathProblem checks the rest).
 var importPath = regexp.MustCompile(`^[A-Za-z0-9_.~+-]+(/[A-Za-z0-9_.~+-]+)*$`)
+
+// importPathProblem says what the go command would refuse in the import
+// path p, or "".
+func importPathProblem(p string) string {
+	if !importPath.MatchString(p) {
+		return "a character other than letters, digits, _.~+- and single slashes between elements"
+	}
+	if p[0] == '-' {
+		return "a leading dash"
+	}
+	for _, elem := range strings.Split(p, "/") {
+		switch {
+		case elem[0] == '.':
+			return "an element starting with a dot"
+		case elem[len(elem)-1] == '.':
+			return "an element ending with a dot"
+		case tildeDigits.MatchString(elem):
+			return "an element ending with a tilde and digits"
+		case windowsReserved.MatchString(elem):
+			return "an element that is a reserved file name on Windows"
+		}
+	}
+	return ""
+}
+
+var (
+	tildeDigits     = regexp.MustCompile(`~[0-9]+$`)
+	windowsReserved = regexp.MustCompile(`(?i)^(con|prn|aux|nul|com[1-9]|lpt[1-9])(\.|$)`)
+)
 
 // validate checks the cross references and the shape of the machine.
 func (l *loader) validate(t *Table) {
@@ -502,7 +532,7 @@ func binaryOp(a constant.Value, op token.Token, b constant.Value) (constant.Valu
 		case !ok || s > maxShift:
 			return unknown, "is too large"
 		}
-		return constant.Shift(a, op, uint(s)), ""
+		return bounded(constant.Shift(a, op, uint(s)))
 	case token.QUO:
 		if constant.Sign(b) == 0 {
 			return unknown, "divides by zero"
@@ -518,11 +548,22 @@ func binaryOp(a constant.Value, op token.Token, b constant.Value) (constant.Valu
 			return unknown, "divides by zero"
 		}
 	}
-	return constant.BinaryOp(a, op, b), ""
+	return bounded(constant.BinaryOp(a, op, b))
 }
 
-// maxShift bounds the shifts constValue computes: a larger one makes a
-// length too large anyway, and would cost memory to compute.
+// bounded returns v, unless it is an integer of more than maxShift bits:
+// that is too large (a length made of it is), and a chain of operations
+// on it would cost ever more memory and time to compute.
+func bounded(v constant.Value) (constant.Value, string) {
+	if v.Kind() == constant.Int && constant.BitLen(v) > maxShift {
+		return constant.MakeUnknown(), "is too large"
+	}
+	return v, ""
+}
+
+// maxShift bounds the shifts constValue computes, and the integers it
+// computes (in bits): a larger one makes a length too large anyway, and
+// would cost memory to compute.
 const maxShift = 1 << 12
 
 // constant is an array length: an integer constant expression.
@@ -633,14 +674,15 @@ func (l *loader) checkImports(t *Table) {
 		if imp.Path == "" {
 			continue // reported when loading
 		}
-		if !importPath.MatchString(imp.Path) || slices.ContainsFunc(strings.Split(imp.Path, "/"), func(elem string) bool {
-			return elem == "." || elem == ".."
-		}) {
-			l.errorf(imp.Pos, "import %s: %q is not an import path", imp.Name, imp.Path)
+		if problem := importPathProblem(imp.Path); problem != "" {
+			l.errorf(imp.Pos, "import %s: %q is not an import path (%s)", imp.Name, imp.Path, problem)
 			continue
 		}
 		if imp.Name == "init" {
 			l.errorf(imp.Pos, "import %s: Go does not allow a package imported as init", imp.Name)
+		}
+		if goPredeclared[imp.Name] {
+			l.errorf(imp.Pos, "import %s: the generated code uses Go's predeclared %s, which the import would hide", imp.Name, imp.Name)
 		}
 		if other, ok := paths[imp.Path]; ok {
 			l.errorf(imp.Pos, "import %s: %q is already imported as %s", imp.Name, imp.Path, other)

@@ -168,3 +168,21 @@ func TestGofmtFailureIsShort(t *testing.T) {
 		t.Errorf("%d lines:\n%s", lines, msg)
 	}
 }
+
+// An import of the table is written under its name, which may differ
+// from the last element of its path, except for a standard library
+// package named after it.
+func TestImportSpec(t *testing.T) {
+	for _, c := range []struct{ name, path, want string }{
+		{"time", "time", `"time"`},
+		{"template", "text/template", `"text/template"`},
+		{"rand", "math/rand/v2", `rand "math/rand/v2"`},
+		{"clock", "time", `clock "time"`},
+		{"logpos", "github.com/tablefsm/tablefsm/logpos", `logpos "github.com/tablefsm/tablefsm/logpos"`},
+		{"mylib", "example.com/alias/mylib", `mylib "example.com/alias/mylib"`},
+	} {
+		if got := importSpec(fsm.Import{Name: c.name, Path: c.path}); got != c.want {
+			t.Errorf("importSpec(%s %s) = %s, want %s", c.name, c.path, got, c.want)
+		}
+	}
+}

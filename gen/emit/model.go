@@ -260,13 +260,13 @@ func baseName(p string) string {
 	return p
 }
 
-// importSpec renders an import, naming it only when the name differs from
-// the last element of its path.
+// importSpec renders an import of the table under the name the table
+// gives it: a package's name need not be the last element of its path.
+// The name is left out only for a package of the standard library named
+// after the last element of its path, as those are.
 func importSpec(imp fsm.Import) string {
-	// The name is left out only where it is surely the package's: the
-	// last element of the path, unless that is a major version ("v2"),
-	// whose package is usually named after the element before it.
-	if base := path.Base(imp.Path); base == imp.Name && !majorVersion.MatchString(base) {
+	first, _, _ := strings.Cut(imp.Path, "/")
+	if !strings.Contains(first, ".") && path.Base(imp.Path) == imp.Name && !majorVersion.MatchString(imp.Name) {
 		return strconv.Quote(imp.Path)
 	}
 	return imp.Name + " " + strconv.Quote(imp.Path)
