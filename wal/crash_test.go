@@ -1,11 +1,13 @@
 package wal
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -505,5 +507,57 @@ func TestSegmentNamedAfterEarlierNamesAreDurable(t *testing.T) {
 	}
 	if !slices.Contains(names, first) {
 		t.Fatalf("after a crash right after the roll-over the directory holds %v: the first segment's name was not durable", names)
+	}
+}
+
+// abandon leaves l as a process crash would: its goroutine stopped, its
+// files closed without a sync, its lock released (what the page cache
+// holds stays: only a power loss, CrashClone, drops it).
+func abandon(l *Log) {
+	close(l.quit)
+	l.wg.Wait()
+	l.closeFiles()
+	l.mu.Lock()
+	l.mu.closed = true
+	l.mu.Unlock()
+}
+
+// TestRecoveredNamesAreMadeDurable: a segment that a process crash left
+// named but with its name not durable (nothing was synced) holds entries
+// the reopened log reports durable once synced: recovery syncs the
+// directory, so a later power loss keeps them.
+func TestRecoveredNamesAreMadeDurable(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	// No segment is prepared in the background: the appender names the
+	// first one itself, and nothing syncs the directory before the crash.
+	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpCreate && strings.Contains(op.Path, "next-") {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	opts := Options{FS: fs, SegmentSize: 8 << 20, MustKeep: logpos.NoOffset}
+	l := mustOpen(t, "wal", opts)
+	big := bytes.Repeat([]byte("v"), 300<<10)
+	for o := logpos.Offset(0); o < 4; o++ {
+		mustAppend(t, l, logpos.Entry{Term: 1, Offset: o, Value: big})
+	}
+	abandon(l)
+	l = mustOpen(t, "wal", opts)
+	mustAppend(t, l, logpos.Entry{Term: 1, Offset: 4, Value: []byte("x")})
+	if d := mustSync(t, l); d != 4 {
+		t.Fatalf("durable up to %d, want 4", d)
+	}
+	crashed := mem.CrashClone(vfs.CrashCloneCfg{})
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l2, err := Open("wal", Options{FS: crashed, SegmentSize: 8 << 20, MustKeep: 4})
+	if err != nil {
+		t.Fatalf("reopening after a power loss: %v", err)
+	}
+	defer l2.Close()
+	if d := l2.LastDurable().Offset; d != 4 {
+		t.Fatalf("Sync reported 4 durable; after a power loss the log ends at %d", d)
 	}
 }

@@ -181,7 +181,6 @@ func (l *Log) recover() error {
 	}
 	var firsts []logpos.Offset
 	indexes := map[logpos.Offset]bool{}
-	dirty := false
 	for _, name := range names {
 		if o, ok := parseName(name, segmentSuffix); ok {
 			firsts = append(firsts, o)
@@ -191,7 +190,6 @@ func (l *Log) recover() error {
 			if err := l.fs.Remove(l.path(name)); err != nil {
 				return fmt.Errorf("wal: remove %s: %w", name, err)
 			}
-			dirty = true
 		}
 	}
 	slices.Sort(firsts)
@@ -200,7 +198,6 @@ func (l *Log) recover() error {
 			if err := l.fs.Remove(l.path(indexName(o))); err != nil {
 				return fmt.Errorf("wal: remove orphan index: %w", err)
 			}
-			dirty = true
 		}
 	}
 
@@ -286,12 +283,13 @@ func (l *Log) recover() error {
 				return err
 			}
 		}
-		dirty = true
 	}
-	if dirty {
-		if err := l.syncDir(); err != nil {
-			return fmt.Errorf("wal: fsync directory: %w", err)
-		}
+	// The directory is synced whatever recovery changed in it: the names
+	// found may not be durable yet (a crash may have come before the
+	// directory's fsync), and the entries they hold are reported durable
+	// below.
+	if err := l.syncDir(); err != nil {
+		return fmt.Errorf("wal: fsync directory: %w", err)
 	}
 
 	l.mu.segs = segs

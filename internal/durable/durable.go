@@ -25,7 +25,8 @@ func SyncDir(fs vfs.FS, dir string) error {
 
 // MkdirAll creates dir and its missing parents and syncs the parent of
 // every directory it created, so that the new directories survive a
-// crash. An existing dir is left as it is.
+// crash. When dir exists, its parent is synced all the same: a crash may
+// have come between its creation and that sync.
 func MkdirAll(fs vfs.FS, dir string) error {
 	var missing []string
 	for d := dir; ; {
@@ -44,6 +45,9 @@ func MkdirAll(fs vfs.FS, dir string) error {
 		d = parent
 	}
 	if len(missing) == 0 {
+		if parent := fs.PathDir(dir); parent != dir {
+			return SyncDir(fs, parent)
+		}
 		return nil
 	}
 	if err := fs.MkdirAll(dir, 0o755); err != nil {

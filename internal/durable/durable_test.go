@@ -34,3 +34,25 @@ func TestMkdirAllSurvivesACrash(t *testing.T) {
 		t.Fatal("an unsynced directory survived the crash: the test proves nothing")
 	}
 }
+
+// TestMkdirAllOfAnExistingDirectory: a directory a crash may have left
+// with its name not yet durable (made, its parent not synced) is durable
+// once MkdirAll has found it.
+func TestMkdirAllOfAnExistingDirectory(t *testing.T) {
+	fs := vfs.NewCrashableMem()
+	if err := MkdirAll(fs, "/data"); err != nil {
+		t.Fatal(err)
+	}
+	if err := fs.MkdirAll("/data/wal", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fs.CrashClone(vfs.CrashCloneCfg{}).Stat("/data/wal"); err == nil {
+		t.Fatal("an unsynced directory survived a crash: the test proves nothing")
+	}
+	if err := MkdirAll(fs, "/data/wal"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := fs.CrashClone(vfs.CrashCloneCfg{}).Stat("/data/wal"); err != nil {
+		t.Fatalf("after MkdirAll found it, then a crash: %v", err)
+	}
+}
