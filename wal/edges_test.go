@@ -178,6 +178,17 @@ func TestPreparedSegmentRenameFails(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
+	// A prepared file that could not be renamed is not left behind (Close
+	// removes the one prepared last).
+	names, err := mem.List("wal")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range names {
+		if strings.HasSuffix(name, tmpSuffix) {
+			t.Errorf("%s left behind (%d renames failed)", name, failed.Load())
+		}
+	}
 	l = mustOpen(t, "wal", optsKeep(mem, 99))
 	defer l.Close()
 	checkEntries(t, readAll(t, l, 0), all)

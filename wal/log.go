@@ -411,7 +411,10 @@ func (l *Log) rollSegment(first logpos.Offset, prev uint32, recSize int64) (*seg
 	l.mu.Unlock()
 	if f != nil {
 		if err := l.fs.Rename(prepared, path); err != nil {
+			// Not left behind: each failed rename would leave another
+			// preallocated file until the next Open.
 			_ = f.Close()
+			_ = l.fs.Remove(prepared)
 			f = nil
 			l.logger.Warn("wal: cannot use the prepared segment", "err", err)
 		}
