@@ -489,7 +489,16 @@ func (l *loader) str(n ast.Node, what string) (string, bool) {
 		return v.Value, true
 	case *ast.LiteralNode:
 		return strings.TrimRight(v.Value.Value, "\n"), true
-	case *ast.IntegerNode, *ast.FloatNode, *ast.BoolNode, *ast.NullNode, *ast.InfinityNode, *ast.NanNode:
+	case *ast.NullNode:
+		// The parser gives "!!str" with nothing after it a null of its
+		// own, which reads as nothing: the empty string.
+		if asText && v.String() == "" {
+			return "", true
+		}
+		if asText && v.GetToken() != nil {
+			return v.GetToken().Value, true
+		}
+	case *ast.IntegerNode, *ast.FloatNode, *ast.BoolNode, *ast.InfinityNode, *ast.NanNode:
 		if asText && v.GetToken() != nil {
 			return v.GetToken().Value, true
 		}

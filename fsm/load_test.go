@@ -572,6 +572,22 @@ func TestStrTagTakesTheText(t *testing.T) {
 	if e := table.Errors[0]; e.Message != "404" || e.Doc != "true" {
 		t.Errorf("message %q, doc %q", e.Message, e.Doc)
 	}
+	// Tagging nothing is the empty string; tagging null, the text null.
+	errorsLast := "machine: M\npackage: p\ninitial: A\nunhandled: {refuse: ErrNo}\n" +
+		"states:\n  A: {}\n  B: {terminal: true}\nevents:\n  Go: {}\n" +
+		"rows:\n  - {from: A, on: Go, to: B}\nerrors:\n  ErrNo:\n    message: !!str"
+	for _, c := range []struct{ src, want string }{
+		{errorsLast + " null\n", "null"},
+		{errorsLast + "\n", ""},
+	} {
+		table, err := Load("t.yaml", []byte(c.src))
+		if err != nil {
+			t.Fatalf("%q: %v", c.src, err)
+		}
+		if got := table.Errors[0].Message; got != c.want {
+			t.Errorf("message %q, want %q, from %q", got, c.want, c.src)
+		}
+	}
 }
 
 // A refusal keeps its static entry out of its callers' reach: what
