@@ -144,3 +144,46 @@ func TestOpenAfterCreationGaveUp(t *testing.T) {
 		t.Fatalf("term %d", got)
 	}
 }
+
+// TestStagedCommitFailureIsTheInstalls: Pebble giving up on the staged
+// database while Install writes its records (a failed sync) fails that
+// install, not the store: the error does not match ErrFailed, the live
+// database is untouched and the store goes on without a reopen.
+func TestStagedCommitFailureIsTheInstalls(t *testing.T) {
+	src := mustOpen(t, "/src", Options{FS: vfs.NewMem()})
+	fillStore(t, src, model{}, 2, 4, "s")
+	chunks, _ := takeSnapshot(t, src)
+
+	var staged atomic.Pointer[string]
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if dir := staged.Load(); dir != nil && (op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData) &&
+			strings.HasPrefix(op.Path, *dir+"/") && strings.HasSuffix(op.Path, ".log") {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	s := mustOpen(t, "/s", Options{FS: fs})
+	m := model{}
+	fillStore(t, s, m, 1, 3, "x")
+	want := fingerprintOf(t, s)
+	l, err := s.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range chunks {
+		if err := l.Write(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := l.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	dir := "/s/" + l.name
+	staged.Store(&dir)
+	if _, err := s.Install(l, 0); err == nil || errors.Is(err, ErrFailed) {
+		t.Fatalf("Install whose staged database cannot sync: %v, want an error that is not ErrFailed", err)
+	}
+	staged.Store(nil)
+	assertFingerprint(t, "after the failed install", want, fingerprintOf(t, s))
+	fillStore(t, s, m, 1, 2, "y")
+}

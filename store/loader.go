@@ -401,8 +401,14 @@ func (s *Store) undoMarkerLocked(l *Loader, syncErr error) error {
 
 // commitStaged writes the install's term and log-reset record into the
 // staged database, synced. A fatal Pebble error of the staged database is
-// an error of this install, not of the live store.
+// an error of this install, not of the live store: it does not match
+// ErrFailed.
 func commitStaged(staged *pebble.DB, info SnapshotInfo) (err error) {
+	defer func() {
+		if errors.Is(err, ErrFailed) {
+			err = fmt.Errorf("store: staged database: %v", err)
+		}
+	}()
 	defer catchFatal(&err, nil)
 	b := staged.NewBatch()
 	defer b.Close()
