@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 
@@ -236,4 +238,50 @@ func TestReplicatedValuesIntact(t *testing.T) {
 			t.Fatalf("entry %d: %d bytes %.8q… (found %v), want %d bytes of %q", o, len(v.GetValue()), v.GetValue(), v.GetFound(), len(value(int64(o))), value(int64(o))[0])
 		}
 	}
+}
+
+// TestShutdownWithAnIdleConnection: a connection that never became a
+// gRPC connection (a client that opened it and said nothing) holds a
+// graceful shutdown only until its handshake times out.
+func TestShutdownWithAnIdleConnection(t *testing.T) {
+	srv, err := grpcapi.New(grpcapi.Options{DataDir: t.TempDir(), HandshakeTimeout: 50 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepting := &acceptSignal{Listener: lis, accepted: make(chan struct{}, 1)}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(accepting) }()
+	conn, err := net.Dial("tcp", lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	<-accepting.accepted // the server has the connection
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatalf("Shutdown with an idle connection open: %v", err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+}
+
+// acceptSignal is a listener that tells when it accepted a connection.
+type acceptSignal struct {
+	net.Listener
+	accepted chan struct{}
+}
+
+func (l *acceptSignal) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		select {
+		case l.accepted <- struct{}{}:
+		default:
+		}
+	}
+	return c, err
 }

@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/grpc"
@@ -36,6 +37,9 @@ const DefaultMaxMessageSize = 4 << 20
 
 // DefaultStepHistory is the default Options.StepHistory.
 const DefaultStepHistory = 64
+
+// DefaultHandshakeTimeout is the default Options.HandshakeTimeout.
+const DefaultHandshakeTimeout = 5 * time.Second
 
 // Options configure a Server.
 type Options struct {
@@ -67,6 +71,12 @@ type Options struct {
 	// StepHistory is how many lifecycle steps the Inspect service keeps
 	// per shard. Default: DefaultStepHistory.
 	StepHistory int
+	// HandshakeTimeout bounds how long a new connection may take to
+	// become a gRPC connection (gRPC's own default is 120 s): a graceful
+	// shutdown waits for the connections still in their handshake, such
+	// as one a client opened without a word. Default:
+	// DefaultHandshakeTimeout.
+	HandshakeTimeout time.Duration
 	// GRPCOptions are appended to the server's own gRPC options (stats
 	// handlers, interceptors, credentials, keepalive…). One that forces
 	// another codec replaces the server's, which decodes the Appends of
@@ -141,6 +151,9 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxMessageSize <= 0 {
 		opts.MaxMessageSize = DefaultMaxMessageSize
 	}
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = DefaultHandshakeTimeout
+	}
 	if opts.StepHistory <= 0 {
 		opts.StepHistory = DefaultStepHistory
 	}
@@ -166,6 +179,7 @@ func New(opts Options) (*Server, error) {
 		grpc.ChainUnaryInterceptor(s.recoverUnary),
 		grpc.ChainStreamInterceptor(s.recoverStream, s.endOnShutdown),
 		grpc.ForceServerCodecV2(newCodec()),
+		grpc.ConnectionTimeout(opts.HandshakeTimeout),
 	}
 	if opts.MaxConcurrentStreams > 0 {
 		gopts = append(gopts, grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams))

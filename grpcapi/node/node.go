@@ -108,10 +108,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageErr("invalid --max-message-size %d: want a positive number of bytes", *maxMsg)
 	}
 	if *maxStreams > 1<<32-1 {
-		return usageErr("invalid --max-concurrent-streams %d", *maxStreams)
+		return usageErr("invalid --max-concurrent-streams %d: want at most %d", *maxStreams, uint64(1<<32-1))
 	}
 	if *dataDir == "" {
 		return usageErr("--data-dir is empty")
+	}
+	if *listen == "" {
+		return usageErr("--listen is empty: want HOST:PORT (port 0: any free port)")
 	}
 
 	// From here on, SIGINT and SIGTERM stop the node gracefully (exit 0),
@@ -178,18 +181,21 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	stop()
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
 	defer cancel()
+	// The metrics stop beside the node, within the same time.
+	metricsDone := make(chan error, 1)
+	if metrics != nil {
+		go func() { metricsDone <- metrics.shutdown(sctx) }()
+	} else {
+		metricsDone <- nil
+	}
 	if err := srv.Shutdown(sctx); err != nil {
 		logger.Error("shutdown", "err", err)
 		status = 1
 	}
-	if metrics != nil {
-		// Its own deadline: the node's shutdown may have used up sctx.
-		mctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
-		defer cancel()
-		if err := metrics.shutdown(mctx); err != nil {
-			logger.Error("metrics shutdown", "err", err)
-			status = 1
-		}
+	if err := <-metricsDone; err != nil {
+		// A scrape cut short loses nothing: the exit status is the
+		// node's.
+		logger.Warn("metrics shutdown", "err", err)
 	}
 	if status == 0 {
 		if err := <-served; err != nil {

@@ -119,6 +119,8 @@ func TestFlags(t *testing.T) {
 		{[]string{"--shutdown-timeout", "0"}, 2, "invalid --shutdown-timeout"},
 		{[]string{"--shutdown-timeout", "-1s"}, 2, "invalid --shutdown-timeout"},
 		{[]string{"--data-dir", ""}, 2, "--data-dir is empty"},
+		{[]string{"--listen", "", "--data-dir", unused}, 2, "--listen is empty"},
+		{[]string{"--max-concurrent-streams", "5000000000"}, 2, "want at most 4294967295"},
 		{[]string{"--listen"}, 2, "flag needs an argument"},
 		// A node that cannot listen creates no data directory.
 		{[]string{"--listen", "not an address", "--data-dir", unused}, 1, "cannot listen"},

@@ -61,7 +61,11 @@ func Start(ctx context.Context, argv, env []string, logs io.Writer) (*Process, e
 	case p.Addr = <-addr:
 		return p, nil
 	case <-p.done:
-		return nil, fmt.Errorf("node: %s exited before serving: %v", argv[0], p.err)
+		why := "exit status 0"
+		if p.err != nil {
+			why = p.err.Error()
+		}
+		return nil, fmt.Errorf("node: %s exited before serving: %s", argv[0], why)
 	case <-ctx.Done():
 		p.Kill()
 		return nil, fmt.Errorf("node: waiting for %s to serve: %w", argv[0], context.Cause(ctx))
