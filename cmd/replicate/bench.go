@@ -81,6 +81,10 @@ type side struct {
 	lat  []*leader.Histogram
 }
 
+// maxWindow bounds bench's --window: each entry in flight costs the
+// leader driver memory.
+const maxWindow = 1 << 20
+
 func (b *benchConfig) run(ctx context.Context, e *env) error {
 	switch {
 	case b.entries <= 0:
@@ -89,6 +93,8 @@ func (b *benchConfig) run(ctx context.Context, e *env) error {
 		return usagef("--entry-size must be positive")
 	case b.window <= 0:
 		return usagef("--window must be positive")
+	case b.window > maxWindow:
+		return usagef("--window must be at most %d (the entries a leader keeps in flight)", maxWindow)
 	case b.rounds <= 0:
 		return usagef("--rounds must be positive")
 	case b.idle < 0:

@@ -41,6 +41,9 @@ func (t *target) dial() (*leader.Conn, error) {
 	if t.addr == "" {
 		return nil, usagef("--target is empty")
 	}
+	if t.timeout <= 0 {
+		return nil, usagef("--timeout must be positive, not %v", t.timeout)
+	}
 	return leader.Dial(t.addr, 0)
 }
 

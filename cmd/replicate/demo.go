@@ -110,11 +110,17 @@ func (d *demo) run(ctx context.Context, e *env) (err error) {
 	if err != nil {
 		return err
 	}
-	if d.keep {
-		defer d.printf("\nkept %s (node data and logs)\n", d.tmp)
-	} else {
-		defer os.RemoveAll(d.tmp)
-	}
+	defer func() {
+		switch {
+		case d.keep:
+			d.printf("\nkept %s (node data and logs)\n", d.tmp)
+		case err != nil:
+			// The error may point at a node's log: it stays.
+			fmt.Fprintf(e.stderr, "kept %s (node data and logs) after the failure\n", d.tmp)
+		default:
+			_ = os.RemoveAll(d.tmp)
+		}
+	}()
 	d.argv, err = followerdArgv(ctx, d.followerd, d.tmp, e.stderr)
 	if err != nil {
 		return err
