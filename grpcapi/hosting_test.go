@@ -9,6 +9,7 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
@@ -222,4 +223,15 @@ func TestDeleteShardFinishesACutShortDelete(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(n.dir, "cut")); !os.IsNotExist(err) {
 		t.Fatalf("the namespace's directory after the delete: %v, want it gone", err)
 	}
+}
+
+// TestInspectGetOfANotMember: Inspect.Get of a shard whose follower has
+// no term (here, an empty directory a crash left) is Aborted /
+// NODE_IS_NOT_MEMBER, as GetStatus is: its state is none of the node's.
+func TestInspectGetOfANotMember(t *testing.T) {
+	n := startNode(t, "")
+	s := leader.Shard{Namespace: "nm", Shard: 1}
+	emptyShardDir(t, n, s)
+	_, err := n.conn.Inspect.Get(ctxT(t), &inspectpb.GetRequest{Namespace: s.Namespace, Shard: s.Shard, Keys: [][]byte{[]byte("k")}})
+	wantCode(t, err, codes.Aborted, "NODE_IS_NOT_MEMBER", "")
 }

@@ -3,8 +3,10 @@ package grpcapi
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
+	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
 	"github.com/tablefsm/tablefsm/logpos"
@@ -23,6 +25,11 @@ func (s *Server) Get(ctx context.Context, req *inspectpb.GetRequest) (*inspectpb
 		return nil, s.status(err)
 	}
 	defer s.release(sh)
+	// A follower with no term is not a member, as GetStatus says: its
+	// state is none of the node's.
+	if sh.f.Status().State == follower.StateNotMember {
+		return nil, s.status(fmt.Errorf("%w: shard %s has no term", follower.ErrNotMember, key))
+	}
 	if req.MinCommitOffset != nil {
 		if err := sh.f.WaitApplied(ctx, logpos.Offset(req.GetMinCommitOffset())); err != nil {
 			return nil, s.status(err)

@@ -2,6 +2,7 @@ package grpcapi
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 
 	"google.golang.org/grpc/metadata"
@@ -60,7 +61,7 @@ func parseShardID(s string) (int64, bool) {
 // unaryKey validates the namespace and shard of a unary request.
 func unaryKey(namespace string, shard int64) (shardKey, error) {
 	if !validNamespace(namespace) {
-		return shardKey{}, invalidf("namespace", "%q is not a valid namespace", namespace)
+		return shardKey{}, invalidf("namespace", "%s is not a valid namespace", quoteCut(namespace))
 	}
 	if shard < 0 {
 		return shardKey{}, invalidf("shard", "%d is negative", shard)
@@ -77,7 +78,7 @@ func streamKey(ctx context.Context) (shardKey, error) {
 		return shardKey{}, err
 	}
 	if !validNamespace(ns) {
-		return shardKey{}, invalidf("namespace metadata", "%q is not a valid namespace", ns)
+		return shardKey{}, invalidf("namespace metadata", "%s is not a valid namespace", quoteCut(ns))
 	}
 	id, err := single(md, MetadataShardID)
 	if err != nil {
@@ -85,9 +86,22 @@ func streamKey(ctx context.Context) (shardKey, error) {
 	}
 	shard, ok := parseShardID(id)
 	if !ok {
-		return shardKey{}, invalidf("shard-id metadata", "%q is not a decimal shard id in [0, 2^63)", id)
+		return shardKey{}, invalidf("shard-id metadata", "%s is not a decimal shard id in [0, 2^63)", quoteCut(id))
 	}
 	return shardKey{ns, shard}, nil
+}
+
+// maxQuoted is how much of a refused value a message quotes.
+const maxQuoted = 64
+
+// quoteCut quotes s for a message, cut after its first maxQuoted bytes:
+// a refusal stays small enough for any client's header limits, whatever
+// it refuses.
+func quoteCut(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%q… (%d bytes)", s[:maxQuoted], len(s))
 }
 
 func single(md metadata.MD, key string) (string, error) {

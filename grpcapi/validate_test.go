@@ -284,3 +284,39 @@ func TestForcedCodecServes(t *testing.T) {
 	replicate(t, n.conn, s, 1, 0, 20, true)
 	checkApplied(t, n.conn, s, 18)
 }
+
+// TestLongValuesAreNotEchoed: a refusal quotes only the start of a long
+// value it refuses, so that its message fits the header limits of any
+// client (here 8 KiB): the client gets InvalidArgument, not a broken
+// stream.
+func TestLongValuesAreNotEchoed(t *testing.T) {
+	n := startNode(t, "")
+	fence(t, n.conn, leader.Shard{Namespace: "ok", Shard: 1}, 1)
+	cc, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithMaxHeaderListSize(8<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	long := strings.Repeat("1", 10<<10)
+	t.Run("NewTerm namespace", func(t *testing.T) {
+		_, err := replicationpb.NewOxiaCoordinationClient(cc).NewTerm(ctxT(t), &replicationpb.NewTermRequest{Namespace: "n%" + long, Shard: 1, Term: 1})
+		wantCode(t, err, codes.InvalidArgument, grpcapi.ReasonInvalidArgument, "namespace")
+	})
+	t.Run("Replicate shard-id", func(t *testing.T) {
+		ctx := metadata.NewOutgoingContext(ctxT(t), metadata.Pairs("namespace", "ok", "shard-id", long))
+		repl, err := replicationpb.NewOxiaLogReplicationClient(cc).Replicate(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, recvEnd(repl), codes.InvalidArgument, grpcapi.ReasonInvalidArgument, "shard-id metadata")
+	})
+	t.Run("SendSnapshot file name", func(t *testing.T) {
+		snap, err := replicationpb.NewOxiaLogReplicationClient(cc).SendSnapshot(leader.StreamContext(ctxT(t), leader.Shard{Namespace: "ok", Shard: 1}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = snap.Send(&replicationpb.SnapshotChunk{Term: 1, Name: "n" + long, ChunkCount: 1})
+		_, err = snap.CloseAndRecv()
+		wantCode(t, err, codes.InvalidArgument, grpcapi.ReasonInvalidArgument, "file name")
+	})
+}

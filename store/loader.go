@@ -97,6 +97,10 @@ func (l *Loader) Write(c Chunk) error {
 func (l *Loader) writeLocked(c Chunk) error {
 	fs := l.s.fs
 	if !validName(c.Name) {
+		if len(c.Name) > maxNameLen {
+			// Not quoted: the error may go back to a client.
+			return fmt.Errorf("%w: a file name of %d bytes (at most %d)", ErrInvalidSnapshot, len(c.Name), maxNameLen)
+		}
 		return fmt.Errorf("%w: file name %q", ErrInvalidSnapshot, c.Name)
 	}
 	if c.Count < 1 || c.Index < 0 || c.Index >= c.Count {

@@ -223,11 +223,14 @@ func (sn *Snapshot) Close() error {
 	return nil
 }
 
+// maxNameLen is the longest file name a snapshot may carry.
+const maxNameLen = 255
+
 // validName reports whether a snapshot file name is safe to create in a
 // staging directory: it matches ^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$, so
 // it has no separator, is not "." or "..", and is not empty.
 func validName(name string) bool {
-	if len(name) == 0 || len(name) > 255 {
+	if len(name) == 0 || len(name) > maxNameLen {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
