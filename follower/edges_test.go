@@ -397,3 +397,57 @@ func TestLogReopenedAfterAnInstallKeepsTheSnapshotPoint(t *testing.T) {
 	}
 	waitApplied(t, f, 21)
 }
+
+// TestEntryTermsAreChecked: a new entry's term is neither negative, nor
+// above the stream's, nor below the term of the entry before it (the
+// log's last, or the snapshot point's): the store would refuse to apply
+// such an entry for ever. The stream fails with ErrInvalidArgument, and
+// the entry is neither written nor acknowledged; a duplicate is not
+// looked at.
+func TestEntryTermsAreChecked(t *testing.T) {
+	withTerm := func(a *replicationpb.Append, term int64) *replicationpb.Append {
+		a.Entry.Term = term
+		return a
+	}
+	for _, c := range []struct {
+		name string
+		bad  *replicationpb.Append
+	}{
+		{"negative", withTerm(entryAppend(3, 2, -1, "k", "v"), -5)},
+		{"above the stream's", withTerm(entryAppend(3, 2, -1, "k", "v"), 4)},
+		{"below the entry before it", withTerm(entryAppend(3, 2, -1, "k", "v"), 1)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t, Config{})
+			h.newTerm(3)
+			a := confAttach(t, h.f)
+			// Entries of earlier terms, sent again by the leader of term 3.
+			a.send(t, withTerm(entryAppend(3, 0, -1, "k", "v"), 1))
+			a.send(t, withTerm(entryAppend(3, 1, -1, "k", "v"), 2))
+			a.send(t, withTerm(entryAppend(3, 0, -1, "k", "v"), 3)) // a duplicate, not looked at
+			for range 3 {
+				a.ack(t)
+			}
+			a.send(t, c.bad)
+			select {
+			case err := <-a.res:
+				if !errors.Is(err, ErrInvalidArgument) {
+					t.Fatalf("the stream ended with %v, want ErrInvalidArgument", err)
+				}
+			case o := <-a.s.acks:
+				t.Fatalf("entry %d acknowledged", o)
+			}
+			if st := h.f.Status(); st.Head != 1 {
+				t.Fatalf("head %d after a refused entry, want 1", st.Head)
+			}
+			if last := h.f.log.LastAppended(); last != (logpos.EntryID{Term: 2, Offset: 1}) {
+				t.Fatalf("the log ends at %v", last)
+			}
+			select {
+			case o := <-a.s.acks:
+				t.Fatalf("ack %d for a refused entry", o)
+			default:
+			}
+		})
+	}
+}

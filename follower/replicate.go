@@ -34,6 +34,10 @@ type replication struct {
 	f    *Follower
 	s    ReplicationStream
 	term logpos.Term // the term the stream was attached in
+	// lastTerm is the term of the entry at the head (of the log's last
+	// entry, or of the snapshot point): a new entry's term is not below
+	// it. Only start and the receive loop use it.
+	lastTerm logpos.Term
 	// log is the follower's log when the stream attached: it is not
 	// replaced while a stream is attached, and a sync loop that outlives
 	// Replicate must not read the field a repair may be writing.
@@ -180,6 +184,10 @@ func (r *replication) detach() error {
 func (r *replication) start() {
 	r.term = logpos.Term(r.f.term.Load())
 	r.log = r.f.log
+	r.lastTerm = r.f.store().Commit().Term
+	if last := r.log.LastAppended(); !last.IsNone() && last.Offset >= r.f.store().Commit().Offset {
+		r.lastTerm = last.Term
+	}
 	r.f.goroutines.Add(2)
 	go func() {
 		defer r.f.goroutines.Done()
@@ -279,6 +287,11 @@ func (r *replication) handle(a *replicationpb.Append) error {
 		return fmt.Errorf("%w: entry offset %d", ErrInvalidArgument, off)
 	}
 	duplicate := off <= head
+	if et := logpos.Term(a.Entry.Term); !duplicate && (et < max(r.lastTerm, 0) || et > r.term) {
+		// The store would refuse to apply it, for ever.
+		return fmt.Errorf("%w: entry %d of term %d: want a term from %d (the entry before it) to %d (the stream's)",
+			ErrInvalidArgument, off, et, max(r.lastTerm, 0), r.term)
+	}
 	// A Fenced follower moves to Follower with the first entry of the
 	// stream that passes the checks, under the lifecycle lock, taken
 	// before anything is written: an entry that cannot move it (the
@@ -303,6 +316,7 @@ func (r *replication) handle(a *replicationpb.Append) error {
 	}
 	if !duplicate {
 		f.head.Store(int64(off)) // the log holds it, whatever became of the move
+		r.lastTerm = logpos.Term(a.Entry.Term)
 	}
 	if moved != nil {
 		return moved
