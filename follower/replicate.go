@@ -184,8 +184,9 @@ func (r *replication) detach() error {
 func (r *replication) start() {
 	r.term = logpos.Term(r.f.term.Load())
 	r.log = r.f.log
-	r.lastTerm = r.f.store().Commit().Term
-	if last := r.log.LastAppended(); !last.IsNone() && last.Offset >= r.f.store().Commit().Offset {
+	commit := r.f.store().Commit()
+	r.lastTerm = commit.Term
+	if last := r.log.LastAppended(); !last.IsNone() && last.Offset >= commit.Offset {
 		r.lastTerm = last.Term
 	}
 	r.f.goroutines.Add(2)
