@@ -152,12 +152,12 @@ func (l *loader) at(line, col int) Pos {
 // the square root of the source's size.)
 const maxFlowDepth = 64
 
-// flowTooDeep finds where flow collections, or block sequences opened on
+// nestedTooDeep finds where flow collections, or block sequences opened on
 // one line, nest deeper than maxFlowDepth. It counts the collections the
 // YAML scanner sees (which costs time and memory in proportion to the
 // source, unlike parsing a deep nesting), so brackets and dashes in
 // quoted, plain or block scalars and in comments do not count.
-func flowTooDeep(src []byte) (p Pos, what string, deep bool) {
+func nestedTooDeep(src []byte) (p Pos, what string, deep bool) {
 	depth := 0
 	line, entries := 0, 0 // the sequence entries seen on line
 	for _, tk := range lexer.Tokenize(string(src)) {
@@ -206,7 +206,7 @@ func bareStars(src []byte) []Pos {
 func (l *loader) load(src []byte) *Table {
 	t := &Table{File: l.file, Pos: Pos{File: l.file, Line: 1, Col: 1}}
 	l.table = t
-	if p, what, deep := flowTooDeep(src); deep {
+	if p, what, deep := nestedTooDeep(src); deep {
 		l.errorf(l.at(p.Line, p.Col), "%s nested deeper than %d: not a table", what, maxFlowDepth)
 		return nil
 	}
