@@ -189,29 +189,24 @@ func (m *Lifecycle) State() State { return State(m.state.Load()) }
 // SetObserver makes o see every step the machine takes; nil stops it.
 func (m *Lifecycle) SetObserver(o fsm.Observer) { m.obs = o }
 
+// observe reports a step to the observer; the caller has checked that there is one.
 func (m *Lifecycle) observe(from State, e Event, row int, to State, err error) {
-	if m.obs != nil {
-		m.obs.Observe(fsm.Step{Machine: "Lifecycle", From: from.String(), Event: e.String(), To: to.String(), Row: row, Err: err})
-	}
+	m.obs.Observe(fsm.Step{Machine: "Lifecycle", From: from.String(), Event: e.String(), To: to.String(), Row: row, Err: err})
 }
 
 func (m *Lifecycle) refuse(from State, e Event, row int, r *fsm.Refusal) error {
 	err := fsm.Refused(r)
-	m.observe(from, e, row, from, err)
+	if m.obs != nil {
+		m.observe(from, e, row, from, err)
+	}
 	return err
 }
 
 func (m *Lifecycle) fail(from State, e Event, row int, err error) error {
-	m.observe(from, e, row, from, err)
-	return err
-}
-
-func (m *Lifecycle) accept(from State, e Event, row int, to State) error {
-	if to != from {
-		m.state.Store(uint32(to))
+	if m.obs != nil {
+		m.observe(from, e, row, from, err)
 	}
-	m.observe(from, e, row, to, nil)
-	return nil
+	return err
 }
 
 // Restore fires event Restore. Opening found a term in the store.
@@ -225,7 +220,11 @@ func (m *Lifecycle) Restore(term logpos.Term) error {
 		if !m.h.TermValid(term) {
 			return m.refuse(from, EventRestore, -1, &_Lifecycle_refusals[0])
 		}
-		return m.accept(from, EventRestore, 0, StateFenced)
+		m.state.Store(uint32(StateFenced))
+		if m.obs != nil {
+			m.observe(from, EventRestore, 0, StateFenced, nil)
+		}
+		return nil
 	case StateFenced:
 		// Unhandled: refused.
 		return m.refuse(from, EventRestore, -1, &_Lifecycle_refusals[14])
@@ -256,7 +255,11 @@ func (m *Lifecycle) NewTerm(term logpos.Term, options TermOptions) error {
 		if err := m.h.Fence(term, options); err != nil {
 			return m.fail(from, EventNewTerm, 1, err)
 		}
-		return m.accept(from, EventNewTerm, 1, StateFenced)
+		m.state.Store(uint32(StateFenced))
+		if m.obs != nil {
+			m.observe(from, EventNewTerm, 1, StateFenced, nil)
+		}
+		return nil
 	case StateFenced:
 		// row 1 (transitions.yaml:143)
 		if !m.h.TermValid(term) {
@@ -268,7 +271,10 @@ func (m *Lifecycle) NewTerm(term logpos.Term, options TermOptions) error {
 		if err := m.h.Fence(term, options); err != nil {
 			return m.fail(from, EventNewTerm, 1, err)
 		}
-		return m.accept(from, EventNewTerm, 1, StateFenced)
+		if m.obs != nil {
+			m.observe(from, EventNewTerm, 1, from, nil)
+		}
+		return nil
 	case StateFollower:
 		// row 1 (transitions.yaml:143)
 		if !m.h.TermValid(term) {
@@ -280,7 +286,11 @@ func (m *Lifecycle) NewTerm(term logpos.Term, options TermOptions) error {
 		if err := m.h.Fence(term, options); err != nil {
 			return m.fail(from, EventNewTerm, 1, err)
 		}
-		return m.accept(from, EventNewTerm, 1, StateFenced)
+		m.state.Store(uint32(StateFenced))
+		if m.obs != nil {
+			m.observe(from, EventNewTerm, 1, StateFenced, nil)
+		}
+		return nil
 	case StateClosed:
 		// Unhandled: refused.
 		return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[45])
@@ -324,7 +334,11 @@ func (m *Lifecycle) Truncate(term logpos.Term, head *logpos.EntryID) error {
 		if err := m.h.TruncateLog(head); err != nil {
 			return m.fail(from, EventTruncate, 2, err)
 		}
-		return m.accept(from, EventTruncate, 2, StateFollower)
+		m.state.Store(uint32(StateFollower))
+		if m.obs != nil {
+			m.observe(from, EventTruncate, 2, StateFollower, nil)
+		}
+		return nil
 	case StateFollower:
 		// row 3 (transitions.yaml:150)
 		if !m.h.HeadGiven(head) {
@@ -358,7 +372,10 @@ func (m *Lifecycle) AttachStream(stream *replication) error {
 		if err := m.h.StartStream(stream); err != nil {
 			return m.fail(from, EventAttachStream, 5, err)
 		}
-		return m.accept(from, EventAttachStream, 5, from)
+		if m.obs != nil {
+			m.observe(from, EventAttachStream, 5, from, nil)
+		}
+		return nil
 	case StateFollower:
 		// row 5 (transitions.yaml:153)
 		if !m.h.NothingAttached() {
@@ -367,7 +384,10 @@ func (m *Lifecycle) AttachStream(stream *replication) error {
 		if err := m.h.StartStream(stream); err != nil {
 			return m.fail(from, EventAttachStream, 5, err)
 		}
-		return m.accept(from, EventAttachStream, 5, from)
+		if m.obs != nil {
+			m.observe(from, EventAttachStream, 5, from, nil)
+		}
+		return nil
 	case StateClosed:
 		// Unhandled: refused.
 		return m.refuse(from, EventAttachStream, -1, &_Lifecycle_refusals[47])
@@ -390,13 +410,20 @@ func (m *Lifecycle) FirstEntry(stream *replication) error {
 		if !m.h.StreamAttached(stream) {
 			return m.refuse(from, EventFirstEntry, -1, &_Lifecycle_refusals[23])
 		}
-		return m.accept(from, EventFirstEntry, 6, StateFollower)
+		m.state.Store(uint32(StateFollower))
+		if m.obs != nil {
+			m.observe(from, EventFirstEntry, 6, StateFollower, nil)
+		}
+		return nil
 	case StateFollower:
 		// row 7 (transitions.yaml:156)
 		if !m.h.StreamAttached(stream) {
 			return m.refuse(from, EventFirstEntry, -1, &_Lifecycle_refusals[37])
 		}
-		return m.accept(from, EventFirstEntry, 7, from)
+		if m.obs != nil {
+			m.observe(from, EventFirstEntry, 7, from, nil)
+		}
+		return nil
 	case StateClosed:
 		// Unhandled: refused.
 		return m.refuse(from, EventFirstEntry, -1, &_Lifecycle_refusals[48])
@@ -425,7 +452,10 @@ func (m *Lifecycle) BeginInstall(install *installation, empty bool, chunkTerm lo
 		if err := m.h.StartInstall(install); err != nil {
 			return m.fail(from, EventBeginInstall, 8, err)
 		}
-		return m.accept(from, EventBeginInstall, 8, from)
+		if m.obs != nil {
+			m.observe(from, EventBeginInstall, 8, from, nil)
+		}
+		return nil
 	case StateFenced:
 		// row 8 (transitions.yaml:158)
 		if !m.h.NothingAttached() {
@@ -440,7 +470,10 @@ func (m *Lifecycle) BeginInstall(install *installation, empty bool, chunkTerm lo
 		if err := m.h.StartInstall(install); err != nil {
 			return m.fail(from, EventBeginInstall, 8, err)
 		}
-		return m.accept(from, EventBeginInstall, 8, from)
+		if m.obs != nil {
+			m.observe(from, EventBeginInstall, 8, from, nil)
+		}
+		return nil
 	case StateFollower:
 		// row 8 (transitions.yaml:158)
 		if !m.h.NothingAttached() {
@@ -455,7 +488,10 @@ func (m *Lifecycle) BeginInstall(install *installation, empty bool, chunkTerm lo
 		if err := m.h.StartInstall(install); err != nil {
 			return m.fail(from, EventBeginInstall, 8, err)
 		}
-		return m.accept(from, EventBeginInstall, 8, from)
+		if m.obs != nil {
+			m.observe(from, EventBeginInstall, 8, from, nil)
+		}
+		return nil
 	case StateClosed:
 		// Unhandled: refused.
 		return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[49])
@@ -478,7 +514,11 @@ func (m *Lifecycle) CommitInstall(install *installation) error {
 		if err := m.h.CommitSnapshot(install); err != nil {
 			return m.fail(from, EventCommitInstall, 9, err)
 		}
-		return m.accept(from, EventCommitInstall, 9, StateFollower)
+		m.state.Store(uint32(StateFollower))
+		if m.obs != nil {
+			m.observe(from, EventCommitInstall, 9, StateFollower, nil)
+		}
+		return nil
 	case StateFenced:
 		// row 9 (transitions.yaml:159)
 		if !m.h.InstallAttached(install) {
@@ -487,7 +527,11 @@ func (m *Lifecycle) CommitInstall(install *installation) error {
 		if err := m.h.CommitSnapshot(install); err != nil {
 			return m.fail(from, EventCommitInstall, 9, err)
 		}
-		return m.accept(from, EventCommitInstall, 9, StateFollower)
+		m.state.Store(uint32(StateFollower))
+		if m.obs != nil {
+			m.observe(from, EventCommitInstall, 9, StateFollower, nil)
+		}
+		return nil
 	case StateFollower:
 		// row 9 (transitions.yaml:159)
 		if !m.h.InstallAttached(install) {
@@ -496,7 +540,10 @@ func (m *Lifecycle) CommitInstall(install *installation) error {
 		if err := m.h.CommitSnapshot(install); err != nil {
 			return m.fail(from, EventCommitInstall, 9, err)
 		}
-		return m.accept(from, EventCommitInstall, 9, StateFollower)
+		if m.obs != nil {
+			m.observe(from, EventCommitInstall, 9, from, nil)
+		}
+		return nil
 	case StateClosed:
 		// Unhandled: refused.
 		return m.refuse(from, EventCommitInstall, -1, &_Lifecycle_refusals[50])
@@ -522,7 +569,11 @@ func (m *Lifecycle) Delete(term logpos.Term) error {
 		if err := m.h.Shutdown(); err != nil {
 			return m.fail(from, EventDelete, 10, err)
 		}
-		return m.accept(from, EventDelete, 10, StateClosed)
+		m.state.Store(uint32(StateClosed))
+		if m.obs != nil {
+			m.observe(from, EventDelete, 10, StateClosed, nil)
+		}
+		return nil
 	case StateFenced:
 		// row 10 (transitions.yaml:161): The data is removed after the replica is
 		// closed.
@@ -535,7 +586,11 @@ func (m *Lifecycle) Delete(term logpos.Term) error {
 		if err := m.h.Shutdown(); err != nil {
 			return m.fail(from, EventDelete, 10, err)
 		}
-		return m.accept(from, EventDelete, 10, StateClosed)
+		m.state.Store(uint32(StateClosed))
+		if m.obs != nil {
+			m.observe(from, EventDelete, 10, StateClosed, nil)
+		}
+		return nil
 	case StateFollower:
 		// row 10 (transitions.yaml:161): The data is removed after the replica is
 		// closed.
@@ -548,7 +603,11 @@ func (m *Lifecycle) Delete(term logpos.Term) error {
 		if err := m.h.Shutdown(); err != nil {
 			return m.fail(from, EventDelete, 10, err)
 		}
-		return m.accept(from, EventDelete, 10, StateClosed)
+		m.state.Store(uint32(StateClosed))
+		if m.obs != nil {
+			m.observe(from, EventDelete, 10, StateClosed, nil)
+		}
+		return nil
 	case StateClosed:
 		// Unhandled: refused.
 		return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[51])
@@ -567,22 +626,37 @@ func (m *Lifecycle) Close() error {
 		if err := m.h.Shutdown(); err != nil {
 			return m.fail(from, EventClose, 11, err)
 		}
-		return m.accept(from, EventClose, 11, StateClosed)
+		m.state.Store(uint32(StateClosed))
+		if m.obs != nil {
+			m.observe(from, EventClose, 11, StateClosed, nil)
+		}
+		return nil
 	case StateFenced:
 		// row 11 (transitions.yaml:168)
 		if err := m.h.Shutdown(); err != nil {
 			return m.fail(from, EventClose, 11, err)
 		}
-		return m.accept(from, EventClose, 11, StateClosed)
+		m.state.Store(uint32(StateClosed))
+		if m.obs != nil {
+			m.observe(from, EventClose, 11, StateClosed, nil)
+		}
+		return nil
 	case StateFollower:
 		// row 11 (transitions.yaml:168)
 		if err := m.h.Shutdown(); err != nil {
 			return m.fail(from, EventClose, 11, err)
 		}
-		return m.accept(from, EventClose, 11, StateClosed)
+		m.state.Store(uint32(StateClosed))
+		if m.obs != nil {
+			m.observe(from, EventClose, 11, StateClosed, nil)
+		}
+		return nil
 	case StateClosed:
 		// row 12 (transitions.yaml:169)
-		return m.accept(from, EventClose, 12, from)
+		if m.obs != nil {
+			m.observe(from, EventClose, 12, from, nil)
+		}
+		return nil
 	}
 	return fsm.ErrNoMachine
 }

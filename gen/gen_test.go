@@ -223,21 +223,25 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 		t.Fatalf("the unmutated machine fails its generated tests:\n%s", out)
 	}
 	mutants := []struct{ name, from, to string }{
-		{"wrong target state", "return m.accept(from, EventFinish, 3, StateBackoff)", "return m.accept(from, EventFinish, 3, StateFailed)"},
+		{"wrong target state", "m.state.Store(uint32(StateBackoff))\n\t\t\tif m.obs != nil {\n\t\t\t\tm.observe(from, EventFinish, 3, StateBackoff, nil)",
+			"m.state.Store(uint32(StateFailed))\n\t\t\tif m.obs != nil {\n\t\t\t\tm.observe(from, EventFinish, 3, StateFailed, nil)"},
 		{"guard skipped", "case !m.h.WorkerHasCapacity(worker):", "case false && !m.h.WorkerHasCapacity(worker):"},
 		{"action skipped", "if err := m.h.Notify(by, reason); err != nil {", "if err := error(nil); err != nil {"},
 		{"refusal names the wrong guard", "refused = &_Job_refusals[0]", "refused = &_Job_refusals[1]"},
-		{"unhandled event accepted", "return m.refuse(from, EventStart, -1, &_Job_refusals[3])", "return m.accept(from, EventStart, -1, from)"},
-		{"state not stored", "m.state.Store(uint32(to))", "_ = to"},
-		{"noop row runs into the next state", "return m.accept(from, EventTick, 6, from)", "return m.accept(from, EventTick, 6, StateBackoff)"},
+		{"unhandled event accepted", "return m.refuse(from, EventStart, -1, &_Job_refusals[3])", "return nil"},
+		{"state not stored", "m.state.Store(uint32(", "_ = (uint32("},
+		{"noop row runs into the next state", "// row 6 (job.yaml:55)\n\t\tif m.obs != nil {", "// row 6 (job.yaml:55)\n\t\tm.state.Store(uint32(StateBackoff))\n\t\tif m.obs != nil {"},
 		// The payload reaches each guard and action as fired.
 		{"guard gets another value", "case !m.h.WorkerHasCapacity(worker):", "case !m.h.WorkerHasCapacity(worker + \"x\"):"},
 		{"guard gets a later time", "if !m.h.BackoffElapsed(now) {", "if !m.h.BackoffElapsed(now.Add(1)) {"},
 		{"action gets a zero payload", "if err := m.h.RecordExit(exitCode); err != nil {", "if err := m.h.RecordExit(0); err != nil {"},
 		{"arguments of one type swapped", "if err := m.h.Notify(by, reason); err != nil {", "if err := m.h.Notify(reason, by); err != nil {"},
 		// What the caller and the observer see.
-		{"action error wrapped", "m.observe(from, e, row, from, err)\n\treturn err", "err = errors.Join(err)\n\tm.observe(from, e, row, from, err)\n\treturn err"},
-		{"state stored after the observer runs", "if to != from {\n\t\tm.state.Store(uint32(to))\n\t}\n\tm.observe(from, e, row, to, nil)", "m.observe(from, e, row, to, nil)\n\tif to != from {\n\t\tm.state.Store(uint32(to))\n\t}"},
+		{"action error wrapped", "\tif m.obs != nil {\n\t\tm.observe(from, e, row, from, err)", "\terr = errors.Join(err)\n\tif m.obs != nil {\n\t\tm.observe(from, e, row, from, err)"},
+		{"state stored after the observer runs", "m.state.Store(uint32(StateRunning))\n\t\t\tif m.obs != nil {\n\t\t\t\tm.observe(from, EventStart, 1, StateRunning, nil)\n\t\t\t}",
+			"if m.obs != nil {\n\t\t\t\tm.observe(from, EventStart, 1, StateRunning, nil)\n\t\t\t}\n\t\t\tm.state.Store(uint32(StateRunning))"},
+		{"noop row not observed", "if m.obs != nil {\n\t\t\tm.observe(from, EventTick, 6, from, nil)", "if false {\n\t\t\tm.observe(from, EventTick, 6, from, nil)"},
+		{"refusal not observed", "\terr := fsm.Refused(r)\n\tif m.obs != nil {", "\terr := fsm.Refused(r)\n\tif false {"},
 		{"nil handlers not checked", "\tif m.h == nil {\n\t\treturn fsm.ErrNoMachine\n\t}\n", ""},
 	}
 	for _, mu := range mutants {

@@ -115,29 +115,24 @@ func (m *Turnstile) State() State { return State(m.state.Load()) }
 // SetObserver makes o see every step the machine takes; nil stops it.
 func (m *Turnstile) SetObserver(o fsm.Observer) { m.obs = o }
 
+// observe reports a step to the observer; the caller has checked that there is one.
 func (m *Turnstile) observe(from State, e Event, row int, to State, err error) {
-	if m.obs != nil {
-		m.obs.Observe(fsm.Step{Machine: "Turnstile", From: from.String(), Event: e.String(), To: to.String(), Row: row, Err: err})
-	}
+	m.obs.Observe(fsm.Step{Machine: "Turnstile", From: from.String(), Event: e.String(), To: to.String(), Row: row, Err: err})
 }
 
 func (m *Turnstile) refuse(from State, e Event, row int, r *fsm.Refusal) error {
 	err := fsm.Refused(r)
-	m.observe(from, e, row, from, err)
+	if m.obs != nil {
+		m.observe(from, e, row, from, err)
+	}
 	return err
 }
 
 func (m *Turnstile) fail(from State, e Event, row int, err error) error {
-	m.observe(from, e, row, from, err)
-	return err
-}
-
-func (m *Turnstile) accept(from State, e Event, row int, to State) error {
-	if to != from {
-		m.state.Store(uint32(to))
+	if m.obs != nil {
+		m.observe(from, e, row, from, err)
 	}
-	m.observe(from, e, row, to, nil)
-	return nil
+	return err
 }
 
 // Coin fires event Coin. A coin is inserted.
@@ -154,7 +149,11 @@ func (m *Turnstile) Coin(cents int) error {
 		if err := m.h.Collect(cents); err != nil {
 			return m.fail(from, EventCoin, 0, err)
 		}
-		return m.accept(from, EventCoin, 0, StateUnlocked)
+		m.state.Store(uint32(StateUnlocked))
+		if m.obs != nil {
+			m.observe(from, EventCoin, 0, StateUnlocked, nil)
+		}
+		return nil
 	case StateUnlocked:
 		// Unhandled: refused.
 		return m.refuse(from, EventCoin, -1, &_Turnstile_refusals[2])
@@ -182,7 +181,11 @@ func (m *Turnstile) Push() error {
 		if err := m.h.Count(); err != nil {
 			return m.fail(from, EventPush, 1, err)
 		}
-		return m.accept(from, EventPush, 1, StateLocked)
+		m.state.Store(uint32(StateLocked))
+		if m.obs != nil {
+			m.observe(from, EventPush, 1, StateLocked, nil)
+		}
+		return nil
 	case StateBroken:
 		// Unhandled: refused.
 		return m.refuse(from, EventPush, -1, &_Turnstile_refusals[5])
@@ -198,10 +201,18 @@ func (m *Turnstile) Smash() error {
 	switch from := m.State(); from {
 	case StateLocked:
 		// row 2 (turnstile.yaml:29)
-		return m.accept(from, EventSmash, 2, StateBroken)
+		m.state.Store(uint32(StateBroken))
+		if m.obs != nil {
+			m.observe(from, EventSmash, 2, StateBroken, nil)
+		}
+		return nil
 	case StateUnlocked:
 		// row 2 (turnstile.yaml:29)
-		return m.accept(from, EventSmash, 2, StateBroken)
+		m.state.Store(uint32(StateBroken))
+		if m.obs != nil {
+			m.observe(from, EventSmash, 2, StateBroken, nil)
+		}
+		return nil
 	case StateBroken:
 		// Unhandled: refused.
 		return m.refuse(from, EventSmash, -1, &_Turnstile_refusals[6])

@@ -140,29 +140,24 @@ func (m *Order) State() State { return State(m.state.Load()) }
 // SetObserver makes o see every step the machine takes; nil stops it.
 func (m *Order) SetObserver(o fsm.Observer) { m.obs = o }
 
+// observe reports a step to the observer; the caller has checked that there is one.
 func (m *Order) observe(from State, e Event, row int, to State, err error) {
-	if m.obs != nil {
-		m.obs.Observe(fsm.Step{Machine: "Order", From: from.String(), Event: e.String(), To: to.String(), Row: row, Err: err})
-	}
+	m.obs.Observe(fsm.Step{Machine: "Order", From: from.String(), Event: e.String(), To: to.String(), Row: row, Err: err})
 }
 
 func (m *Order) refuse(from State, e Event, row int, r *fsm.Refusal) error {
 	err := fsm.Refused(r)
-	m.observe(from, e, row, from, err)
+	if m.obs != nil {
+		m.observe(from, e, row, from, err)
+	}
 	return err
 }
 
 func (m *Order) fail(from State, e Event, row int, err error) error {
-	m.observe(from, e, row, from, err)
-	return err
-}
-
-func (m *Order) accept(from State, e Event, row int, to State) error {
-	if to != from {
-		m.state.Store(uint32(to))
+	if m.obs != nil {
+		m.observe(from, e, row, from, err)
 	}
-	m.observe(from, e, row, to, nil)
-	return nil
+	return err
 }
 
 // AddItem fires event AddItem. The customer adds items to the order.
@@ -179,7 +174,10 @@ func (m *Order) AddItem(sku string, quantity int) error {
 		if err := m.h.Reserve(sku, quantity); err != nil {
 			return m.fail(from, EventAddItem, 0, err)
 		}
-		return m.accept(from, EventAddItem, 0, from)
+		if m.obs != nil {
+			m.observe(from, EventAddItem, 0, from, nil)
+		}
+		return nil
 	case StatePaid:
 		// Unhandled: refused.
 		return m.refuse(from, EventAddItem, -1, &_Order_refusals[5])
@@ -191,7 +189,10 @@ func (m *Order) AddItem(sku string, quantity int) error {
 		return m.refuse(from, EventAddItem, -1, &_Order_refusals[11])
 	case StateCancelled:
 		// Unhandled: ignored.
-		return m.accept(from, EventAddItem, -1, from)
+		if m.obs != nil {
+			m.observe(from, EventAddItem, -1, from, nil)
+		}
+		return nil
 	}
 	return fsm.ErrNoMachine
 }
@@ -213,10 +214,17 @@ func (m *Order) Pay(cents int64) error {
 		if err := m.h.Charge(cents); err != nil {
 			return m.fail(from, EventPay, 1, err)
 		}
-		return m.accept(from, EventPay, 1, StatePaid)
+		m.state.Store(uint32(StatePaid))
+		if m.obs != nil {
+			m.observe(from, EventPay, 1, StatePaid, nil)
+		}
+		return nil
 	case StatePaid:
 		// row 2 (order.yaml:49): The provider confirmed the same payment twice.
-		return m.accept(from, EventPay, 2, from)
+		if m.obs != nil {
+			m.observe(from, EventPay, 2, from, nil)
+		}
+		return nil
 	case StateShipped:
 		// Unhandled: refused.
 		return m.refuse(from, EventPay, -1, &_Order_refusals[8])
@@ -225,7 +233,10 @@ func (m *Order) Pay(cents int64) error {
 		return m.refuse(from, EventPay, -1, &_Order_refusals[12])
 	case StateCancelled:
 		// Unhandled: ignored.
-		return m.accept(from, EventPay, -1, from)
+		if m.obs != nil {
+			m.observe(from, EventPay, -1, from, nil)
+		}
+		return nil
 	}
 	return fsm.ErrNoMachine
 }
@@ -244,7 +255,11 @@ func (m *Order) Ship(tracking string, at time.Time) error {
 		if err := m.h.Track(tracking, at); err != nil {
 			return m.fail(from, EventShip, 3, err)
 		}
-		return m.accept(from, EventShip, 3, StateShipped)
+		m.state.Store(uint32(StateShipped))
+		if m.obs != nil {
+			m.observe(from, EventShip, 3, StateShipped, nil)
+		}
+		return nil
 	case StateShipped:
 		// Unhandled: refused.
 		return m.refuse(from, EventShip, -1, &_Order_refusals[9])
@@ -253,7 +268,10 @@ func (m *Order) Ship(tracking string, at time.Time) error {
 		return m.refuse(from, EventShip, -1, &_Order_refusals[13])
 	case StateCancelled:
 		// Unhandled: ignored.
-		return m.accept(from, EventShip, -1, from)
+		if m.obs != nil {
+			m.observe(from, EventShip, -1, from, nil)
+		}
+		return nil
 	}
 	return fsm.ErrNoMachine
 }
@@ -272,13 +290,20 @@ func (m *Order) Deliver() error {
 		return m.refuse(from, EventDeliver, -1, &_Order_refusals[6])
 	case StateShipped:
 		// row 4 (order.yaml:51)
-		return m.accept(from, EventDeliver, 4, StateDelivered)
+		m.state.Store(uint32(StateDelivered))
+		if m.obs != nil {
+			m.observe(from, EventDeliver, 4, StateDelivered, nil)
+		}
+		return nil
 	case StateDelivered:
 		// Unhandled: refused.
 		return m.refuse(from, EventDeliver, -1, &_Order_refusals[14])
 	case StateCancelled:
 		// Unhandled: ignored.
-		return m.accept(from, EventDeliver, -1, from)
+		if m.obs != nil {
+			m.observe(from, EventDeliver, -1, from, nil)
+		}
+		return nil
 	}
 	return fsm.ErrNoMachine
 }
@@ -294,7 +319,11 @@ func (m *Order) Cancel() error {
 		if err := m.h.Restock(); err != nil {
 			return m.fail(from, EventCancel, 5, err)
 		}
-		return m.accept(from, EventCancel, 5, StateCancelled)
+		m.state.Store(uint32(StateCancelled))
+		if m.obs != nil {
+			m.observe(from, EventCancel, 5, StateCancelled, nil)
+		}
+		return nil
 	case StatePaid:
 		// row 6 (order.yaml:53)
 		if err := m.h.Refund(); err != nil {
@@ -303,7 +332,11 @@ func (m *Order) Cancel() error {
 		if err := m.h.Restock(); err != nil {
 			return m.fail(from, EventCancel, 6, err)
 		}
-		return m.accept(from, EventCancel, 6, StateCancelled)
+		m.state.Store(uint32(StateCancelled))
+		if m.obs != nil {
+			m.observe(from, EventCancel, 6, StateCancelled, nil)
+		}
+		return nil
 	case StateShipped:
 		// row 7 (order.yaml:54)
 		return m.refuse(from, EventCancel, 7, &_Order_refusals[10])
@@ -312,7 +345,10 @@ func (m *Order) Cancel() error {
 		return m.refuse(from, EventCancel, -1, &_Order_refusals[15])
 	case StateCancelled:
 		// Unhandled: ignored.
-		return m.accept(from, EventCancel, -1, from)
+		if m.obs != nil {
+			m.observe(from, EventCancel, -1, from, nil)
+		}
+		return nil
 	}
 	return fsm.ErrNoMachine
 }

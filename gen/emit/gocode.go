@@ -188,11 +188,27 @@ func (m *model) machine(p *printer) {
 	p.f("// State returns the current state.\nfunc (m *%s) State() State { return State(m.state.Load()) }\n\n", t.Machine)
 	p.f("// SetObserver makes o see every step the machine takes; nil stops it.\n")
 	p.f("func (m *%s) SetObserver(o fsm.Observer) { m.obs = o }\n\n", t.Machine)
+	// The nil check on the observer sits at every call site rather than in
+	// observe, so that a step nobody observes costs no call.
+	p.f("// observe reports a step to the observer; the caller has checked that there is one.\n")
 	p.f("func (m *%s) observe(from State, e Event, row int, to State, err error) {\n", t.Machine)
-	p.f("\tif m.obs != nil {\n\t\tm.obs.Observe(fsm.Step{Machine: %q, From: from.String(), Event: e.String(), To: to.String(), Row: row, Err: err})\n\t}\n}\n\n", t.Machine)
-	p.f("func (m *%s) refuse(from State, e Event, row int, r *fsm.Refusal) error {\n\terr := fsm.Refused(r)\n\tm.observe(from, e, row, from, err)\n\treturn err\n}\n\n", t.Machine)
-	p.f("func (m *%s) fail(from State, e Event, row int, err error) error {\n\tm.observe(from, e, row, from, err)\n\treturn err\n}\n\n", t.Machine)
-	p.f("func (m *%s) accept(from State, e Event, row int, to State) error {\n\tif to != from {\n\t\tm.state.Store(uint32(to))\n\t}\n\tm.observe(from, e, row, to, nil)\n\treturn nil\n}\n\n", t.Machine)
+	p.f("\tm.obs.Observe(fsm.Step{Machine: %q, From: from.String(), Event: e.String(), To: to.String(), Row: row, Err: err})\n}\n\n", t.Machine)
+	p.f("func (m *%s) refuse(from State, e Event, row int, r *fsm.Refusal) error {\n\terr := fsm.Refused(r)\n\tif m.obs != nil {\n\t\tm.observe(from, e, row, from, err)\n\t}\n\treturn err\n}\n\n", t.Machine)
+	p.f("func (m *%s) fail(from State, e Event, row int, err error) error {\n\tif m.obs != nil {\n\t\tm.observe(from, e, row, from, err)\n\t}\n\treturn err\n}\n\n", t.Machine)
+}
+
+// accept emits the end of an event method that takes a row (ri, or -1 for
+// an ignored event) out of state: the state is published when it changes
+// (known here, since the case of the switch names the state), then
+// observed. It is written out rather than called so that an unobserved
+// transition is one store and one test.
+func (m *model) accept(p *printer, ind string, ri int, state, ev, to string) {
+	target := "from"
+	if to != state {
+		target = stateConst(to)
+		p.f("%sm.state.Store(uint32(%s))\n", ind, target)
+	}
+	p.f("%sif m.obs != nil {\n%s\tm.observe(from, %s, %d, %s, nil)\n%s}\n%sreturn nil\n", ind, ind, ev, ri, target, ind, ind)
 }
 
 // args returns the argument list for a guard or action call.
@@ -221,7 +237,8 @@ func (m *model) cell(p *printer, state string, e fsm.Event) {
 	if len(group) == 0 {
 		pol := t.PolicyFor(state)
 		if pol.Kind == fsm.PolicyIgnore {
-			p.f("\t\t// Unhandled: ignored.\n\t\treturn m.accept(from, %s, -1, from)\n", ev)
+			p.f("\t\t// Unhandled: ignored.\n")
+			m.accept(p, "\t\t", -1, state, ev, state)
 			return
 		}
 		i := m.refIndex[refusal{state, e.Name, "", pol.Error}]
@@ -286,18 +303,18 @@ func (m *model) take(p *printer, ind string, ri int, state, ev string) {
 		p.f("%sreturn m.refuse(from, %s, %d, &%s[%d])\n", ind, ev, ri, m.refusalsVar(), i)
 		return
 	case fsm.Noop:
-		p.f("%sreturn m.accept(from, %s, %d, from)\n", ind, ev, ri)
+		m.accept(p, ind, ri, state, ev, state)
 		return
 	}
 	for _, a := range r.Do {
 		ad, _ := t.Action(a)
 		p.f("%sif err := m.h.%s(%s); err != nil {\n%s\treturn m.fail(from, %s, %d, err)\n%s}\n", ind, a, args(ad.Uses), ind, ev, ri, ind)
 	}
-	to := "from"
+	to := state
 	if r.Kind == fsm.Move {
-		to = stateConst(r.To)
+		to = r.To
 	}
-	p.f("%sreturn m.accept(from, %s, %d, %s)\n", ind, ev, ri, to)
+	m.accept(p, ind, ri, state, ev, to)
 }
 
 func (m *model) refusalTable(p *printer) {
