@@ -154,6 +154,7 @@ func plan(quick bool) []Step {
 			fmt.Sprintf("WAL_REOPEN_BYTES=%d", reopenBytesFull), fmt.Sprintf("WAL_REOPEN_SEGMENT=%d", reopenSegmentFull))
 		add("bench", ".", "^BenchmarkMemory$", tc{fmt.Sprintf("%dx", memoryEntriesFull), 1})
 	}
+	add("bench", ".", "^BenchmarkMemoryWindow$", pick(tc{fmt.Sprintf("%dx", windowEntries), 3}, tc{fmt.Sprintf("%dx", windowEntries), 1}))
 	return steps
 }
 
@@ -163,6 +164,9 @@ const (
 	reopenSegmentQuick = 8 << 20 // the benchmark's default
 	memoryEntriesFull  = 10_000_000
 	memoryEntriesQuick = 200_000
+	// windowEntries is what BenchmarkMemoryWindow streams at each window:
+	// enough for a few dozen GC cycles.
+	windowEntries = 200_000
 )
 
 func runAll(ctx context.Context, root string, quick bool) (*Run, error) {

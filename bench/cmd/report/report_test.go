@@ -44,6 +44,9 @@ func fakeRun(t *testing.T) *Run {
 		line(&bench, "BenchmarkIdleAck", 1e6, "ns/op", 500, "followerd-p50-µs", 480, "echo-fsync-p50-µs", 100, "echo-p50-µs", 400, "fsync-p50-µs")
 		line(&bench, "BenchmarkWALReopenAfterCrash/open", 1e7, "ns/op", 8.5e6, "read-B/op", 64<<20, "log-B", 8, "segments")
 		line(&bench, "BenchmarkWALReopenAfterCrash/full-scan", 2e7, "ns/op")
+		// 512 B per entry in flight: 4 records.
+		line(&bench, "BenchmarkMemoryWindow/window=100", 3, "live-peak-MiB", 40, "gc-cycles", 2e5, "entries")
+		line(&bench, "BenchmarkMemoryWindow/window=10000", 3+9900*512.0/(1<<20), "live-peak-MiB", 30, "gc-cycles", 2e5, "entries")
 		line(&bench, "BenchmarkMemory", 10, "heap-first-MiB", 11, "heap-last-MiB", 12, "heap-peak1-MiB", 13, "heap-peak2-MiB", 13.0/12, "heap-growth", 60, "rss-peak1-MiB", 62, "rss-peak2-MiB", 2e5, "entries")
 		for i, w := range windows {
 			// At window 1000: 0.5, missed.
@@ -109,14 +112,15 @@ func TestReport(t *testing.T) {
 	render(&md, run, res, plots)
 	out := md.String()
 	for _, want := range []string{
-		"**Missed in this run (2 of 11):** generated guarded transition vs qmuntal/stateless; end to end, 100 B, window 1000, cumulative acks vs a bare gRPC stream.",
+		"**Missed in this run (2 of 12):** generated guarded transition vs qmuntal/stateless; end to end, 100 B, window 1000, cumulative acks vs a bare gRPC stream.",
 		"## Budgets the packages set themselves\n\n**Missed in this run (1 of ",
 		"store: applying entries of 1 put, one at a time, vs raw Pebble batches of one entry",
 		"| generated guarded transition vs looplab/fsm | 20 ns/op | 2 µs/op | 0.01 | ≤ 1/50 (0.02) | met |",
 		"| idle ack latency p50 <sup>6</sup> | 500 µs | 480 µs fsync + round trip (durable echo) + 50 µs = 530 µs | 0.943 | ≤ 1 | met |",
 		"they are 400 µs (fsync probe) + 100 µs (echo) = 500 µs",
 		"Against the parts measured apart (+ 50 µs = 550 µs) the ratio is 0.909: met",
-		"so the bound by the window is not checked",
+		"| memory in flight (cumulative acks): live heap per entry of the window, windows 100 and 10000 <sup>9</sup> | 512 B per entry in flight | peak live heap 7.8 MiB at window 10000, 3.0 MiB at window 100, 200 k entries each; a record is 128 B | 4 records | bounded by the window: ≤ 16 records (2048 B) per entry in flight | met |",
+		"(memory in flight is the next row)",
 		"runs: 0.80, 0.81, 0.82", // the runs of a ratio
 		"![Replication throughput against the window](bench-replication-window.png)",
 		"| 1000 | cumulative |",
@@ -129,6 +133,24 @@ func TestReport(t *testing.T) {
 	}
 	if strings.Contains(out, "## Not measured") {
 		t.Errorf("figures reported missing:\n%s", out)
+	}
+}
+
+// TestReportFewCycles: a peak of memory in flight sampled over too few GC
+// cycles is not judged.
+func TestReportFewCycles(t *testing.T) {
+	run := fakeRun(t)
+	step := &run.Steps[len(run.Steps)-1]
+	step.Output = strings.ReplaceAll(step.Output, "30 gc-cycles", "2 gc-cycles")
+	res, err := parseRun(run)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var md bytes.Buffer
+	render(&md, run, res, nil)
+	want := "| bounded by the window: ≤ 16 records (2048 B) per entry in flight | not measured |"
+	if !strings.Contains(md.String(), want) {
+		t.Errorf("the report lacks %q:\n%s", want, md.String())
 	}
 }
 
