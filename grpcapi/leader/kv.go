@@ -90,8 +90,12 @@ type ChunkSource interface {
 
 // SendSnapshot streams every chunk of src to the shard, each marked with
 // term, and returns the offset the follower acknowledged: the snapshot's
-// commit offset.
+// commit offset. When src fails, the call is cancelled rather than ended:
+// the follower sees a transfer cut short, not a complete snapshot, and
+// installs nothing.
 func (c *Conn) SendSnapshot(ctx context.Context, s Shard, term logpos.Term, src ChunkSource) (logpos.Offset, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	stream, err := c.Replication.SendSnapshot(StreamContext(ctx, s))
 	if err != nil {
 		return logpos.NoOffset, err
@@ -102,7 +106,9 @@ func (c *Conn) SendSnapshot(ctx context.Context, s Shard, term logpos.Term, src 
 			break
 		}
 		if err != nil {
-			_ = stream.CloseSend()
+			// Half-closing would tell the follower the snapshot is
+			// complete; cancelling aborts it.
+			cancel()
 			return logpos.NoOffset, fmt.Errorf("leader: reading the snapshot: %w", err)
 		}
 		err = stream.Send(&replicationpb.SnapshotChunk{

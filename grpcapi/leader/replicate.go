@@ -55,10 +55,10 @@ type Result struct {
 	Bytes   int64         // value bytes sent
 	Elapsed time.Duration // from the first send to the last ack
 	// PriorAcks counts cumulative acks below First received before any
-	// entry of the run was acknowledged: the follower repeating the
-	// durable head it had when the stream attached (this follower does so
-	// when a stream that delivered no entry is half-closed). They cover
-	// nothing of the run and are otherwise ignored.
+	// entry of the run was acknowledged: a follower may announce the
+	// durable head it had when the stream attached (this project's does
+	// not). They cover nothing of the run; like any cumulative ack they
+	// must not decrease, and are otherwise ignored.
 	PriorAcks int64
 }
 
@@ -67,8 +67,18 @@ type Result struct {
 // committed, half-closes the stream and waits for the follower to end it.
 // On error the result says how far the run got; the error is the
 // follower's gRPC status when it ended the stream, or ErrProtocol.
+//
+// A run may send entries the follower already has (say, resuming after
+// a broken stream from the last offset acknowledged): it acks them as
+// duplicates, and in cumulative mode with its durable head, which may be
+// beyond the last entry sent. Such an ack covers every entry sent so far.
 func (c *Conn) Replicate(ctx context.Context, run Run) (Result, error) {
-	if run.Count > 0 && run.Value == nil {
+	switch {
+	case run.First < 0:
+		return Result{LastAck: logpos.NoOffset}, fmt.Errorf("leader: Run.First is %d, want an offset ≥ 0", run.First)
+	case run.Count < 0:
+		return Result{LastAck: logpos.NoOffset}, fmt.Errorf("leader: Run.Count is %d, want ≥ 0", run.Count)
+	case run.Count > 0 && run.Value == nil:
 		return Result{LastAck: logpos.NoOffset}, errors.New("leader: Run.Value is required")
 	}
 	window := int64(max(run.Window, 1))
@@ -90,7 +100,15 @@ func (c *Conn) Replicate(ctx context.Context, run Run) (Result, error) {
 	r.lastAck.Store(int64(logpos.NoOffset))
 	r.sentUpTo.Store(int64(run.First) - 1)
 	recvErr := make(chan error, 1)
-	go func() { recvErr <- r.receive(stream) }()
+	go func() {
+		err := r.receive(stream)
+		if err != nil {
+			// An ack that breaks the protocol ends the stream here: a
+			// send blocked by flow control must not wait for the follower.
+			cancel()
+		}
+		recvErr <- err
+	}()
 
 	res := Result{LastAck: logpos.NoOffset}
 	finish := func(err error) (Result, error) {
@@ -168,7 +186,7 @@ type runState struct {
 	base    time.Time
 
 	sentUpTo  atomic.Int64 // the highest offset sent (set before sending)
-	lastAck   atomic.Int64
+	lastAck   atomic.Int64 // the highest ack covering an entry of the run
 	acked     atomic.Int64
 	lastAckAt atomic.Int64 // ns since base
 	priorAcks atomic.Int64
@@ -188,6 +206,7 @@ func (r *runState) receive(stream replicationpb.OxiaLogReplication_ReplicateClie
 	run := r.run
 	next := run.First // the next offset to be acknowledged
 	end := run.First + logpos.Offset(run.Count)
+	prior := logpos.NoOffset // the last ack below First, before any entry's
 	for {
 		ack, err := stream.Recv()
 		if errors.Is(err, io.EOF) {
@@ -198,26 +217,24 @@ func (r *runState) receive(stream replicationpb.OxiaLogReplication_ReplicateClie
 		}
 		o := logpos.Offset(ack.GetOffset())
 		now := time.Since(r.base)
-		if run.Cumulative && o < run.First && next == run.First {
+		// upTo is the last entry the ack covers.
+		upTo, err := r.covers(o, next, prior)
+		if err != nil {
+			return err
+		}
+		if upTo < next {
 			r.priorAcks.Add(1)
+			prior = o
 			continue
 		}
-		switch sent := logpos.Offset(r.sentUpTo.Load()); {
-		case o > sent:
-			return fmt.Errorf("%w: ack %d for an entry not sent (sent up to %d)", ErrProtocol, o, sent)
-		case !run.Cumulative && o != next:
-			return fmt.Errorf("%w: per-entry ack %d, expected %d", ErrProtocol, o, next)
-		case run.Cumulative && o < next:
-			return fmt.Errorf("%w: cumulative ack %d after ack %d", ErrProtocol, o, next-1)
-		}
-		n := int64(o - next + 1)
-		for off := next; off <= o; off++ {
+		n := int64(upTo - next + 1)
+		for off := next; off <= upTo; off++ {
 			if run.Latency != nil {
 				run.Latency.Record(now - time.Duration(r.sentAt[int64(off)%r.window].Load()))
 			}
 			<-r.credits
 		}
-		next = o + 1
+		next = upTo + 1
 		r.lastAck.Store(int64(o))
 		r.lastAckAt.Store(int64(now))
 		acked := r.acked.Add(n)
@@ -231,4 +248,40 @@ func (r *runState) receive(stream replicationpb.OxiaLogReplication_ReplicateClie
 			close(r.allDone)
 		}
 	}
+}
+
+// covers checks ack o, received when next is the next offset to be
+// acknowledged and prior the last ack below First (NoOffset if none), and
+// returns the last entry it covers: below next for an ack before the run.
+//
+// Per entry, o must be next, and sent. Cumulative acks do not decrease,
+// and each covers an entry sent since the previous one: a follower acks
+// its durable head once per sync round, repeating it only to answer a
+// duplicate. The durable head may be beyond the entries sent when the run
+// re-sends entries the follower has; the ack then covers all of them.
+func (r *runState) covers(o, next, prior logpos.Offset) (logpos.Offset, error) {
+	sent := logpos.Offset(r.sentUpTo.Load())
+	if !r.run.Cumulative {
+		switch {
+		case o > sent:
+			return 0, fmt.Errorf("%w: ack %d for an entry not sent (sent up to %d)", ErrProtocol, o, sent)
+		case o != next:
+			return 0, fmt.Errorf("%w: per-entry ack %d, expected %d", ErrProtocol, o, next)
+		}
+		return o, nil
+	}
+	last := prior // the previous ack
+	if next > r.run.First {
+		last = logpos.Offset(r.lastAck.Load())
+	}
+	upTo := min(o, sent)
+	switch {
+	case o < last:
+		return 0, fmt.Errorf("%w: cumulative ack %d after ack %d", ErrProtocol, o, last)
+	case upTo >= next:
+		return upTo, nil
+	case o < r.run.First && next == r.run.First && o > last:
+		return upTo, nil // an ack before the run
+	}
+	return 0, fmt.Errorf("%w: cumulative ack %d covers no entry sent since the previous ack (sent up to %d)", ErrProtocol, o, sent)
 }
