@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -85,12 +86,21 @@ type side struct {
 // leader driver memory.
 const maxWindow = 1 << 20
 
+// appendBenchKey appends the key the entry at offset puts.
+func appendBenchKey(buf []byte, offset int64) []byte {
+	return strconv.AppendInt(append(buf, "bench/"...), offset, 10)
+}
+
+// minEntrySize is the smallest entry every offset can have: below it the
+// entries would be larger than asked (AppendPaddedPut cannot cut the key).
+var minEntrySize = len(leader.AppendPut(nil, appendBenchKey(nil, math.MaxInt64), nil))
+
 func (b *benchConfig) run(ctx context.Context, e *env) error {
 	switch {
 	case b.entries <= 0:
 		return usagef("--entries must be positive")
-	case b.entrySize <= 0:
-		return usagef("--entry-size must be positive")
+	case b.entrySize < minEntrySize:
+		return usagef("--entry-size must be at least %d (a put of the longest key, %q, with an empty value)", minEntrySize, appendBenchKey(nil, math.MaxInt64))
 	case b.window <= 0:
 		return usagef("--window must be positive")
 	case b.window > maxWindow:
@@ -318,7 +328,7 @@ func (b *benchConfig) stream(ctx context.Context, e *env, s *side, count int64, 
 		Shard: b.shard, Term: s.term, First: s.next, Count: count, Window: window,
 		Cumulative: cumulative, Commit: s.next - 1, Latency: lat, Acked: &acked,
 		Value: func(off logpos.Offset, buf []byte) []byte {
-			key = strconv.AppendInt(append(key[:0], "bench/"...), int64(off), 10)
+			key = appendBenchKey(key[:0], int64(off))
 			return leader.AppendPaddedPut(buf, key, size)
 		},
 	})
