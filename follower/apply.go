@@ -258,7 +258,9 @@ func (a *applier) changed() <-chan struct{} {
 	return a.progress.ch
 }
 
-// notify wakes the waiters of WaitApplied.
+// notify wakes the waiters of WaitApplied. Whatever moves the store's
+// commit calls it: an applied batch, a snapshot install, a store reopened
+// after a failure (and a failed attempt, for the errors it reports).
 func (a *applier) notify() {
 	a.progress.Lock()
 	close(a.progress.ch)

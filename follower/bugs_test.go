@@ -20,6 +20,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/internal/stacktest"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store"
 	"github.com/tablefsm/tablefsm/wal"
@@ -768,4 +769,30 @@ func openToDelete(t *testing.T, cfg Config, commit int64) *Follower {
 	}
 	confFill(t, f, 4, 0, 9, commit)
 	return f
+}
+
+// TestBugWaitAppliedMissesInstall: a WaitApplied parked before a snapshot
+// install that applied its offset stayed blocked: only the applier's
+// batches woke the waiters, and the install moves the commit without
+// them. Fixed: the install wakes them (so does a store reopened after a
+// failure).
+func TestBugWaitAppliedMissesInstall(t *testing.T) {
+	h := confPopulated(t, Config{}) // term 2, entries 0..5, commit 3
+	chunks := confSnap{chunkTerm: 2, storeTerm: 2, commit: 30, options: confSnapOpts, prefix: "s"}.build(t)
+	// The deadline only keeps a regression from hanging the suite.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		res <- h.f.WaitApplied(ctx, 20)
+	}()
+	stacktest.WaitBlockedIn(t, "select", "follower.(*applier).wait", done)
+	if off, err := h.f.InstallSnapshot(&gatedStream{chunks: chunks}); err != nil || off != 30 {
+		t.Fatalf("InstallSnapshot: %d, %v", off, err)
+	}
+	if err := <-res; err != nil {
+		t.Fatalf("WaitApplied(20) with the snapshot's commit at 30: %v", err)
+	}
 }

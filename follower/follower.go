@@ -251,7 +251,8 @@ func (f *Follower) repairLocked() error {
 		}
 		f.st.Store(st)
 		f.storeFailed.Store(false)
-		f.applier.kick() // what the store lost is applied again
+		f.applier.notify() // a snapshot the store finished installing may have applied more
+		f.applier.kick()   // what the store lost is applied again
 		f.logger().Warn("store reopened after a failure", "commit", st.Commit(), "stored_term", st.Term())
 		if err := f.adoptStoredTerm(st); err != nil {
 			return err

@@ -258,6 +258,7 @@ func (f lifecycle) CommitSnapshot(inst *installation) error {
 	f.head.Store(int64(point))
 	f.advertised.Store(int64(point))
 	f.applier.resetLocked()
+	f.applier.notify() // the snapshot applied everything up to its point
 	f.reply = logpos.EntryID{Term: f.store().Term(), Offset: point}
 	if err := f.resetLog(); err != nil {
 		// The swap is committed: the follower is the snapshot's. The log
