@@ -243,6 +243,14 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 		{"noop row not observed", "if m.obs != nil {\n\t\t\tm.observe(from, EventTick, 6, from, nil)", "if false {\n\t\t\tm.observe(from, EventTick, 6, from, nil)"},
 		{"refusal not observed", "\terr := fsm.Refused(r)\n\tif m.obs != nil {", "\terr := fsm.Refused(r)\n\tif false {"},
 		{"nil handlers not checked", "\tif m.h == nil {\n\t\treturn fsm.ErrNoMachine\n\t}\n", ""},
+		{"observer not removed", "func (m *Job) SetObserver(o fsm.Observer) { m.obs = o }", "func (m *Job) SetObserver(o fsm.Observer) {\n\tif o != nil {\n\t\tm.obs = o\n\t}\n}"},
+		{"refusal shared, not the caller's copy", "\terr := fsm.Refused(r)\n", "\tvar err error = r\n"},
+		// What a machine without an observer does.
+		{"refusal lost without an observer", "\terr := fsm.Refused(r)\n", "\tif m.obs == nil {\n\t\treturn nil\n\t}\n\terr := fsm.Refused(r)\n"},
+		{"action error lost without an observer", "\t\tm.observe(from, e, row, from, err)\n\t}\n\treturn err\n}\n\n// Start", "\t\tm.observe(from, e, row, from, err)\n\t\treturn err\n\t}\n\treturn nil\n}\n\n// Start"},
+		{"move stored only when observed", "\t\t\tm.state.Store(uint32(StateRunning))\n\t\t\tif m.obs != nil {\n", "\t\t\tif m.obs != nil {\n\t\t\t\tm.state.Store(uint32(StateRunning))\n"},
+		// Names.
+		{"no name past the last state", "int(s) >= len(stateNames)", "int(s) > len(stateNames)"},
 	}
 	for _, mu := range mutants {
 		t.Run(mu.name, func(t *testing.T) {

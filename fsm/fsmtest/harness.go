@@ -7,6 +7,7 @@ import (
 	"os"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -117,41 +118,65 @@ type Harness[M Machine[S], S StateEnum, E EventEnum] struct {
 	Paths map[S][]Step[E]
 }
 
-// Run runs each case as a subtest on a new machine driven to its From
-// state along Paths, checking the state, the error, the guards and
-// actions called with the payload they read, and the one step the
-// observer sees (after the state changed).
+// Run runs each case as a subtest, twice: on a new machine driven to its
+// From state along Paths with an observer, then on another without one
+// (the generated code has a path of its own for each). Each checks the
+// state, the error, the guards and actions called with the payload they
+// read; the first also the one step the observer sees (after the state
+// changed), and that a refusal is the caller's own copy.
 func (h *Harness[M, S, E]) Run(t *testing.T, cases []Case[S, E]) {
 	for _, c := range cases {
 		t.Run(c.Name, func(t *testing.T) {
-			f := &Fake{}
-			m := h.at(t, f, c.From)
-			var steps []fsm.Step
-			m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) {
-				steps = append(steps, s)
-				if got := m.State().String(); got != s.To {
-					t.Errorf("the observer saw the machine in %s, and a step to %s: it ran before the step was complete", got, s.To)
-				}
-			}))
-			f.set(c.Pass, c.Fail)
-			err := h.Fire(m, c.Event)
-			if got := m.State(); got != c.To {
-				t.Errorf("state = %v, want %v", got, c.To)
-			}
-			h.checkErr(t, err, c)
-			if got := strings.Join(f.Calls, ","); got != c.Calls {
-				t.Errorf("calls = %q, want %q", got, c.Calls)
-			}
-			h.checkArgs(f, c.Event, t.Errorf)
-			want := fsm.Step{Machine: h.Table.Machine, From: c.From.String(), Event: c.Event.String(), To: c.To.String(), Row: c.Row}
-			if len(steps) != 1 {
-				t.Errorf("observed %d steps, want one %+v", len(steps), want)
-			} else if got := steps[0]; got.Err != err {
-				t.Errorf("observed error %v, the event returned %v", got.Err, err)
-			} else if got.Err = nil; got != want {
-				t.Errorf("observed %+v, want %+v", got, want)
+			for _, observed := range []bool{true, false} {
+				h.runCase(t, c, observed)
 			}
 		})
+	}
+}
+
+func (h *Harness[M, S, E]) runCase(t *testing.T, c Case[S, E], observed bool) {
+	t.Helper()
+	errorf := t.Errorf
+	if !observed {
+		errorf = func(format string, args ...any) { t.Errorf("without an observer: "+format, args...) }
+	}
+	f := &Fake{}
+	m := h.at(t, f, c.From)
+	var steps []fsm.Step
+	if observed {
+		m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) {
+			steps = append(steps, s)
+			if got := m.State().String(); got != s.To {
+				t.Errorf("the observer saw the machine in %s, and a step to %s: it ran before the step was complete", got, s.To)
+			}
+		}))
+	}
+	f.set(c.Pass, c.Fail)
+	err := h.Fire(m, c.Event)
+	if got := m.State(); got != c.To {
+		errorf("state = %v, want %v", got, c.To)
+	}
+	h.checkErr(errorf, err, c)
+	if got := strings.Join(f.Calls, ","); got != c.Calls {
+		errorf("calls = %q, want %q", got, c.Calls)
+	}
+	h.checkArgs(f, c.Event, errorf)
+	if !observed {
+		return
+	}
+	want := fsm.Step{Machine: h.Table.Machine, From: c.From.String(), Event: c.Event.String(), To: c.To.String(), Row: c.Row}
+	if len(steps) != 1 {
+		t.Errorf("observed %d steps, want one %+v", len(steps), want)
+	} else if got := steps[0]; got.Err != err {
+		t.Errorf("observed error %v, the event returned %v", got.Err, err)
+	} else if got.Err = nil; got != want {
+		t.Errorf("observed %+v, want %+v", got, want)
+	}
+	// A refusal is the caller's copy: changing it changes no later one
+	// (the run without an observer checks the same refusal again).
+	var r *fsm.Refusal
+	if errors.As(err, &r) {
+		*r = fsm.Refusal{}
 	}
 }
 
@@ -171,25 +196,24 @@ func (h *Harness[M, S, E]) at(t *testing.T, f *Fake, s S) M {
 	return m
 }
 
-func (h *Harness[M, S, E]) checkErr(t *testing.T, err error, c Case[S, E]) {
-	t.Helper()
+func (h *Harness[M, S, E]) checkErr(errorf func(string, ...any), err error, c Case[S, E]) {
 	switch c.Err {
 	case "":
 		if err != nil {
-			t.Errorf("error = %v, want none", err)
+			errorf("error = %v, want none", err)
 		}
 	case "action":
 		if err != ErrFakeAction {
-			t.Errorf("error = %v, want the failing action's, as it is", err)
+			errorf("error = %v, want the failing action's, as it is", err)
 		}
 	default:
 		var r *fsm.Refusal
 		if !errors.Is(err, h.Errors[c.Err]) || !errors.As(err, &r) {
-			t.Errorf("error = %v, want a refusal with %s", err, c.Err)
+			errorf("error = %v, want a refusal with %s", err, c.Err)
 			return
 		}
 		if r.Guard != c.Guard || r.State != c.From.String() || r.Event != c.Event.String() || r.Machine != h.Table.Machine {
-			t.Errorf("refusal = %+v, want guard %q in %v on %v", r, c.Guard, c.From, c.Event)
+			errorf("refusal = %+v, want guard %q in %v on %v", r, c.Guard, c.From, c.Event)
 		}
 	}
 }
@@ -225,6 +249,42 @@ func (h *Harness[M, S, E]) uses(name string) []string {
 // guardBit is the bit of Fake.Pass that says whether guard g holds.
 func (h *Harness[M, S, E]) guardBit(g string) uint64 {
 	return 1 << slices.IndexFunc(h.Table.Guards, func(x fsm.Guard) bool { return x.Name == g })
+}
+
+// drawPass draws guard outcomes (as Fake.Pass) for e in state s. The
+// guards of the cell, in the order its rows test them, hold up to one
+// drawn at random (or all of them), which fails; the others hold or not
+// at even odds. So a cell's every row, and every guard of it refusing,
+// is as likely as the next however many guards come before: independent
+// draws would all but never let a row of a dozen guards refuse by its
+// last one.
+func (h *Harness[M, S, E]) drawPass(rt *rapid.T, s S, e E) uint64 {
+	var order []int // guard indexes, first test first
+	for _, ri := range h.Table.Group(s.String(), e.String()) {
+		for _, g := range h.Table.Rows[ri].If {
+			i := slices.IndexFunc(h.Table.Guards, func(x fsm.Guard) bool { return x.Name == g })
+			if !slices.Contains(order, i) {
+				order = append(order, i)
+			}
+		}
+	}
+	var pass uint64
+	for g := range h.Table.Guards {
+		if rapid.Bool().Draw(rt, "holds") {
+			pass |= 1 << g
+		}
+	}
+	if len(order) == 0 {
+		return pass
+	}
+	first := rapid.IntRange(0, len(order)).Draw(rt, "first failing guard")
+	for _, g := range order[:first] {
+		pass |= 1 << g
+	}
+	if first < len(order) {
+		pass &^= 1 << order[first]
+	}
+	return pass
 }
 
 // ShortestPaths drives a machine to every state along Paths, checking
@@ -271,6 +331,13 @@ func (h *Harness[M, S, E]) Strings(t *testing.T) {
 	}
 	if S(0).String() != "State(0)" || E(0).String() != "Event(0)" {
 		t.Error("the zero State or Event has a name")
+	}
+	ns, ne := len(h.Table.States)+1, len(h.Table.Events)+1
+	if got, want := S(ns).String(), "State("+strconv.Itoa(ns)+")"; got != want {
+		t.Errorf("the value past the last state is %q, want %q", got, want)
+	}
+	if got, want := E(ne).String(), "Event("+strconv.Itoa(ne)+")"; got != want {
+		t.Errorf("the value past the last event is %q, want %q", got, want)
 	}
 }
 
@@ -327,9 +394,10 @@ func (h *Harness[M, S, E]) TableIsCurrent(t *testing.T, path, file, hash string)
 }
 
 // RandomWalk fires random events with random guard outcomes and failing
-// actions at the machine and at an Oracle of its table, comparing state,
-// error, refusing guard, calls, arguments and the observed step after
-// every step.
+// actions at the machine and at an Oracle of its table, comparing state, error, refusal, calls, arguments
+// and the observed step after every step. The observer is set or not at
+// random, step by step: a machine without one must behave the same and
+// report nothing.
 func (h *Harness[M, S, E]) RandomWalk(t *testing.T) {
 	actions := []string{""}
 	for _, a := range h.Table.Actions {
@@ -340,7 +408,7 @@ func (h *Harness[M, S, E]) RandomWalk(t *testing.T) {
 		m := h.New(f)
 		var last fsm.Step
 		var seen S // the state when the observer ran
-		m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) { last, seen = s, m.State() }))
+		observer := fsm.ObserverFunc(func(s fsm.Step) { last, seen = s, m.State() })
 		oracle, err := NewOracle(h.Table)
 		if err != nil {
 			rt.Fatal(err)
@@ -348,7 +416,13 @@ func (h *Harness[M, S, E]) RandomWalk(t *testing.T) {
 		n := rapid.IntRange(1, 64).Draw(rt, "steps")
 		for i := 0; i < n; i++ {
 			e := E(rapid.IntRange(1, len(h.Table.Events)).Draw(rt, "event"))
-			f.set(rapid.Uint64().Draw(rt, "pass"), rapid.SampledFrom(actions).Draw(rt, "fail"))
+			f.set(h.drawPass(rt, m.State(), e), rapid.SampledFrom(actions).Draw(rt, "fail"))
+			observed := rapid.Bool().Draw(rt, "observed")
+			if observed {
+				m.SetObserver(observer)
+			} else {
+				m.SetObserver(nil)
+			}
 			from := m.State()
 			last = fsm.Step{} // every event is observed: a step that is not shows
 			err := h.Fire(m, e)
@@ -369,15 +443,22 @@ func (h *Harness[M, S, E]) RandomWalk(t *testing.T) {
 				rt.Fatalf("step %d: %v in %v: error %v, oracle %q", i, e, from, err, errName)
 			}
 			var r *fsm.Refusal
-			if errors.As(err, &r) && r.Guard != want.Guard {
-				rt.Fatalf("step %d: %v in %v: refused by guard %q, oracle %q", i, e, from, r.Guard, want.Guard)
+			if errors.As(err, &r) && (r.Guard != want.Guard || r.State != from.String() || r.Event != e.String() || r.Machine != h.Table.Machine) {
+				rt.Fatalf("step %d: %v in %v: refusal %+v, oracle guard %q", i, e, from, r, want.Guard)
 			}
 			if !slices.Equal(f.Calls, want.Called) {
 				rt.Fatalf("step %d: %v in %v: calls %v, oracle %v", i, e, from, f.Calls, want.Called)
 			}
 			h.checkArgs(f, e, rt.Fatalf)
-			if last.Row != want.Row || last.From != from.String() || last.To != want.To || last.Err != err {
-				rt.Fatalf("step %d: observed %+v, oracle row %d to %v", i, last, want.Row, want.To)
+			if !observed {
+				if last != (fsm.Step{}) {
+					rt.Fatalf("step %d: observed %+v with the observer removed", i, last)
+				}
+				continue
+			}
+			wantStep := fsm.Step{Machine: h.Table.Machine, From: from.String(), Event: e.String(), To: want.To, Row: want.Row, Err: err}
+			if last != wantStep {
+				rt.Fatalf("step %d: observed %+v, want %+v (oracle row %d)", i, last, wantStep, want.Row)
 			}
 			if seen.String() != last.To {
 				rt.Fatalf("step %d: the observer saw the machine in %v, and a step to %v", i, seen, last.To)

@@ -6,6 +6,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unsafe"
 )
 
 // Value returns a value of type T made from seed, for the payloads
@@ -25,6 +26,11 @@ import (
 // What Value cannot make (unexported struct fields, other interfaces,
 // unsafe pointers, values nested too deep) is left zero. Value never
 // panics: a type it fails on gives its zero value.
+//
+// Where a type has no room, values of different seeds are the same, and
+// so swapping two arguments of that type goes unseen: booleans (all
+// true, so that none is the zero value), and pointers to or slices of
+// zero-size types (Go gives every such value one address).
 func Value[T any](seed int) (v T) {
 	defer func() {
 		if recover() != nil {
@@ -130,8 +136,9 @@ func fill(v reflect.Value, seed, depth int) {
 
 // Same reports whether got is want itself, as generated tests check the
 // arguments a guard or an action got: pointers, channels, maps, slices
-// and functions are the same one (the same address), other values are
-// equal, field by field and element by element.
+// and functions are the same one (the same address; for a function, the
+// same function value, closure included), other values are equal, field
+// by field and element by element.
 func Same(got, want any) bool {
 	if got == nil || want == nil {
 		return got == nil && want == nil
@@ -154,8 +161,10 @@ func same(a, b reflect.Value) bool {
 		return a.Complex() == b.Complex()
 	case reflect.String:
 		return a.String() == b.String()
-	case reflect.Pointer, reflect.Chan, reflect.Map, reflect.Func, reflect.UnsafePointer:
+	case reflect.Pointer, reflect.Chan, reflect.Map, reflect.UnsafePointer:
 		return a.Pointer() == b.Pointer()
+	case reflect.Func:
+		return funcIdentity(a) == funcIdentity(b)
 	case reflect.Slice:
 		return a.Pointer() == b.Pointer() && a.Len() == b.Len() && a.IsNil() == b.IsNil()
 	case reflect.Array:
@@ -181,6 +190,16 @@ func same(a, b reflect.Value) bool {
 	return false
 }
 
+// funcIdentity is what tells function values apart: the function value
+// itself (a pointer to its code and the variables it captured), where
+// reflect's Pointer gives only the code, shared by every closure of one
+// function literal and by every function reflect.MakeFunc makes.
+func funcIdentity(f reflect.Value) unsafe.Pointer {
+	v := reflect.New(f.Type())
+	v.Elem().Set(f)
+	return *(*unsafe.Pointer)(v.UnsafePointer())
+}
+
 // Show formats v, an argument Same compared, for a test's failure
 // message: a pointer, channel, map, function or slice as its type and
 // address (what Same compares), any other value in Go syntax, cut short.
@@ -189,7 +208,9 @@ func Show(v any) string {
 		return "nil"
 	}
 	switch rv := reflect.ValueOf(v); rv.Kind() {
-	case reflect.Pointer, reflect.Chan, reflect.Map, reflect.Func, reflect.Slice, reflect.UnsafePointer:
+	case reflect.Func:
+		return fmt.Sprintf("(%s)(%p)", rv.Type(), funcIdentity(rv))
+	case reflect.Pointer, reflect.Chan, reflect.Map, reflect.Slice, reflect.UnsafePointer:
 		return fmt.Sprintf("(%s)(%#x)", rv.Type(), rv.Pointer())
 	}
 	const most = 200

@@ -56,12 +56,17 @@ func TestValue(t *testing.T) {
 	_ = Value[[1 << 20]byte](1) // a large array: only its first element is set
 }
 
+// counter returns a closure: each call a function value of its own, all
+// with the same code.
+func counter(n int) func() int { return func() int { n++; return n } }
+
 // Same compares by identity what has one, by value the rest.
 func TestSame(t *testing.T) {
 	p, q := Value[*node](1), Value[*node](1)
 	s := Value[[]int](1)
 	f := Value[func()](1)
 	e := errors.New("x")
+	g := counter(1)
 	for _, c := range []struct {
 		got, want any
 		same      bool
@@ -69,7 +74,9 @@ func TestSame(t *testing.T) {
 		{p, p, true}, {p, q, false}, {(*node)(nil), p, false},
 		{s, s, true}, {s, Value[[]int](1), false}, {s[:0], s, false},
 		{3, 3, true}, {3, 4, false}, {int64(3), 3, false}, {"a", "a", true},
-		{f, f, true}, {f, (func())(nil), false},
+		{f, f, true}, {f, (func())(nil), false}, {(func())(nil), (func())(nil), true},
+		{f, Value[func()](2), false}, {f, Value[func()](1), false}, // each a function value of its own
+		{counter(1), counter(1), false}, {g, g, true}, // closures of one literal
 		{Value[time.Time](2), Value[time.Time](2), true}, {Value[time.Time](2), Value[time.Time](3), false},
 		{node{Name: "a"}, node{Name: "a"}, true}, {node{count: 1}, node{}, false},
 		{[]any{e}, []any{e}, false}, {e, e, true}, {nil, nil, true}, {nil, 0, false},
