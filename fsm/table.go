@@ -271,7 +271,7 @@ func (c *Cells) Evaluate(state, event string, holds func(guard string) bool, fai
 // action fails: the semantics of a table, in one place.
 type Outcome struct {
 	Row    int      // the index of the taken row, -1 when none
-	Kind   RowKind  // the taken row's kind; Refuse when none
+	Kind   RowKind  // the taken row's kind; when none, Noop for an ignored event, else Refuse
 	To     string   // the state afterwards
 	Err    string   // the declared error refused with, "" if none
 	Guard  string   // the guard whose failure refused the event
