@@ -298,11 +298,12 @@ var memoryWindows = []int{100, 10000}
 // to a fresh followerd, cumulative acks, at each window of memoryWindows,
 // and samples the live Go heap of the process (node and leader) at the
 // end of every GC cycle while the stream is in flight. Reported: the peak
-// and the number of cycles sampled (a peak of few cycles means little). The memory that entries in flight
-// hold is the difference between the peaks of two windows over the same
-// number of entries, divided by the difference of the windows (see
-// cmd/report): everything else (the WAL's index of its active segment,
-// Pebble's buffers, gRPC's) is the same in both runs.
+// and the number of cycles sampled (a peak of few cycles means little).
+// The memory that entries in flight hold is the difference between the
+// peaks of two windows over the same number of entries, divided by the
+// difference of the windows (see cmd/report): everything else (the WAL's
+// index of its active segment, Pebble's buffers, gRPC's) is the same in
+// both runs.
 func BenchmarkMemoryWindow(b *testing.B) {
 	for _, w := range memoryWindows {
 		b.Run(fmt.Sprintf("window=%d", w), func(b *testing.B) {
