@@ -67,8 +67,8 @@ type Histogram struct {
 	Sum    time.Duration
 }
 
-// latencyBounds are the upper bounds of the histogram buckets: 10 µs to
-// about 5 s, doubling.
+// latencyBounds are the upper bounds of the histogram buckets: 10 µs,
+// doubling, up to the last below 5 s (2.6 s).
 var latencyBounds = func() []time.Duration {
 	var b []time.Duration
 	for d := 10 * time.Microsecond; d <= 5*time.Second; d *= 2 {
