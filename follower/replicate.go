@@ -305,10 +305,7 @@ func (r *replication) handle(a *replicationpb.Append) error {
 		if !r.lockFirstEntry() {
 			return context.Cause(r.ctx)
 		}
-		if appendErr = r.appendNew(a, off, duplicate); appendErr == nil {
-			moved = f.m.FirstEntry(r)
-		}
-		f.release()
+		appendErr, moved = r.firstEntry(a, off, duplicate)
 	} else {
 		appendErr = r.appendNew(a, off, duplicate)
 	}
@@ -340,6 +337,35 @@ func (r *replication) handle(a *replicationpb.Append) error {
 	r.mu.Unlock()
 	r.kick()
 	return nil
+}
+
+// errEntryPanicked ends a stream whose first entry's transition panicked.
+var errEntryPanicked = errors.New("follower: moving to Follower with the first entry panicked")
+
+// firstEntry appends the first entry of a Fenced follower and moves it to
+// Follower, under the lifecycle lock, which it releases. The move runs
+// the lifecycle's observer on this loop's goroutine, where nothing else
+// would recover a panic (an observer's bug) and the process would die:
+// one is the stream's error, the move's if the entry was appended (the
+// log holds it), the append's if not.
+func (r *replication) firstEntry(a *replicationpb.Append, off logpos.Offset, duplicate bool) (appendErr, moved error) {
+	defer r.f.release()
+	appended := false
+	defer func() {
+		if p := recover(); p != nil {
+			err := fmt.Errorf("%w: %v", errEntryPanicked, p)
+			if appended {
+				moved = err
+			} else {
+				appendErr = err
+			}
+		}
+	}()
+	if err := r.appendNew(a, off, duplicate); err != nil {
+		return err, nil
+	}
+	appended = true
+	return nil, r.f.m.FirstEntry(r)
 }
 
 // appendNew appends the entry of a, at offset off, unless it is a

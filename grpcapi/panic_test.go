@@ -49,6 +49,37 @@ func TestPanicInAnObserverReleasesTheShard(t *testing.T) {
 	replicate(t, n.conn, s, 1, 0, 3, true)
 }
 
+// TestPanicInAnObserverOnTheFirstEntry: an observer that panics when the
+// first entry of a stream moves a Fenced follower to Follower, which runs
+// on the stream's receive loop, not on a handler's goroutine: the stream
+// fails (the process does not die), the entry stays in the log, and the
+// next stream of the term goes on from it.
+func TestPanicInAnObserverOnTheFirstEntry(t *testing.T) {
+	var armed atomic.Bool
+	n := startNode(t, "", func(o *grpcapi.Options) {
+		o.Follower.Observer = fsm.ObserverFunc(func(st fsm.Step) {
+			if st.Event == "FirstEntry" && armed.CompareAndSwap(true, false) {
+				panic("observer bug")
+			}
+		})
+	})
+	s := leader.Shard{Namespace: "panic", Shard: 2}
+	if _, err := n.conn.NewTerm(ctxT(t), s, 1, nil); err != nil { // Fenced, not truncated
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	st, _ := aOpen(t, n.conn, s)
+	aSend(t, st, aEntry(1, 1, 0, -1, false))
+	if _, err := aDrain(st); status.Code(err) != codes.Unknown {
+		t.Fatalf("a stream whose first entry's move panicked: %v, want Unknown", err)
+	}
+	got, err := n.conn.Status(ctxT(t), s)
+	if err != nil || got.GetHeadOffset() != 0 {
+		t.Fatalf("after the panic: %v, %v; want the entry in the log (head 0)", got, err)
+	}
+	replicate(t, n.conn, s, 1, 1, 3, true)
+}
+
 // TestPanicInAnObserverEndsTheInstall: an observer that panics once an
 // install is attached: the install is abandoned, nothing of it stays on
 // disk, and the next install goes through.
