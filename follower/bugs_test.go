@@ -796,3 +796,59 @@ func TestBugWaitAppliedMissesInstall(t *testing.T) {
 		t.Fatalf("WaitApplied(20) with the snapshot's commit at 30: %v", err)
 	}
 }
+
+// TestBugNewTermReturnsBeforeTheHandler: NewTerm waited for the ended
+// stream's receive and sync loops, not for its handler, which may still
+// be running when the receive loop has left (it reads an Append the
+// transport held, sees the stream ended, and stops): NewTerm returned
+// before the handler did (docs/spec.md §2.1). Fixed: ending a stream
+// waits for Replicate to return too.
+func TestBugNewTermReturnsBeforeTheHandler(t *testing.T) {
+	f, err := Open(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	gate := make(chan struct{})
+	var fencedFirst atomic.Bool // NewTerm returned while the handler ran
+	var fenced atomic.Bool
+	f.streamEnded = func(*replication) {
+		<-gate // the handler is slow to get going
+		fencedFirst.Store(fenced.Load())
+	}
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := newFakeStream()
+	res := make(chan error, 1)
+	go func() {
+		err := f.Replicate(s)
+		s.cancel() // as a gRPC server stream's context ends with its handler
+		res <- err
+	}()
+	s.in <- entryAppend(1, 0, -1, "k", "v")
+	<-s.acks
+	f.acquire()
+	r := f.stream
+	f.release()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if _, err := f.NewTerm(2, TermOptions{}); err != nil {
+			t.Error(err)
+		}
+		fenced.Store(true)
+	}()
+	<-r.ctx.Done()                          // NewTerm ended the stream
+	s.in <- entryAppend(1, 1, -1, "k", "v") // an Append the transport held: the receive loop leaves
+	<-r.recvDone
+	stacktest.WaitBlockedIn(t, "chan receive", "follower.(*replication).end", done)
+	close(gate)
+	<-done
+	if err := <-res; !errors.Is(err, ErrStreamEnded) {
+		t.Errorf("the handler returned %v, want ErrStreamEnded", err)
+	}
+	if fencedFirst.Load() {
+		t.Error("NewTerm returned before the ended stream's handler")
+	}
+}

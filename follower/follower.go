@@ -838,12 +838,13 @@ func (f lifecycle) Shutdown() error {
 }
 
 // endStream ends the attached stream, if any, and waits for all of its
-// goroutines: no entry of it is written after endStream returns.
+// goroutines and its handler: no entry of it is written after endStream
+// returns.
 func (f *Follower) endStream(cause error) {
 	if r := f.stream; r != nil {
 		r.end(cause)
 		if invariants {
-			assertf(isClosed(r.recvDone) && isClosed(r.syncDone), "a stream's loops still running after it was ended")
+			assertf(isClosed(r.recvDone) && isClosed(r.syncDone) && isClosed(r.returned), "a stream's loops or handler still running after it was ended")
 		}
 		f.stream = nil
 		f.stats.streamAttached.Store(false)

@@ -51,6 +51,9 @@ type replication struct {
 	stopOnce sync.Once
 	recvDone chan struct{}
 	syncDone chan struct{}
+	// returned is closed when Replicate returns: a control operation
+	// that ends the stream returns after its handler (docs/spec.md §2.1).
+	returned chan struct{}
 	// handling is held by the receive loop from the moment an Append
 	// arrives until it is handled; the loop checks under it that the
 	// stream has not ended. Replicate takes it once the stream ended, so
@@ -101,6 +104,7 @@ func newReplication(f *Follower, s ReplicationStream) *replication {
 		stopped:  make(chan struct{}),
 		recvDone: make(chan struct{}),
 		syncDone: make(chan struct{}),
+		returned: make(chan struct{}),
 		wake:     make(chan struct{}, 1),
 		lastAck:  logpos.NoOffset,
 	}
@@ -114,6 +118,7 @@ func newReplication(f *Follower, s ReplicationStream) *replication {
 // ends it (an error matching ErrStreamEnded). See docs/spec.md §2.3.
 func (f *Follower) Replicate(s ReplicationStream) error {
 	r := newReplication(f, s)
+	defer close(r.returned)
 	defer r.cancel(nil)
 	if err := r.attach(); err != nil {
 		return err
@@ -203,12 +208,16 @@ func (r *replication) start() {
 }
 
 // end stops the stream for a control operation and waits for its
-// goroutines. The caller holds the lifecycle lock.
+// goroutines and for its handler (Replicate) to return: the receive loop
+// may leave without it, having read an Append the transport held once the
+// stream ended. The caller holds the lifecycle lock; the handler, once
+// stopped is closed, needs it no more.
 func (r *replication) end(cause error) {
 	r.stopOnce.Do(func() { close(r.stopped) })
 	r.cancel(cause)
 	<-r.syncDone
 	<-r.recvDone
+	<-r.returned
 }
 
 // fail ends the stream with err, unless it has ended already. A failure
