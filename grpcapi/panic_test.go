@@ -25,19 +25,26 @@ import (
 // A panic the server recovers from (a bug) must not leave a lock held:
 // the call gets Unknown, the shard stays usable, and the node shuts down.
 
+// nodeWithPanickingObserver starts a node whose lifecycle observer panics
+// at the first step taken (not refused) on event once armed is set.
+func nodeWithPanickingObserver(t *testing.T, event string) (armed *atomic.Bool, n *node) {
+	armed = new(atomic.Bool)
+	n = startNode(t, "", func(o *grpcapi.Options) {
+		o.Follower.Observer = fsm.ObserverFunc(func(st fsm.Step) {
+			if st.Event == event && st.Err == nil && armed.CompareAndSwap(true, false) {
+				panic("observer bug")
+			}
+		})
+	})
+	return armed, n
+}
+
 // TestPanicInAnObserverReleasesTheShard: an observer that panics while a
 // stream attaches (under the lifecycle lock, once the stream is attached):
 // the stream ends and is detached, and the next one of the same term
 // attaches.
 func TestPanicInAnObserverReleasesTheShard(t *testing.T) {
-	var armed atomic.Bool
-	n := startNode(t, "", func(o *grpcapi.Options) {
-		o.Follower.Observer = fsm.ObserverFunc(func(st fsm.Step) {
-			if st.Event == "AttachStream" && armed.CompareAndSwap(true, false) {
-				panic("observer bug")
-			}
-		})
-	})
+	armed, n := nodeWithPanickingObserver(t, "AttachStream")
 	s := leader.Shard{Namespace: "panic", Shard: 0}
 	fence(t, n.conn, s, 1)
 	armed.Store(true)
@@ -55,14 +62,7 @@ func TestPanicInAnObserverReleasesTheShard(t *testing.T) {
 // fails (the process does not die), the entry stays in the log, and the
 // next stream of the term goes on from it.
 func TestPanicInAnObserverOnTheFirstEntry(t *testing.T) {
-	var armed atomic.Bool
-	n := startNode(t, "", func(o *grpcapi.Options) {
-		o.Follower.Observer = fsm.ObserverFunc(func(st fsm.Step) {
-			if st.Event == "FirstEntry" && armed.CompareAndSwap(true, false) {
-				panic("observer bug")
-			}
-		})
-	})
+	armed, n := nodeWithPanickingObserver(t, "FirstEntry")
 	s := leader.Shard{Namespace: "panic", Shard: 2}
 	if _, err := n.conn.NewTerm(ctxT(t), s, 1, nil); err != nil { // Fenced, not truncated
 		t.Fatal(err)
@@ -84,14 +84,7 @@ func TestPanicInAnObserverOnTheFirstEntry(t *testing.T) {
 // install is attached: the install is abandoned, nothing of it stays on
 // disk, and the next install goes through.
 func TestPanicInAnObserverEndsTheInstall(t *testing.T) {
-	var armed atomic.Bool
-	n := startNode(t, "", func(o *grpcapi.Options) {
-		o.Follower.Observer = fsm.ObserverFunc(func(st fsm.Step) {
-			if st.Event == "BeginInstall" && st.Err == nil && armed.CompareAndSwap(true, false) {
-				panic("observer bug")
-			}
-		})
-	})
+	armed, n := nodeWithPanickingObserver(t, "BeginInstall")
 	s := leader.Shard{Namespace: "panic", Shard: 1}
 	fence(t, n.conn, s, 1)
 	chunks := snapshotOf(t, 1, 5)

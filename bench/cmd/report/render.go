@@ -259,10 +259,14 @@ func (f *figures) memoryInFlight() row {
 	if ok1 && ok2 && min(cl, ch) >= minCycles {
 		q = perEntry / inFlightRecord
 	}
+	value := "—"
+	if ok1 && ok2 {
+		value = fmt.Sprintf("%.0f B per entry in flight", perEntry)
+	}
 	return row{
 		what:  fmt.Sprintf("memory in flight (cumulative acks): live heap per entry of the window, windows %d and %d", lo, hi),
 		bench: "bench: `BenchmarkMemoryWindow`",
-		value: fmt.Sprintf("%.0f B per entry in flight", perEntry),
+		value: value,
 		base: fmt.Sprintf("peak live heap %.1f MiB at window %d, %.1f MiB at window %d, %s entries each; a record is %d B",
 			ph, hi, pl, lo, count(n), inFlightRecord),
 		ratio:   fx(q) + " records",
