@@ -190,7 +190,24 @@ func (l *Loader) openStagedLocked() (SnapshotInfo, *pebble.DB, error) {
 	if err := durable.SyncDir(l.s.fs, l.dir); err != nil {
 		return SnapshotInfo{}, nil, fmt.Errorf("store: stage: %w", err)
 	}
-	db, err := pebble.Open(l.dir, l.s.opts.pebbleOptions(true))
+	return openStaged(l.dir, l.s.opts.pebbleOptions(true))
+}
+
+// openStaged opens the staged database in dir and checks it. The files
+// came from the network: Pebble may panic on some malformed ones (a WAL
+// record with a valid checksum holding a malformed batch, say) while
+// opening or reading them. The staged database is the loader's alone, so
+// such a panic is the snapshot's fault, recovered as ErrInvalidSnapshot.
+func openStaged(dir string, opts *pebble.Options) (info SnapshotInfo, db *pebble.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			if db != nil {
+				closeAfterAnyPanic(db)
+			}
+			info, db, err = SnapshotInfo{}, nil, fmt.Errorf("%w: reading the staged store panicked: %v", ErrInvalidSnapshot, r)
+		}
+	}()
+	db, err = pebble.Open(dir, opts)
 	if err != nil {
 		return SnapshotInfo{}, nil, classifyStaged(err)
 	}
@@ -209,6 +226,13 @@ func (l *Loader) openStagedLocked() (SnapshotInfo, *pebble.DB, error) {
 		return SnapshotInfo{}, nil, errors.Join(classifyStaged(err), db.Close())
 	}
 	return SnapshotInfo{Commit: st.commit, Term: st.term, Options: st.options}, db, nil
+}
+
+// closeAfterAnyPanic closes a staged database that panicked, as well as
+// it can: whatever its Close panics with is dropped too.
+func closeAfterAnyPanic(db *pebble.DB) {
+	defer func() { _ = recover() }()
+	_ = db.Close()
 }
 
 // readAll reads every live key and value of db, so that the blocks that
@@ -326,8 +350,9 @@ func (s *Store) Install(l *Loader, minTerm logpos.Term) (SnapshotInfo, error) {
 		return SnapshotInfo{}, ErrClosed
 	}
 	if err := s.failure(); err != nil {
-		// Like every write of a failed store: reopening it recovers.
-		return SnapshotInfo{}, err
+		// Like every write of a failed store: reopening it recovers. The
+		// snapshot is abandoned as on any other error before the swap.
+		return SnapshotInfo{}, l.failLocked(err)
 	}
 	info, err := l.finishLocked()
 	if err != nil {

@@ -2,6 +2,7 @@ package store
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,8 +16,10 @@ import (
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/record"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/google/go-cmp/cmp"
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
@@ -629,5 +632,105 @@ func TestLoaderRefusesDamagedTables(t *testing.T) {
 	}
 	if _, err := load(dst, chunks, 0); err != nil {
 		t.Fatalf("the undamaged snapshot: %v", err)
+	}
+}
+
+// TestLoaderRefusesAWALThatPanicsPebble: a snapshot whose Pebble WAL holds
+// a record with a valid checksum carrying a malformed batch (an ingest of
+// a file number that is not a uvarint) makes Pebble panic while it
+// replays the log on opening the staged store. Finish refuses it as an
+// invalid snapshot: no panic, the staged files removed, the live store
+// untouched and usable.
+func TestLoaderRefusesAWALThatPanicsPebble(t *testing.T) {
+	chunks, _, _ := memSource(t)
+	batch := binary.LittleEndian.AppendUint64(nil, 1<<40) // sequence number
+	batch = binary.LittleEndian.AppendUint32(batch, 1)    // one record
+	batch = append(batch, byte(pebble.InternalKeyKindIngestSST), 1, 0x80)
+	var log bytes.Buffer
+	w := record.NewWriter(&log)
+	if _, err := w.WriteRecord(batch); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	bad, replaced := slices.Clone(chunks), false
+	for i, c := range bad {
+		if strings.HasSuffix(c.Name, ".log") {
+			bad[i].Content, bad[i].Index, bad[i].Count = log.Bytes(), 0, 1
+			replaced = true
+		}
+	}
+	if !replaced {
+		t.Fatal("the snapshot has no WAL to replace: the test proves nothing")
+	}
+	mem := vfs.NewMem()
+	s := mustOpen(t, "/shard", Options{FS: mem})
+	fillStore(t, s, model{}, 3, 5, "old")
+	want := fingerprintOf(t, s)
+	l, err := s.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeAll(l, bad); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Finish(); !errors.Is(err, ErrInvalidSnapshot) || !strings.Contains(err.Error(), "panicked") {
+		t.Fatalf("Finish of a snapshot whose WAL panics Pebble: %v, want ErrInvalidSnapshot naming the panic", err)
+	}
+	if _, err := s.Install(l, 0); !errors.Is(err, ErrInvalidSnapshot) {
+		t.Errorf("Install after the refused Finish: %v, want its error again", err)
+	}
+	if got := fingerprintOf(t, s); !cmp.Equal(got, want) {
+		t.Errorf("the live store changed:\n%s", cmp.Diff(want, got))
+	}
+	fillStore(t, s, model{}, 3, 1, "after")
+}
+
+// TestInstallIntoAFailedStoreAbortsTheLoader: Install refuses to run on a
+// store that failed (a fatal Pebble error of the live database), and
+// abandons the snapshot as it does on any error before the swap: the
+// staged files are removed and the loader is over.
+func TestInstallIntoAFailedStoreAbortsTheLoader(t *testing.T) {
+	chunks, _, _ := memSource(t)
+	var failing atomic.Bool
+	mem := vfs.NewMem()
+	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if failing.Load() && (op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData) &&
+			strings.HasPrefix(op.Path, "/shard/db-000001/") && strings.HasSuffix(op.Path, ".log") {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	s, err := Open("/shard", Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = s.Close() }() // reports the store's failure
+	fillStore(t, s, model{}, 3, 5, "old")
+	before := listDir(t, mem, "/shard")
+	l, err := s.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeAll(l, chunks); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Finish(); err != nil {
+		t.Fatal(err)
+	}
+	failing.Store(true)
+	if err := s.SetTerm(4, TermOptions{}); !errors.Is(err, ErrFailed) {
+		t.Fatalf("SetTerm with the live WAL's sync failing: %v, want ErrFailed", err)
+	}
+	failing.Store(false)
+	if _, err := s.Install(l, 0); !errors.Is(err, ErrFailed) {
+		t.Fatalf("Install into a failed store: %v, want ErrFailed", err)
+	}
+	if got := listDir(t, mem, "/shard"); !slices.Equal(got, before) {
+		t.Errorf("after the refused Install the store directory holds %q, %q before", got, before)
+	}
+	if _, err := l.Finish(); !errors.Is(err, ErrFailed) {
+		t.Errorf("Finish after the refused Install: %v, want the loader over with ErrFailed", err)
 	}
 }
