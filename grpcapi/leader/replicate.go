@@ -223,8 +223,10 @@ func (r *runState) receive(stream replicationpb.OxiaLogReplication_ReplicateClie
 			return err
 		}
 		if upTo < next {
-			r.priorAcks.Add(1)
-			prior = o
+			if next == run.First {
+				r.priorAcks.Add(1)
+				prior = o
+			}
 			continue
 		}
 		n := int64(upTo - next + 1)
@@ -252,13 +254,15 @@ func (r *runState) receive(stream replicationpb.OxiaLogReplication_ReplicateClie
 
 // covers checks ack o, received when next is the next offset to be
 // acknowledged and prior the last ack below First (NoOffset if none), and
-// returns the last entry it covers: below next for an ack before the run.
+// returns the last entry it covers: below next for an ack before the run
+// or one that covers nothing new.
 //
 // Per entry, o must be next, and sent. Cumulative acks do not decrease,
 // and each covers an entry sent since the previous one: a follower acks
 // its durable head once per sync round, repeating it only to answer a
 // duplicate. The durable head may be beyond the entries sent when the run
-// re-sends entries the follower has; the ack then covers all of them.
+// re-sends entries the follower has; the ack then covers all of them, and
+// its repeats, answering the duplicates it covered, cover nothing new.
 func (r *runState) covers(o, next, prior logpos.Offset) (logpos.Offset, error) {
 	sent := logpos.Offset(r.sentUpTo.Load())
 	if !r.run.Cumulative {
@@ -282,6 +286,8 @@ func (r *runState) covers(o, next, prior logpos.Offset) (logpos.Offset, error) {
 		return upTo, nil
 	case o < r.run.First && next == r.run.First && o > last:
 		return upTo, nil // an ack before the run
+	case next > r.run.First && o == last && last >= next:
+		return next - 1, nil // a repeat of a head beyond the entries sent
 	}
 	return 0, fmt.Errorf("%w: cumulative ack %d covers no entry sent since the previous ack (sent up to %d)", ErrProtocol, o, sent)
 }
