@@ -3,10 +3,12 @@ package grpcapi_test
 import (
 	"context"
 	"testing"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 
+	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 )
@@ -70,5 +72,26 @@ func TestControlOperationsWithALeaderNotReadingAcks(t *testing.T) {
 				aWantStatus(t, n.conn, s, 2, replicationpb.ServingStatus_FENCED, int64(unreadAcks-1), -1)
 			}
 		})
+	}
+}
+
+// TestShutdownWithALeaderNotReadingAcks: a graceful shutdown while a
+// leader has stopped reading acks closes the follower and ends the
+// stream; once no handler runs, the leader has DrainTimeout to read what
+// was sent to it, then its connection is closed and the shutdown
+// completes without error (followerd exits 0). The leader reads acks in
+// order, then Unavailable.
+func TestShutdownWithALeaderNotReadingAcks(t *testing.T) {
+	n := startNode(t, "", func(o *grpcapi.Options) { o.DrainTimeout = time.Millisecond })
+	s := leader.Shard{Namespace: "flow", Shard: 9}
+	fence(t, n.conn, s, 1)
+	st := streamWithoutReading(t, n, s)
+	n.stop() // fails the test if Shutdown returns an error
+	acks, err := aDrain(st)
+	aWantErr(t, err, codes.Unavailable, "")
+	for k, a := range acks {
+		if a != int64(k) {
+			t.Fatalf("ack %d is %d", k, a)
+		}
 	}
 }

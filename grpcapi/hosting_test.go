@@ -1,9 +1,11 @@
 package grpcapi_test
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -12,6 +14,7 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/internal/stacktest"
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
@@ -234,4 +237,35 @@ func TestInspectGetOfANotMember(t *testing.T) {
 	emptyShardDir(t, n, s)
 	_, err := n.conn.Inspect.Get(ctxT(t), &inspectpb.GetRequest{Namespace: s.Namespace, Shard: s.Shard, Keys: [][]byte{[]byte("k")}})
 	wantCode(t, err, codes.Aborted, "NODE_IS_NOT_MEMBER", "")
+}
+
+// TestShutdownLeavesNothingOfAShardNotHosted: a snapshot stream on a shard
+// the node does not host, still waiting for its first chunk when the node
+// shuts down, leaves nothing of the shard on disk, not even its
+// namespace's directory (as a snapshot refused while the node runs does
+// not); the shards the node hosts stay.
+func TestShutdownLeavesNothingOfAShardNotHosted(t *testing.T) {
+	n := startNode(t, "")
+	hosted := leader.Shard{Namespace: "kept", Shard: 4}
+	fence(t, n.conn, hosted, 1)
+	ctx, cancel := context.WithCancel(ctxT(t))
+	defer cancel()
+	stream, err := n.conn.Replication.SendSnapshot(leader.StreamContext(ctx, leader.Shard{Namespace: "gone", Shard: 3}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stacktest.WaitBlockedIn(t, "select", "follower.(*chunkReceiver).next", nil)
+	if _, err := os.Stat(filepath.Join(n.dir, "gone", "3")); err != nil {
+		t.Fatalf("the shard waiting for its snapshot has no directory: the test proves nothing: %v", err)
+	}
+	n.stop()
+	_, err = stream.CloseAndRecv()
+	aWantErr(t, err, codes.Unavailable, "")
+	for _, p := range listTree(t, n.dir) {
+		if p != ".lock" && p != "kept" && !strings.HasPrefix(p, filepath.Join("kept", "4")) {
+			t.Errorf("%s is left in the data directory", p)
+		}
+	}
+	again := startNode(t, n.dir)
+	aWantStatus(t, again.conn, hosted, 1, replicationpb.ServingStatus_FENCED, -1, -1)
 }

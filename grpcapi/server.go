@@ -41,6 +41,9 @@ const DefaultStepHistory = 64
 // DefaultHandshakeTimeout is the default Options.HandshakeTimeout.
 const DefaultHandshakeTimeout = 5 * time.Second
 
+// DefaultDrainTimeout is the default Options.DrainTimeout.
+const DefaultDrainTimeout = 5 * time.Second
+
 // Options configure a Server.
 type Options struct {
 	// DataDir holds one directory per hosted shard. It is created when
@@ -77,6 +80,13 @@ type Options struct {
 	// as one a client opened without a word. Default:
 	// DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// DrainTimeout bounds how long a graceful shutdown waits, once every
+	// follower is closed and every handler has returned, for the clients
+	// to read what was sent to them: a client that stops reading (a
+	// leader that no longer reads its acks) holds its connection under
+	// flow control. Its connection is then closed, and the shutdown
+	// completes. Default: DefaultDrainTimeout.
+	DrainTimeout time.Duration
 	// GRPCOptions are appended to the server's own gRPC options (stats
 	// handlers, interceptors, credentials, keepalive…). One that forces
 	// another codec replaces the server's, which decodes the Appends of
@@ -128,6 +138,13 @@ type Server struct {
 		// namespace opens before then.
 		removals map[shardKey]chan struct{}
 	}
+	// calls counts the handlers running; idle, made by Shutdown, is
+	// closed when none runs any more.
+	calls struct {
+		sync.Mutex
+		running int
+		idle    chan struct{}
+	}
 	// released is closed once the data directory is released, by
 	// Shutdown, or after it when it was cut short while followers were
 	// closing.
@@ -153,6 +170,9 @@ func New(opts Options) (*Server, error) {
 	}
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = DefaultDrainTimeout
 	}
 	if opts.StepHistory <= 0 {
 		opts.StepHistory = DefaultStepHistory
@@ -214,8 +234,11 @@ func (s *Server) Serve(lis net.Listener) error {
 // Shutdown stops the node: health turns NOT_SERVING, no new call is
 // accepted, every stream and install ends (Unavailable), so do health
 // watches, every follower is closed, and Shutdown waits for the running
-// handlers. When ctx ends first, the remaining connections are closed at
-// once and Shutdown returns, whatever the handlers still wait for.
+// handlers. Once they have all returned, it waits for the clients to read
+// their last replies, at most Options.DrainTimeout, and removes what the
+// shards whose followers had nothing stored left on disk. When ctx ends
+// first, the remaining connections are closed at once and Shutdown
+// returns, whatever the handlers still wait for.
 // Shutdown releases the data directory, unless ctx ended while a
 // follower was still closing (it may still write): then the directory is
 // released once every follower has closed, after Shutdown returned.
@@ -287,21 +310,115 @@ func (s *Server) shutdown(ctx context.Context) error {
 		}
 	}
 	s.drain()
-	select {
-	case <-stopped:
-	case <-ctx.Done():
+	if err := s.waitStopped(ctx, stopped); err != nil {
+		errs = append(errs, err)
+	} else {
+		s.removeLeftEmpty(shards)
+	}
+	errs = append(errs, s.releaseDir())
+	return errors.Join(errs...)
+}
+
+// waitStopped waits, once every follower is closed, until gRPC has
+// stopped: every handler has returned and every client has been sent
+// what was written for it. A client that does not read it within
+// Options.DrainTimeout after the last handler returned has its
+// connection closed. If ctx ends while a handler still runs, the
+// connections are closed and the error says so.
+func (s *Server) waitStopped(ctx context.Context, stopped <-chan struct{}) error {
+	idle := s.idle()
+	var drained <-chan time.Time
+	for {
 		select {
 		case <-stopped:
-		default:
+			return nil
+		case <-idle:
+			// What gRPC still waits for is the clients reading the
+			// replies, acks and statuses queued for them.
+			idle = nil
+			t := time.NewTimer(s.opts.DrainTimeout)
+			defer t.Stop()
+			drained = t.C
+		case <-drained:
+			s.log.Warn("closing the connections of clients that did not read their last replies", "drain_timeout", s.opts.DrainTimeout)
+			s.grpc.Stop()
+			<-stopped
+			return nil
+		case <-ctx.Done():
+			select {
+			case <-stopped:
+				return nil
+			default:
+			}
 			// Every follower is closed, and none opens any more: what the
 			// remaining handlers wait for writes nothing to the data
 			// directory.
 			go s.grpc.Stop()
-			errs = append(errs, fmt.Errorf("grpcapi: shutdown cut short: %w", context.Cause(ctx)))
+			if idle == nil {
+				return nil // no handler runs: the clients were slow to read
+			}
+			return fmt.Errorf("grpcapi: shutdown cut short: %w", context.Cause(ctx))
 		}
 	}
-	errs = append(errs, s.releaseDir())
-	return errors.Join(errs...)
+}
+
+// entered and left count a handler in and out (see Server.calls).
+func (s *Server) entered() {
+	s.calls.Lock()
+	s.calls.running++
+	s.calls.Unlock()
+}
+
+func (s *Server) left() {
+	s.calls.Lock()
+	defer s.calls.Unlock()
+	s.calls.running--
+	if s.calls.running == 0 && s.calls.idle != nil {
+		close(s.calls.idle)
+		s.calls.idle = nil
+	}
+}
+
+// idle returns a channel closed once no handler runs.
+func (s *Server) idle() <-chan struct{} {
+	s.calls.Lock()
+	defer s.calls.Unlock()
+	ch := make(chan struct{})
+	if s.calls.running == 0 {
+		close(ch)
+	} else {
+		s.calls.idle = ch
+	}
+	return ch
+}
+
+// removeLeftEmpty removes, once no handler runs, the directories of the
+// shards whose followers had nothing stored when the shutdown closed them
+// (a snapshot stream that was waiting for its first chunk on a shard the
+// node did not host, say), and then their namespaces' directories if
+// empty: the shutdown leaves none of them, as release does not while the
+// node runs. follower.Remove checks on disk that nothing is stored.
+func (s *Server) removeLeftEmpty(shards []*shard) {
+	namespaces := make(map[string]bool)
+	for _, sh := range shards {
+		if sh.f == nil {
+			continue
+		}
+		st := sh.f.Status()
+		if st.State != follower.StateClosed || st.Term != logpos.NoTerm || st.Head != logpos.NoOffset || st.Commit != logpos.NoOffset {
+			continue
+		}
+		if err := follower.Remove(s.followerConfig(sh.key), 0); err != nil {
+			s.log.Warn("keeping the directory of a shard with nothing stored", "namespace", sh.key.namespace, "shard", sh.key.shard, "err", err)
+			continue
+		}
+		namespaces[sh.key.namespace] = true
+	}
+	for ns := range namespaces {
+		if err := s.fs.Remove(s.fs.PathJoin(s.opts.DataDir, ns)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			s.log.Debug("namespace directory kept", "namespace", ns, "err", err)
+		}
+	}
 }
 
 // releaseDir releases the data directory.
@@ -372,11 +489,15 @@ func (s *Server) endOnShutdown(srv any, ss grpc.ServerStream, info *grpc.StreamS
 // Unknown status for its caller and an error in the log, with the stack:
 // a bug met by one call does not take the node down with it.
 func (s *Server) recoverUnary(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (_ any, err error) {
+	s.entered()
+	defer s.left()
 	defer s.recovered(info.FullMethod, &err)
 	return handler(ctx, req)
 }
 
 func (s *Server) recoverStream(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	s.entered()
+	defer s.left()
 	defer s.recovered(info.FullMethod, &err)
 	return handler(srv, ss)
 }
