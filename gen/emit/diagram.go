@@ -90,27 +90,56 @@ func Mermaid(t *fsm.Table) []byte {
 }
 
 // mermaidIDs gives each state its id in the Mermaid diagram: its name,
-// unless Mermaid reads that as a keyword (in any case); then the name
-// followed by as many underscores as make it no other state's name or id.
-// Such a state is declared with its name as its label.
+// unless Mermaid's lexer may read it, or the line before it, as something
+// else; then "_" and its name (no state's name starts with "_"), the
+// state declared with its name as its label. Such names are
+//   - one of the lexer's keywords, in any case ("End", "Note"), or one
+//     followed by what its \b takes for the end of a word: any character
+//     but an ASCII letter, digit or underscore ("Clické");
+//   - names starting with TB, BT, RL or LR, in any case ("Lrb"): a line
+//     starting with one, after a line ending in "direction" (an event
+//     SetDirection), makes both lines one direction statement, and their
+//     edges vanish without a parse error.
+//
+// With those renamed, every line of the diagram starts with the
+// diagram's own syntax or a state id that is neither.
 func mermaidIDs(t *fsm.Table) map[string]string {
 	ids := make(map[string]string, len(t.States))
-	taken := make(map[string]bool, len(t.States))
 	for _, s := range t.States {
-		taken[s.Name] = true
-	}
-	for _, s := range t.States {
-		id := s.Name
-		switch strings.ToLower(id) {
-		case "state", "note", "class", "classdef", "style", "click", "href", "direction", "end",
-			"default", "scale", "acctitle", "accdescr", "statediagram":
-			for id += "_"; taken[id]; id += "_" {
-			}
-			taken[id] = true
+		ids[s.Name] = s.Name
+		if mermaidReserved(s.Name) {
+			ids[s.Name] = "_" + s.Name
 		}
-		ids[s.Name] = id
 	}
 	return ids
+}
+
+// mermaidKeywords are the words of Mermaid's state diagram lexer that a
+// state id could start with.
+var mermaidKeywords = []string{"state", "note", "class", "classdef", "style", "click", "href", "direction", "end",
+	"default", "scale", "acctitle", "accdescr", "statediagram"}
+
+// mermaidReserved reports whether Mermaid may read a state id name as
+// something else (see mermaidIDs).
+func mermaidReserved(name string) bool {
+	lower := strings.ToLower(name)
+	for _, d := range []string{"tb", "bt", "rl", "lr"} {
+		if strings.HasPrefix(lower, d) {
+			return true
+		}
+	}
+	for _, k := range mermaidKeywords {
+		if strings.HasPrefix(lower, k) && (len(lower) == len(k) || !asciiWordByte(lower[len(k)])) {
+			return true
+		}
+	}
+	return false
+}
+
+// asciiWordByte reports whether c is what a JavaScript \b counts as part
+// of a word.
+func asciiWordByte(c byte) bool {
+	return c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
 }
 
 // mermaidText keeps characters Mermaid reads as syntax out of labels, and

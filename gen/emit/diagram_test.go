@@ -6,6 +6,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"unicode"
@@ -35,10 +36,14 @@ func TestEmbedMarkersOnTheirOwnLines(t *testing.T) {
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata")
 
-// States named like Mermaid's keywords are drawn under ids of their own,
-// labelled with their names. testdata/keywords.mmd.golden, which `make
-// verify` parses with the Mermaid library, has every keyword of its state
-// diagram lexer as a state.
+// States that Mermaid's lexer may read as something else are drawn under
+// ids of their own, labelled with their names: the words of its state
+// diagram lexer, those followed by what its \b takes for a word's end
+// ("Clické"), and names starting with a direction (TB, BT, RL, LR), which
+// after a line ending in "direction" would make both lines a direction
+// statement. testdata/keywords.mmd.golden, which `make verify` checks
+// with the Mermaid library (it must parse, and read every transition
+// drawn), has all of them.
 func TestMermaidKeywordStates(t *testing.T) {
 	src := []byte("machine: Doc\npackage: doc\ninitial: State\nunhandled: ignore\n" +
 		"states:\n  State: {}\n  Note: {}\n  End_: {}\n  End: {terminal: true}\n" +
@@ -50,34 +55,50 @@ func TestMermaidKeywordStates(t *testing.T) {
 	}
 	got := string(Mermaid(table))
 	for _, want := range []string{
-		"state \"State\" as State_\n", "state \"Note\" as Note_\n", "state \"End\" as End__\n",
-		"[*] --> State_\n", "State_ --> Note_: Next\n", "Note_ --> End_: Next\n", "End_ --> End__: Next\n",
-		"End__ --> [*]\n", "note right of Note_\n",
+		"state \"State\" as _State\n", "state \"Note\" as _Note\n", "state \"End\" as _End\n",
+		"[*] --> _State\n", "_State --> _Note: Next\n", "_Note --> End_: Next\n", "End_ --> _End: Next\n",
+		"_End --> [*]\n", "note right of _Note\n",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the diagram lacks %q:\n%s", want, got)
 		}
 	}
 
-	keywords := []string{"State", "Note", "Class", "ClassDef", "Style", "Click", "Href", "Direction", "End",
-		"Default", "Scale", "AccTitle", "AccDescr", "StateDiagram"}
-	var yaml strings.Builder
-	yaml.WriteString("machine: Keywords\npackage: keywords\ninitial: State\nunhandled: ignore\nstates:\n")
-	for i, k := range keywords {
-		fmt.Fprintf(&yaml, "  %s: {doc: %s, terminal: %v}\n", k, k, i == len(keywords)-1)
+	reserved := []string{"State", "Note", "Class", "ClassDef", "Style", "Click", "Href", "Direction", "End",
+		"Default", "Scale", "AccTitle", "AccDescr", "StateDiagram",
+		"Clické", "Hrefé", "Defaulté", "Lrb", "Tb", "BtX", "RLé"}
+	kept := []string{"Clicks", "Ending", "Lead", "Trb"}
+	for _, name := range append(slices.Clone(reserved), kept...) {
+		if got, want := mermaidReserved(name), slices.Contains(reserved, name); got != want {
+			t.Errorf("mermaidReserved(%q) = %v, want %v", name, got, want)
+		}
 	}
-	yaml.WriteString("events:\n  Next: {}\nrows:\n")
-	for i := range keywords[1:] {
-		fmt.Fprintf(&yaml, "  - {from: %s, on: Next, to: %s}\n", keywords[i], keywords[i+1])
+	// Each state is reached by an event ending in "Direction" (as is the
+	// initial state, by the line drawing [*]), so that a line ending in
+	// "direction" comes before each state's line.
+	states := append(slices.Clone(reserved), kept...)
+	var yaml strings.Builder
+	yaml.WriteString("machine: Keywords\npackage: keywords\ninitial: XDirection\nunhandled: ignore\nstates:\n  XDirection: {}\n")
+	for i, k := range states {
+		fmt.Fprintf(&yaml, "  %s: {doc: %s, terminal: %v}\n", k, k, i == len(states)-1)
+	}
+	yaml.WriteString("events:\n  SetDirection: {}\nrows:\n  - {from: XDirection, on: SetDirection, to: " + states[0] + "}\n")
+	for i := range states[1:] {
+		fmt.Fprintf(&yaml, "  - {from: %s, on: SetDirection, to: %s}\n", states[i], states[i+1])
 	}
 	table, err = fsm.Load("keywords.yaml", []byte(yaml.String()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	diagram := Mermaid(table)
-	for _, k := range keywords {
-		if !strings.Contains(string(diagram), fmt.Sprintf("state \"%s\" as %s_\n", k, k)) {
+	for _, k := range reserved {
+		if !strings.Contains(string(diagram), fmt.Sprintf("state \"%s\" as _%s\n", k, k)) {
 			t.Errorf("state %s is drawn under its own name:\n%s", k, diagram)
+		}
+	}
+	for _, k := range kept {
+		if strings.Contains(string(diagram), "_"+k) {
+			t.Errorf("state %s is drawn under another id:\n%s", k, diagram)
 		}
 	}
 	const golden = "testdata/keywords.mmd.golden"
