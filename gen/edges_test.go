@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -382,5 +383,21 @@ rows:
 	}
 	if !strings.Contains(out, "--- PASS: TestBigShortestPaths") {
 		t.Fatalf("the generated tests did not run:\n%s", out)
+	}
+}
+
+// TestTableNameWithABackslash: a table whose file name holds a backslash
+// (a name like any other on Unix) names itself in Table() as the
+// generated tests load it, so a freshly generated machine passes them.
+func TestTableNameWithABackslash(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("a backslash separates paths on Windows")
+	}
+	const src = "machine: M\npackage: m\ninitial: A\nunhandled: ignore\n" +
+		"states:\n  A: {}\n  B: {terminal: true}\n" +
+		"events:\n  Go: {}\nrows:\n  - {from: A, on: Go, to: B}\n"
+	dir := tableModule(t, `a\b.yaml`, src)
+	if out, ok := goTest(t, dir, "-run", "TestMTableIsCurrent", "."); !ok {
+		t.Fatalf("the generated tests of a fresh machine fail:\n%s", out)
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"path"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -208,6 +209,12 @@ func comment(indent, text string) string {
 	}, text)
 	var b strings.Builder
 	for _, line := range wrap(text, 76-len(indent)) {
+		if strings.HasPrefix(line, "+build") {
+			// A "// +build" line anywhere before the package clause
+			// is a build constraint, which gofmt moves to the top of
+			// the file: escaped, it stays the doc's text.
+			line = `\` + line
+		}
 		b.WriteString(indent + "// " + line + "\n")
 	}
 	return b.String()
@@ -253,11 +260,14 @@ func rowRef(t *fsm.Table, i int) string {
 	return s
 }
 
+// baseName is the last element of the table's path, as the generator
+// names the table to the generated tests (filepath.Base): they load the
+// table under that name and compare it with Table().
 func baseName(p string) string {
-	if i := strings.LastIndexAny(p, `/\`); i >= 0 {
-		return p[i+1:]
+	if p == "" {
+		return ""
 	}
-	return p
+	return filepath.Base(p)
 }
 
 // importSpec renders an import of the table under the name the table
