@@ -16,13 +16,13 @@ func TestPayloadTypeSyntax(t *testing.T) {
 		"any", "error", "list.List[int]", "Pair[int, string]", "['a']int", "[2.0]int",
 		"struct{ list.List[int] }", "*struct{ *time.Time }", "[7/2]int", "[^-2]int", "[n-1]int", "[-n]int",
 		"['a' - 96]int", "struct{ a int \"// not a comment\" }", "[1 << 20]byte", "  int  ",
-		"[1 << 29]struct{}", "[1 << 29]T",
+		"[1 << 29]struct{}", "[1 << 29]T", "struct{ error }", "struct{ *errors }",
 	}
 	rejected := []string{
 		"_", "[...]int", "x.(int)", "a[b:c]", "interface{ int }", "interface{ ~int }", "comparable", "nil",
 		"iota", "len", "map[[]int]int", "map[func()]int", "struct{ int; int }", "[iota]int", "a.b.c", "f()",
 		"func[T any]()", "int // note", "map[struct{ a []int }]int", "[-1 + &x]int", "[1 == 1]int",
-		"func(a, a int)", "func(a int) (a int)", "interface{ M(); M() }", "struct{ **time.Time }",
+		"func(a, a int)", "func(a int) (a int)", "interface{ M(); M() }", "struct{ **time.Time }", "struct{ *error }", "struct{ *any }",
 		"[-1]int", "[1.5]int", "[3/2.0]int", "[1/0]int", "[1 % 0]int", "[1.5 % 1]int", "[^1.5]int", "[1 << -1]int",
 		"[1 << 30]T", "[1 << 5000]int", "int\n", "int\t", "int /* note */", "[]int\r\n", "int\u2028",
 	}

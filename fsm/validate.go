@@ -635,6 +635,11 @@ func embeddedName(e ast.Expr) string {
 	case *ast.SelectorExpr:
 		return x.Sel.Name
 	case *ast.StarExpr:
+		// Not a pointer to a pointer, nor to a predeclared interface
+		// (Go embeds *T only when T is not an interface).
+		if id, ok := x.X.(*ast.Ident); ok && (id.Name == "error" || id.Name == "any") {
+			return ""
+		}
 		if _, star := x.X.(*ast.StarExpr); !star {
 			return embeddedName(x.X)
 		}
