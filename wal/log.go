@@ -181,6 +181,11 @@ func Open(dir string, opts Options) (*Log, error) {
 		return nil, fmt.Errorf("wal: lock %s: %w", dir, err)
 	}
 	l.lock = lock
+	// What a Delete that a crash cut short left aside.
+	if err := l.fs.RemoveAll(deletedDir(l.fs, dir)); err != nil {
+		_ = lock.Close()
+		return nil, fmt.Errorf("wal: remove what a Delete left of %s: %w", dir, err)
+	}
 	if l.dirFile, err = l.fs.OpenDir(dir); err != nil {
 		_ = lock.Close()
 		return nil, fmt.Errorf("wal: open directory %s: %w", dir, err)
@@ -654,18 +659,19 @@ func (l *Log) findLocked(o logpos.Offset) *segment {
 // Close returns nil once the first has finished, and every other method
 // returns ErrClosed. Readers must be closed separately.
 func (l *Log) Close() error {
-	_, err := l.close()
+	_, _, err := l.close(false)
 	return err
 }
 
 // close is Close, and says whether this call closed the log (false: it
-// was closed already).
-func (l *Log) close() (closed bool, err error) {
+// was closed already). With keepLock, the directory stays locked and the
+// lock is returned for the caller to release.
+func (l *Log) close(keepLock bool) (closed bool, lock io.Closer, err error) {
 	l.mu.Lock()
 	if l.mu.closed {
 		l.mu.Unlock()
 		<-l.closeDone // a Close in progress has finished when this returns
-		return false, nil
+		return false, nil, nil
 	}
 	l.mu.closed = true
 	l.mu.Unlock()
@@ -683,25 +689,53 @@ func (l *Log) close() (closed bool, err error) {
 			l.writeIndexes()
 		}
 	}
+	if keepLock {
+		lock, l.lock = l.lock, nil
+	}
 	l.closeFiles()
-	return true, err
+	return true, lock, err
 }
 
-// Delete closes the log and removes its directory, durably. On a log
-// that is closed already it returns ErrClosed and removes nothing: the
+// Delete closes the log and removes its directory, durably. The
+// directory is first moved aside (to its name followed by ".deleted")
+// while it is still locked, so that a crash leaves all of the log or
+// nothing of it (Open removes what a crash left aside), and a log opened
+// in the same directory meanwhile is not removed with it. On a log that
+// is closed already Delete returns ErrClosed and removes nothing: the
 // directory may belong to a log opened since.
 func (l *Log) Delete() error {
-	closed, err := l.close()
+	closed, lock, err := l.close(true)
 	if !closed {
 		return ErrClosed
 	}
-	if rerr := l.fs.RemoveAll(l.dir); rerr != nil {
+	gone := deletedDir(l.fs, l.dir)
+	parent := l.fs.PathDir(l.dir)
+	rerr := l.fs.RemoveAll(gone)
+	if rerr == nil {
+		rerr = l.fs.Rename(l.dir, gone)
+	}
+	if rerr == nil {
+		rerr = durable.SyncDir(l.fs, parent)
+	}
+	if lock != nil {
+		_ = lock.Close()
+	}
+	if rerr == nil {
+		rerr = l.fs.RemoveAll(gone)
+	}
+	if rerr == nil {
+		rerr = durable.SyncDir(l.fs, parent)
+	}
+	if rerr != nil {
 		return errors.Join(err, fmt.Errorf("wal: remove %s: %w", l.dir, rerr))
 	}
-	if serr := durable.SyncDir(l.fs, l.fs.PathDir(l.dir)); serr != nil {
-		return errors.Join(err, fmt.Errorf("wal: remove %s: %w", l.dir, serr))
-	}
 	return err
+}
+
+// deletedDir is where Delete moves the log directory dir before removing
+// it.
+func deletedDir(fs vfs.FS, dir string) string {
+	return fs.PathJoin(fs.PathDir(dir), fs.PathBase(dir)+".deleted")
 }
 
 // closeFiles closes every file the log holds. Called when nothing else runs.

@@ -538,6 +538,108 @@ func TestDeleteIsDurable(t *testing.T) {
 	}
 }
 
+// TestDeleteLeavesAllOrNothing: a crash at any step of Delete leaves,
+// once the log is opened again, all of it or nothing, and nothing of
+// what Delete moved aside.
+func TestDeleteLeavesAllOrNothing(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	var images []*vfs.MemFS
+	var deleting atomic.Bool
+	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if deleting.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
+			images = append(images, mem.CrashClone(vfs.CrashCloneCfg{}))
+		}
+		return nil
+	}))
+	l := mustOpen(t, "wal", Options{FS: fs, SegmentSize: 512, MustKeep: logpos.NoOffset})
+	mustAppend(t, l, entries(0, 20, 0)...)
+	mustSync(t, l)
+	deleting.Store(true)
+	if err := l.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	deleting.Store(false)
+	images = append(images, mem.CrashClone(vfs.CrashCloneCfg{}))
+	if len(images) < 4 {
+		t.Fatalf("Delete wrote %d times: the test proves nothing", len(images)-1)
+	}
+	var whole, none int
+	for i, img := range images {
+		again := mustOpen(t, "wal", Options{FS: img, SegmentSize: 512, MustKeep: logpos.NoOffset})
+		switch last := again.LastDurable().Offset; last {
+		case 20:
+			whole++
+		case logpos.NoOffset:
+			none++
+		default:
+			t.Errorf("crash %d: the log ends at %d, want 20 or nothing", i, last)
+		}
+		if _, err := img.Stat("wal.deleted"); !errors.Is(err, errNotExist) {
+			t.Errorf("crash %d: after Open, what Delete moved aside: %v", i, err)
+		}
+		if err := again.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if whole == 0 || none == 0 {
+		t.Errorf("%d crashes kept the log, %d removed it: want both", whole, none)
+	}
+}
+
+// TestDeleteKeepsALogOpenedMeanwhile: once Delete has released the
+// directory, a log opened in it is a new one, which Delete does not
+// remove.
+func TestDeleteKeepsALogOpenedMeanwhile(t *testing.T) {
+	mem := vfs.NewMem()
+	var armed atomic.Bool
+	var removals atomic.Int32
+	reached, proceed := make(chan struct{}), make(chan struct{})
+	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		// Delete removes what it moved aside twice: before it moves the
+		// log there, and, the lock released, after.
+		if armed.Load() && op.Kind == errorfs.OpRemoveAll && op.Path == "wal.deleted" && removals.Add(1) == 2 {
+			close(reached)
+			<-proceed
+		}
+		return nil
+	}))
+	opts := Options{FS: fs, SegmentSize: 512, MustKeep: logpos.NoOffset}
+	l := mustOpen(t, "wal", opts)
+	mustAppend(t, l, entries(0, 4, 0)...)
+	mustSync(t, l)
+	deleted := make(chan error)
+	armed.Store(true)
+	go func() { deleted <- l.Delete() }()
+	select {
+	case <-reached:
+	case err := <-deleted:
+		t.Fatalf("Delete returned %v without removing what it moved aside once the lock was released", err)
+	}
+	other, err := Open("wal", Options{FS: mem, SegmentSize: 512, MustKeep: logpos.NoOffset})
+	if err != nil {
+		close(proceed)
+		<-deleted
+		t.Fatalf("opening the log again while Delete removes the old one: %v", err)
+	}
+	if got := other.LastDurable().Offset; got != logpos.NoOffset {
+		t.Errorf("the log opened during Delete ends at %d, want empty", got)
+	}
+	mustAppend(t, other, entries(5, 9, 0)...)
+	mustSync(t, other)
+	close(proceed)
+	if err := <-deleted; err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again := mustOpen(t, "wal", Options{FS: mem, SegmentSize: 512, MustKeep: 9})
+	defer again.Close()
+	if got := again.LastDurable().Offset; got != 9 {
+		t.Fatalf("the log opened during Delete, synced up to 9, ends at %d after the Delete", got)
+	}
+}
+
 func TestReaderTails(t *testing.T) {
 	l := mustOpen(t, "wal", memOpts(vfs.NewMem()))
 	defer l.Close()
