@@ -823,3 +823,31 @@ func TestTrimKeepsTheLastSegment(t *testing.T) {
 	defer l.Close()
 	checkEntries(t, readAll(t, l, firsts[1]), append(slices.Clone(all[firsts[1]:lastSafe+1]), entry(lastSafe+1, 1)))
 }
+
+// TestFailedAppendTakesNothing: an append whose write of the buffered
+// entries fails (the log's buffer is full) returns the failure and takes
+// nothing of the entry: the last appended entry and the CRC chain are
+// those before it.
+func TestFailedAppendTakesNothing(t *testing.T) {
+	var fail atomic.Bool
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if fail.Load() && op.Kind == errorfs.OpFileWriteAt && strings.HasSuffix(op.Path, segmentSuffix) {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	l := mustOpen(t, "wal", Options{FS: fs, SegmentSize: 8 << 20, MustKeep: logpos.NoOffset})
+	defer l.Close()
+	mustAppend(t, l, entry(0, 0))
+	mustSync(t, l)
+	mustAppend(t, l, entry(1, 0))
+	last, crc := l.LastAppended(), l.LastCRC()
+	fail.Store(true)
+	big := logpos.Entry{Term: 1, Offset: 2, Value: make([]byte, flushThreshold)}
+	if err := l.AppendAsync(big); !errors.Is(err, ErrFailed) {
+		t.Fatalf("an append whose write fails: %v, want ErrFailed", err)
+	}
+	if got := l.LastAppended(); got != last || l.LastCRC() != crc {
+		t.Fatalf("after the failed append of 2: last appended %v (was %v), CRC %x (was %x)", got, last, l.LastCRC(), crc)
+	}
+}

@@ -22,8 +22,9 @@ const DefaultSegmentSize = 64 << 20
 const (
 	minSegmentSize = 64
 	maxSegmentSize = 1 << 30
-	// flushThreshold: AppendAsync writes its buffer to the segment file
-	// itself (still without fsync) once this much is pending.
+	// flushThreshold: AppendAsync writes the buffer to the segment file
+	// itself (still without fsync) before an entry would make this much
+	// pending.
 	flushThreshold = 1 << 20
 	// maxSpareBuffer: larger write buffers are dropped after use rather
 	// than kept for reuse.
@@ -323,7 +324,7 @@ func (l *Log) AppendAsync(e logpos.Entry) error {
 
 	l.mu.Lock()
 	err := l.checkLiveLocked()
-	last, prev, active := l.mu.lastAppended.Offset, l.mu.lastCRC, l.mu.active
+	last, prev, active, pending := l.mu.lastAppended.Offset, l.mu.lastCRC, l.mu.active, len(l.mu.pending)
 	l.mu.Unlock()
 	if err != nil {
 		return err
@@ -346,6 +347,15 @@ func (l *Log) AppendAsync(e logpos.Entry) error {
 		if active, err = l.rollSegment(e.Offset, prev, size); err != nil {
 			return err
 		}
+	} else if pending > 0 && pending+int(size) >= flushThreshold {
+		// Written before the entry is taken: should the write fail, the
+		// entry is refused, and nothing of it was taken.
+		l.writeMu.Lock()
+		_, err = l.flushLocked()
+		l.writeMu.Unlock()
+		if err != nil {
+			return err
+		}
 	}
 
 	l.mu.Lock()
@@ -357,17 +367,11 @@ func (l *Log) AppendAsync(e logpos.Entry) error {
 	l.mu.pending = append(l.mu.pending, l.scratch...)
 	l.mu.lastAppended = e.ID()
 	l.mu.lastCRC = crc
-	overflow := len(l.mu.pending) >= flushThreshold
 	l.mu.Unlock()
 	if cap(l.scratch) > maxSpareBuffer {
 		l.scratch = nil
 	}
-	if overflow {
-		l.writeMu.Lock()
-		_, err = l.flushLocked()
-		l.writeMu.Unlock()
-	}
-	return err
+	return nil
 }
 
 // SeedChain sets the CRC the first entry of an empty log is chained to
