@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"math"
+	"path/filepath"
 	"sort"
 	"sync"
 
@@ -712,11 +713,12 @@ func (l *Log) Delete() error {
 	if !closed {
 		return ErrClosed
 	}
-	gone := deletedDir(l.fs, l.dir)
-	parent := l.fs.PathDir(l.dir)
+	dir := filepath.Clean(l.dir)
+	gone := deletedDir(l.fs, dir)
+	parent := l.fs.PathDir(dir)
 	rerr := l.fs.RemoveAll(gone)
 	if rerr == nil {
-		rerr = l.fs.Rename(l.dir, gone)
+		rerr = l.fs.Rename(dir, gone)
 	}
 	if rerr == nil {
 		rerr = durable.SyncDir(l.fs, parent)
@@ -737,8 +739,10 @@ func (l *Log) Delete() error {
 }
 
 // deletedDir is where Delete moves the log directory dir before removing
-// it.
+// it: beside it (dir cleaned first: with a trailing separator, its parent
+// would be dir itself).
 func deletedDir(fs vfs.FS, dir string) string {
+	dir = filepath.Clean(dir)
 	return fs.PathJoin(fs.PathDir(dir), fs.PathBase(dir)+".deleted")
 }
 

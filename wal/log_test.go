@@ -901,3 +901,18 @@ func TestHoldsNothing(t *testing.T) {
 		t.Fatal("a file in the place of a log holds nothing")
 	}
 }
+
+// TestDeleteOfADirectoryNamedWithATrailingSeparator: Delete moves the
+// directory beside itself, not into itself.
+func TestDeleteOfADirectoryNamedWithATrailingSeparator(t *testing.T) {
+	mem := vfs.NewMem()
+	l := mustOpen(t, "data/wal/", memOpts(mem))
+	mustAppend(t, l, entries(0, 3, 0)...)
+	mustSync(t, l)
+	if err := l.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	if names, err := mem.List("data"); err != nil || len(names) != 0 {
+		t.Fatalf("after Delete the parent directory holds %q (%v), want nothing", names, err)
+	}
+}
