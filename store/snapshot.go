@@ -185,17 +185,18 @@ func (sn *Snapshot) Next() (Chunk, error) {
 		sn.mu.buf = make([]byte, n)
 	}
 	buf := sn.mu.buf[:n]
-	if _, err := io.ReadFull(sn.mu.f, buf); err != nil {
+	// Read at the chunk's place, not on from the last read: after a
+	// failed read, the next call reads the same chunk again.
+	if got, err := sn.mu.f.ReadAt(buf, int64(sn.mu.index)*sn.chunkSize); err != nil && !(errors.Is(err, io.EOF) && got == len(buf)) {
 		return Chunk{}, fmt.Errorf("store: snapshot: read %s: %w", file.name, err)
 	}
 	c := Chunk{Name: file.name, Index: sn.mu.index, Count: file.count, Content: buf}
 	sn.mu.index++
 	if sn.mu.index == file.count {
-		err := sn.mu.f.Close()
+		// The chunk was read: a file only read loses nothing if its
+		// close fails.
+		_ = sn.mu.f.Close()
 		sn.mu.f, sn.mu.index, sn.mu.files = nil, 0, sn.mu.files[1:]
-		if err != nil {
-			return Chunk{}, fmt.Errorf("store: snapshot: %w", err)
-		}
 	}
 	return c, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -273,4 +274,79 @@ func TestSnapshotChunkSizes(t *testing.T) {
 	if sn.Size() != 51 {
 		t.Fatalf("Size() = %d, want 51", sn.Size())
 	}
+}
+
+// TestSnapshotNextAfterAFailedRead: Next, called again after a read
+// failed (one that read some of the bytes, then failed), returns the chunk whose
+// read failed, with the file's bytes at its place, and the snapshot reads
+// out whole.
+func TestSnapshotNextAfterAFailedRead(t *testing.T) {
+	mem := vfs.NewMem()
+	s := mustOpen(t, "/shard", Options{FS: mem, SnapshotChunkSize: 10})
+	content := make([]byte, 30)
+	for i := range content {
+		content[i] = byte('a' + i)
+	}
+	if err := mem.MkdirAll("/cp", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFile(mem, "/cp/data", string(content)); err != nil {
+		t.Fatal(err)
+	}
+	fs := &failingReads{FS: mem, failAt: 2}
+	sn := &Snapshot{s: s, fs: fs, dir: "/cp", chunkSize: 10}
+	files, err := sn.list()
+	if err != nil {
+		t.Fatal(err)
+	}
+	sn.mu.files = files
+	if _, err := sn.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sn.Next(); !errors.Is(err, errInjectedRead) {
+		t.Fatalf("the second read: %v, want the injected error", err)
+	}
+	rest := readChunks(t, sn)
+	if len(rest) != 2 || rest[0].Index != 1 || string(rest[0].Content) != string(content[10:20]) || string(rest[1].Content) != string(content[20:]) {
+		t.Fatalf("after the failed read: %q, want chunks 1 and 2 of %q", rest, content)
+	}
+}
+
+var errInjectedRead = errors.New("injected read failure")
+
+// failingReads is a file system whose files' failAt-th read (counted
+// over all files) reads half of what it was asked for, then fails.
+type failingReads struct {
+	vfs.FS
+	failAt int32
+	reads  atomic.Int32
+}
+
+func (fs *failingReads) Open(name string, opts ...vfs.OpenOption) (vfs.File, error) {
+	f, err := fs.FS.Open(name, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &failingRead{File: f, fs: fs}, nil
+}
+
+type failingRead struct {
+	vfs.File
+	fs *failingReads
+}
+
+func (f *failingRead) Read(p []byte) (int, error) {
+	if f.fs.reads.Add(1) == f.fs.failAt {
+		n, _ := f.File.Read(p[:len(p)/2])
+		return n, errInjectedRead
+	}
+	return f.File.Read(p)
+}
+
+func (f *failingRead) ReadAt(p []byte, off int64) (int, error) {
+	if f.fs.reads.Add(1) == f.fs.failAt {
+		n, _ := f.File.ReadAt(p[:len(p)/2], off)
+		return n, errInjectedRead
+	}
+	return f.File.ReadAt(p, off)
 }
