@@ -216,12 +216,21 @@ func (a *applier) nextLocked(offset logpos.Offset) (logpos.Entry, error) {
 }
 
 // repair reopens a store that failed (it takes no more writes, so retrying
-// alone cannot succeed). It gives up when the follower closes.
+// alone cannot succeed). It gives up when the follower closes. A panic of
+// the repair (an observer's bug, when the reopened store holds a higher
+// term and the follower is fenced at it) fails this repair only: the
+// applier goes on, and the next repair, by the applier or a control
+// operation, finishes what this one left.
 func (a *applier) repair() {
 	f := a.f
 	if !f.storeFailed.Load() || !f.acquireUnless(a.quit) {
 		return
 	}
+	defer func() {
+		if p := recover(); p != nil {
+			f.logger().Error("repairing the store panicked", "panic", fmt.Sprint(p))
+		}
+	}()
 	defer f.release()
 	a.mu.Lock()
 	defer a.mu.Unlock()

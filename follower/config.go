@@ -25,7 +25,10 @@ type Config struct {
 	// FS is the file system of Dir. Default: the operating system's.
 	FS vfs.FS
 	// Logger receives the follower's messages, with namespace and shard
-	// attached. Default: discard.
+	// attached (and the log's and the store's, Pebble's included). A
+	// panic of its handler is recovered and the record dropped: lines are
+	// written from goroutines nothing else recovers, and between a
+	// durable effect and the state it justifies. Default: discard.
 	Logger *slog.Logger
 	// Observer sees every step of the lifecycle machine. Optional.
 	Observer fsm.Observer

@@ -60,7 +60,7 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 		return logpos.NoOffset, f.failInstall(inst, snapshotError(err))
 	}
 	defer f.control()()
-	if err := f.m.CommitInstall(inst); err != nil {
+	if err := f.commitInstall(inst); err != nil {
 		f.stats.installsAbandoned.Add(1)
 		_ = inst.loader.Abort()
 		if f.install == inst {
@@ -73,6 +73,24 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 	}
 	f.stats.installsCommitted.Add(1)
 	return f.reply.Offset, nil
+}
+
+// commitInstall fires CommitInstall. Should that panic (an observer's
+// bug), the install is abandoned before the panic goes on, as when the
+// commit fails: it must not keep the next stream or install out, nor its
+// staged files (after a commit, the loader is over: Abort does nothing).
+// The caller holds the lifecycle lock.
+func (f *Follower) commitInstall(inst *installation) error {
+	defer func() {
+		if p := recover(); p != nil {
+			_ = inst.loader.Abort()
+			if f.install == inst {
+				f.install = nil
+			}
+			panic(p)
+		}
+	}()
+	return f.m.CommitInstall(inst)
 }
 
 // beginInstall attaches inst. Should that panic (an observer's bug, say)

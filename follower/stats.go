@@ -3,6 +3,7 @@ package follower
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 	"time"
@@ -149,14 +150,32 @@ func (f *Follower) logger() *slog.Logger { return f.cfg.Logger }
 // shard) and before the record's own. The log and the store get the same
 // logger, so their lines (and Pebble's) name the term as well, though it
 // changes under them.
+//
+// A panic of the user's handler is recovered, and the record dropped:
+// lines are written from within lifecycle actions, between a durable
+// effect and the state it justifies, and from goroutines nothing else
+// recovers (the stream's loops, the applier, the log's and Pebble's), where
+// a panic would leave the follower torn or end the process.
 type termHandler struct {
 	inner slog.Handler
 	term  *atomic.Int64
 }
 
-func (h termHandler) Enabled(ctx context.Context, l slog.Level) bool { return h.inner.Enabled(ctx, l) }
+func (h termHandler) Enabled(ctx context.Context, l slog.Level) (enabled bool) {
+	defer func() {
+		if recover() != nil {
+			enabled = false
+		}
+	}()
+	return h.inner.Enabled(ctx, l)
+}
 
-func (h termHandler) Handle(ctx context.Context, r slog.Record) error {
+func (h termHandler) Handle(ctx context.Context, r slog.Record) (err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("follower: the log handler panicked: %v", p)
+		}
+	}()
 	out := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
 	own := false // a line of the store's names the term it read itself
 	r.Attrs(func(a slog.Attr) bool {
