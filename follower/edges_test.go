@@ -20,6 +20,7 @@ import (
 	"github.com/tablefsm/tablefsm/internal/stacktest"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store"
+	"github.com/tablefsm/tablefsm/wal"
 )
 
 // TestDeleteSurvivesPowerLoss: Delete moves the shard's directory aside
@@ -449,5 +450,31 @@ func TestEntryTermsAreChecked(t *testing.T) {
 			default:
 			}
 		})
+	}
+}
+
+// TestOversizedEntryIsTheLeadersMistake: an entry larger than the log
+// takes fails the stream with ErrInvalidArgument (the leader's mistake),
+// not ErrUnavailable: nothing is written, nothing acknowledged, and the
+// log has not failed.
+func TestOversizedEntryIsTheLeadersMistake(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(3)
+	a := confAttach(t, h.f)
+	a.send(t, entryAppend(3, 0, -1, "k", "v"))
+	a.ack(t)
+	big := entryAppend(3, 1, -1, "k", "v")
+	big.Entry.Value = make([]byte, wal.MaxValueSize+1)
+	a.send(t, big)
+	select {
+	case err := <-a.res:
+		if !errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrUnavailable) {
+			t.Fatalf("the stream ended with %v, want ErrInvalidArgument", err)
+		}
+	case o := <-a.s.acks:
+		t.Fatalf("entry %d acknowledged", o)
+	}
+	if last := h.f.log.LastAppended(); last.Offset != 0 || h.f.logFailed.Load() {
+		t.Fatalf("the log ends at %v (failed: %v)", last, h.f.logFailed.Load())
 	}
 }

@@ -405,6 +405,10 @@ func (r *replication) appendNew(a *replicationpb.Append, off logpos.Offset, dupl
 // append writes an entry to the log without syncing it. The first entry
 // after a snapshot seeds the log's CRC chain with the leader's.
 func (r *replication) append(e logpos.Entry, previousCRC *uint32) error {
+	if len(e.Value) > wal.MaxValueSize {
+		// The leader's mistake, not the log's: refused before anything.
+		return fmt.Errorf("%w: entry %d holds %d bytes, more than the log takes (%d)", ErrInvalidArgument, e.Offset, len(e.Value), wal.MaxValueSize)
+	}
 	log := r.log
 	if previousCRC != nil && log.LastAppended().IsNone() {
 		if err := log.SeedChain(*previousCRC); err != nil {
