@@ -852,9 +852,13 @@ func (f *Follower) endStream(cause error) {
 }
 
 // abandonInstall detaches the install in progress, if any, without waiting
-// for its transfer: its commit will find it detached and fail.
+// for it: its transfer stops waiting for chunks, and it fails, finding
+// itself detached, staged files removed.
 func (f *Follower) abandonInstall() {
 	if f.install != nil {
+		if f.install.abandoned != nil {
+			close(f.install.abandoned)
+		}
 		f.install = nil
 	}
 }

@@ -16,6 +16,9 @@ import (
 type installation struct {
 	chunkTerm logpos.Term
 	loader    *store.Loader
+	// abandoned is closed when NewTerm (or Close) detaches the install:
+	// its transfer stops waiting for chunks.
+	abandoned chan struct{}
 }
 
 // InstallSnapshot receives a snapshot from s and, once every chunk has
@@ -30,14 +33,15 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 		// Closed before the call: no stream of it was ended.
 		return logpos.NoOffset, ErrClosed
 	}
-	chunks := f.receiveChunks(s)
+	abandoned := make(chan struct{})
+	chunks := f.receiveChunks(s, abandoned)
 	defer chunks.stop()
 	first, err := chunks.next()
 	empty := errors.Is(err, io.EOF)
 	if err != nil && !empty {
 		return logpos.NoOffset, f.refuseBeforeFirstChunk(fmt.Errorf("follower: receiving the first chunk: %w", err))
 	}
-	inst := &installation{}
+	inst := &installation{abandoned: abandoned}
 	if !empty {
 		inst.chunkTerm = logpos.Term(first.Term)
 	}
@@ -133,14 +137,15 @@ func (f *Follower) refuseBeforeFirstChunk(err error) error {
 // chunkReceiver calls a snapshot stream's Recv in a goroutine of its own,
 // one call at a time and only when the install asks for the next chunk
 // (a stream may reuse a chunk's buffers), so that an install waiting for
-// a chunk stops waiting when the follower closes. The goroutine ends when
-// the stream's Recv returns after stop; a gRPC server stream's does once
-// its call has returned.
+// a chunk stops waiting when the follower closes or NewTerm abandons it.
+// The goroutine ends when the stream's Recv returns after stop; a gRPC
+// server stream's does once its call has returned.
 type chunkReceiver struct {
-	closing <-chan struct{}
-	want    chan struct{}
-	ch      chan received
-	done    chan struct{}
+	closing   <-chan struct{}
+	abandoned <-chan struct{}
+	want      chan struct{}
+	ch        chan received
+	done      chan struct{}
 }
 
 type received struct {
@@ -148,8 +153,8 @@ type received struct {
 	err error
 }
 
-func (f *Follower) receiveChunks(s SnapshotStream) *chunkReceiver {
-	r := &chunkReceiver{closing: f.closing, want: make(chan struct{}), ch: make(chan received), done: make(chan struct{})}
+func (f *Follower) receiveChunks(s SnapshotStream, abandoned <-chan struct{}) *chunkReceiver {
+	r := &chunkReceiver{closing: f.closing, abandoned: abandoned, want: make(chan struct{}), ch: make(chan received), done: make(chan struct{})}
 	go func() {
 		for {
 			select {
@@ -172,21 +177,30 @@ func (f *Follower) receiveChunks(s SnapshotStream) *chunkReceiver {
 }
 
 // next returns the stream's next chunk, or its error (io.EOF at its end),
-// or ErrClosed (and ErrStreamEnded) once the follower closes. It is not
-// called again after an error.
+// or ErrClosed (and ErrStreamEnded) once the follower closes, or
+// errAbandoned once NewTerm abandoned the install. It is not called again
+// after an error.
 func (r *chunkReceiver) next() (*replicationpb.SnapshotChunk, error) {
 	select {
 	case r.want <- struct{}{}:
 	case <-r.closing:
 		return nil, r.closed()
+	case <-r.abandoned:
+		return nil, errAbandoned
 	}
 	select {
 	case x := <-r.ch:
 		return x.c, x.err
 	case <-r.closing:
 		return nil, r.closed()
+	case <-r.abandoned:
+		return nil, errAbandoned
 	}
 }
+
+// errAbandoned ends the transfer of an install that NewTerm abandoned;
+// failInstall reports it as ErrInvalidTerm.
+var errAbandoned = errors.New("follower: the install was abandoned")
 
 func (r *chunkReceiver) closed() error {
 	return endedByClose(fmt.Errorf("%w: the follower closed while the snapshot was being received", ErrClosed))

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/tablefsm/tablefsm/fsm"
+	"github.com/tablefsm/tablefsm/internal/stacktest"
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
@@ -57,27 +58,57 @@ func TestObserverPanicOnAFailedInstallCommit(t *testing.T) {
 }
 
 // TestObserverPanicOnAnAbandonedInstall: an observer that panics on the
-// refused CommitInstall step of an install NewTerm abandoned during its
-// transfer leaves no staged bytes (SPEC §2.4).
+// refused CommitInstall step of an install NewTerm abandoned once its
+// transfer was over (as it waited for the lifecycle lock to commit)
+// leaves no staged bytes (SPEC §2.4).
 func TestObserverPanicOnAnAbandonedInstall(t *testing.T) {
 	obs := &panicOn{event: EventCommitInstall.String(), fails: true}
 	h := newHarness(t, Config{Observer: obs})
 	h.newTerm(1)
 	chunks := confSnap{chunkTerm: 1, storeTerm: 1, commit: 5, options: confSnapOpts, prefix: "s"}.build(t)
-	s := &gatedStream{chunks: chunks, gate: make(chan struct{}), gateAt: 1}
+	// Every chunk goes through; the end of the stream waits for the gate.
+	s := &gatedStream{chunks: chunks, gate: make(chan struct{}), gateAt: len(chunks)}
 	res := make(chan any, 1)
 	go func() { res <- callRecovering(func() { _, _ = h.f.InstallSnapshot(s) }) }()
 	waitInstallsStarted(t, h.f, 1)
-	if _, err := h.f.NewTerm(2, TermOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	obs.armed.Store(true)
+	h.f.acquire()
 	close(s.gate)
+	stacktest.WaitBlockedIn(t, "chan send", "follower.(*Follower).acquire", nil)
+	h.f.abandonInstall() // what NewTerm does, holding the lock
+	obs.armed.Store(true)
+	h.f.release()
 	if p := <-res; p == nil {
 		t.Fatal("the observer did not panic")
 	}
 	if l := stagingLeft(t, h.fs, h.dir); len(l) > 0 {
 		t.Errorf("staging left after the abandoned install: %v", l)
+	}
+}
+
+// TestNewTermStopsAnInstallWaitingForChunks: NewTerm abandons an install
+// whose leader is slow to send its next chunk; the install fails at once
+// with ErrInvalidTerm, its staged files removed, without waiting for the
+// chunk.
+func TestNewTermStopsAnInstallWaitingForChunks(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	chunks := confSnap{chunkTerm: 1, storeTerm: 1, commit: 5, options: confSnapOpts, prefix: "s"}.build(t)
+	s := &gatedStream{chunks: chunks, gate: make(chan struct{}), gateAt: 1}
+	defer close(s.gate) // the stream's receive goroutine ends with it
+	res := make(chan error, 1)
+	go func() { _, err := h.f.InstallSnapshot(s); res <- err }()
+	waitInstallsStarted(t, h.f, 1)
+	if _, err := h.f.NewTerm(2, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; !errors.Is(err, ErrInvalidTerm) {
+		t.Fatalf("the abandoned install: %v, want ErrInvalidTerm", err)
+	}
+	if l := stagingLeft(t, h.fs, h.dir); len(l) > 0 {
+		t.Errorf("staging left after the abandoned install: %v", l)
+	}
+	if _, err := h.f.InstallSnapshot(&fakeSnapshotStream{chunks: cloneChunks(chunks)}); !errors.Is(err, ErrInvalidTerm) {
+		t.Errorf("a snapshot of term 1 after NewTerm(2): %v, want ErrInvalidTerm", err)
 	}
 }
 
