@@ -214,8 +214,14 @@ func (l *Log) recover() error {
 		if err != nil && !errors.Is(err, errBadSegmentHeader) {
 			return err
 		}
+		// What cutting here loses starts where the kept log ends, which
+		// is below first when the segment before ended early.
+		lost := first
+		if len(segs) > 0 {
+			lost = min(first, segs[len(segs)-1].last()+1)
+		}
 		if err != nil || h.first != first {
-			cut, cutFrom, cutReason = first, i, "segment header damaged"
+			cut, cutFrom, cutReason = lost, i, "segment header damaged"
 			break
 		}
 		s.prevCRC = h.prevCRC
@@ -248,7 +254,7 @@ func (l *Log) recover() error {
 			return err
 		}
 		if r.count == 0 {
-			cut, cutFrom, cutReason = first, i, "segment holds no valid record"
+			cut, cutFrom, cutReason = lost, i, "segment holds no valid record"
 			break
 		}
 		s.count, s.lastCRC, s.lastTerm, s.end, s.positions = r.count, r.lastCRC, r.lastTerm, r.end, r.positions

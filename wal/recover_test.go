@@ -622,3 +622,46 @@ func TestPanicDuringRecoveryReleasesTheDirectory(t *testing.T) {
 	defer l.Close()
 	checkEntries(t, readAll(t, l, 0), all)
 }
+
+// TestCutBelowADamagedSegmentHeaderIsChecked: a segment whose records
+// end early (its tail zeroed, its index gone) followed by a segment whose
+// header is damaged loses the offsets from the end of the first on, not
+// only from the second's: cutting them is refused when they must be kept.
+func TestCutBelowADamagedSegmentHeaderIsChecked(t *testing.T) {
+	fs, all := closedLog(t, 100)
+	var firsts []logpos.Offset
+	for _, name := range listSuffix(t, fs, "wal", segmentSuffix) {
+		var first int64
+		if _, err := fmt.Sscanf(fs.PathBase(name), "%020d.seg", &first); err != nil {
+			t.Fatal(err)
+		}
+		firsts = append(firsts, logpos.Offset(first))
+	}
+	if len(firsts) < 4 {
+		t.Fatalf("%d segments: the test proves nothing", len(firsts))
+	}
+	// Segment 1 keeps its first two records; segment 2's header is damaged.
+	early, next := firsts[1], firsts[2]
+	kept := int64(segmentHeaderSize)
+	for _, e := range all[early : early+2] {
+		rec, _ := appendRecord(nil, &e, 0)
+		kept += int64(len(rec))
+	}
+	seg := "wal/" + segmentName(early)
+	b := readBytes(t, fs, seg)
+	clear(b[kept:])
+	writeBytes(t, fs, seg, b)
+	if err := fs.Remove("wal/" + indexName(early)); err != nil {
+		t.Fatal(err)
+	}
+	damaged := readBytes(t, fs, "wal/"+segmentName(next))
+	damaged[0] ^= 1
+	writeBytes(t, fs, "wal/"+segmentName(next), damaged)
+
+	if _, err := Open("wal", optsKeep(fs, early+2)); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("MustKeep %d (the first offset lost): %v, want ErrCorrupt", early+2, err)
+	}
+	l := mustOpen(t, "wal", optsKeep(fs, early+1))
+	defer l.Close()
+	checkEntries(t, readAll(t, l, 0), all[:early+2])
+}
