@@ -82,10 +82,6 @@ type side struct {
 	lat  []*leader.Histogram
 }
 
-// maxWindow bounds bench's --window: each entry in flight costs the
-// leader driver memory.
-const maxWindow = 1 << 20
-
 // appendBenchKey appends the key the entry at offset puts.
 func appendBenchKey(buf []byte, offset int64) []byte {
 	return strconv.AppendInt(append(buf, "bench/"...), offset, 10)
@@ -101,10 +97,12 @@ func (b *benchConfig) run(ctx context.Context, e *env) error {
 		return usagef("--entries must be positive")
 	case b.entrySize < minEntrySize:
 		return usagef("--entry-size must be at least %d (a put of the longest key, %q, with an empty value)", minEntrySize, appendBenchKey(nil, math.MaxInt64))
+	case b.entrySize > wal.MaxValueSize:
+		return usagef("--entry-size must be at most %d (the largest entry a follower's log takes)", wal.MaxValueSize)
 	case b.window <= 0:
 		return usagef("--window must be positive")
-	case b.window > maxWindow:
-		return usagef("--window must be at most %d (the entries a leader keeps in flight)", maxWindow)
+	case b.window > leader.MaxWindow:
+		return usagef("--window must be at most %d (the entries a leader keeps in flight)", leader.MaxWindow)
 	case b.rounds <= 0:
 		return usagef("--rounds must be positive")
 	case b.idle < 0:

@@ -167,6 +167,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"bench", "--entries", "0"}, 2, "--entries must be positive", ""},
 		{[]string{"bench", "--entry-size", "30"}, 2, `--entry-size must be at least 31 (a put of the longest key, "bench/9223372036854775807", with an empty value)`, ""},
 		{[]string{"bench", "--window", "100000000000000"}, 2, "--window must be at most", ""},
+		{[]string{"bench", "--entry-size", "9223372036854775807"}, 2, "--entry-size must be at most 268435456 (the largest entry a follower's log takes)", ""},
 		{[]string{"status", "--timeout", "0"}, 2, "--timeout must be positive", ""},
 		{[]string{"delete-shard", "--term", "1", "--timeout", "-1s"}, 2, "--timeout must be positive", ""},
 		{[]string{"demo", "--entries", "3"}, 2, "--entries must be at least 10", ""},

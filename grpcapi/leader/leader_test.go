@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"math"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -199,7 +202,7 @@ func TestReplicateResendsToARealNode(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, cumulative := range []bool{false, true} {
-		res, err := conn.Replicate(ctx, leader.Run{Shard: s, Term: 1, First: 5, Count: 5, Window: 2, Cumulative: cumulative, Commit: 4, Value: value})
+		res, err := conn.Replicate(ctx, leader.Run{Shard: s, Term: 1, First: 5, Count: 5, Window: 2, Cumulative: cumulative, Commit: 4, Resent: 5, Value: value})
 		wantLast := logpos.Offset(9)
 		if cumulative {
 			wantLast = 19 // the follower's durable head
@@ -218,11 +221,31 @@ func TestReplicateRejectsBadInput(t *testing.T) {
 		{First: -3, Count: 2, Value: value},
 		{First: 0, Count: -5, Value: value},
 		{First: 0, Count: 1},
+		{First: math.MaxInt64 - 1, Count: 3, Value: value}, // past the largest offset
+		{First: math.MaxInt64 - 1, Count: 2, Value: value}, // the largest offset
+		{First: 0, Count: 2, Window: math.MaxInt, Value: value},
+		{First: 0, Count: 2, Window: leader.MaxWindow + 1, Value: value},
+		{First: 0, Count: 2, Resent: 3, Value: value},
+		{First: 0, Count: 2, Resent: -1, Value: value},
 	} {
 		run.Shard = leader.Shard{Namespace: "x"}
-		if res, err := conn.Replicate(context.Background(), run); err == nil || errors.Is(err, leader.ErrProtocol) || res.Sent != 0 {
-			t.Errorf("First %d, Count %d: %+v, %v; want a usage error", run.First, run.Count, res, err)
+		var res leader.Result
+		var err error
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					err = fmt.Errorf("panicked: %v", p)
+				}
+			}()
+			res, err = conn.Replicate(context.Background(), run)
+		}()
+		if err == nil || errors.Is(err, leader.ErrProtocol) || strings.Contains(err.Error(), "panicked") || res.Sent != 0 {
+			t.Errorf("First %d, Count %d, Window %d, Resent %d: %+v, %v; want a usage error", run.First, run.Count, run.Window, run.Resent, res, err)
 		}
+	}
+	// The offset below the largest is a run's last.
+	if _, err := conn.Replicate(context.Background(), leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, First: math.MaxInt64 - 2, Count: 2, Window: 2, Value: value}); err != nil {
+		t.Errorf("a run ending below the largest offset: %v", err)
 	}
 }
 
@@ -343,5 +366,137 @@ func TestSendSnapshotSourceFails(t *testing.T) {
 	}
 	if st, err := conn.Status(ctx, s); status.Code(err) != codes.Aborted {
 		t.Errorf("after an aborted transfer the shard is %v, %v; want no member (nothing installed)", st, err)
+	}
+}
+
+// TestReplicateResendsOverTheHeadToARealNode: a run re-sending entries up
+// to the follower's head and beyond it (five duplicates, then new entries
+// or none) is acknowledged whatever the timing of the follower's sync
+// rounds against the sender.
+func TestReplicateResendsOverTheHeadToARealNode(t *testing.T) {
+	conn := realNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, count := range []int64{5, 20} {
+		for i := range int64(20) {
+			s := leader.Shard{Namespace: "overlap", Shard: count*100 + i}
+			head, err := conn.NewTerm(ctx, s, 1, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := conn.Truncate(ctx, s, 1, head); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := conn.Replicate(ctx, leader.Run{Shard: s, Term: 1, First: 0, Count: 20, Window: 20, Cumulative: true, Value: value}); err != nil {
+				t.Fatal(err)
+			}
+			res, err := conn.Replicate(ctx, leader.Run{Shard: s, Term: 1, First: 15, Count: count, Window: 20, Cumulative: true, Commit: 14, Resent: 5, Value: value})
+			if err != nil || res.Acked != count || res.LastAck != max(19, 14+logpos.Offset(count)) {
+				t.Fatalf("re-sending 15..%d to a follower holding 0..19: %+v, %v", 14+count, res, err)
+			}
+		}
+	}
+}
+
+// pacedStep: receive recv more entry-bearing Appends, then send acks.
+type pacedStep struct {
+	recv int
+	acks []int64
+}
+
+// pacedFollower plays a script of acks, each group sent once a number of
+// entries arrived, so what the leader had sent is known.
+type pacedFollower struct {
+	replicationpb.UnimplementedOxiaLogReplicationServer
+	script []pacedStep
+}
+
+func (p pacedFollower) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
+	for _, st := range p.script {
+		for n := 0; n < st.recv; {
+			a, err := s.Recv()
+			if err != nil {
+				return err
+			}
+			if a.GetEntry() != nil {
+				n++
+			}
+		}
+		for _, o := range st.acks {
+			if err := s.Send(&replicationpb.Ack{Offset: o}); err != nil {
+				return err
+			}
+		}
+	}
+	for {
+		if _, err := s.Recv(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// TestReplicateRepeatedCumulativeAcks: a follower holding 0..7 gets a run
+// re-sending 5..14 (three duplicates), all of it sent before the first
+// ack: its head 7, a repeat of 7 answering duplicates, then 14. Accepted
+// when the run says it re-sends three entries, whatever the window;
+// without, the repeat answers no duplicate: a protocol violation.
+func TestReplicateRepeatedCumulativeAcks(t *testing.T) {
+	script := []pacedStep{{recv: 10, acks: []int64{7}}, {acks: []int64{7}}, {acks: []int64{14}}}
+	for _, c := range []struct {
+		resent int64
+		ok     bool
+	}{{3, true}, {1, true}, {0, false}} {
+		conn := serve(t, func(s *grpc.Server) {
+			replicationpb.RegisterOxiaLogReplicationServer(s, pacedFollower{script: script})
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		res, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, First: 5, Count: 10, Window: 10, Cumulative: true, Commit: 4, Resent: c.resent, Value: value})
+		cancel()
+		if c.ok && (err != nil || res.Acked != 10 || res.LastAck != 14) {
+			t.Errorf("Resent %d: %+v, %v", c.resent, res, err)
+		}
+		if !c.ok && !errors.Is(err, leader.ErrProtocol) {
+			t.Errorf("Resent %d: %v, want ErrProtocol", c.resent, err)
+		}
+	}
+	// The same acks, the first arriving when only three entries were
+	// sent (window 3), or all ten (window 10): both accepted.
+	for _, window := range []int{3, 10} {
+		conn := serve(t, func(s *grpc.Server) {
+			replicationpb.RegisterOxiaLogReplicationServer(s, pacedFollower{script: []pacedStep{
+				{recv: 3, acks: []int64{19, 19}}, {recv: 3, acks: []int64{20}}, {recv: 3, acks: []int64{23}}, {recv: 1, acks: []int64{24}},
+			}})
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		res, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, First: 15, Count: 10, Window: window, Cumulative: true, Commit: 14, Resent: 5, Value: value})
+		cancel()
+		if err != nil || res.Acked != 10 || res.LastAck != 24 {
+			t.Errorf("window %d: %+v, %v", window, res, err)
+		}
+	}
+}
+
+// TestReplicateLatenciesAreNotNegative: an ack beyond every entry sent
+// covers entries sent after it arrived; their latencies are not below
+// zero.
+func TestReplicateLatenciesAreNotNegative(t *testing.T) {
+	conn := serve(t, func(s *grpc.Server) {
+		var script []pacedStep
+		for range 200 {
+			script = append(script, pacedStep{recv: 1, acks: []int64{1 << 40}})
+		}
+		replicationpb.RegisterOxiaLogReplicationServer(s, pacedFollower{script: script})
+	})
+	lat := &leader.Histogram{}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, First: 0, Count: 200, Window: 200, Cumulative: true, Resent: 200, Latency: lat, Value: value}); err != nil {
+		t.Fatal(err)
+	}
+	if q := lat.Quantile(0); q <= 0 {
+		t.Errorf("smallest latency %v, mean %v: latencies below zero were recorded", q, lat.Mean())
 	}
 }

@@ -5,12 +5,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"sync/atomic"
 	"time"
 
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
 )
+
+// MaxWindow bounds Run.Window: each entry in flight costs the leader
+// memory.
+const MaxWindow = 1 << 20
 
 // ErrProtocol is returned when a follower's acks break the protocol.
 var ErrProtocol = errors.New("leader: protocol violation")
@@ -20,15 +25,22 @@ var ErrProtocol = errors.New("leader: protocol violation")
 type Run struct {
 	Shard Shard
 	Term  logpos.Term
-	// First is the offset of the first entry sent; Count how many.
-	// Count zero sends only a commit advertisement.
+	// First is the offset of the first entry sent; Count how many, all
+	// below the largest offset (math.MaxInt64). Count zero sends only a
+	// commit advertisement.
 	First logpos.Offset
 	Count int64
-	// Window bounds the entries in flight. Default: 1.
+	// Window bounds the entries in flight (at most MaxWindow). Default: 1.
 	Window int
 	// Cumulative asks for cumulative acks (one ack per follower sync
 	// round) instead of one ack per entry.
 	Cumulative bool
+	// Resent is how many of the run's first entries the follower holds
+	// already (a run resuming a broken stream from an older ack): in
+	// cumulative mode the follower may answer each of these duplicates
+	// with a repeat of its last ack, which covers nothing new. Repeats are
+	// a protocol violation beyond that.
+	Resent int64
 	// Commit is the commit offset known before the run. Every Append
 	// advertises max(Commit, last acked offset): with one follower, what
 	// it acked is committed.
@@ -69,15 +81,23 @@ type Result struct {
 // follower's gRPC status when it ended the stream, or ErrProtocol.
 //
 // A run may send entries the follower already has (say, resuming after
-// a broken stream from the last offset acknowledged): it acks them as
-// duplicates, and in cumulative mode with its durable head, which may be
-// beyond the last entry sent. Such an ack covers every entry sent so far.
+// a broken stream from the last offset acknowledged; Run.Resent says how
+// many): it acks them as duplicates, and in cumulative mode with its
+// durable head, which may be beyond the last entry sent. Such an ack
+// covers every entry sent so far.
 func (c *Conn) Replicate(ctx context.Context, run Run) (Result, error) {
 	switch {
 	case run.First < 0:
 		return Result{LastAck: logpos.NoOffset}, fmt.Errorf("leader: Run.First is %d, want an offset ≥ 0", run.First)
 	case run.Count < 0:
 		return Result{LastAck: logpos.NoOffset}, fmt.Errorf("leader: Run.Count is %d, want ≥ 0", run.Count)
+	case int64(run.First) > math.MaxInt64-run.Count:
+		// A follower takes no entry at the largest offset either.
+		return Result{LastAck: logpos.NoOffset}, fmt.Errorf("leader: Run.First %d and Count %d reach the largest offset", run.First, run.Count)
+	case run.Window > MaxWindow:
+		return Result{LastAck: logpos.NoOffset}, fmt.Errorf("leader: Run.Window is %d, want at most %d", run.Window, MaxWindow)
+	case run.Resent < 0 || run.Resent > run.Count:
+		return Result{LastAck: logpos.NoOffset}, fmt.Errorf("leader: Run.Resent is %d, want 0 to Count (%d)", run.Resent, run.Count)
 	case run.Count > 0 && run.Value == nil:
 		return Result{LastAck: logpos.NoOffset}, errors.New("leader: Run.Value is required")
 	}
@@ -190,6 +210,7 @@ type runState struct {
 	acked     atomic.Int64
 	lastAckAt atomic.Int64 // ns since base
 	priorAcks atomic.Int64
+	repeats   int64 // repeated cumulative acks, answering duplicates (receiver only)
 }
 
 // ended explains why the stream ended before the run did.
@@ -216,9 +237,11 @@ func (r *runState) receive(stream replicationpb.OxiaLogReplication_ReplicateClie
 			return err
 		}
 		o := logpos.Offset(ack.GetOffset())
-		now := time.Since(r.base)
-		// upTo is the last entry the ack covers.
+		// upTo is the last entry the ack covers; every entry up to it
+		// was sent, its time stored, before covers read how far the
+		// sender got, so before now: no latency is negative.
 		upTo, err := r.covers(o, next, prior)
+		now := time.Since(r.base)
 		if err != nil {
 			return err
 		}
@@ -261,8 +284,9 @@ func (r *runState) receive(stream replicationpb.OxiaLogReplication_ReplicateClie
 // and each covers an entry sent since the previous one: a follower acks
 // its durable head once per sync round, repeating it only to answer a
 // duplicate. The durable head may be beyond the entries sent when the run
-// re-sends entries the follower has; the ack then covers all of them, and
-// its repeats, answering the duplicates it covered, cover nothing new.
+// re-sends entries the follower has; the ack then covers all of them. A
+// repeat of the last ack covers nothing new: it answers one of the
+// Run.Resent duplicates sent so far, or breaks the protocol.
 func (r *runState) covers(o, next, prior logpos.Offset) (logpos.Offset, error) {
 	sent := logpos.Offset(r.sentUpTo.Load())
 	if !r.run.Cumulative {
@@ -286,8 +310,9 @@ func (r *runState) covers(o, next, prior logpos.Offset) (logpos.Offset, error) {
 		return upTo, nil
 	case o < r.run.First && next == r.run.First && o > last:
 		return upTo, nil // an ack before the run
-	case next > r.run.First && o == last && last >= next:
-		return next - 1, nil // a repeat of a head beyond the entries sent
+	case next > r.run.First && o == last && r.repeats < min(r.run.Resent, int64(sent-r.run.First)+1):
+		r.repeats++
+		return next - 1, nil // a repeat answering a duplicate
 	}
 	return 0, fmt.Errorf("%w: cumulative ack %d covers no entry sent since the previous ack (sent up to %d)", ErrProtocol, o, sent)
 }
