@@ -126,6 +126,7 @@ func TestReport(t *testing.T) {
 		"| 1000 | cumulative |",
 		"| Test CPU, 2 cores |",
 		"**quick run**",
+		"its verdicts are indicative only",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("the report lacks %q:\n%s", want, out)
@@ -133,6 +134,71 @@ func TestReport(t *testing.T) {
 	}
 	if strings.Contains(out, "## Not measured") {
 		t.Errorf("figures reported missing:\n%s", out)
+	}
+}
+
+// TestReportJudgesUnrounded: a figure just past its budget is missed,
+// though three significant digits would print it as the budget itself;
+// it is printed with the digits that show it.
+func TestReportJudgesUnrounded(t *testing.T) {
+	for _, c := range []struct {
+		name, bench, unit string
+		v                 float64
+		row, ratio        string
+	}{
+		// 40.09 / 2000 = 0.020045 > 1/50
+		{"transition", "BenchmarkTransition/tablefsm", "ns/op", 40.09, "generated guarded transition vs looplab/fsm |", "| 0.02005 |"},
+		{"reader cost", "BenchmarkGroupCommit", "reader-cost", 0.2004, "WAL: throughput a tailing reader", "| 0.2004 |"},
+		{"group commit", "BenchmarkGroupCommit", "wal-vs-raw", 0.5996, "WAL pipelined append", "| 0.5996 |"},
+		{"batch of 64", "BenchmarkWALDurableBatchInterleaved/batch=64", "x-vs-raftwal", 0.9996, "WAL durable batch of 64 × 128 B vs hashicorp/raft-wal", "| 0.9996 (speed) |"},
+		{"hot path", "BenchmarkHotPath", "ns/op", 1004, "follower per-entry hot path", ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			run := fakeRun(t)
+			setMetric(t, run, c.bench, c.unit, c.v)
+			res, err := parseRun(run)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var md bytes.Buffer
+			render(&md, run, res, nil)
+			row := ""
+			for line := range strings.Lines(md.String()) {
+				if strings.HasPrefix(line, "| "+c.row) {
+					row = line
+				}
+			}
+			if !strings.Contains(row, "| **missed** |") || !strings.Contains(row, c.ratio) {
+				t.Errorf("%s = %g misses its budget; the row is %q, want it missed, showing %q", c.unit, c.v, row, c.ratio)
+			}
+		})
+	}
+}
+
+// setMetric sets, in every result line of the benchmark name, the value
+// of unit to v.
+func setMetric(t *testing.T, run *Run, name, unit string, v float64) {
+	t.Helper()
+	n := 0
+	for i := range run.Steps {
+		var out strings.Builder
+		for line := range strings.Lines(run.Steps[i].Output) {
+			f := strings.Fields(line)
+			if len(f) > 0 && f[0] == name+"-2" {
+				for j := 2; j+1 < len(f); j += 2 {
+					if f[j+1] == unit {
+						f[j] = fmt.Sprint(v)
+						n++
+					}
+				}
+				line = strings.Join(f, "\t") + "\n"
+			}
+			out.WriteString(line)
+		}
+		run.Steps[i].Output = out.String()
+	}
+	if n == 0 {
+		t.Fatalf("no %s %s in the fixture", name, unit)
 	}
 }
 
@@ -169,7 +235,7 @@ func TestReportMissing(t *testing.T) {
 	}
 	var md bytes.Buffer
 	render(&md, run, res, plots)
-	for _, want := range []string{"## Not measured", "bench:BenchmarkTransition/tablefsm ns/op", "| not measured |"} {
+	for _, want := range []string{"## Not measured", "bench:BenchmarkTransition/tablefsm ns/op", "| not measured |", "**Not measured in this run (10 of 12):** generated guarded transition vs looplab/fsm; "} {
 		if !strings.Contains(md.String(), want) {
 			t.Errorf("the report lacks %q:\n%s", want, md.String())
 		}
