@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/tablefsm/tablefsm/logpos"
@@ -111,10 +112,18 @@ func (s *Store) Apply(e logpos.Entry) error {
 // each entry: the first time one reads in the middle of a batch, the
 // store goes back to one batch per entry.
 func (s *Store) ApplyBatch(entries []logpos.Entry) (n int, err error) {
+	ran := false
+	var before logpos.EntryID
 	err = s.writing(func(h *pebble.DB) (err error) {
+		ran, before = true, s.mu.commit // written only with s.write held, as it is here
 		n, err = s.applyChunksLocked(h, entries)
 		return err
 	})
+	if ran && errors.Is(err, ErrFailed) {
+		// A fatal Pebble error unwound the batches without a count:
+		// those committed before it are applied all the same.
+		n = int(min(int64(len(entries)), int64(s.Commit().Offset-before.Offset)))
+	}
 	return n, err
 }
 
@@ -174,7 +183,7 @@ func (s *Store) applyBatchLocked(h *pebble.DB, entries []logpos.Entry) (int, err
 	prev := s.mu.commit // written only with s.write held, as it is here
 	for i, e := range entries {
 		var err error
-		if e.Offset != prev.Offset+1 || e.Term < prev.Term {
+		if e.Offset != prev.Offset+1 || prev.Offset == math.MaxInt64 || e.Term < prev.Term {
 			err = fmt.Errorf("%w: entry %v after commit %v", ErrOutOfOrder, e.ID(), prev)
 		} else {
 			w.inBatch = i > 0

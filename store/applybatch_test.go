@@ -2,9 +2,13 @@ package store
 
 import (
 	"errors"
+	"math"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/tablefsm/tablefsm/logpos"
 )
@@ -128,4 +132,58 @@ func TestApplyBatchKV(t *testing.T) {
 	if c := s.Commit(); c.Offset != 59 {
 		t.Fatalf("commit %v, want 59", c)
 	}
+}
+
+// fatalAt reads the store in every entry (so that the store applies one
+// entry per batch) and, at offset at, meets a fatal Pebble error, as a
+// read of a database whose Pebble gave up does.
+type fatalAt struct{ at logpos.Offset }
+
+func (f fatalAt) Apply(e logpos.Entry, w *Writer) error {
+	if e.Offset == f.at {
+		panic(pebbleFatal("pebble gave up"))
+	}
+	if _, err := w.Get([]byte("n")); err != nil && !errors.Is(err, ErrNotFound) {
+		return err
+	}
+	return w.Set([]byte("n"), []byte{byte(e.Offset)})
+}
+
+// TestApplyBatchCountAfterAFatalError: the entries of the batches
+// committed before a fatal Pebble error are counted as applied, as they
+// are.
+func TestApplyBatchCountAfterAFatalError(t *testing.T) {
+	s := mustOpen(t, t.TempDir(), Options{StateMachine: fatalAt{at: 4}})
+	if n, err := s.ApplyBatch(entries(0, 1)); n != 2 || err != nil {
+		t.Fatalf("ApplyBatch(0..1) = %d, %v", n, err)
+	}
+	n, err := s.ApplyBatch(entries(2, 4))
+	if !errors.Is(err, ErrFailed) {
+		t.Fatalf("ApplyBatch(2..4): %v, want ErrFailed", err)
+	}
+	if c := s.Commit(); n != 2 || c.Offset != 3 {
+		t.Fatalf("ApplyBatch(2..4) = %d with the commit at %v, want 2 (entries 2 and 3 applied)", n, c)
+	}
+}
+
+// TestApplyAfterTheLargestOffset: a store whose commit is at the largest
+// offset takes no entry after it (the offset after it does not exist),
+// rather than writing a commit id that Open refuses.
+func TestApplyAfterTheLargestOffset(t *testing.T) {
+	fs := vfs.NewMem()
+	s := mustOpen(t, "/shard", Options{FS: fs})
+	if err := s.db.h.Set(keyCommit, encodeEntryID(logpos.EntryID{Term: 1, Offset: math.MaxInt64}), pebble.Sync); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = mustOpen(t, "/shard", Options{FS: fs})
+	if err := s.Apply(kvEntry(t, 1, math.MinInt64, put("k", "v"))); !errors.Is(err, ErrOutOfOrder) {
+		t.Fatalf("Apply of offset %d after commit %d: %v, want ErrOutOfOrder", int64(math.MinInt64), int64(math.MaxInt64), err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	mustOpen(t, "/shard", Options{FS: fs}).Close()
 }
