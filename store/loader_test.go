@@ -668,13 +668,7 @@ func TestLoaderRefusesAWALThatPanicsPebble(t *testing.T) {
 	s := mustOpen(t, "/shard", Options{FS: mem})
 	fillStore(t, s, model{}, 3, 5, "old")
 	want := fingerprintOf(t, s)
-	l, err := s.NewLoader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := writeAll(l, bad); err != nil {
-		t.Fatal(err)
-	}
+	l := staged(t, s, bad)
 	if _, err := l.Finish(); !errors.Is(err, ErrInvalidSnapshot) || !strings.Contains(err.Error(), "panicked") {
 		t.Fatalf("Finish of a snapshot whose WAL panics Pebble: %v, want ErrInvalidSnapshot naming the panic", err)
 	}
@@ -709,13 +703,7 @@ func TestInstallIntoAFailedStoreAbortsTheLoader(t *testing.T) {
 	defer func() { _ = s.Close() }() // reports the store's failure
 	fillStore(t, s, model{}, 3, 5, "old")
 	before := listDir(t, mem, "/shard")
-	l, err := s.NewLoader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := writeAll(l, chunks); err != nil {
-		t.Fatal(err)
-	}
+	l := staged(t, s, chunks)
 	if _, err := l.Finish(); err != nil {
 		t.Fatal(err)
 	}
@@ -733,4 +721,17 @@ func TestInstallIntoAFailedStoreAbortsTheLoader(t *testing.T) {
 	if _, err := l.Finish(); !errors.Is(err, ErrFailed) {
 		t.Errorf("Finish after the refused Install: %v, want the loader over with ErrFailed", err)
 	}
+}
+
+// staged returns a new loader of s into which chunks were written.
+func staged(t *testing.T, s *Store, chunks []Chunk) *Loader {
+	t.Helper()
+	l, err := s.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeAll(l, chunks); err != nil {
+		t.Fatal(err)
+	}
+	return l
 }

@@ -106,14 +106,7 @@ func (l liar) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, replica
 	if l.end {
 		return nil
 	}
-	for {
-		if _, err := s.Recv(); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-	}
+	return drain(s)
 }
 
 func serve(t *testing.T, register func(*grpc.Server)) *leader.Conn {
@@ -428,14 +421,7 @@ func (p pacedFollower) Replicate(s grpc.BidiStreamingServer[replicationpb.Append
 			}
 		}
 	}
-	for {
-		if _, err := s.Recv(); err != nil {
-			if errors.Is(err, io.EOF) {
-				return nil
-			}
-			return err
-		}
-	}
+	return drain(s)
 }
 
 // TestReplicateRepeatedCumulativeAcks: a follower holding 0..7 gets a run
@@ -498,5 +484,17 @@ func TestReplicateLatenciesAreNotNegative(t *testing.T) {
 	}
 	if q := lat.Quantile(0); q <= 0 {
 		t.Errorf("smallest latency %v, mean %v: latencies below zero were recorded", q, lat.Mean())
+	}
+}
+
+// drain reads a stream's Appends until the leader half-closes it.
+func drain(s grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
+	for {
+		if _, err := s.Recv(); err != nil {
+			if errors.Is(err, io.EOF) {
+				return nil
+			}
+			return err
+		}
 	}
 }
