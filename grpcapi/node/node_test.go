@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -30,9 +31,25 @@ import (
 // the subprocess tests start it as their followerd.
 const asFollowerd = "NODE_TEST_AS_FOLLOWERD=1"
 
+// asParent makes this test binary start itself as a followerd over the
+// data directory NODE_TEST_PARENT_OF names, print "started" on stdout and
+// wait until its stdin ends: TestChildEndsWithParent kills it meanwhile.
+const asParent = "NODE_TEST_AS_PARENT=1"
+
 func TestMain(m *testing.M) {
 	if os.Getenv("NODE_TEST_AS_FOLLOWERD") == "1" {
 		os.Exit(node.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	}
+	if os.Getenv("NODE_TEST_AS_PARENT") == "1" {
+		argv := []string{os.Args[0], "--listen", "127.0.0.1:0", "--data-dir", os.Getenv("NODE_TEST_PARENT_OF"), "--log-level", "warn"}
+		p, err := node.Start(context.Background(), argv, []string{asFollowerd}, os.Stderr)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		fmt.Printf("started %d\n", p.Pid())
+		_, _ = io.Copy(io.Discard, os.Stdin)
+		os.Exit(p.Stop())
 	}
 	goleak.VerifyTestMain(m)
 }

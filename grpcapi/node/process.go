@@ -27,7 +27,8 @@ type Process struct {
 // Start runs argv (program and arguments) with env added to this
 // process's environment, sends its stderr to logs (nil: discard), and
 // waits until it prints the address it serves on. A child that exits, or
-// ctx that ends, first is an error; the child is then killed.
+// ctx that ends, first is an error; the child is then killed. On Linux,
+// the child receives SIGTERM if this process dies first.
 func Start(ctx context.Context, argv, env []string, logs io.Writer) (*Process, error) {
 	if len(argv) == 0 {
 		return nil, errors.New("node: no program to start")
@@ -35,6 +36,7 @@ func Start(ctx context.Context, argv, env []string, logs io.Writer) (*Process, e
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.Stderr = logs
+	endWithParent(cmd)
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
