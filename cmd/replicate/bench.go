@@ -112,6 +112,7 @@ func (b *benchConfig) run(ctx context.Context, e *env) error {
 	}
 	cumulative := b.acks == "cumulative"
 	out := e.stdout
+	msgSize := b.messageSize()
 
 	tmp, err := os.MkdirTemp("", "replicate-bench-")
 	if err != nil {
@@ -133,14 +134,14 @@ func (b *benchConfig) run(ctx context.Context, e *env) error {
 			return err
 		}
 		dataDir = filepath.Join(tmp, "node")
-		p, err := startFollowerd(ctx, argv, dataDir, io.Discard)
+		p, err := startFollowerd(ctx, argv, dataDir, io.Discard, "--max-message-size", strconv.Itoa(msgSize))
 		if err != nil {
 			return err
 		}
 		procs = append(procs, p)
 		addr = p.Addr
 	}
-	fconn, err := leader.Dial(addr, 0)
+	fconn, err := leader.Dial(addr, msgSize)
 	if err != nil {
 		return err
 	}
@@ -151,12 +152,12 @@ func (b *benchConfig) run(ctx context.Context, e *env) error {
 	}
 	var base *side
 	if b.baseline {
-		p, err := startEcho(ctx, "")
+		p, err := startEcho(ctx, "", msgSize)
 		if err != nil {
 			return err
 		}
 		procs = append(procs, p)
-		econn, err := leader.Dial(p.Addr, 0)
+		econn, err := leader.Dial(p.Addr, msgSize)
 		if err != nil {
 			return err
 		}
@@ -209,6 +210,14 @@ func (b *benchConfig) run(ctx context.Context, e *env) error {
 	return nil
 }
 
+// messageSize is the largest gRPC message the bench sends and lets the
+// nodes it starts receive: gRPC's default, or more when an Append of
+// --entry-size needs it (the value plus room for the rest of the
+// message). A node given with --target keeps its own limit.
+func (b *benchConfig) messageSize() int {
+	return max(grpcapi.DefaultMaxMessageSize, b.entrySize+64<<10)
+}
+
 // idleChunk is how many idle entries one side sends before the next
 // side's turn: the sides alternate, so that the machine's drift hits them
 // alike.
@@ -226,12 +235,13 @@ func (b *benchConfig) idleAcks(ctx context.Context, e *env, tmp, dataDir string,
 	if base != nil {
 		sides = append(sides, base)
 		if dataDir != "" {
-			p, err := startEcho(ctx, filepath.Join(tmp, "echo-fsync"))
+			msgSize := b.messageSize()
+			p, err := startEcho(ctx, filepath.Join(tmp, "echo-fsync"), msgSize)
 			if err != nil {
 				return err
 			}
 			*procs = append(*procs, p)
-			dconn, err := leader.Dial(p.Addr, 0)
+			dconn, err := leader.Dial(p.Addr, msgSize)
 			if err != nil {
 				return err
 			}

@@ -11,6 +11,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/grpc"
 
+	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/echo"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/node"
@@ -166,8 +167,12 @@ and makes them durable with one fdatasync, and does nothing else.`,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
 		listen := fs.String("listen", "127.0.0.1:0", "`address` to serve on")
 		syncDir := fs.String("sync-dir", "", "`directory` of the durable echo's files (empty: store nothing)")
+		maxMsg := fs.Int("max-message-size", grpcapi.DefaultMaxMessageSize, "largest gRPC message received or sent, in `bytes`")
 		return func(ctx context.Context) error {
-			srv := grpc.NewServer()
+			if *maxMsg <= 0 {
+				return usagef("--max-message-size must be positive")
+			}
+			srv := grpc.NewServer(grpc.MaxRecvMsgSize(*maxMsg), grpc.MaxSendMsgSize(*maxMsg))
 			if *syncDir == "" {
 				echo.Register(srv)
 			} else {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 
 	"github.com/tablefsm/tablefsm/grpcapi/node"
 )
@@ -36,20 +37,22 @@ func followerdArgv(ctx context.Context, given, tmp string, out io.Writer) ([]str
 }
 
 // startFollowerd starts a followerd over dataDir on a free loopback port,
-// its logs (JSON) going to logs.
-func startFollowerd(ctx context.Context, argv []string, dataDir string, logs io.Writer) (*node.Process, error) {
+// its logs (JSON) going to logs, with the followerd flags extra.
+func startFollowerd(ctx context.Context, argv []string, dataDir string, logs io.Writer, extra ...string) (*node.Process, error) {
 	args := append(append([]string(nil), argv...), "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json")
+	args = append(args, extra...)
 	return node.Start(ctx, args, nil, logs)
 }
 
-// startEcho starts this binary's echo-server on a free loopback port;
-// with a syncDir, the durable echo writing there.
-func startEcho(ctx context.Context, syncDir string) (*node.Process, error) {
+// startEcho starts this binary's echo-server on a free loopback port,
+// receiving messages of up to maxMsg bytes; with a syncDir, the durable
+// echo writing there.
+func startEcho(ctx context.Context, syncDir string, maxMsg int) (*node.Process, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, fmt.Errorf("finding this binary to run the echo baseline: %w", err)
 	}
-	argv := []string{exe, "echo-server", "--listen", "127.0.0.1:0"}
+	argv := []string{exe, "echo-server", "--listen", "127.0.0.1:0", "--max-message-size", strconv.Itoa(maxMsg)}
 	if syncDir != "" {
 		argv = append(argv, "--sync-dir", syncDir)
 	}
