@@ -259,6 +259,12 @@ func (s *Server) shutdown(ctx context.Context) error {
 	// No removal starts once closing is set; those under way are waited
 	// for with the shards.
 	removals := slices.Collect(maps.Values(s.mu.removals))
+	// The namespaces whose directories may be left empty: the removals
+	// under way do not tidy them once closing is set.
+	namespaces := make(map[string]bool)
+	for k := range s.mu.removals {
+		namespaces[k.namespace] = true
+	}
 	s.mu.Unlock()
 	// NOT_SERVING first: whatever a health watch sends once stopping is
 	// cancelled says so, and ends it.
@@ -313,7 +319,7 @@ func (s *Server) shutdown(ctx context.Context) error {
 	if err := s.waitStopped(ctx, stopped); err != nil {
 		errs = append(errs, err)
 	} else {
-		s.removeLeftEmpty(shards)
+		s.removeLeftEmpty(shards, namespaces)
 	}
 	errs = append(errs, s.releaseDir())
 	return errors.Join(errs...)
@@ -395,11 +401,12 @@ func (s *Server) idle() <-chan struct{} {
 // removeLeftEmpty removes, once no handler runs, the directories of the
 // shards whose followers had nothing stored when the shutdown closed them
 // (a snapshot stream that was waiting for its first chunk on a shard the
-// node did not host, say), and then their namespaces' directories if
-// empty: the shutdown leaves none of them, as release does not while the
-// node runs. follower.Remove checks on disk that nothing is stored.
-func (s *Server) removeLeftEmpty(shards []*shard) {
-	namespaces := make(map[string]bool)
+// node did not host, say), and then, if empty, their namespaces'
+// directories and those of namespaces (the shutdown's removals under
+// way): the shutdown leaves none of them, as release and DeleteShard do
+// not while the node runs. follower.Remove checks on disk that nothing is
+// stored.
+func (s *Server) removeLeftEmpty(shards []*shard, namespaces map[string]bool) {
 	for _, sh := range shards {
 		if sh.f == nil {
 			continue

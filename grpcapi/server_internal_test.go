@@ -455,3 +455,20 @@ func TestShutdownCutShortReleasesTheDirectoryLater(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestShutdownDuringADropTidiesTheNamespace: a shard being dropped when
+// the shutdown starts (which the shutdown waits for) leaves no empty
+// namespace directory: the drop does not tidy it once the server is
+// closing, the shutdown does.
+func TestShutdownDuringADropTidiesTheNamespace(t *testing.T) {
+	s, proceed, _ := dropUnderWay(t, false)
+	shutdown := shutdownWaitingIn(t, s, "grpcapi.waitRemoved")
+	close(proceed)
+	if err := shutdown(); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	nsDir := s.fs.PathDir(s.dir(shardKey{"ns", 1}))
+	if _, err := os.Stat(nsDir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the namespace directory %s is left: %v", nsDir, err)
+	}
+}
