@@ -67,7 +67,7 @@ node-bench: ## Benchmark followerd against a bare gRPC stream and fsync, in one 
 	@$(BIN)/replicate bench
 
 .PHONY: verify
-verify: drift ## gofmt, go vet, the drift check and rendering the DOT diagrams.
+verify: drift ## gofmt, go vet, the drift check, rendering the DOT diagrams and parsing the Mermaid ones (needs Node.js).
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 		if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted" >&2; exit 1; fi
 	$(GO) vet ./...
@@ -76,8 +76,8 @@ verify: drift ## gofmt, go vet, the drift check and rendering the DOT diagrams.
 	@$(MAKE) --no-print-directory mermaid
 
 .PHONY: mermaid
-mermaid: ## Parse the generated Mermaid diagrams with the Mermaid library (needs Node.js 20).
-	@command -v npm >/dev/null || { echo "Node.js 20 and npm are needed to check the Mermaid diagrams" >&2; exit 1; }
+mermaid: ## Parse the generated Mermaid diagrams with the Mermaid library (needs Node.js 20.19 or later).
+	@command -v npm >/dev/null || { echo "Node.js 20.19 or later and npm are needed to check the Mermaid diagrams" >&2; exit 1; }
 	@cd tools/mermaid && npm ci --silent --no-audit --no-fund >/dev/null
 	@node tools/mermaid/check.mjs docs/*.mmd examples/*/*.mmd gen/testdata/job/job.mmd.golden gen/emit/testdata/keywords.mmd.golden
 
