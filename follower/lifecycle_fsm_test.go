@@ -51,97 +51,152 @@ func (h lifecycleFake) Shutdown() error { return h.f.Action("Shutdown") }
 
 var _ LifecycleHandlers = lifecycleFake{}
 
-// lifecyclePayloadRestore is what Restore is fired with in these tests: for each
-// field, a value of its type made by fsmtest.Value from a seed of its own.
-var lifecyclePayloadRestore = struct {
+// lifecyclePayloadRestore is what Restore is fired with in these tests, in two
+// sets: for each field, a value of its type made by fsmtest.Value from a seed
+// of its own, the second set's seeds of the other parity.
+var lifecyclePayloadRestore = [2]struct {
 	term logpos.Term
 }{
-	fsmtest.Value[logpos.Term](1),
+	{
+		fsmtest.Value[logpos.Term](1),
+	},
+	{
+		fsmtest.Value[logpos.Term](1002),
+	},
 }
 
-// lifecyclePayloadNewTerm is what NewTerm is fired with in these tests: for each
-// field, a value of its type made by fsmtest.Value from a seed of its own.
-var lifecyclePayloadNewTerm = struct {
+// lifecyclePayloadNewTerm is what NewTerm is fired with in these tests, in two
+// sets: for each field, a value of its type made by fsmtest.Value from a seed
+// of its own, the second set's seeds of the other parity.
+var lifecyclePayloadNewTerm = [2]struct {
 	term    logpos.Term
 	options TermOptions
 }{
-	fsmtest.Value[logpos.Term](2),
-	fsmtest.Value[TermOptions](3),
+	{
+		fsmtest.Value[logpos.Term](2),
+		fsmtest.Value[TermOptions](3),
+	},
+	{
+		fsmtest.Value[logpos.Term](1003),
+		fsmtest.Value[TermOptions](1004),
+	},
 }
 
-// lifecyclePayloadTruncate is what Truncate is fired with in these tests: for each
-// field, a value of its type made by fsmtest.Value from a seed of its own.
-var lifecyclePayloadTruncate = struct {
+// lifecyclePayloadTruncate is what Truncate is fired with in these tests, in
+// two sets: for each field, a value of its type made by fsmtest.Value from a
+// seed of its own, the second set's seeds of the other parity.
+var lifecyclePayloadTruncate = [2]struct {
 	term logpos.Term
 	head *logpos.EntryID
 }{
-	fsmtest.Value[logpos.Term](4),
-	fsmtest.Value[*logpos.EntryID](5),
+	{
+		fsmtest.Value[logpos.Term](4),
+		fsmtest.Value[*logpos.EntryID](5),
+	},
+	{
+		fsmtest.Value[logpos.Term](1005),
+		fsmtest.Value[*logpos.EntryID](1006),
+	},
 }
 
-// lifecyclePayloadAttachStream is what AttachStream is fired with in these tests: for each
-// field, a value of its type made by fsmtest.Value from a seed of its own.
-var lifecyclePayloadAttachStream = struct {
+// lifecyclePayloadAttachStream is what AttachStream is fired with in these
+// tests, in two sets: for each field, a value of its type made by
+// fsmtest.Value from a seed of its own, the second set's seeds of the other
+// parity.
+var lifecyclePayloadAttachStream = [2]struct {
 	stream *replication
 }{
-	fsmtest.Value[*replication](6),
+	{
+		fsmtest.Value[*replication](6),
+	},
+	{
+		fsmtest.Value[*replication](1007),
+	},
 }
 
-// lifecyclePayloadFirstEntry is what FirstEntry is fired with in these tests: for each
-// field, a value of its type made by fsmtest.Value from a seed of its own.
-var lifecyclePayloadFirstEntry = struct {
+// lifecyclePayloadFirstEntry is what FirstEntry is fired with in these tests,
+// in two sets: for each field, a value of its type made by fsmtest.Value from
+// a seed of its own, the second set's seeds of the other parity.
+var lifecyclePayloadFirstEntry = [2]struct {
 	stream *replication
 }{
-	fsmtest.Value[*replication](7),
+	{
+		fsmtest.Value[*replication](7),
+	},
+	{
+		fsmtest.Value[*replication](1008),
+	},
 }
 
-// lifecyclePayloadBeginInstall is what BeginInstall is fired with in these tests: for each
-// field, a value of its type made by fsmtest.Value from a seed of its own.
-var lifecyclePayloadBeginInstall = struct {
+// lifecyclePayloadBeginInstall is what BeginInstall is fired with in these
+// tests, in two sets: for each field, a value of its type made by
+// fsmtest.Value from a seed of its own, the second set's seeds of the other
+// parity.
+var lifecyclePayloadBeginInstall = [2]struct {
 	install   *installation
 	empty     bool
 	chunkTerm logpos.Term
 }{
-	fsmtest.Value[*installation](8),
-	fsmtest.Value[bool](9),
-	fsmtest.Value[logpos.Term](10),
+	{
+		fsmtest.Value[*installation](8),
+		fsmtest.Value[bool](9),
+		fsmtest.Value[logpos.Term](10),
+	},
+	{
+		fsmtest.Value[*installation](1009),
+		fsmtest.Value[bool](1010),
+		fsmtest.Value[logpos.Term](1011),
+	},
 }
 
-// lifecyclePayloadCommitInstall is what CommitInstall is fired with in these tests: for each
-// field, a value of its type made by fsmtest.Value from a seed of its own.
-var lifecyclePayloadCommitInstall = struct {
+// lifecyclePayloadCommitInstall is what CommitInstall is fired with in these
+// tests, in two sets: for each field, a value of its type made by
+// fsmtest.Value from a seed of its own, the second set's seeds of the other
+// parity.
+var lifecyclePayloadCommitInstall = [2]struct {
 	install *installation
 }{
-	fsmtest.Value[*installation](11),
+	{
+		fsmtest.Value[*installation](11),
+	},
+	{
+		fsmtest.Value[*installation](1012),
+	},
 }
 
-// lifecyclePayloadDelete is what Delete is fired with in these tests: for each
-// field, a value of its type made by fsmtest.Value from a seed of its own.
-var lifecyclePayloadDelete = struct {
+// lifecyclePayloadDelete is what Delete is fired with in these tests, in two
+// sets: for each field, a value of its type made by fsmtest.Value from a seed
+// of its own, the second set's seeds of the other parity.
+var lifecyclePayloadDelete = [2]struct {
 	term logpos.Term
 }{
-	fsmtest.Value[logpos.Term](12),
+	{
+		fsmtest.Value[logpos.Term](12),
+	},
+	{
+		fsmtest.Value[logpos.Term](1013),
+	},
 }
 
-// lifecycleFire fires e with its payload of these tests.
-func lifecycleFire(m *Lifecycle, e Event) error {
+// lifecycleFire fires e with its payload of set set.
+func lifecycleFire(m *Lifecycle, e Event, set int) error {
 	switch e {
 	case EventRestore:
-		return m.Restore(lifecyclePayloadRestore.term)
+		return m.Restore(lifecyclePayloadRestore[set].term)
 	case EventNewTerm:
-		return m.NewTerm(lifecyclePayloadNewTerm.term, lifecyclePayloadNewTerm.options)
+		return m.NewTerm(lifecyclePayloadNewTerm[set].term, lifecyclePayloadNewTerm[set].options)
 	case EventTruncate:
-		return m.Truncate(lifecyclePayloadTruncate.term, lifecyclePayloadTruncate.head)
+		return m.Truncate(lifecyclePayloadTruncate[set].term, lifecyclePayloadTruncate[set].head)
 	case EventAttachStream:
-		return m.AttachStream(lifecyclePayloadAttachStream.stream)
+		return m.AttachStream(lifecyclePayloadAttachStream[set].stream)
 	case EventFirstEntry:
-		return m.FirstEntry(lifecyclePayloadFirstEntry.stream)
+		return m.FirstEntry(lifecyclePayloadFirstEntry[set].stream)
 	case EventBeginInstall:
-		return m.BeginInstall(lifecyclePayloadBeginInstall.install, lifecyclePayloadBeginInstall.empty, lifecyclePayloadBeginInstall.chunkTerm)
+		return m.BeginInstall(lifecyclePayloadBeginInstall[set].install, lifecyclePayloadBeginInstall[set].empty, lifecyclePayloadBeginInstall[set].chunkTerm)
 	case EventCommitInstall:
-		return m.CommitInstall(lifecyclePayloadCommitInstall.install)
+		return m.CommitInstall(lifecyclePayloadCommitInstall[set].install)
 	case EventDelete:
-		return m.Delete(lifecyclePayloadDelete.term)
+		return m.Delete(lifecyclePayloadDelete[set].term)
 	case EventClose:
 		return m.Close()
 	}
@@ -150,18 +205,32 @@ func lifecycleFire(m *Lifecycle, e Event) error {
 
 // lifecycleHarness runs the tests below on Lifecycle through its public API.
 var lifecycleHarness = &fsmtest.Harness[*Lifecycle, State, Event]{
-	Table: LifecycleTable(),
-	New:   func(f *fsmtest.Fake) *Lifecycle { return NewLifecycle(lifecycleFake{f}) },
-	Fire:  lifecycleFire,
-	Payloads: map[Event]map[string]any{
-		EventRestore:       {"term": lifecyclePayloadRestore.term},
-		EventNewTerm:       {"term": lifecyclePayloadNewTerm.term, "options": lifecyclePayloadNewTerm.options},
-		EventTruncate:      {"term": lifecyclePayloadTruncate.term, "head": lifecyclePayloadTruncate.head},
-		EventAttachStream:  {"stream": lifecyclePayloadAttachStream.stream},
-		EventFirstEntry:    {"stream": lifecyclePayloadFirstEntry.stream},
-		EventBeginInstall:  {"install": lifecyclePayloadBeginInstall.install, "empty": lifecyclePayloadBeginInstall.empty, "chunkTerm": lifecyclePayloadBeginInstall.chunkTerm},
-		EventCommitInstall: {"install": lifecyclePayloadCommitInstall.install},
-		EventDelete:        {"term": lifecyclePayloadDelete.term},
+	Table:     LifecycleTable(),
+	TablePath: "../transitions.yaml",
+	TableName: "transitions.yaml",
+	New:       func(f *fsmtest.Fake) *Lifecycle { return NewLifecycle(lifecycleFake{f}) },
+	Fire:      lifecycleFire,
+	Payloads: [2]map[Event]map[string]any{
+		{
+			EventRestore:       {"term": lifecyclePayloadRestore[0].term},
+			EventNewTerm:       {"term": lifecyclePayloadNewTerm[0].term, "options": lifecyclePayloadNewTerm[0].options},
+			EventTruncate:      {"term": lifecyclePayloadTruncate[0].term, "head": lifecyclePayloadTruncate[0].head},
+			EventAttachStream:  {"stream": lifecyclePayloadAttachStream[0].stream},
+			EventFirstEntry:    {"stream": lifecyclePayloadFirstEntry[0].stream},
+			EventBeginInstall:  {"install": lifecyclePayloadBeginInstall[0].install, "empty": lifecyclePayloadBeginInstall[0].empty, "chunkTerm": lifecyclePayloadBeginInstall[0].chunkTerm},
+			EventCommitInstall: {"install": lifecyclePayloadCommitInstall[0].install},
+			EventDelete:        {"term": lifecyclePayloadDelete[0].term},
+		},
+		{
+			EventRestore:       {"term": lifecyclePayloadRestore[1].term},
+			EventNewTerm:       {"term": lifecyclePayloadNewTerm[1].term, "options": lifecyclePayloadNewTerm[1].options},
+			EventTruncate:      {"term": lifecyclePayloadTruncate[1].term, "head": lifecyclePayloadTruncate[1].head},
+			EventAttachStream:  {"stream": lifecyclePayloadAttachStream[1].stream},
+			EventFirstEntry:    {"stream": lifecyclePayloadFirstEntry[1].stream},
+			EventBeginInstall:  {"install": lifecyclePayloadBeginInstall[1].install, "empty": lifecyclePayloadBeginInstall[1].empty, "chunkTerm": lifecyclePayloadBeginInstall[1].chunkTerm},
+			EventCommitInstall: {"install": lifecyclePayloadCommitInstall[1].install},
+			EventDelete:        {"term": lifecyclePayloadDelete[1].term},
+		},
 	},
 	Errors: map[string]error{
 		"ErrInvalidArgument": ErrInvalidArgument,
@@ -401,10 +470,15 @@ func TestLifecycleWithoutHandlers(t *testing.T) {
 // TestLifecycleTableIsCurrent fails when transitions.yaml changed after this code was
 // generated, or when LifecycleTable() or the error sentinels do not describe it.
 func TestLifecycleTableIsCurrent(t *testing.T) {
-	lifecycleHarness.TableIsCurrent(t, "../transitions.yaml", "transitions.yaml", LifecycleTableHash)
+	lifecycleHarness.TableIsCurrent(t, LifecycleTableHash)
 }
 
-// TestLifecycleRandomWalk fires random events with random guard outcomes and
-// failing actions at the machine and at an independent oracle built on
-// looplab/fsm, comparing them after every step.
+// TestLifecycleRandomWalk fires random events with random guard outcomes,
+// failing actions and payloads at the machine and at an independent
+// oracle built on looplab/fsm from transitions.yaml, comparing them after every step.
 func TestLifecycleRandomWalk(t *testing.T) { lifecycleHarness.RandomWalk(t) }
+
+// TestLifecycleStateFromAnyGoroutine reads the state while events move the
+// machine: under the race detector, it fails unless State is safe to
+// call from any goroutine.
+func TestLifecycleStateFromAnyGoroutine(t *testing.T) { lifecycleHarness.StateFromAnyGoroutine(t) }

@@ -163,12 +163,26 @@ func guardsTable(n int) string {
 }
 
 // GuardOutcomes enumerates every combination of the guards of a cell of
-// up to 10 guards, and leaves a cell of more to the random walk.
+// up to 10 guards; for a cell of more, every guard holding, each failing
+// with the others holding, and the first k failing, for every k (the
+// random walk does the rest).
 func TestGuardOutcomesUpToTenGuards(t *testing.T) {
-	for n, want := range map[int]int{9: 1 << 9, 10: 1 << 10, 11: 0} {
+	for n, want := range map[int]int{9: 1 << 9, 10: 1 << 10, 11: 1 + 11 + 9 + 1} {
 		g := emitAll(t, "many.yaml", guardsTable(n))
 		if got := strings.Count(g.tests, `{Name: "A/Go/`); got != want {
 			t.Errorf("%d guards: %d GuardOutcomes cases, want %d", n, got, want)
+		}
+	}
+	g := emitAll(t, "many.yaml", guardsTable(11))
+	// Each row of the cell (one guard each) is taken, and the cell refused.
+	for _, want := range []string{
+		`{Name: "A/Go/+G0+G1+G2+G3+G4+G5+G6+G7+G8+G9+G10", From: StateA, Event: EventGo, Pass: 0x7ff, To: StateB, Row: 0, Calls: "G0"}`,
+		`{Name: "A/Go/-G0+G1+G2+G3+G4+G5+G6+G7+G8+G9+G10", From: StateA, Event: EventGo, Pass: 0x7fe, To: StateB, Row: 1, Calls: "G0,G1"}`,
+		`{Name: "A/Go/-G0-G1-G2-G3-G4-G5-G6-G7-G8-G9+G10", From: StateA, Event: EventGo, Pass: 0x400, To: StateB, Row: 10, Calls: "G0,G1,G2,G3,G4,G5,G6,G7,G8,G9,G10"}`,
+		`{Name: "A/Go/-G0-G1-G2-G3-G4-G5-G6-G7-G8-G9-G10", From: StateA, Event: EventGo, Pass: 0x0, To: StateA, Row: -1, Err: "ErrNo", Guard: "G0", Calls: "G0,G1,G2,G3,G4,G5,G6,G7,G8,G9,G10"}`,
+	} {
+		if !strings.Contains(g.tests, want) {
+			t.Errorf("11 guards: no case %s", want)
 		}
 	}
 }

@@ -207,7 +207,7 @@ func TestEndToEnd(t *testing.T) {
 // generatedTests selects the generated tests of the job machine only, so
 // that the mutants below must be caught by them and not by hand-written
 // tests.
-const generatedTests = "^TestJob(Matrix|GuardOutcomes|Rows|ShortestPaths|Strings|TableIsCurrent|RandomWalk|WithoutHandlers)$"
+const generatedTests = "^TestJob(Matrix|GuardOutcomes|Rows|ShortestPaths|Strings|TableIsCurrent|RandomWalk|WithoutHandlers|StateFromAnyGoroutine)$"
 
 // TestGeneratedTestsCatchMutants proves the generated tests are not
 // vacuous: each mutant breaks the generated dispatch in one small way, and
@@ -226,16 +226,20 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 		{"wrong target state", "m.state.Store(uint32(StateBackoff))\n\t\t\tif m.obs != nil {\n\t\t\t\tm.observe(from, EventFinish, 3, StateBackoff, nil)",
 			"m.state.Store(uint32(StateFailed))\n\t\t\tif m.obs != nil {\n\t\t\t\tm.observe(from, EventFinish, 3, StateFailed, nil)"},
 		{"guard skipped", "case !m.h.WorkerHasCapacity(worker):", "case false && !m.h.WorkerHasCapacity(worker):"},
-		{"action skipped", "if err := m.h.Notify(by, reason); err != nil {", "if err := error(nil); err != nil {"},
+		{"action skipped", "if err := m.h.Notify(by, reason, urgent); err != nil {", "if err := error(nil); err != nil {"},
 		{"refusal names the wrong guard", "refused = &_Job_refusals[0]", "refused = &_Job_refusals[1]"},
 		{"unhandled event accepted", "return m.refuse(from, EventStart, -1, &_Job_refusals[3])", "return nil"},
 		{"state not stored", "m.state.Store(uint32(", "_ = (uint32("},
+		{"state stored before the action runs", "\t\t\tif err := m.h.Assign(worker); err != nil {\n\t\t\t\treturn m.fail(from, EventStart, 0, err)\n\t\t\t}\n\t\t\tm.state.Store(uint32(StateRunning))\n",
+			"\t\t\tm.state.Store(uint32(StateRunning))\n\t\t\tif err := m.h.Assign(worker); err != nil {\n\t\t\t\tm.state.Store(uint32(from))\n\t\t\t\treturn m.fail(from, EventStart, 0, err)\n\t\t\t}\n"},
+		{"state read without synchronizing", "func (m *Job) State() State { return State(m.state.Load()) }", "func (m *Job) State() State { return State(*(*uint32)(unsafe.Pointer(&m.state))) }"},
 		{"noop row runs into the next state", "// row 6 (job.yaml:55)\n\t\tif m.obs != nil {", "// row 6 (job.yaml:55)\n\t\tm.state.Store(uint32(StateBackoff))\n\t\tif m.obs != nil {"},
 		// The payload reaches each guard and action as fired.
 		{"guard gets another value", "case !m.h.WorkerHasCapacity(worker):", "case !m.h.WorkerHasCapacity(worker + \"x\"):"},
 		{"guard gets a later time", "if !m.h.BackoffElapsed(now) {", "if !m.h.BackoffElapsed(now.Add(1)) {"},
 		{"action gets a zero payload", "if err := m.h.RecordExit(exitCode); err != nil {", "if err := m.h.RecordExit(0); err != nil {"},
-		{"arguments of one type swapped", "if err := m.h.Notify(by, reason); err != nil {", "if err := m.h.Notify(reason, by); err != nil {"},
+		{"arguments of one type swapped", "if err := m.h.Notify(by, reason, urgent); err != nil {", "if err := m.h.Notify(reason, by, urgent); err != nil {"},
+		{"boolean given a constant", "if err := m.h.Notify(by, reason, urgent); err != nil {", "if err := m.h.Notify(by, reason, true); err != nil {"},
 		// What the caller and the observer see.
 		{"action error wrapped", "\tif m.obs != nil {\n\t\tm.observe(from, e, row, from, err)", "\terr = errors.Join(err)\n\tif m.obs != nil {\n\t\tm.observe(from, e, row, from, err)"},
 		{"state stored after the observer runs", "m.state.Store(uint32(StateRunning))\n\t\t\tif m.obs != nil {\n\t\t\t\tm.observe(from, EventStart, 1, StateRunning, nil)\n\t\t\t}",
@@ -258,11 +262,18 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 				t.Fatalf("the generated code no longer contains %q: update the mutant", mu.from)
 			}
 			mutated := bytes.ReplaceAll(original, []byte(mu.from), []byte(mu.to))
+			if bytes.Contains([]byte(mu.to), []byte("unsafe.")) {
+				mutated = bytes.Replace(mutated, []byte("import (\n"), []byte("import (\n\t\"unsafe\"\n"), 1)
+			}
 			if err := os.WriteFile(code, mutated, 0o644); err != nil {
 				t.Fatal(err)
 			}
 			defer os.WriteFile(code, original, 0o644)
-			out, ok := goTest(t, dir, "-run", generatedTests, ".")
+			args := []string{"-run", generatedTests}
+			if mu.name == "state read without synchronizing" {
+				args = append(args, "-race") // only the race detector sees it
+			}
+			out, ok := goTest(t, dir, append(args, ".")...)
 			switch {
 			case ok:
 				t.Errorf("the generated tests pass on a machine with %s:\n%s", mu.name, out)

@@ -26,43 +26,63 @@ func (h orderFake) Restock() error                      { return h.f.Action("Res
 
 var _ OrderHandlers = orderFake{}
 
-// orderPayloadAddItem is what AddItem is fired with in these tests: for each
-// field, a value of its type made by fsmtest.Value from a seed of its own.
-var orderPayloadAddItem = struct {
+// orderPayloadAddItem is what AddItem is fired with in these tests, in two
+// sets: for each field, a value of its type made by fsmtest.Value from a seed
+// of its own, the second set's seeds of the other parity.
+var orderPayloadAddItem = [2]struct {
 	sku      string
 	quantity int
 }{
-	fsmtest.Value[string](1),
-	fsmtest.Value[int](2),
+	{
+		fsmtest.Value[string](1),
+		fsmtest.Value[int](2),
+	},
+	{
+		fsmtest.Value[string](1002),
+		fsmtest.Value[int](1003),
+	},
 }
 
-// orderPayloadPay is what Pay is fired with in these tests: for each
-// field, a value of its type made by fsmtest.Value from a seed of its own.
-var orderPayloadPay = struct {
+// orderPayloadPay is what Pay is fired with in these tests, in two sets: for
+// each field, a value of its type made by fsmtest.Value from a seed of its
+// own, the second set's seeds of the other parity.
+var orderPayloadPay = [2]struct {
 	cents int64
 }{
-	fsmtest.Value[int64](3),
+	{
+		fsmtest.Value[int64](3),
+	},
+	{
+		fsmtest.Value[int64](1004),
+	},
 }
 
-// orderPayloadShip is what Ship is fired with in these tests: for each
-// field, a value of its type made by fsmtest.Value from a seed of its own.
-var orderPayloadShip = struct {
+// orderPayloadShip is what Ship is fired with in these tests, in two sets: for
+// each field, a value of its type made by fsmtest.Value from a seed of its
+// own, the second set's seeds of the other parity.
+var orderPayloadShip = [2]struct {
 	tracking string
 	at       time.Time
 }{
-	fsmtest.Value[string](4),
-	fsmtest.Value[time.Time](5),
+	{
+		fsmtest.Value[string](4),
+		fsmtest.Value[time.Time](5),
+	},
+	{
+		fsmtest.Value[string](1005),
+		fsmtest.Value[time.Time](1006),
+	},
 }
 
-// orderFire fires e with its payload of these tests.
-func orderFire(m *Order, e Event) error {
+// orderFire fires e with its payload of set set.
+func orderFire(m *Order, e Event, set int) error {
 	switch e {
 	case EventAddItem:
-		return m.AddItem(orderPayloadAddItem.sku, orderPayloadAddItem.quantity)
+		return m.AddItem(orderPayloadAddItem[set].sku, orderPayloadAddItem[set].quantity)
 	case EventPay:
-		return m.Pay(orderPayloadPay.cents)
+		return m.Pay(orderPayloadPay[set].cents)
 	case EventShip:
-		return m.Ship(orderPayloadShip.tracking, orderPayloadShip.at)
+		return m.Ship(orderPayloadShip[set].tracking, orderPayloadShip[set].at)
 	case EventDeliver:
 		return m.Deliver()
 	case EventCancel:
@@ -73,13 +93,22 @@ func orderFire(m *Order, e Event) error {
 
 // orderHarness runs the tests below on Order through its public API.
 var orderHarness = &fsmtest.Harness[*Order, State, Event]{
-	Table: OrderTable(),
-	New:   func(f *fsmtest.Fake) *Order { return NewOrder(orderFake{f}) },
-	Fire:  orderFire,
-	Payloads: map[Event]map[string]any{
-		EventAddItem: {"sku": orderPayloadAddItem.sku, "quantity": orderPayloadAddItem.quantity},
-		EventPay:     {"cents": orderPayloadPay.cents},
-		EventShip:    {"tracking": orderPayloadShip.tracking, "at": orderPayloadShip.at},
+	Table:     OrderTable(),
+	TablePath: "order.yaml",
+	TableName: "order.yaml",
+	New:       func(f *fsmtest.Fake) *Order { return NewOrder(orderFake{f}) },
+	Fire:      orderFire,
+	Payloads: [2]map[Event]map[string]any{
+		{
+			EventAddItem: {"sku": orderPayloadAddItem[0].sku, "quantity": orderPayloadAddItem[0].quantity},
+			EventPay:     {"cents": orderPayloadPay[0].cents},
+			EventShip:    {"tracking": orderPayloadShip[0].tracking, "at": orderPayloadShip[0].at},
+		},
+		{
+			EventAddItem: {"sku": orderPayloadAddItem[1].sku, "quantity": orderPayloadAddItem[1].quantity},
+			EventPay:     {"cents": orderPayloadPay[1].cents},
+			EventShip:    {"tracking": orderPayloadShip[1].tracking, "at": orderPayloadShip[1].at},
+		},
 	},
 	Errors: map[string]error{
 		"ErrNotNow":     ErrNotNow,
@@ -179,11 +208,14 @@ func TestOrderWithoutHandlers(t *testing.T) {
 
 // TestOrderTableIsCurrent fails when order.yaml changed after this code was
 // generated, or when OrderTable() or the error sentinels do not describe it.
-func TestOrderTableIsCurrent(t *testing.T) {
-	orderHarness.TableIsCurrent(t, "order.yaml", "order.yaml", OrderTableHash)
-}
+func TestOrderTableIsCurrent(t *testing.T) { orderHarness.TableIsCurrent(t, OrderTableHash) }
 
-// TestOrderRandomWalk fires random events with random guard outcomes and
-// failing actions at the machine and at an independent oracle built on
-// looplab/fsm, comparing them after every step.
+// TestOrderRandomWalk fires random events with random guard outcomes,
+// failing actions and payloads at the machine and at an independent
+// oracle built on looplab/fsm from order.yaml, comparing them after every step.
 func TestOrderRandomWalk(t *testing.T) { orderHarness.RandomWalk(t) }
+
+// TestOrderStateFromAnyGoroutine reads the state while events move the
+// machine: under the race detector, it fails unless State is safe to
+// call from any goroutine.
+func TestOrderStateFromAnyGoroutine(t *testing.T) { orderHarness.StateFromAnyGoroutine(t) }

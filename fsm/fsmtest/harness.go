@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,12 +22,16 @@ import (
 // per guard and action, which passes its name and arguments on to Guard
 // or Action. Guard i of the table holds when bit i of Pass is set; the
 // action named Fail fails with ErrFakeAction; Calls records every guard
-// and action called, and Args the arguments of each.
+// and action called, Args the arguments of each, and States the state the
+// machine the harness drives was in at each (what its State returned).
 type Fake struct {
-	Pass  uint64
-	Fail  string
-	Calls []string
-	Args  [][]any
+	Pass   uint64
+	Fail   string
+	Calls  []string
+	Args   [][]any
+	States []string
+
+	state func() string // the driven machine's State, once known
 }
 
 // ErrFakeAction is what the failing action of a Fake returns.
@@ -35,24 +40,50 @@ var ErrFakeAction = errors.New("fsmtest: fake action failed")
 // Guard records a call of the guard name, whose bit in Pass says whether
 // it holds.
 func (f *Fake) Guard(bit uint64, name string, args ...any) bool {
-	f.Calls = append(f.Calls, name)
-	f.Args = append(f.Args, args)
+	f.record(name, args)
 	return f.Pass&bit != 0
 }
 
 // Action records a call of the action name, which fails if it is Fail.
 func (f *Fake) Action(name string, args ...any) error {
-	f.Calls = append(f.Calls, name)
-	f.Args = append(f.Args, args)
+	f.record(name, args)
 	if f.Fail == name {
 		return ErrFakeAction
 	}
 	return nil
 }
 
+func (f *Fake) record(name string, args []any) {
+	f.Calls = append(f.Calls, name)
+	f.Args = append(f.Args, args)
+	if f.state != nil {
+		f.States = append(f.States, f.state())
+	}
+}
+
 // set prepares f for the next event.
 func (f *Fake) set(pass uint64, fail string) {
-	f.Pass, f.Fail, f.Calls, f.Args = pass, fail, nil, nil
+	f.Pass, f.Fail, f.Calls, f.Args, f.States = pass, fail, nil, nil, nil
+}
+
+// newMachine makes a machine on handlers backed by f, and has f record
+// the machine's state at every call.
+func (h *Harness[M, S, E]) newMachine(f *Fake) M {
+	m := h.New(f)
+	f.state = func() string { return m.State().String() }
+	return m
+}
+
+// checkStates reports, through report, every guard or action of f that
+// ran with the machine in another state than from: a state published
+// before the row's effects happened (or a guard seeing the target).
+func checkStates(f *Fake, from string, report func(format string, args ...any)) {
+	for i, s := range f.States {
+		if s != from {
+			report("%s ran with the machine already in %s, not %s: the state must change only once every guard and action of the row has run", f.Calls[i], s, from)
+			return
+		}
+	}
 }
 
 // StateEnum is what a generated State type is.
@@ -106,39 +137,53 @@ type Case[S StateEnum, E EventEnum] struct {
 type Harness[M Machine[S], S StateEnum, E EventEnum] struct {
 	// Table is what the machine's Table function returns.
 	Table *fsm.Table
+	// TablePath is the table file, read by the tests (relative to the
+	// package's directory), and TableName the name the generator loaded
+	// it under, which positions in the table carry.
+	TablePath, TableName string
 	// New makes a machine in its initial state on handlers backed by f.
 	New func(f *Fake) M
-	// Fire fires e at m with its payload of Payloads.
-	Fire func(m M, e E) error
-	// Payloads is the payload each event is fired with, by field.
-	Payloads map[E]map[string]any
+	// Fire fires e at m with its payload of Payloads[set].
+	Fire func(m M, e E, set int) error
+	// Payloads holds two sets of the payloads events are fired with, by
+	// event and field. Every field differs between the two (booleans
+	// included), so a handler given a constant instead of the payload
+	// fails with one set or the other.
+	Payloads [2]map[E]map[string]any
 	// Errors maps the table's error names to their sentinels.
 	Errors map[string]error
 	// Paths is the shortest way from the initial state to every state.
 	Paths map[S][]Step[E]
 }
 
-// Run runs each case as a subtest, twice: on a new machine driven to its
-// From state along Paths with an observer, then on another without one
-// (the generated code has a path of its own for each). Each checks the
-// state, the error, the guards and actions called with the payload they
-// read; the first also the one step the observer sees (after the state
+// Run runs each case as a subtest, four times: with each payload set, on
+// a new machine driven to its From state along Paths with an observer,
+// then on another without one (the generated code has a path of its own
+// for each). Each checks the state, the error, the guards and actions
+// called with the payload they read and the machine still in From; with
+// an observer, also the one step the observer sees (after the state
 // changed), and that a refusal is the caller's own copy.
 func (h *Harness[M, S, E]) Run(t *testing.T, cases []Case[S, E]) {
 	for _, c := range cases {
 		t.Run(c.Name, func(t *testing.T) {
-			for _, observed := range []bool{true, false} {
-				h.runCase(t, c, observed)
+			for set := range h.Payloads {
+				for _, observed := range []bool{true, false} {
+					h.runCase(t, c, set, observed)
+				}
 			}
 		})
 	}
 }
 
-func (h *Harness[M, S, E]) runCase(t *testing.T, c Case[S, E], observed bool) {
+func (h *Harness[M, S, E]) runCase(t *testing.T, c Case[S, E], set int, observed bool) {
 	t.Helper()
-	errorf := t.Errorf
+	errorf := func(format string, args ...any) {
+		t.Errorf("payload set %d: "+format, append([]any{set}, args...)...)
+	}
 	if !observed {
-		errorf = func(format string, args ...any) { t.Errorf("without an observer: "+format, args...) }
+		errorf = func(format string, args ...any) {
+			t.Errorf("payload set %d, without an observer: "+format, append([]any{set}, args...)...)
+		}
 	}
 	f := &Fake{}
 	m := h.at(t, f, c.From)
@@ -147,12 +192,12 @@ func (h *Harness[M, S, E]) runCase(t *testing.T, c Case[S, E], observed bool) {
 		m.SetObserver(fsm.ObserverFunc(func(s fsm.Step) {
 			steps = append(steps, s)
 			if got := m.State().String(); got != s.To {
-				t.Errorf("the observer saw the machine in %s, and a step to %s: it ran before the step was complete", got, s.To)
+				errorf("the observer saw the machine in %s, and a step to %s: it ran before the step was complete", got, s.To)
 			}
 		}))
 	}
 	f.set(c.Pass, c.Fail)
-	err := h.Fire(m, c.Event)
+	err := h.Fire(m, c.Event, set)
 	if got := m.State(); got != c.To {
 		errorf("state = %v, want %v", got, c.To)
 	}
@@ -160,17 +205,18 @@ func (h *Harness[M, S, E]) runCase(t *testing.T, c Case[S, E], observed bool) {
 	if got := strings.Join(f.Calls, ","); got != c.Calls {
 		errorf("calls = %q, want %q", got, c.Calls)
 	}
-	h.checkArgs(f, c.Event, errorf)
+	h.checkArgs(h.Table, f, c.Event, set, errorf)
+	checkStates(f, c.From.String(), errorf)
 	if !observed {
 		return
 	}
 	want := fsm.Step{Machine: h.Table.Machine, From: c.From.String(), Event: c.Event.String(), To: c.To.String(), Row: c.Row}
 	if len(steps) != 1 {
-		t.Errorf("observed %d steps, want one %+v", len(steps), want)
+		errorf("observed %d steps, want one %+v", len(steps), want)
 	} else if got := steps[0]; got.Err != err {
-		t.Errorf("observed error %v, the event returned %v", got.Err, err)
+		errorf("observed error %v, the event returned %v", got.Err, err)
 	} else if got.Err = nil; got != want {
-		t.Errorf("observed %+v, want %+v", got, want)
+		errorf("observed %+v, want %+v", got, want)
 	}
 	// A refusal is the caller's copy: changing it changes no later one
 	// (the run without an observer checks the same refusal again).
@@ -183,10 +229,10 @@ func (h *Harness[M, S, E]) runCase(t *testing.T, c Case[S, E], observed bool) {
 // at returns a machine on f driven from its initial state to s.
 func (h *Harness[M, S, E]) at(t *testing.T, f *Fake, s S) M {
 	t.Helper()
-	m := h.New(f)
+	m := h.newMachine(f)
 	for _, st := range h.Paths[s] {
 		f.set(st.Pass, "")
-		if err := h.Fire(m, st.Event); err != nil {
+		if err := h.Fire(m, st.Event, 0); err != nil {
 			t.Fatalf("on the way to %v: %v: %v", s, st.Event, err)
 		}
 	}
@@ -219,36 +265,39 @@ func (h *Harness[M, S, E]) checkErr(errorf func(string, ...any), err error, c Ca
 }
 
 // checkArgs reports, through report, every guard or action call of f
-// that did not get the payload of e it reads.
-func (h *Harness[M, S, E]) checkArgs(f *Fake, e E, report func(format string, args ...any)) {
+// that did not get the payload of e (of payload set set) it reads, as
+// table says.
+func (h *Harness[M, S, E]) checkArgs(table *fsm.Table, f *Fake, e E, set int, report func(format string, args ...any)) {
 	for i, name := range f.Calls {
-		uses := h.uses(name)
+		uses := uses(table, name)
 		if len(f.Args[i]) != len(uses) {
 			report("%v: %s got %d arguments, want %d", e, name, len(f.Args[i]), len(uses))
 			continue
 		}
 		for j, field := range uses {
-			if want := h.Payloads[e][field]; !Same(f.Args[i][j], want) {
+			if want := h.Payloads[set][e][field]; !Same(f.Args[i][j], want) {
 				report("%v: %s got %s = %s, want the payload's %s", e, name, field, Show(f.Args[i][j]), Show(want))
 			}
 		}
 	}
 }
 
-// uses returns the payload fields the guard or action name reads.
-func (h *Harness[M, S, E]) uses(name string) []string {
-	if g, ok := h.Table.Guard(name); ok {
+// uses returns the payload fields the guard or action name of table
+// reads.
+func uses(table *fsm.Table, name string) []string {
+	if g, ok := table.Guard(name); ok {
 		return g.Uses
 	}
-	if a, ok := h.Table.Action(name); ok {
+	if a, ok := table.Action(name); ok {
 		return a.Uses
 	}
 	return nil
 }
 
-// guardBit is the bit of Fake.Pass that says whether guard g holds.
-func (h *Harness[M, S, E]) guardBit(g string) uint64 {
-	return 1 << slices.IndexFunc(h.Table.Guards, func(x fsm.Guard) bool { return x.Name == g })
+// guardBit is the bit of Fake.Pass that says whether guard g of table
+// holds.
+func guardBit(table *fsm.Table, g string) uint64 {
+	return 1 << slices.IndexFunc(table.Guards, func(x fsm.Guard) bool { return x.Name == g })
 }
 
 // drawPass draws guard outcomes (as Fake.Pass) for e in state s. The
@@ -258,18 +307,18 @@ func (h *Harness[M, S, E]) guardBit(g string) uint64 {
 // is as likely as the next however many guards come before: independent
 // draws would all but never let a row of a dozen guards refuse by its
 // last one.
-func (h *Harness[M, S, E]) drawPass(rt *rapid.T, s S, e E) uint64 {
+func (h *Harness[M, S, E]) drawPass(rt *rapid.T, table *fsm.Table, s S, e E) uint64 {
 	var order []int // guard indexes, first test first
-	for _, ri := range h.Table.Group(s.String(), e.String()) {
-		for _, g := range h.Table.Rows[ri].If {
-			i := slices.IndexFunc(h.Table.Guards, func(x fsm.Guard) bool { return x.Name == g })
+	for _, ri := range table.Group(s.String(), e.String()) {
+		for _, g := range table.Rows[ri].If {
+			i := slices.IndexFunc(table.Guards, func(x fsm.Guard) bool { return x.Name == g })
 			if !slices.Contains(order, i) {
 				order = append(order, i)
 			}
 		}
 	}
 	var pass uint64
-	for g := range h.Table.Guards {
+	for g := range table.Guards {
 		if rapid.Bool().Draw(rt, "holds") {
 			pass |= 1 << g
 		}
@@ -299,10 +348,10 @@ func (h *Harness[M, S, E]) ShortestPaths(t *testing.T) {
 		}
 		t.Run(s.String(), func(t *testing.T) {
 			f := &Fake{}
-			m := h.New(f)
+			m := h.newMachine(f)
 			for i, st := range path {
 				f.set(st.Pass, "")
-				if err := h.Fire(m, st.Event); err != nil {
+				if err := h.Fire(m, st.Event, 0); err != nil {
 					t.Fatalf("step %d (%v): %v", i, st.Event, err)
 				}
 			}
@@ -349,14 +398,14 @@ func (h *Harness[M, S, E]) WithoutHandlers(t *testing.T, bare, zero func() M) {
 		e := E(i + 1)
 		m := bare()
 		from := m.State()
-		if err := h.Fire(m, e); err != fsm.ErrNoMachine {
+		if err := h.Fire(m, e, 0); err != fsm.ErrNoMachine {
 			t.Errorf("%v with nil handlers: error %v, want fsm.ErrNoMachine", e, err)
 		}
 		if m.State() != from {
 			t.Errorf("%v with nil handlers: moved from %v to %v", e, from, m.State())
 		}
 		z := zero()
-		if err := h.Fire(z, e); err != fsm.ErrNoMachine {
+		if err := h.Fire(z, e, 0); err != fsm.ErrNoMachine {
 			t.Errorf("%v on the zero machine: error %v, want fsm.ErrNoMachine", e, err)
 		}
 		if z.State() != 0 {
@@ -365,25 +414,24 @@ func (h *Harness[M, S, E]) WithoutHandlers(t *testing.T, bare, zero func() M) {
 	}
 }
 
-// TableIsCurrent fails when the table at path (loaded under the name
-// file, as the generator did) does not have the hash the code was
-// generated from, or when Table and the error sentinels do not describe
-// it.
-func (h *Harness[M, S, E]) TableIsCurrent(t *testing.T, path, file, hash string) {
-	src, err := os.ReadFile(path)
+// TableIsCurrent fails when the table file does not have the hash the
+// code was generated from, or when Table and the error sentinels do not
+// describe it.
+func (h *Harness[M, S, E]) TableIsCurrent(t *testing.T, hash string) {
+	src, err := os.ReadFile(h.TablePath)
 	if err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256(src)
 	if got := "sha256:" + hex.EncodeToString(sum[:]); got != hash {
-		t.Fatalf("%s changed since this code was generated: run go generate", path)
+		t.Fatalf("%s changed since this code was generated: run go generate", h.TablePath)
 	}
-	parsed, err := fsm.Load(file, src)
+	parsed, err := fsm.Load(h.TableName, src)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(parsed.WithoutPositions(), h.Table) {
-		t.Fatalf("%sTable() differs from %s", h.Table.Machine, path)
+		t.Fatalf("%sTable() differs from %s", h.Table.Machine, h.TablePath)
 	}
 	for _, e := range parsed.Errors {
 		want := parsed.Package + ": " + e.Message
@@ -393,30 +441,54 @@ func (h *Harness[M, S, E]) TableIsCurrent(t *testing.T, path, file, hash string)
 	}
 }
 
-// RandomWalk fires random events with random guard outcomes and failing
-// actions at the machine and at an Oracle of its table, comparing state, error, refusal, calls, arguments
-// and the observed step after every step. The observer is set or not at
-// random, step by step: a machine without one must behave the same and
-// report nothing.
+// RandomWalk fires random events, with random guard outcomes, failing
+// actions and payload sets, at the machine and at an Oracle of the table
+// file (loaded anew, not Table: the walk trusts nothing generated),
+// comparing state, error, refusal, calls, arguments, the state the
+// guards and actions ran in, and the observed step after every step. The
+// observer is set or not at random, step by step: a machine without one
+// must behave the same and report nothing. A walk that reaches a terminal
+// state may start again on a new machine, so that walks spend their
+// steps in the live states rather than in an absorbing one.
 func (h *Harness[M, S, E]) RandomWalk(t *testing.T) {
+	src, err := os.ReadFile(h.TablePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	table, err := fsm.Load(h.TableName, src)
+	if err != nil {
+		t.Fatal(err)
+	}
 	actions := []string{""}
-	for _, a := range h.Table.Actions {
+	for _, a := range table.Actions {
 		actions = append(actions, a.Name)
 	}
 	rapid.Check(t, func(rt *rapid.T) {
-		f := &Fake{}
-		m := h.New(f)
-		var last fsm.Step
-		var seen S // the state when the observer ran
+		var (
+			f      *Fake
+			m      M
+			oracle *Oracle
+			last   fsm.Step
+			seen   S // the state when the observer ran
+		)
 		observer := fsm.ObserverFunc(func(s fsm.Step) { last, seen = s, m.State() })
-		oracle, err := NewOracle(h.Table)
-		if err != nil {
-			rt.Fatal(err)
+		start := func() {
+			f = &Fake{}
+			m = h.newMachine(f)
+			var err error
+			if oracle, err = NewOracle(table); err != nil {
+				rt.Fatal(err)
+			}
 		}
+		start()
 		n := rapid.IntRange(1, 64).Draw(rt, "steps")
 		for i := 0; i < n; i++ {
-			e := E(rapid.IntRange(1, len(h.Table.Events)).Draw(rt, "event"))
-			f.set(h.drawPass(rt, m.State(), e), rapid.SampledFrom(actions).Draw(rt, "fail"))
+			if m.State().Terminal() && rapid.Bool().Draw(rt, "start again") {
+				start()
+			}
+			e := E(rapid.IntRange(1, len(table.Events)).Draw(rt, "event"))
+			f.set(h.drawPass(rt, table, m.State(), e), rapid.SampledFrom(actions).Draw(rt, "fail"))
+			set := rapid.IntRange(0, len(h.Payloads)-1).Draw(rt, "payload set")
 			observed := rapid.Bool().Draw(rt, "observed")
 			if observed {
 				m.SetObserver(observer)
@@ -425,9 +497,9 @@ func (h *Harness[M, S, E]) RandomWalk(t *testing.T) {
 			}
 			from := m.State()
 			last = fsm.Step{} // every event is observed: a step that is not shows
-			err := h.Fire(m, e)
+			err := h.Fire(m, e, set)
 			want := oracle.Fire(e.String(),
-				func(g string) bool { return f.Pass&h.guardBit(g) != 0 },
+				func(g string) bool { return f.Pass&guardBit(table, g) != 0 },
 				func(a string) bool { return a == f.Fail })
 			if m.State().String() != want.To || oracle.State() != want.To {
 				rt.Fatalf("step %d: %v in %v: state %v, oracle %v", i, e, from, m.State(), want.To)
@@ -443,20 +515,21 @@ func (h *Harness[M, S, E]) RandomWalk(t *testing.T) {
 				rt.Fatalf("step %d: %v in %v: error %v, oracle %q", i, e, from, err, errName)
 			}
 			var r *fsm.Refusal
-			if errors.As(err, &r) && (r.Guard != want.Guard || r.State != from.String() || r.Event != e.String() || r.Machine != h.Table.Machine) {
+			if errors.As(err, &r) && (r.Guard != want.Guard || r.State != from.String() || r.Event != e.String() || r.Machine != table.Machine) {
 				rt.Fatalf("step %d: %v in %v: refusal %+v, oracle guard %q", i, e, from, r, want.Guard)
 			}
 			if !slices.Equal(f.Calls, want.Called) {
 				rt.Fatalf("step %d: %v in %v: calls %v, oracle %v", i, e, from, f.Calls, want.Called)
 			}
-			h.checkArgs(f, e, rt.Fatalf)
+			h.checkArgs(table, f, e, set, rt.Fatalf)
+			checkStates(f, from.String(), rt.Fatalf)
 			if !observed {
 				if last != (fsm.Step{}) {
 					rt.Fatalf("step %d: observed %+v with the observer removed", i, last)
 				}
 				continue
 			}
-			wantStep := fsm.Step{Machine: h.Table.Machine, From: from.String(), Event: e.String(), To: want.To, Row: want.Row, Err: err}
+			wantStep := fsm.Step{Machine: table.Machine, From: from.String(), Event: e.String(), To: want.To, Row: want.Row, Err: err}
 			if last != wantStep {
 				rt.Fatalf("step %d: observed %+v, want %+v (oracle row %d)", i, last, wantStep, want.Row)
 			}
@@ -465,4 +538,44 @@ func (h *Harness[M, S, E]) RandomWalk(t *testing.T) {
 			}
 		}
 	})
+}
+
+// StateFromAnyGoroutine drives a machine to every state along Paths
+// while another goroutine reads its State without synchronizing with the
+// events, until it sees the state reached: under the race detector, a
+// state that is not published atomically fails the test.
+func (h *Harness[M, S, E]) StateFromAnyGoroutine(t *testing.T) {
+	for s, path := range h.Paths {
+		if len(path) == 0 {
+			continue
+		}
+		f := &Fake{}
+		m := h.New(f)
+		seen, stop := make(chan struct{}), make(chan struct{})
+		go func() {
+			defer close(seen)
+			for m.State() != s {
+				select {
+				case <-stop: // the machine did not get there
+					return
+				default:
+					runtime.Gosched()
+				}
+			}
+		}()
+		for i, st := range path {
+			f.set(st.Pass, "")
+			if err := h.Fire(m, st.Event, 0); err != nil {
+				close(stop)
+				<-seen
+				t.Fatalf("on the way to %v, step %d (%v): %v", s, i, st.Event, err)
+			}
+		}
+		if got := m.State(); got != s {
+			close(stop)
+			<-seen
+			t.Fatalf("the path to %v ends in %v", s, got)
+		}
+		<-seen
+	}
 }

@@ -14,7 +14,8 @@ import (
 // allows one to be made, and different for different seeds where the
 // type has room (numbers, strings, times, and what holds them).
 //
-//   - booleans are true; integers are seed (reduced to fit the type);
+//   - booleans are true for odd seeds, false for even ones; integers
+//     are seed (reduced to fit the type);
 //     floats seed+0.5; complex numbers seed+1i; strings "v<seed>";
 //     time.Time seed seconds after 2000-01-01 UTC;
 //   - pointers point to a new value, slices hold one, maps one entry,
@@ -28,9 +29,9 @@ import (
 // panics: a type it fails on gives its zero value.
 //
 // Where a type has no room, values of different seeds are the same, and
-// so swapping two arguments of that type goes unseen: booleans (all
-// true, so that none is the zero value), and pointers to or slices of
-// zero-size types (Go gives every such value one address).
+// so swapping two arguments of that type goes unseen: booleans of seeds
+// of one parity, and pointers to or slices of zero-size types (Go gives
+// every such value one address).
 func Value[T any](seed int) (v T) {
 	defer func() {
 		if recover() != nil {
@@ -64,7 +65,7 @@ func fill(v reflect.Value, seed, depth int) {
 	}
 	switch t.Kind() {
 	case reflect.Bool:
-		v.SetBool(true)
+		v.SetBool(seed%2 != 0)
 	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
 		n := int64(seed)
 		for v.OverflowInt(n) {

@@ -21,7 +21,7 @@ type (
 // Value makes values that are not zero where the type allows, that differ
 // by seed where it has room, and never panics.
 func TestValue(t *testing.T) {
-	if Value[bool](1) != true || Value[int](7) != 7 || Value[string](3) != "v3" || Value[float64](2) != 2.5 {
+	if Value[bool](1) != true || Value[bool](2) != false || Value[bool](-3) != true || Value[int](7) != 7 || Value[string](3) != "v3" || Value[float64](2) != 2.5 {
 		t.Error("basic values")
 	}
 	if v := Value[int8](300); v == 0 || Value[uint8](1000) == 0 {

@@ -9,9 +9,15 @@ import (
 )
 
 // maxExhaustiveGuards bounds the guards of one (state, event) group whose
-// outcome combinations the generated tests enumerate one by one; larger
-// groups are left to the random walk.
+// outcome combinations the generated tests enumerate one by one; a
+// larger group gets the combinations of firstFailingCases, and the random
+// walk for the rest.
 const maxExhaustiveGuards = 10
+
+// secondSetShift is added to the seeds of the first payload set to make
+// the second's: odd, so that every boolean differs between the two
+// (fsmtest.Value makes booleans from the seed's parity).
+const secondSetShift = 1001
 
 // step is one event fired on the way to a state, with the guard outcomes
 // that make the intended row be taken.
@@ -130,27 +136,78 @@ func (m *model) guardCases() []tcase {
 	for _, s := range m.t.States {
 		for _, e := range m.t.Events {
 			gs := groupGuards(m.t, m.cells.Group(s.Name, e.Name))
-			if len(gs) == 0 || len(gs) > maxExhaustiveGuards {
+			if len(gs) == 0 {
+				continue
+			}
+			if len(gs) > maxExhaustiveGuards {
+				out = append(out, m.firstFailingCases(s.Name, e.Name, gs)...)
 				continue
 			}
 			for combo := 0; combo < 1<<len(gs); combo++ {
 				var pass uint64
-				var bits strings.Builder
 				for i, g := range gs {
-					holds := combo&(1<<i) != 0
-					if holds {
+					if combo&(1<<i) != 0 {
 						pass |= m.guardBit(g)
 					}
-					bits.WriteString(map[bool]string{true: "+", false: "-"}[holds] + g)
 				}
 				out = append(out, tcase{
-					name: s.Name + "/" + e.Name + "/" + bits.String(), from: s.Name, event: e.Name, pass: pass,
+					name: s.Name + "/" + e.Name + "/" + m.outcomeName(gs, pass), from: s.Name, event: e.Name, pass: pass,
 					want: m.evaluate(s.Name, e.Name, pass, ""),
 				})
 			}
 		}
 	}
 	return out
+}
+
+// firstFailingCases are the cases of a group too large for every
+// combination, whose guards, in the order its rows test them, are gs:
+// each guard failing with the others holding (a row of many guards
+// refused by each of them), and the first k failing with the others
+// holding, for every k (alternative rows of one guard each, taken one
+// after the other, then all refused). Every guard holding is the first
+// of both.
+func (m *model) firstFailingCases(state, event string, gs []string) []tcase {
+	var all uint64
+	for _, g := range gs {
+		all |= m.guardBit(g)
+	}
+	passes := []uint64{all}
+	for _, g := range gs {
+		passes = append(passes, all&^m.guardBit(g))
+	}
+	// The first k failing: k = 1 is above already, k = len(gs) is none
+	// holding.
+	for k := 2; k < len(gs); k++ {
+		pass := all
+		for _, g := range gs[:k] {
+			pass &^= m.guardBit(g)
+		}
+		passes = append(passes, pass)
+	}
+	passes = append(passes, 0)
+	var out []tcase
+	for _, pass := range passes {
+		out = append(out, tcase{
+			name: state + "/" + event + "/" + m.outcomeName(gs, pass), from: state, event: event, pass: pass,
+			want: m.evaluate(state, event, pass, ""),
+		})
+	}
+	return out
+}
+
+// outcomeName names the guard outcomes pass of the guards gs: "+G" for a
+// guard that holds, "-G" for one that fails, in order.
+func (m *model) outcomeName(gs []string, pass uint64) string {
+	var b strings.Builder
+	for _, g := range gs {
+		if pass&m.guardBit(g) != 0 {
+			b.WriteString("+" + g)
+		} else {
+			b.WriteString("-" + g)
+		}
+	}
+	return b.String()
 }
 
 // rowCases takes every row in every state it applies in, and makes each of
@@ -231,24 +288,30 @@ func Test(t *fsm.Table, src Source) ([]byte, error) {
 		if len(e.Payload) == 0 {
 			continue
 		}
-		p.f("// %s is what %s is fired with in these tests: for each\n// field, a value of its type made by fsmtest.Value from a seed of its own.\n", payloadVar(l, e), e.Name)
-		p.f("var %s = struct {\n", payloadVar(l, e))
+		p.f("%s", comment("", payloadVar(l, e)+" is what "+e.Name+" is fired with in these tests, in two sets: for each field, a value of its type made by fsmtest.Value from a seed of its own, the second set's seeds of the other parity."))
+		p.f("var %s = [2]struct {\n", payloadVar(l, e))
 		for _, f := range e.Payload {
 			p.f("\t%s %s\n", f.Name, f.Type)
 		}
 		p.f("}{\n")
-		for _, f := range e.Payload {
-			seed++
-			p.f("\tfsmtest.Value[%s](%d),\n", f.Type, seed)
+		first := seed
+		for _, shift := range []int{0, secondSetShift} {
+			seed = first
+			p.f("\t{\n")
+			for _, f := range e.Payload {
+				seed++
+				p.f("\t\tfsmtest.Value[%s](%d),\n", f.Type, seed+shift)
+			}
+			p.f("\t},\n")
 		}
 		p.f("}\n\n")
 	}
-	p.f("// %sFire fires e with its payload of these tests.\n", l)
-	p.f("func %sFire(m *%s, e Event) error {\n\tswitch e {\n", l, M)
+	p.f("// %sFire fires e with its payload of set set.\n", l)
+	p.f("func %sFire(m *%s, e Event, set int) error {\n\tswitch e {\n", l, M)
 	for _, e := range t.Events {
 		var args []string
 		for _, f := range e.Payload {
-			args = append(args, payloadVar(l, e)+"."+f.Name)
+			args = append(args, payloadVar(l, e)+"[set]."+f.Name)
 		}
 		p.f("\tcase %s:\n\t\treturn m.%s(%s)\n", eventConst(e.Name), e.Name, strings.Join(args, ", "))
 	}
@@ -257,18 +320,23 @@ func Test(t *fsm.Table, src Source) ([]byte, error) {
 	p.f("// %s runs the tests below on %s through its public API.\n", harness, M)
 	p.f("var %s = &fsmtest.Harness[*%s, State, Event]{\n", harness, M)
 	p.f("\tTable: %s(),\n", m.tableFunc())
+	p.f("\tTablePath: %q,\n\tTableName: %q,\n", src.FromPackage, src.Name)
 	p.f("\tNew: func(f *fsmtest.Fake) *%s { return %s(%sFake{f}) },\n", M, m.constructor(), l)
 	p.f("\tFire: %sFire,\n", l)
-	p.f("\tPayloads: map[Event]map[string]any{\n")
-	for _, e := range t.Events {
-		if len(e.Payload) == 0 {
-			continue
+	p.f("\tPayloads: [2]map[Event]map[string]any{\n")
+	for set := range 2 {
+		p.f("\t\t{\n")
+		for _, e := range t.Events {
+			if len(e.Payload) == 0 {
+				continue
+			}
+			p.f("\t\t\t%s: {", eventConst(e.Name))
+			for _, f := range e.Payload {
+				p.f("%q: %s[%d].%s, ", f.Name, payloadVar(l, e), set, f.Name)
+			}
+			p.f("},\n")
 		}
-		p.f("\t\t%s: {", eventConst(e.Name))
-		for _, f := range e.Payload {
-			p.f("%q: %s.%s, ", f.Name, payloadVar(l, e), f.Name)
-		}
-		p.f("},\n")
+		p.f("\t\t},\n")
 	}
 	p.f("\t},\n")
 	p.f("\tErrors: map[string]error{\n")
@@ -333,16 +401,19 @@ func Test%[2]sWithoutHandlers(t *testing.T) {
 	%[1]s.WithoutHandlers(t, func() *%[2]s { return %[3]s(nil) }, func() *%[2]s { return new(%[2]s) })
 }
 
-// Test%[2]sTableIsCurrent fails when %[6]s changed after this code was
+// Test%[2]sTableIsCurrent fails when %[4]s changed after this code was
 // generated, or when %[2]sTable() or the error sentinels do not describe it.
-func Test%[2]sTableIsCurrent(t *testing.T) {
-	%[1]s.TableIsCurrent(t, %[5]q, %[4]q, %[2]sTableHash)
-}
+func Test%[2]sTableIsCurrent(t *testing.T) { %[1]s.TableIsCurrent(t, %[2]sTableHash) }
 
-// Test%[2]sRandomWalk fires random events with random guard outcomes and
-// failing actions at the machine and at an independent oracle built on
-// looplab/fsm, comparing them after every step.
+// Test%[2]sRandomWalk fires random events with random guard outcomes,
+// failing actions and payloads at the machine and at an independent
+// oracle built on looplab/fsm from %[4]s, comparing them after every step.
 func Test%[2]sRandomWalk(t *testing.T) { %[1]s.RandomWalk(t) }
-`, harness, M, m.constructor(), src.Name, src.FromPackage, src.display())
+
+// Test%[2]sStateFromAnyGoroutine reads the state while events move the
+// machine: under the race detector, it fails unless State is safe to
+// call from any goroutine.
+func Test%[2]sStateFromAnyGoroutine(t *testing.T) { %[1]s.StateFromAnyGoroutine(t) }
+`, harness, M, m.constructor(), src.display())
 	return gofmt(M+" tests", p.Bytes())
 }

@@ -50,7 +50,11 @@ func (s *Scheduler) Release() error {
 	return nil
 }
 
-func (s *Scheduler) Notify(by, reason string) error {
-	s.Notified = append(s.Notified, by+": "+reason)
+func (s *Scheduler) Notify(by, reason string, urgent bool) error {
+	note := by + ": " + reason
+	if urgent {
+		note += " (urgent)"
+	}
+	s.Notified = append(s.Notified, note)
 	return nil
 }

@@ -39,7 +39,7 @@ func TestJobLifecycle(t *testing.T) {
 	if m.State() != StateSucceeded || s.Attempts != 2 {
 		t.Fatalf("after the retry: %v, %d attempts", m.State(), s.Attempts)
 	}
-	if err := m.Cancel("too late", "ops"); !errors.Is(err, ErrFinished) {
+	if err := m.Cancel("too late", "ops", false); !errors.Is(err, ErrFinished) {
 		t.Fatalf("Cancel after success: %v", err)
 	}
 }
@@ -53,10 +53,10 @@ func TestJobCancelIsAbsorbing(t *testing.T) {
 	if len(s.Preempted) != 1 {
 		t.Fatalf("Start through preemption: %+v", s)
 	}
-	if err := m.Cancel("not needed", "ops"); err != nil || m.State() != StateCancelled {
+	if err := m.Cancel("not needed", "ops", true); err != nil || m.State() != StateCancelled {
 		t.Fatalf("Cancel: %v in %v", err, m.State())
 	}
-	if len(s.Notified) != 1 || s.Notified[0] != "ops: not needed" {
+	if len(s.Notified) != 1 || s.Notified[0] != "ops: not needed (urgent)" {
 		t.Fatalf("notified %q", s.Notified)
 	}
 	// Cancelled ignores every later event.
