@@ -4,10 +4,15 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"go.uber.org/goleak"
 	"pgregory.net/rapid"
 
 	"github.com/tablefsm/tablefsm/fsm"
 )
+
+// Harness.StateFromAnyGoroutine starts a goroutine, which it ends before
+// it returns.
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestOracleAgreesWithEvaluate walks the oracle and the reference
 // semantics of fsm.Table.Evaluate side by side: two implementations of one
