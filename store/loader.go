@@ -329,8 +329,9 @@ func (l *Loader) removeLocked() error {
 // DurableCommit and LogResetPending report the snapshot's commit id, and
 // the caller must reset its log and then call ClearLogReset.
 //
-// On an error before the swap the loader is aborted and the live store is
-// untouched. If the marker was renamed but the directory sync failed,
+// A snapshot whose commit id has a term above that term is refused with
+// ErrInvalidSnapshot. On an error before the swap the loader is aborted
+// and the live store is untouched. If the marker was renamed but the directory sync failed,
 // Install puts the old marker back: once that is durable, the install
 // failed and the live store is untouched. If that fails too, which
 // database a crash would leave is unknown: the store is closed, the error
@@ -359,6 +360,12 @@ func (s *Store) Install(l *Loader, minTerm logpos.Term) (SnapshotInfo, error) {
 		return SnapshotInfo{}, err
 	}
 	info.Term = max(minTerm, info.Term, s.Term())
+	if info.Commit.Term > info.Term {
+		// No leader of a term commits an entry of a later term: applying
+		// an entry after this commit would need a term below it, which
+		// the store refuses, and the store would be stuck.
+		return SnapshotInfo{}, l.failLocked(fmt.Errorf("%w: its commit %v is of a term above the term %d", ErrInvalidSnapshot, info.Commit, info.Term))
+	}
 	staged := l.mu.db
 	err = commitStaged(staged, info)
 	if err != nil {
