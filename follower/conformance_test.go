@@ -1722,7 +1722,7 @@ func TestConformanceFailedAppendAdvertisesNothing(t *testing.T) {
 // round acks the durable head only when it moved, even when entries it
 // covered are still waiting (an entry recorded after the round that made
 // it durable had acked it), and repeats a value only to answer a
-// duplicate.
+// duplicate, once the duplicate is durable.
 func TestConformanceCumulativeAckNotRepeated(t *testing.T) {
 	f, err := Open(Config{Dir: t.TempDir()})
 	if err != nil {
@@ -1752,13 +1752,18 @@ func TestConformanceCumulativeAckNotRepeated(t *testing.T) {
 	r.mu.Unlock()
 	round(5)
 	round(7, 6, 7)
+	r.mu.Lock()
+	r.mu.dupUpTo = 9 // a duplicate of 9, appended but not durable yet
+	r.mu.Unlock()
+	round(7) // not answered before 9 is durable
+	round(9, 8, 9)
 	close(s.acks)
 	var acks []int64
 	for a := range s.acks {
 		acks = append(acks, a)
 	}
-	if want := []int64{5, 5, 7}; !slices.Equal(acks, want) {
-		t.Fatalf("acks %v, want %v: the head when it moves, repeated for a duplicate only", acks, want)
+	if want := []int64{5, 5, 7, 9}; !slices.Equal(acks, want) {
+		t.Fatalf("acks %v, want %v: the head when it moves, repeated for a duplicate only, once it is durable", acks, want)
 	}
 }
 
@@ -1860,6 +1865,19 @@ func TestTheLastOffset(t *testing.T) {
 		a.send(t, entryAppend(2, math.MaxInt64, 20, "n", "n"))
 		if err := <-a.res; !errors.Is(err, ErrInvalidArgument) {
 			t.Fatalf("appending the last offset: %v, want ErrInvalidArgument", err)
+		}
+	})
+	// Far from the head, the last offset is a gap like any other: the gap
+	// check comes before the offset's own.
+	t.Run("the last offset beyond the head", func(t *testing.T) {
+		h := confInstalled(t, 20)
+		a := confAttach(t, h.f)
+		a.send(t, entryAppend(2, math.MaxInt64, 20, "n", "n"))
+		if err := <-a.res; !errors.Is(err, ErrGap) {
+			t.Fatalf("appending the last offset after head 20: %v, want ErrGap", err)
+		}
+		if st := h.f.Status(); st.Head != 20 {
+			t.Fatalf("head %d after the refused entry, want 20", st.Head)
 		}
 	})
 }
