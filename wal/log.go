@@ -432,6 +432,10 @@ func (l *Log) rollSegment(first logpos.Offset, prev uint32, recSize int64) (*seg
 	preallocated := f != nil
 	if f == nil {
 		if f, err = l.fs.Create(path, vfs.WriteCategoryUnspecified); err != nil {
+			// A file system may leave the file (or the rename above
+			// may have happened after all): it is no segment of the
+			// log, and a truncation back below first would not see it.
+			_ = l.fs.Remove(path)
 			return nil, fmt.Errorf("wal: create segment %s: %w", path, err)
 		}
 	}

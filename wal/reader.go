@@ -336,7 +336,8 @@ func (l *Log) NewReverseReader() (*ReverseReader, error) {
 // Next returns the previous entry; io.EOF after the first entry of the
 // log. Its Value is valid until the next call. Errors: ErrTrimmed (Trim
 // removed entries the reader had yet to return), ErrLogChanged,
-// ErrCorrupt, ErrClosed.
+// ErrCorrupt (damaged data), ErrClosed, or an I/O error of the file
+// system, wrapped (Next may be called again).
 func (r *ReverseReader) Next() (logpos.Entry, error) {
 	l := r.l
 	if err := l.lockReading(r.closed, r.st); err != nil {
@@ -402,10 +403,15 @@ func (r *ReverseReader) read(s *segment, positions []uint32, limit int64) (logpo
 	}
 	e, _, err := readRecordAt(r.f, r.limit, r.positions, int(r.next-s.first), s.prevCRC)
 	if err != nil {
-		if errors.Is(err, ErrCorrupt) {
+		switch {
+		case errors.Is(err, ErrCorrupt):
 			return logpos.Entry{}, fmt.Errorf("%w (segment %s, offset %d)", err, s.path, r.next)
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			// The file ends inside a record its positions hold.
+			return logpos.Entry{}, corruptf("segment %s, offset %d: %v", s.path, r.next, err)
 		}
-		return logpos.Entry{}, corruptf("segment %s, offset %d: %v", s.path, r.next, err)
+		// An I/O error, not damage: the caller may try again.
+		return logpos.Entry{}, fmt.Errorf("wal: reader: segment %s, offset %d: %w", s.path, r.next, err)
 	}
 	if e.Offset != r.next {
 		return logpos.Entry{}, corruptf("segment %s: offset %d where %d belongs", s.path, e.Offset, r.next)

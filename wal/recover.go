@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"slices"
 	"strings"
 
@@ -46,7 +47,9 @@ func scanSegment(f vfs.File, size int64, first logpos.Offset, prevCRC uint32) (s
 			return r, err
 		}
 		e, crc, sz, err := decodeRecord(rec, r.lastCRC)
-		if err != nil || e.Offset != first+logpos.Offset(r.count) {
+		// The log never writes the last offset (AppendAsync refuses it:
+		// the next would overflow): a record there is not one of its.
+		if err != nil || e.Offset != first+logpos.Offset(r.count) || e.Offset == math.MaxInt64 {
 			break
 		}
 		r.positions = append(r.positions, uint32(pos))
@@ -209,6 +212,17 @@ func (l *Log) recover() error {
 		tail      *scanResult // scan of the last kept segment, when scanned
 	)
 	for i, first := range firsts {
+		if len(segs) > 0 && first <= segs[len(segs)-1].last() {
+			// The segment before holds this offset: the file is no part
+			// of the log, but what a failed roll to a new segment left
+			// (its removal failed too) before the log was truncated
+			// back below it. The segments after it are the log's.
+			l.logger.Warn("wal: removing a segment file inside the previous segment", "segment", segmentName(first), "previous_last", segs[len(segs)-1].last())
+			if err := l.removeSegmentFiles(first, indexes[first]); err != nil {
+				return err
+			}
+			continue
+		}
 		s := &segment{first: first, path: l.path(segmentName(first))}
 		size, h, err := l.readSegmentHeader(s)
 		if err != nil && !errors.Is(err, errBadSegmentHeader) {
