@@ -40,6 +40,7 @@ import (
 type confSnap struct {
 	chunkTerm logpos.Term
 	storeTerm logpos.Term // NoTerm: the leader's store was never given a term
+	entryTerm logpos.Term // the entries' term, when not storeTerm
 	commit    logpos.Offset
 	options   TermOptions
 	prefix    string
@@ -66,7 +67,11 @@ func (o confSnap) build(t *testing.T) []*replicationpb.SnapshotChunk {
 		}
 	}
 	for off := logpos.Offset(0); off <= o.commit; off++ {
-		e := logpos.Entry{Term: max(o.storeTerm, 0), Offset: off, Value: kvPut(fmt.Sprintf("%s%d", o.prefix, off), fmt.Sprintf("v%d", off))}
+		term := max(o.storeTerm, 0)
+		if o.entryTerm != 0 {
+			term = o.entryTerm
+		}
+		e := logpos.Entry{Term: term, Offset: off, Value: kvPut(fmt.Sprintf("%s%d", o.prefix, off), fmt.Sprintf("v%d", off))}
 		if err := src.Apply(e); err != nil {
 			t.Fatal(err)
 		}

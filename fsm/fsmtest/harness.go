@@ -138,8 +138,8 @@ type Harness[M Machine[S], S StateEnum, E EventEnum] struct {
 	// Table is what the machine's Table function returns.
 	Table *fsm.Table
 	// TablePath is the table file, read by the tests (relative to the
-	// package's directory), and TableName the name the generator loaded
-	// it under, which positions in the table carry.
+	// package's directory), and TableName its base name, which the
+	// generated code calls it by (and the tests load it under).
 	TablePath, TableName string
 	// New makes a machine in its initial state on handlers backed by f.
 	New func(f *Fake) M

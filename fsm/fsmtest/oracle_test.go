@@ -11,7 +11,7 @@ import (
 )
 
 // Harness.StateFromAnyGoroutine starts a goroutine, which it ends before
-// it returns.
+// it returns (TestStateFromAnyGoroutineEndsItsReader).
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestOracleAgreesWithEvaluate walks the oracle and the reference
