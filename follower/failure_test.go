@@ -650,3 +650,42 @@ func TestCloseDoesNotWaitForTheBacklog(t *testing.T) {
 		}
 	}
 }
+
+// TestEntriesOfAFailedSyncAreNotTrusted: an entry whose fsync failed is
+// not counted as durable when the log is reopened, although its bytes are
+// in the file (the kernel may keep them in its cache only, or drop them,
+// and a later fsync need not report the earlier failure): the log is cut
+// back to what a sync covered, and the leader sends the rest again.
+func TestEntriesOfAFailedSyncAreNotTrusted(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	s, res := h.replicate(1, 0, 2, -1)
+	h.fs.failSyncs("/wal/")
+	s.in <- &replicationpb.Append{Term: 1, CommitOffset: -1, Entry: &replicationpb.LogEntry{Term: 1, Offset: 3, Value: kvPut("k", "v")}}
+	if err := <-res; !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("stream whose fsync failed: %v, want ErrUnavailable", err)
+	}
+	s.cancel()
+	h.fs.heal()
+	head, err := h.f.NewTerm(2, TermOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head.Offset != 2 {
+		t.Fatalf("NewTerm after the failed sync: head %v, want offset 2 (entry 3 was never durable)", head)
+	}
+	if st := h.f.Status(); st.Head != 2 {
+		t.Fatalf("status head %d, want 2", st.Head)
+	}
+	// The leader of term 2 sends entry 3 again.
+	if _, err := h.f.Truncate(2, &head); err != nil {
+		t.Fatal(err)
+	}
+	s2, res2 := h.replicate(2, 3, 3, 3)
+	if err := finish(s2, res2); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.f.WaitApplied(context.Background(), 3); err != nil {
+		t.Fatal(err)
+	}
+}

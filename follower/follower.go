@@ -300,17 +300,30 @@ func (f *Follower) adoptStoredTerm(st *store.Store) error {
 }
 
 // reopenLogIfFailed reopens the log if it failed; what it had not synced
-// is gone. The caller holds the lifecycle lock and the applier's, with no
+// is gone, even if its bytes reached the file: an fsync that failed may
+// have left them in the kernel's cache only (or dropped them), and a
+// later fsync need not report that, so the reopened log is cut back to
+// what the syncs before the failure covered (the leader sends the rest
+// again). The caller holds the lifecycle lock and the applier's, with no
 // stream attached.
 func (f *Follower) reopenLogIfFailed() error {
 	if !f.logFailed.Load() {
 		return nil
 	}
 	f.applier.resetLocked()
+	trusted := f.log.LastDurable()
 	_ = f.log.Close() // returns the failure we already know
 	log, err := f.openLog(mustKeep(f.store()))
 	if err != nil {
 		return fmt.Errorf("%w: reopening the log: %w", ErrUnavailable, err)
+	}
+	if found := log.LastDurable(); found.Offset > trusted.Offset {
+		if _, err := log.TruncateLog(trusted.Offset); err != nil {
+			_ = log.Close()
+			return fmt.Errorf("%w: cutting the entries of the failed sync from the log: %w", ErrUnavailable, err)
+		}
+		f.logger().Warn("log cut back to its last synced entry: the entries after it were written, but their sync failed",
+			"last_synced", trusted.Offset, "found", found.Offset)
 	}
 	f.log = log
 	f.logFailed.Store(false)
