@@ -331,9 +331,9 @@ func (l *Loader) removeLocked() error {
 //
 // A snapshot whose commit id has a term above that term is refused with
 // ErrInvalidSnapshot. On an error before the swap the loader is aborted
-// and the live store is untouched. If the marker was renamed but the directory sync failed,
-// Install puts the old marker back: once that is durable, the install
-// failed and the live store is untouched. If that fails too, which
+// and the live store is untouched. If the marker was renamed but the
+// directory sync failed, Install puts the old marker back: once that is
+// durable, the install failed and the live store is untouched. If that fails too, which
 // database a crash would leave is unknown: the store is closed, the error
 // wraps ErrFailed, and reopening it opens the database the marker names.
 func (s *Store) Install(l *Loader, minTerm logpos.Term) (SnapshotInfo, error) {
