@@ -3,7 +3,9 @@ package follower
 import (
 	"context"
 	"errors"
+	"log/slog"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -689,3 +691,69 @@ func TestEntriesOfAFailedSyncAreNotTrusted(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// reopenHeads records the head each "log reopened after a failure"
+// message reports: the head the follower publishes right after reopening
+// its log, before anything else of the repair.
+type reopenHeads struct {
+	slog.Handler
+	mu    sync.Mutex
+	heads []int64
+}
+
+func (h *reopenHeads) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == "log reopened after a failure" {
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key == "head" {
+				h.mu.Lock()
+				h.heads = append(h.heads, a.Value.Int64())
+				h.mu.Unlock()
+			}
+			return true
+		})
+	}
+	return nil
+}
+
+func (h *reopenHeads) Enabled(context.Context, slog.Level) bool { return true }
+func (h *reopenHeads) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *reopenHeads) WithGroup(string) slog.Handler            { return h }
+
+// TestRepairOfAFailedLogResetShowsNoReplacedEntry: a snapshot installed
+// below the follower's log whose log reset failed leaves the old entries
+// in the log's files; the repair that reopens the log never publishes a
+// head from them (the log had stopped counting them durable when the
+// reset began), not even for the moment before it resets the log.
+func TestRepairOfAFailedLogResetShowsNoReplacedEntry(t *testing.T) {
+	logs := &reopenHeads{Handler: slog.DiscardHandler}
+	h := newHarness(t, Config{Logger: slog.New(logs)})
+	h.newTerm(1)
+	s, res := h.replicate(1, 0, 20, 20)
+	if err := finish(s, res); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.f.WaitApplied(context.Background(), 20); err != nil {
+		t.Fatal(err)
+	}
+	chunks := confSnap{chunkTerm: 1, storeTerm: 1, commit: 6}.build(t)
+	h.fs.fail(clearMarkerName)
+	if off, err := h.f.InstallSnapshot(&fakeSnapshotStream{chunks: chunks}); err != nil || off != 6 {
+		t.Fatalf("install whose log reset fails: %d, %v; want it installed at 6", off, err)
+	}
+	h.fs.heal()
+	head, err := h.f.NewTerm(2, TermOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head.Offset != 6 {
+		t.Fatalf("NewTerm after the repair: head %v, want the snapshot point 6", head)
+	}
+	logs.mu.Lock()
+	defer logs.mu.Unlock()
+	if len(logs.heads) != 1 || logs.heads[0] != 6 {
+		t.Fatalf("heads published on reopening the log: %v, want [6] (the snapshot point, never the replaced log's 20)", logs.heads)
+	}
+}
+
+// clearMarkerName is the file the log writes first when it clears itself.
+const clearMarkerName = "CLEARING"
