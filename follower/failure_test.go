@@ -525,11 +525,16 @@ func TestWALFailureAfterTransportFailure(t *testing.T) {
 type markerFailure struct {
 	armed atomic.Bool
 	phase atomic.Int32
+	// failClear, while set, fails the log's clears (and so its reset).
+	failClear atomic.Bool
 }
 
 func (m *markerFailure) String() string { return "marker failure" }
 
 func (m *markerFailure) MaybeError(op errorfs.Op) error {
+	if m.failClear.Load() && strings.HasSuffix(op.Path, "/wal/"+clearMarkerName) {
+		return errorfs.ErrInjected
+	}
 	if !m.armed.Load() {
 		return nil
 	}
@@ -589,6 +594,16 @@ func TestInstallFailedAfterSwapBelowCommit(t *testing.T) {
 	if inj.phase.Load() != 3 {
 		t.Fatalf("the failure was not injected (phase %d)", inj.phase.Load())
 	}
+	// A repair that reopens the store (the snapshot's) but cannot reset
+	// the log: the follower is the snapshot's all the same, its head too.
+	inj.failClear.Store(true)
+	if _, err := f.NewTerm(2, TermOptions{}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("NewTerm while the log cannot be reset: %v, want ErrUnavailable", err)
+	}
+	if st := f.Status(); st.Commit != 14 || st.Head != 14 {
+		t.Fatalf("after a repair whose log reset failed: %+v, want head and commit at the snapshot point 14", st)
+	}
+	inj.failClear.Store(false)
 	head, err := f.NewTerm(2, TermOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -650,6 +665,42 @@ func TestCloseDoesNotWaitForTheBacklog(t *testing.T) {
 		case sm.gate <- struct{}{}:
 			applied++
 		}
+	}
+}
+
+// TestHeadAfterAFailedSync: once a stream ended because its fsync failed,
+// the head is what the log synced, while the disk keeps failing (every
+// repair fails) and after a Close and an Open in the same process.
+func TestHeadAfterAFailedSync(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	s, res := h.replicate(1, 0, 2, -1)
+	h.fs.failSyncs("/wal/")
+	s.in <- entryAppend(1, 3, -1, "k", "3")
+	if err := <-res; !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("stream whose fsync failed: %v, want ErrUnavailable", err)
+	}
+	s.cancel()
+	if st := h.f.Status(); st.Head != 2 {
+		t.Fatalf("status after the failed sync: %+v, want head 2 (entry 3 was never durable)", st)
+	}
+	if _, err := h.f.NewTerm(2, TermOptions{}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("NewTerm on a failing disk: %v, want ErrUnavailable", err)
+	}
+	if st := h.f.Status(); st.Head != 2 {
+		t.Fatalf("status after a failed repair: %+v, want head 2", st)
+	}
+	h.fs.heal()
+	if err := h.f.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	h.open()
+	head, err := h.f.NewTerm(2, TermOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if head.Offset != 2 {
+		t.Fatalf("NewTerm after Close and Open: head %v, want offset 2 (entry 3's fsync failed)", head)
 	}
 }
 

@@ -243,7 +243,13 @@ func (f *Follower) repairLocked() error {
 		if err != nil {
 			return fmt.Errorf("%w: reopening the store: %w", ErrUnavailable, err)
 		}
-		if _, reset := st.LogResetPending(); !reset && st.Commit().Offset < reached {
+		if point, reset := st.LogResetPending(); reset {
+			// The store is the snapshot's: so are head and base, whether
+			// or not the log's reset below succeeds.
+			f.base.Store(int64(point.Offset))
+			f.head.Store(int64(point.Offset))
+			f.advertised.Store(int64(point.Offset))
+		} else if st.Commit().Offset < reached {
 			// The store lost applied batches: until it has them again,
 			// the commit stays where it was. (A store that a snapshot
 			// replaced has the snapshot's commit, below or not.)
@@ -327,7 +333,11 @@ func (f *Follower) reopenLogIfFailed() error {
 	}
 	f.log = log
 	f.logFailed.Store(false)
-	f.head.Store(int64(max(log.LastDurable().Offset, f.commit(), logpos.Offset(f.base.Load()))))
+	if point, pending := f.store().LogResetPending(); pending {
+		f.head.Store(int64(point.Offset)) // the log's entries are the old store's
+	} else {
+		f.head.Store(int64(max(log.LastDurable().Offset, f.commit(), logpos.Offset(f.base.Load()))))
+	}
 	f.logger().Warn("log reopened after a failure", "head", f.head.Load())
 	return nil
 }
@@ -837,15 +847,21 @@ func (f lifecycle) StartInstall(install *installation) error {
 }
 
 // Shutdown ends the stream and the install, stops the applier and closes
-// the log and the store. It cannot fail: errors closing files are kept for
-// Close and Delete to return.
+// the log (a failed one cut back first) and the store. It cannot fail:
+// errors closing files are kept for Close and Delete to return.
 func (f lifecycle) Shutdown() error {
 	f.endStream(ErrStreamEnded)
 	f.abandonInstall()
 	close(f.closing)
 	f.applier.stop()
 	f.goroutines.Wait()
-	f.closeErr = errors.Join(f.log.Close(), f.store().Close())
+	// A failed log is cut back to what its syncs covered before it is
+	// closed: an Open later in this process would trust the rest (see
+	// reopenLogIfFailed).
+	f.applier.mu.Lock()
+	cutErr := f.reopenLogIfFailed()
+	f.applier.mu.Unlock()
+	f.closeErr = errors.Join(cutErr, f.log.Close(), f.store().Close())
 	f.logger().Debug("follower closed")
 	return nil
 }

@@ -171,6 +171,11 @@ func (r *replication) detach() error {
 		if f.stream == r {
 			f.stream = nil
 			f.stats.streamAttached.Store(false)
+			if f.logFailed.Load() {
+				// What the failed log did not sync is not the head: the
+				// repair cuts it.
+				f.head.Store(int64(max(r.log.LastDurable().Offset, f.commit(), logpos.Offset(f.base.Load()))))
+			}
 		}
 		f.release()
 	case <-r.stopped:
