@@ -260,9 +260,11 @@ func (f *Follower) repairLocked() error {
 		f.applier.notify() // a snapshot the store finished installing may have applied more
 		f.applier.kick()   // what the store lost is applied again
 		f.logger().Warn("store reopened after a failure", "commit", st.Commit(), "stored_term", st.Term())
-		if err := f.adoptStoredTerm(st); err != nil {
-			return err
-		}
+	}
+	// Checked at every repair, not only when the store comes back: an
+	// adoption that failed (say, on the log) is retried by the next.
+	if err := f.adoptStoredTerm(f.store()); err != nil {
+		return err
 	}
 	if f.stream != nil {
 		return nil
