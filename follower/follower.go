@@ -338,10 +338,16 @@ func (f *Follower) reopenLogIfFailed() error {
 	if point, pending := f.store().LogResetPending(); pending {
 		f.head.Store(int64(point.Offset)) // the log's entries are the old store's
 	} else {
-		f.head.Store(int64(max(log.LastDurable().Offset, f.commit(), logpos.Offset(f.base.Load()))))
+		f.head.Store(int64(f.headOf(log)))
 	}
 	f.logger().Warn("log reopened after a failure", "head", f.head.Load())
 	return nil
+}
+
+// headOf is the head that log makes: its last durable entry, or the
+// commit or the snapshot point when they are above it.
+func (f *Follower) headOf(log *wal.Log) logpos.Offset {
+	return max(log.LastDurable().Offset, f.commit(), logpos.Offset(f.base.Load()))
 }
 
 func (f *Follower) openStore() (*store.Store, error) {

@@ -174,7 +174,7 @@ func (r *replication) detach() error {
 			if f.logFailed.Load() {
 				// What the failed log did not sync is not the head: the
 				// repair cuts it.
-				f.head.Store(int64(max(r.log.LastDurable().Offset, f.commit(), logpos.Offset(f.base.Load()))))
+				f.head.Store(int64(f.headOf(r.log)))
 			}
 		}
 		f.release()
