@@ -78,7 +78,9 @@ func (h *Histogram) Quantile(q float64) time.Duration {
 	if h.n == 0 {
 		return 0
 	}
-	rank := int64(math.Ceil(q * float64(h.n)))
+	// The rank, less a hair: q*n computed as 7.000000000000001 for
+	// 0.07*100 is rank 7, not 8.
+	rank := int64(math.Ceil(q*float64(h.n) - 1e-9))
 	rank = min(max(rank, 1), h.n)
 	if rank == h.n {
 		return h.max

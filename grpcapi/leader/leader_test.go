@@ -79,6 +79,15 @@ func TestHistogram(t *testing.T) {
 	if h.Max() != time.Millisecond || h.Count() != 1000 {
 		t.Errorf("max %v count %d", h.Max(), h.Count())
 	}
+	// A rank q*n that floating point puts a hair above an integer
+	// (0.07*100 = 7.000000000000001) is that integer's.
+	var r leader.Histogram
+	for i := 1; i <= 100; i++ {
+		r.Record(time.Duration(i) * time.Millisecond)
+	}
+	if got := r.Quantile(.07); got < 7*time.Millisecond-time.Millisecond/16 || got > 7*time.Millisecond+time.Millisecond/16 {
+		t.Errorf("Quantile(0.07) of 1..100 ms = %v, want 7ms ± 1/16", got)
+	}
 	var o leader.Histogram
 	o.Record(time.Second)
 	h.Merge(&o)
@@ -143,6 +152,7 @@ func TestReplicateChecksAcks(t *testing.T) {
 		{"cumulative ack going back", []int64{3, 2}, true, false, 0},
 		{"cumulative ack repeated with nothing new sent", []int64{3, 3}, true, false, 0},
 		{"cumulative ack going back before the run", []int64{4, 2, 14}, true, false, 5},
+		{"cumulative ack beyond every entry sent", []int64{1 << 40}, true, false, 0},
 		{"stream ended early", []int64{0}, false, true, 0},
 	}
 	for _, c := range cases {
@@ -462,6 +472,56 @@ func TestReplicateRepeatedCumulativeAcks(t *testing.T) {
 		if err != nil || res.Acked != 10 || res.LastAck != 24 {
 			t.Errorf("window %d: %+v, %v", window, res, err)
 		}
+	}
+}
+
+// TestReplicateAckBeyondWhatTheFollowerHolds: a run re-sending two entries
+// the follower holds (5 and 6) of ten: a cumulative ack far beyond both
+// what was sent and what the follower holds acknowledges entries never
+// sent, and is a protocol violation, not an ack to advertise as committed.
+func TestReplicateAckBeyondWhatTheFollowerHolds(t *testing.T) {
+	conn := serve(t, func(s *grpc.Server) {
+		replicationpb.RegisterOxiaLogReplicationServer(s, pacedFollower{script: []pacedStep{{recv: 10, acks: []int64{1 << 40}}}})
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, First: 5, Count: 10, Window: 10, Cumulative: true, Commit: 4, Resent: 2, Value: value})
+	if !errors.Is(err, leader.ErrProtocol) {
+		t.Fatalf("ack 1<<40 for a run of 5..14 over a follower holding 5..6: %+v, %v; want ErrProtocol", res, err)
+	}
+}
+
+// canceler ends every stream with the status a follower's NewTerm ends an
+// attached stream with: Canceled.
+type canceler struct {
+	replicationpb.UnimplementedOxiaLogReplicationServer
+}
+
+func (canceler) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
+	if _, err := s.Recv(); err != nil {
+		return err
+	}
+	return status.Error(codes.Canceled, "follower: stream ended")
+}
+
+// TestReplicateCallerCancelIsToldApart: a run the caller cancels ends with
+// an error that is context.Canceled; one the follower ends with the
+// status Canceled (fenced by a NewTerm) does not, and both keep the code.
+func TestReplicateCallerCancelIsToldApart(t *testing.T) {
+	conn := serve(t, func(s *grpc.Server) { echo.Register(s) })
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	_, mine := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, Count: 1 << 30, Window: 4, Value: value,
+		OnAck: func(logpos.Offset) { cancel() }})
+	if !errors.Is(mine, context.Canceled) || status.Code(mine) != codes.Canceled {
+		t.Errorf("a run the caller cancelled: %v (code %v), want context.Canceled with code Canceled", mine, status.Code(mine))
+	}
+	fconn := serve(t, func(s *grpc.Server) { replicationpb.RegisterOxiaLogReplicationServer(s, canceler{}) })
+	fctx, fcancel := context.WithTimeout(context.Background(), time.Minute)
+	defer fcancel()
+	_, fenced := fconn.Replicate(fctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, Count: 10, Window: 4, Value: value})
+	if errors.Is(fenced, context.Canceled) || status.Code(fenced) != codes.Canceled {
+		t.Errorf("a run the follower ended: %v (code %v), want code Canceled, not context.Canceled", fenced, status.Code(fenced))
 	}
 }
 

@@ -38,8 +38,12 @@ type Run struct {
 	// Resent is how many of the run's first entries the follower holds
 	// already (a run resuming a broken stream from an older ack): in
 	// cumulative mode the follower may answer each of these duplicates
-	// with a repeat of its last ack, which covers nothing new. Repeats are
-	// a protocol violation beyond that.
+	// with a repeat of its last ack, which covers nothing new, or with its
+	// durable head, which may be beyond the entries sent so far. Repeats
+	// are a protocol violation beyond that, and so is an ack beyond both
+	// the entries sent and those the follower holds (First+Resent-1;
+	// when the whole run is re-sent, Resent == Count, the follower may
+	// hold more).
 	Resent int64
 	// Commit is the commit offset known before the run. Every Append
 	// advertises max(Commit, last acked offset): with one follower, what
@@ -78,7 +82,11 @@ type Result struct {
 // entries, checks every ack, then advertises the last acked offset as
 // committed, half-closes the stream and waits for the follower to end it.
 // On error the result says how far the run got; the error is the
-// follower's gRPC status when it ended the stream, or ErrProtocol.
+// follower's gRPC status when it ended the stream (match it with
+// status.Code or grpcapi.Reason), or ErrProtocol. When ctx ended the run,
+// the error also wraps ctx's cause, so errors.Is(err, context.Canceled)
+// tells the caller's own cancellation from a follower ending the stream
+// Canceled (a NewTerm), which keeps the same status code.
 //
 // A run may send entries the follower already has (say, resuming after
 // a broken stream from the last offset acknowledged; Run.Resent says how
@@ -102,6 +110,7 @@ func (c *Conn) Replicate(ctx context.Context, run Run) (Result, error) {
 		return Result{LastAck: logpos.NoOffset}, errors.New("leader: Run.Value is required")
 	}
 	window := int64(max(run.Window, 1))
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	stream, err := c.Replication.Replicate(StreamContext(ctx, run.Shard))
@@ -137,6 +146,12 @@ func (c *Conn) Replicate(ctx context.Context, run Run) (Result, error) {
 		res.LastAck = logpos.Offset(r.lastAck.Load())
 		if res.Acked > 0 {
 			res.Elapsed = time.Duration(r.lastAckAt.Load())
+		}
+		if err != nil && parent.Err() != nil && !errors.Is(err, parent.Err()) {
+			// The caller's own end of the run: told apart from a
+			// follower's (a NewTerm ends the stream Canceled too) with
+			// errors.Is(err, context.Canceled), status.Code unchanged.
+			err = fmt.Errorf("%w: %w", context.Cause(parent), err)
 		}
 		return res, err
 	}
@@ -303,7 +318,13 @@ func (r *runState) covers(o, next, prior logpos.Offset) (logpos.Offset, error) {
 		last = logpos.Offset(r.lastAck.Load())
 	}
 	upTo := min(o, sent)
+	held := logpos.Offset(math.MaxInt64) // the whole run re-sent: the follower may hold more
+	if r.run.Resent < r.run.Count {
+		held = max(sent, r.run.First+logpos.Offset(r.run.Resent)-1)
+	}
 	switch {
+	case o > held:
+		return 0, fmt.Errorf("%w: cumulative ack %d for an entry neither sent (sent up to %d) nor held already", ErrProtocol, o, sent)
 	case o < last:
 		return 0, fmt.Errorf("%w: cumulative ack %d after ack %d", ErrProtocol, o, last)
 	case upTo >= next:
