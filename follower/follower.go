@@ -244,8 +244,9 @@ func (f *Follower) repairLocked() error {
 			return fmt.Errorf("%w: reopening the store: %w", ErrUnavailable, err)
 		}
 		if point, reset := st.LogResetPending(); reset {
-			// The store is the snapshot's: so are head and base, whether
-			// or not the log's reset below succeeds.
+			// The store is the snapshot's: so are commit, head and base,
+			// whether or not the log's reset below succeeds.
+			f.commitFloor.Store(int64(logpos.NoOffset))
 			f.base.Store(int64(point.Offset))
 			f.head.Store(int64(point.Offset))
 			f.advertised.Store(int64(point.Offset))
@@ -287,9 +288,9 @@ func (f *Follower) repairLocked() error {
 	return nil
 }
 
-// adoptStoredTerm follows the term of a store reopened after a failure.
-// A term above the follower's was written by a NewTerm or an install that
-// failed when the store did, but whose write reached the disk after all:
+// adoptStoredTerm follows the store's term when it is above the
+// follower's: it was written by a NewTerm or an install that failed when
+// the store did, but whose write reached the disk after all:
 // it stands (a restart would read it), so the follower completes what that
 // NewTerm would have done, through the machine: a NotMember one is
 // restored to Fenced, any other fenced again at that term (the stream or
