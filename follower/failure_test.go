@@ -668,10 +668,12 @@ func TestCloseDoesNotWaitForTheBacklog(t *testing.T) {
 	}
 }
 
-// TestHeadAfterAFailedSync: once a stream ended because its fsync failed,
-// the head is what the log synced, while the disk keeps failing (every
-// repair fails) and after a Close and an Open in the same process.
-func TestHeadAfterAFailedSync(t *testing.T) {
+// failedSyncOfEntry3 returns a follower of term 1 whose log holds 0..2
+// durably, and entry 3 written but not synced: the stream that sent it
+// ended with ErrUnavailable when its fsync failed. Syncs of the log still
+// fail.
+func failedSyncOfEntry3(t *testing.T) *harness {
+	t.Helper()
 	h := newHarness(t, Config{})
 	h.newTerm(1)
 	s, res := h.replicate(1, 0, 2, -1)
@@ -681,6 +683,14 @@ func TestHeadAfterAFailedSync(t *testing.T) {
 		t.Fatalf("stream whose fsync failed: %v, want ErrUnavailable", err)
 	}
 	s.cancel()
+	return h
+}
+
+// TestHeadAfterAFailedSync: once a stream ended because its fsync failed,
+// the head is what the log synced, while the disk keeps failing (every
+// repair fails) and after a Close and an Open in the same process.
+func TestHeadAfterAFailedSync(t *testing.T) {
+	h := failedSyncOfEntry3(t)
 	if st := h.f.Status(); st.Head != 2 {
 		t.Fatalf("status after the failed sync: %+v, want head 2 (entry 3 was never durable)", st)
 	}
@@ -710,15 +720,7 @@ func TestHeadAfterAFailedSync(t *testing.T) {
 // and a later fsync need not report the earlier failure): the log is cut
 // back to what a sync covered, and the leader sends the rest again.
 func TestEntriesOfAFailedSyncAreNotTrusted(t *testing.T) {
-	h := newHarness(t, Config{})
-	h.newTerm(1)
-	s, res := h.replicate(1, 0, 2, -1)
-	h.fs.failSyncs("/wal/")
-	s.in <- &replicationpb.Append{Term: 1, CommitOffset: -1, Entry: &replicationpb.LogEntry{Term: 1, Offset: 3, Value: kvPut("k", "v")}}
-	if err := <-res; !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("stream whose fsync failed: %v, want ErrUnavailable", err)
-	}
-	s.cancel()
+	h := failedSyncOfEntry3(t)
 	h.fs.heal()
 	head, err := h.f.NewTerm(2, TermOptions{})
 	if err != nil {
