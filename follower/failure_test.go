@@ -810,3 +810,41 @@ func TestRepairOfAFailedLogResetShowsNoReplacedEntry(t *testing.T) {
 
 // clearMarkerName is the file the log writes first when it clears itself.
 const clearMarkerName = "CLEARING"
+
+// TestEveryRepairAdoptsAHigherStoredTerm: a store holding a term above the
+// follower's (an adoption that an earlier repair could not finish leaves
+// it so, with the store no longer marked failed) is adopted by the next
+// control operation's repair, whether or not that repair reopens the
+// store: the operation is then judged at the adopted term.
+func TestEveryRepairAdoptsAHigherStoredTerm(t *testing.T) {
+	for _, from := range []State{StateNotMember, StateFollower} {
+		t.Run(from.String(), func(t *testing.T) {
+			h := newHarness(t, Config{})
+			if from == StateFollower {
+				h.newTerm(1)
+				if _, err := h.f.Truncate(1, &logpos.EntryID{Term: 0, Offset: -1}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			opts := TermOptions{KeySorting: store.KeySortingNatural}
+			if err := h.f.store().SetTerm(3, opts); err != nil {
+				t.Fatal(err)
+			}
+			if st := h.f.Status(); st.State != from || st.Term == 3 {
+				t.Fatalf("before any repair: %+v", st)
+			}
+			if _, err := h.f.Truncate(1, &logpos.EntryID{Term: 1, Offset: -1}); !errors.Is(err, ErrInvalidTerm) {
+				t.Fatalf("Truncate of term 1 with term 3 stored: %v, want ErrInvalidTerm", err)
+			}
+			if st := h.f.Status(); st.Term != 3 || st.State != StateFenced {
+				t.Fatalf("after the repair: %+v, want term 3, Fenced", st)
+			}
+			if _, err := h.f.Truncate(3, &logpos.EntryID{Term: 1, Offset: -1}); err != nil {
+				t.Fatalf("Truncate at the adopted term: %v", err)
+			}
+			if got := h.f.store().TermOptions(); got != opts {
+				t.Fatalf("term options %+v, want %+v", got, opts)
+			}
+		})
+	}
+}
