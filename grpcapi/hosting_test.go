@@ -7,9 +7,14 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"google.golang.org/grpc/codes"
+
+	"github.com/tablefsm/tablefsm/grpcapi"
 
 	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
@@ -268,4 +273,39 @@ func TestShutdownLeavesNothingOfAShardNotHosted(t *testing.T) {
 	}
 	again := startNode(t, n.dir)
 	aWantStatus(t, again.conn, hosted, 1, replicationpb.ServingStatus_FENCED, -1, -1)
+}
+
+// TestDropThatCannotRemoveTheDirectory: the node drops a shard with
+// nothing stored, but cannot remove its directory. The follower is
+// closed all the same (the next call opens the shard again, which a
+// follower left open would prevent: it would hold the store's lock), the
+// call's answer is unchanged, and once the disk lets it the directory
+// goes.
+func TestDropThatCannotRemoveTheDirectory(t *testing.T) {
+	var stuck atomic.Bool
+	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if stuck.Load() && op.Kind == errorfs.OpRename && strings.HasSuffix(op.Path, filepath.Join("stuck", "4")) {
+			return errorfs.ErrInjected
+		}
+		return nil
+	})
+	n := startNode(t, "", func(o *grpcapi.Options) { o.FS = errorfs.Wrap(vfs.Default, inj) })
+	s := leader.Shard{Namespace: "stuck", Shard: 4}
+	emptyShardDir(t, n, s)
+	stuck.Store(true)
+	for range 2 {
+		_, err := n.conn.Status(ctxT(t), s)
+		wantCode(t, err, codes.Aborted, "NODE_IS_NOT_MEMBER", "")
+		if _, err := os.Stat(filepath.Join(n.dir, "stuck", "4")); err != nil {
+			t.Fatalf("the directory the drop could not remove: %v", err)
+		}
+	}
+	stuck.Store(false)
+	_, err := n.conn.Status(ctxT(t), s)
+	wantCode(t, err, codes.Aborted, "NODE_IS_NOT_MEMBER", "")
+	if got := listTree(t, n.dir); !slices.Equal(got, []string{".lock"}) {
+		t.Errorf("left in the data directory: %q, want only its lock", got)
+	}
+	fence(t, n.conn, s, 1)
+	replicate(t, n.conn, s, 1, 0, 3, true)
 }
