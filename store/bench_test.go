@@ -59,7 +59,7 @@ func BenchmarkApply(b *testing.B) {
 			}
 			defer s.Close()
 			raw := func(name string) *pebble.DB {
-				db, err := pebble.Open(filepath.Join(b.TempDir(), name), Options{}.withDefaults().pebbleOptions(false))
+				db, err := pebble.Open(filepath.Join(b.TempDir(), name), Options{}.withDefaults().pebbleOptions(false, nil))
 				if err != nil {
 					b.Fatal(err)
 				}

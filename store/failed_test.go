@@ -123,6 +123,69 @@ func TestSnapshotCheckpointSyncFailure(t *testing.T) {
 	}
 }
 
+// TestSnapshotWhoseFlushFails: a snapshot flushes the memtable first;
+// with the disk refusing new tables (full, say), Pebble retries the flush
+// in the background without end and without telling who waits for it.
+// The snapshot fails instead of waiting for ever (holding the write lock
+// every Apply needs), nothing of it is left, the store goes on, and once
+// the disk takes tables again a snapshot carries everything.
+func TestSnapshotWhoseFlushFails(t *testing.T) {
+	const tries = 100 // failed flushes after which the snapshot is stuck
+	var failing atomic.Bool
+	var failures atomic.Int64
+	stuck := make(chan struct{})
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if failing.Load() && op.Kind == errorfs.OpCreate && strings.HasSuffix(op.Path, ".sst") {
+			if failures.Add(1) == tries {
+				close(stuck)
+			}
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	s := mustOpen(t, "/s", Options{FS: fs})
+	m := model{}
+	fillStore(t, s, m, 1, 3, "x")
+	before := listDir(t, fs, "/s")
+	failing.Store(true)
+	type result struct {
+		sn  *Snapshot
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		sn, err := s.Snapshot()
+		done <- result{sn, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-stuck:
+		failing.Store(false) // lets the flush through, and the test end
+		r = <-done
+		t.Errorf("Snapshot still waiting for its flush after it failed %d times", tries)
+	}
+	if r.sn != nil {
+		_ = r.sn.Close()
+	}
+	if !errors.Is(r.err, errorfs.ErrInjected) {
+		t.Fatalf("Snapshot whose flush fails: %v, want the flush's error", r.err)
+	}
+	fillStore(t, s, m, 1, 2, "y")
+	failing.Store(false)
+	chunks, info := takeSnapshot(t, s)
+	if got := listDir(t, fs, "/s"); !slices.Equal(got, before) {
+		t.Errorf("the store directory holds %v after the snapshots, %v before", got, before)
+	}
+	b := mustOpen(t, t.TempDir(), Options{})
+	if _, err := load(b, chunks, 0); err != nil {
+		t.Fatal(err)
+	}
+	if got := userData(t, b); !maps.Equal(got, m) || b.Commit() != info.Commit || info.Commit != s.Commit() {
+		t.Fatalf("snapshot after the failure: %v at %v, want %v at %v", got, b.Commit(), m, s.Commit())
+	}
+}
+
 // TestOpenAfterCreationGaveUp: a new store whose creation Pebble gave
 // up on (its first sync failing) is ErrFailed, and leaves nothing open or
 // locked: once the disk works again, the store opens.

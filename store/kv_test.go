@@ -57,7 +57,7 @@ func FuzzKVDecode(f *testing.F) {
 		f.Add(seed)
 	}
 
-	db, err := pebble.Open("/kv", &pebble.Options{FS: vfs.NewMem(), Logger: Options{}.withDefaults().pebbleOptions(false).Logger})
+	db, err := pebble.Open("/kv", &pebble.Options{FS: vfs.NewMem(), Logger: Options{}.withDefaults().pebbleOptions(false, nil).Logger})
 	if err != nil {
 		f.Fatal(err)
 	}

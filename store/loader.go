@@ -190,7 +190,7 @@ func (l *Loader) openStagedLocked() (SnapshotInfo, *pebble.DB, error) {
 	if err := durable.SyncDir(l.s.fs, l.dir); err != nil {
 		return SnapshotInfo{}, nil, fmt.Errorf("store: stage: %w", err)
 	}
-	return openStaged(l.dir, l.s.opts.pebbleOptions(true))
+	return openStaged(l.dir, l.s.pebbleOptions(true))
 }
 
 // openStaged opens the staged database in dir and checks it. The files

@@ -58,8 +58,10 @@ func (o Options) withDefaults() Options {
 }
 
 // pebbleOptions returns the options every database of the store is opened
-// with (the live one and staged ones alike).
-func (o Options) pebbleOptions(mustExist bool) *pebble.Options {
+// with (the live one and staged ones alike). backgroundError, when not
+// nil, is told of each error of Pebble's background work (a flush or a
+// compaction that failed, which Pebble retries); it must not block.
+func (o Options) pebbleOptions(mustExist bool, backgroundError func(error)) *pebble.Options {
 	logger := o.Logger
 	return &pebble.Options{
 		FS:               o.FS,
@@ -73,6 +75,7 @@ func (o Options) pebbleOptions(mustExist bool) *pebble.Options {
 			DataCorruption: func(info pebble.DataCorruptionInfo) {
 				logger.Error("store: on-disk corruption", "err", info.Details, "path", info.Path, "component", "pebble")
 			},
+			BackgroundError: backgroundError,
 		},
 	}
 }

@@ -83,7 +83,7 @@ func (s *Store) Snapshot() (_ *Snapshot, err error) {
 	// Flushed first, everything applied is in tables, whose blocks carry
 	// checksums, rather than in Pebble's log, whose replay would stop
 	// quietly at a damaged record of a transferred copy.
-	if err := h.Flush(); err != nil {
+	if err := s.flush(h); err != nil {
 		return nil, fmt.Errorf("store: snapshot: flush: %w", err)
 	}
 	if err := checkpoint(h, dir); err != nil {

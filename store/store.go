@@ -81,6 +81,62 @@ type Store struct {
 		// them in any case).
 		leftovers []string
 	}
+
+	// flushWait holds, while a Snapshot waits for its flush, the channel
+	// backgroundError tells it on that Pebble's background work failed.
+	flushWait struct {
+		sync.Mutex
+		failed chan error
+	}
+}
+
+// pebbleOptions returns the options the store's databases are opened
+// with.
+func (s *Store) pebbleOptions(mustExist bool) *pebble.Options {
+	return s.opts.pebbleOptions(mustExist, s.backgroundError)
+}
+
+// backgroundError is told of each error of Pebble's background work in
+// one of the store's databases: a flush or a compaction that failed,
+// which Pebble retries (without end, and without telling the writers
+// waiting for it). It logs it, and ends the wait of a Snapshot for its
+// flush: with the disk refusing new tables (full, say), that flush would
+// not finish.
+func (s *Store) backgroundError(err error) {
+	s.log.Error("store: background write failed (retried)", "err", err, "component", "pebble")
+	s.flushWait.Lock()
+	defer s.flushWait.Unlock()
+	if s.flushWait.failed != nil {
+		select {
+		case s.flushWait.failed <- err:
+		default: // it was told already
+		}
+	}
+}
+
+// flush flushes the memtable of h, the live database, waiting until it
+// is flushed or until a background error (see backgroundError). The
+// caller holds s.write.
+func (s *Store) flush(h *pebble.DB) error {
+	failed := make(chan error, 1)
+	s.flushWait.Lock()
+	s.flushWait.failed = failed
+	s.flushWait.Unlock()
+	defer func() {
+		s.flushWait.Lock()
+		s.flushWait.failed = nil
+		s.flushWait.Unlock()
+	}()
+	flushed, err := h.AsyncFlush()
+	if err != nil {
+		return err
+	}
+	select {
+	case <-flushed:
+		return nil
+	case err := <-failed:
+		return fmt.Errorf("%w (Pebble retries it in the background)", err)
+	}
 }
 
 // removeDir removes a directory the store no longer needs (a staging
@@ -247,7 +303,7 @@ func (s *Store) openMarked(live string) (*pebble.DB, error) {
 		}
 		return nil, fmt.Errorf("store: open %s: %w", live, err)
 	}
-	h, err := pebble.Open(s.fs.PathJoin(s.dir, live), s.opts.pebbleOptions(true))
+	h, err := pebble.Open(s.fs.PathJoin(s.dir, live), s.pebbleOptions(true))
 	if errors.Is(err, pebble.ErrDBDoesNotExist) {
 		return nil, notThere
 	}
@@ -315,7 +371,7 @@ func (s *Store) checkUnmarked() error {
 // removed on a guess.
 func (s *Store) unmarkedHolds(name string) (what string, err error) {
 	defer catchFatal(&err, nil)
-	opts := s.opts.pebbleOptions(true)
+	opts := s.pebbleOptions(true)
 	opts.ReadOnly = true
 	h, err := pebble.Open(s.fs.PathJoin(s.dir, name), opts)
 	if osIOError(err) {
@@ -363,7 +419,7 @@ func (s *Store) unmarkedHolds(name string) (what string, err error) {
 func (s *Store) create(name string) (_ *pebble.DB, err error) {
 	var h *pebble.DB
 	defer closeOnPanic(&h)
-	h, err = pebble.Open(s.fs.PathJoin(s.dir, name), s.opts.pebbleOptions(false))
+	h, err = pebble.Open(s.fs.PathJoin(s.dir, name), s.pebbleOptions(false))
 	if err != nil {
 		return nil, fmt.Errorf("store: create %s: %w", name, err)
 	}
