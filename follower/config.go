@@ -2,6 +2,7 @@ package follower
 
 import (
 	"log/slog"
+	"path/filepath"
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -52,6 +53,9 @@ type Config struct {
 }
 
 func (c Config) withDefaults() Config {
+	if c.Dir != "" {
+		c.Dir = filepath.Clean(c.Dir) // its parent is where Delete moves it
+	}
 	if c.FS == nil {
 		c.FS = vfs.Default
 	}

@@ -7,6 +7,8 @@ package follower
 import (
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -51,6 +53,27 @@ func TestDeleteSurvivesPowerLoss(t *testing.T) {
 	defer g.Close()
 	if st := g.Status(); st.State != StateNotMember || st.Term != logpos.NoTerm || st.Head != logpos.NoOffset || st.Commit != logpos.NoOffset {
 		t.Fatalf("reopened after a Delete and a power loss: %+v, want a fresh NotMember follower", st)
+	}
+}
+
+// TestDeleteOfADirectoryWithATrailingSeparator: a follower whose Dir
+// ends with a separator is deleted as any other: its directory goes, and
+// nothing is left beside it.
+func TestDeleteOfADirectoryWithATrailingSeparator(t *testing.T) {
+	parent := t.TempDir()
+	f, err := Open(Config{Dir: filepath.Join(parent, "7") + string(filepath.Separator)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	confFill(t, f, 1, 0, 2, 2)
+	if err := f.Delete(1); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if got, err := os.ReadDir(parent); err != nil || len(got) != 0 {
+		t.Fatalf("after Delete the parent holds %v (%v)", got, err)
 	}
 }
 

@@ -116,7 +116,7 @@ func Open(cfg Config) (*Follower, error) {
 	f.term.Store(int64(logpos.NoTerm)) // until the store is read
 	f.cfg.Logger = slog.New(termHandler{cfg.Logger.Handler(), &f.term})
 	f.commitFloor.Store(int64(logpos.NoOffset))
-	if err := cfg.FS.RemoveAll(deletedDir(cfg.FS, cfg.Dir)); err != nil {
+	if err := cfg.FS.RemoveAll(durable.DeletedDir(cfg.FS, cfg.Dir)); err != nil {
 		return nil, fmt.Errorf("%w: removing what a Delete left: %w", ErrUnavailable, err)
 	}
 	if err := durable.MkdirAll(cfg.FS, cfg.Dir); err != nil {
@@ -532,7 +532,7 @@ func Remove(cfg Config, term logpos.Term) error {
 		return fmt.Errorf("%w: term %d is negative", ErrInvalidArgument, term)
 	}
 	if _, err := cfg.FS.Stat(cfg.Dir); errors.Is(err, os.ErrNotExist) {
-		if err := cfg.FS.RemoveAll(deletedDir(cfg.FS, cfg.Dir)); err != nil {
+		if err := cfg.FS.RemoveAll(durable.DeletedDir(cfg.FS, cfg.Dir)); err != nil {
 			return fmt.Errorf("%w: removing what a Delete left: %w", ErrUnavailable, err)
 		}
 		return nil
@@ -598,7 +598,7 @@ func (f *Follower) termRefused(term logpos.Term) func(guard string) string {
 // it or none: it is renamed aside (durably) first, then removed. Open
 // removes what a crash left of the renamed directory.
 func removeDir(fs vfs.FS, dir string) error {
-	gone := deletedDir(fs, dir)
+	gone := durable.DeletedDir(fs, dir)
 	if err := fs.RemoveAll(gone); err != nil {
 		return err
 	}
@@ -611,11 +611,6 @@ func removeDir(fs vfs.FS, dir string) error {
 	return fs.RemoveAll(gone)
 }
 
-// deletedDir is where Delete moves a follower's directory before removing
-// it: beside it, under a name no follower directory of a node has.
-func deletedDir(fs vfs.FS, dir string) string {
-	return fs.PathJoin(fs.PathDir(dir), fs.PathBase(dir)+".deleted")
-}
 
 // Close ends the stream or install, stops every goroutine, and closes the
 // log and the store. Closing again does nothing.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -203,6 +204,7 @@ type state struct {
 // Only one Store may have dir open at a time.
 func Open(dir string, opts Options) (_ *Store, err error) {
 	opts = opts.withDefaults()
+	dir = filepath.Clean(dir) // its parent is where Delete moves it
 	fs := opts.FS
 	if err := durable.MkdirAll(fs, dir); err != nil {
 		return nil, fmt.Errorf("store: create %s: %w", dir, err)
@@ -212,7 +214,7 @@ func Open(dir string, opts Options) (_ *Store, err error) {
 		return nil, fmt.Errorf("store: lock %s: %w", dir, err)
 	}
 	// What a Delete that a crash interrupted moved aside.
-	if err := fs.RemoveAll(deletedDir(fs, dir)); err != nil {
+	if err := fs.RemoveAll(durable.DeletedDir(fs, dir)); err != nil {
 		return nil, errors.Join(fmt.Errorf("store: remove what a delete left: %w", err), lock.Close())
 	}
 	s := &Store{dir: dir, fs: fs, opts: opts, log: opts.Logger, lock: lock}
@@ -236,12 +238,6 @@ func Open(dir string, opts Options) (_ *Store, err error) {
 		return nil, errors.Join(err, lock.Close())
 	}
 	return s, nil
-}
-
-// deletedDir is where Delete moves a store's directory before removing
-// it: a sibling named after it.
-func deletedDir(fs vfs.FS, dir string) string {
-	return fs.PathJoin(fs.PathDir(dir), fs.PathBase(dir)+".deleted")
 }
 
 // openLive opens (or creates) the live database and loads its state.
@@ -803,7 +799,7 @@ func (s *Store) Delete() error {
 		}
 		return nil
 	}
-	gone := deletedDir(s.fs, s.dir)
+	gone := durable.DeletedDir(s.fs, s.dir)
 	parent := s.fs.PathDir(s.dir)
 	for _, step := range []func() error{
 		func() error { return s.fs.RemoveAll(gone) },

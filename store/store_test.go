@@ -402,6 +402,20 @@ func TestClosedStore(t *testing.T) {
 	}
 }
 
+// TestDeleteOfADirectoryWithATrailingSeparator: a store opened as
+// "dir/" is deleted as one opened as "dir" (not moved into itself).
+func TestDeleteOfADirectoryWithATrailingSeparator(t *testing.T) {
+	parent := t.TempDir()
+	s := mustOpen(t, filepath.Join(parent, "shard")+string(filepath.Separator), Options{})
+	fillStore(t, s, model{}, 1, 2, "k")
+	if err := s.Delete(); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if got := listDir(t, vfs.Default, parent); len(got) != 0 {
+		t.Fatalf("after Delete the parent holds %q", got)
+	}
+}
+
 func TestDelete(t *testing.T) {
 	parent := t.TempDir()
 	dir := filepath.Join(parent, "shard-1")

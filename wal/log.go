@@ -184,7 +184,7 @@ func Open(dir string, opts Options) (*Log, error) {
 	}
 	l.lock = lock
 	// What a Delete that a crash cut short left aside.
-	if err := l.fs.RemoveAll(deletedDir(l.fs, dir)); err != nil {
+	if err := l.fs.RemoveAll(durable.DeletedDir(l.fs, dir)); err != nil {
 		_ = lock.Close()
 		return nil, fmt.Errorf("wal: remove what a Delete left of %s: %w", dir, err)
 	}
@@ -718,7 +718,7 @@ func (l *Log) Delete() error {
 		return ErrClosed
 	}
 	dir := filepath.Clean(l.dir)
-	gone := deletedDir(l.fs, dir)
+	gone := durable.DeletedDir(l.fs, dir)
 	parent := l.fs.PathDir(dir)
 	rerr := l.fs.RemoveAll(gone)
 	if rerr == nil {
@@ -742,13 +742,6 @@ func (l *Log) Delete() error {
 	return err
 }
 
-// deletedDir is where Delete moves the log directory dir before removing
-// it: beside it (dir cleaned first: with a trailing separator, its parent
-// would be dir itself).
-func deletedDir(fs vfs.FS, dir string) string {
-	dir = filepath.Clean(dir)
-	return fs.PathJoin(fs.PathDir(dir), fs.PathBase(dir)+".deleted")
-}
 
 // closeFiles closes every file the log holds. Called when nothing else runs.
 func (l *Log) closeFiles() {

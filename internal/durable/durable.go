@@ -4,6 +4,7 @@
 package durable
 
 import (
+	"path/filepath"
 	"errors"
 	"os"
 
@@ -61,4 +62,13 @@ func MkdirAll(fs vfs.FS, dir string) error {
 		}
 	}
 	return nil
+}
+
+// DeletedDir is where a Delete moves the directory dir before removing
+// it: beside it, named after it, so that a crash leaves dir or nothing
+// (what is left aside is removed by the next open). dir is cleaned first:
+// with a trailing separator, its parent would be dir itself.
+func DeletedDir(fs vfs.FS, dir string) string {
+	dir = filepath.Clean(dir)
+	return fs.PathJoin(fs.PathDir(dir), fs.PathBase(dir)+".deleted")
 }

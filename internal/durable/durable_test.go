@@ -56,3 +56,13 @@ func TestMkdirAllOfAnExistingDirectory(t *testing.T) {
 		t.Fatalf("after MkdirAll found it, then a crash: %v", err)
 	}
 }
+
+// TestDeletedDir: the directory a Delete moves aside is beside the one
+// deleted, however that one is spelled.
+func TestDeletedDir(t *testing.T) {
+	for _, dir := range []string{"/data/ns/7", "/data/ns/7/", "/data/ns//7//", "/data/ns/./7"} {
+		if got := DeletedDir(vfs.NewMem(), dir); got != "/data/ns/7.deleted" {
+			t.Errorf("DeletedDir(%q) = %q, want /data/ns/7.deleted", dir, got)
+		}
+	}
+}
