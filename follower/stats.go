@@ -19,7 +19,7 @@ type Stats struct {
 	EntriesAppended uint64 // entries written to the log by streams
 	BytesAppended   uint64 // their values' bytes
 	AcksSent        uint64
-	Syncs           uint64 // log fsync rounds of the streams
+	Syncs           uint64 // fsyncs of the log by streams (rounds with entries to make durable)
 	ApplyErrors     uint64 // failed attempts to apply an entry
 	Applied         uint64 // entries applied to the store
 
@@ -34,7 +34,7 @@ type Stats struct {
 	Commit     logpos.Offset // the last offset applied
 
 	// AppendLatency is the time an entry takes to be written to the log
-	// (not yet durable), SyncLatency the duration of an fsync round,
+	// (not yet durable), SyncLatency the duration of one of those fsyncs,
 	// AckLatency the time from receiving an entry to sending its ack
 	// (per-entry mode) or an ack covering it (cumulative mode: the newest
 	// entry covered). Both are sampled: one entry in 16, and for the ack

@@ -129,7 +129,7 @@ func newMetricDescs() metricDescs {
 		entries:           desc("entries_appended_total", "Entries written to the log by replication streams.", shard),
 		bytes:             desc("appended_bytes_total", "Value bytes of the entries written to the log.", shard),
 		acks:              desc("acks_sent_total", "Acks sent on replication streams.", shard),
-		syncs:             desc("fsyncs_total", "Log fsync rounds of replication streams.", shard),
+		syncs:             desc("fsyncs_total", "Log fsyncs of replication streams (sync rounds that had entries to make durable).", shard),
 		applied:           desc("entries_applied_total", "Entries applied to the store.", shard),
 		applyErrors:       desc("apply_errors_total", "Failed attempts to apply an entry (each is retried).", shard),
 		installsStarted:   desc("snapshot_installs_started_total", "Snapshot installs accepted and started.", shard),
@@ -139,7 +139,7 @@ func newMetricDescs() metricDescs {
 		streamFailures:    desc("stream_failures_total", "Replication streams that failed, by cause: ErrInvalidTerm (an append of another term: a deposed leader), ErrGap, ErrInvalidArgument, ErrUnavailable (the log failed), other (the leader went away, or anything else).", with("error")),
 
 		appendLatency: desc("append_latency_seconds", "Time to write an entry to the log, not yet durable (sampled: one entry in 16).", shard),
-		syncLatency:   desc("fsync_latency_seconds", "Duration of a log fsync round.", shard),
+		syncLatency:   desc("fsync_latency_seconds", "Duration of a log fsync of a replication stream.", shard),
 		ackLatency:    desc("ack_latency_seconds", "Time from receiving an entry to sending the ack that covers it (sampled: one entry in 16, and every entry of an idle stream).", shard),
 	}
 }

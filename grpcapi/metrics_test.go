@@ -360,3 +360,23 @@ func TestMetrics(t *testing.T) {
 		t.Errorf("a deleted shard still has series: %v", s)
 	}
 }
+
+// TestFsyncMetricsCountFsyncs: a stream of one entry, half-closed once it
+// is acknowledged, makes one fsync: the sync loop's round for the
+// half-close finds everything durable already, and is not an fsync.
+func TestFsyncMetricsCountFsyncs(t *testing.T) {
+	n := startNode(t, "")
+	url := serveMetrics(t, n.srv)
+	s := leader.Shard{Namespace: "fsyncs", Shard: 1}
+	fence(t, n.conn, s, 1)
+	if res := replicate(t, n.conn, s, 1, 0, 1, true); res.Acked != 1 {
+		t.Fatalf("acked %d, want 1", res.Acked)
+	}
+	labels := []string{"namespace=fsyncs", "shard=1"}
+	m := scrapeMetrics(t, url)
+	m.want(t, 1, "tablefsm_follower_acks_sent_total", labels...)
+	m.want(t, 1, "tablefsm_follower_fsyncs_total", labels...)
+	if h := m.histogram(t, "tablefsm_follower_fsync_latency_seconds", labels...); h.GetSampleCount() != 1 {
+		t.Errorf("fsync latency: %d samples for one fsync", h.GetSampleCount())
+	}
+}
