@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -50,6 +51,7 @@ which deposes the shard's leader, if it has one: use a scratch shard.`,
 		fs.Int64Var(&b.idle, "idle", 1000, "entries sent one at a time to measure idle ack latency (0: skip)")
 		fs.BoolVar(&b.baseline, "baseline", true, "also measure the echo baseline (and, for a local node, fsync) in the same run")
 		fs.BoolVar(&b.progress, "progress", false, "draw a progress bar on stderr (default: when stderr is a terminal)")
+		fs.DurationVar(&b.stallTimeout, "stall-timeout", time.Minute, "give up when a stream gets no ack for this `duration` (a stalled node), or the node takes as long to apply what it acknowledged")
 		return func(ctx context.Context) error {
 			if !given(fs, "progress") {
 				b.progress = isTerminal(os.Stderr)
@@ -69,6 +71,7 @@ type benchConfig struct {
 	idle              int64
 	baseline          bool
 	progress          bool
+	stallTimeout      time.Duration
 }
 
 // side is one thing measured: the follower node or the echo baseline.
@@ -109,6 +112,8 @@ func (b *benchConfig) run(ctx context.Context, e *env) error {
 		return usagef("--idle must be ≥ 0")
 	case b.acks != "cumulative" && b.acks != "per-entry":
 		return usagef("--acks must be cumulative or per-entry, not %q", b.acks)
+	case b.stallTimeout <= 0:
+		return usagef("--stall-timeout must be positive")
 	}
 	cumulative := b.acks == "cumulative"
 	out := e.stdout
@@ -323,16 +328,21 @@ func (b *benchConfig) stream(ctx context.Context, e *env, s *side, count int64, 
 	if s.name == "followerd" && s.next > 0 {
 		// Let the follower apply what earlier streams committed, so that
 		// one measurement does not pay for the previous one.
-		if _, _, err := s.conn.Get(ctx, b.shard, s.next-1); err != nil {
+		gctx, cancel := context.WithTimeoutCause(ctx, b.stallTimeout, fmt.Errorf("%w: not applied within --stall-timeout %s", errStalled, b.stallTimeout))
+		_, _, err := s.conn.Get(gctx, b.shard, s.next-1)
+		cancel()
+		if err != nil {
 			return leader.Result{}, nil, fmt.Errorf("waiting for offset %d to be applied: %w", s.next-1, err)
 		}
 	}
 	lat := &leader.Histogram{}
 	var acked atomic.Int64
 	stop := b.showProgress(e.stderr, label, count, &acked)
+	sctx, unwatch := b.watchStall(ctx, &acked)
+	defer unwatch()
 	key := make([]byte, 0, 32)
 	size := b.entrySize
-	res, err := s.conn.Replicate(ctx, leader.Run{
+	res, err := s.conn.Replicate(sctx, leader.Run{
 		Shard: b.shard, Term: s.term, First: s.next, Count: count, Window: window,
 		Cumulative: cumulative, Commit: s.next - 1, Latency: lat, Acked: &acked,
 		Value: func(off logpos.Offset, buf []byte) []byte {
@@ -345,6 +355,45 @@ func (b *benchConfig) stream(ctx context.Context, e *env, s *side, count int64, 
 		s.next = res.LastAck + 1
 	}
 	return res, lat, err
+}
+
+// errStalled is why bench gives up on a node that stopped making
+// progress.
+var errStalled = errors.New("the node stalled")
+
+// watchStall returns a context that ends, with errStalled as its cause,
+// when a tick every --stall-timeout finds no new ack counted in acked
+// since the previous one: a node that stops acknowledging is given up on
+// between one and two --stall-timeouts after its last ack. stop ends the
+// watch.
+func (b *benchConfig) watchStall(ctx context.Context, acked *atomic.Int64) (_ context.Context, stop func()) {
+	ctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(b.stallTimeout)
+		defer t.Stop()
+		last := acked.Load()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				n := acked.Load()
+				if n == last {
+					cancel(fmt.Errorf("%w: no ack for --stall-timeout %s", errStalled, b.stallTimeout))
+					return
+				}
+				last = n
+			}
+		}
+	}()
+	return ctx, func() {
+		close(done)
+		<-finished
+		cancel(nil)
+	}
 }
 
 // showProgress draws a progress bar until the returned func is called.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"net"
 	"os"
 	"os/signal"
 	"strconv"
@@ -12,9 +13,11 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+	"google.golang.org/grpc"
 
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/node"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 )
 
 // This test binary doubles as the programs the commands start: with
@@ -98,6 +101,57 @@ func TestBench(t *testing.T) {
 	}
 }
 
+// stalledNode is a node that takes a shard and a stream, then never
+// acknowledges anything: a node whose disk hangs, say.
+type stalledNode struct {
+	replicationpb.UnimplementedOxiaCoordinationServer
+	replicationpb.UnimplementedOxiaLogReplicationServer
+}
+
+func (stalledNode) GetStatus(context.Context, *replicationpb.GetStatusRequest) (*replicationpb.GetStatusResponse, error) {
+	return &replicationpb.GetStatusResponse{Status: replicationpb.ServingStatus_FOLLOWER, HeadOffset: -1, CommitOffset: -1}, nil
+}
+
+func (stalledNode) NewTerm(context.Context, *replicationpb.NewTermRequest) (*replicationpb.NewTermResponse, error) {
+	return &replicationpb.NewTermResponse{HeadEntryId: &replicationpb.EntryId{Term: -1, Offset: -1}}, nil
+}
+
+func (stalledNode) Truncate(_ context.Context, r *replicationpb.TruncateRequest) (*replicationpb.TruncateResponse, error) {
+	return &replicationpb.TruncateResponse{HeadEntryId: &replicationpb.EntryId{Term: r.GetTerm(), Offset: -1}}, nil
+}
+
+func (stalledNode) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
+	for {
+		if _, err := s.Recv(); err != nil {
+			return err
+		}
+	}
+}
+
+// TestBenchGivesUpOnAStalledNode: bench against a node that stops
+// acknowledging ends with an error saying so, rather than waiting for
+// ever.
+func TestBenchGivesUpOnAStalledNode(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer()
+	replicationpb.RegisterOxiaCoordinationServer(srv, stalledNode{})
+	replicationpb.RegisterOxiaLogReplicationServer(srv, stalledNode{})
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	defer func() {
+		srv.Stop()
+		<-served
+	}()
+	code, out, errOut := runCLI(t, "bench", "--target", lis.Addr().String(), "--entries", "10", "--rounds", "1",
+		"--idle", "0", "--baseline=false", "--progress=false", "--stall-timeout", "50ms")
+	if code != 1 || !strings.Contains(errOut, "the node stalled: no ack for --stall-timeout 50ms") {
+		t.Fatalf("bench against a stalled node: status %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+}
+
 // TestCommands drives status, new-term, truncate and delete-shard against
 // a followerd.
 func TestCommands(t *testing.T) {
@@ -175,6 +229,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"bench", "--entry-size", "30"}, 2, `--entry-size must be at least 31 (a put of the longest key, "bench/9223372036854775807", with an empty value)`, ""},
 		{[]string{"bench", "--window", "100000000000000"}, 2, "--window must be at most", ""},
 		{[]string{"bench", "--entry-size", "9223372036854775807"}, 2, "--entry-size must be at most 268435456 (the largest entry a follower's log takes)", ""},
+		{[]string{"bench", "--stall-timeout", "0s"}, 2, "--stall-timeout must be positive", ""},
 		{[]string{"status", "--timeout", "0"}, 2, "--timeout must be positive", ""},
 		{[]string{"delete-shard", "--term", "1", "--timeout", "-1s"}, 2, "--timeout must be positive", ""},
 		{[]string{"demo", "--entries", "3"}, 2, "--entries must be at least 10", ""},
