@@ -59,6 +59,14 @@ func TestLogs(t *testing.T) {
 		o.Logger = slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	})
 	s := leader.Shard{Namespace: "logs", Shard: 7}
+	// A directory with nothing stored, which GetStatus opens and drops.
+	emptyShardDir(t, n, s)
+	if _, err := n.conn.Status(ctxT(t), s); status.Code(err) != codes.Aborted {
+		t.Fatalf("GetStatus of a shard with nothing stored: %v", err)
+	}
+	if len(logs.recordsWithMessage(t, "shard with nothing stored dropped")) != 1 {
+		t.Errorf("the drop of a shard with nothing stored is not logged")
+	}
 	fence(t, n.conn, s, 1)
 	replicate(t, n.conn, s, 1, 0, 10, true)
 	before := len(logs.lines(t))
@@ -114,6 +122,7 @@ func TestLogs(t *testing.T) {
 		}
 	}
 	want := []string{
+		"NotMember Delete Closed (term -1)",
 		"NotMember NewTerm Fenced (term 1)", "Fenced Truncate Follower (term 1)", "Follower NewTerm Fenced (term 2)",
 		"Fenced NewTerm Fenced (term 3)", "Fenced Delete Closed (term 3)",
 	}

@@ -416,7 +416,7 @@ func (s *Server) removeLeftEmpty(shards []*shard, namespaces map[string]bool) {
 			continue
 		}
 		if err := follower.Remove(s.followerConfig(sh.key), 0); err != nil {
-			s.log.Warn("keeping the directory of a shard with nothing stored", "namespace", sh.key.namespace, "shard", sh.key.shard, "err", err)
+			s.log.Warn("keeping the directory of a shard with nothing stored", "namespace", sh.key.namespace, "shard", sh.key.shard, "term", int64(logpos.NoTerm), "err", err)
 			continue
 		}
 		namespaces[sh.key.namespace] = true
@@ -796,9 +796,9 @@ func (s *Server) release(sh *shard) {
 		// Whatever is left on disk is looked up again by the next call
 		// on the shard; the follower, forgotten, is closed.
 		_ = sh.f.Close()
-		s.log.Warn("dropping a shard with nothing stored", "namespace", sh.key.namespace, "shard", sh.key.shard, "err", err)
+		s.log.Warn("dropping a shard with nothing stored", "namespace", sh.key.namespace, "shard", sh.key.shard, "term", int64(logpos.NoTerm), "err", err)
 	} else {
-		s.log.Debug("shard with nothing stored dropped", "namespace", sh.key.namespace, "shard", sh.key.shard)
+		s.log.Debug("shard with nothing stored dropped", "namespace", sh.key.namespace, "shard", sh.key.shard, "term", int64(logpos.NoTerm))
 	}
 }
 
