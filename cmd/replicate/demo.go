@@ -51,6 +51,9 @@ NewTerm refused, a snapshot installed into a second node, DeleteShard.`,
 // The demo's key space: entries put and delete keys user/000…user/199.
 const demoKeys = 200
 
+// demoWindow is the entries the demo's leader keeps in flight.
+const demoWindow = 64
+
 type demo struct {
 	followerd string
 	entries   int64
@@ -192,8 +195,8 @@ func (d *demo) run(ctx context.Context, e *env) (err error) {
 	}
 
 	// 4-5. Stream and read back.
-	d.step(4, "Replicate: %d key-value entries (kvpb.WriteBatch puts and deletes), window 64, cumulative acks", d.entries)
-	res, err := d.replicate(ctx, a, 1, 0, d.entries, nil)
+	d.step(4, "Replicate: %d key-value entries (kvpb.WriteBatch puts and deletes), window %d, cumulative acks", d.entries, demoWindow)
+	res, err := d.replicate(ctx, a, 1, 0, d.entries, demoWindow, nil)
 	if err != nil {
 		return err
 	}
@@ -212,9 +215,17 @@ func (d *demo) run(ctx context.Context, e *env) (err error) {
 	d.step(6, "Replicate %d more entries, and kill -9 node A once offset %d is acknowledged", d.entries, killAt)
 	var kill sync.Once
 	proc := a.proc
-	res, err = d.replicate(ctx, a, 1, logpos.Offset(d.entries), d.entries, func(o logpos.Offset) {
+	// The leader reads no further ack until node A is gone, and the
+	// window keeps the last entries unsent until then (the window's
+	// entries sent before the kill, and those the ack that triggers it
+	// frees, stay below the last offset): the stream cannot finish.
+	window := min(demoWindow, max(1, int(d.entries/8)))
+	res, err = d.replicate(ctx, a, 1, logpos.Offset(d.entries), d.entries, window, func(o logpos.Offset) {
 		if int64(o) >= killAt {
-			kill.Do(func() { proc.Signal(syscall.SIGKILL) })
+			kill.Do(func() {
+				proc.Signal(syscall.SIGKILL)
+				<-proc.Done()
+			})
 		}
 	})
 	if err == nil {
@@ -263,7 +274,7 @@ func (d *demo) run(ctx context.Context, e *env) (err error) {
 		return err
 	}
 	d.printf("   Truncate(term 2, head %v) → head entry %v: entries the leader never saw acknowledged are dropped\n", keep, head)
-	res, err = d.replicate(ctx, a, 2, lastAck+1, d.entries/2, nil)
+	res, err = d.replicate(ctx, a, 2, lastAck+1, d.entries/2, demoWindow, nil)
 	if err != nil {
 		return err
 	}
@@ -379,12 +390,12 @@ func (d *demo) start(ctx context.Context, n *demoNode) error {
 
 // replicate streams count entries of term from first to n; the leader's
 // store applies each entry as it is acknowledged (committed).
-func (d *demo) replicate(ctx context.Context, n *demoNode, term logpos.Term, first logpos.Offset, count int64, onAck func(logpos.Offset)) (leader.Result, error) {
+func (d *demo) replicate(ctx context.Context, n *demoNode, term logpos.Term, first logpos.Offset, count int64, window int, onAck func(logpos.Offset)) (leader.Result, error) {
 	var mu sync.Mutex
 	var applyErr error
 	applied := first - 1
 	res, err := n.conn.Replicate(ctx, leader.Run{
-		Shard: d.shard, Term: term, First: first, Count: count, Window: 64, Cumulative: true,
+		Shard: d.shard, Term: term, First: first, Count: count, Window: window, Cumulative: true,
 		Commit: first - 1,
 		Value: func(off logpos.Offset, buf []byte) []byte {
 			return append(buf, entryValue(term, off)...)
