@@ -93,8 +93,8 @@ func (w *Writer) Get(key []byte) ([]byte, error) {
 // commit point, in one atomic batch that is not synced (Sync makes it
 // durable; until then a crash may lose a suffix of applied entries, never
 // a part of one). e must be the entry right after the commit point
-// (offset commit+1, term not below the commit's), else ErrOutOfOrder. A
-// state machine error is returned wrapped and nothing is written.
+// (offset commit+1, term not below the commit's and not negative), else
+// ErrOutOfOrder. A state machine error is returned wrapped and nothing is written.
 // Apply must not run concurrently with Install.
 func (s *Store) Apply(e logpos.Entry) error {
 	one := [1]logpos.Entry{e}
@@ -183,7 +183,7 @@ func (s *Store) applyBatchLocked(h *pebble.DB, entries []logpos.Entry) (int, err
 	prev := s.mu.commit // written only with s.write held, as it is here
 	for i, e := range entries {
 		var err error
-		if e.Offset != prev.Offset+1 || prev.Offset == math.MaxInt64 || e.Term < prev.Term {
+		if e.Offset != prev.Offset+1 || prev.Offset == math.MaxInt64 || e.Term < prev.Term || e.Term < 0 {
 			err = fmt.Errorf("%w: entry %v after commit %v", ErrOutOfOrder, e.ID(), prev)
 		} else {
 			w.inBatch = i > 0

@@ -19,7 +19,7 @@ var (
 
 	// ErrOutOfOrder is returned by Apply for an entry that is not the one
 	// right after the commit point (offset commit+1, term not below the
-	// commit's term). Nothing is written.
+	// commit's term, and not negative). Nothing is written.
 	ErrOutOfOrder = errors.New("store: entry out of order")
 
 	// ErrInvalidEntry is returned (wrapped) by a state machine for an entry

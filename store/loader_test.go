@@ -175,7 +175,11 @@ func TestLoaderFailuresLeaveTheStore(t *testing.T) {
 		}), invalid},
 		{"a Pebble database that is not a store", feedInstall(rawPebble()), invalid},
 		{"a store without a term", feedInstall(snapshotOf(t, chunkSize, func(s *Store) {
-			fillStore(t, s, model{}, logpos.NoTerm, 3, "k")
+			for o := range logpos.Offset(3) { // applied, though no term was set
+				if err := s.Apply(kvEntry(t, 4, o, put("k", "v"))); err != nil {
+					t.Fatal(err)
+				}
+			}
 		})), invalid},
 		{"a store nothing was applied to (no commit id)", feedInstall(snapshotOf(t, chunkSize, func(s *Store) {
 			fillStore(t, s, model{}, 4, 0, "k")

@@ -216,6 +216,14 @@ func TestApplyRefusesOutOfOrderEntries(t *testing.T) {
 	if err := s.Apply(kvEntry(t, 5, 2, put("k2", "v"))); err != nil {
 		t.Fatal(err)
 	}
+	// On a fresh store (commit {-1,-1}), a first entry needs a term.
+	fresh := mustOpen(t, t.TempDir(), Options{})
+	if err := fresh.Apply(kvEntry(t, -1, 0, put("x", "no term"))); !errors.Is(err, ErrOutOfOrder) {
+		t.Errorf("Apply of an entry of term -1 on a fresh store: %v, want ErrOutOfOrder", err)
+	}
+	if got := fresh.Commit(); got != logpos.NoEntry {
+		t.Errorf("commit %v after the refused entry, want none", got)
+	}
 }
 
 func TestApplyInvalidEntryWritesNothing(t *testing.T) {
