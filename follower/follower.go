@@ -611,7 +611,6 @@ func removeDir(fs vfs.FS, dir string) error {
 	return fs.RemoveAll(gone)
 }
 
-
 // Close ends the stream or install, stops every goroutine, and closes the
 // log and the store. Closing again does nothing.
 func (f *Follower) Close() error {

@@ -742,7 +742,6 @@ func (l *Log) Delete() error {
 	return err
 }
 
-
 // closeFiles closes every file the log holds. Called when nothing else runs.
 func (l *Log) closeFiles() {
 	l.mu.Lock()

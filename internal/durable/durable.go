@@ -4,9 +4,9 @@
 package durable
 
 import (
-	"path/filepath"
 	"errors"
 	"os"
+	"path/filepath"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
