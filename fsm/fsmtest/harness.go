@@ -381,11 +381,14 @@ func (h *Harness[M, S, E]) Strings(t *testing.T) {
 	if S(0).String() != "State(0)" || E(0).String() != "Event(0)" {
 		t.Error("the zero State or Event has a name")
 	}
+	// The value past the last one has no name, when there is one: with
+	// fsm.MaxStates states (or fsm.MaxEvents events) every value of the
+	// type but zero names one.
 	ns, ne := len(h.Table.States)+1, len(h.Table.Events)+1
-	if got, want := S(ns).String(), "State("+strconv.Itoa(ns)+")"; got != want {
+	if got, want := S(ns).String(), "State("+strconv.Itoa(ns)+")"; ns <= fsm.MaxStates && got != want {
 		t.Errorf("the value past the last state is %q, want %q", got, want)
 	}
-	if got, want := E(ne).String(), "Event("+strconv.Itoa(ne)+")"; got != want {
+	if got, want := E(ne).String(), "Event("+strconv.Itoa(ne)+")"; ne <= fsm.MaxEvents && got != want {
 		t.Errorf("the value past the last event is %q, want %q", got, want)
 	}
 }

@@ -1,6 +1,7 @@
 package fsmtest
 
 import (
+	"strconv"
 	"sync/atomic"
 	"testing"
 
@@ -40,4 +41,43 @@ func TestStateFromAnyGoroutineEndsItsReader(t *testing.T) {
 		Paths: map[lampState][]Step[lampEvent]{1: {}, 2: {{Event: 1}}},
 	}
 	h.StateFromAnyGoroutine(t)
+}
+
+// wide is a machine type with as many states and events as a table may
+// have (fsm.MaxStates, fsm.MaxEvents): S1…S255, the last one terminal,
+// and E1…E255, named as generated code names them.
+type (
+	wideState   uint8
+	wideEvent   uint8
+	wideMachine struct{}
+)
+
+func (s wideState) String() string {
+	if s == 0 {
+		return "State(0)"
+	}
+	return "S" + strconv.Itoa(int(s))
+}
+func (s wideState) Terminal() bool { return s == fsm.MaxStates }
+func (e wideEvent) String() string {
+	if e == 0 {
+		return "Event(0)"
+	}
+	return "E" + strconv.Itoa(int(e))
+}
+func (wideMachine) State() wideState         { return 1 }
+func (wideMachine) SetObserver(fsm.Observer) {}
+
+// TestStringsOfTheLargestTable: with every value of the enum types naming
+// a state or an event, there is no value past the last one to check.
+func TestStringsOfTheLargestTable(t *testing.T) {
+	table := &fsm.Table{}
+	for i := 1; i <= fsm.MaxStates; i++ {
+		table.States = append(table.States, fsm.State{Name: "S" + strconv.Itoa(i), Terminal: i == fsm.MaxStates})
+	}
+	for i := 1; i <= fsm.MaxEvents; i++ {
+		table.Events = append(table.Events, fsm.Event{Name: "E" + strconv.Itoa(i)})
+	}
+	h := &Harness[wideMachine, wideState, wideEvent]{Table: table}
+	h.Strings(t)
 }

@@ -145,10 +145,31 @@ func Same(got, want any) bool {
 		return got == nil && want == nil
 	}
 	a, b := reflect.ValueOf(got), reflect.ValueOf(want)
-	return a.Type() == b.Type() && same(a, b)
+	return a.Type() == b.Type() && same(addressable(a), addressable(b))
 }
 
+// addressable returns an addressable copy of v, whose parts same can
+// read whether they are exported or not (see readable).
+func addressable(v reflect.Value) reflect.Value {
+	c := reflect.New(v.Type()).Elem()
+	c.Set(v)
+	return c
+}
+
+// readable returns v, or, when v was reached through an unexported field,
+// v at the same address without reflect's read-only mark: a function
+// there can be copied (funcIdentity), an interface's value read. v is
+// addressable (same only sees parts of addressable copies).
+func readable(v reflect.Value) reflect.Value {
+	if v.CanInterface() {
+		return v
+	}
+	return reflect.NewAt(v.Type(), unsafe.Pointer(v.UnsafeAddr())).Elem()
+}
+
+// same compares a and b, addressable values of one type.
 func same(a, b reflect.Value) bool {
+	a, b = readable(a), readable(b)
 	switch a.Kind() {
 	case reflect.Bool:
 		return a.Bool() == b.Bool()
@@ -186,7 +207,7 @@ func same(a, b reflect.Value) bool {
 		if a.IsNil() || b.IsNil() {
 			return a.IsNil() && b.IsNil()
 		}
-		return a.Elem().Type() == b.Elem().Type() && same(a.Elem(), b.Elem())
+		return a.Elem().Type() == b.Elem().Type() && same(addressable(a.Elem()), addressable(b.Elem()))
 	}
 	return false
 }

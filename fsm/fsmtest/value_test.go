@@ -60,6 +60,13 @@ func TestValue(t *testing.T) {
 // with the same code.
 func counter(n int) func() int { return func() int { n++; return n } }
 
+// hidden holds values of kinds Same compares by identity in unexported
+// fields, which reflect marks read-only.
+type hidden struct {
+	f func() int
+	v any
+}
+
 // Same compares by identity what has one, by value the rest.
 func TestSame(t *testing.T) {
 	p, q := Value[*node](1), Value[*node](1)
@@ -80,6 +87,11 @@ func TestSame(t *testing.T) {
 		{Value[time.Time](2), Value[time.Time](2), true}, {Value[time.Time](2), Value[time.Time](3), false},
 		{node{Name: "a"}, node{Name: "a"}, true}, {node{count: 1}, node{}, false},
 		{[]any{e}, []any{e}, false}, {e, e, true}, {nil, nil, true}, {nil, 0, false},
+		// Unexported fields: a function, and an interface holding one.
+		{hidden{f: g}, hidden{f: g}, true}, {hidden{f: g}, hidden{f: counter(1)}, false},
+		{hidden{v: g}, hidden{v: g}, true}, {hidden{v: g}, hidden{v: counter(1)}, false},
+		{hidden{v: hidden{f: g}}, hidden{v: hidden{f: g}}, true}, {hidden{v: hidden{f: g}}, hidden{v: hidden{}}, false},
+		{Value[hidden](1), Value[hidden](1), true},
 	} {
 		if got := Same(c.got, c.want); got != c.same {
 			t.Errorf("Same(%s, %s) = %v", Show(c.got), Show(c.want), got)
