@@ -65,6 +65,10 @@ type loader struct {
 	src   []byte // the source as given, for byte columns
 	bom   int    // the length of the byte order mark src starts with
 	lines []int  // the offset in src of each line, once needed
+	// chars holds, for each line with a character of several bytes, the
+	// byte offset in the line of each of its characters, once needed (a
+	// line of ASCII needs none: its columns are its bytes).
+	chars map[int][]int
 	diags Diagnostics
 	rows  []rowSrc // parallel to Table.Rows
 	table *Table
@@ -124,24 +128,55 @@ func (l *loader) at(line, col int) Pos {
 	if line < 1 || line > len(l.lines) || col < 1 {
 		return p
 	}
-	text := l.src[l.lines[line-1]:]
-	if i := bytes.IndexAny(text, "\r\n"); i >= 0 {
-		text = text[:i]
-	}
 	start := 0
 	if line == 1 {
 		start = l.bom // the parser does not see the byte order mark
 	}
-	i := start
-	for n := 1; n < col; n++ {
-		if i >= len(text) {
-			return Pos{File: l.file, Line: line, Col: i + 1 + col - n}
+	chars, ok := l.chars[line]
+	if !ok {
+		chars = l.charOffsets(line, start)
+		if l.chars == nil {
+			l.chars = make(map[int][]int)
 		}
+		l.chars[line] = chars
+	}
+	switch {
+	case chars == nil: // ASCII
+		p.Col = start + col
+	case col <= len(chars):
+		p.Col = chars[col-1] + 1
+	default: // past the end of the line (its last character's end is there)
+		p.Col = chars[len(chars)-1] + 1 + col - len(chars)
+	}
+	return p
+}
+
+// charOffsets returns the byte offset in line of each character from
+// start on, and that of the line's end last, or nil when the line holds
+// only single-byte characters. Computed once per line, they keep the
+// positions of a long line (a whole table on one) linear in its length.
+func (l *loader) charOffsets(line, start int) []int {
+	text := l.src[l.lines[line-1]:]
+	if i := bytes.IndexAny(text, "\r\n"); i >= 0 {
+		text = text[:i]
+	}
+	ascii := true
+	for _, c := range text[start:] {
+		if c >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return nil
+	}
+	offsets := make([]int, 0, len(text)-start+1)
+	for i := start; i < len(text); {
+		offsets = append(offsets, i)
 		_, size := utf8.DecodeRune(text[i:])
 		i += size
 	}
-	p.Col = i + 1
-	return p
+	return append(offsets, len(text))
 }
 
 // maxFlowDepth bounds the nesting of flow collections ([…], {…}) in a

@@ -451,6 +451,11 @@ func TestColumnsCountBytes(t *testing.T) {
 	if want := `t.yaml:1:13: machine name "m" must start with an upper-case letter`; err == nil || err.Error() != want {
 		t.Errorf("got\n%v\nwant\n%s", err, want)
 	}
+	// … and so does a character of several bytes after it.
+	_, err = Load("t.yaml", []byte("\ufeff{machine: \"é\", x: éM}\n"))
+	if want := `t.yaml:1:20: unknown field "x"`; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("got\n%v\nwant a line\n%s", err, want)
+	}
 }
 
 // A diagnostic is one line, whatever the names and the file name hold.
