@@ -236,6 +236,13 @@ func bareStars(src []byte) []Pos {
 	return out
 }
 
+// reportBareStars reports each bare * that bareStars found.
+func (l *loader) reportBareStars(stars []Pos) {
+	for _, p := range stars {
+		l.errorf(l.at(p.Line, p.Col), "an unquoted * starts a YAML alias: write \"*\" (quoted) for every live state")
+	}
+}
+
 // load decodes the table; it returns nil when the source is not YAML or
 // not a mapping, so that nothing else is worth checking.
 func (l *loader) load(src []byte) *Table {
@@ -250,9 +257,7 @@ func (l *loader) load(src []byte) *Table {
 	f, err := parser.ParseBytes(src, 0, parser.AllowDuplicateMapKey())
 	if err != nil {
 		stars := bareStars(src)
-		for _, p := range stars {
-			l.errorf(l.at(p.Line, p.Col), "an unquoted * starts a YAML alias: write \"*\" (quoted) for every live state")
-		}
+		l.reportBareStars(stars)
 		var ye yaml.Error
 		switch {
 		case errors.As(err, &ye) && ye.GetToken() != nil && ye.GetToken().Position != nil:
@@ -271,6 +276,13 @@ func (l *loader) load(src []byte) *Table {
 		case len(stars) == 0:
 			l.errorf(t.Pos, "%v", err)
 		}
+		return nil
+	}
+	// A bare * the parser took for an alias of the key after it (a
+	// sequence item "- *" before a line "on: Go", say) leaves a table of
+	// another shape than meant: only the * is worth reporting.
+	if stars := bareStars(src); len(stars) > 0 {
+		l.reportBareStars(stars)
 		return nil
 	}
 	var body ast.Node

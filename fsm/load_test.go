@@ -249,6 +249,8 @@ func TestLoadEdgeCases(t *testing.T) {
 				`t.yaml:7:3: state name "C\nt.yaml:1:1: no problem" must be a Go identifier`},
 		{"an unquoted *", strings.Replace(base, "from: A", "from: *", 1),
 			`t.yaml:13:12: an unquoted * starts a YAML alias: write "*" (quoted) for every live state`},
+		{"an unquoted * as a block list item, before the next key", strings.Replace(base, "  - {from: A, on: Go, to: B}", "  - from:\n      - *\n    on: Go\n    to: B", 1),
+			`t.yaml:14:9: an unquoted * starts a YAML alias: write "*" (quoted) for every live state`},
 		{"an unquoted * in a list, after another mistake", strings.Replace(strings.Replace(base, "from: A", "from: [A, *]", 1), "states:", "states: [", 1),
 			"t.yaml:8:1: YAML syntax: ',' or ']' must be specified\n" +
 				`t.yaml:13:16: an unquoted * starts a YAML alias: write "*" (quoted) for every live state`},
