@@ -52,8 +52,8 @@ func importPathProblem(p string) string {
 			return "an element starting with a dot"
 		case elem[len(elem)-1] == '.':
 			return "an element ending with a dot"
-		case tildeDigits.MatchString(elem):
-			return "an element ending with a tilde and digits"
+		case tildeDigits.MatchString(strings.SplitN(elem, ".", 2)[0]):
+			return "an element ending, before any dot, with a tilde and digits"
 		case windowsReserved.MatchString(elem):
 			return "an element that is a reserved file name on Windows"
 		}
