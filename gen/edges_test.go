@@ -415,3 +415,36 @@ func TestTableNameWithABackslash(t *testing.T) {
 		t.Fatalf("the generated tests of a fresh machine fail:\n%s", out)
 	}
 }
+
+// TestEdgeTablePassesItsGeneratedTests: a table at the edges of what is
+// allowed builds and passes its generated tests: as many states as a
+// table may have (fsm.MaxStates), a payload holding a function in an
+// unexported field, and an import of a module whose path holds no dot,
+// from a package named otherwise than its path's last element.
+func TestEdgeTablePassesItsGeneratedTests(t *testing.T) {
+	var src strings.Builder
+	src.WriteString("machine: Edge\npackage: edge\ninitial: S1\nunhandled: ignore\n" +
+		"imports:\n  foo: mlocal/foo\nstates:\n")
+	for i := 1; i <= fsm.MaxStates; i++ {
+		fmt.Fprintf(&src, "  S%d: {terminal: %v}\n", i, i == fsm.MaxStates)
+	}
+	src.WriteString("events:\n  Go: {payload: {v: foo.T, s: \"struct{ f func() }\"}}\n" +
+		"guards:\n  Ok: {error: ErrNo, uses: [v, s]}\nerrors:\n  ErrNo: {}\nrows:\n")
+	for i := 1; i < fsm.MaxStates; i++ {
+		fmt.Fprintf(&src, "  - {from: S%d, on: Go, if: [Ok], to: S%d}\n", i, i+1)
+	}
+	dir := genModule(t, "mlocal", "edge.yaml", func(dir string) {
+		if err := os.MkdirAll(filepath.Join(dir, "foo"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "foo", "foo.go"), []byte("package bar\n\ntype T int\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "edge.yaml"), []byte(src.String()), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if out, ok := goTest(t, dir, "-v", "."); !ok || !strings.Contains(out, "--- PASS: TestEdgeStrings") {
+		t.Fatalf("the generated tests of the edge table:\n%s", out)
+	}
+}

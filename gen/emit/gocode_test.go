@@ -180,6 +180,10 @@ func TestImportSpec(t *testing.T) {
 		{"clock", "time", `clock "time"`},
 		{"logpos", "github.com/tablefsm/tablefsm/logpos", `logpos "github.com/tablefsm/tablefsm/logpos"`},
 		{"mylib", "example.com/alias/mylib", `mylib "example.com/alias/mylib"`},
+		// A module whose path holds no dot: its package may be named
+		// otherwise.
+		{"foo", "mlocal/foo", `foo "mlocal/foo"`},
+		{"mlocal", "mlocal", `mlocal "mlocal"`},
 	} {
 		if got := importSpec(fsm.Import{Name: c.name, Path: c.path}); got != c.want {
 			t.Errorf("importSpec(%s %s) = %s, want %s", c.name, c.path, got, c.want)

@@ -273,16 +273,32 @@ func baseName(p string) string {
 // importSpec renders an import of the table under the name the table
 // gives it: a package's name need not be the last element of its path.
 // The name is left out only for a package of the standard library named
-// after the last element of its path, as those are.
+// after the last element of its path, as those are. (A module's path
+// need not hold a dot: one whose first element is no root of the
+// standard library keeps the name.)
 func importSpec(imp fsm.Import) string {
 	first, _, _ := strings.Cut(imp.Path, "/")
-	if !strings.Contains(first, ".") && path.Base(imp.Path) == imp.Name && !majorVersion.MatchString(imp.Name) {
+	if stdRoots[first] && path.Base(imp.Path) == imp.Name && !majorVersion.MatchString(imp.Name) {
 		return strconv.Quote(imp.Path)
 	}
 	return imp.Name + " " + strconv.Quote(imp.Path)
 }
 
 var majorVersion = regexp.MustCompile(`^v[0-9]+$`)
+
+// stdRoots are the first elements of the standard library's import paths
+// (as of Go 1.26). A root a later Go adds is only written with its
+// package's name, which is still right.
+var stdRoots = map[string]bool{
+	"archive": true, "bufio": true, "bytes": true, "cmp": true, "compress": true, "container": true,
+	"context": true, "crypto": true, "database": true, "debug": true, "embed": true, "encoding": true,
+	"errors": true, "expvar": true, "flag": true, "fmt": true, "go": true, "hash": true, "html": true,
+	"image": true, "index": true, "io": true, "iter": true, "log": true, "maps": true, "math": true,
+	"mime": true, "net": true, "os": true, "path": true, "plugin": true, "reflect": true, "regexp": true,
+	"runtime": true, "slices": true, "sort": true, "strconv": true, "strings": true, "structs": true,
+	"sync": true, "syscall": true, "testing": true, "text": true, "time": true, "unicode": true,
+	"unique": true, "unsafe": true, "weak": true,
+}
 
 // importBlock renders the import declaration of a generated file: the
 // packages it always needs and the table's, the standard library first,
