@@ -275,6 +275,16 @@ func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool
 		l.errorf(f.Pos, "payload field %q: %q is not a Go type%s", f.Name, f.Type, msg)
 		return 0
 	}
+	pathOf := func(pkg string) string {
+		if i, ok := imports[pkg]; ok {
+			return l.table.Imports[i].Path
+		}
+		return ""
+	}
+	if lock := heldLock(expr, pathOf); lock != "" {
+		l.errorf(f.Pos, "payload field %q: %q holds %s, a type that must not be copied, and payloads are passed by value (go vet's copylocks check): use a pointer", f.Name, f.Type, lock)
+		return 0
+	}
 	size := minSize(expr)
 	if size >= maxPayload {
 		l.errorf(f.Pos, "payload field %q: %q takes %s or more, the limit of a payload", f.Name, f.Type, maxPayloadText)
@@ -288,6 +298,46 @@ func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool
 	}
 	return size
 }
+
+// heldLock returns the lock type of the standard library that a value of
+// type e holds, not behind a pointer, a slice, a map, a channel, a
+// function or an interface ("" if none): copying one is what go vet's
+// copylocks check reports. pathOf gives the import path of a package
+// name. (A lock held by a type declared elsewhere cannot be told from
+// the syntax.)
+func heldLock(e ast.Expr, pathOf func(string) string) string {
+	switch x := e.(type) {
+	case *ast.ParenExpr:
+		return heldLock(x.X, pathOf)
+	case *ast.ArrayType:
+		if x.Len != nil {
+			return heldLock(x.Elt, pathOf)
+		}
+	case *ast.StructType:
+		for _, f := range x.Fields.List {
+			if lock := heldLock(f.Type, pathOf); lock != "" {
+				return lock
+			}
+		}
+	case *ast.IndexExpr:
+		return heldLock(x.X, pathOf)
+	case *ast.IndexListExpr:
+		return heldLock(x.X, pathOf)
+	case *ast.SelectorExpr:
+		pkg, _ := x.X.(*ast.Ident)
+		if pkg == nil {
+			return ""
+		}
+		switch path := pathOf(pkg.Name); {
+		case path == "sync" && syncLocks[x.Sel.Name], path == "sync/atomic" && x.Sel.Name != "Value":
+			return pkg.Name + "." + x.Sel.Name
+		}
+	}
+	return ""
+}
+
+// syncLocks are the types of package sync that must not be copied.
+var syncLocks = map[string]bool{"Mutex": true, "RWMutex": true, "WaitGroup": true, "Once": true, "Cond": true, "Map": true, "Pool": true}
 
 // hasComment reports whether Go source src holds a comment.
 func hasComment(src string) bool {

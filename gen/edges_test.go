@@ -419,20 +419,24 @@ func TestTableNameWithABackslash(t *testing.T) {
 // TestEdgeTablePassesItsGeneratedTests: a table at the edges of what is
 // allowed builds and passes its generated tests: as many states as a
 // table may have (fsm.MaxStates), a payload holding a function in an
-// unexported field, and an import of a module whose path holds no dot,
-// from a package named otherwise than its path's last element.
+// unexported field, locks of the standard library where a payload may
+// hold them, and an import of a module whose path holds no dot, from a
+// package named otherwise than its path's last element. go vet finds
+// nothing wrong in the generated code either.
 func TestEdgeTablePassesItsGeneratedTests(t *testing.T) {
 	var src strings.Builder
 	src.WriteString("machine: Edge\npackage: edge\ninitial: S1\nunhandled: ignore\n" +
-		"imports:\n  foo: mlocal/foo\nstates:\n")
+		"imports:\n  foo: mlocal/foo\n  sync: sync\n  atomic: sync/atomic\nstates:\n")
 	for i := 1; i <= fsm.MaxStates; i++ {
 		fmt.Fprintf(&src, "  S%d: {terminal: %v}\n", i, i == fsm.MaxStates)
 	}
 	src.WriteString("events:\n  Go: {payload: {v: foo.T, s: \"struct{ f func() }\"}}\n" +
+		"  Lock: {payload: {mu: \"*sync.Mutex\", rw: \"[]sync.RWMutex\", once: \"map[int]sync.Once\", value: atomic.Value}}\n" +
 		"guards:\n  Ok: {error: ErrNo, uses: [v, s]}\nerrors:\n  ErrNo: {}\nrows:\n")
 	for i := 1; i < fsm.MaxStates; i++ {
 		fmt.Fprintf(&src, "  - {from: S%d, on: Go, if: [Ok], to: S%d}\n", i, i+1)
 	}
+	src.WriteString("  - {from: S1, on: Lock, noop: true}\n")
 	dir := genModule(t, "mlocal", "edge.yaml", func(dir string) {
 		if err := os.MkdirAll(filepath.Join(dir, "foo"), 0o755); err != nil {
 			t.Fatal(err)
@@ -446,5 +450,8 @@ func TestEdgeTablePassesItsGeneratedTests(t *testing.T) {
 	})
 	if out, ok := goTest(t, dir, "-v", "."); !ok || !strings.Contains(out, "--- PASS: TestEdgeStrings") {
 		t.Fatalf("the generated tests of the edge table:\n%s", out)
+	}
+	if out, ok := goCommand(t, dir, "vet", "."); !ok {
+		t.Fatalf("go vet of the edge table's generated code:\n%s", out)
 	}
 }
