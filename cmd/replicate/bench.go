@@ -94,7 +94,7 @@ func appendBenchKey(buf []byte, offset int64) []byte {
 // entries would be larger than asked (AppendPaddedPut cannot cut the key).
 var minEntrySize = len(leader.AppendPut(nil, appendBenchKey(nil, math.MaxInt64), nil))
 
-func (b *benchConfig) run(ctx context.Context, e *env) error {
+func (b *benchConfig) run(ctx context.Context, e *env) (err error) {
 	switch {
 	case b.entries <= 0:
 		return usagef("--entries must be positive")
@@ -134,17 +134,29 @@ func (b *benchConfig) run(ctx context.Context, e *env) error {
 	dataDir := ""
 	addr := b.target
 	if addr == "" {
-		argv, err := followerdArgv(ctx, b.followerd, tmp, e.stderr)
-		if err != nil {
-			return err
+		argv, aerr := followerdArgv(ctx, b.followerd, tmp, e.stderr)
+		if aerr != nil {
+			return aerr
 		}
 		dataDir = filepath.Join(tmp, "node")
-		p, err := startFollowerd(ctx, argv, dataDir, io.Discard, "--max-message-size", strconv.Itoa(msgSize))
-		if err != nil {
-			return err
+		logs, cerr := os.Create(filepath.Join(tmp, "followerd.log"))
+		if cerr != nil {
+			return cerr
+		}
+		defer logs.Close()
+		p, serr := startFollowerd(ctx, argv, dataDir, logs, "--max-message-size", strconv.Itoa(msgSize), "--log-level", "warn")
+		if serr != nil {
+			return serr
 		}
 		procs = append(procs, p)
 		addr = p.Addr
+		// Run before the temporary directory goes: what the node said
+		// may tell why the bench failed (err is run's result).
+		defer func() {
+			if err != nil {
+				showNodeLog(e.stderr, p, logs.Name())
+			}
+		}()
 	}
 	fconn, err := leader.Dial(addr, msgSize)
 	if err != nil {
@@ -355,6 +367,26 @@ func (b *benchConfig) stream(ctx context.Context, e *env, s *side, count int64, 
 		s.next = res.LastAck + 1
 	}
 	return res, lat, err
+}
+
+// showNodeLog writes to w, after a failed bench, whether the local node
+// p exited, and the last warnings and errors it logged (in file).
+func showNodeLog(w io.Writer, p *node.Process, file string) {
+	select {
+	case <-p.Done():
+		fmt.Fprintf(w, "the local followerd exited with status %d\n", p.Wait())
+	default:
+	}
+	data, err := os.ReadFile(file)
+	if err != nil || len(data) == 0 {
+		return
+	}
+	const most = 20
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > most {
+		lines = lines[len(lines)-most:]
+	}
+	fmt.Fprintf(w, "the local followerd's last warnings and errors:\n  %s\n", strings.Join(lines, "\n  "))
 }
 
 // errStalled is why bench gives up on a node that stopped making

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"net"
 	"os"
 	"os/signal"
@@ -24,6 +25,13 @@ import (
 // REPLICATE_TEST_CHILD=1 it runs followerd (node.Main), or, for the
 // echo-server command that bench starts from its own binary, replicate.
 func TestMain(m *testing.M) {
+	if os.Getenv("REPLICATE_TEST_CHILD") == "1" && os.Getenv("REPLICATE_TEST_BROKEN_NODE") == "1" {
+		// A node that logs an error, says it serves where nothing
+		// listens, and exits.
+		fmt.Fprintln(os.Stderr, `{"level":"ERROR","msg":"the disk is on fire"}`)
+		fmt.Println(node.ListeningPrefix + "127.0.0.1:1")
+		os.Exit(3)
+	}
 	if os.Getenv("REPLICATE_TEST_CHILD") == "1" {
 		if len(os.Args) > 1 && os.Args[1] == "echo-server" {
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -98,6 +106,16 @@ func TestBench(t *testing.T) {
 	code, out, errOut = runCLI(t, "bench", "--followerd", os.Args[0], "--entries", "3", "--entry-size", strconv.Itoa(5<<20), "--window", "2", "--rounds", "1", "--idle", "1", "--progress=false")
 	if code != 0 || !strings.Contains(out, "round 1  followerd") {
 		t.Fatalf("bench of 5 MiB entries: status %d\n%s\n%s", code, out, errOut)
+	}
+}
+
+// TestBenchShowsTheLocalNodesLog: when the bench fails, the warnings and
+// errors its local node logged are shown.
+func TestBenchShowsTheLocalNodesLog(t *testing.T) {
+	t.Setenv("REPLICATE_TEST_BROKEN_NODE", "1") // inherited by the child
+	code, out, errOut := runCLI(t, "bench", "--followerd", os.Args[0], "--entries", "10", "--rounds", "1", "--idle", "0", "--baseline=false", "--progress=false")
+	if code != 1 || !strings.Contains(errOut, "the local followerd's last warnings and errors:\n  {\"level\":\"ERROR\",\"msg\":\"the disk is on fire\"}") {
+		t.Fatalf("bench with a broken node: status %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
 }
 
