@@ -8,6 +8,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -516,12 +517,44 @@ func TestReplicateCallerCancelIsToldApart(t *testing.T) {
 	if !errors.Is(mine, context.Canceled) || status.Code(mine) != codes.Canceled {
 		t.Errorf("a run the caller cancelled: %v (code %v), want context.Canceled with code Canceled", mine, status.Code(mine))
 	}
+	// Cancelled with a cause, the error wraps both.
+	cctx, ccancel := context.WithCancelCause(context.Background())
+	defer ccancel(nil)
+	stalled := errors.New("stalled")
+	_, mine = conn.Replicate(cctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, Count: 1 << 30, Window: 4, Value: value,
+		OnAck: func(logpos.Offset) { ccancel(stalled) }})
+	if !errors.Is(mine, context.Canceled) || !errors.Is(mine, stalled) || status.Code(mine) != codes.Canceled {
+		t.Errorf("a run the caller cancelled with a cause: %v (code %v), want context.Canceled and the cause, with code Canceled", mine, status.Code(mine))
+	}
 	fconn := serve(t, func(s *grpc.Server) { replicationpb.RegisterOxiaLogReplicationServer(s, canceler{}) })
 	fctx, fcancel := context.WithTimeout(context.Background(), time.Minute)
 	defer fcancel()
 	_, fenced := fconn.Replicate(fctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, Count: 10, Window: 4, Value: value})
 	if errors.Is(fenced, context.Canceled) || status.Code(fenced) != codes.Canceled {
 		t.Errorf("a run the follower ended: %v (code %v), want code Canceled, not context.Canceled", fenced, status.Code(fenced))
+	}
+}
+
+// TestReplicateElapsedStartsAtTheFirstSend: for a run of one entry,
+// Result.Elapsed (from the first send to the last ack) and the entry's
+// ack latency (from just before its send to its ack) are one interval:
+// what the run does before its first send (here the value's making, slow)
+// is in neither.
+func TestReplicateElapsedStartsAtTheFirstSend(t *testing.T) {
+	conn := serve(t, func(s *grpc.Server) { echo.Register(s) })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	lat := &leader.Histogram{}
+	res, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, Count: 1, Latency: lat,
+		Value: func(off logpos.Offset, buf []byte) []byte {
+			runtime.GC() // slow work before the send
+			return value(off, buf)
+		}})
+	if err != nil || res.Acked != 1 || lat.Count() != 1 {
+		t.Fatalf("%+v, %v, %d latencies", res, err, lat.Count())
+	}
+	if res.Elapsed > lat.Max() {
+		t.Errorf("Elapsed %v is more than the only entry's ack latency %v: it counts what came before the send", res.Elapsed, lat.Max())
 	}
 }
 

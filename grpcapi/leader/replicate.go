@@ -84,9 +84,10 @@ type Result struct {
 // On error the result says how far the run got; the error is the
 // follower's gRPC status when it ended the stream (match it with
 // status.Code or grpcapi.Reason), or ErrProtocol. When ctx ended the run,
-// the error also wraps ctx's cause, so errors.Is(err, context.Canceled)
-// tells the caller's own cancellation from a follower ending the stream
-// Canceled (a NewTerm), which keeps the same status code.
+// the error also wraps ctx's error and its cause, if one was given, so
+// errors.Is(err, context.Canceled) tells the caller's own cancellation
+// from a follower ending the stream Canceled (a NewTerm), which keeps the
+// same status code.
 //
 // A run may send entries the follower already has (say, resuming after
 // a broken stream from the last offset acknowledged; Run.Resent says how
@@ -140,18 +141,24 @@ func (c *Conn) Replicate(ctx context.Context, run Run) (Result, error) {
 	}()
 
 	res := Result{LastAck: logpos.NoOffset}
+	firstSent := int64(0) // when the first entry was sent, ns since r.base
 	finish := func(err error) (Result, error) {
 		res.Acked = r.acked.Load()
 		res.PriorAcks = r.priorAcks.Load()
 		res.LastAck = logpos.Offset(r.lastAck.Load())
 		if res.Acked > 0 {
-			res.Elapsed = time.Duration(r.lastAckAt.Load())
+			res.Elapsed = time.Duration(r.lastAckAt.Load() - firstSent)
 		}
 		if err != nil && parent.Err() != nil && !errors.Is(err, parent.Err()) {
 			// The caller's own end of the run: told apart from a
 			// follower's (a NewTerm ends the stream Canceled too) with
-			// errors.Is(err, context.Canceled), status.Code unchanged.
-			err = fmt.Errorf("%w: %w", context.Cause(parent), err)
+			// errors.Is(err, context.Canceled), status.Code unchanged,
+			// and the cause the caller gave, if any, wrapped too.
+			if cause := context.Cause(parent); cause != parent.Err() {
+				err = fmt.Errorf("%w (%w): %w", parent.Err(), cause, err)
+			} else {
+				err = fmt.Errorf("%w: %w", cause, err)
+			}
 		}
 		return res, err
 	}
@@ -175,7 +182,11 @@ func (c *Conn) Replicate(ctx context.Context, run Run) (Result, error) {
 		app.Entry.Value = buf
 		app.Entry.Timestamp = uint64(time.Now().UnixMilli())
 		app.CommitOffset = int64(max(run.Commit, logpos.Offset(r.lastAck.Load())))
-		r.sentAt[int64(off)%window].Store(int64(time.Since(r.base)))
+		sentAt := int64(time.Since(r.base))
+		if i == 0 {
+			firstSent = sentAt
+		}
+		r.sentAt[int64(off)%window].Store(sentAt)
 		r.sentUpTo.Store(int64(off))
 		if sendErr = stream.Send(app); sendErr != nil {
 			break // the stream failed: Recv tells why
@@ -267,6 +278,10 @@ func (r *runState) receive(stream replicationpb.OxiaLogReplication_ReplicateClie
 			}
 			continue
 		}
+		// The last ack is stored before the window frees room: the
+		// entries sent in that room advertise it as committed.
+		r.lastAck.Store(int64(o))
+		r.lastAckAt.Store(int64(now))
 		n := int64(upTo - next + 1)
 		for off := next; off <= upTo; off++ {
 			if run.Latency != nil {
@@ -275,8 +290,6 @@ func (r *runState) receive(stream replicationpb.OxiaLogReplication_ReplicateClie
 			<-r.credits
 		}
 		next = upTo + 1
-		r.lastAck.Store(int64(o))
-		r.lastAckAt.Store(int64(now))
 		acked := r.acked.Add(n)
 		if run.Acked != nil {
 			run.Acked.Store(acked)
