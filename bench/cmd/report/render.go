@@ -456,7 +456,7 @@ func render(w io.Writer, run *Run, r *Results, plots []plotFile) {
 	f := &figures{r: r}
 	design, pkgs, others := f.design(), f.packages(), f.others()
 	m := run.Machine
-	mode := "full run: every benchmark `-count 3` (the cheap CPU-bound ones 5) at `-benchtime 1s`, medians"
+	mode := "full run: most benchmarks `-count 3` (the cheap CPU-bound ones 5) at `-benchtime 1s`, medians; the reopen of a 1 GiB WAL and the memory over 10 M entries once (the commands are listed at the end)"
 	if run.Quick {
 		mode = "**quick run** (`BENCH_QUICK=1`): one count, short bench times, a 64 MiB WAL for the reopen and 200 k entries for the memory benchmark — figures are rough"
 	}
