@@ -468,18 +468,28 @@ func TestApplyFailureRetriesWithoutTraffic(t *testing.T) {
 }
 
 // A stream's transport fails while its sync loop is in an fsync that then
-// fails too: the log's failure is noted all the same, so the next control
-// operation reopens the log instead of failing on it.
+// fails too, and the disk goes on failing syncs: the stream was detached
+// before the log failed, yet the head is what the log synced, also after
+// a NewTerm whose repair fails; and the log's failure is noted all the
+// same, so once the disk heals the next control operation reopens the
+// log instead of failing on it.
 func TestWALFailureAfterTransportFailure(t *testing.T) {
-	var hold atomic.Bool
+	var hold, failing atomic.Bool
 	entered, release := make(chan struct{}), make(chan struct{})
 	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if !strings.Contains(op.Path, "/wal/") {
+			return nil
+		}
 		switch op.Kind {
 		case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
 			// The log's segment, not the one prepared in the background.
-			if strings.HasSuffix(op.Path, ".seg") && strings.Contains(op.Path, "/wal/") && hold.CompareAndSwap(true, false) {
+			if strings.HasSuffix(op.Path, ".seg") && hold.CompareAndSwap(true, false) {
 				close(entered)
 				<-release
+				failing.Store(true)
+				return errInjected
+			}
+			if failing.Load() {
 				return errInjected
 			}
 		}
@@ -510,11 +520,21 @@ func TestWALFailureAfterTransportFailure(t *testing.T) {
 	}
 	close(release) // the fsync fails
 	<-r.syncDone
+	if st := f.Status(); st.Head != 0 {
+		t.Errorf("status after the failed fsync: %+v, want head 0 (entry 1 was never durable)", st)
+	}
+	if _, err := f.NewTerm(2, TermOptions{}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("NewTerm on a failing disk: %v, want ErrUnavailable", err)
+	}
+	if st := f.Status(); st.Head != 0 {
+		t.Errorf("status after a failed repair: %+v, want head 0 (entry 1 was never durable)", st)
+	}
+	failing.Store(false)
 	if _, err := f.NewTerm(2, TermOptions{}); err != nil {
 		t.Fatalf("NewTerm after the log failed under an ended stream: %v", err)
 	}
-	if st := f.Status(); st.Term != 2 || st.State != StateFenced {
-		t.Fatalf("after NewTerm: %+v", st)
+	if st := f.Status(); st.Term != 2 || st.State != StateFenced || st.Head != 0 {
+		t.Fatalf("after NewTerm: %+v, want term 2, Fenced, head 0", st)
 	}
 }
 

@@ -351,6 +351,12 @@ func (f *Follower) headOf(log *wal.Log) logpos.Offset {
 	return max(log.LastDurable().Offset, f.commit(), logpos.Offset(f.base.Load()))
 }
 
+// lowerHead lowers the published head to to, when it is above.
+func (f *Follower) lowerHead(to logpos.Offset) {
+	for h := f.head.Load(); h > int64(to) && !f.head.CompareAndSwap(h, int64(to)); h = f.head.Load() {
+	}
+}
+
 func (f *Follower) openStore() (*store.Store, error) {
 	return store.Open(f.cfg.FS.PathJoin(f.dir, "store"), store.Options{
 		FS:                f.cfg.FS,

@@ -465,6 +465,14 @@ func (r *replication) sync() {
 			f.stats.syncLatency.observe(time.Since(start))
 		}
 		if err != nil {
+			if errors.Is(err, wal.ErrFailed) {
+				// What the failed fsync covered is not the head, also when
+				// the stream was detached while it ran (detach lowers the
+				// head only for a failure it knows of). Lowered before the
+				// failure is noted, so that no repair (which publishes the
+				// reopened log's head) can come first.
+				f.lowerHead(f.headOf(r.log))
+			}
 			// Noted even when the stream ended meanwhile: the failure
 			// belongs to the log, which the next control operation reopens.
 			r.fail(fmt.Errorf("%w: syncing the log: %w", ErrUnavailable, err))
