@@ -3,6 +3,7 @@ package store
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -130,6 +131,13 @@ func (l *Loader) writeLocked(c Chunk) error {
 			return fmt.Errorf("%w: chunk %d of %q says %d chunks, chunk 0 said %d", ErrInvalidSnapshot, c.Index, c.Name, c.Count, l.mu.count)
 		}
 	}
+	if len(c.Content) > 0 && isPebbleLog(c.Name) {
+		// A snapshot carries its data in tables (Snapshot flushes first,
+		// and leaves Pebble's logs out): records to replay would be
+		// decoded by Pebble in the background, where a malformed one
+		// takes the process down.
+		return fmt.Errorf("%w: %q is a Pebble log holding records (a snapshot's data is in its tables)", ErrInvalidSnapshot, c.Name)
+	}
 	l.mu.size += int64(len(c.Content))
 	if l.maxSize > 0 && l.mu.size > l.maxSize {
 		return fmt.Errorf("%w: larger than the limit of %d bytes", ErrInvalidSnapshot, l.maxSize)
@@ -190,8 +198,21 @@ func (l *Loader) openStagedLocked() (SnapshotInfo, *pebble.DB, error) {
 	if err := durable.SyncDir(l.s.fs, l.dir); err != nil {
 		return SnapshotInfo{}, nil, fmt.Errorf("store: stage: %w", err)
 	}
+	// Checked first with Pebble's background work off: the files came
+	// from the network, and a panic on a goroutine of Pebble's own ends
+	// the process. Every block is read by then, in the foreground.
+	check := l.s.pebbleOptions(true)
+	check.DisableAutomaticCompactions, check.DisableTableStats = true, true
+	if _, db, err := openStaged(l.dir, check); err != nil {
+		return SnapshotInfo{}, nil, err
+	} else if err := db.Close(); err != nil {
+		return SnapshotInfo{}, nil, fmt.Errorf("store: close checked snapshot: %w", err)
+	}
 	return openStaged(l.dir, l.s.pebbleOptions(true))
 }
+
+// isPebbleLog reports whether name is that of a Pebble log (its WAL).
+func isPebbleLog(name string) bool { return strings.HasSuffix(name, ".log") }
 
 // openStaged opens the staged database in dir and checks it. The files
 // came from the network: Pebble may panic on some malformed ones (a WAL
@@ -237,15 +258,19 @@ func closeAfterAnyPanic(db *pebble.DB) {
 
 // readAll reads every live key and value of db, so that the blocks that
 // hold them are checked against their checksums: a damaged snapshot is
-// refused before it replaces anything. Its errors are classified by the
-// caller (an operating system error is not the snapshot's fault).
+// refused before it replaces anything. A range key (the store writes
+// none) is refused too. Its errors are classified by the caller (an
+// operating system error is not the snapshot's fault).
 func readAll(db *pebble.DB) (err error) {
 	defer catchFatal(&err, nil)
-	it, err := db.NewIter(nil)
+	it, err := db.NewIter(&pebble.IterOptions{KeyTypes: pebble.IterKeyTypePointsAndRanges})
 	if err != nil {
 		return err
 	}
 	for it.First(); it.Valid(); it.Next() {
+		if _, hasRange := it.HasPointAndRange(); hasRange {
+			return errors.Join(fmt.Errorf("%w: the staged store holds a range key", ErrInvalidSnapshot), it.Close())
+		}
 		if _, err := it.ValueAndErr(); err != nil {
 			return errors.Join(err, it.Close())
 		}

@@ -125,7 +125,7 @@ func checkpoint(h *pebble.DB, dir string) (err error) {
 			err = fmt.Errorf("checkpoint: %w", e)
 		}
 	}()
-	return h.Checkpoint(dir, pebble.WithFlushedWAL())
+	return h.Checkpoint(dir)
 }
 
 // list returns the checkpoint's files in name order with their chunk
@@ -144,6 +144,11 @@ func (sn *Snapshot) list() ([]snapshotFile, error) {
 		}
 		if fi.IsDir() || !validName(name) {
 			return nil, fmt.Errorf("checkpoint holds %q, which a snapshot cannot carry", name)
+		}
+		if isPebbleLog(name) {
+			// Flushed first, the database's data is in its tables: its
+			// logs are empty, or older ones that opening skips.
+			continue
 		}
 		count := max(1, (fi.Size()+sn.chunkSize-1)/sn.chunkSize)
 		if count > math.MaxInt32 {
