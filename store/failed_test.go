@@ -97,10 +97,7 @@ func TestSnapshotCheckpointSyncFailure(t *testing.T) {
 		}
 		return nil
 	}))
-	s := mustOpen(t, "/s", Options{FS: fs})
-	m := model{}
-	fillStore(t, s, m, 1, 3, "x")
-	before := listDir(t, fs, "/s")
+	s, m, before := storeOn(t, fs)
 	armed.Store(true)
 	if sn, err := s.Snapshot(); !errors.Is(err, errorfs.ErrInjected) {
 		if err == nil {
@@ -113,13 +110,30 @@ func TestSnapshotCheckpointSyncFailure(t *testing.T) {
 		t.Fatalf("the store directory holds %v after the failed snapshot, %v before", got, before)
 	}
 	fillStore(t, s, m, 1, 2, "y")
+	snapshotHoldsAll(t, s, m)
+}
+
+// storeOn opens a store in /s on fs with a few entries applied, and
+// returns it with its data and what its directory holds.
+func storeOn(t *testing.T, fs vfs.FS) (*Store, model, []string) {
+	t.Helper()
+	s := mustOpen(t, "/s", Options{FS: fs})
+	m := model{}
+	fillStore(t, s, m, 1, 3, "x")
+	return s, m, listDir(t, fs, "/s")
+}
+
+// snapshotHoldsAll checks that a snapshot of s, loaded into a new store,
+// holds m and s's commit.
+func snapshotHoldsAll(t *testing.T, s *Store, m model) {
+	t.Helper()
 	chunks, info := takeSnapshot(t, s)
 	b := mustOpen(t, t.TempDir(), Options{})
 	if _, err := load(b, chunks, 0); err != nil {
 		t.Fatal(err)
 	}
-	if got := userData(t, b); !maps.Equal(got, m) || b.Commit() != info.Commit {
-		t.Fatalf("snapshot after the failure: %v at %v, want %v at %v", got, b.Commit(), m, info.Commit)
+	if got := userData(t, b); !maps.Equal(got, m) || b.Commit() != info.Commit || info.Commit != s.Commit() {
+		t.Fatalf("snapshot after the failure: %v at %v, want %v at %v", got, b.Commit(), m, s.Commit())
 	}
 }
 
@@ -143,10 +157,7 @@ func TestSnapshotWhoseFlushFails(t *testing.T) {
 		}
 		return nil
 	}))
-	s := mustOpen(t, "/s", Options{FS: fs})
-	m := model{}
-	fillStore(t, s, m, 1, 3, "x")
-	before := listDir(t, fs, "/s")
+	s, m, before := storeOn(t, fs)
 	failing.Store(true)
 	type result struct {
 		sn  *Snapshot
@@ -186,16 +197,9 @@ func TestSnapshotWhoseFlushFails(t *testing.T) {
 			t.Fatalf("Snapshot once the disk healed: %v", err)
 		}
 	}
-	chunks, info := takeSnapshot(t, s)
+	snapshotHoldsAll(t, s, m)
 	if got := listDir(t, fs, "/s"); !slices.Equal(got, before) {
 		t.Errorf("the store directory holds %v after the snapshots, %v before", got, before)
-	}
-	b := mustOpen(t, t.TempDir(), Options{})
-	if _, err := load(b, chunks, 0); err != nil {
-		t.Fatal(err)
-	}
-	if got := userData(t, b); !maps.Equal(got, m) || b.Commit() != info.Commit || info.Commit != s.Commit() {
-		t.Fatalf("snapshot after the failure: %v at %v, want %v at %v", got, b.Commit(), m, s.Commit())
 	}
 }
 
