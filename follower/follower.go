@@ -32,8 +32,11 @@ type Follower struct {
 	cfg Config
 	dir string
 	// log is replaced only when it is reopened after a failure, under the
-	// lifecycle lock and the applier's, with no stream attached.
-	log *wal.Log
+	// lifecycle lock and the applier's, with no stream attached, and
+	// under logSwap: the sync loop of an ended stream, which cannot take
+	// the lifecycle lock, reads it under logSwap.
+	log     *wal.Log
+	logSwap sync.Mutex
 	// st is the store; replaced only when it is reopened after a failure,
 	// under the lifecycle lock and the applier's.
 	st atomic.Pointer[store.Store]
@@ -334,6 +337,7 @@ func (f *Follower) reopenLogIfFailed() error {
 		f.logger().Warn("log cut back to its last synced entry: the entries after it were written, but their sync failed",
 			"last_synced", trusted.Offset, "found", found.Offset)
 	}
+	f.logSwap.Lock()
 	f.log = log
 	f.logFailed.Store(false)
 	if point, pending := f.store().LogResetPending(); pending {
@@ -341,6 +345,7 @@ func (f *Follower) reopenLogIfFailed() error {
 	} else {
 		f.head.Store(int64(f.headOf(log)))
 	}
+	f.logSwap.Unlock()
 	f.logger().Warn("log reopened after a failure", "head", f.head.Load())
 	return nil
 }

@@ -468,10 +468,14 @@ func (r *replication) sync() {
 			if errors.Is(err, wal.ErrFailed) {
 				// What the failed fsync covered is not the head, also when
 				// the stream was detached while it ran (detach lowers the
-				// head only for a failure it knows of). Lowered before the
-				// failure is noted, so that no repair (which publishes the
-				// reopened log's head) can come first.
-				f.lowerHead(f.headOf(r.log))
+				// head only for a failure it knows of); unless the log was
+				// reopened meanwhile (its failure noted by another of its
+				// users), and the head is the reopened log's.
+				f.logSwap.Lock()
+				if f.log == r.log {
+					f.lowerHead(f.headOf(r.log))
+				}
+				f.logSwap.Unlock()
 			}
 			// Noted even when the stream ended meanwhile: the failure
 			// belongs to the log, which the next control operation reopens.
