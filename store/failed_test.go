@@ -267,3 +267,21 @@ func TestStagedCommitFailureIsTheInstalls(t *testing.T) {
 	assertFingerprint(t, "after the failed install", want, fingerprintOf(t, s))
 	fillStore(t, s, m, 1, 2, "y")
 }
+
+// TestSnapshotDespiteOtherBackgroundErrors: a background error that is no
+// failed flush (here Pebble's look at the free disk space, which it takes
+// as a flush ends) does not fail a snapshot whose flush succeeded.
+func TestSnapshotDespiteOtherBackgroundErrors(t *testing.T) {
+	var failing atomic.Bool
+	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if failing.Load() && op.Kind == errorfs.OpGetDiskUsage {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	s := mustOpen(t, t.TempDir(), Options{FS: fs})
+	m := model{}
+	fillStore(t, s, m, 1, 3, "x")
+	failing.Store(true)
+	snapshotHoldsAll(t, s, m)
+}

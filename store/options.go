@@ -58,11 +58,17 @@ func (o Options) withDefaults() Options {
 }
 
 // pebbleOptions returns the options every database of the store is opened
-// with (the live one and staged ones alike). backgroundError, when not
-// nil, is told of each error of Pebble's background work (a flush or a
-// compaction that failed, which Pebble retries); it must not block.
-func (o Options) pebbleOptions(mustExist bool, backgroundError func(error)) *pebble.Options {
+// with (the live one and staged ones alike). events, when not nil, are
+// told of flushes ending and of each error of Pebble's background work (a
+// flush or a compaction that failed, which Pebble retries); they must not
+// block.
+func (o Options) pebbleOptions(mustExist bool, events *storeEvents) *pebble.Options {
 	logger := o.Logger
+	var backgroundError func(error)
+	var flushEnd func(pebble.FlushInfo)
+	if events != nil {
+		backgroundError, flushEnd = events.backgroundError, events.flushEnd
+	}
 	return &pebble.Options{
 		FS:               o.FS,
 		Logger:           pebbleLogger{logger},
@@ -76,6 +82,7 @@ func (o Options) pebbleOptions(mustExist bool, backgroundError func(error)) *peb
 				logger.Error("store: on-disk corruption", "err", info.Details, "path", info.Path, "component", "pebble")
 			},
 			BackgroundError: backgroundError,
+			FlushEnd:        flushEnd,
 		},
 	}
 }

@@ -83,50 +83,74 @@ type Store struct {
 		leftovers []string
 	}
 
-	// flushWait holds, while a Snapshot waits for its flush, the channel
-	// backgroundError tells it on that Pebble's background work failed.
-	flushWait struct {
-		sync.Mutex
-		failed chan error
-	}
+	events storeEvents
+}
+
+// storeEvents are what the store hears of Pebble's background work in
+// its databases: errors, which it logs, and failed flushes, which end the
+// wait of a Snapshot for its flush. Pebble retries a failed flush without
+// end, and without telling the writers waiting for it: with the disk
+// refusing new tables (full, say), that flush would not finish.
+type storeEvents struct {
+	log *slog.Logger
+	mu  sync.Mutex
+	// flushErr is the error of the last flush that ended with one (or
+	// with none: Pebble reports a flush that made no table so).
+	flushErr error
+	// failed, while a Snapshot waits for its flush, is where a failed
+	// flush is told.
+	failed chan error
 }
 
 // pebbleOptions returns the options the store's databases are opened
 // with.
 func (s *Store) pebbleOptions(mustExist bool) *pebble.Options {
-	return s.opts.pebbleOptions(mustExist, s.backgroundError)
+	return s.opts.pebbleOptions(mustExist, &s.events)
 }
 
-// backgroundError is told of each error of Pebble's background work in
-// one of the store's databases: a flush or a compaction that failed,
-// which Pebble retries (without end, and without telling the writers
-// waiting for it). It logs it, and ends the wait of a Snapshot for its
-// flush: with the disk refusing new tables (full, say), that flush would
-// not finish.
-func (s *Store) backgroundError(err error) {
-	s.log.Error("store: background write failed (retried)", "err", err, "component", "pebble")
-	s.flushWait.Lock()
-	defer s.flushWait.Unlock()
-	if s.flushWait.failed != nil {
+// flushEnd notes the error a flush ended with, if any: whether it failed
+// is known when Pebble reports that error as a background error too (it
+// does not for a flush that made no table).
+func (e *storeEvents) flushEnd(info pebble.FlushInfo) {
+	if info.Err == nil {
+		return
+	}
+	e.mu.Lock()
+	e.flushErr = info.Err
+	e.mu.Unlock()
+}
+
+// backgroundError logs err, and tells a Snapshot waiting for its flush
+// when err is a failed flush's.
+func (e *storeEvents) backgroundError(err error) {
+	e.log.Error("store: background write failed (retried)", "err", err, "component", "pebble")
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.flushErr == nil || !errors.Is(err, e.flushErr) {
+		return // a compaction's, or another of Pebble's
+	}
+	e.flushErr = nil
+	if e.failed != nil {
 		select {
-		case s.flushWait.failed <- err:
+		case e.failed <- err:
 		default: // it was told already
 		}
 	}
 }
 
 // flush flushes the memtable of h, the live database, waiting until it
-// is flushed or until a background error (see backgroundError). The
-// caller holds s.write.
+// is flushed or until a flush fails (see storeEvents). The caller holds
+// s.write.
 func (s *Store) flush(h *pebble.DB) error {
 	failed := make(chan error, 1)
-	s.flushWait.Lock()
-	s.flushWait.failed = failed
-	s.flushWait.Unlock()
+	e := &s.events
+	e.mu.Lock()
+	e.failed = failed
+	e.mu.Unlock()
 	defer func() {
-		s.flushWait.Lock()
-		s.flushWait.failed = nil
-		s.flushWait.Unlock()
+		e.mu.Lock()
+		e.failed = nil
+		e.mu.Unlock()
 	}()
 	flushed, err := h.AsyncFlush()
 	if err != nil {
@@ -218,6 +242,7 @@ func Open(dir string, opts Options) (_ *Store, err error) {
 		return nil, errors.Join(fmt.Errorf("store: remove what a delete left: %w", err), lock.Close())
 	}
 	s := &Store{dir: dir, fs: fs, opts: opts, log: opts.Logger, lock: lock}
+	s.events.log = opts.Logger
 	// Should opening panic, neither the database nor the directory is
 	// left locked: a caller can open the store again. Pebble giving up (a
 	// write of its manifest failing, on a full disk say) is an error, as
