@@ -215,8 +215,8 @@ func (l *Loader) openStagedLocked() (SnapshotInfo, *pebble.DB, error) {
 func isPebbleLog(name string) bool { return strings.HasSuffix(name, ".log") }
 
 // openStaged opens the staged database in dir and checks it. The files
-// came from the network: Pebble may panic on some malformed ones (a WAL
-// record with a valid checksum holding a malformed batch, say) while
+// came from the network: Pebble may panic on some malformed ones (a
+// manifest or a block with a valid checksum and malformed contents) while
 // opening or reading them. The staged database is the loader's alone, so
 // such a panic is the snapshot's fault, recovered as ErrInvalidSnapshot.
 func openStaged(dir string, opts *pebble.Options) (info SnapshotInfo, db *pebble.DB, err error) {

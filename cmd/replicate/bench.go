@@ -144,19 +144,21 @@ func (b *benchConfig) run(ctx context.Context, e *env) (err error) {
 			return cerr
 		}
 		defer logs.Close()
-		p, serr := startFollowerd(ctx, argv, dataDir, logs, "--max-message-size", strconv.Itoa(msgSize), "--log-level", "warn")
-		if serr != nil {
-			return serr
-		}
-		procs = append(procs, p)
-		addr = p.Addr
+		var p *node.Process
 		// Run before the temporary directory goes: what the node said
-		// may tell why the bench failed (err is run's result).
+		// may tell why the bench failed, starting it included (err is
+		// run's result).
 		defer func() {
 			if err != nil {
 				showNodeLog(e.stderr, p, logs.Name())
 			}
 		}()
+		p, err = startFollowerd(ctx, argv, dataDir, logs, "--max-message-size", strconv.Itoa(msgSize), "--log-level", "warn")
+		if err != nil {
+			return err
+		}
+		procs = append(procs, p)
+		addr = p.Addr
 	}
 	fconn, err := leader.Dial(addr, msgSize)
 	if err != nil {
@@ -342,6 +344,9 @@ func (b *benchConfig) stream(ctx context.Context, e *env, s *side, count int64, 
 		// one measurement does not pay for the previous one.
 		gctx, cancel := context.WithTimeoutCause(ctx, b.stallTimeout, fmt.Errorf("%w: not applied within --stall-timeout %s", errStalled, b.stallTimeout))
 		_, _, err := s.conn.Get(gctx, b.shard, s.next-1)
+		if err != nil && gctx.Err() != nil && ctx.Err() == nil {
+			err = fmt.Errorf("%w: %w", context.Cause(gctx), err)
+		}
 		cancel()
 		if err != nil {
 			return leader.Result{}, nil, fmt.Errorf("waiting for offset %d to be applied: %w", s.next-1, err)
@@ -370,12 +375,15 @@ func (b *benchConfig) stream(ctx context.Context, e *env, s *side, count int64, 
 }
 
 // showNodeLog writes to w, after a failed bench, whether the local node
-// p exited, and the last warnings and errors it logged (in file).
+// p exited (nil: it did not start), and the last warnings and errors it
+// logged (in file).
 func showNodeLog(w io.Writer, p *node.Process, file string) {
-	select {
-	case <-p.Done():
-		fmt.Fprintf(w, "the local followerd exited with status %d\n", p.Wait())
-	default:
+	if p != nil {
+		select {
+		case <-p.Done():
+			fmt.Fprintf(w, "the local followerd exited with status %d\n", p.Wait())
+		default:
+		}
 	}
 	data, err := os.ReadFile(file)
 	if err != nil || len(data) == 0 {

@@ -3,7 +3,9 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/signal"
@@ -16,6 +18,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 
+	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/node"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
@@ -25,11 +28,13 @@ import (
 // REPLICATE_TEST_CHILD=1 it runs followerd (node.Main), or, for the
 // echo-server command that bench starts from its own binary, replicate.
 func TestMain(m *testing.M) {
-	if os.Getenv("REPLICATE_TEST_CHILD") == "1" && os.Getenv("REPLICATE_TEST_BROKEN_NODE") == "1" {
-		// A node that logs an error, says it serves where nothing
-		// listens, and exits.
+	if broken := os.Getenv("REPLICATE_TEST_BROKEN_NODE"); os.Getenv("REPLICATE_TEST_CHILD") == "1" && broken != "" {
+		// A node that logs an error and exits, before it serves or
+		// once it said it serves where nothing listens.
 		fmt.Fprintln(os.Stderr, `{"level":"ERROR","msg":"the disk is on fire"}`)
-		fmt.Println(node.ListeningPrefix + "127.0.0.1:1")
+		if broken == "serving" {
+			fmt.Println(node.ListeningPrefix + "127.0.0.1:1")
+		}
 		os.Exit(3)
 	}
 	if os.Getenv("REPLICATE_TEST_CHILD") == "1" {
@@ -110,12 +115,17 @@ func TestBench(t *testing.T) {
 }
 
 // TestBenchShowsTheLocalNodesLog: when the bench fails, the warnings and
-// errors its local node logged are shown.
+// errors its local node logged are shown, whether it failed to start or
+// failed once serving.
 func TestBenchShowsTheLocalNodesLog(t *testing.T) {
-	t.Setenv("REPLICATE_TEST_BROKEN_NODE", "1") // inherited by the child
-	code, out, errOut := runCLI(t, "bench", "--followerd", os.Args[0], "--entries", "10", "--rounds", "1", "--idle", "0", "--baseline=false", "--progress=false")
-	if code != 1 || !strings.Contains(errOut, "the local followerd's last warnings and errors:\n  {\"level\":\"ERROR\",\"msg\":\"the disk is on fire\"}") {
-		t.Fatalf("bench with a broken node: status %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	for _, when := range []string{"starting", "serving"} {
+		t.Run(when, func(t *testing.T) {
+			t.Setenv("REPLICATE_TEST_BROKEN_NODE", when) // inherited by the child
+			code, out, errOut := runCLI(t, "bench", "--followerd", os.Args[0], "--entries", "10", "--rounds", "1", "--idle", "0", "--baseline=false", "--progress=false")
+			if code != 1 || !strings.Contains(errOut, "the local followerd's last warnings and errors:\n  {\"level\":\"ERROR\",\"msg\":\"the disk is on fire\"}") {
+				t.Fatalf("bench with a broken node: status %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+			}
+		})
 	}
 }
 
@@ -146,27 +156,69 @@ func (stalledNode) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, re
 	}
 }
 
-// TestBenchGivesUpOnAStalledNode: bench against a node that stops
-// acknowledging ends with an error saying so, rather than waiting for
-// ever.
-func TestBenchGivesUpOnAStalledNode(t *testing.T) {
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+// slowApplier acknowledges every entry at once but applies none: a Get
+// waiting for an offset to be applied waits until its caller gives up.
+type slowApplier struct {
+	stalledNode
+	inspectpb.UnimplementedInspectServer
+}
+
+func (slowApplier) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
+	for {
+		a, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if a.GetEntry() != nil {
+			if err := s.Send(&replicationpb.Ack{Offset: a.GetEntry().GetOffset()}); err != nil {
+				return err
+			}
+		}
 	}
-	srv := grpc.NewServer()
-	replicationpb.RegisterOxiaCoordinationServer(srv, stalledNode{})
-	replicationpb.RegisterOxiaLogReplicationServer(srv, stalledNode{})
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	defer func() {
-		srv.Stop()
-		<-served
-	}()
-	code, out, errOut := runCLI(t, "bench", "--target", lis.Addr().String(), "--entries", "10", "--rounds", "1",
-		"--idle", "0", "--baseline=false", "--progress=false", "--stall-timeout", "50ms")
-	if code != 1 || !strings.Contains(errOut, "the node stalled: no ack for --stall-timeout 50ms") {
-		t.Fatalf("bench against a stalled node: status %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+}
+
+func (slowApplier) Get(ctx context.Context, _ *inspectpb.GetRequest) (*inspectpb.GetResponse, error) {
+	<-ctx.Done()
+	return nil, ctx.Err()
+}
+
+// TestBenchGivesUpOnAStalledNode: bench against a node that stops
+// acknowledging, or applying what it acknowledged, ends with an error
+// saying so, rather than waiting for ever.
+func TestBenchGivesUpOnAStalledNode(t *testing.T) {
+	for _, c := range []struct {
+		name        string
+		replication replicationpb.OxiaLogReplicationServer
+		rounds      string
+		want        string
+	}{
+		{"acking nothing", stalledNode{}, "1", "the node stalled: no ack for --stall-timeout 50ms"},
+		{"applying nothing", slowApplier{}, "2", "the node stalled: not applied within --stall-timeout 50ms"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			lis, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := grpc.NewServer()
+			replicationpb.RegisterOxiaCoordinationServer(srv, slowApplier{})
+			replicationpb.RegisterOxiaLogReplicationServer(srv, c.replication)
+			inspectpb.RegisterInspectServer(srv, slowApplier{})
+			served := make(chan error, 1)
+			go func() { served <- srv.Serve(lis) }()
+			defer func() {
+				srv.Stop()
+				<-served
+			}()
+			code, out, errOut := runCLI(t, "bench", "--target", lis.Addr().String(), "--entries", "10", "--rounds", c.rounds,
+				"--idle", "0", "--baseline=false", "--progress=false", "--stall-timeout", "50ms")
+			if code != 1 || !strings.Contains(errOut, c.want) {
+				t.Fatalf("bench against a stalled node: status %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+			}
+		})
 	}
 }
 
