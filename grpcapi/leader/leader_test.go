@@ -517,6 +517,12 @@ func TestReplicateCallerCancelIsToldApart(t *testing.T) {
 	if !errors.Is(mine, context.Canceled) || status.Code(mine) != codes.Canceled {
 		t.Errorf("a run the caller cancelled: %v (code %v), want context.Canceled with code Canceled", mine, status.Code(mine))
 	}
+	// Cancelled before the run starts, too.
+	ended, end := context.WithCancel(context.Background())
+	end()
+	if _, err := conn.Replicate(ended, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, Count: 1, Value: value}); !errors.Is(err, context.Canceled) || status.Code(err) != codes.Canceled {
+		t.Errorf("a run cancelled before it started: %v (code %v), want context.Canceled with code Canceled", err, status.Code(err))
+	}
 	// Cancelled with a cause, the error wraps both.
 	cctx, ccancel := context.WithCancelCause(context.Background())
 	defer ccancel(nil)

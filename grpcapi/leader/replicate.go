@@ -116,7 +116,7 @@ func (c *Conn) Replicate(ctx context.Context, run Run) (Result, error) {
 	defer cancel()
 	stream, err := c.Replication.Replicate(StreamContext(ctx, run.Shard))
 	if err != nil {
-		return Result{LastAck: logpos.NoOffset}, err
+		return Result{LastAck: logpos.NoOffset}, callerEnded(parent, err)
 	}
 
 	r := &runState{
@@ -149,18 +149,7 @@ func (c *Conn) Replicate(ctx context.Context, run Run) (Result, error) {
 		if res.Acked > 0 {
 			res.Elapsed = time.Duration(r.lastAckAt.Load() - firstSent)
 		}
-		if err != nil && parent.Err() != nil && !errors.Is(err, parent.Err()) {
-			// The caller's own end of the run: told apart from a
-			// follower's (a NewTerm ends the stream Canceled too) with
-			// errors.Is(err, context.Canceled), status.Code unchanged,
-			// and the cause the caller gave, if any, wrapped too.
-			if cause := context.Cause(parent); cause != parent.Err() {
-				err = fmt.Errorf("%w (%w): %w", parent.Err(), cause, err)
-			} else {
-				err = fmt.Errorf("%w: %w", cause, err)
-			}
-		}
-		return res, err
+		return res, callerEnded(parent, err)
 	}
 
 	app := &replicationpb.Append{
@@ -221,6 +210,21 @@ func (c *Conn) Replicate(ctx context.Context, run Run) (Result, error) {
 		err = fmt.Errorf("%w: the follower ended the stream with %d of %d entries acknowledged", ErrProtocol, r.acked.Load(), run.Count)
 	}
 	return finish(err)
+}
+
+// callerEnded returns err, which ended a run, wrapping the error of the
+// caller's ctx, and the cause it gave if any, when ctx has ended: the
+// caller's own end of the run is told apart from a follower's (a NewTerm
+// ends the stream Canceled too) with errors.Is(err, context.Canceled),
+// status.Code unchanged.
+func callerEnded(ctx context.Context, err error) error {
+	if err == nil || ctx.Err() == nil || errors.Is(err, ctx.Err()) {
+		return err
+	}
+	if cause := context.Cause(ctx); cause != ctx.Err() {
+		return fmt.Errorf("%w (%w): %w", ctx.Err(), cause, err)
+	}
+	return fmt.Errorf("%w: %w", ctx.Err(), err)
 }
 
 type runState struct {
