@@ -457,10 +457,11 @@ func (r *replication) sync() {
 		before := r.log.LastDurable().Offset
 		start := time.Now()
 		durable, err := r.log.Sync(r.ctx)
-		if durable > before || err != nil {
+		if durable > before || errors.Is(err, wal.ErrFailed) {
 			// A round that found everything durable already (the wake
-			// of entries the previous round covered, a half-close) did
-			// no fsync, and is not counted as one.
+			// of entries the previous round covered, a half-close), or
+			// that ended waiting for another's fsync, did no fsync of
+			// its own, and is not counted as one.
 			f.stats.syncs.Add(1)
 			f.stats.syncLatency.observe(time.Since(start))
 		}

@@ -471,7 +471,8 @@ func waitRemoved(removals []chan struct{}) {
 // endOnShutdown ends the streams that no follower ends (a health watch)
 // when the node shuts down, so that a graceful stop need not wait for
 // their clients: such a stream's context is cancelled once it has sent a
-// message after Shutdown started (a health watch's NOT_SERVING), or once
+// message after Shutdown started (a health watch's NOT_SERVING, which
+// Shutdown gives every watch), or, but for a health watch, once
 // Shutdown has closed every follower, whichever comes first; a receive
 // it is waiting in then returns Unavailable (a reflection stream waits
 // for its client's next request). The replication streams end with their
@@ -482,7 +483,11 @@ func (s *Server) endOnShutdown(srv any, ss grpc.ServerStream, info *grpc.StreamS
 	}
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
-	defer context.AfterFunc(s.drained, cancel)()
+	if info.FullMethod != healthpb.Health_Watch_FullMethodName {
+		// A health watch is not: Shutdown gave it NOT_SERVING to send,
+		// which ends it; ended before, its client would not see it.
+		defer context.AfterFunc(s.drained, cancel)()
+	}
 	err := handler(srv, &endingStream{ServerStream: ss, ctx: ctx, stopping: s.stopping, end: cancel})
 	if status.Code(err) == codes.Canceled && ss.Context().Err() == nil && s.stopping.Err() != nil {
 		// Ended by the shutdown, not by its client (a health watch
