@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"strings"
@@ -241,12 +242,52 @@ func openStaged(dir string, opts *pebble.Options) (info SnapshotInfo, db *pebble
 		err = fmt.Errorf("%w: the staged store has no commit id (nothing was applied to it)", ErrInvalidSnapshot)
 	}
 	if err == nil {
+		err = checkTables(db)
+	}
+	if err == nil {
 		err = readAll(db)
 	}
 	if err != nil {
 		return SnapshotInfo{}, nil, errors.Join(classifyStaged(err), db.Close())
 	}
 	return SnapshotInfo{Commit: st.commit, Term: st.term, Options: st.options}, db, nil
+}
+
+// checkTables refuses a staged database whose manifest lists its tables
+// in ways Pebble does not check when it opens one, and trips over later,
+// on goroutines of its own (a compaction panicking) or by losing data: a
+// table number listed twice, a table whose smallest key is above its
+// largest, two tables with the same bounds and sequence numbers (a copy
+// of one), a table that is virtual or not on the local disk (the store
+// makes none).
+func checkTables(db *pebble.DB) error {
+	levels, err := db.SSTables()
+	if err != nil {
+		return err
+	}
+	type bounds struct {
+		smallest, largest string
+		seqs              [2]uint64
+	}
+	numbers, seen := map[uint64]bool{}, map[bounds]bool{}
+	for level, tables := range levels {
+		for _, t := range tables {
+			b := bounds{string(t.Smallest.UserKey) + "#" + t.Smallest.Trailer.String(), string(t.Largest.UserKey) + "#" + t.Largest.Trailer.String(),
+				[2]uint64{uint64(t.SmallestSeqNum), uint64(t.LargestSeqNum)}}
+			switch c := bytes.Compare(t.Smallest.UserKey, t.Largest.UserKey); {
+			case t.Virtual || t.BackingType != pebble.BackingTypeLocal:
+				return fmt.Errorf("%w: table %s (L%d) is virtual or not local", ErrInvalidSnapshot, t.FileNum, level)
+			case numbers[uint64(t.FileNum)]:
+				return fmt.Errorf("%w: table %s is listed twice", ErrInvalidSnapshot, t.FileNum)
+			case c > 0 || c == 0 && t.Smallest.Trailer < t.Largest.Trailer:
+				return fmt.Errorf("%w: table %s (L%d) has its smallest key above its largest", ErrInvalidSnapshot, t.FileNum, level)
+			case seen[b]:
+				return fmt.Errorf("%w: table %s (L%d) has the bounds of another table", ErrInvalidSnapshot, t.FileNum, level)
+			}
+			numbers[uint64(t.FileNum)], seen[b] = true, true
+		}
+	}
+	return nil
 }
 
 // closeAfterAnyPanic closes a staged database that panicked, as well as
@@ -267,6 +308,14 @@ func readAll(db *pebble.DB) (err error) {
 	if err != nil {
 		return err
 	}
+	// Closed however reading ends, a panic too: a database with an open
+	// iterator does not close (and keeps its files and goroutines).
+	defer func() {
+		if r := recover(); r != nil {
+			_ = it.Close()
+			panic(r)
+		}
+	}()
 	for it.First(); it.Valid(); it.Next() {
 		if _, hasRange := it.HasPointAndRange(); hasRange {
 			return errors.Join(fmt.Errorf("%w: the staged store holds a range key", ErrInvalidSnapshot), it.Close())

@@ -1,0 +1,255 @@
+package store
+
+// Snapshots whose files Pebble reads as valid (every checksum right) but
+// whose manifest lists the tables in ways that Pebble does not check on
+// opening and trips over later, on goroutines of its own: the loader
+// refuses them. The tables are written by Pebble itself, then the
+// manifest is edited by appending version edits.
+
+import (
+	"bytes"
+	"cmp"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/record"
+	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+// refusedLeavingTheStore loads chunks into a store with data, and fails
+// the test unless the load is refused with ErrInvalidSnapshot and the
+// store is left as it was.
+func refusedLeavingTheStore(t *testing.T, chunks []Chunk, why string) {
+	t.Helper()
+	s := mustOpen(t, "/shard", Options{FS: vfs.NewMem()})
+	fillStore(t, s, model{}, 3, 5, "old")
+	before := fingerprintOf(t, s)
+	if _, err := load(s, chunks, 0); !errors.Is(err, ErrInvalidSnapshot) || !strings.Contains(err.Error(), why) {
+		t.Fatalf("load: %v, want ErrInvalidSnapshot saying %q", err, why)
+	}
+	assertFingerprint(t, "after the refused snapshot", before, fingerprintOf(t, s))
+}
+
+// wholeFiles returns chunks with each file in one chunk.
+func wholeFiles(chunks []Chunk) []Chunk {
+	var out []Chunk
+	for _, c := range chunks {
+		if c.Index == 0 {
+			out = append(out, Chunk{Name: c.Name, Count: 1})
+		}
+		out[len(out)-1].Content = append(out[len(out)-1].Content, c.Content...)
+	}
+	return out
+}
+
+// withManifestEdit returns the snapshot with edit appended to its MANIFEST
+// as one more version edit record (the record log's checksums are valid).
+func withManifestEdit(t testing.TB, chunks []Chunk, edit []byte) []Chunk {
+	t.Helper()
+	chunks = wholeFiles(chunks)
+	for i, c := range chunks {
+		if !strings.HasPrefix(c.Name, "MANIFEST-") {
+			continue
+		}
+		var buf bytes.Buffer
+		w := record.NewWriter(&buf)
+		r := record.NewReader(bytes.NewReader(c.Content), 0)
+		for {
+			rec, err := r.Next()
+			if err != nil {
+				break
+			}
+			var b bytes.Buffer
+			if _, err := b.ReadFrom(rec); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := w.WriteRecord(b.Bytes()); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, err := w.WriteRecord(edit); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		chunks[i].Content = buf.Bytes()
+		return chunks
+	}
+	t.Fatal("no MANIFEST in the snapshot")
+	return nil
+}
+
+// Version edit encoding (Pebble's internal/manifest, not importable).
+type versionEdit []byte
+
+func (e versionEdit) uvarint(v uint64) versionEdit { return binary.AppendUvarint(e, v) }
+
+func (e versionEdit) key(k pebble.InternalKey) versionEdit {
+	e = e.uvarint(uint64(len(k.UserKey) + 8))
+	e = append(e, k.UserKey...)
+	return binary.LittleEndian.AppendUint64(e, uint64(k.Trailer))
+}
+
+// lastSeqNum sets the manifest's last sequence number.
+func (e versionEdit) lastSeqNum(n uint64) versionEdit { return e.uvarint(4).uvarint(n) }
+
+// deleteTable removes table m from level.
+func (e versionEdit) deleteTable(level int, m pebble.SSTableInfo) versionEdit {
+	return e.uvarint(6).uvarint(uint64(level)).uvarint(uint64(m.FileNum))
+}
+
+// addTable adds table m at level (tag new-file2).
+func (e versionEdit) addTable(level int, m pebble.SSTableInfo) versionEdit {
+	e = e.uvarint(100).uvarint(uint64(level)).uvarint(uint64(m.FileNum)).uvarint(m.Size)
+	e = e.key(m.Smallest).key(m.Largest)
+	return e.uvarint(uint64(m.SmallestSeqNum)).uvarint(uint64(m.LargestSeqNum))
+}
+
+// rawSnapshot writes a store's records with Pebble itself (automatic
+// compactions off, so that the layout is the one written) and returns a
+// checkpoint of it as a
+// snapshot, with its tables level by level. write writes after the
+// store's records (format 1, term 3, options), flushing as it likes; a
+// flush follows it.
+func rawSnapshot(t testing.TB, write func(db *pebble.DB, apply func(term logpos.Term, off logpos.Offset, key, value string))) ([]Chunk, [][]pebble.SSTableInfo) {
+	t.Helper()
+	mem := vfs.NewMem()
+	opts := Options{FS: mem}.withDefaults().pebbleOptions(false, nil)
+	opts.DisableAutomaticCompactions = true
+	db, err := pebble.Open("/src", opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	b := db.NewBatch()
+	must(b.Set(keyFormat, encodeUint64(formatVersion), nil))
+	must(b.Set(keyTerm, encodeTerm(3), nil))
+	must(b.Set(keyTermOptions, encodeTermOptions(TermOptions{}), nil))
+	must(b.Commit(pebble.Sync))
+	apply := func(term logpos.Term, off logpos.Offset, key, value string) {
+		b := db.NewBatch()
+		must(b.Set(userKey(nil, []byte(key)), []byte(value), nil))
+		must(b.Set(keyCommit, encodeEntryID(logpos.EntryID{Term: term, Offset: off}), nil))
+		must(b.Commit(pebble.NoSync))
+	}
+	write(db, apply)
+	must(db.Flush())
+	tables, err := db.SSTables()
+	must(err)
+	must(db.Checkpoint("/cp"))
+	must(db.Close())
+	var chunks []Chunk
+	for _, c := range chunkDir(t, mem, "/cp", 1<<20) {
+		if !isPebbleLog(c.Name) {
+			chunks = append(chunks, c)
+		}
+	}
+	return chunks, tables
+}
+
+// oneTableSnapshot returns a snapshot whose data is in one table, in L0,
+// holding range deletions, and that table.
+func oneTableSnapshot(t *testing.T) ([]Chunk, pebble.SSTableInfo) {
+	chunks, tables := rawSnapshot(t, func(db *pebble.DB, apply func(logpos.Term, logpos.Offset, string, string)) {
+		for i := range 300 { // several data blocks
+			apply(3, logpos.Offset(i), fmt.Sprintf("k/%05d", i), fmt.Sprintf("value-%d-%s", i, strings.Repeat("v", 40)))
+			if i%100 == 10 { // [k/00002, k/00004), [k/00102, k/00104), [k/00202, k/00204)
+				start, end := fmt.Sprintf("k/%05d", i-8), fmt.Sprintf("k/%05d", i-6)
+				if err := db.DeleteRange(userKey(nil, []byte(start)), userKey(nil, []byte(end)), nil); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+	})
+	if len(tables[0]) != 1 {
+		t.Fatalf("want one table in L0, have %v", tables)
+	}
+	return chunks, tables[0][0]
+}
+
+// TestLoaderRefusesATableListedTwice: the snapshot carries copies of its
+// one table (L0) under other file numbers, and its MANIFEST lists them in
+// L0 too (an appended version edit). Pebble opens it, and reading it in
+// the foreground finds nothing wrong (the merging iterator hides the
+// duplicate keys), but with four tables in L0 the second open of Finish
+// schedules a compaction of L0, which meets each key twice with one
+// sequence number and panics ("pebble: invariant violation: ... out of
+// order", internal/compact.(*Iter).nextInStripeHelper) on Pebble's own
+// compaction goroutine: the process dies. (With one copy, Finish and
+// Install take the snapshot, and the live store's first compaction of L0
+// panics the same way.)
+func TestLoaderRefusesATableListedTwice(t *testing.T) {
+	chunks, tb := oneTableSnapshot(t)
+	var edit versionEdit
+	var content []byte
+	for _, c := range chunks {
+		if strings.HasSuffix(c.Name, ".sst") {
+			content = c.Content
+		}
+	}
+	cp := tb
+	cp.FileNum = 100
+	for range 3 {
+		edit = edit.addTable(0, cp)
+		chunks = append(chunks, Chunk{Name: fmt.Sprintf("%06d.sst", cp.FileNum), Count: 1, Content: content})
+		cp.FileNum++
+	}
+	edit = edit.uvarint(3).uvarint(103) // next file number
+	refusedLeavingTheStore(t, withManifestEdit(t, chunks, edit), "has the bounds of another table")
+}
+
+// TestLoaderRefusesATableInTwoLevels: the MANIFEST lists the snapshot's
+// one table (L0) in L6 as well, under the same number. Finish and Install
+// take it. The live store's first compaction rewrites one of the two
+// references, Pebble deletes the file as obsolete though the other level
+// still names it, and the live store is broken: compactions fail ("file
+// 000005 (type sstable) unknown to the objstorage provider"), retried in
+// the background, and reads of that table fail (Scan returns that error);
+// before that compaction, Scan returns each of the table's keys twice.
+func TestLoaderRefusesATableInTwoLevels(t *testing.T) {
+	chunks, tb := oneTableSnapshot(t)
+	refusedLeavingTheStore(t, withManifestEdit(t, chunks, versionEdit(nil).addTable(6, tb)), "listed twice")
+}
+
+// TestLoaderRefusesTableBoundsSmallestAboveLargest: the snapshot has three
+// tables in L0; the MANIFEST gives the middle one a largest key below its
+// smallest one (an appended version edit deleting and re-adding it; its
+// largest user key becomes "\x00\x00"). Pebble opens it, the check
+// finds a consistent store (the reserved records are in the other
+// tables), and Finish and Install take it. In the live store, entries
+// applied after Install vanish from reads once flushed next to that
+// table.
+func TestLoaderRefusesTableBoundsSmallestAboveLargest(t *testing.T) {
+	chunks, tables := rawSnapshot(t, func(db *pebble.DB, apply func(logpos.Term, logpos.Offset, string, string)) {
+		for i := range 300 {
+			if i == 100 || i == 200 {
+				if err := db.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			apply(3, logpos.Offset(i), fmt.Sprintf("k/%05d", i), "v")
+		}
+	})
+	if len(tables[0]) != 3 {
+		t.Fatalf("want three tables in L0, have %v", tables)
+	}
+	slices.SortFunc(tables[0], func(a, b pebble.SSTableInfo) int { return cmp.Compare(a.LargestSeqNum, b.LargestSeqNum) })
+	middle := tables[0][1]
+	inverted := middle
+	inverted.Largest = pebble.MakeInternalKey([]byte{0, 0}, middle.Largest.SeqNum(), middle.Largest.Kind())
+	edit := versionEdit(nil).deleteTable(0, middle).addTable(0, inverted)
+	refusedLeavingTheStore(t, withManifestEdit(t, chunks, edit), "smallest key above its largest")
+}
