@@ -98,9 +98,6 @@ func (e versionEdit) key(k pebble.InternalKey) versionEdit {
 	return binary.LittleEndian.AppendUint64(e, uint64(k.Trailer))
 }
 
-// lastSeqNum sets the manifest's last sequence number.
-func (e versionEdit) lastSeqNum(n uint64) versionEdit { return e.uvarint(4).uvarint(n) }
-
 // deleteTable removes table m from level.
 func (e versionEdit) deleteTable(level int, m pebble.SSTableInfo) versionEdit {
 	return e.uvarint(6).uvarint(uint64(level)).uvarint(uint64(m.FileNum))
