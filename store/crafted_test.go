@@ -4,7 +4,8 @@ package store
 // whose manifest lists the tables in ways that Pebble does not check on
 // opening and trips over later, on goroutines of its own: the loader
 // refuses them. The tables are written by Pebble itself, then the
-// manifest is edited by appending version edits.
+// manifest is edited by appending version edits. Last, a snapshot whose
+// reading panics in the middle of the loader's check.
 
 import (
 	"bytes"
@@ -14,11 +15,13 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/record"
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/tablefsm/tablefsm/logpos"
 )
@@ -249,4 +252,88 @@ func TestLoaderRefusesTableBoundsSmallestAboveLargest(t *testing.T) {
 	inverted.Largest = pebble.MakeInternalKey([]byte{0, 0}, middle.Largest.SeqNum(), middle.Largest.Kind())
 	edit := versionEdit(nil).deleteTable(0, middle).addTable(0, inverted)
 	refusedLeavingTheStore(t, withManifestEdit(t, chunks, edit), "smallest key above its largest")
+}
+
+// openFiles counts the files opened through it that are not closed yet.
+type openFiles struct {
+	vfs.FS
+	n atomic.Int64
+}
+
+func (fs *openFiles) Open(name string, opts ...vfs.OpenOption) (vfs.File, error) {
+	f, err := fs.FS.Open(name, opts...)
+	if err != nil {
+		return nil, err
+	}
+	fs.n.Add(1)
+	return &countedFile{File: f, fs: fs}, nil
+}
+
+type countedFile struct {
+	vfs.File
+	fs     *openFiles
+	closed atomic.Bool
+}
+
+func (f *countedFile) Close() error {
+	if f.closed.CompareAndSwap(false, true) {
+		f.fs.n.Add(-1)
+	}
+	return f.File.Close()
+}
+
+// TestLoaderClosesWhatAPanicInTheCheckLeftOpen: reading the staged store's
+// keys panics in the middle (here the file system, on the first data
+// block of a table of user keys only, which nothing reads before: the
+// store's own records are in another table). The load is refused as an
+// invalid snapshot, the store is as it was, and the staged database is
+// closed all the same: every file it opened is closed, nothing of it
+// stays on disk.
+func TestLoaderClosesWhatAPanicInTheCheckLeftOpen(t *testing.T) {
+	chunks, tables := rawSnapshot(t, func(db *pebble.DB, apply func(logpos.Term, logpos.Offset, string, string)) {
+		apply(3, 0, "a", "v")
+		if err := db.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		for i := range 300 {
+			if err := db.Set(userKey(nil, []byte(fmt.Sprintf("k/%05d", i))), []byte("value"), nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	if len(tables[0]) != 2 {
+		t.Fatalf("want two tables in L0, have %v", tables)
+	}
+	userTable := slices.MaxFunc(tables[0], func(a, b pebble.SSTableInfo) int { return cmp.Compare(a.LargestSeqNum, b.LargestSeqNum) })
+	userTableName := fmt.Sprintf("%s.sst", userTable.FileNum)
+
+	var armed, panicked atomic.Bool
+	fs := &openFiles{FS: errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if armed.Load() && op.Kind == errorfs.OpFileReadAt && op.Offset == 0 && strings.HasSuffix(op.Path, "/"+userTableName) {
+			panicked.Store(true)
+			panic("injected: reading the table's first block")
+		}
+		return nil
+	}))}
+	s := mustOpen(t, "/shard", Options{FS: fs})
+	fillStore(t, s, model{}, 3, 5, "old")
+	before, open := fingerprintOf(t, s), fs.n.Load()
+	entriesBefore := listDir(t, fs, "/shard")
+
+	armed.Store(true)
+	_, err := load(s, chunks, 0)
+	armed.Store(false)
+	if !errors.Is(err, ErrInvalidSnapshot) || !strings.Contains(err.Error(), "injected") {
+		t.Fatalf("load: %v, want ErrInvalidSnapshot with the panic", err)
+	}
+	if !panicked.Load() {
+		t.Fatal("the injected panic did not happen")
+	}
+	if n := fs.n.Load(); n != open {
+		t.Errorf("%d files open after the refused load, %d before", n, open)
+	}
+	if got := listDir(t, fs, "/shard"); !slices.Equal(got, entriesBefore) {
+		t.Errorf("the store's directory holds %v after the refused load, %v before", got, entriesBefore)
+	}
+	assertFingerprint(t, "after the refused snapshot", before, fingerprintOf(t, s))
 }
