@@ -131,7 +131,8 @@ func (a *applier) applyAvailable() error {
 		select {
 		case <-a.quit:
 			// Stopping: Close and Delete wait for the batch under way
-			// only. The rest is applied again from the log on reopening.
+			// only. The rest stays in the log: a reopened follower
+			// applies it once a leader advertises its commit again.
 			return nil
 		default:
 		}
