@@ -961,7 +961,7 @@ func (l *loader) notVetMethod(name, kind string, at Pos) {
 // MarshalJSON, …); an event, guard or action method has another.
 var vetMethods = map[string]bool{
 	"Format": true, "GobDecode": true, "GobEncode": true, "MarshalJSON": true,
-	"MarshalXML": true, "Peek": true, "ReadByte": true, "ReadFrom": true,
+	"MarshalXML": true, "ReadByte": true, "ReadFrom": true,
 	"ReadRune": true, "Scan": true, "Seek": true, "UnmarshalJSON": true,
 	"UnmarshalXML": true, "UnreadByte": true, "UnreadRune": true,
 	"WriteByte": true, "WriteTo": true,

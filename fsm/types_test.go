@@ -103,3 +103,40 @@ func TestPayloadJustBelowTheLimit(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A guard may read a field that two events spell differently, as long as
+// the spellings are of one Go type.
+func TestGuardFieldTypeSpelling(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		same bool
+	}{
+		{"any", "interface{}", true},
+		{"[]byte", "[] uint8", true},
+		{"map[rune]any", "map[int32]interface{ }", true},
+		{"struct{ f func() }", "struct {f func()}", true},
+		{"struct{ byte int }", "struct{ uint8 int }", false}, // field names
+		{"struct{ byte }", "struct{ uint8 }", false},         // embedded: named after the type
+		{"interface{ byte() }", "interface{ uint8() }", false},
+		{"x.byte", "x.uint8", false},
+		{"int", "int64", false},
+	} {
+		src := fmt.Sprintf("machine: M\npackage: p\ninitial: A\nunhandled: ignore\n"+
+			"imports: {x: example.com/x}\n"+
+			"states: {A: {}, B: {terminal: true}}\n"+
+			"events: {E: {payload: {v: %q}}, F: {payload: {v: %q}}}\n"+
+			"guards: {Ok: {error: ErrNo, uses: v}}\nerrors: {ErrNo: {}}\n"+
+			"rows: [{from: A, on: E, if: [Ok], to: B}, {from: A, on: F, if: [Ok], to: B}]\n", c.a, c.b)
+		imports := "imports: {x: example.com/x}\n"
+		if !strings.Contains(c.a, "x.") {
+			src = strings.Replace(src, imports, "", 1)
+		}
+		_, err := Load("t.yaml", []byte(src))
+		if c.same && err != nil {
+			t.Errorf("%q and %q: %v", c.a, c.b, err)
+		}
+		if !c.same && (err == nil || !strings.Contains(err.Error(), "guard Ok reads payload field \"v\" as")) {
+			t.Errorf("%q and %q: %v, want them told apart", c.a, c.b, err)
+		}
+	}
+}

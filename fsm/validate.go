@@ -3,6 +3,7 @@ package fsm
 import (
 	"go/ast"
 	"go/constant"
+	"go/format"
 	"go/parser"
 	"go/scanner"
 	"go/token"
@@ -233,7 +234,7 @@ func (l *loader) checkUses(what string, at ref, uses []string, ev Event, fieldTy
 		}
 		key := at.name + "." + u
 		field := ev.Payload[i]
-		if prev, ok := fieldType[key]; ok && prev.field.Type != field.Type {
+		if prev, ok := fieldType[key]; ok && sameType(prev.field.Type) != sameType(field.Type) {
 			l.errorf(at.pos, "%s %s reads payload field %q as %s here (event %s, declared at %d:%d) but as %s for event %s (declared at %d:%d)",
 				what, at.name, u, field.Type, ev.Name, field.Pos.Line, field.Pos.Col, prev.field.Type, prev.event, prev.field.Pos.Line, prev.field.Pos.Col)
 			continue
@@ -241,6 +242,50 @@ func (l *loader) checkUses(what string, at ref, uses []string, ev Event, fieldTy
 		fieldType[key] = fieldUse{ev.Name, field}
 	}
 }
+
+// sameType returns a spelling of Go type typ that is the same for every
+// spelling of that type: its syntax printed anew, with any, byte and rune
+// as interface{}, uint8 and int32.
+func sameType(typ string) string {
+	expr, err := parser.ParseExpr(typ)
+	if err != nil {
+		return typ
+	}
+	// Names are not types: those of fields, methods and parameters, of
+	// embedded fields (named after their types) and of qualified types.
+	names := map[*ast.Ident]bool{}
+	ast.Inspect(expr, func(n ast.Node) bool {
+		switch x := n.(type) {
+		case *ast.Field:
+			for _, id := range x.Names {
+				names[id] = true
+			}
+			t := x.Type
+			if star, ok := t.(*ast.StarExpr); ok {
+				t = star.X
+			}
+			if id, ok := t.(*ast.Ident); ok && len(x.Names) == 0 {
+				names[id] = true
+			}
+		case *ast.SelectorExpr:
+			names[x.Sel] = true
+		case *ast.Ident:
+			if name, ok := predeclaredAliases[x.Name]; ok && !names[x] {
+				x.Name = name
+			}
+		}
+		return true
+	})
+	var b strings.Builder
+	if err := format.Node(&b, token.NewFileSet(), expr); err != nil {
+		return typ
+	}
+	return b.String()
+}
+
+// predeclaredAliases are Go's predeclared type aliases and the types
+// they stand for.
+var predeclaredAliases = map[string]string{"any": "interface{}", "byte": "uint8", "rune": "int32"}
 
 // checkType reports payload types that are not Go types or that name an
 // undeclared package. It returns the least size a value of the type can
@@ -281,7 +326,15 @@ func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool
 		}
 		return ""
 	}
-	if lock := heldLock(expr, pathOf); lock != "" {
+	if embedsUnsafePointer(expr, pathOf) {
+		l.errorf(f.Pos, "payload field %q: %q is not a Go type: it embeds unsafe.Pointer", f.Name, f.Type)
+		return 0
+	}
+	if hasTag(expr) {
+		l.errorf(f.Pos, "payload field %q: %q has a struct tag: payload types take none (go vet checks tags; declare the struct as a type in Go and name it here)", f.Name, f.Type)
+		return 0
+	}
+	if lock := heldLock(expr, pathOf, l.table.Machine); lock != "" {
 		l.errorf(f.Pos, "payload field %q: %q holds %s, a type that must not be copied, and payloads are passed by value (go vet's copylocks check): use a pointer", f.Name, f.Type, lock)
 		return 0
 	}
@@ -302,27 +355,31 @@ func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool
 // heldLock returns the lock type of the standard library that a value of
 // type e holds, not behind a pointer, a slice, a map, a channel, a
 // function or an interface ("" if none): copying one is what go vet's
-// copylocks check reports. pathOf gives the import path of a package
-// name. (A lock held by a type declared elsewhere cannot be told from
-// the syntax.)
-func heldLock(e ast.Expr, pathOf func(string) string) string {
+// copylocks check reports. The generated machine, named machine, holds
+// one. pathOf gives the import path of a package name. (A lock held by a
+// type declared elsewhere cannot be told from the syntax.)
+func heldLock(e ast.Expr, pathOf func(string) string, machine string) string {
 	switch x := e.(type) {
+	case *ast.Ident:
+		if x.Name == machine {
+			return machine + " (the machine: its state is an atomic value)"
+		}
 	case *ast.ParenExpr:
-		return heldLock(x.X, pathOf)
+		return heldLock(x.X, pathOf, machine)
 	case *ast.ArrayType:
 		if x.Len != nil {
-			return heldLock(x.Elt, pathOf)
+			return heldLock(x.Elt, pathOf, machine)
 		}
 	case *ast.StructType:
 		for _, f := range x.Fields.List {
-			if lock := heldLock(f.Type, pathOf); lock != "" {
+			if lock := heldLock(f.Type, pathOf, machine); lock != "" {
 				return lock
 			}
 		}
 	case *ast.IndexExpr:
-		return heldLock(x.X, pathOf)
+		return heldLock(x.X, pathOf, machine)
 	case *ast.IndexListExpr:
-		return heldLock(x.X, pathOf)
+		return heldLock(x.X, pathOf, machine)
 	case *ast.SelectorExpr:
 		pkg, _ := x.X.(*ast.Ident)
 		if pkg == nil {
@@ -334,6 +391,47 @@ func heldLock(e ast.Expr, pathOf func(string) string) string {
 		}
 	}
 	return ""
+}
+
+// embedsUnsafePointer reports whether a struct in type e embeds
+// unsafe.Pointer (or a pointer to it), which Go refuses. pathOf gives the
+// import path of a package name.
+func embedsUnsafePointer(e ast.Expr, pathOf func(string) string) bool {
+	found := false
+	ast.Inspect(e, func(n ast.Node) bool {
+		st, ok := n.(*ast.StructType)
+		if !ok || found {
+			return !found
+		}
+		for _, f := range st.Fields.List {
+			if len(f.Names) > 0 {
+				continue
+			}
+			t := f.Type
+			if star, ok := t.(*ast.StarExpr); ok {
+				t = star.X
+			}
+			if sel, ok := t.(*ast.SelectorExpr); ok && sel.Sel.Name == "Pointer" {
+				if pkg, ok := sel.X.(*ast.Ident); ok && pathOf(pkg.Name) == "unsafe" {
+					found = true
+				}
+			}
+		}
+		return !found
+	})
+	return found
+}
+
+// hasTag reports whether a struct in type e has a field with a tag.
+func hasTag(e ast.Expr) bool {
+	found := false
+	ast.Inspect(e, func(n ast.Node) bool {
+		if f, ok := n.(*ast.Field); ok && f.Tag != nil {
+			found = true
+		}
+		return !found
+	})
+	return found
 }
 
 // syncLocks are the types of package sync that must not be copied.
@@ -387,7 +485,14 @@ func (c typeSyntax) typ(e ast.Expr) bool {
 	case *ast.MapType:
 		return c.typ(x.Key) && comparableSyntax(x.Key) && c.typ(x.Value)
 	case *ast.ChanType:
-		return c.typ(x.Value)
+		if !c.typ(x.Value) {
+			return false
+		}
+		if sizeOf(x.Value, 8) >= maxChanElem {
+			*c.problem = "its channel element takes 64 KiB or more (on 64-bit platforms), more than Go allows"
+			return false
+		}
+		return true
 	case *ast.FuncType:
 		names := map[string]bool{} // parameters and results share a scope
 		return x.TypeParams == nil && c.fields(x.Params, names) && c.fields(x.Results, names)
@@ -397,7 +502,10 @@ func (c typeSyntax) typ(e ast.Expr) bool {
 		methods := map[string]bool{}
 		for _, m := range x.Methods.List {
 			if len(m.Names) > 0 {
-				if methods[m.Names[0].Name] || !c.typ(m.Type) {
+				if name := m.Names[0].Name; name == "_" {
+					*c.problem = "a method is named _"
+					return false
+				} else if methods[name] || !c.typ(m.Type) {
 					return false
 				}
 				methods[m.Names[0].Name] = true
@@ -482,30 +590,41 @@ const (
 	maxPayloadText = "16 MiB"
 )
 
+// maxChanElem is the size of a channel's element that Go refuses.
+const maxChanElem = 1 << 16
+
 // minSize returns the least size, in bytes, a value of type e has on any
 // platform Go supports (a named type counts as a byte), up to maxFrame.
-func minSize(e ast.Expr) int64 {
+func minSize(e ast.Expr) int64 { return sizeOf(e, 4) }
+
+// sizeOf returns the least size, in bytes, a value of type e has on
+// platforms with machine words of word bytes, without the padding
+// alignment may add (a named type counts as a byte), up to maxFrame.
+func sizeOf(e ast.Expr, word int64) int64 {
 	switch x := e.(type) {
 	case *ast.Ident:
 		if n, ok := basicSizes[x.Name]; ok {
 			return n
 		}
+		if n, ok := wordSizes[x.Name]; ok {
+			return n * word
+		}
 	case *ast.ParenExpr:
-		return minSize(x.X)
+		return sizeOf(x.X, word)
 	case *ast.StarExpr, *ast.MapType, *ast.ChanType, *ast.FuncType:
-		return 4
+		return word
 	case *ast.InterfaceType:
-		return 8
+		return 2 * word
 	case *ast.ArrayType:
 		if x.Len == nil {
-			return 12 // a slice
+			return 3 * word // a slice
 		}
 		v, known, problem := constValue(x.Len)
 		if !known || problem != "" {
 			return 0 // a length that names constants may be 0
 		}
 		n, exact := constant.Int64Val(constant.ToInt(v))
-		elem := minSize(x.Elt)
+		elem := sizeOf(x.Elt, word)
 		switch {
 		case !exact || n >= maxFrame:
 			return maxFrame
@@ -516,21 +635,23 @@ func minSize(e ast.Expr) int64 {
 	case *ast.StructType:
 		var sum int64
 		for _, f := range x.Fields.List {
-			sum = min(sum+minSize(f.Type)*int64(max(len(f.Names), 1)), maxFrame)
+			sum = min(sum+sizeOf(f.Type, word)*int64(max(len(f.Names), 1)), maxFrame)
 		}
 		return sum
 	}
 	return 1
 }
 
-// basicSizes are the sizes of the predeclared types on 32-bit platforms,
-// where the types of a machine word are smallest.
-var basicSizes = map[string]int64{
-	"bool": 1, "byte": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2,
-	"int32": 4, "uint32": 4, "rune": 4, "float32": 4, "int": 4, "uint": 4, "uintptr": 4,
-	"int64": 8, "uint64": 8, "float64": 8, "complex64": 8, "complex128": 16,
-	"string": 8, "error": 8, "any": 8,
-}
+// basicSizes are the sizes of the predeclared types of a fixed size;
+// wordSizes, of the others, in machine words.
+var (
+	basicSizes = map[string]int64{
+		"bool": 1, "byte": 1, "int8": 1, "uint8": 1, "int16": 2, "uint16": 2,
+		"int32": 4, "uint32": 4, "rune": 4, "float32": 4,
+		"int64": 8, "uint64": 8, "float64": 8, "complex64": 8, "complex128": 16,
+	}
+	wordSizes = map[string]int64{"int": 1, "uint": 1, "uintptr": 1, "string": 2, "error": 2, "any": 2}
+)
 
 // constValue computes a constant expression made of literals; known is
 // false when it names a constant. problem says why Go would refuse it

@@ -420,9 +420,11 @@ func TestTableNameWithABackslash(t *testing.T) {
 // allowed builds and passes its generated tests: as many states as a
 // table may have (fsm.MaxStates), a payload holding a function in an
 // unexported field, locks of the standard library where a payload may
-// hold them, and an import of a module whose path holds no dot, from a
-// package named otherwise than its path's last element. go vet finds
-// nothing wrong in the generated code either.
+// hold them (and the machine, by pointer), the largest channel element
+// the loader lets through, a guard reading a field whose type two events
+// spell differently, and an import of a module whose path holds no dot,
+// from a package named otherwise than its path's last element. go vet
+// finds nothing wrong in the generated code either.
 func TestEdgeTablePassesItsGeneratedTests(t *testing.T) {
 	var src strings.Builder
 	src.WriteString("machine: Edge\npackage: edge\ninitial: S1\nunhandled: ignore\n" +
@@ -430,13 +432,14 @@ func TestEdgeTablePassesItsGeneratedTests(t *testing.T) {
 	for i := 1; i <= fsm.MaxStates; i++ {
 		fmt.Fprintf(&src, "  S%d: {terminal: %v}\n", i, i == fsm.MaxStates)
 	}
-	src.WriteString("events:\n  Go: {payload: {v: foo.T, s: \"struct{ f func() }\"}}\n" +
-		"  Lock: {payload: {mu: \"*sync.Mutex\", rw: \"[]sync.RWMutex\", once: \"map[int]sync.Once\", value: atomic.Value}}\n" +
-		"guards:\n  Ok: {error: ErrNo, uses: [v, s]}\nerrors:\n  ErrNo: {}\nrows:\n")
+	src.WriteString("events:\n  Go: {payload: {v: foo.T, s: \"struct{ f func() }\", a: any}}\n" +
+		"  Run: {payload: {v: foo.T, s: \"struct {f func()}\", a: \"interface{}\"}}\n" +
+		"  Lock: {payload: {mu: \"*sync.Mutex\", rw: \"[]sync.RWMutex\", once: \"map[int]sync.Once\", value: atomic.Value, machine: \"*Edge\", ch: \"chan [8191]int\"}}\n" +
+		"guards:\n  Ok: {error: ErrNo, uses: [v, s, a]}\nerrors:\n  ErrNo: {}\nrows:\n")
 	for i := 1; i < fsm.MaxStates; i++ {
 		fmt.Fprintf(&src, "  - {from: S%d, on: Go, if: [Ok], to: S%d}\n", i, i+1)
 	}
-	src.WriteString("  - {from: S1, on: Lock, noop: true}\n")
+	src.WriteString("  - {from: S1, on: Run, if: [Ok], to: S2}\n  - {from: S1, on: Lock, noop: true}\n")
 	dir := genModule(t, "mlocal", "edge.yaml", func(dir string) {
 		if err := os.MkdirAll(filepath.Join(dir, "foo"), 0o755); err != nil {
 			t.Fatal(err)
