@@ -647,7 +647,11 @@ func (l *loader) keyIdent(e *ast.MappingValueNode, what string, k identKind) str
 }
 
 func (l *loader) packageName(n ast.Node) string {
-	return l.ident(n, "package", packageIdent)
+	s := l.ident(n, "package", packageIdent)
+	if s == "init" {
+		l.errorf(l.pos(n), "package %q: Go imports a package of that name only under another name", s)
+	}
+	return s
 }
 
 // refs reads one name or a list of names.

@@ -220,6 +220,8 @@ func TestLoadEdgeCases(t *testing.T) {
 		name, src, want string // want: the diagnostics, "" when the table loads
 	}{
 		{"byte order mark", "\ufeff" + base, ""},
+		{"package init", strings.Replace(base, "package: p", "package: init", 1),
+			"t.yaml:2:10: package \"init\": Go imports a package of that name only under another name"},
 		{"a %YAML directive", "%YAML 1.2\n---\n" + base, ""},
 		{"an explicit key", strings.Replace(base, "  A: {}", "  ? A\n  : {}", 1),
 			"t.yaml:3:10: unknown state \"A\"\n" +
