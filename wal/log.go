@@ -521,10 +521,15 @@ func (l *Log) Sync(ctx context.Context) (logpos.Offset, error) {
 	if err != nil || target <= durable {
 		return durable, err
 	}
+	// Nobody syncing: no wait, whatever ctx says.
 	select {
 	case l.syncSem <- struct{}{}:
-	case <-ctx.Done():
-		return durable, fmt.Errorf("wal: sync: %w", ctx.Err())
+	default:
+		select {
+		case l.syncSem <- struct{}{}:
+		case <-ctx.Done():
+			return durable, fmt.Errorf("wal: sync: %w", ctx.Err())
+		}
 	}
 	defer func() { <-l.syncSem }()
 	l.mu.Lock()

@@ -797,6 +797,14 @@ func TestSyncContext(t *testing.T) {
 	if got := mustSync(t, l); got != 0 {
 		t.Fatalf("Sync = %d", got)
 	}
+	// With nobody syncing there is no wait: a cancelled context does not
+	// keep Sync from syncing.
+	for i := range logpos.Offset(64) {
+		mustAppend(t, l, entry(1+i, 0))
+		if got, err := l.Sync(ctx); err != nil || got != 1+i {
+			t.Fatalf("Sync with a cancelled context and nobody syncing = %d, %v; want %d", got, err, 1+i)
+		}
+	}
 }
 
 func TestOversizedRecordGetsItsOwnSegment(t *testing.T) {
