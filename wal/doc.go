@@ -84,7 +84,8 @@
 // the segment (first offset, seed, size) and reads nothing else of it; a
 // segment whose index is missing, empty or damaged is scanned and the
 // index rewritten. Positions read from an index are checked when used: a
-// record that does not verify makes the reader walk the segment instead.
+// record that does not verify makes a forward reader walk the segment
+// instead (a reverse reader or a truncation reports ErrCorrupt).
 // Consecutive segments must continue each other (offsets and chain). Of
 // the segments with a valid index, only the last is scanned (its index,
 // which a truncation may have made stale, is removed): records are read
