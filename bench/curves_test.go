@@ -152,7 +152,7 @@ const (
 func BenchmarkWALBatch(b *testing.B) {
 	for _, n := range walBatches {
 		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
-			l, err := wal.Open(b.TempDir(), wal.Options{MustKeep: logpos.NoOffset})
+			l, err := wal.Open(b.TempDir(), wal.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -33,7 +33,7 @@ func BenchmarkWALDurableBatch(b *testing.B) {
 	}
 	for _, n := range []int{1, 64} {
 		b.Run(fmt.Sprintf("batch=%d/tablefsm", n), func(b *testing.B) {
-			l, err := wal.Open(b.TempDir(), wal.Options{MustKeep: logpos.NoOffset})
+			l, err := wal.Open(b.TempDir(), wal.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -115,7 +115,7 @@ func BenchmarkWALDurableBatchInterleaved(b *testing.B) {
 	value := make([]byte, 128)
 	for _, n := range []int{1, 64} {
 		b.Run(fmt.Sprintf("batch=%d", n), func(b *testing.B) {
-			l, err := wal.Open(b.TempDir(), wal.Options{MustKeep: logpos.NoOffset})
+			l, err := wal.Open(b.TempDir(), wal.Options{})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -244,7 +244,7 @@ func BenchmarkWALReopenAfterCrash(b *testing.B) {
 	size := envBytes("WAL_REOPEN_BYTES", 64<<20)
 	segSize := envBytes("WAL_REOPEN_SEGMENT", 8<<20)
 	dir := b.TempDir()
-	l, err := wal.Open(dir, wal.Options{SegmentSize: segSize, MustKeep: logpos.NoOffset})
+	l, err := wal.Open(dir, wal.Options{SegmentSize: segSize})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -300,7 +300,7 @@ func BenchmarkWALReopenAfterCrash(b *testing.B) {
 			b.StopTimer()
 			tear()
 			b.StartTimer()
-			l, err := wal.Open(dir, wal.Options{FS: fs, SegmentSize: segSize, MustKeep: last})
+			l, err := wal.Open(dir, wal.Options{FS: fs, SegmentSize: segSize, MustKeepBelow: last + 1})
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -195,7 +195,7 @@ func BenchmarkReplicate(b *testing.B) {
 // unsynced, and a goroutine syncing in a loop, as the follower's
 // synchronizer does, without anything else.
 func walPipelineBench(b *testing.B, dir string) {
-	log, err := wal.Open(dir, wal.Options{MustKeep: logpos.NoOffset, SegmentSize: 64 << 20})
+	log, err := wal.Open(dir, wal.Options{SegmentSize: 64 << 20})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -388,11 +389,15 @@ func mustKeep(st *store.Store) logpos.Offset {
 // corruption, not a clean end. An empty log is the one an install
 // cleared, whose point is the commit.
 func (f *Follower) openLog(mustKeep logpos.Offset) (*wal.Log, error) {
+	keepBelow := mustKeep + 1
+	if mustKeep == math.MaxInt64 {
+		keepBelow = mustKeep // a snapshot's point: the log never holds that offset
+	}
 	log, err := wal.Open(f.cfg.FS.PathJoin(f.dir, "wal"), wal.Options{
-		FS:          f.cfg.FS,
-		SegmentSize: f.cfg.SegmentSize,
-		MustKeep:    mustKeep,
-		Logger:      f.cfg.Logger,
+		FS:            f.cfg.FS,
+		SegmentSize:   f.cfg.SegmentSize,
+		MustKeepBelow: keepBelow,
+		Logger:        f.cfg.Logger,
 	})
 	if err != nil {
 		return nil, err

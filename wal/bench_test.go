@@ -27,7 +27,7 @@ func benchEntry(o logpos.Offset, value []byte) logpos.Entry {
 
 // BenchmarkAppend: AppendAsync alone (no fsync), steady state.
 func BenchmarkAppend(b *testing.B) {
-	l, err := Open(b.TempDir(), Options{MustKeep: logpos.NoOffset})
+	l, err := Open(b.TempDir(), Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func (c *committer) close() {
 }
 
 func newWALCommitter(b *testing.B, tail bool) *committer {
-	l, err := Open(b.TempDir(), Options{MustKeep: logpos.NoOffset})
+	l, err := Open(b.TempDir(), Options{})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -25,7 +25,7 @@ func TestSyncCoalesces(t *testing.T) {
 		}
 		return nil
 	}))
-	l := mustOpen(t, "wal", Options{FS: fs, SegmentSize: 1 << 20, MustKeep: logpos.NoOffset})
+	l := mustOpen(t, "wal", Options{FS: fs, SegmentSize: 1 << 20})
 	defer l.Close()
 	mustAppend(t, l, entries(0, 99, 0)...)
 	var wg sync.WaitGroup
@@ -54,7 +54,7 @@ func TestAppendDuringFsync(t *testing.T) {
 		}
 		return nil
 	}))
-	l := mustOpen(t, "wal", Options{FS: fs, SegmentSize: 1 << 20, MustKeep: logpos.NoOffset})
+	l := mustOpen(t, "wal", Options{FS: fs, SegmentSize: 1 << 20})
 	defer l.Close()
 	mustAppend(t, l, entries(0, 9, 0)...)
 	mustSync(t, l)
@@ -97,7 +97,7 @@ func TestConcurrentUse(t *testing.T) {
 			name = "disk"
 		}
 		t.Run(name, func(t *testing.T) {
-			opts := Options{FS: vfs.NewMem(), SegmentSize: 2048, MustKeep: logpos.NoOffset}
+			opts := Options{FS: vfs.NewMem(), SegmentSize: 2048}
 			dir := "wal"
 			if real {
 				opts.FS, dir = vfs.Default, t.TempDir()

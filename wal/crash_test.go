@@ -93,7 +93,7 @@ func (m *model) check(fs vfs.FS, x expectation) error {
 	if n := len(x.mustHave); n > 0 {
 		keep = x.mustHave[n-1].Offset
 	}
-	l, err := Open("wal", Options{FS: fs, SegmentSize: 512, MustKeep: keep})
+	l, err := Open("wal", Options{FS: fs, SegmentSize: 512, MustKeepBelow: keep + 1})
 	if err != nil {
 		return fmt.Errorf("reopen (must keep %d): %w", keep, err)
 	}
@@ -179,7 +179,7 @@ func (w *workload) opened() bool {
 	if w.l != nil {
 		return true
 	}
-	l, err := Open("wal", Options{FS: w.fs, SegmentSize: 512, MustKeep: logpos.NoOffset})
+	l, err := Open("wal", Options{FS: w.fs, SegmentSize: 512})
 	if err != nil {
 		if !w.tolerate {
 			w.fatalf("Open: %v", err)
@@ -536,7 +536,7 @@ func TestRecoveredNamesAreMadeDurable(t *testing.T) {
 		}
 		return nil
 	}))
-	opts := Options{FS: fs, SegmentSize: 8 << 20, MustKeep: logpos.NoOffset}
+	opts := Options{FS: fs, SegmentSize: 8 << 20}
 	l := mustOpen(t, "wal", opts)
 	big := bytes.Repeat([]byte("v"), 300<<10)
 	for o := logpos.Offset(0); o < 4; o++ {
@@ -557,7 +557,7 @@ func TestRecoveredNamesAreMadeDurable(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	l2, err := Open("wal", Options{FS: crashed, SegmentSize: 8 << 20, MustKeep: next})
+	l2, err := Open("wal", Options{FS: crashed, SegmentSize: 8 << 20, MustKeepBelow: next + 1})
 	if err != nil {
 		t.Fatalf("reopening after a power loss: %v", err)
 	}

@@ -94,10 +94,10 @@
 // continue the previous one, a (rolled-over) segment with no valid
 // record, a damaged record — cuts the log there and every later segment
 // is removed, newest first. A cut
-// that would lose an offset at or below Options.MustKeep is refused with
+// that would lose an offset below Options.MustKeepBelow is refused with
 // an error wrapping ErrCorrupt instead. A log that simply ends (zeroes or
-// end of file after its last record) is not damaged, even below MustKeep:
-// LastDurable then says where it ends.
+// end of file after its last record) is not damaged, even below
+// MustKeepBelow: LastDurable then says where it ends.
 //
 // # Durability rules
 //

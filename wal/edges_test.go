@@ -91,7 +91,7 @@ func TestChainIsCRC32COfTheProtobufEncoding(t *testing.T) {
 }
 
 // TestOpenRejectsInvalidOptions: Open refuses a segment size outside
-// [64 B, 1 GiB] and a MustKeep below logpos.NoOffset, and creates nothing
+// [64 B, 1 GiB] and a negative MustKeepBelow, and creates nothing
 // for them.
 func TestOpenRejectsInvalidOptions(t *testing.T) {
 	for _, tc := range []struct {
@@ -99,10 +99,10 @@ func TestOpenRejectsInvalidOptions(t *testing.T) {
 		opts Options
 		is   error // nil: any error
 	}{
-		{"segment size below 64", Options{SegmentSize: minSegmentSize - 1, MustKeep: logpos.NoOffset}, nil},
-		{"negative segment size", Options{SegmentSize: -1, MustKeep: logpos.NoOffset}, nil},
-		{"segment size above 1 GiB", Options{SegmentSize: maxSegmentSize + 1, MustKeep: logpos.NoOffset}, nil},
-		{"MustKeep below NoOffset", Options{SegmentSize: 512, MustKeep: logpos.NoOffset - 1}, ErrOutOfRange},
+		{"segment size below 64", Options{SegmentSize: minSegmentSize - 1}, nil},
+		{"negative segment size", Options{SegmentSize: -1}, nil},
+		{"segment size above 1 GiB", Options{SegmentSize: maxSegmentSize + 1}, nil},
+		{"negative MustKeepBelow", Options{SegmentSize: 512, MustKeepBelow: -1}, ErrOutOfRange},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			fs := vfs.NewMem()
@@ -122,7 +122,7 @@ func TestOpenRejectsInvalidOptions(t *testing.T) {
 	}
 	// The bounds themselves are valid.
 	for _, size := range []int64{minSegmentSize, maxSegmentSize} {
-		l := mustOpen(t, "ok", Options{FS: vfs.NewMem(), SegmentSize: size, MustKeep: logpos.NoOffset})
+		l := mustOpen(t, "ok", Options{FS: vfs.NewMem(), SegmentSize: size})
 		if err := l.Close(); err != nil {
 			t.Fatal(err)
 		}
@@ -595,7 +595,7 @@ func TestReopenedTailDropsItsIndex(t *testing.T) {
 // TestSealedSegmentInconsistencyDetected: a sealed segment is trusted
 // through its index only when its header and its file agree with its
 // name and its index. A header naming another offset or another format
-// version is damage (the log is cut there, refused at or below MustKeep);
+// version is damage (the log is cut there, refused below MustKeepBelow);
 // a file shorter than its index says is damage too; an index counting more
 // records than its segment can hold is not trusted but rebuilt.
 func TestSealedSegmentInconsistencyDetected(t *testing.T) {
@@ -658,7 +658,7 @@ func TestSealedSegmentInconsistencyDetected(t *testing.T) {
 				if !errors.Is(err, ErrCorrupt) {
 					t.Fatalf("Open keeping every entry: %v, want ErrCorrupt", err)
 				}
-				// Without MustKeep the log is cut: a contiguous prefix.
+				// Without MustKeepBelow the log is cut: a contiguous prefix.
 				l = mustOpen(t, "wal", optsKeep(fs, logpos.NoOffset))
 				defer l.Close()
 				got := readAll(t, l, 0)
@@ -836,7 +836,7 @@ func TestFailedAppendTakesNothing(t *testing.T) {
 		}
 		return nil
 	}))
-	l := mustOpen(t, "wal", Options{FS: fs, SegmentSize: 8 << 20, MustKeep: logpos.NoOffset})
+	l := mustOpen(t, "wal", Options{FS: fs, SegmentSize: 8 << 20})
 	defer l.Close()
 	mustAppend(t, l, entry(0, 0))
 	mustSync(t, l)

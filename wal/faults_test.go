@@ -46,7 +46,7 @@ func (fs *lateCreateFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, 
 func TestFailedSegmentCreateLeavesNoFile(t *testing.T) {
 	mem := vfs.NewMem()
 	fs := &lateCreateFS{FS: mem}
-	l := mustOpen(t, "wal", Options{FS: fs, SegmentSize: 512, MustKeep: logpos.NoOffset})
+	l := mustOpen(t, "wal", Options{FS: fs, SegmentSize: 512})
 	o := logpos.Offset(0)
 	for len(segFirsts(l)) < 2 {
 		mustAppend(t, l, entry(o, 0))
@@ -71,7 +71,7 @@ func TestFailedSegmentCreateLeavesNoFile(t *testing.T) {
 
 	// Reopened (the failure failed the log), the log is cut back to its
 	// first entry, then grows past the failed segment's name.
-	l = mustOpen(t, "wal", Options{FS: fs, SegmentSize: 512, MustKeep: logpos.NoOffset})
+	l = mustOpen(t, "wal", Options{FS: fs, SegmentSize: 512})
 	if _, err := l.TruncateLog(0); err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +85,7 @@ func TestFailedSegmentCreateLeavesNoFile(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	l = mustOpen(t, "wal", Options{FS: mem, SegmentSize: 512, MustKeep: last})
+	l = mustOpen(t, "wal", Options{FS: mem, SegmentSize: 512, MustKeepBelow: last + 1})
 	defer l.Close()
 	if got := l.LastDurable().Offset; got != last {
 		t.Fatalf("reopened log ends at %d, want %d (synced)", got, last)
@@ -122,7 +122,7 @@ func TestRecoveryRemovesASegmentFileInsideThePreviousOne(t *testing.T) {
 			}
 			writeBytes(t, mem, "wal/"+segmentName(5), content)
 
-			l = mustOpen(t, "wal", Options{FS: mem, SegmentSize: 512, MustKeep: last})
+			l = mustOpen(t, "wal", Options{FS: mem, SegmentSize: 512, MustKeepBelow: last + 1})
 			defer l.Close()
 			if got := l.LastDurable().Offset; got != last {
 				t.Fatalf("reopened log ends at %d, want %d", got, last)

@@ -41,11 +41,12 @@ type Options struct {
 	// larger than a segment gets a segment of its own. 0 means
 	// DefaultSegmentSize; otherwise between 64 bytes and 1 GiB.
 	SegmentSize int64
-	// MustKeep is the highest offset whose loss is an error (the store's
-	// commit). Recovery never cuts a record at or below it: damage there is
-	// an error wrapping ErrCorrupt. The zero value protects offset 0; pass
-	// logpos.NoOffset when nothing is committed.
-	MustKeep logpos.Offset
+	// MustKeepBelow bounds what recovery may lose: it never cuts a record
+	// whose offset is below it, damage there is an error wrapping
+	// ErrCorrupt. Pass the offset after the last one committed (the
+	// store's commit + 1). Zero, the default, keeps nothing: damage
+	// anywhere is cut with everything after it, as a torn tail is.
+	MustKeepBelow logpos.Offset
 	// Logger receives recovery reports (cut tails, rebuilt indexes). Nil
 	// discards them.
 	Logger *slog.Logger
@@ -154,8 +155,8 @@ func Open(dir string, opts Options) (*Log, error) {
 	if opts.SegmentSize < minSegmentSize || opts.SegmentSize > maxSegmentSize {
 		return nil, fmt.Errorf("wal: segment size %d outside [%d, %d]", opts.SegmentSize, minSegmentSize, maxSegmentSize)
 	}
-	if opts.MustKeep < logpos.NoOffset {
-		return nil, fmt.Errorf("%w: MustKeep %d", ErrOutOfRange, opts.MustKeep)
+	if opts.MustKeepBelow < 0 {
+		return nil, fmt.Errorf("%w: MustKeepBelow %d", ErrOutOfRange, opts.MustKeepBelow)
 	}
 	logger := opts.Logger
 	if logger == nil {

@@ -17,7 +17,7 @@ import (
 
 func TestAppendSyncRead(t *testing.T) {
 	dir := t.TempDir()
-	l := mustOpen(t, dir, Options{SegmentSize: 1024, MustKeep: logpos.NoOffset})
+	l := mustOpen(t, dir, Options{SegmentSize: 1024})
 	if got := l.LastDurable(); got != logpos.NoEntry {
 		t.Fatalf("empty log: LastDurable = %v", got)
 	}
@@ -41,7 +41,7 @@ func TestAppendSyncRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Reopen: everything is there, and the chain continues.
-	l = mustOpen(t, dir, Options{SegmentSize: 1024, MustKeep: 99})
+	l = mustOpen(t, dir, Options{SegmentSize: 1024, MustKeepBelow: 100})
 	defer l.Close()
 	checkEntries(t, readAll(t, l, 0), want)
 	if got, wantCRC := l.LastCRC(), chainOf(0, want); got != wantCRC {
@@ -349,7 +349,7 @@ func TestTrimRemoveFailureKeepsSegment(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts := memOpts(mem)
-	opts.MustKeep = 150
+	opts.MustKeepBelow = 151
 	l = mustOpen(t, "wal", opts)
 	if got := l.FirstOffset(); got != 0 {
 		t.Fatalf("first offset after reopen = %d, want 0", got)
@@ -360,7 +360,7 @@ func TestTrimRemoveFailureKeepsSegment(t *testing.T) {
 	}
 	// Once the file can go, Trim removes it and the segments after it.
 	fail.Store(false)
-	l = mustOpen(t, "wal", Options{FS: fs, SegmentSize: 512, MustKeep: 150})
+	l = mustOpen(t, "wal", Options{FS: fs, SegmentSize: 512, MustKeepBelow: 151})
 	defer l.Close()
 	if err := l.Trim(120); err != nil {
 		t.Fatal(err)
@@ -551,7 +551,7 @@ func TestDeleteLeavesAllOrNothing(t *testing.T) {
 		}
 		return nil
 	}))
-	l := mustOpen(t, "wal", Options{FS: fs, SegmentSize: 512, MustKeep: logpos.NoOffset})
+	l := mustOpen(t, "wal", Options{FS: fs, SegmentSize: 512})
 	mustAppend(t, l, entries(0, 20, 0)...)
 	mustSync(t, l)
 	deleting.Store(true)
@@ -565,7 +565,7 @@ func TestDeleteLeavesAllOrNothing(t *testing.T) {
 	}
 	var whole, none int
 	for i, img := range images {
-		again := mustOpen(t, "wal", Options{FS: img, SegmentSize: 512, MustKeep: logpos.NoOffset})
+		again := mustOpen(t, "wal", Options{FS: img, SegmentSize: 512})
 		switch last := again.LastDurable().Offset; last {
 		case 20:
 			whole++
@@ -603,7 +603,7 @@ func TestDeleteKeepsALogOpenedMeanwhile(t *testing.T) {
 		}
 		return nil
 	}))
-	opts := Options{FS: fs, SegmentSize: 512, MustKeep: logpos.NoOffset}
+	opts := Options{FS: fs, SegmentSize: 512}
 	l := mustOpen(t, "wal", opts)
 	mustAppend(t, l, entries(0, 4, 0)...)
 	mustSync(t, l)
@@ -615,7 +615,7 @@ func TestDeleteKeepsALogOpenedMeanwhile(t *testing.T) {
 	case err := <-deleted:
 		t.Fatalf("Delete returned %v without removing what it moved aside once the lock was released", err)
 	}
-	other, err := Open("wal", Options{FS: mem, SegmentSize: 512, MustKeep: logpos.NoOffset})
+	other, err := Open("wal", Options{FS: mem, SegmentSize: 512})
 	if err != nil {
 		close(proceed)
 		<-deleted
@@ -633,7 +633,7 @@ func TestDeleteKeepsALogOpenedMeanwhile(t *testing.T) {
 	if err := other.Close(); err != nil {
 		t.Fatal(err)
 	}
-	again := mustOpen(t, "wal", Options{FS: mem, SegmentSize: 512, MustKeep: 9})
+	again := mustOpen(t, "wal", Options{FS: mem, SegmentSize: 512, MustKeepBelow: 10})
 	defer again.Close()
 	if got := again.LastDurable().Offset; got != 9 {
 		t.Fatalf("the log opened during Delete, synced up to 9, ends at %d after the Delete", got)

@@ -30,7 +30,7 @@ func entry(o logpos.Offset, gen int) logpos.Entry {
 const pad = "xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"
 
 func memOpts(fs vfs.FS) Options {
-	return Options{FS: fs, SegmentSize: 512, MustKeep: logpos.NoOffset}
+	return Options{FS: fs, SegmentSize: 512}
 }
 
 func mustOpen(t testing.TB, dir string, opts Options) *Log {

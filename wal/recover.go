@@ -166,8 +166,8 @@ func (l *Log) readFile(path string) ([]byte, error) {
 // or damaged); of the others, only the last segment is scanned. The first
 // problem found (a damaged header, a segment that does not continue the
 // previous one, a segment without a valid record, damage after the last
-// valid record) cuts the log there, unless that loses an offset at or
-// below MustKeep.
+// valid record) cuts the log there, unless that loses an offset below
+// MustKeepBelow.
 func (l *Log) recover() error {
 	names, err := l.fs.List(l.dir)
 	if err != nil {
@@ -291,9 +291,9 @@ func (l *Log) recover() error {
 	}
 
 	if cut != logpos.NoOffset {
-		if cut <= l.opts.MustKeep {
-			return corruptf("%s at offset %d, at or below the must-keep offset %d (directory %s)",
-				cutReason, cut, l.opts.MustKeep, l.dir)
+		if cut < l.opts.MustKeepBelow {
+			return corruptf("%s at offset %d, below %d, the offset from which the log may be cut (directory %s)",
+				cutReason, cut, l.opts.MustKeepBelow, l.dir)
 		}
 		l.logger.Warn("wal: cutting the log", "at", cut, "reason", cutReason)
 		// Remove every later segment, newest first, so that a crash

@@ -77,7 +77,7 @@ func closedLog(t testing.TB, n logpos.Offset) (vfs.FS, []logpos.Entry) {
 
 func optsKeep(fs vfs.FS, keep logpos.Offset) Options {
 	o := memOpts(fs)
-	o.MustKeep = keep
+	o.MustKeepBelow = keep + 1
 	return o
 }
 
@@ -104,7 +104,7 @@ func TestTornTail(t *testing.T) {
 
 			// Cutting 100 is refused when 100 must be kept.
 			if _, err := Open("wal", optsKeep(fs, 100)); !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("MustKeep 100: %v, want ErrCorrupt", err)
+				t.Fatalf("MustKeepBelow 101: %v, want ErrCorrupt", err)
 			}
 			l := mustOpen(t, "wal", optsKeep(fs, 99))
 			checkEntries(t, readAll(t, l, 0), all)
@@ -155,7 +155,7 @@ func TestZeroedRolledOverSegment(t *testing.T) {
 				writeBytes(t, fs, "wal/"+segmentName(106), appendSegmentHeader(nil, segmentHeader{first: 106, prevCRC: crc}))
 			}
 			if _, err := Open("wal", optsKeep(fs, 100)); !errors.Is(err, ErrCorrupt) {
-				t.Fatalf("MustKeep 100: %v, want ErrCorrupt", err)
+				t.Fatalf("MustKeepBelow 101: %v, want ErrCorrupt", err)
 			}
 			l = mustOpen(t, "wal", optsKeep(fs, 99))
 			defer l.Close()
@@ -266,7 +266,7 @@ func TestBitFlipIsCorruption(t *testing.T) {
 		if !errors.Is(err, ErrCorrupt) {
 			t.Fatalf("Open: %v, want ErrCorrupt", err)
 		}
-		// Above MustKeep the damage is cut like a torn tail.
+		// From MustKeepBelow on, the damage is cut like a torn tail.
 		l := mustOpen(t, "wal", optsKeep(fs, logpos.NoOffset))
 		defer l.Close()
 		got := readAll(t, l, 0)
@@ -450,7 +450,7 @@ func TestStaleIndexOfTruncatedSegment(t *testing.T) {
 	if err := l.Close(); err != nil {
 		t.Fatal(err)
 	}
-	l = mustOpen(t, "wal", Options{FS: mem, SegmentSize: 512, MustKeep: 5})
+	l = mustOpen(t, "wal", Options{FS: mem, SegmentSize: 512, MustKeepBelow: 6})
 	defer l.Close()
 	if d := l.LastDurable().Offset; d != 5 {
 		t.Errorf("reopened: last durable %d, want 5", d)
@@ -659,9 +659,38 @@ func TestCutBelowADamagedSegmentHeaderIsChecked(t *testing.T) {
 	writeBytes(t, fs, "wal/"+segmentName(next), damaged)
 
 	if _, err := Open("wal", optsKeep(fs, early+2)); !errors.Is(err, ErrCorrupt) {
-		t.Fatalf("MustKeep %d (the first offset lost): %v, want ErrCorrupt", early+2, err)
+		t.Fatalf("MustKeepBelow %d (the first offset lost + 1): %v, want ErrCorrupt", early+3, err)
 	}
 	l := mustOpen(t, "wal", optsKeep(fs, early+1))
 	defer l.Close()
 	checkEntries(t, readAll(t, l, 0), all[:early+2])
+}
+
+// Options' zero value keeps nothing: a log whose first record a crash
+// tore opens empty, as any torn tail is cut. Asked to keep offset 0, Open
+// refuses it.
+func TestZeroOptionsCutATornFirstRecord(t *testing.T) {
+	fs := vfs.NewMem()
+	l := mustOpen(t, "wal", Options{FS: fs, SegmentSize: 512})
+	mustAppend(t, l, entry(0, 0))
+	mustSync(t, l)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seg := "wal/" + segmentName(0)
+	b := readBytes(t, fs, seg)
+	b[segmentHeaderSize+recordHeaderSize] ^= 0xff // inside the record
+	writeBytes(t, fs, seg, b)
+
+	if _, err := Open("wal", Options{FS: fs, SegmentSize: 512, MustKeepBelow: 1}); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open keeping offset 0: %v, want ErrCorrupt", err)
+	}
+	l = mustOpen(t, "wal", Options{FS: fs, SegmentSize: 512})
+	defer l.Close()
+	if last := l.LastDurable(); !last.IsNone() {
+		t.Fatalf("LastDurable = %v, want none", last)
+	}
+	mustAppend(t, l, entry(0, 1))
+	mustSync(t, l)
+	checkEntries(t, readAll(t, l, 0), []logpos.Entry{entry(0, 1)})
 }
