@@ -1,6 +1,7 @@
 package follower
 
 import (
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"time"
@@ -21,7 +22,7 @@ type Config struct {
 	Namespace string
 	Shard     int64
 	// Dir is the shard's directory: the log lives in Dir/wal, the store in
-	// Dir/store. It is created when missing.
+	// Dir/store. It is created when missing. Required.
 	Dir string
 	// FS is the file system of Dir. Default: the operating system's.
 	FS vfs.FS
@@ -51,6 +52,9 @@ type Config struct {
 	// drop log segments the store no longer needs. Default: 65536.
 	TrimEvery int64
 }
+
+// errNoDir is what Open and Remove return for a Config without a Dir.
+var errNoDir = fmt.Errorf("%w: Config.Dir is empty", ErrInvalidArgument)
 
 func (c Config) withDefaults() Config {
 	if c.Dir != "" {

@@ -20,10 +20,11 @@ import (
 )
 
 // Follower is the follower replica of one shard. Every state change goes
-// through its Lifecycle machine, generated from transitions.yaml; the
-// methods of Follower are the machine's guards and actions, plus the log
-// synchronizer (Replicate), the snapshot installer (InstallSnapshot) and
-// the applier.
+// through its Lifecycle machine, generated from transitions.yaml, whose
+// guards and actions are written by hand on the follower's fields; its
+// methods are the operations of docs/spec.md §2 (NewTerm, Truncate, the
+// log synchronizer Replicate, the snapshot installer InstallSnapshot,
+// Status, Delete, Close), and the applier runs beside them.
 //
 // Concurrency: control operations (NewTerm, Truncate, Delete, Close, and
 // the attach and commit steps of streams and installs) are serialized by
@@ -115,6 +116,9 @@ type Status struct {
 // snapshot install that a crash interrupted is completed or rolled back.
 // The follower starts NotMember when no term is stored, Fenced otherwise.
 func Open(cfg Config) (*Follower, error) {
+	if cfg.Dir == "" {
+		return nil, errNoDir
+	}
 	cfg = cfg.withDefaults()
 	f := &Follower{cfg: cfg, dir: cfg.Dir, lock: make(chan struct{}, 1), closing: make(chan struct{})}
 	f.term.Store(int64(logpos.NoTerm)) // until the store is read
@@ -543,6 +547,9 @@ func (f *Follower) Delete(term logpos.Term) error {
 // Remove cut short left of it (see removeDir) goes. No follower of the
 // shard may be open.
 func Remove(cfg Config, term logpos.Term) error {
+	if cfg.Dir == "" {
+		return errNoDir
+	}
 	cfg = cfg.withDefaults()
 	if term < 0 {
 		return fmt.Errorf("%w: term %d is negative", ErrInvalidArgument, term)
@@ -675,7 +682,9 @@ func isClosed(ch <-chan struct{}) bool {
 }
 
 // Snapshot takes a consistent copy of the follower's store, to read out as
-// chunks and send to another replica's InstallSnapshot. Close it.
+// chunks and send to another replica's InstallSnapshot. Close it. A
+// follower that has applied nothing yet has no commit id to send: no
+// follower installs its snapshot (ErrInvalidArgument).
 func (f *Follower) Snapshot() (*store.Snapshot, error) {
 	if f.m.State() == StateClosed {
 		return nil, ErrClosed

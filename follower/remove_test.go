@@ -4,7 +4,10 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
 
 	"github.com/tablefsm/tablefsm/logpos"
 )
@@ -133,5 +136,20 @@ func TestRemoveFinishesACutShortDelete(t *testing.T) {
 	}
 	if _, err := os.Stat(aside); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("what the Delete left: %v, want it gone", err)
+	}
+}
+
+// A Config without a Dir is an argument error of Open and Remove, which
+// touch nothing (the current directory included).
+func TestNoDirIsAnInvalidArgument(t *testing.T) {
+	fs := vfs.NewMem()
+	if _, err := Open(Config{FS: fs}); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "Config.Dir") {
+		t.Errorf("Open without a Dir: %v, want ErrInvalidArgument naming Config.Dir", err)
+	}
+	if err := Remove(Config{FS: fs}, 1); !errors.Is(err, ErrInvalidArgument) || !strings.Contains(err.Error(), "Config.Dir") {
+		t.Errorf("Remove without a Dir: %v, want ErrInvalidArgument naming Config.Dir", err)
+	}
+	if names, err := fs.List(""); err != nil || len(names) != 0 {
+		t.Errorf("the file system holds %v, %v", names, err)
 	}
 }

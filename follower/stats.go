@@ -50,7 +50,7 @@ type Stats struct {
 type StreamFailures struct {
 	InvalidTerm     uint64 // an Append of another term: a deposed leader (ErrInvalidTerm)
 	Gap             uint64 // an entry beyond the head (ErrGap)
-	InvalidArgument uint64 // an Append naming no entry, a negative offset (ErrInvalidArgument)
+	InvalidArgument uint64 // an entry with a negative offset, a term out of range, or a value larger than the log takes (ErrInvalidArgument)
 	Unavailable     uint64 // the log failed (ErrUnavailable)
 	Other           uint64 // receiving or sending failed (the leader went away), or anything else
 }

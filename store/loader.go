@@ -164,7 +164,8 @@ func (l *Loader) writeLocked(c Chunk) error {
 // Finish checks that the snapshot is complete (the last file has all its
 // chunks, at least one file), makes the staged files durable, and opens
 // them as a store: it must be a Pebble database carrying the store's
-// reserved records with a term. It returns what the snapshot carries.
+// reserved records with a term and a commit id (a store that nothing was
+// applied to is no snapshot). It returns what the snapshot carries.
 // Finish changes nothing outside the staging directory; it may be called
 // more than once (Install calls it if needed). On error the loader is
 // aborted.
