@@ -37,7 +37,8 @@ var (
 	// ErrFailed is returned by every write of a store whose database hit a
 	// fatal write or sync error: what reached the disk is unknown, and the
 	// database takes no more writes. Reads still work; Close, then Open
-	// again, to recover.
+	// again, to recover. (Some of Pebble's fatal errors end the process
+	// instead: docs/store.md lists them.)
 	ErrFailed = errors.New("store: failed")
 
 	// ErrCorrupt is returned by Open when the store directory or the live

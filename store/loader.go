@@ -413,16 +413,16 @@ func (l *Loader) removeLocked() error {
 // wraps ErrFailed, and reopening it opens the database the marker names.
 func (s *Store) Install(l *Loader, minTerm logpos.Term) (SnapshotInfo, error) {
 	if l == nil || l.s != s {
+		if s.isClosed() {
+			return SnapshotInfo{}, ErrClosed
+		}
 		return SnapshotInfo{}, errors.New("store: install: the loader belongs to another store")
 	}
 	s.write.Lock()
 	defer s.write.Unlock()
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	s.db.RLock()
-	closed := s.db.h == nil
-	s.db.RUnlock()
-	if closed {
+	if s.isClosed() {
 		return SnapshotInfo{}, ErrClosed
 	}
 	if err := s.failure(); err != nil {

@@ -561,12 +561,15 @@ func (s *Store) LogResetPending() (logpos.EntryID, bool) {
 // the stored term is accepted (the options are replaced); a negative t or
 // one below the stored term is ErrInvalidTerm and changes nothing.
 func (s *Store) SetTerm(t logpos.Term, o TermOptions) error {
-	if t < 0 {
-		return fmt.Errorf("%w: %d", ErrInvalidTerm, t)
-	}
 	return s.writing(func(h *pebble.DB) error {
+		if t < 0 {
+			return fmt.Errorf("%w: %d", ErrInvalidTerm, t)
+		}
+		if err := s.setTermLocked(h, t, o); err != nil {
+			return err
+		}
 		s.removeLeftovers()
-		return s.setTermLocked(h, t, o)
+		return nil
 	})
 }
 
@@ -662,6 +665,13 @@ func (s *Store) writing(fn func(h *pebble.DB) error) (err error) {
 	}
 	defer catchFatal(&err, s.markFailed)
 	return fn(h)
+}
+
+// isClosed reports whether the store is closed.
+func (s *Store) isClosed() bool {
+	s.db.RLock()
+	defer s.db.RUnlock()
+	return s.db.h == nil
 }
 
 // Get returns a copy of the value of the user key, or ErrNotFound.
@@ -804,10 +814,7 @@ func (s *Store) closeDatabasesLocked(dbs ...*pebble.DB) error {
 func (s *Store) Delete() error {
 	s.write.Lock()
 	defer s.write.Unlock()
-	s.db.RLock()
-	closed := s.db.h == nil
-	s.db.RUnlock()
-	if closed {
+	if s.isClosed() {
 		return ErrClosed
 	}
 	// The directory stays locked until it is moved aside: no Open of it

@@ -386,6 +386,7 @@ func TestClosedStore(t *testing.T) {
 	}
 	checks := map[string]error{
 		"SetTerm":       s.SetTerm(3, TermOptions{}),
+		"SetTerm(-1)":   s.SetTerm(-1, TermOptions{}),
 		"Apply":         s.Apply(kvEntry(t, 2, 0)),
 		"ClearLogReset": s.ClearLogReset(),
 		"Scan":          s.Scan(nil, nil, func(_, _ []byte) bool { return true }),
@@ -395,6 +396,7 @@ func TestClosedStore(t *testing.T) {
 	_, checks["Sync"] = s.Sync()
 	_, checks["Snapshot"] = s.Snapshot()
 	_, checks["NewLoader"] = s.NewLoader()
+	_, checks["Install(nil)"] = s.Install(nil, 0)
 	for name, err := range checks {
 		if !errors.Is(err, ErrClosed) {
 			t.Errorf("%s on a closed store: %v, want ErrClosed", name, err)
