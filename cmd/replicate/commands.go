@@ -172,7 +172,12 @@ and makes them durable with one fdatasync, and does nothing else.`,
 			if *maxMsg <= 0 {
 				return usagef("--max-message-size must be positive")
 			}
-			srv := grpc.NewServer(grpc.MaxRecvMsgSize(*maxMsg), grpc.MaxSendMsgSize(*maxMsg))
+			if err := node.CheckAddress(*listen); err != nil {
+				return usagef("invalid --listen %q: %v", *listen, err)
+			}
+			// Stop waits for the handlers: the durable echo's remove their
+			// files as they return.
+			srv := grpc.NewServer(grpc.MaxRecvMsgSize(*maxMsg), grpc.MaxSendMsgSize(*maxMsg), grpc.WaitForHandlers(true))
 			if *syncDir == "" {
 				echo.Register(srv)
 			} else {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
@@ -22,6 +23,7 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/node"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
 )
 
 // This test binary doubles as the programs the commands start: with
@@ -284,6 +286,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"bench", "--help"}, 0, "", "use a scratch shard"},
 		{[]string{"demo", "-help"}, 0, "", "Usage: replicate demo"},
 		{[]string{"echo-server", "--help"}, 0, "", "Usage: replicate echo-server"},
+		{[]string{"echo-server", "--listen", "foo"}, 2, `invalid --listen "foo"`, ""},
 		{[]string{"status", "--nope"}, 2, "flag provided but not defined", ""},
 		{[]string{"status", "--nope", "--help"}, 2, "flag provided but not defined", ""},
 		{[]string{"status", "--shard", "x"}, 2, `invalid value "x" for flag -shard`, ""},
@@ -348,4 +351,54 @@ func TestMedianRate(t *testing.T) {
 			t.Errorf("median of %v = %v, want %v", c.runs, got, c.want)
 		}
 	}
+}
+
+// TestDurableEchoRemovesItsFileWhenStopped: the durable echo-server,
+// stopped while a stream is open, has removed the stream's file when it
+// returns.
+func TestDurableEchoRemovesItsFileWhenStopped(t *testing.T) {
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	outR, outW := io.Pipe()
+	ended := make(chan int, 1)
+	go func() {
+		ended <- run(ctx, []string{"echo-server", "--listen", "127.0.0.1:0", "--sync-dir", dir}, outW, io.Discard)
+		_ = outW.Close()
+	}()
+	line, err := bufio.NewReader(outR).ReadString('\n')
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, outR) }()
+	c, err := leader.Dial(strings.TrimSpace(strings.TrimPrefix(line, node.ListeningPrefix)), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	acked := make(chan struct{}, 1)
+	streamed := make(chan error, 1)
+	go func() {
+		_, err := c.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "echo"}, Term: 1, Count: 1 << 40, Window: 1,
+			Value: func(_ logpos.Offset, b []byte) []byte { return append(b, "v"...) },
+			OnAck: func(logpos.Offset) {
+				select {
+				case acked <- struct{}{}:
+				default:
+				}
+			}})
+		streamed <- err
+	}()
+	<-acked
+	if names, err := os.ReadDir(dir); err != nil || len(names) != 1 {
+		t.Fatalf("while streaming, %s holds %v, %v; want the stream's file", dir, names, err)
+	}
+	cancel()
+	if code := <-ended; code != 0 {
+		t.Fatalf("echo-server exited %d", code)
+	}
+	if names, err := os.ReadDir(dir); err != nil || len(names) != 0 {
+		t.Fatalf("after the echo-server returned, %s holds %v, %v", dir, names, err)
+	}
+	<-streamed
 }

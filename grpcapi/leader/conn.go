@@ -62,9 +62,17 @@ type Shard struct {
 func (s Shard) String() string { return s.Namespace + "/" + strconv.FormatInt(s.Shard, 10) }
 
 // StreamContext returns ctx carrying the metadata that routes a Replicate
-// or SendSnapshot stream to shard s.
+// or SendSnapshot stream to shard s, in place of any routing ctx carried
+// (a node refuses a stream whose metadata names a shard twice); other
+// outgoing metadata is kept.
 func StreamContext(ctx context.Context, s Shard) context.Context {
-	return metadata.AppendToOutgoingContext(ctx, "namespace", s.Namespace, "shard-id", strconv.FormatInt(s.Shard, 10))
+	md, _ := metadata.FromOutgoingContext(ctx) // a copy
+	if md == nil {
+		md = metadata.MD{}
+	}
+	md.Set("namespace", s.Namespace)
+	md.Set("shard-id", strconv.FormatInt(s.Shard, 10))
+	return metadata.NewOutgoingContext(ctx, md)
 }
 
 // Status returns the shard's GetStatus answer.

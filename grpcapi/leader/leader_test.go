@@ -9,6 +9,7 @@ import (
 	"math"
 	"net"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -594,6 +596,20 @@ func drain(s grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) 
 				return nil
 			}
 			return err
+		}
+	}
+}
+
+// StreamContext routes to its shard in place of the routing a context
+// carries already, and keeps the rest of its metadata.
+func TestStreamContextReplacesRouting(t *testing.T) {
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "namespace", "old", "shard-id", "7", "trace", "x")
+	ctx = leader.StreamContext(ctx, leader.Shard{Namespace: "ns", Shard: 3})
+	ctx = leader.StreamContext(ctx, leader.Shard{Namespace: "ns", Shard: 4})
+	md, _ := metadata.FromOutgoingContext(ctx)
+	for key, want := range map[string][]string{"namespace": {"ns"}, "shard-id": {"4"}, "trace": {"x"}} {
+		if got := md.Get(key); !slices.Equal(got, want) {
+			t.Errorf("%s = %q, want %q", key, got, want)
 		}
 	}
 }

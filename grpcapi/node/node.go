@@ -113,8 +113,13 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if *dataDir == "" {
 		return usageErr("--data-dir is empty")
 	}
-	if *listen == "" {
-		return usageErr("--listen is empty: want HOST:PORT (port 0: any free port)")
+	if err := CheckAddress(*listen); err != nil {
+		return usageErr("invalid --listen %q: %v", *listen, err)
+	}
+	if *metricsListen != "" {
+		if err := CheckAddress(*metricsListen); err != nil {
+			return usageErr("invalid --metrics-listen %q: %v", *metricsListen, err)
+		}
 	}
 
 	// From here on, SIGINT and SIGTERM stop the node gracefully (exit 0),
@@ -205,4 +210,22 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	logger.Info("stopped", "status", status)
 	return status
+}
+
+// CheckAddress reports what keeps addr from being an address to listen
+// on, HOST:PORT (an empty host: every interface; port 0: any free port),
+// nil if nothing does. An address it accepts may still fail to listen
+// (the port taken, the host not local).
+func CheckAddress(addr string) error {
+	if addr == "" {
+		return errors.New("want HOST:PORT (port 0: any free port)")
+	}
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want HOST:PORT: %w", err)
+	}
+	if _, err := net.LookupPort("tcp", port); err != nil {
+		return err
+	}
+	return nil
 }

@@ -136,12 +136,16 @@ func TestFlags(t *testing.T) {
 		{[]string{"--shutdown-timeout", "0"}, 2, "invalid --shutdown-timeout"},
 		{[]string{"--shutdown-timeout", "-1s"}, 2, "invalid --shutdown-timeout"},
 		{[]string{"--data-dir", ""}, 2, "--data-dir is empty"},
-		{[]string{"--listen", "", "--data-dir", unused}, 2, "--listen is empty"},
+		{[]string{"--listen", "", "--data-dir", unused}, 2, `invalid --listen "": want HOST:PORT`},
+		{[]string{"--listen", "not an address", "--data-dir", unused}, 2, "invalid --listen"},
+		{[]string{"--listen", "127.0.0.1:99999", "--data-dir", unused}, 2, "invalid port"},
+		{[]string{"--listen", "127.0.0.1:0", "--metrics-listen", "9464", "--data-dir", unused}, 2, "invalid --metrics-listen"},
 		{[]string{"--max-concurrent-streams", "5000000000"}, 2, "want at most 4294967295"},
 		{[]string{"--listen"}, 2, "flag needs an argument"},
-		// A node that cannot listen creates no data directory.
-		{[]string{"--listen", "not an address", "--data-dir", unused}, 1, "cannot listen"},
-		{[]string{"--listen", "127.0.0.1:0", "--metrics-listen", "not an address", "--data-dir", unused}, 1, "cannot serve metrics"},
+		// A node that cannot listen (here on an address of no local
+		// interface, TEST-NET-1) exits 1 and creates no data directory.
+		{[]string{"--listen", "192.0.2.1:0", "--data-dir", unused}, 1, "cannot listen"},
+		{[]string{"--listen", "127.0.0.1:0", "--metrics-listen", "192.0.2.1:0", "--data-dir", unused}, 1, "cannot serve metrics"},
 	}
 	for _, c := range cases {
 		t.Run(strings.Join(c.args, " "), func(t *testing.T) {
