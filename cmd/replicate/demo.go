@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,6 +23,7 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/node"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store"
 	"github.com/tablefsm/tablefsm/store/kvpb"
@@ -39,8 +41,8 @@ NewTerm refused, a snapshot installed into a second node, DeleteShard.`,
 		fs.Int64Var(&d.entries, "entries", 1000, "entries per replication stream")
 		fs.BoolVar(&d.keep, "keep", false, "keep the temporary directory (data and node logs)")
 		return func(ctx context.Context) error {
-			if d.entries < 10 {
-				return usagef("--entries must be at least 10")
+			if d.entries < 10 || d.entries > maxDemoEntries {
+				return usagef("--entries must be at least 10 and at most %d", maxDemoEntries)
 			}
 			d.out = e.stdout
 			return d.run(ctx, e)
@@ -50,6 +52,10 @@ NewTerm refused, a snapshot installed into a second node, DeleteShard.`,
 
 // The demo's key space: entries put and delete keys user/000…user/199.
 const demoKeys = 200
+
+// maxDemoEntries bounds --entries: the demo writes about three times as
+// many entries, at offsets that must stay far from the largest.
+const maxDemoEntries = 1 << 40
 
 // demoWindow is the entries the demo's leader keeps in flight.
 const demoWindow = 64
@@ -214,6 +220,7 @@ func (d *demo) run(ctx context.Context, e *env) (err error) {
 	killAt := d.entries + d.entries/2
 	d.step(6, "Replicate %d more entries, and kill -9 node A once offset %d is acknowledged", d.entries, killAt)
 	var kill sync.Once
+	var killed atomic.Bool
 	proc := a.proc
 	// The leader reads no further ack until node A is gone, and the
 	// window keeps the last entries unsent until then (the window's
@@ -225,11 +232,15 @@ func (d *demo) run(ctx context.Context, e *env) (err error) {
 			kill.Do(func() {
 				proc.Signal(syscall.SIGKILL)
 				<-proc.Done()
+				killed.Store(true)
 			})
 		}
 	})
 	if err == nil {
 		return errors.New("the stream survived the kill")
+	}
+	if !killed.Load() {
+		return fmt.Errorf("the stream failed before node A was killed: %w", err)
 	}
 	lastAck := res.LastAck
 	d.printf("   → node A killed (SIGKILL) with %d entries of the stream acknowledged, last ack %d\n", res.Acked, lastAck)
@@ -250,7 +261,7 @@ func (d *demo) run(ctx context.Context, e *env) (err error) {
 		return err
 	}
 	d.printf("   status: term %d, %s, head %d, commit %d\n", st.GetTerm(), st.GetStatus(), st.GetHeadOffset(), st.GetCommitOffset())
-	if st.GetTerm() != 1 || st.GetStatus().String() != "FENCED" || logpos.Offset(st.GetHeadOffset()) < lastAck {
+	if st.GetTerm() != 1 || st.GetStatus() != replicationpb.ServingStatus_FENCED || logpos.Offset(st.GetHeadOffset()) < lastAck {
 		return fmt.Errorf("after the restart: %v; want term 1, FENCED, head ≥ %d", st, lastAck)
 	}
 	d.printf("   → back Fenced (a restarted follower waits for its leader), nothing acknowledged lost: head %d ≥ last ack %d\n", st.GetHeadOffset(), lastAck)
@@ -318,11 +329,20 @@ func (d *demo) run(ctx context.Context, e *env) (err error) {
 	}
 	d.printf("   leader snapshot at commit %v, term %d: %d files, %d chunks, %d bytes\n", info.Commit, info.Term, counter.files, counter.chunks, counter.bytes)
 	d.printf("   → ack_offset %d\n", ack)
+	if ack != info.Commit.Offset {
+		return fmt.Errorf("SendSnapshot acknowledged offset %d, want the snapshot's commit %d", ack, info.Commit.Offset)
+	}
 	if err := d.showSteps(ctx, b); err != nil {
 		return err
 	}
-	if err := d.showStatus(ctx, b); err != nil {
+	st, err = b.conn.Status(ctx, d.shard)
+	if err != nil {
 		return err
+	}
+	d.printf("   node %s status: term %d, %s, head %d, commit %d\n", b.name, st.GetTerm(), st.GetStatus(), st.GetHeadOffset(), st.GetCommitOffset())
+	if st.GetTerm() != int64(info.Term) || st.GetStatus() != replicationpb.ServingStatus_FOLLOWER ||
+		st.GetHeadOffset() != int64(ack) || st.GetCommitOffset() != int64(ack) {
+		return fmt.Errorf("node B after the install: %v; want term %d, FOLLOWER, head and commit %d", st, info.Term, ack)
 	}
 	if err := d.compare(ctx, b); err != nil {
 		return err
