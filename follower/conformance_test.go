@@ -1862,6 +1862,15 @@ func TestTheLastOffset(t *testing.T) {
 		if n, err := h.f.applier.applyBatch(); n != 0 || err != nil {
 			t.Fatalf("the applier at the last offset: applied %d, %v; want nothing to apply", n, err)
 		}
+		// Reopened, the log must keep everything up to the last offset:
+		// nothing can be below the bound it is opened with.
+		if err := h.f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		h.open()
+		if st := h.f.Status(); st.State != StateFenced || st.Head != math.MaxInt64 || st.Commit != math.MaxInt64 {
+			t.Fatalf("reopened after an install at the last offset: %+v", st)
+		}
 	})
 	t.Run("append of the last offset", func(t *testing.T) {
 		h := confInstalled(t, 20)

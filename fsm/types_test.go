@@ -120,6 +120,20 @@ func TestGuardFieldTypeSpelling(t *testing.T) {
 		{"interface{ byte() }", "interface{ uint8() }", false},
 		{"x.byte", "x.uint8", false},
 		{"int", "int64", false},
+		{"func(byte)", "func(uint8)", true},
+		{"func() rune", "func() (r int32)", true},
+		{"func(a, b int, c ...byte) error", "func(int, int, ...uint8) (err error)", true},
+		{"func(*byte)", "func(*uint8)", true},
+		{"interface{ M(byte); N() }", "interface{ N(); M(x uint8) }", true},
+		{"struct{ a, b int }", "struct{ a int; b int }", true},
+		{"(int)", "int", true},
+		{"[4]byte", "[2+2]uint8", true},
+		{"[n]byte", "[n]uint8", true},
+		{"struct{ *byte }", "struct{ *uint8 }", false},
+		{"struct{ a, b int }", "struct{ b, a int }", false},
+		{"func(int, string)", "func(string, int)", false},
+		{"[4]int", "[5]int", false},
+		{"chan<- int", "chan int", false},
 	} {
 		src := fmt.Sprintf("machine: M\npackage: p\ninitial: A\nunhandled: ignore\n"+
 			"imports: {x: example.com/x}\n"+

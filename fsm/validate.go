@@ -243,49 +243,111 @@ func (l *loader) checkUses(what string, at ref, uses []string, ev Event, fieldTy
 	}
 }
 
-// sameType returns a spelling of Go type typ that is the same for every
-// spelling of that type: its syntax printed anew, with any, byte and rune
-// as interface{}, uint8 and int32.
+// sameType returns a spelling of Go type typ that two spellings of one
+// type share, as far as the syntax tells (canonicalType).
 func sameType(typ string) string {
 	expr, err := parser.ParseExpr(typ)
 	if err != nil {
 		return typ
 	}
-	// Names are not types: those of fields, methods and parameters, of
-	// embedded fields (named after their types) and of qualified types.
-	names := map[*ast.Ident]bool{}
-	ast.Inspect(expr, func(n ast.Node) bool {
-		switch x := n.(type) {
-		case *ast.Field:
-			for _, id := range x.Names {
-				names[id] = true
-			}
-			t := x.Type
-			if star, ok := t.(*ast.StarExpr); ok {
-				t = star.X
-			}
-			if id, ok := t.(*ast.Ident); ok && len(x.Names) == 0 {
-				names[id] = true
-			}
-		case *ast.SelectorExpr:
-			names[x.Sel] = true
-		case *ast.Ident:
-			if name, ok := predeclaredAliases[x.Name]; ok && !names[x] {
-				x.Name = name
-			}
-		}
-		return true
-	})
 	var b strings.Builder
-	if err := format.Node(&b, token.NewFileSet(), expr); err != nil {
+	if err := format.Node(&b, token.NewFileSet(), canonicalType(expr)); err != nil {
 		return typ
 	}
 	return b.String()
 }
 
-// predeclaredAliases are Go's predeclared type aliases and the types
-// they stand for.
-var predeclaredAliases = map[string]string{"any": "interface{}", "byte": "uint8", "rune": "int32"}
+// canonicalType rebuilds type expression e without what does not change
+// the type it spells: any, byte and rune become interface{}, uint8 and
+// int32; parentheses go; parameters and results lose their names; a
+// struct's fields are declared one name at a time; an interface's methods
+// are sorted by name; an array length written with literals becomes its
+// value. An embedded field keeps its type as written: it is named after
+// it (struct{ byte } is not struct{ uint8 }).
+func canonicalType(e ast.Expr) ast.Expr {
+	switch x := e.(type) {
+	case *ast.ParenExpr:
+		return canonicalType(x.X)
+	case *ast.Ident:
+		switch x.Name {
+		case "any":
+			return &ast.InterfaceType{Methods: &ast.FieldList{}}
+		case "byte":
+			return ast.NewIdent("uint8")
+		case "rune":
+			return ast.NewIdent("int32")
+		}
+	case *ast.StarExpr:
+		return &ast.StarExpr{X: canonicalType(x.X)}
+	case *ast.ArrayType:
+		n := x.Len
+		if v, known, problem := constValue(n); n != nil && known && problem == "" {
+			if i := constant.ToInt(v); i.Kind() == constant.Int {
+				n = &ast.BasicLit{Kind: token.INT, Value: i.ExactString()}
+			}
+		}
+		return &ast.ArrayType{Len: n, Elt: canonicalType(x.Elt)}
+	case *ast.MapType:
+		return &ast.MapType{Key: canonicalType(x.Key), Value: canonicalType(x.Value)}
+	case *ast.ChanType:
+		return &ast.ChanType{Dir: x.Dir, Value: canonicalType(x.Value)}
+	case *ast.FuncType:
+		return &ast.FuncType{Params: unnamedFields(x.Params), Results: unnamedFields(x.Results)}
+	case *ast.StructType:
+		fields := &ast.FieldList{}
+		for _, f := range x.Fields.List {
+			if len(f.Names) == 0 {
+				fields.List = append(fields.List, &ast.Field{Type: f.Type, Tag: f.Tag})
+				continue
+			}
+			for _, name := range f.Names {
+				fields.List = append(fields.List, &ast.Field{Names: []*ast.Ident{ast.NewIdent(name.Name)}, Type: canonicalType(f.Type), Tag: f.Tag})
+			}
+		}
+		return &ast.StructType{Fields: fields}
+	case *ast.InterfaceType:
+		var methods, embedded []*ast.Field
+		for _, m := range x.Methods.List {
+			if len(m.Names) > 0 {
+				methods = append(methods, &ast.Field{Names: []*ast.Ident{ast.NewIdent(m.Names[0].Name)}, Type: canonicalType(m.Type)})
+			} else {
+				embedded = append(embedded, &ast.Field{Type: canonicalType(m.Type)})
+			}
+		}
+		slices.SortFunc(methods, func(a, b *ast.Field) int { return strings.Compare(a.Names[0].Name, b.Names[0].Name) })
+		return &ast.InterfaceType{Methods: &ast.FieldList{List: append(methods, embedded...)}}
+	case *ast.IndexExpr:
+		return &ast.IndexExpr{X: x.X, Index: canonicalType(x.Index)}
+	case *ast.IndexListExpr:
+		indices := make([]ast.Expr, len(x.Indices))
+		for i, index := range x.Indices {
+			indices[i] = canonicalType(index)
+		}
+		return &ast.IndexListExpr{X: x.X, Indices: indices}
+	}
+	return e
+}
+
+// unnamedFields returns the parameters or results of a function type one
+// type at a time, without names.
+func unnamedFields(list *ast.FieldList) *ast.FieldList {
+	out := &ast.FieldList{}
+	if list == nil {
+		return out
+	}
+	for _, f := range list.List {
+		t := f.Type
+		if dots, ok := t.(*ast.Ellipsis); ok {
+			t = &ast.Ellipsis{Elt: canonicalType(dots.Elt)}
+		} else {
+			t = canonicalType(t)
+		}
+		for range max(1, len(f.Names)) {
+			out.List = append(out.List, &ast.Field{Type: t})
+		}
+	}
+	return out
+}
 
 // checkType reports payload types that are not Go types or that name an
 // undeclared package. It returns the least size a value of the type can
@@ -320,6 +382,13 @@ func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool
 		l.errorf(f.Pos, "payload field %q: %q is not a Go type%s", f.Name, f.Type, msg)
 		return 0
 	}
+	// The packages it names are used, whatever else is wrong with it.
+	for _, pkg := range slices.Sorted(maps.Keys(c.packages)) {
+		if _, declared := imports[pkg]; !declared {
+			l.errorf(f.Pos, "payload field %q: package %q is not in imports", f.Name, pkg)
+		}
+		used["import "+pkg] = true
+	}
 	pathOf := func(pkg string) string {
 		if i, ok := imports[pkg]; ok {
 			return l.table.Imports[i].Path
@@ -331,7 +400,7 @@ func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool
 		return 0
 	}
 	if hasTag(expr) {
-		l.errorf(f.Pos, "payload field %q: %q has a struct tag: payload types take none (go vet checks tags; declare the struct as a type in Go and name it here)", f.Name, f.Type)
+		l.errorf(f.Pos, "payload field %q: %q has a struct tag: payload types take none (a tag means nothing to a parameter, and go vet checks its syntax; declare the struct as a type in Go and name it here)", f.Name, f.Type)
 		return 0
 	}
 	if lock := heldLock(expr, pathOf, l.table.Machine); lock != "" {
@@ -342,12 +411,6 @@ func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool
 	if size >= maxPayload {
 		l.errorf(f.Pos, "payload field %q: %q takes %s or more, the limit of a payload", f.Name, f.Type, maxPayloadText)
 		return 0
-	}
-	for _, pkg := range slices.Sorted(maps.Keys(c.packages)) {
-		if _, declared := imports[pkg]; !declared {
-			l.errorf(f.Pos, "payload field %q: package %q is not in imports", f.Name, pkg)
-		}
-		used["import "+pkg] = true
 	}
 	return size
 }
