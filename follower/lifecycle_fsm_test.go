@@ -206,6 +206,7 @@ func lifecycleFire(m *Lifecycle, e Event, set int) error {
 // lifecycleHarness runs the tests below on Lifecycle through its public API.
 var lifecycleHarness = &fsmtest.Harness[*Lifecycle, State, Event]{
 	Table:     LifecycleTable(),
+	NewTable:  LifecycleTable,
 	TablePath: "../transitions.yaml",
 	TableName: "transitions.yaml",
 	New:       func(f *fsmtest.Fake) *Lifecycle { return NewLifecycle(lifecycleFake{f}) },

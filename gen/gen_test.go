@@ -229,6 +229,15 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 	if out, ok := goTest(t, dir, "-run", generatedTests, "."); !ok {
 		t.Fatalf("the unmutated machine fails its generated tests:\n%s", out)
 	}
+	// Each mutant must be caught twice over: by the cases computed from
+	// the table's reference semantics (deterministic), and by the random
+	// walk against the looplab oracle alone, so that neither half of the
+	// suite can go vacuous unseen behind the other. A mutant only one kind
+	// of test can see is caught by the tests onlyBy names.
+	const (
+		deterministic = "^TestJob(Matrix|GuardOutcomes|Rows|ShortestPaths)$"
+		walk          = "^TestJobRandomWalk$"
+	)
 	mutants := []struct{ name, from, to string }{
 		{"wrong target state", "m.state.Store(uint32(StateBackoff))\n\t\t\tif m.obs != nil {\n\t\t\t\tm.observe(from, EventFinish, 3, StateBackoff, nil)",
 			"m.state.Store(uint32(StateFailed))\n\t\t\tif m.obs != nil {\n\t\t\t\tm.observe(from, EventFinish, 3, StateFailed, nil)"},
@@ -244,6 +253,7 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 		// The payload reaches each guard and action as fired.
 		{"guard gets another value", "case !m.h.WorkerHasCapacity(worker):", "case !m.h.WorkerHasCapacity(worker + \"x\"):"},
 		{"guard gets a later time", "if !m.h.BackoffElapsed(now) {", "if !m.h.BackoffElapsed(now.Add(1)) {"},
+		{"guard gets the time in UTC", "if !m.h.BackoffElapsed(now) {", "if !m.h.BackoffElapsed(now.UTC()) {"},
 		{"action gets a zero payload", "if err := m.h.RecordExit(exitCode); err != nil {", "if err := m.h.RecordExit(0); err != nil {"},
 		{"arguments of one type swapped", "if err := m.h.Notify(by, reason, urgent); err != nil {", "if err := m.h.Notify(reason, by, urgent); err != nil {"},
 		{"boolean given a constant", "if err := m.h.Notify(by, reason, urgent); err != nil {", "if err := m.h.Notify(by, reason, true); err != nil {"},
@@ -262,6 +272,23 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 		{"move stored only when observed", "\t\t\tm.state.Store(uint32(StateRunning))\n\t\t\tif m.obs != nil {\n", "\t\t\tif m.obs != nil {\n\t\t\t\tm.state.Store(uint32(StateRunning))\n"},
 		// Names.
 		{"no name past the last state", "int(s) >= len(stateNames)", "int(s) > len(stateNames)"},
+		{"action called twice", "\t\tif err := m.h.Notify(by, reason, urgent); err != nil {\n", "\t\t_ = m.h.Notify(by, reason, urgent)\n\t\tif err := m.h.Notify(by, reason, urgent); err != nil {\n"},
+		{"noop row moves only without an observer", "// row 6 (job.yaml:55)\n\t\tif m.obs != nil {", "// row 6 (job.yaml:55)\n\t\tif m.obs == nil {\n\t\t\tm.state.Store(uint32(StateBackoff))\n\t\t}\n\t\tif m.obs != nil {"},
+		{"observer forgotten after one step", "m.obs.Observe(fsm.Step{", "defer func() { m.obs = nil }()\n\tm.obs.Observe(fsm.Step{"},
+		{"machine made with nil handlers not in its initial state", "m := &Job{h: h}\n\tm.state.Store(uint32(StateQueued))", "m := &Job{h: h}\n\tif h != nil {\n\t\tm.state.Store(uint32(StateQueued))\n\t}"},
+		// What Table() describes.
+		{"Table() names a wrong target", "Kind: fsm.Move, To: \"Succeeded\"", "Kind: fsm.Move, To: \"Failed\""},
+		{"Table() shares its result between calls", "func JobTable() *fsm.Table {\n\treturn &fsm.Table{", "func JobTable() *fsm.Table { return jobTable }\n\nvar jobTable = newJobTable()\n\nfunc newJobTable() *fsm.Table {\n\treturn &fsm.Table{"},
+	}
+	onlyBy := map[string]string{
+		"state read without synchronizing":                        "^TestJobStateFromAnyGoroutine$",
+		"nil handlers not checked":                                "^TestJobWithoutHandlers$",
+		"observer not removed":                                    walk,
+		"no name past the last state":                             "^TestJobStrings$",
+		"observer forgotten after one step":                       walk,
+		"machine made with nil handlers not in its initial state": "^TestJobWithoutHandlers$",
+		"Table() names a wrong target":                            "^TestJobTableIsCurrent$",
+		"Table() shares its result between calls":                 "^TestJobTableIsCurrent$",
 	}
 	for _, mu := range mutants {
 		t.Run(mu.name, func(t *testing.T) {
@@ -276,16 +303,22 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer os.WriteFile(code, original, 0o644)
-			args := []string{"-run", generatedTests}
-			if mu.name == "state read without synchronizing" {
-				args = append(args, "-race") // only the race detector sees it
+			by := []string{deterministic, walk}
+			if only, ok := onlyBy[mu.name]; ok {
+				by = []string{only}
 			}
-			out, ok := goTest(t, dir, append(args, ".")...)
-			switch {
-			case ok:
-				t.Errorf("the generated tests pass on a machine with %s:\n%s", mu.name, out)
-			case strings.Contains(out, "[build failed]") || strings.Contains(out, "[setup failed]"):
-				t.Errorf("the mutant does not compile: fix it\n%s", out)
+			for _, run := range by {
+				args := []string{"-run", run}
+				if mu.name == "state read without synchronizing" {
+					args = append(args, "-race") // only the race detector sees it
+				}
+				out, ok := goTest(t, dir, append(args, ".")...)
+				switch {
+				case ok:
+					t.Errorf("the generated tests %s pass on a machine with %s:\n%s", run, mu.name, out)
+				case strings.Contains(out, "[build failed]") || strings.Contains(out, "[setup failed]"):
+					t.Errorf("the mutant does not compile: fix it\n%s", out)
+				}
 			}
 		})
 	}

@@ -51,6 +51,7 @@ func turnstileFire(m *Turnstile, e Event, set int) error {
 // turnstileHarness runs the tests below on Turnstile through its public API.
 var turnstileHarness = &fsmtest.Harness[*Turnstile, State, Event]{
 	Table:     TurnstileTable(),
+	NewTable:  TurnstileTable,
 	TablePath: "turnstile.yaml",
 	TableName: "turnstile.yaml",
 	New:       func(f *fsmtest.Fake) *Turnstile { return NewTurnstile(turnstileFake{f}) },

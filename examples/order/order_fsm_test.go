@@ -94,6 +94,7 @@ func orderFire(m *Order, e Event, set int) error {
 // orderHarness runs the tests below on Order through its public API.
 var orderHarness = &fsmtest.Harness[*Order, State, Event]{
 	Table:     OrderTable(),
+	NewTable:  OrderTable,
 	TablePath: "order.yaml",
 	TableName: "order.yaml",
 	New:       func(f *fsmtest.Fake) *Order { return NewOrder(orderFake{f}) },

@@ -137,6 +137,9 @@ type Case[S StateEnum, E EventEnum] struct {
 type Harness[M Machine[S], S StateEnum, E EventEnum] struct {
 	// Table is what the machine's Table function returns.
 	Table *fsm.Table
+	// NewTable is the machine's Table function, which returns a fresh
+	// copy at each call (TableIsCurrent checks it, when set).
+	NewTable func() *fsm.Table
 	// TablePath is the table file, read by the tests (relative to the
 	// package's directory), and TableName its base name, which the
 	// generated code calls it by (and the tests load it under).
@@ -401,6 +404,9 @@ func (h *Harness[M, S, E]) WithoutHandlers(t *testing.T, bare, zero func() M) {
 		e := E(i + 1)
 		m := bare()
 		from := m.State()
+		if from.String() != h.Table.Initial {
+			t.Errorf("a machine made with nil handlers is in %v, want the initial state %s", from, h.Table.Initial)
+		}
 		if err := h.Fire(m, e, 0); err != fsm.ErrNoMachine {
 			t.Errorf("%v with nil handlers: error %v, want fsm.ErrNoMachine", e, err)
 		}
@@ -435,6 +441,15 @@ func (h *Harness[M, S, E]) TableIsCurrent(t *testing.T, hash string) {
 	}
 	if !reflect.DeepEqual(parsed.WithoutPositions(), h.Table) {
 		t.Fatalf("%sTable() differs from %s", h.Table.Machine, h.TablePath)
+	}
+	if h.NewTable != nil {
+		// Each call returns a copy of its own: changing every part of
+		// one changes nothing of the next.
+		a, b := h.NewTable(), h.NewTable()
+		scribble(reflect.ValueOf(a))
+		if !reflect.DeepEqual(parsed.WithoutPositions(), b) {
+			t.Errorf("%sTable() returns data shared between calls: changing one result changed the next", h.Table.Machine)
+		}
 	}
 	for _, e := range parsed.Errors {
 		want := parsed.Package + ": " + e.Message
@@ -475,9 +490,11 @@ func (h *Harness[M, S, E]) RandomWalk(t *testing.T) {
 			seen   S // the state when the observer ran
 		)
 		observer := fsm.ObserverFunc(func(s fsm.Step) { last, seen = s, m.State() })
+		observed := false // whether m has the observer
 		start := func() {
 			f = &Fake{}
 			m = h.newMachine(f)
+			observed = false
 			var err error
 			if oracle, err = NewOracle(table); err != nil {
 				rt.Fatal(err)
@@ -492,11 +509,17 @@ func (h *Harness[M, S, E]) RandomWalk(t *testing.T) {
 			e := E(rapid.IntRange(1, len(table.Events)).Draw(rt, "event"))
 			f.set(h.drawPass(rt, table, m.State(), e), rapid.SampledFrom(actions).Draw(rt, "fail"))
 			set := rapid.IntRange(0, len(h.Payloads)-1).Draw(rt, "payload set")
-			observed := rapid.Bool().Draw(rt, "observed")
-			if observed {
-				m.SetObserver(observer)
-			} else {
-				m.SetObserver(nil)
+			// The observer is set or removed only when the draw changes
+			// it: a machine must keep its observer from one step to the
+			// next (one that forgets it after a step shows here), and stop
+			// reporting once it is removed.
+			if want := rapid.Bool().Draw(rt, "observed"); want != observed {
+				observed = want
+				if observed {
+					m.SetObserver(observer)
+				} else {
+					m.SetObserver(nil)
+				}
 			}
 			from := m.State()
 			last = fsm.Step{} // every event is observed: a step that is not shows
@@ -520,6 +543,9 @@ func (h *Harness[M, S, E]) RandomWalk(t *testing.T) {
 			var r *fsm.Refusal
 			if errors.As(err, &r) && (r.Guard != want.Guard || r.State != from.String() || r.Event != e.String() || r.Machine != table.Machine) {
 				rt.Fatalf("step %d: %v in %v: refusal %+v, oracle guard %q", i, e, from, r, want.Guard)
+			}
+			if r != nil {
+				*r = fsm.Refusal{} // the caller's copy: a later refusal must not see this
 			}
 			if !slices.Equal(f.Calls, want.Called) {
 				rt.Fatalf("step %d: %v in %v: calls %v, oracle %v", i, e, from, f.Calls, want.Called)
@@ -580,5 +606,39 @@ func (h *Harness[M, S, E]) StateFromAnyGoroutine(t *testing.T) {
 			t.Fatalf("the path to %v ends in %v", s, got)
 		}
 		<-seen
+	}
+}
+
+// scribble changes every string, boolean and number reachable from v
+// (through pointers, slices, arrays and exported struct fields), so that
+// a value sharing any part with it no longer equals what it was.
+func scribble(v reflect.Value) {
+	switch v.Kind() {
+	case reflect.Pointer, reflect.Interface:
+		if !v.IsNil() {
+			scribble(v.Elem())
+		}
+	case reflect.Slice, reflect.Array:
+		for i := range v.Len() {
+			scribble(v.Index(i))
+		}
+	case reflect.Struct:
+		for i := range v.NumField() {
+			if v.Field(i).CanSet() {
+				scribble(v.Field(i))
+			}
+		}
+	case reflect.String:
+		if v.CanSet() {
+			v.SetString(v.String() + "\x00scribbled")
+		}
+	case reflect.Bool:
+		if v.CanSet() {
+			v.SetBool(!v.Bool())
+		}
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+		if v.CanSet() {
+			v.SetInt(v.Int() ^ 1)
+		}
 	}
 }

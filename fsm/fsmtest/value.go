@@ -17,7 +17,9 @@ import (
 //   - booleans are true for odd seeds, false for even ones; integers
 //     are seed (reduced to fit the type);
 //     floats seed+0.5; complex numbers seed+1i; strings "v<seed>";
-//     time.Time seed seconds after 2000-01-01 UTC;
+//     time.Time seed seconds after 2000-01-01 UTC, in UTC for even
+//     seeds and in a zone of its own (UTC+1) for odd ones, so that a
+//     time given on in another location shows;
 //   - pointers point to a new value, slices hold one, maps one entry,
 //     arrays have their first element set, structs their exported
 //     fields; channels are new and unbuffered; functions return zero
@@ -51,6 +53,7 @@ var (
 	timeType  = reflect.TypeFor[time.Time]()
 	errorType = reflect.TypeFor[error]()
 	epoch     = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	oddZone   = time.FixedZone("UTC+1", 3600)
 )
 
 // valueError is the error Value puts in an error interface.
@@ -124,7 +127,11 @@ func fill(v reflect.Value, seed, depth int) {
 		}
 	case reflect.Struct:
 		if t == timeType || t.ConvertibleTo(timeType) && timeType.ConvertibleTo(t) {
-			v.Set(reflect.ValueOf(epoch.Add(time.Duration(seed) * time.Second)).Convert(t))
+			at := epoch.Add(time.Duration(seed) * time.Second)
+			if seed%2 != 0 {
+				at = at.In(oddZone)
+			}
+			v.Set(reflect.ValueOf(at).Convert(t))
 			return
 		}
 		for i := range t.NumField() {

@@ -85,6 +85,7 @@ func TestSame(t *testing.T) {
 		{f, Value[func()](2), false}, {f, Value[func()](1), false}, // each a function value of its own
 		{counter(1), counter(1), false}, {g, g, true}, // closures of one literal
 		{Value[time.Time](2), Value[time.Time](2), true}, {Value[time.Time](2), Value[time.Time](3), false},
+		{Value[time.Time](3), Value[time.Time](3).UTC(), false}, // the same instant elsewhere
 		{node{Name: "a"}, node{Name: "a"}, true}, {node{count: 1}, node{}, false},
 		{[]any{e}, []any{e}, false}, {e, e, true}, {nil, nil, true}, {nil, 0, false},
 		// Unexported fields: a function, and an interface holding one.

@@ -320,6 +320,7 @@ func Test(t *fsm.Table, src Source) ([]byte, error) {
 	p.f("// %s runs the tests below on %s through its public API.\n", harness, M)
 	p.f("var %s = &fsmtest.Harness[*%s, State, Event]{\n", harness, M)
 	p.f("\tTable: %s(),\n", m.tableFunc())
+	p.f("\tNewTable: %s,\n", m.tableFunc())
 	p.f("\tTablePath: %q,\n\tTableName: %q,\n", src.FromPackage, src.Name)
 	p.f("\tNew: func(f *fsmtest.Fake) *%s { return %s(%sFake{f}) },\n", M, m.constructor(), l)
 	p.f("\tFire: %sFire,\n", l)
