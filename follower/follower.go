@@ -558,6 +558,11 @@ func Remove(cfg Config, term logpos.Term) error {
 		if err := cfg.FS.RemoveAll(durable.DeletedDir(cfg.FS, cfg.Dir)); err != nil {
 			return fmt.Errorf("%w: removing what a Delete left: %w", ErrUnavailable, err)
 		}
+		// The rename of a Delete whose directory sync failed, and this
+		// removal, are durable only once the parent is synced.
+		if err := durable.SyncDir(cfg.FS, cfg.FS.PathDir(cfg.Dir)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("%w: syncing %s: %w", ErrUnavailable, cfg.FS.PathDir(cfg.Dir), err)
+		}
 		return nil
 	} else if err != nil {
 		return fmt.Errorf("%w: looking for %s: %w", ErrUnavailable, cfg.Dir, err)
@@ -631,7 +636,10 @@ func removeDir(fs vfs.FS, dir string) error {
 	if err := durable.SyncDir(fs, fs.PathDir(dir)); err != nil {
 		return err
 	}
-	return fs.RemoveAll(gone)
+	if err := fs.RemoveAll(gone); err != nil {
+		return err
+	}
+	return durable.SyncDir(fs, fs.PathDir(dir))
 }
 
 // Close ends the stream or install, stops every goroutine, and closes the

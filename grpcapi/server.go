@@ -29,6 +29,7 @@ import (
 	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/internal/durable"
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
@@ -177,7 +178,7 @@ func New(opts Options) (*Server, error) {
 	if opts.StepHistory <= 0 {
 		opts.StepHistory = DefaultStepHistory
 	}
-	if err := opts.FS.MkdirAll(opts.DataDir, 0o755); err != nil {
+	if err := durable.MkdirAll(opts.FS, opts.DataDir); err != nil {
 		return nil, fmt.Errorf("grpcapi: creating the data directory: %w", err)
 	}
 	lock, err := opts.FS.Lock(opts.FS.PathJoin(opts.DataDir, ".lock"))
@@ -842,6 +843,10 @@ func (s *Server) tidyNamespace(ns string) {
 	dir := s.fs.PathJoin(s.opts.DataDir, ns)
 	if err := s.fs.Remove(dir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		s.log.Debug("namespace directory kept", "namespace", ns, "err", err)
+	} else if err == nil {
+		if err := durable.SyncDir(s.fs, s.opts.DataDir); err != nil {
+			s.log.Warn("syncing the data directory", "namespace", ns, "err", err)
+		}
 	}
 }
 

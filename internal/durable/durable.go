@@ -26,13 +26,17 @@ func SyncDir(fs vfs.FS, dir string) error {
 
 // MkdirAll creates dir and its missing parents and syncs the parent of
 // every directory it created, so that the new directories survive a
-// crash. When dir exists, its parent is synced all the same: a crash may
-// have come between its creation and that sync.
+// crash. The parent of the first directory it found existing (dir
+// itself, when nothing was missing) is synced all the same: a crash, or
+// another MkdirAll still under way, may have come between that
+// directory's creation and the sync of its parent.
 func MkdirAll(fs vfs.FS, dir string) error {
 	var missing []string
+	top := "" // the existing directory the walk stopped at
 	for d := dir; ; {
 		_, err := fs.Stat(d)
 		if err == nil {
+			top = d
 			break
 		}
 		if !errors.Is(err, os.ErrNotExist) {
@@ -59,6 +63,13 @@ func MkdirAll(fs vfs.FS, dir string) error {
 			if err := SyncDir(fs, parent); err != nil {
 				return err
 			}
+		}
+	}
+	// The existing directory may have been created by a concurrent
+	// MkdirAll that has not synced its parent yet.
+	if top != "" {
+		if parent := fs.PathDir(top); parent != top {
+			return SyncDir(fs, parent)
 		}
 	}
 	return nil

@@ -1,0 +1,205 @@
+package grpcapi_test
+
+import (
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"google.golang.org/grpc/codes"
+
+	"github.com/tablefsm/tablefsm/grpcapi"
+	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+)
+
+// onFS puts a node on fs, with small log segments: a crashable MemFS
+// holds the preallocated segments in memory, and copies them in each
+// crash image.
+func onFS(fs vfs.FS) func(*grpcapi.Options) {
+	return func(o *grpcapi.Options) {
+		o.FS = fs
+		o.Follower.SegmentSize = 64 << 10
+	}
+}
+
+// memTree lists every path under dir on fs, relative, depth first.
+func memTree(t *testing.T, fs vfs.FS, dir string) []string {
+	t.Helper()
+	var out []string
+	var walk func(rel string)
+	walk = func(rel string) {
+		names, err := fs.List(fs.PathJoin(dir, rel))
+		if err != nil {
+			return // a file
+		}
+		for _, n := range names {
+			p := n
+			if rel != "" {
+				p = rel + "/" + n
+			}
+			out = append(out, p)
+			walk(p)
+		}
+	}
+	walk("")
+	return out
+}
+
+// Power losses (only what was synced survives: vfs.CrashClone) after
+// calls that returned: what they did is there after a restart.
+
+// TestDataDirectoryIsDurable: a node creates its data directory durably,
+// so that a NewTerm that returned on its first start (the term persisted,
+// docs/spec.md §2.1) survives a power loss.
+func TestDataDirectoryIsDurable(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	n := startNode(t, "/data", onFS(mem))
+	s := leader.Shard{Namespace: "ns", Shard: 0}
+	if _, err := n.conn.NewTerm(ctxT(t), s, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	crashed := mem.CrashClone(vfs.CrashCloneCfg{}) // power loss: only synced data survives
+	n.stop()
+	again := startNode(t, "/data", onFS(crashed))
+	aWantStatus(t, again.conn, s, 1, replicationpb.ServingStatus_FENCED, -1, -1)
+}
+
+// TestDeleteShardIsDurable: after a DeleteShard that returned and a
+// power loss, nothing of the shard is left: neither its data set aside
+// (ns/0.deleted, which nothing would look for again) nor its namespace's
+// directory.
+func TestDeleteShardIsDurable(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	if err := mem.MkdirAll("/data", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root, err := mem.OpenDir("/") // the data directory exists durably
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := root.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	_ = root.Close()
+	n := startNode(t, "/data", onFS(mem))
+	s := leader.Shard{Namespace: "ns", Shard: 0}
+	fence(t, n.conn, s, 1)
+	replicate(t, n.conn, s, 1, 0, 20, true)
+	if err := n.conn.Delete(ctxT(t), s, 1); err != nil {
+		t.Fatal(err)
+	}
+	if got := memTree(t, mem, "/data"); len(got) != 1 || got[0] != ".lock" {
+		t.Fatalf("before the crash: %q", got)
+	}
+	crashed := mem.CrashClone(vfs.CrashCloneCfg{}) // power loss after DeleteShard returned
+	n.stop()
+	again := startNode(t, "/data", onFS(crashed))
+	_, err = again.conn.Status(ctxT(t), s)
+	wantCode(t, err, codes.Aborted, "NODE_IS_NOT_MEMBER", "")
+	again.stop()
+	var left []string
+	for _, p := range memTree(t, crashed, "/data") {
+		if p != ".lock" {
+			left = append(left, p)
+		}
+	}
+	if len(left) > 0 {
+		t.Fatalf("after a DeleteShard that returned, a power loss and a restart, the data directory holds %d paths: %s ...",
+			len(left), strings.Join(left[:min(len(left), 8)], " "))
+	}
+}
+
+// TestRetriedDeleteShardIsDurable: a DeleteShard renames ns/0 to
+// ns/0.deleted but the sync of ns/ fails (Unavailable). The leader
+// retries; the node, which forgot the shard, removes ns/0.deleted and
+// answers OK only once ns/ is synced: after a power loss the rename is
+// not undone, and the shard stays forgotten (docs/spec.md §5).
+func TestRetriedDeleteShardIsDurable(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	if err := mem.MkdirAll("/data", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root, err := mem.OpenDir("/") // the data directory exists durably
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := root.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	_ = root.Close()
+	var failSync atomic.Bool
+	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpFileSync && op.Path == "/data/ns" && failSync.CompareAndSwap(true, false) {
+			return errorfs.ErrInjected
+		}
+		return nil
+	})
+	n := startNode(t, "/data", onFS(errorfs.Wrap(mem, inj)))
+	s := leader.Shard{Namespace: "ns", Shard: 0}
+	fence(t, n.conn, s, 1)
+	replicate(t, n.conn, s, 1, 0, 5, true)
+	failSync.Store(true)
+	err = n.conn.Delete(ctxT(t), s, 1)
+	wantCode(t, err, codes.Unavailable, "RESOURCE_UNAVAILABLE", "")
+	if failSync.Load() {
+		t.Fatal("the sync of ns/ was never attempted: the test proves nothing")
+	}
+	if err := n.conn.Delete(ctxT(t), s, 1); err != nil {
+		t.Fatalf("retried DeleteShard: %v", err)
+	}
+	crashed := mem.CrashClone(vfs.CrashCloneCfg{}) // power loss after DeleteShard returned OK
+	n.stop()
+	again := startNode(t, "/data", onFS(crashed))
+	st, err := again.conn.Status(ctxT(t), s)
+	if err == nil {
+		t.Fatalf("after DeleteShard returned OK and a power loss, the shard is hosted again: %v", st)
+	}
+	wantCode(t, err, codes.Aborted, "NODE_IS_NOT_MEMBER", "")
+}
+
+// TestConcurrentFirstUseInANewNamespace: NewTerm on ns/0 creates ns/ and
+// ns/0/ and is slow to sync /data; NewTerm on ns/1 meanwhile finds ns/
+// there. It syncs /data itself before it returns: the term it answered
+// for survives a power loss taken before the first call's sync.
+func TestConcurrentFirstUseInANewNamespace(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	if err := mem.MkdirAll("/data", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	root, err := mem.OpenDir("/") // the data directory exists durably
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := root.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	_ = root.Close()
+	var armed atomic.Bool
+	blocked, unblock := make(chan struct{}), make(chan struct{})
+	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpFileSync && op.Path == "/data" && armed.CompareAndSwap(true, false) {
+			close(blocked)
+			<-unblock // the first NewTerm is slow to sync /data
+		}
+		return nil
+	})
+	n := startNode(t, "/data", onFS(errorfs.Wrap(mem, inj)))
+	a, b := leader.Shard{Namespace: "ns", Shard: 0}, leader.Shard{Namespace: "ns", Shard: 1}
+	armed.Store(true)
+	first := make(chan error, 1)
+	go func() { _, err := n.conn.NewTerm(ctxT(t), a, 1, nil); first <- err }()
+	<-blocked
+	if _, err := n.conn.NewTerm(ctxT(t), b, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	crashed := mem.CrashClone(vfs.CrashCloneCfg{}) // power loss once ns/1's NewTerm returned
+	close(unblock)
+	if err := <-first; err != nil {
+		t.Fatal(err)
+	}
+	n.stop()
+	again := startNode(t, "/data", onFS(crashed))
+	aWantStatus(t, again.conn, b, 1, replicationpb.ServingStatus_FENCED, -1, -1)
+}
