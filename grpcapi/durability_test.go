@@ -1,6 +1,7 @@
 package grpcapi_test
 
 import (
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/internal/durable"
 )
 
 // onFS puts a node on fs, with small log segments: a crashable MemFS
@@ -202,4 +204,37 @@ func TestConcurrentFirstUseInANewNamespace(t *testing.T) {
 	n.stop()
 	again := startNode(t, "/data", onFS(crashed))
 	aWantStatus(t, again.conn, b, 1, replicationpb.ServingStatus_FENCED, -1, -1)
+}
+
+// TestStartRemovesWhatDeletionsLeft: a node starting removes, durably,
+// what crashes left of removals: a shard's directory set aside by a
+// Delete (nothing calls a deleted shard again, which would remove it
+// too), and namespace directories left empty. It keeps the shards and
+// anything that is not a shard's set-aside directory.
+func TestStartRemovesWhatDeletionsLeft(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	n := startNode(t, "/data", onFS(mem))
+	s := leader.Shard{Namespace: "ns", Shard: 1}
+	fence(t, n.conn, s, 1)
+	n.stop()
+	for _, dir := range []string{"/data/ns/0.deleted/wal", "/data/ns/x.deleted", "/data/empty", "/data/gone/7.deleted/store"} {
+		if err := durable.MkdirAll(mem, dir); err != nil { // there after a crash too
+			t.Fatal(err)
+		}
+	}
+	again := startNode(t, "/data", onFS(mem))
+	crashed := mem.CrashClone(vfs.CrashCloneCfg{}) // what the start removed stays removed
+	aWantStatus(t, again.conn, s, 1, replicationpb.ServingStatus_FENCED, -1, -1)
+	want := []string{".lock", "ns", "ns/1", "ns/x.deleted"}
+	for _, fs := range []vfs.FS{mem, crashed} {
+		var got []string
+		for _, p := range memTree(t, fs, "/data") {
+			if !strings.HasPrefix(p, "ns/1/") {
+				got = append(got, p)
+			}
+		}
+		if slices.Sort(got); !slices.Equal(got, want) {
+			t.Errorf("the data directory holds %q, want %q", got, want)
+		}
+	}
 }

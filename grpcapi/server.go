@@ -186,6 +186,7 @@ func New(opts Options) (*Server, error) {
 		return nil, fmt.Errorf("grpcapi: locking the data directory %s (is another node using it?): %w", opts.DataDir, err)
 	}
 	s := &Server{opts: opts, log: opts.Logger, fs: opts.FS, lock: lock}
+	s.sweepDeleted()
 	s.stopping, s.stop = context.WithCancel(context.Background())
 	s.drained, s.drain = context.WithCancel(context.Background())
 	s.mu.shards = make(map[shardKey]*shard)
@@ -425,6 +426,54 @@ func (s *Server) removeLeftEmpty(shards []*shard, namespaces map[string]bool) {
 	for ns := range namespaces {
 		if err := s.fs.Remove(s.fs.PathJoin(s.opts.DataDir, ns)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			s.log.Debug("namespace directory kept", "namespace", ns, "err", err)
+		}
+	}
+}
+
+// sweepDeleted removes, durably, what a crash left of removals: a
+// shard's directory set aside by a Delete (<namespace>/<shard>.deleted;
+// opening that shard would remove it, but a shard that was deleted or
+// dropped is not called again), and namespace directories left empty.
+// It runs before the node serves, with the data directory locked.
+func (s *Server) sweepDeleted() {
+	fs, data := s.fs, s.opts.DataDir
+	namespaces, err := fs.List(data)
+	if err != nil {
+		s.log.Warn("listing the data directory", "err", err)
+		return
+	}
+	for _, ns := range namespaces {
+		if !validNamespace(ns) {
+			continue // .lock, or nothing of the node's
+		}
+		dir := fs.PathJoin(data, ns)
+		names, err := fs.List(dir)
+		if err != nil {
+			continue // not a directory
+		}
+		removed := 0
+		for _, name := range names {
+			if shard, aside := strings.CutSuffix(name, ".deleted"); aside {
+				if _, ok := parseShardID(shard); ok {
+					if err := fs.RemoveAll(fs.PathJoin(dir, name)); err != nil {
+						s.log.Warn("removing what a shard's deletion left", "namespace", ns, "dir", name, "err", err)
+						continue
+					}
+					removed++
+				}
+			}
+		}
+		if removed > 0 {
+			if err := durable.SyncDir(fs, dir); err != nil {
+				s.log.Warn("syncing a namespace directory", "namespace", ns, "err", err)
+			}
+		}
+		if removed == len(names) {
+			if err := fs.Remove(dir); err != nil {
+				s.log.Warn("removing an empty namespace directory", "namespace", ns, "err", err)
+			} else if err := durable.SyncDir(fs, data); err != nil {
+				s.log.Warn("syncing the data directory", "err", err)
+			}
 		}
 	}
 }
