@@ -466,6 +466,12 @@ func (r *replication) sync() {
 			f.stats.syncLatency.observe(time.Since(start))
 		}
 		if err != nil {
+			// The stream ends before the head is lowered: an Append the
+			// receive loop takes meanwhile must not find a gap and end
+			// it with ErrGap. Noted even when the stream ended
+			// meanwhile: the failure belongs to the log, which the next
+			// control operation reopens.
+			r.fail(fmt.Errorf("%w: syncing the log: %w", ErrUnavailable, err))
 			if errors.Is(err, wal.ErrFailed) {
 				// What the failed fsync covered is not the head, also when
 				// the stream was detached while it ran (detach lowers the
@@ -478,9 +484,6 @@ func (r *replication) sync() {
 				}
 				f.logSwap.Unlock()
 			}
-			// Noted even when the stream ended meanwhile: the failure
-			// belongs to the log, which the next control operation reopens.
-			r.fail(fmt.Errorf("%w: syncing the log: %w", ErrUnavailable, err))
 			return
 		}
 		if r.ctx.Err() != nil {
