@@ -26,6 +26,16 @@ func onFS(fs vfs.FS) func(*grpcapi.Options) {
 	}
 }
 
+// memWithDataDir returns a crashable MemFS holding /data durably.
+func memWithDataDir(t *testing.T) *vfs.MemFS {
+	t.Helper()
+	mem := vfs.NewCrashableMem()
+	if err := durable.MkdirAll(mem, "/data"); err != nil {
+		t.Fatal(err)
+	}
+	return mem
+}
+
 // memTree lists every path under dir on fs, relative, depth first.
 func memTree(t *testing.T, fs vfs.FS, dir string) []string {
 	t.Helper()
@@ -73,18 +83,7 @@ func TestDataDirectoryIsDurable(t *testing.T) {
 // (ns/0.deleted, which nothing would look for again) nor its namespace's
 // directory.
 func TestDeleteShardIsDurable(t *testing.T) {
-	mem := vfs.NewCrashableMem()
-	if err := mem.MkdirAll("/data", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	root, err := mem.OpenDir("/") // the data directory exists durably
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := root.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	_ = root.Close()
+	mem := memWithDataDir(t)
 	n := startNode(t, "/data", onFS(mem))
 	s := leader.Shard{Namespace: "ns", Shard: 0}
 	fence(t, n.conn, s, 1)
@@ -98,7 +97,7 @@ func TestDeleteShardIsDurable(t *testing.T) {
 	crashed := mem.CrashClone(vfs.CrashCloneCfg{}) // power loss after DeleteShard returned
 	n.stop()
 	again := startNode(t, "/data", onFS(crashed))
-	_, err = again.conn.Status(ctxT(t), s)
+	_, err := again.conn.Status(ctxT(t), s)
 	wantCode(t, err, codes.Aborted, "NODE_IS_NOT_MEMBER", "")
 	again.stop()
 	var left []string
@@ -119,18 +118,7 @@ func TestDeleteShardIsDurable(t *testing.T) {
 // answers OK only once ns/ is synced: after a power loss the rename is
 // not undone, and the shard stays forgotten (docs/spec.md §5).
 func TestRetriedDeleteShardIsDurable(t *testing.T) {
-	mem := vfs.NewCrashableMem()
-	if err := mem.MkdirAll("/data", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	root, err := mem.OpenDir("/") // the data directory exists durably
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := root.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	_ = root.Close()
+	mem := memWithDataDir(t)
 	var failSync atomic.Bool
 	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
 		if op.Kind == errorfs.OpFileSync && op.Path == "/data/ns" && failSync.CompareAndSwap(true, false) {
@@ -143,7 +131,7 @@ func TestRetriedDeleteShardIsDurable(t *testing.T) {
 	fence(t, n.conn, s, 1)
 	replicate(t, n.conn, s, 1, 0, 5, true)
 	failSync.Store(true)
-	err = n.conn.Delete(ctxT(t), s, 1)
+	err := n.conn.Delete(ctxT(t), s, 1)
 	wantCode(t, err, codes.Unavailable, "RESOURCE_UNAVAILABLE", "")
 	if failSync.Load() {
 		t.Fatal("the sync of ns/ was never attempted: the test proves nothing")
@@ -166,18 +154,7 @@ func TestRetriedDeleteShardIsDurable(t *testing.T) {
 // there. It syncs /data itself before it returns: the term it answered
 // for survives a power loss taken before the first call's sync.
 func TestConcurrentFirstUseInANewNamespace(t *testing.T) {
-	mem := vfs.NewCrashableMem()
-	if err := mem.MkdirAll("/data", 0o755); err != nil {
-		t.Fatal(err)
-	}
-	root, err := mem.OpenDir("/") // the data directory exists durably
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := root.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	_ = root.Close()
+	mem := memWithDataDir(t)
 	var armed atomic.Bool
 	blocked, unblock := make(chan struct{}), make(chan struct{})
 	inj := errorfs.InjectorFunc(func(op errorfs.Op) error {
