@@ -1,6 +1,8 @@
 package grpcapi_test
 
 import (
+	"errors"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -212,6 +214,42 @@ func TestStartRemovesWhatDeletionsLeft(t *testing.T) {
 		}
 		if slices.Sort(got); !slices.Equal(got, want) {
 			t.Errorf("the data directory holds %q, want %q", got, want)
+		}
+	}
+}
+
+// TestDataDirectoryInAParentNotReadable: syncing the data directory's
+// parent needs the right to read it. A node whose data directory exists
+// starts without it (with a warning); one that would create its data
+// directory there refuses to start, as it could not make it durable.
+func TestDataDirectoryInAParentNotReadable(t *testing.T) {
+	for _, exists := range []bool{true, false} {
+		mem := vfs.NewMem()
+		if err := mem.MkdirAll("/srv", 0o711); err != nil {
+			t.Fatal(err)
+		}
+		if exists {
+			if err := mem.MkdirAll("/srv/data", 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
+		fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+			if op.Kind == errorfs.OpOpenDir && op.Path == "/srv" {
+				return os.ErrPermission
+			}
+			return nil
+		}))
+		srv, err := grpcapi.New(grpcapi.Options{DataDir: "/srv/data", FS: fs})
+		switch {
+		case exists && err != nil:
+			t.Errorf("a node whose data directory exists: %v", err)
+		case !exists && !errors.Is(err, os.ErrPermission):
+			t.Errorf("a node creating its data directory: %v, want a permission error", err)
+		}
+		if srv != nil {
+			if err := srv.Shutdown(ctxT(t)); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 }

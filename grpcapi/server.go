@@ -178,7 +178,14 @@ func New(opts Options) (*Server, error) {
 	if opts.StepHistory <= 0 {
 		opts.StepHistory = DefaultStepHistory
 	}
-	if err := durable.MkdirAll(opts.FS, opts.DataDir); err != nil {
+	if _, err := opts.FS.Stat(opts.DataDir); err == nil {
+		// Made durable, as far as the permissions allow: an operator's
+		// mkdir may never have been synced, but syncing the parent
+		// needs the right to read it, which starting needs not.
+		if err := durable.SyncDir(opts.FS, opts.FS.PathDir(opts.DataDir)); err != nil {
+			opts.Logger.Warn("cannot sync the data directory's parent: the directory may not survive a power loss", "data_dir", opts.DataDir, "err", err)
+		}
+	} else if err := durable.MkdirAll(opts.FS, opts.DataDir); err != nil {
 		return nil, fmt.Errorf("grpcapi: creating the data directory: %w", err)
 	}
 	lock, err := opts.FS.Lock(opts.FS.PathJoin(opts.DataDir, ".lock"))
