@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
@@ -342,10 +344,12 @@ func (b *benchConfig) stream(ctx context.Context, e *env, s *side, count int64, 
 	if s.name == "followerd" && s.next > 0 {
 		// Let the follower apply what earlier streams committed, so that
 		// one measurement does not pay for the previous one.
-		gctx, cancel := context.WithTimeoutCause(ctx, b.stallTimeout, fmt.Errorf("%w: not applied within --stall-timeout %s", errStalled, b.stallTimeout))
+		stalled := fmt.Errorf("%w: not applied within --stall-timeout %s", errStalled, b.stallTimeout)
+		gctx, cancel := context.WithTimeoutCause(ctx, b.stallTimeout, stalled)
 		_, _, err := s.conn.Get(gctx, b.shard, s.next-1)
-		if err != nil && gctx.Err() != nil && ctx.Err() == nil {
-			err = fmt.Errorf("%w: %w", context.Cause(gctx), err)
+		// The node's copy of the deadline may end the call before ours.
+		if err != nil && ctx.Err() == nil && (gctx.Err() != nil || status.Code(err) == codes.DeadlineExceeded) {
+			err = fmt.Errorf("%w: %w", stalled, err)
 		}
 		cancel()
 		if err != nil {

@@ -18,6 +18,8 @@ import (
 
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 
 	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
@@ -187,6 +189,15 @@ func (slowApplier) Get(ctx context.Context, _ *inspectpb.GetRequest) (*inspectpb
 	return nil, ctx.Err()
 }
 
+// deadlineFirst is a slowApplier whose copy of the caller's deadline ends
+// before the caller's own: its Get answers DeadlineExceeded while the
+// caller's context is still live.
+type deadlineFirst struct{ slowApplier }
+
+func (deadlineFirst) Get(context.Context, *inspectpb.GetRequest) (*inspectpb.GetResponse, error) {
+	return nil, status.Error(codes.DeadlineExceeded, "context deadline exceeded")
+}
+
 // TestBenchGivesUpOnAStalledNode: bench against a node that stops
 // acknowledging, or applying what it acknowledged, ends with an error
 // saying so, rather than waiting for ever.
@@ -194,11 +205,13 @@ func TestBenchGivesUpOnAStalledNode(t *testing.T) {
 	for _, c := range []struct {
 		name        string
 		replication replicationpb.OxiaLogReplicationServer
+		inspect     inspectpb.InspectServer
 		rounds      string
 		want        string
 	}{
-		{"acking nothing", stalledNode{}, "1", "the node stalled: no ack for --stall-timeout 50ms"},
-		{"applying nothing", slowApplier{}, "2", "the node stalled: not applied within --stall-timeout 50ms"},
+		{"acking nothing", stalledNode{}, slowApplier{}, "1", "the node stalled: no ack for --stall-timeout 50ms"},
+		{"applying nothing", slowApplier{}, slowApplier{}, "2", "the node stalled: not applied within --stall-timeout 50ms"},
+		{"applying nothing, the node's deadline first", slowApplier{}, deadlineFirst{}, "2", "the node stalled: not applied within --stall-timeout 50ms"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -208,7 +221,7 @@ func TestBenchGivesUpOnAStalledNode(t *testing.T) {
 			srv := grpc.NewServer()
 			replicationpb.RegisterOxiaCoordinationServer(srv, slowApplier{})
 			replicationpb.RegisterOxiaLogReplicationServer(srv, c.replication)
-			inspectpb.RegisterInspectServer(srv, slowApplier{})
+			inspectpb.RegisterInspectServer(srv, c.inspect)
 			served := make(chan error, 1)
 			go func() { served <- srv.Serve(lis) }()
 			defer func() {
