@@ -76,6 +76,20 @@ func treeDiff(a, b map[string]int64) string {
 	return strings.Join(d, "; ")
 }
 
+// changesNothing runs refused, an operation the follower refuses, and
+// fails the test if it changed the follower (confObserve) or its files.
+func changesNothing(t *testing.T, h *harness, what string, refused func()) {
+	t.Helper()
+	before, tree := confObserve(t, h.f, h.dir, h.fs), treeOf(t, h.dir)
+	refused()
+	if d := before.diff(confObserve(t, h.f, h.dir, h.fs)); d != "" {
+		t.Errorf("%s changed: %s", what, d)
+	}
+	if d := treeDiff(tree, treeOf(t, h.dir)); d != "" {
+		t.Errorf("%s changed the disk: %s", what, d)
+	}
+}
+
 // TestCheckOrderClosedFirst: SPEC §2 "Every operation on a Closed follower
 // returns ErrClosed (Close returns nil)", also when the operation's own
 // checks fail too, and nothing on disk changes (after Delete: nothing is
@@ -147,18 +161,11 @@ func TestCheckOrderTruncatePairs(t *testing.T) {
 	run := func(t *testing.T, h *harness, cases []tc) {
 		t.Helper()
 		for _, c := range cases {
-			before := confObserve(t, h.f, h.dir, h.fs)
-			tree := treeOf(t, h.dir)
-			_, err := h.f.Truncate(c.term, c.head)
-			if !errors.Is(err, c.want) {
-				t.Errorf("%s: %v, want %v", c.name, err, c.want)
-			}
-			if d := before.diff(confObserve(t, h.f, h.dir, h.fs)); d != "" {
-				t.Errorf("%s: refused Truncate changed: %s", c.name, d)
-			}
-			if d := treeDiff(tree, treeOf(t, h.dir)); d != "" {
-				t.Errorf("%s: refused Truncate changed the disk: %s", c.name, d)
-			}
+			changesNothing(t, h, c.name+": the refused Truncate", func() {
+				if _, err := h.f.Truncate(c.term, c.head); !errors.Is(err, c.want) {
+					t.Errorf("%s: %v, want %v", c.name, err, c.want)
+				}
+			})
 		}
 	}
 
@@ -305,30 +312,24 @@ func TestCheckOrderAppendPairs(t *testing.T) {
 			if _, err := h.f.NewTerm(2, confOpts); err != nil {
 				t.Fatal(err)
 			}
-			before := confObserve(t, h.f, h.dir, h.fs)
-			tree := treeOf(t, h.dir)
-			if before.St.State != StateFenced || before.St.Head != 3 || before.Advertised != -1 {
-				t.Fatalf("setup: %+v advertised %d", before.St, before.Advertised)
+			if st := h.f.Status(); st.State != StateFenced || st.Head != 3 || h.f.advertised.Load() != -1 {
+				t.Fatalf("setup: %+v advertised %d", st, h.f.advertised.Load())
 			}
-			a := confAttach(t, h.f)
-			a.send(t, c.a)
-			select {
-			case err := <-a.res:
-				if !errors.Is(err, c.want) {
-					t.Fatalf("the stream ended with %v, want %v", err, c.want)
+			changesNothing(t, h, "a failing Append", func() {
+				a := confAttach(t, h.f)
+				a.send(t, c.a)
+				select {
+				case err := <-a.res:
+					if !errors.Is(err, c.want) {
+						t.Fatalf("the stream ended with %v, want %v", err, c.want)
+					}
+				case o := <-a.s.acks:
+					t.Fatalf("offset %d acknowledged", o)
 				}
-			case o := <-a.s.acks:
-				t.Fatalf("offset %d acknowledged", o)
-			}
-			if len(a.s.acks) > 0 {
-				t.Fatalf("ack %d", <-a.s.acks)
-			}
-			if d := before.diff(confObserve(t, h.f, h.dir, h.fs)); d != "" {
-				t.Errorf("a failing Append changed: %s", d)
-			}
-			if d := treeDiff(tree, treeOf(t, h.dir)); d != "" {
-				t.Errorf("a failing Append changed the disk: %s", d)
-			}
+				if len(a.s.acks) > 0 {
+					t.Fatalf("ack %d", <-a.s.acks)
+				}
+			})
 			// And the follower takes the entry the leader sends next.
 			next := confAttach(t, h.f)
 			next.send(t, entryAppend(2, 4, -1, "k4", "v"))
@@ -350,17 +351,11 @@ func TestCheckOrderInstallPairs(t *testing.T) {
 		h := newHarness(t, Config{})
 		chunks := confSnap{chunkTerm: -1, storeTerm: 2, commit: 4, options: confSnapOpts}.build(t)
 		chunks[0].Name = "../escape"
-		tree := treeOf(t, h.dir)
-		before := confObserve(t, h.f, h.dir, h.fs)
-		if _, err := h.f.InstallSnapshot(&gatedStream{chunks: chunks}); !errors.Is(err, ErrInvalidTerm) {
-			t.Fatalf("%v, want ErrInvalidTerm", err)
-		}
-		if d := before.diff(confObserve(t, h.f, h.dir, h.fs)); d != "" {
-			t.Errorf("changed: %s", d)
-		}
-		if d := treeDiff(tree, treeOf(t, h.dir)); d != "" {
-			t.Errorf("changed the disk: %s", d)
-		}
+		changesNothing(t, h, "the refused install", func() {
+			if _, err := h.f.InstallSnapshot(&gatedStream{chunks: chunks}); !errors.Is(err, ErrInvalidTerm) {
+				t.Fatalf("%v, want ErrInvalidTerm", err)
+			}
+		})
 	})
 
 	for name, mangle := range map[string]func([]*replicationpb.SnapshotChunk) []*replicationpb.SnapshotChunk{
@@ -377,17 +372,11 @@ func TestCheckOrderInstallPairs(t *testing.T) {
 		t.Run("Fenced: wrong first term + "+name, func(t *testing.T) {
 			h := confPopulated(t, Config{})
 			chunks := mangle(confSnap{chunkTerm: 3, storeTerm: 3, commit: 4, options: confSnapOpts}.build(t))
-			tree := treeOf(t, h.dir)
-			before := confObserve(t, h.f, h.dir, h.fs)
-			if _, err := h.f.InstallSnapshot(&gatedStream{chunks: chunks}); !errors.Is(err, ErrInvalidTerm) {
-				t.Fatalf("%v, want ErrInvalidTerm", err)
-			}
-			if d := before.diff(confObserve(t, h.f, h.dir, h.fs)); d != "" {
-				t.Errorf("changed: %s", d)
-			}
-			if d := treeDiff(tree, treeOf(t, h.dir)); d != "" {
-				t.Errorf("changed the disk: %s", d)
-			}
+			changesNothing(t, h, "the refused install", func() {
+				if _, err := h.f.InstallSnapshot(&gatedStream{chunks: chunks}); !errors.Is(err, ErrInvalidTerm) {
+					t.Fatalf("%v, want ErrInvalidTerm", err)
+				}
+			})
 		})
 	}
 
