@@ -337,3 +337,12 @@ func TestLoaderClosesWhatAPanicInTheCheckLeftOpen(t *testing.T) {
 	}
 	assertFingerprint(t, "after the refused snapshot", before, fingerprintOf(t, s))
 }
+
+// TestLoaderRefusesACommitIDWithoutTerm: a snapshot whose commit id has
+// no term (which no apply writes: every entry has one) is refused.
+func TestLoaderRefusesACommitIDWithoutTerm(t *testing.T) {
+	chunks, _ := rawSnapshot(t, func(_ *pebble.DB, apply func(logpos.Term, logpos.Offset, string, string)) {
+		apply(logpos.NoTerm, 5, "k", "v")
+	})
+	refusedLeavingTheStore(t, chunks, "has no term")
+}

@@ -241,6 +241,9 @@ func openStaged(dir string, opts *pebble.Options) (info SnapshotInfo, db *pebble
 		err = fmt.Errorf("%w: the staged store has no term", ErrInvalidSnapshot)
 	case st.commit.Offset < 0:
 		err = fmt.Errorf("%w: the staged store has no commit id (nothing was applied to it)", ErrInvalidSnapshot)
+	case st.commit.Term < 0:
+		// Apply never writes it: every entry has a term.
+		err = fmt.Errorf("%w: the staged store's commit id %v has no term", ErrInvalidSnapshot, st.commit)
 	}
 	if err == nil {
 		err = checkTables(db)
