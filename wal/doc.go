@@ -37,7 +37,8 @@
 //
 // A write or fsync failure is sticky: the log cannot know what reached the
 // disk, so it refuses further writes with an error wrapping ErrFailed (and
-// the cause). Durable entries stay readable. Close and Open again to
+// the cause). Durable entries stay readable, except those that the
+// TruncateLog or Clear that failed was removing. Close and Open again to
 // recover: Close of a failed log only closes it, syncing nothing and
 // reporting no error (the failure was reported by the call that met it,
 // and nothing appended after it was reported durable).

@@ -22,8 +22,9 @@ var (
 	// ErrCorrupt marks damaged data: a record or file that fails its
 	// checks where a valid one must be.
 	ErrCorrupt = errors.New("wal: corrupt")
-	// ErrTrimmed: a reader asked for an offset that Trim (or a Clear
-	// followed by new entries) removed from the start of the log.
+	// ErrTrimmed: a reader asked for an offset below the first entry of
+	// the log: removed from its start by Trim (or a Clear followed by new
+	// entries), or never in it (the log's first entry came after it).
 	ErrTrimmed = errors.New("wal: offset trimmed")
 	// ErrCaughtUp: a forward reader has returned every durable entry. A
 	// later call returns the entries made durable since.

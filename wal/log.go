@@ -378,7 +378,9 @@ func (l *Log) AppendAsync(e logpos.Entry) error {
 
 // SeedChain sets the CRC the first entry of an empty log is chained to
 // (after a snapshot, the leader's previous_entry_crc). Without a seed the
-// chain starts from 0. The seed is persisted with the first entry.
+// chain starts from 0. The seed is persisted with the first entry; until
+// then it stays, whatever becomes of the appends that fail, and seeding
+// again replaces it (Clear resets it to 0).
 func (l *Log) SeedChain(prevCRC uint32) error {
 	l.appendMu.Lock()
 	defer l.appendMu.Unlock()

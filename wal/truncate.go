@@ -14,9 +14,9 @@ import (
 // TruncateLog removes every entry after lastSafe, durably, and returns the
 // new last offset. Entries up to lastSafe that were appended but not yet
 // synced are made durable too, so afterwards LastDurable and LastAppended
-// are both lastSafe. lastSafe = -1, or any offset below the first entry,
-// clears the log (and returns -1). lastSafe beyond the last appended entry
-// is ErrOutOfRange. Readers that returned a removed entry fail with
+// are both lastSafe. lastSafe = -1, or any offset from 0 up to below the
+// first entry, clears the log (and returns -1). lastSafe below -1 or
+// beyond the last appended entry is ErrOutOfRange. Readers that returned a removed entry fail with
 // ErrLogChanged.
 func (l *Log) TruncateLog(lastSafe logpos.Offset) (logpos.Offset, error) {
 	defer l.quiesce()()
