@@ -852,3 +852,43 @@ func TestBugNewTermReturnsBeforeTheHandler(t *testing.T) {
 		t.Error("NewTerm returned before the ended stream's handler")
 	}
 }
+
+// TestBugFailedFirstAppendLeftItsCRCAsSeed: the first entry of an empty
+// log carried a previous_entry_crc, and its segment could not be created
+// (a failure that does not fail the log). The stream ended, but the CRC it
+// carried stayed as the seed of the chain: the next first entry, sent
+// without one, was chained to it, and the follower's chain no longer
+// matched the leader's (SPEC §5; §2.3: an Append that fails changes
+// nothing). Fixed: a failed append puts the seed back.
+func TestBugFailedFirstAppendLeftItsCRCAsSeed(t *testing.T) {
+	// The chain of a follower that took entry 0 sent without a CRC.
+	clean := newHarness(t, Config{})
+	clean.newTerm(1)
+	s, res := clean.replicate(1, 0, 0, -1)
+	if err := finish(s, res); err != nil {
+		t.Fatal(err)
+	}
+	want := clean.f.log.LastCRC()
+
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	h.fs.fail("/wal/")
+	a := confAttach(t, h.f)
+	seed := uint32(0xdeadbeef)
+	a.send(t, &replicationpb.Append{Term: 1, CommitOffset: -1, PreviousEntryCrc: &seed,
+		Entry: &replicationpb.LogEntry{Term: 1, Offset: 0, Value: kvPut("k", "v")}})
+	if err := <-a.res; !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("the stream ended with %v, want ErrUnavailable", err)
+	}
+	h.fs.heal()
+	if got := h.f.log.LastCRC(); got != 0 {
+		t.Errorf("the failed Append left %#x as the chain's seed, want 0", got)
+	}
+	s, res = h.replicate(1, 0, 0, -1) // entry 0 again, without a CRC
+	if err := finish(s, res); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.f.log.LastCRC(); got != want {
+		t.Fatalf("the chain after entry 0 is %#x, want %#x", got, want)
+	}
+}

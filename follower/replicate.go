@@ -415,12 +415,21 @@ func (r *replication) append(e logpos.Entry, previousCRC *uint32) error {
 		return fmt.Errorf("%w: entry %d holds %d bytes, more than the log takes (%d)", ErrInvalidArgument, e.Offset, len(e.Value), wal.MaxValueSize)
 	}
 	log := r.log
+	seeded, before := false, uint32(0)
 	if previousCRC != nil && log.LastAppended().IsNone() {
+		before = log.LastCRC()
 		if err := log.SeedChain(*previousCRC); err != nil {
 			return fmt.Errorf("%w: seeding the CRC chain: %w", ErrUnavailable, err)
 		}
+		seeded = true
 	}
 	if err := log.AppendAsync(e); err != nil {
+		if seeded {
+			// The Append failed: its CRC is not the chain's seed. (If
+			// the log failed, the reopening that repairs it reads the
+			// seed from the disk.)
+			_ = log.SeedChain(before)
+		}
 		return fmt.Errorf("%w: appending entry %d: %w", ErrUnavailable, e.Offset, err)
 	}
 	return nil
