@@ -661,49 +661,72 @@ const maxChanElem = 1 << 16
 func minSize(e ast.Expr) int64 { return sizeOf(e, 4) }
 
 // sizeOf returns the least size, in bytes, a value of type e has on
-// platforms with machine words of word bytes, without the padding
-// alignment may add (a named type counts as a byte), up to maxFrame.
+// platforms with machine words of word bytes, laid out as the gc compiler
+// lays it out (a named type counts as a byte), up to maxFrame.
 func sizeOf(e ast.Expr, word int64) int64 {
+	size, _ := layoutOf(e, word)
+	return size
+}
+
+// layoutOf returns the least size and alignment of a value of type e, as
+// sizeOf says. Both grow with those of the parts, so counting a named type
+// as a byte aligned to one gives a lower bound.
+func layoutOf(e ast.Expr, word int64) (size, align int64) {
 	switch x := e.(type) {
 	case *ast.Ident:
 		if n, ok := basicSizes[x.Name]; ok {
-			return n
+			if x.Name == "complex64" || x.Name == "complex128" {
+				return n, min(n/2, word) // aligned as its two floats
+			}
+			return n, min(n, word)
 		}
 		if n, ok := wordSizes[x.Name]; ok {
-			return n * word
+			return n * word, word
 		}
 	case *ast.ParenExpr:
-		return sizeOf(x.X, word)
+		return layoutOf(x.X, word)
 	case *ast.StarExpr, *ast.MapType, *ast.ChanType, *ast.FuncType:
-		return word
+		return word, word
 	case *ast.InterfaceType:
-		return 2 * word
+		return 2 * word, word
 	case *ast.ArrayType:
 		if x.Len == nil {
-			return 3 * word // a slice
+			return 3 * word, word // a slice
 		}
+		elem, align := layoutOf(x.Elt, word)
 		v, known, problem := constValue(x.Len)
 		if !known || problem != "" {
-			return 0 // a length that names constants may be 0
+			return 0, align // a length that names constants may be 0
 		}
 		n, exact := constant.Int64Val(constant.ToInt(v))
-		elem := sizeOf(x.Elt, word)
 		switch {
 		case !exact || n >= maxFrame:
-			return maxFrame
+			return maxFrame, align
 		case n <= 0 || elem == 0:
-			return 0
+			return 0, align
 		}
-		return min(n*elem, maxFrame) // both below 2³⁰: no overflow
+		return min(n*elem, maxFrame), align // both below 2³⁰: no overflow
 	case *ast.StructType:
-		var sum int64
+		var offset, last int64
+		align = 1
 		for _, f := range x.Fields.List {
-			sum = min(sum+sizeOf(f.Type, word)*int64(max(len(f.Names), 1)), maxFrame)
+			size, a := layoutOf(f.Type, word)
+			align = max(align, a)
+			for range max(len(f.Names), 1) {
+				offset = min(roundUp(offset, a)+size, maxFrame)
+				last = size
+			}
 		}
-		return sum
+		if offset > 0 && last == 0 {
+			offset++ // a pointer to the last field must not point past the struct
+		}
+		return min(roundUp(offset, align), maxFrame), align
 	}
-	return 1
+	return 1, 1
 }
+
+// roundUp rounds n up to a multiple of align (a power of two).
+func roundUp(n, align int64) int64 { return (n + align - 1) &^ (align - 1) }
 
 // basicSizes are the sizes of the predeclared types of a fixed size;
 // wordSizes, of the others, in machine words.

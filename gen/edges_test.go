@@ -434,7 +434,7 @@ func TestEdgeTablePassesItsGeneratedTests(t *testing.T) {
 	}
 	src.WriteString("events:\n  Go: {payload: {v: foo.T, s: \"struct{ f func() }\", a: any}}\n" +
 		"  Run: {payload: {v: foo.T, s: \"struct {f func()}\", a: \"interface{}\"}}\n" +
-		"  Lock: {payload: {mu: \"*sync.Mutex\", rw: \"[]sync.RWMutex\", once: \"map[int]sync.Once\", value: atomic.Value, machine: \"*Edge\", ch: \"chan [8191]int\"}}\n" +
+		"  Lock: {payload: {mu: \"*sync.Mutex\", rw: \"[]sync.RWMutex\", once: \"map[int]sync.Once\", value: atomic.Value, machine: \"*Edge\", ch: \"chan [8191]int\", padded: \"chan [4095]struct{ a bool; b int64 }\"}}\n" +
 		"guards:\n  Ok: {error: ErrNo, uses: [v, s, a]}\nerrors:\n  ErrNo: {}\nrows:\n")
 	for i := 1; i < fsm.MaxStates; i++ {
 		fmt.Fprintf(&src, "  - {from: S%d, on: Go, if: [Ok], to: S%d}\n", i, i+1)
