@@ -266,6 +266,8 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 		{"nil handlers not checked", "\tif m.h == nil {\n\t\treturn fsm.ErrNoMachine\n\t}\n", ""},
 		{"observer not removed", "func (m *Job) SetObserver(o fsm.Observer) { m.obs = o }", "func (m *Job) SetObserver(o fsm.Observer) {\n\tif o != nil {\n\t\tm.obs = o\n\t}\n}"},
 		{"refusal shared, not the caller's copy", "\terr := fsm.Refused(r)\n", "\tvar err error = r\n"},
+		{"refusal returned as its bare error", "\terr := fsm.Refused(r)\n", "\terr := r.Err\n"},
+		{"observer called twice a step", "m.obs.Observe(fsm.Step{", "m.obs.Observe(fsm.Step{Machine: \"Job\"})\n\tm.obs.Observe(fsm.Step{"},
 		// What a machine without an observer does.
 		{"refusal lost without an observer", "\terr := fsm.Refused(r)\n", "\tif m.obs == nil {\n\t\treturn nil\n\t}\n\terr := fsm.Refused(r)\n"},
 		{"action error lost without an observer", "\t\tm.observe(from, e, row, from, err)\n\t}\n\treturn err\n}\n\n// Start", "\t\tm.observe(from, e, row, from, err)\n\t\treturn err\n\t}\n\treturn nil\n}\n\n// Start"},

@@ -487,9 +487,10 @@ func (h *Harness[M, S, E]) RandomWalk(t *testing.T) {
 			m      M
 			oracle *Oracle
 			last   fsm.Step
-			seen   S // the state when the observer ran
+			seen   S   // the state when the observer ran
+			steps  int // the steps observed during the event
 		)
-		observer := fsm.ObserverFunc(func(s fsm.Step) { last, seen = s, m.State() })
+		observer := fsm.ObserverFunc(func(s fsm.Step) { last, seen, steps = s, m.State(), steps+1 })
 		observed := false // whether m has the observer
 		start := func() {
 			f = &Fake{}
@@ -522,7 +523,7 @@ func (h *Harness[M, S, E]) RandomWalk(t *testing.T) {
 				}
 			}
 			from := m.State()
-			last = fsm.Step{} // every event is observed: a step that is not shows
+			last, steps = fsm.Step{}, 0 // every event is observed: a step that is not shows
 			err := h.Fire(m, e, set)
 			want := oracle.Fire(e.String(),
 				func(g string) bool { return f.Pass&guardBit(table, g) != 0 },
@@ -541,7 +542,11 @@ func (h *Harness[M, S, E]) RandomWalk(t *testing.T) {
 				rt.Fatalf("step %d: %v in %v: error %v, oracle %q", i, e, from, err, errName)
 			}
 			var r *fsm.Refusal
-			if errors.As(err, &r) && (r.Guard != want.Guard || r.State != from.String() || r.Event != e.String() || r.Machine != table.Machine) {
+			refused := errors.As(err, &r)
+			if errName != "" && errName != "action" && !refused {
+				rt.Fatalf("step %d: %v in %v: error %v is no *fsm.Refusal, oracle refused with %q", i, e, from, err, errName)
+			}
+			if refused && (r.Guard != want.Guard || r.State != from.String() || r.Event != e.String() || r.Machine != table.Machine) {
 				rt.Fatalf("step %d: %v in %v: refusal %+v, oracle guard %q", i, e, from, r, want.Guard)
 			}
 			if r != nil {
@@ -553,10 +558,13 @@ func (h *Harness[M, S, E]) RandomWalk(t *testing.T) {
 			h.checkArgs(table, f, e, set, rt.Fatalf)
 			checkStates(f, from.String(), rt.Fatalf)
 			if !observed {
-				if last != (fsm.Step{}) {
+				if steps != 0 {
 					rt.Fatalf("step %d: observed %+v with the observer removed", i, last)
 				}
 				continue
+			}
+			if steps != 1 {
+				rt.Fatalf("step %d: %v in %v observed %d times, want once", i, e, from, steps)
 			}
 			wantStep := fsm.Step{Machine: table.Machine, From: from.String(), Event: e.String(), To: want.To, Row: want.Row, Err: err}
 			if last != wantStep {
