@@ -187,19 +187,35 @@ func (l *loader) charOffsets(line, start int) []int {
 // the square root of the source's size.)
 const maxFlowDepth = 64
 
-// nestedTooDeep finds where flow collections, or block sequences opened on
-// one line, nest deeper than maxFlowDepth. It counts the collections the
-// YAML scanner sees (which costs time and memory in proportion to the
-// source, unlike parsing a deep nesting), so brackets and dashes in
-// quoted, plain or block scalars and in comments do not count.
-func nestedTooDeep(src []byte) (p Pos, what string, deep bool) {
+// maxMappingKeys bounds the keys of one block mapping: a table needs a
+// few hundred at most (MaxStates, MaxEvents), and the YAML parser's time
+// grows with the square of their number.
+const maxMappingKeys = 1024
+
+// tooLarge finds where flow collections, or block sequences opened on one
+// line, nest deeper than maxFlowDepth, or where a block mapping gets more
+// than maxMappingKeys keys, and says so. It counts what the YAML scanner
+// sees (which costs time and memory in proportion to the source, unlike
+// parsing a deep nesting or a long mapping), so brackets, dashes and
+// colons in quoted, plain or block scalars and in comments do not count.
+func tooLarge(src []byte) (p Pos, msg string, found bool) {
 	depth := 0
 	line, entries := 0, 0 // the sequence entries seen on line
+	// The open block mappings, innermost last: their keys' column, and
+	// how many keys they have.
+	type mapping struct{ col, keys int }
+	var open []mapping
+	closeRight := func(col int) { // ends the mappings right of col
+		for len(open) > 0 && open[len(open)-1].col > col {
+			open = open[:len(open)-1]
+		}
+	}
 	for _, tk := range lexer.Tokenize(string(src)) {
+		at := Pos{Line: tk.Position.Line, Col: tk.Position.Column}
 		switch tk.Type {
 		case token.SequenceStartType, token.MappingStartType:
 			if depth++; depth > maxFlowDepth {
-				return Pos{Line: tk.Position.Line, Col: tk.Position.Column}, "brackets", true
+				return at, fmt.Sprintf("brackets nested deeper than %d: not a table", maxFlowDepth), true
 			}
 		case token.SequenceEndType, token.MappingEndType:
 			depth = max(depth-1, 0)
@@ -208,7 +224,22 @@ func nestedTooDeep(src []byte) (p Pos, what string, deep bool) {
 				line, entries = tk.Position.Line, 0
 			}
 			if entries++; entries > maxFlowDepth {
-				return Pos{Line: tk.Position.Line, Col: tk.Position.Column}, "sequences opened on one line", true
+				return at, fmt.Sprintf("sequences opened on one line nested deeper than %d: not a table", maxFlowDepth), true
+			}
+			if depth == 0 {
+				closeRight(tk.Position.Column)
+			}
+		case token.MappingValueType:
+			if depth > 0 || tk.Prev == nil || tk.Prev.Position == nil {
+				continue
+			}
+			key := tk.Prev.Position
+			closeRight(key.Column)
+			if len(open) == 0 || open[len(open)-1].col != key.Column {
+				open = append(open, mapping{col: key.Column})
+			}
+			if open[len(open)-1].keys++; open[len(open)-1].keys > maxMappingKeys {
+				return Pos{Line: key.Line, Col: key.Column}, fmt.Sprintf("more than %d keys in one mapping: not a table", maxMappingKeys), true
 			}
 		}
 	}
@@ -248,8 +279,8 @@ func (l *loader) reportBareStars(stars []Pos) {
 func (l *loader) load(src []byte) *Table {
 	t := &Table{File: l.file, Pos: Pos{File: l.file, Line: 1, Col: 1}}
 	l.table = t
-	if p, what, deep := nestedTooDeep(src); deep {
-		l.errorf(l.at(p.Line, p.Col), "%s nested deeper than %d: not a table", what, maxFlowDepth)
+	if p, msg, found := tooLarge(src); found {
+		l.errorf(l.at(p.Line, p.Col), "%s", msg)
 		return nil
 	}
 	// Duplicate keys are reported with every other problem (plainKeys),

@@ -406,6 +406,34 @@ func TestDeepBlockNestingRefused(t *testing.T) {
 	}
 }
 
+// A block mapping of more keys than any table needs is refused before
+// parsing (the parser's time grows with the square of their number); keys
+// of many mappings at one indentation (rows written as block mappings)
+// and colons in text do not add up.
+func TestLongMappingRefused(t *testing.T) {
+	var src strings.Builder
+	src.WriteString("machine: M\nstates:\n")
+	for i := range maxMappingKeys + 1 {
+		fmt.Fprintf(&src, "  S%d: {doc: \"a: b\"}\n", i)
+	}
+	_, err := Load("t.yaml", []byte(src.String()))
+	want := fmt.Sprintf("t.yaml:%d:3: more than %d keys in one mapping", 3+maxMappingKeys, maxMappingKeys)
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("Load = %v, want %q", err, want)
+	}
+
+	src.Reset()
+	src.WriteString("machine: M\npackage: p\ninitial: A\nunhandled: ignore\n" +
+		"states:\n  A:\n    doc: \"x: y\"\n  B: {terminal: true}\nevents: {E: {}}\nrows:\n")
+	for range 2 * maxMappingKeys {
+		src.WriteString("  - from: A\n    on: E\n    to: B\n")
+	}
+	_, err = Load("t.yaml", []byte(src.String()))
+	if err == nil || strings.Contains(err.Error(), "keys in one mapping") || !strings.Contains(err.Error(), "duplicate row") {
+		t.Errorf("rows as block mappings: %v, want the rows loaded (each a duplicate of the first)", err)
+	}
+}
+
 // Brackets in block scalars and plain text are text, not nesting.
 func TestBracketsInTextAreNotNesting(t *testing.T) {
 	many := strings.Repeat("[", maxFlowDepth+1)
