@@ -380,6 +380,9 @@ func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool
 			msg = ": " + problem
 		}
 		l.errorf(f.Pos, "payload field %q: %q is not a Go type%s", f.Name, f.Type, msg)
+		for pkg := range c.packages { // named, if wrongly: not unused
+			used["import "+pkg] = true
+		}
 		return 0
 	}
 	// The packages it names are used, whatever else is wrong with it.
@@ -598,6 +601,10 @@ func (c typeSyntax) qualified(x *ast.SelectorExpr) bool {
 		return false
 	}
 	c.packages[id.Name] = true
+	if !ast.IsExported(x.Sel.Name) {
+		*c.problem = id.Name + "." + x.Sel.Name + " is not exported: no other package can name it"
+		return false
+	}
 	return true
 }
 
