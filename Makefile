@@ -76,8 +76,8 @@ verify: drift ## gofmt, go vet, the drift check, rendering the DOT diagrams and 
 	@$(MAKE) --no-print-directory mermaid
 
 .PHONY: mermaid
-mermaid: ## Parse the generated Mermaid diagrams with the Mermaid library (needs Node.js 20.19 or later).
-	@command -v npm >/dev/null || { echo "Node.js 20.19 or later and npm are needed to check the Mermaid diagrams" >&2; exit 1; }
+mermaid: ## Parse the generated Mermaid diagrams with the Mermaid library (needs Node.js ^20.19, ^22.13 or >= 24).
+	@command -v npm >/dev/null || { echo "Node.js (^20.19, ^22.13 or >= 24) and npm are needed to check the Mermaid diagrams" >&2; exit 1; }
 	@cd tools/mermaid && npm ci --silent --no-audit --no-fund >/dev/null
 	@node tools/mermaid/check.mjs docs/*.mmd examples/*/*.mmd gen/testdata/job/job.mmd.golden gen/emit/testdata/keywords.mmd.golden
 
