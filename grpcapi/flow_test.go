@@ -77,8 +77,8 @@ func TestControlOperationsWithALeaderNotReadingAcks(t *testing.T) {
 
 // TestShutdownWithALeaderNotReadingAcks: a graceful shutdown while a
 // leader has stopped reading acks closes the follower and ends the
-// stream; once no handler runs, the leader has DrainTimeout to read what
-// was sent to it, then its connection is closed and the shutdown
+// stream; once the follower is closed, the leader has DrainTimeout to
+// read what was sent to it, then its connection is closed and the shutdown
 // completes without error (followerd exits 0). The leader reads acks in
 // order, then Unavailable.
 func TestShutdownWithALeaderNotReadingAcks(t *testing.T) {

@@ -82,11 +82,13 @@ type Options struct {
 	// DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
 	// DrainTimeout bounds how long a graceful shutdown waits, once every
-	// follower is closed and every handler has returned, for the clients
-	// to read what was sent to them: a client that stops reading (a
-	// leader that no longer reads its acks) holds its connection under
-	// flow control. Its connection is then closed, and the shutdown
-	// completes. Default: DefaultDrainTimeout.
+	// follower is closed, for the handlers to return and the clients to
+	// read what was sent to them: a client that stops reading (a leader
+	// that no longer reads its acks, a reflection client sending requests
+	// without reading the replies) holds its connection, and a handler
+	// sending to it, under flow control. The connections still open are
+	// then closed, and the shutdown completes. Default:
+	// DefaultDrainTimeout.
 	DrainTimeout time.Duration
 	// GRPCOptions are appended to the server's own gRPC options (stats
 	// handlers, interceptors, credentials, keepalive…). One that forces
@@ -243,8 +245,8 @@ func (s *Server) Serve(lis net.Listener) error {
 // Shutdown stops the node: health turns NOT_SERVING, no new call is
 // accepted, every stream and install ends (Unavailable), so do health
 // watches, every follower is closed, and Shutdown waits for the running
-// handlers. Once they have all returned, it waits for the clients to read
-// their last replies, at most Options.DrainTimeout, and removes what the
+// handlers to return and the clients to read their last replies, at most
+// Options.DrainTimeout from then, and removes what the
 // shards whose followers had nothing stored left on disk. When ctx ends
 // first, the remaining connections are closed at once and Shutdown
 // returns, whatever the handlers still wait for.
@@ -336,29 +338,29 @@ func (s *Server) shutdown(ctx context.Context) error {
 
 // waitStopped waits, once every follower is closed, until gRPC has
 // stopped: every handler has returned and every client has been sent
-// what was written for it. A client that does not read it within
-// Options.DrainTimeout after the last handler returned has its
-// connection closed. If ctx ends while a handler still runs, the
-// connections are closed and the error says so.
+// what was written for it. Every handler returns promptly then, but one
+// sending to a client that does not read: Options.DrainTimeout after the
+// followers closed, the connections still open are closed. If ctx ends
+// while a handler still runs, the connections are closed and the error
+// says so.
 func (s *Server) waitStopped(ctx context.Context, stopped <-chan struct{}) error {
 	idle := s.idle()
-	var drained <-chan time.Time
+	t := time.NewTimer(s.opts.DrainTimeout)
+	defer t.Stop()
+	drained := t.C
 	for {
 		select {
 		case <-stopped:
 			return nil
 		case <-idle:
-			// What gRPC still waits for is the clients reading the
-			// replies, acks and statuses queued for them.
 			idle = nil
-			t := time.NewTimer(s.opts.DrainTimeout)
-			defer t.Stop()
-			drained = t.C
 		case <-drained:
-			s.log.Warn("closing the connections of clients that did not read their last replies", "drain_timeout", s.opts.DrainTimeout)
-			s.grpc.Stop()
-			<-stopped
-			return nil
+			// What gRPC still waits for is the clients reading the
+			// replies, acks and statuses queued for them (and the
+			// handlers blocked sending to those that do not).
+			drained = nil
+			s.log.Warn("closing the connections of clients that did not read what was sent to them", "drain_timeout", s.opts.DrainTimeout)
+			go s.grpc.Stop()
 		case <-ctx.Done():
 			select {
 			case <-stopped:
@@ -525,27 +527,32 @@ func waitRemoved(removals []chan struct{}) {
 	}
 }
 
-// endOnShutdown ends the streams that no follower ends (a health watch)
-// when the node shuts down, so that a graceful stop need not wait for
-// their clients: such a stream's context is cancelled once it has sent a
-// message after Shutdown started (a health watch's NOT_SERVING, which
-// Shutdown gives every watch), or, but for a health watch, once
-// Shutdown has closed every follower, whichever comes first; a receive
-// it is waiting in then returns Unavailable (a reflection stream waits
-// for its client's next request). The replication streams end with their
-// followers.
+// endOnShutdown ends the streams that no follower ends (health watches,
+// reflection) when the node shuts down, so that a graceful stop need not
+// wait for their clients: such a stream's context is cancelled once it
+// has sent a message after Shutdown started (a health watch's
+// NOT_SERVING, which Shutdown gives every watch of a service it serves),
+// or once Shutdown has closed every follower, whichever comes first; a
+// receive it is waiting in then returns Unavailable (a reflection stream
+// waits for its client's next request). A health watch whose last message
+// said SERVING is not ended then: its NOT_SERVING is on its way, and ends
+// it. The replication streams end with their followers.
 func (s *Server) endOnShutdown(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if strings.HasPrefix(info.FullMethod, "/replication.") {
 		return handler(srv, ss)
 	}
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
-	if info.FullMethod != healthpb.Health_Watch_FullMethodName {
-		// A health watch is not: Shutdown gave it NOT_SERVING to send,
-		// which ends it; ended before, its client would not see it.
-		defer context.AfterFunc(s.drained, cancel)()
-	}
-	err := handler(srv, &endingStream{ServerStream: ss, ctx: ctx, stopping: s.stopping, end: cancel})
+	es := &endingStream{ServerStream: ss, ctx: ctx, server: s, end: cancel}
+	defer context.AfterFunc(s.drained, func() {
+		// A watch of a service the node does not serve, or one that
+		// said NOT_SERVING before: the health server sends no status
+		// twice, and nothing else would end it.
+		if !es.servingSent.Load() {
+			cancel()
+		}
+	})()
+	err := handler(srv, es)
 	if status.Code(err) == codes.Canceled && ss.Context().Err() == nil && s.stopping.Err() != nil {
 		// Ended by the shutdown, not by its client (a health watch
 		// returns Canceled when its context ends).
@@ -582,12 +589,16 @@ func (s *Server) recovered(method string, err *error) {
 }
 
 // endingStream is a server stream with its own context, ended by end
-// once it sent a message during the shutdown.
+// once it sent a message during the shutdown (but a health status saying
+// SERVING, which a NOT_SERVING follows).
 type endingStream struct {
 	grpc.ServerStream
-	ctx      context.Context
-	stopping context.Context
-	end      context.CancelFunc
+	ctx    context.Context
+	server *Server
+	end    context.CancelFunc
+	// servingSent is whether the last message sent was a health status
+	// saying SERVING.
+	servingSent atomic.Bool
 }
 
 func (e *endingStream) Context() context.Context { return e.ctx }
@@ -612,7 +623,7 @@ func (e *endingStream) RecvMsg(m any) error {
 
 // ended is the error of a receive cut short by the end of the stream.
 func (e *endingStream) ended() error {
-	if e.stopping.Err() != nil {
+	if e.server.stopping.Err() != nil {
 		return status.Error(codes.Unavailable, "grpcapi: the node is shutting down")
 	}
 	return status.FromContextError(e.ctx.Err()).Err()
@@ -620,7 +631,12 @@ func (e *endingStream) ended() error {
 
 func (e *endingStream) SendMsg(m any) error {
 	err := e.ServerStream.SendMsg(m)
-	if e.stopping.Err() != nil {
+	r, health := m.(*healthpb.HealthCheckResponse)
+	serving := health && r.GetStatus() == healthpb.HealthCheckResponse_SERVING
+	e.servingSent.Store(serving)
+	// shuttingDown is set before the health statuses turn NOT_SERVING:
+	// a watch sending that is ended, however soon after.
+	if e.server.shuttingDown.Load() && !serving {
 		e.end()
 	}
 	return err

@@ -1,0 +1,81 @@
+package grpcapi_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
+
+	"github.com/tablefsm/tablefsm/grpcapi"
+	"github.com/tablefsm/tablefsm/internal/stacktest"
+)
+
+// TestShutdownEndsAWatchOfAnUnknownService: a health watch of a service
+// the node does not serve got SERVICE_UNKNOWN and gets no NOT_SERVING
+// from the shutdown; it is ended once the followers are closed
+// (Unavailable), and the shutdown completes (it waited for the watch
+// until its context ended).
+func TestShutdownEndsAWatchOfAnUnknownService(t *testing.T) {
+	n := startNode(t, "")
+	watch, err := healthpb.NewHealthClient(n.conn.ClientConn()).Watch(ctxT(t), &healthpb.HealthCheckRequest{Service: "no.such.Service"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVICE_UNKNOWN {
+		t.Fatalf("watch: %v, %v", r, err)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := watch.Recv(); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+	n.stop() // fails the test if Shutdown returns an error
+	if err := <-ended; status.Code(err) != codes.Unavailable {
+		t.Errorf("the watch ended with %v, want Unavailable", err)
+	}
+}
+
+// TestShutdownWithAReflectionClientNotReading: a reflection client that
+// sends requests and does not read the replies leaves the handler
+// blocked in a send; DrainTimeout after the followers closed, its
+// connection is closed and the shutdown completes (it waited until its
+// context ended, for a drain timer that started only once no handler
+// ran).
+func TestShutdownWithAReflectionClientNotReading(t *testing.T) {
+	n := startNode(t, "", func(o *grpcapi.Options) { o.DrainTimeout = time.Millisecond })
+	conn, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithInitialWindowSize(64<<10), grpc.WithInitialConnWindowSize(64<<10))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	refl, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sent := make(chan struct{})
+	go func() {
+		defer close(sent)
+		for range 20000 { // more replies than the windows hold
+			if err := refl.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+				return
+			}
+		}
+	}()
+	stacktest.WaitBlockedIn(t, "select", "transport.(*writeQuota).get", nil)
+	n.stop() // fails the test if Shutdown returns an error
+	cancel()
+	<-sent
+}
