@@ -490,6 +490,30 @@ func TestBugGetClassifiesClosedStore(t *testing.T) {
 	h.f.closing = open
 }
 
+// TestBugSnapshotClassifiesClosedStore: Snapshot judged the follower
+// closed by its state alone; racing Close, which closes the store before
+// the state becomes Closed, it failed with ErrUnavailable (SPEC §2:
+// every operation on a closing or closed follower is ErrClosed). Fixed as
+// Get was (TestBugGetClassifiesClosedStore).
+func TestBugSnapshotClassifiesClosedStore(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	if err := h.f.store().Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.f.Snapshot(); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Snapshot with the store closed under a live follower: %v", err)
+	}
+	open := h.f.closing
+	closing := make(chan struct{})
+	close(closing)
+	h.f.closing = closing // as Close does before it closes the store
+	if _, err := h.f.Snapshot(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Snapshot while the follower closes: %v", err)
+	}
+	h.f.closing = open
+}
+
 // TestBugInstallErrClosedOnLiveFollower: the applier reopened a failed
 // store while an install was receiving chunks; closing the store aborted
 // the install's loader, and the install failed with ErrClosed although the
@@ -890,5 +914,30 @@ func TestBugFailedFirstAppendLeftItsCRCAsSeed(t *testing.T) {
 	}
 	if got := h.f.log.LastCRC(); got != want {
 		t.Fatalf("the chain after entry 0 is %#x, want %#x", got, want)
+	}
+}
+
+// TestBugDeleteIgnoredTheStoredTerm: NewTerm(2) failed because the store's
+// sync did, but the term's write reached the disk: NewTerm(1), Truncate(1),
+// Remove at term 1 and a restart all see term 2
+// (TestNewTermSyncFailureTakesEffectLater), but Delete checked the term in
+// memory, skipping the repair that the control operations run first, and
+// Delete(1) deleted the shard. Fixed: Delete repairs before its checks.
+func TestBugDeleteIgnoredTheStoredTerm(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	h.fs.failSyncs("/store/")
+	if _, err := h.f.NewTerm(2, TermOptions{}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("NewTerm with failing store syncs: %v", err)
+	}
+	h.fs.heal()
+	if err := h.f.Delete(1); !errors.Is(err, ErrInvalidTerm) {
+		t.Fatalf("Delete(1) with term 2 stored: %v, want ErrInvalidTerm", err)
+	}
+	if st := h.f.Status(); st.Term != 2 || st.State != StateFenced {
+		t.Fatalf("after the refused Delete: %+v, want term 2, Fenced", st)
+	}
+	if err := h.f.Delete(2); err != nil {
+		t.Fatalf("Delete(2): %v", err)
 	}
 }

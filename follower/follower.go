@@ -516,10 +516,17 @@ func (f *Follower) Truncate(term logpos.Term, head *logpos.EntryID) (logpos.Entr
 }
 
 // Delete closes the follower and removes its log and store from disk. A
-// negative term or one below the follower's is refused and changes nothing.
+// negative term or one below the follower's is refused and changes nothing
+// (but the repair, as for a control operation: its checks see the term
+// the store holds, that of a NewTerm whose sync failed included).
 func (f *Follower) Delete(term logpos.Term) error {
 	f.acquire()
 	defer f.release()
+	// A repair that fails stops no delete; the applier's lock is not
+	// held while the follower closes (closing stops the applier).
+	f.applier.mu.Lock()
+	_ = f.repairLocked()
+	f.applier.mu.Unlock()
 	if err := f.m.Delete(term); err != nil {
 		return explained(err, f.termRefused(term))
 	}
@@ -659,7 +666,7 @@ func (f *Follower) Close() error {
 // fails with ErrClosed once the follower closes (or while it closes), and
 // with ErrUnavailable when the store cannot be read.
 func (f *Follower) Get(key []byte) ([]byte, error) {
-	if f.m.State() == StateClosed || isClosed(f.closing) {
+	if f.closingOrClosed() {
 		return nil, ErrClosed
 	}
 	st := f.store()
@@ -670,11 +677,9 @@ func (f *Follower) Get(key []byte) ([]byte, error) {
 	switch {
 	case err == nil, errors.Is(err, store.ErrNotFound):
 		return v, err
-	case errors.Is(err, store.ErrClosed):
-		// Closing, or the store is being reopened after a failure.
-		if f.m.State() == StateClosed || isClosed(f.closing) {
-			return nil, fmt.Errorf("%w: %w", ErrClosed, err)
-		}
+	case errors.Is(err, store.ErrClosed) && f.closingOrClosed():
+		// Not the store being reopened after a failure: closing.
+		return nil, fmt.Errorf("%w: %w", ErrClosed, err)
 	}
 	return nil, fmt.Errorf("%w: reading the store: %w", ErrUnavailable, err)
 }
@@ -693,15 +698,26 @@ func isClosed(ch <-chan struct{}) bool {
 // chunks and send to another replica's InstallSnapshot. Close it. A
 // follower that has applied nothing yet has no commit id to send: no
 // follower installs its snapshot (ErrInvalidArgument).
+//
+// It fails with ErrClosed once the follower closes (or while it closes),
+// and with ErrUnavailable when the store cannot take the copy.
 func (f *Follower) Snapshot() (*store.Snapshot, error) {
-	if f.m.State() == StateClosed {
+	if f.closingOrClosed() {
 		return nil, ErrClosed
 	}
 	sn, err := f.store().Snapshot()
-	if err != nil {
-		return nil, fmt.Errorf("%w: taking a snapshot: %w", ErrUnavailable, err)
+	switch {
+	case err == nil:
+		return sn, nil
+	case errors.Is(err, store.ErrClosed) && f.closingOrClosed():
+		return nil, fmt.Errorf("%w: %w", ErrClosed, err)
 	}
-	return sn, nil
+	return nil, fmt.Errorf("%w: taking a snapshot: %w", ErrUnavailable, err)
+}
+
+// closingOrClosed reports whether the follower is closed or closing.
+func (f *Follower) closingOrClosed() bool {
+	return f.m.State() == StateClosed || isClosed(f.closing)
 }
 
 // WaitApplied blocks until the entry at offset is applied to the store, ctx
