@@ -134,6 +134,12 @@ func TestGuardFieldTypeSpelling(t *testing.T) {
 		{"func(int, string)", "func(string, int)", false},
 		{"[4]int", "[5]int", false},
 		{"chan<- int", "chan int", false},
+		{"interface{ error }", "interface{ Error() string }", true},
+		{"interface{ error; M() }", "interface{ M(); Error() (s string) }", true},
+		{"interface{ any; M() }", "interface{ M() }", true},
+		{"interface{ error; Error() string }", "interface{ error }", true},
+		{"error", "interface{ Error() string }", false}, // error is a named type
+		{"interface{ error }", "interface{ Error() int }", false},
 	} {
 		src := fmt.Sprintf("machine: M\npackage: p\ninitial: A\nunhandled: ignore\n"+
 			"imports: {x: example.com/x}\n"+

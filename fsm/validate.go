@@ -243,6 +243,12 @@ func (l *loader) checkUses(what string, at ref, uses []string, ev Event, fieldTy
 	}
 }
 
+// errorMethods is the method set of the predeclared error.
+var errorMethods = &ast.FieldList{List: []*ast.Field{{
+	Names: []*ast.Ident{ast.NewIdent("Error")},
+	Type:  &ast.FuncType{Params: &ast.FieldList{}, Results: &ast.FieldList{List: []*ast.Field{{Type: ast.NewIdent("string")}}}},
+}}}
+
 // sameType returns a spelling of Go type typ that two spellings of one
 // type share, as far as the syntax tells (canonicalType).
 func sameType(typ string) string {
@@ -306,14 +312,37 @@ func canonicalType(e ast.Expr) ast.Expr {
 		}
 		return &ast.StructType{Fields: fields}
 	case *ast.InterfaceType:
+		// Its method set: embedded interface literals, error and any are
+		// spelled out (interface{ error } is interface{ Error() string }),
+		// and a method declared twice (identically, or Go refuses it)
+		// counts once.
 		var methods, embedded []*ast.Field
-		for _, m := range x.Methods.List {
-			if len(m.Names) > 0 {
-				methods = append(methods, &ast.Field{Names: []*ast.Ident{ast.NewIdent(m.Names[0].Name)}, Type: canonicalType(m.Type)})
-			} else {
-				embedded = append(embedded, &ast.Field{Type: canonicalType(m.Type)})
+		seen := map[string]bool{}
+		var add func(list *ast.FieldList)
+		add = func(list *ast.FieldList) {
+			for _, m := range list.List {
+				if len(m.Names) > 0 {
+					if name := m.Names[0].Name; !seen[name] {
+						seen[name] = true
+						methods = append(methods, &ast.Field{Names: []*ast.Ident{ast.NewIdent(name)}, Type: canonicalType(m.Type)})
+					}
+					continue
+				}
+				switch t := canonicalType(m.Type).(type) {
+				case *ast.InterfaceType:
+					add(t.Methods) // any, and literals
+				case *ast.Ident:
+					if t.Name == "error" {
+						add(errorMethods)
+						continue
+					}
+					embedded = append(embedded, &ast.Field{Type: t})
+				default:
+					embedded = append(embedded, &ast.Field{Type: t})
+				}
 			}
 		}
+		add(x.Methods)
 		slices.SortFunc(methods, func(a, b *ast.Field) int { return strings.Compare(a.Names[0].Name, b.Names[0].Name) })
 		return &ast.InterfaceType{Methods: &ast.FieldList{List: append(methods, embedded...)}}
 	case *ast.IndexExpr:
