@@ -4,22 +4,15 @@ import (
 	"context"
 	"errors"
 	"math"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"google.golang.org/grpc/status"
 
 	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/fsm"
@@ -477,60 +470,5 @@ func TestShutdownDuringADropTidiesTheNamespace(t *testing.T) {
 	nsDir := s.fs.PathDir(s.dir(shardKey{"ns", 1}))
 	if _, err := os.Stat(nsDir); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("the namespace directory %s is left: %v", nsDir, err)
-	}
-}
-
-// TestShutdownEndsAWatchThatSaidNotServingBefore: a health watch that
-// sent NOT_SERVING just before the shutdown began gets no other status
-// (the health server sends none twice); it is ended once the followers
-// are closed, and the shutdown completes.
-func TestShutdownEndsAWatchThatSaidNotServingBefore(t *testing.T) {
-	s, err := New(Options{DataDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- s.Serve(lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	wctx, wcancel := context.WithCancel(context.Background())
-	defer wcancel()
-	watch, err := healthpb.NewHealthClient(conn).Watch(wctx, &healthpb.HealthCheckRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
-		t.Fatalf("watch: %v, %v", r, err)
-	}
-	s.health.Shutdown() // as Shutdown does, but before the shutdown began
-	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
-		t.Fatalf("watch: %v, %v", r, err)
-	}
-	ended := make(chan error, 1)
-	go func() {
-		for {
-			if _, err := watch.Recv(); err != nil {
-				ended <- err
-				return
-			}
-		}
-	}()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := s.Shutdown(ctx); err != nil {
-		t.Errorf("Shutdown: %v", err)
-	}
-	if err := <-served; err != nil {
-		t.Errorf("Serve: %v", err)
-	}
-	if err := <-ended; status.Code(err) != codes.Unavailable {
-		t.Errorf("the watch ended with %v, want Unavailable", err)
 	}
 }

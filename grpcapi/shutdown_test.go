@@ -30,6 +30,34 @@ func TestShutdownEndsAWatchOfAnUnknownService(t *testing.T) {
 	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVICE_UNKNOWN {
 		t.Fatalf("watch: %v, %v", r, err)
 	}
+	shutdownEndsWatch(t, n, watch)
+}
+
+// TestShutdownEndsAWatchThatSaidNotServingBefore: a health watch that
+// sent NOT_SERVING just before the shutdown began gets no other status
+// (the health server sends none twice); it is ended once the followers
+// are closed, and the shutdown completes (it waited for the watch until
+// its context ended).
+func TestShutdownEndsAWatchThatSaidNotServingBefore(t *testing.T) {
+	n := startNode(t, "")
+	watch, err := healthpb.NewHealthClient(n.conn.ClientConn()).Watch(ctxT(t), &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("watch: %v, %v", r, err)
+	}
+	grpcapi.TurnHealthNotServing(n.srv) // as Shutdown does, but before it began
+	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("watch: %v, %v", r, err)
+	}
+	shutdownEndsWatch(t, n, watch)
+}
+
+// shutdownEndsWatch shuts n down, and fails the test unless the shutdown
+// succeeds and ends watch with Unavailable.
+func shutdownEndsWatch(t *testing.T, n *node, watch healthpb.Health_WatchClient) {
+	t.Helper()
 	ended := make(chan error, 1)
 	go func() {
 		for {
