@@ -103,7 +103,7 @@ func serveEcho(b *testing.B, register func(grpc.ServiceRegistrar)) *target {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(echo.ServerOptions()...) // Appends received as the node receives them
 	register(srv)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()

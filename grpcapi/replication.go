@@ -8,6 +8,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/tablefsm/tablefsm/follower"
+	"github.com/tablefsm/tablefsm/grpcapi/internal/appendwire"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store"
@@ -181,7 +182,7 @@ func (s *Server) Replicate(stream grpc.BidiStreamingServer[replicationpb.Append,
 		return s.status(err)
 	}
 	return s.status(s.onShard(key, false, func(sh *shard) error {
-		return sh.f.Replicate(&appendStream{BidiStreamingServer: stream})
+		return sh.f.Replicate(&appendwire.Stream{BidiStreamingServer: stream})
 	}))
 }
 

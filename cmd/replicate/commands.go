@@ -177,7 +177,7 @@ and makes them durable with one fdatasync, and does nothing else.`,
 			}
 			// Stop waits for the handlers: the durable echo's remove their
 			// files as they return.
-			srv := grpc.NewServer(grpc.MaxRecvMsgSize(*maxMsg), grpc.MaxSendMsgSize(*maxMsg), grpc.WaitForHandlers(true))
+			srv := grpc.NewServer(append(echo.ServerOptions(), grpc.MaxRecvMsgSize(*maxMsg), grpc.MaxSendMsgSize(*maxMsg), grpc.WaitForHandlers(true))...)
 			if *syncDir == "" {
 				echo.Register(srv)
 			} else {

@@ -25,6 +25,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/grpc"
 
+	"github.com/tablefsm/tablefsm/grpcapi/internal/appendwire"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/wal"
 )
@@ -37,6 +38,15 @@ type Server struct {
 	fs      vfs.FS
 	dir     string
 	streams atomic.Int64
+}
+
+// ServerOptions are the options of the gRPC server an echo is registered
+// on, to receive Appends as a node does: decoded into a buffer reused
+// from one Append to the next, without allocating (the node's codec for
+// Appends). Without them the echo decodes each Append into new messages,
+// work a node does not do.
+func ServerOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{grpc.ForceServerCodecV2(appendwire.NewCodec())}
 }
 
 // Register registers an echo Server on r.
@@ -87,9 +97,10 @@ func (s *Server) Replicate(stream grpc.BidiStreamingServer[replicationpb.Append,
 		default:
 		}
 	}
+	in := &appendwire.Stream{BidiStreamingServer: stream} // each Append valid until the next Recv
 	go func() {
 		for {
-			a, err := stream.Recv()
+			a, err := in.Recv()
 			mu.Lock()
 			if err != nil {
 				inputDone = true

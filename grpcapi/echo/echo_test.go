@@ -8,12 +8,16 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	protocodec "google.golang.org/grpc/encoding/proto"
+	"google.golang.org/grpc/mem"
 
 	"github.com/tablefsm/tablefsm/grpcapi/echo"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
@@ -75,7 +79,7 @@ func serveDurable(t *testing.T, fs vfs.FS, dir string) replicationpb.OxiaLogRepl
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(echo.ServerOptions()...)
 	echo.RegisterDurable(srv, fs, dir)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(lis) }()
@@ -164,5 +168,65 @@ func TestDurableCreateFailure(t *testing.T) {
 	_ = stream.Send(entry(0, true))
 	if ack, err := stream.Recv(); err == nil {
 		t.Fatalf("acknowledged %v with no file to write to", ack)
+	}
+}
+
+// countingCodec is gRPC's protobuf codec, counting what it decodes into
+// new Appends (what the generated Recv has it do, per entry).
+type countingCodec struct {
+	encoding.CodecV2
+	appends *atomic.Int64
+}
+
+func (c countingCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if _, ok := v.(*replicationpb.Append); ok {
+		c.appends.Add(1)
+	}
+	return c.CodecV2.Unmarshal(data, v)
+}
+
+// TestEchoReceivesAppendsAsTheNodeDoes: the baseline decodes Appends as
+// the node does, into one reused buffer (none goes through gRPC's codec
+// into a new message): it does no per-entry work the node does not.
+func TestEchoReceivesAppendsAsTheNodeDoes(t *testing.T) {
+	orig := encoding.GetCodecV2(protocodec.Name)
+	var decoded atomic.Int64
+	encoding.RegisterCodecV2(countingCodec{orig, &decoded})
+	t.Cleanup(func() { encoding.RegisterCodecV2(orig) })
+
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := grpc.NewServer(echo.ServerOptions()...)
+	echo.Register(srv)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = srv.Serve(lis) }()
+	defer func() { srv.Stop(); <-done }()
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	stream, err := replicationpb.NewOxiaLogReplicationClient(cc).Replicate(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for o := int64(0); o < 100; o++ {
+		if err := stream.Send(entry(o, false)); err != nil {
+			t.Fatal(err)
+		}
+		if ack, err := stream.Recv(); err != nil || ack.GetOffset() != o {
+			t.Fatalf("entry %d: ack %v, %v", o, ack, err)
+		}
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != io.EOF {
+		t.Fatalf("after the half-close: %v", err)
+	}
+	if n := decoded.Load(); n != 0 {
+		t.Errorf("%d of 100 Appends decoded into new messages by gRPC's codec", n)
 	}
 }

@@ -1,4 +1,4 @@
-package grpcapi
+package appendwire
 
 import (
 	"math/rand/v2"
@@ -12,14 +12,14 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 )
 
-// checkDecode decodes p with the node's Append decoder, into a buffer that
+// checkDecode decodes p with Buffer.Decode, into a buffer that
 // decoded other messages before, and with protobuf-go into a fresh
 // message: both fail, or both succeed with equal messages.
-func checkDecode(t *testing.T, b *appendBuffer, p []byte) {
+func checkDecode(t *testing.T, b *Buffer, p []byte) {
 	t.Helper()
 	want := &replicationpb.Append{}
 	werr := proto.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(p, want)
-	gerr := b.decode(p)
+	gerr := b.Decode(p)
 	switch {
 	case (werr == nil) != (gerr == nil):
 		t.Fatalf("input %x: protobuf-go says %v, the decoder %v", p, werr, gerr)
@@ -107,7 +107,7 @@ func randomAppend(rng *rand.Rand) []byte {
 // changed, decoding all of them into one reused buffer.
 func TestAppendDecodeMatchesProtobuf(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
-	var b appendBuffer
+	var b Buffer
 	for range 3000 {
 		p := randomAppend(rng)
 		checkDecode(t, &b, p)
@@ -141,7 +141,7 @@ func FuzzAppendDecode(f *testing.F) {
 	f.Add([]byte{0x00})             // field number 0
 	f.Add([]byte{0x0c})             // an end group with no start
 	f.Add([]byte{0x12, 0x05, 0x1a}) // an entry longer than the input
-	var b appendBuffer
+	var b Buffer
 	f.Fuzz(func(t *testing.T, p []byte) { checkDecode(t, &b, p) })
 }
 
@@ -157,9 +157,9 @@ func TestAppendDecodeAllocates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := newCodec()
+	c := NewCodec()
 	data := mem.BufferSlice{mem.SliceBuffer(p)}
-	var b appendBuffer
+	var b Buffer
 	if err := c.Unmarshal(data, &b); err != nil {
 		t.Fatal(err)
 	}
@@ -175,13 +175,13 @@ func TestAppendDecodeAllocates(t *testing.T) {
 	}
 	// In two pieces, as gRPC may hand a message over.
 	split := mem.BufferSlice{mem.SliceBuffer(p[:10]), mem.SliceBuffer(p[10:])}
-	b = appendBuffer{}
+	b = Buffer{}
 	if err := c.Unmarshal(split, &b); err != nil || b.Entry.GetOffset() != 42 {
 		t.Errorf("in two pieces: %v, %v", prototext.Format(&b.Append), err)
 	}
-	// gRPC's own protobuf codec (a server whose options replaced the
-	// node's) fills the buffer too, by allocating.
-	b = appendBuffer{}
+	// gRPC's own protobuf codec (a server that installed another codec)
+	// fills the buffer too, by allocating.
+	b = Buffer{}
 	if err := c.proto.Unmarshal(data, &b); err != nil || b.Entry.GetOffset() != 42 || b.GetPreviousEntryCrc() != 7 {
 		t.Errorf("through gRPC's codec: %v, %v", prototext.Format(&b.Append), err)
 	}
