@@ -2,6 +2,7 @@ package fsm
 
 import (
 	"go/parser"
+	"structs"
 	"testing"
 	"unsafe"
 )
@@ -50,6 +51,11 @@ func TestSizeOfMatchesTheCompiler(t *testing.T) {
 		{"[4096]struct{ a bool; b int64 }", 4096 * unsafe.Sizeof(boolInt64{})},
 		{"struct{}", 0},
 		{"[0]int64", 0},
+		// A named type counts as nothing: some are empty.
+		{"[4096]struct{ h structs.HostLayout; a int64 }", 4096 * unsafe.Sizeof(struct {
+			h structs.HostLayout
+			a int64
+		}{})},
 	} {
 		e, err := parser.ParseExpr(c.typ)
 		if err != nil {

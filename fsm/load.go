@@ -233,7 +233,15 @@ func tooLarge(src []byte) (p Pos, msg string, found bool) {
 			if depth > 0 || tk.Prev == nil || tk.Prev.Position == nil {
 				continue
 			}
-			key := tk.Prev.Position
+			// The key starts at its anchor or tag, if any (the first token
+			// of its line, or the first after a sequence entry's dash):
+			// siblings line up there, whatever the lengths of those.
+			first := tk.Prev
+			for p := first.Prev; p != nil && p.Position != nil && p.Position.Line == first.Position.Line &&
+				p.Type != token.SequenceEntryType && p.Type != token.MappingValueType; p = p.Prev {
+				first = p
+			}
+			key := first.Position
 			closeRight(key.Column)
 			if len(open) == 0 || open[len(open)-1].col != key.Column {
 				open = append(open, mapping{col: key.Column})

@@ -421,6 +421,21 @@ func TestLongMappingRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("Load = %v, want %q", err, want)
 	}
+	// Anchors and tags of different lengths before the keys do not hide
+	// that they are siblings.
+	src.Reset()
+	src.WriteString("machine: M\nstates:\n")
+	for i := range maxMappingKeys + 1 {
+		if i%2 == 0 {
+			fmt.Fprintf(&src, "  &%s S%d: {}\n", strings.Repeat("a", 1+i%7), i)
+		} else {
+			fmt.Fprintf(&src, "  !!str S%d: {}\n", i)
+		}
+	}
+	_, err = Load("t.yaml", []byte(src.String()))
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("keys behind anchors and tags: Load = %v, want %q", err, want)
+	}
 
 	src.Reset()
 	src.WriteString("machine: M\npackage: p\ninitial: A\nunhandled: ignore\n" +

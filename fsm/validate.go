@@ -693,12 +693,12 @@ const (
 const maxChanElem = 1 << 16
 
 // minSize returns the least size, in bytes, a value of type e has on any
-// platform Go supports (a named type counts as a byte), up to maxFrame.
+// platform Go supports (a named type counts as nothing), up to maxFrame.
 func minSize(e ast.Expr) int64 { return sizeOf(e, 4) }
 
 // sizeOf returns the least size, in bytes, a value of type e has on
 // platforms with machine words of word bytes, laid out as the gc compiler
-// lays it out (a named type counts as a byte), up to maxFrame.
+// lays it out (a named type counts as nothing), up to maxFrame.
 func sizeOf(e ast.Expr, word int64) int64 {
 	size, _ := layoutOf(e, word)
 	return size
@@ -706,7 +706,8 @@ func sizeOf(e ast.Expr, word int64) int64 {
 
 // layoutOf returns the least size and alignment of a value of type e, as
 // sizeOf says. Both grow with those of the parts, so counting a named type
-// as a byte aligned to one gives a lower bound.
+// as taking nothing, aligned to one, gives a lower bound (a named type may
+// be empty: structs.HostLayout).
 func layoutOf(e ast.Expr, word int64) (size, align int64) {
 	switch x := e.(type) {
 	case *ast.Ident:
@@ -758,7 +759,7 @@ func layoutOf(e ast.Expr, word int64) (size, align int64) {
 		}
 		return min(roundUp(offset, align), maxFrame), align
 	}
-	return 1, 1
+	return 0, 1
 }
 
 // roundUp rounds n up to a multiple of align (a power of two).
