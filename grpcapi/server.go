@@ -534,9 +534,10 @@ func waitRemoved(removals []chan struct{}) {
 // NOT_SERVING, which Shutdown gives every watch of a service it serves),
 // or once Shutdown has closed every follower, whichever comes first; a
 // receive it is waiting in then returns Unavailable (a reflection stream
-// waits for its client's next request). A health watch whose last message
-// said SERVING is not ended then: its NOT_SERVING is on its way, and ends
-// it. The replication streams end with their followers.
+// waits for its client's next request). A health watch that has sent
+// nothing yet, or whose last message said SERVING, is not ended then: its
+// first status or its NOT_SERVING is on its way, and ends it. The
+// replication streams end with their followers.
 func (s *Server) endOnShutdown(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 	if strings.HasPrefix(info.FullMethod, "/replication.") {
 		return handler(srv, ss)
@@ -544,11 +545,12 @@ func (s *Server) endOnShutdown(srv any, ss grpc.ServerStream, info *grpc.StreamS
 	ctx, cancel := context.WithCancel(ss.Context())
 	defer cancel()
 	es := &endingStream{ServerStream: ss, ctx: ctx, server: s, end: cancel}
+	watch := info.FullMethod == healthpb.Health_Watch_FullMethodName
 	defer context.AfterFunc(s.drained, func() {
 		// A watch of a service the node does not serve, or one that
 		// said NOT_SERVING before: the health server sends no status
 		// twice, and nothing else would end it.
-		if !es.servingSent.Load() {
+		if !watch || es.sent.Load() == sentOther {
 			cancel()
 		}
 	})()
@@ -596,10 +598,17 @@ type endingStream struct {
 	ctx    context.Context
 	server *Server
 	end    context.CancelFunc
-	// servingSent is whether the last message sent was a health status
-	// saying SERVING.
-	servingSent atomic.Bool
+	// sent says what the last message sent was: nothing yet, a health
+	// status saying SERVING, or anything else.
+	sent atomic.Int32
 }
+
+// What an endingStream sent last.
+const (
+	sentNothing int32 = iota
+	sentServing
+	sentOther
+)
 
 func (e *endingStream) Context() context.Context { return e.ctx }
 
@@ -633,7 +642,11 @@ func (e *endingStream) SendMsg(m any) error {
 	err := e.ServerStream.SendMsg(m)
 	r, health := m.(*healthpb.HealthCheckResponse)
 	serving := health && r.GetStatus() == healthpb.HealthCheckResponse_SERVING
-	e.servingSent.Store(serving)
+	if serving {
+		e.sent.Store(sentServing)
+	} else {
+		e.sent.Store(sentOther)
+	}
 	// shuttingDown is set before the health statuses turn NOT_SERVING:
 	// a watch sending that is ended, however soon after.
 	if e.server.shuttingDown.Load() && !serving {
