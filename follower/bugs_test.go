@@ -941,3 +941,29 @@ func TestBugDeleteIgnoredTheStoredTerm(t *testing.T) {
 		t.Fatalf("Delete(2): %v", err)
 	}
 }
+
+// TestBugDeleteRepairPanicHeldTheApplierLock: Delete's repair (see
+// TestBugDeleteIgnoredTheStoredTerm) can panic in an observer (adopting
+// the stored term fences through the machine); the applier's lock stayed
+// held, and the next control operation, the applier and Close blocked
+// for ever. Fixed: released however the repair ends, as the control
+// operations release it.
+func TestBugDeleteRepairPanicHeldTheApplierLock(t *testing.T) {
+	obs := &panicOn{event: EventNewTerm.String()}
+	h := newHarness(t, Config{Observer: obs})
+	h.newTerm(1)
+	h.fs.failSyncs("/store/")
+	if _, err := h.f.NewTerm(2, TermOptions{}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("NewTerm with failing store syncs: %v", err)
+	}
+	h.fs.heal()
+	obs.armed.Store(true)
+	if p := callRecovering(func() { _ = h.f.Delete(2) }); p == nil {
+		t.Fatal("the observer did not panic")
+	}
+	locked := h.f.applier.mu.TryLock()
+	h.f.applier.mu.Unlock() // ours, or the one the panic left held
+	if !locked {
+		t.Fatal("the applier's lock was still held after Delete's repair panicked")
+	}
+}

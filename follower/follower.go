@@ -518,15 +518,16 @@ func (f *Follower) Truncate(term logpos.Term, head *logpos.EntryID) (logpos.Entr
 // Delete closes the follower and removes its log and store from disk. A
 // negative term or one below the follower's is refused and changes nothing
 // (but the repair, as for a control operation: its checks see the term
-// the store holds, that of a NewTerm whose sync failed included).
+// the store holds, that of a NewTerm whose sync failed included). Like a
+// control operation's, the repair of a failed store waits for it to
+// reopen: Pebble's opening retries the flush of what it replays until the
+// disk takes it.
 func (f *Follower) Delete(term logpos.Term) error {
 	f.acquire()
 	defer f.release()
 	// A repair that fails stops no delete; the applier's lock is not
 	// held while the follower closes (closing stops the applier).
-	f.applier.mu.Lock()
-	_ = f.repairLocked()
-	f.applier.mu.Unlock()
+	f.repairForDelete()
 	if err := f.m.Delete(term); err != nil {
 		return explained(err, f.termRefused(term))
 	}
@@ -540,6 +541,16 @@ func (f *Follower) Delete(term logpos.Term) error {
 	}
 	f.logger().Debug("follower deleted", "delete_term", term)
 	return nil
+}
+
+// repairForDelete runs the repair of a control operation for Delete,
+// under the applier's lock, released however the repair ends (a panic of
+// an observer included). Its error is dropped: a repair that fails stops
+// no delete. The caller holds the lifecycle lock.
+func (f *Follower) repairForDelete() {
+	f.applier.mu.Lock()
+	defer f.applier.mu.Unlock()
+	_ = f.repairLocked()
 }
 
 // Remove deletes the data of the shard in cfg.Dir without opening its
