@@ -481,13 +481,13 @@ func TestBugGetClassifiesClosedStore(t *testing.T) {
 		t.Fatalf("Get with the store closed under a live follower: %v", err)
 	}
 	open := h.f.closing
+	defer func() { h.f.closing = open }() // for the harness's Close
 	closing := make(chan struct{})
 	close(closing)
 	h.f.closing = closing // as Close does before it closes the store
 	if _, err := h.f.Get([]byte("k")); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Get while the follower closes: %v", err)
 	}
-	h.f.closing = open
 }
 
 // TestBugSnapshotClassifiesClosedStore: Snapshot judged the follower
@@ -505,13 +505,13 @@ func TestBugSnapshotClassifiesClosedStore(t *testing.T) {
 		t.Fatalf("Snapshot with the store closed under a live follower: %v", err)
 	}
 	open := h.f.closing
+	defer func() { h.f.closing = open }() // for the harness's Close
 	closing := make(chan struct{})
 	close(closing)
 	h.f.closing = closing // as Close does before it closes the store
 	if _, err := h.f.Snapshot(); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Snapshot while the follower closes: %v", err)
 	}
-	h.f.closing = open
 }
 
 // TestBugInstallErrClosedOnLiveFollower: the applier reopened a failed
