@@ -925,12 +925,7 @@ func TestBugFailedFirstAppendLeftItsCRCAsSeed(t *testing.T) {
 // Delete(1) deleted the shard. Fixed: Delete repairs before its checks.
 func TestBugDeleteIgnoredTheStoredTerm(t *testing.T) {
 	h := newHarness(t, Config{})
-	h.newTerm(1)
-	h.fs.failSyncs("/store/")
-	if _, err := h.f.NewTerm(2, TermOptions{}); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("NewTerm with failing store syncs: %v", err)
-	}
-	h.fs.heal()
+	h.newTermStoredButFailed()
 	if err := h.f.Delete(1); !errors.Is(err, ErrInvalidTerm) {
 		t.Fatalf("Delete(1) with term 2 stored: %v, want ErrInvalidTerm", err)
 	}
@@ -951,12 +946,7 @@ func TestBugDeleteIgnoredTheStoredTerm(t *testing.T) {
 func TestBugDeleteRepairPanicHeldTheApplierLock(t *testing.T) {
 	obs := &panicOn{event: EventNewTerm.String()}
 	h := newHarness(t, Config{Observer: obs})
-	h.newTerm(1)
-	h.fs.failSyncs("/store/")
-	if _, err := h.f.NewTerm(2, TermOptions{}); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("NewTerm with failing store syncs: %v", err)
-	}
-	h.fs.heal()
+	h.newTermStoredButFailed()
 	obs.armed.Store(true)
 	if p := callRecovering(func() { _ = h.f.Delete(2) }); p == nil {
 		t.Fatal("the observer did not panic")

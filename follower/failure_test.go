@@ -93,6 +93,20 @@ func (h *harness) newTerm(term logpos.Term) {
 	}
 }
 
+// newTermStoredButFailed fences the follower at term 1, then fails
+// NewTerm(2) on the store's sync, after the term's write reached the disk:
+// the follower is at term 1, the store holds term 2, and its failure is
+// noted for the next repair. The disk is healed on return.
+func (h *harness) newTermStoredButFailed() {
+	h.t.Helper()
+	h.newTerm(1)
+	h.fs.failSyncs("/store/")
+	if _, err := h.f.NewTerm(2, TermOptions{}); !errors.Is(err, ErrUnavailable) {
+		h.t.Fatalf("NewTerm with failing store syncs: %v", err)
+	}
+	h.fs.heal()
+}
+
 // replicate attaches a stream, sends entries from..to of term with
 // per-entry acks and the given commit offset, waits for their acks, and
 // returns the stream still attached, with a channel for its result.

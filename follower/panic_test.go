@@ -121,12 +121,7 @@ func TestNewTermStopsAnInstallWaitingForChunks(t *testing.T) {
 func TestObserverPanicInTheApplierRepair(t *testing.T) {
 	obs := &panicOn{event: EventNewTerm.String()}
 	h := newHarness(t, Config{Observer: obs})
-	h.newTerm(1)
-	h.fs.failSyncs("/store/")
-	if _, err := h.f.NewTerm(2, TermOptions{}); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("NewTerm with failing store syncs: %v", err)
-	}
-	h.fs.heal()
+	h.newTermStoredButFailed()
 	obs.armed.Store(true)
 	h.f.applier.kick() // as a sync round or a commit advertisement does
 	for h.f.storeFailed.Load() {
