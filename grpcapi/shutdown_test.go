@@ -2,6 +2,7 @@ package grpcapi_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -106,4 +107,53 @@ func TestShutdownWithAReflectionClientNotReading(t *testing.T) {
 	n.stop() // fails the test if Shutdown returns an error
 	cancel()
 	<-sent
+}
+
+// gatedWatch holds the health watch handler's first Context call (its
+// first wait for an update, once it has registered for them) until gate
+// closes.
+type gatedWatch struct {
+	grpc.ServerStream
+	once       sync.Once
+	registered chan struct{}
+	gate       chan struct{}
+}
+
+func (g *gatedWatch) Context() context.Context {
+	g.once.Do(func() { close(g.registered); <-g.gate })
+	return g.ServerStream.Context()
+}
+
+// TestShutdownLetsAWatchSayNotServing: a health watch that had sent
+// nothing yet when the followers closed (it started as the shutdown
+// began) sends NOT_SERVING before it ends; ended then, its handler chose
+// at random between that status and its context's end, and the client
+// often saw no status at all.
+func TestShutdownLetsAWatchSayNotServing(t *testing.T) {
+	for i := range 20 {
+		registered, gate := make(chan struct{}), make(chan struct{})
+		gated := grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			if info.FullMethod == healthpb.Health_Watch_FullMethodName {
+				ss = &gatedWatch{ServerStream: ss, registered: registered, gate: gate}
+			}
+			return h(srv, ss)
+		})
+		n := startNode(t, "", func(o *grpcapi.Options) { o.GRPCOptions = []grpc.ServerOption{gated} })
+		watch, err := healthpb.NewHealthClient(n.conn.ClientConn()).Watch(ctxT(t), &healthpb.HealthCheckRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-registered
+		stopped := make(chan struct{})
+		go func() {
+			defer close(stopped)
+			n.stop() // fails the test if Shutdown returns an error
+		}()
+		<-grpcapi.Drained(n.srv)
+		close(gate)
+		if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+			t.Errorf("run %d: the watch received %v, %v; want NOT_SERVING", i, r, err)
+		}
+		<-stopped
+	}
 }
