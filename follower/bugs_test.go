@@ -465,52 +465,38 @@ func TestBugAppendAfterStreamFailed(t *testing.T) {
 	}
 }
 
-// TestBugGetClassifiesClosedStore: Get returned the store's errors as they
-// were. Racing Close (which closes the store before the state becomes
-// Closed) or a repair (which closes a failed store before reopening it),
-// it returned store.ErrClosed, which matches no error of SPEC §4: the
-// gRPC layer answered Unknown. Fixed: Get fails with ErrClosed while the
-// follower closes, with ErrUnavailable otherwise.
-func TestBugGetClassifiesClosedStore(t *testing.T) {
-	h := newHarness(t, Config{})
-	h.newTerm(1)
-	if err := h.f.store().Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.f.Get([]byte("k")); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("Get with the store closed under a live follower: %v", err)
-	}
-	open := h.f.closing
-	defer func() { h.f.closing = open }() // for the harness's Close
-	closing := make(chan struct{})
-	close(closing)
-	h.f.closing = closing // as Close does before it closes the store
-	if _, err := h.f.Get([]byte("k")); !errors.Is(err, ErrClosed) {
-		t.Fatalf("Get while the follower closes: %v", err)
-	}
-}
-
-// TestBugSnapshotClassifiesClosedStore: Snapshot judged the follower
-// closed by its state alone; racing Close, which closes the store before
-// the state becomes Closed, it failed with ErrUnavailable (SPEC §2:
-// every operation on a closing or closed follower is ErrClosed). Fixed as
-// Get was (TestBugGetClassifiesClosedStore).
-func TestBugSnapshotClassifiesClosedStore(t *testing.T) {
-	h := newHarness(t, Config{})
-	h.newTerm(1)
-	if err := h.f.store().Close(); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := h.f.Snapshot(); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("Snapshot with the store closed under a live follower: %v", err)
-	}
-	open := h.f.closing
-	defer func() { h.f.closing = open }() // for the harness's Close
-	closing := make(chan struct{})
-	close(closing)
-	h.f.closing = closing // as Close does before it closes the store
-	if _, err := h.f.Snapshot(); !errors.Is(err, ErrClosed) {
-		t.Fatalf("Snapshot while the follower closes: %v", err)
+// TestBugReadsClassifyClosedStore: Get returned the store's errors as
+// they were. Racing Close (which closes the store before the state
+// becomes Closed) or a repair (which closes a failed store before
+// reopening it), it returned store.ErrClosed, which matches no error of
+// SPEC §4: the gRPC layer answered Unknown. Snapshot judged the follower
+// closed by its state alone, and racing Close failed with ErrUnavailable
+// (SPEC §2: every operation on a closing or closed follower is
+// ErrClosed). Fixed: both fail with ErrClosed while the follower closes,
+// with ErrUnavailable otherwise.
+func TestBugReadsClassifyClosedStore(t *testing.T) {
+	for name, read := range map[string]func(*Follower) error{
+		"Get":      func(f *Follower) error { _, err := f.Get([]byte("k")); return err },
+		"Snapshot": func(f *Follower) error { _, err := f.Snapshot(); return err },
+	} {
+		t.Run(name, func(t *testing.T) {
+			h := newHarness(t, Config{})
+			h.newTerm(1)
+			if err := h.f.store().Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := read(h.f); !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("with the store closed under a live follower: %v", err)
+			}
+			open := h.f.closing
+			defer func() { h.f.closing = open }() // for the harness's Close
+			closing := make(chan struct{})
+			close(closing)
+			h.f.closing = closing // as Close does before it closes the store
+			if err := read(h.f); !errors.Is(err, ErrClosed) {
+				t.Fatalf("while the follower closes: %v", err)
+			}
+		})
 	}
 }
 
