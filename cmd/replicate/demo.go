@@ -285,6 +285,16 @@ func (d *demo) run(ctx context.Context, e *env) (err error) {
 		return err
 	}
 	d.printf("   Truncate(term 2, head %v) → head entry %v: entries the leader never saw acknowledged are dropped\n", keep, head)
+	// What was acknowledged before the kill, read back once the new
+	// leader advertises it committed (a restarted follower applies no
+	// further than a leader said).
+	if _, err := a.conn.Replicate(ctx, leader.Run{Shard: d.shard, Term: 2, First: lastAck + 1, Commit: lastAck, Cumulative: true}); err != nil {
+		return err
+	}
+	d.printf("   commit offset %d advertised: the entries acknowledged before the kill\n", lastAck)
+	if err := d.compare(ctx, a); err != nil {
+		return err
+	}
 	res, err = d.replicate(ctx, a, 2, lastAck+1, d.entries/2, demoWindow, nil)
 	if err != nil {
 		return err
