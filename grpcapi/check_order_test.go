@@ -13,7 +13,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/tablefsm/tablefsm/grpcapi"
@@ -81,12 +80,7 @@ func TestCheckOrderUnaryValidationPairs(t *testing.T) {
 // chunk), and the namespace is named before the shard-id.
 func TestCheckOrderStreamValidationPairs(t *testing.T) {
 	n := startNode(t, "")
-	raw, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
+	raw := rawClient(t, n)
 	malformed := []byte{0x0a, 0xff}
 	for _, c := range []struct {
 		name  string
@@ -134,12 +128,7 @@ func TestCheckOrderStreamValidationPairs(t *testing.T) {
 func TestCheckOrderStreamsOnShards(t *testing.T) {
 	n := startNode(t, "")
 	c := n.conn
-	raw, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
+	raw := rawClient(t, n)
 	malformed := []byte{0x0a, 0xff}
 	rawCall := func(s leader.Shard, method string) error {
 		t.Helper()
@@ -159,7 +148,7 @@ func TestCheckOrderStreamsOnShards(t *testing.T) {
 	// Not hosted: a malformed first chunk, and a chunk of a negative term
 	// with a bad name (the term is checked first), leave nothing.
 	aWantErr(t, rawCall(free, sendSnapshot), codes.InvalidArgument, grpcapi.ReasonInvalidArgument)
-	_, err = sendChunks(t, c, free, &replicationpb.SnapshotChunk{Term: -1, Name: "../x", ChunkCount: 1})
+	_, err := sendChunks(t, c, free, &replicationpb.SnapshotChunk{Term: -1, Name: "../x", ChunkCount: 1})
 	aWantErr(t, err, codes.FailedPrecondition, grpcapi.ReasonInvalidTerm)
 	if got := listTree(t, n.dir); !slices.Equal(got, []string{".lock"}) {
 		t.Fatalf("the data directory holds %v after refused calls", got)

@@ -221,6 +221,19 @@ func (rawCodec) Unmarshal(data []byte, v any) error {
 }
 func (rawCodec) Name() string { return "proto" }
 
+// rawClient returns a connection to n whose calls send and receive raw
+// bytes (rawCodec), closed when the test ends.
+func rawClient(t *testing.T, n *node) *grpc.ClientConn {
+	t.Helper()
+	raw, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = raw.Close() })
+	return raw
+}
+
 // TestMalformedMessages: a request or stream message that does not decode
 // is InvalidArgument with the INVALID_ARGUMENT reason (the client's
 // mistake), on every call, and changes nothing.
@@ -228,12 +241,7 @@ func TestMalformedMessages(t *testing.T) {
 	n := startNode(t, "")
 	s := leader.Shard{Namespace: "bad", Shard: 1}
 	fence(t, n.conn, s, 2)
-	raw, err := grpc.NewClient(n.addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithDefaultCallOptions(grpc.ForceCodec(rawCodec{})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer raw.Close()
+	raw := rawClient(t, n)
 	malformed := []byte{0x0a, 0xff} // field 1, then a length cut short
 	wantMalformed := func(err error, message string) {
 		t.Helper()
