@@ -30,18 +30,23 @@ import (
 // streamWindows are the windows of BenchmarkStreamWindow.
 var streamWindows = []int{1, 4, 16, 64, 256, 1000, 4096}
 
-// BenchmarkStreamWindow: entries/s through followerd and through the bare
-// echo stream, cumulative acks, against the window (entries in flight).
-// The two alternate in chunks of streams, so that the machine's drift hits
-// both alike; each streams b.N entries. Reported: the entries/s of each
-// and followerd's fraction of the echo's.
+// BenchmarkStreamWindow: entries/s through followerd, through the bare
+// echo stream and through the durable echo, cumulative acks, against the
+// window (entries in flight). The three alternate in chunks of streams,
+// so that the machine's drift hits them alike; each streams b.N entries.
+// Reported: the entries/s of each, followerd's fraction of the echo's
+// (the budget), the durable echo's fraction of the echo's, and
+// followerd's of the durable echo's. The durable echo pays the least any
+// follower that makes entries durable before acking them pays (one write
+// and one fdatasync per round, nothing else): its fraction is one no such
+// follower reaches.
 func BenchmarkStreamWindow(b *testing.B) {
 	for _, w := range streamWindows {
 		b.Run(fmt.Sprintf("window=%d", w), func(b *testing.B) {
-			sides := []*target{startFollower(b), startEcho(b)}
-			var spent [2]time.Duration
+			sides := []*target{startFollower(b), startEcho(b), startDurableEcho(b)}
+			var spent [3]time.Duration
 			chunk := int64(min(max(16*w, 64), 8192))
-			b.SetBytes(2 * entrySize)
+			b.SetBytes(int64(len(sides)) * entrySize)
 			b.ResetTimer()
 			for from := int64(0); from < int64(b.N); from += chunk {
 				n := min(chunk, int64(b.N)-from)
@@ -58,7 +63,10 @@ func BenchmarkStreamWindow(b *testing.B) {
 			rate := func(d time.Duration) float64 { return float64(b.N) / d.Seconds() }
 			b.ReportMetric(rate(spent[0]), "followerd-entries/s")
 			b.ReportMetric(rate(spent[1]), "echo-entries/s")
+			b.ReportMetric(rate(spent[2]), "durable-entries/s")
 			b.ReportMetric(spent[1].Seconds()/spent[0].Seconds(), "followerd-vs-echo")
+			b.ReportMetric(spent[1].Seconds()/spent[2].Seconds(), "durable-vs-echo")
+			b.ReportMetric(spent[2].Seconds()/spent[0].Seconds(), "followerd-vs-durable")
 		})
 	}
 }

@@ -94,7 +94,14 @@ func startEcho(b *testing.B) *target {
 func startDurableEcho(b *testing.B) *target {
 	b.Helper()
 	dir := b.TempDir()
-	return serveEcho(b, func(r grpc.ServiceRegistrar) { echo.RegisterDurable(r, vfs.Default, dir) })
+	return serveEcho(b, func(r grpc.ServiceRegistrar) {
+		d := echo.RegisterDurable(r, vfs.Default, dir)
+		b.Cleanup(func() { // after the server stopped
+			if err := d.Close(); err != nil {
+				b.Error(err)
+			}
+		})
+	})
 }
 
 func serveEcho(b *testing.B, register func(grpc.ServiceRegistrar)) *target {

@@ -33,9 +33,10 @@ var benchCommand = command{
 latency (p50, p99, max). With no --target it starts a followerd on loopback in
 a temporary directory, and (with --baseline) compares it, in the same run,
 with a bare gRPC stream of the same protocol that acks on receipt (the echo
-server), and its idle ack latency with one fsync and one stream round trip,
-measured together by the durable echo (the echo server plus one write and
-fdatasync before each ack, on the node's file system).
+server) and with the durable echo (the echo server plus one write and
+fdatasync before each round of acks, on the node's file system: the least a
+follower that acks only durable entries pays); and its idle ack latency with
+one fsync and one stream round trip, measured together by the durable echo.
 
 With --target it fences the shard at its current term + 1 and truncates it,
 which deposes the shard's leader, if it has one: use a scratch shard.`,
@@ -171,7 +172,7 @@ func (b *benchConfig) run(ctx context.Context, e *env) (err error) {
 	if err := b.fence(ctx, f); err != nil {
 		return err
 	}
-	var base *side
+	var base, durable *side
 	if b.baseline {
 		p, err := startEcho(ctx, "", msgSize)
 		if err != nil {
@@ -184,6 +185,21 @@ func (b *benchConfig) run(ctx context.Context, e *env) (err error) {
 		}
 		defer econn.Close()
 		base = &side{name: "baseline", conn: econn}
+		if dataDir != "" {
+			// The durable echo, on the node's file system: the least a
+			// follower that acks only durable entries pays.
+			p, err := startEcho(ctx, filepath.Join(tmp, "echo-fsync"), msgSize)
+			if err != nil {
+				return err
+			}
+			procs = append(procs, p)
+			dconn, err := leader.Dial(p.Addr, msgSize)
+			if err != nil {
+				return err
+			}
+			defer dconn.Close()
+			durable = &side{name: "durable echo", conn: dconn}
+		}
 	}
 
 	fmt.Fprintf(out, "bench: %s × %d B per stream, window %d, %s acks, %s\n", plural(b.entries, "entry", "entries"), b.entrySize, b.window, b.acks, plural(b.rounds, "round", "rounds"))
@@ -191,10 +207,16 @@ func (b *benchConfig) run(ctx context.Context, e *env) (err error) {
 	if base != nil {
 		fmt.Fprintf(out, "  baseline   %s  echo server: a bare stream of the same protocol that acks on receipt and stores nothing\n", base.conn.ClientConn().Target())
 	}
+	if durable != nil {
+		fmt.Fprintf(out, "  durable    %s  durable echo: the echo server plus one write + fdatasync per round of acks, on the node's file system\n", durable.conn.ClientConn().Target())
+	}
 	fmt.Fprintln(out)
 
 	sides := []*side{f}
-	if base != nil {
+	switch {
+	case durable != nil:
+		sides = []*side{base, durable, f}
+	case base != nil:
 		sides = []*side{base, f}
 	}
 	for round := 1; round <= b.rounds; round++ {
@@ -205,7 +227,7 @@ func (b *benchConfig) run(ctx context.Context, e *env) (err error) {
 			}
 			s.runs = append(s.runs, res)
 			s.lat = append(s.lat, lat)
-			fmt.Fprintf(out, "round %d  %-9s  %s\n", round, s.name, describe(res, lat))
+			fmt.Fprintf(out, "round %d  %-12s  %s\n", round, s.name, describe(res, lat))
 		}
 	}
 	fmt.Fprintln(out)
@@ -215,10 +237,14 @@ func (b *benchConfig) run(ctx context.Context, e *env) (err error) {
 		bRate := medianRate(base.runs)
 		fmt.Fprintf(out, "            baseline  %.0f entries/s (%.1f MiB/s)\n", bRate, bRate*float64(b.entrySize)/(1<<20))
 		fmt.Fprintf(out, "            ratio     %.0f %% of the bare stream (budget with cumulative acks: ≥ 70 %%)\n", 100*fRate/bRate)
+		if durable != nil {
+			dRate := medianRate(durable.runs)
+			fmt.Fprintf(out, "            durable   %.0f entries/s, %.0f %% of the bare stream: the most a follower that acks only durable entries reaches; followerd %.0f %% of it\n", dRate, 100*dRate/bRate, 100*fRate/dRate)
+		}
 	}
 
 	if b.idle > 0 {
-		if err := b.idleAcks(ctx, e, tmp, dataDir, f, base, cumulative, &procs); err != nil {
+		if err := b.idleAcks(ctx, e, dataDir, f, base, durable, cumulative); err != nil {
 			return err
 		}
 	}
@@ -245,29 +271,18 @@ func (b *benchConfig) messageSize() int {
 const idleChunk = 100
 
 // idleAcks measures the idle ack latency of f, one entry at a time, and
-// with a baseline, of the echo (one stream round trip). For a local node
-// it also measures, on the node's file system, the durable echo (one
-// fsync and one stream round trip together: the budget's reference) and
-// the fsync probe, and prints the verdict.
-func (b *benchConfig) idleAcks(ctx context.Context, e *env, tmp, dataDir string, f, base *side, cumulative bool, procs *[]*node.Process) error {
+// with a baseline, of the echo (one stream round trip). With the durable
+// echo (a local node), it also measures it (one fsync and one stream
+// round trip together: the budget's reference) and the fsync probe on the
+// node's file system, and prints the verdict.
+func (b *benchConfig) idleAcks(ctx context.Context, e *env, dataDir string, f, base, durable *side, cumulative bool) error {
 	out := e.stdout
 	fmt.Fprintf(out, "\nidle acks: %s per side, one at a time, the sides taking turns every %d\n", plural(b.idle, "entry", "entries"), idleChunk)
 	sides := []*side{f}
 	if base != nil {
 		sides = append(sides, base)
-		if dataDir != "" {
-			msgSize := b.messageSize()
-			p, err := startEcho(ctx, filepath.Join(tmp, "echo-fsync"), msgSize)
-			if err != nil {
-				return err
-			}
-			*procs = append(*procs, p)
-			dconn, err := leader.Dial(p.Addr, msgSize)
-			if err != nil {
-				return err
-			}
-			defer dconn.Close()
-			sides = append(sides, &side{name: "durable echo", conn: dconn})
+		if durable != nil {
+			sides = append(sides, durable)
 		}
 	}
 	lats := make([]*leader.Histogram, len(sides))

@@ -175,8 +175,8 @@ and makes them durable with one fdatasync, and does nothing else.`,
 			if err := node.CheckAddress(*listen); err != nil {
 				return usagef("invalid --listen %q: %v", *listen, err)
 			}
-			// Stop waits for the handlers: the durable echo's remove their
-			// files as they return.
+			// Stop waits for the handlers: the durable echo's files are
+			// all idle when it is closed, and it removes them.
 			srv := grpc.NewServer(append(echo.ServerOptions(), grpc.MaxRecvMsgSize(*maxMsg), grpc.MaxSendMsgSize(*maxMsg), grpc.WaitForHandlers(true))...)
 			if *syncDir == "" {
 				echo.Register(srv)
@@ -184,7 +184,12 @@ and makes them durable with one fdatasync, and does nothing else.`,
 				if err := os.MkdirAll(*syncDir, 0o755); err != nil {
 					return err
 				}
-				echo.RegisterDurable(srv, vfs.Default, *syncDir)
+				durable := echo.RegisterDurable(srv, vfs.Default, *syncDir)
+				defer func() { // after Stop
+					if err := durable.Close(); err != nil {
+						fmt.Fprintf(e.stderr, "replicate: removing the durable echo's files: %v\n", err)
+					}
+				}()
 			}
 			lis, err := net.Listen("tcp", *listen)
 			if err != nil {

@@ -101,7 +101,7 @@ func TestBench(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("bench: status %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
-	for _, want := range []string{"round 1  baseline", "round 1  followerd", "% of the bare stream", "followerd ack", "fsync + round trip", "durable echo", "stream round trip", "fsync", "budget", "measured apart"} {
+	for _, want := range []string{"round 1  baseline", "round 1  durable echo", "round 1  followerd", "% of the bare stream", "the most a follower that acks only durable entries reaches", "followerd ack", "fsync + round trip", "durable echo", "stream round trip", "fsync", "budget", "measured apart"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("bench output lacks %q:\n%s", want, out)
 		}

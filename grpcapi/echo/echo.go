@@ -35,9 +35,14 @@ type Server struct {
 	replicationpb.UnimplementedOxiaLogReplicationServer
 	// fs and dir: where a durable echo's streams write; fs is nil for
 	// the plain echo.
-	fs      vfs.FS
-	dir     string
-	streams atomic.Int64
+	fs    vfs.FS
+	dir   string
+	files atomic.Int64 // files created, for their names
+	mu    struct {
+		sync.Mutex
+		idle   []*durableFile // prepared files no stream writes to
+		closed bool
+	}
 }
 
 // ServerOptions are the options of the gRPC server an echo is registered
@@ -59,13 +64,32 @@ func Register(r grpc.ServiceRegistrar) {
 // it from the start again when it is full.
 const DurableFileSize = 64 << 20
 
-// RegisterDurable registers a durable echo Server on r: each stream
-// writes to a file of its own in dir (on fs), removed when the stream
-// ends. The stream prepares its file when it starts, so the first entry
-// it acknowledges also waits for that (a follower's log is ready before
-// its streams start): one sample in a stream's worth of latencies.
-func RegisterDurable(r grpc.ServiceRegistrar, fs vfs.FS, dir string) {
-	replicationpb.RegisterOxiaLogReplicationServer(r, &Server{fs: fs, dir: dir})
+// RegisterDurable registers a durable echo Server on r and returns it.
+// Each stream writes to a file of its own in dir (on fs), prepared as the
+// log prepares a segment. A stream takes the file of a stream that ended,
+// when there is one, as a follower's streams write to log segments
+// prepared before them and kept after them; only when there is none does
+// it prepare one, and its first ack waits for that. Close the Server once
+// r no longer serves it: that removes its files.
+func RegisterDurable(r grpc.ServiceRegistrar, fs vfs.FS, dir string) *Server {
+	s := &Server{fs: fs, dir: dir}
+	replicationpb.RegisterOxiaLogReplicationServer(r, s)
+	return s
+}
+
+// Close removes the files of a durable echo that no stream writes to; a
+// stream still running removes its own when it ends. It does nothing for
+// a plain echo, and may be called more than once.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	idle := s.mu.idle
+	s.mu.idle, s.mu.closed = nil, true
+	s.mu.Unlock()
+	var errs []error
+	for _, d := range idle {
+		errs = append(errs, d.remove())
+	}
+	return errors.Join(errs...)
 }
 
 // Replicate acknowledges each entry received (a durable echo: once it is
@@ -75,10 +99,10 @@ func (s *Server) Replicate(stream grpc.BidiStreamingServer[replicationpb.Append,
 	var out *durableFile
 	if s.fs != nil {
 		var err error
-		if out, err = s.create(); err != nil {
+		if out, err = s.take(); err != nil {
 			return err
 		}
-		defer out.close()
+		defer s.release(out)
 	}
 	var mu sync.Mutex
 	var (
@@ -166,14 +190,43 @@ func (s *Server) Replicate(stream grpc.BidiStreamingServer[replicationpb.Append,
 
 // durableFile is the file a durable echo stream writes to.
 type durableFile struct {
-	fs   vfs.FS
-	name string
-	f    vfs.File
-	pos  int64
+	fs     vfs.FS
+	name   string
+	f      vfs.File
+	pos    int64
+	failed bool // a write or fdatasync failed: the file is not reused
+}
+
+// take returns a file for a stream to write to: an idle one, else a new
+// one.
+func (s *Server) take() (*durableFile, error) {
+	s.mu.Lock()
+	if n := len(s.mu.idle); n > 0 {
+		d := s.mu.idle[n-1]
+		s.mu.idle = s.mu.idle[:n-1]
+		s.mu.Unlock()
+		return d, nil
+	}
+	s.mu.Unlock()
+	return s.create()
+}
+
+// release takes back the file of a stream that ended: idle for the next
+// stream, or removed when it failed or the Server is closed.
+func (s *Server) release(d *durableFile) {
+	s.mu.Lock()
+	if !d.failed && !s.mu.closed {
+		s.mu.idle = append(s.mu.idle, d)
+		d = nil
+	}
+	s.mu.Unlock()
+	if d != nil {
+		_ = d.remove()
+	}
 }
 
 func (s *Server) create() (*durableFile, error) {
-	name := s.fs.PathJoin(s.dir, fmt.Sprintf("echo-stream-%d", s.streams.Add(1)))
+	name := s.fs.PathJoin(s.dir, fmt.Sprintf("echo-stream-%d", s.files.Add(1)))
 	f, err := s.fs.Create(name, vfs.WriteCategoryUnspecified)
 	if err != nil {
 		return nil, fmt.Errorf("echo: %w", err)
@@ -194,16 +247,17 @@ func (d *durableFile) writeAndSync(b []byte) error {
 		d.pos = 0
 	}
 	if _, err := d.f.WriteAt(b, d.pos); err != nil {
+		d.failed = true
 		return fmt.Errorf("echo: %w", err)
 	}
 	d.pos += int64(len(b))
 	if err := d.f.SyncData(); err != nil {
+		d.failed = true
 		return fmt.Errorf("echo: %w", err)
 	}
 	return nil
 }
 
-func (d *durableFile) close() {
-	_ = d.f.Close()
-	_ = d.fs.Remove(d.name)
+func (d *durableFile) remove() error {
+	return errors.Join(d.f.Close(), d.fs.Remove(d.name))
 }

@@ -73,22 +73,50 @@ func (s *syncFS) durable() ([]byte, int) {
 	return append([]byte(nil), s.synced...), s.syncs
 }
 
-func serveDurable(t *testing.T, fs vfs.FS, dir string) replicationpb.OxiaLogReplicationClient {
+// serveDurable serves a durable echo writing in dir; stop stops the
+// server, waiting for its handlers, and closes the echo (it runs at the
+// end of the test too, if not called before).
+func serveDurable(t *testing.T, fs vfs.FS, dir string) (client replicationpb.OxiaLogReplicationClient, stop func()) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := grpc.NewServer(echo.ServerOptions()...)
-	echo.RegisterDurable(srv, fs, dir)
+	srv := grpc.NewServer(append(echo.ServerOptions(), grpc.WaitForHandlers(true))...)
+	durable := echo.RegisterDurable(srv, fs, dir)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(lis) }()
 	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = cc.Close(); srv.Stop(); <-done })
-	return replicationpb.NewOxiaLogReplicationClient(cc)
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			_ = cc.Close()
+			srv.Stop()
+			<-done
+			if err := durable.Close(); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return replicationpb.NewOxiaLogReplicationClient(cc), stop
+}
+
+// filesIn lists the names of the files in dir.
+func filesIn(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
 }
 
 func entry(o int64, cumulative bool) *replicationpb.Append {
@@ -99,52 +127,61 @@ func entry(o int64, cumulative bool) *replicationpb.Append {
 }
 
 // TestDurableAcksWhatIsDurable: one entry at a time, in both ack modes,
-// each ack comes after an fdatasync that covered the entry's value; the
-// stream's file is gone once the stream ended.
+// each ack comes after an fdatasync that covered the entry's value. A
+// second stream writes on in the file the first one prepared; the file is
+// gone once the echo is closed.
 func TestDurableAcksWhatIsDurable(t *testing.T) {
 	for _, cumulative := range []bool{true, false} {
 		dir := t.TempDir()
 		fs := &syncFS{FS: vfs.Default}
-		client := serveDurable(t, fs, dir)
-		stream, err := client.Replicate(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
+		client, stop := serveDurable(t, fs, dir)
 		var want []byte
-		for o := int64(0); o < 20; o++ {
-			a := entry(o, cumulative)
-			if err := stream.Send(a); err != nil {
+		for run := 0; run < 2; run++ {
+			stream, err := client.Replicate(context.Background())
+			if err != nil {
 				t.Fatal(err)
 			}
-			want = append(want, a.Entry.Value...)
-			ack, err := stream.Recv()
-			if err != nil || ack.GetOffset() != o {
-				t.Fatalf("cumulative %v: entry %d: ack %v, %v", cumulative, o, ack, err)
+			for o := int64(0); o < 20; o++ {
+				a := entry(o, cumulative)
+				if err := stream.Send(a); err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, a.Entry.Value...)
+				ack, err := stream.Recv()
+				if err != nil || ack.GetOffset() != o {
+					t.Fatalf("cumulative %v, stream %d: entry %d: ack %v, %v", cumulative, run, o, ack, err)
+				}
+				if synced, _ := fs.durable(); !bytes.Equal(synced, want) {
+					t.Fatalf("cumulative %v, stream %d: ack %d with %q durable, want %q", cumulative, run, o, synced, want)
+				}
 			}
-			if synced, _ := fs.durable(); !bytes.Equal(synced, want) {
-				t.Fatalf("cumulative %v: ack %d with %q durable, want %q", cumulative, o, synced, want)
+			if err := stream.CloseSend(); err != nil {
+				t.Fatal(err)
+			}
+			if ack, err := stream.Recv(); err != io.EOF {
+				t.Fatalf("after the half-close: %v, %v; want the end of the stream", ack, err)
+			}
+			if names := filesIn(t, dir); len(names) != 1 {
+				t.Fatalf("cumulative %v: after stream %d: files %q, want the one file the streams share", cumulative, run, names)
 			}
 		}
-		if err := stream.CloseSend(); err != nil {
-			t.Fatal(err)
+		if _, syncs := fs.durable(); syncs < 40 {
+			t.Fatalf("%d fdatasyncs for 40 entries sent one at a time", syncs)
 		}
-		if ack, err := stream.Recv(); err != io.EOF {
-			t.Fatalf("after the half-close: %v, %v; want the end of the stream", ack, err)
-		}
-		if _, syncs := fs.durable(); syncs < 20 {
-			t.Fatalf("%d fdatasyncs for 20 entries sent one at a time", syncs)
-		}
-		if names, err := os.ReadDir(dir); err != nil || len(names) != 0 {
-			t.Fatalf("left behind: %v, %v", names, err)
+		stop()
+		if names := filesIn(t, dir); len(names) != 0 {
+			t.Fatalf("left behind: %q", names)
 		}
 	}
 }
 
 // TestDurableSyncFailure: an entry whose fdatasync fails is never
-// acknowledged; the stream fails.
+// acknowledged; the stream fails, and its file, whose state is unknown,
+// is removed rather than handed to the next stream.
 func TestDurableSyncFailure(t *testing.T) {
 	fs := &syncFS{FS: vfs.Default, fail: true}
-	client := serveDurable(t, fs, t.TempDir())
+	dir := t.TempDir()
+	client, _ := serveDurable(t, fs, dir)
 	stream, err := client.Replicate(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -155,12 +192,33 @@ func TestDurableSyncFailure(t *testing.T) {
 	if ack, err := stream.Recv(); err == nil {
 		t.Fatalf("acknowledged %v though its fdatasync failed", ack)
 	}
+	// The handler removed its file before it returned, and so before
+	// the stream's status was sent.
+	if names := filesIn(t, dir); len(names) != 0 {
+		t.Fatalf("after the failed stream: files %q, want none", names)
+	}
+	fs.mu.Lock()
+	fs.fail = false
+	fs.mu.Unlock()
+	stream, err = client.Replicate(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(entry(0, true)); err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := stream.Recv(); err != nil || ack.GetOffset() != 0 {
+		t.Fatalf("the next stream: ack %v, %v", ack, err)
+	}
+	if names := filesIn(t, dir); len(names) != 1 || names[0] == "echo-stream-1" {
+		t.Fatalf("the next stream writes to %q, want a new file", names)
+	}
 }
 
 // TestDurableCreateFailure: a directory the file cannot be created in
 // fails the stream before anything is acknowledged.
 func TestDurableCreateFailure(t *testing.T) {
-	client := serveDurable(t, vfs.Default, "/nonexistent/echo")
+	client, _ := serveDurable(t, vfs.Default, "/nonexistent/echo")
 	stream, err := client.Replicate(context.Background())
 	if err != nil {
 		t.Fatal(err)
