@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/grpcapi"
 )
 
@@ -68,6 +69,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	maxStreams := fs.Uint("max-concurrent-streams", 0, "concurrent calls allowed per connection (0: no limit)")
 	metricsListen := fs.String("metrics-listen", "", "`address` to serve Prometheus metrics on, at /metrics (empty: no metrics; port 0: any free port)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "how long a graceful shutdown may wait for calls to end before closing connections")
+	maxSnapshot := fs.Int64("max-snapshot-size", 0, "largest snapshot a shard takes from a leader, in `bytes` of file content; a larger one is refused with InvalidArgument before it fills the disk (0: no limit)")
 	if len(args) == 1 && args[0] == "help" {
 		args = []string{"--help"}
 	}
@@ -106,6 +108,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if *maxMsg <= 0 {
 		return usageErr("invalid --max-message-size %d: want a positive number of bytes", *maxMsg)
+	}
+	if *maxSnapshot < 0 {
+		return usageErr("invalid --max-snapshot-size %d: want a number of bytes, or 0 for no limit", *maxSnapshot)
 	}
 	if *maxStreams > 1<<32-1 {
 		return usageErr("invalid --max-concurrent-streams %d: want at most %d", *maxStreams, uint64(1<<32-1))
@@ -146,6 +151,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Logger:               logger,
 		MaxMessageSize:       *maxMsg,
 		MaxConcurrentStreams: uint32(*maxStreams),
+		Follower:             follower.Config{MaxSnapshotSize: *maxSnapshot},
 	})
 	if err != nil {
 		logger.Error("cannot start", "err", err)

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,6 +26,8 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/node"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/store"
 )
 
 // asFollowerd makes this test binary run node.Main instead of the tests:
@@ -141,6 +144,7 @@ func TestFlags(t *testing.T) {
 		{[]string{"--listen", "127.0.0.1:99999", "--data-dir", unused}, 2, "invalid port"},
 		{[]string{"--listen", "127.0.0.1:0", "--metrics-listen", "9464", "--data-dir", unused}, 2, "invalid --metrics-listen"},
 		{[]string{"--max-concurrent-streams", "5000000000"}, 2, "want at most 4294967295"},
+		{[]string{"--max-snapshot-size", "-1"}, 2, "invalid --max-snapshot-size"},
 		{[]string{"--listen"}, 2, "flag needs an argument"},
 		// A node that cannot listen (here on an address of no local
 		// interface, TEST-NET-1) exits 1 and creates no data directory.
@@ -233,6 +237,92 @@ func TestMaxMessageSizeFlag(t *testing.T) {
 	}
 	if got := stop(); got != 0 {
 		t.Fatalf("status %d; stderr:\n%s", got, stderr)
+	}
+}
+
+// snapshotChunks is a real snapshot, in memory: a store of term with n
+// entries applied, read out in chunks. It returns the chunks and the
+// size of their content.
+type snapshotChunks struct {
+	chunks []store.Chunk
+	next   int
+}
+
+func (c *snapshotChunks) Next() (store.Chunk, error) {
+	if c.next == len(c.chunks) {
+		return store.Chunk{}, io.EOF
+	}
+	c.next++
+	return c.chunks[c.next-1], nil
+}
+
+func takeSnapshot(t *testing.T, term logpos.Term, n int) ([]store.Chunk, int64) {
+	t.Helper()
+	st, err := store.Open(t.TempDir(), store.Options{SnapshotChunkSize: 4096})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if err := st.SetTerm(term, store.TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for o := range logpos.Offset(n) {
+		if err := st.Apply(logpos.Entry{Term: term, Offset: o, Value: leader.AppendPut(nil, fmt.Appendf(nil, "k%d", o), []byte("v"))}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sn, err := st.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sn.Close()
+	var chunks []store.Chunk
+	var size int64
+	for {
+		ch, err := sn.Next()
+		if err == io.EOF {
+			return chunks, size
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ch.Content = bytes.Clone(ch.Content) // reused by the next call
+		chunks = append(chunks, ch)
+		size += int64(len(ch.Content))
+	}
+}
+
+// TestMaxSnapshotSizeFlag: --max-snapshot-size reaches the shards: a
+// snapshot one byte over the limit is refused with InvalidArgument and
+// leaves the shard as it was; one of exactly the limit is installed.
+func TestMaxSnapshotSizeFlag(t *testing.T) {
+	chunks, size := takeSnapshot(t, 2, 10)
+	for _, c := range []struct {
+		limit int64
+		ok    bool
+	}{{size - 1, false}, {size, true}} {
+		addr, stop, stderr := runMain(t, "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--max-snapshot-size", strconv.FormatInt(c.limit, 10))
+		conn := dial(t, addr)
+		s := leader.Shard{Namespace: "snap", Shard: 0}
+		if _, err := conn.NewTerm(ctxT(t), s, 2, nil); err != nil {
+			t.Fatal(err)
+		}
+		ack, err := conn.SendSnapshot(ctxT(t), s, 2, &snapshotChunks{chunks: chunks})
+		st, serr := conn.Status(ctxT(t), s)
+		if serr != nil {
+			t.Fatal(serr)
+		}
+		got := fmt.Sprintf("%d %v %d %d", st.GetTerm(), st.GetStatus(), st.GetHeadOffset(), st.GetCommitOffset())
+		if c.ok {
+			if err != nil || ack != 9 || got != "2 FOLLOWER 9 9" {
+				t.Errorf("a %d-byte snapshot with a limit of %d: ack %d, %v; shard %s", size, c.limit, ack, err, got)
+			}
+		} else if status.Code(err) != codes.InvalidArgument || got != "2 FENCED -1 -1" {
+			t.Errorf("a %d-byte snapshot with a limit of %d: %v, want InvalidArgument; shard %s, want it unchanged", size, c.limit, err, got)
+		}
+		if code := stop(); code != 0 {
+			t.Fatalf("status %d; stderr:\n%s", code, stderr)
+		}
 	}
 }
 
