@@ -228,6 +228,20 @@ func (l *Log) recover() error {
 		if err != nil && !errors.Is(err, errBadSegmentHeader) {
 			return err
 		}
+		if len(segs) == 0 && errors.Is(err, errBlankSegment) && first < l.opts.MustKeepBelow {
+			// A file never written to, before any segment of the log
+			// and named below an offset that was durable (a segment's
+			// header reaches the disk with its first record): no part
+			// of the log, but what a failed creation left when its
+			// removal failed too, before the log came to start above
+			// it (after a Clear, or a Trim past its name). The
+			// segments after it are the log's.
+			l.logger.Warn("wal: removing a segment file never written to, named below the offset the log must keep", "segment", segmentName(first), "must_keep_below", l.opts.MustKeepBelow)
+			if err := l.removeSegmentFiles(first, indexes[first]); err != nil {
+				return err
+			}
+			continue
+		}
 		// What cutting here loses starts where the kept log ends, which
 		// is below first when the segment before ended early.
 		lost := first
@@ -329,6 +343,10 @@ func (l *Log) recover() error {
 }
 
 // readSegmentHeader returns the size of s's file and its header.
+// errBlankSegment: a segment file holds no header at all, only zeros (or
+// nothing): it was never written to.
+var errBlankSegment = fmt.Errorf("%w: the file was never written to", errBadSegmentHeader)
+
 func (l *Log) readSegmentHeader(s *segment) (int64, segmentHeader, error) {
 	f, err := l.fs.Open(s.path)
 	if err != nil {
@@ -340,11 +358,16 @@ func (l *Log) readSegmentHeader(s *segment) (int64, segmentHeader, error) {
 		return 0, segmentHeader{}, fmt.Errorf("wal: stat %s: %w", s.path, err)
 	}
 	var b [segmentHeaderSize]byte
-	if err := readFull(f, b[:], 0); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return st.Size(), segmentHeader{}, errBadSegmentHeader
-		}
+	if err := readFull(f, b[:], 0); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
 		return 0, segmentHeader{}, fmt.Errorf("wal: read %s: %w", s.path, err)
+	} else if err != nil || isZero(b[:]) {
+		// Too short for a header, or no header: nothing was written
+		// where one goes when the header bytes are all zeros (what a
+		// short file did not fill stays zero).
+		if isZero(b[:]) {
+			return st.Size(), segmentHeader{}, errBlankSegment
+		}
+		return st.Size(), segmentHeader{}, errBadSegmentHeader
 	}
 	h, err := decodeSegmentHeader(b[:])
 	return st.Size(), h, err
