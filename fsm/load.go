@@ -219,6 +219,10 @@ func tooLarge(src []byte) (p Pos, msg string, found bool) {
 			}
 		case token.SequenceEndType, token.MappingEndType:
 			depth = max(depth-1, 0)
+		case token.DocumentHeaderType, token.DocumentEndType:
+			// A document's mappings end with it (a table file holds
+			// one, which the loader says when it holds more).
+			depth, open = 0, open[:0]
 		case token.SequenceEntryType:
 			if tk.Position.Line != line {
 				line, entries = tk.Position.Line, 0
@@ -488,16 +492,27 @@ func (l *loader) plain(n ast.Node) (node ast.Node, asText bool) {
 	}
 }
 
-// plainKeys returns the pairs of a mapping whose keys are written plainly,
-// each key once, reporting each explicit key ("? key") and each repeated
-// one.
+// plainKeys returns the pairs of a mapping, each key once, reporting each
+// repeated key, each merge key ("<<", dropped: what it would merge is not
+// read) and each explicit key ("? key", read as the key it marks, so that
+// the mistake is reported once).
 func (l *loader) plainKeys(pairs []*ast.MappingValueNode) []*ast.MappingValueNode {
 	out := pairs[:0:0]
 	first := map[string]Pos{}
 	for _, e := range pairs {
-		if _, explicit := e.Key.(*ast.MappingKeyNode); explicit {
-			l.errorf(l.pos(e.Key), "explicit keys (\"? key\") are not supported: write \"key: value\"")
+		if _, merge := e.Key.(*ast.MergeKeyNode); merge {
+			l.errorf(l.pos(e.Key), "merge keys (<<) are not supported: write the entries out")
 			continue
+		}
+		if k, explicit := e.Key.(*ast.MappingKeyNode); explicit {
+			l.errorf(l.pos(e.Key), "explicit keys (\"? key\") are not supported: write \"key: value\"")
+			key, ok := k.Value.(ast.MapKeyNode)
+			if !ok {
+				continue // no key a name can be read from
+			}
+			marked := *e
+			marked.Key = key
+			e = &marked
 		}
 		key := l.keyText(e.Key)
 		if p, seen := first[key]; seen {
@@ -520,7 +535,7 @@ func (l *loader) fields(n ast.Node, what string, allowed []string) (map[string]a
 	out := map[string]ast.Node{}
 	for _, e := range l.entries(n, what) {
 		key := l.keyText(e.Key)
-		if _, ok := e.Key.(*ast.MergeKeyNode); ok || !contains(allowed, key) {
+		if !contains(allowed, key) {
 			l.errorf(l.pos(e.Key), "unknown field %q in %s (want one of: %s)", key, what, strings.Join(allowed, ", "))
 			continue
 		}
@@ -832,11 +847,13 @@ func (l *loader) usesOf(owner string, n ast.Node) []string {
 	}
 	rs := l.refs(n, "payload field name")
 	names := make([]string, 0, len(rs))
+	seen := make(map[string]bool, len(rs))
 	for _, r := range rs {
-		if contains(names, r.name) {
+		if seen[r.name] {
 			l.errorf(r.pos, "%s uses payload field %q twice", owner, r.name)
 			continue
 		}
+		seen[r.name] = true
 		names = append(names, r.name)
 	}
 	return names

@@ -223,10 +223,22 @@ func TestLoadEdgeCases(t *testing.T) {
 		{"package init", strings.Replace(base, "package: p", "package: init", 1),
 			"t.yaml:2:10: package \"init\": Go imports a package of that name only under another name"},
 		{"a %YAML directive", "%YAML 1.2\n---\n" + base, ""},
-		{"an explicit key", strings.Replace(base, "  A: {}", "  ? A\n  : {}", 1),
-			"t.yaml:3:10: unknown state \"A\"\n" +
-				"t.yaml:6:3: explicit keys (\"? key\") are not supported: write \"key: value\"\n" +
-				"t.yaml:14:12: unknown state \"A\""},
+		{"an explicit key, read as the key it marks", strings.Replace(base, "  A: {}", "  ? A\n  : {}", 1),
+			"t.yaml:6:3: explicit keys (\"? key\") are not supported: write \"key: value\""},
+		{"a merge key among the states", strings.Replace(base, "  B: {terminal: true}", "  B: {terminal: true}\n  <<: {C: {}}", 1),
+			"t.yaml:8:3: merge keys (<<) are not supported: write the entries out"},
+		{"a merge key in a payload", strings.Replace(base, "Go: {}", "Go: {payload: {<<: {x: int}}}", 1),
+			"t.yaml:9:18: merge keys (<<) are not supported: write the entries out"},
+		{"a merge key in a row", strings.Replace(base, "{from: A, on: Go, to: B}", "{<<: {from: A}, on: Go, to: B}", 1),
+			"t.yaml:13:5: a row needs \"from\" and \"on\"\n" +
+				"t.yaml:13:6: merge keys (<<) are not supported: write the entries out"},
+		{"an unused guard, and the error only it names", strings.Replace(base, "  ErrNo: {}", "  ErrNo: {}\n  ErrSpare: {}", 1) +
+			"guards:\n  Spare: {error: ErrSpare}\n",
+			"t.yaml:12:3: error ErrSpare is declared but never used\n" +
+				"t.yaml:16:3: guard Spare is declared but never used"},
+		{"an unused guard naming an unknown error", base + "guards:\n  Spare: {error: ErrNone}\n",
+			"t.yaml:15:3: guard Spare is declared but never used\n" +
+				"t.yaml:15:18: unknown error \"ErrNone\""},
 		{"anchored and tagged strings", strings.Replace(base, "initial: A", "initial: &x !!str A", 1), ""},
 		{"a tag that is not !!str", strings.Replace(base, "initial: A", "initial: !!int A", 1),
 			"t.yaml:3:10: tag !!int is not supported: the only tag a table may use is !!str"},
@@ -435,6 +447,18 @@ func TestLongMappingRefused(t *testing.T) {
 	_, err = Load("t.yaml", []byte(src.String()))
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("keys behind anchors and tags: Load = %v, want %q", err, want)
+	}
+	// The keys of two documents are not one mapping's: a table followed
+	// by a second document is refused as two documents, however many
+	// keys the second holds (below the limit).
+	src.Reset()
+	src.WriteString(base + "---\n")
+	for i := range maxMappingKeys - 4 {
+		fmt.Fprintf(&src, "k%d: v\n", i)
+	}
+	_, err = Load("t.yaml", []byte(src.String()))
+	if err == nil || err.Error() != "t.yaml:15:1: a table file holds one YAML document" {
+		t.Fatalf("a table and a document of %d keys: Load = %v, want one diagnostic: two documents", maxMappingKeys-4, err)
 	}
 
 	src.Reset()

@@ -45,6 +45,24 @@ func manyTable(events, guards int) string {
 	return b.String()
 }
 
+// crowdedCell is base with n more rows for Go in B, none shadowing
+// another: each needs its own pair of the 12 guards.
+func crowdedCell(n int) string {
+	var b strings.Builder
+	b.WriteString(base)
+	for i := range 12 {
+		for j := i + 1; j < 12 && n > 0; j++ {
+			fmt.Fprintf(&b, "  - {from: B, on: Go, if: [G%d, G%d], noop: true}\n", i, j)
+			n--
+		}
+	}
+	b.WriteString("guards:\n")
+	for i := range 12 {
+		fmt.Fprintf(&b, "  G%d: {error: ErrNo}\n", i)
+	}
+	return b.String()
+}
+
 // The loader refuses, each with its diagnostic at its place, what
 // docs/table.md says it refuses, and accepts what it says is valid.
 func TestLoadRulesOfTheSchema(t *testing.T) {
@@ -86,6 +104,8 @@ func TestLoadRulesOfTheSchema(t *testing.T) {
 		{"256 events", manyTable(255, 0), "t.yaml:264:3: more than 255 events"},
 		{"64 guards", manyTable(0, 64), ""},
 		{"65 guards", manyTable(0, 65), "t.yaml:144:3: more than 64 guards"},
+		{"64 rows in one cell", crowdedCell(64), ""},
+		{"65 rows in one cell", crowdedCell(65), "t.yaml:78:5: more than 64 rows handle Go in B (this one and those after)"},
 		// Valid tables.
 		{"a re-entry into a terminal state", base + "  - {from: B, on: Go, to: B}\n", ""},
 		{"two guards reading fields of one name with different types", strings.Replace(base, "  Go: {}", "  Go: {payload: {n: int}}\n  Set: {payload: {n: string}}", 1) +

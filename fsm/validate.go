@@ -24,6 +24,12 @@ const (
 	MaxEvents = 255
 )
 
+// MaxCellRows bounds the rows that handle one event in one state: each
+// row is checked against the earlier rows of every cell it applies to
+// (for shadowing), which takes time with the square of their number; a
+// lifecycle needs a few rows per cell.
+const MaxCellRows = 64
+
 // GeneratedImports are the packages generated code imports, by the name
 // it uses for them. The generator takes its imports from here, so that
 // validation knows every name and path it must keep free.
@@ -110,11 +116,7 @@ func (l *loader) validate(t *Table) {
 	if len(t.Guards) > MaxGuards {
 		l.errorf(t.Guards[MaxGuards].Pos, "more than %d guards", MaxGuards)
 	}
-	for _, r := range l.guardErrRefs {
-		if r.name != "" {
-			resolve(r, "error", errs)
-		}
-	}
+
 	for _, r := range l.policyRefs {
 		if r.name != "" {
 			resolve(r, "error", errs)
@@ -188,6 +190,21 @@ func (l *loader) validate(t *Table) {
 		}
 	}
 
+	// A guard's error is used when the guard is: the error of a guard no
+	// row uses is reported unused with it, not after it is removed.
+	for i, r := range l.guardErrRefs {
+		if r.name == "" {
+			continue
+		}
+		if used["guard "+t.Guards[i].Name] {
+			resolve(r, "error", errs)
+		} else if _, ok := errs[r.name]; !ok {
+			unresolved = true
+			if !l.broken["error"] {
+				l.errorf(r.pos, "unknown error %q", r.name)
+			}
+		}
+	}
 	for _, decl := range []struct {
 		what  string
 		names []ref
@@ -210,8 +227,8 @@ func (l *loader) validate(t *Table) {
 	if len(t.Events) == 0 && !l.broken["event"] {
 		l.errorf(t.Pos, "the table declares no event")
 	}
-	if unresolved || l.malformedRows || len(l.broken) > 0 || t.Initial == "" {
-		return // the checks below assume that every row reads as written
+	if unresolved || l.malformedRows || len(l.broken) > 0 || t.Initial == "" || len(t.Guards) > MaxGuards {
+		return // the checks below assume that every row reads as written, and guards fit a mask
 	}
 	l.checkGroups(t)
 	l.checkShape(t)
@@ -226,9 +243,18 @@ type fieldUse struct {
 // checkUses reports payload fields a guard or action reads that the event
 // lacks, and fields read with different types by different events.
 func (l *loader) checkUses(what string, at ref, uses []string, ev Event, fieldType map[string]fieldUse) {
+	if len(uses) == 0 {
+		return
+	}
+	fields := make(map[string]int, len(ev.Payload))
+	for i, f := range ev.Payload {
+		if _, dup := fields[f.Name]; !dup {
+			fields[f.Name] = i
+		}
+	}
 	for _, u := range uses {
-		i := slices.IndexFunc(ev.Payload, func(f Field) bool { return f.Name == u })
-		if i < 0 {
+		i, ok := fields[u]
+		if !ok {
 			l.errorf(at.pos, "%s %s reads payload field %q, which event %s lacks", what, at.name, u, ev.Name)
 			continue
 		}
@@ -1053,14 +1079,34 @@ func (l *loader) checkGroups(t *Table) {
 		dup       bool
 	}
 	shadowed := make([][]shadow, len(t.Rows)) // per row, in state order
+	crowded := map[int]bool{}                 // rows reported past MaxCellRows
+	// Each row's guards as a mask (there are at most MaxGuards), so
+	// that comparing two rows costs one instruction.
+	guardBit := map[string]uint64{}
+	for i, g := range t.Guards {
+		guardBit[g.Name] = 1 << i
+	}
+	masks := make([]uint64, len(t.Rows))
+	for i, r := range t.Rows {
+		for _, g := range r.If {
+			masks[i] |= guardBit[g]
+		}
+	}
 	cells := t.Cells()
 	for _, s := range t.States {
 		for _, e := range t.Events {
 			group := cells.Group(s.Name, e.Name)
+			if len(group) > MaxCellRows {
+				if ri := group[MaxCellRows]; !crowded[ri] {
+					crowded[ri] = true
+					l.errorf(t.Rows[ri].Pos, "more than %d rows handle %s in %s (this one and those after)", MaxCellRows, e.Name, s.Name)
+				}
+				group = group[:MaxCellRows] // the rows after are not compared
+			}
 			for j, rj := range group {
 				for _, ri := range group[:j] {
-					if subset(t.Rows[ri].If, t.Rows[rj].If) {
-						dup := len(t.Rows[ri].If) == len(t.Rows[rj].If)
+					if masks[ri]&^masks[rj] == 0 { // ri's guards are a subset of rj's
+						dup := masks[ri] == masks[rj]
 						shadowed[rj] = append(shadowed[rj], shadow{s.Name, shortPos(t.Rows[ri].Pos), dup})
 						break
 					}
@@ -1103,15 +1149,6 @@ func (l *loader) namesState(i int, state string) bool {
 }
 
 func shortPos(p Pos) string { return Pos{Line: p.Line, Col: p.Col}.String() }
-
-func subset(a, b []string) bool {
-	for _, x := range a {
-		if !slices.Contains(b, x) {
-			return false
-		}
-	}
-	return true
-}
 
 // checkShape reports states unreachable from the initial state and live
 // states from which no terminal state can be reached.

@@ -140,10 +140,13 @@ func params(e fsm.Event) string {
 
 // fieldTypes returns the type of each named payload field of e.
 func fieldTypes(e fsm.Event, names []string) []string {
+	types := make(map[string]string, len(e.Payload))
+	for _, f := range e.Payload {
+		types[f.Name] = f.Type
+	}
 	out := make([]string, len(names))
 	for i, n := range names {
-		j := slices.IndexFunc(e.Payload, func(f fsm.Field) bool { return f.Name == n })
-		out[i] = e.Payload[j].Type
+		out[i] = types[n]
 	}
 	return out
 }
