@@ -140,6 +140,10 @@ type Server struct {
 		// removes the namespace's directory: no follower of the
 		// namespace opens before then.
 		removals map[shardKey]chan struct{}
+		// untidied holds the namespaces whose directories a removal
+		// asked to tidy once closing was set: the shutdown tidies them
+		// once no handler runs.
+		untidied map[string]bool
 	}
 	// calls counts the handlers running; idle, made by Shutdown, is
 	// closed when none runs any more.
@@ -413,9 +417,10 @@ func (s *Server) idle() <-chan struct{} {
 // shards whose followers had nothing stored when the shutdown closed them
 // (a snapshot stream that was waiting for its first chunk on a shard the
 // node did not host, say), and then, if empty, their namespaces'
-// directories and those of namespaces (the shutdown's removals under
-// way): the shutdown leaves none of them, as release and DeleteShard do
-// not while the node runs. follower.Remove checks on disk that nothing is
+// directories, those of namespaces (the shutdown's removals under way)
+// and those the removals that ended during the shutdown asked to tidy:
+// the shutdown leaves none of them, as release and DeleteShard do not
+// while the node runs. follower.Remove checks on disk that nothing is
 // stored.
 func (s *Server) removeLeftEmpty(shards []*shard, namespaces map[string]bool) {
 	for _, sh := range shards {
@@ -432,6 +437,11 @@ func (s *Server) removeLeftEmpty(shards []*shard, namespaces map[string]bool) {
 		}
 		namespaces[sh.key.namespace] = true
 	}
+	s.mu.Lock()
+	for ns := range s.mu.untidied {
+		namespaces[ns] = true
+	}
+	s.mu.Unlock()
 	for ns := range namespaces {
 		if err := s.fs.Remove(s.fs.PathJoin(s.opts.DataDir, ns)); err != nil && !errors.Is(err, os.ErrNotExist) {
 			s.log.Debug("namespace directory kept", "namespace", ns, "err", err)
@@ -920,7 +930,15 @@ func namespaceKey(ns string) shardKey { return shardKey{namespace: ns, shard: -1
 // each namespace it names. A directory that is not empty stays.
 func (s *Server) tidyNamespace(ns string) {
 	s.mu.Lock()
-	if s.mu.closing || s.usesNamespaceLocked(ns) {
+	if s.mu.closing {
+		if s.mu.untidied == nil {
+			s.mu.untidied = map[string]bool{}
+		}
+		s.mu.untidied[ns] = true
+		s.mu.Unlock()
+		return
+	}
+	if s.usesNamespaceLocked(ns) {
 		s.mu.Unlock()
 		return
 	}

@@ -2,6 +2,8 @@ package grpcapi_test
 
 import (
 	"context"
+	"log/slog"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -14,6 +16,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/tablefsm/tablefsm/grpcapi"
+	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/internal/stacktest"
 )
 
@@ -155,5 +158,65 @@ func TestShutdownLetsAWatchSayNotServing(t *testing.T) {
 			t.Errorf("run %d: the watch received %v, %v; want NOT_SERVING", i, r, err)
 		}
 		<-stopped
+	}
+}
+
+// gateHandler is a slog handler that holds the goroutine logging the
+// message hold until held is closed, and closes signalled when the
+// message signal is logged.
+type gateHandler struct {
+	hold, signal string
+	held         chan struct{}
+	signalled    chan struct{}
+}
+
+func (h *gateHandler) Enabled(context.Context, slog.Level) bool { return true }
+func (h *gateHandler) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *gateHandler) WithGroup(string) slog.Handler            { return h }
+func (h *gateHandler) Handle(_ context.Context, r slog.Record) error {
+	switch r.Message {
+	case h.hold:
+		waitAtGate(h.held)
+	case h.signal:
+		close(h.signalled)
+	}
+	return nil
+}
+
+//go:noinline
+func waitAtGate(ch <-chan struct{}) { <-ch }
+
+// TestShutdownTidiesTheNamespaceOfAnOverlappingDelete: a DeleteShard of
+// the last shard of a namespace that removed the shard's data before the
+// shutdown started, and tidies the namespace after, leaves no namespace
+// directory: the shutdown tidies it (a removal does not once the node is
+// closing). It stayed, empty, until the next start.
+func TestShutdownTidiesTheNamespaceOfAnOverlappingDelete(t *testing.T) {
+	dir := t.TempDir()
+	gate := &gateHandler{hold: "shard deleted", signal: "shutting down", held: make(chan struct{}), signalled: make(chan struct{})}
+	n := startNode(t, dir, func(o *grpcapi.Options) { o.Logger = slog.New(gate) })
+	s := leader.Shard{Namespace: "ns", Shard: 0}
+	fence(t, n.conn, s, 1)
+
+	deleted := make(chan error, 1)
+	go func() { deleted <- n.conn.Delete(context.Background(), s, 1) }()
+	stacktest.WaitBlockedIn(t, "chan receive", "grpcapi_test.waitAtGate", nil) // the shard's data is gone
+	shut := make(chan error, 1)
+	go func() { shut <- n.srv.Shutdown(context.Background()) }()
+	<-gate.signalled // the shutdown started
+	close(gate.held)
+	if err := <-deleted; err != nil {
+		t.Fatalf("DeleteShard: %v", err)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	n.down = true // shut down here
+	if err := <-n.served; err != nil {
+		t.Fatalf("serve: %v", err)
+	}
+	_ = n.conn.Close()
+	if got := listTree(t, dir); !slices.Equal(got, []string{".lock"}) {
+		t.Fatalf("after the DeleteShard of the namespace's only shard and the shutdown, the data directory holds %q, want only .lock", got)
 	}
 }
