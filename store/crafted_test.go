@@ -13,6 +13,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -345,4 +346,42 @@ func TestLoaderRefusesACommitIDWithoutTerm(t *testing.T) {
 		apply(logpos.NoTerm, 5, "k", "v")
 	})
 	refusedLeavingTheStore(t, chunks, "has no term")
+}
+
+// TestLoaderRefusesADamagedManifest: a snapshot whose manifest was
+// damaged or cut short on the way (chunks carry no length: the sequence
+// 0..Count-1 is complete) is refused, and the store keeps its data.
+// Pebble reads a manifest up to its first damaged or torn record and
+// ignores the rest: the staged store opened at the older version the
+// records before describe, and the loader installed it, commit id and
+// all, without an error.
+func TestLoaderRefusesADamagedManifest(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		damage func([]byte) []byte
+	}{
+		{"a bit of its last record flipped", func(b []byte) []byte { b[len(b)-1] ^= 0x01; return b }},
+		{"its last chunk cut 10 bytes short", func(b []byte) []byte { return b[:len(b)-10] }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			chunks, info, _ := memSource(t) // two flushes: two version edits
+			whole := wholeFiles(chunks)
+			i := slices.IndexFunc(whole, func(c Chunk) bool { return strings.HasPrefix(c.Name, "MANIFEST-") })
+			if i < 0 {
+				t.Fatal("the snapshot holds no manifest")
+			}
+			whole[i].Content = c.damage(bytes.Clone(whole[i].Content))
+
+			s := mustOpen(t, "/shard", Options{FS: vfs.NewMem()})
+			fillStore(t, s, model{}, 3, 5, "old")
+			before, commit := userData(t, s), s.Commit()
+			got, err := load(s, whole, 0)
+			if !errors.Is(err, ErrInvalidSnapshot) {
+				t.Fatalf("Install = %v, %v; want ErrInvalidSnapshot (the snapshot's commit is %v)", got, err, info.Commit)
+			}
+			if s.Commit() != commit || !maps.Equal(userData(t, s), before) {
+				t.Fatalf("after the refused install: commit %v (was %v), data changed: %v", s.Commit(), commit, !maps.Equal(userData(t, s), before))
+			}
+		})
+	}
 }

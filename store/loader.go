@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"strings"
 	"sync"
 	"syscall"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/record"
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/tablefsm/tablefsm/logpos"
 
@@ -200,6 +202,13 @@ func (l *Loader) openStagedLocked() (SnapshotInfo, *pebble.DB, error) {
 	if err := durable.SyncDir(l.s.fs, l.dir); err != nil {
 		return SnapshotInfo{}, nil, fmt.Errorf("store: stage: %w", err)
 	}
+	for name := range l.mu.names {
+		if strings.HasPrefix(name, "MANIFEST-") {
+			if err := checkManifest(l.s.fs, l.s.fs.PathJoin(l.dir, name)); err != nil {
+				return SnapshotInfo{}, nil, err
+			}
+		}
+	}
 	// Checked first with Pebble's background work off: the files came
 	// from the network, and a panic on a goroutine of Pebble's own ends
 	// the process. Every block is read by then, in the foreground.
@@ -211,6 +220,34 @@ func (l *Loader) openStagedLocked() (SnapshotInfo, *pebble.DB, error) {
 		return SnapshotInfo{}, nil, fmt.Errorf("store: close checked snapshot: %w", err)
 	}
 	return openStaged(l.dir, l.s.pebbleOptions(true))
+}
+
+// checkManifest refuses a staged manifest that does not read to its end,
+// record by record, each whole and with a matching checksum. Pebble stops
+// reading a manifest at its first damaged or torn record and opens the
+// database the records before it describe: an older state, consistent,
+// when the damage is in the last edits (the snapshot's own flush).
+func checkManifest(fs vfs.FS, path string) error {
+	f, err := fs.Open(path)
+	if err != nil {
+		return fmt.Errorf("store: read staged %s: %w", path, err)
+	}
+	defer f.Close()
+	rr := record.NewReader(f, 0)
+	for {
+		r, err := rr.Next()
+		if err == nil {
+			_, err = io.Copy(io.Discard, r)
+		}
+		switch {
+		case err == io.EOF:
+			return nil
+		case record.IsInvalidRecord(err):
+			return fmt.Errorf("%w: %s does not read to its end (a record damaged or cut short): %v", ErrInvalidSnapshot, fs.PathBase(path), err)
+		case err != nil:
+			return fmt.Errorf("store: read staged %s: %w", path, err)
+		}
+	}
 }
 
 // isPebbleLog reports whether name is that of a Pebble log (its WAL).

@@ -609,7 +609,7 @@ func (s *Store) advanceDurableLocked(c logpos.EntryID) {
 
 // Sync makes everything applied so far durable and returns the durable
 // commit: at least the commit point at the time of the call.
-func (s *Store) Sync() (_ logpos.EntryID, err error) {
+func (s *Store) Sync() (durableCommit logpos.EntryID, err error) {
 	s.db.RLock()
 	defer s.db.RUnlock()
 	h := s.db.h
@@ -619,6 +619,13 @@ func (s *Store) Sync() (_ logpos.EntryID, err error) {
 	if err := s.failure(); err != nil {
 		return s.DurableCommit(), err
 	}
+	defer func() {
+		if err != nil {
+			// Also when Pebble gave up (catchFatal set err): what was
+			// durable before is all that is.
+			durableCommit = s.DurableCommit()
+		}
+	}()
 	defer catchFatal(&err, s.markFailed)
 	c := s.Commit()
 	// A synced empty record syncs the database's WAL up to it, and every

@@ -515,6 +515,46 @@ func TestDurableCommitNeverGoesBack(t *testing.T) {
 	}
 }
 
+// TestFailedSyncReturnsTheDurableCommit: a Sync whose fsync of Pebble's
+// log fails (Pebble gives up: ErrFailed) returns, as its other failures
+// do, the durable commit of before, not the commit it was to make
+// durable. It returned the zero entry id, {0, 0}: entry 0 of term 0,
+// which a caller trimming its log to it would have taken as durable.
+func TestFailedSyncReturnsTheDurableCommit(t *testing.T) {
+	var failing atomic.Bool
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if failing.Load() && (op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData) && strings.HasSuffix(op.Path, ".log") {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	s, err := Open("/shard", Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()                     // reports the failure
+	fillStore(t, s, model{}, 1, 3, "k") // entries 0..2
+	durable, err := s.Sync()
+	if want := (logpos.EntryID{Term: 1, Offset: 2}); err != nil || durable != want {
+		t.Fatalf("Sync = %v, %v; want %v", durable, err, want)
+	}
+	if err := s.Apply(kvEntry(t, 1, 3, put("late", "v"))); err != nil {
+		t.Fatal(err)
+	}
+	failing.Store(true)
+	got, err := s.Sync()
+	if !errors.Is(err, ErrFailed) {
+		t.Fatalf("Sync with the fsync of Pebble's log failing: %v, want ErrFailed", err)
+	}
+	if got != durable || s.DurableCommit() != durable {
+		t.Fatalf("the failed Sync returned %v, DurableCommit %v; want %v, the durable commit of before", got, s.DurableCommit(), durable)
+	}
+	// A store that failed answers the same.
+	if got, err := s.Sync(); got != durable || err == nil {
+		t.Fatalf("Sync on the failed store = %v, %v; want %v and its failure", got, err, durable)
+	}
+}
+
 // TestSyncReportsOnlyEntriesAppliedBeforeIt: Sync reports durable only
 // what the WAL fsync it waits for covers. An entry applied while that
 // fsync runs is not covered, and Sync does not report it.
