@@ -744,6 +744,23 @@ func TestBugStatusTornTermAndState(t *testing.T) {
 // a failed delete of a shard that was gone. Fixed: once the directory is
 // removed, the delete succeeded.
 func TestBugDeleteReportedClosingFailure(t *testing.T) {
+	f, cfg := openWithStoreToFail(t)
+	if err := f.Delete(4); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if !errors.Is(f.closeErr, errInjected) {
+		t.Fatalf("closing the store did not fail (%v): the test does not test the delete it means to", f.closeErr)
+	}
+	if _, err := cfg.FS.Stat(cfg.Dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the shard directory after Delete: %v, want it gone", err)
+	}
+}
+
+// openWithStoreToFail opens a follower as openToDelete does, with every
+// entry applied, and then fails every write to its store's files: the
+// store cannot write what it holds (a full disk) when it closes.
+func openWithStoreToFail(t *testing.T) (*Follower, Config) {
+	t.Helper()
 	var full atomic.Bool
 	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
 		if full.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite && strings.Contains(op.Path, "/store/") {
@@ -755,15 +772,7 @@ func TestBugDeleteReportedClosingFailure(t *testing.T) {
 	f := openToDelete(t, cfg, 9)
 	waitApplied(t, f, 9) // the store holds writes it has not synced
 	full.Store(true)
-	if err := f.Delete(4); err != nil {
-		t.Fatalf("Delete: %v", err)
-	}
-	if !errors.Is(f.closeErr, errInjected) {
-		t.Fatalf("closing the store did not fail (%v): the test does not test the delete it means to", f.closeErr)
-	}
-	if _, err := fs.Stat(cfg.Dir); !errors.Is(err, os.ErrNotExist) {
-		t.Fatalf("the shard directory after Delete: %v, want it gone", err)
-	}
+	return f, cfg
 }
 
 // openToDelete opens a follower with cfg, fenced at term 4 with entries

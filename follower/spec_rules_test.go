@@ -14,9 +14,6 @@ import (
 	"sync/atomic"
 	"testing"
 
-	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
-
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/internal/stacktest"
 	"github.com/tablefsm/tablefsm/logpos"
@@ -333,17 +330,7 @@ func TestApplierStopsAtTheDurableHead(t *testing.T) {
 // store failed reports it once; a second Close returns nil, and Delete
 // returns ErrClosed.
 func TestCloseAfterAFailedCloseIsANoOp(t *testing.T) {
-	var full atomic.Bool
-	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if full.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite && strings.Contains(op.Path, "/store/") {
-			return errInjected
-		}
-		return nil
-	}))
-	cfg := Config{Dir: "/data/shard", FS: fs, SegmentSize: 1 << 16}
-	f := openToDelete(t, cfg, 9)
-	waitApplied(t, f, 9) // the store holds writes it has not synced
-	full.Store(true)
+	f, _ := openWithStoreToFail(t)
 	if err := f.Close(); !errors.Is(err, errInjected) {
 		t.Fatalf("first Close: %v, want the store's closing failure (else the test tests nothing)", err)
 	}
