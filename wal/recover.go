@@ -342,11 +342,16 @@ func (l *Log) recover() error {
 	return nil
 }
 
-// readSegmentHeader returns the size of s's file and its header.
-// errBlankSegment: a segment file holds no header at all, only zeros (or
-// nothing): it was never written to.
+// errBlankSegment: a segment file holds only zeros (or nothing) where
+// its header and its first records go: it was never written to.
 var errBlankSegment = fmt.Errorf("%w: the file was never written to", errBadSegmentHeader)
 
+// blankCheckSize is how much of a segment file without a header is read
+// to tell one never written to (zeros) from one whose header alone was
+// damaged (its first records are there).
+const blankCheckSize = 4 << 10
+
+// readSegmentHeader returns the size of s's file and its header.
 func (l *Log) readSegmentHeader(s *segment) (int64, segmentHeader, error) {
 	f, err := l.fs.Open(s.path)
 	if err != nil {
@@ -361,10 +366,16 @@ func (l *Log) readSegmentHeader(s *segment) (int64, segmentHeader, error) {
 	if err := readFull(f, b[:], 0); err != nil && !errors.Is(err, io.ErrUnexpectedEOF) {
 		return 0, segmentHeader{}, fmt.Errorf("wal: read %s: %w", s.path, err)
 	} else if err != nil || isZero(b[:]) {
-		// Too short for a header, or no header: nothing was written
-		// where one goes when the header bytes are all zeros (what a
-		// short file did not fill stays zero).
-		if isZero(b[:]) {
+		// Too short for a header, or no header. What a short file did
+		// not fill stays zero.
+		if !isZero(b[:]) {
+			return st.Size(), segmentHeader{}, errBadSegmentHeader
+		}
+		more := make([]byte, min(st.Size(), blankCheckSize))
+		if err := readFull(f, more, 0); err != nil {
+			return 0, segmentHeader{}, fmt.Errorf("wal: read %s: %w", s.path, err)
+		}
+		if isZero(more) {
 			return st.Size(), segmentHeader{}, errBlankSegment
 		}
 		return st.Size(), segmentHeader{}, errBadSegmentHeader

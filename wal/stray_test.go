@@ -129,14 +129,16 @@ func TestLeftoverSegmentBeforeTheLog(t *testing.T) {
 
 // TestBlankFileBeforeTheLog: which files before the log's first segment
 // Open removes as leftovers: one never written to (empty, or all zeros as
-// a prepared segment is) and named below MustKeepBelow. One named at or
-// above it may be the log's first segment, whose header a crash lost
-// before any of it was durable: the log is cut there, as before. One
-// with anything written in its header is a damaged segment: below
-// MustKeepBelow, an error.
+// a prepared segment is, where its header and first records go) and
+// named below MustKeepBelow. One named at or above it may be the log's
+// first segment, whose header a crash lost before any of it was durable:
+// the log is cut there, as before. One with anything written in its
+// header or after it is a damaged segment: below MustKeepBelow, an error.
 func TestBlankFileBeforeTheLog(t *testing.T) {
 	damaged := make([]byte, 4096)
 	damaged[3] = 1
+	headerless := make([]byte, 4096) // its header zeroed, records after it
+	headerless[segmentHeaderSize+5] = 1
 	for _, c := range []struct {
 		name    string
 		file    []byte
@@ -149,6 +151,7 @@ func TestBlankFileBeforeTheLog(t *testing.T) {
 		{"shorter than a header, zeros", make([]byte, 7), 60, nil, true},
 		{"empty, keeping nothing", nil, 0, nil, false},
 		{"written to, below the offset to keep", damaged, 60, ErrCorrupt, false},
+		{"its header zeroed, its records there, below the offset to keep", headerless, 60, ErrCorrupt, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			fs := vfs.NewMem()
