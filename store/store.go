@@ -608,7 +608,9 @@ func (s *Store) advanceDurableLocked(c logpos.EntryID) {
 }
 
 // Sync makes everything applied so far durable and returns the durable
-// commit: at least the commit point at the time of the call.
+// commit: at least the commit point at the time of the call. On failure
+// it returns the durable commit of before (logpos.NoEntry on a closed
+// store).
 func (s *Store) Sync() (durableCommit logpos.EntryID, err error) {
 	s.db.RLock()
 	defer s.db.RUnlock()

@@ -52,7 +52,7 @@ which deposes the shard's leader, if it has one: use a scratch shard.`,
 		fs.StringVar(&b.acks, "acks", "cumulative", "ack `mode`: cumulative or per-entry")
 		fs.IntVar(&b.rounds, "rounds", 3, "measured streams per side; medians are reported")
 		fs.Int64Var(&b.idle, "idle", 1000, "entries sent one at a time to measure idle ack latency (0: skip)")
-		fs.BoolVar(&b.baseline, "baseline", true, "also measure the echo baseline (and, for a local node, fsync) in the same run")
+		fs.BoolVar(&b.baseline, "baseline", true, "also measure the echo baseline (and, for a local node, the durable echo and fsync) in the same run")
 		fs.BoolVar(&b.progress, "progress", false, "draw a progress bar on stderr (default: when stderr is a terminal)")
 		fs.DurationVar(&b.stallTimeout, "stall-timeout", time.Minute, "give up when a stream gets no ack for this `duration` (a stalled node), or the node takes as long to apply what it acknowledged")
 		return func(ctx context.Context) error {
