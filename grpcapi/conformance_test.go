@@ -789,7 +789,7 @@ func TestConformanceShutdownDuringStreamAndInstall(t *testing.T) {
 	aRecv(t, st)
 	_, snap, _ := aHoldInstall(t, c, s2, 1)
 	done := make(chan struct{})
-	go func() { defer close(done); n.stop() }()
+	go func() { defer close(done); n.shutdown() }()
 	_, err := aDrain(st)
 	aWantErr(t, err, codes.Unavailable, "")
 	// Wait for the install's reply without half-closing: a half-close
@@ -811,7 +811,7 @@ func TestConformanceShutdownDuringStalledInstall(t *testing.T) {
 	fence(t, c, s, 1)
 	_, snap, _ := aHoldInstall(t, c, s, 1)
 	done := make(chan struct{})
-	go func() { defer close(done); n.stop() }() // fails the test on a shutdown error
+	go func() { defer close(done); n.shutdown() }() // fails the test on a shutdown error
 	var resp replicationpb.SnapshotResponse
 	aWantErr(t, snap.RecvMsg(&resp), codes.Unavailable, "")
 	<-done
@@ -1056,9 +1056,10 @@ func TestConformanceNoLeakedFiles(t *testing.T) {
 	aSend(t, st, aEntry(1, 1, 51, -1, false))
 	aRecv(t, st)
 	done := make(chan struct{})
-	go func() { defer close(done); n.stop() }()
+	go func() { defer close(done); n.shutdown() }()
 	_, _ = aDrain(st)
 	<-done
+	n.stop() // the client too
 	if after := countFDs(); after > before {
 		t.Errorf("open files: %d before, %d after shutdown", before, after)
 	}

@@ -329,7 +329,7 @@ func TestShutdownEndsStreams(t *testing.T) {
 		acked = logpos.Offset(ack.GetOffset())
 	}
 	done := make(chan struct{})
-	go func() { defer close(done); n.stop() }()
+	go func() { defer close(done); n.shutdown() }()
 	wantCode(t, recvEnd(stream), codes.Unavailable, "", "")
 	<-done
 

@@ -34,7 +34,8 @@ type node struct {
 	addr   string
 	conn   *leader.Conn
 	served chan error
-	down   bool
+	down   bool // shut down
+	closed bool // the client closed
 }
 
 // startNode starts a server over dir (a fresh temporary directory when
@@ -70,6 +71,22 @@ func startNode(t testing.TB, dir string, configure ...func(*grpcapi.Options)) *n
 // either reports an error.
 func (n *node) stop() {
 	n.t.Helper()
+	n.shutdown()
+	if n.closed {
+		return
+	}
+	n.closed = true
+	if err := n.conn.Close(); err != nil {
+		n.t.Errorf("closing the client: %v", err)
+	}
+}
+
+// shutdown shuts the server down and leaves the client open: a test that
+// reads how its streams end while the node shuts down reads it before
+// the client closes (closing it first ends them Canceled, on the
+// client's side). It fails the test if the shutdown reports an error.
+func (n *node) shutdown() {
+	n.t.Helper()
 	if n.down {
 		return
 	}
@@ -81,9 +98,6 @@ func (n *node) stop() {
 	}
 	if err := <-n.served; err != nil {
 		n.t.Errorf("serve: %v", err)
-	}
-	if err := n.conn.Close(); err != nil {
-		n.t.Errorf("closing the client: %v", err)
 	}
 }
 

@@ -263,6 +263,7 @@ func shutdownWhen(t *testing.T, n *node, blocked <-chan struct{}) error {
 	if err := <-n.served; err != nil {
 		t.Errorf("serve: %v", err)
 	}
+	n.closed = true
 	_ = n.conn.Close()
 	return err
 }

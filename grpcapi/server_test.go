@@ -188,7 +188,15 @@ func TestHealthAndReflection(t *testing.T) {
 // the test if the shutdown is cut short).
 func TestShutdownEndsHealthWatch(t *testing.T) {
 	n := startNode(t, "")
-	watch, err := healthpb.NewHealthClient(n.conn.ClientConn()).Watch(ctxT(t), &healthpb.HealthCheckRequest{})
+	// A connection of its own: node.stop closes the node's as soon as the
+	// shutdown returns, which may come before this watch read its end
+	// (it then ended Canceled, on the client's side).
+	conn, err := leader.Dial(n.addr, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	watch, err := healthpb.NewHealthClient(conn.ClientConn()).Watch(ctxT(t), &healthpb.HealthCheckRequest{})
 	if err != nil {
 		t.Fatal(err)
 	}

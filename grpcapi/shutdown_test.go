@@ -215,7 +215,6 @@ func TestShutdownTidiesTheNamespaceOfAnOverlappingDelete(t *testing.T) {
 	if err := <-n.served; err != nil {
 		t.Fatalf("serve: %v", err)
 	}
-	_ = n.conn.Close()
 	if got := listTree(t, dir); !slices.Equal(got, []string{".lock"}) {
 		t.Fatalf("after the DeleteShard of the namespace's only shard and the shutdown, the data directory holds %q, want only .lock", got)
 	}
