@@ -2,7 +2,6 @@ package wal
 
 import (
 	"errors"
-	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -11,29 +10,19 @@ import (
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
-// failedCreateFS: once armed, the next segment creation makes the file
-// and then fails, and the log's removal of that file fails too: what a
-// failed creation can leave behind. Prepared segments are refused, so
-// that a roll creates its file.
+// failedCreateFS is a lateCreateFS whose removal of the file a failed
+// creation left fails too, once: what such a creation can leave behind.
 type failedCreateFS struct {
-	vfs.FS
-	armed  atomic.Bool
+	lateCreateFS
 	failRm atomic.Value // the path whose next Remove fails
 }
 
 func (fs *failedCreateFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
-	if strings.Contains(name, "next-") {
-		return nil, errors.New("injected: no prepared segments")
-	}
-	if strings.HasSuffix(name, segmentSuffix) && fs.armed.CompareAndSwap(true, false) {
-		f, err := fs.FS.Create(name, c)
-		if err == nil {
-			_ = f.Close()
-		}
+	f, err := fs.lateCreateFS.Create(name, c)
+	if errors.Is(err, errCreateLate) {
 		fs.failRm.Store(name)
-		return nil, errors.New("injected: create failed after the file was made")
 	}
-	return fs.FS.Create(name, c)
+	return f, err
 }
 
 func (fs *failedCreateFS) Remove(name string) error {
@@ -102,7 +91,7 @@ func TestLeftoverSegmentBeforeTheLog(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mem := vfs.NewMem()
-			fs := &failedCreateFS{FS: mem}
+			fs := &failedCreateFS{lateCreateFS: lateCreateFS{FS: mem}}
 			l := mustOpen(t, "wal", Options{FS: fs, SegmentSize: 512})
 			want := tc.build(t, fs, l)
 			last := mustSync(t, l)
