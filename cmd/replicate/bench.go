@@ -172,33 +172,38 @@ func (b *benchConfig) run(ctx context.Context, e *env) (err error) {
 	if err := b.fence(ctx, f); err != nil {
 		return err
 	}
-	var base, durable *side
-	if b.baseline {
-		p, err := startEcho(ctx, "", msgSize)
+	// echoSide starts an echo server (durable when syncDir is set) as a
+	// side of the bench.
+	var conns []*leader.Conn
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
+	echoSide := func(name, syncDir string) (*side, error) {
+		p, err := startEcho(ctx, syncDir, msgSize)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		procs = append(procs, p)
-		econn, err := leader.Dial(p.Addr, msgSize)
+		conn, err := leader.Dial(p.Addr, msgSize)
 		if err != nil {
+			return nil, err
+		}
+		conns = append(conns, conn)
+		return &side{name: name, conn: conn}, nil
+	}
+	var base, durable *side
+	if b.baseline {
+		if base, err = echoSide("baseline", ""); err != nil {
 			return err
 		}
-		defer econn.Close()
-		base = &side{name: "baseline", conn: econn}
 		if dataDir != "" {
 			// The durable echo, on the node's file system: the least a
 			// follower that acks only durable entries pays.
-			p, err := startEcho(ctx, filepath.Join(tmp, "echo-fsync"), msgSize)
-			if err != nil {
+			if durable, err = echoSide("durable echo", filepath.Join(tmp, "echo-fsync")); err != nil {
 				return err
 			}
-			procs = append(procs, p)
-			dconn, err := leader.Dial(p.Addr, msgSize)
-			if err != nil {
-				return err
-			}
-			defer dconn.Close()
-			durable = &side{name: "durable echo", conn: dconn}
 		}
 	}
 
