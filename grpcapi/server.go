@@ -184,7 +184,10 @@ func New(opts Options) (*Server, error) {
 	if opts.StepHistory <= 0 {
 		opts.StepHistory = DefaultStepHistory
 	}
-	if _, err := opts.FS.Stat(opts.DataDir); err == nil {
+	if fi, err := opts.FS.Stat(opts.DataDir); err == nil {
+		if !fi.IsDir() {
+			return nil, fmt.Errorf("grpcapi: the data directory %s is not a directory", opts.DataDir)
+		}
 		// Made durable, as far as the permissions allow: an operator's
 		// mkdir may never have been synced, but syncing the parent
 		// needs the right to read it, which starting needs not.
@@ -194,9 +197,9 @@ func New(opts Options) (*Server, error) {
 	} else if err := durable.MkdirAll(opts.FS, opts.DataDir); err != nil {
 		return nil, fmt.Errorf("grpcapi: creating the data directory: %w", err)
 	}
-	lock, err := opts.FS.Lock(opts.FS.PathJoin(opts.DataDir, ".lock"))
+	lock, err := lockDataDir(opts.FS, opts.DataDir)
 	if err != nil {
-		return nil, fmt.Errorf("grpcapi: locking the data directory %s (is another node using it?): %w", opts.DataDir, err)
+		return nil, err
 	}
 	s := &Server{opts: opts, log: opts.Logger, fs: opts.FS, lock: lock}
 	s.sweepDeleted()
@@ -375,6 +378,15 @@ func (s *Server) waitStopped(ctx context.Context, stopped <-chan struct{}) error
 			// remaining handlers wait for writes nothing to the data
 			// directory.
 			go s.grpc.Stop()
+			if idle != nil {
+				// idle and ctx may have been ready at once: no handler
+				// running is not a shutdown cut short.
+				select {
+				case <-idle:
+					idle = nil
+				default:
+				}
+			}
 			if idle == nil {
 				return nil // no handler runs: the clients were slow to read
 			}
