@@ -38,8 +38,9 @@ fdatasync before each round of acks, on the node's file system: the least a
 follower that acks only durable entries pays); and its idle ack latency with
 one fsync and one stream round trip, measured together by the durable echo.
 
-With --target it fences the shard at its current term + 1 and truncates it,
-which deposes the shard's leader, if it has one: use a scratch shard.`,
+With --target it fences the shard at its current term + 1, truncates it and
+advertises the log it keeps as committed, which deposes the shard's leader, if
+it has one: use a scratch shard.`,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
 		var b benchConfig
 		fs.StringVar(&b.target, "target", "", "`address` of the follower node (empty: start a local followerd)")
@@ -357,6 +358,16 @@ func (b *benchConfig) fence(ctx context.Context, s *side) error {
 	head, err = s.conn.Truncate(cctx, b.shard, term, head)
 	if err != nil {
 		return err
+	}
+	if head.Offset >= 0 {
+		// The log kept is the bench's to commit (a scratch shard), and
+		// a follower applies no further than a leader advertised (one
+		// interrupted mid-stream, or restarted, has entries beyond
+		// it): advertise it, or the wait for it to be applied before
+		// the first stream never ends.
+		if _, err := s.conn.Replicate(cctx, leader.Run{Shard: b.shard, Term: term, First: head.Offset + 1, Commit: head.Offset}); err != nil {
+			return fmt.Errorf("advertising offset %d committed: %w", head.Offset, err)
+		}
 	}
 	s.term, s.next = term, head.Offset+1
 	return nil

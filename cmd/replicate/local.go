@@ -2,13 +2,13 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"github.com/tablefsm/tablefsm/grpcapi/node"
 )
@@ -41,7 +41,19 @@ func followerdArgv(ctx context.Context, given, tmp string, out io.Writer) ([]str
 func startFollowerd(ctx context.Context, argv []string, dataDir string, logs io.Writer, extra ...string) (*node.Process, error) {
 	args := append(append([]string(nil), argv...), "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--log-format", "json")
 	args = append(args, extra...)
-	return node.Start(ctx, args, nil, logs)
+	return startBounded(ctx, args, logs)
+}
+
+// startTimeout bounds the wait for a process this command starts to
+// serve: one that neither serves nor exits is an error, not a hang.
+var startTimeout = 2 * time.Minute
+
+// startBounded is node.Start, waiting at most startTimeout for the
+// process to serve.
+func startBounded(ctx context.Context, argv []string, logs io.Writer) (*node.Process, error) {
+	sctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	return node.Start(sctx, argv, nil, logs)
 }
 
 // startEcho starts this binary's echo-server on a free loopback port,
@@ -56,7 +68,7 @@ func startEcho(ctx context.Context, syncDir string, maxMsg int) (*node.Process, 
 	if syncDir != "" {
 		argv = append(argv, "--sync-dir", syncDir)
 	}
-	return node.Start(ctx, argv, nil, nil)
+	return startBounded(ctx, argv, nil)
 }
 
 // stopProcess stops p gracefully and reports a non-zero exit.
@@ -66,5 +78,3 @@ func stopProcess(p *node.Process, name string) error {
 	}
 	return nil
 }
-
-var errInterrupted = errors.New("interrupted")

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -414,4 +415,80 @@ func TestDurableEchoRemovesItsFileWhenStopped(t *testing.T) {
 		t.Fatalf("after the echo-server returned, %s holds %v, %v", dir, names, err)
 	}
 	<-streamed
+}
+
+// TestBenchOnAShardWithUncommittedEntries: bench --target on a shard whose
+// log holds entries no leader advertised committed (a bench interrupted
+// mid-stream leaves them; so does a node restarted) fences it, takes its
+// log as its own and measures, rather than waiting for the node to apply
+// entries nobody told it to apply and calling the node stalled.
+func TestBenchOnAShardWithUncommittedEntries(t *testing.T) {
+	t.Setenv("REPLICATE_TEST_CHILD", "1")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := startFollowerd(ctx, []string{os.Args[0]}, t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Kill()
+	c, err := leader.Dial(p.Addr, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := leader.Shard{Namespace: "bench", Shard: 5}
+	head, err := c.NewTerm(ctx, s, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Truncate(ctx, s, 1, head); err != nil {
+		t.Fatal(err)
+	}
+	// Entries 0..9, acknowledged, never advertised committed.
+	stream, err := c.Replication.Replicate(leader.StreamContext(ctx, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for o := range int64(10) {
+		if err := stream.Send(&replicationpb.Append{Term: 1, Entry: &replicationpb.LogEntry{Term: 1, Offset: o, Value: leader.AppendPut(nil, []byte("k"), []byte("v"))}, CommitOffset: -1, CumulativeAcksSupported: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := stream.Recv(); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, err := c.Status(ctx, s); err != nil || st.GetHeadOffset() != 9 || st.GetCommitOffset() != -1 {
+		t.Fatalf("the shard before the bench: %v, %v; want head 9, commit -1", st, err)
+	}
+	code, out, errOut := runCLI(t, "bench", "--target", p.Addr, "--namespace", "bench", "--shard", "5", "--entries", "10", "--rounds", "1",
+		"--idle", "0", "--baseline=false", "--progress=false", "--stall-timeout", "5s")
+	if code != 0 || !strings.Contains(out, "from offset 10") {
+		t.Fatalf("bench on a shard with uncommitted entries: status %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+	if code := p.Stop(); code != 0 {
+		t.Fatalf("followerd exited with %d", code)
+	}
+}
+
+// TestBenchFollowerdThatNeverServes: a followerd that neither serves nor
+// exits makes bench fail, once it has waited startTimeout, rather than
+// hang.
+func TestBenchFollowerdThatNeverServes(t *testing.T) {
+	prog := filepath.Join(t.TempDir(), "silent")
+	if err := os.WriteFile(prog, []byte("#!/bin/sh\nexec sleep 600\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	defer func(d time.Duration) { startTimeout = d }(startTimeout)
+	startTimeout = time.Second
+	code, out, errOut := runCLI(t, "bench", "--followerd", prog, "--entries", "10", "--rounds", "1", "--idle", "0", "--baseline=false", "--progress=false")
+	if code != 1 || !strings.Contains(errOut, "to serve") {
+		t.Fatalf("bench with a followerd that never serves: status %d, want 1 and the wait named\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
 }
