@@ -173,6 +173,24 @@ func TestReplicateChecksAcks(t *testing.T) {
 	}
 }
 
+// TestReplicateFollowerEndsAfterAckingAll: a follower that acknowledges
+// every entry, then ends the stream before the leader half-closes, ends
+// the run with success every time, whichever of its last ack and its end
+// the leader sees first.
+func TestReplicateFollowerEndsAfterAckingAll(t *testing.T) {
+	conn := serve(t, func(s *grpc.Server) {
+		replicationpb.RegisterOxiaLogReplicationServer(s, liar{acks: []int64{0}, end: true})
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := range 200 {
+		res, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, Count: 1, Window: 1, Value: value})
+		if err != nil || res.Acked != 1 {
+			t.Fatalf("run %d: %+v, %v; want the one entry acknowledged", i, res, err)
+		}
+	}
+}
+
 // TestReplicateAgainstEcho: a full run against the echo baseline, both
 // ack modes, with latencies recorded for every entry.
 func TestReplicateAgainstEcho(t *testing.T) {

@@ -243,8 +243,14 @@ type runState struct {
 	repeats   int64 // repeated cumulative acks, answering duplicates (receiver only)
 }
 
-// ended explains why the stream ended before the run did.
+// ended explains why the stream ended before the run did: err from the
+// receiver, nil when the follower ended the stream normally. A follower
+// that acknowledged every entry first did what the run asked, whether
+// its end or the last ack was seen first.
 func (r *runState) ended(err error) error {
+	if err == nil && r.acked.Load() == r.run.Count {
+		return nil
+	}
 	if err == nil {
 		return fmt.Errorf("%w: the follower ended the stream with %d of %d entries acknowledged", ErrProtocol, r.acked.Load(), r.run.Count)
 	}
