@@ -34,7 +34,11 @@ func Load(file string, src []byte) (*Table, error) {
 	if bytes.HasPrefix(src, []byte("\ufeff")) { // a byte order mark
 		src, l.bom = src[len("\ufeff"):], len("\ufeff")
 	}
-	if t := l.load(src); t != nil {
+	if p, msg, found := notUTF8(src, l.bom); found {
+		// The parser would read every invalid byte as U+FFFD: a UTF-16
+		// table as one string, a Latin-1 é in a doc or a message as �.
+		l.errorf(Pos{File: file, Line: p.Line, Col: p.Col}, "%s", msg)
+	} else if t := l.load(src); t != nil {
 		l.validate(t)
 	}
 	l.diags.Sort()
@@ -86,6 +90,9 @@ type loader struct {
 	machine Pos
 	// malformedRows: a row could not be read as written.
 	malformedRows bool
+	// badTerminal is set when a state's terminal is not a boolean: which
+	// states end the machine is then unknown.
+	badTerminal bool
 }
 
 // errorf reports a problem at pos. The message is kept on one line: a
@@ -179,6 +186,27 @@ func (l *loader) charOffsets(line, start int) []int {
 	return append(offsets, len(text))
 }
 
+// notUTF8 finds the first byte of src that is not UTF-8, and says so: a
+// table is UTF-8 text. bom is the length of the byte order mark src
+// followed, which counts in the columns of line 1.
+func notUTF8(src []byte, bom int) (p Pos, msg string, found bool) {
+	if bom == 0 && (bytes.HasPrefix(src, []byte{0xff, 0xfe}) || bytes.HasPrefix(src, []byte{0xfe, 0xff})) {
+		return Pos{Line: 1, Col: 1}, "the table is UTF-16 (it starts with a UTF-16 byte order mark): save it as UTF-8", true
+	}
+	line, start := 1, -bom // start: the offset of the line's first byte
+	for i := 0; i < len(src); {
+		r, size := utf8.DecodeRune(src[i:])
+		switch {
+		case r == utf8.RuneError && size == 1:
+			return Pos{Line: line, Col: i - start + 1}, fmt.Sprintf("byte 0x%02x is not UTF-8: save the table as UTF-8", src[i]), true
+		case r == '\n', r == '\r' && (i+1 == len(src) || src[i+1] != '\n'):
+			line, start = line+1, i+1
+		}
+		i += size
+	}
+	return Pos{}, "", false
+}
+
 // maxFlowDepth bounds the nesting of flow collections ([…], {…}) in a
 // table, and that of block sequences opened on one line ("- - x"): a
 // table needs a few levels, and the YAML parser's time and memory grow
@@ -192,14 +220,20 @@ const maxFlowDepth = 64
 // grows with the square of their number.
 const maxMappingKeys = 1024
 
+// maxDocumentMarkers bounds the document markers (--- and ...) of a
+// table file: a table is one document, which needs two at most, and the
+// YAML parser's time grows with the square of the number of documents.
+const maxDocumentMarkers = 64
+
 // tooLarge finds where flow collections, or block sequences opened on one
-// line, nest deeper than maxFlowDepth, or where a block mapping gets more
-// than maxMappingKeys keys, and says so. It counts what the YAML scanner
+// line, nest deeper than maxFlowDepth, where a block mapping gets more
+// than maxMappingKeys keys, or where document markers pass
+// maxDocumentMarkers, and says so. It counts what the YAML scanner
 // sees (which costs time and memory in proportion to the source, unlike
 // parsing a deep nesting or a long mapping), so brackets, dashes and
 // colons in quoted, plain or block scalars and in comments do not count.
 func tooLarge(src []byte) (p Pos, msg string, found bool) {
-	depth := 0
+	depth, markers := 0, 0
 	line, entries := 0, 0 // the sequence entries seen on line
 	// The open block mappings, innermost last: their keys' column, and
 	// how many keys they have.
@@ -220,6 +254,9 @@ func tooLarge(src []byte) (p Pos, msg string, found bool) {
 		case token.SequenceEndType, token.MappingEndType:
 			depth = max(depth-1, 0)
 		case token.DocumentHeaderType, token.DocumentEndType:
+			if markers++; markers > maxDocumentMarkers {
+				return at, fmt.Sprintf("more than %d document markers (--- or ...): a table file holds one YAML document", maxDocumentMarkers), true
+			}
 			// A document's mappings end with it (a table file holds
 			// one, which the loader says when it holds more).
 			depth, open = 0, open[:0]
@@ -785,7 +822,10 @@ func (l *loader) state(e *ast.MappingValueNode) State {
 		s.Doc, _ = l.str(n, "doc")
 	}
 	if n := f["terminal"]; n != nil {
-		s.Terminal, _ = l.boolean(n, "terminal")
+		var ok bool
+		if s.Terminal, ok = l.boolean(n, "terminal"); !ok {
+			l.badTerminal = true
+		}
 	}
 	if n := f["unhandled"]; n != nil {
 		s.Override = l.policy(n)

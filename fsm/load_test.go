@@ -473,6 +473,53 @@ func TestLongMappingRefused(t *testing.T) {
 	}
 }
 
+// A file of many documents is refused before parsing (the parser's time
+// grows with the square of their number: 100000 "--- x" lines, 600 KB,
+// took 90 s); a table and a second document are still two documents.
+func TestManyDocumentsRefused(t *testing.T) {
+	for _, doc := range []string{"--- x\n", "a: 1\n...\n"} {
+		src := strings.Repeat(doc, 10000)
+		_, err := Load("t.yaml", []byte(src))
+		line := maxDocumentMarkers + 1
+		if doc != "--- x\n" {
+			line = 2 * line
+		}
+		want := fmt.Sprintf("t.yaml:%d:1: more than %d document markers (--- or ...): a table file holds one YAML document", line, maxDocumentMarkers)
+		if err == nil || err.Error() != want {
+			t.Errorf("%d documents %q: Load = %v, want %q", 10000, doc, err, want)
+		}
+	}
+	_, err := Load("t.yaml", []byte("---\n"+base+"...\n---\nx: 1\n"))
+	if err == nil || !strings.Contains(err.Error(), "a table file holds one YAML document") {
+		t.Errorf("a table and a second document: Load = %v, want two documents reported", err)
+	}
+}
+
+// A table is UTF-8: a byte that is not is reported where it stands
+// (the parser would read it as U+FFFD, and the generated code would carry
+// "caf\uFFFD" for a Latin-1 "café"), and a UTF-16 table as such rather
+// than as "a string".
+func TestNotUTF8Refused(t *testing.T) {
+	for _, c := range []struct{ name, src, want string }{
+		{"Latin-1", strings.Replace(base, "ErrNo: {}", "ErrNo: {message: caf\xe9}", 1),
+			"t.yaml:11:23: byte 0xe9 is not UTF-8: save the table as UTF-8"},
+		{"after a character of two bytes, CRLF", strings.ReplaceAll(strings.Replace(base, "initial: A", "doc: é\xff\ninitial: A", 1), "\n", "\r\n"),
+			"t.yaml:3:8: byte 0xff is not UTF-8: save the table as UTF-8"},
+		{"after a byte order mark", "\ufeffdoc: \x80\n" + base,
+			"t.yaml:1:9: byte 0x80 is not UTF-8: save the table as UTF-8"},
+		{"UTF-16", "\xff\xfem\x00a\x00",
+			"t.yaml:1:1: the table is UTF-16 (it starts with a UTF-16 byte order mark): save it as UTF-8"},
+	} {
+		_, err := Load("t.yaml", []byte(c.src))
+		if err == nil || err.Error() != c.want {
+			t.Errorf("%s: Load = %v, want %q", c.name, err, c.want)
+		}
+	}
+	if _, err := Load("t.yaml", []byte("\ufeff"+strings.Replace(base, "ErrNo: {}", "ErrNo: {message: café}", 1))); err != nil {
+		t.Errorf("UTF-8 with a byte order mark: %v", err)
+	}
+}
+
 // Brackets in block scalars and plain text are text, not nesting.
 func TestBracketsInTextAreNotNesting(t *testing.T) {
 	many := strings.Repeat("[", maxFlowDepth+1)

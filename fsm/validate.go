@@ -1006,6 +1006,10 @@ func (l *loader) checkImports(t *Table) {
 		if imp.Name == "init" {
 			l.errorf(imp.Pos, "import %s: Go does not allow a package imported as init", imp.Name)
 		}
+		if imp.Path == "C" {
+			l.errorf(imp.Pos, "import %s: \"C\" is cgo's, which Go imports under no other name (and whose types no other package can name)", imp.Name)
+			continue
+		}
 		if goPredeclared[imp.Name] {
 			l.errorf(imp.Pos, "import %s: the generated code uses Go's predeclared %s, which the import would hide", imp.Name, imp.Name)
 		}
@@ -1190,7 +1194,9 @@ func (l *loader) checkShape(t *Table) {
 			terminal = append(terminal, s.Name)
 		}
 	}
-	if len(terminal) == 0 {
+	// Which states are terminal is unknown when a terminal flag is
+	// malformed: what would follow from it is not reported.
+	if len(terminal) == 0 && !l.badTerminal {
 		l.errorf(t.Pos, "no state is terminal: declare where the machine ends (terminal: true)")
 	}
 	canEnd := reach(prev, terminal...)
@@ -1199,7 +1205,7 @@ func (l *loader) checkShape(t *Table) {
 			l.errorf(s.Pos, "state %s is unreachable from the initial state %s", s.Name, t.Initial)
 			continue
 		}
-		if s.Terminal || len(terminal) == 0 {
+		if s.Terminal || len(terminal) == 0 || l.badTerminal {
 			continue
 		}
 		if !canEnd[s.Name] {

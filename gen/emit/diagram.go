@@ -253,21 +253,44 @@ func Embed(doc, mermaid []byte) ([]byte, error) {
 }
 
 // markerLine returns where marker stands alone on a line of doc, at or
-// after from, or -1.
+// after from, outside fenced code blocks (``` or ~~~, as CommonMark reads
+// them: a Markdown page that shows the markers in a code sample keeps
+// its sample), or -1.
 func markerLine(doc []byte, marker string, from int) int {
-	for i := from; i < len(doc); {
-		j := bytes.Index(doc[i:], []byte(marker))
-		if j < 0 {
-			return -1
+	var fence []byte // the fence of the open code block, if any
+	for at := 0; at < len(doc); {
+		end := bytes.IndexByte(doc[at:], '\n')
+		if end < 0 {
+			end = len(doc)
+		} else {
+			end += at
 		}
-		at := i + j
-		startOfLine := at == 0 || doc[at-1] == '\n'
-		rest := doc[at+len(marker):]
-		endOfLine := len(rest) == 0 || rest[0] == '\n' || rest[0] == '\r'
-		if startOfLine && endOfLine {
+		line := bytes.TrimSuffix(doc[at:end], []byte("\r"))
+		switch f := codeFence(line); {
+		case fence == nil && f != nil:
+			fence = f
+		case fence != nil:
+			if f != nil && f[0] == fence[0] && len(f) >= len(fence) && len(bytes.TrimSpace(bytes.TrimLeft(bytes.TrimSpace(line), string(f[:1])))) == 0 {
+				fence = nil // a closing fence: the same character, as long or longer, nothing after it
+			}
+		case at >= from && string(line) == marker:
 			return at
 		}
-		i = at + len(marker)
+		at = end + 1
 	}
 	return -1
+}
+
+// codeFence returns the fence (a run of three or more ` or ~) that opens
+// or closes a fenced code block on line, or nil.
+func codeFence(line []byte) []byte {
+	trimmed := bytes.TrimLeft(line, " ")
+	if len(line)-len(trimmed) > 3 || len(trimmed) < 3 || trimmed[0] != '`' && trimmed[0] != '~' {
+		return nil
+	}
+	n := len(trimmed) - len(bytes.TrimLeft(trimmed, string(trimmed[:1])))
+	if n < 3 || trimmed[0] == '`' && bytes.IndexByte(trimmed[n:], '`') >= 0 {
+		return nil // too short, or backticks in a backtick fence's info string
+	}
+	return trimmed[:n]
 }

@@ -34,6 +34,33 @@ func TestEmbedMarkersOnTheirOwnLines(t *testing.T) {
 	}
 }
 
+// Markers shown in a fenced code block (a page explaining how to embed
+// the diagram) are code, not markers: the diagram goes between the
+// markers outside it, and the sample stays as written.
+func TestEmbedSkipsCodeBlocks(t *testing.T) {
+	sample := "```markdown\n" + BeginMarker + "\n" + EndMarker + "\n```\n\n" +
+		"~~~~\n" + BeginMarker + "\n```\n" + EndMarker + "\n~~~~\n\n"
+	doc := "# Title\n\nPut these lines in your page:\n\n" + sample +
+		BeginMarker + "\nold diagram\n" + EndMarker + "\n"
+	got, err := Embed([]byte(doc), []byte("stateDiagram-v2\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "# Title\n\nPut these lines in your page:\n\n" + sample +
+		BeginMarker + "\n```mermaid\nstateDiagram-v2\n```\n" + EndMarker + "\n"
+	if string(got) != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+	// Embedding again finds the markers past the diagram's own block.
+	again, err := Embed(got, []byte("stateDiagram-v2\n"))
+	if err != nil || string(again) != want {
+		t.Fatalf("embedding again: %v\n%s", err, again)
+	}
+	if _, err := Embed([]byte(sample), nil); !errors.Is(err, ErrNoMarkers) {
+		t.Fatalf("markers only in code blocks: %v", err)
+	}
+}
+
 var update = flag.Bool("update", false, "rewrite the golden files under testdata")
 
 // States that Mermaid's lexer may read as something else are drawn under
