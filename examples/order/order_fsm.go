@@ -138,6 +138,7 @@ func NewOrder(h OrderHandlers) *Order {
 func (m *Order) State() State { return State(m.state.Load()) }
 
 // SetObserver makes o see every step the machine takes; nil stops it.
+// Like the event methods, it is serialized with them by the caller.
 func (m *Order) SetObserver(o fsm.Observer) { m.obs = o }
 
 // observe reports a step to the observer; the caller has checked that there is one.

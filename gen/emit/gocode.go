@@ -187,6 +187,7 @@ func (m *model) machine(p *printer) {
 		m.constructor(), m.handlers(), t.Machine, t.Machine, stateConst(t.Initial))
 	p.f("// State returns the current state.\nfunc (m *%s) State() State { return State(m.state.Load()) }\n\n", t.Machine)
 	p.f("// SetObserver makes o see every step the machine takes; nil stops it.\n")
+	p.f("// Like the event methods, it is serialized with them by the caller.\n")
 	p.f("func (m *%s) SetObserver(o fsm.Observer) { m.obs = o }\n\n", t.Machine)
 	// The nil check on the observer sits at every call site rather than in
 	// observe, so that a step nobody observes costs no call.
