@@ -34,10 +34,8 @@ const MaxCellRows = 64
 // it uses for them. The generator takes its imports from here, so that
 // validation knows every name and path it must keep free.
 var GeneratedImports = map[string]string{
-	"errors": "errors", "strconv": "strconv", "atomic": "sync/atomic",
+	"errors": "errors", "strconv": "strconv", "atomic": "sync/atomic", "testing": "testing",
 	"fsm": "github.com/tablefsm/tablefsm/fsm", "fsmtest": "github.com/tablefsm/tablefsm/fsm/fsmtest",
-	"sha256": "crypto/sha256", "hex": "encoding/hex", "os": "os", "reflect": "reflect",
-	"slices": "slices", "strings": "strings", "testing": "testing", "rapid": "pgregory.net/rapid",
 }
 
 // importPath matches the characters and the slashes of the import paths

@@ -1,8 +1,6 @@
 package fsmtest
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"os"
 	"reflect"
@@ -431,8 +429,7 @@ func (h *Harness[M, S, E]) TableIsCurrent(t *testing.T, hash string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := sha256.Sum256(src)
-	if got := "sha256:" + hex.EncodeToString(sum[:]); got != hash {
+	if fsm.SourceHash(src) != hash {
 		t.Fatalf("%s changed since this code was generated: run go generate", h.TablePath)
 	}
 	parsed, err := fsm.Load(h.TableName, src)

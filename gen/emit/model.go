@@ -4,8 +4,6 @@
 package emit
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"path"
 	"path/filepath"
@@ -33,8 +31,7 @@ type Source struct {
 
 // Hash returns the hash of the source that generated code carries.
 func (s Source) Hash() string {
-	sum := sha256.Sum256(s.Bytes)
-	return "sha256:" + hex.EncodeToString(sum[:])
+	return fsm.SourceHash(s.Bytes)
 }
 
 // header is the first line of every generated Go file, in the form
@@ -303,9 +300,6 @@ var stdRoots = map[string]bool{
 	"unique": true, "unsafe": true, "weak": true,
 }
 
-// importBlock renders the import declaration of a generated file: the
-// packages it always needs and the table's, the standard library first,
-// each group sorted, each path once.
 // generatedImports returns the paths of the packages generated code
 // imports under names (fsm.GeneratedImports, which validation keeps free
 // in tables).
@@ -321,6 +315,9 @@ func generatedImports(names ...string) []string {
 	return paths
 }
 
+// importBlock renders the import declaration of a generated file: the
+// packages it always needs and the table's, the standard library first,
+// each group sorted, each path once.
 func importBlock(always []string, table []fsm.Import) string {
 	seen := map[string]bool{}
 	var std, other []string
