@@ -228,8 +228,8 @@ var ErrNoMarkers = errors.New("emit: the file lacks the diagram markers " + Begi
 
 // Embed replaces what stands between the markers in a Markdown document
 // with the Mermaid diagram in a fenced block, so that code hosts render it.
-// The markers count only on lines of their own: naming them in prose or
-// code does not move the diagram there. The block's lines end as the
+// The markers count only on lines of their own (spaces may follow them):
+// naming them in prose or code does not move the diagram there. The block's lines end as the
 // begin marker's line does (CRLF or LF).
 func Embed(doc, mermaid []byte) ([]byte, error) {
 	begin := markerLine(doc, BeginMarker, 0)
@@ -237,6 +237,9 @@ func Embed(doc, mermaid []byte) ([]byte, error) {
 		return nil, ErrNoMarkers
 	}
 	afterBegin := begin + len(BeginMarker)
+	for afterBegin < len(doc) && (doc[afterBegin] == ' ' || doc[afterBegin] == '\t') {
+		afterBegin++ // spaces after the marker stay on its line
+	}
 	end := markerLine(doc, EndMarker, afterBegin)
 	if end < 0 {
 		return nil, ErrNoMarkers
@@ -273,7 +276,7 @@ func markerLine(doc []byte, marker string, from int) int {
 			if f != nil && f[0] == fence[0] && len(f) >= len(fence) && len(bytes.TrimSpace(bytes.TrimLeft(bytes.TrimSpace(line), string(f[:1])))) == 0 {
 				fence = nil // a closing fence: the same character, as long or longer, nothing after it
 			}
-		case at >= from && string(line) == marker:
+		case at >= from && string(bytes.TrimRight(line, " \t")) == marker:
 			return at
 		}
 		at = end + 1

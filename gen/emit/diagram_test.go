@@ -32,6 +32,16 @@ func TestEmbedMarkersOnTheirOwnLines(t *testing.T) {
 	if _, err := Embed([]byte(EndMarker+"\n"+BeginMarker+"\n"), nil); !errors.Is(err, ErrNoMarkers) {
 		t.Fatalf("markers in the wrong order: %v", err)
 	}
+	// Spaces after a marker (an editor's leftovers) leave it a marker.
+	spaced := "Before.\n" + BeginMarker + " \t\r\nold\r\n" + EndMarker + "  \r\nAfter.\r\n"
+	got, err = Embed([]byte(spaced), []byte("stateDiagram-v2\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = "Before.\n" + BeginMarker + " \t\r\n```mermaid\r\nstateDiagram-v2\r\n```\r\n" + EndMarker + "  \r\nAfter.\r\n"
+	if string(got) != want {
+		t.Fatalf("markers followed by spaces: got %q, want %q", got, want)
+	}
 }
 
 // Markers shown in a fenced code block (a page explaining how to embed
