@@ -757,15 +757,41 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 	s.mu.shards[k] = sh
 	s.unretireLocked(k)
 	s.mu.Unlock()
+	// fresh: nothing of the shard was on disk before it was opened.
+	fresh := false
 	defer func() {
-		// Opening panicked: the shard is not hosted, and whoever waits
-		// for it gets an error rather than waiting for ever.
-		if r := recover(); r != nil {
-			sh.err = &notOpened{fmt.Errorf("%w: opening shard %s panicked: %v", follower.ErrUnavailable, k, r)}
-			s.forget(sh)
-			close(sh.ready)
-			panic(r)
+		r := recover()
+		if r == nil {
+			return
 		}
+		select {
+		case <-sh.ready:
+			// Opening was over: what panicked is the cleanup of a failed
+			// open (sh.err is set, and read by the waiters already).
+			panic(r)
+		default:
+		}
+		// Opening panicked: the shard is not hosted, and whoever waits
+		// for it gets an error rather than waiting for ever. As after a
+		// failed open, what the open created of a new shard goes first
+		// (calls on the shard wait for it), then its namespace's
+		// directory if left empty.
+		sh.err = &notOpened{fmt.Errorf("%w: opening shard %s panicked: %v", follower.ErrUnavailable, k, r)}
+		func() {
+			defer func() {
+				s.forget(sh)
+				close(sh.ready)
+			}()
+			if fresh {
+				if err := s.fs.RemoveAll(s.dir(k)); err != nil {
+					s.log.Warn("removing what an open that panicked created", "namespace", k.namespace, "shard", k.shard, "err", err)
+				}
+			}
+		}()
+		if fresh {
+			s.tidyNamespace(k.namespace)
+		}
+		panic(r)
 	}()
 
 	cfg := s.followerConfig(k)
@@ -780,7 +806,7 @@ func (s *Server) lookup(k shardKey, create bool) (*shard, error) {
 	}
 	cfg.Observer = obs
 	_, err := s.fs.Stat(cfg.Dir)
-	fresh := errors.Is(err, os.ErrNotExist)
+	fresh = errors.Is(err, os.ErrNotExist)
 	sh.f, sh.err = follower.Open(cfg)
 	if sh.err != nil && fresh {
 		// Nothing of the shard was there: what the failed open created
