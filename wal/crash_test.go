@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -564,5 +565,96 @@ func TestRecoveredNamesAreMadeDurable(t *testing.T) {
 	defer l2.Close()
 	if d := l2.LastDurable().Offset; d != next {
 		t.Fatalf("Sync reported %d durable; after a power loss the log ends at %d", next, d)
+	}
+}
+
+// TestDirectorySyncFailureIsSticky: a failed directory fsync may have
+// lost the name of a segment created since the last one that succeeded
+// (Linux reports a writeback failure once, to the next fsync, and a later
+// fsync succeeds without writing what was lost). Whichever call meets it
+// (the background index write, Trim), the log fails: it reported the
+// entries of that segment durable at the next Sync. At Open (an index
+// rebuilt), Open fails.
+func TestDirectorySyncFailureIsSticky(t *testing.T) {
+	t.Run("open", func(t *testing.T) {
+		fs, _ := closedLog(t, 100)
+		if err := fs.Remove("wal/" + indexName(0)); err != nil {
+			t.Fatal(err)
+		}
+		var armed, failed atomic.Bool
+		efs := errorfs.Wrap(fs, errorfs.InjectorFunc(func(op errorfs.Op) error {
+			if op.Kind == errorfs.OpRename && strings.HasSuffix(op.Path, indexSuffix+tmpSuffix) {
+				armed.Store(true)
+			}
+			if op.Kind == errorfs.OpFileSync && op.Path == "wal" && armed.CompareAndSwap(true, false) {
+				failed.Store(true)
+				return errorfs.ErrInjected
+			}
+			return nil
+		}))
+		l, err := Open("wal", optsKeep(efs, 99))
+		if !failed.Load() {
+			t.Fatal("no directory fsync failed: the test proves nothing")
+		}
+		if err == nil {
+			_, serr := l.Sync(context.Background())
+			_ = l.Close()
+			t.Fatalf("Open whose directory fsync failed returned a log (Sync: %v)", serr)
+		}
+		if !errors.Is(err, errorfs.ErrInjected) {
+			t.Fatalf("Open: %v, want the fsync's failure", err)
+		}
+	})
+	for _, at := range []string{"index", "trim"} {
+		t.Run(at, func(t *testing.T) {
+			var indexArmed, armed, failed atomic.Bool
+			fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+				if op.Kind == errorfs.OpRename && strings.HasSuffix(op.Path, indexSuffix+tmpSuffix) && indexArmed.Load() {
+					armed.Store(true) // fail the directory sync that follows
+				}
+				if op.Kind == errorfs.OpFileSync && op.Path == "wal" && armed.CompareAndSwap(true, false) {
+					failed.Store(true)
+					return errorfs.ErrInjected
+				}
+				return nil
+			}))
+			l := mustOpen(t, "wal", memOpts(fs))
+			defer l.Close()
+			o := logpos.Offset(0)
+			for len(segFirsts(l)) < 3 {
+				mustAppend(t, l, entry(o, 0))
+				mustSync(t, l)
+				o++
+			}
+			workerRound(l) // the indexes of the sealed segments are written
+			// Appends until one starts a segment, whose name is not
+			// durable until a directory fsync succeeds.
+			n := len(segFirsts(l))
+			indexArmed.Store(at == "index")
+			for len(segFirsts(l)) == n {
+				mustAppend(t, l, entry(o, 0))
+				o++
+				if at == "index" && len(segFirsts(l)) == n {
+					// The segment rolled over is then synced
+					// whole, and the worker indexes it at once.
+					mustSync(t, l)
+				}
+			}
+			switch at {
+			case "index":
+				workerRound(l)
+			case "trim":
+				armed.Store(true)
+				if err := l.Trim(segFirsts(l)[1]); err == nil {
+					t.Fatal("Trim whose directory fsync failed returned nil")
+				}
+			}
+			if !failed.Load() {
+				t.Fatal("no directory fsync failed: the test proves nothing")
+			}
+			if d, err := l.Sync(context.Background()); !errors.Is(err, ErrFailed) {
+				t.Fatalf("after a failed directory fsync, Sync = %d, %v (durable %d); want ErrFailed", d, err, l.LastDurable().Offset)
+			}
+		})
 	}
 }

@@ -37,7 +37,10 @@
 //
 // A write or fsync failure is sticky: the log cannot know what reached the
 // disk, so it refuses further writes with an error wrapping ErrFailed (and
-// the cause). Durable entries stay readable, except those that the
+// the cause). So is a failed fsync of the directory, whichever call meets
+// it (Trim, the background index write; at Open, Open fails): it may have
+// lost the name of a segment, and a later fsync may succeed without
+// writing it. Durable entries stay readable, except those that the
 // TruncateLog or Clear that failed was removing. Close and Open again to
 // recover: Close of a failed log only closes it, syncing nothing and
 // reporting no error (the failure was reported by the call that met it,

@@ -291,10 +291,18 @@ func (l *Log) kickWorker() {
 	}
 }
 
+// syncDir fsyncs the directory. A failure fails the log, whoever meets
+// it: the fsync covered every name changed since the last one that
+// succeeded (a segment's among them), and a later fsync may succeed
+// without writing what this one lost (Linux reports a writeback error
+// once).
 func (l *Log) syncDir() error {
 	l.dirMu.Lock()
 	defer l.dirMu.Unlock()
-	return l.dirFile.Sync()
+	if err := l.dirFile.Sync(); err != nil {
+		return l.fail("fsync directory", err)
+	}
+	return nil
 }
 
 // syncDirIfDirty makes the directory's changes durable (the segments

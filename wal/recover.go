@@ -229,18 +229,27 @@ func (l *Log) recover() error {
 			return err
 		}
 		if len(segs) == 0 && errors.Is(err, errBlankSegment) && first < l.opts.MustKeepBelow {
-			// A file never written to, before any segment of the log
-			// and named below an offset that was durable (a segment's
-			// header reaches the disk with its first record): no part
-			// of the log, but what a failed creation left when its
-			// removal failed too, before the log came to start above
-			// it (after a Clear, or a Trim past its name). The
-			// segments after it are the log's.
-			l.logger.Warn("wal: removing a segment file never written to, named below the offset the log must keep", "segment", segmentName(first), "must_keep_below", l.opts.MustKeepBelow)
-			if err := l.removeSegmentFiles(first, indexes[first]); err != nil {
+			// Its first blankCheckSize bytes are zeros; so must the
+			// rest be: a segment whose first block alone was zeroed,
+			// its later records there, is damaged, not a leftover.
+			if err = l.checkAllZero(s.path, size); !errors.Is(err, errBadSegmentHeader) {
 				return err
 			}
-			continue
+			if errors.Is(err, errBlankSegment) {
+				// A file never written to, before any segment of the
+				// log and named below an offset that was durable (a
+				// segment's header reaches the disk with its first
+				// record): no part of the log, but what a failed
+				// creation left when its removal failed too, before
+				// the log came to start above it (after a Clear, or a
+				// Trim past its name). The segments after it are the
+				// log's.
+				l.logger.Warn("wal: removing a segment file never written to, named below the offset the log must keep", "segment", segmentName(first), "must_keep_below", l.opts.MustKeepBelow)
+				if err := l.removeSegmentFiles(first, indexes[first]); err != nil {
+					return err
+				}
+				continue
+			}
 		}
 		// What cutting here loses starts where the kept log ends, which
 		// is below first when the segment before ended early.
@@ -325,6 +334,11 @@ func (l *Log) recover() error {
 	if err := l.syncDir(); err != nil {
 		return fmt.Errorf("wal: fsync directory: %w", err)
 	}
+	// So did a directory fsync that failed on the way (an index
+	// rebuilt), whatever the last one says.
+	if err := l.mu.failed; err != nil {
+		return err
+	}
 
 	l.mu.segs = segs
 	l.mu.lastAppended = logpos.NoEntry
@@ -382,6 +396,29 @@ func (l *Log) readSegmentHeader(s *segment) (int64, segmentHeader, error) {
 	}
 	h, err := decodeSegmentHeader(b[:])
 	return st.Size(), h, err
+}
+
+// checkAllZero returns errBlankSegment when the size bytes of the file
+// at path are all zeros (nothing was ever written to it), and
+// errBadSegmentHeader when some are not.
+func (l *Log) checkAllZero(path string, size int64) error {
+	f, err := l.fs.Open(path)
+	if err != nil {
+		return fmt.Errorf("wal: open %s: %w", path, err)
+	}
+	defer f.Close()
+	fr := fileReader{f: f, limit: size, chunk: 1 << 20}
+	for p := int64(0); p < size; {
+		b, err := fr.bytes(p, int(min(size-p, 1<<20)))
+		if err != nil {
+			return fmt.Errorf("wal: read %s: %w", path, err)
+		}
+		if !isZero(b) {
+			return errBadSegmentHeader
+		}
+		p += int64(len(b))
+	}
+	return errBlankSegment
 }
 
 func (l *Log) scanFile(s *segment, size int64) (scanResult, error) {

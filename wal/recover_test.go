@@ -407,26 +407,29 @@ func recordReads(fs vfs.FS) (_ vfs.FS, scanned func() []string) {
 	}
 }
 
-// An index whose rename reached the directory but whose directory sync
-// failed is on disk though the log does not count it as written. When
+// lateRenameFS renames an index into place, once, and then reports a
+// failure: what a file system may do, and errorfs cannot.
+type lateRenameFS struct {
+	vfs.FS
+	fired atomic.Bool
+}
+
+func (fs *lateRenameFS) Rename(from, to string) error {
+	err := fs.FS.Rename(from, to)
+	if err == nil && strings.HasSuffix(from, indexSuffix+tmpSuffix) && fs.fired.CompareAndSwap(false, true) {
+		return errors.New("injected: rename failed after it was done")
+	}
+	return err
+}
+
+// An index whose rename reached the directory though it reported a
+// failure is on disk though the log does not count it as written. When
 // TruncateLog then cuts that segment, and the segment ends up last, the
 // next open does not take that index's word for what the segment holds.
 func TestStaleIndexOfTruncatedSegment(t *testing.T) {
 	mem := vfs.NewMem()
-	var renamed, fired atomic.Bool
-	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if fired.Load() {
-			return nil
-		}
-		if op.Kind == errorfs.OpRename && strings.HasSuffix(op.Path, ".idx.tmp") {
-			renamed.Store(true)
-			return nil
-		}
-		if renamed.Load() && op.Kind == errorfs.OpFileSync && op.Path == "wal" && fired.CompareAndSwap(false, true) {
-			return errorfs.ErrInjected
-		}
-		return nil
-	}))
+	fs := &lateRenameFS{FS: mem}
+	fired := &fs.fired
 	l := mustOpen(t, "wal", memOpts(fs))
 	for o := logpos.Offset(0); ; o++ {
 		mustAppend(t, l, entry(o, 0))
@@ -438,9 +441,9 @@ func TestStaleIndexOfTruncatedSegment(t *testing.T) {
 		}
 	}
 	mustSync(t, l)
-	workerRound(l) // writes the first segment's index, whose directory sync fails
+	workerRound(l) // writes the first segment's index, whose rename fails after it is done
 	if !fired.Load() {
-		t.Fatal("the index's directory sync was not failed")
+		t.Fatal("the index's rename was not failed")
 	}
 	if _, err := l.TruncateLog(2); err != nil {
 		t.Fatal(err)

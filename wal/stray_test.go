@@ -185,3 +185,46 @@ func TestBlankFileBeforeTheLog(t *testing.T) {
 		t.Fatalf("LastDurable %v, segment files %q; want an empty log", last, listSuffix(t, fs, "wal", segmentSuffix))
 	}
 }
+
+// TestFirstSegmentWithItsFirstBlockZeroed: a first segment whose first
+// 4 KiB were zeroed (a lost or zeroed block), its later records there, is
+// a damaged segment, not a file never written to: below MustKeepBelow it
+// is refused. It was removed as a leftover and the log started at the
+// next segment, losing, silently, durable entries up to MustKeepBelow and
+// past it.
+func TestFirstSegmentWithItsFirstBlockZeroed(t *testing.T) {
+	const segSize = 16 << 10
+	fs := vfs.NewMem()
+	opts := Options{FS: fs, SegmentSize: segSize}
+	l := mustOpen(t, "wal", opts)
+	for o := logpos.Offset(0); len(segFirsts(l)) < 3; o++ {
+		mustAppend(t, l, sized(o, 300))
+	}
+	last := mustSync(t, l)
+	firsts := segFirsts(l)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seg := "wal/" + segmentName(0)
+	b := readBytes(t, fs, seg)
+	clear(b[:blankCheckSize])
+	writeBytes(t, fs, seg, b)
+	// Offsets from 5 on were not applied yet: the log must keep them.
+	opts.MustKeepBelow = 5
+	l, err := Open("wal", opts)
+	if err == nil {
+		first := l.FirstOffset()
+		_ = l.Close()
+		t.Fatalf("Open kept a log starting at %d (it held 0..%d, segments %v), without reporting the damage below %d", first, last, firsts, opts.MustKeepBelow)
+	}
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("Open: %v, want ErrCorrupt", err)
+	}
+	// Keeping nothing, the log is cut there, as for any damaged first segment.
+	opts.MustKeepBelow = 0
+	l = mustOpen(t, "wal", opts)
+	defer l.Close()
+	if d := l.LastDurable(); !d.IsNone() {
+		t.Fatalf("LastDurable %v, want an empty log", d)
+	}
+}
