@@ -27,6 +27,31 @@ import (
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
+// unexpected collects, from concurrent calls, the errors a hosting race
+// would cause: Unavailable (a double open, a half-removed directory),
+// Unknown or Internal. Refusals of the protocol are expected.
+type unexpected struct {
+	mu   sync.Mutex
+	errs []string
+}
+
+func (u *unexpected) report(op string, s leader.Shard, err error) {
+	switch status.Code(err) {
+	case codes.Unavailable, codes.Unknown, codes.Internal:
+		u.mu.Lock()
+		u.errs = append(u.errs, fmt.Sprintf("%s %v: %v", op, s, err))
+		u.mu.Unlock()
+	}
+}
+
+// check fails t with every error collected.
+func (u *unexpected) check(t *testing.T) {
+	t.Helper()
+	for _, e := range u.errs {
+		t.Error(e)
+	}
+}
+
 // TestHostingStress: random calls on a few shards at once. No call is
 // ever Unavailable or Unknown (no double open, no half-removed
 // directory), and at the end what GetStatus says matches the disk.
@@ -35,19 +60,8 @@ func TestHostingStress(t *testing.T) {
 	c := n.conn
 	shards := []leader.Shard{{Namespace: "st", Shard: 0}, {Namespace: "st", Shard: 1}}
 	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var bad []string
-	report := func(op string, s leader.Shard, err error) {
-		if err == nil {
-			return
-		}
-		switch status.Code(err) {
-		case codes.Unavailable, codes.Unknown, codes.Internal:
-			mu.Lock()
-			bad = append(bad, fmt.Sprintf("%s %v: %v", op, s, err))
-			mu.Unlock()
-		}
-	}
+	var bad unexpected
+	report := bad.report
 	for g := range 8 {
 		wg.Go(func() {
 			r := rand.New(rand.NewPCG(uint64(g), 1))
@@ -74,9 +88,7 @@ func TestHostingStress(t *testing.T) {
 		})
 	}
 	wg.Wait()
-	for _, b := range bad {
-		t.Error(b)
-	}
+	bad.check(t)
 	nsUsed := false
 	for _, s := range shards {
 		_, err := c.Status(ctxT(t), s)
@@ -353,19 +365,8 @@ func TestHostingStressAcrossRestarts(t *testing.T) {
 			}
 		}
 		var wg sync.WaitGroup
-		var mu sync.Mutex
-		var bad []string
-		report := func(op string, s leader.Shard, err error) {
-			if err == nil {
-				return
-			}
-			switch status.Code(err) {
-			case codes.Unavailable, codes.Unknown, codes.Internal:
-				mu.Lock()
-				bad = append(bad, fmt.Sprintf("%s %v: %v", op, s, err))
-				mu.Unlock()
-			}
-		}
+		var bad unexpected
+		report := bad.report
 		for g := range 10 {
 			wg.Go(func() {
 				r := rand.New(rand.NewPCG(uint64(g), uint64(round)))
@@ -404,9 +405,7 @@ func TestHostingStressAcrossRestarts(t *testing.T) {
 			})
 		}
 		wg.Wait()
-		for _, b := range bad {
-			t.Error(b)
-		}
+		bad.check(t)
 		for _, s := range shards {
 			_, err := c.Status(ctxT(t), s)
 			_, serr := os.Stat(filepath.Join(dir, s.Namespace, strconv.FormatInt(s.Shard, 10)))
