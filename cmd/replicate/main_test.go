@@ -251,9 +251,10 @@ func TestBenchGivesUpOnAStalledNode(t *testing.T) {
 	}
 }
 
-// TestCommands drives status, new-term, truncate and delete-shard against
-// a followerd.
-func TestCommands(t *testing.T) {
+// childFollowerd starts this test binary as a followerd over a temporary
+// data directory, killed when the test ends.
+func childFollowerd(t *testing.T) *node.Process {
+	t.Helper()
 	t.Setenv("REPLICATE_TEST_CHILD", "1")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -261,7 +262,14 @@ func TestCommands(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Kill()
+	t.Cleanup(p.Kill)
+	return p
+}
+
+// TestCommands drives status, new-term, truncate and delete-shard against
+// a followerd.
+func TestCommands(t *testing.T) {
+	p := childFollowerd(t)
 	target := []string{"--target", p.Addr, "--namespace", "cli", "--shard", "3"}
 	steps := []struct {
 		args []string
@@ -436,14 +444,9 @@ func TestDurableEchoRemovesItsFileWhenStopped(t *testing.T) {
 // log as its own and measures, rather than waiting for the node to apply
 // entries nobody told it to apply and calling the node stalled.
 func TestBenchOnAShardWithUncommittedEntries(t *testing.T) {
-	t.Setenv("REPLICATE_TEST_CHILD", "1")
+	p := childFollowerd(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	p, err := startFollowerd(ctx, []string{os.Args[0]}, t.TempDir(), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Kill()
 	c, err := leader.Dial(p.Addr, 0)
 	if err != nil {
 		t.Fatal(err)
