@@ -139,36 +139,9 @@ func newCIFixture(t *testing.T) *ciFixture {
 // own, in small chunks.
 func ciSnapshot(t *testing.T) []store.Chunk {
 	t.Helper()
-	st, err := store.Open(t.TempDir(), store.Options{SnapshotChunkSize: 2048})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	if err := st.SetTerm(ciNewTerm, store.TermOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	for i := range ciNewN {
-		if err := st.Apply(logpos.Entry{Term: ciNewTerm, Offset: logpos.Offset(i), Value: leader.AppendPut(nil, ciNewKey(i), ciNewVals[i])}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	sn, err := st.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sn.Close()
-	var chunks []store.Chunk
-	for {
-		ch, err := sn.Next()
-		if err == io.EOF {
-			return chunks
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		ch.Content = bytes.Clone(ch.Content) // reused by the next call
-		chunks = append(chunks, ch)
-	}
+	return buildSnapshot(t, ciNewTerm, 2048, ciNewN, func(o logpos.Offset) []byte {
+		return leader.AppendPut(nil, ciNewKey(int(o)), ciNewVals[o])
+	})
 }
 
 // copy makes a data directory holding the old state.

@@ -258,7 +258,21 @@ func (c *snapshotChunks) Next() (store.Chunk, error) {
 
 func takeSnapshot(t *testing.T, term logpos.Term, n int) ([]store.Chunk, int64) {
 	t.Helper()
-	st, err := store.Open(t.TempDir(), store.Options{SnapshotChunkSize: 4096})
+	chunks := buildSnapshot(t, term, 4096, n, func(o logpos.Offset) []byte {
+		return leader.AppendPut(nil, fmt.Appendf(nil, "k%d", o), []byte("v"))
+	})
+	var size int64
+	for _, ch := range chunks {
+		size += int64(len(ch.Content))
+	}
+	return chunks, size
+}
+
+// buildSnapshot returns the chunks, of chunkSize bytes, of a snapshot of a
+// store at term that applied entries 0..n-1 with the given values.
+func buildSnapshot(t *testing.T, term logpos.Term, chunkSize, n int, value func(logpos.Offset) []byte) []store.Chunk {
+	t.Helper()
+	st, err := store.Open(t.TempDir(), store.Options{SnapshotChunkSize: chunkSize})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,7 +281,7 @@ func takeSnapshot(t *testing.T, term logpos.Term, n int) ([]store.Chunk, int64) 
 		t.Fatal(err)
 	}
 	for o := range logpos.Offset(n) {
-		if err := st.Apply(logpos.Entry{Term: term, Offset: o, Value: leader.AppendPut(nil, fmt.Appendf(nil, "k%d", o), []byte("v"))}); err != nil {
+		if err := st.Apply(logpos.Entry{Term: term, Offset: o, Value: value(o)}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -277,18 +291,16 @@ func takeSnapshot(t *testing.T, term logpos.Term, n int) ([]store.Chunk, int64) 
 	}
 	defer sn.Close()
 	var chunks []store.Chunk
-	var size int64
 	for {
 		ch, err := sn.Next()
 		if err == io.EOF {
-			return chunks, size
+			return chunks
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
 		ch.Content = bytes.Clone(ch.Content) // reused by the next call
 		chunks = append(chunks, ch)
-		size += int64(len(ch.Content))
 	}
 }
 
