@@ -300,9 +300,16 @@ func openStaged(dir string, opts *pebble.Options) (info SnapshotInfo, db *pebble
 // table number listed twice, a table whose smallest key is above its
 // largest, two tables with the same bounds and sequence numbers (a copy
 // of one), a table that is virtual or not on the local disk (the store
-// makes none).
+// makes none), a table holding records at or above the sequence number
+// the database gives its next write (the manifest's last sequence number
+// set below them: those records are hidden at first, surface as later
+// writes pass them, and shadow the writes made meanwhile).
 func checkTables(db *pebble.DB) error {
 	levels, err := db.SSTables()
+	if err != nil {
+		return err
+	}
+	next, err := nextSeqNum(db)
 	if err != nil {
 		return err
 	}
@@ -324,11 +331,27 @@ func checkTables(db *pebble.DB) error {
 				return fmt.Errorf("%w: table %s (L%d) has its smallest key above its largest", ErrInvalidSnapshot, t.FileNum, level)
 			case seen[b]:
 				return fmt.Errorf("%w: table %s (L%d) has the bounds of another table", ErrInvalidSnapshot, t.FileNum, level)
+			case uint64(t.LargestSeqNum) >= next:
+				return fmt.Errorf("%w: table %s (L%d) holds sequence number %d, at or above the database's next (%d)", ErrInvalidSnapshot, t.FileNum, level, t.LargestSeqNum, next)
 			}
 			numbers[uint64(t.FileNum)], seen[b] = true, true
 		}
 	}
 	return nil
+}
+
+// nextSeqNum returns the sequence number db gives its next write: a
+// batch holding only a LogData record takes none, and is given it.
+func nextSeqNum(db *pebble.DB) (uint64, error) {
+	b := db.NewBatch()
+	defer b.Close()
+	if err := b.LogData(nil, nil); err != nil {
+		return 0, err
+	}
+	if err := db.Apply(b, pebble.NoSync); err != nil {
+		return 0, err
+	}
+	return uint64(b.SeqNum()), nil
 }
 
 // closeAfterAnyPanic closes a staged database that panicked, as well as
