@@ -1,0 +1,255 @@
+package follower
+
+import (
+	"errors"
+	"math"
+	"runtime"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+func cumul(ap *replicationpb.Append) *replicationpb.Append {
+	ap.CumulativeAcksSupported = true
+	return ap
+}
+
+// A sync failure while the leader half-closes: the handler returns the
+// failure, nothing undurable is acked, and the next stream works, in
+// both ack modes.
+func TestStreamSyncFailureWithHalfClose(t *testing.T) {
+	for _, cum := range []bool{false, true} {
+		t.Run(map[bool]string{false: "per-entry", true: "cumulative"}[cum], func(t *testing.T) {
+			h := newHarness(t, Config{})
+			h.newTerm(1)
+			if _, err := h.f.Truncate(1, &logpos.EntryID{Term: 1, Offset: -1}); err != nil {
+				t.Fatal(err)
+			}
+			mk := func(o int64) *replicationpb.Append {
+				ap := entryAppend(1, o, -1, "k", "v")
+				ap.CumulativeAcksSupported = cum
+				return ap
+			}
+			a := confAttach(t, h.f)
+			for o := int64(0); o <= 2; o++ {
+				a.send(t, mk(o))
+				if got := a.ack(t); got != o {
+					t.Fatalf("ack %d want %d", got, o)
+				}
+			}
+			h.fs.failSyncs("/wal/")
+			a.send(t, mk(3))
+			a.send(t, mk(2)) // a duplicate, durable
+			close(a.s.in)
+			err := <-a.res
+			if !errors.Is(err, ErrUnavailable) {
+				// the duplicate may be acked before the sync fails
+				t.Fatalf("handler: %v", err)
+			}
+			for len(a.s.acks) > 0 {
+				if o := <-a.s.acks; o > 2 {
+					t.Fatalf("ack %d on a failing log", o)
+				}
+			}
+			h.fs.heal()
+			if st := h.f.Status(); st.Head != 2 {
+				t.Fatalf("head %d after failed sync, want 2", st.Head)
+			}
+			b := confAttach(t, h.f)
+			b.send(t, mk(3))
+			if got := b.ack(t); got != 3 {
+				t.Fatalf("ack %d", got)
+			}
+			b.send(t, mk(1))
+			if got := b.ack(t); (cum && got != 3) || (!cum && got != 1) {
+				t.Fatalf("dup ack %d", got)
+			}
+			if err := b.finish(t); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+// The first Append is a flagged commit advertisement, then unflagged
+// entries: cumulative mode (decided by the first Append).
+func TestStreamFirstAdvertisementFlaggedDecidesCumulative(t *testing.T) {
+	held := newHeldSyncRound(t)
+	f := held.f
+	a := confAttach(t, f)
+	a.send(t, cumul(&replicationpb.Append{Term: 1, CommitOffset: -1}))
+	held.armed.Store(true)
+	a.send(t, entryAppend(1, 0, -1, "k0", "v"))
+	<-held.blocked
+	for o := int64(1); o <= 4; o++ {
+		a.send(t, entryAppend(1, o, -1, "k", "v"))
+	}
+	a.send(t, entryAppend(1, 2, -1, "k", "v")) // duplicate
+	a.send(t, &replicationpb.Append{Term: 1, CommitOffset: -1})
+	a.send(t, &replicationpb.Append{Term: 1, CommitOffset: -1})
+	close(held.gate)
+	var acks []int64
+	for len(acks) == 0 || acks[len(acks)-1] != 4 {
+		acks = append(acks, a.ack(t))
+	}
+	if err := a.finish(t); err != nil {
+		t.Fatal(err)
+	}
+	for len(a.s.acks) > 0 {
+		acks = append(acks, <-a.s.acks)
+	}
+	if len(acks) != 2 || acks[0] != 0 || acks[1] != 4 {
+		t.Fatalf("acks %v, want [0 4]", acks)
+	}
+}
+
+// Offsets near the ends of int64 and huge/negative commits.
+func TestStreamExtremeOffsets(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	a := confAttach(t, h.f)
+	a.send(t, entryAppend(1, 0, math.MaxInt64, "k", "v"))
+	if got := a.ack(t); got != 0 {
+		t.Fatal(got)
+	}
+	waitApplied(t, h.f, 0)
+	a.send(t, entryAppend(1, 1, math.MinInt64, "k", "v"))
+	if got := a.ack(t); got != 1 {
+		t.Fatal(got)
+	}
+	waitApplied(t, h.f, 1)
+	if st := h.f.Status(); st.Commit != 1 || st.Head != 1 {
+		t.Fatalf("status %+v", st)
+	}
+	a.send(t, entryAppend(1, math.MaxInt64, 5, "k", "v"))
+	if err := <-a.res; !errors.Is(err, ErrGap) {
+		t.Fatalf("entry at MaxInt64: %v", err)
+	}
+	b := confAttach(t, h.f)
+	b.send(t, entryAppend(1, math.MinInt64, 5, "k", "v"))
+	if err := <-b.res; !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("entry at MinInt64: %v", err)
+	}
+}
+
+// NewTerm, Close or Delete racing the last acks of a half-closed stream:
+// acks are a prefix in order, nothing acked beyond what NewTerm reports,
+// the handler has returned when the operation returns.
+func TestStreamControlRacesHalfClose(t *testing.T) {
+	for i := 0; i < 60; i++ {
+		h := newHarness(t, Config{})
+		h.newTerm(1)
+		a := confAttach(t, h.f)
+		cum := i%2 == 1
+		for o := int64(0); o < 20; o++ {
+			ap := entryAppend(1, o, o-1, "k", "v")
+			ap.CumulativeAcksSupported = cum
+			a.send(t, ap)
+		}
+		close(a.s.in)
+		var head logpos.EntryID
+		var err error
+		switch i % 3 {
+		case 0:
+			head, err = h.f.NewTerm(2, TermOptions{})
+		case 1:
+			err = h.f.Close()
+		case 2:
+			err = h.f.Delete(1)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var res error
+		select {
+		case res = <-a.res:
+		default:
+			t.Fatalf("handler still running after the control operation")
+		}
+		if res != nil && !errors.Is(res, ErrStreamEnded) {
+			t.Fatalf("handler: %v", res)
+		}
+		last := int64(-1)
+		for len(a.s.acks) > 0 {
+			o := <-a.s.acks
+			if (!cum && o != last+1) || (cum && o <= last) {
+				t.Fatalf("ack %d after %d", o, last)
+			}
+			last = o
+		}
+		if res == nil && last != 19 {
+			t.Fatalf("finished stream acked up to %d", last)
+		}
+		if i%3 == 0 && int64(head.Offset) < last {
+			t.Fatalf("NewTerm head %v below ack %d", head, last)
+		}
+	}
+}
+
+// A detached stream's fsync that fails after the next stream attached:
+// the next stream must end with the log's failure (ErrUnavailable), ack
+// nothing undurable, and the stream after it works.
+func TestStreamStaleSyncFailsUnderNextStream(t *testing.T) {
+	var armed atomic.Bool
+	blocked, gate := make(chan struct{}), make(chan struct{})
+	efs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if strings.Contains(op.Path, "/wal/") && op.Kind == errorfs.OpFileSyncData && armed.CompareAndSwap(true, false) {
+			close(blocked)
+			<-gate
+			return errInjected
+		}
+		return nil
+	}))
+	f, err := Open(Config{Dir: t.TempDir(), FS: efs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	confFill(t, f, 1, 0, 2, -1)
+	a := confAttach(t, f)
+	armed.Store(true)
+	a.send(t, entryAppend(1, 3, -1, "k", "v"))
+	<-blocked
+	a.s.cancel() // transport gone; handler returns, sync loop still in fsync
+	if err := <-a.res; err == nil {
+		t.Fatal("a stream whose transport went away ended without an error")
+	}
+	b := confAttach(t, f)
+	b.send(t, entryAppend(1, 4, -1, "k", "v"))
+	b.send(t, &replicationpb.Append{Term: 1, CommitOffset: -1})
+	close(gate) // the old fsync fails now
+	// wait for the log failure to be visible
+	for !f.logFailed.Load() {
+		runtime.Gosched()
+	}
+	select {
+	case b.s.in <- entryAppend(1, 5, -1, "k", "v"):
+		close(b.s.in)
+		err = <-b.res
+	case err = <-b.res:
+	}
+	for len(b.s.acks) > 0 {
+		t.Errorf("ack %d", <-b.s.acks)
+	}
+	if !errors.Is(err, ErrUnavailable) {
+		t.Errorf("stream on a log that failed under it: %v, want ErrUnavailable", err)
+	}
+	c := confAttach(t, f)
+	head := f.Status().Head
+	c.send(t, entryAppend(1, int64(head)+1, -1, "k", "v"))
+	if got := c.ack(t); got != int64(head)+1 {
+		t.Fatalf("the stream after the failure: ack %d, want %d", got, head+1)
+	}
+	if err := c.finish(t); err != nil {
+		t.Fatal(err)
+	}
+}
