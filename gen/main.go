@@ -8,7 +8,8 @@
 // (its tests), where <machine> is the table's machine name in lower case
 // (machine: Order gives order_fsm.go). -mermaid and
 // -dot write the diagrams; -markdown replaces the diagram between the
-// markers of a Markdown file. When the table is invalid, gen prints every
+// markers of a Markdown file (each on a line of its own, outside fenced
+// code blocks). When the table is invalid, gen prints every
 // problem as file:line:col: message and exits with status 1, writing
 // nothing.
 package main

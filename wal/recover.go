@@ -357,7 +357,9 @@ func (l *Log) recover() error {
 }
 
 // errBlankSegment: a segment file holds only zeros (or nothing) where
-// its header and its first records go: it was never written to.
+// its header and its first records go (its first blankCheckSize bytes):
+// it looks never written to, which holds when the rest is zeros too
+// (checkAllZero).
 var errBlankSegment = fmt.Errorf("%w: the file was never written to", errBadSegmentHeader)
 
 // blankCheckSize is how much of a segment file without a header is read

@@ -228,9 +228,10 @@ var ErrNoMarkers = errors.New("emit: the file lacks the diagram markers " + Begi
 
 // Embed replaces what stands between the markers in a Markdown document
 // with the Mermaid diagram in a fenced block, so that code hosts render it.
-// The markers count only on lines of their own (spaces may follow them):
-// naming them in prose or code does not move the diagram there. The block's lines end as the
-// begin marker's line does (CRLF or LF).
+// The markers count only on lines of their own (spaces or tabs may
+// follow them) outside fenced code blocks: naming them in prose or code
+// does not move the diagram there. The block's lines end as the begin
+// marker's line does (CRLF or LF).
 func Embed(doc, mermaid []byte) ([]byte, error) {
 	begin := markerLine(doc, BeginMarker, 0)
 	if begin < 0 {

@@ -81,8 +81,10 @@ type Result struct {
 // Replicate runs one replication stream to the end: it sends the
 // entries, checks every ack, then advertises the last acked offset as
 // committed, half-closes the stream and waits for the follower to end it.
-// On error the result says how far the run got; the error is the
-// follower's gRPC status when it ended the stream (match it with
+// A follower that ends the stream normally once it has acknowledged every
+// entry, before the leader advertised or half-closed, ends the run with
+// success too. On error the result says how far the run got; the error
+// is the follower's gRPC status when it ended the stream (match it with
 // status.Code or grpcapi.Reason), or ErrProtocol. When ctx ended the run,
 // the error also wraps ctx's error and its cause, if one was given, so
 // errors.Is(err, context.Canceled) tells the caller's own cancellation
