@@ -305,9 +305,7 @@ func median(xs []int64) int64 {
 // with no staging leftovers on disk; a shard that kept the old state
 // takes the snapshot again.
 func TestCrashInstall(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, seed>>32))
+	seed, rng := seededRand(t)
 	iterations := 16
 	if testing.Short() {
 		iterations = 6
@@ -473,9 +471,7 @@ func ciContinue(t *testing.T, c *leader.Conn, fail func(string, ...any)) {
 // the node replied, and a later NewTerm starting a fresh follower), with
 // nothing half-deleted left on disk.
 func TestCrashDelete(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, seed>>32))
+	seed, rng := seededRand(t)
 	iterations := 12
 	if testing.Short() {
 		iterations = 5

@@ -17,6 +17,14 @@ import (
 func crashKey(o logpos.Offset) []byte { return fmt.Appendf(nil, "k%08d", o) }
 func crashVal(o logpos.Offset) []byte { return fmt.Appendf(nil, "v%d", o) }
 
+// seededRand returns a random source seeded from the clock, and its
+// seed, logged so that a failure can be replayed.
+func seededRand(t *testing.T) (uint64, *rand.Rand) {
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	return seed, rand.New(rand.NewPCG(seed, seed>>32))
+}
+
 // TestCrash kills a followerd process with SIGKILL at random moments —
 // while entries stream, while NewTerm runs, right after it starts — over
 // and over, restarting it on the same data each time. After every
@@ -26,9 +34,7 @@ func crashVal(o logpos.Offset) []byte { return fmt.Appendf(nil, "v%d", o) }
 // every acknowledged entry is applied and readable (so the log was
 // contiguous up to it).
 func TestCrash(t *testing.T) {
-	seed := uint64(time.Now().UnixNano())
-	t.Logf("seed %d", seed)
-	rng := rand.New(rand.NewPCG(seed, seed>>32))
+	_, rng := seededRand(t)
 	iterations := 10
 	if testing.Short() {
 		iterations = 4
