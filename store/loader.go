@@ -41,11 +41,19 @@ type Loader struct {
 		next  int32    // its next chunk index
 		count int32    // its chunk count
 		names map[string]struct{}
-		size  int64
-		db    *pebble.DB // the staged database, once Finish opened it
-		info  SnapshotInfo
+		// size is what counts against maxSize: each file's content, at
+		// least MinCountedFileSize per file; fileBytes is the content of the
+		// file being written.
+		size, fileBytes int64
+		db              *pebble.DB // the staged database, once Finish opened it
+		info            SnapshotInfo
 	}
 }
+
+// MinCountedFileSize is the least a file of a snapshot counts against
+// Options.MaxSnapshotSize, whatever its content: about what an empty file
+// takes on disk.
+const MinCountedFileSize = 4096
 
 var errLoaderDone = fmt.Errorf("store: loader aborted or installed: %w", ErrClosed)
 
@@ -79,8 +87,8 @@ func (s *Store) NewLoader() (*Loader, error) {
 
 // Write stages one chunk. Chunks come file after file, each file's chunks
 // in order 0..Count-1 with the same Count, no file twice; names must match
-// ^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$; the total content must stay within
-// Options.MaxSnapshotSize. A chunk breaking a rule is ErrInvalidSnapshot.
+// ^[A-Za-z0-9][A-Za-z0-9._-]{0,254}$; the total content, each file
+// counting at least 4096 bytes, must stay within Options.MaxSnapshotSize. A chunk breaking a rule is ErrInvalidSnapshot.
 // On any error the loader is aborted. Write may modify c.Content (a
 // vfs.File may).
 func (l *Loader) Write(c Chunk) error {
@@ -122,7 +130,7 @@ func (l *Loader) writeLocked(c Chunk) error {
 			return fmt.Errorf("store: stage %q: %w", c.Name, err)
 		}
 		l.mu.names[c.Name] = struct{}{}
-		l.mu.f, l.mu.file, l.mu.next, l.mu.count = f, c.Name, 0, c.Count
+		l.mu.f, l.mu.file, l.mu.next, l.mu.count, l.mu.fileBytes = f, c.Name, 0, c.Count, 0
 	} else {
 		if l.mu.f == nil || c.Name != l.mu.file {
 			return fmt.Errorf("%w: chunk %d of %q out of order", ErrInvalidSnapshot, c.Index, c.Name)
@@ -141,10 +149,18 @@ func (l *Loader) writeLocked(c Chunk) error {
 		// takes the process down.
 		return fmt.Errorf("%w: %q is a Pebble log holding records (a snapshot's data is in its tables)", ErrInvalidSnapshot, c.Name)
 	}
-	l.mu.size += int64(len(c.Content))
-	if l.maxSize > 0 && l.mu.size > l.maxSize {
-		return fmt.Errorf("%w: larger than the limit of %d bytes", ErrInvalidSnapshot, l.maxSize)
+	// A file counts max(its content, MinCountedFileSize): a snapshot of many
+	// empty files is bounded too. added is what this chunk adds.
+	counted := max(l.mu.fileBytes, MinCountedFileSize)
+	if c.Index == 0 {
+		counted = 0
 	}
+	added := max(l.mu.fileBytes+int64(len(c.Content)), MinCountedFileSize) - counted
+	if l.maxSize > 0 && l.mu.size+added > l.maxSize {
+		return fmt.Errorf("%w: larger than the limit of %d bytes (file content, each file counting at least %d)", ErrInvalidSnapshot, l.maxSize, MinCountedFileSize)
+	}
+	l.mu.size += added
+	l.mu.fileBytes += int64(len(c.Content))
 	if _, err := l.mu.f.Write(c.Content); err != nil {
 		return fmt.Errorf("store: stage %q: %w", c.Name, err)
 	}

@@ -394,10 +394,25 @@ func TestLoaderSizeLimit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	size := sn.Size()
 	chunks := readChunks(t, sn)
 	if err := sn.Close(); err != nil {
 		t.Fatal(err)
+	}
+	// What counts: each file's content, at least 4096 bytes per file.
+	var size, content int64
+	files := map[string]int64{}
+	for _, c := range chunks {
+		files[c.Name] += int64(len(c.Content))
+		content += int64(len(c.Content))
+	}
+	for _, n := range files {
+		size += max(n, MinCountedFileSize)
+	}
+	if content != sn.Size() {
+		t.Fatalf("chunks hold %d bytes, the snapshot says %d", content, sn.Size())
+	}
+	if size <= content {
+		t.Fatalf("no file of the snapshot is under 4096 bytes (%d files, %d bytes): the test shows nothing", len(files), content)
 	}
 	small := mustOpen(t, t.TempDir(), Options{MaxSnapshotSize: size - 1})
 	want := fingerprintOf(t, small)
@@ -408,6 +423,46 @@ func TestLoaderSizeLimit(t *testing.T) {
 	exact := mustOpen(t, t.TempDir(), Options{MaxSnapshotSize: size})
 	if _, err := load(exact, chunks, 0); err != nil {
 		t.Fatalf("a snapshot of exactly the limit: %v", err)
+	}
+}
+
+// TestLoaderSizeLimitCountsFiles: empty files count too, 4096 bytes each,
+// so that a snapshot of many of them cannot fill a disk's inodes under a
+// limit it never reaches in bytes. The file that passes the limit is
+// refused before anything of it stays, and the store is as it was.
+func TestLoaderSizeLimitCountsFiles(t *testing.T) {
+	dir := t.TempDir()
+	s := mustOpen(t, dir, Options{MaxSnapshotSize: 3*4096 + 10})
+	want := fingerprintOf(t, s)
+	l, err := s.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Abort()
+	for i := range 3 {
+		if err := l.Write(Chunk{Name: fmt.Sprintf("empty-%d", i), Count: 1}); err != nil {
+			t.Fatalf("empty file %d of 3 under a limit of 3×4096+10: %v", i, err)
+		}
+	}
+	// Content within a file's 4096 bytes adds nothing; past them it does.
+	if err := l.Write(Chunk{Name: "small", Count: 2, Content: make([]byte, 4096)}); !errors.Is(err, ErrInvalidSnapshot) {
+		t.Fatalf("a fourth file: %v, want ErrInvalidSnapshot", err)
+	}
+	assertFingerprint(t, "after the refused file", want, fingerprintOf(t, s))
+
+	s2 := mustOpen(t, t.TempDir(), Options{MaxSnapshotSize: 4096 + 10})
+	l2, err := s2.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Abort()
+	for i, n := range []int{4000, 96, 10} { // 4096 counted so far, then 4106
+		if err := l2.Write(Chunk{Name: "f", Index: int32(i), Count: 4, Content: make([]byte, n)}); err != nil {
+			t.Fatalf("chunk %d: %v", i, err)
+		}
+	}
+	if err := l2.Write(Chunk{Name: "f", Index: 3, Count: 4, Content: []byte{1}}); !errors.Is(err, ErrInvalidSnapshot) {
+		t.Fatalf("one byte past the limit: %v, want ErrInvalidSnapshot", err)
 	}
 }
 

@@ -22,8 +22,9 @@ type Options struct {
 	// SnapshotChunkSize is the size of the chunks a Snapshot reads out
 	// (the last chunk of a file may be shorter). Default: 1 MiB.
 	SnapshotChunkSize int
-	// MaxSnapshotSize bounds the total content a Loader accepts, in bytes.
-	// Zero or negative: no limit.
+	// MaxSnapshotSize bounds the total content a Loader accepts, in bytes,
+	// each file counting at least 4096 bytes (so that many empty files are
+	// bounded too). Zero or negative: no limit.
 	MaxSnapshotSize int64
 	// MemTableSize is the size of Pebble's memtables: memory each store
 	// holds (up to twice this while one is flushed) in exchange for fewer

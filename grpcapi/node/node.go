@@ -69,7 +69,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	maxStreams := fs.Uint("max-concurrent-streams", 0, "concurrent calls allowed per connection (0: no limit)")
 	metricsListen := fs.String("metrics-listen", "", "`address` to serve Prometheus metrics on, at /metrics (empty: no metrics; port 0: any free port)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "how long a graceful shutdown may wait for calls to end before closing connections")
-	maxSnapshot := fs.Int64("max-snapshot-size", 0, "largest snapshot a shard takes from a leader, in `bytes` of file content; a larger one is refused with InvalidArgument before it fills the disk (0: no limit)")
+	maxSnapshot := fs.Int64("max-snapshot-size", 0, "largest snapshot a shard takes from a leader, in `bytes` of file content, each file counting at least 4096; a larger one is refused with InvalidArgument before it fills the disk (0: no limit)")
 	if len(args) == 1 && args[0] == "help" {
 		args = []string{"--help"}
 	}

@@ -261,9 +261,15 @@ func takeSnapshot(t *testing.T, term logpos.Term, n int) ([]store.Chunk, int64) 
 	chunks := buildSnapshot(t, term, 4096, n, func(o logpos.Offset) []byte {
 		return leader.AppendPut(nil, fmt.Appendf(nil, "k%d", o), []byte("v"))
 	})
-	var size int64
+	// What counts against --max-snapshot-size: each file's content, at
+	// least store.MinCountedFileSize per file.
+	files := map[string]int64{}
 	for _, ch := range chunks {
-		size += int64(len(ch.Content))
+		files[ch.Name] += int64(len(ch.Content))
+	}
+	var size int64
+	for _, n := range files {
+		size += max(n, store.MinCountedFileSize)
 	}
 	return chunks, size
 }
