@@ -154,7 +154,7 @@ func (b *benchConfig) run(ctx context.Context, e *env) (err error) {
 		// run's result).
 		defer func() {
 			if err != nil {
-				showNodeLog(e.stderr, p, logs.Name())
+				showNodeLog(ctx, e.stderr, p, logs.Name())
 			}
 		}()
 		p, err = startFollowerd(ctx, argv, dataDir, logs, "--max-message-size", strconv.Itoa(msgSize), "--log-level", "warn")
@@ -412,15 +412,24 @@ func (b *benchConfig) stream(ctx context.Context, e *env, s *side, count int64, 
 	return res, lat, err
 }
 
+// nodeExitGrace is how long a failed bench waits for its local node to
+// exit before it says whether the node ended.
+var nodeExitGrace = 2 * time.Second
+
 // showNodeLog writes to w, after a failed bench, whether the local node
 // p exited (nil: it did not start), and the last warnings and errors it
 // logged (in file).
-func showNodeLog(w io.Writer, p *node.Process, file string) {
+func showNodeLog(ctx context.Context, w io.Writer, p *node.Process, file string) {
 	if p != nil {
+		// A stream cut by the node's end usually fails before the node
+		// is reaped: give it a moment, unless this command was stopped.
+		grace := time.NewTimer(nodeExitGrace)
+		defer grace.Stop()
 		select {
 		case <-p.Done():
-			fmt.Fprintf(w, "the local followerd exited with status %d\n", p.Wait())
-		default:
+			fmt.Fprintf(w, "the local followerd ended: %s\n", p.Ended())
+		case <-grace.C:
+		case <-ctx.Done():
 		}
 	}
 	data, err := os.ReadFile(file)

@@ -106,6 +106,12 @@ func entryValue(t logpos.Term, off logpos.Offset) []byte {
 	return v
 }
 
+// demoTimeout is how long a demo streaming entries per stream may run
+// (entries ≤ 2⁴⁰: no overflow).
+func demoTimeout(entries int64) time.Duration {
+	return 2*time.Minute + time.Duration(entries)*time.Millisecond
+}
+
 func (d *demo) printf(format string, a ...any) { fmt.Fprintf(d.out, format, a...) }
 
 func (d *demo) step(n int, format string, a ...any) {
@@ -117,13 +123,14 @@ func (d *demo) run(ctx context.Context, e *env) (err error) {
 	d.shard = leader.Shard{Namespace: "demo", Shard: 0}
 	d.tmp, err = os.MkdirTemp("", "tablefsm-demo-")
 	if err != nil {
-		return err
+		return fmt.Errorf("the temporary directory: %w", err)
 	}
+	parent := ctx // ends when this command is stopped (SIGINT, SIGTERM)
 	defer func() {
 		switch {
 		case d.keep:
 			d.printf("\nkept %s (node data and logs)\n", d.tmp)
-		case err != nil:
+		case err != nil && parent.Err() == nil:
 			// The error may point at a node's log: it stays.
 			fmt.Fprintf(e.stderr, "kept %s (node data and logs) after the failure\n", d.tmp)
 		default:
@@ -158,7 +165,9 @@ func (d *demo) run(ctx context.Context, e *env) (err error) {
 			}
 		}
 	}()
-	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	// A step that hangs is an error, not a hang: the whole demo is given
+	// 2 minutes, and 1 ms more per entry of a stream.
+	cctx, cancel := context.WithTimeout(ctx, demoTimeout(d.entries))
 	defer cancel()
 	ctx = cctx
 

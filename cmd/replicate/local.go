@@ -30,6 +30,10 @@ func followerdArgv(ctx context.Context, given, tmp string, out io.Writer) ([]str
 	fmt.Fprintln(out, "building followerd (go build github.com/tablefsm/tablefsm/cmd/followerd)…")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/tablefsm/tablefsm/cmd/followerd")
 	cmd.Stdout, cmd.Stderr = out, out
+	// Stopped, the go command is interrupted rather than killed: it then
+	// removes its own temporary directories.
+	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
+	cmd.WaitDelay = 10 * time.Second
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("no followerd beside this binary and building one failed (%v): run 'make demo' from the repository, or pass --followerd", err)
 	}
@@ -74,7 +78,7 @@ func startEcho(ctx context.Context, syncDir string, maxMsg int) (*node.Process, 
 // stopProcess stops p gracefully and reports a non-zero exit.
 func stopProcess(p *node.Process, name string) error {
 	if code := p.Stop(); code != 0 {
-		return fmt.Errorf("%s exited with status %d", name, code)
+		return fmt.Errorf("%s ended: %s", name, p.Ended())
 	}
 	return nil
 }

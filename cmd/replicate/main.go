@@ -107,6 +107,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		if err := runCmd(ctx); err != nil {
+			if ctx.Err() != nil {
+				// Stopped (SIGINT, SIGTERM): whatever failed then
+				// failed because of it (the nodes it started were
+				// stopped too, a terminal's Ctrl-C stops them first).
+				fmt.Fprintf(stderr, "replicate %s: stopped: %v\n", c.name, context.Cause(ctx))
+				return 1
+			}
 			fmt.Fprintf(stderr, "replicate %s: %v\n", c.name, err)
 			if errors.As(err, new(usageError)) {
 				fmt.Fprintf(stderr, "Run 'replicate %s --help' for usage.\n", c.name)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -95,6 +96,47 @@ func TestDemo(t *testing.T) {
 	}
 }
 
+// cancelAt is a writer that cancels a context once what was written to
+// it holds a given text.
+type cancelAt struct {
+	mu     sync.Mutex
+	buf    bytes.Buffer
+	text   string
+	cancel context.CancelCauseFunc
+}
+
+func (w *cancelAt) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
+	if strings.Contains(w.buf.String(), w.text) {
+		w.cancel(errors.New("interrupt signal received"))
+	}
+	return len(p), nil
+}
+
+// TestDemoStopped: a demo stopped midway (as by Ctrl-C) says so, rather
+// than what failed because of it, and removes its temporary directory:
+// nothing failed that its data would explain.
+func TestDemoStopped(t *testing.T) {
+	t.Setenv("REPLICATE_TEST_CHILD", "1")
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	for _, at := range []string{"== 1.", "== 4.", "== 6."} {
+		ctx, cancel := context.WithCancelCause(context.Background())
+		stdout := &cancelAt{text: at, cancel: cancel}
+		var stderr bytes.Buffer
+		code := run(ctx, []string{"demo", "--followerd", os.Args[0], "--entries", "200"}, stdout, &stderr)
+		cancel(nil)
+		if code != 1 || stderr.String() != "replicate demo: stopped: interrupt signal received\n" {
+			t.Fatalf("stopped at %q: status %d, stderr %q", at, code, stderr.String())
+		}
+		if left, err := os.ReadDir(tmp); err != nil || len(left) != 0 {
+			t.Fatalf("stopped at %q: the temporary directory holds %v (%v), want nothing", at, left, err)
+		}
+	}
+}
+
 // TestBench runs a small bench against a local followerd and the echo
 // baseline (both this binary).
 func TestBench(t *testing.T) {
@@ -129,6 +171,16 @@ func TestBenchShowsTheLocalNodesLog(t *testing.T) {
 			code, out, errOut := runCLI(t, "bench", "--followerd", os.Args[0], "--entries", "10", "--rounds", "1", "--idle", "0", "--baseline=false", "--progress=false")
 			if code != 1 || !strings.Contains(errOut, "the local followerd's last warnings and errors:\n  {\"level\":\"ERROR\",\"msg\":\"the disk is on fire\"}") {
 				t.Fatalf("bench with a broken node: status %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+			}
+			// How the node ended: in the start's error when it never
+			// served; after the failed stream otherwise, however soon
+			// the stream failed after the node's end.
+			want := "exited before serving: exit status 3"
+			if when == "serving" {
+				want = "the local followerd ended: exit status 3\n"
+			}
+			if !strings.Contains(errOut, want) {
+				t.Fatalf("bench with a broken node: stderr does not say %q:\n%s", want, errOut)
 			}
 		})
 	}

@@ -63,11 +63,7 @@ func Start(ctx context.Context, argv, env []string, logs io.Writer) (*Process, e
 	case p.Addr = <-addr:
 		return p, nil
 	case <-p.done:
-		why := "exit status 0"
-		if p.err != nil {
-			why = p.err.Error()
-		}
-		return nil, fmt.Errorf("node: %s exited before serving: %s", argv[0], why)
+		return nil, fmt.Errorf("node: %s exited before serving: %s", argv[0], p.Ended())
 	case <-ctx.Done():
 		p.Kill()
 		return nil, fmt.Errorf("node: waiting for %s to serve: %w", argv[0], context.Cause(ctx))
@@ -102,3 +98,13 @@ func (p *Process) Wait() int {
 
 // Done is closed once the child exited.
 func (p *Process) Done() <-chan struct{} { return p.done }
+
+// Ended waits for the child to exit and says how it ended: "exit status
+// 3", "signal: killed".
+func (p *Process) Ended() string {
+	<-p.done
+	if p.err == nil {
+		return "exit status 0"
+	}
+	return p.err.Error()
+}
