@@ -12,6 +12,9 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
+// lockFile is the file in a data directory that its node locks.
+const lockFile = ".lock"
+
 // held are the data directories that the servers of this process hold on
 // the operating system's file system, each as the FileInfo its server
 // took of it (see lockDataDir).
@@ -47,7 +50,7 @@ func lockDataDir(fsys vfs.FS, dir string) (io.Closer, error) {
 		held.Unlock()
 		info = fi
 	}
-	lock, err := fsys.Lock(fsys.PathJoin(dir, ".lock"))
+	lock, err := fsys.Lock(fsys.PathJoin(dir, lockFile))
 	if err != nil {
 		unhold(info)
 		if _, ok := errors.AsType[*fs.PathError](err); ok {
@@ -58,6 +61,39 @@ func lockDataDir(fsys vfs.FS, dir string) (io.Closer, error) {
 		return nil, fmt.Errorf("grpcapi: locking the data directory %s (is another node using it?): %w", dir, err)
 	}
 	return &dirLock{lock: lock, info: info}, nil
+}
+
+// checkNodeDir refuses an existing data directory that holds files but
+// was never a node's: a node that started in it would have left its
+// .lock. A node tidies what it finds of its own at start (what deleted
+// shards left), so a mistyped --data-dir must not be taken. A file
+// system's lost+found alone does not count: a volume mounted as the data
+// directory holds one.
+func checkNodeDir(fsys vfs.FS, dir string) error {
+	names, err := fsys.List(dir)
+	if err != nil {
+		// Not readable: nothing in it can be tidied either.
+		return nil
+	}
+	var other []string
+	for _, name := range names {
+		switch name {
+		case lockFile:
+			return nil
+		case "lost+found":
+		default:
+			other = append(other, name)
+		}
+	}
+	if len(other) == 0 {
+		return nil
+	}
+	slices.Sort(other)
+	more := ""
+	if len(other) > 1 {
+		more = fmt.Sprintf(" and %d more", len(other)-1)
+	}
+	return fmt.Errorf("grpcapi: the data directory %s is not a node's: it holds %q%s but no %s (give a new or empty directory)", dir, other[0], more, lockFile)
 }
 
 // unhold forgets a directory that lockDataDir recorded (nil: none).

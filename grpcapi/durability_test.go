@@ -218,6 +218,53 @@ func TestStartRemovesWhatDeletionsLeft(t *testing.T) {
 	}
 }
 
+// TestDataDirectoryNotANodes: an existing directory that holds files but
+// no .lock was never a node's data directory (a mistyped --data-dir): the
+// node refuses it, naming what it holds, and removes nothing of it,
+// though it holds what a node's start would tidy away. A file system's
+// lost+found alone is no obstacle, nor is anything in a node's directory.
+func TestDataDirectoryNotANodes(t *testing.T) {
+	mem := vfs.NewMem()
+	for _, dir := range []string{"/home/Downloads", "/home/projects/7.deleted/keep", "/volume/lost+found", "/node/ns/7.deleted"} {
+		if err := mem.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := memTree(t, mem, "/home")
+	slices.Sort(before)
+	_, err := grpcapi.New(grpcapi.Options{DataDir: "/home", FS: mem})
+	if err == nil || !strings.Contains(err.Error(), `the data directory /home is not a node's: it holds "Downloads" and 1 more but no .lock`) {
+		t.Fatalf("a directory of other files: %v", err)
+	}
+	after := memTree(t, mem, "/home")
+	if slices.Sort(after); !slices.Equal(after, before) {
+		t.Fatalf("the refused directory holds %q, held %q", after, before)
+	}
+	for _, dir := range []string{"/volume", "/node"} {
+		if dir == "/node" {
+			if err := mem.MkdirAll("/node/ns/0", 0o755); err != nil {
+				t.Fatal(err)
+			}
+			f, err := mem.Create("/node/.lock", vfs.WriteCategoryUnspecified)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = f.Close()
+		}
+		srv, err := grpcapi.New(grpcapi.Options{DataDir: dir, FS: mem})
+		if err != nil {
+			t.Fatalf("%s: %v", dir, err)
+		}
+		if err := srv.Shutdown(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got := memTree(t, mem, "/node")
+	if slices.Sort(got); !slices.Equal(got, []string{".lock", "ns", "ns/0"}) {
+		t.Fatalf("a node's directory after its start holds %q, want what a deletion left removed", got)
+	}
+}
+
 // TestDataDirectoryInAParentNotReadable: syncing the data directory's
 // parent needs the right to read it. A node whose data directory exists
 // starts without it (with a warning); one that would create its data

@@ -161,7 +161,9 @@ type Server struct {
 }
 
 // New creates a server over opts.DataDir, which it locks: only one
-// server may use a data directory at a time. Call Serve, then Shutdown.
+// server may use a data directory at a time. An existing directory that
+// holds files but no .lock (no node used it) is refused. Call Serve,
+// then Shutdown.
 func New(opts Options) (*Server, error) {
 	if opts.DataDir == "" {
 		return nil, errors.New("grpcapi: no data directory")
@@ -187,6 +189,9 @@ func New(opts Options) (*Server, error) {
 	if fi, err := opts.FS.Stat(opts.DataDir); err == nil {
 		if !fi.IsDir() {
 			return nil, fmt.Errorf("grpcapi: the data directory %s is not a directory", opts.DataDir)
+		}
+		if err := checkNodeDir(opts.FS, opts.DataDir); err != nil {
+			return nil, err
 		}
 		// Made durable, as far as the permissions allow: an operator's
 		// mkdir may never have been synced, but syncing the parent
@@ -491,6 +496,7 @@ func (s *Server) sweepDeleted() {
 						continue
 					}
 					removed++
+					s.log.Info("removed what a shard's deletion left", "namespace", ns, "dir", name)
 				}
 			}
 		}

@@ -62,7 +62,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fs.PrintDefaults()
 	}
 	listen := fs.String("listen", "127.0.0.1:6649", "`address` to serve on (port 0: any free port)")
-	dataDir := fs.String("data-dir", "./data", "`directory` holding the shards' data, created when missing")
+	dataDir := fs.String("data-dir", "./data", "`directory` holding the shards' data, created when missing (an existing one must be empty or a node's)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
 	maxMsg := fs.Int("max-message-size", grpcapi.DefaultMaxMessageSize, "largest gRPC message received or sent, in `bytes`")
