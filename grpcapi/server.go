@@ -200,6 +200,10 @@ func New(opts Options) (*Server, error) {
 			opts.Logger.Warn("cannot sync the data directory's parent: the directory may not survive a power loss", "data_dir", opts.DataDir, "err", err)
 		}
 	} else if err := durable.MkdirAll(opts.FS, opts.DataDir); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			// Stat found nothing, yet something is there.
+			return nil, fmt.Errorf("grpcapi: creating the data directory %s: %w (a symbolic link to nothing?)", opts.DataDir, err)
+		}
 		return nil, fmt.Errorf("grpcapi: creating the data directory: %w", err)
 	}
 	lock, err := lockDataDir(opts.FS, opts.DataDir)

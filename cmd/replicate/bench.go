@@ -125,7 +125,7 @@ func (b *benchConfig) run(ctx context.Context, e *env) (err error) {
 
 	tmp, err := os.MkdirTemp("", "replicate-bench-")
 	if err != nil {
-		return err
+		return fmt.Errorf("the temporary directory: %w", err)
 	}
 	defer os.RemoveAll(tmp)
 	var procs []*node.Process

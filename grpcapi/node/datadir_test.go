@@ -108,6 +108,22 @@ func TestDataDirIsAFile(t *testing.T) {
 	}
 }
 
+// TestDataDirIsADanglingLink: a data directory that is a symbolic link
+// to nothing cannot be created; the error says what it may be.
+func TestDataDirIsADanglingLink(t *testing.T) {
+	link := filepath.Join(t.TempDir(), "data")
+	if err := os.Symlink(filepath.Join(t.TempDir(), "nowhere"), link); err != nil {
+		t.Fatal(err)
+	}
+	var stdout, stderr bytes.Buffer
+	if got := node.Main(ctxT(t), []string{"--listen", "127.0.0.1:0", "--data-dir", link}, &stdout, &stderr); got != 1 {
+		t.Fatalf("status %d, want 1; stderr:\n%s", got, stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "a symbolic link to nothing?") {
+		t.Fatalf("stderr %q: want it to suggest a dangling link", stderr.String())
+	}
+}
+
 // TestShortShutdownTimeoutOfAnIdleNode: a node with no call and no shard
 // has nothing to cut short, however short --shutdown-timeout is: it
 // exits 0 every time.
