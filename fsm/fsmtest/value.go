@@ -1,6 +1,7 @@
 package fsmtest
 
 import (
+	"bytes"
 	"fmt"
 	"reflect"
 	"strconv"
@@ -197,6 +198,13 @@ func same(a, b reflect.Value) bool {
 	case reflect.Slice:
 		return a.Pointer() == b.Pointer() && a.Len() == b.Len() && a.IsNil() == b.IsNil()
 	case reflect.Array:
+		if bitwise(a.Type().Elem().Kind()) {
+			// Equal exactly when their bytes are: compared at once
+			// (a payload may be an array of a million bytes, compared
+			// at every step of a random walk).
+			n := int(a.Type().Size())
+			return bytes.Equal(unsafe.Slice((*byte)(a.Addr().UnsafePointer()), n), unsafe.Slice((*byte)(b.Addr().UnsafePointer()), n))
+		}
 		for i := range a.Len() {
 			if !same(a.Index(i), b.Index(i)) {
 				return false
@@ -215,6 +223,17 @@ func same(a, b reflect.Value) bool {
 			return a.IsNil() && b.IsNil()
 		}
 		return a.Elem().Type() == b.Elem().Type() && same(addressable(a.Elem()), addressable(b.Elem()))
+	}
+	return false
+}
+
+// bitwise reports whether values of kind k are equal exactly when their
+// bytes are (no padding, no floating point, nothing pointed to).
+func bitwise(k reflect.Kind) bool {
+	switch k {
+	case reflect.Bool, reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
+		return true
 	}
 	return false
 }

@@ -2,6 +2,7 @@ package fsmtest
 
 import (
 	"errors"
+	"math"
 	"testing"
 	"time"
 )
@@ -68,7 +69,12 @@ type hidden struct {
 }
 
 // Same compares by identity what has one, by value the rest.
+// arrays has an array in an unexported field.
+type arrays struct{ b [4]uint16 }
+
 func TestSame(t *testing.T) {
+	var big, bigger [1 << 16]byte
+	bigger[len(bigger)-1] = 1
 	p, q := Value[*node](1), Value[*node](1)
 	s := Value[[]int](1)
 	f := Value[func()](1)
@@ -93,6 +99,13 @@ func TestSame(t *testing.T) {
 		{hidden{v: g}, hidden{v: g}, true}, {hidden{v: g}, hidden{v: counter(1)}, false},
 		{hidden{v: hidden{f: g}}, hidden{v: hidden{f: g}}, true}, {hidden{v: hidden{f: g}}, hidden{v: hidden{}}, false},
 		{Value[hidden](1), Value[hidden](1), true},
+		// Arrays: of integers and booleans compared by their bytes, of
+		// floating point numbers by ==, in unexported fields too.
+		{[3]int{1, 2, 3}, [3]int{1, 2, 3}, true}, {[3]int{1, 2, 3}, [3]int{1, 2, 4}, false},
+		{[2]bool{true, false}, [2]bool{true, true}, false}, {[2]bool{true}, [2]bool{true}, true},
+		{big, big, true}, {big, bigger, false},
+		{[1]float64{math.NaN()}, [1]float64{math.NaN()}, false}, {[1]float64{0}, [1]float64{math.Copysign(0, -1)}, true},
+		{arrays{b: [4]uint16{1}}, arrays{b: [4]uint16{1}}, true}, {arrays{b: [4]uint16{1}}, arrays{b: [4]uint16{2}}, false},
 	} {
 		if got := Same(c.got, c.want); got != c.same {
 			t.Errorf("Same(%s, %s) = %v", Show(c.got), Show(c.want), got)
