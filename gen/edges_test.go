@@ -99,10 +99,27 @@ func TestGeneratedCodeQuotesDocsAndMessages(t *testing.T) {
 	}
 }
 
+// A table without docs gives comments without dangling colons: a name
+// with nothing after it ends with a period.
+func TestNoDocsNoDanglingColons(t *testing.T) {
+	g := emitAll(t, "bare.yaml", "machine: Bare\npackage: bare\ninitial: A\nunhandled: ignore\nstates:\n  A: {}\n  B: {terminal: true}\n"+
+		"events:\n  Boot: {}\nactions:\n  Repair: {}\nrows:\n  - {from: A, on: Boot, to: B, do: Repair}\n")
+	for i, line := range strings.Split(g.code, "\n") {
+		if c := strings.TrimSpace(line); strings.HasPrefix(c, "//") && strings.HasSuffix(c, ":") {
+			t.Errorf("line %d: %q", i+1, line)
+		}
+	}
+	for _, want := range []string{"// EventBoot.\n", "// Repair (action).\n"} {
+		if !strings.Contains(g.code, want) {
+			t.Errorf("the code lacks %q:\n%s", want, g.code)
+		}
+	}
+}
+
 // The DOT diagram quotes a doc holding a quote, as DOT escapes one.
 func TestDOTQuotesDocs(t *testing.T) {
 	g := emitAll(t, "gate.yaml", gateTable)
-	if want := `"Open" [tooltip="Lets \"people\" through.", `; !strings.Contains(g.dot, want) {
+	if want := `"Open" [tooltip="Lets \"people\" through."`; !strings.Contains(g.dot, want) {
 		t.Errorf("the DOT diagram lacks %s:\n%s", want, g.dot)
 	}
 }
@@ -270,6 +287,14 @@ func TestNothingWrittenWhenMarkdownFails(t *testing.T) {
 	}
 	if entries, err := os.ReadDir(out); err != nil || len(entries) > 0 {
 		t.Errorf("gen wrote %d files though the Markdown file lacks its markers (%v)", len(entries), err)
+	}
+	// A marker it cannot take is reported as file:line: message.
+	if err := os.WriteFile(md, []byte("# Two\n\n"+emit.BeginMarker+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stderr.Reset()
+	if code := run([]string{"-in", "testdata/job/job.yaml", "-out", out, "-markdown", md}, &stderr); code != 1 || !strings.Contains(stderr.String(), md+":3: a begin marker with no end marker") {
+		t.Fatalf("gen exited %d: %s", code, stderr.String())
 	}
 }
 

@@ -114,6 +114,9 @@ func generate(in, out, mermaid, dot, markdown string) ([]file, error) {
 			return nil, err
 		}
 		embedded, err := emit.Embed(doc, diagram)
+		if me, ok := errors.AsType[*emit.MarkerError](err); ok {
+			return nil, fmt.Errorf("%s:%d: %s", markdown, me.Line, me.Msg)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", markdown, err)
 		}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"unicode"
 
@@ -54,11 +55,22 @@ func edges(t *fsm.Table) []edge {
 	return out
 }
 
-func policyText(p fsm.Policy) string {
-	if p.Kind == fsm.PolicyIgnore {
-		return "other events: ignored"
+// policyText says what the events state has no row for do, "" when it
+// has a row for every event.
+func policyText(t *fsm.Table, state string) string {
+	handled := make(map[string]bool, len(t.Events))
+	for _, r := range t.Rows {
+		if slices.Contains(r.From, state) {
+			handled[r.On] = true
+		}
 	}
-	return "other events: ⊘ " + p.Error
+	if len(handled) == len(t.Events) {
+		return ""
+	}
+	if p := t.PolicyFor(state); p.Kind != fsm.PolicyIgnore {
+		return "other events: ⊘ " + p.Error
+	}
+	return "other events: ignored"
 }
 
 // Mermaid returns the machine as a Mermaid state diagram: the initial
@@ -84,7 +96,9 @@ func Mermaid(t *fsm.Table) []byte {
 		}
 	}
 	for _, s := range t.States {
-		fmt.Fprintf(&b, "    note right of %s\n        %s\n    end note\n", id[s.Name], mermaidText(policyText(t.PolicyFor(s.Name))))
+		if text := policyText(t, s.Name); text != "" {
+			fmt.Fprintf(&b, "    note right of %s\n        %s\n    end note\n", id[s.Name], mermaidText(text))
+		}
 	}
 	return b.Bytes()
 }
@@ -179,7 +193,10 @@ func DOT(t *fsm.Table) []byte {
 	b.WriteString("  edge [fontname=\"Helvetica\", fontsize=10];\n")
 	b.WriteString("  \"[*]\" [shape=point, width=0.2, label=\"\"];\n")
 	for _, s := range t.States {
-		attrs := fmt.Sprintf("tooltip=%s, xlabel=%s", dotID(s.Doc), dotID(policyText(t.PolicyFor(s.Name))))
+		attrs := "tooltip=" + dotID(s.Doc)
+		if text := policyText(t, s.Name); text != "" {
+			attrs += ", xlabel=" + dotID(text)
+		}
 		if s.Terminal {
 			attrs += ", peripheries=2"
 		}
@@ -226,24 +243,44 @@ const (
 // ErrNoMarkers is returned by Embed when doc lacks the markers.
 var ErrNoMarkers = errors.New("emit: the file lacks the diagram markers " + BeginMarker + " and " + EndMarker)
 
+// MarkerError is returned by Embed for markers it cannot take: a begin or
+// an end marker alone, two of either, or the end before the begin.
+type MarkerError struct {
+	Line int // the marker's line, from 1
+	Msg  string
+}
+
+func (e *MarkerError) Error() string { return fmt.Sprintf("line %d: %s", e.Line, e.Msg) }
+
 // Embed replaces what stands between the markers in a Markdown document
 // with the Mermaid diagram in a fenced block, so that code hosts render it.
 // The markers count only on lines of their own (spaces or tabs may
 // follow them) outside fenced code blocks: naming them in prose or code
-// does not move the diagram there. The block's lines end as the begin
-// marker's line does (CRLF or LF).
+// does not move the diagram there. A document has one begin marker and
+// one end marker after it (ErrNoMarkers when it has neither, a
+// *MarkerError otherwise). The block's lines end as the begin marker's
+// line does (CRLF or LF).
 func Embed(doc, mermaid []byte) ([]byte, error) {
-	begin := markerLine(doc, BeginMarker, 0)
-	if begin < 0 {
+	begins, ends := markerLines(doc, BeginMarker), markerLines(doc, EndMarker)
+	line := func(at int) int { return 1 + bytes.Count(doc[:at], []byte("\n")) }
+	switch {
+	case len(begins) == 0 && len(ends) == 0:
 		return nil, ErrNoMarkers
+	case len(begins) > 1:
+		return nil, &MarkerError{line(begins[1]), fmt.Sprintf("a second begin marker (the first is on line %d): a file takes one diagram", line(begins[0]))}
+	case len(ends) > 1:
+		return nil, &MarkerError{line(ends[1]), fmt.Sprintf("a second end marker (the first is on line %d): a file takes one diagram", line(ends[0]))}
+	case len(ends) == 0:
+		return nil, &MarkerError{line(begins[0]), "a begin marker with no end marker (" + EndMarker + ") after it"}
+	case len(begins) == 0:
+		return nil, &MarkerError{line(ends[0]), "an end marker with no begin marker (" + BeginMarker + ") before it"}
+	case ends[0] < begins[0]:
+		return nil, &MarkerError{line(ends[0]), fmt.Sprintf("the end marker comes before the begin marker (line %d)", line(begins[0]))}
 	}
+	begin, end := begins[0], ends[0]
 	afterBegin := begin + len(BeginMarker)
 	for afterBegin < len(doc) && (doc[afterBegin] == ' ' || doc[afterBegin] == '\t') {
 		afterBegin++ // spaces after the marker stay on its line
-	}
-	end := markerLine(doc, EndMarker, afterBegin)
-	if end < 0 {
-		return nil, ErrNoMarkers
 	}
 	block := "\n```mermaid\n" + string(mermaid) + "```\n"
 	if bytes.HasPrefix(doc[afterBegin:], []byte("\r\n")) {
@@ -256,11 +293,12 @@ func Embed(doc, mermaid []byte) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// markerLine returns where marker stands alone on a line of doc, at or
-// after from, outside fenced code blocks (``` or ~~~, as CommonMark reads
-// them: a Markdown page that shows the markers in a code sample keeps
-// its sample), or -1.
-func markerLine(doc []byte, marker string, from int) int {
+// markerLines returns where marker stands alone on a line of doc,
+// outside fenced code blocks (``` or ~~~, as CommonMark reads them: a
+// Markdown page that shows the markers in a code sample keeps its
+// sample).
+func markerLines(doc []byte, marker string) []int {
+	var found []int
 	var fence []byte // the fence of the open code block, if any
 	for at := 0; at < len(doc); {
 		end := bytes.IndexByte(doc[at:], '\n')
@@ -277,12 +315,12 @@ func markerLine(doc []byte, marker string, from int) int {
 			if f != nil && f[0] == fence[0] && len(f) >= len(fence) && len(bytes.TrimSpace(bytes.TrimLeft(bytes.TrimSpace(line), string(f[:1])))) == 0 {
 				fence = nil // a closing fence: the same character, as long or longer, nothing after it
 			}
-		case at >= from && string(bytes.TrimRight(line, " \t")) == marker:
-			return at
+		case string(bytes.TrimRight(line, " \t")) == marker:
+			found = append(found, at)
 		}
 		at = end + 1
 	}
-	return -1
+	return found
 }
 
 // codeFence returns the fence (a run of three or more ` or ~) that opens

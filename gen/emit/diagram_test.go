@@ -29,8 +29,18 @@ func TestEmbedMarkersOnTheirOwnLines(t *testing.T) {
 	if _, err := Embed([]byte("inline `"+BeginMarker+"` only "+EndMarker), nil); !errors.Is(err, ErrNoMarkers) {
 		t.Fatalf("markers inside a line: %v", err)
 	}
-	if _, err := Embed([]byte(EndMarker+"\n"+BeginMarker+"\n"), nil); !errors.Is(err, ErrNoMarkers) {
-		t.Fatalf("markers in the wrong order: %v", err)
+	// Markers it cannot take are errors naming their line.
+	for _, c := range []struct{ doc, want string }{
+		{EndMarker + "\n" + BeginMarker + "\n", "line 1: the end marker comes before the begin marker (line 2)"},
+		{"a\n" + BeginMarker + "\n", "line 2: a begin marker with no end marker"},
+		{"a\n\n" + EndMarker + "\n", "line 3: an end marker with no begin marker"},
+		{BeginMarker + "\nx\n" + EndMarker + "\n" + BeginMarker + "\ny\n" + EndMarker + "\n", "line 4: a second begin marker (the first is on line 1)"},
+		{BeginMarker + "\nx\n" + EndMarker + "\n" + EndMarker + "\n", "line 4: a second end marker (the first is on line 3)"},
+	} {
+		_, err := Embed([]byte(c.doc), nil)
+		if _, ok := errors.AsType[*MarkerError](err); !ok || !strings.HasPrefix(err.Error(), c.want) {
+			t.Errorf("Embed(%q): %v, want a MarkerError %q", c.doc, err, c.want)
+		}
 	}
 	// Spaces after a marker (an editor's leftovers) leave it a marker.
 	spaced := "Before.\n" + BeginMarker + " \t\r\nold\r\n" + EndMarker + "  \r\nAfter.\r\n"
@@ -94,7 +104,7 @@ func TestMermaidKeywordStates(t *testing.T) {
 	for _, want := range []string{
 		"state \"State\" as _State\n", "state \"Note\" as _Note\n", "state \"End\" as _End\n",
 		"[*] --> _State\n", "_State --> _Note: Next\n", "_Note --> End_: Next\n", "End_ --> _End: Next\n",
-		"_End --> [*]\n", "note right of _Note\n",
+		"_End --> [*]\n", "note right of _End\n",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("the diagram lacks %q:\n%s", want, got)
@@ -119,7 +129,9 @@ func TestMermaidKeywordStates(t *testing.T) {
 	for i, k := range states {
 		fmt.Fprintf(&yaml, "  %s: {doc: %s, terminal: %v}\n", k, k, i == len(states)-1)
 	}
-	yaml.WriteString("events:\n  SetDirection: {}\nrows:\n  - {from: XDirection, on: SetDirection, to: " + states[0] + "}\n")
+	// Only the initial state has a row for Wait: every other state has
+	// a note, which names it by its id.
+	yaml.WriteString("events:\n  SetDirection: {}\n  Wait: {}\nrows:\n  - {from: XDirection, on: Wait, noop: true}\n  - {from: XDirection, on: SetDirection, to: " + states[0] + "}\n")
 	for i := range states[1:] {
 		fmt.Fprintf(&yaml, "  - {from: %s, on: SetDirection, to: %s}\n", states[i], states[i+1])
 	}

@@ -91,7 +91,7 @@ func (m *model) enums(p *printer) {
 		} else if s.Terminal {
 			doc += " Terminal."
 		}
-		p.f("%s", comment("\t", stateConst(s.Name)+": "+doc))
+		p.f("%s", comment("\t", described(stateConst(s.Name), strings.TrimSpace(doc))))
 		if i == 0 {
 			p.f("\t%s State = iota + 1\n", stateConst(s.Name))
 		} else {
@@ -122,7 +122,7 @@ func (m *model) enums(p *printer) {
 	p.f("// Event is an event of the %s machine. The zero value is not an event.\n", t.Machine)
 	p.f("type Event uint8\n\nconst (\n")
 	for i, e := range t.Events {
-		p.f("%s", comment("\t", eventConst(e.Name)+": "+sentence(e.Doc)))
+		p.f("%s", comment("\t", described(eventConst(e.Name), sentence(e.Doc))))
 		if i == 0 {
 			p.f("\t%s Event = iota + 1\n", eventConst(e.Name))
 		} else {
@@ -169,7 +169,7 @@ func (m *model) handlersInterface(p *printer) {
 		p.f("\t%s(%s) bool\n", g.Name, m.signature(g.Name, g.Uses))
 	}
 	for _, a := range t.Actions {
-		doc := a.Name + " (action): " + sentence(lowerFirstWord(a.Doc))
+		doc := described(a.Name+" (action)", sentence(lowerFirstWord(a.Doc)))
 		p.f("%s", comment("\t", doc))
 		p.f("\t%s(%s) error\n", a.Name, m.signature(a.Name, a.Uses))
 	}

@@ -250,6 +250,15 @@ func sentence(text string) string {
 	return text + "."
 }
 
+// described is head followed by its description, for a comment: "head:
+// doc", or "head." when there is none.
+func described(head, doc string) string {
+	if doc == "" {
+		return head + "."
+	}
+	return head + ": " + doc
+}
+
 // rowRef names a row for comments: its position and a summary.
 func rowRef(t *fsm.Table, i int) string {
 	r := t.Rows[i]
