@@ -276,15 +276,15 @@ func (m *model) cell(p *printer, state string, e fsm.Event) {
 		p.f("\t\tswitch {\n")
 		for _, g := range r.If {
 			gd, _ := t.Guard(g)
-			i := m.refIndex[refusal{state, e.Name, g, gd.Error}]
 			p.f("\t\tcase !m.h.%s(%s):\n", g, args(gd.Uses))
 			switch {
 			case !needRefused:
 				p.f("\t\t\t// A later row decides.\n")
 			case gi == 0:
+				i := m.refIndex[refusal{state, e.Name, g, gd.Error}]
 				p.f("\t\t\trefused = &%s[%d]\n", m.refusalsVar(), i)
 			default:
-				p.f("\t\t\tif refused == nil {\n\t\t\t\trefused = &%s[%d]\n\t\t\t}\n", m.refusalsVar(), i)
+				p.f("\t\t\t// The first row's failed guard decides.\n")
 			}
 		}
 		p.f("\t\tdefault:\n")

@@ -89,11 +89,18 @@ func newModel(t *fsm.Table) *model {
 				}
 				continue
 			}
-			for _, ri := range group {
+			// A failing guard refuses the event only when no later row
+			// may be taken: in a cell of one row, or, when the last row
+			// of the cell has guards, in its first row (the first guard
+			// that failed decides, and the first row's did).
+			decides := len(group) == 1 || len(t.Rows[group[len(group)-1]].If) > 0
+			for gi, ri := range group {
 				r := t.Rows[ri]
-				for _, g := range r.If {
-					gd, _ := t.Guard(g)
-					m.refusal(refusal{s.Name, e.Name, g, gd.Error})
+				if decides && gi == 0 {
+					for _, g := range r.If {
+						gd, _ := t.Guard(g)
+						m.refusal(refusal{s.Name, e.Name, g, gd.Error})
+					}
 				}
 				if r.Kind == fsm.Refuse {
 					m.refusal(refusal{s.Name, e.Name, "", r.Refuse})
