@@ -10,6 +10,8 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+
+	"github.com/tablefsm/tablefsm/internal/durable"
 )
 
 // lockFile is the file in a data directory that its node locks.
@@ -50,7 +52,18 @@ func lockDataDir(fsys vfs.FS, dir string) (io.Closer, error) {
 		held.Unlock()
 		info = fi
 	}
+	_, statErr := fsys.Stat(fsys.PathJoin(dir, lockFile))
 	lock, err := fsys.Lock(fsys.PathJoin(dir, lockFile))
+	if err == nil && statErr != nil {
+		// A new lock file is what marks the directory as a node's
+		// (checkNodeDir): made durable before any shard's directory,
+		// so that no crash keeps those without it.
+		if serr := durable.SyncDir(fsys, dir); serr != nil {
+			err = errors.Join(fmt.Errorf("syncing it: %w", serr), lock.Close())
+			unhold(info)
+			return nil, fmt.Errorf("grpcapi: cannot use the data directory %s: %w", dir, err)
+		}
+	}
 	if err != nil {
 		unhold(info)
 		if _, ok := errors.AsType[*fs.PathError](err); ok {
@@ -93,7 +106,7 @@ func checkNodeDir(fsys vfs.FS, dir string) error {
 	if len(other) > 1 {
 		more = fmt.Sprintf(" and %d more", len(other)-1)
 	}
-	return fmt.Errorf("grpcapi: the data directory %s is not a node's: it holds %q%s but no %s (give a new or empty directory)", dir, other[0], more, lockFile)
+	return fmt.Errorf("grpcapi: the data directory %s is not a node's: it holds %q%s but no %s (give a new or empty directory; if a node did use it and its %s was lost, create an empty %s there)", dir, other[0], more, lockFile, lockFile, lockFile)
 }
 
 // unhold forgets a directory that lockDataDir recorded (nil: none).

@@ -1,10 +1,14 @@
 package grpcapi_test
 
 import (
+	"bytes"
 	"errors"
+	"log/slog"
+	"math/rand/v2"
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -262,6 +266,98 @@ func TestDataDirectoryNotANodes(t *testing.T) {
 	got := memTree(t, mem, "/node")
 	if slices.Sort(got); !slices.Equal(got, []string{".lock", "ns", "ns/0"}) {
 		t.Fatalf("a node's directory after its start holds %q, want what a deletion left removed", got)
+	}
+}
+
+// crashesAtDataDirSync takes crash images each time the data directory
+// /data is about to be synced while it holds a namespace directory "ns":
+// the moment a fresh node's first NewTerm made its shard's directories
+// and has synced none of them yet.
+type crashesAtDataDirSync struct {
+	*vfs.MemFS
+	mu     sync.Mutex
+	images []*vfs.MemFS
+}
+
+func (c *crashesAtDataDirSync) OpenDir(name string) (vfs.File, error) {
+	if name == "/data" {
+		if _, err := c.MemFS.Stat("/data/ns"); err == nil {
+			c.mu.Lock()
+			for seed := range uint64(100) {
+				c.images = append(c.images, c.MemFS.CrashClone(vfs.CrashCloneCfg{UnsyncedDataPercent: 50, RNG: rand.New(rand.NewPCG(seed, seed))}))
+			}
+			c.mu.Unlock()
+		}
+	}
+	return c.MemFS.OpenDir(name)
+}
+
+// TestNewLockIsDurableFirst: a node's new .lock, what marks its data
+// directory as a node's, is durable before anything else is created
+// there. A power loss during a fresh node's first NewTerm keeps it,
+// whatever else it loses, and the node restarts over the directory (it
+// would be refused as "not a node's" for ever).
+func TestNewLockIsDurableFirst(t *testing.T) {
+	fs := &crashesAtDataDirSync{MemFS: vfs.NewCrashableMem()}
+	n := startNode(t, "/data", onFS(fs))
+	if _, err := n.conn.NewTerm(ctxT(t), leader.Shard{Namespace: "ns", Shard: 0}, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	n.stop()
+	if len(fs.images) == 0 {
+		t.Fatal("no crash image taken: the data directory was not synced once ns existed")
+	}
+	for i, img := range fs.images {
+		names, err := img.List("/data")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Contains(names, ".lock") {
+			t.Fatalf("crash image %d holds %q and no .lock", i, names)
+		}
+		srv, err := grpcapi.New(grpcapi.Options{DataDir: "/data", FS: img})
+		if err != nil {
+			t.Fatalf("crash image %d (%q): %v", i, names, err)
+		}
+		if err := srv.Shutdown(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestStartLogsWhatItRemoves: each removal a node's start makes, of what
+// a deleted shard left and of an empty namespace directory, is logged.
+func TestStartLogsWhatItRemoves(t *testing.T) {
+	mem := vfs.NewMem()
+	for _, d := range []string{"/node/empty", "/node/ns/7.deleted"} {
+		if err := mem.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := mem.Create("/node/.lock", vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	var logs bytes.Buffer
+	srv, err := grpcapi.New(grpcapi.Options{DataDir: "/node", FS: mem, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Shutdown(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	if got := memTree(t, mem, "/node"); !slices.Equal(got, []string{".lock"}) {
+		t.Fatalf("the data directory holds %q, want only .lock", got)
+	}
+	for _, want := range []string{
+		`msg="removed what a shard's deletion left" namespace=ns dir=7.deleted`,
+		`msg="removed an empty namespace directory" namespace=ns`,
+		`msg="removed an empty namespace directory" namespace=empty`,
+	} {
+		if !strings.Contains(logs.String(), want) {
+			t.Errorf("the logs lack %s:\n%s", want, logs.String())
+		}
 	}
 }
 

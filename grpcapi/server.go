@@ -512,8 +512,11 @@ func (s *Server) sweepDeleted() {
 		if removed == len(names) {
 			if err := fs.Remove(dir); err != nil {
 				s.log.Warn("removing an empty namespace directory", "namespace", ns, "err", err)
-			} else if err := durable.SyncDir(fs, data); err != nil {
-				s.log.Warn("syncing the data directory", "err", err)
+			} else {
+				s.log.Info("removed an empty namespace directory", "namespace", ns)
+				if err := durable.SyncDir(fs, data); err != nil {
+					s.log.Warn("syncing the data directory", "err", err)
+				}
 			}
 		}
 	}

@@ -153,8 +153,8 @@ func (b *benchConfig) run(ctx context.Context, e *env) (err error) {
 		// may tell why the bench failed, starting it included (err is
 		// run's result).
 		defer func() {
-			if err != nil {
-				showNodeLog(ctx, e.stderr, p, logs.Name())
+			if err != nil && ctx.Err() == nil { // stopped: nothing to explain
+				showNodeLog(e.stderr, p, logs.Name())
 			}
 		}()
 		p, err = startFollowerd(ctx, argv, dataDir, logs, "--max-message-size", strconv.Itoa(msgSize), "--log-level", "warn")
@@ -419,17 +419,16 @@ var nodeExitGrace = 2 * time.Second
 // showNodeLog writes to w, after a failed bench, whether the local node
 // p exited (nil: it did not start), and the last warnings and errors it
 // logged (in file).
-func showNodeLog(ctx context.Context, w io.Writer, p *node.Process, file string) {
+func showNodeLog(w io.Writer, p *node.Process, file string) {
 	if p != nil {
 		// A stream cut by the node's end usually fails before the node
-		// is reaped: give it a moment, unless this command was stopped.
+		// is reaped: give it a moment.
 		grace := time.NewTimer(nodeExitGrace)
 		defer grace.Stop()
 		select {
 		case <-p.Done():
 			fmt.Fprintf(w, "the local followerd ended: %s\n", p.Ended())
 		case <-grace.C:
-		case <-ctx.Done():
 		}
 	}
 	data, err := os.ReadFile(file)
