@@ -294,6 +294,14 @@ func (r *replication) handle(a *replicationpb.Append) error {
 	off := logpos.Offset(a.Entry.Offset)
 	head := logpos.Offset(f.head.Load())
 	if off > head && off-1 != head { // not head+1, which overflows at the last offset
+		if f.logFailed.Load() {
+			// The log failed, and what its failed fsync covered was cut
+			// from the head: by the sync loop of a stream that ended
+			// while it ran, under this one. The log's failure, not the
+			// leader's gap. (The head is lowered after the failure is
+			// noted: whoever sees the lowered head sees the failure.)
+			return fmt.Errorf("%w: the log failed (its head cut back to %d) before entry %d", ErrUnavailable, head, off)
+		}
 		return fmt.Errorf("%w: entry %d after head %d", ErrGap, off, head)
 	}
 	if off < 0 || off == math.MaxInt64 && off > head {

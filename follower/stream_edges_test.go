@@ -12,7 +12,9 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/internal/stacktest"
 	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/wal"
 )
 
 func cumul(ap *replicationpb.Append) *replicationpb.Append {
@@ -251,5 +253,85 @@ func TestStreamStaleSyncFailsUnderNextStream(t *testing.T) {
 	}
 	if err := c.finish(t); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStreamStaleSyncFailsUnderNextStreamForced is the case above with
+// the order forced: the next stream (B) takes its duplicate, its sync
+// loop waits behind the old stream's (A's) fsync, the fsync fails and A's
+// sync loop cuts the head back, and B's next, contiguous entry arrives
+// before B's sync loop has seen the failure. B ends with the log's
+// failure (ErrUnavailable), not with a gap (the leader's mistake), and
+// is not counted as a gap. B's sync loop is held back only by a second
+// waiter for the log's sync, which goes first: a TruncateLog of the last
+// entry (on a failed log, an ErrFailed that changes nothing) that waits
+// for the WAL's worker, held in the creation of an index file.
+func TestStreamStaleSyncFailsUnderNextStreamForced(t *testing.T) {
+	var armedSync, armedIndex atomic.Bool
+	blocked, gate := make(chan struct{}), make(chan struct{})
+	indexing, indexGate := make(chan struct{}), make(chan struct{})
+	efs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if !strings.Contains(op.Path, "/wal/") {
+			return nil
+		}
+		if op.Kind == errorfs.OpFileSyncData && armedSync.CompareAndSwap(true, false) {
+			close(blocked)
+			<-gate
+			return errInjected
+		}
+		if op.Kind == errorfs.OpCreate && strings.HasSuffix(op.Path, ".tmp") && armedIndex.CompareAndSwap(true, false) {
+			close(indexing) // the WAL's worker, holding its maintenance lock
+			<-indexGate
+		}
+		return nil
+	}))
+	f, err := Open(Config{Dir: t.TempDir(), FS: efs, SegmentSize: 64}) // a segment per record
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	confFill(t, f, 1, 0, 2, -1)
+	a := confAttach(t, f)
+	armedIndex.Store(true)
+	armedSync.Store(true)
+	a.send(t, entryAppend(1, 3, -1, "k", "v")) // a new segment: the worker indexes the one before
+	<-blocked
+	<-indexing
+	a.s.cancel() // the leader goes away; A's sync loop is still in its fsync
+	if err := <-a.res; err == nil {
+		t.Fatal("a stream whose transport went away ended without an error")
+	}
+	gaps := f.Stats().StreamFailures.Gap
+
+	waiter := make(chan error, 1)
+	go func() { _, err := f.log.TruncateLog(f.log.LastAppended().Offset); waiter <- err }()
+	stacktest.WaitBlockedIn(t, "chan send", "wal.(*Log).quiesce", nil)
+	b := confAttach(t, f)
+	b.send(t, entryAppend(1, 3, -1, "k", "v")) // a duplicate, acked once durable
+	stacktest.WaitBlockedIn(t, "select", "wal.(*Log).Sync", nil)
+	close(gate) // A's fsync fails; A's sync loop cuts the head back to 2
+	for f.head.Load() != 2 {
+		runtime.Gosched()
+	}
+	select {
+	case b.s.in <- entryAppend(1, 4, -1, "k", "v"):
+		err = <-b.res
+	case err = <-b.res:
+	}
+	close(indexGate)
+	if werr := <-waiter; !errors.Is(werr, wal.ErrFailed) {
+		t.Errorf("the TruncateLog standing in line: %v, want the log's failure", werr)
+	}
+	for len(b.s.acks) > 0 {
+		t.Errorf("ack %d on a log whose fsync of 3 failed", <-b.s.acks)
+	}
+	if !errors.Is(err, ErrUnavailable) {
+		t.Errorf("stream on a log that failed under it: %v, want ErrUnavailable", err)
+	}
+	if got := f.Stats().StreamFailures.Gap; got != gaps {
+		t.Errorf("the stream's end counted as a gap")
 	}
 }
