@@ -55,8 +55,8 @@ func edges(t *fsm.Table) []edge {
 	return out
 }
 
-// policyText says what the events state has no row for do, "" when it
-// has a row for every event.
+// policyText says what an event that state has no row for does there:
+// "" when it has a row for every event.
 func policyText(t *fsm.Table, state string) string {
 	handled := make(map[string]bool, len(t.Events))
 	for _, r := range t.Rows {
