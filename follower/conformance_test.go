@@ -783,6 +783,23 @@ func TestConformanceInstallNewTermDuringTransfer(t *testing.T) {
 				if fl.cfg != nil {
 					fl.cfg(&cfg)
 				}
+				if cfg.MaxSnapshotSize > 0 {
+					// Too large after the first chunk, which goes in
+					// before the hold (a file counts at least
+					// MinCountedFileSize).
+					cfg.MaxSnapshotSize = max(int64(len(base[0].Content)), store.MinCountedFileSize)
+					files := map[string]int64{}
+					for _, c := range base {
+						files[c.Name] += int64(len(c.Content))
+					}
+					var counted int64
+					for _, n := range files {
+						counted += max(n, store.MinCountedFileSize)
+					}
+					if counted <= cfg.MaxSnapshotSize {
+						t.Fatalf("the snapshot (%d bytes as counted) fits the limit of %d", counted, cfg.MaxSnapshotSize)
+					}
+				}
 				h := confPopulated(t, cfg)
 				chunks := cloneChunks(base)
 				if fl.mangle != nil {
