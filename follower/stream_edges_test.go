@@ -208,15 +208,8 @@ func TestStreamStaleSyncFailsUnderNextStream(t *testing.T) {
 		}
 		return nil
 	}))
-	f, err := Open(Config{Dir: t.TempDir(), FS: efs})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	confFill(t, f, 1, 0, 2, -1)
+	f := openFilled(t, Config{Dir: t.TempDir(), FS: efs})
+	var err error
 	a := confAttach(t, f)
 	armed.Store(true)
 	a.send(t, entryAppend(1, 3, -1, "k", "v"))
@@ -256,6 +249,22 @@ func TestStreamStaleSyncFailsUnderNextStream(t *testing.T) {
 	}
 }
 
+// openFilled opens a follower with cfg, fenced at term 1 with entries
+// 0..2 durable and acknowledged; the test's end closes it.
+func openFilled(t *testing.T, cfg Config) *Follower {
+	t.Helper()
+	f, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	confFill(t, f, 1, 0, 2, -1)
+	return f
+}
+
 // TestStreamStaleSyncFailsUnderNextStreamForced is the case above with
 // the order forced: the next stream (B) takes its duplicate, its sync
 // loop waits behind the old stream's (A's) fsync, the fsync fails and A's
@@ -285,15 +294,8 @@ func TestStreamStaleSyncFailsUnderNextStreamForced(t *testing.T) {
 		}
 		return nil
 	}))
-	f, err := Open(Config{Dir: t.TempDir(), FS: efs, SegmentSize: 64}) // a segment per record
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	confFill(t, f, 1, 0, 2, -1)
+	f := openFilled(t, Config{Dir: t.TempDir(), FS: efs, SegmentSize: 64}) // a segment per record
+	var err error
 	a := confAttach(t, f)
 	armedIndex.Store(true)
 	armedSync.Store(true)
