@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -950,5 +951,83 @@ func TestBugDeleteRepairPanicHeldTheApplierLock(t *testing.T) {
 	h.f.applier.mu.Unlock() // ours, or the one the panic left held
 	if !locked {
 		t.Fatal("the applier's lock was still held after Delete's repair panicked")
+	}
+}
+
+// TestBugCumulativeAckAheadOfTheHead: in cumulative mode the sync loop
+// acknowledged its round's durable head, which could take in an entry
+// the receive loop had appended but not yet made the head: the leader
+// held an ack for an offset that Status did not report yet (the model
+// test saw head 17 after ack 18, at random). Fixed: an ack never goes
+// beyond the published head; the entry is acknowledged by the round its
+// arrival wakes.
+func TestBugCumulativeAckAheadOfTheHead(t *testing.T) {
+	var block atomic.Bool
+	entered := make(chan struct{}, 1)
+	unblock := make(chan struct{})
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if (op.Kind == errorfs.OpFileSyncData || op.Kind == errorfs.OpFileSync) &&
+			strings.HasPrefix(op.Path, mdlDir+"/wal/") && strings.HasSuffix(op.Path, ".seg") && block.CompareAndSwap(true, false) {
+			entered <- struct{}{}
+			<-unblock
+		}
+		return nil
+	}))
+	f, err := Open(Config{Dir: mdlDir, FS: fs, SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The receive loop holds entry 3 in the log, not yet the head, until
+	// released.
+	holding, release := make(chan struct{}), make(chan struct{})
+	var releaseOnce sync.Once
+	letGo := func() { releaseOnce.Do(func() { close(release) }) }
+	f.entryAppended = func(off logpos.Offset) {
+		if off == 3 {
+			close(holding)
+			<-release
+		}
+	}
+	defer func() { letGo(); _ = f.Close() }()
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := newFakeStream()
+	res := make(chan error, 1)
+	go func() { res <- f.Replicate(s); s.cancel() }()
+	send := func(o int64) {
+		a := entryAppend(1, o, -1, "k", fmt.Sprint(o))
+		a.CumulativeAcksSupported = true
+		s.in <- a
+	}
+	send(0)
+	if a := <-s.acks; a != 0 {
+		t.Fatalf("ack %d, want 0", a)
+	}
+	block.Store(true)
+	send(1)
+	<-entered // a round syncs up to entry 1
+	send(2)   // pending: the next round starts once this one ends
+	for f.Status().Head != 2 {
+		runtime.Gosched()
+	}
+	send(3)
+	<-holding
+	close(unblock)
+	// The first round acks 1; the next one syncs entries 2 and 3.
+	if a := <-s.acks; a != 1 {
+		t.Fatalf("ack %d, want 1", a)
+	}
+	a := <-s.acks
+	if head := f.Status().Head; a > int64(head) {
+		t.Fatalf("ack %d while the head is %d", a, head)
+	}
+	letGo()
+	for a != 3 {
+		a = <-s.acks
+	}
+	close(s.in)
+	if err := <-res; err != nil {
+		t.Fatalf("the half-closed stream: %v", err)
 	}
 }

@@ -76,6 +76,10 @@ type Follower struct {
 	// called by Replicate once its stream ended, before it waits for the
 	// stream's receive loop.
 	streamEnded func(*replication)
+	// entryAppended, when a test sets it (before any stream attaches), is
+	// called by a stream's receive loop with the offset of each new entry
+	// once the log holds it, before it becomes the head.
+	entryAppended func(logpos.Offset)
 
 	// Published for lock-free readers.
 	term atomic.Int64 // the current term

@@ -335,6 +335,9 @@ func (r *replication) handle(a *replicationpb.Append) error {
 		return appendErr
 	}
 	if !duplicate {
+		if f.entryAppended != nil {
+			f.entryAppended(off)
+		}
 		f.head.Store(int64(off)) // the log holds it, whatever became of the move
 		r.lastTerm = logpos.Term(a.Entry.Term)
 	}
@@ -507,7 +510,12 @@ func (r *replication) sync() {
 			f.applier.kick()
 			return // ended: no more acks (Replicate may have returned)
 		}
-		done, err := r.acknowledge(max(durable, logpos.Offset(f.base.Load())))
+		// An entry the receive loop appended but has not yet made the
+		// head may be durable already: it is acknowledged once it is the
+		// head (the receive loop wakes this loop then), so that no ack
+		// runs ahead of the head Status reports.
+		ackable := min(max(durable, logpos.Offset(f.base.Load())), logpos.Offset(f.head.Load()))
+		done, err := r.acknowledge(ackable)
 		f.applier.kick() // after the acks: they should not wait for it
 		if err != nil {
 			r.fail(fmt.Errorf("follower: sending an ack: %w", err))
