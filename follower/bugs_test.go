@@ -1030,3 +1030,61 @@ func TestBugCumulativeAckAheadOfTheHead(t *testing.T) {
 		t.Fatalf("the half-closed stream: %v", err)
 	}
 }
+
+// TestBugStaleStreamFailedTheReopenedLog: the sync loop of a stream that
+// had ended reported its log's failure after a control operation had
+// reopened the log (another of its users noted the failure first): the
+// follower took its new, healthy log for failed, and a gap on the next
+// stream was reported as the log's failure (ErrUnavailable) instead of
+// the leader's (ErrGap). Fixed: a stream notes a failure of its log only
+// while that log is the follower's.
+func TestBugStaleStreamFailedTheReopenedLog(t *testing.T) {
+	f, err := Open(Config{Dir: mdlDir, FS: vfs.NewMem(), SegmentSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	replicate := func() (*fakeStream, chan error) {
+		s := newFakeStream()
+		res := make(chan error, 1)
+		go func() { res <- f.Replicate(s); s.cancel() }()
+		return s, res
+	}
+	attached := func() *replication {
+		for {
+			f.acquire()
+			r := f.stream
+			f.release()
+			if r != nil {
+				return r
+			}
+			runtime.Gosched()
+		}
+	}
+	first, res := replicate()
+	first.in <- entryAppend(1, 0, -1, "k", "v")
+	<-first.acks
+	old := attached()
+	close(first.in)
+	if err := <-res; err != nil {
+		t.Fatalf("the half-closed stream: %v", err)
+	}
+	f.logFailed.Store(true) // noted by another user of the log
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if f.log == old.log {
+		t.Fatal("NewTerm did not reopen the failed log")
+	}
+	next, res := replicate()
+	attached()
+	// The ended stream's sync loop reports the old log's failure late.
+	old.fail(fmt.Errorf("%w: syncing the log: %w", ErrUnavailable, fmt.Errorf("%w: fsync: injected", wal.ErrFailed)))
+	next.in <- entryAppend(1, 5, -1, "k", "v")
+	if err := <-res; !errors.Is(err, ErrGap) {
+		t.Fatalf("entry 5 after head 0 on the reopened log: %v, want ErrGap", err)
+	}
+}

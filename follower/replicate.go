@@ -11,6 +11,7 @@ import (
 
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/store"
 	"github.com/tablefsm/tablefsm/wal"
 )
 
@@ -165,7 +166,7 @@ func (r *replication) detach() error {
 	// Detach, unless a control operation is doing it (it holds the lock
 	// and waits for the receive loop, which waits for this to return).
 	cause := context.Cause(r.ctx)
-	f.noteLogError(cause)
+	r.noteFailure(cause)
 	select {
 	case f.lock <- struct{}{}:
 		if f.stream == r {
@@ -228,8 +229,27 @@ func (r *replication) end(cause error) {
 // fail ends the stream with err, unless it has ended already. A failure
 // of the log or the store is noted in any case: it outlives the stream.
 func (r *replication) fail(err error) {
-	r.f.noteLogError(err)
+	r.noteFailure(err)
 	r.cancel(err)
+}
+
+// noteFailure notes a failure of the store, or of the stream's log unless
+// that log was reopened since (by a control operation after another of
+// its users noted the failure, once this stream had ended): the follower's
+// log then is a new one, which has not failed.
+func (r *replication) noteFailure(err error) {
+	f := r.f
+	if !errors.Is(err, wal.ErrFailed) {
+		f.noteLogError(err)
+		return
+	}
+	f.logSwap.Lock()
+	if f.log == r.log {
+		f.noteLogError(err)
+	} else if errors.Is(err, store.ErrFailed) {
+		f.storeFailed.Store(true)
+	}
+	f.logSwap.Unlock()
 }
 
 func (r *replication) kick() {
