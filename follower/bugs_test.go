@@ -121,36 +121,6 @@ func TestBugFailedFirstEntryMovesToFollower(t *testing.T) {
 	}
 }
 
-// segmentSyncHold is a file system whose next fsync of a log segment,
-// once armed, waits: it sends on entered as it starts, and goes on once
-// unblock is closed.
-type segmentSyncHold struct {
-	vfs.FS
-	armed   atomic.Bool
-	entered chan struct{}
-	unblock chan struct{}
-}
-
-// openSegmentSyncHold opens a follower (segments of 1 MiB) on a
-// segmentSyncHold over a memory file system.
-func openSegmentSyncHold(t *testing.T) (*Follower, *segmentSyncHold) {
-	t.Helper()
-	h := &segmentSyncHold{entered: make(chan struct{}, 1), unblock: make(chan struct{})}
-	h.FS = errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if (op.Kind == errorfs.OpFileSyncData || op.Kind == errorfs.OpFileSync) &&
-			strings.HasPrefix(op.Path, mdlDir+"/wal/") && strings.HasSuffix(op.Path, ".seg") && h.armed.CompareAndSwap(true, false) {
-			h.entered <- struct{}{}
-			<-h.unblock
-		}
-		return nil
-	}))
-	f, err := Open(Config{Dir: mdlDir, FS: h.FS, SegmentSize: 1 << 20})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f, h
-}
-
 // TestBugOldEntryDurableAfterNewTerm: the sync loop was in an fsync when
 // the receive loop appended one more entry of the stream; NewTerm ended
 // the stream with that entry only in the log's buffer and replied with
@@ -159,11 +129,8 @@ func openSegmentSyncHold(t *testing.T) (*Follower, *segmentSyncHold) {
 // (SPEC §6.4). Fixed: NewTerm makes what the ended stream appended
 // durable before it persists the term, and replies with it.
 func TestBugOldEntryDurableAfterNewTerm(t *testing.T) {
-	f, hold := openSegmentSyncHold(t)
-	defer func() { _ = f.Close() }()
-	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	hold := newHeldSyncRound(t)
+	f := hold.f
 	s := newFakeStream()
 	res := make(chan error, 1)
 	go func() { res <- f.Replicate(s); s.cancel() }()
@@ -172,7 +139,7 @@ func TestBugOldEntryDurableAfterNewTerm(t *testing.T) {
 	<-s.acks
 	hold.armed.Store(true)
 	send(1)
-	<-hold.entered // the sync loop is in the fsync that covers entry 1
+	<-hold.blocked // the sync loop is in the fsync that covers entry 1
 	send(2)
 	for f.Status().Head != 2 {
 		runtime.Gosched()
@@ -189,7 +156,7 @@ func TestBugOldEntryDurableAfterNewTerm(t *testing.T) {
 	for r1.ctx.Err() == nil { // NewTerm ended the stream before its fsync returns
 		runtime.Gosched()
 	}
-	close(hold.unblock)
+	close(hold.gate)
 	r := <-fenced
 	if r.err != nil {
 		t.Fatal(r.err)
@@ -975,7 +942,8 @@ func TestBugDeleteRepairPanicHeldTheApplierLock(t *testing.T) {
 // beyond the published head; the entry is acknowledged by the round its
 // arrival wakes.
 func TestBugCumulativeAckAheadOfTheHead(t *testing.T) {
-	f, hold := openSegmentSyncHold(t)
+	hold := newHeldSyncRound(t)
+	f := hold.f
 	// The receive loop holds entry 3 in the log, not yet the head, until
 	// released.
 	holding, release := make(chan struct{}), make(chan struct{})
@@ -987,10 +955,7 @@ func TestBugCumulativeAckAheadOfTheHead(t *testing.T) {
 			<-release
 		}
 	}
-	defer func() { letGo(); _ = f.Close() }()
-	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	defer letGo()
 	s := newFakeStream()
 	res := make(chan error, 1)
 	go func() { res <- f.Replicate(s); s.cancel() }()
@@ -1005,14 +970,14 @@ func TestBugCumulativeAckAheadOfTheHead(t *testing.T) {
 	}
 	hold.armed.Store(true)
 	send(1)
-	<-hold.entered // a round syncs up to entry 1
+	<-hold.blocked // a round syncs up to entry 1
 	send(2)        // pending: the next round starts once this one ends
 	for f.Status().Head != 2 {
 		runtime.Gosched()
 	}
 	send(3)
 	<-holding
-	close(hold.unblock)
+	close(hold.gate)
 	// The first round acks 1; the next one syncs entries 2 and 3.
 	if a := <-s.acks; a != 1 {
 		t.Fatalf("ack %d, want 1", a)
