@@ -464,7 +464,9 @@ func (f *Follower) acquireUnless(done <-chan struct{}) bool {
 // once it returns); head and commit are read before them, so a head
 // appended by the first entry of a stream comes with state Follower. The
 // head reported is never below the commit (a snapshot install publishes
-// its commit an instant before its head).
+// its commit an instant before its head, and the applier may apply an
+// entry the sync loop made durable an instant before the receive loop
+// makes it the head).
 func (f *Follower) Status() Status {
 	head := logpos.Offset(f.head.Load())
 	commit := f.commit()
