@@ -11,7 +11,6 @@ import (
 
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
-	"github.com/tablefsm/tablefsm/store"
 	"github.com/tablefsm/tablefsm/wal"
 )
 
@@ -233,23 +232,18 @@ func (r *replication) fail(err error) {
 	r.cancel(err)
 }
 
-// noteFailure notes a failure of the store, or of the stream's log unless
-// that log was reopened since (by a control operation after another of
-// its users noted the failure, once this stream had ended): the follower's
-// log then is a new one, which has not failed.
+// noteFailure notes a failure of the log or the store, except one of a
+// log the follower has reopened since (after another of its users noted
+// the failure, once this stream had ended): the follower's log then is a
+// new one, which has not failed.
 func (r *replication) noteFailure(err error) {
 	f := r.f
-	if !errors.Is(err, wal.ErrFailed) {
-		f.noteLogError(err)
+	f.logSwap.Lock()
+	defer f.logSwap.Unlock()
+	if f.log != r.log && errors.Is(err, wal.ErrFailed) {
 		return
 	}
-	f.logSwap.Lock()
-	if f.log == r.log {
-		f.noteLogError(err)
-	} else if errors.Is(err, store.ErrFailed) {
-		f.storeFailed.Store(true)
-	}
-	f.logSwap.Unlock()
+	f.noteLogError(err)
 }
 
 func (r *replication) kick() {
