@@ -23,6 +23,7 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/node"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/internal/decimalflag"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/wal"
 )
@@ -46,13 +47,13 @@ it has one: use a scratch shard.`,
 		fs.StringVar(&b.target, "target", "", "`address` of the follower node (empty: start a local followerd)")
 		fs.StringVar(&b.followerd, "followerd", "", "`path` of the followerd binary to start (default: beside this binary, else built)")
 		fs.StringVar(&b.shard.Namespace, "namespace", "bench", "the shard's `namespace`")
-		fs.Int64Var(&b.shard.Shard, "shard", 0, "the shard `id`")
-		fs.Int64Var(&b.entries, "entries", 100_000, "entries per measured stream")
-		fs.IntVar(&b.entrySize, "entry-size", 100, "size of each entry's value in `bytes` (a key-value put)")
-		fs.IntVar(&b.window, "window", 1000, "entries in flight (sent, not yet acked)")
+		decimalflag.Int64Var(fs, &b.shard.Shard, "shard", 0, "the shard `id`")
+		decimalflag.Int64Var(fs, &b.entries, "entries", 100_000, "`entries` per measured stream")
+		decimalflag.IntVar(fs, &b.entrySize, "entry-size", 100, "size of each entry's value in `bytes` (a key-value put)")
+		decimalflag.IntVar(fs, &b.window, "window", 1000, "`entries` in flight (sent, not yet acked)")
 		fs.StringVar(&b.acks, "acks", "cumulative", "ack `mode`: cumulative or per-entry")
-		fs.IntVar(&b.rounds, "rounds", 3, "measured streams per side; medians are reported")
-		fs.Int64Var(&b.idle, "idle", 1000, "entries sent one at a time to measure idle ack latency (0: skip)")
+		decimalflag.IntVar(fs, &b.rounds, "rounds", 3, "measured `streams` per side; medians are reported")
+		decimalflag.Int64Var(fs, &b.idle, "idle", 1000, "`entries` sent one at a time to measure idle ack latency (0: skip)")
 		fs.BoolVar(&b.baseline, "baseline", true, "also measure the echo baseline (and, for a local node, the durable echo and fsync) in the same run")
 		fs.BoolVar(&b.progress, "progress", false, "draw a progress bar on stderr (default: when stderr is a terminal)")
 		fs.DurationVar(&b.stallTimeout, "stall-timeout", time.Minute, "give up when a stream gets no ack for this `duration` (a stalled node), or the node takes as long to apply what it acknowledged")

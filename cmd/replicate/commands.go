@@ -16,6 +16,7 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/node"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/internal/decimalflag"
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
@@ -30,7 +31,7 @@ type target struct {
 func (t *target) flags(fs *flag.FlagSet) {
 	fs.StringVar(&t.addr, "target", "127.0.0.1:6649", "`address` of the follower node")
 	fs.StringVar(&t.namespace, "namespace", "default", "the shard's `namespace`")
-	fs.Int64Var(&t.shard, "shard", 0, "the shard `id`")
+	decimalflag.Int64Var(fs, &t.shard, "shard", 0, "the shard `id`")
 	fs.DurationVar(&t.timeout, "timeout", 10*time.Second, "deadline of each call")
 }
 
@@ -84,7 +85,7 @@ var newTermCommand = command{
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
 		var t target
 		t.flags(fs)
-		term := fs.Int64("term", 0, "the `term` to fence at (required)")
+		term := decimalflag.Int64(fs, "term", 0, "the `term` to fence at (required)")
 		notifications := fs.Bool("notifications", false, "the term's enable_notifications option")
 		sorting := fs.String("key-sorting", "unknown", "key `sorting` of the term: unknown, natural or hierarchical")
 		return func(ctx context.Context) error {
@@ -114,9 +115,9 @@ var truncateCommand = command{
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
 		var t target
 		t.flags(fs)
-		term := fs.Int64("term", 0, "the leader's `term` (required)")
-		headTerm := fs.Int64("head-term", -1, "`term` of the head entry to keep")
-		headOffset := fs.Int64("head-offset", -1, "`offset` of the head entry to keep (-1: clear the log)")
+		term := decimalflag.Int64(fs, "term", 0, "the leader's `term` (required)")
+		headTerm := decimalflag.Int64(fs, "head-term", -1, "`term` of the head entry to keep")
+		headOffset := decimalflag.Int64(fs, "head-offset", -1, "`offset` of the head entry to keep (-1: clear the log)")
 		return func(ctx context.Context) error {
 			if !given(fs, "term") || *term < 0 {
 				return usagef("--term is required and must be ≥ 0")
@@ -142,7 +143,7 @@ store's.`,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
 		var t target
 		t.flags(fs)
-		term := fs.Int64("term", 0, "the `term` of the request (required)")
+		term := decimalflag.Int64(fs, "term", 0, "the `term` of the request (required)")
 		return func(ctx context.Context) error {
 			if !given(fs, "term") || *term < 0 {
 				return usagef("--term is required and must be ≥ 0")
@@ -167,7 +168,7 @@ and makes them durable with one fdatasync, and does nothing else.`,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
 		listen := fs.String("listen", "127.0.0.1:0", "`address` to serve on")
 		syncDir := fs.String("sync-dir", "", "`directory` of the durable echo's files (empty: store nothing)")
-		maxMsg := fs.Int("max-message-size", grpcapi.DefaultMaxMessageSize, "largest gRPC message received or sent, in `bytes`")
+		maxMsg := decimalflag.Int(fs, "max-message-size", grpcapi.DefaultMaxMessageSize, "largest gRPC message received or sent, in `bytes`")
 		return func(ctx context.Context) error {
 			if *maxMsg <= 0 {
 				return usagef("--max-message-size must be positive")

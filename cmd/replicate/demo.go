@@ -24,6 +24,7 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/node"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/internal/decimalflag"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store"
 	"github.com/tablefsm/tablefsm/store/kvpb"
@@ -38,7 +39,7 @@ NewTerm refused, a snapshot installed into a second node, DeleteShard.`,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
 		var d demo
 		fs.StringVar(&d.followerd, "followerd", "", "`path` of the followerd binary (default: beside this binary, else built with go build)")
-		fs.Int64Var(&d.entries, "entries", 1000, "entries per replication stream")
+		decimalflag.Int64Var(fs, &d.entries, "entries", 1000, "`entries` per replication stream")
 		fs.BoolVar(&d.keep, "keep", false, "keep the temporary directory (data and node logs)")
 		return func(ctx context.Context) error {
 			if d.entries < 10 || d.entries > maxDemoEntries {

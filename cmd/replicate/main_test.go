@@ -377,6 +377,11 @@ func TestUsage(t *testing.T) {
 		{[]string{"status", "--nope"}, 2, "flag provided but not defined", ""},
 		{[]string{"status", "--nope", "--help"}, 2, "flag provided but not defined", ""},
 		{[]string{"status", "--shard", "x"}, 2, `invalid value "x" for flag -shard`, ""},
+		// Numbers are decimal: Go's octal, hex and digit separators would
+		// name another shard or term than an operator meant.
+		{[]string{"status", "--shard", "010"}, 2, `invalid value "010" for flag -shard: a decimal number has no leading zeros`, ""},
+		{[]string{"new-term", "--term", "0x10"}, 2, `invalid value "0x10" for flag -term: not a decimal number`, ""},
+		{[]string{"bench", "--entries", "1_000"}, 2, `invalid value "1_000" for flag -entries: not a decimal number`, ""},
 		{[]string{"status", "extra"}, 2, `unexpected argument "extra"`, ""},
 		{[]string{"new-term"}, 2, "--term is required", ""},
 		{[]string{"new-term", "--term", "-1"}, 2, "--term is required and must be ≥ 0", ""},

@@ -20,6 +20,7 @@ import (
 
 	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/grpcapi"
+	"github.com/tablefsm/tablefsm/internal/decimalflag"
 )
 
 // ListeningPrefix starts the line Main prints first on stdout once it
@@ -65,11 +66,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	dataDir := fs.String("data-dir", "./data", "`directory` holding the shards' data, created when missing (an existing one must be empty or a node's)")
 	logLevel := fs.String("log-level", "info", "log `level`: debug, info, warn or error")
 	logFormat := fs.String("log-format", "text", "log `format`: text or json")
-	maxMsg := fs.Int("max-message-size", grpcapi.DefaultMaxMessageSize, "largest gRPC message received or sent, in `bytes`")
-	maxStreams := fs.Uint("max-concurrent-streams", 0, "concurrent calls allowed per connection (0: no limit)")
+	maxMsg := decimalflag.Int(fs, "max-message-size", grpcapi.DefaultMaxMessageSize, "largest gRPC message received or sent, in `bytes`")
+	maxStreams := decimalflag.Uint(fs, "max-concurrent-streams", 0, "the `number` of concurrent calls allowed per connection (0: no limit)")
 	metricsListen := fs.String("metrics-listen", "", "`address` to serve Prometheus metrics on, at /metrics (empty: no metrics; port 0: any free port)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "how long a graceful shutdown may wait for calls to end before closing connections")
-	maxSnapshot := fs.Int64("max-snapshot-size", 0, "largest snapshot a shard takes from a leader, in `bytes` of file content, each file counting at least 4096; a larger one is refused with InvalidArgument before it fills the disk (0: no limit)")
+	maxSnapshot := decimalflag.Int64(fs, "max-snapshot-size", 0, "largest snapshot a shard takes from a leader, in `bytes` of file content, each file counting at least 4096; a larger one is refused with InvalidArgument before it fills the disk (0: no limit)")
 	if len(args) == 1 && args[0] == "help" {
 		args = []string{"--help"}
 	}

@@ -144,6 +144,9 @@ func TestFlags(t *testing.T) {
 		{[]string{"--listen", "127.0.0.1:99999", "--data-dir", unused}, 2, "invalid port"},
 		{[]string{"--listen", "127.0.0.1:0", "--metrics-listen", "9464", "--data-dir", unused}, 2, "invalid --metrics-listen"},
 		{[]string{"--max-concurrent-streams", "5000000000"}, 2, "want at most 4294967295"},
+		{[]string{"--max-concurrent-streams", "-1"}, 2, `invalid value "-1" for flag -max-concurrent-streams: must not be negative`},
+		{[]string{"--max-message-size", "0x400000"}, 2, `invalid value "0x400000" for flag -max-message-size: not a decimal number`},
+		{[]string{"--max-snapshot-size", "0100"}, 2, `invalid value "0100" for flag -max-snapshot-size: a decimal number has no leading zeros`},
 		{[]string{"--max-snapshot-size", "-1"}, 2, "invalid --max-snapshot-size"},
 		{[]string{"--listen"}, 2, "flag needs an argument"},
 		// A node that cannot listen (here on an address of no local
