@@ -76,6 +76,25 @@ func lockDataDir(fsys vfs.FS, dir string) (io.Closer, error) {
 	return &dirLock{lock: lock, info: info}, nil
 }
 
+// writeCheckFile is the file that checkWritable creates and removes.
+const writeCheckFile = ".write-check"
+
+// checkWritable checks that files can be created in dir, and removed: a
+// node whose data directory takes its lock file but no new file (its
+// permissions changed since, or its file system was remounted read-only)
+// would start, serve, and fail every call that opens a shard.
+func checkWritable(fsys vfs.FS, dir string) error {
+	name := fsys.PathJoin(dir, writeCheckFile)
+	f, err := fsys.Create(name, vfs.WriteCategoryUnspecified)
+	if err == nil {
+		err = errors.Join(f.Close(), fsys.Remove(name))
+	}
+	if err != nil {
+		return fmt.Errorf("grpcapi: the data directory %s is not writable: %w", dir, err)
+	}
+	return nil
+}
+
 // checkNodeDir refuses an existing data directory that holds files but
 // was never a node's: a node that started in it would have left its
 // .lock. A node tidies what it finds of its own at start (what deleted

@@ -396,3 +396,60 @@ func TestDataDirectoryInAParentNotReadable(t *testing.T) {
 		}
 	}
 }
+
+// TestDataDirectoryNotWritable: a node whose data directory takes no new
+// file (its lock file is there and can be locked, but the directory's
+// permissions changed, or its file system became read-only) refuses to
+// start, saying so, rather than serve and fail every call that opens a
+// shard; it leaves the directory as it was, unlocked.
+func TestDataDirectoryNotWritable(t *testing.T) {
+	for _, op := range []errorfs.OpKind{errorfs.OpCreate, errorfs.OpRemove} {
+		mem := vfs.NewMem()
+		if err := mem.MkdirAll("/data/ns/1", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		f, err := mem.Create("/data/.lock", vfs.WriteCategoryUnspecified)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = f.Close()
+		var refuse atomic.Bool
+		refuse.Store(true)
+		fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(o errorfs.Op) error {
+			if refuse.Load() && o.Kind == op && strings.HasPrefix(o.Path, "/data/") {
+				return os.ErrPermission
+			}
+			return nil
+		}))
+		srv, err := grpcapi.New(grpcapi.Options{DataDir: "/data", FS: fs})
+		if !errors.Is(err, os.ErrPermission) || !strings.Contains(err.Error(), "the data directory /data is not writable") {
+			t.Fatalf("%v refused: New: %v, want the data directory not writable", op, err)
+		}
+		if srv != nil {
+			t.Fatal("a server came back with the error")
+		}
+		if op == errorfs.OpCreate {
+			if got := sortedTree(t, mem, "/data"); !slices.Equal(got, []string{".lock", "ns", "ns/1"}) {
+				t.Fatalf("the data directory holds %q after the refusal", got)
+			}
+		}
+		// Writable again, the directory is free to take.
+		refuse.Store(false)
+		srv, err = grpcapi.New(grpcapi.Options{DataDir: "/data", FS: fs})
+		if err != nil {
+			t.Fatalf("%v refused, then allowed: %v", op, err)
+		}
+		if err := srv.Shutdown(ctxT(t)); err != nil {
+			t.Fatal(err)
+		}
+		if got := sortedTree(t, mem, "/data"); !slices.Equal(got, []string{".lock", "ns", "ns/1"}) {
+			t.Fatalf("the data directory holds %q after a start", got)
+		}
+	}
+}
+
+// sortedTree is memTree in sorted order.
+func sortedTree(t *testing.T, fs vfs.FS, dir string) []string {
+	t.Helper()
+	return slices.Sorted(slices.Values(memTree(t, fs, dir)))
+}

@@ -210,6 +210,9 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkWritable(opts.FS, opts.DataDir); err != nil {
+		return nil, errors.Join(err, lock.Close())
+	}
 	s := &Server{opts: opts, log: opts.Logger, fs: opts.FS, lock: lock}
 	s.sweepDeleted()
 	s.stopping, s.stop = context.WithCancel(context.Background())
