@@ -899,13 +899,6 @@ func TestConformanceInstallMarkerSyncFailure(t *testing.T) {
 	}
 }
 
-func confLastErr(f *Follower) error {
-	if p := f.applier.lastErr.Load(); p != nil {
-		return *p
-	}
-	return nil
-}
-
 // ---------------------------------------------------------------------------
 // §2.3 duplicates after an install; §5 CRC seeding
 

@@ -588,14 +588,6 @@ func checkInstalled(t testing.TB, what string, got fingerprint, info SnapshotInf
 	assertFingerprint(t, what, want, got)
 }
 
-func chunkNames(chunks []Chunk) map[string]bool {
-	names := map[string]bool{}
-	for _, c := range chunks {
-		names[c.Name] = true
-	}
-	return names
-}
-
 // TestLoaderOpenIOError: an operating-system I/O error while opening the
 // staged database is an I/O failure, not an invalid snapshot.
 func TestLoaderOpenIOError(t *testing.T) {

@@ -170,9 +170,6 @@ func decodePayload(b []byte) (logpos.Entry, error) {
 	return e, nil
 }
 
-// recordSize is the framed size of e.
-func recordSize(e *logpos.Entry) int { return recordHeaderSize + payloadSize(e) }
-
 // appendRecord appends the framed record of e, chained to prev, and
 // returns the record's CRC.
 func appendRecord(b []byte, e *logpos.Entry, prev uint32) ([]byte, uint32) {

@@ -51,10 +51,9 @@ func Value[T any](seed int) (v T) {
 const maxDepth = 4
 
 var (
-	timeType  = reflect.TypeFor[time.Time]()
-	errorType = reflect.TypeFor[error]()
-	epoch     = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
-	oddZone   = time.FixedZone("UTC+1", 3600)
+	timeType = reflect.TypeFor[time.Time]()
+	epoch    = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
+	oddZone  = time.FixedZone("UTC+1", 3600)
 )
 
 // valueError is the error Value puts in an error interface.

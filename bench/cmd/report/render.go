@@ -623,14 +623,6 @@ func fxIfFor(v float64, ok bool, limit float64) string {
 	return fxFor(v, limit)
 }
 
-func fxIf(v float64, ok bool) string {
-	if !ok {
-		return "?"
-	}
-	return fx(v)
-}
-
-// shown rounds v as fx prints it.
 // fxFor formats a ratio judged against limit as fx does, with as many
 // more significant digits as it takes not to print a ratio that misses
 // the limit as the limit itself (0.02004 against 1/50).
