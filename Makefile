@@ -9,6 +9,7 @@ BIN             := $(CURDIR)/bin
 PROTOC_VERSION  := 3.21.12
 PROTOC_GEN_GO   := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
+STATICCHECK     := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: help
 help: ## List the targets.
@@ -23,11 +24,12 @@ deps: ## Install the Debian packages the build needs (protoc, Graphviz) when mis
 	fi
 
 .PHONY: tools
-tools: deps ## Install the pinned code generators into ./bin.
+tools: deps ## Install the pinned code generators and staticcheck into ./bin.
 	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler ($(PROTOC_VERSION))" >&2; exit 1; }
 	@protoc --version | grep -qx 'libprotoc $(PROTOC_VERSION)' || { echo "protoc $(PROTOC_VERSION) required, found: $$(protoc --version)" >&2; exit 1; }
 	@GOBIN=$(BIN) $(GO) install $(PROTOC_GEN_GO)
 	@GOBIN=$(BIN) $(GO) install $(PROTOC_GEN_GRPC)
+	@GOBIN=$(BIN) $(GO) install $(STATICCHECK)
 
 .PHONY: generate
 generate: tools ## Regenerate every generated file (FSM code, tests, diagrams, protobuf).
@@ -67,11 +69,13 @@ node-bench: ## Benchmark followerd against a bare gRPC stream and fsync, in one 
 	@$(BIN)/replicate bench
 
 .PHONY: verify
-verify: drift ## gofmt, go vet, the drift check, rendering the DOT diagrams and parsing the Mermaid ones (needs Node.js).
+verify: drift ## gofmt, go vet, staticcheck, the drift check, rendering the DOT diagrams and parsing the Mermaid ones (needs Node.js).
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
 		if [ -n "$$unformatted" ]; then echo "gofmt needed: $$unformatted" >&2; exit 1; fi
 	$(GO) vet ./...
 	cd bench && $(GO) vet ./...
+	$(BIN)/staticcheck ./...
+	cd bench && $(BIN)/staticcheck ./...
 	@for f in docs/*.dot examples/*/*.dot; do dot -Tsvg "$$f" >/dev/null || { echo "Graphviz cannot render $$f" >&2; exit 1; }; done
 	@$(MAKE) --no-print-directory mermaid
 

@@ -302,7 +302,8 @@ func waitApplied(t *testing.T, f *Follower, o logpos.Offset) {
 		t.Fatalf("WaitApplied(%d): %v (status %+v)", o, err, f.Status())
 	}
 	f.applier.mu.Lock()
-	f.applier.mu.Unlock() //nolint:staticcheck // barrier
+	//lint:ignore SA2001 a barrier: the applier finished its batch
+	f.applier.mu.Unlock()
 }
 
 // waitInstallsStarted waits until n installs attached.

@@ -161,6 +161,7 @@ func (r *replication) detach() error {
 	// nothing once the stream ended, and the control operation that ends
 	// a stream waits for both loops.
 	r.handling.Lock()
+	//lint:ignore SA2001 a barrier: the receive loop left its Append
 	r.handling.Unlock()
 	// Detach, unless a control operation is doing it (it holds the lock
 	// and waits for the receive loop, which waits for this to return).

@@ -1,3 +1,5 @@
+//lint:file-ignore U1000 the structures' fields are there for their sizes
+
 package fsm
 
 import (
