@@ -120,6 +120,11 @@ func (b *benchConfig) run(ctx context.Context, e *env) (err error) {
 	case b.stallTimeout <= 0:
 		return usagef("--stall-timeout must be positive")
 	}
+	if b.target != "" {
+		if err := node.CheckTarget(b.target); err != nil {
+			return usagef("invalid --target %q: %v", b.target, err)
+		}
+	}
 	cumulative := b.acks == "cumulative"
 	out := e.stdout
 	msgSize := b.messageSize()

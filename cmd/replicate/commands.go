@@ -40,8 +40,8 @@ func (t *target) shardName() leader.Shard {
 }
 
 func (t *target) dial() (*leader.Conn, error) {
-	if t.addr == "" {
-		return nil, usagef("--target is empty")
+	if err := node.CheckTarget(t.addr); err != nil {
+		return nil, usagef("invalid --target %q: %v", t.addr, err)
 	}
 	if t.timeout <= 0 {
 		return nil, usagef("--timeout must be positive, not %v", t.timeout)
@@ -67,6 +67,9 @@ var statusCommand = command{
 		var t target
 		t.flags(fs)
 		return func(ctx context.Context) error {
+			if t.namespace == "" {
+				t.namespace = "default" // as GetStatus reads it, and so printed
+			}
 			return t.call(ctx, func(ctx context.Context, c *leader.Conn) error {
 				st, err := c.Status(ctx, t.shardName())
 				if err != nil {

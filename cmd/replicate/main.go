@@ -14,6 +14,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/tablefsm/tablefsm/internal/buildinfo"
 )
 
 const usage = `Usage: replicate <command> [flags]
@@ -29,6 +31,7 @@ Commands:
   delete-shard  delete a shard's follower and its data (DeleteShard)
   bench         stream entries; print entries/s, MiB/s and ack latency
   echo-server   serve the bare-stream baseline that bench compares with
+  version       print the version of replicate
 
 Run 'replicate <command> --help' (or 'replicate help <command>') for a
 command's flags.
@@ -70,11 +73,22 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "-h", "-help", "--help", "help":
+		if args[0] == "help" && len(args) > 2 {
+			fmt.Fprintf(stderr, "replicate help: unexpected argument %q\nRun 'replicate help <command>' for a command's flags.\n", args[2])
+			return 2
+		}
 		if args[0] == "help" && len(args) > 1 {
 			// replicate help <command>: that command's help.
 			return run(ctx, []string{args[1], "--help"}, stdout, stderr)
 		}
 		fmt.Fprint(stdout, usage)
+		return 0
+	case "-version", "--version", "version":
+		if len(args) > 1 {
+			fmt.Fprintf(stderr, "replicate %s: unexpected argument %q\n", args[0], args[1])
+			return 2
+		}
+		fmt.Fprintln(stdout, buildinfo.Version("replicate"))
 		return 0
 	}
 	for _, c := range commands {

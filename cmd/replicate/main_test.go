@@ -349,6 +349,14 @@ func TestCommands(t *testing.T) {
 			t.Fatalf("%v: stderr %q", s.args, errOut)
 		}
 	}
+	// An empty namespace is the default one, as GetStatus reads it: so
+	// the status names it.
+	if code, out, errOut := runCLI(t, "new-term", "--target", p.Addr, "--shard", "4", "--term", "1"); code != 0 {
+		t.Fatalf("new-term: status %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if code, out, errOut := runCLI(t, "status", "--target", p.Addr, "--namespace", "", "--shard", "4"); code != 0 || out != "default/4 term=1 status=FENCED head=-1 commit=-1\n" {
+		t.Fatalf("status of an empty namespace: status %d, stdout %q, stderr %q", code, out, errOut)
+	}
 	if code := p.Stop(); code != 0 {
 		t.Fatalf("followerd exited with %d", code)
 	}
@@ -367,6 +375,18 @@ func TestUsage(t *testing.T) {
 		{[]string{"help"}, 0, "", "Commands:"},
 		{[]string{"help", "truncate"}, 0, "", "Usage: replicate truncate"},
 		{[]string{"help", "frobnicate"}, 2, `unknown command "frobnicate"`, ""},
+		{[]string{"help", "status", "extra"}, 2, `replicate help: unexpected argument "extra"`, ""},
+		{[]string{"version"}, 0, "", "replicate "},
+		{[]string{"--version"}, 0, "", "replicate "},
+		{[]string{"-version", "status"}, 2, `unexpected argument "status"`, ""},
+		// A target is HOST:PORT: gRPC would take a host alone for host:443.
+		{[]string{"status", "--target", "127.0.0.1"}, 2, `invalid --target "127.0.0.1": want HOST:PORT`, ""},
+		{[]string{"status", "--target", ""}, 2, `invalid --target "": want HOST:PORT`, ""},
+		{[]string{"status", "--target", ":6649"}, 2, "missing host", ""},
+		{[]string{"status", "--target", "localhost:http"}, 2, `invalid port "http"`, ""},
+		{[]string{"new-term", "--term", "1", "--target", "127.0.0.1:99999"}, 2, `invalid port "99999"`, ""},
+		{[]string{"bench", "--target", "127.0.0.1:0"}, 2, "port 0 names no node", ""},
+		{[]string{"status", "--shard", "-0"}, 2, "-0 is written 0", ""},
 		{[]string{"frobnicate"}, 2, `unknown command "frobnicate"`, ""},
 		{[]string{"status", "--help"}, 0, "", "Usage: replicate status"},
 		{[]string{"new-term", "-h"}, 0, "", "-key-sorting sorting"},

@@ -14,12 +14,14 @@ import (
 	"log/slog"
 	"net"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/grpcapi"
+	"github.com/tablefsm/tablefsm/internal/buildinfo"
 	"github.com/tablefsm/tablefsm/internal/decimalflag"
 )
 
@@ -71,8 +73,12 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	metricsListen := fs.String("metrics-listen", "", "`address` to serve Prometheus metrics on, at /metrics (empty: no metrics; port 0: any free port)")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "how long a graceful shutdown may wait for calls to end before closing connections")
 	maxSnapshot := decimalflag.Int64(fs, "max-snapshot-size", 0, "largest snapshot a shard takes from a leader, in `bytes` of file content, each file counting at least 4096; a larger one is refused with InvalidArgument before it fills the disk (0: no limit)")
-	if len(args) == 1 && args[0] == "help" {
+	version := fs.Bool("version", false, "print the version and exit")
+	switch {
+	case len(args) == 1 && args[0] == "help":
 		args = []string{"--help"}
+	case len(args) == 1 && args[0] == "version":
+		args = []string{"--version"}
 	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -81,6 +87,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		stderr.Write(parseOut.Bytes())
 		return 2
+	}
+	if *version {
+		fmt.Fprintln(stdout, buildinfo.Version("followerd"))
+		return 0
 	}
 	usageErr := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "followerd: "+format+"\n", a...)
@@ -231,8 +241,36 @@ func CheckAddress(addr string) error {
 	if err != nil {
 		return fmt.Errorf("want HOST:PORT: %w", err)
 	}
-	if _, err := net.LookupPort("tcp", port); err != nil {
+	_, err = parsePort(port)
+	return err
+}
+
+// CheckTarget reports what keeps addr from being the address of a node to
+// connect to, HOST:PORT with a host and a port from 1 to 65535, nil if
+// nothing does. Without it, gRPC would take "host" alone for host:443.
+func CheckTarget(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want HOST:PORT: %w", err)
+	}
+	if host == "" {
+		return errors.New("want HOST:PORT: missing host")
+	}
+	if p, err := parsePort(port); err != nil {
 		return err
+	} else if p == 0 {
+		return errors.New("port 0 names no node (want 1 to 65535)")
 	}
 	return nil
+}
+
+// parsePort reads a port number: decimal digits, at most 65535. Service
+// names (http) are refused: on a node's command line one is more likely a
+// slip than a wish for port 80.
+func parsePort(port string) (int, error) {
+	p, err := strconv.Atoi(port)
+	if err != nil || port == "" || port[0] < '0' || port[0] > '9' || p > 65535 {
+		return 0, fmt.Errorf("invalid port %q: want a number from 0 to 65535", port)
+	}
+	return p, nil
 }

@@ -105,6 +105,13 @@ func (s *syncBuffer) String() string {
 }
 
 func TestFlags(t *testing.T) {
+	// So does the version asked for, on one line.
+	for _, args := range [][]string{{"--version"}, {"-version"}, {"version"}} {
+		var stdout, stderr bytes.Buffer
+		if got := node.Main(ctxT(t), args, &stdout, &stderr); got != 0 || !strings.HasPrefix(stdout.String(), "followerd ") || strings.Count(stdout.String(), "\n") != 1 || stderr.Len() != 0 {
+			t.Fatalf("%v: status %d, stdout %q, stderr %q", args, got, stdout.String(), stderr.String())
+		}
+	}
 	// Help that was asked for goes to stdout with status 0.
 	for _, args := range [][]string{{"--help"}, {"-h"}, {"-help"}, {"help"}, {"--log-level", "loud", "--help"}} {
 		t.Run(strings.Join(args, " "), func(t *testing.T) {
@@ -142,6 +149,9 @@ func TestFlags(t *testing.T) {
 		{[]string{"--listen", "", "--data-dir", unused}, 2, `invalid --listen "": want HOST:PORT`},
 		{[]string{"--listen", "not an address", "--data-dir", unused}, 2, "invalid --listen"},
 		{[]string{"--listen", "127.0.0.1:99999", "--data-dir", unused}, 2, "invalid port"},
+		{[]string{"--listen", ":http", "--data-dir", unused}, 2, `invalid port "http": want a number from 0 to 65535`},
+		{[]string{"--listen", "127.0.0.1:+80", "--data-dir", unused}, 2, `invalid port "+80"`},
+		{[]string{"version", "extra"}, 2, `unexpected argument "version"`},
 		{[]string{"--listen", "127.0.0.1:0", "--metrics-listen", "9464", "--data-dir", unused}, 2, "invalid --metrics-listen"},
 		{[]string{"--max-concurrent-streams", "5000000000"}, 2, "want at most 4294967295"},
 		{[]string{"--max-concurrent-streams", "-1"}, 2, `invalid value "-1" for flag -max-concurrent-streams: must not be negative`},

@@ -6,8 +6,9 @@
 // "0x10" given by an operator is far more likely a slip than a wish, and
 // read as another number it would act on another shard or term. These
 // flags refuse every such spelling, with a message saying why; they
-// accept an optional minus sign (for signed flags) and the digits of a
-// number without leading zeros, as the wire protocol spells shard ids.
+// accept the digits of a number without leading zeros, as the wire
+// protocol spells shard ids, and a minus sign before a signed flag's
+// negative numbers (not before 0).
 //
 // Help shows a flag's value as "value" unless its usage names it in back
 // quotes, as the flag package's own integer flags show "int".
@@ -102,10 +103,11 @@ func (v *uintValue) Set(s string) error {
 func (v *uintValue) String() string { return strconv.FormatUint(uint64(*v), 10) }
 
 var (
-	errSyntax   = errors.New("not a decimal number")
-	errLeading0 = errors.New("a decimal number has no leading zeros")
-	errRange    = errors.New("value out of range")
-	errNegative = errors.New("must not be negative")
+	errSyntax    = errors.New("not a decimal number")
+	errLeading0  = errors.New("a decimal number has no leading zeros")
+	errRange     = errors.New("value out of range")
+	errNegative  = errors.New("must not be negative")
+	errMinusZero = errors.New("-0 is written 0")
 )
 
 // parse reads s as a decimal integer of the given bit size.
@@ -137,6 +139,9 @@ func checkSpelling(s string, signed bool) error {
 	}
 	if len(digits) > 1 && digits[0] == '0' {
 		return errLeading0
+	}
+	if digits == "0" && len(s) > 1 {
+		return errMinusZero
 	}
 	return nil
 }

@@ -17,7 +17,7 @@ func TestFlags(t *testing.T) {
 		uerr string // for the unsigned flag
 	}{
 		{arg: "0"},
-		{arg: "-0", uerr: "must not be negative"},
+		{arg: "-0", err: "-0 is written 0", uerr: "must not be negative"},
 		{arg: "7", i64: 7, uint: 7},
 		{arg: "1000", i64: 1000, uint: 1000},
 		{arg: "-1", i64: -1, uerr: "must not be negative"},
