@@ -247,14 +247,14 @@ func (b *benchConfig) run(ctx context.Context, e *env) (err error) {
 	}
 	fmt.Fprintln(out)
 	fRate := medianRate(f.runs)
-	fmt.Fprintf(out, "throughput  followerd %.0f entries/s (%.1f MiB/s), median of %d\n", fRate, fRate*float64(b.entrySize)/(1<<20), b.rounds)
+	fmt.Fprintf(out, "throughput  followerd %s entries/s (%.1f MiB/s), median of %d\n", entryRate(fRate), fRate*float64(b.entrySize)/(1<<20), b.rounds)
 	if base != nil {
 		bRate := medianRate(base.runs)
-		fmt.Fprintf(out, "            baseline  %.0f entries/s (%.1f MiB/s)\n", bRate, bRate*float64(b.entrySize)/(1<<20))
+		fmt.Fprintf(out, "            baseline  %s entries/s (%.1f MiB/s)\n", entryRate(bRate), bRate*float64(b.entrySize)/(1<<20))
 		fmt.Fprintf(out, "            ratio     %.0f %% of the bare stream (budget with cumulative acks: ≥ 70 %%)\n", 100*fRate/bRate)
 		if durable != nil {
 			dRate := medianRate(durable.runs)
-			fmt.Fprintf(out, "            durable   %.0f entries/s, %.0f %% of the bare stream: the most a follower that acks only durable entries reaches; followerd %.0f %% of it\n", dRate, 100*dRate/bRate, 100*fRate/dRate)
+			fmt.Fprintf(out, "            durable   %s entries/s, %.0f %% of the bare stream: the most a follower that acks only durable entries reaches; followerd %.0f %% of it\n", entryRate(dRate), 100*dRate/bRate, 100*fRate/dRate)
 		}
 	}
 
@@ -441,12 +441,23 @@ func showNodeLog(w io.Writer, p *node.Process, file string) {
 	if err != nil || len(data) == 0 {
 		return
 	}
-	const most = 20
-	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
-	if len(lines) > most {
-		lines = lines[len(lines)-most:]
+	title, excerpt := nodeLogExcerpt(strings.Split(strings.TrimRight(string(data), "\n"), "\n"))
+	fmt.Fprintf(w, "%s:\n  %s\n", title, excerpt)
+}
+
+// nodeLogExcerpt picks the lines of a node's log worth showing after it
+// failed: its last ones; or, when the Go runtime reported a crash (a
+// panic, a fatal error), the lines that led to it, the report's first
+// line and the start of its stack traces, which can run to thousands of
+// lines that would hide what happened.
+func nodeLogExcerpt(lines []string) (title, excerpt string) {
+	const most, before = 20, 5
+	for i, line := range lines {
+		if strings.HasPrefix(line, "panic: ") || strings.HasPrefix(line, "fatal error: ") {
+			return "the local followerd's log up to its crash", strings.Join(lines[max(0, i-before):min(len(lines), i+most)], "\n  ")
+		}
 	}
-	fmt.Fprintf(w, "the local followerd's last warnings and errors:\n  %s\n", strings.Join(lines, "\n  "))
+	return "the local followerd's last warnings and errors", strings.Join(lines[max(0, len(lines)-most):], "\n  ")
 }
 
 // errStalled is why bench gives up on a node that stopped making
@@ -525,8 +536,17 @@ func (b *benchConfig) showProgress(w io.Writer, label string, total int64, acked
 func describe(res leader.Result, lat *leader.Histogram) string {
 	rate := float64(res.Acked) / res.Elapsed.Seconds()
 	mib := float64(res.Bytes) / (1 << 20) / res.Elapsed.Seconds()
-	return fmt.Sprintf("%9.0f entries/s  %6.1f MiB/s  ack p50 %-8s p99 %-8s max %s",
-		rate, mib, us(lat.Quantile(.5)), us(lat.Quantile(.99)), us(lat.Max()))
+	return fmt.Sprintf("%9s entries/s  %6.1f MiB/s  ack p50 %-8s p99 %-8s max %s",
+		entryRate(rate), mib, us(lat.Quantile(.5)), us(lat.Quantile(.99)), us(lat.Max()))
+}
+
+// entryRate formats a rate of entries per second: whole from 100 up, else
+// with three significant digits (large entries go by fractions of one).
+func entryRate(r float64) string {
+	if r >= 100 || r == 0 {
+		return strconv.FormatFloat(r, 'f', 0, 64)
+	}
+	return strconv.FormatFloat(r, 'g', 3, 64)
 }
 
 func medianRate(runs []leader.Result) float64 {

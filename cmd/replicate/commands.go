@@ -125,6 +125,9 @@ var truncateCommand = command{
 			if !given(fs, "term") || *term < 0 {
 				return usagef("--term is required and must be ≥ 0")
 			}
+			if *headTerm < -1 || *headOffset < -1 {
+				return usagef("--head-term and --head-offset must be ≥ -1 (-1: none)")
+			}
 			return t.call(ctx, func(ctx context.Context, c *leader.Conn) error {
 				head, err := c.Truncate(ctx, t.shardName(), logpos.Term(*term), logpos.EntryID{Term: logpos.Term(*headTerm), Offset: logpos.Offset(*headOffset)})
 				if err != nil {

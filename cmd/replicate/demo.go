@@ -131,7 +131,7 @@ func (d *demo) run(ctx context.Context, e *env) (err error) {
 		switch {
 		case d.keep:
 			d.printf("\nkept %s (node data and logs)\n", d.tmp)
-		case err != nil && parent.Err() == nil:
+		case err != nil && parent.Err() == nil && d.nodeLogged():
 			// The error may point at a node's log: it stays.
 			fmt.Fprintf(e.stderr, "kept %s (node data and logs) after the failure\n", d.tmp)
 		default:
@@ -404,6 +404,18 @@ func (d *demo) run(ctx context.Context, e *env) (err error) {
 	d.printf("installed into a second node, a stale term refused, the shard deleted; %d lifecycle\n", d.transitions)
 	d.printf("steps shown; %.1fs.\n", time.Since(d.started).Seconds())
 	return nil
+}
+
+// nodeLogged tells whether a node wrote to its log in the temporary
+// directory: what a failure keeps the directory for.
+func (d *demo) nodeLogged() bool {
+	logs, _ := filepath.Glob(filepath.Join(d.tmp, "node*.log"))
+	for _, name := range logs {
+		if fi, err := os.Stat(name); err == nil && fi.Size() > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // start starts node n (again) over its data directory.

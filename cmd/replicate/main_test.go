@@ -38,6 +38,16 @@ func TestMain(m *testing.M) {
 		// A node that logs an error and exits, before it serves or
 		// once it said it serves where nothing listens.
 		fmt.Fprintln(os.Stderr, `{"level":"ERROR","msg":"the disk is on fire"}`)
+		if broken == "crashing" {
+			// What the runtime writes when it dies: the report, then
+			// far more stack than bench shows.
+			fmt.Println(node.ListeningPrefix + "127.0.0.1:1")
+			fmt.Fprintln(os.Stderr, "fatal error: out of memory")
+			for g := range 100 {
+				fmt.Fprintf(os.Stderr, "\ngoroutine %d [running]:\nsome/pkg.f()\n\t/src/f.go:1 +0x1\n", g)
+			}
+			os.Exit(2)
+		}
 		if broken == "serving" {
 			fmt.Println(node.ListeningPrefix + "127.0.0.1:1")
 		}
@@ -115,6 +125,46 @@ func (w *cancelAt) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
+// TestDemoFailed: a demo that failed keeps its temporary directory when a
+// node logged there, for the log, and says so; else it removes it.
+func TestDemoFailed(t *testing.T) {
+	t.Setenv("REPLICATE_TEST_CHILD", "1")
+	for _, c := range []struct {
+		name, followerd, broken string
+		kept                    bool
+	}{
+		{"no such followerd", filepath.Join(t.TempDir(), "nothing"), "", false},
+		{"a node failing at start", os.Args[0], "starting", true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tmp := t.TempDir()
+			t.Setenv("TMPDIR", tmp)
+			t.Setenv("REPLICATE_TEST_BROKEN_NODE", c.broken)
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), []string{"demo", "--followerd", c.followerd}, &stdout, &stderr)
+			left, err := filepath.Glob(filepath.Join(tmp, "tablefsm-demo-*"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if code != 1 {
+				t.Fatalf("status %d, stderr %q", code, stderr.String())
+			}
+			if !c.kept {
+				if len(left) != 0 || strings.Contains(stderr.String(), "kept") {
+					t.Fatalf("left %q, stderr %q", left, stderr.String())
+				}
+				return
+			}
+			if len(left) != 1 || !strings.Contains(stderr.String(), "kept "+left[0]+" (node data and logs) after the failure") {
+				t.Fatalf("left %q, stderr %q", left, stderr.String())
+			}
+			if logs, err := os.ReadFile(filepath.Join(left[0], "nodeA.log")); err != nil || !strings.Contains(string(logs), "the disk is on fire") {
+				t.Fatalf("node A's log: %q, %v", logs, err)
+			}
+		})
+	}
+}
+
 // TestDemoStopped: a demo stopped midway (as by Ctrl-C) says so, rather
 // than what failed because of it, and removes its temporary directory:
 // nothing failed that its data would explain.
@@ -165,6 +215,15 @@ func TestBench(t *testing.T) {
 // errors its local node logged are shown, whether it failed to start or
 // failed once serving.
 func TestBenchShowsTheLocalNodesLog(t *testing.T) {
+	// A node that crashed: the lines up to its crash and the report's
+	// first line, not the end of its stack traces.
+	t.Run("crashing", func(t *testing.T) {
+		t.Setenv("REPLICATE_TEST_BROKEN_NODE", "crashing")
+		code, out, errOut := runCLI(t, "bench", "--followerd", os.Args[0], "--entries", "10", "--rounds", "1", "--idle", "0", "--baseline=false", "--progress=false")
+		if code != 1 || !strings.Contains(errOut, "the local followerd's log up to its crash:\n  {\"level\":\"ERROR\",\"msg\":\"the disk is on fire\"}\n  fatal error: out of memory\n  \n  goroutine 0 [running]:") || strings.Contains(errOut, "goroutine 99") {
+			t.Fatalf("bench with a crashing node: status %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+		}
+	})
 	for _, when := range []string{"starting", "serving"} {
 		t.Run(when, func(t *testing.T) {
 			t.Setenv("REPLICATE_TEST_BROKEN_NODE", when) // inherited by the child
@@ -407,6 +466,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"new-term", "--term", "-1"}, 2, "--term is required and must be ≥ 0", ""},
 		{[]string{"new-term", "--term", "1", "--key-sorting", "random"}, 2, "invalid --key-sorting", ""},
 		{[]string{"truncate"}, 2, "--term is required", ""},
+		{[]string{"truncate", "--term", "1", "--head-offset", "-7"}, 2, "--head-term and --head-offset must be ≥ -1", ""},
+		{[]string{"truncate", "--term", "1", "--head-term", "-2", "--head-offset", "3"}, 2, "--head-term and --head-offset must be ≥ -1", ""},
 		{[]string{"delete-shard"}, 2, "--term is required", ""},
 		{[]string{"delete-shard", "--help"}, 0, "", "Usage: replicate delete-shard"},
 		{[]string{"bench", "--acks", "sometimes"}, 2, "--acks must be", ""},
@@ -583,5 +644,18 @@ func TestBenchFollowerdThatNeverServes(t *testing.T) {
 	code, out, errOut := runCLI(t, "bench", "--followerd", prog, "--entries", "10", "--rounds", "1", "--idle", "0", "--baseline=false", "--progress=false")
 	if code != 1 || !strings.Contains(errOut, "to serve") {
 		t.Fatalf("bench with a followerd that never serves: status %d, want 1 and the wait named\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+	}
+}
+
+func TestEntryRate(t *testing.T) {
+	for _, c := range []struct {
+		rate float64
+		want string
+	}{
+		{0, "0"}, {0.4, "0.4"}, {0.04321, "0.0432"}, {12.345, "12.3"}, {99.94, "99.9"}, {100, "100"}, {123456.7, "123457"},
+	} {
+		if got := entryRate(c.rate); got != c.want {
+			t.Errorf("entryRate(%v) = %q, want %q", c.rate, got, c.want)
+		}
 	}
 }

@@ -264,12 +264,12 @@ func CheckTarget(addr string) error {
 	return nil
 }
 
-// parsePort reads a port number: decimal digits, at most 65535. Service
-// names (http) are refused: on a node's command line one is more likely a
-// slip than a wish for port 80.
+// parsePort reads a port number: decimal digits without leading zeros,
+// at most 65535. Service names (http) are refused: on a node's command
+// line one is more likely a slip than a wish for port 80.
 func parsePort(port string) (int, error) {
 	p, err := strconv.Atoi(port)
-	if err != nil || port == "" || port[0] < '0' || port[0] > '9' || p > 65535 {
+	if err != nil || port == "" || port[0] < '0' || port[0] > '9' || p > 65535 || len(port) > 1 && port[0] == '0' {
 		return 0, fmt.Errorf("invalid port %q: want a number from 0 to 65535", port)
 	}
 	return p, nil

@@ -151,6 +151,7 @@ func TestFlags(t *testing.T) {
 		{[]string{"--listen", "127.0.0.1:99999", "--data-dir", unused}, 2, "invalid port"},
 		{[]string{"--listen", ":http", "--data-dir", unused}, 2, `invalid port "http": want a number from 0 to 65535`},
 		{[]string{"--listen", "127.0.0.1:+80", "--data-dir", unused}, 2, `invalid port "+80"`},
+		{[]string{"--listen", "127.0.0.1:0080", "--data-dir", unused}, 2, `invalid port "0080"`},
 		{[]string{"version", "extra"}, 2, `unexpected argument "version"`},
 		{[]string{"--listen", "127.0.0.1:0", "--metrics-listen", "9464", "--data-dir", unused}, 2, "invalid --metrics-listen"},
 		{[]string{"--max-concurrent-streams", "5000000000"}, 2, "want at most 4294967295"},
