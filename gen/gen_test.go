@@ -268,12 +268,18 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 		{"refusal shared, not the caller's copy", "\terr := fsm.Refused(r)\n", "\tvar err error = r\n"},
 		{"refusal returned as its bare error", "\terr := fsm.Refused(r)\n", "\terr := r.Err\n"},
 		{"observer called twice a step", "m.obs.Observe(fsm.Step{", "m.obs.Observe(fsm.Step{Machine: \"Job\"})\n\tm.obs.Observe(fsm.Step{"},
+		{"observer shown another error than the caller's", "\t\tm.observe(from, e, row, from, err)", "\t\tm.observe(from, e, row, from, errors.New(err.Error()))"},
+		{"refusal names the wrong state", `{Machine: "Job", State: "Queued", Event: "Finish"`, `{Machine: "Job", State: "Running", Event: "Finish"`},
+		{"refusal names the wrong event", `{Machine: "Job", State: "Queued", Event: "Finish"`, `{Machine: "Job", State: "Queued", Event: "Tick"`},
+		{"refusal names the wrong machine", `{Machine: "Job", State: "Queued", Event: "Finish"`, `{Machine: "Jobs", State: "Queued", Event: "Finish"`},
 		// What a machine without an observer does.
 		{"refusal lost without an observer", "\terr := fsm.Refused(r)\n", "\tif m.obs == nil {\n\t\treturn nil\n\t}\n\terr := fsm.Refused(r)\n"},
 		{"action error lost without an observer", "\t\tm.observe(from, e, row, from, err)\n\t}\n\treturn err\n}\n\n// Start", "\t\tm.observe(from, e, row, from, err)\n\t\treturn err\n\t}\n\treturn nil\n}\n\n// Start"},
 		{"move stored only when observed", "\t\t\tm.state.Store(uint32(StateRunning))\n\t\t\tif m.obs != nil {\n", "\t\t\tif m.obs != nil {\n\t\t\t\tm.state.Store(uint32(StateRunning))\n"},
 		// Names.
 		{"no name past the last state", "int(s) >= len(stateNames)", "int(s) > len(stateNames)"},
+		{"a terminal state not terminal", "case StateSucceeded, StateFailed, StateCancelled:\n\t\treturn true", "case StateSucceeded, StateFailed:\n\t\treturn true"},
+		{"zero machine in a state", "func (m *Job) State() State { return State(m.state.Load()) }", "func (m *Job) State() State { return State(max(m.state.Load(), 1)) }"},
 		{"action called twice", "\t\tif err := m.h.Notify(by, reason, urgent); err != nil {\n", "\t\t_ = m.h.Notify(by, reason, urgent)\n\t\tif err := m.h.Notify(by, reason, urgent); err != nil {\n"},
 		{"noop row moves only without an observer", "// row 6 (job.yaml:55)\n\t\tif m.obs != nil {", "// row 6 (job.yaml:55)\n\t\tif m.obs == nil {\n\t\t\tm.state.Store(uint32(StateBackoff))\n\t\t}\n\t\tif m.obs != nil {"},
 		{"observer forgotten after one step", "m.obs.Observe(fsm.Step{", "defer func() { m.obs = nil }()\n\tm.obs.Observe(fsm.Step{"},
@@ -281,6 +287,7 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 		// What Table() describes.
 		{"Table() names a wrong target", "Kind: fsm.Move, To: \"Succeeded\"", "Kind: fsm.Move, To: \"Failed\""},
 		{"Table() shares its result between calls", "func JobTable() *fsm.Table {\n\treturn &fsm.Table{", "func JobTable() *fsm.Table { return jobTable }\n\nvar jobTable = newJobTable()\n\nfunc newJobTable() *fsm.Table {\n\treturn &fsm.Table{"},
+		{"an error's message not the table's", `errors.New("job: no capacity")`, `errors.New("job: no room")`},
 	}
 	onlyBy := map[string]string{
 		"state read without synchronizing":                        "^TestJobStateFromAnyGoroutine$",
@@ -291,6 +298,9 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 		"machine made with nil handlers not in its initial state": "^TestJobWithoutHandlers$",
 		"Table() names a wrong target":                            "^TestJobTableIsCurrent$",
 		"Table() shares its result between calls":                 "^TestJobTableIsCurrent$",
+		"an error's message not the table's":                      "^TestJobTableIsCurrent$",
+		"a terminal state not terminal":                           "^TestJobStrings$",
+		"zero machine in a state":                                 "^TestJobWithoutHandlers$",
 	}
 	for _, mu := range mutants {
 		t.Run(mu.name, func(t *testing.T) {
@@ -324,6 +334,22 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 			}
 		})
 	}
+	// The table edited and the code not generated again: even an edit
+	// that changes nothing Table() describes (a comment) is seen.
+	t.Run("table edited since the code was generated", func(t *testing.T) {
+		table := filepath.Join(dir, "job.yaml")
+		src, err := os.ReadFile(table)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(table, append(src, "# a comment\n"...), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		defer os.WriteFile(table, src, 0o644)
+		if out, ok := goTest(t, dir, "-run", "^TestJobTableIsCurrent$", "."); ok || !strings.Contains(out, "changed since this code was generated") {
+			t.Errorf("TestJobTableIsCurrent passes on a table edited since:\n%s", out)
+		}
+	})
 }
 
 // TestSchemaExampleIsValid loads the example table of docs/table.md, so
