@@ -268,6 +268,7 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 		{"refusal shared, not the caller's copy", "\terr := fsm.Refused(r)\n", "\tvar err error = r\n"},
 		{"refusal returned as its bare error", "\terr := fsm.Refused(r)\n", "\terr := r.Err\n"},
 		{"observer called twice a step", "m.obs.Observe(fsm.Step{", "m.obs.Observe(fsm.Step{Machine: \"Job\"})\n\tm.obs.Observe(fsm.Step{"},
+		{"observer told the wrong row", "m.observe(from, EventTick, 6, from, nil)", "m.observe(from, EventTick, 5, from, nil)"},
 		{"observer shown another error than the caller's", "\t\tm.observe(from, e, row, from, err)", "\t\tm.observe(from, e, row, from, errors.New(err.Error()))"},
 		{"refusal names the wrong state", `{Machine: "Job", State: "Queued", Event: "Finish"`, `{Machine: "Job", State: "Running", Event: "Finish"`},
 		{"refusal names the wrong event", `{Machine: "Job", State: "Queued", Event: "Finish"`, `{Machine: "Job", State: "Queued", Event: "Tick"`},
