@@ -96,42 +96,49 @@ func TestFailedSegmentCreateLeavesNoFile(t *testing.T) {
 // TestRecoveryRemovesASegmentFileInsideThePreviousOne: a segment file
 // named inside the offsets of the segment before it is no part of the log
 // (a failed segment creation whose removal failed too): Open removes it
-// and keeps the segments after it, whatever it holds.
+// and keeps the segments after it, whatever it holds, even when it is
+// named by the last offset of the segment before.
 func TestRecoveryRemovesASegmentFileInsideThePreviousOne(t *testing.T) {
-	for name, content := range map[string][]byte{
-		"empty":  nil,
-		"zeroed": make([]byte, 512),
-		"header": appendSegmentHeader(nil, segmentHeader{first: 5}),
-	} {
-		t.Run(name, func(t *testing.T) {
-			mem := vfs.NewMem()
-			l := mustOpen(t, "wal", memOpts(mem))
-			var want []logpos.Entry
-			for o := logpos.Offset(0); len(segFirsts(l)) < 3; o++ {
-				e := entry(o, 0)
-				mustAppend(t, l, e)
-				want = append(want, e)
-			}
-			last := mustSync(t, l)
-			firsts := segFirsts(l)
-			if firsts[1] <= 5 {
-				t.Fatalf("segments %v: the stray at 5 must fall inside the first", firsts)
-			}
-			if err := l.Close(); err != nil {
-				t.Fatal(err)
-			}
-			writeBytes(t, mem, "wal/"+segmentName(5), content)
+	for _, where := range []string{"inside", "at its last offset"} {
+		for name, content := range map[string]func(stray logpos.Offset) []byte{
+			"empty":  func(logpos.Offset) []byte { return nil },
+			"zeroed": func(logpos.Offset) []byte { return make([]byte, 512) },
+			"header": func(stray logpos.Offset) []byte { return appendSegmentHeader(nil, segmentHeader{first: stray}) },
+		} {
+			t.Run(where+"/"+name, func(t *testing.T) {
+				mem := vfs.NewMem()
+				l := mustOpen(t, "wal", memOpts(mem))
+				var want []logpos.Entry
+				for o := logpos.Offset(0); len(segFirsts(l)) < 3; o++ {
+					e := entry(o, 0)
+					mustAppend(t, l, e)
+					want = append(want, e)
+				}
+				last := mustSync(t, l)
+				firsts := segFirsts(l)
+				stray := logpos.Offset(5)
+				if where != "inside" {
+					stray = firsts[1] - 1
+				}
+				if firsts[1] <= 5 {
+					t.Fatalf("segments %v: the stray at 5 must fall inside the first", firsts)
+				}
+				if err := l.Close(); err != nil {
+					t.Fatal(err)
+				}
+				writeBytes(t, mem, "wal/"+segmentName(stray), content(stray))
 
-			l = mustOpen(t, "wal", Options{FS: mem, SegmentSize: 512, MustKeepBelow: last + 1})
-			defer l.Close()
-			if got := l.LastDurable().Offset; got != last {
-				t.Fatalf("reopened log ends at %d, want %d", got, last)
-			}
-			checkEntries(t, readAll(t, l, 0), want)
-			if _, err := mem.Stat("wal/" + segmentName(5)); err == nil {
-				t.Fatal("the stray segment file is still there")
-			}
-		})
+				l = mustOpen(t, "wal", Options{FS: mem, SegmentSize: 512, MustKeepBelow: last + 1})
+				defer l.Close()
+				if got := l.LastDurable().Offset; got != last {
+					t.Fatalf("reopened log ends at %d, want %d", got, last)
+				}
+				checkEntries(t, readAll(t, l, 0), want)
+				if _, err := mem.Stat("wal/" + segmentName(stray)); err == nil {
+					t.Fatal("the stray segment file is still there")
+				}
+			})
+		}
 	}
 }
 
