@@ -851,3 +851,38 @@ func TestFailedAppendTakesNothing(t *testing.T) {
 		t.Fatalf("after the failed append of 2: last appended %v (was %v), CRC %x (was %x)", got, last, l.LastCRC(), crc)
 	}
 }
+
+// TestRecordFillingTheSegmentStaysInIt: a record that ends exactly at the
+// end of the active segment is written there; only the next one rolls to
+// a new segment. The log reads back whole after a reopen.
+func TestRecordFillingTheSegmentStaysInIt(t *testing.T) {
+	mem := vfs.NewMem()
+	opts := memOpts(mem)
+	l := mustOpen(t, "wal", opts)
+	first := entry(0, 0)
+	mustAppend(t, l, first)
+	left := opts.SegmentSize - segmentHeaderSize - int64(recordHeaderSize+payloadSize(&first))
+	fill := logpos.Entry{Term: 1, Offset: 1}
+	for n := 0; int64(recordHeaderSize+payloadSize(&fill)) < left; n++ {
+		fill.Value = bytes.Repeat([]byte{'f'}, n)
+	}
+	if got := int64(recordHeaderSize + payloadSize(&fill)); got != left {
+		t.Fatalf("no value makes a record of the %d bytes left (closest: %d)", left, got)
+	}
+	mustAppend(t, l, fill)
+	if got := segFirsts(l); !slices.Equal(got, []logpos.Offset{0}) {
+		t.Fatalf("after a record filling the segment: segments %v, want [0]", got)
+	}
+	next := entry(2, 0)
+	mustAppend(t, l, next)
+	if got := segFirsts(l); !slices.Equal(got, []logpos.Offset{0, 2}) {
+		t.Fatalf("after the next record: segments %v, want [0 2]", got)
+	}
+	mustSync(t, l)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = mustOpen(t, "wal", opts)
+	defer l.Close()
+	checkEntries(t, readAll(t, l, 0), []logpos.Entry{first, fill, next})
+}
