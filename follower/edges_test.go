@@ -241,19 +241,21 @@ func TestInvalidSnapshotWrapsItsCause(t *testing.T) {
 
 // TestSnapshotCommitAboveItsTermRefused: a snapshot whose commit entry is
 // of a term above every term it could be installed at (a leader of term 2
-// cannot have committed an entry of term 9) is refused as invalid, and
-// the follower is left as it was.
+// cannot have committed an entry of term 3, or 9) is refused as invalid,
+// and the follower is left as it was.
 func TestSnapshotCommitAboveItsTermRefused(t *testing.T) {
-	h := newHarness(t, Config{})
-	h.newTerm(2)
-	chunks := confSnap{chunkTerm: 2, storeTerm: 2, entryTerm: 9, commit: 6}.build(t)
-	before := confObserve(t, h.f, h.dir, h.fs)
-	_, err := h.f.InstallSnapshot(&fakeSnapshotStream{chunks: chunks})
-	if !errors.Is(err, ErrInvalidArgument) || !errors.Is(err, store.ErrInvalidSnapshot) {
-		t.Fatalf("installing a snapshot whose commit is of term 9 at term 2: %v, want ErrInvalidArgument wrapping store.ErrInvalidSnapshot", err)
-	}
-	if d := before.diff(confObserve(t, h.f, h.dir, h.fs)); d != "" {
-		t.Fatalf("a refused install changed: %s", d)
+	for _, entryTerm := range []logpos.Term{3, 9} {
+		h := newHarness(t, Config{})
+		h.newTerm(2)
+		chunks := confSnap{chunkTerm: 2, storeTerm: 2, entryTerm: entryTerm, commit: 6}.build(t)
+		before := confObserve(t, h.f, h.dir, h.fs)
+		_, err := h.f.InstallSnapshot(&fakeSnapshotStream{chunks: chunks})
+		if !errors.Is(err, ErrInvalidArgument) || !errors.Is(err, store.ErrInvalidSnapshot) {
+			t.Fatalf("installing a snapshot whose commit is of term %d at term 2: %v, want ErrInvalidArgument wrapping store.ErrInvalidSnapshot", entryTerm, err)
+		}
+		if d := before.diff(confObserve(t, h.f, h.dir, h.fs)); d != "" {
+			t.Fatalf("a refused install changed: %s", d)
+		}
 	}
 }
 
