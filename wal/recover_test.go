@@ -697,3 +697,39 @@ func TestZeroOptionsCutATornFirstRecord(t *testing.T) {
 	mustSync(t, l)
 	checkEntries(t, readAll(t, l, 0), []logpos.Entry{entry(0, 1)})
 }
+
+// TestRecoveryCutsRecordsOutOfSequence: records whose CRCs and chain are
+// sound but whose offsets do not follow each other (one skipped, one
+// repeated) are not the log's: Open cuts the segment before the first of
+// them, or refuses it where the log must keep it.
+func TestRecoveryCutsRecordsOutOfSequence(t *testing.T) {
+	for name, offsets := range map[string][]logpos.Offset{
+		"skipped":  {0, 1, 2, 4, 5},
+		"repeated": {0, 1, 2, 2, 3},
+	} {
+		t.Run(name, func(t *testing.T) {
+			mem := vfs.NewMem()
+			if err := mem.MkdirAll("wal", 0o755); err != nil {
+				t.Fatal(err)
+			}
+			b := appendSegmentHeader(nil, segmentHeader{first: 0})
+			crc := uint32(0)
+			for _, o := range offsets {
+				e := entry(o, 0)
+				b, crc = appendRecord(b, &e, crc)
+			}
+			writeBytes(t, mem, "wal/"+segmentName(0), b)
+			if _, err := Open("wal", Options{FS: mem, SegmentSize: 512, MustKeepBelow: 4}); !errors.Is(err, ErrCorrupt) {
+				t.Fatalf("Open needing offsets below 4: %v, want ErrCorrupt", err)
+			}
+			l := mustOpen(t, "wal", memOpts(mem))
+			defer l.Close()
+			if got := l.LastDurable().Offset; got != 2 {
+				t.Fatalf("reopened log ends at %d, want 2 (cut before the record out of sequence)", got)
+			}
+			checkEntries(t, readAll(t, l, 0), entries(0, 2, 0))
+			mustAppend(t, l, entry(3, 1))
+			mustSync(t, l)
+		})
+	}
+}
