@@ -17,8 +17,16 @@ import (
 // without a word: the records above are invisible at first, and the
 // store's own writes after the install get sequence numbers below them.
 // As entries are applied, the hidden records surface (a key no entry
-// wrote, a commit id that jumps) and shadow the store's own writes.
+// wrote, a commit id that jumps) and shadow the store's own writes. So
+// with the last sequence number set just below the table's largest: the
+// store's next write would take the number of a record already there.
 func TestLoaderRefusesTablesAboveTheLastSequenceNumber(t *testing.T) {
+	for _, last := range []uint64{14, 54} {
+		t.Run(fmt.Sprintf("last %d", last), func(t *testing.T) { refusesTablesAbove(t, last) })
+	}
+}
+
+func refusesTablesAbove(t *testing.T, last uint64) {
 	chunks, _ := rawSnapshot(t, func(db *pebble.DB, apply func(logpos.Term, logpos.Offset, string, string)) {
 		apply(3, 0, "a", "x") // seqnums 13, 14 (the store's records are 10..12)
 		for i := range 40 {
@@ -30,7 +38,7 @@ func TestLoaderRefusesTablesAboveTheLastSequenceNumber(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
-	chunks = withManifestEdit(t, chunks, versionEdit(nil).uvarint(4 /* last sequence */).uvarint(14))
+	chunks = withManifestEdit(t, chunks, versionEdit(nil).uvarint(4 /* last sequence */).uvarint(last))
 
 	s := mustOpen(t, "/shard", Options{FS: vfs.NewMem()})
 	_, err := load(s, chunks, 3)
