@@ -3,6 +3,7 @@ package wal
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"math"
 	"testing"
 
@@ -143,6 +144,30 @@ func TestIndexEncoding(t *testing.T) {
 			if _, err := decodePositions(&h2, c[indexHeaderSize:]); err == nil {
 				t.Fatalf("bit flip at %d not detected", i)
 			}
+		}
+	}
+}
+
+// TestIndexPositionsChecked: positions that their CRC vouches for but
+// that cannot be a segment's records (not increasing, inside the header,
+// at or past the end of its records) make the index unusable, so that
+// the segment is scanned instead of read at the wrong places.
+func TestIndexPositionsChecked(t *testing.T) {
+	h := indexHeader{first: 10, count: 3, prevCRC: 1, lastCRC: 2, end: 200, lastTerm: 4}
+	for _, positions := range [][]uint32{
+		{32, 100, 60},
+		{32, 60, 60},
+		{16, 60, 100},
+		{32, 60, 200},
+		{32, 60, 250},
+	} {
+		b := encodeIndex(h, positions)
+		got, err := decodeIndexHeader(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p, err := decodePositions(&got, b[indexHeaderSize:]); !errors.Is(err, errBadIndex) {
+			t.Errorf("positions %v: decoded %v, %v; want errBadIndex", positions, p, err)
 		}
 	}
 }
