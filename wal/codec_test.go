@@ -148,6 +148,24 @@ func TestIndexEncoding(t *testing.T) {
 	}
 }
 
+// TestSegmentHeaderEncoding: a segment header decodes to what was
+// encoded, and a flipped bit anywhere in it, the reserved bytes and the
+// CRC included, makes it a bad header.
+func TestSegmentHeaderEncoding(t *testing.T) {
+	want := segmentHeader{first: 1 << 40, prevCRC: 0xdeadbeef}
+	b := appendSegmentHeader(nil, want)
+	if got, err := decodeSegmentHeader(b); err != nil || got != want || len(b) != segmentHeaderSize {
+		t.Fatalf("decoded %+v, %v from %d bytes; want %+v from %d", got, err, len(b), want, segmentHeaderSize)
+	}
+	for i := range len(b) * 8 {
+		c := bytes.Clone(b)
+		c[i/8] ^= 1 << (i % 8)
+		if got, err := decodeSegmentHeader(c); !errors.Is(err, errBadSegmentHeader) {
+			t.Errorf("bit %d of byte %d flipped: decoded %+v, %v; want errBadSegmentHeader", i%8, i/8, got, err)
+		}
+	}
+}
+
 // TestIndexPositionsChecked: positions that their CRC vouches for but
 // that cannot be a segment's records (not increasing, inside the header,
 // at or past the end of its records) make the index unusable, so that
