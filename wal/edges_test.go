@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"hash/crc32"
 	"math"
 	"runtime"
@@ -340,28 +341,35 @@ func TestTruncateInvalidatesReaders(t *testing.T) {
 			t.Fatalf("Next after the entries it returned were removed: %v, %v; want ErrLogChanged", e.ID(), err)
 		}
 	})
-	t.Run("forward, before the cut", func(t *testing.T) {
-		l := setup(t)
-		defer l.Close()
-		r, _ := l.NewReader(0)
-		defer r.Close()
-		for range 4 {
-			if _, err := r.Next(); err != nil {
-				t.Fatal(err)
+	// A reader that returned entries up to the cut, or up to its last
+	// kept entry, reads on into the new ones.
+	for read, want := range map[int][]logpos.Entry{
+		4: append(entries(4, 5, 0), entries(6, 7, 1)...),
+		6: entries(6, 9, 1),
+	} {
+		t.Run(fmt.Sprintf("forward, %d entries read, the cut after 5", read), func(t *testing.T) {
+			l := setup(t)
+			defer l.Close()
+			r, _ := l.NewReader(0)
+			defer r.Close()
+			for range read {
+				if _, err := r.Next(); err != nil {
+					t.Fatal(err)
+				}
 			}
-		}
-		rewrite(t, l)
-		var got []logpos.Entry
-		for range 4 {
-			e, err := r.Next()
-			if err != nil {
-				t.Fatal(err)
+			rewrite(t, l)
+			var got []logpos.Entry
+			for range 4 {
+				e, err := r.Next()
+				if err != nil {
+					t.Fatal(err)
+				}
+				e.Value = slices.Clone(e.Value)
+				got = append(got, e)
 			}
-			e.Value = slices.Clone(e.Value)
-			got = append(got, e)
-		}
-		checkEntries(t, got, append(entries(4, 5, 0), entries(6, 7, 1)...))
-	})
+			checkEntries(t, got, want)
+		})
+	}
 	t.Run("reverse", func(t *testing.T) {
 		l := setup(t)
 		defer l.Close()
