@@ -168,6 +168,21 @@ func TestLoaderFailuresLeaveTheStore(t *testing.T) {
 			}
 			return l.Write(good[0])
 		}, invalid},
+		// A new file after the end would be installed unchecked (a new
+		// MARKER, say, naming a manifest never checked).
+		{"new file after the end", func(t *testing.T, s *Store) error {
+			l, err := s.NewLoader()
+			if err != nil {
+				return err
+			}
+			if err := writeAll(l, good); err != nil {
+				return err
+			}
+			if _, err := l.Finish(); err != nil {
+				t.Fatalf("Finish of a good snapshot: %v", err)
+			}
+			return l.Write(Chunk{Name: "late", Index: 0, Count: 1, Content: []byte("x")})
+		}, invalid},
 		{"empty snapshot", feedInstall(nil), invalid},
 		{"not a database", feedInstall([]Chunk{
 			{Name: "000002.log", Count: 1, Content: []byte("garbage")},
