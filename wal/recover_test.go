@@ -733,3 +733,47 @@ func TestRecoveryCutsRecordsOutOfSequence(t *testing.T) {
 		})
 	}
 }
+
+// TestTruncateIntoADamagedSealedSegment: a sealed segment whose index's
+// positions are damaged (its header, read at open, is sound) and whose
+// records stop early (a damaged record in its middle) is refused as
+// corrupt by a truncation into it, which changes nothing, rather than cut
+// at positions it does not have.
+func TestTruncateIntoADamagedSealedSegment(t *testing.T) {
+	mem := vfs.NewMem()
+	l := mustOpen(t, "wal", memOpts(mem))
+	var all []logpos.Entry
+	for o := logpos.Offset(0); len(segFirsts(l)) < 3; o++ {
+		all = append(all, entry(o, 0))
+		mustAppend(t, l, all[o])
+	}
+	mustSync(t, l)
+	firsts := segFirsts(l)
+	if firsts[1] < 8 {
+		t.Fatalf("segments %v: the first must hold at least 8 entries", firsts)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	// Damage the record of offset 5: find it by its value.
+	seg := "wal/" + segmentName(0)
+	b := readBytes(t, mem, seg)
+	at := bytes.Index(b, all[5].Value)
+	if at < 0 {
+		t.Fatal("entry 5's value is not in the first segment")
+	}
+	b[at] ^= 0xff
+	writeBytes(t, mem, seg, b)
+	index := readBytes(t, mem, "wal/"+indexName(0))
+	index[indexHeaderSize] ^= 0xff
+	writeBytes(t, mem, "wal/"+indexName(0), index)
+
+	l = mustOpen(t, "wal", memOpts(mem))
+	defer l.Close()
+	if _, err := l.TruncateLog(2); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("TruncateLog(2) into the damaged segment: %v, want ErrCorrupt", err)
+	}
+	if got := l.LastDurable().Offset; got != all[len(all)-1].Offset {
+		t.Fatalf("after the refused truncation the log ends at %d, want %d", got, all[len(all)-1].Offset)
+	}
+}
