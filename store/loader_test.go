@@ -75,6 +75,24 @@ func snapshotOf(t *testing.T, chunkSize int, prepare func(s *Store)) []Chunk {
 	return chunks
 }
 
+// writeAfterFinish loads the snapshot chunks, finishes it, then writes
+// late to the loader and returns what that Write returns.
+func writeAfterFinish(chunks []Chunk, late Chunk) func(t *testing.T, s *Store) error {
+	return func(t *testing.T, s *Store) error {
+		l, err := s.NewLoader()
+		if err != nil {
+			return err
+		}
+		if err := writeAll(l, chunks); err != nil {
+			return err
+		}
+		if _, err := l.Finish(); err != nil {
+			t.Fatalf("Finish of a good snapshot: %v", err)
+		}
+		return l.Write(late)
+	}
+}
+
 // TestLoaderFailuresLeaveTheStore feeds broken snapshots to a store with
 // data: each is refused with the right error class, and the store is
 // exactly as it was (data, term, options, commit, directory) and works.
@@ -155,34 +173,10 @@ func TestLoaderFailuresLeaveTheStore(t *testing.T) {
 		{"negative index", feedInstall([]Chunk{{Name: "a", Index: -1, Count: 1}}), invalid},
 		{"zero count", feedInstall([]Chunk{{Name: "a", Index: 0, Count: 0}}), invalid},
 		{"index beyond count", feedInstall([]Chunk{{Name: "a", Index: 0, Count: 2}, {Name: "a", Index: 2, Count: 2}}), invalid},
-		{"chunk after the end", func(t *testing.T, s *Store) error {
-			l, err := s.NewLoader()
-			if err != nil {
-				return err
-			}
-			if err := writeAll(l, good); err != nil {
-				return err
-			}
-			if _, err := l.Finish(); err != nil {
-				t.Fatalf("Finish of a good snapshot: %v", err)
-			}
-			return l.Write(good[0])
-		}, invalid},
+		{"chunk after the end", writeAfterFinish(good, good[0]), invalid},
 		// A new file after the end would be installed unchecked (a new
 		// MARKER, say, naming a manifest never checked).
-		{"new file after the end", func(t *testing.T, s *Store) error {
-			l, err := s.NewLoader()
-			if err != nil {
-				return err
-			}
-			if err := writeAll(l, good); err != nil {
-				return err
-			}
-			if _, err := l.Finish(); err != nil {
-				t.Fatalf("Finish of a good snapshot: %v", err)
-			}
-			return l.Write(Chunk{Name: "late", Index: 0, Count: 1, Content: []byte("x")})
-		}, invalid},
+		{"new file after the end", writeAfterFinish(good, Chunk{Name: "late", Index: 0, Count: 1, Content: []byte("x")}), invalid},
 		{"empty snapshot", feedInstall(nil), invalid},
 		{"not a database", feedInstall([]Chunk{
 			{Name: "000002.log", Count: 1, Content: []byte("garbage")},
