@@ -88,10 +88,6 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		stderr.Write(parseOut.Bytes())
 		return 2
 	}
-	if *version {
-		fmt.Fprintln(stdout, buildinfo.Version("followerd"))
-		return 0
-	}
 	usageErr := func(format string, a ...any) int {
 		fmt.Fprintf(stderr, "followerd: "+format+"\n", a...)
 		fmt.Fprintln(stderr, "Run 'followerd --help' for usage.")
@@ -99,6 +95,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	if fs.NArg() > 0 {
 		return usageErr("unexpected argument %q", fs.Arg(0))
+	}
+	if *version {
+		fmt.Fprintln(stdout, buildinfo.Version("followerd"))
+		return 0
 	}
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {

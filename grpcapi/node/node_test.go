@@ -153,6 +153,7 @@ func TestFlags(t *testing.T) {
 		{[]string{"--listen", "127.0.0.1:+80", "--data-dir", unused}, 2, `invalid port "+80"`},
 		{[]string{"--listen", "127.0.0.1:0080", "--data-dir", unused}, 2, `invalid port "0080"`},
 		{[]string{"version", "extra"}, 2, `unexpected argument "version"`},
+		{[]string{"--version", "extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"--listen", "127.0.0.1:0", "--metrics-listen", "9464", "--data-dir", unused}, 2, "invalid --metrics-listen"},
 		{[]string{"--max-concurrent-streams", "5000000000"}, 2, "want at most 4294967295"},
 		{[]string{"--max-concurrent-streams", "-1"}, 2, `invalid value "-1" for flag -max-concurrent-streams: must not be negative`},
