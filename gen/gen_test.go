@@ -252,6 +252,8 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 		{"noop row runs into the next state", "// row 6 (job.yaml:55)\n\t\tif m.obs != nil {", "// row 6 (job.yaml:55)\n\t\tm.state.Store(uint32(StateBackoff))\n\t\tif m.obs != nil {"},
 		// The payload reaches each guard and action as fired.
 		{"guard gets another value", "case !m.h.WorkerHasCapacity(worker):", "case !m.h.WorkerHasCapacity(worker + \"x\"):"},
+		// The value of the first payload set: only the second shows it.
+		{"guard gets a constant", "case !m.h.WorkerHasCapacity(worker):", "case !m.h.WorkerHasCapacity(\"v1\"):"},
 		{"guard gets a later time", "if !m.h.BackoffElapsed(now) {", "if !m.h.BackoffElapsed(now.Add(1)) {"},
 		{"guard gets the time in UTC", "if !m.h.BackoffElapsed(now) {", "if !m.h.BackoffElapsed(now.UTC()) {"},
 		{"action gets a zero payload", "if err := m.h.RecordExit(exitCode); err != nil {", "if err := m.h.RecordExit(0); err != nil {"},
