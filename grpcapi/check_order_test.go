@@ -9,12 +9,14 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
@@ -201,4 +203,57 @@ func TestCheckOrderStreamsOnShards(t *testing.T) {
 		t.Fatal(err)
 	}
 	aWantStatus(t, c, s, 3, replicationpb.ServingStatus_FOLLOWER, 0, -1)
+}
+
+// TestInvalidRequestsOpenNoFollower: a request whose routing is valid but
+// whose body is not (a negative term, no head entry) is refused before
+// any follower is opened, for a shard not hosted as for one hosted on
+// disk and not open since a restart: no follower is opened (the shard
+// observer, asked at each opening, is never asked).
+func TestInvalidRequestsOpenNoFollower(t *testing.T) {
+	var opened atomic.Int32
+	observe := func(o *grpcapi.Options) {
+		o.ShardObserver = func(string, int64) fsm.Observer {
+			opened.Add(1)
+			return nil
+		}
+	}
+	dir := t.TempDir()
+	n := startNode(t, dir)
+	fence(t, n.conn, leader.Shard{Namespace: "ns", Shard: 1}, 2)
+	n.stop()
+	n = startNode(t, dir, observe)
+	coord, repl := n.conn.Coordination, n.conn.Replication
+	for _, shard := range []int64{1, 7} { // hosted on disk; not hosted
+		for _, c := range []struct {
+			name  string
+			call  func(ctx context.Context) error
+			field string
+		}{
+			{"NewTerm", func(ctx context.Context) error {
+				_, err := coord.NewTerm(ctx, &replicationpb.NewTermRequest{Namespace: "ns", Shard: shard, Term: -1})
+				return err
+			}, "term"},
+			{"DeleteShard", func(ctx context.Context) error {
+				_, err := coord.DeleteShard(ctx, &replicationpb.DeleteShardRequest{Namespace: "ns", Shard: shard, Term: -1})
+				return err
+			}, "term"},
+			{"Truncate", func(ctx context.Context) error {
+				_, err := repl.Truncate(ctx, &replicationpb.TruncateRequest{Namespace: "ns", Shard: shard, Term: 2})
+				return err
+			}, "head_entry_id"},
+		} {
+			wantCode(t, c.call(ctxT(t)), codes.InvalidArgument, grpcapi.ReasonInvalidArgument, c.field)
+			if got := opened.Load(); got != 0 {
+				t.Fatalf("%s of shard %d refused after opening %d followers", c.name, shard, got)
+			}
+		}
+	}
+	// The observer is asked, once the shard opens.
+	if _, err := n.conn.Status(ctxT(t), leader.Shard{Namespace: "ns", Shard: 1}); err != nil {
+		t.Fatal(err)
+	}
+	if got := opened.Load(); got != 1 {
+		t.Fatalf("GetStatus of a hosted shard opened %d followers, want 1", got)
+	}
 }
