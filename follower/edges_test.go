@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 
@@ -519,5 +520,80 @@ func TestOversizedEntryIsTheLeadersMistake(t *testing.T) {
 	}
 	if last := h.f.log.LastAppended(); last.Offset != 0 || h.f.logFailed.Load() {
 		t.Fatalf("the log ends at %v (failed: %v)", last, h.f.logFailed.Load())
+	}
+}
+
+// TestTermVisibleOnceDurable: NewTerm persists the term before anything
+// shows it (SPEC §2.1): while the store syncs it, Term and Status still
+// report the old term; a term whose persisting fails is never shown.
+// (Only the syncs of Pebble's log are watched: nothing but the term's
+// write asks for one here.)
+func TestTermVisibleOnceDurable(t *testing.T) {
+	var (
+		fp            atomic.Pointer[Follower]
+		armed, failIt atomic.Bool
+		mu            sync.Mutex
+		seen          []logpos.Term
+	)
+	storeDir := string(filepath.Separator) + "store" + string(filepath.Separator)
+	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		switch op.Kind {
+		case errorfs.OpFileSync, errorfs.OpFileSyncData, errorfs.OpFileSyncTo:
+		default:
+			return nil
+		}
+		if !armed.Load() || !strings.Contains(op.Path, storeDir) || !strings.HasSuffix(op.Path, ".log") {
+			return nil
+		}
+		f := fp.Load()
+		mu.Lock()
+		seen = append(seen, f.Term(), f.Status().Term)
+		mu.Unlock()
+		if failIt.Load() {
+			return errInjected
+		}
+		return nil
+	}))
+	f, err := Open(Config{Dir: t.TempDir(), FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fp.Store(f)
+	if _, err := f.NewTerm(3, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		term, old logpos.Term
+		fail      bool
+	}{{5, 3, false}, {7, 5, true}} {
+		mu.Lock()
+		seen = nil
+		mu.Unlock()
+		armed.Store(true)
+		failIt.Store(c.fail)
+		_, err := f.NewTerm(c.term, TermOptions{})
+		armed.Store(false)
+		if c.fail {
+			if !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("NewTerm(%d) with the store's syncs failing: %v, want ErrUnavailable", c.term, err)
+			}
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		mu.Lock()
+		seen := slices.Clone(seen)
+		mu.Unlock()
+		if len(seen) == 0 {
+			t.Fatalf("NewTerm(%d) synced nothing of the store", c.term)
+		}
+		for _, term := range seen {
+			if term != c.old {
+				t.Fatalf("NewTerm(%d): term %d shown while the store synced (all seen: %v), want %d", c.term, term, seen, c.old)
+			}
+		}
+		if got := f.Term(); got != 5 {
+			t.Fatalf("after NewTerm(%d): term %d, want 5", c.term, got)
+		}
 	}
 }
