@@ -1989,3 +1989,44 @@ func lastOffsetSnapshot(t *testing.T) []*replicationpb.SnapshotChunk {
 	defer sn.Close()
 	return snapshotChunks(t, sn, 2)
 }
+
+// TestConformanceInstallAbandonedBeforeItsCommit: NewTerm runs once every
+// chunk arrived, while the staged store is being opened and checked (the
+// install holds no lock then): the commit that follows is refused with
+// ErrInvalidTerm, the follower keeps its state and the new term, and no
+// staged bytes remain while it runs on.
+func TestConformanceInstallAbandonedBeforeItsCommit(t *testing.T) {
+	var armed atomic.Bool
+	blocked, release := make(chan struct{}), make(chan struct{})
+	dir := t.TempDir()
+	efs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpOpen && strings.Contains(op.Path, "/store/db-") && strings.Contains(op.Path, "MANIFEST") && armed.CompareAndSwap(true, false) {
+			close(blocked)
+			<-release
+		}
+		return nil
+	}))
+	f, chunks := confInstallSetup(t, Config{Dir: dir, FS: efs})
+	armed.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.InstallSnapshot(&fakeSnapshotStream{chunks: chunks})
+		done <- err
+	}()
+	<-blocked
+	before := confObserve(t, f, dir, efs)
+	if _, err := f.NewTerm(3, confOpts); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-done; !errors.Is(err, ErrInvalidTerm) {
+		t.Fatalf("the install abandoned before its commit: %v, want ErrInvalidTerm", err)
+	}
+	after := confObserve(t, f, dir, efs)
+	if after.St.Term != 3 || after.St.State != StateFenced || after.St.Commit != before.St.Commit || after.St.Head != before.St.Head {
+		t.Fatalf("after the abandoned install: %+v, want Fenced at term 3 with head %d and commit %d", after.St, before.St.Head, before.St.Commit)
+	}
+	if l := stagingLeft(t, efs, dir); len(l) > 0 {
+		t.Errorf("staging left: %v", l)
+	}
+}
