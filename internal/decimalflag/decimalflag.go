@@ -62,7 +62,7 @@ func Uint(fs *flag.FlagSet, name string, value uint, usage string) *uint {
 type int64Value int64
 
 func (v *int64Value) Set(s string) error {
-	n, err := parse(s, true, 64)
+	n, err := parseSigned(s, 64)
 	if err == nil {
 		*v = int64Value(n)
 	}
@@ -74,7 +74,7 @@ func (v *int64Value) String() string { return strconv.FormatInt(int64(*v), 10) }
 type intValue int
 
 func (v *intValue) Set(s string) error {
-	n, err := parse(s, true, strconv.IntSize)
+	n, err := parseSigned(s, strconv.IntSize)
 	if err == nil {
 		*v = intValue(n)
 	}
@@ -110,9 +110,9 @@ var (
 	errMinusZero = errors.New("-0 is written 0")
 )
 
-// parse reads s as a decimal integer of the given bit size.
-func parse(s string, signed bool, bits int) (int64, error) {
-	if err := checkSpelling(s, signed); err != nil {
+// parseSigned reads s as a signed decimal integer of the given bit size.
+func parseSigned(s string, bits int) (int64, error) {
+	if err := checkSpelling(s, true); err != nil {
 		return 0, err
 	}
 	n, err := strconv.ParseInt(s, 10, bits)
