@@ -4,6 +4,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/debug"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -349,4 +354,37 @@ func (f *failingRead) ReadAt(p []byte, off int64) (int, error) {
 		return n, errInjectedRead
 	}
 	return f.File.ReadAt(p, off)
+}
+
+// TestSnapshotReadOutLeavesNoFileOpen: a snapshot read out to its end
+// (io.EOF) and closed holds no file of the store open, before the store
+// closes.
+func TestSnapshotReadOutLeavesNoFileOpen(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("counts open files through /proc/self/fd")
+	}
+	if _, err := os.ReadDir("/proc/self/fd"); err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // see TestCloseLeavesNoFileOpen
+	dir := filepath.Join(t.TempDir(), "shard")
+	s := mustOpen(t, dir, Options{SnapshotChunkSize: 512})
+	fillStore(t, s, model{}, 3, 20, "k")
+	sn, err := s.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readChunks(t, sn)
+	if err := sn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var open []string
+	for _, f := range openFilesUnder(t, dir) {
+		if strings.Contains(f, checkpointPrefix) {
+			open = append(open, f)
+		}
+	}
+	if len(open) != 0 {
+		t.Fatalf("the read-out, closed snapshot still holds open: %q", open)
+	}
 }
