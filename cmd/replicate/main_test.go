@@ -199,6 +199,7 @@ func TestBench(t *testing.T) {
 			t.Errorf("bench output lacks %q:\n%s", want, out)
 		}
 	}
+	checkBenchNumbers(t, out, 100)
 	code, out, errOut = runCLI(t, "bench", "--followerd", os.Args[0], "--entries", "100", "--acks", "per-entry", "--rounds", "1", "--idle", "0", "--baseline=false", "--progress=false")
 	if code != 0 || !strings.Contains(out, "per-entry acks, 1 round\n") {
 		t.Fatalf("per-entry bench: status %d\n%s\n%s", code, out, errOut)
@@ -208,6 +209,84 @@ func TestBench(t *testing.T) {
 	code, out, errOut = runCLI(t, "bench", "--followerd", os.Args[0], "--entries", "3", "--entry-size", strconv.Itoa(5<<20), "--window", "2", "--rounds", "1", "--idle", "1", "--progress=false")
 	if code != 0 || !strings.Contains(out, "round 1  followerd") {
 		t.Fatalf("bench of 5 MiB entries: status %d\n%s\n%s", code, out, errOut)
+	}
+}
+
+// checkBenchNumbers checks that the numbers a one-round bench of entries
+// of entrySize bytes printed agree with each other: each MiB/s with its
+// entries/s, the ratio with the two rates, the budget with the p50 it is
+// made of.
+func checkBenchNumbers(t *testing.T, out string, entrySize int) {
+	t.Helper()
+	num := func(s string) float64 {
+		t.Helper()
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			t.Fatalf("%q in the bench output: %v\n%s", s, err, out)
+		}
+		return v
+	}
+	dur := func(s string) float64 { // in µs
+		t.Helper()
+		if v, ok := strings.CutSuffix(s, "ms"); ok {
+			return num(v) * 1000
+		}
+		return num(strings.TrimSuffix(s, "µs"))
+	}
+	// A MiB/s printed with one decimal, from entries of entrySize or
+	// entrySize-1 bytes, against entries/s printed whole.
+	mibOf := func(rate, mib float64) {
+		t.Helper()
+		want := rate * float64(entrySize) / (1 << 20)
+		if mib < want*(1-0.02)-0.06 || mib > want*(1+0.02)+0.06 {
+			t.Errorf("%v entries/s of %d B printed as %v MiB/s, want about %.2f\n%s", rate, entrySize, mib, want, out)
+		}
+	}
+	fields := func(prefix string) []string {
+		t.Helper()
+		for _, line := range strings.Split(out, "\n") {
+			if rest, ok := strings.CutPrefix(line, prefix); ok {
+				return strings.Fields(rest)
+			}
+		}
+		t.Fatalf("no line starting %q in the bench output:\n%s", prefix, out)
+		return nil
+	}
+	for _, name := range []string{"baseline", "durable echo", "followerd"} {
+		f := fields("round 1  " + name) // rate entries/s mib MiB/s ...
+		mibOf(num(f[0]), num(f[2]))
+	}
+	f := fields("throughput  followerd ") // rate entries/s (mib MiB/s), ...
+	fRate := num(f[0])
+	mibOf(fRate, num(strings.TrimPrefix(f[2], "(")))
+	bRate := num(fields("            baseline ")[0])
+	if ratio, want := num(fields("            ratio ")[0]), 100*fRate/bRate; ratio < want*0.98-1 || ratio > want*1.02+1 {
+		t.Errorf("followerd %v and baseline %v entries/s printed as a ratio of %v %%, want about %.0f\n%s", fRate, bRate, ratio, want, out)
+	}
+	p50 := dur(fields("  fsync + round trip ")[1]) // p50 X p99 ...
+	b := fields("  budget ")                       // p50 ≤ fsync + round trip + 50µs = X: ...
+	if budget := dur(strings.TrimSuffix(b[9], ":")); budget < p50+50-1 || budget > p50+50+1 {
+		t.Errorf("budget %vµs, want the durable echo's p50 %vµs + 50µs\n%s", budget, p50, out)
+	}
+}
+
+// ackOnce is a node that acknowledges a stream's first entry, then
+// nothing: a node whose disk hangs after a while.
+type ackOnce struct{ stalledNode }
+
+func (ackOnce) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
+	acked := false
+	for {
+		a, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		if a.GetEntry() != nil && !acked {
+			acked = true
+			if err := s.Send(&replicationpb.Ack{Offset: a.GetEntry().GetOffset()}); err != nil {
+				return err
+			}
+		}
 	}
 }
 
@@ -335,6 +414,7 @@ func TestBenchGivesUpOnAStalledNode(t *testing.T) {
 		want        string
 	}{
 		{"acking nothing", stalledNode{}, slowApplier{}, "1", "the node stalled: no ack for --stall-timeout 50ms"},
+		{"acking once", ackOnce{}, slowApplier{}, "1", "the node stalled: no ack for --stall-timeout 50ms"},
 		{"applying nothing", keptLog{}, slowApplier{}, "1", "waiting for offset 9 to be applied: the node stalled: not applied within --stall-timeout 50ms"},
 		{"applying nothing, the node's deadline first", keptLog{}, deadlineFirst{}, "1", "waiting for offset 9 to be applied: the node stalled: not applied within --stall-timeout 50ms"},
 	} {
@@ -476,6 +556,10 @@ func TestUsage(t *testing.T) {
 		{[]string{"bench", "--window", "100000000000000"}, 2, "--window must be at most", ""},
 		{[]string{"bench", "--entry-size", "9223372036854775807"}, 2, "--entry-size must be at most 268435456 (the largest entry a follower's log takes)", ""},
 		{[]string{"bench", "--stall-timeout", "0s"}, 2, "--stall-timeout must be positive", ""},
+		{[]string{"bench", "--rounds", "0"}, 2, "--rounds must be positive", ""},
+		{[]string{"bench", "--window", "0"}, 2, "--window must be positive", ""},
+		{[]string{"bench", "--idle", "-1"}, 2, "--idle must be ≥ 0", ""},
+		{[]string{"echo-server", "--max-message-size", "0"}, 2, "--max-message-size must be positive", ""},
 		{[]string{"status", "--timeout", "0"}, 2, "--timeout must be positive", ""},
 		{[]string{"delete-shard", "--term", "1", "--timeout", "-1s"}, 2, "--timeout must be positive", ""},
 		{[]string{"demo", "--entries", "3"}, 2, "--entries must be at least 10", ""},
@@ -590,41 +674,45 @@ func TestBenchOnAShardWithUncommittedEntries(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	s := leader.Shard{Namespace: "bench", Shard: 5}
-	head, err := c.NewTerm(ctx, s, 1, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := c.Truncate(ctx, s, 1, head); err != nil {
-		t.Fatal(err)
-	}
-	// Entries 0..9, acknowledged, never advertised committed.
-	stream, err := c.Replication.Replicate(leader.StreamContext(ctx, s))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for o := range int64(10) {
-		if err := stream.Send(&replicationpb.Append{Term: 1, Entry: &replicationpb.LogEntry{Term: 1, Offset: o, Value: leader.AppendPut(nil, []byte("k"), []byte("v"))}, CommitOffset: -1, CumulativeAcksSupported: true}); err != nil {
+	// Entries 0..n-1 in shard n, acknowledged, never advertised
+	// committed; one entry (offset 0) too.
+	for _, n := range []int64{10, 1} {
+		s := leader.Shard{Namespace: "bench", Shard: n}
+		head, err := c.NewTerm(ctx, s, 1, nil)
+		if err != nil {
 			t.Fatal(err)
 		}
-	}
-	if err := stream.CloseSend(); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := stream.Recv(); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
+		if _, err := c.Truncate(ctx, s, 1, head); err != nil {
 			t.Fatal(err)
 		}
-	}
-	if st, err := c.Status(ctx, s); err != nil || st.GetHeadOffset() != 9 || st.GetCommitOffset() != -1 {
-		t.Fatalf("the shard before the bench: %v, %v; want head 9, commit -1", st, err)
-	}
-	code, out, errOut := runCLI(t, "bench", "--target", p.Addr, "--namespace", "bench", "--shard", "5", "--entries", "10", "--rounds", "1",
-		"--idle", "0", "--baseline=false", "--progress=false", "--stall-timeout", "5s")
-	if code != 0 || !strings.Contains(out, "from offset 10") {
-		t.Fatalf("bench on a shard with uncommitted entries: status %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
+		stream, err := c.Replication.Replicate(leader.StreamContext(ctx, s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for o := range n {
+			if err := stream.Send(&replicationpb.Append{Term: 1, Entry: &replicationpb.LogEntry{Term: 1, Offset: o, Value: leader.AppendPut(nil, []byte("k"), []byte("v"))}, CommitOffset: -1, CumulativeAcksSupported: true}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := stream.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			if _, err := stream.Recv(); errors.Is(err, io.EOF) {
+				break
+			} else if err != nil {
+				t.Fatal(err)
+			}
+		}
+		if st, err := c.Status(ctx, s); err != nil || st.GetHeadOffset() != n-1 || st.GetCommitOffset() != -1 {
+			t.Fatalf("the shard before the bench: %v, %v; want head %d, commit -1", st, err, n-1)
+		}
+		code, out, errOut := runCLI(t, "bench", "--target", p.Addr, "--namespace", "bench", "--shard", strconv.FormatInt(n, 10), "--entries", "10", "--rounds", "1",
+			"--idle", "0", "--baseline=false", "--progress=false", "--stall-timeout", "5s")
+		// Fenced at the shard's term + 1, deposing its leader.
+		if code != 0 || !strings.Contains(out, fmt.Sprintf("term 2, from offset %d", n)) {
+			t.Fatalf("bench on a shard with %d uncommitted entries: status %d\nstdout:\n%s\nstderr:\n%s", n, code, out, errOut)
+		}
 	}
 	if code := p.Stop(); code != 0 {
 		t.Fatalf("followerd exited with %d", code)

@@ -91,6 +91,14 @@ func TestHistogram(t *testing.T) {
 	if got := r.Quantile(.07); got < 7*time.Millisecond-time.Millisecond/16 || got > 7*time.Millisecond+time.Millisecond/16 {
 		t.Errorf("Quantile(0.07) of 1..100 ms = %v, want 7ms ± 1/16", got)
 	}
+	// Never above Max, even when the bucket's middle is: 1000 ns is in
+	// the bucket 992..1023.
+	var m leader.Histogram
+	m.Record(time.Microsecond)
+	m.Record(time.Microsecond)
+	if got := m.Quantile(.5); got > m.Max() {
+		t.Errorf("Quantile(0.5) of 1µs, 1µs = %v, above Max %v", got, m.Max())
+	}
 	var o leader.Histogram
 	o.Record(time.Second)
 	h.Merge(&o)
@@ -243,6 +251,8 @@ func TestReplicateRejectsBadInput(t *testing.T) {
 	conn := serve(t, func(s *grpc.Server) { echo.Register(s) })
 	for _, run := range []leader.Run{
 		{First: -3, Count: 2, Value: value},
+		{First: -1, Count: 2, Value: value},
+		{First: 0, Count: -1, Value: value},
 		{First: 0, Count: -5, Value: value},
 		{First: 0, Count: 1},
 		{First: math.MaxInt64 - 1, Count: 3, Value: value}, // past the largest offset
@@ -266,6 +276,10 @@ func TestReplicateRejectsBadInput(t *testing.T) {
 		if err == nil || errors.Is(err, leader.ErrProtocol) || strings.Contains(err.Error(), "panicked") || res.Sent != 0 {
 			t.Errorf("First %d, Count %d, Window %d, Resent %d: %+v, %v; want a usage error", run.First, run.Count, run.Window, run.Resent, res, err)
 		}
+	}
+	// The largest window is allowed.
+	if res, err := conn.Replicate(context.Background(), leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, Count: 2, Window: leader.MaxWindow, Value: value}); err != nil || res.Acked != 2 {
+		t.Errorf("a run with Window MaxWindow: %+v, %v", res, err)
 	}
 	// The offset below the largest is a run's last.
 	if _, err := conn.Replicate(context.Background(), leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, First: math.MaxInt64 - 2, Count: 2, Window: 2, Value: value}); err != nil {
@@ -302,8 +316,8 @@ func TestReplicateProtocolErrorUnblocksSend(t *testing.T) {
 		Shard: leader.Shard{Namespace: "x"}, Term: 1, Count: 64, Window: 64,
 		Value: func(_ logpos.Offset, buf []byte) []byte { return append(buf, big...) },
 	})
-	if !errors.Is(err, leader.ErrProtocol) {
-		t.Fatalf("got %v, want ErrProtocol", err)
+	if !errors.Is(err, leader.ErrProtocol) || errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("got %v, want ErrProtocol before the deadline", err)
 	}
 }
 
@@ -472,7 +486,7 @@ func TestReplicateRepeatedCumulativeAcks(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		res, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, First: 5, Count: 10, Window: 10, Cumulative: true, Commit: 4, Resent: c.resent, Value: value})
 		cancel()
-		if c.ok && (err != nil || res.Acked != 10 || res.LastAck != 14) {
+		if c.ok && (err != nil || res.Acked != 10 || res.LastAck != 14 || res.PriorAcks != 0) {
 			t.Errorf("Resent %d: %+v, %v", c.resent, res, err)
 		}
 		if !c.ok && !errors.Is(err, leader.ErrProtocol) {
@@ -509,6 +523,152 @@ func TestReplicateAckBeyondWhatTheFollowerHolds(t *testing.T) {
 	res, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, First: 5, Count: 10, Window: 10, Cumulative: true, Commit: 4, Resent: 2, Value: value})
 	if !errors.Is(err, leader.ErrProtocol) {
 		t.Fatalf("ack 1<<40 for a run of 5..14 over a follower holding 5..6: %+v, %v; want ErrProtocol", res, err)
+	}
+	// Just beyond: with only entry 5 sent (window 1), ack 7 covers an
+	// entry neither sent nor held. (Were it taken, the script acks the
+	// rest and the run would end without error.)
+	script := []pacedStep{{recv: 1, acks: []int64{7}}}
+	for o := int64(6); o <= 14; o++ {
+		script = append(script, pacedStep{recv: 1, acks: []int64{max(o, 7)}})
+	}
+	conn = serve(t, func(s *grpc.Server) {
+		replicationpb.RegisterOxiaLogReplicationServer(s, pacedFollower{script: script})
+	})
+	res, err = conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, First: 5, Count: 10, Window: 1, Cumulative: true, Commit: 4, Resent: 2, Value: value})
+	if !errors.Is(err, leader.ErrProtocol) {
+		t.Fatalf("ack 7 with entry 5 sent, over a follower holding 5..6: %+v, %v; want ErrProtocol", res, err)
+	}
+}
+
+// windowChecker acks every entry as it arrives and checks what the
+// leader's Appends advertise against the window: the entry at offset o is
+// sent only once o-window is acknowledged, so it advertises at least that
+// committed (and at least the run's Commit), never an entry not yet
+// acknowledged; the entry-less Append after the last entry advertises it.
+type windowChecker struct {
+	replicationpb.UnimplementedOxiaLogReplicationServer
+	window, commit int64
+}
+
+func (w windowChecker) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
+	last := w.commit // the last entry received
+	for {
+		a, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if a.GetEntry() == nil {
+			if a.GetCommitOffset() != last {
+				return status.Errorf(codes.FailedPrecondition, "after entry %d the leader advertises commit %d", last, a.GetCommitOffset())
+			}
+			continue
+		}
+		o := a.GetEntry().GetOffset()
+		if c := a.GetCommitOffset(); c < max(w.commit, o-w.window) || c > max(w.commit, o-1) {
+			return status.Errorf(codes.FailedPrecondition, "entry %d advertises commit %d (window %d, run's commit %d)", o, c, w.window, w.commit)
+		}
+		last = o
+		if err := s.Send(&replicationpb.Ack{Offset: o}); err != nil {
+			return err
+		}
+	}
+}
+
+// TestReplicateKeepsToTheWindow: no entry is sent before the one a window
+// earlier is acknowledged, every Append advertises the last ack as
+// committed, and the run's end advertises its last entry.
+func TestReplicateKeepsToTheWindow(t *testing.T) {
+	for _, window := range []int{0, 1, 3} {
+		for _, cumulative := range []bool{false, true} {
+			conn := serve(t, func(s *grpc.Server) {
+				replicationpb.RegisterOxiaLogReplicationServer(s, windowChecker{window: int64(max(window, 1)), commit: 9})
+			})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			res, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, First: 10, Count: 200, Window: window, Cumulative: cumulative, Commit: 9, Value: value})
+			cancel()
+			if err != nil || res.Acked != 200 || res.LastAck != 209 {
+				t.Errorf("window %d, cumulative %v: %+v, %v", window, cumulative, res, err)
+			}
+		}
+	}
+}
+
+// slotFollower receives entries 0 and 1, acks 0, waits for its release,
+// then acks 1.
+type slotFollower struct {
+	replicationpb.UnimplementedOxiaLogReplicationServer
+	release <-chan struct{}
+	acked0  chan<- struct{}
+}
+
+func (f slotFollower) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
+	for n := 0; n < 2; {
+		a, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		if a.GetEntry() != nil {
+			n++
+		}
+	}
+	if err := s.Send(&replicationpb.Ack{Offset: 0}); err != nil {
+		return err
+	}
+	f.acked0 <- struct{}{}
+	<-f.release
+	if err := s.Send(&replicationpb.Ack{Offset: 1}); err != nil {
+		return err
+	}
+	return drain(s)
+}
+
+// TestReplicateLatencyIsEachEntrysOwn: each entry's latency runs from its
+// own send to its own ack. Entry 0's covers the making of entry 1's value
+// (after entry 0 was sent); entry 1's covers what the follower does
+// between its two acks. Both are work the test times itself, so the
+// smallest latency recorded is at least the shorter of the two; a
+// latency taken from another entry's send (entry 1's send to entry 0's
+// ack, a round trip) is not.
+func TestReplicateLatencyIsEachEntrysOwn(t *testing.T) {
+	release := make(chan struct{})
+	acked0 := make(chan struct{}, 1)
+	conn := serve(t, func(s *grpc.Server) {
+		replicationpb.RegisterOxiaLogReplicationServer(s, slotFollower{release: release, acked0: acked0})
+	})
+	work := func() time.Duration {
+		start := time.Now()
+		for range 5 {
+			runtime.GC()
+		}
+		return time.Since(start)
+	}
+	var valueWork time.Duration
+	followerDone := make(chan time.Duration, 1)
+	go func() {
+		<-acked0
+		followerDone <- work()
+		close(release)
+	}()
+	lat := &leader.Histogram{}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, Count: 2, Window: 2, Latency: lat,
+		Value: func(off logpos.Offset, buf []byte) []byte {
+			if off == 1 {
+				valueWork = work()
+			}
+			return value(off, buf)
+		}})
+	if err != nil || res.Acked != 2 || lat.Count() != 2 {
+		t.Fatalf("%+v, %v, %d latencies", res, err, lat.Count())
+	}
+	followerWork := <-followerDone
+	// Buckets keep a value within 1/16 of its size.
+	if least := min(valueWork, followerWork); lat.Quantile(0) < least-least/16 {
+		t.Errorf("smallest latency %v, below the %v of work it spans (value %v, follower %v)", lat.Quantile(0), least, valueWork, followerWork)
 	}
 }
 
