@@ -1728,10 +1728,6 @@ func TestConformanceRejectedNewTermKeepsInstall(t *testing.T) {
 	}
 }
 
-// TestConformanceCumulativeAckPerSyncRound: §2.3 in cumulative mode, one
-// Ack{durable head} per sync round, not one per entry: the entries that
-// arrive while an fsync is in progress are covered by the next round and
-// acknowledged by one ack.
 // TestConformanceFailedAppendAdvertisesNothing: an Append that fails (a
 // gap, a wrong term, a negative offset) changes nothing, the advertised
 // commit included.
@@ -1766,6 +1762,62 @@ func TestConformanceFailedAppendAdvertisesNothing(t *testing.T) {
 				t.Fatalf("after a failed append: advertised %d, %+v; want -1, Follower with head 0, commit -1", adv, st)
 			}
 		})
+	}
+}
+
+// TestConformanceFailingAppendAcknowledgesWhatCameBefore: §2.3, an Append
+// the stream fails on (a gap, a wrong term, a bad entry) ends it only
+// once the entries it accepted before are durable and acknowledged, as a
+// half-close would: per entry, one ack each; cumulative, the last of
+// them. The failing Append itself is neither written nor acknowledged.
+func TestConformanceFailingAppendAcknowledgesWhatCameBefore(t *testing.T) {
+	for name, c := range map[string]struct {
+		bad  *replicationpb.Append
+		want error
+	}{
+		"gap":             {entryAppend(1, 5, 1, "k", "v"), ErrGap},
+		"wrong term":      {entryAppend(2, 3, 1, "k", "v"), ErrInvalidTerm},
+		"negative offset": {entryAppend(1, -1, 1, "k", "v"), ErrInvalidArgument},
+	} {
+		for _, cumulative := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/cumulative=%v", name, cumulative), func(t *testing.T) {
+				f, err := Open(Config{Dir: t.TempDir()})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer f.Close()
+				if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				a := confAttach(t, f)
+				for o := int64(0); o < 3; o++ {
+					ap := entryAppend(1, o, -1, "k", "v")
+					ap.CumulativeAcksSupported = cumulative
+					a.send(t, ap) // not waiting for acks: some are pending
+				}
+				a.send(t, c.bad)
+				if err := <-a.res; !errors.Is(err, c.want) {
+					t.Fatalf("the stream ended with %v, want %v", err, c.want)
+				}
+				var acks []int64
+				for len(a.s.acks) > 0 {
+					acks = append(acks, <-a.s.acks)
+				}
+				if cumulative {
+					if len(acks) == 0 || acks[len(acks)-1] != 2 {
+						t.Fatalf("cumulative acks %v before the stream failed, want the last one 2", acks)
+					}
+				} else if want := []int64{0, 1, 2}; !slices.Equal(acks, want) {
+					t.Fatalf("acks %v before the stream failed, want %v", acks, want)
+				}
+				if st := f.Status(); st.Head != 2 || st.State != StateFollower {
+					t.Fatalf("after the failed append: %+v, want Follower with head 2", st)
+				}
+				if durable := f.log.LastDurable().Offset; durable != 2 {
+					t.Fatalf("durable head %d, want 2", durable)
+				}
+			})
+		}
 	}
 }
 
@@ -1818,6 +1870,10 @@ func TestConformanceCumulativeAckNotRepeated(t *testing.T) {
 	}
 }
 
+// TestConformanceCumulativeAckPerSyncRound: §2.3 in cumulative mode, one
+// Ack{durable head} per sync round, not one per entry: the entries that
+// arrive while an fsync is in progress are covered by the next round and
+// acknowledged by one ack.
 func TestConformanceCumulativeAckPerSyncRound(t *testing.T) {
 	held := newHeldSyncRound(t)
 	f := held.f

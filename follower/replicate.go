@@ -75,8 +75,12 @@ type replication struct {
 		dupUpTo logpos.Offset
 		// received is the highest offset an entry of this stream carried.
 		received logpos.Offset
-		// inputDone: the leader half-closed the stream.
+		// inputDone: the leader half-closed the stream, or sent an
+		// Append the stream fails on (failWith).
 		inputDone bool
+		// failWith is the error of the Append the stream fails on once
+		// the entries it accepted before are durable and acknowledged.
+		failWith error
 	}
 
 	// Owned by the sync loop.
@@ -114,7 +118,9 @@ func newReplication(f *Follower, s ReplicationStream) *replication {
 
 // Replicate serves one replication stream until the leader half-closes it
 // (every entry received is then durable and acknowledged, and Replicate
-// returns nil), the stream fails (its error), or NewTerm, Delete or Close
+// returns nil), the stream fails (its error; an Append it fails on, with
+// a wrong term, a gap or a bad entry, ends it once the entries received
+// before it are durable and acknowledged), or NewTerm, Delete or Close
 // ends it (an error matching ErrStreamEnded). See docs/spec.md §2.3.
 func (f *Follower) Replicate(s ReplicationStream) error {
 	r := newReplication(f, s)
@@ -279,10 +285,26 @@ func (r *replication) step(a *replicationpb.Append, err error) bool {
 		return false
 	}
 	if err := r.handle(a); err != nil {
-		r.fail(err)
+		if !refusedAppend(err) {
+			r.fail(err)
+			return false
+		}
+		// The leader's mistake, not the log's: what the stream accepted
+		// before is made durable and acknowledged first, as when it
+		// half-closes, and the stream then fails with err.
+		r.mu.Lock()
+		r.mu.inputDone, r.mu.failWith = true, err
+		r.mu.Unlock()
+		r.kick()
 		return false
 	}
 	return true
+}
+
+// refusedAppend reports whether err, returned by handle, refuses the
+// Append itself (its term, its offset, its content), the log being sound.
+func refusedAppend(err error) bool {
+	return !errors.Is(err, ErrUnavailable) && (errors.Is(err, ErrInvalidTerm) || errors.Is(err, ErrGap) || errors.Is(err, ErrInvalidArgument))
 }
 
 // handle processes one Append. It allocates nothing, and takes no
@@ -537,14 +559,21 @@ func (r *replication) sync() {
 			return
 		}
 		if done {
-			r.cancel(errFinished)
+			r.mu.Lock()
+			cause := r.mu.failWith
+			r.mu.Unlock()
+			if cause == nil {
+				cause = errFinished
+			}
+			r.cancel(cause)
 			return
 		}
 	}
 }
 
 // acknowledge sends the acks that durable makes due. It reports whether
-// the stream is finished: half-closed with everything acknowledged.
+// the stream is finished: half-closed (or failing on an Append) with
+// everything acknowledged.
 func (r *replication) acknowledge(durable logpos.Offset) (bool, error) {
 	r.mu.Lock()
 	mode := r.mu.mode

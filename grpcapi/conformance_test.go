@@ -1068,6 +1068,7 @@ func TestConformanceNoLeakedFiles(t *testing.T) {
 // TestConformanceAcceptedThenFailed: §2.3 "the first accepted entry-bearing
 // Append (new or duplicate) moves Fenced → Follower; an Append that fails
 // changes nothing": an accepted entry followed at once by a failing one.
+// The accepted entry is acknowledged before the stream fails.
 func TestConformanceAcceptedThenFailed(t *testing.T) {
 	n := startNode(t, "")
 	c := n.conn
@@ -1092,6 +1093,11 @@ func TestConformanceAcceptedThenFailed(t *testing.T) {
 		aWantErr(t, err, codes.InvalidArgument, grpcapi.ReasonInvalidArgument)
 		after := aStatus(t, c, s)
 		t.Logf("round %d: before %v; acks %v; after %v", round, before, acks, after)
+		// The stream fails only once the entry it accepted is durable
+		// and acknowledged.
+		if !slices.Equal(acks, []int64{next}) {
+			t.Errorf("round %d: acks %v before the gap failed the stream, want [%d]", round, acks, next)
+		}
 		if after.GetHeadOffset() == next && after.GetStatus() == sFenced {
 			fenced++
 		}
