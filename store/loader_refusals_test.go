@@ -2,48 +2,11 @@ package store
 
 import (
 	"errors"
-	"os"
-	"strings"
-	"sync/atomic"
-	"syscall"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
-	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/tablefsm/tablefsm/logpos"
 )
-
-// TestLoaderTableReadIOError: an operating-system I/O error reading a
-// staged table (not the manifest, which checkManifest reads first) while
-// Finish opens and checks the staged database is an I/O failure, not an
-// invalid snapshot, and the live store is as it was.
-func TestLoaderTableReadIOError(t *testing.T) {
-	chunks, _, _ := memSource(t)
-	var armed atomic.Bool
-	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if armed.Load() && (op.Kind == errorfs.OpFileRead || op.Kind == errorfs.OpFileReadAt) && strings.HasSuffix(op.Path, ".sst") {
-			return &os.PathError{Op: "read", Path: op.Path, Err: syscall.EIO}
-		}
-		return nil
-	}))
-	s := mustOpen(t, "/shard", Options{FS: fs})
-	fillStore(t, s, model{}, 3, 5, "old")
-	want := fingerprintOf(t, s)
-	l, err := s.NewLoader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := writeAll(l, chunks); err != nil {
-		t.Fatal(err)
-	}
-	armed.Store(true)
-	_, err = l.Finish()
-	armed.Store(false)
-	if !errors.Is(err, syscall.EIO) || errors.Is(err, ErrInvalidSnapshot) {
-		t.Fatalf("Finish with a failing disk: %v, want EIO and not ErrInvalidSnapshot", err)
-	}
-	assertFingerprint(t, "after the failed open", want, fingerprintOf(t, s))
-}
 
 // TestLoaderRefusesAStoreWithoutTermOrCommit: Finish itself (no Install,
 // whose term arithmetic could refuse such a store for another reason)

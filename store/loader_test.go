@@ -598,34 +598,49 @@ func checkInstalled(t testing.TB, what string, got fingerprint, info SnapshotInf
 }
 
 // TestLoaderOpenIOError: an operating-system I/O error while opening the
-// staged database is an I/O failure, not an invalid snapshot.
+// staged database (reading its manifest) or while checking it (reading a
+// table, which only happens once the manifest was read) is an I/O
+// failure, not an invalid snapshot, and the live store is as it was.
 func TestLoaderOpenIOError(t *testing.T) {
-	chunks, _, _ := memSource(t)
-	mem := vfs.NewMem()
-	var armed atomic.Bool
-	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if armed.Load() && op.Kind == errorfs.OpFileRead && strings.Contains(op.Path, "MANIFEST") {
-			return &os.PathError{Op: "read", Path: op.Path, Err: syscall.EIO}
-		}
-		return nil
-	}))
-	s := mustOpen(t, "/shard", Options{FS: fs})
-	fillStore(t, s, model{}, 3, 5, "old")
-	want := fingerprintOf(t, s)
-	l, err := s.NewLoader()
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name  string
+		fails func(op errorfs.Op) bool
+	}{
+		{"manifest", func(op errorfs.Op) bool {
+			return op.Kind == errorfs.OpFileRead && strings.Contains(op.Path, "MANIFEST")
+		}},
+		{"table", func(op errorfs.Op) bool {
+			return (op.Kind == errorfs.OpFileRead || op.Kind == errorfs.OpFileReadAt) && strings.HasSuffix(op.Path, ".sst")
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			chunks, _, _ := memSource(t)
+			var armed atomic.Bool
+			fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+				if armed.Load() && tc.fails(op) {
+					return &os.PathError{Op: "read", Path: op.Path, Err: syscall.EIO}
+				}
+				return nil
+			}))
+			s := mustOpen(t, "/shard", Options{FS: fs})
+			fillStore(t, s, model{}, 3, 5, "old")
+			want := fingerprintOf(t, s)
+			l, err := s.NewLoader()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := writeAll(l, chunks); err != nil {
+				t.Fatal(err)
+			}
+			armed.Store(true)
+			_, err = l.Finish()
+			armed.Store(false)
+			if !errors.Is(err, syscall.EIO) || errors.Is(err, ErrInvalidSnapshot) {
+				t.Fatalf("Finish with a failing disk: %v, want EIO and not ErrInvalidSnapshot", err)
+			}
+			assertFingerprint(t, "after the failed open", want, fingerprintOf(t, s))
+		})
 	}
-	if err := writeAll(l, chunks); err != nil {
-		t.Fatal(err)
-	}
-	armed.Store(true)
-	_, err = l.Finish()
-	armed.Store(false)
-	if !errors.Is(err, syscall.EIO) || errors.Is(err, ErrInvalidSnapshot) {
-		t.Fatalf("Finish with a failing disk: %v, want EIO and not ErrInvalidSnapshot", err)
-	}
-	assertFingerprint(t, "after the failed open", want, fingerprintOf(t, s))
 }
 
 func TestCloseAbortsLoaders(t *testing.T) {
