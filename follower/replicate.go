@@ -73,8 +73,6 @@ type replication struct {
 		// dupUpTo is the highest duplicate received in cumulative mode and
 		// not yet answered, NoOffset if none.
 		dupUpTo logpos.Offset
-		// received is the highest offset an entry of this stream carried.
-		received logpos.Offset
 		// inputDone: the leader half-closed the stream, or sent an
 		// Append the stream fails on (failWith).
 		inputDone bool
@@ -112,7 +110,7 @@ func newReplication(f *Follower, s ReplicationStream) *replication {
 		wake:     make(chan struct{}, 1),
 		lastAck:  logpos.NoOffset,
 	}
-	r.mu.dupUpTo, r.mu.received = logpos.NoOffset, logpos.NoOffset
+	r.mu.dupUpTo = logpos.NoOffset
 	return r
 }
 
@@ -385,7 +383,6 @@ func (r *replication) handle(a *replicationpb.Append) error {
 	// acknowledged: applying beside the fsync would only delay the ack.
 	f.advertise(a.CommitOffset)
 	r.mu.Lock()
-	r.mu.received = max(r.mu.received, off)
 	// Reading the clock costs about as much as the rest of this path, so
 	// only the first entry of a burst and one in sampling are timed.
 	var received time.Time
@@ -606,7 +603,7 @@ func (r *replication) acknowledge(durable logpos.Offset) (bool, error) {
 	rest := copy(r.mu.pending, r.mu.pending[n:])
 	r.mu.pending = r.mu.pending[:rest]
 	// Entries received but not yet durable need another round.
-	waiting := len(r.mu.pending) > 0 || r.mu.dupUpTo != logpos.NoOffset || r.mu.received > durable
+	waiting := len(r.mu.pending) > 0 || r.mu.dupUpTo != logpos.NoOffset
 	done := r.mu.inputDone && !waiting
 	r.mu.Unlock()
 
