@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -20,8 +21,11 @@ import (
 // gateTable is a valid table with what the job example lacks: docs and a
 // message holding quotes and a backslash, an initial state that is not
 // the first, a row of two guards alone in its cell, a stay row, moves of
-// a state to itself (one into a terminal state), a row with a doc, and a
-// cell whose second row needs the first guard of the first row.
+// a state to itself (one into a terminal state), a row with a doc, a
+// cell whose second row needs the first guard of the first row, a cell
+// refused by the second guard of its first row (Locked, Knock), a
+// state with arrows of two styles to itself (Locked), and a state that
+// refuses with an error of its own (Gone).
 const gateTable = `machine: Gate
 package: gate
 doc: 'A gate with "quotes" and a back\slash.'
@@ -33,7 +37,7 @@ states:
   Open: {doc: 'Lets "people" through.'}
   Closed: {doc: Shut.}
   Locked: {doc: Locked.}
-  Gone: {doc: Removed., terminal: true}
+  Gone: {doc: Removed., terminal: true, unhandled: {refuse: ErrGone}}
 events:
   Knock: {payload: {who: string, note: '*strings.Reader'}}
   Lock: {}
@@ -47,6 +51,7 @@ actions:
   Count: {}
 errors:
   ErrNotNow: {message: 'not "now" \ later'}
+  ErrGone: {}
 rows:
   - {from: Closed, on: Knock, if: [Friendly, Awake], to: Open, do: [Greet], doc: 'the "main" way'}
   - {from: Open, on: Knock, stay: true, do: [Greet]}
@@ -56,6 +61,8 @@ rows:
   - {from: Closed, on: Lock, if: [Awake], noop: true}
   - {from: "*", on: Remove, to: Gone}
   - {from: Gone, on: Remove, to: Gone, do: [Count]}
+  - {from: Locked, on: Knock, if: [Awake, Quiet], to: Open}
+  - {from: Locked, on: Knock, if: [Friendly], stay: true, do: [Greet]}
 `
 
 // generated is what the generator makes of one table.
@@ -189,11 +196,18 @@ func TestGuardOutcomesUpToTenGuards(t *testing.T) {
 		if got := strings.Count(g.tests, `{Name: "A/Go/`); got != want {
 			t.Errorf("%d guards: %d GuardOutcomes cases, want %d", n, got, want)
 		}
+		// No combination is tested twice in place of another.
+		names := regexp.MustCompile(`\{Name: "A/Go/[^"]*"`).FindAllString(g.tests, -1)
+		if distinct := len(slices.Compact(slices.Sorted(slices.Values(names)))); distinct != want {
+			t.Errorf("%d guards: %d distinct GuardOutcomes cases, want %d", n, distinct, want)
+		}
 	}
 	g := emitAll(t, "many.yaml", guardsTable(11))
-	// Each row of the cell (one guard each) is taken, and the cell refused.
+	// Each row of the cell (one guard each) is taken, and the cell refused;
+	// each guard fails once with the others holding (the last alone).
 	for _, want := range []string{
 		`{Name: "A/Go/+G0+G1+G2+G3+G4+G5+G6+G7+G8+G9+G10", From: StateA, Event: EventGo, Pass: 0x7ff, To: StateB, Row: 0, Calls: "G0"}`,
+		`{Name: "A/Go/+G0+G1+G2+G3+G4+G5+G6+G7+G8+G9-G10", From: StateA, Event: EventGo, Pass: 0x3ff, To: StateB, Row: 0, Calls: "G0"}`,
 		`{Name: "A/Go/-G0+G1+G2+G3+G4+G5+G6+G7+G8+G9+G10", From: StateA, Event: EventGo, Pass: 0x7fe, To: StateB, Row: 1, Calls: "G0,G1"}`,
 		`{Name: "A/Go/-G0-G1-G2-G3-G4-G5-G6-G7-G8-G9+G10", From: StateA, Event: EventGo, Pass: 0x400, To: StateB, Row: 10, Calls: "G0,G1,G2,G3,G4,G5,G6,G7,G8,G9,G10"}`,
 		`{Name: "A/Go/-G0-G1-G2-G3-G4-G5-G6-G7-G8-G9-G10", From: StateA, Event: EventGo, Pass: 0x0, To: StateA, Row: -1, Err: "ErrNo", Guard: "G0", Calls: "G0,G1,G2,G3,G4,G5,G6,G7,G8,G9,G10"}`,
@@ -481,5 +495,47 @@ func TestEdgeTablePassesItsGeneratedTests(t *testing.T) {
 	}
 	if out, ok := goCommand(t, dir, "vet", "."); !ok {
 		t.Fatalf("go vet of the edge table's generated code:\n%s", out)
+	}
+}
+
+// Every guard of a row is drawn on its arrow, rows between the same two
+// states in different styles stay apart as arrows of their own (a move
+// of Locked to itself solid, a stay row of Locked dotted), and a state's
+// note names the error it refuses other events with, its own.
+func TestDiagramsDrawEveryGuardAndEachStyle(t *testing.T) {
+	g := emitAll(t, "gate.yaml", gateTable)
+	for _, want := range []string{
+		"    Closed --> Open: Knock [Friendly ∧ Awake] / Greet\n",
+		"    Closed --> Locked: Lock [Awake ∧ Quiet]\n",
+		"    Locked --> Locked: Knock [Friendly] / Greet (stays)\n",
+		"    note right of Gone\n        other events: ⊘ ErrGone\n",
+	} {
+		if !strings.Contains(g.mermaid, want) {
+			t.Errorf("the Mermaid diagram lacks %q:\n%s", want, g.mermaid)
+		}
+	}
+	for _, want := range []string{
+		`  "Closed" -> "Open" [label="Knock\n[Friendly ∧ Awake]\n/ Greet"];` + "\n",
+		`  "Closed" -> "Locked" [label="Lock\n[Awake ∧ Quiet]"];` + "\n",
+		`  "Locked" -> "Locked" [label="Lock\n/ Count"];` + "\n",
+		`  "Locked" -> "Locked" [label="Knock\n[Friendly]\n/ Greet (stays)", style=dotted];` + "\n",
+		`  "Gone" [tooltip="Removed.", xlabel="other events: ⊘ ErrGone", peripheries=2];` + "\n",
+	} {
+		if !strings.Contains(g.dot, want) {
+			t.Errorf("the DOT diagram lacks %q:\n%s", want, g.dot)
+		}
+	}
+}
+
+// TestGateTablePassesItsGeneratedTests: the gate table, whose cells the
+// job example lacks (a stay row, guards of two in a cell of one row and
+// in a cell of two rows, a refusal decided by a row's second guard),
+// builds and passes its generated tests, which check its dispatch
+// against the table's semantics.
+func TestGateTablePassesItsGeneratedTests(t *testing.T) {
+	dir := tableModule(t, "gate.yaml", gateTable)
+	out, ok := goTest(t, dir, "-v", "-run", "^TestGate(Matrix|GuardOutcomes|Rows|ShortestPaths|TableIsCurrent)$", ".")
+	if !ok || !strings.Contains(out, "--- PASS: TestGateGuardOutcomes") || !strings.Contains(out, "--- PASS: TestGateRows") {
+		t.Fatalf("the generated tests of the gate table:\n%s", out)
 	}
 }

@@ -403,3 +403,22 @@ func TestTableNameWithALineBreak(t *testing.T) {
 		}
 	}
 }
+
+// The generated tests find the table from their package's directory,
+// wherever the table is: its path relative to -out.
+func TestGeneratedTestsFindTheTable(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "tables", "job.yaml")
+	if err := os.MkdirAll(filepath.Dir(in), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	copyFile(t, "testdata/job/job.yaml", in)
+	files, err := generate(in, filepath.Join(dir, "pkg", "job"), "", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := files[1]
+	if want := "\tTablePath: \"../../tables/job.yaml\",\n"; filepath.Base(tests.path) != "job_fsm_test.go" || !strings.Contains(string(tests.data), want) {
+		t.Errorf("%s lacks %q:\n%s", tests.path, want, tests.data)
+	}
+}

@@ -59,7 +59,8 @@ func TestEmbedMarkersOnTheirOwnLines(t *testing.T) {
 // markers outside it, and the sample stays as written.
 func TestEmbedSkipsCodeBlocks(t *testing.T) {
 	sample := "```markdown\n" + BeginMarker + "\n" + EndMarker + "\n```\n\n" +
-		"~~~~\n" + BeginMarker + "\n```\n" + EndMarker + "\n~~~~\n\n"
+		"~~~~\n" + BeginMarker + "\n```\n" + EndMarker + "\n~~~~\n\n" +
+		"````\n" + BeginMarker + "\n```\n" + EndMarker + "\n````\n\n"
 	doc := "# Title\n\nPut these lines in your page:\n\n" + sample +
 		BeginMarker + "\nold diagram\n" + EndMarker + "\n"
 	got, err := Embed([]byte(doc), []byte("stateDiagram-v2\n"))

@@ -195,20 +195,21 @@ func TestImportSpec(t *testing.T) {
 // stays the doc's text: as a "// +build" comment gofmt would move it to
 // the top of the file, a build constraint.
 func TestDocLineStartingWithPlusBuild(t *testing.T) {
-	for name, doc := range map[string]string{
-		"a line of its own": `"Waits.\n+build ignore"`,
-		"a wrapped line":    strings.Repeat("x", 70) + " +build ignore",
+	for name, c := range map[string]struct{ doc, line string }{
+		"a line of its own": {`"Waits.\n+build ignore"`, `// \+build ignore`},
+		"a wrapped line":    {strings.Repeat("x", 70) + " +build ignore", `// \+build ignore`},
+		"+build alone":      {strings.Repeat("x", 70) + " +build " + strings.Repeat("y", 70), "// \\+build\n"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			code := string(goCode(t, []byte("machine: Once\npackage: once\ninitial: Open\nunhandled: ignore\n"+
-				"states:\n  Open: {doc: "+doc+"}\n  Done: {terminal: true}\n"+
+				"states:\n  Open: {doc: "+c.doc+"}\n  Done: {terminal: true}\n"+
 				"events:\n  Finish: {}\n"+
 				"rows:\n  - {from: Open, on: Finish, to: Done}\n")))
 			head, _, _ := strings.Cut(code, "\npackage once\n")
 			if strings.Contains(head, "+build") {
 				t.Errorf("the doc became a build constraint:\n%s", head)
 			}
-			if !strings.Contains(code, `// \+build ignore`) {
+			if !strings.Contains(code, c.line) {
 				t.Errorf("the doc's +build line is not in the code:\n%s", code)
 			}
 		})
