@@ -1,0 +1,44 @@
+package grpcapi_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"github.com/tablefsm/tablefsm/grpcapi/leader"
+)
+
+// TestInspectGetWaitsForOffsetZero: min_commit_offset is optional, and 0
+// is an offset like any other: a Get asking for offset 0 before entry 0 is
+// committed waits (here until its deadline, which is all that can end it:
+// the deadline bounds the wait, nothing is timed); once entry 0 is
+// committed, the same Get returns its value.
+func TestInspectGetWaitsForOffsetZero(t *testing.T) {
+	n := startNode(t, "")
+	s := leader.Shard{Namespace: "ns", Shard: 1}
+	fence(t, n.conn, s, 1)
+	st, _ := aOpen(t, n.conn, s)
+	aSend(t, st, aEntry(1, 1, 0, -1, false))
+	if a := aRecv(t, st); a != 0 {
+		t.Fatalf("ack %d, want 0", a)
+	}
+	// Entry 0 is durable but not committed.
+	ctx, cancel := context.WithTimeout(ctxT(t), 200*time.Millisecond)
+	defer cancel()
+	values, commit, err := n.conn.Get(ctx, s, 0, key(0))
+	if err == nil {
+		t.Fatalf("Get waiting for offset 0 before it is committed returned %v (commit %d)", values, commit)
+	}
+	wantCode(t, err, codes.DeadlineExceeded, "", "")
+
+	aSend(t, st, aCommit(1, 0, false))
+	values, commit, err = n.conn.Get(ctxT(t), s, 0, key(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if commit != 0 || !values[0].GetFound() || string(values[0].GetValue()) != string(val(0)) {
+		t.Fatalf("after commit 0: commit %d, %v; want commit 0 and %q", commit, values[0], val(0))
+	}
+}
