@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -284,4 +286,42 @@ func (l *acceptSignal) Accept() (net.Conn, error) {
 		}
 	}
 	return c, err
+}
+
+// TestIdleConnectionClosedAfterTheHandshakeTimeout: a connection that
+// says nothing is closed by the node once Options.HandshakeTimeout has
+// passed, while the node goes on serving. (The read deadline only bounds
+// the wait, at two hundred times the timeout: the node closes the
+// connection long before it.)
+func TestIdleConnectionClosedAfterTheHandshakeTimeout(t *testing.T) {
+	srv, err := grpcapi.New(grpcapi.Options{DataDir: t.TempDir(), HandshakeTimeout: 50 * time.Millisecond, DrainTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(lis) }()
+	defer func() {
+		if err := srv.Shutdown(context.Background()); err != nil {
+			t.Error(err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	conn, err := net.Dial("tcp", lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if err := conn.SetReadDeadline(time.Now().Add(10 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	// Whatever the node sends first, then the end of the connection.
+	if _, err := io.Copy(io.Discard, conn); err != nil && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("reading an idle connection: %v; want it closed by the node", err)
+	}
 }
