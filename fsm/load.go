@@ -88,10 +88,12 @@ type loader struct {
 	initial Pos
 	// machine is where the machine is named.
 	machine Pos
-	// malformedRows: a row could not be read as written.
+	// malformedRows: a row could not be read as written (what it names
+	// is then not reported as declared but never used).
 	malformedRows bool
-	// badTerminal is set when a state's terminal is not a boolean: which
-	// states end the machine is then unknown.
+	// badTerminal is set when a state's terminal is not a boolean, or a
+	// state's declaration cannot be read: which states end the machine
+	// is then unknown.
 	badTerminal bool
 }
 
@@ -817,7 +819,10 @@ func (l *loader) policy(n ast.Node) *Policy {
 
 func (l *loader) state(e *ast.MappingValueNode) State {
 	s := State{Name: l.keyIdent(e, "state name", exportedIdent), Pos: l.pos(e)}
-	f, _ := l.fields(e.Value, "state "+s.Name, []string{"doc", "terminal", "unhandled"})
+	f, ok := l.fields(e.Value, "state "+s.Name, []string{"doc", "terminal", "unhandled"})
+	if !ok {
+		l.badTerminal = true // it may have been the terminal one
+	}
 	if n := f["doc"]; n != nil {
 		s.Doc, _ = l.str(n, "doc")
 	}

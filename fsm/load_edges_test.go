@@ -1,0 +1,155 @@
+package fsm
+
+import (
+	"strings"
+	"testing"
+)
+
+// Past the end of a line holding a character of several bytes, the
+// column still counts bytes: the line's bytes, then the parser's count
+// beyond its end.
+func TestColumnPastTheEndOfALineOfSeveralByteCharacters(t *testing.T) {
+	src := strings.Replace(base, "  Go: {}\n", "", 1) + "events:\n  Go:\n    payload:\n      té:"
+	src = strings.Replace(src, "events:\n", "", 1)                         // events move to the end, where té's type is missing
+	want := "t.yaml:15:12: payload field type must be a string, not empty" // "      té:" is 9 characters, 10 bytes
+	if got := loadErr(t, src); !strings.Contains(got, want) {
+		t.Errorf("got\n%s\nwant among them\n%s", got, want)
+	}
+}
+
+// A byte that is not UTF-8 is placed on its line when lines end with a
+// lone \r, as the parser reads them.
+func TestNotUTF8AfterCRLineEndings(t *testing.T) {
+	src := strings.ReplaceAll(strings.Replace(base, "ErrNo: {}", "ErrNo: {message: caf\xe9}", 1), "\n", "\r")
+	want := "t.yaml:11:23: byte 0xe9 is not UTF-8: save the table as UTF-8"
+	if got := loadErr(t, src); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// A table saved as UTF-16 big-endian is refused as such, as little-endian is.
+func TestUTF16BigEndianRefused(t *testing.T) {
+	want := "t.yaml:1:1: the table is UTF-16 (it starts with a UTF-16 byte order mark): save it as UTF-8"
+	if got := loadErr(t, "\xfe\xff\x00m\x00a"); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// A lone \r is a line break to the YAML parser: it is part of the table,
+// and only CRLF reads as LF in the hash.
+func TestSourceHashCountsALoneCR(t *testing.T) {
+	if SourceHash([]byte("doc: \"a\rb\"\n")) == SourceHash([]byte("doc: \"ab\"\n")) {
+		t.Error("a lone \\r does not count in the hash")
+	}
+}
+
+// The copy without positions shares no row's From with the table, and
+// holds no position of a state's own unhandled policy.
+func TestWithoutPositionsCopiesFromAndClearsOverrides(t *testing.T) {
+	table := mustLoad(t, "testdata/semantics.yaml")
+	c := table.WithoutPositions()
+	c.Rows[6].From[0] = "Changed"
+	if table.Rows[6].From[0] == "Changed" {
+		t.Error("the copy shares its rows' From with the table")
+	}
+	for _, s := range c.States {
+		if s.Override != nil && s.Override.Pos != (Pos{}) {
+			t.Errorf("state %s: override keeps its position %v", s.Name, s.Override.Pos)
+		}
+	}
+}
+
+// Every name generated for the machine is kept free, its table hash's too.
+func TestMachineTableHashNameKeptFree(t *testing.T) {
+	src := strings.ReplaceAll(strings.Replace(base, "machine: M", "machine: ErrDoor", 1), "ErrNo", "ErrDoorTableHash")
+	want := "t.yaml:11:3: error ErrDoorTableHash would be generated as ErrDoorTableHash, which is already machine ErrDoor (1:10)"
+	if got := loadErr(t, src); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// A position without a line is its file's name alone.
+func TestPosWithoutLine(t *testing.T) {
+	if got := (Pos{File: "t.yaml"}).String(); got != "t.yaml" {
+		t.Errorf("got %q, want %q", got, "t.yaml")
+	}
+}
+
+// A row whose "from" is an empty list is refused: it would handle
+// nothing.
+func TestFromEmptyListRefused(t *testing.T) {
+	src := strings.Replace(base, "{from: A, on: Go, to: B}", "{from: [], on: Go, to: B}", 1)
+	want := "t.yaml:13:12: \"from\" names no state"
+	if got := loadErr(t, src); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// A byte order mark counts in the columns of the first line only.
+func TestByteOrderMarkCountsOnTheFirstLineOnly(t *testing.T) {
+	src := "\ufeff" + strings.Replace(base, "{from: A, on: Go, to: B}", "{from: Z, on: Go, to: B}", 1)
+	want := "t.yaml:13:12: unknown state \"Z\""
+	if got := loadErr(t, src); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// The first row past MaxCellRows is reported in every crowded cell.
+func TestEveryCrowdedCellReported(t *testing.T) {
+	src := crowdedCell(65)
+	i := strings.Index(src, "guards:\n")
+	var more strings.Builder
+	for _, line := range strings.SplitAfter(src[:i], "\n") {
+		if strings.Contains(line, "from: B, on: Go, if:") {
+			more.WriteString(strings.Replace(line, "on: Go,", "on: Stop,", 1))
+		}
+	}
+	src = strings.Replace(src[:i]+more.String()+src[i:], "  Go: {}\n", "  Go: {}\n  Stop: {}\n", 1)
+	got := loadErr(t, src)
+	if n := strings.Count(got, "more than 64 rows handle"); n != 2 ||
+		!strings.Contains(got, "rows handle Go in B") || !strings.Contains(got, "rows handle Stop in B") {
+		t.Errorf("got\n%s\nwant one crowding for Go in B and one for Stop in B", got)
+	}
+}
+
+// A guard declares the error it refuses with.
+func TestGuardWithoutErrorRefused(t *testing.T) {
+	src := strings.Replace(base, "{from: A, on: Go, to: B}", "{from: A, on: Go, if: [G], to: B}", 1) + "guards:\n  G: {doc: no error}\n"
+	want := "t.yaml:15:3: guard G needs the error it refuses with (error: ErrSomething)"
+	if got := loadErr(t, src); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// An unquoted * followed by a name after a space is a bare *, not an alias.
+func TestBareStarBeforeAName(t *testing.T) {
+	src := strings.Replace(base, "  - {from: A, on: Go, to: B}\n", "  - from: * A\n    on: Go\n    to: B\n", 1)
+	want := "t.yaml:13:11: an unquoted * starts a YAML alias: write \"*\" (quoted) for every live state"
+	if got := loadErr(t, src); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// A row that cannot be read as written is reported alone: the event it
+// names is not reported as never used besides (fixing the row fixes both).
+func TestUnreadableRowDoesNotMakeItsNamesUnused(t *testing.T) {
+	for _, c := range []struct{ row, want string }{
+		{"{from: A, on: [Go], to: B}", "t.yaml:13:19: event name must be a string, not a list"},
+		{"[A, Go, B]", "t.yaml:13:5: a row must be a mapping, not a list"},
+	} {
+		src := strings.Replace(base, "{from: A, on: Go, to: B}", c.row, 1)
+		if got := loadErr(t, src); got != c.want {
+			t.Errorf("row %s: got\n%s\nwant\n%s", c.row, got, c.want)
+		}
+	}
+}
+
+// A state whose declaration cannot be read may be the terminal one: "no
+// state is terminal" is not reported besides.
+func TestUnreadableStateIsNotCalledNonTerminal(t *testing.T) {
+	src := strings.Replace(base, "  B: {terminal: true}", "  B: [terminal]", 1)
+	want := "t.yaml:7:6: state B must be a mapping, not a list"
+	if got := loadErr(t, src); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
