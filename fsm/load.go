@@ -88,9 +88,12 @@ type loader struct {
 	initial Pos
 	// machine is where the machine is named.
 	machine Pos
-	// malformedRows: a row could not be read as written (what it names
-	// is then not reported as declared but never used).
+	// malformedRows: a row could not be read as written.
 	malformedRows bool
+	// unread holds the kinds of names ("event", "guard", "action",
+	// "error") a row may use where it could not be read (`on: [Go]`):
+	// a declaration of such a kind is not reported as never used.
+	unread map[string]bool
 	// badTerminal is set when a state's terminal is not a boolean, or a
 	// state's declaration cannot be read: which states end the machine
 	// is then unknown.
@@ -952,6 +955,7 @@ func (l *loader) row(t *Table, n ast.Node) Row {
 	}()
 	f, ok := l.fields(n, "a row", []string{"from", "on", "if", "to", "stay", "noop", "refuse", "do", "doc"})
 	if !ok {
+		l.markUnread("event", "guard", "action", "error")
 		return r
 	}
 	if f["from"] == nil || f["on"] == nil {
@@ -992,16 +996,26 @@ func (l *loader) row(t *Table, n ast.Node) Row {
 	if x := f["on"]; x != nil {
 		if s, ok := l.name(x, "event name"); ok {
 			r.On, src.on = s, ref{s, l.pos(x)}
+		} else {
+			l.markUnread("event")
 		}
 	}
 	if x := f["if"]; x != nil {
+		before := len(l.diags)
 		src.ifs = l.refs(x, "guard name")
+		if len(l.diags) > before {
+			l.markUnread("guard", "error") // a guard unread, its error too
+		}
 		for _, g := range src.ifs {
 			r.If = append(r.If, g.name)
 		}
 	}
 	if x := f["do"]; x != nil {
+		before := len(l.diags)
 		src.do = l.refs(x, "action name")
+		if len(l.diags) > before {
+			l.markUnread("action")
+		}
 		for _, a := range src.do {
 			r.Do = append(r.Do, a.name)
 		}
@@ -1035,6 +1049,8 @@ func (l *loader) row(t *Table, n ast.Node) Row {
 		kinds = append(kinds, "refuse")
 		if s, ok := l.name(x, "refusal error"); ok {
 			r.Kind, r.Refuse, src.refuse = Refuse, s, ref{s, l.pos(x)}
+		} else {
+			l.markUnread("error")
 		}
 	}
 	switch {
@@ -1048,6 +1064,17 @@ func (l *loader) row(t *Table, n ast.Node) Row {
 		l.errorf(r.Pos, "a stay row runs actions; without any, write noop: true")
 	}
 	return r
+}
+
+// markUnread notes that a row may use names of these kinds where it could
+// not be read.
+func (l *loader) markUnread(kinds ...string) {
+	if l.unread == nil {
+		l.unread = make(map[string]bool)
+	}
+	for _, k := range kinds {
+		l.unread[k] = true
+	}
 }
 
 var reservedMethods = map[string]bool{"State": true, "SetObserver": true}

@@ -132,7 +132,16 @@ func TestBareStarBeforeAName(t *testing.T) {
 
 // A row that cannot be read as written is reported alone: the event it
 // names is not reported as never used besides (fixing the row fixes both).
+// Names of other kinds than those it could not read still are: a guard
+// never used beside a row whose actions cannot be read.
 func TestUnreadableRowDoesNotMakeItsNamesUnused(t *testing.T) {
+	src := strings.Replace(base, "{from: A, on: Go, to: B}", "{from: A, on: Go, to: B, do: [[X]]}", 1) +
+		"guards:\n  G: {error: ErrNo}\nactions:\n  X: {}\n"
+	want := "t.yaml:13:35: action name must be a string, not a list\nt.yaml:15:3: guard G is declared but never used"
+	if got := loadErr(t, src); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+
 	for _, c := range []struct{ row, want string }{
 		{"{from: A, on: [Go], to: B}", "t.yaml:13:19: event name must be a string, not a list"},
 		{"[A, Go, B]", "t.yaml:13:5: a row must be a mapping, not a list"},

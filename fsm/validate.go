@@ -214,7 +214,7 @@ func (l *loader) validate(t *Table) {
 		{"import", refsOf(t.Imports, func(i Import) ref { return ref{i.Name, i.Pos} })},
 	} {
 		for _, d := range decl.names {
-			if !used[decl.what+" "+d.name] && !l.broken["rows"] && (decl.what == "import" || !l.malformedRows) {
+			if !used[decl.what+" "+d.name] && !l.broken["rows"] && !l.unread[decl.what] {
 				l.errorf(d.pos, "%s %s is declared but never used", decl.what, d.name)
 			}
 		}
