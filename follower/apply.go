@@ -34,9 +34,8 @@ type applier struct {
 	quit chan struct{}
 	done chan struct{}
 
-	// failures counts apply attempts that failed; lastErr is the last one.
+	// failures counts apply attempts that failed.
 	failures atomic.Int64
-	lastErr  atomic.Pointer[error]
 
 	// progress is closed and replaced whenever the commit advances.
 	progress struct {
@@ -91,10 +90,6 @@ func (a *applier) run() {
 			}
 			a.failures.Add(1)
 			a.f.stats.applyErrors.Add(1)
-			// A copy, so that err itself does not escape: every round
-			// would allocate it, failing or not.
-			failed := err
-			a.lastErr.Store(&failed)
 			a.f.noteLogError(err)
 			a.notify()
 			a.f.logger().Error("applying an entry failed; retrying", "err", err, "retry_in", delay)

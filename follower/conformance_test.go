@@ -686,6 +686,26 @@ func confFaults() []confFault {
 			d := &replicationpb.SnapshotChunk{Term: c.Term, Name: c.Name, Content: c.Content, ChunkIndex: 0, ChunkCount: 1}
 			return append(cs, d)
 		}, want: ErrInvalidArgument},
+		confFault{name: "chunk index skipped", mangle: func(cs []*replicationpb.SnapshotChunk) []*replicationpb.SnapshotChunk {
+			// a file of 3 chunks or more whose chunk 1 says it is chunk 2
+			for i, c := range cs {
+				if c.ChunkIndex == 0 && c.ChunkCount >= 3 {
+					cs[i+1].ChunkIndex = 2
+					return cs
+				}
+			}
+			panic("no file of 3 chunks or more")
+		}, want: ErrInvalidArgument},
+		confFault{name: "chunk count changed", mangle: func(cs []*replicationpb.SnapshotChunk) []*replicationpb.SnapshotChunk {
+			// a later chunk of a file says another count than its chunk 0
+			for i, c := range cs {
+				if c.ChunkIndex == 0 && c.ChunkCount >= 2 {
+					cs[i+1].ChunkCount++
+					return cs
+				}
+			}
+			panic("no multi-chunk file")
+		}, want: ErrInvalidArgument},
 		confFault{name: "count zero", mangle: func(cs []*replicationpb.SnapshotChunk) []*replicationpb.SnapshotChunk {
 			cs[len(cs)-1].ChunkCount, cs[len(cs)-1].ChunkIndex = 0, 0
 			return cs
