@@ -94,6 +94,9 @@ type loader struct {
 	// "error") a row may use where it could not be read (`on: [Go]`):
 	// a declaration of such a kind is not reported as never used.
 	unread map[string]bool
+	// unreadTypes are the positions of payload fields whose type is not
+	// a string (reported as such, not as missing).
+	unreadTypes map[Pos]bool
 	// badTerminal is set when a state's terminal is not a boolean, or a
 	// state's declaration cannot be read: which states end the machine
 	// is then unknown.
@@ -853,7 +856,14 @@ func (l *loader) event(e *ast.MappingValueNode) Event {
 	}
 	for _, pe := range l.entries(f["payload"], "payload") {
 		fd := Field{Name: l.keyIdent(pe, "payload field", fieldIdent), Pos: l.pos(pe)}
-		fd.Type, _ = l.str(pe.Value, "payload field type")
+		// No type at all is checkType's "needs a Go type"; a type that
+		// is not a string is reported here, once.
+		if _, none := pe.Value.(*ast.NullNode); !none {
+			var ok bool
+			if fd.Type, ok = l.str(pe.Value, "payload field type"); !ok {
+				l.markUnreadType(fd.Pos)
+			}
+		}
 		ev.Payload = append(ev.Payload, fd)
 	}
 	return ev
@@ -962,8 +972,9 @@ func (l *loader) row(t *Table, n ast.Node) Row {
 		l.errorf(r.Pos, "a row needs \"from\" and \"on\"")
 	}
 	if x := f["from"]; x != nil {
+		before := len(l.diags)
 		src.from = l.refs(x, "state name")
-		if len(src.from) == 0 {
+		if len(src.from) == 0 && len(l.diags) == before {
 			l.errorf(l.pos(x), "\"from\" names no state")
 		}
 		for i, s := range src.from {
@@ -1075,6 +1086,13 @@ func (l *loader) markUnread(kinds ...string) {
 	for _, k := range kinds {
 		l.unread[k] = true
 	}
+}
+
+func (l *loader) markUnreadType(at Pos) {
+	if l.unreadTypes == nil {
+		l.unreadTypes = make(map[Pos]bool)
+	}
+	l.unreadTypes[at] = true
 }
 
 var reservedMethods = map[string]bool{"State": true, "SetObserver": true}

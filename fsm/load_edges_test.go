@@ -7,13 +7,23 @@ import (
 
 // Past the end of a line holding a character of several bytes, the
 // column still counts bytes: the line's bytes, then the parser's count
-// beyond its end.
+// beyond its end (where the parser places a value left empty).
 func TestColumnPastTheEndOfALineOfSeveralByteCharacters(t *testing.T) {
-	src := strings.Replace(base, "  Go: {}\n", "", 1) + "events:\n  Go:\n    payload:\n      té:"
-	src = strings.Replace(src, "events:\n", "", 1)                         // events move to the end, where té's type is missing
-	want := "t.yaml:15:12: payload field type must be a string, not empty" // "      té:" is 9 characters, 10 bytes
-	if got := loadErr(t, src); !strings.Contains(got, want) {
-		t.Errorf("got\n%s\nwant among them\n%s", got, want)
+	l := &loader{file: "t.yaml", src: []byte("a: b\n      t\u00e9:\n")} // 9 characters, 10 bytes
+	for _, c := range []struct{ col, want int }{
+		{8, 8},   // é
+		{9, 10},  // the colon
+		{10, 11}, // right after it
+		{11, 12}, // a character further
+	} {
+		if got := l.at(2, c.col); got != (Pos{File: "t.yaml", Line: 2, Col: c.want}) {
+			t.Errorf("character %d of \"      t\u00e9:\": %v, want column %d", c.col, got, c.want)
+		}
+	}
+	// As a diagnostic: an empty payload type, reported at its field.
+	src := strings.Replace(base, "  Go: {}\n", "  Go:\n    payload:\n      t\u00e9:\n", 1)
+	if got, want := loadErr(t, src), "t.yaml:11:7: payload field \"t\u00e9\" needs a Go type"; got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
 }
 
@@ -160,5 +170,20 @@ func TestUnreadableStateIsNotCalledNonTerminal(t *testing.T) {
 	want := "t.yaml:7:6: state B must be a mapping, not a list"
 	if got := loadErr(t, src); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// One mistake, one diagnostic: a payload type that is not a string is not
+// also said to be missing, nor an empty state name in "from" to leave
+// "from" naming no state.
+func TestOneDiagnosticPerMistake(t *testing.T) {
+	for _, c := range []struct{ from, to, want string }{
+		{"  Go: {}\n", "  Go: {payload: {n: [int]}}\n", "t.yaml:9:21: payload field type must be a string, not a list"},
+		{"{from: A, on: Go, to: B}", "{from: !!str , on: Go, to: B}", "t.yaml:13:12: state name must not be empty"},
+	} {
+		src := strings.Replace(base, c.from, c.to, 1)
+		if got := loadErr(t, src); got != c.want {
+			t.Errorf("%s: got\n%s\nwant\n%s", strings.TrimSpace(c.to), got, c.want)
+		}
 	}
 }

@@ -406,6 +406,9 @@ func unnamedFields(list *ast.FieldList) *ast.FieldList {
 // undeclared package. It returns the least size a value of the type can
 // have, in bytes (0 for a type it refuses).
 func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool) int64 {
+	if l.unreadTypes[f.Pos] {
+		return 0
+	}
 	if strings.TrimSpace(f.Type) == "" {
 		l.errorf(f.Pos, "payload field %q needs a Go type", f.Name)
 		return 0
