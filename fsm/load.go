@@ -379,8 +379,10 @@ func (l *loader) load(src []byte) *Table {
 			continue // a %YAML or %TAG directive heads the document after it
 		}
 		if body != nil {
+			// A stray --- splits a table in two: what the first part
+			// lacks is not worth reporting besides.
 			l.errorf(l.pos(d.Body), "a table file holds one YAML document")
-			break
+			return nil
 		}
 		body = d.Body
 	}

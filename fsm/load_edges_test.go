@@ -175,11 +175,13 @@ func TestUnreadableStateIsNotCalledNonTerminal(t *testing.T) {
 
 // One mistake, one diagnostic: a payload type that is not a string is not
 // also said to be missing, nor an empty state name in "from" to leave
-// "from" naming no state.
+// "from" naming no state, nor a table split by a stray --- to lack what
+// its first part lacks.
 func TestOneDiagnosticPerMistake(t *testing.T) {
 	for _, c := range []struct{ from, to, want string }{
 		{"  Go: {}\n", "  Go: {payload: {n: [int]}}\n", "t.yaml:9:21: payload field type must be a string, not a list"},
 		{"{from: A, on: Go, to: B}", "{from: !!str , on: Go, to: B}", "t.yaml:13:12: state name must not be empty"},
+		{"events:\n", "---\nevents:\n", "t.yaml:9:1: a table file holds one YAML document"},
 	} {
 		src := strings.Replace(base, c.from, c.to, 1)
 		if got := loadErr(t, src); got != c.want {
