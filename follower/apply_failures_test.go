@@ -7,37 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 )
-
-// applyFailures records the err of every "applying an entry failed;
-// retrying" message.
-type applyFailures struct {
-	slog.Handler
-	mu   sync.Mutex
-	errs []error
-}
-
-func (h *applyFailures) Handle(_ context.Context, r slog.Record) error {
-	if r.Message == "applying an entry failed; retrying" {
-		r.Attrs(func(a slog.Attr) bool {
-			if err, ok := a.Value.Any().(error); ok && a.Key == "err" {
-				h.mu.Lock()
-				h.errs = append(h.errs, err)
-				h.mu.Unlock()
-			}
-			return true
-		})
-	}
-	return nil
-}
-
-func (h *applyFailures) Enabled(context.Context, slog.Level) bool { return true }
-func (h *applyFailures) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h *applyFailures) WithGroup(string) slog.Handler            { return h }
 
 // TestApplierReportsAFailureInsideABatch: entries 0..5 are durable before
 // any commit is advertised, so the applier takes them in one batch, of
@@ -47,7 +20,7 @@ func (h *applyFailures) WithGroup(string) slog.Handler            { return h }
 // error is visible in logs and metrics).
 func TestApplierReportsAFailureInsideABatch(t *testing.T) {
 	sm := &confFlaky{off: 2, failN: 1}
-	logged := &applyFailures{Handler: slog.DiscardHandler}
+	logged := newLogAttr("applying an entry failed; retrying", "err")
 	h := newHarness(t, Config{StateMachine: sm, Logger: slog.New(logged)})
 	h.newTerm(1)
 	a := confAttach(t, h.f)
@@ -64,9 +37,11 @@ func TestApplierReportsAFailureInsideABatch(t *testing.T) {
 	if err := a.finish(t); err != nil {
 		t.Fatal(err)
 	}
-	logged.mu.Lock()
-	errs := append([]error(nil), logged.errs...)
-	logged.mu.Unlock()
+	var errs []error
+	for _, v := range logged.seen() {
+		err, _ := v.Any().(error)
+		errs = append(errs, err)
+	}
 	if len(errs) != 1 {
 		t.Fatalf("%d apply failures logged (%v), want 1", len(errs), errs)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -779,21 +780,25 @@ func TestEntriesOfAFailedSyncAreNotTrusted(t *testing.T) {
 	}
 }
 
-// reopenHeads records the head each "log reopened after a failure"
-// message reports: the head the follower publishes right after reopening
-// its log, before anything else of the repair.
-type reopenHeads struct {
+// logAttr records, from every log message msg, the value of its
+// attribute key.
+type logAttr struct {
 	slog.Handler
-	mu    sync.Mutex
-	heads []int64
+	msg, key string
+	mu       sync.Mutex
+	values   []slog.Value
 }
 
-func (h *reopenHeads) Handle(ctx context.Context, r slog.Record) error {
-	if r.Message == "log reopened after a failure" {
+func newLogAttr(msg, key string) *logAttr {
+	return &logAttr{Handler: slog.DiscardHandler, msg: msg, key: key}
+}
+
+func (h *logAttr) Handle(_ context.Context, r slog.Record) error {
+	if r.Message == h.msg {
 		r.Attrs(func(a slog.Attr) bool {
-			if a.Key == "head" {
+			if a.Key == h.key {
 				h.mu.Lock()
-				h.heads = append(h.heads, a.Value.Int64())
+				h.values = append(h.values, a.Value)
 				h.mu.Unlock()
 			}
 			return true
@@ -802,9 +807,16 @@ func (h *reopenHeads) Handle(ctx context.Context, r slog.Record) error {
 	return nil
 }
 
-func (h *reopenHeads) Enabled(context.Context, slog.Level) bool { return true }
-func (h *reopenHeads) WithAttrs([]slog.Attr) slog.Handler       { return h }
-func (h *reopenHeads) WithGroup(string) slog.Handler            { return h }
+func (h *logAttr) Enabled(context.Context, slog.Level) bool { return true }
+func (h *logAttr) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h *logAttr) WithGroup(string) slog.Handler            { return h }
+
+// seen returns the values recorded so far.
+func (h *logAttr) seen() []slog.Value {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return slices.Clone(h.values)
+}
 
 // TestRepairOfAFailedLogResetShowsNoReplacedEntry: a snapshot installed
 // below the follower's log whose log reset failed leaves the old entries
@@ -812,7 +824,7 @@ func (h *reopenHeads) WithGroup(string) slog.Handler            { return h }
 // head from them (the log had stopped counting them durable when the
 // reset began), not even for the moment before it resets the log.
 func TestRepairOfAFailedLogResetShowsNoReplacedEntry(t *testing.T) {
-	logs := &reopenHeads{Handler: slog.DiscardHandler}
+	logs := newLogAttr("log reopened after a failure", "head")
 	h := newHarness(t, Config{Logger: slog.New(logs)})
 	h.newTerm(1)
 	s, res := h.replicate(1, 0, 20, 20)
@@ -835,10 +847,8 @@ func TestRepairOfAFailedLogResetShowsNoReplacedEntry(t *testing.T) {
 	if head.Offset != 6 {
 		t.Fatalf("NewTerm after the repair: head %v, want the snapshot point 6", head)
 	}
-	logs.mu.Lock()
-	defer logs.mu.Unlock()
-	if len(logs.heads) != 1 || logs.heads[0] != 6 {
-		t.Fatalf("heads published on reopening the log: %v, want [6] (the snapshot point, never the replaced log's 20)", logs.heads)
+	if heads := logs.seen(); len(heads) != 1 || heads[0].Int64() != 6 {
+		t.Fatalf("heads published on reopening the log: %v, want [6] (the snapshot point, never the replaced log's 20)", heads)
 	}
 }
 

@@ -58,15 +58,7 @@ func TestStreamNegativeEntryTermOnAnEmptyFollower(t *testing.T) {
 func TestNewTermWaitsForTheSyncLoopInSend(t *testing.T) {
 	h := newHarness(t, Config{})
 	h.newTerm(1)
-	s := &gatedAckStream{fakeStream: newFakeStream(),
-		entered: map[int32]chan struct{}{1: make(chan struct{})},
-		gates:   map[int32]chan struct{}{1: make(chan struct{})}}
-	release := sync.OnceFunc(func() { close(s.gates[1]) })
-	t.Cleanup(release) // before the harness closes the follower
-	res := make(chan error, 1)
-	go func() { err := h.f.Replicate(s); s.cancel(); res <- err }()
-	s.in <- entryAppend(1, 0, -1, "k", "v")
-	<-s.entered[1] // the sync loop is sending the ack of entry 0
+	_, release, res := firstAckHeld(t, h) // the sync loop is sending the ack of entry 0
 	h.f.acquire()
 	r := h.f.stream
 	h.f.release()
@@ -153,15 +145,7 @@ func TestNewTermWaitsForTheReceiveLoopInRecv(t *testing.T) {
 func TestStreamEndedByAFailedAppendLowersTheHead(t *testing.T) {
 	h := newHarness(t, Config{})
 	h.newTerm(1)
-	s := &gatedAckStream{fakeStream: newFakeStream(),
-		entered: map[int32]chan struct{}{1: make(chan struct{})},
-		gates:   map[int32]chan struct{}{1: make(chan struct{})}}
-	release := sync.OnceFunc(func() { close(s.gates[1]) })
-	t.Cleanup(release) // before the harness closes the follower
-	res := make(chan error, 1)
-	go func() { err := h.f.Replicate(s); s.cancel(); res <- err }()
-	s.in <- entryAppend(1, 0, -1, "k", "v")
-	<-s.entered[1] // entry 0 is durable; its ack is held
+	s, release, res := firstAckHeld(t, h) // entry 0 is durable; its ack is held
 	s.in <- entryAppend(1, 1, -1, "k", "v")
 	s.in <- entryAppend(1, 2, -1, "k", "v")
 	h.fs.fail("/wal/")
@@ -184,4 +168,22 @@ func TestStreamEndedByAFailedAppendLowersTheHead(t *testing.T) {
 	if err := b.finish(t); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// firstAckHeld starts a stream on h's follower, sends it entry 0 and
+// returns once the sync loop is sending that entry's ack, a Send held
+// until release is called (at the latest when the test ends, before the
+// harness closes the follower). res gets what Replicate returns.
+func firstAckHeld(t *testing.T, h *harness) (s *gatedAckStream, release func(), res <-chan error) {
+	t.Helper()
+	s = &gatedAckStream{fakeStream: newFakeStream(),
+		entered: map[int32]chan struct{}{1: make(chan struct{})},
+		gates:   map[int32]chan struct{}{1: make(chan struct{})}}
+	release = sync.OnceFunc(func() { close(s.gates[1]) })
+	t.Cleanup(release)
+	done := make(chan error, 1)
+	go func() { err := h.f.Replicate(s); s.cancel(); done <- err }()
+	s.in <- entryAppend(1, 0, -1, "k", "v")
+	<-s.entered[1]
+	return s, release, done
 }

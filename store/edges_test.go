@@ -65,6 +65,22 @@ func TestOpenRefusesMalformedRecords(t *testing.T) {
 		{name: "commit term -3", corrupt: set(keyCommit, encodeEntryID(logpos.EntryID{Term: -3, Offset: 4}))},
 		{name: "log reset to offset -2", corrupt: set(keyLogReset, encodeEntryID(logpos.EntryID{Term: 1, Offset: -2}))},
 		{name: "marker without newline", closed: func(fs vfs.FS) error { return writeFile(fs, "/shard/CURRENT", "db-000001") }},
+		// Records one byte too long or too short, cut at their first
+		// (or missing) byte.
+		{name: "format, 9 bytes", corrupt: set(keyFormat, append(encodeUint64(formatVersion), 0))},
+		{name: "format, 7 bytes", corrupt: set(keyFormat, encodeUint64(formatVersion)[1:])},
+		{name: "term, 9 bytes", corrupt: set(keyTerm, append(encodeTerm(2), 0))},
+		{name: "term, 7 bytes", corrupt: set(keyTerm, encodeTerm(2)[1:])},
+		{name: "term options, 6 bytes", corrupt: set(keyTermOptions, append(encodeTermOptions(TermOptions{}), 0))},
+		{name: "term options, 4 bytes", corrupt: set(keyTermOptions, encodeTermOptions(TermOptions{})[:4])},
+		{name: "commit, 17 bytes", corrupt: set(keyCommit, append(encodeEntryID(logpos.EntryID{Term: 2, Offset: 2}), 0))},
+		{name: "commit, 15 bytes", corrupt: set(keyCommit, encodeEntryID(logpos.EntryID{Term: 2, Offset: 2})[1:])},
+		{name: "log reset, 17 bytes", corrupt: set(keyLogReset, append(encodeEntryID(logpos.EntryID{Term: 2, Offset: 2}), 0))},
+		{name: "log reset, 15 bytes", corrupt: set(keyLogReset, encodeEntryID(logpos.EntryID{Term: 2, Offset: 2})[1:])},
+		// -1 (logpos.NoTerm) is the lowest term a record holds.
+		{name: "term -2", corrupt: set(keyTerm, encodeTerm(-2))},
+		{name: "commit term -2", corrupt: set(keyCommit, encodeEntryID(logpos.EntryID{Term: -2, Offset: 2}))},
+		{name: "log reset term -2", corrupt: set(keyLogReset, encodeEntryID(logpos.EntryID{Term: -2, Offset: 2}))},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			mem := vfs.NewMem()

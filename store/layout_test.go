@@ -65,44 +65,6 @@ func TestSyncOnAClosedStore(t *testing.T) {
 	}
 }
 
-// TestOpenRefusesRecordsOfTheWrongLength: a reserved record one byte
-// longer or shorter than the store writes it is ErrCorrupt, not read as
-// its first (or with its missing) bytes.
-func TestOpenRefusesRecordsOfTheWrongLength(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		key   []byte
-		value []byte
-	}{
-		{"format, 9 bytes", keyFormat, append(encodeUint64(formatVersion), 0)},
-		{"format, 7 bytes", keyFormat, encodeUint64(formatVersion)[1:]},
-		{"term, 9 bytes", keyTerm, append(encodeTerm(2), 0)},
-		{"term, 7 bytes", keyTerm, encodeTerm(2)[1:]},
-		{"term options, 6 bytes", keyTermOptions, append(encodeTermOptions(TermOptions{}), 0)},
-		{"term options, 4 bytes", keyTermOptions, encodeTermOptions(TermOptions{})[:4]},
-		{"commit, 17 bytes", keyCommit, append(encodeEntryID(logpos.EntryID{Term: 2, Offset: 2}), 0)},
-		{"commit, 15 bytes", keyCommit, encodeEntryID(logpos.EntryID{Term: 2, Offset: 2})[1:]},
-		{"log reset, 17 bytes", keyLogReset, append(encodeEntryID(logpos.EntryID{Term: 2, Offset: 2}), 0)},
-		{"log reset, 15 bytes", keyLogReset, encodeEntryID(logpos.EntryID{Term: 2, Offset: 2})[1:]},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			mem := vfs.NewMem()
-			s, err := Open("/shard", Options{FS: mem})
-			if err != nil {
-				t.Fatal(err)
-			}
-			fillStore(t, s, model{}, 2, 3, "k")
-			if err := s.db.h.Set(tc.key, tc.value, pebble.Sync); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
-			wantCorrupt(t, mem, "/shard")
-		})
-	}
-}
-
 // TestOpenRefusesStoreWithOnlyUserKeysWithoutMarker: a database left
 // without a marker that holds a user key, even with no term and nothing
 // applied, is no leftover of a creation: Open refuses it and removes
@@ -344,36 +306,6 @@ func TestReopenedStoreStagesBesideItsDatabase(t *testing.T) {
 	}
 	r := mustOpen(t, "/shard", Options{FS: mem})
 	assertFingerprint(t, "reopened after an aborted loader", want, fingerprintOf(t, r))
-}
-
-// TestOpenRefusesTermsJustBelowNoTerm: -1 (logpos.NoTerm) is the lowest
-// term a record holds; -2, in the term or in an entry id, is ErrCorrupt.
-func TestOpenRefusesTermsJustBelowNoTerm(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		key   []byte
-		value []byte
-	}{
-		{"term -2", keyTerm, encodeTerm(-2)},
-		{"commit term -2", keyCommit, encodeEntryID(logpos.EntryID{Term: -2, Offset: 2})},
-		{"log reset term -2", keyLogReset, encodeEntryID(logpos.EntryID{Term: -2, Offset: 2})},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			mem := vfs.NewMem()
-			s, err := Open("/shard", Options{FS: mem})
-			if err != nil {
-				t.Fatal(err)
-			}
-			fillStore(t, s, model{}, 2, 3, "k")
-			if err := s.db.h.Set(tc.key, tc.value, pebble.Sync); err != nil {
-				t.Fatal(err)
-			}
-			if err := s.Close(); err != nil {
-				t.Fatal(err)
-			}
-			wantCorrupt(t, mem, "/shard")
-		})
-	}
 }
 
 // TestTermOptionsKeepEveryKeySorting: the key sorting is stored as the
