@@ -176,49 +176,6 @@ func TestOpenWhoseMarkerCannotBeWritten(t *testing.T) {
 	}
 }
 
-// TestLeftoverRemovalRetriedUntilItWorks: a leftover directory whose
-// removal fails again when SetTerm retries it is kept for the next retry,
-// not forgotten.
-func TestLeftoverRemovalRetriedUntilItWorks(t *testing.T) {
-	chunks, _, _ := memSource(t)
-	mem := vfs.NewMem()
-	s := mustOpen(t, "/shard", Options{FS: mem})
-	fillStore(t, s, model{}, 3, 5, "old")
-	old := fingerprintOf(t, s)
-	var broken atomic.Bool
-	broken.Store(true)
-	s.fs = errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if broken.Load() && op.Kind == errorfs.OpRemoveAll {
-			return errorfs.ErrInjected
-		}
-		return nil
-	}))
-	l, err := s.NewLoader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Write(chunks[0]); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Abort(); !errors.Is(err, errorfs.ErrInjected) {
-		t.Fatalf("Abort with removals failing: %v", err)
-	}
-	// The first retry fails too.
-	if err := s.SetTerm(4, old.Options); err != nil {
-		t.Fatal(err)
-	}
-	if got := listDir(t, mem, "/shard"); len(got) != len(old.DirectoryListed)+1 {
-		t.Fatalf("directory %q, want the staging directory left beside %q", got, old.DirectoryListed)
-	}
-	broken.Store(false)
-	if err := s.SetTerm(5, old.Options); err != nil {
-		t.Fatal(err)
-	}
-	if got := listDir(t, mem, "/shard"); !slices.Equal(got, old.DirectoryListed) {
-		t.Fatalf("directory %q after a retry with the disk working, want %q", got, old.DirectoryListed)
-	}
-}
-
 // eagerRemoval is stepwiseRemoval on a file system that makes each
 // removal durable at once (it syncs the directory the name was removed
 // from), as a journaling file system may: a removal inside a directory

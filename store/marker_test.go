@@ -122,16 +122,32 @@ func TestInstallMarkerSyncFailsForGood(t *testing.T) {
 // TestLeftoverStagingRemovedLater: a failed install whose staging
 // directory cannot be removed (the disk refuses removals) leaves it
 // behind; the next SetTerm, or the next NewLoader, removes it once the
-// disk works again.
+// disk works again (heal). A removal that fails again when SetTerm
+// retries it is kept for the next retry, not forgotten.
 func TestLeftoverStagingRemovedLater(t *testing.T) {
-	for name, retry := range map[string]func(t *testing.T, s *Store, old fingerprint) (want []string){
-		"SetTerm": func(t *testing.T, s *Store, old fingerprint) []string {
+	for name, retry := range map[string]func(t *testing.T, s *Store, old fingerprint, heal func()) (want []string){
+		"SetTerm": func(t *testing.T, s *Store, old fingerprint, heal func()) []string {
+			heal()
 			if err := s.SetTerm(4, old.Options); err != nil {
 				t.Fatal(err)
 			}
 			return old.DirectoryListed
 		},
-		"NewLoader": func(t *testing.T, s *Store, old fingerprint) []string {
+		"SetTerm failing first": func(t *testing.T, s *Store, old fingerprint, heal func()) []string {
+			if err := s.SetTerm(4, old.Options); err != nil {
+				t.Fatal(err)
+			}
+			if got := listDir(t, s.fs, "/shard"); len(got) != len(old.DirectoryListed)+1 {
+				t.Fatalf("directory %q, want the staging directory still left beside %q", got, old.DirectoryListed)
+			}
+			heal()
+			if err := s.SetTerm(5, old.Options); err != nil {
+				t.Fatal(err)
+			}
+			return old.DirectoryListed
+		},
+		"NewLoader": func(t *testing.T, s *Store, old fingerprint, heal func()) []string {
+			heal()
 			next, err := s.NewLoader()
 			if err != nil {
 				t.Fatal(err)
@@ -173,8 +189,7 @@ func TestLeftoverStagingRemovedLater(t *testing.T) {
 			if got := listDir(t, mem, "/shard"); len(got) != len(old.DirectoryListed)+1 {
 				t.Fatalf("directory %q, want the staging directory left beside %q", got, old.DirectoryListed)
 			}
-			broken.Store(false)
-			want := retry(t, s, old)
+			want := retry(t, s, old, func() { broken.Store(false) })
 			if got := listDir(t, mem, "/shard"); !slices.Equal(got, want) {
 				t.Fatalf("directory %q after %s, want %q", got, name, want)
 			}
