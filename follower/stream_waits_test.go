@@ -59,23 +59,15 @@ func TestNewTermWaitsForTheSyncLoopInSend(t *testing.T) {
 	h := newHarness(t, Config{})
 	h.newTerm(1)
 	_, release, res := firstAckHeld(t, h) // the sync loop is sending the ack of entry 0
-	h.f.acquire()
-	r := h.f.stream
-	h.f.release()
-	fenced := make(chan struct{})
-	var fenceErr error
-	go func() { _, fenceErr = h.f.NewTerm(2, TermOptions{}); close(fenced) }()
-	if err := <-res; !errors.Is(err, ErrStreamEnded) {
-		t.Fatalf("the handler: %v", err)
-	}
+	r, fenced, fenceErr := fenceAttached(t, h, res)
 	<-r.recvDone // the receive loop left once the call ended
 	// The handler and the receive loop are gone: NewTerm can only be
 	// waiting for the sync loop, still in its Send.
 	stacktest.WaitBlockedIn(t, "chan receive", "follower.(*replication).end", fenced)
 	release()
 	<-fenced
-	if fenceErr != nil {
-		t.Fatal(fenceErr)
+	if *fenceErr != nil {
+		t.Fatal(*fenceErr)
 	}
 	if !isClosed(r.syncDone) {
 		t.Fatal("NewTerm returned with the sync loop running")
@@ -114,15 +106,7 @@ func TestNewTermWaitsForTheReceiveLoopInRecv(t *testing.T) {
 	if o := <-s.acks; o != 0 {
 		t.Fatalf("ack %d", o)
 	}
-	h.f.acquire()
-	r := h.f.stream
-	h.f.release()
-	fenced := make(chan struct{})
-	var fenceErr error
-	go func() { _, fenceErr = h.f.NewTerm(2, TermOptions{}); close(fenced) }()
-	if err := <-res; !errors.Is(err, ErrStreamEnded) {
-		t.Fatalf("the handler: %v", err)
-	}
+	r, fenced, fenceErr := fenceAttached(t, h, res)
 	<-s.held
 	<-r.syncDone
 	// The handler and the sync loop are gone: NewTerm can only be
@@ -130,8 +114,8 @@ func TestNewTermWaitsForTheReceiveLoopInRecv(t *testing.T) {
 	stacktest.WaitBlockedIn(t, "chan receive", "follower.(*replication).end", fenced)
 	release()
 	<-fenced
-	if fenceErr != nil {
-		t.Fatal(fenceErr)
+	if *fenceErr != nil {
+		t.Fatal(*fenceErr)
 	}
 	if !isClosed(r.recvDone) {
 		t.Fatal("NewTerm returned with the receive loop running")
@@ -186,4 +170,22 @@ func firstAckHeld(t *testing.T, h *harness) (s *gatedAckStream, release func(), 
 	s.in <- entryAppend(1, 0, -1, "k", "v")
 	<-s.entered[1]
 	return s, release, done
+}
+
+// fenceAttached starts NewTerm(2) on h's follower, whose stream's
+// handler sends its result to res, and returns once that handler
+// returned (ended by NewTerm): the stream that was attached, and fenced,
+// closed once NewTerm returned, with its error then in *fenceErr.
+func fenceAttached(t *testing.T, h *harness, res <-chan error) (r *replication, fenced <-chan struct{}, fenceErr *error) {
+	t.Helper()
+	h.f.acquire()
+	r = h.f.stream
+	h.f.release()
+	done := make(chan struct{})
+	fenceErr = new(error)
+	go func() { _, *fenceErr = h.f.NewTerm(2, TermOptions{}); close(done) }()
+	if err := <-res; !errors.Is(err, ErrStreamEnded) {
+		t.Fatalf("the handler: %v", err)
+	}
+	return r, done, fenceErr
 }
