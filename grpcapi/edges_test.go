@@ -294,25 +294,10 @@ func (l *acceptSignal) Accept() (net.Conn, error) {
 // the wait, at two hundred times the timeout: the node closes the
 // connection long before it.)
 func TestIdleConnectionClosedAfterTheHandshakeTimeout(t *testing.T) {
-	srv, err := grpcapi.New(grpcapi.Options{DataDir: t.TempDir(), HandshakeTimeout: 50 * time.Millisecond, DrainTimeout: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(lis) }()
-	defer func() {
-		if err := srv.Shutdown(context.Background()); err != nil {
-			t.Error(err)
-		}
-		if err := <-served; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	conn, err := net.Dial("tcp", lis.Addr().String())
+	n := startNode(t, "", func(o *grpcapi.Options) {
+		o.HandshakeTimeout, o.DrainTimeout = 50*time.Millisecond, time.Hour
+	})
+	conn, err := net.Dial("tcp", n.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
