@@ -715,31 +715,41 @@ func reopenAfterDelete(t *testing.T, what string, fs vfs.FS, old fingerprint) (k
 
 // TestDeleteCrashAtEveryStep: a crash at any point of Delete leaves, after
 // reopening, either the whole store or an empty new one, and nothing of
-// the deleted one beside it.
+// the deleted one beside it; also on a file system where each removal
+// reaches the disk as soon as it is made (Delete makes its move aside
+// durable before it removes anything).
 func TestDeleteCrashAtEveryStep(t *testing.T) {
-	for ci, cfg := range crashCfgs(9) {
-		var kept, gone int
-		for k := int64(1); ; k++ {
-			mem := vfs.NewCrashableMem()
-			c := &crasher{mem: mem, k: k, cfg: cfg}
-			s, old := openOldStore(t, "/data/shard", stepwiseRemoval{errorfs.Wrap(mem, c)})
-			c.armed.Store(true)
-			if err := s.Delete(); err != nil {
-				t.Fatalf("Delete: %v", err)
+	for _, fsys := range []struct {
+		name string
+		wrap func(vfs.FS) vfs.FS
+	}{
+		{"removals one by one", func(fs vfs.FS) vfs.FS { return stepwiseRemoval{fs} }},
+		{"removals durable at once", func(fs vfs.FS) vfs.FS { return eagerRemoval{fs} }},
+	} {
+		for ci, cfg := range crashCfgs(9) {
+			var kept, gone int
+			for k := int64(1); ; k++ {
+				mem := vfs.NewCrashableMem()
+				c := &crasher{mem: mem, k: k, cfg: cfg}
+				s, old := openOldStore(t, "/data/shard", fsys.wrap(errorfs.Wrap(mem, c)))
+				c.armed.Store(true)
+				if err := s.Delete(); err != nil {
+					t.Fatalf("Delete: %v", err)
+				}
+				c.armed.Store(false)
+				crashed, reached := c.crashed()
+				if reopenAfterDelete(t, fmt.Sprintf("%s, config %d, crash before write %d", fsys.name, ci, k), crashed, old) {
+					kept++
+				} else {
+					gone++
+				}
+				if !reached {
+					break
+				}
 			}
-			c.armed.Store(false)
-			crashed, reached := c.crashed()
-			if reopenAfterDelete(t, fmt.Sprintf("config %d, crash before write %d", ci, k), crashed, old) {
-				kept++
-			} else {
-				gone++
+			if kept == 0 || gone == 0 {
+				t.Errorf("%s, config %d: %d crashes kept the store, %d deleted it: both must occur", fsys.name, ci, kept, gone)
 			}
-			if !reached {
-				break
-			}
-		}
-		if kept == 0 || gone == 0 {
-			t.Errorf("config %d: %d crashes kept the store, %d deleted it: both must occur", ci, kept, gone)
 		}
 	}
 }

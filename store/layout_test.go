@@ -2,7 +2,6 @@ package store
 
 import (
 	"errors"
-	"fmt"
 	"math"
 	"os"
 	"slices"
@@ -196,36 +195,6 @@ func (fs eagerRemoval) Remove(name string) error {
 		return err
 	}
 	return errors.Join(d.Sync(), d.Close())
-}
-
-// TestDeleteCrashAtEveryStepWithEagerRemovals: Delete makes its move
-// aside durable before it removes anything, so a crash at any point
-// leaves the whole store or an empty new one, also where each removal
-// reaches the disk as soon as it is made.
-func TestDeleteCrashAtEveryStepWithEagerRemovals(t *testing.T) {
-	var kept, gone int
-	for k := int64(1); ; k++ {
-		mem := vfs.NewCrashableMem()
-		c := &crasher{mem: mem, k: k}
-		s, old := openOldStore(t, "/data/shard", eagerRemoval{errorfs.Wrap(mem, c)})
-		c.armed.Store(true)
-		if err := s.Delete(); err != nil {
-			t.Fatalf("Delete: %v", err)
-		}
-		c.armed.Store(false)
-		crashed, reached := c.crashed()
-		if reopenAfterDelete(t, fmt.Sprintf("crash before write %d", k), crashed, old) {
-			kept++
-		} else {
-			gone++
-		}
-		if !reached {
-			break
-		}
-	}
-	if kept == 0 || gone == 0 {
-		t.Errorf("%d crashes kept the store, %d deleted it: both must occur", kept, gone)
-	}
 }
 
 // TestReopenedStoreStagesBesideItsDatabase: a reopened store numbers its
