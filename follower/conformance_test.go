@@ -2006,7 +2006,7 @@ func lastOffsetSnapshot(t *testing.T) []*replicationpb.SnapshotChunk {
 	if err != nil {
 		t.Fatal(err)
 	}
-	db, err := pebble.Open(filepath.Join(dir, strings.TrimSpace(string(live))), &pebble.Options{ErrorIfNotExists: true})
+	db, err := pebble.Open(filepath.Join(dir, strings.TrimSpace(string(live))), &pebble.Options{ErrorIfNotExists: true, Logger: quietPebble{t}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -2068,4 +2068,15 @@ func TestConformanceInstallAbandonedBeforeItsCommit(t *testing.T) {
 	if l := stagingLeft(t, efs, dir); len(l) > 0 {
 		t.Errorf("staging left: %v", l)
 	}
+}
+
+// quietPebble is the logger of the Pebble databases tests open directly:
+// Pebble's informational messages are dropped (its default logger writes
+// them to the test binary's output), errors fail the test.
+type quietPebble struct{ t testing.TB }
+
+func (quietPebble) Infof(string, ...any)                {}
+func (l quietPebble) Errorf(format string, args ...any) { l.t.Errorf("pebble: "+format, args...) }
+func (quietPebble) Fatalf(format string, args ...any) {
+	panic(fmt.Sprintf("pebble: "+format, args...))
 }
