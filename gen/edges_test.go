@@ -376,6 +376,59 @@ func TestWriteThroughLinksKeepingModes(t *testing.T) {
 	}
 }
 
+// A link to a file not written yet stays a link too, through a chain of
+// links (the file at its end is created, as a shell's > would create
+// it), and a loop of links is an error that writes nothing.
+func TestWriteThroughDanglingLinks(t *testing.T) {
+	dir := t.TempDir()
+	link := filepath.Join(dir, "job.mmd")
+	site := filepath.Join(dir, "site")
+	if err := os.Mkdir(site, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// job.mmd -> site/link.mmd -> (absolute) site/job.mmd, not there yet.
+	if err := os.Symlink(filepath.Join("site", "link.mmd"), link); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join(site, "job.mmd"), filepath.Join(site, "link.mmd")); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	if code := run([]string{"-in", "testdata/job/job.yaml", "-mermaid", link}, &stderr); code != 0 {
+		t.Fatalf("gen exited %d: %s", code, stderr.String())
+	}
+	for _, l := range []string{link, filepath.Join(site, "link.mmd")} {
+		if info, err := os.Lstat(l); err != nil {
+			t.Error(err)
+		} else if info.Mode()&os.ModeSymlink == 0 {
+			t.Errorf("%s is no longer a link: %v", l, info.Mode())
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(site, "job.mmd")); err != nil || !bytes.Contains(b, []byte("Job")) {
+		t.Errorf("the file at the end of the links was not written: %q, %v", b, err)
+	}
+
+	loop := filepath.Join(dir, "loop.mmd")
+	if err := os.Symlink("loop.mmd", loop); err != nil {
+		t.Fatal(err)
+	}
+	stderr.Reset()
+	if code := run([]string{"-in", "testdata/job/job.yaml", "-mermaid", loop}, &stderr); code != 1 || !strings.Contains(stderr.String(), "too many levels of symbolic links") {
+		t.Errorf("a loop of links: gen exited %d: %s", code, stderr.String())
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if want := []string{"job.mmd", "loop.mmd", "site"}; !slices.Equal(names, want) {
+		t.Errorf("after the loop the directory holds %q, want %q", names, want)
+	}
+}
+
 // The diagram markers of a Markdown file with CRLF line endings are
 // found, the diagram goes between them with CRLF line endings too, and
 // embedding it again changes nothing.

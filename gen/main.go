@@ -163,9 +163,10 @@ func writeChanged(files []file) (err error) {
 		if old, err := os.ReadFile(f.path); err == nil && bytes.Equal(old, f.data) {
 			continue
 		}
-		path, mode := f.path, os.FileMode(0o644)
-		if real, err := filepath.EvalSymlinks(path); err == nil {
-			path = real // a link stays a link: its target is written
+		mode := os.FileMode(0o644)
+		path, err := linkTarget(f.path) // a link stays a link: its target is written
+		if err != nil {
+			return err
 		}
 		if info, err := os.Stat(path); err == nil {
 			if !info.Mode().IsRegular() {
@@ -186,6 +187,27 @@ func writeChanged(files []file) (err error) {
 		}
 	}
 	return nil
+}
+
+// linkTarget returns the file that writing path writes: path itself, or,
+// when path is a symbolic link, the file at the end of its chain of links,
+// whether that file exists yet or not (as a shell's > would write it).
+func linkTarget(path string) (string, error) {
+	for range 255 {
+		info, err := os.Lstat(path)
+		if err != nil || info.Mode()&os.ModeSymlink == 0 {
+			return path, nil
+		}
+		target, err := os.Readlink(path)
+		if err != nil {
+			return "", err
+		}
+		if !filepath.IsAbs(target) {
+			target = filepath.Join(filepath.Dir(path), target)
+		}
+		path = target
+	}
+	return "", fmt.Errorf("%s: too many levels of symbolic links", path)
 }
 
 // writeTemp writes data to a new temporary file with the given
