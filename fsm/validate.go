@@ -458,6 +458,10 @@ func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool
 		l.errorf(f.Pos, "payload field %q: %q is not a Go type: it embeds unsafe.Pointer", f.Name, f.Type)
 		return 0
 	}
+	if c := namedConstraint(expr, pathOf); c != "" {
+		l.errorf(f.Pos, "payload field %q: %q names %s, a type constraint: it can only constrain a type parameter, never be the type of a value", f.Name, f.Type, c)
+		return 0
+	}
 	if hasTag(expr) {
 		l.errorf(f.Pos, "payload field %q: %q has a struct tag: payload types take none (a tag means nothing to a parameter, and go vet checks its syntax; declare the struct as a type in Go and name it here)", f.Name, f.Type)
 		return 0
@@ -552,6 +556,25 @@ func hasTag(e ast.Expr) bool {
 			found = true
 		}
 		return !found
+	})
+	return found
+}
+
+// namedConstraint returns the constraint interface of the standard
+// library that type e names anywhere ("" if none): such an interface
+// (cmp.Ordered) is no type of a value, wherever it appears in e, embedded
+// in an interface included. pathOf gives the import path of a package
+// name. (The predeclared comparable is refused as no type at all; a
+// constraint declared elsewhere cannot be told from the syntax.)
+func namedConstraint(e ast.Expr, pathOf func(string) string) string {
+	found := ""
+	ast.Inspect(e, func(n ast.Node) bool {
+		if x, ok := n.(*ast.SelectorExpr); ok && found == "" {
+			if pkg, ok := x.X.(*ast.Ident); ok && pathOf(pkg.Name) == "cmp" && x.Sel.Name == "Ordered" {
+				found = pkg.Name + "." + x.Sel.Name
+			}
+		}
+		return found == ""
 	})
 	return found
 }
