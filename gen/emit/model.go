@@ -42,9 +42,10 @@ func header(src Source) string {
 
 // display is the name of the table as comments write it: as it is, or
 // quoted as Go quotes strings when it holds a character that would break
-// the comment's line or not show.
+// the comment's line or not show (strconv.Quote escapes every such
+// character, U+2028 and U+2029 included).
 func (s Source) display() string {
-	if q := strconv.Quote(s.Name); q[1:len(q)-1] != s.Name || strings.ContainsAny(s.Name, "\u2028\u2029") {
+	if q := strconv.Quote(s.Name); q[1:len(q)-1] != s.Name {
 		return q
 	}
 	return s.Name
