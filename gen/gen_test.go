@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/tablefsm/tablefsm/fsm"
+	"github.com/tablefsm/tablefsm/gen/emit"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata")
@@ -108,8 +109,12 @@ func TestInvalidTables(t *testing.T) {
 
 func TestUsage(t *testing.T) {
 	var stderr bytes.Buffer
-	if code := run(nil, &stderr); code != 2 || !strings.Contains(stderr.String(), "usage: gen") {
+	if code := run(nil, &stderr); code != 2 || !strings.HasPrefix(stderr.String(), "gen: -in is required") || !strings.Contains(stderr.String(), "usage: gen") {
 		t.Fatalf("no arguments: exit %d, %q", code, stderr.String())
+	}
+	stderr.Reset()
+	if code := run([]string{"-in", "testdata/job/job.yaml", "extra"}, &stderr); code != 2 || !strings.HasPrefix(stderr.String(), `gen: unexpected argument "extra"`) || !strings.Contains(stderr.String(), "usage: gen") {
+		t.Fatalf("a stray argument: exit %d, %q", code, stderr.String())
 	}
 	stderr.Reset()
 	if code := run([]string{"-h"}, &stderr); code != 0 {
@@ -120,7 +125,7 @@ func TestUsage(t *testing.T) {
 		t.Fatalf("missing file: exit %d, %q", code, stderr.String())
 	}
 	stderr.Reset()
-	if code := run([]string{"-in", "testdata/job/job.yaml", "-markdown", "testdata/job/job.yaml"}, &stderr); code != 1 || !strings.Contains(stderr.String(), "markers") {
+	if code := run([]string{"-in", "testdata/job/job.yaml", "-markdown", "testdata/job/job.yaml"}, &stderr); code != 1 || stderr.String() != "testdata/job/job.yaml: no diagram markers: put a line "+emit.BeginMarker+" and a line "+emit.EndMarker+" where the diagram goes (not in a fenced code block: markers there do not count)\n" {
 		t.Fatalf("markdown without markers: exit %d, %q", code, stderr.String())
 	}
 }

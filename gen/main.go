@@ -51,7 +51,13 @@ func run(args []string, stderr io.Writer) int {
 		}
 		return 2
 	}
-	if *in == "" || fs.NArg() > 0 {
+	switch {
+	case *in == "":
+		fmt.Fprintln(stderr, "gen: -in is required: the table to read")
+		fs.Usage()
+		return 2
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "gen: unexpected argument %q (the table is given with -in)\n", fs.Arg(0))
 		fs.Usage()
 		return 2
 	}
@@ -116,6 +122,9 @@ func generate(in, out, mermaid, dot, markdown string) ([]file, error) {
 		embedded, err := emit.Embed(doc, diagram)
 		if me, ok := errors.AsType[*emit.MarkerError](err); ok {
 			return nil, fmt.Errorf("%s:%d: %s", markdown, me.Line, me.Msg)
+		}
+		if errors.Is(err, emit.ErrNoMarkers) {
+			return nil, fmt.Errorf("%s: no diagram markers: put a line %s and a line %s where the diagram goes (not in a fenced code block: markers there do not count)", markdown, emit.BeginMarker, emit.EndMarker)
 		}
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", markdown, err)
