@@ -53,6 +53,13 @@ func TestMain(m *testing.M) {
 		}
 		os.Exit(3)
 	}
+	if os.Getenv("REPLICATE_TEST_CHILD") == "1" && os.Getenv("REPLICATE_TEST_STOP_STATUS") == "1" {
+		// A node that serves, then exits 1 when stopped.
+		if node.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr) == 0 {
+			os.Exit(1)
+		}
+		os.Exit(2)
+	}
 	if os.Getenv("REPLICATE_TEST_CHILD") == "1" {
 		if len(os.Args) > 1 && os.Args[1] == "echo-server" {
 			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)

@@ -44,7 +44,11 @@ func TestMain(m *testing.M) {
 		os.Exit(node.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 	}
 	if os.Getenv("NODE_TEST_AS_PARENT") == "1" {
-		argv := []string{os.Args[0], "--listen", "127.0.0.1:0", "--data-dir", os.Getenv("NODE_TEST_PARENT_OF"), "--log-level", "warn"}
+		level := os.Getenv("NODE_TEST_PARENT_LOG_LEVEL")
+		if level == "" {
+			level = "warn"
+		}
+		argv := []string{os.Args[0], "--listen", "127.0.0.1:0", "--data-dir", os.Getenv("NODE_TEST_PARENT_OF"), "--log-level", level}
 		p, err := node.Start(context.Background(), argv, []string{asFollowerd}, os.Stderr)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -156,6 +160,8 @@ func TestFlags(t *testing.T) {
 		{[]string{"--version", "extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"--listen", "127.0.0.1:0", "--metrics-listen", "9464", "--data-dir", unused}, 2, "invalid --metrics-listen"},
 		{[]string{"--max-concurrent-streams", "5000000000"}, 2, "want at most 4294967295"},
+		// One above the largest: not cut to its low 32 bits (0, no limit).
+		{[]string{"--max-concurrent-streams", "4294967296", "--listen", "192.0.2.1:0", "--data-dir", unused}, 2, "want at most 4294967295"},
 		{[]string{"--max-concurrent-streams", "-1"}, 2, `invalid value "-1" for flag -max-concurrent-streams: must not be negative`},
 		{[]string{"--max-message-size", "0x400000"}, 2, `invalid value "0x400000" for flag -max-message-size: not a decimal number`},
 		{[]string{"--max-snapshot-size", "0100"}, 2, `invalid value "0100" for flag -max-snapshot-size: a decimal number has no leading zeros`},
