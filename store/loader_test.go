@@ -205,6 +205,12 @@ func TestLoaderFailuresLeaveTheStore(t *testing.T) {
 				t.Fatal(err)
 			}
 		})), invalid},
+		{"a commit one term above the term", feedInstall(snapshotOf(t, chunkSize, func(s *Store) {
+			fillStore(t, s, model{}, 4, 3, "k")
+			if err := s.Apply(kvEntry(t, 5, 3, put("k", "v"))); err != nil {
+				t.Fatal(err)
+			}
+		})), invalid},
 		{"a malformed term record", feedInstall(snapshotOf(t, chunkSize, func(s *Store) {
 			fillStore(t, s, model{}, 4, 3, "k")
 			if err := s.db.h.Set(keyTerm, []byte{1, 2, 3}, nil); err != nil {
