@@ -1,0 +1,386 @@
+package wal
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"sync/atomic"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+
+	"github.com/tablefsm/tablefsm/logpos"
+)
+
+// recordPositions walks segment file path of fs and returns the positions
+// of its records (independently of the log and of its index).
+func recordPositions(t *testing.T, fs vfs.FS, path string) []int64 {
+	t.Helper()
+	f, err := fs.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []int64
+	pos := int64(segmentHeaderSize)
+	for {
+		var hdr [recordHeaderSize]byte
+		if _, err := f.ReadAt(hdr[:], pos); err != nil {
+			return out
+		}
+		n, err := recordLen(hdr[:])
+		if err != nil {
+			return out
+		}
+		out = append(out, pos)
+		pos += recordHeaderSize + int64(n)
+	}
+}
+
+// sealedLog writes entries 0..99 in 512-byte segments and closes the log,
+// so that every segment but the last is sealed with a valid index (Open
+// trusts it and does not read its records).
+func sealedLog(t *testing.T) (vfs.FS, []logpos.Offset) {
+	t.Helper()
+	fs := vfs.NewMem()
+	l := mustOpen(t, "wal", memOpts(fs))
+	mustAppend(t, l, entries(0, 99, 0)...)
+	mustSync(t, l)
+	firsts := segFirsts(l)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if len(firsts) < 3 || firsts[1] < 5 {
+		t.Fatalf("segments %v: want at least 3, the first holding 5 entries", firsts)
+	}
+	return fs, firsts
+}
+
+func patchFile(t *testing.T, fs vfs.FS, path string, at int64, b []byte) {
+	t.Helper()
+	f, err := fs.OpenReadWrite(path, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt(b, at); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestForwardReaderVerifiesTrustedSegments: Open trusts a sealed segment
+// through its index without reading its records, so the forward reader is
+// what meets damage there. A record whose value changed (its CRC no longer
+// holds) or whose length word reaches past the segment's data is
+// ErrCorrupt, never an entry.
+func TestForwardReaderVerifiesTrustedSegments(t *testing.T) {
+	for _, damage := range []string{"value", "length"} {
+		t.Run(damage, func(t *testing.T) {
+			fs, _ := sealedLog(t)
+			seg := "wal/" + segmentName(0)
+			pos := recordPositions(t, fs, seg)
+			switch damage {
+			case "value":
+				// The value of record 2 differs in one byte; it still decodes.
+				f, _ := fs.Open(seg)
+				b := make([]byte, pos[3]-pos[2])
+				_, _ = f.ReadAt(b, pos[2])
+				_ = f.Close()
+				i := bytes.Index(b, []byte("value-2-gen-0"))
+				if i < 0 {
+					t.Fatal("value of record 2 not found")
+				}
+				patchFile(t, fs, seg, pos[2]+int64(i), []byte("V"))
+			case "length":
+				var w [4]byte
+				binary.LittleEndian.PutUint32(w[:], recordMarker|uint32(maxPayloadSize))
+				patchFile(t, fs, seg, pos[2], w[:])
+			}
+			l := mustOpen(t, "wal", memOpts(fs))
+			defer l.Close()
+			for _, from := range []logpos.Offset{0, 2} {
+				es, err := tryReadAll(l, from)
+				if !errors.Is(err, ErrCorrupt) {
+					t.Fatalf("reading from %d over a damaged record 2: %v (entries up to %v), want ErrCorrupt", from, err, es)
+				}
+				if len(es) != int(2-from) {
+					t.Fatalf("reading from %d: %d entries before the damaged record 2", from, len(es))
+				}
+			}
+		})
+	}
+}
+
+// TestForwardReaderChecksOffsetsFromTheIndex: an index whose checksums hold
+// but whose positions name the next record (shifted by one) leads a
+// reader to a record whose CRC chains correctly: only its offset tells it
+// apart. The reader walks the segment instead and returns the right
+// entries.
+func TestForwardReaderChecksOffsetsFromTheIndex(t *testing.T) {
+	fs, firsts := sealedLog(t)
+	idx := "wal/" + indexName(0)
+	f, err := fs.Open(idx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, _ := f.Stat()
+	b := make([]byte, st.Size())
+	_, _ = f.ReadAt(b, 0)
+	_ = f.Close()
+	h, err := decodeIndexHeader(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := decodePositions(&h, b[indexHeaderSize:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	shifted := append(append([]uint32(nil), p[1:]...), p[len(p)-1]+1)
+	patchFile(t, fs, idx, 0, encodeIndex(h, shifted))
+	l := mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	for from := logpos.Offset(1); from < firsts[1]-1; from++ {
+		checkEntries(t, readAll(t, l, from), entries(from, 99, 0))
+	}
+}
+
+// TestReverseReaderBelowATrim: a reverse reader whose next entry Trim
+// removed reports ErrTrimmed.
+func TestReverseReaderBelowATrim(t *testing.T) {
+	l := mustOpen(t, "wal", memOpts(vfs.NewMem()))
+	defer l.Close()
+	mustAppend(t, l, entries(0, 99, 0)...)
+	mustSync(t, l)
+	firsts := segFirsts(l)
+	r, err := l.NewReverseReader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	for {
+		e, err := r.Next()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Offset == firsts[1] {
+			break
+		}
+	}
+	if err := l.Trim(firsts[1]); err != nil {
+		t.Fatal(err)
+	}
+	if e, err := r.Next(); !errors.Is(err, ErrTrimmed) {
+		t.Fatalf("reverse Next below the trimmed segment: %v, %v; want ErrTrimmed", e.ID(), err)
+	}
+}
+
+// countingFS counts the files opened through Open that are not closed.
+type countingFS struct {
+	vfs.FS
+	open atomic.Int64
+}
+
+type countedFile struct {
+	vfs.File
+	fs     *countingFS
+	closed atomic.Bool
+}
+
+func (fs *countingFS) Open(name string, opts ...vfs.OpenOption) (vfs.File, error) {
+	f, err := fs.FS.Open(name, opts...)
+	if err != nil {
+		return nil, err
+	}
+	fs.open.Add(1)
+	return &countedFile{File: f, fs: fs}, nil
+}
+
+func (f *countedFile) Close() error {
+	if f.closed.CompareAndSwap(false, true) {
+		f.fs.open.Add(-1)
+	}
+	return f.File.Close()
+}
+
+// TestReadersReleaseEverything: readers that crossed segments and were
+// closed leave no file open and are forgotten by the log.
+func TestReadersReleaseEverything(t *testing.T) {
+	fs := &countingFS{FS: vfs.NewMem()}
+	l := mustOpen(t, "wal", memOpts(fs))
+	mustAppend(t, l, entries(0, 99, 0)...)
+	mustSync(t, l)
+	checkEntries(t, readAll(t, l, 0), entries(0, 99, 0))
+	for range 3 {
+		r, err := l.NewReverseReader()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 60 {
+			if _, err := r.Next(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		_ = r.Close()
+		checkEntries(t, readAll(t, l, 30)[:10], entries(30, 39, 0))
+	}
+	l.mu.Lock()
+	n := len(l.mu.readers)
+	l.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d closed readers still known to the log", n)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := fs.open.Load(); n != 0 {
+		t.Errorf("%d files opened through Open are still open", n)
+	}
+}
+
+// TestTrimForgetsASegmentBeforeRemovingIt: while Trim removes a segment's
+// files, a reader asking for its entries gets ErrTrimmed, not an I/O error
+// about a missing file.
+func TestTrimForgetsASegmentBeforeRemovingIt(t *testing.T) {
+	idx := "wal/" + indexName(0)
+	var pause atomic.Bool
+	at, proceed := make(chan struct{}), make(chan struct{})
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpRemove && op.Path == idx && pause.CompareAndSwap(true, false) {
+			close(at)
+			<-proceed
+		}
+		return nil
+	}))
+	l := mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	mustAppend(t, l, entries(0, 99, 0)...)
+	mustSync(t, l)
+	firsts := segFirsts(l)
+	workerRound(l) // segment 0's index is written: Trim removes it after the segment
+	if _, err := fs.Stat(idx); err != nil {
+		t.Fatal(err)
+	}
+	pause.Store(true)
+	trimmed := make(chan error, 1)
+	go func() { trimmed <- l.Trim(firsts[1]) }()
+	<-at // segment 0's file is removed, its index not yet
+	_, err := tryReadAll(l, 0)
+	close(proceed)
+	if terr := <-trimmed; terr != nil {
+		t.Fatal(terr)
+	}
+	if !errors.Is(err, ErrTrimmed) {
+		t.Fatalf("reading a segment Trim is removing: %v; want ErrTrimmed", err)
+	}
+}
+
+// TestForwardReaderReadsNoBytesPastTheDurableEnd: bytes handed to the file
+// by a sync still under way may not be written yet; a reader that cached
+// them would later return them as the entries written there.
+func TestForwardReaderReadsNoBytesPastTheDurableEnd(t *testing.T) {
+	seg := "wal/" + segmentName(0)
+	var pause atomic.Bool
+	at, proceed := make(chan struct{}), make(chan struct{})
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpFileWriteAt && op.Path == seg && pause.CompareAndSwap(true, false) {
+			close(at)
+			<-proceed
+		}
+		return nil
+	}))
+	l := mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	mustAppend(t, l, entries(0, 2, 0)...)
+	mustSync(t, l)
+	mustAppend(t, l, entry(3, 0))
+	pause.Store(true)
+	synced := make(chan error, 1)
+	go func() { _, err := l.Sync(context.Background()); synced <- err }()
+	<-at // entry 3 is handed to the file, not yet written
+	r, err := l.NewReader(0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var got []logpos.Entry
+	e, err := r.Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, logpos.Entry{Term: e.Term, Offset: e.Offset, Timestamp: e.Timestamp, Value: append([]byte(nil), e.Value...)})
+	close(proceed)
+	if err := <-synced; err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		e, err := r.Next()
+		if err != nil {
+			t.Fatalf("after the sync: %v", err)
+		}
+		e.Value = append([]byte(nil), e.Value...)
+		got = append(got, e)
+	}
+	checkEntries(t, got, entries(0, 3, 0))
+}
+
+// TestReverseReaderRacingTruncate: a reverse reader that located its next
+// entry before a TruncateLog removed it, and reads the bytes before the
+// truncation changes them, reports ErrLogChanged rather than the removed
+// entry.
+func TestReverseReaderRacingTruncate(t *testing.T) {
+	seg := "wal/" + segmentName(0)
+	var readerPause, truncPause atomic.Bool
+	readerAt, readerGo := make(chan struct{}), make(chan struct{})
+	truncAt, truncGo := make(chan struct{}), make(chan struct{})
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Path != seg {
+			return nil
+		}
+		if op.Kind == errorfs.OpOpen && readerPause.CompareAndSwap(true, false) {
+			close(readerAt)
+			<-readerGo
+		}
+		if op.Kind == errorfs.OpFileWriteAt && truncPause.CompareAndSwap(true, false) {
+			close(truncAt)
+			<-truncGo
+		}
+		return nil
+	}))
+	l := mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	mustAppend(t, l, entries(0, 5, 0)...)
+	mustSync(t, l)
+	if n := len(segFirsts(l)); n != 1 {
+		t.Fatalf("%d segments, want 1", n)
+	}
+	r, err := l.NewReverseReader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	type result struct {
+		e   logpos.Entry
+		err error
+	}
+	readerPause.Store(true)
+	read := make(chan result, 1)
+	go func() { e, err := r.Next(); read <- result{e, err} }()
+	<-readerAt // the reader located offset 5 and is opening its segment
+	truncPause.Store(true)
+	truncated := make(chan error, 1)
+	go func() { _, err := l.TruncateLog(3); truncated <- err }()
+	<-truncAt // offsets 4 and 5 are removed, their bytes not yet overwritten
+	close(readerGo)
+	got := <-read
+	close(truncGo)
+	if err := <-truncated; err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(got.err, ErrLogChanged) {
+		t.Fatalf("reverse Next racing the truncation returned %v, %v; want ErrLogChanged", got.e.ID(), got.err)
+	}
+}
