@@ -387,6 +387,36 @@ func TestStreamWALFailureKeepsFollowerUsable(t *testing.T) {
 	}
 }
 
+// TestReopenedLogGivesTheApplierANewReader: the applier's reader of a
+// log that failed is dropped when the log is reopened, so applying
+// resumes on the reopened log without a failed attempt (one on the closed
+// log would be counted, logged and retried after a backoff).
+func TestReopenedLogGivesTheApplierANewReader(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	s, res := h.replicate(1, 0, 4, 2)
+	if err := h.f.WaitApplied(context.Background(), 2); err != nil {
+		t.Fatal(err)
+	}
+	h.fs.fail("/wal/")
+	s.in <- &replicationpb.Append{Term: 1, CommitOffset: 2, Entry: &replicationpb.LogEntry{Term: 1, Offset: 5}}
+	if err := <-res; !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("stream on a failing log: %v", err)
+	}
+	s.cancel()
+	h.fs.heal()
+	s2, res2 := h.replicate(1, 5, 6, 6)
+	if err := finish(s2, res2); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.f.WaitApplied(context.Background(), 6); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.f.Stats().ApplyErrors; n != 0 {
+		t.Errorf("%d failed apply attempts after the log was reopened, want 0", n)
+	}
+}
+
 func TestStreamSendFailure(t *testing.T) {
 	h := newHarness(t, Config{})
 	h.newTerm(1)
