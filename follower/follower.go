@@ -813,6 +813,12 @@ func (f lifecycle) InstallAttached(install *installation) bool { return f.instal
 
 // Fence ends the stream and the install, then persists the term.
 func (f lifecycle) Fence(term logpos.Term, options TermOptions) error {
+	if invariants {
+		// Checked before anything is done: past SetTerm, which refuses a
+		// term below the stored one, it would hold whatever the guard let
+		// through.
+		assertf(int64(term) >= f.term.Load(), "term %d after %d", term, f.term.Load())
+	}
 	f.endStream(ErrStreamEnded)
 	f.abandonInstall()
 	if f.repairErr != nil {
@@ -824,9 +830,6 @@ func (f lifecycle) Fence(term logpos.Term, options TermOptions) error {
 	if err := f.store().SetTerm(term, options); err != nil {
 		f.noteLogError(err)
 		return fmt.Errorf("%w: persisting term %d: %w", ErrUnavailable, term, err)
-	}
-	if invariants {
-		assertf(int64(term) >= f.term.Load(), "term %d after %d", term, f.term.Load())
 	}
 	f.term.Store(int64(term))
 	f.reply = f.log.LastDurable()
