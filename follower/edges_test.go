@@ -46,7 +46,15 @@ func TestDeleteSurvivesPowerLoss(t *testing.T) {
 	if err := f.Delete(3); err != nil {
 		t.Fatal(err)
 	}
-	cfg.FS = mem.CrashClone(vfs.CrashCloneCfg{}) // power loss: only synced data survives
+	crashed := mem.CrashClone(vfs.CrashCloneCfg{}) // power loss: only synced data survives
+	// Nothing of the shard is left on disk for an Open to clean: removeDir
+	// syncs the parent after removing the renamed directory too.
+	for _, d := range []string{cfg.Dir, cfg.Dir + ".deleted"} {
+		if _, err := crashed.Stat(d); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after a Delete and a power loss: %v, want it gone", d, err)
+		}
+	}
+	cfg.FS = crashed
 	g, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)

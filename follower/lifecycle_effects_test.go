@@ -127,33 +127,6 @@ func TestDeleteThatCannotRemoveReportsTheClosingFailure(t *testing.T) {
 	}
 }
 
-// TestDeleteLeavesNothingAfterPowerLoss: once Delete returned, a power
-// loss brings back neither the shard's directory nor the one it was
-// renamed to (removeDir syncs the parent after removing it): nothing of
-// the shard is left on disk for an Open to clean.
-func TestDeleteLeavesNothingAfterPowerLoss(t *testing.T) {
-	mem := mdlNewMem(t) // the parent, /data, exists durably
-	cfg := Config{Dir: mdlDir, FS: mem, SegmentSize: 4096}
-	f, err := Open(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.NewTerm(3, TermOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	confFill(t, f, 3, 0, 4, 4)
-	waitApplied(t, f, 4)
-	if err := f.Delete(3); err != nil {
-		t.Fatal(err)
-	}
-	crashed := mem.CrashClone(vfs.CrashCloneCfg{}) // power loss: only synced data survives
-	for _, d := range []string{cfg.Dir, cfg.Dir + ".deleted"} {
-		if _, err := crashed.Stat(d); !errors.Is(err, os.ErrNotExist) {
-			t.Errorf("%s after a Delete and a power loss: %v, want it gone", d, err)
-		}
-	}
-}
-
 // TestRemoveOfWhatADeleteLeftIsDurable: Remove of a shard whose directory
 // is gone removes what a Delete cut short left (Dir.deleted) and syncs the
 // parent before it returns: a power loss does not bring it back.

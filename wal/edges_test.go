@@ -387,61 +387,80 @@ func TestTruncateInvalidatesReaders(t *testing.T) {
 	})
 }
 
-// TestReaderRacingTruncate: a forward reader that located its next entry
-// before a TruncateLog removed it, and reads the bytes before the
-// truncation changes them, still reports ErrLogChanged rather than the
-// removed entry.
+// TestReaderRacingTruncate: a reader that located its next entry before a
+// TruncateLog removed it, and reads the bytes before the truncation
+// changes them, still reports ErrLogChanged rather than the removed entry,
+// forward (offset 4) and backward (offset 5).
 func TestReaderRacingTruncate(t *testing.T) {
-	seg := "wal/" + segmentName(0)
-	var readerPause, truncPause atomic.Bool
-	readerAt, readerGo := make(chan struct{}), make(chan struct{})
-	truncAt, truncGo := make(chan struct{}), make(chan struct{})
-	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if op.Path != seg {
-			return nil
+	for _, reverse := range []bool{false, true} {
+		name := "forward"
+		if reverse {
+			name = "reverse"
 		}
-		if op.Kind == errorfs.OpOpen && readerPause.CompareAndSwap(true, false) {
-			close(readerAt)
-			<-readerGo
-		}
-		if op.Kind == errorfs.OpFileWriteAt && truncPause.CompareAndSwap(true, false) {
-			close(truncAt)
-			<-truncGo
-		}
-		return nil
-	}))
-	l := mustOpen(t, "wal", memOpts(fs))
-	defer l.Close()
-	mustAppend(t, l, entries(0, 5, 0)...)
-	mustSync(t, l)
-	if n := len(segFirsts(l)); n != 1 {
-		t.Fatalf("%d segments, want 1", n)
-	}
-	r, err := l.NewReader(4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	type result struct {
-		e   logpos.Entry
-		err error
-	}
-	readerPause.Store(true)
-	read := make(chan result, 1)
-	go func() { e, err := r.Next(); read <- result{e, err} }()
-	<-readerAt // the reader located offset 4 and is opening its segment
-	truncPause.Store(true)
-	truncated := make(chan error, 1)
-	go func() { _, err := l.TruncateLog(3); truncated <- err }()
-	<-truncAt // offset 4 is removed, its bytes not yet overwritten
-	close(readerGo)
-	got := <-read
-	close(truncGo)
-	if err := <-truncated; err != nil {
-		t.Fatal(err)
-	}
-	if !errors.Is(got.err, ErrLogChanged) {
-		t.Fatalf("Next racing the truncation returned %v, %v; want ErrLogChanged", got.e.ID(), got.err)
+		t.Run(name, func(t *testing.T) {
+			seg := "wal/" + segmentName(0)
+			var readerPause, truncPause atomic.Bool
+			readerAt, readerGo := make(chan struct{}), make(chan struct{})
+			truncAt, truncGo := make(chan struct{}), make(chan struct{})
+			fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+				if op.Path != seg {
+					return nil
+				}
+				if op.Kind == errorfs.OpOpen && readerPause.CompareAndSwap(true, false) {
+					close(readerAt)
+					<-readerGo
+				}
+				if op.Kind == errorfs.OpFileWriteAt && truncPause.CompareAndSwap(true, false) {
+					close(truncAt)
+					<-truncGo
+				}
+				return nil
+			}))
+			l := mustOpen(t, "wal", memOpts(fs))
+			defer l.Close()
+			mustAppend(t, l, entries(0, 5, 0)...)
+			mustSync(t, l)
+			if n := len(segFirsts(l)); n != 1 {
+				t.Fatalf("%d segments, want 1", n)
+			}
+			var next func() (logpos.Entry, error)
+			if reverse {
+				r, err := l.NewReverseReader()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer r.Close()
+				next = r.Next
+			} else {
+				r, err := l.NewReader(4)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer r.Close()
+				next = r.Next
+			}
+			type result struct {
+				e   logpos.Entry
+				err error
+			}
+			readerPause.Store(true)
+			read := make(chan result, 1)
+			go func() { e, err := next(); read <- result{e, err} }()
+			<-readerAt // the reader located its entry and is opening its segment
+			truncPause.Store(true)
+			truncated := make(chan error, 1)
+			go func() { _, err := l.TruncateLog(3); truncated <- err }()
+			<-truncAt // offsets 4 and 5 are removed, their bytes not yet overwritten
+			close(readerGo)
+			got := <-read
+			close(truncGo)
+			if err := <-truncated; err != nil {
+				t.Fatal(err)
+			}
+			if !errors.Is(got.err, ErrLogChanged) {
+				t.Fatalf("Next racing the truncation returned %v, %v; want ErrLogChanged", got.e.ID(), got.err)
+			}
+		})
 	}
 }
 

@@ -44,11 +44,7 @@ func TestMain(m *testing.M) {
 		os.Exit(node.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 	}
 	if os.Getenv("NODE_TEST_AS_PARENT") == "1" {
-		level := os.Getenv("NODE_TEST_PARENT_LOG_LEVEL")
-		if level == "" {
-			level = "warn"
-		}
-		argv := []string{os.Args[0], "--listen", "127.0.0.1:0", "--data-dir", os.Getenv("NODE_TEST_PARENT_OF"), "--log-level", level}
+		argv := []string{os.Args[0], "--listen", "127.0.0.1:0", "--data-dir", os.Getenv("NODE_TEST_PARENT_OF")}
 		p, err := node.Start(context.Background(), argv, []string{asFollowerd}, os.Stderr)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)

@@ -1,14 +1,12 @@
 package node_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"net"
 	"os"
-	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
@@ -218,49 +216,5 @@ func TestStartAddsToTheEnvironment(t *testing.T) {
 	p.Kill()
 	if p.Addr != "inherited,added" {
 		t.Fatalf("the child saw %q, want inherited,added", p.Addr)
-	}
-}
-
-// TestChildEndsWithParentGracefully: the node whose parent is killed
-// receives SIGTERM, not SIGKILL: it shuts down gracefully, and says so.
-func TestChildEndsWithParentGracefully(t *testing.T) {
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
-	parent := exec.Command(os.Args[0], "-test.run", "^$")
-	parent.Env = append(os.Environ(), asParent, "NODE_TEST_PARENT_OF="+t.TempDir(), "NODE_TEST_PARENT_LOG_LEVEL=info")
-	parent.Stderr = w // the node's stderr too
-	stdin, err := parent.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stdin.Close()
-	stdout, err := parent.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := parent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	_ = w.Close()
-	line, err := bufio.NewReader(stdout).ReadString('\n')
-	if err != nil || !strings.HasPrefix(line, "started ") {
-		_ = parent.Process.Kill()
-		_ = parent.Wait()
-		t.Fatalf("the parent said %q, %v", line, err)
-	}
-	if err := parent.Process.Kill(); err != nil {
-		t.Fatal(err)
-	}
-	_ = parent.Wait()
-	// EOF once the node, the last writer, has exited.
-	logs, err := io.ReadAll(r)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !strings.Contains(string(logs), "msg=stopped status=0") {
-		t.Fatalf("the node did not shut down gracefully when its parent was killed; its logs:\n%s", logs)
 	}
 }

@@ -13,9 +13,10 @@ import (
 )
 
 // TestChildEndsWithParent: a node started by a process that is killed
-// (SIGKILL: nothing of the parent runs) ends too. The node inherits the
-// write end of a pipe through its parent, so the read end reaching EOF
-// says that both have exited.
+// (SIGKILL: nothing of the parent runs) ends too, gracefully: it gets
+// SIGTERM, not SIGKILL, and logs that it stopped with status 0. The node
+// writes its logs to the write end of a pipe it inherits through its
+// parent, so the read end reaching EOF says that both have exited.
 func TestChildEndsWithParent(t *testing.T) {
 	r, w, err := os.Pipe()
 	if err != nil {
@@ -24,8 +25,7 @@ func TestChildEndsWithParent(t *testing.T) {
 	defer r.Close()
 	parent := exec.Command(os.Args[0], "-test.run", "^$")
 	parent.Env = append(os.Environ(), asParent, "NODE_TEST_PARENT_OF="+t.TempDir())
-	parent.ExtraFiles = []*os.File{w} // fd 3, passed on to the node
-	parent.Stderr = os.Stderr
+	parent.Stderr = w // the node's stderr too
 	stdin, err := parent.StdinPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -54,15 +54,20 @@ func TestChildEndsWithParent(t *testing.T) {
 	}
 	_ = parent.Wait()
 
+	var logs []byte
 	ended := make(chan error, 1)
 	go func() {
-		_, err := io.Copy(io.Discard, r)
+		var err error
+		logs, err = io.ReadAll(r)
 		ended <- err
 	}()
 	select {
 	case err := <-ended:
 		if err != nil {
 			t.Fatal(err)
+		}
+		if !strings.Contains(string(logs), "msg=stopped status=0") {
+			t.Fatalf("the node did not shut down gracefully when its parent was killed; its logs:\n%s", logs)
 		}
 	case <-time.After(time.Minute):
 		// Not a measurement: the node outlived its parent, which is the
