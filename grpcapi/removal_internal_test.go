@@ -1,0 +1,77 @@
+package grpcapi
+
+import (
+	"context"
+	"os"
+	"testing"
+
+	"github.com/tablefsm/tablefsm/follower"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+)
+
+// TestRemoveUnopenedDefersToOthers: removeUnopened does nothing, and says
+// so, when another removal of the shard is under way or a follower of it
+// is open: the caller looks again rather than removing beside them.
+func TestRemoveUnopenedDefersToOthers(t *testing.T) {
+	s := newTestServerWith(t, Options{DataDir: t.TempDir()})
+	k := shardKey{"ns", 1}
+
+	s.mu.Lock()
+	done := s.removing(k) // another removal of k, under way
+	removed, err := s.removeUnopened(k, 0)
+	done()
+	if removed || err != nil {
+		t.Fatalf("removeUnopened beside another removal: %v, %v; want false, nil", removed, err)
+	}
+
+	sh, err := s.lookup(k, true) // a follower of k, open and held
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sh.f.NewTerm(2, follower.TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	removed, err = s.removeUnopened(k, 5)
+	if removed || err != nil {
+		t.Fatalf("removeUnopened beside an open follower: %v, %v; want false, nil", removed, err)
+	}
+	if _, err := os.Stat(s.dir(k)); err != nil {
+		t.Fatalf("the open follower's directory: %v", err)
+	}
+	s.release(sh)
+	if st, err := s.GetStatus(context.Background(), &replicationpb.GetStatusRequest{Namespace: "ns", Shard: 1}); err != nil || st.GetTerm() != 2 {
+		t.Fatalf("GetStatus: %v, %v; want term 2", st, err)
+	}
+}
+
+// TestReleaseDropsNothingOnceClosing: once the shutdown has begun
+// (closing is set), releasing the last hold on a follower with nothing
+// stored does not drop it: no removal starts that the shutdown would not
+// wait for; the shutdown removes what it left.
+func TestReleaseDropsNothingOnceClosing(t *testing.T) {
+	s := newTestServerWith(t, Options{DataDir: t.TempDir()})
+	k := shardKey{"ns", 1}
+	sh, err := s.lookup(k, true) // NotMember, nothing stored
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	s.mu.closing = true // as Shutdown sets it first
+	s.mu.Unlock()
+	s.release(sh)
+	s.mu.Lock()
+	hosted, removing := s.mu.shards[k] == sh, s.mu.removals[k] != nil
+	s.mu.Unlock()
+	if !hosted || removing {
+		t.Fatalf("after the last release once closing: hosted %v, being removed %v; want it left to the shutdown", hosted, removing)
+	}
+	if _, err := os.Stat(s.dir(k)); err != nil {
+		t.Fatalf("the follower's directory: %v", err)
+	}
+	if err := s.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(s.dir(k)); !os.IsNotExist(err) {
+		t.Fatalf("the directory of a follower with nothing stored after the shutdown: %v", err)
+	}
+}
