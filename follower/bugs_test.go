@@ -613,44 +613,7 @@ func TestBugCommitBackAfterStoreRepair(t *testing.T) {
 	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	confFill(t, f, 1, 0, 2, 2)
-	waitApplied(t, f, 2)
-	// The store's files as they were at commit 2.
-	sn, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string][]byte{}
-	for _, c := range snapshotChunks(t, sn, 0) {
-		files[c.Name] = append(files[c.Name], c.Content...)
-	}
-	if err := sn.Close(); err != nil {
-		t.Fatal(err)
-	}
-	confFill(t, f, 1, 3, 5, 5)
-	waitApplied(t, f, 5)
-	// The store fails and loses the batches it had not synced: it is back
-	// at commit 2 when the next control operation reopens it.
-	f.acquire()
-	_ = f.store().Close()
-	cur, err := os.ReadFile(filepath.Join(dir, "store", "CURRENT"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := filepath.Join(dir, "store", strings.TrimSpace(string(cur)))
-	if err := os.RemoveAll(db); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(db, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(db, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f.storeFailed.Store(true)
-	f.release()
+	storeBackAtCommit2(t, f, dir)
 	sm.armed.Store(true)
 	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
 		t.Fatal(err)
@@ -1054,4 +1017,48 @@ func TestBugStaleStreamFailedTheReopenedLog(t *testing.T) {
 	if err := <-res; !errors.Is(err, ErrGap) {
 		t.Fatalf("entry 5 after head 0 on the reopened log: %v, want ErrGap", err)
 	}
+}
+
+// storeBackAtCommit2 applies entries 0 to 5 at term 1 to f (its directory
+// dir), then makes its store fail and lose the batches it had not
+// synced: the next control operation reopens it at commit 2.
+func storeBackAtCommit2(t *testing.T, f *Follower, dir string) {
+	t.Helper()
+	confFill(t, f, 1, 0, 2, 2)
+	waitApplied(t, f, 2)
+	// The store's files as they were at commit 2.
+	sn, err := f.Snapshot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := map[string][]byte{}
+	for _, c := range snapshotChunks(t, sn, 0) {
+		files[c.Name] = append(files[c.Name], c.Content...)
+	}
+	if err := sn.Close(); err != nil {
+		t.Fatal(err)
+	}
+	confFill(t, f, 1, 3, 5, 5)
+	waitApplied(t, f, 5)
+	// The store fails with its files as they were at commit 2.
+	f.acquire()
+	_ = f.store().Close()
+	cur, err := os.ReadFile(filepath.Join(dir, "store", "CURRENT"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := filepath.Join(dir, "store", strings.TrimSpace(string(cur)))
+	if err := os.RemoveAll(db); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(db, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(db, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.storeFailed.Store(true)
+	f.release()
 }

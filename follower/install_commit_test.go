@@ -35,44 +35,7 @@ func TestInstallBelowACommitFloorMakesTheSnapshotCommitTheCommit(t *testing.T) {
 	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	confFill(t, f, 1, 0, 2, 2)
-	waitApplied(t, f, 2)
-	// The store's files as they were at commit 2.
-	sn, err := f.Snapshot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	files := map[string][]byte{}
-	for _, c := range snapshotChunks(t, sn, 0) {
-		files[c.Name] = append(files[c.Name], c.Content...)
-	}
-	if err := sn.Close(); err != nil {
-		t.Fatal(err)
-	}
-	confFill(t, f, 1, 3, 5, 5)
-	waitApplied(t, f, 5)
-	// The store fails and comes back at commit 2 when the next control
-	// operation reopens it: the commit floor is 5.
-	f.acquire()
-	_ = f.store().Close()
-	cur, err := os.ReadFile(filepath.Join(dir, "store", "CURRENT"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	db := filepath.Join(dir, "store", strings.TrimSpace(string(cur)))
-	if err := os.RemoveAll(db); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(db, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(db, name), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	f.storeFailed.Store(true)
-	f.release()
+	storeBackAtCommit2(t, f, dir) // the commit floor is 5 once it is reopened
 	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
 		t.Fatal(err)
 	}
