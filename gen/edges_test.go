@@ -427,6 +427,30 @@ func TestWriteThroughDanglingLinks(t *testing.T) {
 	if want := []string{"job.mmd", "loop.mmd", "site"}; !slices.Equal(names, want) {
 		t.Errorf("after the loop the directory holds %q, want %q", names, want)
 	}
+
+	// A link whose target goes up ("..") from a directory reached through
+	// another link goes up from where the link really is, as the kernel
+	// resolves it: alias -> site/sub, alias/up.mmd -> ../up.mmd is
+	// site/up.mmd, not up.mmd beside alias.
+	if err := os.Mkdir(filepath.Join(site, "sub"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join("site", "sub"), filepath.Join(dir, "alias")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Join("..", "up.mmd"), filepath.Join(site, "sub", "up.mmd")); err != nil {
+		t.Fatal(err)
+	}
+	stderr.Reset()
+	if code := run([]string{"-in", "testdata/job/job.yaml", "-mermaid", filepath.Join(dir, "alias", "up.mmd")}, &stderr); code != 0 {
+		t.Fatalf("gen exited %d: %s", code, stderr.String())
+	}
+	if b, err := os.ReadFile(filepath.Join(site, "up.mmd")); err != nil || !bytes.Contains(b, []byte("Job")) {
+		t.Errorf("site/up.mmd, where the link leads, was not written: %q, %v", b, err)
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "up.mmd")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("up.mmd was written beside the alias: %v", err)
+	}
 }
 
 // The diagram markers of a Markdown file with CRLF line endings are

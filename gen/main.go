@@ -212,7 +212,10 @@ func linkTarget(path string) (string, error) {
 			return "", err
 		}
 		if !filepath.IsAbs(target) {
-			target = filepath.Join(filepath.Dir(path), target)
+			// Not cleaned: a ".." in target goes up from where the link
+			// really is, which a lexical clean gets wrong when the link's
+			// directory is reached through another link.
+			target = filepath.Dir(path) + string(filepath.Separator) + target
 		}
 		path = target
 	}
