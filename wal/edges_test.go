@@ -399,24 +399,9 @@ func TestReaderRacingTruncate(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			seg := "wal/" + segmentName(0)
-			var readerPause, truncPause atomic.Bool
-			readerAt, readerGo := make(chan struct{}), make(chan struct{})
-			truncAt, truncGo := make(chan struct{}), make(chan struct{})
-			fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
-				if op.Path != seg {
-					return nil
-				}
-				if op.Kind == errorfs.OpOpen && readerPause.CompareAndSwap(true, false) {
-					close(readerAt)
-					<-readerGo
-				}
-				if op.Kind == errorfs.OpFileWriteAt && truncPause.CompareAndSwap(true, false) {
-					close(truncAt)
-					<-truncGo
-				}
-				return nil
-			}))
-			l := mustOpen(t, "wal", memOpts(fs))
+			reading := newGate(func(op errorfs.Op) bool { return op.Kind == errorfs.OpOpen && op.Path == seg })
+			truncating := newGate(func(op errorfs.Op) bool { return op.Kind == errorfs.OpFileWriteAt && op.Path == seg })
+			l := mustOpen(t, "wal", memOpts(gatedMem(reading, truncating)))
 			defer l.Close()
 			mustAppend(t, l, entries(0, 5, 0)...)
 			mustSync(t, l)
@@ -443,17 +428,17 @@ func TestReaderRacingTruncate(t *testing.T) {
 				e   logpos.Entry
 				err error
 			}
-			readerPause.Store(true)
+			reading.armed.Store(true)
 			read := make(chan result, 1)
 			go func() { e, err := next(); read <- result{e, err} }()
-			<-readerAt // the reader located its entry and is opening its segment
-			truncPause.Store(true)
+			<-reading.at // the reader located its entry and is opening its segment
+			truncating.armed.Store(true)
 			truncated := make(chan error, 1)
 			go func() { _, err := l.TruncateLog(3); truncated <- err }()
-			<-truncAt // offsets 4 and 5 are removed, their bytes not yet overwritten
-			close(readerGo)
+			<-truncating.at // offsets 4 and 5 are removed, their bytes not yet overwritten
+			close(reading.proceed)
 			got := <-read
-			close(truncGo)
+			close(truncating.proceed)
 			if err := <-truncated; err != nil {
 				t.Fatal(err)
 			}
@@ -475,16 +460,8 @@ func TestReaderSegmentTrimmedUnderIt(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			seg0 := "wal/" + segmentName(0)
-			var pause atomic.Bool
-			at, proceed := make(chan struct{}), make(chan struct{})
-			fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
-				if op.Kind == errorfs.OpOpen && op.Path == seg0 && pause.CompareAndSwap(true, false) {
-					close(at)
-					<-proceed
-				}
-				return nil
-			}))
-			l := mustOpen(t, "wal", memOpts(fs))
+			g := newGate(func(op errorfs.Op) bool { return op.Kind == errorfs.OpOpen && op.Path == seg0 })
+			l := mustOpen(t, "wal", memOpts(gatedMem(g)))
 			defer l.Close()
 			mustAppend(t, l, entries(0, 99, 0)...)
 			mustSync(t, l)
@@ -511,21 +488,21 @@ func TestReaderSegmentTrimmedUnderIt(t *testing.T) {
 				defer r.Close()
 				next = r.Next
 			}
-			pause.Store(true)
+			g.armed.Store(true)
 			type result struct {
 				e   logpos.Entry
 				err error
 			}
 			read := make(chan result, 1)
 			go func() { e, err := next(); read <- result{e, err} }()
-			<-at // the reader is about to open the first segment
+			<-g.at // the reader is about to open the first segment
 			if err := l.Trim(firsts[1]); err != nil {
 				t.Fatal(err)
 			}
 			if got := l.FirstOffset(); got != firsts[1] {
 				t.Fatalf("first offset %d after Trim, want %d", got, firsts[1])
 			}
-			close(proceed)
+			close(g.proceed)
 			if got := <-read; !errors.Is(got.err, ErrTrimmed) {
 				t.Fatalf("Next in a segment trimmed under it: %v, %v; want ErrTrimmed", got.e.ID(), got.err)
 			}

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
+	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"go.uber.org/goleak"
 
 	"github.com/tablefsm/tablefsm/logpos"
@@ -124,4 +126,30 @@ func chainOf(seed uint32, es []logpos.Entry) uint32 {
 		seed = chainCRC(seed, EncodeEntry(nil, e))
 	}
 	return seed
+}
+
+// gate holds, once armed, the first file-system operation match accepts:
+// at is closed when the operation reaches it, which then waits until
+// proceed is closed.
+type gate struct {
+	armed       atomic.Bool
+	match       func(errorfs.Op) bool
+	at, proceed chan struct{}
+}
+
+func newGate(match func(errorfs.Op) bool) *gate {
+	return &gate{match: match, at: make(chan struct{}), proceed: make(chan struct{})}
+}
+
+// gatedMem is an in-memory file system whose operations pass the gates.
+func gatedMem(gates ...*gate) vfs.FS {
+	return errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		for _, g := range gates {
+			if g.match(op) && g.armed.CompareAndSwap(true, false) {
+				close(g.at)
+				<-g.proceed
+			}
+		}
+		return nil
+	}))
 }

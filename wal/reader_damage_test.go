@@ -246,15 +246,8 @@ func TestReadersReleaseEverything(t *testing.T) {
 // about a missing file.
 func TestTrimForgetsASegmentBeforeRemovingIt(t *testing.T) {
 	idx := "wal/" + indexName(0)
-	var pause atomic.Bool
-	at, proceed := make(chan struct{}), make(chan struct{})
-	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if op.Kind == errorfs.OpRemove && op.Path == idx && pause.CompareAndSwap(true, false) {
-			close(at)
-			<-proceed
-		}
-		return nil
-	}))
+	g := newGate(func(op errorfs.Op) bool { return op.Kind == errorfs.OpRemove && op.Path == idx })
+	fs := gatedMem(g)
 	l := mustOpen(t, "wal", memOpts(fs))
 	defer l.Close()
 	mustAppend(t, l, entries(0, 99, 0)...)
@@ -264,12 +257,12 @@ func TestTrimForgetsASegmentBeforeRemovingIt(t *testing.T) {
 	if _, err := fs.Stat(idx); err != nil {
 		t.Fatal(err)
 	}
-	pause.Store(true)
+	g.armed.Store(true)
 	trimmed := make(chan error, 1)
 	go func() { trimmed <- l.Trim(firsts[1]) }()
-	<-at // segment 0's file is removed, its index not yet
+	<-g.at // segment 0's file is removed, its index not yet
 	_, err := tryReadAll(l, 0)
-	close(proceed)
+	close(g.proceed)
 	if terr := <-trimmed; terr != nil {
 		t.Fatal(terr)
 	}
@@ -283,24 +276,16 @@ func TestTrimForgetsASegmentBeforeRemovingIt(t *testing.T) {
 // them would later return them as the entries written there.
 func TestForwardReaderReadsNoBytesPastTheDurableEnd(t *testing.T) {
 	seg := "wal/" + segmentName(0)
-	var pause atomic.Bool
-	at, proceed := make(chan struct{}), make(chan struct{})
-	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if op.Kind == errorfs.OpFileWriteAt && op.Path == seg && pause.CompareAndSwap(true, false) {
-			close(at)
-			<-proceed
-		}
-		return nil
-	}))
-	l := mustOpen(t, "wal", memOpts(fs))
+	g := newGate(func(op errorfs.Op) bool { return op.Kind == errorfs.OpFileWriteAt && op.Path == seg })
+	l := mustOpen(t, "wal", memOpts(gatedMem(g)))
 	defer l.Close()
 	mustAppend(t, l, entries(0, 2, 0)...)
 	mustSync(t, l)
 	mustAppend(t, l, entry(3, 0))
-	pause.Store(true)
+	g.armed.Store(true)
 	synced := make(chan error, 1)
 	go func() { _, err := l.Sync(context.Background()); synced <- err }()
-	<-at // entry 3 is handed to the file, not yet written
+	<-g.at // entry 3 is handed to the file, not yet written
 	r, err := l.NewReader(0)
 	if err != nil {
 		t.Fatal(err)
@@ -312,7 +297,7 @@ func TestForwardReaderReadsNoBytesPastTheDurableEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = append(got, logpos.Entry{Term: e.Term, Offset: e.Offset, Timestamp: e.Timestamp, Value: append([]byte(nil), e.Value...)})
-	close(proceed)
+	close(g.proceed)
 	if err := <-synced; err != nil {
 		t.Fatal(err)
 	}
