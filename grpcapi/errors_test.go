@@ -258,22 +258,7 @@ func TestErrorsUnavailable(t *testing.T) {
 	c := n.conn
 	ctx := ctxT(t)
 	s := leader.Shard{Namespace: "disk", Shard: 1}
-	fence(t, c, s, 1)
-	stream, cancel := openStream(t, c, s, 1, 0) // entries that are never committed
-	for o := logpos.Offset(1); o < 5; o++ {
-		send(t, stream, 1, o)
-	}
-	for acked := int64(0); acked < 4; {
-		ack, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		acked = ack.GetOffset()
-	}
-	cancel()
-	if _, err := c.NewTerm(ctx, s, 2, nil); err != nil {
-		t.Fatal(err)
-	}
+	fencedWithEntries(t, c, s)
 	failWAL.Store(true)
 	_, err := c.Truncate(ctx, s, 2, logpos.EntryID{Term: 1, Offset: 1})
 	wantCode(t, err, codes.Unavailable, grpcapi.ReasonResourceUnavailable, "")
@@ -340,5 +325,28 @@ func TestShutdownEndsStreams(t *testing.T) {
 	}
 	if st.GetTerm() != 1 || st.GetStatus() != replicationpb.ServingStatus_FENCED || st.GetHeadOffset() < int64(acked) {
 		t.Fatalf("after restart: %v, want term 1, FENCED, head ≥ %d", st, acked)
+	}
+}
+
+// fencedWithEntries fences s at term 1, streams entries 0 to 4 to it
+// (acked, never committed), then fences it at term 2: s is Fenced, with
+// a log a Truncate can cut.
+func fencedWithEntries(t *testing.T, c *leader.Conn, s leader.Shard) {
+	t.Helper()
+	fence(t, c, s, 1)
+	stream, cancel := openStream(t, c, s, 1, 0)
+	for o := logpos.Offset(1); o < 5; o++ {
+		send(t, stream, 1, o)
+	}
+	for acked := int64(0); acked < 4; {
+		ack, err := stream.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		acked = ack.GetOffset()
+	}
+	cancel()
+	if _, err := c.NewTerm(ctxT(t), s, 2, nil); err != nil {
+		t.Fatal(err)
 	}
 }

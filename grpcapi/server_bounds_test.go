@@ -54,22 +54,7 @@ func TestMetricsStateSeriesAndActionFailures(t *testing.T) {
 	url := serveMetrics(t, n.srv)
 	c := n.conn
 	s := leader.Shard{Namespace: "failures", Shard: 1}
-	fence(t, c, s, 1)
-	stream, cancel := openStream(t, c, s, 1, 0)
-	for o := logpos.Offset(1); o < 5; o++ {
-		send(t, stream, 1, o)
-	}
-	for acked := int64(0); acked < 4; {
-		ack, err := stream.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		acked = ack.GetOffset()
-	}
-	cancel()
-	if _, err := c.NewTerm(ctxT(t), s, 2, nil); err != nil {
-		t.Fatal(err)
-	}
+	fencedWithEntries(t, c, s)
 	on := func(labels ...string) []string { return append([]string{"namespace=failures", "shard=1"}, labels...) }
 	m := scrapeMetrics(t, url)
 	for state, want := range map[string]float64{"NotMember": 0, "Fenced": 1, "Follower": 0, "Closed": 0} {
