@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -31,8 +32,10 @@ import (
 )
 
 // This test binary doubles as the programs the commands start: with
-// REPLICATE_TEST_CHILD=1 it runs followerd (node.Main), or, for the
-// echo-server command that bench starts from its own binary, replicate.
+// REPLICATE_TEST_CHILD=1 it runs followerd (node.Main; with
+// REPLICATE_TEST_MISBEHAVE, behind a proxy that alters its answers), or,
+// for the echo-server command that bench starts from its own binary,
+// replicate.
 func TestMain(m *testing.M) {
 	if broken := os.Getenv("REPLICATE_TEST_BROKEN_NODE"); os.Getenv("REPLICATE_TEST_CHILD") == "1" && broken != "" {
 		// A node that logs an error and exits, before it serves or
@@ -59,6 +62,11 @@ func TestMain(m *testing.M) {
 			os.Exit(1)
 		}
 		os.Exit(2)
+	}
+	if mode := os.Getenv(misbehaveEnv); os.Getenv("REPLICATE_TEST_CHILD") == "1" && mode != "" {
+		// A node behind a proxy that alters its answers (the demo's
+		// checks must see it).
+		os.Exit(misbehavingNode(mode, os.Args[1:]))
 	}
 	if os.Getenv("REPLICATE_TEST_CHILD") == "1" {
 		if len(os.Args) > 1 && os.Args[1] == "echo-server" {
@@ -103,6 +111,9 @@ func TestDemo(t *testing.T) {
 		// A row that moves back into its state, and one that stays.
 		"Fenced    --NewTerm--> Fenced\n",
 		"--AttachStream--> Follower (stays)\n",
+		// The stale NewTerm's refusal is a step of its own.
+		"node A lifecycle: Follower  --NewTerm--> refused: ",
+		"node B lifecycle: NotMember --BeginInstall--> NotMember (stays)",
 		"node A exited with status 0",
 		"node B exited with status 0",
 		"summary:",
@@ -110,6 +121,39 @@ func TestDemo(t *testing.T) {
 		if !strings.Contains(out, want) {
 			t.Errorf("the demo's output lacks %q:\n%s", want, out)
 		}
+	}
+	at := 0
+	for n := 1; n <= 12; n++ {
+		i := strings.Index(out[at:], fmt.Sprintf("\n== %d. ", n))
+		if i < 0 {
+			t.Fatalf("no step %d after offset %d:\n%s", n, at, out)
+		}
+		at += i + 1
+	}
+	// The summary's counts are those of the steps printed.
+	atoi := func(re string) int {
+		t.Helper()
+		m := regexp.MustCompile(re).FindStringSubmatch(out)
+		if m == nil {
+			t.Fatalf("no %q in the demo's output:\n%s", re, out)
+		}
+		n, err := strconv.Atoi(m[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	first := atoi(`→ (\d+) entries acknowledged, each only once durable`)
+	second := atoi(`killed \(SIGKILL\) with (\d+) entries of the stream acknowledged`)
+	third := atoi(`Replicate: (\d+) entries of term 2 acknowledged`)
+	if first != 200 || third != 100 {
+		t.Errorf("streams of %d and %d entries acknowledged, want 200 and 100 (--entries and half of it):\n%s", first, third, out)
+	}
+	if got := atoi(`summary: (\d+) entries acknowledged`); got != first+second+third {
+		t.Errorf("summary: %d entries acknowledged, the streams printed %d + %d + %d:\n%s", got, first, second, third, out)
+	}
+	if got, want := atoi(`(\d+) lifecycle\nsteps shown`), strings.Count(out, " lifecycle: "); got != want {
+		t.Errorf("summary: %d lifecycle steps shown, the demo printed %d:\n%s", got, want, out)
 	}
 }
 
