@@ -76,14 +76,14 @@ func (s *syncFS) durable() ([]byte, int) {
 // serveDurable serves a durable echo writing in dir; stop stops the
 // server, waiting for its handlers, and closes the echo (it runs at the
 // end of the test too, if not called before).
-func serveDurable(t *testing.T, fs vfs.FS, dir string) (client replicationpb.OxiaLogReplicationClient, stop func()) {
+func serveDurable(t *testing.T, fs vfs.FS, dir string) (client replicationpb.OxiaLogReplicationClient, durable *echo.Server, stop func()) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := grpc.NewServer(append(echo.ServerOptions(), grpc.WaitForHandlers(true))...)
-	durable := echo.RegisterDurable(srv, fs, dir)
+	durable = echo.RegisterDurable(srv, fs, dir)
 	done := make(chan struct{})
 	go func() { defer close(done); _ = srv.Serve(lis) }()
 	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
@@ -102,7 +102,7 @@ func serveDurable(t *testing.T, fs vfs.FS, dir string) (client replicationpb.Oxi
 		})
 	}
 	t.Cleanup(stop)
-	return replicationpb.NewOxiaLogReplicationClient(cc), stop
+	return replicationpb.NewOxiaLogReplicationClient(cc), durable, stop
 }
 
 // filesIn lists the names of the files in dir.
@@ -134,7 +134,7 @@ func TestDurableAcksWhatIsDurable(t *testing.T) {
 	for _, cumulative := range []bool{true, false} {
 		dir := t.TempDir()
 		fs := &syncFS{FS: vfs.Default}
-		client, stop := serveDurable(t, fs, dir)
+		client, _, stop := serveDurable(t, fs, dir)
 		var want []byte
 		for run := 0; run < 2; run++ {
 			stream, err := client.Replicate(context.Background())
@@ -181,7 +181,7 @@ func TestDurableAcksWhatIsDurable(t *testing.T) {
 func TestDurableSyncFailure(t *testing.T) {
 	fs := &syncFS{FS: vfs.Default, fail: true}
 	dir := t.TempDir()
-	client, _ := serveDurable(t, fs, dir)
+	client, _, _ := serveDurable(t, fs, dir)
 	stream, err := client.Replicate(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -218,7 +218,7 @@ func TestDurableSyncFailure(t *testing.T) {
 // TestDurableCreateFailure: a directory the file cannot be created in
 // fails the stream before anything is acknowledged.
 func TestDurableCreateFailure(t *testing.T) {
-	client, _ := serveDurable(t, vfs.Default, "/nonexistent/echo")
+	client, _, _ := serveDurable(t, vfs.Default, "/nonexistent/echo")
 	stream, err := client.Replicate(context.Background())
 	if err != nil {
 		t.Fatal(err)

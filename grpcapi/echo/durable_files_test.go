@@ -1,0 +1,93 @@
+package echo_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"testing"
+
+	"github.com/cockroachdb/pebble/v2/vfs"
+)
+
+// writeFailFS fails every WriteAt while fail is set.
+type writeFailFS struct {
+	vfs.FS
+	mu   sync.Mutex
+	fail bool
+}
+
+type writeFailFile struct {
+	vfs.File
+	fs *writeFailFS
+}
+
+func (s *writeFailFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := s.FS.Create(name, c)
+	if err != nil {
+		return nil, err
+	}
+	return &writeFailFile{File: f, fs: s}, nil
+}
+
+func (f *writeFailFile) WriteAt(p []byte, off int64) (int, error) {
+	f.fs.mu.Lock()
+	fail := f.fs.fail
+	f.fs.mu.Unlock()
+	if fail {
+		return 0, errors.New("injected write failure")
+	}
+	return f.File.WriteAt(p, off)
+}
+
+// TestDurableWriteFailure: an entry whose write fails is never
+// acknowledged, and the file, whose state is unknown, is removed rather
+// than handed to the next stream.
+func TestDurableWriteFailure(t *testing.T) {
+	fs := &writeFailFS{FS: vfs.Default, fail: true}
+	dir := t.TempDir()
+	client, _, _ := serveDurable(t, fs, dir)
+	stream, err := client.Replicate(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(entry(0, true)); err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := stream.Recv(); err == nil {
+		t.Fatalf("acknowledged %v though its write failed", ack)
+	}
+	if names := filesIn(t, dir); len(names) != 0 {
+		t.Fatalf("after the failed stream: files %q, want none", names)
+	}
+}
+
+// TestDurableStreamEndingAfterClose: a stream still running when the echo
+// is closed removes its file when it ends; nothing is left behind.
+func TestDurableStreamEndingAfterClose(t *testing.T) {
+	dir := t.TempDir()
+	client, durable, _ := serveDurable(t, vfs.Default, dir)
+	stream, err := client.Replicate(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(entry(0, true)); err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := stream.Recv(); err != nil || ack.GetOffset() != 0 {
+		t.Fatalf("ack %v, %v", ack, err)
+	}
+	if err := durable.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := stream.Recv(); err != io.EOF {
+		t.Fatalf("after the half-close: %v, %v; want the end of the stream", ack, err)
+	}
+	// The handler released its file before it returned.
+	if names := filesIn(t, dir); len(names) != 0 {
+		t.Fatalf("a stream that ended after Close left %q", names)
+	}
+}
