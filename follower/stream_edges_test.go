@@ -343,3 +343,33 @@ func TestStreamStaleSyncFailsUnderNextStreamForced(t *testing.T) {
 		t.Errorf("the stream's end counted as a gap")
 	}
 }
+
+// An Append the transport delivers after NewTerm ended the stream (while
+// NewTerm waits for the receive loop) is not written: SPEC §6.4.
+func TestAppendReceivedAfterTheStreamEnded(t *testing.T) {
+	h := newHarness(t, Config{})
+	s := newFakeStream()
+	// Once the stream ended, and before its handler returns (the
+	// transport's context is not done yet), the receive loop, still in
+	// Recv, gets one more Append of the ended stream.
+	h.f.streamEnded = func(*replication) { s.in <- entryAppend(1, 1, -1, "k", "v") }
+	h.newTerm(1)
+	res := make(chan error, 1)
+	go func() { res <- h.f.Replicate(s); s.cancel() }()
+	s.in <- entryAppend(1, 0, -1, "k", "v")
+	if o := <-s.acks; o != 0 {
+		t.Fatalf("ack %d", o)
+	}
+	if _, err := h.f.NewTerm(2, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; !errors.Is(err, ErrStreamEnded) {
+		t.Fatalf("the stream: %v", err)
+	}
+	if last := h.f.log.LastAppended(); last.Offset != 0 {
+		t.Fatalf("the log ends at %v after NewTerm ended the stream at 0", last)
+	}
+	if st := h.f.Status(); st.Head != 0 {
+		t.Fatalf("head %d, want 0", st.Head)
+	}
+}
