@@ -2,49 +2,17 @@ package echo_test
 
 import (
 	"context"
-	"errors"
 	"io"
-	"sync"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
-// writeFailFS fails every WriteAt while fail is set.
-type writeFailFS struct {
-	vfs.FS
-	mu   sync.Mutex
-	fail bool
-}
-
-type writeFailFile struct {
-	vfs.File
-	fs *writeFailFS
-}
-
-func (s *writeFailFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
-	f, err := s.FS.Create(name, c)
-	if err != nil {
-		return nil, err
-	}
-	return &writeFailFile{File: f, fs: s}, nil
-}
-
-func (f *writeFailFile) WriteAt(p []byte, off int64) (int, error) {
-	f.fs.mu.Lock()
-	fail := f.fs.fail
-	f.fs.mu.Unlock()
-	if fail {
-		return 0, errors.New("injected write failure")
-	}
-	return f.File.WriteAt(p, off)
-}
-
 // TestDurableWriteFailure: an entry whose write fails is never
 // acknowledged, and the file, whose state is unknown, is removed rather
 // than handed to the next stream.
 func TestDurableWriteFailure(t *testing.T) {
-	fs := &writeFailFS{FS: vfs.Default, fail: true}
+	fs := &syncFS{FS: vfs.Default, failWrites: true}
 	dir := t.TempDir()
 	client, _, _ := serveDurable(t, fs, dir)
 	stream, err := client.Replicate(context.Background())

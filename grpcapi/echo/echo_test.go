@@ -26,14 +26,16 @@ import (
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // syncFS records, at each SyncData, the bytes written to the file so
-// far: what an fdatasync made durable. The sync fails while fail is set.
+// far: what an fdatasync made durable. The sync fails while fail is set,
+// each write while failWrites is.
 type syncFS struct {
 	vfs.FS
-	mu     sync.Mutex
-	data   []byte // written, in file order (the echo writes sequentially)
-	synced []byte
-	syncs  int
-	fail   bool
+	mu         sync.Mutex
+	data       []byte // written, in file order (the echo writes sequentially)
+	synced     []byte
+	syncs      int
+	fail       bool
+	failWrites bool
 }
 
 type syncFile struct {
@@ -51,6 +53,10 @@ func (s *syncFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) 
 
 func (f *syncFile) WriteAt(p []byte, off int64) (int, error) {
 	f.fs.mu.Lock()
+	if f.fs.failWrites {
+		f.fs.mu.Unlock()
+		return 0, errors.New("injected write failure")
+	}
 	f.fs.data = append(f.fs.data[:min(int(off), len(f.fs.data))], p...)
 	f.fs.mu.Unlock()
 	return f.File.WriteAt(p, off)
