@@ -8,28 +8,6 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 )
 
-// TestDurableWriteFailure: an entry whose write fails is never
-// acknowledged, and the file, whose state is unknown, is removed rather
-// than handed to the next stream.
-func TestDurableWriteFailure(t *testing.T) {
-	fs := &syncFS{FS: vfs.Default, failWrites: true}
-	dir := t.TempDir()
-	client, _, _ := serveDurable(t, fs, dir)
-	stream, err := client.Replicate(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(entry(0, true)); err != nil {
-		t.Fatal(err)
-	}
-	if ack, err := stream.Recv(); err == nil {
-		t.Fatalf("acknowledged %v though its write failed", ack)
-	}
-	if names := filesIn(t, dir); len(names) != 0 {
-		t.Fatalf("after the failed stream: files %q, want none", names)
-	}
-}
-
 // TestDurableStreamEndingAfterClose: a stream still running when the echo
 // is closed removes its file when it ends; nothing is left behind.
 func TestDurableStreamEndingAfterClose(t *testing.T) {

@@ -181,43 +181,47 @@ func TestDurableAcksWhatIsDurable(t *testing.T) {
 	}
 }
 
-// TestDurableSyncFailure: an entry whose fdatasync fails is never
-// acknowledged; the stream fails, and its file, whose state is unknown,
-// is removed rather than handed to the next stream.
+// TestDurableSyncFailure: an entry whose write or fdatasync fails is
+// never acknowledged; the stream fails, and its file, whose state is
+// unknown, is removed rather than handed to the next stream.
 func TestDurableSyncFailure(t *testing.T) {
-	fs := &syncFS{FS: vfs.Default, fail: true}
-	dir := t.TempDir()
-	client, _, _ := serveDurable(t, fs, dir)
-	stream, err := client.Replicate(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(entry(0, true)); err != nil {
-		t.Fatal(err)
-	}
-	if ack, err := stream.Recv(); err == nil {
-		t.Fatalf("acknowledged %v though its fdatasync failed", ack)
-	}
-	// The handler removed its file before it returned, and so before
-	// the stream's status was sent.
-	if names := filesIn(t, dir); len(names) != 0 {
-		t.Fatalf("after the failed stream: files %q, want none", names)
-	}
-	fs.mu.Lock()
-	fs.fail = false
-	fs.mu.Unlock()
-	stream, err = client.Replicate(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := stream.Send(entry(0, true)); err != nil {
-		t.Fatal(err)
-	}
-	if ack, err := stream.Recv(); err != nil || ack.GetOffset() != 0 {
-		t.Fatalf("the next stream: ack %v, %v", ack, err)
-	}
-	if names := filesIn(t, dir); len(names) != 1 || names[0] == "echo-stream-1" {
-		t.Fatalf("the next stream writes to %q, want a new file", names)
+	for _, what := range []string{"write", "fdatasync"} {
+		t.Run(what, func(t *testing.T) {
+			fs := &syncFS{FS: vfs.Default, fail: what == "fdatasync", failWrites: what == "write"}
+			dir := t.TempDir()
+			client, _, _ := serveDurable(t, fs, dir)
+			stream, err := client.Replicate(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := stream.Send(entry(0, true)); err != nil {
+				t.Fatal(err)
+			}
+			if ack, err := stream.Recv(); err == nil {
+				t.Fatalf("acknowledged %v though its %s failed", ack, what)
+			}
+			// The handler removed its file before it returned, and so
+			// before the stream's status was sent.
+			if names := filesIn(t, dir); len(names) != 0 {
+				t.Fatalf("after the failed stream: files %q, want none", names)
+			}
+			fs.mu.Lock()
+			fs.fail, fs.failWrites = false, false
+			fs.mu.Unlock()
+			stream, err = client.Replicate(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := stream.Send(entry(0, true)); err != nil {
+				t.Fatal(err)
+			}
+			if ack, err := stream.Recv(); err != nil || ack.GetOffset() != 0 {
+				t.Fatalf("the next stream: ack %v, %v", ack, err)
+			}
+			if names := filesIn(t, dir); len(names) != 1 || names[0] == "echo-stream-1" {
+				t.Fatalf("the next stream writes to %q, want a new file", names)
+			}
+		})
 	}
 }
 
