@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
@@ -889,4 +890,44 @@ func TestRecordFillingTheSegmentStaysInIt(t *testing.T) {
 	l = mustOpen(t, "wal", opts)
 	defer l.Close()
 	checkEntries(t, readAll(t, l, 0), []logpos.Entry{first, fill, next})
+}
+
+// TestPreparedSegmentSyncedBeforeUse: a segment prepared off the hot path
+// has its preallocated size made durable before it is renamed into use,
+// so that the fsyncs of the append path need not.
+func TestPreparedSegmentSyncedBeforeUse(t *testing.T) {
+	var mu sync.Mutex
+	synced := map[string]bool{}
+	var renamed, unsynced []string
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if !strings.Contains(op.Path, "next-") {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		switch op.Kind {
+		case errorfs.OpFileSync:
+			synced[op.Path] = true
+		case errorfs.OpRename:
+			renamed = append(renamed, op.Path)
+			if !synced[op.Path] {
+				unsynced = append(unsynced, op.Path)
+			}
+		}
+		return nil
+	}))
+	l := mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	for o := logpos.Offset(0); o < 200; o += 10 {
+		mustAppend(t, l, entries(o, o+9, 1)...)
+		mustSync(t, l)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(renamed) == 0 {
+		t.Fatal("no prepared segment was used: the test proves nothing")
+	}
+	if len(unsynced) > 0 {
+		t.Fatalf("prepared segments renamed into use without a sync of their size: %q", unsynced)
+	}
 }
