@@ -236,33 +236,14 @@ func TestReplicateReportsEachAck(t *testing.T) {
 	}
 }
 
-// pairFollower receives entries 0 and 1 and acks both at once with a
-// cumulative ack 1.
-type pairFollower struct {
-	replicationpb.UnimplementedOxiaLogReplicationServer
-}
-
-func (pairFollower) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
-	for n := 0; n < 2; {
-		a, err := s.Recv()
-		if err != nil {
-			return err
-		}
-		if a.GetEntry() != nil {
-			n++
-		}
-	}
-	if err := s.Send(&replicationpb.Ack{Offset: 1}); err != nil {
-		return err
-	}
-	return drain(s)
-}
-
 // TestReplicateCumulativeLatencyIsEachEntrysOwn: one cumulative ack
 // covering entries 0 and 1 ends both latencies, each from its own send:
 // entry 0's spans the making of entry 1's value, work the test times.
 func TestReplicateCumulativeLatencyIsEachEntrysOwn(t *testing.T) {
-	conn := serve(t, func(s *grpc.Server) { replicationpb.RegisterOxiaLogReplicationServer(s, pairFollower{}) })
+	// The follower acks entries 0 and 1 at once, with a cumulative ack 1.
+	conn := serve(t, func(s *grpc.Server) {
+		replicationpb.RegisterOxiaLogReplicationServer(s, pacedFollower{script: []pacedStep{{recv: 2, acks: []int64{1}}}})
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	var valueWork time.Duration
