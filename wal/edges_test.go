@@ -921,6 +921,7 @@ func TestPreparedSegmentSyncedBeforeUse(t *testing.T) {
 	for o := logpos.Offset(0); o < 200; o += 10 {
 		mustAppend(t, l, entries(o, o+9, 1)...)
 		mustSync(t, l)
+		workerRound(l) // the next segment is prepared before the roll-over
 	}
 	mu.Lock()
 	defer mu.Unlock()
