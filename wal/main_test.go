@@ -153,3 +153,22 @@ func gatedMem(gates ...*gate) vfs.FS {
 		return nil
 	}))
 }
+
+// faults fails with errorfs.ErrInjected, while armed, every file-system
+// operation match accepts, and counts the operations it failed.
+type faults struct {
+	armed    atomic.Bool
+	match    func(errorfs.Op) bool
+	injected atomic.Int64
+}
+
+// wrap returns fs with the faults injected.
+func (f *faults) wrap(fs vfs.FS) vfs.FS {
+	return errorfs.Wrap(fs, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if f.armed.Load() && f.match(op) {
+			f.injected.Add(1)
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+}
