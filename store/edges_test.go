@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math"
 	"os"
@@ -21,6 +22,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/google/go-cmp/cmp"
 	"github.com/tablefsm/tablefsm/logpos"
+	"github.com/tablefsm/tablefsm/store/kvpb"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -680,5 +682,138 @@ func TestScanCallbackPanics(t *testing.T) {
 	}()
 	if err := s.Close(); err != nil {
 		t.Fatalf("Close after a Scan whose callback panicked: %v", err)
+	}
+}
+
+// TestOpenRefusesAMissingRecord: a live database without one of the
+// records its creation writes (format, term, term options, commit) is
+// ErrCorrupt: Open does not take a missing term for term 0, nor missing
+// term options for the defaults.
+func TestOpenRefusesAMissingRecord(t *testing.T) {
+	for _, key := range [][]byte{keyFormat, keyTerm, keyTermOptions, keyCommit} {
+		t.Run(string(key[1:]), func(t *testing.T) {
+			mem := vfs.NewMem()
+			s, err := Open("/shard", Options{FS: mem})
+			if err != nil {
+				t.Fatal(err)
+			}
+			fillStore(t, s, model{}, 2, 3, "k")
+			if err := s.db.h.Delete(key, pebble.Sync); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			wantCorrupt(t, mem, "/shard")
+		})
+	}
+}
+
+// TestOpenWithoutMarkerKeepsStoreOnTableReadError: a database left
+// without a marker that holds a term (and no user key) in a table the
+// disk fails to read is not taken for the leftover of a creation: Open
+// fails with the disk's error and removes nothing. (The user-key scan
+// of unmarkedHolds never opens that table, its keys all being reserved
+// ones: only the read of the format record sees the failure.)
+func TestOpenWithoutMarkerKeepsStoreOnTableReadError(t *testing.T) {
+	mem := vfs.NewMem()
+	s := mustOpen(t, "/shard", Options{FS: mem})
+	if err := s.SetTerm(4, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.db.h.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	want := fingerprintOf(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := mem.Remove("/shard/CURRENT"); err != nil {
+		t.Fatal(err)
+	}
+	before := listDir(t, mem, "/shard")
+	beforeDB := listDir(t, mem, "/shard/db-000001")
+	var armed atomic.Bool
+	armed.Store(true)
+	var failed atomic.Int64
+	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if armed.Load() && op.Kind == errorfs.OpFileReadAt && strings.HasPrefix(op.Path, "/shard/db-000001/") && strings.HasSuffix(op.Path, ".sst") {
+			failed.Add(1)
+			return &os.PathError{Op: "read", Path: op.Path, Err: syscall.EIO}
+		}
+		return nil
+	}))
+	r, err := Open("/shard", Options{FS: fs})
+	if err == nil {
+		r.Close()
+		t.Fatal("Open without a marker succeeded while the unmarked database's table could not be read")
+	}
+	if failed.Load() == 0 {
+		t.Fatal("no table read failed: the test proves nothing")
+	}
+	if !errors.Is(err, syscall.EIO) {
+		t.Errorf("Open = %v, want the disk's EIO", err)
+	}
+	armed.Store(false)
+	if got := listDir(t, mem, "/shard"); !slices.Equal(got, before) {
+		t.Fatalf("the failed Open changed the directory: %q, was %q", got, before)
+	}
+	if got := listDir(t, mem, "/shard/db-000001"); !slices.Equal(got, beforeDB) {
+		t.Fatalf("the failed Open changed the database: %q, was %q", got, beforeDB)
+	}
+	if err := writeFile(mem, "/shard/CURRENT", "db-000001\n"); err != nil {
+		t.Fatal(err)
+	}
+	r = mustOpen(t, "/shard", Options{FS: mem})
+	assertFingerprint(t, "with the marker back", want, fingerprintOf(t, r))
+}
+
+// TestScanReportsAReadError: a Scan whose read of a table fails (the disk
+// returns EIO) returns that error, rather than ending early as if the
+// keys it could not read did not exist.
+func TestScanReportsAReadError(t *testing.T) {
+	mem := vfs.NewMem()
+	s, err := Open("/shard", Options{FS: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Enough data for many blocks, flushed into a table.
+	for i := range 20 {
+		var ops []*kvpb.Operation
+		for j := range 20 {
+			ops = append(ops, put(fmt.Sprintf("k/%03d/%03d", i, j), strings.Repeat("v", 200)))
+		}
+		if err := s.Apply(kvEntry(t, 1, s.Commit().Offset+1, ops...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.db.h.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	var armed atomic.Bool
+	var failed atomic.Int64
+	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if armed.Load() && (op.Kind == errorfs.OpFileReadAt || op.Kind == errorfs.OpFileRead) && strings.HasSuffix(op.Path, ".sst") {
+			failed.Add(1)
+			return &os.PathError{Op: "read", Path: op.Path, Err: syscall.EIO}
+		}
+		return nil
+	}))
+	s = mustOpen(t, "/shard", Options{FS: fs})
+	armed.Store(true)
+	n := 0
+	err = s.Scan(nil, nil, func(_, _ []byte) bool { n++; return true })
+	armed.Store(false)
+	if failed.Load() == 0 {
+		t.Fatalf("no table read failed (Scan saw %d keys): the test proves nothing", n)
+	}
+	if err == nil {
+		t.Fatalf("Scan with the table reads failing saw %d of 400 keys and returned nil, want the disk's error", n)
+	}
+	if !errors.Is(err, syscall.EIO) {
+		t.Errorf("Scan = %v, want the disk's EIO", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/tablefsm/tablefsm/logpos"
 )
 
 // TestFatalWriteErrorFailsTheStore: a write or sync error inside Pebble's
@@ -281,4 +282,33 @@ func TestSnapshotDespiteOtherBackgroundErrors(t *testing.T) {
 	fillStore(t, s, m, 1, 3, "x")
 	failing.Store(true)
 	snapshotHoldsAll(t, s, m)
+}
+
+// TestSyncOfAFailedStore: once the store has failed (Pebble gave up
+// during an apply; here its Pebble is otherwise healthy, so a sync of its
+// log would still succeed), Sync returns the failure and the durable
+// commit of before: it does not report the entries applied before the
+// failure as durable, nor anything else, until the store is reopened.
+func TestSyncOfAFailedStore(t *testing.T) {
+	s := mustOpen(t, t.TempDir(), Options{StateMachine: fatalAt{at: 4}})
+	if n, err := s.ApplyBatch(entries(0, 1)); n != 2 || err != nil {
+		t.Fatalf("ApplyBatch(0..1) = %d, %v", n, err)
+	}
+	durable, err := s.Sync()
+	if want := (logpos.EntryID{Term: 1, Offset: 1}); err != nil || durable != want {
+		t.Fatalf("Sync = %v, %v; want %v", durable, err, want)
+	}
+	if _, err := s.ApplyBatch(entries(2, 4)); !errors.Is(err, ErrFailed) {
+		t.Fatalf("ApplyBatch(2..4): %v, want ErrFailed", err)
+	}
+	if c := s.Commit(); c.Offset != 3 {
+		t.Fatalf("commit %v after the fatal error, want offset 3", c)
+	}
+	got, err := s.Sync()
+	if !errors.Is(err, ErrFailed) {
+		t.Fatalf("Sync of the failed store: %v, want ErrFailed", err)
+	}
+	if got != durable || s.DurableCommit() != durable {
+		t.Fatalf("Sync of the failed store returned %v, DurableCommit %v; want %v, the durable commit of before", got, s.DurableCommit(), durable)
+	}
 }

@@ -3,12 +3,14 @@ package store
 import (
 	"errors"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
+	"github.com/tablefsm/tablefsm/logpos"
 )
 
 // dirSyncFailer fails syncs of one directory once the marker was renamed:
@@ -194,5 +196,135 @@ func TestLeftoverStagingRemovedLater(t *testing.T) {
 				t.Fatalf("directory %q after %s, want %q", got, name, want)
 			}
 		})
+	}
+}
+
+// TestOpenWhoseMarkerCannotBeClosed: closing the new marker file fails
+// (its data may not have reached the disk): the creation fails with that
+// error, no marker is put in place, and once the disk works the store
+// opens fresh.
+func TestOpenWhoseMarkerCannotBeClosed(t *testing.T) {
+	var broken atomic.Bool
+	broken.Store(true)
+	mem := vfs.NewMem()
+	fs := closeFailFS{FS: mem, broken: &broken}
+	if s, err := Open("/shard", Options{FS: fs}); !errors.Is(err, errorfs.ErrInjected) {
+		if err == nil {
+			s.Close()
+		}
+		t.Fatalf("Open whose marker cannot be closed = %v, want the injected error", err)
+	}
+	for _, name := range listDir(t, mem, "/shard") {
+		if name == markerName || name == markerTempName {
+			t.Fatalf("the failed creation left %s in place", name)
+		}
+	}
+	broken.Store(false)
+	s := mustOpen(t, "/shard", Options{FS: fs})
+	if s.Term() != logpos.NoTerm || s.Commit() != logpos.NoEntry {
+		t.Fatalf("term %d commit %v, want a fresh store", s.Term(), s.Commit())
+	}
+}
+
+// closeFailFS fails the Close of the temporary marker file (after closing
+// it) while broken is set; errorfs does not inject errors into Close.
+type closeFailFS struct {
+	vfs.FS
+	broken *atomic.Bool
+}
+
+func (fs closeFailFS) Create(name string, c vfs.DiskWriteCategory) (vfs.File, error) {
+	f, err := fs.FS.Create(name, c)
+	if err != nil || !fs.broken.Load() || !strings.HasSuffix(name, "/"+markerTempName) {
+		return f, err
+	}
+	return closeFailFile{f}, nil
+}
+
+type closeFailFile struct{ vfs.File }
+
+func (f closeFailFile) Close() error { return errors.Join(f.File.Close(), errorfs.ErrInjected) }
+
+// TestMarkerOfTheLargestSequenceNumber: a marker naming a database
+// numbered with the largest sequence number (20 digits, the longest name
+// the store writes) reads back: the store opens it with its data.
+func TestMarkerOfTheLargestSequenceNumber(t *testing.T) {
+	mem := vfs.NewMem()
+	s := mustOpen(t, "/shard", Options{FS: mem})
+	fillStore(t, s, model{}, 3, 4, "k")
+	want := fingerprintOf(t, s)
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	const name = "db-18446744073709551615"
+	if err := mem.Rename("/shard/db-000001", "/shard/"+name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := writeMarker(mem, "/shard", name); err != nil {
+		t.Fatal(err)
+	}
+	r := mustOpen(t, "/shard", Options{FS: mem})
+	want.DirectoryListed = listDir(t, mem, "/shard")
+	assertFingerprint(t, "opened from the longest name", want, fingerprintOf(t, r))
+	if r.db.name != name {
+		t.Fatalf("live database %s, want %s", r.db.name, name)
+	}
+}
+
+// TestLeftoversAreRememberedOnce: a directory whose removal keeps failing
+// is remembered once, however many retries fail (not once more per
+// retry: the list would double with each SetTerm), and is forgotten once
+// a retry removes it.
+func TestLeftoversAreRememberedOnce(t *testing.T) {
+	chunks, _, _ := memSource(t)
+	mem := vfs.NewMem()
+	s, err := Open("/shard", Options{FS: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fillStore(t, s, model{}, 3, 5, "old")
+	old := fingerprintOf(t, s)
+	var broken atomic.Bool
+	broken.Store(true)
+	s.fs = errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if broken.Load() && op.Kind == errorfs.OpRemoveAll {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	l, err := s.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Write(chunks[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Abort(); !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("Abort with removals failing: %v", err)
+	}
+	leftovers := func() []string {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return slices.Clone(s.mu.leftovers)
+	}
+	want := []string{l.dir}
+	for term := 4; term < 8; term++ {
+		if err := s.SetTerm(logpos.Term(term), old.Options); err != nil {
+			t.Fatal(err)
+		}
+		if got := leftovers(); !slices.Equal(got, want) {
+			t.Fatalf("leftovers after SetTerm(%d) with removals failing: %q, want %q", term, got, want)
+		}
+	}
+	broken.Store(false)
+	if err := s.SetTerm(8, old.Options); err != nil {
+		t.Fatal(err)
+	}
+	if got := leftovers(); len(got) != 0 {
+		t.Fatalf("leftovers after a SetTerm removed them: %q, want none", got)
+	}
+	if got := listDir(t, mem, "/shard"); !slices.Equal(got, old.DirectoryListed) {
+		t.Fatalf("directory %q, want %q", got, old.DirectoryListed)
 	}
 }
