@@ -14,9 +14,11 @@ import (
 func TestEmbedFencesAsCommonMarkReadsThem(t *testing.T) {
 	diagram := []byte("stateDiagram-v2\n")
 	for name, before := range map[string]string{
-		"indented four spaces": "Text.\n\n    ```\n\n",
-		"two backticks":        "``x\n\n",
-		"backtick in info":     "```a`b```\n\n",
+		"indented four spaces":        "Text.\n\n    ```\n\n",
+		"two backticks":               "``x\n\n",
+		"backtick in info":            "```a`b```\n\n",
+		"closed by a longer fence":    "```\n" + BeginMarker + "\n````\n\n",
+		"closed by an indented fence": "~~~\n" + EndMarker + "\n   ~~~ \n\n",
 	} {
 		doc := before + BeginMarker + "\nold\n" + EndMarker + "\n"
 		got, err := Embed([]byte(doc), diagram)
