@@ -579,10 +579,10 @@ func TestColumnsCountBytes(t *testing.T) {
 // A diagnostic is one line, whatever the names and the file name hold.
 func TestDiagnosticsAreOneLine(t *testing.T) {
 	d := Diagnostics{
-		{Pos: Pos{File: "a\nb.yaml", Line: 1, Col: 2}, Msg: "x\ny\u2028z"},
+		{Pos: Pos{File: "a\nb.yaml", Line: 1, Col: 2}, Msg: "x\ny\u2028z\u2029w"},
 		{Pos: Pos{File: "t.yaml", Line: 3, Col: 4}, Msg: "plain"},
 	}
-	want := "\"a\\nb.yaml\":1:2: x\\ny\\u2028z\nt.yaml:3:4: plain"
+	want := "\"a\\nb.yaml\":1:2: x\\ny\\u2028z\\u2029w\nt.yaml:3:4: plain"
 	if got := d.Error(); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
