@@ -165,48 +165,83 @@ func TestOpenRefusesStoreWithOnlyACommitWithoutMarker(t *testing.T) {
 // without a marker cannot be read because the disk fails (an operating
 // system I/O error), Open fails and removes nothing: a store is not taken
 // for the leftover of a creation on a guess. Once the disk works and the
-// marker is back, the store opens as it was.
+// marker is back, the store opens as it was. The read that fails is the
+// manifest's, or that of a table holding only reserved records (a term):
+// the scan for user keys never opens that table, only the read of the
+// store's records sees the failure.
 func TestOpenWithoutMarkerKeepsStoreOnReadError(t *testing.T) {
-	mem := vfs.NewMem()
-	s := mustOpen(t, "/shard", Options{FS: mem})
-	fillStore(t, s, model{}, 4, 3, "k")
-	want := fingerprintOf(t, s)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
+	for name, tc := range map[string]struct {
+		fill  func(t *testing.T, s *Store)
+		fails func(op errorfs.Op) bool
+	}{
+		"manifest": {
+			fill: func(t *testing.T, s *Store) { fillStore(t, s, model{}, 4, 3, "k") },
+			fails: func(op errorfs.Op) bool {
+				return op.Kind == errorfs.OpFileRead && strings.Contains(op.Path, "/shard/db-000001/MANIFEST")
+			},
+		},
+		"table of the term": {
+			fill: func(t *testing.T, s *Store) {
+				if err := s.SetTerm(4, TermOptions{}); err != nil {
+					t.Fatal(err)
+				}
+				if err := s.db.h.Flush(); err != nil {
+					t.Fatal(err)
+				}
+			},
+			fails: func(op errorfs.Op) bool {
+				return op.Kind == errorfs.OpFileReadAt && strings.HasPrefix(op.Path, "/shard/db-000001/") && strings.HasSuffix(op.Path, ".sst")
+			},
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			mem := vfs.NewMem()
+			s := mustOpen(t, "/shard", Options{FS: mem})
+			tc.fill(t, s)
+			want := fingerprintOf(t, s)
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if err := mem.Remove("/shard/CURRENT"); err != nil {
+				t.Fatal(err)
+			}
+			before := listDir(t, mem, "/shard")
+			beforeDB := listDir(t, mem, "/shard/db-000001")
+			var armed atomic.Bool
+			armed.Store(true)
+			var failed atomic.Int64
+			fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
+				if armed.Load() && tc.fails(op) {
+					failed.Add(1)
+					return &os.PathError{Op: "read", Path: op.Path, Err: syscall.EIO}
+				}
+				return nil
+			}))
+			r, err := Open("/shard", Options{FS: fs})
+			if err == nil {
+				r.Close()
+				t.Fatal("Open without a marker succeeded while the unmarked database could not be read")
+			}
+			if failed.Load() == 0 {
+				t.Fatal("no read failed: the test proves nothing")
+			}
+			if !errors.Is(err, syscall.EIO) {
+				t.Errorf("Open = %v, want the disk's EIO", err)
+			}
+			armed.Store(false)
+			if got := listDir(t, mem, "/shard"); !slices.Equal(got, before) {
+				t.Fatalf("the failed Open changed the directory: %q, was %q", got, before)
+			}
+			if got := listDir(t, mem, "/shard/db-000001"); !slices.Equal(got, beforeDB) {
+				t.Fatalf("the failed Open changed the database: %q, was %q", got, beforeDB)
+			}
+			if err := writeFile(mem, "/shard/CURRENT", "db-000001\n"); err != nil {
+				t.Fatal(err)
+			}
+			r = mustOpen(t, "/shard", Options{FS: mem})
+			assertFingerprint(t, "with the marker back", want, fingerprintOf(t, r))
+		})
 	}
-	if err := mem.Remove("/shard/CURRENT"); err != nil {
-		t.Fatal(err)
-	}
-	before := listDir(t, mem, "/shard")
-	beforeDB := listDir(t, mem, "/shard/db-000001")
-	var armed atomic.Bool
-	armed.Store(true)
-	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if armed.Load() && op.Kind == errorfs.OpFileRead && strings.Contains(op.Path, "/shard/db-000001/MANIFEST") {
-			return &os.PathError{Op: "read", Path: op.Path, Err: syscall.EIO}
-		}
-		return nil
-	}))
-	r, err := Open("/shard", Options{FS: fs})
-	if err == nil {
-		r.Close()
-		t.Fatal("Open without a marker succeeded while the unmarked database could not be read")
-	}
-	if !errors.Is(err, syscall.EIO) {
-		t.Errorf("Open = %v, want the disk's EIO", err)
-	}
-	armed.Store(false)
-	if got := listDir(t, mem, "/shard"); !slices.Equal(got, before) {
-		t.Fatalf("the failed Open changed the directory: %q, was %q", got, before)
-	}
-	if got := listDir(t, mem, "/shard/db-000001"); !slices.Equal(got, beforeDB) {
-		t.Fatalf("the failed Open changed the database: %q, was %q", got, beforeDB)
-	}
-	if err := writeFile(mem, "/shard/CURRENT", "db-000001\n"); err != nil {
-		t.Fatal(err)
-	}
-	r = mustOpen(t, "/shard", Options{FS: mem})
-	assertFingerprint(t, "with the marker back", want, fingerprintOf(t, r))
 }
 
 // TestDeleteIsDurableWhenItReturns: once Delete returns, a power loss
@@ -707,65 +742,6 @@ func TestOpenRefusesAMissingRecord(t *testing.T) {
 			wantCorrupt(t, mem, "/shard")
 		})
 	}
-}
-
-// TestOpenWithoutMarkerKeepsStoreOnTableReadError: a database left
-// without a marker that holds a term (and no user key) in a table the
-// disk fails to read is not taken for the leftover of a creation: Open
-// fails with the disk's error and removes nothing. (The user-key scan
-// of unmarkedHolds never opens that table, its keys all being reserved
-// ones: only the read of the format record sees the failure.)
-func TestOpenWithoutMarkerKeepsStoreOnTableReadError(t *testing.T) {
-	mem := vfs.NewMem()
-	s := mustOpen(t, "/shard", Options{FS: mem})
-	if err := s.SetTerm(4, TermOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.db.h.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	want := fingerprintOf(t, s)
-	if err := s.Close(); err != nil {
-		t.Fatal(err)
-	}
-	if err := mem.Remove("/shard/CURRENT"); err != nil {
-		t.Fatal(err)
-	}
-	before := listDir(t, mem, "/shard")
-	beforeDB := listDir(t, mem, "/shard/db-000001")
-	var armed atomic.Bool
-	armed.Store(true)
-	var failed atomic.Int64
-	fs := errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if armed.Load() && op.Kind == errorfs.OpFileReadAt && strings.HasPrefix(op.Path, "/shard/db-000001/") && strings.HasSuffix(op.Path, ".sst") {
-			failed.Add(1)
-			return &os.PathError{Op: "read", Path: op.Path, Err: syscall.EIO}
-		}
-		return nil
-	}))
-	r, err := Open("/shard", Options{FS: fs})
-	if err == nil {
-		r.Close()
-		t.Fatal("Open without a marker succeeded while the unmarked database's table could not be read")
-	}
-	if failed.Load() == 0 {
-		t.Fatal("no table read failed: the test proves nothing")
-	}
-	if !errors.Is(err, syscall.EIO) {
-		t.Errorf("Open = %v, want the disk's EIO", err)
-	}
-	armed.Store(false)
-	if got := listDir(t, mem, "/shard"); !slices.Equal(got, before) {
-		t.Fatalf("the failed Open changed the directory: %q, was %q", got, before)
-	}
-	if got := listDir(t, mem, "/shard/db-000001"); !slices.Equal(got, beforeDB) {
-		t.Fatalf("the failed Open changed the database: %q, was %q", got, beforeDB)
-	}
-	if err := writeFile(mem, "/shard/CURRENT", "db-000001\n"); err != nil {
-		t.Fatal(err)
-	}
-	r = mustOpen(t, "/shard", Options{FS: mem})
-	assertFingerprint(t, "with the marker back", want, fingerprintOf(t, r))
 }
 
 // TestScanReportsAReadError: a Scan whose read of a table fails (the disk

@@ -136,15 +136,31 @@ func TestLeftoverStagingRemovedLater(t *testing.T) {
 			return old.DirectoryListed
 		},
 		"SetTerm failing first": func(t *testing.T, s *Store, old fingerprint, heal func()) []string {
-			if err := s.SetTerm(4, old.Options); err != nil {
-				t.Fatal(err)
-			}
-			if got := listDir(t, s.fs, "/shard"); len(got) != len(old.DirectoryListed)+1 {
-				t.Fatalf("directory %q, want the staging directory still left beside %q", got, old.DirectoryListed)
+			// Remembered once, however many retries fail (not once
+			// more per retry).
+			for term := logpos.Term(4); term < 8; term++ {
+				if err := s.SetTerm(term, old.Options); err != nil {
+					t.Fatal(err)
+				}
+				if got := listDir(t, s.fs, "/shard"); len(got) != len(old.DirectoryListed)+1 {
+					t.Fatalf("directory %q, want the staging directory still left beside %q", got, old.DirectoryListed)
+				}
+				s.mu.Lock()
+				n := len(s.mu.leftovers)
+				s.mu.Unlock()
+				if n != 1 {
+					t.Fatalf("%d leftovers remembered after SetTerm(%d) failed to remove one", n, term)
+				}
 			}
 			heal()
-			if err := s.SetTerm(5, old.Options); err != nil {
+			if err := s.SetTerm(8, old.Options); err != nil {
 				t.Fatal(err)
+			}
+			s.mu.Lock()
+			left := slices.Clone(s.mu.leftovers)
+			s.mu.Unlock()
+			if len(left) != 0 {
+				t.Fatalf("leftovers %q still remembered once removed", left)
 			}
 			return old.DirectoryListed
 		},
@@ -268,63 +284,5 @@ func TestMarkerOfTheLargestSequenceNumber(t *testing.T) {
 	assertFingerprint(t, "opened from the longest name", want, fingerprintOf(t, r))
 	if r.db.name != name {
 		t.Fatalf("live database %s, want %s", r.db.name, name)
-	}
-}
-
-// TestLeftoversAreRememberedOnce: a directory whose removal keeps failing
-// is remembered once, however many retries fail (not once more per
-// retry: the list would double with each SetTerm), and is forgotten once
-// a retry removes it.
-func TestLeftoversAreRememberedOnce(t *testing.T) {
-	chunks, _, _ := memSource(t)
-	mem := vfs.NewMem()
-	s, err := Open("/shard", Options{FS: mem})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	fillStore(t, s, model{}, 3, 5, "old")
-	old := fingerprintOf(t, s)
-	var broken atomic.Bool
-	broken.Store(true)
-	s.fs = errorfs.Wrap(mem, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if broken.Load() && op.Kind == errorfs.OpRemoveAll {
-			return errorfs.ErrInjected
-		}
-		return nil
-	}))
-	l, err := s.NewLoader()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Write(chunks[0]); err != nil {
-		t.Fatal(err)
-	}
-	if err := l.Abort(); !errors.Is(err, errorfs.ErrInjected) {
-		t.Fatalf("Abort with removals failing: %v", err)
-	}
-	leftovers := func() []string {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return slices.Clone(s.mu.leftovers)
-	}
-	want := []string{l.dir}
-	for term := 4; term < 8; term++ {
-		if err := s.SetTerm(logpos.Term(term), old.Options); err != nil {
-			t.Fatal(err)
-		}
-		if got := leftovers(); !slices.Equal(got, want) {
-			t.Fatalf("leftovers after SetTerm(%d) with removals failing: %q, want %q", term, got, want)
-		}
-	}
-	broken.Store(false)
-	if err := s.SetTerm(8, old.Options); err != nil {
-		t.Fatal(err)
-	}
-	if got := leftovers(); len(got) != 0 {
-		t.Fatalf("leftovers after a SetTerm removed them: %q, want none", got)
-	}
-	if got := listDir(t, mem, "/shard"); !slices.Equal(got, old.DirectoryListed) {
-		t.Fatalf("directory %q, want %q", got, old.DirectoryListed)
 	}
 }
