@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"slices"
 	"strings"
 	"sync"
@@ -775,5 +776,40 @@ func TestTruncateIntoADamagedSealedSegment(t *testing.T) {
 	}
 	if got := l.LastDurable().Offset; got != all[len(all)-1].Offset {
 		t.Fatalf("after the refused truncation the log ends at %d, want %d", got, all[len(all)-1].Offset)
+	}
+}
+
+// TestSegmentNameAboveMaxOffsetIsNotASegment: a file named like a segment
+// but with 20 digits above MaxInt64 is no segment of the log (parseName
+// refuses it rather than wrapping it to some offset): recovery leaves it
+// alone, and the log opens empty.
+func TestSegmentNameAboveMaxOffsetIsNotASegment(t *testing.T) {
+	fs := vfs.NewMem()
+	if err := fs.MkdirAll("wal", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if o, ok := parseName("09223372036854775807"+segmentSuffix, segmentSuffix); !ok || o != math.MaxInt64 {
+		t.Fatalf("parseName of the name of offset MaxInt64 = %d, %v", o, ok)
+	}
+	for _, digits := range []string{"09223372036854775808", "99999999999999999999"} {
+		if o, ok := parseName(digits+segmentSuffix, segmentSuffix); ok {
+			t.Fatalf("parseName accepted %s%s as offset %d", digits, segmentSuffix, o)
+		}
+	}
+	const name = "99999999999999999999" + segmentSuffix
+	f, err := fs.Create("wal/"+name, vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l := mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	if got := l.FirstOffset(); got != logpos.NoOffset {
+		t.Fatalf("FirstOffset = %d, want none", got)
+	}
+	if _, err := fs.Stat("wal/" + name); err != nil {
+		t.Fatalf("recovery removed a file that is no segment: %v", err)
 	}
 }
