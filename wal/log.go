@@ -593,6 +593,17 @@ func (l *Log) syncRoundLocked() (logpos.Offset, error) {
 
 	var toClose []vfs.File
 	l.mu.Lock()
+	// A directory fsync of another goroutine (the worker's, after an
+	// index) may have failed while this round ran; it may have lost a
+	// segment name this round's entries live under, and this round's
+	// own directory fsync may have succeeded without writing it (the
+	// kernel reports a writeback error once). Directory fsyncs are
+	// serialized, so such a failure is recorded by now.
+	if err := l.mu.failed; err != nil {
+		durable := l.mu.durable.Offset
+		l.mu.Unlock()
+		return durable, err
+	}
 	for _, w := range todo {
 		w.s.durableEnd = w.end
 		if w.s.sealed && w.end == w.s.end {

@@ -172,3 +172,12 @@ func (f *faults) wrap(fs vfs.FS) vfs.FS {
 		return nil
 	}))
 }
+
+// drainKick takes the worker's pending kick, if any. Called while the
+// worker is held at a gate (inside a round): nothing else takes kicks.
+func drainKick(l *Log) {
+	select {
+	case <-l.kick:
+	default:
+	}
+}

@@ -374,3 +374,36 @@ func TestTruncateChecksTheNextPositionOfItsIndex(t *testing.T) {
 	}
 	checkEntries(t, readAll(t, l, 0), all)
 }
+
+// TestTornTailZeroedInEveryChunk: garbage after the last record in more
+// than one of the chunks the scan reads (64 KiB) is zeroed up to the end
+// of the last: left there, it makes the segment look damaged once it is
+// sealed, and a later Open that scans it cuts every segment after it.
+func TestTornTailZeroedInEveryChunk(t *testing.T) {
+	fs := vfs.NewMem()
+	opts := Options{FS: fs, SegmentSize: 256 << 10}
+	l := mustOpen(t, "wal", opts)
+	all := entries(0, 9, 0)
+	mustAppend(t, l, all...)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	seg := "wal/" + segmentName(0)
+	clean := readBytes(t, fs, seg)
+	end := int64(segmentHeaderSize)
+	for i := range all {
+		rec, _ := appendRecord(nil, &all[i], 0)
+		end += int64(len(rec))
+	}
+	b := bytes.Clone(clean)
+	b[end+10] = 0xa5
+	b[end+(100<<10)] = 0xa5 // in a later chunk
+	writeBytes(t, fs, seg, b)
+	opts.MustKeepBelow = 10
+	l = mustOpen(t, "wal", opts)
+	defer l.Close()
+	checkEntries(t, readAll(t, l, 0), all)
+	if got := readBytes(t, fs, seg); !isZero(got[end:]) {
+		t.Fatal("garbage after the last record left in place")
+	}
+}

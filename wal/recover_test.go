@@ -813,3 +813,35 @@ func TestSegmentNameAboveMaxOffsetIsNotASegment(t *testing.T) {
 		t.Fatalf("recovery removed a file that is no segment: %v", err)
 	}
 }
+
+// TestReopenedTailIndexRemovalIsDurable: the index file of the segment
+// Open makes active again describes what the segment held before the
+// appends to come; Open removes it durably, so that a power loss right
+// after Open cannot bring it back to be trusted once the segment is
+// sealed.
+func TestReopenedTailIndexRemovalIsDurable(t *testing.T) {
+	mem := vfs.NewCrashableMem()
+	l := mustOpen(t, "wal", memOpts(mem))
+	mustAppend(t, l, entries(0, 99, 0)...)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	firsts := fileFirsts(t, mem, "wal")
+	last := firsts[len(firsts)-1]
+	stale := "wal/" + indexName(last)
+	// An index of the last segment, its name durable (as one renamed
+	// into place whose rename reported a failure leaves).
+	writeBytes(t, mem, stale, []byte("stale index"))
+	if err := durable.SyncDir(mem, "wal"); err != nil {
+		t.Fatal(err)
+	}
+	l = mustOpen(t, "wal", optsKeep(mem, 99))
+	defer l.Close()
+	if _, err := mem.Stat(stale); err == nil {
+		t.Fatal("Open kept the index of the segment it reopened")
+	}
+	crashed := mem.CrashClone(vfs.CrashCloneCfg{})
+	if _, err := crashed.Stat(stale); err == nil {
+		t.Fatal("after a power loss right after Open, the reopened segment's index is back: its removal was not made durable")
+	}
+}
