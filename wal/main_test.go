@@ -142,8 +142,11 @@ func newGate(match func(errorfs.Op) bool) *gate {
 }
 
 // gatedMem is an in-memory file system whose operations pass the gates.
-func gatedMem(gates ...*gate) vfs.FS {
-	return errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+func gatedMem(gates ...*gate) vfs.FS { return gated(vfs.NewMem(), gates...) }
+
+// gated is fs whose operations pass the gates before reaching it.
+func gated(fs vfs.FS, gates ...*gate) vfs.FS {
+	return errorfs.Wrap(fs, errorfs.InjectorFunc(func(op errorfs.Op) error {
 		for _, g := range gates {
 			if g.match(op) && g.armed.CompareAndSwap(true, false) {
 				close(g.at)

@@ -191,14 +191,7 @@ func TestFirstFailureStaysTheLogs(t *testing.T) {
 		}
 		return nil
 	}))
-	fs := errorfs.Wrap(faulty, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if roundHeld.match(op) && roundHeld.armed.CompareAndSwap(true, false) {
-			close(roundHeld.at)
-			<-roundHeld.proceed
-		}
-		return nil
-	}))
-	l := mustOpen(t, "wal", memOpts(fs))
+	l := mustOpen(t, "wal", memOpts(gated(faulty, roundHeld)))
 	defer l.Close()
 	mustAppend(t, l, entries(0, 4, 0)...)
 	mustSync(t, l)
