@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"net"
@@ -170,7 +171,8 @@ var echoCommand = command{
 	short: `Serve the bare-stream baseline of bench: a Replicate stream that acks every
 entry at once and stores nothing. With --sync-dir, the durable echo: before
 each round of acks it writes the values received to a file in that directory
-and makes them durable with one fdatasync, and does nothing else.`,
+and makes them durable with one fdatasync, and does nothing else. It removes
+its files when it stops, and the directory too when it created it.`,
 	setup: func(fs *flag.FlagSet, e *env) func(context.Context) error {
 		listen := fs.String("listen", "127.0.0.1:0", "`address` to serve on")
 		syncDir := fs.String("sync-dir", "", "`directory` of the durable echo's files (empty: store nothing)")
@@ -188,6 +190,8 @@ and makes them durable with one fdatasync, and does nothing else.`,
 			if *syncDir == "" {
 				echo.Register(srv)
 			} else {
+				_, err := os.Stat(*syncDir)
+				created := errors.Is(err, os.ErrNotExist)
 				if err := os.MkdirAll(*syncDir, 0o755); err != nil {
 					return err
 				}
@@ -195,6 +199,10 @@ and makes them durable with one fdatasync, and does nothing else.`,
 				defer func() { // after Stop
 					if err := durable.Close(); err != nil {
 						fmt.Fprintf(e.stderr, "replicate: removing the durable echo's files: %v\n", err)
+					} else if created {
+						if err := os.Remove(*syncDir); err != nil {
+							fmt.Fprintf(e.stderr, "replicate: removing the durable echo's directory: %v\n", err)
+						}
 					}
 				}()
 			}

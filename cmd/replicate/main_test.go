@@ -663,9 +663,27 @@ func TestMedianRate(t *testing.T) {
 
 // TestDurableEchoRemovesItsFileWhenStopped: the durable echo-server,
 // stopped while a stream is open, has removed the stream's file when it
-// returns.
+// returns, and the directory when it created it.
 func TestDurableEchoRemovesItsFileWhenStopped(t *testing.T) {
-	dir := t.TempDir()
+	t.Run("existing directory", func(t *testing.T) {
+		dir := t.TempDir()
+		stopDurableEchoMidStream(t, dir)
+		if names, err := os.ReadDir(dir); err != nil || len(names) != 0 {
+			t.Fatalf("after the echo-server returned, %s holds %v, %v", dir, names, err)
+		}
+	})
+	t.Run("directory it created", func(t *testing.T) {
+		dir := filepath.Join(t.TempDir(), "echo")
+		stopDurableEchoMidStream(t, dir)
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Fatalf("after the echo-server returned, the directory it created: %v", err)
+		}
+	})
+}
+
+// stopDurableEchoMidStream runs the durable echo-server writing to dir,
+// and stops it while a stream is open.
+func stopDurableEchoMidStream(t *testing.T, dir string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	outR, outW := io.Pipe()
@@ -704,9 +722,6 @@ func TestDurableEchoRemovesItsFileWhenStopped(t *testing.T) {
 	cancel()
 	if code := <-ended; code != 0 {
 		t.Fatalf("echo-server exited %d", code)
-	}
-	if names, err := os.ReadDir(dir); err != nil || len(names) != 0 {
-		t.Fatalf("after the echo-server returned, %s holds %v, %v", dir, names, err)
 	}
 	<-streamed
 }
