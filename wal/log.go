@@ -598,7 +598,9 @@ func (l *Log) syncRoundLocked() (logpos.Offset, error) {
 	// segment name this round's entries live under, and this round's
 	// own directory fsync may have succeeded without writing it (the
 	// kernel reports a writeback error once). Directory fsyncs are
-	// serialized, so such a failure is recorded by now.
+	// serialized: one that failed before this round's own ended is
+	// recorded by now; one that did not is no matter (the names this
+	// round relies on were made durable by its fsync or an earlier one).
 	if err := l.mu.failed; err != nil {
 		durable := l.mu.durable.Offset
 		l.mu.Unlock()
