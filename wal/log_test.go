@@ -924,3 +924,33 @@ func TestDeleteOfADirectoryNamedWithATrailingSeparator(t *testing.T) {
 		t.Fatalf("after Delete the parent directory holds %q (%v), want nothing", names, err)
 	}
 }
+
+// TestReopenedLogPreparesItsNextSegment: Open wakes the worker, so that a
+// reopened log that holds entries prepares its next segment at once,
+// not only once the append path has rolled to a segment it created
+// itself.
+func TestReopenedLogPreparesItsNextSegment(t *testing.T) {
+	held := newGate(func(op errorfs.Op) bool {
+		return op.Kind == errorfs.OpCreate && strings.Contains(op.Path, "next-")
+	})
+	fs := gatedMem(held)
+	l := mustOpen(t, "wal", memOpts(fs))
+	mustAppend(t, l, entries(0, 2, 0)...)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	held.armed.Store(true)
+	l = mustOpen(t, "wal", memOpts(fs))
+	// This kick waits until the worker has taken any kick before it; the
+	// worker then reaches the gate, and holds there, in the round that
+	// kick (Open's, or else this one) started.
+	l.kick <- struct{}{}
+	<-held.at
+	if n := len(l.kick); n != 1 {
+		t.Errorf("the worker took the test's kick: Open did not wake it, and the reopened log prepares no segment until its first roll")
+	}
+	close(held.proceed)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -845,3 +845,32 @@ func TestReopenedTailIndexRemovalIsDurable(t *testing.T) {
 		t.Fatal("after a power loss right after Open, the reopened segment's index is back: its removal was not made durable")
 	}
 }
+
+// TestIndexOfAnotherSegmentIsRebuilt: an index file whose header names
+// another first offset (here one copied from another log, whose first
+// segment has the same seed, 0) is not trusted: the segment is scanned
+// and its index rebuilt, and the log opens whole.
+func TestIndexOfAnotherSegmentIsRebuilt(t *testing.T) {
+	fs := vfs.NewMem()
+	write := func(dir string, from, to logpos.Offset) []logpos.Entry {
+		l := mustOpen(t, dir, memOpts(fs))
+		es := entries(from, to, 0)
+		mustAppend(t, l, es...)
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+		return es
+	}
+	write("a", 0, 29)
+	want := write("b", 100, 129)
+	if idx := listSuffix(t, fs, "b", indexSuffix); len(idx) < 2 || idx[0] != fs.PathJoin("b", indexName(100)) {
+		t.Fatalf("indexes of b: %v; the test needs segment 100 indexed and not last", idx)
+	}
+	writeBytes(t, fs, fs.PathJoin("b", indexName(100)), readBytes(t, fs, fs.PathJoin("a", indexName(0))))
+	l, err := Open("b", optsKeep(fs, 129))
+	if err != nil {
+		t.Fatalf("Open with segment 100's index replaced by segment 0's of another log: %v", err)
+	}
+	defer l.Close()
+	checkEntries(t, readAll(t, l, 100), want)
+}

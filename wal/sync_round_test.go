@@ -3,6 +3,7 @@ package wal
 import (
 	"context"
 	"errors"
+	"runtime"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -216,5 +217,60 @@ func TestFirstFailureStaysTheLogs(t *testing.T) {
 		if !errors.Is(err, ErrFailed) || !errors.Is(err, errorfs.ErrInjected) || errors.Is(err, errData) {
 			t.Errorf("%s: %v; want the first failure (the directory fsync's)", what, err)
 		}
+	}
+}
+
+// TestAppendWaitingBehindAFailingRoundIsRefused: an append that rolls
+// to a new segment while a sync round holds the segment files (here at
+// its data fsync, which then fails) waits for the round; once the round
+// has failed the log, the append is refused: its pending bytes are not
+// written to a file whose state is unknown, and no segment is started.
+func TestAppendWaitingBehindAFailingRoundIsRefused(t *testing.T) {
+	roundHeld := newGate(func(op errorfs.Op) bool { return op.Kind == errorfs.OpFileSyncData })
+	var dataFault atomic.Bool
+	// The gate is passed first: the data fsync held there fails once let go.
+	faulty := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if dataFault.Load() && op.Kind == errorfs.OpFileSyncData {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	l := mustOpen(t, "wal", memOpts(gated(faulty, roundHeld)))
+	defer l.Close()
+	mustAppend(t, l, entry(0, 0))
+	mustSync(t, l)
+	workerRound(l) // the next segment is prepared
+	mustAppend(t, l, entry(1, 0))
+	roundHeld.armed.Store(true)
+	synced := make(chan error, 1)
+	go func() {
+		_, err := l.Sync(context.Background())
+		synced <- err
+	}()
+	<-roundHeld.at                // the round took entry 1's bytes and holds the files
+	mustAppend(t, l, entry(2, 0)) // pending: written by the next flush
+	// big does not fit the rest of the first segment: its append rolls,
+	// and the roll first waits for the round to write entry 2.
+	big := sized(3, 470)
+	appended := make(chan error, 1)
+	go func() { appended <- l.AppendAsync(big) }()
+	for !goroutineIn(".(*Log).rollSegment(", "Mutex).Lock") {
+		runtime.Gosched()
+	}
+	dataFault.Store(true)
+	close(roundHeld.proceed)
+	if err := <-synced; !errors.Is(err, ErrFailed) {
+		t.Fatalf("Sync with its data fsync failing: %v; want ErrFailed", err)
+	}
+	err := <-appended
+	dataFault.Store(false)
+	if !errors.Is(err, ErrFailed) {
+		t.Errorf("AppendAsync waiting behind the round that failed the log = %v; want ErrFailed", err)
+	}
+	if got := l.LastAppended().Offset; got != 2 {
+		t.Errorf("LastAppended = %d after the refused append; want 2", got)
+	}
+	if got := segFirsts(l); len(got) != 1 {
+		t.Errorf("segments %v: the refused append started a segment", got)
 	}
 }
