@@ -66,6 +66,15 @@ func main() {
 
 // run runs one command and returns the exit status: 0 on success, 1 on
 // failure, 2 for a usage error.
+// isHelpFlag reports whether arg asks for help, as the flag package reads it.
+func isHelpFlag(arg string) bool {
+	switch arg {
+	case "-h", "-help", "--h", "--help":
+		return true
+	}
+	return false
+}
+
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
@@ -84,6 +93,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	case "-version", "--version", "version":
+		if args[0] == "version" && len(args) == 2 && isHelpFlag(args[1]) {
+			fmt.Fprint(stdout, "Usage: replicate version\n\nPrint the version of replicate (also: replicate --version). It takes no flags.\n")
+			return 0
+		}
 		if len(args) > 1 {
 			fmt.Fprintf(stderr, "replicate %s: unexpected argument %q\n", args[0], args[1])
 			return 2

@@ -569,6 +569,11 @@ func TestUsage(t *testing.T) {
 		{[]string{"version"}, 0, "", "replicate "},
 		{[]string{"--version"}, 0, "", "replicate "},
 		{[]string{"-version", "status"}, 2, `unexpected argument "status"`, ""},
+		{[]string{"version", "--help"}, 0, "", "Usage: replicate version"},
+		{[]string{"version", "-h"}, 0, "", "Usage: replicate version"},
+		{[]string{"help", "version"}, 0, "", "Usage: replicate version"},
+		{[]string{"--version", "--help"}, 2, `unexpected argument "--help"`, ""},
+		{[]string{"version", "--help", "x"}, 2, `unexpected argument "--help"`, ""},
 		// A target is HOST:PORT: gRPC would take a host alone for host:443.
 		{[]string{"status", "--target", "127.0.0.1"}, 2, `invalid --target "127.0.0.1": want HOST:PORT`, ""},
 		{[]string{"status", "--target", ""}, 2, `invalid --target "": want HOST:PORT`, ""},
