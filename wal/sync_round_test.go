@@ -227,15 +227,9 @@ func TestFirstFailureStaysTheLogs(t *testing.T) {
 // written to a file whose state is unknown, and no segment is started.
 func TestAppendWaitingBehindAFailingRoundIsRefused(t *testing.T) {
 	roundHeld := newGate(func(op errorfs.Op) bool { return op.Kind == errorfs.OpFileSyncData })
-	var dataFault atomic.Bool
+	dataFault := &faults{match: func(op errorfs.Op) bool { return op.Kind == errorfs.OpFileSyncData }}
 	// The gate is passed first: the data fsync held there fails once let go.
-	faulty := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if dataFault.Load() && op.Kind == errorfs.OpFileSyncData {
-			return errorfs.ErrInjected
-		}
-		return nil
-	}))
-	l := mustOpen(t, "wal", memOpts(gated(faulty, roundHeld)))
+	l := mustOpen(t, "wal", memOpts(gated(dataFault.wrap(vfs.NewMem()), roundHeld)))
 	defer l.Close()
 	mustAppend(t, l, entry(0, 0))
 	mustSync(t, l)
@@ -257,13 +251,13 @@ func TestAppendWaitingBehindAFailingRoundIsRefused(t *testing.T) {
 	for !goroutineIn(".(*Log).rollSegment(", "Mutex).Lock") {
 		runtime.Gosched()
 	}
-	dataFault.Store(true)
+	dataFault.armed.Store(true)
 	close(roundHeld.proceed)
 	if err := <-synced; !errors.Is(err, ErrFailed) {
 		t.Fatalf("Sync with its data fsync failing: %v; want ErrFailed", err)
 	}
 	err := <-appended
-	dataFault.Store(false)
+	dataFault.armed.Store(false)
 	if !errors.Is(err, ErrFailed) {
 		t.Errorf("AppendAsync waiting behind the round that failed the log = %v; want ErrFailed", err)
 	}
