@@ -930,9 +930,7 @@ func TestDeleteOfADirectoryNamedWithATrailingSeparator(t *testing.T) {
 // not only once the append path has rolled to a segment it created
 // itself.
 func TestReopenedLogPreparesItsNextSegment(t *testing.T) {
-	held := newGate(func(op errorfs.Op) bool {
-		return op.Kind == errorfs.OpCreate && strings.Contains(op.Path, "next-")
-	})
+	held := preparingGate()
 	fs := gatedMem(held)
 	l := mustOpen(t, "wal", memOpts(fs))
 	mustAppend(t, l, entries(0, 2, 0)...)

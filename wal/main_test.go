@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"testing"
 
@@ -139,6 +140,13 @@ type gate struct {
 
 func newGate(match func(errorfs.Op) bool) *gate {
 	return &gate{match: match, at: make(chan struct{}), proceed: make(chan struct{})}
+}
+
+// preparingGate holds the worker when it creates the next segment.
+func preparingGate() *gate {
+	return newGate(func(op errorfs.Op) bool {
+		return op.Kind == errorfs.OpCreate && strings.Contains(op.Path, "next-")
+	})
 }
 
 // gatedMem is an in-memory file system whose operations pass the gates.

@@ -20,9 +20,7 @@ import (
 // no later round does: the roll must wake the worker, or the segment gets
 // no index (and no next segment is prepared) until Close.
 func TestRollOverAsksForAWorkerRound(t *testing.T) {
-	held := newGate(func(op errorfs.Op) bool {
-		return op.Kind == errorfs.OpCreate && strings.Contains(op.Path, "next-")
-	})
+	held := preparingGate()
 	held.armed.Store(true)
 	l := mustOpen(t, "wal", memOpts(gatedMem(held)))
 	mustAppend(t, l, entry(0, 0))
@@ -58,9 +56,7 @@ func TestRollOverAsksForAWorkerRound(t *testing.T) {
 // completes a sealed segment (marks it synced and closes its handle)
 // wakes the worker to write its index.
 func TestSyncRoundThatClosesSegmentsWakesTheWorker(t *testing.T) {
-	held := newGate(func(op errorfs.Op) bool {
-		return op.Kind == errorfs.OpCreate && strings.Contains(op.Path, "next-")
-	})
+	held := preparingGate()
 	held.armed.Store(true)
 	l := mustOpen(t, "wal", memOpts(gatedMem(held)))
 	mustAppend(t, l, entry(0, 0))
