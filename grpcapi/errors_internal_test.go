@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -48,6 +49,12 @@ func TestStatusMapping(t *testing.T) {
 		// An install abandoned by NewTerm is ErrInvalidTerm whatever else
 		// failed with it.
 		{"invalid term first", fmt.Errorf("%w: %w", follower.ErrInvalidArgument, follower.ErrInvalidTerm), false, codes.FailedPrecondition, "INVALID_TERM"},
+		// The rest of the order: where a refusal must go is told before
+		// what is wrong with the request, and a request that cannot
+		// succeed is not made to look worth retrying.
+		{"not member before invalid term", fmt.Errorf("%w: %w", follower.ErrInvalidTerm, follower.ErrNotMember), false, codes.Aborted, "NODE_IS_NOT_MEMBER"},
+		{"invalid term before invalid status", fmt.Errorf("%w: %w", follower.ErrInvalidStatus, follower.ErrInvalidTerm), false, codes.FailedPrecondition, "INVALID_TERM"},
+		{"invalid argument before unavailable", fmt.Errorf("%w: %w", follower.ErrUnavailable, follower.ErrInvalidArgument), false, codes.InvalidArgument, "INVALID_ARGUMENT"},
 		{"transport status kept", fmt.Errorf("follower: receiving: %w", status.Error(codes.Canceled, "context canceled")), false, codes.Canceled, ""},
 		{"context", wrap(context.DeadlineExceeded), false, codes.DeadlineExceeded, ""},
 		{"unknown", errors.New("something else"), false, codes.Unknown, ""},
@@ -105,6 +112,22 @@ func TestValidNamespace(t *testing.T) {
 		if validNamespace(ns) {
 			t.Errorf("validNamespace(%q) = true", ns)
 		}
+	}
+}
+
+// TestQuoteCut: a refused value is quoted whole up to 64 bytes, and cut
+// there, with its length, beyond.
+func TestQuoteCut(t *testing.T) {
+	at := strings.Repeat("n", 64)
+	if got, want := quoteCut(at), `"`+at+`"`; got != want {
+		t.Errorf("quoteCut of 64 bytes = %s, want %s", got, want)
+	}
+	if got, want := quoteCut(at+"\x00"), `"`+at+`"… (65 bytes)`; got != want {
+		t.Errorf("quoteCut of 65 bytes = %s, want %s", got, want)
+	}
+	_, err := unaryKey(strings.Repeat("x", 1000)+"/", 1)
+	if msg := err.Error(); !strings.Contains(msg, "(1001 bytes)") || len(msg) > 200 {
+		t.Errorf("refusing a 1001-byte namespace: %q (%d bytes), want it cut", msg, len(msg))
 	}
 }
 

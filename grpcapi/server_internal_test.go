@@ -472,3 +472,28 @@ func TestShutdownDuringADropTidiesTheNamespace(t *testing.T) {
 		t.Fatalf("the namespace directory %s is left: %v", nsDir, err)
 	}
 }
+
+// TestCallsOnUnhostedShardsLeaveNoBookkeeping: calls naming shards the
+// node does not host (or that it hosted and dropped) leave nothing in the
+// node's maps, however many a client names: no open shard, no lookup, no
+// removal.
+func TestCallsOnUnhostedShardsLeaveNoBookkeeping(t *testing.T) {
+	s := newTestServer(t)
+	ctx := context.Background()
+	for i := range int64(50) {
+		if _, err := s.GetStatus(ctx, &replicationpb.GetStatusRequest{Namespace: "ns", Shard: i}); Reason(err) != ReasonNodeIsNotMember {
+			t.Fatalf("GetStatus of shard %d: %v", i, err)
+		}
+		if _, err := s.Truncate(ctx, &replicationpb.TruncateRequest{Namespace: "ns", Shard: i, Term: 1, HeadEntryId: &replicationpb.EntryId{Term: 1, Offset: -1}}); Reason(err) != ReasonInvalidStatus {
+			t.Fatalf("Truncate of shard %d: %v", i, err)
+		}
+		if _, err := s.DeleteShard(ctx, &replicationpb.DeleteShardRequest{Namespace: "ns", Shard: i, Term: 1}); err != nil {
+			t.Fatalf("DeleteShard of shard %d: %v", i, err)
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.mu.shards) != 0 || len(s.mu.looking) != 0 || len(s.mu.removals) != 0 {
+		t.Fatalf("after calls on 50 unhosted shards: %d shards, %d lookups, %d removals held", len(s.mu.shards), len(s.mu.looking), len(s.mu.removals))
+	}
+}
