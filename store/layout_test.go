@@ -304,3 +304,38 @@ func TestOpenWhoseMarkerCannotBeOpened(t *testing.T) {
 		})
 	}
 }
+
+// TestOpenRefusesAMarkerWithBytesAfterItsLine: the marker is one line,
+// "db-NNNNNN\n", and nothing after it. A marker whose first line is a
+// valid name (here the longest that fits the marker's size limit, zero
+// padded, of a directory that holds the store) followed by more bytes
+// was not written by the store: Open refuses it with ErrCorrupt and
+// changes nothing.
+func TestOpenRefusesAMarkerWithBytesAfterItsLine(t *testing.T) {
+	mem := vfs.NewMem()
+	s := mustOpen(t, "/shard", Options{FS: mem})
+	fillStore(t, s, model{}, 3, 5, "k")
+	live := s.db.name
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	long := dbPrefix + strings.Repeat("0", maxMarkerSize-1-len(dbPrefix)-1) + "1" // name+"\n" fills the limit
+	if len(long)+1 != maxMarkerSize {
+		t.Fatalf("name of %d bytes", len(long))
+	}
+	if err := mem.Rename("/shard/"+live, "/shard/"+long); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeFile(mem, "/shard/CURRENT", long+"\n"); err != nil {
+		t.Fatal(err)
+	}
+	mustOpen(t, "/shard", Options{FS: mem}).Close() // the name alone opens
+	if err := writeFile(mem, "/shard/CURRENT", long+"\nx"); err != nil {
+		t.Fatal(err)
+	}
+	before := listDir(t, mem, "/shard")
+	wantCorrupt(t, mem, "/shard")
+	if got := listDir(t, mem, "/shard"); !slices.Equal(got, before) {
+		t.Fatalf("a refused Open changed the directory: %q, was %q", got, before)
+	}
+}
