@@ -147,3 +147,23 @@ func TestStreamFailuresCounted(t *testing.T) {
 		t.Errorf("%d debug lines of a stream ended by its leader, want 1", got)
 	}
 }
+
+// TestHalfCloseRoundIsNoSync: Stats.Syncs counts the sync rounds that had
+// entries to make durable. The round a half-close wakes, with everything
+// durable already, does no fsync and is not counted; neither is its
+// latency.
+func TestHalfCloseRoundIsNoSync(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	a := confAttach(t, h.f)
+	a.send(t, entryAppend(1, 0, -1, "k", "v"))
+	if o := a.ack(t); o != 0 {
+		t.Fatalf("ack %d, want 0", o)
+	}
+	if err := a.finish(t); err != nil { // its round finds entry 0 durable
+		t.Fatal(err)
+	}
+	if st := h.f.Stats(); st.Syncs != 1 || st.SyncLatency.Count != 1 {
+		t.Fatalf("%d syncs (%d timed) for one entry, want 1", st.Syncs, st.SyncLatency.Count)
+	}
+}
