@@ -22,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
@@ -308,5 +309,96 @@ func TestIdleConnectionClosedAfterTheHandshakeTimeout(t *testing.T) {
 	// Whatever the node sends first, then the end of the connection.
 	if _, err := io.Copy(io.Discard, conn); err != nil && !errors.Is(err, syscall.ECONNRESET) {
 		t.Fatalf("reading an idle connection: %v; want it closed by the node", err)
+	}
+}
+
+// TestDeleteOfAnUnhostedShardRacingTheShutdown: a DeleteShard that found
+// no data for its shard just before the shutdown started is Unavailable
+// (the node is shutting down), not a success: the removal it would run
+// is refused.
+func TestDeleteOfAnUnhostedShardRacingTheShutdown(t *testing.T) {
+	s := leader.Shard{Namespace: "absent", Shard: 1}
+	fs := &statGateFS{FS: vfs.Default, suffix: string(filepath.Separator) + filepath.Join("absent", "1"), stated: make(chan struct{}), release: make(chan struct{})}
+	var released sync.Once
+	t.Cleanup(func() { released.Do(func() { close(fs.release) }) })
+	n := startNode(t, "", func(o *grpcapi.Options) { o.FS = fs })
+	fs.armed.Store(true)
+	got := make(chan error, 1)
+	go func() { got <- n.conn.Delete(ctxT(t), s, 1) }()
+	<-fs.stated // DeleteShard looked for the shard's directory: none
+	down := make(chan struct{})
+	go func() { n.shutdown(); close(down) }()
+	// Once a call is refused as the node shuts down, the shutdown has
+	// begun.
+	for {
+		_, err := n.conn.Status(ctxT(t), leader.Shard{Namespace: "other", Shard: 1})
+		if status.Code(err) == codes.Unavailable {
+			break
+		}
+	}
+	released.Do(func() { close(fs.release) })
+	wantCode(t, <-got, codes.Unavailable, "", "")
+	<-down
+}
+
+// TestDeleteRacingAnOpen: a DeleteShard that found no data for its
+// shard, while a NewTerm opened and fenced it, deletes the shard the
+// NewTerm left: it does not report success with the shard still hosted.
+func TestDeleteRacingAnOpen(t *testing.T) {
+	s := leader.Shard{Namespace: "racing", Shard: 1}
+	fs := &statGateFS{FS: vfs.Default, suffix: string(filepath.Separator) + filepath.Join("racing", "1"), stated: make(chan struct{}), release: make(chan struct{})}
+	var released sync.Once
+	t.Cleanup(func() { released.Do(func() { close(fs.release) }) })
+	n := startNode(t, "", func(o *grpcapi.Options) { o.FS = fs })
+	fs.armed.Store(true)
+	got := make(chan error, 1)
+	go func() { got <- n.conn.Delete(ctxT(t), s, 1) }()
+	<-fs.stated // DeleteShard looked for the shard's directory: none
+	if _, err := n.conn.NewTerm(ctxT(t), s, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	released.Do(func() { close(fs.release) })
+	if err := <-got; err != nil {
+		t.Fatalf("DeleteShard: %v", err)
+	}
+	_, err := n.conn.Status(ctxT(t), s)
+	wantCode(t, err, codes.Aborted, grpcapi.ReasonNodeIsNotMember, "")
+	if _, err := os.Stat(filepath.Join(n.dir, "racing", "1")); !os.IsNotExist(err) {
+		t.Fatalf("the deleted shard's directory: %v", err)
+	}
+}
+
+// TestLookupRacingADeleteOpensNothing: a call that found a shard's data
+// on disk while a DeleteShard deleted it looks again and opens no
+// follower of it: the shard is opened once, by the delete.
+func TestLookupRacingADeleteOpensNothing(t *testing.T) {
+	dir := t.TempDir()
+	s := leader.Shard{Namespace: "gone", Shard: 1}
+	n := startNode(t, dir)
+	fence(t, n.conn, s, 1)
+	n.stop()
+
+	fs := &statGateFS{FS: vfs.Default, suffix: string(filepath.Separator) + filepath.Join("gone", "1"), stated: make(chan struct{}), release: make(chan struct{})}
+	var released sync.Once
+	t.Cleanup(func() { released.Do(func() { close(fs.release) }) })
+	var opens atomic.Int32
+	n = startNode(t, dir, func(o *grpcapi.Options) {
+		o.FS = fs
+		o.ShardObserver = func(string, int64) fsm.Observer { opens.Add(1); return nil }
+	})
+	fs.armed.Store(true)
+	got := make(chan error, 1)
+	go func() {
+		_, err := n.conn.Status(ctxT(t), s)
+		got <- err
+	}()
+	<-fs.stated // GetStatus saw the shard's directory
+	if err := n.conn.Delete(ctxT(t), s, 1); err != nil {
+		t.Fatal(err)
+	}
+	released.Do(func() { close(fs.release) })
+	wantCode(t, <-got, codes.Aborted, grpcapi.ReasonNodeIsNotMember, "")
+	if got := opens.Load(); got != 1 {
+		t.Fatalf("the shard was opened %d times, want once (by the delete)", got)
 	}
 }

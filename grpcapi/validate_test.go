@@ -328,3 +328,23 @@ func TestLongValuesAreNotEchoed(t *testing.T) {
 		wantCode(t, err, codes.InvalidArgument, grpcapi.ReasonInvalidArgument, "file name")
 	})
 }
+
+// TestMissingMetadataSaysMissing: a routing key that is absent is refused
+// as missing, not as an empty value.
+func TestMissingMetadataSaysMissing(t *testing.T) {
+	n := startNode(t, "")
+	for _, c := range []struct {
+		md   []string
+		want string
+	}{
+		{[]string{"shard-id", "1"}, "namespace metadata: missing"},
+		{[]string{"namespace", "ns"}, "shard-id metadata: missing"},
+	} {
+		ctx := metadata.NewOutgoingContext(ctxT(t), metadata.Pairs(c.md...))
+		repl, err := n.conn.Replication.Replicate(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantCode(t, recvEnd(repl), codes.InvalidArgument, grpcapi.ReasonInvalidArgument, c.want)
+	}
+}
