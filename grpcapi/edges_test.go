@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -165,6 +166,17 @@ type statGateFS struct {
 	stated, release chan struct{}
 }
 
+// newStatGate returns a statGateFS, unarmed, holding the first Stat of
+// the directory of shard s once armed; it releases it when the test ends
+// if the test has not.
+func newStatGate(t *testing.T, s leader.Shard) (fs *statGateFS, release func()) {
+	fs = &statGateFS{FS: vfs.Default, suffix: string(filepath.Separator) + filepath.Join(s.Namespace, strconv.FormatInt(s.Shard, 10)), stated: make(chan struct{}), release: make(chan struct{})}
+	var once sync.Once
+	release = func() { once.Do(func() { close(fs.release) }) }
+	t.Cleanup(release)
+	return fs, release
+}
+
 func (f *statGateFS) Stat(name string) (vfs.FileInfo, error) {
 	fi, err := f.FS.Stat(name)
 	if strings.HasSuffix(name, f.suffix) && f.armed.CompareAndSwap(true, false) {
@@ -175,8 +187,9 @@ func (f *statGateFS) Stat(name string) (vfs.FileInfo, error) {
 }
 
 // TestLookupRacingADelete: a call that found a shard's data on disk
-// while a DeleteShard deleted it does not open the shard again: the
-// node has forgotten it, and nothing of it is created anew.
+// while a DeleteShard deleted it looks again and does not open the shard
+// a second time (the delete opened it once): the node has forgotten it,
+// and nothing of it is created anew.
 func TestLookupRacingADelete(t *testing.T) {
 	dir := t.TempDir()
 	s := leader.Shard{Namespace: "gone", Shard: 1}
@@ -184,10 +197,12 @@ func TestLookupRacingADelete(t *testing.T) {
 	fence(t, n.conn, s, 1)
 	n.stop()
 
-	fs := &statGateFS{FS: vfs.Default, suffix: string(filepath.Separator) + filepath.Join("gone", "1"), stated: make(chan struct{}), release: make(chan struct{})}
-	var released sync.Once
-	t.Cleanup(func() { released.Do(func() { close(fs.release) }) })
-	n = startNode(t, dir, func(o *grpcapi.Options) { o.FS = fs })
+	fs, release := newStatGate(t, s)
+	var opens atomic.Int32
+	n = startNode(t, dir, func(o *grpcapi.Options) {
+		o.FS = fs
+		o.ShardObserver = func(string, int64) fsm.Observer { opens.Add(1); return nil }
+	})
 	fs.armed.Store(true)
 	got := make(chan error, 1)
 	go func() {
@@ -198,10 +213,13 @@ func TestLookupRacingADelete(t *testing.T) {
 	if err := n.conn.Delete(ctxT(t), s, 1); err != nil {
 		t.Fatal(err)
 	}
-	released.Do(func() { close(fs.release) })
+	release()
 	wantCode(t, <-got, codes.Aborted, grpcapi.ReasonNodeIsNotMember, "")
 	if _, err := os.Stat(filepath.Join(dir, "gone", "1")); !os.IsNotExist(err) {
 		t.Fatalf("the deleted shard's directory after a GetStatus that raced the delete: %v", err)
+	}
+	if got := opens.Load(); got != 1 {
+		t.Fatalf("the shard was opened %d times, want once (by the delete)", got)
 	}
 }
 
@@ -318,9 +336,7 @@ func TestIdleConnectionClosedAfterTheHandshakeTimeout(t *testing.T) {
 // is refused.
 func TestDeleteOfAnUnhostedShardRacingTheShutdown(t *testing.T) {
 	s := leader.Shard{Namespace: "absent", Shard: 1}
-	fs := &statGateFS{FS: vfs.Default, suffix: string(filepath.Separator) + filepath.Join("absent", "1"), stated: make(chan struct{}), release: make(chan struct{})}
-	var released sync.Once
-	t.Cleanup(func() { released.Do(func() { close(fs.release) }) })
+	fs, release := newStatGate(t, s)
 	n := startNode(t, "", func(o *grpcapi.Options) { o.FS = fs })
 	fs.armed.Store(true)
 	got := make(chan error, 1)
@@ -336,7 +352,7 @@ func TestDeleteOfAnUnhostedShardRacingTheShutdown(t *testing.T) {
 			break
 		}
 	}
-	released.Do(func() { close(fs.release) })
+	release()
 	wantCode(t, <-got, codes.Unavailable, "", "")
 	<-down
 }
@@ -346,9 +362,7 @@ func TestDeleteOfAnUnhostedShardRacingTheShutdown(t *testing.T) {
 // NewTerm left: it does not report success with the shard still hosted.
 func TestDeleteRacingAnOpen(t *testing.T) {
 	s := leader.Shard{Namespace: "racing", Shard: 1}
-	fs := &statGateFS{FS: vfs.Default, suffix: string(filepath.Separator) + filepath.Join("racing", "1"), stated: make(chan struct{}), release: make(chan struct{})}
-	var released sync.Once
-	t.Cleanup(func() { released.Do(func() { close(fs.release) }) })
+	fs, release := newStatGate(t, s)
 	n := startNode(t, "", func(o *grpcapi.Options) { o.FS = fs })
 	fs.armed.Store(true)
 	got := make(chan error, 1)
@@ -357,7 +371,7 @@ func TestDeleteRacingAnOpen(t *testing.T) {
 	if _, err := n.conn.NewTerm(ctxT(t), s, 1, nil); err != nil {
 		t.Fatal(err)
 	}
-	released.Do(func() { close(fs.release) })
+	release()
 	if err := <-got; err != nil {
 		t.Fatalf("DeleteShard: %v", err)
 	}
@@ -365,40 +379,5 @@ func TestDeleteRacingAnOpen(t *testing.T) {
 	wantCode(t, err, codes.Aborted, grpcapi.ReasonNodeIsNotMember, "")
 	if _, err := os.Stat(filepath.Join(n.dir, "racing", "1")); !os.IsNotExist(err) {
 		t.Fatalf("the deleted shard's directory: %v", err)
-	}
-}
-
-// TestLookupRacingADeleteOpensNothing: a call that found a shard's data
-// on disk while a DeleteShard deleted it looks again and opens no
-// follower of it: the shard is opened once, by the delete.
-func TestLookupRacingADeleteOpensNothing(t *testing.T) {
-	dir := t.TempDir()
-	s := leader.Shard{Namespace: "gone", Shard: 1}
-	n := startNode(t, dir)
-	fence(t, n.conn, s, 1)
-	n.stop()
-
-	fs := &statGateFS{FS: vfs.Default, suffix: string(filepath.Separator) + filepath.Join("gone", "1"), stated: make(chan struct{}), release: make(chan struct{})}
-	var released sync.Once
-	t.Cleanup(func() { released.Do(func() { close(fs.release) }) })
-	var opens atomic.Int32
-	n = startNode(t, dir, func(o *grpcapi.Options) {
-		o.FS = fs
-		o.ShardObserver = func(string, int64) fsm.Observer { opens.Add(1); return nil }
-	})
-	fs.armed.Store(true)
-	got := make(chan error, 1)
-	go func() {
-		_, err := n.conn.Status(ctxT(t), s)
-		got <- err
-	}()
-	<-fs.stated // GetStatus saw the shard's directory
-	if err := n.conn.Delete(ctxT(t), s, 1); err != nil {
-		t.Fatal(err)
-	}
-	released.Do(func() { close(fs.release) })
-	wantCode(t, <-got, codes.Aborted, grpcapi.ReasonNodeIsNotMember, "")
-	if got := opens.Load(); got != 1 {
-		t.Fatalf("the shard was opened %d times, want once (by the delete)", got)
 	}
 }
