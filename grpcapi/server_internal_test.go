@@ -474,9 +474,8 @@ func TestShutdownDuringADropTidiesTheNamespace(t *testing.T) {
 }
 
 // TestCallsOnUnhostedShardsLeaveNoBookkeeping: calls naming shards the
-// node does not host (or that it hosted and dropped) leave nothing in the
-// node's maps, however many a client names: no open shard, no lookup, no
-// removal.
+// node does not host leave nothing in the node's maps, however many a
+// client names: no open shard, no lookup, no removal.
 func TestCallsOnUnhostedShardsLeaveNoBookkeeping(t *testing.T) {
 	s := newTestServer(t)
 	ctx := context.Background()
