@@ -330,18 +330,27 @@ func TestIdleConnectionClosedAfterTheHandshakeTimeout(t *testing.T) {
 	}
 }
 
+// deleteHeldAtItsLookup starts a node with no data and a DeleteShard of
+// shard s at term 1, and returns once the delete has looked for the
+// shard's directory (finding none), held there until release; got
+// receives the delete's result.
+func deleteHeldAtItsLookup(t *testing.T, s leader.Shard) (n *node, got <-chan error, release func()) {
+	fs, release := newStatGate(t, s)
+	n = startNode(t, "", func(o *grpcapi.Options) { o.FS = fs })
+	fs.armed.Store(true)
+	result := make(chan error, 1)
+	go func() { result <- n.conn.Delete(ctxT(t), s, 1) }()
+	<-fs.stated
+	return n, result, release
+}
+
 // TestDeleteOfAnUnhostedShardRacingTheShutdown: a DeleteShard that found
 // no data for its shard just before the shutdown started is Unavailable
 // (the node is shutting down), not a success: the removal it would run
 // is refused.
 func TestDeleteOfAnUnhostedShardRacingTheShutdown(t *testing.T) {
 	s := leader.Shard{Namespace: "absent", Shard: 1}
-	fs, release := newStatGate(t, s)
-	n := startNode(t, "", func(o *grpcapi.Options) { o.FS = fs })
-	fs.armed.Store(true)
-	got := make(chan error, 1)
-	go func() { got <- n.conn.Delete(ctxT(t), s, 1) }()
-	<-fs.stated // DeleteShard looked for the shard's directory: none
+	n, got, release := deleteHeldAtItsLookup(t, s)
 	down := make(chan struct{})
 	go func() { n.shutdown(); close(down) }()
 	// Once a call is refused as the node shuts down, the shutdown has
@@ -362,12 +371,7 @@ func TestDeleteOfAnUnhostedShardRacingTheShutdown(t *testing.T) {
 // NewTerm left: it does not report success with the shard still hosted.
 func TestDeleteRacingAnOpen(t *testing.T) {
 	s := leader.Shard{Namespace: "racing", Shard: 1}
-	fs, release := newStatGate(t, s)
-	n := startNode(t, "", func(o *grpcapi.Options) { o.FS = fs })
-	fs.armed.Store(true)
-	got := make(chan error, 1)
-	go func() { got <- n.conn.Delete(ctxT(t), s, 1) }()
-	<-fs.stated // DeleteShard looked for the shard's directory: none
+	n, got, release := deleteHeldAtItsLookup(t, s)
 	if _, err := n.conn.NewTerm(ctxT(t), s, 1, nil); err != nil {
 		t.Fatal(err)
 	}
