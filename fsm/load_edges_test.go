@@ -122,6 +122,31 @@ func TestEveryCrowdedCellReported(t *testing.T) {
 	}
 }
 
+// A row past MaxCellRows in two crowded cells is reported once, in the
+// first of them.
+func TestCrowdedRowOfTwoCellsReportedOnce(t *testing.T) {
+	src := strings.ReplaceAll(crowdedCell(65), "from: B, on: Go, if:", "from: [B, C], on: Go, if:")
+	src = strings.Replace(src, "  B: {terminal: true}\n", "  B: {terminal: true}\n  C: {terminal: true}\n", 1)
+	src = strings.Replace(src, "  Go: {}\n", "  Go: {}\n  Halt: {}\n", 1)
+	src = strings.Replace(src, "guards:\n", "  - {from: A, on: Halt, to: C}\nguards:\n", 1)
+	want := "t.yaml:80:5: more than 64 rows handle Go in B (this one and those after)"
+	if got := loadErr(t, src); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// The rows of a crowded cell past MaxCellRows are not compared with the
+// others: a duplicate among them is not reported beside the crowding,
+// which removing rows fixes first.
+func TestRowsPastACrowdedCellAreNotCompared(t *testing.T) {
+	src := crowdedCell(65)
+	src = strings.Replace(src, "guards:\n", "  - {from: B, on: Go, if: [G0, G1], noop: true}\nguards:\n", 1)
+	want := "t.yaml:78:5: more than 64 rows handle Go in B (this one and those after)"
+	if got := loadErr(t, src); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
 // A guard declares the error it refuses with.
 func TestGuardWithoutErrorRefused(t *testing.T) {
 	src := strings.Replace(base, "{from: A, on: Go, to: B}", "{from: A, on: Go, if: [G], to: B}", 1) + "guards:\n  G: {doc: no error}\n"

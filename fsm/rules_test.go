@@ -100,6 +100,9 @@ func TestLoadRulesOfTheSchema(t *testing.T) {
 				`t.yaml:3:10: unknown state "A"` + "\n" +
 				`t.yaml:11:12: unknown state "A"` + "\n" +
 				`t.yaml:11:27: unknown state "B"`},
+		{"a table with no state and a row from \"*\"", strings.Replace(strings.Replace(base, "states:\n  A: {}\n  B: {terminal: true}\n", "states: {}\n", 1),
+			"{from: A, on: Go, to: B}", `{from: "*", on: Go, noop: true}`, 1),
+			"t.yaml:1:1: the table declares no state\n" + `t.yaml:3:10: unknown state "A"`},
 		{"255 events", manyTable(254, 0), ""},
 		{"256 events", manyTable(255, 0), "t.yaml:264:3: more than 255 events"},
 		{"64 guards", manyTable(0, 64), ""},
