@@ -5,6 +5,9 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
+	"slices"
 	"sync/atomic"
 	"testing"
 
@@ -310,4 +313,221 @@ func TestForwardReaderReadsNoBytesPastTheDurableEnd(t *testing.T) {
 		got = append(got, e)
 	}
 	checkEntries(t, got, entries(0, 3, 0))
+}
+
+// damageValue changes one byte of the value of entry o (generation 0),
+// whose record starts at pos of segment file seg: the record still
+// decodes, its CRC no longer holds.
+func damageValue(t *testing.T, fs vfs.FS, seg string, pos int64, o logpos.Offset) {
+	t.Helper()
+	f, err := fs.Open(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, 128)
+	n, _ := f.ReadAt(b, pos)
+	_ = f.Close()
+	i := bytes.Index(b[:n], fmt.Appendf(nil, "value-%d-gen-0", o))
+	if i < 0 {
+		t.Fatalf("value of entry %d not found at %d of %s", o, pos, seg)
+	}
+	patchFile(t, fs, seg, pos+int64(i), []byte("V"))
+}
+
+// readIndexFile returns the header and the positions of index file path.
+func readIndexFile(t *testing.T, fs vfs.FS, path string) (indexHeader, []uint32) {
+	t.Helper()
+	f, err := fs.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, st.Size())
+	if _, err := f.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	h, err := decodeIndexHeader(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := decodePositions(&h, b[indexHeaderSize:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, p
+}
+
+// reverseAll reads l backward with a fresh reverse reader, copying values,
+// and returns the entries read and the error that stopped it (nil at
+// io.EOF).
+func reverseAll(t *testing.T, l *Log) ([]logpos.Entry, error) {
+	t.Helper()
+	r, err := l.NewReverseReader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	var es []logpos.Entry
+	for {
+		e, err := r.Next()
+		if err == io.EOF {
+			return es, nil
+		}
+		if err != nil {
+			return es, err
+		}
+		e.Value = append([]byte(nil), e.Value...)
+		es = append(es, e)
+	}
+}
+
+// backward returns entries to..from (generation 0), the last first.
+func backward(from, to logpos.Offset) []logpos.Entry {
+	es := entries(from, to, 0)
+	slices.Reverse(es)
+	return es
+}
+
+// TestReaderJustBelowTheFirstOffset: a forward reader asking for the
+// offset right before the log's first one, whether the log started above
+// it or Trim removed it, gets ErrTrimmed.
+func TestReaderJustBelowTheFirstOffset(t *testing.T) {
+	l := mustOpen(t, "wal", memOpts(vfs.NewMem()))
+	defer l.Close()
+	mustAppend(t, l, entries(5, 99, 0)...)
+	mustSync(t, l)
+	if _, err := tryReadAll(l, 4); !errors.Is(err, ErrTrimmed) {
+		t.Fatalf("reading from 4 of a log starting at 5: %v; want ErrTrimmed", err)
+	}
+	firsts := segFirsts(l)
+	if err := l.Trim(firsts[1]); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.FirstOffset(); got != firsts[1] {
+		t.Fatalf("first offset %d after the trim, want %d", got, firsts[1])
+	}
+	if _, err := tryReadAll(l, firsts[1]-1); !errors.Is(err, ErrTrimmed) {
+		t.Fatalf("reading from %d of a log trimmed to %d: %v; want ErrTrimmed", firsts[1]-1, firsts[1], err)
+	}
+}
+
+// TestForwardReaderStartsAtItsRecord: a forward reader finds its first
+// record through the record positions (in memory for the active segment,
+// in the index file for a sealed one) and checks it against the chain
+// value stored in the record before it, without walking the segment from
+// its start. Damage to entry 0 shows it: a reader from 0 meets it
+// (ErrCorrupt), readers from 1 and 3 return their entries.
+func TestForwardReaderStartsAtItsRecord(t *testing.T) {
+	for _, where := range []string{"memory", "index"} {
+		t.Run(where, func(t *testing.T) {
+			seg := "wal/" + segmentName(0)
+			var l *Log
+			last := logpos.Offset(99)
+			switch where {
+			case "memory":
+				fs := vfs.NewMem()
+				l = mustOpen(t, "wal", memOpts(fs))
+				last = 4
+				mustAppend(t, l, entries(0, last, 0)...)
+				mustSync(t, l)
+				if n := len(segFirsts(l)); n != 1 {
+					t.Fatalf("%d segments, want 1", n)
+				}
+				damageValue(t, fs, seg, segmentHeaderSize, 0)
+			case "index":
+				fs, _ := sealedLog(t)
+				damageValue(t, fs, seg, segmentHeaderSize, 0)
+				l = mustOpen(t, "wal", memOpts(fs))
+			}
+			defer l.Close()
+			if es, err := tryReadAll(l, 0); !errors.Is(err, ErrCorrupt) || len(es) != 0 {
+				t.Fatalf("reading from 0 over a damaged entry 0: %d entries, %v; want ErrCorrupt", len(es), err)
+			}
+			for _, from := range []logpos.Offset{1, 3} {
+				checkEntries(t, readAll(t, l, from), entries(from, last, 0))
+			}
+		})
+	}
+}
+
+// TestReverseReaderOverAShortenedSegment: a sealed segment file that ends
+// inside the records its index holds is damage (ErrCorrupt), not an I/O
+// error to retry.
+func TestReverseReaderOverAShortenedSegment(t *testing.T) {
+	fs, firsts := sealedLog(t)
+	l := mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	seg := "wal/" + segmentName(0)
+	pos := recordPositions(t, fs, seg)
+	f, err := fs.Open(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := make([]byte, pos[3])
+	if _, err := f.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	writeBytes(t, fs, seg, b) // the file now ends after entry 2
+	es, err := reverseAll(t, l)
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("reading backward into a shortened segment: %v; want ErrCorrupt", err)
+	}
+	checkEntries(t, es, backward(firsts[1], 99))
+}
+
+// TestReverseReaderChecksOffsets: a record whose CRC chains correctly but
+// that holds another offset than its position in the segment says is
+// ErrCorrupt for a reverse reader, as for a forward one. Segment 0 is
+// rewritten with entry 2 claiming offset 3 (same size) and the chain
+// computed again from it, so that every CRC holds.
+func TestReverseReaderChecksOffsets(t *testing.T) {
+	fs, firsts := sealedLog(t)
+	seg := "wal/" + segmentName(0)
+	records := func(es []logpos.Entry) []byte {
+		var b []byte
+		var crc uint32
+		for i := range es {
+			b, crc = appendRecord(b, &es[i], crc)
+		}
+		return b
+	}
+	orig := records(entries(0, firsts[1]-1, 0))
+	es := entries(0, firsts[1]-1, 0)
+	es[2].Offset = 3
+	b := records(es)
+	if len(b) != len(orig) {
+		t.Fatalf("rewritten records take %d bytes, the originals %d", len(b), len(orig))
+	}
+	patchFile(t, fs, seg, segmentHeaderSize, b)
+	l := mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	got, err := reverseAll(t, l)
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("reading backward over entry 2 holding offset 3: %v; want ErrCorrupt", err)
+	}
+	checkEntries(t, got, backward(3, 99))
+}
+
+// TestReverseReaderScansPastAnIndexOfAnotherExtent: an index whose
+// checksums hold but which describes less of the segment than the log
+// holds (here its first three records) does not agree with the segment:
+// the reverse reader scans the segment instead and returns every entry.
+func TestReverseReaderScansPastAnIndexOfAnotherExtent(t *testing.T) {
+	fs, _ := sealedLog(t)
+	l := mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	idx := "wal/" + indexName(0)
+	h, p := readIndexFile(t, fs, idx)
+	h.count, h.end = 3, int64(p[3])
+	writeBytes(t, fs, idx, encodeIndex(h, p[:3]))
+	es, err := reverseAll(t, l)
+	if err != nil {
+		t.Fatalf("reading backward: %v", err)
+	}
+	checkEntries(t, es, backward(0, 99))
 }
