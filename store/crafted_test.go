@@ -234,6 +234,29 @@ func TestLoaderRefusesATableInTwoLevels(t *testing.T) {
 // applied after Install vanish from reads once flushed next to that
 // table.
 func TestLoaderRefusesTableBoundsSmallestAboveLargest(t *testing.T) {
+	chunks, middle := threeTableSnapshot(t)
+	inverted := middle
+	inverted.Largest = pebble.MakeInternalKey([]byte{0, 0}, middle.Largest.SeqNum(), middle.Largest.Kind())
+	edit := versionEdit(nil).deleteTable(0, middle).addTable(0, inverted)
+	refusedLeavingTheStore(t, withManifestEdit(t, chunks, edit), "smallest key above its largest")
+}
+
+// TestLoaderRefusesTableBoundsOfOneKeyInverted: as above, but the middle
+// table's bounds name one user key, the largest with a sequence number
+// above the smallest's. A key sorts before its older versions, so that
+// smallest bound is above the largest though their user keys are equal.
+func TestLoaderRefusesTableBoundsOfOneKeyInverted(t *testing.T) {
+	chunks, middle := threeTableSnapshot(t)
+	inverted := middle
+	inverted.Largest = pebble.MakeInternalKey(middle.Smallest.UserKey, middle.Smallest.SeqNum()+1, middle.Smallest.Kind())
+	edit := versionEdit(nil).deleteTable(0, middle).addTable(0, inverted)
+	refusedLeavingTheStore(t, withManifestEdit(t, chunks, edit), "smallest key above its largest")
+}
+
+// threeTableSnapshot returns a snapshot of 300 applied entries in three
+// tables in L0, and the middle one of them.
+func threeTableSnapshot(t *testing.T) ([]Chunk, pebble.SSTableInfo) {
+	t.Helper()
 	chunks, tables := rawSnapshot(t, func(db *pebble.DB, apply func(logpos.Term, logpos.Offset, string, string)) {
 		for i := range 300 {
 			if i == 100 || i == 200 {
@@ -248,11 +271,7 @@ func TestLoaderRefusesTableBoundsSmallestAboveLargest(t *testing.T) {
 		t.Fatalf("want three tables in L0, have %v", tables)
 	}
 	slices.SortFunc(tables[0], func(a, b pebble.SSTableInfo) int { return cmp.Compare(a.LargestSeqNum, b.LargestSeqNum) })
-	middle := tables[0][1]
-	inverted := middle
-	inverted.Largest = pebble.MakeInternalKey([]byte{0, 0}, middle.Largest.SeqNum(), middle.Largest.Kind())
-	edit := versionEdit(nil).deleteTable(0, middle).addTable(0, inverted)
-	refusedLeavingTheStore(t, withManifestEdit(t, chunks, edit), "smallest key above its largest")
+	return chunks, tables[0][1]
 }
 
 // openFiles counts the files opened through it that are not closed yet.

@@ -417,6 +417,47 @@ func TestInstallRefusesAnotherStoresLoader(t *testing.T) {
 	assertFingerprint(t, "the store that refused the loader, reopened", wantB, fingerprintOf(t, r))
 }
 
+// TestInstalledLoaderIsOver: once installed, a loader is over. Abort
+// does nothing (the staging directory it was given is now the live
+// database), and Write, Finish and Install fail with ErrClosed; the
+// store is the installed one, also after a reopen.
+func TestInstalledLoaderIsOver(t *testing.T) {
+	chunks, info, data := memSource(t)
+	mem := vfs.NewMem()
+	s := mustOpen(t, "/shard", Options{FS: mem})
+	fillStore(t, s, model{}, 3, 5, "old")
+	l, err := s.NewLoader()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := writeAll(l, chunks); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Install(l, 0); err != nil {
+		t.Fatal(err)
+	}
+	want := fingerprintOf(t, s)
+	checkInstalled(t, "after Install", want, info, data)
+	if err := l.Abort(); err != nil {
+		t.Fatalf("Abort after Install: %v", err)
+	}
+	if err := l.Write(chunks[0]); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Write after Install: %v, want ErrClosed", err)
+	}
+	if _, err := l.Finish(); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Finish after Install: %v, want ErrClosed", err)
+	}
+	if _, err := s.Install(l, 0); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Install again: %v, want ErrClosed", err)
+	}
+	assertFingerprint(t, "after using the installed loader", want, fingerprintOf(t, s))
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	r := mustOpen(t, "/shard", Options{FS: mem})
+	assertFingerprint(t, "reopened", want, fingerprintOf(t, r))
+}
+
 // TestSnapshotHoldsOffApplies: applies wait while a snapshot flushes and
 // cuts its checkpoint, so the snapshot's data is exactly that of the
 // commit id it reports (Info), and the store it installs carries that

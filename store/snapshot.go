@@ -193,6 +193,11 @@ func (sn *Snapshot) Next() (Chunk, error) {
 	// Read at the chunk's place, not on from the last read: after a
 	// failed read, the next call reads the same chunk again.
 	if got, err := sn.mu.f.ReadAt(buf, int64(sn.mu.index)*sn.chunkSize); err != nil && !(errors.Is(err, io.EOF) && got == len(buf)) {
+		if errors.Is(err, io.EOF) {
+			// The file is shorter than listed. Not io.EOF, which
+			// callers take for the end of the snapshot.
+			return Chunk{}, fmt.Errorf("store: snapshot: read %s: %d of %d bytes at %d: %w", file.name, got, len(buf), int64(sn.mu.index)*sn.chunkSize, io.ErrUnexpectedEOF)
+		}
 		return Chunk{}, fmt.Errorf("store: snapshot: read %s: %w", file.name, err)
 	}
 	c := Chunk{Name: file.name, Index: sn.mu.index, Count: file.count, Content: buf}

@@ -287,6 +287,24 @@ func TestSnapshotChunkSizes(t *testing.T) {
 // out whole.
 func TestSnapshotNextAfterAFailedRead(t *testing.T) {
 	mem := vfs.NewMem()
+	sn, content := thirtyByteSnapshot(t, mem, &failingReads{FS: mem, failAt: 2})
+	if _, err := sn.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sn.Next(); !errors.Is(err, errInjectedRead) {
+		t.Fatalf("the second read: %v, want the injected error", err)
+	}
+	rest := readChunks(t, sn)
+	if len(rest) != 2 || rest[0].Index != 1 || string(rest[0].Content) != string(content[10:20]) || string(rest[1].Content) != string(content[20:]) {
+		t.Fatalf("after the failed read: %q, want chunks 1 and 2 of %q", rest, content)
+	}
+}
+
+// thirtyByteSnapshot writes a checkpoint of one 30-byte file, /cp/data,
+// into mem and returns a snapshot of it in chunks of 10 bytes that reads
+// through fs, and the file's content.
+func thirtyByteSnapshot(t *testing.T, mem, fs vfs.FS) (*Snapshot, []byte) {
+	t.Helper()
 	s := mustOpen(t, "/shard", Options{FS: mem, SnapshotChunkSize: 10})
 	content := make([]byte, 30)
 	for i := range content {
@@ -298,22 +316,35 @@ func TestSnapshotNextAfterAFailedRead(t *testing.T) {
 	if err := writeFile(mem, "/cp/data", string(content)); err != nil {
 		t.Fatal(err)
 	}
-	fs := &failingReads{FS: mem, failAt: 2}
 	sn := &Snapshot{s: s, fs: fs, dir: "/cp", chunkSize: 10}
 	files, err := sn.list()
 	if err != nil {
 		t.Fatal(err)
 	}
 	sn.mu.files = files
-	if _, err := sn.Next(); err != nil {
+	return sn, content
+}
+
+// TestSnapshotNextOfAFileCutShort: a file of the checkpoint that is
+// shorter than when the snapshot listed it (damaged on disk) fails the
+// chunk reaching past its end, with an error that is not io.EOF: callers
+// take io.EOF for the end of the snapshot, and would send what they read
+// on as a complete one.
+func TestSnapshotNextOfAFileCutShort(t *testing.T) {
+	mem := vfs.NewMem()
+	sn, content := thirtyByteSnapshot(t, mem, mem)
+	if err := writeFile(mem, "/cp/data", string(content[:25])); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sn.Next(); !errors.Is(err, errInjectedRead) {
-		t.Fatalf("the second read: %v, want the injected error", err)
+	for i := range 2 {
+		c, err := sn.Next()
+		if err != nil || string(c.Content) != string(content[i*10:i*10+10]) {
+			t.Fatalf("chunk %d: %q, %v", i, c.Content, err)
+		}
 	}
-	rest := readChunks(t, sn)
-	if len(rest) != 2 || rest[0].Index != 1 || string(rest[0].Content) != string(content[10:20]) || string(rest[1].Content) != string(content[20:]) {
-		t.Fatalf("after the failed read: %q, want chunks 1 and 2 of %q", rest, content)
+	c, err := sn.Next()
+	if err == nil || errors.Is(err, io.EOF) {
+		t.Fatalf("the chunk past the end of the cut file: %q, %v; want an error other than io.EOF", c.Content, err)
 	}
 }
 
