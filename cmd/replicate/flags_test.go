@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -145,6 +146,8 @@ func TestUsageBounds(t *testing.T) {
 		{append(bench, "--window", "1048576"), 1},
 		{append(bench, "--window", "1048577"), 2},
 		{[]string{"demo", "--entries", "9"}, 2},
+		// The largest is taken: the demo then fails to start its node.
+		{[]string{"demo", "--followerd", filepath.Join(t.TempDir(), "nothing"), "--entries", "1099511627776"}, 1},
 		{[]string{"demo", "--followerd", os.Args[0], "--entries", "1099511627777"}, 2},
 	} {
 		code, _, errOut := runCLI(t, c.args...)

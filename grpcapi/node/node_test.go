@@ -149,6 +149,7 @@ func TestFlags(t *testing.T) {
 		{[]string{"--listen", "", "--data-dir", unused}, 2, `invalid --listen "": want HOST:PORT`},
 		{[]string{"--listen", "not an address", "--data-dir", unused}, 2, "invalid --listen"},
 		{[]string{"--listen", "127.0.0.1:99999", "--data-dir", unused}, 2, "invalid port"},
+		{[]string{"--listen", "127.0.0.1:65536", "--data-dir", unused}, 2, `invalid port "65536"`},
 		{[]string{"--listen", ":http", "--data-dir", unused}, 2, `invalid port "http": want a number from 0 to 65535`},
 		{[]string{"--listen", "127.0.0.1:+80", "--data-dir", unused}, 2, `invalid port "+80"`},
 		{[]string{"--listen", "127.0.0.1:0080", "--data-dir", unused}, 2, `invalid port "0080"`},
@@ -158,6 +159,10 @@ func TestFlags(t *testing.T) {
 		{[]string{"--max-concurrent-streams", "5000000000"}, 2, "want at most 4294967295"},
 		// One above the largest: not cut to its low 32 bits (0, no limit).
 		{[]string{"--max-concurrent-streams", "4294967296", "--listen", "192.0.2.1:0", "--data-dir", unused}, 2, "want at most 4294967295"},
+		// The largest port and the largest stream limit are taken: the node
+		// then fails only to listen, on an address of no local interface.
+		{[]string{"--listen", "192.0.2.1:65535", "--data-dir", unused}, 1, "cannot listen"},
+		{[]string{"--max-concurrent-streams", "4294967295", "--listen", "192.0.2.1:0", "--data-dir", unused}, 1, "cannot listen"},
 		{[]string{"--max-concurrent-streams", "-1"}, 2, `invalid value "-1" for flag -max-concurrent-streams: must not be negative`},
 		{[]string{"--max-message-size", "0x400000"}, 2, `invalid value "0x400000" for flag -max-message-size: not a decimal number`},
 		{[]string{"--max-snapshot-size", "0100"}, 2, `invalid value "0100" for flag -max-snapshot-size: a decimal number has no leading zeros`},
