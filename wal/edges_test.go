@@ -632,15 +632,7 @@ func TestSealedSegmentInconsistencyDetected(t *testing.T) {
 			writeBytes(t, fs, seg, readBytes(t, fs, seg)[:h.end-3])
 		}, true},
 		{"index counts more records than fit", func(t *testing.T, fs vfs.FS, _, idx string) {
-			b := readBytes(t, fs, idx)
-			h, err := decodeIndexHeader(b)
-			if err != nil {
-				t.Fatal(err)
-			}
-			p, err := decodePositions(&h, b[indexHeaderSize:])
-			if err != nil {
-				t.Fatal(err)
-			}
+			h, p := readIndexFile(t, fs, idx)
 			for len(p) <= int((h.end-segmentHeaderSize)/recordHeaderSize) {
 				p = append(p, p[len(p)-1]+1)
 			}

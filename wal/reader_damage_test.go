@@ -126,22 +126,7 @@ func TestForwardReaderVerifiesTrustedSegments(t *testing.T) {
 func TestForwardReaderChecksOffsetsFromTheIndex(t *testing.T) {
 	fs, firsts := sealedLog(t)
 	idx := "wal/" + indexName(0)
-	f, err := fs.Open(idx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, _ := f.Stat()
-	b := make([]byte, st.Size())
-	_, _ = f.ReadAt(b, 0)
-	_ = f.Close()
-	h, err := decodeIndexHeader(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := decodePositions(&h, b[indexHeaderSize:])
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, p := readIndexFile(t, fs, idx)
 	shifted := append(append([]uint32(nil), p[1:]...), p[len(p)-1]+1)
 	patchFile(t, fs, idx, 0, encodeIndex(h, shifted))
 	l := mustOpen(t, "wal", memOpts(fs))
@@ -332,33 +317,6 @@ func damageValue(t *testing.T, fs vfs.FS, seg string, pos int64, o logpos.Offset
 		t.Fatalf("value of entry %d not found at %d of %s", o, pos, seg)
 	}
 	patchFile(t, fs, seg, pos+int64(i), []byte("V"))
-}
-
-// readIndexFile returns the header and the positions of index file path.
-func readIndexFile(t *testing.T, fs vfs.FS, path string) (indexHeader, []uint32) {
-	t.Helper()
-	f, err := fs.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, st.Size())
-	if _, err := f.ReadAt(b, 0); err != nil {
-		t.Fatal(err)
-	}
-	h, err := decodeIndexHeader(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := decodePositions(&h, b[indexHeaderSize:])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return h, p
 }
 
 // reverseAll reads l backward with a fresh reverse reader, copying values,

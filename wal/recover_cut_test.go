@@ -351,15 +351,7 @@ func TestTruncateChecksTheNextPositionOfItsIndex(t *testing.T) {
 	if len(firsts) < 3 || firsts[1] < 5 {
 		t.Fatalf("segments %v: the test needs 3, the first with 5 entries", firsts)
 	}
-	b := readBytes(t, fs, "wal/"+indexName(0))
-	h, err := decodeIndexHeader(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	positions, err := decodePositions(&h, b[indexHeaderSize:])
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, positions := readIndexFile(t, fs, "wal/"+indexName(0))
 	positions[3] += recordHeaderSize // inside record 3, before record 4
 	if positions[3] >= positions[4] {
 		t.Fatal("records too short for the test")

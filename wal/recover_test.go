@@ -52,6 +52,21 @@ func readBytes(t testing.TB, fs vfs.FS, path string) []byte {
 	return b
 }
 
+// readIndexFile returns the header and the positions of index file path.
+func readIndexFile(t testing.TB, fs vfs.FS, path string) (indexHeader, []uint32) {
+	t.Helper()
+	b := readBytes(t, fs, path)
+	h, err := decodeIndexHeader(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := decodePositions(&h, b[indexHeaderSize:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, p
+}
+
 func writeBytes(t testing.TB, fs vfs.FS, path string, b []byte) {
 	t.Helper()
 	f, err := fs.Create(path, vfs.WriteCategoryUnspecified)

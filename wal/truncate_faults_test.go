@@ -76,15 +76,7 @@ func TestTruncateChecksTheOffsetAtTheCut(t *testing.T) {
 	if inMemory || count < 5 {
 		t.Fatalf("the first segment: positions in memory %v, %d records; the test needs them read from the index and 5", inMemory, count)
 	}
-	b := readBytes(t, fs, "wal/"+indexName(0))
-	h, err := decodeIndexHeader(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := decodePositions(&h, b[indexHeaderSize:])
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, p := readIndexFile(t, fs, "wal/"+indexName(0))
 	shifted := append(append([]uint32{p[0]}, p[2:]...), p[len(p)-1]+1)
 	writeBytes(t, fs, "wal/"+indexName(0), encodeIndex(h, shifted))
 	if _, err := l.TruncateLog(2); !errors.Is(err, ErrCorrupt) {
