@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"os/signal"
 	"strconv"
 	"strings"
@@ -44,15 +45,15 @@ follower's part of OxiaCoordination, Inspect, health and reflection).
 
 Once it serves it prints "listening on HOST:PORT" on stdout (and, with
 --metrics-listen, "metrics on http://HOST:PORT/metrics"); logs go to
-stderr. SIGINT or SIGTERM shut it down gracefully (exit status 0):
-streams end with Unavailable, every follower is closed, nothing
-acknowledged is lost; a second signal ends it at once.
+stderr. SIGINT, SIGTERM or SIGHUP shut it down gracefully (exit status
+0): streams end with Unavailable, every follower is closed, nothing
+acknowledged is lost; a second SIGINT or SIGTERM ends it at once.
 
 Flags:
 `
 
 // Main runs followerd with args (without the program name) until ctx ends
-// or SIGINT or SIGTERM arrives. It returns the exit status: 0 after a
+// or SIGINT, SIGTERM or SIGHUP arrives. It returns the exit status: 0 after a
 // graceful shutdown or --help, 1 when the node fails, 2 for a usage error.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("followerd", flag.ContinueOnError)
@@ -138,9 +139,15 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 
-	// From here on, SIGINT and SIGTERM stop the node gracefully (exit 0),
-	// even when they arrive while it is still starting.
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM)
+	// From here on, SIGINT, SIGTERM and SIGHUP stop the node gracefully
+	// (exit 0), even when they arrive while it is still starting. SIGHUP
+	// stays caught, and so ignored, once the shutdown began: it is what a
+	// node started by Start receives when the process that started it
+	// dies, once for each of that process's threads as they exit.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
 	// The addresses are taken before the data directory is created or
 	// locked: a node that cannot listen leaves nothing on disk.
@@ -199,7 +206,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		logger.Error("serving failed", "err", err)
 		status = 1
 	}
-	// A second SIGINT or SIGTERM ends the process at once.
+	// A second SIGINT or SIGTERM ends the process at once; SIGHUP does
+	// not.
 	stop()
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
 	defer cancel()

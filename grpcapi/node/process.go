@@ -28,7 +28,7 @@ type Process struct {
 // process's environment, sends its stderr to logs (nil: discard), and
 // waits until it prints the address it serves on. A child that exits, or
 // ctx that ends, first is an error; the child is then killed. On Linux,
-// the child receives SIGTERM if this process dies first.
+// the child receives SIGHUP if this process dies first.
 func Start(ctx context.Context, argv, env []string, logs io.Writer) (*Process, error) {
 	if len(argv) == 0 {
 		return nil, errors.New("node: no program to start")

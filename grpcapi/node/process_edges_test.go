@@ -203,6 +203,32 @@ func TestSecondSignalEndsAtOnce(t *testing.T) {
 	}
 }
 
+// TestRepeatedHangupsShutDownGracefully: SIGHUP stops followerd
+// gracefully, and more of them during the shutdown (as a node started by
+// Start receives when the threads of its dying parent exit one by one) do
+// not end it: the shutdown, held by a scrape meanwhile, finishes once the
+// scrape's client goes, and the node exits 0.
+func TestRepeatedHangupsShutDownGracefully(t *testing.T) {
+	logs := newWaitBuffer()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := node.Start(ctx, []string{os.Args[0], "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--shutdown-timeout", "1m"}, []string{asFollowerd}, logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Kill)
+	url := logs.waitMatch(regexp.MustCompile(`"?msg"?[=:]"serving metrics",?\s?"?url"?[=:]"?(http[^"\s]+)`))
+	conn := holdScrape(t, url)
+	p.Signal(syscall.SIGHUP)
+	logs.waitMatch(regexp.MustCompile(`"?msg"?[=:]"shutting down"`))
+	p.Signal(syscall.SIGHUP)
+	p.Signal(syscall.SIGHUP)
+	_ = conn.Close()
+	if got := p.Wait(); got != 0 || !strings.Contains(logs.String(), "msg=stopped status=0") {
+		t.Fatalf("after repeated SIGHUPs: exit status %d (%s), want 0; logs:\n%s", got, p.Ended(), logs)
+	}
+}
+
 // TestStartAddsToTheEnvironment: Start runs the child with this
 // process's environment plus env.
 func TestStartAddsToTheEnvironment(t *testing.T) {
