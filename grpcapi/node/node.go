@@ -143,11 +143,16 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// (exit 0), even when they arrive while it is still starting. SIGHUP
 	// stays caught, and so ignored, once the shutdown began: it is what a
 	// node started by Start receives when the process that started it
-	// dies, once for each of that process's threads as they exit.
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	ctx, stop := signal.NotifyContext(ctx, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	// dies, once for each of that process's threads as they exit. A node
+	// started with SIGHUP ignored (nohup) leaves it ignored.
+	stopSignals := []os.Signal{syscall.SIGINT, syscall.SIGTERM}
+	if !signal.Ignored(syscall.SIGHUP) {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		stopSignals = append(stopSignals, syscall.SIGHUP)
+	}
+	ctx, stop := signal.NotifyContext(ctx, stopSignals...)
 	defer stop()
 	// The addresses are taken before the data directory is created or
 	// locked: a node that cannot listen leaves nothing on disk.

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
@@ -226,6 +227,29 @@ func TestRepeatedHangupsShutDownGracefully(t *testing.T) {
 	_ = conn.Close()
 	if got := p.Wait(); got != 0 || !strings.Contains(logs.String(), "msg=stopped status=0") {
 		t.Fatalf("after repeated SIGHUPs: exit status %d (%s), want 0; logs:\n%s", got, p.Ended(), logs)
+	}
+}
+
+// TestHangupIgnoredUnderNohup: a followerd started with SIGHUP ignored
+// (nohup) leaves it ignored: a SIGHUP does not stop it, the SIGTERM sent
+// after it does.
+func TestHangupIgnoredUnderNohup(t *testing.T) {
+	nohup, err := exec.LookPath("nohup")
+	if err != nil {
+		t.Skip("no nohup here")
+	}
+	logs := newWaitBuffer()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	p, err := node.Start(ctx, []string{nohup, os.Args[0], "--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, []string{asFollowerd}, logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Kill)
+	p.Signal(syscall.SIGHUP)
+	p.Signal(syscall.SIGTERM)
+	if got := p.Wait(); got != 0 || !strings.Contains(logs.String(), `msg="stop requested" cause="terminated signal received"`) {
+		t.Fatalf("SIGHUP then SIGTERM under nohup: exit status %d (%s), want 0, stopped by SIGTERM; logs:\n%s", got, p.Ended(), logs)
 	}
 }
 
