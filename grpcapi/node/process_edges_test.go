@@ -180,10 +180,13 @@ func TestScrapeCutShortIsOnlyLogged(t *testing.T) {
 	}
 }
 
-// TestSecondSignalEndsAtOnce: a second SIGTERM during a graceful
-// shutdown ends followerd at once (killed by the signal), even while
-// the shutdown waits for something (here a scrape that cannot finish).
-func TestSecondSignalEndsAtOnce(t *testing.T) {
+// shutdownHeldByAScrape starts followerd with metrics, holds a scrape
+// that cannot finish, stops the node with sig, and returns once the
+// shutdown, which waits for the scrape, has begun (after Main stopped
+// catching SIGINT and SIGTERM): the node, its logs and the scrape's
+// connection.
+func shutdownHeldByAScrape(t *testing.T, sig syscall.Signal) (*node.Process, *waitBuffer, net.Conn) {
+	t.Helper()
 	logs := newWaitBuffer()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -193,11 +196,17 @@ func TestSecondSignalEndsAtOnce(t *testing.T) {
 	}
 	t.Cleanup(p.Kill)
 	url := logs.waitMatch(regexp.MustCompile(`"?msg"?[=:]"serving metrics",?\s?"?url"?[=:]"?(http[^"\s]+)`))
-	holdScrape(t, url)
-	p.Signal(syscall.SIGTERM)
-	// Logged by the server's Shutdown, after Main stopped catching
-	// signals.
+	conn := holdScrape(t, url)
+	p.Signal(sig)
 	logs.waitMatch(regexp.MustCompile(`"?msg"?[=:]"shutting down"`))
+	return p, logs, conn
+}
+
+// TestSecondSignalEndsAtOnce: a second SIGTERM during a graceful
+// shutdown ends followerd at once (killed by the signal), even while
+// the shutdown waits for something (here a scrape that cannot finish).
+func TestSecondSignalEndsAtOnce(t *testing.T) {
+	p, logs, _ := shutdownHeldByAScrape(t, syscall.SIGTERM)
 	p.Signal(syscall.SIGTERM)
 	if got := p.Wait(); got != -1 || !strings.Contains(p.Ended(), "terminated") {
 		t.Fatalf("after a second SIGTERM: exit status %d (%s), want killed by it; logs:\n%s", got, p.Ended(), logs)
@@ -210,18 +219,7 @@ func TestSecondSignalEndsAtOnce(t *testing.T) {
 // not end it: the shutdown, held by a scrape meanwhile, finishes once the
 // scrape's client goes, and the node exits 0.
 func TestRepeatedHangupsShutDownGracefully(t *testing.T) {
-	logs := newWaitBuffer()
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	p, err := node.Start(ctx, []string{os.Args[0], "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--shutdown-timeout", "1m"}, []string{asFollowerd}, logs)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(p.Kill)
-	url := logs.waitMatch(regexp.MustCompile(`"?msg"?[=:]"serving metrics",?\s?"?url"?[=:]"?(http[^"\s]+)`))
-	conn := holdScrape(t, url)
-	p.Signal(syscall.SIGHUP)
-	logs.waitMatch(regexp.MustCompile(`"?msg"?[=:]"shutting down"`))
+	p, logs, conn := shutdownHeldByAScrape(t, syscall.SIGHUP)
 	p.Signal(syscall.SIGHUP)
 	p.Signal(syscall.SIGHUP)
 	_ = conn.Close()
