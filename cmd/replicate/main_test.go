@@ -550,6 +550,21 @@ func childFollowerd(t *testing.T) *node.Process {
 	return p
 }
 
+// dialNode connects a leader to the node at addr, closed when the test
+// ends, and returns it with a context for its calls that ends with the
+// test or after a minute.
+func dialNode(t *testing.T, addr string) (*leader.Conn, context.Context) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	c, err := leader.Dial(addr, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	return c, ctx
+}
+
 // TestCommands drives status, new-term, truncate and delete-shard against
 // a followerd.
 func TestCommands(t *testing.T) {
@@ -784,13 +799,7 @@ func stopDurableEchoMidStream(t *testing.T, dir string) {
 // entries nobody told it to apply and calling the node stalled.
 func TestBenchOnAShardWithUncommittedEntries(t *testing.T) {
 	p := childFollowerd(t)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, err := leader.Dial(p.Addr, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, ctx := dialNode(t, p.Addr)
 	// Entries 0..n-1 in shard n, acknowledged, never advertised
 	// committed; one entry (offset 0) too.
 	for _, n := range []int64{10, 1} {
@@ -875,13 +884,7 @@ func TestBenchStreamsWhatItSays(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("bench: status %d\nstdout:\n%s\nstderr:\n%s", code, out, errOut)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	c, err := leader.Dial(p.Addr, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c, ctx := dialNode(t, p.Addr)
 	// A new shard: fenced at term 0, from offset 0; 2 × 10 + 20 entries.
 	if st, err := c.Status(ctx, leader.Shard{Namespace: "bench", Shard: 5}); err != nil || st.GetTerm() != 0 || st.GetHeadOffset() != 39 {
 		t.Fatalf("the shard after the bench: %v, %v; want term 0, head 39\n%s", st, err, out)
