@@ -10,6 +10,7 @@ PROTOC_VERSION  := 3.21.12
 PROTOC_GEN_GO   := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GRPC := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.0
 STATICCHECK     := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+GRPCURL         := github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4
 
 .PHONY: help
 help: ## List the targets.
@@ -24,12 +25,13 @@ deps: ## Install the Debian packages the build needs (protoc, Graphviz) when mis
 	fi
 
 .PHONY: tools
-tools: deps ## Install the pinned code generators and staticcheck into ./bin.
+tools: deps ## Install the pinned code generators, staticcheck and grpcurl into ./bin.
 	@command -v protoc >/dev/null || { echo "protoc not found: apt-get install protobuf-compiler ($(PROTOC_VERSION))" >&2; exit 1; }
 	@protoc --version | grep -qx 'libprotoc $(PROTOC_VERSION)' || { echo "protoc $(PROTOC_VERSION) required, found: $$(protoc --version)" >&2; exit 1; }
 	@GOBIN=$(BIN) $(GO) install $(PROTOC_GEN_GO)
 	@GOBIN=$(BIN) $(GO) install $(PROTOC_GEN_GRPC)
 	@GOBIN=$(BIN) $(GO) install $(STATICCHECK)
+	@GOBIN=$(BIN) $(GO) install $(GRPCURL)
 
 .PHONY: generate
 generate: tools ## Regenerate every generated file (FSM code, tests, diagrams, protobuf).
@@ -87,7 +89,7 @@ mermaid: ## Parse the generated Mermaid diagrams with the Mermaid library (needs
 
 .PHONY: test
 test: verify ## Run every test under the race detector (after the checks of verify).
-	$(GO) test -race -count=1 ./...
+	TABLEFSM_GRPCURL=$(BIN)/grpcurl $(GO) test -race -count=1 ./...
 	$(GO) test -race -count=1 -tags invariants ./follower/...
 	cd bench && $(GO) test -race -count=1 -run . -bench . -benchtime 1x ./...
 
