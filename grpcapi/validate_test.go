@@ -3,6 +3,8 @@ package grpcapi_test
 import (
 	"context"
 	"os"
+	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -278,6 +280,29 @@ func TestMalformedMessages(t *testing.T) {
 	entries, err := os.ReadDir(n.dir)
 	if err != nil || len(entries) != 2 || entries[1].Name() != "bad" {
 		t.Fatalf("data directory holds %v (%v), want only the lock and the fenced shard", entries, err)
+	}
+}
+
+// TestNewLeavesTheGeneratedServicesAlone: a node checks the messages of
+// its services with handlers of its own, and leaves the generated service
+// descriptions, which every server of the process registers from, with
+// their generated handlers.
+func TestNewLeavesTheGeneratedServicesAlone(t *testing.T) {
+	startNode(t, "")
+	for _, d := range []*grpc.ServiceDesc{&replicationpb.OxiaLogReplication_ServiceDesc, &replicationpb.OxiaCoordination_ServiceDesc, &inspectpb.Inspect_ServiceDesc} {
+		generated := func(method string, handler any) {
+			name := runtime.FuncForPC(reflect.ValueOf(handler).Pointer()).Name()
+			service := d.ServiceName[strings.LastIndex(d.ServiceName, ".")+1:]
+			if want := "pb._" + service + "_" + method + "_Handler"; !strings.HasSuffix(name, want) {
+				t.Errorf("%s/%s is handled by %s, not by its generated handler", d.ServiceName, method, name)
+			}
+		}
+		for _, m := range d.Methods {
+			generated(m.MethodName, m.Handler)
+		}
+		for _, s := range d.Streams {
+			generated(s.StreamName, s.Handler)
+		}
 	}
 }
 

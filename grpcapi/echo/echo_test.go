@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -178,6 +179,74 @@ func TestDurableAcksWhatIsDurable(t *testing.T) {
 		if names := filesIn(t, dir); len(names) != 0 {
 			t.Fatalf("left behind: %q", names)
 		}
+	}
+}
+
+// TestAcksByMode: in per-entry mode the echo acks every entry received,
+// in order; in cumulative mode it acks the highest offset received, once
+// per round, and an entry below an offset acked (a duplicate) brings no
+// ack of its own.
+func TestAcksByMode(t *testing.T) {
+	for _, c := range []struct {
+		cumulative bool
+		want       []int64
+	}{{false, []int64{3, 6, 4}}, {true, []int64{6}}} {
+		client, _, _ := serveDurable(t, vfs.Default, t.TempDir())
+		stream, err := client.Replicate(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(entry(5, c.cumulative)); err != nil {
+			t.Fatal(err)
+		}
+		if ack, err := stream.Recv(); err != nil || ack.GetOffset() != 5 {
+			t.Fatalf("cumulative %v: entry 5: ack %v, %v", c.cumulative, ack, err)
+		}
+		for _, o := range []int64{3, 6, 4} {
+			if err := stream.Send(entry(o, c.cumulative)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := stream.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		var got []int64
+		for {
+			ack, err := stream.Recv()
+			if err == io.EOF {
+				break
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, ack.GetOffset())
+		}
+		if !slices.Equal(got, c.want) {
+			t.Errorf("cumulative %v: after entry 5, entries 3, 6, 4 acked with %v, want %v", c.cumulative, got, c.want)
+		}
+	}
+}
+
+// TestDurableStreamsAtOnceHaveTheirOwnFiles: streams running at the same
+// time write to files of their own.
+func TestDurableStreamsAtOnceHaveTheirOwnFiles(t *testing.T) {
+	dir := t.TempDir()
+	client, _, _ := serveDurable(t, vfs.Default, dir)
+	for i := range 2 {
+		stream, err := client.Replicate(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer func() { _ = stream.CloseSend() }()
+		if err := stream.Send(entry(0, true)); err != nil {
+			t.Fatal(err)
+		}
+		if ack, err := stream.Recv(); err != nil || ack.GetOffset() != 0 {
+			t.Fatalf("stream %d: ack %v, %v", i, ack, err)
+		}
+	}
+	if names := filesIn(t, dir); len(names) != 2 {
+		t.Fatalf("two streams running write to %q, want two files", names)
 	}
 }
 

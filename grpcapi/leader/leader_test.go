@@ -2,6 +2,7 @@ package leader_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +24,7 @@ import (
 
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/echo"
+	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
@@ -64,7 +66,7 @@ func TestAppendPutEncodesLikeProto(t *testing.T) {
 
 func TestHistogram(t *testing.T) {
 	var h leader.Histogram
-	if h.Quantile(.5) != 0 || h.Count() != 0 {
+	if h.Quantile(.5) != 0 || h.Count() != 0 || h.Mean() != 0 {
 		t.Fatal("empty histogram")
 	}
 	for i := 1; i <= 1000; i++ {
@@ -207,9 +209,10 @@ func TestReplicateAgainstEcho(t *testing.T) {
 		lat := &leader.Histogram{}
 		res, err := conn.Replicate(context.Background(), leader.Run{
 			Shard: leader.Shard{Namespace: "x"}, Term: 1, First: 100, Count: 1000, Window: 16,
-			Cumulative: cumulative, Value: value, Latency: lat,
+			Cumulative: cumulative, Latency: lat,
+			Value: func(_ logpos.Offset, buf []byte) []byte { return append(buf, "xyz"...) },
 		})
-		if err != nil || res.Acked != 1000 || res.LastAck != 1099 || lat.Count() != 1000 || res.Bytes != 1000 {
+		if err != nil || res.Sent != 1000 || res.Acked != 1000 || res.LastAck != 1099 || lat.Count() != 1000 || res.Bytes != 3000 {
 			t.Fatalf("cumulative %v: %+v, %v, %d latencies", cumulative, res, err, lat.Count())
 		}
 	}
@@ -351,6 +354,75 @@ func realNode(t *testing.T) *leader.Conn {
 	return c
 }
 
+// TestDialBoundsMessages: a connection dialled with a message size limit
+// neither sends nor receives a message over it.
+func TestDialBoundsMessages(t *testing.T) {
+	conn := realNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := leader.Shard{Namespace: "limits", Shard: 1}
+	head, err := conn.NewTerm(ctx, s, 1, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := conn.Truncate(ctx, s, 1, head); err != nil {
+		t.Fatal(err)
+	}
+	big := func(_ logpos.Offset, buf []byte) []byte {
+		return leader.AppendPut(buf, []byte("k"), make([]byte, 2048))
+	}
+	if _, err := conn.Replicate(ctx, leader.Run{Shard: s, Term: 1, Count: 1, Value: big}); err != nil {
+		t.Fatal(err)
+	}
+	small, err := leader.Dial(conn.ClientConn().Target(), 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer small.Close()
+	if _, _, err := small.Get(ctx, s, 0, []byte("k")); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("reading a 2 KiB value with a 1 KiB limit: %v, want ResourceExhausted", err)
+	}
+	if _, err := small.Replicate(ctx, leader.Run{Shard: s, Term: 1, First: 1, Count: 1, Commit: 0, Value: big}); status.Code(err) != codes.ResourceExhausted {
+		t.Errorf("sending a 2 KiB entry with a 1 KiB limit: %v, want ResourceExhausted", err)
+	}
+}
+
+// shortInspector answers every Get with no values.
+type shortInspector struct {
+	inspectpb.UnimplementedInspectServer
+}
+
+func (shortInspector) Get(context.Context, *inspectpb.GetRequest) (*inspectpb.GetResponse, error) {
+	return &inspectpb.GetResponse{}, nil
+}
+
+// TestGetChecksTheValueCount: a node answering fewer values than keys
+// asked for is an error, not a short answer.
+func TestGetChecksTheValueCount(t *testing.T) {
+	conn := serve(t, func(s *grpc.Server) { inspectpb.RegisterInspectServer(s, shortInspector{}) })
+	if values, _, err := conn.Get(context.Background(), leader.Shard{Namespace: "x"}, logpos.NoOffset, []byte("a"), []byte("b")); err == nil {
+		t.Errorf("two keys answered with %d values and no error", len(values))
+	}
+}
+
+// headless answers NewTerm without a head entry.
+type headless struct {
+	replicationpb.UnimplementedOxiaCoordinationServer
+}
+
+func (headless) NewTerm(context.Context, *replicationpb.NewTermRequest) (*replicationpb.NewTermResponse, error) {
+	return &replicationpb.NewTermResponse{}, nil
+}
+
+// TestNewTermWithoutAHead: a reply naming no head entry reads as no
+// entry, not as entry 0 of term 0.
+func TestNewTermWithoutAHead(t *testing.T) {
+	conn := serve(t, func(s *grpc.Server) { replicationpb.RegisterOxiaCoordinationServer(s, headless{}) })
+	if head, err := conn.NewTerm(context.Background(), leader.Shard{Namespace: "x"}, 1, nil); err != nil || head != logpos.NoEntry {
+		t.Errorf("NewTerm answered without a head: %v, %v; want NoEntry", head, err)
+	}
+}
+
 // failingSource yields the chunks of a snapshot, then fails where it
 // would have ended.
 type failingSource struct{ src leader.ChunkSource }
@@ -404,6 +476,96 @@ func TestSendSnapshotSourceFails(t *testing.T) {
 	}
 	if st, err := conn.Status(ctx, s); status.Code(err) != codes.Aborted {
 		t.Errorf("after an aborted transfer the shard is %v, %v; want no member (nothing installed)", st, err)
+	}
+}
+
+// snapshotTaker receives a snapshot and tells on ended how its transfer
+// ended: nil when the leader half-closed it (the snapshot is complete,
+// acknowledged with offset 7), else the error that ended it. After
+// refuseAfter chunks (when not 0) it refuses the snapshot.
+type snapshotTaker struct {
+	replicationpb.UnimplementedOxiaLogReplicationServer
+	ended       chan<- error
+	received    chan<- struct{} // told of each chunk received
+	refuseAfter int
+}
+
+var errRefused = status.Error(codes.FailedPrecondition, "snapshot refused")
+
+func (f snapshotTaker) SendSnapshot(s grpc.ClientStreamingServer[replicationpb.SnapshotChunk, replicationpb.SnapshotResponse]) error {
+	for n := 1; ; n++ {
+		_, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			f.ended <- nil
+			return s.SendAndClose(&replicationpb.SnapshotResponse{AckOffset: 7})
+		}
+		if err == nil && n == f.refuseAfter {
+			err = errRefused
+		}
+		if err != nil {
+			f.ended <- err
+			return err
+		}
+		if f.received != nil {
+			f.received <- struct{}{}
+		}
+	}
+}
+
+// chunkSource yields count chunks (without end when count < 0); after
+// them it returns err (io.EOF when nil), once the follower received a
+// chunk when received is set.
+type chunkSource struct {
+	count, sent int32
+	err         error
+	received    <-chan struct{}
+}
+
+func (c *chunkSource) Next() (store.Chunk, error) {
+	if c.sent == c.count {
+		if c.received != nil {
+			<-c.received
+		}
+		return store.Chunk{}, cmp.Or(c.err, io.EOF)
+	}
+	c.sent++
+	return store.Chunk{Name: "data", Index: c.sent - 1, Count: c.count, Content: []byte("chunk")}, nil
+}
+
+// TestSendSnapshotOutcomes: a snapshot the source reads to its end is
+// half-closed, and the follower's ack is returned; one whose source fails
+// is aborted, never half-closed, even when the follower has every chunk
+// already; one the follower refuses midway ends with the follower's
+// status.
+func TestSendSnapshotOutcomes(t *testing.T) {
+	ended := make(chan error, 1)
+	received := make(chan struct{}, 3)
+	conn := serve(t, func(s *grpc.Server) {
+		replicationpb.RegisterOxiaLogReplicationServer(s, snapshotTaker{ended: ended, received: received})
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := leader.Shard{Namespace: "x"}
+	if ack, err := conn.SendSnapshot(ctx, s, 3, &chunkSource{count: 3}); err != nil || ack != 7 || <-ended != nil {
+		t.Fatalf("a complete snapshot: ack %d, %v", ack, err)
+	}
+	for range 3 {
+		<-received
+	}
+	// Repeated: the abort and a half-close would race.
+	for i := range 20 {
+		if _, err := conn.SendSnapshot(ctx, s, 3, &chunkSource{count: 1, err: errDisk, received: received}); !errors.Is(err, errDisk) {
+			t.Fatalf("transfer %d: %v, want the source's error", i, err)
+		}
+		if err := <-ended; err == nil {
+			t.Fatalf("transfer %d: the follower saw a complete snapshot, though the source failed", i)
+		}
+	}
+	refuser := serve(t, func(s *grpc.Server) {
+		replicationpb.RegisterOxiaLogReplicationServer(s, snapshotTaker{ended: ended, refuseAfter: 1})
+	})
+	if _, err := refuser.SendSnapshot(ctx, s, 3, &chunkSource{count: -1}); status.Code(err) != codes.FailedPrecondition {
+		t.Fatalf("a snapshot refused midway: %v, want the follower's FailedPrecondition", err)
 	}
 }
 

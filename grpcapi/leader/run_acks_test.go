@@ -21,17 +21,21 @@ import (
 	"github.com/tablefsm/tablefsm/store/kvpb"
 )
 
-// earlyAcker acks entries 0 and 1 as soon as entry 0 arrives, then waits
-// for the leader to end the stream and says so on ended.
+// earlyAcker acks entries 0 and 1 as soon as entry 0 arrives (atOnce: as
+// soon as the stream opens, before any entry), then waits for the leader
+// to end the stream and says so on ended.
 type earlyAcker struct {
 	replicationpb.UnimplementedOxiaLogReplicationServer
-	ended chan<- struct{}
+	ended  chan<- struct{}
+	atOnce bool
 }
 
 func (f earlyAcker) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
 	defer close(f.ended)
-	if _, err := s.Recv(); err != nil {
-		return err
+	if !f.atOnce {
+		if _, err := s.Recv(); err != nil {
+			return err
+		}
 	}
 	for _, o := range []int64{0, 1} {
 		if err := s.Send(&replicationpb.Ack{Offset: o}); err != nil {
@@ -74,6 +78,72 @@ func TestReplicatePerEntryAckForAnEntryNotSent(t *testing.T) {
 		}})
 	if !errors.Is(err, leader.ErrProtocol) {
 		t.Fatalf("got %v, want ErrProtocol", err)
+	}
+}
+
+// TestReplicateAckBeforeAnyEntrySent: an ack for the run's first offset,
+// arriving before that entry was sent, acknowledges an entry the follower
+// never received, in either ack mode: a protocol violation.
+func TestReplicateAckBeforeAnyEntrySent(t *testing.T) {
+	for _, cumulative := range []bool{false, true} {
+		ended := make(chan struct{})
+		conn := serve(t, func(s *grpc.Server) {
+			replicationpb.RegisterOxiaLogReplicationServer(s, earlyAcker{ended: ended, atOnce: true})
+		})
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		acked0 := make(chan struct{})
+		_, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, Count: 2, Window: 2, Cumulative: cumulative,
+			OnAck: func(o logpos.Offset) {
+				if o == 0 {
+					close(acked0)
+				}
+			},
+			Value: func(off logpos.Offset, buf []byte) []byte {
+				if off == 0 { // entry 0 is not sent until this returns
+					select {
+					case <-ended: // the leader refused ack 0 and ended the stream
+					case <-acked0:
+						t.Errorf("cumulative %v: ack 0 taken before entry 0 was sent", cumulative)
+						cancel()
+					case <-ctx.Done():
+					}
+				}
+				return value(off, buf)
+			}})
+		cancel()
+		if !errors.Is(err, leader.ErrProtocol) {
+			t.Fatalf("cumulative %v: got %v, want ErrProtocol", cumulative, err)
+		}
+	}
+}
+
+// TestReplicateCountsAcksBeforeTheRun: cumulative acks below the run's
+// first entry, before any entry of the run is acknowledged, are counted
+// in Result.PriorAcks and cover nothing.
+func TestReplicateCountsAcksBeforeTheRun(t *testing.T) {
+	conn := serve(t, func(s *grpc.Server) {
+		replicationpb.RegisterOxiaLogReplicationServer(s, pacedFollower{script: []pacedStep{{recv: 2, acks: []int64{3, 4, 6}}}})
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, First: 5, Count: 2, Window: 2, Cumulative: true, Commit: 4, Value: value})
+	if err != nil || res.PriorAcks != 2 || res.Acked != 2 || res.LastAck != 6 {
+		t.Errorf("acks 3, 4, 6 for 5..6: %+v, %v; want two prior acks, both entries acknowledged", res, err)
+	}
+}
+
+// TestReplicateCountZeroAdvertisesTheCommit: a run of no entries sends
+// one entry-less Append advertising Run.Commit, and ends when the
+// follower ends the stream.
+func TestReplicateCountZeroAdvertisesTheCommit(t *testing.T) {
+	conn := serve(t, func(s *grpc.Server) {
+		replicationpb.RegisterOxiaLogReplicationServer(s, windowChecker{window: 1, commit: 9})
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, First: 10, Commit: 9})
+	if err != nil || res.Sent != 0 || res.Acked != 0 || res.LastAck != logpos.NoOffset {
+		t.Errorf("a run of no entries: %+v, %v", res, err)
 	}
 }
 
@@ -265,6 +335,10 @@ func TestReplicateCumulativeLatencyIsEachEntrysOwn(t *testing.T) {
 	// Buckets keep a value within 1/16 of its size; Max is exact.
 	if lat.Max() < valueWork {
 		t.Errorf("largest latency %v, below the %v entry 0 waited for entry 1's value", lat.Max(), valueWork)
+	}
+	// Entry 1's latency starts at its own send, after that wait.
+	if least := lat.Quantile(0); lat.Max()-least < valueWork-least/16 {
+		t.Errorf("latencies %v and %v, less than the %v between the two sends apart", least, lat.Max(), valueWork)
 	}
 }
 

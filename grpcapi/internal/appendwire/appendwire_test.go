@@ -185,8 +185,32 @@ func TestAppendDecodeAllocates(t *testing.T) {
 	if err := c.proto.Unmarshal(data, &b); err != nil || b.Entry.GetOffset() != 42 || b.GetPreviousEntryCrc() != 7 {
 		t.Errorf("through gRPC's codec: %v, %v", prototext.Format(&b.Append), err)
 	}
+	// A buffer gRPC's codec filled, an unknown field included, decodes
+	// the next Append as a new message: the unknown field is gone.
+	withUnknown := protowire.AppendVarint(protowire.AppendTag(append([]byte(nil), p...), 99, protowire.VarintType), 1)
+	if err := c.proto.Unmarshal(mem.BufferSlice{mem.SliceBuffer(withUnknown)}, &b); err != nil {
+		t.Fatal(err)
+	}
+	checkDecode(t, &b, p)
 	var ack replicationpb.Ack
 	if err := c.Unmarshal(mem.BufferSlice{mem.SliceBuffer([]byte{0x08, 0x05})}, &ack); err != nil || ack.GetOffset() != 5 {
 		t.Errorf("an Ack: %v, %v", &ack, err)
+	}
+}
+
+// TestAppendDecodeCopiesTheValue: the decoded value does not share the
+// input's memory, which gRPC reuses once the message is decoded.
+func TestAppendDecodeCopiesTheValue(t *testing.T) {
+	p, err := proto.Marshal(&replicationpb.Append{Entry: &replicationpb.LogEntry{Offset: 1, Value: []byte("value")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var b Buffer
+	if err := b.Decode(p); err != nil {
+		t.Fatal(err)
+	}
+	clear(p)
+	if got := string(b.Entry.GetValue()); got != "value" {
+		t.Errorf("value %q once the input is overwritten, want %q", got, "value")
 	}
 }
