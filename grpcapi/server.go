@@ -112,13 +112,11 @@ type Server struct {
 	grpc   *grpc.Server
 	health *health.Server
 
-	// shuttingDown is set once Shutdown starts, and stopping is cancelled
-	// then (by stop); drained is cancelled (by drain) once Shutdown has
-	// closed every follower. Together they end the streams no follower
-	// ends (see endOnShutdown).
+	// shuttingDown is set once Shutdown starts, before the health
+	// statuses turn NOT_SERVING; drained is cancelled (by drain) once
+	// Shutdown has closed every follower. Together they end the streams
+	// no follower ends (see endOnShutdown).
 	shuttingDown atomic.Bool
-	stopping     context.Context
-	stop         context.CancelFunc
 	drained      context.Context
 	drain        context.CancelFunc
 	mu           struct {
@@ -215,7 +213,6 @@ func New(opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: opts.Logger, fs: opts.FS, lock: lock}
 	s.sweepDeleted()
-	s.stopping, s.stop = context.WithCancel(context.Background())
 	s.drained, s.drain = context.WithCancel(context.Background())
 	s.mu.shards = make(map[shardKey]*shard)
 	s.mu.retired = make(map[shardKey]*stepLog)
@@ -296,10 +293,9 @@ func (s *Server) shutdown(ctx context.Context) error {
 		namespaces[k.namespace] = true
 	}
 	s.mu.Unlock()
-	// NOT_SERVING first: whatever a health watch sends once stopping is
-	// cancelled says so, and ends it.
+	// shuttingDown is set: whatever a health watch sends from now on
+	// says NOT_SERVING, and ends it, Unavailable.
 	s.health.Shutdown()
-	s.stop()
 	s.log.Info("shutting down", "shards", len(shards))
 
 	stopped := make(chan struct{})
@@ -593,7 +589,7 @@ func (s *Server) endOnShutdown(srv any, ss grpc.ServerStream, info *grpc.StreamS
 		}
 	})()
 	err := handler(srv, es)
-	if status.Code(err) == codes.Canceled && ss.Context().Err() == nil && s.stopping.Err() != nil {
+	if status.Code(err) == codes.Canceled && ss.Context().Err() == nil && s.shuttingDown.Load() {
 		// Ended by the shutdown, not by its client (a health watch
 		// returns Canceled when its context ends).
 		return status.Error(codes.Unavailable, "grpcapi: the node is shutting down")
@@ -670,7 +666,7 @@ func (e *endingStream) RecvMsg(m any) error {
 
 // ended is the error of a receive cut short by the end of the stream.
 func (e *endingStream) ended() error {
-	if e.server.stopping.Err() != nil {
+	if e.server.shuttingDown.Load() {
 		return status.Error(codes.Unavailable, "grpcapi: the node is shutting down")
 	}
 	return status.FromContextError(e.ctx.Err()).Err()

@@ -222,6 +222,37 @@ func TestCallWaitingForADrop(t *testing.T) {
 	}
 }
 
+// TestStatusWaitingForADrop: a GetStatus on a shard whose follower is
+// being dropped waits until its directory is gone, then looks on disk
+// again: the shard is not hosted, and no follower of it is opened (the
+// dropped one's steps are still those kept).
+func TestStatusWaitingForADrop(t *testing.T) {
+	s, proceed, status := dropUnderWay(t, false)
+	k := shardKey{"ns", 1}
+	dropped := s.retiredSteps(k)
+	done := make(chan struct{})
+	var err error
+	go func() {
+		defer close(done)
+		_, err = s.GetStatus(context.Background(), &replicationpb.GetStatusRequest{Namespace: "ns", Shard: 1})
+	}()
+	stacktest.WaitBlockedIn(t, "chan receive", "grpcapi.(*Server).lookup", done)
+	close(proceed)
+	if err := <-status; Reason(err) != ReasonNodeIsNotMember {
+		t.Fatalf("GetStatus of an empty shard: %v, want NODE_IS_NOT_MEMBER", err)
+	}
+	<-done
+	if Reason(err) != ReasonNodeIsNotMember {
+		t.Fatalf("GetStatus after the drop: %v, want NODE_IS_NOT_MEMBER", err)
+	}
+	if dropped == nil || s.retiredSteps(k) != dropped {
+		t.Fatal("a follower of the dropped shard was opened again")
+	}
+	if _, err := os.Stat(s.dir(k)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the dropped shard's directory: %v", err)
+	}
+}
+
 // TestShutdownWaitsForADrop: Shutdown returns once a shard being
 // dropped is closed and removed, as it does for the hosted shards.
 func TestShutdownWaitsForADrop(t *testing.T) {
