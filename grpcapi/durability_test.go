@@ -87,7 +87,7 @@ func TestDataDirectoryIsDurable(t *testing.T) {
 // TestDeleteShardIsDurable: after a DeleteShard that returned and a
 // power loss, nothing of the shard is left: neither its data set aside
 // (ns/0.deleted, which nothing would look for again) nor its namespace's
-// directory.
+// directory, even before a restart tidies what a crash left.
 func TestDeleteShardIsDurable(t *testing.T) {
 	mem := memWithDataDir(t)
 	n := startNode(t, "/data", onFS(mem))
@@ -102,6 +102,9 @@ func TestDeleteShardIsDurable(t *testing.T) {
 	}
 	crashed := mem.CrashClone(vfs.CrashCloneCfg{}) // power loss after DeleteShard returned
 	n.stop()
+	if got := memTree(t, crashed, "/data"); len(got) != 1 || got[0] != ".lock" {
+		t.Fatalf("after the crash: %q", got)
+	}
 	again := startNode(t, "/data", onFS(crashed))
 	_, err := again.conn.Status(ctxT(t), s)
 	wantCode(t, err, codes.Aborted, "NODE_IS_NOT_MEMBER", "")

@@ -2,6 +2,8 @@ package grpcapi
 
 import (
 	"context"
+	"errors"
+	"net"
 	"os"
 	"strings"
 	"sync"
@@ -11,7 +13,10 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/tablefsm/tablefsm/follower"
@@ -186,45 +191,118 @@ func TestCallsAfterShutdown(t *testing.T) {
 
 // TestShutdownClosesAShardStillOpening: Shutdown waits for a shard whose
 // follower is still opening (its disk is slow), then closes it: a
-// follower opened during the shutdown is not left open.
+// follower opened during the shutdown is not left open. One whose open
+// fails meanwhile leaves nothing to close, and nothing on disk.
 func TestShutdownClosesAShardStillOpening(t *testing.T) {
-	var armed atomic.Bool
-	var once sync.Once
-	blocked, release := make(chan struct{}), make(chan struct{})
-	var released sync.Once
-	t.Cleanup(func() { released.Do(func() { close(release) }) })
-	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if armed.Load() && strings.Contains(op.Path, "/opening/") {
-			once.Do(func() { close(blocked) })
-			<-release
-		}
-		return nil
-	}))
-	s, err := New(Options{DataDir: t.TempDir(), FS: fs})
+	for _, c := range []struct {
+		name string
+		fail error // what the disk returns once it answers (nil: it works)
+	}{
+		{"opens", nil},
+		{"fails to open", errors.New("injected disk failure")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			var armed atomic.Bool
+			var once sync.Once
+			blocked, release := make(chan struct{}), make(chan struct{})
+			var released sync.Once
+			t.Cleanup(func() { released.Do(func() { close(release) }) })
+			fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+				if armed.Load() && strings.Contains(op.Path, "/opening/") {
+					once.Do(func() { close(blocked) })
+					<-release
+					return c.fail
+				}
+				return nil
+			}))
+			s, err := New(Options{DataDir: t.TempDir(), FS: fs})
+			if err != nil {
+				t.Fatal(err)
+			}
+			armed.Store(true)
+			opened := make(chan error, 1)
+			go func() {
+				_, err := s.NewTerm(context.Background(), &replicationpb.NewTermRequest{Namespace: "opening", Shard: 0, Term: 1})
+				opened <- err
+			}()
+			<-blocked
+			sh := func() *shard {
+				s.mu.Lock()
+				defer s.mu.Unlock()
+				return s.mu.shards[shardKey{"opening", 0}]
+			}()
+			shutdown := shutdownWaitingIn(t, s, "grpcapi.closeShards.func1")
+			released.Do(func() { close(release) })
+			if serr := shutdown(); serr != nil {
+				t.Fatalf("Shutdown: %v", serr)
+			}
+			err = <-opened
+			if c.fail != nil {
+				if status.Code(err) != codes.Unavailable || sh == nil || sh.f != nil {
+					t.Fatalf("the NewTerm whose open failed during the shutdown: %v, want Unavailable and no follower", err)
+				}
+				if entries, _ := os.ReadDir(s.opts.DataDir); len(entries) != 1 || entries[0].Name() != ".lock" {
+					t.Fatalf("a shard whose open failed during the shutdown left %v in the data directory", entries)
+				}
+				return
+			}
+			if err != nil && status.Code(err) != codes.Unavailable {
+				t.Fatalf("the NewTerm that opened the shard during the shutdown: %v, want success or Unavailable", err)
+			}
+			if sh == nil || sh.f == nil || sh.f.Status().State != follower.StateClosed {
+				t.Fatalf("the shard opened during the shutdown is not closed")
+			}
+		})
+	}
+}
+
+// TestWatchEndedByItsNotServingIsUnavailable: a health watch that the
+// shutdown ends once it has sent NOT_SERVING ends Unavailable, also when
+// it ends before the shutdown has gone any further (here the shutdown's
+// first steps, up to turning the statuses NOT_SERVING, are taken by
+// hand, and the rest waits until the watch has ended).
+func TestWatchEndedByItsNotServingIsUnavailable(t *testing.T) {
+	s, err := New(Options{DataDir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
-	armed.Store(true)
-	opened := make(chan error, 1)
-	go func() {
-		_, err := s.NewTerm(context.Background(), &replicationpb.NewTermRequest{Namespace: "opening", Shard: 0, Term: 1})
-		opened <- err
-	}()
-	<-blocked
-	sh := func() *shard {
-		s.mu.Lock()
-		defer s.mu.Unlock()
-		return s.mu.shards[shardKey{"opening", 0}]
-	}()
-	shutdown := shutdownWaitingIn(t, s, "grpcapi.closeShards.func1")
-	released.Do(func() { close(release) })
-	if serr := shutdown(); serr != nil {
-		t.Fatalf("Shutdown: %v", serr)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := <-opened; err != nil && status.Code(err) != codes.Unavailable {
-		t.Fatalf("the NewTerm that opened the shard during the shutdown: %v, want success or Unavailable", err)
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(lis) }()
+	t.Cleanup(func() {
+		if err := s.Shutdown(context.Background()); err != nil {
+			t.Error(err)
+		}
+		if err := <-served; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	cc, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
 	}
-	if sh == nil || sh.f == nil || sh.f.Status().State != follower.StateClosed {
-		t.Fatalf("the shard opened during the shutdown is not closed")
+	defer cc.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	watch, err := healthpb.NewHealthClient(cc).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("watch: %v, %v", r, err)
+	}
+	s.mu.Lock()
+	s.mu.closing = true
+	s.shuttingDown.Store(true)
+	s.mu.Unlock()
+	s.health.Shutdown()
+	if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Fatalf("watch: %v, %v", r, err)
+	}
+	if r, err := watch.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("the watch ended with %v, %v; want Unavailable", r, err)
 	}
 }

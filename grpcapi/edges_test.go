@@ -21,6 +21,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/tablefsm/tablefsm/fsm"
@@ -156,6 +157,47 @@ func TestHealthWatchEndsWhileFollowersClose(t *testing.T) {
 	}
 }
 
+// TestReflectionStreamServesWhileFollowersClose: a reflection stream
+// that has sent nothing since the shutdown began is not ended before the
+// followers are closed: here a follower cannot close (its disk hangs),
+// and the stream answers one more request, after which it ends
+// (Unavailable).
+func TestReflectionStreamServesWhileFollowersClose(t *testing.T) {
+	fs, armed, blocked := hangingFS(t, "/hang/")
+	n := startNode(t, "", func(o *grpcapi.Options) { o.FS = fs })
+	fence(t, n.conn, leader.Shard{Namespace: "hang", Shard: 0}, 1)
+	refl, err := reflectionpb.NewServerReflectionClient(n.conn.ClientConn()).ServerReflectionInfo(ctxT(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	list := &reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}
+	if err := refl.Send(list); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := refl.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	armed.Store(true)
+	answered := make(chan struct{})
+	shutdown := make(chan error, 1)
+	go func() { shutdown <- shutdownWhen(t, n, answered) }()
+	<-blocked // the shutdown closes the followers
+	if err := refl.Send(list); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := refl.Recv()
+	close(answered)
+	if err != nil || len(resp.GetListServicesResponse().GetService()) == 0 {
+		t.Fatalf("a reflection request while the followers close: %v, %v; want the services", resp, err)
+	}
+	if resp, err := refl.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("the reflection stream after its answer: %v, %v; want Unavailable", resp, err)
+	}
+	if err := <-shutdown; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Shutdown, cut short while a follower could not close: %v", err)
+	}
+}
+
 // statGateFS is the operating system's file system, except that the
 // first Stat of a path ending in suffix once armed waits, after it has
 // looked, until release closes; stated closes when it waits.
@@ -287,6 +329,80 @@ func TestShutdownWithAnIdleConnection(t *testing.T) {
 	}
 	if err := <-served; err != nil {
 		t.Errorf("serve: %v", err)
+	}
+}
+
+// TestShutdownWithAnEndedContextOnceNoHandlerRuns: a shutdown whose
+// context has already ended is not cut short when no handler runs, though
+// gRPC still waits for a connection in its handshake (whose timeout is an
+// hour away): Shutdown succeeds without waiting for it. The calls served
+// before, unary and streaming, no longer count as running.
+func TestShutdownWithAnEndedContextOnceNoHandlerRuns(t *testing.T) {
+	srv, err := grpcapi.New(grpcapi.Options{DataDir: t.TempDir(), HandshakeTimeout: time.Hour, DrainTimeout: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepting := &acceptSignal{Listener: lis, accepted: make(chan struct{}, 1)}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(accepting) }()
+	c, err := leader.Dial(lis.Addr().String(), 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	// Refused calls on a shard the node does not host: no follower is
+	// left to close.
+	s := leader.Shard{Namespace: "none", Shard: 1}
+	_, err = c.Status(ctxT(t), s)
+	wantCode(t, err, codes.Aborted, grpcapi.ReasonNodeIsNotMember, "")
+	stream, _ := aOpen(t, c, s)
+	wantCode(t, recvEnd(stream), codes.Aborted, grpcapi.ReasonNodeIsNotMember, "")
+	<-accepting.accepted
+	raw, err := net.Dial("tcp", lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer raw.Close()
+	<-accepting.accepted
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown with an ended context, no handler running and a connection in its handshake: %v", err)
+	}
+	// gRPC closes no connection still in its handshake, even when it
+	// stops at once: Serve returns once its client closes it.
+	if err := raw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-served; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+}
+
+// TestServeAfterShutdown: Serve called once the node has shut down
+// returns nil at once, as it does when the shutdown comes while it
+// serves, and closes its listener.
+func TestServeAfterShutdown(t *testing.T) {
+	srv, err := grpcapi.New(grpcapi.Options{DataDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(lis); err != nil {
+		t.Fatalf("Serve after Shutdown: %v, want nil", err)
+	}
+	if err := lis.Close(); !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("closing the listener Serve was given after Shutdown: %v, want it closed already", err)
 	}
 }
 

@@ -2,9 +2,11 @@ package grpcapi_test
 
 import (
 	"context"
+	"errors"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -52,12 +54,19 @@ func TestRefusedSnapshotsOnUnknownShards(t *testing.T) {
 		wantCode(t, err, codes.InvalidArgument, "INVALID_ARGUMENT", "")
 	}
 	// A directory with nothing in it where a shard would be (say, left
-	// by a crash) is a shard with nothing stored: GetStatus opens it,
-	// finds no member, and drops it.
-	empty := leader.Shard{Namespace: "drop", Shard: 9}
-	emptyShardDir(t, n, empty)
-	_, err := c.Status(ctx, empty)
-	wantCode(t, err, codes.Aborted, "NODE_IS_NOT_MEMBER", "")
+	// by a crash) is a shard with nothing stored: GetStatus, or a call
+	// of the Inspect service, opens it, finds no member, and drops it.
+	for i, call := range []func(leader.Shard) error{
+		func(s leader.Shard) error { _, err := c.Status(ctx, s); return err },
+		func(s leader.Shard) error { _, _, err := c.Get(ctx, s, 0, key(0)); return err },
+		func(s leader.Shard) error { _, err := c.Steps(ctx, s, 0); return err },
+	} {
+		empty := leader.Shard{Namespace: "drop", Shard: 9 + int64(i)}
+		emptyShardDir(t, n, empty)
+		if err := call(empty); err != nil && grpcapi.Reason(err) != grpcapi.ReasonNodeIsNotMember {
+			t.Fatalf("call %d on the empty directory of %v: %v, want success or NODE_IS_NOT_MEMBER", i, empty, err)
+		}
+	}
 
 	if got := listTree(t, n.dir); !slices.Equal(got, []string{".lock"}) {
 		t.Errorf("left in the data directory: %q, want only its lock", got)
@@ -170,27 +179,89 @@ func TestRefusedSnapshotRacingANewTerm(t *testing.T) {
 	}
 }
 
-// TestDeleteShardOfADamagedShard: a shard whose follower does not open
-// (its log is damaged) answers Unavailable, but DeleteShard still
-// removes it, checking the term against the one its store holds; the
-// node then forgets it, and a NewTerm starts it afresh.
-func TestDeleteShardOfADamagedShard(t *testing.T) {
-	dir := t.TempDir()
+// damagedShard leaves shard s in data directory dir at term 2 with
+// entries 0 to 9, and its log damaged: its follower does not open.
+func damagedShard(t *testing.T, dir string, s leader.Shard) {
+	t.Helper()
 	n := startNode(t, dir)
-	s := leader.Shard{Namespace: "damaged", Shard: 1}
 	fence(t, n.conn, s, 2)
 	aFill(t, n.conn, s, 2, 0, 9, 9)
 	n.stop()
-	shardDir := filepath.Join(dir, "damaged", "1")
-	wal := filepath.Join(shardDir, "wal")
+	wal := filepath.Join(dir, s.Namespace, strconv.FormatInt(s.Shard, 10), "wal")
 	if err := os.RemoveAll(wal); err != nil {
 		t.Fatal(err)
 	}
 	if err := os.WriteFile(wal, []byte("not a log"), 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
 
-	n = startNode(t, dir)
+// heldDirSync is the operating system's file system, on which the first
+// OpenDir of dir (as a directory sync does) made once when reports true
+// waits: it closes entered, then waits for proceed.
+type heldDirSync struct {
+	vfs.FS
+	dir     string
+	when    func() bool
+	held    atomic.Bool
+	entered chan struct{}
+	proceed chan struct{}
+}
+
+func (h *heldDirSync) OpenDir(name string) (vfs.File, error) {
+	if name == h.dir && h.when() && h.held.CompareAndSwap(false, true) {
+		close(h.entered)
+		<-h.proceed
+	}
+	return h.FS.OpenDir(name)
+}
+
+// TestDeleteShardOfADamagedShardRacingADrop: while a DeleteShard removes
+// a shard whose follower does not open, a shard of the same namespace
+// with nothing stored is dropped: that drop leaves the namespace's
+// directory to the DeleteShard, which syncs it once the shard's directory
+// is gone, and succeeds; the namespace's directory goes then.
+func TestDeleteShardOfADamagedShardRacingADrop(t *testing.T) {
+	dir := t.TempDir()
+	damaged, empty := leader.Shard{Namespace: "damaged", Shard: 1}, leader.Shard{Namespace: "damaged", Shard: 2}
+	damagedShard(t, dir, damaged)
+	ns := filepath.Join(dir, "damaged")
+	gone := func(name string) bool {
+		_, err := os.Stat(filepath.Join(ns, name))
+		return errors.Is(err, os.ErrNotExist)
+	}
+	held := &heldDirSync{FS: vfs.Default, dir: ns, entered: make(chan struct{}), proceed: make(chan struct{}),
+		// The last sync of the damaged shard's removal.
+		when: func() bool { return gone("1") && gone("1.deleted") }}
+	n := startNode(t, dir, func(o *grpcapi.Options) { o.FS = held })
+	release := sync.OnceFunc(func() { close(held.proceed) })
+	t.Cleanup(release) // before the node's shutdown, which waits for the DeleteShard
+	emptyShardDir(t, n, empty)
+	deleted := make(chan error, 1)
+	go func() { deleted <- n.conn.Delete(ctxT(t), damaged, 2) }()
+	<-held.entered
+	_, err := n.conn.Status(ctxT(t), empty)
+	wantCode(t, err, codes.Aborted, grpcapi.ReasonNodeIsNotMember, "")
+	release()
+	if err := <-deleted; err != nil {
+		t.Fatalf("DeleteShard of a shard that does not open, while another of its namespace was dropped: %v", err)
+	}
+	if _, err := os.Stat(ns); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the namespace's directory once both shards are gone: %v", err)
+	}
+}
+
+// TestDeleteShardOfADamagedShard: a shard whose follower does not open
+// (its log is damaged) answers Unavailable, but DeleteShard still
+// removes it, checking the term against the one its store holds; the
+// node then forgets it, and a NewTerm starts it afresh.
+func TestDeleteShardOfADamagedShard(t *testing.T) {
+	dir := t.TempDir()
+	s := leader.Shard{Namespace: "damaged", Shard: 1}
+	damagedShard(t, dir, s)
+	shardDir := filepath.Join(dir, "damaged", "1")
+
+	n := startNode(t, dir)
 	c := n.conn
 	ctx := ctxT(t)
 	_, err := c.Status(ctx, s)

@@ -41,4 +41,15 @@ func TestInspectGetWaitsForOffsetZero(t *testing.T) {
 	if commit != 0 || !values[0].GetFound() || string(values[0].GetValue()) != string(val(0)) {
 		t.Fatalf("after commit 0: commit %d, %v; want commit 0 and %q", commit, values[0], val(0))
 	}
+
+	// Entry 1 is durable, not committed: the reply's commit offset is the
+	// last applied, not the head, and entry 1's key is not there yet.
+	aSend(t, st, aEntry(1, 1, 1, 0, false))
+	if a := aRecv(t, st); a != 1 {
+		t.Fatalf("ack %d, want 1", a)
+	}
+	values, commit, err = n.conn.Get(ctxT(t), s, 0, key(1))
+	if err != nil || commit != 0 || values[0].GetFound() {
+		t.Fatalf("with entry 1 durable, not committed: commit %d, %v, %v; want commit 0 and key(1) not found", commit, values, err)
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/internal/stacktest"
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
@@ -113,22 +114,42 @@ func TestPanicInAnObserverEndsTheInstall(t *testing.T) {
 }
 
 // TestPanicWhileOpeningAShard: the file system panics the first time the
-// shard's directory is touched; the call that opened it gets Unknown and
-// the next one opens the shard.
+// shard's directory is touched; the call that opened it gets Unknown, a
+// call that waited for that open gets Unavailable (the shard did not
+// open), and the next one opens the shard.
 func TestPanicWhileOpeningAShard(t *testing.T) {
 	var armed atomic.Bool
 	armed.Store(true)
+	entered, proceed := make(chan struct{}), make(chan struct{})
 	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
 		if strings.Contains(op.Path, "/opening/") && armed.CompareAndSwap(true, false) {
+			close(entered)
+			<-proceed
 			panic("file system bug")
 		}
 		return nil
 	}))
 	n := startNode(t, "", func(o *grpcapi.Options) { o.FS = fs })
+	release := sync.OnceFunc(func() { close(proceed) })
+	t.Cleanup(release)
 	s := leader.Shard{Namespace: "opening", Shard: 0}
-	if _, err := n.conn.NewTerm(ctxT(t), s, 1, nil); status.Code(err) != codes.Unknown {
+	opened := make(chan error, 1)
+	go func() {
+		_, err := n.conn.NewTerm(ctxT(t), s, 1, nil)
+		opened <- err
+	}()
+	<-entered
+	waited := make(chan error, 1)
+	go func() {
+		_, err := n.conn.NewTerm(ctxT(t), s, 1, nil)
+		waited <- err
+	}()
+	stacktest.WaitBlockedIn(t, "chan receive", "grpcapi.(*Server).lookup", nil)
+	release()
+	if err := <-opened; status.Code(err) != codes.Unknown {
 		t.Fatalf("a NewTerm whose shard panicked opening: %v, want Unknown", err)
 	}
+	wantCode(t, <-waited, codes.Unavailable, grpcapi.ReasonResourceUnavailable, "panicked")
 	fence(t, n.conn, s, 1)
 	replicate(t, n.conn, s, 1, 0, 3, true)
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -344,6 +346,53 @@ func TestSteps(t *testing.T) {
 	if !resp.GetTruncated() || len(resp.GetSteps()) != 4 || resp.GetSteps()[0].GetSeq() != 3 {
 		t.Fatalf("after overflowing the history: %v", resp)
 	}
+	// A refused operation is a step too, with the error it returned.
+	_, err = n.conn.NewTerm(ctxT(t), s, 1, nil)
+	wantCode(t, err, codes.FailedPrecondition, grpcapi.ReasonInvalidTerm, "")
+	steps, err = n.conn.Steps(ctxT(t), s, 6)
+	if err != nil || len(steps) != 1 || steps[0].GetEvent() != "NewTerm" || !strings.Contains(steps[0].GetError(), "invalid term") {
+		t.Fatalf("steps after a refused NewTerm: %v, %v; want one NewTerm step with its error", steps, err)
+	}
+}
+
+// TestDeletedShardsStepsKept: the last steps of the 64 most recently
+// deleted shards stay readable; a deleted shard that is hosted again
+// does not take the place of one of them.
+func TestDeletedShardsStepsKept(t *testing.T) {
+	n := startNode(t, "")
+	ctx := ctxT(t)
+	shard := func(i int64) leader.Shard { return leader.Shard{Namespace: "gone", Shard: i} }
+	hostAndDelete := func(s leader.Shard) {
+		t.Helper()
+		if _, err := n.conn.NewTerm(ctx, s, 1, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := n.conn.Delete(ctx, s, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oldest, again := shard(0), shard(1)
+	hostAndDelete(oldest)
+	hostAndDelete(again)
+	if _, err := n.conn.NewTerm(ctx, again, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	for i := int64(2); i <= 64; i++ {
+		hostAndDelete(shard(i))
+	}
+	// 64 shards deleted and not hosted again, the oldest first: all its
+	// steps are kept.
+	steps, err := n.conn.Steps(ctx, oldest, 0)
+	var got []string
+	for _, st := range steps {
+		got = append(got, fmt.Sprintf("%s %s %s", st.GetFrom(), st.GetEvent(), st.GetTo()))
+	}
+	if want := []string{"NotMember NewTerm Fenced", "Fenced Delete Closed"}; err != nil || !slices.Equal(got, want) {
+		t.Fatalf("steps of the oldest of 64 deleted shards: %v, %v; want %v", got, err, want)
+	}
+	hostAndDelete(shard(65))
+	_, err = n.conn.Steps(ctx, oldest, 0)
+	wantCode(t, err, codes.Aborted, grpcapi.ReasonNodeIsNotMember, "")
 }
 
 // TestMessageSizeLimit: a message over the configured limit is refused,

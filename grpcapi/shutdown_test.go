@@ -24,9 +24,9 @@ import (
 // the node does not serve got SERVICE_UNKNOWN and gets no NOT_SERVING
 // from the shutdown; it is ended once the followers are closed
 // (Unavailable), and the shutdown completes (it waited for the watch
-// until its context ended).
+// until its context ended, not for the drain timeout).
 func TestShutdownEndsAWatchOfAnUnknownService(t *testing.T) {
-	n := startNode(t, "")
+	n := startNode(t, "", func(o *grpcapi.Options) { o.DrainTimeout = time.Hour })
 	watch, err := healthpb.NewHealthClient(n.conn.ClientConn()).Watch(ctxT(t), &healthpb.HealthCheckRequest{Service: "no.such.Service"})
 	if err != nil {
 		t.Fatal(err)
@@ -41,9 +41,9 @@ func TestShutdownEndsAWatchOfAnUnknownService(t *testing.T) {
 // sent NOT_SERVING just before the shutdown began gets no other status
 // (the health server sends none twice); it is ended once the followers
 // are closed, and the shutdown completes (it waited for the watch until
-// its context ended).
+// its context ended, not for the drain timeout).
 func TestShutdownEndsAWatchThatSaidNotServingBefore(t *testing.T) {
-	n := startNode(t, "")
+	n := startNode(t, "", func(o *grpcapi.Options) { o.DrainTimeout = time.Hour })
 	watch, err := healthpb.NewHealthClient(n.conn.ClientConn()).Watch(ctxT(t), &healthpb.HealthCheckRequest{})
 	if err != nil {
 		t.Fatal(err)
@@ -127,37 +127,80 @@ func (g *gatedWatch) Context() context.Context {
 	return g.ServerStream.Context()
 }
 
+// gatedSend holds the health watch handler's first send (its first
+// status) until gate closes.
+type gatedSend struct {
+	grpc.ServerStream
+	once    sync.Once
+	sending chan struct{}
+	gate    chan struct{}
+}
+
+func (g *gatedSend) SendMsg(m any) error {
+	g.once.Do(func() { close(g.sending); <-g.gate })
+	return g.ServerStream.SendMsg(m)
+}
+
 // TestShutdownLetsAWatchSayNotServing: a health watch that had sent
 // nothing yet when the followers closed (it started as the shutdown
 // began) sends NOT_SERVING before it ends; ended then, its handler chose
 // at random between that status and its context's end, and the client
-// often saw no status at all.
+// often saw no status at all. So does a watch whose first status,
+// SERVING, was on its way when the shutdown began: SERVING does not end
+// it.
 func TestShutdownLetsAWatchSayNotServing(t *testing.T) {
-	for i := range 20 {
-		registered, gate := make(chan struct{}), make(chan struct{})
-		gated := grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
-			if info.FullMethod == healthpb.Health_Watch_FullMethodName {
-				ss = &gatedWatch{ServerStream: ss, registered: registered, gate: gate}
+	type gate func(ss grpc.ServerStream, entered, gate chan struct{}) grpc.ServerStream
+	for _, c := range []struct {
+		name string
+		gate gate
+		want []healthpb.HealthCheckResponse_ServingStatus
+	}{
+		{"nothing sent", func(ss grpc.ServerStream, entered, gate chan struct{}) grpc.ServerStream {
+			return &gatedWatch{ServerStream: ss, registered: entered, gate: gate}
+		}, []healthpb.HealthCheckResponse_ServingStatus{healthpb.HealthCheckResponse_NOT_SERVING}},
+		{"SERVING on its way", func(ss grpc.ServerStream, entered, gate chan struct{}) grpc.ServerStream {
+			return &gatedSend{ServerStream: ss, sending: entered, gate: gate}
+		}, []healthpb.HealthCheckResponse_ServingStatus{healthpb.HealthCheckResponse_SERVING, healthpb.HealthCheckResponse_NOT_SERVING}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			for i := range 20 {
+				entered, gate := make(chan struct{}), make(chan struct{})
+				gated := grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+					if info.FullMethod == healthpb.Health_Watch_FullMethodName {
+						ss = c.gate(ss, entered, gate)
+					}
+					return h(srv, ss)
+				})
+				n := startNode(t, "", func(o *grpcapi.Options) { o.GRPCOptions = []grpc.ServerOption{gated} })
+				watch, err := healthpb.NewHealthClient(n.conn.ClientConn()).Watch(ctxT(t), &healthpb.HealthCheckRequest{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				<-entered
+				stopped := make(chan struct{})
+				go func() {
+					defer close(stopped)
+					n.shutdown() // fails the test if Shutdown returns an error
+				}()
+				<-grpcapi.Drained(n.srv)
+				close(gate)
+				var got []healthpb.HealthCheckResponse_ServingStatus
+				for {
+					r, err := watch.Recv()
+					if err != nil {
+						if status.Code(err) != codes.Unavailable {
+							t.Errorf("run %d: the watch ended with %v, want Unavailable", i, err)
+						}
+						break
+					}
+					got = append(got, r.GetStatus())
+				}
+				if !slices.Equal(got, c.want) {
+					t.Errorf("run %d: the watch received %v, want %v", i, got, c.want)
+				}
+				<-stopped
 			}
-			return h(srv, ss)
 		})
-		n := startNode(t, "", func(o *grpcapi.Options) { o.GRPCOptions = []grpc.ServerOption{gated} })
-		watch, err := healthpb.NewHealthClient(n.conn.ClientConn()).Watch(ctxT(t), &healthpb.HealthCheckRequest{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		<-registered
-		stopped := make(chan struct{})
-		go func() {
-			defer close(stopped)
-			n.stop() // fails the test if Shutdown returns an error
-		}()
-		<-grpcapi.Drained(n.srv)
-		close(gate)
-		if r, err := watch.Recv(); err != nil || r.GetStatus() != healthpb.HealthCheckResponse_NOT_SERVING {
-			t.Errorf("run %d: the watch received %v, %v; want NOT_SERVING", i, r, err)
-		}
-		<-stopped
 	}
 }
 
