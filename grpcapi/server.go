@@ -265,7 +265,9 @@ func (s *Server) Serve(lis net.Listener) error {
 // Options.DrainTimeout from then, and removes what the
 // shards whose followers had nothing stored left on disk. When ctx ends
 // first, the remaining connections are closed at once and Shutdown
-// returns, whatever the handlers still wait for.
+// returns, whatever the handlers still wait for; a connection still in
+// its handshake is closed only at the end of its Options.HandshakeTimeout,
+// and Serve returns after that.
 // Shutdown releases the data directory, unless ctx ended while a
 // follower was still closing (it may still write): then the directory is
 // released once every follower has closed, after Shutdown returned.
