@@ -311,13 +311,7 @@ func TestShutdownWithAnIdleConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepting := &acceptSignal{Listener: lis, accepted: make(chan struct{}, 1)}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(accepting) }()
+	lis, accepting, served := serveAccepting(t, srv)
 	conn, err := net.Dial("tcp", lis.Addr().String())
 	if err != nil {
 		t.Fatal(err)
@@ -342,13 +336,7 @@ func TestShutdownWithAnEndedContextOnceNoHandlerRuns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	accepting := &acceptSignal{Listener: lis, accepted: make(chan struct{}, 1)}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(accepting) }()
+	lis, accepting, served := serveAccepting(t, srv)
 	c, err := leader.Dial(lis.Addr().String(), 0)
 	if err != nil {
 		t.Fatal(err)
@@ -404,6 +392,21 @@ func TestServeAfterShutdown(t *testing.T) {
 	if err := lis.Close(); !errors.Is(err, net.ErrClosed) {
 		t.Fatalf("closing the listener Serve was given after Shutdown: %v, want it closed already", err)
 	}
+}
+
+// serveAccepting serves srv on a loopback listener that tells on
+// accepting.accepted of each connection it accepts; served gets what
+// Serve returned.
+func serveAccepting(t *testing.T, srv *grpcapi.Server) (lis net.Listener, accepting *acceptSignal, served <-chan error) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepting = &acceptSignal{Listener: lis, accepted: make(chan struct{}, 1)}
+	result := make(chan error, 1)
+	go func() { result <- srv.Serve(accepting) }()
+	return lis, accepting, result
 }
 
 // acceptSignal is a listener that tells when it accepted a connection.
