@@ -805,6 +805,7 @@ func TestBugNewTermReturnsBeforeTheHandler(t *testing.T) {
 	<-r.ctx.Done()                          // NewTerm ended the stream
 	s.in <- entryAppend(1, 1, -1, "k", "v") // an Append the transport held: the receive loop leaves
 	<-r.recvDone
+	<-r.syncDone // both loops are gone: NewTerm can only be waiting for the handler
 	stacktest.WaitBlockedIn(t, "chan receive", "follower.(*replication).end", done)
 	close(gate)
 	<-done

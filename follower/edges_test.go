@@ -531,6 +531,24 @@ func TestOversizedEntryIsTheLeadersMistake(t *testing.T) {
 	}
 }
 
+// TestEntryAsLargeAsTheLogTakesIsNotRefused: the size check refuses only
+// values larger than the log takes; one of exactly wal.MaxValueSize bytes
+// is handed to the log (which here refuses it for its offset, before
+// reading the value).
+func TestEntryAsLargeAsTheLogTakesIsNotRefused(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	confFill(t, h.f, 1, 0, 0, -1)
+	s := newFakeStream()
+	defer s.cancel()
+	r := newReplication(h.f, s) // not attached: its append is called here
+	r.log = h.f.log
+	err := r.append(logpos.Entry{Term: 1, Offset: 2, Value: make([]byte, wal.MaxValueSize)}, nil)
+	if errors.Is(err, ErrInvalidArgument) || !errors.Is(err, wal.ErrGap) {
+		t.Fatalf("a value of %d bytes after a gap: %v, want the log's gap", wal.MaxValueSize, err)
+	}
+}
+
 // TestTermVisibleOnceDurable: NewTerm persists the term before anything
 // shows it (SPEC §2.1): while the store syncs it, Term and Status still
 // report the old term; a term whose persisting fails is never shown.

@@ -235,3 +235,38 @@ func TestLoggerPanicDuringNewTerm(t *testing.T) {
 		t.Errorf("the leader of term 2 truncating: %v", err)
 	}
 }
+
+// TestObserverPanicOnTheFirstEntry: an observer that panics on the step a
+// stream's first entry takes (moving a Fenced follower to Follower) ends
+// the stream, not the process; the entry, which the log took before the
+// move, is the head, and the leader's next stream finds it there (a
+// duplicate).
+func TestObserverPanicOnTheFirstEntry(t *testing.T) {
+	obs := &panicOn{event: EventFirstEntry.String()}
+	h := newHarness(t, Config{Observer: obs})
+	h.newTerm(1)
+	obs.armed.Store(true)
+	a := confAttach(t, h.f)
+	a.send(t, entryAppend(1, 0, -1, "k", "v"))
+	select {
+	case err := <-a.res:
+		if !errors.Is(err, errEntryPanicked) {
+			t.Fatalf("the stream: %v, want the observer's panic", err)
+		}
+	case o := <-a.s.acks:
+		t.Fatalf("ack %d: the stream went on after the move panicked", o)
+	}
+	if st := h.f.Status(); st.Head != 0 {
+		t.Fatalf("head %d once the first entry's move panicked, want 0 (the log holds it)", st.Head)
+	}
+	b := confAttach(t, h.f)
+	for o := int64(0); o <= 1; o++ {
+		b.send(t, entryAppend(1, o, -1, "k", "v"))
+		if got := b.ack(t); got != o {
+			t.Fatalf("the next stream: ack %d, want %d", got, o)
+		}
+	}
+	if err := b.finish(t); err != nil {
+		t.Fatal(err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 )
@@ -165,5 +166,81 @@ func TestHalfCloseRoundIsNoSync(t *testing.T) {
 	}
 	if st := h.f.Stats(); st.Syncs != 1 || st.SyncLatency.Count != 1 {
 		t.Fatalf("%d syncs (%d timed) for one entry, want 1", st.Syncs, st.SyncLatency.Count)
+	}
+}
+
+// TestAckLatencySampling: the ack latency is measured for every entry
+// that arrives while none waits for its ack (an idle stream's acks are
+// all timed), and of a burst, for its first entry only (and for one in
+// sampling): the entries queued behind it add nothing to AckLatency.
+func TestAckLatencySampling(t *testing.T) {
+	held := newHeldSyncRound(t)
+	a := confAttach(t, held.f)
+	for o := int64(0); o <= 1; o++ { // each arrives with nothing waiting
+		a.send(t, entryAppend(1, o, -1, "k", "v"))
+		if got := a.ack(t); got != o {
+			t.Fatalf("ack %d, want %d", got, o)
+		}
+	}
+	held.armed.Store(true)
+	a.send(t, entryAppend(1, 2, -1, "k", "v"))
+	<-held.blocked // entry 2 waits in its round's fsync; 3 and 4 queue behind it
+	a.send(t, entryAppend(1, 3, -1, "k", "v"))
+	a.send(t, entryAppend(1, 4, -1, "k", "v"))
+	close(held.gate)
+	for o := int64(2); o <= 4; o++ {
+		if got := a.ack(t); got != o {
+			t.Fatalf("ack %d, want %d", got, o)
+		}
+	}
+	if err := a.finish(t); err != nil { // every ack observed once it returns
+		t.Fatal(err)
+	}
+	if st := held.f.Stats(); st.AcksSent != 5 || st.AckLatency.Count != 3 {
+		t.Fatalf("%d acks with %d timed, want 5 with 3 (entries 0, 1 and 2)", st.AcksSent, st.AckLatency.Count)
+	}
+}
+
+// TestCumulativeAckTimedByTheNewestEntry: in cumulative mode an ack's
+// latency is measured from the newest timed entry it covers.
+func TestCumulativeAckTimedByTheNewestEntry(t *testing.T) {
+	f, err := Open(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	s := newFakeStream()
+	defer s.cancel()
+	r := newReplication(f, s) // not attached: its round is driven here
+	r.mu.mode = cumulative
+	newest := time.Now()
+	r.mu.pending = []pendingAck{{0, newest.Add(-time.Hour)}, {1, time.Time{}}, {2, newest}, {3, time.Time{}}}
+	if _, err := r.acknowledge(3); err != nil {
+		t.Fatal(err)
+	}
+	since := time.Since(newest)
+	if got := <-s.acks; got != 3 {
+		t.Fatalf("ack %d, want 3", got)
+	}
+	if h := f.Stats().AckLatency; h.Count != 1 || h.Sum > since {
+		t.Fatalf("ack latency: %d observed, %v in all; want 1, at most %v (since entry 2 arrived)", h.Count, h.Sum, since)
+	}
+}
+
+// TestFailedSyncRoundIsCounted: a sync round whose fsync fails is counted
+// in Stats.Syncs, and timed, as one that succeeds.
+func TestFailedSyncRoundIsCounted(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	s, res := h.replicate(1, 0, 0, -1) // acked: its round was counted
+	before := h.f.Stats()
+	h.fs.failSyncs("/wal/")
+	s.in <- entryAppend(1, 1, -1, "k", "v")
+	if err := <-res; !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("the stream: %v, want ErrUnavailable", err)
+	}
+	h.fs.heal()
+	if st := h.f.Stats(); st.Syncs != before.Syncs+1 || st.SyncLatency.Count != before.SyncLatency.Count+1 {
+		t.Fatalf("%d syncs (%d timed) after a failed one, want %d (%d)", st.Syncs, st.SyncLatency.Count, before.Syncs+1, before.SyncLatency.Count+1)
 	}
 }

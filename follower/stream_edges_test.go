@@ -1,8 +1,10 @@
 package follower
 
 import (
+	"context"
 	"errors"
 	"math"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync/atomic"
@@ -371,5 +373,39 @@ func TestAppendReceivedAfterTheStreamEnded(t *testing.T) {
 	}
 	if st := h.f.Status(); st.Head != 0 {
 		t.Fatalf("head %d, want 0", st.Head)
+	}
+}
+
+// A sync loop whose log failed once the follower had reopened it (the
+// failure noted by another of its users, and a control operation
+// replacing it) leaves the follower's head alone: it is the reopened
+// log's, which has not failed.
+func TestStaleSyncFailureLeavesTheReopenedLogsHead(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTerm(1)
+	confFill(t, h.f, 1, 0, 2, -1)
+	// The log the stream attached with, since replaced: it fails its next
+	// fsync, of an entry beyond what it made durable.
+	fs := newFaultyFS()
+	old, err := wal.Open(filepath.Join(t.TempDir(), "wal"), wal.Options{FS: fs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer old.Close()
+	if err := old.AppendAsync(logpos.Entry{Term: 1, Offset: 0, Value: kvPut("k", "v")}); err != nil {
+		t.Fatal(err)
+	}
+	fs.failSyncs("/wal/")
+	s := newFakeStream()
+	defer s.cancel()
+	r := newReplication(h.f, s) // not attached: its sync loop runs here
+	r.log = old
+	r.kick()
+	r.sync() // returns once its sync failed
+	if err := context.Cause(r.ctx); !errors.Is(err, wal.ErrFailed) {
+		t.Fatalf("the stream ended with %v, want its log's failure", err)
+	}
+	if st := h.f.Status(); st.Head != 2 || h.f.logFailed.Load() {
+		t.Fatalf("head %d (log failed: %v) after a replaced log failed, want 2 (not failed)", st.Head, h.f.logFailed.Load())
 	}
 }
