@@ -1805,21 +1805,30 @@ func TestConformanceFailingAppendAcknowledgesWhatCameBefore(t *testing.T) {
 	}
 }
 
+// unattachedCumulative opens a follower and a replication of a fake
+// stream in cumulative mode that is not attached: the test drives its
+// sync rounds itself. Both are closed when the test ends.
+func unattachedCumulative(t *testing.T) (*Follower, *fakeStream, *replication) {
+	t.Helper()
+	f, err := Open(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	s := newFakeStream()
+	t.Cleanup(s.cancel)
+	r := newReplication(f, s)
+	r.mu.mode = cumulative
+	return f, s, r
+}
+
 // TestConformanceCumulativeAckNotRepeated: in cumulative mode a sync
 // round acks the durable head only when it moved, even when entries it
 // covered are still waiting (an entry recorded after the round that made
 // it durable had acked it), and repeats a value only to answer a
 // duplicate, once the duplicate is durable.
 func TestConformanceCumulativeAckNotRepeated(t *testing.T) {
-	f, err := Open(Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	s := newFakeStream()
-	defer s.cancel()
-	r := newReplication(f, s) // not attached: its rounds are driven here
-	r.mu.mode = cumulative
+	_, s, r := unattachedCumulative(t)
 	round := func(durable logpos.Offset, received ...logpos.Offset) {
 		t.Helper()
 		r.mu.Lock()

@@ -204,15 +204,7 @@ func TestAckLatencySampling(t *testing.T) {
 // TestCumulativeAckTimedByTheNewestEntry: in cumulative mode an ack's
 // latency is measured from the newest timed entry it covers.
 func TestCumulativeAckTimedByTheNewestEntry(t *testing.T) {
-	f, err := Open(Config{Dir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	s := newFakeStream()
-	defer s.cancel()
-	r := newReplication(f, s) // not attached: its round is driven here
-	r.mu.mode = cumulative
+	f, s, r := unattachedCumulative(t)
 	newest := time.Now()
 	r.mu.pending = []pendingAck{{0, newest.Add(-time.Hour)}, {1, time.Time{}}, {2, newest}, {3, time.Time{}}}
 	if _, err := r.acknowledge(3); err != nil {
