@@ -425,7 +425,7 @@ func TestLookupNotHeldByOtherShards(t *testing.T) {
 
 // TestShutdownWithAnEndedContext: a node with no follower to close
 // releases its data directory in a shutdown whose context has already
-// ended (which may still report that it did not wait for gRPC to stop).
+// ended, and reports no error: nothing was cut short.
 func TestShutdownWithAnEndedContext(t *testing.T) {
 	dir := t.TempDir()
 	ctx, cancel := context.WithCancel(context.Background())
@@ -435,7 +435,7 @@ func TestShutdownWithAnEndedContext(t *testing.T) {
 		if err != nil {
 			t.Fatalf("a node on the data directory of one shut down: %v", err)
 		}
-		if err := s.Shutdown(ctx); err != nil && (!errors.Is(err, context.Canceled) || strings.Contains(err.Error(), "followers")) {
+		if err := s.Shutdown(ctx); err != nil {
 			t.Fatalf("Shutdown of a node with no follower to close: %v", err)
 		}
 	}
