@@ -1932,6 +1932,15 @@ func TestRefusalsSayWhy(t *testing.T) {
 			t.Errorf("%s: %q does not say %q", c.name, err, c.says)
 		}
 	}
+
+	// A follower with no term takes a snapshot of any term but a
+	// negative one, which is not a term at all.
+	nm := newHarness(t, Config{})
+	negative := confSnap{chunkTerm: -1, storeTerm: 7, commit: 4, options: confSnapOpts}.build(t)
+	_, err := nm.f.InstallSnapshot(&gatedStream{chunks: cloneChunks(negative)})
+	if says := "snapshot term -1 is negative"; !errors.Is(err, ErrInvalidTerm) || !strings.Contains(err.Error(), says) {
+		t.Errorf("install at term -1 into a follower with no term: %v, want %v saying %q", err, ErrInvalidTerm, says)
+	}
 }
 
 // TestTheLastOffset: at the end of the offsets, a snapshot may reach the

@@ -568,8 +568,8 @@ func (f *Follower) repairForDelete() {
 // holds no term beside a log that holds entries), Remove fails with
 // ErrUnavailable, and only an operator can remove the directory. A
 // directory that does not exist is removed already; what a Delete or
-// Remove cut short left of it (see removeDir) goes. No follower of the
-// shard may be open.
+// Remove cut short left of it (the directory renamed aside before its
+// removal) goes. No follower of the shard may be open.
 func Remove(cfg Config, term logpos.Term) error {
 	if cfg.Dir == "" {
 		return errNoDir

@@ -51,7 +51,10 @@ func (f *Follower) InstallSnapshot(s SnapshotStream) (logpos.Offset, error) {
 			case "SnapshotNotEmpty":
 				return "empty snapshot"
 			case "SnapshotTermAcceptable":
-				return fmt.Sprintf("snapshot term %d is not the current term %d", inst.chunkTerm, f.term.Load())
+				if term := f.term.Load(); term != int64(logpos.NoTerm) {
+					return fmt.Sprintf("snapshot term %d is not the current term %d", inst.chunkTerm, term)
+				}
+				return fmt.Sprintf("snapshot term %d is negative", inst.chunkTerm)
 			}
 			return ""
 		})

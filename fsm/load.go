@@ -97,6 +97,10 @@ type loader struct {
 	// unreadTypes are the positions of payload fields whose type is not
 	// a string (reported as such, not as missing).
 	unreadTypes map[Pos]bool
+	// refusedTypes are the positions of payload fields whose type was
+	// reported as no type the generated code can hold: guards and actions
+	// reading them are not compared with other events' fields.
+	refusedTypes map[Pos]bool
 	// badTerminal is set when a state's terminal is not a boolean, or a
 	// state's declaration cannot be read: which states end the machine
 	// is then unknown.
@@ -354,10 +358,16 @@ func (l *loader) load(src []byte) *Table {
 			// hint above; another mistake before it is reported as well.
 			if len(stars) == 0 || p.Line < stars[0].Line || p.Line == stars[0].Line && p.Column < stars[0].Col {
 				msg := ye.GetMessage()
-				if msg == "value is not allowed in this context" {
+				switch msg {
+				case "value is not allowed in this context":
 					// Mostly a key indented deeper or shallower
 					// than its siblings.
 					msg += "; check this line's indentation against the lines above"
+				case "mapping value is not allowed in this context":
+					// A plain value holding ": " (doc: Note: ...),
+					// or one that a line indented deeper than its
+					// key continues with a key of its own.
+					msg += `; quote this value if it holds ": ", and check that no line after it is indented deeper than its key`
 				}
 				l.errorf(l.at(p.Line, p.Column), "YAML syntax: %s", msg)
 			}

@@ -214,3 +214,36 @@ func TestOneDiagnosticPerMistake(t *testing.T) {
 		}
 	}
 }
+
+// A payload type that is not a Go type is reported where it is declared,
+// and only there: a guard or action that reads the field from it and from
+// another event is not also said to read two types.
+func TestRefusedPayloadTypeIsNotComparedWithOthers(t *testing.T) {
+	for _, c := range []struct{ typ, want string }{
+		{"in t", `t.yaml:10:20: payload field "n": "in t" is not a Go type`},
+		{"[int]", "t.yaml:10:23: payload field type must be a string, not a list"},
+	} {
+		src := strings.Replace(base, "  Go: {}\n", "  Go: {payload: {n: int}}\n  Stop: {payload: {n: "+c.typ+"}}\n", 1)
+		src = strings.Replace(src, "  - {from: A, on: Go, to: B}\n",
+			"  - {from: A, on: Go, to: B, do: [X]}\n  - {from: A, on: Stop, to: B, do: [X]}\nactions:\n  X: {uses: [n]}\n", 1)
+		if got := loadErr(t, src); got != c.want {
+			t.Errorf("%s: got\n%s\nwant\n%s", c.typ, got, c.want)
+		}
+	}
+}
+
+// A block value holding ": ", or continued by a line indented deeper than
+// its key, is a YAML mapping where none may be: the diagnostic says how
+// to write it.
+func TestMappingValueInAValueExplained(t *testing.T) {
+	hint := `YAML syntax: mapping value is not allowed in this context; quote this value if it holds ": ", and check that no line after it is indented deeper than its key`
+	for _, c := range []struct{ from, to, want string }{
+		{"  Go: {}\n", "  Go:\n    doc: Note: it goes.\n", "t.yaml:10:10: " + hint},
+		{"  Go: {}\n", "  Go:\n    doc: It goes.\n      payload: {n: int}\n", "t.yaml:10:10: " + hint},
+	} {
+		src := strings.Replace(base, c.from, c.to, 1)
+		if got := loadErr(t, src); got != c.want {
+			t.Errorf("%q: got\n%s\nwant\n%s", c.to, got, c.want)
+		}
+	}
+}

@@ -118,7 +118,7 @@ func TestGuardFieldTypeSpelling(t *testing.T) {
 		{"struct{ byte int }", "struct{ uint8 int }", false}, // field names
 		{"struct{ byte }", "struct{ uint8 }", false},         // embedded: named after the type
 		{"interface{ byte() }", "interface{ uint8() }", false},
-		{"x.byte", "x.uint8", false},
+		{"x.Byte", "x.Uint8", false},
 		{"int", "int64", false},
 		{"func(byte)", "func(uint8)", true},
 		{"func() rune", "func() (r int32)", true},

@@ -123,7 +123,14 @@ func (l *loader) validate(t *Table) {
 	for _, e := range t.Events {
 		var size int64
 		for _, f := range e.Payload {
+			reported := len(l.diags)
 			size = min(size+l.checkType(f, imports, used), maxFrame)
+			if len(l.diags) > reported || l.unreadTypes[f.Pos] {
+				if l.refusedTypes == nil {
+					l.refusedTypes = make(map[Pos]bool)
+				}
+				l.refusedTypes[f.Pos] = true
+			}
 		}
 		if size >= maxPayload && len(e.Payload) > 1 {
 			l.errorf(e.Pos, "event %s: its payload takes %s or more, the limit of a payload", e.Name, maxPayloadText)
@@ -258,6 +265,9 @@ func (l *loader) checkUses(what string, at ref, uses []string, ev Event, fieldTy
 		}
 		key := at.name + "." + u
 		field := ev.Payload[i]
+		if l.refusedTypes[field.Pos] {
+			continue // reported where the field is declared
+		}
 		if prev, ok := fieldType[key]; ok && sameType(prev.field.Type) != sameType(field.Type) {
 			l.errorf(at.pos, "%s %s reads payload field %q as %s here (event %s, declared at %d:%d) but as %s for event %s (declared at %d:%d)",
 				what, at.name, u, field.Type, ev.Name, field.Pos.Line, field.Pos.Col, prev.field.Type, prev.event, prev.field.Pos.Line, prev.field.Pos.Col)
