@@ -932,6 +932,26 @@ func TestNodeLogExcerpt(t *testing.T) {
 	}
 }
 
+// TestThroughputBudget: the throughput verdict holds the ratio to 0.70
+// of the bare stream with cumulative acks, and judges nothing with
+// per-entry acks.
+func TestThroughputBudget(t *testing.T) {
+	for _, c := range []struct {
+		ratio      float64
+		cumulative bool
+		verdict    string
+	}{
+		{0.70, true, "within budget (≥ 70 %)"},
+		{1.3, true, "within budget (≥ 70 %)"},
+		{0.699, true, "BELOW budget (≥ 70 %)"},
+		{0.99, false, "no budget for per-entry acks (≥ 70 % with cumulative acks)"},
+	} {
+		if got := throughputBudget(c.ratio, c.cumulative); got != c.verdict {
+			t.Errorf("ratio %v, cumulative %v: %q, want %q", c.ratio, c.cumulative, got, c.verdict)
+		}
+	}
+}
+
 // TestIdleBudget: the idle verdict judges the node's median ack, not its
 // tail, against the durable echo's median plus 50µs.
 func TestIdleBudget(t *testing.T) {

@@ -420,7 +420,12 @@ func TestBenchSummaryNumbers(t *testing.T) {
 	fRate, bRate, dRate := num(f[0]), num(b[0]), num(d[0])
 	near("followerd MiB/s", num(f[2]), fRate*entrySize/(1<<20), 0.02*fRate*entrySize/(1<<20)+0.06)
 	near("baseline MiB/s", num(b[2]), bRate*entrySize/(1<<20), 0.02*bRate*entrySize/(1<<20)+0.06)
-	near("ratio", num(fields("            ratio ")[0]), 100*fRate/bRate, 0.02*100*fRate/bRate+1)
+	rf := fields("            ratio ")
+	near("ratio", num(rf[0]), 100*fRate/bRate, 0.02*100*fRate/bRate+1)
+	// ratio  R % of the bare stream: VERDICT budget (≥ 70 %)
+	if below := strings.Contains(strings.Join(rf, " "), "BELOW budget"); below && fRate/bRate > 0.705 || !below && fRate/bRate < 0.695 {
+		t.Errorf("throughput verdict below=%v with followerd at %v of the bare stream\n%s", below, fRate/bRate, out)
+	}
 	// durable   X entries/s, P % of the bare stream: ...; followerd Q % of it
 	near("durable % of the bare stream", num(d[2]), 100*dRate/bRate, 0.02*100*dRate/bRate+1)
 	q := num(d[len(d)-4])
