@@ -427,7 +427,11 @@ func (l *loader) load(src []byte) *Table {
 	if n := fields["unhandled"]; n != nil {
 		if p := l.policy(n); p != nil {
 			t.Unhandled = *p
+		} else {
+			l.markUnread("error") // the policy may have named one
 		}
+	} else {
+		l.markUnread("error") // the policy it lacks may name one
 	}
 	for key, what := range map[string]string{
 		"imports": "import", "states": "state", "events": "event",
@@ -851,7 +855,9 @@ func (l *loader) state(e *ast.MappingValueNode) State {
 		}
 	}
 	if n := f["unhandled"]; n != nil {
-		s.Override = l.policy(n)
+		if s.Override = l.policy(n); s.Override == nil {
+			l.markUnread("error") // the policy may have named one
+		}
 	}
 	return s
 }

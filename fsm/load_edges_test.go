@@ -247,3 +247,24 @@ func TestMappingValueInAValueExplained(t *testing.T) {
 		}
 	}
 }
+
+// An error that only an unhandled policy names is not reported as never
+// used when the policy is missing or cannot be read: writing the policy
+// fixes both.
+func TestPolicyErrorNotUnusedBesideABrokenPolicy(t *testing.T) {
+	const policy = "unhandled: {refuse: ErrNo}\n"
+	for _, c := range []struct{ name, policy, stateA, want string }{
+		{"no policy", "", "{}", `t.yaml:1:1: the table lacks "unhandled"`},
+		{"a policy that does not read", "unhandled: refuse ErrNo\n", "{}",
+			`t.yaml:4:12: unhandled must be "ignore" or {refuse: ErrSomething}, not "refuse ErrNo"`},
+		{"a state's policy that does not read", "unhandled: ignore\n", "{unhandled: [ErrNo]}",
+			`t.yaml:6:18: unhandled must be "ignore" or {refuse: ErrSomething}, not a list`},
+		{"a policy naming no error", "unhandled: ignore\n", "{}", "t.yaml:11:3: error ErrNo is declared but never used"},
+	} {
+		src := strings.Replace(base, policy, c.policy, 1)
+		src = strings.Replace(src, "  A: {}\n", "  A: "+c.stateA+"\n", 1)
+		if got := loadErr(t, src); got != c.want {
+			t.Errorf("%s: got\n%s\nwant\n%s", c.name, got, c.want)
+		}
+	}
+}
