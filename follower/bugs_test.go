@@ -635,6 +635,11 @@ func TestBugCommitBackAfterStoreRepair(t *testing.T) {
 	if v, err := f.Get([]byte("k5")); err != nil || string(v) != "t1" {
 		t.Fatalf("k5 once applied again: %q, %v", v, err)
 	}
+	// The applier reads the lost entries again from the store's commit,
+	// not from where it had stopped reading before the failure.
+	if n := f.Stats().ApplyErrors; n != 0 {
+		t.Fatalf("%d failed apply attempts while applying again what the store lost, want none", n)
+	}
 }
 
 // TestBugStatusTornTermAndState: Status read the term and the state one
@@ -1041,6 +1046,9 @@ func storeBackAtCommit2(t *testing.T, f *Follower, dir string) {
 	}
 	confFill(t, f, 1, 3, 5, 5)
 	waitApplied(t, f, 5)
+	// The applier is idle, with no wake-up pending: it does not try the
+	// store while it is swapped below.
+	stacktest.WaitBlockedIn(t, "select", "follower.(*applier).run", nil)
 	// The store fails with its files as they were at commit 2.
 	f.acquire()
 	_ = f.store().Close()

@@ -651,6 +651,9 @@ func TestInstallFailedAfterSwapBelowCommit(t *testing.T) {
 	if err := f.WaitApplied(context.Background(), 30); err != nil {
 		t.Fatal(err)
 	}
+	// The floor a store that failed and came back older leaves, once
+	// applied again: the snapshot's commit replaces it too.
+	f.commitFloor.Store(30)
 	sn := mdlBuildSnapshot(t, 1, 1, 14)
 	inj.armed.Store(true)
 	if _, err := f.InstallSnapshot(&fakeSnapshotStream{chunks: sn.chunksFor(1, mangleNone, 0)}); !errors.Is(err, ErrUnavailable) {
@@ -667,6 +670,11 @@ func TestInstallFailedAfterSwapBelowCommit(t *testing.T) {
 	}
 	if st := f.Status(); st.Commit != 14 || st.Head != 14 {
 		t.Fatalf("after a repair whose log reset failed: %+v, want head and commit at the snapshot point 14", st)
+	}
+	// The replaced log still holds entries up to 30: none of them is
+	// applied on the snapshot's store.
+	if adv := f.Stats().Advertised; adv != 14 {
+		t.Fatalf("advertised commit %d after a repair whose log reset failed, want the snapshot point 14", adv)
 	}
 	inj.failClear.Store(false)
 	head, err := f.NewTerm(2, TermOptions{})
@@ -893,7 +901,8 @@ const clearMarkerName = "CLEARING"
 func TestEveryRepairAdoptsAHigherStoredTerm(t *testing.T) {
 	for _, from := range []State{StateNotMember, StateFollower} {
 		t.Run(from.String(), func(t *testing.T) {
-			h := newHarness(t, Config{})
+			rec := newMdlRecorder()
+			h := newHarness(t, Config{Observer: rec})
 			if from == StateFollower {
 				h.newTerm(1)
 				if _, err := h.f.Truncate(1, &logpos.EntryID{Term: 0, Offset: -1}); err != nil {
@@ -907,8 +916,18 @@ func TestEveryRepairAdoptsAHigherStoredTerm(t *testing.T) {
 			if st := h.f.Status(); st.State != from || st.Term == 3 {
 				t.Fatalf("before any repair: %+v", st)
 			}
+			before := rec.count()
 			if _, err := h.f.Truncate(1, &logpos.EntryID{Term: 1, Offset: -1}); !errors.Is(err, ErrInvalidTerm) {
 				t.Fatalf("Truncate of term 1 with term 3 stored: %v, want ErrInvalidTerm", err)
+			}
+			// A NotMember is restored to Fenced, as on opening; any other
+			// is fenced again.
+			want := EventNewTerm
+			if from == StateNotMember {
+				want = EventRestore
+			}
+			if steps, _ := rec.since(before); len(steps) == 0 || steps[0].Event != want.String() || steps[0].Err != nil {
+				t.Fatalf("steps of the repair: %+v, want %s first", steps, want)
 			}
 			if st := h.f.Status(); st.Term != 3 || st.State != StateFenced {
 				t.Fatalf("after the repair: %+v, want term 3, Fenced", st)
@@ -920,5 +939,44 @@ func TestEveryRepairAdoptsAHigherStoredTerm(t *testing.T) {
 				t.Fatalf("term options %+v, want %+v", got, opts)
 			}
 		})
+	}
+}
+
+// TestDeleteAfterAFailedRepairAdoptsTheStoredTerm: a control operation
+// whose repair cannot reopen the store fails with ErrUnavailable; the
+// repair that Delete runs next reopens it and adopts the term it holds,
+// so that Delete below that term is refused (SPEC §2.6).
+func TestDeleteAfterAFailedRepairAdoptsTheStoredTerm(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTermStoredButFailed()
+	h.fs.fail("/store/")
+	if _, err := h.f.Truncate(1, &logpos.EntryID{Offset: -1}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Truncate while the store cannot reopen: %v, want ErrUnavailable", err)
+	}
+	h.fs.heal()
+	if err := h.f.Delete(1); !errors.Is(err, ErrInvalidTerm) {
+		t.Fatalf("Delete(1) with term 2 stored: %v, want ErrInvalidTerm", err)
+	}
+	if st := h.f.Status(); st.Term != 2 || st.State != StateFenced {
+		t.Fatalf("after the refused Delete: %+v, want term 2, Fenced", st)
+	}
+}
+
+// TestClosedFollowerLeavesAFailedStoreClosed: the store failed, then the
+// follower closed; an operation on the closed follower fails with
+// ErrClosed and opens nothing: the shard opens again.
+func TestClosedFollowerLeavesAFailedStoreClosed(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTermStoredButFailed()
+	_ = h.f.Close() // may report the store's failure
+	if _, err := h.f.NewTerm(3, TermOptions{}); !errors.Is(err, ErrClosed) {
+		t.Fatalf("NewTerm on a closed follower: %v, want ErrClosed", err)
+	}
+	g, err := Open(h.cfg)
+	if err != nil {
+		t.Fatalf("opening the shard again: %v", err)
+	}
+	if err := g.Close(); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -1,8 +1,10 @@
 package follower
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"strings"
 	"sync/atomic"
@@ -183,5 +185,54 @@ func TestObserverPanicDuringOpenClosesWhatItOpened(t *testing.T) {
 	}
 	if err := g.Close(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// statusOnMessage is a logger's handler that takes the follower's Status
+// when a record with message msg is logged.
+type statusOnMessage struct {
+	msg string
+	f   *atomic.Pointer[Follower]
+	got chan Status
+}
+
+func (h statusOnMessage) Enabled(context.Context, slog.Level) bool { return true }
+func (h statusOnMessage) WithAttrs([]slog.Attr) slog.Handler       { return h }
+func (h statusOnMessage) WithGroup(string) slog.Handler            { return h }
+
+func (h statusOnMessage) Handle(_ context.Context, r slog.Record) error {
+	if f := h.f.Load(); f != nil && r.Message == h.msg {
+		h.got <- f.Status()
+	}
+	return nil
+}
+
+// TestStatusDuringNewTermIsTheLastCompletedOperations: NewTerm stores
+// the new term before the machine moves to Fenced; Status, read in
+// between, reports the term and state that the Truncate before it left,
+// never the new term with the old state.
+func TestStatusDuringNewTermIsTheLastCompletedOperations(t *testing.T) {
+	var fp atomic.Pointer[Follower]
+	h := statusOnMessage{msg: "fenced", f: &fp, got: make(chan Status, 1)}
+	f, err := Open(Config{Dir: t.TempDir(), Logger: slog.New(h)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Truncate(1, &logpos.EntryID{Offset: -1}); err != nil {
+		t.Fatal(err)
+	}
+	fp.Store(f)
+	if _, err := f.NewTerm(2, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if st := <-h.got; st.Term != 1 || st.State != StateFollower {
+		t.Fatalf("Status while NewTerm(2) fences: %+v, want term 1, Follower", st)
+	}
+	if st := f.Status(); st.Term != 2 || st.State != StateFenced {
+		t.Fatalf("Status after NewTerm(2): %+v, want term 2, Fenced", st)
 	}
 }

@@ -270,3 +270,25 @@ func TestObserverPanicOnTheFirstEntry(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestObserverPanicInAControlOperationsRepair: the repair that starts a
+// control operation adopts a higher term the store holds, fencing through
+// the machine; an observer that panics there leaves neither the
+// lifecycle lock nor the applier's held (else the test hangs), and the
+// next operation runs at the adopted term.
+func TestObserverPanicInAControlOperationsRepair(t *testing.T) {
+	obs := &panicOn{event: EventNewTerm.String()}
+	h := newHarness(t, Config{Observer: obs})
+	h.newTermStoredButFailed()
+	obs.armed.Store(true)
+	if p := callRecovering(func() { _, _ = h.f.Truncate(1, &logpos.EntryID{Offset: -1}) }); p == nil {
+		t.Fatal("the observer did not panic")
+	}
+	// The lifecycle lock is free again (the applier's own repair may
+	// hold it for a moment).
+	h.f.acquire()
+	h.f.release()
+	if _, err := h.f.Truncate(2, &logpos.EntryID{Offset: -1}); err != nil {
+		t.Fatalf("Truncate at the adopted term: %v", err)
+	}
+}
