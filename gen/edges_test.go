@@ -616,3 +616,48 @@ func TestGateTablePassesItsGeneratedTests(t *testing.T) {
 		t.Fatalf("the generated tests of the gate table:\n%s", out)
 	}
 }
+
+// gen refuses to write Go code into a directory that holds another
+// package, naming it, and writes nothing; files the build leaves out,
+// and the files gen writes itself (generated once for another package),
+// do not count.
+func TestOutputDirectoryOfAnotherPackage(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		files map[string]string
+		want  string // in the error; empty: accepted
+	}{
+		{"a main package", map[string]string{"main.go": "package main\n"},
+			"holds package main (main.go), not the table's package job"},
+		{"two packages", map[string]string{"a.go": "package a\n", "b.go": "package b\n"},
+			"holds packages a (a.go) and b (b.go), and the table's package is job"},
+		{"tests of another package only", map[string]string{"x_test.go": "package x\n"},
+			"holds package x (x_test.go), not the table's package job"},
+		{"a file the build leaves out", map[string]string{"tool.go": "//go:build ignore\n\npackage main\n"}, ""},
+		{"the table's package and its external tests", map[string]string{"doc.go": "package job\n", "job_ext_test.go": "package job_test\n"}, ""},
+		{"files generated for another package", map[string]string{"job_fsm.go": "package old\n", "job_fsm_test.go": "package old\n"}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out := t.TempDir()
+			for name, src := range c.files {
+				if err := os.WriteFile(filepath.Join(out, name), []byte(src), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var stderr bytes.Buffer
+			code := run([]string{"-in", "testdata/job/job.yaml", "-out", out}, &stderr)
+			if c.want == "" {
+				if code != 0 {
+					t.Fatalf("gen exited %d: %s", code, stderr.String())
+				}
+				return
+			}
+			if want := out + ": " + c.want + "\n"; code != 1 || stderr.String() != want {
+				t.Fatalf("gen exited %d: %q, want 1: %q", code, stderr.String(), want)
+			}
+			if _, err := os.Stat(filepath.Join(out, "job_fsm.go")); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("job_fsm.go written beside another package: %v", err)
+			}
+		})
+	}
+}

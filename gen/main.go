@@ -6,7 +6,8 @@
 //
 // In -out it writes <machine>_fsm.go (the machine) and <machine>_fsm_test.go
 // (its tests), where <machine> is the table's machine name in lower case
-// (machine: Order gives order_fsm.go). -mermaid and
+// (machine: Order gives order_fsm.go); -out must hold the table's package
+// or no Go package yet. -mermaid and
 // -dot write the diagrams; -markdown replaces the diagram between the
 // markers of a Markdown file (each on a line of its own, outside fenced
 // code blocks). When the table is invalid, gen prints every
@@ -19,9 +20,12 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"go/build"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/tablefsm/tablefsm/fsm"
@@ -105,6 +109,9 @@ func generate(in, out, mermaid, dot, markdown string) ([]file, error) {
 			return nil, err
 		}
 		base := filepath.Join(out, strings.ToLower(t.Machine)+"_fsm")
+		if err := checkPackage(out, t.Package, base+".go", base+"_test.go"); err != nil {
+			return nil, err
+		}
 		files = append(files, file{base + ".go", code}, file{base + "_test.go", tests})
 	}
 	diagram := emit.Mermaid(t)
@@ -132,6 +139,35 @@ func generate(in, out, mermaid, dot, markdown string) ([]file, error) {
 		files = append(files, file{markdown, embedded})
 	}
 	return files, nil
+}
+
+// checkPackage refuses to write into a directory whose Go files (those
+// the build takes, the files gen writes left aside) are of a package
+// other than the table's: the generated code would not build there.
+func checkPackage(dir, pkg string, generated ...string) error {
+	ctxt := build.Default
+	ctxt.ReadDir = func(d string) ([]fs.FileInfo, error) {
+		entries, err := os.ReadDir(d)
+		var infos []fs.FileInfo
+		for _, e := range entries {
+			if slices.Contains(generated, filepath.Join(dir, e.Name())) {
+				continue
+			}
+			if info, err := e.Info(); err == nil {
+				infos = append(infos, info)
+			}
+		}
+		return infos, err
+	}
+	p, err := ctxt.ImportDir(dir, 0)
+	if mp, ok := errors.AsType[*build.MultiplePackageError](err); ok {
+		return fmt.Errorf("%s: holds packages %s (%s) and %s (%s), and the table's package is %s", dir, mp.Packages[0], mp.Files[0], mp.Packages[1], mp.Files[1], pkg)
+	}
+	if err == nil && p.Name != "" && p.Name != pkg {
+		in := slices.Concat(p.GoFiles, p.TestGoFiles)[0] // a file Name came from
+		return fmt.Errorf("%s: holds package %s (%s), not the table's package %s", dir, p.Name, in, pkg)
+	}
+	return nil // nothing there yet, or nothing gen can judge
 }
 
 // relPath is the path of target as seen from directory dir, with forward
