@@ -265,7 +265,9 @@ func (a *applier) changed() <-chan struct{} {
 
 // notify wakes the waiters of WaitApplied. Whatever moves the store's
 // commit calls it: an applied batch, a snapshot install, a store reopened
-// after a failure (and a failed attempt, for the errors it reports).
+// after a failure. A failed attempt calls it too, though it moves nothing
+// (waiters check again and wait on): whoever watches the applier through
+// changed sees each attempt.
 func (a *applier) notify() {
 	a.progress.Lock()
 	close(a.progress.ch)

@@ -391,7 +391,7 @@ func TestConformanceInstallCheckOrder(t *testing.T) {
 		}
 	})
 
-	t.Run("install attached beats empty and wrong term", func(t *testing.T) {
+	t.Run("install attached beats empty, wrong term and a failed first Recv", func(t *testing.T) {
 		h := confPopulated(t, Config{})
 		gate := make(chan struct{})
 		first := &gatedStream{chunks: cloneChunks(good), gate: gate, gateAt: 1}
@@ -399,8 +399,9 @@ func TestConformanceInstallCheckOrder(t *testing.T) {
 		go func() { _, err := h.f.InstallSnapshot(first); res <- err }()
 		waitInstallsStarted(t, h.f, 1)
 		for name, s := range map[string]SnapshotStream{
-			"empty":      &gatedStream{},
-			"wrong term": &gatedStream{chunks: cloneChunks(wrongTerm)},
+			"empty":            &gatedStream{},
+			"wrong term":       &gatedStream{chunks: cloneChunks(wrongTerm)},
+			"first Recv fails": &gatedStream{firstErr: errTransport},
 		} {
 			if _, err := h.f.InstallSnapshot(s); !errors.Is(err, ErrConflict) {
 				t.Errorf("%s with an install attached: %v, want ErrConflict", name, err)

@@ -175,11 +175,12 @@ func TestFirstEntryHeadComesWithFollower(t *testing.T) {
 // heldSyncRound is a follower (term 1) whose WAL holds the fdatasync of
 // one sync round: the first after armed is set. blocked is closed once
 // that round is in its fsync, and the fsync completes once gate is
-// closed. The WAL preparing its next segment syncs with fsync and is
-// never held.
+// closed (failing if fail is set). The WAL preparing its next segment
+// syncs with fsync and is never held.
 type heldSyncRound struct {
 	f       *Follower
 	armed   atomic.Bool
+	fail    atomic.Bool
 	blocked chan struct{}
 	gate    chan struct{}
 }
@@ -192,6 +193,9 @@ func newHeldSyncRound(t *testing.T) *heldSyncRound {
 			h.armed.CompareAndSwap(true, false) {
 			close(h.blocked)
 			<-h.gate
+			if h.fail.Load() {
+				return errInjected
+			}
 		}
 		return nil
 	}))
@@ -227,6 +231,47 @@ func TestEndedStreamLastSyncWakesTheApplier(t *testing.T) {
 	waitApplied(t, f, 0)
 	if v, err := f.Get([]byte("k")); err != nil || string(v) != "v" {
 		t.Fatalf("Get(k) = %q, %v; want v", v, err)
+	}
+}
+
+// TestCloseWaitsForADetachedStreamsSyncLoop: a stream whose leader went
+// away while its sync round was in its fsync has returned, detached, but
+// its sync loop is still running: the fsync fails, and the loop notes the
+// log's failure (here it waits for the lock that takes). Close waits for
+// it: nothing of the stream touches the follower once Close returns, and
+// the failure is noted before Close cuts the failed log back.
+func TestCloseWaitsForADetachedStreamsSyncLoop(t *testing.T) {
+	held := newHeldSyncRound(t)
+	held.fail.Store(true)
+	f := held.f
+	a := confAttach(t, f)
+	held.armed.Store(true)
+	a.send(t, entryAppend(1, 0, -1, "k", "v"))
+	<-held.blocked // the round of entry 0 is in its fsync
+	a.s.cancel()   // the leader goes away
+	if err := <-a.res; err == nil {
+		t.Fatal("the stream whose leader went away returned nil")
+	}
+	f.logSwap.Lock()
+	locked := true
+	defer func() {
+		if locked {
+			f.logSwap.Unlock()
+		}
+	}()
+	close(held.gate) // the fsync fails
+	closed := make(chan struct{})
+	var closeErr error
+	go func() {
+		defer close(closed)
+		closeErr = f.Close()
+	}()
+	stacktest.WaitBlockedIn(t, "sync.WaitGroup.Wait", "follower.lifecycle.Shutdown", closed)
+	locked = false
+	f.logSwap.Unlock()
+	<-closed
+	if closeErr != nil {
+		t.Fatalf("Close: %v", closeErr)
 	}
 }
 

@@ -3,7 +3,9 @@ package follower
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -29,11 +31,15 @@ type faultyFS struct {
 	*errorfs.FS
 	rule      atomic.Pointer[string]
 	syncsOnly atomic.Bool
+	match     atomic.Pointer[func(errorfs.Op) bool]
 }
 
 func newFaultyFS() *faultyFS {
 	f := &faultyFS{}
 	f.FS = errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if m := f.match.Load(); m != nil && (*m)(op) {
+			return errInjected
+		}
 		frag := f.rule.Load()
 		if frag == nil || !strings.Contains(op.Path, *frag) {
 			return nil
@@ -55,7 +61,10 @@ func (f *faultyFS) failSyncs(fragment string) {
 	f.syncsOnly.Store(true)
 	f.rule.Store(&fragment)
 }
-func (f *faultyFS) heal() { f.rule.Store(nil) }
+
+// failMatching fails every operation match reports, until heal.
+func (f *faultyFS) failMatching(match func(errorfs.Op) bool) { f.match.Store(&match) }
+func (f *faultyFS) heal()                                    { f.rule.Store(nil); f.match.Store(nil) }
 
 // harness is a follower on a faulty file system with helpers to drive it.
 type harness struct {
@@ -333,6 +342,82 @@ func TestApplyStoreFailureRepairs(t *testing.T) {
 	}
 }
 
+// TestApplierRepairsAFailedStoreOnItsOwn: a store that failed (under a
+// NewTerm, here) and that no control operation repairs is reopened by the
+// applier, at its first retry once the disk is healthy, not tried again
+// and again as it is; it holds the term of the failed NewTerm, which the
+// follower adopts.
+func TestApplierRepairsAFailedStoreOnItsOwn(t *testing.T) {
+	h := newHarness(t, Config{})
+	h.newTermStoredButFailed()
+	h.f.applier.kick() // as a sync round or a commit advertisement does
+	for {
+		changed := h.f.applier.changed()
+		if !h.f.storeFailed.Load() {
+			break
+		}
+		if n := h.f.applier.failures.Load(); n > 2 {
+			t.Fatalf("%d failed attempts on a healthy disk: the store was not reopened", n)
+		}
+		<-changed
+	}
+	h.f.acquire() // the repair has ended once the lifecycle lock is free
+	h.f.release()
+	if st := h.f.Status(); st.Term != 2 || st.State != StateFenced {
+		t.Fatalf("after the applier's repair: %+v, want Fenced at the stored term 2", st)
+	}
+}
+
+// TestLogFailedByATrimIsReopened: the applier trims the log once the
+// store's commit is durable; here the sync of the log's directory after
+// a segment's removal fails, which fails the log. Once the disk is
+// healthy, the next control operation reopens the log: NewTerm, then the
+// Truncate to its head, succeed.
+func TestLogFailedByATrimIsReopened(t *testing.T) {
+	h := newHarness(t, Config{SegmentSize: 1024, TrimEvery: 1})
+	walDir := filepath.Join(h.dir, "wal")
+	var removed, fired atomic.Bool
+	h.fs.failMatching(func(op errorfs.Op) bool {
+		switch {
+		case op.Kind == errorfs.OpRemove && strings.HasSuffix(op.Path, ".seg"):
+			removed.Store(true)
+		case op.Kind == errorfs.OpFileSync && removed.Load() && filepath.Clean(op.Path) == walDir:
+			fired.Store(true)
+			return true
+		}
+		return false
+	})
+	h.newTerm(1)
+	a := confAttach(t, h.f)
+	const last = 40
+	for o := int64(0); o <= last; o++ {
+		a.send(t, entryAppend(1, o, -1, fmt.Sprintf("k%d", o), strings.Repeat("v", 100)))
+	}
+	for o := int64(0); o <= last; o++ {
+		if got := a.ack(t); got != o {
+			t.Fatalf("ack %d, want %d", got, o)
+		}
+	}
+	a.send(t, &replicationpb.Append{Term: 1, CommitOffset: last}) // applied, and trimmed, with no append after
+	waitApplied(t, h.f, last)
+	a.s.cancel() // the leader goes away: no sync round meets the failed log
+	<-a.res
+	if !fired.Load() {
+		t.Fatal("no trim removed a segment")
+	}
+	h.fs.heal()
+	head, err := h.f.NewTerm(2, TermOptions{})
+	if err != nil {
+		t.Fatalf("NewTerm once the disk is healthy: %v", err)
+	}
+	if head.Offset != last {
+		t.Fatalf("NewTerm: head %v, want offset %d", head, last)
+	}
+	if _, err := h.f.Truncate(2, &head); err != nil {
+		t.Fatalf("Truncate to NewTerm's head once the disk is healthy: %v", err)
+	}
+}
+
 func TestTruncateWALFailureStaysFenced(t *testing.T) {
 	h := newHarness(t, Config{})
 	h.newTerm(1)
@@ -509,6 +594,49 @@ func TestApplyFailureRetriesWithoutTraffic(t *testing.T) {
 	}
 	if c := h.f.Status().Commit; c != 4 {
 		t.Fatalf("commit %d after recovery", c)
+	}
+}
+
+// failingOnceArmed is the KV state machine failing every entry once armed.
+type failingOnceArmed struct{ armed atomic.Bool }
+
+func (m *failingOnceArmed) Apply(e logpos.Entry, w *store.Writer) error {
+	if m.armed.Load() {
+		return errInjected
+	}
+	return store.KV{}.Apply(e, w)
+}
+
+// TestTruncateBelowTheCommitOfAStoreBehind: a store that failed and came
+// back older (here at commit 2, while entries up to 5 had been applied)
+// leaves the commit at 5 until the applier applies them again (it keeps
+// failing here). A Truncate below 5 is refused with ErrInvalidArgument
+// (SPEC §6.3: the commit never decreases), although the store holds only
+// up to 2; the log keeps its entries.
+func TestTruncateBelowTheCommitOfAStoreBehind(t *testing.T) {
+	dir := t.TempDir()
+	sm := &failingOnceArmed{}
+	f, err := Open(Config{Dir: dir, StateMachine: sm, ApplyRetryMin: time.Hour, ApplyRetryMax: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	storeBackAtCommit2(t, f, dir)
+	sm.armed.Store(true)
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if c := f.store().Commit().Offset; c != 2 {
+		t.Fatalf("the reopened store has commit %d, want 2", c)
+	}
+	if _, err := f.Truncate(1, &logpos.EntryID{Term: 1, Offset: 3}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("Truncate to 3 with commit 5: %v, want ErrInvalidArgument", err)
+	}
+	if st := f.Status(); st.State != StateFenced || st.Commit != 5 || st.Head != 5 {
+		t.Fatalf("after the refused Truncate: %+v, want Fenced with head and commit 5", st)
 	}
 }
 
@@ -815,6 +943,30 @@ func TestEntriesOfAFailedSyncAreNotTrusted(t *testing.T) {
 	}
 	if err := h.f.WaitApplied(context.Background(), 3); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestFailedCutOfAReopenedLogLeavesItClosed: when the log reopened after
+// a failed sync cannot be cut back to what that sync covered (here, its
+// segment cannot be zeroed), the repair fails with ErrUnavailable and
+// closes what it opened, so a later repair, once the disk is healthy,
+// opens the log again and cuts it.
+func TestFailedCutOfAReopenedLogLeavesItClosed(t *testing.T) {
+	h := failedSyncOfEntry3(t)
+	h.fs.heal()
+	h.fs.failMatching(func(op errorfs.Op) bool {
+		return op.Kind == errorfs.OpFileWriteAt && strings.HasSuffix(op.Path, ".seg")
+	})
+	if _, err := h.f.NewTerm(2, TermOptions{}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("NewTerm while the log cannot be cut: %v, want ErrUnavailable", err)
+	}
+	h.fs.heal()
+	head, err := h.f.NewTerm(2, TermOptions{})
+	if err != nil {
+		t.Fatalf("NewTerm once the disk is healthy: %v", err)
+	}
+	if head.Offset != 2 {
+		t.Fatalf("NewTerm once the disk is healthy: head %v, want offset 2 (entry 3 was never durable)", head)
 	}
 }
 

@@ -57,6 +57,26 @@ func TestObserverPanicOnAFailedInstallCommit(t *testing.T) {
 	}
 }
 
+// TestObserverPanicOnAnInstallsBeginning: an observer that panics on the
+// BeginInstall step (the install attached, its staging begun) leaves no
+// staged files, nor the install attached: the next install succeeds.
+func TestObserverPanicOnAnInstallsBeginning(t *testing.T) {
+	obs := &panicOn{event: EventBeginInstall.String()}
+	h := newHarness(t, Config{Observer: obs})
+	h.newTerm(1)
+	chunks := confSnap{chunkTerm: 1, storeTerm: 1, commit: 5, options: confSnapOpts, prefix: "s"}.build(t)
+	obs.armed.Store(true)
+	if p := callRecovering(func() { _, _ = h.f.InstallSnapshot(&fakeSnapshotStream{chunks: cloneChunks(chunks)}) }); p == nil {
+		t.Fatal("the observer did not panic")
+	}
+	if l := stagingLeft(t, h.fs, h.dir); len(l) > 0 {
+		t.Errorf("staging left after the install whose beginning panicked: %v", l)
+	}
+	if off, err := h.f.InstallSnapshot(&fakeSnapshotStream{chunks: cloneChunks(chunks)}); err != nil || off != 5 {
+		t.Errorf("the next install: %d, %v; want 5", off, err)
+	}
+}
+
 // TestObserverPanicOnAnAbandonedInstall: an observer that panics on the
 // refused CommitInstall step of an install NewTerm abandoned once its
 // transfer was over (as it waited for the lifecycle lock to commit)

@@ -4,15 +4,20 @@ package follower
 // could not fail for it.
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"math"
+	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/internal/stacktest"
@@ -339,5 +344,71 @@ func TestCloseAfterAFailedCloseIsANoOp(t *testing.T) {
 	}
 	if err := f.Delete(4); !errors.Is(err, ErrClosed) {
 		t.Errorf("Delete after Close: %v, want ErrClosed", err)
+	}
+}
+
+// TestCloseEndsAWaitingWaitApplied: a WaitApplied waiting for an entry
+// not yet applied returns ErrClosed when the follower closes, as the
+// follower's closing is one of the ends it waits for.
+func TestCloseEndsAWaitingWaitApplied(t *testing.T) {
+	f, err := Open(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	// The deadline only keeps a regression from hanging the suite.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		res <- f.WaitApplied(ctx, 0)
+	}()
+	stacktest.WaitBlockedIn(t, "select", "follower.(*applier).wait", done)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-res; !errors.Is(err, ErrClosed) {
+		t.Fatalf("WaitApplied(0) when the follower closed: %v, want ErrClosed", err)
+	}
+}
+
+// TestCloseLeavesNoFileOpen: once Close returns, the process holds no file
+// of the follower open, also not the log segment the applier was reading
+// committed entries from.
+func TestCloseLeavesNoFileOpen(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("counts open files through /proc/self/fd")
+	}
+	if _, err := os.ReadDir("/proc/self/fd"); err != nil {
+		t.Skipf("no /proc/self/fd: %v", err)
+	}
+	// A file nobody closes is closed by its finalizer at a collection:
+	// without collections, a file left open stays open to be seen.
+	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	dir := t.TempDir()
+	f, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = f.Close() }()
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	confFill(t, f, 1, 0, 5, 5)
+	waitApplied(t, f, 5)
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	fds, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fd := range fds {
+		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
+		if err == nil && strings.HasPrefix(target, dir+string(filepath.Separator)) {
+			t.Errorf("after Close the process still holds %s open", target)
+		}
 	}
 }
