@@ -8,10 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"os"
-	"path/filepath"
 	"runtime"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"sync"
@@ -20,6 +17,7 @@ import (
 	"time"
 
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/internal/fdtest"
 	"github.com/tablefsm/tablefsm/internal/stacktest"
 	"github.com/tablefsm/tablefsm/logpos"
 )
@@ -378,15 +376,7 @@ func TestCloseEndsAWaitingWaitApplied(t *testing.T) {
 // of the follower open, also not the log segment the applier was reading
 // committed entries from.
 func TestCloseLeavesNoFileOpen(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("counts open files through /proc/self/fd")
-	}
-	if _, err := os.ReadDir("/proc/self/fd"); err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	// A file nobody closes is closed by its finalizer at a collection:
-	// without collections, a file left open stays open to be seen.
-	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	fdtest.Watch(t)
 	dir := t.TempDir()
 	f, err := Open(Config{Dir: dir})
 	if err != nil {
@@ -401,14 +391,7 @@ func TestCloseLeavesNoFileOpen(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, fd := range fds {
-		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
-		if err == nil && strings.HasPrefix(target, dir+string(filepath.Separator)) {
-			t.Errorf("after Close the process still holds %s open", target)
-		}
+	if open := fdtest.OpenUnder(t, dir); len(open) > 0 {
+		t.Errorf("after Close the process still holds open: %q", open)
 	}
 }

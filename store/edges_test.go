@@ -8,8 +8,6 @@ import (
 	"math"
 	"os"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -21,6 +19,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/google/go-cmp/cmp"
+	"github.com/tablefsm/tablefsm/internal/fdtest"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store/kvpb"
 	"google.golang.org/protobuf/encoding/protowire"
@@ -308,16 +307,7 @@ func TestLoaderRefusesAFileInsideAnother(t *testing.T) {
 // store open, whatever the store did: installed a snapshot, aborted a
 // loader in the middle of a file, read a snapshot out partway.
 func TestCloseLeavesNoFileOpen(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("counts open files through /proc/self/fd")
-	}
-	if _, err := os.ReadDir("/proc/self/fd"); err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	// An *os.File nobody closes is closed by its finalizer once the
-	// garbage collector finds it unreachable, at a moment of its choosing:
-	// without collections, every file left open stays open to be seen.
-	defer debug.SetGCPercent(debug.SetGCPercent(-1))
+	fdtest.Watch(t)
 	chunks, info, data := memSource(t)
 	dir := filepath.Join(t.TempDir(), "shard")
 	s, err := Open(dir, Options{SnapshotChunkSize: 512})
@@ -354,29 +344,9 @@ func TestCloseLeavesNoFileOpen(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if open := openFilesUnder(t, dir); len(open) != 0 {
+	if open := fdtest.OpenUnder(t, dir); len(open) != 0 {
 		t.Fatalf("after Close the process still holds open: %q", open)
 	}
-}
-
-// openFilesUnder returns the files under dir that the process holds open.
-func openFilesUnder(t *testing.T, dir string) []string {
-	t.Helper()
-	fds, err := os.ReadDir("/proc/self/fd")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var open []string
-	for _, fd := range fds {
-		target, err := os.Readlink(filepath.Join("/proc/self/fd", fd.Name()))
-		if err != nil {
-			continue // closed since it was listed (the listing's own descriptor)
-		}
-		if strings.HasPrefix(target, dir+string(filepath.Separator)) || target == dir {
-			open = append(open, target)
-		}
-	}
-	return open
 }
 
 // TestInstallRefusesAnotherStoresLoader: Install takes only a loader of

@@ -4,10 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
-	"runtime"
-	"runtime/debug"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +12,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/google/go-cmp/cmp"
+	"github.com/tablefsm/tablefsm/internal/fdtest"
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
@@ -391,13 +389,7 @@ func (f *failingRead) ReadAt(p []byte, off int64) (int, error) {
 // (io.EOF) and closed holds no file of the store open, before the store
 // closes.
 func TestSnapshotReadOutLeavesNoFileOpen(t *testing.T) {
-	if runtime.GOOS != "linux" {
-		t.Skip("counts open files through /proc/self/fd")
-	}
-	if _, err := os.ReadDir("/proc/self/fd"); err != nil {
-		t.Skipf("no /proc/self/fd: %v", err)
-	}
-	defer debug.SetGCPercent(debug.SetGCPercent(-1)) // see TestCloseLeavesNoFileOpen
+	fdtest.Watch(t)
 	dir := filepath.Join(t.TempDir(), "shard")
 	s := mustOpen(t, dir, Options{SnapshotChunkSize: 512})
 	fillStore(t, s, model{}, 3, 20, "k")
@@ -410,7 +402,7 @@ func TestSnapshotReadOutLeavesNoFileOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	var open []string
-	for _, f := range openFilesUnder(t, dir) {
+	for _, f := range fdtest.OpenUnder(t, dir) {
 		if strings.Contains(f, checkpointPrefix) {
 			open = append(open, f)
 		}

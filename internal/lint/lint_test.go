@@ -144,6 +144,7 @@ var layers = map[string]struct{ internal, external []string }{
 	"fsm":                {external: []string{"github.com/goccy/go-yaml"}},
 	"fsm/fsmtest":        {internal: []string{"fsm"}, external: []string{"github.com/looplab/fsm", "pgregory.net/rapid"}},
 	"internal/stacktest": {},
+	"internal/fdtest":    {},
 	"gen/emit":           {internal: []string{"fsm"}},
 	"gen":                {internal: []string{"fsm", "gen/emit"}},
 	"examples/order":     {internal: []string{"fsm"}},
@@ -192,25 +193,34 @@ func TestLayers(t *testing.T) {
 	}
 }
 
+// testSupport are the module's packages that only test files import.
+var testSupport = []string{"fsm/fsmtest", "internal/stacktest", "internal/fdtest"}
+
 // testOnly are the packages that production code never imports: the
 // oracle, the property-testing and leak-checking libraries, and the test
 // support of the module.
-var testOnly = []string{
+var testOnly = append([]string{
 	"github.com/looplab/fsm",
 	"pgregory.net/rapid",
 	"go.uber.org/goleak",
 	"testing",
-	module + "/fsm/fsmtest",
-	module + "/internal/stacktest",
+}, prefixed(module+"/", testSupport)...)
+
+func prefixed(prefix string, names []string) []string {
+	out := make([]string, len(names))
+	for i, n := range names {
+		out[i] = prefix + n
+	}
+	return out
 }
 
 // TestOracleStaysInTests: looplab/fsm (the oracle of the generated
 // machines) and the other test libraries reach no production code: only
-// test files, and the test support packages (fsm/fsmtest,
-// internal/stacktest), which only test files import.
+// test files, and the test support packages (testSupport), which only
+// test files import.
 func TestOracleStaysInTests(t *testing.T) {
 	for _, p := range packages(t) {
-		if p.rel == "fsm/fsmtest" || p.rel == "internal/stacktest" || strings.HasPrefix(p.rel, "bench") {
+		if slices.Contains(testSupport, p.rel) || strings.HasPrefix(p.rel, "bench") {
 			continue
 		}
 		for _, imp := range p.imports {
