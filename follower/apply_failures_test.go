@@ -71,14 +71,7 @@ func TestApplierAppliesWhatItReadBeforeAReadFailure(t *testing.T) {
 	h.newTerm(1)
 	a := confAttach(t, h.f)
 	const last = 40
-	for o := int64(0); o <= last; o++ {
-		a.send(t, entryAppend(1, o, -1, fmt.Sprintf("k%d", o), strings.Repeat("v", 100)))
-	}
-	for o := int64(0); o <= last; o++ {
-		if got := a.ack(t); got != o {
-			t.Fatalf("ack %d, want %d", got, o)
-		}
-	}
+	sendAcked(t, a, last)
 	var segs []string
 	entries, err := os.ReadDir(filepath.Join(h.dir, "wal"))
 	if err != nil {

@@ -368,6 +368,20 @@ func TestApplierRepairsAFailedStoreOnItsOwn(t *testing.T) {
 	}
 }
 
+// sendAcked sends entries 0..last of term 1 on a, each of a hundred
+// bytes or so (a few to a segment of 1 KiB), and reads their acks.
+func sendAcked(t *testing.T, a *confStream, last int64) {
+	t.Helper()
+	for o := int64(0); o <= last; o++ {
+		a.send(t, entryAppend(1, o, -1, fmt.Sprintf("k%d", o), strings.Repeat("v", 100)))
+	}
+	for o := int64(0); o <= last; o++ {
+		if got := a.ack(t); got != o {
+			t.Fatalf("ack %d, want %d", got, o)
+		}
+	}
+}
+
 // TestLogFailedByATrimIsReopened: the applier trims the log once the
 // store's commit is durable; here the sync of the log's directory after
 // a segment's removal fails, which fails the log. Once the disk is
@@ -390,14 +404,7 @@ func TestLogFailedByATrimIsReopened(t *testing.T) {
 	h.newTerm(1)
 	a := confAttach(t, h.f)
 	const last = 40
-	for o := int64(0); o <= last; o++ {
-		a.send(t, entryAppend(1, o, -1, fmt.Sprintf("k%d", o), strings.Repeat("v", 100)))
-	}
-	for o := int64(0); o <= last; o++ {
-		if got := a.ack(t); got != o {
-			t.Fatalf("ack %d, want %d", got, o)
-		}
-	}
+	sendAcked(t, a, last)
 	a.send(t, &replicationpb.Append{Term: 1, CommitOffset: last}) // applied, and trimmed, with no append after
 	waitApplied(t, h.f, last)
 	a.s.cancel() // the leader goes away: no sync round meets the failed log
