@@ -93,13 +93,7 @@ func TestApplierAppliesWhatItReadBeforeAReadFailure(t *testing.T) {
 		return op.Kind == errorfs.OpOpen && filepath.Base(op.Path) == segs[1]
 	})
 	a.send(t, &replicationpb.Append{Term: 1, CommitOffset: last})
-	for {
-		changed := h.f.applier.changed()
-		if h.f.applier.failures.Load() >= 3 {
-			break
-		}
-		<-changed
-	}
+	waitApplyFailures(h.f, 3)
 	if c := h.f.store().Commit().Offset; c != logpos.Offset(second-1) {
 		t.Fatalf("commit %d while entry %d cannot be read, want %d (the entries read before it applied)", c, second, second-1)
 	}
@@ -123,13 +117,7 @@ func TestCloseStopsTheApplierWaitingToRetry(t *testing.T) {
 	if err := finish(s, res); err != nil {
 		t.Fatal(err)
 	}
-	for {
-		changed := h.f.applier.changed()
-		if h.f.applier.failures.Load() > 0 {
-			break
-		}
-		<-changed
-	}
+	waitApplyFailures(h.f, 1)
 	if err := h.f.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -323,13 +323,7 @@ func TestApplyStoreFailureRepairs(t *testing.T) {
 	}
 	h.fs.fail("/store/")
 	s.in <- &replicationpb.Append{Term: 1, CommitOffset: 2}
-	for {
-		changed := h.f.applier.changed()
-		if h.f.applier.failures.Load() >= 1 {
-			break
-		}
-		<-changed
-	}
+	waitApplyFailures(h.f, 1)
 	h.fs.heal()
 	if err := h.f.WaitApplied(context.Background(), 2); err != nil {
 		t.Fatal(err)
@@ -365,6 +359,18 @@ func TestApplierRepairsAFailedStoreOnItsOwn(t *testing.T) {
 	h.f.release()
 	if st := h.f.Status(); st.Term != 2 || st.State != StateFenced {
 		t.Fatalf("after the applier's repair: %+v, want Fenced at the stored term 2", st)
+	}
+}
+
+// waitApplyFailures waits until the applier of f has failed n attempts
+// or more.
+func waitApplyFailures(f *Follower, n int64) {
+	for {
+		changed := f.applier.changed()
+		if f.applier.failures.Load() >= n {
+			return
+		}
+		<-changed
 	}
 }
 
@@ -585,13 +591,7 @@ func TestApplyFailureRetriesWithoutTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Wait until the applier has failed on entry 2 a few times.
-	for {
-		changed := h.f.applier.changed()
-		if h.f.applier.failures.Load() >= 3 {
-			break
-		}
-		<-changed
-	}
+	waitApplyFailures(h.f, 3)
 	if c := h.f.Status().Commit; c != 1 {
 		t.Fatalf("commit %d passed or fell short of the failing entry", c)
 	}
