@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"go/build"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -617,6 +618,15 @@ func TestGateTablePassesItsGeneratedTests(t *testing.T) {
 	}
 }
 
+// cgoOnly is s where the build takes cgo files, and empty where it leaves
+// them out.
+func cgoOnly(s string) string {
+	if !build.Default.CgoEnabled {
+		return ""
+	}
+	return s
+}
+
 // gen refuses to write Go code into a directory that holds another
 // package, naming it, and writes nothing; files the build leaves out,
 // and the files gen writes itself (generated once for another package),
@@ -633,6 +643,8 @@ func TestOutputDirectoryOfAnotherPackage(t *testing.T) {
 			"holds packages a (a.go) and b (b.go), and the table's package is job"},
 		{"tests of another package only", map[string]string{"x_test.go": "package x\n"},
 			"holds package x (x_test.go), not the table's package job"},
+		{"cgo code of another package", map[string]string{"c.go": "package c\n\nimport \"C\"\n"},
+			cgoOnly("holds package c (c.go), not the table's package job")},
 		{"a file the build leaves out", map[string]string{"tool.go": "//go:build ignore\n\npackage main\n"}, ""},
 		{"the table's package and its external tests", map[string]string{"doc.go": "package job\n", "job_ext_test.go": "package job_test\n"}, ""},
 		{"files generated for another package", map[string]string{"job_fsm.go": "package old\n", "job_fsm_test.go": "package old\n"}, ""},

@@ -163,9 +163,8 @@ func checkPackage(dir, pkg string, generated ...string) error {
 	if mp, ok := errors.AsType[*build.MultiplePackageError](err); ok {
 		return fmt.Errorf("%s: holds packages %s (%s) and %s (%s), and the table's package is %s", dir, mp.Packages[0], mp.Files[0], mp.Packages[1], mp.Files[1], pkg)
 	}
-	if err == nil && p.Name != "" && p.Name != pkg {
-		in := slices.Concat(p.GoFiles, p.TestGoFiles)[0] // a file Name came from
-		return fmt.Errorf("%s: holds package %s (%s), not the table's package %s", dir, p.Name, in, pkg)
+	if files := slices.Concat(p.GoFiles, p.CgoFiles, p.TestGoFiles); err == nil && len(files) > 0 && p.Name != pkg {
+		return fmt.Errorf("%s: holds package %s (%s), not the table's package %s", dir, p.Name, files[0], pkg)
 	}
 	return nil // nothing there yet, or nothing gen can judge
 }
