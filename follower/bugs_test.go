@@ -603,21 +603,8 @@ func (g *reapplyGate) Apply(e logpos.Entry, w *store.Writer) error {
 // entries again, the commit reported is the one reached before, and
 // reads fail with ErrUnavailable.
 func TestBugCommitBackAfterStoreRepair(t *testing.T) {
-	dir := t.TempDir()
 	sm := &reapplyGate{entered: make(chan struct{}), release: make(chan struct{})}
-	f, err := Open(Config{Dir: dir, StateMachine: sm})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = f.Close() }()
-	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	storeBackAtCommit2(t, f, dir)
-	sm.armed.Store(true)
-	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	f := openStoreBehind(t, Config{StateMachine: sm}, &sm.armed)
 	<-sm.entered // the applier applies again what the store lost
 	if c := f.store().Commit().Offset; c != 2 {
 		t.Fatalf("the reopened store has commit %d, want 2", c)
@@ -1023,6 +1010,29 @@ func TestBugStaleStreamFailedTheReopenedLog(t *testing.T) {
 	if err := <-res; !errors.Is(err, ErrGap) {
 		t.Fatalf("entry 5 after head 0 on the reopened log: %v, want ErrGap", err)
 	}
+}
+
+// openStoreBehind opens a follower on cfg (in a directory of its own) at
+// term 1 whose store comes back at commit 2 after entries up to 5 were
+// applied (storeBackAtCommit2), and repairs it with NewTerm(1), setting
+// armed first: the state machine sees the entries applied again.
+func openStoreBehind(t *testing.T, cfg Config, armed *atomic.Bool) *Follower {
+	t.Helper()
+	cfg.Dir = t.TempDir()
+	f, err := Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	storeBackAtCommit2(t, f, cfg.Dir)
+	armed.Store(true)
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	return f
 }
 
 // storeBackAtCommit2 applies entries 0 to 5 at term 1 to f (its directory

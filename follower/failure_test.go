@@ -621,21 +621,8 @@ func (m *failingOnceArmed) Apply(e logpos.Entry, w *store.Writer) error {
 // (SPEC §6.3: the commit never decreases), although the store holds only
 // up to 2; the log keeps its entries.
 func TestTruncateBelowTheCommitOfAStoreBehind(t *testing.T) {
-	dir := t.TempDir()
 	sm := &failingOnceArmed{}
-	f, err := Open(Config{Dir: dir, StateMachine: sm, ApplyRetryMin: time.Hour, ApplyRetryMax: time.Hour})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() { _ = f.Close() }()
-	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	storeBackAtCommit2(t, f, dir)
-	sm.armed.Store(true)
-	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
-		t.Fatal(err)
-	}
+	f := openStoreBehind(t, Config{StateMachine: sm, ApplyRetryMin: time.Hour, ApplyRetryMax: time.Hour}, &sm.armed)
 	if c := f.store().Commit().Offset; c != 2 {
 		t.Fatalf("the reopened store has commit %d, want 2", c)
 	}
