@@ -93,7 +93,7 @@ func TestApplierAppliesWhatItReadBeforeAReadFailure(t *testing.T) {
 		return op.Kind == errorfs.OpOpen && filepath.Base(op.Path) == segs[1]
 	})
 	a.send(t, &replicationpb.Append{Term: 1, CommitOffset: last})
-	waitApplyFailures(h.f, 3)
+	waitApplyFailures(t, h.f, 3)
 	if c := h.f.store().Commit().Offset; c != logpos.Offset(second-1) {
 		t.Fatalf("commit %d while entry %d cannot be read, want %d (the entries read before it applied)", c, second, second-1)
 	}
@@ -117,7 +117,7 @@ func TestCloseStopsTheApplierWaitingToRetry(t *testing.T) {
 	if err := finish(s, res); err != nil {
 		t.Fatal(err)
 	}
-	waitApplyFailures(h.f, 1)
+	waitApplyFailures(t, h.f, 1)
 	if err := h.f.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -306,6 +306,15 @@ func waitApplied(t *testing.T, f *Follower, o logpos.Offset) {
 	f.applier.mu.Unlock()
 }
 
+// bounded returns a context that ends a minute from now or when the
+// test ends. The deadline only keeps a regression from hanging the
+// package's tests (and hiding the failures of the tests after it).
+func bounded(t testing.TB) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
 // waitInstallsStarted waits until n installs attached.
 func waitInstallsStarted(t *testing.T, f *Follower, n uint64) {
 	t.Helper()

@@ -9,7 +9,6 @@ package follower
 // everything SPEC promised before the crash, and resume.
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"maps"
@@ -463,7 +462,7 @@ func (r *plRun) resume(what string, g *Follower, base logpos.EntryID, kv map[str
 	if err := <-res; err != nil {
 		t.Fatalf("%s: resuming: %v", what, err)
 	}
-	if err := g.WaitApplied(context.Background(), next); err != nil {
+	if err := g.WaitApplied(bounded(t), next); err != nil {
 		t.Fatalf("%s: resuming: %v", what, err)
 	}
 	got[next] = e

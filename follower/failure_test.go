@@ -318,14 +318,14 @@ func TestApplyStoreFailureRepairs(t *testing.T) {
 	h := newHarness(t, Config{TrimEvery: 1})
 	h.newTerm(1)
 	s, res := h.replicate(1, 0, 2, 0)
-	if err := h.f.WaitApplied(context.Background(), 0); err != nil {
+	if err := h.f.WaitApplied(bounded(t), 0); err != nil {
 		t.Fatal(err)
 	}
 	h.fs.fail("/store/")
 	s.in <- &replicationpb.Append{Term: 1, CommitOffset: 2}
-	waitApplyFailures(h.f, 1)
+	waitApplyFailures(t, h.f, 1)
 	h.fs.heal()
-	if err := h.f.WaitApplied(context.Background(), 2); err != nil {
+	if err := h.f.WaitApplied(bounded(t), 2); err != nil {
 		t.Fatal(err)
 	}
 	if err := finish(s, res); err != nil {
@@ -364,13 +364,19 @@ func TestApplierRepairsAFailedStoreOnItsOwn(t *testing.T) {
 
 // waitApplyFailures waits until the applier of f has failed n attempts
 // or more.
-func waitApplyFailures(f *Follower, n int64) {
+func waitApplyFailures(t *testing.T, f *Follower, n int64) {
+	t.Helper()
+	ctx := bounded(t)
 	for {
 		changed := f.applier.changed()
 		if f.applier.failures.Load() >= n {
 			return
 		}
-		<-changed
+		select {
+		case <-changed:
+		case <-ctx.Done():
+			t.Fatalf("the applier failed %d attempts, want %d or more", f.applier.failures.Load(), n)
+		}
 	}
 }
 
@@ -480,7 +486,7 @@ func TestStreamWALFailureKeepsFollowerUsable(t *testing.T) {
 	if err := finish(s2, res2); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.f.WaitApplied(context.Background(), 4); err != nil {
+	if err := h.f.WaitApplied(bounded(t), 4); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -493,7 +499,7 @@ func TestReopenedLogGivesTheApplierANewReader(t *testing.T) {
 	h := newHarness(t, Config{})
 	h.newTerm(1)
 	s, res := h.replicate(1, 0, 4, 2)
-	if err := h.f.WaitApplied(context.Background(), 2); err != nil {
+	if err := h.f.WaitApplied(bounded(t), 2); err != nil {
 		t.Fatal(err)
 	}
 	h.fs.fail("/wal/")
@@ -507,7 +513,7 @@ func TestReopenedLogGivesTheApplierANewReader(t *testing.T) {
 	if err := finish(s2, res2); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.f.WaitApplied(context.Background(), 6); err != nil {
+	if err := h.f.WaitApplied(bounded(t), 6); err != nil {
 		t.Fatal(err)
 	}
 	if n := h.f.Stats().ApplyErrors; n != 0 {
@@ -542,7 +548,7 @@ func TestInstallIOFailureLeavesEverything(t *testing.T) {
 	if err := finish(s, res); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.f.WaitApplied(context.Background(), 3); err != nil {
+	if err := h.f.WaitApplied(bounded(t), 3); err != nil {
 		t.Fatal(err)
 	}
 	env := &scriptEnv{t: t}
@@ -591,12 +597,12 @@ func TestApplyFailureRetriesWithoutTraffic(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Wait until the applier has failed on entry 2 a few times.
-	waitApplyFailures(h.f, 3)
+	waitApplyFailures(t, h.f, 3)
 	if c := h.f.Status().Commit; c != 1 {
 		t.Fatalf("commit %d passed or fell short of the failing entry", c)
 	}
 	sm.fail.Store(false)
-	if err := h.f.WaitApplied(context.Background(), 4); err != nil {
+	if err := h.f.WaitApplied(bounded(t), 4); err != nil {
 		t.Fatal(err)
 	}
 	if c := h.f.Status().Commit; c != 4 {
@@ -770,7 +776,7 @@ func TestInstallFailedAfterSwapBelowCommit(t *testing.T) {
 	if err := <-res; err != nil {
 		t.Fatal(err)
 	}
-	if err := f.WaitApplied(context.Background(), 30); err != nil {
+	if err := f.WaitApplied(bounded(t), 30); err != nil {
 		t.Fatal(err)
 	}
 	// The floor a store that failed and came back older leaves, once
@@ -935,7 +941,7 @@ func TestEntriesOfAFailedSyncAreNotTrusted(t *testing.T) {
 	if err := finish(s2, res2); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.f.WaitApplied(context.Background(), 3); err != nil {
+	if err := h.f.WaitApplied(bounded(t), 3); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -1015,7 +1021,7 @@ func TestRepairOfAFailedLogResetShowsNoReplacedEntry(t *testing.T) {
 	if err := finish(s, res); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.f.WaitApplied(context.Background(), 20); err != nil {
+	if err := h.f.WaitApplied(bounded(t), 20); err != nil {
 		t.Fatal(err)
 	}
 	chunks := confSnap{chunkTerm: 1, storeTerm: 1, commit: 6}.build(t)

@@ -24,6 +24,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/protobuf/proto"
@@ -512,7 +513,10 @@ func mdlReadLog(f *Follower) ([]logpos.Entry, error) {
 // what it was doing with it (trimming, notifying).
 func mdlSettle(f *Follower, target logpos.Offset) error {
 	if target >= 0 {
-		if err := f.WaitApplied(context.Background(), target); err != nil {
+		// The deadline only keeps a regression from hanging the tests.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := f.WaitApplied(ctx, target); err != nil {
 			return err
 		}
 	}

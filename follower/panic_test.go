@@ -118,8 +118,18 @@ func TestNewTermStopsAnInstallWaitingForChunks(t *testing.T) {
 	res := make(chan error, 1)
 	go func() { _, err := h.f.InstallSnapshot(s); res <- err }()
 	waitInstallsStarted(t, h.f, 1)
+	h.f.acquire()
+	inst := h.f.install
+	h.f.release()
+	if inst == nil {
+		t.Fatal("no install attached while it waits for its second chunk")
+	}
 	if _, err := h.f.NewTerm(2, TermOptions{}); err != nil {
 		t.Fatal(err)
+	}
+	// Told already, not at the next chunk: the install is not waited for.
+	if !isClosed(inst.abandoned) {
+		t.Fatal("NewTerm returned without telling the install's transfer to stop waiting for chunks")
 	}
 	if err := <-res; !errors.Is(err, ErrInvalidTerm) {
 		t.Fatalf("the abandoned install: %v, want ErrInvalidTerm", err)

@@ -18,7 +18,7 @@ func TestStatsMove(t *testing.T) {
 	if err := finish(s, res); err != nil {
 		t.Fatal(err)
 	}
-	if err := h.f.WaitApplied(context.Background(), 4); err != nil {
+	if err := h.f.WaitApplied(bounded(t), 4); err != nil {
 		t.Fatal(err)
 	}
 	st := h.f.Stats()
