@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,7 +17,8 @@ import (
 
 // metricsServer serves the node's Prometheus metrics over HTTP at
 // /metrics: the server's collector (every hosted shard's follower), the
-// Go runtime's and the process's.
+// Go runtime's and the process's; and, when asked, the runtime's
+// profiles at /debug/pprof/.
 type metricsServer struct {
 	url    string
 	http   *http.Server
@@ -24,8 +26,9 @@ type metricsServer struct {
 }
 
 // serveMetrics serves the metrics of srv, with the Go runtime's and the
-// process's, on lis.
-func serveMetrics(lis net.Listener, srv *grpcapi.Server) (*metricsServer, error) {
+// process's, on lis; with profiles, also the runtime's profiles at
+// /debug/pprof/.
+func serveMetrics(lis net.Listener, srv *grpcapi.Server, profiles bool) (*metricsServer, error) {
 	reg := prometheus.NewRegistry()
 	if err := errors.Join(
 		reg.Register(srv.Collector()),
@@ -36,6 +39,15 @@ func serveMetrics(lis net.Listener, srv *grpcapi.Server) (*metricsServer, error)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.InstrumentMetricHandler(reg, promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})))
+	if profiles {
+		// Index serves every named profile (heap, goroutine, block, ...)
+		// under /debug/pprof/; the others are not runtime/pprof profiles.
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	}
 	m := &metricsServer{
 		url:    "http://" + lis.Addr().String() + "/metrics",
 		http:   &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},

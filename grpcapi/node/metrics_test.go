@@ -23,29 +23,9 @@ import (
 // nothing else listens (see TestMainServesUntilCancelled: one line on
 // stdout).
 func TestMetricsListen(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	r, w := io.Pipe()
-	stderr := &syncBuffer{}
-	status := make(chan int, 1)
-	go func() {
-		status <- node.Main(ctx, []string{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, w, stderr)
-		_ = w.Close()
-	}()
-	sc := bufio.NewScanner(r)
-	var lines []string
-	for len(lines) < 2 && sc.Scan() {
-		lines = append(lines, sc.Text())
-	}
-	go func() { _, _ = io.Copy(io.Discard, r) }()
-	if len(lines) < 2 || !strings.HasPrefix(lines[0], node.ListeningPrefix) || !strings.HasPrefix(lines[1], node.MetricsPrefix) {
-		cancel()
-		t.Fatalf("stdout %q; status %d; stderr:\n%s", lines, <-status, stderr)
-	}
-	addr := strings.TrimPrefix(lines[0], node.ListeningPrefix)
-	url := strings.TrimPrefix(lines[1], node.MetricsPrefix)
-
-	c := dial(t, addr)
+	n := startWithMetrics(t)
+	url := n.metricsURL
+	c := dial(t, n.addr)
 	s := leader.Shard{Namespace: "scraped", Shard: 3}
 	head, err := c.NewTerm(ctxT(t), s, 1, nil)
 	if err != nil {
@@ -100,13 +80,103 @@ func TestMetricsListen(t *testing.T) {
 		}
 	}
 
-	cancel()
-	if got := <-status; got != 0 {
-		t.Fatalf("status %d; stderr:\n%s", got, stderr)
+	if got := get(t, strings.TrimSuffix(url, "/metrics")+"/debug/pprof/"); got.status != http.StatusNotFound {
+		t.Errorf("without --pprof, /debug/pprof/: %d", got.status)
 	}
+
+	n.stop(t)
 	if _, err := http.Get(url); err == nil {
 		t.Errorf("metrics still served after the node stopped")
 	}
+}
+
+// metricsNode is followerd run by Main with --metrics-listen.
+type metricsNode struct {
+	addr, metricsURL string
+	cancel           context.CancelFunc
+	status           chan int
+	stderr           *syncBuffer
+}
+
+// startWithMetrics runs followerd with --metrics-listen and the extra
+// arguments, and waits until it serves.
+func startWithMetrics(t *testing.T, extra ...string) *metricsNode {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	n := &metricsNode{cancel: cancel, status: make(chan int, 1), stderr: &syncBuffer{}}
+	t.Cleanup(cancel)
+	r, w := io.Pipe()
+	args := append([]string{"--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, extra...)
+	go func() {
+		n.status <- node.Main(ctx, args, w, n.stderr)
+		_ = w.Close()
+	}()
+	sc := bufio.NewScanner(r)
+	var lines []string
+	for len(lines) < 2 && sc.Scan() {
+		lines = append(lines, sc.Text())
+	}
+	go func() { _, _ = io.Copy(io.Discard, r) }()
+	if len(lines) < 2 || !strings.HasPrefix(lines[0], node.ListeningPrefix) || !strings.HasPrefix(lines[1], node.MetricsPrefix) {
+		cancel()
+		t.Fatalf("stdout %q; status %d; stderr:\n%s", lines, <-n.status, n.stderr)
+	}
+	n.addr = strings.TrimPrefix(lines[0], node.ListeningPrefix)
+	n.metricsURL = strings.TrimPrefix(lines[1], node.MetricsPrefix)
+	return n
+}
+
+// stop shuts the node down and checks that it exited 0.
+func (n *metricsNode) stop(t *testing.T) {
+	t.Helper()
+	n.cancel()
+	if got := <-n.status; got != 0 {
+		t.Fatalf("status %d; stderr:\n%s", got, n.stderr)
+	}
+}
+
+type response struct {
+	status      int
+	contentType string
+	body        string
+}
+
+func get(t *testing.T, url string) response {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return response{resp.StatusCode, resp.Header.Get("Content-Type"), string(body)}
+}
+
+// TestPprof runs followerd with --pprof: the Go runtime's profiles are
+// served beside the metrics, in the form go tool pprof reads.
+func TestPprof(t *testing.T) {
+	n := startWithMetrics(t, "--pprof")
+	base := strings.TrimSuffix(n.metricsURL, "/metrics") + "/debug/pprof/"
+	if got := get(t, base); got.status != http.StatusOK || !strings.Contains(got.body, "goroutine") {
+		t.Errorf("index: %d %q", got.status, got.body)
+	}
+	// The gRPC server's goroutines are in the node's own goroutine dump.
+	if got := get(t, base+"goroutine?debug=2"); got.status != http.StatusOK || !strings.Contains(got.body, "grpc.(*Server).Serve") {
+		t.Errorf("goroutine dump: %d %q", got.status, got.body)
+	}
+	for _, path := range []string{"heap", "profile?seconds=1", "trace?seconds=0.01", "cmdline", "symbol"} {
+		got := get(t, base+path)
+		if got.status != http.StatusOK || got.body == "" {
+			t.Errorf("%s: %d %s %q", path, got.status, got.contentType, got.body)
+		}
+	}
+	if got := get(t, n.metricsURL); got.status != http.StatusOK {
+		t.Errorf("metrics beside the profiles: %d", got.status)
+	}
+	n.stop(t)
 }
 
 func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {

@@ -72,6 +72,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	maxMsg := decimalflag.Int(fs, "max-message-size", grpcapi.DefaultMaxMessageSize, "largest gRPC message received or sent, in `bytes`")
 	maxStreams := decimalflag.Uint(fs, "max-concurrent-streams", 0, "the `number` of concurrent calls allowed per connection (0: no limit)")
 	metricsListen := fs.String("metrics-listen", "", "`address` to serve Prometheus metrics on, at /metrics (empty: no metrics; port 0: any free port)")
+	pprof := fs.Bool("pprof", false, "also serve the Go runtime's profiles (CPU, heap, goroutines, execution trace) at /debug/pprof/ on the --metrics-listen address, for go tool pprof")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "how long a graceful shutdown may wait for calls to end before closing connections")
 	maxSnapshot := decimalflag.Int64(fs, "max-snapshot-size", 0, "largest snapshot a shard takes from a leader, in `bytes` of file content, each file counting at least 4096; a larger one is refused with InvalidArgument before it fills the disk (0: no limit)")
 	version := fs.Bool("version", false, "print the version and exit")
@@ -137,6 +138,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if err := CheckAddress(*metricsListen); err != nil {
 			return usageErr("invalid --metrics-listen %q: %v", *metricsListen, err)
 		}
+	} else if *pprof {
+		return usageErr("--pprof needs --metrics-listen: the profiles are served on its address")
 	}
 
 	// From here on, SIGINT, SIGTERM and SIGHUP stop the node gracefully
@@ -186,7 +189,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var metrics *metricsServer
 	if metricsLis != nil {
-		if metrics, err = serveMetrics(metricsLis, srv); err != nil {
+		if metrics, err = serveMetrics(metricsLis, srv, *pprof); err != nil {
 			logger.Error("cannot serve metrics", "address", *metricsListen, "err", err)
 			_ = metricsLis.Close()
 			_ = lis.Close()

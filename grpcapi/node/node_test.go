@@ -156,6 +156,7 @@ func TestFlags(t *testing.T) {
 		{[]string{"version", "extra"}, 2, `unexpected argument "version"`},
 		{[]string{"--version", "extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"--listen", "127.0.0.1:0", "--metrics-listen", "9464", "--data-dir", unused}, 2, "invalid --metrics-listen"},
+		{[]string{"--listen", "127.0.0.1:0", "--pprof", "--data-dir", unused}, 2, "--pprof needs --metrics-listen"},
 		{[]string{"--max-concurrent-streams", "5000000000"}, 2, "want at most 4294967295"},
 		// One above the largest: not cut to its low 32 bits (0, no limit).
 		{[]string{"--max-concurrent-streams", "4294967296", "--listen", "192.0.2.1:0", "--data-dir", unused}, 2, "want at most 4294967295"},
