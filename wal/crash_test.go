@@ -381,9 +381,10 @@ func TestCrashAtEveryStep(t *testing.T) {
 }
 
 // TestInjectedErrors fails the n-th write operation of the workload, for
-// every n. The log either carries on or fails cleanly (ErrFailed, every
-// later write refused); reopened without errors, it holds every entry it
-// reported durable.
+// about 150 values of n spread evenly over its writes (every one when
+// it has fewer). The log either carries on or fails cleanly (ErrFailed,
+// every later write refused); reopened without errors, it holds every
+// entry it reported durable.
 func TestInjectedErrors(t *testing.T) {
 	// Count the write operations of a clean run first.
 	var total int

@@ -1,7 +1,7 @@
 // Package node is the followerd command: a follower node serving
-// grpcapi over a data directory until SIGINT or SIGTERM. cmd/followerd
-// is a thin main over Main; tests and tools run Main directly or re-run
-// their own binary as a node.
+// grpcapi over a data directory until SIGINT, SIGTERM or SIGHUP.
+// cmd/followerd is a thin main over Main; tests and tools run Main
+// directly or re-run their own binary as a node.
 package node
 
 import (
