@@ -23,6 +23,10 @@ type metricsServer struct {
 	url    string
 	http   *http.Server
 	served chan error
+	// stopping ends the context of every request when the shutdown
+	// begins: a CPU profile or a trace then stops and is sent as it is,
+	// instead of holding the shutdown for the seconds it was asked for.
+	stopping context.CancelFunc
 }
 
 // serveMetrics serves the metrics of srv, with the Go runtime's and the
@@ -48,10 +52,16 @@ func serveMetrics(lis net.Listener, srv *grpcapi.Server, profiles bool) (*metric
 		mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 		mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	}
+	base, stopping := context.WithCancel(context.Background())
 	m := &metricsServer{
-		url:    "http://" + lis.Addr().String() + "/metrics",
-		http:   &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second},
-		served: make(chan error, 1),
+		url: "http://" + lis.Addr().String() + "/metrics",
+		http: &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: 10 * time.Second,
+			BaseContext:       func(net.Listener) context.Context { return base },
+		},
+		served:   make(chan error, 1),
+		stopping: stopping,
 	}
 	go func() { m.served <- m.http.Serve(lis) }()
 	return m, nil
@@ -59,6 +69,7 @@ func serveMetrics(lis net.Listener, srv *grpcapi.Server, profiles bool) (*metric
 
 // shutdown stops serving, waiting for scrapes in progress until ctx ends.
 func (m *metricsServer) shutdown(ctx context.Context) error {
+	m.stopping()
 	err := m.http.Shutdown(ctx)
 	if err != nil {
 		_ = m.http.Close()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/node"
+	"github.com/tablefsm/tablefsm/internal/stacktest"
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
@@ -143,22 +144,29 @@ type response struct {
 
 func get(t *testing.T, url string) response {
 	t.Helper()
-	resp, err := http.Get(url)
+	r, err := fetch(url)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return r
+}
+
+func fetch(url string) (response, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return response{}, err
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return response{resp.StatusCode, resp.Header.Get("Content-Type"), string(body)}
+	return response{resp.StatusCode, resp.Header.Get("Content-Type"), string(body)}, err
 }
 
 // TestPprof runs followerd with --pprof: the Go runtime's profiles are
-// served beside the metrics, in the form go tool pprof reads.
+// served beside the metrics, in the form go tool pprof reads. A CPU
+// profile asked for an hour does not hold a graceful shutdown: it stops
+// when the shutdown begins, and is sent as it is.
 func TestPprof(t *testing.T) {
-	n := startWithMetrics(t, "--pprof")
+	n := startWithMetrics(t, "--pprof", "--shutdown-timeout", "1m")
 	base := strings.TrimSuffix(n.metricsURL, "/metrics") + "/debug/pprof/"
 	if got := get(t, base); got.status != http.StatusOK || !strings.Contains(got.body, "goroutine") {
 		t.Errorf("index: %d %q", got.status, got.body)
@@ -167,7 +175,7 @@ func TestPprof(t *testing.T) {
 	if got := get(t, base+"goroutine?debug=2"); got.status != http.StatusOK || !strings.Contains(got.body, "grpc.(*Server).Serve") {
 		t.Errorf("goroutine dump: %d %q", got.status, got.body)
 	}
-	for _, path := range []string{"heap", "profile?seconds=1", "trace?seconds=0.01", "cmdline", "symbol"} {
+	for _, path := range []string{"heap", "trace?seconds=0.01", "cmdline", "symbol"} {
 		got := get(t, base+path)
 		if got.status != http.StatusOK || got.body == "" {
 			t.Errorf("%s: %d %s %q", path, got.status, got.contentType, got.body)
@@ -176,7 +184,23 @@ func TestPprof(t *testing.T) {
 	if got := get(t, n.metricsURL); got.status != http.StatusOK {
 		t.Errorf("metrics beside the profiles: %d", got.status)
 	}
+
+	var (
+		profile response
+		err     error
+	)
+	profiled := make(chan struct{})
+	go func() {
+		defer close(profiled)
+		profile, err = fetch(base + "profile?seconds=3600")
+	}()
+	stacktest.WaitBlockedIn(t, "select", "net/http/pprof.sleep", profiled)
 	n.stop(t)
+	<-profiled
+	// A profile is gzipped protobuf.
+	if err != nil || profile.status != http.StatusOK || !strings.HasPrefix(profile.body, "\x1f\x8b") {
+		t.Errorf("CPU profile ended by the shutdown: %v; %d %s %q", err, profile.status, profile.contentType, profile.body)
+	}
 }
 
 func scrape(t *testing.T, url string) map[string]*dto.MetricFamily {
