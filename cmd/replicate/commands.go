@@ -11,6 +11,7 @@ import (
 
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/echo"
@@ -18,6 +19,7 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi/node"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/internal/decimalflag"
+	"github.com/tablefsm/tablefsm/internal/tlsfiles"
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
@@ -27,6 +29,8 @@ type target struct {
 	namespace string
 	shard     int64
 	timeout   time.Duration
+	// TLS: used when any of them is set.
+	tlsCA, tlsCert, tlsKey, tlsServerName string
 }
 
 func (t *target) flags(fs *flag.FlagSet) {
@@ -34,6 +38,10 @@ func (t *target) flags(fs *flag.FlagSet) {
 	fs.StringVar(&t.namespace, "namespace", "default", "the shard's `namespace`")
 	decimalflag.Int64Var(fs, &t.shard, "shard", 0, "the shard `id`")
 	fs.DurationVar(&t.timeout, "timeout", 10*time.Second, "deadline of each call")
+	fs.StringVar(&t.tlsCA, "tls-ca", "", "connect over TLS, trusting the authorities in this PEM `file` (empty: the system's); any --tls-* flag turns TLS on")
+	fs.StringVar(&t.tlsCert, "tls-cert", "", "over TLS, present the client certificate in this PEM `file` (to a node asking for one); needs --tls-key")
+	fs.StringVar(&t.tlsKey, "tls-key", "", "the PEM `file` of the --tls-cert certificate's private key")
+	fs.StringVar(&t.tlsServerName, "tls-server-name", "", "over TLS, the `name` the node's certificate must carry (empty: the --target host)")
 }
 
 func (t *target) shardName() leader.Shard {
@@ -47,7 +55,17 @@ func (t *target) dial() (*leader.Conn, error) {
 	if t.timeout <= 0 {
 		return nil, usagef("--timeout must be positive, not %v", t.timeout)
 	}
-	return leader.Dial(t.addr, 0)
+	if (t.tlsCert == "") != (t.tlsKey == "") {
+		return nil, usagef("--tls-cert and --tls-key go together: a certificate needs its key")
+	}
+	if t.tlsCA == "" && t.tlsCert == "" && t.tlsServerName == "" {
+		return leader.Dial(t.addr, 0)
+	}
+	cfg, err := tlsfiles.Client(t.tlsCA, t.tlsCert, t.tlsKey, t.tlsServerName)
+	if err != nil {
+		return nil, err
+	}
+	return leader.Dial(t.addr, 0, grpc.WithTransportCredentials(credentials.NewTLS(cfg)))
 }
 
 func (t *target) call(ctx context.Context, f func(ctx context.Context, c *leader.Conn) error) error {

@@ -30,6 +30,7 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/node"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/internal/tlstest"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store/kvpb"
 )
@@ -536,13 +537,13 @@ func TestBenchGivesUpOnAStalledNode(t *testing.T) {
 }
 
 // childFollowerd starts this test binary as a followerd over a temporary
-// data directory, killed when the test ends.
-func childFollowerd(t *testing.T) *node.Process {
+// data directory, with the extra flags, killed when the test ends.
+func childFollowerd(t *testing.T, extra ...string) *node.Process {
 	t.Helper()
 	t.Setenv("REPLICATE_TEST_CHILD", "1")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	p, err := startFollowerd(ctx, []string{os.Args[0]}, t.TempDir(), nil)
+	p, err := startFollowerd(ctx, []string{os.Args[0]}, t.TempDir(), nil, extra...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -603,6 +604,44 @@ func TestCommands(t *testing.T) {
 	}
 	if code, out, errOut := runCLI(t, "status", "--target", p.Addr, "--namespace", "", "--shard", "4"); code != 0 || out != "default/4 term=1 status=FENCED head=-1 commit=-1\n" {
 		t.Fatalf("status of an empty namespace: status %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	if code := p.Stop(); code != 0 {
+		t.Fatalf("followerd exited with %d", code)
+	}
+}
+
+// TestCommandsOverTLS: the --tls-* flags take a command to a node that
+// serves over mutual TLS; without them, without a client certificate,
+// or checking another name than the node's certificate carries, the
+// command fails.
+func TestCommandsOverTLS(t *testing.T) {
+	ca := tlstest.NewCA(t, "ca")
+	cert, key := ca.Server(t, "node")
+	leaderCert, leaderKey := ca.Client(t, "leader")
+	p := childFollowerd(t, "--tls-cert", cert, "--tls-key", key, "--tls-client-ca", ca.File)
+	target := []string{"--target", p.Addr, "--namespace", "tls", "--shard", "1"}
+	tls := []string{"--tls-ca", ca.File, "--tls-cert", leaderCert, "--tls-key", leaderKey}
+	missing := filepath.Join(t.TempDir(), "missing.pem")
+	steps := []struct {
+		args   []string
+		code   int
+		out    string
+		stderr string
+	}{
+		{append([]string{"new-term", "--term", "1"}, tls...), 0, "tls/1 fenced at term 1", ""},
+		{append([]string{"status"}, tls...), 0, "tls/1 term=1 status=FENCED", ""},
+		{append([]string{"status", "--tls-server-name", "localhost"}, tls...), 0, "tls/1 term=1 status=FENCED", ""},
+		{[]string{"status"}, 1, "", "Unavailable"},
+		{[]string{"status", "--tls-ca", ca.File}, 1, "", "Unavailable"},
+		{append([]string{"status", "--tls-server-name", "node.example"}, tls...), 1, "", "not node.example"},
+		{[]string{"status", "--tls-ca", missing}, 1, "", "tls: certificate authorities: open " + missing},
+		{[]string{"status", "--tls-ca", ca.File, "--tls-cert", leaderCert}, 2, "", "--tls-cert and --tls-key go together"},
+	}
+	for _, s := range steps {
+		code, out, errOut := runCLI(t, append(append([]string{s.args[0]}, target...), s.args[1:]...)...)
+		if code != s.code || !strings.Contains(out, s.out) || !strings.Contains(errOut, s.stderr) {
+			t.Errorf("%v: status %d (want %d), stdout %q, stderr %q", s.args, code, s.code, out, errOut)
+		}
 	}
 	if code := p.Stop(); code != 0 {
 		t.Fatalf("followerd exited with %d", code)

@@ -22,9 +22,11 @@ type Conn struct {
 	Inspect      inspectpb.InspectClient
 }
 
-// Dial connects to the node at addr (host:port) without TLS, with a
-// message size limit of maxMessageSize bytes each way (0: gRPC's
-// default). The connection is made lazily, on the first call.
+// Dial connects to the node at addr (host:port), with a message size
+// limit of maxMessageSize bytes each way (0: gRPC's default). The
+// connection is made lazily, on the first call. It is plaintext unless
+// opts carry transport credentials (grpc.WithTransportCredentials, e.g.
+// TLS): opts come after Dial's own options, and so win.
 func Dial(addr string, maxMessageSize int, opts ...grpc.DialOption) (*Conn, error) {
 	dopts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 	if maxMessageSize > 0 {

@@ -20,10 +20,14 @@ import (
 	"syscall"
 	"time"
 
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+
 	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/internal/buildinfo"
 	"github.com/tablefsm/tablefsm/internal/decimalflag"
+	"github.com/tablefsm/tablefsm/internal/tlsfiles"
 )
 
 // ListeningPrefix starts the line Main prints first on stdout once it
@@ -75,6 +79,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	pprof := fs.Bool("pprof", false, "also serve the Go runtime's profiles (CPU, heap, goroutines, execution trace) at /debug/pprof/ on the --metrics-listen address, for go tool pprof")
 	shutdownTimeout := fs.Duration("shutdown-timeout", 30*time.Second, "how long a graceful shutdown may wait for calls to end before closing connections")
 	maxSnapshot := decimalflag.Int64(fs, "max-snapshot-size", 0, "largest snapshot a shard takes from a leader, in `bytes` of file content, each file counting at least 4096; a larger one is refused with InvalidArgument before it fills the disk (0: no limit)")
+	tlsCert := fs.String("tls-cert", "", "serve gRPC over TLS with the certificate in this PEM `file` (the leaf first, then any intermediates); needs --tls-key")
+	tlsKey := fs.String("tls-key", "", "the PEM `file` of the --tls-cert certificate's private key")
+	tlsClientCA := fs.String("tls-client-ca", "", "require of every client a certificate signed by an authority in this PEM `file` (mutual TLS); needs --tls-cert")
 	version := fs.Bool("version", false, "print the version and exit")
 	switch {
 	case len(args) == 1 && args[0] == "help":
@@ -141,6 +148,21 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	} else if *pprof {
 		return usageErr("--pprof needs --metrics-listen: the profiles are served on its address")
 	}
+	if (*tlsCert == "") != (*tlsKey == "") {
+		return usageErr("--tls-cert and --tls-key go together: a certificate needs its key")
+	}
+	if *tlsClientCA != "" && *tlsCert == "" {
+		return usageErr("--tls-client-ca needs --tls-cert: client certificates are asked for over TLS")
+	}
+	var creds []grpc.ServerOption
+	if *tlsCert != "" {
+		cfg, err := tlsfiles.Server(*tlsCert, *tlsKey, *tlsClientCA)
+		if err != nil {
+			logger.Error("cannot load the TLS files", "err", err)
+			return 1
+		}
+		creds = append(creds, grpc.Creds(credentials.NewTLS(cfg)))
+	}
 
 	// From here on, SIGINT, SIGTERM and SIGHUP stop the node gracefully
 	// (exit 0), even when they arrive while it is still starting. SIGHUP
@@ -178,6 +200,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		MaxMessageSize:       *maxMsg,
 		MaxConcurrentStreams: uint32(*maxStreams),
 		Follower:             follower.Config{MaxSnapshotSize: *maxSnapshot},
+		GRPCOptions:          creds,
 	})
 	if err != nil {
 		logger.Error("cannot start", "err", err)
@@ -199,7 +222,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
-	logger.Info("serving", "address", lis.Addr().String(), "data_dir", *dataDir)
+	logger.Info("serving", "address", lis.Addr().String(), "data_dir", *dataDir, "tls", tlsMode(*tlsCert, *tlsClientCA))
 	fmt.Fprintf(stdout, "%s%s\n", ListeningPrefix, lis.Addr())
 	if metrics != nil {
 		logger.Info("serving metrics", "url", metrics.url)
@@ -289,4 +312,16 @@ func parsePort(port string) (int, error) {
 		return 0, fmt.Errorf("invalid port %q: want a number from 0 to 65535", port)
 	}
 	return p, nil
+}
+
+// tlsMode names how the node serves, for its log: "off", "server" (TLS)
+// or "mutual" (TLS with client certificates).
+func tlsMode(cert, clientCA string) string {
+	switch {
+	case cert == "":
+		return "off"
+	case clientCA == "":
+		return "server"
+	}
+	return "mutual"
 }

@@ -157,6 +157,12 @@ func TestFlags(t *testing.T) {
 		{[]string{"--version", "extra"}, 2, `unexpected argument "extra"`},
 		{[]string{"--listen", "127.0.0.1:0", "--metrics-listen", "9464", "--data-dir", unused}, 2, "invalid --metrics-listen"},
 		{[]string{"--listen", "127.0.0.1:0", "--pprof", "--data-dir", unused}, 2, "--pprof needs --metrics-listen"},
+		{[]string{"--tls-cert", "node.pem", "--data-dir", unused}, 2, "--tls-cert and --tls-key go together"},
+		{[]string{"--tls-key", "node-key.pem", "--data-dir", unused}, 2, "--tls-cert and --tls-key go together"},
+		{[]string{"--tls-client-ca", "ca.pem", "--data-dir", unused}, 2, "--tls-client-ca needs --tls-cert"},
+		// TLS files that cannot be loaded stop the node before it
+		// listens or touches its data directory.
+		{[]string{"--listen", "127.0.0.1:0", "--tls-cert", unused + ".pem", "--tls-key", unused + "-key.pem", "--data-dir", unused}, 1, "cannot load the TLS files"},
 		{[]string{"--max-concurrent-streams", "5000000000"}, 2, "want at most 4294967295"},
 		// One above the largest: not cut to its low 32 bits (0, no limit).
 		{[]string{"--max-concurrent-streams", "4294967296", "--listen", "192.0.2.1:0", "--data-dir", unused}, 2, "want at most 4294967295"},

@@ -145,6 +145,8 @@ var layers = map[string]struct{ internal, external []string }{
 	"fsm/fsmtest":        {internal: []string{"fsm"}, external: []string{"github.com/looplab/fsm", "pgregory.net/rapid"}},
 	"internal/stacktest": {},
 	"internal/fdtest":    {},
+	"internal/tlstest":   {},
+	"internal/tlsfiles":  {},
 	"gen/emit":           {internal: []string{"fsm"}},
 	"gen":                {internal: []string{"fsm", "gen/emit"}},
 	"examples/order":     {internal: []string{"fsm"}},
@@ -194,7 +196,7 @@ func TestLayers(t *testing.T) {
 }
 
 // testSupport are the module's packages that only test files import.
-var testSupport = []string{"fsm/fsmtest", "internal/stacktest", "internal/fdtest"}
+var testSupport = []string{"fsm/fsmtest", "internal/stacktest", "internal/fdtest", "internal/tlstest"}
 
 // testOnly are the packages that production code never imports: the
 // oracle, the property-testing and leak-checking libraries, and the test
