@@ -613,7 +613,9 @@ func TestCommands(t *testing.T) {
 // TestCommandsOverTLS: the --tls-* flags take a command to a node that
 // serves over mutual TLS; without them, without a client certificate,
 // or checking another name than the node's certificate carries, the
-// command fails.
+// command fails. Any of them turns TLS on, --tls-server-name alone
+// included (trusting the system's authorities), and --tls-cert and
+// --tls-key go together.
 func TestCommandsOverTLS(t *testing.T) {
 	ca := tlstest.NewCA(t, "ca")
 	cert, key := ca.Server(t, "node")
@@ -636,6 +638,10 @@ func TestCommandsOverTLS(t *testing.T) {
 		{append([]string{"status", "--tls-server-name", "node.example"}, tls...), 1, "", "not node.example"},
 		{[]string{"status", "--tls-ca", missing}, 1, "", "tls: certificate authorities: open " + missing},
 		{[]string{"status", "--tls-ca", ca.File, "--tls-cert", leaderCert}, 2, "", "--tls-cert and --tls-key go together"},
+		{[]string{"status", "--tls-ca", ca.File, "--tls-key", leaderKey}, 2, "", "--tls-cert and --tls-key go together"},
+		// --tls-server-name alone turns TLS on, trusting the system's
+		// authorities, which did not sign the node's certificate.
+		{[]string{"status", "--tls-server-name", "localhost"}, 1, "", "certificate signed by unknown authority"},
 	}
 	for _, s := range steps {
 		code, out, errOut := runCLI(t, append(append([]string{s.args[0]}, target...), s.args[1:]...)...)

@@ -161,7 +161,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			logger.Error("cannot load the TLS files", "err", err)
 			return 1
 		}
-		creds = append(creds, grpc.Creds(credentials.NewTLS(cfg)))
+		creds = append(creds, grpc.Creds(loggedHandshakes{credentials.NewTLS(cfg), logger}))
 	}
 
 	// From here on, SIGINT, SIGTERM and SIGHUP stop the node gracefully
@@ -324,4 +324,26 @@ func tlsMode(cert, clientCA string) string {
 		return "server"
 	}
 	return "mutual"
+}
+
+// loggedHandshakes are TLS credentials that log each handshake a client
+// failed, with its address and the reason: over TLS 1.3 a client whose
+// certificate the node refuses learns only that the connection closed,
+// and gRPC keeps the node's reason to itself. A connection closed
+// before its first byte (a TCP probe) is not logged.
+type loggedHandshakes struct {
+	credentials.TransportCredentials
+	log *slog.Logger
+}
+
+func (c loggedHandshakes) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	tc, info, err := c.TransportCredentials.ServerHandshake(conn)
+	if err != nil && !errors.Is(err, io.EOF) {
+		c.log.Warn("TLS handshake failed", "remote", conn.RemoteAddr().String(), "err", err)
+	}
+	return tc, info, err
+}
+
+func (c loggedHandshakes) Clone() credentials.TransportCredentials {
+	return loggedHandshakes{c.TransportCredentials.Clone(), c.log}
 }

@@ -163,6 +163,7 @@ func TestFlags(t *testing.T) {
 		// TLS files that cannot be loaded stop the node before it
 		// listens or touches its data directory.
 		{[]string{"--listen", "127.0.0.1:0", "--tls-cert", unused + ".pem", "--tls-key", unused + "-key.pem", "--data-dir", unused}, 1, "cannot load the TLS files"},
+		{[]string{"--listen", "127.0.0.1:0", "--tls-cert", unused + ".pem", "--tls-key", unused + "-key.pem", "--data-dir", unused}, 1, "open " + unused + ".pem: no such file"},
 		{[]string{"--max-concurrent-streams", "5000000000"}, 2, "want at most 4294967295"},
 		// One above the largest: not cut to its low 32 bits (0, no limit).
 		{[]string{"--max-concurrent-streams", "4294967296", "--listen", "192.0.2.1:0", "--data-dir", unused}, 2, "want at most 4294967295"},

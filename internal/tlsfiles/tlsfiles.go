@@ -6,9 +6,11 @@ package tlsfiles
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 )
 
 // Server returns the configuration of a server that presents the
@@ -60,18 +62,41 @@ func Client(caFile, certFile, keyFile, serverName string) (*tls.Config, error) {
 func keyPair(certFile, keyFile string) (tls.Certificate, error) {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {
+		if encrypted(keyFile) {
+			// crypto/tls says only that it cannot parse the key.
+			return tls.Certificate{}, fmt.Errorf("tls: the private key in %s is encrypted, and no passphrase can be given: give it decrypted (openssl pkey -in %s -out FILE)", keyFile, keyFile)
+		}
 		return tls.Certificate{}, fmt.Errorf("tls: certificate %s with key %s: %w", certFile, keyFile, err)
 	}
 	return cert, nil
 }
 
+// encrypted reports whether the first private key in the PEM file
+// keyFile is encrypted: PKCS#8 "ENCRYPTED PRIVATE KEY", or OpenSSL's
+// legacy "Proc-Type: 4,ENCRYPTED" header.
+func encrypted(keyFile string) bool {
+	rest, err := os.ReadFile(keyFile)
+	if err != nil {
+		return false
+	}
+	for {
+		var b *pem.Block
+		if b, rest = pem.Decode(rest); b == nil {
+			return false
+		}
+		if b.Type == "PRIVATE KEY" || strings.HasSuffix(b.Type, " PRIVATE KEY") {
+			return b.Type == "ENCRYPTED PRIVATE KEY" || strings.Contains(b.Headers["Proc-Type"], "ENCRYPTED")
+		}
+	}
+}
+
 func pool(caFile string) (*x509.CertPool, error) {
-	pem, err := os.ReadFile(caFile)
+	data, err := os.ReadFile(caFile)
 	if err != nil {
 		return nil, fmt.Errorf("tls: certificate authorities: %w", err)
 	}
 	p := x509.NewCertPool()
-	if !p.AppendCertsFromPEM(pem) {
+	if !p.AppendCertsFromPEM(data) {
 		return nil, fmt.Errorf("tls: certificate authorities: %s holds no PEM certificate", caFile)
 	}
 	return p, nil

@@ -1,8 +1,11 @@
 package tlsfiles_test
 
 import (
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/pem"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -22,11 +25,19 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 // reads.
 func handshake(t *testing.T, server, client *tls.Config) error {
 	t.Helper()
+	addr, done := serveOnce(t, server)
+	defer done()
+	return exchange(addr, client)
+}
+
+// serveOnce listens on loopback with the server configuration, accepts
+// one connection and sends back the byte it reads. done stops it.
+func serveOnce(t *testing.T, server *tls.Config) (addr string, done func()) {
+	t.Helper()
 	lis, err := tls.Listen("tcp", "127.0.0.1:0", server)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer lis.Close()
 	served := make(chan struct{})
 	go func() {
 		defer close(served)
@@ -40,8 +51,16 @@ func handshake(t *testing.T, server, client *tls.Config) error {
 			_, _ = c.Write(b)
 		}
 	}()
-	defer func() { <-served }()
-	c, err := tls.Dial("tcp", lis.Addr().String(), client)
+	return lis.Addr().String(), func() {
+		_ = lis.Close()
+		<-served
+	}
+}
+
+// exchange dials addr with the client configuration, sends a byte and
+// reads one back.
+func exchange(addr string, client *tls.Config) error {
+	c, err := tls.Dial("tcp", addr, client)
 	if err != nil {
 		return err
 	}
@@ -49,8 +68,11 @@ func handshake(t *testing.T, server, client *tls.Config) error {
 	if _, err := c.Write([]byte{1}); err != nil {
 		return err
 	}
-	_, err = c.Read(make([]byte, 1))
-	return err
+	// The byte may come with the server's close_notify, as io.EOF.
+	if n, err := c.Read(make([]byte, 1)); n == 0 {
+		return err
+	}
+	return nil
 }
 
 func TestHandshakes(t *testing.T) {
@@ -67,6 +89,8 @@ func TestHandshakes(t *testing.T) {
 		// force: the client sends its certificate whatever authorities
 		// the server names.
 		force bool
+		// maxVersion: the newest TLS version the client speaks (0: Go's).
+		maxVersion uint16
 	}{
 		{name: "server only", ca: ca.File},
 		{name: "server only, a client certificate not asked for", ca: ca.File, cert: clientCert, key: clientKey},
@@ -79,6 +103,13 @@ func TestHandshakes(t *testing.T) {
 		// not sign.
 		{name: "mutual, a client certificate of another authority", clientCA: ca.File, ca: ca.File, cert: otherCert, key: otherKey, want: "certificate required"},
 		{name: "mutual, a client certificate of another authority sent anyway", clientCA: ca.File, ca: ca.File, cert: otherCert, key: otherKey, force: true, want: "unknown certificate authority"},
+		// The server speaks TLS 1.2 or later.
+		{name: "a TLS 1.2 client", ca: ca.File, maxVersion: tls.VersionTLS12},
+		{name: "a TLS 1.1 client", ca: ca.File, maxVersion: tls.VersionTLS11, want: "protocol version"},
+		// A server certificate (extended key usage serverAuth alone) is
+		// no client certificate: the client sends it, the server
+		// refuses it.
+		{name: "mutual, a server certificate as the client's", clientCA: ca.File, ca: ca.File, cert: cert, key: key, want: "bad certificate"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -89,6 +120,10 @@ func TestHandshakes(t *testing.T) {
 			client, err := tlsfiles.Client(c.ca, c.cert, c.key, c.serverName)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if c.maxVersion != 0 {
+				// Go's client refuses below TLS 1.2 unless told.
+				client.MinVersion, client.MaxVersion = tls.VersionTLS10, c.maxVersion
 			}
 			if c.force {
 				client.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
@@ -149,5 +184,106 @@ func TestBadFiles(t *testing.T) {
 				t.Fatalf("Client: %v, want an error with %q", err, c.want)
 			}
 		})
+	}
+}
+
+// TestChainsAndKeyForms: a certificate file holding the leaf, then the
+// intermediate authority that signed it, is sent whole, so that each
+// side trusts the root alone; keys load in the PKCS#8, SEC1 and PKCS#1
+// forms.
+func TestChainsAndKeyForms(t *testing.T) {
+	root := tlstest.NewCA(t, "root")
+	in := root.Intermediate(t, "intermediate")
+	clientCert, clientKey := in.Client(t, "leader")
+	for _, f := range []struct {
+		name string
+		form tlstest.KeyForm
+	}{{"PKCS#8", tlstest.PKCS8}, {"SEC1", tlstest.SEC1}, {"PKCS#1", tlstest.PKCS1}} {
+		t.Run(f.name, func(t *testing.T) {
+			cert, key := in.ServerKey(t, "node", f.form)
+			server, err := tlsfiles.Server(cert, key, root.File)
+			if err != nil {
+				t.Fatal(err)
+			}
+			client, err := tlsfiles.Client(root.File, clientCert, clientKey, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := handshake(t, server, client); err != nil {
+				t.Fatalf("handshake: %v", err)
+			}
+		})
+	}
+}
+
+// TestEncryptedKey: an encrypted private key is named as such, with the
+// file, rather than as a key that does not parse.
+func TestEncryptedKey(t *testing.T) {
+	ca := tlstest.NewCA(t, "ca")
+	cert, _ := ca.Server(t, "node")
+	ciphertext := make([]byte, 144)
+	if _, err := rand.Read(ciphertext); err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, b := range []*pem.Block{
+		// PKCS#8, as openssl pkcs8 -topk8 writes it.
+		{Type: "ENCRYPTED PRIVATE KEY", Bytes: ciphertext},
+		// OpenSSL's legacy form, as openssl ec -aes256 writes it.
+		{Type: "EC PRIVATE KEY", Headers: map[string]string{"Proc-Type": "4,ENCRYPTED", "DEK-Info": "AES-256-CBC,00112233445566778899AABBCCDDEEFF"}, Bytes: ciphertext},
+	} {
+		key := filepath.Join(dir, strings.ReplaceAll(b.Type, " ", "-")+".pem")
+		if err := os.WriteFile(key, pem.EncodeToMemory(b), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		want := "the private key in " + key + " is encrypted"
+		if _, err := tlsfiles.Server(cert, key, ""); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Server with %s: %v, want an error with %q", b.Type, err, want)
+		}
+		if _, err := tlsfiles.Client(ca.File, cert, key, ""); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Client with %s: %v, want an error with %q", b.Type, err, want)
+		}
+	}
+}
+
+// systemRootsAddr names, in the environment of a child of
+// TestSystemRoots, the server it dials.
+const systemRootsAddr = "TLSFILES_TEST_SYSTEM_ROOTS_ADDR"
+
+// TestSystemRoots: without an authorities file, a client trusts the
+// system's, which Go reads on Linux from SSL_CERT_FILE when it is set.
+// They are read once per process, so each client runs in a child
+// process of this test binary.
+func TestSystemRoots(t *testing.T) {
+	if addr := os.Getenv(systemRootsAddr); addr != "" {
+		client, err := tlsfiles.Client("", "", "", "localhost")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := exchange(addr, client); err != nil {
+			t.Fatalf("handshake: %v", err)
+		}
+		return
+	}
+	ca, other := tlstest.NewCA(t, "ca"), tlstest.NewCA(t, "other")
+	cert, key := ca.Server(t, "node")
+	server, err := tlsfiles.Server(cert, key, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		roots, want string
+	}{{ca.File, ""}, {other.File, "certificate signed by unknown authority"}} {
+		addr, done := serveOnce(t, server)
+		cmd := exec.Command(os.Args[0], "-test.run=^TestSystemRoots$", "-test.count=1")
+		cmd.Env = append(os.Environ(), systemRootsAddr+"="+addr, "SSL_CERT_FILE="+c.roots, "SSL_CERT_DIR="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		done()
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("system roots from %s: %v\n%s", c.roots, err, out)
+		case c.want != "" && (err == nil || !strings.Contains(string(out), c.want)):
+			t.Errorf("system roots from %s: %v, want a failure with %q:\n%s", c.roots, err, c.want, out)
+		}
 	}
 }
