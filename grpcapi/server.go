@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -44,6 +45,30 @@ const DefaultHandshakeTimeout = 5 * time.Second
 
 // DefaultDrainTimeout is the default Options.DrainTimeout.
 const DefaultDrainTimeout = 5 * time.Second
+
+// The keepalive of the server's connections, at the HTTP/2 level.
+//
+// KeepaliveMinTime is the shortest interval between a client's
+// keepalive pings that the server takes, whether the client has calls
+// open or not. Oxia's leaders ping every 10 s, with or without calls;
+// under gRPC's own policy (5 minutes, and none without calls) the
+// server would count those pings as abuse and close the connection,
+// replication stream included, at the third.
+//
+// After KeepaliveTime without a frame from a client, the server pings
+// it, and it closes the connection when no answer came within
+// KeepaliveTimeout: the stream of a leader whose machine or network
+// went away ends then, and frees its shard for the next stream of that
+// leader, instead of when TCP gives up, minutes later. (A NewTerm of a
+// new leader ends it at once either way.)
+//
+// Options.GRPCOptions can set others: grpc.KeepaliveParams and
+// grpc.KeepaliveEnforcementPolicy given there replace these.
+const (
+	KeepaliveMinTime = 5 * time.Second
+	KeepaliveTime    = 10 * time.Second
+	KeepaliveTimeout = 5 * time.Second
+)
 
 // Options configure a Server.
 type Options struct {
@@ -227,6 +252,8 @@ func New(opts Options) (*Server, error) {
 		grpc.ChainStreamInterceptor(s.recoverStream, s.endOnShutdown),
 		grpc.ForceServerCodecV2(newCodec()),
 		grpc.ConnectionTimeout(opts.HandshakeTimeout),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: KeepaliveMinTime, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: KeepaliveTime, Timeout: KeepaliveTimeout}),
 	}
 	if opts.MaxConcurrentStreams > 0 {
 		gopts = append(gopts, grpc.MaxConcurrentStreams(opts.MaxConcurrentStreams))
