@@ -673,3 +673,67 @@ func TestOutputDirectoryOfAnotherPackage(t *testing.T) {
 		})
 	}
 }
+
+// Two flags naming one file, or a flag naming the table, are refused
+// before anything is written: the file written last would replace the
+// other, and the table would be lost.
+func TestOutputsNamingOneFile(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		args func(dir string) []string
+		want string // in the error, after the path
+	}{
+		{"a diagram over the table", func(dir string) []string {
+			return []string{"-mermaid", filepath.Join(dir, "job.yaml")}
+		}, "-mermaid names the table (-in)"},
+		{"the code over the table", func(dir string) []string {
+			return []string{"-out", dir, "-dot", filepath.Join(dir, "job_fsm.go")}
+		}, "-out and -dot name one file"},
+		{"two diagrams in one file", func(dir string) []string {
+			return []string{"-mermaid", filepath.Join(dir, "job.txt"), "-dot", filepath.Join(dir, ".", "job.txt")}
+		}, "-mermaid and -dot name one file"},
+		{"a diagram over the table through a link", func(dir string) []string {
+			link := filepath.Join(dir, "link.mmd")
+			if err := os.Symlink("job.yaml", link); err != nil {
+				t.Fatal(err)
+			}
+			return []string{"-mermaid", link}
+		}, "-mermaid names the table (-in)"},
+		{"two diagrams through a link to a file not there yet", func(dir string) []string {
+			link := filepath.Join(dir, "link.dot")
+			if err := os.Symlink("job.dot", link); err != nil {
+				t.Fatal(err)
+			}
+			return []string{"-dot", filepath.Join(dir, "job.dot"), "-mermaid", link}
+		}, "-mermaid and -dot name one file"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			dir := t.TempDir()
+			in := filepath.Join(dir, "job.yaml")
+			copyFile(t, "testdata/job/job.yaml", in)
+			table, err := os.ReadFile(in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			args := append([]string{"-in", in}, c.args(dir)...)
+			before, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var stderr bytes.Buffer
+			if code := run(args, &stderr); code != 1 || !strings.Contains(stderr.String(), ": "+c.want) {
+				t.Fatalf("gen %q exited %d: %q, want 1 and %q", args, code, stderr.String(), c.want)
+			}
+			if b, err := os.ReadFile(in); err != nil || !bytes.Equal(b, table) {
+				t.Errorf("the table was overwritten: %.40q, %v", b, err)
+			}
+			after, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(after) != len(before) {
+				t.Errorf("gen wrote files though it refused: %v", after)
+			}
+		})
+	}
+}

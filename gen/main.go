@@ -80,6 +80,7 @@ func run(args []string, stderr io.Writer) int {
 type file struct {
 	path string
 	data []byte
+	flag string // the flag that names it
 }
 
 // generate produces every requested file in memory, so that nothing is
@@ -112,14 +113,14 @@ func generate(in, out, mermaid, dot, markdown string) ([]file, error) {
 		if err := checkPackage(out, t.Package, base+".go", base+"_test.go"); err != nil {
 			return nil, err
 		}
-		files = append(files, file{base + ".go", code}, file{base + "_test.go", tests})
+		files = append(files, file{base + ".go", code, "-out"}, file{base + "_test.go", tests, "-out"})
 	}
 	diagram := emit.Mermaid(t)
 	if mermaid != "" {
-		files = append(files, file{mermaid, diagram})
+		files = append(files, file{mermaid, diagram, "-mermaid"})
 	}
 	if dot != "" {
-		files = append(files, file{dot, emit.DOT(t)})
+		files = append(files, file{dot, emit.DOT(t), "-dot"})
 	}
 	if markdown != "" {
 		doc, err := os.ReadFile(markdown)
@@ -136,9 +137,58 @@ func generate(in, out, mermaid, dot, markdown string) ([]file, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s: %w", markdown, err)
 		}
-		files = append(files, file{markdown, embedded})
+		files = append(files, file{markdown, embedded, "-markdown"})
+	}
+	if err := distinct(in, files); err != nil {
+		return nil, err
 	}
 	return files, nil
+}
+
+// distinct refuses files to write that are the table itself, or one
+// file named twice (-mermaid and -dot alike, say): one would be written
+// over the other, and the table lost.
+func distinct(in string, files []file) error {
+	for i, f := range files {
+		if sameFile(f.path, in) {
+			return fmt.Errorf("%s: %s names the table (-in): writing it would replace the table", f.path, f.flag)
+		}
+		for _, g := range files[:i] {
+			if sameFile(f.path, g.path) {
+				return fmt.Errorf("%s: %s and %s name one file: give each its own", f.path, g.flag, f.flag)
+			}
+		}
+	}
+	return nil
+}
+
+// sameFile reports whether paths a and b name one file: one that exists
+// (through links too, or hard links), or one that writing either would
+// create.
+func sameFile(a, b string) bool {
+	ia, errA := os.Stat(a)
+	ib, errB := os.Stat(b)
+	if errA == nil && errB == nil {
+		return os.SameFile(ia, ib)
+	}
+	ka, okA := fileKey(a)
+	kb, okB := fileKey(b)
+	return okA && okB && ka == kb
+}
+
+// fileKey is the absolute path of the file writing path would write,
+// with the links of its directory resolved.
+func fileKey(path string) (string, bool) {
+	target, err := linkTarget(path)
+	if err != nil {
+		return "", false
+	}
+	dir := filepath.Dir(target)
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
+	abs, err := filepath.Abs(filepath.Join(dir, filepath.Base(target)))
+	return abs, err == nil
 }
 
 // checkPackage refuses to write into a directory whose Go files (those
