@@ -115,7 +115,10 @@ func generate(in, out, mermaid, dot, markdown string) ([]file, error) {
 		}
 		files = append(files, file{base + ".go", code, "-out"}, file{base + "_test.go", tests, "-out"})
 	}
-	diagram := emit.Mermaid(t)
+	var diagram []byte // only when asked: a large table's takes long
+	if mermaid != "" || markdown != "" {
+		diagram = emit.Mermaid(t)
+	}
 	if mermaid != "" {
 		files = append(files, file{mermaid, diagram, "-mermaid"})
 	}
