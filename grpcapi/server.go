@@ -34,8 +34,15 @@ import (
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
-// DefaultMaxMessageSize is the default Options.MaxMessageSize: gRPC's.
-const DefaultMaxMessageSize = 4 << 20
+// DefaultMaxMessageSize is the default Options.MaxMessageSize: 256 MiB,
+// what Oxia's data servers take, and the largest value the log takes
+// (wal.MaxValueSize). An Oxia leader replicates a client's write as one
+// entry, so one large write makes one large Append; under gRPC's own
+// 4 MiB the node would refuse it, and the shard's replication would
+// stop there. gRPC allocates a message's buffer from the length it
+// announces: a lower bound bounds what one message of a client may make
+// the node allocate.
+const DefaultMaxMessageSize = 256 << 20
 
 // DefaultStepHistory is the default Options.StepHistory.
 const DefaultStepHistory = 64

@@ -1,6 +1,7 @@
 package grpcapi_test
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"os"
@@ -423,6 +424,36 @@ func TestMessageSizeLimit(t *testing.T) {
 		t.Fatal("the server never ended the stream")
 	}
 	replicate(t, n.conn, s, 1, 0, 10, true)
+}
+
+// TestLargeEntriesByDefault: by default the node takes an entry above
+// gRPC's own 4 MiB message limit, as an Oxia leader sends for a large
+// client write, and applies it.
+func TestLargeEntriesByDefault(t *testing.T) {
+	n := startNode(t, "")
+	s := leader.Shard{Namespace: "large", Shard: 0}
+	fence(t, n.conn, s, 1)
+	big := bytes.Repeat([]byte("v"), 5<<20)
+	res, err := n.conn.Replicate(ctxT(t), leader.Run{
+		Shard: s, Term: 1, First: 0, Count: 2, Window: 2, Cumulative: true, Commit: -1,
+		Value: func(o logpos.Offset, buf []byte) []byte { return leader.AppendPut(buf, key(o), big) },
+	})
+	if err != nil {
+		t.Fatalf("replicating two 5 MiB entries: %v (result %+v)", err, res)
+	}
+	// Read back by a client that takes a reply that large too.
+	c, err := leader.Dial(n.addr, grpcapi.DefaultMaxMessageSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	values, _, err := c.Get(ctxT(t), s, 1, key(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !values[0].GetFound() || !bytes.Equal(values[0].GetValue(), big) {
+		t.Fatalf("the 5 MiB value read back: found %v, %d bytes", values[0].GetFound(), len(values[0].GetValue()))
+	}
 }
 
 // TestConcurrentStreamLimit: with one stream per connection allowed, a

@@ -273,7 +273,7 @@ func (b *benchConfig) run(ctx context.Context, e *env) (err error) {
 }
 
 // messageSize is the largest gRPC message the bench sends and lets the
-// nodes it starts receive: gRPC's default, or more when an Append of
+// nodes it starts receive: the node's default, or more when an Append of
 // --entry-size needs it (the value plus room for the rest of the
 // message). A node given with --target keeps its own limit.
 func (b *benchConfig) messageSize() int {

@@ -283,8 +283,8 @@ func TestBench(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "per-entry acks, 1 round\n") {
 		t.Fatalf("per-entry bench: status %d\n%s\n%s", code, out, errOut)
 	}
-	// Entries above gRPC's default message size (4 MiB): the nodes the
-	// bench starts take them.
+	// Entries above gRPC's own default message size (4 MiB): the nodes
+	// the bench starts take them.
 	code, out, errOut = runCLI(t, "bench", "--followerd", os.Args[0], "--entries", "3", "--entry-size", strconv.Itoa(5<<20), "--window", "2", "--rounds", "1", "--idle", "1", "--progress=false")
 	if code != 0 || !strings.Contains(out, "round 1  followerd") {
 		t.Fatalf("bench of 5 MiB entries: status %d\n%s\n%s", code, out, errOut)
