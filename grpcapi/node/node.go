@@ -156,7 +156,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	var creds []grpc.ServerOption
 	if *tlsCert != "" {
-		cfg, err := tlsfiles.Server(*tlsCert, *tlsKey, *tlsClientCA)
+		cfg, err := tlsfiles.Server(*tlsCert, *tlsKey, *tlsClientCA, func(err error) {
+			logger.Warn("the TLS files changed but do not load; the ones loaded before stay in use", "err", err)
+		})
 		if err != nil {
 			logger.Error("cannot load the TLS files", "err", err)
 			return 1

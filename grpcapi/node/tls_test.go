@@ -2,6 +2,8 @@ package node_test
 
 import (
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -201,4 +203,55 @@ func TestMutualTLS(t *testing.T) {
 	// A client certificate of another authority is not sent: the node
 	// names the authorities it takes.
 	handshakesLogged(t, stderr.String(), "client didn't provide a certificate", "first record does not look like a TLS handshake")
+}
+
+// TestTLSFilesRenewed: certificate files rewritten while the node runs
+// serve its next connections, with no restart; connections already
+// open go on; files that do not load are logged, and the ones loaded
+// before stay in use.
+func TestTLSFilesRenewed(t *testing.T) {
+	old, renewed := tlstest.NewCA(t, "old"), tlstest.NewCA(t, "renewed")
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "node.pem"), filepath.Join(dir, "node-key.pem")
+	install := func(ca *tlstest.CA) {
+		t.Helper()
+		c, k := ca.Server(t, "node")
+		for _, f := range [][2]string{{c, cert}, {k, key}} {
+			data, err := os.ReadFile(f[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(f[1], data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	install(old)
+	addr, stop, stderr := runMain(t, "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--tls-cert", cert, "--tls-key", key)
+	before := dialTLS(t, addr, old.File, "", "")
+	s := leader.Shard{Namespace: "renewed", Shard: 0}
+	replicateOver(t, before, s, 5)
+
+	install(renewed)
+	after := dialTLS(t, addr, renewed.File, "", "")
+	if st, err := after.Status(ctxT(t), s); err != nil || st.GetTerm() != 1 {
+		t.Fatalf("a client trusting the renewed certificate's authority: %v, %v", st, err)
+	}
+	if _, err := before.Status(ctxT(t), s); err != nil {
+		t.Fatalf("the connection opened before the renewal: %v", err)
+	}
+	refused(t, "trusting the old authority only", dialTLS(t, addr, old.File, "", ""), after, s, "certificate signed by unknown authority")
+
+	if err := os.WriteFile(key, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := dialTLS(t, addr, renewed.File, "", "").Status(ctxT(t), s); err != nil {
+		t.Fatalf("with a damaged key file, the files loaded before: %v", err)
+	}
+	if got := stop(); got != 0 {
+		t.Fatalf("status %d; stderr:\n%s", got, stderr)
+	}
+	if !strings.Contains(stderr.String(), "the TLS files changed but do not load") || !strings.Contains(stderr.String(), key) {
+		t.Errorf("the damaged key file is not logged:\n%s", stderr)
+	}
 }

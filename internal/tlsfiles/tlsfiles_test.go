@@ -113,7 +113,7 @@ func TestHandshakes(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			server, err := tlsfiles.Server(cert, key, c.clientCA)
+			server, err := tlsfiles.Server(cert, key, c.clientCA, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -155,7 +155,7 @@ func TestBadFiles(t *testing.T) {
 	servers := []struct {
 		name, cert, key, clientCA, want string
 	}{
-		{"missing certificate", missing, key, "", "certificate " + missing + " with key " + key + ": open " + missing},
+		{"missing certificate", missing, key, "", "tls: certificate " + missing + ": open " + missing},
 		{"missing key", cert, missing, "", "open " + missing},
 		{"not PEM", empty, key, "", "certificate " + empty},
 		{"the key of another certificate", cert, otherKey, "", "private key does not match public key"},
@@ -164,7 +164,7 @@ func TestBadFiles(t *testing.T) {
 	}
 	for _, c := range servers {
 		t.Run("server/"+c.name, func(t *testing.T) {
-			if _, err := tlsfiles.Server(c.cert, c.key, c.clientCA); err == nil || !strings.Contains(err.Error(), c.want) {
+			if _, err := tlsfiles.Server(c.cert, c.key, c.clientCA, nil); err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("Server: %v, want an error with %q", err, c.want)
 			}
 		})
@@ -201,7 +201,7 @@ func TestChainsAndKeyForms(t *testing.T) {
 	}{{"PKCS#8", tlstest.PKCS8}, {"SEC1", tlstest.SEC1}, {"PKCS#1", tlstest.PKCS1}} {
 		t.Run(f.name, func(t *testing.T) {
 			cert, key := in.ServerKey(t, "node", f.form)
-			server, err := tlsfiles.Server(cert, key, root.File)
+			server, err := tlsfiles.Server(cert, key, root.File, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -237,7 +237,7 @@ func TestEncryptedKey(t *testing.T) {
 			t.Fatal(err)
 		}
 		want := "the private key in " + key + " is encrypted"
-		if _, err := tlsfiles.Server(cert, key, ""); err == nil || !strings.Contains(err.Error(), want) {
+		if _, err := tlsfiles.Server(cert, key, "", nil); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Server with %s: %v, want an error with %q", b.Type, err, want)
 		}
 		if _, err := tlsfiles.Client(ca.File, cert, key, ""); err == nil || !strings.Contains(err.Error(), want) {
@@ -267,7 +267,7 @@ func TestSystemRoots(t *testing.T) {
 	}
 	ca, other := tlstest.NewCA(t, "ca"), tlstest.NewCA(t, "other")
 	cert, key := ca.Server(t, "node")
-	server, err := tlsfiles.Server(cert, key, "")
+	server, err := tlsfiles.Server(cert, key, "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -286,4 +286,89 @@ func TestSystemRoots(t *testing.T) {
 			t.Errorf("system roots from %s: %v, want a failure with %q:\n%s", c.roots, err, c.want, out)
 		}
 	}
+}
+
+// TestServerTakesRenewedFiles: files rewritten while a server runs
+// serve its next handshake, the client authorities included; files
+// that do not load are reported once, and those loaded before stay in
+// use.
+func TestServerTakesRenewedFiles(t *testing.T) {
+	first, second := tlstest.NewCA(t, "first"), tlstest.NewCA(t, "second")
+	dir := t.TempDir()
+	cert, key, clientCA := filepath.Join(dir, "node.pem"), filepath.Join(dir, "node-key.pem"), filepath.Join(dir, "clients.pem")
+	write := func(path string, data []byte) {
+		t.Helper()
+		if err := os.WriteFile(path, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	install := func(ca *tlstest.CA) {
+		t.Helper()
+		c, k := ca.Server(t, "node")
+		for _, f := range [][2]string{{c, cert}, {k, key}, {ca.File, clientCA}} {
+			data, err := os.ReadFile(f[0])
+			if err != nil {
+				t.Fatal(err)
+			}
+			write(f[1], data)
+		}
+	}
+	client := func(ca *tlstest.CA) *tls.Config {
+		t.Helper()
+		c, k := ca.Client(t, "leader")
+		cfg, err := tlsfiles.Client(ca.File, c, k, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	install(first)
+	failed := make(chan error, 16)
+	server, err := tlsfiles.Server(cert, key, clientCA, func(err error) { failed <- err })
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(step string, ca *tlstest.CA, want string) {
+		t.Helper()
+		err := handshake(t, server, client(ca))
+		switch {
+		case want == "" && err != nil:
+			t.Fatalf("%s: handshake: %v", step, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want)):
+			t.Fatalf("%s: handshake: %v, want an error with %q", step, err, want)
+		}
+	}
+	noFailure := func(step string) {
+		t.Helper()
+		select {
+		case err := <-failed:
+			t.Fatalf("%s: reported %v", step, err)
+		default:
+		}
+	}
+	check("first files", first, "")
+	check("first files", second, "certificate signed by unknown authority")
+
+	install(second)
+	check("renewed files", second, "")
+	check("renewed files", first, "certificate signed by unknown authority")
+	noFailure("renewed files")
+
+	// A certificate file being rewritten: the files loaded before serve.
+	write(cert, []byte("-----BEGIN CERTIFICATE-----\nMIIB"))
+	check("a damaged certificate file", second, "")
+	select {
+	case err := <-failed:
+		if !strings.Contains(err.Error(), cert) {
+			t.Fatalf("the failure does not name the file: %v", err)
+		}
+	default:
+		t.Fatal("a certificate file that does not load was not reported")
+	}
+	check("the same damaged file", second, "")
+	noFailure("the same damaged file")
+
+	install(first)
+	check("files renewed again", first, "")
+	noFailure("files renewed again")
 }
