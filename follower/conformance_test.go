@@ -1827,7 +1827,7 @@ func unattachedCumulative(t *testing.T) (*Follower, *fakeStream, *replication) {
 	t.Cleanup(func() { _ = f.Close() })
 	s := newFakeStream()
 	t.Cleanup(s.cancel)
-	r := newReplication(f, s)
+	r := newReplication(f, s, logpos.NoTerm)
 	r.mu.mode = cumulative
 	return f, s, r
 }
@@ -2107,4 +2107,67 @@ func (quietPebble) Infof(string, ...any)                {}
 func (l quietPebble) Errorf(format string, args ...any) { l.t.Errorf("pebble: "+format, args...) }
 func (quietPebble) Fatalf(format string, args ...any) {
 	panic(fmt.Sprintf("pebble: "+format, args...))
+}
+
+// TestConformanceStreamOfALeaderNamingItsTerm: a stream whose leader
+// says which term it leads (ReplicateAt) attaches only in that term. A
+// deposed leader's is refused with ErrInvalidTerm, changing nothing, and
+// after it the new leader truncates and streams; the checks before it
+// (not a member, a stream attached) come first.
+func TestConformanceStreamOfALeaderNamingItsTerm(t *testing.T) {
+	h := confPopulated(t, Config{}) // term 2, Follower
+	if _, err := h.f.NewTerm(3, confOpts); err != nil {
+		t.Fatal(err)
+	}
+	// refusedAt returns ReplicateAt's error; a stream that attaches
+	// instead fails the test, at a deadline, rather than hang it.
+	refusedAt := func(term logpos.Term) error {
+		t.Helper()
+		s := newFakeStream()
+		res := make(chan error, 1)
+		go func() { res <- h.f.ReplicateAt(s, term) }()
+		select {
+		case err := <-res:
+			return err
+		case <-bounded(t).Done():
+			s.cancel()
+			t.Fatalf("a stream of a leader of term %d attached in term %d", term, h.f.Status().Term)
+			return nil
+		}
+	}
+	for _, stale := range []logpos.Term{2, 4, 0} {
+		before := confObserve(t, h.f, h.dir, h.fs)
+		if err := refusedAt(stale); !errors.Is(err, ErrInvalidTerm) {
+			t.Errorf("a stream of a leader of term %d in term 3: %v, want ErrInvalidTerm", stale, err)
+		}
+		if d := before.diff(confObserve(t, h.f, h.dir, h.fs)); d != "" {
+			t.Errorf("the refused stream of term %d changed: %s", stale, d)
+		}
+	}
+	// Nothing is attached: the new leader truncates, then streams.
+	head, err := h.f.Truncate(3, &logpos.EntryID{Term: 2, Offset: 5})
+	if err != nil {
+		t.Fatalf("the new leader's Truncate after the refused stream: %v", err)
+	}
+	s := newFakeStream()
+	res := make(chan error, 1)
+	go func() { res <- h.f.ReplicateAt(s, 3); s.cancel() }()
+	a := &confStream{s: s, res: res}
+	a.send(t, entryAppend(3, int64(head.Offset)+1, -1, "k", "v"))
+	if got := a.ack(t); got != int64(head.Offset)+1 {
+		t.Fatalf("ack %d, want %d", got, head.Offset+1)
+	}
+	// A stream attached comes first, as for a stream that names no term.
+	if err := h.f.ReplicateAt(newFakeStream(), 2); !errors.Is(err, ErrConflict) {
+		t.Errorf("a stale stream while one is attached: %v, want ErrConflict", err)
+	}
+	if err := a.finish(t); err != nil {
+		t.Fatal(err)
+	}
+
+	// Not a member comes first too.
+	nm := newHarness(t, Config{})
+	if err := nm.f.ReplicateAt(newFakeStream(), 1); !errors.Is(err, ErrNotMember) {
+		t.Errorf("a stream naming a term on a replica that is not a member: %v, want ErrNotMember", err)
+	}
 }

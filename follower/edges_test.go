@@ -586,7 +586,7 @@ func TestEntryAsLargeAsTheLogTakesIsNotRefused(t *testing.T) {
 	confFill(t, h.f, 1, 0, 0, -1)
 	s := newFakeStream()
 	defer s.cancel()
-	r := newReplication(h.f, s) // not attached: its append is called here
+	r := newReplication(h.f, s, logpos.NoTerm) // not attached: its append is called here
 	r.log = h.f.log
 	err := r.append(logpos.Entry{Term: 1, Offset: 2, Value: make([]byte, wal.MaxValueSize)}, nil)
 	if errors.Is(err, ErrInvalidArgument) || !errors.Is(err, wal.ErrGap) {

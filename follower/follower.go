@@ -787,6 +787,10 @@ func (f lifecycle) HeadGiven(head *logpos.EntryID) bool { return head != nil }
 
 func (f lifecycle) NothingAttached() bool { return f.stream == nil && f.install == nil }
 
+func (f lifecycle) LeaderTermCurrent(leaderTerm logpos.Term) bool {
+	return leaderTerm == logpos.NoTerm || int64(leaderTerm) == f.term.Load()
+}
+
 func (f lifecycle) HeadNotBelowCommit(head *logpos.EntryID) bool {
 	return head.Offset >= f.commit()
 }

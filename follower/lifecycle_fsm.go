@@ -12,7 +12,7 @@ import (
 )
 
 // LifecycleTableHash is the hash of transitions.yaml this file was generated from.
-const LifecycleTableHash = "sha256:ab25c2dd7dd86297eb0a535e7eac155711cf0fe56ff39c66ab8e1c89ca21dd63"
+const LifecycleTableHash = "sha256:ab180e9836d500c560759aa25c674794f28f6aee0da8f9eadd7606ca26db2ded"
 
 // State is a state of the Lifecycle machine. The zero value is not a state.
 type State uint8
@@ -59,7 +59,8 @@ const (
 	EventNewTerm
 	// EventTruncate: The leader of the term cuts the log back to its head.
 	EventTruncate
-	// EventAttachStream: A leader opens a replication stream.
+	// EventAttachStream: A leader opens a replication stream, naming its term or
+	// not (NoTerm).
 	EventAttachStream
 	// EventFirstEntry: A stream delivered an entry that passed the checks and,
 	// when new, was appended.
@@ -125,6 +126,9 @@ type LifecycleHandlers interface {
 	// NothingAttached (guard): no replication stream and no snapshot install is
 	// attached. When it fails, the event is refused with ErrConflict.
 	NothingAttached() bool
+	// LeaderTermCurrent (guard): the stream's leader names no term, or the
+	// replica's term. When it fails, the event is refused with ErrInvalidTerm.
+	LeaderTermCurrent(leaderTerm logpos.Term) bool
 	// HeadNotBelowCommit (guard): the head offset is not below the commit offset.
 	// When it fails, the event is refused with ErrInvalidArgument.
 	HeadNotBelowCommit(head *logpos.EntryID) bool
@@ -217,7 +221,7 @@ func (m *Lifecycle) Restore(term logpos.Term) error {
 	}
 	switch from := m.State(); from {
 	case StateNotMember:
-		// row 0 (transitions.yaml:141)
+		// row 0 (transitions.yaml:145)
 		if !m.h.TermValid(term) {
 			return m.refuse(from, EventRestore, -1, &_Lifecycle_refusals[0])
 		}
@@ -231,10 +235,10 @@ func (m *Lifecycle) Restore(term logpos.Term) error {
 		return m.refuse(from, EventRestore, -1, &_Lifecycle_refusals[14])
 	case StateFollower:
 		// Unhandled: refused.
-		return m.refuse(from, EventRestore, -1, &_Lifecycle_refusals[30])
+		return m.refuse(from, EventRestore, -1, &_Lifecycle_refusals[31])
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventRestore, -1, &_Lifecycle_refusals[44])
+		return m.refuse(from, EventRestore, -1, &_Lifecycle_refusals[46])
 	}
 	return fsm.ErrNoMachine
 }
@@ -246,7 +250,7 @@ func (m *Lifecycle) NewTerm(term logpos.Term, options TermOptions) error {
 	}
 	switch from := m.State(); from {
 	case StateNotMember:
-		// row 1 (transitions.yaml:143)
+		// row 1 (transitions.yaml:147)
 		if !m.h.TermValid(term) {
 			return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[1])
 		}
@@ -262,7 +266,7 @@ func (m *Lifecycle) NewTerm(term logpos.Term, options TermOptions) error {
 		}
 		return nil
 	case StateFenced:
-		// row 1 (transitions.yaml:143)
+		// row 1 (transitions.yaml:147)
 		if !m.h.TermValid(term) {
 			return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[15])
 		}
@@ -277,12 +281,12 @@ func (m *Lifecycle) NewTerm(term logpos.Term, options TermOptions) error {
 		}
 		return nil
 	case StateFollower:
-		// row 1 (transitions.yaml:143)
+		// row 1 (transitions.yaml:147)
 		if !m.h.TermValid(term) {
-			return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[31])
+			return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[32])
 		}
 		if !m.h.TermNotBehind(term) {
-			return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[32])
+			return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[33])
 		}
 		if err := m.h.Fence(term, options); err != nil {
 			return m.fail(from, EventNewTerm, 1, err)
@@ -294,7 +298,7 @@ func (m *Lifecycle) NewTerm(term logpos.Term, options TermOptions) error {
 		return nil
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[45])
+		return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[47])
 	}
 	return fsm.ErrNoMachine
 }
@@ -307,7 +311,7 @@ func (m *Lifecycle) Truncate(term logpos.Term, head *logpos.EntryID) error {
 	}
 	switch from := m.State(); from {
 	case StateNotMember:
-		// row 3 (transitions.yaml:150)
+		// row 3 (transitions.yaml:154)
 		if !m.h.HeadGiven(head) {
 			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[3])
 		}
@@ -316,7 +320,7 @@ func (m *Lifecycle) Truncate(term logpos.Term, head *logpos.EntryID) error {
 		}
 		return m.refuse(from, EventTruncate, 3, &_Lifecycle_refusals[5])
 	case StateFenced:
-		// row 2 (transitions.yaml:145)
+		// row 2 (transitions.yaml:149)
 		if !m.h.HeadGiven(head) {
 			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[17])
 		}
@@ -341,34 +345,38 @@ func (m *Lifecycle) Truncate(term logpos.Term, head *logpos.EntryID) error {
 		}
 		return nil
 	case StateFollower:
-		// row 3 (transitions.yaml:150)
+		// row 3 (transitions.yaml:154)
 		if !m.h.HeadGiven(head) {
-			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[33])
-		}
-		if !m.h.NothingAttached() {
 			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[34])
 		}
-		return m.refuse(from, EventTruncate, 3, &_Lifecycle_refusals[35])
+		if !m.h.NothingAttached() {
+			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[35])
+		}
+		return m.refuse(from, EventTruncate, 3, &_Lifecycle_refusals[36])
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[46])
+		return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[48])
 	}
 	return fsm.ErrNoMachine
 }
 
-// AttachStream fires event AttachStream. A leader opens a replication stream.
-func (m *Lifecycle) AttachStream(stream *replication) error {
+// AttachStream fires event AttachStream. A leader opens a replication stream,
+// naming its term or not (NoTerm).
+func (m *Lifecycle) AttachStream(stream *replication, leaderTerm logpos.Term) error {
 	if m.h == nil {
 		return fsm.ErrNoMachine
 	}
 	switch from := m.State(); from {
 	case StateNotMember:
-		// row 4 (transitions.yaml:152)
+		// row 4 (transitions.yaml:156)
 		return m.refuse(from, EventAttachStream, 4, &_Lifecycle_refusals[6])
 	case StateFenced:
-		// row 5 (transitions.yaml:153)
+		// row 5 (transitions.yaml:157)
 		if !m.h.NothingAttached() {
 			return m.refuse(from, EventAttachStream, -1, &_Lifecycle_refusals[22])
+		}
+		if !m.h.LeaderTermCurrent(leaderTerm) {
+			return m.refuse(from, EventAttachStream, -1, &_Lifecycle_refusals[23])
 		}
 		if err := m.h.StartStream(stream); err != nil {
 			return m.fail(from, EventAttachStream, 5, err)
@@ -378,9 +386,12 @@ func (m *Lifecycle) AttachStream(stream *replication) error {
 		}
 		return nil
 	case StateFollower:
-		// row 5 (transitions.yaml:153)
+		// row 5 (transitions.yaml:157)
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventAttachStream, -1, &_Lifecycle_refusals[36])
+			return m.refuse(from, EventAttachStream, -1, &_Lifecycle_refusals[37])
+		}
+		if !m.h.LeaderTermCurrent(leaderTerm) {
+			return m.refuse(from, EventAttachStream, -1, &_Lifecycle_refusals[38])
 		}
 		if err := m.h.StartStream(stream); err != nil {
 			return m.fail(from, EventAttachStream, 5, err)
@@ -391,7 +402,7 @@ func (m *Lifecycle) AttachStream(stream *replication) error {
 		return nil
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventAttachStream, -1, &_Lifecycle_refusals[47])
+		return m.refuse(from, EventAttachStream, -1, &_Lifecycle_refusals[49])
 	}
 	return fsm.ErrNoMachine
 }
@@ -407,9 +418,9 @@ func (m *Lifecycle) FirstEntry(stream *replication) error {
 		// Unhandled: refused.
 		return m.refuse(from, EventFirstEntry, -1, &_Lifecycle_refusals[7])
 	case StateFenced:
-		// row 6 (transitions.yaml:155)
+		// row 6 (transitions.yaml:159)
 		if !m.h.StreamAttached(stream) {
-			return m.refuse(from, EventFirstEntry, -1, &_Lifecycle_refusals[23])
+			return m.refuse(from, EventFirstEntry, -1, &_Lifecycle_refusals[24])
 		}
 		m.state.Store(uint32(StateFollower))
 		if m.obs != nil {
@@ -417,9 +428,9 @@ func (m *Lifecycle) FirstEntry(stream *replication) error {
 		}
 		return nil
 	case StateFollower:
-		// row 7 (transitions.yaml:156)
+		// row 7 (transitions.yaml:160)
 		if !m.h.StreamAttached(stream) {
-			return m.refuse(from, EventFirstEntry, -1, &_Lifecycle_refusals[37])
+			return m.refuse(from, EventFirstEntry, -1, &_Lifecycle_refusals[39])
 		}
 		if m.obs != nil {
 			m.observe(from, EventFirstEntry, 7, from, nil)
@@ -427,7 +438,7 @@ func (m *Lifecycle) FirstEntry(stream *replication) error {
 		return nil
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventFirstEntry, -1, &_Lifecycle_refusals[48])
+		return m.refuse(from, EventFirstEntry, -1, &_Lifecycle_refusals[50])
 	}
 	return fsm.ErrNoMachine
 }
@@ -440,7 +451,7 @@ func (m *Lifecycle) BeginInstall(install *installation, empty bool, chunkTerm lo
 	}
 	switch from := m.State(); from {
 	case StateNotMember:
-		// row 8 (transitions.yaml:158)
+		// row 8 (transitions.yaml:162)
 		if !m.h.NothingAttached() {
 			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[8])
 		}
@@ -458,15 +469,15 @@ func (m *Lifecycle) BeginInstall(install *installation, empty bool, chunkTerm lo
 		}
 		return nil
 	case StateFenced:
-		// row 8 (transitions.yaml:158)
+		// row 8 (transitions.yaml:162)
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[24])
-		}
-		if !m.h.SnapshotNotEmpty(empty) {
 			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[25])
 		}
-		if !m.h.SnapshotTermAcceptable(chunkTerm) {
+		if !m.h.SnapshotNotEmpty(empty) {
 			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[26])
+		}
+		if !m.h.SnapshotTermAcceptable(chunkTerm) {
+			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[27])
 		}
 		if err := m.h.StartInstall(install); err != nil {
 			return m.fail(from, EventBeginInstall, 8, err)
@@ -476,15 +487,15 @@ func (m *Lifecycle) BeginInstall(install *installation, empty bool, chunkTerm lo
 		}
 		return nil
 	case StateFollower:
-		// row 8 (transitions.yaml:158)
+		// row 8 (transitions.yaml:162)
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[38])
+			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[40])
 		}
 		if !m.h.SnapshotNotEmpty(empty) {
-			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[39])
+			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[41])
 		}
 		if !m.h.SnapshotTermAcceptable(chunkTerm) {
-			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[40])
+			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[42])
 		}
 		if err := m.h.StartInstall(install); err != nil {
 			return m.fail(from, EventBeginInstall, 8, err)
@@ -495,7 +506,7 @@ func (m *Lifecycle) BeginInstall(install *installation, empty bool, chunkTerm lo
 		return nil
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[49])
+		return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[51])
 	}
 	return fsm.ErrNoMachine
 }
@@ -508,7 +519,7 @@ func (m *Lifecycle) CommitInstall(install *installation) error {
 	}
 	switch from := m.State(); from {
 	case StateNotMember:
-		// row 9 (transitions.yaml:159)
+		// row 9 (transitions.yaml:163)
 		if !m.h.InstallAttached(install) {
 			return m.refuse(from, EventCommitInstall, -1, &_Lifecycle_refusals[11])
 		}
@@ -521,9 +532,9 @@ func (m *Lifecycle) CommitInstall(install *installation) error {
 		}
 		return nil
 	case StateFenced:
-		// row 9 (transitions.yaml:159)
+		// row 9 (transitions.yaml:163)
 		if !m.h.InstallAttached(install) {
-			return m.refuse(from, EventCommitInstall, -1, &_Lifecycle_refusals[27])
+			return m.refuse(from, EventCommitInstall, -1, &_Lifecycle_refusals[28])
 		}
 		if err := m.h.CommitSnapshot(install); err != nil {
 			return m.fail(from, EventCommitInstall, 9, err)
@@ -534,9 +545,9 @@ func (m *Lifecycle) CommitInstall(install *installation) error {
 		}
 		return nil
 	case StateFollower:
-		// row 9 (transitions.yaml:159)
+		// row 9 (transitions.yaml:163)
 		if !m.h.InstallAttached(install) {
-			return m.refuse(from, EventCommitInstall, -1, &_Lifecycle_refusals[41])
+			return m.refuse(from, EventCommitInstall, -1, &_Lifecycle_refusals[43])
 		}
 		if err := m.h.CommitSnapshot(install); err != nil {
 			return m.fail(from, EventCommitInstall, 9, err)
@@ -547,7 +558,7 @@ func (m *Lifecycle) CommitInstall(install *installation) error {
 		return nil
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventCommitInstall, -1, &_Lifecycle_refusals[50])
+		return m.refuse(from, EventCommitInstall, -1, &_Lifecycle_refusals[52])
 	}
 	return fsm.ErrNoMachine
 }
@@ -559,7 +570,7 @@ func (m *Lifecycle) Delete(term logpos.Term) error {
 	}
 	switch from := m.State(); from {
 	case StateNotMember:
-		// row 10 (transitions.yaml:161): The data is removed after the replica is
+		// row 10 (transitions.yaml:165): The data is removed after the replica is
 		// closed.
 		if !m.h.TermValid(term) {
 			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[12])
@@ -576,13 +587,13 @@ func (m *Lifecycle) Delete(term logpos.Term) error {
 		}
 		return nil
 	case StateFenced:
-		// row 10 (transitions.yaml:161): The data is removed after the replica is
+		// row 10 (transitions.yaml:165): The data is removed after the replica is
 		// closed.
 		if !m.h.TermValid(term) {
-			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[28])
+			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[29])
 		}
 		if !m.h.TermNotBehind(term) {
-			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[29])
+			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[30])
 		}
 		if err := m.h.Shutdown(); err != nil {
 			return m.fail(from, EventDelete, 10, err)
@@ -593,13 +604,13 @@ func (m *Lifecycle) Delete(term logpos.Term) error {
 		}
 		return nil
 	case StateFollower:
-		// row 10 (transitions.yaml:161): The data is removed after the replica is
+		// row 10 (transitions.yaml:165): The data is removed after the replica is
 		// closed.
 		if !m.h.TermValid(term) {
-			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[42])
+			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[44])
 		}
 		if !m.h.TermNotBehind(term) {
-			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[43])
+			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[45])
 		}
 		if err := m.h.Shutdown(); err != nil {
 			return m.fail(from, EventDelete, 10, err)
@@ -611,7 +622,7 @@ func (m *Lifecycle) Delete(term logpos.Term) error {
 		return nil
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[51])
+		return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[53])
 	}
 	return fsm.ErrNoMachine
 }
@@ -623,7 +634,7 @@ func (m *Lifecycle) Close() error {
 	}
 	switch from := m.State(); from {
 	case StateNotMember:
-		// row 11 (transitions.yaml:168)
+		// row 11 (transitions.yaml:172)
 		if err := m.h.Shutdown(); err != nil {
 			return m.fail(from, EventClose, 11, err)
 		}
@@ -633,7 +644,7 @@ func (m *Lifecycle) Close() error {
 		}
 		return nil
 	case StateFenced:
-		// row 11 (transitions.yaml:168)
+		// row 11 (transitions.yaml:172)
 		if err := m.h.Shutdown(); err != nil {
 			return m.fail(from, EventClose, 11, err)
 		}
@@ -643,7 +654,7 @@ func (m *Lifecycle) Close() error {
 		}
 		return nil
 	case StateFollower:
-		// row 11 (transitions.yaml:168)
+		// row 11 (transitions.yaml:172)
 		if err := m.h.Shutdown(); err != nil {
 			return m.fail(from, EventClose, 11, err)
 		}
@@ -653,7 +664,7 @@ func (m *Lifecycle) Close() error {
 		}
 		return nil
 	case StateClosed:
-		// row 12 (transitions.yaml:169)
+		// row 12 (transitions.yaml:173)
 		if m.obs != nil {
 			m.observe(from, EventClose, 12, from, nil)
 		}
@@ -688,6 +699,7 @@ var _Lifecycle_refusals = [...]fsm.Refusal{
 	{Machine: "Lifecycle", State: "Fenced", Event: "Truncate", Guard: "HeadNotBelowCommit", Err: ErrInvalidArgument},
 	{Machine: "Lifecycle", State: "Fenced", Event: "Truncate", Guard: "HeadNotBeyondLog", Err: ErrInvalidArgument},
 	{Machine: "Lifecycle", State: "Fenced", Event: "AttachStream", Guard: "NothingAttached", Err: ErrConflict},
+	{Machine: "Lifecycle", State: "Fenced", Event: "AttachStream", Guard: "LeaderTermCurrent", Err: ErrInvalidTerm},
 	{Machine: "Lifecycle", State: "Fenced", Event: "FirstEntry", Guard: "StreamAttached", Err: ErrStreamEnded},
 	{Machine: "Lifecycle", State: "Fenced", Event: "BeginInstall", Guard: "NothingAttached", Err: ErrConflict},
 	{Machine: "Lifecycle", State: "Fenced", Event: "BeginInstall", Guard: "SnapshotNotEmpty", Err: ErrInvalidArgument},
@@ -702,6 +714,7 @@ var _Lifecycle_refusals = [...]fsm.Refusal{
 	{Machine: "Lifecycle", State: "Follower", Event: "Truncate", Guard: "NothingAttached", Err: ErrConflict},
 	{Machine: "Lifecycle", State: "Follower", Event: "Truncate", Guard: "", Err: ErrInvalidStatus},
 	{Machine: "Lifecycle", State: "Follower", Event: "AttachStream", Guard: "NothingAttached", Err: ErrConflict},
+	{Machine: "Lifecycle", State: "Follower", Event: "AttachStream", Guard: "LeaderTermCurrent", Err: ErrInvalidTerm},
 	{Machine: "Lifecycle", State: "Follower", Event: "FirstEntry", Guard: "StreamAttached", Err: ErrStreamEnded},
 	{Machine: "Lifecycle", State: "Follower", Event: "BeginInstall", Guard: "NothingAttached", Err: ErrConflict},
 	{Machine: "Lifecycle", State: "Follower", Event: "BeginInstall", Guard: "SnapshotNotEmpty", Err: ErrInvalidArgument},
@@ -742,7 +755,7 @@ func LifecycleTable() *fsm.Table {
 			{Name: "Restore", Doc: "Opening found a term in the store.", Payload: []fsm.Field{{Name: "term", Type: "logpos.Term"}}},
 			{Name: "NewTerm", Doc: "A coordinator fences the replica at a term.", Payload: []fsm.Field{{Name: "term", Type: "logpos.Term"}, {Name: "options", Type: "TermOptions"}}},
 			{Name: "Truncate", Doc: "The leader of the term cuts the log back to its head.", Payload: []fsm.Field{{Name: "term", Type: "logpos.Term"}, {Name: "head", Type: "*logpos.EntryID"}}},
-			{Name: "AttachStream", Doc: "A leader opens a replication stream.", Payload: []fsm.Field{{Name: "stream", Type: "*replication"}}},
+			{Name: "AttachStream", Doc: "A leader opens a replication stream, naming its term or not (NoTerm).", Payload: []fsm.Field{{Name: "stream", Type: "*replication"}, {Name: "leaderTerm", Type: "logpos.Term"}}},
 			{Name: "FirstEntry", Doc: "A stream delivered an entry that passed the checks and, when new, was appended.", Payload: []fsm.Field{{Name: "stream", Type: "*replication"}}},
 			{Name: "BeginInstall", Doc: "A leader's snapshot delivered its first chunk, or none.", Payload: []fsm.Field{{Name: "install", Type: "*installation"}, {Name: "empty", Type: "bool"}, {Name: "chunkTerm", Type: "logpos.Term"}}},
 			{Name: "CommitInstall", Doc: "Every chunk of a snapshot arrived and the staged store is valid.", Payload: []fsm.Field{{Name: "install", Type: "*installation"}}},
@@ -755,6 +768,7 @@ func LifecycleTable() *fsm.Table {
 			{Name: "TermMatches", Doc: "the term equals the replica's term", Error: "ErrInvalidTerm", Uses: []string{"term"}},
 			{Name: "HeadGiven", Doc: "the request carries a head entry id", Error: "ErrInvalidArgument", Uses: []string{"head"}},
 			{Name: "NothingAttached", Doc: "no replication stream and no snapshot install is attached", Error: "ErrConflict", Uses: nil},
+			{Name: "LeaderTermCurrent", Doc: "the stream's leader names no term, or the replica's term", Error: "ErrInvalidTerm", Uses: []string{"leaderTerm"}},
 			{Name: "HeadNotBelowCommit", Doc: "the head offset is not below the commit offset", Error: "ErrInvalidArgument", Uses: []string{"head"}},
 			{Name: "HeadNotBeyondLog", Doc: "the head offset is not beyond the last appended offset", Error: "ErrInvalidArgument", Uses: []string{"head"}},
 			{Name: "StreamAttached", Doc: "the stream is still the attached one", Error: "ErrStreamEnded", Uses: []string{"stream"}},
@@ -785,7 +799,7 @@ func LifecycleTable() *fsm.Table {
 			{From: []string{"Fenced"}, On: "Truncate", If: []string{"HeadGiven", "NothingAttached", "TermMatches", "HeadNotBelowCommit", "HeadNotBeyondLog"}, Kind: fsm.Move, To: "Follower", Do: []string{"TruncateLog"}, Refuse: "", Doc: ""},
 			{From: []string{"NotMember", "Follower"}, On: "Truncate", If: []string{"HeadGiven", "NothingAttached"}, Kind: fsm.Refuse, To: "", Do: nil, Refuse: "ErrInvalidStatus", Doc: ""},
 			{From: []string{"NotMember"}, On: "AttachStream", If: nil, Kind: fsm.Refuse, To: "", Do: nil, Refuse: "ErrNotMember", Doc: ""},
-			{From: []string{"Fenced", "Follower"}, On: "AttachStream", If: []string{"NothingAttached"}, Kind: fsm.Stay, To: "", Do: []string{"StartStream"}, Refuse: "", Doc: ""},
+			{From: []string{"Fenced", "Follower"}, On: "AttachStream", If: []string{"NothingAttached", "LeaderTermCurrent"}, Kind: fsm.Stay, To: "", Do: []string{"StartStream"}, Refuse: "", Doc: ""},
 			{From: []string{"Fenced"}, On: "FirstEntry", If: []string{"StreamAttached"}, Kind: fsm.Move, To: "Follower", Do: nil, Refuse: "", Doc: ""},
 			{From: []string{"Follower"}, On: "FirstEntry", If: []string{"StreamAttached"}, Kind: fsm.Noop, To: "", Do: nil, Refuse: "", Doc: ""},
 			{From: []string{"NotMember", "Fenced", "Follower"}, On: "BeginInstall", If: []string{"NothingAttached", "SnapshotNotEmpty", "SnapshotTermAcceptable"}, Kind: fsm.Stay, To: "", Do: []string{"StartInstall"}, Refuse: "", Doc: ""},

@@ -20,23 +20,26 @@ func (h lifecycleFake) TermNotBehind(a0 logpos.Term) bool { return h.f.Guard(0x2
 func (h lifecycleFake) TermMatches(a0 logpos.Term) bool   { return h.f.Guard(0x4, "TermMatches", a0) }
 func (h lifecycleFake) HeadGiven(a0 *logpos.EntryID) bool { return h.f.Guard(0x8, "HeadGiven", a0) }
 func (h lifecycleFake) NothingAttached() bool             { return h.f.Guard(0x10, "NothingAttached") }
+func (h lifecycleFake) LeaderTermCurrent(a0 logpos.Term) bool {
+	return h.f.Guard(0x20, "LeaderTermCurrent", a0)
+}
 func (h lifecycleFake) HeadNotBelowCommit(a0 *logpos.EntryID) bool {
-	return h.f.Guard(0x20, "HeadNotBelowCommit", a0)
+	return h.f.Guard(0x40, "HeadNotBelowCommit", a0)
 }
 func (h lifecycleFake) HeadNotBeyondLog(a0 *logpos.EntryID) bool {
-	return h.f.Guard(0x40, "HeadNotBeyondLog", a0)
+	return h.f.Guard(0x80, "HeadNotBeyondLog", a0)
 }
 func (h lifecycleFake) StreamAttached(a0 *replication) bool {
-	return h.f.Guard(0x80, "StreamAttached", a0)
+	return h.f.Guard(0x100, "StreamAttached", a0)
 }
 func (h lifecycleFake) SnapshotNotEmpty(a0 bool) bool {
-	return h.f.Guard(0x100, "SnapshotNotEmpty", a0)
+	return h.f.Guard(0x200, "SnapshotNotEmpty", a0)
 }
 func (h lifecycleFake) SnapshotTermAcceptable(a0 logpos.Term) bool {
-	return h.f.Guard(0x200, "SnapshotTermAcceptable", a0)
+	return h.f.Guard(0x400, "SnapshotTermAcceptable", a0)
 }
 func (h lifecycleFake) InstallAttached(a0 *installation) bool {
-	return h.f.Guard(0x400, "InstallAttached", a0)
+	return h.f.Guard(0x800, "InstallAttached", a0)
 }
 func (h lifecycleFake) Fence(a0 logpos.Term, a1 TermOptions) error {
 	return h.f.Action("Fence", a0, a1)
@@ -104,13 +107,16 @@ var lifecyclePayloadTruncate = [2]struct {
 // fsmtest.Value from a seed of its own, the second set's seeds of the other
 // parity.
 var lifecyclePayloadAttachStream = [2]struct {
-	stream *replication
+	stream     *replication
+	leaderTerm logpos.Term
 }{
 	{
 		fsmtest.Value[*replication](6),
+		fsmtest.Value[logpos.Term](7),
 	},
 	{
 		fsmtest.Value[*replication](1007),
+		fsmtest.Value[logpos.Term](1008),
 	},
 }
 
@@ -121,10 +127,10 @@ var lifecyclePayloadFirstEntry = [2]struct {
 	stream *replication
 }{
 	{
-		fsmtest.Value[*replication](7),
+		fsmtest.Value[*replication](8),
 	},
 	{
-		fsmtest.Value[*replication](1008),
+		fsmtest.Value[*replication](1009),
 	},
 }
 
@@ -138,14 +144,14 @@ var lifecyclePayloadBeginInstall = [2]struct {
 	chunkTerm logpos.Term
 }{
 	{
-		fsmtest.Value[*installation](8),
-		fsmtest.Value[bool](9),
-		fsmtest.Value[logpos.Term](10),
+		fsmtest.Value[*installation](9),
+		fsmtest.Value[bool](10),
+		fsmtest.Value[logpos.Term](11),
 	},
 	{
-		fsmtest.Value[*installation](1009),
-		fsmtest.Value[bool](1010),
-		fsmtest.Value[logpos.Term](1011),
+		fsmtest.Value[*installation](1010),
+		fsmtest.Value[bool](1011),
+		fsmtest.Value[logpos.Term](1012),
 	},
 }
 
@@ -157,10 +163,10 @@ var lifecyclePayloadCommitInstall = [2]struct {
 	install *installation
 }{
 	{
-		fsmtest.Value[*installation](11),
+		fsmtest.Value[*installation](12),
 	},
 	{
-		fsmtest.Value[*installation](1012),
+		fsmtest.Value[*installation](1013),
 	},
 }
 
@@ -171,10 +177,10 @@ var lifecyclePayloadDelete = [2]struct {
 	term logpos.Term
 }{
 	{
-		fsmtest.Value[logpos.Term](12),
+		fsmtest.Value[logpos.Term](13),
 	},
 	{
-		fsmtest.Value[logpos.Term](1013),
+		fsmtest.Value[logpos.Term](1014),
 	},
 }
 
@@ -188,7 +194,7 @@ func lifecycleFire(m *Lifecycle, e Event, set int) error {
 	case EventTruncate:
 		return m.Truncate(lifecyclePayloadTruncate[set].term, lifecyclePayloadTruncate[set].head)
 	case EventAttachStream:
-		return m.AttachStream(lifecyclePayloadAttachStream[set].stream)
+		return m.AttachStream(lifecyclePayloadAttachStream[set].stream, lifecyclePayloadAttachStream[set].leaderTerm)
 	case EventFirstEntry:
 		return m.FirstEntry(lifecyclePayloadFirstEntry[set].stream)
 	case EventBeginInstall:
@@ -216,7 +222,7 @@ var lifecycleHarness = &fsmtest.Harness[*Lifecycle, State, Event]{
 			EventRestore:       {"term": lifecyclePayloadRestore[0].term},
 			EventNewTerm:       {"term": lifecyclePayloadNewTerm[0].term, "options": lifecyclePayloadNewTerm[0].options},
 			EventTruncate:      {"term": lifecyclePayloadTruncate[0].term, "head": lifecyclePayloadTruncate[0].head},
-			EventAttachStream:  {"stream": lifecyclePayloadAttachStream[0].stream},
+			EventAttachStream:  {"stream": lifecyclePayloadAttachStream[0].stream, "leaderTerm": lifecyclePayloadAttachStream[0].leaderTerm},
 			EventFirstEntry:    {"stream": lifecyclePayloadFirstEntry[0].stream},
 			EventBeginInstall:  {"install": lifecyclePayloadBeginInstall[0].install, "empty": lifecyclePayloadBeginInstall[0].empty, "chunkTerm": lifecyclePayloadBeginInstall[0].chunkTerm},
 			EventCommitInstall: {"install": lifecyclePayloadCommitInstall[0].install},
@@ -226,7 +232,7 @@ var lifecycleHarness = &fsmtest.Harness[*Lifecycle, State, Event]{
 			EventRestore:       {"term": lifecyclePayloadRestore[1].term},
 			EventNewTerm:       {"term": lifecyclePayloadNewTerm[1].term, "options": lifecyclePayloadNewTerm[1].options},
 			EventTruncate:      {"term": lifecyclePayloadTruncate[1].term, "head": lifecyclePayloadTruncate[1].head},
-			EventAttachStream:  {"stream": lifecyclePayloadAttachStream[1].stream},
+			EventAttachStream:  {"stream": lifecyclePayloadAttachStream[1].stream, "leaderTerm": lifecyclePayloadAttachStream[1].leaderTerm},
 			EventFirstEntry:    {"stream": lifecyclePayloadFirstEntry[1].stream},
 			EventBeginInstall:  {"install": lifecyclePayloadBeginInstall[1].install, "empty": lifecyclePayloadBeginInstall[1].empty, "chunkTerm": lifecyclePayloadBeginInstall[1].chunkTerm},
 			EventCommitInstall: {"install": lifecyclePayloadCommitInstall[1].install},
@@ -245,51 +251,51 @@ var lifecycleHarness = &fsmtest.Harness[*Lifecycle, State, Event]{
 	// The shortest way from NotMember to every state.
 	Paths: map[State][]fsmtest.Step[Event]{
 		StateNotMember: {},
-		StateFenced:    {{Event: EventRestore, Pass: 0x7ff}},
-		StateFollower:  {{Event: EventCommitInstall, Pass: 0x7ff}},
-		StateClosed:    {{Event: EventDelete, Pass: 0x7ff}},
+		StateFenced:    {{Event: EventRestore, Pass: 0xfff}},
+		StateFollower:  {{Event: EventCommitInstall, Pass: 0xfff}},
+		StateClosed:    {{Event: EventDelete, Pass: 0xfff}},
 	},
 }
 
 // Every event in every state, with every guard holding.
 func TestLifecycleMatrix(t *testing.T) {
 	lifecycleHarness.Run(t, []fsmtest.Case[State, Event]{
-		{Name: "NotMember/Restore", From: StateNotMember, Event: EventRestore, Pass: 0x7ff, To: StateFenced, Row: 0, Calls: "TermValid"},
-		{Name: "NotMember/NewTerm", From: StateNotMember, Event: EventNewTerm, Pass: 0x7ff, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
-		{Name: "NotMember/Truncate", From: StateNotMember, Event: EventTruncate, Pass: 0x7ff, To: StateNotMember, Row: 3, Err: "ErrInvalidStatus", Calls: "HeadGiven,NothingAttached"},
-		{Name: "NotMember/AttachStream", From: StateNotMember, Event: EventAttachStream, Pass: 0x7ff, To: StateNotMember, Row: 4, Err: "ErrNotMember"},
-		{Name: "NotMember/FirstEntry", From: StateNotMember, Event: EventFirstEntry, Pass: 0x7ff, To: StateNotMember, Row: -1, Err: "ErrInvalidStatus"},
-		{Name: "NotMember/BeginInstall", From: StateNotMember, Event: EventBeginInstall, Pass: 0x7ff, To: StateNotMember, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{Name: "NotMember/CommitInstall", From: StateNotMember, Event: EventCommitInstall, Pass: 0x7ff, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
-		{Name: "NotMember/Delete", From: StateNotMember, Event: EventDelete, Pass: 0x7ff, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
-		{Name: "NotMember/Close", From: StateNotMember, Event: EventClose, Pass: 0x7ff, To: StateClosed, Row: 11, Calls: "Shutdown"},
-		{Name: "Fenced/Restore", From: StateFenced, Event: EventRestore, Pass: 0x7ff, To: StateFenced, Row: -1, Err: "ErrInvalidStatus"},
-		{Name: "Fenced/NewTerm", From: StateFenced, Event: EventNewTerm, Pass: 0x7ff, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
-		{Name: "Fenced/Truncate", From: StateFenced, Event: EventTruncate, Pass: 0x7ff, To: StateFollower, Row: 2, Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog,TruncateLog"},
-		{Name: "Fenced/AttachStream", From: StateFenced, Event: EventAttachStream, Pass: 0x7ff, To: StateFenced, Row: 5, Calls: "NothingAttached,StartStream"},
-		{Name: "Fenced/FirstEntry", From: StateFenced, Event: EventFirstEntry, Pass: 0x7ff, To: StateFollower, Row: 6, Calls: "StreamAttached"},
-		{Name: "Fenced/BeginInstall", From: StateFenced, Event: EventBeginInstall, Pass: 0x7ff, To: StateFenced, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{Name: "Fenced/CommitInstall", From: StateFenced, Event: EventCommitInstall, Pass: 0x7ff, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
-		{Name: "Fenced/Delete", From: StateFenced, Event: EventDelete, Pass: 0x7ff, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
-		{Name: "Fenced/Close", From: StateFenced, Event: EventClose, Pass: 0x7ff, To: StateClosed, Row: 11, Calls: "Shutdown"},
-		{Name: "Follower/Restore", From: StateFollower, Event: EventRestore, Pass: 0x7ff, To: StateFollower, Row: -1, Err: "ErrInvalidStatus"},
-		{Name: "Follower/NewTerm", From: StateFollower, Event: EventNewTerm, Pass: 0x7ff, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
-		{Name: "Follower/Truncate", From: StateFollower, Event: EventTruncate, Pass: 0x7ff, To: StateFollower, Row: 3, Err: "ErrInvalidStatus", Calls: "HeadGiven,NothingAttached"},
-		{Name: "Follower/AttachStream", From: StateFollower, Event: EventAttachStream, Pass: 0x7ff, To: StateFollower, Row: 5, Calls: "NothingAttached,StartStream"},
-		{Name: "Follower/FirstEntry", From: StateFollower, Event: EventFirstEntry, Pass: 0x7ff, To: StateFollower, Row: 7, Calls: "StreamAttached"},
-		{Name: "Follower/BeginInstall", From: StateFollower, Event: EventBeginInstall, Pass: 0x7ff, To: StateFollower, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{Name: "Follower/CommitInstall", From: StateFollower, Event: EventCommitInstall, Pass: 0x7ff, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
-		{Name: "Follower/Delete", From: StateFollower, Event: EventDelete, Pass: 0x7ff, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
-		{Name: "Follower/Close", From: StateFollower, Event: EventClose, Pass: 0x7ff, To: StateClosed, Row: 11, Calls: "Shutdown"},
-		{Name: "Closed/Restore", From: StateClosed, Event: EventRestore, Pass: 0x7ff, To: StateClosed, Row: -1, Err: "ErrClosed"},
-		{Name: "Closed/NewTerm", From: StateClosed, Event: EventNewTerm, Pass: 0x7ff, To: StateClosed, Row: -1, Err: "ErrClosed"},
-		{Name: "Closed/Truncate", From: StateClosed, Event: EventTruncate, Pass: 0x7ff, To: StateClosed, Row: -1, Err: "ErrClosed"},
-		{Name: "Closed/AttachStream", From: StateClosed, Event: EventAttachStream, Pass: 0x7ff, To: StateClosed, Row: -1, Err: "ErrClosed"},
-		{Name: "Closed/FirstEntry", From: StateClosed, Event: EventFirstEntry, Pass: 0x7ff, To: StateClosed, Row: -1, Err: "ErrClosed"},
-		{Name: "Closed/BeginInstall", From: StateClosed, Event: EventBeginInstall, Pass: 0x7ff, To: StateClosed, Row: -1, Err: "ErrClosed"},
-		{Name: "Closed/CommitInstall", From: StateClosed, Event: EventCommitInstall, Pass: 0x7ff, To: StateClosed, Row: -1, Err: "ErrClosed"},
-		{Name: "Closed/Delete", From: StateClosed, Event: EventDelete, Pass: 0x7ff, To: StateClosed, Row: -1, Err: "ErrClosed"},
-		{Name: "Closed/Close", From: StateClosed, Event: EventClose, Pass: 0x7ff, To: StateClosed, Row: 12},
+		{Name: "NotMember/Restore", From: StateNotMember, Event: EventRestore, Pass: 0xfff, To: StateFenced, Row: 0, Calls: "TermValid"},
+		{Name: "NotMember/NewTerm", From: StateNotMember, Event: EventNewTerm, Pass: 0xfff, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "NotMember/Truncate", From: StateNotMember, Event: EventTruncate, Pass: 0xfff, To: StateNotMember, Row: 3, Err: "ErrInvalidStatus", Calls: "HeadGiven,NothingAttached"},
+		{Name: "NotMember/AttachStream", From: StateNotMember, Event: EventAttachStream, Pass: 0xfff, To: StateNotMember, Row: 4, Err: "ErrNotMember"},
+		{Name: "NotMember/FirstEntry", From: StateNotMember, Event: EventFirstEntry, Pass: 0xfff, To: StateNotMember, Row: -1, Err: "ErrInvalidStatus"},
+		{Name: "NotMember/BeginInstall", From: StateNotMember, Event: EventBeginInstall, Pass: 0xfff, To: StateNotMember, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "NotMember/CommitInstall", From: StateNotMember, Event: EventCommitInstall, Pass: 0xfff, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "NotMember/Delete", From: StateNotMember, Event: EventDelete, Pass: 0xfff, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "NotMember/Close", From: StateNotMember, Event: EventClose, Pass: 0xfff, To: StateClosed, Row: 11, Calls: "Shutdown"},
+		{Name: "Fenced/Restore", From: StateFenced, Event: EventRestore, Pass: 0xfff, To: StateFenced, Row: -1, Err: "ErrInvalidStatus"},
+		{Name: "Fenced/NewTerm", From: StateFenced, Event: EventNewTerm, Pass: 0xfff, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "Fenced/Truncate", From: StateFenced, Event: EventTruncate, Pass: 0xfff, To: StateFollower, Row: 2, Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog,TruncateLog"},
+		{Name: "Fenced/AttachStream", From: StateFenced, Event: EventAttachStream, Pass: 0xfff, To: StateFenced, Row: 5, Calls: "NothingAttached,LeaderTermCurrent,StartStream"},
+		{Name: "Fenced/FirstEntry", From: StateFenced, Event: EventFirstEntry, Pass: 0xfff, To: StateFollower, Row: 6, Calls: "StreamAttached"},
+		{Name: "Fenced/BeginInstall", From: StateFenced, Event: EventBeginInstall, Pass: 0xfff, To: StateFenced, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "Fenced/CommitInstall", From: StateFenced, Event: EventCommitInstall, Pass: 0xfff, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "Fenced/Delete", From: StateFenced, Event: EventDelete, Pass: 0xfff, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "Fenced/Close", From: StateFenced, Event: EventClose, Pass: 0xfff, To: StateClosed, Row: 11, Calls: "Shutdown"},
+		{Name: "Follower/Restore", From: StateFollower, Event: EventRestore, Pass: 0xfff, To: StateFollower, Row: -1, Err: "ErrInvalidStatus"},
+		{Name: "Follower/NewTerm", From: StateFollower, Event: EventNewTerm, Pass: 0xfff, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "Follower/Truncate", From: StateFollower, Event: EventTruncate, Pass: 0xfff, To: StateFollower, Row: 3, Err: "ErrInvalidStatus", Calls: "HeadGiven,NothingAttached"},
+		{Name: "Follower/AttachStream", From: StateFollower, Event: EventAttachStream, Pass: 0xfff, To: StateFollower, Row: 5, Calls: "NothingAttached,LeaderTermCurrent,StartStream"},
+		{Name: "Follower/FirstEntry", From: StateFollower, Event: EventFirstEntry, Pass: 0xfff, To: StateFollower, Row: 7, Calls: "StreamAttached"},
+		{Name: "Follower/BeginInstall", From: StateFollower, Event: EventBeginInstall, Pass: 0xfff, To: StateFollower, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "Follower/CommitInstall", From: StateFollower, Event: EventCommitInstall, Pass: 0xfff, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "Follower/Delete", From: StateFollower, Event: EventDelete, Pass: 0xfff, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "Follower/Close", From: StateFollower, Event: EventClose, Pass: 0xfff, To: StateClosed, Row: 11, Calls: "Shutdown"},
+		{Name: "Closed/Restore", From: StateClosed, Event: EventRestore, Pass: 0xfff, To: StateClosed, Row: -1, Err: "ErrClosed"},
+		{Name: "Closed/NewTerm", From: StateClosed, Event: EventNewTerm, Pass: 0xfff, To: StateClosed, Row: -1, Err: "ErrClosed"},
+		{Name: "Closed/Truncate", From: StateClosed, Event: EventTruncate, Pass: 0xfff, To: StateClosed, Row: -1, Err: "ErrClosed"},
+		{Name: "Closed/AttachStream", From: StateClosed, Event: EventAttachStream, Pass: 0xfff, To: StateClosed, Row: -1, Err: "ErrClosed"},
+		{Name: "Closed/FirstEntry", From: StateClosed, Event: EventFirstEntry, Pass: 0xfff, To: StateClosed, Row: -1, Err: "ErrClosed"},
+		{Name: "Closed/BeginInstall", From: StateClosed, Event: EventBeginInstall, Pass: 0xfff, To: StateClosed, Row: -1, Err: "ErrClosed"},
+		{Name: "Closed/CommitInstall", From: StateClosed, Event: EventCommitInstall, Pass: 0xfff, To: StateClosed, Row: -1, Err: "ErrClosed"},
+		{Name: "Closed/Delete", From: StateClosed, Event: EventDelete, Pass: 0xfff, To: StateClosed, Row: -1, Err: "ErrClosed"},
+		{Name: "Closed/Close", From: StateClosed, Event: EventClose, Pass: 0xfff, To: StateClosed, Row: 12},
 	})
 }
 
@@ -309,14 +315,14 @@ func TestLifecycleGuardOutcomes(t *testing.T) {
 		{Name: "NotMember/Truncate/+HeadGiven+NothingAttached", From: StateNotMember, Event: EventTruncate, Pass: 0x18, To: StateNotMember, Row: 3, Err: "ErrInvalidStatus", Calls: "HeadGiven,NothingAttached"},
 		{Name: "NotMember/BeginInstall/-NothingAttached-SnapshotNotEmpty-SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x0, To: StateNotMember, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
 		{Name: "NotMember/BeginInstall/+NothingAttached-SnapshotNotEmpty-SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x10, To: StateNotMember, Row: -1, Err: "ErrInvalidArgument", Guard: "SnapshotNotEmpty", Calls: "NothingAttached,SnapshotNotEmpty"},
-		{Name: "NotMember/BeginInstall/-NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x100, To: StateNotMember, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
-		{Name: "NotMember/BeginInstall/+NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x110, To: StateNotMember, Row: -1, Err: "ErrInvalidTerm", Guard: "SnapshotTermAcceptable", Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable"},
-		{Name: "NotMember/BeginInstall/-NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x200, To: StateNotMember, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
-		{Name: "NotMember/BeginInstall/+NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x210, To: StateNotMember, Row: -1, Err: "ErrInvalidArgument", Guard: "SnapshotNotEmpty", Calls: "NothingAttached,SnapshotNotEmpty"},
-		{Name: "NotMember/BeginInstall/-NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x300, To: StateNotMember, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
-		{Name: "NotMember/BeginInstall/+NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x310, To: StateNotMember, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "NotMember/BeginInstall/-NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x200, To: StateNotMember, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "NotMember/BeginInstall/+NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x210, To: StateNotMember, Row: -1, Err: "ErrInvalidTerm", Guard: "SnapshotTermAcceptable", Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable"},
+		{Name: "NotMember/BeginInstall/-NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x400, To: StateNotMember, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "NotMember/BeginInstall/+NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x410, To: StateNotMember, Row: -1, Err: "ErrInvalidArgument", Guard: "SnapshotNotEmpty", Calls: "NothingAttached,SnapshotNotEmpty"},
+		{Name: "NotMember/BeginInstall/-NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x600, To: StateNotMember, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "NotMember/BeginInstall/+NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", From: StateNotMember, Event: EventBeginInstall, Pass: 0x610, To: StateNotMember, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
 		{Name: "NotMember/CommitInstall/-InstallAttached", From: StateNotMember, Event: EventCommitInstall, Pass: 0x0, To: StateNotMember, Row: -1, Err: "ErrInvalidTerm", Guard: "InstallAttached", Calls: "InstallAttached"},
-		{Name: "NotMember/CommitInstall/+InstallAttached", From: StateNotMember, Event: EventCommitInstall, Pass: 0x400, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "NotMember/CommitInstall/+InstallAttached", From: StateNotMember, Event: EventCommitInstall, Pass: 0x800, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
 		{Name: "NotMember/Delete/-TermValid-TermNotBehind", From: StateNotMember, Event: EventDelete, Pass: 0x0, To: StateNotMember, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
 		{Name: "NotMember/Delete/+TermValid-TermNotBehind", From: StateNotMember, Event: EventDelete, Pass: 0x1, To: StateNotMember, Row: -1, Err: "ErrInvalidTerm", Guard: "TermNotBehind", Calls: "TermValid,TermNotBehind"},
 		{Name: "NotMember/Delete/-TermValid+TermNotBehind", From: StateNotMember, Event: EventDelete, Pass: 0x2, To: StateNotMember, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
@@ -333,44 +339,46 @@ func TestLifecycleGuardOutcomes(t *testing.T) {
 		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached+TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0xc, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
 		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached+TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x14, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
 		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached+TermMatches-HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x1c, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadNotBelowCommit", Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit"},
-		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached-TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x20, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
-		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached-TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x28, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
-		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached-TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x30, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
-		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached-TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x38, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "TermMatches", Calls: "HeadGiven,NothingAttached,TermMatches"},
-		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached+TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x24, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
-		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached+TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x2c, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
-		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached+TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x34, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
-		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached+TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x3c, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadNotBeyondLog", Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog"},
-		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached-TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x40, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
-		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached-TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x48, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
-		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached-TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x50, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
-		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached-TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x58, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "TermMatches", Calls: "HeadGiven,NothingAttached,TermMatches"},
-		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached+TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x44, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
-		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached+TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x4c, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
-		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached+TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x54, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
-		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached+TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x5c, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadNotBelowCommit", Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit"},
-		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached-TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x60, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
-		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached-TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x68, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
-		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached-TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x70, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
-		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached-TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x78, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "TermMatches", Calls: "HeadGiven,NothingAttached,TermMatches"},
-		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached+TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x64, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
-		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached+TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x6c, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
-		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached+TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x74, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
-		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached+TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x7c, To: StateFollower, Row: 2, Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog,TruncateLog"},
-		{Name: "Fenced/AttachStream/-NothingAttached", From: StateFenced, Event: EventAttachStream, Pass: 0x0, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
-		{Name: "Fenced/AttachStream/+NothingAttached", From: StateFenced, Event: EventAttachStream, Pass: 0x10, To: StateFenced, Row: 5, Calls: "NothingAttached,StartStream"},
+		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached-TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x40, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached-TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x48, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
+		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached-TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x50, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached-TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x58, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "TermMatches", Calls: "HeadGiven,NothingAttached,TermMatches"},
+		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached+TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x44, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached+TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x4c, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
+		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached+TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x54, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached+TermMatches+HeadNotBelowCommit-HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x5c, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadNotBeyondLog", Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog"},
+		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached-TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x80, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached-TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x88, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
+		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached-TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x90, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached-TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x98, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "TermMatches", Calls: "HeadGiven,NothingAttached,TermMatches"},
+		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached+TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x84, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached+TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x8c, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
+		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached+TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x94, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached+TermMatches-HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0x9c, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadNotBelowCommit", Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit"},
+		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached-TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0xc0, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached-TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0xc8, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
+		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached-TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0xd0, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached-TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0xd8, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "TermMatches", Calls: "HeadGiven,NothingAttached,TermMatches"},
+		{Name: "Fenced/Truncate/-HeadGiven-NothingAttached+TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0xc4, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven-NothingAttached+TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0xcc, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
+		{Name: "Fenced/Truncate/-HeadGiven+NothingAttached+TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0xd4, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
+		{Name: "Fenced/Truncate/+HeadGiven+NothingAttached+TermMatches+HeadNotBelowCommit+HeadNotBeyondLog", From: StateFenced, Event: EventTruncate, Pass: 0xdc, To: StateFollower, Row: 2, Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog,TruncateLog"},
+		{Name: "Fenced/AttachStream/-NothingAttached-LeaderTermCurrent", From: StateFenced, Event: EventAttachStream, Pass: 0x0, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Fenced/AttachStream/+NothingAttached-LeaderTermCurrent", From: StateFenced, Event: EventAttachStream, Pass: 0x10, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "LeaderTermCurrent", Calls: "NothingAttached,LeaderTermCurrent"},
+		{Name: "Fenced/AttachStream/-NothingAttached+LeaderTermCurrent", From: StateFenced, Event: EventAttachStream, Pass: 0x20, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Fenced/AttachStream/+NothingAttached+LeaderTermCurrent", From: StateFenced, Event: EventAttachStream, Pass: 0x30, To: StateFenced, Row: 5, Calls: "NothingAttached,LeaderTermCurrent,StartStream"},
 		{Name: "Fenced/FirstEntry/-StreamAttached", From: StateFenced, Event: EventFirstEntry, Pass: 0x0, To: StateFenced, Row: -1, Err: "ErrStreamEnded", Guard: "StreamAttached", Calls: "StreamAttached"},
-		{Name: "Fenced/FirstEntry/+StreamAttached", From: StateFenced, Event: EventFirstEntry, Pass: 0x80, To: StateFollower, Row: 6, Calls: "StreamAttached"},
+		{Name: "Fenced/FirstEntry/+StreamAttached", From: StateFenced, Event: EventFirstEntry, Pass: 0x100, To: StateFollower, Row: 6, Calls: "StreamAttached"},
 		{Name: "Fenced/BeginInstall/-NothingAttached-SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x0, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
 		{Name: "Fenced/BeginInstall/+NothingAttached-SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x10, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "SnapshotNotEmpty", Calls: "NothingAttached,SnapshotNotEmpty"},
-		{Name: "Fenced/BeginInstall/-NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x100, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
-		{Name: "Fenced/BeginInstall/+NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x110, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "SnapshotTermAcceptable", Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable"},
-		{Name: "Fenced/BeginInstall/-NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x200, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
-		{Name: "Fenced/BeginInstall/+NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x210, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "SnapshotNotEmpty", Calls: "NothingAttached,SnapshotNotEmpty"},
-		{Name: "Fenced/BeginInstall/-NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x300, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
-		{Name: "Fenced/BeginInstall/+NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x310, To: StateFenced, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "Fenced/BeginInstall/-NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x200, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Fenced/BeginInstall/+NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x210, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "SnapshotTermAcceptable", Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable"},
+		{Name: "Fenced/BeginInstall/-NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x400, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Fenced/BeginInstall/+NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x410, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "SnapshotNotEmpty", Calls: "NothingAttached,SnapshotNotEmpty"},
+		{Name: "Fenced/BeginInstall/-NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x600, To: StateFenced, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Fenced/BeginInstall/+NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFenced, Event: EventBeginInstall, Pass: 0x610, To: StateFenced, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
 		{Name: "Fenced/CommitInstall/-InstallAttached", From: StateFenced, Event: EventCommitInstall, Pass: 0x0, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "InstallAttached", Calls: "InstallAttached"},
-		{Name: "Fenced/CommitInstall/+InstallAttached", From: StateFenced, Event: EventCommitInstall, Pass: 0x400, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "Fenced/CommitInstall/+InstallAttached", From: StateFenced, Event: EventCommitInstall, Pass: 0x800, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
 		{Name: "Fenced/Delete/-TermValid-TermNotBehind", From: StateFenced, Event: EventDelete, Pass: 0x0, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
 		{Name: "Fenced/Delete/+TermValid-TermNotBehind", From: StateFenced, Event: EventDelete, Pass: 0x1, To: StateFenced, Row: -1, Err: "ErrInvalidTerm", Guard: "TermNotBehind", Calls: "TermValid,TermNotBehind"},
 		{Name: "Fenced/Delete/-TermValid+TermNotBehind", From: StateFenced, Event: EventDelete, Pass: 0x2, To: StateFenced, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
@@ -383,20 +391,22 @@ func TestLifecycleGuardOutcomes(t *testing.T) {
 		{Name: "Follower/Truncate/+HeadGiven-NothingAttached", From: StateFollower, Event: EventTruncate, Pass: 0x8, To: StateFollower, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "HeadGiven,NothingAttached"},
 		{Name: "Follower/Truncate/-HeadGiven+NothingAttached", From: StateFollower, Event: EventTruncate, Pass: 0x10, To: StateFollower, Row: -1, Err: "ErrInvalidArgument", Guard: "HeadGiven", Calls: "HeadGiven"},
 		{Name: "Follower/Truncate/+HeadGiven+NothingAttached", From: StateFollower, Event: EventTruncate, Pass: 0x18, To: StateFollower, Row: 3, Err: "ErrInvalidStatus", Calls: "HeadGiven,NothingAttached"},
-		{Name: "Follower/AttachStream/-NothingAttached", From: StateFollower, Event: EventAttachStream, Pass: 0x0, To: StateFollower, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
-		{Name: "Follower/AttachStream/+NothingAttached", From: StateFollower, Event: EventAttachStream, Pass: 0x10, To: StateFollower, Row: 5, Calls: "NothingAttached,StartStream"},
+		{Name: "Follower/AttachStream/-NothingAttached-LeaderTermCurrent", From: StateFollower, Event: EventAttachStream, Pass: 0x0, To: StateFollower, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Follower/AttachStream/+NothingAttached-LeaderTermCurrent", From: StateFollower, Event: EventAttachStream, Pass: 0x10, To: StateFollower, Row: -1, Err: "ErrInvalidTerm", Guard: "LeaderTermCurrent", Calls: "NothingAttached,LeaderTermCurrent"},
+		{Name: "Follower/AttachStream/-NothingAttached+LeaderTermCurrent", From: StateFollower, Event: EventAttachStream, Pass: 0x20, To: StateFollower, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Follower/AttachStream/+NothingAttached+LeaderTermCurrent", From: StateFollower, Event: EventAttachStream, Pass: 0x30, To: StateFollower, Row: 5, Calls: "NothingAttached,LeaderTermCurrent,StartStream"},
 		{Name: "Follower/FirstEntry/-StreamAttached", From: StateFollower, Event: EventFirstEntry, Pass: 0x0, To: StateFollower, Row: -1, Err: "ErrStreamEnded", Guard: "StreamAttached", Calls: "StreamAttached"},
-		{Name: "Follower/FirstEntry/+StreamAttached", From: StateFollower, Event: EventFirstEntry, Pass: 0x80, To: StateFollower, Row: 7, Calls: "StreamAttached"},
+		{Name: "Follower/FirstEntry/+StreamAttached", From: StateFollower, Event: EventFirstEntry, Pass: 0x100, To: StateFollower, Row: 7, Calls: "StreamAttached"},
 		{Name: "Follower/BeginInstall/-NothingAttached-SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x0, To: StateFollower, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
 		{Name: "Follower/BeginInstall/+NothingAttached-SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x10, To: StateFollower, Row: -1, Err: "ErrInvalidArgument", Guard: "SnapshotNotEmpty", Calls: "NothingAttached,SnapshotNotEmpty"},
-		{Name: "Follower/BeginInstall/-NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x100, To: StateFollower, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
-		{Name: "Follower/BeginInstall/+NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x110, To: StateFollower, Row: -1, Err: "ErrInvalidTerm", Guard: "SnapshotTermAcceptable", Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable"},
-		{Name: "Follower/BeginInstall/-NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x200, To: StateFollower, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
-		{Name: "Follower/BeginInstall/+NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x210, To: StateFollower, Row: -1, Err: "ErrInvalidArgument", Guard: "SnapshotNotEmpty", Calls: "NothingAttached,SnapshotNotEmpty"},
-		{Name: "Follower/BeginInstall/-NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x300, To: StateFollower, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
-		{Name: "Follower/BeginInstall/+NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x310, To: StateFollower, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "Follower/BeginInstall/-NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x200, To: StateFollower, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Follower/BeginInstall/+NothingAttached+SnapshotNotEmpty-SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x210, To: StateFollower, Row: -1, Err: "ErrInvalidTerm", Guard: "SnapshotTermAcceptable", Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable"},
+		{Name: "Follower/BeginInstall/-NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x400, To: StateFollower, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Follower/BeginInstall/+NothingAttached-SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x410, To: StateFollower, Row: -1, Err: "ErrInvalidArgument", Guard: "SnapshotNotEmpty", Calls: "NothingAttached,SnapshotNotEmpty"},
+		{Name: "Follower/BeginInstall/-NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x600, To: StateFollower, Row: -1, Err: "ErrConflict", Guard: "NothingAttached", Calls: "NothingAttached"},
+		{Name: "Follower/BeginInstall/+NothingAttached+SnapshotNotEmpty+SnapshotTermAcceptable", From: StateFollower, Event: EventBeginInstall, Pass: 0x610, To: StateFollower, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
 		{Name: "Follower/CommitInstall/-InstallAttached", From: StateFollower, Event: EventCommitInstall, Pass: 0x0, To: StateFollower, Row: -1, Err: "ErrInvalidTerm", Guard: "InstallAttached", Calls: "InstallAttached"},
-		{Name: "Follower/CommitInstall/+InstallAttached", From: StateFollower, Event: EventCommitInstall, Pass: 0x400, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "Follower/CommitInstall/+InstallAttached", From: StateFollower, Event: EventCommitInstall, Pass: 0x800, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
 		{Name: "Follower/Delete/-TermValid-TermNotBehind", From: StateFollower, Event: EventDelete, Pass: 0x0, To: StateFollower, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
 		{Name: "Follower/Delete/+TermValid-TermNotBehind", From: StateFollower, Event: EventDelete, Pass: 0x1, To: StateFollower, Row: -1, Err: "ErrInvalidTerm", Guard: "TermNotBehind", Calls: "TermValid,TermNotBehind"},
 		{Name: "Follower/Delete/-TermValid+TermNotBehind", From: StateFollower, Event: EventDelete, Pass: 0x2, To: StateFollower, Row: -1, Err: "ErrInvalidArgument", Guard: "TermValid", Calls: "TermValid"},
@@ -408,49 +418,49 @@ func TestLifecycleGuardOutcomes(t *testing.T) {
 // failing in turn.
 func TestLifecycleRows(t *testing.T) {
 	lifecycleHarness.Run(t, []fsmtest.Case[State, Event]{
-		{Name: "row0/NotMember/Restore", From: StateNotMember, Event: EventRestore, Pass: 0x7ff, To: StateFenced, Row: 0, Calls: "TermValid"},
-		{Name: "row1/NotMember/NewTerm", From: StateNotMember, Event: EventNewTerm, Pass: 0x7ff, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
-		{Name: "row1/NotMember/NewTerm/FenceFails", From: StateNotMember, Event: EventNewTerm, Pass: 0x7ff, Fail: "Fence", To: StateNotMember, Row: 1, Err: "action", Calls: "TermValid,TermNotBehind,Fence"},
-		{Name: "row1/Fenced/NewTerm", From: StateFenced, Event: EventNewTerm, Pass: 0x7ff, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
-		{Name: "row1/Fenced/NewTerm/FenceFails", From: StateFenced, Event: EventNewTerm, Pass: 0x7ff, Fail: "Fence", To: StateFenced, Row: 1, Err: "action", Calls: "TermValid,TermNotBehind,Fence"},
-		{Name: "row1/Follower/NewTerm", From: StateFollower, Event: EventNewTerm, Pass: 0x7ff, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
-		{Name: "row1/Follower/NewTerm/FenceFails", From: StateFollower, Event: EventNewTerm, Pass: 0x7ff, Fail: "Fence", To: StateFollower, Row: 1, Err: "action", Calls: "TermValid,TermNotBehind,Fence"},
-		{Name: "row2/Fenced/Truncate", From: StateFenced, Event: EventTruncate, Pass: 0x7ff, To: StateFollower, Row: 2, Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog,TruncateLog"},
-		{Name: "row2/Fenced/Truncate/TruncateLogFails", From: StateFenced, Event: EventTruncate, Pass: 0x7ff, Fail: "TruncateLog", To: StateFenced, Row: 2, Err: "action", Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog,TruncateLog"},
-		{Name: "row3/NotMember/Truncate", From: StateNotMember, Event: EventTruncate, Pass: 0x7ff, To: StateNotMember, Row: 3, Err: "ErrInvalidStatus", Calls: "HeadGiven,NothingAttached"},
-		{Name: "row3/Follower/Truncate", From: StateFollower, Event: EventTruncate, Pass: 0x7ff, To: StateFollower, Row: 3, Err: "ErrInvalidStatus", Calls: "HeadGiven,NothingAttached"},
-		{Name: "row4/NotMember/AttachStream", From: StateNotMember, Event: EventAttachStream, Pass: 0x7ff, To: StateNotMember, Row: 4, Err: "ErrNotMember"},
-		{Name: "row5/Fenced/AttachStream", From: StateFenced, Event: EventAttachStream, Pass: 0x7ff, To: StateFenced, Row: 5, Calls: "NothingAttached,StartStream"},
-		{Name: "row5/Fenced/AttachStream/StartStreamFails", From: StateFenced, Event: EventAttachStream, Pass: 0x7ff, Fail: "StartStream", To: StateFenced, Row: 5, Err: "action", Calls: "NothingAttached,StartStream"},
-		{Name: "row5/Follower/AttachStream", From: StateFollower, Event: EventAttachStream, Pass: 0x7ff, To: StateFollower, Row: 5, Calls: "NothingAttached,StartStream"},
-		{Name: "row5/Follower/AttachStream/StartStreamFails", From: StateFollower, Event: EventAttachStream, Pass: 0x7ff, Fail: "StartStream", To: StateFollower, Row: 5, Err: "action", Calls: "NothingAttached,StartStream"},
-		{Name: "row6/Fenced/FirstEntry", From: StateFenced, Event: EventFirstEntry, Pass: 0x7ff, To: StateFollower, Row: 6, Calls: "StreamAttached"},
-		{Name: "row7/Follower/FirstEntry", From: StateFollower, Event: EventFirstEntry, Pass: 0x7ff, To: StateFollower, Row: 7, Calls: "StreamAttached"},
-		{Name: "row8/NotMember/BeginInstall", From: StateNotMember, Event: EventBeginInstall, Pass: 0x7ff, To: StateNotMember, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{Name: "row8/NotMember/BeginInstall/StartInstallFails", From: StateNotMember, Event: EventBeginInstall, Pass: 0x7ff, Fail: "StartInstall", To: StateNotMember, Row: 8, Err: "action", Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{Name: "row8/Fenced/BeginInstall", From: StateFenced, Event: EventBeginInstall, Pass: 0x7ff, To: StateFenced, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{Name: "row8/Fenced/BeginInstall/StartInstallFails", From: StateFenced, Event: EventBeginInstall, Pass: 0x7ff, Fail: "StartInstall", To: StateFenced, Row: 8, Err: "action", Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{Name: "row8/Follower/BeginInstall", From: StateFollower, Event: EventBeginInstall, Pass: 0x7ff, To: StateFollower, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{Name: "row8/Follower/BeginInstall/StartInstallFails", From: StateFollower, Event: EventBeginInstall, Pass: 0x7ff, Fail: "StartInstall", To: StateFollower, Row: 8, Err: "action", Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
-		{Name: "row9/NotMember/CommitInstall", From: StateNotMember, Event: EventCommitInstall, Pass: 0x7ff, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
-		{Name: "row9/NotMember/CommitInstall/CommitSnapshotFails", From: StateNotMember, Event: EventCommitInstall, Pass: 0x7ff, Fail: "CommitSnapshot", To: StateNotMember, Row: 9, Err: "action", Calls: "InstallAttached,CommitSnapshot"},
-		{Name: "row9/Fenced/CommitInstall", From: StateFenced, Event: EventCommitInstall, Pass: 0x7ff, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
-		{Name: "row9/Fenced/CommitInstall/CommitSnapshotFails", From: StateFenced, Event: EventCommitInstall, Pass: 0x7ff, Fail: "CommitSnapshot", To: StateFenced, Row: 9, Err: "action", Calls: "InstallAttached,CommitSnapshot"},
-		{Name: "row9/Follower/CommitInstall", From: StateFollower, Event: EventCommitInstall, Pass: 0x7ff, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
-		{Name: "row9/Follower/CommitInstall/CommitSnapshotFails", From: StateFollower, Event: EventCommitInstall, Pass: 0x7ff, Fail: "CommitSnapshot", To: StateFollower, Row: 9, Err: "action", Calls: "InstallAttached,CommitSnapshot"},
-		{Name: "row10/NotMember/Delete", From: StateNotMember, Event: EventDelete, Pass: 0x7ff, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
-		{Name: "row10/NotMember/Delete/ShutdownFails", From: StateNotMember, Event: EventDelete, Pass: 0x7ff, Fail: "Shutdown", To: StateNotMember, Row: 10, Err: "action", Calls: "TermValid,TermNotBehind,Shutdown"},
-		{Name: "row10/Fenced/Delete", From: StateFenced, Event: EventDelete, Pass: 0x7ff, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
-		{Name: "row10/Fenced/Delete/ShutdownFails", From: StateFenced, Event: EventDelete, Pass: 0x7ff, Fail: "Shutdown", To: StateFenced, Row: 10, Err: "action", Calls: "TermValid,TermNotBehind,Shutdown"},
-		{Name: "row10/Follower/Delete", From: StateFollower, Event: EventDelete, Pass: 0x7ff, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
-		{Name: "row10/Follower/Delete/ShutdownFails", From: StateFollower, Event: EventDelete, Pass: 0x7ff, Fail: "Shutdown", To: StateFollower, Row: 10, Err: "action", Calls: "TermValid,TermNotBehind,Shutdown"},
-		{Name: "row11/NotMember/Close", From: StateNotMember, Event: EventClose, Pass: 0x7ff, To: StateClosed, Row: 11, Calls: "Shutdown"},
-		{Name: "row11/NotMember/Close/ShutdownFails", From: StateNotMember, Event: EventClose, Pass: 0x7ff, Fail: "Shutdown", To: StateNotMember, Row: 11, Err: "action", Calls: "Shutdown"},
-		{Name: "row11/Fenced/Close", From: StateFenced, Event: EventClose, Pass: 0x7ff, To: StateClosed, Row: 11, Calls: "Shutdown"},
-		{Name: "row11/Fenced/Close/ShutdownFails", From: StateFenced, Event: EventClose, Pass: 0x7ff, Fail: "Shutdown", To: StateFenced, Row: 11, Err: "action", Calls: "Shutdown"},
-		{Name: "row11/Follower/Close", From: StateFollower, Event: EventClose, Pass: 0x7ff, To: StateClosed, Row: 11, Calls: "Shutdown"},
-		{Name: "row11/Follower/Close/ShutdownFails", From: StateFollower, Event: EventClose, Pass: 0x7ff, Fail: "Shutdown", To: StateFollower, Row: 11, Err: "action", Calls: "Shutdown"},
-		{Name: "row12/Closed/Close", From: StateClosed, Event: EventClose, Pass: 0x7ff, To: StateClosed, Row: 12},
+		{Name: "row0/NotMember/Restore", From: StateNotMember, Event: EventRestore, Pass: 0xfff, To: StateFenced, Row: 0, Calls: "TermValid"},
+		{Name: "row1/NotMember/NewTerm", From: StateNotMember, Event: EventNewTerm, Pass: 0xfff, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "row1/NotMember/NewTerm/FenceFails", From: StateNotMember, Event: EventNewTerm, Pass: 0xfff, Fail: "Fence", To: StateNotMember, Row: 1, Err: "action", Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "row1/Fenced/NewTerm", From: StateFenced, Event: EventNewTerm, Pass: 0xfff, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "row1/Fenced/NewTerm/FenceFails", From: StateFenced, Event: EventNewTerm, Pass: 0xfff, Fail: "Fence", To: StateFenced, Row: 1, Err: "action", Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "row1/Follower/NewTerm", From: StateFollower, Event: EventNewTerm, Pass: 0xfff, To: StateFenced, Row: 1, Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "row1/Follower/NewTerm/FenceFails", From: StateFollower, Event: EventNewTerm, Pass: 0xfff, Fail: "Fence", To: StateFollower, Row: 1, Err: "action", Calls: "TermValid,TermNotBehind,Fence"},
+		{Name: "row2/Fenced/Truncate", From: StateFenced, Event: EventTruncate, Pass: 0xfff, To: StateFollower, Row: 2, Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog,TruncateLog"},
+		{Name: "row2/Fenced/Truncate/TruncateLogFails", From: StateFenced, Event: EventTruncate, Pass: 0xfff, Fail: "TruncateLog", To: StateFenced, Row: 2, Err: "action", Calls: "HeadGiven,NothingAttached,TermMatches,HeadNotBelowCommit,HeadNotBeyondLog,TruncateLog"},
+		{Name: "row3/NotMember/Truncate", From: StateNotMember, Event: EventTruncate, Pass: 0xfff, To: StateNotMember, Row: 3, Err: "ErrInvalidStatus", Calls: "HeadGiven,NothingAttached"},
+		{Name: "row3/Follower/Truncate", From: StateFollower, Event: EventTruncate, Pass: 0xfff, To: StateFollower, Row: 3, Err: "ErrInvalidStatus", Calls: "HeadGiven,NothingAttached"},
+		{Name: "row4/NotMember/AttachStream", From: StateNotMember, Event: EventAttachStream, Pass: 0xfff, To: StateNotMember, Row: 4, Err: "ErrNotMember"},
+		{Name: "row5/Fenced/AttachStream", From: StateFenced, Event: EventAttachStream, Pass: 0xfff, To: StateFenced, Row: 5, Calls: "NothingAttached,LeaderTermCurrent,StartStream"},
+		{Name: "row5/Fenced/AttachStream/StartStreamFails", From: StateFenced, Event: EventAttachStream, Pass: 0xfff, Fail: "StartStream", To: StateFenced, Row: 5, Err: "action", Calls: "NothingAttached,LeaderTermCurrent,StartStream"},
+		{Name: "row5/Follower/AttachStream", From: StateFollower, Event: EventAttachStream, Pass: 0xfff, To: StateFollower, Row: 5, Calls: "NothingAttached,LeaderTermCurrent,StartStream"},
+		{Name: "row5/Follower/AttachStream/StartStreamFails", From: StateFollower, Event: EventAttachStream, Pass: 0xfff, Fail: "StartStream", To: StateFollower, Row: 5, Err: "action", Calls: "NothingAttached,LeaderTermCurrent,StartStream"},
+		{Name: "row6/Fenced/FirstEntry", From: StateFenced, Event: EventFirstEntry, Pass: 0xfff, To: StateFollower, Row: 6, Calls: "StreamAttached"},
+		{Name: "row7/Follower/FirstEntry", From: StateFollower, Event: EventFirstEntry, Pass: 0xfff, To: StateFollower, Row: 7, Calls: "StreamAttached"},
+		{Name: "row8/NotMember/BeginInstall", From: StateNotMember, Event: EventBeginInstall, Pass: 0xfff, To: StateNotMember, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "row8/NotMember/BeginInstall/StartInstallFails", From: StateNotMember, Event: EventBeginInstall, Pass: 0xfff, Fail: "StartInstall", To: StateNotMember, Row: 8, Err: "action", Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "row8/Fenced/BeginInstall", From: StateFenced, Event: EventBeginInstall, Pass: 0xfff, To: StateFenced, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "row8/Fenced/BeginInstall/StartInstallFails", From: StateFenced, Event: EventBeginInstall, Pass: 0xfff, Fail: "StartInstall", To: StateFenced, Row: 8, Err: "action", Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "row8/Follower/BeginInstall", From: StateFollower, Event: EventBeginInstall, Pass: 0xfff, To: StateFollower, Row: 8, Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "row8/Follower/BeginInstall/StartInstallFails", From: StateFollower, Event: EventBeginInstall, Pass: 0xfff, Fail: "StartInstall", To: StateFollower, Row: 8, Err: "action", Calls: "NothingAttached,SnapshotNotEmpty,SnapshotTermAcceptable,StartInstall"},
+		{Name: "row9/NotMember/CommitInstall", From: StateNotMember, Event: EventCommitInstall, Pass: 0xfff, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "row9/NotMember/CommitInstall/CommitSnapshotFails", From: StateNotMember, Event: EventCommitInstall, Pass: 0xfff, Fail: "CommitSnapshot", To: StateNotMember, Row: 9, Err: "action", Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "row9/Fenced/CommitInstall", From: StateFenced, Event: EventCommitInstall, Pass: 0xfff, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "row9/Fenced/CommitInstall/CommitSnapshotFails", From: StateFenced, Event: EventCommitInstall, Pass: 0xfff, Fail: "CommitSnapshot", To: StateFenced, Row: 9, Err: "action", Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "row9/Follower/CommitInstall", From: StateFollower, Event: EventCommitInstall, Pass: 0xfff, To: StateFollower, Row: 9, Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "row9/Follower/CommitInstall/CommitSnapshotFails", From: StateFollower, Event: EventCommitInstall, Pass: 0xfff, Fail: "CommitSnapshot", To: StateFollower, Row: 9, Err: "action", Calls: "InstallAttached,CommitSnapshot"},
+		{Name: "row10/NotMember/Delete", From: StateNotMember, Event: EventDelete, Pass: 0xfff, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "row10/NotMember/Delete/ShutdownFails", From: StateNotMember, Event: EventDelete, Pass: 0xfff, Fail: "Shutdown", To: StateNotMember, Row: 10, Err: "action", Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "row10/Fenced/Delete", From: StateFenced, Event: EventDelete, Pass: 0xfff, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "row10/Fenced/Delete/ShutdownFails", From: StateFenced, Event: EventDelete, Pass: 0xfff, Fail: "Shutdown", To: StateFenced, Row: 10, Err: "action", Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "row10/Follower/Delete", From: StateFollower, Event: EventDelete, Pass: 0xfff, To: StateClosed, Row: 10, Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "row10/Follower/Delete/ShutdownFails", From: StateFollower, Event: EventDelete, Pass: 0xfff, Fail: "Shutdown", To: StateFollower, Row: 10, Err: "action", Calls: "TermValid,TermNotBehind,Shutdown"},
+		{Name: "row11/NotMember/Close", From: StateNotMember, Event: EventClose, Pass: 0xfff, To: StateClosed, Row: 11, Calls: "Shutdown"},
+		{Name: "row11/NotMember/Close/ShutdownFails", From: StateNotMember, Event: EventClose, Pass: 0xfff, Fail: "Shutdown", To: StateNotMember, Row: 11, Err: "action", Calls: "Shutdown"},
+		{Name: "row11/Fenced/Close", From: StateFenced, Event: EventClose, Pass: 0xfff, To: StateClosed, Row: 11, Calls: "Shutdown"},
+		{Name: "row11/Fenced/Close/ShutdownFails", From: StateFenced, Event: EventClose, Pass: 0xfff, Fail: "Shutdown", To: StateFenced, Row: 11, Err: "action", Calls: "Shutdown"},
+		{Name: "row11/Follower/Close", From: StateFollower, Event: EventClose, Pass: 0xfff, To: StateClosed, Row: 11, Calls: "Shutdown"},
+		{Name: "row11/Follower/Close/ShutdownFails", From: StateFollower, Event: EventClose, Pass: 0xfff, Fail: "Shutdown", To: StateFollower, Row: 11, Err: "action", Calls: "Shutdown"},
+		{Name: "row12/Closed/Close", From: StateClosed, Event: EventClose, Pass: 0xfff, To: StateClosed, Row: 12},
 	})
 }
 

@@ -34,6 +34,9 @@ type replication struct {
 	f    *Follower
 	s    ReplicationStream
 	term logpos.Term // the term the stream was attached in
+	// leaderTerm is the term the stream's leader said it leads, or
+	// NoTerm when it did not say: the stream attaches only in that term.
+	leaderTerm logpos.Term
 	// lastTerm is the term of the entry at the head (of the log's last
 	// entry, or of the snapshot point): a new entry's term is not below
 	// it. Only start and the receive loop use it.
@@ -99,10 +102,10 @@ type pendingAck struct {
 	at     time.Time
 }
 
-func newReplication(f *Follower, s ReplicationStream) *replication {
+func newReplication(f *Follower, s ReplicationStream, leaderTerm logpos.Term) *replication {
 	ctx, cancel := context.WithCancelCause(s.Context())
 	r := &replication{
-		f: f, s: s, ctx: ctx, cancel: cancel,
+		f: f, s: s, ctx: ctx, cancel: cancel, leaderTerm: leaderTerm,
 		stopped:  make(chan struct{}),
 		recvDone: make(chan struct{}),
 		syncDone: make(chan struct{}),
@@ -121,7 +124,19 @@ func newReplication(f *Follower, s ReplicationStream) *replication {
 // before it are durable and acknowledged), or NewTerm, Delete or Close
 // ends it (an error matching ErrStreamEnded). See docs/spec.md §2.3.
 func (f *Follower) Replicate(s ReplicationStream) error {
-	r := newReplication(f, s)
+	return f.ReplicateAt(s, logpos.NoTerm)
+}
+
+// ReplicateAt is Replicate for a stream whose leader says which term it
+// leads (Oxia's leaders send it in the stream's metadata): the stream
+// attaches only if that is the follower's term, and fails to attach
+// with ErrInvalidTerm otherwise, changing nothing. A leader deposed by
+// a NewTerm, opening a stream again before it learns of it, is so
+// refused at once; without its term, its stream would attach in the new
+// term and keep the shard from the new leader's Truncate (ErrConflict)
+// until its first Append failed. leaderTerm NoTerm is Replicate.
+func (f *Follower) ReplicateAt(s ReplicationStream, leaderTerm logpos.Term) error {
+	r := newReplication(f, s, leaderTerm)
 	defer close(r.returned)
 	defer r.cancel(nil)
 	if err := r.attach(); err != nil {
@@ -146,7 +161,7 @@ func (r *replication) attach() error {
 			panic(p)
 		}
 	}()
-	return r.f.underControl(func() error { return r.f.m.AttachStream(r) })
+	return r.f.underControl(func() error { return r.f.m.AttachStream(r, r.leaderTerm) })
 }
 
 // detach waits, once the stream has ended, until its receive loop writes

@@ -401,7 +401,7 @@ func TestStaleSyncFailureLeavesTheReopenedLogsHead(t *testing.T) {
 	fs.failSyncs("/wal/")
 	s := newFakeStream()
 	defer s.cancel()
-	r := newReplication(h.f, s) // not attached: its sync loop runs here
+	r := newReplication(h.f, s, logpos.NoTerm) // not attached: its sync loop runs here
 	r.log = old
 	r.kick()
 	r.sync() // returns once its sync failed

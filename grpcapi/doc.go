@@ -12,13 +12,14 @@
 //
 // Unary calls name the shard in their body (GetStatus: an empty namespace
 // is "default"); the Replicate and SendSnapshot streams in the metadata
-// keys "namespace" and "shard-id", each exactly once. Every name and every
-// request field the server can judge is validated before any follower is
-// touched or any file is created: a shard id is a decimal int64 ≥ 0
-// without sign, padding or leading zeros; a namespace matches
-// ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$, so no name can leave the data
-// directory. A bad value is InvalidArgument with a message naming the
-// field.
+// keys "namespace" and "shard-id", each exactly once (a Replicate stream
+// may add "term", the term its leader leads: it then attaches only in
+// that term). Every name and every request field the server can judge
+// is validated before any follower is touched or any file is created: a
+// shard id (and a term) is a decimal int64 ≥ 0 without sign, padding or
+// leading zeros; a namespace matches ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$,
+// so no name can leave the data directory. A bad value is
+// InvalidArgument with a message naming the field.
 //
 // A follower is opened on first use by NewTerm or SendSnapshot. Truncate,
 // Replicate, GetStatus, DeleteShard and the Inspect service open only

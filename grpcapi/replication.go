@@ -181,8 +181,12 @@ func (s *Server) Replicate(stream grpc.BidiStreamingServer[replicationpb.Append,
 	if err != nil {
 		return s.status(err)
 	}
+	term, err := streamTerm(stream.Context())
+	if err != nil {
+		return s.status(err)
+	}
 	return s.status(s.onShard(key, false, func(sh *shard) error {
-		return sh.f.Replicate(&appendwire.Stream{BidiStreamingServer: stream})
+		return sh.f.ReplicateAt(&appendwire.Stream{BidiStreamingServer: stream}, term)
 	}))
 }
 

@@ -6,6 +6,8 @@ import (
 	"strconv"
 
 	"google.golang.org/grpc/metadata"
+
+	"github.com/tablefsm/tablefsm/logpos"
 )
 
 // The metadata keys that route a stream to its shard.
@@ -13,6 +15,11 @@ const (
 	MetadataNamespace = "namespace"
 	MetadataShardID   = "shard-id"
 )
+
+// MetadataTerm is the metadata key by which the leader of a Replicate
+// stream may say which term it leads, as Oxia's leaders do: optional,
+// at most once, a decimal term.
+const MetadataTerm = "term"
 
 // DefaultNamespace is the namespace of a GetStatus request that names
 // none.
@@ -89,6 +96,24 @@ func streamKey(ctx context.Context) (shardKey, error) {
 		return shardKey{}, invalidf("shard-id metadata", "%s is not a decimal shard id in [0, 2^63)", quoteCut(id))
 	}
 	return shardKey{ns, shard}, nil
+}
+
+// streamTerm returns the term the stream's leader says it leads in its
+// metadata, or NoTerm when it says none.
+func streamTerm(ctx context.Context) (logpos.Term, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	v := md.Get(MetadataTerm)
+	switch {
+	case len(v) == 0:
+		return logpos.NoTerm, nil
+	case len(v) > 1:
+		return 0, invalidf(MetadataTerm+" metadata", "given %d times, must be given at most once", len(v))
+	}
+	term, ok := parseShardID(v[0]) // the same decimal form
+	if !ok {
+		return 0, invalidf(MetadataTerm+" metadata", "%s is not a decimal term in [0, 2^63)", quoteCut(v[0]))
+	}
+	return logpos.Term(term), nil
 }
 
 // maxQuoted is how much of a refused value a message quotes.

@@ -373,3 +373,47 @@ func TestMissingMetadataSaysMissing(t *testing.T) {
 		wantCode(t, recvEnd(repl), codes.InvalidArgument, grpcapi.ReasonInvalidArgument, c.want)
 	}
 }
+
+// TestReplicateTermMetadata: a Replicate stream whose metadata names the
+// term its leader leads, as Oxia's leaders send it, attaches only in
+// that term. A deposed leader's stream is refused with INVALID_TERM
+// before it sends anything, and leaves the shard to the new leader; a
+// malformed term is InvalidArgument naming the metadata; a stream that
+// names none attaches as before.
+func TestReplicateTermMetadata(t *testing.T) {
+	n := startNode(t, "")
+	s := leader.Shard{Namespace: "termed", Shard: 0}
+	fence(t, n.conn, s, 1)
+	replicate(t, n.conn, s, 1, 0, 5, true)
+	head, err := n.conn.NewTerm(ctxT(t), s, 2, nil) // Fenced: the new leader is to truncate
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := func(md ...string) grpc.BidiStreamingClient[replicationpb.Append, replicationpb.Ack] {
+		t.Helper()
+		ctx := metadata.AppendToOutgoingContext(leader.StreamContext(ctxT(t), s), md...)
+		st, err := n.conn.Replication.Replicate(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
+	for _, stale := range []string{"1", "3"} {
+		wantCode(t, recvEnd(open(grpcapi.MetadataTerm, stale)), codes.FailedPrecondition, grpcapi.ReasonInvalidTerm, "")
+	}
+	for _, bad := range [][]string{{"term", ""}, {"term", "-1"}, {"term", "02"}, {"term", "two"}, {"term", "2", "term", "2"}} {
+		wantCode(t, recvEnd(open(bad...)), codes.InvalidArgument, grpcapi.ReasonInvalidArgument, "term metadata")
+	}
+	// None of them attached: the new leader truncates and streams,
+	// naming its term.
+	if _, err := n.conn.Truncate(ctxT(t), s, 2, head); err != nil {
+		t.Fatalf("the new leader's Truncate: %v", err)
+	}
+	ctx := metadata.AppendToOutgoingContext(ctxT(t), grpcapi.MetadataTerm, "2")
+	if _, err := n.conn.Replicate(ctx, leader.Run{
+		Shard: s, Term: 2, First: head.Offset + 1, Count: 5, Window: 4, Cumulative: true, Commit: -1, Value: kvValue,
+	}); err != nil {
+		t.Fatalf("the new leader's stream, naming its term: %v", err)
+	}
+	checkApplied(t, n.conn, s, head.Offset+5)
+}
