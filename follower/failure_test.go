@@ -1094,6 +1094,57 @@ func TestEveryRepairAdoptsAHigherStoredTerm(t *testing.T) {
 	}
 }
 
+// TestStreamNamingItsTermIsJudgedAtTheAdoptedTerm: the term a stream's
+// leader names (ReplicateAt) is compared with the follower's term once
+// the lifecycle lock is held and the repair has run, not with the term
+// it showed before: a NewTerm(2) that failed though its term reached the
+// disk stands, so the leader of term 1 is refused (the message names
+// both terms) and leaves the shard to the leader of term 2, whose stream
+// attaches.
+func TestStreamNamingItsTermIsJudgedAtTheAdoptedTerm(t *testing.T) {
+	for _, leader := range []logpos.Term{1, 2} {
+		t.Run(fmt.Sprintf("leader of term %d", leader), func(t *testing.T) {
+			h := newHarness(t, Config{})
+			h.newTermStoredButFailed()
+			if got := h.f.Term(); got != 1 {
+				t.Fatalf("term %d before the repair, want 1", got)
+			}
+			s := newFakeStream()
+			res := make(chan error, 1)
+			go func() { res <- h.f.ReplicateAt(s, leader); s.cancel() }()
+			a := &confStream{s: s, res: res}
+			if leader == 2 {
+				a.send(t, entryAppend(2, 0, -1, "k", "v"))
+				if got := a.ack(t); got != 0 {
+					t.Fatalf("ack %d, want 0", got)
+				}
+				if err := a.finish(t); err != nil {
+					t.Fatal(err)
+				}
+				if st := h.f.Status(); st.Term != 2 || st.State != StateFollower {
+					t.Fatalf("after the stream of the leader of term 2: %+v", st)
+				}
+				return
+			}
+			select {
+			case err := <-res:
+				if !errors.Is(err, ErrInvalidTerm) || !strings.Contains(err.Error(), "leader term 1 is not the current term 2") {
+					t.Fatalf("the stream of the leader of term 1: %v, want ErrInvalidTerm naming terms 1 and 2", err)
+				}
+			case <-bounded(t).Done():
+				s.cancel()
+				t.Fatalf("the stream of the leader of term 1 attached in term %d", h.f.Term())
+			}
+			if st := h.f.Status(); st.Term != 2 || st.State != StateFenced {
+				t.Fatalf("after the refused stream: %+v, want term 2, Fenced", st)
+			}
+			if _, err := h.f.Truncate(2, &logpos.EntryID{Term: 0, Offset: -1}); err != nil {
+				t.Fatalf("the leader of term 2 truncating after the refused stream: %v", err)
+			}
+		})
+	}
+}
+
 // TestDeleteAfterAFailedRepairAdoptsTheStoredTerm: a control operation
 // whose repair cannot reopen the store fails with ErrUnavailable; the
 // repair that Delete runs next reopens it and adopts the term it holds,

@@ -161,7 +161,14 @@ func (r *replication) attach() error {
 			panic(p)
 		}
 	}()
-	return r.f.underControl(func() error { return r.f.m.AttachStream(r, r.leaderTerm) })
+	return r.f.underControl(func() error {
+		return explained(r.f.m.AttachStream(r, r.leaderTerm), func(guard string) string {
+			if guard == "LeaderTermCurrent" {
+				return fmt.Sprintf("the stream's leader term %d is not the current term %d", r.leaderTerm, r.f.term.Load())
+			}
+			return ""
+		})
+	})
 }
 
 // detach waits, once the stream has ended, until its receive loop writes

@@ -14,7 +14,8 @@
 // is "default"); the Replicate and SendSnapshot streams in the metadata
 // keys "namespace" and "shard-id", each exactly once (a Replicate stream
 // may add "term", the term its leader leads: it then attaches only in
-// that term). Every name and every request field the server can judge
+// that term; SendSnapshot does not read "term", its chunks' term
+// decides). Every name and every request field the server can judge
 // is validated before any follower is touched or any file is created: a
 // shard id (and a term) is a decimal int64 ≥ 0 without sign, padding or
 // leading zeros; a namespace matches ^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,127}$,

@@ -399,7 +399,8 @@ func TestReplicateTermMetadata(t *testing.T) {
 		return st
 	}
 	for _, stale := range []string{"1", "3"} {
-		wantCode(t, recvEnd(open(grpcapi.MetadataTerm, stale)), codes.FailedPrecondition, grpcapi.ReasonInvalidTerm, "")
+		wantCode(t, recvEnd(open(grpcapi.MetadataTerm, stale)), codes.FailedPrecondition, grpcapi.ReasonInvalidTerm,
+			"leader term "+stale+" is not the current term 2")
 	}
 	for _, bad := range [][]string{{"term", ""}, {"term", "-1"}, {"term", "02"}, {"term", "two"}, {"term", "2", "term", "2"}} {
 		wantCode(t, recvEnd(open(bad...)), codes.InvalidArgument, grpcapi.ReasonInvalidArgument, "term metadata")
@@ -416,4 +417,21 @@ func TestReplicateTermMetadata(t *testing.T) {
 		t.Fatalf("the new leader's stream, naming its term: %v", err)
 	}
 	checkApplied(t, n.conn, s, head.Offset+5)
+
+	// SendSnapshot does not read "term" (Oxia's leaders send it there
+	// too): the chunks' term decides (spec.md §2.4).
+	other := leader.Shard{Namespace: "termed", Shard: 1}
+	sctx := metadata.AppendToOutgoingContext(leader.StreamContext(ctxT(t), other), grpcapi.MetadataTerm, "x", grpcapi.MetadataTerm, "9")
+	snap, err := n.conn.Replication.SendSnapshot(sctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range snapshotOf(t, 1, 3) {
+		if err := snap.Send(ch); err != nil {
+			break // CloseAndRecv tells why
+		}
+	}
+	if resp, err := snap.CloseAndRecv(); err != nil || resp.GetAckOffset() != 2 {
+		t.Fatalf("a snapshot whose metadata carries a term: %v, %v; want ack 2", resp, err)
+	}
 }
