@@ -50,8 +50,9 @@ type serverFiles struct {
 	reloadFailed        func(error)
 	mu                  struct {
 		sync.Mutex
-		cfg            *tls.Config
-		loaded, failed [3][]byte // the contents cfg was built from; the last that failed
+		cfg    *tls.Config
+		loaded [3][]byte  // the contents cfg was built from
+		failed *[3][]byte // the contents that last failed to load, if any since
 	}
 }
 
@@ -106,12 +107,12 @@ func (f *serverFiles) current() *tls.Config {
 	if err == nil {
 		var cfg *tls.Config
 		if cfg, err = f.build(c); err == nil {
-			f.mu.cfg, f.mu.loaded, f.mu.failed = cfg, c, [3][]byte{}
+			f.mu.cfg, f.mu.loaded, f.mu.failed = cfg, c, nil
 			return cfg
 		}
 	}
-	if !same(c, f.mu.failed) {
-		f.mu.failed = c
+	if f.mu.failed == nil || !same(c, *f.mu.failed) {
+		f.mu.failed = &c
 		if f.reloadFailed != nil {
 			f.reloadFailed(err)
 		}

@@ -371,4 +371,18 @@ func TestServerTakesRenewedFiles(t *testing.T) {
 	install(first)
 	check("files renewed again", first, "")
 	noFailure("files renewed again")
+
+	// A file missing, for a moment, as a renewal may leave it.
+	if err := os.Remove(cert); err != nil {
+		t.Fatal(err)
+	}
+	check("a missing certificate file", first, "")
+	select {
+	case err := <-failed:
+		if !strings.Contains(err.Error(), cert) {
+			t.Fatalf("the failure does not name the file: %v", err)
+		}
+	default:
+		t.Fatal("a missing certificate file was not reported")
+	}
 }
