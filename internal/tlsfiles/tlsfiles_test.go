@@ -346,6 +346,19 @@ func TestServerTakesRenewedFiles(t *testing.T) {
 		default:
 		}
 	}
+	// reported checks that the files' failure to load was reported,
+	// naming the file at fault.
+	reported := func(step, file string) {
+		t.Helper()
+		select {
+		case err := <-failed:
+			if !strings.Contains(err.Error(), file) {
+				t.Fatalf("%s: the failure does not name %s: %v", step, file, err)
+			}
+		default:
+			t.Fatalf("%s: not reported", step)
+		}
+	}
 	check("first files", first, "")
 	check("first files", second, "certificate signed by unknown authority")
 
@@ -357,14 +370,7 @@ func TestServerTakesRenewedFiles(t *testing.T) {
 	// A certificate file being rewritten: the files loaded before serve.
 	write(cert, []byte("-----BEGIN CERTIFICATE-----\nMIIB"))
 	check("a damaged certificate file", second, "")
-	select {
-	case err := <-failed:
-		if !strings.Contains(err.Error(), cert) {
-			t.Fatalf("the failure does not name the file: %v", err)
-		}
-	default:
-		t.Fatal("a certificate file that does not load was not reported")
-	}
+	reported("a damaged certificate file", cert)
 	check("the same damaged file", second, "")
 	noFailure("the same damaged file")
 
@@ -377,12 +383,5 @@ func TestServerTakesRenewedFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	check("a missing certificate file", first, "")
-	select {
-	case err := <-failed:
-		if !strings.Contains(err.Error(), cert) {
-			t.Fatalf("the failure does not name the file: %v", err)
-		}
-	default:
-		t.Fatal("a missing certificate file was not reported")
-	}
+	reported("a missing certificate file", cert)
 }
