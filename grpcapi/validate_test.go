@@ -406,12 +406,11 @@ func TestReplicateTermMetadata(t *testing.T) {
 		wantCode(t, recvEnd(open(bad...)), codes.InvalidArgument, grpcapi.ReasonInvalidArgument, "term metadata")
 	}
 	// None of them attached: the new leader truncates and streams,
-	// naming its term.
+	// naming its term (leader.Conn.Replicate does).
 	if _, err := n.conn.Truncate(ctxT(t), s, 2, head); err != nil {
 		t.Fatalf("the new leader's Truncate: %v", err)
 	}
-	ctx := metadata.AppendToOutgoingContext(ctxT(t), grpcapi.MetadataTerm, "2")
-	if _, err := n.conn.Replicate(ctx, leader.Run{
+	if _, err := n.conn.Replicate(ctxT(t), leader.Run{
 		Shard: s, Term: 2, First: head.Offset + 1, Count: 5, Window: 4, Cumulative: true, Commit: -1, Value: kvValue,
 	}); err != nil {
 		t.Fatalf("the new leader's stream, naming its term: %v", err)

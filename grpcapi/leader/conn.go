@@ -77,6 +77,23 @@ func StreamContext(ctx context.Context, s Shard) context.Context {
 	return metadata.NewOutgoingContext(ctx, md)
 }
 
+// metadataTerm is the metadata key by which a Replicate stream names the
+// term of its leader (grpcapi.MetadataTerm).
+const metadataTerm = "term"
+
+// replicateContext is StreamContext for a Replicate stream of term t: it
+// also names t, in place of any term ctx names.
+func replicateContext(ctx context.Context, s Shard, t logpos.Term) context.Context {
+	ctx = StreamContext(ctx, s)
+	md, _ := metadata.FromOutgoingContext(ctx)
+	if t < 0 {
+		md.Delete(metadataTerm)
+	} else {
+		md.Set(metadataTerm, strconv.FormatInt(int64(t), 10))
+	}
+	return metadata.NewOutgoingContext(ctx, md)
+}
+
 // Status returns the shard's GetStatus answer.
 func (c *Conn) Status(ctx context.Context, s Shard) (*replicationpb.GetStatusResponse, error) {
 	return c.Coordination.GetStatus(ctx, &replicationpb.GetStatusRequest{Namespace: s.Namespace, Shard: s.Shard})

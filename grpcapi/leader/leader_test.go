@@ -954,3 +954,57 @@ func TestStreamContextReplacesRouting(t *testing.T) {
 		}
 	}
 }
+
+// mdRecorder ends each Replicate stream at once, after sending the
+// metadata it came with.
+type mdRecorder struct {
+	replicationpb.UnimplementedOxiaLogReplicationServer
+	got chan metadata.MD
+}
+
+func (r mdRecorder) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
+	md, _ := metadata.FromIncomingContext(s.Context())
+	r.got <- md
+	return status.Error(codes.FailedPrecondition, "recorded")
+}
+
+// TestReplicateNamesItsTerm: a run's stream names the run's term in its
+// "term" metadata, in place of any the caller's context names, and none
+// for a negative term; its routing and other metadata are kept.
+func TestReplicateNamesItsTerm(t *testing.T) {
+	rec := mdRecorder{got: make(chan metadata.MD, 1)}
+	conn := serve(t, func(s *grpc.Server) { replicationpb.RegisterOxiaLogReplicationServer(s, rec) })
+	ctx := metadata.AppendToOutgoingContext(context.Background(), grpcapi.MetadataTerm, "9", "trace", "x")
+	for _, c := range []struct {
+		term logpos.Term
+		want []string
+	}{{3, []string{"3"}}, {0, []string{"0"}}, {-1, nil}} {
+		_, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "ns", Shard: 5}, Term: c.term, Count: 1, Value: value})
+		if status.Code(err) != codes.FailedPrecondition {
+			t.Fatalf("term %d: %v, want the recorder's refusal", c.term, err)
+		}
+		md := <-rec.got
+		for key, want := range map[string][]string{grpcapi.MetadataTerm: c.want, "namespace": {"ns"}, "shard-id": {"5"}, "trace": {"x"}} {
+			if got := md.Get(key); !slices.Equal(got, want) {
+				t.Errorf("term %d: %s = %q, want %q", c.term, key, got, want)
+			}
+		}
+	}
+}
+
+// TestReplicateOfADeposedLeaderIsRefusedAtAttach: a real node refuses the
+// stream of a leader of an older term when it attaches, for the term its
+// metadata names, not at its first Append.
+func TestReplicateOfADeposedLeaderIsRefusedAtAttach(t *testing.T) {
+	conn := realNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := leader.Shard{Namespace: "deposed", Shard: 1}
+	if _, err := conn.NewTerm(ctx, s, 2, nil); err != nil {
+		t.Fatal(err)
+	}
+	_, err := conn.Replicate(ctx, leader.Run{Shard: s, Term: 1, Count: 3, Window: 3, Cumulative: true, Value: value})
+	if grpcapi.Reason(err) != grpcapi.ReasonInvalidTerm || !strings.Contains(err.Error(), "leader term 1 is not the current term 2") {
+		t.Fatalf("a stream of term 1 to a follower at term 2: %v, want INVALID_TERM naming both terms", err)
+	}
+}

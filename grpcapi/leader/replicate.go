@@ -24,7 +24,11 @@ var ErrProtocol = errors.New("leader: protocol violation")
 // with at most Window of them sent and not yet acknowledged.
 type Run struct {
 	Shard Shard
-	Term  logpos.Term
+	// Term is the term of every Append. The stream names it in its "term"
+	// metadata, as Oxia's leaders do, so that a follower in another term
+	// refuses the stream when it attaches (a negative term is not named:
+	// the follower refuses the first Append instead).
+	Term logpos.Term
 	// First is the offset of the first entry sent; Count how many, all
 	// below the largest offset (math.MaxInt64). Count zero sends only a
 	// commit advertisement.
@@ -116,7 +120,7 @@ func (c *Conn) Replicate(ctx context.Context, run Run) (Result, error) {
 	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stream, err := c.Replication.Replicate(StreamContext(ctx, run.Shard))
+	stream, err := c.Replication.Replicate(replicateContext(ctx, run.Shard, run.Term))
 	if err != nil {
 		return Result{LastAck: logpos.NoOffset}, callerEnded(parent, err)
 	}
