@@ -17,6 +17,7 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -163,7 +164,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			logger.Error("cannot load the TLS files", "err", err)
 			return 1
 		}
-		creds = append(creds, grpc.Creds(loggedHandshakes{credentials.NewTLS(cfg), logger}))
+		creds = append(creds, grpc.Creds(loggedHandshakes{credentials.NewTLS(cfg), newHandshakeLog(logger, time.Now)}))
 	}
 
 	// From here on, SIGINT, SIGTERM and SIGHUP stop the node gracefully
@@ -335,15 +336,67 @@ func tlsMode(cert, clientCA string) string {
 // before its first byte (a TCP probe) is not logged.
 type loggedHandshakes struct {
 	credentials.TransportCredentials
-	log *slog.Logger
+	log *handshakeLog
 }
 
 func (c loggedHandshakes) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
 	tc, info, err := c.TransportCredentials.ServerHandshake(conn)
 	if err != nil && !errors.Is(err, io.EOF) {
-		c.log.Warn("TLS handshake failed", "remote", conn.RemoteAddr().String(), "err", err)
+		c.log.failed(conn.RemoteAddr().String(), err)
 	}
 	return tc, info, err
+}
+
+// The failed handshakes logged: up to handshakeLogBurst at once, then
+// one per handshakeLogEvery, so that a scanner or a client retrying in
+// a loop cannot flood the log. Each line logged after some were not
+// says how many (unlogged).
+const (
+	handshakeLogBurst = 10
+	handshakeLogEvery = time.Second
+)
+
+// handshakeLog logs failed handshakes through a token bucket of
+// handshakeLogBurst lines, refilled by one each handshakeLogEvery.
+type handshakeLog struct {
+	log *slog.Logger
+	now func() time.Time
+	mu  struct {
+		sync.Mutex
+		tokens   float64
+		last     time.Time // when tokens was last refilled
+		unlogged int64     // failures not logged since the last line
+	}
+}
+
+func newHandshakeLog(log *slog.Logger, now func() time.Time) *handshakeLog {
+	h := &handshakeLog{log: log, now: now}
+	h.mu.tokens = handshakeLogBurst
+	h.mu.last = now()
+	return h
+}
+
+func (h *handshakeLog) failed(remote string, err error) {
+	h.mu.Lock()
+	now := h.now()
+	if elapsed := now.Sub(h.mu.last); elapsed > 0 {
+		h.mu.tokens = min(handshakeLogBurst, h.mu.tokens+float64(elapsed)/float64(handshakeLogEvery))
+		h.mu.last = now
+	}
+	if h.mu.tokens < 1 {
+		h.mu.unlogged++
+		h.mu.Unlock()
+		return
+	}
+	h.mu.tokens--
+	unlogged := h.mu.unlogged
+	h.mu.unlogged = 0
+	h.mu.Unlock()
+	attrs := []any{"remote", remote, "err", err}
+	if unlogged > 0 {
+		attrs = append(attrs, "unlogged", unlogged)
+	}
+	h.log.Warn("TLS handshake failed", attrs...)
 }
 
 func (c loggedHandshakes) Clone() credentials.TransportCredentials {
