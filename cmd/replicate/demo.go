@@ -318,11 +318,21 @@ func (d *demo) run(ctx context.Context, e *env) (err error) {
 	}
 
 	// 9. The old leader comes back.
-	d.step(9, "the deposed leader of term 1 sends NewTerm(term 1)")
+	d.step(9, "the deposed leader of term 1 comes back: NewTerm(term 1), then a stream of term 1")
 	_, err = a.conn.NewTerm(ctx, d.shard, 1, nil)
-	d.printf("   → %s\n", describeErr(err))
+	d.printf("   NewTerm(term 1) → %s\n", describeErr(err))
 	if grpcapi.Reason(err) != grpcapi.ReasonInvalidTerm {
 		return fmt.Errorf("a stale NewTerm: got %v, want INVALID_TERM", err)
+	}
+	// The stream names its term in its metadata: it is refused when it
+	// attaches, before any of its entries is read.
+	stale, err := a.conn.Replicate(ctx, leader.Run{
+		Shard: d.shard, Term: 1, First: res.LastAck + 1, Count: 1, Cumulative: true, Commit: logpos.NoOffset,
+		Value: func(off logpos.Offset, buf []byte) []byte { return append(buf, entryValue(1, off)...) },
+	})
+	d.printf("   Replicate(term 1) → %s, %d entries acknowledged\n", describeErr(err), stale.Acked)
+	if grpcapi.Reason(err) != grpcapi.ReasonInvalidTerm || stale.Acked != 0 {
+		return fmt.Errorf("a stale stream: got %v with %d entries acknowledged, want INVALID_TERM and none", err, stale.Acked)
 	}
 	if err := d.showSteps(ctx, a); err != nil {
 		return err

@@ -119,8 +119,11 @@ func TestDemo(t *testing.T) {
 		// A row that moves back into its state, and one that stays.
 		"Fenced    --NewTerm--> Fenced\n",
 		"--AttachStream--> Follower (stays)\n",
-		// The stale NewTerm's refusal is a step of its own.
+		// The stale NewTerm's refusal is a step of its own, and so is
+		// the stale stream's, refused when it attached.
 		"node A lifecycle: Follower  --NewTerm--> refused: ",
+		"Replicate(term 1) → FailedPrecondition INVALID_TERM",
+		"node A lifecycle: Follower  --AttachStream--> refused: Lifecycle: AttachStream refused in Follower (guard LeaderTermCurrent failed)",
 		"node B lifecycle: NotMember --BeginInstall--> NotMember (stays)",
 		"node A exited with status 0",
 		"node B exited with status 0",
