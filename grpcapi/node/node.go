@@ -347,6 +347,10 @@ func (c loggedHandshakes) ServerHandshake(conn net.Conn) (net.Conn, credentials.
 	return tc, info, err
 }
 
+func (c loggedHandshakes) Clone() credentials.TransportCredentials {
+	return loggedHandshakes{c.TransportCredentials.Clone(), c.log}
+}
+
 // The failed handshakes logged: up to handshakeLogBurst at once, then
 // one per handshakeLogEvery, so that a scanner or a client retrying in
 // a loop cannot flood the log. Each line logged after some were not
@@ -397,8 +401,4 @@ func (h *handshakeLog) failed(remote string, err error) {
 		attrs = append(attrs, "unlogged", unlogged)
 	}
 	h.log.Warn("TLS handshake failed", attrs...)
-}
-
-func (c loggedHandshakes) Clone() credentials.TransportCredentials {
-	return loggedHandshakes{c.TransportCredentials.Clone(), c.log}
 }
