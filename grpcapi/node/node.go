@@ -333,7 +333,8 @@ func tlsMode(cert, clientCA string) string {
 // failed, with its address and the reason: over TLS 1.3 a client whose
 // certificate the node refuses learns only that the connection closed,
 // and gRPC keeps the node's reason to itself. A connection closed
-// before its first byte (a TCP probe) is not logged.
+// before its first byte (a TCP probe) is not logged, and the lines are
+// rate-limited (handshakeLog).
 type loggedHandshakes struct {
 	credentials.TransportCredentials
 	log *handshakeLog
