@@ -368,6 +368,9 @@ func (l *loader) load(src []byte) *Table {
 					// or one that a line indented deeper than its
 					// key continues with a key of its own.
 					msg += `; quote this value if it holds ": ", and check that no line after it is indented deeper than its key`
+				case "found character '\t' that cannot start any token":
+					// Mostly a line indented with a tab.
+					msg += "; indent with spaces: YAML takes no tab there"
 				}
 				l.errorf(l.at(p.Line, p.Column), "YAML syntax: %s", msg)
 			}

@@ -248,6 +248,21 @@ func TestMappingValueInAValueExplained(t *testing.T) {
 	}
 }
 
+// A line indented with a tab is not YAML: the diagnostic says what to
+// write instead.
+func TestTabIndentExplained(t *testing.T) {
+	hint := `YAML syntax: found character '\t' that cannot start any token; indent with spaces: YAML takes no tab there`
+	for _, c := range []struct{ from, to, want string }{
+		{"  Go: {}\n", "\tGo: {}\n", "t.yaml:9:1: " + hint},
+		{"  Go: {}\n", "  Go:\n  \tdoc: It goes.\n", "t.yaml:10:3: " + hint},
+	} {
+		src := strings.Replace(base, c.from, c.to, 1)
+		if got := loadErr(t, src); got != c.want {
+			t.Errorf("%q: got\n%s\nwant\n%s", c.to, got, c.want)
+		}
+	}
+}
+
 // An error that only an unhandled policy names is not reported as never
 // used when the policy is missing or cannot be read: writing the policy
 // fixes both.
