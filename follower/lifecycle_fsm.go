@@ -31,13 +31,13 @@ const (
 	StateClosed
 )
 
-var stateNames = [...]string{"", "NotMember", "Fenced", "Follower", "Closed"}
+var _State_names = [...]string{"", "NotMember", "Fenced", "Follower", "Closed"}
 
 func (s State) String() string {
-	if s == 0 || int(s) >= len(stateNames) {
+	if s == 0 || int(s) >= len(_State_names) {
 		return "State(" + strconv.Itoa(int(s)) + ")"
 	}
-	return stateNames[s]
+	return _State_names[s]
 }
 
 // Terminal reports whether no event moves the machine out of s.
@@ -76,13 +76,13 @@ const (
 	EventClose
 )
 
-var eventNames = [...]string{"", "Restore", "NewTerm", "Truncate", "AttachStream", "FirstEntry", "BeginInstall", "CommitInstall", "Delete", "Close"}
+var _Event_names = [...]string{"", "Restore", "NewTerm", "Truncate", "AttachStream", "FirstEntry", "BeginInstall", "CommitInstall", "Delete", "Close"}
 
 func (e Event) String() string {
-	if e == 0 || int(e) >= len(eventNames) {
+	if e == 0 || int(e) >= len(_Event_names) {
 		return "Event(" + strconv.Itoa(int(e)) + ")"
 	}
-	return eventNames[e]
+	return _Event_names[e]
 }
 
 // The errors the Lifecycle machine refuses events with. A refusal unwraps

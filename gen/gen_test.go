@@ -285,7 +285,7 @@ func TestGeneratedTestsCatchMutants(t *testing.T) {
 		{"action error lost without an observer", "\t\tm.observe(from, e, row, from, err)\n\t}\n\treturn err\n}\n\n// Start", "\t\tm.observe(from, e, row, from, err)\n\t\treturn err\n\t}\n\treturn nil\n}\n\n// Start"},
 		{"move stored only when observed", "\t\t\tm.state.Store(uint32(StateRunning))\n\t\t\tif m.obs != nil {\n", "\t\t\tif m.obs != nil {\n\t\t\t\tm.state.Store(uint32(StateRunning))\n"},
 		// Names.
-		{"no name past the last state", "int(s) >= len(stateNames)", "int(s) > len(stateNames)"},
+		{"no name past the last state", "int(s) >= len(_State_names)", "int(s) > len(_State_names)"},
 		{"a terminal state not terminal", "case StateSucceeded, StateFailed, StateCancelled:\n\t\treturn true", "case StateSucceeded, StateFailed:\n\t\treturn true"},
 		{"zero machine in a state", "func (m *Job) State() State { return State(m.state.Load()) }", "func (m *Job) State() State { return State(max(m.state.Load(), 1)) }"},
 		{"action called twice", "\t\tif err := m.h.Notify(by, reason, urgent); err != nil {\n", "\t\t_ = m.h.Notify(by, reason, urgent)\n\t\tif err := m.h.Notify(by, reason, urgent); err != nil {\n"},

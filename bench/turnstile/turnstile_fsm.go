@@ -25,13 +25,13 @@ const (
 	StateBroken
 )
 
-var stateNames = [...]string{"", "Locked", "Unlocked", "Broken"}
+var _State_names = [...]string{"", "Locked", "Unlocked", "Broken"}
 
 func (s State) String() string {
-	if s == 0 || int(s) >= len(stateNames) {
+	if s == 0 || int(s) >= len(_State_names) {
 		return "State(" + strconv.Itoa(int(s)) + ")"
 	}
-	return stateNames[s]
+	return _State_names[s]
 }
 
 // Terminal reports whether no event moves the machine out of s.
@@ -55,13 +55,13 @@ const (
 	EventSmash
 )
 
-var eventNames = [...]string{"", "Coin", "Push", "Smash"}
+var _Event_names = [...]string{"", "Coin", "Push", "Smash"}
 
 func (e Event) String() string {
-	if e == 0 || int(e) >= len(eventNames) {
+	if e == 0 || int(e) >= len(_Event_names) {
 		return "Event(" + strconv.Itoa(int(e)) + ")"
 	}
-	return eventNames[e]
+	return _Event_names[e]
 }
 
 // The errors the Turnstile machine refuses events with. A refusal unwraps

@@ -32,13 +32,13 @@ const (
 	StateCancelled
 )
 
-var stateNames = [...]string{"", "Open", "Paid", "Shipped", "Delivered", "Cancelled"}
+var _State_names = [...]string{"", "Open", "Paid", "Shipped", "Delivered", "Cancelled"}
 
 func (s State) String() string {
-	if s == 0 || int(s) >= len(stateNames) {
+	if s == 0 || int(s) >= len(_State_names) {
 		return "State(" + strconv.Itoa(int(s)) + ")"
 	}
-	return stateNames[s]
+	return _State_names[s]
 }
 
 // Terminal reports whether no event moves the machine out of s.
@@ -66,13 +66,13 @@ const (
 	EventCancel
 )
 
-var eventNames = [...]string{"", "AddItem", "Pay", "Ship", "Deliver", "Cancel"}
+var _Event_names = [...]string{"", "AddItem", "Pay", "Ship", "Deliver", "Cancel"}
 
 func (e Event) String() string {
-	if e == 0 || int(e) >= len(eventNames) {
+	if e == 0 || int(e) >= len(_Event_names) {
 		return "Event(" + strconv.Itoa(int(e)) + ")"
 	}
-	return eventNames[e]
+	return _Event_names[e]
 }
 
 // The errors the Order machine refuses events with. A refusal unwraps

@@ -99,12 +99,12 @@ func (m *model) enums(p *printer) {
 		}
 	}
 	p.f(")\n\n")
-	p.f("var stateNames = [...]string{\"\"")
+	p.f("var _State_names = [...]string{\"\"")
 	for _, s := range t.States {
 		p.f(", %q", s.Name)
 	}
 	p.f("}\n\n")
-	p.f("func (s State) String() string {\n\tif s == 0 || int(s) >= len(stateNames) {\n\t\treturn \"State(\" + strconv.Itoa(int(s)) + \")\"\n\t}\n\treturn stateNames[s]\n}\n\n")
+	p.f("func (s State) String() string {\n\tif s == 0 || int(s) >= len(_State_names) {\n\t\treturn \"State(\" + strconv.Itoa(int(s)) + \")\"\n\t}\n\treturn _State_names[s]\n}\n\n")
 
 	p.f("// Terminal reports whether no event moves the machine out of s.\n")
 	p.f("func (s State) Terminal() bool {\n\tswitch s {\n")
@@ -130,12 +130,12 @@ func (m *model) enums(p *printer) {
 		}
 	}
 	p.f(")\n\n")
-	p.f("var eventNames = [...]string{\"\"")
+	p.f("var _Event_names = [...]string{\"\"")
 	for _, e := range t.Events {
 		p.f(", %q", e.Name)
 	}
 	p.f("}\n\n")
-	p.f("func (e Event) String() string {\n\tif e == 0 || int(e) >= len(eventNames) {\n\t\treturn \"Event(\" + strconv.Itoa(int(e)) + \")\"\n\t}\n\treturn eventNames[e]\n}\n\n")
+	p.f("func (e Event) String() string {\n\tif e == 0 || int(e) >= len(_Event_names) {\n\t\treturn \"Event(\" + strconv.Itoa(int(e)) + \")\"\n\t}\n\treturn _Event_names[e]\n}\n\n")
 }
 
 func (m *model) errors(p *printer) {
