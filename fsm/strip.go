@@ -2,7 +2,7 @@ package fsm
 
 // WithoutPositions returns a deep copy of t with every position cleared:
 // the form generated code describes a table in, for comparing a generated
-// Table() with the source it came from.
+// <Machine>Table() with the source it came from.
 func (t *Table) WithoutPositions() *Table {
 	c := *t
 	c.Pos = Pos{}

@@ -36,7 +36,8 @@ func (p Pos) String() string {
 // Table is a parsed lifecycle table: the resolved model the generator,
 // the diagrams and the test oracle work from. Names are Go identifiers;
 // cross references are by name. Positions are those of the source; the
-// description generated code returns from Table() carries none.
+// description generated code returns from <Machine>Table()
+// (LifecycleTable for machine: Lifecycle) carries none.
 type Table struct {
 	File      string   // source file name, as given to Load
 	Machine   string   // the Go type of the machine, e.g. "Lifecycle"
