@@ -116,6 +116,23 @@ func TestUsage(t *testing.T) {
 	if code := run([]string{"-in", "testdata/job/job.yaml", "extra"}, &stderr); code != 2 || !strings.HasPrefix(stderr.String(), `gen: unexpected argument "extra"`) || !strings.Contains(stderr.String(), "usage: gen") {
 		t.Fatalf("a stray argument: exit %d, %q", code, stderr.String())
 	}
+	// The table named without -in, and a flag given another flag as its
+	// value, are reported as such (not as a missing -in, or as the stray
+	// argument that follows).
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"testdata/job/job.yaml"}, `gen: unexpected argument "testdata/job/job.yaml" (the table is given with -in)`},
+		{[]string{"-in", "testdata/job/job.yaml", "-mermaid", "-dot", "x.dot"}, "gen: -mermaid takes a file name, not the flag -dot: write the file's name after -mermaid"},
+		{[]string{"-in", "testdata/job/job.yaml", "-out", "--markdown=x.md"}, "gen: -out takes a directory name, not the flag --markdown=x.md: write the directory's name after -out"},
+		{[]string{"-in", "-out", "x"}, "gen: -in takes a file name, not the flag -out: write the file's name after -in"},
+	} {
+		stderr.Reset()
+		if code := run(c.args, &stderr); code != 2 || !strings.HasPrefix(stderr.String(), c.want+"\n") || !strings.Contains(stderr.String(), "usage: gen") {
+			t.Errorf("%q: exit %d, %q; want 2, %q", c.args, code, stderr.String(), c.want)
+		}
+	}
 	stderr.Reset()
 	if code := run([]string{"-h"}, &stderr); code != 0 {
 		t.Fatalf("-h: exit %d", code)

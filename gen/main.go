@@ -56,13 +56,30 @@ func run(args []string, stderr io.Writer) int {
 		}
 		return 2
 	}
+	// A flag given no value takes the next flag as its value (-mermaid
+	// -dot x.dot): that is the mistake to report, not what follows.
+	var flagAsValue error
+	fs.Visit(func(f *flag.Flag) {
+		name, _, _ := strings.Cut(strings.TrimLeft(f.Value.String(), "-"), "=")
+		if flagAsValue == nil && strings.HasPrefix(f.Value.String(), "-") && fs.Lookup(name) != nil {
+			what := "file"
+			if f.Name == "out" {
+				what = "directory"
+			}
+			flagAsValue = fmt.Errorf("gen: -%s takes a %s name, not the flag %s: write the %[2]s's name after -%[1]s", f.Name, what, f.Value)
+		}
+	})
 	switch {
-	case *in == "":
-		fmt.Fprintln(stderr, "gen: -in is required: the table to read")
+	case flagAsValue != nil:
+		fmt.Fprintln(stderr, flagAsValue)
 		fs.Usage()
 		return 2
 	case fs.NArg() > 0:
 		fmt.Fprintf(stderr, "gen: unexpected argument %q (the table is given with -in)\n", fs.Arg(0))
+		fs.Usage()
+		return 2
+	case *in == "":
+		fmt.Fprintln(stderr, "gen: -in is required: the table to read")
 		fs.Usage()
 		return 2
 	}
