@@ -38,9 +38,9 @@ rows:
 	}
 	// Output:
 	// door.yaml:12:3: event Kick is declared but never used
-	// door.yaml:14:34: unknown state "Opened"
+	// door.yaml:14:34: unknown state "Opened" (did you mean "Open"?)
 	// line 12, column 3: event Kick is declared but never used
-	// line 14, column 34: unknown state "Opened"
+	// line 14, column 34: unknown state "Opened" (did you mean "Open"?)
 }
 
 // ExampleTable_Evaluate asks a table what an event does, given which

@@ -238,7 +238,7 @@ func TestLoadEdgeCases(t *testing.T) {
 				"t.yaml:16:3: guard Spare is declared but never used"},
 		{"an unused guard naming an unknown error", base + "guards:\n  Spare: {error: ErrNone}\n",
 			"t.yaml:15:3: guard Spare is declared but never used\n" +
-				"t.yaml:15:18: unknown error \"ErrNone\""},
+				"t.yaml:15:18: unknown error \"ErrNone\" (did you mean \"ErrNo\"?)"},
 		{"anchored and tagged strings", strings.Replace(base, "initial: A", "initial: &x !!str A", 1), ""},
 		{"a tag that is not !!str", strings.Replace(base, "initial: A", "initial: !!int A", 1),
 			"t.yaml:3:10: tag !!int is not supported: the only tag a table may use is !!str"},

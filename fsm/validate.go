@@ -88,7 +88,7 @@ func (l *loader) validate(t *Table) {
 			if l.broken[what] {
 				return false
 			}
-			l.errorf(r.pos, "unknown %s %q", what, r.name)
+			l.errorf(r.pos, "unknown %s %q%s", what, r.name, didYouMean(r.name, names))
 			return false
 		}
 		used[what+" "+r.name] = true
@@ -206,7 +206,7 @@ func (l *loader) validate(t *Table) {
 		} else if _, ok := errs[r.name]; !ok {
 			unresolved = true
 			if !l.broken["error"] {
-				l.errorf(r.pos, "unknown error %q", r.name)
+				l.errorf(r.pos, "unknown error %q%s", r.name, didYouMean(r.name, errs))
 			}
 		}
 	}
