@@ -1,6 +1,7 @@
 package fsm
 
 import (
+	"maps"
 	"slices"
 	"strings"
 )
@@ -19,7 +20,7 @@ func didYouMean(name string, names map[string]int) string {
 		limit = 0
 	}
 	best, bestDist := "", limit+1
-	for _, candidate := range slices.Sorted(mapKeys(names)) {
+	for _, candidate := range slices.Sorted(maps.Keys(names)) {
 		d := editDistance(name, candidate)
 		if strings.EqualFold(name, candidate) {
 			d = 0
@@ -32,16 +33,6 @@ func didYouMean(name string, names map[string]int) string {
 		return ""
 	}
 	return ` (did you mean "` + best + `"?)`
-}
-
-func mapKeys(m map[string]int) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // editDistance is the Levenshtein distance between a and b, in bytes
