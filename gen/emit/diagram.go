@@ -254,8 +254,8 @@ func (e *MarkerError) Error() string { return fmt.Sprintf("line %d: %s", e.Line,
 
 // Embed replaces what stands between the markers in a Markdown document
 // with the Mermaid diagram in a fenced block, so that code hosts render it.
-// The markers count only on lines of their own (spaces or tabs may
-// follow them) outside fenced code blocks: naming them in prose or code
+// The markers count only on lines of their own (up to three spaces may
+// indent them, spaces or tabs may follow them) outside fenced code blocks: naming them in prose or code
 // does not move the diagram there. A document has one begin marker and
 // one end marker after it (ErrNoMarkers when it has neither, a
 // *MarkerError otherwise). The block's lines end as the begin marker's
@@ -289,12 +289,13 @@ func Embed(doc, mermaid []byte) ([]byte, error) {
 	var b bytes.Buffer
 	b.Write(doc[:afterBegin])
 	b.WriteString(block)
-	b.Write(doc[end:])
+	b.Write(doc[bytes.LastIndexByte(doc[:end], '\n')+1:]) // the end marker's line, its indentation kept
 	return b.Bytes(), nil
 }
 
-// markerLines returns where marker stands alone on a line of doc,
-// outside fenced code blocks (``` or ~~~, as CommonMark reads them: a
+// markerLines returns where marker stands alone on a line of doc (up to
+// three spaces before it, spaces or tabs after it), outside fenced code
+// blocks (``` or ~~~, as CommonMark reads them: a
 // Markdown page that shows the markers in a code sample keeps its
 // sample).
 func markerLines(doc []byte, marker string) []int {
@@ -315,8 +316,13 @@ func markerLines(doc []byte, marker string) []int {
 			if f != nil && f[0] == fence[0] && len(f) >= len(fence) && len(bytes.TrimSpace(bytes.TrimLeft(bytes.TrimSpace(line), string(f[:1])))) == 0 {
 				fence = nil // a closing fence: the same character, as long or longer, nothing after it
 			}
-		case string(bytes.TrimRight(line, " \t")) == marker:
-			found = append(found, at)
+		default:
+			// Up to three spaces may indent it, as any HTML line of
+			// Markdown.
+			text := bytes.TrimLeft(line, " ")
+			if indent := len(line) - len(text); indent <= 3 && string(bytes.TrimRight(text, " \t")) == marker {
+				found = append(found, at+indent)
+			}
 		}
 		at = end + 1
 	}

@@ -52,6 +52,20 @@ func TestEmbedMarkersOnTheirOwnLines(t *testing.T) {
 	if string(got) != want {
 		t.Fatalf("markers followed by spaces: got %q, want %q", got, want)
 	}
+	// Up to three spaces may indent a marker, as any HTML line of
+	// Markdown; the indentation stays. Four make an indented code block.
+	indented := "Before.\n   " + BeginMarker + "\nold\n  " + EndMarker + "\nAfter.\n"
+	got, err = Embed([]byte(indented), []byte("stateDiagram-v2\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = "Before.\n   " + BeginMarker + "\n```mermaid\nstateDiagram-v2\n```\n  " + EndMarker + "\nAfter.\n"
+	if string(got) != want {
+		t.Fatalf("indented markers: got %q, want %q", got, want)
+	}
+	if _, err := Embed([]byte("    "+BeginMarker+"\nold\n    "+EndMarker+"\n"), nil); !errors.Is(err, ErrNoMarkers) {
+		t.Fatalf("markers indented by four spaces: %v, want ErrNoMarkers", err)
+	}
 }
 
 // Markers shown in a fenced code block (a page explaining how to embed
