@@ -105,6 +105,14 @@ type loader struct {
 	// state's declaration cannot be read: which states end the machine
 	// is then unknown.
 	badTerminal bool
+	// usesAt is where a guard's or action's uses names each field, by
+	// "Owner.field".
+	usesAt map[string]Pos
+	// payloadFields holds the payload field names of every event.
+	payloadFields map[string]int
+	// noSuchField holds the "Owner.field" uses reported as a field no
+	// event has (once, where uses names it, not at each row).
+	noSuchField map[string]bool
 }
 
 // errorf reports a problem at pos. The message is kept on one line: a
@@ -934,6 +942,10 @@ func (l *loader) usesOf(owner string, n ast.Node) []string {
 		}
 		seen[r.name] = true
 		names = append(names, r.name)
+		if l.usesAt == nil {
+			l.usesAt = map[string]Pos{}
+		}
+		l.usesAt[owner+"."+r.name] = r.pos
 	}
 	return names
 }

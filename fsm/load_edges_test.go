@@ -283,3 +283,34 @@ func TestPolicyErrorNotUnusedBesideABrokenPolicy(t *testing.T) {
 		}
 	}
 }
+
+// A field that a guard's or action's uses names and no event has is
+// reported once, where uses names it, with the field meant; one that
+// some event has is reported at each row whose event lacks it.
+func TestFieldNoEventHas(t *testing.T) {
+	src := `machine: M
+package: p
+initial: A
+unhandled: ignore
+states:
+  A: {}
+  B: {terminal: true}
+events:
+  Go: {payload: {offset: int64}}
+  Stop: {}
+guards:
+  InOrder: {error: ErrNo, uses: [ofset]}
+actions:
+  Keep: {uses: [offset]}
+errors:
+  ErrNo: {}
+rows:
+  - {from: A, on: Go, if: [InOrder], to: B, do: [Keep]}
+  - {from: A, on: Stop, if: [InOrder], to: B, do: [Keep]}
+`
+	want := "t.yaml:12:34: guard InOrder reads payload field \"ofset\", which no event has (did you mean \"offset\"?)\n" +
+		"t.yaml:19:52: action Keep reads payload field \"offset\", which event Stop lacks"
+	if got := loadErr(t, src); got != want {
+		t.Errorf("got\n%s\nwant\n%s", got, want)
+	}
+}

@@ -147,6 +147,12 @@ func (l *loader) validate(t *Table) {
 	// fieldType records the field each guard and action parameter was
 	// first seen as, so that a guard shared by two events reads one type.
 	fieldType := map[string]fieldUse{}
+	l.payloadFields = map[string]int{}
+	for _, e := range t.Events {
+		for _, f := range e.Payload {
+			l.payloadFields[f.Name]++
+		}
+	}
 	for i, r := range t.Rows {
 		src := l.rows[i]
 		for _, s := range src.from {
@@ -260,6 +266,9 @@ func (l *loader) checkUses(what string, at ref, uses []string, ev Event, fieldTy
 	for _, u := range uses {
 		i, ok := fields[u]
 		if !ok {
+			if l.reportNoSuchField(what, at.name, u) {
+				continue
+			}
 			l.errorf(at.pos, "%s %s reads payload field %q, which event %s lacks", what, at.name, u, ev.Name)
 			continue
 		}
@@ -275,6 +284,25 @@ func (l *loader) checkUses(what string, at ref, uses []string, ev Event, fieldTy
 		}
 		fieldType[key] = fieldUse{ev.Name, field}
 	}
+}
+
+// reportNoSuchField reports, once and where the uses of guard or action
+// owner names it, a field that no event's payload has (a misspelt field
+// name, most likely), and reports whether it is such a field. A field
+// some event has is reported at each row whose event lacks it.
+func (l *loader) reportNoSuchField(what, owner, field string) bool {
+	pos, named := l.usesAt[owner+"."+field]
+	if _, some := l.payloadFields[field]; some || !named || l.broken["event"] {
+		return false
+	}
+	if key := owner + "." + field; !l.noSuchField[key] {
+		if l.noSuchField == nil {
+			l.noSuchField = map[string]bool{}
+		}
+		l.noSuchField[key] = true
+		l.errorf(pos, "%s %s reads payload field %q, which no event has%s", what, owner, field, didYouMean(field, l.payloadFields))
+	}
+	return true
 }
 
 // errorMethods is the method set of the predeclared error.
