@@ -341,7 +341,9 @@ rows:
 		{"before a specific row", "  - {from: \"*\", on: Go, to: B}\n  - {from: A, on: Go, to: B}\n",
 			"t.yaml:19:5: duplicate row: the row at 18:5 already handles Go in A with the same guards", nil},
 		{"taken nowhere", "  - {from: A, on: Go, to: B}\n  - {from: C, on: Go, if: [G], to: B}\n  - {from: \"*\", on: Go, if: [G], to: B}\n",
-			"t.yaml:20:5: row is shadowed in A: the row at 18:5 handles Go whenever this one could", nil},
+			"t.yaml:20:5: row from \"*\" is never taken: in every state \"*\" gives it, an earlier row handles Go whenever it could (in A the row at 18:5; in C the row at 19:5)", nil},
+		{"taken nowhere, one row before it", "  - {from: [A, C], on: Go, to: B}\n  - {from: \"*\", on: Go, to: B}\n",
+			"t.yaml:19:5: row from \"*\" is never taken: in every state \"*\" gives it, an earlier row handles Go whenever it could (in A and C the row at 18:5)", nil},
 		{"shadowed in a state it names", "  - {from: A, on: Go, to: B}\n  - {from: [C, \"*\", A], on: Go, to: B}\n",
 			"t.yaml:19:5: duplicate row: the row at 18:5 already handles Go in A with the same guards", nil},
 	} {

@@ -1132,6 +1132,13 @@ func (l *loader) checkGenerated(t *Table) {
 	}
 }
 
+// shadow is a row shadowed in state by the row at by, with the same
+// guards (dup) or fewer.
+type shadow struct {
+	state, by string
+	dup       bool
+}
+
 // checkGroups reports duplicate and shadowed rows: a row is never taken
 // when an earlier row of its group requires a subset of its guards. A row
 // from "*" is a fallback: where it is shadowed in a state only "*" gave
@@ -1140,10 +1147,6 @@ func (l *loader) checkGenerated(t *Table) {
 // taken. It is reported where it is shadowed in a state it names itself,
 // or when it is shadowed in every state of its From.
 func (l *loader) checkGroups(t *Table) {
-	type shadow struct {
-		state, by string
-		dup       bool
-	}
 	shadowed := make([][]shadow, len(t.Rows)) // per row, in state order
 	crowded := map[int]bool{}                 // rows reported past MaxCellRows
 	// Each row's guards as a mask (there are at most MaxGuards), so
@@ -1196,6 +1199,9 @@ func (l *loader) checkGroups(t *Table) {
 			}
 			if named >= 0 {
 				report = found[named]
+			} else {
+				l.errorf(r.Pos, "row from \"*\" is never taken: in every state \"*\" gives it, an earlier row handles %s whenever it could (%s)", r.On, shadowers(found))
+				continue
 			}
 		}
 		if report.dup {
@@ -1204,6 +1210,33 @@ func (l *loader) checkGroups(t *Table) {
 			l.errorf(r.Pos, "row is shadowed in %s: the row at %s handles %s whenever this one could", report.state, report.by, r.On)
 		}
 	}
+}
+
+// shadowers says which rows shadow a row in which states: "in A and C
+// the row at 18:5; in D the row at 19:5", the rows in the order they
+// first shadow it, their states in table order.
+func shadowers(found []shadow) string {
+	var rows []string
+	states := map[string][]string{}
+	for _, sh := range found {
+		if _, seen := states[sh.by]; !seen {
+			rows = append(rows, sh.by)
+		}
+		states[sh.by] = append(states[sh.by], sh.state)
+	}
+	parts := make([]string, len(rows))
+	for i, by := range rows {
+		parts[i] = "in " + andList(states[by]) + " the row at " + by
+	}
+	return strings.Join(parts, "; ")
+}
+
+// andList joins names as "A", "A and B", "A, B and C".
+func andList(names []string) string {
+	if len(names) == 1 {
+		return names[0]
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }
 
 // fromWildcard reports whether row i names "*" among its states.
