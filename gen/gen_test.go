@@ -2,8 +2,10 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -132,6 +134,16 @@ func TestUsage(t *testing.T) {
 		if code := run(c.args, &stderr); code != 2 || !strings.HasPrefix(stderr.String(), c.want+"\n") || !strings.Contains(stderr.String(), "usage: gen") {
 			t.Errorf("%q: exit %d, %q; want 2, %q", c.args, code, stderr.String(), c.want)
 		}
+	}
+	// -markdown names a file to put the diagram into, which must exist.
+	stderr.Reset()
+	md := filepath.Join(t.TempDir(), "missing.md")
+	if code := run([]string{"-in", "testdata/job/job.yaml", "-markdown", md}, &stderr); code != 1 ||
+		stderr.String() != md+": no such file: -markdown puts the diagram into a Markdown file that exists, between the lines <!-- tablefsm:begin diagram --> and <!-- tablefsm:end diagram --> (-mermaid writes a file of its own)\n" {
+		t.Errorf("a missing -markdown file: exit %d, %q", code, stderr.String())
+	}
+	if _, err := os.Stat(md); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("a missing -markdown file was created: %v", err)
 	}
 	stderr.Reset()
 	if code := run([]string{"-h"}, &stderr); code != 0 {

@@ -145,6 +145,9 @@ func generate(in, out, mermaid, dot, markdown string) ([]file, error) {
 	}
 	if markdown != "" {
 		doc, err := os.ReadFile(markdown)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s: no such file: -markdown puts the diagram into a Markdown file that exists, between the lines %s and %s (-mermaid writes a file of its own)", markdown, emit.BeginMarker, emit.EndMarker)
+		}
 		if err != nil {
 			return nil, err
 		}
