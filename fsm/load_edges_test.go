@@ -232,31 +232,20 @@ func TestRefusedPayloadTypeIsNotComparedWithOthers(t *testing.T) {
 	}
 }
 
-// A block value holding ": ", or continued by a line indented deeper than
-// its key, is a YAML mapping where none may be: the diagnostic says how
-// to write it.
-func TestMappingValueInAValueExplained(t *testing.T) {
-	hint := `YAML syntax: mapping value is not allowed in this context; quote this value if it holds ": ", and check that no line after it is indented deeper than its key`
-	for _, c := range []struct{ from, to, want string }{
-		{"  Go: {}\n", "  Go:\n    doc: Note: it goes.\n", "t.yaml:10:10: " + hint},
-		{"  Go: {}\n", "  Go:\n    doc: It goes.\n      payload: {n: int}\n", "t.yaml:10:10: " + hint},
+// YAML syntax errors a table's author is likely to make get a hint
+// saying how to write it: a block value holding ": ", or continued by a
+// line indented deeper than its key, is a mapping where none may be; a
+// line indented with a tab is not YAML.
+func TestYAMLSyntaxExplained(t *testing.T) {
+	mapping := `YAML syntax: mapping value is not allowed in this context; quote this value if it holds ": ", and check that no line after it is indented deeper than its key`
+	tab := `YAML syntax: found character '\t' that cannot start any token; indent with spaces: YAML takes no tab there`
+	for _, c := range []struct{ to, want string }{
+		{"  Go:\n    doc: Note: it goes.\n", "t.yaml:10:10: " + mapping},
+		{"  Go:\n    doc: It goes.\n      payload: {n: int}\n", "t.yaml:10:10: " + mapping},
+		{"\tGo: {}\n", "t.yaml:9:1: " + tab},
+		{"  Go:\n  \tdoc: It goes.\n", "t.yaml:10:3: " + tab},
 	} {
-		src := strings.Replace(base, c.from, c.to, 1)
-		if got := loadErr(t, src); got != c.want {
-			t.Errorf("%q: got\n%s\nwant\n%s", c.to, got, c.want)
-		}
-	}
-}
-
-// A line indented with a tab is not YAML: the diagnostic says what to
-// write instead.
-func TestTabIndentExplained(t *testing.T) {
-	hint := `YAML syntax: found character '\t' that cannot start any token; indent with spaces: YAML takes no tab there`
-	for _, c := range []struct{ from, to, want string }{
-		{"  Go: {}\n", "\tGo: {}\n", "t.yaml:9:1: " + hint},
-		{"  Go: {}\n", "  Go:\n  \tdoc: It goes.\n", "t.yaml:10:3: " + hint},
-	} {
-		src := strings.Replace(base, c.from, c.to, 1)
+		src := strings.Replace(base, "  Go: {}\n", c.to, 1)
 		if got := loadErr(t, src); got != c.want {
 			t.Errorf("%q: got\n%s\nwant\n%s", c.to, got, c.want)
 		}
