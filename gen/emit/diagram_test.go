@@ -42,26 +42,22 @@ func TestEmbedMarkersOnTheirOwnLines(t *testing.T) {
 			t.Errorf("Embed(%q): %v, want a MarkerError %q", c.doc, err, c.want)
 		}
 	}
-	// Spaces after a marker (an editor's leftovers) leave it a marker.
-	spaced := "Before.\n" + BeginMarker + " \t\r\nold\r\n" + EndMarker + "  \r\nAfter.\r\n"
-	got, err = Embed([]byte(spaced), []byte("stateDiagram-v2\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want = "Before.\n" + BeginMarker + " \t\r\n```mermaid\r\nstateDiagram-v2\r\n```\r\n" + EndMarker + "  \r\nAfter.\r\n"
-	if string(got) != want {
-		t.Fatalf("markers followed by spaces: got %q, want %q", got, want)
-	}
-	// Up to three spaces may indent a marker, as any HTML line of
-	// Markdown; the indentation stays. Four make an indented code block.
-	indented := "Before.\n   " + BeginMarker + "\nold\n  " + EndMarker + "\nAfter.\n"
-	got, err = Embed([]byte(indented), []byte("stateDiagram-v2\n"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	want = "Before.\n   " + BeginMarker + "\n```mermaid\nstateDiagram-v2\n```\n  " + EndMarker + "\nAfter.\n"
-	if string(got) != want {
-		t.Fatalf("indented markers: got %q, want %q", got, want)
+	for _, c := range []struct{ name, doc, want string }{
+		// Spaces after a marker (an editor's leftovers) leave it a marker.
+		{"markers followed by spaces",
+			"Before.\n" + BeginMarker + " \t\r\nold\r\n" + EndMarker + "  \r\nAfter.\r\n",
+			"Before.\n" + BeginMarker + " \t\r\n```mermaid\r\nstateDiagram-v2\r\n```\r\n" + EndMarker + "  \r\nAfter.\r\n"},
+		// Up to three spaces may indent a marker, as any HTML line of
+		// Markdown; the indentation stays. Four make an indented code
+		// block (below).
+		{"indented markers",
+			"Before.\n   " + BeginMarker + "\nold\n  " + EndMarker + "\nAfter.\n",
+			"Before.\n   " + BeginMarker + "\n```mermaid\nstateDiagram-v2\n```\n  " + EndMarker + "\nAfter.\n"},
+	} {
+		got, err := Embed([]byte(c.doc), []byte("stateDiagram-v2\n"))
+		if err != nil || string(got) != c.want {
+			t.Fatalf("%s: got %q, %v; want %q", c.name, got, err, c.want)
+		}
 	}
 	if _, err := Embed([]byte("    "+BeginMarker+"\nold\n    "+EndMarker+"\n"), nil); !errors.Is(err, ErrNoMarkers) {
 		t.Fatalf("markers indented by four spaces: %v, want ErrNoMarkers", err)
