@@ -411,7 +411,7 @@ func (d *demo) run(ctx context.Context, e *env) (err error) {
 	commit := d.store.Commit()
 	d.printf("\nsummary: %d entries acknowledged over 3 streams and 2 terms, one kill -9 with nothing\n", d.acked)
 	d.printf("acknowledged lost, %d keys checked after every stream, a snapshot at commit %v\n", demoKeys, commit)
-	d.printf("installed into a second node, a stale term refused, the shard deleted; %d lifecycle\n", d.transitions)
+	d.printf("installed into a second node, the deposed leader refused, the shard deleted; %d lifecycle\n", d.transitions)
 	d.printf("steps shown; %.1fs.\n", time.Since(d.started).Seconds())
 	return nil
 }
