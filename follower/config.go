@@ -10,6 +10,7 @@ import (
 
 	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/store"
+	"github.com/tablefsm/tablefsm/wal"
 )
 
 // TermOptions are the options a term is fenced with; they are persisted
@@ -36,14 +37,17 @@ type Config struct {
 	Observer fsm.Observer
 	// StateMachine applies committed entries. Default: store.KV.
 	StateMachine store.StateMachine
-	// SegmentSize is the size of the log's segment files. Default: the
-	// log's default.
+	// SegmentSize is the size of the log's segment files: 0 (the log's
+	// default) or from wal.MinSegmentSize to wal.MaxSegmentSize; Open
+	// refuses another with ErrInvalidArgument.
 	SegmentSize int64
 	// SnapshotChunkSize and MaxSnapshotSize bound snapshots read out and
 	// taken in (see store.Options).
 	SnapshotChunkSize int
 	MaxSnapshotSize   int64
-	// MemTableSize is the store's memtable size (see store.Options).
+	// MemTableSize is the store's memtable size: 0 (the store's default)
+	// or from store.MinMemTableSize to store.MaxMemTableSize; Open refuses
+	// another with ErrInvalidArgument (see store.Options).
 	MemTableSize int
 	// ApplyRetryMin and ApplyRetryMax bound the backoff between attempts to
 	// apply an entry that failed. Defaults: 10 ms and 5 s.
@@ -55,6 +59,19 @@ type Config struct {
 
 // errNoDir is what Open and Remove return for a Config without a Dir.
 var errNoDir = fmt.Errorf("%w: Config.Dir is empty", ErrInvalidArgument)
+
+// checkSizes refuses a SegmentSize the log would refuse and a
+// MemTableSize the store would, before Open touches the disk: a mistake
+// of the caller's, not a storage failure.
+func (c Config) checkSizes() error {
+	if c.SegmentSize != 0 && (c.SegmentSize < wal.MinSegmentSize || c.SegmentSize > wal.MaxSegmentSize) {
+		return fmt.Errorf("%w: Config.SegmentSize %d outside [%d, %d]", ErrInvalidArgument, c.SegmentSize, wal.MinSegmentSize, wal.MaxSegmentSize)
+	}
+	if c.MemTableSize > 0 && (c.MemTableSize < store.MinMemTableSize || uint64(c.MemTableSize) > store.MaxMemTableSize) {
+		return fmt.Errorf("%w: Config.MemTableSize %d outside [%d, %d]", ErrInvalidArgument, c.MemTableSize, store.MinMemTableSize, store.MaxMemTableSize)
+	}
+	return nil
+}
 
 func (c Config) withDefaults() Config {
 	if c.Dir != "" {

@@ -7,6 +7,7 @@ package follower
 import (
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -665,6 +666,43 @@ func TestTermVisibleOnceDurable(t *testing.T) {
 		}
 		if got := f.Term(); got != 5 {
 			t.Fatalf("after NewTerm(%d): term %d, want 5", c.term, got)
+		}
+	}
+}
+
+// TestOpenRefusesBadSizes: a SegmentSize the log would refuse, or a
+// MemTableSize the store would (Pebble panics on one too small), is the
+// caller's mistake: Open fails with ErrInvalidArgument (not
+// ErrUnavailable, a storage failure) before it creates anything on disk.
+func TestOpenRefusesBadSizes(t *testing.T) {
+	for _, c := range []Config{
+		{SegmentSize: -1},
+		{SegmentSize: wal.MinSegmentSize - 1},
+		{SegmentSize: wal.MaxSegmentSize + 1},
+		{MemTableSize: 1},
+		{MemTableSize: store.MinMemTableSize - 1},
+		{MemTableSize: int(min(store.MaxMemTableSize+1, math.MaxInt))},
+	} {
+		c.Dir = filepath.Join(t.TempDir(), "shard")
+		f, err := Open(c)
+		if err == nil {
+			_ = f.Close()
+			t.Fatalf("SegmentSize %d, MemTableSize %d: Open succeeded", c.SegmentSize, c.MemTableSize)
+		}
+		if !errors.Is(err, ErrInvalidArgument) || errors.Is(err, ErrUnavailable) {
+			t.Errorf("SegmentSize %d, MemTableSize %d: %v, want ErrInvalidArgument", c.SegmentSize, c.MemTableSize, err)
+		}
+		if _, err := os.Stat(c.Dir); !os.IsNotExist(err) {
+			t.Errorf("SegmentSize %d, MemTableSize %d: Open left %s behind (%v)", c.SegmentSize, c.MemTableSize, c.Dir, err)
+		}
+	}
+	for _, c := range []Config{{}, {SegmentSize: wal.MinSegmentSize}, {SegmentSize: 4096}, {MemTableSize: -1}, {MemTableSize: store.MinMemTableSize}} {
+		f, err := Open(Config{Dir: filepath.Join(t.TempDir(), "shard"), SegmentSize: c.SegmentSize, MemTableSize: c.MemTableSize})
+		if err != nil {
+			t.Fatalf("SegmentSize %d, MemTableSize %d: %v", c.SegmentSize, c.MemTableSize, err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
 		}
 	}
 }

@@ -123,6 +123,9 @@ func Open(cfg Config) (*Follower, error) {
 	if cfg.Dir == "" {
 		return nil, errNoDir
 	}
+	if err := cfg.checkSizes(); err != nil {
+		return nil, err
+	}
 	cfg = cfg.withDefaults()
 	f := &Follower{cfg: cfg, dir: cfg.Dir, lock: make(chan struct{}, 1), closing: make(chan struct{})}
 	f.term.Store(int64(logpos.NoTerm)) // until the store is read

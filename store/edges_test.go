@@ -804,3 +804,32 @@ func TestScanReportsAReadError(t *testing.T) {
 		t.Errorf("Scan = %v, want the disk's EIO", err)
 	}
 }
+
+// TestOpenRefusesMemTableSizes: a MemTableSize Pebble cannot take (one
+// too small makes it panic, one too large it refuses only once the
+// directory exists) is refused before anything is created.
+func TestOpenRefusesMemTableSizes(t *testing.T) {
+	for _, size := range []int{1, MinMemTableSize - 1, int(min(MaxMemTableSize+1, math.MaxInt))} {
+		dir := filepath.Join(t.TempDir(), "store")
+		s, err := Open(dir, Options{MemTableSize: size})
+		if err == nil {
+			_ = s.Close()
+			t.Fatalf("MemTableSize %d: Open succeeded", size)
+		}
+		if !strings.Contains(err.Error(), "MemTableSize") {
+			t.Errorf("MemTableSize %d: %v, want an error naming MemTableSize", size, err)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("MemTableSize %d: Open left %s behind (%v)", size, dir, err)
+		}
+	}
+	for _, size := range []int{-1, 0, MinMemTableSize} {
+		s, err := Open(filepath.Join(t.TempDir(), "store"), Options{MemTableSize: size})
+		if err != nil {
+			t.Fatalf("MemTableSize %d: %v", size, err)
+		}
+		if err := s.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+}

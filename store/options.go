@@ -28,7 +28,8 @@ type Options struct {
 	MaxSnapshotSize int64
 	// MemTableSize is the size of Pebble's memtables: memory each store
 	// holds (up to twice this while one is flushed) in exchange for fewer
-	// flushes and compactions. Default: DefaultMemTableSize.
+	// flushes and compactions, from MinMemTableSize to MaxMemTableSize
+	// (Open refuses another). Zero or negative: DefaultMemTableSize.
 	MemTableSize int
 }
 
@@ -37,7 +38,21 @@ const (
 	DefaultSnapshotChunkSize = 1 << 20
 	// DefaultMemTableSize is the default Options.MemTableSize.
 	DefaultMemTableSize = 16 << 20
+	// MinMemTableSize is the smallest Options.MemTableSize: Pebble's
+	// first memtable (a smaller bound makes Pebble panic).
+	MinMemTableSize = 256 << 10
+	// MaxMemTableSize is the largest Options.MemTableSize: Pebble's
+	// memtables stay below 4 GiB.
+	MaxMemTableSize uint64 = 1<<32 - 2
 )
+
+// check refuses options Open cannot take, before it touches the disk.
+func (o Options) check() error {
+	if o.MemTableSize > 0 && (o.MemTableSize < MinMemTableSize || uint64(o.MemTableSize) > MaxMemTableSize) {
+		return fmt.Errorf("store: MemTableSize %d outside [%d, %d]", o.MemTableSize, MinMemTableSize, MaxMemTableSize)
+	}
+	return nil
+}
 
 func (o Options) withDefaults() Options {
 	if o.FS == nil {

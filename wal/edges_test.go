@@ -101,9 +101,9 @@ func TestOpenRejectsInvalidOptions(t *testing.T) {
 		opts Options
 		is   error // nil: any error
 	}{
-		{"segment size below 64", Options{SegmentSize: minSegmentSize - 1}, nil},
+		{"segment size below 64", Options{SegmentSize: MinSegmentSize - 1}, nil},
 		{"negative segment size", Options{SegmentSize: -1}, nil},
-		{"segment size above 1 GiB", Options{SegmentSize: maxSegmentSize + 1}, nil},
+		{"segment size above 1 GiB", Options{SegmentSize: MaxSegmentSize + 1}, nil},
 		{"negative MustKeepBelow", Options{SegmentSize: 512, MustKeepBelow: -1}, ErrOutOfRange},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -123,7 +123,7 @@ func TestOpenRejectsInvalidOptions(t *testing.T) {
 		})
 	}
 	// The bounds themselves are valid.
-	for _, size := range []int64{minSegmentSize, maxSegmentSize} {
+	for _, size := range []int64{MinSegmentSize, MaxSegmentSize} {
 		l := mustOpen(t, "ok", Options{FS: vfs.NewMem(), SegmentSize: size})
 		if err := l.Close(); err != nil {
 			t.Fatal(err)

@@ -20,9 +20,14 @@ import (
 // DefaultSegmentSize is the segment size when Options.SegmentSize is 0.
 const DefaultSegmentSize = 64 << 20
 
+// MinSegmentSize and MaxSegmentSize bound Options.SegmentSize (0 means
+// DefaultSegmentSize); Open refuses a size outside them.
 const (
-	minSegmentSize = 64
-	maxSegmentSize = 1 << 30
+	MinSegmentSize = 64
+	MaxSegmentSize = 1 << 30
+)
+
+const (
 	// flushThreshold: AppendAsync writes the buffer to the segment file
 	// itself (still without fsync) before an entry would make this much
 	// pending.
@@ -152,8 +157,8 @@ func Open(dir string, opts Options) (*Log, error) {
 	if opts.SegmentSize == 0 {
 		opts.SegmentSize = DefaultSegmentSize
 	}
-	if opts.SegmentSize < minSegmentSize || opts.SegmentSize > maxSegmentSize {
-		return nil, fmt.Errorf("wal: segment size %d outside [%d, %d]", opts.SegmentSize, minSegmentSize, maxSegmentSize)
+	if opts.SegmentSize < MinSegmentSize || opts.SegmentSize > MaxSegmentSize {
+		return nil, fmt.Errorf("wal: segment size %d outside [%d, %d]", opts.SegmentSize, MinSegmentSize, MaxSegmentSize)
 	}
 	if opts.MustKeepBelow < 0 {
 		return nil, fmt.Errorf("%w: MustKeepBelow %d", ErrOutOfRange, opts.MustKeepBelow)

@@ -151,7 +151,7 @@ func (l *Log) readFile(path string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if st.Size() > 4*(maxSegmentSize/recordHeaderSize)+indexHeaderSize {
+	if st.Size() > 4*(MaxSegmentSize/recordHeaderSize)+indexHeaderSize {
 		return nil, errBadIndex
 	}
 	b := make([]byte, st.Size())
