@@ -715,9 +715,10 @@ func isClosed(ch <-chan struct{}) bool {
 }
 
 // Snapshot takes a consistent copy of the follower's store, to read out as
-// chunks and send to another replica's InstallSnapshot. Close it. A
-// follower that has applied nothing yet has no commit id to send: no
-// follower installs its snapshot (ErrInvalidArgument).
+// chunks and send to another replica's InstallSnapshot. Close it. The
+// snapshot of a follower that has applied nothing yet carries no commit
+// id: it is taken, but every InstallSnapshot of it fails with
+// ErrInvalidArgument.
 //
 // It fails with ErrClosed once the follower closes (or while it closes),
 // and with ErrUnavailable when the store cannot take the copy.
