@@ -30,7 +30,10 @@ type Stats struct {
 	StreamAttached bool
 	StreamFailures StreamFailures
 
-	Advertised logpos.Offset // the highest commit offset a leader sent
+	// Advertised is the highest commit offset a leader sent since the
+	// follower opened (it starts at the commit) or last installed a
+	// snapshot (which sets it to the snapshot's commit, even a lower one).
+	Advertised logpos.Offset
 	Commit     logpos.Offset // the last offset applied
 
 	// AppendLatency is the time an entry takes to be written to the log
