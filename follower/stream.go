@@ -14,7 +14,9 @@ import (
 // a Send begun at that moment is still under way when Replicate returns;
 // no other is started. Recv may return the same message every time,
 // overwritten by the next call: the follower is done with an Append
-// before it receives the next.
+// before it receives the next. Context is the call's: when it ends (the
+// leader went away), the stream ends with its error, a failure of the
+// stream (Stats.StreamFailures counts it as other).
 type ReplicationStream interface {
 	Context() context.Context
 	Recv() (*replicationpb.Append, error)
@@ -27,6 +29,5 @@ type ReplicationStream interface {
 // when InstallSnapshot returns (the follower closed) must return once the
 // call is over, as a gRPC stream's does when its handler returns.
 type SnapshotStream interface {
-	Context() context.Context
 	Recv() (*replicationpb.SnapshotChunk, error)
 }
