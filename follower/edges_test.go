@@ -706,3 +706,40 @@ func TestOpenRefusesBadSizes(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenOfADirectoryInUse: a second follower of a directory another
+// has open fails with ErrUnavailable and disturbs nothing of the first;
+// once the first closes, the directory opens.
+func TestOpenOfADirectoryInUse(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "shard")
+	first, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := first.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if second, err := Open(Config{Dir: dir}); !errors.Is(err, ErrUnavailable) {
+		if err == nil {
+			_ = second.Close()
+		}
+		t.Fatalf("a second Open of a directory in use: %v, want ErrUnavailable", err)
+	}
+	if st := first.Status(); st.Term != 1 || st.State != StateFenced {
+		t.Fatalf("the first follower after a second Open: %+v", st)
+	}
+	if _, err := first.NewTerm(2, TermOptions{}); err != nil {
+		t.Fatalf("the first follower after a second Open: %v", err)
+	}
+	if err := first.Close(); err != nil {
+		t.Fatal(err)
+	}
+	again, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatalf("Open once the first closed: %v", err)
+	}
+	defer again.Close()
+	if st := again.Status(); st.Term != 2 || st.State != StateFenced {
+		t.Fatalf("reopened: %+v, want Fenced at term 2", st)
+	}
+}

@@ -119,6 +119,9 @@ type Status struct {
 // durable log offset, or the commit when the log holds nothing after it. A
 // snapshot install that a crash interrupted is completed or rolled back.
 // The follower starts NotMember when no term is stored, Fenced otherwise.
+// One follower at a time may have a directory open: another's (in this
+// process or another) makes Open fail with ErrUnavailable, as a storage
+// failure does; a Config it cannot take, with ErrInvalidArgument.
 func Open(cfg Config) (*Follower, error) {
 	if cfg.Dir == "" {
 		return nil, errNoDir
