@@ -458,6 +458,7 @@ func TestBugAppendAfterStreamFailed(t *testing.T) {
 func TestBugReadsClassifyClosedStore(t *testing.T) {
 	for name, read := range map[string]func(*Follower) error{
 		"Get":      func(f *Follower) error { _, err := f.Get([]byte("k")); return err },
+		"Scan":     func(f *Follower) error { return f.Scan(nil, nil, func(_, _ []byte) bool { return true }) },
 		"Snapshot": func(f *Follower) error { _, err := f.Snapshot(); return err },
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -611,12 +612,13 @@ func TestBugCommitBackAfterStoreRepair(t *testing.T) {
 	}
 	st := f.Status()
 	_, getErr := f.Get([]byte("k5"))
+	scanErr := f.Scan(nil, nil, func(_, _ []byte) bool { return true })
 	close(sm.release)
 	if st.Commit != 5 || st.Head != 5 {
 		t.Errorf("status after the store came back older: %+v, want commit 5", st)
 	}
-	if !errors.Is(getErr, ErrUnavailable) {
-		t.Errorf("Get while the store is behind the commit reported: %v, want ErrUnavailable", getErr)
+	if !errors.Is(getErr, ErrUnavailable) || !errors.Is(scanErr, ErrUnavailable) {
+		t.Errorf("Get and Scan while the store is behind the commit reported: %v, %v; want ErrUnavailable", getErr, scanErr)
 	}
 	waitApplied(t, f, 5)
 	if v, err := f.Get([]byte("k5")); err != nil || string(v) != "t1" {

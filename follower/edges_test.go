@@ -743,3 +743,60 @@ func TestOpenOfADirectoryInUse(t *testing.T) {
 		t.Fatalf("reopened: %+v, want Fenced at term 2", st)
 	}
 }
+
+// TestScan: Scan reads the applied keys of a range in order, stops when
+// fn says so, and takes a nil end as no bound; after Close it fails with
+// ErrClosed.
+func TestScan(t *testing.T) {
+	f, err := Open(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := newFakeStream()
+	res := make(chan error, 1)
+	go func() { res <- f.Replicate(s) }()
+	for o := int64(0); o < 6; o++ {
+		s.in <- &replicationpb.Append{Term: 1, CommitOffset: o - 1, CumulativeAcksSupported: true,
+			Entry: &replicationpb.LogEntry{Term: 1, Offset: o, Value: kvPut(fmt.Sprintf("k%d", o), fmt.Sprintf("v%d", o))}}
+	}
+	s.in <- &replicationpb.Append{Term: 1, CommitOffset: 5} // all of it committed
+	close(s.in)
+	if err := <-res; err != nil {
+		t.Fatal(err)
+	}
+	waitApplied(t, f, 5)
+	scan := func(start, end []byte, limit int) []string {
+		t.Helper()
+		var got []string
+		if err := f.Scan(start, end, func(k, v []byte) bool {
+			got = append(got, string(k)+"="+string(v))
+			return len(got) < limit
+		}); err != nil {
+			t.Fatalf("Scan(%q, %q): %v", start, end, err)
+		}
+		return got
+	}
+	for _, c := range []struct {
+		start, end []byte
+		limit      int
+		want       []string
+	}{
+		{[]byte("k2"), []byte("k5"), 10, []string{"k2=v2", "k3=v3", "k4=v4"}},
+		{[]byte("k4"), nil, 10, []string{"k4=v4", "k5=v5"}},
+		{nil, nil, 2, []string{"k0=v0", "k1=v1"}},
+		{[]byte("x"), nil, 10, nil},
+	} {
+		if got := scan(c.start, c.end, c.limit); !slices.Equal(got, c.want) {
+			t.Errorf("Scan(%q, %q) stopping after %d: %q, want %q", c.start, c.end, c.limit, got, c.want)
+		}
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Scan(nil, nil, func(_, _ []byte) bool { return true }); !errors.Is(err, ErrClosed) {
+		t.Fatalf("Scan after Close: %v, want ErrClosed", err)
+	}
+}

@@ -688,23 +688,44 @@ func (f *Follower) Close() error {
 // the state machine wrote), or an error matching store.ErrNotFound. It
 // fails with ErrClosed once the follower closes (or while it closes), and
 // with ErrUnavailable when the store cannot be read.
-func (f *Follower) Get(key []byte) ([]byte, error) {
+func (f *Follower) Get(key []byte) (value []byte, err error) {
+	err = f.read(func(st *store.Store) error {
+		value, err = st.Get(key)
+		return err
+	})
+	return value, err
+}
+
+// Scan calls fn for each user key of the store in [start, end), in
+// byte-wise order, with its value, until fn returns false; a nil end
+// means no upper bound. It reads a consistent point-in-time view; key
+// and value are valid only during the call. fn must not call methods of
+// the follower: Close, Delete and a snapshot install wait for Scan to
+// return. Scan fails as Get does.
+func (f *Follower) Scan(start, end []byte, fn func(key, value []byte) bool) error {
+	return f.read(func(st *store.Store) error { return st.Scan(start, end, fn) })
+}
+
+// read runs a read of the store, classifying its errors: ErrClosed while
+// the follower closes, ErrUnavailable when the store cannot be read or is
+// applying again what it lost in a failure; store.ErrNotFound as is.
+func (f *Follower) read(fn func(*store.Store) error) error {
 	if f.closingOrClosed() {
-		return nil, ErrClosed
+		return ErrClosed
 	}
 	st := f.store()
 	if st.Commit().Offset < logpos.Offset(f.commitFloor.Load()) {
-		return nil, fmt.Errorf("%w: the store is applying again what it lost in a failure", ErrUnavailable)
+		return fmt.Errorf("%w: the store is applying again what it lost in a failure", ErrUnavailable)
 	}
-	v, err := st.Get(key)
+	err := fn(st)
 	switch {
 	case err == nil, errors.Is(err, store.ErrNotFound):
-		return v, err
+		return err
 	case errors.Is(err, store.ErrClosed) && f.closingOrClosed():
 		// Not the store being reopened after a failure: closing.
-		return nil, fmt.Errorf("%w: %w", ErrClosed, err)
+		return fmt.Errorf("%w: %w", ErrClosed, err)
 	}
-	return nil, fmt.Errorf("%w: reading the store: %w", ErrUnavailable, err)
+	return fmt.Errorf("%w: reading the store: %w", ErrUnavailable, err)
 }
 
 // isClosed reports whether ch is closed.
