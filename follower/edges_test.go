@@ -800,3 +800,36 @@ func TestScan(t *testing.T) {
 		t.Fatalf("Scan after Close: %v, want ErrClosed", err)
 	}
 }
+
+// TestStreamEndedByCloseIsClosed: a stream that Close or Delete ended
+// fails with an error matching both ErrStreamEnded and ErrClosed, as an
+// install does; one that NewTerm ended matches ErrStreamEnded only (the
+// follower is open).
+func TestStreamEndedByCloseIsClosed(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		end    func(*Follower) error
+		closed bool
+	}{
+		{"NewTerm", func(f *Follower) error { _, err := f.NewTerm(2, TermOptions{}); return err }, false},
+		{"Close", (*Follower).Close, true},
+		{"Delete", func(f *Follower) error { return f.Delete(1) }, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := newHarness(t, Config{})
+			h.newTerm(1)
+			s, res := h.replicate(1, 0, 0, -1)
+			if err := c.end(h.f); err != nil {
+				t.Fatal(err)
+			}
+			err := <-res
+			s.cancel()
+			if !errors.Is(err, ErrStreamEnded) || errors.Is(err, ErrClosed) != c.closed {
+				t.Fatalf("the stream %s ended: %v; want ErrStreamEnded, and ErrClosed %v", c.name, err, c.closed)
+			}
+			if n := h.f.Stats().StreamFailures; n != (StreamFailures{}) {
+				t.Fatalf("a stream %s ended counted as failed: %+v", c.name, n)
+			}
+		})
+	}
+}

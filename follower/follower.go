@@ -954,7 +954,7 @@ func (f lifecycle) StartInstall(install *installation) error {
 // the log (a failed one cut back first) and the store. It cannot fail:
 // errors closing files are kept for Close and Delete to return.
 func (f lifecycle) Shutdown() error {
-	f.endStream(ErrStreamEnded)
+	f.endStream(endedByClose(ErrClosed))
 	f.abandonInstall()
 	close(f.closing)
 	f.applier.stop()

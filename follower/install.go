@@ -209,9 +209,9 @@ func (r *chunkReceiver) closed() error {
 	return endedByClose(fmt.Errorf("%w: the follower closed while the snapshot was being received", ErrClosed))
 }
 
-// endedByClose marks err (an ErrClosed) as the end of a snapshot stream
-// by Close or Delete: it matches ErrStreamEnded too, as a replication
-// stream's end does.
+// endedByClose marks err (an ErrClosed) as the end of a stream by Close
+// or Delete: a replication stream's or a snapshot's, it matches both
+// ErrStreamEnded and ErrClosed.
 func endedByClose(err error) error {
 	return fmt.Errorf("%w: %w", ErrStreamEnded, err)
 }

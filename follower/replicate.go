@@ -122,7 +122,8 @@ func newReplication(f *Follower, s ReplicationStream, leaderTerm logpos.Term) *r
 // returns nil), the stream fails (its error; an Append it fails on, with
 // a wrong term, a gap or a bad entry, ends it once the entries received
 // before it are durable and acknowledged), or NewTerm, Delete or Close
-// ends it (an error matching ErrStreamEnded). See docs/spec.md §2.3.
+// ends it (an error matching ErrStreamEnded; when Close or Delete ended
+// it, ErrClosed as well, as for InstallSnapshot). See docs/spec.md §2.3.
 func (f *Follower) Replicate(s ReplicationStream) error {
 	return f.ReplicateAt(s, logpos.NoTerm)
 }
