@@ -833,3 +833,39 @@ func TestStreamEndedByCloseIsClosed(t *testing.T) {
 		})
 	}
 }
+
+// TestTermOptions: the options a term was fenced with are read back, also
+// after a reopen; a later NewTerm replaces them.
+func TestTermOptions(t *testing.T) {
+	dir := t.TempDir()
+	f, err := Open(Config{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o := f.TermOptions(); o != (TermOptions{}) {
+		t.Fatalf("options with no term stored: %+v", o)
+	}
+	want := TermOptions{EnableNotifications: true, KeySorting: store.KeySortingHierarchical}
+	if _, err := f.NewTerm(1, want); err != nil {
+		t.Fatal(err)
+	}
+	if o := f.TermOptions(); o != want {
+		t.Fatalf("options after NewTerm: %+v, want %+v", o, want)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if f, err = Open(Config{Dir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if o := f.TermOptions(); o != want {
+		t.Fatalf("options after a reopen: %+v, want %+v", o, want)
+	}
+	if _, err := f.NewTerm(2, TermOptions{KeySorting: store.KeySortingNatural}); err != nil {
+		t.Fatal(err)
+	}
+	if o := f.TermOptions(); o != (TermOptions{KeySorting: store.KeySortingNatural}) {
+		t.Fatalf("options after NewTerm(2): %+v", o)
+	}
+}

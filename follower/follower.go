@@ -491,6 +491,11 @@ func (f *Follower) Status() Status {
 // made durable (a NewTerm, or a snapshot install, seen from an observer).
 func (f *Follower) Term() logpos.Term { return logpos.Term(f.term.Load()) }
 
+// TermOptions returns the options stored with the term Term returns: the
+// ones its NewTerm gave, or the ones a snapshot installed carried. They
+// are the zero TermOptions while no term is stored.
+func (f *Follower) TermOptions() TermOptions { return f.store().TermOptions() }
+
 // NewTerm fences the follower at term: it ends the attached stream (waiting
 // for its goroutines), abandons an install, persists the term and options,
 // and only then moves to Fenced. It returns the id of the last durable log
