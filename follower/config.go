@@ -45,9 +45,10 @@ type Config struct {
 	// taken in (see store.Options).
 	SnapshotChunkSize int
 	MaxSnapshotSize   int64
-	// MemTableSize is the store's memtable size: 0 (the store's default)
-	// or from store.MinMemTableSize to store.MaxMemTableSize; Open refuses
-	// another with ErrInvalidArgument (see store.Options).
+	// MemTableSize is the store's memtable size: from
+	// store.MinMemTableSize to store.MaxMemTableSize (Open refuses another
+	// with ErrInvalidArgument), or zero or negative for the store's
+	// default (see store.Options).
 	MemTableSize int
 	// ApplyRetryMin and ApplyRetryMax bound the backoff between attempts to
 	// apply an entry that failed. Defaults: 10 ms and 5 s.

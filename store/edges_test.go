@@ -833,3 +833,33 @@ func TestOpenRefusesMemTableSizes(t *testing.T) {
 		}
 	}
 }
+
+// TestSmallMemTablesWork: a store with the smallest memtable takes
+// batches of every size (under half the memtable, over it, and many
+// flushes' worth) and reads them back.
+func TestSmallMemTablesWork(t *testing.T) {
+	for _, size := range []int{MinMemTableSize, 64 << 10} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			s, err := Open(t.TempDir(), Options{MemTableSize: size})
+			if err != nil {
+				t.Fatalf("MemTableSize %d: %v", size, err)
+			}
+			defer s.Close()
+			if err := s.SetTerm(1, TermOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			lens := []int{10, 500, size/2 - 100, size / 2, 3 * size}
+			for o := range logpos.Offset(200) {
+				n := lens[int(o)%len(lens)]
+				if err := s.Apply(kvEntry(t, 1, o, put(fmt.Sprintf("k%04d", o), strings.Repeat("v", n)))); err != nil {
+					t.Fatalf("apply %d (%d bytes): %v", o, n, err)
+				}
+			}
+			for o := range 200 {
+				if v, err := s.Get(fmt.Appendf(nil, "k%04d", o)); err != nil || len(v) != lens[o%len(lens)] {
+					t.Fatalf("Get(k%04d): %d bytes, %v", o, len(v), err)
+				}
+			}
+		})
+	}
+}

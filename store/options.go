@@ -38,9 +38,11 @@ const (
 	DefaultSnapshotChunkSize = 1 << 20
 	// DefaultMemTableSize is the default Options.MemTableSize.
 	DefaultMemTableSize = 16 << 20
-	// MinMemTableSize is the smallest Options.MemTableSize: Pebble's
-	// first memtable (a smaller bound makes Pebble panic).
-	MinMemTableSize = 256 << 10
+	// MinMemTableSize is the smallest Options.MemTableSize: a memtable
+	// holds Pebble's empty skiplists (over 1 KiB: a smaller size makes
+	// Pebble panic) and any batch under half its size, which this bound
+	// leaves room for.
+	MinMemTableSize = 4 << 10
 	// MaxMemTableSize is the largest Options.MemTableSize: Pebble's
 	// memtables stay below 4 GiB.
 	MaxMemTableSize uint64 = 1<<32 - 2
