@@ -61,10 +61,12 @@ type Config struct {
 // errNoDir is what Open and Remove return for a Config without a Dir.
 var errNoDir = fmt.Errorf("%w: Config.Dir is empty", ErrInvalidArgument)
 
-// checkSizes refuses a SegmentSize the log would refuse and a
-// MemTableSize the store would, before Open touches the disk: a mistake
-// of the caller's, not a storage failure.
-func (c Config) checkSizes() error {
+// CheckSizes reports, with ErrInvalidArgument, a SegmentSize the log
+// would refuse or a MemTableSize the store would: Open checks them
+// before it touches the disk (a mistake of the caller's, not a storage
+// failure). It checks nothing else, so a template for many shards'
+// configurations, with no Dir yet, can be checked once.
+func (c Config) CheckSizes() error {
 	if c.SegmentSize != 0 && (c.SegmentSize < wal.MinSegmentSize || c.SegmentSize > wal.MaxSegmentSize) {
 		return fmt.Errorf("%w: Config.SegmentSize %d outside [%d, %d]", ErrInvalidArgument, c.SegmentSize, wal.MinSegmentSize, wal.MaxSegmentSize)
 	}

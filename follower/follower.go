@@ -126,7 +126,7 @@ func Open(cfg Config) (*Follower, error) {
 	if cfg.Dir == "" {
 		return nil, errNoDir
 	}
-	if err := cfg.checkSizes(); err != nil {
+	if err := cfg.CheckSizes(); err != nil {
 		return nil, err
 	}
 	cfg = cfg.withDefaults()

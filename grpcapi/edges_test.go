@@ -24,6 +24,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
@@ -505,5 +506,26 @@ func TestDeleteRacingAnOpen(t *testing.T) {
 	wantCode(t, err, codes.Aborted, grpcapi.ReasonNodeIsNotMember, "")
 	if _, err := os.Stat(filepath.Join(n.dir, "racing", "1")); !os.IsNotExist(err) {
 		t.Fatalf("the deleted shard's directory: %v", err)
+	}
+}
+
+// TestNewRefusesAFollowerTemplateNoShardOpens: a follower template with a
+// size Open refuses would fail every shard's first call, as if the
+// leader's request were bad; New refuses it, naming the field, before it
+// creates the data directory.
+func TestNewRefusesAFollowerTemplateNoShardOpens(t *testing.T) {
+	for _, cfg := range []follower.Config{{SegmentSize: 10}, {MemTableSize: 1}} {
+		dir := filepath.Join(t.TempDir(), "data")
+		srv, err := grpcapi.New(grpcapi.Options{DataDir: dir, Follower: cfg})
+		if err == nil {
+			_ = srv.Shutdown(context.Background())
+			t.Fatalf("%+v: New succeeded", cfg)
+		}
+		if !errors.Is(err, follower.ErrInvalidArgument) || !strings.Contains(err.Error(), "Options.Follower") {
+			t.Errorf("%+v: %v, want ErrInvalidArgument naming Options.Follower", cfg, err)
+		}
+		if _, err := os.Stat(dir); !os.IsNotExist(err) {
+			t.Errorf("%+v: New created %s (%v)", cfg, dir, err)
+		}
 	}
 }

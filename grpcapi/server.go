@@ -91,7 +91,8 @@ type Options struct {
 	// its Namespace, Shard, Dir, FS and Logger are set by the server; an
 	// Observer given here sees every shard's steps after the server's own
 	// (which feeds Inspect and the metrics); the rest (segment size,
-	// snapshot limits, state machine, …) is used as given.
+	// snapshot limits, state machine, …) is used as given. New refuses
+	// sizes Open would refuse (follower.Config.CheckSizes).
 	Follower follower.Config
 	// ShardObserver, when set, is called each time a shard's follower is
 	// opened, for an observer of that shard's lifecycle steps (nil: none).
@@ -197,6 +198,11 @@ type Server struct {
 func New(opts Options) (*Server, error) {
 	if opts.DataDir == "" {
 		return nil, errors.New("grpcapi: no data directory")
+	}
+	if err := opts.Follower.CheckSizes(); err != nil {
+		// Every shard's follower would fail to open: the node's mistake,
+		// not a client's, refused before anything is created.
+		return nil, fmt.Errorf("grpcapi: Options.Follower: %w", err)
 	}
 	if opts.FS == nil {
 		opts.FS = vfs.Default
