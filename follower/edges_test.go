@@ -834,23 +834,27 @@ func TestStreamEndedByCloseIsClosed(t *testing.T) {
 	}
 }
 
-// TestTermOptions: the options a term was fenced with are read back, also
-// after a reopen; a later NewTerm replaces them.
-func TestTermOptions(t *testing.T) {
+// TestStoredTerm: the term stored and the options it was fenced with
+// are read back together, also after a reopen; a later NewTerm replaces
+// both. Read while NewTerms run, the options are always those of the term
+// they come with.
+func TestStoredTerm(t *testing.T) {
 	dir := t.TempDir()
 	f, err := Open(Config{Dir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if o := f.TermOptions(); o != (TermOptions{}) {
-		t.Fatalf("options with no term stored: %+v", o)
+	if term, o := f.StoredTerm(); term != logpos.NoTerm || o != (TermOptions{}) {
+		t.Fatalf("with no term stored: %d, %+v", term, o)
 	}
-	want := TermOptions{EnableNotifications: true, KeySorting: store.KeySortingHierarchical}
-	if _, err := f.NewTerm(1, want); err != nil {
+	opts := func(term logpos.Term) TermOptions {
+		return TermOptions{EnableNotifications: term%2 == 1, KeySorting: store.KeySorting(term % 3)}
+	}
+	if _, err := f.NewTerm(1, opts(1)); err != nil {
 		t.Fatal(err)
 	}
-	if o := f.TermOptions(); o != want {
-		t.Fatalf("options after NewTerm: %+v, want %+v", o, want)
+	if term, o := f.StoredTerm(); term != 1 || o != opts(1) {
+		t.Fatalf("after NewTerm(1): %d, %+v; want 1, %+v", term, o, opts(1))
 	}
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
@@ -859,13 +863,35 @@ func TestTermOptions(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if o := f.TermOptions(); o != want {
-		t.Fatalf("options after a reopen: %+v, want %+v", o, want)
+	if term, o := f.StoredTerm(); term != 1 || o != opts(1) {
+		t.Fatalf("after a reopen: %d, %+v; want 1, %+v", term, o, opts(1))
 	}
-	if _, err := f.NewTerm(2, TermOptions{KeySorting: store.KeySortingNatural}); err != nil {
-		t.Fatal(err)
+	stop := make(chan struct{})
+	mismatch := make(chan string, 1)
+	go func() {
+		defer close(mismatch)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if term, o := f.StoredTerm(); o != opts(term) {
+				mismatch <- fmt.Sprintf("term %d with options %+v, want %+v", term, o, opts(term))
+				return
+			}
+		}
+	}()
+	for term := logpos.Term(2); term <= 200; term++ {
+		if _, err := f.NewTerm(term, opts(term)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	if o := f.TermOptions(); o != (TermOptions{KeySorting: store.KeySortingNatural}) {
-		t.Fatalf("options after NewTerm(2): %+v", o)
+	close(stop)
+	if m, ok := <-mismatch; ok {
+		t.Fatal(m)
+	}
+	if term, o := f.StoredTerm(); term != 200 || o != opts(200) {
+		t.Fatalf("after NewTerm(200): %d, %+v", term, o)
 	}
 }

@@ -491,10 +491,12 @@ func (f *Follower) Status() Status {
 // made durable (a NewTerm, or a snapshot install, seen from an observer).
 func (f *Follower) Term() logpos.Term { return logpos.Term(f.term.Load()) }
 
-// TermOptions returns the options stored with the term Term returns: the
-// ones its NewTerm gave, or the ones a snapshot installed carried. They
-// are the zero TermOptions while no term is stored.
-func (f *Follower) TermOptions() TermOptions { return f.store().TermOptions() }
+// StoredTerm returns the term stored durably and the options stored with
+// it (its NewTerm's, or those of the snapshot installed), read together:
+// NoTerm and the zero TermOptions while no term is stored. A NewTerm or an
+// install in progress may have stored them a moment before Term, and
+// then Status, report the term.
+func (f *Follower) StoredTerm() (logpos.Term, TermOptions) { return f.store().TermWithOptions() }
 
 // NewTerm fences the follower at term: it ends the attached stream (waiting
 // for its goroutines), abandons an install, persists the term and options,

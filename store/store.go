@@ -530,6 +530,14 @@ func (s *Store) TermOptions() TermOptions {
 	return s.mu.options
 }
 
+// TermWithOptions returns the stored term and the options stored with
+// it, read together.
+func (s *Store) TermWithOptions() (logpos.Term, TermOptions) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.term, s.mu.options
+}
+
 // Commit returns the id of the last applied entry, logpos.NoEntry when
 // nothing was applied.
 func (s *Store) Commit() logpos.EntryID {
