@@ -106,13 +106,16 @@ type loader struct {
 	// is then unknown.
 	badTerminal bool
 	// usesAt is where a guard's or action's uses names each field, by
-	// "Owner.field".
+	// "kind Owner.field" ("guard Ready.offset").
 	usesAt map[string]Pos
 	// payloadFields holds the payload field names of every event.
 	payloadFields map[string]int
-	// noSuchField holds the "Owner.field" uses reported as a field no
-	// event has (once, where uses names it, not at each row).
+	// noSuchField holds the "kind Owner.field" uses reported as a field
+	// no event has (once, where uses names it, not at each row).
 	noSuchField map[string]bool
+	// eventsUnread: an event's declaration had a problem, so a payload
+	// field may be declared where it could not be read.
+	eventsUnread bool
 }
 
 // errorf reports a problem at pos. The message is kept on one line: a
@@ -874,6 +877,14 @@ func (l *loader) state(e *ast.MappingValueNode) State {
 }
 
 func (l *loader) event(e *ast.MappingValueNode) Event {
+	// A problem in an event's declaration may hide payload fields:
+	// which fields no event has is then unknown.
+	reported := len(l.diags)
+	defer func() {
+		if len(l.diags) > reported {
+			l.eventsUnread = true
+		}
+	}()
 	ev := Event{Name: l.keyIdent(e, "event name", exportedIdent), Pos: l.pos(e)}
 	if reservedMethods[ev.Name] {
 		l.errorf(ev.Pos, "event name %q collides with a method of the generated machine", ev.Name)
@@ -913,7 +924,7 @@ func (l *loader) guard(e *ast.MappingValueNode) Guard {
 		l.errorf(g.Pos, "guard %s needs the error it refuses with (error: ErrSomething)", g.Name)
 	}
 	l.guardErrRefs = append(l.guardErrRefs, r)
-	g.Uses = l.usesOf(g.Name, f["uses"])
+	g.Uses = l.usesOf("guard", g.Name, f["uses"])
 	return g
 }
 
@@ -924,11 +935,11 @@ func (l *loader) action(e *ast.MappingValueNode) Action {
 	if n := f["doc"]; n != nil {
 		a.Doc, _ = l.str(n, "doc")
 	}
-	a.Uses = l.usesOf(a.Name, f["uses"])
+	a.Uses = l.usesOf("action", a.Name, f["uses"])
 	return a
 }
 
-func (l *loader) usesOf(owner string, n ast.Node) []string {
+func (l *loader) usesOf(what, owner string, n ast.Node) []string {
 	if n == nil {
 		return nil
 	}
@@ -945,7 +956,7 @@ func (l *loader) usesOf(owner string, n ast.Node) []string {
 		if l.usesAt == nil {
 			l.usesAt = map[string]Pos{}
 		}
-		l.usesAt[owner+"."+r.name] = r.pos
+		l.usesAt[what+" "+owner+"."+r.name] = r.pos
 	}
 	return names
 }

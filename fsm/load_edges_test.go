@@ -302,4 +302,16 @@ rows:
 	if got := loadErr(t, src); got != want {
 		t.Errorf("got\n%s\nwant\n%s", got, want)
 	}
+	// When an event's declaration could not be read whole, a field may
+	// be declared there: the uses are reported at each row, as a field
+	// the row's event lacks, and no refused name is suggested.
+	for _, payload := range []string{"[offset]", "{Offset: int64}"} {
+		got := loadErr(t, strings.Replace(src, "{payload: {offset: int64}}", "{payload: "+payload+"}", 1))
+		if strings.Contains(got, "no event has") || strings.Contains(got, "did you mean") {
+			t.Errorf("payload %s: a field reported as nowhere, or a refused name suggested:\n%s", payload, got)
+		}
+		if !strings.Contains(got, `t.yaml:18:28: guard InOrder reads payload field "ofset", which event Go lacks`) {
+			t.Errorf("payload %s: no per-row report of the guard's field:\n%s", payload, got)
+		}
+	}
 }

@@ -291,11 +291,12 @@ func (l *loader) checkUses(what string, at ref, uses []string, ev Event, fieldTy
 // name, most likely), and reports whether it is such a field. A field
 // some event has is reported at each row whose event lacks it.
 func (l *loader) reportNoSuchField(what, owner, field string) bool {
-	pos, named := l.usesAt[owner+"."+field]
-	if _, some := l.payloadFields[field]; some || !named || l.broken["event"] {
+	key := what + " " + owner + "." + field
+	pos, named := l.usesAt[key]
+	if _, some := l.payloadFields[field]; some || !named || l.broken["event"] || l.eventsUnread {
 		return false
 	}
-	if key := owner + "." + field; !l.noSuchField[key] {
+	if !l.noSuchField[key] {
 		if l.noSuchField == nil {
 			l.noSuchField = map[string]bool{}
 		}
