@@ -708,7 +708,9 @@ func (f *Follower) Get(key []byte) (value []byte, err error) {
 // means no upper bound. It reads a consistent point-in-time view; key
 // and value are valid only during the call. fn must not call methods of
 // the follower: Close, Delete and a snapshot install wait for Scan to
-// return. Scan fails as Get does.
+// return, and while one waits, the applier and every other read of the
+// store (Get, a NewTerm's write) wait too: keep fn short. Scan fails as
+// Get does.
 func (f *Follower) Scan(start, end []byte, fn func(key, value []byte) bool) error {
 	return f.read(func(st *store.Store) error { return st.Scan(start, end, fn) })
 }

@@ -129,6 +129,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"-in", "testdata/job/job.yaml", "-mermaid", "-dot", "x.dot"}, "gen: -mermaid takes a file name, not the flag -dot: write the file's name after -mermaid"},
 		{[]string{"-in", "testdata/job/job.yaml", "-out", "--markdown=x.md"}, "gen: -out takes a directory name, not the flag --markdown=x.md: write the directory's name after -out"},
 		{[]string{"-in", "-out", "x"}, "gen: -in takes a file name, not the flag -out: write the file's name after -in"},
+		{[]string{"-in", "testdata/job/job.yaml", "-mermaid", "-h"}, "gen: -mermaid takes a file name, not the flag -h: write the file's name after -mermaid"},
 	} {
 		stderr.Reset()
 		if code := run(c.args, &stderr); code != 2 || !strings.HasPrefix(stderr.String(), c.want+"\n") || !strings.Contains(stderr.String(), "usage: gen") {

@@ -61,7 +61,7 @@ func run(args []string, stderr io.Writer) int {
 	var flagAsValue error
 	fs.Visit(func(f *flag.Flag) {
 		name, _, _ := strings.Cut(strings.TrimLeft(f.Value.String(), "-"), "=")
-		if flagAsValue == nil && strings.HasPrefix(f.Value.String(), "-") && fs.Lookup(name) != nil {
+		if flagAsValue == nil && strings.HasPrefix(f.Value.String(), "-") && (fs.Lookup(name) != nil || name == "h" || name == "help") {
 			what := "file"
 			if f.Name == "out" {
 				what = "directory"
