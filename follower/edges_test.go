@@ -895,3 +895,63 @@ func TestStoredTerm(t *testing.T) {
 		t.Fatalf("after NewTerm(200): %d, %+v", term, o)
 	}
 }
+
+// TestScanRacingClose: a Scan racing Close returns nil or
+// ErrClosed, never ErrUnavailable (a storage failure).
+func TestScanRacingClose(t *testing.T) {
+	for i := range 30 {
+		f, err := Open(Config{Dir: filepath.Join(t.TempDir(), "s")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		confFill(t, f, 1, 0, 3, 3)
+		waitApplied(t, f, 3)
+		done := make(chan error, 1)
+		go func() {
+			for {
+				err := f.Scan(nil, nil, func(_, _ []byte) bool { return true })
+				if err != nil {
+					done <- err
+					return
+				}
+			}
+		}()
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := <-done; !errors.Is(err, ErrClosed) || errors.Is(err, ErrUnavailable) {
+			t.Fatalf("round %d: Scan racing Close: %v, want ErrClosed", i, err)
+		}
+	}
+}
+
+// TestSnapshotOfNothingInstallsNowhere: a follower that has applied
+// nothing gives a snapshot (Snapshot does not fail), but every install of
+// it fails with ErrInvalidArgument.
+func TestSnapshotOfNothingInstallsNowhere(t *testing.T) {
+	src, err := Open(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	if _, err := src.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sn, err := src.Snapshot()
+	if err != nil {
+		t.Fatalf("Snapshot of nothing applied: %v (the doc says it is taken)", err)
+	}
+	defer sn.Close()
+	chunks := snapshotChunks(t, sn, 1)
+	dst, err := Open(Config{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	if _, err := dst.InstallSnapshot(&gatedStream{chunks: chunks}); !errors.Is(err, ErrInvalidArgument) {
+		t.Fatalf("install of a snapshot of nothing: %v, want ErrInvalidArgument", err)
+	}
+}
