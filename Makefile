@@ -37,8 +37,11 @@ tools: deps ## Install the pinned code generators, staticcheck and grpcurl into 
 generate: tools ## Regenerate every generated file (FSM code, tests, diagrams, protobuf).
 	PATH="$(BIN):$$PATH" protoc -I grpcapi/replicationpb \
 		--go_out=paths=source_relative:grpcapi/replicationpb \
-		--go-grpc_out=paths=source_relative:grpcapi/replicationpb \
 		grpcapi/replicationpb/replication.proto
+	PATH="$(BIN):$$PATH" protoc -I grpcapi/replicationpb -I grpcapi/replicationgrpc \
+		--go_out=paths=source_relative:grpcapi/replicationgrpc \
+		--go-grpc_out=paths=source_relative:grpcapi/replicationgrpc \
+		grpcapi/replicationgrpc/replication_service.proto
 	PATH="$(BIN):$$PATH" protoc -I grpcapi/inspectpb \
 		--go_out=paths=source_relative:grpcapi/inspectpb \
 		--go-grpc_out=paths=source_relative:grpcapi/inspectpb \

@@ -27,6 +27,7 @@ import (
 
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationgrpc"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store"
@@ -897,8 +898,15 @@ func TestConformanceWireContract(t *testing.T) {
 			"DeleteShard": {"DeleteShardRequest", "DeleteShardResponse", "none"},
 		},
 	}
+	// The services are declared in a file of their own, importing the
+	// messages' (so that the messages link no gRPC), in the same proto
+	// package: their full names are the same.
+	sfd := replicationgrpc.File_replication_service_proto
+	if sfd.Package() != fd.Package() {
+		t.Errorf("the services' proto package is %s, the messages' %s", sfd.Package(), fd.Package())
+	}
 	for s, ms := range svc {
-		sd := fd.Services().ByName(protoreflect.Name(s))
+		sd := sfd.Services().ByName(protoreflect.Name(s))
 		if sd == nil {
 			t.Errorf("no service %s", s)
 			continue

@@ -20,6 +20,7 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationgrpc"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
 )
@@ -49,7 +50,7 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer conn.Close()
-	coord := replicationpb.NewOxiaCoordinationClient(conn)
+	coord := replicationgrpc.NewOxiaCoordinationClient(conn)
 	ctx := context.Background()
 
 	resp, err := coord.NewTerm(ctx, &replicationpb.NewTermRequest{Namespace: "default", Shard: 7, Term: 1})
@@ -116,8 +117,8 @@ func Example_replicate() {
 	defer conn.Close()
 	ctx := context.Background()
 
-	coord := replicationpb.NewOxiaCoordinationClient(conn)
-	repl := replicationpb.NewOxiaLogReplicationClient(conn)
+	coord := replicationgrpc.NewOxiaCoordinationClient(conn)
+	repl := replicationgrpc.NewOxiaLogReplicationClient(conn)
 	if _, err := coord.NewTerm(ctx, &replicationpb.NewTermRequest{Namespace: "shop", Shard: 0, Term: 5}); err != nil {
 		log.Fatal(err)
 	}
@@ -180,8 +181,8 @@ func Example_replicate() {
 // oneShard is a gRPC server of its own around one follower: every call
 // goes to the same follower, and grpcapi.Status maps its errors.
 type oneShard struct {
-	replicationpb.UnimplementedOxiaCoordinationServer
-	replicationpb.UnimplementedOxiaLogReplicationServer
+	replicationgrpc.UnimplementedOxiaCoordinationServer
+	replicationgrpc.UnimplementedOxiaLogReplicationServer
 	f *follower.Follower
 }
 
@@ -216,8 +217,8 @@ func Example_ownServer() {
 	defer f.Close()
 
 	gs := grpc.NewServer()
-	replicationpb.RegisterOxiaCoordinationServer(gs, &oneShard{f: f})
-	replicationpb.RegisterOxiaLogReplicationServer(gs, &oneShard{f: f})
+	replicationgrpc.RegisterOxiaCoordinationServer(gs, &oneShard{f: f})
+	replicationgrpc.RegisterOxiaLogReplicationServer(gs, &oneShard{f: f})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		log.Fatal(err)
@@ -231,10 +232,10 @@ func Example_ownServer() {
 	}
 	defer conn.Close()
 	ctx := context.Background()
-	if _, err := replicationpb.NewOxiaCoordinationClient(conn).NewTerm(ctx, &replicationpb.NewTermRequest{Term: 1}); err != nil {
+	if _, err := replicationgrpc.NewOxiaCoordinationClient(conn).NewTerm(ctx, &replicationpb.NewTermRequest{Term: 1}); err != nil {
 		log.Fatal(err)
 	}
-	stream, err := replicationpb.NewOxiaLogReplicationClient(conn).Replicate(ctx)
+	stream, err := replicationgrpc.NewOxiaLogReplicationClient(conn).Replicate(ctx)
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationgrpc"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/internal/stacktest"
 	"github.com/tablefsm/tablefsm/logpos"
@@ -189,7 +190,7 @@ func TestShutdownRacingOpensAndDeletes(t *testing.T) {
 							mu.Unlock()
 						}
 					case 1:
-						var stream replicationpb.OxiaLogReplication_SendSnapshotClient
+						var stream replicationgrpc.OxiaLogReplication_SendSnapshotClient
 						stream, err = c.Replication.SendSnapshot(leader.StreamContext(ctx, s))
 						if err == nil {
 							_, err = stream.CloseAndRecv()
@@ -300,7 +301,7 @@ func TestConcurrentFailedFirstOpens(t *testing.T) {
 					err = nil
 				}
 			case 2:
-				var stream replicationpb.OxiaLogReplication_SendSnapshotClient
+				var stream replicationgrpc.OxiaLogReplication_SendSnapshotClient
 				stream, err = c.Replication.SendSnapshot(leader.StreamContext(context.Background(), s))
 				if err == nil {
 					_, err = stream.CloseAndRecv()

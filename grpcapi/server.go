@@ -29,7 +29,7 @@ import (
 	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/fsm"
 	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
-	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationgrpc"
 	"github.com/tablefsm/tablefsm/internal/durable"
 	"github.com/tablefsm/tablefsm/logpos"
 )
@@ -134,8 +134,8 @@ type Options struct {
 // one data directory and serves them over gRPC. See the package
 // documentation for routing, validation and errors.
 type Server struct {
-	replicationpb.UnimplementedOxiaLogReplicationServer
-	replicationpb.UnimplementedOxiaCoordinationServer
+	replicationgrpc.UnimplementedOxiaLogReplicationServer
+	replicationgrpc.UnimplementedOxiaCoordinationServer
 	inspectpb.UnimplementedInspectServer
 
 	opts   Options
@@ -273,8 +273,8 @@ func New(opts Options) (*Server, error) {
 	}
 	s.grpc = grpc.NewServer(append(gopts, opts.GRPCOptions...)...)
 	for _, desc := range []*grpc.ServiceDesc{
-		&replicationpb.OxiaLogReplication_ServiceDesc,
-		&replicationpb.OxiaCoordination_ServiceDesc,
+		&replicationgrpc.OxiaLogReplication_ServiceDesc,
+		&replicationgrpc.OxiaCoordination_ServiceDesc,
 		&inspectpb.Inspect_ServiceDesc,
 	} {
 		s.grpc.RegisterService(decodeChecked(desc), s)

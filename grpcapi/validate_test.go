@@ -19,6 +19,7 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationgrpc"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
 )
@@ -289,11 +290,11 @@ func TestMalformedMessages(t *testing.T) {
 // their generated handlers.
 func TestNewLeavesTheGeneratedServicesAlone(t *testing.T) {
 	startNode(t, "")
-	for _, d := range []*grpc.ServiceDesc{&replicationpb.OxiaLogReplication_ServiceDesc, &replicationpb.OxiaCoordination_ServiceDesc, &inspectpb.Inspect_ServiceDesc} {
+	for _, d := range []*grpc.ServiceDesc{&replicationgrpc.OxiaLogReplication_ServiceDesc, &replicationgrpc.OxiaCoordination_ServiceDesc, &inspectpb.Inspect_ServiceDesc} {
 		generated := func(method string, handler any) {
 			name := runtime.FuncForPC(reflect.ValueOf(handler).Pointer()).Name()
 			service := d.ServiceName[strings.LastIndex(d.ServiceName, ".")+1:]
-			if want := "pb._" + service + "_" + method + "_Handler"; !strings.HasSuffix(name, want) {
+			if want := reflect.TypeOf(d.HandlerType).Elem().PkgPath() + "._" + service + "_" + method + "_Handler"; name != want {
 				t.Errorf("%s/%s is handled by %s, not by its generated handler", d.ServiceName, method, name)
 			}
 		}
@@ -332,19 +333,19 @@ func TestLongValuesAreNotEchoed(t *testing.T) {
 	defer cc.Close()
 	long := strings.Repeat("1", 10<<10)
 	t.Run("NewTerm namespace", func(t *testing.T) {
-		_, err := replicationpb.NewOxiaCoordinationClient(cc).NewTerm(ctxT(t), &replicationpb.NewTermRequest{Namespace: "n%" + long, Shard: 1, Term: 1})
+		_, err := replicationgrpc.NewOxiaCoordinationClient(cc).NewTerm(ctxT(t), &replicationpb.NewTermRequest{Namespace: "n%" + long, Shard: 1, Term: 1})
 		wantCode(t, err, codes.InvalidArgument, grpcapi.ReasonInvalidArgument, "namespace")
 	})
 	t.Run("Replicate shard-id", func(t *testing.T) {
 		ctx := metadata.NewOutgoingContext(ctxT(t), metadata.Pairs("namespace", "ok", "shard-id", long))
-		repl, err := replicationpb.NewOxiaLogReplicationClient(cc).Replicate(ctx)
+		repl, err := replicationgrpc.NewOxiaLogReplicationClient(cc).Replicate(ctx)
 		if err != nil {
 			t.Fatal(err)
 		}
 		wantCode(t, recvEnd(repl), codes.InvalidArgument, grpcapi.ReasonInvalidArgument, "shard-id metadata")
 	})
 	t.Run("SendSnapshot file name", func(t *testing.T) {
-		snap, err := replicationpb.NewOxiaLogReplicationClient(cc).SendSnapshot(leader.StreamContext(ctxT(t), leader.Shard{Namespace: "ok", Shard: 1}))
+		snap, err := replicationgrpc.NewOxiaLogReplicationClient(cc).SendSnapshot(leader.StreamContext(ctxT(t), leader.Shard{Namespace: "ok", Shard: 1}))
 		if err != nil {
 			t.Fatal(err)
 		}

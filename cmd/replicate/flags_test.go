@@ -13,14 +13,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/tablefsm/tablefsm/grpcapi/replicationgrpc"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 )
 
 // recordingNode answers the unary calls of the commands and records what
 // they asked, and whether each call carried a deadline.
 type recordingNode struct {
-	replicationpb.UnimplementedOxiaCoordinationServer
-	replicationpb.UnimplementedOxiaLogReplicationServer
+	replicationgrpc.UnimplementedOxiaCoordinationServer
+	replicationgrpc.UnimplementedOxiaLogReplicationServer
 	mu       sync.Mutex
 	requests []proto.Message
 	deadline []bool
@@ -64,8 +65,8 @@ func TestCommandsSendWhatTheFlagsSay(t *testing.T) {
 	}
 	srv := grpc.NewServer()
 	rec := &recordingNode{}
-	replicationpb.RegisterOxiaCoordinationServer(srv, rec)
-	replicationpb.RegisterOxiaLogReplicationServer(srv, rec)
+	replicationgrpc.RegisterOxiaCoordinationServer(srv, rec)
+	replicationgrpc.RegisterOxiaLogReplicationServer(srv, rec)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(lis) }()
 	defer func() {

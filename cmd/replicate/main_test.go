@@ -29,6 +29,7 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 	"github.com/tablefsm/tablefsm/grpcapi/node"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationgrpc"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/internal/tlstest"
 	"github.com/tablefsm/tablefsm/logpos"
@@ -424,8 +425,8 @@ func TestBenchShowsTheLocalNodesLog(t *testing.T) {
 // stalledNode is a node that takes a shard and a stream, then never
 // acknowledges anything: a node whose disk hangs, say.
 type stalledNode struct {
-	replicationpb.UnimplementedOxiaCoordinationServer
-	replicationpb.UnimplementedOxiaLogReplicationServer
+	replicationgrpc.UnimplementedOxiaCoordinationServer
+	replicationgrpc.UnimplementedOxiaLogReplicationServer
 }
 
 func (stalledNode) GetStatus(context.Context, *replicationpb.GetStatusRequest) (*replicationpb.GetStatusResponse, error) {
@@ -505,7 +506,7 @@ func (deadlineFirst) Get(context.Context, *inspectpb.GetRequest) (*inspectpb.Get
 func TestBenchGivesUpOnAStalledNode(t *testing.T) {
 	for _, c := range []struct {
 		name        string
-		replication replicationpb.OxiaLogReplicationServer
+		replication replicationgrpc.OxiaLogReplicationServer
 		inspect     inspectpb.InspectServer
 		rounds      string
 		want        string
@@ -521,8 +522,8 @@ func TestBenchGivesUpOnAStalledNode(t *testing.T) {
 				t.Fatal(err)
 			}
 			srv := grpc.NewServer()
-			replicationpb.RegisterOxiaCoordinationServer(srv, slowApplier{})
-			replicationpb.RegisterOxiaLogReplicationServer(srv, c.replication)
+			replicationgrpc.RegisterOxiaCoordinationServer(srv, slowApplier{})
+			replicationgrpc.RegisterOxiaLogReplicationServer(srv, c.replication)
 			inspectpb.RegisterInspectServer(srv, c.inspect)
 			served := make(chan error, 1)
 			go func() { served <- srv.Serve(lis) }()

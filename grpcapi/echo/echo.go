@@ -26,13 +26,14 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/tablefsm/tablefsm/grpcapi/internal/appendwire"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationgrpc"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/wal"
 )
 
 // Server serves Replicate only; the other methods are Unimplemented.
 type Server struct {
-	replicationpb.UnimplementedOxiaLogReplicationServer
+	replicationgrpc.UnimplementedOxiaLogReplicationServer
 	// fs and dir: where a durable echo's streams write; fs is nil for
 	// the plain echo.
 	fs    vfs.FS
@@ -56,7 +57,7 @@ func ServerOptions() []grpc.ServerOption {
 
 // Register registers an echo Server on r.
 func Register(r grpc.ServiceRegistrar) {
-	replicationpb.RegisterOxiaLogReplicationServer(r, &Server{})
+	replicationgrpc.RegisterOxiaLogReplicationServer(r, &Server{})
 }
 
 // DurableFileSize is the size of the file each stream of a durable echo
@@ -73,7 +74,7 @@ const DurableFileSize = 64 << 20
 // r no longer serves it: that removes its files.
 func RegisterDurable(r grpc.ServiceRegistrar, fs vfs.FS, dir string) *Server {
 	s := &Server{fs: fs, dir: dir}
-	replicationpb.RegisterOxiaLogReplicationServer(r, s)
+	replicationgrpc.RegisterOxiaLogReplicationServer(r, s)
 	return s
 }
 

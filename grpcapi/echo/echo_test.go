@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/mem"
 
 	"github.com/tablefsm/tablefsm/grpcapi/echo"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationgrpc"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 )
 
@@ -83,7 +84,7 @@ func (s *syncFS) durable() ([]byte, int) {
 // serveDurable serves a durable echo writing in dir; stop stops the
 // server, waiting for its handlers, and closes the echo (it runs at the
 // end of the test too, if not called before).
-func serveDurable(t *testing.T, fs vfs.FS, dir string) (client replicationpb.OxiaLogReplicationClient, durable *echo.Server, stop func()) {
+func serveDurable(t *testing.T, fs vfs.FS, dir string) (client replicationgrpc.OxiaLogReplicationClient, durable *echo.Server, stop func()) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -109,7 +110,7 @@ func serveDurable(t *testing.T, fs vfs.FS, dir string) (client replicationpb.Oxi
 		})
 	}
 	t.Cleanup(stop)
-	return replicationpb.NewOxiaLogReplicationClient(cc), durable, stop
+	return replicationgrpc.NewOxiaLogReplicationClient(cc), durable, stop
 }
 
 // filesIn lists the names of the files in dir.
@@ -345,7 +346,7 @@ func TestEchoReceivesAppendsAsTheNodeDoes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cc.Close()
-	stream, err := replicationpb.NewOxiaLogReplicationClient(cc).Replicate(context.Background())
+	stream, err := replicationgrpc.NewOxiaLogReplicationClient(cc).Replicate(context.Background())
 	if err != nil {
 		t.Fatal(err)
 	}

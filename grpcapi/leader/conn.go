@@ -10,6 +10,7 @@ import (
 	"google.golang.org/grpc/metadata"
 
 	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationgrpc"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
 )
@@ -17,8 +18,8 @@ import (
 // Conn is a leader's connection to one follower node.
 type Conn struct {
 	cc           *grpc.ClientConn
-	Replication  replicationpb.OxiaLogReplicationClient
-	Coordination replicationpb.OxiaCoordinationClient
+	Replication  replicationgrpc.OxiaLogReplicationClient
+	Coordination replicationgrpc.OxiaCoordinationClient
 	Inspect      inspectpb.InspectClient
 }
 
@@ -43,8 +44,8 @@ func Dial(addr string, maxMessageSize int, opts ...grpc.DialOption) (*Conn, erro
 func NewConn(cc *grpc.ClientConn) *Conn {
 	return &Conn{
 		cc:           cc,
-		Replication:  replicationpb.NewOxiaLogReplicationClient(cc),
-		Coordination: replicationpb.NewOxiaCoordinationClient(cc),
+		Replication:  replicationgrpc.NewOxiaLogReplicationClient(cc),
+		Coordination: replicationgrpc.NewOxiaCoordinationClient(cc),
 		Inspect:      inspectpb.NewInspectClient(cc),
 	}
 }

@@ -26,6 +26,7 @@ import (
 	"github.com/tablefsm/tablefsm/grpcapi/echo"
 	"github.com/tablefsm/tablefsm/grpcapi/inspectpb"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationgrpc"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store"
@@ -111,7 +112,7 @@ func TestHistogram(t *testing.T) {
 
 // liar acks what it is told to, whatever it receives.
 type liar struct {
-	replicationpb.UnimplementedOxiaLogReplicationServer
+	replicationgrpc.UnimplementedOxiaLogReplicationServer
 	acks []int64
 	end  bool // end the stream right after the acks
 }
@@ -171,7 +172,7 @@ func TestReplicateChecksAcks(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			conn := serve(t, func(s *grpc.Server) {
-				replicationpb.RegisterOxiaLogReplicationServer(s, liar{acks: c.acks, end: c.end})
+				replicationgrpc.RegisterOxiaLogReplicationServer(s, liar{acks: c.acks, end: c.end})
 			})
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			defer cancel()
@@ -189,7 +190,7 @@ func TestReplicateChecksAcks(t *testing.T) {
 // the leader sees first.
 func TestReplicateFollowerEndsAfterAckingAll(t *testing.T) {
 	conn := serve(t, func(s *grpc.Server) {
-		replicationpb.RegisterOxiaLogReplicationServer(s, liar{acks: []int64{0}, end: true})
+		replicationgrpc.RegisterOxiaLogReplicationServer(s, liar{acks: []int64{0}, end: true})
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -293,7 +294,7 @@ func TestReplicateRejectsBadInput(t *testing.T) {
 // stalledLiar acks an offset never sent after the first Append, then
 // stops reading, so that the leader's sends block on flow control.
 type stalledLiar struct {
-	replicationpb.UnimplementedOxiaLogReplicationServer
+	replicationgrpc.UnimplementedOxiaLogReplicationServer
 }
 
 func (stalledLiar) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
@@ -310,7 +311,7 @@ func (stalledLiar) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, re
 // TestReplicateProtocolErrorUnblocksSend: an ack that breaks the protocol
 // ends the run even while its sends are blocked by flow control.
 func TestReplicateProtocolErrorUnblocksSend(t *testing.T) {
-	conn := serve(t, func(s *grpc.Server) { replicationpb.RegisterOxiaLogReplicationServer(s, stalledLiar{}) })
+	conn := serve(t, func(s *grpc.Server) { replicationgrpc.RegisterOxiaLogReplicationServer(s, stalledLiar{}) })
 	big := make([]byte, 1<<20) // 64 of them are far beyond gRPC's windows
 	// The deadline only keeps a regression from hanging the suite.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -407,7 +408,7 @@ func TestGetChecksTheValueCount(t *testing.T) {
 
 // headless answers NewTerm without a head entry.
 type headless struct {
-	replicationpb.UnimplementedOxiaCoordinationServer
+	replicationgrpc.UnimplementedOxiaCoordinationServer
 }
 
 func (headless) NewTerm(context.Context, *replicationpb.NewTermRequest) (*replicationpb.NewTermResponse, error) {
@@ -417,7 +418,7 @@ func (headless) NewTerm(context.Context, *replicationpb.NewTermRequest) (*replic
 // TestNewTermWithoutAHead: a reply naming no head entry reads as no
 // entry, not as entry 0 of term 0.
 func TestNewTermWithoutAHead(t *testing.T) {
-	conn := serve(t, func(s *grpc.Server) { replicationpb.RegisterOxiaCoordinationServer(s, headless{}) })
+	conn := serve(t, func(s *grpc.Server) { replicationgrpc.RegisterOxiaCoordinationServer(s, headless{}) })
 	if head, err := conn.NewTerm(context.Background(), leader.Shard{Namespace: "x"}, 1, nil); err != nil || head != logpos.NoEntry {
 		t.Errorf("NewTerm answered without a head: %v, %v; want NoEntry", head, err)
 	}
@@ -484,7 +485,7 @@ func TestSendSnapshotSourceFails(t *testing.T) {
 // acknowledged with offset 7), else the error that ended it. After
 // refuseAfter chunks (when not 0) it refuses the snapshot.
 type snapshotTaker struct {
-	replicationpb.UnimplementedOxiaLogReplicationServer
+	replicationgrpc.UnimplementedOxiaLogReplicationServer
 	ended       chan<- error
 	received    chan<- struct{} // told of each chunk received
 	refuseAfter int
@@ -541,7 +542,7 @@ func TestSendSnapshotOutcomes(t *testing.T) {
 	ended := make(chan error, 1)
 	received := make(chan struct{}, 3)
 	conn := serve(t, func(s *grpc.Server) {
-		replicationpb.RegisterOxiaLogReplicationServer(s, snapshotTaker{ended: ended, received: received})
+		replicationgrpc.RegisterOxiaLogReplicationServer(s, snapshotTaker{ended: ended, received: received})
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -562,7 +563,7 @@ func TestSendSnapshotOutcomes(t *testing.T) {
 		}
 	}
 	refuser := serve(t, func(s *grpc.Server) {
-		replicationpb.RegisterOxiaLogReplicationServer(s, snapshotTaker{ended: ended, refuseAfter: 1})
+		replicationgrpc.RegisterOxiaLogReplicationServer(s, snapshotTaker{ended: ended, refuseAfter: 1})
 	})
 	if _, err := refuser.SendSnapshot(ctx, s, 3, &chunkSource{count: -1}); status.Code(err) != codes.FailedPrecondition {
 		t.Fatalf("a snapshot refused midway: %v, want the follower's FailedPrecondition", err)
@@ -607,7 +608,7 @@ type pacedStep struct {
 // pacedFollower plays a script of acks, each group sent once a number of
 // entries arrived, so what the leader had sent is known.
 type pacedFollower struct {
-	replicationpb.UnimplementedOxiaLogReplicationServer
+	replicationgrpc.UnimplementedOxiaLogReplicationServer
 	script []pacedStep
 }
 
@@ -643,7 +644,7 @@ func TestReplicateRepeatedCumulativeAcks(t *testing.T) {
 		ok     bool
 	}{{3, true}, {1, true}, {0, false}} {
 		conn := serve(t, func(s *grpc.Server) {
-			replicationpb.RegisterOxiaLogReplicationServer(s, pacedFollower{script: script})
+			replicationgrpc.RegisterOxiaLogReplicationServer(s, pacedFollower{script: script})
 		})
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		res, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, First: 5, Count: 10, Window: 10, Cumulative: true, Commit: 4, Resent: c.resent, Value: value})
@@ -659,7 +660,7 @@ func TestReplicateRepeatedCumulativeAcks(t *testing.T) {
 	// sent (window 3), or all ten (window 10): both accepted.
 	for _, window := range []int{3, 10} {
 		conn := serve(t, func(s *grpc.Server) {
-			replicationpb.RegisterOxiaLogReplicationServer(s, pacedFollower{script: []pacedStep{
+			replicationgrpc.RegisterOxiaLogReplicationServer(s, pacedFollower{script: []pacedStep{
 				{recv: 3, acks: []int64{19, 19}}, {recv: 3, acks: []int64{20}}, {recv: 3, acks: []int64{23}}, {recv: 1, acks: []int64{24}},
 			}})
 		})
@@ -678,7 +679,7 @@ func TestReplicateRepeatedCumulativeAcks(t *testing.T) {
 // sent, and is a protocol violation, not an ack to advertise as committed.
 func TestReplicateAckBeyondWhatTheFollowerHolds(t *testing.T) {
 	conn := serve(t, func(s *grpc.Server) {
-		replicationpb.RegisterOxiaLogReplicationServer(s, pacedFollower{script: []pacedStep{{recv: 10, acks: []int64{1 << 40}}}})
+		replicationgrpc.RegisterOxiaLogReplicationServer(s, pacedFollower{script: []pacedStep{{recv: 10, acks: []int64{1 << 40}}}})
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -694,7 +695,7 @@ func TestReplicateAckBeyondWhatTheFollowerHolds(t *testing.T) {
 		script = append(script, pacedStep{recv: 1, acks: []int64{max(o, 7)}})
 	}
 	conn = serve(t, func(s *grpc.Server) {
-		replicationpb.RegisterOxiaLogReplicationServer(s, pacedFollower{script: script})
+		replicationgrpc.RegisterOxiaLogReplicationServer(s, pacedFollower{script: script})
 	})
 	res, err = conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, First: 5, Count: 10, Window: 1, Cumulative: true, Commit: 4, Resent: 2, Value: value})
 	if !errors.Is(err, leader.ErrProtocol) {
@@ -708,7 +709,7 @@ func TestReplicateAckBeyondWhatTheFollowerHolds(t *testing.T) {
 // committed (and at least the run's Commit), never an entry not yet
 // acknowledged; the entry-less Append after the last entry advertises it.
 type windowChecker struct {
-	replicationpb.UnimplementedOxiaLogReplicationServer
+	replicationgrpc.UnimplementedOxiaLogReplicationServer
 	window, commit int64
 }
 
@@ -746,7 +747,7 @@ func TestReplicateKeepsToTheWindow(t *testing.T) {
 	for _, window := range []int{0, 1, 3} {
 		for _, cumulative := range []bool{false, true} {
 			conn := serve(t, func(s *grpc.Server) {
-				replicationpb.RegisterOxiaLogReplicationServer(s, windowChecker{window: int64(max(window, 1)), commit: 9})
+				replicationgrpc.RegisterOxiaLogReplicationServer(s, windowChecker{window: int64(max(window, 1)), commit: 9})
 			})
 			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 			res, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, First: 10, Count: 200, Window: window, Cumulative: cumulative, Commit: 9, Value: value})
@@ -761,7 +762,7 @@ func TestReplicateKeepsToTheWindow(t *testing.T) {
 // slotFollower receives entries 0 and 1, acks 0, waits for its release,
 // then acks 1.
 type slotFollower struct {
-	replicationpb.UnimplementedOxiaLogReplicationServer
+	replicationgrpc.UnimplementedOxiaLogReplicationServer
 	release <-chan struct{}
 	acked0  chan<- struct{}
 }
@@ -798,7 +799,7 @@ func TestReplicateLatencyIsEachEntrysOwn(t *testing.T) {
 	release := make(chan struct{})
 	acked0 := make(chan struct{}, 1)
 	conn := serve(t, func(s *grpc.Server) {
-		replicationpb.RegisterOxiaLogReplicationServer(s, slotFollower{release: release, acked0: acked0})
+		replicationgrpc.RegisterOxiaLogReplicationServer(s, slotFollower{release: release, acked0: acked0})
 	})
 	work := func() time.Duration {
 		start := time.Now()
@@ -837,7 +838,7 @@ func TestReplicateLatencyIsEachEntrysOwn(t *testing.T) {
 // canceler ends every stream with the status a follower's NewTerm ends an
 // attached stream with: Canceled.
 type canceler struct {
-	replicationpb.UnimplementedOxiaLogReplicationServer
+	replicationgrpc.UnimplementedOxiaLogReplicationServer
 }
 
 func (canceler) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
@@ -874,7 +875,7 @@ func TestReplicateCallerCancelIsToldApart(t *testing.T) {
 	if !errors.Is(mine, context.Canceled) || !errors.Is(mine, stalled) || status.Code(mine) != codes.Canceled {
 		t.Errorf("a run the caller cancelled with a cause: %v (code %v), want context.Canceled and the cause, with code Canceled", mine, status.Code(mine))
 	}
-	fconn := serve(t, func(s *grpc.Server) { replicationpb.RegisterOxiaLogReplicationServer(s, canceler{}) })
+	fconn := serve(t, func(s *grpc.Server) { replicationgrpc.RegisterOxiaLogReplicationServer(s, canceler{}) })
 	fctx, fcancel := context.WithTimeout(context.Background(), time.Minute)
 	defer fcancel()
 	_, fenced := fconn.Replicate(fctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, Count: 10, Window: 4, Value: value})
@@ -916,7 +917,7 @@ func TestReplicateLatenciesAreNotNegative(t *testing.T) {
 		for range 200 {
 			script = append(script, pacedStep{recv: 1, acks: []int64{1 << 40}})
 		}
-		replicationpb.RegisterOxiaLogReplicationServer(s, pacedFollower{script: script})
+		replicationgrpc.RegisterOxiaLogReplicationServer(s, pacedFollower{script: script})
 	})
 	lat := &leader.Histogram{}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -958,7 +959,7 @@ func TestStreamContextReplacesRouting(t *testing.T) {
 // mdRecorder ends each Replicate stream at once, after sending the
 // metadata it came with.
 type mdRecorder struct {
-	replicationpb.UnimplementedOxiaLogReplicationServer
+	replicationgrpc.UnimplementedOxiaLogReplicationServer
 	got chan metadata.MD
 }
 
@@ -973,7 +974,7 @@ func (r mdRecorder) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, r
 // for a negative term; its routing and other metadata are kept.
 func TestReplicateNamesItsTerm(t *testing.T) {
 	rec := mdRecorder{got: make(chan metadata.MD, 1)}
-	conn := serve(t, func(s *grpc.Server) { replicationpb.RegisterOxiaLogReplicationServer(s, rec) })
+	conn := serve(t, func(s *grpc.Server) { replicationgrpc.RegisterOxiaLogReplicationServer(s, rec) })
 	ctx := metadata.AppendToOutgoingContext(context.Background(), grpcapi.MetadataTerm, "9", "trace", "x")
 	for _, c := range []struct {
 		term logpos.Term

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tablefsm/tablefsm/grpcapi/replicationgrpc"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
 )
@@ -265,7 +266,7 @@ func (r *runState) ended(err error) error {
 
 // receive reads and checks acks until the stream ends: nil when the
 // follower ended it normally.
-func (r *runState) receive(stream replicationpb.OxiaLogReplication_ReplicateClient) error {
+func (r *runState) receive(stream replicationgrpc.OxiaLogReplication_ReplicateClient) error {
 	run := r.run
 	next := run.First // the next offset to be acknowledged
 	end := run.First + logpos.Offset(run.Count)

@@ -16,6 +16,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationgrpc"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/logpos"
 	"github.com/tablefsm/tablefsm/store/kvpb"
@@ -25,7 +26,7 @@ import (
 // soon as the stream opens, before any entry), then waits for the leader
 // to end the stream and says so on ended.
 type earlyAcker struct {
-	replicationpb.UnimplementedOxiaLogReplicationServer
+	replicationgrpc.UnimplementedOxiaLogReplicationServer
 	ended  chan<- struct{}
 	atOnce bool
 }
@@ -53,7 +54,7 @@ func (f earlyAcker) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, r
 func TestReplicatePerEntryAckForAnEntryNotSent(t *testing.T) {
 	ended := make(chan struct{})
 	conn := serve(t, func(s *grpc.Server) {
-		replicationpb.RegisterOxiaLogReplicationServer(s, earlyAcker{ended: ended})
+		replicationgrpc.RegisterOxiaLogReplicationServer(s, earlyAcker{ended: ended})
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -88,7 +89,7 @@ func TestReplicateAckBeforeAnyEntrySent(t *testing.T) {
 	for _, cumulative := range []bool{false, true} {
 		ended := make(chan struct{})
 		conn := serve(t, func(s *grpc.Server) {
-			replicationpb.RegisterOxiaLogReplicationServer(s, earlyAcker{ended: ended, atOnce: true})
+			replicationgrpc.RegisterOxiaLogReplicationServer(s, earlyAcker{ended: ended, atOnce: true})
 		})
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		acked0 := make(chan struct{})
@@ -122,7 +123,7 @@ func TestReplicateAckBeforeAnyEntrySent(t *testing.T) {
 // in Result.PriorAcks and cover nothing.
 func TestReplicateCountsAcksBeforeTheRun(t *testing.T) {
 	conn := serve(t, func(s *grpc.Server) {
-		replicationpb.RegisterOxiaLogReplicationServer(s, pacedFollower{script: []pacedStep{{recv: 2, acks: []int64{3, 4, 6}}}})
+		replicationgrpc.RegisterOxiaLogReplicationServer(s, pacedFollower{script: []pacedStep{{recv: 2, acks: []int64{3, 4, 6}}}})
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -137,7 +138,7 @@ func TestReplicateCountsAcksBeforeTheRun(t *testing.T) {
 // follower ends the stream.
 func TestReplicateCountZeroAdvertisesTheCommit(t *testing.T) {
 	conn := serve(t, func(s *grpc.Server) {
-		replicationpb.RegisterOxiaLogReplicationServer(s, windowChecker{window: 1, commit: 9})
+		replicationgrpc.RegisterOxiaLogReplicationServer(s, windowChecker{window: 1, commit: 9})
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -157,7 +158,7 @@ func TestReplicateCumulativeAckBackBelowTheDurableHead(t *testing.T) {
 		script = append(script, pacedStep{recv: 1, acks: []int64{o}})
 	}
 	conn := serve(t, func(s *grpc.Server) {
-		replicationpb.RegisterOxiaLogReplicationServer(s, pacedFollower{script: script})
+		replicationgrpc.RegisterOxiaLogReplicationServer(s, pacedFollower{script: script})
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -172,7 +173,7 @@ func TestReplicateCumulativeAckBackBelowTheDurableHead(t *testing.T) {
 // second repeat answers no duplicate.
 func TestReplicateRepeatsBeyondResent(t *testing.T) {
 	conn := serve(t, func(s *grpc.Server) {
-		replicationpb.RegisterOxiaLogReplicationServer(s, pacedFollower{script: []pacedStep{{recv: 1, acks: []int64{7, 7, 7}}}})
+		replicationgrpc.RegisterOxiaLogReplicationServer(s, pacedFollower{script: []pacedStep{{recv: 1, acks: []int64{7, 7, 7}}}})
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -186,7 +187,7 @@ func TestReplicateRepeatsBeyondResent(t *testing.T) {
 // repeated with no entry re-sent, answers no duplicate.
 func TestReplicateRepeatedAckBeforeTheRun(t *testing.T) {
 	conn := serve(t, func(s *grpc.Server) {
-		replicationpb.RegisterOxiaLogReplicationServer(s, pacedFollower{script: []pacedStep{{recv: 10, acks: []int64{3, 3, 14}}}})
+		replicationgrpc.RegisterOxiaLogReplicationServer(s, pacedFollower{script: []pacedStep{{recv: 10, acks: []int64{3, 3, 14}}}})
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -200,7 +201,7 @@ func TestReplicateRepeatedAckBeforeTheRun(t *testing.T) {
 // the stream unless an entry-less Append after the last entry advertised
 // that entry as committed.
 type commitWatcher struct {
-	replicationpb.UnimplementedOxiaLogReplicationServer
+	replicationgrpc.UnimplementedOxiaLogReplicationServer
 }
 
 func (commitWatcher) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
@@ -230,7 +231,7 @@ func (commitWatcher) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, 
 // TestReplicateAdvertisesTheLastAckAtTheEnd: the run's end tells the
 // follower its last entry is committed, in both ack modes.
 func TestReplicateAdvertisesTheLastAckAtTheEnd(t *testing.T) {
-	conn := serve(t, func(s *grpc.Server) { replicationpb.RegisterOxiaLogReplicationServer(s, commitWatcher{}) })
+	conn := serve(t, func(s *grpc.Server) { replicationgrpc.RegisterOxiaLogReplicationServer(s, commitWatcher{}) })
 	for _, cumulative := range []bool{false, true} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		res, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, First: 10, Count: 50, Window: 4, Cumulative: cumulative, Commit: 9, Value: value})
@@ -244,7 +245,7 @@ func TestReplicateAdvertisesTheLastAckAtTheEnd(t *testing.T) {
 // quitter acks entry 0, then ends the stream normally while the leader
 // still has entries to send; ended is closed just before it returns.
 type quitter struct {
-	replicationpb.UnimplementedOxiaLogReplicationServer
+	replicationgrpc.UnimplementedOxiaLogReplicationServer
 	ended chan<- struct{}
 }
 
@@ -262,7 +263,7 @@ func (q quitter) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, repl
 // asked: a protocol violation, not a success.
 func TestReplicateFollowerEndsWhileEntriesAreSent(t *testing.T) {
 	ended := make(chan struct{})
-	conn := serve(t, func(s *grpc.Server) { replicationpb.RegisterOxiaLogReplicationServer(s, quitter{ended: ended}) })
+	conn := serve(t, func(s *grpc.Server) { replicationgrpc.RegisterOxiaLogReplicationServer(s, quitter{ended: ended}) })
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	const count = 1 << 16 // far beyond gRPC's stream window: a send fails once the stream is gone
@@ -287,7 +288,7 @@ func TestReplicateReportsEachAck(t *testing.T) {
 		script = append(script, pacedStep{recv: 1, acks: []int64{19}})
 	}
 	conn := serve(t, func(s *grpc.Server) {
-		replicationpb.RegisterOxiaLogReplicationServer(s, pacedFollower{script: script})
+		replicationgrpc.RegisterOxiaLogReplicationServer(s, pacedFollower{script: script})
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -312,7 +313,7 @@ func TestReplicateReportsEachAck(t *testing.T) {
 func TestReplicateCumulativeLatencyIsEachEntrysOwn(t *testing.T) {
 	// The follower acks entries 0 and 1 at once, with a cumulative ack 1.
 	conn := serve(t, func(s *grpc.Server) {
-		replicationpb.RegisterOxiaLogReplicationServer(s, pacedFollower{script: []pacedStep{{recv: 2, acks: []int64{1}}}})
+		replicationgrpc.RegisterOxiaLogReplicationServer(s, pacedFollower{script: []pacedStep{{recv: 2, acks: []int64{1}}}})
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -396,7 +397,7 @@ func TestAppendPaddedPutIsAsLongAsItCanBe(t *testing.T) {
 // entry arrives, then waits for the leader to end the stream and says so
 // on ended.
 type repeater struct {
-	replicationpb.UnimplementedOxiaLogReplicationServer
+	replicationgrpc.UnimplementedOxiaLogReplicationServer
 	ended chan<- struct{}
 }
 
@@ -420,7 +421,7 @@ func (f repeater) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, rep
 // allowed, but the second answers a duplicate not sent yet.
 func TestReplicateRepeatsBeyondTheDuplicatesSent(t *testing.T) {
 	ended := make(chan struct{})
-	conn := serve(t, func(s *grpc.Server) { replicationpb.RegisterOxiaLogReplicationServer(s, repeater{ended: ended}) })
+	conn := serve(t, func(s *grpc.Server) { replicationgrpc.RegisterOxiaLogReplicationServer(s, repeater{ended: ended}) })
 	// The deadline only keeps a regression (the repeats taken, the
 	// follower waiting for an end that does not come) from hanging.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

@@ -152,6 +152,9 @@ var layers = map[string]struct{ internal, external []string }{
 	"examples/order":     {internal: []string{"fsm"}},
 	"wal":                {internal: []string{"logpos", "internal/durable"}, external: []string{"github.com/cockroachdb/pebble/v2/vfs"}},
 	"store/kvpb":         {external: []string{"google.golang.org/protobuf"}},
+	// The protocol's messages link no gRPC (its services are in
+	// grpcapi/replicationgrpc): nor does a follower embedded without it.
+	"grpcapi/replicationpb": {external: []string{"google.golang.org/protobuf"}},
 	"store": {
 		internal: []string{"logpos", "internal/durable", "store/kvpb"},
 		external: []string{"github.com/cockroachdb/pebble/v2", "google.golang.org/protobuf"},
