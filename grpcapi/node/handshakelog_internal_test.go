@@ -65,4 +65,18 @@ func TestHandshakeLogIsRateLimited(t *testing.T) {
 	now = now.Add(time.Minute + handshakeLogEvery)
 	fail(1)
 	count(1, "2")
+
+	// A burst followed by silence: flush counts what was not logged,
+	// once.
+	now = now.Add(time.Hour)
+	fail(handshakeLogBurst + 3)
+	lines()
+	h.flush()
+	if got := lines(); len(got) != 1 || !strings.Contains(got[0], `msg="TLS handshakes failed and were not logged" unlogged=3`) {
+		t.Fatalf("flush after a burst: %q", got)
+	}
+	h.flush()
+	if got := lines(); len(got) != 1 || got[0] != "" {
+		t.Fatalf("a second flush: %q", got)
+	}
 }

@@ -156,6 +156,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return usageErr("--tls-client-ca needs --tls-cert: client certificates are asked for over TLS")
 	}
 	var creds []grpc.ServerOption
+	var handshakes *handshakeLog
 	if *tlsCert != "" {
 		cfg, err := tlsfiles.Server(*tlsCert, *tlsKey, *tlsClientCA, func(err error) {
 			logger.Warn("the TLS files changed but do not load; the ones loaded before stay in use", "err", err)
@@ -164,7 +165,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			logger.Error("cannot load the TLS files", "err", err)
 			return 1
 		}
-		creds = append(creds, grpc.Creds(loggedHandshakes{credentials.NewTLS(cfg), newHandshakeLog(logger, time.Now)}))
+		handshakes = newHandshakeLog(logger, time.Now)
+		creds = append(creds, grpc.Creds(loggedHandshakes{credentials.NewTLS(cfg), handshakes}))
 	}
 
 	// From here on, SIGINT, SIGTERM and SIGHUP stop the node gracefully
@@ -266,6 +268,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			logger.Error("serving failed", "err", err)
 			status = 1
 		}
+	}
+	if handshakes != nil {
+		handshakes.flush()
 	}
 	logger.Info("stopped", "status", status)
 	return status
@@ -402,4 +407,17 @@ func (h *handshakeLog) failed(remote string, err error) {
 		attrs = append(attrs, "unlogged", unlogged)
 	}
 	h.log.Warn("TLS handshake failed", attrs...)
+}
+
+// flush logs how many failed handshakes were not logged since the last
+// line, if any: a burst followed by silence, or by the node's stop, is
+// counted all the same.
+func (h *handshakeLog) flush() {
+	h.mu.Lock()
+	unlogged := h.mu.unlogged
+	h.mu.unlogged = 0
+	h.mu.Unlock()
+	if unlogged > 0 {
+		h.log.Warn("TLS handshakes failed and were not logged", "unlogged", unlogged)
+	}
 }
