@@ -67,11 +67,11 @@ var errNoDir = fmt.Errorf("%w: Config.Dir is empty", ErrInvalidArgument)
 // failure). It checks nothing else, so a template for many shards'
 // configurations, with no Dir yet, can be checked once.
 func (c Config) CheckSizes() error {
-	if c.SegmentSize != 0 && (c.SegmentSize < wal.MinSegmentSize || c.SegmentSize > wal.MaxSegmentSize) {
-		return fmt.Errorf("%w: Config.SegmentSize %d outside [%d, %d]", ErrInvalidArgument, c.SegmentSize, wal.MinSegmentSize, wal.MaxSegmentSize)
+	if err := (wal.Options{SegmentSize: c.SegmentSize}).CheckSegmentSize(); err != nil {
+		return fmt.Errorf("%w: Config.SegmentSize: %w", ErrInvalidArgument, err)
 	}
-	if c.MemTableSize > 0 && (c.MemTableSize < store.MinMemTableSize || uint64(c.MemTableSize) > store.MaxMemTableSize) {
-		return fmt.Errorf("%w: Config.MemTableSize %d outside [%d, %d]", ErrInvalidArgument, c.MemTableSize, store.MinMemTableSize, store.MaxMemTableSize)
+	if err := (store.Options{MemTableSize: c.MemTableSize}).CheckMemTableSize(); err != nil {
+		return fmt.Errorf("%w: Config.MemTableSize: %w", ErrInvalidArgument, err)
 	}
 	return nil
 }

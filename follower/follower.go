@@ -695,8 +695,9 @@ func (f *Follower) Close() error {
 // the state machine wrote), or an error matching store.ErrNotFound. It
 // fails with ErrClosed once the follower closes (or while it closes), and
 // with ErrUnavailable when the store cannot be read.
-func (f *Follower) Get(key []byte) (value []byte, err error) {
-	err = f.read(func(st *store.Store) error {
+func (f *Follower) Get(key []byte) ([]byte, error) {
+	var value []byte
+	err := f.read(func(st *store.Store) (err error) {
 		value, err = st.Get(key)
 		return err
 	})

@@ -48,8 +48,10 @@ const (
 	MaxMemTableSize uint64 = 1<<32 - 2
 )
 
-// check refuses options Open cannot take, before it touches the disk.
-func (o Options) check() error {
+// CheckMemTableSize reports a MemTableSize Open refuses (before it
+// touches the disk): a positive one outside [MinMemTableSize,
+// MaxMemTableSize].
+func (o Options) CheckMemTableSize() error {
 	if o.MemTableSize > 0 && (o.MemTableSize < MinMemTableSize || uint64(o.MemTableSize) > MaxMemTableSize) {
 		return fmt.Errorf("store: MemTableSize %d outside [%d, %d]", o.MemTableSize, MinMemTableSize, MaxMemTableSize)
 	}

@@ -227,7 +227,7 @@ type state struct {
 // staged (loader databases, checkpoints, a temporary marker) is removed.
 // Only one Store may have dir open at a time.
 func Open(dir string, opts Options) (_ *Store, err error) {
-	if err := opts.check(); err != nil {
+	if err := opts.CheckMemTableSize(); err != nil {
 		return nil, err
 	}
 	opts = opts.withDefaults()

@@ -57,6 +57,15 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// CheckSegmentSize reports a SegmentSize Open refuses: one other than 0
+// (the default) and outside [MinSegmentSize, MaxSegmentSize].
+func (o Options) CheckSegmentSize() error {
+	if o.SegmentSize != 0 && (o.SegmentSize < MinSegmentSize || o.SegmentSize > MaxSegmentSize) {
+		return fmt.Errorf("wal: segment size %d outside [%d, %d]", o.SegmentSize, MinSegmentSize, MaxSegmentSize)
+	}
+	return nil
+}
+
 // segment is one segment file. first, path and prevCRC never change; the
 // rest is guarded by Log.mu, except file, which belongs to whoever holds
 // Log.writeMu (or every lock, in TruncateLog, Clear and Close).
@@ -154,11 +163,11 @@ func Open(dir string, opts Options) (*Log, error) {
 	if opts.FS == nil {
 		opts.FS = vfs.Default
 	}
+	if err := opts.CheckSegmentSize(); err != nil {
+		return nil, err
+	}
 	if opts.SegmentSize == 0 {
 		opts.SegmentSize = DefaultSegmentSize
-	}
-	if opts.SegmentSize < MinSegmentSize || opts.SegmentSize > MaxSegmentSize {
-		return nil, fmt.Errorf("wal: segment size %d outside [%d, %d]", opts.SegmentSize, MinSegmentSize, MaxSegmentSize)
 	}
 	if opts.MustKeepBelow < 0 {
 		return nil, fmt.Errorf("%w: MustKeepBelow %d", ErrOutOfRange, opts.MustKeepBelow)
