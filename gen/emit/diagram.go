@@ -255,10 +255,10 @@ func (e *MarkerError) Error() string { return fmt.Sprintf("line %d: %s", e.Line,
 // Embed replaces what stands between the markers in a Markdown document
 // with the Mermaid diagram in a fenced block, so that code hosts render it.
 // The markers count only on lines of their own (up to three spaces may
-// indent them, spaces or tabs may follow them) outside fenced code blocks: naming them in prose or code
-// does not move the diagram there. A document has one begin marker and
-// one end marker after it (ErrNoMarkers when it has neither, a
-// *MarkerError otherwise). The block's lines end as the begin marker's
+// indent them, spaces or tabs may follow them) outside fenced code
+// blocks: naming them in prose or code does not move the diagram there.
+// A document has one begin marker and one end marker after it
+// (ErrNoMarkers when it has neither, a *MarkerError otherwise). The block's lines end as the begin marker's
 // line does (CRLF or LF).
 func Embed(doc, mermaid []byte) ([]byte, error) {
 	begins, ends := markerLines(doc, BeginMarker), markerLines(doc, EndMarker)
