@@ -14,25 +14,37 @@ import (
 )
 
 // Get implements inspectpb.InspectServer: it reads keys of the shard's
-// key-value state, after waiting for an offset to be applied if asked.
+// key-value state, after waiting for an offset to be applied if asked. A
+// Get that a DeleteShard cut short (the follower it waited on closed)
+// runs again on the shard as the delete left it, as a Get after the
+// delete would: not hosted any more, Aborted/NODE_IS_NOT_MEMBER, as
+// GetStatus says then.
 func (s *Server) Get(ctx context.Context, req *inspectpb.GetRequest) (*inspectpb.GetResponse, error) {
 	key, err := unaryKey(req.GetNamespace(), req.GetShard())
 	if err != nil {
 		return nil, s.status(err)
 	}
-	sh, err := s.lookup(key, false)
+	var resp *inspectpb.GetResponse
+	err = s.onShard(key, false, func(sh *shard) (err error) {
+		resp, err = s.get(ctx, key, sh, req)
+		return err
+	})
 	if err != nil {
 		return nil, s.status(err)
 	}
-	defer s.release(sh)
+	return resp, nil
+}
+
+// get serves a Get on the follower of sh.
+func (s *Server) get(ctx context.Context, key shardKey, sh *shard, req *inspectpb.GetRequest) (*inspectpb.GetResponse, error) {
 	// A follower with no term is not a member, as GetStatus says: its
 	// state is none of the node's.
 	if sh.f.Status().State == follower.StateNotMember {
-		return nil, s.status(fmt.Errorf("%w: shard %s has no term", follower.ErrNotMember, key))
+		return nil, fmt.Errorf("%w: shard %s has no term", follower.ErrNotMember, key)
 	}
 	if req.MinCommitOffset != nil {
 		if err := sh.f.WaitApplied(ctx, logpos.Offset(req.GetMinCommitOffset())); err != nil {
-			return nil, s.status(err)
+			return nil, err
 		}
 	}
 	resp := &inspectpb.GetResponse{
@@ -45,7 +57,7 @@ func (s *Server) Get(ctx context.Context, req *inspectpb.GetRequest) (*inspectpb
 		case errors.Is(err, store.ErrNotFound):
 			resp.Values[i] = &inspectpb.Value{}
 		case err != nil:
-			return nil, s.status(err)
+			return nil, err
 		default:
 			resp.Values[i] = &inspectpb.Value{Found: true, Value: v}
 		}

@@ -7,7 +7,9 @@ import (
 
 	"google.golang.org/grpc/codes"
 
+	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/internal/stacktest"
 )
 
 // TestInspectGetWaitsForOffsetZero: min_commit_offset is optional, and 0
@@ -52,4 +54,29 @@ func TestInspectGetWaitsForOffsetZero(t *testing.T) {
 	if err != nil || commit != 0 || values[0].GetFound() {
 		t.Fatalf("with entry 1 durable, not committed: commit %d, %v, %v; want commit 0 and key(1) not found", commit, values, err)
 	}
+}
+
+// TestInspectGetOfAShardDeletedWhileItWaits: a Get waiting for an offset
+// on a shard that a DeleteShard then deletes ends as a Get after the
+// delete does, Aborted with NODE_IS_NOT_MEMBER (the shard is no longer
+// hosted, as GetStatus says then too), not FailedPrecondition with
+// RESOURCE_CONFLICT, which the follower the delete closed would say.
+func TestInspectGetOfAShardDeletedWhileItWaits(t *testing.T) {
+	n := startNode(t, "")
+	s := leader.Shard{Namespace: "ns", Shard: 1}
+	fence(t, n.conn, s, 1)
+	done := make(chan struct{})
+	var err error
+	go func() {
+		defer close(done)
+		_, _, err = n.conn.Get(ctxT(t), s, 100, key(0))
+	}()
+	stacktest.WaitBlockedIn(t, "select", "follower.(*applier).wait", done)
+	if err := n.conn.Delete(ctxT(t), s, 1); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	wantCode(t, err, codes.Aborted, grpcapi.ReasonNodeIsNotMember, "")
+	_, err = n.conn.Status(ctxT(t), s)
+	wantCode(t, err, codes.Aborted, grpcapi.ReasonNodeIsNotMember, "")
 }
