@@ -255,13 +255,26 @@ func plConfig(fs vfs.FS) Config {
 // plOnce runs sc with a crash before its k-th write; it returns how many
 // writes the operation made and whether the crash happened within it.
 func plOnce(t *testing.T, sc plScenario, k int64, pct int, seed uint64) (ops int64, reached bool, outcome string) {
+	r, clone, ops, reached := plCrash(t, sc, k, pct, seed)
+	what := fmt.Sprintf("%s, crash before write %d of %d, %d%% of unsynced data kept", sc.name, k, ops, pct)
+	if !reached {
+		what = fmt.Sprintf("%s, crash after all %d writes, %d%% of unsynced data kept", sc.name, ops, pct)
+	}
+	return ops, reached, r.check(what, clone)
+}
+
+// plCrash runs sc with a crash before its k-th write, keeping pct% of the
+// unsynced data, and stops the process. It returns the run (what it
+// promised), the crash image, how many writes the operation made and
+// whether the crash happened within it.
+func plCrash(t *testing.T, sc plScenario, k int64, pct int, seed uint64) (r *plRun, clone *vfs.MemFS, ops int64, reached bool) {
 	mem := mdlNewMem(t)
 	cfg := vfs.CrashCloneCfg{UnsyncedDataPercent: pct}
 	if pct > 0 {
 		cfg.RNG = rand.New(rand.NewPCG(seed, uint64(k)))
 	}
 	c := &plCrasher{mem: mem, k: k, cfg: cfg}
-	r := &plRun{t: t, c: c, versions: map[logpos.Offset][]mdlEntry{}, ackedAt: map[logpos.Offset]mdlEntry{},
+	r = &plRun{t: t, c: c, versions: map[logpos.Offset][]mdlEntry{}, ackedAt: map[logpos.Offset]mdlEntry{},
 		latest: map[logpos.Offset]mdlEntry{}, acked: logpos.NoOffset, minTerm: logpos.NoTerm, maxTerm: logpos.NoTerm,
 		truncatedTo: logpos.NoOffset, oldTerm: logpos.NoTerm, cumulative: k%2 == 0}
 	f, err := Open(plConfig(errorfs.Wrap(mem, c)))
@@ -274,7 +287,7 @@ func plOnce(t *testing.T, sc plScenario, k int64, pct int, seed uint64) (ops int
 	sc.run(r)
 	c.armed.Store(false)
 	ops = c.n.Load()
-	clone, reached := c.result()
+	clone, reached = c.result()
 	// The old process stops: its goroutines end, its files are gone.
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
@@ -282,11 +295,7 @@ func plOnce(t *testing.T, sc plScenario, k int64, pct int, seed uint64) (ops int
 	for _, st := range r.streams {
 		<-st.res
 	}
-	what := fmt.Sprintf("%s, crash before write %d of %d, %d%% of unsynced data kept", sc.name, k, ops, pct)
-	if !reached {
-		what = fmt.Sprintf("%s, crash after all %d writes, %d%% of unsynced data kept", sc.name, ops, pct)
-	}
-	return ops, reached, r.check(what, clone)
+	return r, clone, ops, reached
 }
 
 // check reopens a follower on the crashed file system and holds it
@@ -558,7 +567,11 @@ func plCrashEverywhere(t *testing.T, sc plScenario, budget int) map[string]int {
 // the runs, cumulative in the other) with commit advertisements, then
 // half-closes. Every offset acknowledged before the crash survives.
 func TestCrashBusyStream(t *testing.T) {
-	plCrashEverywhere(t, plScenario{
+	plCrashEverywhere(t, plBusyStream(), 40)
+}
+
+func plBusyStream() plScenario {
+	return plScenario{
 		name:  "busy stream",
 		setup: func(r *plRun) { r.newTerm(1) },
 		run: func(r *plRun) {
@@ -575,7 +588,7 @@ func TestCrashBusyStream(t *testing.T) {
 				r.t.Fatal(err)
 			}
 		},
-	}, 40)
+	}
 }
 
 // TestCrashNewTermDuringStream: NewTerm runs while a stream is busy
@@ -612,7 +625,11 @@ func TestCrashNewTermDuringStream(t *testing.T) {
 // TestCrashTruncate: the new term's leader truncates away the old term's
 // uncommitted tail and appends its own entries.
 func TestCrashTruncate(t *testing.T) {
-	plCrashEverywhere(t, plScenario{
+	plCrashEverywhere(t, plTruncate(), 40)
+}
+
+func plTruncate() plScenario {
+	return plScenario{
 		name: "Truncate",
 		setup: func(r *plRun) {
 			r.newTerm(1)
@@ -633,7 +650,7 @@ func TestCrashTruncate(t *testing.T) {
 			}
 			r.fill(2, 10, 14, 12)
 		},
-	}, 40)
+	}
 }
 
 // TestCrashInstall: a snapshot install replaces the store and clears the
@@ -641,28 +658,7 @@ func TestCrashTruncate(t *testing.T) {
 // store is the old one, complete, or the snapshot's, complete.
 func TestCrashInstall(t *testing.T) {
 	for _, storeTerm := range []logpos.Term{1, 3} {
-		outcomes := plCrashEverywhere(t, plScenario{
-			name: fmt.Sprintf("install (snapshot store term %d)", storeTerm),
-			setup: func(r *plRun) {
-				r.newTerm(1)
-				r.fill(1, 0, 7, 5)
-				r.snapshot = mdlBuildSnapshot(r.t, 1, storeTerm, 14)
-			},
-			run: func(r *plRun) {
-				s := &fakeSnapshotStream{chunks: r.snapshot.chunksFor(1, mangleNone, 0)}
-				off, err := r.f.InstallSnapshot(s)
-				if err != nil || off != 14 {
-					r.t.Fatalf("InstallSnapshot: %d, %v", off, err)
-				}
-				if r.c.before() {
-					r.installed = true
-					r.minTerm = max(r.minTerm, storeTerm)
-				}
-				r.maxTerm = max(r.maxTerm, storeTerm)
-				term := logpos.Term(r.f.Status().Term)
-				r.fill(term, 15, 17, logpos.NoOffset)
-			},
-		}, 50)
+		outcomes := plCrashEverywhere(t, plInstall(storeTerm), 50)
 		var olds, news int
 		for o, n := range outcomes {
 			if strings.Contains(o, "old store") {
@@ -674,5 +670,32 @@ func TestCrashInstall(t *testing.T) {
 		if olds == 0 || news == 0 {
 			t.Errorf("store term %d: %d crashes left the old store, %d the new: both must occur", storeTerm, olds, news)
 		}
+	}
+}
+
+// plInstall installs a snapshot whose store holds storeTerm on a
+// follower of term 1, then appends after the snapshot point.
+func plInstall(storeTerm logpos.Term) plScenario {
+	return plScenario{
+		name: fmt.Sprintf("install (snapshot store term %d)", storeTerm),
+		setup: func(r *plRun) {
+			r.newTerm(1)
+			r.fill(1, 0, 7, 5)
+			r.snapshot = mdlBuildSnapshot(r.t, 1, storeTerm, 14)
+		},
+		run: func(r *plRun) {
+			s := &fakeSnapshotStream{chunks: r.snapshot.chunksFor(1, mangleNone, 0)}
+			off, err := r.f.InstallSnapshot(s)
+			if err != nil || off != 14 {
+				r.t.Fatalf("InstallSnapshot: %d, %v", off, err)
+			}
+			if r.c.before() {
+				r.installed = true
+				r.minTerm = max(r.minTerm, storeTerm)
+			}
+			r.maxTerm = max(r.maxTerm, storeTerm)
+			term := logpos.Term(r.f.Status().Term)
+			r.fill(term, 15, 17, logpos.NoOffset)
+		},
 	}
 }

@@ -19,38 +19,6 @@ import (
 	"github.com/tablefsm/tablefsm/logpos"
 )
 
-// plFirstCrash runs sc with a crash before its k-th write and returns the
-// run (its promises) and the crash image, without checking it.
-func plFirstCrash(t *testing.T, sc plScenario, k int64, pct int, seed uint64) (*plRun, *vfs.MemFS, int64) {
-	mem := mdlNewMem(t)
-	cfg := vfs.CrashCloneCfg{UnsyncedDataPercent: pct}
-	if pct > 0 {
-		cfg.RNG = rand.New(rand.NewPCG(seed, uint64(k)))
-	}
-	c := &plCrasher{mem: mem, k: k, cfg: cfg}
-	r := &plRun{t: t, c: c, versions: map[logpos.Offset][]mdlEntry{}, ackedAt: map[logpos.Offset]mdlEntry{},
-		latest: map[logpos.Offset]mdlEntry{}, acked: logpos.NoOffset, minTerm: logpos.NoTerm, maxTerm: logpos.NoTerm,
-		truncatedTo: logpos.NoOffset, oldTerm: logpos.NoTerm, cumulative: k%2 == 0}
-	f, err := Open(plConfig(errorfs.Wrap(mem, c)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	r.f = f
-	sc.setup(r)
-	c.armed.Store(true)
-	sc.run(r)
-	c.armed.Store(false)
-	ops := c.n.Load()
-	clone, _ := c.result()
-	if err := f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	for _, st := range r.streams {
-		<-st.res
-	}
-	return r, clone, ops
-}
-
 // reopenCrashing opens a follower on a copy of img with a crash before
 // its k-th write (of Open and Close), and returns the crash image.
 func reopenCrashing(t *testing.T, img *vfs.MemFS, k int64, pct int) (*vfs.MemFS, int64) {
@@ -70,12 +38,15 @@ func reopenCrashing(t *testing.T, img *vfs.MemFS, k int64, pct int) (*vfs.MemFS,
 	return clone, c.n.Load()
 }
 
+// plDoubleCrash crashes sc at up to budget1 points (plCrashEverywhere's),
+// and the reopening of each image at up to budget2 points of its own; each
+// second image is checked against what the first run promised.
 func plDoubleCrash(t *testing.T, sc plScenario, budget1, budget2 int) {
-	_, _, n := plFirstCrash(t, sc, math.MaxInt64, 0, 0)
+	_, _, n, _ := plCrash(t, sc, math.MaxInt64, 0, 0)
 	runs, skipped := 0, 0
 	for _, pct := range []int{0, 60} {
 		for _, k1 := range plPoints(n, budget1) {
-			r, img, _ := plFirstCrash(t, sc, k1, pct, 7)
+			r, img, _, _ := plCrash(t, sc, k1, pct, 7)
 			_, n2 := reopenCrashing(t, img, math.MaxInt64, 0)
 			for _, pct2 := range []int{0, 60} {
 				for _, k2 := range plPoints(n2, budget2) {
@@ -108,75 +79,18 @@ func plDoubleCrash(t *testing.T, sc plScenario, budget1, budget2 int) {
 // crashed.
 func TestDoubleCrashInstall(t *testing.T) {
 	for _, storeTerm := range []logpos.Term{1, 3} {
-		plDoubleCrash(t, plScenario{
-			name: fmt.Sprintf("install (snapshot store term %d)", storeTerm),
-			setup: func(r *plRun) {
-				r.newTerm(1)
-				r.fill(1, 0, 7, 5)
-				r.snapshot = mdlBuildSnapshot(r.t, 1, storeTerm, 14)
-			},
-			run: func(r *plRun) {
-				s := &fakeSnapshotStream{chunks: r.snapshot.chunksFor(1, mangleNone, 0)}
-				off, err := r.f.InstallSnapshot(s)
-				if err != nil || off != 14 {
-					r.t.Fatalf("InstallSnapshot: %d, %v", off, err)
-				}
-				if r.c.before() {
-					r.installed = true
-					r.minTerm = max(r.minTerm, storeTerm)
-				}
-				r.maxTerm = max(r.maxTerm, storeTerm)
-				term := logpos.Term(r.f.Status().Term)
-				r.fill(term, 15, 17, logpos.NoOffset)
-			},
-		}, 12, 8)
+		plDoubleCrash(t, plInstall(storeTerm), 12, 8)
 	}
 }
 
 // TestDoubleCrashTruncate: a Truncate across segments, crashed, then its
 // reopening crashed.
 func TestDoubleCrashTruncate(t *testing.T) {
-	plDoubleCrash(t, plScenario{
-		name: "Truncate",
-		setup: func(r *plRun) {
-			r.newTerm(1)
-			r.fill(1, 0, 19, 5)
-			r.newTerm(2)
-		},
-		run: func(r *plRun) {
-			r.mu.Lock()
-			r.acked = min(r.acked, 9)
-			r.mu.Unlock()
-			if _, err := r.f.Truncate(2, &logpos.EntryID{Term: 1, Offset: 9}); err != nil {
-				r.t.Fatal(err)
-			}
-			if r.c.before() {
-				r.truncatedTo = 9
-			}
-			r.fill(2, 10, 14, 12)
-		},
-	}, 12, 8)
+	plDoubleCrash(t, plTruncate(), 12, 8)
 }
 
 // TestDoubleCrashBusy: a busy stream with applies and trims, crashed, then
 // its reopening crashed.
 func TestDoubleCrashBusy(t *testing.T) {
-	plDoubleCrash(t, plScenario{
-		name:  "busy stream",
-		setup: func(r *plRun) { r.newTerm(1) },
-		run: func(r *plRun) {
-			st := r.attach()
-			done := r.push(st, 1, 0, 23, 3)
-			if !r.waitAck(st, 23) {
-				r.t.Fatalf("the stream ended: %v", <-st.res)
-			}
-			<-done
-			if err := st.finish(); err != nil {
-				r.t.Fatal(err)
-			}
-			if err := mdlSettle(r.f, 20); err != nil {
-				r.t.Fatal(err)
-			}
-		},
-	}, 12, 8)
+	plDoubleCrash(t, plBusyStream(), 12, 8)
 }
