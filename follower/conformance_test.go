@@ -1872,6 +1872,54 @@ func TestConformanceCumulativeAckNotRepeated(t *testing.T) {
 	}
 }
 
+// TestConformanceDuplicateOfOffsetZeroAnswered: §2.3, a duplicate is
+// acknowledged once it is durable, on the stream that acknowledged the
+// entry already too, and offset 0 is no exception: per entry, one more
+// Ack{0}; cumulative, the durable head 0 repeated to answer it (the one
+// value a cumulative ack repeats). The duplicate is received after the
+// entry's own ack, so that it is answered in a round of its own.
+func TestConformanceDuplicateOfOffsetZeroAnswered(t *testing.T) {
+	for _, cumulative := range []bool{false, true} {
+		t.Run(fmt.Sprintf("cumulative=%v", cumulative), func(t *testing.T) {
+			f, err := Open(Config{Dir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+				t.Fatal(err)
+			}
+			a := confAttach(t, f)
+			send := func() {
+				t.Helper()
+				ap := entryAppend(1, 0, -1, "k", "v")
+				ap.CumulativeAcksSupported = cumulative
+				a.send(t, ap)
+			}
+			send()
+			if got := a.ack(t); got != 0 {
+				t.Fatalf("ack %d for entry 0, want 0", got)
+			}
+			send() // the duplicate
+			// The half-close ends the stream once every entry received,
+			// the duplicate included, is acknowledged.
+			if err := a.finish(t); err != nil {
+				t.Fatal(err)
+			}
+			var acks []int64
+			for len(a.s.acks) > 0 {
+				acks = append(acks, <-a.s.acks)
+			}
+			if !slices.Equal(acks, []int64{0}) {
+				t.Fatalf("acks after the duplicate of 0: %v, want [0]", acks)
+			}
+			if st := f.Status(); st.State != StateFollower || st.Head != 0 {
+				t.Fatalf("status %+v", st)
+			}
+		})
+	}
+}
+
 // TestConformanceCumulativeAckPerSyncRound: §2.3 in cumulative mode, one
 // Ack{durable head} per sync round, not one per entry: the entries that
 // arrive while an fsync is in progress are covered by the next round and
