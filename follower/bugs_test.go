@@ -532,7 +532,7 @@ func TestBugAbandonedInstallRepairError(t *testing.T) {
 	a := confAttach(t, f)
 	failing.Store(true)
 	a.send(t, entryAppend(3, 6, 0, "k", "v"))
-	if err := <-a.res; !errors.Is(err, ErrUnavailable) || !f.logFailed.Load() {
+	if err := a.end(t); !errors.Is(err, ErrUnavailable) || !f.logFailed.Load() {
 		t.Fatalf("a stream on a failing log: %v", err)
 	}
 	close(s.gate) // the abandoned transfer completes
@@ -835,7 +835,7 @@ func TestBugFailedFirstAppendLeftItsCRCAsSeed(t *testing.T) {
 	seed := uint32(0xdeadbeef)
 	a.send(t, &replicationpb.Append{Term: 1, CommitOffset: -1, PreviousEntryCrc: &seed,
 		Entry: &replicationpb.LogEntry{Term: 1, Offset: 0, Value: kvPut("k", "v")}})
-	if err := <-a.res; !errors.Is(err, ErrUnavailable) {
+	if err := a.end(t); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("the stream ended with %v, want ErrUnavailable", err)
 	}
 	h.fs.heal()

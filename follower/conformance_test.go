@@ -237,11 +237,15 @@ func confAttach(t *testing.T, f *Follower) *confStream {
 
 func (a *confStream) send(t *testing.T, ap *replicationpb.Append) {
 	t.Helper()
+	timer := time.NewTimer(time.Minute) // only keeps a regression from hanging the tests
+	defer timer.Stop()
 	select {
 	case a.s.in <- ap:
 	case err := <-a.res:
 		a.res <- err
 		t.Fatalf("stream ended before an append was taken: %v", err)
+	case <-timer.C:
+		t.Fatalf("append %d not taken within a minute", ap.GetEntry().GetOffset())
 	}
 }
 
@@ -265,10 +269,24 @@ func (a *confStream) ack(t *testing.T) int64 {
 	return 0
 }
 
+// end waits for the stream to end, and returns why.
+func (a *confStream) end(t *testing.T) error {
+	t.Helper()
+	timer := time.NewTimer(time.Minute) // only keeps a regression from hanging the tests
+	defer timer.Stop()
+	select {
+	case err := <-a.res:
+		return err
+	case <-timer.C:
+		t.Fatalf("the stream did not end within a minute")
+		return nil
+	}
+}
+
 func (a *confStream) finish(t *testing.T) error {
 	t.Helper()
 	close(a.s.in)
-	return <-a.res
+	return a.end(t)
 }
 
 func entryAppend(term logpos.Term, off, commit int64, key, val string) *replicationpb.Append {
@@ -1012,7 +1030,7 @@ func TestConformanceDuplicatesAfterInstall(t *testing.T) {
 		h := confInstalled(t, 20)
 		a := confAttach(t, h.f)
 		a.send(t, entryAppend(2, 22, 20, "g", "g"))
-		if err := <-a.res; !errors.Is(err, ErrGap) {
+		if err := a.end(t); !errors.Is(err, ErrGap) {
 			t.Errorf("entry 22 after point 20: %v, want ErrGap", err)
 		}
 		if st := h.f.Status(); st.Head != 20 {
@@ -1790,7 +1808,7 @@ func TestConformanceFailingAppendAcknowledgesWhatCameBefore(t *testing.T) {
 					a.send(t, ap) // not waiting for acks: some are pending
 				}
 				a.send(t, c.bad)
-				if err := <-a.res; !errors.Is(err, c.want) {
+				if err := a.end(t); !errors.Is(err, c.want) {
 					t.Fatalf("the stream ended with %v, want %v", err, c.want)
 				}
 				var acks []int64
@@ -2038,7 +2056,7 @@ func TestTheLastOffset(t *testing.T) {
 		h.f.head.Store(math.MaxInt64 - 1) // no log reaches that far in a test
 		a := confAttach(t, h.f)
 		a.send(t, entryAppend(2, math.MaxInt64, 20, "n", "n"))
-		if err := <-a.res; !errors.Is(err, ErrInvalidArgument) {
+		if err := a.end(t); !errors.Is(err, ErrInvalidArgument) {
 			t.Fatalf("appending the last offset: %v, want ErrInvalidArgument", err)
 		}
 	})
@@ -2048,7 +2066,7 @@ func TestTheLastOffset(t *testing.T) {
 		h := confInstalled(t, 20)
 		a := confAttach(t, h.f)
 		a.send(t, entryAppend(2, math.MaxInt64, 20, "n", "n"))
-		if err := <-a.res; !errors.Is(err, ErrGap) {
+		if err := a.end(t); !errors.Is(err, ErrGap) {
 			t.Fatalf("appending the last offset after head 20: %v, want ErrGap", err)
 		}
 		if st := h.f.Status(); st.Head != 20 {

@@ -225,7 +225,7 @@ func TestEndedStreamLastSyncWakesTheApplier(t *testing.T) {
 	a.send(t, entryAppend(1, 0, 0, "k", "v")) // commit 0 advertised with it
 	<-held.blocked                            // the round of entry 0 is in its fsync
 	a.s.cancel()                              // the leader goes away
-	if err := <-a.res; err == nil {
+	if err := a.end(t); err == nil {
 		t.Fatal("the stream whose leader went away returned nil")
 	}
 	close(held.gate)
@@ -250,7 +250,7 @@ func TestCloseWaitsForADetachedStreamsSyncLoop(t *testing.T) {
 	a.send(t, entryAppend(1, 0, -1, "k", "v"))
 	<-held.blocked // the round of entry 0 is in its fsync
 	a.s.cancel()   // the leader goes away
-	if err := <-a.res; err == nil {
+	if err := a.end(t); err == nil {
 		t.Fatal("the stream whose leader went away returned nil")
 	}
 	f.logSwap.Lock()
@@ -474,7 +474,7 @@ func TestLogReopenedAfterAnInstallKeepsTheSnapshotPoint(t *testing.T) {
 	failing.Store(true)
 	a := confAttach(t, f)
 	a.send(t, entryAppend(3, 21, -1, "k", "v"))
-	if err := <-a.res; !errors.Is(err, ErrUnavailable) {
+	if err := a.end(t); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("a stream whose log cannot write: %v", err)
 	}
 	failing.Store(false)

@@ -420,7 +420,7 @@ func TestLogFailedByATrimIsReopened(t *testing.T) {
 	a.send(t, &replicationpb.Append{Term: 1, CommitOffset: last}) // applied, and trimmed, with no append after
 	waitApplied(t, h.f, last)
 	a.s.cancel() // the leader goes away: no sync round meets the failed log
-	<-a.res
+	a.end(t)
 	if !fired.Load() {
 		t.Fatal("no trim removed a segment")
 	}

@@ -57,7 +57,7 @@ func TestStreamSyncFailureWithHalfClose(t *testing.T) {
 				a.res <- err
 			}
 			close(a.s.in)
-			err := <-a.res
+			err := a.end(t)
 			if !errors.Is(err, ErrUnavailable) {
 				// the duplicate may be acked before the sync fails
 				t.Fatalf("handler: %v", err)
@@ -138,12 +138,12 @@ func TestStreamExtremeOffsets(t *testing.T) {
 		t.Fatalf("status %+v", st)
 	}
 	a.send(t, entryAppend(1, math.MaxInt64, 5, "k", "v"))
-	if err := <-a.res; !errors.Is(err, ErrGap) {
+	if err := a.end(t); !errors.Is(err, ErrGap) {
 		t.Fatalf("entry at MaxInt64: %v", err)
 	}
 	b := confAttach(t, h.f)
 	b.send(t, entryAppend(1, math.MinInt64, 5, "k", "v"))
-	if err := <-b.res; !errors.Is(err, ErrInvalidArgument) {
+	if err := b.end(t); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("entry at MinInt64: %v", err)
 	}
 }
@@ -226,7 +226,7 @@ func TestStreamStaleSyncFailsUnderNextStream(t *testing.T) {
 	a.send(t, entryAppend(1, 3, -1, "k", "v"))
 	<-blocked
 	a.s.cancel() // transport gone; handler returns, sync loop still in fsync
-	if err := <-a.res; err == nil {
+	if err := a.end(t); err == nil {
 		t.Fatal("a stream whose transport went away ended without an error")
 	}
 	b := confAttach(t, f)
@@ -240,7 +240,7 @@ func TestStreamStaleSyncFailsUnderNextStream(t *testing.T) {
 	select {
 	case b.s.in <- entryAppend(1, 5, -1, "k", "v"):
 		close(b.s.in)
-		err = <-b.res
+		err = b.end(t)
 	case err = <-b.res:
 	}
 	for len(b.s.acks) > 0 {
@@ -314,7 +314,7 @@ func TestStreamStaleSyncFailsUnderNextStreamForced(t *testing.T) {
 	<-blocked
 	<-indexing
 	a.s.cancel() // the leader goes away; A's sync loop is still in its fsync
-	if err := <-a.res; err == nil {
+	if err := a.end(t); err == nil {
 		t.Fatal("a stream whose transport went away ended without an error")
 	}
 	gaps := f.Stats().StreamFailures.Gap
@@ -331,7 +331,7 @@ func TestStreamStaleSyncFailsUnderNextStreamForced(t *testing.T) {
 	}
 	select {
 	case b.s.in <- entryAppend(1, 4, -1, "k", "v"):
-		err = <-b.res
+		err = b.end(t)
 	case err = <-b.res:
 	}
 	close(indexGate)

@@ -43,7 +43,7 @@ func TestStreamNegativeEntryTermOnAnEmptyFollower(t *testing.T) {
 	ap.Entry.Term = -1
 	a.send(t, ap)
 	close(a.s.in) // taken once the entry was handled
-	if err := <-a.res; !errors.Is(err, ErrInvalidArgument) {
+	if err := a.end(t); !errors.Is(err, ErrInvalidArgument) {
 		t.Fatalf("an entry of term -1: %v, want ErrInvalidArgument", err)
 	}
 	if last := h.f.log.LastAppended(); !last.IsNone() {
