@@ -114,7 +114,7 @@ func TestCloseStopsTheApplierWaitingToRetry(t *testing.T) {
 	h := newHarness(t, Config{StateMachine: sm, ApplyRetryMin: time.Hour, ApplyRetryMax: time.Hour})
 	h.newTerm(1)
 	s, res := h.replicate(1, 0, 4, 4)
-	if err := finish(s, res); err != nil {
+	if err := finish(t, s, res); err != nil {
 		t.Fatal(err)
 	}
 	waitApplyFailures(t, h.f, 1)
@@ -179,7 +179,7 @@ func TestCloseEndsAnInstallWaitingForItsFirstChunk(t *testing.T) {
 	if err := h.f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-res; !errors.Is(err, ErrClosed) || !errors.Is(err, ErrStreamEnded) {
+	if err := within(t, res); !errors.Is(err, ErrClosed) || !errors.Is(err, ErrStreamEnded) {
 		t.Fatalf("InstallSnapshot waiting for its first chunk when the follower closed: %v, want ErrClosed and ErrStreamEnded", err)
 	}
 }

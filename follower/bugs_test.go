@@ -52,7 +52,7 @@ func TestBugShardDirectoryNotDurable(t *testing.T) {
 	}
 	crashed := mem.CrashClone(vfs.CrashCloneCfg{}) // power loss: only synced data survives
 	_ = f.Close()
-	<-res
+	within(t, res)
 	g, err := Open(Config{Dir: mdlDir, FS: crashed, SegmentSize: 4096})
 	if err != nil {
 		t.Fatal(err)
@@ -74,14 +74,14 @@ func TestBugAckForEmptyStream(t *testing.T) {
 	h := newHarness(t, Config{SegmentSize: 4096})
 	h.newTerm(1)
 	s, res := h.replicate(1, 0, 2, -1)
-	if err := finish(s, res); err != nil {
+	if err := finish(t, s, res); err != nil {
 		t.Fatal(err)
 	}
 	// A new stream: no Append, half-close.
 	s2 := newFakeStream()
 	res2 := make(chan error, 1)
 	go func() { res2 <- h.f.Replicate(s2); s2.cancel() }()
-	if err := finish(s2, res2); err != nil {
+	if err := finish(t, s2, res2); err != nil {
 		t.Fatal(err)
 	}
 	if len(s2.acks) > 0 {
@@ -109,7 +109,7 @@ func TestBugFailedFirstEntryMovesToFollower(t *testing.T) {
 	go func() { res <- h.f.Replicate(s); s.cancel() }()
 	h.fs.fail("/wal/")
 	s.in <- mdlMakeEntry(1, 0, 1).toAppend(1, 0, -1, false)
-	if err := <-res; !errors.Is(err, ErrUnavailable) {
+	if err := within(t, res); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("the stream: %v", err)
 	}
 	h.fs.heal()
@@ -161,7 +161,7 @@ func TestBugOldEntryDurableAfterNewTerm(t *testing.T) {
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	if err := <-res; !errors.Is(err, ErrStreamEnded) {
+	if err := within(t, res); !errors.Is(err, ErrStreamEnded) {
 		t.Fatalf("the stream: %v", err)
 	}
 	st := f.Status()
@@ -236,7 +236,7 @@ func TestFirstEntryWriteFailsAfterAcceptance(t *testing.T) {
 	h := newHarness(t, Config{SegmentSize: 1 << 20})
 	h.newTerm(1)
 	s, res := h.replicate(1, 0, 2, -1)
-	if err := finish(s, res); err != nil {
+	if err := finish(t, s, res); err != nil {
 		t.Fatal(err)
 	}
 	h.newTerm(2)
@@ -256,7 +256,7 @@ func TestFirstEntryWriteFailsAfterAcceptance(t *testing.T) {
 		t.Fatalf("after the accepted first entry: %+v, want Follower", st)
 	}
 	s3, res3 := h.replicate(2, 3, 4, 4)
-	if err := finish(s3, res3); err != nil {
+	if err := finish(t, s3, res3); err != nil {
 		t.Fatalf("the leader's next stream: %v", err)
 	}
 	if st := h.f.Status(); st.State != StateFollower || st.Head != 4 {
@@ -436,7 +436,7 @@ func TestBugAppendAfterStreamFailed(t *testing.T) {
 	if r.err != nil {
 		t.Fatal(r.err)
 	}
-	if err := <-res; !errors.Is(err, context.Canceled) {
+	if err := within(t, res); !errors.Is(err, context.Canceled) {
 		t.Fatalf("the stream: %v", err)
 	}
 	st := f.Status()
@@ -497,7 +497,7 @@ func TestBugInstallErrClosedOnLiveFollower(t *testing.T) {
 	// As a repair of a failed store does, before it reopens it.
 	_ = f.store().Close()
 	close(s.gate)
-	if err := <-res; errors.Is(err, ErrClosed) || !errors.Is(err, ErrUnavailable) {
+	if err := within(t, res); errors.Is(err, ErrClosed) || !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("install on a live follower whose store was closed: %v, want ErrUnavailable", err)
 	}
 	if st := f.Status(); st.State != StateFollower {
@@ -536,7 +536,7 @@ func TestBugAbandonedInstallRepairError(t *testing.T) {
 		t.Fatalf("a stream on a failing log: %v", err)
 	}
 	close(s.gate) // the abandoned transfer completes
-	if err := <-res; !errors.Is(err, ErrInvalidTerm) {
+	if err := within(t, res); !errors.Is(err, ErrInvalidTerm) {
 		t.Fatalf("install abandoned by NewTerm: %v, want ErrInvalidTerm", err)
 	}
 }
@@ -572,7 +572,7 @@ func TestBugStatusCommitAboveHead(t *testing.T) {
 	<-held
 	st := f.Status()
 	close(release)
-	if err := <-res; err != nil {
+	if err := within(t, res); err != nil {
 		t.Fatal(err)
 	}
 	if st.Commit > st.Head {
@@ -749,7 +749,7 @@ func TestBugWaitAppliedMissesInstall(t *testing.T) {
 	if off, err := h.f.InstallSnapshot(&gatedStream{chunks: chunks}); err != nil || off != 30 {
 		t.Fatalf("InstallSnapshot: %d, %v", off, err)
 	}
-	if err := <-res; err != nil {
+	if err := within(t, res); err != nil {
 		t.Fatalf("WaitApplied(20) with the snapshot's commit at 30: %v", err)
 	}
 }
@@ -803,7 +803,7 @@ func TestBugNewTermReturnsBeforeTheHandler(t *testing.T) {
 	stacktest.WaitBlockedIn(t, "chan receive", "follower.(*replication).end", done)
 	close(gate)
 	<-done
-	if err := <-res; !errors.Is(err, ErrStreamEnded) {
+	if err := within(t, res); !errors.Is(err, ErrStreamEnded) {
 		t.Errorf("the handler returned %v, want ErrStreamEnded", err)
 	}
 	if fencedFirst.Load() {
@@ -823,7 +823,7 @@ func TestBugFailedFirstAppendLeftItsCRCAsSeed(t *testing.T) {
 	clean := newHarness(t, Config{})
 	clean.newTerm(1)
 	s, res := clean.replicate(1, 0, 0, -1)
-	if err := finish(s, res); err != nil {
+	if err := finish(t, s, res); err != nil {
 		t.Fatal(err)
 	}
 	want := clean.f.log.LastCRC()
@@ -843,7 +843,7 @@ func TestBugFailedFirstAppendLeftItsCRCAsSeed(t *testing.T) {
 		t.Errorf("the failed Append left %#x as the chain's seed, want 0", got)
 	}
 	s, res = h.replicate(1, 0, 0, -1) // entry 0 again, without a CRC
-	if err := finish(s, res); err != nil {
+	if err := finish(t, s, res); err != nil {
 		t.Fatal(err)
 	}
 	if got := h.f.log.LastCRC(); got != want {
@@ -951,7 +951,7 @@ func TestBugCumulativeAckAheadOfTheHead(t *testing.T) {
 		a = <-s.acks
 	}
 	close(s.in)
-	if err := <-res; err != nil {
+	if err := within(t, res); err != nil {
 		t.Fatalf("the half-closed stream: %v", err)
 	}
 }
@@ -994,7 +994,7 @@ func TestBugStaleStreamFailedTheReopenedLog(t *testing.T) {
 	<-first.acks
 	old := attached()
 	close(first.in)
-	if err := <-res; err != nil {
+	if err := within(t, res); err != nil {
 		t.Fatalf("the half-closed stream: %v", err)
 	}
 	f.logFailed.Store(true) // noted by another user of the log
@@ -1009,7 +1009,7 @@ func TestBugStaleStreamFailedTheReopenedLog(t *testing.T) {
 	// The ended stream's sync loop reports the old log's failure late.
 	old.fail(fmt.Errorf("%w: syncing the log: %w", ErrUnavailable, fmt.Errorf("%w: fsync: injected", wal.ErrFailed)))
 	next.in <- entryAppend(1, 5, -1, "k", "v")
-	if err := <-res; !errors.Is(err, ErrGap) {
+	if err := within(t, res); !errors.Is(err, ErrGap) {
 		t.Fatalf("entry 5 after head 0 on the reopened log: %v, want ErrGap", err)
 	}
 }

@@ -254,7 +254,7 @@ func TestCheckOrderTruncatePairs(t *testing.T) {
 			t.Errorf("Replicate on a NotMember follower with an install attached: %v, want ErrNotMember", err)
 		}
 		close(s.gate)
-		if err := <-res; err != nil {
+		if err := within(t, res); err != nil {
 			t.Fatalf("the held install: %v", err)
 		}
 		if st := h.f.Status(); st.State != StateFollower || st.Term != 4 || st.Commit != 6 {
@@ -393,7 +393,7 @@ func TestCheckOrderInstallPairs(t *testing.T) {
 			t.Errorf("%v, want ErrConflict", err)
 		}
 		close(s.gate)
-		if err := <-res; err != nil {
+		if err := within(t, res); err != nil {
 			t.Fatalf("the attached install: %v", err)
 		}
 	})
@@ -451,7 +451,7 @@ func TestCheckOrderRefusedDeleteKeepsInstall(t *testing.T) {
 				t.Fatalf("Delete(%d): %v, want %v", term, err, want)
 			}
 			close(s.gate)
-			if err := <-res; err != nil {
+			if err := within(t, res); err != nil {
 				t.Errorf("install after a refused Delete: %v", err)
 			}
 			if st := h.f.Status(); st.State != StateFollower || st.Commit != 30 {

@@ -272,15 +272,7 @@ func (a *confStream) ack(t *testing.T) int64 {
 // end waits for the stream to end, and returns why.
 func (a *confStream) end(t *testing.T) error {
 	t.Helper()
-	timer := time.NewTimer(time.Minute) // only keeps a regression from hanging the tests
-	defer timer.Stop()
-	select {
-	case err := <-a.res:
-		return err
-	case <-timer.C:
-		t.Fatalf("the stream did not end within a minute")
-		return nil
-	}
+	return within(t, a.res)
 }
 
 func (a *confStream) finish(t *testing.T) error {
@@ -442,7 +434,7 @@ func TestConformanceInstallCheckOrder(t *testing.T) {
 			t.Errorf("Replicate with an install attached: %v, want ErrConflict", err)
 		}
 		close(gate)
-		if err := <-res; err != nil {
+		if err := within(t, res); err != nil {
 			t.Fatalf("the attached install: %v", err)
 		}
 	})
@@ -866,7 +858,7 @@ func TestConformanceInstallNewTermDuringTransfer(t *testing.T) {
 					h.fs.fail(fl.ioFail)
 				}
 				close(s.gate)
-				err := <-res
+				err := within(t, res)
 				h.fs.heal()
 				if !errors.Is(err, ErrInvalidTerm) {
 					t.Fatalf("install abandoned by NewTerm: %v, want ErrInvalidTerm", err)
@@ -1559,7 +1551,7 @@ func TestConformanceInstallClosedDuringTransfer(t *testing.T) {
 				t.Fatal(err)
 			}
 			close(s.gate)
-			if err := <-res; !errors.Is(err, ErrClosed) || !errors.Is(err, ErrStreamEnded) {
+			if err := within(t, res); !errors.Is(err, ErrClosed) || !errors.Is(err, ErrStreamEnded) {
 				t.Errorf("install interrupted by close: %v, want ErrClosed and ErrStreamEnded", err)
 			}
 			if !del {
@@ -1769,7 +1761,7 @@ func TestConformanceRejectedNewTermKeepsInstall(t *testing.T) {
 				t.Fatal("NewTerm accepted")
 			}
 			close(s.gate)
-			if err := <-res; err != nil {
+			if err := within(t, res); err != nil {
 				t.Errorf("install after a refused NewTerm: %v", err)
 			}
 		})

@@ -468,7 +468,7 @@ func (r *plRun) resume(what string, g *Follower, base logpos.EntryID, kv map[str
 	send(e.toAppend(st.Term, next, next, false))
 	expect(next)
 	close(s.in)
-	if err := <-res; err != nil {
+	if err := within(t, res); err != nil {
 		t.Fatalf("%s: resuming: %v", what, err)
 	}
 	if err := g.WaitApplied(bounded(t), next); err != nil {

@@ -108,7 +108,7 @@ func TestFirstEntryThatCannotMoveWritesNothing(t *testing.T) {
 	s.cancel()   // the leader goes away
 	<-r.recvDone // the first entry gave up waiting for the lock
 	h.f.release()
-	if err := <-res; err == nil {
+	if err := within(t, res); err == nil {
 		t.Fatal("the stream whose leader went away returned nil")
 	}
 	want := Status{Term: 1, State: StateFenced, Head: -1, Commit: -1}
@@ -373,7 +373,7 @@ func TestNoAppendWrittenAfterTheStreamEnded(t *testing.T) {
 	<-r.ctx.Done() // the ack of entry 0 failed: the stream ended
 	s.in <- entryAppend(1, 1, -1, "k", "v1")
 	h.f.release()
-	if err := <-res; !errors.Is(err, errInjected) {
+	if err := within(t, res); !errors.Is(err, errInjected) {
 		t.Fatalf("the stream whose Send failed: %v", err)
 	}
 	<-r.recvDone
@@ -434,7 +434,7 @@ func TestNoAckStartedAfterTheStreamEnded(t *testing.T) {
 	if err := <-fenced; err != nil {
 		t.Fatal(err)
 	}
-	if err := <-res; !errors.Is(err, ErrStreamEnded) {
+	if err := within(t, res); !errors.Is(err, ErrStreamEnded) {
 		t.Fatalf("the stream NewTerm ended: %v", err)
 	}
 	if n := s.sends.Load(); n != 2 {
@@ -764,7 +764,7 @@ func TestScan(t *testing.T) {
 	}
 	s.in <- &replicationpb.Append{Term: 1, CommitOffset: 5} // all of it committed
 	close(s.in)
-	if err := <-res; err != nil {
+	if err := within(t, res); err != nil {
 		t.Fatal(err)
 	}
 	waitApplied(t, f, 5)
@@ -822,7 +822,7 @@ func TestStreamEndedByCloseIsClosed(t *testing.T) {
 			if err := c.end(h.f); err != nil {
 				t.Fatal(err)
 			}
-			err := <-res
+			err := within(t, res)
 			s.cancel()
 			if !errors.Is(err, ErrStreamEnded) || errors.Is(err, ErrClosed) != c.closed {
 				t.Fatalf("the stream %s ended: %v; want ErrStreamEnded, and ErrClosed %v", c.name, err, c.closed)

@@ -150,9 +150,10 @@ func (h *harness) replicate(term logpos.Term, from, to, commit int64) (*fakeStre
 }
 
 // finish half-closes a stream and returns its result.
-func finish(s *fakeStream, res <-chan error) error {
+func finish(t testing.TB, s *fakeStream, res <-chan error) error {
+	t.Helper()
 	close(s.in)
-	return <-res
+	return within(t, res)
 }
 
 func TestNewTermPersistFailureChangesNothing(t *testing.T) {
@@ -256,7 +257,7 @@ func TestFailedNewTermStillAbandonsTheInstall(t *testing.T) {
 	}
 	h.fs.heal()
 	close(gate)
-	if err := <-res; !errors.Is(err, ErrInvalidTerm) {
+	if err := within(t, res); !errors.Is(err, ErrInvalidTerm) {
 		t.Fatalf("the install NewTerm abandoned: %v, want ErrInvalidTerm", err)
 	}
 	if st := h.f.Status(); st.Term != 2 || st.State != StateFenced || st.Commit != -1 {
@@ -281,7 +282,7 @@ func TestNewTermSyncFailureTakesEffectLater(t *testing.T) {
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("NewTerm with failing store syncs: %v", err)
 	}
-	if err := <-res; !errors.Is(err, ErrStreamEnded) {
+	if err := within(t, res); !errors.Is(err, ErrStreamEnded) {
 		t.Fatalf("the stream ended with %v", err)
 	}
 	s.cancel()
@@ -328,7 +329,7 @@ func TestApplyStoreFailureRepairs(t *testing.T) {
 	if err := h.f.WaitApplied(bounded(t), 2); err != nil {
 		t.Fatal(err)
 	}
-	if err := finish(s, res); err != nil {
+	if err := finish(t, s, res); err != nil {
 		t.Fatal(err)
 	}
 	if v, err := h.f.Get([]byte("k")); err != nil || string(v) != "v" {
@@ -441,7 +442,7 @@ func TestTruncateWALFailureStaysFenced(t *testing.T) {
 	h := newHarness(t, Config{})
 	h.newTerm(1)
 	s, res := h.replicate(1, 0, 5, -1)
-	if err := finish(s, res); err != nil {
+	if err := finish(t, s, res); err != nil {
 		t.Fatal(err)
 	}
 	h.newTerm(2)
@@ -470,7 +471,7 @@ func TestStreamWALFailureKeepsFollowerUsable(t *testing.T) {
 	s, res := h.replicate(1, 0, 2, -1)
 	h.fs.fail("/wal/")
 	s.in <- &replicationpb.Append{Term: 1, CommitOffset: -1, Entry: &replicationpb.LogEntry{Term: 1, Offset: 3}}
-	err := <-res
+	err := within(t, res)
 	s.cancel()
 	if !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("stream on a failing log: %v", err)
@@ -483,7 +484,7 @@ func TestStreamWALFailureKeepsFollowerUsable(t *testing.T) {
 	h.fs.heal()
 	// A new stream resumes from the last durable entry.
 	s2, res2 := h.replicate(1, 3, 4, 4)
-	if err := finish(s2, res2); err != nil {
+	if err := finish(t, s2, res2); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.f.WaitApplied(bounded(t), 4); err != nil {
@@ -504,13 +505,13 @@ func TestReopenedLogGivesTheApplierANewReader(t *testing.T) {
 	}
 	h.fs.fail("/wal/")
 	s.in <- &replicationpb.Append{Term: 1, CommitOffset: 2, Entry: &replicationpb.LogEntry{Term: 1, Offset: 5}}
-	if err := <-res; !errors.Is(err, ErrUnavailable) {
+	if err := within(t, res); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("stream on a failing log: %v", err)
 	}
 	s.cancel()
 	h.fs.heal()
 	s2, res2 := h.replicate(1, 5, 6, 6)
-	if err := finish(s2, res2); err != nil {
+	if err := finish(t, s2, res2); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.f.WaitApplied(bounded(t), 6); err != nil {
@@ -532,11 +533,11 @@ func TestStreamSendFailure(t *testing.T) {
 		s.cancel()
 	}()
 	s.in <- &replicationpb.Append{Term: 1, CommitOffset: -1, Entry: &replicationpb.LogEntry{Term: 1, Offset: 0}}
-	if err := <-res; !errors.Is(err, errInjected) {
+	if err := within(t, res); !errors.Is(err, errInjected) {
 		t.Fatalf("stream whose sends fail: %v", err)
 	}
 	s2, res2 := h.replicate(1, 1, 1, -1)
-	if err := finish(s2, res2); err != nil {
+	if err := finish(t, s2, res2); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -545,7 +546,7 @@ func TestInstallIOFailureLeavesEverything(t *testing.T) {
 	h := newHarness(t, Config{})
 	h.newTerm(3)
 	s, res := h.replicate(3, 0, 3, 3)
-	if err := finish(s, res); err != nil {
+	if err := finish(t, s, res); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.f.WaitApplied(bounded(t), 3); err != nil {
@@ -593,7 +594,7 @@ func TestApplyFailureRetriesWithoutTraffic(t *testing.T) {
 	h := newHarness(t, Config{StateMachine: sm})
 	h.newTerm(1)
 	s, res := h.replicate(1, 0, 4, 4)
-	if err := finish(s, res); err != nil {
+	if err := finish(t, s, res); err != nil {
 		t.Fatal(err)
 	}
 	// Wait until the applier has failed on entry 2 a few times.
@@ -688,7 +689,7 @@ func TestWALFailureAfterTransportFailure(t *testing.T) {
 	r := f.stream
 	f.release()
 	s.cancel() // the transport fails meanwhile
-	if err := <-res; !errors.Is(err, context.Canceled) {
+	if err := within(t, res); !errors.Is(err, context.Canceled) {
 		t.Fatalf("stream whose transport failed: %v", err)
 	}
 	close(release) // the fsync fails
@@ -773,7 +774,7 @@ func TestInstallFailedAfterSwapBelowCommit(t *testing.T) {
 		s.in <- mdlMakeEntry(1, o, int(o)).toAppend(1, o, o, true)
 	}
 	close(s.in)
-	if err := <-res; err != nil {
+	if err := within(t, res); err != nil {
 		t.Fatal(err)
 	}
 	if err := f.WaitApplied(bounded(t), 30); err != nil {
@@ -880,7 +881,7 @@ func failedSyncOfEntry3(t *testing.T) *harness {
 	s, res := h.replicate(1, 0, 2, -1)
 	h.fs.failSyncs("/wal/")
 	s.in <- entryAppend(1, 3, -1, "k", "3")
-	if err := <-res; !errors.Is(err, ErrUnavailable) {
+	if err := within(t, res); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("stream whose fsync failed: %v, want ErrUnavailable", err)
 	}
 	s.cancel()
@@ -938,7 +939,7 @@ func TestEntriesOfAFailedSyncAreNotTrusted(t *testing.T) {
 		t.Fatal(err)
 	}
 	s2, res2 := h.replicate(2, 3, 3, 3)
-	if err := finish(s2, res2); err != nil {
+	if err := finish(t, s2, res2); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.f.WaitApplied(bounded(t), 3); err != nil {
@@ -1018,7 +1019,7 @@ func TestRepairOfAFailedLogResetShowsNoReplacedEntry(t *testing.T) {
 	h := newHarness(t, Config{Logger: slog.New(logs)})
 	h.newTerm(1)
 	s, res := h.replicate(1, 0, 20, 20)
-	if err := finish(s, res); err != nil {
+	if err := finish(t, s, res); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.f.WaitApplied(bounded(t), 20); err != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"slices"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
@@ -16,6 +17,24 @@ import (
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
+}
+
+// within receives from ch, what a call running on another goroutine
+// returned, and fails the test if nothing comes within a minute: the
+// bound only keeps a regression from hanging the package's tests (and
+// hiding the failures of the tests after it).
+func within[T any](t testing.TB, ch <-chan T) T {
+	t.Helper()
+	timer := time.NewTimer(time.Minute)
+	defer timer.Stop()
+	select {
+	case v := <-ch:
+		return v
+	case <-timer.C:
+		t.Fatalf("nothing received within a minute")
+		var zero T
+		return zero
+	}
 }
 
 // fakeStream is a leader's replication stream as a gRPC server stream

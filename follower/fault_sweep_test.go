@@ -96,7 +96,7 @@ func sweepFill(t *testing.T, f *Follower, term logpos.Term, from, to, commit log
 		}
 	}
 	close(s.in)
-	if err := <-res; err != nil {
+	if err := within(t, res); err != nil {
 		t.Fatal(err)
 	}
 	if err := mdlSettle(f, commit); err != nil {

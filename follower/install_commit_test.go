@@ -129,7 +129,7 @@ func TestInstallClosedBetweenItsTransferAndItsCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.release()
-	err = <-res
+	err = within(t, res)
 	if !errors.Is(err, ErrClosed) || !errors.Is(err, ErrStreamEnded) {
 		t.Errorf("install whose commit found the follower closed: %v, want ErrClosed and ErrStreamEnded", err)
 	}
@@ -173,7 +173,7 @@ func TestInstallWhoseFirstRecvFailedThenClosed(t *testing.T) {
 			t.Fatal(err)
 		}
 		f.release()
-		if err := <-res; !errors.Is(err, ErrClosed) {
+		if err := within(t, res); !errors.Is(err, ErrClosed) {
 			t.Fatalf("run %d: the first Recv failed, then the follower closed: %v, want ErrClosed", i, err)
 		}
 	}
@@ -190,7 +190,7 @@ func TestInstallOnAFollowerThatCannotRepairItsLog(t *testing.T) {
 	s, res := h.replicate(2, 0, 1, -1)
 	h.fs.fail("/wal/")
 	s.in <- &replicationpb.Append{Term: 2, CommitOffset: -1, Entry: &replicationpb.LogEntry{Term: 2, Offset: 2}}
-	if err := <-res; !errors.Is(err, ErrUnavailable) {
+	if err := within(t, res); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("stream on a failing log: %v", err)
 	}
 	s.cancel()

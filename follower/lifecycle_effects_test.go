@@ -55,7 +55,7 @@ func TestNewTermSettledEntriesAreApplied(t *testing.T) {
 	if _, err := f.NewTerm(2, TermOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-res; !errors.Is(err, ErrStreamEnded) {
+	if err := within(t, res); !errors.Is(err, ErrStreamEnded) {
 		t.Fatalf("the stream: %v", err)
 	}
 	if d := f.log.LastDurable(); d.Offset != 2 {
@@ -83,7 +83,7 @@ func TestStatsStreamAttachedFollowsTheStream(t *testing.T) {
 	if _, err := h.f.NewTerm(2, TermOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-res; !errors.Is(err, ErrStreamEnded) {
+	if err := within(t, res); !errors.Is(err, ErrStreamEnded) {
 		t.Fatalf("the stream: %v", err)
 	}
 	s.cancel()

@@ -97,7 +97,7 @@ func TestObserverPanicOnAnAbandonedInstall(t *testing.T) {
 	h.f.abandonInstall() // what NewTerm does, holding the lock
 	obs.armed.Store(true)
 	h.f.release()
-	if p := <-res; p == nil {
+	if p := within(t, res); p == nil {
 		t.Fatal("the observer did not panic")
 	}
 	if l := stagingLeft(t, h.fs, h.dir); len(l) > 0 {
@@ -131,7 +131,7 @@ func TestNewTermStopsAnInstallWaitingForChunks(t *testing.T) {
 	if !isClosed(inst.abandoned) {
 		t.Fatal("NewTerm returned without telling the install's transfer to stop waiting for chunks")
 	}
-	if err := <-res; !errors.Is(err, ErrInvalidTerm) {
+	if err := within(t, res); !errors.Is(err, ErrInvalidTerm) {
 		t.Fatalf("the abandoned install: %v, want ErrInvalidTerm", err)
 	}
 	if l := stagingLeft(t, h.fs, h.dir); len(l) > 0 {
@@ -206,7 +206,7 @@ func TestLoggerPanicOnAStreamLoop(t *testing.T) {
 	h.fs.failSyncs("/wal/")
 	armed.Store(true)
 	s.in <- entryAppend(1, 3, -1, "k", "v")
-	if err := <-res; !errors.Is(err, ErrUnavailable) {
+	if err := within(t, res); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("the stream: %v", err)
 	}
 }

@@ -268,7 +268,7 @@ func (e *scriptEnv) run(line string) string {
 		}()
 		step := e.waitStep("AttachStream")
 		if step.Err != nil {
-			say("error: %s", errName(<-res))
+			say("error: %s", errName(within(e.t, res)))
 			delete(e.streams, name)
 			delete(e.results, name)
 		} else {

@@ -241,7 +241,7 @@ func TestOneSenderPerStream(t *testing.T) {
 			}
 		}
 		close(s.in)
-		if err := <-res; err != nil {
+		if err := within(t, res); err != nil {
 			t.Fatalf("cumulative=%v: %v", cumulative, err)
 		}
 		if s.overlapped.Load() {
@@ -367,7 +367,7 @@ func TestCloseEndsAWaitingWaitApplied(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-res; !errors.Is(err, ErrClosed) {
+	if err := within(t, res); !errors.Is(err, ErrClosed) {
 		t.Fatalf("WaitApplied(0) when the follower closed: %v, want ErrClosed", err)
 	}
 }

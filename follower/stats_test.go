@@ -15,7 +15,7 @@ func TestStatsMove(t *testing.T) {
 	h := newHarness(t, Config{})
 	h.newTerm(1)
 	s, res := h.replicate(1, 0, 4, 4)
-	if err := finish(s, res); err != nil {
+	if err := finish(t, s, res); err != nil {
 		t.Fatal(err)
 	}
 	if err := h.f.WaitApplied(bounded(t), 4); err != nil {
@@ -84,7 +84,7 @@ func TestStreamFailuresCounted(t *testing.T) {
 	h := newHarness(t, Config{Logger: slog.New(logs)})
 	h.newTerm(1)
 	s, res := h.replicate(1, 0, 1, -1)
-	if err := finish(s, res); err != nil {
+	if err := finish(t, s, res); err != nil {
 		t.Fatal(err)
 	}
 	entry := func(term, off int64) *replicationpb.Append {
@@ -100,7 +100,7 @@ func TestStreamFailuresCounted(t *testing.T) {
 		if a != nil {
 			s.in <- a
 		}
-		err := <-res
+		err := within(t, res)
 		s.cancel()
 		return err
 	}
@@ -120,7 +120,7 @@ func TestStreamFailuresCounted(t *testing.T) {
 		if c.append == nil {
 			s, res := h.replicate(1, 2, 1, -1)
 			s.cancel()
-			err = <-res
+			err = within(t, res)
 		} else {
 			err = failWith(c.append, c.before)
 		}
@@ -132,7 +132,7 @@ func TestStreamFailuresCounted(t *testing.T) {
 	// A stream a NewTerm ended did not fail.
 	s, res = h.replicate(1, 2, 2, -1)
 	h.newTerm(2)
-	if err := <-res; !errors.Is(err, ErrStreamEnded) {
+	if err := within(t, res); !errors.Is(err, ErrStreamEnded) {
 		t.Fatalf("a stream NewTerm ended: %v", err)
 	}
 	s.cancel()
@@ -228,7 +228,7 @@ func TestFailedSyncRoundIsCounted(t *testing.T) {
 	before := h.f.Stats()
 	h.fs.failSyncs("/wal/")
 	s.in <- entryAppend(1, 1, -1, "k", "v")
-	if err := <-res; !errors.Is(err, ErrUnavailable) {
+	if err := within(t, res); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("the stream: %v, want ErrUnavailable", err)
 	}
 	h.fs.heal()

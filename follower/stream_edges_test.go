@@ -368,7 +368,7 @@ func TestAppendReceivedAfterTheStreamEnded(t *testing.T) {
 	if _, err := h.f.NewTerm(2, TermOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	if err := <-res; !errors.Is(err, ErrStreamEnded) {
+	if err := within(t, res); !errors.Is(err, ErrStreamEnded) {
 		t.Fatalf("the stream: %v", err)
 	}
 	if last := h.f.log.LastAppended(); last.Offset != 0 {

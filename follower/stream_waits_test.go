@@ -136,7 +136,7 @@ func TestStreamEndedByAFailedAppendLowersTheHead(t *testing.T) {
 	// A value large enough that the log writes out what it buffered
 	// (entries 1 and 2) before taking it: the write fails.
 	s.in <- entryAppend(1, 3, -1, "k", strings.Repeat("x", 1<<20))
-	if err := <-res; !errors.Is(err, ErrUnavailable) {
+	if err := within(t, res); !errors.Is(err, ErrUnavailable) {
 		t.Fatalf("the handler: %v, want ErrUnavailable", err)
 	}
 	if st := h.f.Status(); st.Head != 0 {
@@ -184,7 +184,7 @@ func fenceAttached(t *testing.T, h *harness, res <-chan error) (r *replication, 
 	done := make(chan struct{})
 	fenceErr = new(error)
 	go func() { _, *fenceErr = h.f.NewTerm(2, TermOptions{}); close(done) }()
-	if err := <-res; !errors.Is(err, ErrStreamEnded) {
+	if err := within(t, res); !errors.Is(err, ErrStreamEnded) {
 		t.Fatalf("the handler: %v", err)
 	}
 	return r, done, fenceErr
