@@ -1891,14 +1891,9 @@ func TestConformanceCumulativeAckNotRepeated(t *testing.T) {
 func TestConformanceDuplicateOfOffsetZeroAnswered(t *testing.T) {
 	for _, cumulative := range []bool{false, true} {
 		t.Run(fmt.Sprintf("cumulative=%v", cumulative), func(t *testing.T) {
-			f, err := Open(Config{Dir: t.TempDir()})
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer f.Close()
-			if _, err := f.NewTerm(1, TermOptions{}); err != nil {
-				t.Fatal(err)
-			}
+			h := newHarness(t, Config{})
+			h.newTerm(1)
+			f := h.f
 			a := confAttach(t, f)
 			send := func() {
 				t.Helper()
