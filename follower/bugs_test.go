@@ -47,7 +47,7 @@ func TestBugShardDirectoryNotDurable(t *testing.T) {
 	res := make(chan error, 1)
 	go func() { res <- f.Replicate(s); s.cancel() }()
 	s.in <- mdlMakeEntry(1, 0, 1).toAppend(1, 0, -1, false)
-	if o := <-s.acks; o != 0 {
+	if o := within(t, s.acks); o != 0 {
 		t.Fatalf("ack %d", o)
 	}
 	crashed := mem.CrashClone(vfs.CrashCloneCfg{}) // power loss: only synced data survives
@@ -136,7 +136,7 @@ func TestBugOldEntryDurableAfterNewTerm(t *testing.T) {
 	go func() { res <- f.Replicate(s); s.cancel() }()
 	send := func(o int64) { s.in <- entryAppend(1, o, -1, "k", fmt.Sprint(o)) }
 	send(0)
-	<-s.acks
+	within(t, s.acks)
 	hold.armed.Store(true)
 	send(1)
 	<-hold.blocked // the sync loop is in the fsync that covers entry 1
@@ -402,7 +402,7 @@ func TestBugAppendAfterStreamFailed(t *testing.T) {
 	go func() { res <- f.Replicate(s) }()
 	send := func(o int64) { s.in <- entryAppend(1, o, -1, "k", fmt.Sprint(o)) }
 	send(0)
-	<-s.acks
+	within(t, s.acks)
 	armed.Store(true)
 	send(1)
 	<-entered // the receive loop is appending entry 1
@@ -784,7 +784,7 @@ func TestBugNewTermReturnsBeforeTheHandler(t *testing.T) {
 		res <- err
 	}()
 	s.in <- entryAppend(1, 0, -1, "k", "v")
-	<-s.acks
+	within(t, s.acks)
 	f.acquire()
 	r := f.stream
 	f.release()
@@ -802,7 +802,7 @@ func TestBugNewTermReturnsBeforeTheHandler(t *testing.T) {
 	<-r.syncDone // both loops are gone: NewTerm can only be waiting for the handler
 	stacktest.WaitBlockedIn(t, "chan receive", "follower.(*replication).end", done)
 	close(gate)
-	<-done
+	within(t, done)
 	if err := within(t, res); !errors.Is(err, ErrStreamEnded) {
 		t.Errorf("the handler returned %v, want ErrStreamEnded", err)
 	}
@@ -925,7 +925,7 @@ func TestBugCumulativeAckAheadOfTheHead(t *testing.T) {
 		s.in <- a
 	}
 	send(0)
-	if a := <-s.acks; a != 0 {
+	if a := within(t, s.acks); a != 0 {
 		t.Fatalf("ack %d, want 0", a)
 	}
 	hold.armed.Store(true)
@@ -939,16 +939,16 @@ func TestBugCumulativeAckAheadOfTheHead(t *testing.T) {
 	<-holding
 	close(hold.gate)
 	// The first round acks 1; the next one syncs entries 2 and 3.
-	if a := <-s.acks; a != 1 {
+	if a := within(t, s.acks); a != 1 {
 		t.Fatalf("ack %d, want 1", a)
 	}
-	a := <-s.acks
+	a := within(t, s.acks)
 	if head := f.Status().Head; a > int64(head) {
 		t.Fatalf("ack %d while the head is %d", a, head)
 	}
 	letGo()
 	for a != 3 {
-		a = <-s.acks
+		a = within(t, s.acks)
 	}
 	close(s.in)
 	if err := within(t, res); err != nil {
@@ -991,7 +991,7 @@ func TestBugStaleStreamFailedTheReopenedLog(t *testing.T) {
 	}
 	first, res := replicate()
 	first.in <- entryAppend(1, 0, -1, "k", "v")
-	<-first.acks
+	within(t, first.acks)
 	old := attached()
 	close(first.in)
 	if err := within(t, res); err != nil {

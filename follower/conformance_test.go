@@ -2139,7 +2139,7 @@ func TestConformanceInstallAbandonedBeforeItsCommit(t *testing.T) {
 		t.Fatal(err)
 	}
 	close(release)
-	if err := <-done; !errors.Is(err, ErrInvalidTerm) {
+	if err := within(t, done); !errors.Is(err, ErrInvalidTerm) {
 		t.Fatalf("the install abandoned before its commit: %v, want ErrInvalidTerm", err)
 	}
 	after := confObserve(t, f, dir, efs)

@@ -201,9 +201,10 @@ func (r *plRun) waitAck(st *plStream, o logpos.Offset) bool {
 }
 
 // finish half-closes the stream and returns its result.
-func (st *plStream) finish() error {
+func (st *plStream) finish(t *testing.T) error {
+	t.Helper()
 	close(st.s.in)
-	err := <-st.res
+	err := within(t, st.res)
 	st.res <- err
 	return err
 }
@@ -228,8 +229,8 @@ func (r *plRun) fill(term logpos.Term, from, to, commit logpos.Offset) {
 	if !r.waitAck(st, to) {
 		r.t.Fatalf("the stream ended: %v", <-st.res)
 	}
-	<-done
-	if err := st.finish(); err != nil {
+	within(r.t, done)
+	if err := st.finish(r.t); err != nil {
 		r.t.Fatal(err)
 	}
 	if commit >= 0 {
@@ -293,7 +294,7 @@ func plCrash(t *testing.T, sc plScenario, k int64, pct int, seed uint64) (r *plR
 		t.Fatal(err)
 	}
 	for _, st := range r.streams {
-		<-st.res
+		within(t, st.res)
 	}
 	return r, clone, ops, reached
 }
@@ -580,8 +581,8 @@ func plBusyStream() plScenario {
 			if !r.waitAck(st, 23) {
 				r.t.Fatalf("the stream ended: %v", <-st.res)
 			}
-			<-done
-			if err := st.finish(); err != nil {
+			within(r.t, done)
+			if err := st.finish(r.t); err != nil {
 				r.t.Fatal(err)
 			}
 			if err := mdlSettle(r.f, 20); err != nil {
@@ -608,8 +609,8 @@ func TestCrashNewTermDuringStream(t *testing.T) {
 			r.waitAck(st, 8)
 			r.newTerm(2)
 			r.oldTerm, r.oldTermUpTo = 1, logpos.Offset(r.f.Status().Head)
-			<-done
-			if err := <-st.res; !errors.Is(err, ErrStreamEnded) {
+			within(r.t, done)
+			if err := within(r.t, st.res); !errors.Is(err, ErrStreamEnded) {
 				r.t.Fatalf("the old stream: %v", err)
 			}
 			st.res <- nil

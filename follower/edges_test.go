@@ -922,7 +922,7 @@ func TestScanRacingClose(t *testing.T) {
 		if err := f.Close(); err != nil {
 			t.Fatal(err)
 		}
-		if err := <-done; !errors.Is(err, ErrClosed) || errors.Is(err, ErrUnavailable) {
+		if err := within(t, done); !errors.Is(err, ErrClosed) || errors.Is(err, ErrUnavailable) {
 			t.Fatalf("round %d: Scan racing Close: %v, want ErrClosed", i, err)
 		}
 	}

@@ -681,7 +681,7 @@ func TestWALFailureAfterTransportFailure(t *testing.T) {
 	res := make(chan error, 1)
 	go func() { res <- f.Replicate(s) }()
 	s.in <- entryAppend(1, 0, -1, "k", "0")
-	<-s.acks
+	within(t, s.acks)
 	hold.Store(true)
 	s.in <- entryAppend(1, 1, -1, "k", "1")
 	<-entered // the sync loop is in the fsync covering entry 1

@@ -19,11 +19,18 @@ func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
+// fatalHelper is what within needs of a test: a *testing.T, or the
+// *rapid.T of a property test.
+type fatalHelper interface {
+	Helper()
+	Fatalf(format string, args ...any)
+}
+
 // within receives from ch, what a call running on another goroutine
 // returned, and fails the test if nothing comes within a minute: the
 // bound only keeps a regression from hanging the package's tests (and
 // hiding the failures of the tests after it).
-func within[T any](t testing.TB, ch <-chan T) T {
+func within[T any](t fatalHelper, ch <-chan T) T {
 	t.Helper()
 	timer := time.NewTimer(time.Minute)
 	defer timer.Stop()

@@ -91,7 +91,7 @@ func sweepFill(t *testing.T, f *Follower, term logpos.Term, from, to, commit log
 		s.in <- mdlMakeEntry(term, o, int(o)).toAppend(term, o, commit, false)
 	}
 	for o := from; o <= to; o++ {
-		if a := <-s.acks; logpos.Offset(a) != o {
+		if a := within(t, s.acks); logpos.Offset(a) != o {
 			t.Fatalf("ack %d, want %d", a, o)
 		}
 	}

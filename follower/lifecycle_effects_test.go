@@ -43,9 +43,9 @@ func TestNewTermSettledEntriesAreApplied(t *testing.T) {
 	res := make(chan error, 1)
 	go func() { res <- f.Replicate(s); s.cancel() }()
 	s.in <- entryAppend(1, 0, -1, "k0", "v")
-	<-s.acks
+	within(t, s.acks)
 	s.in <- entryAppend(1, 1, 1, "k1", "v")
-	<-s.acks
+	within(t, s.acks)
 	waitApplied(t, f, 1)
 	f.acquire()
 	r1 = f.stream

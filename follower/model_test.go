@@ -632,9 +632,10 @@ type mdlStreamState struct {
 	advBefore  logpos.Offset
 }
 
-func (st *mdlStreamState) wait() error {
+func (st *mdlStreamState) wait(t fatalHelper) error {
+	t.Helper()
 	if !st.ended {
-		st.err = <-st.res
+		st.err = within(t, st.res)
 		st.ended = true
 	}
 	return st.err
@@ -740,7 +741,7 @@ func (d *mdlDriver) endedByControl() {
 		return
 	}
 	d.stream = nil
-	err := st.wait()
+	err := st.wait(d.t)
 	if !errors.Is(err, ErrStreamEnded) && !errors.Is(err, context.Canceled) {
 		d.fatalf("a stream ended by a control operation returned %v, want a cancellation", err)
 	}
@@ -777,7 +778,7 @@ func (d *mdlDriver) settleInstalls(f *Follower) {
 			continue
 		}
 		in.open()
-		r := <-in.res
+		r := within(d.t, in.res)
 		if !errors.Is(r.err, ErrClosed) && !(in.abandoned && errors.Is(r.err, ErrInvalidTerm)) {
 			d.fatalf("an install interrupted by Close returned %d, %v", r.off, r.err)
 		}
@@ -1316,7 +1317,7 @@ func (d *mdlDriver) opAttach() {
 		d.note("stream attached")
 		return
 	}
-	d.wantErr("attaching a stream", st.wait(), want)
+	d.wantErr("attaching a stream", st.wait(d.t), want)
 	if diff := mdlDiff(before, d.observe()); diff != "" {
 		d.fatalf("a refused stream changed: %s", diff)
 	}
@@ -1496,7 +1497,7 @@ func (d *mdlDriver) burst(st *mdlStreamState, flag bool, commit logpos.Offset, h
 	d.m.state = StateFollower
 	if halfClose {
 		close(st.s.in)
-		if err := st.wait(); err != nil {
+		if err := st.wait(d.t); err != nil {
 			d.fatalf("a half-closed stream returned %v", err)
 		}
 		d.stream = nil
@@ -1527,7 +1528,7 @@ func (d *mdlDriver) opHalfClose() {
 	st := d.stream
 	d.t.Logf("half-close")
 	close(st.s.in)
-	if err := st.wait(); err != nil {
+	if err := st.wait(d.t); err != nil {
 		d.fatalf("a half-closed stream returned %v", err)
 	}
 	d.stream = nil
@@ -1550,7 +1551,7 @@ func (d *mdlDriver) opDisconnect() {
 	d.t.Logf("the transport fails")
 	d.reject("a stream whose transport failed", errAnyError, func() error {
 		st.s.cancel()
-		return st.wait()
+		return st.wait(d.t)
 	})
 	d.stream = nil
 	d.resolveAdvert(st)
@@ -1682,7 +1683,7 @@ func (d *mdlDriver) opInstallBegin() {
 	}
 	if atBegin {
 		in.open()
-		r := <-in.res
+		r := within(d.t, in.res)
 		d.wantErr("InstallSnapshot", r.err, want)
 		if diff := mdlDiff(before, d.observe()); diff != "" {
 			d.fatalf("a refused install changed: %s", diff)
@@ -1750,12 +1751,12 @@ func (d *mdlDriver) finishInstall(in *mdlInstall) {
 	if want != nil {
 		d.reject("finishing an install", want, func() error {
 			in.open()
-			return (<-in.res).err
+			return within(d.t, in.res).err
 		})
 		return
 	}
 	in.open()
-	r := <-in.res
+	r := within(d.t, in.res)
 	if r.err != nil {
 		d.fatalf("InstallSnapshot: %v", r.err)
 	}
@@ -1920,11 +1921,11 @@ func (d *mdlDriver) shutdown() {
 		_ = d.f.Close()
 	}
 	if d.stream != nil {
-		d.stream.wait()
+		d.stream.wait(d.t)
 	}
 	for _, in := range d.installs {
 		in.open()
-		<-in.res
+		within(d.t, in.res)
 	}
 }
 

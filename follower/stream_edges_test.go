@@ -362,7 +362,7 @@ func TestAppendReceivedAfterTheStreamEnded(t *testing.T) {
 	res := make(chan error, 1)
 	go func() { res <- h.f.Replicate(s); s.cancel() }()
 	s.in <- entryAppend(1, 0, -1, "k", "v")
-	if o := <-s.acks; o != 0 {
+	if o := within(t, s.acks); o != 0 {
 		t.Fatalf("ack %d", o)
 	}
 	if _, err := h.f.NewTerm(2, TermOptions{}); err != nil {

@@ -103,7 +103,7 @@ func TestNewTermWaitsForTheReceiveLoopInRecv(t *testing.T) {
 	res := make(chan error, 1)
 	go func() { err := h.f.Replicate(s); s.cancel(); res <- err }()
 	s.in <- entryAppend(1, 0, -1, "k", "v")
-	if o := <-s.acks; o != 0 {
+	if o := within(t, s.acks); o != 0 {
 		t.Fatalf("ack %d", o)
 	}
 	r, fenced, fenceErr := fenceAttached(t, h, res)
