@@ -165,7 +165,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			logger.Error("cannot load the TLS files", "err", err)
 			return 1
 		}
-		handshakes = newHandshakeLog(logger, time.Now)
+		handshakes = newHandshakeLog(logger, time.Now, afterFunc)
 		creds = append(creds, grpc.Creds(loggedHandshakes{credentials.NewTLS(cfg), handshakes}))
 	}
 
@@ -270,7 +270,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 	}
 	if handshakes != nil {
-		handshakes.flush()
+		handshakes.stop()
 	}
 	logger.Info("stopped", "status", status)
 	return status
@@ -359,8 +359,10 @@ func (c loggedHandshakes) Clone() credentials.TransportCredentials {
 
 // The failed handshakes logged: up to handshakeLogBurst at once, then
 // one per handshakeLogEvery, so that a scanner or a client retrying in
-// a loop cannot flood the log. Each line logged after some were not
-// says how many (unlogged).
+// a loop cannot flood the log. Failures that were not logged are
+// counted (unlogged) on the next line, which comes at most
+// handshakeLogEvery after the first of them: the next failure's, or a
+// summary line if none follows.
 const (
 	handshakeLogBurst = 10
 	handshakeLogEvery = time.Second
@@ -371,34 +373,41 @@ const (
 type handshakeLog struct {
 	log *slog.Logger
 	now func() time.Time
-	mu  struct {
+	// after runs f once d has passed, unless stopped first: time.AfterFunc.
+	after func(d time.Duration, f func()) stopper
+	mu    struct {
 		sync.Mutex
 		tokens   float64
 		last     time.Time // when tokens was last refilled
 		unlogged int64     // failures not logged since the last line
+		summary  stopper   // the summary line armed for them, if any
+		stopped  bool
 	}
 }
 
-func newHandshakeLog(log *slog.Logger, now func() time.Time) *handshakeLog {
-	h := &handshakeLog{log: log, now: now}
+// stopper is what handshakeLog keeps of a timer.
+type stopper interface{ Stop() bool }
+
+func newHandshakeLog(log *slog.Logger, now func() time.Time, after func(time.Duration, func()) stopper) *handshakeLog {
+	h := &handshakeLog{log: log, now: now, after: after}
 	h.mu.tokens = handshakeLogBurst
 	h.mu.last = now()
 	return h
 }
 
+// afterFunc is time.AfterFunc as handshakeLog.after.
+func afterFunc(d time.Duration, f func()) stopper { return time.AfterFunc(d, f) }
+
 func (h *handshakeLog) failed(remote string, err error) {
 	h.mu.Lock()
-	now := h.now()
-	if elapsed := now.Sub(h.mu.last); elapsed > 0 {
-		h.mu.tokens = min(handshakeLogBurst, h.mu.tokens+float64(elapsed)/float64(handshakeLogEvery))
-		h.mu.last = now
-	}
-	if h.mu.tokens < 1 {
+	if !h.takeTokenLocked() {
 		h.mu.unlogged++
+		if h.mu.summary == nil && !h.mu.stopped {
+			h.mu.summary = h.after(handshakeLogEvery, h.summarize)
+		}
 		h.mu.Unlock()
 		return
 	}
-	h.mu.tokens--
 	unlogged := h.mu.unlogged
 	h.mu.unlogged = 0
 	h.mu.Unlock()
@@ -409,15 +418,62 @@ func (h *handshakeLog) failed(remote string, err error) {
 	h.log.Warn("TLS handshake failed", attrs...)
 }
 
-// flush logs how many failed handshakes were not logged since the last
-// line, if any: a burst followed by silence, or by the node's stop, is
-// counted all the same.
-func (h *handshakeLog) flush() {
+// takeTokenLocked refills the bucket for the time elapsed and takes a
+// line from it, if one is left.
+func (h *handshakeLog) takeTokenLocked() bool {
+	now := h.now()
+	if elapsed := now.Sub(h.mu.last); elapsed > 0 {
+		h.mu.tokens = min(handshakeLogBurst, h.mu.tokens+float64(elapsed)/float64(handshakeLogEvery))
+		h.mu.last = now
+	}
+	if h.mu.tokens < 1 {
+		return false
+	}
+	h.mu.tokens--
+	return true
+}
+
+// summarize, armed by the first failure not logged, logs how many were
+// not logged since the last line, if a failure's line has not said it
+// meanwhile: a burst followed by silence is counted without waiting for
+// the next failure. Failures that go on keep the lines to the bucket's
+// rate: with no line left, it waits for the next.
+func (h *handshakeLog) summarize() {
 	h.mu.Lock()
-	unlogged := h.mu.unlogged
+	defer h.mu.Unlock()
+	h.mu.summary = nil
+	if h.mu.stopped || h.mu.unlogged == 0 {
+		return
+	}
+	if !h.takeTokenLocked() {
+		h.mu.summary = h.after(handshakeLogEvery, h.summarize)
+		return
+	}
+	h.logUnloggedLocked()
+}
+
+// logUnloggedLocked logs the count of failures not logged, under h.mu
+// so that no summary line follows the last one (stop's).
+func (h *handshakeLog) logUnloggedLocked() {
+	h.log.Warn("TLS handshakes failed and were not logged", "unlogged", h.mu.unlogged)
 	h.mu.unlogged = 0
-	h.mu.Unlock()
-	if unlogged > 0 {
-		h.log.Warn("TLS handshakes failed and were not logged", "unlogged", unlogged)
+}
+
+// stop logs how many failed handshakes were not logged since the last
+// line, if any, once; no summary line comes after it: the node is
+// stopping.
+func (h *handshakeLog) stop() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.mu.stopped {
+		return
+	}
+	h.mu.stopped = true
+	if h.mu.summary != nil {
+		h.mu.summary.Stop()
+		h.mu.summary = nil
+	}
+	if h.mu.unlogged > 0 {
+		h.logUnloggedLocked()
 	}
 }
