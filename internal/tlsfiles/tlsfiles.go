@@ -13,6 +13,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 )
 
 // Server returns the configuration of a server that presents the
@@ -28,15 +29,10 @@ import (
 // key of another certificate) are passed to reloadFailed, once for each
 // content they take, and the files last loaded stay in use.
 func Server(certFile, keyFile, clientCAFile string, reloadFailed func(error)) (*tls.Config, error) {
-	f := &serverFiles{cert: certFile, key: keyFile, clientCA: clientCAFile, reloadFailed: reloadFailed}
-	contents, err := f.read()
+	f, err := loadServerFiles(certFile, keyFile, clientCAFile, reloadFailed, os.ReadFile)
 	if err != nil {
 		return nil, err
 	}
-	if f.mu.cfg, err = f.build(contents); err != nil {
-		return nil, err
-	}
-	f.mu.loaded = contents
 	return &tls.Config{
 		MinVersion:         tls.VersionTLS12,
 		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) { return f.current(), nil },
@@ -48,26 +44,47 @@ func Server(certFile, keyFile, clientCAFile string, reloadFailed func(error)) (*
 type serverFiles struct {
 	cert, key, clientCA string
 	reloadFailed        func(error)
-	mu                  struct {
+	readFile            func(name string) ([]byte, error) // os.ReadFile
+	// reads numbers the reads of the files in the order they begin, so
+	// that one that began earlier never replaces what a later one
+	// loaded.
+	reads atomic.Uint64
+	mu    struct {
 		sync.Mutex
 		cfg    *tls.Config
 		loaded [3][]byte  // the contents cfg was built from
 		failed *[3][]byte // the contents that last failed to load, if any since
+		read   uint64     // the number of the read they were last compared with
 	}
+}
+
+// loadServerFiles reads the files of a server's configuration with
+// readFile and builds the configuration from them.
+func loadServerFiles(certFile, keyFile, clientCAFile string, reloadFailed func(error), readFile func(string) ([]byte, error)) (*serverFiles, error) {
+	f := &serverFiles{cert: certFile, key: keyFile, clientCA: clientCAFile, reloadFailed: reloadFailed, readFile: readFile}
+	contents, err := f.read()
+	if err != nil {
+		return nil, err
+	}
+	if f.mu.cfg, err = f.build(contents); err != nil {
+		return nil, err
+	}
+	f.mu.loaded = contents
+	return f, nil
 }
 
 // read returns the contents of the certificate, key and authority files.
 func (f *serverFiles) read() ([3][]byte, error) {
 	var c [3][]byte
 	var err error
-	if c[0], err = os.ReadFile(f.cert); err != nil {
+	if c[0], err = f.readFile(f.cert); err != nil {
 		return c, fmt.Errorf("tls: certificate %s: %w", f.cert, err)
 	}
-	if c[1], err = os.ReadFile(f.key); err != nil {
+	if c[1], err = f.readFile(f.key); err != nil {
 		return c, fmt.Errorf("tls: key %s: %w", f.key, err)
 	}
 	if f.clientCA != "" {
-		if c[2], err = os.ReadFile(f.clientCA); err != nil {
+		if c[2], err = f.readFile(f.clientCA); err != nil {
 			return c, fmt.Errorf("tls: certificate authorities: %w", err)
 		}
 	}
@@ -96,11 +113,19 @@ func (f *serverFiles) build(c [3][]byte) (*tls.Config, error) {
 }
 
 // current is the configuration of the files as they are now, or as they
-// were last loaded when they do not load.
+// were last loaded when they do not load. The files are read outside the
+// lock, so that handshakes do not wait for one another's reads; a read
+// that ends after one begun later is not taken (what it read may be
+// older), and the configuration that later one left is returned.
 func (f *serverFiles) current() *tls.Config {
+	n := f.reads.Add(1)
+	c, err := f.read()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	c, err := f.read()
+	if n < f.mu.read {
+		return f.mu.cfg
+	}
+	f.mu.read = n
 	if err == nil && same(c, f.mu.loaded) {
 		return f.mu.cfg
 	}
