@@ -40,9 +40,10 @@ type Stats struct {
 	// (not yet durable), SyncLatency the duration of one of those fsyncs,
 	// AckLatency the time from receiving an entry to sending its ack
 	// (per-entry mode) or an ack covering it (cumulative mode: the newest
-	// entry covered). Both are sampled: one entry in 16, and for the ack
-	// latency also every entry that arrives while none is waiting for an
-	// ack (so an idle stream's acks are always measured).
+	// entry covered). AppendLatency and AckLatency are sampled: one entry
+	// in 16, and for the ack latency also every entry that arrives while
+	// none is waiting for an ack (so an idle stream's acks are always
+	// measured).
 	AppendLatency, SyncLatency, AckLatency Histogram
 }
 

@@ -14,8 +14,8 @@ import (
 type Options struct {
 	// FS is the file system the store lives on. Default: vfs.Default.
 	FS vfs.FS
-	// Logger receives the store's messages and Pebble's (at debug level).
-	// Default: discard.
+	// Logger receives the store's messages and Pebble's (its informational
+	// ones at debug level, its errors at warning level). Default: discard.
 	Logger *slog.Logger
 	// StateMachine applies entries. Default: KV.
 	StateMachine StateMachine
