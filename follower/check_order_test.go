@@ -264,10 +264,11 @@ func TestCheckOrderTruncatePairs(t *testing.T) {
 }
 
 // TestCheckOrderAppendPairs: SPEC §2.3, each Append: the stream term, then
-// duplicate / gap, then (stricter than SPEC, documented) the entry's
-// offset, term and size. A failing Append changes nothing: not the state
-// (a Fenced follower stays Fenced), the head, the advertised commit, the
-// log or its files; nothing is acknowledged.
+// commit advertisement / duplicate / gap, then (stricter than SPEC,
+// documented) the entry's offset, term and size. A failing Append changes
+// nothing: not the state (a Fenced follower stays Fenced), the head, the
+// advertised commit (also not that of a commit advertisement of another
+// term, -1 included), the log or its files; nothing is acknowledged.
 func TestCheckOrderAppendPairs(t *testing.T) {
 	big := func(a *replicationpb.Append) *replicationpb.Append {
 		a.Entry.Value = make([]byte, wal.MaxValueSize+1)
@@ -295,6 +296,8 @@ func TestCheckOrderAppendPairs(t *testing.T) {
 		{"wrong term + oversized", big(entryAppend(3, 4, 3, "k", "v")), ErrInvalidTerm},
 		{"wrong term + entry term above", entryTerm(entryAppend(3, 4, 3, "k", "v"), 9), ErrInvalidTerm},
 		{"wrong term + last offset", entryAppend(3, math.MaxInt64, 3, "k", "v"), ErrInvalidTerm},
+		{"wrong term + commit advertisement", &replicationpb.Append{Term: 3, CommitOffset: 3}, ErrInvalidTerm},
+		{"negative term + commit advertisement", &replicationpb.Append{Term: -1, CommitOffset: 3}, ErrInvalidTerm},
 		{"gap + entry term above the stream's", entryTerm(entryAppend(2, 6, 3, "k", "v"), 9), ErrGap},
 		{"gap + entry term below the last", entryTerm(entryAppend(2, 6, 3, "k", "v"), 0), ErrGap},
 		{"gap + oversized", big(entryAppend(2, 6, 3, "k", "v")), ErrGap},
