@@ -856,6 +856,16 @@ func TestStoredTerm(t *testing.T) {
 	if term, o := f.StoredTerm(); term != 1 || o != opts(1) {
 		t.Fatalf("after NewTerm(1): %d, %+v; want 1, %+v", term, o, opts(1))
 	}
+	// Options left out are stored as empty, not kept from before.
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if term, o := f.StoredTerm(); term != 1 || o != (TermOptions{}) {
+		t.Fatalf("after NewTerm(1) with no options: %d, %+v; want 1, no options", term, o)
+	}
+	if _, err := f.NewTerm(1, opts(1)); err != nil {
+		t.Fatal(err)
+	}
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
