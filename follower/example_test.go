@@ -23,7 +23,10 @@ import (
 
 // memStream is a leader's replication stream held in memory, standing in
 // for a gRPC server stream: Recv hands out the leader's Appends, then
-// io.EOF (the leader half-closed the stream); Send records the acks.
+// io.EOF (the leader half-closed the stream); Send records the acks. It
+// never blocks. A stream whose Recv waits for the leader must also return
+// once the Replicate call has returned (a gRPC stream does, its context
+// ending): NewTerm, Delete and Close wait for the stream's receive loop.
 type memStream struct {
 	appends []*replicationpb.Append
 
