@@ -242,6 +242,31 @@ func TestConformanceNewTermDuringInstallSameTerm(t *testing.T) {
 	aWantStatus(t, c, s, 2, sFenced, 3, -1)
 }
 
+// TestConformanceNewTermDuringInstallOnNotMember: §2.4 an install on a
+// NotMember follower (which takes any chunk term) that a NewTerm ran
+// during is abandoned with INVALID_TERM, whether the new term is below,
+// at or above the chunks' term; the follower is as NewTerm left it.
+func TestConformanceNewTermDuringInstallOnNotMember(t *testing.T) {
+	n := startNode(t, "")
+	c := n.conn
+	for i, term := range []logpos.Term{2, 3, 4} { // the chunks' term is 3
+		s := leader.Shard{Namespace: "nminst", Shard: int64(i)}
+		rest, snap, _ := aHoldInstall(t, c, s, 3)
+		head, err := c.NewTerm(ctxT(t), s, term, nil)
+		if err != nil || head != logpos.NoEntry {
+			t.Fatalf("NewTerm(%d) during the install: %v, %v", term, head, err)
+		}
+		for _, ch := range rest {
+			if err := snap.Send(ch); err != nil {
+				break
+			}
+		}
+		_, err = snap.CloseAndRecv()
+		aWantErr(t, err, codes.FailedPrecondition, grpcapi.ReasonInvalidTerm)
+		aWantStatus(t, c, s, int64(term), sFenced, -1, -1)
+	}
+}
+
 // TestConformanceNoEntryAfterNewTerm: after NewTerm returns, no entry of the old
 // stream lands (§2.1, invariant 4).
 func TestConformanceNoEntryAfterNewTerm(t *testing.T) {
@@ -694,7 +719,8 @@ func TestConformanceDeleteShard(t *testing.T) {
 }
 
 // TestConformanceRestartHosted: §5 a shard with data on disk is hosted after a
-// restart; Replicate opens it (Fenced), a Truncate-only shard is not a
+// restart; Replicate, Truncate and SendSnapshot each open it as the first
+// call (Fenced, with its term and log), a Truncate-only shard is not a
 // member.
 func TestConformanceRestartHosted(t *testing.T) {
 	dir := t.TempDir()
@@ -707,9 +733,28 @@ func TestConformanceRestartHosted(t *testing.T) {
 	nm := leader.Shard{Namespace: "rs", Shard: 1}
 	_, err := c.Truncate(ctxT(t), nm, 0, logpos.NoEntry)
 	aWantErr(t, err, codes.FailedPrecondition, grpcapi.ReasonInvalidStatus)
+	tr := leader.Shard{Namespace: "rs", Shard: 2} // first touched by a Truncate
+	fence(t, c, tr, 2)
+	aFill(t, c, tr, 2, 0, 2, -1)
+	sn := leader.Shard{Namespace: "rs", Shard: 3} // first touched by a SendSnapshot
+	fence(t, c, sn, 2)
 	n.stop()
 	n = startNode(t, dir)
 	c = n.conn
+	// Truncate opens tr: Fenced at term 2, entries 0..2.
+	if got, err := c.Truncate(ctxT(t), tr, 2, logpos.EntryID{Term: 2, Offset: 1}); err != nil || got != (logpos.EntryID{Term: 2, Offset: 1}) {
+		t.Fatalf("Truncate as the first call after the restart: %v, %v; want {2, 1}", got, err)
+	}
+	aWantStatus(t, c, tr, 2, sFollower, 1, -1)
+	// SendSnapshot opens sn with its term: a chunk of term 1 is refused
+	// for its term (a NotMember would take it), a snapshot of term 2
+	// installs.
+	_, err = sendChunks(t, c, sn, &replicationpb.SnapshotChunk{Term: 1, Name: "x", ChunkCount: 1})
+	aWantErr(t, err, codes.FailedPrecondition, grpcapi.ReasonInvalidTerm)
+	if resp, err := sendChunks(t, c, sn, snapshotOf(t, 2, 3)...); err != nil || resp.GetAckOffset() != 2 {
+		t.Fatalf("install after the restart: %v, %v; want ack 2", resp, err)
+	}
+	aWantStatus(t, c, sn, 2, sFollower, 2, 2)
 	// The stream opens the shard, Fenced; a duplicate is acked.
 	st, _ := aOpen(t, c, s)
 	aSend(t, st, aEntry(2, 2, 4, 4, true))
@@ -749,6 +794,11 @@ func TestConformanceRouting(t *testing.T) {
 		t.Fatalf("NewTerm with a 128-char namespace and max shard: %v", err)
 	}
 	aWantStatus(t, c, long, 0, sFenced, -1, -1)
+	maxTerm := leader.Shard{Namespace: "default", Shard: 5} // the largest term is a term
+	if _, err := c.NewTerm(ctx, maxTerm, 1<<63-1, nil); err != nil {
+		t.Fatalf("NewTerm at the largest term: %v", err)
+	}
+	aWantStatus(t, c, maxTerm, 1<<63-1, sFenced, -1, -1)
 	for _, ns := range []string{strings.Repeat("z", 129), "é", "a b", "a\x00", ".x", "_x", "-x", "a/b", "a\\b"} {
 		_, err := c.NewTerm(ctx, leader.Shard{Namespace: ns, Shard: 1}, 1, nil)
 		aWantErr(t, err, codes.InvalidArgument, grpcapi.ReasonInvalidArgument)

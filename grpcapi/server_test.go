@@ -277,9 +277,7 @@ func TestRestartAndDelete(t *testing.T) {
 		t.Fatalf("after a restart: %v, %v", st, err)
 	}
 	// DeleteShard opens b, which was not touched since the restart.
-	if err := n.conn.Delete(ctx, b, 2); grpcapi.Reason(err) != grpcapi.ReasonInvalidTerm {
-		t.Fatalf("DeleteShard with a stale term: %v", err)
-	}
+	wantCode(t, n.conn.Delete(ctx, b, 2), codes.FailedPrecondition, grpcapi.ReasonInvalidTerm, "")
 	if err := n.conn.Delete(ctx, b, 3); err != nil {
 		t.Fatal(err)
 	}

@@ -51,6 +51,7 @@ func TestStreamMetadataValidation(t *testing.T) {
 		{"namespace with a space", []string{"namespace", "a b", "shard-id", "1"}, "namespace metadata"},
 		{"empty shard-id", []string{"namespace", "ns", "shard-id", ""}, "shard-id metadata"},
 		{"negative shard-id", []string{"namespace", "ns", "shard-id", "-1"}, "shard-id metadata"},
+		{"negative zero shard-id", []string{"namespace", "ns", "shard-id", "-0"}, "shard-id metadata"},
 		{"signed shard-id", []string{"namespace", "ns", "shard-id", "+1"}, "shard-id metadata"},
 		{"padded shard-id", []string{"namespace", "ns", "shard-id", "01"}, "shard-id metadata"},
 		{"spaced shard-id", []string{"namespace", "ns", "shard-id", " 1"}, "shard-id metadata"},
