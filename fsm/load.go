@@ -318,6 +318,43 @@ func tooLarge(src []byte) (p Pos, msg string, found bool) {
 	return Pos{}, "", false
 }
 
+// openBracket returns the { or [ of a flow mapping or sequence that is
+// still open where the parser stopped (line and col), the innermost.
+func openBracket(src []byte, line, col int) (open struct {
+	Pos
+	bracket string
+}, ok bool) {
+	var stack []token.Token
+	for _, tk := range lexer.Tokenize(string(src)) {
+		if tk.Position == nil {
+			continue
+		}
+		if tk.Position.Line > line || tk.Position.Line == line && tk.Position.Column >= col {
+			break
+		}
+		switch tk.Type {
+		case token.SequenceStartType, token.MappingStartType:
+			stack = append(stack, *tk)
+		case token.SequenceEndType, token.MappingEndType:
+			if len(stack) > 0 {
+				stack = stack[:len(stack)-1]
+			}
+		case token.DocumentHeaderType, token.DocumentEndType:
+			stack = stack[:0]
+		}
+	}
+	if len(stack) == 0 {
+		return open, false
+	}
+	top := stack[len(stack)-1]
+	open.Pos = Pos{Line: top.Position.Line, Col: top.Position.Column}
+	open.bracket = "{"
+	if top.Type == token.SequenceStartType {
+		open.bracket = "["
+	}
+	return open, true
+}
+
 // bareStars finds the unquoted * that stand alone, where the YAML scanner
 // sees an alias without a name: "from: *" meant as "from: \"*\"".
 func bareStars(src []byte) []Pos {
@@ -382,6 +419,17 @@ func (l *loader) load(src []byte) *Table {
 				case "found character '\t' that cannot start any token":
 					// Mostly a line indented with a tab.
 					msg += "; indent with spaces: YAML takes no tab there"
+				case "',' or '}' must be specified", "',' or ']' must be specified":
+					// Mostly a bracket left open on a line above,
+					// which the parser finds out only here.
+					opener, closer := "{", "}"
+					if strings.Contains(msg, "]") {
+						opener, closer = "[", "]"
+					}
+					if o, ok := openBracket(src, p.Line, p.Column); ok && o.bracket == opener {
+						at := l.at(o.Line, o.Col)
+						msg += fmt.Sprintf("; is a ',' missing, or the %s closing the %s at %d:%d?", closer, opener, at.Line, at.Col)
+					}
 				}
 				l.errorf(l.at(p.Line, p.Column), "YAML syntax: %s", msg)
 			}

@@ -235,7 +235,9 @@ func TestRefusedPayloadTypeIsNotComparedWithOthers(t *testing.T) {
 // YAML syntax errors a table's author is likely to make get a hint
 // saying how to write it: a block value holding ": ", or continued by a
 // line indented deeper than its key, is a mapping where none may be; a
-// line indented with a tab is not YAML.
+// line indented with a tab is not YAML; a { or [ left open is found out
+// only at a later line, which the error names: the hint names the
+// bracket.
 func TestYAMLSyntaxExplained(t *testing.T) {
 	mapping := `YAML syntax: mapping value is not allowed in this context; quote this value if it holds ": ", and check that no line after it is indented deeper than its key`
 	tab := `YAML syntax: found character '\t' that cannot start any token; indent with spaces: YAML takes no tab there`
@@ -244,6 +246,10 @@ func TestYAMLSyntaxExplained(t *testing.T) {
 		{"  Go:\n    doc: It goes.\n      payload: {n: int}\n", "t.yaml:10:10: " + mapping},
 		{"\tGo: {}\n", "t.yaml:9:1: " + tab},
 		{"  Go:\n  \tdoc: It goes.\n", "t.yaml:10:3: " + tab},
+		{"  Go: {doc: It goes.\n", "t.yaml:10:1: YAML syntax: ',' or '}' must be specified; is a ',' missing, or the } closing the { at 9:7?"},
+		{"  Go: {doc: [a, {b: c}], payload: {n: int}\n", "t.yaml:10:1: YAML syntax: ',' or '}' must be specified; is a ',' missing, or the } closing the { at 9:7?"},
+		{"  Go:\n    doc: [It goes.\n", "t.yaml:11:1: YAML syntax: ',' or ']' must be specified; is a ',' missing, or the ] closing the [ at 10:10?"},
+		{"  Go: {doc: \"é\", payload: {n: int\n", "t.yaml:10:1: YAML syntax: ',' or '}' must be specified; is a ',' missing, or the } closing the { at 9:28?"},
 	} {
 		src := strings.Replace(base, "  Go: {}\n", c.to, 1)
 		if got := loadErr(t, src); got != c.want {
