@@ -266,7 +266,7 @@ func TestLoadEdgeCases(t *testing.T) {
 		{"an unquoted * as a block list item, before the next key", strings.Replace(base, "  - {from: A, on: Go, to: B}", "  - from:\n      - *\n    on: Go\n    to: B", 1),
 			`t.yaml:14:9: an unquoted * starts a YAML alias: write "*" (quoted) for every live state`},
 		{"an unquoted * in a list, after another mistake", strings.Replace(strings.Replace(base, "from: A", "from: [A, *]", 1), "states:", "states: [", 1),
-			"t.yaml:8:1: YAML syntax: ',' or ']' must be specified\n" +
+			"t.yaml:8:1: YAML syntax: ',' or ']' must be specified; is a ',' missing, or the ] closing the [ at 5:9?\n" +
 				`t.yaml:13:16: an unquoted * starts a YAML alias: write "*" (quoted) for every live state`},
 		{"a state named twice in a row", strings.Replace(base, "from: A", "from: [A, \"*\", A, \"*\"]", 1),
 			"t.yaml:13:21: \"from\" names \"A\" twice\n" +
