@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -49,10 +50,12 @@ func batchSize(keyLen, valueLen int) int {
 
 func appendPutFilled(buf, key []byte, n int) []byte {
 	return appendPut(buf, key, n, func(b []byte) []byte {
-		for range n {
-			b = append(b, 'x')
+		b = slices.Grow(b, n)
+		filler := b[len(b) : len(b)+n]
+		for i := range filler {
+			filler[i] = 'x'
 		}
-		return b
+		return b[:len(b)+n]
 	})
 }
 

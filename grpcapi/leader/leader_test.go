@@ -49,11 +49,16 @@ func TestAppendPutEncodesLikeProto(t *testing.T) {
 			t.Fatalf("AppendPut(%d B key, %d B value) differs from proto.Marshal", len(c.key), len(c.value))
 		}
 	}
+	// A buffer reused: what its capacity held before is not the value.
+	reused := bytes.Repeat([]byte("z"), 30000)[:0]
 	for _, size := range []int{0, 10, 100, 127, 128, 129, 200, 16384, 20000} {
-		got := leader.AppendPaddedPut(nil, []byte("bench/42"), size)
+		got := leader.AppendPaddedPut(reused, []byte("bench/42"), size)
 		var wb kvpb.WriteBatch
 		if err := proto.Unmarshal(got, &wb); err != nil || string(wb.GetOperations()[0].GetPut().GetKey()) != "bench/42" {
 			t.Fatalf("size %d: %v %v", size, &wb, err)
+		}
+		if v := wb.GetOperations()[0].GetPut().GetValue(); len(bytes.Trim(v, "x")) != 0 {
+			t.Fatalf("size %d: the value is not filler: %q", size, v)
 		}
 		minSize := len(leader.AppendPut(nil, []byte("bench/42"), nil))
 		if size >= minSize && len(got) != size && len(got) != size-1 {
