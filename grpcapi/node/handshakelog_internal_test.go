@@ -186,3 +186,54 @@ func TestHandshakeLogSummarizesABurst(t *testing.T) {
 		t.Fatalf("after stop: %q logged, %d summaries armed, want nothing and 5", got, len(armed))
 	}
 }
+
+// TestHandshakeLogSummaryWithinAnIntervalOfTheFirstUnlogged: the count of
+// failures not logged comes at most handshakeLogEvery after the first of
+// them, also when the summary armed for earlier ones (which a failure's
+// line then counted) finds no line left when it fires: it waits for the
+// bucket's next line, not for a whole interval more.
+func TestHandshakeLogSummaryWithinAnIntervalOfTheFirstUnlogged(t *testing.T) {
+	var buf bytes.Buffer
+	start := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	now := start
+	type timer struct {
+		fakeTimer
+		due time.Time
+	}
+	var armed []*timer
+	h := newHandshakeLog(slog.New(slog.NewTextHandler(&buf, nil)), func() time.Time { return now },
+		func(d time.Duration, f func()) stopper {
+			armed = append(armed, &timer{fakeTimer{f: f}, now.Add(d)})
+			return &armed[len(armed)-1].fakeTimer
+		})
+	fail := func() { h.failed("127.0.0.1:9", errors.New("bad certificate")) }
+	at := func(d time.Duration) { now = start.Add(d) }
+
+	for range handshakeLogBurst {
+		fail() // the bucket is empty
+	}
+	at(500 * time.Millisecond)
+	fail() // not logged: the summary is armed
+	at(time.Second)
+	fail() // logged, unlogged=1
+	at(1200 * time.Millisecond)
+	fail() // not logged: the first of those the summary must count
+	first := now
+	buf.Reset()
+	// Fire each summary armed at its time until one is logged.
+	for i := 0; !strings.Contains(buf.String(), "TLS handshakes failed and were not logged"); i++ {
+		if i == len(armed) || i > 10 {
+			t.Fatalf("%d summaries armed, none logged", len(armed))
+		}
+		if due := armed[i].due; due.After(now) {
+			now = due
+		}
+		armed[i].f()
+	}
+	if !strings.Contains(buf.String(), "unlogged=1") {
+		t.Fatalf("the summary: %q, want unlogged=1", buf.String())
+	}
+	if late := now.Sub(first); late > handshakeLogEvery {
+		t.Fatalf("the summary came %v after the first failure it counts, want at most %v", late, handshakeLogEvery)
+	}
+}

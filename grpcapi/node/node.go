@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -446,10 +447,19 @@ func (h *handshakeLog) summarize() {
 		return
 	}
 	if !h.takeTokenLocked() {
-		h.mu.summary = h.after(handshakeLogEvery, h.summarize)
+		// Armed for earlier failures, which a failure's line counted
+		// since: the bucket's next line is at most handshakeLogEvery
+		// after the first of these, and the summary comes with it.
+		h.mu.summary = h.after(h.untilTokenLocked(), h.summarize)
 		return
 	}
 	h.logUnloggedLocked()
+}
+
+// untilTokenLocked is how long the bucket takes to hold a line again,
+// when it holds none.
+func (h *handshakeLog) untilTokenLocked() time.Duration {
+	return time.Duration(math.Ceil((1 - h.mu.tokens) * float64(handshakeLogEvery)))
 }
 
 // logUnloggedLocked logs the count of failures not logged, under h.mu
