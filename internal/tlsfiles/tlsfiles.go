@@ -13,7 +13,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"sync/atomic"
 )
 
 // Server returns the configuration of a server that presents the
@@ -45,16 +44,11 @@ type serverFiles struct {
 	cert, key, clientCA string
 	reloadFailed        func(error)
 	readFile            func(name string) ([]byte, error) // os.ReadFile
-	// reads numbers the reads of the files in the order they begin, so
-	// that one that began earlier never replaces what a later one
-	// loaded.
-	reads atomic.Uint64
-	mu    struct {
+	mu                  struct {
 		sync.Mutex
 		cfg    *tls.Config
 		loaded [3][]byte  // the contents cfg was built from
 		failed *[3][]byte // the contents that last failed to load, if any since
-		read   uint64     // the number of the read they were last compared with
 	}
 }
 
@@ -113,19 +107,20 @@ func (f *serverFiles) build(c [3][]byte) (*tls.Config, error) {
 }
 
 // current is the configuration of the files as they are now, or as they
-// were last loaded when they do not load. The files are read outside the
-// lock, so that handshakes do not wait for one another's reads; a read
-// that ends after one begun later is not taken (what it read may be
-// older), and the configuration that later one left is returned.
+// were last loaded when they do not load. Most handshakes find the files
+// as they were loaded: those read them outside the lock, so that they do
+// not wait for one another's reads. Files that changed, or do not read,
+// are read again under the lock, and only what is read there is taken:
+// reads that take a change are ordered, so one that began before a
+// renewal never puts back what the renewal replaced.
 func (f *serverFiles) current() *tls.Config {
-	n := f.reads.Add(1)
 	c, err := f.read()
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	if n < f.mu.read {
+	if err == nil && same(c, f.mu.loaded) {
 		return f.mu.cfg
 	}
-	f.mu.read = n
+	c, err = f.read()
 	if err == nil && same(c, f.mu.loaded) {
 		return f.mu.cfg
 	}

@@ -18,19 +18,7 @@ import (
 func TestServerReadsOutsideTheLock(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := filepath.Join(dir, "node.pem"), filepath.Join(dir, "node-key.pem")
-	install := func(ca *tlstest.CA) {
-		t.Helper()
-		c, k := ca.Server(t, "node")
-		for _, f := range [][2]string{{c, cert}, {k, key}} {
-			data, err := os.ReadFile(f[0])
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(f[1], data, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	install := func(ca *tlstest.CA) { installServerFiles(t, ca, cert, key) }
 	install(tlstest.NewCA(t, "first"))
 
 	// The next read of the key, once armed, stops after it read the file,
@@ -83,5 +71,86 @@ func TestServerReadsOutsideTheLock(t *testing.T) {
 	case err := <-failed:
 		t.Fatalf("reported: %v", err)
 	default:
+	}
+}
+
+// TestServerReadBeforeARenewalDoesNotPutItBack: a handshake that read the
+// files before a renewal, and comes to compare them only after another
+// handshake took the renewed ones, gets the renewed configuration and
+// leaves it in use, even though its read began after the other's.
+func TestServerReadBeforeARenewalDoesNotPutItBack(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := filepath.Join(dir, "node.pem"), filepath.Join(dir, "node-key.pem")
+	install := func(ca *tlstest.CA) { installServerFiles(t, ca, cert, key) }
+	install(tlstest.NewCA(t, "first"))
+
+	// Once armed, the next read of the certificate stops before it reads
+	// the file, and the next read of the key after it read the file,
+	// each until released.
+	var beforeCert, afterKey atomic.Bool
+	certStopped, certRelease := make(chan struct{}), make(chan struct{})
+	keyStopped, keyRelease := make(chan struct{}), make(chan struct{})
+	readFile := func(name string) ([]byte, error) {
+		if name == cert && beforeCert.CompareAndSwap(true, false) {
+			close(certStopped)
+			<-certRelease
+		}
+		data, err := os.ReadFile(name)
+		if name == key && afterKey.CompareAndSwap(true, false) {
+			close(keyStopped)
+			<-keyRelease
+		}
+		return data, err
+	}
+	f, err := loadServerFiles(cert, key, "", func(err error) { t.Errorf("reported: %v", err) }, readFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := f.current()
+
+	beforeCert.Store(true)
+	early := make(chan *tls.Config, 1)
+	go func() { early <- f.current() }()
+	<-certStopped // the early handshake has read nothing yet
+	afterKey.Store(true)
+	late := make(chan *tls.Config, 1)
+	go func() { late <- f.current() }()
+	<-keyStopped // the late handshake read the first files
+
+	install(tlstest.NewCA(t, "second"))
+	close(certRelease) // the early handshake reads the renewed files
+	var second *tls.Config
+	select {
+	case second = <-early:
+	case <-time.After(time.Minute):
+		close(keyRelease)
+		<-late
+		t.Fatal("a handshake waited for another's read of the files")
+	}
+	if second == first {
+		t.Fatal("the renewed files were not taken")
+	}
+	close(keyRelease)
+	if got := <-late; got != second {
+		t.Fatal("a handshake that read the files before the renewal returned another configuration than the one in use")
+	}
+	if got := f.current(); got != second {
+		t.Fatal("a handshake that read the files before the renewal put the previous configuration back")
+	}
+}
+
+// installServerFiles writes a server certificate of ca, and its key, over
+// the files cert and key.
+func installServerFiles(t *testing.T, ca *tlstest.CA, cert, key string) {
+	t.Helper()
+	c, k := ca.Server(t, "node")
+	for _, f := range [][2]string{{c, cert}, {k, key}} {
+		data, err := os.ReadFile(f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f[1], data, 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 }
