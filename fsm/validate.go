@@ -7,6 +7,7 @@ import (
 	"go/parser"
 	"go/scanner"
 	"go/token"
+	"go/types"
 	"maps"
 	"regexp"
 	"slices"
@@ -468,7 +469,7 @@ func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool
 		return 0
 	}
 	problem := ""
-	c := typeSyntax{packages: map[string]bool{}, problem: &problem}
+	c := typeSyntax{packages: map[string]bool{}, problem: &problem, values: l.generatedValues()}
 	if !c.typ(expr) {
 		msg := ""
 		if problem != "" {
@@ -509,9 +510,40 @@ func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool
 		l.errorf(f.Pos, "payload field %q: %q holds %s, a type that must not be copied, and payloads are passed by value (go vet's copylocks check): use a pointer", f.Name, f.Type, lock)
 		return 0
 	}
-	size := minSize(expr)
+	handlers := ""
+	if l.table.Machine != "" {
+		handlers = l.table.Machine + "Handlers"
+	}
+	size, _ := layoutIn(expr, 4, handlers) // the least on any platform
 	if size >= maxPayload {
 		l.errorf(f.Pos, "payload field %q: %q takes %s or more, the limit of a payload", f.Name, f.Type, maxPayloadText)
+		return 0
+	}
+	// Behind a pointer, a slice, a map, a channel or a function, a value
+	// is not copied, but it is still made: by the generated tests (a
+	// pointer points to a new value), and by the caller. An array or a
+	// struct of 1 GiB or more anywhere in the type is one Go cannot make
+	// on a 32-bit platform, and, past 2⁵⁰ bytes, a type the compiler
+	// refuses; as an array length of 1 GiB is refused, so is an array or
+	// struct of that size.
+	var huge ast.Expr
+	ast.Inspect(expr, func(n ast.Node) bool {
+		switch x := n.(type) {
+		case *ast.ArrayType:
+			if x.Len == nil {
+				return true
+			}
+		case *ast.StructType:
+		default:
+			return huge == nil
+		}
+		if s, _ := layoutIn(n.(ast.Expr), 4, handlers); s >= maxFrame && huge == nil {
+			huge = n.(ast.Expr)
+		}
+		return huge == nil
+	})
+	if huge != nil {
+		l.errorf(f.Pos, "payload field %q: %q holds %s, which takes 1 GiB or more: no value of it can be made on every platform (the generated tests make one), and the compiler refuses types much larger", f.Name, f.Type, types.ExprString(huge))
 		return 0
 	}
 	return size
@@ -643,6 +675,45 @@ func hasComment(src string) bool {
 type typeSyntax struct {
 	packages map[string]bool
 	problem  *string
+	// values are the names the generated package declares that are not
+	// types (the State and Event constants, the errors, New<Machine>,
+	// <Machine>Table, <Machine>TableHash), with what each is.
+	values map[string]string
+}
+
+// notType reports whether the name id, where a type is expected, names
+// no type: a predeclared name or one the generated package declares.
+func (c typeSyntax) notType(id *ast.Ident) bool {
+	if notTypes[id.Name] {
+		return true
+	}
+	if what, ok := c.values[id.Name]; ok {
+		*c.problem = id.Name + " is " + what + " the generated code declares, not a type"
+		return true
+	}
+	return false
+}
+
+// generatedValues returns the names the generated package declares that
+// are not types, with what each is.
+func (l *loader) generatedValues() map[string]string {
+	t := l.table
+	values := map[string]string{}
+	for _, s := range t.States {
+		values["State"+s.Name] = "a constant"
+	}
+	for _, e := range t.Events {
+		values["Event"+e.Name] = "a constant"
+	}
+	for _, e := range t.Errors {
+		values[e.Name] = "a variable"
+	}
+	if m := t.Machine; m != "" {
+		values["New"+m] = "a function"
+		values[m+"Table"] = "a function"
+		values[m+"TableHash"] = "a constant"
+	}
+	return values
 }
 
 // notTypes are the predeclared names that are not types of values.
@@ -657,7 +728,7 @@ var notTypes = map[string]bool{
 func (c typeSyntax) typ(e ast.Expr) bool {
 	switch x := e.(type) {
 	case *ast.Ident:
-		return !notTypes[x.Name]
+		return !c.notType(x)
 	case *ast.SelectorExpr:
 		return c.qualified(x)
 	case *ast.ParenExpr:
@@ -730,7 +801,7 @@ func (c typeSyntax) qualified(x *ast.SelectorExpr) bool {
 func (c typeSyntax) generic(e ast.Expr) bool {
 	switch x := e.(type) {
 	case *ast.Ident:
-		return !notTypes[x.Name] && !goPredeclared[x.Name]
+		return !c.notType(x) && !goPredeclared[x.Name]
 	case *ast.SelectorExpr:
 		return c.qualified(x)
 	}
@@ -781,10 +852,6 @@ const (
 // maxChanElem is the size of a channel's element that Go refuses.
 const maxChanElem = 1 << 16
 
-// minSize returns the least size, in bytes, a value of type e has on any
-// platform Go supports (a named type counts as nothing), up to maxFrame.
-func minSize(e ast.Expr) int64 { return sizeOf(e, 4) }
-
 // sizeOf returns the least size, in bytes, a value of type e has on
 // platforms with machine words of word bytes, laid out as the gc compiler
 // lays it out (a named type counts as nothing), up to maxFrame.
@@ -797,9 +864,20 @@ func sizeOf(e ast.Expr, word int64) int64 {
 // sizeOf says. Both grow with those of the parts, so counting a named type
 // as taking nothing, aligned to one, gives a lower bound (a named type may
 // be empty: structs.HostLayout).
-func layoutOf(e ast.Expr, word int64) (size, align int64) {
+func layoutOf(e ast.Expr, word int64) (size, align int64) { return layoutIn(e, word, "") }
+
+// layoutIn is layoutOf in the generated package of the machine whose
+// handlers interface is named handlers ("" for none): there State and
+// Event are uint8, and the handlers an interface.
+func layoutIn(e ast.Expr, word int64, handlers string) (size, align int64) {
 	switch x := e.(type) {
 	case *ast.Ident:
+		switch x.Name {
+		case "State", "Event":
+			return 1, 1
+		case handlers:
+			return 2 * word, word
+		}
 		if n, ok := basicSizes[x.Name]; ok {
 			if x.Name == "complex64" || x.Name == "complex128" {
 				return n, min(n/2, word) // aligned as its two floats
@@ -810,7 +888,7 @@ func layoutOf(e ast.Expr, word int64) (size, align int64) {
 			return n * word, word
 		}
 	case *ast.ParenExpr:
-		return layoutOf(x.X, word)
+		return layoutIn(x.X, word, handlers)
 	case *ast.StarExpr, *ast.MapType, *ast.ChanType, *ast.FuncType:
 		return word, word
 	case *ast.InterfaceType:
@@ -819,7 +897,7 @@ func layoutOf(e ast.Expr, word int64) (size, align int64) {
 		if x.Len == nil {
 			return 3 * word, word // a slice
 		}
-		elem, align := layoutOf(x.Elt, word)
+		elem, align := layoutIn(x.Elt, word, handlers)
 		v, known, problem := constValue(x.Len)
 		if !known || problem != "" {
 			return 0, align // a length that names constants may be 0
@@ -836,7 +914,7 @@ func layoutOf(e ast.Expr, word int64) (size, align int64) {
 		var offset, last int64
 		align = 1
 		for _, f := range x.Fields.List {
-			size, a := layoutOf(f.Type, word)
+			size, a := layoutIn(f.Type, word, handlers)
 			align = max(align, a)
 			for range max(len(f.Names), 1) {
 				offset = min(roundUp(offset, a)+size, maxFrame)
