@@ -1019,7 +1019,10 @@ func (l *loader) errorDecl(e *ast.MappingValueNode) Error {
 		d.Doc, _ = l.str(n, "doc")
 	}
 	if n := f["message"]; n != nil {
-		d.Message, _ = l.str(n, "message")
+		var ok bool
+		if d.Message, ok = l.str(n, "message"); ok && strings.TrimSpace(d.Message) == "" {
+			l.errorf(l.pos(n), "error %s has an empty message: leave message out to derive it from the name", d.Name)
+		}
 	} else {
 		d.Message = messageFromName(d.Name)
 	}

@@ -321,3 +321,26 @@ rows:
 		}
 	}
 }
+
+// An error's message is its text in logs and metrics: an empty one, or
+// one that another error has (written or derived from its name), is
+// refused where it is written; distinct messages are fine.
+func TestErrorMessagesTellErrorsApart(t *testing.T) {
+	// base's ErrNo is the refusal of every unhandled event; ErrYes is
+	// refused by a row of its own.
+	withErrors := func(errs string) string {
+		src := strings.Replace(base, "errors:\n  ErrNo: {}\n", "errors:\n"+errs, 1)
+		return strings.Replace(src, "  - {from: A, on: Go, to: B}\n", "  - {from: A, on: Go, to: B}\n  - {from: B, on: Go, refuse: ErrYes}\n", 1)
+	}
+	for _, c := range []struct{ name, errors, want string }{
+		{"distinct", "  ErrNo: {}\n  ErrYes: {message: yes}\n", ""},
+		{"empty", "  ErrNo: {message: \"\"}\n  ErrYes: {}\n", `t.yaml:11:20: error ErrNo has an empty message: leave message out to derive it from the name`},
+		{"blank", "  ErrNo: {}\n  ErrYes: {message: \"  \"}\n", `t.yaml:12:21: error ErrYes has an empty message: leave message out to derive it from the name`},
+		{"the same written", "  ErrNo: {message: shut}\n  ErrYes: {message: shut}\n", `t.yaml:12:3: error ErrYes has the message of error ErrNo (11:3), "shut": give each error its own`},
+		{"written as another's derived", "  ErrNo: {}\n  ErrYes: {message: \"no\"}\n", `t.yaml:12:3: error ErrYes has the message of error ErrNo (11:3), "no": give each error its own`},
+	} {
+		if got := loadErr(t, withErrors(c.errors)); got != c.want {
+			t.Errorf("%s: got\n%s\nwant\n%s", c.name, got, c.want)
+		}
+	}
+}

@@ -1209,6 +1209,15 @@ func (l *loader) checkGenerated(t *Table) {
 	for _, e := range t.Errors {
 		add(e.Name, "error "+e.Name, e.Pos)
 	}
+	// An error's text is how a log or a metric tells it apart.
+	messages := map[string]Error{}
+	for _, e := range t.Errors {
+		if prev, ok := messages[e.Message]; ok && e.Message != "" {
+			l.errorf(e.Pos, "error %s has the message of error %s (%s), %q: give each error its own", e.Name, prev.Name, shortPos(prev.Pos), e.Message)
+			continue
+		}
+		messages[e.Message] = e
+	}
 }
 
 // shadow is a row shadowed in state by the row at by, with the same
