@@ -213,19 +213,7 @@ func TestTLSFilesRenewed(t *testing.T) {
 	old, renewed := tlstest.NewCA(t, "old"), tlstest.NewCA(t, "renewed")
 	dir := t.TempDir()
 	cert, key := filepath.Join(dir, "node.pem"), filepath.Join(dir, "node-key.pem")
-	install := func(ca *tlstest.CA) {
-		t.Helper()
-		c, k := ca.Server(t, "node")
-		for _, f := range [][2]string{{c, cert}, {k, key}} {
-			data, err := os.ReadFile(f[0])
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := os.WriteFile(f[1], data, 0o600); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	install := func(ca *tlstest.CA) { ca.InstallServer(t, "node", cert, key) }
 	install(old)
 	addr, stop, stderr := runMain(t, "--listen", "127.0.0.1:0", "--data-dir", t.TempDir(), "--tls-cert", cert, "--tls-key", key)
 	before := dialTLS(t, addr, old.File, "", "")

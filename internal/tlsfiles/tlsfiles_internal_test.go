@@ -18,7 +18,7 @@ import (
 func TestServerReadsOutsideTheLock(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := filepath.Join(dir, "node.pem"), filepath.Join(dir, "node-key.pem")
-	install := func(ca *tlstest.CA) { installServerFiles(t, ca, cert, key) }
+	install := func(ca *tlstest.CA) { ca.InstallServer(t, "node", cert, key) }
 	install(tlstest.NewCA(t, "first"))
 
 	// The next read of the key, once armed, stops after it read the file,
@@ -48,25 +48,7 @@ func TestServerReadsOutsideTheLock(t *testing.T) {
 	install(tlstest.NewCA(t, "second"))
 	fast := make(chan *tls.Config, 1)
 	go func() { fast <- f.current() }()
-	var second *tls.Config
-	select {
-	case second = <-fast:
-	case <-time.After(time.Minute):
-		close(release)
-		<-slow
-		t.Fatal("a handshake waited for another's read of the files")
-	}
-	if second == first {
-		t.Fatal("the renewed files were not taken")
-	}
-
-	close(release)
-	if got := <-slow; got != second {
-		t.Fatal("a read that began before the renewal returned another configuration than the one in use")
-	}
-	if got := f.current(); got != second {
-		t.Fatal("a read that began before the renewal replaced the renewed configuration")
-	}
+	renewalTaken(t, f, first, fast, slow, release)
 	select {
 	case err := <-failed:
 		t.Fatalf("reported: %v", err)
@@ -81,7 +63,7 @@ func TestServerReadsOutsideTheLock(t *testing.T) {
 func TestServerReadBeforeARenewalDoesNotPutItBack(t *testing.T) {
 	dir := t.TempDir()
 	cert, key := filepath.Join(dir, "node.pem"), filepath.Join(dir, "node-key.pem")
-	install := func(ca *tlstest.CA) { installServerFiles(t, ca, cert, key) }
+	install := func(ca *tlstest.CA) { ca.InstallServer(t, "node", cert, key) }
 	install(tlstest.NewCA(t, "first"))
 
 	// Once armed, the next read of the certificate stops before it reads
@@ -119,38 +101,32 @@ func TestServerReadBeforeARenewalDoesNotPutItBack(t *testing.T) {
 
 	install(tlstest.NewCA(t, "second"))
 	close(certRelease) // the early handshake reads the renewed files
+	renewalTaken(t, f, first, early, late, keyRelease)
+}
+
+// renewalTaken checks a renewal of the files that first was built from:
+// the handshake taker takes the renewed files without waiting for the
+// one stalled (until release is closed), which read them before the
+// renewal; that one then returns the renewed configuration too, and
+// leaves it in use.
+func renewalTaken(t *testing.T, f *serverFiles, first *tls.Config, taker, stalled <-chan *tls.Config, release chan<- struct{}) {
+	t.Helper()
 	var second *tls.Config
 	select {
-	case second = <-early:
+	case second = <-taker:
 	case <-time.After(time.Minute):
-		close(keyRelease)
-		<-late
+		close(release)
+		<-stalled
 		t.Fatal("a handshake waited for another's read of the files")
 	}
 	if second == first {
 		t.Fatal("the renewed files were not taken")
 	}
-	close(keyRelease)
-	if got := <-late; got != second {
+	close(release)
+	if got := <-stalled; got != second {
 		t.Fatal("a handshake that read the files before the renewal returned another configuration than the one in use")
 	}
 	if got := f.current(); got != second {
 		t.Fatal("a handshake that read the files before the renewal put the previous configuration back")
-	}
-}
-
-// installServerFiles writes a server certificate of ca, and its key, over
-// the files cert and key.
-func installServerFiles(t *testing.T, ca *tlstest.CA, cert, key string) {
-	t.Helper()
-	c, k := ca.Server(t, "node")
-	for _, f := range [][2]string{{c, cert}, {k, key}} {
-		data, err := os.ReadFile(f[0])
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(f[1], data, 0o600); err != nil {
-			t.Fatal(err)
-		}
 	}
 }

@@ -304,14 +304,12 @@ func TestServerTakesRenewedFiles(t *testing.T) {
 	}
 	install := func(ca *tlstest.CA) {
 		t.Helper()
-		c, k := ca.Server(t, "node")
-		for _, f := range [][2]string{{c, cert}, {k, key}, {ca.File, clientCA}} {
-			data, err := os.ReadFile(f[0])
-			if err != nil {
-				t.Fatal(err)
-			}
-			write(f[1], data)
+		ca.InstallServer(t, "node", cert, key)
+		data, err := os.ReadFile(ca.File)
+		if err != nil {
+			t.Fatal(err)
 		}
+		write(clientCA, data)
 	}
 	client := func(ca *tlstest.CA) *tls.Config {
 		t.Helper()

@@ -106,6 +106,23 @@ func (ca *CA) Server(t testing.TB, name string) (certFile, keyFile string) {
 	return ca.ServerKey(t, name, PKCS8)
 }
 
+// InstallServer issues a server certificate as Server does and writes it,
+// and its key, over the files certFile and keyFile: a node's certificate
+// renewed in place.
+func (ca *CA) InstallServer(t testing.TB, name, certFile, keyFile string) {
+	t.Helper()
+	c, k := ca.Server(t, name)
+	for _, f := range [][2]string{{c, certFile}, {k, keyFile}} {
+		data, err := os.ReadFile(f[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(f[1], data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 // ServerKey is Server with its key written in the given form.
 func (ca *CA) ServerKey(t testing.TB, name string, form KeyForm) (certFile, keyFile string) {
 	t.Helper()
