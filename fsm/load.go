@@ -320,10 +320,7 @@ func tooLarge(src []byte) (p Pos, msg string, found bool) {
 
 // openBracket returns the { or [ of a flow mapping or sequence that is
 // still open where the parser stopped (line and col), the innermost.
-func openBracket(src []byte, line, col int) (open struct {
-	Pos
-	bracket string
-}, ok bool) {
+func openBracket(src []byte, line, col int) (at Pos, bracket string, ok bool) {
 	var stack []token.Token
 	for _, tk := range lexer.Tokenize(string(src)) {
 		if tk.Position == nil {
@@ -344,15 +341,14 @@ func openBracket(src []byte, line, col int) (open struct {
 		}
 	}
 	if len(stack) == 0 {
-		return open, false
+		return Pos{}, "", false
 	}
 	top := stack[len(stack)-1]
-	open.Pos = Pos{Line: top.Position.Line, Col: top.Position.Column}
-	open.bracket = "{"
+	bracket = "{"
 	if top.Type == token.SequenceStartType {
-		open.bracket = "["
+		bracket = "["
 	}
-	return open, true
+	return Pos{Line: top.Position.Line, Col: top.Position.Column}, bracket, true
 }
 
 // bareStars finds the unquoted * that stand alone, where the YAML scanner
@@ -426,7 +422,7 @@ func (l *loader) load(src []byte) *Table {
 					if strings.Contains(msg, "]") {
 						opener, closer = "[", "]"
 					}
-					if o, ok := openBracket(src, p.Line, p.Column); ok && o.bracket == opener {
+					if o, bracket, ok := openBracket(src, p.Line, p.Column); ok && bracket == opener {
 						at := l.at(o.Line, o.Col)
 						msg += fmt.Sprintf("; is a ',' missing, or the %s closing the %s at %d:%d?", closer, opener, at.Line, at.Col)
 					}
