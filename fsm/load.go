@@ -1192,20 +1192,45 @@ var reservedMethods = map[string]bool{"State": true, "SetObserver": true}
 // of generated code), when go vet expects a method of that name to have
 // another signature.
 func (l *loader) notVetMethod(name, kind string, at Pos) {
-	if vetMethods[name] {
+	if sig, ok := vetSignatures[name]; ok && !sig.errorOnly {
 		l.errorf(at, "%s name %q is a method Go tools expect with another signature (go vet's stdmethods)", kind, name)
 	}
 }
 
-// vetMethods are the method names go vet expects with the signature of a
+// vetSignature is the signature go vet's stdmethods check expects of a
+// method of some name: the types of its parameters and results, spelled
+// as the check spells them (a package by its name). The check applies
+// only to a method whose parameters marked "=" are of those types.
+type vetSignature struct {
+	params, results []string
+	// errorOnly: the check applies only to a type that implements error.
+	errorOnly bool
+}
+
+// vetSignatures are the methods go vet expects with the signature of a
 // standard interface (io.ByteReader's ReadByte, json.Marshaler's
-// MarshalJSON, …); an event, guard or action method has another.
-var vetMethods = map[string]bool{
-	"Format": true, "GobDecode": true, "GobEncode": true, "MarshalJSON": true,
-	"MarshalXML": true, "ReadByte": true, "ReadFrom": true,
-	"ReadRune": true, "Scan": true, "Seek": true, "UnmarshalJSON": true,
-	"UnmarshalXML": true, "UnreadByte": true, "UnreadRune": true,
-	"WriteByte": true, "WriteTo": true,
+// MarshalJSON, errors' Unwrap, …). An event, guard or action method has
+// another; the handlers interface implements no error.
+var vetSignatures = map[string]vetSignature{
+	"As":            {params: []string{"any"}, results: []string{"bool"}, errorOnly: true},
+	"Format":        {params: []string{"=fmt.State", "rune"}},
+	"GobDecode":     {params: []string{"[]byte"}, results: []string{"error"}},
+	"GobEncode":     {results: []string{"[]byte", "error"}},
+	"Is":            {params: []string{"error"}, results: []string{"bool"}, errorOnly: true},
+	"MarshalJSON":   {results: []string{"[]byte", "error"}},
+	"MarshalXML":    {params: []string{"*xml.Encoder", "xml.StartElement"}, results: []string{"error"}},
+	"ReadByte":      {results: []string{"byte", "error"}},
+	"ReadFrom":      {params: []string{"=io.Reader"}, results: []string{"int64", "error"}},
+	"ReadRune":      {results: []string{"rune", "int", "error"}},
+	"Scan":          {params: []string{"=fmt.ScanState", "rune"}, results: []string{"error"}},
+	"Seek":          {params: []string{"=int64", "int"}, results: []string{"int64", "error"}},
+	"UnmarshalJSON": {params: []string{"[]byte"}, results: []string{"error"}},
+	"UnmarshalXML":  {params: []string{"*xml.Decoder", "xml.StartElement"}, results: []string{"error"}},
+	"UnreadByte":    {results: []string{"error"}},
+	"UnreadRune":    {results: []string{"error"}},
+	"Unwrap":        {results: []string{"error"}, errorOnly: true}, // or []error
+	"WriteByte":     {params: []string{"byte"}, results: []string{"error"}},
+	"WriteTo":       {params: []string{"=io.Writer"}, results: []string{"int64", "error"}},
 }
 
 // generatedLocals are the names the bodies of generated event methods

@@ -62,6 +62,10 @@ func TestPayloadTypeProblems(t *testing.T) {
 		"[1 << 15][1 << 15]uint16":        `"[1 << 15][1 << 15]uint16" takes 16 MiB or more, the limit of a payload`,
 		"struct{ a, b [1 << 29]byte }":    `"struct{ a, b [1 << 29]byte }" takes 16 MiB or more, the limit of a payload`,
 		"[16 << 20]byte":                  `"[16 << 20]byte" takes 16 MiB or more, the limit of a payload`,
+		"interface{ ReadByte() (byte, bool) }": `"interface{ ReadByte() (byte, bool) }" declares the method ReadByte() (byte, bool), ` +
+			`which go vet expects as ReadByte() (byte, error) (its stdmethods check): give it that signature or another name`,
+		"func(interface{ error; Unwrap() int })": `"func(interface{ error; Unwrap() int })" declares the method Unwrap() int, ` +
+			`which go vet expects as Unwrap() error or Unwrap() []error (its stdmethods check): give it that signature or another name`,
 	} {
 		src := fmt.Sprintf("machine: M\npackage: p\ninitial: A\nunhandled: ignore\n"+
 			"states: {A: {}, B: {terminal: true}}\n"+

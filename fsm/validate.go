@@ -506,6 +506,10 @@ func (l *loader) checkType(f Field, imports map[string]int, used map[string]bool
 		l.errorf(f.Pos, "payload field %q: %q has a struct tag: payload types take none (a tag means nothing to a parameter, and go vet checks its syntax; declare the struct as a type in Go and name it here)", f.Name, f.Type)
 		return 0
 	}
+	if method, want := vetMisdeclared(expr, pathOf); method != "" {
+		l.errorf(f.Pos, "payload field %q: %q declares the method %s, which go vet expects as %s (its stdmethods check): give it that signature or another name", f.Name, f.Type, method, want)
+		return 0
+	}
 	if lock := heldLock(expr, pathOf, l.table.Machine); lock != "" {
 		l.errorf(f.Pos, "payload field %q: %q holds %s, a type that must not be copied, and payloads are passed by value (go vet's copylocks check): use a pointer", f.Name, f.Type, lock)
 		return 0
@@ -588,6 +592,147 @@ func heldLock(e ast.Expr, pathOf func(string) string, machine string) string {
 		}
 	}
 	return ""
+}
+
+// vetMisdeclared returns the first method of an interface written in type
+// e that go vet's stdmethods check reports, as declared, with the
+// signature the check expects; "" if there is none. pathOf gives the
+// import path of a package name. (Whether an interface implements error,
+// which decides whether Is, As and Unwrap are checked, is read from an
+// Error() string method or an embedded error; an interface embedded from
+// elsewhere cannot be told from the syntax.)
+func vetMisdeclared(e ast.Expr, pathOf func(string) string) (method, want string) {
+	ast.Inspect(e, func(n ast.Node) bool {
+		it, ok := n.(*ast.InterfaceType)
+		if !ok || method != "" {
+			return method == ""
+		}
+		isError := false
+		for _, f := range it.Methods.List {
+			ft, _ := f.Type.(*ast.FuncType)
+			switch {
+			case len(f.Names) == 0:
+				isError = isError || vetTypeString(f.Type, pathOf) == "error"
+			case f.Names[0].Name == "Error" && ft != nil:
+				params, results := paramTypes(ft.Params, pathOf), paramTypes(ft.Results, pathOf)
+				isError = isError || len(params) == 0 && slices.Equal(results, []string{"string"})
+			}
+		}
+		for _, f := range it.Methods.List {
+			ft, _ := f.Type.(*ast.FuncType)
+			for _, name := range f.Names {
+				if ft == nil {
+					continue
+				}
+				if w := vetWants(name.Name, ft, isError, pathOf); w != "" {
+					method, want = name.Name+strings.TrimPrefix(types.ExprString(ft), "func"), w
+					return false
+				}
+			}
+		}
+		return true
+	})
+	return method, want
+}
+
+// vetWants returns the signature go vet's stdmethods check expects of the
+// method name of signature ft, declared by an interface that implements
+// error or not, when the check reports that method ("" if it does not).
+func vetWants(name string, ft *ast.FuncType, isError bool, pathOf func(string) string) string {
+	sig, ok := vetSignatures[name]
+	if !ok || sig.errorOnly && !isError {
+		return ""
+	}
+	params, results := paramTypes(ft.Params, pathOf), paramTypes(ft.Results, pathOf)
+	if name == "WriteTo" && len(params) > 1 {
+		return "" // not meant as io.WriterTo: the check lets it be
+	}
+	if name == "Unwrap" {
+		if len(params) == 0 && len(results) == 1 && (results[0] == "error" || results[0] == "[]error") {
+			return ""
+		}
+		return "Unwrap() error or Unwrap() []error"
+	}
+	// The check applies only when the parameters marked "=" match, and
+	// then asks that all do.
+	if !vetMatch(sig.params, params, true) || !vetMatch(sig.results, results, true) {
+		return ""
+	}
+	if vetMatch(sig.params, params, false) && vetMatch(sig.results, results, false) {
+		return ""
+	}
+	unmark := func(ts []string) string {
+		out := make([]string, len(ts))
+		for i, t := range ts {
+			out[i] = strings.TrimPrefix(t, "=")
+		}
+		return strings.Join(out, ", ")
+	}
+	w := name + "(" + unmark(sig.params) + ")"
+	switch len(sig.results) {
+	case 0:
+	case 1:
+		w += " " + sig.results[0]
+	default:
+		w += " (" + unmark(sig.results) + ")"
+	}
+	return w
+}
+
+// vetMatch reports whether the types have, where want has one, the type it
+// spells: only those marked "=" if marked, all of them and no more if not.
+func vetMatch(want, have []string, marked bool) bool {
+	for i, w := range want {
+		if marked && !strings.HasPrefix(w, "=") {
+			continue
+		}
+		if i >= len(have) || !sameVetType(strings.TrimPrefix(w, "="), have[i]) {
+			return false
+		}
+	}
+	return marked || len(have) <= len(want)
+}
+
+func sameVetType(a, b string) bool {
+	empty := func(t string) bool { return t == "any" || t == "interface{}" }
+	return a == b || empty(a) && empty(b)
+}
+
+// paramTypes returns the types of a parameter or result list, one for
+// each parameter, spelled by vetTypeString.
+func paramTypes(fl *ast.FieldList, pathOf func(string) string) []string {
+	if fl == nil {
+		return nil
+	}
+	var out []string
+	for _, f := range fl.List {
+		t := vetTypeString(f.Type, pathOf)
+		for range max(len(f.Names), 1) {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// vetTypeString spells type e as go vet's stdmethods check does: a type of
+// another package qualified by the package's name (the last element of
+// its path for the packages the check names), whatever the import calls
+// it, and a variadic parameter as the slice it is.
+func vetTypeString(e ast.Expr, pathOf func(string) string) string {
+	switch x := e.(type) {
+	case *ast.ParenExpr:
+		return vetTypeString(x.X, pathOf)
+	case *ast.StarExpr:
+		return "*" + vetTypeString(x.X, pathOf)
+	case *ast.Ellipsis:
+		return "[]" + vetTypeString(x.Elt, pathOf)
+	case *ast.SelectorExpr:
+		if pkg, ok := x.X.(*ast.Ident); ok {
+			path := pathOf(pkg.Name)
+			return path[strings.LastIndex(path, "/")+1:] + "." + x.Sel.Name
+		}
+	}
+	return types.ExprString(e)
 }
 
 // embedsUnsafePointer reports whether a struct in type e embeds

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"go/build"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -742,5 +743,111 @@ func TestOutputsNamingOneFile(t *testing.T) {
 				t.Errorf("gen wrote files though it refused: %v", after)
 			}
 		})
+	}
+}
+
+// TestPayloadInterfacesAsGoVetSeesThem: a method of an interface written
+// in a payload type is refused exactly when go vet's stdmethods check
+// reports it, since go vet runs on the generated code. Both judge the
+// same types: go vet as declarations in a package of their own.
+func TestPayloadInterfacesAsGoVetSeesThem(t *testing.T) {
+	if _, err := exec.LookPath("go"); err != nil {
+		t.Skip("the go command is not available")
+	}
+	types := []string{
+		"interface{ ReadByte() (byte, error) }",
+		"interface{ ReadByte() (byte, bool) }",
+		"interface{ ReadByte() (uint8, error) }",
+		"interface{ ReadByte() (b byte, err error) }",
+		"interface{ ReadFrom(r io.Reader) (n int64, err error) }",
+		"interface{ ReadFrom(r myio.Reader) (int64, error) }",
+		"interface{ ReadFrom(myio.Reader) int }",
+		"interface{ ReadFrom(string) int }",
+		"interface{ WriteTo(w io.Writer) (int, error) }",
+		"interface{ WriteTo(a, b int) }",
+		"interface{ Seek(string) int }",
+		"interface{ Seek(int64, int) int64 }",
+		"interface{ Seek(offset int64, whence int) (int64, error) }",
+		"interface{ GobDecode(...byte) error }",
+		"interface{ GobDecode(string) error }",
+		"interface{ MarshalJSON() ([]byte, error); UnmarshalJSON([]byte) error }",
+		"interface{ MarshalJSON() string }",
+		"struct{ f func(interface{ WriteByte(rune) error }) }",
+		"map[string]interface{ UnreadRune() }",
+		"interface{ Format(fmt.State, rune) }",
+		"interface{ Format(fmt.State, rune) error }",
+		"interface{ Format(string) string }",
+		"interface{ Scan(fmt.ScanState, rune) error }",
+		"interface{ Scan(fmt.ScanState) error }",
+		"interface{ MarshalXML(*xml.Encoder, xml.StartElement) error }",
+		"interface{ MarshalXML(xml.Encoder, xml.StartElement) error }",
+		"interface{ Unwrap() int }",
+		"interface{ error; Unwrap() int }",
+		"interface{ Error() string; Unwrap() []error }",
+		"interface{ Error() string; Unwrap() error }",
+		"interface{ Error() int; Unwrap() int }",
+		"interface{ error; Is(any) bool }",
+		"interface{ error; Is(error) bool }",
+		"interface{ Is(any) bool }",
+		"interface{ error; As(interface{}) bool }",
+		"interface{ error; As(any) (bool) }",
+		"interface{ error; As(error) bool }",
+		"interface{ ReadRune() (rune, int, error); ReadRune2() }",
+		"interface{ ReadRune() (r rune, size int) }",
+	}
+	const imports = `import (
+	"encoding/xml"
+	"fmt"
+	"io"
+	myio "io"
+)
+
+var _ = xml.Encoder{}
+var _ fmt.State
+var _ io.Reader
+var _ myio.Reader
+`
+	dir := t.TempDir()
+	src := "package p\n\n" + imports
+	firstLine := strings.Count(src, "\n") + 1
+	for i, typ := range types {
+		src += fmt.Sprintf("type T%d = %s\n", i, typ)
+	}
+	for name, content := range map[string]string{"go.mod": "module example.com/p\n\ngo 1.26\n", "p.go": src} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	out, ok := goCommand(t, dir, "vet", "-stdmethods", ".")
+	if !ok && !strings.Contains(out, "should have signature") {
+		t.Fatalf("go vet: %s", out)
+	}
+	reported := map[int]bool{}
+	for _, m := range regexp.MustCompile(`p\.go:(\d+):\d+: method`).FindAllStringSubmatch(out, -1) {
+		line, _ := strconv.Atoi(m[1])
+		reported[line-firstLine] = true
+	}
+	if len(reported) == 0 {
+		t.Fatalf("go vet reported none of the types:\n%s", out)
+	}
+	for i, typ := range types {
+		var used []string
+		for _, imp := range []string{"io: io", "myio: io", "fmt: fmt", "xml: encoding/xml"} {
+			if name, _, _ := strings.Cut(imp, ":"); regexp.MustCompile(`\b` + name + `\.`).MatchString(typ) {
+				used = append(used, imp)
+			}
+		}
+		table := fmt.Sprintf("machine: M\npackage: p\ninitial: A\nunhandled: ignore\n"+
+			"imports: {%s}\n"+
+			"states: {A: {}, B: {terminal: true}}\n"+
+			"events: {E: {payload: {v: %q}}}\n"+
+			"rows: [{from: A, on: E, to: B}]\n", strings.Join(used, ", "), typ)
+		_, err := fsm.Load("t.yaml", []byte(table))
+		switch {
+		case reported[i] && (err == nil || !strings.Contains(err.Error(), "stdmethods")):
+			t.Errorf("%s: go vet reports it, the loader does not: %v", typ, err)
+		case !reported[i] && err != nil:
+			t.Errorf("%s: go vet lets it be, the loader refuses it: %v", typ, err)
+		}
 	}
 }
