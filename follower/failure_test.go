@@ -161,8 +161,8 @@ func TestNewTermPersistFailureChangesNothing(t *testing.T) {
 	h.newTerm(1)
 	h.fs.fail("/store/")
 	_, err := h.f.NewTerm(2, TermOptions{})
-	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, store.ErrFailed) {
-		t.Fatalf("NewTerm with a failing store: %v", err)
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, store.ErrFailed) || !errors.Is(err, errInjected) {
+		t.Fatalf("NewTerm with a failing store: %v, want ErrUnavailable wrapping the store's and the disk's errors", err)
 	}
 	if st := h.f.Status(); st.Term != 1 || st.State != StateFenced {
 		t.Fatalf("after a failed NewTerm: %+v", st)

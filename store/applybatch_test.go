@@ -141,7 +141,7 @@ type fatalAt struct{ at logpos.Offset }
 
 func (f fatalAt) Apply(e logpos.Entry, w *Writer) error {
 	if e.Offset == f.at {
-		panic(pebbleFatal("pebble gave up"))
+		panic(pebbleFatal{msg: "pebble gave up"})
 	}
 	if _, err := w.Get([]byte("n")); err != nil && !errors.Is(err, ErrNotFound) {
 		return err

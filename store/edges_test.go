@@ -648,7 +648,7 @@ func TestPanicWhileOpeningReleasesTheStore(t *testing.T) {
 
 // TestOpenOnAFullDisk: Pebble gives up when it cannot write its manifest
 // (here syncing it fails as on a full disk): Open returns
-// ErrFailed rather than panicking, leaves nothing locked, and opens the
+// ErrFailed, naming ENOSPC, rather than panicking, leaves nothing locked, and opens the
 // store once the disk has room again.
 func TestOpenOnAFullDisk(t *testing.T) {
 	mem := vfs.NewMem()
@@ -661,8 +661,8 @@ func TestOpenOnAFullDisk(t *testing.T) {
 		return nil
 	}))
 	s, err := Open("s", Options{FS: fs})
-	if !errors.Is(err, ErrFailed) || s != nil {
-		t.Fatalf("Open on a full disk = (%v, %v), want ErrFailed", s, err)
+	if !errors.Is(err, ErrFailed) || !errors.Is(err, syscall.ENOSPC) || s != nil {
+		t.Fatalf("Open on a full disk = (%v, %v), want ErrFailed and ENOSPC", s, err)
 	}
 	full.Store(false)
 	s = mustOpen(t, "s", Options{FS: fs})

@@ -37,7 +37,9 @@ var (
 	// ErrFailed is returned by every write of a store whose database hit a
 	// fatal write or sync error: what reached the disk is unknown, and the
 	// database takes no more writes. Reads still work; Close, then Open
-	// again, to recover. (Some of Pebble's fatal errors end the process
+	// again, to recover. The error also matches the error Pebble gave up
+	// on, where it gave one: errors.Is(err, syscall.ENOSPC) tells a full
+	// disk. (Some of Pebble's fatal errors end the process
 	// instead: docs/store.md lists them.)
 	ErrFailed = errors.New("store: failed")
 

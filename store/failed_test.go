@@ -16,12 +16,14 @@ import (
 // TestFatalWriteErrorFailsTheStore: a write or sync error inside Pebble's
 // commit pipeline (which Pebble treats as fatal) fails the store with
 // ErrFailed instead of crashing the process; reads go on, and reopening
-// recovers what was durable.
+// recovers what was durable. The error names the disk's error, for
+// errors.Is.
 func TestFatalWriteErrorFailsTheStore(t *testing.T) {
 	var failing atomic.Bool
+	injected := errors.New("injected write error")
 	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
 		if failing.Load() && op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
-			return errors.New("injected write error")
+			return injected
 		}
 		return nil
 	}))
@@ -47,8 +49,8 @@ func TestFatalWriteErrorFailsTheStore(t *testing.T) {
 		{"SetTerm", func() error { return s.SetTerm(2, TermOptions{}) }},
 		{"Apply", func() error { return s.Apply(kvEntry(t, 1, 1, put("k", "v"))) }},
 	} {
-		if err := w.write(); !errors.Is(err, ErrFailed) {
-			t.Errorf("%s on a failing disk: %v, want ErrFailed", w.name, err)
+		if err := w.write(); !errors.Is(err, ErrFailed) || !errors.Is(err, injected) {
+			t.Errorf("%s on a failing disk: %v, want ErrFailed and the disk's error", w.name, err)
 		}
 	}
 	failing.Store(false)

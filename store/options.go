@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"strings"
 
 	"github.com/cockroachdb/pebble/v2"
 	"github.com/cockroachdb/pebble/v2/vfs"
@@ -161,13 +162,44 @@ func (p pebbleLogger) Errorf(format string, args ...any) {
 // return: it panics with a pebbleFatal, which the store's write paths turn
 // into ErrFailed (see catchFatal); anywhere else the panic stands.
 func (p pebbleLogger) Fatalf(format string, args ...any) {
-	msg := fmt.Sprintf(format, args...)
-	p.l.Error(msg, "component", "pebble")
-	panic(pebbleFatal(msg))
+	f := pebbleFatal{msg: fmt.Sprintf(format, args...)}
+	for _, a := range args {
+		if err, ok := a.(error); ok {
+			f.causes = append(f.causes, err)
+		}
+	}
+	p.l.Error(f.msg, "component", "pebble")
+	panic(f)
 }
 
-// pebbleFatal is the panic value of pebbleLogger.Fatalf.
-type pebbleFatal string
+// pebbleFatal is the panic value of pebbleLogger.Fatalf: Pebble's message,
+// and the errors it was given (a failed write's, say).
+type pebbleFatal struct {
+	msg    string
+	causes []error
+}
+
+// err returns the fatal error as an error of the store: it matches
+// ErrFailed and each of the errors Pebble gave (errors.Is(err,
+// syscall.ENOSPC) tells a full disk), and what names it (the store's
+// directory, while opening) comes before Pebble's message.
+func (f pebbleFatal) err(what string) error {
+	return &failure{what: what, fatal: f}
+}
+
+// failure is ErrFailed as Pebble gave up.
+type failure struct {
+	what  string
+	fatal pebbleFatal
+}
+
+func (e *failure) Error() string {
+	return ErrFailed.Error() + e.what + ": pebble: " + strings.TrimPrefix(e.fatal.msg, "pebble: ")
+}
+
+func (e *failure) Unwrap() []error {
+	return append([]error{ErrFailed}, e.fatal.causes...)
+}
 
 // catchFatal turns a pebbleFatal panic of the calling goroutine into an
 // error for *errp, calling onFatal first. Other panics go on. Use it as
@@ -177,11 +209,11 @@ func catchFatal(errp *error, onFatal func(error)) {
 	if r == nil {
 		return
 	}
-	msg, ok := r.(pebbleFatal)
+	f, ok := r.(pebbleFatal)
 	if !ok {
 		panic(r)
 	}
-	err := fmt.Errorf("%w: pebble: %s", ErrFailed, string(msg))
+	err := f.err("")
 	if onFatal != nil {
 		onFatal(err)
 	}

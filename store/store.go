@@ -255,8 +255,8 @@ func Open(dir string, opts Options) (_ *Store, err error) {
 		if r := recover(); r != nil {
 			// openLive closed the database it opened (closeOnPanic).
 			_ = lock.Close()
-			if msg, fatal := r.(pebbleFatal); fatal {
-				err = fmt.Errorf("%w: opening %s: pebble: %s", ErrFailed, dir, string(msg))
+			if f, fatal := r.(pebbleFatal); fatal {
+				err = f.err(": opening " + dir)
 				return
 			}
 			panic(r)
