@@ -619,11 +619,11 @@ func vetMisdeclared(e ast.Expr, pathOf func(string) string) (method, want string
 			}
 		}
 		for _, f := range it.Methods.List {
-			ft, _ := f.Type.(*ast.FuncType)
+			ft, ok := f.Type.(*ast.FuncType)
+			if !ok {
+				continue // an embedded interface
+			}
 			for _, name := range f.Names {
-				if ft == nil {
-					continue
-				}
 				if w := vetWants(name.Name, ft, isError, pathOf); w != "" {
 					method, want = name.Name+strings.TrimPrefix(types.ExprString(ft), "func"), w
 					return false
