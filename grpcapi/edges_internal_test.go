@@ -140,6 +140,62 @@ func TestCallRefusedByADeleteUnderWay(t *testing.T) {
 	}
 }
 
+// TestGetStatusWaitingForAFailedDelete: a GetStatus that finds the
+// follower closed by a DeleteShard still under way waits for that delete
+// to end, then looks again, as the other calls do. Here the delete
+// failed before it moved the shard's data (its rename failed): the data
+// stays, the next call finds the shard FENCED at term 3, and so does the
+// GetStatus that waited, rather than NODE_IS_NOT_MEMBER.
+func TestGetStatusWaitingForAFailedDelete(t *testing.T) {
+	var failRename atomic.Bool
+	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpRename && failRename.Load() {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	s := newTestServerWith(t, Options{DataDir: t.TempDir(), FS: fs})
+	ctx := context.Background()
+	if _, err := s.NewTerm(ctx, &replicationpb.NewTermRequest{Namespace: "ns", Shard: 1, Term: 3}); err != nil {
+		t.Fatal(err)
+	}
+	// A DeleteShard midway, as deleteShard runs it: its delete failed,
+	// the follower is closed, the shard not forgotten yet.
+	sh, err := s.lookup(shardKey{"ns", 1}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sh.deleting.Lock()
+	failRename.Store(true)
+	if err := sh.f.Delete(3); !errors.Is(err, follower.ErrUnavailable) {
+		t.Fatalf("a delete whose rename fails: %v, want ErrUnavailable", err)
+	}
+	failRename.Store(false)
+	done := make(chan struct{})
+	var st *replicationpb.GetStatusResponse
+	go func() {
+		defer close(done)
+		st, err = s.GetStatus(ctx, &replicationpb.GetStatusRequest{Namespace: "ns", Shard: 1})
+	}()
+	t.Cleanup(func() {
+		select {
+		case <-done:
+			if t.Failed() {
+				t.Logf("GetStatus answered %v, %v", st, err)
+			}
+		default:
+		}
+	})
+	stacktest.WaitBlockedIn(t, "sync.Mutex.Lock", "grpcapi.(*Server).deleted", done)
+	s.retire(sh) // the closed follower is forgotten
+	sh.deleting.Unlock()
+	s.release(sh)
+	<-done
+	if err != nil || st.GetTerm() != 3 || st.GetStatus() != replicationpb.ServingStatus_FENCED {
+		t.Fatalf("GetStatus that waited for a delete that failed, the data kept: %v, %v; want FENCED at term 3", st, err)
+	}
+}
+
 // TestGetStatusOfAFollowerClosedByTheShutdown: a GetStatus that found a
 // follower which the shutdown then closed is Unavailable (no ErrorInfo),
 // as every call the shutdown ends, not Aborted/NODE_IS_NOT_MEMBER, which

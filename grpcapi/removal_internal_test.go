@@ -2,11 +2,14 @@ package grpcapi
 
 import (
 	"context"
+	"errors"
 	"os"
+	"sync"
 	"testing"
 
 	"github.com/tablefsm/tablefsm/follower"
 	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
+	"github.com/tablefsm/tablefsm/internal/durable"
 )
 
 // TestRemoveUnopenedDefersToOthers: removeUnopened does nothing, and says
@@ -73,5 +76,83 @@ func TestReleaseDropsNothingOnceClosing(t *testing.T) {
 	}
 	if _, err := os.Stat(s.dir(k)); !os.IsNotExist(err) {
 		t.Fatalf("the directory of a follower with nothing stored after the shutdown: %v", err)
+	}
+}
+
+// removeAllHook is a pathGate on which, once the RemoveAll of path has
+// run, after is called.
+type removeAllHook struct {
+	*pathGate
+	path  string
+	after func()
+}
+
+func (h *removeAllHook) RemoveAll(name string) error {
+	err := h.pathGate.RemoveAll(name)
+	if name == h.path {
+		h.after()
+	}
+	return err
+}
+
+// TestRemoveUnopenedDefersToANamespaceRemoval: removeUnopened does
+// nothing, and says so, while the directory of the shard's namespace is
+// being removed (tidyNamespace, once the namespace's last hosted shard
+// went, here with the shard still on disk, not open): the caller looks
+// again once that removal is over, as lookup does. Removing the shard
+// beside it, the namespace's directory could go between the removal of
+// the shard's directory and the sync of its parent, and the DeleteShard
+// failed, Unavailable, with the shard's data gone.
+func TestRemoveUnopenedDefersToANamespaceRemoval(t *testing.T) {
+	gate := newPathGate(true)
+	fs := &removeAllHook{pathGate: gate}
+	s := newTestServerWith(t, Options{DataDir: t.TempDir(), FS: fs})
+	release := sync.OnceFunc(func() { close(gate.proceed) })
+	t.Cleanup(release) // before the server's shutdown, which waits for the removal
+	k := shardKey{"ns", 1}
+	dir := s.dir(k)
+	if _, err := s.NewTerm(context.Background(), &replicationpb.NewTermRequest{Namespace: "ns", Shard: 1, Term: 1}); err != nil {
+		t.Fatal(err)
+	}
+	// On disk, not open, as after a restart.
+	sh, err := s.lookup(k, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.release(sh)
+	if err := sh.f.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s.forget(sh)
+
+	tidied := make(chan struct{})
+	// Should the shard's removal run beside the namespace's, the latter
+	// removes the directory once the shard's directory is gone, before
+	// the shard's removal syncs it.
+	fs.path = durable.DeletedDir(s.fs, dir)
+	fs.after = func() {
+		if _, err := os.Stat(dir); errors.Is(err, os.ErrNotExist) {
+			release()
+			<-tidied
+		}
+	}
+	gate.path = s.fs.PathDir(dir)
+	go func() {
+		defer close(tidied)
+		s.tidyNamespace(k.namespace)
+	}()
+	<-gate.entered // the namespace's directory is being removed
+	removed, err := s.removeUnopened(k, 1)
+	if removed || err != nil {
+		_, serr := os.Stat(dir)
+		t.Fatalf("removeUnopened beside the removal of the namespace's directory: %v, %v (the shard's directory: %v); want false, nil", removed, err, serr)
+	}
+	release()
+	<-tidied
+	if removed, err := s.removeUnopened(k, 1); !removed || err != nil {
+		t.Fatalf("removeUnopened once the namespace's removal is over: %v, %v; want true, nil", removed, err)
+	}
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("the removed shard's directory: %v", err)
 	}
 }

@@ -73,12 +73,22 @@ func (s *Server) GetStatus(_ context.Context, req *replicationpb.GetStatusReques
 	if err != nil {
 		return nil, s.status(err)
 	}
-	sh, err := s.lookup(key, false)
-	if err != nil {
-		return nil, s.status(err)
+	var st follower.Status
+	for {
+		sh, err := s.lookup(key, false)
+		if err != nil {
+			return nil, s.status(err)
+		}
+		st = sh.f.Status()
+		s.release(sh)
+		// A follower a DeleteShard closed is looked up again once that
+		// delete is over, as onShard does: found as the delete left it
+		// (forgotten, or hosted still if it failed before it removed the
+		// data).
+		if st.State != follower.StateClosed || s.shuttingDown.Load() || !s.deleted(sh) {
+			break
+		}
 	}
-	defer s.release(sh)
-	st := sh.f.Status()
 	var serving replicationpb.ServingStatus
 	switch st.State {
 	case follower.StateFenced:
@@ -86,7 +96,7 @@ func (s *Server) GetStatus(_ context.Context, req *replicationpb.GetStatusReques
 	case follower.StateFollower:
 		serving = replicationpb.ServingStatus_FOLLOWER
 	case follower.StateClosed:
-		// Deleted, or closed by a shutdown, while we looked.
+		// Closed by a shutdown while we looked.
 		if s.shuttingDown.Load() {
 			return nil, s.status(errShuttingDown)
 		}

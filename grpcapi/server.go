@@ -943,14 +943,15 @@ func (e *notOpened) Unwrap() error { return e.err }
 // (none on disk, or one that did not open), at term (see
 // follower.Remove), while calls on k wait for it. It reports false,
 // doing nothing, when a follower of k is open or opening, or another
-// removal of k is under way: the caller looks again.
+// removal of k or of its namespace's directory is under way: the caller
+// looks again (lookup waits for those removals).
 func (s *Server) removeUnopened(k shardKey, term logpos.Term) (bool, error) {
 	s.mu.Lock()
 	if s.mu.closing {
 		s.mu.Unlock()
 		return true, errShuttingDown
 	}
-	if s.mu.shards[k] != nil || s.mu.removals[k] != nil {
+	if s.mu.shards[k] != nil || s.mu.removals[k] != nil || s.mu.removals[namespaceKey(k.namespace)] != nil {
 		s.mu.Unlock()
 		return false, nil
 	}
