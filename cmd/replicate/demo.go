@@ -438,7 +438,12 @@ func (d *demo) start(ctx context.Context, n *demoNode) error {
 	}
 	p, err := startFollowerd(ctx, d.argv, n.dir, n.logs)
 	if err != nil {
-		return fmt.Errorf("node %s: %w (logs: %s)", n.name, err, n.logs.Name())
+		// An empty log is not worth pointing at, and a failure with no
+		// node log removes the temporary directory (nodeLogged).
+		if fi, serr := n.logs.Stat(); serr == nil && fi.Size() > 0 {
+			return fmt.Errorf("node %s: %w (logs: %s)", n.name, err, n.logs.Name())
+		}
+		return fmt.Errorf("node %s: %w", n.name, err)
 	}
 	conn, err := leader.Dial(p.Addr, 0)
 	if err != nil {

@@ -70,8 +70,6 @@ func main() {
 	os.Exit(code)
 }
 
-// run runs one command and returns the exit status: 0 on success, 1 on
-// failure, 2 for a usage error.
 // isHelpFlag reports whether arg asks for help, as the flag package reads it.
 func isHelpFlag(arg string) bool {
 	switch arg {
@@ -81,19 +79,22 @@ func isHelpFlag(arg string) bool {
 	return false
 }
 
+// run runs one command and returns the exit status: 0 on success, 1 on
+// failure, 2 for a usage error.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
 	}
 	switch args[0] {
-	case "-h", "-help", "--help", "help":
-		if args[0] == "help" && len(args) > 2 {
-			fmt.Fprintf(stderr, "replicate help: unexpected argument %q\nRun 'replicate help <command>' for a command's flags.\n", args[2])
+	case "-h", "-help", "--h", "--help", "help":
+		if len(args) > 2 {
+			fmt.Fprintf(stderr, "replicate %s: unexpected argument %q\nRun 'replicate help <command>' for a command's flags.\n", args[0], args[2])
 			return 2
 		}
-		if args[0] == "help" && len(args) > 1 {
-			// replicate help <command>: that command's help.
+		if len(args) > 1 && args[1] != "help" && !isHelpFlag(args[1]) {
+			// replicate help <command> (or --help <command>): that
+			// command's help.
 			return run(ctx, []string{args[1], "--help"}, stdout, stderr)
 		}
 		fmt.Fprint(stdout, usage)
@@ -122,21 +123,21 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fs.PrintDefaults()
 		}
 		// Parse writes only the usage (help asked for: stdout) or an
-		// error and the usage (stderr); which one is known once it returns.
+		// error and the usage; which one is known once it returns. Of a
+		// usage error, only the error goes to stderr, as the others.
 		var parseOut bytes.Buffer
 		fs.SetOutput(&parseOut)
 		err := fs.Parse(args[1:])
 		fs.SetOutput(stderr)
-		if err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				_, _ = stdout.Write(parseOut.Bytes())
-				return 0
-			}
-			_, _ = stderr.Write(parseOut.Bytes())
-			return 2
+		if errors.Is(err, flag.ErrHelp) {
+			_, _ = stdout.Write(parseOut.Bytes())
+			return 0
 		}
-		if fs.NArg() > 0 {
-			fmt.Fprintf(stderr, "replicate %s: unexpected argument %q\nRun 'replicate %s --help' for usage.\n", c.name, fs.Arg(0), c.name)
+		if err == nil && fs.NArg() > 0 {
+			err = fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "replicate %s: %v\nRun 'replicate %s --help' for usage.\n", c.name, err, c.name)
 			return 2
 		}
 		if err := runCmd(ctx); err != nil {

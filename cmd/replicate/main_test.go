@@ -233,7 +233,8 @@ func TestDemoFailed(t *testing.T) {
 				t.Fatalf("status %d, stderr %q", code, stderr.String())
 			}
 			if !c.kept {
-				if len(left) != 0 || strings.Contains(stderr.String(), "kept") {
+				// Nor does the error point at a log in it.
+				if len(left) != 0 || strings.Contains(stderr.String(), "kept") || strings.Contains(stderr.String(), tmp) {
 					t.Fatalf("left %q, stderr %q", left, stderr.String())
 				}
 				return
@@ -671,6 +672,15 @@ func TestUsage(t *testing.T) {
 		{[]string{"help"}, 0, "", "Commands:"},
 		{[]string{"help", "truncate"}, 0, "", "Usage: replicate truncate"},
 		{[]string{"help", "frobnicate"}, 2, `unknown command "frobnicate"`, ""},
+		// The help flags take a command too, as help does: what follows
+		// is not dropped.
+		{[]string{"--help", "truncate"}, 0, "", "Usage: replicate truncate"},
+		{[]string{"-h", "frobnicate"}, 2, `unknown command "frobnicate"`, ""},
+		{[]string{"-help", "status", "extra"}, 2, `replicate -help: unexpected argument "extra"`, ""},
+		{[]string{"help", "help"}, 0, "", "Commands:"},
+		{[]string{"help", "--help"}, 0, "", "Commands:"},
+		{[]string{"--help", "-h"}, 0, "", "Commands:"},
+		{[]string{"--h"}, 0, "", "Commands:"},
 		{[]string{"help", "status", "extra"}, 2, `replicate help: unexpected argument "extra"`, ""},
 		{[]string{"version"}, 0, "", "replicate "},
 		{[]string{"--version"}, 0, "", "replicate "},
@@ -742,6 +752,13 @@ func TestUsage(t *testing.T) {
 		}
 		if c.code == 2 && out != "" {
 			t.Errorf("%v: a usage error wrote to stdout: %q", c.args, out)
+		}
+		// A command's usage error, a flag the flag package refused
+		// included, is one line and where to find the usage, not the
+		// command's help.
+		if c.code == 2 && len(c.args) > 0 && slices.ContainsFunc(commands, func(cmd command) bool { return cmd.name == c.args[0] }) &&
+			(strings.Count(errOut, "\n") != 2 || !strings.HasPrefix(errOut, "replicate "+c.args[0]+": ") || !strings.HasSuffix(errOut, "\nRun 'replicate "+c.args[0]+" --help' for usage.\n")) {
+			t.Errorf("%v: stderr %q, want the error on one line, then where the usage is", c.args, errOut)
 		}
 	}
 }

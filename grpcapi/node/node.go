@@ -63,8 +63,9 @@ Flags:
 // graceful shutdown or --help, 1 when the node fails, 2 for a usage error.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("followerd", flag.ContinueOnError)
-	// The flag package prints help and usage errors to one writer: help
-	// that was asked for goes to stdout, a usage error to stderr.
+	// The flag package prints help, and a usage error followed by the
+	// help, to one writer: help that was asked for goes to stdout; of a
+	// usage error, only the error goes to stderr, as the errors below.
 	var parseOut bytes.Buffer
 	fs.SetOutput(&parseOut)
 	fs.Usage = func() {
@@ -91,18 +92,17 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case len(args) == 1 && args[0] == "version":
 		args = []string{"--version"}
 	}
+	usageErr := func(format string, a ...any) int {
+		fmt.Fprintf(stderr, "followerd: "+format+"\n", a...)
+		fmt.Fprintln(stderr, "Run 'followerd --help' for usage.")
+		return 2
+	}
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			stdout.Write(parseOut.Bytes())
 			return 0
 		}
-		stderr.Write(parseOut.Bytes())
-		return 2
-	}
-	usageErr := func(format string, a ...any) int {
-		fmt.Fprintf(stderr, "followerd: "+format+"\n", a...)
-		fmt.Fprintln(stderr, "Run 'followerd --help' for usage.")
-		return 2
+		return usageErr("%v", err)
 	}
 	if fs.NArg() > 0 {
 		return usageErr("unexpected argument %q", fs.Arg(0))

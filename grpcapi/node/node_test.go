@@ -193,6 +193,13 @@ func TestFlags(t *testing.T) {
 			if stdout.Len() != 0 {
 				t.Fatalf("stdout %q, want nothing", stdout.String())
 			}
+			// A usage error, a flag the flag package refused included,
+			// is one line and where to find the usage, not the usage:
+			// in a service's log, the error would sit above forty
+			// lines of help.
+			if c.status == 2 && (strings.Count(stderr.String(), "\n") != 2 || !strings.HasPrefix(stderr.String(), "followerd: ") || !strings.HasSuffix(stderr.String(), "\nRun 'followerd --help' for usage.\n")) {
+				t.Fatalf("stderr %q, want the error on one line, then where the usage is", stderr.String())
+			}
 			if _, err := os.Stat(unused); !errors.Is(err, os.ErrNotExist) {
 				t.Fatalf("the data directory exists after a failed start: %v", err)
 			}
