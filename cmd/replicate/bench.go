@@ -32,7 +32,7 @@ var benchCommand = command{
 	name: "bench",
 	short: `Stream key-value entries to a follower and print entries/s, MiB/s and ack
 latency (p50, p99, max). With no --target it starts a followerd on loopback in
-a temporary directory, and (with --baseline) compares it, in the same run,
+a temporary directory (under $TMPDIR: on a tmpfs, fsyncs cost nothing), and (with --baseline) compares it, in the same run,
 with a bare gRPC stream of the same protocol that acks on receipt (the echo
 server) and with the durable echo (the echo server plus one write and
 fdatasync before each round of acks, on the node's file system: the least a
@@ -119,6 +119,8 @@ func (b *benchConfig) run(ctx context.Context, e *env) (err error) {
 		return usagef("--acks must be cumulative or per-entry, not %q", b.acks)
 	case b.stallTimeout <= 0:
 		return usagef("--stall-timeout must be positive")
+	case b.target != "" && b.followerd != "":
+		return usagef("--followerd is the node bench starts, --target one it does not: give one of them")
 	}
 	if b.target != "" {
 		if err := node.CheckTarget(b.target); err != nil {

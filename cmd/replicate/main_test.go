@@ -727,6 +727,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"delete-shard", "--term", "-1"}, 2, "--term is required and must be ≥ 0", ""},
 		{[]string{"delete-shard", "--help"}, 0, "", "Usage: replicate delete-shard"},
 		{[]string{"bench", "--acks", "sometimes"}, 2, "--acks must be", ""},
+		{[]string{"bench", "--target", "127.0.0.1:6649", "--followerd", "/bin/true"}, 2, "--followerd is the node bench starts, --target one it does not", ""},
 		{[]string{"bench", "--entries", "0"}, 2, "--entries must be positive", ""},
 		{[]string{"bench", "--entry-size", "30"}, 2, `--entry-size must be at least 31 (a put of the longest key, "bench/9223372036854775807", with an empty value)`, ""},
 		{[]string{"bench", "--window", "100000000000000"}, 2, "--window must be at most", ""},
