@@ -185,6 +185,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(ctx, stopSignals...)
 	defer stop()
+	// Once one came, a second SIGINT or SIGTERM ends the process at
+	// once, even while the node is still starting (removing what a
+	// crash left can take a while); SIGHUP does not.
+	context.AfterFunc(ctx, stop)
 	// The addresses are taken before the data directory is created or
 	// locked: a node that cannot listen leaves nothing on disk.
 	lis, err := net.Listen("tcp", *listen)
@@ -199,6 +203,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			_ = lis.Close()
 			return 1
 		}
+	}
+	if beforeStart != nil {
+		beforeStart()
 	}
 	srv, err := grpcapi.New(grpcapi.Options{
 		DataDir:              *dataDir,
@@ -243,8 +250,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		logger.Error("serving failed", "err", err)
 		status = 1
 	}
-	// A second SIGINT or SIGTERM ends the process at once; SIGHUP does
-	// not.
+	// Shutting down, whatever the cause: a SIGINT or SIGTERM now ends
+	// the process at once.
 	stop()
 	sctx, cancel := context.WithTimeout(context.Background(), *shutdownTimeout)
 	defer cancel()
@@ -276,6 +283,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	logger.Info("stopped", "status", status)
 	return status
 }
+
+// beforeStart, when set, runs as the node starts, after the signals are
+// caught: tests stall a start there.
+var beforeStart func()
 
 // CheckAddress reports what keeps addr from being an address to listen
 // on, HOST:PORT (an empty host: every interface; port 0: any free port),

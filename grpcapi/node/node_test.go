@@ -41,6 +41,12 @@ const asParent = "NODE_TEST_AS_PARENT=1"
 
 func TestMain(m *testing.M) {
 	if os.Getenv("NODE_TEST_AS_FOLLOWERD") == "1" {
+		if os.Getenv("NODE_TEST_STALL_START") == "1" {
+			node.StallStart(func() {
+				fmt.Println("stalled")
+				select {}
+			})
+		}
 		os.Exit(node.Main(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 	}
 	if os.Getenv("NODE_TEST_AS_PARENT") == "1" {

@@ -1,12 +1,16 @@
 package node_test
 
 import (
+	"bufio"
+	"bytes"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
 )
@@ -62,5 +66,54 @@ func TestShutdownCutShortByAStuckCallExitsOne(t *testing.T) {
 	}
 	if status != 1 {
 		t.Fatalf("a shutdown cut short by a stuck call: status %d, want 1; stderr:\n%s", status, stderr)
+	}
+}
+
+// TestSecondSignalEndsAStartThatHangs: a node stuck while starting (here
+// stalled on purpose) takes a first SIGINT as a request to stop once it
+// has started, and is ended at once by a second, as a Go program is.
+func TestSecondSignalEndsAStartThatHangs(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "--listen", "127.0.0.1:0", "--data-dir", t.TempDir())
+	cmd.Env = append(os.Environ(), asFollowerd, "NODE_TEST_STALL_START=1")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || line != "stalled\n" {
+		t.Fatalf("the node's first line: %q, %v; stderr:\n%s", line, err, &stderr)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	for _, sig := range []os.Signal{os.Interrupt, os.Interrupt} {
+		if err := cmd.Process.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Signals of one kind pending at once merge into one, and the node
+	// takes a moment to act on the first: send more until it is gone.
+	gaveUp := time.After(time.Minute)
+	for {
+		select {
+		case <-gaveUp:
+			t.Fatalf("the node still runs after a minute of SIGINTs; stderr:\n%s", &stderr)
+		case err := <-exited:
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) {
+				t.Fatalf("the node ended with %v, want killed by SIGINT; stderr:\n%s", err, &stderr)
+			}
+			if ws, ok := exit.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGINT {
+				t.Fatalf("the node ended with %v, want killed by SIGINT; stderr:\n%s", err, &stderr)
+			}
+			return
+		case <-time.After(10 * time.Millisecond):
+			_ = cmd.Process.Signal(os.Interrupt)
+		}
 	}
 }
