@@ -257,3 +257,37 @@ func TestInvalidRequestsOpenNoFollower(t *testing.T) {
 		t.Fatalf("GetStatus of a hosted shard opened %d followers, want 1", got)
 	}
 }
+
+// TestCheckOrderTermMetadataAfterRouting: a Replicate stream's "term"
+// metadata is checked after its routing, which every call validates
+// first, and the message names the first bad field. With both bad, the
+// routing key is named, not the term; nothing is created.
+func TestCheckOrderTermMetadataAfterRouting(t *testing.T) {
+	n := startNode(t, "")
+	for _, c := range []struct {
+		name  string
+		md    []string
+		field string
+	}{
+		{"bad namespace + bad term", []string{"namespace", "..", "shard-id", "1", "term", "x"}, "namespace metadata"},
+		{"missing namespace + negative term", []string{"shard-id", "1", "term", "-1"}, "namespace metadata"},
+		{"bad shard-id + term twice", []string{"namespace", "ns", "shard-id", "01", "term", "1", "term", "1"}, "shard-id metadata"},
+		{"missing shard-id + bad term", []string{"namespace", "ns", "term", "02"}, "shard-id metadata"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := metadata.NewOutgoingContext(ctxT(t), metadata.Pairs(c.md...))
+			repl, err := n.conn.Replication.Replicate(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = recvEnd(repl)
+			wantCode(t, err, codes.InvalidArgument, grpcapi.ReasonInvalidArgument, c.field)
+			if strings.Contains(err.Error(), "term metadata") {
+				t.Fatalf("%v names the term metadata, checked after the routing", err)
+			}
+		})
+	}
+	if got := listTree(t, n.dir); !slices.Equal(got, []string{".lock"}) {
+		t.Fatalf("the data directory holds %v after invalid calls", got)
+	}
+}

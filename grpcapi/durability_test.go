@@ -456,3 +456,26 @@ func sortedTree(t *testing.T, fs vfs.FS, dir string) []string {
 	t.Helper()
 	return slices.Sorted(slices.Values(memTree(t, fs, dir)))
 }
+
+// TestDataDirectoryOfOneForeignFile: a directory that holds one file of
+// something else (a file system's lost+found aside) is refused with a
+// message naming that file alone, and is left as it was.
+func TestDataDirectoryOfOneForeignFile(t *testing.T) {
+	mem := vfs.NewMem()
+	if err := mem.MkdirAll("/vol/lost+found", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := mem.Create("/vol/notes.txt", vfs.WriteCategoryUnspecified)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = f.Close()
+	_, err = grpcapi.New(grpcapi.Options{DataDir: "/vol", FS: mem})
+	if err == nil || !strings.Contains(err.Error(), `the data directory /vol is not a node's: it holds "notes.txt" but no .lock`) {
+		t.Fatalf("a directory of one other file: %v", err)
+	}
+	got := memTree(t, mem, "/vol")
+	if slices.Sort(got); !slices.Equal(got, []string{"lost+found", "notes.txt"}) {
+		t.Fatalf("the refused directory holds %q", got)
+	}
+}

@@ -2,8 +2,10 @@ package grpcapi_test
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/tablefsm/tablefsm/grpcapi"
 	"github.com/tablefsm/tablefsm/grpcapi/leader"
+	"github.com/tablefsm/tablefsm/grpcapi/replicationpb"
 	"github.com/tablefsm/tablefsm/internal/stacktest"
 )
 
@@ -261,4 +264,75 @@ func TestShutdownTidiesTheNamespaceOfAnOverlappingDelete(t *testing.T) {
 	if got := listTree(t, dir); !slices.Equal(got, []string{".lock"}) {
 		t.Fatalf("after the DeleteShard of the namespace's only shard and the shutdown, the data directory holds %q, want only .lock", got)
 	}
+}
+
+// TestShutdownCutShortWhileAnyHandlerRuns: a shutdown whose context ends
+// while a handler still runs reports that it was cut short, also when
+// another handler, running when the shutdown began to wait for them,
+// returned before: the node counts each handler, not just whether one
+// returned.
+func TestShutdownCutShortWhileAnyHandlerRuns(t *testing.T) {
+	entered := make(chan struct{}, 2)
+	gates := map[int64]chan struct{}{1: make(chan struct{}), 2: make(chan struct{})}
+	n := startNode(t, "", func(o *grpcapi.Options) {
+		o.DrainTimeout = time.Hour // only ctx ends the wait
+		o.GRPCOptions = []grpc.ServerOption{grpc.ChainUnaryInterceptor(
+			func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+				if r, ok := req.(*replicationpb.GetStatusRequest); ok && r.GetNamespace() == "gated" {
+					entered <- struct{}{}
+					<-gates[r.GetShard()]
+				}
+				return handler(ctx, req)
+			})}
+	})
+	calls := map[int64]chan error{1: make(chan error, 1), 2: make(chan error, 1)}
+	for shard := range gates {
+		go func() {
+			_, err := n.conn.Status(context.Background(), leader.Shard{Namespace: "gated", Shard: shard})
+			calls[shard] <- err
+		}()
+	}
+	<-entered
+	<-entered // both handlers run
+
+	n.down = true // this test shuts the node down itself
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- n.srv.Shutdown(ctx) }()
+	// No follower to close: the shutdown waits for the two handlers.
+	stacktest.WaitBlockedIn(t, "select", "grpcapi.(*Server).waitStopped", nil)
+	close(gates[1])
+	// Its reply arrived (the node is shutting down: Unavailable), so its
+	// handler has returned: the server counts it out before it replies.
+	wantCode(t, <-calls[1], codes.Unavailable, "", "shutting down")
+	cancel()
+	err := <-shut
+	close(gates[2])
+	<-calls[2]
+	if err := <-n.served; err != nil {
+		t.Errorf("serve: %v", err)
+	}
+	n.closed = true
+	_ = n.conn.Close()
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "cut short") {
+		t.Fatalf("Shutdown whose context ended while a handler ran: %v, want it cut short", err)
+	}
+}
+
+// TestShardFencedAtTermZeroSurvivesShutdown: a shard fenced at term 0
+// and given nothing else (no entry, no commit) is a member, not a shard
+// with nothing stored: the shutdown keeps it, and after a restart it is
+// still fenced at term 0.
+func TestShardFencedAtTermZeroSurvivesShutdown(t *testing.T) {
+	dir := t.TempDir()
+	n := startNode(t, dir)
+	s := leader.Shard{Namespace: "zero", Shard: 0}
+	if _, err := n.conn.NewTerm(ctxT(t), s, 0, nil); err != nil {
+		t.Fatal(err)
+	}
+	aWantStatus(t, n.conn, s, 0, replicationpb.ServingStatus_FENCED, -1, -1)
+	n.stop()
+	n = startNode(t, dir)
+	aWantStatus(t, n.conn, s, 0, replicationpb.ServingStatus_FENCED, -1, -1)
 }
