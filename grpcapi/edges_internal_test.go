@@ -44,10 +44,11 @@ func shutdownWaitingIn(t *testing.T, s *Server, fn string) (result func() error)
 }
 
 // deleteUnderWay leaves shard ns/1, hosted at term 3, as a DeleteShard
-// leaves it midway: its follower deleted (closed, its data removed) and
-// the DeleteShard holding the shard, which is not forgotten yet. finish
-// ends that DeleteShard as deleteShard does.
-func deleteUnderWay(t *testing.T, s *Server) (sh *shard, finish func()) {
+// leaves it midway: its follower deleted (closed, its data removed; or,
+// when the delete fails with wantErr, closed and its data kept) and the
+// DeleteShard holding the shard, which is not forgotten yet. finish ends
+// that DeleteShard as deleteShard does.
+func deleteUnderWay(t *testing.T, s *Server, wantErr error) (sh *shard, finish func()) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := s.NewTerm(ctx, &replicationpb.NewTermRequest{Namespace: "ns", Shard: 1, Term: 3}); err != nil {
@@ -58,9 +59,9 @@ func deleteUnderWay(t *testing.T, s *Server) (sh *shard, finish func()) {
 		t.Fatal(err)
 	}
 	sh.deleting.Lock()
-	if err := sh.f.Delete(3); err != nil {
+	if err := sh.f.Delete(3); !errors.Is(err, wantErr) {
 		sh.deleting.Unlock()
-		t.Fatal(err)
+		t.Fatalf("the delete: %v, want %v", err, wantErr)
 	}
 	return sh, func() {
 		s.retire(sh)
@@ -93,7 +94,7 @@ func newTestServerWith(t *testing.T, opts Options) *Server {
 // succeeds (it does not fail on the follower the other one closed).
 func TestDeleteShardWaitsForAnother(t *testing.T) {
 	s := newTestServer(t)
-	_, finish := deleteUnderWay(t, s)
+	_, finish := deleteUnderWay(t, s, nil)
 	done := make(chan struct{})
 	var err error
 	go func() {
@@ -117,7 +118,7 @@ func TestDeleteShardWaitsForAnother(t *testing.T) {
 // end, then runs on a fresh follower, as a call after the delete would.
 func TestCallRefusedByADeleteUnderWay(t *testing.T) {
 	s := newTestServer(t)
-	_, finish := deleteUnderWay(t, s)
+	_, finish := deleteUnderWay(t, s, nil)
 	done := make(chan struct{})
 	var (
 		head  logpos.EntryID
@@ -147,32 +148,21 @@ func TestCallRefusedByADeleteUnderWay(t *testing.T) {
 // stays, the next call finds the shard FENCED at term 3, and so does the
 // GetStatus that waited, rather than NODE_IS_NOT_MEMBER.
 func TestGetStatusWaitingForAFailedDelete(t *testing.T) {
-	var failRename atomic.Bool
+	// The delete's move of the shard's directory aside fails.
 	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
-		if op.Kind == errorfs.OpRename && failRename.Load() {
+		if op.Kind == errorfs.OpRename && strings.HasSuffix(op.Path, "/ns/1") {
 			return errorfs.ErrInjected
 		}
 		return nil
 	}))
 	s := newTestServerWith(t, Options{DataDir: t.TempDir(), FS: fs})
 	ctx := context.Background()
-	if _, err := s.NewTerm(ctx, &replicationpb.NewTermRequest{Namespace: "ns", Shard: 1, Term: 3}); err != nil {
-		t.Fatal(err)
-	}
-	// A DeleteShard midway, as deleteShard runs it: its delete failed,
-	// the follower is closed, the shard not forgotten yet.
-	sh, err := s.lookup(shardKey{"ns", 1}, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	sh.deleting.Lock()
-	failRename.Store(true)
-	if err := sh.f.Delete(3); !errors.Is(err, follower.ErrUnavailable) {
-		t.Fatalf("a delete whose rename fails: %v, want ErrUnavailable", err)
-	}
-	failRename.Store(false)
+	sh, finish := deleteUnderWay(t, s, follower.ErrUnavailable)
 	done := make(chan struct{})
-	var st *replicationpb.GetStatusResponse
+	var (
+		st  *replicationpb.GetStatusResponse
+		err error
+	)
 	go func() {
 		defer close(done)
 		st, err = s.GetStatus(ctx, &replicationpb.GetStatusRequest{Namespace: "ns", Shard: 1})
@@ -187,8 +177,7 @@ func TestGetStatusWaitingForAFailedDelete(t *testing.T) {
 		}
 	})
 	stacktest.WaitBlockedIn(t, "sync.Mutex.Lock", "grpcapi.(*Server).deleted", done)
-	s.retire(sh) // the closed follower is forgotten
-	sh.deleting.Unlock()
+	finish() // the closed follower is forgotten
 	s.release(sh)
 	<-done
 	if err != nil || st.GetTerm() != 3 || st.GetStatus() != replicationpb.ServingStatus_FENCED {

@@ -109,21 +109,8 @@ func TestRemoveUnopenedDefersToANamespaceRemoval(t *testing.T) {
 	s := newTestServerWith(t, Options{DataDir: t.TempDir(), FS: fs})
 	release := sync.OnceFunc(func() { close(gate.proceed) })
 	t.Cleanup(release) // before the server's shutdown, which waits for the removal
-	k := shardKey{"ns", 1}
+	k := onDiskNotOpen(t, s)
 	dir := s.dir(k)
-	if _, err := s.NewTerm(context.Background(), &replicationpb.NewTermRequest{Namespace: "ns", Shard: 1, Term: 1}); err != nil {
-		t.Fatal(err)
-	}
-	// On disk, not open, as after a restart.
-	sh, err := s.lookup(k, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.release(sh)
-	if err := sh.f.Close(); err != nil {
-		t.Fatal(err)
-	}
-	s.forget(sh)
 
 	tidied := make(chan struct{})
 	// Should the shard's removal run beside the namespace's, the latter

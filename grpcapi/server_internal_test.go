@@ -380,18 +380,13 @@ func (f *churnFS) Stat(name string) (vfs.FileInfo, error) {
 	return f.FS.Stat(name)
 }
 
-// TestLookupNotHeldByOtherShards: a call on a shard on disk but not
-// open does not look for its directory again for each other shard
-// forgotten meanwhile (here, one opened and dropped at each look).
-func TestLookupNotHeldByOtherShards(t *testing.T) {
-	const drops = 20
-	fs := &churnFS{FS: vfs.Default, budget: drops}
-	s := newTestServerWith(t, Options{DataDir: t.TempDir(), FS: fs})
-	ctx := context.Background()
-	if _, err := s.NewTerm(ctx, &replicationpb.NewTermRequest{Namespace: "ns", Shard: 1, Term: 1}); err != nil {
+// onDiskNotOpen leaves shard ns/1 fenced at term 1 on disk, its follower
+// not open, as after a restart, and returns its key.
+func onDiskNotOpen(t *testing.T, s *Server) shardKey {
+	t.Helper()
+	if _, err := s.NewTerm(context.Background(), &replicationpb.NewTermRequest{Namespace: "ns", Shard: 1, Term: 1}); err != nil {
 		t.Fatal(err)
 	}
-	// On disk, not open, as after a restart.
 	k := shardKey{"ns", 1}
 	sh, err := s.lookup(k, false)
 	if err != nil {
@@ -402,6 +397,18 @@ func TestLookupNotHeldByOtherShards(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.forget(sh)
+	return k
+}
+
+// TestLookupNotHeldByOtherShards: a call on a shard on disk but not
+// open does not look for its directory again for each other shard
+// forgotten meanwhile (here, one opened and dropped at each look).
+func TestLookupNotHeldByOtherShards(t *testing.T) {
+	const drops = 20
+	fs := &churnFS{FS: vfs.Default, budget: drops}
+	s := newTestServerWith(t, Options{DataDir: t.TempDir(), FS: fs})
+	ctx := context.Background()
+	k := onDiskNotOpen(t, s)
 	fs.path = s.dir(k)
 	fs.churn = func(i int) {
 		other := shardKey{"other", int64(i)}
