@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -312,5 +313,20 @@ func TestSyncOfAFailedStore(t *testing.T) {
 	}
 	if got != durable || s.DurableCommit() != durable {
 		t.Fatalf("Sync of the failed store returned %v, DurableCommit %v; want %v, the durable commit of before", got, s.DurableCommit(), durable)
+	}
+}
+
+// TestUnrecoveredPebbleFatalSaysPebblesMessage: a Pebble fatal error that
+// no write path recovers (one in Pebble's own goroutines) ends the
+// process with a panic; what the panic prints is Pebble's message, named
+// as Pebble's once, not a bare type and address.
+func TestUnrecoveredPebbleFatalSaysPebblesMessage(t *testing.T) {
+	for msg, want := range map[string]string{
+		"pebble: fatal commit error: disk full": "pebble: fatal commit error: disk full",
+		"empty compaction chosen":               "pebble: empty compaction chosen",
+	} {
+		if got := fmt.Sprint(any(pebbleFatal{msg: msg})); got != want {
+			t.Errorf("a pebbleFatal of %q prints %q, want %q", msg, got, want)
+		}
 	}
 }

@@ -179,6 +179,10 @@ type pebbleFatal struct {
 	causes []error
 }
 
+// String is Pebble's message, said to be Pebble's once: also what the
+// process prints of a pebbleFatal nothing recovers.
+func (f pebbleFatal) String() string { return "pebble: " + strings.TrimPrefix(f.msg, "pebble: ") }
+
 // err returns the fatal error as an error of the store: it matches
 // ErrFailed and each of the errors Pebble gave (errors.Is(err,
 // syscall.ENOSPC) tells a full disk), and what names it (the store's
@@ -194,7 +198,7 @@ type failure struct {
 }
 
 func (e *failure) Error() string {
-	return ErrFailed.Error() + e.what + ": pebble: " + strings.TrimPrefix(e.fatal.msg, "pebble: ")
+	return ErrFailed.Error() + e.what + ": " + e.fatal.String()
 }
 
 func (e *failure) Unwrap() []error {
