@@ -267,7 +267,7 @@ func TestCloseWaitsForADetachedStreamsSyncLoop(t *testing.T) {
 		defer close(closed)
 		closeErr = f.Close()
 	}()
-	stacktest.WaitBlockedIn(t, "sync.WaitGroup.Wait", "follower.lifecycle.Shutdown", closed)
+	stacktest.WaitBlockedIn(t, "sync.WaitGroup.Wait", "follower.hooks.Shutdown", closed)
 	locked = false
 	f.logSwap.Unlock()
 	<-closed

@@ -174,7 +174,7 @@ func ExampleConfig_observer() {
 	_ = f.Close()
 	// Output:
 	// NotMember --NewTerm--> Fenced
-	// Fenced: NewTerm refused: Lifecycle: NewTerm refused in Fenced (guard TermNotBehind failed): follower: invalid term
+	// Fenced: NewTerm refused: lifecycle: NewTerm refused in Fenced (guard TermNotBehind failed): follower: invalid term
 	// Fenced --Close--> Closed
 	// NotMember --Restore--> Fenced
 	// Fenced --Close--> Closed

@@ -42,7 +42,7 @@ type Follower struct {
 	// st is the store; replaced only when it is reopened after a failure,
 	// under the lifecycle lock and the applier's.
 	st atomic.Pointer[store.Store]
-	m  *Lifecycle
+	m  *lifecycle
 
 	// lock is the lifecycle lock: a channel so that a stream's goroutines
 	// can stop waiting for it when their stream is ended.
@@ -173,7 +173,7 @@ func Open(cfg Config) (*Follower, error) {
 	f.base.Store(int64(commit.Offset))
 	f.head.Store(int64(max(log.LastDurable().Offset, commit.Offset)))
 	f.advertised.Store(int64(commit.Offset))
-	f.m = NewLifecycle(lifecycle{f})
+	f.m = newLifecycle(hooks{f})
 	f.m.SetObserver(transitionLog{f, cfg.Observer})
 	if term := st.Term(); term != logpos.NoTerm {
 		if err := f.m.Restore(term); err != nil {
@@ -805,56 +805,56 @@ func (f *Follower) advertise(commit int64) bool {
 	}
 }
 
-// lifecycle is the hand-written half of the Lifecycle machine: the guards
+// hooks is the hand-written half of the lifecycle machine: the guards
 // and actions of transitions.yaml, on the follower's fields. It is a type
 // of its own so that they are not methods of Follower: only the machine
 // calls them, under the lifecycle lock.
-type lifecycle struct{ *Follower }
+type hooks struct{ *Follower }
 
-var _ LifecycleHandlers = lifecycle{}
+var _ lifecycleHandlers = hooks{}
 
 // The guards of the lifecycle table. They run under the lifecycle lock.
 
-func (f lifecycle) TermValid(term logpos.Term) bool { return term >= 0 }
+func (f hooks) TermValid(term logpos.Term) bool { return term >= 0 }
 
-func (f lifecycle) TermNotBehind(term logpos.Term) bool { return int64(term) >= f.term.Load() }
+func (f hooks) TermNotBehind(term logpos.Term) bool { return int64(term) >= f.term.Load() }
 
-func (f lifecycle) TermMatches(term logpos.Term) bool { return int64(term) == f.term.Load() }
+func (f hooks) TermMatches(term logpos.Term) bool { return int64(term) == f.term.Load() }
 
-func (f lifecycle) HeadGiven(head *logpos.EntryID) bool { return head != nil }
+func (f hooks) HeadGiven(head *logpos.EntryID) bool { return head != nil }
 
-func (f lifecycle) NothingAttached() bool { return f.stream == nil && f.install == nil }
+func (f hooks) NothingAttached() bool { return f.stream == nil && f.install == nil }
 
-func (f lifecycle) LeaderTermCurrent(leaderTerm logpos.Term) bool {
+func (f hooks) LeaderTermCurrent(leaderTerm logpos.Term) bool {
 	return leaderTerm == logpos.NoTerm || int64(leaderTerm) == f.term.Load()
 }
 
-func (f lifecycle) HeadNotBelowCommit(head *logpos.EntryID) bool {
+func (f hooks) HeadNotBelowCommit(head *logpos.EntryID) bool {
 	return head.Offset >= f.commit()
 }
 
-func (f lifecycle) HeadNotBeyondLog(head *logpos.EntryID) bool {
+func (f hooks) HeadNotBeyondLog(head *logpos.EntryID) bool {
 	return int64(head.Offset) <= f.head.Load()
 }
 
-func (f lifecycle) StreamAttached(stream *replication) bool { return f.stream == stream }
+func (f hooks) StreamAttached(stream *replication) bool { return f.stream == stream }
 
-func (f lifecycle) SnapshotNotEmpty(empty bool) bool { return !empty }
+func (f hooks) SnapshotNotEmpty(empty bool) bool { return !empty }
 
-func (f lifecycle) SnapshotTermAcceptable(chunkTerm logpos.Term) bool {
+func (f hooks) SnapshotTermAcceptable(chunkTerm logpos.Term) bool {
 	if term := f.term.Load(); term != int64(logpos.NoTerm) {
 		return int64(chunkTerm) == term
 	}
 	return chunkTerm >= 0
 }
 
-func (f lifecycle) InstallAttached(install *installation) bool { return f.install == install }
+func (f hooks) InstallAttached(install *installation) bool { return f.install == install }
 
 // The actions of the lifecycle table. They run under the lifecycle lock;
 // a failing action leaves everything as it was.
 
 // Fence ends the stream and the install, then persists the term.
-func (f lifecycle) Fence(term logpos.Term, options TermOptions) error {
+func (f hooks) Fence(term logpos.Term, options TermOptions) error {
 	if invariants {
 		// Checked before anything is done: past SetTerm, which refuses a
 		// term below the stored one, it would hold whatever the guard let
@@ -904,7 +904,7 @@ func (f *Follower) settleLog() error {
 
 // TruncateLog cuts the log after head, durably. The caller holds the
 // applier's lock.
-func (f lifecycle) TruncateLog(head *logpos.EntryID) error {
+func (f hooks) TruncateLog(head *logpos.EntryID) error {
 	if f.repairErr != nil {
 		return f.repairErr
 	}
@@ -930,7 +930,7 @@ func (f lifecycle) TruncateLog(head *logpos.EntryID) error {
 }
 
 // StartStream attaches a replication stream and starts its goroutines.
-func (f lifecycle) StartStream(stream *replication) error {
+func (f hooks) StartStream(stream *replication) error {
 	if invariants {
 		assertf(f.stream == nil && f.install == nil, "a stream attached beside another stream or an install")
 	}
@@ -944,7 +944,7 @@ func (f lifecycle) StartStream(stream *replication) error {
 }
 
 // StartInstall attaches a snapshot install.
-func (f lifecycle) StartInstall(install *installation) error {
+func (f hooks) StartInstall(install *installation) error {
 	if invariants {
 		assertf(f.stream == nil && f.install == nil, "an install attached beside a stream or another install")
 	}
@@ -963,7 +963,7 @@ func (f lifecycle) StartInstall(install *installation) error {
 // Shutdown ends the stream and the install, stops the applier and closes
 // the log (a failed one cut back first) and the store. It cannot fail:
 // errors closing files are kept for Close and Delete to return.
-func (f lifecycle) Shutdown() error {
+func (f hooks) Shutdown() error {
 	f.endStream(endedByClose(ErrClosed))
 	f.abandonInstall()
 	close(f.closing)

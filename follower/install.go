@@ -272,7 +272,7 @@ func (f *Follower) failInstall(inst *installation, err error) error {
 // the term. The caller holds the lifecycle lock and the applier's. The
 // swap is the commit point: a crash before it leaves the old state, after
 // it Open finishes clearing the log.
-func (f lifecycle) CommitSnapshot(inst *installation) error {
+func (f hooks) CommitSnapshot(inst *installation) error {
 	if f.repairErr != nil {
 		return f.repairErr
 	}

@@ -12,9 +12,9 @@ import (
 )
 
 // LifecycleTableHash is the hash of transitions.yaml this file was generated from.
-const LifecycleTableHash = "sha256:ab180e9836d500c560759aa25c674794f28f6aee0da8f9eadd7606ca26db2ded"
+const LifecycleTableHash = "sha256:da8118caafca0ec70412d2d4ee804cb2107fb2feb488d5e6e70da33a9b876f65"
 
-// State is a state of the Lifecycle machine. The zero value is not a state.
+// State is a state of the lifecycle machine. The zero value is not a state.
 type State uint8
 
 const (
@@ -49,7 +49,7 @@ func (s State) Terminal() bool {
 	return false
 }
 
-// Event is an event of the Lifecycle machine. The zero value is not an event.
+// Event is an event of the lifecycle machine. The zero value is not an event.
 type Event uint8
 
 const (
@@ -85,7 +85,7 @@ func (e Event) String() string {
 	return _Event_names[e]
 }
 
-// The errors the Lifecycle machine refuses events with. A refusal unwraps
+// The errors the lifecycle machine refuses events with. A refusal unwraps
 // to one of them: match with errors.Is (errors.As gives an *fsm.Refusal).
 var (
 	// ErrInvalidArgument: A request field is missing or out of range.
@@ -106,11 +106,11 @@ var (
 	ErrClosed = errors.New("follower: closed")
 )
 
-// LifecycleHandlers is the hand-written half of the Lifecycle machine: its guards
+// lifecycleHandlers is the hand-written half of the lifecycle machine: its guards
 // report whether a row may be taken, its actions are the rows' effects.
 // A failing action leaves the state unchanged and its error is returned
 // to the caller as is.
-type LifecycleHandlers interface {
+type lifecycleHandlers interface {
 	// TermValid (guard): the term is a real term (>= 0). When it fails, the event
 	// is refused with ErrInvalidArgument.
 	TermValid(term logpos.Term) bool
@@ -167,39 +167,39 @@ type LifecycleHandlers interface {
 	Shutdown() error
 }
 
-// Lifecycle is a machine generated from transitions.yaml. The lifecycle of one
+// lifecycle is a machine generated from transitions.yaml. The lifecycle of one
 // follower replica: NotMember until a term is accepted, Fenced until the
 // leader of that term truncates it or sends its first entry, Follower while
 // replicating, Closed at the end. Its event methods are not safe for
 // concurrent use: the caller serializes them. State is safe to call from any
 // goroutine.
-type Lifecycle struct {
+type lifecycle struct {
 	state atomic.Uint32
-	h     LifecycleHandlers
+	h     lifecycleHandlers
 	obs   fsm.Observer
 }
 
-// NewLifecycle returns a machine in state NotMember that calls h for its guards and
+// newLifecycle returns a machine in state NotMember that calls h for its guards and
 // actions. With a nil h, every event method returns fsm.ErrNoMachine.
-func NewLifecycle(h LifecycleHandlers) *Lifecycle {
-	m := &Lifecycle{h: h}
+func newLifecycle(h lifecycleHandlers) *lifecycle {
+	m := &lifecycle{h: h}
 	m.state.Store(uint32(StateNotMember))
 	return m
 }
 
 // State returns the current state.
-func (m *Lifecycle) State() State { return State(m.state.Load()) }
+func (m *lifecycle) State() State { return State(m.state.Load()) }
 
 // SetObserver makes o see every step the machine takes; nil stops it.
 // Like the event methods, it is serialized with them by the caller.
-func (m *Lifecycle) SetObserver(o fsm.Observer) { m.obs = o }
+func (m *lifecycle) SetObserver(o fsm.Observer) { m.obs = o }
 
 // observe reports a step to the observer; the caller has checked that there is one.
-func (m *Lifecycle) observe(from State, e Event, row int, to State, err error) {
-	m.obs.Observe(fsm.Step{Machine: "Lifecycle", From: from.String(), Event: e.String(), To: to.String(), Row: row, Err: err})
+func (m *lifecycle) observe(from State, e Event, row int, to State, err error) {
+	m.obs.Observe(fsm.Step{Machine: "lifecycle", From: from.String(), Event: e.String(), To: to.String(), Row: row, Err: err})
 }
 
-func (m *Lifecycle) refuse(from State, e Event, row int, r *fsm.Refusal) error {
+func (m *lifecycle) refuse(from State, e Event, row int, r *fsm.Refusal) error {
 	err := fsm.Refused(r)
 	if m.obs != nil {
 		m.observe(from, e, row, from, err)
@@ -207,7 +207,7 @@ func (m *Lifecycle) refuse(from State, e Event, row int, r *fsm.Refusal) error {
 	return err
 }
 
-func (m *Lifecycle) fail(from State, e Event, row int, err error) error {
+func (m *lifecycle) fail(from State, e Event, row int, err error) error {
 	if m.obs != nil {
 		m.observe(from, e, row, from, err)
 	}
@@ -215,7 +215,7 @@ func (m *Lifecycle) fail(from State, e Event, row int, err error) error {
 }
 
 // Restore fires event Restore. Opening found a term in the store.
-func (m *Lifecycle) Restore(term logpos.Term) error {
+func (m *lifecycle) Restore(term logpos.Term) error {
 	if m.h == nil {
 		return fsm.ErrNoMachine
 	}
@@ -223,7 +223,7 @@ func (m *Lifecycle) Restore(term logpos.Term) error {
 	case StateNotMember:
 		// row 0 (transitions.yaml:145)
 		if !m.h.TermValid(term) {
-			return m.refuse(from, EventRestore, -1, &_Lifecycle_refusals[0])
+			return m.refuse(from, EventRestore, -1, &_lifecycle_refusals[0])
 		}
 		m.state.Store(uint32(StateFenced))
 		if m.obs != nil {
@@ -232,19 +232,19 @@ func (m *Lifecycle) Restore(term logpos.Term) error {
 		return nil
 	case StateFenced:
 		// Unhandled: refused.
-		return m.refuse(from, EventRestore, -1, &_Lifecycle_refusals[14])
+		return m.refuse(from, EventRestore, -1, &_lifecycle_refusals[14])
 	case StateFollower:
 		// Unhandled: refused.
-		return m.refuse(from, EventRestore, -1, &_Lifecycle_refusals[31])
+		return m.refuse(from, EventRestore, -1, &_lifecycle_refusals[31])
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventRestore, -1, &_Lifecycle_refusals[46])
+		return m.refuse(from, EventRestore, -1, &_lifecycle_refusals[46])
 	}
 	return fsm.ErrNoMachine
 }
 
 // NewTerm fires event NewTerm. A coordinator fences the replica at a term.
-func (m *Lifecycle) NewTerm(term logpos.Term, options TermOptions) error {
+func (m *lifecycle) NewTerm(term logpos.Term, options TermOptions) error {
 	if m.h == nil {
 		return fsm.ErrNoMachine
 	}
@@ -252,10 +252,10 @@ func (m *Lifecycle) NewTerm(term logpos.Term, options TermOptions) error {
 	case StateNotMember:
 		// row 1 (transitions.yaml:147)
 		if !m.h.TermValid(term) {
-			return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[1])
+			return m.refuse(from, EventNewTerm, -1, &_lifecycle_refusals[1])
 		}
 		if !m.h.TermNotBehind(term) {
-			return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[2])
+			return m.refuse(from, EventNewTerm, -1, &_lifecycle_refusals[2])
 		}
 		if err := m.h.Fence(term, options); err != nil {
 			return m.fail(from, EventNewTerm, 1, err)
@@ -268,10 +268,10 @@ func (m *Lifecycle) NewTerm(term logpos.Term, options TermOptions) error {
 	case StateFenced:
 		// row 1 (transitions.yaml:147)
 		if !m.h.TermValid(term) {
-			return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[15])
+			return m.refuse(from, EventNewTerm, -1, &_lifecycle_refusals[15])
 		}
 		if !m.h.TermNotBehind(term) {
-			return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[16])
+			return m.refuse(from, EventNewTerm, -1, &_lifecycle_refusals[16])
 		}
 		if err := m.h.Fence(term, options); err != nil {
 			return m.fail(from, EventNewTerm, 1, err)
@@ -283,10 +283,10 @@ func (m *Lifecycle) NewTerm(term logpos.Term, options TermOptions) error {
 	case StateFollower:
 		// row 1 (transitions.yaml:147)
 		if !m.h.TermValid(term) {
-			return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[32])
+			return m.refuse(from, EventNewTerm, -1, &_lifecycle_refusals[32])
 		}
 		if !m.h.TermNotBehind(term) {
-			return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[33])
+			return m.refuse(from, EventNewTerm, -1, &_lifecycle_refusals[33])
 		}
 		if err := m.h.Fence(term, options); err != nil {
 			return m.fail(from, EventNewTerm, 1, err)
@@ -298,14 +298,14 @@ func (m *Lifecycle) NewTerm(term logpos.Term, options TermOptions) error {
 		return nil
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventNewTerm, -1, &_Lifecycle_refusals[47])
+		return m.refuse(from, EventNewTerm, -1, &_lifecycle_refusals[47])
 	}
 	return fsm.ErrNoMachine
 }
 
 // Truncate fires event Truncate. The leader of the term cuts the log back to
 // its head.
-func (m *Lifecycle) Truncate(term logpos.Term, head *logpos.EntryID) error {
+func (m *lifecycle) Truncate(term logpos.Term, head *logpos.EntryID) error {
 	if m.h == nil {
 		return fsm.ErrNoMachine
 	}
@@ -313,28 +313,28 @@ func (m *Lifecycle) Truncate(term logpos.Term, head *logpos.EntryID) error {
 	case StateNotMember:
 		// row 3 (transitions.yaml:154)
 		if !m.h.HeadGiven(head) {
-			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[3])
+			return m.refuse(from, EventTruncate, -1, &_lifecycle_refusals[3])
 		}
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[4])
+			return m.refuse(from, EventTruncate, -1, &_lifecycle_refusals[4])
 		}
-		return m.refuse(from, EventTruncate, 3, &_Lifecycle_refusals[5])
+		return m.refuse(from, EventTruncate, 3, &_lifecycle_refusals[5])
 	case StateFenced:
 		// row 2 (transitions.yaml:149)
 		if !m.h.HeadGiven(head) {
-			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[17])
+			return m.refuse(from, EventTruncate, -1, &_lifecycle_refusals[17])
 		}
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[18])
+			return m.refuse(from, EventTruncate, -1, &_lifecycle_refusals[18])
 		}
 		if !m.h.TermMatches(term) {
-			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[19])
+			return m.refuse(from, EventTruncate, -1, &_lifecycle_refusals[19])
 		}
 		if !m.h.HeadNotBelowCommit(head) {
-			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[20])
+			return m.refuse(from, EventTruncate, -1, &_lifecycle_refusals[20])
 		}
 		if !m.h.HeadNotBeyondLog(head) {
-			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[21])
+			return m.refuse(from, EventTruncate, -1, &_lifecycle_refusals[21])
 		}
 		if err := m.h.TruncateLog(head); err != nil {
 			return m.fail(from, EventTruncate, 2, err)
@@ -347,36 +347,36 @@ func (m *Lifecycle) Truncate(term logpos.Term, head *logpos.EntryID) error {
 	case StateFollower:
 		// row 3 (transitions.yaml:154)
 		if !m.h.HeadGiven(head) {
-			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[34])
+			return m.refuse(from, EventTruncate, -1, &_lifecycle_refusals[34])
 		}
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[35])
+			return m.refuse(from, EventTruncate, -1, &_lifecycle_refusals[35])
 		}
-		return m.refuse(from, EventTruncate, 3, &_Lifecycle_refusals[36])
+		return m.refuse(from, EventTruncate, 3, &_lifecycle_refusals[36])
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventTruncate, -1, &_Lifecycle_refusals[48])
+		return m.refuse(from, EventTruncate, -1, &_lifecycle_refusals[48])
 	}
 	return fsm.ErrNoMachine
 }
 
 // AttachStream fires event AttachStream. A leader opens a replication stream,
 // naming its term or not (NoTerm).
-func (m *Lifecycle) AttachStream(stream *replication, leaderTerm logpos.Term) error {
+func (m *lifecycle) AttachStream(stream *replication, leaderTerm logpos.Term) error {
 	if m.h == nil {
 		return fsm.ErrNoMachine
 	}
 	switch from := m.State(); from {
 	case StateNotMember:
 		// row 4 (transitions.yaml:156)
-		return m.refuse(from, EventAttachStream, 4, &_Lifecycle_refusals[6])
+		return m.refuse(from, EventAttachStream, 4, &_lifecycle_refusals[6])
 	case StateFenced:
 		// row 5 (transitions.yaml:157)
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventAttachStream, -1, &_Lifecycle_refusals[22])
+			return m.refuse(from, EventAttachStream, -1, &_lifecycle_refusals[22])
 		}
 		if !m.h.LeaderTermCurrent(leaderTerm) {
-			return m.refuse(from, EventAttachStream, -1, &_Lifecycle_refusals[23])
+			return m.refuse(from, EventAttachStream, -1, &_lifecycle_refusals[23])
 		}
 		if err := m.h.StartStream(stream); err != nil {
 			return m.fail(from, EventAttachStream, 5, err)
@@ -388,10 +388,10 @@ func (m *Lifecycle) AttachStream(stream *replication, leaderTerm logpos.Term) er
 	case StateFollower:
 		// row 5 (transitions.yaml:157)
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventAttachStream, -1, &_Lifecycle_refusals[37])
+			return m.refuse(from, EventAttachStream, -1, &_lifecycle_refusals[37])
 		}
 		if !m.h.LeaderTermCurrent(leaderTerm) {
-			return m.refuse(from, EventAttachStream, -1, &_Lifecycle_refusals[38])
+			return m.refuse(from, EventAttachStream, -1, &_lifecycle_refusals[38])
 		}
 		if err := m.h.StartStream(stream); err != nil {
 			return m.fail(from, EventAttachStream, 5, err)
@@ -402,25 +402,25 @@ func (m *Lifecycle) AttachStream(stream *replication, leaderTerm logpos.Term) er
 		return nil
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventAttachStream, -1, &_Lifecycle_refusals[49])
+		return m.refuse(from, EventAttachStream, -1, &_lifecycle_refusals[49])
 	}
 	return fsm.ErrNoMachine
 }
 
 // FirstEntry fires event FirstEntry. A stream delivered an entry that passed
 // the checks and, when new, was appended.
-func (m *Lifecycle) FirstEntry(stream *replication) error {
+func (m *lifecycle) FirstEntry(stream *replication) error {
 	if m.h == nil {
 		return fsm.ErrNoMachine
 	}
 	switch from := m.State(); from {
 	case StateNotMember:
 		// Unhandled: refused.
-		return m.refuse(from, EventFirstEntry, -1, &_Lifecycle_refusals[7])
+		return m.refuse(from, EventFirstEntry, -1, &_lifecycle_refusals[7])
 	case StateFenced:
 		// row 6 (transitions.yaml:159)
 		if !m.h.StreamAttached(stream) {
-			return m.refuse(from, EventFirstEntry, -1, &_Lifecycle_refusals[24])
+			return m.refuse(from, EventFirstEntry, -1, &_lifecycle_refusals[24])
 		}
 		m.state.Store(uint32(StateFollower))
 		if m.obs != nil {
@@ -430,7 +430,7 @@ func (m *Lifecycle) FirstEntry(stream *replication) error {
 	case StateFollower:
 		// row 7 (transitions.yaml:160)
 		if !m.h.StreamAttached(stream) {
-			return m.refuse(from, EventFirstEntry, -1, &_Lifecycle_refusals[39])
+			return m.refuse(from, EventFirstEntry, -1, &_lifecycle_refusals[39])
 		}
 		if m.obs != nil {
 			m.observe(from, EventFirstEntry, 7, from, nil)
@@ -438,14 +438,14 @@ func (m *Lifecycle) FirstEntry(stream *replication) error {
 		return nil
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventFirstEntry, -1, &_Lifecycle_refusals[50])
+		return m.refuse(from, EventFirstEntry, -1, &_lifecycle_refusals[50])
 	}
 	return fsm.ErrNoMachine
 }
 
 // BeginInstall fires event BeginInstall. A leader's snapshot delivered its
 // first chunk, or none.
-func (m *Lifecycle) BeginInstall(install *installation, empty bool, chunkTerm logpos.Term) error {
+func (m *lifecycle) BeginInstall(install *installation, empty bool, chunkTerm logpos.Term) error {
 	if m.h == nil {
 		return fsm.ErrNoMachine
 	}
@@ -453,13 +453,13 @@ func (m *Lifecycle) BeginInstall(install *installation, empty bool, chunkTerm lo
 	case StateNotMember:
 		// row 8 (transitions.yaml:162)
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[8])
+			return m.refuse(from, EventBeginInstall, -1, &_lifecycle_refusals[8])
 		}
 		if !m.h.SnapshotNotEmpty(empty) {
-			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[9])
+			return m.refuse(from, EventBeginInstall, -1, &_lifecycle_refusals[9])
 		}
 		if !m.h.SnapshotTermAcceptable(chunkTerm) {
-			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[10])
+			return m.refuse(from, EventBeginInstall, -1, &_lifecycle_refusals[10])
 		}
 		if err := m.h.StartInstall(install); err != nil {
 			return m.fail(from, EventBeginInstall, 8, err)
@@ -471,13 +471,13 @@ func (m *Lifecycle) BeginInstall(install *installation, empty bool, chunkTerm lo
 	case StateFenced:
 		// row 8 (transitions.yaml:162)
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[25])
+			return m.refuse(from, EventBeginInstall, -1, &_lifecycle_refusals[25])
 		}
 		if !m.h.SnapshotNotEmpty(empty) {
-			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[26])
+			return m.refuse(from, EventBeginInstall, -1, &_lifecycle_refusals[26])
 		}
 		if !m.h.SnapshotTermAcceptable(chunkTerm) {
-			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[27])
+			return m.refuse(from, EventBeginInstall, -1, &_lifecycle_refusals[27])
 		}
 		if err := m.h.StartInstall(install); err != nil {
 			return m.fail(from, EventBeginInstall, 8, err)
@@ -489,13 +489,13 @@ func (m *Lifecycle) BeginInstall(install *installation, empty bool, chunkTerm lo
 	case StateFollower:
 		// row 8 (transitions.yaml:162)
 		if !m.h.NothingAttached() {
-			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[40])
+			return m.refuse(from, EventBeginInstall, -1, &_lifecycle_refusals[40])
 		}
 		if !m.h.SnapshotNotEmpty(empty) {
-			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[41])
+			return m.refuse(from, EventBeginInstall, -1, &_lifecycle_refusals[41])
 		}
 		if !m.h.SnapshotTermAcceptable(chunkTerm) {
-			return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[42])
+			return m.refuse(from, EventBeginInstall, -1, &_lifecycle_refusals[42])
 		}
 		if err := m.h.StartInstall(install); err != nil {
 			return m.fail(from, EventBeginInstall, 8, err)
@@ -506,14 +506,14 @@ func (m *Lifecycle) BeginInstall(install *installation, empty bool, chunkTerm lo
 		return nil
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventBeginInstall, -1, &_Lifecycle_refusals[51])
+		return m.refuse(from, EventBeginInstall, -1, &_lifecycle_refusals[51])
 	}
 	return fsm.ErrNoMachine
 }
 
 // CommitInstall fires event CommitInstall. Every chunk of a snapshot arrived
 // and the staged store is valid.
-func (m *Lifecycle) CommitInstall(install *installation) error {
+func (m *lifecycle) CommitInstall(install *installation) error {
 	if m.h == nil {
 		return fsm.ErrNoMachine
 	}
@@ -521,7 +521,7 @@ func (m *Lifecycle) CommitInstall(install *installation) error {
 	case StateNotMember:
 		// row 9 (transitions.yaml:163)
 		if !m.h.InstallAttached(install) {
-			return m.refuse(from, EventCommitInstall, -1, &_Lifecycle_refusals[11])
+			return m.refuse(from, EventCommitInstall, -1, &_lifecycle_refusals[11])
 		}
 		if err := m.h.CommitSnapshot(install); err != nil {
 			return m.fail(from, EventCommitInstall, 9, err)
@@ -534,7 +534,7 @@ func (m *Lifecycle) CommitInstall(install *installation) error {
 	case StateFenced:
 		// row 9 (transitions.yaml:163)
 		if !m.h.InstallAttached(install) {
-			return m.refuse(from, EventCommitInstall, -1, &_Lifecycle_refusals[28])
+			return m.refuse(from, EventCommitInstall, -1, &_lifecycle_refusals[28])
 		}
 		if err := m.h.CommitSnapshot(install); err != nil {
 			return m.fail(from, EventCommitInstall, 9, err)
@@ -547,7 +547,7 @@ func (m *Lifecycle) CommitInstall(install *installation) error {
 	case StateFollower:
 		// row 9 (transitions.yaml:163)
 		if !m.h.InstallAttached(install) {
-			return m.refuse(from, EventCommitInstall, -1, &_Lifecycle_refusals[43])
+			return m.refuse(from, EventCommitInstall, -1, &_lifecycle_refusals[43])
 		}
 		if err := m.h.CommitSnapshot(install); err != nil {
 			return m.fail(from, EventCommitInstall, 9, err)
@@ -558,13 +558,13 @@ func (m *Lifecycle) CommitInstall(install *installation) error {
 		return nil
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventCommitInstall, -1, &_Lifecycle_refusals[52])
+		return m.refuse(from, EventCommitInstall, -1, &_lifecycle_refusals[52])
 	}
 	return fsm.ErrNoMachine
 }
 
 // Delete fires event Delete. A coordinator removes the replica and its data.
-func (m *Lifecycle) Delete(term logpos.Term) error {
+func (m *lifecycle) Delete(term logpos.Term) error {
 	if m.h == nil {
 		return fsm.ErrNoMachine
 	}
@@ -573,10 +573,10 @@ func (m *Lifecycle) Delete(term logpos.Term) error {
 		// row 10 (transitions.yaml:165): The data is removed after the replica is
 		// closed.
 		if !m.h.TermValid(term) {
-			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[12])
+			return m.refuse(from, EventDelete, -1, &_lifecycle_refusals[12])
 		}
 		if !m.h.TermNotBehind(term) {
-			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[13])
+			return m.refuse(from, EventDelete, -1, &_lifecycle_refusals[13])
 		}
 		if err := m.h.Shutdown(); err != nil {
 			return m.fail(from, EventDelete, 10, err)
@@ -590,10 +590,10 @@ func (m *Lifecycle) Delete(term logpos.Term) error {
 		// row 10 (transitions.yaml:165): The data is removed after the replica is
 		// closed.
 		if !m.h.TermValid(term) {
-			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[29])
+			return m.refuse(from, EventDelete, -1, &_lifecycle_refusals[29])
 		}
 		if !m.h.TermNotBehind(term) {
-			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[30])
+			return m.refuse(from, EventDelete, -1, &_lifecycle_refusals[30])
 		}
 		if err := m.h.Shutdown(); err != nil {
 			return m.fail(from, EventDelete, 10, err)
@@ -607,10 +607,10 @@ func (m *Lifecycle) Delete(term logpos.Term) error {
 		// row 10 (transitions.yaml:165): The data is removed after the replica is
 		// closed.
 		if !m.h.TermValid(term) {
-			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[44])
+			return m.refuse(from, EventDelete, -1, &_lifecycle_refusals[44])
 		}
 		if !m.h.TermNotBehind(term) {
-			return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[45])
+			return m.refuse(from, EventDelete, -1, &_lifecycle_refusals[45])
 		}
 		if err := m.h.Shutdown(); err != nil {
 			return m.fail(from, EventDelete, 10, err)
@@ -622,13 +622,13 @@ func (m *Lifecycle) Delete(term logpos.Term) error {
 		return nil
 	case StateClosed:
 		// Unhandled: refused.
-		return m.refuse(from, EventDelete, -1, &_Lifecycle_refusals[53])
+		return m.refuse(from, EventDelete, -1, &_lifecycle_refusals[53])
 	}
 	return fsm.ErrNoMachine
 }
 
 // Close fires event Close. The node shuts the replica down.
-func (m *Lifecycle) Close() error {
+func (m *lifecycle) Close() error {
 	if m.h == nil {
 		return fsm.ErrNoMachine
 	}
@@ -673,63 +673,63 @@ func (m *Lifecycle) Close() error {
 	return fsm.ErrNoMachine
 }
 
-// _Lifecycle_refusals holds every refusal the machine can return, so that
+// _lifecycle_refusals holds every refusal the machine can return, so that
 // refusing allocates nothing.
-var _Lifecycle_refusals = [...]fsm.Refusal{
-	{Machine: "Lifecycle", State: "NotMember", Event: "Restore", Guard: "TermValid", Err: ErrInvalidArgument},
-	{Machine: "Lifecycle", State: "NotMember", Event: "NewTerm", Guard: "TermValid", Err: ErrInvalidArgument},
-	{Machine: "Lifecycle", State: "NotMember", Event: "NewTerm", Guard: "TermNotBehind", Err: ErrInvalidTerm},
-	{Machine: "Lifecycle", State: "NotMember", Event: "Truncate", Guard: "HeadGiven", Err: ErrInvalidArgument},
-	{Machine: "Lifecycle", State: "NotMember", Event: "Truncate", Guard: "NothingAttached", Err: ErrConflict},
-	{Machine: "Lifecycle", State: "NotMember", Event: "Truncate", Guard: "", Err: ErrInvalidStatus},
-	{Machine: "Lifecycle", State: "NotMember", Event: "AttachStream", Guard: "", Err: ErrNotMember},
-	{Machine: "Lifecycle", State: "NotMember", Event: "FirstEntry", Guard: "", Err: ErrInvalidStatus},
-	{Machine: "Lifecycle", State: "NotMember", Event: "BeginInstall", Guard: "NothingAttached", Err: ErrConflict},
-	{Machine: "Lifecycle", State: "NotMember", Event: "BeginInstall", Guard: "SnapshotNotEmpty", Err: ErrInvalidArgument},
-	{Machine: "Lifecycle", State: "NotMember", Event: "BeginInstall", Guard: "SnapshotTermAcceptable", Err: ErrInvalidTerm},
-	{Machine: "Lifecycle", State: "NotMember", Event: "CommitInstall", Guard: "InstallAttached", Err: ErrInvalidTerm},
-	{Machine: "Lifecycle", State: "NotMember", Event: "Delete", Guard: "TermValid", Err: ErrInvalidArgument},
-	{Machine: "Lifecycle", State: "NotMember", Event: "Delete", Guard: "TermNotBehind", Err: ErrInvalidTerm},
-	{Machine: "Lifecycle", State: "Fenced", Event: "Restore", Guard: "", Err: ErrInvalidStatus},
-	{Machine: "Lifecycle", State: "Fenced", Event: "NewTerm", Guard: "TermValid", Err: ErrInvalidArgument},
-	{Machine: "Lifecycle", State: "Fenced", Event: "NewTerm", Guard: "TermNotBehind", Err: ErrInvalidTerm},
-	{Machine: "Lifecycle", State: "Fenced", Event: "Truncate", Guard: "HeadGiven", Err: ErrInvalidArgument},
-	{Machine: "Lifecycle", State: "Fenced", Event: "Truncate", Guard: "NothingAttached", Err: ErrConflict},
-	{Machine: "Lifecycle", State: "Fenced", Event: "Truncate", Guard: "TermMatches", Err: ErrInvalidTerm},
-	{Machine: "Lifecycle", State: "Fenced", Event: "Truncate", Guard: "HeadNotBelowCommit", Err: ErrInvalidArgument},
-	{Machine: "Lifecycle", State: "Fenced", Event: "Truncate", Guard: "HeadNotBeyondLog", Err: ErrInvalidArgument},
-	{Machine: "Lifecycle", State: "Fenced", Event: "AttachStream", Guard: "NothingAttached", Err: ErrConflict},
-	{Machine: "Lifecycle", State: "Fenced", Event: "AttachStream", Guard: "LeaderTermCurrent", Err: ErrInvalidTerm},
-	{Machine: "Lifecycle", State: "Fenced", Event: "FirstEntry", Guard: "StreamAttached", Err: ErrStreamEnded},
-	{Machine: "Lifecycle", State: "Fenced", Event: "BeginInstall", Guard: "NothingAttached", Err: ErrConflict},
-	{Machine: "Lifecycle", State: "Fenced", Event: "BeginInstall", Guard: "SnapshotNotEmpty", Err: ErrInvalidArgument},
-	{Machine: "Lifecycle", State: "Fenced", Event: "BeginInstall", Guard: "SnapshotTermAcceptable", Err: ErrInvalidTerm},
-	{Machine: "Lifecycle", State: "Fenced", Event: "CommitInstall", Guard: "InstallAttached", Err: ErrInvalidTerm},
-	{Machine: "Lifecycle", State: "Fenced", Event: "Delete", Guard: "TermValid", Err: ErrInvalidArgument},
-	{Machine: "Lifecycle", State: "Fenced", Event: "Delete", Guard: "TermNotBehind", Err: ErrInvalidTerm},
-	{Machine: "Lifecycle", State: "Follower", Event: "Restore", Guard: "", Err: ErrInvalidStatus},
-	{Machine: "Lifecycle", State: "Follower", Event: "NewTerm", Guard: "TermValid", Err: ErrInvalidArgument},
-	{Machine: "Lifecycle", State: "Follower", Event: "NewTerm", Guard: "TermNotBehind", Err: ErrInvalidTerm},
-	{Machine: "Lifecycle", State: "Follower", Event: "Truncate", Guard: "HeadGiven", Err: ErrInvalidArgument},
-	{Machine: "Lifecycle", State: "Follower", Event: "Truncate", Guard: "NothingAttached", Err: ErrConflict},
-	{Machine: "Lifecycle", State: "Follower", Event: "Truncate", Guard: "", Err: ErrInvalidStatus},
-	{Machine: "Lifecycle", State: "Follower", Event: "AttachStream", Guard: "NothingAttached", Err: ErrConflict},
-	{Machine: "Lifecycle", State: "Follower", Event: "AttachStream", Guard: "LeaderTermCurrent", Err: ErrInvalidTerm},
-	{Machine: "Lifecycle", State: "Follower", Event: "FirstEntry", Guard: "StreamAttached", Err: ErrStreamEnded},
-	{Machine: "Lifecycle", State: "Follower", Event: "BeginInstall", Guard: "NothingAttached", Err: ErrConflict},
-	{Machine: "Lifecycle", State: "Follower", Event: "BeginInstall", Guard: "SnapshotNotEmpty", Err: ErrInvalidArgument},
-	{Machine: "Lifecycle", State: "Follower", Event: "BeginInstall", Guard: "SnapshotTermAcceptable", Err: ErrInvalidTerm},
-	{Machine: "Lifecycle", State: "Follower", Event: "CommitInstall", Guard: "InstallAttached", Err: ErrInvalidTerm},
-	{Machine: "Lifecycle", State: "Follower", Event: "Delete", Guard: "TermValid", Err: ErrInvalidArgument},
-	{Machine: "Lifecycle", State: "Follower", Event: "Delete", Guard: "TermNotBehind", Err: ErrInvalidTerm},
-	{Machine: "Lifecycle", State: "Closed", Event: "Restore", Guard: "", Err: ErrClosed},
-	{Machine: "Lifecycle", State: "Closed", Event: "NewTerm", Guard: "", Err: ErrClosed},
-	{Machine: "Lifecycle", State: "Closed", Event: "Truncate", Guard: "", Err: ErrClosed},
-	{Machine: "Lifecycle", State: "Closed", Event: "AttachStream", Guard: "", Err: ErrClosed},
-	{Machine: "Lifecycle", State: "Closed", Event: "FirstEntry", Guard: "", Err: ErrClosed},
-	{Machine: "Lifecycle", State: "Closed", Event: "BeginInstall", Guard: "", Err: ErrClosed},
-	{Machine: "Lifecycle", State: "Closed", Event: "CommitInstall", Guard: "", Err: ErrClosed},
-	{Machine: "Lifecycle", State: "Closed", Event: "Delete", Guard: "", Err: ErrClosed},
+var _lifecycle_refusals = [...]fsm.Refusal{
+	{Machine: "lifecycle", State: "NotMember", Event: "Restore", Guard: "TermValid", Err: ErrInvalidArgument},
+	{Machine: "lifecycle", State: "NotMember", Event: "NewTerm", Guard: "TermValid", Err: ErrInvalidArgument},
+	{Machine: "lifecycle", State: "NotMember", Event: "NewTerm", Guard: "TermNotBehind", Err: ErrInvalidTerm},
+	{Machine: "lifecycle", State: "NotMember", Event: "Truncate", Guard: "HeadGiven", Err: ErrInvalidArgument},
+	{Machine: "lifecycle", State: "NotMember", Event: "Truncate", Guard: "NothingAttached", Err: ErrConflict},
+	{Machine: "lifecycle", State: "NotMember", Event: "Truncate", Guard: "", Err: ErrInvalidStatus},
+	{Machine: "lifecycle", State: "NotMember", Event: "AttachStream", Guard: "", Err: ErrNotMember},
+	{Machine: "lifecycle", State: "NotMember", Event: "FirstEntry", Guard: "", Err: ErrInvalidStatus},
+	{Machine: "lifecycle", State: "NotMember", Event: "BeginInstall", Guard: "NothingAttached", Err: ErrConflict},
+	{Machine: "lifecycle", State: "NotMember", Event: "BeginInstall", Guard: "SnapshotNotEmpty", Err: ErrInvalidArgument},
+	{Machine: "lifecycle", State: "NotMember", Event: "BeginInstall", Guard: "SnapshotTermAcceptable", Err: ErrInvalidTerm},
+	{Machine: "lifecycle", State: "NotMember", Event: "CommitInstall", Guard: "InstallAttached", Err: ErrInvalidTerm},
+	{Machine: "lifecycle", State: "NotMember", Event: "Delete", Guard: "TermValid", Err: ErrInvalidArgument},
+	{Machine: "lifecycle", State: "NotMember", Event: "Delete", Guard: "TermNotBehind", Err: ErrInvalidTerm},
+	{Machine: "lifecycle", State: "Fenced", Event: "Restore", Guard: "", Err: ErrInvalidStatus},
+	{Machine: "lifecycle", State: "Fenced", Event: "NewTerm", Guard: "TermValid", Err: ErrInvalidArgument},
+	{Machine: "lifecycle", State: "Fenced", Event: "NewTerm", Guard: "TermNotBehind", Err: ErrInvalidTerm},
+	{Machine: "lifecycle", State: "Fenced", Event: "Truncate", Guard: "HeadGiven", Err: ErrInvalidArgument},
+	{Machine: "lifecycle", State: "Fenced", Event: "Truncate", Guard: "NothingAttached", Err: ErrConflict},
+	{Machine: "lifecycle", State: "Fenced", Event: "Truncate", Guard: "TermMatches", Err: ErrInvalidTerm},
+	{Machine: "lifecycle", State: "Fenced", Event: "Truncate", Guard: "HeadNotBelowCommit", Err: ErrInvalidArgument},
+	{Machine: "lifecycle", State: "Fenced", Event: "Truncate", Guard: "HeadNotBeyondLog", Err: ErrInvalidArgument},
+	{Machine: "lifecycle", State: "Fenced", Event: "AttachStream", Guard: "NothingAttached", Err: ErrConflict},
+	{Machine: "lifecycle", State: "Fenced", Event: "AttachStream", Guard: "LeaderTermCurrent", Err: ErrInvalidTerm},
+	{Machine: "lifecycle", State: "Fenced", Event: "FirstEntry", Guard: "StreamAttached", Err: ErrStreamEnded},
+	{Machine: "lifecycle", State: "Fenced", Event: "BeginInstall", Guard: "NothingAttached", Err: ErrConflict},
+	{Machine: "lifecycle", State: "Fenced", Event: "BeginInstall", Guard: "SnapshotNotEmpty", Err: ErrInvalidArgument},
+	{Machine: "lifecycle", State: "Fenced", Event: "BeginInstall", Guard: "SnapshotTermAcceptable", Err: ErrInvalidTerm},
+	{Machine: "lifecycle", State: "Fenced", Event: "CommitInstall", Guard: "InstallAttached", Err: ErrInvalidTerm},
+	{Machine: "lifecycle", State: "Fenced", Event: "Delete", Guard: "TermValid", Err: ErrInvalidArgument},
+	{Machine: "lifecycle", State: "Fenced", Event: "Delete", Guard: "TermNotBehind", Err: ErrInvalidTerm},
+	{Machine: "lifecycle", State: "Follower", Event: "Restore", Guard: "", Err: ErrInvalidStatus},
+	{Machine: "lifecycle", State: "Follower", Event: "NewTerm", Guard: "TermValid", Err: ErrInvalidArgument},
+	{Machine: "lifecycle", State: "Follower", Event: "NewTerm", Guard: "TermNotBehind", Err: ErrInvalidTerm},
+	{Machine: "lifecycle", State: "Follower", Event: "Truncate", Guard: "HeadGiven", Err: ErrInvalidArgument},
+	{Machine: "lifecycle", State: "Follower", Event: "Truncate", Guard: "NothingAttached", Err: ErrConflict},
+	{Machine: "lifecycle", State: "Follower", Event: "Truncate", Guard: "", Err: ErrInvalidStatus},
+	{Machine: "lifecycle", State: "Follower", Event: "AttachStream", Guard: "NothingAttached", Err: ErrConflict},
+	{Machine: "lifecycle", State: "Follower", Event: "AttachStream", Guard: "LeaderTermCurrent", Err: ErrInvalidTerm},
+	{Machine: "lifecycle", State: "Follower", Event: "FirstEntry", Guard: "StreamAttached", Err: ErrStreamEnded},
+	{Machine: "lifecycle", State: "Follower", Event: "BeginInstall", Guard: "NothingAttached", Err: ErrConflict},
+	{Machine: "lifecycle", State: "Follower", Event: "BeginInstall", Guard: "SnapshotNotEmpty", Err: ErrInvalidArgument},
+	{Machine: "lifecycle", State: "Follower", Event: "BeginInstall", Guard: "SnapshotTermAcceptable", Err: ErrInvalidTerm},
+	{Machine: "lifecycle", State: "Follower", Event: "CommitInstall", Guard: "InstallAttached", Err: ErrInvalidTerm},
+	{Machine: "lifecycle", State: "Follower", Event: "Delete", Guard: "TermValid", Err: ErrInvalidArgument},
+	{Machine: "lifecycle", State: "Follower", Event: "Delete", Guard: "TermNotBehind", Err: ErrInvalidTerm},
+	{Machine: "lifecycle", State: "Closed", Event: "Restore", Guard: "", Err: ErrClosed},
+	{Machine: "lifecycle", State: "Closed", Event: "NewTerm", Guard: "", Err: ErrClosed},
+	{Machine: "lifecycle", State: "Closed", Event: "Truncate", Guard: "", Err: ErrClosed},
+	{Machine: "lifecycle", State: "Closed", Event: "AttachStream", Guard: "", Err: ErrClosed},
+	{Machine: "lifecycle", State: "Closed", Event: "FirstEntry", Guard: "", Err: ErrClosed},
+	{Machine: "lifecycle", State: "Closed", Event: "BeginInstall", Guard: "", Err: ErrClosed},
+	{Machine: "lifecycle", State: "Closed", Event: "CommitInstall", Guard: "", Err: ErrClosed},
+	{Machine: "lifecycle", State: "Closed", Event: "Delete", Guard: "", Err: ErrClosed},
 }
 
 // LifecycleTable describes the table the machine was generated from, without
@@ -737,7 +737,7 @@ var _Lifecycle_refusals = [...]fsm.Refusal{
 func LifecycleTable() *fsm.Table {
 	return &fsm.Table{
 		File:      "transitions.yaml",
-		Machine:   "Lifecycle",
+		Machine:   "lifecycle",
 		Package:   "follower",
 		Doc:       "The lifecycle of one follower replica: NotMember until a term is accepted, Fenced until the leader of that term truncates it or sends its first entry, Follower while replicating, Closed at the end.",
 		Initial:   "NotMember",

@@ -10,7 +10,7 @@ import (
 	logpos "github.com/tablefsm/tablefsm/logpos"
 )
 
-// lifecycleFake is a fake of LifecycleHandlers on an fsmtest.Fake: guard i of
+// lifecycleFake is a fake of lifecycleHandlers on an fsmtest.Fake: guard i of
 // the table holds when bit i of its Pass is set, the action named by its Fail
 // fails, and every call is recorded with its arguments.
 type lifecycleFake struct{ f *fsmtest.Fake }
@@ -52,7 +52,7 @@ func (h lifecycleFake) CommitSnapshot(a0 *installation) error {
 }
 func (h lifecycleFake) Shutdown() error { return h.f.Action("Shutdown") }
 
-var _ LifecycleHandlers = lifecycleFake{}
+var _ lifecycleHandlers = lifecycleFake{}
 
 // lifecyclePayloadRestore is what Restore is fired with in these tests, in two
 // sets: for each field, a value of its type made by fsmtest.Value from a seed
@@ -185,7 +185,7 @@ var lifecyclePayloadDelete = [2]struct {
 }
 
 // lifecycleFire fires e with its payload of set set.
-func lifecycleFire(m *Lifecycle, e Event, set int) error {
+func lifecycleFire(m *lifecycle, e Event, set int) error {
 	switch e {
 	case EventRestore:
 		return m.Restore(lifecyclePayloadRestore[set].term)
@@ -209,13 +209,13 @@ func lifecycleFire(m *Lifecycle, e Event, set int) error {
 	return errors.New("no such event: " + e.String())
 }
 
-// lifecycleHarness runs the tests below on Lifecycle through its public API.
-var lifecycleHarness = &fsmtest.Harness[*Lifecycle, State, Event]{
+// lifecycleHarness runs the tests below on lifecycle through its public API.
+var lifecycleHarness = &fsmtest.Harness[*lifecycle, State, Event]{
 	Table:     LifecycleTable(),
 	NewTable:  LifecycleTable,
 	TablePath: "../transitions.yaml",
 	TableName: "transitions.yaml",
-	New:       func(f *fsmtest.Fake) *Lifecycle { return NewLifecycle(lifecycleFake{f}) },
+	New:       func(f *fsmtest.Fake) *lifecycle { return newLifecycle(lifecycleFake{f}) },
 	Fire:      lifecycleFire,
 	Payloads: [2]map[Event]map[string]any{
 		{
@@ -475,7 +475,7 @@ func TestLifecycleStrings(t *testing.T) { lifecycleHarness.Strings(t) }
 // handlers and at the zero machine: each returns fsm.ErrNoMachine and
 // stays where it is.
 func TestLifecycleWithoutHandlers(t *testing.T) {
-	lifecycleHarness.WithoutHandlers(t, func() *Lifecycle { return NewLifecycle(nil) }, func() *Lifecycle { return new(Lifecycle) })
+	lifecycleHarness.WithoutHandlers(t, func() *lifecycle { return newLifecycle(nil) }, func() *lifecycle { return new(lifecycle) })
 }
 
 // TestLifecycleTableIsCurrent fails when transitions.yaml changed after this code was

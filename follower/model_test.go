@@ -369,7 +369,7 @@ func (c *mdlTableCheck) check() (string, error) {
 }
 
 func (c *mdlTableCheck) step(s fsm.Step) error {
-	if s.Machine != "Lifecycle" {
+	if s.Machine != "lifecycle" {
 		return fmt.Errorf("machine %q", s.Machine)
 	}
 	if s.From != c.state {

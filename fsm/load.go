@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -471,7 +472,7 @@ func (l *loader) load(src []byte) *Table {
 		}
 	}
 	if n := fields["machine"]; n != nil {
-		t.Machine, l.machine = l.ident(n, "machine name", exportedIdent), l.pos(n)
+		t.Machine, l.machine = l.ident(n, "machine name", machineIdent), l.pos(n)
 	}
 	if n := fields["package"]; n != nil {
 		t.Package = l.packageName(n)
@@ -744,6 +745,7 @@ const (
 	exportedIdent identKind = iota // State, Event, Guard names
 	fieldIdent                     // payload fields: lowerCamel
 	packageIdent                   // import names and the package
+	machineIdent                   // the machine: exported or not
 )
 
 // checkIdent reports whether s is an identifier of the given kind.
@@ -771,6 +773,19 @@ func checkIdent(s string, k identKind) string {
 		}
 		if goPredeclared[s] || generatedLocals[s] {
 			return "must not shadow a Go predeclared name or a name the generated methods use (m, from, refused, fsm)"
+		}
+	case machineIdent:
+		if !unicode.IsUpper(first) && !unicode.IsLower(first) {
+			return "must start with a letter: upper-case for an exported machine, lower-case for one used only in its package"
+		}
+		if unicode.IsUpper(first) {
+			break
+		}
+		if goPredeclared[s] || s == "init" {
+			return "must not be a Go predeclared name or init"
+		}
+		if _, ok := GeneratedImports[s]; ok || generatedCodeLocals[s] {
+			return "must not be a name the generated code gives a package or a variable (" + strings.Join(slices.Sorted(maps.Keys(GeneratedImports)), ", ") + "; " + strings.Join(slices.Sorted(maps.Keys(generatedCodeLocals)), ", ") + ")"
 		}
 	case packageIdent:
 		if strings.ToLower(s) != s || strings.Contains(s, "_") {
@@ -1236,6 +1251,14 @@ var vetSignatures = map[string]vetSignature{
 // generatedLocals are the names the bodies of generated event methods
 // use: a payload field of one of these names would hide it.
 var generatedLocals = map[string]bool{"m": true, "from": true, "refused": true, "fsm": true}
+
+// generatedCodeLocals are the names generated code gives parameters and
+// variables: an unexported machine of one of these names would be hidden
+// where the generated code names its type.
+var generatedCodeLocals = map[string]bool{
+	"e": true, "err": true, "f": true, "from": true, "h": true, "m": true, "o": true,
+	"r": true, "refused": true, "row": true, "s": true, "set": true, "t": true, "to": true,
+}
 
 var goKeywords = map[string]bool{
 	"break": true, "case": true, "chan": true, "const": true, "continue": true,

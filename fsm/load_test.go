@@ -51,7 +51,7 @@ func TestLoadKeepsPositionsAndOrder(t *testing.T) {
 
 func TestLoadFollowerTable(t *testing.T) {
 	table := mustLoad(t, "../transitions.yaml")
-	if table.Machine != "Lifecycle" || table.Initial != "NotMember" {
+	if table.Machine != "lifecycle" || table.Initial != "NotMember" {
 		t.Fatalf("machine %s, initial %s", table.Machine, table.Initial)
 	}
 }
@@ -274,8 +274,20 @@ func TestLoadEdgeCases(t *testing.T) {
 		{"unknown initial state, where it is named", strings.Replace(base, "initial: A", "initial: Z", 1),
 			`t.yaml:3:10: unknown state "Z"`},
 		{"a non-ASCII upper-case initial", strings.Replace(base, "machine: M", "machine: Émile", 1), ""},
-		{"a non-ASCII lower-case initial", strings.Replace(base, "machine: M", "machine: éM", 1),
-			`t.yaml:1:10: machine name "éM" must start with an upper-case letter`},
+		{"a non-ASCII lower-case initial: an unexported machine", strings.Replace(base, "machine: M", "machine: éM", 1), ""},
+		{"an unexported machine", strings.Replace(base, "machine: M", "machine: job", 1), ""},
+		{"a machine of neither case", strings.Replace(base, "machine: M", "machine: _M", 1),
+			`t.yaml:1:10: machine name "_M" must start with a letter: upper-case for an exported machine, lower-case for one used only in its package`},
+		{"an unexported machine of a predeclared name", strings.Replace(base, "machine: M", "machine: new", 1),
+			`t.yaml:1:10: machine name "new" must not be a Go predeclared name or init`},
+		{"an unexported machine named init", strings.Replace(base, "machine: M", "machine: init", 1),
+			`t.yaml:1:10: machine name "init" must not be a Go predeclared name or init`},
+		{"an unexported machine of a generated import's name", strings.Replace(base, "machine: M", "machine: fsmtest", 1),
+			`t.yaml:1:10: machine name "fsmtest" must not be a name the generated code gives a package or a variable (atomic, errors, fsm, fsmtest, strconv, testing; e, err, f, from, h, m, o, r, refused, row, s, set, t, to)`},
+		{"an unexported machine of a generated variable's name", strings.Replace(base, "machine: M", "machine: h", 1),
+			`t.yaml:1:10: machine name "h" must not be a name the generated code gives a package or a variable (atomic, errors, fsm, fsmtest, strconv, testing; e, err, f, from, h, m, o, r, refused, row, s, set, t, to)`},
+		{"an unexported machine of an import's name", strings.Replace(strings.Replace(base, "machine: M", "machine: logpos\nimports: {logpos: example.com/logpos}", 1), "Go: {}", "Go: {payload: {x: logpos.T}}", 1),
+			`t.yaml:2:11: import logpos: the machine's type has that name`},
 		{"a non-ASCII payload field", strings.Replace(base, "Go: {}", "Go: {payload: {ñandú: int}}", 1), ""},
 		{"an empty event", base + "  - {from: A, on: \"\", to: B}\n", "t.yaml:14:19: event name must not be empty"},
 		{"an empty guard error", strings.Replace(base, "errors:", "guards:\n  G: {error: \"\"}\nerrors:", 1) +
@@ -567,8 +579,8 @@ func TestColumnsCountBytes(t *testing.T) {
 		}
 	}
 	// A byte order mark counts on the first line.
-	_, err = Load("t.yaml", []byte("\ufeffmachine: m\n"+strings.TrimPrefix(base, "machine: M\n")))
-	if want := `t.yaml:1:13: machine name "m" must start with an upper-case letter`; err == nil || err.Error() != want {
+	_, err = Load("t.yaml", []byte("\ufeffmachine: _m\n"+strings.TrimPrefix(base, "machine: M\n")))
+	if want := `t.yaml:1:13: machine name "_m" must start with a letter: upper-case for an exported machine, lower-case for one used only in its package`; err == nil || err.Error() != want {
 		t.Errorf("got\n%v\nwant\n%s", err, want)
 	}
 	// … and so does a character of several bytes after it.

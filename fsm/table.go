@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // Pos is a position in a table's source: file, 1-based line and column.
@@ -37,10 +39,11 @@ func (p Pos) String() string {
 // the diagrams and the test oracle work from. Names are Go identifiers;
 // cross references are by name. Positions are those of the source; the
 // description generated code returns from <Machine>Table()
-// (LifecycleTable for machine: Lifecycle) carries none.
+// (LifecycleTable for machine: Lifecycle or machine: lifecycle) carries
+// none.
 type Table struct {
 	File      string   // source file name, as given to Load
-	Machine   string   // the Go type of the machine, e.g. "Lifecycle"
+	Machine   string   // the Go type of the machine, e.g. "Lifecycle"; unexported ("lifecycle") for a machine used only in its package
 	Package   string   // the Go package the code is generated into
 	Doc       string   // what the machine is, one paragraph
 	Initial   string   // the state a new machine starts in
@@ -53,6 +56,38 @@ type Table struct {
 	Errors    []Error
 	Rows      []Row
 	Pos       Pos
+}
+
+// Names are the package-level names generated code declares for a
+// machine, derived from its name.
+type Names struct {
+	Type     string // the machine type: Lifecycle, or lifecycle
+	Handlers string // the interface of guards and actions: LifecycleHandlers, lifecycleHandlers
+	New      string // the constructor: NewLifecycle, newLifecycle
+	// Table and Hash are exported either way: the table as data is for
+	// tools, and names no type of the package.
+	Table string // the table as data: LifecycleTable
+	Hash  string // the hash of the source: LifecycleTableHash
+	// Tests prefixes the generated test functions (TestLifecycleRows),
+	// which go test runs only when an upper-case letter follows Test.
+	Tests string
+}
+
+// Names returns the names generated code declares for the machine. An
+// unexported machine (its name starts with a lower-case letter) gets an
+// unexported type, handlers interface and constructor.
+func (t *Table) Names() Names {
+	m := t.Machine
+	if m == "" {
+		return Names{}
+	}
+	first, size := utf8.DecodeRuneInString(m)
+	exported := string(unicode.ToUpper(first)) + m[size:]
+	n := Names{Type: m, Handlers: m + "Handlers", New: "New" + m, Table: exported + "Table", Hash: exported + "TableHash", Tests: exported}
+	if !unicode.IsUpper(first) {
+		n.New = "new" + exported
+	}
+	return n
 }
 
 // Import is a package that payload field types may refer to.

@@ -853,10 +853,10 @@ func (l *loader) generatedValues() map[string]string {
 	for _, e := range t.Errors {
 		values[e.Name] = "a variable"
 	}
-	if m := t.Machine; m != "" {
-		values["New"+m] = "a function"
-		values[m+"Table"] = "a function"
-		values[m+"TableHash"] = "a constant"
+	if n := t.Names(); n.Type != "" {
+		values[n.New] = "a function"
+		values[n.Table] = "a function"
+		values[n.Hash] = "a constant"
 	}
 	return values
 }
@@ -1339,11 +1339,15 @@ func (l *loader) checkGenerated(t *Table) {
 	}
 	add("State", "the state type", t.Pos)
 	add("Event", "the event type", t.Pos)
-	if m := t.Machine; m != "" {
-		for _, suffix := range []string{"", "Handlers", "Table", "TableHash"} {
-			add(m+suffix, "machine "+m, l.machine)
+	if n := t.Names(); n.Type != "" {
+		for _, name := range []string{n.Type, n.Handlers, n.Table, n.Hash, n.New} {
+			add(name, "machine "+n.Type, l.machine)
 		}
-		add("New"+m, "machine "+m, l.machine)
+		for _, imp := range t.Imports {
+			if imp.Name == n.Type {
+				l.errorf(imp.Pos, "import %s: the machine's type has that name", imp.Name)
+			}
+		}
 	}
 	for _, s := range t.States {
 		add("State"+s.Name, "state "+s.Name, s.Pos)

@@ -437,7 +437,7 @@ func (h *Harness[M, S, E]) TableIsCurrent(t *testing.T, hash string) {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(parsed.WithoutPositions(), h.Table) {
-		t.Fatalf("%sTable() differs from %s", h.Table.Machine, h.TablePath)
+		t.Fatalf("%s() differs from %s", h.Table.Names().Table, h.TablePath)
 	}
 	if h.NewTable != nil {
 		// Each call returns a copy of its own: changing every part of
@@ -445,7 +445,7 @@ func (h *Harness[M, S, E]) TableIsCurrent(t *testing.T, hash string) {
 		a, b := h.NewTable(), h.NewTable()
 		scribble(reflect.ValueOf(a))
 		if !reflect.DeepEqual(parsed.WithoutPositions(), b) {
-			t.Errorf("%sTable() returns data shared between calls: changing one result changed the next", h.Table.Machine)
+			t.Errorf("%s() returns data shared between calls: changing one result changed the next", h.Table.Names().Table)
 		}
 	}
 	for _, e := range parsed.Errors {

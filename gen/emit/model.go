@@ -63,6 +63,7 @@ type refusal struct {
 type model struct {
 	t        *fsm.Table
 	cells    *fsm.Cells // the rows by (state, event)
+	names    fsm.Names  // the names of the machine's declarations
 	lower    string     // the machine name in lowerCamel, for unexported names
 	refusals []refusal
 	refIndex map[refusal]int
@@ -70,7 +71,7 @@ type model struct {
 }
 
 func newModel(t *fsm.Table) *model {
-	m := &model{t: t, cells: t.Cells(), lower: lowerFirst(t.Machine), refIndex: map[refusal]int{}, next: map[string]map[string]bool{}}
+	m := &model{t: t, cells: t.Cells(), names: t.Names(), lower: lowerFirst(t.Machine), refIndex: map[refusal]int{}, next: map[string]map[string]bool{}}
 	for _, r := range t.Rows {
 		if r.Kind != fsm.Move {
 			continue
@@ -124,10 +125,10 @@ func (m *model) refusal(r refusal) int {
 	return len(m.refusals) - 1
 }
 
-func (m *model) handlers() string    { return m.t.Machine + "Handlers" }
-func (m *model) constructor() string { return "New" + m.t.Machine }
-func (m *model) tableFunc() string   { return m.t.Machine + "Table" }
-func (m *model) hashConst() string   { return m.t.Machine + "TableHash" }
+func (m *model) handlers() string    { return m.names.Handlers }
+func (m *model) constructor() string { return m.names.New }
+func (m *model) tableFunc() string   { return m.names.Table }
+func (m *model) hashConst() string   { return m.names.Hash }
 
 // refusalsVar names the table of refusals like stringer's tables
 // ("_Pill_name"): no payload field, which starts with a lower-case letter,

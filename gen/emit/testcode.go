@@ -362,7 +362,7 @@ func Test(t *fsm.Table, src Source) ([]byte, error) {
 
 	emitCases := func(name, doc string, cases []tcase) {
 		p.f("%s", comment("", doc))
-		p.f("func Test%s%s(t *testing.T) {\n\t%s.Run(t, []fsmtest.Case[State, Event]{\n", M, name, harness)
+		p.f("func Test%s%s(t *testing.T) {\n\t%s.Run(t, []fsmtest.Case[State, Event]{\n", m.names.Tests, name, harness)
 		for _, c := range cases {
 			errName := c.want.Err
 			if c.want.Action != "" {
@@ -388,33 +388,33 @@ func Test(t *fsm.Table, src Source) ([]byte, error) {
 	emitCases("GuardOutcomes", "Every combination of guard outcomes of every (state, event) group with guards.", m.guardCases())
 	emitCases("Rows", "Every row taken in every state it applies in, then each of its actions failing in turn.", rows)
 
-	p.f(`// Test%[2]sShortestPaths drives the machine to every state by the
+	p.f(`// Test%[5]sShortestPaths drives the machine to every state by the
 // shortest path, checking each step.
-func Test%[2]sShortestPaths(t *testing.T) { %[1]s.ShortestPaths(t) }
+func Test%[5]sShortestPaths(t *testing.T) { %[1]s.ShortestPaths(t) }
 
-// Test%[2]sStrings checks the names of states and events.
-func Test%[2]sStrings(t *testing.T) { %[1]s.Strings(t) }
+// Test%[5]sStrings checks the names of states and events.
+func Test%[5]sStrings(t *testing.T) { %[1]s.Strings(t) }
 
-// Test%[2]sWithoutHandlers fires every event at a machine made with nil
+// Test%[5]sWithoutHandlers fires every event at a machine made with nil
 // handlers and at the zero machine: each returns fsm.ErrNoMachine and
 // stays where it is.
-func Test%[2]sWithoutHandlers(t *testing.T) {
+func Test%[5]sWithoutHandlers(t *testing.T) {
 	%[1]s.WithoutHandlers(t, func() *%[2]s { return %[3]s(nil) }, func() *%[2]s { return new(%[2]s) })
 }
 
-// Test%[2]sTableIsCurrent fails when %[4]s changed after this code was
-// generated, or when %[2]sTable() or the error sentinels do not describe it.
-func Test%[2]sTableIsCurrent(t *testing.T) { %[1]s.TableIsCurrent(t, %[2]sTableHash) }
+// Test%[5]sTableIsCurrent fails when %[4]s changed after this code was
+// generated, or when %[7]s() or the error sentinels do not describe it.
+func Test%[5]sTableIsCurrent(t *testing.T) { %[1]s.TableIsCurrent(t, %[6]s) }
 
-// Test%[2]sRandomWalk fires random events with random guard outcomes,
+// Test%[5]sRandomWalk fires random events with random guard outcomes,
 // failing actions and payloads at the machine and at an independent
 // oracle built on looplab/fsm from %[4]s, comparing them after every step.
-func Test%[2]sRandomWalk(t *testing.T) { %[1]s.RandomWalk(t) }
+func Test%[5]sRandomWalk(t *testing.T) { %[1]s.RandomWalk(t) }
 
-// Test%[2]sStateFromAnyGoroutine reads the state while events move the
+// Test%[5]sStateFromAnyGoroutine reads the state while events move the
 // machine: under the race detector, it fails unless State is safe to
 // call from any goroutine.
-func Test%[2]sStateFromAnyGoroutine(t *testing.T) { %[1]s.StateFromAnyGoroutine(t) }
-`, harness, M, m.constructor(), src.display())
+func Test%[5]sStateFromAnyGoroutine(t *testing.T) { %[1]s.StateFromAnyGoroutine(t) }
+`, harness, M, m.constructor(), src.display(), m.names.Tests, m.hashConst(), m.tableFunc())
 	return gofmt(M+" tests", p.Bytes())
 }
