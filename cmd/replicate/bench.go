@@ -216,7 +216,12 @@ func (b *benchConfig) run(ctx context.Context, e *env) (err error) {
 		}
 	}
 
-	fmt.Fprintf(out, "bench: %s × %d B per stream, window %d, %s acks, %s\n", plural(b.entries, "entry", "entries"), b.entrySize, b.window, b.acks, plural(b.rounds, "round", "rounds"))
+	// A stream has no more entries in flight than it has entries.
+	window := fmt.Sprint(b.window)
+	if int64(b.window) > b.entries {
+		window = fmt.Sprintf("%d (every entry; --window %d)", b.entries, b.window)
+	}
+	fmt.Fprintf(out, "bench: %s × %d B per stream, window %s, %s acks, %s\n", plural(b.entries, "entry", "entries"), b.entrySize, window, b.acks, plural(b.rounds, "round", "rounds"))
 	fmt.Fprintf(out, "  followerd  %s  shard %s, term %d, from offset %d\n", addr, b.shard, f.term, f.next)
 	if base != nil {
 		fmt.Fprintf(out, "  baseline   %s  echo server: a bare stream of the same protocol that acks on receipt and stores nothing\n", base.conn.ClientConn().Target())

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/tablefsm/tablefsm/internal/buildinfo"
@@ -65,9 +66,40 @@ func main() {
 		stopSignals = append(stopSignals, syscall.SIGHUP)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), stopSignals...)
+	// With SIGPIPE notified (to a channel nobody reads), a write to a
+	// standard output nobody reads any more fails with EPIPE instead of
+	// killing the process, so that the command stops as if interrupted
+	// and cleans up (the demo's nodes and temporary directory). Unlike
+	// an ignored SIGPIPE, this one is not inherited by the nodes it runs.
+	signal.Notify(make(chan os.Signal, 1), syscall.SIGPIPE)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
+}
+
+// errStdoutClosed stops a command whose standard output nobody reads any
+// more (replicate demo | head -3).
+var errStdoutClosed = errors.New("standard output closed")
+
+// exitStdoutClosed is the exit status of such a command: what a shell
+// reports for a process killed by SIGPIPE (set -o pipefail).
+const exitStdoutClosed = 128 + 13
+
+// stdoutWriter is a command's standard output: the first write that
+// fails because nobody reads it any more (EPIPE) stops the command.
+type stdoutWriter struct {
+	w      io.Writer
+	stop   context.CancelCauseFunc
+	closed atomic.Bool
+}
+
+func (s *stdoutWriter) Write(p []byte) (int, error) {
+	n, err := s.w.Write(p)
+	if errors.Is(err, syscall.EPIPE) {
+		s.closed.Store(true)
+		s.stop(errStdoutClosed)
+	}
+	return n, err
 }
 
 // isHelpFlag reports whether arg asks for help, as the flag package reads it.
@@ -116,7 +148,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			continue
 		}
 		fs := flag.NewFlagSet("replicate "+c.name, flag.ContinueOnError)
-		e := &env{stdout: stdout, stderr: stderr}
+		ctx, stopCmd := context.WithCancelCause(ctx)
+		defer stopCmd(nil)
+		out := &stdoutWriter{w: stdout, stop: stopCmd}
+		e := &env{stdout: out, stderr: stderr}
 		runCmd := c.setup(fs, e)
 		fs.Usage = func() {
 			fmt.Fprintf(fs.Output(), "Usage: replicate %s [flags]\n\n%s\n\nFlags:\n", c.name, c.short)
@@ -140,7 +175,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "replicate %s: %v\nRun 'replicate %s --help' for usage.\n", c.name, err, c.name)
 			return 2
 		}
-		if err := runCmd(ctx); err != nil {
+		err = runCmd(ctx)
+		if out.closed.Load() {
+			return exitStdoutClosed
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				// Stopped (SIGINT, SIGTERM): whatever failed then
 				// failed because of it (the nodes it started were

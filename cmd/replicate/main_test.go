@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"regexp"
@@ -42,6 +43,13 @@ import (
 // for the echo-server command that bench starts from its own binary,
 // replicate.
 func TestMain(m *testing.M) {
+	if os.Getenv("REPLICATE_TEST_AS_REPLICATE") == "1" {
+		// This binary as replicate itself, through main; the nodes it
+		// starts (this binary again) serve.
+		os.Unsetenv("REPLICATE_TEST_AS_REPLICATE")
+		os.Setenv("REPLICATE_TEST_CHILD", "1")
+		main()
+	}
 	if broken := os.Getenv("REPLICATE_TEST_BROKEN_NODE"); os.Getenv("REPLICATE_TEST_CHILD") == "1" && broken != "" {
 		// A node that logs an error and exits, before it serves or
 		// once it said it serves where nothing listens.
@@ -271,6 +279,79 @@ func TestDemoStopped(t *testing.T) {
 	}
 }
 
+// closedPipe is a standard output that a reader closed (| head -3) once
+// it had taken limit bytes: writes then fail with EPIPE.
+type closedPipe struct {
+	mu    sync.Mutex
+	limit int
+	buf   bytes.Buffer
+}
+
+func (w *closedPipe) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.buf.Len()+len(p) > w.limit {
+		return 0, &os.PathError{Op: "write", Path: "/dev/stdout", Err: syscall.EPIPE}
+	}
+	return w.buf.Write(p)
+}
+
+// TestDemoWithItsOutputClosed: a demo whose standard output nobody reads
+// any more stops as if interrupted, with the exit status a shell gives a
+// process killed by SIGPIPE, saying nothing; it stops its nodes and
+// removes its temporary directory.
+func TestDemoWithItsOutputClosed(t *testing.T) {
+	t.Setenv("REPLICATE_TEST_CHILD", "1")
+	tmp := t.TempDir()
+	t.Setenv("TMPDIR", tmp)
+	for _, limit := range []int{0, 300, 2000} {
+		var stderr bytes.Buffer
+		stdout := &closedPipe{limit: limit}
+		code := run(context.Background(), []string{"demo", "--followerd", os.Args[0], "--entries", "200"}, stdout, &stderr)
+		if code != exitStdoutClosed || stderr.Len() != 0 {
+			t.Fatalf("output closed after %d bytes: status %d, stderr %q, output:\n%s", limit, code, stderr.String(), stdout.buf.String())
+		}
+		if left, err := os.ReadDir(tmp); err != nil || len(left) != 0 {
+			t.Fatalf("output closed after %d bytes: the temporary directory holds %v (%v), want nothing", limit, left, err)
+		}
+	}
+}
+
+// TestDemoPipedIntoHead: replicate demo | head -1 is not killed by
+// SIGPIPE at its first write past what head read: it stops its nodes,
+// removes its temporary directory and exits with the status a shell
+// gives a command killed by SIGPIPE, saying nothing.
+func TestDemoPipedIntoHead(t *testing.T) {
+	tmp := t.TempDir()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(os.Args[0], "demo", "--followerd", os.Args[0], "--entries", "200")
+	cmd.Env = append(os.Environ(), "REPLICATE_TEST_AS_REPLICATE=1", "TMPDIR="+tmp)
+	cmd.Stdout = w
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	line, err := bufio.NewReader(r).ReadString('\n')
+	r.Close()
+	if err != nil || !strings.HasPrefix(line, "tablefsm demo:") {
+		t.Fatalf("the demo's first line: %q, %v", line, err)
+	}
+	if err := cmd.Wait(); cmd.ProcessState.ExitCode() != exitStdoutClosed {
+		t.Fatalf("the demo ended with %v, want exit status %d; stderr:\n%s", err, exitStdoutClosed, stderr.String())
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("stderr: %q, want nothing", stderr.String())
+	}
+	if left, err := os.ReadDir(tmp); err != nil || len(left) != 0 {
+		t.Fatalf("the temporary directory holds %v (%v), want nothing", left, err)
+	}
+}
+
 // TestBench runs a small bench against a local followerd and the echo
 // baseline (both this binary).
 func TestBench(t *testing.T) {
@@ -287,6 +368,10 @@ func TestBench(t *testing.T) {
 	code, out, errOut = runCLI(t, "bench", "--followerd", os.Args[0], "--entries", "100", "--acks", "per-entry", "--rounds", "1", "--idle", "0", "--baseline=false", "--progress=false")
 	if code != 0 || !strings.Contains(out, "per-entry acks, 1 round\n") {
 		t.Fatalf("per-entry bench: status %d\n%s\n%s", code, out, errOut)
+	}
+	// 100 entries, the default window of 1000: all 100 in flight.
+	if !strings.Contains(out, "100 entries × 100 B per stream, window 100 (every entry; --window 1000), per-entry acks") {
+		t.Errorf("per-entry bench of fewer entries than the window:\n%s", out)
 	}
 	// Entries above gRPC's own default message size (4 MiB): the nodes
 	// the bench starts take them.

@@ -111,8 +111,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stdout, buildinfo.Version("followerd"))
 		return 0
 	}
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
+	// The four names only, in either case: slog would also take offsets
+	// (debug+2), which the usage does not promise.
+	levels := map[string]slog.Level{"debug": slog.LevelDebug, "info": slog.LevelInfo, "warn": slog.LevelWarn, "error": slog.LevelError}
+	level, ok := levels[strings.ToLower(*logLevel)]
+	if !ok {
 		return usageErr("invalid --log-level %q: want debug, info, warn or error", *logLevel)
 	}
 	hopts := &slog.HandlerOptions{Level: level}

@@ -147,6 +147,8 @@ func TestFlags(t *testing.T) {
 		{[]string{"--bogus"}, 2, "flag provided but not defined: -bogus"},
 		{[]string{"serve"}, 2, `unexpected argument "serve"`},
 		{[]string{"--log-level", "loud"}, 2, "invalid --log-level"},
+		{[]string{"--log-level", "debug+2"}, 2, `invalid --log-level "debug+2": want debug, info, warn or error`},
+		{[]string{"--log-level", ""}, 2, "invalid --log-level"},
 		{[]string{"--log-format", "xml"}, 2, "invalid --log-format"},
 		{[]string{"--max-message-size", "0"}, 2, "invalid --max-message-size"},
 		{[]string{"--shutdown-timeout", "0"}, 2, "invalid --shutdown-timeout"},

@@ -92,6 +92,7 @@ func TestLogFlags(t *testing.T) {
 		{nil, `level=INFO msg=serving address=`},
 		{[]string{"--log-format", "json"}, `"level":"INFO","msg":"serving"`},
 		{[]string{"--log-level", "warn"}, ""},
+		{[]string{"--log-level", "WARN"}, ""},
 	} {
 		_, stop, stderr := runMain(t, append([]string{"--listen", "127.0.0.1:0", "--data-dir", t.TempDir()}, c.args...)...)
 		if got := stop(); got != 0 {
