@@ -776,10 +776,16 @@ func checkIdent(s string, k identKind) string {
 		}
 	case machineIdent:
 		if !unicode.IsUpper(first) && !unicode.IsLower(first) {
-			return "must start with a letter: upper-case for an exported machine, lower-case for one used only in its package"
+			return "must start with an upper-case letter, for an exported machine, or a lower-case one, for a machine used only in its package"
 		}
 		if unicode.IsUpper(first) {
 			break
+		}
+		if !unicode.IsUpper(unicode.ToUpper(first)) {
+			// <Machine>Table, <Machine>TableHash and the generated
+			// tests take the name upper-cased: they would be unexported,
+			// and a test named Testß… is not run (go vet refuses it).
+			return "must start with a letter that has an upper-case form (" + string(first) + " has none): the table, its hash and the generated tests are named with it upper-cased"
 		}
 		if goPredeclared[s] || s == "init" {
 			return "must not be a Go predeclared name or init"

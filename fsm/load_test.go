@@ -3,9 +3,12 @@ package fsm
 import (
 	"errors"
 	"fmt"
+	"go/token"
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -277,7 +280,17 @@ func TestLoadEdgeCases(t *testing.T) {
 		{"a non-ASCII lower-case initial: an unexported machine", strings.Replace(base, "machine: M", "machine: éM", 1), ""},
 		{"an unexported machine", strings.Replace(base, "machine: M", "machine: job", 1), ""},
 		{"a machine of neither case", strings.Replace(base, "machine: M", "machine: _M", 1),
-			`t.yaml:1:10: machine name "_M" must start with a letter: upper-case for an exported machine, lower-case for one used only in its package`},
+			`t.yaml:1:10: machine name "_M" must start with an upper-case letter, for an exported machine, or a lower-case one, for a machine used only in its package`},
+		{"a machine starting with a letter of no case", strings.Replace(base, "machine: M", "machine: ªM", 1),
+			`t.yaml:1:10: machine name "ªM" must start with an upper-case letter, for an exported machine, or a lower-case one, for a machine used only in its package`},
+		{"an unexported machine starting with a letter of no upper case", strings.Replace(base, "machine: M", "machine: ßM", 1),
+			`t.yaml:1:10: machine name "ßM" must start with a letter that has an upper-case form (ß has none): the table, its hash and the generated tests are named with it upper-cased`},
+		{"an unexported machine starting with a letter upper-cased to a title-case one", strings.Replace(base, "machine: M", "machine: ᾳM", 1),
+			`t.yaml:1:10: machine name "ᾳM" must start with a letter that has an upper-case form (ᾳ has none): the table, its hash and the generated tests are named with it upper-cased`},
+		{"an unexported machine named main in package main", strings.Replace(base, "machine: M\npackage: p", "machine: main\npackage: main", 1),
+			`t.yaml:1:10: machine name "main": in package main, main must be the program's func main`},
+		{"an unexported machine named main in another package", strings.Replace(base, "machine: M", "machine: main", 1), ""},
+		{"an exported machine named Main in package main", strings.Replace(base, "machine: M\npackage: p", "machine: Main\npackage: main", 1), ""},
 		{"an unexported machine of a predeclared name", strings.Replace(base, "machine: M", "machine: new", 1),
 			`t.yaml:1:10: machine name "new" must not be a Go predeclared name or init`},
 		{"an unexported machine named init", strings.Replace(base, "machine: M", "machine: init", 1),
@@ -561,6 +574,32 @@ func TestRepeatedKeyReportedWithTheRest(t *testing.T) {
 	}
 }
 
+// An unexported machine's table function and hash stay exported, and its
+// generated tests run (go test runs a TestX only when X does not start
+// with a lower-case letter), whatever lower-case letter its name starts
+// with: a letter with no upper-case form is refused.
+func TestUnexportedMachineNamesExportTheTableAndRunTheTests(t *testing.T) {
+	accepted := 0
+	for r := rune(0); r <= unicode.MaxRune; r++ {
+		if !unicode.IsLower(r) {
+			continue
+		}
+		name := string(r) + "M"
+		if checkIdent(name, machineIdent) != "" {
+			continue
+		}
+		accepted++
+		n := (&Table{Machine: name}).Names()
+		test, _ := utf8.DecodeRuneInString(n.Tests)
+		if n.Type != name || token.IsExported(n.Type) || !token.IsExported(n.Table) || !token.IsExported(n.Hash) || unicode.IsLower(test) {
+			t.Errorf("machine: %s (%U) gives %+v", name, r, n)
+		}
+	}
+	if accepted < 1000 {
+		t.Fatalf("only %d lower-case initials accepted", accepted)
+	}
+}
+
 // Columns count bytes, as Go tools count them: a character of several
 // bytes before a name moves it by as many columns.
 func TestColumnsCountBytes(t *testing.T) {
@@ -580,7 +619,7 @@ func TestColumnsCountBytes(t *testing.T) {
 	}
 	// A byte order mark counts on the first line.
 	_, err = Load("t.yaml", []byte("\ufeffmachine: _m\n"+strings.TrimPrefix(base, "machine: M\n")))
-	if want := `t.yaml:1:13: machine name "_m" must start with a letter: upper-case for an exported machine, lower-case for one used only in its package`; err == nil || err.Error() != want {
+	if want := `t.yaml:1:13: machine name "_m" must start with an upper-case letter, for an exported machine, or a lower-case one, for a machine used only in its package`; err == nil || err.Error() != want {
 		t.Errorf("got\n%v\nwant\n%s", err, want)
 	}
 	// … and so does a character of several bytes after it.

@@ -71,6 +71,10 @@ type Names struct {
 	// Tests prefixes the generated test functions (TestLifecycleRows),
 	// which go test runs only when an upper-case letter follows Test.
 	Tests string
+	// Lower prefixes what else the generated tests declare
+	// (lifecycleFake, lifecycleHarness): the name in lowerCamel
+	// (HTTPServer gives httpServer).
+	Lower string
 }
 
 // Names returns the names generated code declares for the machine. An
@@ -83,11 +87,23 @@ func (t *Table) Names() Names {
 	}
 	first, size := utf8.DecodeRuneInString(m)
 	exported := string(unicode.ToUpper(first)) + m[size:]
-	n := Names{Type: m, Handlers: m + "Handlers", New: "New" + m, Table: exported + "Table", Hash: exported + "TableHash", Tests: exported}
+	n := Names{Type: m, Handlers: m + "Handlers", New: "New" + m, Table: exported + "Table", Hash: exported + "TableHash", Tests: exported, Lower: lowerCamel(m)}
 	if !unicode.IsUpper(first) {
 		n.New = "new" + exported
 	}
 	return n
+}
+
+// lowerCamel lower-cases the leading upper-case letters of s, all but
+// the last of a run followed by more (HTTPServer: httpServer).
+func lowerCamel(s string) string {
+	r := []rune(s)
+	i := 0
+	for i < len(r) && unicode.IsUpper(r[i]) && (i == 0 || i+1 == len(r) || unicode.IsUpper(r[i+1])) {
+		r[i] = unicode.ToLower(r[i])
+		i++
+	}
+	return string(r)
 }
 
 // Import is a package that payload field types may refer to.

@@ -833,7 +833,7 @@ func (c typeSyntax) notType(id *ast.Ident) bool {
 		return true
 	}
 	if what, ok := c.values[id.Name]; ok {
-		*c.problem = id.Name + " is " + what + " the generated code declares, not a type"
+		*c.problem = id.Name + " is " + what
 		return true
 	}
 	return false
@@ -841,22 +841,36 @@ func (c typeSyntax) notType(id *ast.Ident) bool {
 
 // generatedValues returns the names the generated package declares that
 // are not types, with what each is.
+// The generated tests' own names count too, and their fake: a type of
+// the tests only, which the package does not build with.
 func (l *loader) generatedValues() map[string]string {
 	t := l.table
 	values := map[string]string{}
+	code := func(name, what string) { values[name] = what + " the generated code declares, not a type" }
 	for _, s := range t.States {
-		values["State"+s.Name] = "a constant"
+		code("State"+s.Name, "a constant")
 	}
 	for _, e := range t.Events {
-		values["Event"+e.Name] = "a constant"
+		code("Event"+e.Name, "a constant")
 	}
 	for _, e := range t.Errors {
-		values[e.Name] = "a variable"
+		code(e.Name, "a variable")
 	}
+	code("_State_names", "a variable")
+	code("_Event_names", "a variable")
 	if n := t.Names(); n.Type != "" {
-		values[n.New] = "a function"
-		values[n.Table] = "a function"
-		values[n.Hash] = "a constant"
+		code(n.New, "a function")
+		code(n.Table, "a function")
+		code(n.Hash, "a constant")
+		code("_"+n.Type+"_refusals", "a variable")
+		code(n.Lower+"Harness", "a variable")
+		code(n.Lower+"Fire", "a function")
+		for _, e := range t.Events {
+			if len(e.Payload) > 0 {
+				code(n.Lower+"Payload"+e.Name, "a variable")
+			}
+		}
+		values[n.Lower+"Fake"] = "the generated tests' fake, declared in test files only: the package does not build with it"
 	}
 	return values
 }
@@ -1342,6 +1356,9 @@ func (l *loader) checkGenerated(t *Table) {
 	if n := t.Names(); n.Type != "" {
 		for _, name := range []string{n.Type, n.Handlers, n.Table, n.Hash, n.New} {
 			add(name, "machine "+n.Type, l.machine)
+		}
+		if n.Type == "main" && t.Package == "main" {
+			l.errorf(l.machine, "machine name %q: in package main, main must be the program's func main", n.Type)
 		}
 		for _, imp := range t.Imports {
 			if imp.Name == n.Type {

@@ -71,7 +71,7 @@ type model struct {
 }
 
 func newModel(t *fsm.Table) *model {
-	m := &model{t: t, cells: t.Cells(), names: t.Names(), lower: lowerFirst(t.Machine), refIndex: map[refusal]int{}, next: map[string]map[string]bool{}}
+	m := &model{t: t, cells: t.Cells(), names: t.Names(), lower: t.Names().Lower, refIndex: map[refusal]int{}, next: map[string]map[string]bool{}}
 	for _, r := range t.Rows {
 		if r.Kind != fsm.Move {
 			continue
@@ -192,19 +192,6 @@ func (m *model) successors(state string) []string {
 		}
 	}
 	return out
-}
-
-func lowerFirst(s string) string {
-	if s == "" {
-		return s
-	}
-	r := []rune(s)
-	i := 0
-	for i < len(r) && unicode.IsUpper(r[i]) && (i == 0 || i+1 == len(r) || unicode.IsUpper(r[i+1])) {
-		r[i] = unicode.ToLower(r[i])
-		i++
-	}
-	return string(r)
 }
 
 // comment formats text as a Go comment block with the given indent.
