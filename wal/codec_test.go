@@ -89,7 +89,9 @@ func TestDecodePayloadLenient(t *testing.T) {
 		{tagTerm, 0x80},                // truncated varint
 		{tagValue, 5, 'a'},             // short bytes
 		{tagTimestamp, 1, 2},           // short fixed64
+		{8<<3 | 5, 1, 2, 3},            // short fixed32
 		{0},                            // field 0
+		{0, 1},                         // field 0 with a value
 		{3<<3 | 3},                     // group
 		bytes.Repeat([]byte{0xff}, 11), // overlong varint
 		append([]byte{tagTerm}, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x02), // overflow
@@ -118,6 +120,21 @@ func TestRecordFraming(t *testing.T) {
 	}
 	if _, _, _, err := decodeRecord(b[:len(b)-1], 77); err != errRecordShort {
 		t.Fatalf("short: %v", err)
+	}
+	// A zero length word is unused space only with a zero CRC word: with
+	// any other it is damage.
+	if _, _, _, err := decodeRecord([]byte{0, 0, 0, 0, 1, 0, 0, 0, 0, 0}, 0); err != errRecordLength {
+		t.Fatalf("zero length, non-zero CRC: %v", err)
+	}
+	// The largest payload a record may declare, and one byte more.
+	var hdr [recordHeaderSize]byte
+	binary.LittleEndian.PutUint32(hdr[:], maxPayloadSize|recordMarker)
+	if n, err := recordLen(hdr[:]); n != maxPayloadSize || err != nil {
+		t.Fatalf("length %d: %d, %v", maxPayloadSize, n, err)
+	}
+	binary.LittleEndian.PutUint32(hdr[:], (maxPayloadSize+1)|recordMarker)
+	if _, err := recordLen(hdr[:]); err != errRecordLength {
+		t.Fatalf("length %d: %v", maxPayloadSize+1, err)
 	}
 	// The empty entry with a zero seed still has a non-zero header.
 	z, _ := appendRecord(nil, &logpos.Entry{}, 0)
@@ -157,11 +174,33 @@ func TestSegmentHeaderEncoding(t *testing.T) {
 	if got, err := decodeSegmentHeader(b); err != nil || got != want || len(b) != segmentHeaderSize {
 		t.Fatalf("decoded %+v, %v from %d bytes; want %+v from %d", got, err, len(b), want, segmentHeaderSize)
 	}
+	// A negative first offset, the header's CRC right.
+	if got, err := decodeSegmentHeader(appendSegmentHeader(nil, segmentHeader{first: -1})); !errors.Is(err, errBadSegmentHeader) {
+		t.Errorf("first offset -1: decoded %+v, %v; want errBadSegmentHeader", got, err)
+	}
 	for i := range len(b) * 8 {
 		c := bytes.Clone(b)
 		c[i/8] ^= 1 << (i % 8)
 		if got, err := decodeSegmentHeader(c); !errors.Is(err, errBadSegmentHeader) {
 			t.Errorf("bit %d of byte %d flipped: decoded %+v, %v; want errBadSegmentHeader", i%8, i/8, got, err)
+		}
+	}
+}
+
+// TestIndexHeaderChecked: a header whose checksums hold but that no
+// segment's index can have (no record, its end inside the segment's own
+// header, offsets past the largest) is a bad index, so that the segment
+// is scanned instead of trusted.
+func TestIndexHeaderChecked(t *testing.T) {
+	for name, h := range map[string]indexHeader{
+		"no record":               {first: 10, count: 0, end: 200},
+		"end at the header's":     {first: 10, count: 1, end: segmentHeaderSize},
+		"last offset overflows":   {first: math.MaxInt64 - 1, count: 2, end: 200},
+		"negative first offset":   {first: -1, count: 1, end: 200},
+		"end before the header's": {first: 10, count: 1, end: segmentHeaderSize - 1},
+	} {
+		if got, err := decodeIndexHeader(encodeIndex(h, make([]uint32, h.count))); !errors.Is(err, errBadIndex) {
+			t.Errorf("%s: decoded %+v, %v; want errBadIndex", name, got, err)
 		}
 	}
 }

@@ -199,3 +199,40 @@ func TestRecoveryRefusesTheLastOffset(t *testing.T) {
 		t.Fatal("an append at the smallest offset was taken after the largest")
 	}
 }
+
+// TestForwardReaderReadErrorKeepsItsPlace: a forward reader that walks a
+// sealed segment from its start (its index gone) and meets a failing read
+// on the way reports the file system's error; the next call returns the
+// entry it was asked for, not one of those the walk passed.
+func TestForwardReaderReadErrorKeepsItsPlace(t *testing.T) {
+	mem, firsts := sealedLog(t)
+	toggle := &errorfs.Toggle{Injector: errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if op.Kind == errorfs.OpFileReadAt && strings.HasSuffix(op.Path, segmentSuffix) {
+			return errorfs.ErrInjected
+		}
+		return nil
+	})}
+	l := mustOpen(t, "wal", memOpts(errorfs.Wrap(mem, toggle)))
+	defer l.Close()
+	if err := mem.Remove("wal/" + indexName(0)); err != nil {
+		t.Fatal(err)
+	}
+	from := firsts[1] - 1 // the last entry of the first segment
+	r, err := l.NewReader(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	toggle.On()
+	_, err = r.Next()
+	toggle.Off()
+	if !errors.Is(err, errorfs.ErrInjected) {
+		t.Fatalf("reader on a failing read: %v; want the file system's error", err)
+	}
+	for o := from; o <= from+1; o++ {
+		e, err := r.Next()
+		if err != nil || e.Offset != o {
+			t.Fatalf("after the failure: entry %d, %v; want entry %d", e.Offset, err, o)
+		}
+	}
+}

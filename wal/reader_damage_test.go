@@ -489,3 +489,72 @@ func TestReverseReaderScansPastAnIndexOfAnotherExtent(t *testing.T) {
 	}
 	checkEntries(t, es, backward(0, 99))
 }
+
+// TestReverseReaderOverAZeroedSealedSegment: a sealed segment whose
+// records from the third on were zeroed, its index gone, scans to fewer
+// records than the log wrote. The scan must not become what the log
+// knows of the segment: every reverse reader meets the damage as
+// ErrCorrupt, the later ones too.
+func TestReverseReaderOverAZeroedSealedSegment(t *testing.T) {
+	fs, firsts := sealedLog(t)
+	l := mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	seg := "wal/" + segmentName(0)
+	pos := recordPositions(t, fs, seg)
+	h, _ := readIndexFile(t, fs, "wal/"+indexName(0))
+	patchFile(t, fs, seg, pos[2], make([]byte, h.end-pos[2]))
+	if err := fs.Remove("wal/" + indexName(0)); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		es, err := reverseAll(t, l)
+		if !errors.Is(err, ErrCorrupt) {
+			t.Fatalf("reverse reader %d: %v; want ErrCorrupt", i, err)
+		}
+		checkEntries(t, es, backward(firsts[1], 99))
+		l.mu.Lock()
+		s := l.mu.segs[0]
+		positions, count := len(s.positions), s.count
+		l.mu.Unlock()
+		if positions != 0 && positions != count {
+			t.Fatalf("after reverse reader %d the log holds %d positions for the %d records of segment 0", i, positions, count)
+		}
+	}
+}
+
+// TestForwardReaderOverAShortenedSegment: a sealed segment file that ends
+// before the records its index counts is damaged data for a forward
+// reader too (ErrCorrupt), not an I/O error to retry.
+func TestForwardReaderOverAShortenedSegment(t *testing.T) {
+	fs, _ := sealedLog(t)
+	l := mustOpen(t, "wal", memOpts(fs))
+	defer l.Close()
+	seg := "wal/" + segmentName(0)
+	pos := recordPositions(t, fs, seg)
+	writeBytes(t, fs, seg, readBytes(t, fs, seg)[:pos[3]]) // the file now ends after entry 2
+	got, err := tryReadAll(l, 0)
+	if !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("reading forward into a shortened segment: %v; want ErrCorrupt", err)
+	}
+	checkEntries(t, got, entries(0, logpos.Offset(len(got))-1, 0))
+}
+
+// TestRecordHeaderPastTheDataIsCorrupt: a record position whose header
+// would end past the segment's data is damage (ErrCorrupt) for the
+// readers that go by positions (reverse reader, truncation), also when
+// the file itself ends there, not a short read to retry.
+func TestRecordHeaderPastTheDataIsCorrupt(t *testing.T) {
+	fs := vfs.NewMem()
+	e := entry(0, 0)
+	b, _ := appendRecord(appendSegmentHeader(nil, segmentHeader{}), &e, 0)
+	limit := int64(segmentHeaderSize + recordHeaderSize/2)
+	writeBytes(t, fs, "seg", b[:limit])
+	f, err := fs.Open("seg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, _, err := readRecordAt(f, limit, []uint32{segmentHeaderSize}, 0, 0); !errors.Is(err, ErrCorrupt) {
+		t.Fatalf("record header past the data: %v; want ErrCorrupt", err)
+	}
+}
