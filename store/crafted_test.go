@@ -212,6 +212,20 @@ func TestLoaderRefusesATableListedTwice(t *testing.T) {
 	refusedLeavingTheStore(t, withManifestEdit(t, chunks, edit), "has the bounds of another table")
 }
 
+// TestLoaderRefusesAVirtualTable: the MANIFEST lists the snapshot's one
+// table as a virtual table over its file (as Pebble's excise writes it),
+// which the store never makes: refused.
+func TestLoaderRefusesAVirtualTable(t *testing.T) {
+	chunks, tb := oneTableSnapshot(t)
+	edit := versionEdit(nil).deleteTable(0, tb)
+	edit = edit.uvarint(105).uvarint(uint64(tb.FileNum)).uvarint(tb.Size) // created backing table
+	edit = edit.uvarint(103).uvarint(0).uvarint(100).uvarint(tb.Size)     // new-file4: L0, table 100
+	edit = edit.key(tb.Smallest).key(tb.Largest).uvarint(uint64(tb.SmallestSeqNum)).uvarint(uint64(tb.LargestSeqNum))
+	edit = edit.uvarint(66).uvarint(uint64(tb.FileNum)).uvarint(1) // virtual over the table's file; end
+	edit = edit.uvarint(3).uvarint(101)                            // next file number
+	refusedLeavingTheStore(t, withManifestEdit(t, chunks, edit), "is virtual or not local")
+}
+
 // TestLoaderRefusesATableInTwoLevels: the MANIFEST lists the snapshot's
 // one table (L0) in L6 as well, under the same number. Finish and Install
 // take it. The live store's first compaction rewrites one of the two
@@ -403,4 +417,21 @@ func TestLoaderRefusesADamagedManifest(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestLoaderRefusesAManifestWhoseLastRecordIsDamaged: a manifest whose
+// last record is damaged is refused even when the records before it
+// describe the whole snapshot (here a record appended to a whole
+// manifest, then damaged), so that Pebble, which stops at the damaged
+// record, would open the staged store as sent.
+func TestLoaderRefusesAManifestWhoseLastRecordIsDamaged(t *testing.T) {
+	chunks, _, _ := memSource(t)
+	whole := withManifestEdit(t, chunks, versionEdit(nil).uvarint(3).uvarint(1000)) // next file number 1000
+	if _, err := load(mustOpen(t, "/undamaged", Options{FS: vfs.NewMem()}), whole, 0); err != nil {
+		t.Fatalf("the manifest with the record appended, undamaged: %v", err)
+	}
+	i := slices.IndexFunc(whole, func(c Chunk) bool { return strings.HasPrefix(c.Name, "MANIFEST-") })
+	whole[i].Content = bytes.Clone(whole[i].Content)
+	whole[i].Content[len(whole[i].Content)-1] ^= 0x01
+	refusedLeavingTheStore(t, whole, "does not read to its end")
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"os"
@@ -128,6 +129,44 @@ func TestClearLogResetClearsThePendingReset(t *testing.T) {
 	if s.Commit() != info.Commit {
 		t.Fatalf("ClearLogReset moved the commit: %v, want %v", s.Commit(), info.Commit)
 	}
+}
+
+// TestClearLogResetWithoutAPendingResetWritesNothing: ClearLogReset on a
+// store with no reset pending (never installed, or cleared already) does
+// nothing: no record reaches Pebble's log.
+func TestClearLogResetWithoutAPendingResetWritesNothing(t *testing.T) {
+	chunks, _, _ := memSource(t)
+	var armed atomic.Bool
+	var logWrites atomic.Int64
+	fs := errorfs.Wrap(vfs.NewMem(), errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if armed.Load() && strings.HasSuffix(op.Path, ".log") && op.Kind.ReadOrWrite() == errorfs.OpIsWrite {
+			logWrites.Add(1)
+		}
+		return nil
+	}))
+	s := mustOpen(t, "/shard", Options{FS: fs})
+	fillStore(t, s, model{}, 1, 3, "k")
+	clear := func(what string) {
+		t.Helper()
+		logWrites.Store(0)
+		armed.Store(true)
+		err := s.ClearLogReset()
+		armed.Store(false)
+		if err != nil {
+			t.Fatalf("ClearLogReset %s: %v", what, err)
+		}
+		if n := logWrites.Load(); n != 0 {
+			t.Fatalf("ClearLogReset %s: %d writes to Pebble's log, want none", what, n)
+		}
+	}
+	clear("with no snapshot ever installed")
+	if _, err := load(s, chunks, 0); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ClearLogReset(); err != nil {
+		t.Fatal(err)
+	}
+	clear("a second time")
 }
 
 // TestOpenRefusesStoreWithOnlyACommitWithoutMarker: a database left without
@@ -805,6 +844,72 @@ func TestScanReportsAReadError(t *testing.T) {
 	}
 }
 
+// TestDamagedTableIsAnErrorOfTheRead: a block of a live table whose
+// checksum does not match is an error of the read that finds it, not a
+// crashed process (Pebble's own default): Scan returns an error, and the
+// store goes on.
+func TestDamagedTableIsAnErrorOfTheRead(t *testing.T) {
+	mem := vfs.NewMem()
+	s, err := Open("/shard", Options{FS: mem})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		var ops []*kvpb.Operation
+		for j := range 20 {
+			ops = append(ops, put(fmt.Sprintf("k/%03d/%03d", i, j), strings.Repeat(fmt.Sprintf("%03d%03d", j, i), 30)))
+		}
+		if err := s.Apply(kvEntry(t, 1, s.Commit().Offset+1, ops...)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.db.h.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	live := s.db.name
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	damaged := 0
+	for _, name := range listDir(t, mem, "/shard/"+live) {
+		if !strings.HasSuffix(name, ".sst") {
+			continue
+		}
+		path := "/shard/" + live + "/" + name
+		f, err := mem.Open(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		content, err := io.ReadAll(f)
+		f.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		content[len(content)/4] ^= 0x10
+		if err := writeFile(mem, path, string(content)); err != nil {
+			t.Fatal(err)
+		}
+		damaged++
+	}
+	if damaged == 0 {
+		t.Fatal("the store has no table")
+	}
+	s = mustOpen(t, "/shard", Options{FS: mem})
+	func() {
+		defer func() {
+			if r := recover(); r != nil {
+				t.Fatalf("Scan of a damaged table panicked: %v", r)
+			}
+		}()
+		if err := s.Scan(nil, nil, func(_, _ []byte) bool { return true }); err == nil {
+			t.Fatal("Scan of a damaged table returned nil")
+		}
+	}()
+	if err := s.Apply(kvEntry(t, 1, s.Commit().Offset+1, put("after", "1"))); err != nil {
+		t.Fatalf("Apply after the damaged read: %v", err)
+	}
+}
+
 // TestOpenRefusesMemTableSizes: a MemTableSize Pebble cannot take (one
 // too small makes it panic, one too large it refuses only once the
 // directory exists) is refused before anything is created.
@@ -823,7 +928,7 @@ func TestOpenRefusesMemTableSizes(t *testing.T) {
 			t.Errorf("MemTableSize %d: Open left %s behind (%v)", size, dir, err)
 		}
 	}
-	for _, size := range []int{-1, 0, MinMemTableSize} {
+	for _, size := range []int{-1, 0, MinMemTableSize, int(min(MaxMemTableSize, math.MaxInt))} {
 		s, err := Open(filepath.Join(t.TempDir(), "store"), Options{MemTableSize: size})
 		if err != nil {
 			t.Fatalf("MemTableSize %d: %v", size, err)

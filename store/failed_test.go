@@ -287,6 +287,29 @@ func TestSnapshotDespiteOtherBackgroundErrors(t *testing.T) {
 	snapshotHoldsAll(t, s, m)
 }
 
+// TestSnapshotAfterAnEmptyFlushDespiteOtherBackgroundErrors: a snapshot
+// taken with nothing applied since the last one flushes a memtable that
+// makes no table, which Pebble reports as a flush ending with an error
+// (and as no background error). That is no failed flush: a background
+// error of another kind during a later snapshot's flush does not fail it.
+func TestSnapshotAfterAnEmptyFlushDespiteOtherBackgroundErrors(t *testing.T) {
+	var failing atomic.Bool
+	fs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if failing.Load() && op.Kind == errorfs.OpGetDiskUsage {
+			return errorfs.ErrInjected
+		}
+		return nil
+	}))
+	s := mustOpen(t, t.TempDir(), Options{FS: fs})
+	m := model{}
+	fillStore(t, s, m, 1, 3, "x")
+	takeSnapshot(t, s)
+	takeSnapshot(t, s) // nothing to flush
+	fillStore(t, s, m, 1, 2, "y")
+	failing.Store(true)
+	snapshotHoldsAll(t, s, m)
+}
+
 // TestSyncOfAFailedStore: once the store has failed (Pebble gave up
 // during an apply; here its Pebble is otherwise healthy, so a sync of its
 // log would still succeed), Sync returns the failure and the durable

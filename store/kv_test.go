@@ -49,6 +49,7 @@ func FuzzKVDecode(f *testing.F) {
 		operation(bytesField(nil, fieldDelete, putMsg("a", "1"))),                                                                       // Delete with a field 2
 		append(marshal(put("a", "1")), protowire.AppendVarint(protowire.AppendTag(nil, 7, protowire.VarintType), 1)...),                 // unknown top-level field
 		protowire.AppendVarint(protowire.AppendTag(nil, fieldOperations, protowire.VarintType), 3),                                      // wrong wire type
+		append(protowire.AppendVarint(protowire.AppendTag(nil, fieldOperations, protowire.VarintType), 2), operation()...),              // wrong wire type, its value the length of what follows
 		// Not proto at all:
 		{0xff, 0xff, 0xff},
 		marshal(put("key", "value"))[:5],

@@ -68,7 +68,9 @@ func readMarker(fs vfs.FS, dir string) (string, bool, error) {
 		return "", false, fmt.Errorf("store: read marker: %w", err)
 	}
 	name, ok := strings.CutSuffix(string(b), "\n")
-	if _, seqOK := parseSeq(name, dbPrefix); !ok || !seqOK {
+	// A marker over maxMarkerSize bytes is none the store wrote, whatever
+	// its first line (the bytes past the limit were not even read).
+	if _, seqOK := parseSeq(name, dbPrefix); !ok || !seqOK || len(b) > maxMarkerSize {
 		return "", false, fmt.Errorf("%w: marker %s holds %q", ErrCorrupt, markerName, b)
 	}
 	return name, true, nil

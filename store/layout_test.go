@@ -339,3 +339,35 @@ func TestOpenRefusesAMarkerWithBytesAfterItsLine(t *testing.T) {
 		t.Fatalf("a refused Open changed the directory: %q, was %q", got, before)
 	}
 }
+
+// TestOpenRefusesAMarkerOverItsSizeLimit: a marker longer than its size
+// limit was not written by the store (its longest name is far shorter),
+// whatever its first line: Open refuses it with ErrCorrupt and changes
+// nothing, also when the line ends right after the limit and the bytes
+// after it would go unread.
+func TestOpenRefusesAMarkerOverItsSizeLimit(t *testing.T) {
+	mem := vfs.NewMem()
+	s := mustOpen(t, "/shard", Options{FS: mem})
+	fillStore(t, s, model{}, 3, 5, "k")
+	live := s.db.name
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	long := dbPrefix + strings.Repeat("0", maxMarkerSize-len(dbPrefix)-1) + "1" // name+"\n" is one byte over the limit
+	if len(long) != maxMarkerSize {
+		t.Fatalf("name of %d bytes", len(long))
+	}
+	if err := mem.Rename("/shard/"+live, "/shard/"+long); err != nil {
+		t.Fatal(err)
+	}
+	for _, marker := range []string{long + "\nx", long + "\n"} {
+		if err := writeFile(mem, "/shard/CURRENT", marker); err != nil {
+			t.Fatal(err)
+		}
+		before := listDir(t, mem, "/shard")
+		wantCorrupt(t, mem, "/shard")
+		if got := listDir(t, mem, "/shard"); !slices.Equal(got, before) {
+			t.Fatalf("a refused Open changed the directory: %q, was %q", got, before)
+		}
+	}
+}
