@@ -68,14 +68,24 @@ type Names struct {
 	// tools, and names no type of the package.
 	Table string // the table as data: LifecycleTable
 	Hash  string // the hash of the source: LifecycleTableHash
+	// Refusals is the table of the refusals the machine returns:
+	// _Lifecycle_refusals.
+	Refusals string
 	// Tests prefixes the generated test functions (TestLifecycleRows),
 	// which go test runs only when an upper-case letter follows Test.
 	Tests string
-	// Lower prefixes what else the generated tests declare
-	// (lifecycleFake, lifecycleHarness): the name in lowerCamel
-	// (HTTPServer gives httpServer).
+	// Lower prefixes what else the generated tests declare: the name in
+	// lowerCamel (HTTPServer gives httpServer).
 	Lower string
+	// Fake, Harness and Fire are the generated tests' fake of the
+	// handlers, their harness and the function firing an event:
+	// lifecycleFake, lifecycleHarness, lifecycleFire.
+	Fake, Harness, Fire string
 }
+
+// Payload names the generated tests' variable holding the payloads of
+// event: lifecyclePayloadNewTerm.
+func (n Names) Payload(event string) string { return n.Lower + "Payload" + event }
 
 // Names returns the names generated code declares for the machine. An
 // unexported machine (its name starts with a lower-case letter) gets an
@@ -87,7 +97,12 @@ func (t *Table) Names() Names {
 	}
 	first, size := utf8.DecodeRuneInString(m)
 	exported := string(unicode.ToUpper(first)) + m[size:]
-	n := Names{Type: m, Handlers: m + "Handlers", New: "New" + m, Table: exported + "Table", Hash: exported + "TableHash", Tests: exported, Lower: lowerCamel(m)}
+	lower := lowerCamel(m)
+	n := Names{
+		Type: m, Handlers: m + "Handlers", New: "New" + m,
+		Table: exported + "Table", Hash: exported + "TableHash", Refusals: "_" + m + "_refusals",
+		Tests: exported, Lower: lower, Fake: lower + "Fake", Harness: lower + "Harness", Fire: lower + "Fire",
+	}
 	if !unicode.IsUpper(first) {
 		n.New = "new" + exported
 	}

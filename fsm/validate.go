@@ -840,9 +840,9 @@ func (c typeSyntax) notType(id *ast.Ident) bool {
 }
 
 // generatedValues returns the names the generated package declares that
-// are not types, with what each is.
-// The generated tests' own names count too, and their fake: a type of
-// the tests only, which the package does not build with.
+// are not types, with what each is: the generated tests' own names too,
+// and their fake, a type of the tests only, which the package does not
+// build with.
 func (l *loader) generatedValues() map[string]string {
 	t := l.table
 	values := map[string]string{}
@@ -862,15 +862,15 @@ func (l *loader) generatedValues() map[string]string {
 		code(n.New, "a function")
 		code(n.Table, "a function")
 		code(n.Hash, "a constant")
-		code("_"+n.Type+"_refusals", "a variable")
-		code(n.Lower+"Harness", "a variable")
-		code(n.Lower+"Fire", "a function")
+		code(n.Refusals, "a variable")
+		code(n.Harness, "a variable")
+		code(n.Fire, "a function")
 		for _, e := range t.Events {
 			if len(e.Payload) > 0 {
-				code(n.Lower+"Payload"+e.Name, "a variable")
+				code(n.Payload(e.Name), "a variable")
 			}
 		}
-		values[n.Lower+"Fake"] = "the generated tests' fake, declared in test files only: the package does not build with it"
+		values[n.Fake] = "the generated tests' fake, declared in test files only: the package does not build with it"
 	}
 	return values
 }

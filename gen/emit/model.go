@@ -64,14 +64,13 @@ type model struct {
 	t        *fsm.Table
 	cells    *fsm.Cells // the rows by (state, event)
 	names    fsm.Names  // the names of the machine's declarations
-	lower    string     // the machine name in lowerCamel, for unexported names
 	refusals []refusal
 	refIndex map[refusal]int
 	next     map[string]map[string]bool // the states each state moves to
 }
 
 func newModel(t *fsm.Table) *model {
-	m := &model{t: t, cells: t.Cells(), names: t.Names(), lower: t.Names().Lower, refIndex: map[refusal]int{}, next: map[string]map[string]bool{}}
+	m := &model{t: t, cells: t.Cells(), names: t.Names(), refIndex: map[refusal]int{}, next: map[string]map[string]bool{}}
 	for _, r := range t.Rows {
 		if r.Kind != fsm.Move {
 			continue
@@ -133,7 +132,7 @@ func (m *model) hashConst() string   { return m.names.Hash }
 // refusalsVar names the table of refusals like stringer's tables
 // ("_Pill_name"): no payload field, which starts with a lower-case letter,
 // can hide it in an event method.
-func (m *model) refusalsVar() string { return "_" + m.t.Machine + "_refusals" }
+func (m *model) refusalsVar() string { return m.names.Refusals }
 
 func stateConst(s string) string { return "State" + s }
 func eventConst(e string) string { return "Event" + e }

@@ -233,9 +233,6 @@ func (m *model) rowCases() ([]tcase, error) {
 	return out, nil
 }
 
-// payloadVar names the variable holding the payload of e in the tests.
-func payloadVar(lower string, e fsm.Event) string { return lower + "Payload" + e.Name }
-
 // fakeParams returns the parameter list of a fake guard or action whose
 // parameters have types, and the arguments that pass them on (", a0, a1").
 func fakeParams(types []string) (params, args string) {
@@ -262,25 +259,25 @@ func Test(t *fsm.Table, src Source) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	M, l := t.Machine, m.lower
-	harness := l + "Harness"
+	M, names := t.Machine, m.names
+	harness, fake := names.Harness, names.Fake
 	var p printer
 	p.f("%s", header(src))
 	p.f("package %s\n\n", t.Package)
 	p.f("%s", importBlock(generatedImports("errors", "testing", "fsmtest"), t.Imports))
 
 	// The generated half of the fake of the handlers interface.
-	p.f("%s", comment("", l+"Fake is a fake of "+m.handlers()+" on an fsmtest.Fake: guard i of the table holds when bit i of its Pass is set, the action named by its Fail fails, and every call is recorded with its arguments."))
-	p.f("type %sFake struct{ f *fsmtest.Fake }\n\n", l)
+	p.f("%s", comment("", fake+" is a fake of "+m.handlers()+" on an fsmtest.Fake: guard i of the table holds when bit i of its Pass is set, the action named by its Fail fails, and every call is recorded with its arguments."))
+	p.f("type %s struct{ f *fsmtest.Fake }\n\n", fake)
 	for _, g := range t.Guards {
 		params, args := fakeParams(m.paramTypes(g.Name, g.Uses))
-		p.f("func (h %sFake) %s(%s) bool { return h.f.Guard(%#x, %q%s) }\n", l, g.Name, params, m.guardBit(g.Name), g.Name, args)
+		p.f("func (h %s) %s(%s) bool { return h.f.Guard(%#x, %q%s) }\n", fake, g.Name, params, m.guardBit(g.Name), g.Name, args)
 	}
 	for _, a := range t.Actions {
 		params, args := fakeParams(m.paramTypes(a.Name, a.Uses))
-		p.f("func (h %sFake) %s(%s) error { return h.f.Action(%q%s) }\n", l, a.Name, params, a.Name, args)
+		p.f("func (h %s) %s(%s) error { return h.f.Action(%q%s) }\n", fake, a.Name, params, a.Name, args)
 	}
-	p.f("\nvar _ %s = %sFake{}\n\n", m.handlers(), l)
+	p.f("\nvar _ %s = %s{}\n\n", m.handlers(), fake)
 
 	// The payloads the tests fire events with.
 	seed := 0
@@ -288,8 +285,8 @@ func Test(t *fsm.Table, src Source) ([]byte, error) {
 		if len(e.Payload) == 0 {
 			continue
 		}
-		p.f("%s", comment("", payloadVar(l, e)+" is what "+e.Name+" is fired with in these tests, in two sets: for each field, a value of its type made by fsmtest.Value from a seed of its own, the second set's seeds of the other parity."))
-		p.f("var %s = [2]struct {\n", payloadVar(l, e))
+		p.f("%s", comment("", names.Payload(e.Name)+" is what "+e.Name+" is fired with in these tests, in two sets: for each field, a value of its type made by fsmtest.Value from a seed of its own, the second set's seeds of the other parity."))
+		p.f("var %s = [2]struct {\n", names.Payload(e.Name))
 		for _, f := range e.Payload {
 			p.f("\t%s %s\n", f.Name, f.Type)
 		}
@@ -306,12 +303,12 @@ func Test(t *fsm.Table, src Source) ([]byte, error) {
 		}
 		p.f("}\n\n")
 	}
-	p.f("// %sFire fires e with its payload of set set.\n", l)
-	p.f("func %sFire(m *%s, e Event, set int) error {\n\tswitch e {\n", l, M)
+	p.f("// %s fires e with its payload of set set.\n", names.Fire)
+	p.f("func %s(m *%s, e Event, set int) error {\n\tswitch e {\n", names.Fire, M)
 	for _, e := range t.Events {
 		var args []string
 		for _, f := range e.Payload {
-			args = append(args, payloadVar(l, e)+"[set]."+f.Name)
+			args = append(args, names.Payload(e.Name)+"[set]."+f.Name)
 		}
 		p.f("\tcase %s:\n\t\treturn m.%s(%s)\n", eventConst(e.Name), e.Name, strings.Join(args, ", "))
 	}
@@ -322,8 +319,8 @@ func Test(t *fsm.Table, src Source) ([]byte, error) {
 	p.f("\tTable: %s(),\n", m.tableFunc())
 	p.f("\tNewTable: %s,\n", m.tableFunc())
 	p.f("\tTablePath: %q,\n\tTableName: %q,\n", src.FromPackage, src.Name)
-	p.f("\tNew: func(f *fsmtest.Fake) *%s { return %s(%sFake{f}) },\n", M, m.constructor(), l)
-	p.f("\tFire: %sFire,\n", l)
+	p.f("\tNew: func(f *fsmtest.Fake) *%s { return %s(%s{f}) },\n", M, m.constructor(), fake)
+	p.f("\tFire: %s,\n", names.Fire)
 	p.f("\tPayloads: [2]map[Event]map[string]any{\n")
 	for set := range 2 {
 		p.f("\t\t{\n")
@@ -333,7 +330,7 @@ func Test(t *fsm.Table, src Source) ([]byte, error) {
 			}
 			p.f("\t\t\t%s: {", eventConst(e.Name))
 			for _, f := range e.Payload {
-				p.f("%q: %s[%d].%s, ", f.Name, payloadVar(l, e), set, f.Name)
+				p.f("%q: %s[%d].%s, ", f.Name, names.Payload(e.Name), set, f.Name)
 			}
 			p.f("},\n")
 		}
