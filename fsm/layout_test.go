@@ -48,6 +48,10 @@ func TestSizeOfMatchesTheCompiler(t *testing.T) {
 		{"struct{ a bool; b int64 }", unsafe.Sizeof(boolInt64{})},
 		{"struct{ a int64; b bool }", unsafe.Sizeof(int64Bool{})},
 		{"struct{ a int32; b struct{} }", unsafe.Sizeof(endsEmpty{})},
+		{"struct{ a complex64; b bool }", unsafe.Sizeof(struct {
+			a complex64
+			b bool
+		}{})},
 		{"struct{ a, b bool; c int16; d [3]byte; e complex64; f string; g []int; h complex128; i any }", unsafe.Sizeof(mixed{})},
 		{"struct{ a byte; b [2]struct{ a bool; b int64 }; c byte }", unsafe.Sizeof(nested{})},
 		{"[4096]struct{ a bool; b int64 }", 4096 * unsafe.Sizeof(boolInt64{})},

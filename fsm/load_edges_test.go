@@ -186,6 +186,14 @@ func TestUnreadableRowDoesNotMakeItsNamesUnused(t *testing.T) {
 			t.Errorf("row %s: got\n%s\nwant\n%s", c.row, got, c.want)
 		}
 	}
+
+	// A guard's error is as unread as the guard it belongs to.
+	src = strings.NewReplacer("{from: A, on: Go, to: B}", "{from: A, on: Go, if: [[G]], to: B}", "  ErrNo: {}", "  ErrNo: {}\n  ErrG: {}").Replace(base) +
+		"guards:\n  G: {error: ErrG}\n"
+	want = "t.yaml:14:28: guard name must be a string, not a list"
+	if got := loadErr(t, src); got != want {
+		t.Errorf("a guard unread: got\n%s\nwant\n%s", got, want)
+	}
 }
 
 // A state whose declaration cannot be read may be the terminal one: "no

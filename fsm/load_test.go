@@ -775,6 +775,9 @@ func TestRefusedIsACopy(t *testing.T) {
 	if !errors.Is(err, sentinel) || err.Error() != entry.Error() {
 		t.Fatalf("error %v does not stand for %+v", err, entry)
 	}
+	if got := errors.Unwrap(err); got != sentinel {
+		t.Errorf("errors.Unwrap gives %v, want the sentinel itself", got)
+	}
 	var r *Refusal
 	if !errors.As(err, &r) || *r != *entry {
 		t.Fatalf("errors.As gives %+v, want %+v", r, entry)

@@ -108,6 +108,10 @@ func TestLoadRulesOfTheSchema(t *testing.T) {
 		{"65 guards", manyTable(0, 65), "t.yaml:144:3: more than 64 guards"},
 		{"64 rows in one cell", crowdedCell(64), ""},
 		{"65 rows in one cell", crowdedCell(65), "t.yaml:78:5: more than 64 rows handle Go in B (this one and those after)"},
+		{"import paths with an element Windows reserves, before a dot", strings.NewReplacer("Go: {}", "Go: {payload: {v: x.T, w: y.T}}",
+			"machine: M", "machine: M\nimports: {x: example.com/nul.txt, y: example.com/con.d/auxiliary}").Replace(base),
+			`t.yaml:2:11: import x: "example.com/nul.txt" is not an import path (an element that is a reserved file name on Windows)` + "\n" +
+				`t.yaml:2:35: import y: "example.com/con.d/auxiliary" is not an import path (an element that is a reserved file name on Windows)`},
 		// Valid tables.
 		{"a re-entry into a terminal state", base + "  - {from: B, on: Go, to: B}\n", ""},
 		{"two guards reading fields of one name with different types", strings.Replace(base, "  Go: {}", "  Go: {payload: {n: int}}\n  Set: {payload: {n: string}}", 1) +

@@ -17,6 +17,7 @@ func TestPayloadTypeSyntax(t *testing.T) {
 		"struct{ list.List[int] }", "*struct{ *time.Time }", "[7/2]int", "[^-2]int", "[n-1]int", "[-n]int",
 		"['a' - 96]int", "struct{ a int \"// not a comment\" }", "[1 << 20]byte", "  int  ",
 		"[1 << 29]struct{}", "[1 << 29]T", "struct{ error }", "struct{ *errors }",
+		"[1<<511>>510]int", "[0<<1074]int", "[1>>1074]int", "[((1<<511-1)*2+1)>>511]int",
 	}
 	rejected := []string{
 		"_", "[...]int", "x.(int)", "a[b:c]", "interface{ int }", "interface{ ~int }", "comparable", "nil",
@@ -62,6 +63,15 @@ func TestPayloadTypeProblems(t *testing.T) {
 		"[1 << 15][1 << 15]uint16":        `"[1 << 15][1 << 15]uint16" takes 16 MiB or more, the limit of a payload`,
 		"struct{ a, b [1 << 29]byte }":    `"struct{ a, b [1 << 29]byte }" takes 16 MiB or more, the limit of a payload`,
 		"[16 << 20]byte":                  `"[16 << 20]byte" takes 16 MiB or more, the limit of a payload`,
+		// Go's untyped integer constants hold 512 bits, and a constant
+		// is shifted by at most 1074: past either, the compiler refuses
+		// the length, whatever it comes to in the end.
+		"[1<<600>>599]int":            `"[1<<600>>599]int" is not a Go type: its array length is too large`,
+		"[(1<<300)*(1<<300)>>599]int": `"[(1<<300)*(1<<300)>>599]int" is not a Go type: its array length is too large`,
+		"[0<<2000]int":                `"[0<<2000]int" is not a Go type: its array length is too large`,
+		"[1>>1075]int":                `"[1>>1075]int" is not a Go type: its array length is too large`,
+		"[-^(1<<511-1)*2>>511]int":    `"[-^(1<<511-1)*2>>511]int" is not a Go type: its array length is too large`,
+		"[100000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000/100000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000]int": `"[100000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000/100000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000]int" is not a Go type: its array length is too large`,
 		"interface{ ReadByte() (byte, bool) }": `"interface{ ReadByte() (byte, bool) }" declares the method ReadByte() (byte, bool), ` +
 			`which go vet expects as ReadByte() (byte, error) (its stdmethods check): give it that signature or another name`,
 		"func(interface{ error; Unwrap() int })": `"func(interface{ error; Unwrap() int })" declares the method Unwrap() int, ` +

@@ -1108,7 +1108,8 @@ var (
 func constValue(e ast.Expr) (v constant.Value, known bool, problem string) {
 	switch x := e.(type) {
 	case *ast.BasicLit:
-		return constant.MakeFromLiteral(x.Value, x.Kind, 0), true, ""
+		v, problem := bounded(constant.MakeFromLiteral(x.Value, x.Kind, 0))
+		return v, true, problem
 	case *ast.ParenExpr:
 		return constValue(x.X)
 	case *ast.UnaryExpr:
@@ -1119,7 +1120,8 @@ func constValue(e ast.Expr) (v constant.Value, known bool, problem string) {
 		if x.Op == token.XOR && v.Kind() != constant.Int {
 			return constant.MakeUnknown(), true, "applies ^ to " + v.String()
 		}
-		return constant.UnaryOp(x.Op, v, 0), true, ""
+		v, problem = bounded(constant.UnaryOp(x.Op, v, 0))
+		return v, true, problem
 	case *ast.BinaryExpr:
 		a, knownA, problemA := constValue(x.X)
 		b, knownB, problemB := constValue(x.Y)
@@ -1171,20 +1173,26 @@ func binaryOp(a constant.Value, op token.Token, b constant.Value) (constant.Valu
 	return bounded(constant.BinaryOp(a, op, b))
 }
 
-// bounded returns v, unless it is an integer of more than maxShift bits:
-// that is too large (a length made of it is), and a chain of operations
-// on it would cost ever more memory and time to compute.
+// bounded returns v, unless it is an integer of more than maxConstBits
+// bits: Go refuses such a constant (a length made of it is too large
+// anyway), and a chain of operations on it would cost ever more memory
+// and time to compute.
 func bounded(v constant.Value) (constant.Value, string) {
-	if v.Kind() == constant.Int && constant.BitLen(v) > maxShift {
+	if v.Kind() == constant.Int && constant.BitLen(v) > maxConstBits {
 		return constant.MakeUnknown(), "is too large"
 	}
 	return v, ""
 }
 
-// maxShift bounds the shifts constValue computes, and the integers it
-// computes (in bits): a larger one makes a length too large anyway, and
-// would cost memory to compute.
-const maxShift = 1 << 12
+// maxShift is the largest shift count, and maxConstBits the size in bits
+// of the largest untyped integer constant (its value at every step of an
+// expression, a literal's included), that Go accepts in a constant
+// expression (go/types' shiftBound and precision): past either, the
+// compiler refuses the expression, whatever its value in the end.
+const (
+	maxShift     = 1023 - 1 + 52
+	maxConstBits = 512
+)
 
 // constant is an array length: an integer constant expression.
 func (c typeSyntax) constant(e ast.Expr) bool {
