@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -38,6 +39,10 @@ type syncFS struct {
 	syncs      int
 	fail       bool
 	failWrites bool
+	// Sync (not SyncData): that of a file prepared, which fails while
+	// failFileSync is set.
+	fileSyncs    int
+	failFileSync bool
 }
 
 type syncFile struct {
@@ -73,6 +78,16 @@ func (f *syncFile) SyncData() error {
 	f.fs.syncs++
 	f.fs.synced = append(f.fs.synced[:0], f.fs.data...)
 	return f.File.SyncData()
+}
+
+func (f *syncFile) Sync() error {
+	f.fs.mu.Lock()
+	defer f.fs.mu.Unlock()
+	if f.fs.failFileSync {
+		return errors.New("injected fsync failure")
+	}
+	f.fs.fileSyncs++
+	return f.File.Sync()
 }
 
 func (s *syncFS) durable() ([]byte, int) {
@@ -211,17 +226,7 @@ func TestAcksByMode(t *testing.T) {
 		if err := stream.CloseSend(); err != nil {
 			t.Fatal(err)
 		}
-		var got []int64
-		for {
-			ack, err := stream.Recv()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				t.Fatal(err)
-			}
-			got = append(got, ack.GetOffset())
-		}
+		got := acksToTheEnd(t, stream)
 		if !slices.Equal(got, c.want) {
 			t.Errorf("cumulative %v: after entry 5, entries 3, 6, 4 acked with %v, want %v", c.cumulative, got, c.want)
 		}
@@ -229,10 +234,28 @@ func TestAcksByMode(t *testing.T) {
 }
 
 // TestDurableStreamsAtOnceHaveTheirOwnFiles: streams running at the same
-// time write to files of their own.
+// time write to files of their own, the file of a stream that ended
+// going to one of them only.
 func TestDurableStreamsAtOnceHaveTheirOwnFiles(t *testing.T) {
 	dir := t.TempDir()
 	client, _, _ := serveDurable(t, vfs.Default, dir)
+	ended, err := client.Replicate(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ended.Send(entry(0, true)); err != nil {
+		t.Fatal(err)
+	}
+	if err := ended.CloseSend(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		if _, err := ended.Recv(); err == io.EOF {
+			break
+		} else if err != nil {
+			t.Fatal(err)
+		}
+	}
 	for i := range 2 {
 		stream, err := client.Replicate(context.Background())
 		if err != nil {
@@ -366,5 +389,105 @@ func TestEchoReceivesAppendsAsTheNodeDoes(t *testing.T) {
 	}
 	if n := decoded.Load(); n != 0 {
 		t.Errorf("%d of 100 Appends decoded into new messages by gRPC's codec", n)
+	}
+}
+
+// TestAckModeIsDecidedByTheFirstAppend: a stream keeps the ack mode of
+// its first Append whatever the later ones ask: after entry 5, a
+// duplicate 3 and entry 6 are acked one by one in per-entry mode, and by
+// one cumulative ack 6 in cumulative mode.
+func TestAckModeIsDecidedByTheFirstAppend(t *testing.T) {
+	for _, c := range []struct {
+		cumulative bool
+		want       []int64
+	}{{false, []int64{3, 6}}, {true, []int64{6}}} {
+		client, _, _ := serveDurable(t, vfs.Default, t.TempDir())
+		stream, err := client.Replicate(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(entry(5, c.cumulative)); err != nil {
+			t.Fatal(err)
+		}
+		if ack, err := stream.Recv(); err != nil || ack.GetOffset() != 5 {
+			t.Fatalf("cumulative %v: entry 5: ack %v, %v", c.cumulative, ack, err)
+		}
+		for _, o := range []int64{3, 6} {
+			if err := stream.Send(entry(o, !c.cumulative)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := stream.CloseSend(); err != nil {
+			t.Fatal(err)
+		}
+		got := acksToTheEnd(t, stream)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("first Append cumulative %v, then 3 and 6 asking the other mode: acks %v, want %v", c.cumulative, got, c.want)
+		}
+	}
+}
+
+// TestDurableFilePreparedBeforeTheFirstAck: a stream's file is prepared
+// as a log segment is, to its full size, and made durable before the
+// first ack; a file whose preparation could not be made durable fails
+// the stream and is removed.
+func TestDurableFilePreparedBeforeTheFirstAck(t *testing.T) {
+	dir := t.TempDir()
+	fs := &syncFS{FS: vfs.Default}
+	client, _, _ := serveDurable(t, fs, dir)
+	stream, err := client.Replicate(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = stream.CloseSend() }()
+	if err := stream.Send(entry(0, true)); err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := stream.Recv(); err != nil || ack.GetOffset() != 0 {
+		t.Fatalf("ack %v, %v", ack, err)
+	}
+	names := filesIn(t, dir)
+	if len(names) != 1 {
+		t.Fatalf("files %q, want the stream's", names)
+	}
+	st, err := os.Stat(filepath.Join(dir, names[0]))
+	if err != nil || st.Size() != echo.DurableFileSize {
+		t.Fatalf("the stream's file: %v, %v; want it %d bytes long", st, err, echo.DurableFileSize)
+	}
+	fs.mu.Lock()
+	fileSyncs := fs.fileSyncs
+	fs.failFileSync = true
+	fs.mu.Unlock()
+	if fileSyncs == 0 {
+		t.Errorf("the first ack came before the prepared file was made durable")
+	}
+	// A second stream at once prepares a file of its own; its sync fails.
+	failed, err := client.Replicate(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = failed.Send(entry(0, true))
+	if ack, err := failed.Recv(); err == nil {
+		t.Fatalf("acknowledged %v though its file was not made durable", ack)
+	}
+	if got := filesIn(t, dir); !slices.Equal(got, names) {
+		t.Fatalf("after the failed preparation: files %q, want only %q", got, names)
+	}
+}
+
+// acksToTheEnd receives the acks of a stream until it ends, and returns
+// their offsets.
+func acksToTheEnd(t *testing.T, stream grpc.BidiStreamingClient[replicationpb.Append, replicationpb.Ack]) []int64 {
+	t.Helper()
+	var got []int64
+	for {
+		ack, err := stream.Recv()
+		if err == io.EOF {
+			return got
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, ack.GetOffset())
 	}
 }

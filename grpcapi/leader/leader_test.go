@@ -99,6 +99,15 @@ func TestHistogram(t *testing.T) {
 	if got := r.Quantile(.07); got < 7*time.Millisecond-time.Millisecond/16 || got > 7*time.Millisecond+time.Millisecond/16 {
 		t.Errorf("Quantile(0.07) of 1..100 ms = %v, want 7ms ± 1/16", got)
 	}
+	// The q-quantile is the value of rank ⌈q·n⌉: the median of 1, 2 and
+	// 3 ms is 2 ms.
+	var three leader.Histogram
+	for i := 1; i <= 3; i++ {
+		three.Record(time.Duration(i) * time.Millisecond)
+	}
+	if got := three.Quantile(.5); got < 2*time.Millisecond-time.Millisecond/8 || got > 2*time.Millisecond+time.Millisecond/8 {
+		t.Errorf("Quantile(0.5) of 1, 2, 3 ms = %v, want 2ms ± 1/16", got)
+	}
 	// Never above Max, even when the bucket's middle is: 1000 ns is in
 	// the bucket 992..1023.
 	var m leader.Histogram
@@ -443,22 +452,20 @@ func (f failingSource) Next() (store.Chunk, error) {
 	return ch, err
 }
 
-// TestSendSnapshotSourceFails: when the source fails, even after every
-// chunk was sent, the transfer is aborted, not ended: the follower
-// installs nothing and the call leaves nothing running.
-func TestSendSnapshotSourceFails(t *testing.T) {
-	conn := realNode(t)
-	ctx := context.Background()
+// termThreeSnapshot returns a snapshot of a store fenced at term 3 that
+// applied entries 0 to 9, entry o putting key k<o>.
+func termThreeSnapshot(t *testing.T) *store.Snapshot {
+	t.Helper()
 	st, err := store.Open(t.TempDir(), store.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer st.Close()
+	t.Cleanup(func() { st.Close() })
 	if err := st.SetTerm(3, store.TermOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	for o := range logpos.Offset(10) {
-		if err := st.Apply(logpos.Entry{Term: 3, Offset: o, Value: leader.AppendPut(nil, []byte("k"), []byte("v"))}); err != nil {
+		if err := st.Apply(logpos.Entry{Term: 3, Offset: o, Value: leader.AppendPut(nil, fmt.Appendf(nil, "k%d", o), []byte("v"))}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -466,7 +473,17 @@ func TestSendSnapshotSourceFails(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sn.Close()
+	t.Cleanup(func() { sn.Close() })
+	return sn
+}
+
+// TestSendSnapshotSourceFails: when the source fails, even after every
+// chunk was sent, the transfer is aborted, not ended: the follower
+// installs nothing and the call leaves nothing running.
+func TestSendSnapshotSourceFails(t *testing.T) {
+	conn := realNode(t)
+	ctx := context.Background()
+	sn := termThreeSnapshot(t)
 	s := leader.Shard{Namespace: "snap", Shard: 0}
 	if _, err := conn.Status(ctx, s); status.Code(err) != codes.Aborted { // connects
 		t.Fatalf("a fresh node hosts the shard: %v", err)
@@ -1012,5 +1029,269 @@ func TestReplicateOfADeposedLeaderIsRefusedAtAttach(t *testing.T) {
 	_, err := conn.Replicate(ctx, leader.Run{Shard: s, Term: 1, Count: 3, Window: 3, Cumulative: true, Value: value})
 	if grpcapi.Reason(err) != grpcapi.ReasonInvalidTerm || !strings.Contains(err.Error(), "leader term 1 is not the current term 2") {
 		t.Fatalf("a stream of term 1 to a follower at term 2: %v, want INVALID_TERM naming both terms", err)
+	}
+}
+
+// TestControlCallsOnARealNode: each control call reaches the shard it
+// names with the term and entry it is given, and returns the node's
+// answer: GetStatus, NewTerm's head, Truncate's new head (in the new
+// term), Get's values and commit offset, the steps after a sequence
+// number, and DeleteShard, refused for an older term.
+func TestControlCallsOnARealNode(t *testing.T) {
+	conn := realNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s := leader.Shard{Namespace: "control", Shard: 3}
+	head, err := conn.NewTerm(ctx, s, 1, nil)
+	if err != nil || head != logpos.NoEntry {
+		t.Fatalf("NewTerm(1) of a fresh shard: %v, %v; want no head", head, err)
+	}
+	if _, err := conn.Truncate(ctx, s, 1, head); err != nil {
+		t.Fatal(err)
+	}
+	key := func(off logpos.Offset, buf []byte) []byte {
+		return leader.AppendPut(buf, fmt.Appendf(nil, "k%d", off), []byte("v"))
+	}
+	if _, err := conn.Replicate(ctx, leader.Run{Shard: s, Term: 1, Count: 10, Window: 10, Cumulative: true, Value: key}); err != nil {
+		t.Fatal(err)
+	}
+	values, commit, err := conn.Get(ctx, s, 9, []byte("k0"), []byte("k9"), []byte("k10"))
+	if err != nil || commit != 9 || !values[0].GetFound() || !values[1].GetFound() || values[2].GetFound() {
+		t.Fatalf("Get once 9 is applied: %v, commit %d, %v", values, commit, err)
+	}
+	st, err := conn.Status(ctx, s)
+	if err != nil || st.GetTerm() != 1 || st.GetStatus() != replicationpb.ServingStatus_FOLLOWER || st.GetHeadOffset() != 9 {
+		t.Fatalf("Status: %v, %v; want a follower of term 1 with head 9", st, err)
+	}
+	if _, err := conn.Status(ctx, leader.Shard{Namespace: "control", Shard: 4}); status.Code(err) != codes.Aborted {
+		t.Fatalf("Status of a shard the node does not host: %v, want Aborted", err)
+	}
+	if head, err = conn.NewTerm(ctx, s, 2, nil); err != nil || head != (logpos.EntryID{Term: 1, Offset: 9}) {
+		t.Fatalf("NewTerm(2): %v, %v; want head {1 9}", head, err)
+	}
+	if head, err = conn.Truncate(ctx, s, 2, head); err != nil || head != (logpos.EntryID{Term: 2, Offset: 9}) {
+		t.Fatalf("Truncate(2) to {1 9}: %v, %v; want head {2 9}", head, err)
+	}
+	steps, err := conn.Steps(ctx, s, 0)
+	if err != nil || len(steps) < 2 {
+		t.Fatalf("Steps after 0: %v, %v", steps, err)
+	}
+	last := steps[len(steps)-1].GetSeq()
+	if later, err := conn.Steps(ctx, s, last-1); err != nil || len(later) != 1 || later[0].GetSeq() != last {
+		t.Fatalf("Steps after %d: %v, %v; want step %d alone", last-1, later, err, last)
+	}
+	if err := conn.Delete(ctx, s, 1); grpcapi.Reason(err) != grpcapi.ReasonInvalidTerm {
+		t.Fatalf("Delete by the leader of term 1 at term 2: %v, want INVALID_TERM", err)
+	}
+	if err := conn.Delete(ctx, s, 2); err != nil {
+		t.Fatal(err)
+	}
+	if st, err := conn.Status(ctx, s); status.Code(err) != codes.Aborted {
+		t.Fatalf("Status after Delete: %v, %v; want Aborted", st, err)
+	}
+}
+
+// requestRecorder answers NewTerm and Get, passing on the requests.
+type requestRecorder struct {
+	replicationgrpc.UnimplementedOxiaCoordinationServer
+	inspectpb.UnimplementedInspectServer
+	newTerms chan *replicationpb.NewTermRequest
+	gets     chan *inspectpb.GetRequest
+}
+
+func (r requestRecorder) NewTerm(_ context.Context, req *replicationpb.NewTermRequest) (*replicationpb.NewTermResponse, error) {
+	r.newTerms <- req
+	return &replicationpb.NewTermResponse{HeadEntryId: &replicationpb.EntryId{Term: -1, Offset: -1}}, nil
+}
+
+func (r requestRecorder) Get(_ context.Context, req *inspectpb.GetRequest) (*inspectpb.GetResponse, error) {
+	r.gets <- req
+	return &inspectpb.GetResponse{Values: make([]*inspectpb.Value, len(req.GetKeys())), CommitOffset: 4}, nil
+}
+
+// TestRequestsCarryTheCallersArguments: NewTerm sends the options it is
+// given; Get asks the node to wait for the entry at minCommit to be
+// applied, and not to wait at all when minCommit is NoOffset.
+func TestRequestsCarryTheCallersArguments(t *testing.T) {
+	rec := requestRecorder{newTerms: make(chan *replicationpb.NewTermRequest, 1), gets: make(chan *inspectpb.GetRequest, 1)}
+	conn := serve(t, func(s *grpc.Server) {
+		replicationgrpc.RegisterOxiaCoordinationServer(s, rec)
+		inspectpb.RegisterInspectServer(s, rec)
+	})
+	ctx := context.Background()
+	s := leader.Shard{Namespace: "ns", Shard: 6}
+	opts := &replicationpb.NewTermOptions{EnableNotifications: true, KeySorting: replicationpb.KeySortingType_HIERARCHICAL}
+	if _, err := conn.NewTerm(ctx, s, 7, opts); err != nil {
+		t.Fatal(err)
+	}
+	want := &replicationpb.NewTermRequest{Namespace: "ns", Shard: 6, Term: 7, Options: opts}
+	if got := <-rec.newTerms; !proto.Equal(got, want) {
+		t.Errorf("NewTerm sent %v, want %v", got, want)
+	}
+	for _, minCommit := range []logpos.Offset{logpos.NoOffset, 0, 12} {
+		if _, commit, err := conn.Get(ctx, s, minCommit, []byte("a")); err != nil || commit != 4 {
+			t.Fatalf("Get: commit %d, %v; want the node's 4", commit, err)
+		}
+		got := <-rec.gets
+		if minCommit == logpos.NoOffset && got.MinCommitOffset != nil || minCommit != logpos.NoOffset && (got.MinCommitOffset == nil || got.GetMinCommitOffset() != int64(minCommit)) {
+			t.Errorf("Get with minCommit %d sent min_commit_offset %v", minCommit, got.MinCommitOffset)
+		}
+	}
+}
+
+// slowSender wraps a Conn's Replicate streams so that each entry's Send
+// returns only once the run has checked the ack of that entry (its
+// receiver is back waiting for the next ack), or the stream ended: gRPC's
+// Send only queues a message, and its ack may be checked before Send
+// returns. For runs from offset 0 with a window of 1.
+type slowSender struct {
+	replicationgrpc.OxiaLogReplicationClient
+}
+
+func (c slowSender) Replicate(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[replicationpb.Append, replicationpb.Ack], error) {
+	s, err := c.OxiaLogReplicationClient.Replicate(ctx, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &slowSendStream{BidiStreamingClient: s, recvs: make(chan struct{}, 64)}, nil
+}
+
+type slowSendStream struct {
+	grpc.BidiStreamingClient[replicationpb.Append, replicationpb.Ack]
+	recvs chan struct{} // one per Recv call
+	calls int64         // Recv calls seen by Send
+}
+
+func (s *slowSendStream) Recv() (*replicationpb.Ack, error) {
+	s.recvs <- struct{}{}
+	return s.BidiStreamingClient.Recv()
+}
+
+func (s *slowSendStream) Send(a *replicationpb.Append) error {
+	if err := s.BidiStreamingClient.Send(a); err != nil || a.GetEntry() == nil {
+		return err
+	}
+	// The ack of entry o is checked once Recv is called for the o+2nd time.
+	for s.calls < a.GetEntry().GetOffset()+2 {
+		select {
+		case <-s.recvs:
+			s.calls++
+		case <-s.Context().Done():
+			return nil
+		}
+	}
+	return nil
+}
+
+// TestReplicateAckCheckedBeforeSendReturns: an ack checked before the
+// Send of its entry returned acknowledges an entry sent, whose latency
+// started before the send: for a run of one entry, the whole run.
+func TestReplicateAckCheckedBeforeSendReturns(t *testing.T) {
+	conn := serve(t, func(s *grpc.Server) { echo.Register(s) })
+	conn.Replication = slowSender{conn.Replication}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	lat := &leader.Histogram{}
+	res, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, Count: 1, Latency: lat,
+		Value: func(off logpos.Offset, buf []byte) []byte {
+			runtime.GC() // work before the send, in neither interval
+			return value(off, buf)
+		}})
+	if err != nil || res.Acked != 1 || lat.Count() != 1 {
+		t.Fatalf("%+v, %v, %d latencies", res, err, lat.Count())
+	}
+	if res.Elapsed != lat.Max() {
+		t.Errorf("Elapsed %v, latency %v: want one interval, from the send to the ack", res.Elapsed, lat.Max())
+	}
+}
+
+// batchAcker acknowledges the first n entries with one cumulative ack
+// once it has them all, then checks that each later entry, sent in the
+// room that ack freed, advertises it as committed; it acks the last
+// entry when it has the 2n.
+type batchAcker struct {
+	replicationgrpc.UnimplementedOxiaLogReplicationServer
+	n int64
+}
+
+func (b batchAcker) Replicate(s grpc.BidiStreamingServer[replicationpb.Append, replicationpb.Ack]) error {
+	for got := int64(0); ; {
+		a, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if a.GetEntry() == nil {
+			continue
+		}
+		o := a.GetEntry().GetOffset()
+		if o >= b.n && a.GetCommitOffset() < b.n-1 {
+			return status.Errorf(codes.FailedPrecondition, "entry %d, sent after ack %d, advertises commit %d", o, b.n-1, a.GetCommitOffset())
+		}
+		if got++; got == b.n || got == 2*b.n {
+			if err := s.Send(&replicationpb.Ack{Offset: got - 1}); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// TestReplicateAdvertisesAnAckBeforeUsingTheRoomItFrees: the entries
+// sent in the room an ack freed in the window advertise that ack as
+// committed, even while the run is still taking the ack in (one
+// cumulative ack of many entries).
+func TestReplicateAdvertisesAnAckBeforeUsingTheRoomItFrees(t *testing.T) {
+	const n = 1 << 17
+	conn := serve(t, func(s *grpc.Server) { replicationgrpc.RegisterOxiaLogReplicationServer(s, batchAcker{n: n}) })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, Count: 2 * n, Window: n, Cumulative: true, Latency: &leader.Histogram{}, Value: value})
+	if err != nil || res.Acked != 2*n {
+		t.Fatalf("%+v, %v", res, err)
+	}
+}
+
+// TestSendSnapshotInstallsIntoARealNode: a snapshot sent whole is
+// installed by the shard it names, its chunks marked with the term they
+// are sent with, and the follower acknowledges its commit offset.
+func TestSendSnapshotInstallsIntoARealNode(t *testing.T) {
+	conn := realNode(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	sn := termThreeSnapshot(t)
+	// A follower fenced at term 3 takes the chunks of that term only.
+	s := leader.Shard{Namespace: "snap", Shard: 2}
+	if _, err := conn.NewTerm(ctx, s, 3, nil); err != nil {
+		t.Fatal(err)
+	}
+	if ack, err := conn.SendSnapshot(ctx, s, 3, sn); err != nil || ack != 9 {
+		t.Fatalf("SendSnapshot: ack %d, %v; want 9", ack, err)
+	}
+	status, err := conn.Status(ctx, s)
+	if err != nil || status.GetTerm() != 3 || status.GetCommitOffset() != 9 {
+		t.Fatalf("after the install: %v, %v; want term 3, commit 9", status, err)
+	}
+	if values, _, err := conn.Get(ctx, s, 9, []byte("k9")); err != nil || !values[0].GetFound() {
+		t.Fatalf("k9 after the install: %v, %v", values, err)
+	}
+}
+
+// TestDialOptionsWin: options given to Dial come after its own, and win
+// over them: here a larger send limit than the one Dial sets.
+func TestDialOptionsWin(t *testing.T) {
+	conn := serve(t, func(s *grpc.Server) { echo.Register(s) })
+	big, err := leader.Dial(conn.ClientConn().Target(), 1024, grpc.WithDefaultCallOptions(grpc.MaxCallSendMsgSize(1<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer big.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := big.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, Count: 1,
+		Value: func(_ logpos.Offset, buf []byte) []byte { return append(buf, make([]byte, 2048)...) }})
+	if err != nil || res.Acked != 1 {
+		t.Fatalf("a 2 KiB entry with Dial's limit 1 KiB raised to 1 MiB: %+v, %v", res, err)
 	}
 }

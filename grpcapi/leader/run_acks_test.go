@@ -375,7 +375,13 @@ func TestHistogramMergeAndMean(t *testing.T) {
 // TestAppendPaddedPutIsAsLongAsItCanBe: the batch is at most size bytes,
 // and one more value byte would make it longer than size.
 func TestAppendPaddedPutIsAsLongAsItCanBe(t *testing.T) {
-	key := []byte("bench/42")
+	for _, key := range [][]byte{[]byte("bench/42"), nil} {
+		paddedPutIsAsLongAsItCanBe(t, key)
+	}
+}
+
+func paddedPutIsAsLongAsItCanBe(t *testing.T, key []byte) {
+	t.Helper()
 	minSize := len(leader.AppendPut(nil, key, nil))
 	for size := 0; size < 70000; size += 1 + size/64 {
 		got := leader.AppendPaddedPut(nil, key, size)
@@ -438,5 +444,39 @@ func TestReplicateRepeatsBeyondTheDuplicatesSent(t *testing.T) {
 		}})
 	if !errors.Is(err, leader.ErrProtocol) || errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("acks 7, 7, 7 with only entry 5 sent: %+v, %v; want ErrProtocol before the deadline", res, err)
+	}
+}
+
+// TestReplicatePerEntryAckRepeated: in per-entry mode each entry is
+// acknowledged exactly once: a second ack of entry 0 is a protocol
+// violation, even when every entry is acknowledged after it.
+func TestReplicatePerEntryAckRepeated(t *testing.T) {
+	acks := []int64{0, 0}
+	for o := int64(1); o < 10; o++ {
+		acks = append(acks, o)
+	}
+	conn := serve(t, func(s *grpc.Server) {
+		replicationgrpc.RegisterOxiaLogReplicationServer(s, pacedFollower{script: []pacedStep{{recv: 10, acks: acks}}})
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, Count: 10, Window: 10, Value: value})
+	if !errors.Is(err, leader.ErrProtocol) {
+		t.Fatalf("acks 0, 0, 1..9 for 0..9 per entry: %+v, %v; want ErrProtocol", res, err)
+	}
+}
+
+// TestReplicateRepeatAnsweringTheOnlyDuplicate: a run of one entry the
+// follower holds (5, Resent 1): its durable head 7 covers the entry, and
+// one repeat of 7 answers that duplicate, with only one entry ever sent.
+func TestReplicateRepeatAnsweringTheOnlyDuplicate(t *testing.T) {
+	conn := serve(t, func(s *grpc.Server) {
+		replicationgrpc.RegisterOxiaLogReplicationServer(s, pacedFollower{script: []pacedStep{{recv: 1, acks: []int64{7, 7}}}})
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := conn.Replicate(ctx, leader.Run{Shard: leader.Shard{Namespace: "x"}, Term: 1, First: 5, Count: 1, Window: 1, Cumulative: true, Commit: 4, Resent: 1, Value: value})
+	if err != nil || res.Acked != 1 || res.LastAck != 7 {
+		t.Fatalf("acks 7, 7 for one re-sent entry 5: %+v, %v; want it acknowledged", res, err)
 	}
 }
