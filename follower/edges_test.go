@@ -965,3 +965,20 @@ func TestSnapshotOfNothingInstallsNowhere(t *testing.T) {
 		t.Fatalf("install of a snapshot of nothing: %v, want ErrInvalidArgument", err)
 	}
 }
+
+// TestLogTrimmedOnceTrimEveryEntriesApplied: the applier trims the log as
+// soon as TrimEvery entries have been applied since the last trim, not
+// one entry later: with TrimEvery 4, applying entries 0..3 drops the
+// sealed segments below the durable commit.
+func TestLogTrimmedOnceTrimEveryEntriesApplied(t *testing.T) {
+	h := newHarness(t, Config{SegmentSize: wal.MinSegmentSize, TrimEvery: 4})
+	h.newTerm(1)
+	s, res := h.replicate(1, 0, 3, 3)
+	waitApplied(t, h.f, 3)
+	if err := finish(t, s, res); err != nil {
+		t.Fatal(err)
+	}
+	if first := h.f.log.FirstOffset(); first <= 0 {
+		t.Fatalf("the log starts at %d after 4 entries applied with TrimEvery 4; want its first segments trimmed", first)
+	}
+}

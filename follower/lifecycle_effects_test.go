@@ -67,6 +67,69 @@ func TestNewTermSettledEntriesAreApplied(t *testing.T) {
 	}
 }
 
+// TestNewTermAfterItsSettlingSyncFailed: NewTerm ends a stream whose last
+// entry no sync round of the stream covered, and the fsync that would
+// make it durable fails: NewTerm fails with ErrUnavailable, the term
+// unchanged. The log's failure is sticky, so once the disk heals the next
+// NewTerm reopens the log, cut back to the last entry a sync covered, and
+// succeeds, replying that entry (docs/follower.md, Failures).
+func TestNewTermAfterItsSettlingSyncFailed(t *testing.T) {
+	var failSyncs atomic.Bool
+	efs := errorfs.Wrap(vfs.Default, errorfs.InjectorFunc(func(op errorfs.Op) error {
+		if failSyncs.Load() && strings.Contains(op.Path, "/wal/") &&
+			(op.Kind == errorfs.OpFileSync || op.Kind == errorfs.OpFileSyncData) {
+			return errInjected
+		}
+		return nil
+	}))
+	f, err := Open(Config{Dir: t.TempDir(), FS: efs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = f.Close() })
+	if _, err := f.NewTerm(1, TermOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var r1 *replication
+	reached := make(chan struct{})
+	f.entryAppended = func(o logpos.Offset) {
+		if o == 1 {
+			close(reached)
+			<-r1.ctx.Done() // held until NewTerm ends the stream: no sync round covers entry 1
+		}
+	}
+	s := newFakeStream()
+	res := make(chan error, 1)
+	go func() { res <- f.Replicate(s); s.cancel() }()
+	s.in <- entryAppend(1, 0, -1, "k0", "v")
+	if got := within(t, s.acks); got != 0 {
+		t.Fatalf("ack %d, want 0", got)
+	}
+	f.acquire()
+	r1 = f.stream
+	f.release()
+	s.in <- entryAppend(1, 1, -1, "k1", "v")
+	<-reached
+	failSyncs.Store(true)
+	if _, err := f.NewTerm(2, TermOptions{}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("NewTerm whose sync of the log fails: %v, want ErrUnavailable", err)
+	}
+	if err := within(t, res); !errors.Is(err, ErrStreamEnded) {
+		t.Fatalf("the stream: %v", err)
+	}
+	if st := f.Status(); st.Term != 1 || st.State != StateFollower {
+		t.Fatalf("after the failed NewTerm: %+v, want term 1, Follower", st)
+	}
+	failSyncs.Store(false) // the disk heals
+	id, err := f.NewTerm(2, TermOptions{})
+	if err != nil {
+		t.Fatalf("NewTerm once the disk healed: %v", err)
+	}
+	if st := f.Status(); id != (logpos.EntryID{Term: 1, Offset: 0}) || st.Term != 2 || st.State != StateFenced || st.Head != 0 {
+		t.Fatalf("NewTerm replied %v, status %+v; want entry {1 0}, term 2, Fenced, head 0", id, st)
+	}
+}
+
 // TestStatsStreamAttachedFollowsTheStream: Stats().StreamAttached is true
 // while a stream is attached, and false once NewTerm has ended it (the
 // stream is detached by the control operation, not by its handler).

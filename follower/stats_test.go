@@ -236,3 +236,32 @@ func TestFailedSyncRoundIsCounted(t *testing.T) {
 		t.Fatalf("%d syncs (%d timed) after a failed one, want %d (%d)", st.Syncs, st.SyncLatency.Count, before.Syncs+1, before.SyncLatency.Count+1)
 	}
 }
+
+// TestStatsCommitIsTheFollowersCommit: Stats reports the commit Status
+// does. After the store came back from a failure with an older commit, it
+// is the commit reached before, not the store's, until the applier has
+// applied the lost entries again (SPEC §6.3: commit never decreases).
+func TestStatsCommitIsTheFollowersCommit(t *testing.T) {
+	sm := &reapplyGate{entered: make(chan struct{}), release: make(chan struct{})}
+	f := openStoreBehind(t, Config{StateMachine: sm}, &sm.armed)
+	<-sm.entered // the applier applies again what the store lost
+	st := f.Stats()
+	close(sm.release)
+	if st.Commit != 5 {
+		t.Errorf("Stats().Commit %d while the store applies again what it lost, want 5 (the commit reached)", st.Commit)
+	}
+	waitApplied(t, f, 5)
+}
+
+// TestLagIsNeverNegative: Lag counts the entries advertised and not yet
+// applied; a commit above the advertised one (Stats reads the advertised
+// commit first, and a snapshot install may lower both meanwhile) is no
+// lag, not a negative one.
+func TestLagIsNeverNegative(t *testing.T) {
+	if lag := (Stats{Advertised: 3, Commit: 30}).Lag(); lag != 0 {
+		t.Errorf("lag with commit 30 above advertised 3: %d, want 0", lag)
+	}
+	if lag := (Stats{Advertised: 30, Commit: 3}).Lag(); lag != 27 {
+		t.Errorf("lag with commit 3 below advertised 30: %d, want 27", lag)
+	}
+}
